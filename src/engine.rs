@@ -1,0 +1,646 @@
+//! The optimizer engine: configuration, registered buffers, state, counters and threads.
+//!
+//! The host owns parameters and gradients and passes them to every [`Optimizer::update`]; the
+//! optimizer owns the state it needs (moments, momentum, AMSGrad maximum, slow weights), sized
+//! once at registration. After registration an update allocates nothing on the caller's thread.
+//!
+//! One update (SPEC.md): validate every input, run the sum-of-squares pass if clipping by norm
+//! or checking for non-finite values, build the [`Plan`] of per-step scalars in f64, run one fused
+//! pass per buffer, advance counters. Hosts with their own threads split the middle step
+//! themselves: [`Optimizer::begin_update`], then [`Step::apply`] on disjoint element ranges from
+//! any threads, then [`Optimizer::finish_update`].
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Once;
+
+use crate::config::{Config, NonFinitePolicy, ScheduleMode};
+use crate::error::Error;
+use crate::kernels::{self, Buffers, Plan, Rule};
+use crate::schedule::ScheduleState;
+use crate::simd::{self, Tier};
+
+/// Below this many elements in total an update stays on the caller's thread even with a pool:
+/// waking workers costs more than it saves (measured: see ARCHITECTURE.md).
+pub const PARALLEL_MIN_ELEMENTS: usize = 1 << 16;
+/// Elements per task of the threaded fused pass (a multiple of the sum-of-squares block).
+const PARALLEL_GRAIN: usize = 1 << 15;
+
+/// What an update did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Outcome {
+    /// The update was applied; `step` is its 1-based number, `synced` whether Lookahead synced.
+    Applied { step: u64, synced: bool },
+    /// A gradient held a non-finite value (the first one, by buffer and index) and the policy
+    /// is `Skip`: nothing changed except the skipped-updates counter.
+    Skipped {
+        buffer: usize,
+        index: usize,
+        value: f32,
+    },
+}
+
+/// The optimizer state of one registered buffer. Unused buffers are empty.
+#[derive(Debug, Clone, Default)]
+struct BufState {
+    m: Vec<f32>,
+    v: Vec<f32>,
+    v_max: Vec<f32>,
+    slow: Vec<f32>,
+    /// Block partials of the sum of squares (scratch for the threaded norm pass).
+    partials: Vec<f64>,
+}
+
+/// Mutable view of the state of one buffer (or of a range of it), for [`Step::apply`].
+/// Split it with [`StateMut::split_at`] to hand disjoint ranges to several threads.
+pub struct StateMut<'a> {
+    m: &'a mut [f32],
+    v: &'a mut [f32],
+    v_max: &'a mut [f32],
+    slow: &'a mut [f32],
+}
+
+impl<'a> StateMut<'a> {
+    /// Splits at element `mid` (relative to this view) into `[0, mid)` and `[mid, len)`.
+    pub fn split_at(self, mid: usize) -> (StateMut<'a>, StateMut<'a>) {
+        fn cut(s: &mut [f32], mid: usize) -> (&mut [f32], &mut [f32]) {
+            if s.is_empty() {
+                (&mut [], &mut [])
+            } else {
+                s.split_at_mut(mid)
+            }
+        }
+        let (m0, m1) = cut(self.m, mid);
+        let (v0, v1) = cut(self.v, mid);
+        let (x0, x1) = cut(self.v_max, mid);
+        let (s0, s1) = cut(self.slow, mid);
+        (
+            StateMut {
+                m: m0,
+                v: v0,
+                v_max: x0,
+                slow: s0,
+            },
+            StateMut {
+                m: m1,
+                v: v1,
+                v_max: x1,
+                slow: s1,
+            },
+        )
+    }
+}
+
+/// The per-step scalars of one update between [`Optimizer::begin_update`] and
+/// [`Optimizer::finish_update`]. Plain data: copy it to every thread.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Step {
+    plan: Plan,
+    tier: Tier,
+    /// 1-based number of this update.
+    number: u64,
+}
+
+impl Step {
+    /// The fused update of one buffer range: `param` and `grad` must cover the same elements as
+    /// `state` (for example `param[a..b]` with the state of that buffer split at `a` and `b`).
+    /// Checks lengths and writes nothing if they differ.
+    pub fn apply(&self, param: &mut [f32], grad: &[f32], state: StateMut<'_>) -> Result<(), Error> {
+        kernels::apply(self.tier, &self.plan, self.buffers(param, grad, state))
+    }
+
+    fn buffers<'a>(
+        &self,
+        param: &'a mut [f32],
+        grad: &'a [f32],
+        state: StateMut<'a>,
+    ) -> Buffers<'a> {
+        Buffers {
+            param,
+            grad,
+            m: state.m,
+            v: state.v,
+            v_max: state.v_max,
+            slow: state.slow,
+        }
+    }
+
+    /// The 1-based number of this update.
+    pub fn number(&self) -> u64 {
+        self.number
+    }
+    /// Whether Lookahead syncs on this update.
+    pub fn syncs(&self) -> bool {
+        self.plan.sync_alpha.is_some()
+    }
+    /// The plan (per-step scalars) of this update.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+}
+
+/// Incremented in a forked child (see [`Pool`]).
+static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
+static ATFORK: Once = Once::new();
+
+extern "C" fn after_fork_in_child() {
+    FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A private rayon pool. Its worker threads do not exist in a forked child, so a pool made
+/// before a fork is abandoned there (leaked, never touched: its locks may be held by threads
+/// that are gone) and a new one is made on first use.
+struct Pool {
+    pool: Option<rayon::ThreadPool>,
+    threads: usize,
+    generation: u64,
+}
+
+impl Pool {
+    fn new(threads: usize) -> Result<Pool, Error> {
+        ATFORK.call_once(|| {
+            // Registering a plain function pointer; failure only loses fork detection, which
+            // then shows as a hang in a forked child, so report it loudly in debug builds.
+            // SAFETY: `pthread_atfork` with a valid `extern "C"` function and null handlers
+            // is always sound to call.
+            let rc = unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+            debug_assert_eq!(rc, 0, "pthread_atfork failed");
+        });
+        let mut p = Pool {
+            pool: None,
+            threads,
+            generation: FORK_GENERATION.load(Ordering::Relaxed),
+        };
+        p.pool = Some(Self::build(threads)?);
+        Ok(p)
+    }
+
+    fn build(threads: usize) -> Result<rayon::ThreadPool, Error> {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("flatopt-{i}"))
+            .build()
+            .map_err(|e| Error::Unsupported(format!("cannot start {threads} threads: {e}")))
+    }
+
+    /// The pool, rebuilt if this process is a fork of the one that made it; `None` if threads
+    /// cannot be started (the caller then runs on its own thread).
+    fn get(&mut self) -> Option<&rayon::ThreadPool> {
+        let generation = FORK_GENERATION.load(Ordering::Relaxed);
+        if generation != self.generation {
+            std::mem::forget(self.pool.take());
+            self.generation = generation;
+            self.pool = Self::build(self.threads).ok();
+        }
+        self.pool.as_ref()
+    }
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Pool({} threads)", self.threads)
+    }
+}
+
+/// An optimizer over host-owned flat f32 buffers. See the module docs.
+#[derive(Debug)]
+pub struct Optimizer {
+    cfg: Config,
+    tier: Tier,
+    lens: Vec<usize>,
+    state: Vec<BufState>,
+    /// Applied updates.
+    step: u64,
+    /// Skipped updates (non-finite gradients).
+    skipped: u64,
+    schedule: ScheduleState,
+    pool: Option<Pool>,
+}
+
+impl Optimizer {
+    /// Validates `cfg` and makes an optimizer with no buffers registered yet.
+    pub fn new(cfg: Config) -> Result<Optimizer, Error> {
+        cfg.validate()?;
+        let tier = match cfg.tier {
+            Some(t) => t,
+            None => simd::default_tier(),
+        };
+        let pool = if cfg.num_threads > 1 {
+            Some(Pool::new(cfg.num_threads)?)
+        } else {
+            None
+        };
+        Ok(Optimizer {
+            schedule: ScheduleState::new(&cfg.lr),
+            cfg,
+            tier,
+            lens: Vec::new(),
+            state: Vec::new(),
+            step: 0,
+            skipped: 0,
+            pool,
+        })
+    }
+
+    /// Registers the parameter buffers (their current values become the slow weights) and
+    /// sizes the state. Replaces any earlier registration and resets counters and schedule.
+    pub fn register(&mut self, params: &[&[f32]]) -> Result<(), Error> {
+        if params.is_empty() {
+            return Err(Error::invalid(
+                "params",
+                "an empty list",
+                "register at least one buffer",
+            ));
+        }
+        let (m, v, v_max) = self.cfg.base.state_used();
+        let lookahead = self.cfg.lookahead.is_some();
+        let sized = |used: bool, n: usize| if used { vec![0.0; n] } else { Vec::new() };
+        let state = params
+            .iter()
+            .map(|p| BufState {
+                m: sized(m, p.len()),
+                v: sized(v, p.len()),
+                v_max: sized(v_max, p.len()),
+                slow: if lookahead { p.to_vec() } else { Vec::new() },
+                partials: vec![0.0; kernels::sumsq_block_count(p.len())],
+            })
+            .collect();
+        self.lens = params.iter().map(|p| p.len()).collect();
+        self.state = state;
+        self.reset_counters();
+        Ok(())
+    }
+
+    /// Back to the state right after registration: moments zeroed, slow weights copied from
+    /// `params`, counters and schedule reset. No allocation.
+    pub fn reset(&mut self, params: &[&[f32]]) -> Result<(), Error> {
+        self.check_lengths("param", params.iter().map(|p| p.len()), params.len())?;
+        for (st, p) in self.state.iter_mut().zip(params) {
+            st.m.fill(0.0);
+            st.v.fill(0.0);
+            st.v_max.fill(0.0);
+            if !st.slow.is_empty() {
+                st.slow.copy_from_slice(p);
+            }
+        }
+        self.reset_counters();
+        Ok(())
+    }
+
+    fn reset_counters(&mut self) {
+        self.step = 0;
+        self.skipped = 0;
+        self.schedule = ScheduleState::new(&self.cfg.lr);
+    }
+
+    /// One full update of every registered buffer, in place. `params[i]` and `grads[i]` must
+    /// have the length registered for buffer `i`. On any error nothing has changed (with the
+    /// `Error` policy for non-finite gradients, the skipped counter has gone up).
+    pub fn update(
+        &mut self,
+        params: &mut [&mut [f32]],
+        grads: &[&[f32]],
+    ) -> Result<Outcome, Error> {
+        self.check_lengths("param", params.iter().map(|p| p.len()), params.len())?;
+        let step = match self.begin_update(grads)? {
+            Ok(step) => step,
+            Err(skipped) => return Ok(skipped),
+        };
+        let total: usize = self.lens.iter().sum();
+        let states = &mut self.state;
+        match self
+            .pool
+            .as_mut()
+            .filter(|_| total >= PARALLEL_MIN_ELEMENTS)
+        {
+            Some(pool) => match pool.get() {
+                Some(pool) => pool.install(|| par_apply(&step, params, grads, states)),
+                None => seq_apply(&step, params, grads, states),
+            },
+            None => seq_apply(&step, params, grads, states),
+        }
+        let synced = step.syncs();
+        self.finish_update(step)?;
+        Ok(Outcome::Applied {
+            step: self.step,
+            synced,
+        })
+    }
+
+    /// First phase of an update for hosts that split the work themselves: checks the gradient
+    /// lengths, runs the norm / non-finite pass, and returns the [`Step`] to apply, or the
+    /// [`Outcome::Skipped`] it decided on (already counted). Changes nothing else.
+    pub fn begin_update(&mut self, grads: &[&[f32]]) -> Result<Result<Step, Outcome>, Error> {
+        self.check_lengths("grad", grads.iter().map(|g| g.len()), grads.len())?;
+        let sumsq = if self.cfg.grad_clip_norm.is_some()
+            || self.cfg.nonfinite != NonFinitePolicy::Propagate
+        {
+            Some(self.sum_squares(grads))
+        } else {
+            None
+        };
+        self.begin_update_with_sum_squares(sumsq, |b| kernels::first_non_finite(grads[b]))
+    }
+
+    /// Like [`Optimizer::begin_update`] with the global sum of squares computed by the host
+    /// (for example across shards). `sumsq` must be `Some` if clipping by norm or checking for
+    /// non-finite values; `find` locates the first non-finite value of buffer `b` for the report.
+    pub fn begin_update_with_sum_squares(
+        &mut self,
+        sumsq: Option<f64>,
+        find: impl Fn(usize) -> Option<(usize, f32)>,
+    ) -> Result<Result<Step, Outcome>, Error> {
+        if self.lens.is_empty() {
+            return Err(Error::InvalidState(
+                "update before any buffer was registered",
+            ));
+        }
+        let checked =
+            self.cfg.grad_clip_norm.is_some() || self.cfg.nonfinite != NonFinitePolicy::Propagate;
+        let mut clip_scale = None;
+        match sumsq {
+            None if checked => {
+                return Err(Error::invalid(
+                    "sum_squares",
+                    "none",
+                    "required with grad_clip_norm or a non-finite policy other than propagate",
+                ));
+            }
+            None => {}
+            Some(s) => {
+                if !s.is_finite() && self.cfg.nonfinite != NonFinitePolicy::Propagate {
+                    let (buffer, index, value) = (0..self.lens.len())
+                        .find_map(|b| find(b).map(|(i, v)| (b, i, v)))
+                        .unwrap_or((0, 0, f32::NAN));
+                    self.skipped += 1;
+                    return match self.cfg.nonfinite {
+                        NonFinitePolicy::Error => Err(Error::NonFinite {
+                            buffer,
+                            index,
+                            value,
+                        }),
+                        _ => Ok(Err(Outcome::Skipped {
+                            buffer,
+                            index,
+                            value,
+                        })),
+                    };
+                }
+                if let Some(c) = self.cfg.grad_clip_norm {
+                    let norm = s.sqrt();
+                    if norm > c {
+                        clip_scale = Some((c / norm) as f32);
+                    }
+                }
+            }
+        }
+        let number = self.step + 1;
+        let lr = self.schedule.lr(&self.cfg.lr);
+        let sync_alpha = self
+            .cfg
+            .lookahead
+            .filter(|la| number % la.sync_period == 0)
+            .map(|la| la.alpha as f32);
+        let plan = Plan {
+            clip_scale,
+            clip_value: self.cfg.grad_clip_value.map(|c| c as f32),
+            weight_decay: (self.cfg.weight_decay != 0.0).then_some(self.cfg.weight_decay as f32),
+            rule: Rule::for_step(&self.cfg.base, number, lr),
+            sync_alpha,
+        };
+        Ok(Ok(Step {
+            plan,
+            tier: self.tier,
+            number,
+        }))
+    }
+
+    /// The state of each registered buffer, in registration order, for [`Step::apply`].
+    pub fn states_mut(&mut self) -> impl Iterator<Item = StateMut<'_>> {
+        self.state.iter_mut().map(BufState::view)
+    }
+
+    /// Last phase of an update: counts it and advances the schedule (per-update mode).
+    /// `step` must come from this optimizer's latest `begin_update`.
+    pub fn finish_update(&mut self, step: Step) -> Result<(), Error> {
+        if step.number != self.step + 1 {
+            return Err(Error::InvalidState(
+                "finish_update with a step that is not the one begun last",
+            ));
+        }
+        self.step = step.number;
+        if self.cfg.schedule_mode == ScheduleMode::PerUpdate {
+            self.schedule.advance(&self.cfg.lr);
+        }
+        Ok(())
+    }
+
+    /// Sum of squares of all gradients in the fixed order of the determinism contract.
+    fn sum_squares(&mut self, grads: &[&[f32]]) -> f64 {
+        let total: usize = self.lens.iter().sum();
+        let tier = self.tier;
+        let states = &mut self.state;
+        match self
+            .pool
+            .as_mut()
+            .filter(|_| total >= PARALLEL_MIN_ELEMENTS)
+        {
+            Some(pool) => match pool.get() {
+                Some(pool) => pool.install(|| par_partials(tier, grads, states)),
+                None => seq_partials(tier, grads, states),
+            },
+            None => seq_partials(tier, grads, states),
+        }
+        let mut sum = 0.0;
+        for st in &self.state {
+            for p in &st.partials {
+                sum += p;
+            }
+        }
+        sum
+    }
+
+    fn check_lengths(
+        &self,
+        what: &str,
+        lens: impl Iterator<Item = usize>,
+        count: usize,
+    ) -> Result<(), Error> {
+        if self.lens.is_empty() {
+            return Err(Error::InvalidState(
+                "update before any buffer was registered",
+            ));
+        }
+        if count != self.lens.len() {
+            return Err(Error::LengthMismatch {
+                what: format!("number of {what} buffers"),
+                expected: self.lens.len(),
+                got: count,
+            });
+        }
+        for (i, (got, &want)) in lens.zip(&self.lens).enumerate() {
+            if got != want {
+                return Err(Error::LengthMismatch {
+                    what: format!("{what} buffer {i}"),
+                    expected: want,
+                    got,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Advances a manual (epoch-style) schedule by one.
+    pub fn step_schedule(&mut self) {
+        self.schedule.advance(&self.cfg.lr);
+    }
+
+    /// Feeds a metric to a ReduceOnPlateau schedule.
+    pub fn step_schedule_metric(&mut self, metric: f64) -> Result<(), Error> {
+        self.schedule.step_metric(&self.cfg.lr, metric)
+    }
+
+    /// Applied updates so far.
+    pub fn step_count(&self) -> u64 {
+        self.step
+    }
+    /// Updates skipped because of non-finite gradients.
+    pub fn skipped_count(&self) -> u64 {
+        self.skipped
+    }
+    /// The learning rate the next update will use (f64 schedule value rounded to f32).
+    pub fn current_lr(&self) -> f32 {
+        self.schedule.lr(&self.cfg.lr) as f32
+    }
+    /// The schedule counter and state.
+    pub fn schedule_state(&self) -> &ScheduleState {
+        &self.schedule
+    }
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+    /// Registered buffer lengths, in registration order.
+    pub fn buffer_lens(&self) -> &[usize] {
+        &self.lens
+    }
+    /// The SIMD tier this optimizer runs on.
+    pub fn tier(&self) -> Tier {
+        self.tier
+    }
+    /// Switches the SIMD tier (results do not change: all tiers are bit-identical).
+    pub fn set_tier(&mut self, tier: Tier) -> Result<(), Error> {
+        self.tier = tier.check()?;
+        Ok(())
+    }
+    /// Threads used by `update` (1: the caller's thread).
+    pub fn num_threads(&self) -> usize {
+        self.cfg.num_threads
+    }
+    /// Changes the thread count (results do not change: the update is thread-count invariant).
+    pub fn set_num_threads(&mut self, n: usize) -> Result<(), Error> {
+        let mut cfg = self.cfg.clone();
+        cfg.num_threads = n;
+        cfg.validate()?;
+        self.pool = if n > 1 { Some(Pool::new(n)?) } else { None };
+        self.cfg.num_threads = n;
+        Ok(())
+    }
+    /// The Lookahead slow weights of buffer `i` (`None` without Lookahead or out of range).
+    pub fn slow_weights(&self, i: usize) -> Option<&[f32]> {
+        self.state
+            .get(i)
+            .filter(|_| self.cfg.lookahead.is_some())
+            .map(|s| s.slow.as_slice())
+    }
+    /// The state buffers of buffer `i`: (m, v, v_max), each empty if the rule does not use it.
+    pub fn moments(&self, i: usize) -> Option<(&[f32], &[f32], &[f32])> {
+        self.state
+            .get(i)
+            .map(|s| (s.m.as_slice(), s.v.as_slice(), s.v_max.as_slice()))
+    }
+}
+
+impl BufState {
+    fn view(&mut self) -> StateMut<'_> {
+        StateMut {
+            m: &mut self.m,
+            v: &mut self.v,
+            v_max: &mut self.v_max,
+            slow: &mut self.slow,
+        }
+    }
+}
+
+fn seq_apply(step: &Step, params: &mut [&mut [f32]], grads: &[&[f32]], states: &mut [BufState]) {
+    for ((p, g), st) in params.iter_mut().zip(grads).zip(states.iter_mut()) {
+        kernels::apply_unchecked_lengths(step.tier, &step.plan, step.buffers(p, g, st.view()));
+    }
+}
+
+/// Splits the buffer list, then each buffer, in halves until tasks are at most
+/// [`PARALLEL_GRAIN`] elements, with `rayon::join` (no allocation per task). The update is
+/// elementwise, so any split gives the same bits.
+fn par_apply(step: &Step, params: &mut [&mut [f32]], grads: &[&[f32]], states: &mut [BufState]) {
+    if params.len() > 1 {
+        let mid = params.len() / 2;
+        let (p0, p1) = params.split_at_mut(mid);
+        let (g0, g1) = grads.split_at(mid);
+        let (s0, s1) = states.split_at_mut(mid);
+        rayon::join(
+            || par_apply(step, p0, g0, s0),
+            || par_apply(step, p1, g1, s1),
+        );
+    } else if let (Some(p), Some(g), Some(st)) =
+        (params.first_mut(), grads.first(), states.first_mut())
+    {
+        par_apply_one(step, p, g, st.view());
+    }
+}
+
+fn par_apply_one(step: &Step, p: &mut [f32], g: &[f32], st: StateMut<'_>) {
+    if p.len() <= PARALLEL_GRAIN {
+        kernels::apply_unchecked_lengths(step.tier, &step.plan, step.buffers(p, g, st));
+        return;
+    }
+    let mid = (p.len() / 2).next_multiple_of(64);
+    let (p0, p1) = p.split_at_mut(mid);
+    let (g0, g1) = g.split_at(mid);
+    let (s0, s1) = st.split_at(mid);
+    rayon::join(
+        || par_apply_one(step, p0, g0, s0),
+        || par_apply_one(step, p1, g1, s1),
+    );
+}
+
+fn seq_partials(tier: Tier, grads: &[&[f32]], states: &mut [BufState]) {
+    for (g, st) in grads.iter().zip(states.iter_mut()) {
+        kernels::sumsq_partials_unchecked(tier, g, &mut st.partials);
+    }
+}
+
+/// Block partials on the pool. Splits fall on block boundaries, so every partial is the same
+/// as on one thread; they are added up in block order afterwards.
+fn par_partials(tier: Tier, grads: &[&[f32]], states: &mut [BufState]) {
+    if grads.len() > 1 {
+        let mid = grads.len() / 2;
+        let (g0, g1) = grads.split_at(mid);
+        let (s0, s1) = states.split_at_mut(mid);
+        rayon::join(|| par_partials(tier, g0, s0), || par_partials(tier, g1, s1));
+    } else if let (Some(g), Some(st)) = (grads.first(), states.first_mut()) {
+        par_partials_one(tier, g, &mut st.partials);
+    }
+}
+
+fn par_partials_one(tier: Tier, g: &[f32], partials: &mut [f64]) {
+    if partials.len() <= 2 * (PARALLEL_GRAIN / kernels::SUMSQ_BLOCK) {
+        kernels::sumsq_partials_unchecked(tier, g, partials);
+        return;
+    }
+    let mid_blocks = partials.len() / 2;
+    let (g0, g1) = g.split_at(mid_blocks * kernels::SUMSQ_BLOCK);
+    let (q0, q1) = partials.split_at_mut(mid_blocks);
+    rayon::join(
+        || par_partials_one(tier, g0, q0),
+        || par_partials_one(tier, g1, q1),
+    );
+}

@@ -1,0 +1,113 @@
+//! The one error type of the crate. Every variant names what was wrong and the value at fault,
+//! so that a message reaching a C or Python user is enough to fix the call.
+
+use std::fmt;
+
+/// Why a call was refused. A refused call has changed nothing.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Error {
+    /// A hyperparameter or argument is outside its domain: `name` is the argument, `value` the
+    /// value given (formatted), `expected` the rule it broke.
+    InvalidArgument {
+        name: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+    /// Two lengths that must agree do not: `what` names the buffer.
+    LengthMismatch {
+        what: String,
+        expected: usize,
+        got: usize,
+    },
+    /// A gradient holds NaN or ±Inf and the policy is `Error`: the first one found, by buffer
+    /// (registration order) and element index.
+    NonFinite {
+        buffer: usize,
+        index: usize,
+        value: f32,
+    },
+    /// A call came in an order the optimizer does not allow (for example stepping before any
+    /// buffer is registered).
+    InvalidState(&'static str),
+    /// A requested feature (a SIMD tier, ...) is not available in this build or on this CPU.
+    Unsupported(String),
+}
+
+impl Error {
+    /// Shorthand for [`Error::InvalidArgument`].
+    pub fn invalid(name: &'static str, value: impl fmt::Display, expected: &'static str) -> Self {
+        Error::InvalidArgument {
+            name,
+            value: value.to_string(),
+            expected,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::InvalidArgument {
+                name,
+                value,
+                expected,
+            } => write!(f, "invalid {name} = {value}: {expected}"),
+            Error::LengthMismatch {
+                what,
+                expected,
+                got,
+            } => write!(
+                f,
+                "length mismatch for {what}: expected {expected}, got {got}"
+            ),
+            Error::NonFinite {
+                buffer,
+                index,
+                value,
+            } => write!(
+                f,
+                "non-finite gradient: buffer {buffer} holds {value} at index {index}"
+            ),
+            Error::InvalidState(what) => write!(f, "invalid call order: {what}"),
+            Error::Unsupported(what) => write!(f, "unsupported: {what}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Checks that `x` is finite and `>= 0`.
+pub(crate) fn non_negative(name: &'static str, x: f64) -> Result<(), Error> {
+    if x.is_finite() && x >= 0.0 {
+        Ok(())
+    } else {
+        Err(Error::invalid(name, x, "must be finite and >= 0"))
+    }
+}
+
+/// Checks that `x` is finite and `> 0`.
+pub(crate) fn positive(name: &'static str, x: f64) -> Result<(), Error> {
+    if x.is_finite() && x > 0.0 {
+        Ok(())
+    } else {
+        Err(Error::invalid(name, x, "must be finite and > 0"))
+    }
+}
+
+/// Checks that `x` lies in `[0, 1)` (a moment decay rate).
+pub(crate) fn unit_open(name: &'static str, x: f64) -> Result<(), Error> {
+    if (0.0..1.0).contains(&x) {
+        Ok(())
+    } else {
+        Err(Error::invalid(name, x, "must be in [0, 1)"))
+    }
+}
+
+/// Checks that `x` lies in `[0, 1]`.
+pub(crate) fn unit_closed(name: &'static str, x: f64) -> Result<(), Error> {
+    if (0.0..=1.0).contains(&x) {
+        Ok(())
+    } else {
+        Err(Error::invalid(name, x, "must be in [0, 1]"))
+    }
+}

@@ -1,0 +1,591 @@
+//! The kernels: one fused pass per buffer that applies a whole update, and the fixed-order sum of
+//! squares. Each is written once, generic over [`Vf32`], and stamped per tier in `crate::simd`.
+//!
+//! The public functions here are the stateless layer: the caller owns every buffer and passes
+//! the per-step scalars in a [`Plan`]. The engine (`crate::engine`) builds plans from its
+//! configuration and counters and calls these same functions.
+
+use crate::config::Base;
+use crate::error::Error;
+use crate::simd::{self, Tier, Vf32, SUMSQ_LANES};
+
+/// Elements per block of the sum of squares. Each block is summed on its own (16 f64 lanes,
+/// element `i` of the block into lane `i % 16`, lanes folded pairwise), and block partials are
+/// then added in block order. Part of the determinism contract: changing it changes results.
+pub const SUMSQ_BLOCK: usize = 4096;
+
+/// The base update rule of one step with its per-step scalars, already rounded to f32 (they are
+/// computed in f64 by [`Rule::for_step`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Rule {
+    /// `p -= lr * g`.
+    Sgd { lr: f32 },
+    /// Heavy-ball momentum: `b = g` on the first step, else `b = mu*b + damp*g` with
+    /// `damp = 1 - dampening`; `d = g + mu*b` (Nesterov) or `b`; `p -= lr * d`.
+    Momentum {
+        lr: f32,
+        mu: f32,
+        damp: f32,
+        nesterov: bool,
+        first: bool,
+    },
+    /// Adam / AMSGrad / AdamW: `m = b1*m + (1-b1)*g`, `v = b2*v + (1-b2)*g*g`
+    /// (AMSGrad: `v_max = max(v_max, v)` used in place of v),
+    /// `p = p*decay - step * (m / (sqrt(v)*inv_sqrt_bc2 + eps))`
+    /// with `step = lr / (1 - b1^t)`, `inv_sqrt_bc2 = 1 / sqrt(1 - b2^t)` and, for AdamW only,
+    /// `decay = 1 - lr*lambda`.
+    Adam {
+        b1: f32,
+        one_minus_b1: f32,
+        b2: f32,
+        one_minus_b2: f32,
+        step: f32,
+        inv_sqrt_bc2: f32,
+        eps: f32,
+        amsgrad: bool,
+        decay: Option<f32>,
+    },
+    /// RAdam: moments as Adam; if `rectified`, `p -= step * (m / (sqrt(v)*inv_sqrt_bc2 + eps))`
+    /// with `step = lr * r / (1 - b1^t)`, else `p -= step * m` with `step = lr / (1 - b1^t)`.
+    RAdam {
+        b1: f32,
+        one_minus_b1: f32,
+        b2: f32,
+        one_minus_b2: f32,
+        step: f32,
+        inv_sqrt_bc2: f32,
+        eps: f32,
+        rectified: bool,
+    },
+}
+
+/// Everything one fused pass needs besides the buffers: the gradient transforms in pipeline
+/// order, the base rule, and the Lookahead sync if this step is a sync step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Plan {
+    /// Global-norm clipping: `g *= scale` (only when the norm exceeded the threshold).
+    pub clip_scale: Option<f32>,
+    /// Value clipping: `g = min(max(g, -c), c)`.
+    pub clip_value: Option<f32>,
+    /// Coupled weight decay: `g += wd * p`.
+    pub weight_decay: Option<f32>,
+    pub rule: Rule,
+    /// Lookahead sync on this step: `s = s + alpha*(p - s); p = s`.
+    pub sync_alpha: Option<f32>,
+}
+
+/// The buffers of one fused pass, all of the same length as `param`. State buffers a rule does
+/// not use may be empty: `m` is the momentum trace (SGD with momentum) or the first moment
+/// (Adam family), `v` the second moment, `v_max` the AMSGrad maximum, `slow` the Lookahead slow
+/// weights (read and written on sync steps only).
+pub struct Buffers<'a> {
+    pub param: &'a mut [f32],
+    pub grad: &'a [f32],
+    pub m: &'a mut [f32],
+    pub v: &'a mut [f32],
+    pub v_max: &'a mut [f32],
+    pub slow: &'a mut [f32],
+}
+
+impl Rule {
+    /// The rule for applied step `t` (1-based) of `base` at learning rate `lr`: every per-step
+    /// scalar is computed in f64 and rounded to f32 once. `t` counts base-optimizer steps
+    /// (bias correction, RAdam's rho_t, momentum's first step).
+    pub fn for_step(base: &Base, t: u64, lr: f64) -> Rule {
+        let t = t.max(1);
+        let tf = t as f64;
+        // Powers as f64 exponentials of the step: exact for small t, smooth for huge ones.
+        let pow = |b: f64| b.powf(tf);
+        match *base {
+            Base::Sgd {
+                momentum,
+                dampening,
+                nesterov,
+            } => {
+                if momentum > 0.0 {
+                    Rule::Momentum {
+                        lr: lr as f32,
+                        mu: momentum as f32,
+                        damp: (1.0 - dampening) as f32,
+                        nesterov,
+                        first: t == 1,
+                    }
+                } else {
+                    Rule::Sgd { lr: lr as f32 }
+                }
+            }
+            Base::Adam {
+                b1,
+                b2,
+                eps,
+                amsgrad,
+            } => adam_rule(b1, b2, eps, t, lr, amsgrad, None),
+            Base::AdamW {
+                b1,
+                b2,
+                eps,
+                weight_decay,
+            } => adam_rule(b1, b2, eps, t, lr, false, Some(weight_decay)),
+            Base::RAdam { b1, b2, eps } => {
+                let bc1 = 1.0 - pow(b1);
+                let bc2 = 1.0 - pow(b2);
+                let rho_inf = 2.0 / (1.0 - b2) - 1.0;
+                let rho_t = rho_inf - 2.0 * tf * pow(b2) / bc2;
+                let rectified = rho_t >= 5.0;
+                let step = if rectified {
+                    let r = ((rho_t - 4.0) * (rho_t - 2.0) * rho_inf
+                        / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t))
+                        .sqrt();
+                    lr * r / bc1
+                } else {
+                    lr / bc1
+                };
+                Rule::RAdam {
+                    b1: b1 as f32,
+                    one_minus_b1: (1.0 - b1) as f32,
+                    b2: b2 as f32,
+                    one_minus_b2: (1.0 - b2) as f32,
+                    step: step as f32,
+                    inv_sqrt_bc2: (1.0 / bc2.sqrt()) as f32,
+                    eps: eps as f32,
+                    rectified,
+                }
+            }
+        }
+    }
+
+    /// Which state buffers the rule reads and writes: (m, v, v_max).
+    pub fn state_used(&self) -> (bool, bool, bool) {
+        match self {
+            Rule::Sgd { .. } => (false, false, false),
+            Rule::Momentum { .. } => (true, false, false),
+            Rule::Adam { amsgrad, .. } => (true, true, *amsgrad),
+            Rule::RAdam { .. } => (true, true, false),
+        }
+    }
+}
+
+fn adam_rule(
+    b1: f64,
+    b2: f64,
+    eps: f64,
+    t: u64,
+    lr: f64,
+    amsgrad: bool,
+    decoupled: Option<f64>,
+) -> Rule {
+    let tf = t as f64;
+    let bc1 = 1.0 - b1.powf(tf);
+    let bc2 = 1.0 - b2.powf(tf);
+    Rule::Adam {
+        b1: b1 as f32,
+        one_minus_b1: (1.0 - b1) as f32,
+        b2: b2 as f32,
+        one_minus_b2: (1.0 - b2) as f32,
+        step: (lr / bc1) as f32,
+        inv_sqrt_bc2: (1.0 / bc2.sqrt()) as f32,
+        eps: eps as f32,
+        amsgrad,
+        decay: decoupled.map(|wd| (1.0 - lr * wd) as f32),
+    }
+}
+
+impl Buffers<'_> {
+    /// Checks that every buffer the plan touches has the length of `param`.
+    pub fn check(&self, plan: &Plan) -> Result<(), Error> {
+        let n = self.param.len();
+        let (m, v, vmax) = plan.rule.state_used();
+        let checks = [
+            ("grad", true, self.grad.len()),
+            ("m (first moment / momentum)", m, self.m.len()),
+            ("v (second moment)", v, self.v.len()),
+            ("v_max (AMSGrad maximum)", vmax, self.v_max.len()),
+            ("slow weights", plan.sync_alpha.is_some(), self.slow.len()),
+        ];
+        for (what, used, len) in checks {
+            if used && len != n {
+                return Err(Error::LengthMismatch {
+                    what: what.to_string(),
+                    expected: n,
+                    got: len,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Gradient transforms and the Lookahead sync with their scalars splatted once per pass.
+struct Lanes<V> {
+    clip_scale: Option<V>,
+    clip_value: Option<(V, V)>,
+    weight_decay: Option<V>,
+    sync_alpha: Option<V>,
+}
+
+impl<V: Vf32> Lanes<V> {
+    #[inline(always)]
+    fn new(plan: &Plan) -> Self {
+        Lanes {
+            clip_scale: plan.clip_scale.map(V::splat),
+            clip_value: plan.clip_value.map(|c| (V::splat(-c), V::splat(c))),
+            weight_decay: plan.weight_decay.map(V::splat),
+            sync_alpha: plan.sync_alpha.map(V::splat),
+        }
+    }
+
+    /// Steps 1-3 of the pipeline: clip scale, value clip, coupled weight decay.
+    #[inline(always)]
+    fn grad(&self, mut g: V, p: V) -> V {
+        if let Some(s) = self.clip_scale {
+            g = g.mul(s);
+        }
+        if let Some((lo, hi)) = self.clip_value {
+            // The possibly-NaN value goes second so that NaN passes through (see `Vf32::max`).
+            g = hi.min(lo.max(g));
+        }
+        if let Some(wd) = self.weight_decay {
+            g = g.add(wd.mul(p));
+        }
+        g
+    }
+
+    /// Step 5: writes the new parameter, through the Lookahead sync on sync steps.
+    #[inline(always)]
+    fn store_param(&self, p: V, param: &mut [f32], slow: &mut [f32], i: usize) {
+        match self.sync_alpha {
+            Some(alpha) => {
+                let s = V::load(&slow[i..]);
+                let s = s.add(alpha.mul(p.sub(s)));
+                s.store(&mut slow[i..]);
+                s.store(&mut param[i..]);
+            }
+            None => p.store(&mut param[i..]),
+        }
+    }
+}
+
+/// One fused pass over `b` with vectors `V`, the tail with the scalar tier.
+/// Callers must have run [`Buffers::check`].
+#[inline(always)]
+pub(crate) fn fused<V: Vf32>(plan: &Plan, mut b: Buffers<'_>) {
+    let n = b.param.len();
+    let split = n - n % V::LANES;
+    span::<V>(plan, &mut b, 0, split);
+    span::<f32>(plan, &mut b, split, n);
+}
+
+/// The fused update of elements `start..end` (`end - start` a multiple of `V::LANES`).
+#[inline(always)]
+fn span<V: Vf32>(plan: &Plan, b: &mut Buffers<'_>, start: usize, end: usize) {
+    let k = Lanes::<V>::new(plan);
+    let param = &mut *b.param;
+    let grad = b.grad;
+    let slow = &mut *b.slow;
+    let mut i = start;
+    match plan.rule {
+        Rule::Sgd { lr } => {
+            let lr = V::splat(lr);
+            while i < end {
+                let p = V::load(&param[i..]);
+                let g = k.grad(V::load(&grad[i..]), p);
+                k.store_param(p.sub(lr.mul(g)), param, slow, i);
+                i += V::LANES;
+            }
+        }
+        Rule::Momentum {
+            lr,
+            mu,
+            damp,
+            nesterov,
+            first,
+        } => {
+            let (lr, mu, damp) = (V::splat(lr), V::splat(mu), V::splat(damp));
+            let m = &mut *b.m;
+            while i < end {
+                let p = V::load(&param[i..]);
+                let g = k.grad(V::load(&grad[i..]), p);
+                let t = if first {
+                    g
+                } else {
+                    mu.mul(V::load(&m[i..])).add(damp.mul(g))
+                };
+                t.store(&mut m[i..]);
+                let d = if nesterov { g.add(mu.mul(t)) } else { t };
+                k.store_param(p.sub(lr.mul(d)), param, slow, i);
+                i += V::LANES;
+            }
+        }
+        Rule::Adam {
+            b1,
+            one_minus_b1,
+            b2,
+            one_minus_b2,
+            step,
+            inv_sqrt_bc2,
+            eps,
+            amsgrad,
+            decay,
+        } => {
+            let (b1, c1, b2, c2) = (
+                V::splat(b1),
+                V::splat(one_minus_b1),
+                V::splat(b2),
+                V::splat(one_minus_b2),
+            );
+            let (step, isb2, eps) = (V::splat(step), V::splat(inv_sqrt_bc2), V::splat(eps));
+            let decay = decay.map(V::splat);
+            let (m, v, v_max) = (&mut *b.m, &mut *b.v, &mut *b.v_max);
+            while i < end {
+                let p = V::load(&param[i..]);
+                let g = k.grad(V::load(&grad[i..]), p);
+                let mi = b1.mul(V::load(&m[i..])).add(c1.mul(g));
+                let vi = b2.mul(V::load(&v[i..])).add(c2.mul(g.mul(g)));
+                mi.store(&mut m[i..]);
+                vi.store(&mut v[i..]);
+                let vd = if amsgrad {
+                    let vm = V::load(&v_max[i..]).max(vi);
+                    vm.store(&mut v_max[i..]);
+                    vm
+                } else {
+                    vi
+                };
+                let u = mi.div(vd.sqrt().mul(isb2).add(eps));
+                let pd = match decay {
+                    Some(d) => p.mul(d),
+                    None => p,
+                };
+                k.store_param(pd.sub(step.mul(u)), param, slow, i);
+                i += V::LANES;
+            }
+        }
+        Rule::RAdam {
+            b1,
+            one_minus_b1,
+            b2,
+            one_minus_b2,
+            step,
+            inv_sqrt_bc2,
+            eps,
+            rectified,
+        } => {
+            let (b1, c1, b2, c2) = (
+                V::splat(b1),
+                V::splat(one_minus_b1),
+                V::splat(b2),
+                V::splat(one_minus_b2),
+            );
+            let (step, isb2, eps) = (V::splat(step), V::splat(inv_sqrt_bc2), V::splat(eps));
+            let (m, v) = (&mut *b.m, &mut *b.v);
+            while i < end {
+                let p = V::load(&param[i..]);
+                let g = k.grad(V::load(&grad[i..]), p);
+                let mi = b1.mul(V::load(&m[i..])).add(c1.mul(g));
+                let vi = b2.mul(V::load(&v[i..])).add(c2.mul(g.mul(g)));
+                mi.store(&mut m[i..]);
+                vi.store(&mut v[i..]);
+                let u = if rectified {
+                    mi.div(vi.sqrt().mul(isb2).add(eps))
+                } else {
+                    mi
+                };
+                k.store_param(p.sub(step.mul(u)), param, slow, i);
+                i += V::LANES;
+            }
+        }
+    }
+}
+
+/// Writes the sum of squares of each [`SUMSQ_BLOCK`]-element block of `x` into `partials`
+/// (`partials.len()` must be `x.len().div_ceil(SUMSQ_BLOCK)`).
+#[inline(always)]
+pub(crate) fn sumsq_partials<V: Vf32>(x: &[f32], partials: &mut [f64]) {
+    for (block, out) in x.chunks(SUMSQ_BLOCK).zip(partials.iter_mut()) {
+        let mut acc = V::acc_zero();
+        let mut chunks = block.chunks_exact(SUMSQ_LANES);
+        for c in &mut chunks {
+            acc = V::acc_add_squares(acc, c);
+        }
+        let mut lanes = V::acc_lanes(acc);
+        for (lane, &v) in lanes.iter_mut().zip(chunks.remainder()) {
+            let d = f64::from(v);
+            *lane += d * d;
+        }
+        *out = fold_lanes(lanes);
+    }
+}
+
+/// Folds the 16 lanes pairwise: ((l0+l1)+(l2+l3)) + ... in a fixed tree.
+#[inline(always)]
+fn fold_lanes(mut l: [f64; SUMSQ_LANES]) -> f64 {
+    let mut width = SUMSQ_LANES;
+    while width > 1 {
+        width /= 2;
+        for j in 0..width {
+            l[j] = l[2 * j] + l[2 * j + 1];
+        }
+    }
+    l[0]
+}
+
+/// Number of sum-of-squares blocks of a buffer of `len` elements.
+pub fn sumsq_block_count(len: usize) -> usize {
+    len.div_ceil(SUMSQ_BLOCK)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The stateless layer: tier dispatch.
+
+/// Applies one fused update to one buffer on `tier`, after checking every length.
+/// Nothing is written if a length is wrong.
+pub fn apply(tier: Tier, plan: &Plan, b: Buffers<'_>) -> Result<(), Error> {
+    b.check(plan)?;
+    apply_unchecked_lengths(tier, plan, b);
+    Ok(())
+}
+
+/// [`apply`] without the length check (the engine checks once at registration). Still memory
+/// safe: a short state buffer panics on its bounds check.
+pub(crate) fn apply_unchecked_lengths(tier: Tier, plan: &Plan, b: Buffers<'_>) {
+    match tier {
+        Tier::Scalar => fused::<f32>(plan, b),
+        Tier::Portable => fused::<simd::portable::Portable>(plan, b),
+        #[cfg(target_arch = "x86_64")]
+        Tier::Avx2 | Tier::Avx512 => simd::avx2::fused(plan, b),
+        #[cfg(not(target_arch = "x86_64"))]
+        Tier::Avx2 | Tier::Avx512 => fused::<simd::portable::Portable>(plan, b),
+    }
+}
+
+/// Block partial sums of squares of `x` on `tier` (see [`SUMSQ_BLOCK`]).
+pub fn sum_squares_partials(tier: Tier, x: &[f32], partials: &mut [f64]) -> Result<(), Error> {
+    let want = sumsq_block_count(x.len());
+    if partials.len() != want {
+        return Err(Error::LengthMismatch {
+            what: "partials (one per block of the sum of squares)".to_string(),
+            expected: want,
+            got: partials.len(),
+        });
+    }
+    sumsq_partials_unchecked(tier, x, partials);
+    Ok(())
+}
+
+pub(crate) fn sumsq_partials_unchecked(tier: Tier, x: &[f32], partials: &mut [f64]) {
+    match tier {
+        Tier::Scalar => sumsq_partials::<f32>(x, partials),
+        Tier::Portable => sumsq_partials::<simd::portable::Portable>(x, partials),
+        #[cfg(target_arch = "x86_64")]
+        Tier::Avx2 | Tier::Avx512 => simd::avx2::sumsq(x, partials),
+        #[cfg(not(target_arch = "x86_64"))]
+        Tier::Avx2 | Tier::Avx512 => sumsq_partials::<simd::portable::Portable>(x, partials),
+    }
+}
+
+/// Sum of squares of `x`, accumulated in f64 in the fixed order of the determinism contract:
+/// block partials added in block order. Finite for any finite input (an f64 cannot overflow on
+/// squares of f32), NaN or +Inf if `x` holds a non-finite value.
+pub fn sum_squares(tier: Tier, x: &[f32]) -> f64 {
+    let mut total = 0.0;
+    for block in x.chunks(SUMSQ_BLOCK) {
+        let mut partial = [0.0];
+        sumsq_partials_unchecked(tier, block, &mut partial);
+        total += partial[0];
+    }
+    total
+}
+
+/// Index and value of the first NaN or ±Inf in `x` (a cold path: only run once a sum of squares
+/// came out non-finite).
+pub fn first_non_finite(x: &[f32]) -> Option<(usize, f32)> {
+    x.iter()
+        .enumerate()
+        .find(|(_, v)| !v.is_finite())
+        .map(|(i, v)| (i, *v))
+}
+
+/// A standalone elementwise operation, for hosts that compose their own pipeline.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Op {
+    /// `x *= s`.
+    Scale(f32),
+    /// `x = min(max(x, -c), c)` (NaN stays NaN).
+    ClipValue(f32),
+    /// Lookahead sync of fast weights `x` and slow weights `y`: `y = y + alpha*(x - y); x = y`.
+    Sync(f32),
+}
+
+/// Applies `op` to `x` (and `y` for [`Op::Sync`], which must then have `x`'s length).
+#[inline(always)]
+pub(crate) fn elementwise<V: Vf32>(op: Op, x: &mut [f32], y: &mut [f32]) {
+    elementwise_span::<V>(op, x, y, 0, x.len() - x.len() % V::LANES);
+    elementwise_span::<f32>(op, x, y, x.len() - x.len() % V::LANES, x.len());
+}
+
+#[inline(always)]
+fn elementwise_span<V: Vf32>(op: Op, x: &mut [f32], y: &mut [f32], start: usize, end: usize) {
+    let mut i = start;
+    match op {
+        Op::Scale(s) => {
+            let s = V::splat(s);
+            while i < end {
+                V::load(&x[i..]).mul(s).store(&mut x[i..]);
+                i += V::LANES;
+            }
+        }
+        Op::ClipValue(c) => {
+            let (lo, hi) = (V::splat(-c), V::splat(c));
+            while i < end {
+                hi.min(lo.max(V::load(&x[i..]))).store(&mut x[i..]);
+                i += V::LANES;
+            }
+        }
+        Op::Sync(alpha) => {
+            let alpha = V::splat(alpha);
+            while i < end {
+                let s = V::load(&y[i..]);
+                let s = s.add(alpha.mul(V::load(&x[i..]).sub(s)));
+                s.store(&mut y[i..]);
+                s.store(&mut x[i..]);
+                i += V::LANES;
+            }
+        }
+    }
+}
+
+/// Applies an elementwise operation on `tier`. `y` is used by [`Op::Sync`] only (the slow
+/// weights; pass an empty slice otherwise). Checks its arguments before writing anything.
+pub fn apply_op(tier: Tier, op: Op, x: &mut [f32], y: &mut [f32]) -> Result<(), Error> {
+    match op {
+        Op::Scale(s) if !s.is_finite() => {
+            return Err(Error::invalid("scale", s, "must be finite"));
+        }
+        Op::ClipValue(c) if !(c >= 0.0) => {
+            return Err(Error::invalid(
+                "clip_value",
+                c,
+                "must be >= 0 (+inf allowed)",
+            ));
+        }
+        Op::Sync(a) if !(0.0..=1.0).contains(&a) => {
+            return Err(Error::invalid("alpha", a, "must be in [0, 1]"));
+        }
+        Op::Sync(_) if y.len() != x.len() => {
+            return Err(Error::LengthMismatch {
+                what: "slow weights".to_string(),
+                expected: x.len(),
+                got: y.len(),
+            });
+        }
+        _ => {}
+    }
+    match tier {
+        Tier::Scalar => elementwise::<f32>(op, x, y),
+        Tier::Portable => elementwise::<simd::portable::Portable>(op, x, y),
+        #[cfg(target_arch = "x86_64")]
+        Tier::Avx2 | Tier::Avx512 => simd::avx2::elementwise(op, x, y),
+        #[cfg(not(target_arch = "x86_64"))]
+        Tier::Avx2 | Tier::Avx512 => elementwise::<simd::portable::Portable>(op, x, y),
+    }
+    Ok(())
+}

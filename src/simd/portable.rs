@@ -1,0 +1,87 @@
+//! The portable tier, built on `wide`: `f32x8` is two SSE2 registers on x86_64 and two NEON
+//! registers on aarch64. This file must stay free of architecture-specific code so that every
+//! target gets it. `wide`'s `max` / `min` have their own NaN rules, so the compare-select
+//! semantics of [`Vf32`] are built from `simd_gt` / `simd_lt` and `select`.
+
+use wide::{f32x8, f64x4};
+
+use super::{Vf32, SUMSQ_LANES};
+
+/// Eight f32 lanes on `wide`.
+#[derive(Clone, Copy)]
+pub(crate) struct Portable(f32x8);
+
+impl Vf32 for Portable {
+    const LANES: usize = 8;
+    type Acc = [f64x4; 4];
+
+    #[inline(always)]
+    fn splat(x: f32) -> Self {
+        Portable(f32x8::splat(x))
+    }
+    #[inline(always)]
+    fn load(s: &[f32]) -> Self {
+        let a: [f32; 8] = s[..8].try_into().expect("8 lanes");
+        Portable(f32x8::new(a))
+    }
+    #[inline(always)]
+    fn store(self, s: &mut [f32]) {
+        s[..8].copy_from_slice(&self.0.to_array());
+    }
+    #[inline(always)]
+    fn add(self, o: Self) -> Self {
+        Portable(self.0 + o.0)
+    }
+    #[inline(always)]
+    fn sub(self, o: Self) -> Self {
+        Portable(self.0 - o.0)
+    }
+    #[inline(always)]
+    fn mul(self, o: Self) -> Self {
+        Portable(self.0 * o.0)
+    }
+    #[inline(always)]
+    fn div(self, o: Self) -> Self {
+        Portable(self.0 / o.0)
+    }
+    #[inline(always)]
+    fn sqrt(self) -> Self {
+        Portable(self.0.sqrt())
+    }
+    #[inline(always)]
+    fn max(self, o: Self) -> Self {
+        Portable(self.0.simd_gt(o.0).select(self.0, o.0))
+    }
+    #[inline(always)]
+    fn min(self, o: Self) -> Self {
+        Portable(self.0.simd_lt(o.0).select(self.0, o.0))
+    }
+
+    #[inline(always)]
+    fn acc_zero() -> Self::Acc {
+        [f64x4::ZERO; 4]
+    }
+    #[inline(always)]
+    fn acc_add_squares(mut acc: Self::Acc, x: &[f32]) -> Self::Acc {
+        let x = &x[..SUMSQ_LANES];
+        for (k, a) in acc.iter_mut().enumerate() {
+            let q = &x[4 * k..4 * k + 4];
+            let d = f64x4::new([
+                f64::from(q[0]),
+                f64::from(q[1]),
+                f64::from(q[2]),
+                f64::from(q[3]),
+            ]);
+            *a += d * d;
+        }
+        acc
+    }
+    #[inline(always)]
+    fn acc_lanes(acc: Self::Acc) -> [f64; SUMSQ_LANES] {
+        let mut out = [0.0; SUMSQ_LANES];
+        for (k, a) in acc.iter().enumerate() {
+            out[4 * k..4 * k + 4].copy_from_slice(&a.to_array());
+        }
+        out
+    }
+}

@@ -1,0 +1,76 @@
+//! The scalar tier: `f32` as a one-lane vector. Every kernel instantiated with it is the plain
+//! reference the other tiers are checked against, and it also runs the tails shorter than a
+//! vector on every tier.
+
+use super::{Vf32, SUMSQ_LANES};
+
+impl Vf32 for f32 {
+    const LANES: usize = 1;
+    type Acc = [f64; SUMSQ_LANES];
+
+    #[inline(always)]
+    fn splat(x: f32) -> Self {
+        x
+    }
+    #[inline(always)]
+    fn load(s: &[f32]) -> Self {
+        s[0]
+    }
+    #[inline(always)]
+    fn store(self, s: &mut [f32]) {
+        s[0] = self;
+    }
+    #[inline(always)]
+    fn add(self, o: Self) -> Self {
+        self + o
+    }
+    #[inline(always)]
+    fn sub(self, o: Self) -> Self {
+        self - o
+    }
+    #[inline(always)]
+    fn mul(self, o: Self) -> Self {
+        self * o
+    }
+    #[inline(always)]
+    fn div(self, o: Self) -> Self {
+        self / o
+    }
+    #[inline(always)]
+    fn sqrt(self) -> Self {
+        f32::sqrt(self)
+    }
+    #[inline(always)]
+    fn max(self, o: Self) -> Self {
+        if self > o {
+            self
+        } else {
+            o
+        }
+    }
+    #[inline(always)]
+    fn min(self, o: Self) -> Self {
+        if self < o {
+            self
+        } else {
+            o
+        }
+    }
+
+    #[inline(always)]
+    fn acc_zero() -> Self::Acc {
+        [0.0; SUMSQ_LANES]
+    }
+    #[inline(always)]
+    fn acc_add_squares(mut acc: Self::Acc, x: &[f32]) -> Self::Acc {
+        for (a, &v) in acc.iter_mut().zip(&x[..SUMSQ_LANES]) {
+            let d = f64::from(v);
+            *a += d * d;
+        }
+        acc
+    }
+    #[inline(always)]
+    fn acc_lanes(acc: Self::Acc) -> [f64; SUMSQ_LANES] {
+        acc
+    }
+}

@@ -1,0 +1,168 @@
+//! Shared by the integration tests: the one table of optimizer configurations that drives them
+//! (add a row here and every test covers it), a small deterministic RNG, hostile values.
+#![allow(dead_code)]
+
+use flatopt::{Base, Config, Schedule};
+
+/// The base optimizers under test, one row each, with their learning rate.
+pub fn bases() -> Vec<(&'static str, Base, f64)> {
+    vec![
+        ("sgd", Base::sgd(), 0.1),
+        ("sgd_momentum", Base::momentum(0.9, false), 0.05),
+        (
+            "sgd_momentum_dampening",
+            Base::Sgd {
+                momentum: 0.8,
+                dampening: 0.3,
+                nesterov: false,
+            },
+            0.05,
+        ),
+        ("sgd_nesterov", Base::momentum(0.9, true), 0.05),
+        ("adam", Base::adam(), 1e-2),
+        (
+            "adam_amsgrad",
+            Base::Adam {
+                b1: 0.9,
+                b2: 0.99,
+                eps: 1e-8,
+                amsgrad: true,
+            },
+            1e-2,
+        ),
+        ("adamw", Base::adamw(), 1e-2),
+        (
+            "adamw_strong_decay",
+            Base::AdamW {
+                b1: 0.8,
+                b2: 0.95,
+                eps: 1e-6,
+                weight_decay: 0.3,
+            },
+            3e-2,
+        ),
+        ("radam", Base::radam(), 1e-2),
+        (
+            "radam_fast_b2",
+            Base::RAdam {
+                b1: 0.9,
+                b2: 0.9,
+                eps: 1e-8,
+            },
+            1e-2,
+        ),
+    ]
+}
+
+/// The pipeline variants applied on top of every base.
+pub fn pipelines() -> Vec<(&'static str, fn(Config) -> Config)> {
+    vec![
+        ("plain", |c| c),
+        ("lookahead_k5", |c| c.lookahead(5, 0.5)),
+        ("lookahead_k1_a0.3", |c| c.lookahead(1, 0.3)),
+        ("lookahead_a0", |c| c.lookahead(3, 0.0)),
+        ("clip_norm", |c| c.clip_norm(0.5)),
+        ("clip_value", |c| c.clip_value(0.05)),
+        ("weight_decay", |c| c.weight_decay(0.1)),
+        ("everything", |c| {
+            c.lookahead(4, 0.6)
+                .clip_norm(1.0)
+                .clip_value(0.2)
+                .weight_decay(0.01)
+        }),
+        ("scheduled", |c| {
+            let base_lr = match c.lr {
+                Schedule::Fixed { lr } => lr,
+                _ => 0.01,
+            };
+            Config {
+                lr: Schedule::Exponential {
+                    base: base_lr,
+                    gamma: 0.9,
+                },
+                ..c
+            }
+            .lookahead(3, 0.5)
+        }),
+    ]
+}
+
+/// Every (name, config) row: each base under each pipeline.
+pub fn table() -> Vec<(String, Config)> {
+    let mut rows = Vec::new();
+    for (bname, base, lr) in bases() {
+        for (pname, f) in pipelines() {
+            rows.push((format!("{bname}/{pname}"), f(Config::new(base, lr))));
+        }
+    }
+    rows
+}
+
+/// SplitMix64: small, deterministic, good enough for test data.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [0, 1).
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    /// Uniform in [lo, hi).
+    pub fn range(&mut self, lo: f64, hi: f64) -> f64 {
+        lo + (hi - lo) * self.unit()
+    }
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+    /// Roughly normal (sum of uniforms), scaled.
+    pub fn normal(&mut self, scale: f64) -> f32 {
+        let s: f64 = (0..4).map(|_| self.unit()).sum::<f64>() - 2.0;
+        (s * scale * 1.7) as f32
+    }
+    pub fn vec(&mut self, n: usize, scale: f64) -> Vec<f32> {
+        (0..n).map(|_| self.normal(scale)).collect()
+    }
+}
+
+/// Finite values that stress the arithmetic: signed zeros, subnormals, huge and tiny
+/// magnitudes, values near 1.
+pub const HOSTILE_FINITE: [f32; 14] = [
+    0.0,
+    -0.0,
+    1e-45,
+    -1e-45,
+    1.1754942e-38,
+    -1e-40,
+    1e-30,
+    -1e-20,
+    3.0e38,
+    -3.0e38,
+    1e19,
+    -65504.0,
+    1.0,
+    -0.99999994,
+];
+
+/// Hostile finite values mixed into random ones: every 3rd element is from the table.
+pub fn hostile_vec(rng: &mut Rng, n: usize, scale: f64) -> Vec<f32> {
+    (0..n)
+        .map(|i| {
+            if i % 3 == 0 {
+                HOSTILE_FINITE[rng.below(HOSTILE_FINITE.len())]
+            } else {
+                rng.normal(scale)
+            }
+        })
+        .collect()
+}
+
+/// Bit patterns of a slice, for exact comparisons that treat NaN payloads and -0 strictly.
+pub fn bits(x: &[f32]) -> Vec<u32> {
+    x.iter().map(|v| v.to_bits()).collect()
+}
