@@ -560,7 +560,7 @@ pub fn apply_op(tier: Tier, op: Op, x: &mut [f32], y: &mut [f32]) -> Result<(), 
         Op::Scale(s) if !s.is_finite() => {
             return Err(Error::invalid("scale", s, "must be finite"));
         }
-        Op::ClipValue(c) if !(c >= 0.0) => {
+        Op::ClipValue(c) if c.is_nan() || c < 0.0 => {
             return Err(Error::invalid(
                 "clip_value",
                 c,

@@ -127,7 +127,7 @@ pub enum Schedule {
     /// `p = d / decay_steps` (`floor(p)` if `staircase`),
     /// `v = base` if `d <= 0`, else `v = base * decay_rate^p`; then, if `end_value` is given,
     /// `lr(e) = max(v, end_value)` when `decay_rate < 1` (a floor) and `min(v, end_value)`
-    /// otherwise (a ceiling), else `lr(e) = v`.
+    /// otherwise (a ceiling, also when `decay_rate = 1`, as in optax), else `lr(e) = v`.
     /// (Defaults: `transition_begin = 0`, `staircase = false`, `end_value = None`.)
     ///
     /// Valid: `base >= 0`, `decay_steps >= 1`, `decay_rate` finite and `> 0`, `end_value`

@@ -54,8 +54,11 @@ pub fn bases() -> Vec<(&'static str, Base, f64)> {
     ]
 }
 
+/// A named change to a configuration (a pipeline variant).
+pub type Variant = (&'static str, fn(Config) -> Config);
+
 /// The pipeline variants applied on top of every base.
-pub fn pipelines() -> Vec<(&'static str, fn(Config) -> Config)> {
+pub fn pipelines() -> Vec<Variant> {
     vec![
         ("plain", |c| c),
         ("lookahead_k5", |c| c.lookahead(5, 0.5)),
