@@ -31,3 +31,8 @@ pub use engine::{Optimizer, Outcome, StateMut, Step};
 pub use error::Error;
 pub use schedule::{Schedule, ScheduleState};
 pub use simd::{default_tier, set_default_tier, Tier};
+
+/// The README's examples compile and run as doc tests, so the README stays true to the code.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
