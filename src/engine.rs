@@ -59,7 +59,37 @@ pub struct StateMut<'a> {
     slow: &'a mut [f32],
 }
 
+/// Raw pointers to the state of one buffer (null where the rule keeps no such state), for the
+/// C ABI's range entry point, where several host threads update disjoint ranges at once.
+#[derive(Debug, Clone, Copy)]
+pub struct RawState {
+    pub m: *mut f32,
+    pub v: *mut f32,
+    pub v_max: *mut f32,
+    pub slow: *mut f32,
+    pub len: usize,
+}
+
 impl<'a> StateMut<'a> {
+    /// Pointers to this view's buffers (null where empty). Using them is the caller's business:
+    /// they are valid while the optimizer is alive and its registration unchanged.
+    pub fn into_raw(self, len: usize) -> RawState {
+        fn ptr(s: &mut [f32]) -> *mut f32 {
+            if s.is_empty() {
+                std::ptr::null_mut()
+            } else {
+                s.as_mut_ptr()
+            }
+        }
+        RawState {
+            m: ptr(self.m),
+            v: ptr(self.v),
+            v_max: ptr(self.v_max),
+            slow: ptr(self.slow),
+            len,
+        }
+    }
+
     /// Splits at element `mid` (relative to this view) into `[0, mid)` and `[mid, len)`.
     pub fn split_at(self, mid: usize) -> (StateMut<'a>, StateMut<'a>) {
         fn cut(s: &mut [f32], mid: usize) -> (&mut [f32], &mut [f32]) {
@@ -124,6 +154,10 @@ impl Step {
         }
     }
 
+    /// The SIMD tier the step runs on.
+    pub fn tier(&self) -> Tier {
+        self.tier
+    }
     /// The 1-based number of this update.
     pub fn number(&self) -> u64 {
         self.number
@@ -398,7 +432,7 @@ impl Optimizer {
         let sync_alpha = self
             .cfg
             .lookahead
-            .filter(|la| number % la.sync_period == 0)
+            .filter(|la| number.is_multiple_of(la.sync_period))
             .map(|la| la.alpha as f32);
         let plan = Plan {
             clip_scale,

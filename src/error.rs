@@ -31,6 +31,11 @@ pub enum Error {
     InvalidState(&'static str),
     /// A requested feature (a SIMD tier, ...) is not available in this build or on this CPU.
     Unsupported(String),
+    /// A required pointer argument was NULL (C ABI): `name` is the argument.
+    NullPointer { name: &'static str },
+    /// Two buffers that must be disjoint overlap (a parameter with a gradient or another
+    /// parameter).
+    Overlap { what: String },
 }
 
 impl Error {
@@ -70,6 +75,8 @@ impl fmt::Display for Error {
             ),
             Error::InvalidState(what) => write!(f, "invalid call order: {what}"),
             Error::Unsupported(what) => write!(f, "unsupported: {what}"),
+            Error::NullPointer { name } => write!(f, "null pointer: {name} must not be NULL"),
+            Error::Overlap { what } => write!(f, "overlapping buffers: {what}"),
         }
     }
 }

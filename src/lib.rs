@@ -22,6 +22,7 @@
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod ffi;
 pub mod kernels;
 pub mod schedule;
 pub mod simd;
