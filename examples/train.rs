@@ -53,9 +53,9 @@ impl Model {
             if let Some(g) = grads.as_deref_mut() {
                 let d_out = 2.0 * err * scale;
                 g.b2[0] += d_out;
-                for j in 0..HIDDEN {
-                    g.w2[j] += d_out * h[j];
-                    let d_z = d_out * self.w2[j] * (1.0 - h[j] * h[j]);
+                for (j, &hj) in h.iter().enumerate() {
+                    g.w2[j] += d_out * hj;
+                    let d_z = d_out * self.w2[j] * (1.0 - hj * hj);
                     g.b1[j] += d_z;
                     for (k, xk) in x.iter().enumerate() {
                         g.w1[j * INPUTS + k] += d_z * xk;
@@ -165,7 +165,7 @@ fn main() -> Result<(), flatopt::Error> {
         opt.step_count(),
         opt.skipped_count()
     );
-    if !(last < first / 5.0) {
+    if last.is_nan() || last >= first / 5.0 {
         eprintln!("the model did not learn: test loss {first} -> {last}");
         std::process::exit(1);
     }

@@ -2,7 +2,8 @@
 //!
 //! The host owns parameters and gradients and passes them to every [`Optimizer::update`]; the
 //! optimizer owns the state it needs (moments, momentum, AMSGrad maximum, slow weights), sized
-//! once at registration. After registration an update allocates nothing on the caller's thread.
+//! once at registration. After registration an update on the caller's thread (the default, one
+//! thread) allocates nothing; with a private pool, rayon's job queue may allocate now and then.
 //!
 //! One update (SPEC.md): validate every input, run the sum-of-squares pass if clipping by norm
 //! or checking for non-finite values, build the [`Plan`] of per-step scalars in f64, run one fused
