@@ -1,22 +1,36 @@
 # flatopt: the two commands of the README are `make demo` and `make test`.
-# Everything the targets need is installed by the targets themselves.
+# Everything the targets need is installed by the targets themselves (Python tools such as
+# cmake go into the local virtualenv .venv).
 
-CARGO ?= cargo
+CARGO   ?= cargo
+PYTHON  ?= python3
+PREFIX  ?= /usr/local
+VENV    := .venv
+CMAKE   := $(VENV)/bin/cmake
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all build demo test test-rust lint fmt bench clean
+.PHONY: all lib demo demo-rust test lint test-rust test-c test-cpp test-install header \
+        install bench fmt clean
 
-all: build
+all: lib
 
-build:
+## The C library: target/release/libflatopt.{so,a}.
+lib:
 	$(CARGO) build --release
 
-## Build the library and run the main demo (a small model trained with Lookahead(Adam)).
-demo:
+## Build the library and run the main demo: a C MLP on handwritten digits, Adam vs
+## Lookahead(Adam).
+demo: lib
+	bash examples/c/run_demo.sh
+
+## The Rust demo (examples/train.rs).
+demo-rust:
 	$(CARGO) run --release --example train
 
-## Every test: formatting, clippy, Rust unit/integration/doc tests.
-test: lint test-rust
+## Every test: formatting, clippy, Rust tests (including the header freshness check), the C and
+## C++ test programs (plain, valgrind, AddressSanitizer), and the install test (pkg-config and
+## CMake consumers of an installed tree).
+test: lint test-rust test-c test-cpp test-install
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -26,12 +40,37 @@ test-rust:
 	$(CARGO) test --all-targets
 	$(CARGO) test --doc
 
-fmt:
-	$(CARGO) fmt --all
+test-c: lib
+	bash tests/c/run.sh
+
+test-cpp: lib
+	bash bindings/cpp/test/run.sh
+
+test-install: lib $(CMAKE)
+	CMAKE=$(abspath $(CMAKE)) bash tests/install/run.sh
+
+## Regenerate include/flatopt.h with the pinned cbindgen (commit the result).
+header:
+	FLATOPT_BLESS=1 $(CARGO) test --test header
+
+## Install into PREFIX: lib/, include/, lib/pkgconfig/, lib/cmake/flatopt/.
+install: lib
+	bash packaging/install.sh "$(PREFIX)"
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --upgrade pip
+
+$(CMAKE): $(VENV)/bin/python
+	$(VENV)/bin/python -m pip install --quiet "cmake>=3.16"
 
 ## Criterion benches (kernels per tier, full pipeline, bandwidth probe).
 bench:
 	$(CARGO) bench --bench kernels
 
+fmt:
+	$(CARGO) fmt --all
+
 clean:
 	$(CARGO) clean
+	rm -rf $(VENV)

@@ -101,7 +101,12 @@ fn bench_pipeline(c: &mut Criterion) {
             group.bench_with_input(
                 BenchmarkId::new(format!("threads{threads}"), n),
                 &n,
-                |b, _| b.iter(|| opt.update(&mut [black_box(&mut p)], &[black_box(&g)]).unwrap()),
+                |b, _| {
+                    b.iter(|| {
+                        opt.update(&mut [black_box(&mut p)], &[black_box(&g)])
+                            .unwrap()
+                    })
+                },
             );
         }
     }

@@ -1,0 +1,34 @@
+/* A C program built against an installed flatopt, found through pkg-config or CMake only.
+ * It checks that header and library agree and runs one Lookahead(Adam) step. */
+#include <flatopt.h>
+#include <stdio.h>
+#include <string.h>
+
+int main(void) {
+    if (flatopt_version_number() != FLATOPT_VERSION_NUMBER ||
+        strcmp(flatopt_version(), FLATOPT_VERSION_STRING) != 0) {
+        fprintf(stderr, "header %s does not match library %s\n", FLATOPT_VERSION_STRING,
+                flatopt_version());
+        return 1;
+    }
+    flatopt_config cfg;
+    flatopt_optimizer *opt = NULL;
+    float w[5] = {1, 2, 3, 4, 5};
+    float g[5] = {0.5f, -0.5f, 0.25f, -0.25f, 1};
+    uint64_t steps = 0;
+    if (flatopt_config_init(&cfg) != FLATOPT_OK) return 1;
+    cfg.lookahead = 1;
+    cfg.lr = 0.1;
+    if (flatopt_optimizer_new(&cfg, &opt) != FLATOPT_OK ||
+        flatopt_optimizer_add_param(opt, w, g, 5) != FLATOPT_OK ||
+        flatopt_optimizer_step(opt) != FLATOPT_OK ||
+        flatopt_optimizer_step_count(opt, &steps) != FLATOPT_OK || steps != 1 || !(w[0] < 1)) {
+        fprintf(stderr, "consumer failed: %s\n", flatopt_last_error_message());
+        flatopt_optimizer_free(opt);
+        return 1;
+    }
+    flatopt_optimizer_free(opt);
+    printf("consumer: flatopt %s, one step ok (w[0] = %g, tier %s)\n", flatopt_version(),
+           (double)w[0], flatopt_simd_tier_name(flatopt_default_simd_tier()));
+    return 0;
+}
