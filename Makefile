@@ -17,6 +17,7 @@ all: lib
 ## The C library: target/release/libflatopt.{so,a}.
 lib:
 	$(CARGO) build --release
+	bash packaging/dev-soname-link.sh target/release
 
 ## Build the library and run the main demo: a C MLP on handwritten digits, Adam vs
 ## Lookahead(Adam).
