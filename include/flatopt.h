@@ -724,6 +724,48 @@ enum flatopt_status flatopt_scale(float *x, size_t len, float s);
  */
 enum flatopt_status flatopt_lookahead_sync(float *fast, float *slow, size_t len, float alpha);
 
+/**
+ * The size in bytes of the checkpoint `flatopt_optimizer_save` would write now.
+ */
+enum flatopt_status flatopt_optimizer_checkpoint_size(const struct flatopt_optimizer *opt,
+                                                      size_t *out);
+
+/**
+ * Writes the complete optimizer state (configuration, counters, schedule state, moments,
+ * AMSGrad maximum, slow weights; not the parameters, which the caller owns) into `buf` of
+ * `cap` bytes and its length to `*written`. `FLATOPT_ERR_LENGTH_MISMATCH` if `cap` is smaller
+ * than `flatopt_optimizer_checkpoint_size`.
+ */
+enum flatopt_status flatopt_optimizer_save(const struct flatopt_optimizer *opt,
+                                           uint8_t *buf,
+                                           size_t cap,
+                                           size_t *written);
+
+/**
+ * Restores a checkpoint from `buf` (`len` bytes). The optimizer must have the configuration
+ * the checkpoint was saved with (threads and SIMD tier may differ) and the same registered
+ * buffer lengths. Validated completely (magic, version, checksum, configuration, lengths)
+ * before anything changes: `FLATOPT_ERR_CORRUPT`, `FLATOPT_ERR_INVALID_ARGUMENT` (different
+ * configuration), `FLATOPT_ERR_LENGTH_MISMATCH` or `FLATOPT_ERR_UNSUPPORTED` (newer format)
+ * leave the optimizer exactly as it was.
+ */
+enum flatopt_status flatopt_optimizer_load(struct flatopt_optimizer *opt,
+                                           const uint8_t *buf,
+                                           size_t len);
+
+/**
+ * Saves a checkpoint to the file `path` atomically (temporary file in the same directory,
+ * fsync, rename, fsync of the directory): after a crash the file holds the previous
+ * checkpoint or the new one, never a mix.
+ */
+enum flatopt_status flatopt_optimizer_save_file(const struct flatopt_optimizer *opt,
+                                                const char *path);
+
+/**
+ * Loads a checkpoint file (see `flatopt_optimizer_load`).
+ */
+enum flatopt_status flatopt_optimizer_load_file(struct flatopt_optimizer *opt, const char *path);
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif  // __cplusplus

@@ -91,6 +91,11 @@ impl<'a> StateMut<'a> {
         }
     }
 
+    /// The four slices (m, v, v_max, slow), each empty where unused.
+    pub(crate) fn into_parts(self) -> (&'a mut [f32], &'a mut [f32], &'a mut [f32], &'a mut [f32]) {
+        (self.m, self.v, self.v_max, self.slow)
+    }
+
     /// Splits at element `mid` (relative to this view) into `[0, mid)` and `[mid, len)`.
     pub fn split_at(self, mid: usize) -> (StateMut<'a>, StateMut<'a>) {
         fn cut(s: &mut [f32], mid: usize) -> (&mut [f32], &mut [f32]) {
@@ -319,6 +324,13 @@ impl Optimizer {
         }
         self.reset_counters();
         Ok(())
+    }
+
+    /// Sets counters and schedule state (checkpoint loading; validated by the caller).
+    pub(crate) fn restore_counters(&mut self, step: u64, skipped: u64, schedule: ScheduleState) {
+        self.step = step;
+        self.skipped = skipped;
+        self.schedule = schedule;
     }
 
     fn reset_counters(&mut self) {

@@ -33,6 +33,10 @@ pub enum Error {
     Unsupported(String),
     /// A required pointer argument was NULL (C ABI): `name` is the argument.
     NullPointer { name: &'static str },
+    /// Reading or writing a file failed.
+    Io(String),
+    /// Data (a checkpoint) failed validation: bad magic, checksum, truncation, ...
+    Corrupt(String),
     /// Two buffers that must be disjoint overlap (a parameter with a gradient or another
     /// parameter).
     Overlap { what: String },
@@ -77,6 +81,8 @@ impl fmt::Display for Error {
             Error::Unsupported(what) => write!(f, "unsupported: {what}"),
             Error::NullPointer { name } => write!(f, "null pointer: {name} must not be NULL"),
             Error::Overlap { what } => write!(f, "overlapping buffers: {what}"),
+            Error::Io(what) => write!(f, "I/O error: {what}"),
+            Error::Corrupt(what) => write!(f, "corrupt checkpoint: {what}"),
         }
     }
 }

@@ -71,6 +71,8 @@ fn status_of(e: &Error) -> flatopt_status {
         Error::Unsupported(_) => FLATOPT_ERR_UNSUPPORTED,
         Error::NullPointer { .. } => FLATOPT_ERR_NULL_POINTER,
         Error::Overlap { .. } => FLATOPT_ERR_OVERLAP,
+        Error::Io(_) => FLATOPT_ERR_IO,
+        Error::Corrupt(_) => FLATOPT_ERR_CORRUPT,
     }
 }
 
@@ -1985,4 +1987,133 @@ pub unsafe extern "C" fn flatopt_lookahead_sync(
 ) -> flatopt_status {
     // SAFETY: C contract of this function.
     guard(|| unsafe { run_op(Op::Sync(alpha), fast, slow, len) })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checkpoints (format: docs/checkpoint-format.md).
+
+/// The size in bytes of the checkpoint `flatopt_optimizer_save` would write now.
+#[no_mangle]
+pub unsafe extern "C" fn flatopt_optimizer_checkpoint_size(
+    opt: *const flatopt_optimizer,
+    out: *mut usize,
+) -> flatopt_status {
+    // SAFETY: C contract of this function.
+    unsafe { query(opt, out, |h| h.engine.checkpoint_size()) }
+}
+
+/// Writes the complete optimizer state (configuration, counters, schedule state, moments,
+/// AMSGrad maximum, slow weights; not the parameters, which the caller owns) into `buf` of
+/// `cap` bytes and its length to `*written`. `FLATOPT_ERR_LENGTH_MISMATCH` if `cap` is smaller
+/// than `flatopt_optimizer_checkpoint_size`.
+#[no_mangle]
+pub unsafe extern "C" fn flatopt_optimizer_save(
+    opt: *const flatopt_optimizer,
+    buf: *mut u8,
+    cap: usize,
+    written: *mut usize,
+) -> flatopt_status {
+    guard(|| {
+        // SAFETY: NULL is rejected; otherwise a live handle (C contract).
+        let h = unsafe { opt.as_ref() }.ok_or(Error::NullPointer { name: "opt" })?;
+        if buf.is_null() {
+            return Err(Error::NullPointer { name: "buf" });
+        }
+        if written.is_null() {
+            return Err(Error::NullPointer { name: "written" });
+        }
+        let bytes = h.engine.save();
+        if cap < bytes.len() {
+            return Err(Error::LengthMismatch {
+                what: "buf capacity (see flatopt_optimizer_checkpoint_size)".to_string(),
+                expected: bytes.len(),
+                got: cap,
+            });
+        }
+        // SAFETY: `buf` is non-null with `cap >= bytes.len()` writable bytes (C contract) and
+        // cannot overlap the freshly allocated `bytes`.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), buf, bytes.len()) };
+        // SAFETY: non-null (checked), writable (C contract).
+        unsafe { write_out("written", written, bytes.len())? };
+        Ok(FLATOPT_OK)
+    })
+}
+
+/// Restores a checkpoint from `buf` (`len` bytes). The optimizer must have the configuration
+/// the checkpoint was saved with (threads and SIMD tier may differ) and the same registered
+/// buffer lengths. Validated completely (magic, version, checksum, configuration, lengths)
+/// before anything changes: `FLATOPT_ERR_CORRUPT`, `FLATOPT_ERR_INVALID_ARGUMENT` (different
+/// configuration), `FLATOPT_ERR_LENGTH_MISMATCH` or `FLATOPT_ERR_UNSUPPORTED` (newer format)
+/// leave the optimizer exactly as it was.
+#[no_mangle]
+pub unsafe extern "C" fn flatopt_optimizer_load(
+    opt: *mut flatopt_optimizer,
+    buf: *const u8,
+    len: usize,
+) -> flatopt_status {
+    guard(|| {
+        // SAFETY: see `handle`.
+        let h = unsafe { handle(opt)? };
+        check_no_pending(h)?;
+        if buf.is_null() {
+            return Err(Error::NullPointer { name: "buf" });
+        }
+        if len > isize::MAX as usize {
+            return Err(Error::invalid("len", len, "length is too large"));
+        }
+        // SAFETY: non-null, `len` readable bytes owned by the caller (C contract).
+        let bytes = unsafe { std::slice::from_raw_parts(buf, len) };
+        h.engine.load(bytes)?;
+        Ok(FLATOPT_OK)
+    })
+}
+
+/// # Safety
+/// `path` is NULL or a NUL-terminated string.
+unsafe fn path_from_c<'a>(path: *const c_char) -> Result<&'a std::path::Path, Error> {
+    use std::os::unix::ffi::OsStrExt;
+    if path.is_null() {
+        return Err(Error::NullPointer { name: "path" });
+    }
+    // SAFETY: non-null, NUL-terminated (C contract).
+    let bytes = unsafe { std::ffi::CStr::from_ptr(path) }.to_bytes();
+    if bytes.is_empty() {
+        return Err(Error::invalid("path", "\"\"", "must not be empty"));
+    }
+    Ok(std::path::Path::new(std::ffi::OsStr::from_bytes(bytes)))
+}
+
+/// Saves a checkpoint to the file `path` atomically (temporary file in the same directory,
+/// fsync, rename, fsync of the directory): after a crash the file holds the previous
+/// checkpoint or the new one, never a mix.
+#[no_mangle]
+pub unsafe extern "C" fn flatopt_optimizer_save_file(
+    opt: *const flatopt_optimizer,
+    path: *const c_char,
+) -> flatopt_status {
+    guard(|| {
+        // SAFETY: NULL is rejected; otherwise a live handle (C contract).
+        let h = unsafe { opt.as_ref() }.ok_or(Error::NullPointer { name: "opt" })?;
+        // SAFETY: C contract.
+        let path = unsafe { path_from_c(path)? };
+        h.engine.save_file(path)?;
+        Ok(FLATOPT_OK)
+    })
+}
+
+/// Loads a checkpoint file (see `flatopt_optimizer_load`).
+#[no_mangle]
+pub unsafe extern "C" fn flatopt_optimizer_load_file(
+    opt: *mut flatopt_optimizer,
+    path: *const c_char,
+) -> flatopt_status {
+    guard(|| {
+        // SAFETY: see `handle`.
+        let h = unsafe { handle(opt)? };
+        check_no_pending(h)?;
+        // SAFETY: C contract.
+        let path = unsafe { path_from_c(path)? };
+        h.engine.load_file(path)?;
+        Ok(FLATOPT_OK)
+    })
 }

@@ -1,0 +1,700 @@
+//! Checkpoints: the complete optimizer state as a versioned, checksummed byte string, and
+//! crash-safe files. The format is specified in `docs/checkpoint-format.md`.
+//!
+//! A checkpoint holds the configuration (to check compatibility; threads and SIMD tier are left
+//! out because they do not change results), the counters, the schedule state and every state
+//! buffer. Loading validates everything before changing anything.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::Path;
+
+use crate::config::{Base, Config, NonFinitePolicy, ScheduleMode};
+use crate::engine::Optimizer;
+use crate::error::Error;
+use crate::schedule::{Anneal, CyclicMode, PlateauMode, Schedule, ScheduleState, ThresholdMode};
+
+/// First 8 bytes of every checkpoint.
+pub const MAGIC: [u8; 8] = *b"FLATOPTC";
+/// The format version this library writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+/// Written little-endian; a reader on any machine sees `0D 0C 0B 0A`.
+const BYTE_ORDER_MARK: u32 = 0x0A0B_0C0D;
+/// Bytes before the configuration section.
+const HEADER_LEN: usize = 32;
+
+/// A little-endian encoder that remembers the byte range of each named configuration field,
+/// so that a mismatch can be reported by name.
+#[derive(Default)]
+struct Enc {
+    buf: Vec<u8>,
+    fields: Vec<(&'static str, usize, usize)>,
+}
+
+impl Enc {
+    fn named(&mut self, name: &'static str, bytes: &[u8]) {
+        let start = self.buf.len();
+        self.buf.extend_from_slice(bytes);
+        self.fields.push((name, start, self.buf.len()));
+    }
+    fn u32(&mut self, name: &'static str, x: u32) {
+        self.named(name, &x.to_le_bytes());
+    }
+    fn u64(&mut self, name: &'static str, x: u64) {
+        self.named(name, &x.to_le_bytes());
+    }
+    fn f64(&mut self, name: &'static str, x: f64) {
+        self.named(name, &x.to_le_bytes());
+    }
+    fn opt_f64(&mut self, name: &'static str, x: Option<f64>) {
+        // NaN never validates as a threshold, so it can stand for "none".
+        self.f64(name, x.unwrap_or(f64::NAN));
+    }
+    fn list_u64(&mut self, name: &'static str, xs: &[u64]) {
+        let mut bytes = (xs.len() as u64).to_le_bytes().to_vec();
+        xs.iter()
+            .for_each(|x| bytes.extend_from_slice(&x.to_le_bytes()));
+        self.named(name, &bytes);
+    }
+    fn list_f64(&mut self, name: &'static str, xs: &[f64]) {
+        let mut bytes = (xs.len() as u64).to_le_bytes().to_vec();
+        xs.iter()
+            .for_each(|x| bytes.extend_from_slice(&x.to_le_bytes()));
+        self.named(name, &bytes);
+    }
+}
+
+/// Encodes everything in a configuration that changes results.
+fn encode_config(cfg: &Config) -> Enc {
+    let mut e = Enc::default();
+    match cfg.base {
+        Base::Sgd {
+            momentum,
+            dampening,
+            nesterov,
+        } => {
+            e.u32("base", 0);
+            e.f64("momentum", momentum);
+            e.f64("dampening", dampening);
+            e.u32("nesterov", nesterov as u32);
+        }
+        Base::Adam {
+            b1,
+            b2,
+            eps,
+            amsgrad,
+        } => {
+            e.u32("base", 1);
+            e.f64("b1", b1);
+            e.f64("b2", b2);
+            e.f64("eps", eps);
+            e.u32("amsgrad", amsgrad as u32);
+        }
+        Base::AdamW {
+            b1,
+            b2,
+            eps,
+            weight_decay,
+        } => {
+            e.u32("base", 2);
+            e.f64("b1", b1);
+            e.f64("b2", b2);
+            e.f64("eps", eps);
+            e.f64("decoupled weight_decay", weight_decay);
+        }
+        Base::RAdam { b1, b2, eps } => {
+            e.u32("base", 3);
+            e.f64("b1", b1);
+            e.f64("b2", b2);
+            e.f64("eps", eps);
+        }
+    }
+    encode_schedule(&mut e, &cfg.lr);
+    e.u32(
+        "schedule_mode",
+        match cfg.schedule_mode {
+            ScheduleMode::PerUpdate => 0,
+            ScheduleMode::Manual => 1,
+        },
+    );
+    e.f64("weight_decay", cfg.weight_decay);
+    e.opt_f64("grad_clip_norm", cfg.grad_clip_norm);
+    e.opt_f64("grad_clip_value", cfg.grad_clip_value);
+    match cfg.lookahead {
+        Some(la) => {
+            e.u32("lookahead", 1);
+            e.u64("sync_period", la.sync_period);
+            e.f64("alpha", la.alpha);
+        }
+        None => e.u32("lookahead", 0),
+    }
+    e.u32(
+        "nonfinite",
+        match cfg.nonfinite {
+            NonFinitePolicy::Skip => 0,
+            NonFinitePolicy::Error => 1,
+            NonFinitePolicy::Propagate => 2,
+        },
+    );
+    e
+}
+
+fn encode_schedule(e: &mut Enc, s: &Schedule) {
+    match s {
+        Schedule::Fixed { lr } => {
+            e.u32("schedule", 0);
+            e.f64("lr", *lr);
+        }
+        Schedule::Constant {
+            base,
+            factor,
+            total_iters,
+        } => {
+            e.u32("schedule", 1);
+            e.f64("schedule.base", *base);
+            e.f64("schedule.factor", *factor);
+            e.u64("schedule.total_iters", *total_iters);
+        }
+        Schedule::Linear {
+            base,
+            start_factor,
+            end_factor,
+            total_iters,
+        } => {
+            e.u32("schedule", 2);
+            e.f64("schedule.base", *base);
+            e.f64("schedule.start_factor", *start_factor);
+            e.f64("schedule.end_factor", *end_factor);
+            e.u64("schedule.total_iters", *total_iters);
+        }
+        Schedule::Step {
+            base,
+            step_size,
+            gamma,
+        } => {
+            e.u32("schedule", 3);
+            e.f64("schedule.base", *base);
+            e.u64("schedule.step_size", *step_size);
+            e.f64("schedule.gamma", *gamma);
+        }
+        Schedule::MultiStep {
+            base,
+            milestones,
+            gamma,
+        } => {
+            e.u32("schedule", 4);
+            e.f64("schedule.base", *base);
+            e.list_u64("schedule.milestones", milestones);
+            e.f64("schedule.gamma", *gamma);
+        }
+        Schedule::Exponential { base, gamma } => {
+            e.u32("schedule", 5);
+            e.f64("schedule.base", *base);
+            e.f64("schedule.gamma", *gamma);
+        }
+        Schedule::ExponentialDecay {
+            base,
+            decay_steps,
+            decay_rate,
+            transition_begin,
+            staircase,
+            end_value,
+        } => {
+            e.u32("schedule", 6);
+            e.f64("schedule.base", *base);
+            e.u64("schedule.decay_steps", *decay_steps);
+            e.f64("schedule.decay_rate", *decay_rate);
+            e.u64("schedule.transition_begin", *transition_begin);
+            e.u32("schedule.staircase", *staircase as u32);
+            e.opt_f64("schedule.end_value", *end_value);
+        }
+        Schedule::CosineAnnealing {
+            base,
+            t_max,
+            eta_min,
+        } => {
+            e.u32("schedule", 7);
+            e.f64("schedule.base", *base);
+            e.u64("schedule.t_max", *t_max);
+            e.f64("schedule.eta_min", *eta_min);
+        }
+        Schedule::CosineAnnealingWarmRestarts {
+            base,
+            t_0,
+            t_mult,
+            eta_min,
+        } => {
+            e.u32("schedule", 8);
+            e.f64("schedule.base", *base);
+            e.u64("schedule.t_0", *t_0);
+            e.u64("schedule.t_mult", *t_mult);
+            e.f64("schedule.eta_min", *eta_min);
+        }
+        Schedule::Polynomial {
+            base,
+            total_iters,
+            power,
+        } => {
+            e.u32("schedule", 9);
+            e.f64("schedule.base", *base);
+            e.u64("schedule.total_iters", *total_iters);
+            e.f64("schedule.power", *power);
+        }
+        Schedule::Warmup {
+            base,
+            warmup_steps,
+            start_lr,
+        } => {
+            e.u32("schedule", 10);
+            e.f64("schedule.base", *base);
+            e.u64("schedule.warmup_steps", *warmup_steps);
+            e.f64("schedule.start_lr", *start_lr);
+        }
+        Schedule::WarmupCosine {
+            base,
+            warmup_steps,
+            total_steps,
+            start_lr,
+            eta_min,
+        } => {
+            e.u32("schedule", 11);
+            e.f64("schedule.base", *base);
+            e.u64("schedule.warmup_steps", *warmup_steps);
+            e.u64("schedule.total_steps", *total_steps);
+            e.f64("schedule.start_lr", *start_lr);
+            e.f64("schedule.eta_min", *eta_min);
+        }
+        Schedule::OneCycle {
+            max_lr,
+            total_steps,
+            pct_start,
+            div_factor,
+            final_div_factor,
+            anneal,
+        } => {
+            e.u32("schedule", 12);
+            e.f64("schedule.max_lr", *max_lr);
+            e.u64("schedule.total_steps", *total_steps);
+            e.f64("schedule.pct_start", *pct_start);
+            e.f64("schedule.div_factor", *div_factor);
+            e.f64("schedule.final_div_factor", *final_div_factor);
+            e.u32("schedule.anneal", (*anneal == Anneal::Linear) as u32);
+        }
+        Schedule::Cyclic {
+            base,
+            max_lr,
+            step_size_up,
+            step_size_down,
+            mode,
+            gamma,
+        } => {
+            e.u32("schedule", 13);
+            e.f64("schedule.base", *base);
+            e.f64("schedule.max_lr", *max_lr);
+            e.u64("schedule.step_size_up", *step_size_up);
+            e.u64("schedule.step_size_down", *step_size_down);
+            e.u32(
+                "schedule.mode",
+                match mode {
+                    CyclicMode::Triangular => 0,
+                    CyclicMode::Triangular2 => 1,
+                    CyclicMode::ExpRange => 2,
+                },
+            );
+            e.f64("schedule.gamma", *gamma);
+        }
+        Schedule::PiecewiseConstant { boundaries, values } => {
+            e.u32("schedule", 14);
+            e.list_u64("schedule.boundaries", boundaries);
+            e.list_f64("schedule.values", values);
+        }
+        Schedule::ReduceOnPlateau {
+            base,
+            mode,
+            factor,
+            patience,
+            threshold,
+            threshold_mode,
+            cooldown,
+            min_lr,
+        } => {
+            e.u32("schedule", 15);
+            e.f64("schedule.base", *base);
+            e.u32("schedule.mode", (*mode == PlateauMode::Max) as u32);
+            e.f64("schedule.factor", *factor);
+            e.u64("schedule.patience", *patience);
+            e.f64("schedule.threshold", *threshold);
+            e.u32(
+                "schedule.threshold_mode",
+                (*threshold_mode == ThresholdMode::Abs) as u32,
+            );
+            e.u64("schedule.cooldown", *cooldown);
+            e.f64("schedule.min_lr", *min_lr);
+        }
+    }
+}
+
+/// Bits of the per-buffer `present` word.
+const HAS_M: u32 = 1;
+const HAS_V: u32 = 2;
+const HAS_V_MAX: u32 = 4;
+const HAS_SLOW: u32 = 8;
+
+fn corrupt(what: impl Into<String>) -> Error {
+    Error::Corrupt(what.into())
+}
+
+/// A bounds-checked little-endian reader over untrusted bytes.
+struct Reader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], Error> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.bytes.len())
+            .ok_or_else(|| corrupt(format!("truncated: {what} runs past the end")))?;
+        let s = &self.bytes[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+    fn u32(&mut self, what: &str) -> Result<u32, Error> {
+        let b = self.take(4, what)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    fn u64(&mut self, what: &str) -> Result<u64, Error> {
+        let b = self.take(8, what)?;
+        let mut a = [0; 8];
+        a.copy_from_slice(b);
+        Ok(u64::from_le_bytes(a))
+    }
+    fn f64(&mut self, what: &str) -> Result<f64, Error> {
+        Ok(f64::from_bits(self.u64(what)?))
+    }
+    /// A length field, checked against the bytes left so that a hostile value cannot make the
+    /// reader allocate or loop without bound.
+    fn len(&mut self, what: &str, elem_size: usize) -> Result<usize, Error> {
+        let n = self.u64(what)?;
+        let left = (self.bytes.len() - self.pos) as u64;
+        if n.checked_mul(elem_size as u64).is_none_or(|b| b > left) {
+            return Err(corrupt(format!("{what} = {n} exceeds the data")));
+        }
+        Ok(n as usize)
+    }
+}
+
+fn f32s_le(dst: &mut [f32], src: &[u8]) {
+    for (d, s) in dst.iter_mut().zip(src.chunks_exact(4)) {
+        *d = f32::from_le_bytes([s[0], s[1], s[2], s[3]]);
+    }
+}
+
+fn put_f32s(out: &mut Vec<u8>, xs: &[f32]) {
+    out.reserve(xs.len() * 4);
+    for x in xs {
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+}
+
+/// Where one parsed buffer's arrays are in the checkpoint.
+struct BufferRecord {
+    present: u32,
+    start: usize,
+}
+
+impl Optimizer {
+    /// The complete optimizer state as a checkpoint (see `docs/checkpoint-format.md`).
+    pub fn save(&self) -> Vec<u8> {
+        let config = encode_config(self.config());
+        let mut out = Vec::with_capacity(self.checkpoint_size_with(config.buf.len()));
+        out.extend_from_slice(&MAGIC);
+        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out.extend_from_slice(&BYTE_ORDER_MARK.to_le_bytes());
+        out.extend_from_slice(&0u64.to_le_bytes()); // total length, patched below
+        out.extend_from_slice(&crate::ffi::version_number().to_le_bytes());
+        out.extend_from_slice(&0u32.to_le_bytes()); // reserved flags
+        debug_assert_eq!(out.len(), HEADER_LEN);
+        out.extend_from_slice(&(config.buf.len() as u64).to_le_bytes());
+        out.extend_from_slice(&config.buf);
+        out.extend_from_slice(&self.step_count().to_le_bytes());
+        out.extend_from_slice(&self.skipped_count().to_le_bytes());
+        let s = self.schedule_state();
+        for x in [s.count, s.t_cur, s.t_i] {
+            out.extend_from_slice(&x.to_le_bytes());
+        }
+        out.extend_from_slice(&s.plateau_lr.to_le_bytes());
+        out.extend_from_slice(&s.best.to_le_bytes());
+        out.extend_from_slice(&s.num_bad_epochs.to_le_bytes());
+        out.extend_from_slice(&s.cooldown_counter.to_le_bytes());
+        let lens = self.buffer_lens();
+        out.extend_from_slice(&(lens.len() as u64).to_le_bytes());
+        for (i, &len) in lens.iter().enumerate() {
+            let (m, v, v_max) = self.moments(i).unwrap_or_default();
+            let slow = self.slow_weights(i).unwrap_or_default();
+            let present = self.expected_present();
+            out.extend_from_slice(&(len as u64).to_le_bytes());
+            out.extend_from_slice(&present.to_le_bytes());
+            out.extend_from_slice(&0u32.to_le_bytes());
+            for a in [m, v, v_max, slow] {
+                put_f32s(&mut out, a);
+            }
+        }
+        let total = (out.len() + 4) as u64;
+        out[16..24].copy_from_slice(&total.to_le_bytes());
+        let crc = crc32fast::hash(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    /// The size in bytes of [`Optimizer::save`]'s output.
+    pub fn checkpoint_size(&self) -> usize {
+        self.checkpoint_size_with(encode_config(self.config()).buf.len())
+    }
+
+    fn checkpoint_size_with(&self, config_len: usize) -> usize {
+        let present = self.expected_present().count_ones() as usize;
+        let per_buffer: usize = self
+            .buffer_lens()
+            .iter()
+            .map(|&n| 16 + 4 * n * present)
+            .sum();
+        HEADER_LEN + 8 + config_len + 16 + 7 * 8 + 8 + per_buffer + 4
+    }
+
+    /// Which state arrays every buffer carries under this configuration.
+    fn expected_present(&self) -> u32 {
+        let (m, v, v_max) = self.config().base.state_used();
+        let mut p = 0;
+        if m {
+            p |= HAS_M;
+        }
+        if v {
+            p |= HAS_V;
+        }
+        if v_max {
+            p |= HAS_V_MAX;
+        }
+        if self.config().lookahead.is_some() {
+            p |= HAS_SLOW;
+        }
+        p
+    }
+
+    /// Restores a checkpoint made by [`Optimizer::save`] of an optimizer with the same
+    /// configuration (threads and SIMD tier may differ) and the same registered buffer
+    /// lengths. Everything is validated first: on any error the optimizer is unchanged.
+    pub fn load(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        if self.buffer_lens().is_empty() {
+            return Err(Error::InvalidState(
+                "loading a checkpoint before any buffer was registered",
+            ));
+        }
+        if bytes.len() < HEADER_LEN + 4 {
+            return Err(corrupt(format!(
+                "{} bytes is too short for a checkpoint",
+                bytes.len()
+            )));
+        }
+        if bytes[..8] != MAGIC {
+            return Err(corrupt("not a flatopt checkpoint (bad magic)"));
+        }
+        let mut r = Reader { bytes, pos: 8 };
+        let version = r.u32("format version")?;
+        if version != FORMAT_VERSION {
+            return Err(Error::Unsupported(format!(
+                "checkpoint format version {version} (this library reads version {FORMAT_VERSION})"
+            )));
+        }
+        if r.u32("byte-order mark")? != BYTE_ORDER_MARK {
+            return Err(corrupt("bad byte-order mark"));
+        }
+        let total = r.u64("total length")?;
+        if total != bytes.len() as u64 {
+            return Err(corrupt(format!(
+                "length field says {total} bytes, got {}",
+                bytes.len()
+            )));
+        }
+        let body = &bytes[..bytes.len() - 4];
+        let stored = u32::from_le_bytes(bytes[bytes.len() - 4..].try_into().expect("4 bytes"));
+        if crc32fast::hash(body) != stored {
+            return Err(corrupt("checksum mismatch (the checkpoint is damaged)"));
+        }
+        let mut r = Reader {
+            bytes: body,
+            pos: HEADER_LEN,
+        };
+        let config_len = r.len("configuration length", 1)?;
+        let saved = r.take(config_len, "configuration")?;
+        self.check_config(saved)?;
+        let step = r.u64("step count")?;
+        let skipped = r.u64("skipped count")?;
+        let sched = ScheduleState {
+            count: r.u64("schedule count")?,
+            t_cur: r.u64("schedule t_cur")?,
+            t_i: r.u64("schedule t_i")?,
+            plateau_lr: r.f64("schedule plateau_lr")?,
+            best: r.f64("schedule best")?,
+            num_bad_epochs: r.u64("schedule num_bad_epochs")?,
+            cooldown_counter: r.u64("schedule cooldown_counter")?,
+        };
+        check_schedule_state(&self.config().lr, &sched)?;
+        let n = r.len("buffer count", 16)?;
+        let lens = self.buffer_lens();
+        if n != lens.len() {
+            return Err(Error::LengthMismatch {
+                what: "number of buffers in the checkpoint".to_string(),
+                expected: lens.len(),
+                got: n,
+            });
+        }
+        let want_present = self.expected_present();
+        let mut records = Vec::with_capacity(n);
+        for (i, &want) in lens.iter().enumerate() {
+            let len = r.u64("buffer length")?;
+            if len != want as u64 {
+                return Err(Error::LengthMismatch {
+                    what: format!("buffer {i} in the checkpoint"),
+                    expected: want,
+                    got: len.min(usize::MAX as u64) as usize,
+                });
+            }
+            let present = r.u32("buffer state flags")?;
+            r.u32("buffer reserved")?;
+            if present != want_present {
+                return Err(corrupt(format!(
+                    "buffer {i} carries state arrays {present:#x}, the configuration needs {want_present:#x}"
+                )));
+            }
+            let start = r.pos;
+            r.take(
+                want.checked_mul(4 * present.count_ones() as usize)
+                    .ok_or_else(|| corrupt("buffer size overflows"))?,
+                "state arrays",
+            )?;
+            records.push(BufferRecord { present, start });
+        }
+        if r.pos != body.len() {
+            return Err(corrupt(format!(
+                "{} unexpected bytes after the last buffer",
+                body.len() - r.pos
+            )));
+        }
+        // Everything is valid: apply.
+        let lens = lens.to_vec();
+        for ((state, rec), len) in self.states_mut().zip(&records).zip(lens) {
+            let mut at = rec.start;
+            let mut fill = |dst: &mut [f32], bit: u32| {
+                if rec.present & bit != 0 {
+                    f32s_le(dst, &body[at..at + 4 * len]);
+                    at += 4 * len;
+                }
+            };
+            let (m, v, v_max, slow) = state.into_parts();
+            fill(m, HAS_M);
+            fill(v, HAS_V);
+            fill(v_max, HAS_V_MAX);
+            fill(slow, HAS_SLOW);
+        }
+        self.restore_counters(step, skipped, sched);
+        Ok(())
+    }
+
+    /// Compares a saved configuration section with this optimizer's, naming the first
+    /// differing field.
+    fn check_config(&self, saved: &[u8]) -> Result<(), Error> {
+        let mine = encode_config(self.config());
+        for &(name, a, b) in &mine.fields {
+            if saved.get(a..b) != Some(&mine.buf[a..b]) {
+                return Err(Error::InvalidArgument {
+                    name: "checkpoint",
+                    value: format!("configuration field `{name}` differs"),
+                    expected:
+                        "the optimizer must have the configuration the checkpoint was saved with",
+                });
+            }
+        }
+        if saved.len() != mine.buf.len() {
+            return Err(Error::InvalidArgument {
+                name: "checkpoint",
+                value: "configuration differs in length".to_string(),
+                expected: "the optimizer must have the configuration the checkpoint was saved with",
+            });
+        }
+        Ok(())
+    }
+
+    /// Saves a checkpoint to `path` atomically: a temporary file in the same directory is
+    /// written, flushed and fsynced, renamed over `path`, and the directory is fsynced. A crash
+    /// at any point leaves either the previous file or the new one, never a mix.
+    pub fn save_file(&self, path: impl AsRef<Path>) -> Result<(), Error> {
+        write_atomic(path.as_ref(), &self.save())
+    }
+
+    /// Loads a checkpoint file (see [`Optimizer::load`]).
+    pub fn load_file(&mut self, path: impl AsRef<Path>) -> Result<(), Error> {
+        let path = path.as_ref();
+        let bytes =
+            fs::read(path).map_err(|e| Error::Io(format!("reading {}: {e}", path.display())))?;
+        self.load(&bytes)
+    }
+}
+
+/// Rejects schedule states that the schedule could never reach (a crafted checkpoint with a
+/// valid checksum must not produce a NaN learning rate or a division by zero).
+fn check_schedule_state(s: &Schedule, st: &ScheduleState) -> Result<(), Error> {
+    if let Schedule::CosineAnnealingWarmRestarts { .. } = s {
+        if st.t_i == 0 || st.t_cur >= st.t_i {
+            return Err(corrupt(format!(
+                "warm-restart state t_cur = {}, t_i = {} is impossible",
+                st.t_cur, st.t_i
+            )));
+        }
+    }
+    if let Schedule::ReduceOnPlateau { .. } = s {
+        if !(st.plateau_lr.is_finite() && st.plateau_lr >= 0.0) || st.best.is_nan() {
+            return Err(corrupt(
+                "plateau state holds a non-finite learning rate or best",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Write-to-temporary, fsync, rename, fsync-directory.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    let io = |what: &str, e: std::io::Error| Error::Io(format!("{what} {}: {e}", path.display()));
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => Path::new(".").to_path_buf(),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| Error::invalid("path", path.display(), "must name a file"))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}-{}",
+        name.to_string_lossy(),
+        std::process::id(),
+        TMP_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    let result = (|| {
+        let mut f = File::create(&tmp).map_err(|e| io("creating a temporary file for", e))?;
+        f.write_all(bytes).map_err(|e| io("writing", e))?;
+        f.sync_all().map_err(|e| io("syncing", e))?;
+        drop(f);
+        fs::rename(&tmp, path).map_err(|e| io("renaming the temporary file over", e))?;
+        // The rename is durable once the directory entry is: fsync the directory.
+        File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io("syncing the directory of", e))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+static TMP_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
