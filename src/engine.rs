@@ -12,7 +12,7 @@
 //! any threads, then [`Optimizer::finish_update`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Once;
+use std::sync::{Arc, Once};
 
 use crate::config::{Config, NonFinitePolicy, ScheduleMode};
 use crate::error::Error;
@@ -190,7 +190,7 @@ extern "C" fn after_fork_in_child() {
 /// before a fork is abandoned there (leaked, never touched: its locks may be held by threads
 /// that are gone) and a new one is made on first use.
 struct Pool {
-    pool: Option<rayon::ThreadPool>,
+    pool: Option<Arc<rayon::ThreadPool>>,
     threads: usize,
     generation: u64,
 }
@@ -210,7 +210,7 @@ impl Pool {
             threads,
             generation: FORK_GENERATION.load(Ordering::Relaxed),
         };
-        p.pool = Some(Self::build(threads)?);
+        p.pool = Some(Arc::new(Self::build(threads)?));
         Ok(p)
     }
 
@@ -224,14 +224,14 @@ impl Pool {
 
     /// The pool, rebuilt if this process is a fork of the one that made it; `None` if threads
     /// cannot be started (the caller then runs on its own thread).
-    fn get(&mut self) -> Option<&rayon::ThreadPool> {
+    fn get(&mut self) -> Option<Arc<rayon::ThreadPool>> {
         let generation = FORK_GENERATION.load(Ordering::Relaxed);
         if generation != self.generation {
             std::mem::forget(self.pool.take());
             self.generation = generation;
-            self.pool = Self::build(self.threads).ok();
+            self.pool = Self::build(self.threads).ok().map(Arc::new);
         }
-        self.pool.as_ref()
+        self.pool.clone()
     }
 }
 
@@ -348,22 +348,37 @@ impl Optimizer {
         grads: &[&[f32]],
     ) -> Result<Outcome, Error> {
         self.check_lengths("param", params.iter().map(|p| p.len()), params.len())?;
-        let step = match self.begin_update(grads)? {
+        // One hand-over to the pool per update (waking workers is the main fixed cost).
+        match self.active_pool() {
+            Some(pool) => pool.install(|| self.update_on(params, grads, true)),
+            None => self.update_on(params, grads, false),
+        }
+    }
+
+    /// The pool if this optimizer has one and the registered size makes it pay.
+    fn active_pool(&mut self) -> Option<Arc<rayon::ThreadPool>> {
+        let total: usize = self.lens.iter().sum();
+        self.pool
+            .as_mut()
+            .filter(|_| total >= PARALLEL_MIN_ELEMENTS)
+            .and_then(Pool::get)
+    }
+
+    /// [`Optimizer::update`] after the length checks; `parallel`: running inside the pool.
+    fn update_on(
+        &mut self,
+        params: &mut [&mut [f32]],
+        grads: &[&[f32]],
+        parallel: bool,
+    ) -> Result<Outcome, Error> {
+        let step = match self.begin_update_on(grads, parallel)? {
             Ok(step) => step,
             Err(skipped) => return Ok(skipped),
         };
-        let total: usize = self.lens.iter().sum();
-        let states = &mut self.state;
-        match self
-            .pool
-            .as_mut()
-            .filter(|_| total >= PARALLEL_MIN_ELEMENTS)
-        {
-            Some(pool) => match pool.get() {
-                Some(pool) => pool.install(|| par_apply(&step, params, grads, states)),
-                None => seq_apply(&step, params, grads, states),
-            },
-            None => seq_apply(&step, params, grads, states),
+        if parallel {
+            par_apply(&step, params, grads, &mut self.state);
+        } else {
+            seq_apply(&step, params, grads, &mut self.state);
         }
         let synced = step.syncs();
         self.finish_update(step)?;
@@ -378,10 +393,22 @@ impl Optimizer {
     /// [`Outcome::Skipped`] it decided on (already counted). Changes nothing else.
     pub fn begin_update(&mut self, grads: &[&[f32]]) -> Result<Result<Step, Outcome>, Error> {
         self.check_lengths("grad", grads.iter().map(|g| g.len()), grads.len())?;
+        match self.active_pool() {
+            Some(pool) => pool.install(|| self.begin_update_on(grads, true)),
+            None => self.begin_update_on(grads, false),
+        }
+    }
+
+    fn begin_update_on(
+        &mut self,
+        grads: &[&[f32]],
+        parallel: bool,
+    ) -> Result<Result<Step, Outcome>, Error> {
+        self.check_lengths("grad", grads.iter().map(|g| g.len()), grads.len())?;
         let sumsq = if self.cfg.grad_clip_norm.is_some()
             || self.cfg.nonfinite != NonFinitePolicy::Propagate
         {
-            Some(self.sum_squares(grads))
+            Some(self.sum_squares(grads, parallel))
         } else {
             None
         };
@@ -482,20 +509,11 @@ impl Optimizer {
     }
 
     /// Sum of squares of all gradients in the fixed order of the determinism contract.
-    fn sum_squares(&mut self, grads: &[&[f32]]) -> f64 {
-        let total: usize = self.lens.iter().sum();
-        let tier = self.tier;
-        let states = &mut self.state;
-        match self
-            .pool
-            .as_mut()
-            .filter(|_| total >= PARALLEL_MIN_ELEMENTS)
-        {
-            Some(pool) => match pool.get() {
-                Some(pool) => pool.install(|| par_partials(tier, grads, states)),
-                None => seq_partials(tier, grads, states),
-            },
-            None => seq_partials(tier, grads, states),
+    fn sum_squares(&mut self, grads: &[&[f32]], parallel: bool) -> f64 {
+        if parallel {
+            par_partials(self.tier, grads, &mut self.state);
+        } else {
+            seq_partials(self.tier, grads, &mut self.state);
         }
         let mut sum = 0.0;
         for st in &self.state {
