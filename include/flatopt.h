@@ -470,6 +470,9 @@ void flatopt_optimizer_free(struct flatopt_optimizer *opt);
  * parameter values become the Lookahead slow weights. Both buffers stay owned by the caller and
  * must stay valid while the optimizer uses them. Allowed before the first update and after
  * `flatopt_optimizer_reset`. Parameters must not overlap each other or any gradient.
+ * Registering re-sizes the optimizer's state: like `flatopt_optimizer_reset` it sets the
+ * counters and the schedule back to zero, and pointers from `flatopt_optimizer_slow_weights`
+ * become invalid.
  */
 enum flatopt_status flatopt_optimizer_add_param(struct flatopt_optimizer *opt,
                                                 float *param,
@@ -498,6 +501,7 @@ enum flatopt_status flatopt_optimizer_step_with_grads(struct flatopt_optimizer *
  * calls `flatopt_optimizer_step_range` on disjoint element ranges covering
  * `[0, flatopt_optimizer_total_len)` (from any threads, concurrently) and then
  * `flatopt_optimizer_end_step`. Element indices run over the registered buffers in order.
+ * A begun step cannot be abandoned (ranges already applied cannot be undone): finish it.
  */
 enum flatopt_status flatopt_optimizer_begin_step(struct flatopt_optimizer *opt);
 

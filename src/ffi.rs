@@ -258,9 +258,15 @@ fn check_disjoint(spans: &mut [Span]) -> Result<(), Error> {
     Ok(())
 }
 
+/// The memory interval of a buffer (empty for NULL, which `check_disjoint` then ignores).
 fn span(ptr: *const f32, len: usize, written: bool, name: &'static str, index: usize) -> Span {
     let start = ptr as usize;
-    (start, start + len * 4, written, name, index)
+    let end = if ptr.is_null() {
+        start
+    } else {
+        start + len * 4
+    };
+    (start, end, written, name, index)
 }
 
 /// Reads a versioned configuration struct whose first field is `struct_size`: copies the first
@@ -532,7 +538,13 @@ fn schedule_defaults(kind: u32) -> flatopt_schedule {
         kind,
         base_lr: 1e-3,
         max_lr: 1e-2,
-        gamma: if kind == 5 { 0.95 } else { 0.1 },
+        // Exponential decays by 0.95 per step; Cyclic's exp_range keeps the range (1.0);
+        // Step / MultiStep divide by 10.
+        gamma: match kind {
+            5 => 0.95,
+            13 => 1.0,
+            _ => 0.1,
+        },
         factor: if kind == 15 { 0.1 } else { 1.0 / 3.0 },
         start_factor: 1.0 / 3.0,
         end_factor: 1.0,
@@ -546,9 +558,11 @@ fn schedule_defaults(kind: u32) -> flatopt_schedule {
         final_div_factor: 1e4,
         threshold: 1e-4,
         min_lr: 0.0,
-        period: if kind <= 2 { 5 } else { 100 },
+        // PyTorch's total_iters = 5 for Constant, Linear and Polynomial.
+        period: if kind <= 2 || kind == 9 { 5 } else { 100 },
         t_mult: 1,
-        warmup: 0,
+        // Warmup and WarmupCosine: 5 warmup steps; ExponentialDecay: transition_begin 0.
+        warmup: if kind == 10 || kind == 11 { 5 } else { 0 },
         step_size_up: 2000,
         step_size_down: 0,
         patience: 10,
@@ -979,7 +993,10 @@ impl flatopt_optimizer {
             ));
         }
         check_buf("param", buf.param, buf.len)?;
-        check_buf("grad", buf.grad, buf.len)?;
+        if !buf.grad.is_null() {
+            // NULL is allowed here: gradients then come with each step_with_grads call.
+            check_buf("grad", buf.grad, buf.len)?;
+        }
         let mut all = self.bufs.clone();
         all.push(buf);
         let mut spans = Vec::with_capacity(2 * all.len());
@@ -1127,6 +1144,9 @@ pub unsafe extern "C" fn flatopt_optimizer_free(opt: *mut flatopt_optimizer) {
 /// parameter values become the Lookahead slow weights. Both buffers stay owned by the caller and
 /// must stay valid while the optimizer uses them. Allowed before the first update and after
 /// `flatopt_optimizer_reset`. Parameters must not overlap each other or any gradient.
+/// Registering re-sizes the optimizer's state: like `flatopt_optimizer_reset` it sets the
+/// counters and the schedule back to zero, and pointers from `flatopt_optimizer_slow_weights`
+/// become invalid.
 #[no_mangle]
 pub unsafe extern "C" fn flatopt_optimizer_add_param(
     opt: *mut flatopt_optimizer,
@@ -1194,6 +1214,7 @@ pub unsafe extern "C" fn flatopt_optimizer_step_with_grads(
 /// calls `flatopt_optimizer_step_range` on disjoint element ranges covering
 /// `[0, flatopt_optimizer_total_len)` (from any threads, concurrently) and then
 /// `flatopt_optimizer_end_step`. Element indices run over the registered buffers in order.
+/// A begun step cannot be abandoned (ranges already applied cannot be undone): finish it.
 #[no_mangle]
 pub unsafe extern "C" fn flatopt_optimizer_begin_step(
     opt: *mut flatopt_optimizer,
@@ -1939,8 +1960,14 @@ pub unsafe extern "C" fn flatopt_clip_scale(
 
 /// # Safety
 /// `x` holds `len` floats (C contract); `y` NULL or `len` floats.
-unsafe fn run_op(op: Op, x: *mut f32, y: *mut f32, len: usize) -> Result<flatopt_status, Error> {
-    check_buf("x", x, len)?;
+unsafe fn run_op(
+    op: Op,
+    x_name: &'static str,
+    x: *mut f32,
+    y: *mut f32,
+    len: usize,
+) -> Result<flatopt_status, Error> {
+    check_buf(x_name, x, len)?;
     let with_y = matches!(op, Op::Sync(_));
     if with_y {
         check_buf("slow", y, len)?;
@@ -1967,14 +1994,14 @@ pub unsafe extern "C" fn flatopt_clip_by_value(
     c: c_float,
 ) -> flatopt_status {
     // SAFETY: C contract of this function.
-    guard(|| unsafe { run_op(Op::ClipValue(c), x, std::ptr::null_mut(), len) })
+    guard(|| unsafe { run_op(Op::ClipValue(c), "x", x, std::ptr::null_mut(), len) })
 }
 
 /// Multiplies every element of `x` by `s` in place. `s` finite.
 #[no_mangle]
 pub unsafe extern "C" fn flatopt_scale(x: *mut c_float, len: usize, s: c_float) -> flatopt_status {
     // SAFETY: C contract of this function.
-    guard(|| unsafe { run_op(Op::Scale(s), x, std::ptr::null_mut(), len) })
+    guard(|| unsafe { run_op(Op::Scale(s), "x", x, std::ptr::null_mut(), len) })
 }
 
 /// Lookahead sync: `slow = slow + alpha * (fast - slow)`, then `fast = slow` (bit-equal).
@@ -1986,7 +2013,7 @@ pub unsafe extern "C" fn flatopt_lookahead_sync(
     alpha: c_float,
 ) -> flatopt_status {
     // SAFETY: C contract of this function.
-    guard(|| unsafe { run_op(Op::Sync(alpha), fast, slow, len) })
+    guard(|| unsafe { run_op(Op::Sync(alpha), "fast", fast, slow, len) })
 }
 
 // ---------------------------------------------------------------------------------------------
