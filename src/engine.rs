@@ -21,8 +21,11 @@ use crate::schedule::ScheduleState;
 use crate::simd::{self, Tier};
 
 /// Below this many elements in total an update stays on the caller's thread even with a pool:
-/// waking workers costs more than it saves (measured: see ARCHITECTURE.md).
-pub const PARALLEL_MIN_ELEMENTS: usize = 1 << 16;
+/// waking workers costs more than it saves. Measured with `cargo bench --bench threshold` on the
+/// 2-vCPU development machines (full pipeline, 1 vs 2 threads, interleaved medians): 2 threads
+/// were no faster up to 256K elements (0.94..1.14x the time), break-even at 512K, and 0.65x the
+/// time from 1M to 16M elements.
+pub const PARALLEL_MIN_ELEMENTS: usize = 1 << 19;
 /// Elements per task of the threaded fused pass (a multiple of the sum-of-squares block).
 const PARALLEL_GRAIN: usize = 1 << 15;
 

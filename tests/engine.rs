@@ -19,7 +19,7 @@ use flatopt::{
 const SMALL: [usize; 6] = [1, 7, 8, 17, 33, 1000];
 /// Large buffers: above `PARALLEL_MIN_ELEMENTS` in total and each big one split into several
 /// tasks and several sum-of-squares blocks, with odd lengths.
-const BIG: [usize; 4] = [150_001, 77, 70_003, 4099];
+const BIG: [usize; 4] = [400_001, 77, 150_003, 4099];
 const THREADS: [usize; 4] = [1, 2, 3, 4];
 
 fn tiers() -> Vec<Tier> {

@@ -44,7 +44,7 @@ const RTOL: f64 = 1e-5;
 const LR_RTOL: f64 = 1e-7;
 /// Elements of the zero-gradient padding buffer: above `flatopt::engine::PARALLEL_MIN_ELEMENTS`
 /// on its own, and spanning several parallel grains.
-const PAD_LEN: usize = 3 * flatopt::engine::PARALLEL_MIN_ELEMENTS + 77;
+const PAD_LEN: usize = flatopt::engine::PARALLEL_MIN_ELEMENTS + 77;
 /// Failure messages kept for the final report (all are counted).
 const MAX_MESSAGES: usize = 40;
 
