@@ -764,8 +764,40 @@ impl flatopt_schedule {
                 ))
             }
         };
-        s.validate()?;
+        s.validate().map_err(|e| match e {
+            Error::InvalidArgument {
+                name,
+                value,
+                expected,
+            } => Error::InvalidArgument {
+                name: c_schedule_field(self.kind, name),
+                value,
+                expected,
+            },
+            other => other,
+        })?;
         Ok(s)
+    }
+}
+
+/// The `flatopt_schedule` field behind a `Schedule` parameter name, so that C messages name
+/// the field the caller set (the Rust name in parentheses where they differ).
+fn c_schedule_field(kind: u32, rust: &'static str) -> &'static str {
+    match (kind, rust) {
+        (0, "lr") | (_, "base") => "base_lr",
+        (12, "max_lr") => "base_lr (max_lr)",
+        (_, "total_iters") => "period (total_iters)",
+        (_, "step_size") => "period (step_size)",
+        (_, "t_max") => "period (t_max)",
+        (_, "t_0") => "period (t_0)",
+        (_, "total_steps") => "period (total_steps)",
+        (_, "decay_steps") => "period (decay_steps)",
+        (_, "warmup_steps") => "warmup (warmup_steps)",
+        (_, "transition_begin") => "warmup (transition_begin)",
+        (_, "boundaries") => "milestones (boundaries)",
+        (_, "mode") if kind == 13 => "cyclic_mode",
+        (_, "mode") => "plateau_mode",
+        (_, other) => other,
     }
 }
 
@@ -1321,13 +1353,15 @@ pub unsafe extern "C" fn flatopt_optimizer_reset(opt: *mut flatopt_optimizer) ->
                 "reset before any buffer was registered",
             ));
         }
-        // SAFETY: registered param pointers, valid during the call (C contract).
-        unsafe {
-            h.with_slices(None, |e, p, _| {
-                let views: Vec<&[f32]> = p.iter().map(|x| &**x).collect();
-                e.reset(&views)
-            })
-        }?;
+        let params: Vec<&[f32]> = h
+            .bufs
+            .iter()
+            // SAFETY: registered param pointers were checked at registration (non-null unless
+            // empty, aligned, disjoint) and are valid and only read during this call (C
+            // contract). Gradients are not needed (and may be NULL).
+            .map(|b| unsafe { slice(b.param, b.len) })
+            .collect();
+        h.engine.reset(&params)?;
         Ok(FLATOPT_OK)
     })
 }
@@ -1907,6 +1941,13 @@ pub unsafe extern "C" fn flatopt_sum_squares_partials(
                 got: n_partials,
             });
         }
+        let (p0, x0) = (partials as usize, x as usize);
+        let (p1, x1) = (p0 + 8 * n_partials, x0 + 4 * len);
+        if n_partials > 0 && len > 0 && p0 < x1 && x0 < p1 {
+            return Err(Error::Overlap {
+                what: "x and partials share memory".to_string(),
+            });
+        }
         if !(partials as usize).is_multiple_of(std::mem::align_of::<f64>()) {
             return Err(Error::invalid(
                 "partials",
@@ -1968,6 +2009,14 @@ unsafe fn run_op(
     len: usize,
 ) -> Result<flatopt_status, Error> {
     check_buf(x_name, x, len)?;
+    // Validate with the C argument names (`apply_op` validates again, with Rust's).
+    match op {
+        Op::Scale(v) if !v.is_finite() => return Err(Error::invalid("s", v, "must be finite")),
+        Op::ClipValue(c) if c.is_nan() || c < 0.0 => {
+            return Err(Error::invalid("c", c, "must be >= 0 (+inf allowed)"))
+        }
+        _ => {}
+    }
     let with_y = matches!(op, Op::Sync(_));
     if with_y {
         check_buf("slow", y, len)?;
@@ -2043,6 +2092,7 @@ pub unsafe extern "C" fn flatopt_optimizer_save(
     guard(|| {
         // SAFETY: NULL is rejected; otherwise a live handle (C contract).
         let h = unsafe { opt.as_ref() }.ok_or(Error::NullPointer { name: "opt" })?;
+        check_no_pending(h)?;
         if buf.is_null() {
             return Err(Error::NullPointer { name: "buf" });
         }
@@ -2121,6 +2171,7 @@ pub unsafe extern "C" fn flatopt_optimizer_save_file(
     guard(|| {
         // SAFETY: NULL is rejected; otherwise a live handle (C contract).
         let h = unsafe { opt.as_ref() }.ok_or(Error::NullPointer { name: "opt" })?;
+        check_no_pending(h)?;
         // SAFETY: C contract.
         let path = unsafe { path_from_c(path)? };
         h.engine.save_file(path)?;

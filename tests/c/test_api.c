@@ -1,0 +1,3431 @@
+/* tests/c/test_api.c: the C ABI of flatopt (include/flatopt.h), every exported function.
+ *
+ * Part 1, a table of bad inputs: each row is a description, a small function standing in for a
+ * lambda that makes one call, the expected flatopt_status and a substring the message of
+ * flatopt_last_error_message() must contain (naming the argument). For every row the runner
+ * also checks that nothing changed: every host buffer (params, gradients, stateless state
+ * buffers), the slow weights and the counters of every optimizer of the fixture are compared
+ * bit for bit before and after, every output location is still filled with a sentinel, and
+ * then the fixture and an identical twin that never saw the bad call take the same good steps
+ * and must stay bit-identical (this catches hidden state, e.g. Adam moments, being touched).
+ *
+ * Part 2, the happy paths: Lookahead(Adam) with global-norm clipping against a re-implementation
+ * with the stateless functions, step_with_grads, split steps from two pthreads, non-finite
+ * policies, stateless updates against the handle, the small kernels, slow weights, schedules,
+ * versions, status strings, SIMD tiers, threads, reset, checkpoints (memory and files).
+ *
+ * Coverage: every flatopt function is called through F(name), which records the name. At the
+ * end the recorded set must equal k_api[] (every function of the header); run.sh compares
+ * k_api[] (`test_api --list-api`) and the recorded set (`--coverage FILE`) with the function
+ * names it extracts from the header, so a new function without a test fails the run.
+ *
+ *
+ * C99, no dependencies besides the library, libm and pthreads.
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include "flatopt.h"
+
+#include <dirent.h>
+#include <sys/stat.h>
+#include <float.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* ------------------------------------------------------------------------------------------ */
+/* Coverage of the API                                                                         */
+
+static const char *const k_api[] = {
+    "flatopt_status_str",
+    "flatopt_last_error_message",
+    "flatopt_version",
+    "flatopt_version_number",
+    "flatopt_base_params_init",
+    "flatopt_schedule_init",
+    "flatopt_config_init",
+    "flatopt_optimizer_new",
+    "flatopt_optimizer_free",
+    "flatopt_optimizer_add_param",
+    "flatopt_optimizer_step",
+    "flatopt_optimizer_step_with_grads",
+    "flatopt_optimizer_begin_step",
+    "flatopt_optimizer_step_range",
+    "flatopt_optimizer_end_step",
+    "flatopt_optimizer_reset",
+    "flatopt_optimizer_step_count",
+    "flatopt_optimizer_skipped_count",
+    "flatopt_optimizer_current_lr",
+    "flatopt_optimizer_simd_tier",
+    "flatopt_optimizer_num_threads",
+    "flatopt_optimizer_num_params",
+    "flatopt_optimizer_total_len",
+    "flatopt_optimizer_set_num_threads",
+    "flatopt_optimizer_set_simd_tier",
+    "flatopt_optimizer_slow_weights",
+    "flatopt_optimizer_copy_slow_weights",
+    "flatopt_optimizer_schedule_step",
+    "flatopt_optimizer_schedule_step_metric",
+    "flatopt_default_simd_tier",
+    "flatopt_set_default_simd_tier",
+    "flatopt_simd_tier_available",
+    "flatopt_simd_tier_name",
+    "flatopt_step_args_init",
+    "flatopt_sgd_update",
+    "flatopt_adam_update",
+    "flatopt_adamw_update",
+    "flatopt_radam_update",
+    "flatopt_sum_squares",
+    "flatopt_sum_squares_block_size",
+    "flatopt_sum_squares_partials",
+    "flatopt_clip_scale",
+    "flatopt_clip_by_value",
+    "flatopt_scale",
+    "flatopt_lookahead_sync",
+    "flatopt_optimizer_checkpoint_size",
+    "flatopt_optimizer_save",
+    "flatopt_optimizer_load",
+    "flatopt_optimizer_save_file",
+    "flatopt_optimizer_load_file",
+};
+#define N_API (sizeof k_api / sizeof k_api[0])
+
+static unsigned long g_called[N_API];
+static const char *g_unlisted[16];
+static int g_n_unlisted;
+
+/* Main thread only (not thread-safe): other threads call the library directly. */
+static void cover(const char *name)
+{
+    size_t i;
+    int k;
+    for (i = 0; i < N_API; i++) {
+        if (strcmp(k_api[i], name) == 0) {
+            g_called[i]++;
+            return;
+        }
+    }
+    for (k = 0; k < g_n_unlisted; k++)
+        if (strcmp(g_unlisted[k], name) == 0)
+            return;
+    if (g_n_unlisted < 16)
+        g_unlisted[g_n_unlisted++] = name;
+}
+
+/* F(flatopt_x)(args...) calls flatopt_x and records that it was exercised. */
+#define F(fn) (cover(#fn), fn)
+
+/* ------------------------------------------------------------------------------------------ */
+/* Checks                                                                                      */
+
+static long g_checks, g_failures, g_rows;
+static int g_verbose;
+
+static void check_vat(int ok, const char *file, int line, const char *fmt, va_list ap)
+{
+    g_checks++;
+    if (ok)
+        return;
+    g_failures++;
+    fprintf(stderr, "FAIL %s:%d: ", file, line);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+}
+
+static int check_at(int ok, const char *file, int line, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    check_vat(ok, file, line, fmt, ap);
+    va_end(ap);
+    return ok;
+}
+
+#define CHECK(cond, ...) check_at((cond) ? 1 : 0, __FILE__, __LINE__, __VA_ARGS__)
+
+static const char *status_name(int s)
+{
+    static const char *const names[] = {
+        "FLATOPT_OK", "FLATOPT_SKIPPED", "FLATOPT_ERR_NULL_POINTER",
+        "FLATOPT_ERR_INVALID_ARGUMENT", "FLATOPT_ERR_LENGTH_MISMATCH", "FLATOPT_ERR_NON_FINITE",
+        "FLATOPT_ERR_INVALID_STATE", "FLATOPT_ERR_UNSUPPORTED", "FLATOPT_ERR_OVERLAP",
+        "FLATOPT_ERR_IO", "FLATOPT_ERR_CORRUPT", "FLATOPT_ERR_INTERNAL",
+    };
+    if (s >= 0 && s < (int)(sizeof names / sizeof names[0]))
+        return names[s];
+    return "(unknown status)";
+}
+
+static const char *last_msg(void)
+{
+    const char *m = F(flatopt_last_error_message)();
+    return m ? m : "(NULL)";
+}
+
+static int expect_at(flatopt_status got, flatopt_status want, const char *expr, const char *file,
+                     int line)
+{
+    return check_at(got == want, file, line, "%s returned %s, expected %s (message: \"%s\")",
+                    expr, status_name((int)got), status_name((int)want), last_msg());
+}
+#define EXPECT(call, want) expect_at((call), (want), #call, __FILE__, __LINE__)
+#define OK(call) EXPECT(call, FLATOPT_OK)
+
+static int msg_has(const char *needle)
+{
+    return strstr(last_msg(), needle) != NULL;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Buffers and data                                                                            */
+
+static void *xmalloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    if (!p) {
+        fprintf(stderr, "out of memory\n");
+        exit(2);
+    }
+    return p;
+}
+
+/* n floats plus one spare, so that a pointer moved by one byte still holds n floats. */
+static float *falloc(size_t n)
+{
+    float *p = (float *)xmalloc((n + 1) * sizeof(float));
+    memset(p, 0, (n + 1) * sizeof(float));
+    return p;
+}
+
+static float *fdup(const float *x, size_t n)
+{
+    float *p = falloc(n);
+    if (n)
+        memcpy(p, x, n * sizeof(float));
+    return p;
+}
+
+/* A pointer one byte off: not aligned for float (or double). */
+static float *mis(float *p)
+{
+    return (float *)(void *)((unsigned char *)p + 1);
+}
+
+static uint64_t g_rng;
+static uint64_t rng_next(void)
+{
+    g_rng ^= g_rng << 13;
+    g_rng ^= g_rng >> 7;
+    g_rng ^= g_rng << 17;
+    return g_rng;
+}
+/* Uniform in [-scale, scale), deterministic for a seed. */
+static void fill(float *x, size_t n, uint64_t seed, float scale)
+{
+    size_t i;
+    g_rng = seed * 0x9E3779B97F4A7C15ull + 0x1234567ull;
+    if (!g_rng)
+        g_rng = 1;
+    for (i = 0; i < n; i++) {
+        double u = (double)(rng_next() >> 11) / 9007199254740992.0;
+        x[i] = (float)((2.0 * u - 1.0) * scale);
+    }
+}
+
+static int same_bits(const float *a, const float *b, size_t n)
+{
+    return n == 0 || memcmp(a, b, n * sizeof(float)) == 0;
+}
+
+static size_t first_diff(const float *a, const float *b, size_t n)
+{
+    size_t i;
+    for (i = 0; i < n; i++)
+        if (memcmp(&a[i], &b[i], sizeof(float)) != 0)
+            return i;
+    return n;
+}
+
+#define CHECK_BITS(a, b, n, ...)                                                               \
+    do {                                                                                       \
+        size_t at_ = first_diff((a), (b), (n));                                                \
+        if (!CHECK(at_ == (n), __VA_ARGS__))                                                   \
+            fprintf(stderr, "    first difference at element %lu: %.9g vs %.9g\n",            \
+                    (unsigned long)at_, (double)(a)[at_], (double)(b)[at_]);                   \
+    } while (0)
+
+static uint32_t f2u(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+}
+
+/* |a - b| within k ulps (same sign, finite). */
+static int near_ulps(float a, float b, uint32_t k)
+{
+    uint32_t ua = f2u(a), ub = f2u(b);
+    if (a == b)
+        return 1;
+    if ((ua ^ ub) & 0x80000000u)
+        return 0;
+    return (ua > ub ? ua - ub : ub - ua) <= k;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Configurations                                                                              */
+
+/* Lookahead(Adam lr 0.01, k, alpha 0.5) with global-norm clipping and coupled weight decay. */
+static flatopt_config cfg_la_adam(uint64_t k, double clip_norm)
+{
+    flatopt_config c;
+    OK(F(flatopt_config_init)(&c));
+    c.lr = 0.01;
+    c.lookahead = 1;
+    c.sync_period = k;
+    c.alpha = 0.5;
+    c.grad_clip_norm = clip_norm;
+    c.weight_decay = 0.01;
+    return c;
+}
+
+static flatopt_optimizer *new_opt(const flatopt_config *c)
+{
+    flatopt_optimizer *o = NULL;
+    OK(F(flatopt_optimizer_new)(c, &o));
+    CHECK(o != NULL, "flatopt_optimizer_new gave no handle");
+    return o;
+}
+
+static uint64_t step_count(const flatopt_optimizer *o)
+{
+    uint64_t n = 0xDEAD;
+    OK(F(flatopt_optimizer_step_count)(o, &n));
+    return n;
+}
+static uint64_t skipped_count(const flatopt_optimizer *o)
+{
+    uint64_t n = 0xDEAD;
+    OK(F(flatopt_optimizer_skipped_count)(o, &n));
+    return n;
+}
+static float current_lr(const flatopt_optimizer *o)
+{
+    float lr = -1.0f;
+    OK(F(flatopt_optimizer_current_lr)(o, &lr));
+    return lr;
+}
+static size_t total_len(const flatopt_optimizer *o)
+{
+    size_t n = 0;
+    OK(F(flatopt_optimizer_total_len)(o, &n));
+    return n;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Part 1: the table of bad inputs                                                             */
+
+enum { FX_NB = 3, FX_XLEN = 8, FX_QLEN = 9, FX_LLEN = 4, SLEN = 11 };
+static const size_t fx_len[FX_NB] = { 5, 17, 40 };
+
+/* Every location a failing call could write its outputs to, prefilled with 0xA5 bytes. */
+typedef struct out_area {
+    flatopt_optimizer *opt;
+    const float *cfp;
+    size_t sz;
+    uint64_t u64;
+    uint32_t u32;
+    float f;
+    double d;
+    double dv[8];
+    float fv[16];
+    flatopt_base_params hp;
+    flatopt_schedule sc;
+    flatopt_config cf;
+    flatopt_step_args sa;
+    unsigned char ckpt[4096];
+} out_area;
+
+typedef struct fixture {
+    /* Lookahead(Adam) + clip_norm + weight decay over p[0..2] with grads g[0..2]: registered,
+     * not stepped. */
+    flatopt_optimizer *opt;
+    /* Same configuration, nothing registered. */
+    flatopt_optimizer *bare;
+    /* SGD with momentum, no Lookahead, over q / qg. */
+    flatopt_optimizer *nola;
+    /* SGD on a ReduceOnPlateau schedule over l / lg. */
+    flatopt_optimizer *plat;
+    float *p[FX_NB], *g[FX_NB];
+    float *gg[FX_NB]; /* copies of g for step_with_grads */
+    const float *grads[FX_NB];
+    float *xp, *xg; /* a spare pair of FX_XLEN */
+    float *q, *qg, *l, *lg;
+    /* Stateless buffers of SLEN. */
+    float *sp, *sg, *sm, *sv, *svm, *ss;
+    double part[4];
+    flatopt_config cfg; /* the configuration of opt */
+    flatopt_base_params hp_adam, hp_sgd;
+    flatopt_step_args args;
+    uint64_t milestones[3];
+    double values[4];
+    out_area out;
+    int pending;
+    /* Statuses of the follow-up steps, compared with the twin's. */
+    int fu[32];
+    int n_fu;
+} fixture;
+
+static void fixture_init(fixture *fx)
+{
+    size_t i;
+    flatopt_config c;
+    flatopt_schedule s;
+    memset(fx, 0, sizeof *fx);
+    for (i = 0; i < FX_NB; i++) {
+        fx->p[i] = falloc(fx_len[i]);
+        fx->g[i] = falloc(fx_len[i]);
+        fill(fx->p[i], fx_len[i], 10 + i, 1.0f);
+        fill(fx->g[i], fx_len[i], 20 + i, 2.0f);
+        fx->gg[i] = fdup(fx->g[i], fx_len[i]);
+        fx->grads[i] = fx->gg[i];
+    }
+    fx->xp = falloc(FX_XLEN);
+    fx->xg = falloc(FX_XLEN);
+    fill(fx->xp, FX_XLEN, 30, 1.0f);
+    fill(fx->xg, FX_XLEN, 31, 1.0f);
+    fx->q = falloc(FX_QLEN);
+    fx->qg = falloc(FX_QLEN);
+    fill(fx->q, FX_QLEN, 32, 1.0f);
+    fill(fx->qg, FX_QLEN, 33, 1.0f);
+    fx->l = falloc(FX_LLEN);
+    fx->lg = falloc(FX_LLEN);
+    fill(fx->l, FX_LLEN, 34, 1.0f);
+    fill(fx->lg, FX_LLEN, 35, 1.0f);
+    fx->sp = falloc(SLEN);
+    fx->sg = falloc(SLEN);
+    fx->sm = falloc(SLEN);
+    fx->sv = falloc(SLEN);
+    fx->svm = falloc(SLEN);
+    fx->ss = falloc(SLEN);
+    fill(fx->sp, SLEN, 40, 1.0f);
+    fill(fx->sg, SLEN, 41, 1.0f);
+    fill(fx->sm, SLEN, 42, 0.1f);
+    fill(fx->sv, SLEN, 43, 0.1f);
+    for (i = 0; i < SLEN; i++) {
+        fx->sv[i] = fabsf(fx->sv[i]);
+        fx->svm[i] = fx->sv[i] * 1.5f;
+    }
+    fill(fx->ss, SLEN, 44, 1.0f);
+    for (i = 0; i < 4; i++)
+        fx->part[i] = 1234.5 + (double)i;
+
+    fx->cfg = cfg_la_adam(2, 1.0);
+    fx->opt = new_opt(&fx->cfg);
+    for (i = 0; i < FX_NB; i++)
+        OK(F(flatopt_optimizer_add_param)(fx->opt, fx->p[i], fx->g[i], fx_len[i]));
+    fx->bare = new_opt(&fx->cfg);
+
+    OK(F(flatopt_config_init)(&c));
+    OK(F(flatopt_base_params_init)(&c.base, FLATOPT_SGD));
+    c.base.momentum = 0.9;
+    c.lr = 0.05;
+    fx->nola = new_opt(&c);
+    OK(F(flatopt_optimizer_add_param)(fx->nola, fx->q, fx->qg, FX_QLEN));
+
+    OK(F(flatopt_schedule_init)(&s, FLATOPT_SCHEDULE_REDUCE_ON_PLATEAU));
+    s.base_lr = 0.1;
+    s.factor = 0.5;
+    s.patience = 1;
+    OK(F(flatopt_base_params_init)(&c.base, FLATOPT_SGD));
+    c.schedule = &s;
+    fx->plat = new_opt(&c);
+    OK(F(flatopt_optimizer_add_param)(fx->plat, fx->l, fx->lg, FX_LLEN));
+
+    OK(F(flatopt_base_params_init)(&fx->hp_adam, FLATOPT_ADAM));
+    OK(F(flatopt_base_params_init)(&fx->hp_sgd, FLATOPT_SGD));
+    fx->hp_sgd.momentum = 0.9;
+    OK(F(flatopt_step_args_init)(&fx->args));
+    fx->args.lr = 0.01;
+    fx->args.step = 3;
+    fx->args.sync = 1;
+    fx->args.alpha = 0.5;
+    fx->milestones[0] = 3;
+    fx->milestones[1] = 6;
+    fx->milestones[2] = 9;
+    fx->values[0] = 0.1;
+    fx->values[1] = 0.01;
+    fx->values[2] = 0.001;
+    fx->values[3] = 0.0001;
+    memset(&fx->out, 0xA5, sizeof fx->out);
+}
+
+static void fixture_free(fixture *fx)
+{
+    size_t i;
+    F(flatopt_optimizer_free)(fx->opt);
+    F(flatopt_optimizer_free)(fx->bare);
+    F(flatopt_optimizer_free)(fx->nola);
+    F(flatopt_optimizer_free)(fx->plat);
+    for (i = 0; i < FX_NB; i++) {
+        free(fx->p[i]);
+        free(fx->g[i]);
+        free(fx->gg[i]);
+    }
+    free(fx->xp);
+    free(fx->xg);
+    free(fx->q);
+    free(fx->qg);
+    free(fx->l);
+    free(fx->lg);
+    free(fx->sp);
+    free(fx->sg);
+    free(fx->sm);
+    free(fx->sv);
+    free(fx->svm);
+    free(fx->ss);
+}
+
+/* A snapshot of everything a call could change: host buffers, slow weights, counters. */
+typedef struct snapshot {
+    unsigned char *bytes;
+    size_t n, cap;
+    const char *names[96];
+    size_t offs[96];
+    int nregions;
+} snapshot;
+
+static void snap_add(snapshot *s, const char *name, const void *p, size_t n)
+{
+    if (s->n + n > s->cap) {
+        size_t cap = 2 * (s->n + n) + 256;
+        unsigned char *b = (unsigned char *)xmalloc(cap);
+        if (s->n)
+            memcpy(b, s->bytes, s->n);
+        free(s->bytes);
+        s->bytes = b;
+        s->cap = cap;
+    }
+    if (s->nregions < 96) {
+        s->names[s->nregions] = name;
+        s->offs[s->nregions++] = s->n;
+    }
+    if (n)
+        memcpy(s->bytes + s->n, p, n);
+    s->n += n;
+}
+
+static void snap_counters(snapshot *s, const char *name, const flatopt_optimizer *o)
+{
+    struct {
+        uint64_t steps, skipped;
+        size_t nparams, total;
+        float lr;
+        uint32_t tier, threads;
+        int st[7];
+    } c;
+    memset(&c, 0, sizeof c);
+    c.st[0] = F(flatopt_optimizer_step_count)(o, &c.steps);
+    c.st[1] = F(flatopt_optimizer_skipped_count)(o, &c.skipped);
+    c.st[2] = F(flatopt_optimizer_num_params)(o, &c.nparams);
+    c.st[3] = F(flatopt_optimizer_total_len)(o, &c.total);
+    c.st[4] = F(flatopt_optimizer_current_lr)(o, &c.lr);
+    c.st[5] = F(flatopt_optimizer_simd_tier)(o, &c.tier);
+    c.st[6] = F(flatopt_optimizer_num_threads)(o, &c.threads);
+    snap_add(s, name, &c, sizeof c);
+}
+
+/* The optimizer's own checkpoint: every hidden state array, the counters and the schedule. */
+static void snap_checkpoint(snapshot *s, const char *name, const flatopt_optimizer *o)
+{
+    size_t n = 0, w = 0;
+    unsigned char *b;
+    int st = F(flatopt_optimizer_checkpoint_size)(o, &n);
+    b = (unsigned char *)xmalloc(n + 1);
+    memset(b, 0, n + 1);
+    if (st == FLATOPT_OK)
+        st = F(flatopt_optimizer_save)(o, b, n, &w);
+    snap_add(s, name, &st, sizeof st);
+    snap_add(s, name, &w, sizeof w);
+    snap_add(s, name, b, n);
+    free(b);
+}
+
+static void snap_take(snapshot *s, const fixture *fx)
+{
+    size_t i;
+    uint32_t tier;
+    memset(s, 0, sizeof *s);
+    for (i = 0; i < FX_NB; i++) {
+        float slow[64];
+        snap_add(s, "registered param", fx->p[i], fx_len[i] * sizeof(float));
+        snap_add(s, "registered grad", fx->g[i], fx_len[i] * sizeof(float));
+        snap_add(s, "step_with_grads grad", fx->gg[i], fx_len[i] * sizeof(float));
+        memset(slow, 0, sizeof slow);
+        OK(F(flatopt_optimizer_copy_slow_weights)(fx->opt, i, slow, fx_len[i]));
+        snap_add(s, "slow weights", slow, fx_len[i] * sizeof(float));
+    }
+    snap_add(s, "spare param", fx->xp, FX_XLEN * sizeof(float));
+    snap_add(s, "spare grad", fx->xg, FX_XLEN * sizeof(float));
+    snap_add(s, "nola param", fx->q, FX_QLEN * sizeof(float));
+    snap_add(s, "nola grad", fx->qg, FX_QLEN * sizeof(float));
+    snap_add(s, "plateau param", fx->l, FX_LLEN * sizeof(float));
+    snap_add(s, "plateau grad", fx->lg, FX_LLEN * sizeof(float));
+    snap_add(s, "stateless param", fx->sp, SLEN * sizeof(float));
+    snap_add(s, "stateless grad", fx->sg, SLEN * sizeof(float));
+    snap_add(s, "stateless m", fx->sm, SLEN * sizeof(float));
+    snap_add(s, "stateless v", fx->sv, SLEN * sizeof(float));
+    snap_add(s, "stateless v_max", fx->svm, SLEN * sizeof(float));
+    snap_add(s, "stateless slow", fx->ss, SLEN * sizeof(float));
+    snap_add(s, "partials", fx->part, sizeof fx->part);
+    snap_counters(s, "counters of opt", fx->opt);
+    snap_counters(s, "counters of bare", fx->bare);
+    snap_counters(s, "counters of nola", fx->nola);
+    snap_counters(s, "counters of plat", fx->plat);
+    snap_checkpoint(s, "state (checkpoint) of opt", fx->opt);
+    snap_checkpoint(s, "state (checkpoint) of nola", fx->nola);
+    snap_checkpoint(s, "state (checkpoint) of plat", fx->plat);
+    tier = F(flatopt_default_simd_tier)();
+    snap_add(s, "default simd tier", &tier, sizeof tier);
+}
+
+/* Name of the first region where two snapshots differ, or NULL. */
+static const char *snap_diff(const snapshot *a, const snapshot *b)
+{
+    size_t i;
+    int r;
+    if (a->n != b->n)
+        return "(snapshot size)";
+    for (i = 0; i < a->n; i++) {
+        if (a->bytes[i] != b->bytes[i]) {
+            const char *name = "?";
+            for (r = 0; r < a->nregions; r++)
+                if (a->offs[r] <= i)
+                    name = a->names[r];
+            return name;
+        }
+    }
+    return NULL;
+}
+
+static void snap_free(snapshot *s)
+{
+    free(s->bytes);
+    s->bytes = NULL;
+}
+
+static int out_untouched(const fixture *fx)
+{
+    const unsigned char *b = (const unsigned char *)&fx->out;
+    size_t i;
+    for (i = 0; i < sizeof fx->out; i++)
+        if (b[i] != 0xA5)
+            return 0;
+    return 1;
+}
+
+/* Good steps after the row, done identically on the fixture and its twin. */
+static void follow_up(fixture *fx)
+{
+    int k;
+    size_t n;
+    fx->n_fu = 0;
+#define FU(call) (fx->fu[fx->n_fu++] = (int)(call))
+    if (fx->pending) {
+        n = 0;
+        FU(F(flatopt_optimizer_total_len)(fx->opt, &n));
+        FU(F(flatopt_optimizer_step_range)(fx->opt, 0, n));
+        FU(F(flatopt_optimizer_end_step)(fx->opt));
+        fx->pending = 0;
+    }
+    for (k = 0; k < 3; k++)
+        FU(F(flatopt_optimizer_step)(fx->opt));
+    FU(F(flatopt_optimizer_add_param)(fx->bare, fx->xp, fx->xg, FX_XLEN));
+    FU(F(flatopt_optimizer_step)(fx->bare));
+    FU(F(flatopt_optimizer_step)(fx->bare));
+    FU(F(flatopt_optimizer_step)(fx->nola));
+    FU(F(flatopt_optimizer_step)(fx->nola));
+    FU(F(flatopt_optimizer_schedule_step_metric)(fx->plat, 1.0));
+    FU(F(flatopt_optimizer_schedule_step_metric)(fx->plat, 1.0));
+    FU(F(flatopt_optimizer_schedule_step_metric)(fx->plat, 1.0));
+    FU(F(flatopt_optimizer_step)(fx->plat));
+    FU(F(flatopt_adam_update)(&fx->hp_adam, &fx->args, fx->sp, fx->sg, fx->sm, fx->sv, NULL,
+                              fx->ss, SLEN));
+#undef FU
+}
+
+typedef flatopt_status (*row_fn)(fixture *fx);
+typedef void (*setup_fn)(fixture *fx);
+
+typedef struct row {
+    const char *what;
+    setup_fn setup;
+    row_fn call;
+    flatopt_status want;
+    const char *needle; /* must be in flatopt_last_error_message() */
+} row;
+
+static void setup_stepped(fixture *fx)
+{
+    OK(F(flatopt_optimizer_step)(fx->opt));
+}
+static void setup_pending(fixture *fx)
+{
+    OK(F(flatopt_optimizer_begin_step)(fx->opt));
+    fx->pending = 1;
+}
+
+/* Sets a message no row produces, so that a stale message cannot pass a row. */
+static char g_primer[256];
+static void prime_message(void)
+{
+    double d = 0.0;
+    EXPECT(F(flatopt_clip_scale)(-7777.0, 1.0, &d), FLATOPT_ERR_INVALID_ARGUMENT);
+    strncpy(g_primer, last_msg(), sizeof g_primer - 1);
+    CHECK(strstr(g_primer, "-7777") != NULL, "primer message: \"%s\"", g_primer);
+}
+
+static void run_row(const row *r, int index)
+{
+    fixture fx, tw;
+    snapshot before, after, fa, ta;
+    flatopt_status st;
+    const char *where;
+    char msg[1024];
+    int k;
+
+    g_rows++;
+    fixture_init(&fx);
+    fixture_init(&tw);
+    if (r->setup) {
+        r->setup(&fx);
+        r->setup(&tw);
+    }
+    snap_take(&before, &fx);
+    prime_message();
+    st = r->call(&fx);
+    strncpy(msg, last_msg(), sizeof msg - 1);
+    msg[sizeof msg - 1] = 0;
+    if (g_verbose)
+        printf("row %3d %-62s -> %-28s \"%s\"\n", index, r->what, status_name((int)st), msg);
+    CHECK(st == r->want, "row %d (%s): returned %s, expected %s (message: \"%s\")", index,
+          r->what, status_name((int)st), status_name((int)r->want), msg);
+    CHECK(strstr(msg, r->needle) != NULL && strcmp(msg, g_primer) != 0,
+          "row %d (%s): message \"%s\" does not contain \"%s\"", index, r->what, msg, r->needle);
+    CHECK(out_untouched(&fx), "row %d (%s): an output was written on failure", index, r->what);
+    snap_take(&after, &fx);
+    where = snap_diff(&before, &after);
+    CHECK(where == NULL, "row %d (%s): the failed call changed %s", index, r->what,
+          where ? where : "");
+    follow_up(&fx);
+    follow_up(&tw);
+    CHECK(fx.n_fu == tw.n_fu, "row %d (%s): follow-up differs", index, r->what);
+    for (k = 0; k < tw.n_fu && k < fx.n_fu; k++) {
+        CHECK(tw.fu[k] == FLATOPT_OK, "row %d (%s): twin follow-up call %d returned %s", index,
+              r->what, k, status_name(tw.fu[k]));
+        CHECK(fx.fu[k] == tw.fu[k], "row %d (%s): follow-up call %d returned %s after the "
+              "bad call, %s without it", index, r->what, k, status_name(fx.fu[k]),
+              status_name(tw.fu[k]));
+    }
+    snap_take(&fa, &fx);
+    snap_take(&ta, &tw);
+    where = snap_diff(&fa, &ta);
+    CHECK(where == NULL, "row %d (%s): after the bad call, good steps give different %s than "
+          "without it (hidden state changed)", index, r->what, where ? where : "");
+    snap_free(&before);
+    snap_free(&after);
+    snap_free(&fa);
+    snap_free(&ta);
+    fixture_free(&fx);
+    fixture_free(&tw);
+}
+
+/* Row bodies. Each one makes one call (after preparing local copies of its arguments). */
+#define R(name) static flatopt_status name(fixture *fx)
+
+/* init functions */
+R(r_bpi_null) { (void)fx; return F(flatopt_base_params_init)(NULL, FLATOPT_ADAM); }
+R(r_bpi_kind) { return F(flatopt_base_params_init)(&fx->out.hp, 99); }
+R(r_bpi_kind4) { return F(flatopt_base_params_init)(&fx->out.hp, 4); }
+R(r_si_null) { (void)fx; return F(flatopt_schedule_init)(NULL, FLATOPT_SCHEDULE_EXPONENTIAL); }
+R(r_si_kind) { return F(flatopt_schedule_init)(&fx->out.sc, 99); }
+R(r_si_kind16) { return F(flatopt_schedule_init)(&fx->out.sc, 16); }
+R(r_ci_null) { (void)fx; return F(flatopt_config_init)(NULL); }
+R(r_sai_null) { (void)fx; return F(flatopt_step_args_init)(NULL); }
+
+/* flatopt_optimizer_new: on a wrong success the handle is freed (the row fails anyway). */
+static flatopt_status new_into_out(fixture *fx, const flatopt_config *c)
+{
+    flatopt_status st = F(flatopt_optimizer_new)(c, &fx->out.opt);
+    if (st == FLATOPT_OK)
+        F(flatopt_optimizer_free)(fx->out.opt);
+    return st;
+}
+#define CFG_ROW(name, stmt)                                                                    \
+    R(name)                                                                                    \
+    {                                                                                          \
+        flatopt_config c = fx->cfg;                                                            \
+        stmt;                                                                                  \
+        return new_into_out(fx, &c);                                                           \
+    }
+#define SGD_ROW(name, stmt)                                                                    \
+    R(name)                                                                                    \
+    {                                                                                          \
+        flatopt_config c = fx->cfg;                                                            \
+        F(flatopt_base_params_init)(&c.base, FLATOPT_SGD);                                     \
+        c.base.momentum = 0.9;                                                                 \
+        stmt;                                                                                  \
+        return new_into_out(fx, &c);                                                           \
+    }
+#define SCHED_ROW(name, kind, stmt)                                                            \
+    R(name)                                                                                    \
+    {                                                                                          \
+        flatopt_config c = fx->cfg;                                                            \
+        flatopt_schedule s;                                                                    \
+        F(flatopt_schedule_init)(&s, kind);                                                    \
+        stmt;                                                                                  \
+        c.schedule = &s;                                                                       \
+        return new_into_out(fx, &c);                                                           \
+    }
+
+R(r_new_null_cfg) { return F(flatopt_optimizer_new)(NULL, &fx->out.opt); }
+R(r_new_null_out) { return F(flatopt_optimizer_new)(&fx->cfg, NULL); }
+CFG_ROW(r_new_size0, c.struct_size = 0)
+CFG_ROW(r_new_size_small, c.struct_size = (uint32_t)sizeof c - 8)
+CFG_ROW(r_new_base_size0, c.base.struct_size = 0)
+CFG_ROW(r_new_base_size_small, c.base.struct_size = 8)
+CFG_ROW(r_new_kind99, c.base.kind = 99)
+CFG_ROW(r_new_nonfinite7, c.nonfinite = 7)
+CFG_ROW(r_new_tier9, c.simd_tier = 9)
+CFG_ROW(r_new_tier512, c.simd_tier = FLATOPT_SIMD_AVX512)
+CFG_ROW(r_new_lr_nan, c.lr = NAN)
+CFG_ROW(r_new_lr_inf, c.lr = INFINITY)
+CFG_ROW(r_new_lr_neg, c.lr = -0.01)
+CFG_ROW(r_new_b1_nan, c.base.b1 = NAN)
+CFG_ROW(r_new_b1_one, c.base.b1 = 1.0)
+CFG_ROW(r_new_b2_neg, c.base.b2 = -0.5)
+CFG_ROW(r_new_b2_inf, c.base.b2 = INFINITY)
+CFG_ROW(r_new_eps0, c.base.eps = 0.0)
+CFG_ROW(r_new_eps_neg, c.base.eps = -1e-8)
+CFG_ROW(r_new_eps_nan, c.base.eps = NAN)
+CFG_ROW(r_new_amsgrad2, c.base.amsgrad = 2)
+SGD_ROW(r_new_mom_neg, c.base.momentum = -0.1)
+SGD_ROW(r_new_mom_one, c.base.momentum = 1.0)
+SGD_ROW(r_new_mom_nan, c.base.momentum = NAN)
+SGD_ROW(r_new_damp, c.base.dampening = 1.5)
+SGD_ROW(r_new_nesterov_nomom, c.base.momentum = 0.0; c.base.nesterov = 1)
+SGD_ROW(r_new_nesterov_damp, c.base.dampening = 0.5; c.base.nesterov = 1)
+SGD_ROW(r_new_nesterov2, c.base.nesterov = 2)
+CFG_ROW(r_new_adamw_dwd_neg, F(flatopt_base_params_init)(&c.base, FLATOPT_ADAMW);
+        c.base.decoupled_weight_decay = -1.0)
+CFG_ROW(r_new_adamw_dwd_nan, F(flatopt_base_params_init)(&c.base, FLATOPT_ADAMW);
+        c.base.decoupled_weight_decay = NAN)
+CFG_ROW(r_new_wd_neg, c.weight_decay = -0.1)
+CFG_ROW(r_new_wd_nan, c.weight_decay = NAN)
+CFG_ROW(r_new_wd_inf, c.weight_decay = INFINITY)
+CFG_ROW(r_new_clipn_neg, c.grad_clip_norm = -1.0)
+CFG_ROW(r_new_clipn_nan, c.grad_clip_norm = NAN)
+CFG_ROW(r_new_clipn_inf, c.grad_clip_norm = INFINITY)
+CFG_ROW(r_new_clipv_neg, c.grad_clip_value = -0.5)
+CFG_ROW(r_new_clipv_nan, c.grad_clip_value = NAN)
+CFG_ROW(r_new_k0, c.sync_period = 0)
+CFG_ROW(r_new_alpha_big, c.alpha = 1.5)
+CFG_ROW(r_new_alpha_neg, c.alpha = -0.1)
+CFG_ROW(r_new_alpha_nan, c.alpha = NAN)
+CFG_ROW(r_new_lookahead2, c.lookahead = 2)
+CFG_ROW(r_new_manual3, c.schedule_manual = 3)
+CFG_ROW(r_new_threads0, c.num_threads = 0)
+CFG_ROW(r_new_threads_big, c.num_threads = 100000)
+SCHED_ROW(r_sch_size0, FLATOPT_SCHEDULE_EXPONENTIAL, s.struct_size = 0)
+SCHED_ROW(r_sch_size8, FLATOPT_SCHEDULE_EXPONENTIAL, s.struct_size = 8)
+SCHED_ROW(r_sch_kind99, FLATOPT_SCHEDULE_EXPONENTIAL, s.kind = 99)
+SCHED_ROW(r_sch_gamma_nan, FLATOPT_SCHEDULE_EXPONENTIAL, s.gamma = NAN)
+SCHED_ROW(r_sch_gamma_neg, FLATOPT_SCHEDULE_EXPONENTIAL, s.gamma = -0.5)
+SCHED_ROW(r_sch_gamma0, FLATOPT_SCHEDULE_EXPONENTIAL, s.gamma = 0.0)
+SCHED_ROW(r_sch_base_nan, FLATOPT_SCHEDULE_EXPONENTIAL, s.base_lr = NAN)
+SCHED_ROW(r_sch_base_inf, FLATOPT_SCHEDULE_STEP, s.base_lr = INFINITY)
+SCHED_ROW(r_sch_base_neg, FLATOPT_SCHEDULE_COSINE_ANNEALING, s.base_lr = -1.0)
+SCHED_ROW(r_sch_ms_null, FLATOPT_SCHEDULE_MULTI_STEP, s.milestones = NULL; s.n_milestones = 3)
+SCHED_ROW(r_sch_ms_order, FLATOPT_SCHEDULE_MULTI_STEP, fx->milestones[2] = 1;
+          s.milestones = fx->milestones; s.n_milestones = 3)
+SCHED_ROW(r_sch_ms_huge, FLATOPT_SCHEDULE_MULTI_STEP, s.milestones = fx->milestones;
+          s.n_milestones = SIZE_MAX)
+SCHED_ROW(r_sch_pw_null, FLATOPT_SCHEDULE_PIECEWISE_CONSTANT, s.milestones = fx->milestones;
+          s.n_milestones = 3; s.values = NULL; s.n_values = 4)
+SCHED_ROW(r_sch_pw_count, FLATOPT_SCHEDULE_PIECEWISE_CONSTANT, s.milestones = fx->milestones;
+          s.n_milestones = 3; s.values = fx->values; s.n_values = 2)
+SCHED_ROW(r_sch_pw_huge, FLATOPT_SCHEDULE_PIECEWISE_CONSTANT, s.milestones = fx->milestones;
+          s.n_milestones = 3; s.values = fx->values; s.n_values = SIZE_MAX)
+SCHED_ROW(r_sch_cyclic_mode, FLATOPT_SCHEDULE_CYCLIC, s.cyclic_mode = 9)
+SCHED_ROW(r_sch_plateau_mode, FLATOPT_SCHEDULE_REDUCE_ON_PLATEAU, s.plateau_mode = 5)
+SCHED_ROW(r_sch_threshold_mode, FLATOPT_SCHEDULE_REDUCE_ON_PLATEAU, s.threshold_mode = 2)
+SCHED_ROW(r_sch_plateau_factor, FLATOPT_SCHEDULE_REDUCE_ON_PLATEAU, s.factor = 1.5)
+SCHED_ROW(r_sch_staircase, FLATOPT_SCHEDULE_EXPONENTIAL_DECAY, s.staircase = 2)
+SCHED_ROW(r_sch_anneal, FLATOPT_SCHEDULE_ONE_CYCLE, s.anneal_linear = 3)
+SCHED_ROW(r_sch_pct, FLATOPT_SCHEDULE_ONE_CYCLE, s.pct_start = 1.5)
+SCHED_ROW(r_sch_tmult0, FLATOPT_SCHEDULE_COSINE_WARM_RESTARTS, s.t_mult = 0)
+SCHED_ROW(r_sch_eta_nan, FLATOPT_SCHEDULE_COSINE_ANNEALING, s.eta_min = NAN)
+SCHED_ROW(r_sch_warmup, FLATOPT_SCHEDULE_WARMUP_COSINE, s.period = 5; s.warmup = 9)
+SCHED_ROW(r_sch_period0, FLATOPT_SCHEDULE_COSINE_ANNEALING, s.period = 0)
+SCHED_ROW(r_sch_step_period0, FLATOPT_SCHEDULE_STEP, s.period = 0)
+
+/* add_param */
+R(r_add_null_opt) { return F(flatopt_optimizer_add_param)(NULL, fx->xp, fx->xg, FX_XLEN); }
+R(r_add_null_param) { return F(flatopt_optimizer_add_param)(fx->bare, NULL, fx->xg, FX_XLEN); }
+R(r_add_huge) { return F(flatopt_optimizer_add_param)(fx->bare, fx->xp, fx->xg, SIZE_MAX); }
+R(r_add_wrap)
+{
+    return F(flatopt_optimizer_add_param)(fx->bare, fx->xp, fx->xg, SIZE_MAX / 4 + 1);
+}
+R(r_add_same) { return F(flatopt_optimizer_add_param)(fx->bare, fx->xp, fx->xp, FX_XLEN); }
+R(r_add_partial)
+{
+    return F(flatopt_optimizer_add_param)(fx->bare, fx->xp, fx->xp + 3, FX_XLEN - 3);
+}
+R(r_add_grad_on_param) { return F(flatopt_optimizer_add_param)(fx->opt, fx->xp, fx->p[1], 8); }
+R(r_add_param_on_param)
+{
+    return F(flatopt_optimizer_add_param)(fx->opt, fx->p[2] + 10, fx->xg, FX_XLEN);
+}
+R(r_add_param_on_grad) { return F(flatopt_optimizer_add_param)(fx->opt, fx->g[0], fx->xg, 5); }
+R(r_add_mis_param)
+{
+    return F(flatopt_optimizer_add_param)(fx->bare, mis(fx->xp), fx->xg, FX_XLEN);
+}
+R(r_add_mis_grad)
+{
+    return F(flatopt_optimizer_add_param)(fx->bare, fx->xp, mis(fx->xg), FX_XLEN);
+}
+R(r_add_after_step) { return F(flatopt_optimizer_add_param)(fx->opt, fx->xp, fx->xg, FX_XLEN); }
+
+/* step, step_with_grads */
+R(r_step_null) { (void)fx; return F(flatopt_optimizer_step)(NULL); }
+R(r_step_bare) { return F(flatopt_optimizer_step)(fx->bare); }
+R(r_step_pending) { return F(flatopt_optimizer_step)(fx->opt); }
+R(r_swg_null_opt) { return F(flatopt_optimizer_step_with_grads)(NULL, fx->grads, FX_NB); }
+R(r_swg_null_grads) { return F(flatopt_optimizer_step_with_grads)(fx->opt, NULL, FX_NB); }
+R(r_swg_n2) { return F(flatopt_optimizer_step_with_grads)(fx->opt, fx->grads, 2); }
+R(r_swg_n0) { return F(flatopt_optimizer_step_with_grads)(fx->opt, fx->grads, 0); }
+R(r_swg_nhuge) { return F(flatopt_optimizer_step_with_grads)(fx->opt, fx->grads, SIZE_MAX); }
+R(r_swg_null_grad1)
+{
+    const float *gs[FX_NB];
+    gs[0] = fx->gg[0];
+    gs[1] = NULL;
+    gs[2] = fx->gg[2];
+    return F(flatopt_optimizer_step_with_grads)(fx->opt, gs, FX_NB);
+}
+R(r_swg_mis_grad1)
+{
+    const float *gs[FX_NB];
+    gs[0] = fx->gg[0];
+    gs[1] = mis(fx->gg[1]);
+    gs[2] = fx->gg[2];
+    return F(flatopt_optimizer_step_with_grads)(fx->opt, gs, FX_NB);
+}
+R(r_swg_same)
+{
+    const float *gs[FX_NB];
+    gs[0] = fx->gg[0];
+    gs[1] = fx->gg[1];
+    gs[2] = fx->p[2];
+    return F(flatopt_optimizer_step_with_grads)(fx->opt, gs, FX_NB);
+}
+R(r_swg_partial)
+{
+    const float *gs[FX_NB];
+    gs[0] = fx->p[1] + 3;
+    gs[1] = fx->gg[1];
+    gs[2] = fx->gg[2];
+    return F(flatopt_optimizer_step_with_grads)(fx->opt, gs, FX_NB);
+}
+R(r_swg_bare) { return F(flatopt_optimizer_step_with_grads)(fx->bare, fx->grads, 0); }
+R(r_swg_pending) { return F(flatopt_optimizer_step_with_grads)(fx->opt, fx->grads, FX_NB); }
+
+/* begin_step, step_range, end_step, reset */
+R(r_begin_null) { (void)fx; return F(flatopt_optimizer_begin_step)(NULL); }
+R(r_begin_bare) { return F(flatopt_optimizer_begin_step)(fx->bare); }
+R(r_begin_pending) { return F(flatopt_optimizer_begin_step)(fx->opt); }
+R(r_range_null) { (void)fx; return F(flatopt_optimizer_step_range)(NULL, 0, 1); }
+R(r_range_nobegin) { return F(flatopt_optimizer_step_range)(fx->opt, 0, 10); }
+R(r_range_past_end) { return F(flatopt_optimizer_step_range)(fx->opt, 0, 5 + 17 + 40 + 1); }
+R(r_range_reversed) { return F(flatopt_optimizer_step_range)(fx->opt, 10, 5); }
+R(r_range_huge) { return F(flatopt_optimizer_step_range)(fx->opt, 0, SIZE_MAX); }
+R(r_range_bare) { return F(flatopt_optimizer_step_range)(fx->bare, 0, 0); }
+R(r_end_null) { (void)fx; return F(flatopt_optimizer_end_step)(NULL); }
+R(r_end_nobegin) { return F(flatopt_optimizer_end_step)(fx->opt); }
+R(r_end_bare) { return F(flatopt_optimizer_end_step)(fx->bare); }
+R(r_reset_null) { (void)fx; return F(flatopt_optimizer_reset)(NULL); }
+R(r_reset_bare) { return F(flatopt_optimizer_reset)(fx->bare); }
+R(r_reset_pending) { return F(flatopt_optimizer_reset)(fx->opt); }
+
+/* queries */
+R(r_q_steps_null) { return F(flatopt_optimizer_step_count)(NULL, &fx->out.u64); }
+R(r_q_steps_out) { return F(flatopt_optimizer_step_count)(fx->opt, NULL); }
+R(r_q_skipped_null) { return F(flatopt_optimizer_skipped_count)(NULL, &fx->out.u64); }
+R(r_q_skipped_out) { return F(flatopt_optimizer_skipped_count)(fx->opt, NULL); }
+R(r_q_lr_null) { return F(flatopt_optimizer_current_lr)(NULL, &fx->out.f); }
+R(r_q_lr_out) { return F(flatopt_optimizer_current_lr)(fx->opt, NULL); }
+R(r_q_tier_null) { return F(flatopt_optimizer_simd_tier)(NULL, &fx->out.u32); }
+R(r_q_tier_out) { return F(flatopt_optimizer_simd_tier)(fx->opt, NULL); }
+R(r_q_threads_null) { return F(flatopt_optimizer_num_threads)(NULL, &fx->out.u32); }
+R(r_q_threads_out) { return F(flatopt_optimizer_num_threads)(fx->opt, NULL); }
+R(r_q_nparams_null) { return F(flatopt_optimizer_num_params)(NULL, &fx->out.sz); }
+R(r_q_nparams_out) { return F(flatopt_optimizer_num_params)(fx->opt, NULL); }
+R(r_q_total_null) { return F(flatopt_optimizer_total_len)(NULL, &fx->out.sz); }
+R(r_q_total_out) { return F(flatopt_optimizer_total_len)(fx->opt, NULL); }
+
+/* setters */
+R(r_threads_null) { (void)fx; return F(flatopt_optimizer_set_num_threads)(NULL, 2); }
+R(r_threads0) { return F(flatopt_optimizer_set_num_threads)(fx->opt, 0); }
+R(r_threads_big) { return F(flatopt_optimizer_set_num_threads)(fx->opt, 100000); }
+R(r_threads_pending) { return F(flatopt_optimizer_set_num_threads)(fx->opt, 2); }
+R(r_tier_null) { (void)fx; return F(flatopt_optimizer_set_simd_tier)(NULL, FLATOPT_SIMD_SCALAR); }
+R(r_tier9) { return F(flatopt_optimizer_set_simd_tier)(fx->opt, 9); }
+R(r_tier512) { return F(flatopt_optimizer_set_simd_tier)(fx->opt, FLATOPT_SIMD_AVX512); }
+R(r_tier_pending) { return F(flatopt_optimizer_set_simd_tier)(fx->opt, FLATOPT_SIMD_SCALAR); }
+R(r_deftier9) { (void)fx; return F(flatopt_set_default_simd_tier)(9); }
+R(r_deftier512) { (void)fx; return F(flatopt_set_default_simd_tier)(FLATOPT_SIMD_AVX512); }
+
+/* slow weights */
+R(r_slow_null)
+{
+    return F(flatopt_optimizer_slow_weights)(NULL, 0, &fx->out.cfp, &fx->out.sz);
+}
+R(r_slow_out_null) { return F(flatopt_optimizer_slow_weights)(fx->opt, 0, NULL, &fx->out.sz); }
+R(r_slow_len_null) { return F(flatopt_optimizer_slow_weights)(fx->opt, 0, &fx->out.cfp, NULL); }
+R(r_slow_index)
+{
+    return F(flatopt_optimizer_slow_weights)(fx->opt, FX_NB, &fx->out.cfp, &fx->out.sz);
+}
+R(r_slow_index_huge)
+{
+    return F(flatopt_optimizer_slow_weights)(fx->opt, SIZE_MAX, &fx->out.cfp, &fx->out.sz);
+}
+R(r_slow_nola)
+{
+    return F(flatopt_optimizer_slow_weights)(fx->nola, 0, &fx->out.cfp, &fx->out.sz);
+}
+R(r_copy_null) { return F(flatopt_optimizer_copy_slow_weights)(NULL, 0, fx->out.fv, 5); }
+R(r_copy_dst_null) { return F(flatopt_optimizer_copy_slow_weights)(fx->opt, 0, NULL, 5); }
+R(r_copy_short) { return F(flatopt_optimizer_copy_slow_weights)(fx->opt, 0, fx->out.fv, 4); }
+R(r_copy_zero) { return F(flatopt_optimizer_copy_slow_weights)(fx->opt, 0, fx->out.fv, 0); }
+R(r_copy_huge)
+{
+    return F(flatopt_optimizer_copy_slow_weights)(fx->opt, 0, fx->out.fv, SIZE_MAX);
+}
+R(r_copy_mis) { return F(flatopt_optimizer_copy_slow_weights)(fx->opt, 0, mis(fx->out.fv), 5); }
+R(r_copy_index) { return F(flatopt_optimizer_copy_slow_weights)(fx->opt, 7, fx->out.fv, 5); }
+R(r_copy_nola)
+{
+    return F(flatopt_optimizer_copy_slow_weights)(fx->nola, 0, fx->out.fv, FX_QLEN);
+}
+
+/* schedule stepping */
+R(r_sstep_null) { (void)fx; return F(flatopt_optimizer_schedule_step)(NULL); }
+R(r_smetric_null) { (void)fx; return F(flatopt_optimizer_schedule_step_metric)(NULL, 1.0); }
+R(r_smetric_not_plateau) { return F(flatopt_optimizer_schedule_step_metric)(fx->opt, 1.0); }
+R(r_smetric_nan) { return F(flatopt_optimizer_schedule_step_metric)(fx->plat, NAN); }
+R(r_smetric_inf) { return F(flatopt_optimizer_schedule_step_metric)(fx->plat, -INFINITY); }
+
+/* stateless updates: local copies of hp / args, Adam on the fixture's stateless buffers */
+#define ADAM_ROW(name, stmt, ...) ADAM_ROW_(name, stmt, __VA_ARGS__)
+#define ADAM_ROW_(name, stmt, param, grad, m, v, vmax, slow, len)                             \
+    R(name)                                                                                    \
+    {                                                                                          \
+        flatopt_base_params hp = fx->hp_adam;                                                  \
+        flatopt_step_args a = fx->args;                                                        \
+        const flatopt_base_params *hpp = &hp;                                                  \
+        const flatopt_step_args *ap = &a;                                                      \
+        stmt;                                                                                  \
+        return F(flatopt_adam_update)(hpp, ap, param, grad, m, v, vmax, slow, len);            \
+    }
+#define ADAM_OK_BUFS fx->sp, fx->sg, fx->sm, fx->sv, fx->svm, fx->ss, SLEN
+
+ADAM_ROW(r_adam_hp_null, hpp = NULL, ADAM_OK_BUFS)
+ADAM_ROW(r_adam_args_null, ap = NULL, ADAM_OK_BUFS)
+ADAM_ROW(r_adam_hp_size0, hp.struct_size = 0, ADAM_OK_BUFS)
+ADAM_ROW(r_adam_args_size, a.struct_size = 3, ADAM_OK_BUFS)
+ADAM_ROW(r_adam_kind_sgd, hp.kind = FLATOPT_SGD, ADAM_OK_BUFS)
+ADAM_ROW(r_adam_kind99, hp.kind = 99, ADAM_OK_BUFS)
+ADAM_ROW(r_adam_b1_nan, hp.b1 = NAN, ADAM_OK_BUFS)
+ADAM_ROW(r_adam_b2_one, hp.b2 = 1.0, ADAM_OK_BUFS)
+ADAM_ROW(r_adam_eps_neg, hp.eps = -1.0, ADAM_OK_BUFS)
+ADAM_ROW(r_adam_amsgrad7, hp.amsgrad = 7, ADAM_OK_BUFS)
+ADAM_ROW(r_adam_step0, a.step = 0, ADAM_OK_BUFS)
+ADAM_ROW(r_adam_lr_nan, a.lr = NAN, ADAM_OK_BUFS)
+ADAM_ROW(r_adam_lr_neg, a.lr = -0.1, ADAM_OK_BUFS)
+ADAM_ROW(r_adam_lr_inf, a.lr = INFINITY, ADAM_OK_BUFS)
+ADAM_ROW(r_adam_cs0, a.clip_scale = 0.0, ADAM_OK_BUFS)
+ADAM_ROW(r_adam_cs_big, a.clip_scale = 1.5, ADAM_OK_BUFS)
+ADAM_ROW(r_adam_cs_nan, a.clip_scale = NAN, ADAM_OK_BUFS)
+ADAM_ROW(r_adam_cv_neg, a.clip_value = -1.0, ADAM_OK_BUFS)
+ADAM_ROW(r_adam_cv_nan, a.clip_value = NAN, ADAM_OK_BUFS)
+ADAM_ROW(r_adam_wd_neg, a.weight_decay = -1.0, ADAM_OK_BUFS)
+ADAM_ROW(r_adam_wd_inf, a.weight_decay = INFINITY, ADAM_OK_BUFS)
+ADAM_ROW(r_adam_alpha_big, a.alpha = 1.5, ADAM_OK_BUFS)
+ADAM_ROW(r_adam_alpha_nan, a.alpha = NAN, ADAM_OK_BUFS)
+ADAM_ROW(r_adam_sync2, a.sync = 2, ADAM_OK_BUFS)
+ADAM_ROW(r_adam_param_null, (void)0, NULL, fx->sg, fx->sm, fx->sv, NULL, fx->ss, SLEN)
+ADAM_ROW(r_adam_grad_null, (void)0, fx->sp, NULL, fx->sm, fx->sv, NULL, fx->ss, SLEN)
+ADAM_ROW(r_adam_m_null, (void)0, fx->sp, fx->sg, NULL, fx->sv, NULL, fx->ss, SLEN)
+ADAM_ROW(r_adam_v_null, (void)0, fx->sp, fx->sg, fx->sm, NULL, NULL, fx->ss, SLEN)
+ADAM_ROW(r_adam_vmax_null, hp.amsgrad = 1, fx->sp, fx->sg, fx->sm, fx->sv, NULL, fx->ss, SLEN)
+ADAM_ROW(r_adam_slow_null, (void)0, fx->sp, fx->sg, fx->sm, fx->sv, NULL, NULL, SLEN)
+ADAM_ROW(r_adam_param_mis, (void)0, mis(fx->sp), fx->sg, fx->sm, fx->sv, NULL, fx->ss, SLEN)
+ADAM_ROW(r_adam_grad_mis, (void)0, fx->sp, mis(fx->sg), fx->sm, fx->sv, NULL, fx->ss, SLEN)
+ADAM_ROW(r_adam_m_mis, (void)0, fx->sp, fx->sg, mis(fx->sm), fx->sv, NULL, fx->ss, SLEN)
+ADAM_ROW(r_adam_v_mis, (void)0, fx->sp, fx->sg, fx->sm, mis(fx->sv), NULL, fx->ss, SLEN)
+ADAM_ROW(r_adam_vmax_mis, hp.amsgrad = 1, fx->sp, fx->sg, fx->sm, fx->sv, mis(fx->svm), fx->ss,
+         SLEN)
+ADAM_ROW(r_adam_slow_mis, (void)0, fx->sp, fx->sg, fx->sm, fx->sv, NULL, mis(fx->ss), SLEN)
+ADAM_ROW(r_adam_len_huge, (void)0, fx->sp, fx->sg, fx->sm, fx->sv, NULL, fx->ss, SIZE_MAX)
+ADAM_ROW(r_adam_len_wrap, (void)0, fx->sp, fx->sg, fx->sm, fx->sv, NULL, fx->ss,
+         SIZE_MAX / 4 + 1)
+ADAM_ROW(r_adam_grad_is_param, (void)0, fx->sp, fx->sp, fx->sm, fx->sv, NULL, fx->ss, SLEN)
+ADAM_ROW(r_adam_m_in_param, (void)0, fx->sp, fx->sg, fx->sp + 2, fx->sv, NULL, fx->ss, SLEN - 2)
+ADAM_ROW(r_adam_v_in_m, (void)0, fx->sp, fx->sg, fx->sm, fx->sm + 3, NULL, fx->ss, SLEN - 3)
+ADAM_ROW(r_adam_slow_is_v, (void)0, fx->sp, fx->sg, fx->sm, fx->sv, NULL, fx->sv, SLEN)
+ADAM_ROW(r_adam_vmax_in_slow, hp.amsgrad = 1, fx->sp, fx->sg, fx->sm, fx->sv, fx->ss + 1, fx->ss,
+         SLEN - 1)
+
+R(r_sgd_hp_null)
+{
+    return F(flatopt_sgd_update)(NULL, &fx->args, fx->sp, fx->sg, fx->sm, fx->ss, SLEN);
+}
+R(r_sgd_mbuf_null)
+{
+    return F(flatopt_sgd_update)(&fx->hp_sgd, &fx->args, fx->sp, fx->sg, NULL, fx->ss, SLEN);
+}
+R(r_sgd_mbuf_mis)
+{
+    return F(flatopt_sgd_update)(&fx->hp_sgd, &fx->args, fx->sp, fx->sg, mis(fx->sm), fx->ss,
+                                 SLEN);
+}
+R(r_sgd_kind_adam)
+{
+    return F(flatopt_sgd_update)(&fx->hp_adam, &fx->args, fx->sp, fx->sg, fx->sm, fx->ss, SLEN);
+}
+R(r_sgd_mom_one)
+{
+    flatopt_base_params hp = fx->hp_sgd;
+    hp.momentum = 1.0;
+    return F(flatopt_sgd_update)(&hp, &fx->args, fx->sp, fx->sg, fx->sm, fx->ss, SLEN);
+}
+R(r_sgd_mbuf_is_grad)
+{
+    return F(flatopt_sgd_update)(&fx->hp_sgd, &fx->args, fx->sp, fx->sg, fx->sg, fx->ss, SLEN);
+}
+R(r_sgd_slow_null)
+{
+    return F(flatopt_sgd_update)(&fx->hp_sgd, &fx->args, fx->sp, fx->sg, fx->sm, NULL, SLEN);
+}
+R(r_adamw_kind_adam)
+{
+    return F(flatopt_adamw_update)(&fx->hp_adam, &fx->args, fx->sp, fx->sg, fx->sm, fx->sv,
+                                   fx->ss, SLEN);
+}
+R(r_adamw_dwd_nan)
+{
+    flatopt_base_params hp;
+    F(flatopt_base_params_init)(&hp, FLATOPT_ADAMW);
+    hp.decoupled_weight_decay = NAN;
+    return F(flatopt_adamw_update)(&hp, &fx->args, fx->sp, fx->sg, fx->sm, fx->sv, fx->ss, SLEN);
+}
+R(r_adamw_m_null)
+{
+    flatopt_base_params hp;
+    F(flatopt_base_params_init)(&hp, FLATOPT_ADAMW);
+    return F(flatopt_adamw_update)(&hp, &fx->args, fx->sp, fx->sg, NULL, fx->sv, fx->ss, SLEN);
+}
+R(r_adamw_slow_is_param)
+{
+    flatopt_base_params hp;
+    F(flatopt_base_params_init)(&hp, FLATOPT_ADAMW);
+    return F(flatopt_adamw_update)(&hp, &fx->args, fx->sp, fx->sg, fx->sm, fx->sv, fx->sp, SLEN);
+}
+R(r_radam_kind_adamw)
+{
+    flatopt_base_params hp;
+    F(flatopt_base_params_init)(&hp, FLATOPT_ADAMW);
+    return F(flatopt_radam_update)(&hp, &fx->args, fx->sp, fx->sg, fx->sm, fx->sv, fx->ss, SLEN);
+}
+R(r_radam_v_null)
+{
+    flatopt_base_params hp;
+    F(flatopt_base_params_init)(&hp, FLATOPT_RADAM);
+    return F(flatopt_radam_update)(&hp, &fx->args, fx->sp, fx->sg, fx->sm, NULL, fx->ss, SLEN);
+}
+R(r_radam_b2_one)
+{
+    flatopt_base_params hp;
+    F(flatopt_base_params_init)(&hp, FLATOPT_RADAM);
+    hp.b2 = 1.0;
+    return F(flatopt_radam_update)(&hp, &fx->args, fx->sp, fx->sg, fx->sm, fx->sv, fx->ss, SLEN);
+}
+R(r_radam_lr_nan)
+{
+    flatopt_base_params hp;
+    flatopt_step_args a = fx->args;
+    F(flatopt_base_params_init)(&hp, FLATOPT_RADAM);
+    a.lr = NAN;
+    return F(flatopt_radam_update)(&hp, &a, fx->sp, fx->sg, fx->sm, fx->sv, fx->ss, SLEN);
+}
+
+/* NULL for every pointer argument of the other stateless updates */
+static flatopt_base_params hp_kind(uint32_t kind)
+{
+    flatopt_base_params h;
+    F(flatopt_base_params_init)(&h, kind);
+    return h;
+}
+#define SGD_CALL(hp, args, p, g, mb, sl)                                                       \
+    F(flatopt_sgd_update)(hp, args, p, g, mb, sl, SLEN)
+#define W_CALL(fn, hp, args, p, g, m, v, sl) F(fn)(hp, args, p, g, m, v, sl, SLEN)
+R(r_sgd_args_null)
+{
+    return SGD_CALL(&fx->hp_sgd, NULL, fx->sp, fx->sg, fx->sm, fx->ss);
+}
+R(r_sgd_param_null) { return SGD_CALL(&fx->hp_sgd, &fx->args, NULL, fx->sg, fx->sm, fx->ss); }
+R(r_sgd_grad_null) { return SGD_CALL(&fx->hp_sgd, &fx->args, fx->sp, NULL, fx->sm, fx->ss); }
+R(r_adamw_hp_null)
+{
+    return W_CALL(flatopt_adamw_update, NULL, &fx->args, fx->sp, fx->sg, fx->sm, fx->sv, fx->ss);
+}
+R(r_adamw_args_null)
+{
+    flatopt_base_params h = hp_kind(FLATOPT_ADAMW);
+    return W_CALL(flatopt_adamw_update, &h, NULL, fx->sp, fx->sg, fx->sm, fx->sv, fx->ss);
+}
+R(r_adamw_param_null)
+{
+    flatopt_base_params h = hp_kind(FLATOPT_ADAMW);
+    return W_CALL(flatopt_adamw_update, &h, &fx->args, NULL, fx->sg, fx->sm, fx->sv, fx->ss);
+}
+R(r_adamw_grad_null)
+{
+    flatopt_base_params h = hp_kind(FLATOPT_ADAMW);
+    return W_CALL(flatopt_adamw_update, &h, &fx->args, fx->sp, NULL, fx->sm, fx->sv, fx->ss);
+}
+R(r_adamw_v_null)
+{
+    flatopt_base_params h = hp_kind(FLATOPT_ADAMW);
+    return W_CALL(flatopt_adamw_update, &h, &fx->args, fx->sp, fx->sg, fx->sm, NULL, fx->ss);
+}
+R(r_adamw_slow_null)
+{
+    flatopt_base_params h = hp_kind(FLATOPT_ADAMW);
+    return W_CALL(flatopt_adamw_update, &h, &fx->args, fx->sp, fx->sg, fx->sm, fx->sv, NULL);
+}
+R(r_radam_hp_null)
+{
+    return W_CALL(flatopt_radam_update, NULL, &fx->args, fx->sp, fx->sg, fx->sm, fx->sv, fx->ss);
+}
+R(r_radam_args_null)
+{
+    flatopt_base_params h = hp_kind(FLATOPT_RADAM);
+    return W_CALL(flatopt_radam_update, &h, NULL, fx->sp, fx->sg, fx->sm, fx->sv, fx->ss);
+}
+R(r_radam_param_null)
+{
+    flatopt_base_params h = hp_kind(FLATOPT_RADAM);
+    return W_CALL(flatopt_radam_update, &h, &fx->args, NULL, fx->sg, fx->sm, fx->sv, fx->ss);
+}
+R(r_radam_grad_null)
+{
+    flatopt_base_params h = hp_kind(FLATOPT_RADAM);
+    return W_CALL(flatopt_radam_update, &h, &fx->args, fx->sp, NULL, fx->sm, fx->sv, fx->ss);
+}
+R(r_radam_m_null)
+{
+    flatopt_base_params h = hp_kind(FLATOPT_RADAM);
+    return W_CALL(flatopt_radam_update, &h, &fx->args, fx->sp, fx->sg, NULL, fx->sv, fx->ss);
+}
+R(r_radam_slow_null)
+{
+    flatopt_base_params h = hp_kind(FLATOPT_RADAM);
+    return W_CALL(flatopt_radam_update, &h, &fx->args, fx->sp, fx->sg, fx->sm, fx->sv, NULL);
+}
+
+/* small kernels */
+R(r_ss_x_null) { return F(flatopt_sum_squares)(NULL, 5, &fx->out.d); }
+R(r_ss_out_null) { return F(flatopt_sum_squares)(fx->sp, 5, NULL); }
+R(r_ss_mis) { return F(flatopt_sum_squares)(mis(fx->sp), 5, &fx->out.d); }
+R(r_ss_huge) { return F(flatopt_sum_squares)(fx->sp, SIZE_MAX, &fx->out.d); }
+R(r_sp_x_null) { return F(flatopt_sum_squares_partials)(NULL, 5, fx->out.dv, 1); }
+R(r_sp_out_null) { return F(flatopt_sum_squares_partials)(fx->sp, 5, NULL, 1); }
+R(r_sp_n2) { return F(flatopt_sum_squares_partials)(fx->sp, 5, fx->out.dv, 2); }
+R(r_sp_n0) { return F(flatopt_sum_squares_partials)(fx->sp, 5, fx->out.dv, 0); }
+R(r_sp_nhuge) { return F(flatopt_sum_squares_partials)(fx->sp, 5, fx->out.dv, SIZE_MAX); }
+R(r_sp_mis)
+{
+    double *d = (double *)(void *)((unsigned char *)fx->out.dv + 4);
+    return F(flatopt_sum_squares_partials)(fx->sp, 5, d, 1);
+}
+R(r_sp_huge) { return F(flatopt_sum_squares_partials)(fx->sp, SIZE_MAX, fx->out.dv, 1); }
+R(r_sp_overlap)
+{
+    /* the partials written over the input floats */
+    return F(flatopt_sum_squares_partials)(fx->sp, 5, (double *)(void *)fx->sp, 1);
+}
+R(r_sp_x_mis) { return F(flatopt_sum_squares_partials)(mis(fx->sp), 5, fx->out.dv, 1); }
+R(r_cs_max0) { return F(flatopt_clip_scale)(400.0, 0.0, &fx->out.d); }
+R(r_cs_max_neg) { return F(flatopt_clip_scale)(400.0, -1.0, &fx->out.d); }
+R(r_cs_max_nan) { return F(flatopt_clip_scale)(400.0, NAN, &fx->out.d); }
+R(r_cs_max_inf) { return F(flatopt_clip_scale)(400.0, INFINITY, &fx->out.d); }
+R(r_cs_ss_nan) { return F(flatopt_clip_scale)(NAN, 1.0, &fx->out.d); }
+R(r_cs_ss_inf) { return F(flatopt_clip_scale)(INFINITY, 1.0, &fx->out.d); }
+R(r_cs_ss_neg) { return F(flatopt_clip_scale)(-1.0, 1.0, &fx->out.d); }
+R(r_cs_out_null) { (void)fx; return F(flatopt_clip_scale)(400.0, 10.0, NULL); }
+R(r_cv_null) { (void)fx; return F(flatopt_clip_by_value)(NULL, 5, 1.0f); }
+R(r_cv_neg) { return F(flatopt_clip_by_value)(fx->sp, 5, -1.0f); }
+R(r_cv_nan) { return F(flatopt_clip_by_value)(fx->sp, 5, NAN); }
+R(r_cv_mis) { return F(flatopt_clip_by_value)(mis(fx->sp), 5, 1.0f); }
+R(r_cv_huge) { return F(flatopt_clip_by_value)(fx->sp, SIZE_MAX, 1.0f); }
+R(r_sc_null) { (void)fx; return F(flatopt_scale)(NULL, 5, 2.0f); }
+R(r_sc_nan) { return F(flatopt_scale)(fx->sp, 5, NAN); }
+R(r_sc_inf) { return F(flatopt_scale)(fx->sp, 5, -INFINITY); }
+R(r_sc_mis) { return F(flatopt_scale)(mis(fx->sp), 5, 2.0f); }
+R(r_sc_huge) { return F(flatopt_scale)(fx->sp, SIZE_MAX / 4 + 1, 2.0f); }
+R(r_la_fast_null) { return F(flatopt_lookahead_sync)(NULL, fx->ss, 5, 0.5f); }
+R(r_la_slow_null) { return F(flatopt_lookahead_sync)(fx->sp, NULL, 5, 0.5f); }
+R(r_la_same) { return F(flatopt_lookahead_sync)(fx->sp, fx->sp, 5, 0.5f); }
+R(r_la_partial) { return F(flatopt_lookahead_sync)(fx->sp, fx->sp + 2, 5, 0.5f); }
+R(r_la_alpha_big) { return F(flatopt_lookahead_sync)(fx->sp, fx->ss, 5, 1.5f); }
+R(r_la_alpha_neg) { return F(flatopt_lookahead_sync)(fx->sp, fx->ss, 5, -0.5f); }
+R(r_la_alpha_nan) { return F(flatopt_lookahead_sync)(fx->sp, fx->ss, 5, NAN); }
+R(r_la_slow_mis) { return F(flatopt_lookahead_sync)(fx->sp, mis(fx->ss), 5, 0.5f); }
+R(r_la_fast_mis) { return F(flatopt_lookahead_sync)(mis(fx->sp), fx->ss, 5, 0.5f); }
+R(r_la_huge) { return F(flatopt_lookahead_sync)(fx->sp, fx->ss, SIZE_MAX, 0.5f); }
+
+
+/* checkpoints */
+static char g_tmpdir[512]; /* made by main(); every file the tests write goes here */
+
+static void tmp_path(char *buf, size_t n, const char *name)
+{
+    snprintf(buf, n, "%s/%s", g_tmpdir, name);
+}
+
+/* CRC-32 (IEEE 802.3, zlib's crc32), to craft checkpoints with a valid checksum. */
+static uint32_t crc32_ieee(const unsigned char *p, size_t n)
+{
+    uint32_t c = 0xFFFFFFFFu;
+    size_t i;
+    int k;
+    for (i = 0; i < n; i++) {
+        c ^= p[i];
+        for (k = 0; k < 8; k++)
+            c = (c >> 1) ^ (0xEDB88320u & (0u - (c & 1u)));
+    }
+    return c ^ 0xFFFFFFFFu;
+}
+
+static uint64_t get_u64(const unsigned char *p)
+{
+    uint64_t x = 0;
+    int i;
+    for (i = 7; i >= 0; i--)
+        x = (x << 8) | p[i];
+    return x;
+}
+static void put_u64(unsigned char *p, uint64_t x)
+{
+    int i;
+    for (i = 0; i < 8; i++)
+        p[i] = (unsigned char)(x >> (8 * i));
+}
+static void put_u32(unsigned char *p, uint32_t x)
+{
+    int i;
+    for (i = 0; i < 4; i++)
+        p[i] = (unsigned char)(x >> (8 * i));
+}
+
+/* A checkpoint of o in a new buffer (4 spare bytes at the end), its size in *n. */
+static unsigned char *ckpt_of(const flatopt_optimizer *o, size_t *n)
+{
+    size_t size = 0, w = 0;
+    unsigned char *b;
+    OK(F(flatopt_optimizer_checkpoint_size)(o, &size));
+    b = (unsigned char *)xmalloc(size + 4);
+    memset(b, 0, size + 4);
+    OK(F(flatopt_optimizer_save)(o, b, size, &w));
+    CHECK(w == size, "save wrote %lu bytes, checkpoint_size said %lu", (unsigned long)w,
+          (unsigned long)size);
+    *n = size;
+    return b;
+}
+
+/* Offsets in a version-1 checkpoint (docs/checkpoint-format.md). */
+static size_t ck_counters(const unsigned char *b)
+{
+    return 40 + (size_t)get_u64(b + 32);
+}
+static size_t ck_nbuf(const unsigned char *b)
+{
+    return ck_counters(b) + 9 * 8;
+}
+/* Fixes the total-length field and the CRC after an edit; n is the new total size. */
+static void ck_reseal(unsigned char *b, size_t n)
+{
+    put_u64(b + 16, (uint64_t)n);
+    put_u32(b + n - 4, crc32_ieee(b, n - 4));
+}
+
+/* Loads a valid checkpoint of `from` edited by `edit` (NULL: unedited) into `into`. */
+static flatopt_status load_edited(flatopt_optimizer *into, const flatopt_optimizer *from,
+                                  size_t (*edit)(unsigned char *b, size_t n))
+{
+    size_t n = 0;
+    unsigned char *b = ckpt_of(from, &n);
+    flatopt_status st;
+    if (edit)
+        n = edit(b, n);
+    st = F(flatopt_optimizer_load)(into, b, n);
+    free(b);
+    return st;
+}
+
+static size_t ed_magic(unsigned char *b, size_t n) { b[0] ^= 0x20; return n; }
+static size_t ed_truncate(unsigned char *b, size_t n) { (void)b; return n - 1; }
+static size_t ed_flip_last_array_byte(unsigned char *b, size_t n) { b[n - 6] ^= 1; return n; }
+static size_t ed_version(unsigned char *b, size_t n) { put_u32(b + 8, 2); return n; }
+static size_t ed_short(unsigned char *b, size_t n) { (void)b; (void)n; return 35; }
+static size_t ed_bom(unsigned char *b, size_t n)
+{
+    put_u32(b + 12, 0x0D0C0B0Au);
+    ck_reseal(b, n);
+    return n;
+}
+static size_t ed_config(unsigned char *b, size_t n)
+{
+    b[40 + 4] ^= 0x10; /* inside the first field after `base` (an f64) */
+    ck_reseal(b, n);
+    return n;
+}
+static size_t ed_nbuf_huge(unsigned char *b, size_t n)
+{
+    put_u64(b + ck_nbuf(b), UINT64_MAX / 2);
+    ck_reseal(b, n);
+    return n;
+}
+static size_t ed_present(unsigned char *b, size_t n)
+{
+    size_t rec = ck_nbuf(b) + 8;
+    b[rec + 8] ^= 0x4; /* v_max bit */
+    ck_reseal(b, n);
+    return n;
+}
+static size_t ed_trailing(unsigned char *b, size_t n)
+{
+    /* 4 more bytes before the checksum (the buffer has 4 spare bytes) */
+    memset(b + n - 4, 0, 4);
+    ck_reseal(b, n + 4);
+    return n + 4;
+}
+static size_t ed_plateau_best_nan(unsigned char *b, size_t n)
+{
+    size_t best = ck_counters(b) + 6 * 8;
+    put_u64(b + best, 0x7FF8000000000000ull);
+    ck_reseal(b, n);
+    return n;
+}
+
+R(r_cks_null) { return F(flatopt_optimizer_checkpoint_size)(NULL, &fx->out.sz); }
+R(r_cks_out) { return F(flatopt_optimizer_checkpoint_size)(fx->opt, NULL); }
+R(r_save_null)
+{
+    return F(flatopt_optimizer_save)(NULL, fx->out.ckpt, sizeof fx->out.ckpt, &fx->out.sz);
+}
+R(r_save_buf) { return F(flatopt_optimizer_save)(fx->opt, NULL, 4096, &fx->out.sz); }
+R(r_save_written)
+{
+    return F(flatopt_optimizer_save)(fx->opt, fx->out.ckpt, sizeof fx->out.ckpt, NULL);
+}
+R(r_save_small)
+{
+    size_t n = 0;
+    F(flatopt_optimizer_checkpoint_size)(fx->opt, &n);
+    return F(flatopt_optimizer_save)(fx->opt, fx->out.ckpt, n - 1, &fx->out.sz);
+}
+R(r_save_pending)
+{
+    return F(flatopt_optimizer_save)(fx->opt, fx->out.ckpt, sizeof fx->out.ckpt, &fx->out.sz);
+}
+R(r_savef_pending)
+{
+    char path[600];
+    tmp_path(path, sizeof path, "pending.ckpt");
+    return F(flatopt_optimizer_save_file)(fx->opt, path);
+}
+R(r_save_zero) { return F(flatopt_optimizer_save)(fx->opt, fx->out.ckpt, 0, &fx->out.sz); }
+R(r_load_null)
+{
+    unsigned char b[64];
+    (void)fx;
+    memset(b, 0, sizeof b);
+    return F(flatopt_optimizer_load)(NULL, b, sizeof b);
+}
+R(r_load_buf_null) { return F(flatopt_optimizer_load)(fx->opt, NULL, 100); }
+R(r_load_huge)
+{
+    unsigned char b[64];
+    memset(b, 0, sizeof b);
+    return F(flatopt_optimizer_load)(fx->opt, b, SIZE_MAX);
+}
+R(r_load_empty) { return load_edited(fx->opt, fx->opt, ed_short); }
+R(r_load_zero)
+{
+    unsigned char b[4] = { 0, 0, 0, 0 };
+    return F(flatopt_optimizer_load)(fx->opt, b, 0);
+}
+R(r_load_bare) { return load_edited(fx->bare, fx->opt, NULL); }
+R(r_load_pending) { return load_edited(fx->opt, fx->nola, NULL); } /* checked first */
+R(r_load_magic) { return load_edited(fx->opt, fx->opt, ed_magic); }
+R(r_load_trunc) { return load_edited(fx->opt, fx->opt, ed_truncate); }
+R(r_load_crc) { return load_edited(fx->opt, fx->opt, ed_flip_last_array_byte); }
+R(r_load_version) { return load_edited(fx->opt, fx->opt, ed_version); }
+R(r_load_bom) { return load_edited(fx->opt, fx->opt, ed_bom); }
+R(r_load_cfg_byte) { return load_edited(fx->opt, fx->opt, ed_config); }
+R(r_load_nbuf_huge) { return load_edited(fx->opt, fx->opt, ed_nbuf_huge); }
+R(r_load_present) { return load_edited(fx->opt, fx->opt, ed_present); }
+R(r_load_trailing) { return load_edited(fx->opt, fx->opt, ed_trailing); }
+R(r_load_plateau_nan) { return load_edited(fx->plat, fx->plat, ed_plateau_best_nan); }
+R(r_load_nola) { return load_edited(fx->opt, fx->nola, NULL); }
+/* A checkpoint of another optimizer: config c, buffers of the given lengths. */
+static flatopt_status load_foreign(fixture *fx, const flatopt_config *c, const size_t *lens,
+                                   int nb)
+{
+    flatopt_optimizer *o = new_opt(c);
+    float *bufs[2 * FX_NB];
+    flatopt_status st;
+    int i;
+    for (i = 0; i < nb; i++) {
+        bufs[2 * i] = falloc(lens[i]);
+        bufs[2 * i + 1] = falloc(lens[i]);
+        OK(F(flatopt_optimizer_add_param)(o, bufs[2 * i], bufs[2 * i + 1], lens[i]));
+    }
+    OK(F(flatopt_optimizer_step)(o));
+    st = load_edited(fx->opt, o, NULL);
+    F(flatopt_optimizer_free)(o);
+    for (i = 0; i < 2 * nb; i++)
+        free(bufs[i]);
+    return st;
+}
+R(r_load_other_lr)
+{
+    flatopt_config c = fx->cfg;
+    c.lr = 0.02;
+    return load_foreign(fx, &c, fx_len, FX_NB);
+}
+R(r_load_other_alpha)
+{
+    flatopt_config c = fx->cfg;
+    c.alpha = 0.25;
+    return load_foreign(fx, &c, fx_len, FX_NB);
+}
+R(r_load_other_lens)
+{
+    const size_t lens[FX_NB] = { 5, 17, 41 };
+    return load_foreign(fx, &fx->cfg, lens, FX_NB);
+}
+R(r_load_other_count) { return load_foreign(fx, &fx->cfg, fx_len, 2); }
+R(r_savef_null)
+{
+    char path[600];
+    (void)fx;
+    tmp_path(path, sizeof path, "never.ckpt");
+    return F(flatopt_optimizer_save_file)(NULL, path);
+}
+R(r_savef_path_null) { return F(flatopt_optimizer_save_file)(fx->opt, NULL); }
+R(r_savef_empty) { return F(flatopt_optimizer_save_file)(fx->opt, ""); }
+R(r_savef_nodir)
+{
+    char path[600];
+    tmp_path(path, sizeof path, "no/such/dir/x.ckpt");
+    return F(flatopt_optimizer_save_file)(fx->opt, path);
+}
+R(r_savef_isdir)
+{
+    char path[600];
+    tmp_path(path, sizeof path, "subdir");
+    return F(flatopt_optimizer_save_file)(fx->opt, path);
+}
+R(r_loadf_null)
+{
+    char path[600];
+    (void)fx;
+    tmp_path(path, sizeof path, "garbage.ckpt");
+    return F(flatopt_optimizer_load_file)(NULL, path);
+}
+R(r_loadf_path_null) { return F(flatopt_optimizer_load_file)(fx->opt, NULL); }
+R(r_loadf_empty) { return F(flatopt_optimizer_load_file)(fx->opt, ""); }
+R(r_loadf_missing)
+{
+    char path[600];
+    tmp_path(path, sizeof path, "missing.ckpt");
+    return F(flatopt_optimizer_load_file)(fx->opt, path);
+}
+R(r_loadf_dir)
+{
+    char path[600];
+    tmp_path(path, sizeof path, "subdir");
+    return F(flatopt_optimizer_load_file)(fx->opt, path);
+}
+R(r_loadf_garbage)
+{
+    char path[600];
+    tmp_path(path, sizeof path, "garbage.ckpt");
+    return F(flatopt_optimizer_load_file)(fx->opt, path);
+}
+R(r_loadf_pending)
+{
+    char path[600];
+    tmp_path(path, sizeof path, "fixture.ckpt"); /* the pending step is refused before I/O */
+    return F(flatopt_optimizer_load_file)(fx->opt, path);
+}
+R(r_loadf_bare)
+{
+    char path[600];
+    tmp_path(path, sizeof path, "fixture.ckpt");
+    OK(F(flatopt_optimizer_save_file)(fx->opt, path));
+    return F(flatopt_optimizer_load_file)(fx->bare, path);
+}
+R(r_loadf_nola)
+{
+    char path[600];
+    tmp_path(path, sizeof path, "nola.ckpt");
+    OK(F(flatopt_optimizer_save_file)(fx->nola, path));
+    return F(flatopt_optimizer_load_file)(fx->opt, path);
+}
+
+#define E_NULL FLATOPT_ERR_NULL_POINTER
+#define E_ARG FLATOPT_ERR_INVALID_ARGUMENT
+#define E_LEN FLATOPT_ERR_LENGTH_MISMATCH
+#define E_STATE FLATOPT_ERR_INVALID_STATE
+#define E_UNSUP FLATOPT_ERR_UNSUPPORTED
+#define E_OVER FLATOPT_ERR_OVERLAP
+#define E_IO FLATOPT_ERR_IO
+#define E_CORRUPT FLATOPT_ERR_CORRUPT
+
+static const row k_rows[] = {
+    /* init functions */
+    { "base_params_init: params NULL", NULL, r_bpi_null, E_NULL, "params" },
+    { "base_params_init: kind 99", NULL, r_bpi_kind, E_ARG, "kind" },
+    { "base_params_init: kind 4", NULL, r_bpi_kind4, E_ARG, "kind" },
+    { "schedule_init: schedule NULL", NULL, r_si_null, E_NULL, "schedule" },
+    { "schedule_init: kind 99", NULL, r_si_kind, E_ARG, "kind" },
+    { "schedule_init: kind 16", NULL, r_si_kind16, E_ARG, "kind" },
+    { "config_init: config NULL", NULL, r_ci_null, E_NULL, "config" },
+    { "step_args_init: args NULL", NULL, r_sai_null, E_NULL, "args" },
+    /* optimizer_new */
+    { "new: config NULL", NULL, r_new_null_cfg, E_NULL, "config" },
+    { "new: out NULL", NULL, r_new_null_out, E_NULL, "out" },
+    { "new: struct_size 0", NULL, r_new_size0, E_ARG, "struct_size" },
+    { "new: struct_size too small", NULL, r_new_size_small, E_ARG, "struct_size" },
+    { "new: base.struct_size 0", NULL, r_new_base_size0, E_ARG, "base.struct_size" },
+    { "new: base.struct_size 8", NULL, r_new_base_size_small, E_ARG, "base.struct_size" },
+    { "new: base.kind 99", NULL, r_new_kind99, E_ARG, "kind" },
+    { "new: nonfinite 7", NULL, r_new_nonfinite7, E_ARG, "nonfinite" },
+    { "new: simd_tier 9", NULL, r_new_tier9, E_ARG, "simd_tier" },
+    { "new: simd_tier avx512 (unavailable)", NULL, r_new_tier512, E_UNSUP, "avx512" },
+    { "new: lr NaN", NULL, r_new_lr_nan, E_ARG, "lr" },
+    { "new: lr +Inf", NULL, r_new_lr_inf, E_ARG, "lr" },
+    { "new: lr negative", NULL, r_new_lr_neg, E_ARG, "lr" },
+    { "new: b1 NaN", NULL, r_new_b1_nan, E_ARG, "b1" },
+    { "new: b1 = 1", NULL, r_new_b1_one, E_ARG, "b1" },
+    { "new: b2 negative", NULL, r_new_b2_neg, E_ARG, "b2" },
+    { "new: b2 +Inf", NULL, r_new_b2_inf, E_ARG, "b2" },
+    { "new: eps 0", NULL, r_new_eps0, E_ARG, "eps" },
+    { "new: eps negative", NULL, r_new_eps_neg, E_ARG, "eps" },
+    { "new: eps NaN", NULL, r_new_eps_nan, E_ARG, "eps" },
+    { "new: amsgrad 2", NULL, r_new_amsgrad2, E_ARG, "amsgrad" },
+    { "new: sgd momentum negative", NULL, r_new_mom_neg, E_ARG, "momentum" },
+    { "new: sgd momentum 1", NULL, r_new_mom_one, E_ARG, "momentum" },
+    { "new: sgd momentum NaN", NULL, r_new_mom_nan, E_ARG, "momentum" },
+    { "new: sgd dampening 1.5", NULL, r_new_damp, E_ARG, "dampening" },
+    { "new: nesterov without momentum", NULL, r_new_nesterov_nomom, E_ARG, "nesterov" },
+    { "new: nesterov with dampening", NULL, r_new_nesterov_damp, E_ARG, "nesterov" },
+    { "new: nesterov 2", NULL, r_new_nesterov2, E_ARG, "nesterov" },
+    { "new: adamw decoupled_weight_decay < 0", NULL, r_new_adamw_dwd_neg, E_ARG, "decoupled" },
+    { "new: adamw decoupled_weight_decay NaN", NULL, r_new_adamw_dwd_nan, E_ARG, "decoupled" },
+    { "new: weight_decay negative", NULL, r_new_wd_neg, E_ARG, "weight_decay" },
+    { "new: weight_decay NaN", NULL, r_new_wd_nan, E_ARG, "weight_decay" },
+    { "new: weight_decay +Inf", NULL, r_new_wd_inf, E_ARG, "weight_decay" },
+    { "new: grad_clip_norm negative", NULL, r_new_clipn_neg, E_ARG, "grad_clip_norm" },
+    { "new: grad_clip_norm NaN", NULL, r_new_clipn_nan, E_ARG, "grad_clip_norm" },
+    { "new: grad_clip_norm +Inf", NULL, r_new_clipn_inf, E_ARG, "grad_clip_norm" },
+    { "new: grad_clip_value negative", NULL, r_new_clipv_neg, E_ARG, "grad_clip_value" },
+    { "new: grad_clip_value NaN", NULL, r_new_clipv_nan, E_ARG, "grad_clip_value" },
+    { "new: sync_period 0", NULL, r_new_k0, E_ARG, "sync_period" },
+    { "new: alpha 1.5", NULL, r_new_alpha_big, E_ARG, "alpha" },
+    { "new: alpha negative", NULL, r_new_alpha_neg, E_ARG, "alpha" },
+    { "new: alpha NaN", NULL, r_new_alpha_nan, E_ARG, "alpha" },
+    { "new: lookahead 2", NULL, r_new_lookahead2, E_ARG, "lookahead" },
+    { "new: schedule_manual 3", NULL, r_new_manual3, E_ARG, "schedule_manual" },
+    { "new: num_threads 0", NULL, r_new_threads0, E_ARG, "num_threads" },
+    { "new: num_threads 100000", NULL, r_new_threads_big, E_ARG, "num_threads" },
+    { "new: schedule struct_size 0", NULL, r_sch_size0, E_ARG, "struct_size" },
+    { "new: schedule struct_size 8", NULL, r_sch_size8, E_ARG, "struct_size" },
+    { "new: schedule kind 99", NULL, r_sch_kind99, E_ARG, "kind" },
+    { "new: exponential gamma NaN", NULL, r_sch_gamma_nan, E_ARG, "gamma" },
+    { "new: exponential gamma negative", NULL, r_sch_gamma_neg, E_ARG, "gamma" },
+    { "new: exponential gamma 0", NULL, r_sch_gamma0, E_ARG, "gamma" },
+    { "new: schedule base_lr NaN", NULL, r_sch_base_nan, E_ARG, "base" },
+    { "new: schedule base_lr +Inf", NULL, r_sch_base_inf, E_ARG, "base" },
+    { "new: schedule base_lr negative", NULL, r_sch_base_neg, E_ARG, "base" },
+    { "new: multistep milestones NULL", NULL, r_sch_ms_null, E_NULL, "milestones" },
+    { "new: multistep milestones not increasing", NULL, r_sch_ms_order, E_ARG, "milestones" },
+    { "new: multistep n_milestones SIZE_MAX", NULL, r_sch_ms_huge, E_ARG, "milestones" },
+    { "new: piecewise values NULL", NULL, r_sch_pw_null, E_NULL, "values" },
+    { "new: piecewise 2 values for 3 boundaries", NULL, r_sch_pw_count, E_ARG, "values" },
+    { "new: piecewise n_values SIZE_MAX", NULL, r_sch_pw_huge, E_ARG, "values" },
+    { "new: cyclic_mode 9", NULL, r_sch_cyclic_mode, E_ARG, "cyclic_mode" },
+    { "new: plateau_mode 5", NULL, r_sch_plateau_mode, E_ARG, "plateau_mode" },
+    { "new: threshold_mode 2", NULL, r_sch_threshold_mode, E_ARG, "threshold_mode" },
+    { "new: plateau factor 1.5", NULL, r_sch_plateau_factor, E_ARG, "factor" },
+    { "new: staircase 2", NULL, r_sch_staircase, E_ARG, "staircase" },
+    { "new: anneal_linear 3", NULL, r_sch_anneal, E_ARG, "anneal_linear" },
+    { "new: one-cycle pct_start 1.5", NULL, r_sch_pct, E_ARG, "pct_start" },
+    { "new: warm restarts t_mult 0", NULL, r_sch_tmult0, E_ARG, "t_mult" },
+    { "new: cosine eta_min NaN", NULL, r_sch_eta_nan, E_ARG, "eta_min" },
+    { "new: warmup-cosine warmup > period", NULL, r_sch_warmup, E_ARG, "warmup" },
+    { "new: cosine period 0", NULL, r_sch_period0, E_ARG, "period" },
+    { "new: step period 0", NULL, r_sch_step_period0, E_ARG, "period" },
+    /* add_param */
+    { "add_param: opt NULL", NULL, r_add_null_opt, E_NULL, "opt" },
+    { "add_param: param NULL", NULL, r_add_null_param, E_NULL, "param" },
+    { "add_param: len SIZE_MAX", NULL, r_add_huge, E_ARG, "invalid param" },
+    { "add_param: len*4 wraps to 0", NULL, r_add_wrap, E_ARG, "invalid param" },
+    { "add_param: grad is the param", NULL, r_add_same, E_OVER, "param 0" },
+    { "add_param: grad overlaps param partially", NULL, r_add_partial, E_OVER, "param 0" },
+    { "add_param: grad is a registered param", NULL, r_add_grad_on_param, E_OVER, "param 1" },
+    { "add_param: param inside a registered param", NULL, r_add_param_on_param, E_OVER,
+      "param 2" },
+    { "add_param: param is a registered grad", NULL, r_add_param_on_grad, E_OVER, "grad 0" },
+    { "add_param: param misaligned", NULL, r_add_mis_param, E_ARG, "invalid param" },
+    { "add_param: grad misaligned", NULL, r_add_mis_grad, E_ARG, "invalid grad" },
+    { "add_param: after the first step", setup_stepped, r_add_after_step, E_STATE,
+      "after the first update" },
+    { "add_param: while a begun step is pending", setup_pending, r_add_after_step, E_STATE,
+      "registering" },
+    /* step, step_with_grads */
+    { "step: opt NULL", NULL, r_step_null, E_NULL, "opt" },
+    { "step: before add_param", NULL, r_step_bare, E_STATE, "registered" },
+    { "step: while a begun step is pending", setup_pending, r_step_pending, E_STATE, "end_step" },
+    { "step_with_grads: opt NULL", NULL, r_swg_null_opt, E_NULL, "opt" },
+    { "step_with_grads: grads NULL", NULL, r_swg_null_grads, E_NULL, "grads" },
+    { "step_with_grads: n_grads 2 of 3", NULL, r_swg_n2, E_LEN, "n_grads" },
+    { "step_with_grads: n_grads 0", NULL, r_swg_n0, E_LEN, "n_grads" },
+    { "step_with_grads: n_grads SIZE_MAX", NULL, r_swg_nhuge, E_LEN, "n_grads" },
+    { "step_with_grads: grads[1] NULL", NULL, r_swg_null_grad1, E_NULL, "grad" },
+    { "step_with_grads: grads[1] misaligned", NULL, r_swg_mis_grad1, E_ARG, "invalid grad" },
+    { "step_with_grads: grads[2] is param 2", NULL, r_swg_same, E_OVER, "param 2" },
+    { "step_with_grads: grads[0] inside param 1", NULL, r_swg_partial, E_OVER, "param 1" },
+    { "step_with_grads: before add_param", NULL, r_swg_bare, E_STATE, "registered" },
+    { "step_with_grads: while a begun step is pending", setup_pending, r_swg_pending, E_STATE,
+      "end_step" },
+    /* split steps, reset */
+    { "begin_step: opt NULL", NULL, r_begin_null, E_NULL, "opt" },
+    { "begin_step: before add_param", NULL, r_begin_bare, E_STATE, "registered" },
+    { "begin_step: twice", setup_pending, r_begin_pending, E_STATE, "end_step" },
+    { "step_range: opt NULL", NULL, r_range_null, E_NULL, "opt" },
+    { "step_range: without begin_step", NULL, r_range_nobegin, E_STATE, "begin_step" },
+    { "step_range: after a finished step", setup_stepped, r_range_nobegin, E_STATE,
+      "begin_step" },
+    { "step_range: end past the total length", setup_pending, r_range_past_end, E_ARG, "range" },
+    { "step_range: begin > end", setup_pending, r_range_reversed, E_ARG, "range" },
+    { "step_range: end SIZE_MAX", setup_pending, r_range_huge, E_ARG, "range" },
+    { "step_range: before add_param", NULL, r_range_bare, E_STATE, "begin_step" },
+    { "end_step: opt NULL", NULL, r_end_null, E_NULL, "opt" },
+    { "end_step: without begin_step", NULL, r_end_nobegin, E_STATE, "begin_step" },
+    { "end_step: after a finished step", setup_stepped, r_end_nobegin, E_STATE, "begin_step" },
+    { "end_step: before add_param", NULL, r_end_bare, E_STATE, "begin_step" },
+    { "reset: opt NULL", NULL, r_reset_null, E_NULL, "opt" },
+    { "reset: before add_param", NULL, r_reset_bare, E_STATE, "registered" },
+    { "reset: while a begun step is pending", setup_pending, r_reset_pending, E_STATE,
+      "end_step" },
+    /* queries */
+    { "step_count: opt NULL", NULL, r_q_steps_null, E_NULL, "opt" },
+    { "step_count: out NULL", NULL, r_q_steps_out, E_NULL, "out" },
+    { "skipped_count: opt NULL", NULL, r_q_skipped_null, E_NULL, "opt" },
+    { "skipped_count: out NULL", NULL, r_q_skipped_out, E_NULL, "out" },
+    { "current_lr: opt NULL", NULL, r_q_lr_null, E_NULL, "opt" },
+    { "current_lr: out NULL", NULL, r_q_lr_out, E_NULL, "out" },
+    { "simd_tier: opt NULL", NULL, r_q_tier_null, E_NULL, "opt" },
+    { "simd_tier: out NULL", NULL, r_q_tier_out, E_NULL, "out" },
+    { "num_threads: opt NULL", NULL, r_q_threads_null, E_NULL, "opt" },
+    { "num_threads: out NULL", NULL, r_q_threads_out, E_NULL, "out" },
+    { "num_params: opt NULL", NULL, r_q_nparams_null, E_NULL, "opt" },
+    { "num_params: out NULL", NULL, r_q_nparams_out, E_NULL, "out" },
+    { "total_len: opt NULL", NULL, r_q_total_null, E_NULL, "opt" },
+    { "total_len: out NULL", NULL, r_q_total_out, E_NULL, "out" },
+    /* setters */
+    { "set_num_threads: opt NULL", NULL, r_threads_null, E_NULL, "opt" },
+    { "set_num_threads: 0", NULL, r_threads0, E_ARG, "num_threads" },
+    { "set_num_threads: 100000", NULL, r_threads_big, E_ARG, "num_threads" },
+    { "set_num_threads: while pending", setup_pending, r_threads_pending, E_STATE, "end_step" },
+    { "set_simd_tier: opt NULL", NULL, r_tier_null, E_NULL, "opt" },
+    { "set_simd_tier: 9", NULL, r_tier9, E_ARG, "tier" },
+    { "set_simd_tier: avx512 (unavailable)", NULL, r_tier512, E_UNSUP, "avx512" },
+    { "set_simd_tier: while pending", setup_pending, r_tier_pending, E_STATE, "end_step" },
+    { "set_default_simd_tier: 9", NULL, r_deftier9, E_ARG, "tier" },
+    { "set_default_simd_tier: avx512 (unavailable)", NULL, r_deftier512, E_UNSUP, "avx512" },
+    /* slow weights */
+    { "slow_weights: opt NULL", NULL, r_slow_null, E_NULL, "opt" },
+    { "slow_weights: out NULL", NULL, r_slow_out_null, E_NULL, "out" },
+    { "slow_weights: out_len NULL", NULL, r_slow_len_null, E_NULL, "out_len" },
+    { "slow_weights: index = number of buffers", NULL, r_slow_index, E_ARG, "index" },
+    { "slow_weights: index SIZE_MAX", NULL, r_slow_index_huge, E_ARG, "index" },
+    { "slow_weights: without Lookahead", NULL, r_slow_nola, E_STATE, "Lookahead" },
+    { "copy_slow_weights: opt NULL", NULL, r_copy_null, E_NULL, "opt" },
+    { "copy_slow_weights: dst NULL", NULL, r_copy_dst_null, E_NULL, "dst" },
+    { "copy_slow_weights: len 4 of 5", NULL, r_copy_short, E_LEN, "dst" },
+    { "copy_slow_weights: len 0", NULL, r_copy_zero, E_LEN, "dst" },
+    { "copy_slow_weights: len SIZE_MAX", NULL, r_copy_huge, E_ARG, "dst" },
+    { "copy_slow_weights: dst misaligned", NULL, r_copy_mis, E_ARG, "dst" },
+    { "copy_slow_weights: index 7", NULL, r_copy_index, E_ARG, "index" },
+    { "copy_slow_weights: without Lookahead", NULL, r_copy_nola, E_STATE, "Lookahead" },
+    /* schedule stepping */
+    { "schedule_step: opt NULL", NULL, r_sstep_null, E_NULL, "opt" },
+    { "schedule_step_metric: opt NULL", NULL, r_smetric_null, E_NULL, "opt" },
+    { "schedule_step_metric: not ReduceOnPlateau", NULL, r_smetric_not_plateau, E_STATE,
+      "ReduceOnPlateau" },
+    { "schedule_step_metric: metric NaN", NULL, r_smetric_nan, E_ARG, "metric" },
+    { "schedule_step_metric: metric -Inf", NULL, r_smetric_inf, E_ARG, "metric" },
+    /* stateless updates */
+    { "adam_update: hp NULL", NULL, r_adam_hp_null, E_NULL, "hp" },
+    { "adam_update: args NULL", NULL, r_adam_args_null, E_NULL, "args" },
+    { "adam_update: hp.struct_size 0", NULL, r_adam_hp_size0, E_ARG, "struct_size" },
+    { "adam_update: args.struct_size 3", NULL, r_adam_args_size, E_ARG, "struct_size" },
+    { "adam_update: hp.kind SGD", NULL, r_adam_kind_sgd, E_ARG, "hp.kind" },
+    { "adam_update: hp.kind 99", NULL, r_adam_kind99, E_ARG, "hp.kind" },
+    { "adam_update: b1 NaN", NULL, r_adam_b1_nan, E_ARG, "b1" },
+    { "adam_update: b2 = 1", NULL, r_adam_b2_one, E_ARG, "b2" },
+    { "adam_update: eps negative", NULL, r_adam_eps_neg, E_ARG, "eps" },
+    { "adam_update: amsgrad 7", NULL, r_adam_amsgrad7, E_ARG, "amsgrad" },
+    { "adam_update: step 0", NULL, r_adam_step0, E_ARG, "step" },
+    { "adam_update: lr NaN", NULL, r_adam_lr_nan, E_ARG, "lr" },
+    { "adam_update: lr negative", NULL, r_adam_lr_neg, E_ARG, "lr" },
+    { "adam_update: lr +Inf", NULL, r_adam_lr_inf, E_ARG, "lr" },
+    { "adam_update: clip_scale 0", NULL, r_adam_cs0, E_ARG, "clip_scale" },
+    { "adam_update: clip_scale 1.5", NULL, r_adam_cs_big, E_ARG, "clip_scale" },
+    { "adam_update: clip_scale NaN", NULL, r_adam_cs_nan, E_ARG, "clip_scale" },
+    { "adam_update: clip_value negative", NULL, r_adam_cv_neg, E_ARG, "clip_value" },
+    { "adam_update: clip_value NaN", NULL, r_adam_cv_nan, E_ARG, "clip_value" },
+    { "adam_update: weight_decay negative", NULL, r_adam_wd_neg, E_ARG, "weight_decay" },
+    { "adam_update: weight_decay +Inf", NULL, r_adam_wd_inf, E_ARG, "weight_decay" },
+    { "adam_update: alpha 1.5 with sync", NULL, r_adam_alpha_big, E_ARG, "alpha" },
+    { "adam_update: alpha NaN with sync", NULL, r_adam_alpha_nan, E_ARG, "alpha" },
+    { "adam_update: sync 2", NULL, r_adam_sync2, E_ARG, "sync" },
+    { "adam_update: param NULL", NULL, r_adam_param_null, E_NULL, "param" },
+    { "adam_update: grad NULL", NULL, r_adam_grad_null, E_NULL, "grad" },
+    { "adam_update: m NULL", NULL, r_adam_m_null, E_NULL, ": m must" },
+    { "adam_update: v NULL", NULL, r_adam_v_null, E_NULL, ": v must" },
+    { "adam_update: v_max NULL with amsgrad", NULL, r_adam_vmax_null, E_NULL, "v_max" },
+    { "adam_update: slow NULL with sync", NULL, r_adam_slow_null, E_NULL, "slow" },
+    { "adam_update: param misaligned", NULL, r_adam_param_mis, E_ARG, "invalid param" },
+    { "adam_update: grad misaligned", NULL, r_adam_grad_mis, E_ARG, "invalid grad" },
+    { "adam_update: m misaligned", NULL, r_adam_m_mis, E_ARG, "invalid m" },
+    { "adam_update: v misaligned", NULL, r_adam_v_mis, E_ARG, "invalid v " },
+    { "adam_update: v_max misaligned", NULL, r_adam_vmax_mis, E_ARG, "invalid v_max" },
+    { "adam_update: slow misaligned", NULL, r_adam_slow_mis, E_ARG, "invalid slow" },
+    { "adam_update: len SIZE_MAX", NULL, r_adam_len_huge, E_ARG, "invalid param" },
+    { "adam_update: len*4 wraps to 0", NULL, r_adam_len_wrap, E_ARG, "invalid param" },
+    { "adam_update: grad is param", NULL, r_adam_grad_is_param, E_OVER, "grad 0" },
+    { "adam_update: m inside param", NULL, r_adam_m_in_param, E_OVER, "and m 0" },
+    { "adam_update: v inside m", NULL, r_adam_v_in_m, E_OVER, "m 0 and v 0" },
+    { "adam_update: slow is v", NULL, r_adam_slow_is_v, E_OVER, "slow 0" },
+    { "adam_update: v_max inside slow (amsgrad)", NULL, r_adam_vmax_in_slow, E_OVER, "v_max 0" },
+    { "sgd_update: hp NULL", NULL, r_sgd_hp_null, E_NULL, "hp" },
+    { "sgd_update: momentum_buf NULL with momentum", NULL, r_sgd_mbuf_null, E_NULL,
+      "momentum_buf" },
+    { "sgd_update: momentum_buf misaligned", NULL, r_sgd_mbuf_mis, E_ARG, "momentum_buf" },
+    { "sgd_update: hp.kind ADAM", NULL, r_sgd_kind_adam, E_ARG, "hp.kind" },
+    { "sgd_update: momentum 1", NULL, r_sgd_mom_one, E_ARG, "momentum" },
+    { "sgd_update: momentum_buf is grad", NULL, r_sgd_mbuf_is_grad, E_OVER, "momentum_buf 0" },
+    { "sgd_update: slow NULL with sync", NULL, r_sgd_slow_null, E_NULL, "slow" },
+    { "adamw_update: hp.kind ADAM", NULL, r_adamw_kind_adam, E_ARG, "hp.kind" },
+    { "adamw_update: decoupled_weight_decay NaN", NULL, r_adamw_dwd_nan, E_ARG, "decoupled" },
+    { "adamw_update: m NULL", NULL, r_adamw_m_null, E_NULL, ": m must" },
+    { "adamw_update: slow is param", NULL, r_adamw_slow_is_param, E_OVER, "slow 0" },
+    { "radam_update: hp.kind ADAMW", NULL, r_radam_kind_adamw, E_ARG, "hp.kind" },
+    { "radam_update: v NULL", NULL, r_radam_v_null, E_NULL, ": v must" },
+    { "radam_update: b2 = 1", NULL, r_radam_b2_one, E_ARG, "b2" },
+    { "radam_update: lr NaN", NULL, r_radam_lr_nan, E_ARG, "lr" },
+    { "sgd_update: args NULL", NULL, r_sgd_args_null, E_NULL, "args" },
+    { "sgd_update: param NULL", NULL, r_sgd_param_null, E_NULL, "param" },
+    { "sgd_update: grad NULL", NULL, r_sgd_grad_null, E_NULL, "grad" },
+    { "adamw_update: hp NULL", NULL, r_adamw_hp_null, E_NULL, "hp" },
+    { "adamw_update: args NULL", NULL, r_adamw_args_null, E_NULL, "args" },
+    { "adamw_update: param NULL", NULL, r_adamw_param_null, E_NULL, "param" },
+    { "adamw_update: grad NULL", NULL, r_adamw_grad_null, E_NULL, "grad" },
+    { "adamw_update: v NULL", NULL, r_adamw_v_null, E_NULL, ": v must" },
+    { "adamw_update: slow NULL with sync", NULL, r_adamw_slow_null, E_NULL, "slow" },
+    { "radam_update: hp NULL", NULL, r_radam_hp_null, E_NULL, "hp" },
+    { "radam_update: args NULL", NULL, r_radam_args_null, E_NULL, "args" },
+    { "radam_update: param NULL", NULL, r_radam_param_null, E_NULL, "param" },
+    { "radam_update: grad NULL", NULL, r_radam_grad_null, E_NULL, "grad" },
+    { "radam_update: m NULL", NULL, r_radam_m_null, E_NULL, ": m must" },
+    { "radam_update: slow NULL with sync", NULL, r_radam_slow_null, E_NULL, "slow" },
+    /* small kernels */
+    { "sum_squares: x NULL", NULL, r_ss_x_null, E_NULL, ": x must" },
+    { "sum_squares: out NULL", NULL, r_ss_out_null, E_NULL, "out" },
+    { "sum_squares: x misaligned", NULL, r_ss_mis, E_ARG, "invalid x" },
+    { "sum_squares: len SIZE_MAX", NULL, r_ss_huge, E_ARG, "invalid x" },
+    { "sum_squares_partials: x NULL", NULL, r_sp_x_null, E_NULL, ": x must" },
+    { "sum_squares_partials: partials NULL", NULL, r_sp_out_null, E_NULL, "partials" },
+    { "sum_squares_partials: n_partials 2 for 1 block", NULL, r_sp_n2, E_LEN, "n_partials" },
+    { "sum_squares_partials: n_partials 0", NULL, r_sp_n0, E_LEN, "n_partials" },
+    { "sum_squares_partials: n_partials SIZE_MAX", NULL, r_sp_nhuge, E_LEN, "n_partials" },
+    { "sum_squares_partials: partials misaligned", NULL, r_sp_mis, E_ARG, "partials" },
+    { "sum_squares_partials: len SIZE_MAX", NULL, r_sp_huge, E_ARG, "invalid x" },
+    { "sum_squares_partials: x misaligned", NULL, r_sp_x_mis, E_ARG, "invalid x" },
+    { "sum_squares_partials: partials overlap x", NULL, r_sp_overlap, E_OVER, "partials" },
+    { "clip_scale: max_norm 0", NULL, r_cs_max0, E_ARG, "max_norm" },
+    { "clip_scale: max_norm negative", NULL, r_cs_max_neg, E_ARG, "max_norm" },
+    { "clip_scale: max_norm NaN", NULL, r_cs_max_nan, E_ARG, "max_norm" },
+    { "clip_scale: max_norm +Inf", NULL, r_cs_max_inf, E_ARG, "max_norm" },
+    { "clip_scale: sum_squares NaN", NULL, r_cs_ss_nan, E_ARG, "sum_squares" },
+    { "clip_scale: sum_squares +Inf", NULL, r_cs_ss_inf, E_ARG, "sum_squares" },
+    { "clip_scale: sum_squares negative", NULL, r_cs_ss_neg, E_ARG, "sum_squares" },
+    { "clip_scale: out NULL", NULL, r_cs_out_null, E_NULL, "out" },
+    { "clip_by_value: x NULL", NULL, r_cv_null, E_NULL, ": x must" },
+    { "clip_by_value: c negative", NULL, r_cv_neg, E_ARG, "invalid c =" },
+    { "clip_by_value: c NaN", NULL, r_cv_nan, E_ARG, "invalid c =" },
+    { "clip_by_value: x misaligned", NULL, r_cv_mis, E_ARG, "invalid x" },
+    { "clip_by_value: len SIZE_MAX", NULL, r_cv_huge, E_ARG, "invalid x" },
+    { "scale: x NULL", NULL, r_sc_null, E_NULL, ": x must" },
+    { "scale: s NaN", NULL, r_sc_nan, E_ARG, "invalid s =" },
+    { "scale: s -Inf", NULL, r_sc_inf, E_ARG, "invalid s =" },
+    { "scale: x misaligned", NULL, r_sc_mis, E_ARG, "invalid x" },
+    { "scale: len*4 wraps to 0", NULL, r_sc_huge, E_ARG, "invalid x" },
+    { "lookahead_sync: fast NULL", NULL, r_la_fast_null, E_NULL, "fast" },
+    { "lookahead_sync: slow NULL", NULL, r_la_slow_null, E_NULL, "slow" },
+    { "lookahead_sync: slow is fast", NULL, r_la_same, E_OVER, "fast 0" },
+    { "lookahead_sync: slow inside fast", NULL, r_la_partial, E_OVER, "slow 0" },
+    { "lookahead_sync: alpha 1.5", NULL, r_la_alpha_big, E_ARG, "alpha" },
+    { "lookahead_sync: alpha negative", NULL, r_la_alpha_neg, E_ARG, "alpha" },
+    { "lookahead_sync: alpha NaN", NULL, r_la_alpha_nan, E_ARG, "alpha" },
+    { "lookahead_sync: slow misaligned", NULL, r_la_slow_mis, E_ARG, "invalid slow" },
+    { "lookahead_sync: fast misaligned", NULL, r_la_fast_mis, E_ARG, "invalid fast" },
+    { "lookahead_sync: len SIZE_MAX", NULL, r_la_huge, E_ARG, "invalid fast" },
+    /* checkpoints */
+    { "checkpoint_size: opt NULL", NULL, r_cks_null, E_NULL, "opt" },
+    { "checkpoint_size: out NULL", NULL, r_cks_out, E_NULL, "out" },
+    { "save: opt NULL", NULL, r_save_null, E_NULL, "opt" },
+    { "save: buf NULL", NULL, r_save_buf, E_NULL, "buf" },
+    { "save: written NULL", NULL, r_save_written, E_NULL, "written" },
+    { "save: cap one byte short", NULL, r_save_small, E_LEN, "buf capacity" },
+    { "save: cap 0", NULL, r_save_zero, E_LEN, "buf capacity" },
+    { "save: while a begun step is pending", setup_pending, r_save_pending, E_STATE, "end_step" },
+    { "load: opt NULL", NULL, r_load_null, E_NULL, "opt" },
+    { "load: buf NULL", NULL, r_load_buf_null, E_NULL, "buf" },
+    { "load: len SIZE_MAX", NULL, r_load_huge, E_ARG, "len" },
+    { "load: len 0", NULL, r_load_zero, E_CORRUPT, "too short" },
+    { "load: 35 bytes", NULL, r_load_empty, E_CORRUPT, "too short" },
+    { "load: before add_param", NULL, r_load_bare, E_STATE, "registered" },
+    { "load: while a begun step is pending", setup_pending, r_load_pending, E_STATE, "end_step" },
+    { "load: bad magic", NULL, r_load_magic, E_CORRUPT, "magic" },
+    { "load: truncated by one byte", NULL, r_load_trunc, E_CORRUPT, "length" },
+    { "load: one bit flipped in a state array", NULL, r_load_crc, E_CORRUPT, "checksum" },
+    { "load: format version 2", NULL, r_load_version, E_UNSUP, "version" },
+    { "load: byte-order mark swapped (valid CRC)", NULL, r_load_bom, E_CORRUPT, "byte-order" },
+    { "load: configuration byte changed (valid CRC)", NULL, r_load_cfg_byte, E_ARG, "differs" },
+    { "load: buffer count huge (valid CRC)", NULL, r_load_nbuf_huge, E_CORRUPT, "exceeds" },
+    { "load: present bits changed (valid CRC)", NULL, r_load_present, E_CORRUPT, "buffer 0" },
+    { "load: 4 bytes after the last buffer (valid CRC)", NULL, r_load_trailing, E_CORRUPT,
+      "unexpected bytes" },
+    { "load: plateau best = NaN (valid CRC)", NULL, r_load_plateau_nan, E_CORRUPT, "plateau" },
+    { "load: checkpoint of an SGD optimizer into Adam", NULL, r_load_nola, E_ARG, "differs" },
+    { "load: checkpoint saved with another lr", NULL, r_load_other_lr, E_ARG, "differs" },
+    { "load: checkpoint saved with another alpha", NULL, r_load_other_alpha, E_ARG, "alpha" },
+    { "load: checkpoint with another buffer length", NULL, r_load_other_lens, E_LEN, "buffer 2" },
+    { "load: checkpoint with 2 buffers for 3", NULL, r_load_other_count, E_LEN,
+      "number of buffers" },
+    { "save_file: opt NULL", NULL, r_savef_null, E_NULL, "opt" },
+    { "save_file: path NULL", NULL, r_savef_path_null, E_NULL, "path" },
+    { "save_file: path empty", NULL, r_savef_empty, E_ARG, "path" },
+    { "save_file: directory missing", NULL, r_savef_nodir, E_IO, "no/such/dir" },
+    { "save_file: path is a directory", NULL, r_savef_isdir, E_IO, "subdir" },
+    { "save_file: while a begun step is pending", setup_pending, r_savef_pending, E_STATE,
+      "end_step" },
+    { "load_file: opt NULL", NULL, r_loadf_null, E_NULL, "opt" },
+    { "load_file: path NULL", NULL, r_loadf_path_null, E_NULL, "path" },
+    { "load_file: path empty", NULL, r_loadf_empty, E_ARG, "path" },
+    { "load_file: missing file", NULL, r_loadf_missing, E_IO, "missing.ckpt" },
+    { "load_file: path is a directory", NULL, r_loadf_dir, E_IO, "subdir" },
+    { "load_file: garbage file", NULL, r_loadf_garbage, E_CORRUPT, "magic" },
+    { "load_file: while a begun step is pending", setup_pending, r_loadf_pending, E_STATE,
+      "end_step" },
+    { "load_file: before add_param", NULL, r_loadf_bare, E_STATE, "registered" },
+    { "load_file: checkpoint of another configuration", NULL, r_loadf_nola, E_ARG, "differs" },
+};
+#define N_ROWS ((int)(sizeof k_rows / sizeof k_rows[0]))
+
+static void test_bad_inputs(void)
+{
+    int i;
+    for (i = 0; i < N_ROWS; i++)
+        run_row(&k_rows[i], i);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Part 2: happy paths                                                                         */
+
+/* A set of host buffers: params and gradients. */
+typedef struct model {
+    int nb;
+    size_t len[4];
+    float *p[4];
+    float *g[4];
+    flatopt_optimizer *opt;
+} model;
+
+static void model_init(model *m, int nb, const size_t *lens, uint64_t seed)
+{
+    int i;
+    memset(m, 0, sizeof *m);
+    m->nb = nb;
+    for (i = 0; i < nb; i++) {
+        m->len[i] = lens[i];
+        m->p[i] = falloc(lens[i]);
+        m->g[i] = falloc(lens[i]);
+        fill(m->p[i], lens[i], seed * 100 + (uint64_t)i, 1.0f);
+    }
+}
+
+/* Registers every buffer with a new optimizer of config c. */
+static void model_register(model *m, const flatopt_config *c)
+{
+    int i;
+    m->opt = new_opt(c);
+    for (i = 0; i < m->nb; i++)
+        OK(F(flatopt_optimizer_add_param)(m->opt, m->p[i], m->g[i], m->len[i]));
+}
+
+/* Gradients of update t: odd t large (global norm well above 30), even t small (below). */
+static void model_grads(model *m, int t, uint64_t seed)
+{
+    int i;
+    for (i = 0; i < m->nb; i++)
+        fill(m->g[i], m->len[i], seed * 7919 + (uint64_t)t * 31 + (uint64_t)i,
+             (t % 2) ? 1.0f : 0.05f);
+}
+
+static void model_copy_grads(model *dst, const model *src)
+{
+    int i;
+    for (i = 0; i < src->nb; i++)
+        memcpy(dst->g[i], src->g[i], src->len[i] * sizeof(float));
+}
+
+static void model_free(model *m)
+{
+    int i;
+    F(flatopt_optimizer_free)(m->opt);
+    for (i = 0; i < m->nb; i++) {
+        free(m->p[i]);
+        free(m->g[i]);
+    }
+    memset(m, 0, sizeof *m);
+}
+
+/* Params (and slow weights, if with_slow) of a and b bit-identical. */
+static int model_same(const model *a, const model *b, int with_slow, const char *what, int t)
+{
+    int i, ok = 1;
+    for (i = 0; i < a->nb; i++) {
+        size_t at = first_diff(a->p[i], b->p[i], a->len[i]);
+        if (!CHECK(at == a->len[i], "%s: step %d: params of buffer %d differ at %lu: %.9g vs %.9g",
+                   what, t, i, (unsigned long)at, (double)a->p[i][at], (double)b->p[i][at]))
+            ok = 0;
+        if (with_slow) {
+            const float *sa = NULL, *sb = NULL;
+            size_t na = 0, nb = 0;
+            OK(F(flatopt_optimizer_slow_weights)(a->opt, (size_t)i, &sa, &na));
+            OK(F(flatopt_optimizer_slow_weights)(b->opt, (size_t)i, &sb, &nb));
+            if (!CHECK(sa && sb && na == a->len[i] && nb == na && same_bits(sa, sb, na),
+                       "%s: step %d: slow weights of buffer %d differ", what, t, i))
+                ok = 0;
+        }
+    }
+    return ok;
+}
+
+static void test_version(void)
+{
+    char buf[64];
+    const char *v = F(flatopt_version)();
+    CHECK(v != NULL && strcmp(v, FLATOPT_VERSION_STRING) == 0,
+          "flatopt_version() = \"%s\", header FLATOPT_VERSION_STRING = \"%s\"", v ? v : "(NULL)",
+          FLATOPT_VERSION_STRING);
+    CHECK(F(flatopt_version_number)() == FLATOPT_VERSION_NUMBER,
+          "flatopt_version_number() = %u, header FLATOPT_VERSION_NUMBER = %u",
+          (unsigned)flatopt_version_number(), (unsigned)FLATOPT_VERSION_NUMBER);
+    CHECK(FLATOPT_VERSION_NUMBER == FLATOPT_VERSION_MAJOR * 10000 + FLATOPT_VERSION_MINOR * 100 +
+                                        FLATOPT_VERSION_PATCH,
+          "FLATOPT_VERSION_NUMBER does not match MAJOR/MINOR/PATCH");
+    snprintf(buf, sizeof buf, "%d.%d.%d", FLATOPT_VERSION_MAJOR, FLATOPT_VERSION_MINOR,
+             FLATOPT_VERSION_PATCH);
+    CHECK(strcmp(buf, FLATOPT_VERSION_STRING) == 0, "FLATOPT_VERSION_STRING \"%s\" vs \"%s\"",
+          FLATOPT_VERSION_STRING, buf);
+}
+
+static void test_status_str(void)
+{
+    const char *s[12], *unknown;
+    int i, j;
+    const int32_t odd[] = { -1, 12, 99, 1000, INT32_MAX, INT32_MIN };
+    for (i = 0; i < 12; i++) {
+        s[i] = F(flatopt_status_str)(i);
+        CHECK(s[i] != NULL && s[i][0] != 0, "status_str(%d) empty", i);
+    }
+    unknown = F(flatopt_status_str)(12);
+    CHECK(unknown != NULL && strstr(unknown, "unknown") != NULL, "status_str(12) = \"%s\"",
+          unknown ? unknown : "(NULL)");
+    for (i = 0; i < 12; i++) {
+        if (!s[i] || !unknown)
+            continue;
+        CHECK(strcmp(s[i], unknown) != 0, "status_str(%d) is the unknown text", i);
+        for (j = 0; j < i; j++)
+            CHECK(s[j] && strcmp(s[i], s[j]) != 0, "status_str(%d) == status_str(%d) = \"%s\"",
+                  i, j, s[i]);
+    }
+    for (i = 0; i < (int)(sizeof odd / sizeof odd[0]); i++) {
+        const char *u = F(flatopt_status_str)(odd[i]);
+        CHECK(u != NULL && unknown != NULL && strcmp(u, unknown) == 0,
+              "status_str(%ld) = \"%s\", expected the unknown-code text", (long)odd[i],
+              u ? u : "(NULL)");
+    }
+    CHECK(s[0] && strcmp(s[0], "ok") == 0, "status_str(0) = \"%s\"", s[0] ? s[0] : "(NULL)");
+    CHECK(s[1] && strstr(s[1], "skipped") != NULL, "status_str(SKIPPED) = \"%s\"",
+          s[1] ? s[1] : "");
+    CHECK(s[2] && strstr(s[2], "null") != NULL, "status_str(NULL_POINTER) = \"%s\"",
+          s[2] ? s[2] : "");
+    CHECK(F(flatopt_last_error_message)() != NULL, "flatopt_last_error_message() is NULL");
+}
+
+static void test_init_defaults(void)
+{
+    flatopt_config c;
+    flatopt_base_params b;
+    flatopt_schedule s;
+    flatopt_step_args a;
+    uint32_t k;
+    memset(&c, 0xFF, sizeof c);
+    OK(F(flatopt_config_init)(&c));
+    CHECK(c.struct_size == sizeof c, "config.struct_size %u", (unsigned)c.struct_size);
+    CHECK(c.base.struct_size == sizeof c.base, "config.base.struct_size");
+    CHECK(c.base.kind == FLATOPT_ADAM && c.lr == 1e-3 && c.schedule == NULL &&
+              c.schedule_manual == 0 && c.lookahead == 0 && c.sync_period == 5 &&
+              c.alpha == 0.5 && c.weight_decay == 0.0 && c.grad_clip_norm == 0.0 &&
+              c.grad_clip_value == 0.0 && c.num_threads == 1 && c.simd_tier == 0 &&
+              c.nonfinite == FLATOPT_NONFINITE_SKIP,
+          "flatopt_config_init defaults differ from the header's documentation");
+    CHECK(c.base.b1 == 0.9 && c.base.b2 == 0.999 && c.base.eps == 1e-8 && c.base.amsgrad == 0,
+          "Adam defaults");
+    for (k = 0; k < 4; k++) {
+        memset(&b, 0xFF, sizeof b);
+        OK(F(flatopt_base_params_init)(&b, k));
+        CHECK(b.struct_size == sizeof b && b.kind == k, "base_params_init(%u)", (unsigned)k);
+        CHECK(b.momentum == 0.0 && b.dampening == 0.0 && b.nesterov == 0 && b.amsgrad == 0 &&
+                  b.b1 == 0.9 && b.b2 == 0.999 && b.eps == 1e-8,
+              "base_params_init(%u) defaults", (unsigned)k);
+        CHECK(b.decoupled_weight_decay == (k == FLATOPT_ADAMW ? 0.01 : 0.0),
+              "base_params_init(%u) decoupled_weight_decay %g", (unsigned)k,
+              b.decoupled_weight_decay);
+    }
+    for (k = 0; k < 16; k++) {
+        flatopt_optimizer *o = NULL;
+        double one_value = 0.5;
+        memset(&s, 0xFF, sizeof s);
+        OK(F(flatopt_schedule_init)(&s, k));
+        CHECK(s.struct_size == sizeof s && s.kind == k, "schedule_init(%u)", (unsigned)k);
+        CHECK(s.milestones == NULL && s.n_milestones == 0 && s.values == NULL && s.n_values == 0,
+              "schedule_init(%u): lists", (unsigned)k);
+        if (k == FLATOPT_SCHEDULE_PIECEWISE_CONSTANT) {
+            s.values = &one_value;
+            s.n_values = 1;
+        }
+        /* Every kind at its defaults makes a valid optimizer. */
+        OK(F(flatopt_config_init)(&c));
+        c.schedule = &s;
+        if (EXPECT(F(flatopt_optimizer_new)(&c, &o), FLATOPT_OK))
+            F(flatopt_optimizer_free)(o);
+        else
+            fprintf(stderr, "    (schedule kind %u at its defaults)\n", (unsigned)k);
+    }
+    memset(&a, 0xFF, sizeof a);
+    OK(F(flatopt_step_args_init)(&a));
+    CHECK(a.struct_size == sizeof a && a.sync == 0 && a.step == 1 && a.lr == 1e-3 &&
+              a.clip_scale == 1.0 && a.clip_value == 0.0 && a.weight_decay == 0.0,
+          "step_args_init defaults");
+    /* free(NULL) is a no-op */
+    F(flatopt_optimizer_free)(NULL);
+}
+
+static void test_simd(void)
+{
+    uint32_t def = F(flatopt_default_simd_tier)(), t, best = FLATOPT_SIMD_SCALAR;
+    const char *names[] = { "default", "scalar", "portable", "avx2", "avx512" };
+    static const size_t lens[3] = { 7, 4100, 33 };
+    model ref, m;
+    flatopt_config c = cfg_la_adam(3, 30.0);
+    int step;
+
+    CHECK(def >= 1 && def <= 4 && F(flatopt_simd_tier_available)(def) == 1,
+          "default tier %u not available", (unsigned)def);
+    CHECK(F(flatopt_simd_tier_available)(FLATOPT_SIMD_SCALAR) == 1, "scalar unavailable");
+    CHECK(F(flatopt_simd_tier_available)(FLATOPT_SIMD_PORTABLE) == 1, "portable unavailable");
+    CHECK(F(flatopt_simd_tier_available)(FLATOPT_SIMD_DEFAULT) == 0, "available(0) != 0");
+    CHECK(F(flatopt_simd_tier_available)(9) == 0, "available(9) != 0");
+    CHECK(F(flatopt_simd_tier_available)(UINT32_MAX) == 0, "available(UINT32_MAX) != 0");
+    CHECK(F(flatopt_simd_tier_available)(FLATOPT_SIMD_AVX512) == 0,
+          "avx512 reported available (the bad-input rows assume it is not compiled in)");
+    for (t = 0; t <= 4; t++) {
+        const char *n = F(flatopt_simd_tier_name)(t);
+        CHECK(n && strcmp(n, names[t]) == 0, "simd_tier_name(%u) = \"%s\"", (unsigned)t,
+              n ? n : "(NULL)");
+    }
+    CHECK(strcmp(F(flatopt_simd_tier_name)(9), "unknown") == 0, "simd_tier_name(9)");
+    CHECK(strcmp(F(flatopt_simd_tier_name)(UINT32_MAX), "unknown") == 0, "tier_name(MAX)");
+    for (t = 1; t <= 4; t++)
+        if (flatopt_simd_tier_available(t))
+            best = t;
+
+    /* Process default: each available tier, then 0 = the best one; new optimizers follow. */
+    for (t = 1; t <= 4; t++) {
+        flatopt_optimizer *o;
+        flatopt_config d;
+        uint32_t got = 0;
+        if (!flatopt_simd_tier_available(t))
+            continue;
+        OK(F(flatopt_set_default_simd_tier)(t));
+        CHECK(F(flatopt_default_simd_tier)() == t, "default tier after set %u", (unsigned)t);
+        OK(F(flatopt_config_init)(&d));
+        o = new_opt(&d);
+        OK(F(flatopt_optimizer_simd_tier)(o, &got));
+        CHECK(got == t, "new optimizer runs on tier %u, default is %u", (unsigned)got,
+              (unsigned)t);
+        F(flatopt_optimizer_free)(o);
+    }
+    OK(F(flatopt_set_default_simd_tier)(FLATOPT_SIMD_DEFAULT));
+    CHECK(F(flatopt_default_simd_tier)() == best, "set_default_simd_tier(0) gave %u, best %u",
+          (unsigned)flatopt_default_simd_tier(), (unsigned)best);
+    OK(F(flatopt_set_default_simd_tier)(def));
+
+    /* Every tier, and switching tiers between steps, gives the scalar tier's bits. */
+    c.simd_tier = FLATOPT_SIMD_SCALAR;
+    model_init(&ref, 3, lens, 5);
+    model_register(&ref, &c);
+    for (step = 1; step <= 6; step++) {
+        model_grads(&ref, step, 5);
+        OK(F(flatopt_optimizer_step)(ref.opt));
+    }
+    for (t = 1; t <= 5; t++) {
+        char what[64];
+        uint32_t got = 0;
+        int switching = (t == 5);
+        if (!switching && !flatopt_simd_tier_available(t))
+            continue;
+        c.simd_tier = switching ? FLATOPT_SIMD_SCALAR : t;
+        model_init(&m, 3, lens, 5);
+        model_register(&m, &c);
+        OK(F(flatopt_optimizer_simd_tier)(m.opt, &got));
+        CHECK(got == c.simd_tier, "optimizer tier %u, configured %u", (unsigned)got,
+              (unsigned)c.simd_tier);
+        for (step = 1; step <= 6; step++) {
+            if (switching) {
+                uint32_t want = (uint32_t)(step % 4) + 1;
+                if (!flatopt_simd_tier_available(want))
+                    want = FLATOPT_SIMD_DEFAULT;
+                OK(F(flatopt_optimizer_set_simd_tier)(m.opt, want));
+                OK(F(flatopt_optimizer_simd_tier)(m.opt, &got));
+                CHECK(got == (want ? want : def), "set_simd_tier(%u) -> %u", (unsigned)want,
+                      (unsigned)got);
+            }
+            model_grads(&m, step, 5);
+            OK(F(flatopt_optimizer_step)(m.opt));
+        }
+        snprintf(what, sizeof what, "tier %s", switching ? "switching" : names[t]);
+        model_same(&m, &ref, 1, what, 6);
+        model_free(&m);
+    }
+    model_free(&ref);
+}
+
+/* Lookahead(Adam) + global-norm clip + value clip + coupled decay on three registered buffers
+ * against the same pipeline built from the stateless functions. */
+static void test_lookahead_adam_clip(void)
+{
+    static const size_t lens[3] = { 3, 4100, 9000 };
+    const size_t bs = F(flatopt_sum_squares_block_size)();
+    model a;
+    flatopt_config c = cfg_la_adam(5, 30.0);
+    flatopt_base_params hp;
+    float *rp[3], *m1[3], *m2[3], *slow[3];
+    double partials[8];
+    int i, t, clipped = 0, unclipped = 0, syncs = 0;
+
+    c.grad_clip_value = 0.3;
+    model_init(&a, 3, lens, 11);
+    model_register(&a, &c);
+    OK(F(flatopt_base_params_init)(&hp, FLATOPT_ADAM));
+    for (i = 0; i < 3; i++) {
+        const float *s = NULL;
+        size_t n = 0;
+        rp[i] = fdup(a.p[i], lens[i]);
+        slow[i] = fdup(a.p[i], lens[i]);
+        m1[i] = falloc(lens[i]);
+        m2[i] = falloc(lens[i]);
+        OK(F(flatopt_optimizer_slow_weights)(a.opt, (size_t)i, &s, &n));
+        CHECK(s != NULL && n == lens[i] && same_bits(s, a.p[i], n),
+              "slow weights of buffer %d before the first step are not the params", i);
+    }
+    for (t = 1; t <= 12; t++) {
+        flatopt_step_args args;
+        double total = 0.0, cs = 0.0;
+        uint64_t steps = 0;
+        model_grads(&a, t, 11);
+        for (i = 0; i < 3; i++) {
+            size_t np = (lens[i] + bs - 1) / bs, j;
+            CHECK(np <= 8, "too many blocks");
+            OK(F(flatopt_sum_squares_partials)(a.g[i], lens[i], partials, np));
+            for (j = 0; j < np; j++)
+                total += partials[j];
+        }
+        OK(F(flatopt_clip_scale)(total, 30.0, &cs));
+        if (cs < 1.0)
+            clipped++;
+        else
+            unclipped++;
+        OK(F(flatopt_step_args_init)(&args));
+        args.step = (uint64_t)t;
+        args.lr = 0.01;
+        args.clip_scale = cs;
+        args.clip_value = 0.3;
+        args.weight_decay = 0.01;
+        args.sync = (t % 5 == 0);
+        args.alpha = 0.5;
+        syncs += (int)args.sync;
+        for (i = 0; i < 3; i++)
+            OK(F(flatopt_adam_update)(&hp, &args, rp[i], a.g[i], m1[i], m2[i], NULL, slow[i],
+                                      lens[i]));
+        OK(F(flatopt_optimizer_step)(a.opt));
+        OK(F(flatopt_optimizer_step_count)(a.opt, &steps));
+        CHECK(steps == (uint64_t)t, "step_count %lu after %d steps", (unsigned long)steps, t);
+        for (i = 0; i < 3; i++) {
+            const float *s = NULL;
+            size_t n = 0;
+            CHECK_BITS(a.p[i], rp[i], lens[i],
+                       "Lookahead(Adam)+clip step %d buffer %d: handle != stateless pipeline", t,
+                       i);
+            OK(F(flatopt_optimizer_slow_weights)(a.opt, (size_t)i, &s, &n));
+            CHECK(s && n == lens[i] && same_bits(s, slow[i], n),
+                  "step %d buffer %d: slow weights differ from the stateless pipeline", t, i);
+            if (t % 5 == 0)
+                CHECK(s && same_bits(s, a.p[i], n),
+                      "step %d (sync) buffer %d: params are not bit-equal to the slow weights",
+                      t, i);
+        }
+    }
+    CHECK(clipped > 0 && unclipped > 0 && syncs == 2,
+          "test data should clip on some steps only (%d clipped, %d not) and sync twice",
+          clipped, unclipped);
+    for (i = 0; i < 3; i++) {
+        float *copy = falloc(lens[i]);
+        const float *s = NULL;
+        size_t n = 0;
+        OK(F(flatopt_optimizer_copy_slow_weights)(a.opt, (size_t)i, copy, lens[i]));
+        OK(F(flatopt_optimizer_slow_weights)(a.opt, (size_t)i, &s, &n));
+        CHECK(s && n == lens[i] && same_bits(copy, s, n), "copy_slow_weights != borrowed");
+        free(copy);
+        free(rp[i]);
+        free(slow[i]);
+        free(m1[i]);
+        free(m2[i]);
+    }
+    model_free(&a);
+}
+
+static void test_step_with_grads(void)
+{
+    static const size_t lens[3] = { 9, 130, 1 };
+    model a, b;
+    flatopt_config c = cfg_la_adam(3, 30.0);
+    float *gs[3];
+    const float *cgs[3];
+    int i, t;
+    size_t j;
+    model_init(&a, 3, lens, 21);
+    model_init(&b, 3, lens, 21);
+    model_register(&a, &c);
+    model_register(&b, &c);
+    /* b's registered gradients are NaN: step_with_grads must not read them. */
+    for (i = 0; i < 3; i++) {
+        for (j = 0; j < lens[i]; j++)
+            b.g[i][j] = NAN;
+        gs[i] = falloc(lens[i]);
+        cgs[i] = gs[i];
+    }
+    for (t = 1; t <= 7; t++) {
+        model_grads(&a, t, 21);
+        for (i = 0; i < 3; i++)
+            memcpy(gs[i], a.g[i], lens[i] * sizeof(float));
+        OK(F(flatopt_optimizer_step)(a.opt));
+        OK(F(flatopt_optimizer_step_with_grads)(b.opt, cgs, 3));
+        model_same(&a, &b, 1, "step_with_grads vs step", t);
+    }
+    CHECK(step_count(b.opt) == 7 && skipped_count(b.opt) == 0, "step_with_grads counters");
+    for (i = 0; i < 3; i++)
+        free(gs[i]);
+    model_free(&a);
+    model_free(&b);
+}
+
+typedef struct range_job {
+    const flatopt_optimizer *opt;
+    size_t r[4][2];
+    int n;
+    flatopt_status st[4];
+} range_job;
+
+static void *range_worker(void *arg)
+{
+    range_job *j = (range_job *)arg;
+    int k;
+    for (k = 0; k < j->n; k++) /* not through F(): cover() is main-thread only */
+        j->st[k] = flatopt_optimizer_step_range(j->opt, j->r[k][0], j->r[k][1]);
+    return NULL;
+}
+
+static void test_split_step_threads(void)
+{
+    static const size_t lens[4] = { 5, 4100, 3000, 1 };
+    model a, b;
+    flatopt_config c = cfg_la_adam(2, 30.0);
+    size_t total;
+    int t, k;
+    model_init(&a, 4, lens, 31);
+    model_init(&b, 4, lens, 31);
+    model_register(&a, &c);
+    model_register(&b, &c);
+    total = total_len(b.opt);
+    CHECK(total == 5 + 4100 + 3000 + 1, "total_len %lu", (unsigned long)total);
+    {
+        size_t np = 0;
+        OK(F(flatopt_optimizer_num_params)(b.opt, &np));
+        CHECK(np == 4, "num_params %lu", (unsigned long)np);
+    }
+    for (t = 1; t <= 6; t++) {
+        range_job j1, j2;
+        pthread_t th1, th2;
+        /* uneven, step-dependent split points, crossing buffer boundaries */
+        size_t s1 = ((size_t)t * 1237u) % total, s2, s3;
+        s2 = s1 + (total - s1) / 3;
+        s3 = s2 + 1;
+        model_grads(&a, t, 31);
+        model_copy_grads(&b, &a);
+        OK(F(flatopt_optimizer_step)(a.opt));
+        if (!OK(F(flatopt_optimizer_begin_step)(b.opt)))
+            break;
+        memset(&j1, 0, sizeof j1);
+        memset(&j2, 0, sizeof j2);
+        j1.opt = j2.opt = b.opt;
+        j1.n = 1;
+        j1.r[0][0] = 0;
+        j1.r[0][1] = s1;
+        j2.n = 3;
+        j2.r[0][0] = s2; /* out of order on purpose */
+        j2.r[0][1] = s3;
+        j2.r[1][0] = s1;
+        j2.r[1][1] = s2;
+        j2.r[2][0] = s3;
+        j2.r[2][1] = total;
+        CHECK(pthread_create(&th1, NULL, range_worker, &j1) == 0, "pthread_create");
+        CHECK(pthread_create(&th2, NULL, range_worker, &j2) == 0, "pthread_create");
+        OK(F(flatopt_optimizer_step_range)(b.opt, s1, s1)); /* empty range: a no-op */
+        pthread_join(th1, NULL);
+        pthread_join(th2, NULL);
+        for (k = 0; k < j1.n; k++)
+            CHECK(j1.st[k] == FLATOPT_OK, "thread 1 range %d: %s", k, status_name(j1.st[k]));
+        for (k = 0; k < j2.n; k++)
+            CHECK(j2.st[k] == FLATOPT_OK, "thread 2 range %d: %s", k, status_name(j2.st[k]));
+        OK(F(flatopt_optimizer_end_step)(b.opt));
+        CHECK(step_count(b.opt) == (uint64_t)t, "split step count");
+        model_same(&a, &b, 1, "begin_step + step_range (2 pthreads) + end_step vs step", t);
+        CHECK(current_lr(a.opt) == current_lr(b.opt), "lr after split step");
+    }
+    model_free(&a);
+    model_free(&b);
+}
+
+static void test_nonfinite_skip(void)
+{
+    static const size_t lens[3] = { 4, 20, 9 };
+    int variant;
+    for (variant = 0; variant < 3; variant++) {
+        /* 0: NaN found by the clip-norm pass; 1: +Inf found by the plain finite check;
+         * 2: NaN, through begin_step. */
+        model a, tw;
+        flatopt_config c = cfg_la_adam(2, variant == 1 ? 0.0 : 30.0);
+        flatopt_schedule s;
+        float *before[3], slowb[3][20];
+        float lr0, lr1;
+        const int bad_buf = variant == 1 ? 2 : 1, bad_idx = variant == 1 ? 0 : 7;
+        int i, t;
+        char want[64];
+        OK(F(flatopt_schedule_init)(&s, FLATOPT_SCHEDULE_EXPONENTIAL));
+        s.base_lr = 0.01;
+        s.gamma = 0.9;
+        c.schedule = &s;
+        model_init(&a, 3, lens, 41);
+        model_init(&tw, 3, lens, 41);
+        model_register(&a, &c);
+        model_register(&tw, &c);
+        for (t = 1; t <= 2; t++) {
+            model_grads(&a, t, 41);
+            model_copy_grads(&tw, &a);
+            OK(F(flatopt_optimizer_step)(a.opt));
+            OK(F(flatopt_optimizer_step)(tw.opt));
+        }
+        model_grads(&a, 3, 41);
+        model_copy_grads(&tw, &a);
+        a.g[bad_buf][bad_idx] = variant == 1 ? INFINITY : NAN;
+        for (i = 0; i < 3; i++) {
+            before[i] = fdup(a.p[i], lens[i]);
+            OK(F(flatopt_optimizer_copy_slow_weights)(a.opt, (size_t)i, slowb[i], lens[i]));
+        }
+        lr0 = current_lr(a.opt);
+        if (variant == 2) {
+            EXPECT(F(flatopt_optimizer_begin_step)(a.opt), FLATOPT_SKIPPED);
+            /* the skipped step is over: nothing to end */
+            snprintf(want, sizeof want, "buffer %d", bad_buf);
+            CHECK(msg_has(want), "skip message \"%s\" lacks \"%s\"", last_msg(), want);
+            EXPECT(F(flatopt_optimizer_end_step)(a.opt), FLATOPT_ERR_INVALID_STATE);
+        } else {
+            EXPECT(F(flatopt_optimizer_step)(a.opt), FLATOPT_SKIPPED);
+            snprintf(want, sizeof want, "buffer %d", bad_buf);
+            CHECK(msg_has(want), "skip message \"%s\" lacks \"%s\"", last_msg(), want);
+            snprintf(want, sizeof want, "index %d", bad_idx);
+            CHECK(msg_has(want), "skip message \"%s\" lacks \"%s\"", last_msg(), want);
+            CHECK(msg_has(variant == 1 ? "inf" : "NaN"), "skip message \"%s\" lacks the value",
+                  last_msg());
+        }
+        CHECK(step_count(a.opt) == 2, "step_count changed by a skipped update");
+        CHECK(skipped_count(a.opt) == 1, "skipped_count not incremented");
+        lr1 = current_lr(a.opt);
+        CHECK(lr0 == lr1, "learning rate changed by a skipped update (%g -> %g)", (double)lr0,
+              (double)lr1);
+        for (i = 0; i < 3; i++) {
+            float now[20];
+            CHECK(same_bits(before[i], a.p[i], lens[i]), "params changed by a skipped update");
+            OK(F(flatopt_optimizer_copy_slow_weights)(a.opt, (size_t)i, now, lens[i]));
+            CHECK(same_bits(slowb[i], now, lens[i]), "slow weights changed by a skipped update");
+            free(before[i]);
+        }
+        /* The gradient repaired: a's trajectory continues exactly as if the skip never was. */
+        model_copy_grads(&a, &tw);
+        for (t = 3; t <= 6; t++) {
+            if (t > 3) {
+                model_grads(&a, t, 41);
+                model_copy_grads(&tw, &a);
+            }
+            OK(F(flatopt_optimizer_step)(a.opt));
+            OK(F(flatopt_optimizer_step)(tw.opt));
+            model_same(&a, &tw, 1, "after a skipped update", t);
+            CHECK(current_lr(a.opt) == current_lr(tw.opt), "lr after a skipped update");
+        }
+        CHECK(step_count(a.opt) == 6 && skipped_count(a.opt) == 1 && skipped_count(tw.opt) == 0,
+              "counters after a skipped update");
+        model_free(&a);
+        model_free(&tw);
+    }
+}
+
+static void test_nonfinite_error_propagate(void)
+{
+    static const size_t lens[2] = { 6, 10 };
+    model a;
+    flatopt_config c = cfg_la_adam(2, 0.0);
+    float *before;
+    size_t i;
+    c.nonfinite = FLATOPT_NONFINITE_ERROR;
+    model_init(&a, 2, lens, 51);
+    model_register(&a, &c);
+    model_grads(&a, 1, 51);
+    a.g[0][2] = NAN;
+    before = fdup(a.p[0], lens[0]);
+    EXPECT(F(flatopt_optimizer_step)(a.opt), FLATOPT_ERR_NON_FINITE);
+    CHECK(msg_has("buffer 0") && msg_has("index 2"), "NON_FINITE message \"%s\"", last_msg());
+    CHECK(step_count(a.opt) == 0 && skipped_count(a.opt) == 1,
+          "error policy: step %lu skipped %lu", (unsigned long)step_count(a.opt),
+          (unsigned long)skipped_count(a.opt));
+    CHECK(same_bits(before, a.p[0], lens[0]), "error policy: params changed");
+    a.g[0][2] = 0.5f;
+    OK(F(flatopt_optimizer_step)(a.opt));
+    free(before);
+    model_free(&a);
+
+    c.nonfinite = FLATOPT_NONFINITE_PROPAGATE;
+    model_init(&a, 2, lens, 52);
+    model_register(&a, &c);
+    model_grads(&a, 1, 52);
+    a.g[1][3] = NAN;
+    OK(F(flatopt_optimizer_step)(a.opt));
+    CHECK(isnan(a.p[1][3]), "propagate: the NaN did not reach the param");
+    for (i = 0; i < lens[1]; i++)
+        if (i != 3)
+            CHECK(isfinite(a.p[1][i]), "propagate: element %lu not finite", (unsigned long)i);
+    CHECK(step_count(a.opt) == 1 && skipped_count(a.opt) == 0, "propagate counters");
+    model_free(&a);
+}
+
+/* Each base optimizer: the handle and the stateless function, same step numbers and lr. */
+static void test_stateless_vs_handle(void)
+{
+    static const struct {
+        const char *name;
+        uint32_t kind;
+        double momentum, dampening;
+        uint32_t nesterov, amsgrad;
+        double wd, clip_value;
+        int lookahead;
+        double lr;
+    } v[] = {
+        { "sgd", FLATOPT_SGD, 0, 0, 0, 0, 0, 0, 0, 0.05 },
+        { "sgd momentum+dampening", FLATOPT_SGD, 0.9, 0.1, 0, 0, 0.01, 0, 0, 0.05 },
+        { "sgd nesterov + lookahead", FLATOPT_SGD, 0.9, 0, 1, 0, 0, 0.5, 1, 0.05 },
+        { "adam", FLATOPT_ADAM, 0, 0, 0, 0, 0, 0, 0, 0.01 },
+        { "adam amsgrad + lookahead", FLATOPT_ADAM, 0, 0, 0, 1, 0.01, 0.5, 1, 0.01 },
+        { "adamw + lookahead", FLATOPT_ADAMW, 0, 0, 0, 0, 0, 0, 1, 0.01 },
+        { "radam", FLATOPT_RADAM, 0, 0, 0, 0, 0.01, 0, 0, 0.01 },
+    };
+    static const size_t len[1] = { 37 };
+    size_t k;
+    for (k = 0; k < sizeof v / sizeof v[0]; k++) {
+        model a;
+        flatopt_config c;
+        float *rp, *m1, *m2, *mx, *slow;
+        int t;
+        OK(F(flatopt_config_init)(&c));
+        OK(F(flatopt_base_params_init)(&c.base, v[k].kind));
+        c.base.momentum = v[k].momentum;
+        c.base.dampening = v[k].dampening;
+        c.base.nesterov = v[k].nesterov;
+        c.base.amsgrad = v[k].amsgrad;
+        c.lr = v[k].lr;
+        c.weight_decay = v[k].wd;
+        c.grad_clip_value = v[k].clip_value;
+        c.lookahead = (uint32_t)v[k].lookahead;
+        c.sync_period = 3;
+        c.alpha = 0.5;
+        model_init(&a, 1, len, 60 + k);
+        model_register(&a, &c);
+        rp = fdup(a.p[0], len[0]);
+        slow = fdup(a.p[0], len[0]);
+        m1 = falloc(len[0]);
+        m2 = falloc(len[0]);
+        mx = falloc(len[0]);
+        for (t = 1; t <= 10; t++) {
+            flatopt_step_args args;
+            flatopt_status st = FLATOPT_ERR_INTERNAL;
+            float *sl = v[k].lookahead ? slow : NULL;
+            model_grads(&a, t, 60 + k);
+            OK(F(flatopt_step_args_init)(&args));
+            args.step = (uint64_t)t;
+            args.lr = v[k].lr;
+            args.clip_value = v[k].clip_value;
+            args.weight_decay = v[k].wd;
+            args.sync = (uint32_t)(v[k].lookahead && t % 3 == 0);
+            args.alpha = 0.5;
+            switch (v[k].kind) {
+            case FLATOPT_SGD:
+                st = F(flatopt_sgd_update)(&c.base, &args, rp, a.g[0],
+                                           v[k].momentum > 0 ? m1 : NULL, sl, len[0]);
+                break;
+            case FLATOPT_ADAM:
+                st = F(flatopt_adam_update)(&c.base, &args, rp, a.g[0], m1, m2,
+                                            v[k].amsgrad ? mx : NULL, sl, len[0]);
+                break;
+            case FLATOPT_ADAMW:
+                st = F(flatopt_adamw_update)(&c.base, &args, rp, a.g[0], m1, m2, sl, len[0]);
+                break;
+            default:
+                st = F(flatopt_radam_update)(&c.base, &args, rp, a.g[0], m1, m2, sl, len[0]);
+                break;
+            }
+            CHECK(st == FLATOPT_OK, "%s: stateless step %d: %s (%s)", v[k].name, t,
+                  status_name(st), last_msg());
+            OK(F(flatopt_optimizer_step)(a.opt));
+            CHECK_BITS(a.p[0], rp, len[0], "%s step %d: handle != stateless update", v[k].name, t);
+            if (v[k].lookahead) {
+                const float *s = NULL;
+                size_t n = 0;
+                OK(F(flatopt_optimizer_slow_weights)(a.opt, 0, &s, &n));
+                CHECK(s && n == len[0] && same_bits(s, slow, n),
+                      "%s step %d: slow weights differ", v[k].name, t);
+            }
+        }
+        free(rp);
+        free(slow);
+        free(m1);
+        free(m2);
+        free(mx);
+        model_free(&a);
+    }
+}
+
+static void test_kernels(void)
+{
+    const size_t bs = F(flatopt_sum_squares_block_size)();
+    float small[3] = { 1.0f, 2.0f, 3.0f };
+    float *x, *y, *f, *s, *f0, *s0;
+    size_t n, i, np;
+    double d = -1.0, naive = 0.0, sum = 0.0, parts[4];
+    flatopt_base_params hp;
+    flatopt_step_args args;
+
+    CHECK(bs > 0 && bs % 16 == 0, "sum_squares_block_size %lu", (unsigned long)bs);
+    OK(F(flatopt_sum_squares)(small, 3, &d));
+    CHECK(d == 14.0, "sum_squares({1,2,3}) = %.17g", d);
+    OK(F(flatopt_sum_squares)(NULL, 0, &d));
+    CHECK(d == 0.0, "sum_squares of nothing = %g", d);
+
+    n = 2 * bs + 5;
+    np = 3;
+    x = falloc(n);
+    fill(x, n, 71, 3.0f);
+    for (i = 0; i < n; i++)
+        naive += (double)x[i] * (double)x[i];
+    OK(F(flatopt_sum_squares)(x, n, &d));
+    CHECK(fabs(d - naive) <= 1e-12 * naive, "sum_squares %.17g vs naive %.17g", d, naive);
+    OK(F(flatopt_sum_squares_partials)(x, n, parts, np));
+    for (i = 0; i < np; i++) {
+        double one = -1.0;
+        size_t len = i + 1 < np ? bs : n - (np - 1) * bs;
+        OK(F(flatopt_sum_squares)(x + i * bs, len, &one));
+        CHECK(one == parts[i], "partial %lu = %.17g, sum_squares of the block %.17g",
+              (unsigned long)i, parts[i], one);
+        sum += parts[i];
+    }
+    CHECK(sum == d, "partials added in order %.17g != sum_squares %.17g", sum, d);
+    OK(F(flatopt_sum_squares_partials)(NULL, 0, NULL, 0));
+    x[bs + 3] = NAN;
+    OK(F(flatopt_sum_squares)(x, n, &d));
+    CHECK(isnan(d), "sum_squares with a NaN = %g", d);
+    x[bs + 3] = -INFINITY;
+    OK(F(flatopt_sum_squares)(x, n, &d));
+    CHECK(isinf(d) && d > 0, "sum_squares with -Inf = %g", d);
+    x[bs + 3] = FLT_MAX;
+    OK(F(flatopt_sum_squares)(x, n, &d));
+    CHECK(isfinite(d), "sum_squares overflowed for finite input");
+    free(x);
+
+    OK(F(flatopt_clip_scale)(400.0, 10.0, &d));
+    CHECK(d == 0.5, "clip_scale(400, 10) = %g", d);
+    OK(F(flatopt_clip_scale)(100.0, 10.0, &d));
+    CHECK(d == 1.0, "clip_scale(100, 10) = %g (norm equal to max: no clipping)", d);
+    OK(F(flatopt_clip_scale)(25.0, 10.0, &d));
+    CHECK(d == 1.0, "clip_scale(25, 10) = %g", d);
+    OK(F(flatopt_clip_scale)(0.0, 1.0, &d));
+    CHECK(d == 1.0, "clip_scale(0, 1) = %g", d);
+    OK(F(flatopt_clip_scale)(2.0, 1.0, &d));
+    CHECK(d == 1.0 / sqrt(2.0), "clip_scale(2, 1) = %.17g", d);
+
+    {
+        float v[9] = { -3.0f, -0.5f, 0.0f, 0.5f, 3.0f, 0, INFINITY, -INFINITY, 1.0f };
+        const float want[9] = { -1.0f, -0.5f, 0.0f, 0.5f, 1.0f, 0, 1.0f, -1.0f, 1.0f };
+        v[5] = NAN;
+        OK(F(flatopt_clip_by_value)(v, 9, 1.0f));
+        for (i = 0; i < 9; i++)
+            CHECK(i == 5 ? isnan(v[i]) : v[i] == want[i], "clip_by_value[%lu] = %g",
+                  (unsigned long)i, (double)v[i]);
+        OK(F(flatopt_clip_by_value)(v, 9, 0.0f));
+        for (i = 0; i < 9; i++)
+            CHECK(i == 5 ? isnan(v[i]) : v[i] == 0.0f, "clip_by_value(c=0)[%lu] = %g",
+                  (unsigned long)i, (double)v[i]);
+        y = falloc(37);
+        fill(y, 37, 72, 100.0f);
+        x = fdup(y, 37);
+        OK(F(flatopt_clip_by_value)(x, 37, INFINITY));
+        CHECK(same_bits(x, y, 37), "clip_by_value(+inf) changed values");
+        OK(F(flatopt_scale)(x, 37, 0.37f));
+        for (i = 0; i < 37; i++) {
+            float e = y[i] * 0.37f;
+            CHECK(f2u(x[i]) == f2u(e), "scale[%lu] = %.9g, want %.9g", (unsigned long)i,
+                  (double)x[i], (double)e);
+        }
+        free(x);
+        free(y);
+    }
+
+    n = 37;
+    f = falloc(n);
+    s = falloc(n);
+    fill(f, n, 73, 1.0f);
+    fill(s, n, 74, 1.0f);
+    f0 = fdup(f, n);
+    s0 = fdup(s, n);
+    OK(F(flatopt_lookahead_sync)(f, s, n, 0.3f));
+    for (i = 0; i < n; i++) {
+        float diff = f0[i] - s0[i];
+        float step = 0.3f * diff;
+        float e = s0[i] + step;
+        CHECK(f2u(s[i]) == f2u(e) && f2u(f[i]) == f2u(e),
+              "lookahead_sync[%lu]: slow %.9g fast %.9g, want %.9g", (unsigned long)i,
+              (double)s[i], (double)f[i], (double)e);
+    }
+    fill(f, n, 75, 1.0f);
+    memcpy(s0, s, n * sizeof(float));
+    OK(F(flatopt_lookahead_sync)(f, s, n, 0.0f));
+    CHECK(same_bits(s, s0, n) && same_bits(f, s0, n), "lookahead_sync(alpha 0) must snap back");
+    free(f);
+    free(s);
+    free(f0);
+    free(s0);
+
+    /* zero lengths: NULL is fine when there is nothing to touch */
+    OK(F(flatopt_scale)(NULL, 0, 2.0f));
+    OK(F(flatopt_clip_by_value)(NULL, 0, 1.0f));
+    OK(F(flatopt_lookahead_sync)(NULL, NULL, 0, 0.5f));
+    OK(F(flatopt_base_params_init)(&hp, FLATOPT_ADAM));
+    OK(F(flatopt_step_args_init)(&args));
+    OK(F(flatopt_adam_update)(&hp, &args, NULL, NULL, NULL, NULL, NULL, NULL, 0));
+}
+
+static void test_schedules(void)
+{
+    static const size_t len[1] = { 3 };
+    struct {
+        const char *name;
+        uint32_t kind;
+        double want[8];
+    } cases[] = {
+        { "step", FLATOPT_SCHEDULE_STEP, { 1, 1, 0.5, 0.5, 0.25, 0.25, 0.125, 0.125 } },
+        { "multistep", FLATOPT_SCHEDULE_MULTI_STEP, { 1, 1, 0.1, 0.1, 0.01, 0.01, 0.01, 0.01 } },
+        { "piecewise", FLATOPT_SCHEDULE_PIECEWISE_CONSTANT,
+          { 0.3, 0.2, 0.2, 0.1, 0.1, 0.1, 0.1, 0.1 } },
+        { "warmup", FLATOPT_SCHEDULE_WARMUP, { 0, 0.25, 0.5, 0.75, 1, 1, 1, 1 } },
+        { "constant", FLATOPT_SCHEDULE_CONSTANT,
+          { 1.0 / 3, 1.0 / 3, 1.0 / 3, 1.0 / 3, 1.0 / 3, 1, 1, 1 } },
+        { "linear", FLATOPT_SCHEDULE_LINEAR,
+          { 1.0 / 3, 1.0 / 3 + 2.0 / 15, 1.0 / 3 + 4.0 / 15, 1.0 / 3 + 6.0 / 15,
+            1.0 / 3 + 8.0 / 15, 1, 1, 1 } },
+        { "cosine", FLATOPT_SCHEDULE_COSINE_ANNEALING,
+          { 1, 0.85355339059327373, 0.5, 0.14644660940672627, 0, 0, 0, 0 } },
+        { "exponential (manual)", FLATOPT_SCHEDULE_EXPONENTIAL,
+          { 1, 0.95, 0.9025, 0.857375, 0.81450625, 0.7737809375, 0.735091890625,
+            0.69833729609375 } },
+    };
+    uint64_t ms[2] = { 2, 4 }, bounds[2] = { 1, 3 };
+    double vals[3] = { 0.3, 0.2, 0.1 };
+    size_t k;
+    int e;
+
+    /* Manual mode: the learning rate follows flatopt_optimizer_schedule_step only. */
+    for (k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        model a;
+        flatopt_config c;
+        flatopt_schedule s;
+        OK(F(flatopt_schedule_init)(&s, cases[k].kind));
+        s.base_lr = 1.0;
+        switch (cases[k].kind) {
+        case FLATOPT_SCHEDULE_STEP:
+            s.period = 2;
+            s.gamma = 0.5;
+            break;
+        case FLATOPT_SCHEDULE_MULTI_STEP:
+            s.milestones = ms;
+            s.n_milestones = 2;
+            break;
+        case FLATOPT_SCHEDULE_PIECEWISE_CONSTANT:
+            s.milestones = bounds;
+            s.n_milestones = 2;
+            s.values = vals;
+            s.n_values = 3;
+            break;
+        case FLATOPT_SCHEDULE_WARMUP:
+            s.warmup = 4;
+            break;
+        case FLATOPT_SCHEDULE_COSINE_ANNEALING:
+            s.period = 4;
+            break;
+        default:
+            break;
+        }
+        OK(F(flatopt_config_init)(&c));
+        OK(F(flatopt_base_params_init)(&c.base, FLATOPT_SGD));
+        c.schedule = &s;
+        c.schedule_manual = 1;
+        model_init(&a, 1, len, 80);
+        model_register(&a, &c);
+        /* the optimizer copied the schedule and its lists */
+        s.base_lr = 123.0;
+        ms[0] = 99;
+        bounds[0] = 99;
+        vals[0] = 99.0;
+        for (e = 0; e < 8; e++) {
+            float lr = current_lr(a.opt), want = (float)cases[k].want[e];
+            CHECK(near_ulps(lr, want, 1), "%s: lr(e=%d) = %.9g, expected %.9g", cases[k].name,
+                  e, (double)lr, (double)want);
+            /* updates do not advance a manual schedule */
+            model_grads(&a, e + 1, 80);
+            OK(F(flatopt_optimizer_step)(a.opt));
+            OK(F(flatopt_optimizer_step)(a.opt));
+            CHECK(current_lr(a.opt) == lr, "%s: an update advanced a manual schedule",
+                  cases[k].name);
+            OK(F(flatopt_optimizer_schedule_step)(a.opt));
+        }
+        ms[0] = 2;
+        bounds[0] = 1;
+        vals[0] = 0.3;
+        model_free(&a);
+    }
+
+    /* Per-update mode (default): Exponential advances once per applied update. */
+    {
+        model a;
+        flatopt_config c;
+        flatopt_schedule s;
+        OK(F(flatopt_schedule_init)(&s, FLATOPT_SCHEDULE_EXPONENTIAL));
+        CHECK(s.gamma == 0.95, "Exponential default gamma %g", s.gamma);
+        s.base_lr = 0.1;
+        s.gamma = 0.9;
+        OK(F(flatopt_config_init)(&c));
+        OK(F(flatopt_base_params_init)(&c.base, FLATOPT_SGD));
+        c.schedule = &s;
+        model_init(&a, 1, len, 81);
+        model_register(&a, &c);
+        for (e = 0; e < 8; e++) {
+            float lr = current_lr(a.opt), want = (float)(0.1 * pow(0.9, (double)e));
+            CHECK(near_ulps(lr, want, 1), "exponential per update: lr(e=%d) = %.9g, want %.9g",
+                  e, (double)lr, (double)want);
+            model_grads(&a, e + 1, 81);
+            OK(F(flatopt_optimizer_step)(a.opt));
+        }
+        model_free(&a);
+    }
+
+    /* ReduceOnPlateau driven by schedule_step_metric (PyTorch semantics). */
+    {
+        model a;
+        flatopt_config c;
+        flatopt_schedule s;
+        const double metrics[] = { 1.0, 0.5, 0.6, 0.7, 0.4, 0.45, 0.45, 0.45, 0.45 };
+        const double want[] = { 0.1, 0.1, 0.1, 0.05, 0.05, 0.05, 0.025, 0.025, 0.0125 };
+        size_t i;
+        OK(F(flatopt_schedule_init)(&s, FLATOPT_SCHEDULE_REDUCE_ON_PLATEAU));
+        s.base_lr = 0.1;
+        s.factor = 0.5;
+        s.patience = 1;
+        OK(F(flatopt_config_init)(&c));
+        OK(F(flatopt_base_params_init)(&c.base, FLATOPT_SGD));
+        c.schedule = &s;
+        model_init(&a, 1, len, 82);
+        model_register(&a, &c);
+        CHECK(current_lr(a.opt) == 0.1f, "plateau initial lr");
+        for (i = 0; i < sizeof metrics / sizeof metrics[0]; i++) {
+            float lr;
+            OK(F(flatopt_optimizer_schedule_step_metric)(a.opt, metrics[i]));
+            lr = current_lr(a.opt);
+            CHECK(near_ulps(lr, (float)want[i], 1), "plateau after metric %lu (%g): lr %.9g, "
+                  "expected %.9g", (unsigned long)i, metrics[i], (double)lr, want[i]);
+            model_grads(&a, (int)i + 1, 82);
+            OK(F(flatopt_optimizer_step)(a.opt));
+            CHECK(current_lr(a.opt) == lr, "an update changed a plateau schedule's lr");
+        }
+        model_free(&a);
+    }
+}
+
+/* Big enough for the library's thread pool to run: its threshold (PARALLEL_MIN_ELEMENTS in
+ * src/engine.rs, 1 << 19 at the time of writing) is not visible through the C API. */
+#define THREADED_LEN ((1 << 20) + 77)
+
+static void test_threads(void)
+{
+    static const size_t lens[3] = { THREADED_LEN, 3, 1000 };
+    model a, b, c2;
+    flatopt_config c = cfg_la_adam(3, 30.0);
+    uint32_t n = 0;
+    int t;
+    model_init(&a, 3, lens, 91);
+    model_init(&b, 3, lens, 91);
+    model_init(&c2, 3, lens, 91);
+    model_register(&a, &c);
+    c.num_threads = 2;
+    model_register(&b, &c);
+    c.num_threads = 1;
+    model_register(&c2, &c);
+    OK(F(flatopt_optimizer_num_threads)(b.opt, &n));
+    CHECK(n == 2, "num_threads %u", (unsigned)n);
+    for (t = 1; t <= 6; t++) {
+        if (t == 3) {
+            OK(F(flatopt_optimizer_set_num_threads)(c2.opt, 2));
+            OK(F(flatopt_optimizer_num_threads)(c2.opt, &n));
+            CHECK(n == 2, "num_threads after set_num_threads(2): %u", (unsigned)n);
+        }
+        model_grads(&a, t, 91);
+        model_copy_grads(&b, &a);
+        model_copy_grads(&c2, &a);
+        OK(F(flatopt_optimizer_step)(a.opt));
+        OK(F(flatopt_optimizer_step)(b.opt));
+        OK(F(flatopt_optimizer_step)(c2.opt));
+        model_same(&a, &b, 1, "2 threads (config) vs 1", t);
+        model_same(&a, &c2, 1, "set_num_threads(2) vs 1", t);
+    }
+    OK(F(flatopt_optimizer_set_num_threads)(c2.opt, 1));
+    OK(F(flatopt_optimizer_num_threads)(c2.opt, &n));
+    CHECK(n == 1, "num_threads back to 1: %u", (unsigned)n);
+    model_free(&a);
+    model_free(&b);
+    model_free(&c2);
+}
+
+static void test_reset(void)
+{
+    static const size_t lens[2] = { 12, 50 };
+    model a, b;
+    flatopt_config c = cfg_la_adam(2, 30.0);
+    flatopt_schedule s;
+    float lr0, *extra, *extra_g;
+    size_t np = 0;
+    int t, i;
+    OK(F(flatopt_schedule_init)(&s, FLATOPT_SCHEDULE_EXPONENTIAL));
+    s.base_lr = 0.02;
+    c.schedule = &s;
+    model_init(&a, 2, lens, 95);
+    model_register(&a, &c);
+    lr0 = current_lr(a.opt);
+    for (t = 1; t <= 3; t++) {
+        model_grads(&a, t, 95);
+        OK(F(flatopt_optimizer_step)(a.opt));
+    }
+    OK(F(flatopt_optimizer_reset)(a.opt));
+    CHECK(step_count(a.opt) == 0 && skipped_count(a.opt) == 0, "counters after reset");
+    CHECK(current_lr(a.opt) == lr0, "schedule not reset");
+    for (i = 0; i < 2; i++) {
+        const float *sw = NULL;
+        size_t n = 0;
+        OK(F(flatopt_optimizer_slow_weights)(a.opt, (size_t)i, &sw, &n));
+        CHECK(sw && n == lens[i] && same_bits(sw, a.p[i], n),
+              "slow weights after reset are not the current params");
+    }
+    /* after reset: exactly a fresh optimizer registered with the current values */
+    model_init(&b, 2, lens, 95);
+    for (i = 0; i < 2; i++)
+        memcpy(b.p[i], a.p[i], lens[i] * sizeof(float));
+    model_register(&b, &c);
+    for (t = 1; t <= 4; t++) {
+        model_grads(&a, t + 10, 95);
+        model_copy_grads(&b, &a);
+        OK(F(flatopt_optimizer_step)(a.opt));
+        OK(F(flatopt_optimizer_step)(b.opt));
+        model_same(&a, &b, 1, "after reset vs fresh", t);
+    }
+    /* registration is allowed again after a reset */
+    OK(F(flatopt_optimizer_reset)(a.opt));
+    extra = falloc(5);
+    extra_g = falloc(5);
+    OK(F(flatopt_optimizer_add_param)(a.opt, extra, extra_g, 5));
+    OK(F(flatopt_optimizer_num_params)(a.opt, &np));
+    CHECK(np == 3 && total_len(a.opt) == 12 + 50 + 5, "registration after reset");
+    OK(F(flatopt_optimizer_step)(a.opt));
+    model_free(&a);
+    model_free(&b);
+    free(extra);
+    free(extra_g);
+}
+
+static void test_registration_edges(void)
+{
+    flatopt_config c = cfg_la_adam(2, 0.0);
+    flatopt_optimizer *o = new_opt(&c);
+    float *p1 = falloc(6), *p2 = falloc(6), *g = falloc(6);
+    size_t np = 0;
+    fill(p1, 6, 1, 1.0f);
+    fill(p2, 6, 2, 1.0f);
+    fill(g, 6, 3, 1.0f);
+    /* two params may share one (read-only) gradient buffer */
+    OK(F(flatopt_optimizer_add_param)(o, p1, g, 6));
+    OK(F(flatopt_optimizer_add_param)(o, p2, g, 6));
+    /* an empty buffer is accepted and changes nothing */
+    OK(F(flatopt_optimizer_add_param)(o, NULL, NULL, 0));
+    OK(F(flatopt_optimizer_num_params)(o, &np));
+    CHECK(np == 3 && total_len(o) == 12, "num_params %lu total %lu", (unsigned long)np,
+          (unsigned long)total_len(o));
+    OK(F(flatopt_optimizer_step)(o));
+    OK(F(flatopt_optimizer_step)(o));
+    CHECK(step_count(o) == 2, "steps with a shared gradient");
+    F(flatopt_optimizer_free)(o);
+    free(p1);
+    free(p2);
+    free(g);
+}
+
+/* The last error message is per thread. */
+typedef struct tls_job {
+    int fresh_empty;
+    int status;
+    char msg[256];
+} tls_job;
+static void *tls_worker(void *arg)
+{
+    tls_job *j = (tls_job *)arg;
+    double d;
+    const char *m = flatopt_last_error_message();
+    j->fresh_empty = m != NULL && m[0] == 0;
+    j->status = (int)flatopt_clip_scale(1.0, -5.5, &d);
+    strncpy(j->msg, flatopt_last_error_message(), sizeof j->msg - 1);
+    return NULL;
+}
+static void test_thread_local_message(void)
+{
+    pthread_t th;
+    tls_job j;
+    memset(&j, 0, sizeof j);
+    EXPECT(F(flatopt_config_init)(NULL), FLATOPT_ERR_NULL_POINTER);
+    CHECK(pthread_create(&th, NULL, tls_worker, &j) == 0, "pthread_create");
+    pthread_join(th, NULL);
+    CHECK(j.fresh_empty, "a new thread's last error message is not empty");
+    CHECK(j.status == FLATOPT_ERR_INVALID_ARGUMENT && strstr(j.msg, "max_norm") != NULL,
+          "thread message \"%s\"", j.msg);
+    CHECK(msg_has("config") && !msg_has("max_norm"),
+          "main thread's message changed by another thread: \"%s\"", last_msg());
+}
+
+/* The header: "the gradient may be NULL if every step passes gradients with
+ * flatopt_optimizer_step_with_grads". */
+static void test_null_registered_grad(void)
+{
+    flatopt_config c = cfg_la_adam(2, 0.0);
+    flatopt_optimizer *o = new_opt(&c), *ref = new_opt(&c);
+    float *p = falloc(6), *pr = falloc(6), *g = falloc(6);
+    const float *gs[1];
+    flatopt_status st;
+    int t;
+    fill(p, 6, 1, 1.0f);
+    memcpy(pr, p, 6 * sizeof(float));
+    gs[0] = g;
+    st = F(flatopt_optimizer_add_param)(o, p, NULL, 6);
+    CHECK(st == FLATOPT_OK, "add_param with grad NULL: %s (%s)", status_name(st), last_msg());
+    OK(F(flatopt_optimizer_add_param)(ref, pr, g, 6));
+    if (st == FLATOPT_OK) {
+        for (t = 1; t <= 3; t++) {
+            fill(g, 6, 10 + (uint64_t)t, 1.0f);
+            OK(F(flatopt_optimizer_step_with_grads)(o, gs, 1));
+            OK(F(flatopt_optimizer_step)(ref));
+            CHECK(same_bits(p, pr, 6), "NULL registered grad + step_with_grads, step %d", t);
+        }
+        /* the registered gradient is needed by step and begin_step */
+        EXPECT(F(flatopt_optimizer_step)(o), FLATOPT_ERR_NULL_POINTER);
+        CHECK(msg_has("grad"), "step with a NULL registered grad: \"%s\"", last_msg());
+        EXPECT(F(flatopt_optimizer_begin_step)(o), FLATOPT_ERR_NULL_POINTER);
+        CHECK(step_count(o) == 3, "failed steps counted");
+        /* reset needs no gradient */
+        OK(F(flatopt_optimizer_reset)(o));
+    }
+    F(flatopt_optimizer_free)(o);
+    F(flatopt_optimizer_free)(ref);
+    free(p);
+    free(pr);
+    free(g);
+}
+
+/* Checkpoints: save after a few updates (one skipped), restore into a fresh optimizer with the
+ * saved parameters (other threads and SIMD tier), continue: bit-identical to never stopping. */
+static void test_checkpoints(void)
+{
+    static const size_t lens[3] = { 9, 5000, 70 };
+    model a, b, c2;
+    flatopt_config c = cfg_la_adam(3, 30.0);
+    flatopt_schedule s;
+    float *saved_p[3], lr_at_save;
+    unsigned char *mem, *file;
+    size_t size = 0, w = 0, fsize = 0;
+    char path[600];
+    FILE *fp;
+    int i, t;
+
+    OK(F(flatopt_schedule_init)(&s, FLATOPT_SCHEDULE_EXPONENTIAL));
+    s.base_lr = 0.01;
+    c.schedule = &s;
+    c.base.amsgrad = 1;
+    model_init(&a, 3, lens, 101);
+    model_register(&a, &c);
+    for (t = 1; t <= 4; t++) {
+        model_grads(&a, t, 101);
+        if (t == 2)
+            a.g[1][17] = NAN;
+        EXPECT(F(flatopt_optimizer_step)(a.opt), t == 2 ? FLATOPT_SKIPPED : FLATOPT_OK);
+    }
+    OK(F(flatopt_optimizer_checkpoint_size)(a.opt, &size));
+    mem = (unsigned char *)xmalloc(size + 100);
+    OK(F(flatopt_optimizer_save)(a.opt, mem, size + 100, &w));
+    CHECK(w == size, "save wrote %lu bytes, checkpoint_size %lu", (unsigned long)w,
+          (unsigned long)size);
+    CHECK(size > 40 && memcmp(mem, "FLATOPTC", 8) == 0, "checkpoint magic");
+    CHECK(get_u64(mem + 16) == size, "checkpoint length field");
+    CHECK(((uint32_t)mem[size - 4] | (uint32_t)mem[size - 3] << 8 |
+           (uint32_t)mem[size - 2] << 16 | (uint32_t)mem[size - 1] << 24) ==
+              crc32_ieee(mem, size - 4),
+          "checkpoint CRC-32 is not zlib's crc32 of the preceding bytes");
+    tmp_path(path, sizeof path, "a.ckpt");
+    OK(F(flatopt_optimizer_save_file)(a.opt, path));
+    OK(F(flatopt_optimizer_save_file)(a.opt, path)); /* overwriting is fine */
+    fp = fopen(path, "rb");
+    file = (unsigned char *)xmalloc(size + 100);
+    if (CHECK(fp != NULL, "cannot open %s", path)) {
+        fsize = fread(file, 1, size + 100, fp);
+        fclose(fp);
+    }
+    CHECK(fsize == size && memcmp(file, mem, size) == 0,
+          "save_file wrote something else than save (%lu bytes vs %lu)", (unsigned long)fsize,
+          (unsigned long)size);
+    lr_at_save = current_lr(a.opt);
+    for (i = 0; i < 3; i++)
+        saved_p[i] = fdup(a.p[i], lens[i]);
+
+    /* b from memory (2 threads, scalar tier), c2 from the file (default tier) */
+    model_init(&b, 3, lens, 101);
+    model_init(&c2, 3, lens, 101);
+    for (i = 0; i < 3; i++) {
+        memcpy(b.p[i], saved_p[i], lens[i] * sizeof(float));
+        memcpy(c2.p[i], saved_p[i], lens[i] * sizeof(float));
+    }
+    c.num_threads = 2;
+    c.simd_tier = FLATOPT_SIMD_SCALAR;
+    model_register(&b, &c);
+    c.num_threads = 1;
+    c.simd_tier = FLATOPT_SIMD_DEFAULT;
+    model_register(&c2, &c);
+    OK(F(flatopt_optimizer_load)(b.opt, mem, size));
+    OK(F(flatopt_optimizer_load_file)(c2.opt, path));
+    CHECK(step_count(b.opt) == 3 && skipped_count(b.opt) == 1 && step_count(c2.opt) == 3 &&
+              skipped_count(c2.opt) == 1,
+          "counters not restored: steps %lu skipped %lu", (unsigned long)step_count(b.opt),
+          (unsigned long)skipped_count(b.opt));
+    CHECK(current_lr(b.opt) == lr_at_save && current_lr(c2.opt) == lr_at_save,
+          "schedule not restored: lr %.9g, saved %.9g", (double)current_lr(b.opt),
+          (double)lr_at_save);
+    model_same(&a, &b, 1, "right after load", 4);
+    model_same(&a, &c2, 1, "right after load_file", 4);
+    for (t = 5; t <= 10; t++) {
+        model_grads(&a, t, 101);
+        model_copy_grads(&b, &a);
+        model_copy_grads(&c2, &a);
+        OK(F(flatopt_optimizer_step)(a.opt));
+        OK(F(flatopt_optimizer_step)(b.opt));
+        OK(F(flatopt_optimizer_step)(c2.opt));
+        model_same(&a, &b, 1, "after load (memory, 2 threads, scalar)", t);
+        model_same(&a, &c2, 1, "after load_file", t);
+    }
+    /* loading rewinds: a back to the saved state continues like b did */
+    for (i = 0; i < 3; i++)
+        memcpy(a.p[i], saved_p[i], lens[i] * sizeof(float));
+    OK(F(flatopt_optimizer_load)(a.opt, mem, size));
+    CHECK(step_count(a.opt) == 3, "load did not rewind the step count");
+    free(mem);
+    free(file);
+    for (i = 0; i < 3; i++)
+        free(saved_p[i]);
+    model_free(&a);
+    model_free(&b);
+    model_free(&c2);
+
+    /* ReduceOnPlateau state travels too */
+    {
+        static const size_t len1[1] = { 4 };
+        model p1, p2;
+        flatopt_config pc;
+        flatopt_schedule ps;
+        const double metrics[] = { 1.0, 0.9, 0.95, 0.97, 0.99, 0.98 };
+        size_t n = 0;
+        unsigned char *ck;
+        int k;
+        OK(F(flatopt_schedule_init)(&ps, FLATOPT_SCHEDULE_REDUCE_ON_PLATEAU));
+        ps.base_lr = 0.1;
+        ps.factor = 0.5;
+        ps.patience = 1;
+        ps.cooldown = 1;
+        OK(F(flatopt_config_init)(&pc));
+        pc.schedule = &ps;
+        model_init(&p1, 1, len1, 102);
+        model_init(&p2, 1, len1, 102);
+        model_register(&p1, &pc);
+        model_register(&p2, &pc);
+        for (k = 0; k < 3; k++)
+            OK(F(flatopt_optimizer_schedule_step_metric)(p1.opt, metrics[k]));
+        ck = ckpt_of(p1.opt, &n);
+        OK(F(flatopt_optimizer_load)(p2.opt, ck, n));
+        for (k = 3; k < 6; k++) {
+            OK(F(flatopt_optimizer_schedule_step_metric)(p1.opt, metrics[k]));
+            OK(F(flatopt_optimizer_schedule_step_metric)(p2.opt, metrics[k]));
+            CHECK(current_lr(p1.opt) == current_lr(p2.opt),
+                  "plateau after load: lr %.9g vs %.9g", (double)current_lr(p2.opt),
+                  (double)current_lr(p1.opt));
+        }
+        CHECK(current_lr(p1.opt) < 0.1f, "the plateau test data should reduce the lr");
+        free(ck);
+        model_free(&p1);
+        model_free(&p2);
+    }
+}
+
+/* After the whole run the temporary directory holds only the files the tests named: atomic
+ * saves leave no temporary files behind, also when they fail. */
+static void check_tmpdir_clean(void)
+{
+    static const char *const known[] = { ".", "..", "subdir", "garbage.ckpt", "a.ckpt",
+                                         "fixture.ckpt", "nola.ckpt", "pending.ckpt" };
+    DIR *d = opendir(g_tmpdir);
+    struct dirent *e;
+    size_t k;
+    if (!CHECK(d != NULL, "cannot list %s", g_tmpdir))
+        return;
+    while ((e = readdir(d)) != NULL) {
+        int ok = 0;
+        for (k = 0; k < sizeof known / sizeof known[0]; k++)
+            ok |= strcmp(e->d_name, known[k]) == 0;
+        CHECK(ok, "unexpected file left in the temporary directory: %s", e->d_name);
+    }
+    closedir(d);
+}
+
+static void tmpdir_create(void)
+{
+    const char *base = getenv("TMPDIR");
+    char path[600];
+    FILE *fp;
+    snprintf(g_tmpdir, sizeof g_tmpdir, "%s/flatopt_test_api.XXXXXX",
+             base && *base ? base : "/tmp");
+    if (!mkdtemp(g_tmpdir)) {
+        perror(g_tmpdir);
+        exit(2);
+    }
+    tmp_path(path, sizeof path, "subdir");
+    if (mkdir(path, 0700) != 0) {
+        perror(path);
+        exit(2);
+    }
+    tmp_path(path, sizeof path, "garbage.ckpt");
+    fp = fopen(path, "wb");
+    if (!fp) {
+        perror(path);
+        exit(2);
+    }
+    fputs("this is not a checkpoint, but it is long enough to be read as one........\n", fp);
+    fclose(fp);
+}
+
+static void tmpdir_remove(void)
+{
+    static const char *const files[] = { "garbage.ckpt", "a.ckpt", "fixture.ckpt", "nola.ckpt",
+                                         "pending.ckpt" };
+    char path[600];
+    size_t k;
+    for (k = 0; k < sizeof files / sizeof files[0]; k++) {
+        tmp_path(path, sizeof path, files[k]);
+        remove(path);
+    }
+    tmp_path(path, sizeof path, "subdir");
+    rmdir(path);
+    rmdir(g_tmpdir);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+
+static void stage(const char *name)
+{
+    printf("test_api: %s\n", name);
+    fflush(stdout);
+}
+
+int main(int argc, char **argv)
+{
+    const char *coverage_out = NULL;
+    int i;
+    size_t k;
+    long failed;
+    for (i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--list-api") == 0) {
+            for (k = 0; k < N_API; k++)
+                printf("%s\n", k_api[k]);
+            return 0;
+        } else if (strcmp(argv[i], "--coverage") == 0 && i + 1 < argc) {
+            coverage_out = argv[++i];
+        } else if (strcmp(argv[i], "-v") == 0) {
+            g_verbose = 1;
+        } else {
+            fprintf(stderr, "usage: %s [-v] [--coverage FILE] [--list-api]\n", argv[0]);
+            return 2;
+        }
+    }
+    printf("test_api: flatopt %s (header %s), default SIMD tier %s\n", flatopt_version(),
+           FLATOPT_VERSION_STRING, flatopt_simd_tier_name(flatopt_default_simd_tier()));
+    tmpdir_create();
+
+    stage("version, status strings, init defaults, SIMD tiers");
+    test_version();
+    test_status_str();
+    test_init_defaults();
+    test_simd();
+    stage("bad-input table");
+    test_bad_inputs();
+    stage("Lookahead(Adam) + clip_norm vs the stateless pipeline");
+    test_lookahead_adam_clip();
+    stage("step_with_grads, split steps from 2 pthreads");
+    test_step_with_grads();
+    test_split_step_threads();
+    stage("non-finite gradients");
+    test_nonfinite_skip();
+    test_nonfinite_error_propagate();
+    stage("stateless updates vs the handle, kernels");
+    test_stateless_vs_handle();
+    test_kernels();
+    stage("schedules, threads, reset, registration, thread-local messages");
+    test_schedules();
+    test_threads();
+    test_reset();
+    test_registration_edges();
+    test_thread_local_message();
+    stage("checkpoints, NULL registered gradients");
+    test_checkpoints();
+    test_null_registered_grad();
+    check_tmpdir_clean();
+
+    /* Coverage: every function of the header was called. */
+    for (k = 0; k < N_API; k++)
+        CHECK(g_called[k] > 0, "%s was never exercised", k_api[k]);
+    for (i = 0; i < g_n_unlisted; i++)
+        CHECK(0, "%s was called but is missing from k_api[]", g_unlisted[i]);
+    if (coverage_out) {
+        FILE *fp = fopen(coverage_out, "w");
+        if (CHECK(fp != NULL, "cannot write %s", coverage_out)) {
+            for (k = 0; k < N_API; k++)
+                if (g_called[k])
+                    fprintf(fp, "%s\n", k_api[k]);
+            for (i = 0; i < g_n_unlisted; i++)
+                fprintf(fp, "%s\n", g_unlisted[i]);
+            fclose(fp);
+        }
+    }
+
+    tmpdir_remove();
+    failed = g_failures;
+    printf("test_api: %lu functions exercised\n", (unsigned long)N_API);
+    printf("test_api: %ld checks passed, %ld bad-input rows\n", g_checks - failed, g_rows);
+    if (failed) {
+        printf("test_api: FAILED: %ld checks failed\n", failed);
+        return 1;
+    }
+    return 0;
+}
