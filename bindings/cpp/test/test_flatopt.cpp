@@ -1124,9 +1124,9 @@ void test_stateless_errors() {
   CHECK_THROWS(flatopt::clip_scale(std::nan(""), 1.0), FLATOPT_ERR_INVALID_ARGUMENT,
                "sum_squares");
   CHECK_THROWS(flatopt::clip_scale(1.0, 0.0), FLATOPT_ERR_INVALID_ARGUMENT, "max_norm");
-  CHECK_THROWS(flatopt::clip_by_value(p, -1.0f), FLATOPT_ERR_INVALID_ARGUMENT, "clip_value");
+  CHECK_THROWS(flatopt::clip_by_value(p, -1.0f), FLATOPT_ERR_INVALID_ARGUMENT, "invalid c =");
   CHECK_THROWS(flatopt::scale(p, std::numeric_limits<float>::infinity()),
-               FLATOPT_ERR_INVALID_ARGUMENT, "scale");
+               FLATOPT_ERR_INVALID_ARGUMENT, "invalid s =");
   CHECK_THROWS(flatopt::lookahead_sync(p, s, 2.0f), FLATOPT_ERR_INVALID_ARGUMENT, "alpha");
   CHECK_THROWS(flatopt::lookahead_sync(p, short4, 0.5f), FLATOPT_ERR_LENGTH_MISMATCH, "slow");
   CHECK_THROWS(flatopt::lookahead_sync(flatopt::Span<float>(p.data(), 4),
