@@ -9,8 +9,8 @@ VENV    := .venv
 CMAKE   := $(VENV)/bin/cmake
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all lib demo demo-rust test lint test-rust test-c test-cpp test-install header \
-        install bench fmt clean
+.PHONY: all lib demo demo-rust test lint test-rust test-c test-cpp test-python test-install \
+        header install bench fmt clean
 
 all: lib
 
@@ -29,9 +29,10 @@ demo-rust:
 	$(CARGO) run --release --example train
 
 ## Every test: formatting, clippy, Rust tests (including the header freshness check), the C and
-## C++ test programs (plain, valgrind, AddressSanitizer), and the install test (pkg-config and
-## CMake consumers of an installed tree).
-test: lint test-rust test-c test-cpp test-install
+## C++ test programs (plain, valgrind, AddressSanitizer), the Python binding (pytest on the
+## pip-installed package) and the install test (pkg-config and CMake consumers of an installed
+## tree).
+test: lint test-rust test-c test-cpp test-python test-install
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -46,6 +47,9 @@ test-c: lib
 
 test-cpp: lib
 	bash bindings/cpp/test/run.sh
+
+test-python: $(VENV)/bin/python
+	bash bindings/python/run_tests.sh
 
 test-install: lib $(CMAKE)
 	CMAKE=$(abspath $(CMAKE)) bash tests/install/run.sh

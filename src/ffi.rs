@@ -1069,13 +1069,18 @@ impl flatopt_optimizer {
             // SAFETY: `given` holds one pointer per registered buffer (caller contract).
             Some(p) => unsafe { p.add(i).read() },
         };
-        self.spans.clear();
         for (i, b) in bufs.iter().enumerate() {
             check_buf("grad", grad_ptr(i), b.len)?;
-            self.spans.push(span(b.param, b.len, true, "param", i));
-            self.spans.push(span(grad_ptr(i), b.len, false, "grad", i));
         }
-        check_disjoint(&mut self.spans)?;
+        if given.is_some() {
+            // Registered gradients were checked for overlap at registration; these are new.
+            self.spans.clear();
+            for (i, b) in bufs.iter().enumerate() {
+                self.spans.push(span(b.param, b.len, true, "param", i));
+                self.spans.push(span(grad_ptr(i), b.len, false, "grad", i));
+            }
+            check_disjoint(&mut self.spans)?;
+        }
         let guard = ScratchGuard {
             params: &mut self.params,
             grads: &mut self.grads,

@@ -1,0 +1,135 @@
+"""flatopt: fused, deterministic SIMD optimizer updates on your NumPy arrays.
+
+Python binding over ctypes of the flatopt C library, with the braintools / optax / PyTorch
+API::
+
+    import numpy as np
+    import flatopt
+
+    params = {"w": np.zeros((64, 10), np.float32), "b": np.zeros(10, np.float32)}
+    opt = flatopt.Lookahead(flatopt.adam(1e-3), sync_period=5, alpha=0.5)
+    opt.register_trainable_weights(params)
+    opt.update(grads)            # same structure as params; params change in place
+
+* Base optimizers (optax style): :func:`sgd`, :func:`adam`, :func:`adamw`, :func:`radam`,
+  wrapped by :class:`Lookahead`.
+* braintools / PyTorch-style optimizers: :class:`SGD`, :class:`Adam`, :class:`AdamW`,
+  :class:`RAdam`.
+* Schedules: :class:`StepLR`, :class:`CosineAnnealingLR`, ... (see :mod:`flatopt._schedules`
+  for how they drive an optimizer).
+* Errors: :class:`FlatoptError` and its subclasses.
+
+The numerical contract (and where it differs from braintools, optax and PyTorch) is the
+project's SPEC.md. The shared library is found as described in :mod:`flatopt._lib`
+(``FLATOPT_LIBRARY``, then the copy bundled in this package, then the system);
+:data:`library_path` says which one was loaded.
+"""
+
+from ._errors import (
+    CheckpointError,
+    CheckpointIOError,
+    DTypeError,
+    FlatoptError,
+    InternalError,
+    InvalidArgumentError,
+    InvalidStateError,
+    LayoutError,
+    LengthMismatchError,
+    NonFiniteError,
+    OverlapError,
+    StructureError,
+    UnsupportedError,
+)
+from ._lib import library_path, library_version
+from ._optim import (
+    SGD,
+    Adam,
+    AdamW,
+    BaseOptimizer,
+    Lookahead,
+    Optimizer,
+    RAdam,
+    adam,
+    adamw,
+    radam,
+    sgd,
+)
+from ._schedules import (
+    ConstantLR,
+    CosineAnnealingLR,
+    CosineAnnealingWarmRestarts,
+    CyclicLR,
+    ExponentialDecayLR,
+    ExponentialLR,
+    LinearLR,
+    LRScheduler,
+    MultiStepLR,
+    OneCycleLR,
+    PiecewiseConstantSchedule,
+    PolynomialLR,
+    ReduceLROnPlateau,
+    StepLR,
+    WarmupCosineSchedule,
+    WarmupScheduler,
+)
+
+__version__ = "0.1.0"
+
+
+def simd_tiers():
+    """The SIMD tiers available on this CPU in this build, e.g. ['scalar', 'portable',
+    'avx2'] (pass one as ``simd_tier=`` to an optimizer; results are bit-identical)."""
+    from . import _lib
+
+    return [name for name, t in _lib.SIMD_TIERS.items() if t and _lib.simd_tier_available(t)]
+
+
+__all__ = [
+    "__version__",
+    "library_path",
+    "library_version",
+    "simd_tiers",
+    # optimizers
+    "BaseOptimizer",
+    "sgd",
+    "adam",
+    "adamw",
+    "radam",
+    "Optimizer",
+    "Lookahead",
+    "SGD",
+    "Adam",
+    "AdamW",
+    "RAdam",
+    # schedules
+    "LRScheduler",
+    "ConstantLR",
+    "LinearLR",
+    "StepLR",
+    "MultiStepLR",
+    "ExponentialLR",
+    "ExponentialDecayLR",
+    "CosineAnnealingLR",
+    "CosineAnnealingWarmRestarts",
+    "PolynomialLR",
+    "WarmupScheduler",
+    "WarmupCosineSchedule",
+    "OneCycleLR",
+    "CyclicLR",
+    "PiecewiseConstantSchedule",
+    "ReduceLROnPlateau",
+    # errors
+    "FlatoptError",
+    "DTypeError",
+    "LayoutError",
+    "StructureError",
+    "InvalidArgumentError",
+    "LengthMismatchError",
+    "NonFiniteError",
+    "InvalidStateError",
+    "UnsupportedError",
+    "OverlapError",
+    "CheckpointError",
+    "CheckpointIOError",
+    "InternalError",
+]

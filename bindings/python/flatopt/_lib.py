@@ -1,0 +1,356 @@
+"""Loading of the flatopt shared library and its C ABI, declared with ctypes.
+
+The library is looked up, in this order:
+
+1. the path in the environment variable ``FLATOPT_LIBRARY`` (if it is set and cannot be
+   loaded, that is an error: there is no silent fallback);
+2. the copy bundled inside this package (``pip install`` builds and bundles it);
+3. the system: ``ctypes.util.find_library("flatopt")`` and the plain library names, which the
+   dynamic loader searches in its usual places (``LD_LIBRARY_PATH``, ``/usr/local/lib``, ...).
+
+If none loads, :class:`ImportError` lists every place tried and why it failed.
+
+Every C function returns a ``flatopt_status``; :func:`check` turns an error status into the
+matching exception of :mod:`flatopt._errors`, with the library's message (which names the
+argument and the value at fault).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import sys
+from ctypes import (
+    POINTER,
+    Structure,
+    c_char_p,
+    c_double,
+    c_float,
+    c_int32,
+    c_size_t,
+    c_uint8,
+    c_uint32,
+    c_uint64,
+    c_void_p,
+)
+
+from . import _errors
+
+# ---------------------------------------------------------------------------------------------
+# Status codes and enum values (include/flatopt.h).
+
+OK = 0
+SKIPPED = 1
+ERR_NULL_POINTER = 2
+ERR_INVALID_ARGUMENT = 3
+ERR_LENGTH_MISMATCH = 4
+ERR_NON_FINITE = 5
+ERR_INVALID_STATE = 6
+ERR_UNSUPPORTED = 7
+ERR_OVERLAP = 8
+ERR_IO = 9
+ERR_CORRUPT = 10
+ERR_INTERNAL = 11
+
+SGD, ADAM, ADAMW, RADAM = 0, 1, 2, 3
+
+SCHEDULE_KINDS = {
+    "fixed": 0,
+    "constant": 1,
+    "linear": 2,
+    "step": 3,
+    "multi_step": 4,
+    "exponential": 5,
+    "exponential_decay": 6,
+    "cosine_annealing": 7,
+    "cosine_warm_restarts": 8,
+    "polynomial": 9,
+    "warmup": 10,
+    "warmup_cosine": 11,
+    "one_cycle": 12,
+    "cyclic": 13,
+    "piecewise_constant": 14,
+    "reduce_on_plateau": 15,
+}
+
+NONFINITE = {"skip": 0, "error": 1, "propagate": 2}
+SIMD_TIERS = {"default": 0, "scalar": 1, "portable": 2, "avx2": 3, "avx512": 4}
+
+# ---------------------------------------------------------------------------------------------
+# Configuration structs, field for field as in include/flatopt.h.
+
+
+class BaseParams(Structure):
+    _fields_ = [
+        ("struct_size", c_uint32),
+        ("kind", c_uint32),
+        ("momentum", c_double),
+        ("dampening", c_double),
+        ("nesterov", c_uint32),
+        ("amsgrad", c_uint32),
+        ("b1", c_double),
+        ("b2", c_double),
+        ("eps", c_double),
+        ("decoupled_weight_decay", c_double),
+    ]
+
+
+class ScheduleStruct(Structure):
+    _fields_ = [
+        ("struct_size", c_uint32),
+        ("kind", c_uint32),
+        ("base_lr", c_double),
+        ("max_lr", c_double),
+        ("gamma", c_double),
+        ("factor", c_double),
+        ("start_factor", c_double),
+        ("end_factor", c_double),
+        ("eta_min", c_double),
+        ("power", c_double),
+        ("start_lr", c_double),
+        ("decay_rate", c_double),
+        ("end_value", c_double),
+        ("pct_start", c_double),
+        ("div_factor", c_double),
+        ("final_div_factor", c_double),
+        ("threshold", c_double),
+        ("min_lr", c_double),
+        ("period", c_uint64),
+        ("t_mult", c_uint64),
+        ("warmup", c_uint64),
+        ("step_size_up", c_uint64),
+        ("step_size_down", c_uint64),
+        ("patience", c_uint64),
+        ("cooldown", c_uint64),
+        ("staircase", c_uint32),
+        ("anneal_linear", c_uint32),
+        ("cyclic_mode", c_uint32),
+        ("plateau_mode", c_uint32),
+        ("threshold_mode", c_uint32),
+        ("milestones", POINTER(c_uint64)),
+        ("n_milestones", c_size_t),
+        ("values", POINTER(c_double)),
+        ("n_values", c_size_t),
+    ]
+
+
+class ConfigStruct(Structure):
+    _fields_ = [
+        ("struct_size", c_uint32),
+        ("nonfinite", c_uint32),
+        ("base", BaseParams),
+        ("lr", c_double),
+        ("schedule", POINTER(ScheduleStruct)),
+        ("schedule_manual", c_uint32),
+        ("lookahead", c_uint32),
+        ("sync_period", c_uint64),
+        ("alpha", c_double),
+        ("weight_decay", c_double),
+        ("grad_clip_norm", c_double),
+        ("grad_clip_value", c_double),
+        ("num_threads", c_uint32),
+        ("simd_tier", c_uint32),
+    ]
+
+
+c_float_p = POINTER(c_float)
+_opt_p = c_void_p  # flatopt_optimizer *: opaque
+
+# ---------------------------------------------------------------------------------------------
+# Loading.
+
+
+def _candidate_names():
+    if sys.platform == "win32":
+        return ["flatopt.dll", "libflatopt.dll"]
+    if sys.platform == "darwin":
+        return ["libflatopt.dylib"]
+    return ["libflatopt.so", "libflatopt.so.0.1"]
+
+
+def _load():
+    tried = []
+
+    env = os.environ.get("FLATOPT_LIBRARY")
+    if env:
+        try:
+            return ctypes.CDLL(env), env
+        except OSError as e:
+            raise ImportError(
+                f"flatopt: FLATOPT_LIBRARY={env!r} cannot be loaded: {e}. Unset it to use the "
+                "library bundled with the package or the system's."
+            ) from None
+
+    tried.append("FLATOPT_LIBRARY: not set")
+    here = os.path.dirname(os.path.abspath(__file__))
+    for name in _candidate_names():
+        path = os.path.join(here, name)
+        if not os.path.exists(path):
+            tried.append(f"{path}: no such file")
+            continue
+        try:
+            return ctypes.CDLL(path), path
+        except OSError as e:
+            tried.append(f"{path}: {e}")
+
+    found = ctypes.util.find_library("flatopt")
+    system_names = ([found] if found else []) + _candidate_names()
+    if not found:
+        tried.append("ctypes.util.find_library('flatopt'): nothing found")
+    for name in system_names:
+        try:
+            return ctypes.CDLL(name), name
+        except OSError as e:
+            tried.append(f"system loader, {name!r}: {e}")
+
+    raise ImportError(
+        "flatopt: cannot find the flatopt shared library. Looked in:\n  - "
+        + "\n  - ".join(tried)
+        + "\nInstall the package with `pip install ./bindings/python` (it builds and bundles "
+        "the library; needs cargo), or set FLATOPT_LIBRARY to the path of libflatopt.so."
+    )
+
+
+lib, library_path = _load()
+
+
+def _fn(name, restype, argtypes, required=True):
+    f = getattr(lib, name, None)
+    if f is None:
+        if required:
+            raise ImportError(
+                f"flatopt: the library at {library_path} has no symbol {name}: it is too old "
+                "for this Python package (rebuild or reinstall it)"
+            )
+        return None
+    f.restype = restype
+    f.argtypes = argtypes
+    return f
+
+
+st = c_int32  # enum flatopt_status
+
+status_str = _fn("flatopt_status_str", c_char_p, [c_int32])
+last_error_message = _fn("flatopt_last_error_message", c_char_p, [])
+version = _fn("flatopt_version", c_char_p, [])
+version_number = _fn("flatopt_version_number", c_uint32, [])
+base_params_init = _fn("flatopt_base_params_init", st, [c_void_p, c_uint32])
+schedule_init = _fn("flatopt_schedule_init", st, [c_void_p, c_uint32])
+config_init = _fn("flatopt_config_init", st, [c_void_p])
+optimizer_new = _fn("flatopt_optimizer_new", st, [POINTER(ConfigStruct), POINTER(c_void_p)])
+optimizer_free = _fn("flatopt_optimizer_free", None, [_opt_p])
+optimizer_add_param = _fn(
+    "flatopt_optimizer_add_param", st, [_opt_p, c_void_p, c_void_p, c_size_t]
+)
+optimizer_step = _fn("flatopt_optimizer_step", st, [_opt_p])
+optimizer_step_with_grads = _fn(
+    "flatopt_optimizer_step_with_grads", st, [_opt_p, c_void_p, c_size_t]
+)
+optimizer_reset = _fn("flatopt_optimizer_reset", st, [_opt_p])
+optimizer_step_count = _fn("flatopt_optimizer_step_count", st, [_opt_p, POINTER(c_uint64)])
+optimizer_skipped_count = _fn(
+    "flatopt_optimizer_skipped_count", st, [_opt_p, POINTER(c_uint64)]
+)
+optimizer_current_lr = _fn("flatopt_optimizer_current_lr", st, [_opt_p, POINTER(c_float)])
+optimizer_simd_tier = _fn("flatopt_optimizer_simd_tier", st, [_opt_p, POINTER(c_uint32)])
+optimizer_num_threads = _fn("flatopt_optimizer_num_threads", st, [_opt_p, POINTER(c_uint32)])
+optimizer_num_params = _fn("flatopt_optimizer_num_params", st, [_opt_p, POINTER(c_size_t)])
+optimizer_total_len = _fn("flatopt_optimizer_total_len", st, [_opt_p, POINTER(c_size_t)])
+optimizer_copy_slow_weights = _fn(
+    "flatopt_optimizer_copy_slow_weights", st, [_opt_p, c_size_t, c_void_p, c_size_t]
+)
+optimizer_schedule_step = _fn("flatopt_optimizer_schedule_step", st, [_opt_p])
+optimizer_schedule_step_metric = _fn(
+    "flatopt_optimizer_schedule_step_metric", st, [_opt_p, c_double]
+)
+default_simd_tier = _fn("flatopt_default_simd_tier", c_uint32, [])
+simd_tier_available = _fn("flatopt_simd_tier_available", c_int32, [c_uint32])
+simd_tier_name = _fn("flatopt_simd_tier_name", c_char_p, [c_uint32])
+
+# Checkpoints: newer than 0.1.0's first cut; optional so that an older library still loads
+# (state_dict() then raises UnsupportedError).
+optimizer_checkpoint_size = _fn(
+    "flatopt_optimizer_checkpoint_size", st, [_opt_p, POINTER(c_size_t)], required=False
+)
+optimizer_save = _fn(
+    "flatopt_optimizer_save",
+    st,
+    [_opt_p, POINTER(c_uint8), c_size_t, POINTER(c_size_t)],
+    required=False,
+)
+optimizer_load = _fn(
+    "flatopt_optimizer_load", st, [_opt_p, POINTER(c_uint8), c_size_t], required=False
+)
+optimizer_save_file = _fn("flatopt_optimizer_save_file", st, [_opt_p, c_char_p], required=False)
+optimizer_load_file = _fn("flatopt_optimizer_load_file", st, [_opt_p, c_char_p], required=False)
+
+library_version = version().decode()
+
+# ---------------------------------------------------------------------------------------------
+# Status handling.
+
+_EXC = {
+    ERR_NULL_POINTER: _errors.InternalError,
+    ERR_INVALID_ARGUMENT: _errors.InvalidArgumentError,
+    ERR_LENGTH_MISMATCH: _errors.LengthMismatchError,
+    ERR_NON_FINITE: _errors.NonFiniteError,
+    ERR_INVALID_STATE: _errors.InvalidStateError,
+    ERR_UNSUPPORTED: _errors.UnsupportedError,
+    ERR_OVERLAP: _errors.OverlapError,
+    ERR_IO: _errors.CheckpointIOError,
+    ERR_CORRUPT: _errors.CheckpointError,
+    ERR_INTERNAL: _errors.InternalError,
+}
+
+
+def message():
+    """The library's last message on this thread (empty if none)."""
+    m = last_error_message()
+    return m.decode("utf-8", "replace") if m else ""
+
+
+def raise_for(status, context=""):
+    """Raises the exception of an error status, with the library's message."""
+    msg = message()
+    name = status_str(status).decode("utf-8", "replace")
+    text = msg or name
+    if context:
+        text = f"{context}: {text}"
+    exc = _EXC.get(status, _errors.InternalError)
+    raise exc(text, status=status)
+
+
+def check(status, context=""):
+    """Returns the status if it is OK or SKIPPED, else raises its exception."""
+    if status == OK or status == SKIPPED:
+        return status
+    raise_for(status, context)
+
+
+# ---------------------------------------------------------------------------------------------
+# Struct initialisation that survives a newer library with bigger structs: the init function
+# writes its own struct size, so it writes into an oversized scratch buffer, and we keep the
+# fields we know (the library fills any newer ones with defaults, see README "API conventions").
+
+
+def _init_into(struct_type, init, *args):
+    scratch = ctypes.create_string_buffer(ctypes.sizeof(struct_type) * 2 + 512)
+    check(init(scratch, *args), f"{init.__name__}")
+    out = struct_type.from_buffer_copy(scratch.raw[: ctypes.sizeof(struct_type)])
+    out.struct_size = ctypes.sizeof(struct_type)
+    return out
+
+
+def new_config():
+    return _init_into(ConfigStruct, config_init)
+
+
+def new_base_params(kind):
+    return _init_into(BaseParams, base_params_init, c_uint32(kind))
+
+
+def new_schedule(kind):
+    return _init_into(ScheduleStruct, schedule_init, c_uint32(kind))
+
+

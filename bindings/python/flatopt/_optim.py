@@ -1,0 +1,746 @@
+"""Optimizers: optax-style base optimizers, Lookahead, and braintools-style classes.
+
+Every optimizer object owns one handle of the C library. ``register_trainable_weights`` hands
+the library the addresses of your parameter arrays (and optionally of gradient arrays that
+stay put); ``update`` is then a single foreign call that updates the parameters in place.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+
+import numpy as np
+
+from . import _lib
+from ._buffers import F32, as_view, describe, pointer
+from ._errors import (
+    DTypeError,
+    InvalidArgumentError,
+    InvalidStateError,
+    OverlapError,
+    StructureError,
+    UnsupportedError,
+    CheckpointError,
+)
+from ._schedules import LRScheduler, _Handle
+
+__all__ = [
+    "BaseOptimizer",
+    "sgd",
+    "adam",
+    "adamw",
+    "radam",
+    "Optimizer",
+    "Lookahead",
+    "SGD",
+    "Adam",
+    "AdamW",
+    "RAdam",
+]
+
+_STATE_FORMAT = "flatopt"
+_STATE_FORMAT_VERSION = 1
+
+
+def _check_lr(lr, what):
+    if isinstance(lr, LRScheduler):
+        return lr
+    if isinstance(lr, bool) or not isinstance(lr, (int, float, np.floating, np.integer)):
+        raise DTypeError(
+            f"{what} must be a float or a flatopt schedule (e.g. flatopt.StepLR(...)), got "
+            f"{describe(lr)}"
+        )
+    return float(lr)
+
+
+def _optional_positive(name, value):
+    """None (and 0, as in the C API) disables; the library rejects anything not > 0."""
+    if value is None:
+        return 0.0
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise InvalidArgumentError(
+            f"invalid {name} = {value!r}: must be a number or None"
+        ) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# optax-style base optimizers.
+
+
+class BaseOptimizer:
+    """A base optimizer and its hyperparameters, as returned by :func:`sgd`, :func:`adam`,
+    :func:`adamw` and :func:`radam`. It holds no state: wrap it in :class:`Lookahead` (which
+    owns the state) to use it."""
+
+    def __init__(self, kind, name, learning_rate, **hyper):
+        self.kind = kind
+        self.name = name
+        self.learning_rate = _check_lr(learning_rate, f"{name}: learning_rate")
+        self.hyperparams = hyper
+
+    def _fill(self, base):
+        h = self.hyperparams
+        if self.kind == _lib.SGD:
+            base.momentum = float(h["momentum"] or 0.0)
+            base.dampening = float(h["dampening"])
+            base.nesterov = int(bool(h["nesterov"]))
+        else:
+            base.b1 = float(h["b1"])
+            base.b2 = float(h["b2"])
+            base.eps = float(h["eps"])
+            if self.kind == _lib.ADAM:
+                base.amsgrad = int(bool(h["amsgrad"]))
+            if self.kind == _lib.ADAMW:
+                base.decoupled_weight_decay = float(h["weight_decay"])
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.hyperparams.items())
+        return f"flatopt.{self.name}({self.learning_rate!r}, {args})"
+
+
+def sgd(learning_rate, momentum=None, nesterov=False, dampening=0.0):
+    """SGD (optax signature). ``momentum`` None or 0: plain SGD; else PyTorch's momentum with
+    ``dampening`` (``b = g`` on the first update, then ``b = momentum*b + (1-dampening)*g``);
+    ``nesterov`` uses ``g + momentum*b``. ``learning_rate``: a float or a schedule."""
+    return BaseOptimizer(
+        _lib.SGD, "sgd", learning_rate, momentum=momentum, nesterov=nesterov,
+        dampening=dampening,
+    )
+
+
+def adam(learning_rate, b1=0.9, b2=0.999, eps=1e-8, amsgrad=False):
+    """Adam (optax signature; eps outside the square root). ``amsgrad`` keeps the maximum of
+    the raw second moment (PyTorch's definition)."""
+    return BaseOptimizer(_lib.ADAM, "adam", learning_rate, b1=b1, b2=b2, eps=eps, amsgrad=amsgrad)
+
+
+def adamw(learning_rate, b1=0.9, b2=0.999, eps=1e-8, weight_decay=1e-2):
+    """AdamW (optax signature): decoupled weight decay scaled by the learning rate."""
+    return BaseOptimizer(
+        _lib.ADAMW, "adamw", learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay
+    )
+
+
+def radam(learning_rate, b1=0.9, b2=0.999, eps=1e-8):
+    """RAdam (optax signature, threshold 5)."""
+    return BaseOptimizer(_lib.RADAM, "radam", learning_rate, b1=b1, b2=b2, eps=eps)
+
+
+# ---------------------------------------------------------------------------------------------
+# The optimizer.
+
+
+class Optimizer:
+    """An optimizer over your float32 arrays (base class of :class:`Lookahead`, :class:`SGD`,
+    :class:`Adam`, :class:`AdamW` and :class:`RAdam`).
+
+    Usage::
+
+        opt.register_trainable_weights(params)           # dict name -> array, or a list
+        opt.update(grads)                                # same structure; params change in place
+
+    or, with gradient arrays that stay the same objects from step to step (you write new
+    values into them), with nothing marshalled per step::
+
+        opt.register_trainable_weights(params, grads=grads)
+        opt.update()                                     # one foreign call
+
+    Every argument is checked before anything changes; errors raise subclasses of
+    :class:`flatopt.FlatoptError` (also ``TypeError`` / ``ValueError`` / ...). One optimizer
+    object may be used from several threads, one call at a time (calls are serialised).
+    """
+
+    def __init__(self, base, lr, *, lookahead, sync_period=5, alpha=0.5, weight_decay=0.0,
+                 grad_clip_norm=None, grad_clip_value=None, nonfinite="skip", num_threads=1,
+                 simd_tier=None):
+        if not isinstance(base, BaseOptimizer):
+            raise DTypeError(
+                f"base_optimizer must be flatopt.sgd(...), flatopt.adam(...), "
+                f"flatopt.adamw(...) or flatopt.radam(...), got {describe(base)}"
+            )
+        self._lock = threading.RLock()
+        self._base = base
+        self._lr = base.learning_rate if lr is None else _check_lr(lr, "lr")
+        if nonfinite not in _lib.NONFINITE:
+            raise InvalidArgumentError(
+                f"invalid nonfinite = {nonfinite!r}: must be 'skip', 'error' or 'propagate'"
+            )
+        tier = "default" if simd_tier is None else simd_tier
+        if tier not in _lib.SIMD_TIERS:
+            raise InvalidArgumentError(
+                f"invalid simd_tier = {simd_tier!r}: must be None, "
+                + ", ".join(repr(t) for t in _lib.SIMD_TIERS if t != "default")
+            )
+        if isinstance(num_threads, bool) or int(num_threads) != num_threads or num_threads < 1:
+            raise InvalidArgumentError(f"invalid num_threads = {num_threads!r}: must be >= 1")
+        self._lookahead = bool(lookahead)
+        self._settings = dict(
+            sync_period=sync_period, alpha=alpha, weight_decay=weight_decay,
+            grad_clip_norm=grad_clip_norm, grad_clip_value=grad_clip_value,
+            nonfinite=nonfinite, num_threads=int(num_threads), simd_tier=simd_tier,
+        )
+
+        cfg = _lib.new_config()
+        cfg.base = _lib.new_base_params(base.kind)
+        base._fill(cfg.base)
+        cfg.nonfinite = _lib.NONFINITE[nonfinite]
+        cfg.weight_decay = float(weight_decay)
+        cfg.grad_clip_norm = _optional_positive("grad_clip_norm", grad_clip_norm)
+        cfg.grad_clip_value = _optional_positive("grad_clip_value", grad_clip_value)
+        cfg.num_threads = int(num_threads)
+        cfg.simd_tier = _lib.SIMD_TIERS[tier]
+        if self._lookahead:
+            if isinstance(sync_period, bool) or int(sync_period) != sync_period or sync_period < 0:
+                raise InvalidArgumentError(
+                    f"invalid sync_period = {sync_period!r}: must be an integer >= 1"
+                )
+            cfg.lookahead = 1
+            cfg.sync_period = int(sync_period)
+            cfg.alpha = float(alpha)
+        self._config = cfg
+        self._schedule = self._lr if isinstance(self._lr, LRScheduler) else None
+        if self._schedule is not None:
+            self._sched_struct = self._schedule._struct()
+            cfg.schedule = ctypes.pointer(self._sched_struct)
+            cfg.schedule_manual = 0 if self._schedule.per_update else 1
+        else:
+            cfg.lr = self._lr
+        # Validates the whole configuration now (the library's message names the bad field).
+        self._handle = _Handle(cfg, type(self).__name__)
+        if self._schedule is not None:
+            self._schedule._attach(self)
+            self._schedule._replay(self._handle.ptr)
+        self._registered = False
+        self._keys = None
+        self._is_dict = False
+        self._shapes = ()
+        self._params = ()  # ndarray views, in registration order
+        self._param_objs = ()  # the objects given (kept alive: the library holds pointers)
+        self._grads = None  # registered gradient views, or None
+        self._grad_objs = None
+        self._ptrs = None  # per-call gradient pointer array
+        self._grad_cache = None  # last per-call gradient objects (ndarrays only)
+        self._grad_keep = None
+
+    # -- registration --------------------------------------------------------------------
+
+    def _split(self, tree, what):
+        """(is_dict, keys, values) of a flat dict or a list/tuple."""
+        if isinstance(tree, dict):
+            return True, list(tree.keys()), list(tree.values())
+        if isinstance(tree, (list, tuple)):
+            return False, list(range(len(tree))), list(tree)
+        if isinstance(tree, np.ndarray) or hasattr(tree, "__array_interface__"):
+            raise StructureError(
+                f"{what}: a single array; pass a dict name -> array or a list of arrays"
+            )
+        raise StructureError(
+            f"{what}: expected a dict name -> array or a list of arrays, got {describe(tree)}"
+        )
+
+    @staticmethod
+    def _label(what, is_dict, key):
+        return f"{what}[{key!r}]" if is_dict else f"{what}[{key}]"
+
+    def register_trainable_weights(self, params, grads=None):
+        """Registers the parameters: a dict name -> array or a list of arrays (float32,
+        C-contiguous, writeable; NumPy arrays, PyTorch CPU tensors, or objects exposing
+        ``__array_interface__`` / the buffer protocol). They are updated in place and must
+        stay alive (the optimizer keeps a reference).
+
+        ``grads`` (optional, same structure and shapes): gradient arrays that stay the same
+        objects for the whole training; write each step's gradients into them and call
+        ``update()`` without arguments.
+
+        The current parameter values become the Lookahead slow weights. Registering again
+        replaces the registration and starts from fresh state (moments, counters), keeping the
+        schedule's manual steps.
+        """
+        is_dict, keys, values = self._split(params, "params")
+        if not values:
+            raise StructureError("params: no parameters to register")
+        views = [as_view(v, self._label("params", is_dict, k), True) for k, v in zip(keys, values)]
+        shapes = tuple(v.shape for v in views)
+
+        gviews = None
+        gvalues = None
+        if grads is not None:
+            gvalues = self._match(grads, keys, is_dict, "grads")
+            gviews = [
+                self._grad_view(g, self._label("grads", is_dict, k), shape)
+                for g, k, shape in zip(gvalues, keys, shapes)
+            ]
+
+        with self._lock:
+            handle = _Handle(self._config, type(self).__name__)
+            try:
+                for i, v in enumerate(views):
+                    # NULL gradient: this buffer's gradients come with each update(grads).
+                    gptr = None if gviews is None else (pointer(gviews[i]) or None)
+                    st = _lib.optimizer_add_param(handle.ptr, pointer(v) or None, gptr, v.size)
+                    if st != _lib.OK:
+                        self._raise_registration(st, keys, is_dict)
+                if self._schedule is not None:
+                    self._schedule._replay(handle.ptr)
+            except BaseException:
+                handle.free()
+                raise
+            old = self._handle
+            self._handle = handle
+            old.free()
+            self._registered = True
+            self._is_dict = is_dict
+            self._keys = keys
+            self._shapes = shapes
+            self._params = views
+            self._param_objs = values
+            self._grads = gviews
+            self._grad_objs = gvalues
+            n = len(views)
+            self._ptrs = (ctypes.c_void_p * n)()
+            self._grad_cache = [None] * n
+            self._grad_keep = [None] * n
+
+    def _raise_registration(self, status, keys, is_dict):
+        msg = _lib.message()
+        if status == _lib.ERR_OVERLAP:
+            names = ", ".join(
+                f"{i} = {self._label('params', is_dict, k)}" for i, k in enumerate(keys)
+            )
+            raise OverlapError(
+                f"register_trainable_weights: {msg} (buffer numbers: {names})", status=status
+            )
+        _lib.raise_for(status, "register_trainable_weights")
+
+    def _match(self, tree, keys, is_dict, what):
+        """The values of `tree` in registration order, checking its structure."""
+        if is_dict:
+            if not isinstance(tree, dict):
+                raise StructureError(
+                    f"{what}: a dict was registered, got {describe(tree)}; pass a dict with "
+                    "the same keys"
+                )
+            if len(tree) == len(keys):
+                try:
+                    return [tree[k] for k in keys]
+                except KeyError:
+                    pass
+            key_set = set(keys)
+            missing = [k for k in keys if k not in tree]
+            extra = [k for k in tree if k not in key_set]
+            parts = []
+            if missing:
+                parts.append("missing keys " + ", ".join(map(repr, missing)))
+            if extra:
+                parts.append("unexpected keys " + ", ".join(map(repr, extra)))
+            raise StructureError(
+                f"{what}: {'; '.join(parts)} (registered: {', '.join(map(repr, keys))})"
+            )
+        if not isinstance(tree, (list, tuple)):
+            raise StructureError(
+                f"{what}: a list was registered, got {describe(tree)}; pass a list of "
+                f"{len(keys)} arrays"
+            )
+        if len(tree) != len(keys):
+            raise StructureError(
+                f"{what}: {len(tree)} arrays, but {len(keys)} parameters are registered"
+            )
+        return list(tree)
+
+    @staticmethod
+    def _grad_view(g, what, shape):
+        v = as_view(g, what, False)
+        if v.shape != shape:
+            raise StructureError(
+                f"{what}: shape {v.shape}, but the parameter has shape {shape}"
+            )
+        return v
+
+    # -- update --------------------------------------------------------------------------
+
+    def update(self, grads=None):
+        """One optimizer update of every registered parameter, in place.
+
+        ``grads``: the gradients, with the structure and shapes of the registered params; or
+        nothing if gradient arrays were registered. Returns True if the update was applied,
+        False if it was skipped because a gradient held NaN or Inf (``nonfinite="skip"``, the
+        default: nothing changed, ``skipped_steps`` went up). With ``nonfinite="error"`` that
+        case raises :class:`flatopt.NonFiniteError` instead.
+        """
+        if grads is None:
+            if self._grads is None:
+                if not self._registered:
+                    raise InvalidStateError(
+                        "update() before register_trainable_weights(params)"
+                    )
+                raise InvalidStateError(
+                    "update() without gradients: pass them (update(grads)) or register "
+                    "gradient arrays with register_trainable_weights(params, grads=...)"
+                )
+            with self._lock:
+                st = _lib.optimizer_step(self._handle.ptr)
+        else:
+            if not self._registered:
+                raise InvalidStateError("update() before register_trainable_weights(params)")
+            with self._lock:
+                ptrs = self._grad_pointers(grads)
+                st = _lib.optimizer_step_with_grads(self._handle.ptr, ptrs, len(self._params))
+        if st == _lib.OK:
+            return True
+        if st == _lib.SKIPPED:
+            return False
+        _lib.raise_for(st, "update")
+
+    def _grad_pointers(self, grads):
+        """Fills the per-call pointer array from `grads` (checked; the hot path for ndarrays
+        is a few attribute reads per array, and nothing at all but identity, dtype, shape and
+        flags for the same array object as in the previous call)."""
+        values = self._match(grads, self._keys, self._is_dict, "grads")
+        cache = self._grad_cache
+        keep = self._grad_keep
+        shapes = self._shapes
+        ptrs = self._ptrs
+        nd = np.ndarray
+        for i, g in enumerate(values):
+            if type(g) is nd:
+                fl = g.flags
+                if g.dtype is F32 and g.shape == shapes[i] and fl.c_contiguous and fl.aligned:
+                    if g is not cache[i]:
+                        ptrs[i] = _address(g)
+                        keep[i] = g
+                        cache[i] = g
+                    continue  # the same ndarray object as last time: same memory
+            v = self._grad_view(g, self._label("grads", self._is_dict, self._keys[i]), shapes[i])
+            ptrs[i] = pointer(v) or None
+            keep[i] = v
+            cache[i] = None
+        return ptrs
+
+    # -- queries -------------------------------------------------------------------------
+
+    def _query(self, fn, ctype):
+        out = ctype()
+        with self._lock:
+            _lib.check(fn(self._handle.ptr, ctypes.byref(out)))
+        return out.value
+
+    @property
+    def step_count(self):
+        """Number of applied updates."""
+        return self._query(_lib.optimizer_step_count, ctypes.c_uint64)
+
+    @property
+    def skipped_steps(self):
+        """Number of updates skipped because a gradient held NaN or Inf."""
+        return self._query(_lib.optimizer_skipped_count, ctypes.c_uint64)
+
+    @property
+    def current_lr(self):
+        """The learning rate the next update will use (its float32 value, as a float)."""
+        return float(self._query(_lib.optimizer_current_lr, ctypes.c_float))
+
+    @property
+    def lr(self):
+        """The learning rate given at construction: a float or the schedule object."""
+        return self._lr
+
+    @property
+    def schedule(self):
+        """The schedule this optimizer's learning rate follows, or None."""
+        return self._schedule
+
+    @property
+    def num_threads(self):
+        return self._query(_lib.optimizer_num_threads, ctypes.c_uint32)
+
+    @property
+    def simd_tier(self):
+        """The SIMD tier the updates run on ('scalar', 'portable', 'avx2', ...)."""
+        t = self._query(_lib.optimizer_simd_tier, ctypes.c_uint32)
+        return _lib.simd_tier_name(t).decode()
+
+    @property
+    def param_names(self):
+        """The registered keys (dict) or indices (list), in registration order."""
+        return list(self._keys) if self._registered else []
+
+    def _structure(self, arrays):
+        if self._is_dict:
+            return dict(zip(self._keys, arrays))
+        return list(arrays)
+
+    # -- checkpoints ---------------------------------------------------------------------
+
+    def _require_checkpoints(self):
+        if _lib.optimizer_save is None or _lib.optimizer_load is None:
+            raise UnsupportedError(
+                f"the flatopt library at {_lib.library_path} (version {_lib.library_version}) "
+                "has no checkpoint functions; rebuild or reinstall it"
+            )
+        if not self._registered:
+            raise InvalidStateError(
+                "state_dict / load_state_dict before register_trainable_weights(params)"
+            )
+
+    def state_dict(self):
+        """The optimizer state as a picklable dict: the library checkpoint (counters, schedule
+        state, moments, Lookahead slow weights) as bytes under ``'checkpoint'``, plus readable
+        copies of the counters. Parameters are not included: like PyTorch, save and restore
+        them yourself. ``load_state_dict`` on an optimizer of the same configuration and
+        registered shapes, with the parameters restored, continues bit-identically."""
+        self._require_checkpoints()
+        with self._lock:
+            size = ctypes.c_size_t()
+            _lib.check(
+                _lib.optimizer_checkpoint_size(self._handle.ptr, ctypes.byref(size)),
+                "state_dict",
+            )
+            buf = (ctypes.c_uint8 * max(size.value, 1))()
+            written = ctypes.c_size_t()
+            _lib.check(
+                _lib.optimizer_save(self._handle.ptr, buf, size.value, ctypes.byref(written)),
+                "state_dict",
+            )
+            blob = bytes(memoryview(buf).cast("B")[: written.value])
+        sched = self._schedule
+        return {
+            "format": _STATE_FORMAT,
+            "format_version": _STATE_FORMAT_VERSION,
+            "library_version": _lib.library_version,
+            "optimizer": type(self).__name__,
+            "step_count": self.step_count,
+            "skipped_steps": self.skipped_steps,
+            "current_lr": self.current_lr,
+            "param_names": list(self._keys),
+            "param_shapes": [list(s) for s in self._shapes],
+            "schedule": None if sched is None else sched.state_dict(),
+            "checkpoint": blob,
+        }
+
+    def load_state_dict(self, state):
+        """Restores :meth:`state_dict` (see there). The parameters must be registered first
+        (and restored by you). Raises :class:`flatopt.CheckpointError` if the state does not
+        fit this optimizer; nothing changes then."""
+        self._require_checkpoints()
+        if not isinstance(state, dict) or state.get("format") != _STATE_FORMAT:
+            raise CheckpointError("load_state_dict: not a flatopt state_dict")
+        if state.get("format_version") != _STATE_FORMAT_VERSION:
+            raise CheckpointError(
+                f"load_state_dict: state format version {state.get('format_version')!r}, this "
+                f"flatopt reads {_STATE_FORMAT_VERSION}"
+            )
+        names = state.get("param_names")
+        shapes = [tuple(s) for s in state.get("param_shapes", [])]
+        if names != list(self._keys) or shapes != list(self._shapes):
+            saved = list(zip(names or [], shapes))
+            ours = list(zip(self._keys, self._shapes))
+            raise CheckpointError(
+                f"load_state_dict: the state was saved for parameters {saved}, this optimizer "
+                f"has {ours}"
+            )
+        sched_state = state.get("schedule")
+        if (sched_state is None) != (self._schedule is None):
+            raise CheckpointError(
+                "load_state_dict: the state was saved "
+                + ("with" if sched_state is not None else "without")
+                + " a schedule object, this optimizer has "
+                + ("one" if self._schedule is not None else "none")
+            )
+        if self._schedule is not None and sched_state.get("type") != type(self._schedule).__name__:
+            raise CheckpointError(
+                f"load_state_dict: the state's schedule is a {sched_state.get('type')!r}, this "
+                f"optimizer's is a {type(self._schedule).__name__}"
+            )
+        blob = state.get("checkpoint")
+        if not isinstance(blob, (bytes, bytearray)):
+            raise CheckpointError("load_state_dict: 'checkpoint' must be bytes")
+        buf = (ctypes.c_uint8 * max(len(blob), 1)).from_buffer_copy(
+            bytes(blob) if blob else b"\0"
+        )
+        with self._lock:
+            _check_load(_lib.optimizer_load(self._handle.ptr, buf, len(blob)), "load_state_dict")
+            if self._schedule is not None:
+                self._schedule._set_state(sched_state)
+
+    def save(self, path):
+        """Writes the library checkpoint (as in ``state_dict()['checkpoint']``) to a file."""
+        self._require_checkpoints()
+        with self._lock:
+            _lib.check(_lib.optimizer_save_file(self._handle.ptr, _fspath(path)), "save")
+
+    def load(self, path):
+        """Restores a checkpoint file written by :meth:`save` (parameters are yours to
+        restore). A schedule object's Python-side counter is not in the file: prefer
+        ``state_dict`` when the schedule object is stepped manually and queried."""
+        self._require_checkpoints()
+        with self._lock:
+            _check_load(_lib.optimizer_load_file(self._handle.ptr, _fspath(path)), "load")
+
+    def __repr__(self):
+        base = self._base
+        reg = f"{len(self._params)} params" if self._registered else "unregistered"
+        return f"<flatopt.{type(self).__name__} {base!r} lr={self._lr!r} {reg}>"
+
+
+_c_byte = ctypes.c_byte
+
+
+def _address(arr):
+    """The address of a C-contiguous ndarray's data (the fastest way ctypes offers for a
+    writeable array; read-only and empty arrays take the slower general path)."""
+    try:
+        return ctypes.addressof(_c_byte.from_buffer(arr))
+    except (TypeError, ValueError):
+        return pointer(arr) or None
+
+
+def _check_load(status, context):
+    """A refused checkpoint is a CheckpointError whatever the library's reason (corrupt,
+    other configuration, other lengths, newer format); a file error a CheckpointIOError."""
+    if status in (_lib.OK, _lib.SKIPPED):
+        return
+    if status in (_lib.ERR_CORRUPT, _lib.ERR_INVALID_ARGUMENT, _lib.ERR_LENGTH_MISMATCH,
+                  _lib.ERR_UNSUPPORTED):
+        raise CheckpointError(f"{context}: {_lib.message()}", status=status)
+    _lib.raise_for(status, context)
+
+
+def _fspath(path):
+    import os
+
+    return os.fsencode(os.fspath(path))
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+class Lookahead(Optimizer):
+    """Lookahead (Zhang et al., 2019) around a base optimizer.
+
+    ``base_optimizer``: :func:`flatopt.sgd`, :func:`flatopt.adam`, :func:`flatopt.adamw` or
+    :func:`flatopt.radam`. Every ``sync_period`` applied updates the slow weights move
+    ``alpha`` of the way to the fast weights and the parameters are set to them (bit-equal).
+
+    ``lr``: None (default) uses the base optimizer's ``learning_rate``; a float or schedule
+    given here replaces it. (braintools 0.4.0 ignores its ``Lookahead(lr=...)``; flatopt
+    applies it: SPEC.md, "Differences from braintools".)
+
+    ``weight_decay`` (coupled, ``g += wd * p``), ``grad_clip_norm`` (global norm over all
+    parameters), ``grad_clip_value``: applied to the gradients before the base optimizer.
+    ``nonfinite``: ``"skip"`` (default), ``"error"`` or ``"propagate"``. ``num_threads``:
+    threads for one update (results do not depend on it).
+    """
+
+    def __init__(self, base_optimizer, sync_period=5, alpha=0.5, lr=None, weight_decay=0.0,
+                 grad_clip_norm=None, grad_clip_value=None, nonfinite="skip", num_threads=1,
+                 simd_tier=None):
+        super().__init__(
+            base_optimizer, lr, lookahead=True, sync_period=sync_period, alpha=alpha,
+            weight_decay=weight_decay, grad_clip_norm=grad_clip_norm,
+            grad_clip_value=grad_clip_value, nonfinite=nonfinite, num_threads=num_threads,
+            simd_tier=simd_tier,
+        )
+        self.sync_period = int(sync_period)
+        self.alpha = float(alpha)
+        self.base_optimizer = base_optimizer
+
+    @property
+    def slow_weights(self):
+        """Copies of the slow weights, in the structure and shapes of the parameters."""
+        if not self._registered:
+            raise InvalidStateError("slow_weights before register_trainable_weights(params)")
+        out = []
+        with self._lock:
+            for i, shape in enumerate(self._shapes):
+                a = np.empty(shape, dtype=np.float32)
+                _lib.check(
+                    _lib.optimizer_copy_slow_weights(
+                        self._handle.ptr, i, pointer(a) or None, a.size
+                    ),
+                    "slow_weights",
+                )
+                out.append(a)
+        return self._structure(out)
+
+
+def _betas(betas):
+    try:
+        b1, b2 = betas
+    except (TypeError, ValueError):
+        raise InvalidArgumentError(f"invalid betas = {betas!r}: must be a pair (b1, b2)") from None
+    return b1, b2
+
+
+class SGD(Optimizer):
+    """braintools / PyTorch-style SGD: ``SGD(lr=1e-3, momentum=0.0, nesterov=False,
+    weight_decay=0.0, grad_clip_norm=None, grad_clip_value=None)``; ``lr`` a float or a
+    schedule. ``weight_decay`` is coupled (added to the gradient), as in braintools and
+    PyTorch."""
+
+    def __init__(self, lr=1e-3, momentum=0.0, nesterov=False, weight_decay=0.0,
+                 grad_clip_norm=None, grad_clip_value=None, dampening=0.0, nonfinite="skip",
+                 num_threads=1, simd_tier=None):
+        _check_lr(lr, "SGD: lr")
+        super().__init__(
+            sgd(lr, momentum=momentum, nesterov=nesterov, dampening=dampening), None,
+            lookahead=False, weight_decay=weight_decay, grad_clip_norm=grad_clip_norm,
+            grad_clip_value=grad_clip_value, nonfinite=nonfinite, num_threads=num_threads,
+            simd_tier=simd_tier,
+        )
+
+
+class Adam(Optimizer):
+    """braintools / PyTorch-style Adam: ``Adam(lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
+    weight_decay=0.0, amsgrad=False, grad_clip_norm=None, grad_clip_value=None)``.
+    ``weight_decay`` is coupled (L2 added to the gradient), as in PyTorch's Adam."""
+
+    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False,
+                 grad_clip_norm=None, grad_clip_value=None, nonfinite="skip", num_threads=1,
+                 simd_tier=None):
+        _check_lr(lr, "Adam: lr")
+        b1, b2 = _betas(betas)
+        super().__init__(
+            adam(lr, b1=b1, b2=b2, eps=eps, amsgrad=amsgrad), None, lookahead=False,
+            weight_decay=weight_decay, grad_clip_norm=grad_clip_norm,
+            grad_clip_value=grad_clip_value, nonfinite=nonfinite, num_threads=num_threads,
+            simd_tier=simd_tier,
+        )
+
+
+class AdamW(Optimizer):
+    """braintools / PyTorch-style AdamW: ``AdamW(lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
+    weight_decay=1e-2, ...)`` with decoupled weight decay. AMSGrad is not available for
+    AdamW."""
+
+    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False,
+                 grad_clip_norm=None, grad_clip_value=None, nonfinite="skip", num_threads=1,
+                 simd_tier=None):
+        _check_lr(lr, "AdamW: lr")
+        if amsgrad:
+            raise UnsupportedError("AdamW(amsgrad=True) is not supported (AMSGrad: use Adam)")
+        b1, b2 = _betas(betas)
+        super().__init__(
+            adamw(lr, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay), None,
+            lookahead=False, grad_clip_norm=grad_clip_norm, grad_clip_value=grad_clip_value,
+            nonfinite=nonfinite, num_threads=num_threads, simd_tier=simd_tier,
+        )
+
+
+class RAdam(Optimizer):
+    """braintools / PyTorch-style RAdam: ``RAdam(lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
+    weight_decay=0.0, ...)`` (coupled weight decay)."""
+
+    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                 grad_clip_norm=None, grad_clip_value=None, nonfinite="skip", num_threads=1,
+                 simd_tier=None):
+        _check_lr(lr, "RAdam: lr")
+        b1, b2 = _betas(betas)
+        super().__init__(
+            radam(lr, b1=b1, b2=b2, eps=eps), None, lookahead=False,
+            weight_decay=weight_decay, grad_clip_norm=grad_clip_norm,
+            grad_clip_value=grad_clip_value, nonfinite=nonfinite, num_threads=num_threads,
+            simd_tier=simd_tier,
+        )

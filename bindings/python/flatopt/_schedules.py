@@ -1,0 +1,658 @@
+"""Learning-rate schedules with the braintools / PyTorch names and parameters.
+
+How a schedule object works with an optimizer
+---------------------------------------------
+The formulas live in the library (``SPEC.md``, "Learning-rate schedules"); a schedule object
+here holds the hyperparameters and a counter.
+
+* **Manual (default, epoch style, as in braintools and PyTorch).** The schedule moves only
+  when you call :meth:`LRScheduler.step` (``ReduceLROnPlateau``: ``step(metric)``). Updates do
+  not move it.
+* **Per update** (``per_update=True``). The schedule advances by itself after every applied
+  update of the optimizer it drives (skipped updates do not count), optax style. ``step()``
+  still advances it by one more.
+
+Pass the schedule as the learning rate of an optimizer (``flatopt.Adam(lr=sched)``,
+``flatopt.adam(sched)``, ``flatopt.Lookahead(base, lr=sched)``): creating the optimizer *binds*
+the schedule to it. From then on ``step()`` drives that optimizer's schedule state (one
+foreign call) and :attr:`LRScheduler.current_lr` reads the learning rate the optimizer's next
+update will use. A schedule drives one optimizer: create one schedule object per optimizer.
+
+Before it is bound, a schedule can be stepped and queried on its own (a tiny private handle
+of the library computes ``current_lr``); the steps taken are carried over when it is bound
+and when the optimizer registers its parameters.
+
+Checkpoints: the optimizer's ``state_dict()`` carries the schedule's state (counter, plateau
+best and patience, ...), so restoring the optimizer restores its schedule.
+
+Where flatopt differs from braintools 0.4.0 or PyTorch (all documented in SPEC.md):
+``CosineAnnealingLR`` holds at ``eta_min`` after ``T_max`` (PyTorch turns back up);
+``OneCycleLR`` and ``CyclicLR`` follow PyTorch's formulas (braintools' differ slightly);
+``PiecewiseConstantSchedule`` values are absolute learning rates (what braintools' code
+computes, although its docstring calls them factors).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+import weakref
+
+from . import _lib
+from ._errors import InvalidArgumentError, InvalidStateError, UnsupportedError
+
+__all__ = [
+    "LRScheduler",
+    "ConstantLR",
+    "LinearLR",
+    "StepLR",
+    "MultiStepLR",
+    "ExponentialLR",
+    "ExponentialDecayLR",
+    "CosineAnnealingLR",
+    "CosineAnnealingWarmRestarts",
+    "PolynomialLR",
+    "WarmupScheduler",
+    "WarmupCosineSchedule",
+    "OneCycleLR",
+    "CyclicLR",
+    "PiecewiseConstantSchedule",
+    "ReduceLROnPlateau",
+]
+
+
+def _uint(name, value):
+    if isinstance(value, bool) or not isinstance(value, int):
+        try:
+            as_int = int(value)
+        except (TypeError, ValueError):
+            as_int = None
+        if as_int is None or as_int != value:
+            raise InvalidArgumentError(f"invalid {name} = {value!r}: must be an integer >= 0")
+        value = as_int
+    if value < 0 or value >= 2**64:
+        raise InvalidArgumentError(f"invalid {name} = {value}: must be an integer >= 0")
+    return value
+
+
+def _float(name, value):
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise InvalidArgumentError(f"invalid {name} = {value!r}: must be a number") from None
+
+
+def _choice(name, value, choices):
+    if value not in choices:
+        raise InvalidArgumentError(
+            f"invalid {name} = {value!r}: must be one of {', '.join(map(repr, choices))}"
+        )
+    return choices[value]
+
+
+class _Handle:
+    """Owns one flatopt_optimizer handle; frees it when garbage-collected."""
+
+    __slots__ = ("ptr", "_finalizer", "__weakref__")
+
+    def __init__(self, config, context):
+        out = ctypes.c_void_p()
+        _lib.check(_lib.optimizer_new(ctypes.byref(config), ctypes.byref(out)), context)
+        self.ptr = out.value
+        self._finalizer = weakref.finalize(self, _lib.optimizer_free, out.value)
+
+    def free(self):
+        self._finalizer()
+
+
+class LRScheduler:
+    """Base class of the schedules.
+
+    Manual by default (epoch style, as in braintools and PyTorch): the learning rate moves only
+    when you call ``step()`` (``ReduceLROnPlateau``: ``step(metric)``), never by itself. With
+    ``per_update=True`` it advances after every applied update of its optimizer instead
+    (skipped updates do not count), optax style.
+
+    Pass the schedule as an optimizer's learning rate: creating the optimizer binds the
+    schedule to it (one optimizer per schedule object). Then ``step()`` drives that
+    optimizer's schedule state (one foreign call) and ``current_lr`` is the learning rate its
+    next update will use. Unbound, a schedule can be stepped and queried on its own; the steps
+    carry over when it is bound. The optimizer's ``state_dict()`` includes the schedule state.
+
+    Attributes: ``base_lr``; ``per_update``; ``last_epoch`` (the counter: ``step()`` calls,
+    plus applied updates for a per-update schedule bound to an optimizer); ``current_lr``.
+    """
+
+    _kind = None  # a key of _lib.SCHEDULE_KINDS
+
+    def __init__(self, base_lr, last_epoch=0, per_update=False):
+        self.base_lr = _float("base_lr", base_lr)
+        self.per_update = bool(per_update)
+        self._manual_steps = 0  # step() calls (and the initial last_epoch), replayed on binding
+        self._metrics = []  # ReduceLROnPlateau: metrics fed, replayed on binding
+        self._owner = None  # weakref to the optimizer this schedule drives
+        self._shadow = None  # private handle answering current_lr while unbound
+        self._keepalive = ()
+        self._shadow_handle()  # validates the hyperparameters now, with the library's message
+        last_epoch = _uint("last_epoch", last_epoch)
+        for _ in range(last_epoch):
+            self._advance()
+
+    # -- what subclasses provide ----------------------------------------------------------
+
+    def _fill(self, s):
+        """Writes this schedule's hyperparameters into a flatopt_schedule struct."""
+        raise NotImplementedError
+
+    # -- C struct ------------------------------------------------------------------------
+
+    def _struct(self):
+        """A fresh flatopt_schedule (its list pointers kept alive by self._keepalive)."""
+        s = _lib.new_schedule(_lib.SCHEDULE_KINDS[self._kind])
+        s.base_lr = self.base_lr
+        self._fill(s)
+        return s
+
+    def _shadow_handle(self):
+        if self._shadow is None:
+            cfg = _lib.new_config()
+            cfg.base = _lib.new_base_params(_lib.SGD)
+            sched = self._struct()
+            cfg.schedule = ctypes.pointer(sched)
+            cfg.schedule_manual = 1
+            self._shadow = _Handle(cfg, f"{type(self).__name__}")
+            self._replay(self._shadow.ptr)  # e.g. after the optimizer it drove was deleted
+        return self._shadow
+
+    # -- binding -------------------------------------------------------------------------
+
+    def _bound(self):
+        owner = self._owner() if self._owner is not None else None
+        return owner
+
+    def _attach(self, optimizer):
+        owner = self._bound()
+        if owner is not None and owner is not optimizer:
+            raise InvalidArgumentError(
+                f"this {type(self).__name__} already drives another optimizer "
+                f"({type(owner).__name__}); create one schedule object per optimizer"
+            )
+        self._owner = weakref.ref(optimizer)
+        if self._shadow is not None:
+            self._shadow.free()
+            self._shadow = None
+
+    def _replay(self, handle_ptr):
+        """Brings a new optimizer handle's schedule to this schedule's manual state."""
+        for _ in range(self._manual_steps):
+            _lib.check(_lib.optimizer_schedule_step(handle_ptr), "schedule step")
+        for m in self._metrics:
+            _lib.check(_lib.optimizer_schedule_step_metric(handle_ptr, m), "schedule step")
+
+    def _target(self):
+        owner = self._bound()
+        if owner is not None:
+            return owner._handle.ptr
+        return self._shadow_handle().ptr
+
+    # -- public --------------------------------------------------------------------------
+
+    def _advance(self):
+        owner = self._bound()
+        if owner is not None:
+            with owner._lock:
+                _lib.check(_lib.optimizer_schedule_step(owner._handle.ptr), "schedule step")
+        else:
+            _lib.check(_lib.optimizer_schedule_step(self._shadow_handle().ptr), "schedule step")
+        self._manual_steps += 1
+
+    def step(self, epoch=None):
+        """Advances the schedule by one (epoch style). ``epoch`` (optional, braintools /
+        PyTorch style) moves the counter forward to that value instead; it cannot move
+        backwards."""
+        if epoch is None:
+            self._advance()
+            return
+        epoch = _uint("epoch", epoch)
+        now = self.last_epoch
+        if epoch < now:
+            raise InvalidArgumentError(
+                f"invalid epoch = {epoch}: the schedule is at {now} and cannot move backwards"
+            )
+        for _ in range(epoch - now):
+            self._advance()
+
+    def step_epoch(self):
+        """braintools' alias of :meth:`step`."""
+        self.step()
+
+    @property
+    def last_epoch(self):
+        owner = self._bound()
+        n = self._manual_steps
+        if owner is not None and self.per_update:
+            n += owner.step_count
+        return n
+
+    @property
+    def current_lr(self):
+        """The learning rate the next update will use (float32 value as a Python float)."""
+        owner = self._bound()
+        if owner is not None:
+            return owner.current_lr
+        out = ctypes.c_float()
+        _lib.check(_lib.optimizer_current_lr(self._shadow_handle().ptr, ctypes.byref(out)))
+        return float(out.value)
+
+    def get_last_lr(self):
+        """PyTorch style: ``[current_lr]``."""
+        return [self.current_lr]
+
+    @property
+    def current_lrs(self):
+        """braintools style: ``[current_lr]``."""
+        return [self.current_lr]
+
+    def state_dict(self):
+        """The schedule's counters. A schedule bound to an optimizer is saved with the
+        optimizer's ``state_dict()``, which includes this."""
+        return {
+            "type": type(self).__name__,
+            "manual_steps": self._manual_steps,
+            "metrics": list(self._metrics),
+        }
+
+    def load_state_dict(self, state):
+        """Restores :meth:`state_dict` into an unbound schedule (restore a bound one through
+        its optimizer's ``load_state_dict``)."""
+        if self._bound() is not None:
+            raise InvalidStateError(
+                "this schedule drives an optimizer: restore the optimizer's state_dict, which "
+                "carries the schedule"
+            )
+        self._set_state(state)
+        if self._shadow is not None:
+            self._shadow.free()
+            self._shadow = None
+        self._shadow_handle()  # a fresh handle brought to the restored state
+
+    def _set_state(self, state):
+        if state.get("type") != type(self).__name__:
+            raise InvalidArgumentError(
+                f"schedule state of a {state.get('type')!r}, this is a {type(self).__name__}"
+            )
+        self._manual_steps = _uint("manual_steps", state["manual_steps"])
+        self._metrics = [float(m) for m in state["metrics"]]
+
+    def __repr__(self):
+        return (
+            f"{type(self).__name__}(base_lr={self.base_lr!r}, last_epoch={self.last_epoch}, "
+            f"per_update={self.per_update})"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+class ConstantLR(LRScheduler):
+    """``base_lr * factor`` for the first ``total_iters`` epochs, then ``base_lr``."""
+
+    _kind = "constant"
+
+    def __init__(self, base_lr=1e-3, factor=1.0 / 3, total_iters=5, last_epoch=0,
+                 per_update=False):
+        self.factor = _float("factor", factor)
+        self.total_iters = _uint("total_iters", total_iters)
+        super().__init__(base_lr, last_epoch, per_update)
+
+    def _fill(self, s):
+        s.factor = self.factor
+        s.period = self.total_iters
+
+
+class LinearLR(LRScheduler):
+    """``base_lr * (start_factor + (end_factor - start_factor) * min(e, total_iters) /
+    total_iters)``."""
+
+    _kind = "linear"
+
+    def __init__(self, base_lr=1e-3, start_factor=1.0 / 3, end_factor=1.0, total_iters=5,
+                 last_epoch=0, per_update=False):
+        self.start_factor = _float("start_factor", start_factor)
+        self.end_factor = _float("end_factor", end_factor)
+        self.total_iters = _uint("total_iters", total_iters)
+        super().__init__(base_lr, last_epoch, per_update)
+
+    def _fill(self, s):
+        s.start_factor = self.start_factor
+        s.end_factor = self.end_factor
+        s.period = self.total_iters
+
+
+class StepLR(LRScheduler):
+    """``base_lr * gamma ** (e // step_size)``."""
+
+    _kind = "step"
+
+    def __init__(self, base_lr=1e-3, step_size=30, gamma=0.1, last_epoch=0, per_update=False):
+        self.step_size = _uint("step_size", step_size)
+        self.gamma = _float("gamma", gamma)
+        super().__init__(base_lr, last_epoch, per_update)
+
+    def _fill(self, s):
+        s.period = self.step_size
+        s.gamma = self.gamma
+
+
+class MultiStepLR(LRScheduler):
+    """``base_lr * gamma ** (number of milestones <= e)``. Milestones are sorted; repeats are
+    refused."""
+
+    _kind = "multi_step"
+
+    def __init__(self, base_lr=1e-3, milestones=(30, 60, 90), gamma=0.1, last_epoch=0,
+                 per_update=False):
+        self.milestones = sorted(_uint("milestones[]", m) for m in milestones)
+        self.gamma = _float("gamma", gamma)
+        super().__init__(base_lr, last_epoch, per_update)
+
+    def _fill(self, s):
+        arr = (ctypes.c_uint64 * max(len(self.milestones), 1))(*self.milestones)
+        self._keepalive = (arr,)
+        s.milestones = ctypes.cast(arr, ctypes.POINTER(ctypes.c_uint64))
+        s.n_milestones = len(self.milestones)
+        s.gamma = self.gamma
+
+
+class ExponentialLR(LRScheduler):
+    """``base_lr * gamma ** e``."""
+
+    _kind = "exponential"
+
+    def __init__(self, base_lr=1e-3, gamma=0.95, last_epoch=0, per_update=False):
+        self.gamma = _float("gamma", gamma)
+        super().__init__(base_lr, last_epoch, per_update)
+
+    def _fill(self, s):
+        s.gamma = self.gamma
+
+
+class ExponentialDecayLR(LRScheduler):
+    """optax ``exponential_decay``: ``base_lr * decay_rate ** (max(e - transition_begin, 0) /
+    decay_steps)`` (exponent floored if ``staircase``), clamped at ``end_value`` if given."""
+
+    _kind = "exponential_decay"
+
+    def __init__(self, base_lr=1e-3, decay_steps=1000, decay_rate=0.96, transition_begin=0,
+                 staircase=False, end_value=None, last_epoch=0, per_update=False):
+        self.decay_steps = _uint("decay_steps", decay_steps)
+        self.decay_rate = _float("decay_rate", decay_rate)
+        self.transition_begin = _uint("transition_begin", transition_begin)
+        self.staircase = bool(staircase)
+        self.end_value = None if end_value is None else _float("end_value", end_value)
+        if self.end_value is not None and math.isnan(self.end_value):
+            raise InvalidArgumentError("invalid end_value = nan: must be a number or None")
+        super().__init__(base_lr, last_epoch, per_update)
+
+    def _fill(self, s):
+        s.period = self.decay_steps
+        s.decay_rate = self.decay_rate
+        s.warmup = self.transition_begin
+        s.staircase = int(self.staircase)
+        s.end_value = math.nan if self.end_value is None else self.end_value
+
+
+class CosineAnnealingLR(LRScheduler):
+    """``eta_min + (base_lr - eta_min) * (1 + cos(pi * min(e, T_max) / T_max)) / 2`` (holds
+    at ``eta_min`` after ``T_max``)."""
+
+    _kind = "cosine_annealing"
+
+    def __init__(self, base_lr=1e-3, T_max=50, eta_min=0.0, last_epoch=0, per_update=False):
+        self.T_max = _uint("T_max", T_max)
+        self.eta_min = _float("eta_min", eta_min)
+        super().__init__(base_lr, last_epoch, per_update)
+
+    def _fill(self, s):
+        s.period = self.T_max
+        s.eta_min = self.eta_min
+
+
+class CosineAnnealingWarmRestarts(LRScheduler):
+    """SGDR: cosine from ``base_lr`` to ``eta_min`` over cycles of ``T_0``, ``T_0 * T_mult``,
+    ... epochs."""
+
+    _kind = "cosine_warm_restarts"
+
+    def __init__(self, base_lr=1e-3, T_0=10, T_mult=1, eta_min=0.0, last_epoch=0,
+                 per_update=False):
+        self.T_0 = _uint("T_0", T_0)
+        self.T_mult = _uint("T_mult", T_mult)
+        self.eta_min = _float("eta_min", eta_min)
+        super().__init__(base_lr, last_epoch, per_update)
+
+    def _fill(self, s):
+        s.period = self.T_0
+        s.t_mult = self.T_mult
+        s.eta_min = self.eta_min
+
+
+class PolynomialLR(LRScheduler):
+    """``base_lr * (1 - min(e, total_iters) / total_iters) ** power``."""
+
+    _kind = "polynomial"
+
+    def __init__(self, base_lr=1e-3, total_iters=5, power=1.0, last_epoch=0, per_update=False):
+        self.total_iters = _uint("total_iters", total_iters)
+        self.power = _float("power", power)
+        super().__init__(base_lr, last_epoch, per_update)
+
+    def _fill(self, s):
+        s.period = self.total_iters
+        s.power = self.power
+
+
+class WarmupScheduler(LRScheduler):
+    """Linear warmup from ``warmup_start_lr`` to ``base_lr`` over ``warmup_epochs``, then
+    ``base_lr``."""
+
+    _kind = "warmup"
+
+    def __init__(self, base_lr=1e-3, warmup_epochs=5, warmup_start_lr=0.0, last_epoch=0,
+                 per_update=False):
+        self.warmup_epochs = _uint("warmup_epochs", warmup_epochs)
+        self.warmup_start_lr = _float("warmup_start_lr", warmup_start_lr)
+        super().__init__(base_lr, last_epoch, per_update)
+
+    def _fill(self, s):
+        s.warmup = self.warmup_epochs
+        s.start_lr = self.warmup_start_lr
+
+
+class WarmupCosineSchedule(LRScheduler):
+    """Linear warmup over ``warmup_steps``, then cosine to ``eta_min`` at ``total_steps``."""
+
+    _kind = "warmup_cosine"
+
+    def __init__(self, base_lr=1e-3, warmup_steps=1000, total_steps=10000, warmup_start_lr=0.0,
+                 eta_min=0.0, last_epoch=0, per_update=False):
+        self.warmup_steps = _uint("warmup_steps", warmup_steps)
+        self.total_steps = _uint("total_steps", total_steps)
+        self.warmup_start_lr = _float("warmup_start_lr", warmup_start_lr)
+        self.eta_min = _float("eta_min", eta_min)
+        super().__init__(base_lr, last_epoch, per_update)
+
+    def _fill(self, s):
+        s.warmup = self.warmup_steps
+        s.period = self.total_steps
+        s.start_lr = self.warmup_start_lr
+        s.eta_min = self.eta_min
+
+
+class OneCycleLR(LRScheduler):
+    """PyTorch's two-phase 1cycle policy: from ``max_lr / div_factor`` up to ``max_lr`` over
+    ``pct_start * total_steps``, then down to ``max_lr / div_factor / final_div_factor`` at
+    ``total_steps - 1``. Give ``total_steps`` or ``epochs`` and ``steps_per_epoch``."""
+
+    _kind = "one_cycle"
+
+    def __init__(self, max_lr=1e-2, total_steps=None, epochs=None, steps_per_epoch=None,
+                 pct_start=0.3, anneal_strategy="cos", div_factor=25.0, final_div_factor=1e4,
+                 last_epoch=0, per_update=False):
+        if total_steps is None:
+            if epochs is None or steps_per_epoch is None:
+                raise InvalidArgumentError(
+                    "OneCycleLR needs total_steps, or both epochs and steps_per_epoch"
+                )
+            total_steps = _uint("epochs", epochs) * _uint("steps_per_epoch", steps_per_epoch)
+        self.max_lr = _float("max_lr", max_lr)
+        self.total_steps = _uint("total_steps", total_steps)
+        self.pct_start = _float("pct_start", pct_start)
+        self.anneal_strategy = anneal_strategy
+        self._anneal_linear = _choice("anneal_strategy", anneal_strategy, {"cos": 0, "linear": 1})
+        self.div_factor = _float("div_factor", div_factor)
+        self.final_div_factor = _float("final_div_factor", final_div_factor)
+        super().__init__(max_lr, last_epoch, per_update)
+
+    def _fill(self, s):
+        s.base_lr = self.max_lr
+        s.period = self.total_steps
+        s.pct_start = self.pct_start
+        s.div_factor = self.div_factor
+        s.final_div_factor = self.final_div_factor
+        s.anneal_linear = self._anneal_linear
+
+
+class CyclicLR(LRScheduler):
+    """PyTorch's CyclicLR between ``base_lr`` and ``max_lr`` (modes ``'triangular'``,
+    ``'triangular2'``, ``'exp_range'``). ``scale_fn`` is not supported."""
+
+    _kind = "cyclic"
+
+    def __init__(self, base_lr=1e-3, max_lr=1e-2, step_size_up=2000, step_size_down=None,
+                 mode="triangular", gamma=1.0, scale_fn=None, scale_mode="cycle", last_epoch=0,
+                 per_update=False):
+        if scale_fn is not None:
+            raise UnsupportedError(
+                "CyclicLR(scale_fn=...): custom scale functions are not supported (the "
+                "schedule runs inside the library); use mode='triangular', 'triangular2' or "
+                "'exp_range'"
+            )
+        self.max_lr = _float("max_lr", max_lr)
+        self.step_size_up = _uint("step_size_up", step_size_up)
+        self.step_size_down = None if step_size_down is None else _uint(
+            "step_size_down", step_size_down
+        )
+        self.mode = mode
+        self._mode = _choice(
+            "mode", mode, {"triangular": 0, "triangular2": 1, "exp_range": 2}
+        )
+        self.gamma = _float("gamma", gamma)
+        self.scale_mode = scale_mode
+        super().__init__(base_lr, last_epoch, per_update)
+
+    def _fill(self, s):
+        s.max_lr = self.max_lr
+        s.step_size_up = self.step_size_up
+        s.step_size_down = self.step_size_down or 0  # 0: same as up (as braintools' `or`)
+        s.cyclic_mode = self._mode
+        s.gamma = self.gamma
+
+
+class PiecewiseConstantSchedule(LRScheduler):
+    """``values[number of boundaries <= e]``: absolute learning rates (``base_lr`` is
+    accepted for braintools compatibility and not used, as in braintools 0.4.0's code)."""
+
+    _kind = "piecewise_constant"
+
+    def __init__(self, base_lr=1e-3, boundaries=None, values=None, last_epoch=0,
+                 per_update=False):
+        self.boundaries = [
+            _uint("boundaries[]", b) for b in ([1000, 2000] if boundaries is None else boundaries)
+        ]
+        self.values = [
+            _float("values[]", v) for v in ([1.0, 0.1, 0.01] if values is None else values)
+        ]
+        if len(self.values) != len(self.boundaries) + 1:
+            raise InvalidArgumentError(
+                f"PiecewiseConstantSchedule: {len(self.values)} values for "
+                f"{len(self.boundaries)} boundaries: needs len(boundaries) + 1 values"
+            )
+        super().__init__(base_lr, last_epoch, per_update)
+
+    def _fill(self, s):
+        b = (ctypes.c_uint64 * max(len(self.boundaries), 1))(*self.boundaries)
+        v = (ctypes.c_double * len(self.values))(*self.values)
+        self._keepalive = (b, v)
+        s.milestones = ctypes.cast(b, ctypes.POINTER(ctypes.c_uint64))
+        s.n_milestones = len(self.boundaries)
+        s.values = ctypes.cast(v, ctypes.POINTER(ctypes.c_double))
+        s.n_values = len(self.values)
+
+
+class ReduceLROnPlateau(LRScheduler):
+    """PyTorch's ReduceLROnPlateau: ``step(metric)`` once per epoch; after more than
+    ``patience`` epochs without improvement the learning rate is multiplied by ``factor``
+    (not below ``min_lr``). Only the default ``eps = 1e-8`` is supported."""
+
+    _kind = "reduce_on_plateau"
+
+    def __init__(self, base_lr=1e-3, mode="min", factor=0.1, patience=10, threshold=1e-4,
+                 threshold_mode="rel", cooldown=0, min_lr=0.0, eps=1e-8, last_epoch=0,
+                 per_update=False):
+        if per_update:
+            raise InvalidArgumentError(
+                "ReduceLROnPlateau is driven by metrics (step(metric)), not by updates: "
+                "per_update=True is not possible"
+            )
+        if eps != 1e-8:
+            raise UnsupportedError(f"ReduceLROnPlateau(eps={eps!r}): only eps = 1e-8 is supported")
+        if isinstance(min_lr, (list, tuple)):
+            raise UnsupportedError("ReduceLROnPlateau: min_lr must be a single number")
+        self.mode = mode
+        self._mode = _choice("mode", mode, {"min": 0, "max": 1})
+        self.factor = _float("factor", factor)
+        self.patience = _uint("patience", patience)
+        self.threshold = _float("threshold", threshold)
+        self.threshold_mode = threshold_mode
+        self._threshold_mode = _choice("threshold_mode", threshold_mode, {"rel": 0, "abs": 1})
+        self.cooldown = _uint("cooldown", cooldown)
+        self.min_lr = _float("min_lr", min_lr)
+        self.eps = eps
+        super().__init__(base_lr, 0, False)
+
+    def _fill(self, s):
+        s.plateau_mode = self._mode
+        s.factor = self.factor
+        s.patience = self.patience
+        s.threshold = self.threshold
+        s.threshold_mode = self._threshold_mode
+        s.cooldown = self.cooldown
+        s.min_lr = self.min_lr
+
+    def step(self, metric, epoch=None):
+        """Feeds one metric (once per epoch). ``epoch`` is accepted for compatibility and
+        ignored."""
+        metric = _float("metric", metric)
+        if not math.isfinite(metric):
+            raise InvalidArgumentError(f"invalid metric = {metric}: must be finite")
+        owner = self._bound()
+        if owner is not None:
+            with owner._lock:
+                _lib.check(
+                    _lib.optimizer_schedule_step_metric(owner._handle.ptr, metric),
+                    "ReduceLROnPlateau.step",
+                )
+        else:
+            _lib.check(
+                _lib.optimizer_schedule_step_metric(self._shadow_handle().ptr, metric),
+                "ReduceLROnPlateau.step",
+            )
+        self._metrics.append(metric)
+
+    def step_epoch(self):
+        raise InvalidArgumentError("ReduceLROnPlateau needs a metric: call step(metric)")
+
+    @property
+    def last_epoch(self):
+        return len(self._metrics)

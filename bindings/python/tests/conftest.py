@@ -1,0 +1,54 @@
+"""Shared fixtures of the flatopt Python tests.
+
+These tests are meant to run against the *installed* package (bindings/python/run_tests.sh
+installs it into a virtualenv and runs pytest from outside the source tree); the first line of
+the report says which flatopt module and which shared library were imported.
+"""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import flatopt
+
+REPO = Path(os.environ.get("FLATOPT_REPO", Path(__file__).resolve().parents[3]))
+GOLDEN = REPO / "tests" / "data" / "braintools-0.4.0-dev.json"
+
+# Lines the golden test wants printed at the end of the run (worst error per case).
+REPORT = []
+
+HAS_CHECKPOINTS = (
+    flatopt._lib.optimizer_save is not None and flatopt._lib.optimizer_load is not None
+)
+needs_checkpoints = pytest.mark.skipif(
+    not HAS_CHECKPOINTS,
+    reason=f"the library ({flatopt.library_version}) has no flatopt_optimizer_save/load yet",
+)
+
+
+def pytest_report_header(config):
+    return [
+        f"flatopt module: {flatopt.__file__}",
+        f"flatopt library: {flatopt.library_path} (version {flatopt.library_version}, "
+        f"tiers {', '.join(flatopt.simd_tiers())}, checkpoints "
+        f"{'yes' if HAS_CHECKPOINTS else 'no'})",
+    ]
+
+
+def pytest_terminal_summary(terminalreporter):
+    if REPORT:
+        terminalreporter.section("flatopt golden trajectories (braintools 0.4.0)")
+        for line in REPORT:
+            terminalreporter.write_line(line)
+
+
+def grad_stream(shapes, seed):
+    """Deterministic float32 gradients for step t: grad_stream(...)(t) -> list of arrays."""
+
+    def at(t):
+        rng = np.random.default_rng([seed, t])
+        return [rng.standard_normal(s).astype(np.float32) for s in shapes]
+
+    return at
