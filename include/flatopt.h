@@ -76,9 +76,21 @@ typedef enum flatopt_status {
  * Base optimizer kinds (values of `flatopt_base_params.kind`).
  */
 typedef enum flatopt_base_kind {
+    /**
+     * SGD: plain, heavy-ball momentum (with dampening) or Nesterov.
+     */
     FLATOPT_SGD = 0,
+    /**
+     * Adam, optionally AMSGrad.
+     */
     FLATOPT_ADAM = 1,
+    /**
+     * AdamW: Adam with decoupled weight decay.
+     */
     FLATOPT_ADAMW = 2,
+    /**
+     * RAdam (rectification threshold 5).
+     */
     FLATOPT_RADAM = 3,
 } flatopt_base_kind;
 
@@ -87,21 +99,70 @@ typedef enum flatopt_base_kind {
  * Rust docs of `flatopt::Schedule`.
  */
 typedef enum flatopt_schedule_kind {
+    /**
+     * `base_lr` at every step.
+     */
     FLATOPT_SCHEDULE_FIXED = 0,
+    /**
+     * PyTorch ConstantLR: `base_lr * factor` for `period` (total_iters) steps, then `base_lr`.
+     */
     FLATOPT_SCHEDULE_CONSTANT = 1,
+    /**
+     * PyTorch LinearLR: factor from `start_factor` to `end_factor` over `period` steps.
+     */
     FLATOPT_SCHEDULE_LINEAR = 2,
+    /**
+     * PyTorch StepLR: times `gamma` every `period` (step_size) steps.
+     */
     FLATOPT_SCHEDULE_STEP = 3,
+    /**
+     * PyTorch MultiStepLR: times `gamma` at each of `milestones`.
+     */
     FLATOPT_SCHEDULE_MULTI_STEP = 4,
+    /**
+     * PyTorch ExponentialLR: `base_lr * gamma^e`.
+     */
     FLATOPT_SCHEDULE_EXPONENTIAL = 5,
+    /**
+     * optax exponential_decay: `decay_rate` per `period` steps after `warmup`
+     * (transition_begin), optionally `staircase`, clamped at `end_value`.
+     */
     FLATOPT_SCHEDULE_EXPONENTIAL_DECAY = 6,
+    /**
+     * Cosine from `base_lr` to `eta_min` over `period` (T_max) steps, then `eta_min`.
+     */
     FLATOPT_SCHEDULE_COSINE_ANNEALING = 7,
+    /**
+     * PyTorch CosineAnnealingWarmRestarts: cycles of `period` (T_0) steps, times `t_mult`.
+     */
     FLATOPT_SCHEDULE_COSINE_WARM_RESTARTS = 8,
+    /**
+     * PyTorch PolynomialLR: `base_lr * (1 - min(e, period)/period)^power`.
+     */
     FLATOPT_SCHEDULE_POLYNOMIAL = 9,
+    /**
+     * Linear warmup from `start_lr` to `base_lr` over `warmup` steps.
+     */
     FLATOPT_SCHEDULE_WARMUP = 10,
+    /**
+     * Linear warmup over `warmup` steps, then cosine to `eta_min` until `period` steps.
+     */
     FLATOPT_SCHEDULE_WARMUP_COSINE = 11,
+    /**
+     * PyTorch OneCycleLR with peak `base_lr` over `period` steps.
+     */
     FLATOPT_SCHEDULE_ONE_CYCLE = 12,
+    /**
+     * PyTorch CyclicLR between `base_lr` and `max_lr`.
+     */
     FLATOPT_SCHEDULE_CYCLIC = 13,
+    /**
+     * `values[number of milestones <= e]` (absolute learning rates).
+     */
     FLATOPT_SCHEDULE_PIECEWISE_CONSTANT = 14,
+    /**
+     * PyTorch ReduceLROnPlateau, driven by `flatopt_optimizer_schedule_step_metric`.
+     */
     FLATOPT_SCHEDULE_REDUCE_ON_PLATEAU = 15,
 } flatopt_schedule_kind;
 
@@ -128,10 +189,25 @@ typedef enum flatopt_nonfinite {
  * process default" where a tier is an input.
  */
 typedef enum flatopt_simd_tier {
+    /**
+     * The process default (`FLATOPT_SIMD`, else the best available); inputs only.
+     */
     FLATOPT_SIMD_DEFAULT = 0,
+    /**
+     * Plain scalar code: the reference.
+     */
     FLATOPT_SIMD_SCALAR = 1,
+    /**
+     * Portable vectors (SSE2 on x86_64, NEON on aarch64).
+     */
     FLATOPT_SIMD_PORTABLE = 2,
+    /**
+     * AVX2 (x86_64, detected at run time).
+     */
     FLATOPT_SIMD_AVX2 = 3,
+    /**
+     * AVX-512F: reserved, not compiled into this build (never available).
+     */
     FLATOPT_SIMD_AVX512 = 4,
 } flatopt_simd_tier;
 
@@ -220,9 +296,12 @@ typedef struct flatopt_schedule {
      */
     double factor;
     /**
-     * Linear: start and end factors.
+     * Linear: start factor (default 1/3).
      */
     double start_factor;
+    /**
+     * Linear: end factor (default 1).
+     */
     double end_factor;
     /**
      * CosineAnnealing, warm restarts, WarmupCosine: floor.
@@ -237,20 +316,32 @@ typedef struct flatopt_schedule {
      */
     double start_lr;
     /**
-     * ExponentialDecay: rate, and the clamp value (NaN: no clamp).
+     * ExponentialDecay: decay rate per `period` steps.
      */
     double decay_rate;
+    /**
+     * ExponentialDecay: clamp value (NaN, the default: no clamp).
+     */
     double end_value;
     /**
-     * OneCycle: fraction of the cycle spent increasing, and the divisors.
+     * OneCycle: fraction of the cycle spent increasing (default 0.3).
      */
     double pct_start;
+    /**
+     * OneCycle: initial learning rate = `base_lr / div_factor` (default 25).
+     */
     double div_factor;
+    /**
+     * OneCycle: final learning rate = initial / `final_div_factor` (default 1e4).
+     */
     double final_div_factor;
     /**
-     * ReduceOnPlateau: threshold and minimum learning rate.
+     * ReduceOnPlateau: improvement threshold (default 1e-4).
      */
     double threshold;
+    /**
+     * ReduceOnPlateau: lower bound of the learning rate (default 0).
+     */
     double min_lr;
     /**
      * Step: period; Constant, Linear, Polynomial: total_iters; CosineAnnealing: T_max;
@@ -266,14 +357,20 @@ typedef struct flatopt_schedule {
      */
     uint64_t warmup;
     /**
-     * Cyclic: steps up and down (down 0: same as up).
+     * Cyclic: steps of the rising half-cycle (default 2000).
      */
     uint64_t step_size_up;
+    /**
+     * Cyclic: steps of the falling half-cycle (0, the default: same as up).
+     */
     uint64_t step_size_down;
     /**
-     * ReduceOnPlateau: patience and cooldown.
+     * ReduceOnPlateau: metrics without improvement before reducing (default 10).
      */
     uint64_t patience;
+    /**
+     * ReduceOnPlateau: metrics to wait after a reduction (default 0).
+     */
     uint64_t cooldown;
     /**
      * ExponentialDecay: 1 for staircase.
@@ -288,19 +385,29 @@ typedef struct flatopt_schedule {
      */
     uint32_t cyclic_mode;
     /**
-     * ReduceOnPlateau: 0 min, 1 max; threshold mode 0 rel, 1 abs.
+     * ReduceOnPlateau: 0 minimise the metric, 1 maximise it.
      */
     uint32_t plateau_mode;
+    /**
+     * ReduceOnPlateau: 0 relative threshold, 1 absolute.
+     */
     uint32_t threshold_mode;
     /**
-     * MultiStep: milestones; PiecewiseConstant: boundaries (strictly increasing).
+     * MultiStep: milestones; PiecewiseConstant: boundaries (strictly increasing). Copied by
+     * `flatopt_optimizer_new`.
      */
     const uint64_t *milestones;
+    /**
+     * Number of `milestones`.
+     */
     size_t n_milestones;
     /**
-     * PiecewiseConstant: values (n_milestones + 1 of them).
+     * PiecewiseConstant: the learning rates (`n_milestones + 1` of them). Copied.
      */
     const double *values;
+    /**
+     * Number of `values`.
+     */
     size_t n_values;
 } flatopt_schedule;
 

@@ -333,9 +333,13 @@ fn flag(name: &'static str, x: u32) -> Result<bool, Error> {
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum flatopt_base_kind {
+    /// SGD: plain, heavy-ball momentum (with dampening) or Nesterov.
     FLATOPT_SGD = 0,
+    /// Adam, optionally AMSGrad.
     FLATOPT_ADAM = 1,
+    /// AdamW: Adam with decoupled weight decay.
     FLATOPT_ADAMW = 2,
+    /// RAdam (rectification threshold 5).
     FLATOPT_RADAM = 3,
 }
 
@@ -448,21 +452,38 @@ pub unsafe extern "C" fn flatopt_base_params_init(
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum flatopt_schedule_kind {
+    /// `base_lr` at every step.
     FLATOPT_SCHEDULE_FIXED = 0,
+    /// PyTorch ConstantLR: `base_lr * factor` for `period` (total_iters) steps, then `base_lr`.
     FLATOPT_SCHEDULE_CONSTANT = 1,
+    /// PyTorch LinearLR: factor from `start_factor` to `end_factor` over `period` steps.
     FLATOPT_SCHEDULE_LINEAR = 2,
+    /// PyTorch StepLR: times `gamma` every `period` (step_size) steps.
     FLATOPT_SCHEDULE_STEP = 3,
+    /// PyTorch MultiStepLR: times `gamma` at each of `milestones`.
     FLATOPT_SCHEDULE_MULTI_STEP = 4,
+    /// PyTorch ExponentialLR: `base_lr * gamma^e`.
     FLATOPT_SCHEDULE_EXPONENTIAL = 5,
+    /// optax exponential_decay: `decay_rate` per `period` steps after `warmup`
+    /// (transition_begin), optionally `staircase`, clamped at `end_value`.
     FLATOPT_SCHEDULE_EXPONENTIAL_DECAY = 6,
+    /// Cosine from `base_lr` to `eta_min` over `period` (T_max) steps, then `eta_min`.
     FLATOPT_SCHEDULE_COSINE_ANNEALING = 7,
+    /// PyTorch CosineAnnealingWarmRestarts: cycles of `period` (T_0) steps, times `t_mult`.
     FLATOPT_SCHEDULE_COSINE_WARM_RESTARTS = 8,
+    /// PyTorch PolynomialLR: `base_lr * (1 - min(e, period)/period)^power`.
     FLATOPT_SCHEDULE_POLYNOMIAL = 9,
+    /// Linear warmup from `start_lr` to `base_lr` over `warmup` steps.
     FLATOPT_SCHEDULE_WARMUP = 10,
+    /// Linear warmup over `warmup` steps, then cosine to `eta_min` until `period` steps.
     FLATOPT_SCHEDULE_WARMUP_COSINE = 11,
+    /// PyTorch OneCycleLR with peak `base_lr` over `period` steps.
     FLATOPT_SCHEDULE_ONE_CYCLE = 12,
+    /// PyTorch CyclicLR between `base_lr` and `max_lr`.
     FLATOPT_SCHEDULE_CYCLIC = 13,
+    /// `values[number of milestones <= e]` (absolute learning rates).
     FLATOPT_SCHEDULE_PIECEWISE_CONSTANT = 14,
+    /// PyTorch ReduceLROnPlateau, driven by `flatopt_optimizer_schedule_step_metric`.
     FLATOPT_SCHEDULE_REDUCE_ON_PLATEAU = 15,
 }
 
@@ -483,8 +504,9 @@ pub struct flatopt_schedule {
     pub gamma: c_double,
     /// Constant: factor; ReduceOnPlateau: reduction factor in (0, 1).
     pub factor: c_double,
-    /// Linear: start and end factors.
+    /// Linear: start factor (default 1/3).
     pub start_factor: c_double,
+    /// Linear: end factor (default 1).
     pub end_factor: c_double,
     /// CosineAnnealing, warm restarts, WarmupCosine: floor.
     pub eta_min: c_double,
@@ -492,15 +514,19 @@ pub struct flatopt_schedule {
     pub power: c_double,
     /// Warmup, WarmupCosine: the learning rate at e = 0.
     pub start_lr: c_double,
-    /// ExponentialDecay: rate, and the clamp value (NaN: no clamp).
+    /// ExponentialDecay: decay rate per `period` steps.
     pub decay_rate: c_double,
+    /// ExponentialDecay: clamp value (NaN, the default: no clamp).
     pub end_value: c_double,
-    /// OneCycle: fraction of the cycle spent increasing, and the divisors.
+    /// OneCycle: fraction of the cycle spent increasing (default 0.3).
     pub pct_start: c_double,
+    /// OneCycle: initial learning rate = `base_lr / div_factor` (default 25).
     pub div_factor: c_double,
+    /// OneCycle: final learning rate = initial / `final_div_factor` (default 1e4).
     pub final_div_factor: c_double,
-    /// ReduceOnPlateau: threshold and minimum learning rate.
+    /// ReduceOnPlateau: improvement threshold (default 1e-4).
     pub threshold: c_double,
+    /// ReduceOnPlateau: lower bound of the learning rate (default 0).
     pub min_lr: c_double,
     /// Step: period; Constant, Linear, Polynomial: total_iters; CosineAnnealing: T_max;
     /// warm restarts: T_0; OneCycle, WarmupCosine: total steps; ExponentialDecay: decay steps.
@@ -509,11 +535,13 @@ pub struct flatopt_schedule {
     pub t_mult: u64,
     /// Warmup, WarmupCosine: warmup steps; ExponentialDecay: transition_begin.
     pub warmup: u64,
-    /// Cyclic: steps up and down (down 0: same as up).
+    /// Cyclic: steps of the rising half-cycle (default 2000).
     pub step_size_up: u64,
+    /// Cyclic: steps of the falling half-cycle (0, the default: same as up).
     pub step_size_down: u64,
-    /// ReduceOnPlateau: patience and cooldown.
+    /// ReduceOnPlateau: metrics without improvement before reducing (default 10).
     pub patience: u64,
+    /// ReduceOnPlateau: metrics to wait after a reduction (default 0).
     pub cooldown: u64,
     /// ExponentialDecay: 1 for staircase.
     pub staircase: u32,
@@ -521,14 +549,18 @@ pub struct flatopt_schedule {
     pub anneal_linear: u32,
     /// Cyclic: 0 triangular, 1 triangular2, 2 exp_range.
     pub cyclic_mode: u32,
-    /// ReduceOnPlateau: 0 min, 1 max; threshold mode 0 rel, 1 abs.
+    /// ReduceOnPlateau: 0 minimise the metric, 1 maximise it.
     pub plateau_mode: u32,
+    /// ReduceOnPlateau: 0 relative threshold, 1 absolute.
     pub threshold_mode: u32,
-    /// MultiStep: milestones; PiecewiseConstant: boundaries (strictly increasing).
+    /// MultiStep: milestones; PiecewiseConstant: boundaries (strictly increasing). Copied by
+    /// `flatopt_optimizer_new`.
     pub milestones: *const u64,
+    /// Number of `milestones`.
     pub n_milestones: usize,
-    /// PiecewiseConstant: values (n_milestones + 1 of them).
+    /// PiecewiseConstant: the learning rates (`n_milestones + 1` of them). Copied.
     pub values: *const c_double,
+    /// Number of `values`.
     pub n_values: usize,
 }
 
@@ -818,10 +850,15 @@ pub enum flatopt_nonfinite {
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum flatopt_simd_tier {
+    /// The process default (`FLATOPT_SIMD`, else the best available); inputs only.
     FLATOPT_SIMD_DEFAULT = 0,
+    /// Plain scalar code: the reference.
     FLATOPT_SIMD_SCALAR = 1,
+    /// Portable vectors (SSE2 on x86_64, NEON on aarch64).
     FLATOPT_SIMD_PORTABLE = 2,
+    /// AVX2 (x86_64, detected at run time).
     FLATOPT_SIMD_AVX2 = 3,
+    /// AVX-512F: reserved, not compiled into this build (never available).
     FLATOPT_SIMD_AVX512 = 4,
 }
 

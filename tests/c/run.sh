@@ -107,7 +107,13 @@ stage "compile (C99, -Werror): test_api, test_golden, canary (shared) and test_a
 if objdump -p "$out/test_api_static" | grep -q 'NEEDED.*libflatopt'; then
     die "test_api_static depends on the shared library"
 fi
-done_stage "4 programs compiled without warnings (test_api, test_golden, canary, test_api_static)"
+# The header on its own, included twice: C99 pedantic and C++17 pedantic, warnings as errors.
+"$CC" "${CFLAGS[@]}" tests/c/header_twice.c -o "$out/header_twice_c" \
+    -L"$out/lib" -lflatopt -Wl,-rpath,"$out/lib"
+"${CXX:-c++}" -x c++ -std=c++17 -Wall -Wextra -pedantic -Werror -I"$root/include" \
+    tests/c/header_twice.c -o "$out/header_twice_cxx" -L"$out/lib" -lflatopt -Wl,-rpath,"$out/lib"
+"$out/header_twice_c" && "$out/header_twice_cxx" || die "header_twice failed"
+done_stage "6 programs compiled without warnings (test_api, test_golden, canary, test_api_static, header twice as C99 and C++17)"
 
 # ---------------------------------------------------------------------------------------------
 stage "API list: header declarations == library exports == test_api's list; only flatopt_ exported"
