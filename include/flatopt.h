@@ -70,6 +70,10 @@ typedef enum flatopt_status {
      * An internal error was caught at the boundary (a bug: please report it).
      */
     FLATOPT_ERR_INTERNAL = 11,
+    /**
+     * The handle is being used by another thread at the same time (nothing changed).
+     */
+    FLATOPT_ERR_BUSY = 12,
 } flatopt_status;
 
 /**
@@ -215,7 +219,9 @@ typedef enum flatopt_simd_tier {
  * An optimizer over host-owned buffers. Create with `flatopt_optimizer_new`, release with
  * `flatopt_optimizer_free`. One handle must not be used from two threads at once, except
  * `flatopt_optimizer_step_range` between `flatopt_optimizer_begin_step` and
- * `flatopt_optimizer_end_step`.
+ * `flatopt_optimizer_end_step` (and read-only queries among themselves). A call that overlaps
+ * a conflicting call on the same handle from another thread is detected and refused with
+ * `FLATOPT_ERR_BUSY` (nothing changes) rather than being undefined behaviour.
  */
 typedef struct flatopt_optimizer flatopt_optimizer;
 

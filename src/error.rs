@@ -35,6 +35,8 @@ pub enum Error {
     NullPointer { name: &'static str },
     /// Reading or writing a file failed.
     Io(String),
+    /// An object was used from two threads at once (C ABI handles).
+    Busy(&'static str),
     /// Data (a checkpoint) failed validation: bad magic, checksum, truncation, ...
     Corrupt(String),
     /// Two buffers that must be disjoint overlap (a parameter with a gradient or another
@@ -83,6 +85,7 @@ impl fmt::Display for Error {
             Error::Overlap { what } => write!(f, "overlapping buffers: {what}"),
             Error::Io(what) => write!(f, "I/O error: {what}"),
             Error::Corrupt(what) => write!(f, "corrupt checkpoint: {what}"),
+            Error::Busy(what) => write!(f, "busy: {what}"),
         }
     }
 }

@@ -12,10 +12,11 @@
 #![allow(non_camel_case_types)]
 #![allow(clippy::missing_safety_doc)] // Safety is documented per function in C terms.
 
-use std::cell::RefCell;
+use std::cell::{RefCell, UnsafeCell};
 use std::ffi::{c_char, c_double, c_float};
 use std::io::Write;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::config::{Base, Config, Lookahead, NonFinitePolicy, ScheduleMode};
 use crate::engine::{Optimizer, Outcome, RawState, Step};
@@ -58,6 +59,8 @@ pub enum flatopt_status {
     FLATOPT_ERR_CORRUPT = 10,
     /// An internal error was caught at the boundary (a bug: please report it).
     FLATOPT_ERR_INTERNAL = 11,
+    /// The handle is being used by another thread at the same time (nothing changed).
+    FLATOPT_ERR_BUSY = 12,
 }
 
 use flatopt_status::*;
@@ -73,6 +76,7 @@ fn status_of(e: &Error) -> flatopt_status {
         Error::Overlap { .. } => FLATOPT_ERR_OVERLAP,
         Error::Io(_) => FLATOPT_ERR_IO,
         Error::Corrupt(_) => FLATOPT_ERR_CORRUPT,
+        Error::Busy(_) => FLATOPT_ERR_BUSY,
     }
 }
 
@@ -141,6 +145,7 @@ pub extern "C" fn flatopt_status_str(status: i32) -> *const c_char {
         9 => b"I/O error\0",
         10 => b"corrupt data\0",
         11 => b"internal error\0",
+        12 => b"handle busy in another thread\0",
         _ => b"unknown status code\0",
     };
     s.as_ptr().cast()
@@ -1024,8 +1029,19 @@ struct HostBuf {
 /// An optimizer over host-owned buffers. Create with `flatopt_optimizer_new`, release with
 /// `flatopt_optimizer_free`. One handle must not be used from two threads at once, except
 /// `flatopt_optimizer_step_range` between `flatopt_optimizer_begin_step` and
-/// `flatopt_optimizer_end_step`.
+/// `flatopt_optimizer_end_step` (and read-only queries among themselves). A call that overlaps
+/// a conflicting call on the same handle from another thread is detected and refused with
+/// `FLATOPT_ERR_BUSY` (nothing changes) rather than being undefined behaviour.
 pub struct flatopt_optimizer {
+    /// Who uses the handle now: 0 nobody, `EXCLUSIVE` one changing call, n > 0 n shared calls.
+    lock: AtomicUsize,
+    inner: UnsafeCell<Inner>,
+}
+
+const EXCLUSIVE: usize = usize::MAX;
+
+/// The handle's contents, reached only through [`Exclusive`] or [`Shared`].
+struct Inner {
     engine: Optimizer,
     bufs: Vec<HostBuf>,
     /// Scratch for the slices of one step, capacity reserved at registration (no allocation
@@ -1053,7 +1069,109 @@ impl Drop for ScratchGuard<'_> {
     }
 }
 
-impl flatopt_optimizer {
+/// Exclusive access to a handle for the duration of one call (released on drop).
+struct Exclusive<'a> {
+    lock: &'a AtomicUsize,
+    inner: &'a mut Inner,
+}
+
+/// Shared, read-only access to a handle for the duration of one call (released on drop).
+struct Shared<'a> {
+    lock: &'a AtomicUsize,
+    inner: &'a Inner,
+}
+
+impl Drop for Exclusive<'_> {
+    fn drop(&mut self) {
+        self.lock.store(0, Ordering::Release);
+    }
+}
+
+impl Drop for Shared<'_> {
+    fn drop(&mut self) {
+        self.lock.fetch_sub(1, Ordering::Release);
+    }
+}
+
+impl std::ops::Deref for Exclusive<'_> {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        self.inner
+    }
+}
+
+impl std::ops::DerefMut for Exclusive<'_> {
+    fn deref_mut(&mut self) -> &mut Inner {
+        self.inner
+    }
+}
+
+impl std::ops::Deref for Shared<'_> {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        self.inner
+    }
+}
+
+fn busy() -> Error {
+    Error::Busy(
+        "the optimizer handle is in use by another thread (one handle, one thread at a time)",
+    )
+}
+
+/// Takes a handle for a call that changes it.
+///
+/// # Safety
+/// `opt` is NULL (rejected) or a live handle from `flatopt_optimizer_new`.
+unsafe fn handle<'a>(opt: *mut flatopt_optimizer) -> Result<Exclusive<'a>, Error> {
+    // SAFETY: NULL is rejected; otherwise a live handle (C contract). Only a shared reference
+    // is formed here; concurrent callers may form the same one.
+    let h: &'a flatopt_optimizer =
+        unsafe { opt.as_ref() }.ok_or(Error::NullPointer { name: "opt" })?;
+    h.lock
+        .compare_exchange(0, EXCLUSIVE, Ordering::Acquire, Ordering::Relaxed)
+        .map_err(|_| busy())?;
+    // SAFETY: the lock is ours alone (0 -> EXCLUSIVE succeeded), so no other reference to the
+    // contents exists until `Exclusive` is dropped and stores 0.
+    let inner = unsafe { &mut *h.inner.get() };
+    Ok(Exclusive {
+        lock: &h.lock,
+        inner,
+    })
+}
+
+/// Takes a handle for a call that only reads it (or, for `step_range`, writes disjoint
+/// host-owned elements through pointers set up by `begin_step`).
+///
+/// # Safety
+/// `opt` is NULL (rejected) or a live handle from `flatopt_optimizer_new`.
+unsafe fn handle_ref<'a>(opt: *const flatopt_optimizer) -> Result<Shared<'a>, Error> {
+    // SAFETY: NULL is rejected; otherwise a live handle (C contract).
+    let h: &'a flatopt_optimizer =
+        unsafe { opt.as_ref() }.ok_or(Error::NullPointer { name: "opt" })?;
+    let mut seen = h.lock.load(Ordering::Relaxed);
+    loop {
+        if seen == EXCLUSIVE || seen == EXCLUSIVE - 1 {
+            return Err(busy());
+        }
+        match h
+            .lock
+            .compare_exchange_weak(seen, seen + 1, Ordering::Acquire, Ordering::Relaxed)
+        {
+            Ok(_) => break,
+            Err(now) => seen = now,
+        }
+    }
+    // SAFETY: no exclusive user exists while the count is above 0, so shared references to
+    // the contents may coexist.
+    let inner = unsafe { &*h.inner.get() };
+    Ok(Shared {
+        lock: &h.lock,
+        inner,
+    })
+}
+
+impl Inner {
     /// Registers one more buffer: allowed until the first update (or after a reset).
     fn add(&mut self, buf: HostBuf) -> Result<(), Error> {
         if self.engine.step_count() > 0 || self.pending.is_some() {
@@ -1135,21 +1253,13 @@ impl flatopt_optimizer {
     }
 }
 
-fn check_no_pending(h: &flatopt_optimizer) -> Result<(), Error> {
+fn check_no_pending(h: &Inner) -> Result<(), Error> {
     if h.pending.is_some() {
         return Err(Error::InvalidState(
             "a step begun with flatopt_optimizer_begin_step is not finished (call flatopt_optimizer_end_step)",
         ));
     }
     Ok(())
-}
-
-/// # Safety
-/// `opt` is NULL (rejected) or a live handle from `flatopt_optimizer_new`, not used by another
-/// thread during the call.
-unsafe fn handle<'a>(opt: *mut flatopt_optimizer) -> Result<&'a mut flatopt_optimizer, Error> {
-    // SAFETY: NULL is rejected; otherwise a live, exclusively used handle (caller contract).
-    unsafe { opt.as_mut() }.ok_or(Error::NullPointer { name: "opt" })
 }
 
 /// Maps an update outcome to a status, recording a message for a skipped update.
@@ -1187,13 +1297,16 @@ pub unsafe extern "C" fn flatopt_optimizer_new(
         let cfg = unsafe { config_from_c(&c)? };
         let engine = Optimizer::new(cfg)?;
         let h = Box::new(flatopt_optimizer {
-            engine,
-            bufs: Vec::new(),
-            params: Vec::new(),
-            grads: Vec::new(),
-            pending: None,
-            raw: Vec::new(),
-            spans: Vec::new(),
+            lock: AtomicUsize::new(0),
+            inner: UnsafeCell::new(Inner {
+                engine,
+                bufs: Vec::new(),
+                params: Vec::new(),
+                grads: Vec::new(),
+                pending: None,
+                raw: Vec::new(),
+                spans: Vec::new(),
+            }),
         });
         // SAFETY: `out` is non-null (checked) and valid for writes (C contract).
         unsafe { write_out("out", out, Box::into_raw(h))? };
@@ -1208,8 +1321,19 @@ pub unsafe extern "C" fn flatopt_optimizer_free(opt: *mut flatopt_optimizer) {
         return;
     }
     guard_value((), || {
-        // SAFETY: a handle from `flatopt_optimizer_new`, freed once (C contract).
-        drop(unsafe { Box::from_raw(opt) });
+        // SAFETY: a live handle from `flatopt_optimizer_new` (C contract); taking it
+        // exclusively proves no other thread is inside a call on it right now.
+        match unsafe { handle(opt) } {
+            Ok(h) => {
+                std::mem::forget(h); // keep the lock taken: the handle is going away
+                                     // SAFETY: a handle from `flatopt_optimizer_new`, freed once (C contract), and
+                                     // no call is using it (the lock is ours).
+                drop(unsafe { Box::from_raw(opt) });
+            }
+            Err(_) => set_message(format_args!(
+                "flatopt_optimizer_free: the handle is in use by another thread; not freed"
+            )),
+        }
     })
 }
 
@@ -1230,7 +1354,7 @@ pub unsafe extern "C" fn flatopt_optimizer_add_param(
 ) -> flatopt_status {
     guard(|| {
         // SAFETY: see `handle`.
-        let h = unsafe { handle(opt)? };
+        let mut h = unsafe { handle(opt)? };
         if param.is_null() && len > 0 {
             return Err(Error::NullPointer { name: "param" });
         }
@@ -1246,8 +1370,8 @@ pub unsafe extern "C" fn flatopt_optimizer_add_param(
 pub unsafe extern "C" fn flatopt_optimizer_step(opt: *mut flatopt_optimizer) -> flatopt_status {
     guard(|| {
         // SAFETY: see `handle`.
-        let h = unsafe { handle(opt)? };
-        check_no_pending(h)?;
+        let mut h = unsafe { handle(opt)? };
+        check_no_pending(&h)?;
         // SAFETY: registered host pointers, valid during the call (C contract).
         let outcome = unsafe { h.with_slices(None, |e, p, g| e.update(p, g))? };
         Ok(outcome_status(outcome))
@@ -1264,8 +1388,8 @@ pub unsafe extern "C" fn flatopt_optimizer_step_with_grads(
 ) -> flatopt_status {
     guard(|| {
         // SAFETY: see `handle`.
-        let h = unsafe { handle(opt)? };
-        check_no_pending(h)?;
+        let mut h = unsafe { handle(opt)? };
+        check_no_pending(&h)?;
         if grads.is_null() {
             return Err(Error::NullPointer { name: "grads" });
         }
@@ -1295,18 +1419,18 @@ pub unsafe extern "C" fn flatopt_optimizer_begin_step(
 ) -> flatopt_status {
     guard(|| {
         // SAFETY: see `handle`.
-        let h = unsafe { handle(opt)? };
-        check_no_pending(h)?;
+        let mut h = unsafe { handle(opt)? };
+        check_no_pending(&h)?;
         // SAFETY: registered host pointers, valid during the call (C contract).
         let begun = unsafe { h.with_slices(None, |e, _, g| e.begin_update(g))? };
         match begun {
             Err(skipped) => Ok(outcome_status(skipped)),
             Ok(step) => {
-                h.raw.clear();
-                let lens = h.engine.buffer_lens().to_vec();
-                h.raw
-                    .extend(h.engine.states_mut().zip(lens).map(|(s, n)| s.into_raw(n)));
-                h.pending = Some(step);
+                let inner: &mut Inner = &mut h;
+                inner.raw.clear(); // capacity reserved at registration: no allocation
+                let states = inner.engine.states_mut().zip(&inner.bufs);
+                inner.raw.extend(states.map(|(s, b)| s.into_raw(b.len)));
+                inner.pending = Some(step);
                 Ok(FLATOPT_OK)
             }
         }
@@ -1323,9 +1447,9 @@ pub unsafe extern "C" fn flatopt_optimizer_step_range(
     end: usize,
 ) -> flatopt_status {
     guard(|| {
-        // SAFETY: NULL is rejected; otherwise a live handle. Only shared access is taken here,
-        // so concurrent range calls do not alias a `&mut`.
-        let h = unsafe { opt.as_ref() }.ok_or(Error::NullPointer { name: "opt" })?;
+        // SAFETY: see `handle_ref`. Only shared access is taken here, so concurrent range calls
+        // do not alias a `&mut`.
+        let h = unsafe { handle_ref(opt)? };
         let step = h.pending.ok_or(Error::InvalidState(
             "flatopt_optimizer_step_range outside begin_step / end_step",
         ))?;
@@ -1370,7 +1494,7 @@ pub unsafe extern "C" fn flatopt_optimizer_step_range(
 pub unsafe extern "C" fn flatopt_optimizer_end_step(opt: *mut flatopt_optimizer) -> flatopt_status {
     guard(|| {
         // SAFETY: see `handle`.
-        let h = unsafe { handle(opt)? };
+        let mut h = unsafe { handle(opt)? };
         let step = h.pending.ok_or(Error::InvalidState(
             "flatopt_optimizer_end_step without flatopt_optimizer_begin_step",
         ))?;
@@ -1388,8 +1512,8 @@ pub unsafe extern "C" fn flatopt_optimizer_end_step(opt: *mut flatopt_optimizer)
 pub unsafe extern "C" fn flatopt_optimizer_reset(opt: *mut flatopt_optimizer) -> flatopt_status {
     guard(|| {
         // SAFETY: see `handle`.
-        let h = unsafe { handle(opt)? };
-        check_no_pending(h)?;
+        let mut h = unsafe { handle(opt)? };
+        check_no_pending(&h)?;
         if h.bufs.is_empty() {
             return Err(Error::InvalidState(
                 "reset before any buffer was registered",
@@ -1415,12 +1539,12 @@ pub unsafe extern "C" fn flatopt_optimizer_reset(opt: *mut flatopt_optimizer) ->
 unsafe fn query<T>(
     opt: *const flatopt_optimizer,
     out: *mut T,
-    read: impl FnOnce(&flatopt_optimizer) -> T,
+    read: impl FnOnce(&Inner) -> T,
 ) -> flatopt_status {
     guard(|| {
-        // SAFETY: NULL is rejected; otherwise a live handle (C contract).
-        let h = unsafe { opt.as_ref() }.ok_or(Error::NullPointer { name: "opt" })?;
-        let value = read(h);
+        // SAFETY: see `handle_ref`.
+        let h = unsafe { handle_ref(opt)? };
+        let value = read(&h);
         // SAFETY: NULL is rejected; otherwise valid for writes (C contract).
         unsafe { write_out("out", out, value)? };
         Ok(FLATOPT_OK)
@@ -1505,8 +1629,8 @@ pub unsafe extern "C" fn flatopt_optimizer_set_num_threads(
 ) -> flatopt_status {
     guard(|| {
         // SAFETY: see `handle`.
-        let h = unsafe { handle(opt)? };
-        check_no_pending(h)?;
+        let mut h = unsafe { handle(opt)? };
+        check_no_pending(&h)?;
         h.engine.set_num_threads(num_threads as usize)?;
         Ok(FLATOPT_OK)
     })
@@ -1521,15 +1645,15 @@ pub unsafe extern "C" fn flatopt_optimizer_set_simd_tier(
 ) -> flatopt_status {
     guard(|| {
         // SAFETY: see `handle`.
-        let h = unsafe { handle(opt)? };
-        check_no_pending(h)?;
+        let mut h = unsafe { handle(opt)? };
+        check_no_pending(&h)?;
         let t = tier_from_c("tier", tier)?.unwrap_or_else(simd::default_tier);
         h.engine.set_tier(t)?;
         Ok(FLATOPT_OK)
     })
 }
 
-fn slow_of(h: &flatopt_optimizer, index: usize) -> Result<&[f32], Error> {
+fn slow_of(h: &Inner, index: usize) -> Result<&[f32], Error> {
     if h.engine.config().lookahead.is_none() {
         return Err(Error::InvalidState(
             "slow weights requested without Lookahead",
@@ -1554,14 +1678,14 @@ pub unsafe extern "C" fn flatopt_optimizer_slow_weights(
     out_len: *mut usize,
 ) -> flatopt_status {
     guard(|| {
-        // SAFETY: NULL is rejected; otherwise a live handle (C contract).
-        let h = unsafe { opt.as_ref() }.ok_or(Error::NullPointer { name: "opt" })?;
+        // SAFETY: see `handle_ref`.
+        let h = unsafe { handle_ref(opt)? };
         if out.is_null() || out_len.is_null() {
             return Err(Error::NullPointer {
                 name: if out.is_null() { "out" } else { "out_len" },
             });
         }
-        let s = slow_of(h, index)?;
+        let s = slow_of(&h, index)?;
         // SAFETY: both non-null (checked) and valid for writes (C contract).
         unsafe {
             write_out("out", out, s.as_ptr())?;
@@ -1581,9 +1705,9 @@ pub unsafe extern "C" fn flatopt_optimizer_copy_slow_weights(
     len: usize,
 ) -> flatopt_status {
     guard(|| {
-        // SAFETY: NULL is rejected; otherwise a live handle (C contract).
-        let h = unsafe { opt.as_ref() }.ok_or(Error::NullPointer { name: "opt" })?;
-        let s = slow_of(h, index)?;
+        // SAFETY: see `handle_ref`.
+        let h = unsafe { handle_ref(opt)? };
+        let s = slow_of(&h, index)?;
         check_buf("dst", dst, len)?;
         if len != s.len() {
             return Err(Error::LengthMismatch {
@@ -1607,7 +1731,7 @@ pub unsafe extern "C" fn flatopt_optimizer_schedule_step(
 ) -> flatopt_status {
     guard(|| {
         // SAFETY: see `handle`.
-        let h = unsafe { handle(opt)? };
+        let mut h = unsafe { handle(opt)? };
         h.engine.step_schedule();
         Ok(FLATOPT_OK)
     })
@@ -1621,7 +1745,7 @@ pub unsafe extern "C" fn flatopt_optimizer_schedule_step_metric(
 ) -> flatopt_status {
     guard(|| {
         // SAFETY: see `handle`.
-        let h = unsafe { handle(opt)? };
+        let mut h = unsafe { handle(opt)? };
         h.engine.step_schedule_metric(metric)?;
         Ok(FLATOPT_OK)
     })
@@ -2132,9 +2256,9 @@ pub unsafe extern "C" fn flatopt_optimizer_save(
     written: *mut usize,
 ) -> flatopt_status {
     guard(|| {
-        // SAFETY: NULL is rejected; otherwise a live handle (C contract).
-        let h = unsafe { opt.as_ref() }.ok_or(Error::NullPointer { name: "opt" })?;
-        check_no_pending(h)?;
+        // SAFETY: see `handle_ref`.
+        let h = unsafe { handle_ref(opt)? };
+        check_no_pending(&h)?;
         if buf.is_null() {
             return Err(Error::NullPointer { name: "buf" });
         }
@@ -2172,8 +2296,8 @@ pub unsafe extern "C" fn flatopt_optimizer_load(
 ) -> flatopt_status {
     guard(|| {
         // SAFETY: see `handle`.
-        let h = unsafe { handle(opt)? };
-        check_no_pending(h)?;
+        let mut h = unsafe { handle(opt)? };
+        check_no_pending(&h)?;
         if buf.is_null() {
             return Err(Error::NullPointer { name: "buf" });
         }
@@ -2211,9 +2335,9 @@ pub unsafe extern "C" fn flatopt_optimizer_save_file(
     path: *const c_char,
 ) -> flatopt_status {
     guard(|| {
-        // SAFETY: NULL is rejected; otherwise a live handle (C contract).
-        let h = unsafe { opt.as_ref() }.ok_or(Error::NullPointer { name: "opt" })?;
-        check_no_pending(h)?;
+        // SAFETY: see `handle_ref`.
+        let h = unsafe { handle_ref(opt)? };
+        check_no_pending(&h)?;
         // SAFETY: C contract.
         let path = unsafe { path_from_c(path)? };
         h.engine.save_file(path)?;
@@ -2229,8 +2353,8 @@ pub unsafe extern "C" fn flatopt_optimizer_load_file(
 ) -> flatopt_status {
     guard(|| {
         // SAFETY: see `handle`.
-        let h = unsafe { handle(opt)? };
-        check_no_pending(h)?;
+        let mut h = unsafe { handle(opt)? };
+        check_no_pending(&h)?;
         // SAFETY: C contract.
         let path = unsafe { path_from_c(path)? };
         h.engine.load_file(path)?;

@@ -2080,17 +2080,19 @@ static void test_version(void)
 
 static void test_status_str(void)
 {
-    const char *s[12], *unknown;
+    /* One past the last code: keep in step with flatopt_status (FLATOPT_ERR_BUSY = 12). */
+    enum { N_CODES = FLATOPT_ERR_BUSY + 1 };
+    const char *s[N_CODES], *unknown;
     int i, j;
-    const int32_t odd[] = { -1, 12, 99, 1000, INT32_MAX, INT32_MIN };
-    for (i = 0; i < 12; i++) {
+    const int32_t odd[] = { -1, N_CODES, 99, 1000, INT32_MAX, INT32_MIN };
+    for (i = 0; i < N_CODES; i++) {
         s[i] = F(flatopt_status_str)(i);
         CHECK(s[i] != NULL && s[i][0] != 0, "status_str(%d) empty", i);
     }
-    unknown = F(flatopt_status_str)(12);
-    CHECK(unknown != NULL && strstr(unknown, "unknown") != NULL, "status_str(12) = \"%s\"",
-          unknown ? unknown : "(NULL)");
-    for (i = 0; i < 12; i++) {
+    unknown = F(flatopt_status_str)(N_CODES);
+    CHECK(unknown != NULL && strstr(unknown, "unknown") != NULL, "status_str(%d) = \"%s\"",
+          N_CODES, unknown ? unknown : "(NULL)");
+    for (i = 0; i < N_CODES; i++) {
         if (!s[i] || !unknown)
             continue;
         CHECK(strcmp(s[i], unknown) != 0, "status_str(%d) is the unknown text", i);
@@ -2104,6 +2106,8 @@ static void test_status_str(void)
               "status_str(%ld) = \"%s\", expected the unknown-code text", (long)odd[i],
               u ? u : "(NULL)");
     }
+    CHECK(s[FLATOPT_ERR_BUSY] && strstr(s[FLATOPT_ERR_BUSY], "busy") != NULL,
+          "status_str(BUSY) = \"%s\"", s[FLATOPT_ERR_BUSY] ? s[FLATOPT_ERR_BUSY] : "");
     CHECK(s[0] && strcmp(s[0], "ok") == 0, "status_str(0) = \"%s\"", s[0] ? s[0] : "(NULL)");
     CHECK(s[1] && strstr(s[1], "skipped") != NULL, "status_str(SKIPPED) = \"%s\"",
           s[1] ? s[1] : "");
