@@ -72,6 +72,13 @@ unsafe impl Send for Shared {}
 // SAFETY: as above.
 unsafe impl Sync for Shared {}
 
+impl Shared {
+    /// The pointer (a method, so that closures capture the whole `Shared`, not its field).
+    fn ptr(&self) -> *mut flatopt_optimizer {
+        self.0
+    }
+}
+
 #[test]
 fn one_handle_from_two_threads_is_refused_not_undefined() {
     let n = 400_000; // a step long enough for the two threads to overlap often
@@ -83,10 +90,9 @@ fn one_handle_from_two_threads_is_refused_not_undefined() {
     std::thread::scope(|s| {
         for _ in 0..2 {
             s.spawn(|| {
-                let h = h;
                 for _ in 0..200 {
                     // SAFETY: a live handle; concurrent use is exactly what is being tested.
-                    match unsafe { flatopt_optimizer_step(h.0) } {
+                    match unsafe { flatopt_optimizer_step(h.ptr()) } {
                         flatopt_status::FLATOPT_OK => ok.fetch_add(1, Ordering::Relaxed),
                         flatopt_status::FLATOPT_ERR_BUSY => busy.fetch_add(1, Ordering::Relaxed),
                         _ => other.fetch_add(1, Ordering::Relaxed),
@@ -97,11 +103,10 @@ fn one_handle_from_two_threads_is_refused_not_undefined() {
         // A reader hammering queries meanwhile: shared calls are refused only while a
         // changing call is inside.
         s.spawn(|| {
-            let h = h;
             let mut steps = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 // SAFETY: live handle, valid out pointer.
-                let st = unsafe { flatopt_optimizer_step_count(h.0, &mut steps) };
+                let st = unsafe { flatopt_optimizer_step_count(h.ptr(), &mut steps) };
                 assert!(
                     st == flatopt_status::FLATOPT_OK || st == flatopt_status::FLATOPT_ERR_BUSY,
                     "{st:?}"
