@@ -608,6 +608,34 @@ enum flatopt_status flatopt_optimizer_step_with_grads(struct flatopt_optimizer *
                                                       size_t n_grads);
 
 /**
+ * The number of sum-of-squares blocks over all registered buffers (`ceil(len / block size)`
+ * per buffer): the length of the array `flatopt_optimizer_sum_squares_partials` fills.
+ */
+enum flatopt_status flatopt_optimizer_sum_squares_block_count(const struct flatopt_optimizer *opt,
+                                                              size_t *out);
+
+/**
+ * Sharded training, phase one: writes the block partial sums of squares of the registered
+ * gradients into `partials` (`n` = `flatopt_optimizer_sum_squares_block_count`). Exchange
+ * them between processes (e.g. MPI_Allgather), add all of them in global block order
+ * starting from 0.0, and pass the sum to `flatopt_optimizer_step_with_sum_squares`. When every
+ * shard starts on a block boundary (`flatopt_sum_squares_block_size`), the sharded run is
+ * bit-identical to a single process.
+ */
+enum flatopt_status flatopt_optimizer_sum_squares_partials(struct flatopt_optimizer *opt,
+                                                           double *partials,
+                                                           size_t n);
+
+/**
+ * Sharded training, phase two: one update of the registered buffers using the global sum of
+ * squares `sum_squares` (see `flatopt_optimizer_sum_squares_partials`) for clipping by norm
+ * and the non-finite check. A non-finite sum skips the update on every shard alike
+ * (`FLATOPT_SKIPPED` or `FLATOPT_ERR_NON_FINITE` by policy).
+ */
+enum flatopt_status flatopt_optimizer_step_with_sum_squares(struct flatopt_optimizer *opt,
+                                                            double sum_squares);
+
+/**
  * First phase of a step split over the host's own threads: validates, runs the gradient norm
  * / non-finite pass over the registered gradients and fixes the per-step scalars. Returns
  * `FLATOPT_SKIPPED` (nothing to apply; the step is over) or `FLATOPT_OK`, after which the host

@@ -35,7 +35,9 @@ pub enum Outcome {
     /// The update was applied; `step` is its 1-based number, `synced` whether Lookahead synced.
     Applied { step: u64, synced: bool },
     /// A gradient held a non-finite value (the first one, by buffer and index) and the policy
-    /// is `Skip`: nothing changed except the skipped-updates counter.
+    /// is `Skip`: nothing changed except the skipped-updates counter. `buffer` and `index` are
+    /// `usize::MAX` when the non-finite sum of squares was supplied by the caller
+    /// ([`Optimizer::update_with_sum_squares`]) and this process's gradients are finite.
     Skipped {
         buffer: usize,
         index: usize,
@@ -353,9 +355,60 @@ impl Optimizer {
         self.check_lengths("param", params.iter().map(|p| p.len()), params.len())?;
         // One hand-over to the pool per update (waking workers is the main fixed cost).
         match self.active_pool() {
-            Some(pool) => pool.install(|| self.update_on(params, grads, true)),
-            None => self.update_on(params, grads, false),
+            Some(pool) => pool.install(|| self.update_on(params, grads, None, true)),
+            None => self.update_on(params, grads, None, false),
         }
+    }
+
+    /// [`Optimizer::update`] with the global sum of squares of the gradients supplied by the
+    /// caller, for sharded training: each process owns a shard of the parameters, computes the
+    /// block partials of its gradient shard ([`Optimizer::sum_squares_partials`]), the
+    /// processes exchange them, and each adds all partials in global block order. When shards
+    /// start on block boundaries that sum is bit-identical to a single process's, and so is the
+    /// update. A non-finite `sum_squares` skips (or fails) the update on every shard alike.
+    pub fn update_with_sum_squares(
+        &mut self,
+        params: &mut [&mut [f32]],
+        grads: &[&[f32]],
+        sum_squares: f64,
+    ) -> Result<Outcome, Error> {
+        self.check_lengths("param", params.iter().map(|p| p.len()), params.len())?;
+        self.check_lengths("grad", grads.iter().map(|g| g.len()), grads.len())?;
+        match self.active_pool() {
+            Some(pool) => pool.install(|| self.update_on(params, grads, Some(sum_squares), true)),
+            None => self.update_on(params, grads, Some(sum_squares), false),
+        }
+    }
+
+    /// Writes the block partial sums of squares of `grads` (buffer by buffer, blocks of
+    /// [`kernels::SUMSQ_BLOCK`] elements) into `out`, which must hold
+    /// [`Optimizer::sum_squares_block_count`] values. Adding them in order gives exactly the
+    /// sum an update computes.
+    pub fn sum_squares_partials(&self, grads: &[&[f32]], out: &mut [f64]) -> Result<(), Error> {
+        self.check_lengths("grad", grads.iter().map(|g| g.len()), grads.len())?;
+        let want = self.sum_squares_block_count();
+        if out.len() != want {
+            return Err(Error::LengthMismatch {
+                what: "partials (one per sum-of-squares block of every buffer)".to_string(),
+                expected: want,
+                got: out.len(),
+            });
+        }
+        let mut at = 0;
+        for g in grads {
+            let n = kernels::sumsq_block_count(g.len());
+            kernels::sumsq_partials_unchecked(self.tier, g, &mut out[at..at + n]);
+            at += n;
+        }
+        Ok(())
+    }
+
+    /// The number of sum-of-squares blocks over all registered buffers.
+    pub fn sum_squares_block_count(&self) -> usize {
+        self.lens
+            .iter()
+            .map(|&n| kernels::sumsq_block_count(n))
+            .sum()
     }
 
     /// The pool if this optimizer has one and the registered size makes it pay.
@@ -372,9 +425,15 @@ impl Optimizer {
         &mut self,
         params: &mut [&mut [f32]],
         grads: &[&[f32]],
+        sum_squares: Option<f64>,
         parallel: bool,
     ) -> Result<Outcome, Error> {
-        let step = match self.begin_update_on(grads, parallel)? {
+        let begun = match sum_squares {
+            None => self.begin_update_on(grads, parallel)?,
+            Some(s) => self
+                .begin_update_with_sum_squares(Some(s), |b| kernels::first_non_finite(grads[b]))?,
+        };
+        let step = match begun {
             Ok(step) => step,
             Err(skipped) => return Ok(skipped),
         };
@@ -445,9 +504,10 @@ impl Optimizer {
             None => {}
             Some(s) => {
                 if !s.is_finite() && self.cfg.nonfinite != NonFinitePolicy::Propagate {
+                    // Not found here: the caller's sum came from other shards' gradients.
                     let (buffer, index, value) = (0..self.lens.len())
                         .find_map(|b| find(b).map(|(i, v)| (b, i, v)))
-                        .unwrap_or((0, 0, f32::NAN));
+                        .unwrap_or((usize::MAX, usize::MAX, f32::NAN));
                     self.skipped += 1;
                     return match self.cfg.nonfinite {
                         NonFinitePolicy::Error => Err(Error::NonFinite {

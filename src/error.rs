@@ -72,6 +72,13 @@ impl fmt::Display for Error {
                 "length mismatch for {what}: expected {expected}, got {got}"
             ),
             Error::NonFinite {
+                buffer: usize::MAX, ..
+            } => write!(
+                f,
+                "non-finite gradient: the supplied sum of squares is not finite (the value is \
+                 in another shard's gradients)"
+            ),
+            Error::NonFinite {
                 buffer,
                 index,
                 value,

@@ -1271,9 +1271,16 @@ fn outcome_status(outcome: Outcome) -> flatopt_status {
             index,
             value,
         } => {
-            set_message(format_args!(
-                "update skipped: non-finite gradient: buffer {buffer} holds {value} at index {index}"
-            ));
+            if buffer == usize::MAX {
+                set_message(format_args!(
+                    "update skipped: the supplied sum of squares is not finite (a non-finite \
+                     gradient in another shard)"
+                ));
+            } else {
+                set_message(format_args!(
+                    "update skipped: non-finite gradient: buffer {buffer} holds {value} at index {index}"
+                ));
+            }
             FLATOPT_SKIPPED
         }
     }
@@ -1402,6 +1409,84 @@ pub unsafe extern "C" fn flatopt_optimizer_step_with_grads(
         }
         // SAFETY: `grads` holds `n_grads` = registered-count pointers (C contract).
         let outcome = unsafe { h.with_slices(Some(grads), |e, p, g| e.update(p, g))? };
+        Ok(outcome_status(outcome))
+    })
+}
+
+/// The number of sum-of-squares blocks over all registered buffers (`ceil(len / block size)`
+/// per buffer): the length of the array `flatopt_optimizer_sum_squares_partials` fills.
+#[no_mangle]
+pub unsafe extern "C" fn flatopt_optimizer_sum_squares_block_count(
+    opt: *const flatopt_optimizer,
+    out: *mut usize,
+) -> flatopt_status {
+    // SAFETY: C contract of this function.
+    unsafe { query(opt, out, |h| h.engine.sum_squares_block_count()) }
+}
+
+/// Sharded training, phase one: writes the block partial sums of squares of the registered
+/// gradients into `partials` (`n` = `flatopt_optimizer_sum_squares_block_count`). Exchange
+/// them between processes (e.g. MPI_Allgather), add all of them in global block order
+/// starting from 0.0, and pass the sum to `flatopt_optimizer_step_with_sum_squares`. When every
+/// shard starts on a block boundary (`flatopt_sum_squares_block_size`), the sharded run is
+/// bit-identical to a single process.
+#[no_mangle]
+pub unsafe extern "C" fn flatopt_optimizer_sum_squares_partials(
+    opt: *mut flatopt_optimizer,
+    partials: *mut c_double,
+    n: usize,
+) -> flatopt_status {
+    guard(|| {
+        // SAFETY: see `handle`.
+        let mut h = unsafe { handle(opt)? };
+        check_no_pending(&h)?;
+        if partials.is_null() && n > 0 {
+            return Err(Error::NullPointer { name: "partials" });
+        }
+        if !(partials as usize).is_multiple_of(std::mem::align_of::<f64>()) {
+            return Err(Error::invalid(
+                "partials",
+                format!("{partials:p}"),
+                "must be aligned to 8 bytes",
+            ));
+        }
+        let want = h.engine.sum_squares_block_count();
+        if n != want {
+            return Err(Error::LengthMismatch {
+                what: "n (see flatopt_optimizer_sum_squares_block_count)".to_string(),
+                expected: want,
+                got: n,
+            });
+        }
+        let out: &mut [f64] = if n == 0 {
+            &mut []
+        } else {
+            // SAFETY: non-null, aligned, `n` writable doubles owned by the caller (C contract);
+            // doubles cannot be the caller's float buffers registered with this handle.
+            unsafe { std::slice::from_raw_parts_mut(partials, n) }
+        };
+        // SAFETY: registered host pointers, valid during the call (C contract).
+        unsafe { h.with_slices(None, |e, _, g| e.sum_squares_partials(g, out))? };
+        Ok(FLATOPT_OK)
+    })
+}
+
+/// Sharded training, phase two: one update of the registered buffers using the global sum of
+/// squares `sum_squares` (see `flatopt_optimizer_sum_squares_partials`) for clipping by norm
+/// and the non-finite check. A non-finite sum skips the update on every shard alike
+/// (`FLATOPT_SKIPPED` or `FLATOPT_ERR_NON_FINITE` by policy).
+#[no_mangle]
+pub unsafe extern "C" fn flatopt_optimizer_step_with_sum_squares(
+    opt: *mut flatopt_optimizer,
+    sum_squares: c_double,
+) -> flatopt_status {
+    guard(|| {
+        // SAFETY: see `handle`.
+        let mut h = unsafe { handle(opt)? };
+        check_no_pending(&h)?;
+        // SAFETY: registered host pointers, valid during the call (C contract).
+        let outcome =
+            unsafe { h.with_slices(None, |e, p, g| e.update_with_sum_squares(p, g, sum_squares))? };
         Ok(outcome_status(outcome))
     })
 }

@@ -65,6 +65,9 @@ static const char *const k_api[] = {
     "flatopt_optimizer_num_threads",
     "flatopt_optimizer_num_params",
     "flatopt_optimizer_total_len",
+    "flatopt_optimizer_sum_squares_block_count",
+    "flatopt_optimizer_sum_squares_partials",
+    "flatopt_optimizer_step_with_sum_squares",
     "flatopt_optimizer_set_num_threads",
     "flatopt_optimizer_set_simd_tier",
     "flatopt_optimizer_slow_weights",
@@ -3353,6 +3356,79 @@ static void stage(const char *name)
     fflush(stdout);
 }
 
+/* Sharded training through the two-phase API: three optimizers owning block-aligned shards of
+ * one flat buffer, exchanging block partials, step bit-identically with one optimizer over the
+ * whole buffer; a NaN in one shard skips the step on every shard. */
+static void test_sharded(void)
+{
+    enum { N = 3 * 4096 + 77, SHARDS = 3, STEPS = 12 };
+    const size_t cut[SHARDS + 1] = { 0, 4096, 2 * 4096, N };
+    flatopt_config c;
+    flatopt_optimizer *whole, *shard[SHARDS];
+    float *p = (float *)xmalloc(N * sizeof(float)), *q = (float *)xmalloc(N * sizeof(float));
+    float *g = (float *)xmalloc(N * sizeof(float));
+    double partials[8], bad[8];
+    size_t i, k, nb[SHARDS], total_blocks = 0;
+    int t;
+    CHECK(F(flatopt_sum_squares_block_size)() == 4096, "block size");
+    OK(F(flatopt_config_init)(&c));
+    c.lookahead = 1;
+    c.sync_period = 3;
+    c.grad_clip_norm = 5.0; /* binds: the gradient norm is about 30 */
+    c.weight_decay = 1e-3;
+    for (i = 0; i < N; i++)
+        p[i] = q[i] = (float)sin(0.37 * (double)i);
+    whole = new_opt(&c);
+    OK(F(flatopt_optimizer_add_param)(whole, p, g, N));
+    for (k = 0; k < SHARDS; k++) {
+        shard[k] = new_opt(&c);
+        OK(F(flatopt_optimizer_add_param)(shard[k], q + cut[k], g + cut[k], cut[k + 1] - cut[k]));
+        OK(F(flatopt_optimizer_sum_squares_block_count)(shard[k], &nb[k]));
+        total_blocks += nb[k];
+    }
+    CHECK(total_blocks == 4 && nb[0] == 1 && nb[2] == 2, "block counts %lu", (unsigned long)total_blocks);
+    for (t = 0; t < STEPS; t++) {
+        double sum = 0.0;
+        size_t at = 0;
+        for (i = 0; i < N; i++)
+            g[i] = (float)cos(0.11 * (double)i * (t + 1));
+        if (t == 5)
+            g[2 * 4096 + 3] = NAN; /* in the last shard only */
+        for (k = 0; k < SHARDS; k++) {
+            OK(F(flatopt_optimizer_sum_squares_partials)(shard[k], partials + at, nb[k]));
+            at += nb[k];
+        }
+        for (i = 0; i < total_blocks; i++) /* global block order, from 0.0: as one process */
+            sum += partials[i];
+        EXPECT(F(flatopt_optimizer_step)(whole), t == 5 ? FLATOPT_SKIPPED : FLATOPT_OK);
+        for (k = 0; k < SHARDS; k++) {
+            EXPECT(F(flatopt_optimizer_step_with_sum_squares)(shard[k], sum),
+                   t == 5 ? FLATOPT_SKIPPED : FLATOPT_OK);
+            if (t == 5 && k == 0)
+                CHECK(msg_has("another shard"), "skip message: \"%s\"", last_msg());
+        }
+        CHECK(same_bits(p, q, N), "sharded run differs from one process at step %d", t + 1);
+    }
+    CHECK(step_count(shard[1]) == STEPS - 1 && skipped_count(shard[2]) == 1, "shard counters");
+    /* bad inputs: nothing written */
+    for (i = 0; i < 8; i++)
+        bad[i] = -1.0;
+    EXPECT(F(flatopt_optimizer_sum_squares_partials)(shard[2], NULL, 2), FLATOPT_ERR_NULL_POINTER);
+    CHECK(msg_has("partials"), "%s", last_msg());
+    EXPECT(F(flatopt_optimizer_sum_squares_partials)(shard[2], bad, 3),
+           FLATOPT_ERR_LENGTH_MISMATCH);
+    CHECK(bad[0] == -1.0 && bad[2] == -1.0, "partials written on error");
+    EXPECT(F(flatopt_optimizer_sum_squares_partials)(NULL, bad, 2), FLATOPT_ERR_NULL_POINTER);
+    EXPECT(F(flatopt_optimizer_sum_squares_block_count)(shard[0], NULL), FLATOPT_ERR_NULL_POINTER);
+    EXPECT(F(flatopt_optimizer_step_with_sum_squares)(NULL, 1.0), FLATOPT_ERR_NULL_POINTER);
+    F(flatopt_optimizer_free)(whole);
+    for (k = 0; k < SHARDS; k++)
+        F(flatopt_optimizer_free)(shard[k]);
+    free(p);
+    free(q);
+    free(g);
+}
+
 int main(int argc, char **argv)
 {
     const char *coverage_out = NULL;
@@ -3404,6 +3480,8 @@ int main(int argc, char **argv)
     stage("checkpoints, NULL registered gradients");
     test_checkpoints();
     test_null_registered_grad();
+    stage("sharded training: block partials, step with a global sum of squares");
+    test_sharded();
     check_tmpdir_clean();
 
     /* Coverage: every function of the header was called. */
