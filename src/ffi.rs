@@ -2090,6 +2090,37 @@ pub unsafe extern "C" fn flatopt_adam_update(
     })
 }
 
+/// The stateless AdamW and RAdam updates: the same buffers (m, v, slow), no AMSGrad maximum.
+///
+/// # Safety
+/// As `flatopt_adamw_update`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn two_moment_update(
+    kind: flatopt_base_kind,
+    hp: *const flatopt_base_params,
+    args: *const flatopt_step_args,
+    param: *mut f32,
+    grad: *const f32,
+    m: *mut f32,
+    v: *mut f32,
+    slow: *mut f32,
+    len: usize,
+) -> flatopt_status {
+    guard(|| {
+        // SAFETY: C contract of the calling function.
+        unsafe {
+            let plan = stateless_plan(hp, args, kind)?;
+            let st = [
+                ("m", m),
+                ("v", v),
+                ("v_max", std::ptr::null_mut()),
+                ("slow", slow),
+            ];
+            stateless_run(plan, param, grad, st, len)
+        }
+    })
+}
+
 /// Stateless AdamW step. `hp->kind` must be `FLATOPT_ADAMW`.
 #[no_mangle]
 pub unsafe extern "C" fn flatopt_adamw_update(
@@ -2102,19 +2133,20 @@ pub unsafe extern "C" fn flatopt_adamw_update(
     slow: *mut c_float,
     len: usize,
 ) -> flatopt_status {
-    guard(|| {
-        // SAFETY: C contract of this function.
-        unsafe {
-            let plan = stateless_plan(hp, args, flatopt_base_kind::FLATOPT_ADAMW)?;
-            let st = [
-                ("m", m),
-                ("v", v),
-                ("v_max", std::ptr::null_mut()),
-                ("slow", slow),
-            ];
-            stateless_run(plan, param, grad, st, len)
-        }
-    })
+    // SAFETY: C contract of this function.
+    unsafe {
+        two_moment_update(
+            flatopt_base_kind::FLATOPT_ADAMW,
+            hp,
+            args,
+            param,
+            grad,
+            m,
+            v,
+            slow,
+            len,
+        )
+    }
 }
 
 /// Stateless RAdam step. `hp->kind` must be `FLATOPT_RADAM`.
@@ -2129,19 +2161,20 @@ pub unsafe extern "C" fn flatopt_radam_update(
     slow: *mut c_float,
     len: usize,
 ) -> flatopt_status {
-    guard(|| {
-        // SAFETY: C contract of this function.
-        unsafe {
-            let plan = stateless_plan(hp, args, flatopt_base_kind::FLATOPT_RADAM)?;
-            let st = [
-                ("m", m),
-                ("v", v),
-                ("v_max", std::ptr::null_mut()),
-                ("slow", slow),
-            ];
-            stateless_run(plan, param, grad, st, len)
-        }
-    })
+    // SAFETY: C contract of this function.
+    unsafe {
+        two_moment_update(
+            flatopt_base_kind::FLATOPT_RADAM,
+            hp,
+            args,
+            param,
+            grad,
+            m,
+            v,
+            slow,
+            len,
+        )
+    }
 }
 
 /// Sum of squares of `x` (f64, fixed order: see SPEC.md "Determinism"), written to `*out`.
