@@ -9,8 +9,8 @@ VENV    := .venv
 CMAKE   := $(VENV)/bin/cmake
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all lib demo demo-rust test lint test-rust test-c test-cpp test-python test-install \
-        header install bench fmt clean
+.PHONY: all lib demo demo-rust demo-online test lint test-rust test-c test-cpp test-python \
+        test-mpi test-rt test-install header install bench bench-rt fmt clean
 
 all: lib
 
@@ -28,11 +28,16 @@ demo: lib
 demo-rust:
 	$(CARGO) run --release --example train
 
+## The online-learning control loop, paced in real time (cart-pole at 500 Hz, 6 s).
+demo-online: lib
+	bash examples/c/run_online_control.sh
+
 ## Every test: formatting, clippy, Rust tests (including the header freshness check), the C and
 ## C++ test programs (plain, valgrind, AddressSanitizer), the Python binding (pytest on the
-## pip-installed package) and the install test (pkg-config and CMake consumers of an installed
-## tree).
-test: lint test-rust test-c test-cpp test-python test-install
+## pip-installed package), sharded training over MPI (1, 2, 3 ranks bit-identical to one
+## process), the real-time checks (no allocation, lock or system call in steps; latency quick
+## mode; the control loop unpaced) and the install test (pkg-config and CMake consumers).
+test: lint test-rust test-c test-cpp test-python test-mpi test-rt test-install
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -50,6 +55,14 @@ test-cpp: lib
 
 test-python: $(VENV)/bin/python
 	bash bindings/python/run_tests.sh
+
+## Open MPI and mpi4py come from PyPI into .venv.
+test-mpi: lib $(VENV)/bin/python
+	bash examples/mpi/test_mpi.sh
+
+test-rt: lib
+	bash tests/rt/run.sh
+	bash examples/c/run_online_control.sh --fast
 
 test-install: lib $(CMAKE)
 	CMAKE=$(abspath $(CMAKE)) bash tests/install/run.sh
@@ -72,6 +85,10 @@ $(CMAKE): $(VENV)/bin/python
 ## Criterion benches (kernels per tier, full pipeline, bandwidth probe).
 bench:
 	$(CARGO) bench --bench kernels
+
+## The full latency benchmark (100,000 steps per layout; the README's table).
+bench-rt: lib
+	RT_FULL=1 bash tests/rt/run.sh
 
 fmt:
 	$(CARGO) fmt --all

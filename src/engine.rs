@@ -502,6 +502,13 @@ impl Optimizer {
                 ));
             }
             None => {}
+            Some(s) if s < 0.0 => {
+                return Err(Error::invalid(
+                    "sum_squares",
+                    s,
+                    "must be >= 0 (a sum of squares), or NaN/Inf for a non-finite gradient",
+                ));
+            }
             Some(s) => {
                 if !s.is_finite() && self.cfg.nonfinite != NonFinitePolicy::Propagate {
                     // Not found here: the caller's sum came from other shards' gradients.

@@ -18,6 +18,9 @@ API::
 * Schedules: :class:`StepLR`, :class:`CosineAnnealingLR`, ... (see :mod:`flatopt._schedules`
   for how they drive an optimizer).
 * Errors: :class:`FlatoptError` and its subclasses.
+* Sharded (ZeRO-1) data-parallel training over MPI, ``torch.distributed`` or NCCL:
+  :mod:`flatopt.sharded` and the optimizers' ``sum_squares_partials()`` /
+  ``update_with_sum_squares()``.
 
 The numerical contract (and where it differs from braintools, optax and PyTorch) is the
 project's SPEC.md. The shared library is found as described in :mod:`flatopt._lib`
@@ -26,6 +29,7 @@ project's SPEC.md. The shared library is found as described in :mod:`flatopt._li
 """
 
 from ._errors import (
+    BusyError,
     CheckpointError,
     CheckpointIOError,
     DTypeError,
@@ -54,6 +58,7 @@ from ._optim import (
     radam,
     sgd,
 )
+from . import sharded
 from ._schedules import (
     ConstantLR,
     CosineAnnealingLR,
@@ -89,6 +94,7 @@ __all__ = [
     "library_path",
     "library_version",
     "simd_tiers",
+    "sharded",
     # optimizers
     "BaseOptimizer",
     "sgd",
@@ -132,4 +138,5 @@ __all__ = [
     "CheckpointError",
     "CheckpointIOError",
     "InternalError",
+    "BusyError",
 ]

@@ -70,3 +70,8 @@ class CheckpointIOError(FlatoptError, OSError):
 
 class InternalError(FlatoptError, RuntimeError):
     """A bug in flatopt, caught at the library boundary: please report it."""
+
+
+class BusyError(FlatoptError, RuntimeError):
+    """The optimizer is being used by another thread at the same time: one optimizer, one
+    thread at a time (nothing changed)."""

@@ -52,6 +52,7 @@ ERR_OVERLAP = 8
 ERR_IO = 9
 ERR_CORRUPT = 10
 ERR_INTERNAL = 11
+ERR_BUSY = 12
 
 SGD, ADAM, ADAMW, RADAM = 0, 1, 2, 3
 
@@ -285,6 +286,22 @@ optimizer_load = _fn(
 optimizer_save_file = _fn("flatopt_optimizer_save_file", st, [_opt_p, c_char_p], required=False)
 optimizer_load_file = _fn("flatopt_optimizer_load_file", st, [_opt_p, c_char_p], required=False)
 
+# Sharded training (two-phase step with a global sum of squares); optional so that an older
+# library still loads (the sharding methods then raise UnsupportedError).
+sum_squares_block_size = _fn("flatopt_sum_squares_block_size", c_size_t, [], required=False)
+sum_squares_partials = _fn(
+    "flatopt_sum_squares_partials", st, [c_void_p, c_size_t, c_void_p, c_size_t], required=False
+)
+optimizer_sum_squares_block_count = _fn(
+    "flatopt_optimizer_sum_squares_block_count", st, [_opt_p, POINTER(c_size_t)], required=False
+)
+optimizer_sum_squares_partials = _fn(
+    "flatopt_optimizer_sum_squares_partials", st, [_opt_p, c_void_p, c_size_t], required=False
+)
+optimizer_step_with_sum_squares = _fn(
+    "flatopt_optimizer_step_with_sum_squares", st, [_opt_p, c_double], required=False
+)
+
 library_version = version().decode()
 
 # ---------------------------------------------------------------------------------------------
@@ -301,6 +318,7 @@ _EXC = {
     ERR_IO: _errors.CheckpointIOError,
     ERR_CORRUPT: _errors.CheckpointError,
     ERR_INTERNAL: _errors.InternalError,
+    ERR_BUSY: _errors.BusyError,
 }
 
 

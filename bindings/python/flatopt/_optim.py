@@ -419,6 +419,99 @@ class Optimizer:
             cache[i] = None
         return ptrs
 
+    # -- sharded training (two-phase step) -----------------------------------------------
+
+    def _require_sharding(self, what):
+        if _lib.optimizer_step_with_sum_squares is None:
+            raise UnsupportedError(
+                f"{what}: the flatopt library at {_lib.library_path} (version "
+                f"{_lib.library_version}) has no sharded-training functions; rebuild or "
+                "reinstall it"
+            )
+        if not self._registered:
+            raise InvalidStateError(f"{what} before register_trainable_weights(params)")
+        if self._grads is None:
+            raise InvalidStateError(
+                f"{what} needs gradient arrays registered with the parameters: "
+                "register_trainable_weights(params, grads=grads), then write each step's "
+                "gradients into them"
+            )
+
+    @property
+    def sum_squares_block_count(self):
+        """The number of sum-of-squares blocks of the registered parameters: one per
+        ``flatopt.sharded.block_size()`` (4096) elements or part of it, buffer by buffer. The
+        length of :meth:`sum_squares_partials`."""
+        self._require_sharding("sum_squares_block_count")
+        return self._query(_lib.optimizer_sum_squares_block_count, ctypes.c_size_t)
+
+    def sum_squares_partials(self, out=None):
+        """Sharded training, phase one: the block partial sums of squares of the registered
+        gradients, as a float64 array of :attr:`sum_squares_block_count` values (written into
+        ``out`` if given: a C-contiguous float64 array of that length).
+
+        Exchange them between the processes (e.g. ``comm.allgather``), add all of them in
+        global block order starting from 0.0 (:func:`flatopt.sharded.ordered_sum`) and pass the
+        sum to :meth:`update_with_sum_squares`. When each process's parameters are a shard of
+        one flat buffer that starts on a block boundary, the sharded run is bit-identical to a
+        single process updating the whole buffer. Needs gradient arrays registered
+        (``register_trainable_weights(params, grads=...)``)."""
+        self._require_sharding("sum_squares_partials")
+        with self._lock:
+            n = ctypes.c_size_t()
+            _lib.check(
+                _lib.optimizer_sum_squares_block_count(self._handle.ptr, ctypes.byref(n)),
+                "sum_squares_partials",
+            )
+            if out is None:
+                out = np.empty(n.value, dtype=np.float64)
+            elif not (
+                isinstance(out, np.ndarray)
+                and out.dtype == np.float64
+                and out.flags.c_contiguous
+                and out.flags.writeable
+                and out.flags.aligned
+            ):
+                raise DTypeError(
+                    f"sum_squares_partials: out must be a writeable, C-contiguous float64 "
+                    f"ndarray, got {describe(out)}"
+                    + (f" of dtype {out.dtype}" if isinstance(out, np.ndarray) else "")
+                )
+            elif out.size != n.value:
+                raise InvalidArgumentError(
+                    f"sum_squares_partials: out has {out.size} elements, the registered "
+                    f"gradients have {n.value} sum-of-squares blocks"
+                )
+            ptr = out.__array_interface__["data"][0] if out.size else None
+            _lib.check(
+                _lib.optimizer_sum_squares_partials(self._handle.ptr, ptr, out.size),
+                "sum_squares_partials",
+            )
+        return out
+
+    def update_with_sum_squares(self, sum_squares):
+        """Sharded training, phase two: one update of the registered parameters with the
+        registered gradients, using ``sum_squares`` (the global sum of squares of the
+        gradients of all shards, see :meth:`sum_squares_partials`) for clipping by norm and the
+        non-finite check. Returns True if applied, False if skipped: a non-finite
+        ``sum_squares`` (a NaN or Inf gradient in any shard) skips the update on every shard
+        alike (with ``nonfinite="error"`` it raises :class:`flatopt.NonFiniteError`)."""
+        self._require_sharding("update_with_sum_squares")
+        if isinstance(sum_squares, bool) or not isinstance(
+            sum_squares, (int, float, np.floating, np.integer)
+        ):
+            raise DTypeError(
+                f"update_with_sum_squares: sum_squares must be a float, got "
+                f"{describe(sum_squares)}"
+            )
+        with self._lock:
+            st = _lib.optimizer_step_with_sum_squares(self._handle.ptr, float(sum_squares))
+        if st == _lib.OK:
+            return True
+        if st == _lib.SKIPPED:
+            return False
+        _lib.raise_for(st, "update_with_sum_squares")
+
     # -- queries -------------------------------------------------------------------------
 
     def _query(self, fn, ctype):

@@ -1,0 +1,227 @@
+"""Sharded (ZeRO-1) training in one process: the shards of one flat buffer, each with its own
+optimizer, stepped through sum_squares_partials / update_with_sum_squares with the partials
+added in global block order, must match one optimizer over the whole buffer bit for bit, for
+any shard count; checkpoints of N shards reshard into M shards and continue bit-identically.
+(examples/mpi/ runs the same across real MPI processes.)"""
+
+import numpy as np
+import pytest
+
+import flatopt
+from flatopt import sharded
+
+from conftest import needs_checkpoints
+
+HAS_SHARDING = flatopt._lib.optimizer_step_with_sum_squares is not None
+pytestmark = pytest.mark.skipif(
+    not HAS_SHARDING, reason="the library has no sharded-training functions yet"
+)
+
+BLOCK = 4096
+N = 5 * BLOCK + 77  # 6 blocks, the last one partial
+
+
+def make_opt(nonfinite="skip"):
+    return flatopt.Lookahead(
+        flatopt.adam(0.01), sync_period=3, alpha=0.5, grad_clip_norm=5.0, weight_decay=1e-3,
+        nonfinite=nonfinite,
+    )
+
+
+def init_params():
+    return np.sin(0.37 * np.arange(N)).astype(np.float32)
+
+
+def grads_at(t):
+    g = np.cos(0.11 * np.arange(N) * (t + 1)).astype(np.float32)
+    if t == 4:
+        g[4 * BLOCK + 3] = np.nan  # in the last shard only, whatever the shard count
+    return g
+
+
+class Shards:
+    """n shard optimizers over views of one flat parameter / gradient buffer."""
+
+    def __init__(self, n, params=None):
+        self.p = init_params() if params is None else params
+        self.g = np.zeros(N, np.float32)
+        self.ranges = sharded.shard_ranges(N, n)
+        self.opts = []
+        for b, e in self.ranges:
+            o = make_opt()
+            o.register_trainable_weights([self.p[b:e]], grads=[self.g[b:e]])
+            self.opts.append(o)
+
+    def step(self, grad):
+        self.g[:] = grad
+        parts = [o.sum_squares_partials() for o in self.opts]  # the "allgather"
+        total = sharded.ordered_sum(parts)
+        return [o.update_with_sum_squares(total) for o in self.opts]
+
+    def slow(self):
+        return np.concatenate([o.slow_weights[0] for o in self.opts])
+
+
+def reference(steps):
+    p = init_params()
+    opt = make_opt()
+    opt.register_trainable_weights([p])
+    applied = [opt.update([grads_at(t)]) for t in range(steps)]
+    return p, opt, applied
+
+
+def same_bits(a, b):
+    return np.array_equal(a.view(np.uint32), b.view(np.uint32))
+
+
+def test_block_size_and_ranges():
+    assert sharded.block_size() == BLOCK
+    assert sharded.shard_ranges(N, 1) == [(0, N)]
+    assert sharded.shard_ranges(N, 2) == [(0, 3 * BLOCK), (3 * BLOCK, N)]
+    assert sharded.shard_ranges(N, 4) == [
+        (0, 2 * BLOCK), (2 * BLOCK, 4 * BLOCK), (4 * BLOCK, 5 * BLOCK), (5 * BLOCK, N)
+    ]
+    for n in range(1, 7):
+        r = sharded.shard_ranges(N, n)
+        assert r[0][0] == 0 and r[-1][1] == N
+        assert all(b % BLOCK == 0 and e > b for b, e in r)
+        assert all(r[i][1] == r[i + 1][0] for i in range(n - 1))
+    with pytest.raises(flatopt.InvalidArgumentError, match="n_shards = 7"):
+        sharded.shard_ranges(N, 7)
+    with pytest.raises(flatopt.InvalidArgumentError, match="total"):
+        sharded.shard_ranges(0, 1)
+
+
+def test_ordered_sum_is_sequential_double_addition():
+    parts = [np.array([1e16, 1.0]), np.array([-1e16, 1.0])]
+    # ((0 + 1e16) + 1) + -1e16 + 1 = 0 + 1 = 1 in sequential doubles; fsum would give 2.
+    assert sharded.ordered_sum(parts) == 1.0
+    assert sharded.ordered_sum([]) == 0.0
+
+
+def test_partials_match_the_library_kernel():
+    p = init_params()
+    g = grads_at(0)
+    opt = make_opt()
+    opt.register_trainable_weights([p], grads=[g])
+    assert opt.sum_squares_block_count == 6
+    parts = opt.sum_squares_partials()
+    assert parts.dtype == np.float64 and parts.shape == (6,)
+    # Each partial is the sum of squares of its block (not bitwise: another order).
+    for k in range(6):
+        blk = g[k * BLOCK : (k + 1) * BLOCK].astype(np.float64)
+        assert parts[k] == pytest.approx(float(blk @ blk), rel=1e-12)
+    out = np.full(6, -1.0)
+    assert opt.sum_squares_partials(out) is out
+    assert np.array_equal(out, parts)
+
+
+@pytest.mark.parametrize("n_shards", [1, 2, 3, 6])
+def test_sharded_run_is_bit_identical_to_one_process(n_shards):
+    steps = 12
+    ref_p, ref_opt, ref_applied = reference(steps)
+    s = Shards(n_shards)
+    applied = [s.step(grads_at(t)) for t in range(steps)]
+    for t, row in enumerate(applied):
+        assert row == [ref_applied[t]] * n_shards, f"step {t}"
+    assert ref_applied[4] is False  # the NaN step was skipped everywhere
+    assert same_bits(s.p, ref_p)
+    assert same_bits(s.slow(), ref_opt.slow_weights[0])
+    for o in s.opts:
+        assert o.step_count == steps - 1 and o.skipped_steps == 1
+
+
+def test_step_helper_with_an_allgather_function():
+    ref_p, _, _ = reference(6)
+    s = Shards(3)
+    for t in range(6):
+        s.g[:] = grads_at(t)
+        # A fake allgather: every rank's partials in rank order (what comm.allgather returns).
+        everyone = [o.sum_squares_partials() for o in s.opts]
+        for o in s.opts:
+            sharded.step(o, lambda mine, o=o: everyone)
+    assert same_bits(s.p, ref_p)
+
+
+def test_nonfinite_error_policy_raises_on_every_shard():
+    p = init_params()
+    g = grads_at(4)
+    opts = []
+    for b, e in sharded.shard_ranges(N, 2):
+        o = make_opt(nonfinite="error")
+        o.register_trainable_weights([p[b:e]], grads=[g[b:e]])
+        opts.append(o)
+    total = sharded.ordered_sum([o.sum_squares_partials() for o in opts])
+    assert not np.isfinite(total)
+    before = p.copy()
+    for o in opts:
+        with pytest.raises(flatopt.NonFiniteError):
+            o.update_with_sum_squares(total)
+        assert o.skipped_steps == 1
+    assert same_bits(p, before)
+
+
+def test_bad_input():
+    p = init_params()
+    opt = make_opt()
+    with pytest.raises(flatopt.InvalidStateError, match="before register"):
+        opt.sum_squares_partials()
+    opt.register_trainable_weights([p])  # no gradient arrays
+    with pytest.raises(flatopt.InvalidStateError, match="grads="):
+        opt.sum_squares_partials()
+    with pytest.raises(flatopt.InvalidStateError, match="grads="):
+        opt.update_with_sum_squares(1.0)
+    g = np.zeros(N, np.float32)
+    opt.register_trainable_weights([p], grads=[g])
+    with pytest.raises(flatopt.DTypeError, match="float64"):
+        opt.sum_squares_partials(np.zeros(6, np.float32))
+    with pytest.raises(flatopt.InvalidArgumentError, match="6 sum-of-squares blocks"):
+        opt.sum_squares_partials(np.zeros(5))
+    for bad in ("1.0", None, True, [1.0]):
+        with pytest.raises(flatopt.DTypeError, match="sum_squares"):
+            opt.update_with_sum_squares(bad)
+    assert opt.step_count == 0
+
+
+@needs_checkpoints
+@pytest.mark.parametrize("before,after", [(2, 3), (3, 1), (1, 6), (6, 2)])
+def test_checkpoints_reshard_to_another_rank_count(before, after):
+    steps, cut = 12, 7
+    ref_p, ref_opt, _ = reference(steps)
+
+    s = Shards(before)
+    for t in range(cut):
+        s.step(grads_at(t))
+    blobs = [sharded.save_checkpoint(o) for o in s.opts]
+    params = s.p.copy()  # the parameters are saved by the host, not by the optimizer
+
+    new = Shards(after, params=params)
+    lengths = [e - b for b, e in new.ranges]
+    for o, blob in zip(new.opts, sharded.reshard_checkpoints(blobs, lengths)):
+        sharded.load_checkpoint(o, blob)
+        assert o.step_count == cut - 1 and o.skipped_steps == 1
+    for t in range(cut, steps):
+        new.step(grads_at(t))
+    assert same_bits(new.p, ref_p)
+    assert same_bits(new.slow(), ref_opt.slow_weights[0])
+
+
+@needs_checkpoints
+def test_reshard_refuses_mismatched_checkpoints():
+    a = Shards(2)
+    a.step(grads_at(0))
+    blobs = [o.state_dict()["checkpoint"] for o in a.opts]
+    assert len(sharded.reshard_checkpoints(blobs, [N])) == 1
+    with pytest.raises(flatopt.InvalidArgumentError, match="sum to"):
+        sharded.reshard_checkpoints(blobs, [N - 1])
+    with pytest.raises(flatopt.CheckpointError, match="checksum"):
+        bad = bytearray(blobs[1])
+        bad[60] ^= 1
+        sharded.reshard_checkpoints([blobs[0], bytes(bad)], [N])
+    with pytest.raises(flatopt.CheckpointError, match="load_checkpoint"):
+        sharded.load_checkpoint(a.opts[0], blobs[1])  # the other shard's length
+    b = Shards(2)
+    b.step(grads_at(0))
+    b.step(grads_at(1))
+    with pytest.raises(flatopt.CheckpointError, match="counters"):
+        sharded.reshard_checkpoints([blobs[0], b.opts[1].state_dict()["checkpoint"]], [N])
