@@ -10,7 +10,8 @@ CMAKE   := $(VENV)/bin/cmake
 export CARGO_TERM_COLOR ?= never
 
 .PHONY: all lib demo demo-rust demo-online test lint test-rust test-c test-cpp test-python \
-        test-mpi test-rt test-install header install bench bench-rt fmt clean
+        test-mpi test-rt test-bench test-install header install bench bench-rt bench-compare \
+        fmt clean
 
 all: lib
 
@@ -37,7 +38,7 @@ demo-online: lib
 ## pip-installed package), sharded training over MPI (1, 2, 3 ranks bit-identical to one
 ## process), the real-time checks (no allocation, lock or system call in steps; latency quick
 ## mode; the control loop unpaced) and the install test (pkg-config and CMake consumers).
-test: lint test-rust test-c test-cpp test-python test-mpi test-rt test-install
+test: lint test-rust test-c test-cpp test-python test-mpi test-rt test-bench test-install
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -82,7 +83,20 @@ $(VENV)/bin/python:
 $(CMAKE): $(VENV)/bin/python
 	$(VENV)/bin/python -m pip install --quiet "cmake>=3.16"
 
-## Criterion benches (kernels per tier, full pipeline, bandwidth probe).
+## Quick mode of the comparison benchmark (seconds, sanity only: flatopt vs NumPy, the C
+## driver, zero allocations, the table and plot render; no timing assertions, no torch).
+test-bench: lib $(VENV)/bin/python
+	FLATOPT_SKIP_CARGO=1 bash benches/compare/build.sh
+	$(VENV)/bin/python -m pip install --quiet numpy
+	$(VENV)/bin/python benches/compare/compare.py --quick
+
+## Side by side with PyTorch, DeepSpeed and NumPy, interleaved in one run (creates .venv-bench,
+## about 5.5 GB with torch's CUDA wheels; about 35 min). Writes benches/compare/results/.
+bench-compare: lib
+	bash benches/compare/run.sh
+
+## Criterion benches: every kernel per tier, the engine on 1 and 2 threads, the full pipeline,
+## each next to a bandwidth probe with its access pattern.
 bench:
 	$(CARGO) bench --bench kernels
 

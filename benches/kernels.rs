@@ -1,14 +1,31 @@
-//! Criterion benches of the fused kernels and the full pipeline, next to a memory-bandwidth
-//! probe with the same access pattern, measured in the same process. Throughput is reported in
-//! bytes/s counting the bytes each update must move (Adam: p, g, m, v read, p, m, v written =
-//! 28 bytes per element), so every figure compares directly with the probe's.
+//! Criterion benches of every kernel and of the full pipeline, each group next to a
+//! memory-bandwidth probe with the same access pattern, measured in the same process.
+//! Throughput is reported in bytes/s counting the bytes each update must move (Adam: p, g, m, v
+//! read, p, m, v written = 28 bytes per element), so every figure compares directly with the
+//! probe's in its group: the fraction of what the machine can move with that pattern.
 //!
-//! `cargo bench --bench kernels` for everything; `-- adam/10000000` to filter.
+//! Groups (sizes 1e3 .. 1e8 elements; `FLATOPT_BENCH_SIZES=1000,1000000` to choose):
+//! - `adam`: the fused Adam kernel on every SIMD tier, one thread, and the probe;
+//! - `rules`: every base rule (SGD, momentum, Nesterov, Adam, AMSGrad, AdamW, RAdam) on the best
+//!   tier, each followed by the probe with its own pattern (12, 20, 28 or 36 B/element);
+//! - `ops`: the standalone kernels (scale, clip by value, Lookahead sync, sum of squares) and
+//!   their probes;
+//! - `engine`: Adam through the optimizer on 1 and 2 threads, non-finite check off
+//!   (`propagate`, 28 B/element) and on (`skip`, +4 B/element), and the probe on 1 and 2 threads;
+//! - `pipeline`: Lookahead(Adam) + global-norm clipping + weight decay through the optimizer on
+//!   1 and 2 threads (28 + 4 + 8/k B/element) and the probe on 1 and 2 threads.
+//!
+//! `cargo bench --bench kernels` for everything; `-- engine/` or `-- adam/10000000` to filter.
+//! Under `cargo test` (no `--bench` argument) every bench runs once at 1e3 and 4096 elements and
+//! the results are checked to be finite: a quick mode for `make test`, no timing assertions.
+//! The probes are plain loops compiled for AVX2 when the CPU has it (the same instruction set as
+//! the best flatopt tier); the 2-thread probe splits the range between two scoped threads.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use flatopt::kernels::{self, Buffers, Plan, Rule};
-use flatopt::{Base, Config, Optimizer, Tier};
+use flatopt::kernels::{self, Buffers, Op, Plan, Rule};
+use flatopt::{Base, Config, NonFinitePolicy, Optimizer, Tier};
 use std::hint::black_box;
+use std::time::Duration;
 
 /// Random-looking, never-zero data (a cheap LCG: the values only need to be non-trivial).
 fn data(n: usize, seed: u32, scale: f32) -> Vec<f32> {
@@ -21,61 +38,445 @@ fn data(n: usize, seed: u32, scale: f32) -> Vec<f32> {
         .collect()
 }
 
-/// The bandwidth probe: Adam's memory pattern (read p, g, m, v; write p, m, v) with trivial
-/// arithmetic, vectorized by the compiler.
-fn probe(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
-    for (((p, g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
-        *m += *g;
-        *v += *g;
-        *p += *m + *v;
-    }
+/// Positive data (second moments).
+fn positive(n: usize, seed: u32) -> Vec<f32> {
+    data(n, seed, 0.01).iter().map(|x| x * x + 1e-8).collect()
+}
+
+/// True when run by `cargo bench` (criterion gets `--bench`), false under `cargo test`.
+fn benchmarking() -> bool {
+    std::env::args().any(|a| a == "--bench")
 }
 
 fn sizes() -> Vec<usize> {
-    match std::env::var("FLATOPT_BENCH_SIZES") {
-        Ok(s) => s.split(',').filter_map(|x| x.trim().parse().ok()).collect(),
-        Err(_) => vec![1_000, 10_000, 100_000, 1_000_000, 10_000_000],
+    if !benchmarking() {
+        return vec![1_000, 4_096];
     }
+    match std::env::var("FLATOPT_BENCH_SIZES") {
+        Ok(s) => s
+            .split(',')
+            .filter_map(|x| x.trim().parse::<f64>().ok())
+            .map(|x| x as usize)
+            .collect(),
+        Err(_) => vec![1_000, 10_000, 100_000, 1_000_000, 10_000_000, 100_000_000],
+    }
+}
+
+/// Fewer, shorter samples where one iteration takes milliseconds.
+fn configure<M: criterion::measurement::Measurement>(
+    group: &mut criterion::BenchmarkGroup<'_, M>,
+    n: usize,
+) {
+    if n >= 10_000_000 {
+        group.sample_size(10);
+        group.warm_up_time(Duration::from_millis(1500));
+        group.measurement_time(Duration::from_secs(4));
+    } else if n >= 1_000_000 {
+        group.sample_size(20);
+        group.warm_up_time(Duration::from_secs(1));
+        group.measurement_time(Duration::from_secs(3));
+    } else {
+        group.sample_size(50);
+        group.warm_up_time(Duration::from_millis(500));
+        group.measurement_time(Duration::from_secs(2));
+    }
+}
+
+fn assert_finite(what: &str, xs: &[f32]) {
+    if let Some(i) = xs.iter().position(|x| !x.is_finite()) {
+        panic!("{what}: non-finite value {} at {i}", xs[i]);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The bandwidth probes: plain loops with the access pattern of each kernel, trivial arithmetic
+// that keeps the values bounded (no denormals, no NaN).
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Pattern {
+    /// p, g read; p written: 12 B/element (SGD).
+    Sgd,
+    /// p, g, b read; p, b written: 20 B/element (momentum, Nesterov).
+    Momentum,
+    /// p, g, m, v read; p, m, v written: 28 B/element (Adam, AdamW, RAdam).
+    Adam,
+    /// p, g, m, v, v_max read; p, m, v, v_max written: 36 B/element (AMSGrad).
+    AmsGrad,
+    /// x read and written: 8 B/element (scale, clip by value).
+    ReadWrite,
+    /// x, y read and written: 16 B/element (Lookahead sync).
+    Swap,
+    /// g read: 4 B/element (sum of squares).
+    Read,
+}
+
+impl Pattern {
+    fn bytes(self) -> u64 {
+        match self {
+            Pattern::Sgd => 12,
+            Pattern::Momentum => 20,
+            Pattern::Adam => 28,
+            Pattern::AmsGrad => 36,
+            Pattern::ReadWrite => 8,
+            Pattern::Swap => 16,
+            Pattern::Read => 4,
+        }
+    }
+}
+
+/// The probe's own buffers (the gradient is shared with the kernels: read only).
+struct ProbeBufs {
+    p: Vec<f32>,
+    m: Vec<f32>,
+    v: Vec<f32>,
+    x: Vec<f32>,
+}
+
+impl ProbeBufs {
+    fn new(n: usize) -> ProbeBufs {
+        ProbeBufs {
+            p: data(n, 11, 2.0),
+            m: data(n, 12, 0.01),
+            v: data(n, 13, 0.01),
+            x: data(n, 14, 0.01),
+        }
+    }
+}
+
+#[inline(always)]
+fn probe_body(
+    pat: Pattern,
+    p: &mut [f32],
+    g: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    x: &mut [f32],
+) -> f32 {
+    match pat {
+        Pattern::Sgd => {
+            for (p, g) in p.iter_mut().zip(g) {
+                *p += *g;
+            }
+        }
+        Pattern::Momentum => {
+            for ((p, g), b) in p.iter_mut().zip(g).zip(m.iter_mut()) {
+                *b += *g;
+                *p += *b;
+            }
+        }
+        Pattern::Adam => {
+            for (((p, g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+                *m += *g;
+                *v += *g;
+                *p += *m - *v;
+            }
+        }
+        Pattern::AmsGrad => {
+            let it = p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut());
+            for ((((p, g), m), v), x) in it.zip(x.iter_mut()) {
+                *m += *g;
+                *v += *g;
+                *x = if *x > *v { *x } else { *v };
+                *p += *m - *x;
+            }
+        }
+        Pattern::ReadWrite => {
+            for p in p.iter_mut() {
+                *p = -*p;
+            }
+        }
+        Pattern::Swap => {
+            for (p, m) in p.iter_mut().zip(m.iter_mut()) {
+                std::mem::swap(p, m);
+            }
+        }
+        Pattern::Read => {
+            let mut acc = [0.0f32; 16];
+            let mut chunks = g.chunks_exact(16);
+            for c in &mut chunks {
+                for (a, x) in acc.iter_mut().zip(c) {
+                    *a += *x * *x;
+                }
+            }
+            return acc.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>();
+        }
+    }
+    0.0
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn probe_avx2(
+    pat: Pattern,
+    p: &mut [f32],
+    g: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    x: &mut [f32],
+) -> f32 {
+    probe_body(pat, p, g, m, v, x)
+}
+
+fn probe_one(
+    pat: Pattern,
+    p: &mut [f32],
+    g: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    x: &mut [f32],
+) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 is present on this CPU (checked just above).
+        return unsafe { probe_avx2(pat, p, g, m, v, x) };
+    }
+    probe_body(pat, p, g, m, v, x)
+}
+
+/// The probe over all of `g.len()` elements on 1 or 2 threads (2: halves, scoped threads).
+fn probe(pat: Pattern, threads: usize, b: &mut ProbeBufs, g: &[f32]) -> f32 {
+    let n = g.len();
+    if threads <= 1 || n < 1024 {
+        return probe_one(pat, &mut b.p, g, &mut b.m, &mut b.v, &mut b.x);
+    }
+    let mid = (n / 2).next_multiple_of(16);
+    let (p0, p1) = b.p.split_at_mut(mid);
+    let (g0, g1) = g.split_at(mid);
+    let (m0, m1) = b.m.split_at_mut(mid);
+    let (v0, v1) = b.v.split_at_mut(mid);
+    let (x0, x1) = b.x.split_at_mut(mid);
+    std::thread::scope(|s| {
+        let h = s.spawn(move || probe_one(pat, p1, g1, m1, v1, x1));
+        probe_one(pat, p0, g0, m0, v0, x0) + h.join().unwrap()
+    })
+}
+
+fn bench_probe(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    pat: Pattern,
+    threads: usize,
+    n: usize,
+    bufs: &mut ProbeBufs,
+    g: &[f32],
+) {
+    group.throughput(Throughput::Bytes(pat.bytes() * n as u64));
+    group.bench_with_input(BenchmarkId::new(name, n), &n, |b, _| {
+        b.iter(|| probe(pat, threads, black_box(bufs), black_box(g)))
+    });
+    assert_finite(name, &bufs.p);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kernels
+
+/// The optimizer-owned state of one buffer, for the stateless kernels.
+struct State {
+    p: Vec<f32>,
+    m: Vec<f32>,
+    v: Vec<f32>,
+    v_max: Vec<f32>,
+}
+
+impl State {
+    fn new(n: usize) -> State {
+        State {
+            p: data(n, 1, 2.0),
+            m: data(n, 3, 0.01),
+            v: positive(n, 4),
+            v_max: positive(n, 5),
+        }
+    }
+}
+
+fn plan(rule: Rule) -> Plan {
+    Plan {
+        clip_scale: None,
+        clip_value: None,
+        weight_decay: None,
+        rule,
+        sync_alpha: None,
+    }
+}
+
+fn run_kernel(tier: Tier, plan: &Plan, st: &mut State, g: &[f32]) {
+    fn pick(used: bool, s: &mut [f32]) -> &mut [f32] {
+        if used {
+            s
+        } else {
+            &mut []
+        }
+    }
+    let (m, v, x) = plan.rule.state_used();
+    kernels::apply(
+        tier,
+        plan,
+        Buffers {
+            param: black_box(&mut st.p),
+            grad: black_box(g),
+            m: pick(m, &mut st.m),
+            v: pick(v, &mut st.v),
+            v_max: pick(x, &mut st.v_max),
+            slow: &mut [],
+        },
+    )
+    .unwrap()
 }
 
 fn bench_adam(c: &mut Criterion) {
     let mut group = c.benchmark_group("adam");
     for n in sizes() {
-        group.throughput(Throughput::Bytes(28 * n as u64));
-        group.sample_size(if n >= 1_000_000 { 10 } else { 50 });
-        let mut p = data(n, 1, 2.0);
+        configure(&mut group, n);
         let g = data(n, 2, 0.1);
-        let mut m = data(n, 3, 0.01);
-        let mut v: Vec<f32> = data(n, 4, 0.01).iter().map(|x| x * x).collect();
-        group.bench_with_input(BenchmarkId::new("probe", n), &n, |b, _| {
-            b.iter(|| probe(black_box(&mut p), black_box(&g), &mut m, &mut v))
-        });
+        let mut pb = ProbeBufs::new(n);
+        bench_probe(&mut group, "probe", Pattern::Adam, 1, n, &mut pb, &g);
+        drop(pb);
+        let mut st = State::new(n);
+        let plan = plan(Rule::for_step(&Base::adam(), 10, 1e-3));
+        group.throughput(Throughput::Bytes(28 * n as u64));
         for tier in Tier::ALL.into_iter().filter(|t| t.is_available()) {
-            let plan = Plan {
-                clip_scale: None,
-                clip_value: None,
-                weight_decay: None,
-                rule: Rule::for_step(&Base::adam(), 10, 1e-3),
-                sync_alpha: None,
-            };
             group.bench_with_input(BenchmarkId::new(tier.name(), n), &n, |b, _| {
-                b.iter(|| {
-                    kernels::apply(
-                        tier,
-                        &plan,
-                        Buffers {
-                            param: black_box(&mut p),
-                            grad: black_box(&g),
-                            m: &mut m,
-                            v: &mut v,
-                            v_max: &mut [],
-                            slow: &mut [],
-                        },
-                    )
-                    .unwrap()
-                })
+                b.iter(|| run_kernel(tier, &plan, &mut st, &g))
             });
         }
+        assert_finite("adam", &st.p);
+    }
+    group.finish();
+}
+
+fn bench_rules(c: &mut Criterion) {
+    let amsgrad = Base::Adam {
+        b1: 0.9,
+        b2: 0.999,
+        eps: 1e-8,
+        amsgrad: true,
+    };
+    let rules: [(&str, Base, Pattern); 7] = [
+        ("sgd", Base::sgd(), Pattern::Sgd),
+        ("momentum", Base::momentum(0.9, false), Pattern::Momentum),
+        ("nesterov", Base::momentum(0.9, true), Pattern::Momentum),
+        ("adam", Base::adam(), Pattern::Adam),
+        ("amsgrad", amsgrad, Pattern::AmsGrad),
+        ("adamw", Base::adamw(), Pattern::Adam),
+        ("radam", Base::radam(), Pattern::Adam),
+    ];
+    let tier = Tier::best();
+    let mut group = c.benchmark_group("rules");
+    for n in sizes() {
+        configure(&mut group, n);
+        let g = data(n, 2, 0.1);
+        let mut st = State::new(n);
+        let mut pb = ProbeBufs::new(n);
+        let mut probed = Vec::new();
+        for (name, base, pat) in rules {
+            if !probed.contains(&pat) {
+                let id = format!("probe-{}B", pat.bytes());
+                bench_probe(&mut group, &id, pat, 1, n, &mut pb, &g);
+                probed.push(pat);
+            }
+            // Step 10: past momentum's first step, and RAdam (b2 = 0.999) rectifies from step 6
+            // on, so every rule takes its full path.
+            let plan = plan(Rule::for_step(&base, 10, 1e-3));
+            group.throughput(Throughput::Bytes(pat.bytes() * n as u64));
+            group.bench_with_input(
+                BenchmarkId::new(format!("{name}-{}", tier.name()), n),
+                &n,
+                |b, _| b.iter(|| run_kernel(tier, &plan, &mut st, &g)),
+            );
+            assert_finite(name, &st.p);
+        }
+    }
+    group.finish();
+}
+
+fn bench_ops(c: &mut Criterion) {
+    let tier = Tier::best();
+    let mut group = c.benchmark_group("ops");
+    for n in sizes() {
+        configure(&mut group, n);
+        let g = data(n, 2, 0.1);
+        let mut pb = ProbeBufs::new(n);
+        bench_probe(
+            &mut group,
+            "probe-8B",
+            Pattern::ReadWrite,
+            1,
+            n,
+            &mut pb,
+            &g,
+        );
+        bench_probe(&mut group, "probe-16B", Pattern::Swap, 1, n, &mut pb, &g);
+        bench_probe(&mut group, "probe-4B", Pattern::Read, 1, n, &mut pb, &g);
+        drop(pb);
+        let mut x = data(n, 6, 1.0);
+        let mut y = data(n, 7, 1.0);
+        group.throughput(Throughput::Bytes(8 * n as u64));
+        // Alternating the sign keeps the values bounded.
+        let mut sign = 1.0f32;
+        group.bench_with_input(BenchmarkId::new("scale", n), &n, |b, _| {
+            b.iter(|| {
+                sign = -sign;
+                kernels::apply_op(tier, Op::Scale(sign), black_box(&mut x), &mut []).unwrap()
+            })
+        });
+        group.bench_with_input(BenchmarkId::new("clip_value", n), &n, |b, _| {
+            b.iter(|| {
+                kernels::apply_op(tier, Op::ClipValue(0.25), black_box(&mut x), &mut []).unwrap()
+            })
+        });
+        group.throughput(Throughput::Bytes(16 * n as u64));
+        group.bench_with_input(BenchmarkId::new("lookahead_sync", n), &n, |b, _| {
+            b.iter(|| kernels::apply_op(tier, Op::Sync(0.5), black_box(&mut x), &mut y).unwrap())
+        });
+        group.throughput(Throughput::Bytes(4 * n as u64));
+        group.bench_with_input(BenchmarkId::new("sum_squares", n), &n, |b, _| {
+            b.iter(|| kernels::sum_squares(tier, black_box(&g)))
+        });
+        assert_finite("ops", &x);
+        assert!(kernels::sum_squares(tier, &g).is_finite());
+    }
+    group.finish();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Through the engine, on 1 and 2 threads
+
+fn bench_engine(c: &mut Criterion) {
+    let mut group = c.benchmark_group("engine");
+    for n in sizes() {
+        configure(&mut group, n);
+        let g = data(n, 2, 0.1);
+        let mut pb = ProbeBufs::new(n);
+        for threads in [1usize, 2] {
+            let id = format!("probe-threads{threads}");
+            bench_probe(&mut group, &id, Pattern::Adam, threads, n, &mut pb, &g);
+        }
+        drop(pb);
+        let mut p = data(n, 1, 2.0);
+        for (policy, name, bytes) in [
+            (NonFinitePolicy::Propagate, "adam-propagate", 28),
+            (NonFinitePolicy::Skip, "adam-skip", 32),
+        ] {
+            for threads in [1usize, 2] {
+                let cfg = Config::new(Base::adam(), 1e-3)
+                    .nonfinite(policy)
+                    .threads(threads);
+                let mut opt = Optimizer::new(cfg).unwrap();
+                opt.register(&[&p]).unwrap();
+                group.throughput(Throughput::Bytes(bytes * n as u64));
+                group.bench_with_input(
+                    BenchmarkId::new(format!("{name}-threads{threads}"), n),
+                    &n,
+                    |b, _| {
+                        b.iter(|| {
+                            opt.update(&mut [black_box(&mut p)], &[black_box(&g)])
+                                .unwrap()
+                        })
+                    },
+                );
+            }
+        }
+        assert_finite("engine", &p);
     }
     group.finish();
 }
@@ -86,16 +487,22 @@ fn bench_adam(c: &mut Criterion) {
 fn bench_pipeline(c: &mut Criterion) {
     let mut group = c.benchmark_group("pipeline");
     for n in sizes() {
+        configure(&mut group, n);
+        let g = data(n, 6, 0.1);
+        let mut pb = ProbeBufs::new(n);
+        for threads in [1usize, 2] {
+            let id = format!("probe-threads{threads}");
+            bench_probe(&mut group, &id, Pattern::Adam, threads, n, &mut pb, &g);
+        }
+        drop(pb);
         group.throughput(Throughput::Bytes(((32.0 + 8.0 / 5.0) * n as f64) as u64));
-        group.sample_size(if n >= 1_000_000 { 10 } else { 50 });
+        let mut p = data(n, 5, 2.0);
         for threads in [1usize, 2] {
             let cfg = Config::new(Base::adam(), 1e-3)
                 .lookahead(5, 0.5)
                 .clip_norm(1.0)
                 .weight_decay(1e-4)
                 .threads(threads);
-            let mut p = data(n, 5, 2.0);
-            let g = data(n, 6, 0.1);
             let mut opt = Optimizer::new(cfg).unwrap();
             opt.register(&[&p]).unwrap();
             group.bench_with_input(
@@ -109,24 +516,17 @@ fn bench_pipeline(c: &mut Criterion) {
                 },
             );
         }
+        assert_finite("pipeline", &p);
     }
     group.finish();
 }
 
-fn bench_sumsq(c: &mut Criterion) {
-    let mut group = c.benchmark_group("sum_squares");
-    for n in sizes() {
-        group.throughput(Throughput::Bytes(4 * n as u64));
-        group.sample_size(if n >= 1_000_000 { 10 } else { 50 });
-        let g = data(n, 7, 1.0);
-        for tier in Tier::ALL.into_iter().filter(|t| t.is_available()) {
-            group.bench_with_input(BenchmarkId::new(tier.name(), n), &n, |b, _| {
-                b.iter(|| kernels::sum_squares(tier, black_box(&g)))
-            });
-        }
-    }
-    group.finish();
-}
-
-criterion_group!(benches, bench_adam, bench_pipeline, bench_sumsq);
+criterion_group!(
+    benches,
+    bench_adam,
+    bench_rules,
+    bench_ops,
+    bench_engine,
+    bench_pipeline
+);
 criterion_main!(benches);

@@ -1,0 +1,1057 @@
+#!/usr/bin/env python3
+"""flatopt side by side with PyTorch, DeepSpeed and NumPy, next to a memory-bandwidth probe.
+
+    python benches/compare/compare.py            # the full comparison (run.sh sets it up)
+    python benches/compare/compare.py --quick    # seconds: sanity checks only (make test)
+
+What runs, interleaved by repetition in one process (and the C driver as a subprocess between
+them), at every size and thread count, on identical random data (never zeros; the same
+generator and seeds in C and Python: probe.c):
+
+* ``probe``: a plain C loop with Adam's memory pattern (probe.c, -O3 -march=native), called
+  through ctypes in this process: what the machine can move (28 bytes per element).
+* ``flatopt-py``: flatopt through its Python binding (one ctypes call per step, gradients
+  registered): Adam with the non-finite check off (``propagate``), Adam with the default
+  check (``skip``, +4 B/element), and the full pipeline.
+* ``flatopt-c``: the same through the C driver (driver.c), to separate the ctypes overhead,
+  with the driver's own probe (``c-probe``).
+* ``torch-fused`` / ``torch-foreach``: ``torch.optim.Adam(fused=True)`` / ``(foreach=True)``.
+* ``torch-pipeline``: ``clip_grad_norm_(foreach=True)`` + ``Adam(fused=True, weight_decay)``
+  + a Lookahead sync every k steps exactly as timm's ``Lookahead`` does it.
+* ``deepspeed``: ``DeepSpeedCPUAdam(adamw_mode=False)`` (its C++ op is built on first use;
+  skipped with the reason if that fails).
+* ``numpy``: Adam (and the pipeline) with NumPy ufuncs into preallocated temporaries; on two
+  threads the arrays are split in halves run by two Python threads (ufuncs release the GIL).
+
+The pipeline is Lookahead(Adam) with k = 5, alpha = 0.5, coupled weight decay 1e-4 and
+global-norm clipping at max_norm = 2 * 0.01 * sqrt(n), above the gradients' norm, so the
+gradients are not changed (PyTorch multiplies them by the clamped factor 1.0 anyway; flatopt
+scales in registers when clipping: the same work either way). Bytes it must move: 28 per
+element for the update, 4 for the norm pass, 8/k for the syncs.
+
+Each (size, threads) point: every implementation is warmed up, then timed over blocks of steps
+(at least --min-time seconds and 5 steps per block, a multiple of k); --reps blocks per
+implementation, in rotating order. Medians and the interquartile spread are reported. Sizes
+whose state does not fit the memory budget are run one implementation at a time (set up, warm
+up, time, free) within each repetition.
+
+Outputs (full mode): benches/compare/results/<date>.{md,json,png} and latest.{md,json,png}.
+"""
+
+import argparse
+import ctypes
+import datetime as _dt
+import gc
+import json
+import math
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
+BUILD = os.path.join(ROOT, "target", "compare")
+
+# Shared with driver.c (keep in sync).
+DATA = {"p": (1, 1.0), "g": (2, 0.01), "m": (3, 0.001), "v": (4, 0.001)}
+LR, B1, B2, EPS = 1e-3, 0.9, 0.999, 1e-8
+WEIGHT_DECAY, SYNC_PERIOD, ALPHA = 1e-4, 5, 0.5
+BYTES = {"adam": 28.0, "adam-skip": 32.0, "pipeline": 32.0 + 8.0 / SYNC_PERIOD, "probe": 28.0}
+
+
+def max_norm_for(n):
+    return 2.0 * DATA["g"][1] * math.sqrt(n)
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# The probe library (C, ctypes) and the data
+
+
+class Probe:
+    def __init__(self, path):
+        self.lib = ctypes.CDLL(path)
+        f32p = ctypes.POINTER(ctypes.c_float)
+        self.lib.compare_fill_random.argtypes = [f32p, ctypes.c_size_t, ctypes.c_uint64,
+                                                 ctypes.c_float]
+        self.lib.compare_fill_random.restype = None
+        self.lib.compare_probe.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_size_t, ctypes.c_int]
+        self.lib.compare_probe.restype = ctypes.c_int
+
+    def random(self, n, which):
+        seed, scale = DATA[which]
+        x = np.empty(n, dtype=np.float32)
+        self.lib.compare_fill_random(x.ctypes.data_as(ctypes.POINTER(ctypes.c_float)), n, seed,
+                                     scale)
+        return x
+
+
+# ---------------------------------------------------------------------------------------------
+# Implementations. Each: make(n, threads, p0, g) -> (step, close). `step()` does one full
+# update; `close()` frees what it can. `p0` must not be modified (copy it).
+
+
+class Unavailable(Exception):
+    pass
+
+
+def _torch():
+    try:
+        import torch
+    except Exception as e:  # noqa: BLE001
+        raise Unavailable(f"torch not importable ({type(e).__name__}: {e})") from None
+    return torch
+
+
+def make_probe(ctx, n, threads, p0, g):
+    p, m, v = p0.copy(), ctx.probe.random(n, "m"), ctx.probe.random(n, "v")
+    fn = ctx.probe.lib.compare_probe
+    args = (p.ctypes.data, g.ctypes.data, m.ctypes.data, v.ctypes.data, n, threads)
+    keep = (p, g, m, v)  # the closure holds the arrays: `args` only has their addresses
+
+    def step():
+        fn(*args)
+        return keep
+    return step, None
+
+
+def make_flatopt(workload):
+    def make(ctx, n, threads, p0, g):
+        import flatopt
+        p = p0.copy()
+        if workload == "pipeline":
+            opt = flatopt.Lookahead(
+                flatopt.adam(LR, b1=B1, b2=B2, eps=EPS), sync_period=SYNC_PERIOD, alpha=ALPHA,
+                weight_decay=WEIGHT_DECAY, grad_clip_norm=max_norm_for(n), num_threads=threads)
+        else:
+            opt = flatopt.Adam(lr=LR, betas=(B1, B2), eps=EPS, num_threads=threads,
+                               nonfinite="propagate" if workload == "adam" else "skip")
+        opt.register_trainable_weights([p], grads=[g])
+        return opt.update, None
+    return make
+
+
+def _torch_param(torch, p0, g):
+    p = torch.nn.Parameter(torch.from_numpy(p0.copy()))
+    p.grad = torch.from_numpy(g)  # shared, never written (clip factor is 1.0: see module doc)
+    return p
+
+
+def make_torch_adam(kind):
+    def make(ctx, n, threads, p0, g):
+        torch = _torch()
+        torch.set_num_threads(threads)
+        p = _torch_param(torch, p0, g)
+        opt = torch.optim.Adam([p], lr=LR, betas=(B1, B2), eps=EPS, **{kind: True})
+        return opt.step, None
+    return make
+
+
+class TimmLookahead:
+    """timm.optim.Lookahead (timm 1.0, timm/optim/lookahead.py), reproduced: after the base
+    step, every k steps ``slow.add_(fast_p - slow, alpha=alpha); fast_p.copy_(slow)`` per
+    parameter (the slow buffer cloned from the parameter at the first sync)."""
+
+    def __init__(self, torch, base, alpha=0.5, k=6):
+        self.torch, self.base, self.alpha, self.k = torch, base, alpha, k
+        self.count = 0
+        self.slow = {}
+
+    def update_slow(self):
+        for group in self.base.param_groups:
+            for fast_p in group["params"]:
+                if fast_p.grad is None:
+                    continue
+                slow = self.slow.get(fast_p)
+                if slow is None:
+                    slow = self.slow[fast_p] = self.torch.empty_like(fast_p)
+                    slow.copy_(fast_p)
+                slow.add_(fast_p - slow, alpha=self.alpha)
+                fast_p.copy_(slow)
+
+    def step(self):
+        with self.torch.no_grad():
+            self.base.step()
+            self.count += 1
+            if self.count % self.k == 0:
+                self.update_slow()
+
+
+def make_torch_pipeline(ctx, n, threads, p0, g):
+    torch = _torch()
+    torch.set_num_threads(threads)
+    p = _torch_param(torch, p0, g)
+    params = [p]
+    base = torch.optim.Adam(params, lr=LR, betas=(B1, B2), eps=EPS, fused=True,
+                            weight_decay=WEIGHT_DECAY)
+    la = TimmLookahead(torch, base, alpha=ALPHA, k=SYNC_PERIOD)
+    max_norm = max_norm_for(n)
+    clip = torch.nn.utils.clip_grad_norm_
+
+    def step():
+        clip(params, max_norm, foreach=True)
+        la.step()
+    return step, None
+
+
+_DS = {}
+
+
+def _deepspeed_adam():
+    if "cls" in _DS:
+        return _DS["cls"]
+    if "err" in _DS:
+        raise Unavailable(_DS["err"])
+    try:
+        _torch()
+        import contextlib
+        import io
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            from deepspeed.ops.adam import DeepSpeedCPUAdam
+            import torch
+            t0 = time.time()
+            # Build (or load the cached build of) the op now, not inside a timed step.
+            DeepSpeedCPUAdam([torch.nn.Parameter(torch.ones(8))], lr=LR)
+        log(f"  deepspeed: cpu_adam op ready in {time.time() - t0:.1f} s")
+        _DS["cls"] = DeepSpeedCPUAdam
+    except Unavailable as e:
+        _DS["err"] = str(e)
+        raise
+    except Exception as e:  # noqa: BLE001
+        msg = str(e).strip().splitlines()
+        cause = e.__cause__
+        _DS["err"] = (f"DeepSpeedCPUAdam unavailable: {type(e).__name__}: "
+                      f"{msg[-1] if msg else ''}"
+                      + (f" (cause: {type(cause).__name__}: {str(cause)[:200]})" if cause else ""))
+        raise Unavailable(_DS["err"]) from None
+    return _DS["cls"]
+
+
+def make_deepspeed(ctx, n, threads, p0, g):
+    cls = _deepspeed_adam()
+    torch = _torch()
+    torch.set_num_threads(threads)
+    p = _torch_param(torch, p0, g)
+    opt = cls([p], lr=LR, betas=(B1, B2), eps=EPS, weight_decay=0.0, adamw_mode=False)
+
+    def step():
+        with torch.no_grad():
+            opt.step()
+    return step, None
+
+
+class NumpyAdam:
+    """Adam (and the pipeline) in NumPy: ufuncs with out= into preallocated temporaries, the
+    per-step scalars in f64 as the other implementations. On two threads, halves of the arrays
+    run in two Python threads."""
+
+    def __init__(self, n, threads, p0, g, pipeline, pool):
+        self.p, self.g = p0.copy(), g
+        self.m = np.zeros(n, np.float32)
+        self.v = np.zeros(n, np.float32)
+        self.t1 = np.empty(n, np.float32)
+        self.t2 = np.empty(n, np.float32)
+        self.pipeline = pipeline
+        self.slow = self.p.copy() if pipeline else None
+        self.max_norm = max_norm_for(n)
+        self.t = 0
+        self.threads = threads
+        self.pool = pool
+        cut = (n // 2 + 63) // 64 * 64 if threads > 1 and n >= 4096 else n
+        self.parts = [slice(0, cut), slice(cut, n)] if cut < n else [slice(0, n)]
+
+    def _sumsq(self, s):
+        g = self.g[s]
+        return float(np.dot(g, g))  # f32 accumulation: only the clip threshold depends on it
+
+    def _update(self, s, scale, step, isb2, sync):
+        p, g, m, v, t1, t2 = (a[s] for a in (self.p, self.g, self.m, self.v, self.t1, self.t2))
+        f = np.float32
+        if scale != 1.0:
+            np.multiply(g, f(scale), out=t2)
+            g = t2
+        if self.pipeline:
+            np.multiply(p, f(WEIGHT_DECAY), out=t1)
+            np.add(g, t1, out=t2)
+            g = t2
+        np.multiply(m, f(B1), out=m)
+        np.multiply(g, f(1 - B1), out=t1)
+        np.add(m, t1, out=m)
+        np.multiply(g, g, out=t1)
+        np.multiply(t1, f(1 - B2), out=t1)
+        np.multiply(v, f(B2), out=v)
+        np.add(v, t1, out=v)
+        np.sqrt(v, out=t1)
+        np.multiply(t1, f(isb2), out=t1)
+        np.add(t1, f(EPS), out=t1)
+        np.divide(m, t1, out=t1)
+        np.multiply(t1, f(step), out=t1)
+        np.subtract(p, t1, out=p)
+        if sync:
+            slow = self.slow[s]
+            np.subtract(p, slow, out=t1)
+            np.multiply(t1, f(ALPHA), out=t1)
+            np.add(slow, t1, out=slow)
+            p[...] = slow
+
+    def _map(self, fn):
+        if len(self.parts) == 1:
+            return [fn(self.parts[0])]
+        futs = [self.pool.submit(fn, s) for s in self.parts[1:]]
+        first = fn(self.parts[0])
+        return [first] + [f.result() for f in futs]
+
+    def step(self):
+        self.t += 1
+        scale = 1.0
+        if self.pipeline:
+            norm = math.sqrt(sum(self._map(self._sumsq)))
+            if norm > self.max_norm:
+                scale = self.max_norm / norm
+        step = LR / (1 - B1 ** self.t)
+        isb2 = 1 / math.sqrt(1 - B2 ** self.t)
+        sync = self.pipeline and self.t % SYNC_PERIOD == 0
+        self._map(lambda s: self._update(s, scale, step, isb2, sync))
+
+
+def make_numpy(workload):
+    def make(ctx, n, threads, p0, g):
+        impl = NumpyAdam(n, threads, p0, g, workload == "pipeline", ctx.pool)
+        return impl.step, None
+    return make
+
+
+# name, workload, factory, state bytes per element (for the memory budget)
+IMPLS = [
+    ("probe", "probe", make_probe, 12),
+    ("flatopt-py", "adam", make_flatopt("adam"), 12),
+    ("flatopt-py", "adam-skip", make_flatopt("adam-skip"), 12),
+    ("flatopt-py", "pipeline", make_flatopt("pipeline"), 16),
+    ("torch-fused", "adam", make_torch_adam("fused"), 12),
+    ("torch-foreach", "adam", make_torch_adam("foreach"), 12),
+    ("torch-pipeline", "pipeline", make_torch_pipeline, 20),
+    ("deepspeed", "adam", make_deepspeed, 12),
+    ("numpy", "adam", make_numpy("adam"), 20),
+    ("numpy", "pipeline", make_numpy("pipeline"), 24),
+]
+
+LABELS = {
+    ("probe", "probe"): "bandwidth probe (C, in process)",
+    ("c-probe", "probe"): "bandwidth probe (C driver)",
+    ("flatopt-c", "adam"): "flatopt C",
+    ("flatopt-c", "adam-skip"): "flatopt C (skip)",
+    ("flatopt-c", "pipeline"): "flatopt C",
+    ("flatopt-py", "adam"): "flatopt Python",
+    ("flatopt-py", "adam-skip"): "flatopt Python (skip)",
+    ("flatopt-py", "pipeline"): "flatopt Python",
+    ("torch-fused", "adam"): "torch fused",
+    ("torch-foreach", "adam"): "torch foreach",
+    ("torch-pipeline", "pipeline"): "torch (clip+fused+timm LA)",
+    ("deepspeed", "adam"): "DeepSpeedCPUAdam",
+    ("numpy", "adam"): "NumPy",
+    ("numpy", "pipeline"): "NumPy",
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Measurement
+
+
+class Ctx:
+    def __init__(self, probe, pool):
+        self.probe = probe
+        self.pool = pool
+
+
+def calibrate(step, min_time, warm_time):
+    """Warm-up (at least k steps and warm_time seconds); returns steps per timed block."""
+    t0 = time.perf_counter()
+    k = 0
+    while k < SYNC_PERIOD or (time.perf_counter() - t0 < warm_time and k < 1_000_000):
+        step()
+        k += 1
+    per = (time.perf_counter() - t0) / k
+    s = max(5, math.ceil(min_time / per))
+    return (s + SYNC_PERIOD - 1) // SYNC_PERIOD * SYNC_PERIOD
+
+
+def timed_block(step, steps):
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return (time.perf_counter() - t0) / steps
+
+
+def run_driver(args, n, threads, reps):
+    cmd = [args.driver, "bench", str(n), str(threads), str(reps), str(args.min_time)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+
+def measure_point(args, ctx, n, threads, impls, records, skipped):
+    p0 = ctx.probe.random(n, "p")
+    g = ctx.probe.random(n, "g")
+    per_elem = sum(b for *_, b in impls) + 8
+    keep_alive = per_elem * n <= args.mem_budget * 1e9
+    samples = {(name, wl): [] for name, wl, *_ in impls}
+    steps_of = {}
+    live = {}
+    driver_recs = {}
+
+    def setup(name, wl, make):
+        try:
+            step, close = make(ctx, n, threads, p0, g)
+        except Unavailable as e:
+            skipped.setdefault(name, str(e))
+            return None
+        return step
+
+    order = list(impls)
+    n_slots = len(order) + (1 if args.driver else 0)
+    for r in range(args.reps):
+        rot = r % n_slots
+        slots = list(range(n_slots))
+        slots = slots[rot:] + slots[:rot]
+        for slot in slots:
+            if slot == len(order):  # the C driver, one repetition, as a subprocess
+                for rec in run_driver(args, n, threads, 1):
+                    key = (rec["impl"], rec["workload"])
+                    if key in driver_recs:
+                        driver_recs[key]["sec_per_step"] += rec["sec_per_step"]
+                    else:
+                        driver_recs[key] = rec
+                continue
+            name, wl, make, _ = order[slot]
+            if name in skipped:
+                continue
+            key = (name, wl)
+            step = live.get(key)
+            fresh = step is None
+            if fresh:
+                step = setup(name, wl, make)
+                if step is None:
+                    continue
+            if fresh or key not in steps_of:
+                s = calibrate(step, args.min_time, args.warm_time)
+                steps_of.setdefault(key, s)
+            else:
+                for _ in range(SYNC_PERIOD):  # warm again after the other implementations ran
+                    step()
+            samples[key].append(timed_block(step, steps_of[key]))
+            if keep_alive:
+                live[key] = step
+            else:
+                del step
+                gc.collect()
+            time.sleep(args.pause)
+        if not keep_alive:
+            live.clear()
+    live.clear()
+    gc.collect()
+    for (name, wl), xs in samples.items():
+        if xs:
+            records.append({"source": "python", "impl": name, "workload": wl, "n": n,
+                            "threads": threads, "steps": steps_of[(name, wl)],
+                            "sec_per_step": xs})
+    records.extend(driver_recs.values())
+
+
+def summarize(rec):
+    xs = sorted(rec["sec_per_step"])
+    med = statistics.median(xs)
+    if len(xs) >= 4:
+        q = statistics.quantiles(xs, n=4)
+        lo, hi = q[0], q[2]
+    else:
+        lo, hi = xs[0], xs[-1]
+    n = rec["n"]
+    rec["median_s"] = med
+    rec["q1_s"], rec["q3_s"] = lo, hi
+    rec["spread_pct"] = 100.0 * (hi - lo) / med if med > 0 else float("nan")
+    rec["ns_per_element"] = med / n * 1e9
+    rec["gb_per_s"] = BYTES[rec["workload"]] * n / med / 1e9
+    return rec
+
+
+# ---------------------------------------------------------------------------------------------
+# Reporting
+
+
+def fmt_time(s):
+    if s < 1e-3:
+        return f"{s * 1e6:.3g} µs"
+    if s < 1:
+        return f"{s * 1e3:.3g} ms"
+    return f"{s:.3g} s"
+
+
+def fmt_n(n):
+    e = int(round(math.log10(n)))
+    return f"1e{e}" if 10 ** e == n else str(n)
+
+
+def index(records):
+    return {(r["impl"], r["workload"], r["n"], r["threads"]): r for r in records
+            if "median_s" in r}
+
+
+def ratio(idx, a, b, n, t):
+    """time(b) / time(a): how many times faster a is than b (None if either is missing)."""
+    ra, rb = idx.get(a + (n, t)), idx.get(b + (n, t))
+    if ra is None or rb is None:
+        return None
+    return rb["median_s"] / ra["median_s"]
+
+
+def bw_fraction(idx, a, n, t, probe=("probe", "probe")):
+    """Achieved bytes/s of `a` (its own bytes) over the probe's bytes/s, same run."""
+    ra, rp = idx.get(a + (n, t)), idx.get(probe + (n, t))
+    if ra is None or rp is None:
+        return None
+    return ra["gb_per_s"] / rp["gb_per_s"]
+
+
+def fit_linear(points):
+    """Least-squares t = a + b*n with relative weights (1/t): returns a (s), b (s/element)."""
+    if len(points) < 2:
+        return None
+    w = [1.0 / t for _, t in points]
+    sw = sum(x * x for x in w)
+    sx = sum(x * x * n for x, (n, _) in zip(w, points))
+    sxx = sum(x * x * n * n for x, (n, _) in zip(w, points))
+    sy = sum(x * x * t for x, (_, t) in zip(w, points))
+    sxy = sum(x * x * n * t for x, (n, t) in zip(w, points))
+    det = sw * sxx - sx * sx
+    if det == 0:
+        return None
+    a = (sxx * sy - sx * sxy) / det
+    b = (sw * sxy - sx * sy) / det
+    return a, b
+
+
+def table(idx, sizes, threads, cols, workload_bytes_note):
+    head = "| n | threads | " + " | ".join(label for label, _ in cols) + " |"
+    lines = [head, "|" + "---|" * (len(cols) + 2)]
+    for n in sizes:
+        for t in threads:
+            cells = []
+            for _, key in cols:
+                r = idx.get(key + (n, t))
+                if r is None:
+                    cells.append("–")
+                    continue
+                frac = bw_fraction(idx, key, n, t) if key[0] != "probe" else None
+                cell = f"{fmt_time(r['median_s'])} ±{r['spread_pct']:.0f}%<br>{r['gb_per_s']:.1f} GB/s"
+                if frac is not None:
+                    cell += f" ({frac:.2f}×)"
+                cells.append(cell)
+            lines.append(f"| {fmt_n(n)} | {t} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n\n" + workload_bytes_note + "\n"
+
+
+def verdict(value, bar):
+    if value is None:
+        return "not measured"
+    return f"**{value:.2f}×** (target ≥ {bar}×: {'met' if value >= bar else 'NOT met'})"
+
+
+def targets(idx, latency, threads, sizes):
+    out = []
+    big = max(sizes)
+    t2 = 2 if 2 in threads else max(threads)
+    fa = ("flatopt-py", "adam")
+    fc = ("flatopt-c", "adam")
+    fp = ("flatopt-py", "pipeline")
+    out.append(f"### Plain Adam (propagate), n = {fmt_n(big)}, {t2} threads")
+    out.append(f"- vs the bandwidth probe (same run): Python {verdict(bw_fraction(idx, fa, big, t2), 0.95)}, "
+               f"C {verdict(bw_fraction(idx, fc, big, t2), 0.95)}")
+    out.append(f"- vs PyTorch `Adam(fused=True)`: {verdict(ratio(idx, fa, ('torch-fused', 'adam'), big, t2), 1.0)}")
+    out.append(f"- vs `DeepSpeedCPUAdam`: {verdict(ratio(idx, fa, ('deepspeed', 'adam'), big, t2), 1.3)}")
+    out.append(f"- default `skip` configuration (+4 B/element): {verdict(bw_fraction(idx, ('flatopt-py', 'adam-skip'), big, t2), 0.95)} of the probe, "
+               f"{verdict(ratio(idx, ('flatopt-py', 'adam-skip'), ('torch-fused', 'adam'), big, t2), 1.0)} vs torch fused")
+    out.append("")
+    out.append(f"### Full pipeline (Lookahead(Adam) + clip-norm + weight decay), {t2} threads")
+    for n in [s for s in sizes if s >= 10_000_000]:
+        out.append(f"- n = {fmt_n(n)}: vs the PyTorch composition {verdict(ratio(idx, fp, ('torch-pipeline', 'pipeline'), n, t2), 1.3)}; "
+                   f"vs the probe for its {BYTES['pipeline']:.1f} B/element {verdict(bw_fraction(idx, fp, n, t2), 0.90)} "
+                   f"(C driver: {verdict(bw_fraction(idx, ('flatopt-c', 'pipeline'), n, t2), 0.90)})")
+    out.append("")
+    out.append("### Small sizes: per-step time, flatopt Python vs the per-call overhead of the others")
+    for n in [s for s in sizes if s <= 10_000]:
+        for t in threads:
+            ceil = ratio(idx, ("probe", "probe"), ("deepspeed", "adam"), n, t)
+            out.append(f"- n = {fmt_n(n)}, {t} thread(s): vs torch fused {verdict(ratio(idx, fa, ('torch-fused', 'adam'), n, t), 20)}, "
+                       f"vs DeepSpeed {verdict(ratio(idx, fa, ('deepspeed', 'adam'), n, t), 20)}"
+                       + (f"; the bandwidth probe itself (a plain C loop without Adam's arithmetic, called through ctypes) is {ceil:.1f}× DeepSpeed here"
+                          if ceil else ""))
+    out.append("")
+    out.append("### Small-model latency (C, 1 thread, 10 buffers, 10,000 params, Lookahead(Adam) + clip-norm)")
+    if latency:
+        ok = latency["p99_us"] <= 10.0 and latency["allocations_during_steps"] == 0
+        out.append(f"- p50 {latency['p50_us']:.2f} µs, p99 **{latency['p99_us']:.2f} µs**, p99.9 {latency['p999_us']:.2f} µs, "
+                   f"max {latency['max_us']:.1f} µs over {latency['steps']:,} steps; heap allocations during the steps: "
+                   f"**{latency['allocations_during_steps']}** (the counter saw {latency['canary_allocations']} in optimizer creation). "
+                   f"Target p99 ≤ 10 µs with zero allocations: {'met' if ok else 'NOT met'}")
+    else:
+        out.append("- not measured")
+    out.append("")
+    out.append("### Linearity and threads (flatopt Python, plain Adam)")
+    for t in threads:
+        pts = [(n, idx[fa + (n, t)]["median_s"]) for n in sizes if fa + (n, t) in idx]
+        fit = fit_linear(pts)
+        if fit:
+            a, b = fit
+            per = ", ".join(f"{fmt_n(n)}: {s / n * 1e9:.2f}" for n, s in pts)
+            out.append(f"- {t} thread(s): fitted t = {a * 1e6:.2f} µs + {b * 1e9:.3f} ns × n (relative least squares over all sizes); "
+                       f"ns/element per size: {per}")
+    if 1 in threads and 2 in threads:
+        sp = []
+        for n in sizes:
+            r1, r2 = idx.get(fa + (n, 1)), idx.get(fa + (n, 2))
+            p1, p2 = idx.get(("probe", "probe", n, 1)), idx.get(("probe", "probe", n, 2))
+            if r1 and r2:
+                txt = f"{fmt_n(n)}: {r1['median_s'] / r2['median_s']:.2f}×"
+                if p1 and p2:
+                    txt += f" (probe {p1['median_s'] / p2['median_s']:.2f}×)"
+                sp.append(txt)
+        out.append("- 2 threads over 1 (target ≥ 1.6× where bandwidth allows; the probe's own 2/1 speed-up shows what it allows): "
+                   + "; ".join(sp))
+    return "\n".join(out) + "\n"
+
+
+def plot(idx, sizes, threads, path):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except Exception as e:  # noqa: BLE001
+        log(f"plot skipped: matplotlib not importable ({e})")
+        return False
+    series = {
+        "adam": [("flatopt-py", "adam"), ("flatopt-c", "adam"), ("flatopt-py", "adam-skip"),
+                 ("torch-fused", "adam"), ("torch-foreach", "adam"), ("deepspeed", "adam"),
+                 ("numpy", "adam")],
+        "pipeline": [("flatopt-py", "pipeline"), ("flatopt-c", "pipeline"),
+                     ("torch-pipeline", "pipeline"), ("numpy", "pipeline")],
+    }
+    fig, axes = plt.subplots(2, len(threads), figsize=(6.5 * len(threads), 9), squeeze=False)
+    for col, t in enumerate(threads):
+        for row, wl in enumerate(["adam", "pipeline"]):
+            ax = axes[row][col]
+            xs = [n for n in sizes if ("probe", "probe", n, t) in idx]
+            ax.plot(xs, [idx[("probe", "probe", n, t)]["gb_per_s"] for n in xs], "k--", lw=2,
+                    label="bandwidth probe (28 B/elem)")
+            xc = [n for n in sizes if ("c-probe", "probe", n, t) in idx]
+            if xc:
+                ax.plot(xc, [idx[("c-probe", "probe", n, t)]["gb_per_s"] for n in xc], ":",
+                        color="0.5", lw=1.5, label="bandwidth probe (C driver process)")
+            for key in series[wl]:
+                pts = [(n, idx[key + (n, t)]) for n in sizes if key + (n, t) in idx]
+                if not pts:
+                    continue
+                style = "-o" if key[0].startswith("flatopt") else "-s"
+                ax.plot([n for n, _ in pts], [r["gb_per_s"] for _, r in pts], style, ms=4,
+                        label=LABELS[key])
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_xlabel("elements")
+            ax.set_ylabel("GB/s (bytes the update must move / time)")
+            title = "plain Adam" if wl == "adam" else "Lookahead(Adam) + clip-norm + wd"
+            ax.set_title(f"{title}, {t} thread{'s' if t > 1 else ''}")
+            ax.grid(True, which="both", alpha=0.3)
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def machine_info():
+    info = {"date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "python": platform.python_version(), "platform": platform.platform()}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    info["cpu"] = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    info["cpus"] = os.cpu_count()
+    try:
+        flags = open("/proc/cpuinfo").read()
+        info["avx512f"] = " avx512f" in flags
+    except OSError:
+        pass
+    try:
+        info["mem_gib"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (ValueError, OSError):
+        pass
+    try:
+        info["commit"] = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
+                                        capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--", "src"],
+                               capture_output=True, text=True).stdout.strip()
+        info["src_dirty"] = bool(dirty)
+    except OSError:
+        pass
+    info["numpy"] = np.__version__
+    for mod in ("torch", "deepspeed", "matplotlib"):
+        try:
+            info[mod] = __import__(mod).__version__
+        except Exception:  # noqa: BLE001
+            info[mod] = None
+    try:
+        import torch
+        info["torch_cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+    except Exception:  # noqa: BLE001
+        pass
+    import flatopt
+    info["flatopt"] = flatopt.library_version
+    info["flatopt_library"] = flatopt.library_path
+    return info
+
+
+def cpu_busy(seconds=0.5):
+    """Fraction of all CPUs busy over `seconds` (while this process sleeps: other load)."""
+    def read():
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        return sum(v), v[3] + v[4]
+    try:
+        t0, i0 = read()
+        time.sleep(seconds)
+        t1, i1 = read()
+    except OSError:
+        return None
+    return 1.0 - (i1 - i0) / max(t1 - t0, 1)
+
+
+def wait_idle(limit_s, threshold=0.25):
+    """Waits (up to limit_s) until other processes keep less than `threshold` of the CPUs
+    busy; returns the last busy fraction seen and the seconds waited."""
+    t0 = time.time()
+    busy = cpu_busy()
+    while busy is not None and busy > threshold and time.time() - t0 < limit_s:
+        busy = cpu_busy(1.0)
+    return busy, time.time() - t0
+
+
+def loadavg():
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def render_md(meta, idx, sizes, threads, latency, skipped, png_name):
+    m = meta["machine"]
+    lines = [f"# flatopt vs PyTorch, DeepSpeed and NumPy ({m['date'][:10]})", ""]
+    lines.append(f"Machine: {m.get('cpu', '?')}, {m.get('cpus')} vCPUs, {m.get('mem_gib')} GiB"
+                 f"{', AVX-512 present' if m.get('avx512f') else ''}; {m['platform']}. "
+                 f"flatopt {m['flatopt']} (commit {m.get('commit', '?')}"
+                 f"{', src/ modified' if m.get('src_dirty') else ''}, SIMD tier {meta.get('tier')}), "
+                 f"torch {m.get('torch')} (CPU capability {m.get('torch_cpu_capability', '?')}), "
+                 f"deepspeed {m.get('deepspeed')}, numpy {m['numpy']}, Python {m['python']}. "
+                 f"Load average at start {meta['load_start']}, at end {meta['load_end']}; "
+                 f"run took {meta['seconds'] / 60:.1f} min.")
+    cond = meta.get("conditions") or []
+    if cond:
+        worst = max((c["other_cpu_busy_before"] or 0.0, c["other_cpu_busy_after"] or 0.0) for c in cond)
+        lines.append("")
+        lines.append("Other processes share this machine: before each point the run waits (up to "
+                     "--wait-idle s) for them to use < 25% of the CPUs; the share measured before / "
+                     "after each point: " + ", ".join(
+                         f"{fmt_n(c['n'])}/{c['threads']}t {100 * (c['other_cpu_busy_before'] or 0):.0f}/"
+                         f"{100 * (c['other_cpu_busy_after'] or 0):.0f}%" for c in cond)
+                     + f" (worst {100 * max(worst):.0f}%).")
+    lines.append("")
+    lines.append(f"How: `make bench-compare` (benches/compare/run.sh → compare.py {' '.join(meta['argv'])}). "
+                 f"Every implementation on identical random data, warmed up, {meta['reps']} timed blocks of "
+                 f"≥ {meta['min_time']} s and ≥ 5 steps each, interleaved in rotating order in one process "
+                 "(the C driver as a subprocess in its turn); cells give the median time per step ± the "
+                 "interquartile range (% of the median), the bytes the update must move per second "
+                 "(Adam 28 B/element, pipeline 33.6), and in parentheses that rate over the bandwidth "
+                 "probe's at the same size and thread count in the same run.")
+    lines.append("")
+    if skipped:
+        lines.append("Skipped: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
+        lines.append("")
+    lines.append(f"![throughput against size]({png_name})")
+    lines.append("")
+    lines.append("## Plain Adam")
+    lines.append("")
+    cols = [("probe", ("probe", "probe")), ("flatopt C", ("flatopt-c", "adam")),
+            ("flatopt Py", ("flatopt-py", "adam")), ("flatopt Py skip", ("flatopt-py", "adam-skip")),
+            ("torch fused", ("torch-fused", "adam")), ("torch foreach", ("torch-foreach", "adam")),
+            ("DeepSpeed", ("deepspeed", "adam")), ("NumPy", ("numpy", "adam"))]
+    lines.append(table(idx, sizes, threads, cols,
+                       "flatopt: non-finite check off (`propagate`) unless marked skip (default; its "
+                       "extra gradient read counts 32 B/element). DeepSpeedCPUAdam with "
+                       "`adamw_mode=False`."))
+    lines.append("## Full pipeline: Lookahead(Adam, k=5, α=0.5) + global-norm clipping + weight decay 1e-4")
+    lines.append("")
+    cols = [("probe", ("probe", "probe")), ("flatopt C", ("flatopt-c", "pipeline")),
+            ("flatopt Py", ("flatopt-py", "pipeline")),
+            ("torch: clip + fused Adam + timm Lookahead", ("torch-pipeline", "pipeline")),
+            ("NumPy", ("numpy", "pipeline"))]
+    lines.append(table(idx, sizes, threads, cols,
+                       "Bytes the pipeline must move: 28/element for the update, 4 for the norm pass, "
+                       "8/k for the syncs = 33.6 B/element."))
+    lines.append("## Targets (ratios of medians measured in this run)")
+    lines.append("")
+    lines.append(targets(idx, latency, threads, sizes))
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Quick mode: seconds, sanity checks only (no timing assertions)
+
+
+def quick(args, probe):
+    import flatopt
+    failures = []
+
+    def check(cond, what):
+        print(f"  {'ok  ' if cond else 'FAIL'} {what}")
+        if not cond:
+            failures.append(what)
+
+    print(f"compare.py --quick: flatopt {flatopt.library_version} from {flatopt.library_path}")
+    for n in (1, 1000, 5003):
+        for t in (1, 2):
+            p0, g = probe.random(n, "p"), probe.random(n, "g")
+            check(bool(np.all(g != 0)) and bool(np.all(np.isfinite(g))), f"n={n}: data finite, no zeros")
+            for wl in ("adam", "pipeline"):
+                ref = NumpyAdam(n, t, p0, g, wl == "pipeline", args.pool)
+                p = p0.copy()
+                if wl == "pipeline":
+                    # Clipping active here (threshold below the norm) to check the scale as well.
+                    opt = flatopt.Lookahead(flatopt.adam(LR, b1=B1, b2=B2, eps=EPS),
+                                            sync_period=SYNC_PERIOD, alpha=ALPHA,
+                                            weight_decay=WEIGHT_DECAY,
+                                            grad_clip_norm=0.5 * float(np.linalg.norm(g)),
+                                            num_threads=t)
+                    ref.max_norm = 0.5 * float(np.linalg.norm(g))
+                else:
+                    opt = flatopt.Adam(lr=LR, betas=(B1, B2), eps=EPS, num_threads=t,
+                                       nonfinite="propagate")
+                opt.register_trainable_weights([p], grads=[g])
+                for _ in range(12):
+                    opt.update()
+                    ref.step()
+                err = float(np.max(np.abs(p - ref.p) / (np.abs(ref.p) + 1e-3)))
+                check(err < 1e-5, f"n={n} threads={t} {wl}: flatopt vs NumPy max rel diff {err:.1e}")
+    # Each implementation runs a few steps and its timings are finite and positive.
+    torch_ok = True
+    try:
+        _torch()
+    except Unavailable as e:
+        torch_ok = False
+        print(f"  skip torch and deepspeed: {e}")
+    if torch_ok:
+        import torch
+        n = 5003
+        p0, g = probe.random(n, "p"), probe.random(n, "g")
+        pt = torch.nn.Parameter(torch.from_numpy(p0.copy()))
+        pt.grad = torch.from_numpy(g)
+        topt = torch.optim.Adam([pt], lr=LR, betas=(B1, B2), eps=EPS, fused=True)
+        ref = NumpyAdam(n, 1, p0, g, False, args.pool)
+        for _ in range(12):
+            topt.step()
+            ref.step()
+        err = float(np.max(np.abs(pt.detach().numpy() - ref.p) / (np.abs(ref.p) + 1e-3)))
+        check(err < 1e-4, f"torch fused vs NumPy Adam max rel diff {err:.1e}")
+    ctx = Ctx(probe, args.pool)
+    records, skipped = [], {}
+    impls = IMPLS if torch_ok else [i for i in IMPLS if not i[0].startswith(("torch", "deep"))]
+    if torch_ok and not args.quick_deepspeed:
+        impls = [i for i in impls if i[0] != "deepspeed"]
+        skipped["deepspeed"] = "not built in --quick (its first build takes a minute)"
+    args.reps, args.min_time, args.warm_time, args.pause = 2, 0.002, 0.001, 0.0
+    for n in (1000, 4096):
+        for t in (1, 2):
+            measure_point(args, ctx, n, t, impls, records, skipped)
+    for r in records:
+        summarize(r)
+        ok = all(math.isfinite(x) and x > 0 for x in r["sec_per_step"]) and r["gb_per_s"] > 0
+        check(ok, f"{r['impl']:>14} {r['workload']:<9} n={r['n']} t={r['threads']}: "
+                  f"{r['ns_per_element']:.2f} ns/element (timing sane)")
+    if args.driver:
+        out = subprocess.run([args.driver, "check"], capture_output=True, text=True)
+        check(out.returncode == 0, f"driver check: {out.stdout.strip()}")
+        out = subprocess.run([args.driver, "latency", "10", "10000", "2000"], capture_output=True,
+                             text=True)
+        lat = json.loads(out.stdout) if out.returncode == 0 else None
+        check(lat is not None and lat["p50_us"] > 0 and lat["failed_steps"] == 0,
+              f"driver latency runs: {lat and round(lat['p50_us'], 2)} µs p50")
+        check(lat is not None and lat["canary_allocations"] > 0
+              and lat["allocations_during_steps"] == 0,
+              "latency step allocates nothing (and the allocation counter works)")
+    else:
+        print("  skip the C driver: not built (bash benches/compare/build.sh)")
+    idx = index(records)
+    with tempfile.TemporaryDirectory() as d:
+        sizes, threads = sorted({r["n"] for r in records}), [1, 2]
+        meta = {"machine": machine_info(), "tier": "?", "load_start": loadavg(),
+                "load_end": loadavg(), "seconds": 0.0, "argv": ["--quick"], "reps": 2,
+                "min_time": args.min_time}
+        md = render_md(meta, idx, sizes, threads, None, skipped, "x.png")
+        check("| 1e3 | 1 |" in md, "markdown table renders")
+        try:
+            import matplotlib  # noqa: F401
+            check(plot(idx, sizes, threads, os.path.join(d, "x.png")), "plot renders")
+        except ImportError:
+            print("  skip plot: matplotlib not importable")
+    print(f"compare.py --quick: {len(failures)} failed" if failures else "compare.py --quick: all ok")
+    return 1 if failures else 0
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="sanity checks only, in seconds")
+    ap.add_argument("--quick-deepspeed", action="store_true", help="include DeepSpeed in --quick")
+    ap.add_argument("--sizes", default="1e3,1e4,1e5,1e6,1e7,1e8")
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--min-time", type=float, default=0.25, help="seconds per timed block")
+    ap.add_argument("--warm-time", type=float, default=0.1)
+    ap.add_argument("--pause", type=float, default=0.02, help="seconds between implementations")
+    ap.add_argument("--mem-budget", type=float, default=5.0,
+                    help="GB of state kept alive across repetitions at one size")
+    ap.add_argument("--only", default="", help="comma list of implementation names")
+    ap.add_argument("--latency-steps", type=int, default=100_000)
+    ap.add_argument("--wait-idle", type=float, default=180.0,
+                    help="before each point, wait up to this many seconds for other processes "
+                         "to leave the CPUs (< 25%% busy); the load seen is recorded")
+    ap.add_argument("--out", default=os.path.join(HERE, "results"))
+    ap.add_argument("--render", metavar="JSON",
+                    help="only re-render the .md and .png of an earlier run's .json")
+    ap.add_argument("--driver", default=os.path.join(BUILD, "driver"))
+    ap.add_argument("--probe-lib", default=os.path.join(BUILD, "libcompare_probe.so"))
+    args = ap.parse_args()
+
+    try:
+        import flatopt  # noqa: F401
+    except ImportError:
+        # In-tree fallback (make test before the package is installed).
+        sys.path.insert(0, os.path.join(ROOT, "bindings", "python"))
+        os.environ.setdefault("FLATOPT_LIBRARY", os.path.join(ROOT, "target", "release",
+                                                              "libflatopt.so"))
+    if args.render:
+        with open(args.render) as f:
+            saved = json.load(f)
+        meta, records = saved["meta"], saved["records"]
+        for r in records:
+            if "sec_per_step" in r:
+                summarize(r)
+        latency = next((r for r in records if r.get("workload") == "latency"), None)
+        base = os.path.splitext(args.render)[0]
+        idx = index(records)
+        png_ok = plot(idx, meta["sizes"], meta["threads"], base + ".png")
+        md = render_md(meta, idx, meta["sizes"], meta["threads"], latency, meta["skipped"],
+                       os.path.basename(base) + ".png" if png_ok else "(no plot)")
+        with open(base + ".md", "w") as f:
+            f.write(md)
+        print(md)
+        return
+    if not os.path.exists(args.probe_lib):
+        sys.exit(f"compare.py: {args.probe_lib} missing: run bash benches/compare/build.sh")
+    if not os.path.exists(args.driver):
+        args.driver = None
+    probe = Probe(args.probe_lib)
+    from concurrent.futures import ThreadPoolExecutor
+    args.pool = ThreadPoolExecutor(max_workers=1)
+
+    if args.quick:
+        sys.exit(quick(args, probe))
+
+    sizes = [int(float(s)) for s in args.sizes.split(",") if s]
+    threads = [int(t) for t in args.threads.split(",") if t]
+    impls = IMPLS
+    if args.only:
+        keep = set(args.only.split(","))
+        impls = [i for i in IMPLS if i[0] in keep]
+        if "flatopt-c" not in keep:
+            args.driver = None
+    import flatopt
+    machine = machine_info()
+    tier = flatopt.Adam(lr=LR).simd_tier
+    load_start = loadavg()
+    log(f"compare.py: sizes {sizes}, threads {threads}, reps {args.reps}; load {load_start}")
+    t_start = time.time()
+    ctx = Ctx(probe, args.pool)
+    records, skipped = [], {}
+    if args.driver is None:
+        skipped["flatopt-c"] = "C driver not built or not selected"
+    conditions = []
+    for n in sizes:
+        for t in threads:
+            busy, waited = wait_idle(args.wait_idle)
+            t0 = time.time()
+            before = len(records)
+            measure_point(args, ctx, n, t, impls, records, skipped)
+            busy_after = cpu_busy()
+            for r in records[before:]:
+                r["other_cpu_busy_before"] = busy
+            conditions.append({"n": n, "threads": t, "other_cpu_busy_before": busy,
+                               "waited_s": round(waited, 1), "other_cpu_busy_after": busy_after,
+                               "loadavg_after": loadavg(), "seconds": round(time.time() - t0, 1)})
+            log(f"  n={fmt_n(n)} threads={t}: {time.time() - t0:.1f} s; other CPU load before "
+                f"{busy:.2f} (waited {waited:.0f} s), after {busy_after:.2f}; load {loadavg()}")
+            gc.collect()
+    latency = None
+    if args.driver:
+        busy, waited = wait_idle(args.wait_idle)
+        out = subprocess.run([args.driver, "latency", "10", "10000", str(args.latency_steps)],
+                             capture_output=True, text=True, check=True)
+        latency = json.loads(out.stdout)
+        latency["other_cpu_busy_before"] = busy
+        records.append(latency)
+    for r in records:
+        if "sec_per_step" in r:
+            summarize(r)
+    idx = index(records)
+    meta = {"machine": machine, "tier": tier, "load_start": load_start, "load_end": loadavg(),
+            "seconds": time.time() - t_start, "argv": sys.argv[1:], "reps": args.reps,
+            "min_time": args.min_time, "sizes": sizes, "threads": threads, "skipped": skipped,
+            "bytes_per_element": BYTES, "conditions": conditions}
+    os.makedirs(args.out, exist_ok=True)
+    stamp = _dt.datetime.now().strftime("%Y-%m-%d")
+    base = os.path.join(args.out, stamp)
+    png_ok = plot(idx, sizes, threads, base + ".png")
+    md = render_md(meta, idx, sizes, threads, latency, skipped,
+                   os.path.basename(base) + ".png" if png_ok else "(no plot)")
+    with open(base + ".md", "w") as f:
+        f.write(md)
+    with open(base + ".json", "w") as f:
+        json.dump({"meta": meta, "records": records}, f, indent=1)
+    for ext in (".md", ".json", ".png"):
+        if os.path.exists(base + ext):
+            dst = os.path.join(args.out, "latest" + ext)
+            if ext == ".md":
+                with open(dst, "w") as f:
+                    f.write(md.replace(os.path.basename(base) + ".png", "latest.png"))
+            else:
+                shutil.copyfile(base + ext, dst)
+    print(md)
+    log(f"wrote {base}.md/.json/.png and latest.*")
+
+
+if __name__ == "__main__":
+    main()

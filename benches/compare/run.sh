@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# benches/compare/run.sh: the side-by-side comparison, as `make bench-compare` runs it.
+#
+#   1. a virtualenv .venv-bench at the repository root (created if missing, reused otherwise;
+#      separate from .venv, which the tests use) with numpy, matplotlib, torch and deepspeed
+#      from PyPI, and flatopt itself (pip install ./bindings/python: builds the library with
+#      cargo and bundles it). PyPI's Linux torch wheel pulls in the CUDA runtime packages
+#      (about 5 GB in all); they are installed but unused (no GPU here).
+#   2. the C side (build.sh): target/compare/driver and target/compare/libcompare_probe.so
+#   3. compare.py with any arguments given here (default: the full run, 1e3..1e8 elements,
+#      1 and 2 threads; about 30 minutes on 2 vCPUs), writing benches/compare/results/.
+#
+# DeepSpeed builds its cpu_adam op with the machine's compiler on first use (ninja must be on
+# the PATH: the venv's bin/ is put first); if that fails compare.py skips it and says why.
+# Environment: PYTHON (to create the venv, default python3), BENCH_VENV (default .venv-bench).
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+cd "$root"
+venv="${BENCH_VENV:-$root/.venv-bench}"
+if [ ! -x "$venv/bin/python" ]; then
+    "${PYTHON:-python3}" -m venv "$venv"
+    "$venv/bin/python" -m pip install --quiet --upgrade pip
+fi
+py="$venv/bin/python"
+pip=("$py" -m pip --disable-pip-version-check --quiet)
+need=()
+for mod in numpy matplotlib torch deepspeed; do
+    "$py" -c "import $mod" 2>/dev/null || need+=("$mod")
+done
+if [ ${#need[@]} -gt 0 ]; then
+    echo "run.sh: installing ${need[*]} into $venv"
+    "${pip[@]}" install "${need[@]}" || echo "run.sh: install failed; compare.py skips what is missing"
+fi
+"${pip[@]}" install --force-reinstall --no-deps ./bindings/python
+bash "$here/build.sh"
+export PATH="$venv/bin:$PATH"
+unset FLATOPT_LIBRARY
+# NumPy: an OPENBLAS_CORETYPE set for old OpenBLAS bugs only slows it; the update uses no BLAS.
+unset OPENBLAS_CORETYPE OPENBLAS_L2_SIZE
+echo "run.sh: load average $(cut -d' ' -f1-3 /proc/loadavg) before the run"
+exec "$py" "$here/compare.py" "$@"
