@@ -268,3 +268,78 @@ fn files_are_written_atomically_and_read_back() {
     ));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The resumed half runs in a fresh process: this test binary re-runs itself in a child mode
+/// that loads the checkpoint file, continues for 30 steps and writes its parameters out.
+#[test]
+fn resumed_in_a_fresh_process_continues_bit_identically() {
+    const CHILD: &str = "FLATOPT_CKPT_CHILD_DIR";
+    let cfg = Config::new(flatopt::Base::adamw(), 1e-2)
+        .lookahead(5, 0.5)
+        .clip_norm(1.0)
+        .weight_decay(1e-3);
+    let mut rng = Rng(77);
+    let init: Vec<Vec<f32>> = SIZES.iter().map(|&n| rng.vec(n, 1.0)).collect();
+    let all_grads: Vec<Vec<Vec<f32>>> = (0..50).map(|t| grads_for(&mut rng, t)).collect();
+    let to_bytes = |ps: &[Vec<f32>]| -> Vec<u8> {
+        ps.iter()
+            .flat_map(|p| p.iter().flat_map(|x| x.to_le_bytes()))
+            .collect()
+    };
+    let from_bytes = |b: &[u8]| -> Vec<Vec<f32>> {
+        let mut xs = b
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]));
+        SIZES
+            .iter()
+            .map(|&n| xs.by_ref().take(n).collect())
+            .collect()
+    };
+
+    if let Ok(dir) = std::env::var(CHILD) {
+        // Child: a fresh process with only the files.
+        let dir = std::path::Path::new(&dir);
+        let mut params = from_bytes(&std::fs::read(dir.join("params")).unwrap());
+        let mut opt = fresh(&cfg, &params);
+        opt.load_file(dir.join("opt.ckpt")).unwrap();
+        for g in &all_grads[20..] {
+            step(&mut opt, &mut params, g);
+        }
+        std::fs::write(dir.join("resumed"), to_bytes(&params)).unwrap();
+        return;
+    }
+
+    let mut straight = init.clone();
+    let mut a = fresh(&cfg, &straight);
+    for g in &all_grads {
+        step(&mut a, &mut straight, g);
+    }
+    let dir = std::env::temp_dir().join(format!("flatopt-resume-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut first = init.clone();
+    let mut b = fresh(&cfg, &first);
+    for g in &all_grads[..20] {
+        step(&mut b, &mut first, g);
+    }
+    b.save_file(dir.join("opt.ckpt")).unwrap();
+    std::fs::write(dir.join("params"), to_bytes(&first)).unwrap();
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "resumed_in_a_fresh_process_continues_bit_identically",
+            "--nocapture",
+        ])
+        .env(CHILD, &dir)
+        .status()
+        .unwrap();
+    assert!(status.success(), "child process failed");
+    let resumed = from_bytes(&std::fs::read(dir.join("resumed")).unwrap());
+    std::fs::remove_dir_all(&dir).unwrap();
+    for (x, y) in straight.iter().zip(&resumed) {
+        assert_eq!(
+            bits(x),
+            bits(y),
+            "50 straight vs 20 + save + load in a new process + 30"
+        );
+    }
+}
