@@ -532,6 +532,13 @@ impl Optimizer {
         self.check_config(saved)?;
         let step = r.u64("step count")?;
         let skipped = r.u64("skipped count")?;
+        // No run reaches 2^62 updates; larger counters only come from damaged or forged data
+        // (and would overflow when stepped).
+        if step > 1 << 62 || skipped > 1 << 62 {
+            return Err(corrupt(format!(
+                "impossible counters: {step} applied, {skipped} skipped updates"
+            )));
+        }
         let sched = ScheduleState {
             count: r.u64("schedule count")?,
             t_cur: r.u64("schedule t_cur")?,

@@ -515,7 +515,7 @@ impl Optimizer {
                     let (buffer, index, value) = (0..self.lens.len())
                         .find_map(|b| find(b).map(|(i, v)| (b, i, v)))
                         .unwrap_or((usize::MAX, usize::MAX, f32::NAN));
-                    self.skipped += 1;
+                    self.skipped = self.skipped.saturating_add(1);
                     return match self.cfg.nonfinite {
                         NonFinitePolicy::Error => Err(Error::NonFinite {
                             buffer,
@@ -537,7 +537,9 @@ impl Optimizer {
                 }
             }
         }
-        let number = self.step + 1;
+        let number = self.step.checked_add(1).ok_or(Error::InvalidState(
+            "the step counter is exhausted (2^64 - 1 updates)",
+        ))?;
         let lr = self.schedule.lr(&self.cfg.lr);
         let sync_alpha = self
             .cfg
@@ -566,7 +568,7 @@ impl Optimizer {
     /// Last phase of an update: counts it and advances the schedule (per-update mode).
     /// `step` must come from this optimizer's latest `begin_update`.
     pub fn finish_update(&mut self, step: Step) -> Result<(), Error> {
-        if step.number != self.step + 1 {
+        if self.step.checked_add(1) != Some(step.number) {
             return Err(Error::InvalidState(
                 "finish_update with a step that is not the one begun last",
             ));
