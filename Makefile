@@ -11,7 +11,7 @@ export CARGO_TERM_COLOR ?= never
 
 .PHONY: all lib demo demo-rust demo-online test lint test-rust test-c test-cpp test-python \
         test-mpi test-rt test-bench test-install header install bench bench-rt bench-compare \
-        fmt clean
+        fuzz miri fmt clean
 
 all: lib
 
@@ -103,6 +103,16 @@ bench:
 ## The full latency benchmark (100,000 steps per layout; the README's table).
 bench-rt: lib
 	RT_FULL=1 bash tests/rt/run.sh
+
+## Each cargo-fuzz target (checkpoint loading, configuration, stepping) for FUZZ_SECONDS each
+## (nightly + cargo-fuzz). Interesting inputs go into fuzz/corpus, replayed by cargo test.
+FUZZ_SECONDS ?= 60
+fuzz:
+	bash scripts/fuzz.sh $(FUZZ_SECONDS)
+
+## Miri on the scalar paths (nightly; see scripts/miri.sh for what it covers).
+miri:
+	bash scripts/miri.sh
 
 fmt:
 	$(CARGO) fmt --all

@@ -1,0 +1,91 @@
+//! Replays the committed fuzz corpus (`fuzz/corpus/<target>/`) through the same check functions
+//! as the cargo-fuzz targets (`fuzz/checks.rs`), on stable Rust, as part of `cargo test`. A file
+//! that once crashed a target stays in the corpus and keeps being checked here.
+//!
+//! Regenerate the seed inputs with
+//! `cargo test --test fuzz_corpus -- --ignored write_seed_corpus` (then let `scripts/fuzz.sh`
+//! grow and minimise the corpus).
+
+#[path = "../fuzz/checks.rs"]
+mod checks;
+
+use std::path::PathBuf;
+
+fn corpus_dir(target: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz")
+        .join("corpus")
+        .join(target)
+}
+
+/// Runs `target`'s check on every file of its corpus, in name order; reports every failing file.
+fn replay(target: &str) {
+    let dir = corpus_dir(target);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
+        .map(|e| e.expect("directory entry").path())
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "{}: empty corpus", dir.display());
+    let start = std::time::Instant::now();
+    let mut failed = Vec::new();
+    for f in &files {
+        let data = std::fs::read(f).unwrap_or_else(|e| panic!("reading {}: {e}", f.display()));
+        let name = f.file_name().unwrap().to_string_lossy().into_owned();
+        if std::panic::catch_unwind(|| checks::check(target, &data)).is_err() {
+            failed.push(name);
+        }
+    }
+    println!(
+        "fuzz corpus {target}: {} inputs replayed in {:.2} s, {} failed",
+        files.len(),
+        start.elapsed().as_secs_f64(),
+        failed.len()
+    );
+    assert!(
+        failed.is_empty(),
+        "{target}: {} corpus inputs fail their check (reproduce one with \
+         `cargo +nightly fuzz run {target} fuzz/corpus/{target}/<file>` from the repository root): \
+         {failed:?}",
+        failed.len()
+    );
+}
+
+#[test]
+fn checkpoint_load_corpus() {
+    replay("checkpoint_load");
+}
+
+#[test]
+fn config_corpus() {
+    replay("config");
+}
+
+#[test]
+fn step_corpus() {
+    replay("step");
+}
+
+/// Every seed passes its check (the seeds are also part of the committed corpus).
+#[test]
+fn seeds_pass() {
+    for target in checks::TARGETS {
+        for seed in checks::seeds(target) {
+            checks::check(target, &seed);
+        }
+    }
+}
+
+/// Writes the seed inputs of every target to `fuzz/corpus/<target>/seed-<n>`.
+#[test]
+#[ignore = "writes files: run by hand to regenerate the seeds"]
+fn write_seed_corpus() {
+    for target in checks::TARGETS {
+        let dir = corpus_dir(target);
+        std::fs::create_dir_all(&dir).unwrap();
+        for (i, seed) in checks::seeds(target).iter().enumerate() {
+            std::fs::write(dir.join(format!("seed-{i:03}")), seed).unwrap();
+        }
+    }
+}
