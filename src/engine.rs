@@ -298,17 +298,35 @@ impl Optimizer {
         }
         let (m, v, v_max) = self.cfg.base.state_used();
         let lookahead = self.cfg.lookahead.is_some();
-        let sized = |used: bool, n: usize| if used { vec![0.0; n] } else { Vec::new() };
-        let state = params
-            .iter()
-            .map(|p| BufState {
-                m: sized(m, p.len()),
-                v: sized(v, p.len()),
-                v_max: sized(v_max, p.len()),
-                slow: if lookahead { p.to_vec() } else { Vec::new() },
-                partials: vec![0.0; kernels::sumsq_block_count(p.len())],
-            })
-            .collect();
+        // Fallible allocation: a buffer too large for memory is an error, not an abort.
+        fn filled<T: Clone>(n: usize, x: T, what: &'static str) -> Result<Vec<T>, Error> {
+            let mut out = Vec::new();
+            out.try_reserve_exact(n).map_err(|_| {
+                Error::invalid(
+                    what,
+                    format!("{n} elements"),
+                    "cannot allocate optimizer state",
+                )
+            })?;
+            out.resize(n, x);
+            Ok(out)
+        }
+        let sized = |used: bool, n: usize| filled(if used { n } else { 0 }, 0.0f32, "params");
+        let mut state = Vec::with_capacity(params.len());
+        for p in params {
+            let mut slow = filled(0, 0.0f32, "params")?;
+            if lookahead {
+                slow = filled(p.len(), 0.0f32, "params")?;
+                slow.copy_from_slice(p);
+            }
+            state.push(BufState {
+                m: sized(m, p.len())?,
+                v: sized(v, p.len())?,
+                v_max: sized(v_max, p.len())?,
+                slow,
+                partials: filled(kernels::sumsq_block_count(p.len()), 0.0f64, "params")?,
+            });
+        }
         self.lens = params.iter().map(|p| p.len()).collect();
         self.state = state;
         self.reset_counters();

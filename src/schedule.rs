@@ -326,7 +326,8 @@ fn anneal_linear(start: f64, end: f64, q: f64) -> f64 {
 
 /// `eta_min + (top - eta_min) * (1 + cos(pi * pos / len)) / 2`, PyTorch's operation order.
 fn cosine(top: f64, eta_min: f64, pos: f64, len: f64) -> f64 {
-    eta_min + (top - eta_min) * (1.0 + (PI * pos / len).cos()) / 2.0
+    // The factor in [0, 1] first, so that huge rates cannot overflow the product.
+    eta_min + (top - eta_min) * ((1.0 + (PI * pos / len).cos()) / 2.0)
 }
 
 impl Schedule {
