@@ -1178,6 +1178,40 @@ class Optimizer {
   /// again afterwards.
   void reset() { check(flatopt_optimizer_reset(h_)); }
 
+  // --- Checkpoints (format: docs/checkpoint-format.md; parameters are not included).
+  /// The complete optimizer state as a checkpoint.
+  std::vector<uint8_t> save() const {
+    size_t size = 0, written = 0;
+    check(flatopt_optimizer_checkpoint_size(h_, &size));
+    std::vector<uint8_t> out(size);
+    check(flatopt_optimizer_save(h_, out.data(), out.size(), &written));
+    out.resize(written);
+    return out;
+  }
+  /// Restores a checkpoint of an optimizer with the same configuration and buffer lengths;
+  /// validated completely first (throws, changing nothing, on any mismatch or damage).
+  void load(Span<const uint8_t> bytes) { check(flatopt_optimizer_load(h_, bytes.data(), bytes.size())); }
+  /// Saves to a file atomically (temporary file, fsync, rename, fsync of the directory).
+  void save_file(const std::string& path) const {
+    check(flatopt_optimizer_save_file(h_, path.c_str()));
+  }
+  /// Loads a checkpoint file (see `load`).
+  void load_file(const std::string& path) { check(flatopt_optimizer_load_file(h_, path.c_str())); }
+
+  // --- Sharded training (see the README): block partials, then a step with the global sum.
+  /// The block partial sums of squares of the registered gradients.
+  std::vector<double> sum_squares_partials() {
+    size_t n = 0;
+    check(flatopt_optimizer_sum_squares_block_count(h_, &n));
+    std::vector<double> out(n);
+    check(flatopt_optimizer_sum_squares_partials(h_, out.data(), out.size()));
+    return out;
+  }
+  /// One update using the global sum of squares of all shards' gradients.
+  StepResult step_with_sum_squares(double sum_squares) {
+    return result_of(flatopt_optimizer_step_with_sum_squares(h_, sum_squares));
+  }
+
   // --- Schedules.
   /// Advances the learning-rate schedule by one (epoch style; for `ScheduleMode::Manual`).
   void schedule_step() { check(flatopt_optimizer_schedule_step(h_)); }
