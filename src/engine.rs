@@ -472,7 +472,7 @@ impl Optimizer {
     /// lengths, runs the norm / non-finite pass, and returns the [`Step`] to apply, or the
     /// [`Outcome::Skipped`] it decided on (already counted). Changes nothing else.
     pub fn begin_update(&mut self, grads: &[&[f32]]) -> Result<Result<Step, Outcome>, Error> {
-        self.check_lengths("grad", grads.iter().map(|g| g.len()), grads.len())?;
+        // `begin_update_on` checks the gradient lengths.
         match self.active_pool() {
             Some(pool) => pool.install(|| self.begin_update_on(grads, true)),
             None => self.begin_update_on(grads, false),

@@ -215,6 +215,20 @@ impl Buffers<'_> {
     }
 }
 
+/// Value clipping, `min(max(x, lo), hi)`. The possibly-NaN value goes second so that NaN
+/// passes through on every tier (see `Vf32::max`). Shared by the fused pass and `Op::ClipValue`.
+#[inline(always)]
+fn clamp<V: Vf32>(x: V, lo: V, hi: V) -> V {
+    hi.min(lo.max(x))
+}
+
+/// The Lookahead pull of slow weights `s` toward fast weights `p`: `s + alpha*(p - s)`. Shared by
+/// the fused pass and `Op::Sync`, so both round identically.
+#[inline(always)]
+fn pull<V: Vf32>(s: V, p: V, alpha: V) -> V {
+    s.add(alpha.mul(p.sub(s)))
+}
+
 /// Gradient transforms and the Lookahead sync with their scalars splatted once per pass.
 struct Lanes<V> {
     clip_scale: Option<V>,
@@ -241,8 +255,7 @@ impl<V: Vf32> Lanes<V> {
             g = g.mul(s);
         }
         if let Some((lo, hi)) = self.clip_value {
-            // The possibly-NaN value goes second so that NaN passes through (see `Vf32::max`).
-            g = hi.min(lo.max(g));
+            g = clamp(g, lo, hi);
         }
         if let Some(wd) = self.weight_decay {
             g = g.add(wd.mul(p));
@@ -256,7 +269,7 @@ impl<V: Vf32> Lanes<V> {
         match self.sync_alpha {
             Some(alpha) => {
                 let s = V::load(&slow[i..]);
-                let s = s.add(alpha.mul(p.sub(s)));
+                let s = pull(s, p, alpha);
                 s.store(&mut slow[i..]);
                 s.store(&mut param[i..]);
             }
@@ -536,7 +549,7 @@ fn elementwise_span<V: Vf32>(op: Op, x: &mut [f32], y: &mut [f32], start: usize,
         Op::ClipValue(c) => {
             let (lo, hi) = (V::splat(-c), V::splat(c));
             while i < end {
-                hi.min(lo.max(V::load(&x[i..]))).store(&mut x[i..]);
+                clamp(V::load(&x[i..]), lo, hi).store(&mut x[i..]);
                 i += V::LANES;
             }
         }
@@ -544,7 +557,7 @@ fn elementwise_span<V: Vf32>(op: Op, x: &mut [f32], y: &mut [f32], start: usize,
             let alpha = V::splat(alpha);
             while i < end {
                 let s = V::load(&y[i..]);
-                let s = s.add(alpha.mul(V::load(&x[i..]).sub(s)));
+                let s = pull(s, V::load(&x[i..]), alpha);
                 s.store(&mut y[i..]);
                 s.store(&mut x[i..]);
                 i += V::LANES;
