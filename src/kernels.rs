@@ -94,8 +94,7 @@ impl Rule {
     pub fn for_step(base: &Base, t: u64, lr: f64) -> Rule {
         let t = t.max(1);
         let tf = t as f64;
-        // Powers as f64 exponentials of the step: exact for small t, smooth for huge ones.
-        let pow = |b: f64| b.powf(tf);
+        let pow = |b: f64| pow_step(b, tf);
         match *base {
             Base::Sgd {
                 momentum,
@@ -165,6 +164,20 @@ impl Rule {
     }
 }
 
+/// `b^t` for a decay rate `b` in [0, 1) and step `t >= 1`, as `powf` computes it (an f64
+/// exponential of the step: exact for small t, smooth for huge ones). Beyond the point where it
+/// is below half the smallest subnormal its correctly rounded value is 0, which is returned
+/// directly: `powf` would take its slow underflow path (errno included) on every step of a long
+/// run (for b = 0.9 from about step 7,000 on).
+#[inline]
+fn pow_step(b: f64, t: f64) -> f64 {
+    if t > 1100.0 && t * b.log2() < -1100.0 {
+        0.0
+    } else {
+        b.powf(t)
+    }
+}
+
 fn adam_rule(
     b1: f64,
     b2: f64,
@@ -175,8 +188,8 @@ fn adam_rule(
     decoupled: Option<f64>,
 ) -> Rule {
     let tf = t as f64;
-    let bc1 = 1.0 - b1.powf(tf);
-    let bc2 = 1.0 - b2.powf(tf);
+    let bc1 = 1.0 - pow_step(b1, tf);
+    let bc2 = 1.0 - pow_step(b2, tf);
     Rule::Adam {
         b1: b1 as f32,
         one_minus_b1: (1.0 - b1) as f32,
@@ -229,52 +242,170 @@ fn pull<V: Vf32>(s: V, p: V, alpha: V) -> V {
     s.add(alpha.mul(p.sub(s)))
 }
 
-/// Gradient transforms and the Lookahead sync with their scalars splatted once per pass.
+/// Whether an optional step of the fused pass runs. The vector tiers compile one copy of a rule's
+/// loop per combination of [`On`] and [`Off`] (see `specialize!`), so no flag is tested inside
+/// their hot loops; the scalar tier and the tails pass plain `bool`s (one copy, a predictable
+/// branch per element). The same operations run either way: a switch never changes a result.
+trait Switch: Copy {
+    fn on(self) -> bool;
+}
+
+#[derive(Clone, Copy)]
+struct On;
+
+#[derive(Clone, Copy)]
+struct Off;
+
+impl Switch for On {
+    #[inline(always)]
+    fn on(self) -> bool {
+        true
+    }
+}
+
+impl Switch for Off {
+    #[inline(always)]
+    fn on(self) -> bool {
+        false
+    }
+}
+
+impl Switch for bool {
+    #[inline(always)]
+    fn on(self) -> bool {
+        self
+    }
+}
+
+/// `specialize!(f, (args..); c1, .., ck)` calls `f(args.., (s1, .., sk))` with each condition
+/// `ci` turned into the type `On` or `Off`, if `specialized` is true: 2^k copies of `f` and one
+/// run-time choice among them. Otherwise it calls the one copy `f(args.., (c1, .., ck))` that
+/// tests the `bool`s as it goes.
+macro_rules! specialize {
+    ($specialized:expr, $f:path, ($($arg:expr),*); $($c:expr),*) => {
+        if $specialized {
+            specialize!(@on $f, ($($arg),*), (); $($c),*)
+        } else {
+            $f($($arg,)* ($($c,)*))
+        }
+    };
+    (@on $f:path, ($($arg:expr),*), ($($sw:expr),*); ) => {
+        $f($($arg,)* ($($sw,)*))
+    };
+    (@on $f:path, ($($arg:expr),*), ($($sw:expr),*); $c:expr $(, $rest:expr)*) => {
+        if $c {
+            specialize!(@on $f, ($($arg),*), ($($sw,)* On); $($rest),*)
+        } else {
+            specialize!(@on $f, ($($arg),*), ($($sw,)* Off); $($rest),*)
+        }
+    };
+}
+
+/// The optional steps of a pass with their scalars splatted once (zero for a step that is off:
+/// its switch keeps it unused).
 struct Lanes<V> {
-    clip_scale: Option<V>,
-    clip_value: Option<(V, V)>,
-    weight_decay: Option<V>,
-    sync_alpha: Option<V>,
+    clip_scale: V,
+    clip_lo: V,
+    clip_hi: V,
+    weight_decay: V,
+    sync_alpha: V,
 }
 
 impl<V: Vf32> Lanes<V> {
     #[inline(always)]
     fn new(plan: &Plan) -> Self {
+        let c = plan.clip_value.unwrap_or(0.0);
         Lanes {
-            clip_scale: plan.clip_scale.map(V::splat),
-            clip_value: plan.clip_value.map(|c| (V::splat(-c), V::splat(c))),
-            weight_decay: plan.weight_decay.map(V::splat),
-            sync_alpha: plan.sync_alpha.map(V::splat),
+            clip_scale: V::splat(plan.clip_scale.unwrap_or(0.0)),
+            clip_lo: V::splat(-c),
+            clip_hi: V::splat(c),
+            weight_decay: V::splat(plan.weight_decay.unwrap_or(0.0)),
+            sync_alpha: V::splat(plan.sync_alpha.unwrap_or(0.0)),
         }
     }
 
     /// Steps 1-3 of the pipeline: clip scale, value clip, coupled weight decay.
     #[inline(always)]
-    fn grad(&self, mut g: V, p: V) -> V {
-        if let Some(s) = self.clip_scale {
-            g = g.mul(s);
+    fn grad(&self, mut g: V, p: V, cs: impl Switch, cv: impl Switch, wd: impl Switch) -> V {
+        if cs.on() {
+            g = g.mul(self.clip_scale);
         }
-        if let Some((lo, hi)) = self.clip_value {
-            g = clamp(g, lo, hi);
+        if cv.on() {
+            g = clamp(g, self.clip_lo, self.clip_hi);
         }
-        if let Some(wd) = self.weight_decay {
-            g = g.add(wd.mul(p));
+        if wd.on() {
+            g = g.add(self.weight_decay.mul(p));
         }
         g
     }
 
-    /// Step 5: writes the new parameter, through the Lookahead sync on sync steps.
+    /// Step 5: writes the new parameters `p` of lanes `i..`, through the Lookahead sync on sync
+    /// steps.
     #[inline(always)]
-    fn store_param(&self, p: V, param: &mut [f32], slow: &mut [f32], i: usize) {
-        match self.sync_alpha {
-            Some(alpha) => {
-                let s = V::load(&slow[i..]);
-                let s = pull(s, p, alpha);
-                s.store(&mut slow[i..]);
-                s.store(&mut param[i..]);
-            }
-            None => p.store(&mut param[i..]),
+    fn store_param(&self, p: V, w: &mut Window<'_>, i: usize, sync: impl Switch) {
+        if sync.on() {
+            let s = pull(V::load(&w.slow[i..]), p, self.sync_alpha);
+            s.store(&mut w.slow[i..]);
+            s.store(&mut w.param[i..]);
+        } else {
+            p.store(&mut w.param[i..]);
         }
+    }
+}
+
+/// The buffers of one pass, each used one cut to exactly `param`'s length up front (an unused
+/// one is empty and never touched): with every length equal to the loop bound, the compiler
+/// drops the bounds checks inside the loops.
+struct Window<'a> {
+    param: &'a mut [f32],
+    grad: &'a [f32],
+    m: &'a mut [f32],
+    v: &'a mut [f32],
+    v_max: &'a mut [f32],
+    slow: &'a mut [f32],
+}
+
+impl<'a> Window<'a> {
+    /// Elements `start..end` of the buffers `plan` uses.
+    #[inline(always)]
+    fn new(plan: &Plan, b: &'a mut Buffers<'_>, start: usize, end: usize) -> Self {
+        fn cut(s: &mut [f32], used: bool, start: usize, end: usize) -> &mut [f32] {
+            if used {
+                &mut s[start..end]
+            } else {
+                &mut []
+            }
+        }
+        let (m, v, vmax) = plan.rule.state_used();
+        Window {
+            param: &mut b.param[start..end],
+            grad: &b.grad[start..end],
+            m: cut(b.m, m, start, end),
+            v: cut(b.v, v, start, end),
+            v_max: cut(b.v_max, vmax, start, end),
+            slow: cut(b.slow, plan.sync_alpha.is_some(), start, end),
+        }
+    }
+}
+
+impl Window<'_> {
+    /// The number of elements; re-cuts every used buffer to it in place, where the loop can see
+    /// it, so that indexing any of them below the bound needs no check.
+    #[inline(always)]
+    fn len(&mut self, m: bool, v: bool, v_max: bool, slow: impl Switch) -> usize {
+        fn fit(s: &mut &mut [f32], used: bool, n: usize) {
+            if used {
+                let t = std::mem::take(s);
+                *s = &mut t[..n];
+            }
+        }
+        let n = self.param.len();
+        self.grad = &self.grad[..n];
+        fit(&mut self.m, m, n);
+        fit(&mut self.v, v, n);
+        fit(&mut self.v_max, v_max, n);
+        fit(&mut self.slow, slow.on(), n);
+        n
     }
 }
 
@@ -284,27 +415,26 @@ impl<V: Vf32> Lanes<V> {
 pub(crate) fn fused<V: Vf32>(plan: &Plan, mut b: Buffers<'_>) {
     let n = b.param.len();
     let split = n - n % V::LANES;
-    span::<V>(plan, &mut b, 0, split);
-    span::<f32>(plan, &mut b, split, n);
+    span::<V>(plan, Window::new(plan, &mut b, 0, split), V::LANES > 1);
+    span::<f32>(plan, Window::new(plan, &mut b, split, n), false);
 }
 
-/// The fused update of elements `start..end` (`end - start` a multiple of `V::LANES`).
+/// The fused update of a window whose length is a multiple of `V::LANES`, through a loop
+/// specialised for the plan's switches if `specialized`.
 #[inline(always)]
-fn span<V: Vf32>(plan: &Plan, b: &mut Buffers<'_>, start: usize, end: usize) {
+fn span<V: Vf32>(plan: &Plan, mut w: Window<'_>, specialized: bool) {
     let k = Lanes::<V>::new(plan);
-    let param = &mut *b.param;
-    let grad = b.grad;
-    let slow = &mut *b.slow;
-    let mut i = start;
+    let w = &mut w;
+    let (cs, cv, wd, sy) = (
+        plan.clip_scale.is_some(),
+        plan.clip_value.is_some(),
+        plan.weight_decay.is_some(),
+        plan.sync_alpha.is_some(),
+    );
     match plan.rule {
         Rule::Sgd { lr } => {
             let lr = V::splat(lr);
-            while i < end {
-                let p = V::load(&param[i..]);
-                let g = k.grad(V::load(&grad[i..]), p);
-                k.store_param(p.sub(lr.mul(g)), param, slow, i);
-                i += V::LANES;
-            }
+            specialize!(specialized, sgd, (&k, lr, w); cs, cv, wd, sy)
         }
         Rule::Momentum {
             lr,
@@ -313,21 +443,8 @@ fn span<V: Vf32>(plan: &Plan, b: &mut Buffers<'_>, start: usize, end: usize) {
             nesterov,
             first,
         } => {
-            let (lr, mu, damp) = (V::splat(lr), V::splat(mu), V::splat(damp));
-            let m = &mut *b.m;
-            while i < end {
-                let p = V::load(&param[i..]);
-                let g = k.grad(V::load(&grad[i..]), p);
-                let t = if first {
-                    g
-                } else {
-                    mu.mul(V::load(&m[i..])).add(damp.mul(g))
-                };
-                t.store(&mut m[i..]);
-                let d = if nesterov { g.add(mu.mul(t)) } else { t };
-                k.store_param(p.sub(lr.mul(d)), param, slow, i);
-                i += V::LANES;
-            }
+            let r = [lr, mu, damp].map(V::splat);
+            specialize!(specialized, momentum, (&k, r, w); cs, cv, wd, sy, nesterov, first)
         }
         Rule::Adam {
             b1,
@@ -340,37 +457,12 @@ fn span<V: Vf32>(plan: &Plan, b: &mut Buffers<'_>, start: usize, end: usize) {
             amsgrad,
             decay,
         } => {
-            let (b1, c1, b2, c2) = (
-                V::splat(b1),
-                V::splat(one_minus_b1),
-                V::splat(b2),
-                V::splat(one_minus_b2),
+            let r = Moments::new(
+                [b1, one_minus_b1, b2, one_minus_b2],
+                [step, inv_sqrt_bc2, eps, decay.unwrap_or(1.0)],
             );
-            let (step, isb2, eps) = (V::splat(step), V::splat(inv_sqrt_bc2), V::splat(eps));
-            let decay = decay.map(V::splat);
-            let (m, v, v_max) = (&mut *b.m, &mut *b.v, &mut *b.v_max);
-            while i < end {
-                let p = V::load(&param[i..]);
-                let g = k.grad(V::load(&grad[i..]), p);
-                let mi = b1.mul(V::load(&m[i..])).add(c1.mul(g));
-                let vi = b2.mul(V::load(&v[i..])).add(c2.mul(g.mul(g)));
-                mi.store(&mut m[i..]);
-                vi.store(&mut v[i..]);
-                let vd = if amsgrad {
-                    let vm = V::load(&v_max[i..]).max(vi);
-                    vm.store(&mut v_max[i..]);
-                    vm
-                } else {
-                    vi
-                };
-                let u = mi.div(vd.sqrt().mul(isb2).add(eps));
-                let pd = match decay {
-                    Some(d) => p.mul(d),
-                    None => p,
-                };
-                k.store_param(pd.sub(step.mul(u)), param, slow, i);
-                i += V::LANES;
-            }
+            let decoupled = decay.is_some();
+            specialize!(specialized, adam, (&k, &r, w); cs, cv, wd, sy, amsgrad, decoupled)
         }
         Rule::RAdam {
             b1,
@@ -382,30 +474,167 @@ fn span<V: Vf32>(plan: &Plan, b: &mut Buffers<'_>, start: usize, end: usize) {
             eps,
             rectified,
         } => {
-            let (b1, c1, b2, c2) = (
-                V::splat(b1),
-                V::splat(one_minus_b1),
-                V::splat(b2),
-                V::splat(one_minus_b2),
+            let r = Moments::new(
+                [b1, one_minus_b1, b2, one_minus_b2],
+                [step, inv_sqrt_bc2, eps, 1.0],
             );
-            let (step, isb2, eps) = (V::splat(step), V::splat(inv_sqrt_bc2), V::splat(eps));
-            let (m, v) = (&mut *b.m, &mut *b.v);
-            while i < end {
-                let p = V::load(&param[i..]);
-                let g = k.grad(V::load(&grad[i..]), p);
-                let mi = b1.mul(V::load(&m[i..])).add(c1.mul(g));
-                let vi = b2.mul(V::load(&v[i..])).add(c2.mul(g.mul(g)));
-                mi.store(&mut m[i..]);
-                vi.store(&mut v[i..]);
-                let u = if rectified {
-                    mi.div(vi.sqrt().mul(isb2).add(eps))
-                } else {
-                    mi
-                };
-                k.store_param(p.sub(step.mul(u)), param, slow, i);
-                i += V::LANES;
-            }
+            specialize!(specialized, radam, (&k, &r, w); cs, cv, wd, sy, rectified)
         }
+    }
+}
+
+/// SGD: `p -= lr * g`.
+#[inline(always)]
+fn sgd<V: Vf32>(
+    k: &Lanes<V>,
+    lr: V,
+    w: &mut Window<'_>,
+    (cs, cv, wd, sy): (impl Switch, impl Switch, impl Switch, impl Switch),
+) {
+    let n = w.len(false, false, false, sy);
+    let mut i = 0;
+    while n - i >= V::LANES {
+        let p = V::load(&w.param[i..]);
+        let g = k.grad(V::load(&w.grad[i..]), p, cs, cv, wd);
+        k.store_param(p.sub(lr.mul(g)), w, i, sy);
+        i += V::LANES;
+    }
+}
+
+/// Heavy-ball momentum, `[lr, mu, damp]` (see [`Rule::Momentum`]).
+#[inline(always)]
+fn momentum<V: Vf32>(
+    k: &Lanes<V>,
+    [lr, mu, damp]: [V; 3],
+    w: &mut Window<'_>,
+    (cs, cv, wd, sy, nesterov, first): (
+        impl Switch,
+        impl Switch,
+        impl Switch,
+        impl Switch,
+        impl Switch,
+        impl Switch,
+    ),
+) {
+    let n = w.len(true, false, false, sy);
+    let mut i = 0;
+    while n - i >= V::LANES {
+        let p = V::load(&w.param[i..]);
+        let g = k.grad(V::load(&w.grad[i..]), p, cs, cv, wd);
+        let t = if first.on() {
+            g
+        } else {
+            mu.mul(V::load(&w.m[i..])).add(damp.mul(g))
+        };
+        t.store(&mut w.m[i..]);
+        let d = if nesterov.on() { g.add(mu.mul(t)) } else { t };
+        k.store_param(p.sub(lr.mul(d)), w, i, sy);
+        i += V::LANES;
+    }
+}
+
+/// The splatted scalars of the Adam family (see [`Rule::Adam`]); `decay` is 1 unless AdamW.
+struct Moments<V> {
+    b1: V,
+    c1: V,
+    b2: V,
+    c2: V,
+    step: V,
+    isb2: V,
+    eps: V,
+    decay: V,
+}
+
+impl<V: Vf32> Moments<V> {
+    #[inline(always)]
+    fn new([b1, c1, b2, c2]: [f32; 4], [step, isb2, eps, decay]: [f32; 4]) -> Self {
+        Moments {
+            b1: V::splat(b1),
+            c1: V::splat(c1),
+            b2: V::splat(b2),
+            c2: V::splat(c2),
+            step: V::splat(step),
+            isb2: V::splat(isb2),
+            eps: V::splat(eps),
+            decay: V::splat(decay),
+        }
+    }
+
+    /// Updates the moments of lanes `i..` from gradient `g` and returns them.
+    #[inline(always)]
+    fn update(&self, g: V, w: &mut Window<'_>, i: usize) -> (V, V) {
+        let m = self.b1.mul(V::load(&w.m[i..])).add(self.c1.mul(g));
+        let v = self.b2.mul(V::load(&w.v[i..])).add(self.c2.mul(g.mul(g)));
+        m.store(&mut w.m[i..]);
+        v.store(&mut w.v[i..]);
+        (m, v)
+    }
+
+    /// The bias-corrected direction `m / (sqrt(v) * inv_sqrt_bc2 + eps)`.
+    #[inline(always)]
+    fn direction(&self, m: V, v: V) -> V {
+        m.div(v.sqrt().mul(self.isb2).add(self.eps))
+    }
+}
+
+/// Adam, AMSGrad and AdamW (see [`Rule::Adam`]).
+#[inline(always)]
+fn adam<V: Vf32>(
+    k: &Lanes<V>,
+    r: &Moments<V>,
+    w: &mut Window<'_>,
+    (cs, cv, wd, sy, amsgrad, decoupled): (
+        impl Switch,
+        impl Switch,
+        impl Switch,
+        impl Switch,
+        impl Switch,
+        impl Switch,
+    ),
+) {
+    let n = w.len(true, true, amsgrad.on(), sy);
+    let mut i = 0;
+    while n - i >= V::LANES {
+        let p = V::load(&w.param[i..]);
+        let g = k.grad(V::load(&w.grad[i..]), p, cs, cv, wd);
+        let (m, v) = r.update(g, w, i);
+        let vd = if amsgrad.on() {
+            let vm = V::load(&w.v_max[i..]).max(v);
+            vm.store(&mut w.v_max[i..]);
+            vm
+        } else {
+            v
+        };
+        let u = r.direction(m, vd);
+        let pd = if decoupled.on() { p.mul(r.decay) } else { p };
+        k.store_param(pd.sub(r.step.mul(u)), w, i, sy);
+        i += V::LANES;
+    }
+}
+
+/// RAdam (see [`Rule::RAdam`]).
+#[inline(always)]
+fn radam<V: Vf32>(
+    k: &Lanes<V>,
+    r: &Moments<V>,
+    w: &mut Window<'_>,
+    (cs, cv, wd, sy, rectified): (
+        impl Switch,
+        impl Switch,
+        impl Switch,
+        impl Switch,
+        impl Switch,
+    ),
+) {
+    let n = w.len(true, true, false, sy);
+    let mut i = 0;
+    while n - i >= V::LANES {
+        let p = V::load(&w.param[i..]);
+        let g = k.grad(V::load(&w.grad[i..]), p, cs, cv, wd);
+        let (m, v) = r.update(g, w, i);
+        let u = if rectified.on() { r.direction(m, v) } else { m };
+        k.store_param(p.sub(r.step.mul(u)), w, i, sy);
+        i += V::LANES;
     }
 }
 
@@ -601,4 +830,32 @@ pub fn apply_op(tier: Tier, op: Op, x: &mut [f32], y: &mut [f32]) -> Result<(), 
         Tier::Avx2 | Tier::Avx512 => elementwise::<simd::portable::Portable>(op, x, y),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pow_step;
+
+    /// The underflow shortcut returns exactly what `powf` returns, around every boundary.
+    #[test]
+    fn pow_step_is_powf() {
+        let rates = [
+            0.0, 1e-300, 0.1, 0.5, 0.8, 0.9, 0.95, 0.99, 0.999, 0.9999, 0.999_999,
+        ];
+        for b in rates {
+            let mut steps: Vec<u64> = (1..2000).chain([7068, 7069, 1 << 20, 1 << 40]).collect();
+            steps.push(u64::MAX);
+            if b > 0.0 {
+                // Around the steps where b^t crosses 2^-1100 and the smallest subnormal.
+                for edge in [1100.0, 1074.0] {
+                    let t0 = (edge / -f64::log2(b)) as u64;
+                    steps.extend(t0.saturating_sub(300)..t0 + 300);
+                }
+            }
+            for t in steps {
+                let t = t as f64;
+                assert_eq!(pow_step(b, t).to_bits(), b.powf(t).to_bits(), "{b}^{t}");
+            }
+        }
+    }
 }

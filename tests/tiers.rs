@@ -206,76 +206,115 @@ impl Set {
     }
 }
 
-/// The plans under test: every base at several steps, under each gradient transform and sync
-/// variation. Returns (description, plan).
+/// The optional steps of a plan, as switched on by variation bits: clip scale, value clip,
+/// coupled weight decay, Lookahead sync (alpha 0.6).
+const STEP_BITS: usize = 4;
+/// Variations per rule: every combination of the optional steps (the SIMD tiers compile one
+/// loop per combination, so each is checked), then a sync at alpha 0 and at alpha 1.
+const VARIATIONS: usize = (1 << STEP_BITS) + 2;
+
+/// `rule` under variation `k` (see [`VARIATIONS`]), with its name.
+fn variation(rule: Rule, k: usize) -> (String, Plan) {
+    if k >= 1 << STEP_BITS {
+        let alpha = (k - (1 << STEP_BITS)) as f32;
+        let plan = Plan {
+            clip_scale: None,
+            clip_value: None,
+            weight_decay: None,
+            rule,
+            sync_alpha: Some(alpha),
+        };
+        return (format!("sync_{alpha}"), plan);
+    }
+    let on = |bit: usize| k & (1 << bit) != 0;
+    let plan = Plan {
+        clip_scale: on(0).then_some(0.372_1),
+        clip_value: on(1).then_some(0.05),
+        weight_decay: on(2).then_some(0.1),
+        rule,
+        sync_alpha: on(3).then_some(0.6),
+    };
+    let names = ["clip_scale", "clip_value", "weight_decay", "sync_0.6"];
+    let name: Vec<&str> = (0..STEP_BITS)
+        .filter(|&b| on(b))
+        .map(|b| names[b])
+        .collect();
+    let name = if name.is_empty() {
+        "bare".to_string()
+    } else {
+        name.join("+")
+    };
+    (name, plan)
+}
+
+/// Rules `Rule::for_step` never builds but the stateless API accepts: AMSGrad with decoupled
+/// decay, and momentum with Nesterov on its first step.
+fn hand_made_rules() -> Vec<(&'static str, Rule)> {
+    let adamw = Rule::for_step(&Base::adamw(), 3, 1e-2);
+    let Rule::Adam {
+        b1,
+        one_minus_b1,
+        b2,
+        one_minus_b2,
+        step,
+        inv_sqrt_bc2,
+        eps,
+        decay,
+        ..
+    } = adamw
+    else {
+        panic!("AdamW builds an Adam rule");
+    };
+    vec![
+        (
+            "amsgrad_decoupled",
+            Rule::Adam {
+                b1,
+                one_minus_b1,
+                b2,
+                one_minus_b2,
+                step,
+                inv_sqrt_bc2,
+                eps,
+                amsgrad: true,
+                decay,
+            },
+        ),
+        (
+            "nesterov_first",
+            Rule::Momentum {
+                lr: 0.05,
+                mu: 0.9,
+                damp: 0.7,
+                nesterov: true,
+                first: true,
+            },
+        ),
+    ]
+}
+
+/// The rules under test: every base at several steps, and the hand-made rules.
+fn rules() -> Vec<(String, Rule)> {
+    let mut out = Vec::new();
+    for (bname, base, lr) in common::bases() {
+        for t in [1u64, 2, 7, 1000] {
+            out.push((format!("{bname}/t{t}"), Rule::for_step(&base, t, lr)));
+        }
+    }
+    for (name, rule) in hand_made_rules() {
+        out.push((name.to_string(), rule));
+    }
+    out
+}
+
+/// The plans under test: every rule under every variation, [`VARIATIONS`] consecutive plans
+/// per rule. Returns (description, plan).
 fn plans() -> Vec<(String, Plan)> {
     let mut out = Vec::new();
-    let steps = [1u64, 2, 7, 1000];
-    type Variation = (&'static str, fn(Rule) -> Plan);
-    let variations: [Variation; 8] = [
-        ("bare", |rule| Plan {
-            clip_scale: None,
-            clip_value: None,
-            weight_decay: None,
-            rule,
-            sync_alpha: None,
-        }),
-        ("clip_scale", |rule| Plan {
-            clip_scale: Some(0.372_1),
-            clip_value: None,
-            weight_decay: None,
-            rule,
-            sync_alpha: None,
-        }),
-        ("clip_value", |rule| Plan {
-            clip_scale: None,
-            clip_value: Some(0.05),
-            weight_decay: None,
-            rule,
-            sync_alpha: None,
-        }),
-        ("weight_decay", |rule| Plan {
-            clip_scale: None,
-            clip_value: None,
-            weight_decay: Some(0.1),
-            rule,
-            sync_alpha: None,
-        }),
-        ("sync_0.5", |rule| Plan {
-            clip_scale: None,
-            clip_value: None,
-            weight_decay: None,
-            rule,
-            sync_alpha: Some(0.5),
-        }),
-        ("sync_0", |rule| Plan {
-            clip_scale: None,
-            clip_value: None,
-            weight_decay: None,
-            rule,
-            sync_alpha: Some(0.0),
-        }),
-        ("sync_1", |rule| Plan {
-            clip_scale: None,
-            clip_value: None,
-            weight_decay: None,
-            rule,
-            sync_alpha: Some(1.0),
-        }),
-        ("everything", |rule| Plan {
-            clip_scale: Some(1e-3),
-            clip_value: Some(0.2),
-            weight_decay: Some(0.01),
-            rule,
-            sync_alpha: Some(0.6),
-        }),
-    ];
-    for (bname, base, lr) in common::bases() {
-        for t in steps {
-            let rule = Rule::for_step(&base, t, lr);
-            for (vname, make) in variations {
-                out.push((format!("{bname}/t{t}/{vname}"), make(rule)));
-            }
+    for (rname, rule) in rules() {
+        for k in 0..VARIATIONS {
+            let (vname, plan) = variation(rule, k);
+            out.push((format!("{rname}/{vname}"), plan));
         }
     }
     out
@@ -330,22 +369,49 @@ fn plan_table_covers_every_rule_shape() {
             }
         )) > 0
     );
-    assert_eq!(plans.len(), common::bases().len() * 4 * 8);
+    assert!(
+        count(&|r| matches!(
+            r,
+            Rule::Adam {
+                decay: Some(_),
+                amsgrad: true,
+                ..
+            }
+        )) > 0
+    );
+    assert_eq!(plans.len(), (common::bases().len() * 4 + 2) * VARIATIONS);
+    // Every combination of the optional steps, with every rule.
+    let combos: std::collections::HashSet<_> = plans
+        .iter()
+        .map(|(_, p)| {
+            (
+                p.clip_scale.is_some(),
+                p.clip_value.is_some(),
+                p.weight_decay.is_some(),
+                p.sync_alpha.is_some(),
+                std::mem::discriminant(&p.rule),
+            )
+        })
+        .collect();
+    assert_eq!(combos.len(), 16 * 4);
 }
 
 /// Fused updates on `tier` against the scalar tier. Long buffers get a subset of the plans (the
-/// first and last variation of every base and step) to keep the run short.
+/// bare and the all-steps variation of every rule at 1000 elements, one in 16 of those at
+/// 100003) to keep the run short.
 fn check_apply(tier: Tier, inputs: Inputs, cmp: Compare) {
     let plans = plans();
+    let all_steps = (1 << STEP_BITS) - 1;
     let mut cases = 0usize;
     let mut changed = 0usize;
     let mut with_nan_out = 0usize;
     for (pi, (name, plan)) in plans.iter().enumerate() {
         for &n in &LENS {
-            if n >= 1000 && pi % 8 != 0 && pi % 8 != 7 {
+            let k = pi % VARIATIONS;
+            if n >= 1000 && k != 0 && k != all_steps {
                 continue;
             }
-            if n >= 100_000 && pi % 16 != 7 {
+            if n >= 100_000 && (k != all_steps || !(pi / VARIATIONS).is_multiple_of(8)) {
                 continue;
             }
             for &off in offsets_for(n) {
@@ -396,14 +462,16 @@ fn check_apply(tier: Tier, inputs: Inputs, cmp: Compare) {
             }
         }
     }
-    // 320 plans at 9 short lengths x 8 offsets, 80 plans at 1000 x 4 offsets, 20 at 100003 x 2.
+    // Every plan at 9 short lengths x 8 offsets; 2 per rule at 1000 x 4 offsets; the all-steps
+    // plan of one rule in 8 at 100003 x 2 offsets.
+    let n_rules = plans.len() / VARIATIONS;
     assert_eq!(
         cases,
-        320 * 9 * 8 + 80 * 4 + 20 * 2,
+        plans.len() * 9 * 8 + n_rules * 2 * 4 + n_rules.div_ceil(8) * 2,
         "cases checked on {tier}"
     );
     // Nearly every non-empty case moves the params (a length-1 case may see a zero gradient).
-    let non_empty = cases - 320 * 8;
+    let non_empty = cases - plans.len() * 8;
     assert!(
         changed * 10 >= non_empty * 9,
         "only {changed} of {non_empty} non-empty cases changed params"

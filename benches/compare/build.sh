@@ -17,7 +17,7 @@ if [ "${FLATOPT_SKIP_CARGO:-0}" != 1 ]; then
 fi
 # The probe: plain C, -O3 with the machine's widest vectors (what a C compiler gives a plain loop).
 PROBE_FLAGS=(-std=c11 -O3 -march=native -fno-math-errno -Wall -Wextra -pthread)
-"$CC" "${PROBE_FLAGS[@]}" -fPIC -shared -o "$out/libcompare_probe.so" "$here/probe.c"
+"$CC" "${PROBE_FLAGS[@]}" -fPIC -shared -o "$out/libcompare_probe.so" "$here/probe.c" -lm
 "$CC" "${PROBE_FLAGS[@]}" -c -o "$out/probe.o" "$here/probe.c"
 # The driver: -rdynamic exports its malloc wrappers so libflatopt's allocations are counted.
 "$CC" -std=c11 -O2 -Wall -Wextra -Werror -pthread -rdynamic -I"$root/include" \

@@ -14,7 +14,11 @@ generator and seeds in C and Python: probe.c):
   registered): Adam with the non-finite check off (``propagate``), Adam with the default
   check (``skip``, +4 B/element), and the full pipeline.
 * ``flatopt-c``: the same through the C driver (driver.c), to separate the ctypes overhead,
-  with the driver's own probe (``c-probe``).
+  with the driver's own probe (``c-probe``), the best plain C Adam a compiler gives
+  (``c-adam``: the same formula as a simple loop, gcc -O3 -march=native -fno-math-errno), and
+  the floor of exact arithmetic (``c-floor``: one sqrt and one division per element and
+  nothing else, in cache, one thread). The C driver's figures are compared with the C driver's
+  probe (same process, same run).
 * ``torch-fused`` / ``torch-foreach``: ``torch.optim.Adam(fused=True)`` / ``(foreach=True)``.
 * ``torch-pipeline``: ``clip_grad_norm_(foreach=True)`` + ``Adam(fused=True, weight_decay)``
   + a Lookahead sync every k steps exactly as timm's ``Lookahead`` does it.
@@ -64,7 +68,8 @@ BUILD = os.path.join(ROOT, "target", "compare")
 DATA = {"p": (1, 1.0), "g": (2, 0.01), "m": (3, 0.001), "v": (4, 0.001)}
 LR, B1, B2, EPS = 1e-3, 0.9, 0.999, 1e-8
 WEIGHT_DECAY, SYNC_PERIOD, ALPHA = 1e-4, 5, 0.5
-BYTES = {"adam": 28.0, "adam-skip": 32.0, "pipeline": 32.0 + 8.0 / SYNC_PERIOD, "probe": 28.0}
+BYTES = {"adam": 28.0, "adam-skip": 32.0, "pipeline": 32.0 + 8.0 / SYNC_PERIOD, "probe": 28.0,
+         "floor": 12.0}
 
 
 def max_norm_for(n):
@@ -350,6 +355,8 @@ IMPLS = [
 LABELS = {
     ("probe", "probe"): "bandwidth probe (C, in process)",
     ("c-probe", "probe"): "bandwidth probe (C driver)",
+    ("c-adam", "adam"): "C Adam (gcc -O3 -march=native)",
+    ("c-floor", "floor"): "exact sqrt + div floor (C)",
     ("flatopt-c", "adam"): "flatopt C",
     ("flatopt-c", "adam-skip"): "flatopt C (skip)",
     ("flatopt-c", "pipeline"): "flatopt C",
@@ -507,6 +514,10 @@ def index(records):
             if "median_s" in r}
 
 
+# What the C driver measures (compared with its own probe, c-probe).
+C_DRIVER_IMPLS = ("flatopt-c", "c-adam", "c-floor")
+
+
 def ratio(idx, a, b, n, t):
     """time(b) / time(a): how many times faster a is than b (None if either is missing)."""
     ra, rb = idx.get(a + (n, t)), idx.get(b + (n, t))
@@ -515,8 +526,11 @@ def ratio(idx, a, b, n, t):
     return rb["median_s"] / ra["median_s"]
 
 
-def bw_fraction(idx, a, n, t, probe=("probe", "probe")):
-    """Achieved bytes/s of `a` (its own bytes) over the probe's bytes/s, same run."""
+def bw_fraction(idx, a, n, t, probe=None):
+    """Achieved bytes/s of `a` (its own bytes) over the probe's bytes/s, same run: the C
+    driver's figures over the C driver's probe, the others over the in-process probe."""
+    if probe is None:
+        probe = ("c-probe", "probe") if a[0] in C_DRIVER_IMPLS else ("probe", "probe")
     ra, rp = idx.get(a + (n, t)), idx.get(probe + (n, t))
     if ra is None or rp is None:
         return None
@@ -552,7 +566,7 @@ def table(idx, sizes, threads, cols, workload_bytes_note):
                 if r is None:
                     cells.append("–")
                     continue
-                frac = bw_fraction(idx, key, n, t) if key[0] != "probe" else None
+                frac = bw_fraction(idx, key, n, t) if key[0] not in ("probe", "c-probe") else None
                 cell = f"{fmt_time(r['median_s'])} ±{r['spread_pct']:.0f}%<br>{r['gb_per_s']:.1f} GB/s"
                 if frac is not None:
                     cell += f" ({frac:.2f}×)"
@@ -587,6 +601,21 @@ def targets(idx, latency, threads, sizes):
         out.append(f"- n = {fmt_n(n)}: vs the PyTorch composition {verdict(ratio(idx, fp, ('torch-pipeline', 'pipeline'), n, t2), 1.3)}; "
                    f"vs the probe for its {BYTES['pipeline']:.1f} B/element {verdict(bw_fraction(idx, fp, n, t2), 0.90)} "
                    f"(C driver: {verdict(bw_fraction(idx, ('flatopt-c', 'pipeline'), n, t2), 0.90)})")
+    out.append("")
+    out.append("### In cache, 1 thread: arithmetic-bound")
+    ca, cf = ("c-adam", "adam"), ("c-floor", "floor")
+    for n in [s for s in sizes if 10_000 <= s <= 100_000]:
+        fl = idx.get(cf + (n, 1))
+        line = (f"- n = {fmt_n(n)}: vs the best compiler-vectorized C Adam, C driver {verdict(ratio(idx, fc, ca, n, 1), 1.2)}, "
+                f"Python {verdict(ratio(idx, fa, ca, n, 1), 1.2)}; vs torch fused {verdict(ratio(idx, fa, ('torch-fused', 'adam'), n, 1), 4)}")
+        if fl:
+            r_c, r_f = idx.get(ca + (n, 1)), idx.get(fc + (n, 1))
+            line += (f". The exact sqrt + division alone (no Adam around them) take {fl['ns_per_element']:.3f} ns/element"
+                     + (f"; C Adam {r_c['ns_per_element']:.3f}" if r_c else "")
+                     + (f", flatopt {r_f['ns_per_element']:.3f}" if r_f else "")
+                     + (f": 1.2× the C Adam would be {r_c['ns_per_element'] / 1.2:.3f} ns/element, "
+                        f"{fl['ns_per_element'] / (r_c['ns_per_element'] / 1.2):.2f}× faster than that floor" if r_c else ""))
+        out.append(line)
     out.append("")
     out.append("### Small sizes: per-step time, flatopt Python vs the per-call overhead of the others")
     for n in [s for s in sizes if s <= 10_000]:
@@ -784,7 +813,8 @@ def render_md(meta, idx, sizes, threads, latency, skipped, png_name):
                  "(the C driver as a subprocess in its turn); cells give the median time per step ± the "
                  "interquartile range (% of the median), the bytes the update must move per second "
                  "(Adam 28 B/element, pipeline 33.6), and in parentheses that rate over the bandwidth "
-                 "probe's at the same size and thread count in the same run.")
+                 "probe's at the same size and thread count in the same run (the C driver's columns "
+                 "over the C driver's own probe, \"C probe\").")
     lines.append("")
     if skipped:
         lines.append("Skipped: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
@@ -793,7 +823,8 @@ def render_md(meta, idx, sizes, threads, latency, skipped, png_name):
     lines.append("")
     lines.append("## Plain Adam")
     lines.append("")
-    cols = [("probe", ("probe", "probe")), ("flatopt C", ("flatopt-c", "adam")),
+    cols = [("probe", ("probe", "probe")), ("C probe", ("c-probe", "probe")),
+            ("flatopt C", ("flatopt-c", "adam")), ("C Adam (gcc)", ("c-adam", "adam")),
             ("flatopt Py", ("flatopt-py", "adam")), ("flatopt Py skip", ("flatopt-py", "adam-skip")),
             ("torch fused", ("torch-fused", "adam")), ("torch foreach", ("torch-foreach", "adam")),
             ("DeepSpeed", ("deepspeed", "adam")), ("NumPy", ("numpy", "adam"))]
@@ -803,7 +834,8 @@ def render_md(meta, idx, sizes, threads, latency, skipped, png_name):
                        "`adamw_mode=False`."))
     lines.append("## Full pipeline: Lookahead(Adam, k=5, α=0.5) + global-norm clipping + weight decay 1e-4")
     lines.append("")
-    cols = [("probe", ("probe", "probe")), ("flatopt C", ("flatopt-c", "pipeline")),
+    cols = [("probe", ("probe", "probe")), ("C probe", ("c-probe", "probe")),
+            ("flatopt C", ("flatopt-c", "pipeline")),
             ("flatopt Py", ("flatopt-py", "pipeline")),
             ("torch: clip + fused Adam + timm Lookahead", ("torch-pipeline", "pipeline")),
             ("NumPy", ("numpy", "pipeline"))]

@@ -3,10 +3,13 @@
  * target/release/libflatopt.so; compare.py runs it and merges its JSON lines.
  *
  *   driver bench N THREADS [REPS [MIN_SECONDS [VARIANTS]]]
- *       Interleaved repetitions of: the probe (probe.c), flatopt Adam with the non-finite check
+ *       Interleaved repetitions of: the probe (probe.c), the compiler-vectorized C Adam
+ *       (probe.c), the exact sqrt + division floor (probe.c, one thread, sizes <= 1e6 only),
+ *       flatopt Adam with the non-finite check
  *       off (propagate), flatopt Adam with the default check (skip), and the full pipeline
  *       Lookahead(Adam, k=5, alpha=0.5) + global-norm clipping + weight decay 1e-4.
- *       VARIANTS: comma list of probe,adam-propagate,adam-skip,pipeline (default all).
+ *       VARIANTS: comma list of probe,cadam,floor,adam-propagate,adam-skip,pipeline (default
+ *       all).
  *       One JSON line per variant: seconds per step of each repetition.
  *   driver latency [BUFFERS [TOTAL [STEPS]]]
  *       One full Lookahead(Adam) + clip-norm step over BUFFERS buffers totalling TOTAL params
@@ -34,6 +37,9 @@
 
 void compare_fill_random(float *x, size_t n, uint64_t seed, float scale);
 int compare_probe(float *p, const float *g, float *m, float *v, size_t n, int threads);
+void compare_floor(float *p, const float *m, const float *v, size_t n);
+int compare_cadam(float *p, const float *g, float *m, float *v, size_t n, int threads, double lr,
+                  long t);
 
 /* Seeds and scales shared with compare.py (keep in sync: DATA in compare.py). */
 #define SEED_P 1
@@ -148,21 +154,35 @@ static flatopt_optimizer *make_opt(int pipeline, int nonfinite, int threads, flo
 
 /* ---- bench -------------------------------------------------------------------------------- */
 
-enum { V_PROBE, V_ADAM_PROP, V_ADAM_SKIP, V_PIPELINE, V_COUNT };
-static const char *v_key[V_COUNT] = {"probe", "adam-propagate", "adam-skip", "pipeline"};
-static const char *v_impl[V_COUNT] = {"c-probe", "flatopt-c", "flatopt-c", "flatopt-c"};
-static const char *v_work[V_COUNT] = {"probe", "adam", "adam-skip", "pipeline"};
+enum { V_PROBE, V_CADAM, V_FLOOR, V_ADAM_PROP, V_ADAM_SKIP, V_PIPELINE, V_COUNT };
+static const char *v_key[V_COUNT] = {"probe",          "cadam",     "floor",
+                                     "adam-propagate", "adam-skip", "pipeline"};
+static const char *v_impl[V_COUNT] = {"c-probe",   "c-adam",    "c-floor",
+                                      "flatopt-c", "flatopt-c", "flatopt-c"};
+static const char *v_work[V_COUNT] = {"probe", "adam", "floor", "adam", "adam-skip", "pipeline"};
 
 struct bench {
     size_t n;
     int threads;
-    float *p, *g, *pm, *pv, *pp; /* flatopt's p; shared g; the probe's own p, m, v */
+    float *p, *g; /* flatopt's p; the shared g */
+    float *pp, *pm, *pv; /* the probe's own p, m, v */
+    float *cp, *cm, *cv; /* the C Adam's own p, m, v */
+    long ct;             /* the C Adam's step counter */
+    float *fp, *fm, *fv; /* the floor's output and inputs */
     flatopt_optimizer *opt[V_COUNT];
 };
 
 static void run_once(struct bench *b, int v) {
     if (v == V_PROBE) {
         compare_probe(b->pp, b->g, b->pm, b->pv, b->n, b->threads);
+        return;
+    }
+    if (v == V_FLOOR) {
+        compare_floor(b->fp, b->fm, b->fv, b->n);
+        return;
+    }
+    if (v == V_CADAM) {
+        compare_cadam(b->cp, b->g, b->cm, b->cv, b->n, b->threads, LR, ++b->ct);
         return;
     }
     flatopt_status st = flatopt_optimizer_step(b->opt[v]);
@@ -179,7 +199,7 @@ static int cmd_bench(int argc, char **argv) {
     b.threads = atoi(argv[3]);
     int reps = argc > 4 ? atoi(argv[4]) : 5;
     double min_time = argc > 5 ? atof(argv[5]) : 0.2;
-    int want[V_COUNT] = {1, 1, 1, 1};
+    int want[V_COUNT] = {1, 1, 1, 1, 1, 1};
     if (argc > 6) {
         for (int v = 0; v < V_COUNT; v++) want[v] = strstr(argv[6], v_key[v]) != NULL;
     }
@@ -189,6 +209,24 @@ static int cmd_bench(int argc, char **argv) {
         b.pp = random_floats(b.n, SEED_P, SCALE_P);
         b.pm = random_floats(b.n, SEED_M, SCALE_M);
         b.pv = random_floats(b.n, SEED_V, SCALE_V);
+    }
+    /* The floor is an in-cache, one-thread measure: skipped where it says nothing. */
+    if (b.n > 1000000 || b.threads != 1) want[V_FLOOR] = 0;
+    if (want[V_FLOOR]) {
+        b.fp = random_floats(b.n, SEED_P, SCALE_P);
+        b.fm = random_floats(b.n, SEED_M, SCALE_M);
+        b.fv = random_floats(b.n, SEED_V, SCALE_V);
+        for (size_t i = 0; i < b.n; i++) b.fv[i] = fabsf(b.fv[i]); /* a second moment */
+    }
+    if (want[V_CADAM]) {
+        /* Adam state starts at zero as in a fresh optimizer; p and g are random. */
+        b.cp = random_floats(b.n, SEED_P, SCALE_P);
+        b.cm = calloc(b.n ? b.n : 1, sizeof(float));
+        b.cv = calloc(b.n ? b.n : 1, sizeof(float));
+        if (!b.cm || !b.cv) {
+            fprintf(stderr, "driver: cannot allocate the C Adam state\n");
+            return 2;
+        }
     }
     const float *gs[1] = {b.g};
     float *ps[1] = {b.p};
@@ -250,6 +288,12 @@ static int cmd_bench(int argc, char **argv) {
     free(b.pp);
     free(b.pm);
     free(b.pv);
+    free(b.cp);
+    free(b.cm);
+    free(b.cv);
+    free(b.fp);
+    free(b.fm);
+    free(b.fv);
     return 0;
 }
 
@@ -357,18 +401,27 @@ static int cmd_check(void) {
         size_t lens[1] = {n};
         flatopt_optimizer *opt = make_opt(0, FLATOPT_NONFINITE_PROPAGATE, 1, ps, gs, lens, 1, 0);
         double worst = 0;
+        /* The compiler-vectorized C Adam of the benchmark (probe.c) must agree too. */
+        float *cp = random_floats(n, SEED_P, SCALE_P);
+        float *cm = calloc(n, sizeof(float)), *cv = calloc(n, sizeof(float));
+        double cworst = 0;
         for (long t = 1; t <= 20; t++) {
             if (flatopt_optimizer_step(opt) != FLATOPT_OK) bad++;
             ref_adam(rp, g, rm, rv, n, t);
+            compare_cadam(cp, g, cm, cv, n, 1 + (int)(t % 2), LR, t);
         }
         for (size_t i = 0; i < n; i++) {
             double d = fabs((double)p[i] - rp[i]) / (fabs((double)rp[i]) + 1e-6);
             if (!(d <= worst)) worst = d; /* NaN counts as worst */
+            d = fabs((double)cp[i] - rp[i]) / (fabs((double)rp[i]) + 1e-6);
+            if (!(d <= cworst)) cworst = d;
         }
-        if (!(worst < 1e-5)) {
-            printf("check: n=%zu flatopt vs C Adam: worst relative difference %g\n", n, worst);
+        if (!(worst < 1e-5) || !(cworst < 1e-5)) {
+            printf("check: n=%zu vs plain C Adam: flatopt %g, benchmark C Adam %g (worst "
+                   "relative difference)\n", n, worst, cworst);
             bad++;
         }
+        free(cp), free(cm), free(cv);
         flatopt_optimizer_free(opt);
         free(p), free(g), free(rp), free(rm), free(rv);
     }

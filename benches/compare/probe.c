@@ -7,12 +7,20 @@
  * The probe is a plain C loop with Adam's memory pattern: it reads p, g, m, v and writes p, m,
  * v (28 bytes per element) with trivial arithmetic, compiled with -O3 -march=native so the
  * compiler vectorizes it with the widest vectors the machine has. On 2 threads the range is cut
- * in two halves, one per pthread (threads are created per call: about 30 us, which only matters
- * far below the sizes where bandwidth is the limit).
+ * in two halves, one per pthread. Threads are created per call (about 30 us), so below
+ * PARALLEL_MIN elements, where that would dominate, the loops run on the calling thread alone,
+ * as flatopt does below the same threshold (PARALLEL_MIN_ELEMENTS in src/engine.rs).
+ *
+ * Next to it, `compare_cadam` is the best plain C Adam a compiler gives: the library's formula
+ * (per-step scalars computed once per call, one sqrt and one division per element) written as a
+ * simple loop and left to gcc's auto-vectorizer with the same flags (-O3 -march=native
+ * -fno-math-errno: the widest vectors, and FMA contraction, which gcc does by default in GNU C
+ * mode). It is the in-cache bar: at sizes that fit in cache the update is bound by arithmetic.
  *
  * The data generator is here so that the C driver and the Python side fill their buffers with
  * bit-identical values from the same seed. Values are never zero.
  */
+#include <math.h>
 #include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -44,6 +52,9 @@ void compare_fill_random(float *x, size_t n, uint64_t seed, float scale) {
     }
 }
 
+/* Below this many elements the loops run on one thread (see the top of the file). */
+#define PARALLEL_MIN ((size_t)1 << 19)
+
 /* ---- the bandwidth probe ---------------------------------------------------------------- */
 
 static void probe_span(float *restrict p, const float *restrict g, float *restrict m,
@@ -58,24 +69,80 @@ static void probe_span(float *restrict p, const float *restrict g, float *restri
     }
 }
 
+/* ---- the compiler-vectorized C Adam ------------------------------------------------------ */
+
+/* Adam with b1 = 0.9, b2 = 0.999, eps = 1e-8: step = lr / (1 - b1^t) and
+ * isb2 = 1 / sqrt(1 - b2^t) are computed by the caller once per step, as the library does. */
+static void cadam_span(float *restrict p, const float *restrict g, float *restrict m,
+                       float *restrict v, size_t n, float step, float isb2) {
+    const float b1 = 0.9f, c1 = 0.1f, b2 = 0.999f, c2 = 0.001f, eps = 1e-8f;
+    for (size_t i = 0; i < n; i++) {
+        float gi = g[i];
+        float mi = b1 * m[i] + c1 * gi;
+        float vi = b2 * v[i] + c2 * (gi * gi);
+        m[i] = mi;
+        v[i] = vi;
+        p[i] = p[i] - step * (mi / (sqrtf(vi) * isb2 + eps));
+    }
+}
+
+/* ---- the arithmetic floor ----------------------------------------------------------------- */
+
+/* What exact IEEE square root and division alone cost: p = m / (sqrt(v) + eps), the one sqrt and
+ * the one division per element that Adam cannot avoid without approximations, with the least
+ * memory traffic (read m and v, write p: 12 bytes per element). In cache it bounds every exact
+ * Adam from below; compiled with the same flags as the C Adam. */
+static void floor_span(float *restrict p, const float *restrict m, const float *restrict v,
+                       size_t n) {
+    for (size_t i = 0; i < n; i++) p[i] = m[i] / (sqrtf(v[i]) + 1e-8f);
+}
+
+/* One pass of the floor over n elements, one thread. */
+void compare_floor(float *p, const float *m, const float *v, size_t n) { floor_span(p, m, v, n); }
+
+/* ---- threads ---------------------------------------------------------------------------- */
+
 struct probe_job {
     float *p;
     const float *g;
     float *m;
     float *v;
     size_t n;
+    float step, isb2; /* cadam only */
+    int adam;
 };
 
 static void *probe_thread(void *arg) {
     struct probe_job *j = arg;
-    probe_span(j->p, j->g, j->m, j->v, j->n);
+    if (j->adam)
+        cadam_span(j->p, j->g, j->m, j->v, j->n, j->step, j->isb2);
+    else
+        probe_span(j->p, j->g, j->m, j->v, j->n);
     return NULL;
 }
 
+static int run_jobs(float *p, const float *g, float *m, float *v, size_t n, int threads,
+                    int adam, float step, float isb2);
+
 /* Adam's memory pattern over n elements on `threads` threads (1..16). Returns 0 on success. */
 int compare_probe(float *p, const float *g, float *m, float *v, size_t n, int threads) {
-    if (threads <= 1 || n < 1024) {
-        probe_span(p, g, m, v, n);
+    return run_jobs(p, g, m, v, n, threads, 0, 0.0f, 0.0f);
+}
+
+/* Step `t` (1-based) of the compiler-vectorized C Adam at learning rate `lr`, on `threads`
+ * threads (1..16). Returns 0 on success. */
+int compare_cadam(float *p, const float *g, float *m, float *v, size_t n, int threads, double lr,
+                  long t) {
+    float step = (float)(lr / (1.0 - pow(0.9, (double)t)));
+    float isb2 = (float)(1.0 / sqrt(1.0 - pow(0.999, (double)t)));
+    return run_jobs(p, g, m, v, n, threads, 1, step, isb2);
+}
+
+static int run_jobs(float *p, const float *g, float *m, float *v, size_t n, int threads,
+                    int adam, float step, float isb2) {
+    if (threads <= 1 || n < PARALLEL_MIN) {
+        struct probe_job j = {p, g, m, v, n, step, isb2, adam};
+        probe_thread(&j);
         return 0;
     }
     if (threads > 16) threads = 16;
@@ -86,7 +153,7 @@ int compare_probe(float *p, const float *g, float *m, float *v, size_t n, int th
     int started = 0;
     for (int t = 0; t < threads; t++) {
         size_t len = t == threads - 1 ? n - at : (per < n - at ? per : n - at);
-        jobs[t] = (struct probe_job){p + at, g + at, m + at, v + at, len};
+        jobs[t] = (struct probe_job){p + at, g + at, m + at, v + at, len, step, isb2, adam};
         at += len;
     }
     for (int t = 1; t < threads; t++) {

@@ -8,6 +8,7 @@ stay put); ``update`` is then a single foreign call that updates the parameters 
 from __future__ import annotations
 
 import ctypes
+import functools
 import threading
 
 import numpy as np
@@ -220,6 +221,7 @@ class Optimizer:
         self._params = ()  # ndarray views, in registration order
         self._param_objs = ()  # the objects given (kept alive: the library holds pointers)
         self._grads = None  # registered gradient views, or None
+        self._step_registered = None  # optimizer_step bound to the handle, with registered grads
         self._grad_objs = None
         self._ptrs = None  # per-call gradient pointer array
         self._grad_cache = None  # last per-call gradient objects (ndarrays only)
@@ -298,6 +300,9 @@ class Optimizer:
             self._params = views
             self._param_objs = values
             self._grads = gviews
+            self._step_registered = (
+                None if gviews is None else functools.partial(_lib.optimizer_step, handle.ptr)
+            )
             self._grad_objs = gvalues
             n = len(views)
             self._ptrs = (ctypes.c_void_p * n)()
@@ -371,7 +376,14 @@ class Optimizer:
         case raises :class:`flatopt.NonFiniteError` instead.
         """
         if grads is None:
-            if self._grads is None:
+            with self._lock:
+                # The hot path, one foreign call: a partial of the step function bound to the
+                # current handle, set by register_trainable_weights when it got gradients (read
+                # under the lock: registering again frees the old handle).
+                step = self._step_registered
+                if step is not None:
+                    st = step()
+            if step is None:
                 if not self._registered:
                     raise InvalidStateError(
                         "update() before register_trainable_weights(params)"
@@ -380,16 +392,16 @@ class Optimizer:
                     "update() without gradients: pass them (update(grads)) or register "
                     "gradient arrays with register_trainable_weights(params, grads=...)"
                 )
-            with self._lock:
-                st = _lib.optimizer_step(self._handle.ptr)
+            if st == 0:  # _lib.OK
+                return True
         else:
             if not self._registered:
                 raise InvalidStateError("update() before register_trainable_weights(params)")
             with self._lock:
                 ptrs = self._grad_pointers(grads)
                 st = _lib.optimizer_step_with_grads(self._handle.ptr, ptrs, len(self._params))
-        if st == _lib.OK:
-            return True
+            if st == _lib.OK:
+                return True
         if st == _lib.SKIPPED:
             return False
         _lib.raise_for(st, "update")
