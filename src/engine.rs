@@ -45,13 +45,63 @@ pub enum Outcome {
     },
 }
 
+/// Bytes of alignment of the state buffers: a cache line, so that vector loads and stores of
+/// the state never straddle two (the fused pass aligns its vector loop on the state).
+const STATE_ALIGN: usize = 64;
+
+/// An f32 buffer whose first element sits on a [`STATE_ALIGN`] boundary: a `Vec` with up to
+/// one cache line of slack and the offset of the aligned start (safe code, no custom
+/// allocator). Dereferences to the aligned slice of its length.
+#[derive(Debug, Default)]
+struct Aligned {
+    raw: Vec<f32>,
+    start: usize,
+    len: usize,
+}
+
+impl Aligned {
+    /// `n` copies of `x`, aligned. Fallible: a buffer too large for memory is an error.
+    fn filled(n: usize, x: f32) -> Result<Aligned, Error> {
+        if n == 0 {
+            return Ok(Aligned::default());
+        }
+        let slack = STATE_ALIGN / std::mem::size_of::<f32>() - 1;
+        let mut raw = Vec::new();
+        n.checked_add(slack)
+            .and_then(|cap| raw.try_reserve_exact(cap).ok())
+            .ok_or_else(|| {
+                Error::invalid(
+                    "params",
+                    format!("{n} elements"),
+                    "cannot allocate optimizer state",
+                )
+            })?;
+        raw.resize(n + slack, x);
+        let start = raw.as_ptr().align_offset(STATE_ALIGN).min(slack);
+        Ok(Aligned { raw, start, len: n })
+    }
+}
+
+impl std::ops::Deref for Aligned {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        &self.raw[self.start..self.start + self.len]
+    }
+}
+
+impl std::ops::DerefMut for Aligned {
+    fn deref_mut(&mut self) -> &mut [f32] {
+        &mut self.raw[self.start..self.start + self.len]
+    }
+}
+
 /// The optimizer state of one registered buffer. Unused buffers are empty.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 struct BufState {
-    m: Vec<f32>,
-    v: Vec<f32>,
-    v_max: Vec<f32>,
-    slow: Vec<f32>,
+    m: Aligned,
+    v: Aligned,
+    v_max: Aligned,
+    slow: Aligned,
     /// Block partials of the sum of squares (scratch for the threaded norm pass).
     partials: Vec<f64>,
 }
@@ -311,14 +361,12 @@ impl Optimizer {
             out.resize(n, x);
             Ok(out)
         }
-        let sized = |used: bool, n: usize| filled(if used { n } else { 0 }, 0.0f32, "params");
+        let sized = |used: bool, n: usize| Aligned::filled(if used { n } else { 0 }, 0.0);
         let mut state = Vec::with_capacity(params.len());
         for p in params {
-            let mut slow = filled(0, 0.0f32, "params")?;
-            if lookahead {
-                slow = filled(p.len(), 0.0f32, "params")?;
-                slow.copy_from_slice(p);
-            }
+            let mut slow = sized(lookahead, p.len())?;
+            let n = slow.len();
+            slow.copy_from_slice(&p[..n]);
             state.push(BufState {
                 m: sized(m, p.len())?,
                 v: sized(v, p.len())?,
@@ -705,13 +753,11 @@ impl Optimizer {
         self.state
             .get(i)
             .filter(|_| self.cfg.lookahead.is_some())
-            .map(|s| s.slow.as_slice())
+            .map(|s| &*s.slow)
     }
     /// The state buffers of buffer `i`: (m, v, v_max), each empty if the rule does not use it.
     pub fn moments(&self, i: usize) -> Option<(&[f32], &[f32], &[f32])> {
-        self.state
-            .get(i)
-            .map(|s| (s.m.as_slice(), s.v.as_slice(), s.v_max.as_slice()))
+        self.state.get(i).map(|s| (&*s.m, &*s.v, &*s.v_max))
     }
 }
 

@@ -409,13 +409,32 @@ impl Window<'_> {
     }
 }
 
-/// One fused pass over `b` with vectors `V`, the tail with the scalar tier.
+/// One fused pass over `b` with vectors `V`, the head and tail with the scalar tier.
 /// Callers must have run [`Buffers::check`].
+///
+/// The head runs up to the first vector-aligned element (`V::LANES * 4` bytes) of the state
+/// (`m`; `param` for plain SGD), so that the vector loads and stores of the state, which has the
+/// most traffic, never straddle two cache lines. The engine allocates its state aligned, so
+/// there the head is empty; buffers the host owns are aligned alike when they come from one
+/// allocator. A vector access across a line costs about a third of the in-cache speed. Every
+/// element goes through the same operations on either path, so where the split falls never
+/// changes a result.
 #[inline(always)]
 pub(crate) fn fused<V: Vf32>(plan: &Plan, mut b: Buffers<'_>) {
     let n = b.param.len();
-    let split = n - n % V::LANES;
-    span::<V>(plan, Window::new(plan, &mut b, 0, split), V::LANES > 1);
+    let anchor = if plan.rule.state_used().0 {
+        b.m.as_ptr()
+    } else {
+        b.param.as_ptr()
+    };
+    let head = if V::LANES > 1 {
+        anchor.align_offset(V::LANES * 4).min(n)
+    } else {
+        0
+    };
+    let split = n - (n - head) % V::LANES;
+    span::<f32>(plan, Window::new(plan, &mut b, 0, head), false);
+    span::<V>(plan, Window::new(plan, &mut b, head, split), V::LANES > 1);
     span::<f32>(plan, Window::new(plan, &mut b, split, n), false);
 }
 

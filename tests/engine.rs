@@ -1237,3 +1237,46 @@ fn forked_child_runs_threaded_updates() {
     opt.update(&mut refs(&mut params), &d.grad_refs(1)).unwrap();
     assert_same(&snap(&opt, &params), &want2, "parent after fork");
 }
+
+/// The optimizer's own state buffers start on a cache line, whatever the lengths, so the fused
+/// pass (which aligns its vector loop on the state) never splits a state access across lines.
+#[test]
+fn state_buffers_are_cache_line_aligned() {
+    let lens = [1usize, 3, 7, 8, 9, 1000, 4097];
+    let params: Vec<Vec<f32>> = lens.iter().map(|&n| vec![0.5; n]).collect();
+    for cfg in [
+        Config::new(Base::adam(), 1e-3),
+        Config::new(
+            Base::Adam {
+                b1: 0.9,
+                b2: 0.999,
+                eps: 1e-8,
+                amsgrad: true,
+            },
+            1e-3,
+        )
+        .lookahead(5, 0.5),
+    ] {
+        let mut opt = Optimizer::new(cfg).unwrap();
+        opt.register(&const_refs(&params)).unwrap();
+        for i in 0..lens.len() {
+            let (m, v, v_max) = opt.moments(i).unwrap();
+            let mut bufs = vec![("m", m), ("v", v), ("v_max", v_max)];
+            if let Some(slow) = opt.slow_weights(i) {
+                bufs.push(("slow", slow));
+            }
+            for (what, b) in bufs {
+                if b.is_empty() {
+                    continue;
+                }
+                assert_eq!(b.len(), lens[i], "{what} of buffer {i}");
+                assert_eq!(
+                    b.as_ptr() as usize % 64,
+                    0,
+                    "{what} of buffer {i} (len {})",
+                    lens[i]
+                );
+            }
+        }
+    }
+}

@@ -28,10 +28,17 @@ generator and seeds in C and Python: probe.c):
   threads the arrays are split in halves run by two Python threads (ufuncs release the GIL).
 
 The pipeline is Lookahead(Adam) with k = 5, alpha = 0.5, coupled weight decay 1e-4 and
-global-norm clipping at max_norm = 2 * 0.01 * sqrt(n), above the gradients' norm, so the
-gradients are not changed (PyTorch multiplies them by the clamped factor 1.0 anyway; flatopt
-scales in registers when clipping: the same work either way). Bytes it must move: 28 per
-element for the update, 4 for the norm pass, 8/k for the syncs.
+global-norm clipping at max_norm = 4 * sqrt(n), above the gradients' norm, so the gradients
+are not changed (PyTorch multiplies them by the clamped factor 1.0 anyway; flatopt scales in
+registers when clipping: the same work either way). Bytes it must move: 28 per element for the
+update, 4 for the norm pass, 8/k for the syncs.
+
+The gradients are random with magnitudes in [1, 2) (never near zero) and stay the same every
+step. With a constant gradient, coupled weight decay would otherwise cancel it, g + wd * p = 0,
+once a parameter reached -g / wd; from there the moments decay into subnormal floats, which
+every CPU computes several times slower. The fast implementations run millions of steps at
+small sizes and would reach that regime, the slow ones would not: the comparison would time
+subnormal arithmetic. With |g| >= 1 the parameters would have to move 10^4 to get there.
 
 Each (size, threads) point: every implementation is warmed up, then timed over blocks of steps
 (at least --min-time seconds and 5 steps per block, a multiple of k); --reps blocks per
@@ -65,7 +72,9 @@ ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
 BUILD = os.path.join(ROOT, "target", "compare")
 
 # Shared with driver.c (keep in sync).
-DATA = {"p": (1, 1.0), "g": (2, 0.01), "m": (3, 0.001), "v": (4, 0.001)}
+# (seed, scale): p, m, v uniform in (-scale, scale); g of magnitude in [scale, 2 scale) with
+# random sign (compare_fill_gradient: bounded away from zero, see probe.c).
+DATA = {"p": (1, 1.0), "g": (2, 1.0), "m": (3, 0.001), "v": (4, 0.001)}
 LR, B1, B2, EPS = 1e-3, 0.9, 0.999, 1e-8
 WEIGHT_DECAY, SYNC_PERIOD, ALPHA = 1e-4, 5, 0.5
 BYTES = {"adam": 28.0, "adam-skip": 32.0, "pipeline": 32.0 + 8.0 / SYNC_PERIOD, "probe": 28.0,
@@ -73,7 +82,7 @@ BYTES = {"adam": 28.0, "adam-skip": 32.0, "pipeline": 32.0 + 8.0 / SYNC_PERIOD, 
 
 
 def max_norm_for(n):
-    return 2.0 * DATA["g"][1] * math.sqrt(n)
+    return 4.0 * DATA["g"][1] * math.sqrt(n)  # above the gradients' norm (< 2 scale sqrt(n))
 
 
 def log(*a):
@@ -91,14 +100,16 @@ class Probe:
         self.lib.compare_fill_random.argtypes = [f32p, ctypes.c_size_t, ctypes.c_uint64,
                                                  ctypes.c_float]
         self.lib.compare_fill_random.restype = None
+        self.lib.compare_fill_gradient.argtypes = self.lib.compare_fill_random.argtypes
+        self.lib.compare_fill_gradient.restype = None
         self.lib.compare_probe.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_size_t, ctypes.c_int]
         self.lib.compare_probe.restype = ctypes.c_int
 
     def random(self, n, which):
         seed, scale = DATA[which]
         x = np.empty(n, dtype=np.float32)
-        self.lib.compare_fill_random(x.ctypes.data_as(ctypes.POINTER(ctypes.c_float)), n, seed,
-                                     scale)
+        fill = self.lib.compare_fill_gradient if which == "g" else self.lib.compare_fill_random
+        fill(x.ctypes.data_as(ctypes.POINTER(ctypes.c_float)), n, seed, scale)
         return x
 
 

@@ -36,6 +36,7 @@
 #include <flatopt.h>
 
 void compare_fill_random(float *x, size_t n, uint64_t seed, float scale);
+void compare_fill_gradient(float *g, size_t n, uint64_t seed, float scale);
 int compare_probe(float *p, const float *g, float *m, float *v, size_t n, int threads);
 void compare_floor(float *p, const float *m, const float *v, size_t n);
 int compare_cadam(float *p, const float *g, float *m, float *v, size_t n, int threads, double lr,
@@ -47,7 +48,8 @@ int compare_cadam(float *p, const float *g, float *m, float *v, size_t n, int th
 #define SEED_M 3
 #define SEED_V 4
 #define SCALE_P 1.0f
-#define SCALE_G 0.01f
+#define SCALE_G 0.01f /* latency benchmark and check: uniform in (-SCALE_G, SCALE_G) */
+#define GRAD_SCALE 1.0f /* bench: magnitudes in [GRAD_SCALE, 2 GRAD_SCALE), compare_fill_gradient */
 #define SCALE_M 0.001f
 #define SCALE_V 0.001f
 /* Hyperparameters shared with compare.py. */
@@ -122,13 +124,17 @@ static void die(const char *what, flatopt_status st) {
     exit(2);
 }
 
-/* max_norm of the pipeline: 2 * SCALE_G * sqrt(n) is above the gradients' norm
- * (about SCALE_G * sqrt(n / 3)), so no clipping happens and the gradients stay as they are:
+/* max_norm of the pipeline: 4 * GRAD_SCALE * sqrt(n) is above the gradients' norm
+ * (below 2 * GRAD_SCALE * sqrt(n)), so no clipping happens and the gradients stay as they are:
  * PyTorch's clip_grad_norm_ multiplies by the clamped factor (1.0) anyway, flatopt multiplies
  * in registers when it clips; the work is the same either way. */
-static double pipeline_max_norm(size_t n) { return 2.0 * SCALE_G * sqrt((double)n); }
+static double pipeline_max_norm(size_t n) { return 4.0 * GRAD_SCALE * sqrt((double)n); }
 
-static flatopt_optimizer *make_opt(int pipeline, int nonfinite, int threads, float **params,
+/* What make_opt configures: plain Adam; Lookahead(Adam) + clip-norm (the latency benchmark);
+ * the benchmark pipeline, which adds coupled weight decay. */
+enum { CFG_ADAM, CFG_LOOKAHEAD_CLIP, CFG_PIPELINE };
+
+static flatopt_optimizer *make_opt(int kind, int nonfinite, int threads, float **params,
                                    const float **grads, const size_t *lens, size_t count,
                                    double max_norm) {
     flatopt_config cfg;
@@ -136,12 +142,13 @@ static flatopt_optimizer *make_opt(int pipeline, int nonfinite, int threads, flo
     cfg.lr = LR;
     cfg.nonfinite = (uint32_t)nonfinite;
     cfg.num_threads = (uint32_t)threads;
-    if (pipeline) {
+    if (kind != CFG_ADAM) {
         cfg.lookahead = 1;
         cfg.sync_period = SYNC_PERIOD;
         cfg.alpha = ALPHA;
         cfg.grad_clip_norm = max_norm;
     }
+    if (kind == CFG_PIPELINE) cfg.weight_decay = WEIGHT_DECAY;
     flatopt_optimizer *opt = NULL;
     flatopt_status st = flatopt_optimizer_new(&cfg, &opt);
     if (st != FLATOPT_OK) die("flatopt_optimizer_new", st);
@@ -203,7 +210,8 @@ static int cmd_bench(int argc, char **argv) {
     if (argc > 6) {
         for (int v = 0; v < V_COUNT; v++) want[v] = strstr(argv[6], v_key[v]) != NULL;
     }
-    b.g = random_floats(b.n, SEED_G, SCALE_G);
+    b.g = alloc_floats(b.n);
+    compare_fill_gradient(b.g, b.n, SEED_G, GRAD_SCALE);
     b.p = random_floats(b.n, SEED_P, SCALE_P);
     if (want[V_PROBE]) {
         b.pp = random_floats(b.n, SEED_P, SCALE_P);
@@ -233,12 +241,14 @@ static int cmd_bench(int argc, char **argv) {
     size_t lens[1] = {b.n};
     /* The flatopt variants share p and g (each has its own optimizer state). */
     if (want[V_ADAM_PROP])
-        b.opt[V_ADAM_PROP] = make_opt(0, FLATOPT_NONFINITE_PROPAGATE, b.threads, ps, gs, lens, 1, 0);
+        b.opt[V_ADAM_PROP] =
+            make_opt(CFG_ADAM, FLATOPT_NONFINITE_PROPAGATE, b.threads, ps, gs, lens, 1, 0);
     if (want[V_ADAM_SKIP])
-        b.opt[V_ADAM_SKIP] = make_opt(0, FLATOPT_NONFINITE_SKIP, b.threads, ps, gs, lens, 1, 0);
+        b.opt[V_ADAM_SKIP] =
+            make_opt(CFG_ADAM, FLATOPT_NONFINITE_SKIP, b.threads, ps, gs, lens, 1, 0);
     if (want[V_PIPELINE]) {
-        b.opt[V_PIPELINE] = make_opt(1, FLATOPT_NONFINITE_SKIP, b.threads, ps, gs, lens, 1,
-                                     pipeline_max_norm(b.n));
+        b.opt[V_PIPELINE] = make_opt(CFG_PIPELINE, FLATOPT_NONFINITE_SKIP, b.threads, ps, gs,
+                                     lens, 1, pipeline_max_norm(b.n));
     }
 
     /* Calibration: warm up (page faults, state first touch, pool start) and pick the number of
@@ -329,14 +339,14 @@ static int cmd_latency(int argc, char **argv) {
     /* Canary: the counter must see the allocations of flatopt_optimizer_new. */
     atomic_store(&allocations, 0);
     atomic_store(&counting, 1);
-    flatopt_optimizer *canary = make_opt(1, FLATOPT_NONFINITE_SKIP, 1, params, grads, lens, nbuf,
-                                         max_norm);
+    flatopt_optimizer *canary = make_opt(CFG_LOOKAHEAD_CLIP, FLATOPT_NONFINITE_SKIP, 1, params,
+                                         grads, lens, nbuf, max_norm);
     atomic_store(&counting, 0);
     long canary_allocs = atomic_load(&allocations);
     flatopt_optimizer_free(canary);
 
-    flatopt_optimizer *opt =
-        make_opt(1, FLATOPT_NONFINITE_SKIP, 1, params, grads, lens, nbuf, max_norm);
+    flatopt_optimizer *opt = make_opt(CFG_LOOKAHEAD_CLIP, FLATOPT_NONFINITE_SKIP, 1, params, grads,
+                                      lens, nbuf, max_norm);
     for (long k = 0; k < warmup; k++) {
         flatopt_status st = flatopt_optimizer_step(opt);
         if (st != FLATOPT_OK) die("flatopt_optimizer_step", st);
@@ -399,7 +409,8 @@ static int cmd_check(void) {
         const float *gs[1] = {g};
         float *ps[1] = {p};
         size_t lens[1] = {n};
-        flatopt_optimizer *opt = make_opt(0, FLATOPT_NONFINITE_PROPAGATE, 1, ps, gs, lens, 1, 0);
+        flatopt_optimizer *opt =
+            make_opt(CFG_ADAM, FLATOPT_NONFINITE_PROPAGATE, 1, ps, gs, lens, 1, 0);
         double worst = 0;
         /* The compiler-vectorized C Adam of the benchmark (probe.c) must agree too. */
         float *cp = random_floats(n, SEED_P, SCALE_P);
@@ -434,8 +445,8 @@ static int cmd_check(void) {
         const float *gs[1] = {g};
         float *ps[1] = {m};
         size_t lens[1] = {n};
-        flatopt_optimizer *opt = make_opt(1, FLATOPT_NONFINITE_SKIP, threads, ps, gs, lens, 1,
-                                          pipeline_max_norm(n));
+        flatopt_optimizer *opt = make_opt(CFG_PIPELINE, FLATOPT_NONFINITE_SKIP, threads, ps, gs,
+                                          lens, 1, pipeline_max_norm(n));
         for (int k = 0; k < 12; k++)
             if (flatopt_optimizer_step(opt) != FLATOPT_OK) bad++;
         for (size_t i = 0; i < n; i++)

@@ -52,6 +52,19 @@ void compare_fill_random(float *x, size_t n, uint64_t seed, float scale) {
     }
 }
 
+/* Fills g[0..n) with gradients of magnitude in [scale, 2 * scale) and random sign: bounded away
+ * from zero so that coupled weight decay, g + wd * p, cannot cancel a constant gradient within
+ * any run's reach (|p| would have to grow to scale / wd). Where it cancels, the moments decay
+ * into subnormal floats, which every CPU computes slowly: the benchmark would time that regime
+ * for whichever implementation runs enough steps, rather than the update. */
+void compare_fill_gradient(float *g, size_t n, uint64_t seed, float scale) {
+    compare_fill_random(g, n, seed, 1.0f); /* (-1, 1), never 0 */
+    for (size_t i = 0; i < n; i++) {
+        float u = g[i] < 0 ? -g[i] : g[i]; /* (0, 1) */
+        g[i] = (g[i] < 0 ? -scale : scale) * (1.0f + u);
+    }
+}
+
 /* Below this many elements the loops run on one thread (see the top of the file). */
 #define PARALLEL_MIN ((size_t)1 << 19)
 
