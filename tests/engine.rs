@@ -1259,7 +1259,7 @@ fn state_buffers_are_cache_line_aligned() {
     ] {
         let mut opt = Optimizer::new(cfg).unwrap();
         opt.register(&const_refs(&params)).unwrap();
-        for i in 0..lens.len() {
+        for (i, &len) in lens.iter().enumerate() {
             let (m, v, v_max) = opt.moments(i).unwrap();
             let mut bufs = vec![("m", m), ("v", v), ("v_max", v_max)];
             if let Some(slow) = opt.slow_weights(i) {
