@@ -1269,12 +1269,11 @@ fn state_buffers_are_cache_line_aligned() {
                 if b.is_empty() {
                     continue;
                 }
-                assert_eq!(b.len(), lens[i], "{what} of buffer {i}");
+                assert_eq!(b.len(), len, "{what} of buffer {i}");
                 assert_eq!(
                     b.as_ptr() as usize % 64,
                     0,
-                    "{what} of buffer {i} (len {})",
-                    lens[i]
+                    "{what} of buffer {i} (len {len})"
                 );
             }
         }
