@@ -976,7 +976,7 @@ def main():
     ap.add_argument("--quick-deepspeed", action="store_true", help="include DeepSpeed in --quick")
     ap.add_argument("--sizes", default="1e3,1e4,1e5,1e6,1e7,1e8")
     ap.add_argument("--threads", default="1,2")
-    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--min-time", type=float, default=0.25, help="seconds per timed block")
     ap.add_argument("--warm-time", type=float, default=0.1)
     ap.add_argument("--pause", type=float, default=0.02, help="seconds between implementations")

@@ -8,7 +8,7 @@
 #      (about 5 GB in all); they are installed but unused (no GPU here).
 #   2. the C side (build.sh): target/compare/driver and target/compare/libcompare_probe.so
 #   3. compare.py with any arguments given here (default: the full run, 1e3..1e8 elements,
-#      1 and 2 threads; about 30 minutes on 2 vCPUs), writing benches/compare/results/.
+#      1 and 2 threads, 7 repetitions; about 15 minutes on 2 quiet vCPUs), writing benches/compare/results/.
 #
 # DeepSpeed builds its cpu_adam op with the machine's compiler on first use (ninja must be on
 # the PATH: the venv's bin/ is put first); if that fails compare.py skips it and says why.
