@@ -686,6 +686,7 @@ def plot(idx, sizes, threads, path):
         return False
     series = {
         "adam": [("flatopt-py", "adam"), ("flatopt-c", "adam"), ("flatopt-py", "adam-skip"),
+                 ("c-adam", "adam"),
                  ("torch-fused", "adam"), ("torch-foreach", "adam"), ("deepspeed", "adam"),
                  ("numpy", "adam")],
         "pipeline": [("flatopt-py", "pipeline"), ("flatopt-c", "pipeline"),
@@ -706,7 +707,7 @@ def plot(idx, sizes, threads, path):
                 pts = [(n, idx[key + (n, t)]) for n in sizes if key + (n, t) in idx]
                 if not pts:
                     continue
-                style = "-o" if key[0].startswith("flatopt") else "-s"
+                style = "-o" if key[0].startswith("flatopt") else ":^" if key[0] == "c-adam" else "-s"
                 ax.plot([n for n, _ in pts], [r["gb_per_s"] for _, r in pts], style, ms=4,
                         label=LABELS[key])
             ax.set_xscale("log")
