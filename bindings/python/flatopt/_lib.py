@@ -21,6 +21,7 @@ import ctypes
 import ctypes.util
 import os
 import sys
+import time
 from ctypes import (
     POINTER,
     Structure,
@@ -303,6 +304,35 @@ optimizer_step_with_sum_squares = _fn(
 )
 
 library_version = version().decode()
+
+
+def _waiting(f):
+    """``f`` (a function taking an optimizer handle) made to wait out ``FLATOPT_ERR_BUSY``.
+
+    The library refuses a call on a handle another thread is using, before touching anything.
+    The Python classes serialise their calls with a lock, except the hot path of ``update()``,
+    which calls the raw function without it (see ``Optimizer.update``); a call that meets such
+    an update retries, yielding the GIL, until it is over. So Python callers wait, as with a
+    lock, and never see ``BusyError``. The raw function is ``.raw``.
+    """
+
+    def call(*args):
+        status = f(*args)
+        while status == ERR_BUSY:
+            time.sleep(0)
+            status = f(*args)
+        return status
+
+    call.raw = f
+    call.__name__ = call.__qualname__ = f.__name__
+    return call
+
+
+for _name, _f in list(globals().items()):
+    if _name.startswith("optimizer_") and _name not in ("optimizer_new", "optimizer_free"):
+        if _f is not None:
+            globals()[_name] = _waiting(_f)
+del _name, _f
 
 # ---------------------------------------------------------------------------------------------
 # Status handling.

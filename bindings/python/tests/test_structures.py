@@ -226,6 +226,63 @@ def test_concurrent_updates_are_serialised():
     assert np.all(p["w"] == -800)
 
 
+def test_lock_free_updates_meet_queries_checkpoints_and_reregistration():
+    """update() with registered gradients takes no Python lock; every other call waits for it
+    (the library refuses concurrent use of a handle, the binding retries), and registering
+    again while other threads update keeps the old handle and arrays alive until they return.
+    Nothing may raise, crash or lose a step."""
+    n = 5000
+    opt = flatopt.Lookahead(flatopt.adam(1e-3), sync_period=3, alpha=0.5)
+    errors = []
+    stop = threading.Event()
+    counts = {"updates": 0, "registrations": 0, "queries": 0}
+
+    def register():
+        p = np.linspace(-1, 1, n, dtype=np.float32)
+        g = np.full(n, 0.01, np.float32)
+        opt.register_trainable_weights([p], grads=[g])  # the arrays live only in the optimizer
+
+    register()
+
+    def guard(fn):
+        def run():
+            try:
+                while not stop.is_set():
+                    fn()
+            except BaseException as e:  # noqa: BLE001
+                errors.append(e)
+                stop.set()
+        return run
+
+    def updater():
+        assert opt.update() is True
+        counts["updates"] += 1
+
+    def reregister():
+        register()
+        counts["registrations"] += 1
+
+    def querier():
+        assert opt.step_count >= 0 and opt.current_lr > 0
+        blob = opt.state_dict()
+        assert blob["step_count"] >= 0
+        counts["queries"] += 1
+
+    threads = [threading.Thread(target=guard(f)) for f in (updater, updater, reregister, querier)]
+    for t in threads:
+        t.start()
+    import time
+    time.sleep(1.5)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert counts["updates"] > 100 and counts["registrations"] > 10 and counts["queries"] > 10
+    # After the storm the optimizer works as usual.
+    before = opt.step_count
+    assert opt.update() is True and opt.step_count == before + 1
+
+
 # ---------------------------------------------------------------------------------------------
 # The braintools-style classes against a NumPy reference of SPEC.md (f32 elementwise, f64
 # per-step scalars rounded once).
