@@ -529,23 +529,37 @@ def index(records):
 C_DRIVER_IMPLS = ("flatopt-c", "c-adam", "c-floor")
 
 
+def paired_median(xs, ys):
+    """Median over repetitions of xs[r] / ys[r]. Every repetition runs each implementation once,
+    back to back (the C driver's figures come from one driver run per repetition), so the
+    per-repetition ratio cancels what drifts between repetitions (this host's memory bandwidth
+    swings by tens of percent over minutes); falls back to the ratio of medians if the
+    repetitions do not pair up."""
+    if len(xs) == len(ys) and xs:
+        return statistics.median(x / y for x, y in zip(xs, ys))
+    return statistics.median(xs) / statistics.median(ys)
+
+
 def ratio(idx, a, b, n, t):
-    """time(b) / time(a): how many times faster a is than b (None if either is missing)."""
+    """time(b) / time(a), median of per-repetition ratios: how many times faster a is than b
+    (None if either is missing)."""
     ra, rb = idx.get(a + (n, t)), idx.get(b + (n, t))
     if ra is None or rb is None:
         return None
-    return rb["median_s"] / ra["median_s"]
+    return paired_median(rb["sec_per_step"], ra["sec_per_step"])
 
 
 def bw_fraction(idx, a, n, t, probe=None):
-    """Achieved bytes/s of `a` (its own bytes) over the probe's bytes/s, same run: the C
-    driver's figures over the C driver's probe, the others over the in-process probe."""
+    """Achieved bytes/s of `a` (its own bytes) over the probe's bytes/s, same run, median of
+    per-repetition ratios: the C driver's figures over the C driver's probe, the others over
+    the in-process probe."""
     if probe is None:
         probe = ("c-probe", "probe") if a[0] in C_DRIVER_IMPLS else ("probe", "probe")
     ra, rp = idx.get(a + (n, t)), idx.get(probe + (n, t))
     if ra is None or rp is None:
         return None
-    return ra["gb_per_s"] / rp["gb_per_s"]
+    scale = BYTES[ra["workload"]] / BYTES[rp["workload"]]
+    return scale * paired_median(rp["sec_per_step"], ra["sec_per_step"])
 
 
 def fit_linear(points):
@@ -831,7 +845,10 @@ def render_md(meta, idx, sizes, threads, latency, skipped, png_name):
                  "interquartile range (% of the median), the bytes the update must move per second "
                  "(Adam 28 B/element, pipeline 33.6), and in parentheses that rate over the bandwidth "
                  "probe's at the same size and thread count in the same run (the C driver's columns "
-                 "over the C driver's own probe, \"C probe\").")
+                 "over the C driver's own probe, \"C probe\"). Every ratio (in parentheses and in the "
+                 "targets) is the median over repetitions of the ratio within each repetition, where "
+                 "the implementations run back to back: it cancels what drifts between repetitions "
+                 "(this host's memory bandwidth swings by tens of percent over minutes).")
     lines.append("")
     if skipped:
         lines.append("Skipped: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
@@ -859,7 +876,7 @@ def render_md(meta, idx, sizes, threads, latency, skipped, png_name):
     lines.append(table(idx, sizes, threads, cols,
                        "Bytes the pipeline must move: 28/element for the update, 4 for the norm pass, "
                        "8/k for the syncs = 33.6 B/element."))
-    lines.append("## Targets (ratios of medians measured in this run)")
+    lines.append("## Targets (medians of per-repetition ratios, this run)")
     lines.append("")
     lines.append(targets(idx, latency, threads, sizes))
     return "\n".join(lines)
@@ -980,7 +997,8 @@ def main():
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--min-time", type=float, default=0.25, help="seconds per timed block")
     ap.add_argument("--warm-time", type=float, default=0.1)
-    ap.add_argument("--pause", type=float, default=0.02, help="seconds between implementations")
+    ap.add_argument("--pause", type=float, default=0.1,
+                    help="seconds between implementations (lets other thread pools go idle)")
     ap.add_argument("--mem-budget", type=float, default=5.0,
                     help="GB of state kept alive across repetitions at one size")
     ap.add_argument("--only", default="", help="comma list of implementation names")

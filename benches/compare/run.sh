@@ -36,7 +36,11 @@ fi
 bash "$here/build.sh"
 export PATH="$venv/bin:$PATH"
 unset FLATOPT_LIBRARY
-# NumPy: an OPENBLAS_CORETYPE set for old OpenBLAS bugs only slows it; the update uses no BLAS.
+# NumPy: an OPENBLAS_CORETYPE set for old OpenBLAS bugs only slows it. One BLAS thread: the
+# NumPy pipeline's norm pass calls np.dot, after which OpenBLAS's workers spin for about 0.1 s
+# on the other core, taking it from whatever implementation runs next (the NumPy reference
+# splits its own work over two Python threads).
 unset OPENBLAS_CORETYPE OPENBLAS_L2_SIZE
+export OPENBLAS_NUM_THREADS=1
 echo "run.sh: load average $(cut -d' ' -f1-3 /proc/loadavg) before the run"
 exec "$py" "$here/compare.py" "$@"
