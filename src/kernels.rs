@@ -414,9 +414,10 @@ impl Window<'_> {
 ///
 /// The head runs up to the first vector-aligned element (`V::LANES * 4` bytes) of the state
 /// (`m`; `param` for plain SGD), so that the vector loads and stores of the state, which has the
-/// most traffic, never straddle two cache lines. The engine allocates its state aligned, so
-/// there the head is empty; buffers the host owns are aligned alike when they come from one
-/// allocator. A vector access across a line costs about a third of the in-cache speed. Every
+/// most traffic, never straddle two cache lines. The engine places its state at its parameters'
+/// offset within a page, so this aligns the parameters too; buffers the host owns are aligned
+/// alike when they come from one allocator. A vector access across a line costs about a third
+/// of the in-cache speed. Every
 /// element goes through the same operations on either path, so where the split falls never
 /// changes a result.
 #[inline(always)]
