@@ -55,53 +55,58 @@ pub enum Outcome {
 /// pass's aligned vector loop (see `kernels::fused`) aligns them all.
 const STATE_PLACEMENT: usize = 4096;
 
+/// `len` copies of `x` in a new `Vec`. Fallible: state too large for memory is an error (naming
+/// `elements`, the count the caller asked for), not an abort.
+fn filled<T: Clone>(len: usize, x: T, elements: usize) -> Result<Vec<T>, Error> {
+    let mut out = Vec::new();
+    out.try_reserve_exact(len).map_err(|_| {
+        Error::invalid(
+            "params",
+            format!("{elements} elements"),
+            "cannot allocate optimizer state",
+        )
+    })?;
+    out.resize(len, x);
+    Ok(out)
+}
+
 /// An f32 buffer placed at the same offset within a page as another buffer (see
 /// [`STATE_PLACEMENT`]): a `Vec` with up to a page of slack and the offset of the placed start
 /// (safe code, no custom allocator). Dereferences to the placed slice of its length.
 #[derive(Debug, Default)]
-struct Aligned {
+struct Placed {
     raw: Vec<f32>,
     start: usize,
     len: usize,
 }
 
-impl Aligned {
-    /// `n` copies of `x`, placed like `like` within a page. Fallible: a buffer too large for
-    /// memory is an error.
-    fn filled(n: usize, x: f32, like: *const f32) -> Result<Aligned, Error> {
+impl Placed {
+    /// `n` copies of `x`, placed like `like` within a page. Fallible (see [`filled`]).
+    fn filled(n: usize, x: f32, like: *const f32) -> Result<Placed, Error> {
         if n == 0 {
-            return Ok(Aligned::default());
+            return Ok(Placed::default());
         }
         let size = std::mem::size_of::<f32>();
         let slack = STATE_PLACEMENT / size - 1;
-        let mut raw = Vec::new();
-        n.checked_add(slack)
-            .and_then(|cap| raw.try_reserve_exact(cap).ok())
-            .ok_or_else(|| {
-                Error::invalid(
-                    "params",
-                    format!("{n} elements"),
-                    "cannot allocate optimizer state",
-                )
-            })?;
-        raw.resize(n + slack, x);
+        // A size past usize::MAX saturates and fails like any other too-large one.
+        let raw = filled(n.saturating_add(slack), x, n)?;
         // Both addresses are multiples of 4 (f32 alignment), so the byte distance to the wanted
         // page offset is too; only the addresses' values are used, never dereferenced.
         let want = like as usize % STATE_PLACEMENT;
         let have = raw.as_ptr() as usize % STATE_PLACEMENT;
         let start = ((want + STATE_PLACEMENT - have) % STATE_PLACEMENT / size).min(slack);
-        Ok(Aligned { raw, start, len: n })
+        Ok(Placed { raw, start, len: n })
     }
 }
 
-impl std::ops::Deref for Aligned {
+impl std::ops::Deref for Placed {
     type Target = [f32];
     fn deref(&self) -> &[f32] {
         &self.raw[self.start..self.start + self.len]
     }
 }
 
-impl std::ops::DerefMut for Aligned {
+impl std::ops::DerefMut for Placed {
     fn deref_mut(&mut self) -> &mut [f32] {
         &mut self.raw[self.start..self.start + self.len]
     }
@@ -110,10 +115,10 @@ impl std::ops::DerefMut for Aligned {
 /// The optimizer state of one registered buffer. Unused buffers are empty.
 #[derive(Debug, Default)]
 struct BufState {
-    m: Aligned,
-    v: Aligned,
-    v_max: Aligned,
-    slow: Aligned,
+    m: Placed,
+    v: Placed,
+    v_max: Placed,
+    slow: Placed,
     /// Block partials of the sum of squares (scratch for the threaded norm pass).
     partials: Vec<f64>,
 }
@@ -360,23 +365,10 @@ impl Optimizer {
         }
         let (m, v, v_max) = self.cfg.base.state_used();
         let lookahead = self.cfg.lookahead.is_some();
-        // Fallible allocation: a buffer too large for memory is an error, not an abort.
-        fn filled<T: Clone>(n: usize, x: T, what: &'static str) -> Result<Vec<T>, Error> {
-            let mut out = Vec::new();
-            out.try_reserve_exact(n).map_err(|_| {
-                Error::invalid(
-                    what,
-                    format!("{n} elements"),
-                    "cannot allocate optimizer state",
-                )
-            })?;
-            out.resize(n, x);
-            Ok(out)
-        }
         let mut state = Vec::with_capacity(params.len());
         for p in params {
             let sized =
-                |used: bool| Aligned::filled(if used { p.len() } else { 0 }, 0.0, p.as_ptr());
+                |used: bool| Placed::filled(if used { p.len() } else { 0 }, 0.0, p.as_ptr());
             let mut slow = sized(lookahead)?;
             let n = slow.len();
             slow.copy_from_slice(&p[..n]);
@@ -385,7 +377,10 @@ impl Optimizer {
                 v: sized(v)?,
                 v_max: sized(v_max)?,
                 slow,
-                partials: filled(kernels::sumsq_block_count(p.len()), 0.0f64, "params")?,
+                partials: {
+                    let blocks = kernels::sumsq_block_count(p.len());
+                    filled(blocks, 0.0f64, blocks)?
+                },
             });
         }
         self.lens = params.iter().map(|p| p.len()).collect();

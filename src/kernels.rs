@@ -417,9 +417,8 @@ impl Window<'_> {
 /// most traffic, never straddle two cache lines. The engine places its state at its parameters'
 /// offset within a page, so this aligns the parameters too; buffers the host owns are aligned
 /// alike when they come from one allocator. A vector access across a line costs about a third
-/// of the in-cache speed. Every
-/// element goes through the same operations on either path, so where the split falls never
-/// changes a result.
+/// of the in-cache speed. Every element goes through the same operations on either path, so
+/// where the split falls never changes a result.
 #[inline(always)]
 pub(crate) fn fused<V: Vf32>(plan: &Plan, mut b: Buffers<'_>) {
     let n = b.param.len();
