@@ -1,4 +1,4 @@
-//! The committed C header is exactly what the pinned cbindgen generates from src/ffi.rs, and
+//! The committed C header is exactly what the pinned cbindgen generates from src/ffi/, and
 //! its version macros agree with Cargo.toml and the library at run time.
 //! `FLATOPT_BLESS=1 cargo test --test header` (or `make header`) rewrites it.
 
@@ -32,7 +32,7 @@ fn generate() -> String {
     let mut out = Vec::new();
     cbindgen::Builder::new()
         .with_config(config)
-        .with_src(Path::new(dir).join("src/ffi.rs"))
+        .with_src(Path::new(dir).join("src/ffi/mod.rs"))
         .with_after_include(version_macros())
         .generate()
         .expect("cbindgen generates the header")

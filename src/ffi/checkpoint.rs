@@ -1,0 +1,124 @@
+//! Checkpoints of an optimizer handle, in memory and in files (format:
+//! docs/checkpoint-format.md).
+
+use std::ffi::c_char;
+
+use crate::error::Error;
+
+use super::boundary::{flatopt_status, flatopt_status::*, guard};
+use super::handle::{check_no_pending, flatopt_optimizer, handle, handle_ref, query};
+use super::ptr::{path_from_c, slice, slice_mut, write_out};
+
+/// The size in bytes of the checkpoint `flatopt_optimizer_save` would write now.
+#[no_mangle]
+pub unsafe extern "C" fn flatopt_optimizer_checkpoint_size(
+    opt: *const flatopt_optimizer,
+    out: *mut usize,
+) -> flatopt_status {
+    // SAFETY: C contract of this function.
+    unsafe { query(opt, out, |h| h.engine.checkpoint_size()) }
+}
+
+/// Writes the complete optimizer state (configuration, counters, schedule state, moments,
+/// AMSGrad maximum, slow weights; not the parameters, which the caller owns) into `buf` of
+/// `cap` bytes and its length to `*written`. `FLATOPT_ERR_LENGTH_MISMATCH` if `cap` is smaller
+/// than `flatopt_optimizer_checkpoint_size`.
+#[no_mangle]
+pub unsafe extern "C" fn flatopt_optimizer_save(
+    opt: *const flatopt_optimizer,
+    buf: *mut u8,
+    cap: usize,
+    written: *mut usize,
+) -> flatopt_status {
+    guard(|| {
+        // SAFETY: see `handle_ref`.
+        let h = unsafe { handle_ref(opt)? };
+        check_no_pending(&h)?;
+        if buf.is_null() {
+            return Err(Error::NullPointer { name: "buf" });
+        }
+        if written.is_null() {
+            return Err(Error::NullPointer { name: "written" });
+        }
+        let bytes = h.engine.save();
+        if cap < bytes.len() {
+            return Err(Error::LengthMismatch {
+                what: "buf capacity (see flatopt_optimizer_checkpoint_size)".to_string(),
+                expected: bytes.len(),
+                got: cap,
+            });
+        }
+        // SAFETY: `buf` is non-null with `cap >= bytes.len()` writable bytes (C contract); a
+        // byte array has no alignment, and it cannot overlap the freshly allocated `bytes`.
+        unsafe { slice_mut(buf, bytes.len()) }.copy_from_slice(&bytes);
+        // SAFETY: non-null (checked), writable (C contract).
+        unsafe { write_out("written", written, bytes.len())? };
+        Ok(FLATOPT_OK)
+    })
+}
+
+/// Restores a checkpoint from `buf` (`len` bytes). The optimizer must have the configuration
+/// the checkpoint was saved with (threads and SIMD tier may differ) and the same registered
+/// buffer lengths. Validated completely (magic, version, checksum, configuration, lengths)
+/// before anything changes: `FLATOPT_ERR_CORRUPT`, `FLATOPT_ERR_INVALID_ARGUMENT` (different
+/// configuration), `FLATOPT_ERR_LENGTH_MISMATCH` or `FLATOPT_ERR_UNSUPPORTED` (newer format)
+/// leave the optimizer exactly as it was.
+#[no_mangle]
+pub unsafe extern "C" fn flatopt_optimizer_load(
+    opt: *mut flatopt_optimizer,
+    buf: *const u8,
+    len: usize,
+) -> flatopt_status {
+    guard(|| {
+        // SAFETY: see `handle`.
+        let mut h = unsafe { handle(opt)? };
+        check_no_pending(&h)?;
+        if buf.is_null() {
+            return Err(Error::NullPointer { name: "buf" });
+        }
+        if len > isize::MAX as usize {
+            return Err(Error::invalid("len", len, "length is too large"));
+        }
+        // SAFETY: non-null, a byte count that fits isize (checked), `len` readable bytes owned
+        // by the caller (C contract).
+        let bytes = unsafe { slice(buf, len) };
+        h.engine.load(bytes)?;
+        Ok(FLATOPT_OK)
+    })
+}
+
+/// Saves a checkpoint to the file `path` atomically (temporary file in the same directory,
+/// fsync, rename, fsync of the directory): after a crash the file holds the previous
+/// checkpoint or the new one, never a mix.
+#[no_mangle]
+pub unsafe extern "C" fn flatopt_optimizer_save_file(
+    opt: *const flatopt_optimizer,
+    path: *const c_char,
+) -> flatopt_status {
+    guard(|| {
+        // SAFETY: see `handle_ref`.
+        let h = unsafe { handle_ref(opt)? };
+        check_no_pending(&h)?;
+        // SAFETY: C contract.
+        let path = unsafe { path_from_c(path)? };
+        h.engine.save_file(path)?;
+        Ok(FLATOPT_OK)
+    })
+}
+
+/// Loads a checkpoint file (see `flatopt_optimizer_load`).
+#[no_mangle]
+pub unsafe extern "C" fn flatopt_optimizer_load_file(
+    opt: *mut flatopt_optimizer,
+    path: *const c_char,
+) -> flatopt_status {
+    guard(|| {
+        // SAFETY: see `handle`.
+        let mut h = unsafe { handle(opt)? };
+        check_no_pending(&h)?;
+        // SAFETY: C contract.
+        let path = unsafe { path_from_c(path)? };
+        h.engine.load_file(path)?;
+        Ok(FLATOPT_OK)
+    })
+}

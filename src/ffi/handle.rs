@@ -1,0 +1,310 @@
+//! The optimizer handle: its contents, the per-handle lock that turns concurrent misuse into
+//! `FLATOPT_ERR_BUSY`, and the building of slices over the registered host buffers for one
+//! call.
+
+use std::cell::UnsafeCell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::engine::{Optimizer, Outcome, RawState, Step};
+use crate::error::Error;
+
+use super::boundary::{flatopt_status, flatopt_status::*, guard, set_message};
+use super::ptr::{check_buf, check_disjoint, handle_of, slice, slice_mut, span, write_out, Span};
+
+/// A host buffer pair as registered.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HostBuf {
+    pub(crate) param: *mut f32,
+    pub(crate) grad: *const f32,
+    pub(crate) len: usize,
+}
+
+/// An optimizer over host-owned buffers. Create with `flatopt_optimizer_new`, release with
+/// `flatopt_optimizer_free`. One handle must not be used from two threads at once, except
+/// `flatopt_optimizer_step_range` between `flatopt_optimizer_begin_step` and
+/// `flatopt_optimizer_end_step` (and read-only queries among themselves). A call that overlaps
+/// a conflicting call on the same handle from another thread is detected and refused with
+/// `FLATOPT_ERR_BUSY` (nothing changes) rather than being undefined behaviour.
+pub struct flatopt_optimizer {
+    /// Who uses the handle now: 0 nobody, `EXCLUSIVE` one changing call, n > 0 n shared calls.
+    lock: AtomicUsize,
+    inner: UnsafeCell<Inner>,
+}
+
+const EXCLUSIVE: usize = usize::MAX;
+
+impl flatopt_optimizer {
+    /// A new handle around `engine`, with nothing registered.
+    pub(crate) fn new(engine: Optimizer) -> Self {
+        flatopt_optimizer {
+            lock: AtomicUsize::new(0),
+            inner: UnsafeCell::new(Inner {
+                engine,
+                bufs: Vec::new(),
+                params: Vec::new(),
+                grads: Vec::new(),
+                pending: None,
+                raw: Vec::new(),
+                spans: Vec::new(),
+            }),
+        }
+    }
+}
+
+/// The handle's contents, reached only through [`Exclusive`] or [`Shared`].
+pub(crate) struct Inner {
+    pub(crate) engine: Optimizer,
+    pub(crate) bufs: Vec<HostBuf>,
+    /// Scratch for the slices of one step, capacity reserved at registration (no allocation
+    /// per step); always empty between calls.
+    params: Vec<&'static mut [f32]>,
+    grads: Vec<&'static [f32]>,
+    /// The step begun by `flatopt_optimizer_begin_step`, with the state pointers it needs.
+    pub(crate) pending: Option<Step>,
+    pub(crate) raw: Vec<RawState>,
+    /// Scratch for the overlap check of per-call gradient pointers (capacity 2 per buffer).
+    spans: Vec<Span>,
+}
+
+/// Empties the per-step slice scratch when dropped, so that references built from host
+/// pointers never outlive the call that made them (also on unwind).
+struct ScratchGuard<'a> {
+    params: &'a mut Vec<&'static mut [f32]>,
+    grads: &'a mut Vec<&'static [f32]>,
+}
+
+impl Drop for ScratchGuard<'_> {
+    fn drop(&mut self) {
+        self.params.clear();
+        self.grads.clear();
+    }
+}
+
+/// Exclusive access to a handle for the duration of one call (released on drop).
+pub(crate) struct Exclusive<'a> {
+    lock: &'a AtomicUsize,
+    inner: &'a mut Inner,
+}
+
+/// Shared, read-only access to a handle for the duration of one call (released on drop).
+pub(crate) struct Shared<'a> {
+    lock: &'a AtomicUsize,
+    inner: &'a Inner,
+}
+
+impl Drop for Exclusive<'_> {
+    fn drop(&mut self) {
+        self.lock.store(0, Ordering::Release);
+    }
+}
+
+impl Drop for Shared<'_> {
+    fn drop(&mut self) {
+        self.lock.fetch_sub(1, Ordering::Release);
+    }
+}
+
+impl std::ops::Deref for Exclusive<'_> {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        self.inner
+    }
+}
+
+impl std::ops::DerefMut for Exclusive<'_> {
+    fn deref_mut(&mut self) -> &mut Inner {
+        self.inner
+    }
+}
+
+impl std::ops::Deref for Shared<'_> {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        self.inner
+    }
+}
+
+fn busy() -> Error {
+    Error::Busy(
+        "the optimizer handle is in use by another thread (one handle, one thread at a time)",
+    )
+}
+
+/// Takes a handle for a call that changes it.
+///
+/// # Safety
+/// `opt` is NULL (rejected) or a live handle from `flatopt_optimizer_new`.
+pub(crate) unsafe fn handle<'a>(opt: *mut flatopt_optimizer) -> Result<Exclusive<'a>, Error> {
+    // SAFETY: NULL or a live handle (this function's contract).
+    let h = unsafe { handle_of(opt)? };
+    h.lock
+        .compare_exchange(0, EXCLUSIVE, Ordering::Acquire, Ordering::Relaxed)
+        .map_err(|_| busy())?;
+    // SAFETY: the lock is ours alone (0 -> EXCLUSIVE succeeded), so no other reference to the
+    // contents exists until `Exclusive` is dropped and stores 0.
+    let inner = unsafe { &mut *h.inner.get() };
+    Ok(Exclusive {
+        lock: &h.lock,
+        inner,
+    })
+}
+
+/// Takes a handle for a call that only reads it (or, for `step_range`, writes disjoint
+/// host-owned elements through pointers set up by `begin_step`).
+///
+/// # Safety
+/// `opt` is NULL (rejected) or a live handle from `flatopt_optimizer_new`.
+pub(crate) unsafe fn handle_ref<'a>(opt: *const flatopt_optimizer) -> Result<Shared<'a>, Error> {
+    // SAFETY: NULL or a live handle (this function's contract).
+    let h = unsafe { handle_of(opt)? };
+    let mut seen = h.lock.load(Ordering::Relaxed);
+    loop {
+        if seen == EXCLUSIVE || seen == EXCLUSIVE - 1 {
+            return Err(busy());
+        }
+        match h
+            .lock
+            .compare_exchange_weak(seen, seen + 1, Ordering::Acquire, Ordering::Relaxed)
+        {
+            Ok(_) => break,
+            Err(now) => seen = now,
+        }
+    }
+    // SAFETY: no exclusive user exists while the count is above 0, so shared references to
+    // the contents may coexist.
+    let inner = unsafe { &*h.inner.get() };
+    Ok(Shared {
+        lock: &h.lock,
+        inner,
+    })
+}
+
+impl Inner {
+    /// Registers one more buffer: allowed until the first update (or after a reset).
+    pub(crate) fn add(&mut self, buf: HostBuf) -> Result<(), Error> {
+        if self.engine.step_count() > 0 || self.pending.is_some() {
+            return Err(Error::InvalidState(
+                "registering a buffer after the first update (call flatopt_optimizer_reset first)",
+            ));
+        }
+        check_buf("param", buf.param, buf.len)?;
+        if !buf.grad.is_null() {
+            // NULL is allowed here: gradients then come with each step_with_grads call.
+            check_buf("grad", buf.grad, buf.len)?;
+        }
+        let mut all = self.bufs.clone();
+        all.push(buf);
+        let mut spans = Vec::with_capacity(2 * all.len());
+        for (i, b) in all.iter().enumerate() {
+            spans.push(span(b.param, b.len, true, "param", i));
+            spans.push(span(b.grad, b.len, false, "grad", i));
+        }
+        check_disjoint(&mut spans)?;
+        let params: Vec<&[f32]> = all
+            .iter()
+            // SAFETY: checked above; the host guarantees each param buffer is readable.
+            .map(|b| unsafe { slice(b.param, b.len) })
+            .collect();
+        self.engine.register(&params)?;
+        self.params = Vec::with_capacity(all.len());
+        self.grads = Vec::with_capacity(all.len());
+        self.raw = Vec::with_capacity(all.len());
+        self.spans = spans;
+        self.bufs = all;
+        Ok(())
+    }
+
+    /// Runs `f` with slices over every registered param and the gradients: the registered
+    /// ones (`given` = None) or `given[i]` for buffer `i`. Checks the gradient pointers and
+    /// their overlap with the params first.
+    ///
+    /// # Safety
+    /// Host pointers are valid and not accessed by anyone else during the call; `given` is
+    /// `None` or holds one pointer per registered buffer.
+    pub(crate) unsafe fn with_slices<R>(
+        &mut self,
+        given: Option<&[*const f32]>,
+        f: impl FnOnce(&mut Optimizer, &mut [&mut [f32]], &[&[f32]]) -> Result<R, Error>,
+    ) -> Result<R, Error> {
+        let bufs = &self.bufs;
+        let grad_ptr = |i: usize| given.map_or(bufs[i].grad, |g| g[i]);
+        for (i, b) in bufs.iter().enumerate() {
+            check_buf("grad", grad_ptr(i), b.len)?;
+        }
+        if given.is_some() {
+            // Registered gradients were checked for overlap at registration; these are new.
+            self.spans.clear();
+            for (i, b) in bufs.iter().enumerate() {
+                self.spans.push(span(b.param, b.len, true, "param", i));
+                self.spans.push(span(grad_ptr(i), b.len, false, "grad", i));
+            }
+            check_disjoint(&mut self.spans)?;
+        }
+        let guard = ScratchGuard {
+            params: &mut self.params,
+            grads: &mut self.grads,
+        };
+        for (i, b) in bufs.iter().enumerate() {
+            // SAFETY: pointers checked (non-null unless empty, aligned, size fits, disjoint
+            // from every other buffer of this call); the host guarantees they are valid and
+            // ours alone during this call. The 'static lifetime is never observed:
+            // `ScratchGuard` empties the vectors before this function returns or unwinds.
+            guard.params.push(unsafe { slice_mut(b.param, b.len) });
+            // SAFETY: as above.
+            guard.grads.push(unsafe { slice(grad_ptr(i), b.len) });
+        }
+        f(&mut self.engine, guard.params, guard.grads)
+    }
+}
+
+/// Writes a value read from a handle to `out` (the shape of every query).
+///
+/// # Safety
+/// `opt` NULL or a live handle; `out` NULL or writable.
+pub(crate) unsafe fn query<T>(
+    opt: *const flatopt_optimizer,
+    out: *mut T,
+    read: impl FnOnce(&Inner) -> T,
+) -> flatopt_status {
+    guard(|| {
+        // SAFETY: see `handle_ref`.
+        let h = unsafe { handle_ref(opt)? };
+        let value = read(&h);
+        // SAFETY: NULL is rejected; otherwise valid for writes (C contract).
+        unsafe { write_out("out", out, value)? };
+        Ok(FLATOPT_OK)
+    })
+}
+
+pub(crate) fn check_no_pending(h: &Inner) -> Result<(), Error> {
+    if h.pending.is_some() {
+        return Err(Error::InvalidState(
+            "a step begun with flatopt_optimizer_begin_step is not finished (call flatopt_optimizer_end_step)",
+        ));
+    }
+    Ok(())
+}
+
+/// Maps an update outcome to a status, recording a message for a skipped update.
+pub(crate) fn outcome_status(outcome: Outcome) -> flatopt_status {
+    match outcome {
+        Outcome::Applied { .. } => FLATOPT_OK,
+        Outcome::Skipped {
+            buffer,
+            index,
+            value,
+        } => {
+            if buffer == usize::MAX {
+                set_message(format_args!(
+                    "update skipped: the supplied sum of squares is not finite (a non-finite \
+                     gradient in another shard)"
+                ));
+            } else {
+                set_message(format_args!(
+                    "update skipped: non-finite gradient: buffer {buffer} holds {value} at index {index}"
+                ));
+            }
+            FLATOPT_SKIPPED
+        }
+    }
+}

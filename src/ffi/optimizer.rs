@@ -1,0 +1,535 @@
+//! The exported functions on an optimizer handle: creation and release, registration, the
+//! step variants (whole, with gradients, sharded, split over the host's threads), queries,
+//! settings, Lookahead slow weights and the schedule.
+
+use std::ffi::{c_double, c_float};
+
+use crate::engine::Optimizer;
+use crate::error::Error;
+use crate::kernels::{self, Buffers};
+use crate::simd;
+
+use super::boundary::{flatopt_status, flatopt_status::*, guard, guard_value, set_message};
+use super::handle::{
+    check_no_pending, flatopt_optimizer, handle, handle_ref, outcome_status, query, HostBuf, Inner,
+};
+use super::ptr::{
+    check_buf, check_f64_aligned, free_handle, read_versioned, slice, slice_mut, sub_slice,
+    sub_slice_mut, write_out,
+};
+use super::structs::{config_defaults, config_from_c, flatopt_config, tier_from_c};
+
+/// Creates an optimizer from `config` (validated: the message names the first bad field) and
+/// writes the handle to `*out`. Release it with `flatopt_optimizer_free`.
+#[no_mangle]
+pub unsafe extern "C" fn flatopt_optimizer_new(
+    config: *const flatopt_config,
+    out: *mut *mut flatopt_optimizer,
+) -> flatopt_status {
+    guard(|| {
+        if out.is_null() {
+            return Err(Error::NullPointer { name: "out" });
+        }
+        let min = std::mem::size_of::<flatopt_config>();
+        // SAFETY: NULL is rejected; otherwise points to a flatopt_config (C contract).
+        let c = unsafe { read_versioned("config", config, config_defaults(), min)? };
+        // SAFETY: the config's schedule pointer is NULL or valid (C contract).
+        let cfg = unsafe { config_from_c(&c)? };
+        let engine = Optimizer::new(cfg)?;
+        let h = Box::new(flatopt_optimizer::new(engine));
+        // SAFETY: `out` is non-null (checked) and valid for writes (C contract).
+        unsafe { write_out("out", out, Box::into_raw(h))? };
+        Ok(FLATOPT_OK)
+    })
+}
+
+/// Releases an optimizer. NULL is accepted and ignored. The handle must not be used afterwards.
+#[no_mangle]
+pub unsafe extern "C" fn flatopt_optimizer_free(opt: *mut flatopt_optimizer) {
+    if opt.is_null() {
+        return;
+    }
+    guard_value((), || {
+        // SAFETY: a live handle from `flatopt_optimizer_new` (C contract); taking it
+        // exclusively proves no other thread is inside a call on it right now.
+        match unsafe { handle(opt) } {
+            Ok(h) => {
+                std::mem::forget(h); // keep the lock taken: the handle is going away
+                                     // SAFETY: a handle from `flatopt_optimizer_new`, freed once (C contract), and
+                                     // no call is using it (the lock is ours).
+                unsafe { free_handle(opt) };
+            }
+            Err(_) => set_message(format_args!(
+                "flatopt_optimizer_free: the handle is in use by another thread; not freed"
+            )),
+        }
+    })
+}
+
+/// Registers a parameter buffer of `len` floats and its gradient buffer (the gradient may be
+/// NULL if every step passes gradients with `flatopt_optimizer_step_with_grads`). The current
+/// parameter values become the Lookahead slow weights. Both buffers stay owned by the caller and
+/// must stay valid while the optimizer uses them. Allowed before the first update and after
+/// `flatopt_optimizer_reset`. Parameters must not overlap each other or any gradient.
+/// Registering re-sizes the optimizer's state: like `flatopt_optimizer_reset` it sets the
+/// counters and the schedule back to zero, and pointers from `flatopt_optimizer_slow_weights`
+/// become invalid.
+#[no_mangle]
+pub unsafe extern "C" fn flatopt_optimizer_add_param(
+    opt: *mut flatopt_optimizer,
+    param: *mut c_float,
+    grad: *const c_float,
+    len: usize,
+) -> flatopt_status {
+    guard(|| {
+        // SAFETY: see `handle`.
+        let mut h = unsafe { handle(opt)? };
+        if param.is_null() && len > 0 {
+            return Err(Error::NullPointer { name: "param" });
+        }
+        h.add(HostBuf { param, grad, len })?;
+        Ok(FLATOPT_OK)
+    })
+}
+
+/// One update of every registered buffer with the registered gradient buffers. Returns
+/// `FLATOPT_OK`, `FLATOPT_SKIPPED` (a gradient held NaN/Inf under the skip policy: nothing
+/// changed) or an error (nothing changed).
+#[no_mangle]
+pub unsafe extern "C" fn flatopt_optimizer_step(opt: *mut flatopt_optimizer) -> flatopt_status {
+    guard(|| {
+        // SAFETY: see `handle`.
+        let mut h = unsafe { handle(opt)? };
+        check_no_pending(&h)?;
+        // SAFETY: registered host pointers, valid during the call (C contract).
+        let outcome = unsafe { h.with_slices(None, |e, p, g| e.update(p, g))? };
+        Ok(outcome_status(outcome))
+    })
+}
+
+/// One update with gradients passed for this call: `grads[i]` is the gradient of registered
+/// buffer `i` (same length); `n_grads` must equal the number of registered buffers.
+#[no_mangle]
+pub unsafe extern "C" fn flatopt_optimizer_step_with_grads(
+    opt: *mut flatopt_optimizer,
+    grads: *const *const c_float,
+    n_grads: usize,
+) -> flatopt_status {
+    guard(|| {
+        // SAFETY: see `handle`.
+        let mut h = unsafe { handle(opt)? };
+        check_no_pending(&h)?;
+        if grads.is_null() {
+            return Err(Error::NullPointer { name: "grads" });
+        }
+        if n_grads != h.bufs.len() {
+            return Err(Error::LengthMismatch {
+                what: "n_grads (number of registered buffers)".to_string(),
+                expected: h.bufs.len(),
+                got: n_grads,
+            });
+        }
+        // SAFETY: `grads` is non-null (checked) and holds `n_grads` pointers (C contract), a
+        // count equal to the number of registered buffers (checked).
+        let given = unsafe { slice(grads, n_grads) };
+        // SAFETY: registered host pointers and the given gradients, valid during the call (C
+        // contract).
+        let outcome = unsafe { h.with_slices(Some(given), |e, p, g| e.update(p, g))? };
+        Ok(outcome_status(outcome))
+    })
+}
+
+/// The number of sum-of-squares blocks over all registered buffers (`ceil(len / block size)`
+/// per buffer): the length of the array `flatopt_optimizer_sum_squares_partials` fills.
+#[no_mangle]
+pub unsafe extern "C" fn flatopt_optimizer_sum_squares_block_count(
+    opt: *const flatopt_optimizer,
+    out: *mut usize,
+) -> flatopt_status {
+    // SAFETY: C contract of this function.
+    unsafe { query(opt, out, |h| h.engine.sum_squares_block_count()) }
+}
+
+/// Sharded training, phase one: writes the block partial sums of squares of the registered
+/// gradients into `partials` (`n` = `flatopt_optimizer_sum_squares_block_count`). Exchange
+/// them between processes (e.g. MPI_Allgather), add all of them in global block order
+/// starting from 0.0, and pass the sum to `flatopt_optimizer_step_with_sum_squares`. When every
+/// shard starts on a block boundary (`flatopt_sum_squares_block_size`), the sharded run is
+/// bit-identical to a single process.
+#[no_mangle]
+pub unsafe extern "C" fn flatopt_optimizer_sum_squares_partials(
+    opt: *mut flatopt_optimizer,
+    partials: *mut c_double,
+    n: usize,
+) -> flatopt_status {
+    guard(|| {
+        // SAFETY: see `handle`.
+        let mut h = unsafe { handle(opt)? };
+        check_no_pending(&h)?;
+        if partials.is_null() && n > 0 {
+            return Err(Error::NullPointer { name: "partials" });
+        }
+        check_f64_aligned("partials", partials)?;
+        let want = h.engine.sum_squares_block_count();
+        if n != want {
+            return Err(Error::LengthMismatch {
+                what: "n (see flatopt_optimizer_sum_squares_block_count)".to_string(),
+                expected: want,
+                got: n,
+            });
+        }
+        // SAFETY: non-null unless `n` is 0, aligned (checked), `n` (the block count, whose
+        // byte size fits isize) writable doubles owned by the caller (C contract); doubles
+        // cannot be the caller's float buffers registered with this handle.
+        let out = unsafe { slice_mut(partials, n) };
+        // SAFETY: registered host pointers, valid during the call (C contract).
+        unsafe { h.with_slices(None, |e, _, g| e.sum_squares_partials(g, out))? };
+        Ok(FLATOPT_OK)
+    })
+}
+
+/// Sharded training, phase two: one update of the registered buffers using the global sum of
+/// squares `sum_squares` (see `flatopt_optimizer_sum_squares_partials`) for clipping by norm
+/// and the non-finite check. A non-finite sum skips the update on every shard alike
+/// (`FLATOPT_SKIPPED` or `FLATOPT_ERR_NON_FINITE` by policy).
+#[no_mangle]
+pub unsafe extern "C" fn flatopt_optimizer_step_with_sum_squares(
+    opt: *mut flatopt_optimizer,
+    sum_squares: c_double,
+) -> flatopt_status {
+    guard(|| {
+        // SAFETY: see `handle`.
+        let mut h = unsafe { handle(opt)? };
+        check_no_pending(&h)?;
+        // SAFETY: registered host pointers, valid during the call (C contract).
+        let outcome =
+            unsafe { h.with_slices(None, |e, p, g| e.update_with_sum_squares(p, g, sum_squares))? };
+        Ok(outcome_status(outcome))
+    })
+}
+
+/// First phase of a step split over the host's own threads: validates, runs the gradient norm
+/// / non-finite pass over the registered gradients and fixes the per-step scalars. Returns
+/// `FLATOPT_SKIPPED` (nothing to apply; the step is over) or `FLATOPT_OK`, after which the host
+/// calls `flatopt_optimizer_step_range` on disjoint element ranges covering
+/// `[0, flatopt_optimizer_total_len)` (from any threads, concurrently) and then
+/// `flatopt_optimizer_end_step`. Element indices run over the registered buffers in order.
+/// A begun step cannot be abandoned (ranges already applied cannot be undone): finish it.
+#[no_mangle]
+pub unsafe extern "C" fn flatopt_optimizer_begin_step(
+    opt: *mut flatopt_optimizer,
+) -> flatopt_status {
+    guard(|| {
+        // SAFETY: see `handle`.
+        let mut h = unsafe { handle(opt)? };
+        check_no_pending(&h)?;
+        // SAFETY: registered host pointers, valid during the call (C contract).
+        let begun = unsafe { h.with_slices(None, |e, _, g| e.begin_update(g))? };
+        match begun {
+            Err(skipped) => Ok(outcome_status(skipped)),
+            Ok(step) => {
+                let inner: &mut Inner = &mut h;
+                inner.raw.clear(); // capacity reserved at registration: no allocation
+                let states = inner.engine.states_mut().zip(&inner.bufs);
+                inner.raw.extend(states.map(|(s, b)| s.into_raw(b.len)));
+                inner.pending = Some(step);
+                Ok(FLATOPT_OK)
+            }
+        }
+    })
+}
+
+/// Applies the begun step to elements `[begin, end)` of the concatenation of the registered
+/// buffers. Concurrent calls on disjoint ranges of one handle are allowed (and are the point);
+/// the result does not depend on how the range is split.
+#[no_mangle]
+pub unsafe extern "C" fn flatopt_optimizer_step_range(
+    opt: *const flatopt_optimizer,
+    begin: usize,
+    end: usize,
+) -> flatopt_status {
+    guard(|| {
+        // SAFETY: see `handle_ref`. Only shared access is taken here, so concurrent range calls
+        // do not alias a `&mut`.
+        let h = unsafe { handle_ref(opt)? };
+        let step = h.pending.ok_or(Error::InvalidState(
+            "flatopt_optimizer_step_range outside begin_step / end_step",
+        ))?;
+        let total: usize = h.bufs.iter().map(|b| b.len).sum();
+        if begin > end || end > total {
+            return Err(Error::invalid(
+                "range",
+                format!("[{begin}, {end})"),
+                "must satisfy begin <= end <= total registered length",
+            ));
+        }
+        let mut offset = 0;
+        for (b, raw) in h.bufs.iter().zip(&h.raw) {
+            let (lo, hi) = (begin.max(offset), end.min(offset + b.len));
+            if lo < hi {
+                let (a, n) = (lo - offset, hi - lo);
+                // SAFETY: `[a, a+n)` lies inside buffer `b` (clamped above). Param, grad and
+                // the optimizer-owned state (NULL when the rule does not use it) were validated
+                // at registration / begin_step and stay valid until end_step; disjoint ranges
+                // from concurrent callers touch disjoint elements (the documented contract), so
+                // these slices never alias.
+                let buffers = unsafe {
+                    Buffers {
+                        param: sub_slice_mut(b.param, a, n),
+                        grad: sub_slice(b.grad, a, n),
+                        m: sub_slice_mut(raw.m, a, n),
+                        v: sub_slice_mut(raw.v, a, n),
+                        v_max: sub_slice_mut(raw.v_max, a, n),
+                        slow: sub_slice_mut(raw.slow, a, n),
+                    }
+                };
+                kernels::apply(step.tier(), step.plan(), buffers)?;
+            }
+            offset += b.len;
+        }
+        Ok(FLATOPT_OK)
+    })
+}
+
+/// Last phase of a split step: counts the update and advances the schedule.
+#[no_mangle]
+pub unsafe extern "C" fn flatopt_optimizer_end_step(opt: *mut flatopt_optimizer) -> flatopt_status {
+    guard(|| {
+        // SAFETY: see `handle`.
+        let mut h = unsafe { handle(opt)? };
+        let step = h.pending.ok_or(Error::InvalidState(
+            "flatopt_optimizer_end_step without flatopt_optimizer_begin_step",
+        ))?;
+        h.engine.finish_update(step)?;
+        h.pending = None;
+        h.raw.clear();
+        Ok(FLATOPT_OK)
+    })
+}
+
+/// Resets the optimizer to its state right after registration: moments zeroed, counters and
+/// schedule reset, slow weights copied from the current parameter values. Registration is
+/// allowed again afterwards.
+#[no_mangle]
+pub unsafe extern "C" fn flatopt_optimizer_reset(opt: *mut flatopt_optimizer) -> flatopt_status {
+    guard(|| {
+        // SAFETY: see `handle`.
+        let mut h = unsafe { handle(opt)? };
+        check_no_pending(&h)?;
+        if h.bufs.is_empty() {
+            return Err(Error::InvalidState(
+                "reset before any buffer was registered",
+            ));
+        }
+        let params: Vec<&[f32]> = h
+            .bufs
+            .iter()
+            // SAFETY: registered param pointers were checked at registration (non-null unless
+            // empty, aligned, disjoint) and are valid and only read during this call (C
+            // contract). Gradients are not needed (and may be NULL).
+            .map(|b| unsafe { slice(b.param, b.len) })
+            .collect();
+        h.engine.reset(&params)?;
+        Ok(FLATOPT_OK)
+    })
+}
+
+/// Number of applied updates.
+#[no_mangle]
+pub unsafe extern "C" fn flatopt_optimizer_step_count(
+    opt: *const flatopt_optimizer,
+    out: *mut u64,
+) -> flatopt_status {
+    // SAFETY: C contract of this function.
+    unsafe { query(opt, out, |h| h.engine.step_count()) }
+}
+
+/// Number of updates skipped because of non-finite gradients.
+#[no_mangle]
+pub unsafe extern "C" fn flatopt_optimizer_skipped_count(
+    opt: *const flatopt_optimizer,
+    out: *mut u64,
+) -> flatopt_status {
+    // SAFETY: C contract of this function.
+    unsafe { query(opt, out, |h| h.engine.skipped_count()) }
+}
+
+/// The learning rate the next update will use.
+#[no_mangle]
+pub unsafe extern "C" fn flatopt_optimizer_current_lr(
+    opt: *const flatopt_optimizer,
+    out: *mut c_float,
+) -> flatopt_status {
+    // SAFETY: C contract of this function.
+    unsafe { query(opt, out, |h| h.engine.current_lr()) }
+}
+
+/// The SIMD tier (a `flatopt_simd_tier` value) this optimizer runs on.
+#[no_mangle]
+pub unsafe extern "C" fn flatopt_optimizer_simd_tier(
+    opt: *const flatopt_optimizer,
+    out: *mut u32,
+) -> flatopt_status {
+    // SAFETY: C contract of this function.
+    unsafe { query(opt, out, |h| h.engine.tier() as u32) }
+}
+
+/// The number of threads used by `flatopt_optimizer_step`.
+#[no_mangle]
+pub unsafe extern "C" fn flatopt_optimizer_num_threads(
+    opt: *const flatopt_optimizer,
+    out: *mut u32,
+) -> flatopt_status {
+    // SAFETY: C contract of this function.
+    unsafe { query(opt, out, |h| h.engine.num_threads() as u32) }
+}
+
+/// The number of registered buffers.
+#[no_mangle]
+pub unsafe extern "C" fn flatopt_optimizer_num_params(
+    opt: *const flatopt_optimizer,
+    out: *mut usize,
+) -> flatopt_status {
+    // SAFETY: C contract of this function.
+    unsafe { query(opt, out, |h| h.bufs.len()) }
+}
+
+/// The total number of registered elements (the range of `flatopt_optimizer_step_range`).
+#[no_mangle]
+pub unsafe extern "C" fn flatopt_optimizer_total_len(
+    opt: *const flatopt_optimizer,
+    out: *mut usize,
+) -> flatopt_status {
+    // SAFETY: C contract of this function.
+    unsafe { query(opt, out, |h| h.bufs.iter().map(|b| b.len).sum()) }
+}
+
+/// Sets the thread count (1: the caller's thread). Results do not depend on it.
+#[no_mangle]
+pub unsafe extern "C" fn flatopt_optimizer_set_num_threads(
+    opt: *mut flatopt_optimizer,
+    num_threads: u32,
+) -> flatopt_status {
+    guard(|| {
+        // SAFETY: see `handle`.
+        let mut h = unsafe { handle(opt)? };
+        check_no_pending(&h)?;
+        h.engine.set_num_threads(num_threads as usize)?;
+        Ok(FLATOPT_OK)
+    })
+}
+
+/// Sets the SIMD tier (a `flatopt_simd_tier`; 0: the process default). Results do not depend
+/// on it.
+#[no_mangle]
+pub unsafe extern "C" fn flatopt_optimizer_set_simd_tier(
+    opt: *mut flatopt_optimizer,
+    tier: u32,
+) -> flatopt_status {
+    guard(|| {
+        // SAFETY: see `handle`.
+        let mut h = unsafe { handle(opt)? };
+        check_no_pending(&h)?;
+        let t = tier_from_c("tier", tier)?.unwrap_or_else(simd::default_tier);
+        h.engine.set_tier(t)?;
+        Ok(FLATOPT_OK)
+    })
+}
+
+fn slow_of(h: &Inner, index: usize) -> Result<&[f32], Error> {
+    if h.engine.config().lookahead.is_none() {
+        return Err(Error::InvalidState(
+            "slow weights requested without Lookahead",
+        ));
+    }
+    h.engine.slow_weights(index).ok_or_else(|| {
+        Error::invalid(
+            "index",
+            index,
+            "must be less than the number of registered buffers",
+        )
+    })
+}
+
+/// Borrows the Lookahead slow weights of buffer `index`: `*out` points to `*out_len` floats
+/// owned by the optimizer, valid until the next step, reset or free. Read only.
+#[no_mangle]
+pub unsafe extern "C" fn flatopt_optimizer_slow_weights(
+    opt: *const flatopt_optimizer,
+    index: usize,
+    out: *mut *const c_float,
+    out_len: *mut usize,
+) -> flatopt_status {
+    guard(|| {
+        // SAFETY: see `handle_ref`.
+        let h = unsafe { handle_ref(opt)? };
+        if out.is_null() || out_len.is_null() {
+            return Err(Error::NullPointer {
+                name: if out.is_null() { "out" } else { "out_len" },
+            });
+        }
+        let s = slow_of(&h, index)?;
+        // SAFETY: both non-null (checked) and valid for writes (C contract).
+        unsafe {
+            write_out("out", out, s.as_ptr())?;
+            write_out("out_len", out_len, s.len())?;
+        }
+        Ok(FLATOPT_OK)
+    })
+}
+
+/// Copies the Lookahead slow weights of buffer `index` into `dst` (`len` must equal the
+/// buffer's length).
+#[no_mangle]
+pub unsafe extern "C" fn flatopt_optimizer_copy_slow_weights(
+    opt: *const flatopt_optimizer,
+    index: usize,
+    dst: *mut c_float,
+    len: usize,
+) -> flatopt_status {
+    guard(|| {
+        // SAFETY: see `handle_ref`.
+        let h = unsafe { handle_ref(opt)? };
+        let s = slow_of(&h, index)?;
+        check_buf("dst", dst, len)?;
+        if len != s.len() {
+            return Err(Error::LengthMismatch {
+                what: format!("dst for slow weights of buffer {index}"),
+                expected: s.len(),
+                got: len,
+            });
+        }
+        // SAFETY: checked pointer, `len` writable floats owned by the caller (C contract);
+        // it cannot alias the optimizer's own slow weights, which the caller only sees
+        // read-only.
+        unsafe { slice_mut(dst, len) }.copy_from_slice(s);
+        Ok(FLATOPT_OK)
+    })
+}
+
+/// Advances the learning-rate schedule by one (epoch style; meant for `schedule_manual`).
+#[no_mangle]
+pub unsafe extern "C" fn flatopt_optimizer_schedule_step(
+    opt: *mut flatopt_optimizer,
+) -> flatopt_status {
+    guard(|| {
+        // SAFETY: see `handle`.
+        let mut h = unsafe { handle(opt)? };
+        h.engine.step_schedule();
+        Ok(FLATOPT_OK)
+    })
+}
+
+/// Feeds a metric to a ReduceOnPlateau schedule.
+#[no_mangle]
+pub unsafe extern "C" fn flatopt_optimizer_schedule_step_metric(
+    opt: *mut flatopt_optimizer,
+    metric: c_double,
+) -> flatopt_status {
+    guard(|| {
+        // SAFETY: see `handle`.
+        let mut h = unsafe { handle(opt)? };
+        h.engine.step_schedule_metric(metric)?;
+        Ok(FLATOPT_OK)
+    })
+}

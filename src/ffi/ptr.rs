@@ -1,0 +1,268 @@
+//! Every conversion of a raw pointer coming from C into a Rust reference, slice, value, path
+//! or owned box is in this file, next to the checks that make it sound (NULL, alignment, size,
+//! overlap). The other ffi modules call these functions and state, at each call, which part of
+//! the contract the caller provides. (The one other `unsafe` outside this file is the handle's
+//! lock-guarded interior in `handle.rs`, which is not a pointer from C.)
+
+use std::ffi::c_char;
+
+use crate::error::Error;
+
+use super::handle::flatopt_optimizer;
+
+/// Checks a (pointer, length) pair for a slice of f32: non-NULL unless empty, 4-byte aligned,
+/// and a length whose byte size fits in `isize`.
+pub(crate) fn check_buf(name: &'static str, ptr: *const f32, len: usize) -> Result<(), Error> {
+    if len > isize::MAX as usize / std::mem::size_of::<f32>() {
+        return Err(Error::invalid(
+            name,
+            format!("length {len}"),
+            "length is too large",
+        ));
+    }
+    if ptr.is_null() {
+        if len == 0 {
+            return Ok(());
+        }
+        return Err(Error::NullPointer { name });
+    }
+    if !(ptr as usize).is_multiple_of(std::mem::align_of::<f32>()) {
+        return Err(Error::invalid(
+            name,
+            format!("{ptr:p}"),
+            "must be aligned to 4 bytes (a float array)",
+        ));
+    }
+    Ok(())
+}
+
+/// A slice over `len` elements at `ptr` (empty when `len` is 0, whatever `ptr` is).
+///
+/// # Safety
+/// `ptr` is non-NULL and aligned for `T` unless `len` is 0 (for floats: `check_buf` passed),
+/// `len * size_of::<T>()` fits in `isize`, and the caller guarantees `len` readable elements
+/// at `ptr`, not written by anyone else for the lifetime `'a`.
+pub(crate) unsafe fn slice<'a, T>(ptr: *const T, len: usize) -> &'a [T] {
+    if len == 0 {
+        &[]
+    } else {
+        // SAFETY: non-null, aligned and of a size that fits isize (this function's contract,
+        // established by the checks before each call); validity and the absence of concurrent
+        // writes are the C caller's contract, documented on each C function.
+        unsafe { std::slice::from_raw_parts(ptr, len) }
+    }
+}
+
+/// A mutable slice over `len` elements at `ptr` (empty when `len` is 0).
+///
+/// # Safety
+/// As [`slice`], writable, and not accessed through any other pointer during `'a`.
+pub(crate) unsafe fn slice_mut<'a, T>(ptr: *mut T, len: usize) -> &'a mut [T] {
+    if len == 0 {
+        &mut []
+    } else {
+        // SAFETY: as in `slice`; exclusivity is the caller's contract, and overlap between the
+        // buffers of one call is rejected before this is reached (see `check_disjoint`).
+        unsafe { std::slice::from_raw_parts_mut(ptr, len) }
+    }
+}
+
+/// Elements `[at, at + n)` of a buffer that starts at `ptr` (NULL: an empty slice, for state
+/// buffers the rule does not use).
+///
+/// # Safety
+/// `ptr` is NULL or a buffer checked by `check_buf` holding at least `at + n` elements, valid
+/// and not accessed through any other pointer during `'a`.
+pub(crate) unsafe fn sub_slice_mut<'a>(ptr: *mut f32, at: usize, n: usize) -> &'a mut [f32] {
+    if ptr.is_null() {
+        return &mut [];
+    }
+    // SAFETY: `at + n` is within the buffer (caller contract), so the offset stays inside the
+    // same allocation and the slice over `n` elements from there is valid as in `slice_mut`.
+    unsafe { slice_mut(ptr.add(at), n) }
+}
+
+/// Elements `[at, at + n)` of a read-only buffer (see [`sub_slice_mut`]).
+///
+/// # Safety
+/// As [`sub_slice_mut`], read only.
+pub(crate) unsafe fn sub_slice<'a>(ptr: *const f32, at: usize, n: usize) -> &'a [f32] {
+    if ptr.is_null() {
+        return &[];
+    }
+    // SAFETY: as in `sub_slice_mut`.
+    unsafe { slice(ptr.add(at), n) }
+}
+
+/// Checks that an array of doubles the caller passes is 8-byte aligned (NULL passes: the
+/// callers check NULL against the count first).
+pub(crate) fn check_f64_aligned(name: &'static str, ptr: *const f64) -> Result<(), Error> {
+    if !(ptr as usize).is_multiple_of(std::mem::align_of::<f64>()) {
+        return Err(Error::invalid(
+            name,
+            format!("{ptr:p}"),
+            "must be aligned to 8 bytes",
+        ));
+    }
+    Ok(())
+}
+
+/// Copies a list of `n` elements the caller owns (NULL allowed only when `n` is 0; at most
+/// `max` elements).
+///
+/// # Safety
+/// `p` is NULL or points to `n` readable, aligned elements.
+pub(crate) unsafe fn copy_list<T: Copy>(
+    name: &'static str,
+    p: *const T,
+    n: usize,
+    max: usize,
+) -> Result<Vec<T>, Error> {
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    if p.is_null() {
+        return Err(Error::NullPointer { name });
+    }
+    if n > max {
+        return Err(Error::invalid(
+            name,
+            format!("count {n}"),
+            "at most 2^24 entries",
+        ));
+    }
+    // SAFETY: non-null, the count is bounded (its byte size fits isize), and `n` readable
+    // elements are the caller's contract.
+    Ok(unsafe { slice(p, n) }.to_vec())
+}
+
+/// The handle behind a pointer from C.
+///
+/// # Safety
+/// `opt` is NULL (rejected) or a live handle from `flatopt_optimizer_new`.
+pub(crate) unsafe fn handle_of<'a>(
+    opt: *const flatopt_optimizer,
+) -> Result<&'a flatopt_optimizer, Error> {
+    // SAFETY: NULL is rejected; otherwise a live handle (caller contract). Only a shared
+    // reference is formed; concurrent callers may form the same one (the handle's lock decides
+    // who may reach its contents).
+    unsafe { opt.as_ref() }.ok_or(Error::NullPointer { name: "opt" })
+}
+
+/// Takes back and drops a handle made by `Box::into_raw` in `flatopt_optimizer_new`.
+///
+/// # Safety
+/// `opt` comes from `flatopt_optimizer_new`, is freed only once, and no call is using it.
+pub(crate) unsafe fn free_handle(opt: *mut flatopt_optimizer) {
+    // SAFETY: a box leaked by `flatopt_optimizer_new`, not yet freed, unused (caller contract).
+    drop(unsafe { Box::from_raw(opt) });
+}
+
+/// A NUL-terminated path from C, refused when NULL or empty.
+///
+/// # Safety
+/// `path` is NULL or a NUL-terminated string valid for `'a`.
+pub(crate) unsafe fn path_from_c<'a>(path: *const c_char) -> Result<&'a std::path::Path, Error> {
+    use std::os::unix::ffi::OsStrExt;
+    if path.is_null() {
+        return Err(Error::NullPointer { name: "path" });
+    }
+    // SAFETY: non-null and NUL-terminated (caller contract).
+    let bytes = unsafe { std::ffi::CStr::from_ptr(path) }.to_bytes();
+    if bytes.is_empty() {
+        return Err(Error::invalid("path", "\"\"", "must not be empty"));
+    }
+    Ok(std::path::Path::new(std::ffi::OsStr::from_bytes(bytes)))
+}
+
+/// A memory interval of one buffer: (start address, end address, written, name, index).
+pub(crate) type Span = (usize, usize, bool, &'static str, usize);
+
+/// Rejects any overlap between a written buffer and any other buffer. Sorts `spans` in place
+/// (no allocation) and sweeps once: O(n log n).
+pub(crate) fn check_disjoint(spans: &mut [Span]) -> Result<(), Error> {
+    spans.sort_unstable_by_key(|s| s.0);
+    let mut any: Option<Span> = None; // the earlier span reaching furthest
+    let mut written: Option<Span> = None; // the earlier written span reaching furthest
+    for &cur in spans.iter().filter(|s| s.1 > s.0) {
+        let hit = if cur.2 { any } else { written };
+        if let Some(prev) = hit.filter(|p| p.1 > cur.0) {
+            return Err(Error::Overlap {
+                what: format!("{} {} and {} {} share memory", prev.3, prev.4, cur.3, cur.4),
+            });
+        }
+        if any.is_none_or(|a| cur.1 > a.1) {
+            any = Some(cur);
+        }
+        if cur.2 && written.is_none_or(|w| cur.1 > w.1) {
+            written = Some(cur);
+        }
+    }
+    Ok(())
+}
+
+/// The memory interval of a buffer (empty for NULL, which `check_disjoint` then ignores).
+pub(crate) fn span(
+    ptr: *const f32,
+    len: usize,
+    written: bool,
+    name: &'static str,
+    index: usize,
+) -> Span {
+    let start = ptr as usize;
+    let end = if ptr.is_null() {
+        start
+    } else {
+        start + len * 4
+    };
+    (start, end, written, name, index)
+}
+
+/// Reads a versioned configuration struct whose first field is `struct_size`: copies the first
+/// `struct_size` bytes over the defaults, so an older caller (smaller struct) gets defaults for
+/// the fields it does not know.
+///
+/// # Safety
+/// `ptr` is NULL or points to at least `struct_size` readable bytes (its first 4 bytes).
+pub(crate) unsafe fn read_versioned<T: Copy>(
+    name: &'static str,
+    ptr: *const T,
+    defaults: T,
+    min_size: usize,
+) -> Result<T, Error> {
+    if ptr.is_null() {
+        return Err(Error::NullPointer { name });
+    }
+    // SAFETY: every versioned struct starts with a u32 `struct_size`; `ptr` is non-null and
+    // points to such a struct (caller contract). `read_unaligned` needs no alignment.
+    let size = unsafe { std::ptr::read_unaligned(ptr.cast::<u32>()) } as usize;
+    if size < min_size {
+        return Err(Error::invalid(
+            name,
+            format!("struct_size = {size}"),
+            "struct_size is too small: initialise the struct with its _init function",
+        ));
+    }
+    let mut out = defaults;
+    let n = size.min(std::mem::size_of::<T>());
+    // SAFETY: the source holds `size >= n` readable bytes (caller contract), the destination
+    // is a local `T` of `size_of::<T>() >= n` bytes, they do not overlap, and every bit pattern
+    // is valid for the plain-data structs this is used with (integers and floats only).
+    unsafe {
+        std::ptr::copy_nonoverlapping(ptr.cast::<u8>(), (&mut out as *mut T).cast::<u8>(), n)
+    };
+    Ok(out)
+}
+
+/// Writes `value` to `out` (the out-parameter convention: written only on success).
+///
+/// # Safety
+/// `out` is NULL (rejected) or valid for a write of `T`.
+pub(crate) unsafe fn write_out<T>(name: &'static str, out: *mut T, value: T) -> Result<(), Error> {
+    if out.is_null() {
+        return Err(Error::NullPointer { name });
+    }
+    // SAFETY: non-null and valid for writes (caller contract).
+    unsafe { out.write(value) };
+    Ok(())
+}

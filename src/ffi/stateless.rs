@@ -1,0 +1,468 @@
+//! The stateless kernels: the caller owns every buffer (parameters, gradients, state) and
+//! passes the per-step scalars in `flatopt_step_args`.
+
+use std::ffi::{c_double, c_float};
+
+use crate::error::Error;
+use crate::kernels::{self, Buffers, Op, Plan, Rule};
+use crate::simd;
+
+use super::boundary::{flatopt_status, flatopt_status::*, guard};
+use super::ptr::{
+    check_buf, check_disjoint, check_f64_aligned, read_versioned, slice, slice_mut, span,
+    write_out, Span,
+};
+use super::structs::{base_defaults, flag, flatopt_base_kind, flatopt_base_params};
+
+/// Per-step arguments of the stateless update functions. Initialise with
+/// `flatopt_step_args_init`, then set fields.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct flatopt_step_args {
+    /// `sizeof(flatopt_step_args)`, set by the init function.
+    pub struct_size: u32,
+    /// 1 to run the Lookahead sync after the update (needs the `slow` buffer).
+    pub sync: u32,
+    /// 1-based number of this base-optimizer step (bias correction, momentum's first step).
+    pub step: u64,
+    /// Learning rate of this step.
+    pub lr: c_double,
+    /// Multiply gradients by this first (global-norm clipping: `min(1, max_norm / norm)`,
+    /// see `flatopt_clip_scale`); 1 disables.
+    pub clip_scale: c_double,
+    /// Clip gradient elements to [-c, c]; 0 disables.
+    pub clip_value: c_double,
+    /// Coupled weight decay (`g += wd * p`); 0 disables.
+    pub weight_decay: c_double,
+    /// Lookahead slow-weight step in [0, 1] (used when `sync` is 1).
+    pub alpha: c_double,
+}
+
+fn step_args_defaults() -> flatopt_step_args {
+    flatopt_step_args {
+        struct_size: std::mem::size_of::<flatopt_step_args>() as u32,
+        sync: 0,
+        step: 1,
+        lr: 1e-3,
+        clip_scale: 1.0,
+        clip_value: 0.0,
+        weight_decay: 0.0,
+        alpha: 0.5,
+    }
+}
+
+/// Fills `args` with defaults (step 1, lr 1e-3, no clipping, no decay, no sync).
+#[no_mangle]
+pub unsafe extern "C" fn flatopt_step_args_init(args: *mut flatopt_step_args) -> flatopt_status {
+    guard(|| {
+        // SAFETY: NULL (rejected) or valid for writes (C contract).
+        unsafe { write_out("args", args, step_args_defaults())? };
+        Ok(FLATOPT_OK)
+    })
+}
+
+/// Builds the plan of one stateless update after validating every argument.
+///
+/// # Safety
+/// `hp` / `args` NULL or valid.
+unsafe fn stateless_plan(
+    hp: *const flatopt_base_params,
+    args: *const flatopt_step_args,
+    expect_kind: flatopt_base_kind,
+) -> Result<Plan, Error> {
+    let min_hp = std::mem::size_of::<flatopt_base_params>();
+    // SAFETY: NULL rejected, else a valid struct (C contract).
+    let hp = unsafe { read_versioned("hp", hp, base_defaults(expect_kind as u32), min_hp)? };
+    let min_args = std::mem::size_of::<flatopt_step_args>();
+    // SAFETY: as above.
+    let a = unsafe { read_versioned("args", args, step_args_defaults(), min_args)? };
+    if hp.kind != expect_kind as u32 {
+        return Err(Error::invalid(
+            "hp.kind",
+            hp.kind,
+            "does not match the update function called",
+        ));
+    }
+    let base = hp.to_base()?;
+    if a.step == 0 {
+        return Err(Error::invalid(
+            "step",
+            0,
+            "must be >= 1 (1-based step number)",
+        ));
+    }
+    crate::error::non_negative("lr", a.lr)?;
+    if !(a.clip_scale.is_finite() && a.clip_scale > 0.0 && a.clip_scale <= 1.0) {
+        return Err(Error::invalid(
+            "clip_scale",
+            a.clip_scale,
+            "must be in (0, 1]",
+        ));
+    }
+    crate::error::non_negative("clip_value", a.clip_value)?;
+    crate::error::non_negative("weight_decay", a.weight_decay)?;
+    let sync = flag("sync", a.sync)?;
+    if sync {
+        crate::error::unit_closed("alpha", a.alpha)?;
+    }
+    Ok(Plan {
+        clip_scale: (a.clip_scale != 1.0).then_some(a.clip_scale as f32),
+        clip_value: (a.clip_value != 0.0).then_some(a.clip_value as f32),
+        weight_decay: (a.weight_decay != 0.0).then_some(a.weight_decay as f32),
+        rule: Rule::for_step(&base, a.step, a.lr),
+        sync_alpha: sync.then_some(a.alpha as f32),
+    })
+}
+
+/// Runs a stateless update: checks every buffer (NULL where required, alignment, pairwise
+/// overlap), then one fused pass on the default tier.
+///
+/// # Safety
+/// Each non-NULL pointer holds `len` floats, valid for the call (C contract).
+unsafe fn stateless_run(
+    plan: Plan,
+    param: *mut f32,
+    grad: *const f32,
+    state: [(&'static str, *mut f32); 4],
+    len: usize,
+) -> Result<flatopt_status, Error> {
+    let (m_used, v_used, vmax_used) = plan.rule.state_used();
+    let used = [m_used, v_used, vmax_used, plan.sync_alpha.is_some()];
+    check_buf("param", param, len)?;
+    check_buf("grad", grad, len)?;
+    let mut spans: [Span; 6] = [(0, 0, false, "", 0); 6];
+    spans[0] = span(param, len, true, "param", 0);
+    spans[1] = span(grad, len, false, "grad", 0);
+    for (k, ((name, p), u)) in state.iter().zip(used).enumerate() {
+        if u {
+            if p.is_null() && len > 0 {
+                return Err(Error::NullPointer { name });
+            }
+            check_buf(name, *p, len)?;
+            spans[2 + k] = span(*p, len, true, name, 0);
+        }
+    }
+    check_disjoint(&mut spans)?;
+    let get = |k: usize| -> &mut [f32] {
+        if used[k] {
+            // SAFETY: checked above (non-null unless empty, aligned, disjoint).
+            unsafe { slice_mut(state[k].1, len) }
+        } else {
+            &mut []
+        }
+    };
+    let b = Buffers {
+        // SAFETY: checked above.
+        param: unsafe { slice_mut(param, len) },
+        // SAFETY: checked above.
+        grad: unsafe { slice(grad, len) },
+        m: get(0),
+        v: get(1),
+        v_max: get(2),
+        slow: get(3),
+    };
+    kernels::apply(simd::default_tier(), &plan, b)?;
+    Ok(FLATOPT_OK)
+}
+
+/// Stateless SGD step on one buffer: `momentum_buf` (NULL if `hp->momentum` is 0) holds the
+/// momentum trace, `slow` (NULL unless `args->sync`) the Lookahead slow weights; all `len`
+/// floats. `hp->kind` must be `FLATOPT_SGD`. Nothing is written on error.
+#[no_mangle]
+pub unsafe extern "C" fn flatopt_sgd_update(
+    hp: *const flatopt_base_params,
+    args: *const flatopt_step_args,
+    param: *mut c_float,
+    grad: *const c_float,
+    momentum_buf: *mut c_float,
+    slow: *mut c_float,
+    len: usize,
+) -> flatopt_status {
+    guard(|| {
+        // SAFETY: C contract of this function.
+        unsafe {
+            let plan = stateless_plan(hp, args, flatopt_base_kind::FLATOPT_SGD)?;
+            let none = std::ptr::null_mut();
+            let st = [
+                ("momentum_buf", momentum_buf),
+                ("v", none),
+                ("v_max", none),
+                ("slow", slow),
+            ];
+            stateless_run(plan, param, grad, st, len)
+        }
+    })
+}
+
+/// Stateless Adam step (AMSGrad if `hp->amsgrad`: `v_max` required, else may be NULL).
+/// `hp->kind` must be `FLATOPT_ADAM`. See `flatopt_sgd_update` for the conventions.
+#[no_mangle]
+pub unsafe extern "C" fn flatopt_adam_update(
+    hp: *const flatopt_base_params,
+    args: *const flatopt_step_args,
+    param: *mut c_float,
+    grad: *const c_float,
+    m: *mut c_float,
+    v: *mut c_float,
+    v_max: *mut c_float,
+    slow: *mut c_float,
+    len: usize,
+) -> flatopt_status {
+    guard(|| {
+        // SAFETY: C contract of this function.
+        unsafe {
+            let plan = stateless_plan(hp, args, flatopt_base_kind::FLATOPT_ADAM)?;
+            let st = [("m", m), ("v", v), ("v_max", v_max), ("slow", slow)];
+            stateless_run(plan, param, grad, st, len)
+        }
+    })
+}
+
+/// The stateless AdamW and RAdam updates: the same buffers (m, v, slow), no AMSGrad maximum.
+///
+/// # Safety
+/// As `flatopt_adamw_update`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn two_moment_update(
+    kind: flatopt_base_kind,
+    hp: *const flatopt_base_params,
+    args: *const flatopt_step_args,
+    param: *mut f32,
+    grad: *const f32,
+    m: *mut f32,
+    v: *mut f32,
+    slow: *mut f32,
+    len: usize,
+) -> flatopt_status {
+    guard(|| {
+        // SAFETY: C contract of the calling function.
+        unsafe {
+            let plan = stateless_plan(hp, args, kind)?;
+            let st = [
+                ("m", m),
+                ("v", v),
+                ("v_max", std::ptr::null_mut()),
+                ("slow", slow),
+            ];
+            stateless_run(plan, param, grad, st, len)
+        }
+    })
+}
+
+/// Stateless AdamW step. `hp->kind` must be `FLATOPT_ADAMW`.
+#[no_mangle]
+pub unsafe extern "C" fn flatopt_adamw_update(
+    hp: *const flatopt_base_params,
+    args: *const flatopt_step_args,
+    param: *mut c_float,
+    grad: *const c_float,
+    m: *mut c_float,
+    v: *mut c_float,
+    slow: *mut c_float,
+    len: usize,
+) -> flatopt_status {
+    // SAFETY: C contract of this function.
+    unsafe {
+        two_moment_update(
+            flatopt_base_kind::FLATOPT_ADAMW,
+            hp,
+            args,
+            param,
+            grad,
+            m,
+            v,
+            slow,
+            len,
+        )
+    }
+}
+
+/// Stateless RAdam step. `hp->kind` must be `FLATOPT_RADAM`.
+#[no_mangle]
+pub unsafe extern "C" fn flatopt_radam_update(
+    hp: *const flatopt_base_params,
+    args: *const flatopt_step_args,
+    param: *mut c_float,
+    grad: *const c_float,
+    m: *mut c_float,
+    v: *mut c_float,
+    slow: *mut c_float,
+    len: usize,
+) -> flatopt_status {
+    // SAFETY: C contract of this function.
+    unsafe {
+        two_moment_update(
+            flatopt_base_kind::FLATOPT_RADAM,
+            hp,
+            args,
+            param,
+            grad,
+            m,
+            v,
+            slow,
+            len,
+        )
+    }
+}
+
+/// Sum of squares of `x` (f64, fixed order: see SPEC.md "Determinism"), written to `*out`.
+/// NaN or Inf if `x` holds a non-finite value, never overflowing for finite input.
+#[no_mangle]
+pub unsafe extern "C" fn flatopt_sum_squares(
+    x: *const c_float,
+    len: usize,
+    out: *mut c_double,
+) -> flatopt_status {
+    guard(|| {
+        check_buf("x", x, len)?;
+        // SAFETY: checked; `len` readable floats (C contract).
+        let s = kernels::sum_squares(simd::default_tier(), unsafe { slice(x, len) });
+        // SAFETY: NULL rejected, else writable (C contract).
+        unsafe { write_out("out", out, s)? };
+        Ok(FLATOPT_OK)
+    })
+}
+
+/// The number of elements per block of the fixed-order sum of squares.
+#[no_mangle]
+pub extern "C" fn flatopt_sum_squares_block_size() -> usize {
+    kernels::SUMSQ_BLOCK
+}
+
+/// Block partial sums of squares of `x` into `partials` (`n_partials` must be
+/// `ceil(len / flatopt_sum_squares_block_size())`). Adding the partials of all buffers in order
+/// reproduces the optimizer's global sum exactly, also when buffers are split across processes
+/// at block boundaries.
+#[no_mangle]
+pub unsafe extern "C" fn flatopt_sum_squares_partials(
+    x: *const c_float,
+    len: usize,
+    partials: *mut c_double,
+    n_partials: usize,
+) -> flatopt_status {
+    guard(|| {
+        check_buf("x", x, len)?;
+        if partials.is_null() && n_partials > 0 {
+            return Err(Error::NullPointer { name: "partials" });
+        }
+        let want = kernels::sumsq_block_count(len);
+        if n_partials != want {
+            return Err(Error::LengthMismatch {
+                what: "n_partials (one per block)".to_string(),
+                expected: want,
+                got: n_partials,
+            });
+        }
+        let (p0, x0) = (partials as usize, x as usize);
+        let (p1, x1) = (p0 + 8 * n_partials, x0 + 4 * len);
+        if n_partials > 0 && len > 0 && p0 < x1 && x0 < p1 {
+            return Err(Error::Overlap {
+                what: "x and partials share memory".to_string(),
+            });
+        }
+        check_f64_aligned("partials", partials)?;
+        // SAFETY: checked; `len` readable floats (C contract).
+        let x = unsafe { slice(x, len) };
+        // SAFETY: non-null unless empty, aligned (checked), `n_partials` (the block count of
+        // `len`, checked) writable doubles that do not overlap `x` (checked; C contract).
+        let out = unsafe { slice_mut(partials, n_partials) };
+        kernels::sum_squares_partials(simd::default_tier(), x, out)?;
+        Ok(FLATOPT_OK)
+    })
+}
+
+/// The global-norm clip factor for a sum of squares: `max_norm / sqrt(sum_squares)` if that is
+/// below 1, else 1 (computed in f64, as the optimizer does). Error if `sum_squares` is not
+/// finite (a non-finite gradient) or `max_norm` is not > 0.
+#[no_mangle]
+pub unsafe extern "C" fn flatopt_clip_scale(
+    sum_squares: c_double,
+    max_norm: c_double,
+    out: *mut c_double,
+) -> flatopt_status {
+    guard(|| {
+        crate::error::positive("max_norm", max_norm)?;
+        if !sum_squares.is_finite() || sum_squares < 0.0 {
+            return Err(Error::invalid(
+                "sum_squares",
+                sum_squares,
+                "must be finite and >= 0 (a gradient holds NaN or Inf)",
+            ));
+        }
+        let norm = sum_squares.sqrt();
+        let scale = if norm > max_norm {
+            max_norm / norm
+        } else {
+            1.0
+        };
+        // SAFETY: NULL rejected, else writable (C contract).
+        unsafe { write_out("out", out, scale)? };
+        Ok(FLATOPT_OK)
+    })
+}
+
+/// # Safety
+/// `x` holds `len` floats (C contract); `y` NULL or `len` floats.
+unsafe fn run_op(
+    op: Op,
+    x_name: &'static str,
+    x: *mut f32,
+    y: *mut f32,
+    len: usize,
+) -> Result<flatopt_status, Error> {
+    check_buf(x_name, x, len)?;
+    // Validate with the C argument names (`apply_op` validates again, with Rust's).
+    match op {
+        Op::Scale(v) if !v.is_finite() => return Err(Error::invalid("s", v, "must be finite")),
+        Op::ClipValue(c) if c.is_nan() || c < 0.0 => {
+            return Err(Error::invalid("c", c, "must be >= 0 (+inf allowed)"))
+        }
+        _ => {}
+    }
+    let with_y = matches!(op, Op::Sync(_));
+    if with_y {
+        check_buf("slow", y, len)?;
+        let mut spans = [span(x, len, true, "fast", 0), span(y, len, true, "slow", 0)];
+        check_disjoint(&mut spans)?;
+    }
+    // SAFETY: checked above; caller-owned memory valid for the call.
+    let xs = unsafe { slice_mut(x, len) };
+    // SAFETY: as above, disjoint from `xs` (checked).
+    let ys = if with_y {
+        unsafe { slice_mut(y, len) }
+    } else {
+        &mut []
+    };
+    kernels::apply_op(simd::default_tier(), op, xs, ys)?;
+    Ok(FLATOPT_OK)
+}
+
+/// Clamps every element of `x` to `[-c, c]` in place (NaN stays NaN). `c >= 0`.
+#[no_mangle]
+pub unsafe extern "C" fn flatopt_clip_by_value(
+    x: *mut c_float,
+    len: usize,
+    c: c_float,
+) -> flatopt_status {
+    // SAFETY: C contract of this function.
+    guard(|| unsafe { run_op(Op::ClipValue(c), "x", x, std::ptr::null_mut(), len) })
+}
+
+/// Multiplies every element of `x` by `s` in place. `s` finite.
+#[no_mangle]
+pub unsafe extern "C" fn flatopt_scale(x: *mut c_float, len: usize, s: c_float) -> flatopt_status {
+    // SAFETY: C contract of this function.
+    guard(|| unsafe { run_op(Op::Scale(s), "x", x, std::ptr::null_mut(), len) })
+}
+
+/// Lookahead sync: `slow = slow + alpha * (fast - slow)`, then `fast = slow` (bit-equal).
+#[no_mangle]
+pub unsafe extern "C" fn flatopt_lookahead_sync(
+    fast: *mut c_float,
+    slow: *mut c_float,
+    len: usize,
+    alpha: c_float,
+) -> flatopt_status {
+    // SAFETY: C contract of this function.
+    guard(|| unsafe { run_op(Op::Sync(alpha), "fast", fast, slow, len) })
+}

@@ -1,0 +1,680 @@
+//! The C option structs (`flatopt_base_params`, `flatopt_schedule`, `flatopt_config`), their
+//! kind enums, their defaults and init functions, and their conversion into the validated Rust
+//! configuration.
+
+use std::ffi::c_double;
+
+use crate::config::{Base, Config, Lookahead, NonFinitePolicy, ScheduleMode};
+use crate::error::Error;
+use crate::schedule::{Anneal, CyclicMode, PlateauMode, Schedule, ThresholdMode};
+use crate::simd::Tier;
+
+use super::boundary::{flatopt_status, flatopt_status::*, guard};
+use super::ptr::{copy_list, read_versioned, write_out};
+
+/// The longest milestone or value list a schedule accepts.
+const MAX_LIST: usize = 1 << 24;
+
+pub(crate) fn flag(name: &'static str, x: u32) -> Result<bool, Error> {
+    match x {
+        0 => Ok(false),
+        1 => Ok(true),
+        _ => Err(Error::invalid(name, x, "must be 0 or 1")),
+    }
+}
+
+/// Base optimizer kinds (values of `flatopt_base_params.kind`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum flatopt_base_kind {
+    /// SGD: plain, heavy-ball momentum (with dampening) or Nesterov.
+    FLATOPT_SGD = 0,
+    /// Adam, optionally AMSGrad.
+    FLATOPT_ADAM = 1,
+    /// AdamW: Adam with decoupled weight decay.
+    FLATOPT_ADAMW = 2,
+    /// RAdam (rectification threshold 5).
+    FLATOPT_RADAM = 3,
+}
+
+/// The base optimizer and its hyperparameters. Initialise with `flatopt_base_params_init`,
+/// which sets `struct_size` and the defaults of the chosen kind, then change fields.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct flatopt_base_params {
+    /// `sizeof(flatopt_base_params)`, set by the init function (ABI versioning).
+    pub struct_size: u32,
+    /// A `flatopt_base_kind` value.
+    pub kind: u32,
+    /// SGD: momentum in [0, 1) (0: plain SGD).
+    pub momentum: c_double,
+    /// SGD: dampening in [0, 1].
+    pub dampening: c_double,
+    /// SGD: 1 for Nesterov momentum (needs momentum > 0 and dampening 0).
+    pub nesterov: u32,
+    /// Adam family: 1 for AMSGrad (Adam only).
+    pub amsgrad: u32,
+    /// Adam family: first-moment decay in [0, 1) (default 0.9).
+    pub b1: c_double,
+    /// Adam family: second-moment decay in [0, 1) (default 0.999).
+    pub b2: c_double,
+    /// Adam family: eps > 0, added outside the square root (default 1e-8).
+    pub eps: c_double,
+    /// AdamW: decoupled weight decay >= 0 (default 0.01).
+    pub decoupled_weight_decay: c_double,
+}
+
+pub(crate) fn base_defaults(kind: u32) -> flatopt_base_params {
+    flatopt_base_params {
+        struct_size: std::mem::size_of::<flatopt_base_params>() as u32,
+        kind,
+        momentum: 0.0,
+        dampening: 0.0,
+        nesterov: 0,
+        amsgrad: 0,
+        b1: 0.9,
+        b2: 0.999,
+        eps: 1e-8,
+        decoupled_weight_decay: if kind == flatopt_base_kind::FLATOPT_ADAMW as u32 {
+            1e-2
+        } else {
+            0.0
+        },
+    }
+}
+
+impl flatopt_base_params {
+    pub(crate) fn to_base(self) -> Result<Base, Error> {
+        let base = match self.kind {
+            0 => Base::Sgd {
+                momentum: self.momentum,
+                dampening: self.dampening,
+                nesterov: flag("nesterov", self.nesterov)?,
+            },
+            1 => Base::Adam {
+                b1: self.b1,
+                b2: self.b2,
+                eps: self.eps,
+                amsgrad: flag("amsgrad", self.amsgrad)?,
+            },
+            2 => Base::AdamW {
+                b1: self.b1,
+                b2: self.b2,
+                eps: self.eps,
+                weight_decay: self.decoupled_weight_decay,
+            },
+            3 => Base::RAdam {
+                b1: self.b1,
+                b2: self.b2,
+                eps: self.eps,
+            },
+            k => {
+                return Err(Error::invalid(
+                    "kind",
+                    k,
+                    "must be FLATOPT_SGD, FLATOPT_ADAM, FLATOPT_ADAMW or FLATOPT_RADAM",
+                ))
+            }
+        };
+        base.validate()?;
+        Ok(base)
+    }
+}
+
+/// Fills `params` with the defaults of `kind` (a `flatopt_base_kind`) and sets `struct_size`.
+#[no_mangle]
+pub unsafe extern "C" fn flatopt_base_params_init(
+    params: *mut flatopt_base_params,
+    kind: u32,
+) -> flatopt_status {
+    guard(|| {
+        if kind > 3 {
+            return Err(Error::invalid(
+                "kind",
+                kind,
+                "must be a flatopt_base_kind value",
+            ));
+        }
+        // SAFETY: `params` is NULL (rejected) or valid for writes (C contract).
+        unsafe { write_out("params", params, base_defaults(kind))? };
+        Ok(FLATOPT_OK)
+    })
+}
+
+/// Learning-rate schedule kinds (values of `flatopt_schedule.kind`). Formulas: SPEC.md and the
+/// Rust docs of `flatopt::Schedule`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum flatopt_schedule_kind {
+    /// `base_lr` at every step.
+    FLATOPT_SCHEDULE_FIXED = 0,
+    /// PyTorch ConstantLR: `base_lr * factor` for `period` (total_iters) steps, then `base_lr`.
+    FLATOPT_SCHEDULE_CONSTANT = 1,
+    /// PyTorch LinearLR: factor from `start_factor` to `end_factor` over `period` steps.
+    FLATOPT_SCHEDULE_LINEAR = 2,
+    /// PyTorch StepLR: times `gamma` every `period` (step_size) steps.
+    FLATOPT_SCHEDULE_STEP = 3,
+    /// PyTorch MultiStepLR: times `gamma` at each of `milestones`.
+    FLATOPT_SCHEDULE_MULTI_STEP = 4,
+    /// PyTorch ExponentialLR: `base_lr * gamma^e`.
+    FLATOPT_SCHEDULE_EXPONENTIAL = 5,
+    /// optax exponential_decay: `decay_rate` per `period` steps after `warmup`
+    /// (transition_begin), optionally `staircase`, clamped at `end_value`.
+    FLATOPT_SCHEDULE_EXPONENTIAL_DECAY = 6,
+    /// Cosine from `base_lr` to `eta_min` over `period` (T_max) steps, then `eta_min`.
+    FLATOPT_SCHEDULE_COSINE_ANNEALING = 7,
+    /// PyTorch CosineAnnealingWarmRestarts: cycles of `period` (T_0) steps, times `t_mult`.
+    FLATOPT_SCHEDULE_COSINE_WARM_RESTARTS = 8,
+    /// PyTorch PolynomialLR: `base_lr * (1 - min(e, period)/period)^power`.
+    FLATOPT_SCHEDULE_POLYNOMIAL = 9,
+    /// Linear warmup from `start_lr` to `base_lr` over `warmup` steps.
+    FLATOPT_SCHEDULE_WARMUP = 10,
+    /// Linear warmup over `warmup` steps, then cosine to `eta_min` until `period` steps.
+    FLATOPT_SCHEDULE_WARMUP_COSINE = 11,
+    /// PyTorch OneCycleLR with peak `base_lr` over `period` steps.
+    FLATOPT_SCHEDULE_ONE_CYCLE = 12,
+    /// PyTorch CyclicLR between `base_lr` and `max_lr`.
+    FLATOPT_SCHEDULE_CYCLIC = 13,
+    /// `values[number of milestones <= e]` (absolute learning rates).
+    FLATOPT_SCHEDULE_PIECEWISE_CONSTANT = 14,
+    /// PyTorch ReduceLROnPlateau, driven by `flatopt_optimizer_schedule_step_metric`.
+    FLATOPT_SCHEDULE_REDUCE_ON_PLATEAU = 15,
+}
+
+/// A learning-rate schedule: `kind` picks the formula, which reads the fields it names.
+/// Initialise with `flatopt_schedule_init` (PyTorch's defaults), then set fields.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct flatopt_schedule {
+    /// `sizeof(flatopt_schedule)`, set by the init function.
+    pub struct_size: u32,
+    /// A `flatopt_schedule_kind` value.
+    pub kind: u32,
+    /// Base learning rate (OneCycle: the peak, max_lr).
+    pub base_lr: c_double,
+    /// Cyclic: the upper learning rate.
+    pub max_lr: c_double,
+    /// Step, MultiStep, Exponential, Cyclic (exp_range): the decay factor.
+    pub gamma: c_double,
+    /// Constant: factor; ReduceOnPlateau: reduction factor in (0, 1).
+    pub factor: c_double,
+    /// Linear: start factor (default 1/3).
+    pub start_factor: c_double,
+    /// Linear: end factor (default 1).
+    pub end_factor: c_double,
+    /// CosineAnnealing, warm restarts, WarmupCosine: floor.
+    pub eta_min: c_double,
+    /// Polynomial: power.
+    pub power: c_double,
+    /// Warmup, WarmupCosine: the learning rate at e = 0.
+    pub start_lr: c_double,
+    /// ExponentialDecay: decay rate per `period` steps.
+    pub decay_rate: c_double,
+    /// ExponentialDecay: clamp value (NaN, the default: no clamp).
+    pub end_value: c_double,
+    /// OneCycle: fraction of the cycle spent increasing (default 0.3).
+    pub pct_start: c_double,
+    /// OneCycle: initial learning rate = `base_lr / div_factor` (default 25).
+    pub div_factor: c_double,
+    /// OneCycle: final learning rate = initial / `final_div_factor` (default 1e4).
+    pub final_div_factor: c_double,
+    /// ReduceOnPlateau: improvement threshold (default 1e-4).
+    pub threshold: c_double,
+    /// ReduceOnPlateau: lower bound of the learning rate (default 0).
+    pub min_lr: c_double,
+    /// Step: period; Constant, Linear, Polynomial: total_iters; CosineAnnealing: T_max;
+    /// warm restarts: T_0; OneCycle, WarmupCosine: total steps; ExponentialDecay: decay steps.
+    pub period: u64,
+    /// Warm restarts: T_mult (>= 1).
+    pub t_mult: u64,
+    /// Warmup, WarmupCosine: warmup steps; ExponentialDecay: transition_begin.
+    pub warmup: u64,
+    /// Cyclic: steps of the rising half-cycle (default 2000).
+    pub step_size_up: u64,
+    /// Cyclic: steps of the falling half-cycle (0, the default: same as up).
+    pub step_size_down: u64,
+    /// ReduceOnPlateau: metrics without improvement before reducing (default 10).
+    pub patience: u64,
+    /// ReduceOnPlateau: metrics to wait after a reduction (default 0).
+    pub cooldown: u64,
+    /// ExponentialDecay: 1 for staircase.
+    pub staircase: u32,
+    /// OneCycle: 0 cosine anneal, 1 linear.
+    pub anneal_linear: u32,
+    /// Cyclic: 0 triangular, 1 triangular2, 2 exp_range.
+    pub cyclic_mode: u32,
+    /// ReduceOnPlateau: 0 minimise the metric, 1 maximise it.
+    pub plateau_mode: u32,
+    /// ReduceOnPlateau: 0 relative threshold, 1 absolute.
+    pub threshold_mode: u32,
+    /// MultiStep: milestones; PiecewiseConstant: boundaries (strictly increasing). Copied by
+    /// `flatopt_optimizer_new`.
+    pub milestones: *const u64,
+    /// Number of `milestones`.
+    pub n_milestones: usize,
+    /// PiecewiseConstant: the learning rates (`n_milestones + 1` of them). Copied.
+    pub values: *const c_double,
+    /// Number of `values`.
+    pub n_values: usize,
+}
+
+pub(crate) fn schedule_defaults(kind: u32) -> flatopt_schedule {
+    flatopt_schedule {
+        struct_size: std::mem::size_of::<flatopt_schedule>() as u32,
+        kind,
+        base_lr: 1e-3,
+        max_lr: 1e-2,
+        // Exponential decays by 0.95 per step; Cyclic's exp_range keeps the range (1.0);
+        // Step / MultiStep divide by 10.
+        gamma: match kind {
+            5 => 0.95,
+            13 => 1.0,
+            _ => 0.1,
+        },
+        factor: if kind == 15 { 0.1 } else { 1.0 / 3.0 },
+        start_factor: 1.0 / 3.0,
+        end_factor: 1.0,
+        eta_min: 0.0,
+        power: 1.0,
+        start_lr: 0.0,
+        decay_rate: 0.5,
+        end_value: f64::NAN,
+        pct_start: 0.3,
+        div_factor: 25.0,
+        final_div_factor: 1e4,
+        threshold: 1e-4,
+        min_lr: 0.0,
+        // PyTorch's total_iters = 5 for Constant, Linear and Polynomial.
+        period: if kind <= 2 || kind == 9 { 5 } else { 100 },
+        t_mult: 1,
+        // Warmup and WarmupCosine: 5 warmup steps; ExponentialDecay: transition_begin 0.
+        warmup: if kind == 10 || kind == 11 { 5 } else { 0 },
+        step_size_up: 2000,
+        step_size_down: 0,
+        patience: 10,
+        cooldown: 0,
+        staircase: 0,
+        anneal_linear: 0,
+        cyclic_mode: 0,
+        plateau_mode: 0,
+        threshold_mode: 0,
+        milestones: std::ptr::null(),
+        n_milestones: 0,
+        values: std::ptr::null(),
+        n_values: 0,
+    }
+}
+
+/// Fills `schedule` with the defaults of `kind` (a `flatopt_schedule_kind`) and sets
+/// `struct_size`.
+#[no_mangle]
+pub unsafe extern "C" fn flatopt_schedule_init(
+    schedule: *mut flatopt_schedule,
+    kind: u32,
+) -> flatopt_status {
+    guard(|| {
+        if kind > 15 {
+            return Err(Error::invalid(
+                "kind",
+                kind,
+                "must be a flatopt_schedule_kind value",
+            ));
+        }
+        // SAFETY: NULL (rejected) or valid for writes (C contract).
+        unsafe { write_out("schedule", schedule, schedule_defaults(kind))? };
+        Ok(FLATOPT_OK)
+    })
+}
+
+impl flatopt_schedule {
+    /// # Safety
+    /// `milestones` / `values` point to `n_milestones` / `n_values` readable elements.
+    unsafe fn to_schedule(self) -> Result<Schedule, Error> {
+        let base = self.base_lr;
+        let list = |name: &'static str, p: *const u64, n: usize| -> Result<Vec<u64>, Error> {
+            // SAFETY: NULL or `n` readable u64 (this function's contract).
+            unsafe { copy_list(name, p, n, MAX_LIST) }
+        };
+        let mode = |name: &'static str, x: u32, max: u32| -> Result<u32, Error> {
+            if x > max {
+                Err(Error::invalid(name, x, "unknown mode value"))
+            } else {
+                Ok(x)
+            }
+        };
+        let s = match self.kind {
+            0 => Schedule::Fixed { lr: base },
+            1 => Schedule::Constant {
+                base,
+                factor: self.factor,
+                total_iters: self.period,
+            },
+            2 => Schedule::Linear {
+                base,
+                start_factor: self.start_factor,
+                end_factor: self.end_factor,
+                total_iters: self.period,
+            },
+            3 => Schedule::Step {
+                base,
+                step_size: self.period,
+                gamma: self.gamma,
+            },
+            4 => Schedule::MultiStep {
+                base,
+                milestones: list("milestones", self.milestones, self.n_milestones)?,
+                gamma: self.gamma,
+            },
+            5 => Schedule::Exponential {
+                base,
+                gamma: self.gamma,
+            },
+            6 => Schedule::ExponentialDecay {
+                base,
+                decay_steps: self.period,
+                decay_rate: self.decay_rate,
+                transition_begin: self.warmup,
+                staircase: flag("staircase", self.staircase)?,
+                end_value: (!self.end_value.is_nan()).then_some(self.end_value),
+            },
+            7 => Schedule::CosineAnnealing {
+                base,
+                t_max: self.period,
+                eta_min: self.eta_min,
+            },
+            8 => Schedule::CosineAnnealingWarmRestarts {
+                base,
+                t_0: self.period,
+                t_mult: self.t_mult,
+                eta_min: self.eta_min,
+            },
+            9 => Schedule::Polynomial {
+                base,
+                total_iters: self.period,
+                power: self.power,
+            },
+            10 => Schedule::Warmup {
+                base,
+                warmup_steps: self.warmup,
+                start_lr: self.start_lr,
+            },
+            11 => Schedule::WarmupCosine {
+                base,
+                warmup_steps: self.warmup,
+                total_steps: self.period,
+                start_lr: self.start_lr,
+                eta_min: self.eta_min,
+            },
+            12 => Schedule::OneCycle {
+                max_lr: base,
+                total_steps: self.period,
+                pct_start: self.pct_start,
+                div_factor: self.div_factor,
+                final_div_factor: self.final_div_factor,
+                anneal: if flag("anneal_linear", self.anneal_linear)? {
+                    Anneal::Linear
+                } else {
+                    Anneal::Cos
+                },
+            },
+            13 => Schedule::Cyclic {
+                base,
+                max_lr: self.max_lr,
+                step_size_up: self.step_size_up,
+                step_size_down: if self.step_size_down == 0 {
+                    self.step_size_up
+                } else {
+                    self.step_size_down
+                },
+                mode: match mode("cyclic_mode", self.cyclic_mode, 2)? {
+                    0 => CyclicMode::Triangular,
+                    1 => CyclicMode::Triangular2,
+                    _ => CyclicMode::ExpRange,
+                },
+                gamma: self.gamma,
+            },
+            14 => {
+                let boundaries = list("milestones", self.milestones, self.n_milestones)?;
+                // SAFETY: NULL or `n_values` readable doubles (this function's contract).
+                let values = unsafe { copy_list("values", self.values, self.n_values, MAX_LIST)? };
+                Schedule::PiecewiseConstant { boundaries, values }
+            }
+            15 => Schedule::ReduceOnPlateau {
+                base,
+                mode: if mode("plateau_mode", self.plateau_mode, 1)? == 0 {
+                    PlateauMode::Min
+                } else {
+                    PlateauMode::Max
+                },
+                factor: self.factor,
+                patience: self.patience,
+                threshold: self.threshold,
+                threshold_mode: if mode("threshold_mode", self.threshold_mode, 1)? == 0 {
+                    ThresholdMode::Rel
+                } else {
+                    ThresholdMode::Abs
+                },
+                cooldown: self.cooldown,
+                min_lr: self.min_lr,
+            },
+            k => {
+                return Err(Error::invalid(
+                    "kind",
+                    k,
+                    "must be a flatopt_schedule_kind value",
+                ))
+            }
+        };
+        s.validate().map_err(|e| match e {
+            Error::InvalidArgument {
+                name,
+                value,
+                expected,
+            } => Error::InvalidArgument {
+                name: c_schedule_field(self.kind, name),
+                value,
+                expected,
+            },
+            other => other,
+        })?;
+        Ok(s)
+    }
+}
+
+/// The `flatopt_schedule` field behind a `Schedule` parameter name, so that C messages name
+/// the field the caller set (the Rust name in parentheses where they differ).
+fn c_schedule_field(kind: u32, rust: &'static str) -> &'static str {
+    match (kind, rust) {
+        (0, "lr") | (_, "base") => "base_lr",
+        (12, "max_lr") => "base_lr (max_lr)",
+        (_, "total_iters") => "period (total_iters)",
+        (_, "step_size") => "period (step_size)",
+        (_, "t_max") => "period (t_max)",
+        (_, "t_0") => "period (t_0)",
+        (_, "total_steps") => "period (total_steps)",
+        (_, "decay_steps") => "period (decay_steps)",
+        (_, "warmup_steps") => "warmup (warmup_steps)",
+        (_, "transition_begin") => "warmup (transition_begin)",
+        (_, "boundaries") => "milestones (boundaries)",
+        (_, "mode") if kind == 13 => "cyclic_mode",
+        (_, "mode") => "plateau_mode",
+        (_, other) => other,
+    }
+}
+
+/// Non-finite gradient policies (values of `flatopt_config.nonfinite`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum flatopt_nonfinite {
+    /// Skip the update, count it, return `FLATOPT_SKIPPED` (default).
+    FLATOPT_NONFINITE_SKIP = 0,
+    /// Skip the update, count it, return `FLATOPT_ERR_NON_FINITE`.
+    FLATOPT_NONFINITE_ERROR = 1,
+    /// No check: NaN and Inf flow into the parameters.
+    FLATOPT_NONFINITE_PROPAGATE = 2,
+}
+
+/// SIMD tiers (values for `flatopt_config.simd_tier` and the tier functions). 0 means "the
+/// process default" where a tier is an input.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum flatopt_simd_tier {
+    /// The process default (`FLATOPT_SIMD`, else the best available); inputs only.
+    FLATOPT_SIMD_DEFAULT = 0,
+    /// Plain scalar code: the reference.
+    FLATOPT_SIMD_SCALAR = 1,
+    /// Portable vectors (SSE2 on x86_64, NEON on aarch64).
+    FLATOPT_SIMD_PORTABLE = 2,
+    /// AVX2 (x86_64, detected at run time).
+    FLATOPT_SIMD_AVX2 = 3,
+    /// AVX-512F: reserved, not compiled into this build (never available).
+    FLATOPT_SIMD_AVX512 = 4,
+}
+
+/// Optimizer configuration. Initialise with `flatopt_config_init`, then set fields.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct flatopt_config {
+    /// `sizeof(flatopt_config)`, set by `flatopt_config_init`.
+    pub struct_size: u32,
+    /// Non-finite policy: a `flatopt_nonfinite` value.
+    pub nonfinite: u32,
+    /// The base optimizer.
+    pub base: flatopt_base_params,
+    /// Constant learning rate, used when `schedule` is NULL.
+    pub lr: c_double,
+    /// Optional schedule (copied by `flatopt_optimizer_new`; NULL for the constant `lr`).
+    pub schedule: *const flatopt_schedule,
+    /// 1: the schedule advances only through `flatopt_optimizer_schedule_step` (epoch style);
+    /// 0: once per applied update (default).
+    pub schedule_manual: u32,
+    /// 1 to wrap the base optimizer in Lookahead.
+    pub lookahead: u32,
+    /// Lookahead: sync every `sync_period` applied updates (>= 1, default 5).
+    pub sync_period: u64,
+    /// Lookahead: slow-weight step in [0, 1] (default 0.5).
+    pub alpha: c_double,
+    /// Coupled weight decay >= 0 (`g += wd * p`), default 0.
+    pub weight_decay: c_double,
+    /// Clip by global norm over all buffers; 0 disables (default).
+    pub grad_clip_norm: c_double,
+    /// Clip each gradient element to [-c, c]; 0 disables (default).
+    pub grad_clip_value: c_double,
+    /// Threads: 1 (default) runs on the caller's thread; more starts a private pool.
+    pub num_threads: u32,
+    /// A `flatopt_simd_tier`; 0 takes the process default.
+    pub simd_tier: u32,
+}
+
+pub(crate) fn config_defaults() -> flatopt_config {
+    flatopt_config {
+        struct_size: std::mem::size_of::<flatopt_config>() as u32,
+        nonfinite: 0,
+        base: base_defaults(1),
+        lr: 1e-3,
+        schedule: std::ptr::null(),
+        schedule_manual: 0,
+        lookahead: 0,
+        sync_period: 5,
+        alpha: 0.5,
+        weight_decay: 0.0,
+        grad_clip_norm: 0.0,
+        grad_clip_value: 0.0,
+        num_threads: 1,
+        simd_tier: 0,
+    }
+}
+
+/// Fills `config` with the defaults (Adam at lr 1e-3, no Lookahead, no clipping, skip
+/// non-finite updates, one thread, default SIMD tier) and sets `struct_size`.
+#[no_mangle]
+pub unsafe extern "C" fn flatopt_config_init(config: *mut flatopt_config) -> flatopt_status {
+    guard(|| {
+        // SAFETY: NULL (rejected) or valid for writes (C contract).
+        unsafe { write_out("config", config, config_defaults())? };
+        Ok(FLATOPT_OK)
+    })
+}
+
+pub(crate) fn tier_from_c(name: &'static str, x: u32) -> Result<Option<Tier>, Error> {
+    if x == 0 {
+        return Ok(None);
+    }
+    let t = u8::try_from(x)
+        .ok()
+        .and_then(Tier::from_u8)
+        .ok_or_else(|| Error::invalid(name, x, "must be a flatopt_simd_tier value"))?;
+    Ok(Some(t.check()?))
+}
+
+/// # Safety
+/// `c` is a valid config (its `schedule` NULL or valid).
+pub(crate) unsafe fn config_from_c(c: &flatopt_config) -> Result<Config, Error> {
+    let base = {
+        let b = c.base;
+        if (b.struct_size as usize) < std::mem::size_of::<flatopt_base_params>() {
+            return Err(Error::invalid(
+                "base.struct_size",
+                b.struct_size,
+                "initialise config.base with flatopt_base_params_init or flatopt_config_init",
+            ));
+        }
+        b.to_base()?
+    };
+    let lr = if c.schedule.is_null() {
+        let s = Schedule::Fixed { lr: c.lr };
+        s.validate()?;
+        s
+    } else {
+        let min = std::mem::offset_of!(flatopt_schedule, n_values) + std::mem::size_of::<usize>();
+        // SAFETY: non-null, points to a flatopt_schedule (caller contract).
+        let s = unsafe { read_versioned("schedule", c.schedule, schedule_defaults(0), min)? };
+        // SAFETY: its list pointers are valid for their counts (caller contract).
+        unsafe { s.to_schedule()? }
+    };
+    let clip = |name: &'static str, x: f64| -> Result<Option<f64>, Error> {
+        if x == 0.0 {
+            Ok(None)
+        } else if x.is_finite() && x > 0.0 {
+            Ok(Some(x))
+        } else {
+            Err(Error::invalid(
+                name,
+                x,
+                "must be finite and > 0 (0 disables)",
+            ))
+        }
+    };
+    let cfg = Config {
+        base,
+        lr,
+        schedule_mode: if flag("schedule_manual", c.schedule_manual)? {
+            ScheduleMode::Manual
+        } else {
+            ScheduleMode::PerUpdate
+        },
+        weight_decay: c.weight_decay,
+        grad_clip_norm: clip("grad_clip_norm", c.grad_clip_norm)?,
+        grad_clip_value: clip("grad_clip_value", c.grad_clip_value)?,
+        lookahead: flag("lookahead", c.lookahead)?.then_some(Lookahead {
+            sync_period: c.sync_period,
+            alpha: c.alpha,
+        }),
+        nonfinite: match c.nonfinite {
+            0 => NonFinitePolicy::Skip,
+            1 => NonFinitePolicy::Error,
+            2 => NonFinitePolicy::Propagate,
+            x => {
+                return Err(Error::invalid(
+                    "nonfinite",
+                    x,
+                    "must be a flatopt_nonfinite value",
+                ))
+            }
+        },
+        num_threads: c.num_threads as usize,
+        tier: tier_from_c("simd_tier", c.simd_tier)?,
+    };
+    cfg.validate()?;
+    Ok(cfg)
+}
