@@ -5,13 +5,16 @@
 CARGO   ?= cargo
 PYTHON  ?= python3
 PREFIX  ?= /usr/local
+LIBDIR  ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+DESTDIR ?=
 VENV    := .venv
 CMAKE   := $(VENV)/bin/cmake
 export CARGO_TERM_COLOR ?= never
 
 .PHONY: all lib demo demo-rust demo-online test lint test-rust test-c test-cpp test-python \
-        test-mpi test-rt test-bench test-install header install bench bench-rt bench-compare \
-        fuzz miri fmt clean
+        test-mpi test-rt test-bench test-install test-package header install uninstall bench \
+        bench-rt bench-compare fuzz miri fmt clean
 
 all: lib
 
@@ -38,7 +41,8 @@ demo-online: lib
 ## pip-installed package), sharded training over MPI (1, 2, 3 ranks bit-identical to one
 ## process), the real-time checks (no allocation, lock or system call in steps; latency quick
 ## mode; the control loop unpaced) and the install test (pkg-config and CMake consumers).
-test: lint test-rust test-c test-cpp test-python test-mpi test-rt test-bench test-install
+test: lint test-rust test-c test-cpp test-python test-mpi test-rt test-bench test-install \
+      test-package
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -68,13 +72,26 @@ test-rt: lib
 test-install: lib $(CMAKE)
 	CMAKE=$(abspath $(CMAKE)) bash tests/install/run.sh
 
+## The crate as crates.io gets it: cargo publish --dry-run, and the list of files it carries.
+test-package:
+	bash packaging/check-crate.sh
+
 ## Regenerate include/flatopt.h with the pinned cbindgen (commit the result).
 header:
 	FLATOPT_BLESS=1 $(CARGO) test --test header
 
-## Install into PREFIX: lib/, include/, lib/pkgconfig/, lib/cmake/flatopt/.
+## Install into PREFIX (LIBDIR, INCLUDEDIR): the shared library with its SONAME links, the
+## static library, the C and C++ headers, LIBDIR/pkgconfig/flatopt.pc and the CMake package
+## LIBDIR/cmake/flatopt. DESTDIR stages the files (package builds); the pkg-config file and
+## the CMake package name the final PREFIX. `make uninstall` with the same variables removes
+## exactly those files.
 install: lib
-	bash packaging/install.sh "$(PREFIX)"
+	DESTDIR="$(DESTDIR)" PREFIX="$(PREFIX)" LIBDIR="$(LIBDIR)" INCLUDEDIR="$(INCLUDEDIR)" \
+	  bash packaging/install.sh install
+
+uninstall:
+	DESTDIR="$(DESTDIR)" PREFIX="$(PREFIX)" LIBDIR="$(LIBDIR)" INCLUDEDIR="$(INCLUDEDIR)" \
+	  bash packaging/install.sh uninstall
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)

@@ -23,7 +23,7 @@ import shutil
 import subprocess
 import sys
 
-from setuptools import setup
+from setuptools import Distribution, setup
 from setuptools.command.build_py import build_py
 
 try:
@@ -106,12 +106,16 @@ class BuildPyWithLibrary(build_py):
         sys.stderr.write(f"flatopt build: bundled {src} as {dest}\n")
 
 
+class BinaryDistribution(Distribution):
+    """The package carries a native library: a platform wheel whose files land in platlib (the
+    wheel's root, as auditwheel requires), not under ``*.data/purelib``."""
+
+    def has_ext_modules(self):
+        return True
+
+
 class PlatformWheel(bdist_wheel):
     """A py3-none-<platform> wheel: native library, no extension module."""
-
-    def finalize_options(self):
-        super().finalize_options()
-        self.root_is_pure = False
 
     def get_tag(self):
         _, _, plat = super().get_tag()
@@ -131,6 +135,7 @@ def scratch_options():
 
 
 setup(
+    distclass=BinaryDistribution,
     cmdclass={"build_py": BuildPyWithLibrary, "bdist_wheel": PlatformWheel},
     options=scratch_options(),
 )
