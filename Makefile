@@ -12,7 +12,8 @@ VENV    := .venv
 CMAKE   := $(VENV)/bin/cmake
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all lib demo demo-rust demo-online test lint test-rust test-c test-cpp test-python \
+.PHONY: all lib demo demo-rust demo-online demo-csharp test lint test-rust test-c test-cpp test-python \
+        test-csharp \
         test-mpi test-rt test-bench test-install test-package header install uninstall bench \
         bench-rt bench-compare fuzz miri fmt clean
 
@@ -36,12 +37,17 @@ demo-rust:
 demo-online: lib
 	bash examples/c/run_online_control.sh
 
+## The C# game loop (examples/csharp/): an agent whose network learns online at 60 frames per
+## second, one flatopt step per frame (installs Mono's mono-devel when missing).
+demo-csharp: lib
+	bash examples/csharp/run.sh
+
 ## Every test: formatting, clippy, Rust tests (including the header freshness check), the C and
 ## C++ test programs (plain, valgrind, AddressSanitizer), the Python binding (pytest on the
-## pip-installed package), sharded training over MPI (1, 2, 3 ranks bit-identical to one
-## process), the real-time checks (no allocation, lock or system call in steps; latency quick
+## pip-installed package), the C# binding under Mono, sharded training over MPI (1, 2, 3 ranks
+## bit-identical to one process), the real-time checks (no allocation, lock or system call in steps; latency quick
 ## mode; the control loop unpaced) and the install test (pkg-config and CMake consumers).
-test: lint test-rust test-c test-cpp test-python test-mpi test-rt test-bench test-install \
+test: lint test-rust test-c test-cpp test-python test-csharp test-mpi test-rt test-bench test-install \
       test-package
 
 lint:
@@ -60,6 +66,11 @@ test-cpp: lib
 
 test-python: $(VENV)/bin/python
 	bash bindings/python/run_tests.sh
+
+## The C# binding under Mono (installs mono-devel with apt-get when missing; skipped with a
+## message where it cannot be installed).
+test-csharp: lib
+	bash bindings/csharp/test/run.sh
 
 ## Open MPI and mpi4py come from PyPI into .venv.
 test-mpi: lib $(VENV)/bin/python

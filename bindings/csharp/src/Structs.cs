@@ -1,0 +1,249 @@
+// Structs.cs: the enums, constants and versioned structs of include/flatopt.h, mirrored field by
+// field ([StructLayout(LayoutKind.Sequential)], the C types' sizes: uint32_t -> uint,
+// uint64_t -> ulong, size_t -> UIntPtr, pointers -> IntPtr). Field names are the C names in
+// PascalCase (struct_size -> StructSize); enum members are the C constants without their
+// prefix, in PascalCase, unless a [CName] says otherwise. The test program compares every size,
+// offset, enum value and constant with a C program compiled from the header
+// (bindings/csharp/test/gen_layout.py), both ways, so the mirror cannot drift silently.
+//
+// Create each struct with its Init function (the C _init defaults), then change fields.
+
+using System;
+using System.Runtime.InteropServices;
+
+namespace Flatopt
+{
+    /// <summary>Names the C declaration a C# type or member mirrors: for an enum, the C enum
+    /// name and the prefix its constants carry; for a member, its C name where the PascalCase
+    /// rule does not give it.</summary>
+    [AttributeUsage(AttributeTargets.All, AllowMultiple = false)]
+    public sealed class CNameAttribute : Attribute
+    {
+        public string Name { get; private set; }
+        public string Prefix { get; private set; }
+
+        public CNameAttribute(string name, string prefix = "")
+        {
+            Name = name;
+            Prefix = prefix;
+        }
+    }
+
+    /// <summary>The #define constants of the header this binding was written against.</summary>
+    public static class Abi
+    {
+        public const long VersionMajor = 0;
+        public const long VersionMinor = 1;
+        public const long VersionPatch = 0;
+        public const long VersionNumber = 100;
+    }
+
+    /// <summary>flatopt_base_kind: the base optimizer.</summary>
+    [CName("flatopt_base_kind", "FLATOPT_")]
+    public enum BaseKind : uint
+    {
+        /// <summary>SGD: plain, heavy-ball momentum (with dampening) or Nesterov.</summary>
+        Sgd = 0,
+        /// <summary>Adam, optionally AMSGrad.</summary>
+        Adam = 1,
+        /// <summary>AdamW: Adam with decoupled weight decay.</summary>
+        [CName("FLATOPT_ADAMW")] AdamW = 2,
+        /// <summary>RAdam (rectification threshold 5).</summary>
+        [CName("FLATOPT_RADAM")] RAdam = 3,
+    }
+
+    /// <summary>flatopt_schedule_kind: the learning-rate schedule (formulas in docs and the C
+    /// header).</summary>
+    [CName("flatopt_schedule_kind", "FLATOPT_SCHEDULE_")]
+    public enum ScheduleKind : uint
+    {
+        Fixed = 0,
+        Constant = 1,
+        Linear = 2,
+        Step = 3,
+        MultiStep = 4,
+        Exponential = 5,
+        ExponentialDecay = 6,
+        CosineAnnealing = 7,
+        CosineWarmRestarts = 8,
+        Polynomial = 9,
+        Warmup = 10,
+        WarmupCosine = 11,
+        OneCycle = 12,
+        Cyclic = 13,
+        PiecewiseConstant = 14,
+        ReduceOnPlateau = 15,
+    }
+
+    /// <summary>flatopt_nonfinite: what a NaN/Inf gradient does.</summary>
+    [CName("flatopt_nonfinite", "FLATOPT_NONFINITE_")]
+    public enum NonFinite : uint
+    {
+        /// <summary>Skip the update, count it; the step returns false (default).</summary>
+        Skip = 0,
+        /// <summary>Skip the update, count it, throw NonFiniteException.</summary>
+        Error = 1,
+        /// <summary>No check: NaN and Inf flow into the parameters.</summary>
+        Propagate = 2,
+    }
+
+    /// <summary>flatopt_simd_tier. Default (0) means "the process default" where it is an input.</summary>
+    [CName("flatopt_simd_tier", "FLATOPT_SIMD_")]
+    public enum SimdTier : uint
+    {
+        Default = 0,
+        Scalar = 1,
+        Portable = 2,
+        Avx2 = 3,
+        Avx512 = 4,
+    }
+
+    /// <summary>flatopt_base_params: the base optimizer and its hyperparameters.</summary>
+    [CName("flatopt_base_params")]
+    [StructLayout(LayoutKind.Sequential)]
+    public struct BaseParams
+    {
+        /// <summary>Set by Init (ABI versioning); leave it.</summary>
+        public uint StructSize;
+        public BaseKind Kind;
+        /// <summary>SGD: momentum in [0, 1) (0: plain SGD).</summary>
+        public double Momentum;
+        /// <summary>SGD: dampening in [0, 1].</summary>
+        public double Dampening;
+        /// <summary>SGD: 1 for Nesterov momentum.</summary>
+        public uint Nesterov;
+        /// <summary>Adam: 1 for AMSGrad.</summary>
+        public uint Amsgrad;
+        public double B1;
+        public double B2;
+        public double Eps;
+        /// <summary>AdamW: decoupled weight decay.</summary>
+        public double DecoupledWeightDecay;
+
+        /// <summary>The defaults of <paramref name="kind"/> (flatopt_base_params_init).</summary>
+        public static unsafe BaseParams Init(BaseKind kind)
+        {
+            BaseParams p = default(BaseParams);
+            Errors.Check(Native.flatopt_base_params_init(&p, (uint)kind));
+            return p;
+        }
+    }
+
+    /// <summary>flatopt_schedule: a learning-rate schedule; <see cref="Kind"/> picks the formula,
+    /// which reads the fields it names. Milestones and values are passed to the Optimizer
+    /// constructor (copied by the library).</summary>
+    [CName("flatopt_schedule")]
+    [StructLayout(LayoutKind.Sequential)]
+    public struct Schedule
+    {
+        public uint StructSize;
+        public ScheduleKind Kind;
+        public double BaseLr;
+        public double MaxLr;
+        public double Gamma;
+        public double Factor;
+        public double StartFactor;
+        public double EndFactor;
+        public double EtaMin;
+        public double Power;
+        public double StartLr;
+        public double DecayRate;
+        public double EndValue;
+        public double PctStart;
+        public double DivFactor;
+        public double FinalDivFactor;
+        public double Threshold;
+        public double MinLr;
+        public ulong Period;
+        public ulong TMult;
+        public ulong Warmup;
+        public ulong StepSizeUp;
+        public ulong StepSizeDown;
+        public ulong Patience;
+        public ulong Cooldown;
+        public uint Staircase;
+        public uint AnnealLinear;
+        public uint CyclicMode;
+        public uint PlateauMode;
+        public uint ThresholdMode;
+        // Set by the Optimizer constructor from its milestones / values arguments.
+        internal IntPtr Milestones;
+        internal UIntPtr NMilestones;
+        internal IntPtr Values;
+        internal UIntPtr NValues;
+
+        /// <summary>The defaults of <paramref name="kind"/> (flatopt_schedule_init).</summary>
+        public static unsafe Schedule Init(ScheduleKind kind)
+        {
+            Schedule s = default(Schedule);
+            Errors.Check(Native.flatopt_schedule_init(&s, (uint)kind));
+            return s;
+        }
+    }
+
+    /// <summary>flatopt_config: the optimizer configuration (the base optimizer and the schedule
+    /// are passed to the Optimizer constructor beside it).</summary>
+    [CName("flatopt_config")]
+    [StructLayout(LayoutKind.Sequential)]
+    public struct Config
+    {
+        public uint StructSize;
+        public NonFinite Nonfinite;
+        // Set by the Optimizer constructor from its baseParams argument.
+        internal BaseParams Base;
+        /// <summary>Constant learning rate (used without a schedule).</summary>
+        public double Lr;
+        // Set by the Optimizer constructor from its schedule argument.
+        internal IntPtr Schedule;
+        /// <summary>1: the schedule advances only through ScheduleStep (epoch style).</summary>
+        public uint ScheduleManual;
+        /// <summary>1 to wrap the base optimizer in Lookahead.</summary>
+        public uint Lookahead;
+        public ulong SyncPeriod;
+        public double Alpha;
+        /// <summary>Coupled weight decay (g += wd * p).</summary>
+        public double WeightDecay;
+        /// <summary>Clip by global norm over all buffers; 0 disables.</summary>
+        public double GradClipNorm;
+        /// <summary>Clip each gradient element to [-c, c]; 0 disables.</summary>
+        public double GradClipValue;
+        /// <summary>1 runs on the caller's thread; more starts a private pool.</summary>
+        public uint NumThreads;
+        public SimdTier SimdTier;
+
+        /// <summary>The defaults (flatopt_config_init): Adam at lr 1e-3, no Lookahead, no
+        /// clipping, skip non-finite updates, one thread, default SIMD tier.</summary>
+        public static unsafe Config Init()
+        {
+            Config c = default(Config);
+            Errors.Check(Native.flatopt_config_init(&c));
+            return c;
+        }
+    }
+
+    /// <summary>flatopt_step_args: per-step arguments of the stateless kernels.</summary>
+    [CName("flatopt_step_args")]
+    [StructLayout(LayoutKind.Sequential)]
+    public struct StepArgs
+    {
+        public uint StructSize;
+        /// <summary>1 to run the Lookahead sync after the update (needs the slow buffer).</summary>
+        public uint Sync;
+        /// <summary>1-based number of this base-optimizer step.</summary>
+        public ulong Step;
+        public double Lr;
+        public double ClipScale;
+        public double ClipValue;
+        public double WeightDecay;
+        public double Alpha;
+
+        /// <summary>The defaults (flatopt_step_args_init): step 1, lr 1e-3, no clipping, no
+        /// decay, no sync.</summary>
+        public static unsafe StepArgs Init()
+        {
+            StepArgs a = default(StepArgs);
+            Errors.Check(Native.flatopt_step_args_init(&a));
+            return a;
+        }
+    }
+}

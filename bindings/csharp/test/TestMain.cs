@@ -1,0 +1,710 @@
+// TestMain.cs: the C# test program of the flatopt binding (make test-csharp).
+//
+// Usage: mono test_csharp.exe LAYOUT.txt GOLDEN.txt TMPDIR
+//   LAYOUT.txt  the printout of the C program gen_layout.py makes from include/flatopt.h
+//   GOLDEN.txt  tests/data's golden trajectories converted by tests/c/golden_to_text.py
+//   TMPDIR      a scratch directory for checkpoint files
+// Sections: the library and status mapping, the struct/enum/constant mirror, the hostile-input
+// table, non-finite policies, golden trajectories, checkpoints (bytes and files), stateless
+// kernels against the optimizer, sharded and split steps, native memory, pins released on
+// Dispose, zero managed allocations over 100,000 steps, and the step's overhead over C.
+
+using System;
+using System.Collections.Generic;
+using System.Diagnostics;
+using System.IO;
+using System.Linq;
+using System.Reflection;
+using System.Runtime.InteropServices;
+using System.Threading;
+
+namespace Flatopt.Tests
+{
+    internal static unsafe class Program
+    {
+        [DllImport("flatopt_cbench", CallingConvention = CallingConvention.Cdecl)]
+        private static extern double cbench_step_ns(OptimizerHandle opt, int steps);
+
+        private static int Main(string[] args)
+        {
+            if (args.Length == 1 && args[0] == "--finalizer-check")
+                return FinalizerCheck();
+            if (args.Length != 3)
+            {
+                Console.Error.WriteLine("usage: test_csharp.exe LAYOUT.txt GOLDEN.txt TMPDIR");
+                return 2;
+            }
+            Console.WriteLine("test_csharp: flatopt {0} (binding for {1}.{2}.x), {3}, {4}-bit, default tier {5}",
+                Library.Version, Abi.VersionMajor, Abi.VersionMinor, RuntimeName(), IntPtr.Size * 8,
+                Library.SimdTierName(Library.DefaultSimdTier));
+            Section(() => LibraryAndStatuses());
+            Section(() => Layout.Run(args[0]));
+            Section(() => Hostile.Run(args[2]));
+            Section(() => NonFinitePolicies());
+            Section(() => Golden.RunAll(args[1]));
+            Section(() => Checkpoints(args[2]));
+            Section(() => StatelessAgainstOptimizer());
+            Section(() => ShardedAndSplit());
+            Section(() => NativeMemoryAndPins());
+            Section(() => Allocations());
+            Section(() => Overhead());
+            Console.WriteLine();
+            if (T.Failed > 0)
+            {
+                Console.WriteLine("failed rows:");
+                foreach (string f in T.Failures)
+                    Console.WriteLine("  " + f);
+            }
+            Console.WriteLine("test_csharp: {0} passed, {1} failed", T.Passed, T.Failed);
+            return T.Failed == 0 ? 0 : 1;
+        }
+
+        private static void Section(Action a)
+        {
+            try
+            {
+                a();
+            }
+            catch (Exception e)
+            {
+                T.Row("section aborted", false, e.GetType().Name + ": " + e.Message + "\n" + e.StackTrace);
+            }
+        }
+
+        private static string RuntimeName()
+        {
+            Type mono = Type.GetType("Mono.Runtime");
+            if (mono != null)
+            {
+                MethodInfo dn = mono.GetMethod("GetDisplayName", BindingFlags.NonPublic | BindingFlags.Static);
+                return "Mono " + (dn != null ? dn.Invoke(null, null) : "");
+            }
+            return ".NET " + Environment.Version;
+        }
+
+        // ------------------------------------------------------------------------------------
+
+        private static void LibraryAndStatuses()
+        {
+            T.Section("library and status mapping");
+            T.Row("Library.VersionNumber has the binding's major.minor", Library.VersionNumber / 100 == Abi.VersionNumber / 100,
+                Library.Version + " = " + Library.VersionNumber);
+            T.Row("Library.Version matches VersionNumber", Library.Version == string.Format("{0}.{1}.{2}",
+                Library.VersionNumber / 10000, Library.VersionNumber / 100 % 100, Library.VersionNumber % 100), Library.Version);
+            T.Row("scalar and portable tiers available", Library.IsSimdTierAvailable(SimdTier.Scalar) && Library.IsSimdTierAvailable(SimdTier.Portable));
+            T.Row("Library.SimdTierName(Avx2)", Library.SimdTierName(SimdTier.Avx2) == "avx2", Library.SimdTierName(SimdTier.Avx2));
+            T.Row("Kernels.SumSquaresBlockSize > 0", Kernels.SumSquaresBlockSize > 0, Kernels.SumSquaresBlockSize.ToString());
+            var want = new Dictionary<Status, Type>
+            {
+                { Status.ErrNullPointer, typeof(NullPointerException) },
+                { Status.ErrInvalidArgument, typeof(InvalidArgumentException) },
+                { Status.ErrLengthMismatch, typeof(LengthMismatchException) },
+                { Status.ErrNonFinite, typeof(NonFiniteException) },
+                { Status.ErrInvalidState, typeof(InvalidStateException) },
+                { Status.ErrUnsupported, typeof(UnsupportedException) },
+                { Status.ErrOverlap, typeof(OverlapException) },
+                { Status.ErrIo, typeof(CheckpointIOException) },
+                { Status.ErrCorrupt, typeof(CorruptException) },
+                { Status.ErrInternal, typeof(InternalException) },
+                { Status.ErrBusy, typeof(BusyException) },
+            };
+            var types = new HashSet<Type>();
+            foreach (Status s in Enum.GetValues(typeof(Status)))
+            {
+                string str = Library.StatusString(s);
+                if (s == Status.Ok || s == Status.Skipped)
+                {
+                    T.Row("status " + s + " is not an error", !want.ContainsKey(s), "\"" + str + "\"");
+                    continue;
+                }
+                Type wt;
+                bool mapped = want.TryGetValue(s, out wt);
+                FlatoptException e = FlatoptException.Create(s, "m");
+                types.Add(e.GetType());
+                T.Row("status " + s + " -> " + (mapped ? wt.Name : "?"), mapped && e.GetType() == wt && e.Status == s
+                    && e.Message == "m" && str.Length > 0, e.GetType().Name + ", \"" + str + "\"");
+            }
+            T.Row("every error status has its own exception type", types.Count == want.Count, types.Count + " types");
+            FlatoptException unknown = FlatoptException.Create((Status)99, "m");
+            T.Row("unknown status 99 -> FlatoptException", unknown.GetType() == typeof(FlatoptException) && (int)unknown.Status == 99);
+            // The message is the library's, read right after the failing call.
+            T.Run("exception carries flatopt_last_error_message()", () =>
+            {
+                try
+                {
+                    Kernels.Scale(new float[3], float.NaN);
+                }
+                catch (InvalidArgumentException e)
+                {
+                    T.Require(e.Message == Library.LastErrorMessage, "message \"{0}\" != last error \"{1}\"", e.Message, Library.LastErrorMessage);
+                    return "\"" + e.Message + "\"";
+                }
+                throw new RowFailure("no exception");
+            });
+            T.Run("Init defaults are the C _init defaults", () =>
+            {
+                Config c = Config.Init();
+                BaseParams a = BaseParams.Init(BaseKind.Adam);
+                StepArgs s = StepArgs.Init();
+                T.Require(c.StructSize == Marshal.SizeOf(typeof(Config)) && c.Lr == 1e-3 && c.NumThreads == 1
+                          && c.Nonfinite == NonFinite.Skip && c.SyncPeriod == 5 && c.Alpha == 0.5, "config defaults");
+                T.Require(a.StructSize == Marshal.SizeOf(typeof(BaseParams)) && a.Kind == BaseKind.Adam && a.B1 == 0.9
+                          && a.B2 == 0.999 && a.Eps == 1e-8, "Adam defaults");
+                T.Require(s.StructSize == Marshal.SizeOf(typeof(StepArgs)) && s.Step == 1 && s.Lr == 1e-3 && s.ClipScale == 1.0, "step args defaults");
+                Schedule o = Schedule.Init(ScheduleKind.OneCycle);
+                T.Require(o.StructSize == Marshal.SizeOf(typeof(Schedule)) && o.PctStart == 0.3 && o.DivFactor == 25, "one-cycle defaults");
+                return "";
+            });
+        }
+
+        // ------------------------------------------------------------------------------------
+
+        private static Optimizer AdamLookahead(NonFinite policy, float[][] p, float[][] g)
+        {
+            Config c = Config.Init();
+            c.Lr = 0.01;
+            c.Lookahead = 1;
+            c.SyncPeriod = 3;
+            c.Alpha = 0.5;
+            c.GradClipNorm = 2.0;
+            c.Nonfinite = policy;
+            var o = new Optimizer(c, BaseParams.Init(BaseKind.Adam));
+            for (int i = 0; i < p.Length; i++)
+                o.AddParam(p[i], g == null ? null : g[i]);
+            return o;
+        }
+
+        private static float[][] Arrays(uint seed, params int[] lens)
+        {
+            return lens.Select((n, i) => T.Filled(n, seed + (uint)i, 1f)).ToArray();
+        }
+
+        private static void NonFinitePolicies()
+        {
+            T.Section("non-finite gradients: skip, error, propagate");
+            var rows = new[]
+            {
+                Tuple.Create(NonFinite.Skip, float.NaN, 1, 7),
+                Tuple.Create(NonFinite.Skip, float.PositiveInfinity, 0, 0),
+                Tuple.Create(NonFinite.Error, float.NegativeInfinity, 2, 33),
+                Tuple.Create(NonFinite.Error, float.NaN, 1, 16),
+                Tuple.Create(NonFinite.Propagate, float.NaN, 1, 3),
+            };
+            foreach (var r in rows)
+            {
+                T.Run(string.Format("nonfinite {0}: {1} at buffer {2} index {3}", r.Item1, r.Item2, r.Item3, r.Item4), () =>
+                {
+                    float[][] p = Arrays(1, 5, 17, 40), g = Arrays(9, 5, 17, 40);
+                    using (Optimizer o = AdamLookahead(r.Item1, p, g))
+                    {
+                        o.Step();
+                        float[][] before = p.Select(a => (float[])a.Clone()).ToArray();
+                        g[r.Item3][r.Item4] = r.Item2;
+                        string what;
+                        if (r.Item1 == NonFinite.Propagate)
+                        {
+                            T.Require(o.Step(), "Step returned false under propagate");
+                            T.Require(float.IsNaN(p[r.Item3][r.Item4]), "the NaN did not reach the parameter");
+                            return "applied, the parameter is NaN";
+                        }
+                        if (r.Item1 == NonFinite.Skip)
+                        {
+                            T.Require(!o.Step(), "Step returned true");
+                            what = "Step() = false";
+                        }
+                        else
+                        {
+                            try
+                            {
+                                o.Step();
+                                throw new RowFailure("no NonFiniteException");
+                            }
+                            catch (NonFiniteException e)
+                            {
+                                T.Require(e.Message.Contains("buffer " + r.Item3) && e.Message.Contains("index " + r.Item4),
+                                    "message \"{0}\" does not name buffer {1} index {2}", e.Message, r.Item3, r.Item4);
+                                what = "NonFiniteException \"" + e.Message + "\"";
+                            }
+                        }
+                        for (int i = 0; i < p.Length; i++)
+                            T.Require(T.SameBits(p[i], before[i]), "params of buffer {0} changed", i);
+                        T.Require(o.StepCount == 1 && o.SkippedCount == 1, "counters {0} / {1}", o.StepCount, o.SkippedCount);
+                        // The skipped update left Adam's state and the Lookahead timing alone: the
+                        // checkpoint differs from the one before only by the skipped counter, so
+                        // loading the old one and counting one skip must not be needed: the next
+                        // finite step is applied as step 2.
+                        g[r.Item3][r.Item4] = 0.5f;
+                        T.Require(o.Step() && o.StepCount == 2, "the next finite step was not applied as step 2");
+                        return what;
+                    }
+                });
+            }
+        }
+
+        // ------------------------------------------------------------------------------------
+
+        private static void Checkpoints(string tmp)
+        {
+            T.Section("checkpoints: byte arrays and files, round trip bit-identical");
+            T.Run("checkpoint round trip (Save/Load bytes, SaveFile/LoadFile, Save(buffer))", () =>
+            {
+                const int before = 7, after = 9;
+                float[][] p = Arrays(3, 33, 300, 7);
+                float[][] g = Arrays(4, 33, 300, 7);
+                Func<int, float[][]> grads = t => Arrays(100u + (uint)t * 3, 33, 300, 7);
+                byte[] ckpt, fromBuffer;
+                float[][] pAt, trajectory;
+                string file = Path.Combine(tmp, "rt.ckpt");
+                using (Optimizer o = AdamLookahead(NonFinite.Skip, p, g))
+                {
+                    for (int t = 0; t < before; t++)
+                    {
+                        var gt = grads(t);
+                        for (int i = 0; i < g.Length; i++)
+                            Array.Copy(gt[i], g[i], g[i].Length);
+                        o.Step();
+                    }
+                    ckpt = o.Save();
+                    T.Require(ckpt.Length == o.CheckpointSize, "Save() length {0} != CheckpointSize {1}", ckpt.Length, o.CheckpointSize);
+                    fromBuffer = new byte[ckpt.Length + 10];
+                    int n = o.Save(fromBuffer);
+                    T.Require(n == ckpt.Length && T.SameBytes(fromBuffer.Take(n).ToArray(), ckpt), "Save(buffer) differs from Save()");
+                    o.SaveFile(file);
+                    T.Require(T.SameBytes(File.ReadAllBytes(file), ckpt), "the file differs from Save()");
+                    pAt = p.Select(a => (float[])a.Clone()).ToArray();
+                    for (int t = before; t < before + after; t++)
+                        o.StepWithGrads(grads(t));
+                    trajectory = p.Select(a => (float[])a.Clone()).ToArray();
+                }
+                foreach (string how in new[] { "Load(bytes)", "LoadFile", "Load(buffer, offset, count)" })
+                {
+                    float[][] q = pAt.Select(a => (float[])a.Clone()).ToArray();
+                    using (Optimizer o = AdamLookahead(NonFinite.Skip, q, null))
+                    {
+                        if (how == "LoadFile")
+                            o.LoadFile(file);
+                        else if (how == "Load(bytes)")
+                            o.Load(ckpt);
+                        else
+                        {
+                            byte[] framed = new byte[] { 9, 9, 9 }.Concat(ckpt).Concat(new byte[] { 7 }).ToArray();
+                            o.Load(framed, 3, ckpt.Length);
+                        }
+                        T.Require(o.StepCount == before, "{0}: StepCount {1}", how, o.StepCount);
+                        T.Require(T.SameBytes(o.Save(), ckpt), "{0}: Save() after Load differs", how);
+                        for (int t = before; t < before + after; t++)
+                            o.StepWithGrads(grads(t));
+                        for (int i = 0; i < q.Length; i++)
+                            T.Require(T.SameBits(q[i], trajectory[i]), "{0}: buffer {1} differs after {2} more steps", how, i, after);
+                    }
+                }
+                return string.Format("{0} bytes; 3 restores continue bit-identically for {1} steps", ckpt.Length, after);
+            });
+        }
+
+        // ------------------------------------------------------------------------------------
+
+        private static void StatelessAgainstOptimizer()
+        {
+            T.Section("stateless kernels against the optimizer");
+            foreach (BaseKind kind in new[] { BaseKind.Sgd, BaseKind.Adam, BaseKind.AdamW, BaseKind.RAdam })
+            {
+                T.Run("stateless " + kind + " with Lookahead == Optimizer (10 steps, bit-identical)", () =>
+                {
+                    const int n = 37, k = 3;
+                    BaseParams hp = BaseParams.Init(kind);
+                    if (kind == BaseKind.Sgd)
+                        hp.Momentum = 0.9;
+                    Config c = Config.Init();
+                    c.Lr = 0.05;
+                    c.Lookahead = 1;
+                    c.SyncPeriod = k;
+                    c.Alpha = 0.5;
+                    float[] p1 = T.Filled(n, 5, 1f), g = new float[n];
+                    float[] p2 = (float[])p1.Clone(), m = new float[n], v = new float[n], slow = (float[])p1.Clone();
+                    using (var o = new Optimizer(c, hp))
+                    {
+                        o.AddParam(p1, g);
+                        for (int t = 1; t <= 10; t++)
+                        {
+                            T.Fill(g, 50u + (uint)t, 1f);
+                            o.Step();
+                            StepArgs a = StepArgs.Init();
+                            a.Step = (ulong)t;
+                            a.Lr = 0.05;
+                            a.Sync = (uint)(t % k == 0 ? 1 : 0);
+                            a.Alpha = 0.5;
+                            switch (kind)
+                            {
+                                case BaseKind.Sgd: Kernels.SgdUpdate(hp, a, p2, g, m, slow); break;
+                                case BaseKind.Adam: Kernels.AdamUpdate(hp, a, p2, g, m, v, null, slow); break;
+                                case BaseKind.AdamW: Kernels.AdamWUpdate(hp, a, p2, g, m, v, slow); break;
+                                default: Kernels.RAdamUpdate(hp, a, p2, g, m, v, slow); break;
+                            }
+                            T.Require(T.SameBits(p1, p2), "differs at step {0}", t);
+                        }
+                    }
+                    return "";
+                });
+            }
+            T.Run("SumSquares / SumSquaresPartials / ClipScale / ClipByValue / Scale / LookaheadSync", () =>
+            {
+                long bs = Kernels.SumSquaresBlockSize;
+                float[] x = T.Filled((int)(2 * bs + 5), 8, 3f);
+                double ss = Kernels.SumSquares(x);
+                var parts = new double[3];
+                Kernels.SumSquaresPartials(x, parts);
+                double sum = 0;
+                foreach (double d in parts)
+                    sum += d;
+                T.Require(sum == ss, "partials add to {0:R}, SumSquares {1:R}", sum, ss);
+                double scale = Kernels.ClipScale(ss, 1.0);
+                T.Require(scale == Math.Min(1.0, 1.0 / Math.Sqrt(ss)), "ClipScale {0:R}", scale);
+                float[] y = { -3f, -0.5f, 0f, 0.25f, 9f };
+                Kernels.ClipByValue(y, 1f);
+                T.Require(T.SameBits(y, new[] { -1f, -0.5f, 0f, 0.25f, 1f }), "ClipByValue");
+                Kernels.Scale(y, 2f);
+                T.Require(T.SameBits(y, new[] { -2f, -1f, 0f, 0.5f, 2f }), "Scale");
+                float[] fast = { 1f, 2f }, slow = { 3f, 4f };
+                Kernels.LookaheadSync(fast, slow, 0.5f);
+                T.Require(T.SameBits(fast, new[] { 2f, 3f }) && T.SameBits(slow, fast), "LookaheadSync");
+                return "";
+            });
+        }
+
+        // ------------------------------------------------------------------------------------
+
+        private static void ShardedAndSplit()
+        {
+            T.Section("sharded two-phase step and split steps");
+            T.Run("2 shards (SumSquaresPartials + StepWithSumSquares) == 1 optimizer, 12 steps", () =>
+            {
+                int bs = (int)Kernels.SumSquaresBlockSize;
+                int[] lens = { bs + 3, 2 * bs, 17, bs - 1 };
+                float[][] whole = Arrays(11, lens), gw = Arrays(12, lens);
+                float[][] shard = whole.Select(a => (float[])a.Clone()).ToArray(), gs = Arrays(12, lens);
+                Config c = Config.Init();
+                c.Lr = 0.01;
+                c.GradClipNorm = 0.5;
+                BaseParams hp = BaseParams.Init(BaseKind.AdamW);
+                using (var one = new Optimizer(c, hp))
+                using (var a = new Optimizer(c, hp))
+                using (var b = new Optimizer(c, hp))
+                {
+                    for (int i = 0; i < lens.Length; i++)
+                    {
+                        one.AddParam(whole[i], gw[i]);
+                        (i < 2 ? a : b).AddParam(shard[i], gs[i]);
+                    }
+                    var pa = new double[a.SumSquaresBlockCount];
+                    var pb = new double[b.SumSquaresBlockCount];
+                    T.Require(pa.Length + pb.Length == one.SumSquaresBlockCount, "block counts {0} + {1} != {2}", pa.Length, pb.Length, one.SumSquaresBlockCount);
+                    for (int t = 0; t < 12; t++)
+                    {
+                        for (int i = 0; i < lens.Length; i++)
+                        {
+                            T.Fill(gw[i], 200u + (uint)(t * 5 + i), 2f);
+                            Array.Copy(gw[i], gs[i], lens[i]);
+                        }
+                        one.Step();
+                        a.SumSquaresPartials(pa);
+                        b.SumSquaresPartials(pb);
+                        double total = 0.0;
+                        foreach (double d in pa.Concat(pb))
+                            total += d;
+                        a.StepWithSumSquares(total);
+                        b.StepWithSumSquares(total);
+                        for (int i = 0; i < lens.Length; i++)
+                            T.Require(T.SameBits(whole[i], shard[i]), "buffer {0} differs at step {1}", i, t + 1);
+                    }
+                }
+                return "bit-identical";
+            });
+            T.Run("split step: StepRange from 2 threads == Step, 10 steps", () =>
+            {
+                int[] lens = { 1000, 3001, 77 };
+                float[][] p1 = Arrays(21, lens), g1 = Arrays(22, lens);
+                float[][] p2 = p1.Select(a => (float[])a.Clone()).ToArray(), g2 = Arrays(22, lens);
+                using (Optimizer o1 = AdamLookahead(NonFinite.Skip, p1, g1))
+                using (Optimizer o2 = AdamLookahead(NonFinite.Skip, p2, g2))
+                {
+                    long n = o2.TotalLen;
+                    for (int t = 0; t < 10; t++)
+                    {
+                        for (int i = 0; i < lens.Length; i++)
+                        {
+                            T.Fill(g1[i], 300u + (uint)(t * 3 + i), 1f);
+                            Array.Copy(g1[i], g2[i], lens[i]);
+                        }
+                        o1.Step();
+                        T.Require(o2.BeginStep(), "BeginStep skipped");
+                        long cut = n * (t + 1) / 11;
+                        Exception err = null;
+                        var th = new Thread(() => { try { o2.StepRange(cut, n); } catch (Exception e) { err = e; } });
+                        th.Start();
+                        o2.StepRange(0, cut);
+                        th.Join();
+                        T.Require(err == null, "worker thread: {0}", err);
+                        o2.EndStep();
+                        for (int i = 0; i < lens.Length; i++)
+                            T.Require(T.SameBits(p1[i], p2[i]), "buffer {0} differs at step {1}", i, t + 1);
+                    }
+                }
+                return "bit-identical";
+            });
+        }
+
+        // ------------------------------------------------------------------------------------
+
+        private static void NativeMemoryAndPins()
+        {
+            T.Section("native memory (IntPtr) and the pinning rule");
+            T.Run("AddParam(IntPtr) over AllocHGlobal == AddParam(float[]), 20 steps", () =>
+            {
+                const int n = 300;
+                float[] p = T.Filled(n, 61, 1f), g = new float[n];
+                IntPtr np = Marshal.AllocHGlobal(n * 4), ng = Marshal.AllocHGlobal(n * 4);
+                try
+                {
+                    Marshal.Copy(p, 0, np, n);
+                    using (Optimizer a = AdamLookahead(NonFinite.Skip, new[] { p }, new[] { g }))
+                    using (Optimizer b = AdamLookahead(NonFinite.Skip, new float[0][], null))
+                    {
+                        b.AddParam(np, ng, n);
+                        for (int t = 0; t < 20; t++)
+                        {
+                            T.Fill(g, 400u + (uint)t, 1f);
+                            Marshal.Copy(g, 0, ng, n);
+                            a.Step();
+                            b.Step();
+                        }
+                    }
+                    var back = new float[n];
+                    Marshal.Copy(np, back, 0, n);
+                    T.Require(T.SameBits(back, p), "native buffer differs from the float[] run");
+                }
+                finally
+                {
+                    Marshal.FreeHGlobal(np);
+                    Marshal.FreeHGlobal(ng);
+                }
+                return "bit-identical";
+            });
+            T.Run("registered arrays stay pinned until Dispose, then are unpinned and collectable", () =>
+            {
+                WeakReference wp, wg;
+                int pins0 = OptimizerHandle.LivePins;
+                Optimizer o = Register(out wp, out wg);
+                T.Require(OptimizerHandle.LivePins == pins0 + 2, "LivePins {0} after registering 2 arrays (was {1})", OptimizerHandle.LivePins, pins0);
+                for (int i = 0; i < 3; i++)
+                {
+                    GC.Collect();
+                    GC.WaitForPendingFinalizers();
+                }
+                T.Require(wp.IsAlive && wg.IsAlive, "a registered array was collected while registered");
+                // Garbage churn: pinned arrays must not move (the step still sees the same data).
+                for (int i = 0; i < 2000; i++)
+                {
+                    var junk = new float[1000];
+                    junk[0] = i;
+                }
+                GC.Collect();
+                T.Require(o.Step(), "step after GC");
+                o.Dispose();
+                T.Require(OptimizerHandle.LivePins == pins0, "LivePins {0} after Dispose (was {1})", OptimizerHandle.LivePins, pins0);
+                for (int i = 0; i < 3; i++)
+                {
+                    GC.Collect();
+                    GC.WaitForPendingFinalizers();
+                }
+                T.Require(!wp.IsAlive && !wg.IsAlive, "the arrays are still alive after Dispose");
+                return "";
+            });
+            T.Run("an optimizer never disposed is freed by its finalizer (pins released)", () =>
+            {
+                // In a fresh process: in a long-running one, Mono's conservative stack scanning
+                // can keep an abandoned object reachable through a stale stack slot.
+                var psi = new ProcessStartInfo(Process.GetCurrentProcess().MainModule.FileName,
+                    "\"" + typeof(Program).Assembly.Location + "\" --finalizer-check")
+                {
+                    UseShellExecute = false,
+                    RedirectStandardOutput = true,
+                };
+                using (Process child = Process.Start(psi))
+                {
+                    string output = child.StandardOutput.ReadToEnd().Trim();
+                    child.WaitForExit();
+                    T.Require(child.ExitCode == 0, "child exit {0}: {1}", child.ExitCode, output);
+                    return output;
+                }
+            });
+        }
+
+        // The child of the finalizer row: abandon a registered optimizer, collect, check.
+        private static int FinalizerCheck()
+        {
+            WeakReference wp = null, wg = null, wh = null;
+            int pins0 = OptimizerHandle.LivePins;
+            var th = new Thread(() => wh = Abandon(out wp, out wg));
+            th.Start();
+            th.Join();
+            int pinsHeld = OptimizerHandle.LivePins;
+            for (int i = 0; i < 5 && (wh.IsAlive || OptimizerHandle.LivePins != pins0); i++)
+            {
+                GC.Collect();
+                GC.WaitForPendingFinalizers();
+            }
+            GC.Collect();
+            bool ok = pinsHeld == pins0 + 2 && !wh.IsAlive && OptimizerHandle.LivePins == pins0;
+            Console.WriteLine("LivePins {0} -> {1} while abandoned -> {2} after GC; handle collected {3}, arrays collected {4}",
+                pins0, pinsHeld, OptimizerHandle.LivePins, !wh.IsAlive, !wp.IsAlive && !wg.IsAlive);
+            return ok ? 0 : 1;
+        }
+
+        [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+        private static Optimizer Register(out WeakReference wp, out WeakReference wg)
+        {
+            float[] p = T.Filled(64, 70, 1f), g = T.Filled(64, 71, 1f);
+            wp = new WeakReference(p);
+            wg = new WeakReference(g);
+            return AdamLookahead(NonFinite.Skip, new[] { p }, new[] { g });
+        }
+
+        [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+        private static WeakReference Abandon(out WeakReference wp, out WeakReference wg)
+        {
+            Optimizer o = Register(out wp, out wg);
+            o.Step();
+            return new WeakReference(o.Handle);
+        }
+
+        // ------------------------------------------------------------------------------------
+
+        private static Func<long> AllocatedBytes()
+        {
+            MethodInfo m = typeof(GC).GetMethod("GetAllocatedBytesForCurrentThread",
+                BindingFlags.Public | BindingFlags.NonPublic | BindingFlags.Static);
+            if (m == null)
+                return null;
+            return (Func<long>)Delegate.CreateDelegate(typeof(Func<long>), m);
+        }
+
+        private const int AllocSteps = 100000;
+
+        private static void Allocations()
+        {
+            T.Section("zero managed allocations per step (" + AllocSteps + " steps each)");
+            Func<long> allocated = AllocatedBytes();
+            T.Row("GC.GetAllocatedBytesForCurrentThread available", allocated != null, allocated != null ? "exact byte counter of this runtime" : "absent: GetTotalMemory and collection counts only");
+            if (allocated != null)
+            {
+                // Negative control: the counter sees small allocations.
+                long a0 = allocated();
+                object keep = null;
+                for (int i = 0; i < 1000; i++)
+                    keep = new float[4];
+                long a1 = allocated();
+                T.Row("control: 1000 x new float[4] is counted", a1 - a0 >= 1000 * 16 && keep != null, (a1 - a0) + " B");
+            }
+            int[] lens = { 64, 128, 16 };
+            float[][] p = Arrays(81, lens), g = Arrays(82, lens);
+            for (int i = 0; i < lens.Length; i++)
+                Kernels.Scale(g[i], 1e-3f);
+            var partials = new double[0];
+            var loops = new List<Tuple<string, Action<Optimizer>>>
+            {
+                Tuple.Create<string, Action<Optimizer>>("Step()", o => o.Step()),
+                Tuple.Create<string, Action<Optimizer>>("StepWithGrads(float[][])", o => o.StepWithGrads(g)),
+                Tuple.Create<string, Action<Optimizer>>("SumSquaresPartials + StepWithSumSquares", o =>
+                {
+                    o.SumSquaresPartials(partials);
+                    double s = 0;
+                    for (int i = 0; i < partials.Length; i++)
+                        s += partials[i];
+                    o.StepWithSumSquares(s);
+                }),
+                Tuple.Create<string, Action<Optimizer>>("BeginStep + StepRange + EndStep", o =>
+                {
+                    o.BeginStep();
+                    o.StepRange(0, 100);
+                    o.StepRange(100, 208);
+                    o.EndStep();
+                }),
+                Tuple.Create<string, Action<Optimizer>>("queries (StepCount, CurrentLr, SkippedCount)", o =>
+                {
+                    if (o.StepCount < 0 || o.CurrentLr < 0 || o.SkippedCount < 0)
+                        throw new InvalidOperationException();
+                }),
+            };
+            foreach (var loop in loops)
+            {
+                using (Optimizer o = AdamLookahead(NonFinite.Skip, p, g))
+                {
+                    partials = new double[o.SumSquaresBlockCount];
+                    for (int i = 0; i < 1000; i++)
+                        loop.Item2(o); // JIT, first-call costs
+                    int[] gcBefore = { GC.CollectionCount(0), GC.CollectionCount(1), GC.CollectionCount(2) };
+                    long totalBefore = GC.GetTotalMemory(false);
+                    long bytesBefore = allocated != null ? allocated() : 0;
+                    for (int i = 0; i < AllocSteps; i++)
+                        loop.Item2(o);
+                    long bytes = allocated != null ? allocated() - bytesBefore : 0;
+                    long total = GC.GetTotalMemory(false) - totalBefore;
+                    int collections = GC.CollectionCount(0) - gcBefore[0] + GC.CollectionCount(1) - gcBefore[1] + GC.CollectionCount(2) - gcBefore[2];
+                    T.Row(string.Format("{0} x {1}: 0 bytes allocated, 0 collections", AllocSteps, loop.Item1),
+                        bytes == 0 && collections == 0,
+                        string.Format("allocated {0} B, collections {1}, GetTotalMemory delta {2} B", bytes, collections, total));
+                }
+            }
+        }
+
+        // ------------------------------------------------------------------------------------
+
+        private static void Overhead()
+        {
+            T.Section("step overhead of C# over C (same optimizer, interleaved blocks, medians)");
+            foreach (int n in new[] { 16, 1024 })
+            {
+                T.Run(string.Format("Step() of Adam over {0} floats: C# - C < 1000 ns", n), () =>
+                {
+                    float[] p = T.Filled(n, 90, 1f), g = T.Filled(n, 91, 1e-3f);
+                    Config c = Config.Init();
+                    c.Lr = 1e-4;
+                    using (var o = new Optimizer(c, BaseParams.Init(BaseKind.Adam)))
+                    {
+                        o.AddParam(p, g);
+                        const int block = 500, blocks = 201;
+                        var cs = new double[blocks];
+                        var cc = new double[blocks];
+                        var diff = new double[blocks];
+                        var sw = new Stopwatch();
+                        for (int i = 0; i < 5000; i++)
+                            o.Step();
+                        T.Require(cbench_step_ns(o.Handle, 100) > 0, "the C loop failed");
+                        for (int b = 0; b < blocks; b++)
+                        {
+                            // Alternate which loop goes first, so that neither always follows the other.
+                            if (b % 2 == 0)
+                                cc[b] = cbench_step_ns(o.Handle, block);
+                            sw.Restart();
+                            for (int i = 0; i < block; i++)
+                                o.Step();
+                            sw.Stop();
+                            cs[b] = sw.Elapsed.TotalMilliseconds * 1e6 / block;
+                            if (b % 2 == 1)
+                                cc[b] = cbench_step_ns(o.Handle, block);
+                            diff[b] = cs[b] - cc[b];
+                        }
+                        Array.Sort(cs);
+                        Array.Sort(cc);
+                        Array.Sort(diff);
+                        double mc = cc[blocks / 2], ms = cs[blocks / 2], md = diff[blocks / 2];
+                        T.Require(md < 1000.0, "C# {0:F1} ns, C {1:F1} ns per step: overhead {2:F1} ns", ms, mc, md);
+                        return string.Format("C {0:F1} ns, C# {1:F1} ns per step (medians of {2} blocks of {3}); overhead (median of paired block differences) {4:F1} ns",
+                            mc, ms, blocks, block, md);
+                    }
+                });
+            }
+        }
+    }
+}

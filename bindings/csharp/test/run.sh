@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# bindings/csharp/test/run.sh: the C# binding's tests under Mono (`make test-csharp`).
+#
+#   1. Mono: bindings/csharp/ensure_mono.sh installs mono-devel when missing (root, apt-get);
+#      where it cannot, the C# tests are skipped with a message and this exits 0
+#   2. the binding built and laid out as NuGet expects (bindings/csharp/build.sh), checked:
+#      the assembly, its docs and runtimes/linux-x64/native/libflatopt.so; the .csproj's
+#      version and native item agree with the header and the layout
+#   3. the header's ABI facts: gen_layout.py writes a C program from include/flatopt.h
+#      (C11, -Werror) that prints every constant, enum value, struct size and field offset
+#   4. golden JSON -> text (tests/c/golden_to_text.py), the C timing loop (cbench.c, a small
+#      shared library) and the test program (mcs, warnings as errors)
+#   5. the test program run from a directory laid out as an application ships the package
+#      (Flatopt.dll and libflatopt.so side by side): its closing line is
+#      "test_csharp: N passed, N failed"
+#   6. the example game loop in --check mode (it learns, zero managed allocations per frame)
+# Build artefacts go to target/csharp/.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/../../.." && pwd)"
+cd "$root"
+out="$root/target/csharp"
+app="$out/test-app"
+
+set +e
+bash bindings/csharp/ensure_mono.sh
+rc=$?
+set -e
+if [[ $rc != 0 ]]; then
+    echo "test-csharp: SKIPPED: Mono (mcs, mono) is not available and cannot be installed here"
+    exit 0
+fi
+echo "test-csharp: $(mono --version | head -n 1); mcs $(mcs --version | awk '{print $NF}')"
+
+[[ -f target/release/libflatopt.so ]] || { echo "test-csharp: target/release/libflatopt.so missing (make lib)" >&2; exit 1; }
+bash bindings/csharp/build.sh "$out"
+pkg="$out/package"
+for f in lib/net471/Flatopt.dll lib/net471/Flatopt.xml runtimes/linux-x64/native/libflatopt.so; do
+    [[ -s "$pkg/$f" ]] || { echo "test-csharp: package file $f missing" >&2; exit 1; }
+done
+header_version="$(sed -nE 's/^#define FLATOPT_VERSION_STRING "(.*)"/\1/p' include/flatopt.h)"
+csproj_version="$(sed -nE 's#.*<Version>(.*)</Version>.*#\1#p' bindings/csharp/Flatopt.csproj)"
+if [[ "$header_version" != "$csproj_version" ]]; then
+    echo "test-csharp: Flatopt.csproj <Version> $csproj_version != header $header_version" >&2
+    exit 1
+fi
+grep -q 'PackagePath="runtimes/linux-x64/native/libflatopt.so"' bindings/csharp/Flatopt.csproj ||
+    { echo "test-csharp: Flatopt.csproj does not pack runtimes/linux-x64/native/libflatopt.so" >&2; exit 1; }
+echo "test-csharp: package layout and Flatopt.csproj ($csproj_version) agree"
+
+python3 bindings/csharp/test/gen_layout.py include/flatopt.h "$out/layout.c"
+"${CC:-gcc}" -std=c11 -Wall -Wextra -pedantic -Werror -Iinclude "$out/layout.c" -o "$out/layout"
+"$out/layout" >"$out/layout.txt"
+python3 tests/c/golden_to_text.py tests/data/braintools-0.4.0-dev.json "$out/golden.txt"
+
+rm -rf "$app"
+mkdir -p "$app" "$out/tmp"
+cp "$pkg/lib/net471/Flatopt.dll" "$app/"
+cp "$pkg/runtimes/linux-x64/native/libflatopt.so" "$app/"
+soname="$(readelf -d "$app/libflatopt.so" | sed -n 's/.*Library soname: \[\(.*\)\].*/\1/p')"
+[[ -z "$soname" ]] || ln -sf libflatopt.so "$app/$soname"
+"${CC:-gcc}" -std=c99 -O2 -Wall -Wextra -pedantic -Werror -fPIC -shared -Iinclude \
+    bindings/csharp/test/cbench.c -o "$app/libflatopt_cbench.so" -L"$app" -lflatopt -Wl,-rpath,'$ORIGIN'
+mcs -target:exe -sdk:4.7.1 -unsafe -optimize+ -warnaserror+ -r:"$app/Flatopt.dll" -r:System.Core.dll \
+    -out:"$app/test_csharp.exe" bindings/csharp/test/*.cs
+mcs -target:exe -sdk:4.7.1 -optimize+ -warnaserror+ -r:"$app/Flatopt.dll" \
+    -out:"$app/GameLoop.exe" examples/csharp/GameLoop.cs
+
+rm -rf "$out/tmp" && mkdir -p "$out/tmp"
+status=0
+mono "$app/test_csharp.exe" "$out/layout.txt" "$out/golden.txt" "$out/tmp" | tee "$out/test_csharp.log" || status=1
+echo
+echo "test-csharp: the example game loop (--check: it learns, 0 bytes allocated per frame)"
+mono "$app/GameLoop.exe" --seconds 30 --check | tee "$out/gameloop.log" || status=1
+exit $status
