@@ -10,6 +10,9 @@
 //! pass per buffer, advance counters. Hosts with their own threads split the middle step
 //! themselves: [`Optimizer::begin_update`], then [`Step::apply`] on disjoint element ranges from
 //! any threads, then [`Optimizer::finish_update`].
+//!
+//! Every entry point that computes runs in flatopt's floating-point mode whatever the host's
+//! ([`FpMode`]: set on the caller's thread for the call, on the pool's workers for good).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Once};
@@ -18,7 +21,7 @@ use crate::config::{Config, NonFinitePolicy, ScheduleMode};
 use crate::error::Error;
 use crate::kernels::{self, Buffers, Plan, Rule};
 use crate::schedule::ScheduleState;
-use crate::simd::{self, Tier};
+use crate::simd::{self, FpMode, Tier};
 
 /// Below this many elements in total an update stays on the caller's thread even with a pool:
 /// waking workers costs more than it saves. Measured with `cargo bench --bench threshold` on the
@@ -290,6 +293,8 @@ impl Pool {
         rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .thread_name(|i| format!("flatopt-{i}"))
+            // The workers run nothing but flatopt's work: in flatopt's mode for good.
+            .start_handler(|_| FpMode::set_for_thread())
             .build()
             .map_err(|e| Error::Unsupported(format!("cannot start {threads} threads: {e}")))
     }
@@ -426,6 +431,7 @@ impl Optimizer {
         params: &mut [&mut [f32]],
         grads: &[&[f32]],
     ) -> Result<Outcome, Error> {
+        let _mode = FpMode::enter();
         self.check_lengths("param", params.iter().map(|p| p.len()), params.len())?;
         // One hand-over to the pool per update (waking workers is the main fixed cost).
         match self.active_pool() {
@@ -446,6 +452,7 @@ impl Optimizer {
         grads: &[&[f32]],
         sum_squares: f64,
     ) -> Result<Outcome, Error> {
+        let _mode = FpMode::enter();
         self.check_lengths("param", params.iter().map(|p| p.len()), params.len())?;
         self.check_lengths("grad", grads.iter().map(|g| g.len()), grads.len())?;
         match self.active_pool() {
@@ -459,6 +466,7 @@ impl Optimizer {
     /// [`Optimizer::sum_squares_block_count`] values. Adding them in order gives exactly the
     /// sum an update computes.
     pub fn sum_squares_partials(&self, grads: &[&[f32]], out: &mut [f64]) -> Result<(), Error> {
+        let _mode = FpMode::enter();
         self.check_lengths("grad", grads.iter().map(|g| g.len()), grads.len())?;
         let want = self.sum_squares_block_count();
         if out.len() != want {
@@ -528,6 +536,7 @@ impl Optimizer {
     /// lengths, runs the norm / non-finite pass, and returns the [`Step`] to apply, or the
     /// [`Outcome::Skipped`] it decided on (already counted). Changes nothing else.
     pub fn begin_update(&mut self, grads: &[&[f32]]) -> Result<Result<Step, Outcome>, Error> {
+        let _mode = FpMode::enter();
         // `begin_update_on` checks the gradient lengths.
         match self.active_pool() {
             Some(pool) => pool.install(|| self.begin_update_on(grads, true)),
@@ -559,6 +568,7 @@ impl Optimizer {
         sumsq: Option<f64>,
         find: impl Fn(usize) -> Option<(usize, f32)>,
     ) -> Result<Result<Step, Outcome>, Error> {
+        let _mode = FpMode::enter();
         if self.lens.is_empty() {
             return Err(Error::InvalidState(
                 "update before any buffer was registered",
@@ -642,6 +652,7 @@ impl Optimizer {
     /// Last phase of an update: counts it and advances the schedule (per-update mode).
     /// `step` must come from this optimizer's latest `begin_update`.
     pub fn finish_update(&mut self, step: Step) -> Result<(), Error> {
+        let _mode = FpMode::enter();
         if self.step.checked_add(1) != Some(step.number) {
             return Err(Error::InvalidState(
                 "finish_update with a step that is not the one begun last",
@@ -702,11 +713,13 @@ impl Optimizer {
 
     /// Advances a manual (epoch-style) schedule by one.
     pub fn step_schedule(&mut self) {
+        let _mode = FpMode::enter();
         self.schedule.advance(&self.cfg.lr);
     }
 
     /// Feeds a metric to a ReduceOnPlateau schedule.
     pub fn step_schedule_metric(&mut self, metric: f64) -> Result<(), Error> {
+        let _mode = FpMode::enter();
         self.schedule.step_metric(&self.cfg.lr, metric)
     }
 

@@ -3,11 +3,12 @@
 //!
 //! The public functions here are the stateless layer: the caller owns every buffer and passes
 //! the per-step scalars in a [`Plan`]. The engine (`crate::engine`) builds plans from its
-//! configuration and counters and calls these same functions.
+//! configuration and counters and calls these same functions. Each computes in flatopt's
+//! floating-point mode whatever the caller's ([`FpMode`]).
 
 use crate::config::Base;
 use crate::error::Error;
-use crate::simd::{self, Tier, Vf32, SUMSQ_LANES};
+use crate::simd::{self, FpMode, Tier, Vf32, SUMSQ_LANES};
 
 /// Elements per block of the sum of squares. Each block is summed on its own (16 f64 lanes,
 /// element `i` of the block into lane `i % 16`, lanes folded pairwise), and block partials are
@@ -92,6 +93,7 @@ impl Rule {
     /// scalar is computed in f64 and rounded to f32 once. `t` counts base-optimizer steps
     /// (bias correction, RAdam's rho_t, momentum's first step).
     pub fn for_step(base: &Base, t: u64, lr: f64) -> Rule {
+        let _mode = FpMode::enter();
         let t = t.max(1);
         let tf = t as f64;
         let pow = |b: f64| pow_step(b, tf);
@@ -700,6 +702,7 @@ pub fn sumsq_block_count(len: usize) -> usize {
 /// Applies one fused update to one buffer on `tier`, after checking every length.
 /// Nothing is written if a length is wrong.
 pub fn apply(tier: Tier, plan: &Plan, b: Buffers<'_>) -> Result<(), Error> {
+    let _mode = FpMode::enter();
     b.check(plan)?;
     apply_unchecked_lengths(tier, plan, b);
     Ok(())
@@ -720,6 +723,7 @@ pub(crate) fn apply_unchecked_lengths(tier: Tier, plan: &Plan, b: Buffers<'_>) {
 
 /// Block partial sums of squares of `x` on `tier` (see [`SUMSQ_BLOCK`]).
 pub fn sum_squares_partials(tier: Tier, x: &[f32], partials: &mut [f64]) -> Result<(), Error> {
+    let _mode = FpMode::enter();
     let want = sumsq_block_count(x.len());
     if partials.len() != want {
         return Err(Error::LengthMismatch {
@@ -747,6 +751,7 @@ pub(crate) fn sumsq_partials_unchecked(tier: Tier, x: &[f32], partials: &mut [f6
 /// block partials added in block order. Finite for any finite input (an f64 cannot overflow on
 /// squares of f32), NaN or +Inf if `x` holds a non-finite value.
 pub fn sum_squares(tier: Tier, x: &[f32]) -> f64 {
+    let _mode = FpMode::enter();
     let mut total = 0.0;
     for block in x.chunks(SUMSQ_BLOCK) {
         let mut partial = [0.0];
@@ -817,6 +822,7 @@ fn elementwise_span<V: Vf32>(op: Op, x: &mut [f32], y: &mut [f32], start: usize,
 /// Applies an elementwise operation on `tier`. `y` is used by [`Op::Sync`] only (the slow
 /// weights; pass an empty slice otherwise). Checks its arguments before writing anything.
 pub fn apply_op(tier: Tier, op: Op, x: &mut [f32], y: &mut [f32]) -> Result<(), Error> {
+    let _mode = FpMode::enter();
     match op {
         Op::Scale(s) if !s.is_finite() => {
             return Err(Error::invalid("scale", s, "must be finite"));

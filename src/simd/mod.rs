@@ -16,8 +16,13 @@ use crate::error::Error;
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx2;
+mod fpmode;
 pub(crate) mod portable;
 pub(crate) mod scalar;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+pub use fpmode::FpMode;
 
 /// Lanes of the f64 accumulator used by the sum of squares, on every tier (the fixed lane
 /// layout of the determinism contract: element `i` of a block goes to lane `i % 16`).
