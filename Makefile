@@ -12,10 +12,10 @@ VENV    := .venv
 CMAKE   := $(VENV)/bin/cmake
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all lib demo demo-rust demo-online demo-csharp test lint test-rust test-c test-cpp test-python \
-        test-csharp \
-        test-mpi test-rt test-bench test-install test-package header install uninstall bench \
-        bench-rt bench-compare fuzz miri fmt clean
+.PHONY: all lib demo demo-rust demo-online demo-csharp test lint test-rust test-c test-cpp \
+        test-python test-csharp test-mpi test-rt test-bench test-install test-package \
+        test-wheel test-sdist header install uninstall wheel sdist bench bench-rt bench-compare \
+        fuzz miri fmt clean
 
 all: lib
 
@@ -45,10 +45,12 @@ demo-csharp: lib
 ## Every test: formatting, clippy, Rust tests (including the header freshness check), the C and
 ## C++ test programs (plain, valgrind, AddressSanitizer), the Python binding (pytest on the
 ## pip-installed package), the C# binding under Mono, sharded training over MPI (1, 2, 3 ranks
-## bit-identical to one process), the real-time checks (no allocation, lock or system call in steps; latency quick
-## mode; the control loop unpaced) and the install test (pkg-config and CMake consumers).
-test: lint test-rust test-c test-cpp test-python test-csharp test-mpi test-rt test-bench test-install \
-      test-package
+## bit-identical to one process), the real-time checks (no allocation, lock or system call in
+## steps; latency quick mode; the control loop unpaced), the install test (staged installs,
+## pkg-config and CMake consumers, uninstall), the crate's package, and the Python wheel
+## (without cargo) and sdist.
+test: lint test-rust test-c test-cpp test-python test-csharp test-mpi test-rt test-bench \
+      test-install test-package test-wheel test-sdist
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -86,6 +88,26 @@ test-install: lib $(CMAKE)
 ## The crate as crates.io gets it: cargo publish --dry-run, and the list of files it carries.
 test-package:
 	bash packaging/check-crate.sh
+
+## Binary wheel of the Python package with the library inside, for machines without a Rust
+## toolchain: built against glibc 2.17 (cargo-zigbuild), tagged by auditwheel
+## (py3-none-manylinux_2_17_<arch>), written to target/wheels/.
+wheel:
+	bash packaging/wheel.sh
+
+## Source distribution of the Python package (carries the crate; pip builds it with cargo),
+## written to target/wheels/.
+sdist:
+	bash packaging/sdist.sh
+
+## The wheel in a fresh virtualenv with cargo and rustc off the PATH: versions, the README's
+## Python quick start, the pytest suite.
+test-wheel: wheel
+	bash tests/install/wheel.sh
+
+## The sdist built from source by pip in a fresh virtualenv, then the same checks.
+test-sdist: sdist
+	bash tests/install/sdist.sh
 
 ## Regenerate include/flatopt.h with the pinned cbindgen (commit the result).
 header:

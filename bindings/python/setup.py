@@ -1,16 +1,23 @@
 """Build step of the flatopt Python package.
 
 The package itself is pure Python (ctypes); what this adds is the shared library: building
-the package runs ``cargo build --release --lib`` in the repository root (two levels up, or
-``FLATOPT_SOURCE_DIR``) and copies ``libflatopt.so`` from cargo's target directory (the
-repository's ``target/`` unless ``CARGO_TARGET_DIR`` says otherwise) into the package. So
-``pip install ./bindings/python`` on a machine with a Rust toolchain gives an ``import flatopt``
-that works from any directory, with no build artefact in the source tree.
+the package runs ``cargo build --release --lib`` in the Rust crate (the repository root two
+levels up; in an sdist made by ``make sdist``, the crate it carries in ``rust/``; or
+``FLATOPT_SOURCE_DIR``) and copies ``libflatopt.so`` from cargo's target directory (the crate's
+``target/`` unless ``CARGO_TARGET_DIR`` says otherwise) into the package. So
+``pip install ./bindings/python`` (or ``pip install flatopt-<version>.tar.gz``) on a machine
+with a Rust toolchain gives an ``import flatopt`` that works from any directory, with no build
+artefact in the source tree. Binary wheels that need no toolchain: ``make wheel``
+(``packaging/wheel.sh``), which builds the library first and passes it in with
+``FLATOPT_PREBUILT_LIBRARY``.
 
 Environment variables:
 
 * ``FLATOPT_PREBUILT_LIBRARY=/path/to/libflatopt.so``: bundle that file, skip cargo.
-* ``FLATOPT_SOURCE_DIR=/path/to/flatopt``: the Rust crate to build (default: ``../..``).
+* ``FLATOPT_SOURCE_DIR=/path/to/flatopt``: the Rust crate to build (default: ``rust/`` in an
+  sdist, ``../..`` in the repository).
+* ``FLATOPT_BUILD_BASE``: setuptools' scratch directory (default: ``python-build/`` in cargo's
+  target directory).
 * ``CARGO``: the cargo executable (default: ``cargo`` on the PATH).
 
 The wheel is tagged ``py3-none-<platform>``: it holds a native library but no Python
@@ -47,13 +54,26 @@ def fail(msg):
     raise SystemExit(1)
 
 
+def source_dir_or_none():
+    """The Rust crate to build: ``FLATOPT_SOURCE_DIR``, else the crate an sdist carries in
+    ``rust/`` (``make sdist``), else the repository two levels up; None if none has a
+    Cargo.toml."""
+    env = os.environ.get("FLATOPT_SOURCE_DIR")
+    candidates = [env] if env else [os.path.join(HERE, "rust"), os.path.join(HERE, "..", "..")]
+    for root in candidates:
+        if os.path.isfile(os.path.join(root, "Cargo.toml")):
+            return os.path.normpath(root)
+    return None
+
+
 def source_dir():
-    root = os.environ.get("FLATOPT_SOURCE_DIR") or os.path.normpath(os.path.join(HERE, "..", ".."))
-    if not os.path.isfile(os.path.join(root, "Cargo.toml")):
+    root = source_dir_or_none()
+    if root is None:
         fail(
-            f"no Cargo.toml in {root}: the Python package is built from the flatopt "
-            "repository (pip install ./bindings/python). Set FLATOPT_SOURCE_DIR to the "
-            "repository, or FLATOPT_PREBUILT_LIBRARY to a built libflatopt.so."
+            "no Cargo.toml found: the Python package is built from the flatopt repository "
+            "(pip install ./bindings/python) or from its sdist (which carries the crate in "
+            "rust/). Set FLATOPT_SOURCE_DIR to the crate, or FLATOPT_PREBUILT_LIBRARY to a "
+            "built libflatopt.so."
         )
     return root
 
@@ -124,9 +144,14 @@ class PlatformWheel(bdist_wheel):
 
 def scratch_options():
     """setuptools' own scratch dirs (build/, *.egg-info) go under cargo's target dir of the
-    repository, not into the source tree."""
-    root = os.environ.get("FLATOPT_SOURCE_DIR") or os.path.normpath(os.path.join(HERE, "..", ".."))
-    if not os.path.isfile(os.path.join(root, "Cargo.toml")):
+    repository, not into the source tree (or into ``FLATOPT_BUILD_BASE`` if set: a fresh
+    directory there guarantees that no file of an earlier build ends up in the wheel)."""
+    base = os.environ.get("FLATOPT_BUILD_BASE")
+    if base:
+        os.makedirs(base, exist_ok=True)
+        return {"build": {"build_base": base}, "egg_info": {"egg_base": base}}
+    root = source_dir_or_none()
+    if root is None:
         return {}
     base = os.path.join(os.environ.get("CARGO_TARGET_DIR") or os.path.join(root, "target"),
                         "python-build")

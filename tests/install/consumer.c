@@ -4,8 +4,16 @@
 #include <stdio.h>
 #include <string.h>
 
+/* The README's run-time check ("Versioning"): the library must be of the header's ABI series
+ * and at least the header's minor. */
+static int flatopt_abi_ok(void) {
+    uint32_t lib = flatopt_version_number(), hdr = FLATOPT_VERSION_NUMBER;
+    uint32_t series = FLATOPT_VERSION_MAJOR == 0 ? 100 : 10000; /* 0.x: minor; then major */
+    return lib / series == hdr / series && lib / 100 >= hdr / 100;
+}
+
 int main(void) {
-    if (flatopt_version_number() != FLATOPT_VERSION_NUMBER ||
+    if (!flatopt_abi_ok() || flatopt_version_number() != FLATOPT_VERSION_NUMBER ||
         strcmp(flatopt_version(), FLATOPT_VERSION_STRING) != 0) {
         fprintf(stderr, "header %s does not match library %s\n", FLATOPT_VERSION_STRING,
                 flatopt_version());
