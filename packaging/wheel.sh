@@ -57,9 +57,10 @@ case ${wheel[0]} in
   *"$want"*) ;;
   *) echo "wheel.sh: ${wheel[0]} is not tagged $want" >&2; exit 1 ;;
 esac
-if unzip -l "${wheel[0]}" | grep -q '\.libs/'; then
+contents=$(unzip -l "${wheel[0]}")
+if grep -q '\.libs/' <<<"$contents"; then
   echo "wheel.sh: auditwheel grafted libraries into the wheel:" >&2
-  unzip -l "${wheel[0]}" >&2
+  echo "$contents" >&2
   exit 1
 fi
 echo "wheel: ${wheel[0]} ($(du -k "${wheel[0]}" | cut -f1) KiB)"

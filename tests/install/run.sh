@@ -73,8 +73,9 @@ $(diff <(echo "$expected") <(echo "$actual") || true)"
   cc ${CFLAGS:-} -std=c99 -Wall -Wextra -pedantic -Werror tests/install/consumer.c \
     $("${pc[@]}" pkg-config --cflags --libs flatopt) -o "$out/consumer_pc"
   LD_LIBRARY_PATH="$D$libdir" "$out/consumer_pc"
-  LD_LIBRARY_PATH="$D$libdir" ldd "$out/consumer_pc" | grep -q "$D$libdir/$soname" ||
-    fail "consumer_pc does not load $D$libdir/$soname"
+  local loaded
+  loaded=$(LD_LIBRARY_PATH="$D$libdir" ldd "$out/consumer_pc")
+  grep -q "$D$libdir/$soname" <<<"$loaded" || fail "consumer_pc does not load $D$libdir/$soname"
 
   echo "== $layout: CMake find_package consumer (shared and static)"
   "$CMAKE" -S tests/install/cmake -B "$out/cmake" -DCMAKE_PREFIX_PATH="$D$prefix" \
