@@ -29,6 +29,7 @@ project's SPEC.md. The shared library is found as described in :mod:`flatopt._li
 """
 
 from ._errors import (
+    ArgumentTypeError,
     BusyError,
     CheckpointError,
     CheckpointIOError,
@@ -130,6 +131,7 @@ __all__ = [
     "LayoutError",
     "StructureError",
     "InvalidArgumentError",
+    "ArgumentTypeError",
     "LengthMismatchError",
     "NonFiniteError",
     "InvalidStateError",

@@ -7,8 +7,12 @@ buffer protocol (``memoryview`` with format ``'f'``). Nothing is ever converted:
 array is an error, not a silent float32 copy that would be updated instead of the original.
 
 Gradients are only read, so read-only arrays are fine; they must be float32 and C-contiguous
-too, and may in addition be any object whose ``__array__`` gives a float32 array (e.g. a JAX
-CPU array).
+too. Gradients passed with each ``update(grads)`` may in addition be any object whose
+``__array__`` gives a float32 array (e.g. a JAX CPU array): a copy is read once, right away.
+Gradients *registered* with the parameters are read at every later update, so they must be
+viewed in place like parameters: an ``__array__``-only object or a NumPy scalar (``np.float32``,
+an immutable value that ``np.asarray`` copies) is refused there, since later writes into the
+object would never reach the copy (stale gradients, silently).
 """
 
 from __future__ import annotations
@@ -47,21 +51,49 @@ def _torch_view(t, what):
             f"{what}: torch dtype {t.dtype}, expected torch.float32 (flatopt never converts: "
             "updates are in place)"
         )
-    if not t.is_contiguous():
+    try:
+        contiguous = t.layout == torch.strided and t.is_contiguous()
+        view = t.detach().numpy() if contiguous else None  # shares memory with the tensor
+    except RuntimeError as e:  # e.g. a tensor with the negative or conjugate bit set
+        raise LayoutError(f"{what}: the torch tensor's memory cannot be viewed in place: {e}")
+    if view is None:
         raise LayoutError(
-            f"{what}: the torch tensor is not contiguous (call .contiguous() once, before "
-            "registering, and keep that tensor)"
+            f"{what}: the torch tensor is not contiguous (layout {t.layout}; call "
+            ".contiguous() once, before registering, and keep that tensor)"
         )
-    view = t.detach().numpy()  # shares memory with the tensor
     if view.size and view.__array_interface__["data"][0] != t.data_ptr():
         raise LayoutError(f"{what}: could not view the torch tensor's memory without a copy")
     return view
 
 
-def _generic_view(obj, what, param):
-    """A zero-copy ndarray over `obj`, or an error saying why there is none."""
+_HINT = (
+    "a float32 NumPy array, a PyTorch CPU tensor, or an object exposing "
+    "__array_interface__ or the buffer protocol"
+)
+
+
+def _interface_view(obj, what, in_place):
+    """np.asarray(obj) for an object with ``__array_interface__`` (a view of the memory the
+    interface exposes, never a copy), except a NumPy scalar, which NumPy copies."""
+    if isinstance(obj, np.generic):
+        if in_place:
+            raise LayoutError(
+                f"{what}: a NumPy scalar ({describe(obj)}) is an immutable value, not an array: "
+                "it cannot be updated or read in place (np.asarray would copy it). Use a 0-d "
+                "array, np.array(x, dtype=np.float32), and keep that array"
+            )
+        return np.asarray(obj)
+    try:
+        return np.asarray(obj)
+    except (TypeError, ValueError, AttributeError) as e:
+        raise DTypeError(f"{what}: {describe(obj)} has an unusable __array_interface__: {e}")
+
+
+def _generic_view(obj, what, param, in_place):
+    """A zero-copy ndarray over `obj` (any ndarray for a per-call gradient, which may be a
+    copy: `in_place` False), or an error saying why there is none."""
     if hasattr(obj, "__array_interface__"):
-        return np.asarray(obj)  # views the exposed memory (never copies)
+        return _interface_view(obj, what, in_place or param)
     try:
         mv = memoryview(obj)
     except TypeError:
@@ -73,30 +105,35 @@ def _generic_view(obj, what, param):
                 "float32 ('f')"
             )
         return np.asarray(mv)  # views the buffer (never copies)
-    if not param and hasattr(obj, "__array__"):
-        return np.asarray(obj)  # gradients are only read: a copy would be harmless
-    hint = (
-        "a float32 NumPy array, a PyTorch CPU tensor, or an object exposing "
-        "__array_interface__ or the buffer protocol"
-    )
+    if hasattr(obj, "__array__"):
+        if not (param or in_place):
+            return np.asarray(obj)  # per-call gradients are read once: a copy is harmless
+        if not param:
+            raise DTypeError(
+                f"{what}: {describe(obj)} offers only __array__, which may give a copy, so "
+                "writes into it after registration would never be seen (stale gradients). "
+                f"Register {_HINT}, or pass such gradients with each update(grads)"
+            )
     if isinstance(obj, (dict, list, tuple)):
         raise StructureError(
             f"{what}: a {describe(obj)} where an array was expected (nested structures are "
-            f"not supported: pass a flat dict or list of arrays, each {hint})"
+            f"not supported: pass a flat dict or list of arrays, each {_HINT})"
         )
-    raise DTypeError(f"{what}: {describe(obj)} is not an array: pass {hint}")
+    raise DTypeError(f"{what}: {describe(obj)} is not an array: pass {_HINT}")
 
 
-def as_view(obj, what, param):
+def as_view(obj, what, param, in_place=True):
     """Returns an ndarray viewing `obj`'s memory after checking everything flatopt needs.
 
-    `param`: True for a parameter (must be writeable and viewable without a copy)."""
+    `param`: True for a parameter (must be writeable and viewable without a copy).
+    `in_place`: False for a gradient passed with one update, which may be read from a copy;
+    True (the default) for a registered gradient, read at every later update."""
     if isinstance(obj, np.ndarray):
         arr = obj
     elif _is_torch_tensor(obj):
         arr = _torch_view(obj, what)
     else:
-        arr = _generic_view(obj, what, param)
+        arr = _generic_view(obj, what, param, in_place)
     check_array(arr, what, param)
     return arr
 

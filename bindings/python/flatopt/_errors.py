@@ -18,7 +18,8 @@ class FlatoptError(Exception):
 
 
 class DTypeError(FlatoptError, TypeError):
-    """An array of the wrong dtype or an object that is not an array at all. flatopt updates
+    """An array of the wrong dtype, an object that is not an array at all, or (as
+    :class:`ArgumentTypeError`) an argument of the wrong type. flatopt updates
     parameters in place and never makes a silent converted copy."""
 
 
@@ -34,6 +35,13 @@ class StructureError(FlatoptError, ValueError):
 
 class InvalidArgumentError(FlatoptError, ValueError):
     """A hyperparameter or argument outside its domain (the message names it and its value)."""
+
+
+class ArgumentTypeError(DTypeError, InvalidArgumentError):
+    """An argument of the wrong type: ``None``, a string or a list where a number is expected,
+    a string where ``True`` / ``False`` is. Both a ``TypeError`` and a ``ValueError`` (and a
+    :class:`DTypeError` and an :class:`InvalidArgumentError`), so code catching either keeps
+    working; the message names the argument and its value."""
 
 
 class LengthMismatchError(FlatoptError, ValueError):

@@ -7,16 +7,19 @@ stay put); ``update`` is then a single foreign call that updates the parameters 
 
 from __future__ import annotations
 
+import copy
 import ctypes
 import functools
 import threading
 
 import numpy as np
 
-from . import _lib
+from . import _lib, _validate
 from ._buffers import F32, as_view, describe, pointer
 from ._errors import (
+    ArgumentTypeError,
     DTypeError,
+    InternalError,
     InvalidArgumentError,
     InvalidStateError,
     OverlapError,
@@ -45,26 +48,21 @@ _STATE_FORMAT_VERSION = 1
 
 
 def _check_lr(lr, what):
+    """A learning rate: a schedule object, or a number (as a float)."""
     if isinstance(lr, LRScheduler):
         return lr
-    if isinstance(lr, bool) or not isinstance(lr, (int, float, np.floating, np.integer)):
-        raise DTypeError(
-            f"{what} must be a float or a flatopt schedule (e.g. flatopt.StepLR(...)), got "
-            f"{describe(lr)}"
-        )
-    return float(lr)
+    try:
+        return _validate.real(what, lr)
+    except ArgumentTypeError:
+        raise ArgumentTypeError(
+            f"invalid {what} = {_validate.show(lr)}: must be a float or a flatopt schedule "
+            f"(e.g. flatopt.StepLR(...)), got {describe(lr)}"
+        ) from None
 
 
 def _optional_positive(name, value):
     """None (and 0, as in the C API) disables; the library rejects anything not > 0."""
-    if value is None:
-        return 0.0
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise InvalidArgumentError(
-            f"invalid {name} = {value!r}: must be a number or None"
-        ) from None
+    return _validate.optional_real(name, value, off=0.0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -79,23 +77,31 @@ class BaseOptimizer:
     def __init__(self, kind, name, learning_rate, **hyper):
         self.kind = kind
         self.name = name
-        self.learning_rate = _check_lr(learning_rate, f"{name}: learning_rate")
+        self.learning_rate = _check_lr(learning_rate, "learning_rate")
+        # Checked here, so that a bad value is reported by the function the user called.
+        for key, value in hyper.items():
+            if key in ("nesterov", "amsgrad"):
+                hyper[key] = _validate.flag(key, value)
+            elif key == "momentum":
+                hyper[key] = None if value is None else _validate.real(key, value)
+            else:
+                hyper[key] = _validate.real(key, value)
         self.hyperparams = hyper
 
     def _fill(self, base):
         h = self.hyperparams
         if self.kind == _lib.SGD:
-            base.momentum = float(h["momentum"] or 0.0)
-            base.dampening = float(h["dampening"])
-            base.nesterov = int(bool(h["nesterov"]))
+            base.momentum = h["momentum"] or 0.0
+            base.dampening = h["dampening"]
+            base.nesterov = int(h["nesterov"])
         else:
-            base.b1 = float(h["b1"])
-            base.b2 = float(h["b2"])
-            base.eps = float(h["eps"])
+            base.b1 = h["b1"]
+            base.b2 = h["b2"]
+            base.eps = h["eps"]
             if self.kind == _lib.ADAM:
-                base.amsgrad = int(bool(h["amsgrad"]))
+                base.amsgrad = int(h["amsgrad"])
             if self.kind == _lib.ADAMW:
-                base.decoupled_weight_decay = float(h["weight_decay"])
+                base.decoupled_weight_decay = h["weight_decay"]
 
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.hyperparams.items())
@@ -164,43 +170,39 @@ class Optimizer:
             )
         self._lock = threading.RLock()
         self._base = base
+        self._lr_given = lr
         self._lr = base.learning_rate if lr is None else _check_lr(lr, "lr")
-        if nonfinite not in _lib.NONFINITE:
-            raise InvalidArgumentError(
-                f"invalid nonfinite = {nonfinite!r}: must be 'skip', 'error' or 'propagate'"
-            )
-        tier = "default" if simd_tier is None else simd_tier
-        if tier not in _lib.SIMD_TIERS:
-            raise InvalidArgumentError(
-                f"invalid simd_tier = {simd_tier!r}: must be None, "
-                + ", ".join(repr(t) for t in _lib.SIMD_TIERS if t != "default")
-            )
-        if isinstance(num_threads, bool) or int(num_threads) != num_threads or num_threads < 1:
-            raise InvalidArgumentError(f"invalid num_threads = {num_threads!r}: must be >= 1")
-        self._lookahead = bool(lookahead)
+        nonfinite_code = _validate.choice("nonfinite", nonfinite, _lib.NONFINITE)
+        tier_code = _validate.choice(
+            "simd_tier", simd_tier, {None: 0, **_lib.SIMD_TIERS}
+        )
+        num_threads = _validate.integer("num_threads", num_threads, 1, _validate.U32_MAX)
+        self._lookahead = _validate.flag("lookahead", lookahead)
+        weight_decay = _validate.real("weight_decay", weight_decay)
+        clip_norm = _optional_positive("grad_clip_norm", grad_clip_norm)
+        clip_value = _optional_positive("grad_clip_value", grad_clip_value)
+        if self._lookahead:
+            sync_period = _validate.integer("sync_period", sync_period, 1, _validate.U64_MAX)
+            alpha = _validate.real("alpha", alpha)
         self._settings = dict(
             sync_period=sync_period, alpha=alpha, weight_decay=weight_decay,
             grad_clip_norm=grad_clip_norm, grad_clip_value=grad_clip_value,
-            nonfinite=nonfinite, num_threads=int(num_threads), simd_tier=simd_tier,
+            nonfinite=nonfinite, num_threads=num_threads, simd_tier=simd_tier,
         )
 
         cfg = _lib.new_config()
         cfg.base = _lib.new_base_params(base.kind)
         base._fill(cfg.base)
-        cfg.nonfinite = _lib.NONFINITE[nonfinite]
-        cfg.weight_decay = float(weight_decay)
-        cfg.grad_clip_norm = _optional_positive("grad_clip_norm", grad_clip_norm)
-        cfg.grad_clip_value = _optional_positive("grad_clip_value", grad_clip_value)
-        cfg.num_threads = int(num_threads)
-        cfg.simd_tier = _lib.SIMD_TIERS[tier]
+        cfg.nonfinite = nonfinite_code
+        cfg.weight_decay = weight_decay
+        cfg.grad_clip_norm = clip_norm
+        cfg.grad_clip_value = clip_value
+        cfg.num_threads = num_threads
+        cfg.simd_tier = tier_code
         if self._lookahead:
-            if isinstance(sync_period, bool) or int(sync_period) != sync_period or sync_period < 0:
-                raise InvalidArgumentError(
-                    f"invalid sync_period = {sync_period!r}: must be an integer >= 1"
-                )
             cfg.lookahead = 1
-            cfg.sync_period = int(sync_period)
-            cfg.alpha = float(alpha)
+            cfg.sync_period = sync_period
+            cfg.alpha = alpha
         self._config = cfg
         self._schedule = self._lr if isinstance(self._lr, LRScheduler) else None
         if self._schedule is not None:
@@ -272,7 +274,7 @@ class Optimizer:
         if grads is not None:
             gvalues = self._match(grads, keys, is_dict, "grads")
             gviews = [
-                self._grad_view(g, self._label("grads", is_dict, k), shape)
+                self._grad_view(g, self._label("grads", is_dict, k), shape, True)
                 for g, k, shape in zip(gvalues, keys, shapes)
             ]
 
@@ -367,8 +369,8 @@ class Optimizer:
         return list(tree)
 
     @staticmethod
-    def _grad_view(g, what, shape):
-        v = as_view(g, what, False)
+    def _grad_view(g, what, shape, in_place):
+        v = as_view(g, what, False, in_place)
         if v.shape != shape:
             raise StructureError(
                 f"{what}: shape {v.shape}, but the parameter has shape {shape}"
@@ -403,14 +405,18 @@ class Optimizer:
                 if st == _lib.ERR_BUSY:
                     st = _lib.optimizer_step(fast[0].ptr)  # waits
             else:
-                if not self._registered:
-                    raise InvalidStateError(
-                        "update() before register_trainable_weights(params)"
-                    )
-                raise InvalidStateError(
-                    "update() without gradients: pass them (update(grads)) or register "
-                    "gradient arrays with register_trainable_weights(params, grads=...)"
-                )
+                with self._lock:  # also where state_dict() pauses the lock-free path
+                    if self._grads is not None:
+                        st = _lib.optimizer_step(self._handle.ptr)
+                    elif not self._registered:
+                        raise InvalidStateError(
+                            "update() before register_trainable_weights(params)"
+                        )
+                    else:
+                        raise InvalidStateError(
+                            "update() without gradients: pass them (update(grads)) or register "
+                            "gradient arrays with register_trainable_weights(params, grads=...)"
+                        )
             if st == 0:  # _lib.OK
                 return True
         else:
@@ -444,7 +450,8 @@ class Optimizer:
                         keep[i] = g
                         cache[i] = g
                     continue  # the same ndarray object as last time: same memory
-            v = self._grad_view(g, self._label("grads", self._is_dict, self._keys[i]), shapes[i])
+            what = self._label("grads", self._is_dict, self._keys[i])
+            v = self._grad_view(g, what, shapes[i], False)
             ptrs[i] = pointer(v) or None
             keep[i] = v
             cache[i] = None
@@ -513,12 +520,26 @@ class Optimizer:
                     f"sum_squares_partials: out has {out.size} elements, the registered "
                     f"gradients have {n.value} sum-of-squares blocks"
                 )
+            else:
+                self._refuse_overlap("sum_squares_partials: out", out)
             ptr = out.__array_interface__["data"][0] if out.size else None
             _lib.check(
                 _lib.optimizer_sum_squares_partials(self._handle.ptr, ptr, out.size),
                 "sum_squares_partials",
             )
         return out
+
+    def _refuse_overlap(self, what, out):
+        """Refuses an output array that shares memory with a registered parameter or
+        gradient (it would overwrite them), as the library refuses every written buffer."""
+        registered = [("params", k, v) for k, v in zip(self._keys, self._params)]
+        registered += [("grads", k, v) for k, v in zip(self._keys, self._grads or ())]
+        for kind, key, arr in registered:
+            if np.may_share_memory(out, arr):
+                raise OverlapError(
+                    f"{what} shares memory with the registered "
+                    f"{self._label(kind, self._is_dict, key)}: it would overwrite it"
+                )
 
     def update_with_sum_squares(self, sum_squares):
         """Sharded training, phase two: one update of the registered parameters with the
@@ -528,15 +549,9 @@ class Optimizer:
         ``sum_squares`` (a NaN or Inf gradient in any shard) skips the update on every shard
         alike (with ``nonfinite="error"`` it raises :class:`flatopt.NonFiniteError`)."""
         self._require_sharding("update_with_sum_squares")
-        if isinstance(sum_squares, bool) or not isinstance(
-            sum_squares, (int, float, np.floating, np.integer)
-        ):
-            raise DTypeError(
-                f"update_with_sum_squares: sum_squares must be a float, got "
-                f"{describe(sum_squares)}"
-            )
+        sum_squares = _validate.real("sum_squares", sum_squares)
         with self._lock:
-            st = _lib.optimizer_step_with_sum_squares(self._handle.ptr, float(sum_squares))
+            st = _lib.optimizer_step_with_sum_squares(self._handle.ptr, sum_squares)
         if st == _lib.OK:
             return True
         if st == _lib.SKIPPED:
@@ -609,99 +624,200 @@ class Optimizer:
                 "state_dict / load_state_dict before register_trainable_weights(params)"
             )
 
+    def _consistent(self, read):
+        """``read()`` with no update running meanwhile, and the counters it saw.
+
+        Under the lock, with update()'s lock-free path paused (it takes the lock while
+        ``_fast`` is None, so it waits), ``read`` runs between two readings of the counters,
+        and again until they agree: an update that was already inside the library when the
+        pause began (at most one per thread) ends first, and every later one waits. The
+        library refuses a call on a handle another thread is inside (``_lib._waiting`` then
+        retries), so the counters cannot move while ``read`` is inside a call either; equal
+        counters before and after mean no update was applied or skipped in between.
+        Returns ``((step_count, skipped_steps), read())``."""
+        with self._lock:
+            fast, self._fast = self._fast, None
+            try:
+                for _ in range(1000):
+                    before = self._counters()
+                    out = read()
+                    if self._counters() == before:
+                        return before, out
+            finally:
+                self._fast = fast
+        raise InternalError("could not take a consistent snapshot of the optimizer state")
+
+    def _counters(self):
+        return (
+            self._query(_lib.optimizer_step_count, ctypes.c_uint64),
+            self._query(_lib.optimizer_skipped_count, ctypes.c_uint64),
+        )
+
+    def _save_blob(self):
+        size = ctypes.c_size_t()
+        _lib.check(
+            _lib.optimizer_checkpoint_size(self._handle.ptr, ctypes.byref(size)), "state_dict"
+        )
+        buf = (ctypes.c_uint8 * max(size.value, 1))()
+        written = ctypes.c_size_t()
+        _lib.check(
+            _lib.optimizer_save(self._handle.ptr, buf, size.value, ctypes.byref(written)),
+            "state_dict",
+        )
+        return bytes(memoryview(buf).cast("B")[: written.value])
+
     def state_dict(self):
         """The optimizer state as a picklable dict: the library checkpoint (counters, schedule
         state, moments, Lookahead slow weights) as bytes under ``'checkpoint'``, plus readable
-        copies of the counters. Parameters are not included: like PyTorch, save and restore
+        copies of the counters and the learning rate, all of one moment even while another
+        thread runs ``update()``. Parameters are not included: like PyTorch, save and restore
         them yourself. ``load_state_dict`` on an optimizer of the same configuration and
         registered shapes, with the parameters restored, continues bit-identically."""
         self._require_checkpoints()
-        with self._lock:
-            size = ctypes.c_size_t()
-            _lib.check(
-                _lib.optimizer_checkpoint_size(self._handle.ptr, ctypes.byref(size)),
-                "state_dict",
+
+        def read():
+            sched = self._schedule
+            return (
+                self._save_blob(),
+                self.current_lr,
+                None if sched is None else sched.state_dict(),
             )
-            buf = (ctypes.c_uint8 * max(size.value, 1))()
-            written = ctypes.c_size_t()
-            _lib.check(
-                _lib.optimizer_save(self._handle.ptr, buf, size.value, ctypes.byref(written)),
-                "state_dict",
-            )
-            blob = bytes(memoryview(buf).cast("B")[: written.value])
-        sched = self._schedule
+
+        (step_count, skipped), (blob, lr, sched_state) = self._consistent(read)
         return {
             "format": _STATE_FORMAT,
             "format_version": _STATE_FORMAT_VERSION,
             "library_version": _lib.library_version,
             "optimizer": type(self).__name__,
-            "step_count": self.step_count,
-            "skipped_steps": self.skipped_steps,
-            "current_lr": self.current_lr,
+            "step_count": step_count,
+            "skipped_steps": skipped,
+            "current_lr": lr,
             "param_names": list(self._keys),
             "param_shapes": [list(s) for s in self._shapes],
-            "schedule": None if sched is None else sched.state_dict(),
+            "schedule": sched_state,
             "checkpoint": blob,
         }
 
-    def load_state_dict(self, state):
-        """Restores :meth:`state_dict` (see there). The parameters must be registered first
-        (and restored by you). Raises :class:`flatopt.CheckpointError` if the state does not
-        fit this optimizer; nothing changes then."""
-        self._require_checkpoints()
+    _STATE_KEYS = ("format", "format_version", "param_names", "param_shapes", "schedule",
+                   "checkpoint")
+
+    def _check_state_dict(self, state):
+        """Checks every entry of a state dict this optimizer would use, changing nothing;
+        returns (checkpoint bytes, checked schedule state or None). Raises CheckpointError
+        naming the entry at fault."""
+        ctx = "load_state_dict"
         if not isinstance(state, dict) or state.get("format") != _STATE_FORMAT:
-            raise CheckpointError("load_state_dict: not a flatopt state_dict")
-        if state.get("format_version") != _STATE_FORMAT_VERSION:
+            raise CheckpointError(f"{ctx}: not a flatopt state_dict")
+        missing = [k for k in self._STATE_KEYS if k not in state]
+        if missing:
             raise CheckpointError(
-                f"load_state_dict: state format version {state.get('format_version')!r}, this "
-                f"flatopt reads {_STATE_FORMAT_VERSION}"
+                f"{ctx}: the state_dict has no {', '.join(map(repr, missing))}"
             )
-        names = state.get("param_names")
-        shapes = [tuple(s) for s in state.get("param_shapes", [])]
-        if names != list(self._keys) or shapes != list(self._shapes):
-            saved = list(zip(names or [], shapes))
+        version = state["format_version"]
+        if type(version) is not int or version != _STATE_FORMAT_VERSION:
+            raise CheckpointError(
+                f"{ctx}: state format version {_validate.show(version)}, this flatopt reads "
+                f"{_STATE_FORMAT_VERSION}"
+            )
+        names, shapes = state["param_names"], state["param_shapes"]
+        if not isinstance(names, (list, tuple)):
+            raise CheckpointError(
+                f"{ctx}: 'param_names' must be a list, got {_validate.show(names)}"
+            )
+        if not isinstance(shapes, (list, tuple)) or not all(
+            isinstance(s, (list, tuple)) and all(type(d) is int for d in s) for s in shapes
+        ):
+            raise CheckpointError(
+                f"{ctx}: 'param_shapes' must be a list of lists of integers, got "
+                f"{_validate.show(shapes)}"
+            )
+        shapes = [tuple(s) for s in shapes]
+        if list(names) != list(self._keys) or shapes != list(self._shapes):
+            saved = list(zip(names, shapes))
             ours = list(zip(self._keys, self._shapes))
             raise CheckpointError(
-                f"load_state_dict: the state was saved for parameters {saved}, this optimizer "
-                f"has {ours}"
+                f"{ctx}: the state was saved for parameters {_validate.show(saved)}, this "
+                f"optimizer has {_validate.show(ours)}"
             )
-        sched_state = state.get("schedule")
+        sched_state = state["schedule"]
         if (sched_state is None) != (self._schedule is None):
             raise CheckpointError(
-                "load_state_dict: the state was saved "
+                f"{ctx}: the state was saved "
                 + ("with" if sched_state is not None else "without")
                 + " a schedule object, this optimizer has "
                 + ("one" if self._schedule is not None else "none")
             )
-        if self._schedule is not None and sched_state.get("type") != type(self._schedule).__name__:
-            raise CheckpointError(
-                f"load_state_dict: the state's schedule is a {sched_state.get('type')!r}, this "
-                f"optimizer's is a {type(self._schedule).__name__}"
-            )
-        blob = state.get("checkpoint")
+        checked = None
+        if self._schedule is not None:
+            checked = self._schedule._check_state(sched_state, ctx)
+        blob = state["checkpoint"]
         if not isinstance(blob, (bytes, bytearray)):
-            raise CheckpointError("load_state_dict: 'checkpoint' must be bytes")
-        buf = (ctypes.c_uint8 * max(len(blob), 1)).from_buffer_copy(
-            bytes(blob) if blob else b"\0"
-        )
+            raise CheckpointError(
+                f"{ctx}: 'checkpoint' must be bytes, got {type(blob).__name__}"
+            )
+        return bytes(blob), checked
+
+    def load_state_dict(self, state):
+        """Restores :meth:`state_dict` (see there). The parameters must be registered first
+        (and restored by you). Every entry is checked before anything changes: a state that
+        does not fit this optimizer raises :class:`flatopt.CheckpointError` (naming the entry)
+        and nothing changed."""
+        self._require_checkpoints()
+        blob, sched_checked = self._check_state_dict(state)
+        buf = (ctypes.c_uint8 * max(len(blob), 1)).from_buffer_copy(blob or b"\0")
         with self._lock:
             _check_load(_lib.optimizer_load(self._handle.ptr, buf, len(blob)), "load_state_dict")
             if self._schedule is not None:
-                self._schedule._set_state(sched_state)
+                self._schedule._apply_state(sched_checked)
 
     def save(self, path):
-        """Writes the library checkpoint (as in ``state_dict()['checkpoint']``) to a file."""
+        """Writes the library checkpoint (as in ``state_dict()['checkpoint']``) to a file.
+        ``path``: str, bytes or os.PathLike (a NUL character in it is refused)."""
         self._require_checkpoints()
+        name = _validate.path("path", path)
         with self._lock:
-            _lib.check(_lib.optimizer_save_file(self._handle.ptr, _fspath(path)), "save")
+            _lib.check(_lib.optimizer_save_file(self._handle.ptr, name), "save")
 
     def load(self, path):
         """Restores a checkpoint file written by :meth:`save` (parameters are yours to
         restore). A schedule object's Python-side counter is not in the file: prefer
         ``state_dict`` when the schedule object is stepped manually and queried."""
         self._require_checkpoints()
+        name = _validate.path("path", path)
         with self._lock:
-            _check_load(_lib.optimizer_load_file(self._handle.ptr, _fspath(path)), "load")
+            _check_load(_lib.optimizer_load_file(self._handle.ptr, name), "load")
+
+    # -- copying and pickling ------------------------------------------------------------
+
+    def __reduce_ex__(self, protocol):
+        """Copies and pickles by value, never the library handle (a raw address): the copy
+        is a new optimizer of the same configuration (with a copy of the schedule), with the
+        same registration and the state of :meth:`state_dict`. ``copy.deepcopy`` and pickle
+        copy the registered arrays too (deep-copy or pickle the model's parameters together
+        with the optimizer, so that the copy updates the copied parameters); ``copy.copy``
+        makes an optimizer with its own state over the same arrays."""
+        with self._lock:
+            params = grads = state = None
+            if self._registered:
+                params = self._structure(self._param_objs)
+                if self._grad_objs is not None:
+                    grads = self._structure(self._grad_objs)
+                state = self.state_dict()
+            public = {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+            return (
+                _rebuild_optimizer,
+                (type(self), self._base, self._lr_given, self._lookahead, self._settings,
+                 public, params, grads, state),
+            )
+
+    def __copy__(self):
+        # Shallow in the registered arrays only: the configuration and the schedule (which
+        # drives one optimizer) are copied by value.
+        func, (cls, base, lr, lookahead, settings, public, params, grads, state) = (
+            self.__reduce_ex__(4)
+        )
+        base, lr, public = copy.deepcopy((base, lr, public))
+        return func(cls, base, lr, lookahead, settings, public, params, grads, state)
 
     def __repr__(self):
         base = self._base
@@ -732,10 +848,15 @@ def _check_load(status, context):
     _lib.raise_for(status, context)
 
 
-def _fspath(path):
-    import os
-
-    return os.fsencode(os.fspath(path))
+def _rebuild_optimizer(cls, base, lr, lookahead, settings, public, params, grads, state):
+    """Unpickles / copies an optimizer (see Optimizer.__reduce_ex__)."""
+    opt = cls.__new__(cls)
+    Optimizer.__init__(opt, base, lr, lookahead=lookahead, **settings)
+    opt.__dict__.update(public)
+    if params is not None:
+        opt.register_trainable_weights(params, grads)
+        opt.load_state_dict(state)
+    return opt
 
 
 # ---------------------------------------------------------------------------------------------
@@ -767,8 +888,8 @@ class Lookahead(Optimizer):
             grad_clip_value=grad_clip_value, nonfinite=nonfinite, num_threads=num_threads,
             simd_tier=simd_tier,
         )
-        self.sync_period = int(sync_period)
-        self.alpha = float(alpha)
+        self.sync_period = self._settings["sync_period"]
+        self.alpha = self._settings["alpha"]
         self.base_optimizer = base_optimizer
 
     @property
@@ -776,8 +897,9 @@ class Lookahead(Optimizer):
         """Copies of the slow weights, in the structure and shapes of the parameters."""
         if not self._registered:
             raise InvalidStateError("slow_weights before register_trainable_weights(params)")
-        out = []
-        with self._lock:
+
+        def read():  # all buffers of one moment, even while another thread runs update()
+            out = []
             for i, shape in enumerate(self._shapes):
                 a = np.empty(shape, dtype=np.float32)
                 _lib.check(
@@ -787,15 +909,13 @@ class Lookahead(Optimizer):
                     "slow_weights",
                 )
                 out.append(a)
-        return self._structure(out)
+            return out
+
+        return self._structure(self._consistent(read)[1])
 
 
 def _betas(betas):
-    try:
-        b1, b2 = betas
-    except (TypeError, ValueError):
-        raise InvalidArgumentError(f"invalid betas = {betas!r}: must be a pair (b1, b2)") from None
-    return b1, b2
+    return _validate.pair("betas", betas)
 
 
 class SGD(Optimizer):
@@ -807,7 +927,7 @@ class SGD(Optimizer):
     def __init__(self, lr=1e-3, momentum=0.0, nesterov=False, weight_decay=0.0,
                  grad_clip_norm=None, grad_clip_value=None, dampening=0.0, nonfinite="skip",
                  num_threads=1, simd_tier=None):
-        _check_lr(lr, "SGD: lr")
+        _check_lr(lr, "lr")
         super().__init__(
             sgd(lr, momentum=momentum, nesterov=nesterov, dampening=dampening), None,
             lookahead=False, weight_decay=weight_decay, grad_clip_norm=grad_clip_norm,
@@ -824,7 +944,7 @@ class Adam(Optimizer):
     def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False,
                  grad_clip_norm=None, grad_clip_value=None, nonfinite="skip", num_threads=1,
                  simd_tier=None):
-        _check_lr(lr, "Adam: lr")
+        _check_lr(lr, "lr")
         b1, b2 = _betas(betas)
         super().__init__(
             adam(lr, b1=b1, b2=b2, eps=eps, amsgrad=amsgrad), None, lookahead=False,
@@ -842,8 +962,8 @@ class AdamW(Optimizer):
     def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False,
                  grad_clip_norm=None, grad_clip_value=None, nonfinite="skip", num_threads=1,
                  simd_tier=None):
-        _check_lr(lr, "AdamW: lr")
-        if amsgrad:
+        _check_lr(lr, "lr")
+        if _validate.flag("amsgrad", amsgrad):
             raise UnsupportedError("AdamW(amsgrad=True) is not supported (AMSGrad: use Adam)")
         b1, b2 = _betas(betas)
         super().__init__(
@@ -860,7 +980,7 @@ class RAdam(Optimizer):
     def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
                  grad_clip_norm=None, grad_clip_value=None, nonfinite="skip", num_threads=1,
                  simd_tier=None):
-        _check_lr(lr, "RAdam: lr")
+        _check_lr(lr, "lr")
         b1, b2 = _betas(betas)
         super().__init__(
             radam(lr, b1=b1, b2=b2, eps=eps), None, lookahead=False,

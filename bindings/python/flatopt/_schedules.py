@@ -38,8 +38,8 @@ import ctypes
 import math
 import weakref
 
-from . import _lib
-from ._errors import InvalidArgumentError, InvalidStateError, UnsupportedError
+from . import _lib, _validate
+from ._errors import CheckpointError, InvalidArgumentError, InvalidStateError, UnsupportedError
 
 __all__ = [
     "LRScheduler",
@@ -62,32 +62,15 @@ __all__ = [
 
 
 def _uint(name, value):
-    if isinstance(value, bool) or not isinstance(value, int):
-        try:
-            as_int = int(value)
-        except (TypeError, ValueError):
-            as_int = None
-        if as_int is None or as_int != value:
-            raise InvalidArgumentError(f"invalid {name} = {value!r}: must be an integer >= 0")
-        value = as_int
-    if value < 0 or value >= 2**64:
-        raise InvalidArgumentError(f"invalid {name} = {value}: must be an integer >= 0")
-    return value
+    return _validate.integer(name, value, 0, _validate.U64_MAX)
 
 
-def _float(name, value):
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise InvalidArgumentError(f"invalid {name} = {value!r}: must be a number") from None
+def _uints(name, values):
+    return [_uint(f"{name}[{i}]", v) for i, v in enumerate(_validate.sequence(name, values))]
 
 
-def _choice(name, value, choices):
-    if value not in choices:
-        raise InvalidArgumentError(
-            f"invalid {name} = {value!r}: must be one of {', '.join(map(repr, choices))}"
-        )
-    return choices[value]
+_float = _validate.real
+_choice = _validate.choice
 
 
 class _Handle:
@@ -103,6 +86,14 @@ class _Handle:
 
     def free(self):
         self._finalizer()
+
+    def __reduce__(self):
+        # A raw address of this process, freed with its owner: never copied (the schedules and
+        # optimizers that own handles copy and pickle by value and make their own).
+        raise UnsupportedError(
+            "a flatopt library handle cannot be pickled or copied; copy or pickle the "
+            "optimizer or schedule that owns it"
+        )
 
 
 class LRScheduler:
@@ -127,7 +118,7 @@ class LRScheduler:
 
     def __init__(self, base_lr, last_epoch=0, per_update=False):
         self.base_lr = _float("base_lr", base_lr)
-        self.per_update = bool(per_update)
+        self.per_update = _validate.flag("per_update", per_update)
         self._manual_steps = 0  # step() calls (and the initial last_epoch), replayed on binding
         self._metrics = []  # ReduceLROnPlateau: metrics fed, replayed on binding
         self._owner = None  # weakref to the optimizer this schedule drives
@@ -264,25 +255,92 @@ class LRScheduler:
 
     def load_state_dict(self, state):
         """Restores :meth:`state_dict` into an unbound schedule (restore a bound one through
-        its optimizer's ``load_state_dict``)."""
+        its optimizer's ``load_state_dict``). The state is checked completely first: on an
+        error (:class:`flatopt.CheckpointError`, naming the entry) nothing changed."""
         if self._bound() is not None:
             raise InvalidStateError(
                 "this schedule drives an optimizer: restore the optimizer's state_dict, which "
                 "carries the schedule"
             )
-        self._set_state(state)
-        if self._shadow is not None:
-            self._shadow.free()
-            self._shadow = None
-        self._shadow_handle()  # a fresh handle brought to the restored state
+        manual_steps, metrics = self._check_state(state, "load_state_dict")
+        shadow = self._shadow
+        self._shadow = None
+        old = self._manual_steps, self._metrics
+        self._manual_steps, self._metrics = manual_steps, metrics
+        try:
+            self._shadow_handle()  # a fresh handle brought to the restored state
+        except BaseException:
+            self._manual_steps, self._metrics = old
+            self._shadow = shadow
+            raise
+        if shadow is not None:
+            shadow.free()
 
-    def _set_state(self, state):
-        if state.get("type") != type(self).__name__:
-            raise InvalidArgumentError(
-                f"schedule state of a {state.get('type')!r}, this is a {type(self).__name__}"
+    def _check_state(self, state, context):
+        """(manual_steps, metrics) of a schedule state dict, every entry checked; raises
+        CheckpointError naming the entry at fault. Changes nothing."""
+        if not isinstance(state, dict):
+            raise CheckpointError(
+                f"{context}: the schedule state must be a dict, got {type(state).__name__}"
             )
-        self._manual_steps = _uint("manual_steps", state["manual_steps"])
-        self._metrics = [float(m) for m in state["metrics"]]
+        if state.get("type") != type(self).__name__:
+            raise CheckpointError(
+                f"{context}: schedule state of a {_validate.show(state.get('type'))}, this is "
+                f"a {type(self).__name__}"
+            )
+        for key in ("manual_steps", "metrics"):
+            if key not in state:
+                raise CheckpointError(f"{context}: the schedule state has no {key!r}")
+        plateau = self._kind == "reduce_on_plateau"
+        try:
+            manual_steps = _uint("schedule['manual_steps']", state["manual_steps"])
+            if plateau and manual_steps != 0:
+                raise InvalidArgumentError(
+                    f"invalid schedule['manual_steps'] = {manual_steps}: a ReduceLROnPlateau "
+                    "moves by metrics only"
+                )
+            items = _validate.sequence("schedule['metrics']", state["metrics"])
+            metrics = [
+                _validate.finite(f"schedule['metrics'][{i}]", m) for i, m in enumerate(items)
+            ]
+            if metrics and not plateau:
+                raise InvalidArgumentError(
+                    f"invalid schedule['metrics'] = {_validate.show(state['metrics'])}: only a "
+                    "ReduceLROnPlateau has metrics"
+                )
+        except InvalidArgumentError as e:
+            raise CheckpointError(f"{context}: {e}") from None
+        return manual_steps, metrics
+
+    def _apply_state(self, checked):
+        """Sets what :meth:`_check_state` returned (nothing can fail here)."""
+        self._manual_steps, self._metrics = checked
+
+    # -- copying and pickling ------------------------------------------------------------
+    # A schedule is copied and pickled by value: its hyperparameters and its counters, never
+    # the library handle (a raw address, meaningless in another process and freed with its
+    # owner). The copy is unbound; a per-update schedule bound to an optimizer carries the
+    # updates applied so far as steps, so that the copy reports the same last_epoch and
+    # current_lr. Binding the copy to a new optimizer (or restoring that optimizer's
+    # state_dict) goes on from there.
+
+    def __getstate__(self):
+        skip = ("_owner", "_shadow", "_keepalive")
+        state = {k: v for k, v in self.__dict__.items() if k not in skip}
+        if self._kind != "reduce_on_plateau":
+            state["_manual_steps"] = self.last_epoch
+        state["_metrics"] = list(self._metrics)
+        return state
+
+    def __setstate__(self, state):
+        if not isinstance(state, dict):
+            raise CheckpointError(f"unpickling a {type(self).__name__}: not a schedule's state")
+        self.__dict__.update(state)
+        self._owner = None
+        self._shadow = None
+        self._keepalive = ()
+        self._apply_state(self._check_state(self.state_dict(), "unpickling a schedule"))
+        self._shadow_handle()  # checks the hyperparameters again, with the library's message
 
     def __repr__(self):
         return (
@@ -352,7 +410,7 @@ class MultiStepLR(LRScheduler):
 
     def __init__(self, base_lr=1e-3, milestones=(30, 60, 90), gamma=0.1, last_epoch=0,
                  per_update=False):
-        self.milestones = sorted(_uint("milestones[]", m) for m in milestones)
+        self.milestones = sorted(_uints("milestones", milestones))
         self.gamma = _float("gamma", gamma)
         super().__init__(base_lr, last_epoch, per_update)
 
@@ -388,7 +446,7 @@ class ExponentialDecayLR(LRScheduler):
         self.decay_steps = _uint("decay_steps", decay_steps)
         self.decay_rate = _float("decay_rate", decay_rate)
         self.transition_begin = _uint("transition_begin", transition_begin)
-        self.staircase = bool(staircase)
+        self.staircase = _validate.flag("staircase", staircase)
         self.end_value = None if end_value is None else _float("end_value", end_value)
         if self.end_value is not None and math.isnan(self.end_value):
             raise InvalidArgumentError("invalid end_value = nan: must be a number or None")
@@ -549,6 +607,8 @@ class CyclicLR(LRScheduler):
         )
         self.gamma = _float("gamma", gamma)
         self.scale_mode = scale_mode
+        # Only a scale_fn uses it (PyTorch), and scale_fn is not supported: checked, unused.
+        _choice("scale_mode", scale_mode, {"cycle": 0, "iterations": 1})
         super().__init__(base_lr, last_epoch, per_update)
 
     def _fill(self, s):
@@ -567,11 +627,12 @@ class PiecewiseConstantSchedule(LRScheduler):
 
     def __init__(self, base_lr=1e-3, boundaries=None, values=None, last_epoch=0,
                  per_update=False):
-        self.boundaries = [
-            _uint("boundaries[]", b) for b in ([1000, 2000] if boundaries is None else boundaries)
-        ]
+        self.boundaries = _uints("boundaries", [1000, 2000] if boundaries is None else boundaries)
         self.values = [
-            _float("values[]", v) for v in ([1.0, 0.1, 0.01] if values is None else values)
+            _float(f"values[{i}]", v)
+            for i, v in enumerate(
+                _validate.sequence("values", [1.0, 0.1, 0.01] if values is None else values)
+            )
         ]
         if len(self.values) != len(self.boundaries) + 1:
             raise InvalidArgumentError(
@@ -605,7 +666,7 @@ class ReduceLROnPlateau(LRScheduler):
                 "ReduceLROnPlateau is driven by metrics (step(metric)), not by updates: "
                 "per_update=True is not possible"
             )
-        if eps != 1e-8:
+        if _float("eps", eps) != 1e-8:
             raise UnsupportedError(f"ReduceLROnPlateau(eps={eps!r}): only eps = 1e-8 is supported")
         if isinstance(min_lr, (list, tuple)):
             raise UnsupportedError("ReduceLROnPlateau: min_lr must be a single number")

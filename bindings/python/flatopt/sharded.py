@@ -29,8 +29,8 @@ import zlib
 
 import numpy as np
 
-from . import _lib
-from ._errors import CheckpointError, InvalidArgumentError, UnsupportedError
+from . import _lib, _validate
+from ._errors import ArgumentTypeError, CheckpointError, InvalidArgumentError, UnsupportedError
 from ._optim import _check_load
 
 __all__ = [
@@ -60,12 +60,10 @@ def shard_ranges(total, n_shards, block=None):
     on block boundaries, as even as whole blocks allow (earlier shards get the extra blocks;
     the last block may be partial). Raises if there are fewer blocks than shards (a shard
     would be empty: the optimizer refuses empty registrations)."""
-    if isinstance(total, bool) or int(total) != total or total < 1:
-        raise InvalidArgumentError(f"invalid total = {total!r}: must be an integer >= 1")
-    if isinstance(n_shards, bool) or int(n_shards) != n_shards or n_shards < 1:
-        raise InvalidArgumentError(f"invalid n_shards = {n_shards!r}: must be an integer >= 1")
-    block = block_size() if block is None else int(block)
-    n_blocks = -(-int(total) // block)
+    total = _validate.integer("total", total, 1)
+    n_shards = _validate.integer("n_shards", n_shards, 1)
+    block = block_size() if block is None else _validate.integer("block", block, 1)
+    n_blocks = -(-total // block)
     if n_shards > n_blocks:
         raise InvalidArgumentError(
             f"invalid n_shards = {n_shards}: {total} elements are only {n_blocks} blocks of "
@@ -89,11 +87,18 @@ def ordered_sum(partials):
     ``math.fsum`` or ``np.sum`` here: they add in another order (or exactly) and break
     bit-identity with a single process."""
     s = 0.0
-    for part in partials:
-        if isinstance(part, (float, int, np.floating)):
-            s += float(part)
+    for i, part in enumerate(_validate.sequence("partials", partials)):
+        if isinstance(part, (float, int, np.floating, np.integer)):
+            s += _validate.real(f"partials[{i}]", part)
             continue
-        for x in np.asarray(part, dtype=np.float64).ravel().tolist():
+        try:
+            values = np.asarray(part, dtype=np.float64).ravel().tolist()
+        except (TypeError, ValueError, OverflowError):
+            raise ArgumentTypeError(
+                f"invalid partials[{i}] = {_validate.show(part)}: must be a number or an array "
+                "of float64 partial sums"
+            ) from None
+        for x in values:
             s += x
     return s
 
@@ -118,8 +123,29 @@ _BOM = 0x0A0B0C0D
 _COUNTERS = 9 * 8
 
 
+class _Reader:
+    """Reads little-endian fields of a checkpoint, refusing any read past its end (a crafted
+    length field is a CheckpointError, never a struct.error or a huge allocation)."""
+
+    def __init__(self, data, what):
+        self.data, self.what, self.at = data, what, 0
+
+    def take(self, n, field):
+        if n < 0 or n > len(self.data) - self.at:
+            raise CheckpointError(
+                f"{self.what}: {field} runs past the end of the checkpoint ({n} bytes at "
+                f"offset {self.at}, {len(self.data)} in all)"
+            )
+        out = self.data[self.at : self.at + n]
+        self.at += n
+        return out
+
+    def unpack(self, fmt, field):
+        return struct.unpack(fmt, self.take(struct.calcsize(fmt), field))
+
+
 def _parse(blob, what):
-    b = bytes(blob)
+    b = _validate.blob(what, blob)
     if len(b) < 36 or b[:8] != _MAGIC:
         raise CheckpointError(f"{what}: not a flatopt checkpoint")
     version, bom, total = struct.unpack_from("<IIQ", b, 8)
@@ -130,26 +156,26 @@ def _parse(blob, what):
     (crc,) = struct.unpack_from("<I", b, len(b) - 4)
     if zlib.crc32(b[:-4]) & 0xFFFFFFFF != crc:
         raise CheckpointError(f"{what}: checksum mismatch")
-    (clen,) = struct.unpack_from("<Q", b, 32)
-    at = 40 + clen
-    head = b[:at]
-    counters = b[at : at + _COUNTERS]
-    at += _COUNTERS
-    (nbuf,) = struct.unpack_from("<Q", b, at)
-    at += 8
+    r = _Reader(b[:-4], what)
+    r.take(32, "the header")
+    (clen,) = r.unpack("<Q", "the configuration length")
+    r.take(clen, "the configuration section")
+    head = b[: r.at]
+    counters = r.take(_COUNTERS, "the counters")
+    (nbuf,) = r.unpack("<Q", "the buffer count")
     if nbuf != 1:
         raise CheckpointError(
             f"{what}: {nbuf} buffers; resharding expects each shard's optimizer to hold one "
             "buffer (its shard of the flat parameter buffer)"
         )
-    n, present, _reserved = struct.unpack_from("<QII", b, at)
-    at += 16
+    n, present, _reserved = r.unpack("<QII", "the buffer record")
+    if present >= 16:
+        raise CheckpointError(f"{what}: unknown present bits {present:#x} in the buffer record")
     arrays = []
     for bit in range(4):
         if present & (1 << bit):
-            arrays.append(np.frombuffer(b, dtype="<f4", count=n, offset=at))
-            at += 4 * n
-    if at != len(b) - 4:
+            arrays.append(np.frombuffer(r.take(4 * n, "a state array"), dtype="<f4"))
+    if r.at != len(b) - 4:
         raise CheckpointError(f"{what}: unexpected length of the buffer record")
     return head, counters, present, n, arrays
 
@@ -162,8 +188,13 @@ def reshard_checkpoints(blobs, lengths):
     shard, which loads into an optimizer of the same configuration with that shard
     registered, and continues bit-identically (moments and slow weights are elementwise;
     counters and schedule state are the same on every shard and are copied)."""
+    blobs = _validate.sequence("blobs", blobs)
     if not blobs:
         raise InvalidArgumentError("reshard_checkpoints: no checkpoints given")
+    lengths = [
+        _validate.integer(f"lengths[{i}]", n, 1)
+        for i, n in enumerate(_validate.sequence("lengths", lengths))
+    ]
     parsed = [_parse(b, f"checkpoint {i}") for i, b in enumerate(blobs)]
     head0, counters0, present0, _, _ = parsed[0]
     for i, (head, counters, present, _, _) in enumerate(parsed[1:], 1):
@@ -178,8 +209,7 @@ def reshard_checkpoints(blobs, lengths):
                 "than checkpoint 0 (saved at another step?)"
             )
     total = sum(p[3] for p in parsed)
-    lengths = [int(n) for n in lengths]
-    if sum(lengths) != total or any(n < 1 for n in lengths):
+    if sum(lengths) != total:
         raise InvalidArgumentError(
             f"reshard_checkpoints: new shard lengths {lengths} must be >= 1 and sum to "
             f"{total}, the length of the checkpointed shards together"
@@ -215,7 +245,7 @@ def load_checkpoint(opt, blob):
     :meth:`flatopt.Optimizer.load`, this restores the library's state: a schedule object
     stepped by hand keeps its own Python-side counter."""
     opt._require_checkpoints()
-    data = bytes(blob)
+    data = _validate.blob("blob", blob)
     buf = (ctypes.c_uint8 * max(len(data), 1)).from_buffer_copy(data or b"\0")
     with opt._lock:
         _check_load(_lib.optimizer_load(opt._handle.ptr, buf, len(data)), "load_checkpoint")

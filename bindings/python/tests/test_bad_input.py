@@ -9,6 +9,9 @@ never sees the bad call. After the bad call raises:
 Construction errors are a second table (no optimizer exists afterwards).
 """
 
+import math
+import pathlib
+
 import numpy as np
 import pytest
 
@@ -24,9 +27,12 @@ def _params():
     return {k: rng.standard_normal(s).astype(np.float32) for k, s in SHAPES.items()}
 
 
-def _make(as_list=False, nonfinite="skip"):
-    opt = flatopt.Lookahead(flatopt.adam(1e-2), sync_period=2, alpha=0.5, grad_clip_norm=10.0,
+def _make(as_list=False, nonfinite="skip", schedule=False):
+    lr = flatopt.StepLR(1e-2, step_size=2, gamma=0.5) if schedule else 1e-2
+    opt = flatopt.Lookahead(flatopt.adam(lr), sync_period=2, alpha=0.5, grad_clip_norm=10.0,
                             nonfinite=nonfinite)
+    if schedule:
+        opt.schedule.step()
     params = _params()
     opt.register_trainable_weights(list(params.values()) if as_list else params)
     g = grad_stream(list(SHAPES.values()), seed=3)
@@ -64,6 +70,37 @@ def _g(**over):
 
 def _noncontig():
     return np.ones((4, 6), F32)[:, ::2]
+
+
+class _ArrayOnly:
+    """Like a JAX array: only __array__, which gives a copy."""
+
+    def __init__(self, arr):
+        self._arr = arr
+
+    def __array__(self, dtype=None, copy=None):
+        return self._arr.copy()
+
+
+class _BrokenInterface:
+    __array_interface__ = {"shape": (3,), "typestr": "<f4", "version": 3, "data": "x"}
+
+
+def _other_state(**over):
+    """The state_dict of another run of the same configuration (8 updates, 2 schedule steps),
+    with entries replaced (KeyError: removed; manual_steps / metrics: in the schedule)."""
+    opt, params, g = _make(schedule=True)
+    for t in range(3, 8):
+        opt.update(dict(zip(SHAPES, g(t))))
+    state = opt.state_dict()
+    for key, value in over.items():
+        if key in ("manual_steps", "metrics"):
+            state["schedule"] = dict(state["schedule"], **{key: value})
+        elif value is KeyError:
+            del state[key]
+        else:
+            state[key] = value
+    return state
 
 
 def _readonly():
@@ -138,18 +175,68 @@ UPDATE_ROWS = [
      flatopt.StructureError, "missing keys 'y'", {}),
     ("register grads with wrong shape", lambda o, p: o.register_trainable_weights({"x": np.ones(3, F32)}, grads={"x": np.ones(4, F32)}),
      flatopt.StructureError, "shape (4,), but the parameter has shape (3,)", {}),
+    # Objects that cannot be used in place: a copy would be updated (or read) instead.
+    ("register NumPy scalar param", lambda o, p: o.register_trainable_weights({"x": np.float32(1.0)}),
+     flatopt.LayoutError, "NumPy scalar (numpy.float32) is an immutable value", {}),
+    ("register NumPy scalar grad", lambda o, p: o.register_trainable_weights({"x": np.zeros((), F32)}, grads={"x": np.float32(1.0)}),
+     flatopt.LayoutError, "NumPy scalar", {}),
+    ("register __array__-only grad", lambda o, p: o.register_trainable_weights({"x": np.ones(3, F32)}, grads={"x": _ArrayOnly(np.ones(3, F32))}),
+     flatopt.DTypeError, "stale gradients", {}),
+    ("register __array__-only param", lambda o, p: o.register_trainable_weights({"x": _ArrayOnly(np.ones(3, F32))}),
+     flatopt.DTypeError, "is not an array", {}),
+    ("register broken __array_interface__ param", lambda o, p: o.register_trainable_weights({"x": _BrokenInterface()}),
+     flatopt.DTypeError, "unusable __array_interface__", {}),
+    # Files: a NUL would cut the name short in C ("model\0.ckpt" -> "model").
+    ("save path with NUL", lambda o, p: o.save("model\0.ckpt"),
+     flatopt.InvalidArgumentError, "invalid path = 'model\\x00.ckpt': a file name cannot contain a NUL", {"checkpoints": True}),
+    ("save bytes path with NUL", lambda o, p: o.save(b"model\0.ckpt"),
+     ValueError, "NUL", {"checkpoints": True}),
+    ("save PathLike with NUL", lambda o, p: o.save(pathlib.PurePosixPath("model\0.ckpt")),
+     flatopt.InvalidArgumentError, "NUL", {"checkpoints": True}),
+    ("load path with NUL", lambda o, p: o.load("model\0.ckpt"),
+     flatopt.InvalidArgumentError, "NUL", {"checkpoints": True}),
+    ("save path None", lambda o, p: o.save(None),
+     flatopt.ArgumentTypeError, "invalid path = None", {"checkpoints": True}),
+    ("load path an int", lambda o, p: o.load(3),
+     TypeError, "invalid path = 3", {"checkpoints": True}),
+    ("save empty path", lambda o, p: o.save(""),
+     flatopt.InvalidArgumentError, "empty file name", {"checkpoints": True}),
+    # State dicts: checked completely before anything changes (the step count stays).
+    ("load_state_dict manual_steps -1", lambda o, p: o.load_state_dict(_other_state(manual_steps=-1)),
+     flatopt.CheckpointError, "schedule['manual_steps'] = -1", {"checkpoints": True, "schedule": True}),
+    ("load_state_dict metrics ['x']", lambda o, p: o.load_state_dict(_other_state(metrics=["x"])),
+     flatopt.CheckpointError, "schedule['metrics'][0] = 'x'", {"checkpoints": True, "schedule": True}),
+    ("load_state_dict metrics on a StepLR", lambda o, p: o.load_state_dict(_other_state(metrics=[1.0])),
+     flatopt.CheckpointError, "only a ReduceLROnPlateau has metrics", {"checkpoints": True, "schedule": True}),
+    ("load_state_dict schedule not a dict", lambda o, p: o.load_state_dict(_other_state(schedule=[1])),
+     flatopt.CheckpointError, "schedule state must be a dict", {"checkpoints": True, "schedule": True}),
+    ("load_state_dict param_shapes of ints", lambda o, p: o.load_state_dict(_other_state(param_shapes=[4, 3, 4])),
+     flatopt.CheckpointError, "'param_shapes' must be a list of lists", {"checkpoints": True, "schedule": True}),
+    ("load_state_dict param_names None", lambda o, p: o.load_state_dict(_other_state(param_names=None)),
+     flatopt.CheckpointError, "'param_names' must be a list", {"checkpoints": True, "schedule": True}),
+    ("load_state_dict format_version array", lambda o, p: o.load_state_dict(_other_state(format_version=np.array([1, 1]))),
+     flatopt.CheckpointError, "state format version", {"checkpoints": True, "schedule": True}),
+    ("load_state_dict without checkpoint", lambda o, p: o.load_state_dict(_other_state(checkpoint=KeyError)),
+     flatopt.CheckpointError, "has no 'checkpoint'", {"checkpoints": True, "schedule": True}),
+    ("load_state_dict checkpoint an int", lambda o, p: o.load_state_dict(_other_state(checkpoint=5)),
+     flatopt.CheckpointError, "'checkpoint' must be bytes, got int", {"checkpoints": True, "schedule": True}),
 ]
 
 
 @pytest.mark.parametrize(
     "desc,bad,exc,substring,opts", UPDATE_ROWS, ids=[r[0] for r in UPDATE_ROWS]
 )
-def test_bad_input_changes_nothing(desc, bad, exc, substring, opts):
+def test_bad_input_changes_nothing(desc, bad, exc, substring, opts, tmp_path, monkeypatch):
+    if opts.get("checkpoints") and not HAS_CHECKPOINTS:
+        pytest.skip("the library has no checkpoints")
+    monkeypatch.chdir(tmp_path)  # files a bad save could create land here (and are looked for)
     as_list = opts.get("as_list", False)
     nonfinite = opts.get("nonfinite", "skip")
-    opt, params, g = _make(as_list, nonfinite)
-    twin, twin_params, _ = _make(as_list, nonfinite)
+    schedule = opts.get("schedule", False)
+    opt, params, g = _make(as_list, nonfinite, schedule)
+    twin, twin_params, _ = _make(as_list, nonfinite, schedule)
     before = _snapshot(opt, params)
+    sched_before = None if not schedule else opt.schedule.state_dict()
     skipped = opt.skipped_steps
 
     with pytest.raises(exc) as info:
@@ -169,6 +256,9 @@ def test_bad_input_changes_nothing(desc, bad, exc, substring, opts):
     if HAS_CHECKPOINTS and not opts.get("skip_counts"):
         assert after["checkpoint"] == before["checkpoint"], f"{desc}: library state changed"
     assert opt.param_names == (list(range(3)) if as_list else list(SHAPES))
+    if schedule:
+        assert opt.schedule.state_dict() == sched_before, f"{desc}: schedule state changed"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [], f"{desc}: a file was written"
 
     # Nothing changed: two more valid updates agree bit for bit with the twin.
     for t in (3, 4):
@@ -253,11 +343,155 @@ CONSTRUCT_ROWS = [
      flatopt.InvalidArgumentError, "mode"),
     ("plateau per_update", lambda: flatopt.ReduceLROnPlateau(per_update=True),
      flatopt.InvalidArgumentError, "per_update"),
+    # Integers are range-checked before ctypes, which would truncate them silently.
+    ("num_threads 2**32 + 2", lambda: flatopt.SGD(num_threads=2**32 + 2),
+     flatopt.InvalidArgumentError, "invalid num_threads = 4294967298: must be an integer in [1, 2**32 - 1]"),
+    ("num_threads -1", lambda: flatopt.SGD(num_threads=-1),
+     flatopt.InvalidArgumentError, "invalid num_threads = -1"),
+    ("num_threads 2.5", lambda: flatopt.SGD(num_threads=2.5),
+     flatopt.InvalidArgumentError, "invalid num_threads = 2.5"),
+    ("num_threads None", lambda: flatopt.SGD(num_threads=None),
+     flatopt.ArgumentTypeError, "invalid num_threads = None: must be an integer"),
+    ("num_threads True", lambda: flatopt.SGD(num_threads=True),
+     TypeError, "invalid num_threads = True"),
+    ("num_threads '2'", lambda: flatopt.SGD(num_threads="2"),
+     TypeError, "invalid num_threads = '2'"),
+    ("sync_period 2**64 + 1", lambda: flatopt.Lookahead(flatopt.sgd(0.1), sync_period=2**64 + 1),
+     flatopt.InvalidArgumentError, "invalid sync_period = 18446744073709551617: must be an integer in [1, 2**64 - 1]"),
+    ("sync_period inf", lambda: flatopt.Lookahead(flatopt.sgd(0.1), sync_period=math.inf),
+     flatopt.InvalidArgumentError, "invalid sync_period = inf"),
+    ("sync_period 2**200", lambda: flatopt.Lookahead(flatopt.sgd(0.1), sync_period=2**200),
+     flatopt.InvalidArgumentError, "invalid sync_period = <an integer of 201 bits>"),
+    ("sync_period 10**5000 (repr limit)", lambda: flatopt.Lookahead(flatopt.sgd(0.1), sync_period=10**5000),
+     flatopt.InvalidArgumentError, "invalid sync_period = <an integer of 16610 bits>"),
+    ("StepLR step_size 2**64", lambda: flatopt.StepLR(0.1, step_size=2**64),
+     flatopt.InvalidArgumentError, "invalid step_size = 18446744073709551616"),
+    ("T_max inf", lambda: flatopt.CosineAnnealingLR(0.1, T_max=math.inf),
+     flatopt.InvalidArgumentError, "invalid T_max = inf"),
+    ("T_0 None", lambda: flatopt.CosineAnnealingWarmRestarts(0.1, T_0=None),
+     flatopt.ArgumentTypeError, "invalid T_0 = None"),
+    ("patience 2**64", lambda: flatopt.ReduceLROnPlateau(patience=2**64),
+     flatopt.InvalidArgumentError, "invalid patience = 18446744073709551616"),
+    ("milestone 2**64", lambda: flatopt.MultiStepLR(0.1, milestones=[1, 2**64]),
+     flatopt.InvalidArgumentError, "invalid milestones[1] = 18446744073709551616"),
+    ("OneCycleLR epochs * steps_per_epoch past 2**64", lambda: flatopt.OneCycleLR(0.1, epochs=2**40, steps_per_epoch=2**40),
+     flatopt.InvalidArgumentError, "invalid total_steps"),
+    ("last_epoch -1", lambda: flatopt.StepLR(0.1, last_epoch=-1),
+     flatopt.InvalidArgumentError, "invalid last_epoch = -1"),
+    # Malformed arguments: the library's own errors, naming the argument and the value.
+    ("eps None", lambda: flatopt.Adam(eps=None),
+     flatopt.ArgumentTypeError, "invalid eps = None: must be a number"),
+    ("alpha None", lambda: flatopt.Lookahead(flatopt.sgd(0.1), alpha=None),
+     flatopt.ArgumentTypeError, "invalid alpha = None"),
+    ("betas ('a', 'b')", lambda: flatopt.Adam(betas=("a", "b")),
+     flatopt.ArgumentTypeError, "invalid betas = ('a', 'b'): must be a pair of numbers"),
+    ("betas of three", lambda: flatopt.AdamW(betas=(0.9, 0.99, 0.999)),
+     flatopt.InvalidArgumentError, "invalid betas = (0.9, 0.99, 0.999): must be a pair"),
+    ("betas a string", lambda: flatopt.RAdam(betas="ab"),
+     flatopt.ArgumentTypeError, "invalid betas = 'ab'"),
+    ("lr 10**400", lambda: flatopt.SGD(lr=10**400),
+     flatopt.InvalidArgumentError, "invalid lr = <an integer of 1329 bits>: too large for a double"),
+    ("lr None", lambda: flatopt.Adam(lr=None),
+     flatopt.ArgumentTypeError, "invalid lr = None: must be a float or a flatopt schedule"),
+    ("lr a list", lambda: flatopt.AdamW(lr=[0.1]),
+     flatopt.ArgumentTypeError, "invalid lr = [0.1]"),
+    ("lr True", lambda: flatopt.RAdam(lr=True),
+     flatopt.ArgumentTypeError, "invalid lr = True"),
+    ("learning_rate None", lambda: flatopt.sgd(None),
+     flatopt.ArgumentTypeError, "invalid learning_rate = None"),
+    ("Lookahead lr a string", lambda: flatopt.Lookahead(flatopt.sgd(0.1), lr="fast"),
+     flatopt.ArgumentTypeError, "invalid lr = 'fast'"),
+    ("nonfinite ['skip']", lambda: flatopt.SGD(nonfinite=["skip"]),
+     flatopt.InvalidArgumentError, "invalid nonfinite = ['skip']: must be one of 'skip', 'error', 'propagate'"),
+    ("simd_tier a list", lambda: flatopt.SGD(simd_tier=["avx2"]),
+     flatopt.InvalidArgumentError, "invalid simd_tier = ['avx2']"),
+    ("weight_decay None", lambda: flatopt.Adam(weight_decay=None),
+     flatopt.ArgumentTypeError, "invalid weight_decay = None"),
+    ("weight_decay 10**400 (AdamW)", lambda: flatopt.AdamW(weight_decay=10**400),
+     flatopt.InvalidArgumentError, "invalid weight_decay"),
+    ("grad_clip_norm a string", lambda: flatopt.SGD(grad_clip_norm="1"),
+     flatopt.ArgumentTypeError, "invalid grad_clip_norm = '1'"),
+    ("grad_clip_value a list", lambda: flatopt.SGD(grad_clip_value=[1.0]),
+     flatopt.ArgumentTypeError, "invalid grad_clip_value = [1.0]"),
+    ("momentum a string", lambda: flatopt.SGD(momentum="0.9"),
+     flatopt.ArgumentTypeError, "invalid momentum = '0.9'"),
+    ("dampening None", lambda: flatopt.SGD(momentum=0.9, dampening=None),
+     flatopt.ArgumentTypeError, "invalid dampening = None"),
+    ("nesterov 'yes'", lambda: flatopt.SGD(momentum=0.9, nesterov="yes"),
+     flatopt.ArgumentTypeError, "invalid nesterov = 'yes': must be True or False"),
+    ("amsgrad 'no'", lambda: flatopt.Adam(amsgrad="no"),
+     flatopt.ArgumentTypeError, "invalid amsgrad = 'no'"),
+    ("adam b1 None", lambda: flatopt.adam(1e-3, b1=None),
+     flatopt.ArgumentTypeError, "invalid b1 = None"),
+    ("radam eps an array", lambda: flatopt.radam(1e-3, eps=np.ones(2)),
+     flatopt.ArgumentTypeError, "invalid eps = array"),
+    ("base_lr 10**400", lambda: flatopt.StepLR(10**400),
+     flatopt.InvalidArgumentError, "invalid base_lr"),
+    ("gamma None", lambda: flatopt.ExponentialLR(0.1, gamma=None),
+     flatopt.ArgumentTypeError, "invalid gamma = None"),
+    ("milestones not a list", lambda: flatopt.MultiStepLR(0.1, milestones=5),
+     flatopt.ArgumentTypeError, "invalid milestones = 5: must be a list or tuple"),
+    ("milestone a string", lambda: flatopt.MultiStepLR(0.1, milestones=[1, "2"]),
+     flatopt.ArgumentTypeError, "invalid milestones[1] = '2'"),
+    ("piecewise value None", lambda: flatopt.PiecewiseConstantSchedule(boundaries=[5], values=[0.1, None]),
+     flatopt.ArgumentTypeError, "invalid values[1] = None"),
+    ("staircase 'yes'", lambda: flatopt.ExponentialDecayLR(0.1, staircase="yes"),
+     flatopt.ArgumentTypeError, "invalid staircase = 'yes'"),
+    ("per_update 'no'", lambda: flatopt.StepLR(0.1, per_update="no"),
+     flatopt.ArgumentTypeError, "invalid per_update = 'no'"),
+    ("anneal_strategy a list", lambda: flatopt.OneCycleLR(0.1, total_steps=10, anneal_strategy=["cos"]),
+     flatopt.InvalidArgumentError, "invalid anneal_strategy = ['cos']"),
+    ("CyclicLR scale_mode", lambda: flatopt.CyclicLR(scale_mode="epoch"),
+     flatopt.InvalidArgumentError, "invalid scale_mode = 'epoch'"),
+    ("plateau mode a dict", lambda: flatopt.ReduceLROnPlateau(mode={}),
+     flatopt.InvalidArgumentError, "invalid mode = {}"),
+    ("plateau eps an array", lambda: flatopt.ReduceLROnPlateau(eps=np.ones(2)),
+     flatopt.ArgumentTypeError, "invalid eps = array"),
+]
+
+# Calls of the public functions and methods with malformed arguments (no optimizer state is
+# involved, or it is checked elsewhere): (description, call, exception type, substring).
+CALL_ROWS = [
+    ("schedule step(epoch=2**64)", lambda: flatopt.StepLR(0.1).step(epoch=2**64),
+     flatopt.InvalidArgumentError, "invalid epoch = 18446744073709551616"),
+    ("schedule step(epoch='3')", lambda: flatopt.StepLR(0.1).step(epoch="3"),
+     flatopt.ArgumentTypeError, "invalid epoch = '3'"),
+    ("plateau step(None)", lambda: flatopt.ReduceLROnPlateau().step(None),
+     flatopt.ArgumentTypeError, "invalid metric = None"),
+    ("plateau step(10**400)", lambda: flatopt.ReduceLROnPlateau().step(10**400),
+     flatopt.InvalidArgumentError, "invalid metric"),
+    ("schedule load_state_dict not a dict", lambda: flatopt.StepLR(0.1).load_state_dict([1]),
+     flatopt.CheckpointError, "must be a dict"),
+    ("schedule load_state_dict manual_steps 2**64", lambda: flatopt.StepLR(0.1).load_state_dict({"type": "StepLR", "manual_steps": 2**64, "metrics": []}),
+     flatopt.CheckpointError, "invalid schedule['manual_steps'] = 18446744073709551616"),
+    ("schedule load_state_dict without metrics", lambda: flatopt.StepLR(0.1).load_state_dict({"type": "StepLR", "manual_steps": 1}),
+     flatopt.CheckpointError, "has no 'metrics'"),
+    ("plateau load_state_dict metric nan", lambda: flatopt.ReduceLROnPlateau().load_state_dict({"type": "ReduceLROnPlateau", "manual_steps": 0, "metrics": [1.0, math.nan]}),
+     flatopt.CheckpointError, "invalid schedule['metrics'][1] = nan: must be finite"),
+    ("shard_ranges total None", lambda: flatopt.sharded.shard_ranges(None, 2),
+     flatopt.ArgumentTypeError, "invalid total = None"),
+    ("shard_ranges n_shards 2**64 + 1", lambda: flatopt.sharded.shard_ranges(10, 2**64 + 1),
+     flatopt.InvalidArgumentError, "invalid n_shards"),
+    ("shard_ranges block 0", lambda: flatopt.sharded.shard_ranges(10, 2, block=0),
+     flatopt.InvalidArgumentError, "invalid block = 0"),
+    ("ordered_sum of strings", lambda: flatopt.sharded.ordered_sum([["a"]]),
+     flatopt.ArgumentTypeError, "invalid partials[0]"),
+    ("ordered_sum not a list", lambda: flatopt.sharded.ordered_sum(None),
+     flatopt.ArgumentTypeError, "invalid partials = None"),
+    ("reshard_checkpoints blobs None", lambda: flatopt.sharded.reshard_checkpoints(None, [1]),
+     flatopt.ArgumentTypeError, "invalid blobs = None"),
+    ("reshard_checkpoints blob an int", lambda: flatopt.sharded.reshard_checkpoints([40], [1]),
+     flatopt.ArgumentTypeError, "invalid checkpoint 0 = 40: must be bytes"),
+    ("reshard_checkpoints length 'a'", lambda: flatopt.sharded.reshard_checkpoints([b""], ["a"]),
+     flatopt.ArgumentTypeError, "invalid lengths[0] = 'a'"),
+    ("reshard_checkpoints length 0", lambda: flatopt.sharded.reshard_checkpoints([b""], [0]),
+     flatopt.InvalidArgumentError, "invalid lengths[0] = 0"),
 ]
 
 
 @pytest.mark.parametrize(
-    "desc,make,exc,substring", CONSTRUCT_ROWS, ids=[r[0] for r in CONSTRUCT_ROWS]
+    "desc,make,exc,substring", CONSTRUCT_ROWS + CALL_ROWS,
+    ids=[r[0] for r in CONSTRUCT_ROWS + CALL_ROWS],
 )
 def test_bad_construction(desc, make, exc, substring):
     with pytest.raises(exc) as info:

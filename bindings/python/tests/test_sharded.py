@@ -4,6 +4,9 @@ added in global block order, must match one optimizer over the whole buffer bit 
 any shard count; checkpoints of N shards reshard into M shards and continue bit-identically.
 (examples/mpi/ runs the same across real MPI processes.)"""
 
+import struct
+import zlib
+
 import numpy as np
 import pytest
 
@@ -225,3 +228,100 @@ def test_reshard_refuses_mismatched_checkpoints():
     b.step(grads_at(1))
     with pytest.raises(flatopt.CheckpointError, match="counters"):
         sharded.reshard_checkpoints([blobs[0], b.opts[1].state_dict()["checkpoint"]], [N])
+
+
+# ---------------------------------------------------------------------------------------------
+# Hostile input of the sharded-training calls: (description, bad(opt, p, g), exception type,
+# message substring). The optimizer holds one shard with registered gradients; after the
+# refused call its parameters, gradients and state are unchanged.
+
+
+def _alias_f64(arr, n):
+    """A float64 view of the first 8*n bytes of a float32 array (same memory)."""
+    return arr[: 2 * n].view(np.float64)
+
+
+SHARDED_BAD_ROWS = [
+    ("partials out aliases the registered gradient",
+     lambda o, p, g: o.sum_squares_partials(out=_alias_f64(g, o.sum_squares_block_count)),
+     flatopt.OverlapError, "shares memory with the registered grads[0]"),
+    ("partials out aliases the registered parameter",
+     lambda o, p, g: o.sum_squares_partials(out=_alias_f64(p, o.sum_squares_block_count)),
+     flatopt.OverlapError, "shares memory with the registered params[0]"),
+    ("update_with_sum_squares 10**400", lambda o, p, g: o.update_with_sum_squares(10**400),
+     flatopt.InvalidArgumentError, "invalid sum_squares = <an integer of 1329 bits>"),
+    ("update_with_sum_squares an array", lambda o, p, g: o.update_with_sum_squares(np.ones(2)),
+     flatopt.ArgumentTypeError, "invalid sum_squares = array"),
+    ("load_checkpoint of an int", lambda o, p, g: sharded.load_checkpoint(o, 64),
+     flatopt.ArgumentTypeError, "invalid blob = 64: must be bytes"),
+    ("load_checkpoint of None", lambda o, p, g: sharded.load_checkpoint(o, None),
+     TypeError, "invalid blob = None"),
+]
+
+
+@needs_checkpoints
+@pytest.mark.parametrize(
+    "desc,bad,exc,substring", SHARDED_BAD_ROWS, ids=[r[0] for r in SHARDED_BAD_ROWS]
+)
+def test_sharded_bad_input_changes_nothing(desc, bad, exc, substring):
+    p = init_params()
+    g = grads_at(1)
+    opt = make_opt()
+    opt.register_trainable_weights([p], grads=[g])
+    opt.update_with_sum_squares(sharded.ordered_sum([opt.sum_squares_partials()]))
+    before = (p.copy(), g.copy(), opt.state_dict()["checkpoint"])
+    with pytest.raises(exc) as info:
+        bad(opt, p, g)
+    assert substring in str(info.value), f"{desc}: message {str(info.value)!r}"
+    assert isinstance(info.value, flatopt.FlatoptError)
+    assert same_bits(p, before[0]) and same_bits(g, before[1])
+    assert opt.state_dict()["checkpoint"] == before[2]
+
+
+def _recrc(blob):
+    body = bytes(blob[:-4])
+    return body + struct.pack("<I", zlib.crc32(body) & 0xFFFFFFFF)
+
+
+def _field(blob, offset, fmt, value):
+    b = bytearray(blob)
+    struct.pack_into(fmt, b, offset, value)
+    return _recrc(b)
+
+
+def _clen(blob):
+    return struct.unpack_from("<Q", blob, 32)[0]
+
+
+def _n(blob):
+    return struct.unpack_from("<Q", blob, 40 + _clen(blob) + 80)[0]
+
+
+# Crafted checkpoints with a valid checksum and impossible length fields:
+# (description, craft(blob) -> blob, message substring).
+CRAFTED_ROWS = [
+    ("configuration length 2**64 - 1", lambda b: _field(b, 32, "<Q", 2**64 - 1),
+     "the configuration section runs past the end"),
+    ("configuration length past the counters", lambda b: _field(b, 32, "<Q", len(b) - 40 - 8),
+     "runs past the end"),
+    ("buffer count 2", lambda b: _field(b, 40 + _clen(b) + 72, "<Q", 2), "2 buffers"),
+    ("buffer length 2**62", lambda b: _field(b, 40 + _clen(b) + 80, "<Q", 2**62),
+     "a state array runs past the end"),
+    ("buffer length one short", lambda b: _field(b, 40 + _clen(b) + 80, "<Q", _n(b) - 1),
+     "unexpected length of the buffer record"),
+    ("unknown present bits", lambda b: _field(b, 40 + _clen(b) + 88, "<I", 0x13),
+     "unknown present bits"),
+    ("truncated to 36 bytes", lambda b: _field(b[:36], 16, "<Q", 36), "runs past the end"),
+]
+
+
+@needs_checkpoints
+@pytest.mark.parametrize("desc,craft,substring", CRAFTED_ROWS, ids=[r[0] for r in CRAFTED_ROWS])
+def test_reshard_refuses_crafted_lengths(desc, craft, substring):
+    a = Shards(2)
+    a.step(grads_at(0))
+    blobs = [o.state_dict()["checkpoint"] for o in a.opts]
+    crafted = craft(blobs[1])
+    with pytest.raises(flatopt.CheckpointError) as info:
+        sharded.reshard_checkpoints([blobs[0], crafted], [N])
+    assert substring in str(info.value), f"{desc}: message {str(info.value)!r}"

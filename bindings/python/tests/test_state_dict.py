@@ -4,6 +4,9 @@ slow weights, counters, learning rate), for several configurations; plus picklin
 refusals that change nothing."""
 
 import pickle
+import struct
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -189,3 +192,53 @@ def test_other_configuration_is_refused():
 def test_state_dict_before_registration():
     with pytest.raises(flatopt.InvalidStateError):
         flatopt.Adam().state_dict()
+
+
+def _blob_counters(blob):
+    """(step count, skipped count) stored in a checkpoint (docs/checkpoint-format.md)."""
+    (clen,) = struct.unpack_from("<Q", blob, 32)
+    return struct.unpack_from("<QQ", blob, 40 + clen)
+
+
+def test_state_dict_is_one_moment_while_another_thread_updates():
+    """state_dict() while another thread runs lock-free updates (registered gradients, a
+    per-update schedule, a NaN gradient now and then): the counters and the learning rate in
+    the dict are those of the checkpoint in the same dict, and so are slow_weights. About a
+    second."""
+    params = _init()
+    grads = {k: np.full(v.shape, 0.01, np.float32) for k, v in params.items()}
+    make = lambda: flatopt.Lookahead(  # noqa: E731
+        flatopt.adam(flatopt.ExponentialLR(1e-2, gamma=0.999, per_update=True)),
+        sync_period=3, alpha=0.5,
+    )
+    opt = make()
+    opt.register_trainable_weights(params, grads=grads)
+    probe = make()
+    probe.register_trainable_weights({k: v.copy() for k, v in params.items()})
+    stop = threading.Event()
+
+    def updater():
+        i = 0
+        while not stop.is_set():
+            opt.update()
+            i += 1
+
+    thread = threading.Thread(target=updater)
+    thread.start()
+    checked = 0
+    try:
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            state = opt.state_dict()
+            assert (state["step_count"], state["skipped_steps"]) == _blob_counters(
+                state["checkpoint"]
+            )
+            probe.load_state_dict(state)  # the blob alone says what the learning rate is
+            assert probe.current_lr == state["current_lr"]
+            assert probe.step_count == state["step_count"]
+            opt.slow_weights  # noqa: B018 (must not fail or tear while updates run)
+            checked += 1
+    finally:
+        stop.set()
+        thread.join()
+    assert checked > 5 and opt.step_count > checked
