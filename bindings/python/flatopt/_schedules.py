@@ -661,15 +661,23 @@ class ReduceLROnPlateau(LRScheduler):
     def __init__(self, base_lr=1e-3, mode="min", factor=0.1, patience=10, threshold=1e-4,
                  threshold_mode="rel", cooldown=0, min_lr=0.0, eps=1e-8, last_epoch=0,
                  per_update=False):
-        if per_update:
+        if _validate.flag("per_update", per_update):
             raise InvalidArgumentError(
                 "ReduceLROnPlateau is driven by metrics (step(metric)), not by updates: "
                 "per_update=True is not possible"
             )
+        if _uint("last_epoch", last_epoch) != 0:
+            raise InvalidArgumentError(
+                f"invalid last_epoch = {last_epoch!r}: a ReduceLROnPlateau counts the metrics "
+                "fed to step(metric) and starts at 0"
+            )
         if _float("eps", eps) != 1e-8:
             raise UnsupportedError(f"ReduceLROnPlateau(eps={eps!r}): only eps = 1e-8 is supported")
         if isinstance(min_lr, (list, tuple)):
-            raise UnsupportedError("ReduceLROnPlateau: min_lr must be a single number")
+            raise UnsupportedError(
+                f"invalid min_lr = {_validate.show(min_lr)}: ReduceLROnPlateau takes a single "
+                "number (per-group lists are not supported)"
+            )
         self.mode = mode
         self._mode = _choice("mode", mode, {"min": 0, "max": 1})
         self.factor = _float("factor", factor)

@@ -447,6 +447,10 @@ CONSTRUCT_ROWS = [
      flatopt.InvalidArgumentError, "invalid mode = {}"),
     ("plateau eps an array", lambda: flatopt.ReduceLROnPlateau(eps=np.ones(2)),
      flatopt.ArgumentTypeError, "invalid eps = array"),
+    ("plateau last_epoch 3", lambda: flatopt.ReduceLROnPlateau(last_epoch=3),
+     flatopt.InvalidArgumentError, "invalid last_epoch = 3: a ReduceLROnPlateau counts the metrics"),
+    ("plateau min_lr per group", lambda: flatopt.ReduceLROnPlateau(min_lr=[0.0, 0.1]),
+     flatopt.UnsupportedError, "invalid min_lr = [0.0, 0.1]"),
 ]
 
 # Calls of the public functions and methods with malformed arguments (no optimizer state is
