@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The C library as distributions package it. For each layout below: `make install` (staged with
 # DESTDIR where the layout says so), checks of the installed tree (SONAME, exported symbols, no
-# staging path written into any file), a C consumer built through pkg-config and through CMake's
-# find_package with no paths written by hand, then `make uninstall`, which must remove exactly
+# staging path written into any file), a C consumer built through pkg-config (shared, and
+# static with Libs.private) and through CMake's find_package with no paths written by hand, then `make uninstall`, which must remove exactly
 # what install put there (a file of someone else's in the same directories stays).
 #   1. PREFIX=<tmp>/prefix              plain install into a private prefix
 #   2. DESTDIR=<tmp>/stage PREFIX=/usr  staged, as a distribution's package build does it
@@ -73,6 +73,14 @@ $(diff <(echo "$expected") <(echo "$actual") || true)"
   cc ${CFLAGS:-} -std=c99 -Wall -Wextra -pedantic -Werror tests/install/consumer.c \
     $("${pc[@]}" pkg-config --cflags --libs flatopt) -o "$out/consumer_pc"
   LD_LIBRARY_PATH="$D$libdir" "$out/consumer_pc"
+  # Static: the archive, then the libraries Libs.private names.
+  local libs_static
+  libs_static=$("${pc[@]}" pkg-config --static --libs-only-l flatopt)
+  # shellcheck disable=SC2046,SC2086
+  cc ${CFLAGS:-} -std=c99 -Wall -Wextra -pedantic -Werror tests/install/consumer.c \
+    $("${pc[@]}" pkg-config --cflags flatopt) "$D$libdir/libflatopt.a" ${libs_static//-lflatopt/} \
+    -o "$out/consumer_pc_static"
+  "$out/consumer_pc_static"
   local loaded
   loaded=$(LD_LIBRARY_PATH="$D$libdir" ldd "$out/consumer_pc")
   grep -q "$D$libdir/$soname" <<<"$loaded" || fail "consumer_pc does not load $D$libdir/$soname"
