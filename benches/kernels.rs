@@ -6,10 +6,13 @@
 //!
 //! Groups (sizes 1e3 .. 1e8 elements; `FLATOPT_BENCH_SIZES=1000,1000000` to choose):
 //! - `adam`: the fused Adam kernel on every SIMD tier, one thread, and the probe;
-//! - `rules`: every base rule (SGD, momentum, Nesterov, Adam, AMSGrad, AdamW, RAdam) on the best
-//!   tier, each followed by the probe with its own pattern (12, 20, 28 or 36 B/element);
-//! - `ops`: the standalone kernels (scale, clip by value, Lookahead sync, sum of squares) and
-//!   their probes;
+//! - `rules`: every base rule (SGD, momentum, Nesterov, Adam, AMSGrad, AdamW, RAdam) on the
+//!   default tier (the best one, or `FLATOPT_SIMD`), each followed by the probe with its own
+//!   pattern (12, 20, 28 or 36 B/element);
+//! - `ops`: the standalone kernels (scale, clip by value, Lookahead sync, sum of squares) on the
+//!   default tier and their probes;
+//! - `fpmode`: the cost of entering flatopt's floating-point mode and restoring the host's
+//!   (`FpMode`, once per entry point) with the host in the default mode and with FTZ/DAZ set;
 //! - `engine`: Adam through the optimizer on 1 and 2 threads, non-finite check off
 //!   (`propagate`, 28 B/element) and on (`skip`, +4 B/element), and the probe on 1 and 2 threads;
 //! - `pipeline`: Lookahead(Adam) + global-norm clipping + weight decay through the optimizer on
@@ -360,7 +363,7 @@ fn bench_rules(c: &mut Criterion) {
         ("adamw", Base::adamw(), Pattern::Adam),
         ("radam", Base::radam(), Pattern::Adam),
     ];
-    let tier = Tier::best();
+    let tier = flatopt::default_tier();
     let mut group = c.benchmark_group("rules");
     for n in sizes() {
         configure(&mut group, n);
@@ -390,7 +393,7 @@ fn bench_rules(c: &mut Criterion) {
 }
 
 fn bench_ops(c: &mut Criterion) {
-    let tier = Tier::best();
+    let tier = flatopt::default_tier();
     let mut group = c.benchmark_group("ops");
     for n in sizes() {
         configure(&mut group, n);
@@ -521,8 +524,40 @@ fn bench_pipeline(c: &mut Criterion) {
     group.finish();
 }
 
+/// Sets or clears FTZ and DAZ on this thread, as a host would (x86-64 only).
+#[cfg(target_arch = "x86_64")]
+fn host_flush(on: bool) {
+    const FTZ_DAZ: u32 = (1 << 15) | (1 << 6);
+    let mut csr: u32 = 0;
+    // SAFETY: `stmxcsr` / `ldmxcsr` store / load the 4-byte MXCSR at the address of `csr`, a
+    // live aligned local; only the FTZ and DAZ bits change, so no reserved bit is set. The
+    // bench plays a host that changed its mode, and clears it again after measuring.
+    unsafe {
+        std::arch::asm!("stmxcsr [{}]", in(reg) &mut csr, options(nostack, preserves_flags));
+        csr = if on { csr | FTZ_DAZ } else { csr & !FTZ_DAZ };
+        std::arch::asm!("ldmxcsr [{}]", in(reg) &csr, options(nostack, preserves_flags, readonly));
+    }
+}
+
+fn bench_fpmode(c: &mut Criterion) {
+    let mut group = c.benchmark_group("fpmode");
+    group.bench_function("guard-host-default", |b| {
+        b.iter(|| drop(black_box(flatopt::simd::FpMode::enter())))
+    });
+    #[cfg(target_arch = "x86_64")]
+    {
+        host_flush(true);
+        group.bench_function("guard-host-ftz-daz", |b| {
+            b.iter(|| drop(black_box(flatopt::simd::FpMode::enter())))
+        });
+        host_flush(false);
+    }
+    group.finish();
+}
+
 criterion_group!(
     benches,
+    bench_fpmode,
     bench_adam,
     bench_rules,
     bench_ops,

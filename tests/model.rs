@@ -1,7 +1,7 @@
 //! An independent f64 model of SPEC.md, run side by side with flatopt.
 //!
 //! The model below is written from the text of SPEC.md ("The pipeline of one `update`"), not from
-//! `src/kernels.rs`: one plain loop per base optimizer, with the formulas in the SPEC's own
+//! `src/kernels/`: one plain loop per base optimizer, with the formulas in the SPEC's own
 //! arrangement (`m_hat = m / (1 - b1^t)`, `p = p - lr * m_hat / (sqrt(v_hat) + eps)`, ...). Its
 //! state is f64; its inputs (initial parameters, gradients) are the very f32 values handed to
 //! flatopt. Learning rates: an own f64 formula for `Fixed` and `Exponential`, and

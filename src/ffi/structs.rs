@@ -527,7 +527,7 @@ pub enum flatopt_simd_tier {
     FLATOPT_SIMD_PORTABLE = 2,
     /// AVX2 (x86_64, detected at run time).
     FLATOPT_SIMD_AVX2 = 3,
-    /// AVX-512F: reserved, not compiled into this build (never available).
+    /// AVX-512F (x86_64, detected at run time).
     FLATOPT_SIMD_AVX512 = 4,
 }
 

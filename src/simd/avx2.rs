@@ -6,13 +6,13 @@
 //! tiers round twice and would break bit-identity.
 //!
 //! The vector type [`Avx2`] is private to this module and only ever used inside the
-//! `#[target_feature(enable = "avx2")]` functions below, which are entered only after run-time
-//! detection. That is the argument behind every `unsafe` block here.
+//! `#[target_feature(enable = "avx2")]` functions that `table!` stamps out, which are reachable
+//! only through the table [`table`] returns after run-time detection. That is the argument
+//! behind every `unsafe` block here.
 
 use std::arch::x86_64::*;
 
-use super::{Vf32, SUMSQ_LANES};
-use crate::kernels::{self, Buffers, Op, Plan};
+use super::{Kernels, Tier, Vf32, SUMSQ_LANES};
 
 #[derive(Clone, Copy)]
 struct Avx2(__m256);
@@ -24,7 +24,7 @@ impl Vf32 for Avx2 {
     #[inline(always)]
     fn splat(x: f32) -> Self {
         // SAFETY: `Avx2` values only exist inside the `#[target_feature(enable = "avx2")]`
-        // entry points of this module, which run only after AVX2 was detected.
+        // kernels of this module's table, which run only after AVX2 was detected.
         Avx2(unsafe { _mm256_set1_ps(x) })
     }
     #[inline(always)]
@@ -111,52 +111,10 @@ impl Vf32 for Avx2 {
     }
 }
 
-#[target_feature(enable = "avx2")]
-fn fused_avx2(plan: &Plan, b: Buffers<'_>) {
-    kernels::fused::<Avx2>(plan, b)
-}
+super::table::table!(Tier::Avx2, Avx2, "avx2");
 
-#[target_feature(enable = "avx2")]
-fn sumsq_avx2(x: &[f32], partials: &mut [f64]) {
-    kernels::sumsq_partials::<Avx2>(x, partials)
-}
-
-#[target_feature(enable = "avx2")]
-fn elementwise_avx2(op: Op, x: &mut [f32], y: &mut [f32]) {
-    kernels::elementwise::<Avx2>(op, x, y)
-}
-
-fn detected() -> bool {
-    std::arch::is_x86_feature_detected!("avx2")
-}
-
-/// The fused update on the AVX2 tier (the portable tier if AVX2 is missing, which the dispatch
-/// never allows to happen; the check is a cached load and keeps this function safe).
-pub(crate) fn fused(plan: &Plan, b: Buffers<'_>) {
-    if detected() {
-        // SAFETY: AVX2 is present on this CPU (checked just above).
-        unsafe { fused_avx2(plan, b) }
-    } else {
-        kernels::fused::<super::portable::Portable>(plan, b)
-    }
-}
-
-/// Block partial sums of squares on the AVX2 tier (see [`fused`] for the fallback).
-pub(crate) fn sumsq(x: &[f32], partials: &mut [f64]) {
-    if detected() {
-        // SAFETY: AVX2 is present on this CPU (checked just above).
-        unsafe { sumsq_avx2(x, partials) }
-    } else {
-        kernels::sumsq_partials::<super::portable::Portable>(x, partials)
-    }
-}
-
-/// A standalone elementwise operation on the AVX2 tier (see [`fused`] for the fallback).
-pub(crate) fn elementwise(op: Op, x: &mut [f32], y: &mut [f32]) {
-    if detected() {
-        // SAFETY: AVX2 is present on this CPU (checked just above).
-        unsafe { elementwise_avx2(op, x, y) }
-    } else {
-        kernels::elementwise::<super::portable::Portable>(op, x, y)
-    }
+/// The AVX2 tier's kernels, if this CPU has AVX2 (detected here, once per call: a cached load
+/// in `std`; the dispatch calls it once per process).
+pub(super) fn table() -> Option<&'static Kernels> {
+    std::arch::is_x86_feature_detected!("avx2").then_some(&TABLE)
 }

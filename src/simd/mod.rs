@@ -1,63 +1,37 @@
-//! SIMD tiers: the small vector abstraction every kernel is written over, one implementation of
-//! it per instruction set, and the one dispatch point that picks a tier at run time.
+//! SIMD tiers: the vector abstraction every kernel is written over ([`Vf32`]), one module per
+//! instruction set that implements it and exports a table of the kernels compiled for it
+//! ([`Kernels`]), and the one dispatch point that maps a [`Tier`] to its table, detected once.
 //!
-//! A kernel (see `crate::kernels`) is written once, generic over [`Vf32`], and marked
-//! `#[inline(always)]`; each tier module stamps it into a function compiled for its instruction
-//! set (for AVX2 a `#[target_feature(enable = "avx2")]` function). The scalar tier is the same
-//! kernel with `f32` as a one-lane vector, so it is the reference by construction.
+//! Dependencies point one way: `vector.rs` (the trait) <- `crate::kernels`' generic kernels
+//! <- the tier modules (`scalar.rs`, `portable.rs`, `avx2.rs`, `avx512.rs`: a `Vf32`
+//! implementation and a table each) <- this file's dispatch (`Tier::kernels`) <- the stateless
+//! entry points and the engine. A tier module knows nothing of who calls its table.
 //!
-//! Every operation here is exactly rounded IEEE-754 (add, sub, mul, div, sqrt, compare-select):
-//! no FMA, no approximate reciprocal or rsqrt. The same sequence of operations therefore gives
-//! the same bits on every tier.
+//! A kernel is written once, generic over [`Vf32`], and marked `#[inline(always)]`; a tier whose
+//! instructions must be detected at run time stamps it into `#[target_feature]` functions
+//! (`table!`) and hands its table out only after detection. The scalar tier is the same kernel
+//! with `f32` as a one-lane vector, so it is the reference by construction.
 
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::OnceLock;
 
 use crate::error::Error;
 
 #[cfg(target_arch = "x86_64")]
-pub(crate) mod avx2;
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 mod fpmode;
-pub(crate) mod portable;
-pub(crate) mod scalar;
+mod portable;
+mod scalar;
+mod table;
+mod vector;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
 pub use fpmode::FpMode;
-
-/// Lanes of the f64 accumulator used by the sum of squares, on every tier (the fixed lane
-/// layout of the determinism contract: element `i` of a block goes to lane `i % 16`).
-pub(crate) const SUMSQ_LANES: usize = 16;
-
-/// A vector of f32 lanes. `f32` itself implements it with one lane (the scalar tier).
-///
-/// `max` and `min` are defined as compare-and-select, `max(a, b) = if a > b { a } else { b }`
-/// and `min(a, b) = if a < b { a } else { b }`, which is what `maxps` / `minps` do: when either
-/// input is NaN the result is `b`. Kernels put the value that may be NaN second, so NaN passes
-/// through a clamp unchanged on every tier.
-pub(crate) trait Vf32: Copy {
-    /// Number of f32 lanes.
-    const LANES: usize;
-    /// f64 accumulator of [`SUMSQ_LANES`] lanes.
-    type Acc: Copy;
-
-    fn splat(x: f32) -> Self;
-    /// Loads `LANES` values from the start of `s` (panics if `s` is shorter).
-    fn load(s: &[f32]) -> Self;
-    /// Stores `LANES` values to the start of `s` (panics if `s` is shorter).
-    fn store(self, s: &mut [f32]);
-    fn add(self, o: Self) -> Self;
-    fn sub(self, o: Self) -> Self;
-    fn mul(self, o: Self) -> Self;
-    fn div(self, o: Self) -> Self;
-    fn sqrt(self) -> Self;
-    fn max(self, o: Self) -> Self;
-    fn min(self, o: Self) -> Self;
-
-    fn acc_zero() -> Self::Acc;
-    /// Adds `(x[j] as f64)^2` to lane `j`, for `j` in `0..16` (panics if `x` is shorter).
-    fn acc_add_squares(acc: Self::Acc, x: &[f32]) -> Self::Acc;
-    fn acc_lanes(acc: Self::Acc) -> [f64; SUMSQ_LANES];
-}
+pub(crate) use table::Kernels;
+pub(crate) use vector::{Vf32, SUMSQ_LANES};
 
 /// An instruction-set tier. All tiers compute bit-identical results.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -69,8 +43,8 @@ pub enum Tier {
     Portable = 2,
     /// AVX2 through `core::arch` intrinsics (x86_64 only, detected at run time).
     Avx2 = 3,
-    /// AVX-512F: reserved. Not compiled into this build (it cannot be tested on the machines
-    /// this library is developed on), so it is never available; the dispatch is ready for it.
+    /// AVX-512F through `core::arch` intrinsics on 512-bit registers (x86_64 only, detected at
+    /// run time).
     Avx512 = 4,
 }
 
@@ -103,14 +77,38 @@ impl Tier {
 
     /// Whether this build and this CPU can run the tier.
     pub fn is_available(self) -> bool {
+        self.detect().is_some()
+    }
+
+    /// The tier's table if this build has it and this CPU can run it: the one place that knows
+    /// which tiers exist on which architectures. Each tier module's `table()` detects its
+    /// instructions (a cached load in `std`).
+    fn detect(self) -> Option<&'static Kernels> {
         match self {
-            Tier::Scalar | Tier::Portable => true,
+            Tier::Scalar => Some(scalar::table()),
+            Tier::Portable => Some(portable::table()),
             #[cfg(target_arch = "x86_64")]
-            Tier::Avx2 => std::arch::is_x86_feature_detected!("avx2"),
+            Tier::Avx2 => avx2::table(),
+            #[cfg(target_arch = "x86_64")]
+            Tier::Avx512 => avx512::table(),
             #[cfg(not(target_arch = "x86_64"))]
-            Tier::Avx2 => false,
-            Tier::Avx512 => false,
+            Tier::Avx2 | Tier::Avx512 => None,
         }
+    }
+
+    /// The kernels that run this tier: its own table if available, else the best available
+    /// tier's (all tiers give the same bits, so a tier the CPU lacks still computes the right
+    /// result). Resolved once per process; afterwards one load and an index.
+    pub(crate) fn kernels(self) -> &'static Kernels {
+        static TABLES: OnceLock<[&'static Kernels; 4]> = OnceLock::new();
+        let tables = TABLES.get_or_init(|| {
+            let best = Tier::best().detect().unwrap_or(scalar::table());
+            Tier::ALL.map(|t| t.detect().unwrap_or(best))
+        });
+        // `Tier::ALL` lists the tiers in the order of their numbers, 1 to 4.
+        let table = tables[self as usize - 1];
+        debug_assert!(table.tier == self || !self.is_available());
+        table
     }
 
     /// The fastest available tier.
@@ -192,4 +190,18 @@ pub fn set_default_tier(t: Tier) -> Result<(), Error> {
     t.check()?;
     DEFAULT_TIER.store(t as u8, Ordering::Relaxed);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Tier;
+
+    /// An available tier runs its own table; one the CPU lacks runs the best tier's.
+    #[test]
+    fn each_tier_resolves_to_the_table_that_runs_it() {
+        for t in Tier::ALL {
+            let want = if t.is_available() { t } else { Tier::best() };
+            assert_eq!(t.kernels().tier, want, "{t}");
+        }
+    }
 }

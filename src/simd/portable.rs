@@ -5,11 +5,24 @@
 
 use wide::{f32x8, f64x4};
 
-use super::{Vf32, SUMSQ_LANES};
+use super::{Kernels, Tier, Vf32, SUMSQ_LANES};
+use crate::kernels;
+
+static TABLE: Kernels = Kernels {
+    tier: Tier::Portable,
+    fused: kernels::fused::<Portable>,
+    sumsq_partials: kernels::sumsq_partials::<Portable>,
+    elementwise: kernels::elementwise::<Portable>,
+};
+
+/// The portable tier's kernels (every CPU of every target runs them).
+pub(super) fn table() -> &'static Kernels {
+    &TABLE
+}
 
 /// Eight f32 lanes on `wide`.
 #[derive(Clone, Copy)]
-pub(crate) struct Portable(f32x8);
+struct Portable(f32x8);
 
 impl Vf32 for Portable {
     const LANES: usize = 8;

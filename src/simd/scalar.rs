@@ -2,7 +2,20 @@
 //! reference the other tiers are checked against, and it also runs the tails shorter than a
 //! vector on every tier.
 
-use super::{Vf32, SUMSQ_LANES};
+use super::{Kernels, Tier, Vf32, SUMSQ_LANES};
+use crate::kernels;
+
+static TABLE: Kernels = Kernels {
+    tier: Tier::Scalar,
+    fused: kernels::fused::<f32>,
+    sumsq_partials: kernels::sumsq_partials::<f32>,
+    elementwise: kernels::elementwise::<f32>,
+};
+
+/// The scalar tier's kernels (every CPU runs them).
+pub(super) fn table() -> &'static Kernels {
+    &TABLE
+}
 
 impl Vf32 for f32 {
     const LANES: usize = 1;

@@ -1,0 +1,31 @@
+//! The kernels: each algorithm written once, generic over [`Vf32`](crate::simd), and the
+//! stateless public entry points.
+//!
+//! Files, bottom up (each uses only the ones above it and `crate::simd`'s vector trait):
+//! - `plan.rs`: [`Rule`], [`Plan`], [`Buffers`]: the per-step scalars, computed in f64 and
+//!   rounded to f32 once ([`Rule::for_step`]), and the length check;
+//! - `ops.rs`, `reduce.rs`, `fused.rs`: the generic kernels (the standalone elementwise
+//!   operations, the fixed-order sum of squares, the fused update pass);
+//! - `stateless.rs`: [`apply`], [`sum_squares`], [`sum_squares_partials`], [`apply_op`]: check
+//!   the arguments, then call the kernel of the tier's table.
+//!
+//! The tiers (`crate::simd::{scalar, portable, avx2, avx512}`) instantiate the generic kernels
+//! for their vector type, inside `#[target_feature]` functions where needed, and each exports
+//! one table of them ([`Kernels`](crate::simd::Kernels)); `Tier::kernels` picks a table once.
+//! The engine (`crate::engine`) builds plans from its configuration and counters and calls the
+//! same tables.
+
+mod fused;
+mod ops;
+mod plan;
+mod reduce;
+mod stateless;
+
+pub(crate) use fused::fused;
+pub(crate) use ops::elementwise;
+pub use ops::Op;
+pub use plan::{Buffers, Plan, Rule};
+pub(crate) use reduce::sumsq_partials;
+pub use reduce::{sumsq_block_count, SUMSQ_BLOCK};
+pub use stateless::{apply, apply_op, first_non_finite, sum_squares, sum_squares_partials};
+pub(crate) use stateless::{apply_unchecked_lengths, sumsq_partials_unchecked};

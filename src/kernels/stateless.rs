@@ -1,0 +1,98 @@
+//! The stateless public entry points: the caller owns every buffer. Each checks its arguments
+//! before writing anything, sets flatopt's floating-point mode for the call ([`FpMode`]) and
+//! runs the kernel of its tier from the tier's table (`Tier::kernels`, chosen once).
+
+use super::ops::Op;
+use super::plan::{Buffers, Plan};
+use super::reduce::{sumsq_block_count, SUMSQ_BLOCK};
+use crate::error::Error;
+use crate::simd::{FpMode, Tier};
+
+/// Applies one fused update to one buffer on `tier`, after checking every length.
+/// Nothing is written if a length is wrong.
+pub fn apply(tier: Tier, plan: &Plan, b: Buffers<'_>) -> Result<(), Error> {
+    let _mode = FpMode::enter();
+    b.check(plan)?;
+    apply_unchecked_lengths(tier, plan, b);
+    Ok(())
+}
+
+/// [`apply`] without the length check (the engine checks once at registration). Still memory
+/// safe: a short state buffer panics on its bounds check.
+pub(crate) fn apply_unchecked_lengths(tier: Tier, plan: &Plan, b: Buffers<'_>) {
+    (tier.kernels().fused)(plan, b);
+}
+
+/// Block partial sums of squares of `x` on `tier` (see [`SUMSQ_BLOCK`]).
+pub fn sum_squares_partials(tier: Tier, x: &[f32], partials: &mut [f64]) -> Result<(), Error> {
+    let _mode = FpMode::enter();
+    let want = sumsq_block_count(x.len());
+    if partials.len() != want {
+        return Err(Error::LengthMismatch {
+            what: "partials (one per block of the sum of squares)".to_string(),
+            expected: want,
+            got: partials.len(),
+        });
+    }
+    sumsq_partials_unchecked(tier, x, partials);
+    Ok(())
+}
+
+pub(crate) fn sumsq_partials_unchecked(tier: Tier, x: &[f32], partials: &mut [f64]) {
+    (tier.kernels().sumsq_partials)(x, partials);
+}
+
+/// Sum of squares of `x`, accumulated in f64 in the fixed order of the determinism contract:
+/// block partials added in block order. Finite for any finite input (an f64 cannot overflow on
+/// squares of f32), NaN or +Inf if `x` holds a non-finite value.
+pub fn sum_squares(tier: Tier, x: &[f32]) -> f64 {
+    let _mode = FpMode::enter();
+    let kernels = tier.kernels();
+    let mut total = 0.0;
+    for block in x.chunks(SUMSQ_BLOCK) {
+        let mut partial = [0.0];
+        (kernels.sumsq_partials)(block, &mut partial);
+        total += partial[0];
+    }
+    total
+}
+
+/// Index and value of the first NaN or ±Inf in `x` (a cold path: only run once a sum of squares
+/// came out non-finite).
+pub fn first_non_finite(x: &[f32]) -> Option<(usize, f32)> {
+    x.iter()
+        .enumerate()
+        .find(|(_, v)| !v.is_finite())
+        .map(|(i, v)| (i, *v))
+}
+
+/// Applies an elementwise operation on `tier`. `y` is used by [`Op::Sync`] only (the slow
+/// weights; pass an empty slice otherwise). Checks its arguments before writing anything.
+pub fn apply_op(tier: Tier, op: Op, x: &mut [f32], y: &mut [f32]) -> Result<(), Error> {
+    let _mode = FpMode::enter();
+    match op {
+        Op::Scale(s) if !s.is_finite() => {
+            return Err(Error::invalid("scale", s, "must be finite"));
+        }
+        Op::ClipValue(c) if c.is_nan() || c < 0.0 => {
+            return Err(Error::invalid(
+                "clip_value",
+                c,
+                "must be >= 0 (+inf allowed)",
+            ));
+        }
+        Op::Sync(a) if !(0.0..=1.0).contains(&a) => {
+            return Err(Error::invalid("alpha", a, "must be in [0, 1]"));
+        }
+        Op::Sync(_) if y.len() != x.len() => {
+            return Err(Error::LengthMismatch {
+                what: "slow weights".to_string(),
+                expected: x.len(),
+                got: y.len(),
+            });
+        }
+        _ => {}
+    }
+    (tier.kernels().elementwise)(op, x, y);
+    Ok(())
+}

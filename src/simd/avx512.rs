@@ -1,0 +1,123 @@
+//! The AVX-512 tier: `core::arch` intrinsics on 512-bit registers, sixteen f32 lanes.
+//!
+//! Only AVX-512F is needed (packed add/sub/mul/div/sqrt/compare-select, the f32 -> f64
+//! conversion). The kernels' heads and tails run on the scalar tier, as on every vector tier.
+//! No FMA is ever used: LLVM counts FMA as part of AVX-512F, but Rust never contracts a
+//! multiplication and an addition into one, so `a*b + c` still rounds twice, as on the other
+//! tiers (and `tests/tiers.rs` checks every bit).
+//!
+//! The vector type [`Avx512`] is private to this module and only ever used inside the
+//! `#[target_feature(enable = "avx512f")]` functions that `table!` stamps out, which are
+//! reachable only through the table [`table`] returns after run-time detection. That is the
+//! argument behind every `unsafe` block here.
+
+use std::arch::x86_64::*;
+
+use super::{Kernels, Tier, Vf32, SUMSQ_LANES};
+
+#[derive(Clone, Copy)]
+struct Avx512(__m512);
+
+impl Vf32 for Avx512 {
+    const LANES: usize = 16;
+    type Acc = [__m512d; 2];
+
+    #[inline(always)]
+    fn splat(x: f32) -> Self {
+        // SAFETY: `Avx512` values only exist inside the `#[target_feature(enable = "avx512f")]`
+        // kernels of this module's table, which run only after AVX-512F was detected.
+        Avx512(unsafe { _mm512_set1_ps(x) })
+    }
+    #[inline(always)]
+    fn load(s: &[f32]) -> Self {
+        let s = &s[..16];
+        // SAFETY: `s` has exactly 16 readable f32 (the slice above is bounds-checked);
+        // `loadu` has no alignment requirement; AVX-512F was detected (see `splat`).
+        Avx512(unsafe { _mm512_loadu_ps(s.as_ptr()) })
+    }
+    #[inline(always)]
+    fn store(self, s: &mut [f32]) {
+        let s = &mut s[..16];
+        // SAFETY: `s` has exactly 16 writable f32 (bounds-checked slice), `storeu` has no
+        // alignment requirement; AVX-512F was detected (see `splat`).
+        unsafe { _mm512_storeu_ps(s.as_mut_ptr(), self.0) }
+    }
+    #[inline(always)]
+    fn add(self, o: Self) -> Self {
+        // SAFETY: AVX-512F was detected (see `splat`).
+        Avx512(unsafe { _mm512_add_ps(self.0, o.0) })
+    }
+    #[inline(always)]
+    fn sub(self, o: Self) -> Self {
+        // SAFETY: AVX-512F was detected (see `splat`).
+        Avx512(unsafe { _mm512_sub_ps(self.0, o.0) })
+    }
+    #[inline(always)]
+    fn mul(self, o: Self) -> Self {
+        // SAFETY: AVX-512F was detected (see `splat`).
+        Avx512(unsafe { _mm512_mul_ps(self.0, o.0) })
+    }
+    #[inline(always)]
+    fn div(self, o: Self) -> Self {
+        // SAFETY: AVX-512F was detected (see `splat`).
+        Avx512(unsafe { _mm512_div_ps(self.0, o.0) })
+    }
+    #[inline(always)]
+    fn sqrt(self) -> Self {
+        // SAFETY: AVX-512F was detected (see `splat`).
+        Avx512(unsafe { _mm512_sqrt_ps(self.0) })
+    }
+    #[inline(always)]
+    fn max(self, o: Self) -> Self {
+        // `vmaxps a, b` returns `a > b ? a : b` (the second operand when either is NaN),
+        // exactly the contract of `Vf32::max`.
+        // SAFETY: AVX-512F was detected (see `splat`).
+        Avx512(unsafe { _mm512_max_ps(self.0, o.0) })
+    }
+    #[inline(always)]
+    fn min(self, o: Self) -> Self {
+        // `vminps a, b` returns `a < b ? a : b`, exactly the contract of `Vf32::min`.
+        // SAFETY: AVX-512F was detected (see `splat`).
+        Avx512(unsafe { _mm512_min_ps(self.0, o.0) })
+    }
+
+    #[inline(always)]
+    fn acc_zero() -> Self::Acc {
+        // SAFETY: AVX-512F was detected (see `splat`).
+        unsafe { [_mm512_setzero_pd(); 2] }
+    }
+    #[inline(always)]
+    fn acc_add_squares(acc: Self::Acc, x: &[f32]) -> Self::Acc {
+        let x = &x[..SUMSQ_LANES];
+        // SAFETY: `x` has exactly 16 readable f32 (bounds-checked slice), so the two 8-lane
+        // unaligned loads at offsets 0 and 8 stay inside it; AVX-512F was detected (see
+        // `splat`), and it includes the AVX load.
+        unsafe {
+            let p = x.as_ptr();
+            let mut out = acc;
+            for (k, a) in out.iter_mut().enumerate() {
+                let d = _mm512_cvtps_pd(_mm256_loadu_ps(p.add(8 * k)));
+                *a = _mm512_add_pd(*a, _mm512_mul_pd(d, d));
+            }
+            out
+        }
+    }
+    #[inline(always)]
+    fn acc_lanes(acc: Self::Acc) -> [f64; SUMSQ_LANES] {
+        let mut out = [0.0; SUMSQ_LANES];
+        for (k, a) in acc.iter().enumerate() {
+            // SAFETY: `out[8k..8k+8]` is 8 writable f64 (bounds-checked slice); AVX-512F was
+            // detected (see `splat`).
+            unsafe { _mm512_storeu_pd(out[8 * k..8 * k + 8].as_mut_ptr(), *a) }
+        }
+        out
+    }
+}
+
+super::table::table!(Tier::Avx512, Avx512, "avx512f");
+
+/// The AVX-512 tier's kernels, if this CPU has AVX-512F (detected here: a cached load in `std`;
+/// the dispatch calls it once per process).
+pub(super) fn table() -> Option<&'static Kernels> {
+    std::arch::is_x86_feature_detected!("avx512f").then_some(&TABLE)
+}

@@ -1,0 +1,60 @@
+//! The table of kernel functions one tier exports: every kernel of `crate::kernels`
+//! instantiated for the tier's vector type. Callers get a table from `Tier::kernels` and call
+//! through it; nothing above this layer knows which instruction sets exist.
+
+use super::Tier;
+use crate::kernels::{Buffers, Op, Plan};
+
+/// One tier's kernels. Adding a kernel: write it generic over `Vf32` in `crate::kernels`, add
+/// its field here and its line to each tier's table (`table!` below and the scalar and portable
+/// tables).
+#[derive(Debug)]
+pub(crate) struct Kernels {
+    /// The tier whose code this is.
+    pub tier: Tier,
+    /// The fused update of one buffer (`crate::kernels::fused`); lengths already checked.
+    pub fused: fn(&Plan, Buffers<'_>),
+    /// Block partial sums of squares (`crate::kernels::sumsq_partials`).
+    pub sumsq_partials: fn(&[f32], &mut [f64]),
+    /// A standalone elementwise operation (`crate::kernels::elementwise`).
+    pub elementwise: fn(Op, &mut [f32], &mut [f32]),
+}
+
+/// `table!(TIER, V, "features")` defines, in a tier module, `static TABLE: Kernels` of every
+/// kernel instantiated for vector type `V` inside `#[target_feature(enable = "features")]`
+/// functions. The table's entries are safe functions that enter those without a check, so the
+/// module must hand `TABLE` out only after detecting the features (its `table()` does).
+macro_rules! table {
+    ($tier:expr, $v:ty, $features:literal) => {
+        mod instances {
+            use super::*;
+            use crate::kernels::{self, Buffers, Op, Plan};
+
+            #[target_feature(enable = $features)]
+            fn fused(plan: &Plan, b: Buffers<'_>) {
+                kernels::fused::<$v>(plan, b)
+            }
+            #[target_feature(enable = $features)]
+            fn sumsq_partials(x: &[f32], partials: &mut [f64]) {
+                kernels::sumsq_partials::<$v>(x, partials)
+            }
+            #[target_feature(enable = $features)]
+            fn elementwise(op: Op, x: &mut [f32], y: &mut [f32]) {
+                kernels::elementwise::<$v>(op, x, y)
+            }
+
+            pub(super) static TABLE: $crate::simd::Kernels = $crate::simd::Kernels {
+                tier: $tier,
+                // SAFETY: runs only through `TABLE`, which the tier module's `table()` returns
+                // only after detecting `$features` on this CPU.
+                fused: |plan, b| unsafe { fused(plan, b) },
+                // SAFETY: as for `fused`.
+                sumsq_partials: |x, partials| unsafe { sumsq_partials(x, partials) },
+                // SAFETY: as for `fused`.
+                elementwise: |op, x, y| unsafe { elementwise(op, x, y) },
+            };
+        }
+        use instances::TABLE;
+    };
+}
+pub(super) use table;

@@ -1,0 +1,38 @@
+//! The vector abstraction every kernel is written over. Every operation is exactly rounded
+//! IEEE-754 (add, sub, mul, div, sqrt, compare-select): no FMA, no approximate reciprocal or
+//! rsqrt. The same sequence of operations therefore gives the same bits on every tier.
+
+/// Lanes of the f64 accumulator used by the sum of squares, on every tier (the fixed lane
+/// layout of the determinism contract: element `i` of a block goes to lane `i % 16`).
+pub(crate) const SUMSQ_LANES: usize = 16;
+
+/// A vector of f32 lanes. `f32` itself implements it with one lane (the scalar tier).
+///
+/// `max` and `min` are defined as compare-and-select, `max(a, b) = if a > b { a } else { b }`
+/// and `min(a, b) = if a < b { a } else { b }`, which is what `maxps` / `minps` do: when either
+/// input is NaN the result is `b`. Kernels put the value that may be NaN second, so NaN passes
+/// through a clamp unchanged on every tier.
+pub(crate) trait Vf32: Copy {
+    /// Number of f32 lanes.
+    const LANES: usize;
+    /// f64 accumulator of [`SUMSQ_LANES`] lanes.
+    type Acc: Copy;
+
+    fn splat(x: f32) -> Self;
+    /// Loads `LANES` values from the start of `s` (panics if `s` is shorter).
+    fn load(s: &[f32]) -> Self;
+    /// Stores `LANES` values to the start of `s` (panics if `s` is shorter).
+    fn store(self, s: &mut [f32]);
+    fn add(self, o: Self) -> Self;
+    fn sub(self, o: Self) -> Self;
+    fn mul(self, o: Self) -> Self;
+    fn div(self, o: Self) -> Self;
+    fn sqrt(self) -> Self;
+    fn max(self, o: Self) -> Self;
+    fn min(self, o: Self) -> Self;
+
+    fn acc_zero() -> Self::Acc;
+    /// Adds `(x[j] as f64)^2` to lane `j`, for `j` in `0..16` (panics if `x` is shorter).
+    fn acc_add_squares(acc: Self::Acc, x: &[f32]) -> Self::Acc;
+    fn acc_lanes(acc: Self::Acc) -> [f64; SUMSQ_LANES];
+}
