@@ -9,10 +9,11 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::path::Path;
 
-use crate::config::{Base, Config, NonFinitePolicy, ScheduleMode};
+use crate::catalog::{self, Sink};
+use crate::config::{Config, NonFinitePolicy, ScheduleMode};
 use crate::engine::Optimizer;
 use crate::error::Error;
-use crate::schedule::{Anneal, CyclicMode, PlateauMode, Schedule, ScheduleState, ThresholdMode};
+use crate::schedule::ScheduleState;
 
 /// First 8 bytes of every checkpoint.
 pub const MAGIC: [u8; 8] = *b"FLATOPTC";
@@ -37,6 +38,13 @@ impl Enc {
         self.buf.extend_from_slice(bytes);
         self.fields.push((name, start, self.buf.len()));
     }
+    fn opt_f64(&mut self, name: &'static str, x: Option<f64>) {
+        // NaN never validates as a threshold, so it can stand for "none".
+        self.f64(name, x.unwrap_or(f64::NAN));
+    }
+}
+
+impl Sink for Enc {
     fn u32(&mut self, name: &'static str, x: u32) {
         self.named(name, &x.to_le_bytes());
     }
@@ -46,17 +54,13 @@ impl Enc {
     fn f64(&mut self, name: &'static str, x: f64) {
         self.named(name, &x.to_le_bytes());
     }
-    fn opt_f64(&mut self, name: &'static str, x: Option<f64>) {
-        // NaN never validates as a threshold, so it can stand for "none".
-        self.f64(name, x.unwrap_or(f64::NAN));
-    }
-    fn list_u64(&mut self, name: &'static str, xs: &[u64]) {
+    fn u64s(&mut self, name: &'static str, xs: &[u64]) {
         let mut bytes = (xs.len() as u64).to_le_bytes().to_vec();
         xs.iter()
             .for_each(|x| bytes.extend_from_slice(&x.to_le_bytes()));
         self.named(name, &bytes);
     }
-    fn list_f64(&mut self, name: &'static str, xs: &[f64]) {
+    fn f64s(&mut self, name: &'static str, xs: &[f64]) {
         let mut bytes = (xs.len() as u64).to_le_bytes().to_vec();
         xs.iter()
             .for_each(|x| bytes.extend_from_slice(&x.to_le_bytes()));
@@ -67,49 +71,10 @@ impl Enc {
 /// Encodes everything in a configuration that changes results.
 fn encode_config(cfg: &Config) -> Enc {
     let mut e = Enc::default();
-    match cfg.base {
-        Base::Sgd {
-            momentum,
-            dampening,
-            nesterov,
-        } => {
-            e.u32("base", 0);
-            e.f64("momentum", momentum);
-            e.f64("dampening", dampening);
-            e.u32("nesterov", nesterov as u32);
-        }
-        Base::Adam {
-            b1,
-            b2,
-            eps,
-            amsgrad,
-        } => {
-            e.u32("base", 1);
-            e.f64("b1", b1);
-            e.f64("b2", b2);
-            e.f64("eps", eps);
-            e.u32("amsgrad", amsgrad as u32);
-        }
-        Base::AdamW {
-            b1,
-            b2,
-            eps,
-            weight_decay,
-        } => {
-            e.u32("base", 2);
-            e.f64("b1", b1);
-            e.f64("b2", b2);
-            e.f64("eps", eps);
-            e.f64("decoupled weight_decay", weight_decay);
-        }
-        Base::RAdam { b1, b2, eps } => {
-            e.u32("base", 3);
-            e.f64("b1", b1);
-            e.f64("b2", b2);
-            e.f64("eps", eps);
-        }
-    }
-    encode_schedule(&mut e, &cfg.lr);
+    // The base rule and the schedule in their catalogs' encoding (kind, then each field in
+    // declaration order).
+    catalog::encode(&mut e, "base", cfg.base.spec(), &cfg.base.values());
+    catalog::encode(&mut e, "schedule", cfg.lr.spec(), &cfg.lr.values());
     e.u32(
         "schedule_mode",
         match cfg.schedule_mode {
@@ -137,201 +102,6 @@ fn encode_config(cfg: &Config) -> Enc {
         },
     );
     e
-}
-
-fn encode_schedule(e: &mut Enc, s: &Schedule) {
-    match s {
-        Schedule::Fixed { lr } => {
-            e.u32("schedule", 0);
-            e.f64("lr", *lr);
-        }
-        Schedule::Constant {
-            base,
-            factor,
-            total_iters,
-        } => {
-            e.u32("schedule", 1);
-            e.f64("schedule.base", *base);
-            e.f64("schedule.factor", *factor);
-            e.u64("schedule.total_iters", *total_iters);
-        }
-        Schedule::Linear {
-            base,
-            start_factor,
-            end_factor,
-            total_iters,
-        } => {
-            e.u32("schedule", 2);
-            e.f64("schedule.base", *base);
-            e.f64("schedule.start_factor", *start_factor);
-            e.f64("schedule.end_factor", *end_factor);
-            e.u64("schedule.total_iters", *total_iters);
-        }
-        Schedule::Step {
-            base,
-            step_size,
-            gamma,
-        } => {
-            e.u32("schedule", 3);
-            e.f64("schedule.base", *base);
-            e.u64("schedule.step_size", *step_size);
-            e.f64("schedule.gamma", *gamma);
-        }
-        Schedule::MultiStep {
-            base,
-            milestones,
-            gamma,
-        } => {
-            e.u32("schedule", 4);
-            e.f64("schedule.base", *base);
-            e.list_u64("schedule.milestones", milestones);
-            e.f64("schedule.gamma", *gamma);
-        }
-        Schedule::Exponential { base, gamma } => {
-            e.u32("schedule", 5);
-            e.f64("schedule.base", *base);
-            e.f64("schedule.gamma", *gamma);
-        }
-        Schedule::ExponentialDecay {
-            base,
-            decay_steps,
-            decay_rate,
-            transition_begin,
-            staircase,
-            end_value,
-        } => {
-            e.u32("schedule", 6);
-            e.f64("schedule.base", *base);
-            e.u64("schedule.decay_steps", *decay_steps);
-            e.f64("schedule.decay_rate", *decay_rate);
-            e.u64("schedule.transition_begin", *transition_begin);
-            e.u32("schedule.staircase", *staircase as u32);
-            e.opt_f64("schedule.end_value", *end_value);
-        }
-        Schedule::CosineAnnealing {
-            base,
-            t_max,
-            eta_min,
-        } => {
-            e.u32("schedule", 7);
-            e.f64("schedule.base", *base);
-            e.u64("schedule.t_max", *t_max);
-            e.f64("schedule.eta_min", *eta_min);
-        }
-        Schedule::CosineAnnealingWarmRestarts {
-            base,
-            t_0,
-            t_mult,
-            eta_min,
-        } => {
-            e.u32("schedule", 8);
-            e.f64("schedule.base", *base);
-            e.u64("schedule.t_0", *t_0);
-            e.u64("schedule.t_mult", *t_mult);
-            e.f64("schedule.eta_min", *eta_min);
-        }
-        Schedule::Polynomial {
-            base,
-            total_iters,
-            power,
-        } => {
-            e.u32("schedule", 9);
-            e.f64("schedule.base", *base);
-            e.u64("schedule.total_iters", *total_iters);
-            e.f64("schedule.power", *power);
-        }
-        Schedule::Warmup {
-            base,
-            warmup_steps,
-            start_lr,
-        } => {
-            e.u32("schedule", 10);
-            e.f64("schedule.base", *base);
-            e.u64("schedule.warmup_steps", *warmup_steps);
-            e.f64("schedule.start_lr", *start_lr);
-        }
-        Schedule::WarmupCosine {
-            base,
-            warmup_steps,
-            total_steps,
-            start_lr,
-            eta_min,
-        } => {
-            e.u32("schedule", 11);
-            e.f64("schedule.base", *base);
-            e.u64("schedule.warmup_steps", *warmup_steps);
-            e.u64("schedule.total_steps", *total_steps);
-            e.f64("schedule.start_lr", *start_lr);
-            e.f64("schedule.eta_min", *eta_min);
-        }
-        Schedule::OneCycle {
-            max_lr,
-            total_steps,
-            pct_start,
-            div_factor,
-            final_div_factor,
-            anneal,
-        } => {
-            e.u32("schedule", 12);
-            e.f64("schedule.max_lr", *max_lr);
-            e.u64("schedule.total_steps", *total_steps);
-            e.f64("schedule.pct_start", *pct_start);
-            e.f64("schedule.div_factor", *div_factor);
-            e.f64("schedule.final_div_factor", *final_div_factor);
-            e.u32("schedule.anneal", (*anneal == Anneal::Linear) as u32);
-        }
-        Schedule::Cyclic {
-            base,
-            max_lr,
-            step_size_up,
-            step_size_down,
-            mode,
-            gamma,
-        } => {
-            e.u32("schedule", 13);
-            e.f64("schedule.base", *base);
-            e.f64("schedule.max_lr", *max_lr);
-            e.u64("schedule.step_size_up", *step_size_up);
-            e.u64("schedule.step_size_down", *step_size_down);
-            e.u32(
-                "schedule.mode",
-                match mode {
-                    CyclicMode::Triangular => 0,
-                    CyclicMode::Triangular2 => 1,
-                    CyclicMode::ExpRange => 2,
-                },
-            );
-            e.f64("schedule.gamma", *gamma);
-        }
-        Schedule::PiecewiseConstant { boundaries, values } => {
-            e.u32("schedule", 14);
-            e.list_u64("schedule.boundaries", boundaries);
-            e.list_f64("schedule.values", values);
-        }
-        Schedule::ReduceOnPlateau {
-            base,
-            mode,
-            factor,
-            patience,
-            threshold,
-            threshold_mode,
-            cooldown,
-            min_lr,
-        } => {
-            e.u32("schedule", 15);
-            e.f64("schedule.base", *base);
-            e.u32("schedule.mode", (*mode == PlateauMode::Max) as u32);
-            e.f64("schedule.factor", *factor);
-            e.u64("schedule.patience", *patience);
-            e.f64("schedule.threshold", *threshold);
-            e.u32(
-                "schedule.threshold_mode",
-                (*threshold_mode == ThresholdMode::Abs) as u32,
-            );
-            e.u64("schedule.cooldown", *cooldown);
-            e.f64("schedule.min_lr", *min_lr);
-        }
-    }
 }
 
 /// Bits of the per-buffer `present` word.
@@ -548,7 +318,7 @@ impl Optimizer {
             num_bad_epochs: r.u64("schedule num_bad_epochs")?,
             cooldown_counter: r.u64("schedule cooldown_counter")?,
         };
-        check_schedule_state(&self.config().lr, &sched)?;
+        sched.check(&self.config().lr).map_err(corrupt)?;
         let n = r.len("buffer count", 16)?;
         let lens = self.buffer_lens();
         if n != lens.len() {
@@ -648,27 +418,6 @@ impl Optimizer {
             fs::read(path).map_err(|e| Error::Io(format!("reading {}: {e}", path.display())))?;
         self.load(&bytes)
     }
-}
-
-/// Rejects schedule states that the schedule could never reach (a crafted checkpoint with a
-/// valid checksum must not produce a NaN learning rate or a division by zero).
-fn check_schedule_state(s: &Schedule, st: &ScheduleState) -> Result<(), Error> {
-    if let Schedule::CosineAnnealingWarmRestarts { .. } = s {
-        if st.t_i == 0 || st.t_cur >= st.t_i {
-            return Err(corrupt(format!(
-                "warm-restart state t_cur = {}, t_i = {} is impossible",
-                st.t_cur, st.t_i
-            )));
-        }
-    }
-    if let Schedule::ReduceOnPlateau { .. } = s {
-        if !(st.plateau_lr.is_finite() && st.plateau_lr >= 0.0) || st.best.is_nan() {
-            return Err(corrupt(
-                "plateau state holds a non-finite learning rate or best",
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// Write-to-temporary, fsync, rename, fsync-directory.

@@ -637,6 +637,7 @@ impl Optimizer {
             rule: Rule::for_step(&self.cfg.base, number, lr),
             sync_alpha,
         };
+        crate::config::check_step(lr, &plan.rule)?;
         Ok(Ok(Step {
             plan,
             tier: self.tier,

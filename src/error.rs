@@ -98,39 +98,3 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
-
-/// Checks that `x` is finite and `>= 0`.
-pub(crate) fn non_negative(name: &'static str, x: f64) -> Result<(), Error> {
-    if x.is_finite() && x >= 0.0 {
-        Ok(())
-    } else {
-        Err(Error::invalid(name, x, "must be finite and >= 0"))
-    }
-}
-
-/// Checks that `x` is finite and `> 0`.
-pub(crate) fn positive(name: &'static str, x: f64) -> Result<(), Error> {
-    if x.is_finite() && x > 0.0 {
-        Ok(())
-    } else {
-        Err(Error::invalid(name, x, "must be finite and > 0"))
-    }
-}
-
-/// Checks that `x` lies in `[0, 1)` (a moment decay rate).
-pub(crate) fn unit_open(name: &'static str, x: f64) -> Result<(), Error> {
-    if (0.0..1.0).contains(&x) {
-        Ok(())
-    } else {
-        Err(Error::invalid(name, x, "must be in [0, 1)"))
-    }
-}
-
-/// Checks that `x` lies in `[0, 1]`.
-pub(crate) fn unit_closed(name: &'static str, x: f64) -> Result<(), Error> {
-    if (0.0..=1.0).contains(&x) {
-        Ok(())
-    } else {
-        Err(Error::invalid(name, x, "must be in [0, 1]"))
-    }
-}

@@ -19,6 +19,7 @@
 //! assert!(w[0] < 1.0);
 //! ```
 
+pub mod catalog;
 pub mod checkpoint;
 pub mod config;
 pub mod engine;

@@ -942,9 +942,15 @@ fn invalid_cases() -> Vec<(Schedule, &'static str)> {
             "final_div_factor",
         ),
         (
-            one_cycle(1e300, 100, 0.3, 1e-5, 1e-5, Anneal::Cos),
+            one_cycle(3e38, 100, 0.3, 1.0, 1e-300, Anneal::Cos),
             "final_div_factor",
         ),
+        (
+            one_cycle(3e38, 100, 0.3, 1e-300, 1.0, Anneal::Cos),
+            "div_factor",
+        ),
+        // A learning rate past the f32 range is refused when configured.
+        (one_cycle(1e300, 100, 0.3, 25.0, 1e4, Anneal::Cos), "max_lr"),
         (
             cyclic(-0.001, 0.006, 4, 4, CyclicMode::Triangular, 1.0),
             "base",

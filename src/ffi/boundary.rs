@@ -46,7 +46,9 @@ pub enum flatopt_status {
 
 use flatopt_status::*;
 
-fn status_of(e: &Error) -> flatopt_status {
+/// The status the C ABI returns for an error (public so that the fuzz harness and the tests
+/// use this mapping instead of a copy).
+pub fn status_of(e: &Error) -> flatopt_status {
     match e {
         Error::InvalidArgument { .. } => FLATOPT_ERR_INVALID_ARGUMENT,
         Error::LengthMismatch { .. } => FLATOPT_ERR_LENGTH_MISMATCH,

@@ -42,6 +42,10 @@ mod checkpoint;
 
 mod ptr;
 
+/// The C side of the catalogs (public for the fuzz harness, which builds C structs from Rust
+/// configurations with it).
+pub mod catalog;
+
 pub use boundary::*;
 pub use checkpoint::*;
 pub use handle::flatopt_optimizer;

@@ -3,6 +3,7 @@
 
 use std::ffi::{c_double, c_float};
 
+use crate::catalog::{check_f64, Domain};
 use crate::error::Error;
 use crate::kernels::{self, Buffers, Op, Plan, Rule};
 use crate::simd;
@@ -91,27 +92,32 @@ unsafe fn stateless_plan(
             "must be >= 1 (1-based step number)",
         ));
     }
-    crate::error::non_negative("lr", a.lr)?;
-    if !(a.clip_scale.is_finite() && a.clip_scale > 0.0 && a.clip_scale <= 1.0) {
+    // Every value the kernels use in f32 is checked after its rounding too.
+    check_f64("lr", a.lr, Domain::NonNeg, true)?;
+    let scale32 = a.clip_scale as f32;
+    if !(a.clip_scale.is_finite() && a.clip_scale > 0.0 && a.clip_scale <= 1.0 && scale32 > 0.0) {
         return Err(Error::invalid(
             "clip_scale",
             a.clip_scale,
-            "must be in (0, 1]",
+            "must be in (0, 1], and > 0 after rounding to f32",
         ));
     }
-    crate::error::non_negative("clip_value", a.clip_value)?;
-    crate::error::non_negative("weight_decay", a.weight_decay)?;
+    check_f64("clip_value", a.clip_value, Domain::NonNeg, true)?;
+    check_f64("weight_decay", a.weight_decay, Domain::NonNeg, true)?;
     let sync = flag("sync", a.sync)?;
     if sync {
-        crate::error::unit_closed("alpha", a.alpha)?;
+        check_f64("alpha", a.alpha, Domain::UnitClosed, true)?;
     }
-    Ok(Plan {
+    let plan = Plan {
         clip_scale: (a.clip_scale != 1.0).then_some(a.clip_scale as f32),
         clip_value: (a.clip_value != 0.0).then_some(a.clip_value as f32),
         weight_decay: (a.weight_decay != 0.0).then_some(a.weight_decay as f32),
         rule: Rule::for_step(&base, a.step, a.lr),
         sync_alpha: sync.then_some(a.alpha as f32),
-    })
+    };
+    // The per-step scalars (step size, decay factor) must be finite as f32.
+    crate::config::check_step(a.lr, &plan.rule)?;
+    Ok(plan)
 }
 
 /// Runs a stateless update: checks every buffer (NULL where required, alignment, pairwise
@@ -381,7 +387,7 @@ pub unsafe extern "C" fn flatopt_clip_scale(
     out: *mut c_double,
 ) -> flatopt_status {
     guard(|| {
-        crate::error::positive("max_norm", max_norm)?;
+        check_f64("max_norm", max_norm, Domain::Positive, false)?;
         if !sum_squares.is_finite() || sum_squares < 0.0 {
             return Err(Error::invalid(
                 "sum_squares",

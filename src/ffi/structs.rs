@@ -4,16 +4,14 @@
 
 use std::ffi::c_double;
 
-use crate::config::{Base, Config, Lookahead, NonFinitePolicy, ScheduleMode};
+use crate::config::{base_specs, Base, Config, Lookahead, NonFinitePolicy, ScheduleMode};
 use crate::error::Error;
-use crate::schedule::{Anneal, CyclicMode, PlateauMode, Schedule, ThresholdMode};
+use crate::schedule::{self, Schedule};
 use crate::simd::Tier;
 
 use super::boundary::{flatopt_status, flatopt_status::*, guard};
-use super::ptr::{copy_list, read_versioned, write_out};
-
-/// The longest milestone or value list a schedule accepts.
-const MAX_LIST: usize = 1 << 24;
+use super::catalog;
+use super::ptr::{read_versioned, write_out};
 
 pub(crate) fn flag(name: &'static str, x: u32) -> Result<bool, Error> {
     match x {
@@ -64,8 +62,10 @@ pub struct flatopt_base_params {
     pub decoupled_weight_decay: c_double,
 }
 
+/// The defaults of `kind` (a kind of the base-rule catalog): the catalog's defaults in the
+/// fields the kind uses, fixed values in the others.
 pub(crate) fn base_defaults(kind: u32) -> flatopt_base_params {
-    flatopt_base_params {
+    let mut p = flatopt_base_params {
         struct_size: std::mem::size_of::<flatopt_base_params>() as u32,
         kind,
         momentum: 0.0,
@@ -75,48 +75,23 @@ pub(crate) fn base_defaults(kind: u32) -> flatopt_base_params {
         b1: 0.9,
         b2: 0.999,
         eps: 1e-8,
-        decoupled_weight_decay: if kind == flatopt_base_kind::FLATOPT_ADAMW as u32 {
-            1e-2
-        } else {
-            0.0
-        },
+        decoupled_weight_decay: 0.0,
+    };
+    if let Some(spec) = base_specs().iter().find(|s| s.kind == kind) {
+        catalog::set_defaults(&mut p, spec);
     }
+    p
 }
 
 impl flatopt_base_params {
-    pub(crate) fn to_base(self) -> Result<Base, Error> {
-        let base = match self.kind {
-            0 => Base::Sgd {
-                momentum: self.momentum,
-                dampening: self.dampening,
-                nesterov: flag("nesterov", self.nesterov)?,
-            },
-            1 => Base::Adam {
-                b1: self.b1,
-                b2: self.b2,
-                eps: self.eps,
-                amsgrad: flag("amsgrad", self.amsgrad)?,
-            },
-            2 => Base::AdamW {
-                b1: self.b1,
-                b2: self.b2,
-                eps: self.eps,
-                weight_decay: self.decoupled_weight_decay,
-            },
-            3 => Base::RAdam {
-                b1: self.b1,
-                b2: self.b2,
-                eps: self.eps,
-            },
-            k => {
-                return Err(Error::invalid(
-                    "kind",
-                    k,
-                    "must be FLATOPT_SGD, FLATOPT_ADAM, FLATOPT_ADAMW or FLATOPT_RADAM",
-                ))
-            }
-        };
-        base.validate()?;
+    /// The validated base rule (the catalog entry of `kind`, its fields read from theirs).
+    pub(crate) fn to_base(mut self) -> Result<Base, Error> {
+        let spec =
+            catalog::kind_spec(base_specs(), self.kind, "must be a flatopt_base_kind value")?;
+        // SAFETY: base rules have no list fields.
+        let values = unsafe { catalog::read(&mut self, spec)? };
+        let base = Base::from_values(spec.kind, values).expect("values read by the catalog");
+        base.validate().map_err(|e| catalog::relabel(e, spec))?;
         Ok(base)
     }
 }
@@ -128,13 +103,7 @@ pub unsafe extern "C" fn flatopt_base_params_init(
     kind: u32,
 ) -> flatopt_status {
     guard(|| {
-        if kind > 3 {
-            return Err(Error::invalid(
-                "kind",
-                kind,
-                "must be a flatopt_base_kind value",
-            ));
-        }
+        catalog::kind_spec(base_specs(), kind, "must be a flatopt_base_kind value")?;
         // SAFETY: `params` is NULL (rejected) or valid for writes (C contract).
         unsafe { write_out("params", params, base_defaults(kind))? };
         Ok(FLATOPT_OK)
@@ -258,20 +227,16 @@ pub struct flatopt_schedule {
     pub n_values: usize,
 }
 
+/// The defaults of `kind` (a kind of the schedule catalog): the catalog's defaults in the
+/// fields the kind uses, fixed values in the others.
 pub(crate) fn schedule_defaults(kind: u32) -> flatopt_schedule {
-    flatopt_schedule {
+    let mut s = flatopt_schedule {
         struct_size: std::mem::size_of::<flatopt_schedule>() as u32,
         kind,
         base_lr: 1e-3,
         max_lr: 1e-2,
-        // Exponential decays by 0.95 per step; Cyclic's exp_range keeps the range (1.0);
-        // Step / MultiStep divide by 10.
-        gamma: match kind {
-            5 => 0.95,
-            13 => 1.0,
-            _ => 0.1,
-        },
-        factor: if kind == 15 { 0.1 } else { 1.0 / 3.0 },
+        gamma: 0.1,
+        factor: 1.0 / 3.0,
         start_factor: 1.0 / 3.0,
         end_factor: 1.0,
         eta_min: 0.0,
@@ -284,11 +249,9 @@ pub(crate) fn schedule_defaults(kind: u32) -> flatopt_schedule {
         final_div_factor: 1e4,
         threshold: 1e-4,
         min_lr: 0.0,
-        // PyTorch's total_iters = 5 for Constant, Linear and Polynomial.
-        period: if kind <= 2 || kind == 9 { 5 } else { 100 },
+        period: 100,
         t_mult: 1,
-        // Warmup and WarmupCosine: 5 warmup steps; ExponentialDecay: transition_begin 0.
-        warmup: if kind == 10 || kind == 11 { 5 } else { 0 },
+        warmup: 0,
         step_size_up: 2000,
         step_size_down: 0,
         patience: 10,
@@ -302,7 +265,11 @@ pub(crate) fn schedule_defaults(kind: u32) -> flatopt_schedule {
         n_milestones: 0,
         values: std::ptr::null(),
         n_values: 0,
+    };
+    if let Some(spec) = schedule::specs().iter().find(|s| s.kind == kind) {
+        catalog::set_defaults(&mut s, spec);
     }
+    s
 }
 
 /// Fills `schedule` with the defaults of `kind` (a `flatopt_schedule_kind`) and sets
@@ -313,13 +280,11 @@ pub unsafe extern "C" fn flatopt_schedule_init(
     kind: u32,
 ) -> flatopt_status {
     guard(|| {
-        if kind > 15 {
-            return Err(Error::invalid(
-                "kind",
-                kind,
-                "must be a flatopt_schedule_kind value",
-            ));
-        }
+        catalog::kind_spec(
+            schedule::specs(),
+            kind,
+            "must be a flatopt_schedule_kind value",
+        )?;
         // SAFETY: NULL (rejected) or valid for writes (C contract).
         unsafe { write_out("schedule", schedule, schedule_defaults(kind))? };
         Ok(FLATOPT_OK)
@@ -329,176 +294,17 @@ pub unsafe extern "C" fn flatopt_schedule_init(
 impl flatopt_schedule {
     /// # Safety
     /// `milestones` / `values` point to `n_milestones` / `n_values` readable elements.
-    unsafe fn to_schedule(self) -> Result<Schedule, Error> {
-        let base = self.base_lr;
-        let list = |name: &'static str, p: *const u64, n: usize| -> Result<Vec<u64>, Error> {
-            // SAFETY: NULL or `n` readable u64 (this function's contract).
-            unsafe { copy_list(name, p, n, MAX_LIST) }
-        };
-        let mode = |name: &'static str, x: u32, max: u32| -> Result<u32, Error> {
-            if x > max {
-                Err(Error::invalid(name, x, "unknown mode value"))
-            } else {
-                Ok(x)
-            }
-        };
-        let s = match self.kind {
-            0 => Schedule::Fixed { lr: base },
-            1 => Schedule::Constant {
-                base,
-                factor: self.factor,
-                total_iters: self.period,
-            },
-            2 => Schedule::Linear {
-                base,
-                start_factor: self.start_factor,
-                end_factor: self.end_factor,
-                total_iters: self.period,
-            },
-            3 => Schedule::Step {
-                base,
-                step_size: self.period,
-                gamma: self.gamma,
-            },
-            4 => Schedule::MultiStep {
-                base,
-                milestones: list("milestones", self.milestones, self.n_milestones)?,
-                gamma: self.gamma,
-            },
-            5 => Schedule::Exponential {
-                base,
-                gamma: self.gamma,
-            },
-            6 => Schedule::ExponentialDecay {
-                base,
-                decay_steps: self.period,
-                decay_rate: self.decay_rate,
-                transition_begin: self.warmup,
-                staircase: flag("staircase", self.staircase)?,
-                end_value: (!self.end_value.is_nan()).then_some(self.end_value),
-            },
-            7 => Schedule::CosineAnnealing {
-                base,
-                t_max: self.period,
-                eta_min: self.eta_min,
-            },
-            8 => Schedule::CosineAnnealingWarmRestarts {
-                base,
-                t_0: self.period,
-                t_mult: self.t_mult,
-                eta_min: self.eta_min,
-            },
-            9 => Schedule::Polynomial {
-                base,
-                total_iters: self.period,
-                power: self.power,
-            },
-            10 => Schedule::Warmup {
-                base,
-                warmup_steps: self.warmup,
-                start_lr: self.start_lr,
-            },
-            11 => Schedule::WarmupCosine {
-                base,
-                warmup_steps: self.warmup,
-                total_steps: self.period,
-                start_lr: self.start_lr,
-                eta_min: self.eta_min,
-            },
-            12 => Schedule::OneCycle {
-                max_lr: base,
-                total_steps: self.period,
-                pct_start: self.pct_start,
-                div_factor: self.div_factor,
-                final_div_factor: self.final_div_factor,
-                anneal: if flag("anneal_linear", self.anneal_linear)? {
-                    Anneal::Linear
-                } else {
-                    Anneal::Cos
-                },
-            },
-            13 => Schedule::Cyclic {
-                base,
-                max_lr: self.max_lr,
-                step_size_up: self.step_size_up,
-                step_size_down: if self.step_size_down == 0 {
-                    self.step_size_up
-                } else {
-                    self.step_size_down
-                },
-                mode: match mode("cyclic_mode", self.cyclic_mode, 2)? {
-                    0 => CyclicMode::Triangular,
-                    1 => CyclicMode::Triangular2,
-                    _ => CyclicMode::ExpRange,
-                },
-                gamma: self.gamma,
-            },
-            14 => {
-                let boundaries = list("milestones", self.milestones, self.n_milestones)?;
-                // SAFETY: NULL or `n_values` readable doubles (this function's contract).
-                let values = unsafe { copy_list("values", self.values, self.n_values, MAX_LIST)? };
-                Schedule::PiecewiseConstant { boundaries, values }
-            }
-            15 => Schedule::ReduceOnPlateau {
-                base,
-                mode: if mode("plateau_mode", self.plateau_mode, 1)? == 0 {
-                    PlateauMode::Min
-                } else {
-                    PlateauMode::Max
-                },
-                factor: self.factor,
-                patience: self.patience,
-                threshold: self.threshold,
-                threshold_mode: if mode("threshold_mode", self.threshold_mode, 1)? == 0 {
-                    ThresholdMode::Rel
-                } else {
-                    ThresholdMode::Abs
-                },
-                cooldown: self.cooldown,
-                min_lr: self.min_lr,
-            },
-            k => {
-                return Err(Error::invalid(
-                    "kind",
-                    k,
-                    "must be a flatopt_schedule_kind value",
-                ))
-            }
-        };
-        s.validate().map_err(|e| match e {
-            Error::InvalidArgument {
-                name,
-                value,
-                expected,
-            } => Error::InvalidArgument {
-                name: c_schedule_field(self.kind, name),
-                value,
-                expected,
-            },
-            other => other,
-        })?;
+    unsafe fn to_schedule(mut self) -> Result<Schedule, Error> {
+        let spec = catalog::kind_spec(
+            schedule::specs(),
+            self.kind,
+            "must be a flatopt_schedule_kind value",
+        )?;
+        // SAFETY: the list pointers hold their counts (caller contract).
+        let values = unsafe { catalog::read(&mut self, spec)? };
+        let s = Schedule::from_values(spec.kind, values).expect("values read by the catalog");
+        s.validate().map_err(|e| catalog::relabel(e, spec))?;
         Ok(s)
-    }
-}
-
-/// The `flatopt_schedule` field behind a `Schedule` parameter name, so that C messages name
-/// the field the caller set (the Rust name in parentheses where they differ).
-fn c_schedule_field(kind: u32, rust: &'static str) -> &'static str {
-    match (kind, rust) {
-        (0, "lr") | (_, "base") => "base_lr",
-        (12, "max_lr") => "base_lr (max_lr)",
-        (_, "total_iters") => "period (total_iters)",
-        (_, "step_size") => "period (step_size)",
-        (_, "t_max") => "period (t_max)",
-        (_, "t_0") => "period (t_0)",
-        (_, "total_steps") => "period (total_steps)",
-        (_, "decay_steps") => "period (decay_steps)",
-        (_, "warmup_steps") => "warmup (warmup_steps)",
-        (_, "transition_begin") => "warmup (transition_begin)",
-        (_, "boundaries") => "milestones (boundaries)",
-        (_, "mode") if kind == 13 => "cyclic_mode",
-        (_, "mode") => "plateau_mode",
-        (_, other) => other,
     }
 }
 

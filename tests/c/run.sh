@@ -100,6 +100,8 @@ stage "compile (C99, -Werror): test_api, test_golden, canary (shared) and test_a
     -L"$out/lib" -lflatopt -Wl,-rpath,"$out/lib" -lm -pthread
 "$CC" "${CFLAGS[@]}" tests/c/test_golden.c -o "$out/test_golden" \
     -L"$out/lib" -lflatopt -Wl,-rpath,"$out/lib" -lm -pthread
+"$CC" "${CFLAGS[@]}" tests/c/test_f32.c -o "$out/test_f32" \
+    -L"$out/lib" -lflatopt -Wl,-rpath,"$out/lib"
 "$CC" "${CFLAGS[@]}" tests/c/canary.c -o "$out/canary" \
     -L"$out/lib" -lflatopt -Wl,-rpath,"$out/lib"
 "$CC" "${CFLAGS[@]}" tests/c/test_api.c -o "$out/test_api_static" \
@@ -161,6 +163,7 @@ echo "static: $static_line"
 "$out/test_golden" "$golden_txt" 2>&1 | tee "$logs/test_golden.log" ||
     die "test_golden failed (log: $logs/test_golden.log)"
 golden_line="$(grep -E '^test_golden: [0-9]+ cases' "$logs/test_golden.log")"
+"$out/test_f32" 2>&1 | tee "$logs/test_f32.log" || die "test_f32 failed (log: $logs/test_f32.log)"
 done_stage "tests pass; every header function called"
 
 # ---------------------------------------------------------------------------------------------

@@ -48,6 +48,14 @@ echo "== $cxx: test_flatopt"
   -L"$out/lib" -lflatopt -Wl,-rpath,"$out/lib" \
   -o "$out/test_flatopt"
 
+echo "== $cxx: catalog_mirror (the C++ enums and names against the Rust catalogs)"
+"$cxx" "${flags[@]}" "${extra[@]}" \
+  -I"$root/include" -I"$root/bindings/cpp" \
+  "$root/bindings/cpp/test/catalog_mirror.cpp" \
+  -L"$out/lib" -lflatopt -Wl,-rpath,"$out/lib" \
+  -o "$out/catalog_mirror"
+"$out/catalog_mirror"
+
 if command -v clang++ >/dev/null 2>&1 && [[ "$cxx" != clang++* ]]; then
   echo "== clang++: test_flatopt (compile only)"
   clang++ "${flags[@]}" -I"$root/include" -I"$root/bindings/cpp" \

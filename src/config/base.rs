@@ -1,0 +1,234 @@
+//! The base-rule catalog: every base optimizer, once. Each entry gives its kind number
+//! (C `flatopt_base_kind`, checkpoints), its name, its hyperparameters (type, default, domain,
+//! `f32` where the kernels use the value in f32, the `flatopt_base_params` field that carries it
+//! in C), the state buffers it keeps, optional cross-field checks, and its per-step scalars:
+//! `rule(t, lr)` computes them in f64 for applied step `t` (1-based) at learning rate `lr` and
+//! rounds each to f32 once, giving the [`Rule`] the kernels run. The `Base` enum, its
+//! validation, C conversion and defaults, checkpoint encoding and the fuzz generator follow.
+//!
+//! Field declaration order is the checkpoint encoding order: append new fields at the end of
+//! an entry, new entries at the end of the table (with the next kind number). A new rule is
+//! one entry here plus its [`Rule`] variant and kernel loop in `crate::kernels`.
+
+use crate::error::Error;
+use crate::kernels::Rule;
+
+super::bases! {
+    /// SGD; `momentum = 0` is plain SGD. PyTorch's dampening; Nesterov needs momentum > 0 and
+    /// dampening 0.
+    Sgd = 0, "sgd" {
+        /// Heavy-ball momentum (0: plain SGD).
+        momentum: f64 = 0.0; UnitOpen, f32; c momentum;
+        /// Dampening of the gradient in the momentum trace.
+        dampening: f64 = 0.0; UnitClosed; c dampening;
+        /// Nesterov momentum.
+        nesterov: bool = false; Any; c nesterov;
+    }
+    @state { (momentum > 0.0, false, false) }
+    @rule(t, lr) {
+        if momentum > 0.0 {
+            Rule::Momentum {
+                lr: lr as f32,
+                mu: momentum as f32,
+                damp: (1.0 - dampening) as f32,
+                nesterov,
+                first: t == 1,
+            }
+        } else {
+            Rule::Sgd { lr: lr as f32 }
+        }
+    }
+    @check {
+        if nesterov && !(momentum > 0.0 && dampening == 0.0) {
+            return Err(Error::invalid(
+                "nesterov",
+                format!("true (momentum = {momentum}, dampening = {dampening})"),
+                "Nesterov momentum requires momentum > 0 and dampening = 0",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Adam with optional AMSGrad (PyTorch's definition: the max of the raw second moment).
+    Adam = 1, "adam" {
+        /// First-moment decay.
+        b1: f64 = 0.9; UnitOpen, f32; c b1;
+        /// Second-moment decay.
+        b2: f64 = 0.999; UnitOpen, f32; c b2;
+        /// Added outside the square root.
+        eps: f64 = 1e-8; Positive, f32; c eps;
+        /// AMSGrad: the maximum of the second moment.
+        amsgrad: bool = false; Any; c amsgrad;
+    }
+    @state { (true, true, amsgrad) }
+    @rule(t, lr) { adam_rule(b1, b2, eps, t, lr, amsgrad, None) }
+
+    /// AdamW: Adam with decoupled weight decay scaled by the learning rate.
+    AdamW = 2, "adamw" {
+        /// First-moment decay.
+        b1: f64 = 0.9; UnitOpen, f32; c b1;
+        /// Second-moment decay.
+        b2: f64 = 0.999; UnitOpen, f32; c b2;
+        /// Added outside the square root.
+        eps: f64 = 1e-8; Positive, f32; c eps;
+        /// Decoupled weight decay: `p *= 1 - lr * weight_decay`.
+        weight_decay as "weight_decay (decoupled)": f64 = 1e-2; NonNeg, f32;
+            c decoupled_weight_decay;
+    }
+    @state { (true, true, false) }
+    @rule(t, lr) { adam_rule(b1, b2, eps, t, lr, false, Some(weight_decay)) }
+
+    /// RAdam with the rectification threshold 5.
+    RAdam = 3, "radam" {
+        /// First-moment decay.
+        b1: f64 = 0.9; UnitOpen, f32; c b1;
+        /// Second-moment decay.
+        b2: f64 = 0.999; UnitOpen, f32; c b2;
+        /// Added outside the square root.
+        eps: f64 = 1e-8; Positive, f32; c eps;
+    }
+    @state { (true, true, false) }
+    @rule(t, lr) {
+        let tf = t as f64;
+        let bc1 = 1.0 - pow_step(b1, tf);
+        let bc2 = 1.0 - pow_step(b2, tf);
+        let rho_inf = 2.0 / (1.0 - b2) - 1.0;
+        let rho_t = rho_inf - 2.0 * tf * pow_step(b2, tf) / bc2;
+        let rectified = rho_t >= 5.0;
+        let step = if rectified {
+            let r = ((rho_t - 4.0) * (rho_t - 2.0) * rho_inf
+                / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t))
+                .sqrt();
+            lr * r / bc1
+        } else {
+            lr / bc1
+        };
+        Rule::RAdam {
+            b1: b1 as f32,
+            one_minus_b1: (1.0 - b1) as f32,
+            b2: b2 as f32,
+            one_minus_b2: (1.0 - b2) as f32,
+            step: step as f32,
+            inv_sqrt_bc2: (1.0 / bc2.sqrt()) as f32,
+            eps: eps as f32,
+            rectified,
+        }
+    }
+}
+
+/// `b^t` for a decay rate `b` in [0, 1) and step `t >= 1`, as `powf` computes it (an f64
+/// exponential of the step: exact for small t, smooth for huge ones). Beyond the point where it
+/// is below half the smallest subnormal its correctly rounded value is 0, which is returned
+/// directly: `powf` would take its slow underflow path (errno included) on every step of a long
+/// run (for b = 0.9 from about step 7,000 on).
+#[inline]
+fn pow_step(b: f64, t: f64) -> f64 {
+    if t > 1100.0 && t * b.log2() < -1100.0 {
+        0.0
+    } else {
+        b.powf(t)
+    }
+}
+
+/// The per-step scalars of Adam, AMSGrad and AdamW.
+fn adam_rule(
+    b1: f64,
+    b2: f64,
+    eps: f64,
+    t: u64,
+    lr: f64,
+    amsgrad: bool,
+    decoupled: Option<f64>,
+) -> Rule {
+    let tf = t as f64;
+    let bc1 = 1.0 - pow_step(b1, tf);
+    let bc2 = 1.0 - pow_step(b2, tf);
+    Rule::Adam {
+        b1: b1 as f32,
+        one_minus_b1: (1.0 - b1) as f32,
+        b2: b2 as f32,
+        one_minus_b2: (1.0 - b2) as f32,
+        step: (lr / bc1) as f32,
+        inv_sqrt_bc2: (1.0 / bc2.sqrt()) as f32,
+        eps: eps as f32,
+        amsgrad,
+        decay: decoupled.map(|wd| (1.0 - lr * wd) as f32),
+    }
+}
+
+/// Refuses a step whose per-step scalars are not finite after rounding to f32: the learning
+/// rate itself (a schedule that grew past the f32 range), and each scalar of the rule (the step
+/// size `lr / (1 - b1^t)`, the decoupled decay factor `1 - lr * weight_decay`, ...). The error
+/// names the scalar and its f64 value; the caller has changed nothing yet. A new [`Rule`]
+/// variant lists its scalars here.
+pub fn check_step(lr: f64, rule: &Rule) -> Result<(), Error> {
+    // Up to three scalars per rule; unused slots hold a finite filler.
+    const NONE: (&str, f32) = ("", 0.0);
+    let scalars: [(&'static str, f32); 3] = match *rule {
+        Rule::Sgd { lr } | Rule::Momentum { lr, .. } => [("lr", lr), NONE, NONE],
+        Rule::Adam {
+            step,
+            inv_sqrt_bc2,
+            decay,
+            ..
+        } => [
+            ("step size (lr / (1 - b1^t))", step),
+            ("inv_sqrt_bc2 (1 / sqrt(1 - b2^t))", inv_sqrt_bc2),
+            decay.map_or(NONE, |d| ("decay factor (1 - lr * weight_decay)", d)),
+        ],
+        Rule::RAdam {
+            step, inv_sqrt_bc2, ..
+        } => [
+            ("step size (lr * r / (1 - b1^t))", step),
+            ("inv_sqrt_bc2 (1 / sqrt(1 - b2^t))", inv_sqrt_bc2),
+            NONE,
+        ],
+    };
+    let lr32 = lr as f32;
+    if !lr32.is_finite() {
+        return Err(Error::invalid(
+            "lr",
+            format!("{lr:?} ({lr32:?} as f32)"),
+            "the learning rate of this step must be finite as f32 (the schedule grew past \
+             3.4028235e38): the step is refused, nothing changed",
+        ));
+    }
+    for (name, x) in scalars {
+        if !x.is_finite() {
+            return Err(Error::invalid(
+                name,
+                format!("{x:?} as f32 (lr = {lr:?})"),
+                "a per-step scalar must be finite as f32: the step is refused, nothing changed",
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pow_step;
+
+    /// The underflow shortcut returns exactly what `powf` returns, around every boundary.
+    #[test]
+    fn pow_step_is_powf() {
+        let rates = [
+            0.0, 1e-300, 0.1, 0.5, 0.8, 0.9, 0.95, 0.99, 0.999, 0.9999, 0.999_999,
+        ];
+        for b in rates {
+            let mut steps: Vec<u64> = (1..2000).chain([7068, 7069, 1 << 20, 1 << 40]).collect();
+            steps.push(u64::MAX);
+            if b > 0.0 {
+                // Around the steps where b^t crosses 2^-1100 and the smallest subnormal.
+                for edge in [1100.0, 1074.0] {
+                    let t0 = (edge / -f64::log2(b)) as u64;
+                    steps.extend(t0.saturating_sub(300)..t0 + 300);
+                }
+            }
+            for t in steps {
+                let t = t as f64;
+                assert_eq!(pow_step(b, t).to_bits(), b.powf(t).to_bits(), "{b}^{t}");
+            }
+        }
+    }
+}

@@ -1,0 +1,147 @@
+/* Hostile values through the C ABI: values valid as double but not as float (issue 11), one
+ * row per case (a failure names its row). Configured values whose float rounding leaves their
+ * domain are refused by flatopt_optimizer_new and by the stateless kernels, naming the field;
+ * a schedule that grows past the float range refuses the step, naming the learning rate, with
+ * the parameters unchanged. Run by tests/c/run.sh. */
+#include <stdio.h>
+#include <string.h>
+
+#include "flatopt.h"
+
+static int g_failed;
+
+static void fail(const char *row, const char *what)
+{
+    fprintf(stderr, "test_f32: row \"%s\": %s (last message: %s)\n", row, what,
+            flatopt_last_error_message());
+    g_failed++;
+}
+
+/* Expects `st` to be FLATOPT_ERR_INVALID_ARGUMENT with a message naming `field`. */
+static void expect_refused(const char *row, flatopt_status st, const char *field)
+{
+    if (st != FLATOPT_ERR_INVALID_ARGUMENT) {
+        fail(row, "not refused with FLATOPT_ERR_INVALID_ARGUMENT");
+    } else if (strstr(flatopt_last_error_message(), field) == NULL) {
+        fail(row, "the message does not name the field");
+    }
+}
+
+enum field { LR, WEIGHT_DECAY, EPS, B1, DECOUPLED, CLIP_VALUE, SCHED_BASE };
+
+struct config_row {
+    const char *name;
+    enum field field;
+    double value;
+    const char *named;
+};
+
+static const struct config_row k_config_rows[] = {
+    { "config lr = 1e39 (inf as float)", LR, 1e39, "lr" },
+    { "config weight_decay = 1e39", WEIGHT_DECAY, 1e39, "weight_decay" },
+    { "base eps = 1e-50 (0 as float)", EPS, 1e-50, "eps" },
+    { "base b1 = 0.99999999 (1 as float)", B1, 0.99999999, "b1" },
+    { "base decoupled_weight_decay = 1e39", DECOUPLED, 1e39, "decoupled" },
+    { "config grad_clip_value = 1e39", CLIP_VALUE, 1e39, "grad_clip_value" },
+    { "schedule base_lr = 1e39", SCHED_BASE, 1e39, "base_lr" },
+};
+
+static void config_row(const struct config_row *r)
+{
+    flatopt_config c;
+    flatopt_schedule s;
+    flatopt_optimizer *opt = NULL;
+    if (flatopt_config_init(&c) != FLATOPT_OK ||
+        flatopt_schedule_init(&s, FLATOPT_SCHEDULE_EXPONENTIAL) != FLATOPT_OK) {
+        fail(r->name, "init failed");
+        return;
+    }
+    switch (r->field) {
+    case LR: c.lr = r->value; break;
+    case WEIGHT_DECAY: c.weight_decay = r->value; break;
+    case EPS: c.base.eps = r->value; break;
+    case B1: c.base.b1 = r->value; break;
+    case DECOUPLED:
+        flatopt_base_params_init(&c.base, FLATOPT_ADAMW);
+        c.base.decoupled_weight_decay = r->value;
+        break;
+    case CLIP_VALUE: c.grad_clip_value = r->value; break;
+    case SCHED_BASE:
+        s.base_lr = r->value;
+        c.schedule = &s;
+        break;
+    }
+    expect_refused(r->name, flatopt_optimizer_new(&c, &opt), r->named);
+    if (opt != NULL) {
+        fail(r->name, "a handle was returned");
+        flatopt_optimizer_free(opt);
+    }
+}
+
+/* The stateless Adam kernel with one argument at a value that is not finite as float. */
+static void stateless_row(const char *name, int which, double value, const char *field)
+{
+    float p[4] = { 0.5f, -0.25f, 1.0f, 2.0f }, g[4] = { 0.1f, 0.2f, -0.3f, 0.0f };
+    float m[4] = { 0 }, v[4] = { 0 };
+    const float p0[4] = { 0.5f, -0.25f, 1.0f, 2.0f };
+    flatopt_base_params hp;
+    flatopt_step_args a;
+    flatopt_base_params_init(&hp, FLATOPT_ADAM);
+    flatopt_step_args_init(&a);
+    if (which == 0) a.lr = value;
+    if (which == 1) a.weight_decay = value;
+    if (which == 2) hp.eps = value;
+    expect_refused(name, flatopt_adam_update(&hp, &a, p, g, m, v, NULL, NULL, 4), field);
+    if (memcmp(p, p0, sizeof p) != 0) fail(name, "the parameters changed");
+}
+
+/* Exponential schedule per update with gamma = 1e10 from 1e-3: 1e37 at e = 4, 1e47 (inf as
+ * float) at e = 5: updates 1 to 5 apply, the sixth is refused and changes nothing. */
+static void growing_schedule_row(void)
+{
+    const char *name = "exponential schedule gamma = 1e10 per update";
+    float p[3] = { 0.5f, -1.0f, 0.25f }, g[3] = { 1e-3f, -1e-3f, 2e-3f }, before[3];
+    flatopt_config c;
+    flatopt_schedule s;
+    flatopt_optimizer *opt = NULL;
+    uint64_t steps = 0;
+    int t;
+    flatopt_config_init(&c);
+    flatopt_base_params_init(&c.base, FLATOPT_SGD);
+    flatopt_schedule_init(&s, FLATOPT_SCHEDULE_EXPONENTIAL);
+    s.base_lr = 1e-3;
+    s.gamma = 1e10;
+    c.schedule = &s;
+    if (flatopt_optimizer_new(&c, &opt) != FLATOPT_OK ||
+        flatopt_optimizer_add_param(opt, p, g, 3) != FLATOPT_OK) {
+        fail(name, "setup failed");
+        flatopt_optimizer_free(opt);
+        return;
+    }
+    for (t = 0; t < 5; t++) {
+        if (flatopt_optimizer_step(opt) != FLATOPT_OK) fail(name, "an early step was refused");
+    }
+    memcpy(before, p, sizeof p);
+    expect_refused(name, flatopt_optimizer_step(opt), "lr");
+    if (memcmp(p, before, sizeof p) != 0) fail(name, "the refused step changed the parameters");
+    flatopt_optimizer_step_count(opt, &steps);
+    if (steps != 5) fail(name, "the refused step was counted");
+    flatopt_optimizer_free(opt);
+}
+
+int main(void)
+{
+    size_t i, n = sizeof k_config_rows / sizeof k_config_rows[0];
+    for (i = 0; i < n; i++) config_row(&k_config_rows[i]);
+    stateless_row("stateless lr = 1e39", 0, 1e39, "lr");
+    stateless_row("stateless weight_decay = 1e39", 1, 1e39, "weight_decay");
+    stateless_row("stateless hp eps = 1e-50", 2, 1e-50, "eps");
+    stateless_row("stateless step size lr / (1 - b1) past float", 0, 3e38, "step size");
+    growing_schedule_row();
+    if (g_failed) {
+        fprintf(stderr, "test_f32: %d rows failed\n", g_failed);
+        return 1;
+    }
+    printf("test_f32: %zu rows passed\n", n + 5);
+    return 0;
+}
