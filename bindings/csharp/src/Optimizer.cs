@@ -156,10 +156,11 @@ namespace Flatopt
                         throw Errors.Length("grads[" + i + "]", lengths[i], grads[i].Length);
             if (n > 256)
             {
-                IntPtr mem = Marshal.AllocHGlobal(IntPtr.Size * n);
+                // Native scratch (not the managed heap) for many buffers.
+                IntPtr mem = Marshal.AllocHGlobal((IntPtr.Size + sizeof(GCHandle)) * n);
                 try
                 {
-                    return StepPinned(grads, (IntPtr*)mem);
+                    return StepPinned(grads, (IntPtr*)mem, (GCHandle*)((IntPtr*)mem + n));
                 }
                 finally
                 {
@@ -167,16 +168,13 @@ namespace Flatopt
                 }
             }
             IntPtr* ptrs = stackalloc IntPtr[Math.Max(n, 1)];
-            return StepPinned(grads, ptrs);
+            GCHandle* pins = stackalloc GCHandle[Math.Max(n, 1)];
+            return StepPinned(grads, ptrs, pins);
         }
 
-        private bool StepPinned(float[][] grads, IntPtr* ptrs)
+        private bool StepPinned(float[][] grads, IntPtr* ptrs, GCHandle* pins)
         {
             int n = grads.Length, pinned = 0;
-            // GCHandles live in the runtime's handle table, not on the managed heap.
-            GCHandle* hs = stackalloc GCHandle[Math.Min(Math.Max(n, 1), 256)];
-            bool heap = n > 256;
-            GCHandle[] big = heap ? new GCHandle[n] : null;
             Status st;
             try
             {
@@ -187,16 +185,16 @@ namespace Flatopt
                         ptrs[i] = IntPtr.Zero;
                         continue;
                     }
-                    GCHandle h = GCHandle.Alloc(grads[i], GCHandleType.Pinned);
-                    if (heap) big[pinned++] = h; else hs[pinned++] = h;
-                    ptrs[i] = h.AddrOfPinnedObject();
+                    // GCHandles live in the runtime's handle table, not on the managed heap.
+                    pins[pinned] = GCHandle.Alloc(grads[i], GCHandleType.Pinned);
+                    ptrs[i] = pins[pinned++].AddrOfPinnedObject();
                 }
                 st = Native.flatopt_optimizer_step_with_grads(handle, (IntPtr)ptrs, (UIntPtr)(uint)n);
             }
             finally
             {
                 for (int i = 0; i < pinned; i++)
-                    if (heap) big[i].Free(); else hs[i].Free();
+                    pins[i].Free();
             }
             return Finish(st);
         }

@@ -490,6 +490,31 @@ namespace Flatopt.Tests
                 }
                 return "bit-identical";
             });
+            T.Run("StepWithGrads over 300 buffers (native scratch) == Step, 0 managed bytes", () =>
+            {
+                int[] lens = Enumerable.Range(0, 300).Select(i => 1 + i % 7).ToArray();
+                float[][] p1 = Arrays(31, lens), g1 = Arrays(32, lens);
+                float[][] p2 = p1.Select(a => (float[])a.Clone()).ToArray();
+                Func<long> allocated = AllocatedBytes();
+                long bytes = 0;
+                using (Optimizer o1 = AdamLookahead(NonFinite.Skip, p1, g1))
+                using (Optimizer o2 = AdamLookahead(NonFinite.Skip, p2, null))
+                {
+                    o2.StepWithGrads(g1);
+                    o1.Step();
+                    long before = allocated != null ? allocated() : 0;
+                    for (int t = 0; t < 20; t++)
+                    {
+                        o2.StepWithGrads(g1);
+                        o1.Step();
+                    }
+                    bytes = allocated != null ? allocated() - before : 0;
+                }
+                for (int i = 0; i < lens.Length; i++)
+                    T.Require(T.SameBits(p1[i], p2[i]), "buffer {0} differs", i);
+                T.Require(bytes == 0, "{0} managed bytes allocated", bytes);
+                return "bit-identical, 0 bytes";
+            });
             T.Run("registered arrays stay pinned until Dispose, then are unpinned and collectable", () =>
             {
                 WeakReference wp, wg;
