@@ -72,7 +72,7 @@ fn step_corpus() {
 #[test]
 fn seeds_pass() {
     for target in checks::TARGETS {
-        for seed in checks::seeds(target) {
+        for seed in checks::seeds::seeds(target) {
             checks::check(target, &seed);
         }
     }
@@ -85,7 +85,7 @@ fn write_seed_corpus() {
     for target in checks::TARGETS {
         let dir = corpus_dir(target);
         std::fs::create_dir_all(&dir).unwrap();
-        for (i, seed) in checks::seeds(target).iter().enumerate() {
+        for (i, seed) in checks::seeds::seeds(target).iter().enumerate() {
             std::fs::write(dir.join(format!("seed-{i:03}")), seed).unwrap();
         }
     }
@@ -97,7 +97,7 @@ fn write_seed_corpus() {
 #[test]
 fn checkpoint_bytes_are_unchanged() {
     let dir = corpus_dir("checkpoint_load");
-    for (i, seed) in checks::seeds("checkpoint_load").iter().enumerate() {
+    for (i, seed) in checks::seeds::seeds("checkpoint_load").iter().enumerate() {
         let path = dir.join(format!("seed-{i:03}"));
         let committed = std::fs::read(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
         assert_eq!(committed.len(), seed.len(), "{path:?}: length");

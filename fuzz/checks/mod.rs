@@ -28,13 +28,12 @@ mod common;
 mod config;
 mod generate;
 mod input;
-mod seeds;
+pub mod seeds;
 mod step;
 mod surgery;
 
 pub use checkpoint_load::check_checkpoint_load;
 pub use config::check_config;
-pub use seeds::seeds;
 pub use step::check_step;
 
 /// The targets, by name (the directories under `fuzz/corpus/`).

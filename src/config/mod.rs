@@ -111,6 +111,50 @@ macro_rules! bases {
                 it.next().is_none().then_some(b)
             }
 
+            /// The rule of kind `kind` with each field's value from `get(index)` (in
+            /// declaration order), without allocating (the stateless C kernels convert their
+            /// arguments on every call): `None` if the kind is unknown or a value has the wrong
+            /// type, `Some(Err)` with `get`'s first error.
+            pub fn try_from_fields<E>(
+                kind: u32,
+                mut get: impl FnMut(usize) -> Result<$crate::catalog::Value, E>,
+            ) -> Option<Result<Base, E>> {
+                let mut i = 0;
+                let mut next = || {
+                    let v = get(i);
+                    i += 1;
+                    v
+                };
+                Some(Ok(match kind {
+                    $( $kind => Base::$V {
+                        $( $f: match next() {
+                            Ok(v) => <$fty as $crate::catalog::Field>::from_value(v)?,
+                            Err(e) => return Some(Err(e)),
+                        }, )+
+                    }, )+
+                    _ => return None,
+                }))
+            }
+
+            /// Calls `f` with each field's index and value, in declaration order, without
+            /// allocating; stops at `f`'s first error.
+            pub fn try_for_each_value<E>(
+                &self,
+                mut f: impl FnMut(usize, $crate::catalog::Value) -> Result<(), E>,
+            ) -> Result<(), E> {
+                let mut i = 0;
+                match self {
+                    $( Base::$V { $($f),+ } => {
+                        $(
+                            f(i, $crate::catalog::Field::to_value($f))?;
+                            i += 1;
+                        )+
+                    } )+
+                }
+                let _ = i;
+                Ok(())
+            }
+
             /// Which state buffers the rule keeps: (m, v, v_max).
             #[allow(unused_variables)]
             pub fn state_used(&self) -> (bool, bool, bool) {
@@ -204,9 +248,10 @@ impl Base {
     }
 
     /// Rejects any hyperparameter outside its domain (f32 fields also after rounding to f32),
-    /// then the entry's cross-field checks.
+    /// then the entry's cross-field checks. Allocates nothing.
     pub fn validate(&self) -> Result<(), Error> {
-        self.spec().check(&self.values())?;
+        let spec = self.spec();
+        self.try_for_each_value(|i, v| spec.fields[i].check(spec.fields[i].label, &v))?;
         self.check_entry()
     }
 }

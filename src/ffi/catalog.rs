@@ -135,55 +135,60 @@ pub fn set_defaults<S: CFields>(s: &mut S, spec: &Spec) {
     }
 }
 
-/// Reads the values of `spec`'s fields from `s`, checking what C can get wrong beyond the
-/// domains (flags, choices, list pointers).
+/// Reads the value of field `f` from `s`, checking what C can get wrong beyond the domains
+/// (flags, choices, list pointers). Allocates only for lists. A 0 that stands for another field
+/// (`c_zero_means`) is returned as 0: [`read`] resolves it.
+///
+/// # Safety
+/// If `f` is a list, its pointer in `s` points to its count of readable elements.
+pub unsafe fn read_field<S: CFields>(s: &mut S, f: &FieldSpec) -> Result<Value, Error> {
+    Ok(match f.ty {
+        Ty::F64 => Value::F64(*s.f64_field(f.c).unwrap_or_else(|| missing(f))),
+        Ty::OptF64 => {
+            let x = *s.f64_field(f.c).unwrap_or_else(|| missing(f));
+            Value::OptF64((!x.is_nan()).then_some(x))
+        }
+        Ty::U64 => Value::U64(*s.u64_field(f.c).unwrap_or_else(|| missing(f))),
+        Ty::Bool => Value::Bool(flag(
+            f.c_label,
+            *s.u32_field(f.c).unwrap_or_else(|| missing(f)),
+        )?),
+        Ty::Choice(names) => {
+            let x = *s.u32_field(f.c).unwrap_or_else(|| missing(f));
+            if x as usize >= names.len() {
+                return Err(Error::invalid(f.c_label, x, "unknown mode value"));
+            }
+            Value::Choice(x)
+        }
+        Ty::U64s => {
+            let (p, n) = s.list(f.c).unwrap_or_else(|| missing(f));
+            // SAFETY: `p` holds `n` readable u64 (caller contract), checked by copy_list.
+            Value::U64s(unsafe { copy_list(f.c, p.cast::<u64>(), n, MAX_LIST)? })
+        }
+        Ty::F64s => {
+            let (p, n) = s.list(f.c).unwrap_or_else(|| missing(f));
+            // SAFETY: as above, `n` readable doubles.
+            Value::F64s(unsafe { copy_list(f.c, p.cast::<f64>(), n, MAX_LIST)? })
+        }
+    })
+}
+
+/// Reads the values of `spec`'s fields from `s` ([`read_field`]), a 0 that stands for another
+/// field replaced by that field's value.
 ///
 /// # Safety
 /// The list pointers of `s` that `spec` uses point to their counts of readable elements.
 pub unsafe fn read<S: CFields>(s: &mut S, spec: &Spec) -> Result<Vec<Value>, Error> {
     let mut out: Vec<Value> = Vec::with_capacity(spec.fields.len());
     for f in &spec.fields {
-        let v = match f.ty {
-            Ty::F64 => Value::F64(*s.f64_field(f.c).unwrap_or_else(|| missing(f))),
-            Ty::OptF64 => {
-                let x = *s.f64_field(f.c).unwrap_or_else(|| missing(f));
-                Value::OptF64((!x.is_nan()).then_some(x))
+        // SAFETY: the caller's contract for the lists.
+        let mut v = unsafe { read_field(s, f)? };
+        if let (Value::U64(0), Some(other)) = (&v, f.c_zero_means) {
+            if let Some((_, earlier)) = spec.fields.iter().zip(&out).find(|(g, _)| g.name == other)
+            {
+                v = earlier.clone();
             }
-            Ty::U64 => {
-                let x = *s.u64_field(f.c).unwrap_or_else(|| missing(f));
-                match (x, f.c_zero_means) {
-                    (0, Some(other)) => spec
-                        .fields
-                        .iter()
-                        .zip(&out)
-                        .find(|(g, _)| g.name == other)
-                        .map(|(_, v)| v.clone())
-                        .unwrap_or(Value::U64(0)),
-                    _ => Value::U64(x),
-                }
-            }
-            Ty::Bool => Value::Bool(flag(
-                f.c_label,
-                *s.u32_field(f.c).unwrap_or_else(|| missing(f)),
-            )?),
-            Ty::Choice(names) => {
-                let x = *s.u32_field(f.c).unwrap_or_else(|| missing(f));
-                if x as usize >= names.len() {
-                    return Err(Error::invalid(f.c_label, x, "unknown mode value"));
-                }
-                Value::Choice(x)
-            }
-            Ty::U64s => {
-                let (p, n) = s.list(f.c).unwrap_or_else(|| missing(f));
-                // SAFETY: `p` holds `n` readable u64 (caller contract), checked by copy_list.
-                Value::U64s(unsafe { copy_list(f.c, p.cast::<u64>(), n, MAX_LIST)? })
-            }
-            Ty::F64s => {
-                let (p, n) = s.list(f.c).unwrap_or_else(|| missing(f));
-                // SAFETY: as above, `n` readable doubles.
-                Value::F64s(unsafe { copy_list(f.c, p.cast::<f64>(), n, MAX_LIST)? })
-            }
-        };
+        }
         out.push(v);
     }
     Ok(out)

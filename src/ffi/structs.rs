@@ -85,12 +85,16 @@ pub(crate) fn base_defaults(kind: u32) -> flatopt_base_params {
 
 impl flatopt_base_params {
     /// The validated base rule (the catalog entry of `kind`, its fields read from theirs).
+    /// Allocates nothing.
     pub(crate) fn to_base(mut self) -> Result<Base, Error> {
         let spec =
             catalog::kind_spec(base_specs(), self.kind, "must be a flatopt_base_kind value")?;
-        // SAFETY: base rules have no list fields.
-        let values = unsafe { catalog::read(&mut self, spec)? };
-        let base = Base::from_values(spec.kind, values).expect("values read by the catalog");
+        // Field by field, without allocating: the stateless kernels convert on every call.
+        let base = Base::try_from_fields(spec.kind, |i| {
+            // SAFETY: base rules have no list fields.
+            unsafe { catalog::read_field(&mut self, &spec.fields[i]) }
+        })
+        .expect("values read by the catalog")?;
         base.validate().map_err(|e| catalog::relabel(e, spec))?;
         Ok(base)
     }

@@ -8,16 +8,20 @@ Checked: the kind numbers (``SCHEDULE_KINDS``, ``SGD`` ...), the ctypes structs 
 field present with its C type), each scheduler class (its kind exists, and ``_fill`` writes
 exactly the C fields of its kind), the choice values (``mode="exp_range"`` gives the
 catalog's number), and the defaults: equal to the catalog's (the C ``_init`` defaults, from
-PyTorch) except where the Python classes follow braintools, listed in ``BRAINTOOLS_DEFAULTS``.
+PyTorch) except where the Python classes follow braintools, listed in ``BRAINTOOLS_DEFAULTS``;
+the optax-style base-rule factories (``flatopt.adam(learning_rate, b1=...)``) take the
+catalog's fields with its defaults.
 """
 
 import ctypes
+import inspect
 import json
 import math
 import pathlib
 
 import pytest
 
+import flatopt
 from flatopt import _lib, _schedules
 
 CATALOG_PATH = pathlib.Path(__file__).resolve().parents[2] / "catalog.json"
@@ -171,3 +175,21 @@ def choice_rows():
 def test_choice_values(kind, field, c, option, value):
     param = PARAM.get((kind, field), field)
     assert filled(kind, **{param: option})[c] == value
+
+
+# optax's spellings where they differ from the catalog's default: sgd(momentum=None) is no
+# momentum, the catalog's 0.
+OPTAX_DEFAULTS = {("sgd", "momentum"): None}
+
+
+@pytest.mark.parametrize("name", sorted(BASES))
+def test_base_rule_factory(name):
+    """``flatopt.<rule>(learning_rate, ...)`` takes exactly the catalog's fields, with its
+    defaults."""
+    params = inspect.signature(getattr(flatopt, name)).parameters
+    fields = BASES[name]["fields"]
+    # The order is optax's (sgd: momentum, nesterov, dampening); the set is the catalog's.
+    assert sorted(list(params)[1:]) == sorted(f["name"] for f in fields)
+    for f in fields:
+        want = OPTAX_DEFAULTS.get((name, f["name"]), f["default"])
+        assert params[f["name"]].default == want, f"{name}({f['name']}=...)"
