@@ -34,8 +34,9 @@ const SUMSQ_LENS: [usize; 17] = [
     7 * SUMSQ_BLOCK,
     100_003,
 ];
-/// Start offsets (in f32) into a larger buffer: every residue modulo 32 bytes.
-const OFFSETS: [usize; 8] = [0, 1, 2, 3, 4, 5, 6, 7];
+/// Start offsets (in f32) into a larger buffer: every residue modulo 64 bytes (an AVX-512
+/// vector, the largest alignment a kernel's scalar head aligns to).
+const OFFSETS: [usize; 16] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
 
 /// What is sprinkled into the (otherwise hostile finite) inputs.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -107,13 +108,13 @@ fn offsets_for(len: usize) -> &'static [usize] {
     if len >= 100_000 {
         &[0, 3]
     } else if len >= 1000 {
-        &[0, 1, 5, 7]
+        &[0, 1, 5, 7, 13]
     } else {
         &OFFSETS
     }
 }
 
-/// `n` values starting at `off` inside a vector of `n + 8` (so that the data pointer takes every
+/// `n` values starting at `off` inside a vector of `n + 16` (so that the data pointer takes every
 /// alignment), with non-finite values sprinkled in if asked.
 struct Shifted {
     buf: Vec<f32>,
@@ -134,7 +135,7 @@ impl Shifted {
             }
             values[n - 1] = nf[rng.below(nf.len())];
         }
-        let mut buf = vec![f32::from_bits(0x7f80_0001); n + 8];
+        let mut buf = vec![f32::from_bits(0x7f80_0001); n + OFFSETS.len()];
         buf[off..off + n].copy_from_slice(&values);
         Shifted { buf, off, n }
     }
@@ -462,16 +463,16 @@ fn check_apply(tier: Tier, inputs: Inputs, cmp: Compare) {
             }
         }
     }
-    // Every plan at 9 short lengths x 8 offsets; 2 per rule at 1000 x 4 offsets; the all-steps
+    // Every plan at 9 short lengths x 16 offsets; 2 per rule at 1000 x 5 offsets; the all-steps
     // plan of one rule in 8 at 100003 x 2 offsets.
     let n_rules = plans.len() / VARIATIONS;
     assert_eq!(
         cases,
-        plans.len() * 9 * 8 + n_rules * 2 * 4 + n_rules.div_ceil(8) * 2,
+        plans.len() * 9 * OFFSETS.len() + n_rules * 2 * 5 + n_rules.div_ceil(8) * 2,
         "cases checked on {tier}"
     );
     // Nearly every non-empty case moves the params (a length-1 case may see a zero gradient).
-    let non_empty = cases - plans.len() * 8;
+    let non_empty = cases - plans.len() * OFFSETS.len();
     assert!(
         changed * 10 >= non_empty * 9,
         "only {changed} of {non_empty} non-empty cases changed params"
@@ -541,7 +542,11 @@ fn check_sum_squares(tier: Tier, inputs: Inputs, cmp: Compare) {
         }
     }
     // 9 lengths below 1000 at 8 offsets, 7 up to 28672 at 4, 100003 at 2.
-    assert_eq!(cases, 9 * 8 + 7 * 4 + 2, "sum of squares cases on {tier}");
+    assert_eq!(
+        cases,
+        9 * OFFSETS.len() + 7 * 5 + 2,
+        "sum of squares cases on {tier}"
+    );
 }
 
 /// Huge magnitudes over several blocks: the f64 sum stays finite and is exact enough; a lone
@@ -549,7 +554,7 @@ fn check_sum_squares(tier: Tier, inputs: Inputs, cmp: Compare) {
 fn check_sum_squares_extremes(tier: Tier) {
     let n = 3 * SUMSQ_BLOCK + 5;
     for off in OFFSETS {
-        let mut buf = vec![0.0f32; n + 8];
+        let mut buf = vec![0.0f32; n + OFFSETS.len()];
         for (i, x) in buf[off..off + n].iter_mut().enumerate() {
             *x = if i % 2 == 0 { 3e38 } else { -3e38 };
         }
@@ -701,7 +706,11 @@ fn check_apply_op(tier: Tier, inputs: Inputs, cmp: Compare) {
             }
         }
     }
-    assert_eq!(cases, 13 * (9 * 8 + 4 + 2), "apply_op cases on {tier}");
+    assert_eq!(
+        cases,
+        13 * (9 * OFFSETS.len() + 5 + 2),
+        "apply_op cases on {tier}"
+    );
 }
 
 /// Invalid arguments of the stateless entry points: refused on every tier, nothing written.

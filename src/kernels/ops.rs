@@ -29,10 +29,23 @@ pub enum Op {
 }
 
 /// Applies `op` to `x` (and `y` for [`Op::Sync`], which must then have `x`'s length).
+///
+/// As in the fused pass, a scalar head runs up to the first vector-aligned element of `x`, so
+/// that the vector loads and stores do not straddle cache lines (with 64-byte AVX-512 vectors,
+/// every access of a misaligned buffer would); the operations per element are the same on
+/// either path, so the split never changes a result.
 #[inline(always)]
 pub(crate) fn elementwise<V: Vf32>(op: Op, x: &mut [f32], y: &mut [f32]) {
-    elementwise_span::<V>(op, x, y, 0, x.len() - x.len() % V::LANES);
-    elementwise_span::<f32>(op, x, y, x.len() - x.len() % V::LANES, x.len());
+    let n = x.len();
+    let head = if V::LANES > 1 {
+        x.as_ptr().align_offset(V::LANES * 4).min(n)
+    } else {
+        0
+    };
+    let split = n - (n - head) % V::LANES;
+    elementwise_span::<f32>(op, x, y, 0, head);
+    elementwise_span::<V>(op, x, y, head, split);
+    elementwise_span::<f32>(op, x, y, split, n);
 }
 
 #[inline(always)]
