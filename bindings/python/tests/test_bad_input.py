@@ -447,6 +447,17 @@ CONSTRUCT_ROWS = [
      flatopt.InvalidArgumentError, "invalid mode = {}"),
     ("plateau eps an array", lambda: flatopt.ReduceLROnPlateau(eps=np.ones(2)),
      flatopt.ArgumentTypeError, "invalid eps = array"),
+    # Values a double holds but float32 does not (the library checks them after rounding).
+    ("lr 1e39 (inf as f32)", lambda: flatopt.SGD(lr=1e39),
+     flatopt.InvalidArgumentError, "invalid lr = 1e39 (inf as f32)"),
+    ("weight_decay 1e39 (inf as f32)", lambda: flatopt.Adam(weight_decay=1e39),
+     flatopt.InvalidArgumentError, "invalid weight_decay = 1e39 (inf as f32)"),
+    ("AdamW weight_decay 1e39 (inf as f32)", lambda: flatopt.AdamW(weight_decay=1e39),
+     flatopt.InvalidArgumentError, "invalid weight_decay (decoupled) = 1e39"),
+    ("eps 1e-50 (0 as f32)", lambda: flatopt.Adam(eps=1e-50),
+     flatopt.InvalidArgumentError, "invalid eps = 1e-50 (0.0 as f32)"),
+    ("grad_clip_norm 1e39 (inf as f32)", lambda: flatopt.SGD(grad_clip_norm=1e39),
+     flatopt.InvalidArgumentError, "invalid grad_clip_norm = 1e39 (inf as f32)"),
     ("plateau last_epoch 3", lambda: flatopt.ReduceLROnPlateau(last_epoch=3),
      flatopt.InvalidArgumentError, "invalid last_epoch = 3: a ReduceLROnPlateau counts the metrics"),
     ("plateau min_lr per group", lambda: flatopt.ReduceLROnPlateau(min_lr=[0.0, 0.1]),
@@ -519,3 +530,31 @@ def test_nan_grad_under_skip_is_skipped_not_raised():
     assert opt.skipped_steps == 1 and opt.step_count == 3
     for k in SHAPES:
         assert np.array_equal(_bits(before[k]), _bits(params[k]))
+
+
+# Schedules that grow past the float32 range: the update whose learning rate is not finite as
+# float32 is refused, naming it, with nothing changed. (description, schedule, manual steps
+# before the updates, updates that succeed before the refused one)
+GROWING_ROWS = [
+    ("ExponentialLR gamma 1e10, stepped 4 times", lambda: flatopt.ExponentialLR(1.0, gamma=1e10), 4, 0),
+    ("StepLR gamma 1e30, stepped twice", lambda: flatopt.StepLR(1.0, step_size=1, gamma=1e30), 2, 0),
+    ("ExponentialLR gamma 1e10 per update", lambda: flatopt.ExponentialLR(1.0, gamma=1e10, per_update=True), 0, 4),
+]
+
+
+@pytest.mark.parametrize("desc,make,steps,good", GROWING_ROWS, ids=[r[0] for r in GROWING_ROWS])
+def test_schedule_past_float32_refuses_the_update(desc, make, steps, good):
+    sched = make()
+    opt = flatopt.SGD(lr=sched)
+    p = {"w": np.full(3, 1e-30, F32)}
+    opt.register_trainable_weights(p)
+    for _ in range(steps):
+        sched.step()
+    g = {"w": np.full(3, 1e-30, F32)}
+    for _ in range(good):
+        assert opt.update(g) is True
+    before = p["w"].copy()
+    with pytest.raises(flatopt.InvalidArgumentError, match="invalid lr = .* as f32"):
+        opt.update(g)
+    assert np.array_equal(_bits(before), _bits(p["w"])), desc
+    assert opt.step_count == good
