@@ -12,9 +12,9 @@
 //!
 //! On x86-64 the mode lives in the MXCSR register (see `simd::x86`); the guard writes it only
 //! when the caller's mode differs, so in the default mode it costs one read. Status flags raised
-//! during the call stay raised, as after any floating-point code. On other architectures the
-//! guard does nothing: Rust code there runs in the default mode unless a host changed it, and
-//! changing it is not supported yet.
+//! during the call stay raised, as after any floating-point code. On other architectures (and
+//! under Miri, which has no MXCSR) the guard does nothing: Rust code there runs in the default
+//! mode unless a host changed it, and changing it is not supported yet.
 
 /// A guard that holds the calling thread in flatopt's floating-point mode (the IEEE-754
 /// default) until it drops, then restores the mode the thread had. See the module docs.
@@ -22,7 +22,7 @@
 #[derive(Debug)]
 pub struct FpMode {
     /// The caller's MXCSR if it had to be changed, `None` if it already was the default.
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(all(target_arch = "x86_64", not(miri)))]
     saved: Option<u32>,
 }
 
@@ -30,7 +30,7 @@ impl FpMode {
     /// Sets the IEEE-754 default mode on the calling thread until the guard drops.
     #[inline]
     pub fn enter() -> FpMode {
-        #[cfg(target_arch = "x86_64")]
+        #[cfg(all(target_arch = "x86_64", not(miri)))]
         {
             use super::x86;
             let csr = x86::read();
@@ -40,7 +40,7 @@ impl FpMode {
             x86::write(csr & x86::FLAGS | x86::IEEE);
             FpMode { saved: Some(csr) }
         }
-        #[cfg(not(target_arch = "x86_64"))]
+        #[cfg(not(all(target_arch = "x86_64", not(miri))))]
         FpMode {}
     }
 
@@ -54,7 +54,7 @@ impl FpMode {
 impl Drop for FpMode {
     #[inline]
     fn drop(&mut self) {
-        #[cfg(target_arch = "x86_64")]
+        #[cfg(all(target_arch = "x86_64", not(miri)))]
         if let Some(saved) = self.saved {
             use super::x86;
             // The caller's control bits; its flags and those raised meanwhile.

@@ -26,7 +26,7 @@ mod portable;
 mod scalar;
 mod table;
 mod vector;
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(target_arch = "x86_64", not(miri)))]
 mod x86;
 
 pub use fpmode::FpMode;

@@ -24,6 +24,7 @@ pub(crate) struct Kernels {
 /// kernel instantiated for vector type `V` inside `#[target_feature(enable = "features")]`
 /// functions. The table's entries are safe functions that enter those without a check, so the
 /// module must hand `TABLE` out only after detecting the features (its `table()` does).
+#[cfg(target_arch = "x86_64")]
 macro_rules! table {
     ($tier:expr, $v:ty, $features:literal) => {
         mod instances {
@@ -57,4 +58,5 @@ macro_rules! table {
         use instances::TABLE;
     };
 }
+#[cfg(target_arch = "x86_64")]
 pub(super) use table;
