@@ -37,6 +37,9 @@ pub enum Error {
     Io(String),
     /// An object was used from two threads at once (C ABI handles).
     Busy(&'static str),
+    /// A C ABI handle on which an earlier call panicked (its state may be half-updated): every
+    /// later call on it is refused; only freeing it works.
+    Poisoned,
     /// Data (a checkpoint) failed validation: bad magic, checksum, truncation, ...
     Corrupt(String),
     /// Two buffers that must be disjoint overlap (a parameter with a gradient or another
@@ -93,6 +96,12 @@ impl fmt::Display for Error {
             Error::Io(what) => write!(f, "I/O error: {what}"),
             Error::Corrupt(what) => write!(f, "corrupt checkpoint: {what}"),
             Error::Busy(what) => write!(f, "busy: {what}"),
+            Error::Poisoned => write!(
+                f,
+                "poisoned handle: an earlier call on this optimizer panicked inside flatopt (a bug: \
+                 please report it) and may have left its state half-updated; every call but \
+                 flatopt_optimizer_free is refused"
+            ),
         }
     }
 }

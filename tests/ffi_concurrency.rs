@@ -10,7 +10,10 @@ fn make(p: &mut [f32], g: &[f32]) -> *mut flatopt_optimizer {
     // SAFETY: plain C-API use with valid, live buffers that outlive the optimizer.
     unsafe {
         let mut cfg = std::mem::zeroed::<flatopt_config>();
-        assert_eq!(flatopt_config_init(&mut cfg), flatopt_status::FLATOPT_OK);
+        assert_eq!(
+            flatopt_config_init(&mut cfg, std::mem::size_of::<flatopt_config>()),
+            flatopt_status::FLATOPT_OK
+        );
         cfg.lookahead = 1;
         cfg.grad_clip_norm = 1.0;
         let mut opt = std::ptr::null_mut();

@@ -1945,7 +1945,10 @@ fn c_handle(p: &mut [f32], g: &[f32]) -> SharedHandle {
     // SAFETY: plain C-ABI use with valid structs and live buffers that outlive the handle.
     unsafe {
         let mut cfg = std::mem::zeroed::<flatopt_config>();
-        assert_eq!(flatopt_config_init(&mut cfg), flatopt_status::FLATOPT_OK);
+        assert_eq!(
+            flatopt_config_init(&mut cfg, std::mem::size_of::<flatopt_config>()),
+            flatopt_status::FLATOPT_OK
+        );
         cfg.lookahead = 1;
         cfg.sync_period = 2;
         cfg.grad_clip_norm = 1.0;

@@ -138,7 +138,7 @@ static flatopt_optimizer *make_opt(int kind, int nonfinite, int threads, float *
                                    const float **grads, const size_t *lens, size_t count,
                                    double max_norm) {
     flatopt_config cfg;
-    flatopt_config_init(&cfg);
+    flatopt_config_init(&cfg, sizeof cfg);
     cfg.lr = LR;
     cfg.nonfinite = (uint32_t)nonfinite;
     cfg.num_threads = (uint32_t)threads;

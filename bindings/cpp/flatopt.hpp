@@ -107,6 +107,18 @@ namespace detail {
   throw Error(code, std::move(message));
 }
 
+/// Refuses a path the C ABI would see truncated: a std::string may hold a NUL, a C string ends
+/// at the first one ("model\0.ckpt" would save to "model"). Nothing is read or written.
+inline void check_path(const std::string& path) {
+  const std::size_t at = path.find('\0');
+  if (at != std::string::npos) {
+    fail(FLATOPT_ERR_INVALID_ARGUMENT,
+         "invalid path: holds a NUL byte at index " + std::to_string(at) + " of " +
+             std::to_string(path.size()) + " (a C path would end there: \"" +
+             path.substr(0, at) + "\")");
+  }
+}
+
 /// "length mismatch for <what>: expected <n>, got <m>" (the library's wording).
 [[noreturn]] inline void length_mismatch(const std::string& what, std::size_t expected,
                                          std::size_t got) {
@@ -391,7 +403,7 @@ class BaseParams {
  public:
   /// The defaults of `kind`.
   explicit BaseParams(BaseKind kind = BaseKind::Adam) {
-    check(flatopt_base_params_init(&p_, static_cast<uint32_t>(kind)));
+    check(flatopt_base_params_init(&p_, sizeof p_, static_cast<uint32_t>(kind)));
   }
 
   /// SGD; `momentum > 0` for heavy-ball momentum (PyTorch's definition), `nesterov` for
@@ -790,7 +802,7 @@ class Schedule {
 
  private:
   explicit Schedule(ScheduleKind kind) {
-    check(flatopt_schedule_init(&s_, static_cast<uint32_t>(kind)));
+    check(flatopt_schedule_init(&s_, sizeof s_, static_cast<uint32_t>(kind)));
   }
 
   /// Points the C struct's lists at the vectors owned by this object.
@@ -822,7 +834,7 @@ class Config {
  public:
   /// The C defaults (Adam, lr 1e-3).
   Config() : base_(BaseKind::Adam) {
-    check(flatopt_config_init(&c_));
+    check(flatopt_config_init(&c_, sizeof c_));
     c_.schedule = nullptr;
   }
   /// `base` at constant learning rate `lr`.
@@ -928,11 +940,11 @@ class Config {
   const BaseParams& base() const noexcept { return base_; }
   /// The schedule, if any.
   const std::optional<Schedule>& schedule() const noexcept { return schedule_; }
-  /// The C struct for this configuration; its `schedule` pointer points into this object
-  /// (valid while it lives unchanged; lvalues only).
+  /// The C struct for this configuration; its `base` and `schedule` pointers point into this
+  /// object (valid while it lives unchanged; lvalues only).
   flatopt_config c_struct() const& noexcept {
     flatopt_config c = c_;
-    c.base = base_.c_struct();
+    c.base = &base_.c_struct();
     c.schedule = schedule_ ? &schedule_->c_struct() : nullptr;
     return c;
   }
@@ -948,7 +960,7 @@ class Config {
 /// `flatopt_step_args_init`: step 1, lr 1e-3, no clipping, no decay, no sync (alpha 0.5).
 class StepArgs {
  public:
-  StepArgs() { check(flatopt_step_args_init(&a_)); }
+  StepArgs() { check(flatopt_step_args_init(&a_, sizeof a_)); }
 
   /// 1-based number of this base-optimizer step (bias correction, momentum's first step).
   StepArgs& step(uint64_t t) & { a_.step = t; return *this; }
@@ -1119,9 +1131,8 @@ class Optimizer {
   }
   /// Registers a parameter buffer without a gradient buffer, for optimizers that always step
   /// with `step(grads...)` / `step_with_grads` (passes a NULL gradient, which the C ABI
-  /// documents as allowed). Note: flatopt 0.1.0 refuses it with FLATOPT_ERR_NULL_POINTER
-  /// ("grad must not be NULL"), contrary to its documentation; until that is fixed, register
-  /// a gradient buffer (its contents are ignored by `step(grads...)`).
+  /// accepts). `step()` without gradients then fails with FLATOPT_ERR_NULL_POINTER naming the
+  /// missing gradient, and nothing changes.
   std::size_t add_param(Span<float> param) { return add(param, nullptr); }
 
   // --- Updates.
@@ -1193,10 +1204,14 @@ class Optimizer {
   void load(Span<const uint8_t> bytes) { check(flatopt_optimizer_load(h_, bytes.data(), bytes.size())); }
   /// Saves to a file atomically (temporary file, fsync, rename, fsync of the directory).
   void save_file(const std::string& path) const {
+    detail::check_path(path);
     check(flatopt_optimizer_save_file(h_, path.c_str()));
   }
   /// Loads a checkpoint file (see `load`).
-  void load_file(const std::string& path) { check(flatopt_optimizer_load_file(h_, path.c_str())); }
+  void load_file(const std::string& path) {
+    detail::check_path(path);
+    check(flatopt_optimizer_load_file(h_, path.c_str()));
+  }
 
   // --- Sharded training (see the README): block partials, then a step with the global sum.
   /// The block partial sums of squares of the registered gradients.

@@ -401,7 +401,7 @@ int main(int argc, char **argv)
     all_step_ns = (uint32_t *)xcalloc((size_t)ticks + 1, sizeof(uint32_t));
     make_validation(vin, vout, hz, seed + 1000);
 
-    flatopt_config_init(&cfg);
+    flatopt_config_init(&cfg, sizeof cfg);
     cfg.lr = 3e-3;
     cfg.lookahead = 1;
     cfg.sync_period = 5;

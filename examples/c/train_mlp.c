@@ -328,6 +328,7 @@ static run_result train(const char *name, int lookahead, const mlp *init, const 
 {
     const size_t batches = (tr->n + BATCH - 1) / BATCH;
     flatopt_config cfg;
+    flatopt_base_params base;
     flatopt_schedule sched;
     flatopt_optimizer *opt = NULL;
     mlp model = mlp_alloc(), grad = mlp_alloc(), eval = mlp_alloc();
@@ -347,9 +348,10 @@ static run_result train(const char *name, int lookahead, const mlp *init, const 
     /* Adam (b1 0.9, b2 0.999, eps 1e-8), cosine-annealed from LR to LR_MIN over the whole
      * run (the schedule advances once per update), gradients clipped to global norm
      * CLIP_NORM; optionally wrapped in Lookahead. */
-    CHECK(flatopt_config_init(&cfg));
-    CHECK(flatopt_base_params_init(&cfg.base, FLATOPT_ADAM));
-    CHECK(flatopt_schedule_init(&sched, FLATOPT_SCHEDULE_COSINE_ANNEALING));
+    CHECK(flatopt_config_init(&cfg, sizeof cfg));
+    CHECK(flatopt_base_params_init(&base, sizeof base, FLATOPT_ADAM));
+    cfg.base = &base; /* read by flatopt_optimizer_new */
+    CHECK(flatopt_schedule_init(&sched, sizeof sched, FLATOPT_SCHEDULE_COSINE_ANNEALING));
     sched.base_lr = LR;
     sched.eta_min = LR_MIN;
     sched.period = (uint64_t)EPOCHS * batches; /* T_max, in updates */

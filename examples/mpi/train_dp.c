@@ -151,7 +151,7 @@ static flatopt_optimizer *make_optimizer(float *p, const float *g, size_t n)
     flatopt_config c;
     flatopt_optimizer *opt = NULL;
     flatopt_status st;
-    flatopt_config_init(&c);
+    flatopt_config_init(&c, sizeof c);
     c.lr = 3e-3;
     c.lookahead = 1;
     c.sync_period = 5;

@@ -122,12 +122,17 @@ pub fn check_config(data: &[u8]) {
     }
 }
 
-/// Arbitrary bytes as a `flatopt_config`, optionally with a `flatopt_schedule` (also arbitrary
-/// bytes) whose list pointers are NULL or point to small fuzz-filled arrays (the counts are cut
-/// to the arrays' sizes when the pointer is set, left arbitrary when it is NULL).
+/// Arbitrary bytes as a `flatopt_config`, optionally with a `flatopt_base_params` and a
+/// `flatopt_schedule` (also arbitrary bytes) whose list pointers are NULL or point to small
+/// fuzz-filled arrays (the counts are cut to the arrays' sizes when the pointer is set, left
+/// arbitrary when it is NULL). Each struct sits at the start of a buffer of the largest
+/// `struct_size` the library accepts, so that an arbitrary `struct_size` is always backed by
+/// memory; bit 4 of the control byte puts a non-zero byte after each struct (a newer caller's
+/// field).
 fn check_config_c_raw(inp: &mut Input) {
     let ctrl = inp.u8();
     let cfg_bytes = inp.take(std::mem::size_of::<flatopt_config>());
+    let base_bytes = inp.take(std::mem::size_of::<flatopt_base_params>());
     let sched_bytes = inp.take(std::mem::size_of::<flatopt_schedule>());
     let milestones: Vec<u64> = (0..(inp.u8() % 9)).map(|_| inp.u64v()).collect();
     let values: Vec<f64> = (0..(inp.u8() % 9)).map(|_| inp.f64v()).collect();
@@ -135,6 +140,8 @@ fn check_config_c_raw(inp: &mut Input) {
     // or a raw pointer, for which any bit pattern is a valid value (the pointers are replaced
     // below before the library sees them).
     let mut c: flatopt_config = unsafe { std::ptr::read_unaligned(cfg_bytes.as_ptr().cast()) };
+    // SAFETY: as above (integers and floats only).
+    let b: flatopt_base_params = unsafe { std::ptr::read_unaligned(base_bytes.as_ptr().cast()) };
     // SAFETY: as above.
     let mut s: flatopt_schedule = unsafe { std::ptr::read_unaligned(sched_bytes.as_ptr().cast()) };
     if ctrl & 2 != 0 {
@@ -155,16 +162,30 @@ fn check_config_c_raw(inp: &mut Input) {
     } else {
         s.values = std::ptr::null();
     }
-    c.schedule = if ctrl & 1 != 0 { &s } else { std::ptr::null() };
     // Valid thread counts above 2 start that many threads: slow, covered by the engine tests.
     if (2..=256).contains(&c.num_threads) {
         c.num_threads = pool_threads(2) as u32;
     }
+    let tail = (ctrl & 16 != 0).then_some(inp.u8() | 1);
+    let b = Padded::new(b, tail);
+    let s = Padded::new(s, tail);
+    c.base = if ctrl & 8 != 0 {
+        b.ptr()
+    } else {
+        std::ptr::null()
+    };
+    c.schedule = if ctrl & 1 != 0 {
+        s.ptr()
+    } else {
+        std::ptr::null()
+    };
+    let c = Padded::new(c, tail);
     let sentinel = std::ptr::NonNull::<flatopt_optimizer>::dangling().as_ptr();
     let mut out = sentinel;
-    // SAFETY: `c` is a complete struct; its schedule pointer is NULL or `&s`, whose list
-    // pointers are NULL or point to at least their counts of elements.
-    let st = unsafe { flatopt_optimizer_new(&c, &mut out) };
+    // SAFETY: `c` is a struct followed by zeros (or one set byte) up to the largest size the
+    // library reads; its base pointer is NULL or `b` and its schedule pointer NULL or `s` (the
+    // same), whose list pointers are NULL or point to at least their counts.
+    let st = unsafe { flatopt_optimizer_new(c.ptr(), &mut out) };
     match st {
         FLATOPT_OK => {
             assert!(!out.is_null() && out != sentinel, "OK without a handle");
@@ -184,9 +205,37 @@ fn check_config_c_raw(inp: &mut Input) {
             FLATOPT_ERR_NULL_POINTER
         );
         assert_eq!(
-            flatopt_optimizer_new(&c, std::ptr::null_mut()),
+            flatopt_optimizer_new(c.ptr(), std::ptr::null_mut()),
             FLATOPT_ERR_NULL_POINTER
         );
+    }
+}
+
+/// A C struct at the start of a zeroed, 8-aligned buffer of the largest `struct_size` the
+/// library reads (4096 bytes), optionally with one non-zero byte right after the struct.
+struct Padded<T> {
+    words: Vec<u64>,
+    _t: std::marker::PhantomData<T>,
+}
+
+impl<T: Copy> Padded<T> {
+    fn new(value: T, tail: Option<u8>) -> Self {
+        let mut words = vec![0u64; 4096 / 8];
+        let p = words.as_mut_ptr().cast::<T>();
+        // SAFETY: the buffer is 8-aligned (enough for these structs) and larger than `T`.
+        unsafe { p.write(value) };
+        if let Some(byte) = tail {
+            // SAFETY: `size_of::<T>() < 4096`: inside the buffer.
+            unsafe { p.cast::<u8>().add(std::mem::size_of::<T>()).write(byte) };
+        }
+        Padded {
+            words,
+            _t: std::marker::PhantomData,
+        }
+    }
+
+    fn ptr(&self) -> *const T {
+        self.words.as_ptr().cast()
     }
 }
 

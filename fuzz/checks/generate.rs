@@ -150,6 +150,7 @@ pub fn decode_config(inp: &mut Input, for_stepping: bool) -> Config {
 /// struct moves its `Box`, which invalidates pointers derived from it earlier: Miri checks).
 pub struct CConfig {
     pub cfg: flatopt_config,
+    pub base: Box<flatopt_base_params>,
     sched: Box<flatopt_schedule>,
     use_schedule: bool,
     milestones: Vec<u64>,
@@ -169,6 +170,7 @@ impl CConfig {
         self.sched.n_milestones = self.milestones.len();
         self.sched.values = list(&self.values);
         self.sched.n_values = self.values.len();
+        self.cfg.base = &*self.base;
         self.cfg.schedule = if self.use_schedule {
             &*self.sched
         } else {
@@ -184,19 +186,22 @@ impl CConfig {
 /// more than 2^32 threads). Every catalog field goes into the C field the catalog names.
 pub fn to_c(cfg: &Config) -> Option<CConfig> {
     // SAFETY: all-zero is a valid value of these plain structs (NULL pointers).
-    let (mut c, mut s): (flatopt_config, flatopt_schedule) =
-        unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
-    // SAFETY: valid, writable structs.
+    let (mut c, mut b, mut s): (flatopt_config, flatopt_base_params, flatopt_schedule) =
+        unsafe { (std::mem::zeroed(), std::mem::zeroed(), std::mem::zeroed()) };
+    // SAFETY: valid, writable structs of the sizes passed.
     unsafe {
-        assert_eq!(flatopt_config_init(&mut c), FLATOPT_OK);
+        assert_eq!(flatopt_config_init(&mut c, size_of_val(&c)), FLATOPT_OK);
         assert_eq!(
-            flatopt_base_params_init(&mut c.base, cfg.base.kind()),
+            flatopt_base_params_init(&mut b, size_of_val(&b), cfg.base.kind()),
             FLATOPT_OK
         );
-        assert_eq!(flatopt_schedule_init(&mut s, cfg.lr.kind()), FLATOPT_OK);
+        assert_eq!(
+            flatopt_schedule_init(&mut s, size_of_val(&s), cfg.lr.kind()),
+            FLATOPT_OK
+        );
     }
     for (f, v) in cfg.base.spec().fields.iter().zip(cfg.base.values()) {
-        c_catalog::set(&mut c.base, f, &v);
+        c_catalog::set(&mut b, f, &v);
     }
     let (mut milestones, mut values) = (Vec::new(), Vec::new());
     let use_schedule = !matches!(cfg.lr, Schedule::Fixed { .. });
@@ -236,6 +241,7 @@ pub fn to_c(cfg: &Config) -> Option<CConfig> {
     c.simd_tier = cfg.tier.map_or(0, |t| t as u32);
     Some(CConfig {
         cfg: c,
+        base: Box::new(b),
         sched: Box::new(s),
         use_schedule,
         milestones,

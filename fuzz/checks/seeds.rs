@@ -69,11 +69,16 @@ fn config_bytes(c: &flatopt_config) -> Vec<u8> {
             simd_tier
         ]
     );
-    let at = std::mem::offset_of!(flatopt_config, base);
+    buf
+}
+
+/// The bytes of a `flatopt_base_params`, for seeds of the raw C mode.
+fn base_bytes(b: &flatopt_base_params) -> Vec<u8> {
+    let mut buf = vec![0u8; std::mem::size_of::<flatopt_base_params>()];
     put_fields!(
         buf,
-        at,
-        c.base,
+        0,
+        b,
         flatopt_base_params,
         [
             struct_size,
@@ -198,11 +203,12 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
                 // SAFETY: all-zero is valid for this struct.
                 let mut s: flatopt_schedule = unsafe { std::mem::zeroed() };
                 // SAFETY: valid, writable struct.
-                unsafe { flatopt_schedule_init(&mut s, kind) };
+                unsafe { flatopt_schedule_init(&mut s, size_of_val(&s), kind) };
                 let mut cfg = c.cfg;
                 cfg.lookahead = kind % 2;
-                let mut seed = vec![0u8, 1];
+                let mut seed = vec![0u8, 1 | 8];
                 seed.extend(config_bytes(&cfg));
+                seed.extend(base_bytes(&c.base));
                 seed.extend(schedule_bytes(&s));
                 seed.extend([2, 0, 5, 0, 0]);
                 out.push(seed);

@@ -42,6 +42,10 @@ pub enum flatopt_status {
     FLATOPT_ERR_INTERNAL = 11,
     /// The handle is being used by another thread at the same time (nothing changed).
     FLATOPT_ERR_BUSY = 12,
+    /// An earlier call on this handle failed with `FLATOPT_ERR_INTERNAL` (a caught panic) and
+    /// may have left it half-updated: every later call on it is refused with this status; only
+    /// `flatopt_optimizer_free` works.
+    FLATOPT_ERR_POISONED = 13,
 }
 
 use flatopt_status::*;
@@ -60,6 +64,7 @@ pub fn status_of(e: &Error) -> flatopt_status {
         Error::Io(_) => FLATOPT_ERR_IO,
         Error::Corrupt(_) => FLATOPT_ERR_CORRUPT,
         Error::Busy(_) => FLATOPT_ERR_BUSY,
+        Error::Poisoned => FLATOPT_ERR_POISONED,
     }
 }
 
@@ -129,6 +134,7 @@ pub extern "C" fn flatopt_status_str(status: i32) -> *const c_char {
         10 => b"corrupt data\0",
         11 => b"internal error\0",
         12 => b"handle busy in another thread\0",
+        13 => b"handle poisoned by an earlier internal error\0",
         _ => b"unknown status code\0",
     };
     s.as_ptr().cast()
@@ -142,7 +148,7 @@ pub extern "C" fn flatopt_last_error_message() -> *const c_char {
     LAST_ERROR.with(|buf| buf.borrow().as_ptr().cast())
 }
 
-/// The library version as a NUL-terminated string, e.g. "0.1.0". Compare it with
+/// The library version as a NUL-terminated string, e.g. "0.2.0". Compare it with
 /// `FLATOPT_VERSION_STRING` to detect a header / library mismatch.
 #[no_mangle]
 pub extern "C" fn flatopt_version() -> *const c_char {

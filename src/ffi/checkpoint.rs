@@ -10,6 +10,10 @@ use super::handle::{check_no_pending, flatopt_optimizer, handle, handle_ref, que
 use super::ptr::{path_from_c, slice, slice_mut, write_out};
 
 /// The size in bytes of the checkpoint `flatopt_optimizer_save` would write now.
+///
+/// # Safety
+/// `opt` is NULL (refused) or a live handle from `flatopt_optimizer_new`.
+/// `out` is NULL (refused) or valid for one write.
 #[no_mangle]
 pub unsafe extern "C" fn flatopt_optimizer_checkpoint_size(
     opt: *const flatopt_optimizer,
@@ -23,6 +27,11 @@ pub unsafe extern "C" fn flatopt_optimizer_checkpoint_size(
 /// AMSGrad maximum, slow weights; not the parameters, which the caller owns) into `buf` of
 /// `cap` bytes and its length to `*written`. `FLATOPT_ERR_LENGTH_MISMATCH` if `cap` is smaller
 /// than `flatopt_optimizer_checkpoint_size`.
+///
+/// # Safety
+/// `opt` is NULL (refused) or a live handle from `flatopt_optimizer_new`.
+/// `buf` is NULL (refused) or valid for writes of `cap` bytes; `written` is NULL
+/// (refused) or valid for one write.
 #[no_mangle]
 pub unsafe extern "C" fn flatopt_optimizer_save(
     opt: *const flatopt_optimizer,
@@ -63,6 +72,10 @@ pub unsafe extern "C" fn flatopt_optimizer_save(
 /// before anything changes: `FLATOPT_ERR_CORRUPT`, `FLATOPT_ERR_INVALID_ARGUMENT` (different
 /// configuration), `FLATOPT_ERR_LENGTH_MISMATCH` or `FLATOPT_ERR_UNSUPPORTED` (newer format)
 /// leave the optimizer exactly as it was.
+///
+/// # Safety
+/// `opt` is NULL (refused) or a live handle from `flatopt_optimizer_new`.
+/// `buf` is NULL (refused) or holds `len` readable bytes.
 #[no_mangle]
 pub unsafe extern "C" fn flatopt_optimizer_load(
     opt: *mut flatopt_optimizer,
@@ -90,6 +103,10 @@ pub unsafe extern "C" fn flatopt_optimizer_load(
 /// Saves a checkpoint to the file `path` atomically (temporary file in the same directory,
 /// fsync, rename, fsync of the directory): after a crash the file holds the previous
 /// checkpoint or the new one, never a mix.
+///
+/// # Safety
+/// `opt` is NULL (refused) or a live handle from `flatopt_optimizer_new`.
+/// `path` is NULL (refused) or a NUL-terminated string.
 #[no_mangle]
 pub unsafe extern "C" fn flatopt_optimizer_save_file(
     opt: *const flatopt_optimizer,
@@ -107,6 +124,10 @@ pub unsafe extern "C" fn flatopt_optimizer_save_file(
 }
 
 /// Loads a checkpoint file (see `flatopt_optimizer_load`).
+///
+/// # Safety
+/// `opt` is NULL (refused) or a live handle from `flatopt_optimizer_new`.
+/// `path` is NULL (refused) or a NUL-terminated string.
 #[no_mangle]
 pub unsafe extern "C" fn flatopt_optimizer_load_file(
     opt: *mut flatopt_optimizer,

@@ -3,7 +3,7 @@
 //! call.
 
 use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crate::engine::{Optimizer, Outcome, RawState, Step};
 use crate::error::Error;
@@ -24,10 +24,14 @@ pub(crate) struct HostBuf {
 /// `flatopt_optimizer_step_range` between `flatopt_optimizer_begin_step` and
 /// `flatopt_optimizer_end_step` (and read-only queries among themselves). A call that overlaps
 /// a conflicting call on the same handle from another thread is detected and refused with
-/// `FLATOPT_ERR_BUSY` (nothing changes) rather than being undefined behaviour.
+/// `FLATOPT_ERR_BUSY` (nothing changes) rather than being undefined behaviour. After a call on
+/// it failed with `FLATOPT_ERR_INTERNAL` (a caught panic), the handle is poisoned: every later
+/// call on it returns `FLATOPT_ERR_POISONED`, and only `flatopt_optimizer_free` works.
 pub struct flatopt_optimizer {
     /// Who uses the handle now: 0 nobody, `EXCLUSIVE` one changing call, n > 0 n shared calls.
     lock: AtomicUsize,
+    /// Set when a call panicked while holding the handle (see the `Drop` of the guards).
+    poisoned: AtomicBool,
     inner: UnsafeCell<Inner>,
 }
 
@@ -38,6 +42,7 @@ impl flatopt_optimizer {
     pub(crate) fn new(engine: Optimizer) -> Self {
         flatopt_optimizer {
             lock: AtomicUsize::new(0),
+            poisoned: AtomicBool::new(false),
             inner: UnsafeCell::new(Inner {
                 engine,
                 bufs: Vec::new(),
@@ -83,23 +88,33 @@ impl Drop for ScratchGuard<'_> {
 /// Exclusive access to a handle for the duration of one call (released on drop).
 pub(crate) struct Exclusive<'a> {
     lock: &'a AtomicUsize,
+    poisoned: &'a AtomicBool,
     inner: &'a mut Inner,
 }
 
 /// Shared, read-only access to a handle for the duration of one call (released on drop).
 pub(crate) struct Shared<'a> {
     lock: &'a AtomicUsize,
+    poisoned: &'a AtomicBool,
     inner: &'a Inner,
 }
 
 impl Drop for Exclusive<'_> {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // Unwinding out of a call that held the handle: its state may be half-updated.
+            self.poisoned.store(true, Ordering::Release);
+        }
         self.lock.store(0, Ordering::Release);
     }
 }
 
 impl Drop for Shared<'_> {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // A range of a split step may be half-applied.
+            self.poisoned.store(true, Ordering::Release);
+        }
         self.lock.fetch_sub(1, Ordering::Release);
     }
 }
@@ -130,11 +145,31 @@ fn busy() -> Error {
     )
 }
 
-/// Takes a handle for a call that changes it.
+/// Takes a handle for a call that changes it (refused when poisoned).
 ///
 /// # Safety
 /// `opt` is NULL (rejected) or a live handle from `flatopt_optimizer_new`.
 pub(crate) unsafe fn handle<'a>(opt: *mut flatopt_optimizer) -> Result<Exclusive<'a>, Error> {
+    // SAFETY: this function's contract.
+    let h = unsafe { handle_even_poisoned(opt)? };
+    check_poison(h.poisoned)?;
+    Ok(h)
+}
+
+fn check_poison(poisoned: &AtomicBool) -> Result<(), Error> {
+    if poisoned.load(Ordering::Acquire) {
+        return Err(Error::Poisoned);
+    }
+    Ok(())
+}
+
+/// Takes a handle for a call that changes it, poisoned or not (`flatopt_optimizer_free`).
+///
+/// # Safety
+/// `opt` is NULL (rejected) or a live handle from `flatopt_optimizer_new`.
+pub(crate) unsafe fn handle_even_poisoned<'a>(
+    opt: *mut flatopt_optimizer,
+) -> Result<Exclusive<'a>, Error> {
     // SAFETY: NULL or a live handle (this function's contract).
     let h = unsafe { handle_of(opt)? };
     h.lock
@@ -145,12 +180,13 @@ pub(crate) unsafe fn handle<'a>(opt: *mut flatopt_optimizer) -> Result<Exclusive
     let inner = unsafe { &mut *h.inner.get() };
     Ok(Exclusive {
         lock: &h.lock,
+        poisoned: &h.poisoned,
         inner,
     })
 }
 
 /// Takes a handle for a call that only reads it (or, for `step_range`, writes disjoint
-/// host-owned elements through pointers set up by `begin_step`).
+/// host-owned elements through pointers set up by `begin_step`); refused when poisoned.
 ///
 /// # Safety
 /// `opt` is NULL (rejected) or a live handle from `flatopt_optimizer_new`.
@@ -173,10 +209,13 @@ pub(crate) unsafe fn handle_ref<'a>(opt: *const flatopt_optimizer) -> Result<Sha
     // SAFETY: no exclusive user exists while the count is above 0, so shared references to
     // the contents may coexist.
     let inner = unsafe { &*h.inner.get() };
-    Ok(Shared {
+    let shared = Shared {
         lock: &h.lock,
+        poisoned: &h.poisoned,
         inner,
-    })
+    };
+    check_poison(shared.poisoned)?; // after taking it: the guard releases the count
+    Ok(shared)
 }
 
 impl Inner {
@@ -253,6 +292,8 @@ impl Inner {
             // SAFETY: as above.
             guard.grads.push(unsafe { slice(grad_ptr(i), b.len) });
         }
+        #[cfg(test)]
+        super::tests::panic_if_armed();
         f(&mut self.engine, guard.params, guard.grads)
     }
 }

@@ -22,7 +22,6 @@
 //! are the C documentation.
 
 #![allow(non_camel_case_types)]
-#![allow(clippy::missing_safety_doc)] // Safety is documented per function in C terms.
 
 // cbindgen writes the header in the order of these lines (rustfmt would sort one block of
 // `mod` lines, hence one block each).
@@ -45,6 +44,9 @@ mod ptr;
 /// The C side of the catalogs (public for the fuzz harness, which builds C structs from Rust
 /// configurations with it).
 pub mod catalog;
+
+#[cfg(test)]
+mod tests;
 
 pub use boundary::*;
 pub use checkpoint::*;

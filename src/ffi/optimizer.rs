@@ -11,16 +11,22 @@ use crate::simd;
 
 use super::boundary::{flatopt_status, flatopt_status::*, guard, guard_value, set_message};
 use super::handle::{
-    check_no_pending, flatopt_optimizer, handle, handle_ref, outcome_status, query, HostBuf, Inner,
+    check_no_pending, flatopt_optimizer, handle, handle_even_poisoned, handle_ref, outcome_status,
+    query, HostBuf, Inner,
 };
 use super::ptr::{
-    check_buf, check_f64_aligned, free_handle, read_versioned, slice, slice_mut, sub_slice,
-    sub_slice_mut, write_out,
+    check_buf, check_f64_aligned, free_handle, slice, slice_mut, sub_slice, sub_slice_mut,
+    write_out,
 };
-use super::structs::{config_defaults, config_from_c, flatopt_config, tier_from_c};
+use super::structs::{flatopt_config, read_config, tier_from_c};
 
 /// Creates an optimizer from `config` (validated: the message names the first bad field) and
 /// writes the handle to `*out`. Release it with `flatopt_optimizer_free`.
+///
+/// # Safety
+/// `config` is NULL (refused) or points to `config->struct_size` readable bytes whose
+/// `base` and `schedule` are NULL or valid (the schedule's lists valid for their
+/// counts; everything is copied). `out` is NULL (refused) or valid for one write.
 #[no_mangle]
 pub unsafe extern "C" fn flatopt_optimizer_new(
     config: *const flatopt_config,
@@ -30,11 +36,9 @@ pub unsafe extern "C" fn flatopt_optimizer_new(
         if out.is_null() {
             return Err(Error::NullPointer { name: "out" });
         }
-        let min = std::mem::size_of::<flatopt_config>();
-        // SAFETY: NULL is rejected; otherwise points to a flatopt_config (C contract).
-        let c = unsafe { read_versioned("config", config, config_defaults(), min)? };
-        // SAFETY: the config's schedule pointer is NULL or valid (C contract).
-        let cfg = unsafe { config_from_c(&c)? };
+        // SAFETY: NULL (refused) or a flatopt_config of `struct_size` bytes whose pointers are
+        // NULL or valid (this function's contract).
+        let cfg = unsafe { read_config(config)? };
         let engine = Optimizer::new(cfg)?;
         let h = Box::new(flatopt_optimizer::new(engine));
         // SAFETY: `out` is non-null (checked) and valid for writes (C contract).
@@ -44,6 +48,10 @@ pub unsafe extern "C" fn flatopt_optimizer_new(
 }
 
 /// Releases an optimizer. NULL is accepted and ignored. The handle must not be used afterwards.
+///
+/// # Safety
+/// `opt` is NULL (ignored) or a live handle, not used by any other call now nor
+/// afterwards.
 #[no_mangle]
 pub unsafe extern "C" fn flatopt_optimizer_free(opt: *mut flatopt_optimizer) {
     if opt.is_null() {
@@ -52,7 +60,7 @@ pub unsafe extern "C" fn flatopt_optimizer_free(opt: *mut flatopt_optimizer) {
     guard_value((), || {
         // SAFETY: a live handle from `flatopt_optimizer_new` (C contract); taking it
         // exclusively proves no other thread is inside a call on it right now.
-        match unsafe { handle(opt) } {
+        match unsafe { handle_even_poisoned(opt) } {
             Ok(h) => {
                 std::mem::forget(h); // keep the lock taken: the handle is going away
                                      // SAFETY: a handle from `flatopt_optimizer_new`, freed once (C contract), and
@@ -74,6 +82,11 @@ pub unsafe extern "C" fn flatopt_optimizer_free(opt: *mut flatopt_optimizer) {
 /// Registering re-sizes the optimizer's state: like `flatopt_optimizer_reset` it sets the
 /// counters and the schedule back to zero, and pointers from `flatopt_optimizer_slow_weights`
 /// become invalid.
+///
+/// # Safety
+/// `opt` is NULL (refused) or a live handle from `flatopt_optimizer_new`.
+/// `param` and `grad` (if not NULL) hold `len` floats each and stay valid, and
+/// untouched by others while a call on the handle runs, until the handle is freed.
 #[no_mangle]
 pub unsafe extern "C" fn flatopt_optimizer_add_param(
     opt: *mut flatopt_optimizer,
@@ -95,6 +108,10 @@ pub unsafe extern "C" fn flatopt_optimizer_add_param(
 /// One update of every registered buffer with the registered gradient buffers. Returns
 /// `FLATOPT_OK`, `FLATOPT_SKIPPED` (a gradient held NaN/Inf under the skip policy: nothing
 /// changed) or an error (nothing changed).
+///
+/// # Safety
+/// `opt` is NULL (refused) or a live handle from `flatopt_optimizer_new`.
+/// The registered buffers are valid and untouched by others during the call.
 #[no_mangle]
 pub unsafe extern "C" fn flatopt_optimizer_step(opt: *mut flatopt_optimizer) -> flatopt_status {
     guard(|| {
@@ -109,6 +126,11 @@ pub unsafe extern "C" fn flatopt_optimizer_step(opt: *mut flatopt_optimizer) -> 
 
 /// One update with gradients passed for this call: `grads[i]` is the gradient of registered
 /// buffer `i` (same length); `n_grads` must equal the number of registered buffers.
+///
+/// # Safety
+/// `opt` is NULL (refused) or a live handle from `flatopt_optimizer_new`.
+/// `grads` is NULL (refused) or holds `n_grads` pointers, each to as many floats
+/// as its registered buffer, valid during the call.
 #[no_mangle]
 pub unsafe extern "C" fn flatopt_optimizer_step_with_grads(
     opt: *mut flatopt_optimizer,
@@ -141,6 +163,10 @@ pub unsafe extern "C" fn flatopt_optimizer_step_with_grads(
 
 /// The number of sum-of-squares blocks over all registered buffers (`ceil(len / block size)`
 /// per buffer): the length of the array `flatopt_optimizer_sum_squares_partials` fills.
+///
+/// # Safety
+/// `opt` is NULL (refused) or a live handle from `flatopt_optimizer_new`.
+/// `out` is NULL (refused) or valid for one write.
 #[no_mangle]
 pub unsafe extern "C" fn flatopt_optimizer_sum_squares_block_count(
     opt: *const flatopt_optimizer,
@@ -156,6 +182,11 @@ pub unsafe extern "C" fn flatopt_optimizer_sum_squares_block_count(
 /// starting from 0.0, and pass the sum to `flatopt_optimizer_step_with_sum_squares`. When every
 /// shard starts on a block boundary (`flatopt_sum_squares_block_size`), the sharded run is
 /// bit-identical to a single process.
+///
+/// # Safety
+/// `opt` is NULL (refused) or a live handle from `flatopt_optimizer_new`.
+/// `partials` is NULL (refused unless `n` is 0) or valid for writes of `n`
+/// doubles; the registered gradients are valid during the call.
 #[no_mangle]
 pub unsafe extern "C" fn flatopt_optimizer_sum_squares_partials(
     opt: *mut flatopt_optimizer,
@@ -192,6 +223,10 @@ pub unsafe extern "C" fn flatopt_optimizer_sum_squares_partials(
 /// squares `sum_squares` (see `flatopt_optimizer_sum_squares_partials`) for clipping by norm
 /// and the non-finite check. A non-finite sum skips the update on every shard alike
 /// (`FLATOPT_SKIPPED` or `FLATOPT_ERR_NON_FINITE` by policy).
+///
+/// # Safety
+/// `opt` is NULL (refused) or a live handle from `flatopt_optimizer_new`.
+/// The registered buffers are valid and untouched by others during the call.
 #[no_mangle]
 pub unsafe extern "C" fn flatopt_optimizer_step_with_sum_squares(
     opt: *mut flatopt_optimizer,
@@ -215,6 +250,10 @@ pub unsafe extern "C" fn flatopt_optimizer_step_with_sum_squares(
 /// `[0, flatopt_optimizer_total_len)` (from any threads, concurrently) and then
 /// `flatopt_optimizer_end_step`. Element indices run over the registered buffers in order.
 /// A begun step cannot be abandoned (ranges already applied cannot be undone): finish it.
+///
+/// # Safety
+/// `opt` is NULL (refused) or a live handle from `flatopt_optimizer_new`.
+/// The registered buffers stay valid until `flatopt_optimizer_end_step`.
 #[no_mangle]
 pub unsafe extern "C" fn flatopt_optimizer_begin_step(
     opt: *mut flatopt_optimizer,
@@ -242,6 +281,10 @@ pub unsafe extern "C" fn flatopt_optimizer_begin_step(
 /// Applies the begun step to elements `[begin, end)` of the concatenation of the registered
 /// buffers. Concurrent calls on disjoint ranges of one handle are allowed (and are the point);
 /// the result does not depend on how the range is split.
+///
+/// # Safety
+/// `opt` is NULL (refused) or a live handle from `flatopt_optimizer_new`.
+/// Concurrent calls on one handle use disjoint ranges.
 #[no_mangle]
 pub unsafe extern "C" fn flatopt_optimizer_step_range(
     opt: *const flatopt_optimizer,
@@ -283,6 +326,8 @@ pub unsafe extern "C" fn flatopt_optimizer_step_range(
                         slow: sub_slice_mut(raw.slow, a, n),
                     }
                 };
+                #[cfg(test)]
+                super::tests::panic_if_armed();
                 kernels::apply(step.tier(), step.plan(), buffers)?;
             }
             offset += b.len;
@@ -292,6 +337,9 @@ pub unsafe extern "C" fn flatopt_optimizer_step_range(
 }
 
 /// Last phase of a split step: counts the update and advances the schedule.
+///
+/// # Safety
+/// `opt` is NULL (refused) or a live handle from `flatopt_optimizer_new`.
 #[no_mangle]
 pub unsafe extern "C" fn flatopt_optimizer_end_step(opt: *mut flatopt_optimizer) -> flatopt_status {
     guard(|| {
@@ -310,6 +358,10 @@ pub unsafe extern "C" fn flatopt_optimizer_end_step(opt: *mut flatopt_optimizer)
 /// Resets the optimizer to its state right after registration: moments zeroed, counters and
 /// schedule reset, slow weights copied from the current parameter values. Registration is
 /// allowed again afterwards.
+///
+/// # Safety
+/// `opt` is NULL (refused) or a live handle from `flatopt_optimizer_new`.
+/// The registered parameter buffers are valid during the call.
 #[no_mangle]
 pub unsafe extern "C" fn flatopt_optimizer_reset(opt: *mut flatopt_optimizer) -> flatopt_status {
     guard(|| {
@@ -335,6 +387,10 @@ pub unsafe extern "C" fn flatopt_optimizer_reset(opt: *mut flatopt_optimizer) ->
 }
 
 /// Number of applied updates.
+///
+/// # Safety
+/// `opt` is NULL (refused) or a live handle from `flatopt_optimizer_new`.
+/// `out` is NULL (refused) or valid for one write.
 #[no_mangle]
 pub unsafe extern "C" fn flatopt_optimizer_step_count(
     opt: *const flatopt_optimizer,
@@ -345,6 +401,10 @@ pub unsafe extern "C" fn flatopt_optimizer_step_count(
 }
 
 /// Number of updates skipped because of non-finite gradients.
+///
+/// # Safety
+/// `opt` is NULL (refused) or a live handle from `flatopt_optimizer_new`.
+/// `out` is NULL (refused) or valid for one write.
 #[no_mangle]
 pub unsafe extern "C" fn flatopt_optimizer_skipped_count(
     opt: *const flatopt_optimizer,
@@ -355,6 +415,10 @@ pub unsafe extern "C" fn flatopt_optimizer_skipped_count(
 }
 
 /// The learning rate the next update will use.
+///
+/// # Safety
+/// `opt` is NULL (refused) or a live handle from `flatopt_optimizer_new`.
+/// `out` is NULL (refused) or valid for one write.
 #[no_mangle]
 pub unsafe extern "C" fn flatopt_optimizer_current_lr(
     opt: *const flatopt_optimizer,
@@ -365,6 +429,10 @@ pub unsafe extern "C" fn flatopt_optimizer_current_lr(
 }
 
 /// The SIMD tier (a `flatopt_simd_tier` value) this optimizer runs on.
+///
+/// # Safety
+/// `opt` is NULL (refused) or a live handle from `flatopt_optimizer_new`.
+/// `out` is NULL (refused) or valid for one write.
 #[no_mangle]
 pub unsafe extern "C" fn flatopt_optimizer_simd_tier(
     opt: *const flatopt_optimizer,
@@ -375,6 +443,10 @@ pub unsafe extern "C" fn flatopt_optimizer_simd_tier(
 }
 
 /// The number of threads used by `flatopt_optimizer_step`.
+///
+/// # Safety
+/// `opt` is NULL (refused) or a live handle from `flatopt_optimizer_new`.
+/// `out` is NULL (refused) or valid for one write.
 #[no_mangle]
 pub unsafe extern "C" fn flatopt_optimizer_num_threads(
     opt: *const flatopt_optimizer,
@@ -385,6 +457,10 @@ pub unsafe extern "C" fn flatopt_optimizer_num_threads(
 }
 
 /// The number of registered buffers.
+///
+/// # Safety
+/// `opt` is NULL (refused) or a live handle from `flatopt_optimizer_new`.
+/// `out` is NULL (refused) or valid for one write.
 #[no_mangle]
 pub unsafe extern "C" fn flatopt_optimizer_num_params(
     opt: *const flatopt_optimizer,
@@ -395,6 +471,10 @@ pub unsafe extern "C" fn flatopt_optimizer_num_params(
 }
 
 /// The total number of registered elements (the range of `flatopt_optimizer_step_range`).
+///
+/// # Safety
+/// `opt` is NULL (refused) or a live handle from `flatopt_optimizer_new`.
+/// `out` is NULL (refused) or valid for one write.
 #[no_mangle]
 pub unsafe extern "C" fn flatopt_optimizer_total_len(
     opt: *const flatopt_optimizer,
@@ -405,6 +485,9 @@ pub unsafe extern "C" fn flatopt_optimizer_total_len(
 }
 
 /// Sets the thread count (1: the caller's thread). Results do not depend on it.
+///
+/// # Safety
+/// `opt` is NULL (refused) or a live handle from `flatopt_optimizer_new`.
 #[no_mangle]
 pub unsafe extern "C" fn flatopt_optimizer_set_num_threads(
     opt: *mut flatopt_optimizer,
@@ -421,6 +504,9 @@ pub unsafe extern "C" fn flatopt_optimizer_set_num_threads(
 
 /// Sets the SIMD tier (a `flatopt_simd_tier`; 0: the process default). Results do not depend
 /// on it.
+///
+/// # Safety
+/// `opt` is NULL (refused) or a live handle from `flatopt_optimizer_new`.
 #[no_mangle]
 pub unsafe extern "C" fn flatopt_optimizer_set_simd_tier(
     opt: *mut flatopt_optimizer,
@@ -453,6 +539,10 @@ fn slow_of(h: &Inner, index: usize) -> Result<&[f32], Error> {
 
 /// Borrows the Lookahead slow weights of buffer `index`: `*out` points to `*out_len` floats
 /// owned by the optimizer, valid until the next step, reset or free. Read only.
+///
+/// # Safety
+/// `opt` is NULL (refused) or a live handle from `flatopt_optimizer_new`.
+/// `out` and `out_len` are NULL (refused) or valid for one write each.
 #[no_mangle]
 pub unsafe extern "C" fn flatopt_optimizer_slow_weights(
     opt: *const flatopt_optimizer,
@@ -480,6 +570,10 @@ pub unsafe extern "C" fn flatopt_optimizer_slow_weights(
 
 /// Copies the Lookahead slow weights of buffer `index` into `dst` (`len` must equal the
 /// buffer's length).
+///
+/// # Safety
+/// `opt` is NULL (refused) or a live handle from `flatopt_optimizer_new`.
+/// `dst` is NULL (refused unless `len` is 0) or valid for writes of `len` floats.
 #[no_mangle]
 pub unsafe extern "C" fn flatopt_optimizer_copy_slow_weights(
     opt: *const flatopt_optimizer,
@@ -508,6 +602,9 @@ pub unsafe extern "C" fn flatopt_optimizer_copy_slow_weights(
 }
 
 /// Advances the learning-rate schedule by one (epoch style; meant for `schedule_manual`).
+///
+/// # Safety
+/// `opt` is NULL (refused) or a live handle from `flatopt_optimizer_new`.
 #[no_mangle]
 pub unsafe extern "C" fn flatopt_optimizer_schedule_step(
     opt: *mut flatopt_optimizer,
@@ -521,6 +618,9 @@ pub unsafe extern "C" fn flatopt_optimizer_schedule_step(
 }
 
 /// Feeds a metric to a ReduceOnPlateau schedule.
+///
+/// # Safety
+/// `opt` is NULL (refused) or a live handle from `flatopt_optimizer_new`.
 #[no_mangle]
 pub unsafe extern "C" fn flatopt_optimizer_schedule_step_metric(
     opt: *mut flatopt_optimizer,

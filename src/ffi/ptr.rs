@@ -218,17 +218,67 @@ pub(crate) fn span(
     (start, end, written, name, index)
 }
 
-/// Reads a versioned configuration struct whose first field is `struct_size`: copies the first
-/// `struct_size` bytes over the defaults, so an older caller (smaller struct) gets defaults for
-/// the fields it does not know.
+/// The sizes a versioned struct accepts (see "Versioned structs" in `include/flatopt.h`): the
+/// frozen size of every published version, oldest first; the last is this library's
+/// `size_of::<T>()`.
+pub(crate) struct Versions {
+    /// The struct's C name, for messages.
+    pub(crate) name: &'static str,
+    /// `FLATOPT_<NAME>_SIZE_V1`, `_V2`, ...
+    pub(crate) sizes: &'static [u32],
+}
+
+/// The largest `struct_size` a caller may give: a bigger value is not a size but an
+/// uninitialised field, and reading that far could fault.
+pub(crate) const MAX_STRUCT_SIZE: usize = 4096;
+
+impl Versions {
+    /// The newest published size (this library's struct).
+    pub(crate) const fn newest(&self) -> usize {
+        self.sizes[self.sizes.len() - 1] as usize
+    }
+
+    /// Checks a caller's `struct_size` for a struct of this library's size `ours`: one of the
+    /// published sizes, or larger than `ours` (a newer caller) up to [`MAX_STRUCT_SIZE`].
+    pub(crate) fn check(&self, field: &'static str, size: usize, ours: usize) -> Result<(), Error> {
+        debug_assert_eq!(self.newest(), ours);
+        let known = self.sizes.iter().any(|&s| s as usize == size);
+        if known || (size > ours && size <= MAX_STRUCT_SIZE) {
+            return Ok(());
+        }
+        let expected = if size < self.sizes[0] as usize {
+            "smaller than the first version of the struct (its _SIZE_V1 constant): initialise it \
+             with its _init function or _INIT macro"
+        } else if size > MAX_STRUCT_SIZE {
+            "larger than any struct (at most 4096): initialise it with its _init function or \
+             _INIT macro"
+        } else {
+            "not the size of any version of the struct (see its _SIZE_V<n> constants): \
+             initialise it with its _init function or _INIT macro"
+        };
+        Err(Error::invalid(
+            field,
+            format!("{size} ({})", self.name),
+            expected,
+        ))
+    }
+}
+
+/// Reads a versioned struct whose first field is a u32 `struct_size`, as libgit2 and the Linux
+/// kernel's extensible structs do: an older caller's smaller struct (a published size) is
+/// copied over `defaults`, so the fields it lacks keep their defaults; a newer caller's larger
+/// struct is accepted when every byte this library does not know is zero (every field added
+/// later means "as before" when zero), else refused with `FLATOPT_ERR_UNSUPPORTED` naming the
+/// first non-zero byte.
 ///
 /// # Safety
-/// `ptr` is NULL or points to at least `struct_size` readable bytes (its first 4 bytes).
+/// `ptr` is NULL or points to at least `struct_size` readable bytes (at least its first 4).
 pub(crate) unsafe fn read_versioned<T: Copy>(
     name: &'static str,
+    field: &'static str,
     ptr: *const T,
     defaults: T,
-    min_size: usize,
+    versions: &Versions,
 ) -> Result<T, Error> {
     if ptr.is_null() {
         return Err(Error::NullPointer { name });
@@ -236,22 +286,70 @@ pub(crate) unsafe fn read_versioned<T: Copy>(
     // SAFETY: every versioned struct starts with a u32 `struct_size`; `ptr` is non-null and
     // points to such a struct (caller contract). `read_unaligned` needs no alignment.
     let size = unsafe { std::ptr::read_unaligned(ptr.cast::<u32>()) } as usize;
-    if size < min_size {
-        return Err(Error::invalid(
-            name,
-            format!("struct_size = {size}"),
-            "struct_size is too small: initialise the struct with its _init function",
-        ));
+    let ours = std::mem::size_of::<T>();
+    versions.check(field, size, ours)?;
+    if size > ours {
+        // SAFETY: `size` readable bytes at `ptr` (caller contract) and `size <= MAX_STRUCT_SIZE`
+        // (checked), so bytes `[ours, size)` are readable and their count fits isize; they
+        // hold the newer caller's fields (no padding of ours), read as plain bytes.
+        let tail: &[u8] = unsafe { slice(ptr.cast::<u8>().add(ours), size - ours) };
+        if let Some(at) = tail.iter().position(|&b| b != 0) {
+            return Err(Error::Unsupported(format!(
+                "{name}: byte {} of the caller's {size}-byte {} is not zero, but this library \
+                 (version {}) knows only the first {ours} bytes: a field of a newer flatopt.h \
+                 is set; use a library at least as new as the header",
+                ours + at,
+                versions.name,
+                env!("CARGO_PKG_VERSION"),
+            )));
+        }
     }
     let mut out = defaults;
-    let n = size.min(std::mem::size_of::<T>());
-    // SAFETY: the source holds `size >= n` readable bytes (caller contract), the destination
-    // is a local `T` of `size_of::<T>() >= n` bytes, they do not overlap, and every bit pattern
-    // is valid for the plain-data structs this is used with (integers and floats only).
+    let n = size.min(ours);
+    // SAFETY: the source holds `size >= n` readable bytes, the destination is a local `T` of
+    // `ours >= n` bytes, they do not overlap, `n` ends on a field boundary (a published size or
+    // the whole struct), and every bit pattern is valid for these plain C structs (integers,
+    // floats and raw pointers only). The copy is untyped, so padding needs no initialisation.
     unsafe {
         std::ptr::copy_nonoverlapping(ptr.cast::<u8>(), (&mut out as *mut T).cast::<u8>(), n)
     };
     Ok(out)
+}
+
+/// The `_init` functions: writes `defaults` into the caller's struct of `size` bytes, never
+/// more: the first `min(size, size_of::<T>())` bytes from `defaults`, zeros after that (the
+/// fields of a newer header this library does not know: zero means "as before"), and
+/// `struct_size = size`. Nothing is written when `size` is refused.
+///
+/// # Safety
+/// `ptr` is NULL or valid for writes of `size` bytes.
+pub(crate) unsafe fn write_versioned<T: Copy>(
+    name: &'static str,
+    ptr: *mut T,
+    size: usize,
+    defaults: T,
+    versions: &Versions,
+) -> Result<(), Error> {
+    if ptr.is_null() {
+        return Err(Error::NullPointer { name });
+    }
+    let ours = std::mem::size_of::<T>();
+    versions.check("size", size, ours)?;
+    let n = size.min(ours);
+    // SAFETY: `size >= n` writable bytes at `ptr` (caller contract), `defaults` is a live local
+    // of `ours >= n` bytes, they do not overlap; the copy is untyped (padding included as is).
+    unsafe {
+        std::ptr::copy_nonoverlapping((&defaults as *const T).cast::<u8>(), ptr.cast::<u8>(), n)
+    };
+    if size > ours {
+        // SAFETY: bytes `[ours, size)` are the caller's (writable, caller contract), their count
+        // is below MAX_STRUCT_SIZE (checked); a byte slice needs no alignment.
+        unsafe { slice_mut(ptr.cast::<u8>().add(ours), size - ours) }.fill(0);
+    }
+    // SAFETY: the first 4 bytes are the struct's u32 `struct_size` (every versioned struct
+    // starts with it; `size >= 4` as every published size is); unaligned write, no alignment.
+    unsafe { std::ptr::write_unaligned(ptr.cast::<u32>(), size as u32) };
+    Ok(())
 }
 
 /// Writes `value` to `out` (the out-parameter convention: written only on success).

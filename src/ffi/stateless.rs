@@ -11,16 +11,28 @@ use crate::simd;
 use super::boundary::{flatopt_status, flatopt_status::*, guard};
 use super::ptr::{
     check_buf, check_disjoint, check_f64_aligned, read_versioned, slice, slice_mut, span,
-    write_out, Span,
+    write_out, write_versioned, Span, Versions,
 };
-use super::structs::{base_defaults, flag, flatopt_base_kind, flatopt_base_params};
+use super::structs::{flag, flatopt_base_kind, flatopt_base_params, read_base};
+
+/// Size in bytes of the first version of `flatopt_step_args` (flatopt 0.2.0). Frozen.
+pub const FLATOPT_STEP_ARGS_SIZE_V1: u32 = 56;
+
+/// The published sizes of `flatopt_step_args`, oldest first.
+const STEP_ARGS_VERSIONS: Versions = Versions {
+    name: "flatopt_step_args",
+    sizes: &[FLATOPT_STEP_ARGS_SIZE_V1],
+};
+
+// The newest published size is this library's struct (see structs.rs).
+const _: () = assert!(STEP_ARGS_VERSIONS.newest() == size_of::<flatopt_step_args>());
 
 /// Per-step arguments of the stateless update functions. Initialise with
-/// `flatopt_step_args_init`, then set fields.
+/// `flatopt_step_args_init(&a, sizeof a)` or `FLATOPT_STEP_ARGS_INIT`, then set fields.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct flatopt_step_args {
-    /// `sizeof(flatopt_step_args)`, set by the init function.
+    /// The caller's `sizeof(flatopt_step_args)`, set by the init function or macro.
     pub struct_size: u32,
     /// 1 to run the Lookahead sync after the update (needs the `slow` buffer).
     pub sync: u32,
@@ -52,12 +64,20 @@ fn step_args_defaults() -> flatopt_step_args {
     }
 }
 
-/// Fills `args` with defaults (step 1, lr 1e-3, no clipping, no decay, no sync).
+/// Fills the caller's `size` bytes at `args` with defaults (step 1, lr 1e-3, no clipping, no
+/// decay, no sync) and sets `struct_size = size`; pass `sizeof *args`.
+///
+/// # Safety
+/// `args` is NULL (refused) or valid for writes of `size` bytes.
 #[no_mangle]
-pub unsafe extern "C" fn flatopt_step_args_init(args: *mut flatopt_step_args) -> flatopt_status {
+pub unsafe extern "C" fn flatopt_step_args_init(
+    args: *mut flatopt_step_args,
+    size: usize,
+) -> flatopt_status {
     guard(|| {
-        // SAFETY: NULL (rejected) or valid for writes (C contract).
-        unsafe { write_out("args", args, step_args_defaults())? };
+        let (defaults, v) = (step_args_defaults(), &STEP_ARGS_VERSIONS);
+        // SAFETY: NULL (refused) or `size` writable bytes (this function's contract).
+        unsafe { write_versioned("args", args, size, defaults, v)? };
         Ok(FLATOPT_OK)
     })
 }
@@ -71,12 +91,11 @@ unsafe fn stateless_plan(
     args: *const flatopt_step_args,
     expect_kind: flatopt_base_kind,
 ) -> Result<Plan, Error> {
-    let min_hp = std::mem::size_of::<flatopt_base_params>();
-    // SAFETY: NULL rejected, else a valid struct (C contract).
-    let hp = unsafe { read_versioned("hp", hp, base_defaults(expect_kind as u32), min_hp)? };
-    let min_args = std::mem::size_of::<flatopt_step_args>();
+    // SAFETY: NULL (refused) or a struct of `struct_size` readable bytes (C contract).
+    let hp = unsafe { read_base("hp", "hp.struct_size", hp)? };
+    let (defaults, v) = (step_args_defaults(), &STEP_ARGS_VERSIONS);
     // SAFETY: as above.
-    let a = unsafe { read_versioned("args", args, step_args_defaults(), min_args)? };
+    let a = unsafe { read_versioned("args", "args.struct_size", args, defaults, v)? };
     if hp.kind != expect_kind as u32 {
         return Err(Error::invalid(
             "hp.kind",
@@ -174,6 +193,11 @@ unsafe fn stateless_run(
 /// Stateless SGD step on one buffer: `momentum_buf` (NULL if `hp->momentum` is 0) holds the
 /// momentum trace, `slow` (NULL unless `args->sync`) the Lookahead slow weights; all `len`
 /// floats. `hp->kind` must be `FLATOPT_SGD`. Nothing is written on error.
+///
+/// # Safety
+/// `hp` and `args` are NULL (refused) or point to their `struct_size` readable bytes.
+/// Each buffer is NULL (refused where required) or holds `len` floats, valid for the
+/// call and not accessed by anyone else during it.
 #[no_mangle]
 pub unsafe extern "C" fn flatopt_sgd_update(
     hp: *const flatopt_base_params,
@@ -202,6 +226,11 @@ pub unsafe extern "C" fn flatopt_sgd_update(
 
 /// Stateless Adam step (AMSGrad if `hp->amsgrad`: `v_max` required, else may be NULL).
 /// `hp->kind` must be `FLATOPT_ADAM`. See `flatopt_sgd_update` for the conventions.
+///
+/// # Safety
+/// `hp` and `args` are NULL (refused) or point to their `struct_size` readable bytes.
+/// Each buffer is NULL (refused where required) or holds `len` floats, valid for the
+/// call and not accessed by anyone else during it.
 #[no_mangle]
 pub unsafe extern "C" fn flatopt_adam_update(
     hp: *const flatopt_base_params,
@@ -256,6 +285,11 @@ unsafe fn two_moment_update(
 }
 
 /// Stateless AdamW step. `hp->kind` must be `FLATOPT_ADAMW`.
+///
+/// # Safety
+/// `hp` and `args` are NULL (refused) or point to their `struct_size` readable bytes.
+/// Each buffer is NULL (refused where required) or holds `len` floats, valid for the
+/// call and not accessed by anyone else during it.
 #[no_mangle]
 pub unsafe extern "C" fn flatopt_adamw_update(
     hp: *const flatopt_base_params,
@@ -284,6 +318,11 @@ pub unsafe extern "C" fn flatopt_adamw_update(
 }
 
 /// Stateless RAdam step. `hp->kind` must be `FLATOPT_RADAM`.
+///
+/// # Safety
+/// `hp` and `args` are NULL (refused) or point to their `struct_size` readable bytes.
+/// Each buffer is NULL (refused where required) or holds `len` floats, valid for the
+/// call and not accessed by anyone else during it.
 #[no_mangle]
 pub unsafe extern "C" fn flatopt_radam_update(
     hp: *const flatopt_base_params,
@@ -313,6 +352,9 @@ pub unsafe extern "C" fn flatopt_radam_update(
 
 /// Sum of squares of `x` (f64, fixed order: see SPEC.md "Determinism"), written to `*out`.
 /// NaN or Inf if `x` holds a non-finite value, never overflowing for finite input.
+///
+/// # Safety
+/// `x` is NULL (refused unless `len` is 0) or holds `len` readable floats; `out` is NULL (refused) or valid for one write.
 #[no_mangle]
 pub unsafe extern "C" fn flatopt_sum_squares(
     x: *const c_float,
@@ -339,6 +381,10 @@ pub extern "C" fn flatopt_sum_squares_block_size() -> usize {
 /// `ceil(len / flatopt_sum_squares_block_size())`). Adding the partials of all buffers in order
 /// reproduces the optimizer's global sum exactly, also when buffers are split across processes
 /// at block boundaries.
+///
+/// # Safety
+/// `x` holds `len` readable floats and `partials` is valid for writes of `n_partials`
+/// doubles (each NULL only when its count is 0).
 #[no_mangle]
 pub unsafe extern "C" fn flatopt_sum_squares_partials(
     x: *const c_float,
@@ -380,6 +426,9 @@ pub unsafe extern "C" fn flatopt_sum_squares_partials(
 /// The global-norm clip factor for a sum of squares: `max_norm / sqrt(sum_squares)` if that is
 /// below 1, else 1 (computed in f64, as the optimizer does). Error if `sum_squares` is not
 /// finite (a non-finite gradient) or `max_norm` is not > 0.
+///
+/// # Safety
+/// `out` is NULL (refused) or valid for one write.
 #[no_mangle]
 pub unsafe extern "C" fn flatopt_clip_scale(
     sum_squares: c_double,
@@ -444,6 +493,9 @@ unsafe fn run_op(
 }
 
 /// Clamps every element of `x` to `[-c, c]` in place (NaN stays NaN). `c >= 0`.
+///
+/// # Safety
+/// `x` is NULL (refused unless `len` is 0) or holds `len` writable floats.
 #[no_mangle]
 pub unsafe extern "C" fn flatopt_clip_by_value(
     x: *mut c_float,
@@ -455,6 +507,9 @@ pub unsafe extern "C" fn flatopt_clip_by_value(
 }
 
 /// Multiplies every element of `x` by `s` in place. `s` finite.
+///
+/// # Safety
+/// `x` is NULL (refused unless `len` is 0) or holds `len` writable floats.
 #[no_mangle]
 pub unsafe extern "C" fn flatopt_scale(x: *mut c_float, len: usize, s: c_float) -> flatopt_status {
     // SAFETY: C contract of this function.
@@ -462,6 +517,9 @@ pub unsafe extern "C" fn flatopt_scale(x: *mut c_float, len: usize, s: c_float) 
 }
 
 /// Lookahead sync: `slow = slow + alpha * (fast - slow)`, then `fast = slow` (bit-equal).
+///
+/// # Safety
+/// `fast` and `slow` are NULL (refused unless `len` is 0) or hold `len` writable floats each.
 #[no_mangle]
 pub unsafe extern "C" fn flatopt_lookahead_sync(
     fast: *mut c_float,

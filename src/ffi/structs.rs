@@ -11,7 +11,7 @@ use crate::simd::Tier;
 
 use super::boundary::{flatopt_status, flatopt_status::*, guard};
 use super::catalog;
-use super::ptr::{read_versioned, write_out};
+use super::ptr::{read_versioned, write_versioned, Versions};
 
 pub(crate) fn flag(name: &'static str, x: u32) -> Result<bool, Error> {
     match x {
@@ -35,12 +35,25 @@ pub enum flatopt_base_kind {
     FLATOPT_RADAM = 3,
 }
 
-/// The base optimizer and its hyperparameters. Initialise with `flatopt_base_params_init`,
-/// which sets `struct_size` and the defaults of the chosen kind, then change fields.
+/// Size in bytes of the first version of `flatopt_base_params` (flatopt 0.2.0), the smallest
+/// `struct_size` accepted. Frozen: a later version adds fields at the end and a constant
+/// `FLATOPT_BASE_PARAMS_SIZE_V2`.
+pub const FLATOPT_BASE_PARAMS_SIZE_V1: u32 = 64;
+
+/// Size in bytes of the first version of `flatopt_schedule` (flatopt 0.2.0). Frozen.
+pub const FLATOPT_SCHEDULE_SIZE_V1: u32 = 248;
+
+/// Size in bytes of the first version of `flatopt_config` (flatopt 0.2.0). Frozen.
+pub const FLATOPT_CONFIG_SIZE_V1: u32 = 88;
+
+/// The base optimizer and its hyperparameters. Initialise with
+/// `flatopt_base_params_init(&p, sizeof p, kind)` or `FLATOPT_BASE_PARAMS_INIT(kind)`, which
+/// set `struct_size` and the defaults of the chosen kind, then change fields.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct flatopt_base_params {
-    /// `sizeof(flatopt_base_params)`, set by the init function (ABI versioning).
+    /// The caller's `sizeof(flatopt_base_params)`, set by the init function or macro (ABI
+    /// versioning: see "Versioned structs" at the top of this header).
     pub struct_size: u32,
     /// A `flatopt_base_kind` value.
     pub kind: u32,
@@ -100,16 +113,29 @@ impl flatopt_base_params {
     }
 }
 
-/// Fills `params` with the defaults of `kind` (a `flatopt_base_kind`) and sets `struct_size`.
+/// The published sizes of `flatopt_base_params`, oldest first.
+pub(crate) const BASE_PARAMS_VERSIONS: Versions = Versions {
+    name: "flatopt_base_params",
+    sizes: &[FLATOPT_BASE_PARAMS_SIZE_V1],
+};
+
+/// Fills the caller's `size` bytes at `params` with the defaults of `kind` (a
+/// `flatopt_base_kind`) and sets `struct_size = size`; pass `sizeof *params`. Never writes
+/// more than `size` bytes.
+///
+/// # Safety
+/// `params` is NULL (refused) or valid for writes of `size` bytes.
 #[no_mangle]
 pub unsafe extern "C" fn flatopt_base_params_init(
     params: *mut flatopt_base_params,
+    size: usize,
     kind: u32,
 ) -> flatopt_status {
     guard(|| {
         catalog::kind_spec(base_specs(), kind, "must be a flatopt_base_kind value")?;
-        // SAFETY: `params` is NULL (rejected) or valid for writes (C contract).
-        unsafe { write_out("params", params, base_defaults(kind))? };
+        let defaults = base_defaults(kind);
+        // SAFETY: NULL (refused) or `size` writable bytes (this function's contract).
+        unsafe { write_versioned("params", params, size, defaults, &BASE_PARAMS_VERSIONS)? };
         Ok(FLATOPT_OK)
     })
 }
@@ -155,11 +181,12 @@ pub enum flatopt_schedule_kind {
 }
 
 /// A learning-rate schedule: `kind` picks the formula, which reads the fields it names.
-/// Initialise with `flatopt_schedule_init` (PyTorch's defaults), then set fields.
+/// Initialise with `flatopt_schedule_init(&s, sizeof s, kind)` or
+/// `FLATOPT_SCHEDULE_INIT(kind)` (PyTorch's defaults), then set fields.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct flatopt_schedule {
-    /// `sizeof(flatopt_schedule)`, set by the init function.
+    /// The caller's `sizeof(flatopt_schedule)`, set by the init function or macro.
     pub struct_size: u32,
     /// A `flatopt_schedule_kind` value.
     pub kind: u32,
@@ -276,11 +303,21 @@ pub(crate) fn schedule_defaults(kind: u32) -> flatopt_schedule {
     s
 }
 
-/// Fills `schedule` with the defaults of `kind` (a `flatopt_schedule_kind`) and sets
-/// `struct_size`.
+/// The published sizes of `flatopt_schedule`, oldest first.
+pub(crate) const SCHEDULE_VERSIONS: Versions = Versions {
+    name: "flatopt_schedule",
+    sizes: &[FLATOPT_SCHEDULE_SIZE_V1],
+};
+
+/// Fills the caller's `size` bytes at `schedule` with the defaults of `kind` (a
+/// `flatopt_schedule_kind`) and sets `struct_size = size`; pass `sizeof *schedule`.
+///
+/// # Safety
+/// `schedule` is NULL (refused) or valid for writes of `size` bytes.
 #[no_mangle]
 pub unsafe extern "C" fn flatopt_schedule_init(
     schedule: *mut flatopt_schedule,
+    size: usize,
     kind: u32,
 ) -> flatopt_status {
     guard(|| {
@@ -289,8 +326,9 @@ pub unsafe extern "C" fn flatopt_schedule_init(
             kind,
             "must be a flatopt_schedule_kind value",
         )?;
-        // SAFETY: NULL (rejected) or valid for writes (C contract).
-        unsafe { write_out("schedule", schedule, schedule_defaults(kind))? };
+        let defaults = schedule_defaults(kind);
+        // SAFETY: NULL (refused) or `size` writable bytes (this function's contract).
+        unsafe { write_versioned("schedule", schedule, size, defaults, &SCHEDULE_VERSIONS)? };
         Ok(FLATOPT_OK)
     })
 }
@@ -341,16 +379,18 @@ pub enum flatopt_simd_tier {
     FLATOPT_SIMD_AVX512 = 4,
 }
 
-/// Optimizer configuration. Initialise with `flatopt_config_init`, then set fields.
+/// Optimizer configuration. Initialise with `flatopt_config_init(&c, sizeof c)` or
+/// `FLATOPT_CONFIG_INIT`, then set fields.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct flatopt_config {
-    /// `sizeof(flatopt_config)`, set by `flatopt_config_init`.
+    /// The caller's `sizeof(flatopt_config)`, set by `flatopt_config_init` or the macro.
     pub struct_size: u32,
     /// Non-finite policy: a `flatopt_nonfinite` value.
     pub nonfinite: u32,
-    /// The base optimizer.
-    pub base: flatopt_base_params,
+    /// The base optimizer (read by `flatopt_optimizer_new`, not kept); NULL for Adam with its
+    /// defaults (`FLATOPT_BASE_PARAMS_INIT(FLATOPT_ADAM)`).
+    pub base: *const flatopt_base_params,
     /// Constant learning rate, used when `schedule` is NULL.
     pub lr: c_double,
     /// Optional schedule (copied by `flatopt_optimizer_new`; NULL for the constant `lr`).
@@ -380,7 +420,7 @@ pub(crate) fn config_defaults() -> flatopt_config {
     flatopt_config {
         struct_size: std::mem::size_of::<flatopt_config>() as u32,
         nonfinite: 0,
-        base: base_defaults(1),
+        base: std::ptr::null(),
         lr: 1e-3,
         schedule: std::ptr::null(),
         schedule_manual: 0,
@@ -395,13 +435,33 @@ pub(crate) fn config_defaults() -> flatopt_config {
     }
 }
 
-/// Fills `config` with the defaults (Adam at lr 1e-3, no Lookahead, no clipping, skip
-/// non-finite updates, one thread, default SIMD tier) and sets `struct_size`.
+/// The published sizes of `flatopt_config`, oldest first.
+pub(crate) const CONFIG_VERSIONS: Versions = Versions {
+    name: "flatopt_config",
+    sizes: &[FLATOPT_CONFIG_SIZE_V1],
+};
+
+// The newest published size of each struct is this library's struct: adding a field means
+// adding its `_SIZE_V<n>` constant to the list (the older constants never change).
+const _: () = assert!(BASE_PARAMS_VERSIONS.newest() == size_of::<flatopt_base_params>());
+const _: () = assert!(SCHEDULE_VERSIONS.newest() == size_of::<flatopt_schedule>());
+const _: () = assert!(CONFIG_VERSIONS.newest() == size_of::<flatopt_config>());
+
+/// Fills the caller's `size` bytes at `config` with the defaults (Adam at lr 1e-3, no
+/// Lookahead, no clipping, skip non-finite updates, one thread, default SIMD tier) and sets
+/// `struct_size = size`; pass `sizeof *config`.
+///
+/// # Safety
+/// `config` is NULL (refused) or valid for writes of `size` bytes.
 #[no_mangle]
-pub unsafe extern "C" fn flatopt_config_init(config: *mut flatopt_config) -> flatopt_status {
+pub unsafe extern "C" fn flatopt_config_init(
+    config: *mut flatopt_config,
+    size: usize,
+) -> flatopt_status {
     guard(|| {
-        // SAFETY: NULL (rejected) or valid for writes (C contract).
-        unsafe { write_out("config", config, config_defaults())? };
+        let defaults = config_defaults();
+        // SAFETY: NULL (refused) or `size` writable bytes (this function's contract).
+        unsafe { write_versioned("config", config, size, defaults, &CONFIG_VERSIONS)? };
         Ok(FLATOPT_OK)
     })
 }
@@ -417,28 +477,65 @@ pub(crate) fn tier_from_c(name: &'static str, x: u32) -> Result<Option<Tier>, Er
     Ok(Some(t.check()?))
 }
 
+/// Reads a caller's `flatopt_base_params`: the fields an older caller lacks take the defaults
+/// of the kind it names.
+///
 /// # Safety
-/// `c` is a valid config (its `schedule` NULL or valid).
-pub(crate) unsafe fn config_from_c(c: &flatopt_config) -> Result<Config, Error> {
-    let base = {
-        let b = c.base;
-        if (b.struct_size as usize) < std::mem::size_of::<flatopt_base_params>() {
-            return Err(Error::invalid(
-                "base.struct_size",
-                b.struct_size,
-                "initialise config.base with flatopt_base_params_init or flatopt_config_init",
-            ));
-        }
-        b.to_base()?
-    };
+/// `p` is NULL or points to a `flatopt_base_params` of `struct_size` readable bytes.
+pub(crate) unsafe fn read_base(
+    name: &'static str,
+    field: &'static str,
+    p: *const flatopt_base_params,
+) -> Result<flatopt_base_params, Error> {
+    let v = &BASE_PARAMS_VERSIONS;
+    // SAFETY: this function's contract; `kind` lies in the first version's bytes.
+    let kind = unsafe { read_versioned(name, field, p, base_defaults(0), v)? }.kind;
+    // SAFETY: as above.
+    unsafe { read_versioned(name, field, p, base_defaults(kind), v) }
+}
+
+/// Reads a caller's `flatopt_schedule` (defaults of its kind for the fields it lacks).
+///
+/// # Safety
+/// `p` is NULL or points to a `flatopt_schedule` of `struct_size` readable bytes.
+unsafe fn read_schedule(p: *const flatopt_schedule) -> Result<flatopt_schedule, Error> {
+    let (name, field, v) = ("schedule", "schedule.struct_size", &SCHEDULE_VERSIONS);
+    // SAFETY: this function's contract; `kind` lies in the first version's bytes.
+    let kind = unsafe { read_versioned(name, field, p, schedule_defaults(0), v)? }.kind;
+    // SAFETY: as above.
+    unsafe { read_versioned(name, field, p, schedule_defaults(kind), v) }
+}
+
+/// Reads a caller's `flatopt_config` and converts it (its base and schedule structs too).
+///
+/// # Safety
+/// `config` is NULL or points to a `flatopt_config` of `struct_size` readable bytes whose
+/// `base` and `schedule` are NULL or valid, and the schedule's lists valid for their counts.
+pub(crate) unsafe fn read_config(config: *const flatopt_config) -> Result<Config, Error> {
+    let (v, defaults) = (&CONFIG_VERSIONS, config_defaults());
+    // SAFETY: this function's contract.
+    let c = unsafe { read_versioned("config", "struct_size", config, defaults, v)? };
+    // SAFETY: as above, for the structs it points to.
+    unsafe { config_from_c(&c) }
+}
+
+/// # Safety
+/// `c` is a valid config (its `base` and `schedule` NULL or valid).
+unsafe fn config_from_c(c: &flatopt_config) -> Result<Config, Error> {
+    let base = if c.base.is_null() {
+        base_defaults(flatopt_base_kind::FLATOPT_ADAM as u32)
+    } else {
+        // SAFETY: non-null, points to a flatopt_base_params (caller contract).
+        unsafe { read_base("base", "base.struct_size", c.base)? }
+    }
+    .to_base()?;
     let lr = if c.schedule.is_null() {
         let s = Schedule::Fixed { lr: c.lr };
         s.validate()?;
         s
     } else {
-        let min = std::mem::offset_of!(flatopt_schedule, n_values) + std::mem::size_of::<usize>();
         // SAFETY: non-null, points to a flatopt_schedule (caller contract).
-        let s = unsafe { read_versioned("schedule", c.schedule, schedule_defaults(0), min)? };
+        let s = unsafe { read_schedule(c.schedule)? };
         // SAFETY: its list pointers are valid for their counts (caller contract).
         unsafe { s.to_schedule()? }
     };

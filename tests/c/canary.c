@@ -21,7 +21,7 @@ static void leak(void)
     flatopt_config c;
     flatopt_optimizer *o = NULL;
     static float p[64], g[64];
-    flatopt_config_init(&c);
+    flatopt_config_init(&c, sizeof c);
     c.lookahead = 1;
     if (flatopt_optimizer_new(&c, &o) != FLATOPT_OK)
         exit(3);

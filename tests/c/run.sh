@@ -140,6 +140,27 @@ echo "$n_header functions in the header, all exported, all listed in test_api"
 done_stage "API list: $n_header functions"
 
 # ---------------------------------------------------------------------------------------------
+stage "ABI compatibility: an older caller (frozen v1 header) and a newer caller (bigger structs)"
+# old_caller.c against the frozen header of the first versioned ABI and against the current
+# one: both run against the current library and must print the same digest.
+old_cflags=(-std=c99 -Wall -Wextra -pedantic -Werror -O1 -g -I"$here/compat/v1")
+"$CC" "${old_cflags[@]}" tests/c/compat/old_caller.c \
+    -o "$out/old_caller_v1" -L"$out/lib" -lflatopt -Wl,-rpath,"$out/lib" -lm
+"$CC" "${CFLAGS[@]}" tests/c/compat/old_caller.c -o "$out/old_caller_now" \
+    -L"$out/lib" -lflatopt -Wl,-rpath,"$out/lib" -lm
+"$CC" "${CFLAGS[@]}" tests/c/compat/newer_caller.c -o "$out/newer_caller" \
+    -L"$out/lib" -lflatopt -Wl,-rpath,"$out/lib" -lm
+old_v1="$("$out/old_caller_v1")" || die "old_caller (v1 header) failed: $old_v1"
+old_now="$("$out/old_caller_now")" || die "old_caller (current header) failed: $old_now"
+echo "v1 header:      $old_v1"
+echo "current header: $old_now"
+[[ "${old_v1##*digest }" == "${old_now##*digest }" ]] ||
+    die "an old caller's results differ from a current caller's"
+"$out/newer_caller" | tee "$logs/newer_caller.log" || die "newer_caller failed"
+compat_line="ABI: old caller (v1 header) = current caller; $(tail -n 1 "$logs/newer_caller.log")"
+done_stage "$compat_line"
+
+# ---------------------------------------------------------------------------------------------
 stage "golden JSON -> text"
 [[ -f "$golden_json" ]] || die "$golden_json not found"
 python3 tests/c/golden_to_text.py "$golden_json" "$golden_txt"
@@ -286,5 +307,6 @@ fi
 # ---------------------------------------------------------------------------------------------
 printf '\n=== summary ===\n'
 printf '  %s\n' "${summary[@]}"
-printf '  %s\n' "$api_line" "static: $static_line" "$golden_line" "$valgrind_line" "$asan_line"
+printf '  %s\n' "$api_line" "static: $static_line" "$golden_line" "$compat_line" "$valgrind_line" \
+    "$asan_line"
 printf 'run.sh: PASSED in %d s\n' "$((SECONDS - start_all))"

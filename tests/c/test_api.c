@@ -157,7 +157,8 @@ static const char *status_name(int s)
         "FLATOPT_OK", "FLATOPT_SKIPPED", "FLATOPT_ERR_NULL_POINTER",
         "FLATOPT_ERR_INVALID_ARGUMENT", "FLATOPT_ERR_LENGTH_MISMATCH", "FLATOPT_ERR_NON_FINITE",
         "FLATOPT_ERR_INVALID_STATE", "FLATOPT_ERR_UNSUPPORTED", "FLATOPT_ERR_OVERLAP",
-        "FLATOPT_ERR_IO", "FLATOPT_ERR_CORRUPT", "FLATOPT_ERR_INTERNAL",
+        "FLATOPT_ERR_IO", "FLATOPT_ERR_CORRUPT", "FLATOPT_ERR_INTERNAL", "FLATOPT_ERR_BUSY",
+        "FLATOPT_ERR_POISONED",
     };
     if (s >= 0 && s < (int)(sizeof names / sizeof names[0]))
         return names[s];
@@ -287,7 +288,7 @@ static int near_ulps(float a, float b, uint32_t k)
 static flatopt_config cfg_la_adam(uint64_t k, double clip_norm)
 {
     flatopt_config c;
-    OK(F(flatopt_config_init)(&c));
+    OK(F(flatopt_config_init)(&c, sizeof c));
     c.lr = 0.01;
     c.lookahead = 1;
     c.sync_period = k;
@@ -388,6 +389,7 @@ static void fixture_init(fixture *fx)
 {
     size_t i;
     flatopt_config c;
+    flatopt_base_params cb;
     flatopt_schedule s;
     memset(fx, 0, sizeof *fx);
     for (i = 0; i < FX_NB; i++) {
@@ -434,26 +436,27 @@ static void fixture_init(fixture *fx)
         OK(F(flatopt_optimizer_add_param)(fx->opt, fx->p[i], fx->g[i], fx_len[i]));
     fx->bare = new_opt(&fx->cfg);
 
-    OK(F(flatopt_config_init)(&c));
-    OK(F(flatopt_base_params_init)(&c.base, FLATOPT_SGD));
-    c.base.momentum = 0.9;
+    OK(F(flatopt_config_init)(&c, sizeof c));
+    OK(F(flatopt_base_params_init)(&cb, sizeof cb, FLATOPT_SGD));
+    cb.momentum = 0.9;
+    c.base = &cb;
     c.lr = 0.05;
     fx->nola = new_opt(&c);
     OK(F(flatopt_optimizer_add_param)(fx->nola, fx->q, fx->qg, FX_QLEN));
 
-    OK(F(flatopt_schedule_init)(&s, FLATOPT_SCHEDULE_REDUCE_ON_PLATEAU));
+    OK(F(flatopt_schedule_init)(&s, sizeof s, FLATOPT_SCHEDULE_REDUCE_ON_PLATEAU));
     s.base_lr = 0.1;
     s.factor = 0.5;
     s.patience = 1;
-    OK(F(flatopt_base_params_init)(&c.base, FLATOPT_SGD));
+    OK(F(flatopt_base_params_init)(&cb, sizeof cb, FLATOPT_SGD));
     c.schedule = &s;
     fx->plat = new_opt(&c);
     OK(F(flatopt_optimizer_add_param)(fx->plat, fx->l, fx->lg, FX_LLEN));
 
-    OK(F(flatopt_base_params_init)(&fx->hp_adam, FLATOPT_ADAM));
-    OK(F(flatopt_base_params_init)(&fx->hp_sgd, FLATOPT_SGD));
+    OK(F(flatopt_base_params_init)(&fx->hp_adam, sizeof fx->hp_adam, FLATOPT_ADAM));
+    OK(F(flatopt_base_params_init)(&fx->hp_sgd, sizeof fx->hp_sgd, FLATOPT_SGD));
     fx->hp_sgd.momentum = 0.9;
-    OK(F(flatopt_step_args_init)(&fx->args));
+    OK(F(flatopt_step_args_init)(&fx->args, sizeof fx->args));
     fx->args.lr = 0.01;
     fx->args.step = 3;
     fx->args.sync = 1;
@@ -701,6 +704,7 @@ static void run_row(const row *r, int index)
     const char *where;
     char msg[1024];
     int k;
+    long failures_before = g_failures;
 
     g_rows++;
     fixture_init(&fx);
@@ -746,20 +750,32 @@ static void run_row(const row *r, int index)
     snap_free(&ta);
     fixture_free(&fx);
     fixture_free(&tw);
+    /* One line per row, so that the log names every row and a failure's row. */
+    printf("row %3d %-6s %s\n", index, g_failures == failures_before ? "ok" : "FAILED", r->what);
 }
 
 /* Row bodies. Each one makes one call (after preparing local copies of its arguments). */
 #define R(name) static flatopt_status name(fixture *fx)
 
 /* init functions */
-R(r_bpi_null) { (void)fx; return F(flatopt_base_params_init)(NULL, FLATOPT_ADAM); }
-R(r_bpi_kind) { return F(flatopt_base_params_init)(&fx->out.hp, 99); }
-R(r_bpi_kind4) { return F(flatopt_base_params_init)(&fx->out.hp, 4); }
-R(r_si_null) { (void)fx; return F(flatopt_schedule_init)(NULL, FLATOPT_SCHEDULE_EXPONENTIAL); }
-R(r_si_kind) { return F(flatopt_schedule_init)(&fx->out.sc, 99); }
-R(r_si_kind16) { return F(flatopt_schedule_init)(&fx->out.sc, 16); }
-R(r_ci_null) { (void)fx; return F(flatopt_config_init)(NULL); }
-R(r_sai_null) { (void)fx; return F(flatopt_step_args_init)(NULL); }
+R(r_bpi_null) { (void)fx; return F(flatopt_base_params_init)(NULL, sizeof(flatopt_base_params), FLATOPT_ADAM); }
+R(r_bpi_kind) { return F(flatopt_base_params_init)(&fx->out.hp, sizeof fx->out.hp, 99); }
+R(r_bpi_kind4) { return F(flatopt_base_params_init)(&fx->out.hp, sizeof fx->out.hp, 4); }
+R(r_si_null) { (void)fx; return F(flatopt_schedule_init)(NULL, sizeof(flatopt_schedule), FLATOPT_SCHEDULE_EXPONENTIAL); }
+R(r_si_kind) { return F(flatopt_schedule_init)(&fx->out.sc, sizeof fx->out.sc, 99); }
+R(r_si_kind16) { return F(flatopt_schedule_init)(&fx->out.sc, sizeof fx->out.sc, 16); }
+R(r_ci_null) { (void)fx; return F(flatopt_config_init)(NULL, sizeof(flatopt_config)); }
+/* Versioned structs (see "Versioned structs" at the top of flatopt.h): the init functions write
+ * nothing for a size that is no version's, and every reader refuses it. */
+R(r_ci_size_small) { return F(flatopt_config_init)(&fx->out.cf, FLATOPT_CONFIG_SIZE_V1 - 8); }
+R(r_ci_size_huge) { return F(flatopt_config_init)(&fx->out.cf, (size_t)1 << 40); }
+R(r_bpi_size0) { return F(flatopt_base_params_init)(&fx->out.hp, 0, FLATOPT_ADAM); }
+R(r_si_size4) { return F(flatopt_schedule_init)(&fx->out.sc, 4, FLATOPT_SCHEDULE_FIXED); }
+R(r_sai_size_small)
+{
+    return F(flatopt_step_args_init)(&fx->out.sa, FLATOPT_STEP_ARGS_SIZE_V1 - 8);
+}
+R(r_sai_null) { (void)fx; return F(flatopt_step_args_init)(NULL, sizeof(flatopt_step_args)); }
 
 /* flatopt_optimizer_new: on a wrong success the handle is freed (the row fails anyway). */
 static flatopt_status new_into_out(fixture *fx, const flatopt_config *c)
@@ -773,6 +789,8 @@ static flatopt_status new_into_out(fixture *fx, const flatopt_config *c)
     R(name)                                                                                    \
     {                                                                                          \
         flatopt_config c = fx->cfg;                                                            \
+        flatopt_base_params cb = FLATOPT_BASE_PARAMS_INIT(FLATOPT_ADAM);                       \
+        c.base = &cb;                                                                          \
         stmt;                                                                                  \
         return new_into_out(fx, &c);                                                           \
     }
@@ -780,8 +798,10 @@ static flatopt_status new_into_out(fixture *fx, const flatopt_config *c)
     R(name)                                                                                    \
     {                                                                                          \
         flatopt_config c = fx->cfg;                                                            \
-        F(flatopt_base_params_init)(&c.base, FLATOPT_SGD);                                     \
-        c.base.momentum = 0.9;                                                                 \
+        flatopt_base_params cb;                                                                \
+        F(flatopt_base_params_init)(&cb, sizeof cb, FLATOPT_SGD);                              \
+        cb.momentum = 0.9;                                                                     \
+        c.base = &cb;                                                                          \
         stmt;                                                                                  \
         return new_into_out(fx, &c);                                                           \
     }
@@ -790,19 +810,83 @@ static flatopt_status new_into_out(fixture *fx, const flatopt_config *c)
     {                                                                                          \
         flatopt_config c = fx->cfg;                                                            \
         flatopt_schedule s;                                                                    \
-        F(flatopt_schedule_init)(&s, kind);                                                    \
+        F(flatopt_schedule_init)(&s, sizeof s, kind);                                          \
         stmt;                                                                                  \
         c.schedule = &s;                                                                       \
         return new_into_out(fx, &c);                                                           \
     }
 
+/* A newer caller's structs: the library's, followed by fields of a later header. */
+typedef struct config_v9 {
+    flatopt_config c;
+    uint64_t future[4];
+} config_v9;
+typedef struct base_v9 {
+    flatopt_base_params b;
+    uint64_t future[2];
+} base_v9;
+typedef struct schedule_v9 {
+    flatopt_schedule s;
+    uint64_t future[2];
+} schedule_v9;
+typedef struct step_args_v9 {
+    flatopt_step_args a;
+    uint64_t future[2];
+} step_args_v9;
+R(r_new_newer_set)
+{
+    config_v9 n;
+    memset(&n, 0, sizeof n);
+    n.c = fx->cfg;
+    n.c.struct_size = (uint32_t)sizeof n;
+    n.future[1] = 7; /* byte 96: a field this library does not know, set */
+    return new_into_out(fx, &n.c);
+}
+R(r_new_base_newer_set)
+{
+    flatopt_config c = fx->cfg;
+    base_v9 n;
+    memset(&n, 0, sizeof n);
+    F(flatopt_base_params_init)(&n.b, sizeof n, FLATOPT_ADAM);
+    n.future[0] = 1; /* byte 64 */
+    c.base = &n.b;
+    return new_into_out(fx, &c);
+}
+R(r_new_sched_newer_set)
+{
+    flatopt_config c = fx->cfg;
+    schedule_v9 n;
+    F(flatopt_schedule_init)(&n.s, sizeof n, FLATOPT_SCHEDULE_EXPONENTIAL);
+    n.future[1] = 1; /* byte 256 */
+    c.schedule = &n.s;
+    return new_into_out(fx, &c);
+}
+R(r_adam_hp_newer_set)
+{
+    base_v9 n;
+    F(flatopt_base_params_init)(&n.b, sizeof n, FLATOPT_ADAM);
+    n.future[1] = 1; /* byte 72 */
+    return F(flatopt_adam_update)(&n.b, &fx->args, fx->sp, fx->sg, fx->sm, fx->sv, fx->svm,
+                                  fx->ss, SLEN);
+}
+R(r_adam_args_newer_set)
+{
+    step_args_v9 n;
+    F(flatopt_step_args_init)(&n.a, sizeof n);
+    n.a.lr = 0.01;
+    n.future[0] = 1; /* byte 56 */
+    return F(flatopt_adam_update)(&fx->hp_adam, &n.a, fx->sp, fx->sg, fx->sm, fx->sv, fx->svm,
+                                  fx->ss, SLEN);
+}
+
 R(r_new_null_cfg) { return F(flatopt_optimizer_new)(NULL, &fx->out.opt); }
 R(r_new_null_out) { return F(flatopt_optimizer_new)(&fx->cfg, NULL); }
 CFG_ROW(r_new_size0, c.struct_size = 0)
-CFG_ROW(r_new_size_small, c.struct_size = (uint32_t)sizeof c - 8)
-CFG_ROW(r_new_base_size0, c.base.struct_size = 0)
-CFG_ROW(r_new_base_size_small, c.base.struct_size = 8)
-CFG_ROW(r_new_kind99, c.base.kind = 99)
+CFG_ROW(r_new_size_small, c.struct_size = FLATOPT_CONFIG_SIZE_V1 - 8)
+CFG_ROW(r_new_size_garbage, c.struct_size = 0xA5A5A5A5u)
+CFG_ROW(r_new_base_size0, cb.struct_size = 0)
+CFG_ROW(r_new_base_size_small, cb.struct_size = 8)
+CFG_ROW(r_new_kind99, cb.kind = 99)
 CFG_ROW(r_new_nonfinite7, c.nonfinite = 7)
 CFG_ROW(r_new_tier9, c.simd_tier = 9)
 /* The first SIMD tier this CPU cannot run, 0 if it runs all four (an AVX-512 machine); set by
@@ -812,25 +896,25 @@ CFG_ROW(r_new_tier_unavail, c.simd_tier = g_unavailable_tier)
 CFG_ROW(r_new_lr_nan, c.lr = NAN)
 CFG_ROW(r_new_lr_inf, c.lr = INFINITY)
 CFG_ROW(r_new_lr_neg, c.lr = -0.01)
-CFG_ROW(r_new_b1_nan, c.base.b1 = NAN)
-CFG_ROW(r_new_b1_one, c.base.b1 = 1.0)
-CFG_ROW(r_new_b2_neg, c.base.b2 = -0.5)
-CFG_ROW(r_new_b2_inf, c.base.b2 = INFINITY)
-CFG_ROW(r_new_eps0, c.base.eps = 0.0)
-CFG_ROW(r_new_eps_neg, c.base.eps = -1e-8)
-CFG_ROW(r_new_eps_nan, c.base.eps = NAN)
-CFG_ROW(r_new_amsgrad2, c.base.amsgrad = 2)
-SGD_ROW(r_new_mom_neg, c.base.momentum = -0.1)
-SGD_ROW(r_new_mom_one, c.base.momentum = 1.0)
-SGD_ROW(r_new_mom_nan, c.base.momentum = NAN)
-SGD_ROW(r_new_damp, c.base.dampening = 1.5)
-SGD_ROW(r_new_nesterov_nomom, c.base.momentum = 0.0; c.base.nesterov = 1)
-SGD_ROW(r_new_nesterov_damp, c.base.dampening = 0.5; c.base.nesterov = 1)
-SGD_ROW(r_new_nesterov2, c.base.nesterov = 2)
-CFG_ROW(r_new_adamw_dwd_neg, F(flatopt_base_params_init)(&c.base, FLATOPT_ADAMW);
-        c.base.decoupled_weight_decay = -1.0)
-CFG_ROW(r_new_adamw_dwd_nan, F(flatopt_base_params_init)(&c.base, FLATOPT_ADAMW);
-        c.base.decoupled_weight_decay = NAN)
+CFG_ROW(r_new_b1_nan, cb.b1 = NAN)
+CFG_ROW(r_new_b1_one, cb.b1 = 1.0)
+CFG_ROW(r_new_b2_neg, cb.b2 = -0.5)
+CFG_ROW(r_new_b2_inf, cb.b2 = INFINITY)
+CFG_ROW(r_new_eps0, cb.eps = 0.0)
+CFG_ROW(r_new_eps_neg, cb.eps = -1e-8)
+CFG_ROW(r_new_eps_nan, cb.eps = NAN)
+CFG_ROW(r_new_amsgrad2, cb.amsgrad = 2)
+SGD_ROW(r_new_mom_neg, cb.momentum = -0.1)
+SGD_ROW(r_new_mom_one, cb.momentum = 1.0)
+SGD_ROW(r_new_mom_nan, cb.momentum = NAN)
+SGD_ROW(r_new_damp, cb.dampening = 1.5)
+SGD_ROW(r_new_nesterov_nomom, cb.momentum = 0.0; cb.nesterov = 1)
+SGD_ROW(r_new_nesterov_damp, cb.dampening = 0.5; cb.nesterov = 1)
+SGD_ROW(r_new_nesterov2, cb.nesterov = 2)
+CFG_ROW(r_new_adamw_dwd_neg, F(flatopt_base_params_init)(&cb, sizeof cb, FLATOPT_ADAMW);
+        cb.decoupled_weight_decay = -1.0)
+CFG_ROW(r_new_adamw_dwd_nan, F(flatopt_base_params_init)(&cb, sizeof cb, FLATOPT_ADAMW);
+        cb.decoupled_weight_decay = NAN)
 CFG_ROW(r_new_wd_neg, c.weight_decay = -0.1)
 CFG_ROW(r_new_wd_nan, c.weight_decay = NAN)
 CFG_ROW(r_new_wd_inf, c.weight_decay = INFINITY)
@@ -849,6 +933,8 @@ CFG_ROW(r_new_threads0, c.num_threads = 0)
 CFG_ROW(r_new_threads_big, c.num_threads = 100000)
 SCHED_ROW(r_sch_size0, FLATOPT_SCHEDULE_EXPONENTIAL, s.struct_size = 0)
 SCHED_ROW(r_sch_size8, FLATOPT_SCHEDULE_EXPONENTIAL, s.struct_size = 8)
+SCHED_ROW(r_sch_size_below_v1, FLATOPT_SCHEDULE_EXPONENTIAL,
+          s.struct_size = FLATOPT_SCHEDULE_SIZE_V1 - 8)
 SCHED_ROW(r_sch_kind99, FLATOPT_SCHEDULE_EXPONENTIAL, s.kind = 99)
 SCHED_ROW(r_sch_gamma_nan, FLATOPT_SCHEDULE_EXPONENTIAL, s.gamma = NAN)
 SCHED_ROW(r_sch_gamma_neg, FLATOPT_SCHEDULE_EXPONENTIAL, s.gamma = -0.5)
@@ -1143,38 +1229,38 @@ R(r_adamw_kind_adam)
 R(r_adamw_dwd_nan)
 {
     flatopt_base_params hp;
-    F(flatopt_base_params_init)(&hp, FLATOPT_ADAMW);
+    F(flatopt_base_params_init)(&hp, sizeof hp, FLATOPT_ADAMW);
     hp.decoupled_weight_decay = NAN;
     return F(flatopt_adamw_update)(&hp, &fx->args, fx->sp, fx->sg, fx->sm, fx->sv, fx->ss, SLEN);
 }
 R(r_adamw_m_null)
 {
     flatopt_base_params hp;
-    F(flatopt_base_params_init)(&hp, FLATOPT_ADAMW);
+    F(flatopt_base_params_init)(&hp, sizeof hp, FLATOPT_ADAMW);
     return F(flatopt_adamw_update)(&hp, &fx->args, fx->sp, fx->sg, NULL, fx->sv, fx->ss, SLEN);
 }
 R(r_adamw_slow_is_param)
 {
     flatopt_base_params hp;
-    F(flatopt_base_params_init)(&hp, FLATOPT_ADAMW);
+    F(flatopt_base_params_init)(&hp, sizeof hp, FLATOPT_ADAMW);
     return F(flatopt_adamw_update)(&hp, &fx->args, fx->sp, fx->sg, fx->sm, fx->sv, fx->sp, SLEN);
 }
 R(r_radam_kind_adamw)
 {
     flatopt_base_params hp;
-    F(flatopt_base_params_init)(&hp, FLATOPT_ADAMW);
+    F(flatopt_base_params_init)(&hp, sizeof hp, FLATOPT_ADAMW);
     return F(flatopt_radam_update)(&hp, &fx->args, fx->sp, fx->sg, fx->sm, fx->sv, fx->ss, SLEN);
 }
 R(r_radam_v_null)
 {
     flatopt_base_params hp;
-    F(flatopt_base_params_init)(&hp, FLATOPT_RADAM);
+    F(flatopt_base_params_init)(&hp, sizeof hp, FLATOPT_RADAM);
     return F(flatopt_radam_update)(&hp, &fx->args, fx->sp, fx->sg, fx->sm, NULL, fx->ss, SLEN);
 }
 R(r_radam_b2_one)
 {
     flatopt_base_params hp;
-    F(flatopt_base_params_init)(&hp, FLATOPT_RADAM);
+    F(flatopt_base_params_init)(&hp, sizeof hp, FLATOPT_RADAM);
     hp.b2 = 1.0;
     return F(flatopt_radam_update)(&hp, &fx->args, fx->sp, fx->sg, fx->sm, fx->sv, fx->ss, SLEN);
 }
@@ -1182,7 +1268,7 @@ R(r_radam_lr_nan)
 {
     flatopt_base_params hp;
     flatopt_step_args a = fx->args;
-    F(flatopt_base_params_init)(&hp, FLATOPT_RADAM);
+    F(flatopt_base_params_init)(&hp, sizeof hp, FLATOPT_RADAM);
     a.lr = NAN;
     return F(flatopt_radam_update)(&hp, &a, fx->sp, fx->sg, fx->sm, fx->sv, fx->ss, SLEN);
 }
@@ -1191,7 +1277,7 @@ R(r_radam_lr_nan)
 static flatopt_base_params hp_kind(uint32_t kind)
 {
     flatopt_base_params h;
-    F(flatopt_base_params_init)(&h, kind);
+    F(flatopt_base_params_init)(&h, sizeof h, kind);
     return h;
 }
 #define SGD_CALL(hp, args, p, g, mb, sl)                                                       \
@@ -1633,12 +1719,28 @@ static const row k_rows[] = {
     { "schedule_init: kind 99", NULL, r_si_kind, E_ARG, "kind" },
     { "schedule_init: kind 16", NULL, r_si_kind16, E_ARG, "kind" },
     { "config_init: config NULL", NULL, r_ci_null, E_NULL, "config" },
+    { "config_init: size below FLATOPT_CONFIG_SIZE_V1", NULL, r_ci_size_small, E_ARG,
+      "smaller than the first version" },
+    { "config_init: size 2^40", NULL, r_ci_size_huge, E_ARG, "larger than any struct" },
+    { "base_params_init: size 0", NULL, r_bpi_size0, E_ARG, "size = 0" },
+    { "schedule_init: size 4", NULL, r_si_size4, E_ARG, "size = 4" },
+    { "step_args_init: size below FLATOPT_STEP_ARGS_SIZE_V1", NULL, r_sai_size_small, E_ARG,
+      "flatopt_step_args" },
     { "step_args_init: args NULL", NULL, r_sai_null, E_NULL, "args" },
     /* optimizer_new */
     { "new: config NULL", NULL, r_new_null_cfg, E_NULL, "config" },
     { "new: out NULL", NULL, r_new_null_out, E_NULL, "out" },
     { "new: struct_size 0", NULL, r_new_size0, E_ARG, "struct_size" },
-    { "new: struct_size too small", NULL, r_new_size_small, E_ARG, "struct_size" },
+    { "new: struct_size below FLATOPT_CONFIG_SIZE_V1", NULL, r_new_size_small, E_ARG,
+      "smaller than the first version" },
+    { "new: struct_size 0xA5A5A5A5 (uninitialised)", NULL, r_new_size_garbage, E_ARG,
+      "larger than any struct" },
+    { "new: newer caller's config, unknown field set", NULL, r_new_newer_set, E_UNSUP,
+      "byte 96" },
+    { "new: newer caller's base, unknown field set", NULL, r_new_base_newer_set, E_UNSUP,
+      "byte 64" },
+    { "new: newer caller's schedule, unknown field set", NULL, r_new_sched_newer_set, E_UNSUP,
+      "byte 256" },
     { "new: base.struct_size 0", NULL, r_new_base_size0, E_ARG, "base.struct_size" },
     { "new: base.struct_size 8", NULL, r_new_base_size_small, E_ARG, "base.struct_size" },
     { "new: base.kind 99", NULL, r_new_kind99, E_ARG, "kind" },
@@ -1683,6 +1785,8 @@ static const row k_rows[] = {
     { "new: num_threads 100000", NULL, r_new_threads_big, E_ARG, "num_threads" },
     { "new: schedule struct_size 0", NULL, r_sch_size0, E_ARG, "struct_size" },
     { "new: schedule struct_size 8", NULL, r_sch_size8, E_ARG, "struct_size" },
+    { "new: schedule struct_size below FLATOPT_SCHEDULE_SIZE_V1", NULL, r_sch_size_below_v1, E_ARG,
+      "schedule.struct_size" },
     { "new: schedule kind 99", NULL, r_sch_kind99, E_ARG, "kind" },
     { "new: exponential gamma NaN", NULL, r_sch_gamma_nan, E_ARG, "gamma" },
     { "new: exponential gamma negative", NULL, r_sch_gamma_neg, E_ARG, "gamma" },
@@ -1815,6 +1919,10 @@ static const row k_rows[] = {
     { "adam_update: args NULL", NULL, r_adam_args_null, E_NULL, "args" },
     { "adam_update: hp.struct_size 0", NULL, r_adam_hp_size0, E_ARG, "struct_size" },
     { "adam_update: args.struct_size 3", NULL, r_adam_args_size, E_ARG, "struct_size" },
+    { "adam_update: newer caller's hp, unknown field set", NULL, r_adam_hp_newer_set, E_UNSUP,
+      "byte 72" },
+    { "adam_update: newer caller's args, unknown field set", NULL, r_adam_args_newer_set,
+      E_UNSUP, "byte 56" },
     { "adam_update: hp.kind SGD", NULL, r_adam_kind_sgd, E_ARG, "hp.kind" },
     { "adam_update: hp.kind 99", NULL, r_adam_kind99, E_ARG, "hp.kind" },
     { "adam_update: b1 NaN", NULL, r_adam_b1_nan, E_ARG, "b1" },
@@ -2103,8 +2211,8 @@ static void test_version(void)
 
 static void test_status_str(void)
 {
-    /* One past the last code: keep in step with flatopt_status (FLATOPT_ERR_BUSY = 12). */
-    enum { N_CODES = FLATOPT_ERR_BUSY + 1 };
+    /* One past the last code: keep in step with flatopt_status (FLATOPT_ERR_POISONED = 13). */
+    enum { N_CODES = FLATOPT_ERR_POISONED + 1 };
     const char *s[N_CODES], *unknown;
     int i, j;
     const int32_t odd[] = { -1, N_CODES, 99, 1000, INT32_MAX, INT32_MIN };
@@ -2131,12 +2239,52 @@ static void test_status_str(void)
     }
     CHECK(s[FLATOPT_ERR_BUSY] && strstr(s[FLATOPT_ERR_BUSY], "busy") != NULL,
           "status_str(BUSY) = \"%s\"", s[FLATOPT_ERR_BUSY] ? s[FLATOPT_ERR_BUSY] : "");
+    CHECK(s[FLATOPT_ERR_POISONED] && strstr(s[FLATOPT_ERR_POISONED], "poisoned") != NULL,
+          "status_str(POISONED) = \"%s\"", s[FLATOPT_ERR_POISONED] ? s[FLATOPT_ERR_POISONED] : "");
     CHECK(s[0] && strcmp(s[0], "ok") == 0, "status_str(0) = \"%s\"", s[0] ? s[0] : "(NULL)");
     CHECK(s[1] && strstr(s[1], "skipped") != NULL, "status_str(SKIPPED) = \"%s\"",
           s[1] ? s[1] : "");
     CHECK(s[2] && strstr(s[2], "null") != NULL, "status_str(NULL_POINTER) = \"%s\"",
           s[2] ? s[2] : "");
     CHECK(F(flatopt_last_error_message)() != NULL, "flatopt_last_error_message() is NULL");
+}
+
+/* The _INIT macros give exactly what the _init functions write (byte for byte, padding
+ * aside), for every kind. */
+static void test_init_macros(void)
+{
+    /* flatopt_schedule's only padding: after threshold_mode, before milestones. */
+    const size_t pad = offsetof(flatopt_schedule, threshold_mode) + sizeof(uint32_t);
+    const size_t pad_len = offsetof(flatopt_schedule, milestones) - pad;
+    uint32_t k;
+    for (k = 0; k < 4; k++) {
+        flatopt_base_params m = FLATOPT_BASE_PARAMS_INIT(k), f;
+        OK(F(flatopt_base_params_init)(&f, sizeof f, k));
+        CHECK(memcmp(&m, &f, sizeof m) == 0, "FLATOPT_BASE_PARAMS_INIT(%u) != the init function",
+              (unsigned)k);
+    }
+    for (k = 0; k < 16; k++) {
+        flatopt_schedule m = FLATOPT_SCHEDULE_INIT(k), f;
+        OK(F(flatopt_schedule_init)(&f, sizeof f, k));
+        memset((char *)&m + pad, 0, pad_len);
+        memset((char *)&f + pad, 0, pad_len);
+        CHECK(memcmp(&m, &f, sizeof m) == 0, "FLATOPT_SCHEDULE_INIT(%u) != the init function",
+              (unsigned)k);
+    }
+    {
+        flatopt_config m = FLATOPT_CONFIG_INIT, f;
+        flatopt_step_args am = FLATOPT_STEP_ARGS_INIT, af;
+        OK(F(flatopt_config_init)(&f, sizeof f));
+        OK(F(flatopt_step_args_init)(&af, sizeof af));
+        CHECK(memcmp(&m, &f, sizeof m) == 0, "FLATOPT_CONFIG_INIT != flatopt_config_init");
+        CHECK(memcmp(&am, &af, sizeof am) == 0, "FLATOPT_STEP_ARGS_INIT != flatopt_step_args_init");
+    }
+    /* The frozen first-version sizes: this header is version 1 of every struct. */
+    CHECK(sizeof(flatopt_config) == FLATOPT_CONFIG_SIZE_V1 &&
+              sizeof(flatopt_base_params) == FLATOPT_BASE_PARAMS_SIZE_V1 &&
+              sizeof(flatopt_schedule) == FLATOPT_SCHEDULE_SIZE_V1 &&
+              sizeof(flatopt_step_args) == FLATOPT_STEP_ARGS_SIZE_V1,
+          "struct sizes differ from their _SIZE_V1 constants");
 }
 
 static void test_init_defaults(void)
@@ -2147,20 +2295,18 @@ static void test_init_defaults(void)
     flatopt_step_args a;
     uint32_t k;
     memset(&c, 0xFF, sizeof c);
-    OK(F(flatopt_config_init)(&c));
+    OK(F(flatopt_config_init)(&c, sizeof c));
     CHECK(c.struct_size == sizeof c, "config.struct_size %u", (unsigned)c.struct_size);
-    CHECK(c.base.struct_size == sizeof c.base, "config.base.struct_size");
-    CHECK(c.base.kind == FLATOPT_ADAM && c.lr == 1e-3 && c.schedule == NULL &&
+    CHECK(c.base == NULL, "config.base: NULL (Adam with its defaults)");
+    CHECK(c.lr == 1e-3 && c.schedule == NULL &&
               c.schedule_manual == 0 && c.lookahead == 0 && c.sync_period == 5 &&
               c.alpha == 0.5 && c.weight_decay == 0.0 && c.grad_clip_norm == 0.0 &&
               c.grad_clip_value == 0.0 && c.num_threads == 1 && c.simd_tier == 0 &&
               c.nonfinite == FLATOPT_NONFINITE_SKIP,
           "flatopt_config_init defaults differ from the header's documentation");
-    CHECK(c.base.b1 == 0.9 && c.base.b2 == 0.999 && c.base.eps == 1e-8 && c.base.amsgrad == 0,
-          "Adam defaults");
     for (k = 0; k < 4; k++) {
         memset(&b, 0xFF, sizeof b);
-        OK(F(flatopt_base_params_init)(&b, k));
+        OK(F(flatopt_base_params_init)(&b, sizeof b, k));
         CHECK(b.struct_size == sizeof b && b.kind == k, "base_params_init(%u)", (unsigned)k);
         CHECK(b.momentum == 0.0 && b.dampening == 0.0 && b.nesterov == 0 && b.amsgrad == 0 &&
                   b.b1 == 0.9 && b.b2 == 0.999 && b.eps == 1e-8,
@@ -2173,7 +2319,7 @@ static void test_init_defaults(void)
         flatopt_optimizer *o = NULL;
         double one_value = 0.5;
         memset(&s, 0xFF, sizeof s);
-        OK(F(flatopt_schedule_init)(&s, k));
+        OK(F(flatopt_schedule_init)(&s, sizeof s, k));
         CHECK(s.struct_size == sizeof s && s.kind == k, "schedule_init(%u)", (unsigned)k);
         CHECK(s.milestones == NULL && s.n_milestones == 0 && s.values == NULL && s.n_values == 0,
               "schedule_init(%u): lists", (unsigned)k);
@@ -2182,7 +2328,7 @@ static void test_init_defaults(void)
             s.n_values = 1;
         }
         /* Every kind at its defaults makes a valid optimizer. */
-        OK(F(flatopt_config_init)(&c));
+        OK(F(flatopt_config_init)(&c, sizeof c));
         c.schedule = &s;
         if (EXPECT(F(flatopt_optimizer_new)(&c, &o), FLATOPT_OK))
             F(flatopt_optimizer_free)(o);
@@ -2190,10 +2336,11 @@ static void test_init_defaults(void)
             fprintf(stderr, "    (schedule kind %u at its defaults)\n", (unsigned)k);
     }
     memset(&a, 0xFF, sizeof a);
-    OK(F(flatopt_step_args_init)(&a));
+    OK(F(flatopt_step_args_init)(&a, sizeof a));
     CHECK(a.struct_size == sizeof a && a.sync == 0 && a.step == 1 && a.lr == 1e-3 &&
               a.clip_scale == 1.0 && a.clip_value == 0.0 && a.weight_decay == 0.0,
           "step_args_init defaults");
+    test_init_macros();
     /* free(NULL) is a no-op */
     F(flatopt_optimizer_free)(NULL);
 }
@@ -2234,7 +2381,7 @@ static void test_simd(void)
             continue;
         OK(F(flatopt_set_default_simd_tier)(t));
         CHECK(F(flatopt_default_simd_tier)() == t, "default tier after set %u", (unsigned)t);
-        OK(F(flatopt_config_init)(&d));
+        OK(F(flatopt_config_init)(&d, sizeof d));
         o = new_opt(&d);
         OK(F(flatopt_optimizer_simd_tier)(o, &got));
         CHECK(got == t, "new optimizer runs on tier %u, default is %u", (unsigned)got,
@@ -2302,7 +2449,7 @@ static void test_lookahead_adam_clip(void)
     c.grad_clip_value = 0.3;
     model_init(&a, 3, lens, 11);
     model_register(&a, &c);
-    OK(F(flatopt_base_params_init)(&hp, FLATOPT_ADAM));
+    OK(F(flatopt_base_params_init)(&hp, sizeof hp, FLATOPT_ADAM));
     for (i = 0; i < 3; i++) {
         const float *s = NULL;
         size_t n = 0;
@@ -2331,7 +2478,7 @@ static void test_lookahead_adam_clip(void)
             clipped++;
         else
             unclipped++;
-        OK(F(flatopt_step_args_init)(&args));
+        OK(F(flatopt_step_args_init)(&args, sizeof args));
         args.step = (uint64_t)t;
         args.lr = 0.01;
         args.clip_scale = cs;
@@ -2507,7 +2654,7 @@ static void test_nonfinite_skip(void)
         const int bad_buf = variant == 1 ? 2 : 1, bad_idx = variant == 1 ? 0 : 7;
         int i, t;
         char want[64];
-        OK(F(flatopt_schedule_init)(&s, FLATOPT_SCHEDULE_EXPONENTIAL));
+        OK(F(flatopt_schedule_init)(&s, sizeof s, FLATOPT_SCHEDULE_EXPONENTIAL));
         s.base_lr = 0.01;
         s.gamma = 0.9;
         c.schedule = &s;
@@ -2638,14 +2785,16 @@ static void test_stateless_vs_handle(void)
     for (k = 0; k < sizeof v / sizeof v[0]; k++) {
         model a;
         flatopt_config c;
+        flatopt_base_params cb;
         float *rp, *m1, *m2, *mx, *slow;
         int t;
-        OK(F(flatopt_config_init)(&c));
-        OK(F(flatopt_base_params_init)(&c.base, v[k].kind));
-        c.base.momentum = v[k].momentum;
-        c.base.dampening = v[k].dampening;
-        c.base.nesterov = v[k].nesterov;
-        c.base.amsgrad = v[k].amsgrad;
+        OK(F(flatopt_config_init)(&c, sizeof c));
+        OK(F(flatopt_base_params_init)(&cb, sizeof cb, v[k].kind));
+        c.base = &cb;
+        cb.momentum = v[k].momentum;
+        cb.dampening = v[k].dampening;
+        cb.nesterov = v[k].nesterov;
+        cb.amsgrad = v[k].amsgrad;
         c.lr = v[k].lr;
         c.weight_decay = v[k].wd;
         c.grad_clip_value = v[k].clip_value;
@@ -2664,7 +2813,7 @@ static void test_stateless_vs_handle(void)
             flatopt_status st = FLATOPT_ERR_INTERNAL;
             float *sl = v[k].lookahead ? slow : NULL;
             model_grads(&a, t, 60 + k);
-            OK(F(flatopt_step_args_init)(&args));
+            OK(F(flatopt_step_args_init)(&args, sizeof args));
             args.step = (uint64_t)t;
             args.lr = v[k].lr;
             args.clip_value = v[k].clip_value;
@@ -2673,18 +2822,18 @@ static void test_stateless_vs_handle(void)
             args.alpha = 0.5;
             switch (v[k].kind) {
             case FLATOPT_SGD:
-                st = F(flatopt_sgd_update)(&c.base, &args, rp, a.g[0],
+                st = F(flatopt_sgd_update)(&cb, &args, rp, a.g[0],
                                            v[k].momentum > 0 ? m1 : NULL, sl, len[0]);
                 break;
             case FLATOPT_ADAM:
-                st = F(flatopt_adam_update)(&c.base, &args, rp, a.g[0], m1, m2,
+                st = F(flatopt_adam_update)(&cb, &args, rp, a.g[0], m1, m2,
                                             v[k].amsgrad ? mx : NULL, sl, len[0]);
                 break;
             case FLATOPT_ADAMW:
-                st = F(flatopt_adamw_update)(&c.base, &args, rp, a.g[0], m1, m2, sl, len[0]);
+                st = F(flatopt_adamw_update)(&cb, &args, rp, a.g[0], m1, m2, sl, len[0]);
                 break;
             default:
-                st = F(flatopt_radam_update)(&c.base, &args, rp, a.g[0], m1, m2, sl, len[0]);
+                st = F(flatopt_radam_update)(&cb, &args, rp, a.g[0], m1, m2, sl, len[0]);
                 break;
             }
             CHECK(st == FLATOPT_OK, "%s: stateless step %d: %s (%s)", v[k].name, t,
@@ -2821,8 +2970,8 @@ static void test_kernels(void)
     OK(F(flatopt_scale)(NULL, 0, 2.0f));
     OK(F(flatopt_clip_by_value)(NULL, 0, 1.0f));
     OK(F(flatopt_lookahead_sync)(NULL, NULL, 0, 0.5f));
-    OK(F(flatopt_base_params_init)(&hp, FLATOPT_ADAM));
-    OK(F(flatopt_step_args_init)(&args));
+    OK(F(flatopt_base_params_init)(&hp, sizeof hp, FLATOPT_ADAM));
+    OK(F(flatopt_step_args_init)(&args, sizeof args));
     OK(F(flatopt_adam_update)(&hp, &args, NULL, NULL, NULL, NULL, NULL, NULL, 0));
 }
 
@@ -2859,8 +3008,9 @@ static void test_schedules(void)
     for (k = 0; k < sizeof cases / sizeof cases[0]; k++) {
         model a;
         flatopt_config c;
+        flatopt_base_params cb;
         flatopt_schedule s;
-        OK(F(flatopt_schedule_init)(&s, cases[k].kind));
+        OK(F(flatopt_schedule_init)(&s, sizeof s, cases[k].kind));
         s.base_lr = 1.0;
         switch (cases[k].kind) {
         case FLATOPT_SCHEDULE_STEP:
@@ -2886,8 +3036,9 @@ static void test_schedules(void)
         default:
             break;
         }
-        OK(F(flatopt_config_init)(&c));
-        OK(F(flatopt_base_params_init)(&c.base, FLATOPT_SGD));
+        OK(F(flatopt_config_init)(&c, sizeof c));
+        OK(F(flatopt_base_params_init)(&cb, sizeof cb, FLATOPT_SGD));
+        c.base = &cb;
         c.schedule = &s;
         c.schedule_manual = 1;
         model_init(&a, 1, len, 80);
@@ -2919,13 +3070,15 @@ static void test_schedules(void)
     {
         model a;
         flatopt_config c;
+        flatopt_base_params cb;
         flatopt_schedule s;
-        OK(F(flatopt_schedule_init)(&s, FLATOPT_SCHEDULE_EXPONENTIAL));
+        OK(F(flatopt_schedule_init)(&s, sizeof s, FLATOPT_SCHEDULE_EXPONENTIAL));
         CHECK(s.gamma == 0.95, "Exponential default gamma %g", s.gamma);
         s.base_lr = 0.1;
         s.gamma = 0.9;
-        OK(F(flatopt_config_init)(&c));
-        OK(F(flatopt_base_params_init)(&c.base, FLATOPT_SGD));
+        OK(F(flatopt_config_init)(&c, sizeof c));
+        OK(F(flatopt_base_params_init)(&cb, sizeof cb, FLATOPT_SGD));
+        c.base = &cb;
         c.schedule = &s;
         model_init(&a, 1, len, 81);
         model_register(&a, &c);
@@ -2943,16 +3096,18 @@ static void test_schedules(void)
     {
         model a;
         flatopt_config c;
+        flatopt_base_params cb;
         flatopt_schedule s;
         const double metrics[] = { 1.0, 0.5, 0.6, 0.7, 0.4, 0.45, 0.45, 0.45, 0.45 };
         const double want[] = { 0.1, 0.1, 0.1, 0.05, 0.05, 0.05, 0.025, 0.025, 0.0125 };
         size_t i;
-        OK(F(flatopt_schedule_init)(&s, FLATOPT_SCHEDULE_REDUCE_ON_PLATEAU));
+        OK(F(flatopt_schedule_init)(&s, sizeof s, FLATOPT_SCHEDULE_REDUCE_ON_PLATEAU));
         s.base_lr = 0.1;
         s.factor = 0.5;
         s.patience = 1;
-        OK(F(flatopt_config_init)(&c));
-        OK(F(flatopt_base_params_init)(&c.base, FLATOPT_SGD));
+        OK(F(flatopt_config_init)(&c, sizeof c));
+        OK(F(flatopt_base_params_init)(&cb, sizeof cb, FLATOPT_SGD));
+        c.base = &cb;
         c.schedule = &s;
         model_init(&a, 1, len, 82);
         model_register(&a, &c);
@@ -3024,7 +3179,7 @@ static void test_reset(void)
     float lr0, *extra, *extra_g;
     size_t np = 0;
     int t, i;
-    OK(F(flatopt_schedule_init)(&s, FLATOPT_SCHEDULE_EXPONENTIAL));
+    OK(F(flatopt_schedule_init)(&s, sizeof s, FLATOPT_SCHEDULE_EXPONENTIAL));
     s.base_lr = 0.02;
     c.schedule = &s;
     model_init(&a, 2, lens, 95);
@@ -3117,7 +3272,7 @@ static void test_thread_local_message(void)
     pthread_t th;
     tls_job j;
     memset(&j, 0, sizeof j);
-    EXPECT(F(flatopt_config_init)(NULL), FLATOPT_ERR_NULL_POINTER);
+    EXPECT(F(flatopt_config_init)(NULL, sizeof(flatopt_config)), FLATOPT_ERR_NULL_POINTER);
     CHECK(pthread_create(&th, NULL, tls_worker, &j) == 0, "pthread_create");
     pthread_join(th, NULL);
     CHECK(j.fresh_empty, "a new thread's last error message is not empty");
@@ -3172,6 +3327,7 @@ static void test_checkpoints(void)
     static const size_t lens[3] = { 9, 5000, 70 };
     model a, b, c2;
     flatopt_config c = cfg_la_adam(3, 30.0);
+    flatopt_base_params cb;
     flatopt_schedule s;
     float *saved_p[3], lr_at_save;
     unsigned char *mem, *file;
@@ -3180,10 +3336,12 @@ static void test_checkpoints(void)
     FILE *fp;
     int i, t;
 
-    OK(F(flatopt_schedule_init)(&s, FLATOPT_SCHEDULE_EXPONENTIAL));
+    OK(F(flatopt_schedule_init)(&s, sizeof s, FLATOPT_SCHEDULE_EXPONENTIAL));
     s.base_lr = 0.01;
     c.schedule = &s;
-    c.base.amsgrad = 1;
+    OK(F(flatopt_base_params_init)(&cb, sizeof cb, FLATOPT_ADAM));
+    cb.amsgrad = 1;
+    c.base = &cb;
     model_init(&a, 3, lens, 101);
     model_register(&a, &c);
     for (t = 1; t <= 4; t++) {
@@ -3276,12 +3434,12 @@ static void test_checkpoints(void)
         size_t n = 0;
         unsigned char *ck;
         int k;
-        OK(F(flatopt_schedule_init)(&ps, FLATOPT_SCHEDULE_REDUCE_ON_PLATEAU));
+        OK(F(flatopt_schedule_init)(&ps, sizeof ps, FLATOPT_SCHEDULE_REDUCE_ON_PLATEAU));
         ps.base_lr = 0.1;
         ps.factor = 0.5;
         ps.patience = 1;
         ps.cooldown = 1;
-        OK(F(flatopt_config_init)(&pc));
+        OK(F(flatopt_config_init)(&pc, sizeof pc));
         pc.schedule = &ps;
         model_init(&p1, 1, len1, 102);
         model_init(&p2, 1, len1, 102);
@@ -3389,7 +3547,7 @@ static void test_sharded(void)
     size_t i, k, nb[SHARDS], total_blocks = 0;
     int t;
     CHECK(F(flatopt_sum_squares_block_size)() == 4096, "block size");
-    OK(F(flatopt_config_init)(&c));
+    OK(F(flatopt_config_init)(&c, sizeof c));
     c.lookahead = 1;
     c.sync_period = 3;
     c.grad_clip_norm = 5.0; /* binds: the gradient norm is about 30 */

@@ -49,21 +49,24 @@ static const struct config_row k_config_rows[] = {
 static void config_row(const struct config_row *r)
 {
     flatopt_config c;
+    flatopt_base_params b;
     flatopt_schedule s;
     flatopt_optimizer *opt = NULL;
-    if (flatopt_config_init(&c) != FLATOPT_OK ||
-        flatopt_schedule_init(&s, FLATOPT_SCHEDULE_EXPONENTIAL) != FLATOPT_OK) {
+    if (flatopt_config_init(&c, sizeof c) != FLATOPT_OK ||
+        flatopt_base_params_init(&b, sizeof b, FLATOPT_ADAM) != FLATOPT_OK ||
+        flatopt_schedule_init(&s, sizeof s, FLATOPT_SCHEDULE_EXPONENTIAL) != FLATOPT_OK) {
         fail(r->name, "init failed");
         return;
     }
+    c.base = &b;
     switch (r->field) {
     case LR: c.lr = r->value; break;
     case WEIGHT_DECAY: c.weight_decay = r->value; break;
-    case EPS: c.base.eps = r->value; break;
-    case B1: c.base.b1 = r->value; break;
+    case EPS: b.eps = r->value; break;
+    case B1: b.b1 = r->value; break;
     case DECOUPLED:
-        flatopt_base_params_init(&c.base, FLATOPT_ADAMW);
-        c.base.decoupled_weight_decay = r->value;
+        flatopt_base_params_init(&b, sizeof b, FLATOPT_ADAMW);
+        b.decoupled_weight_decay = r->value;
         break;
     case CLIP_VALUE: c.grad_clip_value = r->value; break;
     case SCHED_BASE:
@@ -86,8 +89,8 @@ static void stateless_row(const char *name, int which, double value, const char 
     const float p0[4] = { 0.5f, -0.25f, 1.0f, 2.0f };
     flatopt_base_params hp;
     flatopt_step_args a;
-    flatopt_base_params_init(&hp, FLATOPT_ADAM);
-    flatopt_step_args_init(&a);
+    flatopt_base_params_init(&hp, sizeof hp, FLATOPT_ADAM);
+    flatopt_step_args_init(&a, sizeof a);
     if (which == 0) a.lr = value;
     if (which == 1) a.weight_decay = value;
     if (which == 2) hp.eps = value;
@@ -102,13 +105,14 @@ static void growing_schedule_row(void)
     const char *name = "exponential schedule gamma = 1e10 per update";
     float p[3] = { 0.5f, -1.0f, 0.25f }, g[3] = { 1e-3f, -1e-3f, 2e-3f }, before[3];
     flatopt_config c;
+    flatopt_base_params b = FLATOPT_BASE_PARAMS_INIT(FLATOPT_SGD);
     flatopt_schedule s;
     flatopt_optimizer *opt = NULL;
     uint64_t steps = 0;
     int t;
-    flatopt_config_init(&c);
-    flatopt_base_params_init(&c.base, FLATOPT_SGD);
-    flatopt_schedule_init(&s, FLATOPT_SCHEDULE_EXPONENTIAL);
+    flatopt_config_init(&c, sizeof c);
+    c.base = &b;
+    flatopt_schedule_init(&s, sizeof s, FLATOPT_SCHEDULE_EXPONENTIAL);
     s.base_lr = 1e-3;
     s.gamma = 1e10;
     c.schedule = &s;

@@ -297,30 +297,31 @@ static const char *status_text(flatopt_status s)
 }
 
 static int build_config(const golden_case *c, const variant *v, flatopt_config *cfg,
-                        flatopt_schedule *sched)
+                        flatopt_base_params *base, flatopt_schedule *sched)
 {
-    flatopt_status st = flatopt_config_init(cfg);
+    flatopt_status st = flatopt_config_init(cfg, sizeof *cfg);
     if (st != FLATOPT_OK)
         return 0;
+    cfg->base = base;
     if (strcmp(c->kind, "sgd") == 0 || strcmp(c->kind, "scheduled_sgd") == 0) {
-        flatopt_base_params_init(&cfg->base, FLATOPT_SGD);
-        cfg->base.momentum = c->momentum;
-        cfg->base.dampening = c->dampening;
-        cfg->base.nesterov = (uint32_t)c->nesterov;
+        flatopt_base_params_init(base, sizeof *base, FLATOPT_SGD);
+        base->momentum = c->momentum;
+        base->dampening = c->dampening;
+        base->nesterov = (uint32_t)c->nesterov;
     } else if (strcmp(c->kind, "adam") == 0 || strcmp(c->kind, "adamw") == 0) {
         int w = strcmp(c->kind, "adamw") == 0;
-        flatopt_base_params_init(&cfg->base, w ? FLATOPT_ADAMW : FLATOPT_ADAM);
-        cfg->base.b1 = c->b1;
-        cfg->base.b2 = c->b2;
-        cfg->base.eps = c->eps;
+        flatopt_base_params_init(base, sizeof *base, w ? FLATOPT_ADAMW : FLATOPT_ADAM);
+        base->b1 = c->b1;
+        base->b2 = c->b2;
+        base->eps = c->eps;
         if (w)
-            cfg->base.decoupled_weight_decay = c->decoupled_wd;
+            base->decoupled_weight_decay = c->decoupled_wd;
     } else {
         fail("%s: base kind \"%s\" is not mapped", c->name, c->kind);
         return 0;
     }
     if (c->scheduled) {
-        flatopt_schedule_init(sched, FLATOPT_SCHEDULE_EXPONENTIAL);
+        flatopt_schedule_init(sched, sizeof *sched, FLATOPT_SCHEDULE_EXPONENTIAL);
         sched->base_lr = c->sched_base;
         sched->gamma = c->sched_gamma;
         cfg->schedule = sched;
@@ -344,6 +345,7 @@ static int build_config(const golden_case *c, const variant *v, flatopt_config *
 static int replay(const golden_case *c, const variant *v, run *out)
 {
     flatopt_config cfg;
+    flatopt_base_params base;
     flatopt_schedule sched;
     flatopt_optimizer *opt = NULL;
     float *p = (float *)xmalloc(c->total * sizeof(float));
@@ -360,7 +362,7 @@ static int replay(const golden_case *c, const variant *v, run *out)
         out->params[t] = NULL;
     out->lrs = (float *)xmalloc(c->steps * sizeof(float));
     memcpy(p, c->init, c->total * sizeof(float));
-    if (!build_config(c, v, &cfg, &sched))
+    if (!build_config(c, v, &cfg, &base, &sched))
         goto done;
     st = flatopt_optimizer_new(&cfg, &opt);
     if (st != FLATOPT_OK) {

@@ -24,7 +24,7 @@ int main(void) {
     float w[5] = {1, 2, 3, 4, 5};
     float g[5] = {0.5f, -0.5f, 0.25f, -0.25f, 1};
     uint64_t steps = 0;
-    if (flatopt_config_init(&cfg) != FLATOPT_OK) return 1;
+    if (flatopt_config_init(&cfg, sizeof cfg) != FLATOPT_OK) return 1;
     cfg.lookahead = 1;
     cfg.lr = 0.1;
     if (flatopt_optimizer_new(&cfg, &opt) != FLATOPT_OK ||

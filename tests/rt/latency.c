@@ -131,7 +131,7 @@ static int run(const struct layout *L, long warmup, long steps, struct result *r
     for (i = 0; i < total * N_SETS; i++)
         sets[i] = 0.02f * rnd(); /* global norm about 0.02 * sqrt(total / 3): clipping binds */
 
-    flatopt_config_init(&c);
+    flatopt_config_init(&c, sizeof c);
     c.lr = 1e-3;
     c.lookahead = 1;
     c.sync_period = 5;

@@ -134,10 +134,13 @@ static flatopt_optimizer *make(int which, struct model *m)
 {
     static const uint64_t milestones[] = { 3000, 6000, 9000 };
     flatopt_config c;
+    flatopt_base_params b;
     flatopt_schedule s;
     flatopt_optimizer *opt = NULL;
     size_t i;
-    flatopt_config_init(&c);
+    flatopt_config_init(&c, sizeof c);
+    flatopt_base_params_init(&b, sizeof b, FLATOPT_ADAM);
+    c.base = &b;
     switch (which) {
     case CFG_LA_ADAM:
         c.lookahead = 1;
@@ -145,18 +148,18 @@ static flatopt_optimizer *make(int which, struct model *m)
         c.alpha = 0.5;
         c.grad_clip_norm = 1.0;
         c.weight_decay = 1e-4;
-        flatopt_schedule_init(&s, FLATOPT_SCHEDULE_WARMUP_COSINE);
+        flatopt_schedule_init(&s, sizeof s, FLATOPT_SCHEDULE_WARMUP_COSINE);
         s.base_lr = 1e-3;
         s.warmup = 500;
         s.period = WINDOW_STEPS;
         c.schedule = &s;
         break;
     case CFG_SGD_NESTEROV:
-        flatopt_base_params_init(&c.base, FLATOPT_SGD);
-        c.base.momentum = 0.9;
-        c.base.nesterov = 1;
+        flatopt_base_params_init(&b, sizeof b, FLATOPT_SGD);
+        b.momentum = 0.9;
+        b.nesterov = 1;
         c.grad_clip_value = 0.02;
-        flatopt_schedule_init(&s, FLATOPT_SCHEDULE_MULTI_STEP);
+        flatopt_schedule_init(&s, sizeof s, FLATOPT_SCHEDULE_MULTI_STEP);
         s.base_lr = 0.01;
         s.gamma = 0.5;
         s.milestones = milestones;
@@ -164,7 +167,7 @@ static flatopt_optimizer *make(int which, struct model *m)
         c.schedule = &s;
         break;
     case CFG_LA_RADAM:
-        flatopt_base_params_init(&c.base, FLATOPT_RADAM);
+        flatopt_base_params_init(&b, sizeof b, FLATOPT_RADAM);
         c.lookahead = 1;
         c.sync_period = 6;
         c.alpha = 0.8;
@@ -172,9 +175,9 @@ static flatopt_optimizer *make(int which, struct model *m)
         c.lr = 1e-3;
         break;
     default:
-        c.base.amsgrad = 1;
+        b.amsgrad = 1;
         c.grad_clip_norm = 0.5;
-        flatopt_schedule_init(&s, FLATOPT_SCHEDULE_REDUCE_ON_PLATEAU);
+        flatopt_schedule_init(&s, sizeof s, FLATOPT_SCHEDULE_REDUCE_ON_PLATEAU);
         s.base_lr = 1e-3;
         s.patience = 2;
         c.schedule = &s;
@@ -196,8 +199,8 @@ static void run_window(int which, flatopt_optimizer *opt, struct model *m, doubl
     size_t total = m->total, i;
     flatopt_base_params hp;
     flatopt_step_args args;
-    flatopt_base_params_init(&hp, FLATOPT_ADAM);
-    flatopt_step_args_init(&args);
+    flatopt_base_params_init(&hp, sizeof hp, FLATOPT_ADAM);
+    flatopt_step_args_init(&args, sizeof args);
     for (t = 0; t < WINDOW_STEPS; t++) {
         int nan_step = (t % 997 == 500);
         flatopt_status want = nan_step ? FLATOPT_SKIPPED : FLATOPT_OK;
@@ -349,7 +352,7 @@ int main(void)
         flatopt_config cfg;
         flatopt_optimizer *o = NULL;
         volatile char *p;
-        flatopt_config_init(&cfg);
+        flatopt_config_init(&cfg, sizeof cfg);
         shim_reset();
         shim_arm(1);
         p = (volatile char *)malloc(100);

@@ -200,10 +200,11 @@ void test_builders() {
   // Defaults come from the C _init functions.
   const flatopt::Config def;
   flatopt_config c;
-  CHECK(flatopt_config_init(&c) == FLATOPT_OK);
+  CHECK(flatopt_config_init(&c, sizeof c) == FLATOPT_OK);
   const flatopt_config got = def.c_struct();
-  CHECK(got.lr == c.lr && got.base.kind == FLATOPT_ADAM && got.base.b1 == 0.9 &&
-        got.base.b2 == 0.999 && got.base.eps == 1e-8 && got.schedule == nullptr &&
+  CHECK(c.base == nullptr && got.base != nullptr && got.base == &def.base().c_struct());
+  CHECK(got.lr == c.lr && got.base->kind == FLATOPT_ADAM && got.base->b1 == 0.9 &&
+        got.base->b2 == 0.999 && got.base->eps == 1e-8 && got.schedule == nullptr &&
         got.sync_period == 5 && got.alpha == 0.5 && got.lookahead == 0 && got.num_threads == 1);
 
   const flatopt::Config cfg = flatopt::Config::adam(0.01)
@@ -221,7 +222,7 @@ void test_builders() {
                                   .schedule(flatopt::Schedule::cosine(0.02, 100, 1e-4))
                                   .manual_schedule();
   const flatopt_config cc = cfg.c_struct();
-  CHECK(cc.base.b1 == 0.8 && cc.base.b2 == 0.99 && cc.base.eps == 1e-6 && cc.base.amsgrad == 1);
+  CHECK(cc.base->b1 == 0.8 && cc.base->b2 == 0.99 && cc.base->eps == 1e-6 && cc.base->amsgrad == 1);
   CHECK(cc.lookahead == 1 && cc.sync_period == 4 && cc.alpha == 0.25);
   CHECK(cc.grad_clip_norm == 2.0 && cc.grad_clip_value == 0.5 && cc.weight_decay == 1e-3);
   CHECK(cc.num_threads == 2 && cc.nonfinite == FLATOPT_NONFINITE_ERROR &&
@@ -233,8 +234,8 @@ void test_builders() {
   // Lvalue setters modify in place; lr() removes a schedule.
   flatopt::Config l = flatopt::Config::sgd(0.1, 0.9, true);
   l.dampening(0.0).lookahead();
-  CHECK(l.c_struct().base.kind == FLATOPT_SGD && l.c_struct().base.momentum == 0.9 &&
-        l.c_struct().base.nesterov == 1 && l.c_struct().lookahead == 1);
+  CHECK(l.c_struct().base->kind == FLATOPT_SGD && l.c_struct().base->momentum == 0.9 &&
+        l.c_struct().base->nesterov == 1 && l.c_struct().lookahead == 1);
   l.schedule(flatopt::Schedule::step(0.1, 10));
   CHECK(l.c_struct().schedule != nullptr);
   l.lr(0.05);
@@ -244,9 +245,9 @@ void test_builders() {
 
   const flatopt::Config aw1 = flatopt::Config::adamw(1e-3, 0.05), aw2 = flatopt::Config::adamw();
   const flatopt::Config ra = flatopt::Config::radam();
-  CHECK(aw1.c_struct().base.decoupled_weight_decay == 0.05);
-  CHECK(aw2.c_struct().base.decoupled_weight_decay == 0.01);
-  CHECK(ra.c_struct().base.kind == FLATOPT_RADAM);
+  CHECK(aw1.c_struct().base->decoupled_weight_decay == 0.05);
+  CHECK(aw2.c_struct().base->decoupled_weight_decay == 0.01);
+  CHECK(ra.c_struct().base->kind == FLATOPT_RADAM);
   // c_struct() is refused on temporaries (its pointers would dangle).
   static_assert(!has_c_struct<flatopt::Config>::value && has_c_struct<flatopt::Config&>::value,
                 "Config::c_struct lvalue-only");
@@ -260,8 +261,8 @@ void test_builders() {
   {
     flatopt_base_params bp;
     flatopt_schedule sc;
-    CHECK(flatopt_base_params_init(&bp, FLATOPT_SGD) == FLATOPT_OK);
-    CHECK(flatopt_schedule_init(&sc, FLATOPT_SCHEDULE_CYCLIC) == FLATOPT_OK);
+    CHECK(flatopt_base_params_init(&bp, sizeof bp, FLATOPT_SGD) == FLATOPT_OK);
+    CHECK(flatopt_schedule_init(&sc, sizeof sc, FLATOPT_SCHEDULE_CYCLIC) == FLATOPT_OK);
     CHECK(c.struct_size == sizeof(flatopt_config) && bp.struct_size == sizeof(flatopt_base_params) &&
           sc.struct_size == sizeof(flatopt_schedule));
   }
@@ -285,7 +286,7 @@ void test_builders() {
 
   // Step args defaults.
   flatopt_step_args sa;
-  CHECK(flatopt_step_args_init(&sa) == FLATOPT_OK);
+  CHECK(flatopt_step_args_init(&sa, sizeof sa) == FLATOPT_OK);
   const flatopt::StepArgs args_default;
   const flatopt_step_args& a = args_default.c_struct();
   CHECK(a.step == sa.step && a.lr == sa.lr && a.clip_scale == 1.0 && a.sync == 0);
@@ -1299,10 +1300,10 @@ void test_lookahead_sync_names_fast() {
 /// gamma = 1, PolynomialLR total_iters = 5.
 void test_schedule_init_defaults() {
   flatopt_schedule s;
-  CHECK(flatopt_schedule_init(&s, FLATOPT_SCHEDULE_CYCLIC) == FLATOPT_OK);
+  CHECK(flatopt_schedule_init(&s, sizeof s, FLATOPT_SCHEDULE_CYCLIC) == FLATOPT_OK);
   if (s.gamma != 1.0) std::fprintf(stderr, "    cyclic init gamma = %g\n", s.gamma);
   CHECK(s.gamma == 1.0);
-  CHECK(flatopt_schedule_init(&s, FLATOPT_SCHEDULE_POLYNOMIAL) == FLATOPT_OK);
+  CHECK(flatopt_schedule_init(&s, sizeof s, FLATOPT_SCHEDULE_POLYNOMIAL) == FLATOPT_OK);
   if (s.period != 5)
     std::fprintf(stderr, "    polynomial init total_iters = %llu\n",
                  static_cast<unsigned long long>(s.period));
@@ -1338,6 +1339,18 @@ void test_checkpoints_and_shards() {
   b.load_file(path);
   std::remove(path.c_str());
   CHECK_THROWS(b.load_file(path), FLATOPT_ERR_IO, "reading");
+  // A path with an embedded NUL is refused, not truncated to the part before the NUL (issue
+  // 11): neither "<path>" nor anything else is written or read.
+  {
+    const std::string nul = path + std::string(1, '\0') + ".extra";
+    CHECK_THROWS(a.save_file(nul), FLATOPT_ERR_INVALID_ARGUMENT, "NUL byte at index");
+    CHECK(std::fopen(path.c_str(), "rb") == nullptr);
+    a.save_file(path);
+    const uint64_t before = b.step_count();
+    CHECK_THROWS(b.load_file(std::string("x\0", 2) + path), FLATOPT_ERR_INVALID_ARGUMENT, "index 1");
+    CHECK(b.step_count() == before);
+    std::remove(path.c_str());
+  }
   // One shard holding everything: its own partials give its own step.
   std::vector<double> parts = a.sum_squares_partials();
   double sum = 0.0;
@@ -1347,8 +1360,46 @@ void test_checkpoints_and_shards() {
   CHECK(std::memcmp(p.data(), q.data(), p.size() * sizeof(float)) == 0);
 }
 
+/// The C++ enums against the C ones, value for value (tests/header.rs checks that every C
+/// enumerator has its C++ member), and the C initializer macros compiled as C++ (a runtime kind
+/// in a braced initializer must not narrow).
+static_assert(static_cast<uint32_t>(flatopt::BaseKind::Sgd) == FLATOPT_SGD &&
+                  static_cast<uint32_t>(flatopt::BaseKind::RAdam) == FLATOPT_RADAM,
+              "base kinds");
+static_assert(static_cast<uint32_t>(flatopt::NonFinite::Skip) == FLATOPT_NONFINITE_SKIP &&
+                  static_cast<uint32_t>(flatopt::NonFinite::Propagate) ==
+                      FLATOPT_NONFINITE_PROPAGATE,
+              "non-finite policies");
+static_assert(static_cast<uint32_t>(flatopt::SimdTier::Default) == FLATOPT_SIMD_DEFAULT &&
+                  static_cast<uint32_t>(flatopt::SimdTier::Avx512) == FLATOPT_SIMD_AVX512,
+              "simd tiers");
+static_assert(static_cast<uint32_t>(flatopt::ScheduleKind::Fixed) == FLATOPT_SCHEDULE_FIXED &&
+                  static_cast<uint32_t>(flatopt::ScheduleKind::ReduceOnPlateau) ==
+                      FLATOPT_SCHEDULE_REDUCE_ON_PLATEAU,
+              "schedule kinds");
+static_assert(FLATOPT_ERR_POISONED == 13, "the last status code");
+
+void test_init_macros() {
+  for (uint32_t k = 0; k <= FLATOPT_RADAM; ++k) {
+    const flatopt_base_params m = FLATOPT_BASE_PARAMS_INIT(k);
+    flatopt_base_params f;
+    CHECK(flatopt_base_params_init(&f, sizeof f, k) == FLATOPT_OK);
+    CHECK(std::memcmp(&m, &f, sizeof m) == 0);
+  }
+  const flatopt_config c = FLATOPT_CONFIG_INIT;
+  flatopt_config f;
+  CHECK(flatopt_config_init(&f, sizeof f) == FLATOPT_OK);
+  CHECK(std::memcmp(&c, &f, sizeof c) == 0 && c.struct_size == FLATOPT_CONFIG_SIZE_V1);
+  const flatopt_schedule s = FLATOPT_SCHEDULE_INIT(FLATOPT_SCHEDULE_EXPONENTIAL_DECAY);
+  CHECK(std::isnan(s.end_value) && s.kind == FLATOPT_SCHEDULE_EXPONENTIAL_DECAY &&
+        s.struct_size == sizeof s);
+  const flatopt_step_args a = FLATOPT_STEP_ARGS_INIT;
+  CHECK(a.step == 1 && a.struct_size == FLATOPT_STEP_ARGS_SIZE_V1);
+}
+
 int main() {
   const TestCase tests[] = {
+      {"C initializer macros", test_init_macros},
       {"version", test_version},
       {"span", test_span},
       {"builders", test_builders},

@@ -79,7 +79,7 @@ from ._schedules import (
     WarmupScheduler,
 )
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 def simd_tiers():

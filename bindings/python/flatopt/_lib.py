@@ -54,6 +54,7 @@ ERR_IO = 9
 ERR_CORRUPT = 10
 ERR_INTERNAL = 11
 ERR_BUSY = 12
+ERR_POISONED = 13
 
 SGD, ADAM, ADAMW, RADAM = 0, 1, 2, 3
 
@@ -79,8 +80,15 @@ SCHEDULE_KINDS = {
 NONFINITE = {"skip": 0, "error": 1, "propagate": 2}
 SIMD_TIERS = {"default": 0, "scalar": 1, "portable": 2, "avx2": 3, "avx512": 4}
 
+# Frozen sizes of the first version of each versioned struct (FLATOPT_*_SIZE_V1).
+BASE_PARAMS_SIZE_V1 = 64
+SCHEDULE_SIZE_V1 = 248
+CONFIG_SIZE_V1 = 88
+STEP_ARGS_SIZE_V1 = 56
+
 # ---------------------------------------------------------------------------------------------
-# Configuration structs, field for field as in include/flatopt.h.
+# Configuration structs, field for field as in include/flatopt.h (the tests check the layouts
+# and the constants above against the header).
 
 
 class BaseParams(Structure):
@@ -141,7 +149,7 @@ class ConfigStruct(Structure):
     _fields_ = [
         ("struct_size", c_uint32),
         ("nonfinite", c_uint32),
-        ("base", BaseParams),
+        ("base", POINTER(BaseParams)),
         ("lr", c_double),
         ("schedule", POINTER(ScheduleStruct)),
         ("schedule_manual", c_uint32),
@@ -168,7 +176,7 @@ def _candidate_names():
         return ["flatopt.dll", "libflatopt.dll"]
     if sys.platform == "darwin":
         return ["libflatopt.dylib"]
-    return ["libflatopt.so", "libflatopt.so.0.1"]
+    return ["libflatopt.so", "libflatopt.so.0.2"]
 
 
 def _load():
@@ -237,9 +245,9 @@ status_str = _fn("flatopt_status_str", c_char_p, [c_int32])
 last_error_message = _fn("flatopt_last_error_message", c_char_p, [])
 version = _fn("flatopt_version", c_char_p, [])
 version_number = _fn("flatopt_version_number", c_uint32, [])
-base_params_init = _fn("flatopt_base_params_init", st, [c_void_p, c_uint32])
-schedule_init = _fn("flatopt_schedule_init", st, [c_void_p, c_uint32])
-config_init = _fn("flatopt_config_init", st, [c_void_p])
+base_params_init = _fn("flatopt_base_params_init", st, [c_void_p, c_size_t, c_uint32])
+schedule_init = _fn("flatopt_schedule_init", st, [c_void_p, c_size_t, c_uint32])
+config_init = _fn("flatopt_config_init", st, [c_void_p, c_size_t])
 optimizer_new = _fn("flatopt_optimizer_new", st, [POINTER(ConfigStruct), POINTER(c_void_p)])
 optimizer_free = _fn("flatopt_optimizer_free", None, [_opt_p])
 optimizer_add_param = _fn(
@@ -270,7 +278,7 @@ default_simd_tier = _fn("flatopt_default_simd_tier", c_uint32, [])
 simd_tier_available = _fn("flatopt_simd_tier_available", c_int32, [c_uint32])
 simd_tier_name = _fn("flatopt_simd_tier_name", c_char_p, [c_uint32])
 
-# Checkpoints: newer than 0.1.0's first cut; optional so that an older library still loads
+# Checkpoints: newer than 0.1's first cut; optional so that an older library still loads
 # (state_dict() then raises UnsupportedError).
 optimizer_checkpoint_size = _fn(
     "flatopt_optimizer_checkpoint_size", st, [_opt_p, POINTER(c_size_t)], required=False
@@ -349,6 +357,7 @@ _EXC = {
     ERR_CORRUPT: _errors.CheckpointError,
     ERR_INTERNAL: _errors.InternalError,
     ERR_BUSY: _errors.BusyError,
+    ERR_POISONED: _errors.InternalError,
 }
 
 
@@ -377,16 +386,14 @@ def check(status, context=""):
 
 
 # ---------------------------------------------------------------------------------------------
-# Struct initialisation that survives a newer library with bigger structs: the init function
-# writes its own struct size, so it writes into an oversized scratch buffer, and we keep the
-# fields we know (the library fills any newer ones with defaults, see README "API conventions").
+# Struct initialisation: the init function writes exactly the size we pass (our struct's), so a
+# newer library with bigger structs gives the fields we lack their defaults (README "API
+# conventions", "Versioned structs").
 
 
 def _init_into(struct_type, init, *args):
-    scratch = ctypes.create_string_buffer(ctypes.sizeof(struct_type) * 2 + 512)
-    check(init(scratch, *args), f"{init.__name__}")
-    out = struct_type.from_buffer_copy(scratch.raw[: ctypes.sizeof(struct_type)])
-    out.struct_size = ctypes.sizeof(struct_type)
+    out = struct_type()
+    check(init(ctypes.byref(out), ctypes.sizeof(struct_type), *args), f"{init.__name__}")
     return out
 
 

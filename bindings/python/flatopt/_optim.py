@@ -191,8 +191,8 @@ class Optimizer:
         )
 
         cfg = _lib.new_config()
-        cfg.base = _lib.new_base_params(base.kind)
-        base._fill(cfg.base)
+        cfg.base = ctypes.pointer(_lib.new_base_params(base.kind))
+        base._fill(cfg.base.contents)
         cfg.nonfinite = nonfinite_code
         cfg.weight_decay = weight_decay
         cfg.grad_clip_norm = clip_norm

@@ -147,7 +147,7 @@ class LRScheduler:
     def _shadow_handle(self):
         if self._shadow is None:
             cfg = _lib.new_config()
-            cfg.base = _lib.new_base_params(_lib.SGD)
+            cfg.base = ctypes.pointer(_lib.new_base_params(_lib.SGD))
             sched = self._struct()
             cfg.schedule = ctypes.pointer(sched)
             cfg.schedule_manual = 1

@@ -1,0 +1,294 @@
+//! Tests of the C ABI that need the library's insides: a panic injected into an entry point
+//! (poisoning; the hook exists only in `cfg(test)` builds, never in a shipped library) and the
+//! versioned-struct reader and writer on a struct that has two published versions.
+
+use std::cell::Cell;
+use std::ffi::CStr;
+
+use super::ptr::{read_versioned, write_versioned, Versions, MAX_STRUCT_SIZE};
+use super::*;
+use crate::error::Error;
+
+thread_local! {
+    static ARMED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Called inside the entry points that hold a handle: panics once when armed on this thread.
+pub(crate) fn panic_if_armed() {
+    if ARMED.with(|a| a.replace(false)) {
+        panic!("injected by the ffi tests");
+    }
+}
+
+fn arm() {
+    ARMED.with(|a| a.set(true));
+}
+
+fn message() -> String {
+    // SAFETY: a NUL-terminated thread-local string, copied at once.
+    unsafe { CStr::from_ptr(flatopt_last_error_message()) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// A handle (Adam, lr 0.1) over one registered buffer pair.
+struct Fixture {
+    opt: *mut flatopt_optimizer,
+    p: Box<[f32; 4]>,
+    g: Box<[f32; 4]>,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let mut c = std::mem::MaybeUninit::<flatopt_config>::uninit();
+        let size = std::mem::size_of::<flatopt_config>();
+        // SAFETY: `c` has `size` writable bytes.
+        assert_eq!(
+            unsafe { flatopt_config_init(c.as_mut_ptr(), size) },
+            flatopt_status::FLATOPT_OK
+        );
+        // SAFETY: initialised by flatopt_config_init (every field written).
+        let mut c = unsafe { c.assume_init() };
+        c.lr = 0.1;
+        let mut opt = std::ptr::null_mut();
+        // SAFETY: a valid config and out pointer.
+        assert_eq!(
+            unsafe { flatopt_optimizer_new(&c, &mut opt) },
+            flatopt_status::FLATOPT_OK
+        );
+        let mut f = Fixture {
+            opt,
+            p: Box::new([1.0; 4]),
+            g: Box::new([0.5; 4]),
+        };
+        // SAFETY: live handle, 4-float buffers that outlive it (freed in Drop first).
+        let st = unsafe { flatopt_optimizer_add_param(f.opt, f.p.as_mut_ptr(), f.g.as_ptr(), 4) };
+        assert_eq!(st, flatopt_status::FLATOPT_OK);
+        f
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        // SAFETY: a live handle, freed once; poisoned handles must free too.
+        unsafe { flatopt_optimizer_free(self.opt) };
+    }
+}
+
+/// Every later call on a poisoned handle, one row each: (name, call).
+type Row = (&'static str, fn(*mut flatopt_optimizer) -> flatopt_status);
+
+const AFTER_POISON: &[Row] = &[
+    // SAFETY (every row): `o` is a live handle.
+    ("step", |o| unsafe { flatopt_optimizer_step(o) }),
+    ("begin_step", |o| unsafe { flatopt_optimizer_begin_step(o) }),
+    ("end_step", |o| unsafe { flatopt_optimizer_end_step(o) }),
+    ("step_range", |o| unsafe {
+        flatopt_optimizer_step_range(o, 0, 4)
+    }),
+    ("reset", |o| unsafe { flatopt_optimizer_reset(o) }),
+    ("schedule_step", |o| unsafe {
+        flatopt_optimizer_schedule_step(o)
+    }),
+    ("set_num_threads", |o| unsafe {
+        flatopt_optimizer_set_num_threads(o, 1)
+    }),
+    ("step_count", |o| {
+        let mut n = 0u64;
+        unsafe { flatopt_optimizer_step_count(o, &mut n) }
+    }),
+    ("checkpoint_size", |o| {
+        let mut n = 0usize;
+        unsafe { flatopt_optimizer_checkpoint_size(o, &mut n) }
+    }),
+    ("save", |o| {
+        let (mut buf, mut w) = ([0u8; 16], 0usize);
+        unsafe { flatopt_optimizer_save(o, buf.as_mut_ptr(), buf.len(), &mut w) }
+    }),
+    ("add_param", |o| unsafe {
+        flatopt_optimizer_add_param(o, std::ptr::null_mut(), std::ptr::null(), 0)
+    }),
+];
+
+/// A panic inside a call: `FLATOPT_ERR_INTERNAL` for that call, then `FLATOPT_ERR_POISONED`
+/// for every row of [`AFTER_POISON`], with a message that says so; nothing changes any more.
+fn check_poisoned(f: &Fixture) {
+    let before = *f.p;
+    for (name, call) in AFTER_POISON {
+        assert_eq!(call(f.opt), flatopt_status::FLATOPT_ERR_POISONED, "{name}");
+        assert!(message().contains("poisoned"), "{name}: {}", message());
+    }
+    assert_eq!(*f.p, before, "a poisoned handle changed the parameters");
+}
+
+#[test]
+fn a_panic_in_step_poisons_the_handle() {
+    let f = Fixture::new();
+    arm();
+    // SAFETY: live handle.
+    let st = unsafe { flatopt_optimizer_step(f.opt) };
+    assert_eq!(st, flatopt_status::FLATOPT_ERR_INTERNAL);
+    assert!(message().contains("injected"), "{}", message());
+    check_poisoned(&f);
+}
+
+#[test]
+fn a_panic_in_step_range_poisons_the_handle() {
+    let f = Fixture::new();
+    // SAFETY: live handle.
+    assert_eq!(
+        unsafe { flatopt_optimizer_begin_step(f.opt) },
+        flatopt_status::FLATOPT_OK
+    );
+    arm();
+    // SAFETY: live handle inside begin_step / end_step.
+    let st = unsafe { flatopt_optimizer_step_range(f.opt, 0, 2) };
+    assert_eq!(st, flatopt_status::FLATOPT_ERR_INTERNAL);
+    check_poisoned(&f);
+}
+
+#[test]
+fn a_handle_without_a_panic_is_not_poisoned() {
+    let f = Fixture::new();
+    for (name, call) in AFTER_POISON {
+        assert_ne!(call(f.opt), flatopt_status::FLATOPT_ERR_POISONED, "{name}");
+    }
+}
+
+#[test]
+fn poisoned_has_a_status_string() {
+    let s = flatopt_status_str(flatopt_status::FLATOPT_ERR_POISONED as i32);
+    // SAFETY: a static NUL-terminated string.
+    let s = unsafe { CStr::from_ptr(s) }.to_str().unwrap();
+    assert!(s.contains("poisoned"), "{s}");
+}
+
+/// A struct with two published versions: V1 ends after `a` (16 bytes), V2 adds `b`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Two {
+    struct_size: u32,
+    kind: u32,
+    a: f64,
+    b: f64,
+}
+
+const TWO: Versions = Versions {
+    name: "two",
+    sizes: &[16, 24],
+};
+
+fn defaults() -> Two {
+    Two {
+        struct_size: 24,
+        kind: 7,
+        a: 1.5,
+        b: 2.5,
+    }
+}
+
+/// The caller's bytes: `size` bytes of a struct with `a = 9`, `b = 8`, then `extra` after
+/// the library's 24 bytes (a newer caller's fields).
+fn caller(size: usize, extra: &[u8]) -> Vec<u64> {
+    let mut words = vec![0u64; MAX_STRUCT_SIZE.div_ceil(8) + 1];
+    // SAFETY: `words` has more than `size` bytes; u8 views of u64 memory are fine.
+    let bytes = unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), 64) };
+    bytes[..4].copy_from_slice(&(size as u32).to_ne_bytes());
+    bytes[4..8].copy_from_slice(&3u32.to_ne_bytes());
+    bytes[8..16].copy_from_slice(&9f64.to_ne_bytes());
+    bytes[16..24].copy_from_slice(&8f64.to_ne_bytes());
+    bytes[24..24 + extra.len()].copy_from_slice(extra);
+    words
+}
+
+fn read(size: usize, extra: &[u8]) -> Result<Two, Error> {
+    let words = caller(size, extra);
+    // SAFETY: `words` holds at least `size` readable bytes, 8-aligned.
+    unsafe {
+        read_versioned(
+            "two",
+            "two.struct_size",
+            words.as_ptr().cast(),
+            defaults(),
+            &TWO,
+        )
+    }
+}
+
+#[test]
+fn versioned_read_rows() {
+    type Expect = Result<(f64, f64), &'static str>;
+    let rows: &[(&str, usize, &[u8], Expect)] = &[
+        ("V1 caller: b from the defaults", 16, &[], Ok((9.0, 2.5))),
+        (
+            "V2 caller: everything from the caller",
+            24,
+            &[],
+            Ok((9.0, 8.0)),
+        ),
+        ("newer caller, zero tail", 40, &[0; 16], Ok((9.0, 8.0))),
+        ("newer caller, set field", 40, &[0, 0, 1, 0], Err("byte 26")),
+        ("below V1", 12, &[], Err("smaller than the first version")),
+        ("zero", 0, &[], Err("smaller than the first version")),
+        (
+            "between versions",
+            20,
+            &[],
+            Err("not the size of any version"),
+        ),
+        ("garbage size", 1 << 20, &[], Err("larger than any struct")),
+    ];
+    for &(name, size, extra, ref want) in rows {
+        match (read(size, extra), want) {
+            (Ok(t), Ok((a, b))) => assert_eq!((t.a, t.b, t.kind), (*a, *b, 3), "{name}"),
+            (Err(e), Err(part)) => assert!(e.to_string().contains(part), "{name}: {e}"),
+            (got, want) => panic!("{name}: got {got:?}, want {want:?}"),
+        }
+    }
+}
+
+#[test]
+fn versioned_write_rows() {
+    // (name, size, accepted): the caller's struct is followed by canary bytes that must stay.
+    let rows: &[(&str, usize, bool)] = &[
+        ("V1 caller", 16, true),
+        ("V2 caller", 24, true),
+        ("newer caller", 40, true),
+        ("below V1", 8, false),
+        ("between versions", 20, false),
+    ];
+    for &(name, size, ok) in rows {
+        let mut buf = [0xA5A5_A5A5_A5A5_A5A5u64; 8];
+        let p = buf.as_mut_ptr().cast::<Two>();
+        // SAFETY: `buf` has 64 writable bytes, at least `size`, aligned for `Two`.
+        let r = unsafe { write_versioned("two", p, size, defaults(), &TWO) };
+        // SAFETY: u8 view of the 64 bytes of `buf`.
+        let bytes = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), 64) };
+        if !ok {
+            assert!(r.is_err(), "{name}");
+            assert!(
+                bytes.iter().all(|&b| b == 0xA5),
+                "{name}: written although refused"
+            );
+            continue;
+        }
+        r.unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(
+            &bytes[..4],
+            &(size as u32).to_ne_bytes(),
+            "{name}: struct_size"
+        );
+        assert_eq!(&bytes[8..16], &1.5f64.to_ne_bytes(), "{name}: a");
+        if size >= 24 {
+            assert_eq!(&bytes[16..24], &2.5f64.to_ne_bytes(), "{name}: b");
+        }
+        assert!(
+            bytes[24.min(size)..size].iter().all(|&b| b == 0),
+            "{name}: tail"
+        );
+        assert!(
+            bytes[size..].iter().all(|&b| b == 0xA5),
+            "{name}: wrote past size"
+        );
+    }
+}
