@@ -41,6 +41,9 @@ namespace Flatopt
         ErrInternal = 11,
         /// <summary>The handle is being used by another thread at the same time.</summary>
         ErrBusy = 12,
+        /// <summary>An earlier call on this handle failed with ErrInternal and may have left it
+        /// half-updated: every later call is refused; only freeing it works.</summary>
+        ErrPoisoned = 13,
     }
 
     /// <summary>Base class of every flatopt error. <see cref="Status"/> is the C status code.</summary>
@@ -131,6 +134,13 @@ namespace Flatopt
         public BusyException(string message) : base(Status.ErrBusy, message) { }
     }
 
+    /// <summary>FLATOPT_ERR_POISONED: an earlier call on this optimizer failed inside flatopt
+    /// (InternalException) and may have left it half-updated; only Dispose works.</summary>
+    public class PoisonedException : FlatoptException
+    {
+        public PoisonedException(string message) : base(Status.ErrPoisoned, message) { }
+    }
+
     internal static class Errors
     {
         /// <summary>Returns the status if it is Ok or Skipped, else throws its exception with
@@ -169,6 +179,7 @@ namespace Flatopt
                 case Status.ErrCorrupt: return new CorruptException(msg);
                 case Status.ErrInternal: return new InternalException(msg);
                 case Status.ErrBusy: return new BusyException(msg);
+                case Status.ErrPoisoned: return new PoisonedException(msg);
                 default: return new FlatoptException(status, msg);
             }
         }

@@ -168,7 +168,7 @@ namespace Flatopt
     /// <summary>Library-wide functions: version, SIMD tiers, status names.</summary>
     public static class Library
     {
-        /// <summary>The loaded library's version string, e.g. "0.1.0".</summary>
+        /// <summary>The loaded library's version string, e.g. "0.2.0".</summary>
         public static string Version
         {
             get { return Native.Utf8(Native.flatopt_version()); }

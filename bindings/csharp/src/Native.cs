@@ -33,13 +33,13 @@ namespace Flatopt
         internal static extern uint flatopt_version_number();
 
         [DllImport(Lib, CallingConvention = Cdecl)]
-        internal static extern Status flatopt_base_params_init(BaseParams* p, uint kind);
+        internal static extern Status flatopt_base_params_init(BaseParams* p, UIntPtr size, uint kind);
 
         [DllImport(Lib, CallingConvention = Cdecl)]
-        internal static extern Status flatopt_schedule_init(Schedule* s, uint kind);
+        internal static extern Status flatopt_schedule_init(Schedule* s, UIntPtr size, uint kind);
 
         [DllImport(Lib, CallingConvention = Cdecl)]
-        internal static extern Status flatopt_config_init(Config* c);
+        internal static extern Status flatopt_config_init(Config* c, UIntPtr size);
 
         [DllImport(Lib, CallingConvention = Cdecl)]
         internal static extern Status flatopt_optimizer_new(Config* config, out OptimizerHandle opt);
@@ -129,7 +129,7 @@ namespace Flatopt
         internal static extern IntPtr flatopt_simd_tier_name(uint tier);
 
         [DllImport(Lib, CallingConvention = Cdecl)]
-        internal static extern Status flatopt_step_args_init(StepArgs* args);
+        internal static extern Status flatopt_step_args_init(StepArgs* args, UIntPtr size);
 
         [DllImport(Lib, CallingConvention = Cdecl)]
         internal static extern Status flatopt_sgd_update(BaseParams* hp, StepArgs* args, float* param, float* grad, float* momentum, float* slow, UIntPtr len);

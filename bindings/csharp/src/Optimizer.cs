@@ -41,7 +41,7 @@ namespace Flatopt
                          ulong[] milestones = null, double[] values = null)
         {
             CheckVersion();
-            config.Base = baseParams;
+            config.Base = (IntPtr)(&baseParams); // a local copy: read by flatopt_optimizer_new
             Schedule s = schedule.GetValueOrDefault();
             OptimizerHandle h;
             Status st;

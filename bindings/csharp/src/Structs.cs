@@ -33,9 +33,15 @@ namespace Flatopt
     public static class Abi
     {
         public const long VersionMajor = 0;
-        public const long VersionMinor = 1;
+        public const long VersionMinor = 2;
         public const long VersionPatch = 0;
-        public const long VersionNumber = 100;
+        public const long VersionNumber = 200;
+        /// <summary>Frozen sizes of the first version of each versioned struct (the smallest
+        /// struct_size the library accepts).</summary>
+        public const long BaseParamsSizeV1 = 64;
+        public const long ScheduleSizeV1 = 248;
+        public const long ConfigSizeV1 = 88;
+        public const long StepArgsSizeV1 = 56;
     }
 
     /// <summary>flatopt_base_kind: the base optimizer.</summary>
@@ -124,7 +130,7 @@ namespace Flatopt
         public static unsafe BaseParams Init(BaseKind kind)
         {
             BaseParams p = default(BaseParams);
-            Errors.Check(Native.flatopt_base_params_init(&p, (uint)kind));
+            Errors.Check(Native.flatopt_base_params_init(&p, (UIntPtr)sizeof(BaseParams), (uint)kind));
             return p;
         }
     }
@@ -176,7 +182,7 @@ namespace Flatopt
         public static unsafe Schedule Init(ScheduleKind kind)
         {
             Schedule s = default(Schedule);
-            Errors.Check(Native.flatopt_schedule_init(&s, (uint)kind));
+            Errors.Check(Native.flatopt_schedule_init(&s, (UIntPtr)sizeof(Schedule), (uint)kind));
             return s;
         }
     }
@@ -189,8 +195,8 @@ namespace Flatopt
     {
         public uint StructSize;
         public NonFinite Nonfinite;
-        // Set by the Optimizer constructor from its baseParams argument.
-        internal BaseParams Base;
+        // Set by the Optimizer constructor from its baseParams argument (a pointer to it).
+        internal IntPtr Base;
         /// <summary>Constant learning rate (used without a schedule).</summary>
         public double Lr;
         // Set by the Optimizer constructor from its schedule argument.
@@ -216,7 +222,7 @@ namespace Flatopt
         public static unsafe Config Init()
         {
             Config c = default(Config);
-            Errors.Check(Native.flatopt_config_init(&c));
+            Errors.Check(Native.flatopt_config_init(&c, (UIntPtr)sizeof(Config)));
             return c;
         }
     }
@@ -242,7 +248,7 @@ namespace Flatopt
         public static unsafe StepArgs Init()
         {
             StepArgs a = default(StepArgs);
-            Errors.Check(Native.flatopt_step_args_init(&a));
+            Errors.Check(Native.flatopt_step_args_init(&a, (UIntPtr)sizeof(StepArgs)));
             return a;
         }
     }

@@ -107,6 +107,7 @@ namespace Flatopt.Tests
                 { Status.ErrCorrupt, typeof(CorruptException) },
                 { Status.ErrInternal, typeof(InternalException) },
                 { Status.ErrBusy, typeof(BusyException) },
+                { Status.ErrPoisoned, typeof(PoisonedException) },
             };
             var types = new HashSet<Type>();
             foreach (Status s in Enum.GetValues(typeof(Status)))
