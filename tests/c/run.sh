@@ -8,11 +8,14 @@
 #   3. golden JSON -> text (tests/c/golden_to_text.py, python3 stdlib)
 #   4. compile test_api and test_golden (C99, -Wall -Wextra -pedantic -Werror) against the
 #      shared library (with an rpath), and test_api once more against libflatopt.a
-#   5. run them; the functions test_api really called must be every function of the header
-#   6. valgrind (memcheck, full leak check): 0 errors, 0 definite / indirect leaks
-#   7. AddressSanitizer + LeakSanitizer: the library built by nightly Rust with
+#   5. ABI compatibility: tests/c/compat/old_caller.c built against the frozen first versioned
+#      header (tests/c/compat/v1/) and against the current one must print the same digest;
+#      tests/c/compat/newer_caller.c (structs with extra trailing fields) must pass every row
+#   6. run them; the functions test_api really called must be every function of the header
+#   7. valgrind (memcheck, full leak check): 0 errors, 0 definite / indirect leaks
+#   8. AddressSanitizer + LeakSanitizer: the library built by nightly Rust with
 #      -Zsanitizer=address, the programs with -fsanitize=address
-#   Stages 6 and 7 first run tests/c/canary.c, which breaks the C contract on purpose (a heap
+#   Stages 7 and 8 first run tests/c/canary.c, which breaks the C contract on purpose (a heap
 #   overflow inside flatopt_scale, a leaked optimizer): the checker must report both, with the
 #   library's own frames, or its clean reports on the real tests would mean nothing.
 # Build artefacts go to target/ctest/ (nothing is written in the source tree).
@@ -103,7 +106,7 @@ stage "compile (C99, -Werror): test_api, test_golden, canary (shared) and test_a
 "$CC" "${CFLAGS[@]}" tests/c/test_f32.c -o "$out/test_f32" \
     -L"$out/lib" -lflatopt -Wl,-rpath,"$out/lib"
 "$CC" "${CFLAGS[@]}" tests/c/canary.c -o "$out/canary" \
-    -L"$out/lib" -lflatopt -Wl,-rpath,"$out/lib"
+    -L"$out/lib" -lflatopt -Wl,-rpath,"$out/lib" -pthread
 "$CC" "${CFLAGS[@]}" tests/c/test_api.c -o "$out/test_api_static" \
     "$lib_dir/libflatopt.a" -lpthread -ldl -lm
 if objdump -p "$out/test_api_static" | grep -q 'NEEDED.*libflatopt'; then
@@ -257,7 +260,7 @@ if [[ "${SKIP_ASAN:-0}" != 1 ]]; then
     "$CC" "${ASAN_CFLAGS[@]}" tests/c/test_golden.c -o "$out/test_golden_asan" \
         -L"$out/asan-lib" -lflatopt -Wl,-rpath,"$out/asan-lib" -lm -pthread
     "$CC" "${ASAN_CFLAGS[@]}" tests/c/canary.c -o "$out/canary_asan" \
-        -L"$out/asan-lib" -lflatopt -Wl,-rpath,"$out/asan-lib"
+        -L"$out/asan-lib" -lflatopt -Wl,-rpath,"$out/asan-lib" -pthread
     supp="$here/lsan.supp"
     lsan_opts="print_suppressions=1"
     if [[ -f "$supp" ]]; then
