@@ -68,7 +68,7 @@
     10000.0, /* final_div_factor */ \
     0.0001, /* threshold */ \
     0.0, /* min_lr */ \
-    ((kind) == 0 || (kind) == 1 || (kind) == 2 || (kind) == 9 ? (uint64_t)5 : (uint64_t)100), /* period */ \
+    ((kind) == 1 || (kind) == 2 || (kind) == 9 ? (uint64_t)5 : (uint64_t)100), /* period */ \
     (uint64_t)1, /* t_mult */ \
     ((kind) == 10 || (kind) == 11 ? (uint64_t)5 : (uint64_t)0), /* warmup */ \
     (uint64_t)2000, /* step_size_up */ \

@@ -68,7 +68,7 @@
     10000.0, /* final_div_factor */ \
     0.0001, /* threshold */ \
     0.0, /* min_lr */ \
-    ((kind) == 0 || (kind) == 1 || (kind) == 2 || (kind) == 9 ? (uint64_t)5 : (uint64_t)100), /* period */ \
+    ((kind) == 1 || (kind) == 2 || (kind) == 9 ? (uint64_t)5 : (uint64_t)100), /* period */ \
     (uint64_t)1, /* t_mult */ \
     ((kind) == 10 || (kind) == 11 ? (uint64_t)5 : (uint64_t)0), /* warmup */ \
     (uint64_t)2000, /* step_size_up */ \
@@ -336,7 +336,7 @@ typedef enum flatopt_simd_tier {
      */
     FLATOPT_SIMD_AVX2 = 3,
     /**
-     * AVX-512F: reserved, not compiled into this build (never available).
+     * AVX-512F (x86_64, detected at run time).
      */
     FLATOPT_SIMD_AVX512 = 4,
 } flatopt_simd_tier;
