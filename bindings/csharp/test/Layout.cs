@@ -39,6 +39,55 @@ namespace Flatopt.Tests
             return (CNameAttribute)m.GetCustomAttributes(typeof(CNameAttribute), false).FirstOrDefault();
         }
 
+        // The C# Init (the library's _init) against the bytes of the header's initializer macro,
+        // field by field (padding is not compared).
+        private static string CompareInit(Type st, string kind, string hex, Dictionary<string, Type> enumTypes)
+        {
+            MethodInfo init = st.GetMethod("Init", BindingFlags.Public | BindingFlags.Static);
+            T.Require(init != null, "{0} has no static Init", st.Name);
+            ParameterInfo[] ps = init.GetParameters();
+            object[] args = new object[ps.Length];
+            if (kind != "-")
+            {
+                T.Require(ps.Length == 1 && ps[0].ParameterType.IsEnum, "{0}.Init takes no kind", st.Name);
+                Type et = ps[0].ParameterType;
+                string prefix = CName(et).Prefix;
+                FieldInfo m = et.GetFields(BindingFlags.Public | BindingFlags.Static)
+                    .FirstOrDefault(f => (CName(f) != null ? CName(f).Name : prefix + Screaming(f.Name)) == kind);
+                T.Require(m != null, "{0} has no member for {1}", et.Name, kind);
+                args[0] = m.GetValue(null);
+            }
+            else
+                T.Require(ps.Length == 0, "{0}.Init takes arguments", st.Name);
+            object value = init.Invoke(null, args);
+            int size = Marshal.SizeOf(st);
+            T.Require(hex.Length == 2 * size, "macro gives {0} bytes, the struct has {1}", hex.Length / 2, size);
+            var ours = new byte[size];
+            IntPtr mem = Marshal.AllocHGlobal(size);
+            try
+            {
+                Marshal.StructureToPtr(value, mem, false);
+                Marshal.Copy(mem, ours, 0, size);
+            }
+            finally
+            {
+                Marshal.FreeHGlobal(mem);
+            }
+            int fields = 0;
+            foreach (FieldInfo f in st.GetFields(BindingFlags.Instance | BindingFlags.Public | BindingFlags.NonPublic))
+            {
+                int off = (int)Marshal.OffsetOf(st, f.Name);
+                Type ft = f.FieldType.IsEnum ? Enum.GetUnderlyingType(f.FieldType) : f.FieldType;
+                int n = Marshal.SizeOf(ft);
+                for (int i = off; i < off + n; i++)
+                    T.Require(Convert.ToByte(hex.Substring(2 * i, 2), 16) == ours[i],
+                        "field {0}: Init gives {1}, the macro {2}", f.Name,
+                        BitConverter.ToString(ours, off, n), hex.Substring(2 * off, 2 * n));
+                fields++;
+            }
+            return fields + " fields equal";
+        }
+
         internal static void Run(string layoutPath)
         {
             T.Section("layout: the C# mirror against include/flatopt.h (" + layoutPath + ")");
@@ -131,6 +180,18 @@ namespace Flatopt.Tests
                         T.Row("field " + w[1] + "." + w[2] + " offset " + w[3] + " size " + w[4],
                             off == long.Parse(w[3]) && fsize == int.Parse(w[4]),
                             st.Name + "." + name + ": offset " + off + " size " + fsize);
+                        break;
+                    }
+                    case "init":
+                    {
+                        Type st;
+                        if (!structTypes.TryGetValue(w[1], out st))
+                        {
+                            T.Row("init " + w[1], false, "no C# struct with [CName(\"" + w[1] + "\")]");
+                            break;
+                        }
+                        string name = "init " + w[1] + (w[2] == "-" ? "" : "(" + w[2] + ")");
+                        T.Run(name + ": " + st.Name + ".Init == the header's _INIT macro", () => CompareInit(st, w[2], w[3], enumTypes));
                         break;
                     }
                     default:

@@ -25,6 +25,17 @@ namespace Flatopt.Tests
         [DllImport("flatopt_cbench", CallingConvention = CallingConvention.Cdecl)]
         private static extern double cbench_step_ns(OptimizerHandle opt, int steps);
 
+        // The test's own declarations, to hand the library structs of other sizes than the
+        // binding's (an older or a newer caller).
+        [DllImport("flatopt", CallingConvention = CallingConvention.Cdecl)]
+        private static extern Status flatopt_optimizer_new(IntPtr config, out IntPtr opt);
+
+        [DllImport("flatopt", CallingConvention = CallingConvention.Cdecl)]
+        private static extern void flatopt_optimizer_free(IntPtr opt);
+
+        [DllImport("flatopt", CallingConvention = CallingConvention.Cdecl)]
+        private static extern Status flatopt_config_init(IntPtr config, UIntPtr size);
+
         private static int Main(string[] args)
         {
             if (args.Length == 1 && args[0] == "--finalizer-check")
@@ -39,6 +50,7 @@ namespace Flatopt.Tests
                 Library.SimdTierName(Library.DefaultSimdTier));
             Section(() => LibraryAndStatuses());
             Section(() => Layout.Run(args[0]));
+            Section(() => VersionedStructs());
             Section(() => Hostile.Run(args[2]));
             Section(() => NonFinitePolicies());
             Section(() => Golden.RunAll(args[1]));
@@ -156,6 +168,56 @@ namespace Flatopt.Tests
                 T.Require(o.StructSize == Marshal.SizeOf(typeof(Schedule)) && o.PctStart == 0.3 && o.DivFactor == 25, "one-cycle defaults");
                 return "";
             });
+        }
+
+        // ------------------------------------------------------------------------------------
+
+        private static void VersionedStructs()
+        {
+            T.Section("versioned structs: the library's rules seen from C# (struct_size)");
+            int size = Marshal.SizeOf(typeof(Config));
+            // (row, struct_size, bytes handed over, a non-zero byte past the library's struct at,
+            //  expected status, message substring)
+            var rows = new[]
+            {
+                Tuple.Create("this binding's size", size, size, -1, Status.Ok, ""),
+                Tuple.Create("FLATOPT_CONFIG_SIZE_V1", (int)Abi.ConfigSizeV1, size, -1, Status.Ok, ""),
+                Tuple.Create("below FLATOPT_CONFIG_SIZE_V1", size - 4, size, -1, Status.ErrInvalidArgument, "struct_size"),
+                Tuple.Create("0", 0, size, -1, Status.ErrInvalidArgument, "struct_size"),
+                Tuple.Create("a newer caller's 128 bytes, zero past the library's", 128, 128, -1, Status.Ok, ""),
+                Tuple.Create("a newer caller's 128 bytes, byte 100 set", 128, 128, 100, Status.ErrUnsupported, "100"),
+                Tuple.Create("more than 4096 bytes", 8192, 8192, -1, Status.ErrInvalidArgument, "struct_size"),
+            };
+            foreach (var r in rows)
+            {
+                T.Run("flatopt_optimizer_new, config.struct_size " + r.Item1 + " -> " + r.Item5, () =>
+                {
+                    IntPtr mem = Marshal.AllocHGlobal(r.Item3);
+                    try
+                    {
+                        for (int i = 0; i < r.Item3; i++)
+                            Marshal.WriteByte(mem, i, 0);
+                        Status init = flatopt_config_init(mem, (UIntPtr)(uint)Math.Min(r.Item3, 4096));
+                        T.Require(init == Status.Ok || r.Item3 > 4096, "flatopt_config_init({0} bytes): {1}", r.Item3, init);
+                        if (init != Status.Ok)
+                            Marshal.StructureToPtr(Config.Init(), mem, false);
+                        Marshal.WriteInt32(mem, 0, r.Item2);
+                        if (r.Item4 >= 0)
+                            Marshal.WriteByte(mem, r.Item4, 1);
+                        IntPtr opt;
+                        Status st = flatopt_optimizer_new(mem, out opt);
+                        string msg = st == Status.Ok ? "" : Library.LastErrorMessage;
+                        if (st == Status.Ok)
+                            flatopt_optimizer_free(opt);
+                        T.Require(st == r.Item5 && msg.Contains(r.Item6), "{0} \"{1}\"", st, msg);
+                        return st == Status.Ok ? "accepted" : "\"" + msg + "\"";
+                    }
+                    finally
+                    {
+                        Marshal.FreeHGlobal(mem);
+                    }
+                });
+            }
         }
 
         // ------------------------------------------------------------------------------------

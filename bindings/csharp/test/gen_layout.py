@@ -11,6 +11,9 @@ has it:
     enum C_ENUM NAME VALUE                every constant of every typedef'd enum
     struct C_STRUCT SIZE ALIGN            every typedef'd struct with a body
     field C_STRUCT NAME OFFSET SIZE       every field, in declaration order
+    init C_STRUCT KIND HEX                the bytes of every FLATOPT_<STRUCT>_INIT initializer
+                                          (KIND "-", or each constant of the struct's kind
+                                          enum for an initializer taking `kind`)
 The values come from the compiler (sizeof, offsetof, _Alignof, the constants themselves), not
 from parsing numbers. Python standard library only.
 """
@@ -27,9 +30,12 @@ def strip_comments(text):
 def parse(text):
     # Join continued lines for #defines.
     text = re.sub(r"\\\n", " ", text)
-    consts, enums, structs = [], [], []
-    for m in re.finditer(r"^\s*#\s*define\s+(FLATOPT_\w+)(\(?)[ \t]*([^\n]*)$", text, re.M):
+    consts, enums, structs, inits = [], [], [], []
+    for m in re.finditer(r"^\s*#\s*define\s+(FLATOPT_\w+)(\(\w*\))?[ \t]*([^\n]*)$", text, re.M):
         name, fn, body = m.group(1), m.group(2), m.group(3).strip()
+        if body.startswith("{") and name.endswith("_INIT"):
+            inits.append((name, fn is not None))
+            continue
         if fn or not body or body.startswith('"') or body.startswith("{") or name.endswith("_H"):
             continue
         consts.append(name)
@@ -49,7 +55,7 @@ def parse(text):
                 raise SystemExit(f"gen_layout: cannot parse field {decl!r} of {m.group(3)}")
             fields.append(fm.group(1))
         structs.append((m.group(3), fields))
-    return consts, enums, structs
+    return consts, enums, structs, inits
 
 
 def main(argv):
@@ -57,7 +63,7 @@ def main(argv):
         print("usage: gen_layout.py HEADER OUT.c", file=sys.stderr)
         return 2
     with open(argv[1], encoding="utf-8") as f:
-        consts, enums, structs = parse(f.read())
+        consts, enums, structs, inits = parse(f.read())
     if not enums or not structs:
         raise SystemExit("gen_layout: no enums or structs found in " + argv[1])
     out = [
@@ -65,6 +71,14 @@ def main(argv):
         "#include <stddef.h>",
         "#include <stdio.h>",
         '#include "flatopt.h"',
+        "static void hex(const char *st, const char *kind, const void *p, size_t n)",
+        "{",
+        "    size_t i;",
+        '    printf("init %s %s ", st, kind);',
+        "    for (i = 0; i < n; i++)",
+        '        printf("%02x", ((const unsigned char *)p)[i]);',
+        '    printf("\\n");',
+        "}",
         "int main(void)",
         "{",
     ]
@@ -78,12 +92,28 @@ def main(argv):
         for fld in fields:
             out.append(f'    printf("field {name} {fld} %zu %zu\\n", offsetof({name}, {fld}), '
                        f'sizeof(((const {name} *)0)->{fld}));')
+    enum_members = dict(enums)
+    struct_names = {n for n, _ in structs}
+    for k, (macro, takes_kind) in enumerate(inits):
+        st = "flatopt_" + macro[len("FLATOPT_"):-len("_INIT")].lower()
+        if st not in struct_names:
+            raise SystemExit(f"gen_layout: {macro} initializes no struct of the header ({st})")
+        if takes_kind:
+            kind_enum = "flatopt_" + st[len("flatopt_"):].split("_")[0] + "_kind"
+            if kind_enum not in enum_members:
+                raise SystemExit(f"gen_layout: {macro}(kind): no enum {kind_enum}")
+            for j, mem in enumerate(enum_members[kind_enum]):
+                out.append(f"    {{ static const {st} v{k}_{j} = {macro}({mem}); "
+                           f'hex("{st}", "{mem}", &v{k}_{j}, sizeof v{k}_{j}); }}')
+        else:
+            out.append(f"    {{ static const {st} v{k} = {macro}; "
+                       f'hex("{st}", "-", &v{k}, sizeof v{k}); }}')
     out += ["    return 0;", "}", ""]
     with open(argv[2], "w", encoding="utf-8") as f:
         f.write("\n".join(out))
     print(f"gen_layout: {len(consts)} constants, {sum(len(m) for _, m in enums)} enum constants "
           f"in {len(enums)} enums, {sum(len(f) for _, f in structs)} fields in {len(structs)} "
-          f"structs -> {argv[2]}")
+          f"structs, {len(inits)} initializer macros -> {argv[2]}")
     return 0
 
 
