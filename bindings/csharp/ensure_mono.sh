@@ -18,7 +18,7 @@ if ! command -v apt-get >/dev/null 2>&1; then
     echo "ensure_mono: mcs/mono not found and no apt-get on this system"
     exit 3
 fi
-echo "ensure_mono: installing mono-devel with apt-get (about 40 s and 200 MB on Debian 12)"
+echo "ensure_mono: installing mono-devel with apt-get (Debian 12: about 200 MB, 40 s to 2 min)"
 start=$SECONDS
 log="$(mktemp)"
 if DEBIAN_FRONTEND=noninteractive apt-get update -qq >"$log" 2>&1 &&
