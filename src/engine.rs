@@ -5,11 +5,11 @@
 //! once at registration. After registration an update on the caller's thread (the default, one
 //! thread) allocates nothing; with a private pool, rayon's job queue may allocate now and then.
 //!
-//! One update (SPEC.md): validate every input, run the sum-of-squares pass if clipping by norm
-//! or checking for non-finite values, build the [`Plan`] of per-step scalars in f64, run one fused
-//! pass per buffer, advance counters. Hosts with their own threads split the middle step
-//! themselves: [`Optimizer::begin_update`], then [`Step::apply`] on disjoint element ranges from
-//! any threads, then [`Optimizer::finish_update`].
+//! One update (docs/numerics.md, "Pipeline"): validate every input, run the sum-of-squares pass if
+//! clipping by norm or checking for non-finite values, build the [`Plan`] of per-step scalars in
+//! f64, run one fused pass per buffer, advance counters. Hosts with their own threads split the
+//! middle step themselves: [`Optimizer::begin_update`], then [`Step::apply`] on disjoint element
+//! ranges from any threads, then [`Optimizer::finish_update`].
 //!
 //! Every entry point that computes runs in flatopt's floating-point mode whatever the host's
 //! ([`FpMode`]: set on the caller's thread for the call, on the pool's workers for good).

@@ -1,13 +1,14 @@
 //! Golden trajectories: every case of `tests/data/braintools-0.4.0-dev.json` (recorded from
-//! braintools 0.4.0 `Lookahead` over optax 0.2.8, float32, eager; format at the end of SPEC.md)
-//! replayed through [`flatopt::Optimizer`].
+//! braintools 0.4.0 `Lookahead` over optax 0.2.8, float32, eager; format in docs/numerics.md,
+//! "The golden file") replayed through [`flatopt::Optimizer`].
 //!
 //! Checked, for every case:
 //! - at every step, every parameter element: `|ours - ref| <= 1e-5 + 1e-5*|ref|`;
 //! - at the end, the slow weights against `slow_final` (same tolerance);
 //! - before every update, `current_lr()` against `lr_per_step[t]` (relative 1e-7);
 //! - every update returns `Applied { step: t, synced }` with `synced` exactly on `sync_steps`,
-//!   and after a sync the params are bit-equal to the slow weights (SPEC step 5);
+//!   and after a sync the params are bit-equal to the slow weights (docs/numerics.md,
+//!   "Lookahead");
 //! - every available SIMD tier and 1 and 2 threads give bit-identical trajectories.
 //!
 //! The golden buffers are small (at most 1171 elements in total), below
@@ -17,12 +18,12 @@
 //! all zeros: zeros add exactly 0.0 to the global sum of squares and the update is elementwise,
 //! so the golden buffers must come out bit-identical to the unpadded runs.
 //!
-//! Mapping of the recorded configuration (SPEC.md "Differences from braintools"): the
-//! Lookahead-level `lookahead_lr` is ignored by braintools, so it is not applied here; the
-//! learning rate is the base optimizer's (`scheduled_sgd`: `Schedule::Exponential` advanced once
-//! per update, the default `ScheduleMode::PerUpdate`). Hyperparameters are passed as the f64
-//! values of their JSON numbers, as a user would write them; data floats (init, grads, params,
-//! slow weights, learning rates) are parsed as f32 from their decimal text.
+//! Mapping of the recorded configuration (docs/numerics.md, "Differences from braintools, optax and
+//! PyTorch"): the Lookahead-level `lookahead_lr` is ignored by braintools, so it is not applied
+//! here; the learning rate is the base optimizer's (`scheduled_sgd`: `Schedule::Exponential`
+//! advanced once per update, the default `ScheduleMode::PerUpdate`). Hyperparameters are passed as
+//! the f64 values of their JSON numbers, as a user would write them; data floats (init, grads,
+//! params, slow weights, learning rates) are parsed as f32 from their decimal text.
 
 // `common::pipelines` returns a tuple with a fn type that trips clippy::type_complexity;
 // common/mod.rs is not ours to edit.
@@ -261,7 +262,7 @@ fn parse_case(c: &Value, meta_steps: Option<u64>) -> Case {
             req_f64(cfg, "alpha", &cw),
         );
     }
-    // `lookahead_lr` is deliberately not read: braintools ignores it (SPEC.md).
+    // `lookahead_lr` is deliberately not read: braintools ignores it (docs/numerics.md).
     let wd = opt_f64(cfg, "weight_decay", &cw).unwrap_or(0.0);
     config = config.weight_decay(wd);
     if let Some(c) = opt_f64(cfg, "grad_clip_norm", &cw) {

@@ -1,7 +1,7 @@
-//! An independent f64 model of SPEC.md, run side by side with flatopt.
+//! An independent f64 model of docs/numerics.md, run side by side with flatopt.
 //!
-//! The model below is written from the text of SPEC.md ("The pipeline of one `update`"), not from
-//! `src/kernels/`: one plain loop per base optimizer, with the formulas in the SPEC's own
+//! The model below is written from the formulas (docs/numerics.md, "Pipeline" and "Base rules"),
+//! not from `src/kernels/`: one plain loop per base optimizer, with the formulas in their textbook
 //! arrangement (`m_hat = m / (1 - b1^t)`, `p = p - lr * m_hat / (sqrt(v_hat) + eps)`, ...). Its
 //! state is f64; its inputs (initial parameters, gradients) are the very f32 values handed to
 //! flatopt. Learning rates: an own f64 formula for `Fixed` and `Exponential`, and
@@ -23,7 +23,7 @@
 //!   (`|a'b' - ab| <= |a| db + |b| da + da db`, `|a'/b' - a/b| <= (da + |a/b| db) / (|b| - db)`,
 //!   `|sqrt x' - sqrt x| <= min(dx / sqrt x, sqrt dx)`, clamp / max are 1-Lipschitz);
 //! * per-step scalars (lr, b1, 1 - b1, bias corrections, c / n, alpha, ...) are rounded to f32
-//!   once, as SPEC.md says;
+//!   once, as docs/numerics.md ("Precision") says;
 //! * the error of the gradient entering the base step is one *shared* error, carried linearly
 //!   (m, v and the update all depend on the same g; Adam's `m_hat / sqrt(v_hat)` cancels most
 //!   of it: at t = 1 the update is `g / (|g| + eps)` whatever small error g has). Treating m and
@@ -207,7 +207,7 @@ impl Num {
     }
 }
 
-/// A per-step scalar: computed in f64, rounded to f32 once (SPEC.md step 4).
+/// A per-step scalar: computed in f64, rounded to f32 once (docs/numerics.md, "Precision").
 fn scalar(x: f64) -> Num {
     Num::rounded(x, 0.0, 0.0)
 }
@@ -266,7 +266,7 @@ enum Mutant {
     BiasCorrectionOffByOne,
     /// `sqrt(v_hat + eps)` instead of `sqrt(v_hat) + eps`.
     EpsInsideSqrt,
-    /// AMSGrad on the bias-corrected second moment (optax's choice, not the SPEC's).
+    /// AMSGrad on the bias-corrected second moment (optax's choice, not flatopt's).
     AmsgradOfCorrected,
     /// Clip each buffer by its own norm.
     PerBufferNorm,
@@ -415,7 +415,7 @@ impl Model {
         self.mutant == Some(m)
     }
 
-    /// The learning rate of the next update (SPEC.md "Learning-rate schedules").
+    /// The learning rate of the next update (docs/numerics.md, "Schedules").
     fn lr(&self) -> f64 {
         let ahead = self.is(Mutant::ScheduleAhead);
         let e = self.e + u64::from(ahead);
@@ -437,7 +437,7 @@ impl Model {
         self.sched.advance(&self.cfg.lr);
     }
 
-    /// One `update` (SPEC.md "The pipeline of one `update`").
+    /// One `update` (docs/numerics.md, "Pipeline").
     fn update(&mut self, grads: &[Vec<f32>]) -> Expected {
         // 0. Finite check: the first non-finite value by buffer, then index.
         if self.cfg.nonfinite != NonFinitePolicy::Propagate {
@@ -689,7 +689,7 @@ fn global_norm<'a>(grads: impl Iterator<Item = &'a [f32]>) -> f64 {
         .sqrt()
 }
 
-/// RAdam's rho_t (SPEC.md), in f64.
+/// RAdam's rho_t (docs/numerics.md, "Base rules"), in f64.
 fn radam_rho(b2: f64, t: u64) -> f64 {
     let b2t = b2.powi(t as i32);
     2.0 / (1.0 - b2) - 1.0 - 2.0 * t as f64 * b2t / (1.0 - b2t)

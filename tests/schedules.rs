@@ -1,14 +1,14 @@
 //! Learning-rate schedules: expected values, invalid configurations, state handling.
 //!
-//! Tables drive every test (PyTorch `OptimizerInfo` style): adding a schedule or a case adds a
-//! row. Expected values were computed independently of this crate with Python 3.11 `math` (f64),
-//! from the formulas in SPEC.md; for the PyTorch-named schedules (ConstantLR, LinearLR, StepLR,
-//! MultiStepLR, ExponentialLR, CosineAnnealingLR, CosineAnnealingWarmRestarts, PolynomialLR,
-//! OneCycleLR, CyclicLR, ReduceLROnPlateau) by a line-by-line Python transcription of
+//! Tables drive every test (PyTorch `OptimizerInfo` style): adding a schedule or a case adds a row.
+//! Expected values were computed independently of this crate with Python 3.11 `math` (f64), from
+//! the formulas in docs/numerics.md ("Schedules"); for the PyTorch-named schedules (ConstantLR,
+//! LinearLR, StepLR, MultiStepLR, ExponentialLR, CosineAnnealingLR, CosineAnnealingWarmRestarts,
+//! PolynomialLR, OneCycleLR, CyclicLR, ReduceLROnPlateau) by a line-by-line Python transcription of
 //! `torch/optim/lr_scheduler.py` (`get_lr` / `step`), and for ExponentialDecay and WarmupCosine of
-//! optax's `exponential_decay` / `warmup_cosine_decay_schedule`. Each literal is Python's
-//! `repr()` of the result, so it parses back to the same f64. The Python expression used is
-//! quoted above each row.
+//! optax's `exponential_decay` / `warmup_cosine_decay_schedule`. Each literal is Python's `repr()`
+//! of the result, so it parses back to the same f64. The Python expression used is quoted above
+//! each row.
 
 // The literals are Python's output; some happen to equal named constants (0.5 ** 0.5).
 #![allow(clippy::approx_constant)]

@@ -484,8 +484,9 @@ class BaseParams {
 };
 
 /// A learning-rate schedule (`flatopt_schedule`), made with the named factory of its kind;
-/// defaults from `flatopt_schedule_init` (PyTorch's). Formulas: SPEC.md. A schedule replaces
-/// the constant learning rate of a `Config`; its `base` is the learning rate it starts from.
+/// defaults from `flatopt_schedule_init` (PyTorch's). Formulas: docs/numerics.md, "Schedules".
+/// A schedule replaces the constant learning rate of a `Config`; its `base` is the learning rate
+/// it starts from.
 /// The milestone / boundary and value lists live inside the object (copies stay valid).
 /// Option setters exist for the kinds with optional fields; one called on another kind throws
 /// `Error` (FLATOPT_ERR_INVALID_ARGUMENT) naming it. Values are validated by the library when

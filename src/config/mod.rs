@@ -275,7 +275,7 @@ impl Default for Lookahead {
     }
 }
 
-/// What an update does when a gradient holds NaN or ±Inf (SPEC.md, "Non-finite gradients").
+/// What an update does when a gradient holds NaN or ±Inf (docs/numerics.md, "Non-finite values").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum NonFinitePolicy {
     /// Skip the whole update, count it, report it (the default).

@@ -350,8 +350,8 @@ pub unsafe extern "C" fn flatopt_radam_update(
     }
 }
 
-/// Sum of squares of `x` (f64, fixed order: see SPEC.md "Determinism"), written to `*out`.
-/// NaN or Inf if `x` holds a non-finite value, never overflowing for finite input.
+/// Sum of squares of `x` (f64, fixed order: see docs/numerics.md, "Determinism"), written to
+/// `*out`. NaN or Inf if `x` holds a non-finite value, never overflowing for finite input.
 ///
 /// # Safety
 /// `x` is NULL (refused unless `len` is 0) or holds `len` readable floats; `out` is NULL (refused) or valid for one write.

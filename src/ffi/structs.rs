@@ -140,8 +140,8 @@ pub unsafe extern "C" fn flatopt_base_params_init(
     })
 }
 
-/// Learning-rate schedule kinds (values of `flatopt_schedule.kind`). Formulas: SPEC.md and the
-/// Rust docs of `flatopt::Schedule`.
+/// Learning-rate schedule kinds (values of `flatopt_schedule.kind`). Formulas: docs/numerics.md
+/// ("Schedules") and the Rust docs of `flatopt::Schedule`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum flatopt_schedule_kind {

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Converts the golden trajectories (tests/data/braintools-0.4.0-dev.json, format at the end of
-SPEC.md) into a whitespace-separated text file that tests/c/test_golden.c reads.
+"""Converts the golden trajectories (tests/data/braintools-0.4.0-dev.json, format in
+docs/numerics.md, "The golden file") into a whitespace-separated text file that
+tests/c/test_golden.c reads.
 
 Usage: golden_to_text.py INPUT.json OUTPUT.txt
 
@@ -10,8 +11,9 @@ once (strtod), as tests/golden.rs does. Python standard library only.
 
 Mapping (as in tests/golden.rs): base kinds sgd / adam / adamw / scheduled_sgd; scheduled_sgd is
 SGD on Exponential(base_lr, gamma) advanced once per update (the file must say so);
-`lookahead_lr` is ignored on purpose (braintools ignores it, SPEC.md). Anything this converter
-does not know how to map is an error, so that a new kind of case cannot be skipped silently.
+`lookahead_lr` is ignored on purpose (braintools ignores it: docs/numerics.md). Anything this
+converter does not know how to map is an error, so that a new kind of case cannot be skipped
+silently.
 
 Output grammar (one token per word, names without blanks):
     flatopt-golden-text 1
@@ -161,7 +163,7 @@ def convert_case(c, meta_steps):
             raise GoldenError(f"{w}: schedule given for kind {kind}")
         lr = num(base.get("lr"), f"{w}.lr")
         sched = "schedule none"
-    # `lookahead_lr` is deliberately not read: braintools ignores it (SPEC.md).
+    # `lookahead_lr` is deliberately not read: braintools ignores it (docs/numerics.md).
 
     lines.append(f"case {name}")
     lines.append(f"base {kind} lr {lr} momentum {momentum} dampening {dampening} "

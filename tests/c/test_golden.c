@@ -2,7 +2,8 @@
  *
  * Reads the text produced by tests/c/golden_to_text.py from tests/data/braintools-0.4.0-dev.json
  * (run.sh does the conversion) and checks, for every case:
- *   - at every step, every parameter element: |ours - ref| <= 1e-5 + 1e-5*|ref| (SPEC.md);
+ *   - at every step, every parameter element: |ours - ref| <= 1e-5 + 1e-5*|ref|
+ *     (docs/numerics.md, "Test tolerances");
  *   - at the end, the slow weights against slow_final (same tolerance);
  *   - before every update, flatopt_optimizer_current_lr() against lr_per_step (relative 1e-7);
  *   - the Lookahead syncs happen exactly on sync_steps: after a sync step the params are
@@ -441,7 +442,7 @@ static int replay(const golden_case *c, const variant *v, run *out)
         }
         out->params[t] = (float *)xmalloc(c->total * sizeof(float));
         memcpy(out->params[t], p, c->total * sizeof(float));
-        /* Lookahead: syncs exactly on the recorded sync steps (SPEC step 5). */
+        /* Lookahead: syncs exactly on the recorded sync steps (docs/numerics.md, "Lookahead"). */
         if (c->sync_period > 0) {
             for (b = 0, off = 0; b < c->nb; off += c->len[b], b++) {
                 const float *s = NULL;

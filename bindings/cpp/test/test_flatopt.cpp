@@ -266,7 +266,7 @@ void test_builders() {
     CHECK(c.struct_size == sizeof(flatopt_config) && bp.struct_size == sizeof(flatopt_base_params) &&
           sc.struct_size == sizeof(flatopt_schedule));
   }
-  // Factory defaults are those of SPEC.md (set explicitly where the C init differs).
+  // Factory defaults are those of docs/numerics.md (set explicitly where the C init differs).
   {
     const flatopt::Schedule cyc = flatopt::Schedule::cyclic(0.01, 0.1, 10);
     const flatopt::Schedule poly = flatopt::Schedule::polynomial(0.1);
@@ -1296,7 +1296,7 @@ void test_lookahead_sync_names_fast() {
                FLATOPT_ERR_NULL_POINTER, "fast");
 }
 
-/// flatopt_schedule_init documents "PyTorch's defaults" (and SPEC.md lists them): CyclicLR
+/// flatopt_schedule_init documents "PyTorch's defaults" (and docs/numerics.md lists them): CyclicLR
 /// gamma = 1, PolynomialLR total_iters = 5.
 void test_schedule_init_defaults() {
   flatopt_schedule s;

@@ -22,10 +22,10 @@ API::
   :mod:`flatopt.sharded` and the optimizers' ``sum_squares_partials()`` /
   ``update_with_sum_squares()``.
 
-The numerical contract (and where it differs from braintools, optax and PyTorch) is the
-project's SPEC.md. The shared library is found as described in :mod:`flatopt._lib`
-(``FLATOPT_LIBRARY``, then the copy bundled in this package, then the system);
-:data:`library_path` says which one was loaded.
+The numerical contract (and where it differs from braintools, optax and PyTorch) is docs/numerics.md
+in the repository. The shared library is found as described in :mod:`flatopt._lib`
+(``FLATOPT_LIBRARY``, then the copy bundled in this package, then the system); :data:`library_path`
+says which one was loaded.
 """
 
 from ._errors import (

@@ -871,7 +871,7 @@ class Lookahead(Optimizer):
 
     ``lr``: None (default) uses the base optimizer's ``learning_rate``; a float or schedule
     given here replaces it. (braintools 0.4.0 ignores its ``Lookahead(lr=...)``; flatopt
-    applies it: SPEC.md, "Differences from braintools".)
+    applies it: docs/numerics.md, "Differences from braintools, optax and PyTorch".)
 
     ``weight_decay`` (coupled, ``g += wd * p``), ``grad_clip_norm`` (global norm over all
     parameters), ``grad_clip_value``: applied to the gradients before the base optimizer.

@@ -2,7 +2,7 @@
 
 How a schedule object works with an optimizer
 ---------------------------------------------
-The formulas live in the library (``SPEC.md``, "Learning-rate schedules"); a schedule object
+The formulas live in the library (``docs/numerics.md``, "Schedules"); a schedule object
 here holds the hyperparameters and a counter.
 
 * **Manual (default, epoch style, as in braintools and PyTorch).** The schedule moves only
@@ -25,7 +25,7 @@ and when the optimizer registers its parameters.
 Checkpoints: the optimizer's ``state_dict()`` carries the schedule's state (counter, plateau
 best and patience, ...), so restoring the optimizer restores its schedule.
 
-Where flatopt differs from braintools 0.4.0 or PyTorch (all documented in SPEC.md):
+Where flatopt differs from braintools 0.4.0 or PyTorch (all listed in docs/numerics.md):
 ``CosineAnnealingLR`` holds at ``eta_min`` after ``T_max`` (PyTorch turns back up);
 ``OneCycleLR`` and ``CyclicLR`` follow PyTorch's formulas (braintools' differ slightly);
 ``PiecewiseConstantSchedule`` values are absolute learning rates (what braintools' code

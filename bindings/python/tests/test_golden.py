@@ -1,6 +1,6 @@
 """Golden trajectories: every case of tests/data/braintools-0.4.0-dev.json (recorded from
-braintools 0.4.0 ``Lookahead`` over optax 0.2.8, float32, eager; format at the end of SPEC.md)
-replayed through the Python API, checked at every step.
+braintools 0.4.0 ``Lookahead`` over optax 0.2.8, float32, eager; format in docs/numerics.md,
+"The golden file") replayed through the Python API, checked at every step.
 
 Per case and replay mode:
 - before every update, ``current_lr`` against ``lr_per_step[t]`` (relative 1e-7);
@@ -9,10 +9,10 @@ Per case and replay mode:
 - after a sync step (``sync_steps``), the params are bit-equal to the slow weights;
 - at the end, the slow weights against ``slow_final`` (same tolerance).
 
-Mapping of the configuration (SPEC.md "Differences from braintools"): ``lookahead_lr`` is
-what braintools ignored, so it is NOT passed as ``Lookahead(lr=...)``; the learning rate is the
-base optimizer's (``scheduled_sgd``: ``ExponentialLR(per_update=True)``, advanced once per
-update as braintools' run did).
+Mapping of the configuration (docs/numerics.md, "Differences from braintools, optax and PyTorch"):
+``lookahead_lr`` is what braintools ignored, so it is NOT passed as ``Lookahead(lr=...)``; the
+learning rate is the base optimizer's (``scheduled_sgd``: ``ExponentialLR(per_update=True)``,
+advanced once per update as braintools' run did).
 
 Replay modes: a dict of params with per-call gradients; a list with gradient arrays
 registered once (``update()`` without arguments); and the dict mode again on every SIMD tier
@@ -112,7 +112,7 @@ def make_optimizer(cfg, **extra):
         grad_clip_value=cfg.get("grad_clip_value"),
         **extra,
     )
-    # cfg["lookahead_lr"] is deliberately not read: braintools ignores it (SPEC.md).
+    # cfg["lookahead_lr"] is deliberately not read: braintools ignores it (docs/numerics.md).
     if cfg.get("sync_period") is None:
         return flatopt.Optimizer(base, None, lookahead=False, **common)
     return flatopt.Lookahead(

@@ -1,6 +1,6 @@
 """Schedules: ``.step()`` (manual, epoch style) and ``.current_lr``, unbound and bound to an
 optimizer, the per-update option, the learning rate actually applied, and every schedule class
-against a Python transcription of SPEC.md's formulas."""
+against a Python transcription of the formulas in docs/numerics.md."""
 
 import math
 

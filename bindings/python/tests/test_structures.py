@@ -1,7 +1,7 @@
 """Structures and buffer kinds: dict and list registration, gradients registered once
 (``update()`` without arguments) vs passed per call, reused vs fresh gradient arrays, objects
 exposing ``__array_interface__`` or the buffer protocol, and the update rules of the
-braintools-style classes against a small NumPy reference of SPEC.md."""
+braintools-style classes against a small NumPy reference of docs/numerics.md."""
 
 import array
 import gc
@@ -284,8 +284,8 @@ def test_lock_free_updates_meet_queries_checkpoints_and_reregistration():
 
 
 # ---------------------------------------------------------------------------------------------
-# The braintools-style classes against a NumPy reference of SPEC.md (f32 elementwise, f64
-# per-step scalars rounded once).
+# The braintools-style classes against a NumPy reference of docs/numerics.md (f32 elementwise,
+# f64 per-step scalars rounded once).
 
 
 def _ref_run(kind, hp, lr, wd, steps, g, x0):

@@ -225,8 +225,8 @@ typedef enum flatopt_base_kind {
 } flatopt_base_kind;
 
 /**
- * Learning-rate schedule kinds (values of `flatopt_schedule.kind`). Formulas: SPEC.md and the
- * Rust docs of `flatopt::Schedule`.
+ * Learning-rate schedule kinds (values of `flatopt_schedule.kind`). Formulas: docs/numerics.md
+ * ("Schedules") and the Rust docs of `flatopt::Schedule`.
  */
 typedef enum flatopt_schedule_kind {
     /**
@@ -1098,8 +1098,8 @@ enum flatopt_status flatopt_radam_update(const struct flatopt_base_params *hp,
                                          size_t len);
 
 /**
- * Sum of squares of `x` (f64, fixed order: see SPEC.md "Determinism"), written to `*out`.
- * NaN or Inf if `x` holds a non-finite value, never overflowing for finite input.
+ * Sum of squares of `x` (f64, fixed order: see docs/numerics.md, "Determinism"), written to
+ * `*out`. NaN or Inf if `x` holds a non-finite value, never overflowing for finite input.
  *
  * # Safety
  * `x` is NULL (refused unless `len` is 0) or holds `len` readable floats; `out` is NULL (refused) or valid for one write.
