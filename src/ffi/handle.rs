@@ -292,8 +292,8 @@ impl Inner {
             // SAFETY: as above.
             guard.grads.push(unsafe { slice(grad_ptr(i), b.len) });
         }
-        #[cfg(test)]
-        super::tests::panic_if_armed();
+        #[cfg(any(test, feature = "fault-injection"))]
+        super::fault::panic_if_armed();
         f(&mut self.engine, guard.params, guard.grads)
     }
 }

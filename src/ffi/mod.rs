@@ -45,6 +45,9 @@ mod ptr;
 /// configurations with it).
 pub mod catalog;
 
+#[cfg(any(test, feature = "fault-injection"))]
+mod fault;
+
 #[cfg(test)]
 mod tests;
 

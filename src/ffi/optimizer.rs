@@ -326,8 +326,8 @@ pub unsafe extern "C" fn flatopt_optimizer_step_range(
                         slow: sub_slice_mut(raw.slow, a, n),
                     }
                 };
-                #[cfg(test)]
-                super::tests::panic_if_armed();
+                #[cfg(any(test, feature = "fault-injection"))]
+                super::fault::panic_if_armed();
                 kernels::apply(step.tier(), step.plan(), buffers)?;
             }
             offset += b.len;

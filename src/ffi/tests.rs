@@ -1,28 +1,13 @@
 //! Tests of the C ABI that need the library's insides: a panic injected into an entry point
-//! (poisoning; the hook exists only in `cfg(test)` builds, never in a shipped library) and the
-//! versioned-struct reader and writer on a struct that has two published versions.
+//! (poisoning; the hook of `fault.rs` exists only in test builds, never in a shipped library)
+//! and the versioned-struct reader and writer on a struct that has two published versions.
 
-use std::cell::Cell;
 use std::ffi::CStr;
 
+use super::fault::arm;
 use super::ptr::{read_versioned, write_versioned, Versions, MAX_STRUCT_SIZE};
 use super::*;
 use crate::error::Error;
-
-thread_local! {
-    static ARMED: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Called inside the entry points that hold a handle: panics once when armed on this thread.
-pub(crate) fn panic_if_armed() {
-    if ARMED.with(|a| a.replace(false)) {
-        panic!("injected by the ffi tests");
-    }
-}
-
-fn arm() {
-    ARMED.with(|a| a.set(true));
-}
 
 fn message() -> String {
     // SAFETY: a NUL-terminated thread-local string, copied at once.
@@ -128,7 +113,7 @@ fn a_panic_in_step_poisons_the_handle() {
     // SAFETY: live handle.
     let st = unsafe { flatopt_optimizer_step(f.opt) };
     assert_eq!(st, flatopt_status::FLATOPT_ERR_INTERNAL);
-    assert!(message().contains("injected"), "{}", message());
+    assert!(message().contains("fault injection"), "{}", message());
     check_poisoned(&f);
 }
 

@@ -10,7 +10,9 @@
 #      shared library (with an rpath), and test_api once more against libflatopt.a
 #   5. ABI compatibility: tests/c/compat/old_caller.c built against the frozen first versioned
 #      header (tests/c/compat/v1/) and against the current one must print the same digest;
-#      tests/c/compat/newer_caller.c (structs with extra trailing fields) must pass every row
+#      tests/c/compat/newer_caller.c (structs with extra trailing fields) must pass every row;
+#      poisoning: tests/c/test_poison.c against a library built with the test-only feature
+#      fault-injection (target/fault), which makes a step panic on demand
 #   6. run them; the functions test_api really called must be every function of the header
 #   7. valgrind (memcheck, full leak check): 0 errors, 0 definite / indirect leaks
 #   8. AddressSanitizer + LeakSanitizer: the library built by nightly Rust with
@@ -164,6 +166,30 @@ compat_line="ABI: old caller (v1 header) = current caller; $(tail -n 1 "$logs/ne
 done_stage "$compat_line"
 
 # ---------------------------------------------------------------------------------------------
+stage "poisoning: a panic inside a call (library built with the test-only fault-injection feature)"
+# A separate build (target/fault, debug profile): the feature exports a panic trigger that no
+# shipped library has. test_poison checks FLATOPT_ERR_POISONED after the panic, row by row,
+# and that flatopt_optimizer_free still releases the handle (valgrind: nothing lost).
+if ! "$CARGO" build --features fault-injection --target-dir target/fault \
+    >"$logs/cargo_fault.log" 2>&1; then
+    tail -n 40 "$logs/cargo_fault.log"
+    die "the fault-injection build failed (log: $logs/cargo_fault.log)"
+fi
+soname_dir "$root/target/fault/debug/libflatopt.so" "$out/fault-lib"
+"$CC" "${CFLAGS[@]}" tests/c/test_poison.c -o "$out/test_poison" \
+    -L"$out/fault-lib" -lflatopt -Wl,-rpath,"$out/fault-lib"
+# The injected panics print Rust's panic report on stderr: into the log.
+"$out/test_poison" 2>"$logs/test_poison.err" | tee "$logs/test_poison.log" ||
+    die "test_poison failed (log: $logs/test_poison.log, $logs/test_poison.err)"
+if [[ "${SKIP_VALGRIND:-0}" != 1 ]] && command -v valgrind >/dev/null 2>&1; then
+    valgrind --leak-check=full --error-exitcode=1 --errors-for-leak-kinds=definite,indirect \
+        --log-file="$logs/valgrind_test_poison.log" "$out/test_poison" >/dev/null 2>&1 ||
+        die "valgrind: errors or leaks in test_poison (log: $logs/valgrind_test_poison.log)"
+fi
+poison_line="$(tail -n 1 "$logs/test_poison.log")"
+done_stage "$poison_line"
+
+# ---------------------------------------------------------------------------------------------
 stage "golden JSON -> text"
 [[ -f "$golden_json" ]] || die "$golden_json not found"
 python3 tests/c/golden_to_text.py "$golden_json" "$golden_txt"
@@ -310,6 +336,6 @@ fi
 # ---------------------------------------------------------------------------------------------
 printf '\n=== summary ===\n'
 printf '  %s\n' "${summary[@]}"
-printf '  %s\n' "$api_line" "static: $static_line" "$golden_line" "$compat_line" "$valgrind_line" \
-    "$asan_line"
+printf '  %s\n' "$api_line" "static: $static_line" "$golden_line" "$compat_line" "$poison_line" \
+    "$valgrind_line" "$asan_line"
 printf 'run.sh: PASSED in %d s\n' "$((SECONDS - start_all))"
