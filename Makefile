@@ -52,9 +52,12 @@ demo-csharp: lib
 test: lint test-rust test-c test-cpp test-python test-csharp test-mpi test-rt test-bench \
       test-install test-package test-wheel test-sdist
 
+## Formatting, clippy (with #![warn(missing_docs)]: every public item documented) and the API
+## documentation without a warning (broken or private links), as docs.rs builds it.
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps
 
 test-rust:
 	$(CARGO) test --all-targets

@@ -15,8 +15,11 @@ use crate::error::Error;
 /// The type of a field, as the generic code sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ty {
+    /// A real number, `f64`.
     F64,
+    /// A counter, `u64`.
     U64,
+    /// A flag (C and checkpoints: a `u32`, 0 or 1).
     Bool,
     /// One of the named options (stored as its index, in C and in checkpoints as a `u32`).
     Choice(&'static [&'static str]),
@@ -137,12 +140,19 @@ pub fn check_f64(name: &'static str, x: f64, domain: Domain, f32: bool) -> Resul
 /// A field's value, as the generic code handles it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
+    /// Of a [`Ty::F64`] field.
     F64(f64),
+    /// Of a [`Ty::U64`] field.
     U64(u64),
+    /// Of a [`Ty::Bool`] field.
     Bool(bool),
+    /// Of a [`Ty::Choice`] field: the index of the option.
     Choice(u32),
+    /// Of a [`Ty::OptF64`] field.
     OptF64(Option<f64>),
+    /// Of a [`Ty::U64s`] field.
     U64s(Vec<u64>),
+    /// Of a [`Ty::F64s`] field.
     F64s(Vec<f64>),
 }
 
@@ -176,12 +186,15 @@ impl Value {
 
 /// A Rust type that can be a catalog field.
 pub trait Field: Sized {
+    /// The field's type in the catalog.
     const TY: Ty;
     /// How formulas see the field: a copy of scalars, a slice of lists.
     type View<'a>
     where
         Self: 'a;
+    /// The field as formulas see it.
     fn view(&self) -> Self::View<'_>;
+    /// The field as a dynamic [`Value`].
     fn to_value(&self) -> Value;
     /// `None` if the value is of another type (or an unknown choice).
     fn from_value(v: Value) -> Option<Self>;
@@ -303,7 +316,9 @@ pub struct FieldSpec {
     pub label: &'static str,
     /// The name of the field in the checkpoint encoding (named in a mismatch on loading).
     pub key: &'static str,
+    /// The type.
     pub ty: Ty,
+    /// The values it accepts.
     pub domain: Domain,
     /// Whether the kernels use the value as f32: the domain then applies after rounding too.
     pub f32: bool,
@@ -352,7 +367,9 @@ pub struct Spec {
     pub name: &'static str,
     /// The Rust enum variant.
     pub variant: &'static str,
+    /// The fields, in declaration order (the order of the checkpoint encoding).
     pub fields: Vec<FieldSpec>,
+    /// The documentation of the entry.
     pub doc: &'static str,
 }
 
@@ -404,10 +421,15 @@ const fn str_eq(a: &str, b: &str) -> bool {
 /// Where the checkpoint encoding of a configuration goes: little-endian fields, each named (a
 /// mismatch on loading is reported by name).
 pub trait Sink {
+    /// A `u32` (kinds, flags, choices) called `name`.
     fn u32(&mut self, name: &'static str, x: u32);
+    /// A `u64` called `name`.
     fn u64(&mut self, name: &'static str, x: u64);
+    /// An `f64` called `name`.
     fn f64(&mut self, name: &'static str, x: f64);
+    /// A list of `u64` called `name`.
     fn u64s(&mut self, name: &'static str, xs: &[u64]);
+    /// A list of `f64` called `name`.
     fn f64s(&mut self, name: &'static str, xs: &[f64]);
 }
 

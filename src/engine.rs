@@ -36,14 +36,22 @@ const PARALLEL_GRAIN: usize = 1 << 15;
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Outcome {
     /// The update was applied; `step` is its 1-based number, `synced` whether Lookahead synced.
-    Applied { step: u64, synced: bool },
+    Applied {
+        /// The update's number, from 1.
+        step: u64,
+        /// Whether this update ended with a Lookahead sync (parameters set to the slow weights).
+        synced: bool,
+    },
     /// A gradient held a non-finite value (the first one, by buffer and index) and the policy
     /// is `Skip`: nothing changed except the skipped-updates counter. `buffer` and `index` are
     /// `usize::MAX` when the non-finite sum of squares was supplied by the caller
     /// ([`Optimizer::update_with_sum_squares`]) and this process's gradients are finite.
     Skipped {
+        /// The buffer, by registration order.
         buffer: usize,
+        /// The element within the buffer.
         index: usize,
+        /// The value found there.
         value: f32,
     },
 }
@@ -139,10 +147,15 @@ pub struct StateMut<'a> {
 /// C ABI's range entry point, where several host threads update disjoint ranges at once.
 #[derive(Debug, Clone, Copy)]
 pub struct RawState {
+    /// First moment (momentum buffer for SGD).
     pub m: *mut f32,
+    /// Second moment (Adam family).
     pub v: *mut f32,
+    /// Running maximum of the second moment (AMSGrad).
     pub v_max: *mut f32,
+    /// Lookahead's slow weights.
     pub slow: *mut f32,
+    /// Elements of each non-null buffer.
     pub len: usize,
 }
 

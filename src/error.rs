@@ -9,21 +9,30 @@ pub enum Error {
     /// A hyperparameter or argument is outside its domain: `name` is the argument, `value` the
     /// value given (formatted), `expected` the rule it broke.
     InvalidArgument {
+        /// The argument or field, e.g. `"alpha"`.
         name: &'static str,
+        /// The value given, formatted.
         value: String,
+        /// The rule it broke, e.g. `"must be in [0, 1]"`.
         expected: &'static str,
     },
     /// Two lengths that must agree do not: `what` names the buffer.
     LengthMismatch {
+        /// The buffer or list, e.g. `"grad"`.
         what: String,
+        /// The length it must have.
         expected: usize,
+        /// The length it has.
         got: usize,
     },
     /// A gradient holds NaN or ±Inf and the policy is `Error`: the first one found, by buffer
     /// (registration order) and element index.
     NonFinite {
+        /// The buffer, by registration order.
         buffer: usize,
+        /// The element within the buffer.
         index: usize,
+        /// The value found there (NaN, +Inf or -Inf).
         value: f32,
     },
     /// A call came in an order the optimizer does not allow (for example stepping before any
@@ -32,7 +41,10 @@ pub enum Error {
     /// A requested feature (a SIMD tier, ...) is not available in this build or on this CPU.
     Unsupported(String),
     /// A required pointer argument was NULL (C ABI): `name` is the argument.
-    NullPointer { name: &'static str },
+    NullPointer {
+        /// The argument.
+        name: &'static str,
+    },
     /// Reading or writing a file failed.
     Io(String),
     /// An object was used from two threads at once (C ABI handles).
@@ -44,7 +56,10 @@ pub enum Error {
     Corrupt(String),
     /// Two buffers that must be disjoint overlap (a parameter with a gradient or another
     /// parameter).
-    Overlap { what: String },
+    Overlap {
+        /// The two buffers, e.g. `"param 1 and grad 0 share memory"`.
+        what: String,
+    },
 }
 
 impl Error {

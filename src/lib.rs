@@ -19,6 +19,8 @@
 //! assert!(w[0] < 1.0);
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod catalog;
 pub mod checkpoint;
 pub mod config;

@@ -370,12 +370,28 @@ pub fn config_spec() -> &'static Spec {
 /// Largest thread count accepted.
 pub const MAX_THREADS: usize = 256;
 
-/// The full configuration of an optimizer.
+/// The full configuration of an optimizer: build it with [`Config::new`] (or
+/// [`Config::with_schedule`]) and the builder methods; [`Optimizer::new`](crate::Optimizer::new)
+/// validates it and names the first bad value.
+///
+/// ```
+/// use flatopt::{Base, Config, NonFinitePolicy, Optimizer};
+/// let cfg = Config::new(Base::adam(), 1e-3)
+///     .weight_decay(1e-4)
+///     .clip_norm(1.0)
+///     .lookahead(5, 0.5)
+///     .nonfinite(NonFinitePolicy::Error);
+/// assert!(Optimizer::new(cfg.clone()).is_ok());
+/// let bad = cfg.lookahead(5, 1.5); // alpha must be in [0, 1]
+/// assert!(Optimizer::new(bad).unwrap_err().to_string().contains("alpha"));
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
+    /// The base optimizer and its hyperparameters.
     pub base: Base,
     /// Learning rate: `Schedule::Fixed { lr }` for a constant one.
     pub lr: Schedule,
+    /// When the schedule advances (default: once per applied update).
     pub schedule_mode: ScheduleMode,
     /// Coupled weight decay (`g += wd * p`), 0 for none.
     pub weight_decay: f64,
@@ -383,7 +399,9 @@ pub struct Config {
     pub grad_clip_norm: Option<f64>,
     /// Clip each gradient element to `[-c, c]`.
     pub grad_clip_value: Option<f64>,
+    /// Lookahead around the base optimizer, `None` for none.
     pub lookahead: Option<Lookahead>,
+    /// What an update does with a NaN or ±Inf gradient (default: skip it).
     pub nonfinite: NonFinitePolicy,
     /// 1: the caller's thread (default). More: a private pool of that many threads.
     pub num_threads: usize,
@@ -418,30 +436,37 @@ impl Config {
         self.lookahead = Some(Lookahead { sync_period, alpha });
         self
     }
+    /// Sets [`Config::weight_decay`].
     pub fn weight_decay(mut self, wd: f64) -> Config {
         self.weight_decay = wd;
         self
     }
+    /// Clips by global norm `c` ([`Config::grad_clip_norm`]).
     pub fn clip_norm(mut self, c: f64) -> Config {
         self.grad_clip_norm = Some(c);
         self
     }
+    /// Clips each gradient element to `[-c, c]` ([`Config::grad_clip_value`]).
     pub fn clip_value(mut self, c: f64) -> Config {
         self.grad_clip_value = Some(c);
         self
     }
+    /// Sets [`Config::nonfinite`].
     pub fn nonfinite(mut self, policy: NonFinitePolicy) -> Config {
         self.nonfinite = policy;
         self
     }
+    /// Sets [`Config::num_threads`].
     pub fn threads(mut self, n: usize) -> Config {
         self.num_threads = n;
         self
     }
+    /// Forces a SIMD tier ([`Config::tier`]).
     pub fn tier(mut self, tier: Tier) -> Config {
         self.tier = Some(tier);
         self
     }
+    /// Sets [`Config::schedule_mode`].
     pub fn schedule_mode(mut self, mode: ScheduleMode) -> Config {
         self.schedule_mode = mode;
         self

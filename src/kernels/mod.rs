@@ -11,7 +11,7 @@
 //!
 //! The tiers (`crate::simd::{scalar, portable, avx2, avx512}`) instantiate the generic kernels
 //! for their vector type, inside `#[target_feature]` functions where needed, and each exports
-//! one table of them ([`Kernels`](crate::simd::Kernels)); `Tier::kernels` picks a table once.
+//! one table of them (`simd::Kernels`); `Tier::kernels` picks a table once.
 //! The engine (`crate::engine`) builds plans from its configuration and counters and calls the
 //! same tables.
 

@@ -11,14 +11,22 @@ use crate::simd::FpMode;
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Rule {
     /// `p -= lr * g`.
-    Sgd { lr: f32 },
+    Sgd {
+        /// Learning rate of this step.
+        lr: f32,
+    },
     /// Heavy-ball momentum: `b = g` on the first step, else `b = mu*b + damp*g` with
     /// `damp = 1 - dampening`; `d = g + mu*b` (Nesterov) or `b`; `p -= lr * d`.
     Momentum {
+        /// Learning rate of this step.
         lr: f32,
+        /// Momentum factor.
         mu: f32,
+        /// `1 - dampening`.
         damp: f32,
+        /// Nesterov momentum.
         nesterov: bool,
+        /// The first step (the trace starts as the gradient).
         first: bool,
     },
     /// Adam / AMSGrad / AdamW: `m = b1*m + (1-b1)*g`, `v = b2*v + (1-b2)*g*g`
@@ -27,26 +35,43 @@ pub enum Rule {
     /// with `step = lr / (1 - b1^t)`, `inv_sqrt_bc2 = 1 / sqrt(1 - b2^t)` and, for AdamW only,
     /// `decay = 1 - lr*lambda`.
     Adam {
+        /// First-moment decay.
         b1: f32,
+        /// `1 - b1`, rounded once.
         one_minus_b1: f32,
+        /// Second-moment decay.
         b2: f32,
+        /// `1 - b2`, rounded once.
         one_minus_b2: f32,
+        /// `lr / (1 - b1^t)`.
         step: f32,
+        /// `1 / sqrt(1 - b2^t)`.
         inv_sqrt_bc2: f32,
+        /// Added to the denominator.
         eps: f32,
+        /// AMSGrad: the running maximum of `v` in the denominator.
         amsgrad: bool,
+        /// AdamW's decoupled decay factor `1 - lr*lambda`, `None` for Adam.
         decay: Option<f32>,
     },
     /// RAdam: moments as Adam; if `rectified`, `p -= step * (m / (sqrt(v)*inv_sqrt_bc2 + eps))`
     /// with `step = lr * r / (1 - b1^t)`, else `p -= step * m` with `step = lr / (1 - b1^t)`.
     RAdam {
+        /// First-moment decay.
         b1: f32,
+        /// `1 - b1`, rounded once.
         one_minus_b1: f32,
+        /// Second-moment decay.
         b2: f32,
+        /// `1 - b2`, rounded once.
         one_minus_b2: f32,
+        /// `lr * r / (1 - b1^t)` when rectified, else `lr / (1 - b1^t)`.
         step: f32,
+        /// `1 / sqrt(1 - b2^t)`.
         inv_sqrt_bc2: f32,
+        /// Added to the denominator.
         eps: f32,
+        /// Whether the variance is tractable at this step (the adaptive update applies).
         rectified: bool,
     },
 }
@@ -61,6 +86,7 @@ pub struct Plan {
     pub clip_value: Option<f32>,
     /// Coupled weight decay: `g += wd * p`.
     pub weight_decay: Option<f32>,
+    /// The base rule with this step's scalars.
     pub rule: Rule,
     /// Lookahead sync on this step: `s = s + alpha*(p - s); p = s`.
     pub sync_alpha: Option<f32>,
@@ -71,11 +97,17 @@ pub struct Plan {
 /// (Adam family), `v` the second moment, `v_max` the AMSGrad maximum, `slow` the Lookahead slow
 /// weights (read and written on sync steps only).
 pub struct Buffers<'a> {
+    /// The parameters, updated in place.
     pub param: &'a mut [f32],
+    /// The gradients (read only).
     pub grad: &'a [f32],
+    /// Momentum trace or first moment.
     pub m: &'a mut [f32],
+    /// Second moment.
     pub v: &'a mut [f32],
+    /// AMSGrad's running maximum of `v`.
     pub v_max: &'a mut [f32],
+    /// Lookahead's slow weights.
     pub slow: &'a mut [f32],
 }
 

@@ -101,7 +101,8 @@ macro_rules! schedules {
         )+
     ) => {
         /// A learning-rate schedule: hyperparameters only (the counter lives in
-        /// [`ScheduleState`]). Declared in the schedule catalog (`src/schedule/catalog.rs`).
+        /// [`ScheduleState`](crate::schedule::ScheduleState)). Declared in the schedule catalog
+        /// (`src/schedule/catalog.rs`).
         ///
         /// In the formulas, `e` is the counter (0, 1, 2, ...), `base` the base learning rate, and
         /// all arithmetic is `f64`. Integer hyperparameters are converted to `f64` where they

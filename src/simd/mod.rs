@@ -1,13 +1,13 @@
-//! SIMD tiers: the vector abstraction every kernel is written over ([`Vf32`]), one module per
+//! SIMD tiers: the vector abstraction every kernel is written over (`Vf32`), one module per
 //! instruction set that implements it and exports a table of the kernels compiled for it
-//! ([`Kernels`]), and the one dispatch point that maps a [`Tier`] to its table, detected once.
+//! (`Kernels`), and the one dispatch point that maps a [`Tier`] to its table, detected once.
 //!
 //! Dependencies point one way: `vector.rs` (the trait) <- `crate::kernels`' generic kernels
 //! <- the tier modules (`scalar.rs`, `portable.rs`, `avx2.rs`, `avx512.rs`: a `Vf32`
 //! implementation and a table each) <- this file's dispatch (`Tier::kernels`) <- the stateless
 //! entry points and the engine. A tier module knows nothing of who calls its table.
 //!
-//! A kernel is written once, generic over [`Vf32`], and marked `#[inline(always)]`; a tier whose
+//! A kernel is written once, generic over `Vf32`, and marked `#[inline(always)]`; a tier whose
 //! instructions must be detected at run time stamps it into `#[target_feature]` functions
 //! (`table!`) and hands its table out only after detection. The scalar tier is the same kernel
 //! with `f32` as a one-lane vector, so it is the reference by construction.
