@@ -1205,6 +1205,21 @@ enum flatopt_status flatopt_optimizer_load(struct flatopt_optimizer *opt,
                                            size_t len);
 
 /**
+ * Checks a checkpoint from `buf` (`len` bytes) exactly as `flatopt_optimizer_load` does,
+ * without loading it, and writes its applied-update count, skipped-update count and the
+ * learning rate its next update would use to the non-NULL ones of `step_count`,
+ * `skipped_count` and `current_lr`. A checkpoint is one consistent snapshot: read a saved
+ * checkpoint's counters here rather than with `flatopt_optimizer_step_count` and friends, whose
+ * values other threads' updates may have moved between the calls.
+ */
+enum flatopt_status flatopt_optimizer_checkpoint_info(const struct flatopt_optimizer *opt,
+                                                      const uint8_t *buf,
+                                                      size_t len,
+                                                      uint64_t *step_count,
+                                                      uint64_t *skipped_count,
+                                                      float *current_lr);
+
+/**
  * Saves a checkpoint to the file `path` atomically (temporary file in the same directory,
  * fsync, rename, fsync of the directory): after a crash the file holds the previous
  * checkpoint or the new one, never a mix.

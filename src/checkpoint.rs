@@ -6,14 +6,14 @@
 //! buffer. Loading validates everything before changing anything.
 
 use std::fs::{self, File};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::Path;
 
 use crate::catalog::{self, Sink};
 use crate::config::{Config, NonFinitePolicy, ScheduleMode};
 use crate::engine::Optimizer;
 use crate::error::Error;
-use crate::schedule::ScheduleState;
+use crate::schedule::{Schedule, ScheduleState};
 
 /// First 8 bytes of every checkpoint.
 pub const MAGIC: [u8; 8] = *b"FLATOPTC";
@@ -175,6 +175,119 @@ struct BufferRecord {
     start: usize,
 }
 
+/// The counters of a checkpoint (see [`Optimizer::checkpoint_info`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CheckpointInfo {
+    /// Applied updates.
+    pub step_count: u64,
+    /// Updates skipped because of non-finite gradients.
+    pub skipped_count: u64,
+    /// The learning rate the next update after loading will use (as [`Optimizer::current_lr`]).
+    pub current_lr: f32,
+}
+
+/// A checkpoint that passed every check, ready to be applied.
+struct Parsed<'a> {
+    info: CheckpointInfo,
+    sched: ScheduleState,
+    records: Vec<BufferRecord>,
+    body: &'a [u8],
+}
+
+/// Checks the fixed header (length, magic, version, byte-order mark) and returns the total
+/// length it announces; reads nothing past the header.
+fn check_header(bytes: &[u8]) -> Result<u64, Error> {
+    if bytes.len() < HEADER_LEN + 4 {
+        return Err(corrupt(format!(
+            "{} bytes is too short for a checkpoint",
+            bytes.len()
+        )));
+    }
+    if bytes[..8] != MAGIC {
+        return Err(corrupt("not a flatopt checkpoint (bad magic)"));
+    }
+    let mut r = Reader { bytes, pos: 8 };
+    let version = r.u32("format version")?;
+    if version != FORMAT_VERSION {
+        return Err(Error::Unsupported(format!(
+            "checkpoint format version {version} (this library reads version {FORMAT_VERSION})"
+        )));
+    }
+    if r.u32("byte-order mark")? != BYTE_ORDER_MARK {
+        return Err(corrupt("bad byte-order mark"));
+    }
+    r.u64("total length")
+}
+
+/// Checks every state value of buffer `buffer` against the values updates can produce. With
+/// the skip and error policies (non-finite gradients never reach the state): the first
+/// moment / momentum and the slow weights finite, the second moment and the AMSGrad maximum
+/// not NaN and `>= 0` (`+inf` is reachable: the square of a gradient above 1.8e19 overflows,
+/// and the update of that element is then 0). Any other value would make the next update with
+/// finite gradients and parameters write NaN or Inf. With the propagate policy NaN and ±Inf
+/// are let through by design, so only values no update can produce are refused: a negative or
+/// -Inf second moment or AMSGrad maximum. Always: the AMSGrad maximum is not below the second
+/// moment (it is their running maximum).
+fn check_state_values(
+    buffer: usize,
+    present: u32,
+    n: usize,
+    arrays: &[u8],
+    propagate: bool,
+) -> Result<(), Error> {
+    let value = |k: usize, i: usize| {
+        let b = &arrays[4 * (k * n + i)..4 * (k * n + i) + 4];
+        f32::from_le_bytes([b[0], b[1], b[2], b[3]])
+    };
+    let bad = |what: &str, i: usize, x: f32, rule: &str| {
+        corrupt(format!(
+            "buffer {buffer}: {what}[{i}] = {x:?} is impossible ({rule})"
+        ))
+    };
+    let mut k = 0;
+    let mut v_at = None;
+    for (bit, what) in [
+        (HAS_M, "first moment m"),
+        (HAS_V, "second moment v"),
+        (HAS_V_MAX, "AMSGrad maximum v_max"),
+        (HAS_SLOW, "slow weight"),
+    ] {
+        if present & bit == 0 {
+            continue;
+        }
+        for i in 0..n {
+            let x = value(k, i);
+            match bit {
+                HAS_M | HAS_SLOW if !propagate && !x.is_finite() => {
+                    return Err(bad(what, i, x, "must be finite"));
+                }
+                HAS_V | HAS_V_MAX if x < 0.0 || (!propagate && x.is_nan()) => {
+                    return Err(bad(what, i, x, "must be >= 0"));
+                }
+                HAS_V_MAX => {
+                    if let Some(kv) = v_at {
+                        let v = value(kv, i);
+                        if x < v {
+                            return Err(bad(
+                                what,
+                                i,
+                                x,
+                                "must not be below the second moment, whose running maximum it is",
+                            ));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        if bit == HAS_V {
+            v_at = Some(k);
+        }
+        k += 1;
+    }
+    Ok(())
+}
+
 impl Optimizer {
     /// The complete optimizer state as a checkpoint (see `docs/checkpoint-format.md`).
     pub fn save(&self) -> Vec<u8> {
@@ -255,33 +368,52 @@ impl Optimizer {
 
     /// Restores a checkpoint made by [`Optimizer::save`] of an optimizer with the same
     /// configuration (threads and SIMD tier may differ) and the same registered buffer
-    /// lengths. Everything is validated first: on any error the optimizer is unchanged.
+    /// lengths. Everything is validated first, every state value included (see
+    /// [`Optimizer::checkpoint_info`]): on any error the optimizer is unchanged. Loading ends a
+    /// split update begun with [`Optimizer::begin_update`] (its state is replaced).
     pub fn load(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        let parsed = self.parse(bytes)?;
+        // Everything is valid: apply.
+        let lens = self.buffer_lens().to_vec();
+        for ((state, rec), len) in self.states_mut().zip(&parsed.records).zip(lens) {
+            let mut at = rec.start;
+            let mut fill = |dst: &mut [f32], bit: u32| {
+                if rec.present & bit != 0 {
+                    f32s_le(dst, &parsed.body[at..at + 4 * len]);
+                    at += 4 * len;
+                }
+            };
+            let (m, v, v_max, slow) = state.into_parts();
+            fill(m, HAS_M);
+            fill(v, HAS_V);
+            fill(v_max, HAS_V_MAX);
+            fill(slow, HAS_SLOW);
+        }
+        self.restore_counters(
+            parsed.info.step_count,
+            parsed.info.skipped_count,
+            parsed.sched,
+        );
+        Ok(())
+    }
+
+    /// Validates a checkpoint exactly as [`Optimizer::load`] does, without loading it, and
+    /// returns its counters and the learning rate its schedule state gives. Read the counters
+    /// of a checkpoint from here rather than from the optimizer: one `save` is one consistent
+    /// snapshot, while queries made around it may see updates that other threads run between
+    /// them.
+    pub fn checkpoint_info(&self, bytes: &[u8]) -> Result<CheckpointInfo, Error> {
+        Ok(self.parse(bytes)?.info)
+    }
+
+    /// Every check of [`Optimizer::load`], in the documented order.
+    fn parse<'a>(&self, bytes: &'a [u8]) -> Result<Parsed<'a>, Error> {
         if self.buffer_lens().is_empty() {
             return Err(Error::InvalidState(
                 "loading a checkpoint before any buffer was registered",
             ));
         }
-        if bytes.len() < HEADER_LEN + 4 {
-            return Err(corrupt(format!(
-                "{} bytes is too short for a checkpoint",
-                bytes.len()
-            )));
-        }
-        if bytes[..8] != MAGIC {
-            return Err(corrupt("not a flatopt checkpoint (bad magic)"));
-        }
-        let mut r = Reader { bytes, pos: 8 };
-        let version = r.u32("format version")?;
-        if version != FORMAT_VERSION {
-            return Err(Error::Unsupported(format!(
-                "checkpoint format version {version} (this library reads version {FORMAT_VERSION})"
-            )));
-        }
-        if r.u32("byte-order mark")? != BYTE_ORDER_MARK {
-            return Err(corrupt("bad byte-order mark"));
-        }
-        let total = r.u64("total length")?;
+        let total = check_header(bytes)?;
         if total != bytes.len() as u64 {
             return Err(corrupt(format!(
                 "length field says {total} bytes, got {}",
@@ -319,6 +451,7 @@ impl Optimizer {
             cooldown_counter: r.u64("schedule cooldown_counter")?,
         };
         sched.check(&self.config().lr).map_err(corrupt)?;
+        check_unused_schedule_fields(&self.config().lr, &sched)?;
         let n = r.len("buffer count", 16)?;
         let lens = self.buffer_lens();
         if n != lens.len() {
@@ -329,6 +462,7 @@ impl Optimizer {
             });
         }
         let want_present = self.expected_present();
+        let propagate = self.config().nonfinite == NonFinitePolicy::Propagate;
         let mut records = Vec::with_capacity(n);
         for (i, &want) in lens.iter().enumerate() {
             let len = r.u64("buffer length")?;
@@ -347,11 +481,12 @@ impl Optimizer {
                 )));
             }
             let start = r.pos;
-            r.take(
+            let arrays = r.take(
                 want.checked_mul(4 * present.count_ones() as usize)
                     .ok_or_else(|| corrupt("buffer size overflows"))?,
                 "state arrays",
             )?;
+            check_state_values(i, present, want, arrays, propagate)?;
             records.push(BufferRecord { present, start });
         }
         if r.pos != body.len() {
@@ -360,24 +495,16 @@ impl Optimizer {
                 body.len() - r.pos
             )));
         }
-        // Everything is valid: apply.
-        let lens = lens.to_vec();
-        for ((state, rec), len) in self.states_mut().zip(&records).zip(lens) {
-            let mut at = rec.start;
-            let mut fill = |dst: &mut [f32], bit: u32| {
-                if rec.present & bit != 0 {
-                    f32s_le(dst, &body[at..at + 4 * len]);
-                    at += 4 * len;
-                }
-            };
-            let (m, v, v_max, slow) = state.into_parts();
-            fill(m, HAS_M);
-            fill(v, HAS_V);
-            fill(v_max, HAS_V_MAX);
-            fill(slow, HAS_SLOW);
-        }
-        self.restore_counters(step, skipped, sched);
-        Ok(())
+        Ok(Parsed {
+            info: CheckpointInfo {
+                step_count: step,
+                skipped_count: skipped,
+                current_lr: sched.lr(&self.config().lr) as f32,
+            },
+            sched,
+            records,
+            body,
+        })
     }
 
     /// Compares a saved configuration section with this optimizer's, naming the first
@@ -408,36 +535,146 @@ impl Optimizer {
     /// written, flushed and fsynced, renamed over `path`, and the directory is fsynced. A crash
     /// at any point leaves either the previous file or the new one, never a mix.
     pub fn save_file(&self, path: impl AsRef<Path>) -> Result<(), Error> {
-        write_atomic(path.as_ref(), &self.save())
+        let path = path.as_ref();
+        check_path(path)?;
+        write_atomic(path, &self.save())
     }
 
-    /// Loads a checkpoint file (see [`Optimizer::load`]).
+    /// Loads a checkpoint file (see [`Optimizer::load`]). Reads the header first and then at
+    /// most the size a checkpoint of this optimizer has ([`Optimizer::checkpoint_size`]), so
+    /// that a large file, a device such as `/dev/zero` or a pipe is refused without reading it
+    /// all.
     pub fn load_file(&mut self, path: impl AsRef<Path>) -> Result<(), Error> {
         let path = path.as_ref();
-        let bytes =
-            fs::read(path).map_err(|e| Error::Io(format!("reading {}: {e}", path.display())))?;
+        check_path(path)?;
+        if self.buffer_lens().is_empty() {
+            return Err(Error::InvalidState(
+                "loading a checkpoint before any buffer was registered",
+            ));
+        }
+        let bytes = self.read_bounded(path)?;
         self.load(&bytes)
+    }
+
+    /// The bytes of a checkpoint file, reading no more than the header, the configuration
+    /// section and this optimizer's checkpoint size (plus one byte to see that the file ends).
+    fn read_bounded(&self, path: &Path) -> Result<Vec<u8>, Error> {
+        let io = |e: std::io::Error| Error::Io(format!("reading {}: {e}", path.display()));
+        let f = File::open(path).map_err(io)?;
+        let mut f = f.take(0);
+        let mut read = |bytes: &mut Vec<u8>, upto: usize| -> Result<(), Error> {
+            let have = bytes.len() as u64;
+            f.set_limit((upto as u64).saturating_sub(have));
+            f.read_to_end(bytes).map(|_| ()).map_err(io)
+        };
+        let expected = self.checkpoint_size();
+        let mut bytes = Vec::new();
+        read(&mut bytes, HEADER_LEN + 8)?;
+        if bytes.len() < HEADER_LEN + 8 {
+            return Ok(bytes); // too short: `load` says so
+        }
+        let total = check_header(&bytes)?;
+        if total != expected as u64 {
+            // Name the configuration field that differs, if the section is of a sane size.
+            let config_len = u64::from_le_bytes(bytes[HEADER_LEN..][..8].try_into().expect("8"));
+            let config_end = (HEADER_LEN as u64 + 8).saturating_add(config_len);
+            if config_end <= total.min(expected as u64 + MAX_CONFIG_GROWTH) {
+                read(&mut bytes, config_end as usize)?;
+                if bytes.len() as u64 == config_end {
+                    self.check_config(&bytes[HEADER_LEN + 8..])?;
+                }
+            }
+            return Err(Error::LengthMismatch {
+                what: format!(
+                    "size in bytes of the checkpoint file {} (an optimizer with this \
+                     configuration and these buffers saves this many)",
+                    path.display()
+                ),
+                expected,
+                got: total.min(usize::MAX as u64) as usize,
+            });
+        }
+        read(&mut bytes, expected + 1)?;
+        if bytes.len() > expected {
+            return Err(corrupt(format!(
+                "{} continues past the {expected} bytes its header announces",
+                path.display()
+            )));
+        }
+        Ok(bytes)
     }
 }
 
-/// Write-to-temporary, fsync, rename, fsync-directory.
+/// How much longer than this optimizer's own a configuration section read to name the
+/// differing field may be (a schedule's lists can differ in length).
+const MAX_CONFIG_GROWTH: u64 = 1 << 20;
+
+/// Refuses a path that cannot reach the operating system unchanged: empty, or containing a NUL
+/// byte (a C string would end there, naming another file).
+fn check_path(path: &Path) -> Result<(), Error> {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = path.as_os_str().as_bytes();
+    if bytes.is_empty() {
+        return Err(Error::invalid("path", "\"\"", "must not be empty"));
+    }
+    if let Some(at) = bytes.iter().position(|&b| b == 0) {
+        return Err(Error::invalid(
+            "path",
+            format!("{:?}", path.display().to_string()),
+            if at == 0 {
+                "must not contain a NUL byte (it starts with one)"
+            } else {
+                "must not contain a NUL byte (a C string would end there and name another file)"
+            },
+        ));
+    }
+    Ok(())
+}
+
+/// Rejects schedule states whose fields that the schedule does not use differ from their
+/// initial values (the schedule's own fields are checked by its catalog entry,
+/// `ScheduleState::check`): a crafted checkpoint must not carry state no run can produce.
+fn check_unused_schedule_fields(s: &Schedule, st: &ScheduleState) -> Result<(), Error> {
+    let init = ScheduleState::new(s);
+    let uses_restarts = matches!(s, Schedule::CosineAnnealingWarmRestarts { .. });
+    let uses_plateau = s.is_metric_driven();
+    if (!uses_restarts && (st.t_cur, st.t_i) != (init.t_cur, init.t_i))
+        || (!uses_plateau
+            && (
+                st.plateau_lr.to_bits(),
+                st.best.to_bits(),
+                st.num_bad_epochs,
+                st.cooldown_counter,
+            ) != (
+                init.plateau_lr.to_bits(),
+                init.best.to_bits(),
+                init.num_bad_epochs,
+                init.cooldown_counter,
+            ))
+    {
+        return Err(corrupt(format!(
+            "schedule state {st:?} is impossible: fields this schedule does not use must hold \
+             their initial values {init:?}"
+        )));
+    }
+    Ok(())
+}
+
+/// Write-to-temporary, fsync, rename, fsync-directory. The temporary name does not derive
+/// from the target's (a file name near the 255-byte limit would not leave room for a prefix and
+/// suffix): `.flatopt-<pid>-<counter>-<nanoseconds>.tmp`, at most 62 bytes, created exclusively.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     let io = |what: &str, e: std::io::Error| Error::Io(format!("{what} {}: {e}", path.display()));
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => Path::new(".").to_path_buf(),
     };
-    let name = path
-        .file_name()
-        .ok_or_else(|| Error::invalid("path", path.display(), "must name a file"))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}-{}",
-        name.to_string_lossy(),
-        std::process::id(),
-        TMP_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    ));
+    if path.file_name().is_none() {
+        return Err(Error::invalid("path", path.display(), "must name a file"));
+    }
+    let (tmp, mut f) =
+        create_temporary(&dir).map_err(|e| io("creating a temporary file for", e))?;
     let result = (|| {
-        let mut f = File::create(&tmp).map_err(|e| io("creating a temporary file for", e))?;
         f.write_all(bytes).map_err(|e| io("writing", e))?;
         f.sync_all().map_err(|e| io("syncing", e))?;
         drop(f);
@@ -451,6 +688,32 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// A new file of a name that no other writer uses, in `dir`.
+fn create_temporary(dir: &Path) -> std::io::Result<(std::path::PathBuf, File)> {
+    let mut attempts = 0;
+    loop {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let tmp = dir.join(format!(
+            ".flatopt-{}-{}-{nanos}.tmp",
+            std::process::id(),
+            TMP_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        match fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+        {
+            Ok(f) => return Ok((tmp, f)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempts < 16 => {
+                attempts += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 static TMP_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

@@ -14,7 +14,7 @@
 //! Every entry point that computes runs in flatopt's floating-point mode whatever the host's
 //! ([`FpMode`]: set on the caller's thread for the call, on the pool's workers for good).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Once};
 
 use crate::config::{Config, NonFinitePolicy, ScheduleMode};
@@ -66,17 +66,24 @@ pub enum Outcome {
 /// pass's aligned vector loop (see `kernels::fused`) aligns them all.
 const STATE_PLACEMENT: usize = 4096;
 
+/// Buffers of at least this many elements (a page of f32) get placed state buffers.
+pub const PLACED_MIN_LEN: usize = STATE_PLACEMENT / std::mem::size_of::<f32>();
+
+/// The error for optimizer state that does not fit in memory (`elements` asked for).
+fn alloc_error(elements: usize) -> Error {
+    Error::invalid(
+        "params",
+        format!("{elements} elements"),
+        "cannot allocate optimizer state",
+    )
+}
+
 /// `len` copies of `x` in a new `Vec`. Fallible: state too large for memory is an error (naming
 /// `elements`, the count the caller asked for), not an abort.
 fn filled<T: Clone>(len: usize, x: T, elements: usize) -> Result<Vec<T>, Error> {
     let mut out = Vec::new();
-    out.try_reserve_exact(len).map_err(|_| {
-        Error::invalid(
-            "params",
-            format!("{elements} elements"),
-            "cannot allocate optimizer state",
-        )
-    })?;
+    out.try_reserve_exact(len)
+        .map_err(|_| alloc_error(elements))?;
     out.resize(len, x);
     Ok(out)
 }
@@ -92,13 +99,21 @@ struct Placed {
 }
 
 impl Placed {
-    /// `n` copies of `x`, placed like `like` within a page. Fallible (see [`filled`]).
+    /// `n` copies of `x`, placed like `like` within a page if `n` fills one at least.
+    /// Fallible (see [`filled`]).
     fn filled(n: usize, x: f32, like: *const f32) -> Result<Placed, Error> {
         if n == 0 {
             return Ok(Placed::default());
         }
         let size = std::mem::size_of::<f32>();
-        let slack = STATE_PLACEMENT / size - 1;
+        // The slack is up to a page per state buffer: for a buffer shorter than a page it would
+        // cost more memory than the buffer (tens of thousands of one-element buffers would
+        // take gigabytes), and a stream that short cannot trail another by a page.
+        let slack = if n >= PLACED_MIN_LEN {
+            STATE_PLACEMENT / size - 1
+        } else {
+            0
+        };
         // A size past usize::MAX saturates and fails like any other too-large one.
         let raw = filled(n.saturating_add(slack), x, n)?;
         // Both addresses are multiples of 4 (f32 alignment), so the byte distance to the wanted
@@ -141,6 +156,12 @@ pub struct StateMut<'a> {
     v: &'a mut [f32],
     v_max: &'a mut [f32],
     slow: &'a mut [f32],
+    /// The first element of this view in the concatenation of the registered buffers.
+    at: usize,
+    /// Elements in this view (also when the rule keeps no state).
+    len: usize,
+    /// The optimizer's record of the elements applied in the begun update.
+    coverage: &'a Coverage,
 }
 
 /// Raw pointers to the state of one buffer (null where the rule keeps no such state), for the
@@ -184,8 +205,26 @@ impl<'a> StateMut<'a> {
         (self.m, self.v, self.v_max, self.slow)
     }
 
+    /// Elements in this view.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether this view holds no element.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     /// Splits at element `mid` (relative to this view) into `[0, mid)` and `[mid, len)`.
+    ///
+    /// # Panics
+    /// If `mid > len`, like `slice::split_at`.
     pub fn split_at(self, mid: usize) -> (StateMut<'a>, StateMut<'a>) {
+        assert!(
+            mid <= self.len,
+            "StateMut::split_at: mid {mid} > len {}",
+            self.len
+        );
         fn cut(s: &mut [f32], mid: usize) -> (&mut [f32], &mut [f32]) {
             if s.is_empty() {
                 (&mut [], &mut [])
@@ -203,12 +242,18 @@ impl<'a> StateMut<'a> {
                 v: v0,
                 v_max: x0,
                 slow: s0,
+                at: self.at,
+                len: mid,
+                coverage: self.coverage,
             },
             StateMut {
                 m: m1,
                 v: v1,
                 v_max: x1,
                 slow: s1,
+                at: self.at + mid,
+                len: self.len - mid,
+                coverage: self.coverage,
             },
         )
     }
@@ -222,14 +267,32 @@ pub struct Step {
     tier: Tier,
     /// 1-based number of this update.
     number: u64,
+    /// The optimizer that began it (its [`Optimizer`] id).
+    owner: u64,
 }
 
 impl Step {
     /// The fused update of one buffer range: `param` and `grad` must cover the same elements as
     /// `state` (for example `param[a..b]` with the state of that buffer split at `a` and `b`).
-    /// Checks lengths and writes nothing if they differ.
+    /// Each element must be applied exactly once per update: a range that overlaps one already
+    /// applied (or being applied by another thread) in this update is refused with
+    /// [`Error::Overlap`] before anything is written. Also refused, writing nothing: lengths
+    /// that differ, a step that is not the one begun last on the optimizer of `state`.
     pub fn apply(&self, param: &mut [f32], grad: &[f32], state: StateMut<'_>) -> Result<(), Error> {
-        kernels::apply(self.tier, &self.plan, self.buffers(param, grad, state))
+        let (at, len, coverage) = (state.at, state.len, state.coverage);
+        let b = self.buffers(param, grad, state);
+        b.check(&self.plan)?;
+        if b.param.len() != len {
+            return Err(Error::LengthMismatch {
+                what: "param (the length of the state view)".to_string(),
+                expected: len,
+                got: b.param.len(),
+            });
+        }
+        coverage.check_step(self)?;
+        coverage.claim(at, at + len)?;
+        kernels::apply_unchecked_lengths(self.tier, &self.plan, b);
+        Ok(())
     }
 
     fn buffers<'a>(
@@ -265,6 +328,128 @@ impl Step {
         &self.plan
     }
 }
+
+/// Which elements of the begun split update have been applied (see
+/// [`Optimizer::begin_update`]): one bit per registered element, in the concatenation of the
+/// buffers, set by the `Step::apply` (or C `flatopt_optimizer_step_range`) that covers it. Set
+/// with atomic read-modify-writes, so that threads applying disjoint ranges at once neither
+/// lock nor wait; sized at registration, so tracking allocates nothing per update. Costs one
+/// bit of memory per element, and per applied range one atomic operation per 64 elements.
+#[derive(Debug, Default)]
+pub(crate) struct Coverage {
+    bits: Vec<AtomicU64>,
+    /// Elements applied in the begun update (the claimed ranges are disjoint, so this reaches
+    /// the registered total exactly when every element was applied once).
+    applied: AtomicUsize,
+    /// The number of the begun update, 0 when none is pending.
+    pending: u64,
+    /// The id of the optimizer this belongs to.
+    owner: u64,
+}
+
+/// The bits of `[begin, end)` that fall into word `w` (which the range must touch).
+fn word_mask(w: usize, begin: usize, end: usize) -> u64 {
+    let base = w * 64;
+    let lo = begin.max(base) - base; // < 64
+    let hi = end.min(base + 64) - base; // 1..=64
+    let below_hi = if hi == 64 { u64::MAX } else { (1u64 << hi) - 1 };
+    below_hi & !((1u64 << lo) - 1)
+}
+
+impl Coverage {
+    fn new(owner: u64, total: usize) -> Result<Coverage, Error> {
+        let mut c = Coverage {
+            owner,
+            ..Coverage::default()
+        };
+        c.grow(total)?;
+        Ok(c)
+    }
+
+    /// Room for `total` elements (keeps the bits already there; they are all clear between
+    /// updates' bookkeeping, see [`Coverage::begin`]).
+    fn grow(&mut self, total: usize) -> Result<(), Error> {
+        let words = total.div_ceil(64);
+        if words > self.bits.len() {
+            let more = words - self.bits.len();
+            self.bits.try_reserve(more).map_err(|_| {
+                Error::invalid(
+                    "params",
+                    format!("{total} elements"),
+                    "cannot allocate optimizer state",
+                )
+            })?;
+            self.bits.extend((0..more).map(|_| AtomicU64::new(0)));
+        }
+        Ok(())
+    }
+
+    /// A split update with this number begins: nothing of it is applied yet.
+    fn begin(&mut self, number: u64) {
+        if *self.applied.get_mut() != 0 {
+            self.bits.iter_mut().for_each(|w| *w.get_mut() = 0);
+            *self.applied.get_mut() = 0;
+        }
+        self.pending = number;
+    }
+
+    /// Forgets the pending update (it was replaced, or the state was reset or loaded).
+    fn abandon(&mut self) {
+        self.begin(0);
+    }
+
+    /// Whether a begun update has had part of it applied.
+    fn partly_applied(&self) -> bool {
+        self.pending != 0 && self.applied.load(Ordering::Acquire) != 0
+    }
+
+    /// Refuses `step` unless it is the update begun last on this optimizer and still pending.
+    pub(crate) fn check_step(&self, step: &Step) -> Result<(), Error> {
+        if step.owner != self.owner || self.pending == 0 || step.number != self.pending {
+            return Err(Error::InvalidState(
+                "applying a step that is not the one begun last on this optimizer (or already \
+                 finished)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Marks `[begin, end)` applied, or refuses (marking nothing) if any of its elements
+    /// already is, by an earlier call or one running now on another thread. When two calls
+    /// on overlapping ranges race, at least one of them is refused.
+    pub(crate) fn claim(&self, begin: usize, end: usize) -> Result<(), Error> {
+        if begin >= end {
+            return Ok(());
+        }
+        let (w0, w1) = (begin / 64, (end - 1) / 64);
+        for w in w0..=w1 {
+            let mask = word_mask(w, begin, end);
+            let old = self.bits[w].fetch_or(mask, Ordering::AcqRel);
+            if old & mask != 0 {
+                // Take back what this call set: all of its bits in the words before (none of
+                // them was set before), the newly set ones in this word.
+                self.bits[w].fetch_and(!(mask & !old), Ordering::AcqRel);
+                for u in w0..w {
+                    self.bits[u].fetch_and(!word_mask(u, begin, end), Ordering::AcqRel);
+                }
+                let first = w * 64 + (old & mask).trailing_zeros() as usize;
+                return Err(Error::Overlap {
+                    what: format!(
+                        "range [{begin}, {end}) of update {} overlaps element {first}, which \
+                         this update has already applied (or is applying on another thread): \
+                         apply each element exactly once per update",
+                        self.pending
+                    ),
+                });
+            }
+        }
+        self.applied.fetch_add(end - begin, Ordering::AcqRel);
+        Ok(())
+    }
+}
+
+/// Source of [`Optimizer`] ids (a [`Step`] names the optimizer that began it).
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// Incremented in a forked child (see [`Pool`]).
 static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
@@ -337,7 +522,16 @@ pub struct Optimizer {
     cfg: Config,
     tier: Tier,
     lens: Vec<usize>,
+    /// Where each buffer starts in the concatenation of the registered buffers.
+    starts: Vec<usize>,
+    /// Registered elements in all.
+    total: usize,
     state: Vec<BufState>,
+    /// The elements applied in a begun split update.
+    coverage: Coverage,
+    /// Whether the state is as registration leaves it (moments zero): true after `register`
+    /// and `reset`, false once an update may have changed it or a checkpoint was loaded.
+    fresh: bool,
     /// Applied updates.
     step: u64,
     /// Skipped updates (non-finite gradients).
@@ -359,12 +553,17 @@ impl Optimizer {
         } else {
             None
         };
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         Ok(Optimizer {
             schedule: ScheduleState::new(&cfg.lr),
             cfg,
             tier,
             lens: Vec::new(),
+            starts: Vec::new(),
+            total: 0,
             state: Vec::new(),
+            coverage: Coverage::new(id, 0)?,
+            fresh: true,
             step: 0,
             skipped: 0,
             pool,
@@ -372,7 +571,10 @@ impl Optimizer {
     }
 
     /// Registers the parameter buffers (their current values become the slow weights) and
-    /// sizes the state. Replaces any earlier registration and resets counters and schedule.
+    /// sizes the state. Replaces any earlier registration (and ends a begun split update) and
+    /// resets counters and schedule. Time and memory are linear in the number of buffers and
+    /// elements: state buffers of at least [`PLACED_MIN_LEN`] elements take up to a page more
+    /// for their placement (see `STATE_PLACEMENT`), shorter ones take their length.
     pub fn register(&mut self, params: &[&[f32]]) -> Result<(), Error> {
         if params.is_empty() {
             return Err(Error::invalid(
@@ -381,34 +583,91 @@ impl Optimizer {
                 "register at least one buffer",
             ));
         }
-        let (m, v, v_max) = self.cfg.base.state_used();
-        let lookahead = self.cfg.lookahead.is_some();
         let mut state = Vec::with_capacity(params.len());
         for p in params {
-            let sized =
-                |used: bool| Placed::filled(if used { p.len() } else { 0 }, 0.0, p.as_ptr());
-            let mut slow = sized(lookahead)?;
-            let n = slow.len();
-            slow.copy_from_slice(&p[..n]);
-            state.push(BufState {
-                m: sized(m)?,
-                v: sized(v)?,
-                v_max: sized(v_max)?,
-                slow,
-                partials: {
-                    let blocks = kernels::sumsq_block_count(p.len());
-                    filled(blocks, 0.0f64, blocks)?
-                },
-            });
+            state.push(self.buf_state(p)?);
         }
+        let total = params.iter().map(|p| p.len()).sum();
+        let coverage = Coverage::new(self.coverage.owner, total)?;
         self.lens = params.iter().map(|p| p.len()).collect();
+        self.starts = self
+            .lens
+            .iter()
+            .scan(0, |at, &n| {
+                let start = *at;
+                *at += n;
+                Some(start)
+            })
+            .collect();
+        self.total = total;
         self.state = state;
+        self.coverage = coverage;
+        self.fresh = true;
         self.reset_counters();
         Ok(())
     }
 
+    /// Registers one more buffer after those registered so far: the same as [`register`] with
+    /// the longer list, in time and memory for the new buffer only (for hosts that register
+    /// buffers one by one, such as the C ABI's `flatopt_optimizer_add_param`). Its current
+    /// values become its slow weights. Allowed before the first update and after
+    /// [`Optimizer::reset`]; resets counters and schedule like `register`.
+    ///
+    /// [`register`]: Optimizer::register
+    pub fn add_buffer(&mut self, param: &[f32]) -> Result<(), Error> {
+        if self.step > 0 || self.coverage.pending != 0 {
+            return Err(Error::InvalidState(
+                "adding a buffer after the first update (reset first, or register anew)",
+            ));
+        }
+        let total = self
+            .total
+            .checked_add(param.len())
+            .ok_or_else(|| Error::invalid("param", param.len(), "too many elements in all"))?;
+        let st = self.buf_state(param)?;
+        self.coverage.grow(total)?;
+        self.lens.try_reserve(1).map_err(|_| alloc_error(total))?;
+        self.starts.try_reserve(1).map_err(|_| alloc_error(total))?;
+        self.state.try_reserve(1).map_err(|_| alloc_error(total))?;
+        if !self.fresh {
+            // A loaded checkpoint at step 0 may hold moments: registration zeroes them.
+            for st in &mut self.state {
+                st.m.fill(0.0);
+                st.v.fill(0.0);
+                st.v_max.fill(0.0);
+            }
+            self.fresh = true;
+        }
+        self.lens.push(param.len());
+        self.starts.push(self.total);
+        self.state.push(st);
+        self.total = total;
+        self.reset_counters();
+        Ok(())
+    }
+
+    /// The zeroed state of one buffer registered with the values of `p`.
+    fn buf_state(&self, p: &[f32]) -> Result<BufState, Error> {
+        let (m, v, v_max) = self.cfg.base.state_used();
+        let lookahead = self.cfg.lookahead.is_some();
+        let sized = |used: bool| Placed::filled(if used { p.len() } else { 0 }, 0.0, p.as_ptr());
+        let mut slow = sized(lookahead)?;
+        let n = slow.len();
+        slow.copy_from_slice(&p[..n]);
+        Ok(BufState {
+            m: sized(m)?,
+            v: sized(v)?,
+            v_max: sized(v_max)?,
+            slow,
+            partials: {
+                let blocks = kernels::sumsq_block_count(p.len());
+                filled(blocks, 0.0f64, blocks)?
+            },
+        })
+    }
+
     /// Back to the state right after registration: moments zeroed, slow weights copied from
-    /// `params`, counters and schedule reset. No allocation.
+    /// `params`, counters and schedule reset, a begun split update ended. No allocation.
     pub fn reset(&mut self, params: &[&[f32]]) -> Result<(), Error> {
         self.check_lengths("param", params.iter().map(|p| p.len()), params.len())?;
         for (st, p) in self.state.iter_mut().zip(params) {
@@ -419,6 +678,7 @@ impl Optimizer {
                 st.slow.copy_from_slice(p);
             }
         }
+        self.fresh = true;
         self.reset_counters();
         Ok(())
     }
@@ -428,9 +688,12 @@ impl Optimizer {
         self.step = step;
         self.skipped = skipped;
         self.schedule = schedule;
+        self.fresh = false;
+        self.coverage.abandon();
     }
 
     fn reset_counters(&mut self) {
+        self.coverage.abandon();
         self.step = 0;
         self.skipped = 0;
         self.schedule = ScheduleState::new(&self.cfg.lr);
@@ -446,6 +709,7 @@ impl Optimizer {
     ) -> Result<Outcome, Error> {
         let _mode = FpMode::enter();
         self.check_lengths("param", params.iter().map(|p| p.len()), params.len())?;
+        self.refuse_partly_applied()?;
         // One hand-over to the pool per update (waking workers is the main fixed cost).
         match self.active_pool() {
             Some(pool) => pool.install(|| self.update_on(params, grads, None, true)),
@@ -468,6 +732,7 @@ impl Optimizer {
         let _mode = FpMode::enter();
         self.check_lengths("param", params.iter().map(|p| p.len()), params.len())?;
         self.check_lengths("grad", grads.iter().map(|g| g.len()), grads.len())?;
+        self.refuse_partly_applied()?;
         match self.active_pool() {
             Some(pool) => pool.install(|| self.update_on(params, grads, Some(sum_squares), true)),
             None => self.update_on(params, grads, Some(sum_squares), false),
@@ -524,21 +789,25 @@ impl Optimizer {
         parallel: bool,
     ) -> Result<Outcome, Error> {
         let begun = match sum_squares {
-            None => self.begin_update_on(grads, parallel)?,
-            Some(s) => self
-                .begin_update_with_sum_squares(Some(s), |b| kernels::first_non_finite(grads[b]))?,
+            None => self.plan_update(grads, parallel)?,
+            Some(s) => {
+                self.plan_with_sum_squares(Some(s), |b| kernels::first_non_finite(grads[b]))?
+            }
         };
+        // A begun split update with nothing applied yet is replaced by this one.
+        self.coverage.abandon();
         let step = match begun {
             Ok(step) => step,
             Err(skipped) => return Ok(skipped),
         };
+        self.fresh = false;
         if parallel {
             par_apply(&step, params, grads, &mut self.state);
         } else {
             seq_apply(&step, params, grads, &mut self.state);
         }
         let synced = step.syncs();
-        self.finish_update(step)?;
+        self.count_update(step)?;
         Ok(Outcome::Applied {
             step: self.step,
             synced,
@@ -548,16 +817,50 @@ impl Optimizer {
     /// First phase of an update for hosts that split the work themselves: checks the gradient
     /// lengths, runs the norm / non-finite pass, and returns the [`Step`] to apply, or the
     /// [`Outcome::Skipped`] it decided on (already counted). Changes nothing else.
+    ///
+    /// Then apply the step with [`Step::apply`] to ranges of the buffers (views from
+    /// [`Optimizer::states_mut`], split with [`StateMut::split_at`]), from any threads, each
+    /// element exactly once, and end it with [`Optimizer::finish_update`]. The optimizer keeps
+    /// track of the applied elements (without allocating): a range applied twice is refused,
+    /// and so is a `finish_update` before every element was applied. A begun update of which
+    /// nothing is applied yet is replaced by the next `begin_update` or `update`; once part of
+    /// it is applied, it must be completed (or the state reset, registered anew or loaded).
     pub fn begin_update(&mut self, grads: &[&[f32]]) -> Result<Result<Step, Outcome>, Error> {
         let _mode = FpMode::enter();
-        // `begin_update_on` checks the gradient lengths.
-        match self.active_pool() {
-            Some(pool) => pool.install(|| self.begin_update_on(grads, true)),
-            None => self.begin_update_on(grads, false),
-        }
+        self.refuse_partly_applied()?;
+        // `plan_update` checks the gradient lengths.
+        let begun = match self.active_pool() {
+            Some(pool) => pool.install(|| self.plan_update(grads, true))?,
+            None => self.plan_update(grads, false)?,
+        };
+        Ok(self.pend(begun))
     }
 
-    fn begin_update_on(
+    /// Records a begun split update as pending (or none, for a skipped one).
+    fn pend(&mut self, begun: Result<Step, Outcome>) -> Result<Step, Outcome> {
+        match &begun {
+            Ok(step) => {
+                self.coverage.begin(step.number);
+                self.fresh = false;
+            }
+            Err(_) => self.coverage.abandon(),
+        }
+        begun
+    }
+
+    /// Refuses to start another update while one is partly applied.
+    fn refuse_partly_applied(&self) -> Result<(), Error> {
+        if self.coverage.partly_applied() {
+            return Err(Error::InvalidState(
+                "a split update is partly applied: apply the rest of it (each element exactly \
+                 once) and finish_update first",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The norm / non-finite pass and the plan of the next update (no split bookkeeping).
+    fn plan_update(
         &mut self,
         grads: &[&[f32]],
         parallel: bool,
@@ -570,7 +873,7 @@ impl Optimizer {
         } else {
             None
         };
-        self.begin_update_with_sum_squares(sumsq, |b| kernels::first_non_finite(grads[b]))
+        self.plan_with_sum_squares(sumsq, |b| kernels::first_non_finite(grads[b]))
     }
 
     /// Like [`Optimizer::begin_update`] with the global sum of squares computed by the host
@@ -582,6 +885,17 @@ impl Optimizer {
         find: impl Fn(usize) -> Option<(usize, f32)>,
     ) -> Result<Result<Step, Outcome>, Error> {
         let _mode = FpMode::enter();
+        self.refuse_partly_applied()?;
+        let begun = self.plan_with_sum_squares(sumsq, find)?;
+        Ok(self.pend(begun))
+    }
+
+    /// The plan of the next update from the sum of squares (no split bookkeeping).
+    fn plan_with_sum_squares(
+        &mut self,
+        sumsq: Option<f64>,
+        find: impl Fn(usize) -> Option<(usize, f32)>,
+    ) -> Result<Result<Step, Outcome>, Error> {
         if self.lens.is_empty() {
             return Err(Error::InvalidState(
                 "update before any buffer was registered",
@@ -655,18 +969,64 @@ impl Optimizer {
             plan,
             tier: self.tier,
             number,
+            owner: self.coverage.owner,
         }))
     }
 
     /// The state of each registered buffer, in registration order, for [`Step::apply`].
     pub fn states_mut(&mut self) -> impl Iterator<Item = StateMut<'_>> {
-        self.state.iter_mut().map(BufState::view)
+        let coverage = &self.coverage;
+        self.state
+            .iter_mut()
+            .zip(self.starts.iter().zip(&self.lens))
+            .map(move |(st, (&at, &len))| st.view(at, len, coverage))
+    }
+
+    /// Marks elements `[begin, end)` of the concatenated buffers applied by `step` (the C ABI's
+    /// range entry point, which writes through raw pointers): refused, marking nothing, unless
+    /// `step` is the pending update and no element of the range was applied in it yet.
+    pub(crate) fn claim_range(&self, step: &Step, begin: usize, end: usize) -> Result<(), Error> {
+        self.coverage.check_step(step)?;
+        if begin > end || end > self.total {
+            return Err(Error::invalid(
+                "range",
+                format!("[{begin}, {end})"),
+                "must satisfy begin <= end <= total registered length",
+            ));
+        }
+        self.coverage.claim(begin, end)
     }
 
     /// Last phase of an update: counts it and advances the schedule (per-update mode).
-    /// `step` must come from this optimizer's latest `begin_update`.
+    /// `step` must come from this optimizer's latest `begin_update`, and every registered
+    /// element must have been applied exactly once; otherwise nothing changes (the update
+    /// stays pending: apply what is missing and finish it again).
     pub fn finish_update(&mut self, step: Step) -> Result<(), Error> {
         let _mode = FpMode::enter();
+        if self.coverage.check_step(&step).is_err() {
+            return Err(Error::InvalidState(
+                "finish_update with a step that is not the one begun last",
+            ));
+        }
+        let applied = self.coverage.applied.load(Ordering::Acquire);
+        if applied != self.total {
+            return Err(Error::LengthMismatch {
+                what: format!(
+                    "elements applied in update {} before finish_update (every registered \
+                     element exactly once)",
+                    step.number
+                ),
+                expected: self.total,
+                got: applied,
+            });
+        }
+        self.count_update(step)?;
+        self.coverage.pending = 0;
+        Ok(())
+    }
+
+    /// Counts an applied update and advances the schedule (per-update mode).
+    fn count_update(&mut self, step: Step) -> Result<(), Error> {
         if self.step.checked_add(1) != Some(step.number) {
             return Err(Error::InvalidState(
                 "finish_update with a step that is not the one begun last",
@@ -796,20 +1156,41 @@ impl Optimizer {
     }
 }
 
+/// The coverage of views that `update` itself applies, in one call (never claimed).
+static UNTRACKED: Coverage = Coverage {
+    bits: Vec::new(),
+    applied: AtomicUsize::new(0),
+    pending: 0,
+    owner: 0,
+};
+
 impl BufState {
-    fn view(&mut self) -> StateMut<'_> {
+    /// A view of all of this buffer's state for the update's own loops (not split-tracked).
+    fn whole(&mut self, len: usize) -> StateMut<'_> {
+        self.view(0, len, &UNTRACKED)
+    }
+
+    /// A view of this buffer's state, elements `[at, at + len)` of the concatenation.
+    fn view<'a>(&'a mut self, at: usize, len: usize, coverage: &'a Coverage) -> StateMut<'a> {
         StateMut {
             m: &mut self.m,
             v: &mut self.v,
             v_max: &mut self.v_max,
             slow: &mut self.slow,
+            at,
+            len,
+            coverage,
         }
     }
 }
 
 fn seq_apply(step: &Step, params: &mut [&mut [f32]], grads: &[&[f32]], states: &mut [BufState]) {
     for ((p, g), st) in params.iter_mut().zip(grads).zip(states.iter_mut()) {
-        kernels::apply_unchecked_lengths(step.tier, &step.plan, step.buffers(p, g, st.view()));
+        kernels::apply_unchecked_lengths(
+            step.tier,
+            &step.plan,
+            step.buffers(p, g, st.whole(p.len())),
+        );
     }
 }
 
@@ -829,7 +1210,7 @@ fn par_apply(step: &Step, params: &mut [&mut [f32]], grads: &[&[f32]], states: &
     } else if let (Some(p), Some(g), Some(st)) =
         (params.first_mut(), grads.first(), states.first_mut())
     {
-        par_apply_one(step, p, g, st.view());
+        par_apply_one(step, p, g, st.whole(p.len()));
     }
 }
 

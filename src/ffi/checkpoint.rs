@@ -100,6 +100,50 @@ pub unsafe extern "C" fn flatopt_optimizer_load(
     })
 }
 
+/// Checks a checkpoint from `buf` (`len` bytes) exactly as `flatopt_optimizer_load` does,
+/// without loading it, and writes its applied-update count, skipped-update count and the
+/// learning rate its next update would use to the non-NULL ones of `step_count`,
+/// `skipped_count` and `current_lr`. A checkpoint is one consistent snapshot: read a saved
+/// checkpoint's counters here rather than with `flatopt_optimizer_step_count` and friends, whose
+/// values other threads' updates may have moved between the calls.
+#[no_mangle]
+pub unsafe extern "C" fn flatopt_optimizer_checkpoint_info(
+    opt: *const flatopt_optimizer,
+    buf: *const u8,
+    len: usize,
+    step_count: *mut u64,
+    skipped_count: *mut u64,
+    current_lr: *mut f32,
+) -> flatopt_status {
+    guard(|| {
+        // SAFETY: see `handle_ref`.
+        let h = unsafe { handle_ref(opt)? };
+        if buf.is_null() {
+            return Err(Error::NullPointer { name: "buf" });
+        }
+        if len > isize::MAX as usize {
+            return Err(Error::invalid("len", len, "length is too large"));
+        }
+        // SAFETY: non-null, a byte count that fits isize (checked), `len` readable bytes owned
+        // by the caller (C contract).
+        let bytes = unsafe { slice(buf, len) };
+        let info = h.engine.checkpoint_info(bytes)?;
+        if !step_count.is_null() {
+            // SAFETY: non-null, writable (C contract).
+            unsafe { write_out("step_count", step_count, info.step_count)? };
+        }
+        if !skipped_count.is_null() {
+            // SAFETY: non-null, writable (C contract).
+            unsafe { write_out("skipped_count", skipped_count, info.skipped_count)? };
+        }
+        if !current_lr.is_null() {
+            // SAFETY: non-null, writable (C contract).
+            unsafe { write_out("current_lr", current_lr, info.current_lr)? };
+        }
+        Ok(FLATOPT_OK)
+    })
+}
+
 /// Saves a checkpoint to the file `path` atomically (temporary file in the same directory,
 /// fsync, rename, fsync of the directory): after a crash the file holds the previous
 /// checkpoint or the new one, never a mix.

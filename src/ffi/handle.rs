@@ -3,6 +3,7 @@
 //! call.
 
 use std::cell::UnsafeCell;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crate::engine::{Optimizer, Outcome, RawState, Step};
@@ -51,6 +52,7 @@ impl flatopt_optimizer {
                 pending: None,
                 raw: Vec::new(),
                 spans: Vec::new(),
+                footprint: Footprint::default(),
             }),
         }
     }
@@ -69,6 +71,70 @@ pub(crate) struct Inner {
     pub(crate) raw: Vec<RawState>,
     /// Scratch for the overlap check of per-call gradient pointers (capacity 2 per buffer).
     spans: Vec<Span>,
+    /// The memory of the registered buffers, for overlap checks in O(log n).
+    footprint: Footprint,
+}
+
+/// The memory of the registered buffers, so that registering one more buffer, or a call's
+/// output array, is checked for overlap in O(log n) (registering n buffers one by one takes
+/// O(n log n), not O(n^2)): the parameters' intervals, which are disjoint, and the union of
+/// the gradients' intervals (gradients may share memory with each other), each by start
+/// address. Empty buffers take no memory and are left out.
+#[derive(Debug, Default)]
+pub(crate) struct Footprint {
+    /// Start -> (end, buffer index).
+    params: BTreeMap<usize, (usize, usize)>,
+    /// Start -> end of the merged gradient intervals.
+    grads: BTreeMap<usize, usize>,
+}
+
+impl Footprint {
+    /// The registered parameter sharing memory with `[start, end)`, if any. The parameters are
+    /// disjoint, so only the last one starting before `end` can.
+    fn param_hit(&self, start: usize, end: usize) -> Option<usize> {
+        let (_, &(p_end, i)) = self.params.range(..end).next_back()?;
+        (start < end && p_end > start).then_some(i)
+    }
+
+    /// Whether a registered gradient shares memory with `[start, end)`.
+    fn grad_hit(&self, start: usize, end: usize) -> bool {
+        self.grads
+            .range(..end)
+            .next_back()
+            .is_some_and(|(_, &g_end)| start < end && g_end > start)
+    }
+
+    fn add_param(&mut self, start: usize, end: usize, index: usize) {
+        if start < end {
+            self.params.insert(start, (end, index));
+        }
+    }
+
+    fn add_grad(&mut self, mut start: usize, mut end: usize) {
+        if start >= end {
+            return;
+        }
+        if let Some((&s, &e)) = self.grads.range(..=start).next_back() {
+            if e >= start {
+                start = s;
+                end = end.max(e);
+            }
+        }
+        while let Some((&s, &e)) = self.grads.range(start..=end).next() {
+            end = end.max(e);
+            self.grads.remove(&s);
+        }
+        self.grads.insert(start, end);
+    }
+}
+
+/// The byte interval of `len` elements of `size` bytes at `ptr` (empty for NULL).
+fn interval(ptr: usize, len: usize, size: usize) -> (usize, usize) {
+    if ptr == 0 {
+        (0, 0)
+    } else {
+        (ptr, ptr.saturating_add(len.saturating_mul(size)))
+    }
 }
 
 /// Empties the per-step slice scratch when dropped, so that references built from host
@@ -219,7 +285,8 @@ pub(crate) unsafe fn handle_ref<'a>(opt: *const flatopt_optimizer) -> Result<Sha
 }
 
 impl Inner {
-    /// Registers one more buffer: allowed until the first update (or after a reset).
+    /// Registers one more buffer: allowed until the first update (or after a reset). Time
+    /// O(log n + len) for the n-th buffer; the per-step scratch grows by doubling.
     pub(crate) fn add(&mut self, buf: HostBuf) -> Result<(), Error> {
         if self.engine.step_count() > 0 || self.pending.is_some() {
             return Err(Error::InvalidState(
@@ -231,26 +298,80 @@ impl Inner {
             // NULL is allowed here: gradients then come with each step_with_grads call.
             check_buf("grad", buf.grad, buf.len)?;
         }
-        let mut all = self.bufs.clone();
-        all.push(buf);
-        let mut spans = Vec::with_capacity(2 * all.len());
-        for (i, b) in all.iter().enumerate() {
-            spans.push(span(b.param, b.len, true, "param", i));
-            spans.push(span(b.grad, b.len, false, "grad", i));
+        let n = self.bufs.len();
+        let (p0, p1) = interval(buf.param as usize, buf.len, 4);
+        let (g0, g1) = interval(buf.grad as usize, buf.len, 4);
+        let shared = |a: String, b: String| Error::Overlap {
+            what: format!("{a} and {b} share memory"),
+        };
+        if let Some(i) = self.footprint.param_hit(p0, p1) {
+            return Err(shared(format!("param {i}"), format!("param {n}")));
         }
-        check_disjoint(&mut spans)?;
-        let params: Vec<&[f32]> = all
-            .iter()
-            // SAFETY: checked above; the host guarantees each param buffer is readable.
-            .map(|b| unsafe { slice(b.param, b.len) })
-            .collect();
-        self.engine.register(&params)?;
-        self.params = Vec::with_capacity(all.len());
-        self.grads = Vec::with_capacity(all.len());
-        self.raw = Vec::with_capacity(all.len());
-        self.spans = spans;
-        self.bufs = all;
+        if self.footprint.grad_hit(p0, p1) {
+            return Err(shared(self.grad_sharing(p0, p1), format!("param {n}")));
+        }
+        if let Some(i) = self.footprint.param_hit(g0, g1) {
+            return Err(shared(format!("param {i}"), format!("grad {n}")));
+        }
+        if p0 < g1 && g0 < p1 {
+            return Err(shared(format!("param {n}"), format!("grad {n}")));
+        }
+        let all = n + 1;
+        let no_memory = |_| {
+            Error::invalid(
+                "param",
+                format!("buffer {n}"),
+                "cannot allocate the handle's bookkeeping",
+            )
+        };
+        // The scratch vectors are empty between calls: reserving `all` more makes their
+        // capacity at least `all` (amortized doubling, no per-step allocation).
+        self.bufs.try_reserve(1).map_err(no_memory)?;
+        self.params.try_reserve(all).map_err(no_memory)?;
+        self.grads.try_reserve(all).map_err(no_memory)?;
+        self.raw.try_reserve(all).map_err(no_memory)?;
+        self.spans.try_reserve(2 * all).map_err(no_memory)?;
+        // SAFETY: checked above (non-null unless empty, aligned, size fits); the host
+        // guarantees the param buffer is readable during this call.
+        let values = unsafe { slice(buf.param, buf.len) };
+        self.engine.add_buffer(values)?;
+        self.footprint.add_param(p0, p1, n);
+        self.footprint.add_grad(g0, g1);
+        self.bufs.push(buf);
         Ok(())
+    }
+
+    /// Names the registered gradient that shares memory with `[start, end)` (error path).
+    fn grad_sharing(&self, start: usize, end: usize) -> String {
+        self.bufs
+            .iter()
+            .position(|b| {
+                let (g0, g1) = interval(b.grad as usize, b.len, 4);
+                g0 < end && start < g1
+            })
+            .map_or_else(|| "a gradient".to_string(), |i| format!("grad {i}"))
+    }
+
+    /// Refuses an output array of `len` elements of `size` bytes at `ptr` that shares memory
+    /// with a registered buffer (`name` names it in the error).
+    pub(crate) fn check_output_disjoint(
+        &self,
+        name: &str,
+        ptr: usize,
+        len: usize,
+        size: usize,
+    ) -> Result<(), Error> {
+        let (o0, o1) = interval(ptr, len, size);
+        let other = if let Some(i) = self.footprint.param_hit(o0, o1) {
+            format!("param {i}")
+        } else if self.footprint.grad_hit(o0, o1) {
+            self.grad_sharing(o0, o1)
+        } else {
+            return Ok(());
+        };
+        Err(Error::Overlap {
+            what: format!("{name} and {other} share memory"),
+        })
     }
 
     /// Runs `f` with slices over every registered param and the gradients: the registered

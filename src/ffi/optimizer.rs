@@ -209,9 +209,12 @@ pub unsafe extern "C" fn flatopt_optimizer_sum_squares_partials(
                 got: n,
             });
         }
+        // The output must not be (part of) a registered buffer: writing it would overwrite a
+        // gradient or parameter, and alias the slices the call reads.
+        h.check_output_disjoint("partials", partials as usize, n, std::mem::size_of::<f64>())?;
         // SAFETY: non-null unless `n` is 0, aligned (checked), `n` (the block count, whose
-        // byte size fits isize) writable doubles owned by the caller (C contract); doubles
-        // cannot be the caller's float buffers registered with this handle.
+        // byte size fits isize) writable doubles owned by the caller (C contract), disjoint
+        // from every registered buffer (checked above).
         let out = unsafe { slice_mut(partials, n) };
         // SAFETY: registered host pointers, valid during the call (C contract).
         unsafe { h.with_slices(None, |e, _, g| e.sum_squares_partials(g, out))? };
@@ -298,14 +301,9 @@ pub unsafe extern "C" fn flatopt_optimizer_step_range(
         let step = h.pending.ok_or(Error::InvalidState(
             "flatopt_optimizer_step_range outside begin_step / end_step",
         ))?;
-        let total: usize = h.bufs.iter().map(|b| b.len).sum();
-        if begin > end || end > total {
-            return Err(Error::invalid(
-                "range",
-                format!("[{begin}, {end})"),
-                "must satisfy begin <= end <= total registered length",
-            ));
-        }
+        // Checks the range and marks it applied, or refuses an overlap with a range already
+        // applied in this step before anything is written.
+        h.engine.claim_range(&step, begin, end)?;
         let mut offset = 0;
         for (b, raw) in h.bufs.iter().zip(&h.raw) {
             let (lo, hi) = (begin.max(offset), end.min(offset + b.len));

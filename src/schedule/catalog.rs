@@ -168,9 +168,15 @@ super::schedules! {
         }
     }
     @state(st) {
-        if st.t_i == 0 || st.t_cur >= st.t_i {
+        // t_i runs through t_0 * t_mult^k (saturating), t_cur through [0, t_i).
+        let mut t = t_0;
+        while t < st.t_i && t_mult > 1 && t != u64::MAX {
+            t = t.saturating_mul(t_mult);
+        }
+        if st.t_i == 0 || st.t_cur >= st.t_i || t != st.t_i {
             return Err(format!(
-                "warm-restart state t_cur = {}, t_i = {} is impossible",
+                "warm-restart state t_cur = {}, t_i = {} is impossible (t_i runs through \
+                 t_0 * t_mult^k with t_0 = {t_0}, t_mult = {t_mult}; t_cur < t_i)",
                 st.t_cur, st.t_i
             ));
         }
@@ -421,11 +427,32 @@ super::schedules! {
     }
     @advance(st) {}
     @state(st) {
+        // The rate starts at `base` and only goes down, to `min_lr` at the lowest; the best is
+        // one of the (finite) metrics or the start value; the counters are reset past
+        // `patience` and count down from `cooldown`.
         let lr = st.plateau_lr;
-        if !(lr.is_finite() && lr >= 0.0 && (lr as f32).is_finite()) || st.best.is_nan() {
+        let lowest = min_lr.min(base);
+        let start_best = match mode {
+            PlateauMode::Min => f64::INFINITY,
+            PlateauMode::Max => f64::NEG_INFINITY,
+        };
+        if !(lr >= lowest && lr <= base && (lr as f32).is_finite()) {
             return Err(format!(
-                "plateau state holds an impossible learning rate {lr:?} or best {:?}",
+                "plateau state holds an impossible learning rate {lr:?} (it lies in \
+                 [{lowest:?}, {base:?}])"
+            ));
+        }
+        if st.best.is_nan() || (st.best.is_infinite() && st.best != start_best) {
+            return Err(format!(
+                "plateau state holds an impossible best metric {:?} (mode {mode:?})",
                 st.best
+            ));
+        }
+        if st.num_bad_epochs > patience || st.cooldown_counter > cooldown {
+            return Err(format!(
+                "plateau state holds impossible counters: {} bad epochs (patience {patience}), \
+                 cooldown counter {} (cooldown {cooldown})",
+                st.num_bad_epochs, st.cooldown_counter
             ));
         }
         Ok(())

@@ -95,6 +95,7 @@ static const char *const k_api[] = {
     "flatopt_optimizer_load",
     "flatopt_optimizer_save_file",
     "flatopt_optimizer_load_file",
+    "flatopt_optimizer_checkpoint_info",
 };
 #define N_API (sizeof k_api / sizeof k_api[0])
 
@@ -342,7 +343,7 @@ typedef struct out_area {
     flatopt_optimizer *opt;
     const float *cfp;
     size_t sz;
-    uint64_t u64;
+    uint64_t u64, u64b;
     uint32_t u32;
     float f;
     double d;
@@ -380,6 +381,7 @@ typedef struct fixture {
     double values[4];
     out_area out;
     int pending;
+    size_t pending_from; /* a pending step is applied up to here by its setup */
     /* Statuses of the follow-up steps, compared with the twin's. */
     int fu[32];
     int n_fu;
@@ -645,7 +647,7 @@ static void follow_up(fixture *fx)
     if (fx->pending) {
         n = 0;
         FU(F(flatopt_optimizer_total_len)(fx->opt, &n));
-        FU(F(flatopt_optimizer_step_range)(fx->opt, 0, n));
+        FU(F(flatopt_optimizer_step_range)(fx->opt, fx->pending_from, n));
         FU(F(flatopt_optimizer_end_step)(fx->opt));
         fx->pending = 0;
     }
@@ -684,6 +686,13 @@ static void setup_pending(fixture *fx)
 {
     OK(F(flatopt_optimizer_begin_step)(fx->opt));
     fx->pending = 1;
+}
+/* A begun step with elements [0, 10) applied (buffer 0 and half of buffer 1). */
+static void setup_part(fixture *fx)
+{
+    setup_pending(fx);
+    OK(F(flatopt_optimizer_step_range)(fx->opt, 0, 10));
+    fx->pending_from = 10;
 }
 
 /* Sets a message no row produces, so that a stale message cannot pass a row. */
@@ -1048,6 +1057,11 @@ R(r_range_nobegin) { return F(flatopt_optimizer_step_range)(fx->opt, 0, 10); }
 R(r_range_past_end) { return F(flatopt_optimizer_step_range)(fx->opt, 0, 5 + 17 + 40 + 1); }
 R(r_range_reversed) { return F(flatopt_optimizer_step_range)(fx->opt, 10, 5); }
 R(r_range_huge) { return F(flatopt_optimizer_step_range)(fx->opt, 0, SIZE_MAX); }
+R(r_range_again) { return F(flatopt_optimizer_step_range)(fx->opt, 0, 10); }
+R(r_range_overlap) { return F(flatopt_optimizer_step_range)(fx->opt, 5, 20); }
+R(r_range_inside) { return F(flatopt_optimizer_step_range)(fx->opt, 3, 4); }
+R(r_range_last) { return F(flatopt_optimizer_step_range)(fx->opt, 9, 62); }
+R(r_end_part) { return F(flatopt_optimizer_end_step)(fx->opt); }
 R(r_range_bare) { return F(flatopt_optimizer_step_range)(fx->bare, 0, 0); }
 R(r_end_null) { (void)fx; return F(flatopt_optimizer_end_step)(NULL); }
 R(r_end_nobegin) { return F(flatopt_optimizer_end_step)(fx->opt); }
@@ -1364,6 +1378,16 @@ R(r_sp_mis)
     return F(flatopt_sum_squares_partials)(fx->sp, 5, d, 1);
 }
 R(r_sp_huge) { return F(flatopt_sum_squares_partials)(fx->sp, SIZE_MAX, fx->out.dv, 1); }
+/* The handle's partials written over a registered gradient or parameter. */
+R(r_osp_on_grad)
+{
+    return F(flatopt_optimizer_sum_squares_partials)(fx->opt, (double *)(void *)fx->g[2], 3);
+}
+R(r_osp_on_param)
+{
+    return F(flatopt_optimizer_sum_squares_partials)(fx->opt, (double *)(void *)(fx->p[1] + 2),
+                                                     3);
+}
 R(r_sp_overlap)
 {
     /* the partials written over the input floats */
@@ -1525,6 +1549,29 @@ static size_t ed_trailing(unsigned char *b, size_t n)
     ck_reseal(b, n + 4);
     return n + 4;
 }
+/* Element i of state array k (0 m, 1 v, 2 slow: Lookahead(Adam)) of buffer 0 (5 elements) set
+ * to x, with a valid CRC. */
+static size_t ed_state(unsigned char *b, size_t n, int k, int i, float x)
+{
+    uint32_t bits;
+    size_t at = ck_nbuf(b) + 8 + 16 + 4 * (5 * (size_t)k + (size_t)i);
+    memcpy(&bits, &x, sizeof bits);
+    put_u32(b + at, bits);
+    ck_reseal(b, n);
+    return n;
+}
+static size_t ed_m_nan(unsigned char *b, size_t n) { return ed_state(b, n, 0, 1, NAN); }
+static size_t ed_v_neg(unsigned char *b, size_t n) { return ed_state(b, n, 1, 2, -1.0f); }
+static size_t ed_slow_inf(unsigned char *b, size_t n) { return ed_state(b, n, 2, 0, INFINITY); }
+static size_t ed_plateau_lr_huge(unsigned char *b, size_t n)
+{
+    double lr = 1e300;
+    uint64_t bits;
+    memcpy(&bits, &lr, sizeof bits);
+    put_u64(b + ck_counters(b) + 5 * 8, bits);
+    ck_reseal(b, n);
+    return n;
+}
 static size_t ed_plateau_best_nan(unsigned char *b, size_t n)
 {
     size_t best = ck_counters(b) + 6 * 8;
@@ -1593,6 +1640,44 @@ R(r_load_nbuf_huge) { return load_edited(fx->opt, fx->opt, ed_nbuf_huge); }
 R(r_load_present) { return load_edited(fx->opt, fx->opt, ed_present); }
 R(r_load_trailing) { return load_edited(fx->opt, fx->opt, ed_trailing); }
 R(r_load_plateau_nan) { return load_edited(fx->plat, fx->plat, ed_plateau_best_nan); }
+R(r_load_plateau_lr) { return load_edited(fx->plat, fx->plat, ed_plateau_lr_huge); }
+R(r_load_m_nan) { return load_edited(fx->opt, fx->opt, ed_m_nan); }
+R(r_load_v_neg) { return load_edited(fx->opt, fx->opt, ed_v_neg); }
+R(r_load_slow_inf) { return load_edited(fx->opt, fx->opt, ed_slow_inf); }
+/* checkpoint_info: checks like load, changes nothing, writes no output on failure. */
+static flatopt_status info_edited(fixture *fx, size_t (*edit)(unsigned char *b, size_t n))
+{
+    size_t n = 0;
+    unsigned char *b = ckpt_of(fx->opt, &n);
+    flatopt_status st;
+    if (edit)
+        n = edit(b, n);
+    st = F(flatopt_optimizer_checkpoint_info)(fx->opt, b, n, &fx->out.u64, &fx->out.u64b,
+                                              &fx->out.f);
+    free(b);
+    return st;
+}
+R(r_info_null)
+{
+    unsigned char b[64];
+    memset(b, 0, sizeof b);
+    return F(flatopt_optimizer_checkpoint_info)(NULL, b, sizeof b, &fx->out.u64, NULL, NULL);
+}
+R(r_info_buf_null)
+{
+    return F(flatopt_optimizer_checkpoint_info)(fx->opt, NULL, 100, &fx->out.u64, NULL, NULL);
+}
+R(r_info_magic) { return info_edited(fx, ed_magic); }
+R(r_info_v_neg) { return info_edited(fx, ed_v_neg); }
+R(r_info_nola)
+{
+    size_t n = 0;
+    unsigned char *b = ckpt_of(fx->nola, &n);
+    flatopt_status st = F(flatopt_optimizer_checkpoint_info)(fx->opt, b, n, &fx->out.u64,
+                                                             &fx->out.u64b, &fx->out.f);
+    free(b);
+    return st;
+}
 R(r_load_nola) { return load_edited(fx->opt, fx->nola, NULL); }
 /* A checkpoint of another optimizer: config c, buffers of the given lengths. */
 static flatopt_status load_foreign(fixture *fx, const flatopt_config *c, const size_t *lens,
@@ -1857,6 +1942,14 @@ static const row k_rows[] = {
     { "step_range: begin > end", setup_pending, r_range_reversed, E_ARG, "range" },
     { "step_range: end SIZE_MAX", setup_pending, r_range_huge, E_ARG, "range" },
     { "step_range: before add_param", NULL, r_range_bare, E_STATE, "begin_step" },
+    { "step_range: the same range twice", setup_part, r_range_again, E_OVER, "element 0" },
+    { "step_range: overlapping an applied range", setup_part, r_range_overlap, E_OVER,
+      "element 5" },
+    { "step_range: inside an applied range", setup_part, r_range_inside, E_OVER, "element 3" },
+    { "step_range: the rest and one applied element", setup_part, r_range_last, E_OVER,
+      "element 9" },
+    { "end_step: with no range applied", setup_pending, r_end_part, E_LEN, "elements applied" },
+    { "end_step: after 10 of 62 elements", setup_part, r_end_part, E_LEN, "elements applied" },
     { "end_step: opt NULL", NULL, r_end_null, E_NULL, "opt" },
     { "end_step: without begin_step", NULL, r_end_nobegin, E_STATE, "begin_step" },
     { "end_step: after a finished step", setup_stepped, r_end_nobegin, E_STATE, "begin_step" },
@@ -2007,6 +2100,10 @@ static const row k_rows[] = {
     { "sum_squares_partials: len SIZE_MAX", NULL, r_sp_huge, E_ARG, "invalid x" },
     { "sum_squares_partials: x misaligned", NULL, r_sp_x_mis, E_ARG, "invalid x" },
     { "sum_squares_partials: partials overlap x", NULL, r_sp_overlap, E_OVER, "partials" },
+    { "optimizer_sum_squares_partials: partials over grad 2", NULL, r_osp_on_grad, E_OVER,
+      "partials and grad 2" },
+    { "optimizer_sum_squares_partials: partials inside param 1", NULL, r_osp_on_param, E_OVER,
+      "partials and param 1" },
     { "clip_scale: max_norm 0", NULL, r_cs_max0, E_ARG, "max_norm" },
     { "clip_scale: max_norm negative", NULL, r_cs_max_neg, E_ARG, "max_norm" },
     { "clip_scale: max_norm NaN", NULL, r_cs_max_nan, E_ARG, "max_norm" },
@@ -2062,6 +2159,18 @@ static const row k_rows[] = {
     { "load: 4 bytes after the last buffer (valid CRC)", NULL, r_load_trailing, E_CORRUPT,
       "unexpected bytes" },
     { "load: plateau best = NaN (valid CRC)", NULL, r_load_plateau_nan, E_CORRUPT, "plateau" },
+    { "load: plateau learning rate 1e300 (valid CRC)", NULL, r_load_plateau_lr, E_CORRUPT,
+      "learning rate" },
+    { "load: first moment NaN (valid CRC)", NULL, r_load_m_nan, E_CORRUPT, "first moment m[1]" },
+    { "load: second moment -1 (valid CRC)", NULL, r_load_v_neg, E_CORRUPT,
+      "second moment v[2]" },
+    { "load: slow weight +Inf (valid CRC)", NULL, r_load_slow_inf, E_CORRUPT, "slow weight[0]" },
+    { "checkpoint_info: opt NULL", NULL, r_info_null, E_NULL, "opt" },
+    { "checkpoint_info: buf NULL", NULL, r_info_buf_null, E_NULL, "buf" },
+    { "checkpoint_info: bad magic", NULL, r_info_magic, E_CORRUPT, "magic" },
+    { "checkpoint_info: second moment -1 (valid CRC)", NULL, r_info_v_neg, E_CORRUPT,
+      "second moment" },
+    { "checkpoint_info: another configuration", NULL, r_info_nola, E_ARG, "differs" },
     { "load: checkpoint of an SGD optimizer into Adam", NULL, r_load_nola, E_ARG, "differs" },
     { "load: checkpoint saved with another lr", NULL, r_load_other_lr, E_ARG, "differs" },
     { "load: checkpoint saved with another alpha", NULL, r_load_other_alpha, E_ARG, "alpha" },
@@ -3374,6 +3483,21 @@ static void test_checkpoints(void)
           "save_file wrote something else than save (%lu bytes vs %lu)", (unsigned long)fsize,
           (unsigned long)size);
     lr_at_save = current_lr(a.opt);
+    {
+        /* The counters of the checkpoint itself (one snapshot), as the queries give them. */
+        uint64_t ck_steps = 0, ck_skipped = 0, q_steps = 1, q_skipped = 1;
+        float ck_lr = -1.0f;
+        OK(F(flatopt_optimizer_checkpoint_info)(a.opt, mem, size, &ck_steps, &ck_skipped,
+                                                &ck_lr));
+        OK(F(flatopt_optimizer_step_count)(a.opt, &q_steps));
+        OK(F(flatopt_optimizer_skipped_count)(a.opt, &q_skipped));
+        CHECK(ck_steps == q_steps && ck_skipped == q_skipped && ck_skipped == 1 &&
+                  ck_lr == lr_at_save,
+              "checkpoint_info: %lu applied, %lu skipped, lr %g; the optimizer: %lu, %lu, %g",
+              (unsigned long)ck_steps, (unsigned long)ck_skipped, (double)ck_lr,
+              (unsigned long)q_steps, (unsigned long)q_skipped, (double)lr_at_save);
+        OK(F(flatopt_optimizer_checkpoint_info)(a.opt, mem, size, NULL, NULL, NULL));
+    }
     for (i = 0; i < 3; i++)
         saved_p[i] = fdup(a.p[i], lens[i]);
 
