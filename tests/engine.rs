@@ -4,6 +4,9 @@
 //! switching tier and threads mid-run, and a forked child that keeps working.
 
 mod common;
+#[macro_use]
+#[path = "common/rows.rs"]
+mod rows;
 
 use std::sync::OnceLock;
 
@@ -572,278 +575,288 @@ fn nonfinite_propagate_lets_nan_through() {
     assert_eq!(checked, 90);
 }
 
-/// Invalid configurations, PyTorch `OptimizerInfo` style: each with the argument the error must
-/// name.
-fn error_inputs() -> Vec<(&'static str, Config, &'static str)> {
-    let adam = |b1: f64, b2: f64, eps: f64| Base::Adam {
+fn adam_base(b1: f64, b2: f64, eps: f64) -> Base {
+    Base::Adam {
         b1,
         b2,
         eps,
         amsgrad: false,
-    };
-    let sched = |s: Schedule| Config::with_schedule(Base::sgd(), s);
-    let ok = Config::new(Base::adam(), 1e-3);
-    vec![
-        ("negative lr", Config::new(Base::sgd(), -0.1), "lr"),
-        ("NaN lr", Config::new(Base::sgd(), f64::NAN), "lr"),
-        ("infinite lr", Config::new(Base::sgd(), f64::INFINITY), "lr"),
-        ("alpha < 0", ok.clone().lookahead(5, -0.1), "alpha"),
-        ("alpha > 1", ok.clone().lookahead(5, 1.5), "alpha"),
-        ("NaN alpha", ok.clone().lookahead(5, f64::NAN), "alpha"),
-        ("sync_period 0", ok.clone().lookahead(0, 0.5), "sync_period"),
-        ("b1 = 1", Config::new(adam(1.0, 0.999, 1e-8), 1e-3), "b1"),
-        ("b1 < 0", Config::new(adam(-0.1, 0.999, 1e-8), 1e-3), "b1"),
-        (
-            "NaN b1",
-            Config::new(adam(f64::NAN, 0.999, 1e-8), 1e-3),
-            "b1",
+    }
+}
+
+fn sched(s: Schedule) -> Config {
+    Config::with_schedule(Base::sgd(), s)
+}
+
+fn ok() -> Config {
+    Config::new(Base::adam(), 1e-3)
+}
+
+/// An invalid configuration: validate and new refuse it naming the argument `want`.
+fn check_invalid_config(row: &str, (what, cfg, want): (&str, Config, &str)) {
+    for r in [
+        cfg.validate().map(|_| ()),
+        Optimizer::new(cfg.clone()).map(|_| ()),
+    ] {
+        match r {
+            Err(Error::InvalidArgument { name, .. }) => {
+                assert_eq!(name, want, "{row} ({what}): wrong argument named")
+            }
+            other => panic!("{row} ({what}): expected InvalidArgument({want}), got {other:?}"),
+        }
+    }
+}
+
+/// Invalid configurations, one test each.
+mod invalid_configs {
+    use super::*;
+
+    rows! { check_invalid_config;
+    negative_lr: ("negative lr", Config::new(Base::sgd(), -0.1), "lr"),
+    nan_lr: ("NaN lr", Config::new(Base::sgd(), f64::NAN), "lr"),
+    infinite_lr: ("infinite lr", Config::new(Base::sgd(), f64::INFINITY), "lr"),
+    alpha_lt_0: ("alpha < 0", ok().lookahead(5, -0.1), "alpha"),
+    alpha_gt_1: ("alpha > 1", ok().lookahead(5, 1.5), "alpha"),
+    nan_alpha: ("NaN alpha", ok().lookahead(5, f64::NAN), "alpha"),
+    sync_period_0: ("sync_period 0", ok().lookahead(0, 0.5), "sync_period"),
+    b1_eq_1: ("b1 = 1", Config::new(adam_base(1.0, 0.999, 1e-8), 1e-3), "b1"),
+    b1_lt_0: ("b1 < 0", Config::new(adam_base(-0.1, 0.999, 1e-8), 1e-3), "b1"),
+    nan_b1: (
+        "NaN b1",
+        Config::new(adam_base(f64::NAN, 0.999, 1e-8), 1e-3),
+        "b1",
+    ),
+    b2_eq_1: ("b2 = 1", Config::new(adam_base(0.9, 1.0, 1e-8), 1e-3), "b2"),
+    b2_gt_1: ("b2 > 1", Config::new(adam_base(0.9, 1.5, 1e-8), 1e-3), "b2"),
+    eps_eq_0: ("eps = 0", Config::new(adam_base(0.9, 0.999, 0.0), 1e-3), "eps"),
+    eps_lt_0: ("eps < 0", Config::new(adam_base(0.9, 0.999, -1e-8), 1e-3), "eps"),
+    nan_eps: (
+        "NaN eps",
+        Config::new(adam_base(0.9, 0.999, f64::NAN), 1e-3),
+        "eps",
+    ),
+    radam_b2_eq_1: (
+        "radam b2 = 1",
+        Config::new(
+            Base::RAdam {
+                b1: 0.9,
+                b2: 1.0,
+                eps: 1e-8,
+            },
+            1e-3,
         ),
-        ("b2 = 1", Config::new(adam(0.9, 1.0, 1e-8), 1e-3), "b2"),
-        ("b2 > 1", Config::new(adam(0.9, 1.5, 1e-8), 1e-3), "b2"),
-        ("eps = 0", Config::new(adam(0.9, 0.999, 0.0), 1e-3), "eps"),
-        ("eps < 0", Config::new(adam(0.9, 0.999, -1e-8), 1e-3), "eps"),
-        (
-            "NaN eps",
-            Config::new(adam(0.9, 0.999, f64::NAN), 1e-3),
-            "eps",
+        "b2",
+    ),
+    adamw_negative_decay: (
+        "adamw negative decay",
+        Config::new(
+            Base::AdamW {
+                b1: 0.9,
+                b2: 0.999,
+                eps: 1e-8,
+                weight_decay: -0.01,
+            },
+            1e-3,
         ),
-        (
-            "radam b2 = 1",
-            Config::new(
-                Base::RAdam {
-                    b1: 0.9,
-                    b2: 1.0,
-                    eps: 1e-8,
-                },
-                1e-3,
-            ),
-            "b2",
+        "weight_decay (decoupled)",
+    ),
+    adamw_eps_0: (
+        "adamw eps 0",
+        Config::new(
+            Base::AdamW {
+                b1: 0.9,
+                b2: 0.999,
+                eps: 0.0,
+                weight_decay: 0.01,
+            },
+            1e-3,
         ),
-        (
-            "adamw negative decay",
-            Config::new(
-                Base::AdamW {
-                    b1: 0.9,
-                    b2: 0.999,
-                    eps: 1e-8,
-                    weight_decay: -0.01,
-                },
-                1e-3,
-            ),
-            "weight_decay (decoupled)",
+        "eps",
+    ),
+    negative_weight_decay: (
+        "negative weight_decay",
+        ok().weight_decay(-0.1),
+        "weight_decay",
+    ),
+    nan_weight_decay: (
+        "NaN weight_decay",
+        ok().weight_decay(f64::NAN),
+        "weight_decay",
+    ),
+    clip_norm_0: ("clip_norm 0", ok().clip_norm(0.0), "grad_clip_norm"),
+    clip_norm_lt_0: (
+        "clip_norm < 0",
+        ok().clip_norm(-1.0),
+        "grad_clip_norm",
+    ),
+    nan_clip_norm: (
+        "NaN clip_norm",
+        ok().clip_norm(f64::NAN),
+        "grad_clip_norm",
+    ),
+    clip_value_0: (
+        "clip_value 0",
+        ok().clip_value(0.0),
+        "grad_clip_value",
+    ),
+    clip_value_lt_0: (
+        "clip_value < 0",
+        ok().clip_value(-1.0),
+        "grad_clip_value",
+    ),
+    nesterov_without_momentum: (
+        "nesterov without momentum",
+        Config::new(
+            Base::Sgd {
+                momentum: 0.0,
+                dampening: 0.0,
+                nesterov: true,
+            },
+            0.1,
         ),
-        (
-            "adamw eps 0",
-            Config::new(
-                Base::AdamW {
-                    b1: 0.9,
-                    b2: 0.999,
-                    eps: 0.0,
-                    weight_decay: 0.01,
-                },
-                1e-3,
-            ),
-            "eps",
+        "nesterov",
+    ),
+    nesterov_with_dampening: (
+        "nesterov with dampening",
+        Config::new(
+            Base::Sgd {
+                momentum: 0.9,
+                dampening: 0.5,
+                nesterov: true,
+            },
+            0.1,
         ),
-        (
-            "negative weight_decay",
-            ok.clone().weight_decay(-0.1),
-            "weight_decay",
+        "nesterov",
+    ),
+    momentum_eq_1: (
+        "momentum = 1",
+        Config::new(Base::momentum(1.0, false), 0.1),
+        "momentum",
+    ),
+    momentum_lt_0: (
+        "momentum < 0",
+        Config::new(Base::momentum(-0.5, false), 0.1),
+        "momentum",
+    ),
+    dampening_gt_1: (
+        "dampening > 1",
+        Config::new(
+            Base::Sgd {
+                momentum: 0.9,
+                dampening: 1.5,
+                nesterov: false,
+            },
+            0.1,
         ),
-        (
-            "NaN weight_decay",
-            ok.clone().weight_decay(f64::NAN),
-            "weight_decay",
-        ),
-        ("clip_norm 0", ok.clone().clip_norm(0.0), "grad_clip_norm"),
-        (
-            "clip_norm < 0",
-            ok.clone().clip_norm(-1.0),
-            "grad_clip_norm",
-        ),
-        (
-            "NaN clip_norm",
-            ok.clone().clip_norm(f64::NAN),
-            "grad_clip_norm",
-        ),
-        (
-            "clip_value 0",
-            ok.clone().clip_value(0.0),
-            "grad_clip_value",
-        ),
-        (
-            "clip_value < 0",
-            ok.clone().clip_value(-1.0),
-            "grad_clip_value",
-        ),
-        (
-            "nesterov without momentum",
-            Config::new(
-                Base::Sgd {
-                    momentum: 0.0,
-                    dampening: 0.0,
-                    nesterov: true,
-                },
-                0.1,
-            ),
-            "nesterov",
-        ),
-        (
-            "nesterov with dampening",
-            Config::new(
-                Base::Sgd {
-                    momentum: 0.9,
-                    dampening: 0.5,
-                    nesterov: true,
-                },
-                0.1,
-            ),
-            "nesterov",
-        ),
-        (
-            "momentum = 1",
-            Config::new(Base::momentum(1.0, false), 0.1),
-            "momentum",
-        ),
-        (
-            "momentum < 0",
-            Config::new(Base::momentum(-0.5, false), 0.1),
-            "momentum",
-        ),
-        (
-            "dampening > 1",
-            Config::new(
-                Base::Sgd {
-                    momentum: 0.9,
-                    dampening: 1.5,
-                    nesterov: false,
-                },
-                0.1,
-            ),
-            "dampening",
-        ),
-        ("num_threads 0", ok.clone().threads(0), "num_threads"),
-        ("num_threads 257", ok.clone().threads(257), "num_threads"),
-        (
-            "step schedule step_size 0",
-            sched(Schedule::Step {
-                base: 0.1,
-                step_size: 0,
-                gamma: 0.5,
-            }),
-            "step_size",
-        ),
-        (
-            "exponential gamma 0",
-            sched(Schedule::Exponential {
-                base: 0.1,
-                gamma: 0.0,
-            }),
-            "gamma",
-        ),
-        (
-            "exponential negative base",
-            sched(Schedule::Exponential {
-                base: -0.1,
-                gamma: 0.9,
-            }),
-            "base",
-        ),
-        (
-            "cosine t_max 0",
-            sched(Schedule::CosineAnnealing {
-                base: 0.1,
-                t_max: 0,
-                eta_min: 0.0,
-            }),
-            "t_max",
-        ),
-        (
-            "warmup cosine warmup > total",
-            sched(Schedule::WarmupCosine {
-                base: 0.1,
-                warmup_steps: 11,
-                total_steps: 10,
-                start_lr: 0.0,
-                eta_min: 0.0,
-            }),
-            "warmup_steps",
-        ),
-        (
-            "one cycle pct_start 1",
-            sched(Schedule::OneCycle {
-                max_lr: 0.1,
-                total_steps: 100,
-                pct_start: 1.0,
-                div_factor: 25.0,
-                final_div_factor: 1e4,
-                anneal: Anneal::Cos,
-            }),
-            "pct_start",
-        ),
-        (
-            "multistep repeated milestone",
-            sched(Schedule::MultiStep {
-                base: 0.1,
-                milestones: vec![3, 3],
-                gamma: 0.1,
-            }),
-            "milestones",
-        ),
-        (
-            "piecewise wrong value count",
-            sched(Schedule::PiecewiseConstant {
-                boundaries: vec![5],
-                values: vec![0.1],
-            }),
-            "values",
-        ),
-        (
-            "cyclic exp_range gamma > 1",
-            sched(Schedule::Cyclic {
-                base: 0.01,
-                max_lr: 0.1,
-                step_size_up: 4,
-                step_size_down: 4,
-                mode: CyclicMode::ExpRange,
-                gamma: 1.5,
-            }),
-            "gamma",
-        ),
-        (
-            "plateau factor 1",
-            sched(Schedule::ReduceOnPlateau {
-                base: 0.1,
-                mode: PlateauMode::Min,
-                factor: 1.0,
-                patience: 2,
-                threshold: 1e-4,
-                threshold_mode: ThresholdMode::Rel,
-                cooldown: 0,
-                min_lr: 0.0,
-            }),
-            "factor",
-        ),
-    ]
+        "dampening",
+    ),
+    num_threads_0: ("num_threads 0", ok().threads(0), "num_threads"),
+    num_threads_257: ("num_threads 257", ok().threads(257), "num_threads"),
+    step_schedule_step_size_0: (
+        "step schedule step_size 0",
+        sched(Schedule::Step {
+            base: 0.1,
+            step_size: 0,
+            gamma: 0.5,
+        }),
+        "step_size",
+    ),
+    exponential_gamma_0: (
+        "exponential gamma 0",
+        sched(Schedule::Exponential {
+            base: 0.1,
+            gamma: 0.0,
+        }),
+        "gamma",
+    ),
+    exponential_negative_base: (
+        "exponential negative base",
+        sched(Schedule::Exponential {
+            base: -0.1,
+            gamma: 0.9,
+        }),
+        "base",
+    ),
+    cosine_t_max_0: (
+        "cosine t_max 0",
+        sched(Schedule::CosineAnnealing {
+            base: 0.1,
+            t_max: 0,
+            eta_min: 0.0,
+        }),
+        "t_max",
+    ),
+    warmup_cosine_warmup_gt_total: (
+        "warmup cosine warmup > total",
+        sched(Schedule::WarmupCosine {
+            base: 0.1,
+            warmup_steps: 11,
+            total_steps: 10,
+            start_lr: 0.0,
+            eta_min: 0.0,
+        }),
+        "warmup_steps",
+    ),
+    one_cycle_pct_start_1: (
+        "one cycle pct_start 1",
+        sched(Schedule::OneCycle {
+            max_lr: 0.1,
+            total_steps: 100,
+            pct_start: 1.0,
+            div_factor: 25.0,
+            final_div_factor: 1e4,
+            anneal: Anneal::Cos,
+        }),
+        "pct_start",
+    ),
+    multistep_repeated_milestone: (
+        "multistep repeated milestone",
+        sched(Schedule::MultiStep {
+            base: 0.1,
+            milestones: vec![3, 3],
+            gamma: 0.1,
+        }),
+        "milestones",
+    ),
+    piecewise_wrong_value_count: (
+        "piecewise wrong value count",
+        sched(Schedule::PiecewiseConstant {
+            boundaries: vec![5],
+            values: vec![0.1],
+        }),
+        "values",
+    ),
+    cyclic_exp_range_gamma_gt_1: (
+        "cyclic exp_range gamma > 1",
+        sched(Schedule::Cyclic {
+            base: 0.01,
+            max_lr: 0.1,
+            step_size_up: 4,
+            step_size_down: 4,
+            mode: CyclicMode::ExpRange,
+            gamma: 1.5,
+        }),
+        "gamma",
+    ),
+    plateau_factor_1: (
+        "plateau factor 1",
+        sched(Schedule::ReduceOnPlateau {
+            base: 0.1,
+            mode: PlateauMode::Min,
+            factor: 1.0,
+            patience: 2,
+            threshold: 1e-4,
+            threshold_mode: ThresholdMode::Rel,
+            cooldown: 0,
+            min_lr: 0.0,
+        }),
+        "factor",
+    ),
+    }
 }
 
 #[test]
-fn invalid_configs_are_refused_with_the_right_name() {
-    let cases = error_inputs();
-    for (what, cfg, want) in &cases {
-        for r in [
-            cfg.validate().map(|_| ()),
-            Optimizer::new(cfg.clone()).map(|_| ()),
-        ] {
-            match r {
-                Err(Error::InvalidArgument { name, .. }) => {
-                    assert_eq!(name, *want, "{what}: wrong argument named")
-                }
-                other => panic!("{what}: expected InvalidArgument({want}), got {other:?}"),
-            }
-        }
-    }
-    assert_eq!(cases.len(), 42);
+fn unavailable_tier_and_valid_boundaries() {
     // An unavailable tier is Unsupported, not an invalid argument (where the CPU lacks one).
     for t in Tier::ALL.into_iter().filter(|t| !t.is_available()) {
         let cfg = Config::new(Base::adam(), 1e-3).tier(t);
