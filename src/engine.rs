@@ -291,6 +291,8 @@ impl Step {
         }
         coverage.check_step(self)?;
         coverage.claim(at, at + len)?;
+        // The host's thread: flatopt's floating-point mode for the pass (as `kernels::apply`).
+        let _mode = FpMode::enter();
         kernels::apply_unchecked_lengths(self.tier, &self.plan, b);
         Ok(())
     }
