@@ -1211,6 +1211,11 @@ enum flatopt_status flatopt_optimizer_load(struct flatopt_optimizer *opt,
  * `skipped_count` and `current_lr`. A checkpoint is one consistent snapshot: read a saved
  * checkpoint's counters here rather than with `flatopt_optimizer_step_count` and friends, whose
  * values other threads' updates may have moved between the calls.
+ *
+ * # Safety
+ * `opt` is NULL (refused) or a live handle from `flatopt_optimizer_new`.
+ * `buf` is NULL (refused) or holds `len` readable bytes. `step_count`, `skipped_count` and
+ * `current_lr` are each NULL (not written) or valid for a write of their type.
  */
 enum flatopt_status flatopt_optimizer_checkpoint_info(const struct flatopt_optimizer *opt,
                                                       const uint8_t *buf,

@@ -2113,7 +2113,10 @@ fn twenty_thousand_buffers_register_in_milliseconds() {
     // freed once at the end.
     let (c_add, h) = unsafe {
         let mut c = std::mem::zeroed::<flatopt_config>();
-        assert_eq!(flatopt_config_init(&mut c), FLATOPT_OK);
+        assert_eq!(
+            flatopt_config_init(&mut c, std::mem::size_of::<flatopt_config>()),
+            FLATOPT_OK
+        );
         c.lr = 1e-3;
         c.lookahead = 1;
         c.sync_period = 5;

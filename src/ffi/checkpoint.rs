@@ -106,6 +106,11 @@ pub unsafe extern "C" fn flatopt_optimizer_load(
 /// `skipped_count` and `current_lr`. A checkpoint is one consistent snapshot: read a saved
 /// checkpoint's counters here rather than with `flatopt_optimizer_step_count` and friends, whose
 /// values other threads' updates may have moved between the calls.
+///
+/// # Safety
+/// `opt` is NULL (refused) or a live handle from `flatopt_optimizer_new`.
+/// `buf` is NULL (refused) or holds `len` readable bytes. `step_count`, `skipped_count` and
+/// `current_lr` are each NULL (not written) or valid for a write of their type.
 #[no_mangle]
 pub unsafe extern "C" fn flatopt_optimizer_checkpoint_info(
     opt: *const flatopt_optimizer,
