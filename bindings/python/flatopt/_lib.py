@@ -294,6 +294,13 @@ optimizer_load = _fn(
 )
 optimizer_save_file = _fn("flatopt_optimizer_save_file", st, [_opt_p, c_char_p], required=False)
 optimizer_load_file = _fn("flatopt_optimizer_load_file", st, [_opt_p, c_char_p], required=False)
+# A checkpoint's counters and learning rate, read from the checkpoint itself (one snapshot).
+optimizer_checkpoint_info = _fn(
+    "flatopt_optimizer_checkpoint_info",
+    st,
+    [_opt_p, POINTER(c_uint8), c_size_t, POINTER(c_uint64), POINTER(c_uint64), POINTER(c_float)],
+    required=False,
+)
 
 # Sharded training (two-phase step with a global sum of squares); optional so that an older
 # library still loads (the sharding methods then raise UnsupportedError).

@@ -666,6 +666,19 @@ class Optimizer:
         )
         return bytes(memoryview(buf).cast("B")[: written.value])
 
+    def _checkpoint_info(self, blob):
+        """(step_count, skipped_steps, current_lr) stored in a checkpoint of this optimizer."""
+        buf = (ctypes.c_uint8 * max(len(blob), 1)).from_buffer_copy(blob or b"\0")
+        step, skipped, lr = ctypes.c_uint64(), ctypes.c_uint64(), ctypes.c_float()
+        _lib.check(
+            _lib.optimizer_checkpoint_info(
+                self._handle.ptr, buf, len(blob), ctypes.byref(step), ctypes.byref(skipped),
+                ctypes.byref(lr),
+            ),
+            "state_dict",
+        )
+        return step.value, skipped.value, float(lr.value)
+
     def state_dict(self):
         """The optimizer state as a picklable dict: the library checkpoint (counters, schedule
         state, moments, Lookahead slow weights) as bytes under ``'checkpoint'``, plus readable
@@ -674,16 +687,25 @@ class Optimizer:
         them yourself. ``load_state_dict`` on an optimizer of the same configuration and
         registered shapes, with the parameters restored, continues bit-identically."""
         self._require_checkpoints()
+        sched = self._schedule
+        if _lib.optimizer_checkpoint_info is not None:
+            # The counters and the learning rate are read from the checkpoint itself: one
+            # snapshot, whatever other threads' lock-free updates do meanwhile. The schedule
+            # object's own state moves only under the lock.
+            with self._lock:
+                blob = self._save_blob()
+                sched_state = None if sched is None else sched.state_dict()
+                step_count, skipped, lr = self._checkpoint_info(blob)
+        else:  # an older library: counters and checkpoint taken while no update ran
 
-        def read():
-            sched = self._schedule
-            return (
-                self._save_blob(),
-                self.current_lr,
-                None if sched is None else sched.state_dict(),
-            )
+            def read():
+                return (
+                    self._save_blob(),
+                    self.current_lr,
+                    None if sched is None else sched.state_dict(),
+                )
 
-        (step_count, skipped), (blob, lr, sched_state) = self._consistent(read)
+            (step_count, skipped), (blob, lr, sched_state) = self._consistent(read)
         return {
             "format": _STATE_FORMAT,
             "format_version": _STATE_FORMAT_VERSION,

@@ -7,6 +7,7 @@ import pickle
 import struct
 import threading
 import time
+import zlib
 
 import numpy as np
 import pytest
@@ -200,11 +201,14 @@ def _blob_counters(blob):
     return struct.unpack_from("<QQ", blob, 40 + clen)
 
 
-def test_state_dict_is_one_moment_while_another_thread_updates():
+@pytest.mark.parametrize("way", ["checkpoint_info", "counters around the save (older library)"])
+def test_state_dict_is_one_moment_while_another_thread_updates(way, monkeypatch):
     """state_dict() while another thread runs lock-free updates (registered gradients, a
-    per-update schedule, a NaN gradient now and then): the counters and the learning rate in
-    the dict are those of the checkpoint in the same dict, and so are slow_weights. About a
-    second."""
+    per-update schedule): the counters and the learning rate in the dict are those of the
+    checkpoint in the same dict; slow_weights works meanwhile. About a second per row: the
+    library's checkpoint_info, and the fallback without it."""
+    if way != "checkpoint_info":
+        monkeypatch.setattr(flatopt._lib, "optimizer_checkpoint_info", None)
     params = _init()
     grads = {k: np.full(v.shape, 0.01, np.float32) for k, v in params.items()}
     make = lambda: flatopt.Lookahead(  # noqa: E731
@@ -242,3 +246,76 @@ def test_state_dict_is_one_moment_while_another_thread_updates():
         stop.set()
         thread.join()
     assert checked > 5 and opt.step_count > checked
+
+
+# ---------------------------------------------------------------------------------------------
+# Crafted checkpoints: a valid checksum around state values no update can produce. Loading
+# refuses them before anything changes (the next update would write NaN or Inf otherwise).
+
+
+def _record_offset(blob):
+    """Offset of the first buffer record's arrays (docs/checkpoint-format.md)."""
+    (clen,) = struct.unpack_from("<Q", blob, 32)
+    return 40 + clen + 72 + 8 + 16
+
+
+def _with_value(state, array, value):
+    """The state with element 0 of state array `array` (0 m, 1 v) of buffer 0 set to `value`
+    and the checksum recomputed."""
+    blob = bytearray(state["checkpoint"])
+    at = _record_offset(blob)
+    (n,) = struct.unpack_from("<Q", blob, at - 16)
+    struct.pack_into("<f", blob, at + 4 * n * array, value)
+    body = bytes(blob[:-4])
+    return dict(state, checkpoint=body + struct.pack("<I", zlib.crc32(body) & 0xFFFFFFFF))
+
+
+VALUE_DOMAIN_ROWS = [
+    ("negative second moment", lambda s: _with_value(s, 1, -1.0)),
+    ("NaN second moment", lambda s: _with_value(s, 1, float("nan"))),
+    ("NaN first moment", lambda s: _with_value(s, 0, float("nan"))),
+    ("infinite first moment", lambda s: _with_value(s, 0, float("inf"))),
+]
+
+
+@pytest.mark.parametrize("desc,craft", VALUE_DOMAIN_ROWS, ids=[r[0] for r in VALUE_DOMAIN_ROWS])
+def test_impossible_state_values_are_refused(desc, craft):
+    opt, p = _trained()
+    before = opt.state_dict()
+    with pytest.raises(flatopt.CheckpointError):
+        opt.load_state_dict(craft(before))
+    assert opt.state_dict()["checkpoint"] == before["checkpoint"]
+    assert opt.schedule.state_dict() == before["schedule"]
+
+
+def test_save_to_a_name_at_the_file_system_limit(tmp_path):
+    opt, p = _trained()
+    path = tmp_path / ("c" * 250)
+    opt.save(path)
+    other, _ = _trained()
+    other.load(path)
+    assert other.state_dict()["checkpoint"] == opt.state_dict()["checkpoint"]
+    assert [q.name for q in tmp_path.iterdir()] == [path.name]
+
+
+def _max_rss_mib():
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@pytest.mark.parametrize("what", ["/dev/zero", "a 2 GiB file that is not a checkpoint"])
+def test_load_reads_no_more_than_a_checkpoint(what, tmp_path):
+    opt, p = _trained()
+    before = opt.state_dict()["checkpoint"]
+    path = what
+    if not what.startswith("/"):
+        path = tmp_path / "big.bin"
+        with open(path, "wb") as f:
+            f.write(before[:40])  # a checkpoint's header, then 2 GiB of (sparse) zeros
+            f.truncate(2**31)
+    rss = _max_rss_mib()
+    with pytest.raises(flatopt.CheckpointError):
+        opt.load(path)
+    assert _max_rss_mib() - rss < 256, "the file was read into memory"
+    assert opt.state_dict()["checkpoint"] == before
