@@ -174,6 +174,9 @@ namespace Flatopt
         internal static extern Status flatopt_optimizer_load(OptimizerHandle opt, byte* buf, UIntPtr len);
 
         [DllImport(Lib, CallingConvention = Cdecl)]
+        internal static extern Status flatopt_optimizer_checkpoint_info(OptimizerHandle opt, byte* buf, UIntPtr len, out ulong stepCount, out ulong skippedCount, out float currentLr);
+
+        [DllImport(Lib, CallingConvention = Cdecl)]
         internal static extern Status flatopt_optimizer_save_file(OptimizerHandle opt, byte* path);
 
         [DllImport(Lib, CallingConvention = Cdecl)]

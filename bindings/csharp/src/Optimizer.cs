@@ -17,6 +17,24 @@ using System.Runtime.InteropServices;
 
 namespace Flatopt
 {
+    /// <summary>The counters a checkpoint holds (Optimizer.CheckpointInfo).</summary>
+    public struct CheckpointInfo
+    {
+        /// <summary>Applied updates.</summary>
+        public readonly long StepCount;
+        /// <summary>Updates skipped for non-finite gradients.</summary>
+        public readonly long SkippedCount;
+        /// <summary>The learning rate the next update would use.</summary>
+        public readonly float CurrentLr;
+
+        public CheckpointInfo(long stepCount, long skippedCount, float currentLr)
+        {
+            StepCount = stepCount;
+            SkippedCount = skippedCount;
+            CurrentLr = currentLr;
+        }
+    }
+
     /// <summary>An optimizer (SGD / Adam / AdamW / RAdam, optionally Lookahead, clipping, weight
     /// decay, a learning-rate schedule) applying fused updates in place to registered buffers.
     /// One optimizer, one thread at a time, except StepRange between BeginStep and EndStep.</summary>
@@ -416,6 +434,28 @@ namespace Flatopt
             fixed (byte* b = data)
                 Errors.Check(Native.flatopt_optimizer_load(handle, b == null ? null : b + offset,
                     (UIntPtr)(uint)count));
+        }
+
+        /// <summary>Validates a checkpoint exactly as Load does, without loading it, and returns
+        /// its counters: one consistent snapshot (read a saved checkpoint's counters here rather
+        /// than from StepCount and friends, which other threads' updates may move).</summary>
+        public CheckpointInfo CheckpointInfo(byte[] data)
+        {
+            return CheckpointInfo(data, 0, data == null ? 0 : data.Length);
+        }
+
+        /// <summary>CheckpointInfo of data[offset .. offset + count).</summary>
+        public CheckpointInfo CheckpointInfo(byte[] data, int offset, int count)
+        {
+            if (data != null && (offset < 0 || count < 0 || offset > data.Length - count))
+                throw Errors.Length("checkpoint range [offset, offset + count) of data", data.Length,
+                    (long)offset + count);
+            ulong steps, skipped;
+            float lr;
+            fixed (byte* b = data)
+                Errors.Check(Native.flatopt_optimizer_checkpoint_info(handle, b == null ? null : b + offset,
+                    (UIntPtr)(uint)count, out steps, out skipped, out lr));
+            return new CheckpointInfo((long)steps, (long)skipped, lr);
         }
 
         /// <summary>Saves a checkpoint file atomically (temporary file, fsync, rename): after a

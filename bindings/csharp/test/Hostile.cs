@@ -384,6 +384,10 @@ namespace Flatopt.Tests
                         fx.Opt.Load(o.Save());
                     }
                 }, Len, ""),
+                R("CheckpointInfo: null", fx => fx.Opt.CheckpointInfo(null), Null, "buf"),
+                R("CheckpointInfo: truncated by one byte", fx => { var b = fx.Opt.Save(); fx.Opt.CheckpointInfo(b, 0, b.Length - 1); }, Corrupt, ""),
+                R("CheckpointInfo: a byte flipped", fx => { var b = fx.Opt.Save(); b[b.Length / 2] ^= 0x40; fx.Opt.CheckpointInfo(b); }, Corrupt, ""),
+                R("CheckpointInfo: range past the array", fx => fx.Opt.CheckpointInfo(new byte[8], 4, 8), Len, "checkpoint"),
                 R("LoadFile: no such file", fx => fx.Opt.LoadFile(Path.Combine(tmp, "missing.ckpt")), Io, "missing.ckpt"),
                 R("LoadFile: garbage", fx => fx.Opt.LoadFile(garbage), Corrupt, ""),
                 R("LoadFile: path null", fx => fx.Opt.LoadFile(null), Null, "path"),

@@ -36,13 +36,20 @@ namespace Flatopt.Tests
         [DllImport("flatopt", CallingConvention = CallingConvention.Cdecl)]
         private static extern Status flatopt_config_init(IntPtr config, UIntPtr size);
 
+        // Only in a library built with the test-only `fault-injection` feature: the next step on
+        // this thread panics inside the library.
+        [DllImport("flatopt", CallingConvention = CallingConvention.Cdecl)]
+        private static extern void flatopt_test_panic_next_step();
+
         private static int Main(string[] args)
         {
             if (args.Length == 1 && args[0] == "--finalizer-check")
                 return FinalizerCheck();
-            if (args.Length != 3)
+            if (args.Length == 1 && args[0] == "--poison")
+                return PoisonRows();
+            if (args.Length != 3 && args.Length != 4)
             {
-                Console.Error.WriteLine("usage: test_csharp.exe LAYOUT.txt GOLDEN.txt TMPDIR");
+                Console.Error.WriteLine("usage: test_csharp.exe LAYOUT.txt GOLDEN.txt TMPDIR [POISON_APP_DIR]");
                 return 2;
             }
             Console.WriteLine("test_csharp: flatopt {0} (binding for {1}.{2}.x), {3}, {4}-bit, default tier {5}",
@@ -60,6 +67,7 @@ namespace Flatopt.Tests
             Section(() => NativeMemoryAndPins());
             Section(() => Allocations());
             Section(() => Overhead());
+            Section(() => Poison(args.Length == 4 ? args[3] : null));
             Console.WriteLine();
             if (T.Failed > 0)
             {
@@ -328,6 +336,9 @@ namespace Flatopt.Tests
                         o.Step();
                     }
                     ckpt = o.Save();
+                    CheckpointInfo info = o.CheckpointInfo(ckpt);
+                    T.Require(info.StepCount == before && info.SkippedCount == 0 && T.Bits(info.CurrentLr) == T.Bits(o.CurrentLr),
+                        "CheckpointInfo {0} / {1} / {2}", info.StepCount, info.SkippedCount, info.CurrentLr);
                     T.Require(ckpt.Length == o.CheckpointSize, "Save() length {0} != CheckpointSize {1}", ckpt.Length, o.CheckpointSize);
                     fromBuffer = new byte[ckpt.Length + 10];
                     int n = o.Save(fromBuffer);
@@ -626,6 +637,102 @@ namespace Flatopt.Tests
                     return output;
                 }
             });
+        }
+
+        // Poisoned handles: the rows run in a child process over a library built with the
+        // test-only fault-injection feature (POISON_APP_DIR holds it beside this program), each
+        // child row becomes a row here.
+        private static void Poison(string appDir)
+        {
+            T.Section("poisoned handles (a panic inside a step, library built with fault-injection)");
+            if (appDir == null)
+            {
+                Console.WriteLine("  skipped: no fault-injection library given");
+                return;
+            }
+            var psi = new ProcessStartInfo(Process.GetCurrentProcess().MainModule.FileName,
+                "\"" + Path.Combine(appDir, "test_csharp.exe") + "\" --poison")
+            {
+                UseShellExecute = false,
+                RedirectStandardOutput = true,
+                RedirectStandardError = true, // the library's panic reports
+            };
+            using (Process child = Process.Start(psi))
+            {
+                child.ErrorDataReceived += (o, e) => { };
+                child.BeginErrorReadLine();
+                string line;
+                int rows = 0;
+                while ((line = child.StandardOutput.ReadLine()) != null)
+                {
+                    if (line.StartsWith("ok   ") || line.StartsWith("FAIL "))
+                    {
+                        rows++;
+                        string body = line.Substring(5);
+                        int sep = body.IndexOf("  ", StringComparison.Ordinal);
+                        T.Row("poison: " + (sep < 0 ? body : body.Substring(0, sep)), line.StartsWith("ok"),
+                            sep < 0 ? "" : body.Substring(sep + 2));
+                    }
+                }
+                child.WaitForExit();
+                T.Row("poison: child process", child.ExitCode == 0 && rows > 0, "exit " + child.ExitCode + ", " + rows + " rows");
+            }
+        }
+
+        private static int PoisonRows()
+        {
+            var calls = new List<Tuple<string, Action<Optimizer, float[]>>>
+            {
+                Tuple.Create<string, Action<Optimizer, float[]>>("Step", (o, g) => o.Step()),
+                Tuple.Create<string, Action<Optimizer, float[]>>("StepWithGrads", (o, g) => o.StepWithGrads(new[] { g })),
+                Tuple.Create<string, Action<Optimizer, float[]>>("StepWithSumSquares", (o, g) => o.StepWithSumSquares(1.0)),
+                Tuple.Create<string, Action<Optimizer, float[]>>("StepRange", (o, g) => { o.BeginStep(); o.StepRange(0, g.Length); }),
+            };
+            var after = new List<Tuple<string, Action<Optimizer, float[]>>>
+            {
+                Tuple.Create<string, Action<Optimizer, float[]>>("Step", (o, g) => o.Step()),
+                Tuple.Create<string, Action<Optimizer, float[]>>("StepCount", (o, g) => { if (o.StepCount < 0) throw new InvalidOperationException(); }),
+                Tuple.Create<string, Action<Optimizer, float[]>>("Save", (o, g) => o.Save()),
+                Tuple.Create<string, Action<Optimizer, float[]>>("Reset", (o, g) => o.Reset()),
+                Tuple.Create<string, Action<Optimizer, float[]>>("NumThreads = 1", (o, g) => o.NumThreads = 1),
+            };
+            foreach (var c in calls)
+            {
+                T.Run("a panic in " + c.Item1 + " -> InternalException, then PoisonedException; Dispose frees", () =>
+                {
+                    int pins0 = OptimizerHandle.LivePins;
+                    float[] p = T.Filled(16, 1, 1f), g = T.Filled(16, 2, 1f);
+                    var o = AdamLookahead(NonFinite.Skip, new[] { p }, new[] { g });
+                    o.Step();
+                    flatopt_test_panic_next_step();
+                    try
+                    {
+                        c.Item2(o, g);
+                        throw new RowFailure("no exception from the panicking call");
+                    }
+                    catch (InternalException)
+                    {
+                    }
+                    string msg = "";
+                    foreach (var a in after)
+                    {
+                        try
+                        {
+                            a.Item2(o, g);
+                            throw new RowFailure(a.Item1 + " after the panic: no exception");
+                        }
+                        catch (PoisonedException e)
+                        {
+                            msg = e.Message;
+                        }
+                    }
+                    o.Dispose();
+                    T.Require(OptimizerHandle.LivePins == pins0, "LivePins {0} after Dispose (was {1})", OptimizerHandle.LivePins, pins0);
+                    return "\"" + msg + "\"";
+                });
+            }
+            Console.WriteLine("test_csharp --poison: {0} passed, {1} failed", T.Passed, T.Failed);
+            return T.Failed == 0 ? 0 : 1;
         }
 
         // The child of the finalizer row: abandon a registered optimizer, collect, check.

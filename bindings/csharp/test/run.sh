@@ -3,7 +3,8 @@
 #
 #   1. Mono: bindings/csharp/ensure_mono.sh installs mono-devel when missing (root, apt-get);
 #      where it cannot, the C# tests are skipped with a message and this exits 0
-#   2. the binding built and laid out as NuGet expects (bindings/csharp/build.sh), checked:
+#   2. every function of the header has its DllImport in src/Native.cs (and no other)
+#      the binding built and laid out as NuGet expects (bindings/csharp/build.sh), checked:
 #      the assembly, its docs and runtimes/linux-x64/native/libflatopt.so; the .csproj's
 #      version and native item agree with the header and the layout
 #   3. the header's ABI facts: gen_layout.py writes a C program from include/flatopt.h
@@ -12,7 +13,8 @@
 #      shared library) and the test program (mcs, warnings as errors)
 #   5. the test program run from a directory laid out as an application ships the package
 #      (Flatopt.dll and libflatopt.so side by side): its closing line is
-#      "test_csharp: N passed, N failed"
+#      "test_csharp: N passed, N failed"; its poisoned-handle rows run a copy of it beside the
+#      library built with the test-only fault-injection feature (target/fault, as tests/c)
 #   6. the example game loop in --check mode (it learns, zero managed allocations per frame)
 # Build artefacts go to target/csharp/.
 set -euo pipefail
@@ -48,6 +50,16 @@ grep -q 'PackagePath="runtimes/linux-x64/native/libflatopt.so"' bindings/csharp/
     { echo "test-csharp: Flatopt.csproj does not pack runtimes/linux-x64/native/libflatopt.so" >&2; exit 1; }
 echo "test-csharp: package layout and Flatopt.csproj ($csproj_version) agree"
 
+# Every function of the header has its DllImport in Native.cs, and nothing else does.
+sed -nE 's/^[A-Za-z][^(]*[ *](flatopt_[a-z0-9_]+)\(.*/\1/p' include/flatopt.h | sort -u >"$out/api_header.txt"
+grep -oE 'extern [^ ]+ flatopt_[a-z0-9_]+\(' bindings/csharp/src/Native.cs |
+    sed -E 's/.* (flatopt_[a-z0-9_]+)\(/\1/' | sort -u >"$out/api_csharp.txt"
+if ! diff -u "$out/api_header.txt" "$out/api_csharp.txt"; then
+    echo "test-csharp: include/flatopt.h and bindings/csharp/src/Native.cs declare different functions (- header only, + C# only)" >&2
+    exit 1
+fi
+echo "test-csharp: all $(wc -l <"$out/api_header.txt") functions of the header declared in Native.cs"
+
 python3 bindings/csharp/test/gen_layout.py include/flatopt.h "$out/layout.c"
 "${CC:-gcc}" -std=c11 -Wall -Wextra -pedantic -Werror -Iinclude "$out/layout.c" -o "$out/layout"
 "$out/layout" >"$out/layout.txt"
@@ -66,9 +78,23 @@ mcs -target:exe -sdk:4.7.1 -unsafe -optimize+ -warnaserror+ -r:"$app/Flatopt.dll
 mcs -target:exe -sdk:4.7.1 -optimize+ -warnaserror+ -r:"$app/Flatopt.dll" \
     -out:"$app/GameLoop.exe" examples/csharp/GameLoop.cs
 
+# The same program beside the library built with the test-only fault-injection feature (the
+# debug build tests/c/run.sh makes too, in target/fault), for the poisoned-handle rows.
+poison="$out/poison-app"
+rm -rf "$poison"
+mkdir -p "$poison"
+if ! "${CARGO:-cargo}" build --features fault-injection --target-dir target/fault >"$out/cargo_fault.log" 2>&1; then
+    tail -n 30 "$out/cargo_fault.log"
+    echo "test-csharp: the fault-injection build failed (log: $out/cargo_fault.log)" >&2
+    exit 1
+fi
+cp target/fault/debug/libflatopt.so "$app/Flatopt.dll" "$app/test_csharp.exe" "$poison/"
+[[ -z "$soname" ]] || ln -sf libflatopt.so "$poison/$soname"
+
 rm -rf "$out/tmp" && mkdir -p "$out/tmp"
 status=0
-mono "$app/test_csharp.exe" "$out/layout.txt" "$out/golden.txt" "$out/tmp" | tee "$out/test_csharp.log" || status=1
+mono "$app/test_csharp.exe" "$out/layout.txt" "$out/golden.txt" "$out/tmp" "$poison" |
+    tee "$out/test_csharp.log" || status=1
 echo
 echo "test-csharp: the example game loop (--check: it learns, 0 bytes allocated per frame)"
 mono "$app/GameLoop.exe" --seconds 30 --check | tee "$out/gameloop.log" || status=1
