@@ -208,20 +208,25 @@ pub unsafe extern "C" fn flatopt_sgd_update(
     slow: *mut c_float,
     len: usize,
 ) -> flatopt_status {
-    guard(|| {
-        // SAFETY: C contract of this function.
-        unsafe {
-            let plan = stateless_plan(hp, args, flatopt_base_kind::FLATOPT_SGD)?;
-            let none = std::ptr::null_mut();
-            let st = [
-                ("momentum_buf", momentum_buf),
-                ("v", none),
-                ("v_max", none),
-                ("slow", slow),
-            ];
-            stateless_run(plan, param, grad, st, len)
-        }
-    })
+    let none = std::ptr::null_mut();
+    let state = [
+        ("momentum_buf", momentum_buf),
+        ("v", none),
+        ("v_max", none),
+        ("slow", slow),
+    ];
+    // SAFETY: this function's contract is `update`'s.
+    unsafe {
+        update(
+            flatopt_base_kind::FLATOPT_SGD,
+            hp,
+            args,
+            param,
+            grad,
+            state,
+            len,
+        )
+    }
 }
 
 /// Stateless Adam step (AMSGrad if `hp->amsgrad`: `v_max` required, else may be NULL).
@@ -243,44 +248,44 @@ pub unsafe extern "C" fn flatopt_adam_update(
     slow: *mut c_float,
     len: usize,
 ) -> flatopt_status {
-    guard(|| {
-        // SAFETY: C contract of this function.
-        unsafe {
-            let plan = stateless_plan(hp, args, flatopt_base_kind::FLATOPT_ADAM)?;
-            let st = [("m", m), ("v", v), ("v_max", v_max), ("slow", slow)];
-            stateless_run(plan, param, grad, st, len)
-        }
-    })
+    let state = [("m", m), ("v", v), ("v_max", v_max), ("slow", slow)];
+    // SAFETY: this function's contract is `update`'s.
+    unsafe {
+        update(
+            flatopt_base_kind::FLATOPT_ADAM,
+            hp,
+            args,
+            param,
+            grad,
+            state,
+            len,
+        )
+    }
 }
 
-/// The stateless AdamW and RAdam updates: the same buffers (m, v, slow), no AMSGrad maximum.
+/// One stateless update of `kind`: validates `hp` and `args`, then the buffers (NULL where
+/// required, alignment, pairwise overlap), then one fused pass on the default tier.
 ///
 /// # Safety
-/// As `flatopt_adamw_update`.
-#[allow(clippy::too_many_arguments)]
-unsafe fn two_moment_update(
+/// `hp` and `args` are NULL or point to their `struct_size` readable bytes; each buffer of
+/// `param`, `grad` and `state` is NULL or holds `len` floats, valid for the call and not
+/// accessed by anyone else during it.
+unsafe fn update(
     kind: flatopt_base_kind,
     hp: *const flatopt_base_params,
     args: *const flatopt_step_args,
     param: *mut f32,
     grad: *const f32,
-    m: *mut f32,
-    v: *mut f32,
-    slow: *mut f32,
+    state: [(&'static str, *mut f32); 4],
     len: usize,
 ) -> flatopt_status {
     guard(|| {
-        // SAFETY: C contract of the calling function.
-        unsafe {
-            let plan = stateless_plan(hp, args, kind)?;
-            let st = [
-                ("m", m),
-                ("v", v),
-                ("v_max", std::ptr::null_mut()),
-                ("slow", slow),
-            ];
-            stateless_run(plan, param, grad, st, len)
-        }
+        // SAFETY: `hp` and `args` are NULL or readable for their `struct_size` (this
+        // function's contract).
+        let plan = unsafe { stateless_plan(hp, args, kind)? };
+        // SAFETY: each buffer is NULL or `len` floats, valid and ours during the call (this
+        // function's contract); `stateless_run` checks NULL, alignment and overlap first.
+        unsafe { stateless_run(plan, param, grad, state, len) }
     })
 }
 
@@ -301,17 +306,21 @@ pub unsafe extern "C" fn flatopt_adamw_update(
     slow: *mut c_float,
     len: usize,
 ) -> flatopt_status {
-    // SAFETY: C contract of this function.
+    let state = [
+        ("m", m),
+        ("v", v),
+        ("v_max", std::ptr::null_mut()),
+        ("slow", slow),
+    ];
+    // SAFETY: this function's contract is `update`'s.
     unsafe {
-        two_moment_update(
+        update(
             flatopt_base_kind::FLATOPT_ADAMW,
             hp,
             args,
             param,
             grad,
-            m,
-            v,
-            slow,
+            state,
             len,
         )
     }
@@ -334,17 +343,21 @@ pub unsafe extern "C" fn flatopt_radam_update(
     slow: *mut c_float,
     len: usize,
 ) -> flatopt_status {
-    // SAFETY: C contract of this function.
+    let state = [
+        ("m", m),
+        ("v", v),
+        ("v_max", std::ptr::null_mut()),
+        ("slow", slow),
+    ];
+    // SAFETY: this function's contract is `update`'s.
     unsafe {
-        two_moment_update(
+        update(
             flatopt_base_kind::FLATOPT_RADAM,
             hp,
             args,
             param,
             grad,
-            m,
-            v,
-            slow,
+            state,
             len,
         )
     }
@@ -354,7 +367,8 @@ pub unsafe extern "C" fn flatopt_radam_update(
 /// `*out`. NaN or Inf if `x` holds a non-finite value, never overflowing for finite input.
 ///
 /// # Safety
-/// `x` is NULL (refused unless `len` is 0) or holds `len` readable floats; `out` is NULL (refused) or valid for one write.
+/// `x` is NULL (refused unless `len` is 0) or holds `len` readable floats; `out` is NULL
+/// (refused) or valid for one write.
 #[no_mangle]
 pub unsafe extern "C" fn flatopt_sum_squares(
     x: *const c_float,
@@ -502,7 +516,7 @@ pub unsafe extern "C" fn flatopt_clip_by_value(
     len: usize,
     c: c_float,
 ) -> flatopt_status {
-    // SAFETY: C contract of this function.
+    // SAFETY: `x` is NULL or holds `len` writable floats (this function's contract).
     guard(|| unsafe { run_op(Op::ClipValue(c), "x", x, std::ptr::null_mut(), len) })
 }
 
@@ -512,7 +526,7 @@ pub unsafe extern "C" fn flatopt_clip_by_value(
 /// `x` is NULL (refused unless `len` is 0) or holds `len` writable floats.
 #[no_mangle]
 pub unsafe extern "C" fn flatopt_scale(x: *mut c_float, len: usize, s: c_float) -> flatopt_status {
-    // SAFETY: C contract of this function.
+    // SAFETY: `x` is NULL or holds `len` writable floats (this function's contract).
     guard(|| unsafe { run_op(Op::Scale(s), "x", x, std::ptr::null_mut(), len) })
 }
 
@@ -527,6 +541,7 @@ pub unsafe extern "C" fn flatopt_lookahead_sync(
     len: usize,
     alpha: c_float,
 ) -> flatopt_status {
-    // SAFETY: C contract of this function.
+    // SAFETY: `fast` and `slow` are NULL or hold `len` writable floats each (this function's
+    // contract); `run_op` checks that they do not overlap.
     guard(|| unsafe { run_op(Op::Sync(alpha), "fast", fast, slow, len) })
 }
