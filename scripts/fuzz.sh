@@ -19,7 +19,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 
-ALL_TARGETS=(checkpoint_load config step)
+ALL_TARGETS=(checkpoint_load config step checkpoint_values split_order)
 
 if ! cargo +nightly --version >/dev/null 2>&1; then
     echo "fuzz.sh: the nightly toolchain is needed (rustup toolchain install nightly)" >&2

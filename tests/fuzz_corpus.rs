@@ -68,6 +68,16 @@ fn step_corpus() {
     replay("step");
 }
 
+#[test]
+fn checkpoint_values_corpus() {
+    replay("checkpoint_values");
+}
+
+#[test]
+fn split_order_corpus() {
+    replay("split_order");
+}
+
 /// Every seed passes its check (the seeds are also part of the committed corpus).
 #[test]
 fn seeds_pass() {

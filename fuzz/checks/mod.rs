@@ -12,6 +12,11 @@
 //!   and `Optimizer::new` (compared with the C ABI where the C structs can express them).
 //! - [`check_step`] (`step.rs`): updates with random sizes, values (NaN, Inf, subnormals,
 //!   huge), policies, tiers, thread counts 1-2 and the begin/apply/finish split.
+//! - [`check_checkpoint_values`] (`domains.rs`): checkpoints whose state values are replaced by
+//!   hostile bit patterns (checksum repaired): accepted exactly when every value is in its
+//!   domain, through Rust, C and `checkpoint_info` alike.
+//! - [`check_split_order`] (`split.rs`): begin / apply a range / finish / update in any order,
+//!   Rust and C, against a model of the applied elements.
 //!
 //! The support is split by concern: `input.rs` (reading fuzz bytes, interesting values),
 //! `generate.rs` (configurations from the library's catalogs, and their C form), `c_api.rs`
@@ -26,18 +31,28 @@ mod c_api;
 mod checkpoint_load;
 mod common;
 mod config;
+mod domains;
 mod generate;
 mod input;
 pub mod seeds;
+mod split;
 mod step;
 mod surgery;
 
 pub use checkpoint_load::check_checkpoint_load;
 pub use config::check_config;
+pub use domains::check_checkpoint_values;
+pub use split::check_split_order;
 pub use step::check_step;
 
 /// The targets, by name (the directories under `fuzz/corpus/`).
-pub const TARGETS: [&str; 3] = ["checkpoint_load", "config", "step"];
+pub const TARGETS: [&str; 5] = [
+    "checkpoint_load",
+    "config",
+    "step",
+    "checkpoint_values",
+    "split_order",
+];
 
 /// Runs the check of `target` on `data`.
 pub fn check(target: &str, data: &[u8]) {
@@ -45,6 +60,8 @@ pub fn check(target: &str, data: &[u8]) {
         "checkpoint_load" => check_checkpoint_load(data),
         "config" => check_config(data),
         "step" => check_step(data),
+        "checkpoint_values" => check_checkpoint_values(data),
+        "split_order" => check_split_order(data),
         other => panic!("unknown fuzz target {other}"),
     }
 }

@@ -191,6 +191,8 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
             out.push(s);
             out.push(b"\x00FLATOPTC".to_vec());
         }
+        "checkpoint_values" => out.extend(super::domains::seeds()),
+        "split_order" => out.extend(super::split::seeds()),
         "config" => {
             // Raw C mode: defaults of every base and schedule kind.
             let (n_schedules, n_bases) = (schedule::specs().len(), base_specs().len());
