@@ -224,6 +224,24 @@ scalar_field!(f64, F64);
 scalar_field!(u64, U64);
 scalar_field!(bool, Bool);
 
+/// A count (a thread count): a `u64` value in the catalog.
+impl Field for usize {
+    const TY: Ty = Ty::U64;
+    type View<'a> = usize;
+    fn view(&self) -> usize {
+        *self
+    }
+    fn to_value(&self) -> Value {
+        Value::U64(*self as u64)
+    }
+    fn from_value(v: Value) -> Option<Self> {
+        match v {
+            Value::U64(x) => usize::try_from(x).ok(),
+            _ => None,
+        }
+    }
+}
+
 impl Field for Option<f64> {
     const TY: Ty = Ty::OptF64;
     type View<'a> = Option<f64>;
@@ -270,13 +288,13 @@ macro_rules! choice {
     (
         $(#[$meta:meta])*
         pub enum $name:ident {
-            $( $(#[doc = $doc:literal])* $variant:ident = $label:literal, )+
+            $( $(#[$vmeta:meta])* $variant:ident = $label:literal, )+
         }
     ) => {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq)]
         pub enum $name {
-            $( $(#[doc = $doc])* $variant, )+
+            $( $(#[$vmeta])* $variant, )+
         }
 
         impl $name {
@@ -307,6 +325,32 @@ macro_rules! choice {
 }
 pub(crate) use choice;
 
+/// How the C struct spells a field, where it differs from the type's plain C form (`double`,
+/// `uint64_t`, `uint32_t` for flags and choices, NaN for an absent optional value).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CForm {
+    /// The type's plain C form.
+    Plain,
+    /// An optional `f64` whose C field is 0 for none (a threshold that 0 disables).
+    ZeroIsNone,
+    /// A `u64` carried in a `uint32_t`.
+    U32,
+    /// A flag or choice whose C value out of range is refused with this rule (naming the C
+    /// enum).
+    Enum(&'static str),
+}
+
+impl CForm {
+    /// The JSON name (`None` for the plain form, which the dump leaves out).
+    pub fn name(self) -> Option<&'static str> {
+        match self {
+            CForm::Plain | CForm::Enum(_) => None,
+            CForm::ZeroIsNone => Some("zero is none"),
+            CForm::U32 => Some("uint32_t"),
+        }
+    }
+}
+
 /// One field of a catalog entry.
 #[derive(Debug, Clone)]
 pub struct FieldSpec {
@@ -331,6 +375,11 @@ pub struct FieldSpec {
     pub c_label: &'static str,
     /// C only: 0 in the C field stands for the value of this other field (PyTorch's `None`).
     pub c_zero_means: Option<&'static str>,
+    /// How the C field spells the value.
+    pub c_form: CForm,
+    /// Whether checkpoints carry the field (not the thread count and SIMD tier, which do not
+    /// change results).
+    pub saved: bool,
     /// The documentation of the field.
     pub doc: &'static str,
 }
@@ -439,17 +488,23 @@ pub trait Sink {
 pub fn encode(sink: &mut dyn Sink, kind_name: &'static str, spec: &Spec, values: &[Value]) {
     sink.u32(kind_name, spec.kind);
     for (v, f) in values.iter().zip(&spec.fields) {
-        let name = f.key;
-        match v {
-            Value::F64(x) => sink.f64(name, *x),
-            Value::U64(x) => sink.u64(name, *x),
-            Value::Bool(b) => sink.u32(name, *b as u32),
-            Value::Choice(i) => sink.u32(name, *i),
-            // NaN never validates as a value, so it can stand for "none".
-            Value::OptF64(x) => sink.f64(name, x.unwrap_or(f64::NAN)),
-            Value::U64s(xs) => sink.u64s(name, xs),
-            Value::F64s(xs) => sink.f64s(name, xs),
-        }
+        encode_value(sink, f, v);
+    }
+}
+
+/// Encodes one field's value under its key: flags and choices as `u32`, an absent optional as
+/// NaN, lists as a count and the elements.
+pub fn encode_value(sink: &mut dyn Sink, f: &FieldSpec, v: &Value) {
+    let name = f.key;
+    match v {
+        Value::F64(x) => sink.f64(name, *x),
+        Value::U64(x) => sink.u64(name, *x),
+        Value::Bool(b) => sink.u32(name, *b as u32),
+        Value::Choice(i) => sink.u32(name, *i),
+        // NaN never validates as a value, so it can stand for "none".
+        Value::OptF64(x) => sink.f64(name, x.unwrap_or(f64::NAN)),
+        Value::U64s(xs) => sink.u64s(name, xs),
+        Value::F64s(xs) => sink.f64s(name, xs),
     }
 }
 
@@ -475,7 +530,7 @@ pub fn json(specs: &[Spec]) -> String {
                     };
                     format!(
                         "{{\"name\": {}, \"type\": {}, \"domain\": {}, \"f32\": {}, \
-                         \"default\": {}, \"c\": {}{}{}}}",
+                         \"default\": {}, \"c\": {}{}{}{}{}}}",
                         q(f.name),
                         q(f.ty.name()),
                         q(f.domain.name()),
@@ -485,6 +540,11 @@ pub fn json(specs: &[Spec]) -> String {
                         f.c_zero_means
                             .map(|z| format!(", \"c_zero_means\": {}", q(z)))
                             .unwrap_or_default(),
+                        f.c_form
+                            .name()
+                            .map(|n| format!(", \"c_form\": {}", q(n)))
+                            .unwrap_or_default(),
+                        if f.saved { "" } else { ", \"saved\": false" },
                         choices
                     )
                 })

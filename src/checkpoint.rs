@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::path::Path;
 
 use crate::catalog::{self, Sink};
-use crate::config::{Config, NonFinitePolicy, ScheduleMode};
+use crate::config::{Config, NonFinitePolicy};
 use crate::engine::Optimizer;
 use crate::error::Error;
 use crate::schedule::{Schedule, ScheduleState};
@@ -37,10 +37,6 @@ impl Enc {
         let start = self.buf.len();
         self.buf.extend_from_slice(bytes);
         self.fields.push((name, start, self.buf.len()));
-    }
-    fn opt_f64(&mut self, name: &'static str, x: Option<f64>) {
-        // NaN never validates as a threshold, so it can stand for "none".
-        self.f64(name, x.unwrap_or(f64::NAN));
     }
 }
 
@@ -75,32 +71,13 @@ fn encode_config(cfg: &Config) -> Enc {
     // declaration order).
     catalog::encode(&mut e, "base", cfg.base.spec(), &cfg.base.values());
     catalog::encode(&mut e, "schedule", cfg.lr.spec(), &cfg.lr.values());
-    e.u32(
-        "schedule_mode",
-        match cfg.schedule_mode {
-            ScheduleMode::PerUpdate => 0,
-            ScheduleMode::Manual => 1,
-        },
-    );
-    e.f64("weight_decay", cfg.weight_decay);
-    e.opt_f64("grad_clip_norm", cfg.grad_clip_norm);
-    e.opt_f64("grad_clip_value", cfg.grad_clip_value);
-    match cfg.lookahead {
-        Some(la) => {
-            e.u32("lookahead", 1);
-            e.u64("sync_period", la.sync_period);
-            e.f64("alpha", la.alpha);
+    // Then the configuration catalog's fields that checkpoints carry, in declaration order
+    // (a group's fields only when it is on).
+    cfg.for_each_field(|f, v| {
+        if f.saved {
+            catalog::encode_value(&mut e, f, &v);
         }
-        None => e.u32("lookahead", 0),
-    }
-    e.u32(
-        "nonfinite",
-        match cfg.nonfinite {
-            NonFinitePolicy::Skip => 0,
-            NonFinitePolicy::Error => 1,
-            NonFinitePolicy::Propagate => 2,
-        },
-    );
+    });
     e
 }
 

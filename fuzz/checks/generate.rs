@@ -2,7 +2,7 @@
 //! base rule, every field by its type, values often outside the domains), and their C form
 //! (through the library's own C field accessors, `flatopt::ffi::catalog`).
 
-use flatopt::catalog::{Spec, Ty, Value};
+use flatopt::catalog::{CForm, Spec, Ty, Value};
 use flatopt::config::base_specs;
 use flatopt::ffi::catalog as c_catalog;
 use flatopt::ffi::flatopt_status::*;
@@ -131,18 +131,17 @@ pub fn decode_config(inp: &mut Input, for_stepping: bool) -> Config {
         };
         (threads, tier)
     };
-    Config {
-        base,
-        lr,
-        schedule_mode,
-        weight_decay,
-        grad_clip_norm,
-        grad_clip_value,
-        lookahead,
-        nonfinite,
-        num_threads,
-        tier,
-    }
+    // Every other catalog field (one added later) at its default until a line here draws it.
+    let mut cfg = Config::with_schedule(base, lr);
+    cfg.schedule_mode = schedule_mode;
+    cfg.weight_decay = weight_decay;
+    cfg.grad_clip_norm = grad_clip_norm;
+    cfg.grad_clip_value = grad_clip_value;
+    cfg.lookahead = lookahead;
+    cfg.nonfinite = nonfinite;
+    cfg.num_threads = num_threads;
+    cfg.tier = tier;
+    cfg
 }
 
 /// A Rust configuration in C form: the config struct, its schedule and the schedule's lists.
@@ -220,25 +219,21 @@ pub fn to_c(cfg: &Config) -> Option<CConfig> {
             c.lr = lr;
         }
     }
-    c.schedule_manual = (cfg.schedule_mode == ScheduleMode::Manual) as u32;
-    c.weight_decay = cfg.weight_decay;
-    let clip = |x: Option<f64>| match x {
-        None => Some(0.0),
-        Some(0.0) => None,
-        Some(v) => Some(v),
-    };
-    c.grad_clip_norm = clip(cfg.grad_clip_norm)?;
-    c.grad_clip_value = clip(cfg.grad_clip_value)?;
-    if let Some(la) = cfg.lookahead {
-        (c.lookahead, c.sync_period, c.alpha) = (1, la.sync_period, la.alpha);
+    // The configuration catalog's fields, each into the C field it names (a group's only when
+    // it is on), except what C cannot say: a threshold of exactly 0 (C's "none"), a count past
+    // the `uint32_t` that carries it.
+    let mut expressible = true;
+    cfg.for_each_field(|f, v| {
+        match (&v, f.c_form) {
+            (Value::OptF64(Some(x)), CForm::ZeroIsNone) if *x == 0.0 => expressible = false,
+            (Value::U64(x), CForm::U32) if u32::try_from(*x).is_err() => expressible = false,
+            _ => {}
+        }
+        c_catalog::set(&mut c, f, &v);
+    });
+    if !expressible {
+        return None;
     }
-    c.nonfinite = match cfg.nonfinite {
-        NonFinitePolicy::Skip => 0,
-        NonFinitePolicy::Error => 1,
-        NonFinitePolicy::Propagate => 2,
-    };
-    c.num_threads = u32::try_from(cfg.num_threads).ok()?;
-    c.simd_tier = cfg.tier.map_or(0, |t| t as u32);
     Some(CConfig {
         cfg: c,
         base: Box::new(b),

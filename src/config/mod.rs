@@ -2,7 +2,7 @@
 //! schedule, the gradient transforms, Lookahead, the non-finite policy and threads. Plain data
 //! with defaults and one `validate` that names the first bad value.
 
-use crate::catalog::{Domain, FieldSpec, Spec, Ty, Value};
+use crate::catalog::{Field, FieldSpec, Spec, Ty, Value};
 use crate::error::Error;
 use crate::schedule::Schedule;
 use crate::simd::Tier;
@@ -69,6 +69,8 @@ macro_rules! bases {
                             // C messages name base-rule fields as Rust does.
                             c_label: $crate::config::bases!(@label $f $($label)?),
                             c_zero_means: None,
+                            c_form: $crate::catalog::CForm::Plain,
+                            saved: true,
                             doc: concat!($($fdoc, "\n"),*),
                         },
                     )+],
@@ -256,179 +258,298 @@ impl Base {
     }
 }
 
-/// Lookahead: fast weights stepped by the base optimizer, pulled into the slow weights every
-/// `sync_period` applied updates.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Lookahead {
-    /// k >= 1: syncs happen at updates k, 2k, 3k, ...
-    pub sync_period: u64,
-    /// In [0, 1]: `s = s + alpha*(p - s)`.
-    pub alpha: f64,
+crate::catalog::choice! {
+    /// What an update does when a gradient holds NaN or ±Inf (docs/numerics.md, "Non-finite
+    /// values").
+    #[derive(Default)]
+    pub enum NonFinitePolicy {
+        /// Skip the whole update, count it, report it (the default).
+        #[default]
+        Skip = "skip",
+        /// Skip the whole update, count it, and return an error.
+        Error = "error",
+        /// No check: non-finite values flow into the parameters (fastest).
+        Propagate = "propagate",
+    }
 }
 
-impl Default for Lookahead {
-    fn default() -> Self {
-        Lookahead {
-            sync_period: 5,
-            alpha: 0.5,
+crate::catalog::choice! {
+    /// When the learning-rate schedule advances.
+    #[derive(Default)]
+    pub enum ScheduleMode {
+        /// Once per applied update (the first update uses e = 0).
+        #[default]
+        PerUpdate = "per_update",
+        /// Only when the host calls `Optimizer::step_schedule` (epoch style).
+        Manual = "manual",
+    }
+}
+
+/// The SIMD tier of a configuration as a catalog choice: its index is the C
+/// `flatopt_simd_tier` value (0: the process default).
+impl Field for Option<Tier> {
+    const TY: Ty = Ty::Choice(&["default", "scalar", "portable", "avx2", "avx512"]);
+    type View<'a> = Option<Tier>;
+    fn view(&self) -> Option<Tier> {
+        *self
+    }
+    fn to_value(&self) -> Value {
+        Value::Choice(self.map_or(0, |t| t as u32))
+    }
+    fn from_value(v: Value) -> Option<Self> {
+        match v {
+            Value::Choice(0) => Some(None),
+            Value::Choice(i) => Some(Some(Tier::from_u8(u8::try_from(i).ok()?)?)),
+            _ => None,
         }
     }
 }
 
-/// What an update does when a gradient holds NaN or ±Inf (docs/numerics.md, "Non-finite values").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum NonFinitePolicy {
-    /// Skip the whole update, count it, report it (the default).
-    #[default]
-    Skip,
-    /// Skip the whole update, count it, and return an error.
-    Error,
-    /// No check: non-finite values flow into the parameters (fastest).
-    Propagate,
-}
+/// Declares the configuration-field catalog (`fields.rs`): the [`Config`] struct (the base
+/// rule, the learning rate, then one field per entry), its option groups (such as
+/// [`Lookahead`]), their defaults, their [`Spec`] ([`config_spec`]), the walk over their values
+/// that validation, the checkpoint encoding and the C conversion share, and the entries'
+/// checks. An entry:
+///
+/// ```text
+/// /// Docs.
+/// name: RustType = default; Domain[, f32]; c c_field[ = CForm::...][, local];
+///                               // local: not in checkpoints (threads, SIMD tier)
+/// [@group /// Docs.
+///  Name { fields }]             // name: Option<Name>: the C field is the flag, the group's
+///                               // fields follow it (in C, checkpoints and validation)
+/// [@check { ... }]              // the field is a local variable; returns Result<(), Error>
+/// ```
+macro_rules! config_fields {
+    (@f32) => { false };
+    (@f32 f32) => { true };
+    (@form) => { $crate::catalog::CForm::Plain };
+    (@form $e:expr) => { $e };
+    (@saved) => { true };
+    (@saved local) => { false };
+    (@field $f:ident, $fty:ty, $def:expr, $dom:ident, [$($prec:ident)?], $c:ident, [$($form:expr)?], [$($local:ident)?], [$($doc:literal)*]) => {
+        $crate::catalog::FieldSpec {
+            name: stringify!($f),
+            label: stringify!($f),
+            key: stringify!($f),
+            ty: <$fty as $crate::catalog::Field>::TY,
+            domain: $crate::catalog::Domain::$dom,
+            f32: $crate::config::config_fields!(@f32 $($prec)?),
+            default: {
+                let d: $fty = $def;
+                $crate::catalog::Field::to_value(&d)
+            },
+            c: stringify!($c),
+            c_label: stringify!($c),
+            c_zero_means: None,
+            c_form: $crate::config::config_fields!(@form $($form)?),
+            saved: $crate::config::config_fields!(@saved $($local)?),
+            doc: concat!($($doc, "\n"),*),
+        }
+    };
+    (@group [$($doc:literal)*] $G:ident { $( [$($gdoc:literal)*] $g:ident : $gty:ty = $gdef:expr ; )+ }) => {
+        $(#[doc = $doc])*
+        #[derive(Debug, Clone, Copy, PartialEq)]
+        pub struct $G {
+            $( $(#[doc = $gdoc])* pub $g: $gty, )+
+        }
 
-/// When the learning-rate schedule advances.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ScheduleMode {
-    /// Once per applied update (the first update uses e = 0).
-    #[default]
-    PerUpdate,
-    /// Only when the host calls `Optimizer::step_schedule` (epoch style).
-    Manual,
-}
+        impl Default for $G {
+            fn default() -> Self {
+                $G { $( $g: $gdef, )+ }
+            }
+        }
 
-/// The catalog of the configuration's own numeric fields (besides the base rule and the
-/// schedule): type, default, domain, f32 use, C field. A new field is one entry here, its
-/// `Config` field and its line in [`Config::field_values`] (plus the C struct field).
+        /// In the catalog: the flag that turns the group on (its fields follow it).
+        impl $crate::catalog::Field for Option<$G> {
+            const TY: $crate::catalog::Ty = $crate::catalog::Ty::Bool;
+            type View<'a> = Option<$G>;
+            fn view(&self) -> Option<$G> {
+                *self
+            }
+            fn to_value(&self) -> $crate::catalog::Value {
+                $crate::catalog::Value::Bool(self.is_some())
+            }
+            /// The group's defaults when on: its fields are read after the flag.
+            fn from_value(v: $crate::catalog::Value) -> Option<Self> {
+                match v {
+                    $crate::catalog::Value::Bool(b) => Some(b.then($G::default)),
+                    _ => None,
+                }
+            }
+        }
+    };
+    (
+        $(
+            $(#[doc = $doc:literal])*
+            $f:ident : $fty:ty = $def:expr ; $dom:ident $(, $prec:ident)? ;
+            c $c:ident $(= $form:expr)? $(, $local:ident)? ;
+            $(
+                @group $(#[doc = $Gdoc:literal])* $G:ident {
+                    $(
+                        $(#[doc = $gdoc:literal])*
+                        $g:ident : $gty:ty = $gdef:expr ; $gdom:ident $(, $gprec:ident)? ; c $gc:ident ;
+                    )+
+                }
+            )?
+            $( @check $check:block )?
+        )+
+    ) => {
+        /// The full configuration of an optimizer: the base rule, the learning rate, and the
+        /// fields of the configuration-field catalog (`src/config/fields.rs`, which lists each
+        /// field's default, domain and C field). Build it with [`Config::new`] (or
+        /// [`Config::with_schedule`]) and the builder methods;
+        /// [`Optimizer::new`](crate::Optimizer::new) validates it and names the first bad value.
+        ///
+        /// ```
+        /// use flatopt::{Base, Config, NonFinitePolicy, Optimizer};
+        /// let cfg = Config::new(Base::adam(), 1e-3)
+        ///     .weight_decay(1e-4)
+        ///     .clip_norm(1.0)
+        ///     .lookahead(5, 0.5)
+        ///     .nonfinite(NonFinitePolicy::Error);
+        /// assert!(Optimizer::new(cfg.clone()).is_ok());
+        /// let bad = cfg.lookahead(5, 1.5); // alpha must be in [0, 1]
+        /// assert!(Optimizer::new(bad).unwrap_err().to_string().contains("alpha"));
+        /// ```
+        #[derive(Debug, Clone, PartialEq)]
+        pub struct Config {
+            /// The base optimizer and its hyperparameters.
+            pub base: $crate::config::Base,
+            /// Learning rate: `Schedule::Fixed { lr }` for a constant one.
+            pub lr: $crate::schedule::Schedule,
+            $( $(#[doc = $doc])* pub $f: $fty, )+
+        }
+
+        $($(
+            $crate::config::config_fields!(@group [$($Gdoc)*] $G { $( [$($gdoc)*] $g: $gty = $gdef; )+ });
+        )?)+
+
+        pub(crate) fn build_spec() -> $crate::catalog::Spec {
+            $crate::catalog::Spec {
+                kind: 0,
+                name: "config",
+                variant: "Config",
+                doc: "The configuration's own fields (besides the base rule and the learning rate).",
+                fields: vec![$(
+                    $crate::config::config_fields!(@field $f, $fty, $def, $dom, [$($prec)?], $c, [$($form)?], [$($local)?], [$($doc)*]),
+                    $($(
+                        $crate::config::config_fields!(@field $g, $gty, $gdef, $gdom, [$($gprec)?], $gc, [], [], [$($gdoc)*]),
+                    )+)?
+                )+],
+            }
+        }
+
+        impl Config {
+            /// `base` with a learning-rate schedule, every catalog field at its default.
+            pub fn with_schedule(base: $crate::config::Base, lr: $crate::schedule::Schedule) -> Config {
+                Config { base, lr, $( $f: $def, )+ }
+            }
+
+            /// Calls `f` with each catalog field that applies to this configuration (a group's
+            /// fields only when it is on) and its value, in catalog order, without allocating;
+            /// stops at `f`'s first error. Validation, the checkpoint encoding and the fuzz
+            /// oracles walk the configuration with it.
+            pub fn try_for_each_field<E>(
+                &self,
+                mut f: impl FnMut(&'static $crate::catalog::FieldSpec, $crate::catalog::Value) -> Result<(), E>,
+            ) -> Result<(), E> {
+                let fields = &$crate::config::config_spec().fields;
+                let mut i = 0;
+                $(
+                    f(&fields[i], $crate::catalog::Field::to_value(&self.$f))?;
+                    i += 1;
+                    $(
+                        match &self.$f {
+                            Some(group) => {
+                                $(
+                                    f(&fields[i], $crate::catalog::Field::to_value(&group.$g))?;
+                                    i += 1;
+                                )+
+                            }
+                            None => i += [$(stringify!($g)),+].len(),
+                        }
+                        let _: Option<&$G> = self.$f.as_ref();
+                    )?
+                )+
+                let _ = i;
+                Ok(())
+            }
+
+            /// The configuration of `base`, `lr` and each catalog field's value from `get` (in
+            /// catalog order, a group's fields always, after its flag), without allocating:
+            /// `None` if a value has the wrong type, `Some(Err)` with `get`'s first error.
+            pub fn try_from_fields<E>(
+                base: $crate::config::Base,
+                lr: $crate::schedule::Schedule,
+                mut get: impl FnMut(&'static $crate::catalog::FieldSpec) -> Result<$crate::catalog::Value, E>,
+            ) -> Option<Result<Config, E>> {
+                let fields = &$crate::config::config_spec().fields;
+                let mut i = 0;
+                let mut next = || {
+                    let v = get(&fields[i]);
+                    i += 1;
+                    v
+                };
+                Some(Ok(Config {
+                    base,
+                    lr,
+                    $( $f: {
+                        #[allow(unused_mut)]
+                        let mut v: $fty = match next() {
+                            Ok(v) => $crate::catalog::Field::from_value(v)?,
+                            Err(e) => return Some(Err(e)),
+                        };
+                        $(
+                            let group = $G {
+                                $( $g: match next() {
+                                    Ok(v) => <$gty as $crate::catalog::Field>::from_value(v)?,
+                                    Err(e) => return Some(Err(e)),
+                                }, )+
+                            };
+                            v = v.map(|_| group);
+                        )?
+                        v
+                    }, )+
+                }))
+            }
+
+            /// The entries' own checks, in catalog order.
+            #[allow(unused_variables)]
+            pub(crate) fn check_entries(&self) -> Result<(), $crate::error::Error> {
+                $( $(
+                    {
+                        let $f = self.$f;
+                        let r: Result<(), $crate::error::Error> = $check;
+                        r?;
+                    }
+                )? )+
+                Ok(())
+            }
+        }
+    };
+}
+pub(crate) use config_fields;
+
+mod fields;
+pub(crate) use fields::config_table;
+pub use fields::{Config, Lookahead};
+
+/// The catalog of the configuration's own fields (besides the base rule and the schedule),
+/// declared in `src/config/fields.rs`: type, default, domain, f32 use, C field and form,
+/// whether checkpoints carry it.
 pub fn config_spec() -> &'static Spec {
     static SPEC: std::sync::OnceLock<Spec> = std::sync::OnceLock::new();
-    SPEC.get_or_init(|| {
-        let field = |name, ty, domain, f32, default, doc| FieldSpec {
-            name,
-            label: name,
-            key: name,
-            ty,
-            domain,
-            f32,
-            default,
-            c: name,
-            c_label: name,
-            c_zero_means: None,
-            doc,
-        };
-        Spec {
-            kind: 0,
-            name: "config",
-            variant: "Config",
-            doc: "The configuration's own fields.",
-            fields: vec![
-                field(
-                    "weight_decay",
-                    Ty::F64,
-                    Domain::NonNeg,
-                    true,
-                    Value::F64(0.0),
-                    "Coupled weight decay (`g += wd * p`), 0 for none.",
-                ),
-                field(
-                    "grad_clip_norm",
-                    Ty::OptF64,
-                    Domain::Positive,
-                    true,
-                    Value::OptF64(None),
-                    "Clip by global norm over all registered buffers (C: 0 for none).",
-                ),
-                field(
-                    "grad_clip_value",
-                    Ty::OptF64,
-                    Domain::Positive,
-                    true,
-                    Value::OptF64(None),
-                    "Clip each gradient element to `[-c, c]` (C: 0 for none).",
-                ),
-                field(
-                    "sync_period",
-                    Ty::U64,
-                    Domain::AtLeastOne,
-                    false,
-                    Value::U64(5),
-                    "Lookahead: sync every `sync_period` applied updates.",
-                ),
-                field(
-                    "alpha",
-                    Ty::F64,
-                    Domain::UnitClosed,
-                    true,
-                    Value::F64(0.5),
-                    "Lookahead: the slow-weight step `s += alpha * (p - s)`.",
-                ),
-            ],
-        }
-    })
+    SPEC.get_or_init(fields::build_spec)
 }
 
 /// Largest thread count accepted.
 pub const MAX_THREADS: usize = 256;
 
-/// The full configuration of an optimizer: build it with [`Config::new`] (or
-/// [`Config::with_schedule`]) and the builder methods; [`Optimizer::new`](crate::Optimizer::new)
-/// validates it and names the first bad value.
-///
-/// ```
-/// use flatopt::{Base, Config, NonFinitePolicy, Optimizer};
-/// let cfg = Config::new(Base::adam(), 1e-3)
-///     .weight_decay(1e-4)
-///     .clip_norm(1.0)
-///     .lookahead(5, 0.5)
-///     .nonfinite(NonFinitePolicy::Error);
-/// assert!(Optimizer::new(cfg.clone()).is_ok());
-/// let bad = cfg.lookahead(5, 1.5); // alpha must be in [0, 1]
-/// assert!(Optimizer::new(bad).unwrap_err().to_string().contains("alpha"));
-/// ```
-#[derive(Debug, Clone, PartialEq)]
-pub struct Config {
-    /// The base optimizer and its hyperparameters.
-    pub base: Base,
-    /// Learning rate: `Schedule::Fixed { lr }` for a constant one.
-    pub lr: Schedule,
-    /// When the schedule advances (default: once per applied update).
-    pub schedule_mode: ScheduleMode,
-    /// Coupled weight decay (`g += wd * p`), 0 for none.
-    pub weight_decay: f64,
-    /// Clip by global norm over all registered buffers.
-    pub grad_clip_norm: Option<f64>,
-    /// Clip each gradient element to `[-c, c]`.
-    pub grad_clip_value: Option<f64>,
-    /// Lookahead around the base optimizer, `None` for none.
-    pub lookahead: Option<Lookahead>,
-    /// What an update does with a NaN or ±Inf gradient (default: skip it).
-    pub nonfinite: NonFinitePolicy,
-    /// 1: the caller's thread (default). More: a private pool of that many threads.
-    pub num_threads: usize,
-    /// SIMD tier; `None` takes the process default (`FLATOPT_SIMD` or the best available).
-    pub tier: Option<Tier>,
-}
-
 impl Config {
     /// `base` at a constant learning rate, everything else at its default.
     pub fn new(base: Base, lr: f64) -> Config {
         Config::with_schedule(base, Schedule::Fixed { lr })
-    }
-
-    /// `base` with a learning-rate schedule.
-    pub fn with_schedule(base: Base, lr: Schedule) -> Config {
-        Config {
-            base,
-            lr,
-            schedule_mode: ScheduleMode::PerUpdate,
-            weight_decay: 0.0,
-            grad_clip_norm: None,
-            grad_clip_value: None,
-            lookahead: None,
-            nonfinite: NonFinitePolicy::Skip,
-            num_threads: 1,
-            tier: None,
-        }
     }
 
     /// Wraps the base optimizer in Lookahead.
@@ -473,41 +594,33 @@ impl Config {
     }
 
     /// The values of the catalog's configuration fields ([`config_spec`]) that apply to this
-    /// configuration (Lookahead's only with Lookahead), in catalog order.
+    /// configuration (a group's only when it is on), in catalog order.
     pub fn field_values(&self) -> Vec<(&'static str, Value)> {
-        let mut out = vec![("weight_decay", Value::F64(self.weight_decay))];
-        out.push(("grad_clip_norm", Value::OptF64(self.grad_clip_norm)));
-        out.push(("grad_clip_value", Value::OptF64(self.grad_clip_value)));
-        if let Some(la) = self.lookahead {
-            out.push(("sync_period", Value::U64(la.sync_period)));
-            out.push(("alpha", Value::F64(la.alpha)));
-        }
+        let mut out = Vec::new();
+        self.for_each_field(|f, v| out.push((f.name, v)));
         out
     }
 
+    /// [`Config::try_for_each_field`] with an `f` that cannot fail.
+    pub fn for_each_field(&self, mut f: impl FnMut(&'static FieldSpec, Value)) {
+        let done: Result<(), std::convert::Infallible> = self.try_for_each_field(|field, v| {
+            f(field, v);
+            Ok(())
+        });
+        match done {
+            Ok(()) => {}
+            Err(never) => match never {},
+        }
+    }
+
     /// Checks every field; the error names the first bad one and its value: the base rule, the
-    /// schedule, then each field of [`config_spec`] against its domain (f32 fields also after
-    /// rounding to f32), threads and tier.
+    /// schedule, then each field of [`config_spec`] that applies against its domain (f32 fields
+    /// also after rounding to f32), then the entries' own checks (threads, tier). Allocates
+    /// nothing on success.
     pub fn validate(&self) -> Result<(), Error> {
         self.base.validate()?;
         self.lr.validate()?;
-        let spec = config_spec();
-        for (name, value) in self.field_values() {
-            let field = spec
-                .field(name)
-                .expect("every configuration field is in the catalog");
-            field.check(field.label, &value)?;
-        }
-        if self.num_threads == 0 || self.num_threads > MAX_THREADS {
-            return Err(Error::invalid(
-                "num_threads",
-                self.num_threads,
-                "must be in 1..=256",
-            ));
-        }
-        if let Some(t) = self.tier {
-            t.check()?;
-        }
-        Ok(())
+        self.try_for_each_field(|f, v| f.check(f.label, &v))?;
+        self.check_entries()
     }
 }

@@ -1,11 +1,13 @@
 //! The C side of the catalogs: the fields of `flatopt_base_params` and `flatopt_schedule` by
-//! name, and the catalog-driven defaults and conversions. A catalog field names the C field
-//! that carries it (`c base_lr`); the conversion reads that field, typed by the catalog (flags
-//! must be 0 or 1, choices in range, NaN is "none" for optional values, lists are pointer and
-//! count), and C messages call the field by its C name. A new schedule or base rule that reuses
-//! existing C fields needs nothing here; a new C field is one arm in the accessors below.
+//! name (those of `flatopt_config` are generated from its catalog in `structs.rs`), and the
+//! catalog-driven defaults and conversions. A catalog field names the C field that carries it
+//! (`c base_lr`); the conversion reads that field, typed by the catalog and its `CForm` (flags
+//! must be 0 or 1, choices in range, NaN is "none" for optional values unless C spells none as
+//! 0, a count may sit in a `uint32_t`, lists are pointer and count), and C messages call the
+//! field by its C name. A new schedule or base rule that reuses existing C fields needs nothing
+//! here; a new C field of those two structs is one arm in the accessors below.
 
-use crate::catalog::{FieldSpec, Spec, Ty, Value};
+use crate::catalog::{CForm, FieldSpec, Spec, Ty, Value};
 use crate::error::Error;
 
 use super::ptr::copy_list;
@@ -114,13 +116,22 @@ fn missing(f: &FieldSpec) -> ! {
 }
 
 /// Writes `v` into the C field of `f` (lists are left alone: their pointers belong to the
-/// caller). An absent optional value is written as NaN.
+/// caller). An absent optional value is written as NaN, or 0 where C spells none as 0; a count
+/// carried in a `uint32_t` saturates.
 pub fn set<S: CFields>(s: &mut S, f: &FieldSpec, v: &Value) {
     match *v {
         Value::F64(x) | Value::OptF64(Some(x)) => {
             *s.f64_field(f.c).unwrap_or_else(|| missing(f)) = x
         }
-        Value::OptF64(None) => *s.f64_field(f.c).unwrap_or_else(|| missing(f)) = f64::NAN,
+        Value::OptF64(None) => {
+            *s.f64_field(f.c).unwrap_or_else(|| missing(f)) = match f.c_form {
+                CForm::ZeroIsNone => 0.0,
+                _ => f64::NAN,
+            }
+        }
+        Value::U64(x) if f.c_form == CForm::U32 => {
+            *s.u32_field(f.c).unwrap_or_else(|| missing(f)) = u32::try_from(x).unwrap_or(u32::MAX)
+        }
         Value::U64(x) => *s.u64_field(f.c).unwrap_or_else(|| missing(f)) = x,
         Value::Bool(b) => *s.u32_field(f.c).unwrap_or_else(|| missing(f)) = b as u32,
         Value::Choice(i) => *s.u32_field(f.c).unwrap_or_else(|| missing(f)) = i,
@@ -146,7 +157,15 @@ pub unsafe fn read_field<S: CFields>(s: &mut S, f: &FieldSpec) -> Result<Value, 
         Ty::F64 => Value::F64(*s.f64_field(f.c).unwrap_or_else(|| missing(f))),
         Ty::OptF64 => {
             let x = *s.f64_field(f.c).unwrap_or_else(|| missing(f));
-            Value::OptF64((!x.is_nan()).then_some(x))
+            let none = match f.c_form {
+                // -0.0 too: both zeros disable.
+                CForm::ZeroIsNone => x == 0.0,
+                _ => x.is_nan(),
+            };
+            Value::OptF64((!none).then_some(x))
+        }
+        Ty::U64 if f.c_form == CForm::U32 => {
+            Value::U64(*s.u32_field(f.c).unwrap_or_else(|| missing(f)) as u64)
         }
         Ty::U64 => Value::U64(*s.u64_field(f.c).unwrap_or_else(|| missing(f))),
         Ty::Bool => Value::Bool(flag(
@@ -156,7 +175,11 @@ pub unsafe fn read_field<S: CFields>(s: &mut S, f: &FieldSpec) -> Result<Value, 
         Ty::Choice(names) => {
             let x = *s.u32_field(f.c).unwrap_or_else(|| missing(f));
             if x as usize >= names.len() {
-                return Err(Error::invalid(f.c_label, x, "unknown mode value"));
+                let rule = match f.c_form {
+                    CForm::Enum(rule) => rule,
+                    _ => "unknown mode value",
+                };
+                return Err(Error::invalid(f.c_label, x, rule));
             }
             Value::Choice(x)
         }

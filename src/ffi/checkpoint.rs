@@ -19,8 +19,7 @@ pub unsafe extern "C" fn flatopt_optimizer_checkpoint_size(
     opt: *const flatopt_optimizer,
     out: *mut usize,
 ) -> flatopt_status {
-    // SAFETY: `opt` is NULL or a live handle and `out` NULL or writable (this function's
-    // contract).
+    // SAFETY: C contract of this function.
     unsafe { query(opt, out, |h| h.engine.checkpoint_size()) }
 }
 
@@ -41,7 +40,7 @@ pub unsafe extern "C" fn flatopt_optimizer_save(
     written: *mut usize,
 ) -> flatopt_status {
     guard(|| {
-        // SAFETY: `opt` is NULL or a live handle (this function's contract).
+        // SAFETY: see `handle_ref`.
         let h = unsafe { handle_ref(opt)? };
         check_no_pending(&h)?;
         if buf.is_null() {
@@ -84,7 +83,7 @@ pub unsafe extern "C" fn flatopt_optimizer_load(
     len: usize,
 ) -> flatopt_status {
     guard(|| {
-        // SAFETY: `opt` is NULL or a live handle (this function's contract).
+        // SAFETY: see `handle`.
         let mut h = unsafe { handle(opt)? };
         check_no_pending(&h)?;
         if buf.is_null() {
@@ -163,10 +162,10 @@ pub unsafe extern "C" fn flatopt_optimizer_save_file(
     path: *const c_char,
 ) -> flatopt_status {
     guard(|| {
-        // SAFETY: `opt` is NULL or a live handle (this function's contract).
+        // SAFETY: see `handle_ref`.
         let h = unsafe { handle_ref(opt)? };
         check_no_pending(&h)?;
-        // SAFETY: `path` is NULL or a NUL-terminated string (this function's contract).
+        // SAFETY: C contract.
         let path = unsafe { path_from_c(path)? };
         h.engine.save_file(path)?;
         Ok(FLATOPT_OK)
@@ -184,10 +183,10 @@ pub unsafe extern "C" fn flatopt_optimizer_load_file(
     path: *const c_char,
 ) -> flatopt_status {
     guard(|| {
-        // SAFETY: `opt` is NULL or a live handle (this function's contract).
+        // SAFETY: see `handle`.
         let mut h = unsafe { handle(opt)? };
         check_no_pending(&h)?;
-        // SAFETY: `path` is NULL or a NUL-terminated string (this function's contract).
+        // SAFETY: C contract.
         let path = unsafe { path_from_c(path)? };
         h.engine.load_file(path)?;
         Ok(FLATOPT_OK)

@@ -429,7 +429,7 @@ pub(crate) unsafe fn query<T>(
     read: impl FnOnce(&Inner) -> T,
 ) -> flatopt_status {
     guard(|| {
-        // SAFETY: `opt` is NULL or a live handle (this function's contract).
+        // SAFETY: see `handle_ref`.
         let h = unsafe { handle_ref(opt)? };
         let value = read(&h);
         // SAFETY: NULL is rejected; otherwise valid for writes (C contract).

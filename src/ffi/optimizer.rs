@@ -62,10 +62,9 @@ pub unsafe extern "C" fn flatopt_optimizer_free(opt: *mut flatopt_optimizer) {
         // exclusively proves no other thread is inside a call on it right now.
         match unsafe { handle_even_poisoned(opt) } {
             Ok(h) => {
-                // Keep the lock taken: the handle is going away.
-                std::mem::forget(h);
-                // SAFETY: a handle from `flatopt_optimizer_new`, freed once (C contract), and no
-                // call is using it (the lock is ours).
+                std::mem::forget(h); // keep the lock taken: the handle is going away
+                                     // SAFETY: a handle from `flatopt_optimizer_new`, freed once (C contract), and
+                                     // no call is using it (the lock is ours).
                 unsafe { free_handle(opt) };
             }
             Err(_) => set_message(format_args!(
@@ -96,7 +95,7 @@ pub unsafe extern "C" fn flatopt_optimizer_add_param(
     len: usize,
 ) -> flatopt_status {
     guard(|| {
-        // SAFETY: `opt` is NULL or a live handle (this function's contract).
+        // SAFETY: see `handle`.
         let mut h = unsafe { handle(opt)? };
         if param.is_null() && len > 0 {
             return Err(Error::NullPointer { name: "param" });
@@ -116,7 +115,7 @@ pub unsafe extern "C" fn flatopt_optimizer_add_param(
 #[no_mangle]
 pub unsafe extern "C" fn flatopt_optimizer_step(opt: *mut flatopt_optimizer) -> flatopt_status {
     guard(|| {
-        // SAFETY: `opt` is NULL or a live handle (this function's contract).
+        // SAFETY: see `handle`.
         let mut h = unsafe { handle(opt)? };
         check_no_pending(&h)?;
         // SAFETY: registered host pointers, valid during the call (C contract).
@@ -139,7 +138,7 @@ pub unsafe extern "C" fn flatopt_optimizer_step_with_grads(
     n_grads: usize,
 ) -> flatopt_status {
     guard(|| {
-        // SAFETY: `opt` is NULL or a live handle (this function's contract).
+        // SAFETY: see `handle`.
         let mut h = unsafe { handle(opt)? };
         check_no_pending(&h)?;
         if grads.is_null() {
@@ -173,8 +172,7 @@ pub unsafe extern "C" fn flatopt_optimizer_sum_squares_block_count(
     opt: *const flatopt_optimizer,
     out: *mut usize,
 ) -> flatopt_status {
-    // SAFETY: `opt` is NULL or a live handle and `out` NULL or writable (this function's
-    // contract).
+    // SAFETY: C contract of this function.
     unsafe { query(opt, out, |h| h.engine.sum_squares_block_count()) }
 }
 
@@ -196,7 +194,7 @@ pub unsafe extern "C" fn flatopt_optimizer_sum_squares_partials(
     n: usize,
 ) -> flatopt_status {
     guard(|| {
-        // SAFETY: `opt` is NULL or a live handle (this function's contract).
+        // SAFETY: see `handle`.
         let mut h = unsafe { handle(opt)? };
         check_no_pending(&h)?;
         if partials.is_null() && n > 0 {
@@ -238,7 +236,7 @@ pub unsafe extern "C" fn flatopt_optimizer_step_with_sum_squares(
     sum_squares: c_double,
 ) -> flatopt_status {
     guard(|| {
-        // SAFETY: `opt` is NULL or a live handle (this function's contract).
+        // SAFETY: see `handle`.
         let mut h = unsafe { handle(opt)? };
         check_no_pending(&h)?;
         // SAFETY: registered host pointers, valid during the call (C contract).
@@ -264,7 +262,7 @@ pub unsafe extern "C" fn flatopt_optimizer_begin_step(
     opt: *mut flatopt_optimizer,
 ) -> flatopt_status {
     guard(|| {
-        // SAFETY: `opt` is NULL or a live handle (this function's contract).
+        // SAFETY: see `handle`.
         let mut h = unsafe { handle(opt)? };
         check_no_pending(&h)?;
         // SAFETY: registered host pointers, valid during the call (C contract).
@@ -297,8 +295,8 @@ pub unsafe extern "C" fn flatopt_optimizer_step_range(
     end: usize,
 ) -> flatopt_status {
     guard(|| {
-        // SAFETY: `opt` is NULL or a live handle (this function's contract). Only shared access
-        // is taken here, so concurrent range calls do not alias a `&mut`.
+        // SAFETY: see `handle_ref`. Only shared access is taken here, so concurrent range calls
+        // do not alias a `&mut`.
         let h = unsafe { handle_ref(opt)? };
         let step = h.pending.ok_or(Error::InvalidState(
             "flatopt_optimizer_step_range outside begin_step / end_step",
@@ -343,7 +341,7 @@ pub unsafe extern "C" fn flatopt_optimizer_step_range(
 #[no_mangle]
 pub unsafe extern "C" fn flatopt_optimizer_end_step(opt: *mut flatopt_optimizer) -> flatopt_status {
     guard(|| {
-        // SAFETY: `opt` is NULL or a live handle (this function's contract).
+        // SAFETY: see `handle`.
         let mut h = unsafe { handle(opt)? };
         let step = h.pending.ok_or(Error::InvalidState(
             "flatopt_optimizer_end_step without flatopt_optimizer_begin_step",
@@ -365,7 +363,7 @@ pub unsafe extern "C" fn flatopt_optimizer_end_step(opt: *mut flatopt_optimizer)
 #[no_mangle]
 pub unsafe extern "C" fn flatopt_optimizer_reset(opt: *mut flatopt_optimizer) -> flatopt_status {
     guard(|| {
-        // SAFETY: `opt` is NULL or a live handle (this function's contract).
+        // SAFETY: see `handle`.
         let mut h = unsafe { handle(opt)? };
         check_no_pending(&h)?;
         if h.bufs.is_empty() {
@@ -396,8 +394,7 @@ pub unsafe extern "C" fn flatopt_optimizer_step_count(
     opt: *const flatopt_optimizer,
     out: *mut u64,
 ) -> flatopt_status {
-    // SAFETY: `opt` is NULL or a live handle and `out` NULL or writable (this function's
-    // contract).
+    // SAFETY: C contract of this function.
     unsafe { query(opt, out, |h| h.engine.step_count()) }
 }
 
@@ -411,8 +408,7 @@ pub unsafe extern "C" fn flatopt_optimizer_skipped_count(
     opt: *const flatopt_optimizer,
     out: *mut u64,
 ) -> flatopt_status {
-    // SAFETY: `opt` is NULL or a live handle and `out` NULL or writable (this function's
-    // contract).
+    // SAFETY: C contract of this function.
     unsafe { query(opt, out, |h| h.engine.skipped_count()) }
 }
 
@@ -426,8 +422,7 @@ pub unsafe extern "C" fn flatopt_optimizer_current_lr(
     opt: *const flatopt_optimizer,
     out: *mut c_float,
 ) -> flatopt_status {
-    // SAFETY: `opt` is NULL or a live handle and `out` NULL or writable (this function's
-    // contract).
+    // SAFETY: C contract of this function.
     unsafe { query(opt, out, |h| h.engine.current_lr()) }
 }
 
@@ -441,8 +436,7 @@ pub unsafe extern "C" fn flatopt_optimizer_simd_tier(
     opt: *const flatopt_optimizer,
     out: *mut u32,
 ) -> flatopt_status {
-    // SAFETY: `opt` is NULL or a live handle and `out` NULL or writable (this function's
-    // contract).
+    // SAFETY: C contract of this function.
     unsafe { query(opt, out, |h| h.engine.tier() as u32) }
 }
 
@@ -456,8 +450,7 @@ pub unsafe extern "C" fn flatopt_optimizer_num_threads(
     opt: *const flatopt_optimizer,
     out: *mut u32,
 ) -> flatopt_status {
-    // SAFETY: `opt` is NULL or a live handle and `out` NULL or writable (this function's
-    // contract).
+    // SAFETY: C contract of this function.
     unsafe { query(opt, out, |h| h.engine.num_threads() as u32) }
 }
 
@@ -471,8 +464,7 @@ pub unsafe extern "C" fn flatopt_optimizer_num_params(
     opt: *const flatopt_optimizer,
     out: *mut usize,
 ) -> flatopt_status {
-    // SAFETY: `opt` is NULL or a live handle and `out` NULL or writable (this function's
-    // contract).
+    // SAFETY: C contract of this function.
     unsafe { query(opt, out, |h| h.bufs.len()) }
 }
 
@@ -486,8 +478,7 @@ pub unsafe extern "C" fn flatopt_optimizer_total_len(
     opt: *const flatopt_optimizer,
     out: *mut usize,
 ) -> flatopt_status {
-    // SAFETY: `opt` is NULL or a live handle and `out` NULL or writable (this function's
-    // contract).
+    // SAFETY: C contract of this function.
     unsafe { query(opt, out, |h| h.bufs.iter().map(|b| b.len).sum()) }
 }
 
@@ -501,7 +492,7 @@ pub unsafe extern "C" fn flatopt_optimizer_set_num_threads(
     num_threads: u32,
 ) -> flatopt_status {
     guard(|| {
-        // SAFETY: `opt` is NULL or a live handle (this function's contract).
+        // SAFETY: see `handle`.
         let mut h = unsafe { handle(opt)? };
         check_no_pending(&h)?;
         h.engine.set_num_threads(num_threads as usize)?;
@@ -520,7 +511,7 @@ pub unsafe extern "C" fn flatopt_optimizer_set_simd_tier(
     tier: u32,
 ) -> flatopt_status {
     guard(|| {
-        // SAFETY: `opt` is NULL or a live handle (this function's contract).
+        // SAFETY: see `handle`.
         let mut h = unsafe { handle(opt)? };
         check_no_pending(&h)?;
         let t = tier_from_c("tier", tier)?.unwrap_or_else(simd::default_tier);
@@ -558,7 +549,7 @@ pub unsafe extern "C" fn flatopt_optimizer_slow_weights(
     out_len: *mut usize,
 ) -> flatopt_status {
     guard(|| {
-        // SAFETY: `opt` is NULL or a live handle (this function's contract).
+        // SAFETY: see `handle_ref`.
         let h = unsafe { handle_ref(opt)? };
         if out.is_null() || out_len.is_null() {
             return Err(Error::NullPointer {
@@ -589,7 +580,7 @@ pub unsafe extern "C" fn flatopt_optimizer_copy_slow_weights(
     len: usize,
 ) -> flatopt_status {
     guard(|| {
-        // SAFETY: `opt` is NULL or a live handle (this function's contract).
+        // SAFETY: see `handle_ref`.
         let h = unsafe { handle_ref(opt)? };
         let s = slow_of(&h, index)?;
         check_buf("dst", dst, len)?;
@@ -617,7 +608,7 @@ pub unsafe extern "C" fn flatopt_optimizer_schedule_step(
     opt: *mut flatopt_optimizer,
 ) -> flatopt_status {
     guard(|| {
-        // SAFETY: `opt` is NULL or a live handle (this function's contract).
+        // SAFETY: see `handle`.
         let mut h = unsafe { handle(opt)? };
         h.engine.step_schedule();
         Ok(FLATOPT_OK)
@@ -634,7 +625,7 @@ pub unsafe extern "C" fn flatopt_optimizer_schedule_step_metric(
     metric: c_double,
 ) -> flatopt_status {
     guard(|| {
-        // SAFETY: `opt` is NULL or a live handle (this function's contract).
+        // SAFETY: see `handle`.
         let mut h = unsafe { handle(opt)? };
         h.engine.step_schedule_metric(metric)?;
         Ok(FLATOPT_OK)

@@ -208,25 +208,20 @@ pub unsafe extern "C" fn flatopt_sgd_update(
     slow: *mut c_float,
     len: usize,
 ) -> flatopt_status {
-    let none = std::ptr::null_mut();
-    let state = [
-        ("momentum_buf", momentum_buf),
-        ("v", none),
-        ("v_max", none),
-        ("slow", slow),
-    ];
-    // SAFETY: this function's contract is `update`'s.
-    unsafe {
-        update(
-            flatopt_base_kind::FLATOPT_SGD,
-            hp,
-            args,
-            param,
-            grad,
-            state,
-            len,
-        )
-    }
+    guard(|| {
+        // SAFETY: C contract of this function.
+        unsafe {
+            let plan = stateless_plan(hp, args, flatopt_base_kind::FLATOPT_SGD)?;
+            let none = std::ptr::null_mut();
+            let st = [
+                ("momentum_buf", momentum_buf),
+                ("v", none),
+                ("v_max", none),
+                ("slow", slow),
+            ];
+            stateless_run(plan, param, grad, st, len)
+        }
+    })
 }
 
 /// Stateless Adam step (AMSGrad if `hp->amsgrad`: `v_max` required, else may be NULL).
@@ -248,44 +243,44 @@ pub unsafe extern "C" fn flatopt_adam_update(
     slow: *mut c_float,
     len: usize,
 ) -> flatopt_status {
-    let state = [("m", m), ("v", v), ("v_max", v_max), ("slow", slow)];
-    // SAFETY: this function's contract is `update`'s.
-    unsafe {
-        update(
-            flatopt_base_kind::FLATOPT_ADAM,
-            hp,
-            args,
-            param,
-            grad,
-            state,
-            len,
-        )
-    }
+    guard(|| {
+        // SAFETY: C contract of this function.
+        unsafe {
+            let plan = stateless_plan(hp, args, flatopt_base_kind::FLATOPT_ADAM)?;
+            let st = [("m", m), ("v", v), ("v_max", v_max), ("slow", slow)];
+            stateless_run(plan, param, grad, st, len)
+        }
+    })
 }
 
-/// One stateless update of `kind`: validates `hp` and `args`, then the buffers (NULL where
-/// required, alignment, pairwise overlap), then one fused pass on the default tier.
+/// The stateless AdamW and RAdam updates: the same buffers (m, v, slow), no AMSGrad maximum.
 ///
 /// # Safety
-/// `hp` and `args` are NULL or point to their `struct_size` readable bytes; each buffer of
-/// `param`, `grad` and `state` is NULL or holds `len` floats, valid for the call and not
-/// accessed by anyone else during it.
-unsafe fn update(
+/// As `flatopt_adamw_update`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn two_moment_update(
     kind: flatopt_base_kind,
     hp: *const flatopt_base_params,
     args: *const flatopt_step_args,
     param: *mut f32,
     grad: *const f32,
-    state: [(&'static str, *mut f32); 4],
+    m: *mut f32,
+    v: *mut f32,
+    slow: *mut f32,
     len: usize,
 ) -> flatopt_status {
     guard(|| {
-        // SAFETY: `hp` and `args` are NULL or readable for their `struct_size` (this
-        // function's contract).
-        let plan = unsafe { stateless_plan(hp, args, kind)? };
-        // SAFETY: each buffer is NULL or `len` floats, valid and ours during the call (this
-        // function's contract); `stateless_run` checks NULL, alignment and overlap first.
-        unsafe { stateless_run(plan, param, grad, state, len) }
+        // SAFETY: C contract of the calling function.
+        unsafe {
+            let plan = stateless_plan(hp, args, kind)?;
+            let st = [
+                ("m", m),
+                ("v", v),
+                ("v_max", std::ptr::null_mut()),
+                ("slow", slow),
+            ];
+            stateless_run(plan, param, grad, st, len)
+        }
     })
 }
 
@@ -306,21 +301,17 @@ pub unsafe extern "C" fn flatopt_adamw_update(
     slow: *mut c_float,
     len: usize,
 ) -> flatopt_status {
-    let state = [
-        ("m", m),
-        ("v", v),
-        ("v_max", std::ptr::null_mut()),
-        ("slow", slow),
-    ];
-    // SAFETY: this function's contract is `update`'s.
+    // SAFETY: C contract of this function.
     unsafe {
-        update(
+        two_moment_update(
             flatopt_base_kind::FLATOPT_ADAMW,
             hp,
             args,
             param,
             grad,
-            state,
+            m,
+            v,
+            slow,
             len,
         )
     }
@@ -343,21 +334,17 @@ pub unsafe extern "C" fn flatopt_radam_update(
     slow: *mut c_float,
     len: usize,
 ) -> flatopt_status {
-    let state = [
-        ("m", m),
-        ("v", v),
-        ("v_max", std::ptr::null_mut()),
-        ("slow", slow),
-    ];
-    // SAFETY: this function's contract is `update`'s.
+    // SAFETY: C contract of this function.
     unsafe {
-        update(
+        two_moment_update(
             flatopt_base_kind::FLATOPT_RADAM,
             hp,
             args,
             param,
             grad,
-            state,
+            m,
+            v,
+            slow,
             len,
         )
     }
@@ -367,8 +354,7 @@ pub unsafe extern "C" fn flatopt_radam_update(
 /// `*out`. NaN or Inf if `x` holds a non-finite value, never overflowing for finite input.
 ///
 /// # Safety
-/// `x` is NULL (refused unless `len` is 0) or holds `len` readable floats; `out` is NULL
-/// (refused) or valid for one write.
+/// `x` is NULL (refused unless `len` is 0) or holds `len` readable floats; `out` is NULL (refused) or valid for one write.
 #[no_mangle]
 pub unsafe extern "C" fn flatopt_sum_squares(
     x: *const c_float,
@@ -516,7 +502,7 @@ pub unsafe extern "C" fn flatopt_clip_by_value(
     len: usize,
     c: c_float,
 ) -> flatopt_status {
-    // SAFETY: `x` is NULL or holds `len` writable floats (this function's contract).
+    // SAFETY: C contract of this function.
     guard(|| unsafe { run_op(Op::ClipValue(c), "x", x, std::ptr::null_mut(), len) })
 }
 
@@ -526,7 +512,7 @@ pub unsafe extern "C" fn flatopt_clip_by_value(
 /// `x` is NULL (refused unless `len` is 0) or holds `len` writable floats.
 #[no_mangle]
 pub unsafe extern "C" fn flatopt_scale(x: *mut c_float, len: usize, s: c_float) -> flatopt_status {
-    // SAFETY: `x` is NULL or holds `len` writable floats (this function's contract).
+    // SAFETY: C contract of this function.
     guard(|| unsafe { run_op(Op::Scale(s), "x", x, std::ptr::null_mut(), len) })
 }
 
@@ -541,7 +527,6 @@ pub unsafe extern "C" fn flatopt_lookahead_sync(
     len: usize,
     alpha: c_float,
 ) -> flatopt_status {
-    // SAFETY: `fast` and `slow` are NULL or hold `len` writable floats each (this function's
-    // contract); `run_op` checks that they do not overlap.
+    // SAFETY: C contract of this function.
     guard(|| unsafe { run_op(Op::Sync(alpha), "fast", fast, slow, len) })
 }

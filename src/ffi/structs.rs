@@ -4,7 +4,7 @@
 
 use std::ffi::c_double;
 
-use crate::config::{base_specs, Base, Config, Lookahead, NonFinitePolicy, ScheduleMode};
+use crate::config::{base_specs, config_spec, Base, Config};
 use crate::error::Error;
 use crate::schedule::{self, Schedule};
 use crate::simd::Tier;
@@ -416,23 +416,81 @@ pub struct flatopt_config {
     pub simd_tier: u32,
 }
 
-pub(crate) fn config_defaults() -> flatopt_config {
-    flatopt_config {
-        struct_size: std::mem::size_of::<flatopt_config>() as u32,
-        nonfinite: 0,
-        base: std::ptr::null(),
-        lr: 1e-3,
-        schedule: std::ptr::null(),
-        schedule_manual: 0,
-        lookahead: 0,
-        sync_period: 5,
-        alpha: 0.5,
-        weight_decay: 0.0,
-        grad_clip_norm: 0.0,
-        grad_clip_value: 0.0,
-        num_threads: 1,
-        simd_tier: 0,
+/// Generates, from the configuration-field catalog (`config_table!` in
+/// `src/config/fields.rs`), the accessors of `flatopt_config`'s catalog fields by C name and
+/// the struct with those fields zeroed: a field added to the catalog and to the C struct needs
+/// nothing else here.
+macro_rules! c_config_fields {
+    (
+        $(
+            $(#[doc = $doc:literal])*
+            $f:ident : $fty:ty = $def:expr ; $dom:ident $(, $prec:ident)? ;
+            c $c:ident $(= $form:expr)? $(, $local:ident)? ;
+            $(
+                @group $(#[doc = $Gdoc:literal])* $G:ident {
+                    $(
+                        $(#[doc = $gdoc:literal])*
+                        $g:ident : $gty:ty = $gdef:expr ; $gdom:ident $(, $gprec:ident)? ; c $gc:ident ;
+                    )+
+                }
+            )?
+            $( @check $check:block )?
+        )+
+    ) => {
+        impl flatopt_config {
+            /// The catalog field called `c` if it has type `T`.
+            fn catalog_field<T: 'static>(&mut self, c: &str) -> Option<&mut T> {
+                let field: &mut dyn std::any::Any = match c {
+                    $(
+                        stringify!($c) => &mut self.$c,
+                        $($( stringify!($gc) => &mut self.$gc, )+)?
+                    )+
+                    _ => return None,
+                };
+                field.downcast_mut()
+            }
+
+            /// The struct with these fields and every catalog field 0 (`set_defaults` then
+            /// writes the catalog's defaults).
+            fn with_catalog_fields_zero(
+                base: *const flatopt_base_params,
+                lr: c_double,
+                schedule: *const flatopt_schedule,
+            ) -> flatopt_config {
+                flatopt_config {
+                    struct_size: std::mem::size_of::<flatopt_config>() as u32,
+                    base,
+                    lr,
+                    schedule,
+                    $(
+                        $c: 0 as _,
+                        $($( $gc: 0 as _, )+)?
+                    )+
+                }
+            }
+        }
+    };
+}
+crate::config::config_table!(c_config_fields);
+
+impl catalog::CFields for flatopt_config {
+    fn f64_field(&mut self, c: &str) -> Option<&mut f64> {
+        self.catalog_field(c)
     }
+    fn u64_field(&mut self, c: &str) -> Option<&mut u64> {
+        self.catalog_field(c)
+    }
+    fn u32_field(&mut self, c: &str) -> Option<&mut u32> {
+        self.catalog_field(c)
+    }
+}
+
+/// The defaults: Adam (a NULL `base`) at the constant learning rate 1e-3, and the catalog's
+/// defaults in every catalog field.
+pub(crate) fn config_defaults() -> flatopt_config {
+    let mut c = flatopt_config::with_catalog_fields_zero(std::ptr::null(), 1e-3, std::ptr::null());
+    catalog::set_defaults(&mut c, config_spec());
+    c
 }
 
 /// The published sizes of `flatopt_config`, oldest first.
@@ -539,49 +597,14 @@ unsafe fn config_from_c(c: &flatopt_config) -> Result<Config, Error> {
         // SAFETY: its list pointers are valid for their counts (caller contract).
         unsafe { s.to_schedule()? }
     };
-    let clip = |name: &'static str, x: f64| -> Result<Option<f64>, Error> {
-        if x == 0.0 {
-            Ok(None)
-        } else if x.is_finite() && x > 0.0 {
-            Ok(Some(x))
-        } else {
-            Err(Error::invalid(
-                name,
-                x,
-                "must be finite and > 0 (0 disables)",
-            ))
-        }
-    };
-    let cfg = Config {
-        base,
-        lr,
-        schedule_mode: if flag("schedule_manual", c.schedule_manual)? {
-            ScheduleMode::Manual
-        } else {
-            ScheduleMode::PerUpdate
-        },
-        weight_decay: c.weight_decay,
-        grad_clip_norm: clip("grad_clip_norm", c.grad_clip_norm)?,
-        grad_clip_value: clip("grad_clip_value", c.grad_clip_value)?,
-        lookahead: flag("lookahead", c.lookahead)?.then_some(Lookahead {
-            sync_period: c.sync_period,
-            alpha: c.alpha,
-        }),
-        nonfinite: match c.nonfinite {
-            0 => NonFinitePolicy::Skip,
-            1 => NonFinitePolicy::Error,
-            2 => NonFinitePolicy::Propagate,
-            x => {
-                return Err(Error::invalid(
-                    "nonfinite",
-                    x,
-                    "must be a flatopt_nonfinite value",
-                ))
-            }
-        },
-        num_threads: c.num_threads as usize,
-        tier: tier_from_c("simd_tier", c.simd_tier)?,
-    };
-    cfg.validate()?;
+    // The catalog fields, each from its C field (no lists: nothing is allocated).
+    let mut c = *c;
+    let cfg = Config::try_from_fields(base, lr, |f| {
+        // SAFETY: the configuration catalog has no list fields.
+        unsafe { catalog::read_field(&mut c, f) }
+    })
+    .expect("values read by the catalog")?;
+    cfg.validate()
+        .map_err(|e| catalog::relabel(e, config_spec()))?;
     Ok(cfg)
 }

@@ -145,6 +145,8 @@ macro_rules! schedules {
                                 concat!(stringify!($c), " (", stringify!($f), ")"),
                             ),
                             c_zero_means: $crate::schedule::schedules!(@zero $($zero)?),
+                            c_form: $crate::catalog::CForm::Plain,
+                            saved: true,
                             doc: concat!($($fdoc, "\n"),*),
                         },
                     )+],

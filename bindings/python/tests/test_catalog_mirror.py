@@ -4,7 +4,8 @@ schedule and base-rule tables and the configuration fields, generated from the R
 the library without its Python counterpart, or a renumbered kind, fails here: the mirrors
 cannot drift silently.
 
-Checked: the kind numbers (``SCHEDULE_KINDS``, ``SGD`` ...), the ctypes structs (every catalog
+Checked: the kind numbers (``SCHEDULE_KINDS``, ``SGD`` ...), the configuration's choice tables
+(``NONFINITE``, ``SIMD_TIERS``), the ctypes structs (every catalog
 field present with its C type), each scheduler class (its kind exists, and ``_fill`` writes
 exactly the C fields of its kind), the choice values (``mode="exp_range"`` gives the
 catalog's number), and the defaults: equal to the catalog's (the C ``_init`` defaults, from
@@ -36,6 +37,8 @@ C_TYPES = {
     "u64": ctypes.c_uint64,
     "bool": ctypes.c_uint32,
     "choice": ctypes.c_uint32,
+    # A catalog field whose C form says so (the thread count) sits in a uint32_t.
+    "uint32_t": ctypes.c_uint32,
 }
 
 # Scheduler classes, by catalog kind name.
@@ -133,7 +136,8 @@ def test_struct_carries_field(struct, entry, field, ctype):
     if field["type"].startswith("list"):
         assert ctype is not None, f"{struct} has no {field['c']}"
         return
-    assert ctype is C_TYPES[field["type"]], f"{struct}.{field['c']} for {entry}.{field['name']}"
+    want = C_TYPES[field.get("c_form")] if field.get("c_form") in C_TYPES else C_TYPES[field["type"]]
+    assert ctype is want, f"{struct}.{field['c']} for {entry}.{field['name']}"
 
 
 @pytest.mark.parametrize("kind", sorted(CLASSES))
@@ -193,3 +197,13 @@ def test_base_rule_factory(name):
     for f in fields:
         want = OPTAX_DEFAULTS.get((name, f["name"]), f["default"])
         assert params[f["name"]].default == want, f"{name}({f['name']}=...)"
+
+
+# The binding's tables of the configuration's choice fields, by catalog field name.
+CONFIG_CHOICES = {"nonfinite": _lib.NONFINITE, "tier": _lib.SIMD_TIERS}
+
+
+@pytest.mark.parametrize("field", sorted(CONFIG_CHOICES))
+def test_config_choice_values(field):
+    (f,) = [f for f in CONFIG["fields"] if f["name"] == field]
+    assert CONFIG_CHOICES[field] == {option: i for i, option in enumerate(f["choices"])}

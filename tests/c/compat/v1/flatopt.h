@@ -1102,10 +1102,11 @@ enum flatopt_status flatopt_radam_update(const struct flatopt_base_params *hp,
  * `*out`. NaN or Inf if `x` holds a non-finite value, never overflowing for finite input.
  *
  * # Safety
- * `x` is NULL (refused unless `len` is 0) or holds `len` readable floats; `out` is NULL
- * (refused) or valid for one write.
+ * `x` is NULL (refused unless `len` is 0) or holds `len` readable floats; `out` is NULL (refused) or valid for one write.
  */
-enum flatopt_status flatopt_sum_squares(const float *x, size_t len, double *out);
+enum flatopt_status flatopt_sum_squares(const float *x,
+                                        size_t len,
+                                        double *out);
 
 /**
  * The number of elements per block of the fixed-order sum of squares.
