@@ -12,6 +12,9 @@
 //!   `static_assert`s that the C++ enums have the catalog's numbers, and run-time checks of the
 //!   C++ kind names.
 //!
+//! - The configuration catalog's C side: `flatopt_config_init` writes every field's default in
+//!   the field's C form, and the `tier` choice lists the tiers by their C numbers.
+//!
 //! One test per catalog entry where a failure should name it.
 
 use std::path::PathBuf;
@@ -254,4 +257,46 @@ fn cpp_mirror() -> String {
 #[test]
 fn cpp_mirror_check_is_fresh() {
     check_generated("bindings/cpp/test/catalog_mirror.cpp", &cpp_mirror());
+}
+
+/// The configuration's `tier` choice is `default` then every tier by its number and name (the
+/// index is the C `flatopt_simd_tier` value), and its C form names that enum.
+#[test]
+fn config_tier_choice_is_the_tier_list() {
+    let f = config_spec()
+        .field("tier")
+        .expect("tier is a catalog field");
+    let Ty::Choice(names) = f.ty else {
+        panic!("tier: {:?}", f.ty)
+    };
+    let mut want = vec!["default"];
+    want.extend(flatopt::Tier::ALL.iter().map(|t| t.name()));
+    assert_eq!(names, &want[..]);
+    for t in flatopt::Tier::ALL {
+        assert_eq!(names[t as usize], t.name());
+    }
+    assert_eq!(
+        f.c_form,
+        catalog::CForm::Enum("must be a flatopt_simd_tier value")
+    );
+}
+
+/// `flatopt_config_init` writes every configuration field's catalog default (read back through
+/// the catalog's C reading, which also resolves the C forms: 0 for no clipping, the `uint32_t`
+/// thread count, the tier's 0 for the default).
+#[test]
+fn c_config_defaults_are_the_catalog_defaults() {
+    use flatopt::ffi::{flatopt_config, flatopt_config_init, flatopt_status::FLATOPT_OK};
+    let mut c = std::mem::MaybeUninit::<flatopt_config>::zeroed();
+    // SAFETY: `c` is a writable flatopt_config of the size given.
+    let st = unsafe { flatopt_config_init(c.as_mut_ptr(), std::mem::size_of::<flatopt_config>()) };
+    assert_eq!(st, FLATOPT_OK);
+    // SAFETY: initialised by flatopt_config_init (all-zero before: every field valid).
+    let mut c = unsafe { c.assume_init() };
+    for f in &config_spec().fields {
+        // SAFETY: the configuration catalog has no list fields.
+        let v = unsafe { flatopt::ffi::catalog::read_field(&mut c, f) }
+            .unwrap_or_else(|e| panic!("{}: {e}", f.name));
+        assert_eq!(v, f.default, "{} (C field {})", f.name, f.c);
+    }
 }
