@@ -649,6 +649,19 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     if path.file_name().is_none() {
         return Err(Error::invalid("path", path.display(), "must name a file"));
     }
+    // The rename would replace a device, FIFO or socket of that name with the checkpoint (run
+    // as root, `save_file("/dev/null")` would put a regular file in place of /dev/null).
+    // A symlink is replaced itself (its target is untouched); a directory fails the rename.
+    if let Ok(m) = fs::symlink_metadata(path) {
+        let t = m.file_type();
+        if !(t.is_file() || t.is_symlink() || t.is_dir()) {
+            return Err(Error::invalid(
+                "path",
+                path.display(),
+                "names a device, FIFO or socket, which the checkpoint file would replace",
+            ));
+        }
+    }
     let (tmp, mut f) =
         create_temporary(&dir).map_err(|e| io("creating a temporary file for", e))?;
     let result = (|| {

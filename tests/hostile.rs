@@ -1632,6 +1632,16 @@ mod calls {
             f.opt.save_file(&p)
         },
     ),
+    save_file_over_a_socket: row("save_file", "over a socket", Invalid("path"), |f| {
+        // A special file that any user can make: the refusal keeps it (/dev/null as root).
+        let p = f.dir.0.join("socket");
+        let _listener = std::os::unix::net::UnixListener::bind(&p).unwrap();
+        let r = f.opt.save_file(&p);
+        let kept = std::fs::symlink_metadata(&p).unwrap().file_type();
+        std::fs::remove_file(&p).unwrap();
+        assert!(std::os::unix::fs::FileTypeExt::is_socket(&kept), "the socket was replaced");
+        r
+    }),
     save_file_a_name_of_256_bytes: row("save_file", "a name of 256 bytes", Io, |f| {
         let p = f.dir.0.join("n".repeat(256));
         f.opt.save_file(&p)

@@ -11,6 +11,8 @@ Construction errors are a second table (no optimizer exists afterwards).
 
 import math
 import pathlib
+import socket
+import stat
 
 import numpy as np
 import pytest
@@ -84,6 +86,20 @@ class _ArrayOnly:
 
 class _BrokenInterface:
     __array_interface__ = {"shape": (3,), "typestr": "<f4", "version": 3, "data": "x"}
+
+
+def _save_over_socket(opt):
+    """save() onto a Unix socket in the current (temporary) directory: refused, and the socket
+    is still there (renaming over it would replace it, as it would /dev/null when run as
+    root)."""
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind("sock")
+        try:
+            opt.save("sock")
+        finally:
+            kept = stat.S_ISSOCK(pathlib.Path("sock").lstat().st_mode)
+            pathlib.Path("sock").unlink()
+            assert kept, "the socket was replaced"
 
 
 def _other_state(**over):
@@ -201,6 +217,8 @@ UPDATE_ROWS = [
      TypeError, "invalid path = 3", {"checkpoints": True}),
     ("save empty path", lambda o, p: o.save(""),
      flatopt.InvalidArgumentError, "empty file name", {"checkpoints": True}),
+    ("save over a socket", lambda o, p: _save_over_socket(o),
+     flatopt.InvalidArgumentError, "names a device, FIFO or socket", {"checkpoints": True}),
     # State dicts: checked completely before anything changes (the step count stays).
     ("load_state_dict manual_steps -1", lambda o, p: o.load_state_dict(_other_state(manual_steps=-1)),
      flatopt.CheckpointError, "schedule['manual_steps'] = -1", {"checkpoints": True, "schedule": True}),
