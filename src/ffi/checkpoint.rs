@@ -49,6 +49,7 @@ pub unsafe extern "C" fn flatopt_optimizer_save(
         if written.is_null() {
             return Err(Error::NullPointer { name: "written" });
         }
+        super::optimizer::check_not_owned(&h, "buf", buf, cap)?;
         let bytes = h.engine.save();
         if cap < bytes.len() {
             return Err(Error::LengthMismatch {

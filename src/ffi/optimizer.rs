@@ -535,6 +535,29 @@ fn slow_of(h: &Inner, index: usize) -> Result<&[f32], Error> {
     })
 }
 
+/// Refuses a caller buffer that lies in memory the optimizer owns: its slow weights, the only
+/// state whose address a caller can learn (`flatopt_optimizer_slow_weights`, read only).
+/// Writing there would change the state behind the optimizer's back.
+pub(crate) fn check_not_owned(
+    h: &Inner,
+    name: &'static str,
+    ptr: *const u8,
+    bytes: usize,
+) -> Result<(), Error> {
+    let (start, end) = (ptr as usize, (ptr as usize).saturating_add(bytes));
+    for i in 0..h.engine.buffer_lens().len() {
+        if let Some(s) = h.engine.slow_weights(i) {
+            let (a, b) = (s.as_ptr() as usize, s.as_ptr() as usize + 4 * s.len());
+            if start < b && a < end {
+                return Err(Error::Overlap {
+                    what: format!("{name} and the optimizer's slow weights of buffer {i} share memory (they are read only)"),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Borrows the Lookahead slow weights of buffer `index`: `*out` points to `*out_len` floats
 /// owned by the optimizer, valid until the next step, reset or free. Read only.
 ///
@@ -557,6 +580,8 @@ pub unsafe extern "C" fn flatopt_optimizer_slow_weights(
             });
         }
         let s = slow_of(&h, index)?;
+        check_not_owned(&h, "out", out.cast(), std::mem::size_of::<*const c_float>())?;
+        check_not_owned(&h, "out_len", out_len.cast(), std::mem::size_of::<usize>())?;
         // SAFETY: both non-null (checked) and valid for writes (C contract).
         unsafe {
             write_out("out", out, s.as_ptr())?;
@@ -591,9 +616,10 @@ pub unsafe extern "C" fn flatopt_optimizer_copy_slow_weights(
                 got: len,
             });
         }
-        // SAFETY: checked pointer, `len` writable floats owned by the caller (C contract);
-        // it cannot alias the optimizer's own slow weights, which the caller only sees
-        // read-only.
+        check_not_owned(&h, "dst", dst.cast(), 4 * len)?;
+        // SAFETY: checked pointer, `len` writable floats owned by the caller (C contract),
+        // outside every slow-weight buffer of the optimizer (checked just above), so it
+        // aliases no slice this call holds.
         unsafe { slice_mut(dst, len) }.copy_from_slice(s);
         Ok(FLATOPT_OK)
     })

@@ -1121,6 +1121,33 @@ R(r_slow_nola)
 {
     return F(flatopt_optimizer_slow_weights)(fx->nola, 0, &fx->out.cfp, &fx->out.sz);
 }
+/* a caller buffer inside the optimizer's own slow weights (issue 11: written buffers that
+ * alias optimizer-owned memory are refused like every other overlap) */
+static float *own_slow(fixture *fx, size_t i, size_t *len)
+{
+    const float *p = NULL;
+    *len = 0;
+    if (F(flatopt_optimizer_slow_weights)(fx->opt, i, &p, len) != FLATOPT_OK) return NULL;
+    return (float *)(uintptr_t)p;
+}
+R(r_copy_into_own)
+{
+    size_t n;
+    float *s = own_slow(fx, 0, &n);
+    return F(flatopt_optimizer_copy_slow_weights)(fx->opt, 0, s, n);
+}
+R(r_save_into_slow)
+{
+    size_t n;
+    float *s = own_slow(fx, 0, &n);
+    return F(flatopt_optimizer_save)(fx->opt, (uint8_t *)s, n * sizeof(float), &fx->out.sz);
+}
+R(r_slow_out_in_slow)
+{
+    size_t n;
+    float *s = own_slow(fx, 0, &n);
+    return F(flatopt_optimizer_slow_weights)(fx->opt, 0, &fx->out.cfp, (size_t *)(void *)s);
+}
 R(r_copy_null) { return F(flatopt_optimizer_copy_slow_weights)(NULL, 0, fx->out.fv, 5); }
 R(r_copy_dst_null) { return F(flatopt_optimizer_copy_slow_weights)(fx->opt, 0, NULL, 5); }
 R(r_copy_short) { return F(flatopt_optimizer_copy_slow_weights)(fx->opt, 0, fx->out.fv, 4); }
@@ -1998,6 +2025,9 @@ static const row k_rows[] = {
     { "copy_slow_weights: len 0", NULL, r_copy_zero, E_LEN, "dst" },
     { "copy_slow_weights: len SIZE_MAX", NULL, r_copy_huge, E_ARG, "dst" },
     { "copy_slow_weights: dst misaligned", NULL, r_copy_mis, E_ARG, "dst" },
+    { "copy_slow_weights: dst is its own slow weights", NULL, r_copy_into_own, E_OVER, "dst" },
+    { "save: buf inside the slow weights", NULL, r_save_into_slow, E_OVER, "buf" },
+    { "slow_weights: out_len inside the slow weights", NULL, r_slow_out_in_slow, E_OVER, "out_len" },
     { "copy_slow_weights: index 7", NULL, r_copy_index, E_ARG, "index" },
     { "copy_slow_weights: without Lookahead", NULL, r_copy_nola, E_STATE, "Lookahead" },
     /* schedule stepping */
