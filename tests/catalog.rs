@@ -17,6 +17,8 @@
 //!
 //! One test per catalog entry where a failure should name it.
 
+mod common;
+
 use std::path::PathBuf;
 
 use flatopt::catalog::{self, Spec, Ty};
@@ -27,11 +29,15 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Compares `fresh` with the committed file (or rewrites it with `FLATOPT_BLESS=1`).
+/// Compares `fresh` with the committed file (or rewrites it with `FLATOPT_BLESS=1`). The files
+/// are the bindings' mirrors, in the repository but not in the published crate: skipped there.
 fn check_generated(rel: &str, fresh: &str) {
     let path = root().join(rel);
     if std::env::var_os("FLATOPT_BLESS").is_some() {
         std::fs::write(&path, fresh).unwrap_or_else(|e| panic!("{rel}: {e}"));
+        return;
+    }
+    if common::repository_file(rel).is_none() {
         return;
     }
     let committed = std::fs::read_to_string(&path).unwrap_or_default();

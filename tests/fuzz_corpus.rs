@@ -1,14 +1,15 @@
 //! Replays the committed fuzz corpus (`fuzz/corpus/<target>/`) through the same check functions
-//! as the cargo-fuzz targets (`fuzz/checks/`), on stable Rust, as part of `cargo test`. A file
-//! that once crashed a target stays in the corpus as `crash-<what>` and keeps being checked here
+//! as the cargo-fuzz targets (`tests/fuzz_checks/`), on stable Rust, as part of `cargo test`. A
+//! file that once crashed a target stays in the corpus as `crash-<what>` and keeps being checked here
 //! (`scripts/fuzz.sh` leaves those out of its runs so that known crashes are not counted again).
 //!
 //! Regenerate the seed inputs with
 //! `cargo test --test fuzz_corpus -- --ignored write_seed_corpus` (then let `scripts/fuzz.sh`
 //! grow and minimise the corpus).
 
-#[path = "../fuzz/checks/mod.rs"]
+#[path = "fuzz_checks/mod.rs"]
 mod checks;
+mod common;
 
 use std::path::PathBuf;
 
@@ -19,9 +20,14 @@ fn corpus_dir(target: &str) -> PathBuf {
         .join(target)
 }
 
+/// The corpus directory of `target`, or `None` (with a printed note) where it is absent.
+fn corpus(target: &str) -> Option<PathBuf> {
+    common::repository_file(&format!("fuzz/corpus/{target}"))
+}
+
 /// Runs `target`'s check on every file of its corpus, in name order; reports every failing file.
 fn replay(target: &str) {
-    let dir = corpus_dir(target);
+    let Some(dir) = corpus(target) else { return };
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
         .map(|e| e.expect("directory entry").path())
@@ -106,7 +112,9 @@ fn write_seed_corpus() {
 /// order, which must not change), except the library version in the header and the checksum.
 #[test]
 fn checkpoint_bytes_are_unchanged() {
-    let dir = corpus_dir("checkpoint_load");
+    let Some(dir) = corpus("checkpoint_load") else {
+        return;
+    };
     for (i, seed) in checks::seeds::seeds("checkpoint_load").iter().enumerate() {
         let path = dir.join(format!("seed-{i:03}"));
         let committed = std::fs::read(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));

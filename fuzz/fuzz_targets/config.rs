@@ -2,7 +2,7 @@
 //! configurations through Config::validate and Optimizer::new (see checks/).
 #![no_main]
 
-#[path = "../checks/mod.rs"]
+#[path = "../../tests/fuzz_checks/mod.rs"]
 mod checks;
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| checks::check_config(data));

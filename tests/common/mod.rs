@@ -169,3 +169,16 @@ pub fn hostile_vec(rng: &mut Rng, n: usize, scale: f64) -> Vec<f32> {
 pub fn bits(x: &[f32]) -> Vec<u32> {
     x.iter().map(|v| v.to_bits()).collect()
 }
+
+/// `rel` (a path from the package root) when it exists, else `None` after printing why the
+/// caller skips: the published crate carries the tests and the data they need, but not the
+/// repository's other files (the fuzz corpus, the bindings), so the checks against those skip
+/// there (`cargo test -- --nocapture` shows the note) instead of passing or failing.
+pub fn repository_file(rel: &str) -> Option<std::path::PathBuf> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(rel);
+    if path.exists() {
+        return Some(path);
+    }
+    println!("SKIPPED: {rel} is absent (it is in the repository, not in the published crate)");
+    None
+}
