@@ -49,7 +49,10 @@ for f in $(git ls-files 'src/*.rs' 'src/**/*.rs' 'tests/*.rs' 'tests/common/*.rs
   'tests/fuzz_checks/*.rs' 'tests/data/*'); do
   grep -qx "$f" <<<"$list" || { echo "check-crate: $f is not packaged" >&2; status=1; }
 done
-# crates.io takes at most 10 MB compressed; stay well below.
+# crates.io takes at most 10 MB compressed; stay well below. (The dry run deletes its .crate:
+# pack it again, without the verification build the dry run has done.)
+"$cargo" package --no-verify --allow-dirty --offline --color never >"$log" 2>&1 ||
+  { cat "$log" >&2; echo "check-crate: cargo package failed" >&2; exit 1; }
 version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)
 crate=target/package/flatopt-$version.crate
 size=$(stat -c %s "$crate")
