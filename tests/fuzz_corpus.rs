@@ -1,7 +1,9 @@
 //! Replays the committed fuzz corpus (`fuzz/corpus/<target>/`) through the same check functions
 //! as the cargo-fuzz targets (`tests/fuzz_checks/`), on stable Rust, as part of `cargo test`. A
-//! file that once crashed a target stays in the corpus as `crash-<what>` and keeps being checked here
-//! (`scripts/fuzz.sh` leaves those out of its runs so that known crashes are not counted again).
+//! file that once crashed a target stays in the corpus as `crash-<what>` and keeps being checked
+//! here (`scripts/fuzz.sh` leaves those out of its runs so that known crashes are not counted
+//! again). The published crate carries the checks but not the corpus: there the corpus tests
+//! skip, with a note.
 //!
 //! Regenerate the seed inputs with
 //! `cargo test --test fuzz_corpus -- --ignored write_seed_corpus` (then let `scripts/fuzz.sh`
