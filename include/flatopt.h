@@ -986,6 +986,26 @@ enum flatopt_status flatopt_optimizer_copy_slow_weights(const struct flatopt_opt
 enum flatopt_status flatopt_optimizer_schedule_step(struct flatopt_optimizer *opt);
 
 /**
+ * Sets the learning-rate schedule's counter to `epoch`: the schedule is then exactly (bit for
+ * bit) as after `epoch` calls of `flatopt_optimizer_schedule_step` from its start
+ * (registration or reset), whatever it was before, in time independent of `epoch`. Every
+ * `uint64_t` is such a position (the counter of `flatopt_optimizer_schedule_step` stops at
+ * `UINT64_MAX`), so no value overflows. Every counter-driven kind (all but ReduceOnPlateau)
+ * is a closed form of the counter; warm restarts' cycle position and length follow from it
+ * too. Meant for `schedule_manual` (restoring an epoch, PyTorch `last_epoch`); on a
+ * per-update schedule it sets the counter that updates advance. The update counters do not
+ * change.
+ *
+ * Errors, nothing changed: `FLATOPT_ERR_INVALID_STATE` for ReduceOnPlateau, whose state
+ * follows the metrics fed (`flatopt_optimizer_schedule_step_metric`), not a count.
+ *
+ * # Safety
+ * `opt` is NULL (refused) or a live handle from `flatopt_optimizer_new`.
+ */
+enum flatopt_status flatopt_optimizer_schedule_set_epoch(struct flatopt_optimizer *opt,
+                                                         uint64_t epoch);
+
+/**
  * Feeds a metric to a ReduceOnPlateau schedule.
  *
  * # Safety

@@ -1209,6 +1209,17 @@ impl Optimizer {
         self.schedule.advance(&self.cfg.lr);
     }
 
+    /// Sets the schedule counter to `epoch`: the schedule is then exactly as after `epoch`
+    /// [`step_schedule`](Self::step_schedule) calls from its start (registration or reset),
+    /// in time independent of `epoch`. Per-update schedules too (their counter is the one
+    /// updates advance). Errors, nothing changed: [`Error::InvalidState`] for ReduceOnPlateau
+    /// (it moves by metrics).
+    pub fn set_schedule_epoch(&mut self, epoch: u64) -> Result<(), Error> {
+        let _mode = FpMode::enter();
+        self.schedule = ScheduleState::at(&self.cfg.lr, epoch)?;
+        Ok(())
+    }
+
     /// Feeds a metric to a ReduceOnPlateau schedule.
     pub fn step_schedule_metric(&mut self, metric: f64) -> Result<(), Error> {
         let _mode = FpMode::enter();

@@ -1231,6 +1231,12 @@ class Optimizer {
   // --- Schedules.
   /// Advances the learning-rate schedule by one (epoch style; for `ScheduleMode::Manual`).
   void schedule_step() { check(flatopt_optimizer_schedule_step(h_)); }
+  /// Sets the schedule's counter to `epoch`: exactly as after `epoch` calls of
+  /// `schedule_step()` from the start, at once (PyTorch `last_epoch`). Throws
+  /// (`FLATOPT_ERR_INVALID_STATE`, nothing changed) for ReduceOnPlateau, which moves by metrics.
+  void schedule_set_epoch(std::uint64_t epoch) {
+    check(flatopt_optimizer_schedule_set_epoch(h_, epoch));
+  }
   /// Feeds a metric to a ReduceOnPlateau schedule.
   void schedule_step_metric(double metric) {
     check(flatopt_optimizer_schedule_step_metric(h_, metric));

@@ -167,6 +167,24 @@ super::schedules! {
             st.t_i = st.t_i.saturating_mul(t_mult);
         }
     }
+    @position(st, n) {
+        // Whole cycles first (t_0, t_0 * t_mult, ... saturating: at most 64 distinct lengths),
+        // then, once the length stops growing, the rest modulo it.
+        st.count = n;
+        let (mut rest, mut len) = (n, t_0);
+        while rest >= len {
+            rest -= len;
+            let next = len.saturating_mul(t_mult);
+            if next == len {
+                rest = rest.checked_rem(len).unwrap_or(rest); // len 0: only if not validated
+                break;
+            }
+            len = next;
+        }
+        st.t_cur = rest;
+        st.t_i = len;
+        Ok(())
+    }
     @state(st) {
         // t_i runs through t_0 * t_mult^k (saturating), t_cur through [0, t_i).
         let mut t = t_0;
@@ -426,6 +444,12 @@ super::schedules! {
         };
     }
     @advance(st) {}
+    @position(st, n) {
+        Err(Error::InvalidState(
+            "a ReduceOnPlateau schedule moves by the metrics fed to it (step_metric), not to a \
+             position",
+        ))
+    }
     @state(st) {
         // The rate starts at `base` and only goes down, to `min_lr` at the lowest; the best is
         // one of the (finite) metrics or the start value; the counters are reset past

@@ -81,6 +81,8 @@ macro_rules! schedules {
     (@check $b:block) => { $b };
     (@advance $this:ident) => { $this.count = $this.count.saturating_add(1) };
     (@advance $this:ident $b:block) => { $b };
+    (@position $this:ident $n:ident) => {{ $this.count = $n; Ok(()) }};
+    (@position $this:ident $n:ident $b:block) => { $b };
     (@state) => { Ok(()) };
     (@state $b:block) => { $b };
     (
@@ -96,7 +98,7 @@ macro_rules! schedules {
             lr($lst:ident) $lr:block
             $( @check $check:block )?
             $( @init($ist:ident) $init:block )?
-            $( @advance($ast:ident) $adv:block )?
+            $( @advance($ast:ident) $adv:block @position($pst:ident, $pn:ident) $pos:block )?
             $( @state($sst:ident) $sblock:block )?
         )+
     ) => {
@@ -233,6 +235,28 @@ macro_rules! schedules {
                         $crate::schedule::schedules!(@advance this $( { let $ast = &mut *this; $adv } )?)
                     } )+
                 }
+            }
+
+            /// The state after `n` [`advance`](Self::advance) calls from [`new`](Self::new),
+            /// bit-identical to making them, in time independent of `n` (at most one loop
+            /// turn per warm-restart cycle until the cycle length saturates). Every `u64` is a
+            /// position `advance` reaches (its counter saturates at `u64::MAX`).
+            ///
+            /// Errors: [`Error::InvalidState`] for ReduceOnPlateau, whose state follows the
+            /// metrics fed, not a count (and which `advance` does not move).
+            #[allow(unused_variables)]
+            pub fn at(s: &Schedule, n: u64) -> Result<Self, Error> {
+                let mut state = Self::new(s);
+                let r: Result<(), Error> = match s {
+                    $( Schedule::$V { $($f),+ } => {
+                        let ($($f,)+) = ($($crate::catalog::Field::view($f),)+);
+                        let this = &mut state;
+                        $crate::schedule::schedules!(
+                            @position this n $( { let $pst = &mut *this; let $pn = n; $pos } )?
+                        )
+                    } )+
+                };
+                r.map(|()| state)
             }
 
             /// Whether this state is one that `s` can reach (a crafted checkpoint with a valid

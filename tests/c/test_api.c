@@ -74,6 +74,7 @@ static const char *const k_api[] = {
     "flatopt_optimizer_copy_slow_weights",
     "flatopt_optimizer_schedule_step",
     "flatopt_optimizer_schedule_step_metric",
+    "flatopt_optimizer_schedule_set_epoch",
     "flatopt_default_simd_tier",
     "flatopt_set_default_simd_tier",
     "flatopt_simd_tier_available",
@@ -1169,6 +1170,9 @@ R(r_smetric_null) { (void)fx; return F(flatopt_optimizer_schedule_step_metric)(N
 R(r_smetric_not_plateau) { return F(flatopt_optimizer_schedule_step_metric)(fx->opt, 1.0); }
 R(r_smetric_nan) { return F(flatopt_optimizer_schedule_step_metric)(fx->plat, NAN); }
 R(r_smetric_inf) { return F(flatopt_optimizer_schedule_step_metric)(fx->plat, -INFINITY); }
+R(r_sepoch_null) { (void)fx; return F(flatopt_optimizer_schedule_set_epoch)(NULL, 3); }
+R(r_sepoch_plateau) { return F(flatopt_optimizer_schedule_set_epoch)(fx->plat, 3); }
+R(r_sepoch_plateau_max) { return F(flatopt_optimizer_schedule_set_epoch)(fx->plat, UINT64_MAX); }
 
 /* stateless updates: local copies of hp / args, Adam on the fixture's stateless buffers */
 #define ADAM_ROW(name, stmt, ...) ADAM_ROW_(name, stmt, __VA_ARGS__)
@@ -2037,6 +2041,10 @@ static const row k_rows[] = {
       "ReduceOnPlateau" },
     { "schedule_step_metric: metric NaN", NULL, r_smetric_nan, E_ARG, "metric" },
     { "schedule_step_metric: metric -Inf", NULL, r_smetric_inf, E_ARG, "metric" },
+    { "schedule_set_epoch: opt NULL", NULL, r_sepoch_null, E_NULL, "opt" },
+    { "schedule_set_epoch: ReduceOnPlateau", NULL, r_sepoch_plateau, E_STATE, "ReduceOnPlateau" },
+    { "schedule_set_epoch: ReduceOnPlateau, UINT64_MAX", NULL, r_sepoch_plateau_max, E_STATE,
+      "ReduceOnPlateau" },
     /* stateless updates */
     { "adam_update: hp NULL", NULL, r_adam_hp_null, E_NULL, "hp" },
     { "adam_update: args NULL", NULL, r_adam_args_null, E_NULL, "args" },
@@ -3142,6 +3150,7 @@ static void test_schedules(void)
     double vals[3] = { 0.3, 0.2, 0.1 };
     size_t k;
     int e;
+    float lr0;
 
     /* Manual mode: the learning rate follows flatopt_optimizer_schedule_step only. */
     for (k = 0; k < sizeof cases / sizeof cases[0]; k++) {
@@ -3187,6 +3196,7 @@ static void test_schedules(void)
         ms[0] = 99;
         bounds[0] = 99;
         vals[0] = 99.0;
+        lr0 = current_lr(a.opt);
         for (e = 0; e < 8; e++) {
             float lr = current_lr(a.opt), want = (float)cases[k].want[e];
             CHECK(near_ulps(lr, want, 1), "%s: lr(e=%d) = %.9g, expected %.9g", cases[k].name,
@@ -3197,7 +3207,21 @@ static void test_schedules(void)
             OK(F(flatopt_optimizer_step)(a.opt));
             CHECK(current_lr(a.opt) == lr, "%s: an update advanced a manual schedule",
                   cases[k].name);
+            /* set_epoch: back to the start, then to e again: the same rate, bit for bit */
+            OK(F(flatopt_optimizer_schedule_set_epoch)(a.opt, 0));
+            CHECK(current_lr(a.opt) == lr0, "%s: set_epoch(0) gives %.9g, lr(0) is %.9g",
+                  cases[k].name, (double)current_lr(a.opt), (double)lr0);
+            OK(F(flatopt_optimizer_schedule_set_epoch)(a.opt, (uint64_t)e));
+            CHECK(current_lr(a.opt) == lr, "%s: set_epoch(%d) gives %.9g, stepping %.9g",
+                  cases[k].name, e, (double)current_lr(a.opt), (double)lr);
             OK(F(flatopt_optimizer_schedule_step)(a.opt));
+        }
+        /* a huge position at once, then back: the rate at e = 8 as stepped there */
+        {
+            float lr8 = current_lr(a.opt);
+            OK(F(flatopt_optimizer_schedule_set_epoch)(a.opt, UINT64_MAX));
+            OK(F(flatopt_optimizer_schedule_set_epoch)(a.opt, 8));
+            CHECK(current_lr(a.opt) == lr8, "%s: set_epoch(8) after UINT64_MAX", cases[k].name);
         }
         ms[0] = 2;
         bounds[0] = 1;

@@ -72,6 +72,10 @@ static flatopt_status c_slow(flatopt_optimizer *o)
     return flatopt_optimizer_copy_slow_weights(o, 0, g_dst, LEN);
 }
 static flatopt_status c_sched(flatopt_optimizer *o) { return flatopt_optimizer_schedule_step(o); }
+static flatopt_status c_sched_epoch(flatopt_optimizer *o)
+{
+    return flatopt_optimizer_schedule_set_epoch(o, 3);
+}
 static flatopt_status c_ckpt_size(flatopt_optimizer *o)
 {
     size_t n;
@@ -107,6 +111,7 @@ static const struct {
     { "set_simd_tier", c_tier },
     { "copy_slow_weights", c_slow },
     { "schedule_step", c_sched },
+    { "schedule_set_epoch", c_sched_epoch },
     { "checkpoint_size", c_ckpt_size },
     { "save", c_save },
     { "load", c_load },

@@ -616,10 +616,15 @@ void test_slow_weights() {
 /// Reads the learning rates an optimizer with `s` gives at e = 0..n-1 (manual mode).
 std::vector<float> lrs_of(const flatopt::Schedule& s, int n) {
   flatopt::Optimizer opt(flatopt::Config::sgd(1.0).schedule(s).manual_schedule());
+  flatopt::Optimizer at(flatopt::Config::sgd(1.0).schedule(s).manual_schedule());
   std::vector<float> out;
   for (int e = 0; e < n; ++e) {
     out.push_back(opt.current_lr());
     opt.schedule_step();
+    // schedule_set_epoch(e) lands on the rate stepping gave, bit for bit (from any position).
+    at.schedule_set_epoch(UINT64_MAX - std::uint64_t(e));
+    at.schedule_set_epoch(std::uint64_t(e));
+    CHECK(at.current_lr() == out.back());
   }
   return out;
 }
@@ -1065,6 +1070,12 @@ void test_call_errors() {
                  FLATOPT_ERR_UNSUPPORTED, "avx512");
   }
   CHECK_THROWS(opt.schedule_step_metric(1.0), FLATOPT_ERR_INVALID_STATE, "ReduceOnPlateau");
+  {
+    flatopt::Optimizer plat(flatopt::Config::sgd(1.0).schedule(
+        flatopt::Schedule::reduce_on_plateau(0.1)));
+    CHECK_THROWS(plat.schedule_set_epoch(3), FLATOPT_ERR_INVALID_STATE, "ReduceOnPlateau");
+    CHECK(lr_close(plat.current_lr(), 0.1));
+  }
 }
 
 void test_stateless_errors() {

@@ -117,6 +117,9 @@ namespace Flatopt
         internal static extern Status flatopt_optimizer_schedule_step_metric(OptimizerHandle opt, double metric);
 
         [DllImport(Lib, CallingConvention = Cdecl)]
+        internal static extern Status flatopt_optimizer_schedule_set_epoch(OptimizerHandle opt, ulong epoch);
+
+        [DllImport(Lib, CallingConvention = Cdecl)]
         internal static extern uint flatopt_default_simd_tier();
 
         [DllImport(Lib, CallingConvention = Cdecl)]

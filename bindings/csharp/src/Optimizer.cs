@@ -380,6 +380,14 @@ namespace Flatopt
             Errors.Check(Native.flatopt_optimizer_schedule_step(handle));
         }
 
+        /// <summary>Sets the schedule's counter to <paramref name="epoch"/>: exactly as after that
+        /// many ScheduleStep calls from the start, at once. Throws (InvalidState, nothing
+        /// changed) for ReduceOnPlateau, which moves by metrics.</summary>
+        public void ScheduleSetEpoch(ulong epoch)
+        {
+            Errors.Check(Native.flatopt_optimizer_schedule_set_epoch(handle, epoch));
+        }
+
         /// <summary>Feeds a metric to a ReduceOnPlateau schedule.</summary>
         public void ScheduleStepMetric(double metric)
         {

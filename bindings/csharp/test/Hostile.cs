@@ -355,6 +355,8 @@ namespace Flatopt.Tests
                 R("BorrowSlowWeights: no Lookahead", fx => { long n; fx.Plat.BorrowSlowWeights(0, out n); }, null, ""),
                 R("ScheduleStepMetric: NaN", fx => fx.Plat.ScheduleStepMetric(double.NaN), Arg, "metric"),
                 R("ScheduleStepMetric: not a plateau schedule", fx => fx.Opt.ScheduleStepMetric(1.0), null, ""),
+                R("ScheduleSetEpoch: a plateau schedule", fx => fx.Plat.ScheduleSetEpoch(3), State, "ReduceOnPlateau"),
+                R("ScheduleSetEpoch: a plateau schedule, ulong.MaxValue", fx => fx.Plat.ScheduleSetEpoch(ulong.MaxValue), State, "ReduceOnPlateau"),
                 // checkpoints
                 R("Save: 10-byte buffer", fx => fx.Opt.Save(new byte[10]), Len, ""),
                 R("Save: buffer null", fx => fx.Opt.Save(null), Null, "buf"),

@@ -274,6 +274,11 @@ optimizer_schedule_step = _fn("flatopt_optimizer_schedule_step", st, [_opt_p])
 optimizer_schedule_step_metric = _fn(
     "flatopt_optimizer_schedule_step_metric", st, [_opt_p, c_double]
 )
+# Moves a schedule to a position at once (0.2.0): the schedules' last_epoch, copies and
+# unpickling use it instead of stepping there one call at a time.
+optimizer_schedule_set_epoch = _fn(
+    "flatopt_optimizer_schedule_set_epoch", st, [_opt_p, c_uint64]
+)
 default_simd_tier = _fn("flatopt_default_simd_tier", c_uint32, [])
 simd_tier_available = _fn("flatopt_simd_tier_available", c_int32, [c_uint32])
 simd_tier_name = _fn("flatopt_simd_tier_name", c_char_p, [c_uint32])

@@ -73,6 +73,12 @@ _float = _validate.real
 _choice = _validate.choice
 
 
+def _set_epoch(handle_ptr, epoch):
+    """Moves a handle's schedule to counter ``epoch`` at once (as ``epoch`` steps from its
+    start would, bit for bit)."""
+    _lib.check(_lib.optimizer_schedule_set_epoch(handle_ptr, epoch), "schedule position")
+
+
 class _Handle:
     """Owns one flatopt_optimizer handle; frees it when garbage-collected."""
 
@@ -126,8 +132,9 @@ class LRScheduler:
         self._keepalive = ()
         self._shadow_handle()  # validates the hyperparameters now, with the library's message
         last_epoch = _uint("last_epoch", last_epoch)
-        for _ in range(last_epoch):
-            self._advance()
+        if last_epoch:
+            _set_epoch(self._shadow.ptr, last_epoch)  # at once, whatever its size
+            self._manual_steps = last_epoch
 
     # -- what subclasses provide ----------------------------------------------------------
 
@@ -174,9 +181,10 @@ class LRScheduler:
             self._shadow = None
 
     def _replay(self, handle_ptr):
-        """Brings a new optimizer handle's schedule to this schedule's manual state."""
-        for _ in range(self._manual_steps):
-            _lib.check(_lib.optimizer_schedule_step(handle_ptr), "schedule step")
+        """Brings a new optimizer handle's schedule to this schedule's manual state: the
+        position at once; a ReduceLROnPlateau's metrics one by one (its state follows them)."""
+        if self._manual_steps:
+            _set_epoch(handle_ptr, self._manual_steps)
         for m in self._metrics:
             _lib.check(_lib.optimizer_schedule_step_metric(handle_ptr, m), "schedule step")
 
@@ -205,13 +213,24 @@ class LRScheduler:
             self._advance()
             return
         epoch = _uint("epoch", epoch)
+        owner = self._bound()
+        if owner is not None:
+            with owner._lock:
+                now = self._move_to(epoch)
+                _set_epoch(owner._handle.ptr, epoch)
+        else:
+            now = self._move_to(epoch)
+            _set_epoch(self._shadow_handle().ptr, epoch)
+        self._manual_steps += epoch - now
+
+    def _move_to(self, epoch):
+        """The counter now, checked not to be past ``epoch``."""
         now = self.last_epoch
         if epoch < now:
             raise InvalidArgumentError(
                 f"invalid epoch = {epoch}: the schedule is at {now} and cannot move backwards"
             )
-        for _ in range(epoch - now):
-            self._advance()
+        return now
 
     def step_epoch(self):
         """braintools' alias of :meth:`step`."""
