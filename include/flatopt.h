@@ -48,6 +48,11 @@
     0.999, /* b2 */ \
     1e-8, /* eps */ \
     ((kind) == 2 ? 0.01 : 0.0), /* decoupled_weight_decay */ \
+    0.0, /* lr_decay */ \
+    0.0, /* initial_accumulator */ \
+    0.99, /* alpha */ \
+    (uint32_t)0, /* centered */ \
+    (uint32_t)0, /* eps_inside_sqrt */ \
 }
 #define FLATOPT_SCHEDULE_INIT(kind) { \
     (uint32_t)sizeof(flatopt_schedule), /* struct_size */ \
@@ -119,6 +124,13 @@
  * `FLATOPT_BASE_PARAMS_SIZE_V2`.
  */
 #define FLATOPT_BASE_PARAMS_SIZE_V1 64
+
+/**
+ * Size in bytes of the second version of `flatopt_base_params` (after 0.2.0: Adagrad and
+ * RMSprop's fields `lr_decay` to `eps_inside_sqrt`). Frozen. A V1 caller's struct gets those
+ * fields' defaults.
+ */
+#define FLATOPT_BASE_PARAMS_SIZE_V2 96
 
 /**
  * Size in bytes of the first version of `flatopt_schedule` (flatopt 0.2.0). Frozen.
@@ -222,6 +234,16 @@ typedef enum flatopt_base_kind {
      * RAdam (rectification threshold 5).
      */
     FLATOPT_RADAM = 3,
+    /**
+     * Adagrad (PyTorch's; optax's with `initial_accumulator = 0.1`, `eps = 1e-7`,
+     * `eps_inside_sqrt = 1`). Since `FLATOPT_BASE_PARAMS_SIZE_V2`.
+     */
+    FLATOPT_ADAGRAD = 4,
+    /**
+     * RMSprop, optionally with momentum and centered (PyTorch's; optax's with `alpha = 0.9`,
+     * `eps_inside_sqrt = 1`). Since `FLATOPT_BASE_PARAMS_SIZE_V2`.
+     */
+    FLATOPT_RMSPROP = 5,
 } flatopt_base_kind;
 
 /**
@@ -400,6 +422,31 @@ typedef struct flatopt_base_params {
      * AdamW: decoupled weight decay >= 0 (default 0.01).
      */
     double decoupled_weight_decay;
+    /**
+     * Adagrad: learning-rate decay >= 0, step t uses `lr / (1 + (t - 1) * lr_decay)`
+     * (default 0). Since `FLATOPT_BASE_PARAMS_SIZE_V2`.
+     */
+    double lr_decay;
+    /**
+     * Adagrad: the initial sum of squares; RMSprop: the initial squared average (optax's
+     * `initial_scale`); >= 0 (default 0; optax's adagrad: 0.1). The optimizer fills its
+     * state with it; callers of the stateless kernels fill theirs. Since `_SIZE_V2`.
+     */
+    double initial_accumulator;
+    /**
+     * RMSprop: smoothing constant in [0, 1) (default 0.99; optax's `decay`: 0.9). Since
+     * `_SIZE_V2`.
+     */
+    double alpha;
+    /**
+     * RMSprop: 1 for the centered form (default 0). Since `_SIZE_V2`.
+     */
+    uint32_t centered;
+    /**
+     * Adagrad, RMSprop: 1 to add eps inside the square root as optax does (default 0: outside,
+     * as PyTorch). Since `_SIZE_V2`.
+     */
+    uint32_t eps_inside_sqrt;
 } flatopt_base_params;
 
 /**

@@ -749,10 +749,11 @@ impl Optimizer {
         self.state.try_reserve(1).map_err(|_| alloc_error(total))?;
         if !self.fresh {
             // A loaded checkpoint at step 0 may hold moments: registration zeroes them.
+            let [m0, v0, v_max0] = self.cfg.base.state_init();
             for st in &mut self.state {
-                st.m.fill(0.0);
-                st.v.fill(0.0);
-                st.v_max.fill(0.0);
+                st.m.fill(m0);
+                st.v.fill(v0);
+                st.v_max.fill(v_max0);
             }
             self.fresh = true;
         }
@@ -764,18 +765,21 @@ impl Optimizer {
         Ok(())
     }
 
-    /// The zeroed state of one buffer registered with the values of `p`.
+    /// The initial state of one buffer registered with the values of `p`: moments at the
+    /// rule's initial values (zero but for Adagrad's and RMSprop's initial accumulator).
     fn buf_state(&self, p: &[f32]) -> Result<BufState, Error> {
         let (m, v, v_max) = self.cfg.base.state_used();
+        let [m0, v0, v_max0] = self.cfg.base.state_init();
         let lookahead = self.cfg.lookahead.is_some();
-        let sized = |used: bool| Placed::filled(if used { p.len() } else { 0 }, 0.0, p.as_ptr());
-        let mut slow = sized(lookahead)?;
+        let sized =
+            |used: bool, x: f32| Placed::filled(if used { p.len() } else { 0 }, x, p.as_ptr());
+        let mut slow = sized(lookahead, 0.0)?;
         let n = slow.len();
         slow.copy_from_slice(&p[..n]);
         Ok(BufState {
-            m: sized(m)?,
-            v: sized(v)?,
-            v_max: sized(v_max)?,
+            m: sized(m, m0)?,
+            v: sized(v, v0)?,
+            v_max: sized(v_max, v_max0)?,
             slow,
             partials: {
                 let blocks = kernels::sumsq_block_count(p.len());
@@ -784,14 +788,16 @@ impl Optimizer {
         })
     }
 
-    /// Back to the state right after registration: moments zeroed, slow weights copied from
+    /// Back to the state right after registration: moments at their initial values (zero but
+    /// for Adagrad's and RMSprop's initial accumulator), slow weights copied from
     /// `params`, counters and schedule reset, a begun split update ended. No allocation.
     pub fn reset(&mut self, params: &[&[f32]]) -> Result<(), Error> {
         self.check_lengths("param", params.iter().map(|p| p.len()), params.len())?;
+        let [m0, v0, v_max0] = self.cfg.base.state_init();
         for (st, p) in self.state.iter_mut().zip(params) {
-            st.m.fill(0.0);
-            st.v.fill(0.0);
-            st.v_max.fill(0.0);
+            st.m.fill(m0);
+            st.v.fill(v0);
+            st.v_max.fill(v_max0);
             if !st.slow.is_empty() {
                 st.slow.copy_from_slice(p);
             }

@@ -343,3 +343,54 @@ fn resumed_in_a_fresh_process_continues_bit_identically() {
         );
     }
 }
+
+/// A checkpoint of one rule is refused by an optimizer of another (each pair of Adagrad,
+/// RMSprop, centered RMSprop with momentum and Adam), naming the base rule's kind, and the
+/// refusing optimizer is unchanged.
+#[test]
+fn checkpoints_of_another_rule_are_refused() {
+    use flatopt::Base;
+    let rules = [
+        ("adagrad", Base::adagrad()),
+        ("rmsprop", Base::rmsprop()),
+        (
+            "rmsprop",
+            Base::RmsProp {
+                alpha: 0.9,
+                eps: 1e-8,
+                momentum: 0.9,
+                centered: true,
+                eps_inside_sqrt: false,
+                initial_scale: 0.0,
+            },
+        ),
+        ("adam", Base::adam()),
+    ];
+    let mut rng = Rng(0xC4EC);
+    let params: Vec<Vec<f32>> = SIZES.iter().map(|&n| rng.vec(n, 1.0)).collect();
+    for (i, (from_name, from)) in rules.iter().enumerate() {
+        let mut src = fresh(&Config::new(*from, 1e-2), &params);
+        let mut p = params.clone();
+        for t in 0..3 {
+            step(&mut src, &mut p, &grads_for(&mut rng, t));
+        }
+        let saved = src.save();
+        for (j, (to_name, to)) in rules.iter().enumerate() {
+            if i == j {
+                continue;
+            }
+            let mut o = fresh(&Config::new(*to, 1e-2), &params);
+            let before = fingerprint(&o);
+            let err = o.load(&saved).expect_err("another rule");
+            let msg = err.to_string();
+            assert!(msg.contains("base"), "{from_name} into {to_name}: {msg}");
+            if from_name != to_name {
+                assert!(
+                    msg.contains(from_name) || msg.contains("kind"),
+                    "{from_name} into {to_name}: {msg}"
+                );
+            }
+            assert_eq!(fingerprint(&o), before, "{from_name} into {to_name}");
+        }
+    }
+}

@@ -145,6 +145,32 @@ fn radam(b1: f64, b2: f64, eps: f64) -> Config {
     Config::new(Base::RAdam { b1, b2, eps }, 1e-3)
 }
 
+fn adagrad(lr_decay: f64, initial_accumulator_value: f64, eps: f64) -> Config {
+    Config::new(
+        Base::Adagrad {
+            lr_decay,
+            initial_accumulator_value,
+            eps,
+            eps_inside_sqrt: false,
+        },
+        1e-2,
+    )
+}
+
+fn rmsprop(alpha: f64, eps: f64, momentum: f64, initial_scale: f64) -> Config {
+    Config::new(
+        Base::RmsProp {
+            alpha,
+            eps,
+            momentum,
+            centered: true,
+            eps_inside_sqrt: true,
+            initial_scale,
+        },
+        1e-2,
+    )
+}
+
 fn sgd(momentum: f64, dampening: f64) -> Config {
     Config::new(
         Base::Sgd {
@@ -260,6 +286,17 @@ mod config_fields {
     radam_b1: ("RAdam", "b1", UnitOpen, true, |x| radam(x, 0.999, 1e-8)),
     radam_b2: ("RAdam", "b2", UnitOpen, true, |x| radam(0.9, x, 1e-8)),
     radam_eps: ("RAdam", "eps", Positive, true, |x| radam(0.9, 0.999, x)),
+    adagrad_lr_decay: ("Adagrad", "lr_decay", NonNeg, false, |x| adagrad(x, 0.0, 1e-10)),
+    adagrad_initial_accumulator_value: ("Adagrad", "initial_accumulator_value", NonNeg, true, |x| {
+        adagrad(0.0, x, 1e-10)
+    }),
+    adagrad_eps: ("Adagrad", "eps", Positive, true, |x| adagrad(0.0, 0.0, x)),
+    rmsprop_alpha: ("RmsProp", "alpha", UnitOpen, true, |x| rmsprop(x, 1e-8, 0.9, 0.0)),
+    rmsprop_eps: ("RmsProp", "eps", Positive, true, |x| rmsprop(0.99, x, 0.9, 0.0)),
+    rmsprop_momentum: ("RmsProp", "momentum", UnitOpen, true, |x| rmsprop(0.99, 1e-8, x, 0.0)),
+    rmsprop_initial_scale: ("RmsProp", "initial_scale", NonNeg, true, |x| {
+        rmsprop(0.99, 1e-8, 0.9, x)
+    }),
     config_weight_decay: ("Config", "weight_decay", NonNeg, true, |x| {
         adam(0.9, 0.999, 1e-8).weight_decay(x)
     }),

@@ -67,6 +67,42 @@ refused! {
     eps_below_half_subnormal: Config::new(adam(0.9, 0.999, 7e-46), 1e-3) => "eps";
     radam_eps_1e_50: Config::new(Base::RAdam { b1: 0.9, b2: 0.999, eps: 1e-50 }, 1e-3) => "eps";
     b1_rounds_to_one: Config::new(adam(0.999_999_99, 0.999, 1e-8), 1e-3) => "b1";
+    adagrad_eps_1e_50: Config::new(Base::Adagrad {
+        lr_decay: 0.0,
+        initial_accumulator_value: 0.0,
+        eps: 1e-50,
+        eps_inside_sqrt: true,
+    }, 1e-2) => "eps";
+    adagrad_initial_accumulator_1e39: Config::new(Base::Adagrad {
+        lr_decay: 0.0,
+        initial_accumulator_value: 1e39,
+        eps: 1e-10,
+        eps_inside_sqrt: false,
+    }, 1e-2) => "initial_accumulator_value";
+    rmsprop_alpha_rounds_to_one: Config::new(Base::RmsProp {
+        alpha: 0.999_999_99,
+        eps: 1e-8,
+        momentum: 0.0,
+        centered: false,
+        eps_inside_sqrt: false,
+        initial_scale: 0.0,
+    }, 1e-2) => "alpha";
+    rmsprop_momentum_rounds_to_one: Config::new(Base::RmsProp {
+        alpha: 0.99,
+        eps: 1e-8,
+        momentum: 0.999_999_99,
+        centered: true,
+        eps_inside_sqrt: false,
+        initial_scale: 0.0,
+    }, 1e-2) => "momentum";
+    rmsprop_initial_scale_1e39: Config::new(Base::RmsProp {
+        alpha: 0.99,
+        eps: 1e-8,
+        momentum: 0.0,
+        centered: false,
+        eps_inside_sqrt: true,
+        initial_scale: 1e39,
+    }, 1e-2) => "initial_scale";
     b2_rounds_to_one: Config::new(adam(0.9, 0.999_999_99, 1e-8), 1e-3) => "b2";
     momentum_rounds_to_one: Config::new(Base::momentum(0.999_999_99, false), 1e-3) => "momentum";
     clip_norm_zero_in_f32: Config::new(Base::adam(), 1e-3).clip_norm(1e-50) => "grad_clip_norm";

@@ -393,6 +393,7 @@ impl Model {
                     .map(|&x| Elem {
                         p: Num::exact(x),
                         s: Num::exact(x),
+                        v: initial_v(&cfg.base),
                         ..Elem::default()
                     })
                     .collect()
@@ -652,6 +653,59 @@ impl Model {
                         };
                     }
                 }
+                // PyTorch's Adagrad: clr = lr / (1 + (t - 1) * lr_decay), s += g^2,
+                // p -= clr * g / (sqrt(s) + eps); optax's eps inside the square root.
+                Base::Adagrad {
+                    lr_decay,
+                    eps,
+                    eps_inside_sqrt,
+                    ..
+                } => {
+                    let clr = scalar(s.lr / (1.0 + (t - 1) as f64 * lr_decay));
+                    for (x, &g) in buf.iter_mut().zip(&g) {
+                        x.v = x.v + g * g;
+                        let denom = if eps_inside_sqrt != is(Mutant::EpsInsideSqrt) {
+                            (x.v + scalar(eps)).sqrt()
+                        } else {
+                            x.v.sqrt() + scalar(eps)
+                        };
+                        x.p = x.p - clr * (g / denom);
+                    }
+                }
+                // PyTorch's RMSprop (optax's eps inside the square root): v = alpha v +
+                // (1 - alpha) g^2; centered: a = alpha a + (1 - alpha) g, v - a^2 for v;
+                // u = g / (sqrt(v) + eps); momentum: b = mu b + u, p -= lr b; else p -= lr u.
+                Base::RmsProp {
+                    alpha,
+                    eps,
+                    momentum,
+                    centered,
+                    eps_inside_sqrt,
+                    ..
+                } => {
+                    for (x, &g) in buf.iter_mut().zip(&g) {
+                        x.v = scalar(alpha) * x.v + scalar(1.0 - alpha) * (g * g);
+                        let var = if centered {
+                            x.v_max = scalar(alpha) * x.v_max + scalar(1.0 - alpha) * g;
+                            x.v - x.v_max * x.v_max
+                        } else {
+                            x.v
+                        };
+                        let denom = if eps_inside_sqrt != is(Mutant::EpsInsideSqrt) {
+                            (var + scalar(eps)).sqrt()
+                        } else {
+                            var.sqrt() + scalar(eps)
+                        };
+                        let u = g / denom;
+                        let d = if momentum > 0.0 {
+                            x.m = scalar(momentum) * x.m + u;
+                            x.m
+                        } else {
+                            u
+                        };
+                        x.p = x.p - lr * d;
+                    }
+                }
             }
 
             for x in buf.iter_mut() {
@@ -689,6 +743,21 @@ fn global_norm<'a>(grads: impl Iterator<Item = &'a [f32]>) -> f64 {
         .sqrt()
 }
 
+/// The initial value of the second-moment state (Adagrad's and RMSprop's initial
+/// accumulator, rounded to f32 once; 0 for the other rules).
+fn initial_v(base: &Base) -> Num {
+    match *base {
+        Base::Adagrad {
+            initial_accumulator_value: x,
+            ..
+        }
+        | Base::RmsProp {
+            initial_scale: x, ..
+        } => scalar(x),
+        _ => Num::exact(0.0),
+    }
+}
+
 /// RAdam's rho_t (docs/numerics.md, "Base rules"), in f64.
 fn radam_rho(b2: f64, t: u64) -> f64 {
     let b2t = b2.powi(t as i32);
@@ -717,7 +786,7 @@ struct Stats {
     /// Largest |error| / (R * e).
     max_ratio: f64,
     branches: Branches,
-    per_base: [u64; 4],
+    per_base: [u64; 6],
     threaded: u64,
 }
 
@@ -885,7 +954,23 @@ fn beta(rng: &mut Rng, default: f64, lo: f64, hi: f64) -> f64 {
 
 fn random_base(rng: &mut Rng) -> Base {
     let eps = log_uniform(rng, 1e-10, 1e-3);
-    match rng.below(8) {
+    match rng.below(10) {
+        8 => Base::Adagrad {
+            lr_decay: [0.0, 0.0, rng.range(0.0, 0.5)][rng.below(3)],
+            initial_accumulator_value: [0.0, 0.1, rng.range(0.0, 1.0)][rng.below(3)],
+            eps,
+            eps_inside_sqrt: rng.unit() < 0.5,
+        },
+        9 => Base::RmsProp {
+            // Not 0: centered with alpha = 0 has the variance g^2 - g^2 = 0 exactly, a knife
+            // edge the first-order bound cannot follow.
+            alpha: [0.99, 0.9, rng.range(0.5, 0.999)][rng.below(3)],
+            eps,
+            momentum: [0.0, 0.0, rng.range(0.05, 0.95)][rng.below(3)],
+            centered: rng.unit() < 0.5,
+            eps_inside_sqrt: rng.unit() < 0.5,
+            initial_scale: [0.0, 0.0, rng.range(0.0, 1.0)][rng.below(3)],
+        },
         0 => Base::sgd(),
         1 | 2 => {
             let momentum = rng.range(0.05, 0.99);
@@ -1035,6 +1120,10 @@ fn run_case(case: &Case, mutant: Option<Mutant>, stats: &mut Stats) -> Result<()
         Base::Sgd { momentum, .. } => (momentum > 0.0, false, false),
         Base::Adam { amsgrad, .. } => (true, true, amsgrad),
         Base::AdamW { .. } | Base::RAdam { .. } => (true, true, false),
+        Base::Adagrad { .. } => (false, true, false),
+        Base::RmsProp {
+            momentum, centered, ..
+        } => (momentum > 0.0, true, centered),
     };
     let lookahead = case.cfg.lookahead.is_some();
     stats.cases += 1;
@@ -1043,6 +1132,8 @@ fn run_case(case: &Case, mutant: Option<Mutant>, stats: &mut Stats) -> Result<()
         Base::Adam { .. } => 1,
         Base::AdamW { .. } => 2,
         Base::RAdam { .. } => 3,
+        Base::Adagrad { .. } => 4,
+        Base::RmsProp { .. } => 5,
     }] += 1;
     if case.cfg.num_threads > 1 && case.lens.iter().sum::<usize>() >= 1 << 16 {
         stats.threaded += 1;
@@ -1165,7 +1256,8 @@ fn run_case(case: &Case, mutant: Option<Mutant>, stats: &mut Stats) -> Result<()
 
 fn summary(what: &str, s: &Stats) {
     println!(
-        "model[{what}]: {} configurations (sgd {}, adam {}, adamw {}, radam {}; {} threaded), \
+        "model[{what}]: {} configurations (sgd {}, adam {}, adamw {}, radam {}, adagrad {}, \
+         rmsprop {}; {} threaded), \
          {} applied + {} skipped steps, {} parameter element-steps, {} values compared \
          (p, m, v, v_max, slow), {} unchecked (not first-order); branches: {} norm-clipped steps, {} syncs, \
          radam {} rectified / {} unrectified steps; max |error| / tolerance = {:.3}",
@@ -1174,6 +1266,8 @@ fn summary(what: &str, s: &Stats) {
         s.per_base[1],
         s.per_base[2],
         s.per_base[3],
+        s.per_base[4],
+        s.per_base[5],
         s.threaded,
         s.applied,
         s.skipped,
@@ -1279,7 +1373,7 @@ fn mutants_are_detected() {
 /// rule, on every available tier, with each pipeline stage on and off.
 #[test]
 fn stateless_kernels_match_model() {
-    let rules: [(&str, Base, u64); 11] = [
+    let rules: [(&str, Base, u64); 16] = [
         ("sgd", Base::sgd(), 3),
         ("momentum, first step", Base::momentum(0.9, false), 1),
         (
@@ -1325,6 +1419,42 @@ fn stateless_kernels_match_model() {
             },
             12,
         ),
+        ("adagrad", Base::adagrad(), 1),
+        (
+            "adagrad optax lr_decay",
+            Base::Adagrad {
+                lr_decay: 0.3,
+                initial_accumulator_value: 0.1,
+                eps: 1e-7,
+                eps_inside_sqrt: true,
+            },
+            6,
+        ),
+        ("rmsprop", Base::rmsprop(), 4),
+        (
+            "rmsprop centered momentum",
+            Base::RmsProp {
+                alpha: 0.9,
+                eps: 1e-6,
+                momentum: 0.8,
+                centered: true,
+                eps_inside_sqrt: false,
+                initial_scale: 0.0,
+            },
+            3,
+        ),
+        (
+            "rmsprop optax centered",
+            Base::RmsProp {
+                alpha: 0.9,
+                eps: 1e-8,
+                momentum: 0.0,
+                centered: true,
+                eps_inside_sqrt: true,
+                initial_scale: 0.0,
+            },
+            2,
+        ),
     ];
     let mut rng = Rng(0x57A7_E1E5);
     let mut stats = Stats::default();
@@ -1344,6 +1474,12 @@ fn stateless_kernels_match_model() {
                     let mut v: Vec<f32> = rng.vec(n, 0.2).iter().map(|x| x * x).collect();
                     let mut v_max: Vec<f32> =
                         v.iter().map(|&x| x * [0.5f32, 2.0][rng.below(2)]).collect();
+                    if let Rule::RmsProp { centered: true, .. } = rule {
+                        // The gradient average a of a real trajectory has a^2 <= v.
+                        for (a, &x) in v_max.iter_mut().zip(&v) {
+                            *a = x.sqrt() * if *a < x { -0.5 } else { 0.5 };
+                        }
+                    }
                     let mut slow = rng.vec(n, 1.0);
                     let (clip_scale, clip_value, wd, sync) = match variant {
                         0 => (None, None, 0.0, None),

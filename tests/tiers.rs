@@ -380,6 +380,15 @@ fn plan_table_covers_every_rule_shape() {
             }
         )) > 0
     );
+    assert!(count(&|r| matches!(r, Rule::Adagrad { .. })) > 0);
+    for (m, c) in [(false, false), (false, true), (true, false), (true, true)] {
+        assert!(
+            count(&|r| matches!(r, Rule::RmsProp { mu, centered, .. }
+                if mu.is_some() == m && *centered == c))
+                > 0,
+            "rmsprop momentum {m} centered {c}"
+        );
+    }
     assert_eq!(plans.len(), (common::bases().len() * 4 + 2) * VARIATIONS);
     // Every combination of the optional steps, with every rule.
     let combos: std::collections::HashSet<_> = plans
@@ -394,7 +403,11 @@ fn plan_table_covers_every_rule_shape() {
             )
         })
         .collect();
-    assert_eq!(combos.len(), 16 * 4);
+    let rule_kinds: std::collections::HashSet<_> = plans
+        .iter()
+        .map(|(_, p)| std::mem::discriminant(&p.rule))
+        .collect();
+    assert_eq!(combos.len(), 16 * rule_kinds.len());
 }
 
 /// Fused updates on `tier` against the scalar tier. Long buffers get a subset of the plans (the

@@ -230,6 +230,8 @@ enum class BaseKind : uint32_t {
   Adam = FLATOPT_ADAM,
   AdamW = FLATOPT_ADAMW,
   RAdam = FLATOPT_RADAM,
+  Adagrad = FLATOPT_ADAGRAD,
+  RmsProp = FLATOPT_RMSPROP,
 };
 
 /// Non-finite gradient policies (`flatopt_nonfinite`).
@@ -286,13 +288,15 @@ enum class ThresholdMode : uint32_t { Rel = 0, Abs = 1 };
 /// `Optimizer::schedule_step()` (epoch style).
 enum class ScheduleMode : uint32_t { PerUpdate = 0, Manual = 1 };
 
-/// Name of a base kind: "sgd", "adam", "adamw", "radam".
+/// Name of a base kind: "sgd", "adam", "adamw", "radam", "adagrad", "rmsprop".
 inline const char* base_kind_name(BaseKind k) noexcept {
   switch (k) {
     case BaseKind::Sgd: return "sgd";
     case BaseKind::Adam: return "adam";
     case BaseKind::AdamW: return "adamw";
     case BaseKind::RAdam: return "radam";
+    case BaseKind::Adagrad: return "adagrad";
+    case BaseKind::RmsProp: return "rmsprop";
   }
   return "unknown";
 }
@@ -424,12 +428,32 @@ class BaseParams {
   }
   /// RAdam (rectification threshold 5).
   static BaseParams radam() { return BaseParams(BaseKind::RAdam); }
+  /// Adagrad (PyTorch's: `lr_decay` 0, accumulator from 0, eps 1e-10 outside the square
+  /// root; optax's: `initial_accumulator(0.1).eps(1e-7).eps_inside_sqrt()`).
+  static BaseParams adagrad(double lr_decay = 0.0) {
+    BaseParams b(BaseKind::Adagrad);
+    b.p_.lr_decay = lr_decay;
+    return b;
+  }
+  /// RMSprop (PyTorch's: alpha 0.99, eps 1e-8 outside the square root; optax's:
+  /// `alpha(0.9).eps_inside_sqrt()`), with optional momentum and the centered form.
+  static BaseParams rmsprop(double alpha = 0.99, double momentum = 0.0, bool centered = false) {
+    BaseParams b(BaseKind::RmsProp);
+    b.p_.alpha = alpha;
+    b.p_.momentum = momentum;
+    b.p_.centered = centered ? 1u : 0u;
+    return b;
+  }
 
   /// The kind.
   BaseKind kind() const noexcept { return static_cast<BaseKind>(p_.kind); }
 
-  /// SGD: momentum in [0, 1).
-  BaseParams& momentum(double v) & { need_sgd("momentum"); p_.momentum = v; return *this; }
+  /// SGD, RMSprop: momentum in [0, 1).
+  BaseParams& momentum(double v) & {
+    if (kind() != BaseKind::Sgd && kind() != BaseKind::RmsProp) wrong_kind("momentum", "sgd and rmsprop");
+    p_.momentum = v;
+    return *this;
+  }
   BaseParams&& momentum(double v) && { return std::move(momentum(v)); }
   /// SGD: dampening in [0, 1].
   BaseParams& dampening(double v) & { need_sgd("dampening"); p_.dampening = v; return *this; }
@@ -450,8 +474,13 @@ class BaseParams {
   /// Adam family: second-moment decay in [0, 1).
   BaseParams& b2(double v) & { need_adam("b2"); p_.b2 = v; return *this; }
   BaseParams&& b2(double v) && { return std::move(b2(v)); }
-  /// Adam family: eps > 0, added outside the square root.
-  BaseParams& eps(double v) & { need_adam("eps"); p_.eps = v; return *this; }
+  /// Adam family, Adagrad, RMSprop: eps > 0, added outside the square root (inside with
+  /// `eps_inside_sqrt`, Adagrad and RMSprop only).
+  BaseParams& eps(double v) & {
+    if (kind() == BaseKind::Sgd) wrong_kind("eps", "adam, adamw, radam, adagrad and rmsprop");
+    p_.eps = v;
+    return *this;
+  }
   BaseParams&& eps(double v) && { return std::move(eps(v)); }
   /// AdamW: decoupled weight decay >= 0.
   BaseParams& decoupled_weight_decay(double v) & {
@@ -462,6 +491,41 @@ class BaseParams {
   BaseParams&& decoupled_weight_decay(double v) && {
     return std::move(decoupled_weight_decay(v));
   }
+  /// Adagrad: learning-rate decay >= 0 (step t uses `lr / (1 + (t - 1) * lr_decay)`).
+  BaseParams& lr_decay(double v) & {
+    if (kind() != BaseKind::Adagrad) wrong_kind("lr_decay", "adagrad");
+    p_.lr_decay = v;
+    return *this;
+  }
+  BaseParams&& lr_decay(double v) && { return std::move(lr_decay(v)); }
+  /// Adagrad, RMSprop: the initial sum of squares / squared average, >= 0.
+  BaseParams& initial_accumulator(double v) & {
+    need_adaptive("initial_accumulator");
+    p_.initial_accumulator = v;
+    return *this;
+  }
+  BaseParams&& initial_accumulator(double v) && { return std::move(initial_accumulator(v)); }
+  /// RMSprop: smoothing constant in [0, 1).
+  BaseParams& alpha(double v) & {
+    if (kind() != BaseKind::RmsProp) wrong_kind("alpha", "rmsprop");
+    p_.alpha = v;
+    return *this;
+  }
+  BaseParams&& alpha(double v) && { return std::move(alpha(v)); }
+  /// RMSprop: the centered form.
+  BaseParams& centered(bool on = true) & {
+    if (kind() != BaseKind::RmsProp) wrong_kind("centered", "rmsprop");
+    p_.centered = on ? 1u : 0u;
+    return *this;
+  }
+  BaseParams&& centered(bool on = true) && { return std::move(centered(on)); }
+  /// Adagrad, RMSprop: eps inside the square root (optax's form).
+  BaseParams& eps_inside_sqrt(bool on = true) & {
+    need_adaptive("eps_inside_sqrt");
+    p_.eps_inside_sqrt = on ? 1u : 0u;
+    return *this;
+  }
+  BaseParams&& eps_inside_sqrt(bool on = true) && { return std::move(eps_inside_sqrt(on)); }
 
   /// The C struct (lvalues only: a temporary's struct would dangle).
   const flatopt_base_params& c_struct() const& noexcept { return p_; }
@@ -477,7 +541,12 @@ class BaseParams {
     if (kind() != BaseKind::Sgd) wrong_kind(name, "sgd");
   }
   void need_adam(const char* name) const {
-    if (kind() == BaseKind::Sgd) wrong_kind(name, "adam, adamw and radam");
+    if (kind() != BaseKind::Adam && kind() != BaseKind::AdamW && kind() != BaseKind::RAdam)
+      wrong_kind(name, "adam, adamw and radam");
+  }
+  void need_adaptive(const char* name) const {
+    if (kind() != BaseKind::Adagrad && kind() != BaseKind::RmsProp)
+      wrong_kind(name, "adagrad and rmsprop");
   }
 
   flatopt_base_params p_{};
@@ -856,6 +925,13 @@ class Config {
   }
   /// RAdam.
   static Config radam(double lr = 1e-3) { return Config(BaseParams::radam(), lr); }
+  /// Adagrad (PyTorch's default lr 1e-2).
+  static Config adagrad(double lr = 1e-2) { return Config(BaseParams::adagrad(), lr); }
+  /// RMSprop (PyTorch's default lr 1e-2).
+  static Config rmsprop(double lr = 1e-2, double alpha = 0.99, double momentum = 0.0,
+                        bool centered = false) {
+    return Config(BaseParams::rmsprop(alpha, momentum, centered), lr);
+  }
 
   // --- Base optimizer.
   /// Replaces the base optimizer and its hyperparameters.
@@ -1475,7 +1551,7 @@ inline void lookahead_sync(Span<float> fast, Span<float> slow, float alpha) {
 static_assert(static_cast<uint32_t>(ScheduleKind::ReduceOnPlateau) == 15, "schedule kinds");
 static_assert(static_cast<uint32_t>(SimdTier::Avx512) == 4, "simd tiers");
 static_assert(static_cast<uint32_t>(NonFinite::Propagate) == 2, "non-finite policies");
-static_assert(static_cast<uint32_t>(BaseKind::RAdam) == 3, "base kinds");
+static_assert(static_cast<uint32_t>(BaseKind::RmsProp) == 5, "base kinds");
 
 }  // namespace flatopt
 

@@ -114,6 +114,75 @@ super::bases! {
             rectified,
         }
     }
+
+    /// Adagrad (PyTorch's `torch.optim.Adagrad`): `s += g*g`, `p -= clr * g / (sqrt(s) + eps)`
+    /// with `clr = lr / (1 + (t - 1) * lr_decay)`. optax's `adagrad` is
+    /// `initial_accumulator_value = 0.1, eps = 1e-7, eps_inside_sqrt = true`, no lr decay.
+    Adagrad = 4, "adagrad" {
+        /// Learning-rate decay: step `t` uses `lr / (1 + (t - 1) * lr_decay)`.
+        lr_decay: f64 = 0.0; NonNeg; c lr_decay;
+        /// The value the sum of squared gradients starts from (optax: 0.1).
+        initial_accumulator_value: f64 = 0.0; NonNeg, f32; c initial_accumulator;
+        /// Added outside the square root (inside with `eps_inside_sqrt`; optax: 1e-7, inside).
+        eps: f64 = 1e-10; Positive, f32; c eps;
+        /// optax's form: `g / sqrt(s + eps)` instead of PyTorch's `g / (sqrt(s) + eps)`.
+        eps_inside_sqrt: bool = false; Any; c eps_inside_sqrt;
+    }
+    @state { (false, true, false) }
+    @init { [0.0, initial_accumulator_value as f32, 0.0] }
+    @rule(t, lr) {
+        let (eps_in, eps_out) = eps_split(eps, eps_inside_sqrt);
+        Rule::Adagrad {
+            step: (lr / (1.0 + (t - 1) as f64 * lr_decay)) as f32,
+            eps_in,
+            eps_out,
+        }
+    }
+
+    /// RMSprop (PyTorch's `torch.optim.RMSprop`): `v = alpha*v + (1-alpha)*g*g`; centered:
+    /// `a = alpha*a + (1-alpha)*g`, `v - a*a` in place of `v`; `u = g / (sqrt(v) + eps)`;
+    /// with momentum `b = momentum*b + u`, `p -= lr*b`, else `p -= lr*u`. optax's `rmsprop`
+    /// is `alpha = decay = 0.9, eps_inside_sqrt = true` (its `initial_scale` here too).
+    RmsProp = 5, "rmsprop" {
+        /// Smoothing constant of the squared-gradient average (optax: `decay`, 0.9).
+        alpha: f64 = 0.99; UnitOpen, f32; c alpha;
+        /// Added outside the square root (inside with `eps_inside_sqrt`).
+        eps: f64 = 1e-8; Positive, f32; c eps;
+        /// Momentum of the scaled update (0: none).
+        momentum: f64 = 0.0; UnitOpen, f32; c momentum;
+        /// Centered: normalise by the estimated variance `v - a*a`.
+        centered: bool = false; Any; c centered;
+        /// optax's form: `g / sqrt(v + eps)` instead of PyTorch's `g / (sqrt(v) + eps)`.
+        eps_inside_sqrt: bool = false; Any; c eps_inside_sqrt;
+        /// The value the squared-gradient average starts from (optax's `initial_scale`).
+        initial_scale: f64 = 0.0; NonNeg, f32; c initial_accumulator;
+    }
+    @state { (momentum > 0.0, true, centered) }
+    @init { [0.0, initial_scale as f32, 0.0] }
+    @rule(t, lr) {
+        let (eps_in, eps_out) = eps_split(eps, eps_inside_sqrt);
+        Rule::RmsProp {
+            lr: lr as f32,
+            alpha: alpha as f32,
+            one_minus_alpha: (1.0 - alpha) as f32,
+            eps_in,
+            eps_out,
+            mu: (momentum > 0.0).then_some(momentum as f32),
+            centered,
+        }
+    }
+}
+
+/// eps as the kernels add it, `sqrt(x + eps_in) + eps_out`: one of the two is `eps` (rounded
+/// to f32), the other 0 (adding an exact 0 leaves every value the same, so either placement is
+/// one loop).
+fn eps_split(eps: f64, inside: bool) -> (f32, f32) {
+    let e = eps as f32;
+    if inside {
+        (e, 0.0)
+    } else {
+        (0.0, e)
+    }
 }
 
 /// `b^t` for a decay rate `b` in [0, 1) and step `t >= 1`, as `powf` computes it (an f64
@@ -183,6 +252,12 @@ pub fn check_step(lr: f64, rule: &Rule) -> Result<(), Error> {
             ("inv_sqrt_bc2 (1 / sqrt(1 - b2^t))", inv_sqrt_bc2),
             NONE,
         ],
+        Rule::Adagrad { step, .. } => [
+            ("step size (lr / (1 + (t - 1) * lr_decay))", step),
+            NONE,
+            NONE,
+        ],
+        Rule::RmsProp { lr, .. } => [("lr", lr), NONE, NONE],
     };
     let lr32 = lr as f32;
     if !lr32.is_finite() {

@@ -19,6 +19,8 @@ macro_rules! bases {
     (@label $f:ident $l:literal) => { $l };
     (@check) => { Ok(()) };
     (@check $b:block) => { $b };
+    (@init) => { [0.0f32; 3] };
+    (@init $b:block) => { $b };
     (
         $(
             $(#[doc = $vdoc:literal])*
@@ -30,6 +32,7 @@ macro_rules! bases {
                 )+
             }
             @state $state:block
+            $( @init $init:block )?
             @rule($t:ident, $lr:ident) $rule:block
             $( @check $check:block )?
         )+
@@ -165,6 +168,15 @@ macro_rules! bases {
                 }
             }
 
+            /// The value each state buffer (m, v, v_max) starts from at registration and reset
+            /// (0 unless the entry's `@init` says otherwise, as Adagrad's initial accumulator).
+            #[allow(unused_variables)]
+            pub fn state_init(&self) -> [f32; 3] {
+                match *self {
+                    $( Base::$V { $($f),+ } => $crate::config::bases!(@init $($init)?), )+
+                }
+            }
+
             /// The rule for applied step `t` (1-based; 0 counts as 1) at learning rate `lr`:
             /// every per-step scalar is computed in f64 and rounded to f32 once. `t` counts
             /// base-optimizer steps (bias correction, RAdam's rho_t, momentum's first step).
@@ -226,6 +238,16 @@ impl Base {
     /// RAdam with b1 = 0.9, b2 = 0.999, eps = 1e-8.
     pub fn radam() -> Base {
         Base::default_of(3)
+    }
+    /// Adagrad as PyTorch defines it: no lr decay, accumulator from 0, eps = 1e-10 outside the
+    /// square root.
+    pub fn adagrad() -> Base {
+        Base::default_of(4)
+    }
+    /// RMSprop as PyTorch defines it: alpha = 0.99, eps = 1e-8 outside the square root, no
+    /// momentum, not centered.
+    pub fn rmsprop() -> Base {
+        Base::default_of(5)
     }
 
     /// The rule of kind `kind` with the catalog's defaults.

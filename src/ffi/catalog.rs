@@ -40,6 +40,9 @@ impl CFields for flatopt_base_params {
             "b2" => &mut self.b2,
             "eps" => &mut self.eps,
             "decoupled_weight_decay" => &mut self.decoupled_weight_decay,
+            "lr_decay" => &mut self.lr_decay,
+            "initial_accumulator" => &mut self.initial_accumulator,
+            "alpha" => &mut self.alpha,
             _ => return None,
         })
     }
@@ -50,6 +53,8 @@ impl CFields for flatopt_base_params {
         Some(match c {
             "nesterov" => &mut self.nesterov,
             "amsgrad" => &mut self.amsgrad,
+            "centered" => &mut self.centered,
+            "eps_inside_sqrt" => &mut self.eps_inside_sqrt,
             _ => return None,
         })
     }

@@ -33,12 +33,23 @@ pub enum flatopt_base_kind {
     FLATOPT_ADAMW = 2,
     /// RAdam (rectification threshold 5).
     FLATOPT_RADAM = 3,
+    /// Adagrad (PyTorch's; optax's with `initial_accumulator = 0.1`, `eps = 1e-7`,
+    /// `eps_inside_sqrt = 1`). Since `FLATOPT_BASE_PARAMS_SIZE_V2`.
+    FLATOPT_ADAGRAD = 4,
+    /// RMSprop, optionally with momentum and centered (PyTorch's; optax's with `alpha = 0.9`,
+    /// `eps_inside_sqrt = 1`). Since `FLATOPT_BASE_PARAMS_SIZE_V2`.
+    FLATOPT_RMSPROP = 5,
 }
 
 /// Size in bytes of the first version of `flatopt_base_params` (flatopt 0.2.0), the smallest
 /// `struct_size` accepted. Frozen: a later version adds fields at the end and a constant
 /// `FLATOPT_BASE_PARAMS_SIZE_V2`.
 pub const FLATOPT_BASE_PARAMS_SIZE_V1: u32 = 64;
+
+/// Size in bytes of the second version of `flatopt_base_params` (after 0.2.0: Adagrad and
+/// RMSprop's fields `lr_decay` to `eps_inside_sqrt`). Frozen. A V1 caller's struct gets those
+/// fields' defaults.
+pub const FLATOPT_BASE_PARAMS_SIZE_V2: u32 = 96;
 
 /// Size in bytes of the first version of `flatopt_schedule` (flatopt 0.2.0). Frozen.
 pub const FLATOPT_SCHEDULE_SIZE_V1: u32 = 248;
@@ -73,6 +84,21 @@ pub struct flatopt_base_params {
     pub eps: c_double,
     /// AdamW: decoupled weight decay >= 0 (default 0.01).
     pub decoupled_weight_decay: c_double,
+    /// Adagrad: learning-rate decay >= 0, step t uses `lr / (1 + (t - 1) * lr_decay)`
+    /// (default 0). Since `FLATOPT_BASE_PARAMS_SIZE_V2`.
+    pub lr_decay: c_double,
+    /// Adagrad: the initial sum of squares; RMSprop: the initial squared average (optax's
+    /// `initial_scale`); >= 0 (default 0; optax's adagrad: 0.1). The optimizer fills its
+    /// state with it; callers of the stateless kernels fill theirs. Since `_SIZE_V2`.
+    pub initial_accumulator: c_double,
+    /// RMSprop: smoothing constant in [0, 1) (default 0.99; optax's `decay`: 0.9). Since
+    /// `_SIZE_V2`.
+    pub alpha: c_double,
+    /// RMSprop: 1 for the centered form (default 0). Since `_SIZE_V2`.
+    pub centered: u32,
+    /// Adagrad, RMSprop: 1 to add eps inside the square root as optax does (default 0: outside,
+    /// as PyTorch). Since `_SIZE_V2`.
+    pub eps_inside_sqrt: u32,
 }
 
 /// The defaults of `kind` (a kind of the base-rule catalog): the catalog's defaults in the
@@ -89,6 +115,11 @@ pub(crate) fn base_defaults(kind: u32) -> flatopt_base_params {
         b2: 0.999,
         eps: 1e-8,
         decoupled_weight_decay: 0.0,
+        lr_decay: 0.0,
+        initial_accumulator: 0.0,
+        alpha: 0.99,
+        centered: 0,
+        eps_inside_sqrt: 0,
     };
     if let Some(spec) = base_specs().iter().find(|s| s.kind == kind) {
         catalog::set_defaults(&mut p, spec);
@@ -116,7 +147,7 @@ impl flatopt_base_params {
 /// The published sizes of `flatopt_base_params`, oldest first.
 pub(crate) const BASE_PARAMS_VERSIONS: Versions = Versions {
     name: "flatopt_base_params",
-    sizes: &[FLATOPT_BASE_PARAMS_SIZE_V1],
+    sizes: &[FLATOPT_BASE_PARAMS_SIZE_V1, FLATOPT_BASE_PARAMS_SIZE_V2],
 };
 
 /// Fills the caller's `size` bytes at `params` with the defaults of `kind` (a

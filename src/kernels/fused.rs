@@ -264,6 +264,35 @@ fn span<V: Vf32>(plan: &Plan, mut w: Window<'_>, specialized: bool) {
             );
             specialize!(specialized, radam, (&k, &r, w); cs, cv, wd, sy, rectified)
         }
+        Rule::Adagrad {
+            step,
+            eps_in,
+            eps_out,
+        } => {
+            let r = [step, eps_in, eps_out].map(V::splat);
+            specialize!(specialized, adagrad, (&k, r, w); cs, cv, wd, sy)
+        }
+        Rule::RmsProp {
+            lr,
+            alpha,
+            one_minus_alpha,
+            eps_in,
+            eps_out,
+            mu,
+            centered,
+        } => {
+            let r = [
+                lr,
+                alpha,
+                one_minus_alpha,
+                eps_in,
+                eps_out,
+                mu.unwrap_or(0.0),
+            ]
+            .map(V::splat);
+            let momentum = mu.is_some();
+            specialize!(specialized, rmsprop, (&k, r, w); cs, cv, wd, sy, centered, momentum)
+        }
     }
 }
 
@@ -418,6 +447,70 @@ fn radam<V: Vf32>(
         let (m, v) = r.update(g, w, i);
         let u = if rectified.on() { r.direction(m, v) } else { m };
         k.store_param(p.sub(r.step.mul(u)), w, i, sy);
+        i += V::LANES;
+    }
+}
+
+/// Adagrad, `[step, eps_in, eps_out]` (see [`Rule::Adagrad`]); the sum of squares is `v`.
+#[inline(always)]
+fn adagrad<V: Vf32>(
+    k: &Lanes<V>,
+    [step, eps_in, eps_out]: [V; 3],
+    w: &mut Window<'_>,
+    (cs, cv, wd, sy): (impl Switch, impl Switch, impl Switch, impl Switch),
+) {
+    let n = w.len(false, true, false, sy);
+    let mut i = 0;
+    while n - i >= V::LANES {
+        let p = V::load(&w.param[i..]);
+        let g = k.grad(V::load(&w.grad[i..]), p, cs, cv, wd);
+        let s = V::load(&w.v[i..]).add(g.mul(g));
+        s.store(&mut w.v[i..]);
+        let u = g.div(s.add(eps_in).sqrt().add(eps_out));
+        k.store_param(p.sub(step.mul(u)), w, i, sy);
+        i += V::LANES;
+    }
+}
+
+/// RMSprop, `[lr, alpha, 1 - alpha, eps_in, eps_out, mu]` (see [`Rule::RmsProp`]): the squared
+/// average is `v`, the momentum buffer `m`, the centered gradient average `v_max`.
+#[inline(always)]
+fn rmsprop<V: Vf32>(
+    k: &Lanes<V>,
+    [lr, alpha, c, eps_in, eps_out, mu]: [V; 6],
+    w: &mut Window<'_>,
+    (cs, cv, wd, sy, centered, momentum): (
+        impl Switch,
+        impl Switch,
+        impl Switch,
+        impl Switch,
+        impl Switch,
+        impl Switch,
+    ),
+) {
+    let n = w.len(momentum.on(), true, centered.on(), sy);
+    let mut i = 0;
+    while n - i >= V::LANES {
+        let p = V::load(&w.param[i..]);
+        let g = k.grad(V::load(&w.grad[i..]), p, cs, cv, wd);
+        let v = alpha.mul(V::load(&w.v[i..])).add(c.mul(g.mul(g)));
+        v.store(&mut w.v[i..]);
+        let d = if centered.on() {
+            let a = alpha.mul(V::load(&w.v_max[i..])).add(c.mul(g));
+            a.store(&mut w.v_max[i..]);
+            v.sub(a.mul(a))
+        } else {
+            v
+        };
+        let u = g.div(d.add(eps_in).sqrt().add(eps_out));
+        let u = if momentum.on() {
+            let b = mu.mul(V::load(&w.m[i..])).add(u);
+            b.store(&mut w.m[i..]);
+            b
+        } else {
+            u
+        };
+        k.store_param(p.sub(lr.mul(u)), w, i, sy);
         i += V::LANES;
     }
 }

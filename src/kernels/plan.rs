@@ -74,6 +74,26 @@ pub enum Rule {
         /// Whether the variance is tractable at this step (the adaptive update applies).
         rectified: bool,
     },
+    /// Adagrad: `v = v + g*g`, `p -= step * (g / (sqrt(v + eps_in) + eps_out))` with
+    /// `step = lr / (1 + (t-1)*lr_decay)`; one of `eps_in` (optax) and `eps_out` (PyTorch) is 0.
+    Adagrad {
+        step: f32,
+        eps_in: f32,
+        eps_out: f32,
+    },
+    /// RMSprop: `v = alpha*v + one_minus_alpha*(g*g)`; centered: `a = alpha*a +
+    /// one_minus_alpha*g` (in `v_max`) and `d = v - a*a`, else `d = v`;
+    /// `u = g / (sqrt(d + eps_in) + eps_out)`; with momentum `mu`, `m = mu*m + u` and
+    /// `p -= lr*m`, else `p -= lr*u`.
+    RmsProp {
+        lr: f32,
+        alpha: f32,
+        one_minus_alpha: f32,
+        eps_in: f32,
+        eps_out: f32,
+        mu: Option<f32>,
+        centered: bool,
+    },
 }
 
 /// Everything one fused pass needs besides the buffers: the gradient transforms in pipeline
@@ -93,8 +113,9 @@ pub struct Plan {
 }
 
 /// The buffers of one fused pass, all of the same length as `param`. State buffers a rule does
-/// not use may be empty: `m` is the momentum trace (SGD with momentum) or the first moment
-/// (Adam family), `v` the second moment, `v_max` the AMSGrad maximum, `slow` the Lookahead slow
+/// not use may be empty: `m` is the momentum trace (SGD with momentum, RMSprop) or the first
+/// moment (Adam family), `v` the second moment (Adagrad: the sum of squares), `v_max` the
+/// AMSGrad maximum or RMSprop's centered gradient average, `slow` the Lookahead slow
 /// weights (read and written on sync steps only).
 pub struct Buffers<'a> {
     /// The parameters, updated in place.
@@ -129,6 +150,8 @@ impl Rule {
             Rule::Momentum { .. } => (true, false, false),
             Rule::Adam { amsgrad, .. } => (true, true, *amsgrad),
             Rule::RAdam { .. } => (true, true, false),
+            Rule::Adagrad { .. } => (false, true, false),
+            Rule::RmsProp { mu, centered, .. } => (mu.is_some(), true, *centered),
         }
     }
 }
@@ -142,7 +165,11 @@ impl Buffers<'_> {
             ("grad", true, self.grad.len()),
             ("m (first moment / momentum)", m, self.m.len()),
             ("v (second moment)", v, self.v.len()),
-            ("v_max (AMSGrad maximum)", vmax, self.v_max.len()),
+            (
+                "v_max (AMSGrad maximum / RMSprop average)",
+                vmax,
+                self.v_max.len(),
+            ),
             ("slow weights", plan.sync_alpha.is_some(), self.slow.len()),
         ];
         for (what, used, len) in checks {

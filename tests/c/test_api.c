@@ -770,7 +770,7 @@ static void run_row(const row *r, int index)
 /* init functions */
 R(r_bpi_null) { (void)fx; return F(flatopt_base_params_init)(NULL, sizeof(flatopt_base_params), FLATOPT_ADAM); }
 R(r_bpi_kind) { return F(flatopt_base_params_init)(&fx->out.hp, sizeof fx->out.hp, 99); }
-R(r_bpi_kind4) { return F(flatopt_base_params_init)(&fx->out.hp, sizeof fx->out.hp, 4); }
+R(r_bpi_kind_next) { return F(flatopt_base_params_init)(&fx->out.hp, sizeof fx->out.hp, FLATOPT_RMSPROP + 1); }
 R(r_si_null) { (void)fx; return F(flatopt_schedule_init)(NULL, sizeof(flatopt_schedule), FLATOPT_SCHEDULE_EXPONENTIAL); }
 R(r_si_kind) { return F(flatopt_schedule_init)(&fx->out.sc, sizeof fx->out.sc, 99); }
 R(r_si_kind16) { return F(flatopt_schedule_init)(&fx->out.sc, sizeof fx->out.sc, 16); }
@@ -858,7 +858,7 @@ R(r_new_base_newer_set)
     base_v9 n;
     memset(&n, 0, sizeof n);
     F(flatopt_base_params_init)(&n.b, sizeof n, FLATOPT_ADAM);
-    n.future[0] = 1; /* byte 64 */
+    n.future[0] = 1; /* byte 96 */
     c.base = &n.b;
     return new_into_out(fx, &c);
 }
@@ -1830,7 +1830,7 @@ static const row k_rows[] = {
     /* init functions */
     { "base_params_init: params NULL", NULL, r_bpi_null, E_NULL, "params" },
     { "base_params_init: kind 99", NULL, r_bpi_kind, E_ARG, "kind" },
-    { "base_params_init: kind 4", NULL, r_bpi_kind4, E_ARG, "kind" },
+    { "base_params_init: the kind after the last", NULL, r_bpi_kind_next, E_ARG, "kind" },
     { "schedule_init: schedule NULL", NULL, r_si_null, E_NULL, "schedule" },
     { "schedule_init: kind 99", NULL, r_si_kind, E_ARG, "kind" },
     { "schedule_init: kind 16", NULL, r_si_kind16, E_ARG, "kind" },
@@ -1854,7 +1854,7 @@ static const row k_rows[] = {
     { "new: newer caller's config, unknown field set", NULL, r_new_newer_set, E_UNSUP,
       "byte 96" },
     { "new: newer caller's base, unknown field set", NULL, r_new_base_newer_set, E_UNSUP,
-      "byte 64" },
+      "byte 96" },
     { "new: newer caller's schedule, unknown field set", NULL, r_new_sched_newer_set, E_UNSUP,
       "byte 256" },
     { "new: base.struct_size 0", NULL, r_new_base_size0, E_ARG, "base.struct_size" },

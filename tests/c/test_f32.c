@@ -27,7 +27,10 @@ static void expect_refused(const char *row, flatopt_status st, const char *field
     }
 }
 
-enum field { LR, WEIGHT_DECAY, EPS, B1, DECOUPLED, CLIP_VALUE, SCHED_BASE };
+enum field {
+    LR, WEIGHT_DECAY, EPS, B1, DECOUPLED, CLIP_VALUE, SCHED_BASE,
+    ADAGRAD_EPS, ADAGRAD_INITIAL, RMSPROP_ALPHA, RMSPROP_MOMENTUM, RMSPROP_INITIAL
+};
 
 struct config_row {
     const char *name;
@@ -44,6 +47,11 @@ static const struct config_row k_config_rows[] = {
     { "base decoupled_weight_decay = 1e39", DECOUPLED, 1e39, "decoupled" },
     { "config grad_clip_value = 1e39", CLIP_VALUE, 1e39, "grad_clip_value" },
     { "schedule base_lr = 1e39", SCHED_BASE, 1e39, "base_lr" },
+    { "adagrad eps = 1e-50 (0 as float)", ADAGRAD_EPS, 1e-50, "eps" },
+    { "adagrad initial_accumulator = 1e39", ADAGRAD_INITIAL, 1e39, "initial_accumulator" },
+    { "rmsprop alpha = 0.99999999 (1 as float)", RMSPROP_ALPHA, 0.99999999, "alpha" },
+    { "rmsprop momentum = 0.99999999 (1 as float)", RMSPROP_MOMENTUM, 0.99999999, "momentum" },
+    { "rmsprop initial_accumulator = 1e39", RMSPROP_INITIAL, 1e39, "initial_" },
 };
 
 static void config_row(const struct config_row *r)
@@ -72,6 +80,21 @@ static void config_row(const struct config_row *r)
     case SCHED_BASE:
         s.base_lr = r->value;
         c.schedule = &s;
+        break;
+    case ADAGRAD_EPS:
+    case ADAGRAD_INITIAL:
+        flatopt_base_params_init(&b, sizeof b, FLATOPT_ADAGRAD);
+        if (r->field == ADAGRAD_EPS) b.eps = r->value;
+        else b.initial_accumulator = r->value;
+        break;
+    case RMSPROP_ALPHA:
+    case RMSPROP_MOMENTUM:
+    case RMSPROP_INITIAL:
+        flatopt_base_params_init(&b, sizeof b, FLATOPT_RMSPROP);
+        b.centered = 1;
+        if (r->field == RMSPROP_ALPHA) b.alpha = r->value;
+        else if (r->field == RMSPROP_MOMENTUM) b.momentum = r->value;
+        else b.initial_accumulator = r->value;
         break;
     }
     expect_refused(r->name, flatopt_optimizer_new(&c, &opt), r->named);

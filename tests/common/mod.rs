@@ -51,6 +51,54 @@ pub fn bases() -> Vec<(&'static str, Base, f64)> {
             },
             1e-2,
         ),
+        ("adagrad", Base::adagrad(), 1e-1),
+        (
+            "adagrad_optax_lr_decay",
+            Base::Adagrad {
+                lr_decay: 0.05,
+                initial_accumulator_value: 0.1,
+                eps: 1e-7,
+                eps_inside_sqrt: true,
+            },
+            1e-1,
+        ),
+        ("rmsprop", Base::rmsprop(), 1e-2),
+        (
+            "rmsprop_centered_momentum",
+            Base::RmsProp {
+                alpha: 0.9,
+                eps: 1e-8,
+                momentum: 0.9,
+                centered: true,
+                eps_inside_sqrt: false,
+                initial_scale: 0.0,
+            },
+            1e-2,
+        ),
+        (
+            "rmsprop_optax_centered",
+            Base::RmsProp {
+                alpha: 0.9,
+                eps: 1e-8,
+                momentum: 0.0,
+                centered: true,
+                eps_inside_sqrt: true,
+                initial_scale: 0.1,
+            },
+            1e-2,
+        ),
+        (
+            "rmsprop_momentum",
+            Base::RmsProp {
+                alpha: 0.99,
+                eps: 1e-6,
+                momentum: 0.5,
+                centered: false,
+                eps_inside_sqrt: true,
+                initial_scale: 0.0,
+            },
+            1e-2,
+        ),
     ]
 }
 

@@ -36,6 +36,8 @@ static_assert(static_cast<uint32_t>(flatopt::BaseKind::Sgd) == 0, "sgd");
 static_assert(static_cast<uint32_t>(flatopt::BaseKind::Adam) == 1, "adam");
 static_assert(static_cast<uint32_t>(flatopt::BaseKind::AdamW) == 2, "adamw");
 static_assert(static_cast<uint32_t>(flatopt::BaseKind::RAdam) == 3, "radam");
+static_assert(static_cast<uint32_t>(flatopt::BaseKind::Adagrad) == 4, "adagrad");
+static_assert(static_cast<uint32_t>(flatopt::BaseKind::RmsProp) == 5, "rmsprop");
 
 static bool same(const char* got, const char* want) {
   if (std::strcmp(got, want) == 0) return true;
@@ -65,6 +67,8 @@ int main() {
   ok &= same(flatopt::base_kind_name(flatopt::BaseKind::Adam), "adam");
   ok &= same(flatopt::base_kind_name(flatopt::BaseKind::AdamW), "adamw");
   ok &= same(flatopt::base_kind_name(flatopt::BaseKind::RAdam), "radam");
-  if (ok) std::printf("catalog_mirror: %d names match\n", 20);
+  ok &= same(flatopt::base_kind_name(flatopt::BaseKind::Adagrad), "adagrad");
+  ok &= same(flatopt::base_kind_name(flatopt::BaseKind::RmsProp), "rmsprop");
+  if (ok) std::printf("catalog_mirror: %d names match\n", 22);
   return ok ? 0 : 1;
 }

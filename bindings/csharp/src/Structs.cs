@@ -39,6 +39,7 @@ namespace Flatopt
         /// <summary>Frozen sizes of the first version of each versioned struct (the smallest
         /// struct_size the library accepts).</summary>
         public const long BaseParamsSizeV1 = 64;
+        public const long BaseParamsSizeV2 = 96;
         public const long ScheduleSizeV1 = 248;
         public const long ConfigSizeV1 = 88;
         public const long StepArgsSizeV1 = 56;
@@ -56,6 +57,12 @@ namespace Flatopt
         [CName("FLATOPT_ADAMW")] AdamW = 2,
         /// <summary>RAdam (rectification threshold 5).</summary>
         [CName("FLATOPT_RADAM")] RAdam = 3,
+        /// <summary>Adagrad (PyTorch's; optax's with InitialAccumulator 0.1, Eps 1e-7,
+        /// EpsInsideSqrt 1).</summary>
+        Adagrad = 4,
+        /// <summary>RMSprop, optionally with momentum and centered (PyTorch's; optax's with
+        /// Alpha 0.9, EpsInsideSqrt 1).</summary>
+        [CName("FLATOPT_RMSPROP")] RmsProp = 5,
     }
 
     /// <summary>flatopt_schedule_kind: the learning-rate schedule (formulas in docs and the C
@@ -125,6 +132,16 @@ namespace Flatopt
         public double Eps;
         /// <summary>AdamW: decoupled weight decay.</summary>
         public double DecoupledWeightDecay;
+        /// <summary>Adagrad: learning-rate decay (step t uses lr / (1 + (t - 1) * lr_decay)).</summary>
+        public double LrDecay;
+        /// <summary>Adagrad, RMSprop: the initial sum of squares / squared average.</summary>
+        public double InitialAccumulator;
+        /// <summary>RMSprop: smoothing constant in [0, 1).</summary>
+        public double Alpha;
+        /// <summary>RMSprop: 1 for the centered form.</summary>
+        public uint Centered;
+        /// <summary>Adagrad, RMSprop: 1 for eps inside the square root (optax).</summary>
+        public uint EpsInsideSqrt;
 
         /// <summary>The defaults of <paramref name="kind"/> (flatopt_base_params_init).</summary>
         public static unsafe BaseParams Init(BaseKind kind)

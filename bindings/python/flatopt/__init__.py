@@ -57,6 +57,8 @@ from ._optim import (
     adam,
     adamw,
     radam,
+    adagrad,
+    rmsprop,
     sgd,
 )
 from . import sharded
@@ -102,6 +104,8 @@ __all__ = [
     "adam",
     "adamw",
     "radam",
+    "adagrad",
+    "rmsprop",
     "Optimizer",
     "Lookahead",
     "SGD",

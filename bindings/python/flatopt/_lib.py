@@ -56,7 +56,7 @@ ERR_INTERNAL = 11
 ERR_BUSY = 12
 ERR_POISONED = 13
 
-SGD, ADAM, ADAMW, RADAM = 0, 1, 2, 3
+SGD, ADAM, ADAMW, RADAM, ADAGRAD, RMSPROP = 0, 1, 2, 3, 4, 5
 
 SCHEDULE_KINDS = {
     "fixed": 0,
@@ -82,6 +82,7 @@ SIMD_TIERS = {"default": 0, "scalar": 1, "portable": 2, "avx2": 3, "avx512": 4}
 
 # Frozen sizes of the first version of each versioned struct (FLATOPT_*_SIZE_V1).
 BASE_PARAMS_SIZE_V1 = 64
+BASE_PARAMS_SIZE_V2 = 96
 SCHEDULE_SIZE_V1 = 248
 CONFIG_SIZE_V1 = 88
 STEP_ARGS_SIZE_V1 = 56
@@ -103,6 +104,11 @@ class BaseParams(Structure):
         ("b2", c_double),
         ("eps", c_double),
         ("decoupled_weight_decay", c_double),
+        ("lr_decay", c_double),
+        ("initial_accumulator", c_double),
+        ("alpha", c_double),
+        ("centered", c_uint32),
+        ("eps_inside_sqrt", c_uint32),
     ]
 
 

@@ -35,6 +35,8 @@ __all__ = [
     "adam",
     "adamw",
     "radam",
+    "adagrad",
+    "rmsprop",
     "Optimizer",
     "Lookahead",
     "SGD",
@@ -80,7 +82,7 @@ class BaseOptimizer:
         self.learning_rate = _check_lr(learning_rate, "learning_rate")
         # Checked here, so that a bad value is reported by the function the user called.
         for key, value in hyper.items():
-            if key in ("nesterov", "amsgrad"):
+            if key in ("nesterov", "amsgrad", "centered", "eps_inside_sqrt"):
                 hyper[key] = _validate.flag(key, value)
             elif key == "momentum":
                 hyper[key] = None if value is None else _validate.real(key, value)
@@ -94,6 +96,17 @@ class BaseOptimizer:
             base.momentum = h["momentum"] or 0.0
             base.dampening = h["dampening"]
             base.nesterov = int(h["nesterov"])
+        elif self.kind in (_lib.ADAGRAD, _lib.RMSPROP):
+            base.eps = h["eps"]
+            base.eps_inside_sqrt = int(h["eps_inside_sqrt"])
+            if self.kind == _lib.ADAGRAD:
+                base.lr_decay = h["lr_decay"]
+                base.initial_accumulator = h["initial_accumulator_value"]
+            else:
+                base.alpha = h["alpha"]
+                base.momentum = h["momentum"] or 0.0
+                base.centered = int(h["centered"])
+                base.initial_accumulator = h["initial_scale"]
         else:
             base.b1 = h["b1"]
             base.b2 = h["b2"]
@@ -134,6 +147,30 @@ def adamw(learning_rate, b1=0.9, b2=0.999, eps=1e-8, weight_decay=1e-2):
 def radam(learning_rate, b1=0.9, b2=0.999, eps=1e-8):
     """RAdam (optax signature, threshold 5)."""
     return BaseOptimizer(_lib.RADAM, "radam", learning_rate, b1=b1, b2=b2, eps=eps)
+
+
+def adagrad(learning_rate, initial_accumulator_value=0.1, eps=1e-7, eps_inside_sqrt=True,
+            lr_decay=0.0):
+    """Adagrad with optax's defaults (``eps`` inside the square root:
+    ``p -= lr * g / sqrt(s + eps)``, ``s`` from ``initial_accumulator_value``);
+    ``eps_inside_sqrt=False`` and ``lr_decay`` give PyTorch's form."""
+    return BaseOptimizer(
+        _lib.ADAGRAD, "adagrad", learning_rate,
+        initial_accumulator_value=initial_accumulator_value, eps=eps,
+        eps_inside_sqrt=eps_inside_sqrt, lr_decay=lr_decay,
+    )
+
+
+def rmsprop(learning_rate, alpha=0.9, eps=1e-8, initial_scale=0.0, eps_inside_sqrt=True,
+            centered=False, momentum=None):
+    """RMSprop with optax's defaults (``alpha`` is optax's ``decay``, ``eps_inside_sqrt`` its
+    ``eps_in_sqrt``); ``momentum`` None or 0: none; ``eps_inside_sqrt=False`` and
+    ``alpha=0.99`` give PyTorch's form."""
+    return BaseOptimizer(
+        _lib.RMSPROP, "rmsprop", learning_rate, alpha=alpha, eps=eps,
+        initial_scale=initial_scale, eps_inside_sqrt=eps_inside_sqrt, centered=centered,
+        momentum=momentum,
+    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -183,7 +183,15 @@ def test_choice_values(kind, field, c, option, value):
 
 # optax's spellings where they differ from the catalog's default: sgd(momentum=None) is no
 # momentum, the catalog's 0.
-OPTAX_DEFAULTS = {("sgd", "momentum"): None}
+OPTAX_DEFAULTS = {
+    ("sgd", "momentum"): None,
+    ("adagrad", "initial_accumulator_value"): 0.1,
+    ("adagrad", "eps"): 1e-7,
+    ("adagrad", "eps_inside_sqrt"): True,
+    ("rmsprop", "alpha"): 0.9,
+    ("rmsprop", "eps_inside_sqrt"): True,
+    ("rmsprop", "momentum"): None,
+}
 
 
 @pytest.mark.parametrize("name", sorted(BASES))
