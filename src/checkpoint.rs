@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::path::Path;
 
 use crate::catalog::{self, Sink};
-use crate::config::{Config, NonFinitePolicy};
+use crate::config::{base_specs, Base, Config, NonFinitePolicy};
 use crate::engine::Optimizer;
 use crate::error::Error;
 use crate::schedule::{Schedule, ScheduleState};
@@ -204,13 +204,15 @@ fn check_header(bytes: &[u8]) -> Result<u64, Error> {
 /// finite gradients and parameters write NaN or Inf. With the propagate policy NaN and ±Inf
 /// are let through by design, so only values no update can produce are refused: a negative or
 /// -Inf second moment or AMSGrad maximum. Always: the AMSGrad maximum is not below the second
-/// moment (it is their running maximum).
+/// moment (it is their running maximum). With `v_max_is_average` (RMSprop, whose centered form
+/// keeps its gradient average in `v_max`) `v_max` is checked as `m` is: finite.
 fn check_state_values(
     buffer: usize,
     present: u32,
     n: usize,
     arrays: &[u8],
     propagate: bool,
+    v_max_is_average: bool,
 ) -> Result<(), Error> {
     let value = |k: usize, i: usize| {
         let b = &arrays[4 * (k * n + i)..4 * (k * n + i) + 4];
@@ -226,18 +228,30 @@ fn check_state_values(
     for (bit, what) in [
         (HAS_M, "first moment m"),
         (HAS_V, "second moment v"),
-        (HAS_V_MAX, "AMSGrad maximum v_max"),
+        (
+            HAS_V_MAX,
+            if v_max_is_average {
+                "gradient average v_max"
+            } else {
+                "AMSGrad maximum v_max"
+            },
+        ),
         (HAS_SLOW, "slow weight"),
     ] {
         if present & bit == 0 {
             continue;
         }
+        // RMSprop's centered average (kept in v_max) is any finite value, as m is.
+        let moment = bit == HAS_M || bit == HAS_SLOW || (bit == HAS_V_MAX && v_max_is_average);
         for i in 0..n {
             let x = value(k, i);
-            match bit {
-                HAS_M | HAS_SLOW if !propagate && !x.is_finite() => {
+            if moment {
+                if !propagate && !x.is_finite() {
                     return Err(bad(what, i, x, "must be finite"));
                 }
+                continue;
+            }
+            match bit {
                 HAS_V | HAS_V_MAX if x < 0.0 || (!propagate && x.is_nan()) => {
                     return Err(bad(what, i, x, "must be >= 0"));
                 }
@@ -463,7 +477,8 @@ impl Optimizer {
                     .ok_or_else(|| corrupt("buffer size overflows"))?,
                 "state arrays",
             )?;
-            check_state_values(i, present, want, arrays, propagate)?;
+            let average = matches!(self.config().base, Base::RmsProp { .. });
+            check_state_values(i, present, want, arrays, propagate, average)?;
             records.push(BufferRecord { present, start });
         }
         if r.pos != body.len() {
@@ -484,6 +499,26 @@ impl Optimizer {
         })
     }
 
+    /// What differs in configuration field `name` whose saved bytes are `saved`: for the base
+    /// rule's kind, both rules by name.
+    fn difference(&self, name: &str, saved: Option<&[u8]>) -> String {
+        let kind = saved
+            .filter(|_| name == "base")
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map(u32::from_le_bytes);
+        match kind {
+            Some(k) => format!(
+                "the base rule differs: the checkpoint is of {}, this optimizer is {}",
+                base_specs()
+                    .iter()
+                    .find(|s| s.kind == k)
+                    .map_or_else(|| format!("an unknown kind {k}"), |s| s.name.to_string()),
+                self.config().base.name()
+            ),
+            None => format!("configuration field `{name}` differs"),
+        }
+    }
+
     /// Compares a saved configuration section with this optimizer's, naming the first
     /// differing field.
     fn check_config(&self, saved: &[u8]) -> Result<(), Error> {
@@ -492,7 +527,7 @@ impl Optimizer {
             if saved.get(a..b) != Some(&mine.buf[a..b]) {
                 return Err(Error::InvalidArgument {
                     name: "checkpoint",
-                    value: format!("configuration field `{name}` differs"),
+                    value: self.difference(name, saved.get(a..b)),
                     expected:
                         "the optimizer must have the configuration the checkpoint was saved with",
                 });

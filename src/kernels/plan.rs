@@ -77,8 +77,11 @@ pub enum Rule {
     /// Adagrad: `v = v + g*g`, `p -= step * (g / (sqrt(v + eps_in) + eps_out))` with
     /// `step = lr / (1 + (t-1)*lr_decay)`; one of `eps_in` (optax) and `eps_out` (PyTorch) is 0.
     Adagrad {
+        /// `lr / (1 + (t-1)*lr_decay)`.
         step: f32,
+        /// eps under the square root (optax's form), else 0.
         eps_in: f32,
+        /// eps added to the square root (PyTorch's form), else 0.
         eps_out: f32,
     },
     /// RMSprop: `v = alpha*v + one_minus_alpha*(g*g)`; centered: `a = alpha*a +
@@ -86,12 +89,19 @@ pub enum Rule {
     /// `u = g / (sqrt(d + eps_in) + eps_out)`; with momentum `mu`, `m = mu*m + u` and
     /// `p -= lr*m`, else `p -= lr*u`.
     RmsProp {
+        /// The learning rate.
         lr: f32,
+        /// Smoothing constant of the averages.
         alpha: f32,
+        /// `1 - alpha`, rounded once.
         one_minus_alpha: f32,
+        /// eps under the square root (optax's form), else 0.
         eps_in: f32,
+        /// eps added to the square root (PyTorch's form), else 0.
         eps_out: f32,
+        /// The momentum of the scaled update, `None` without momentum.
         mu: Option<f32>,
+        /// Centered: the gradient average's square is subtracted from `v`.
         centered: bool,
     },
 }

@@ -875,7 +875,7 @@ R(r_adam_hp_newer_set)
 {
     base_v9 n;
     F(flatopt_base_params_init)(&n.b, sizeof n, FLATOPT_ADAM);
-    n.future[1] = 1; /* byte 72 */
+    n.future[1] = 1; /* byte 104 */
     return F(flatopt_adam_update)(&n.b, &fx->args, fx->sp, fx->sg, fx->sm, fx->sv, fx->svm,
                                   fx->ss, SLEN);
 }
@@ -2051,7 +2051,7 @@ static const row k_rows[] = {
     { "adam_update: hp.struct_size 0", NULL, r_adam_hp_size0, E_ARG, "struct_size" },
     { "adam_update: args.struct_size 3", NULL, r_adam_args_size, E_ARG, "struct_size" },
     { "adam_update: newer caller's hp, unknown field set", NULL, r_adam_hp_newer_set, E_UNSUP,
-      "byte 72" },
+      "byte 104" },
     { "adam_update: newer caller's args, unknown field set", NULL, r_adam_args_newer_set,
       E_UNSUP, "byte 56" },
     { "adam_update: hp.kind SGD", NULL, r_adam_kind_sgd, E_ARG, "hp.kind" },
@@ -2426,9 +2426,11 @@ static void test_init_macros(void)
         CHECK(memcmp(&m, &f, sizeof m) == 0, "FLATOPT_CONFIG_INIT != flatopt_config_init");
         CHECK(memcmp(&am, &af, sizeof am) == 0, "FLATOPT_STEP_ARGS_INIT != flatopt_step_args_init");
     }
-    /* The frozen first-version sizes: this header is version 1 of every struct. */
+    /* The frozen sizes: this header is version 1 of every struct but flatopt_base_params,
+     * whose version 2 added Adagrad's and RMSprop's fields. */
     CHECK(sizeof(flatopt_config) == FLATOPT_CONFIG_SIZE_V1 &&
-              sizeof(flatopt_base_params) == FLATOPT_BASE_PARAMS_SIZE_V1 &&
+              FLATOPT_BASE_PARAMS_SIZE_V1 == 64 &&
+              sizeof(flatopt_base_params) == FLATOPT_BASE_PARAMS_SIZE_V2 &&
               sizeof(flatopt_schedule) == FLATOPT_SCHEDULE_SIZE_V1 &&
               sizeof(flatopt_step_args) == FLATOPT_STEP_ARGS_SIZE_V1,
           "struct sizes differ from their _SIZE_V1 constants");
