@@ -46,7 +46,7 @@
     (uint32_t)0, /* amsgrad */ \
     0.9, /* b1 */ \
     0.999, /* b2 */ \
-    1e-8, /* eps */ \
+    ((kind) == 4 ? 1e-10 : 1e-8), /* eps */ \
     ((kind) == 2 ? 0.01 : 0.0), /* decoupled_weight_decay */ \
     0.0, /* lr_decay */ \
     0.0, /* initial_accumulator */ \

@@ -214,8 +214,9 @@ fn init_macros(header: &str) -> String {
             flatopt_status::FLATOPT_OK
         );
     };
-    let n_base = flatopt_base_kind::FLATOPT_RADAM as u32 + 1;
-    let n_sched = flatopt_schedule_kind::FLATOPT_SCHEDULE_REDUCE_ON_PLATEAU as u32 + 1;
+    // Every kind of the catalogs (dense from 0: tests/catalog.rs checks that).
+    let n_base = flatopt::config::base_specs().len() as u32;
+    let n_sched = flatopt::schedule::specs().len() as u32;
     format!(
         "\n/**\n * Initializers with the defaults of the `_init` functions, for C99 and C++ (e.g.\n \
          * `flatopt_config c = FLATOPT_CONFIG_INIT;`), generated from the library's defaults.\n \
