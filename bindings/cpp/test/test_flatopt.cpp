@@ -1376,6 +1376,94 @@ void test_checkpoints_and_shards() {
   CHECK(std::memcmp(p.data(), q.data(), p.size() * sizeof(float)) == 0);
 }
 
+/// Issue 11's hostile cases through the C++ API, one checked statement per row: values that
+/// are finite doubles but not finite (or not nonzero) floats, a schedule growing past the f32
+/// range, split-step misuse, a long file name and unbounded files. Each refusal leaves the
+/// parameters and counters as they were.
+void test_issue11_rows() {
+  using C = flatopt::Config;
+  using S = flatopt::Schedule;
+  int rows = 0;
+  // Configured values that do not survive rounding to f32.
+  CHECK_THROWS(flatopt::Optimizer(C::adam(1e39)), FLATOPT_ERR_INVALID_ARGUMENT, "lr");
+  CHECK_THROWS(flatopt::Optimizer(C::adam().weight_decay(1e39)), FLATOPT_ERR_INVALID_ARGUMENT,
+               "weight_decay");
+  CHECK_THROWS(flatopt::Optimizer(C::adam().eps(1e-50)), FLATOPT_ERR_INVALID_ARGUMENT, "eps");
+  CHECK_THROWS(flatopt::Optimizer(C::adam().clip_norm(1e39)), FLATOPT_ERR_INVALID_ARGUMENT,
+               "grad_clip_norm");
+  rows += 4;
+  {
+    Vec p(8, 1.0f), g(8, 0.1f), m(8, 0.0f), v(8, 0.0f);
+    const Vec p0 = p;
+    CHECK_THROWS(flatopt::adam_update(flatopt::BaseParams::adam(), flatopt::StepArgs().lr(1e39),
+                                      p, g, m, v),
+                 FLATOPT_ERR_INVALID_ARGUMENT, "lr");
+    CHECK_THROWS(flatopt::adam_update(flatopt::BaseParams::adam(),
+                                      flatopt::StepArgs().lr(0.01).weight_decay(1e39), p, g, m, v),
+                 FLATOPT_ERR_INVALID_ARGUMENT, "weight_decay");
+    CHECK(p == p0);
+    rows += 2;
+  }
+  // ExponentialLR(gamma = 1e10): 0.1, 1e9, 1e19, 1e29, then 1e39, which is +inf as f32.
+  {
+    Vec p(16, 1.0f), g(16, 0.25f);
+    flatopt::Optimizer opt(C::sgd(0.1).schedule(S::exponential(0.1, 1e10)));
+    opt.add_param(p, g);
+    for (int t = 0; t < 4; ++t) CHECK(opt.step().applied());
+    const Vec before = p;
+    CHECK_THROWS(opt.step(), FLATOPT_ERR_INVALID_ARGUMENT, "lr");
+    CHECK(p == before);
+    CHECK(opt.step_count() == 4);
+    rows += 1;
+  }
+  // Split step: the same range twice, a partial cover, no range at all.
+  {
+    Vec p(10, 1.0f), g(10, 0.5f);
+    flatopt::Optimizer opt(C::sgd(0.1));
+    opt.add_param(p, g);
+    CHECK(opt.begin_step().applied());
+    opt.step_range(0, 10);
+    const Vec once = p;
+    CHECK_THROWS(opt.step_range(0, 10), FLATOPT_ERR_OVERLAP, "overlaps");
+    CHECK(p == once);
+    opt.end_step();
+    CHECK(opt.step_count() == 1);
+    rows += 1;
+  }
+  {
+    Vec p(10, 1.0f), g(10, 0.5f);
+    flatopt::Optimizer opt(C::sgd(0.1));
+    opt.add_param(p, g);
+    CHECK(opt.begin_step().applied());
+    opt.step_range(0, 5);
+    CHECK_THROWS(opt.end_step(), FLATOPT_ERR_LENGTH_MISMATCH, "expected 10, got 5");
+    opt.step_range(5, 10);
+    opt.end_step();
+    CHECK(opt.step_count() == 1);
+    CHECK(opt.begin_step().applied());
+    CHECK_THROWS(opt.end_step(), FLATOPT_ERR_LENGTH_MISMATCH, "got 0");
+    rows += 2;
+  }
+  // A 250-character file name saves and loads (the temporary name must fit NAME_MAX).
+  {
+    Vec p(10, 1.0f), g(10, 0.5f), q(10, 1.0f);
+    flatopt::Optimizer a(C::adam()), b(C::adam());
+    a.add_param(p, g);
+    b.add_param(q, g);
+    a.step();
+    const std::string path = "/tmp/" + std::string(250, 'n');
+    a.save_file(path);
+    b.load_file(path);
+    CHECK(b.step_count() == 1);
+    std::remove(path.c_str());
+    // Files that are not checkpoints are refused after reading their header, not all of them.
+    CHECK_THROWS(b.load_file("/dev/zero"), FLATOPT_ERR_CORRUPT, "");
+    CHECK(b.step_count() == 1);
+    rows += 2;
+  }
+  std::printf("    %d issue-11 rows\n", rows);
+}
+
 /// The C++ enums against the C ones, value for value (tests/header.rs checks that every C
 /// enumerator has its C++ member), and the C initializer macros compiled as C++ (a runtime kind
 /// in a braced initializer must not narrow).
@@ -1434,6 +1522,7 @@ int main() {
       {"lookahead_sync names its fast buffer", test_lookahead_sync_names_fast},
       {"flatopt_schedule_init defaults", test_schedule_init_defaults},
       {"checkpoints and sharded step", test_checkpoints_and_shards},
+      {"issue 11 hostile rows", test_issue11_rows},
   };
   int passed = 0, failed = 0;
   std::printf("flatopt C++ binding tests (library %s, header %s)\n", flatopt::version(),
