@@ -353,17 +353,7 @@ fn checkpoints_of_another_rule_are_refused() {
     let rules = [
         ("adagrad", Base::adagrad()),
         ("rmsprop", Base::rmsprop()),
-        (
-            "rmsprop",
-            Base::RmsProp {
-                alpha: 0.9,
-                eps: 1e-8,
-                momentum: 0.9,
-                centered: true,
-                eps_inside_sqrt: false,
-                initial_scale: 0.0,
-            },
-        ),
+        ("rmsprop", common::base("rmsprop_centered_momentum")),
         ("adam", Base::adam()),
     ];
     let mut rng = Rng(0xC4EC);

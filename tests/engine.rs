@@ -10,7 +10,7 @@ mod rows;
 
 use std::sync::OnceLock;
 
-use common::{bits, table, Rng};
+use common::{adam_with, bits, table, Rng};
 use flatopt::engine::PARALLEL_MIN_ELEMENTS;
 use flatopt::kernels;
 use flatopt::schedule::{Anneal, CyclicMode, PlateauMode, ThresholdMode};
@@ -587,15 +587,6 @@ fn nonfinite_propagate_lets_nan_through() {
     assert_eq!(checked, table().len());
 }
 
-fn adam_base(b1: f64, b2: f64, eps: f64) -> Base {
-    Base::Adam {
-        b1,
-        b2,
-        eps,
-        amsgrad: false,
-    }
-}
-
 fn sched(s: Schedule) -> Config {
     Config::with_schedule(Base::sgd(), s)
 }
@@ -631,20 +622,20 @@ mod invalid_configs {
     alpha_gt_1: ("alpha > 1", ok().lookahead(5, 1.5), "alpha"),
     nan_alpha: ("NaN alpha", ok().lookahead(5, f64::NAN), "alpha"),
     sync_period_0: ("sync_period 0", ok().lookahead(0, 0.5), "sync_period"),
-    b1_eq_1: ("b1 = 1", Config::new(adam_base(1.0, 0.999, 1e-8), 1e-3), "b1"),
-    b1_lt_0: ("b1 < 0", Config::new(adam_base(-0.1, 0.999, 1e-8), 1e-3), "b1"),
+    b1_eq_1: ("b1 = 1", Config::new(adam_with(1.0, 0.999, 1e-8), 1e-3), "b1"),
+    b1_lt_0: ("b1 < 0", Config::new(adam_with(-0.1, 0.999, 1e-8), 1e-3), "b1"),
     nan_b1: (
         "NaN b1",
-        Config::new(adam_base(f64::NAN, 0.999, 1e-8), 1e-3),
+        Config::new(adam_with(f64::NAN, 0.999, 1e-8), 1e-3),
         "b1",
     ),
-    b2_eq_1: ("b2 = 1", Config::new(adam_base(0.9, 1.0, 1e-8), 1e-3), "b2"),
-    b2_gt_1: ("b2 > 1", Config::new(adam_base(0.9, 1.5, 1e-8), 1e-3), "b2"),
-    eps_eq_0: ("eps = 0", Config::new(adam_base(0.9, 0.999, 0.0), 1e-3), "eps"),
-    eps_lt_0: ("eps < 0", Config::new(adam_base(0.9, 0.999, -1e-8), 1e-3), "eps"),
+    b2_eq_1: ("b2 = 1", Config::new(adam_with(0.9, 1.0, 1e-8), 1e-3), "b2"),
+    b2_gt_1: ("b2 > 1", Config::new(adam_with(0.9, 1.5, 1e-8), 1e-3), "b2"),
+    eps_eq_0: ("eps = 0", Config::new(adam_with(0.9, 0.999, 0.0), 1e-3), "eps"),
+    eps_lt_0: ("eps < 0", Config::new(adam_with(0.9, 0.999, -1e-8), 1e-3), "eps"),
     nan_eps: (
         "NaN eps",
-        Config::new(adam_base(0.9, 0.999, f64::NAN), 1e-3),
+        Config::new(adam_with(0.9, 0.999, f64::NAN), 1e-3),
         "eps",
     ),
     radam_b2_eq_1: (

@@ -10,6 +10,9 @@
 //!   step with an error naming the scalar, and changes nothing (parameters, state, counters,
 //!   schedule); the steps before it are applied as usual.
 
+mod common;
+use common::adam_with;
+
 use flatopt::schedule::{Anneal, CyclicMode};
 use flatopt::{Base, Config, Error, Optimizer, Outcome, Schedule, ScheduleMode};
 
@@ -29,15 +32,6 @@ fn assert_refused(cfg: Config, field: &str) {
         "{e}"
     );
     assert_eq!(Optimizer::new(cfg).expect_err("new accepted"), e);
-}
-
-fn adam(b1: f64, b2: f64, eps: f64) -> Base {
-    Base::Adam {
-        b1,
-        b2,
-        eps,
-        amsgrad: false,
-    }
 }
 
 fn sched(s: Schedule) -> Config {
@@ -63,10 +57,10 @@ refused! {
         Base::AdamW { b1: 0.9, b2: 0.999, eps: 1e-8, weight_decay: 1e39 },
         1e-3,
     ) => "weight_decay (decoupled)";
-    eps_1e_50_is_zero_in_f32: Config::new(adam(0.9, 0.999, 1e-50), 1e-3) => "eps";
-    eps_below_half_subnormal: Config::new(adam(0.9, 0.999, 7e-46), 1e-3) => "eps";
+    eps_1e_50_is_zero_in_f32: Config::new(adam_with(0.9, 0.999, 1e-50), 1e-3) => "eps";
+    eps_below_half_subnormal: Config::new(adam_with(0.9, 0.999, 7e-46), 1e-3) => "eps";
     radam_eps_1e_50: Config::new(Base::RAdam { b1: 0.9, b2: 0.999, eps: 1e-50 }, 1e-3) => "eps";
-    b1_rounds_to_one: Config::new(adam(0.999_999_99, 0.999, 1e-8), 1e-3) => "b1";
+    b1_rounds_to_one: Config::new(adam_with(0.999_999_99, 0.999, 1e-8), 1e-3) => "b1";
     adagrad_eps_1e_50: Config::new(Base::Adagrad {
         lr_decay: 0.0,
         initial_accumulator_value: 0.0,
@@ -103,7 +97,7 @@ refused! {
         eps_inside_sqrt: true,
         initial_scale: 1e39,
     }, 1e-2) => "initial_scale";
-    b2_rounds_to_one: Config::new(adam(0.9, 0.999_999_99, 1e-8), 1e-3) => "b2";
+    b2_rounds_to_one: Config::new(adam_with(0.9, 0.999_999_99, 1e-8), 1e-3) => "b2";
     momentum_rounds_to_one: Config::new(Base::momentum(0.999_999_99, false), 1e-3) => "momentum";
     clip_norm_zero_in_f32: Config::new(Base::adam(), 1e-3).clip_norm(1e-50) => "grad_clip_norm";
     clip_value_1e39: Config::new(Base::adam(), 1e-3).clip_value(1e39) => "grad_clip_value";
@@ -171,8 +165,8 @@ macro_rules! accepted {
 // The edges that stay inside the domains as f32 are accepted.
 accepted! {
     lr_f32_max: Config::new(Base::adam(), f32::MAX as f64);
-    eps_smallest_subnormal: Config::new(adam(0.9, 0.999, 1.401_298_464_324_817e-45), 1e-3);
-    b1_largest_f32_below_one: Config::new(adam(0.999_999_940_395_355_2, 0.999, 1e-8), 1e-3);
+    eps_smallest_subnormal: Config::new(adam_with(0.9, 0.999, 1.401_298_464_324_817e-45), 1e-3);
+    b1_largest_f32_below_one: Config::new(adam_with(0.999_999_940_395_355_2, 0.999, 1e-8), 1e-3);
     weight_decay_f32_max: Config::new(Base::adam(), 1e-3).weight_decay(f32::MAX as f64);
     step_gamma_1e30_is_configurable: sched(Schedule::step(1e-3, 1, 1e30));
 }

@@ -102,6 +102,25 @@ pub fn bases() -> Vec<(&'static str, Base, f64)> {
     ]
 }
 
+/// The base optimizer of the row called `name` in [`bases`].
+pub fn base(name: &str) -> Base {
+    bases()
+        .into_iter()
+        .find(|(n, _, _)| *n == name)
+        .unwrap_or_else(|| panic!("no base row named {name}"))
+        .1
+}
+
+/// Adam (no AMSGrad) with these hyperparameters, for tables of invalid values.
+pub fn adam_with(b1: f64, b2: f64, eps: f64) -> Base {
+    Base::Adam {
+        b1,
+        b2,
+        eps,
+        amsgrad: false,
+    }
+}
+
 /// A named change to a configuration (a pipeline variant).
 pub type Variant = (&'static str, fn(Config) -> Config);
 
