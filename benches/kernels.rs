@@ -472,7 +472,7 @@ fn bench_engine(c: &mut Criterion) {
                     &n,
                     |b, _| {
                         b.iter(|| {
-                            opt.update(&mut [black_box(&mut p)], &[black_box(&g)])
+                            opt.step(&mut [black_box(&mut p)], &[black_box(&g)])
                                 .unwrap()
                         })
                     },
@@ -513,7 +513,7 @@ fn bench_pipeline(c: &mut Criterion) {
                 &n,
                 |b, _| {
                     b.iter(|| {
-                        opt.update(&mut [black_box(&mut p)], &[black_box(&g)])
+                        opt.step(&mut [black_box(&mut p)], &[black_box(&g)])
                             .unwrap()
                     })
                 },

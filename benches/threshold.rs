@@ -63,12 +63,12 @@ fn main() {
         for _ in 0..31 {
             let s = Instant::now();
             for _ in 0..reps {
-                o1.update(&mut [black_box(&mut p1)], &[&g1]).unwrap();
+                o1.step(&mut [black_box(&mut p1)], &[&g1]).unwrap();
             }
             t1.push(s.elapsed().as_secs_f64() / reps as f64);
             let s = Instant::now();
             for _ in 0..reps {
-                o2.update(&mut [black_box(&mut p2)], &[&g2]).unwrap();
+                o2.step(&mut [black_box(&mut p2)], &[&g2]).unwrap();
             }
             t2.push(s.elapsed().as_secs_f64() / reps as f64);
         }

@@ -133,7 +133,7 @@ fn main() -> Result<(), flatopt::Error> {
         grads.zero();
         train_loss += model.loss(&xs, &ys, Some(&mut grads));
         let lr = opt.current_lr();
-        let outcome = opt.update(
+        let outcome = opt.step(
             &mut [&mut model.w1, &mut model.b1, &mut model.w2, &mut model.b2],
             &[&grads.w1, &grads.b1, &grads.w2, &grads.b2],
         )?;

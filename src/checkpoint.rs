@@ -361,7 +361,7 @@ impl Optimizer {
     /// configuration (threads and SIMD tier may differ) and the same registered buffer
     /// lengths. Everything is validated first, every state value included (see
     /// [`Optimizer::checkpoint_info`]): on any error the optimizer is unchanged. Loading ends a
-    /// split update begun with [`Optimizer::begin_update`] (its state is replaced).
+    /// split update begun with [`Optimizer::begin_step`] (its state is replaced).
     pub fn load(&mut self, bytes: &[u8]) -> Result<(), Error> {
         let parsed = self.parse(bytes)?;
         // Everything is valid: apply.

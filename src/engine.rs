@@ -1,6 +1,6 @@
 //! The optimizer engine: configuration, registered buffers, state, counters and threads.
 //!
-//! The host owns parameters and gradients and passes them to every [`Optimizer::update`]; the
+//! The host owns parameters and gradients and passes them to every [`Optimizer::step`]; the
 //! optimizer owns the state it needs (moments, momentum, AMSGrad maximum, slow weights), sized
 //! once at registration. After registration an update on the caller's thread (the default, one
 //! thread) allocates nothing; with a private pool, rayon's job queue may allocate now and then.
@@ -8,8 +8,8 @@
 //! One update (docs/numerics.md, "Pipeline"): validate every input, run the sum-of-squares pass if
 //! clipping by norm or checking for non-finite values, build the [`Plan`] of per-step scalars in
 //! f64, run one fused pass per buffer, advance counters. Hosts with their own threads split the
-//! middle step themselves: [`Optimizer::begin_update`], then [`Step::apply`] on disjoint element
-//! ranges from any threads, then [`Optimizer::finish_update`].
+//! middle step themselves: [`Optimizer::begin_step`], then [`Step::apply`] on disjoint element
+//! ranges from any threads, then [`Optimizer::end_step`].
 //!
 //! Every entry point that computes runs in flatopt's floating-point mode whatever the host's
 //! ([`FpMode`]: set on the caller's thread for the call, on the pool's workers for good).
@@ -45,7 +45,7 @@ pub enum Outcome {
     /// A gradient held a non-finite value (the first one, by buffer and index) and the policy
     /// is `Skip`: nothing changed except the skipped-updates counter. `buffer` and `index` are
     /// `usize::MAX` when the non-finite sum of squares was supplied by the caller
-    /// ([`Optimizer::update_with_sum_squares`]) and this process's gradients are finite.
+    /// ([`Optimizer::step_with_sum_squares`]) and this process's gradients are finite.
     Skipped {
         /// The buffer, by registration order.
         buffer: usize,
@@ -259,8 +259,8 @@ impl<'a> StateMut<'a> {
     }
 }
 
-/// The per-step scalars of one update between [`Optimizer::begin_update`] and
-/// [`Optimizer::finish_update`]. Plain data: copy it to every thread.
+/// The per-step scalars of one update between [`Optimizer::begin_step`] and
+/// [`Optimizer::end_step`]. Plain data: copy it to every thread.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Step {
     plan: Plan,
@@ -332,7 +332,7 @@ impl Step {
 }
 
 /// Which elements of the begun split update have been applied (see
-/// [`Optimizer::begin_update`]): one bit per registered element, in the concatenation of the
+/// [`Optimizer::begin_step`]): one bit per registered element, in the concatenation of the
 /// buffers, set by the `Step::apply` (or C `flatopt_optimizer_step_range`) that covers it. Set
 /// with atomic read-modify-writes, so that threads applying disjoint ranges at once neither
 /// lock nor wait; sized at registration, so tracking allocates nothing per update. Costs one
@@ -826,28 +826,24 @@ impl Optimizer {
     /// One full update of every registered buffer, in place. `params[i]` and `grads[i]` must
     /// have the length registered for buffer `i`. On any error nothing has changed (with the
     /// `Error` policy for non-finite gradients, the skipped counter has gone up).
-    pub fn update(
-        &mut self,
-        params: &mut [&mut [f32]],
-        grads: &[&[f32]],
-    ) -> Result<Outcome, Error> {
+    pub fn step(&mut self, params: &mut [&mut [f32]], grads: &[&[f32]]) -> Result<Outcome, Error> {
         let _mode = FpMode::enter();
         self.check_lengths("param", params.iter().map(|p| p.len()), params.len())?;
         self.refuse_partly_applied()?;
         // One hand-over to the pool per update (waking workers is the main fixed cost).
         match self.active_pool() {
-            Some(pool) => pool.install(|| self.update_on(params, grads, None, true)),
-            None => self.update_on(params, grads, None, false),
+            Some(pool) => pool.install(|| self.step_on(params, grads, None, true)),
+            None => self.step_on(params, grads, None, false),
         }
     }
 
-    /// [`Optimizer::update`] with the global sum of squares of the gradients supplied by the
+    /// [`Optimizer::step`] with the global sum of squares of the gradients supplied by the
     /// caller, for sharded training: each process owns a shard of the parameters, computes the
     /// block partials of its gradient shard ([`Optimizer::sum_squares_partials`]), the
     /// processes exchange them, and each adds all partials in global block order. When shards
     /// start on block boundaries that sum is bit-identical to a single process's, and so is the
     /// update. A non-finite `sum_squares` skips (or fails) the update on every shard alike.
-    pub fn update_with_sum_squares(
+    pub fn step_with_sum_squares(
         &mut self,
         params: &mut [&mut [f32]],
         grads: &[&[f32]],
@@ -858,8 +854,8 @@ impl Optimizer {
         self.check_lengths("grad", grads.iter().map(|g| g.len()), grads.len())?;
         self.refuse_partly_applied()?;
         match self.active_pool() {
-            Some(pool) => pool.install(|| self.update_on(params, grads, Some(sum_squares), true)),
-            None => self.update_on(params, grads, Some(sum_squares), false),
+            Some(pool) => pool.install(|| self.step_on(params, grads, Some(sum_squares), true)),
+            None => self.step_on(params, grads, Some(sum_squares), false),
         }
     }
 
@@ -904,8 +900,8 @@ impl Optimizer {
             .and_then(Pool::get)
     }
 
-    /// [`Optimizer::update`] after the length checks; `parallel`: running inside the pool.
-    fn update_on(
+    /// [`Optimizer::step`] after the length checks; `parallel`: running inside the pool.
+    fn step_on(
         &mut self,
         params: &mut [&mut [f32]],
         grads: &[&[f32]],
@@ -913,7 +909,7 @@ impl Optimizer {
         parallel: bool,
     ) -> Result<Outcome, Error> {
         let begun = match sum_squares {
-            None => self.plan_update(grads, parallel)?,
+            None => self.plan_step(grads, parallel)?,
             Some(s) => {
                 self.plan_with_sum_squares(Some(s), |b| kernels::first_non_finite(grads[b]))?
             }
@@ -931,7 +927,7 @@ impl Optimizer {
             seq_apply(&step, params, grads, &mut self.state);
         }
         let synced = step.syncs();
-        self.count_update(step)?;
+        self.count_step(step)?;
         Ok(Outcome::Applied {
             step: self.step,
             synced,
@@ -944,18 +940,18 @@ impl Optimizer {
     ///
     /// Then apply the step with [`Step::apply`] to ranges of the buffers (views from
     /// [`Optimizer::states_mut`], split with [`StateMut::split_at`]), from any threads, each
-    /// element exactly once, and end it with [`Optimizer::finish_update`]. The optimizer keeps
+    /// element exactly once, and end it with [`Optimizer::end_step`]. The optimizer keeps
     /// track of the applied elements (without allocating): a range applied twice is refused,
-    /// and so is a `finish_update` before every element was applied. A begun update of which
-    /// nothing is applied yet is replaced by the next `begin_update` or `update`; once part of
+    /// and so is a `end_step` before every element was applied. A begun update of which
+    /// nothing is applied yet is replaced by the next `begin_step` or `update`; once part of
     /// it is applied, it must be completed (or the state reset, registered anew or loaded).
-    pub fn begin_update(&mut self, grads: &[&[f32]]) -> Result<Result<Step, Outcome>, Error> {
+    pub fn begin_step(&mut self, grads: &[&[f32]]) -> Result<Result<Step, Outcome>, Error> {
         let _mode = FpMode::enter();
         self.refuse_partly_applied()?;
-        // `plan_update` checks the gradient lengths.
+        // `plan_step` checks the gradient lengths.
         let begun = match self.active_pool() {
-            Some(pool) => pool.install(|| self.plan_update(grads, true))?,
-            None => self.plan_update(grads, false)?,
+            Some(pool) => pool.install(|| self.plan_step(grads, true))?,
+            None => self.plan_step(grads, false)?,
         };
         Ok(self.pend(begun))
     }
@@ -977,14 +973,14 @@ impl Optimizer {
         if self.coverage.partly_applied() {
             return Err(Error::InvalidState(
                 "a split update is partly applied: apply the rest of it (each element exactly \
-                 once) and finish_update first",
+                 once) and end_step first",
             ));
         }
         Ok(())
     }
 
     /// The norm / non-finite pass and the plan of the next update (no split bookkeeping).
-    fn plan_update(
+    fn plan_step(
         &mut self,
         grads: &[&[f32]],
         parallel: bool,
@@ -1000,10 +996,10 @@ impl Optimizer {
         self.plan_with_sum_squares(sumsq, |b| kernels::first_non_finite(grads[b]))
     }
 
-    /// Like [`Optimizer::begin_update`] with the global sum of squares computed by the host
+    /// Like [`Optimizer::begin_step`] with the global sum of squares computed by the host
     /// (for example across shards). `sumsq` must be `Some` if clipping by norm or checking for
     /// non-finite values; `find` locates the first non-finite value of buffer `b` for the report.
-    pub fn begin_update_with_sum_squares(
+    pub fn begin_step_with_sum_squares(
         &mut self,
         sumsq: Option<f64>,
         find: impl Fn(usize) -> Option<(usize, f32)>,
@@ -1122,21 +1118,21 @@ impl Optimizer {
     }
 
     /// Last phase of an update: counts it and advances the schedule (per-update mode).
-    /// `step` must come from this optimizer's latest `begin_update`, and every registered
+    /// `step` must come from this optimizer's latest `begin_step`, and every registered
     /// element must have been applied exactly once; otherwise nothing changes (the update
     /// stays pending: apply what is missing and finish it again).
-    pub fn finish_update(&mut self, step: Step) -> Result<(), Error> {
+    pub fn end_step(&mut self, step: Step) -> Result<(), Error> {
         let _mode = FpMode::enter();
         if self.coverage.check_step(&step).is_err() {
             return Err(Error::InvalidState(
-                "finish_update with a step that is not the one begun last",
+                "end_step with a step that is not the one begun last",
             ));
         }
         let applied = self.coverage.applied.load(Ordering::Acquire);
         if applied != self.total {
             return Err(Error::LengthMismatch {
                 what: format!(
-                    "elements applied in update {} before finish_update (every registered \
+                    "elements applied in update {} before end_step (every registered \
                      element exactly once)",
                     step.number
                 ),
@@ -1144,16 +1140,16 @@ impl Optimizer {
                 got: applied,
             });
         }
-        self.count_update(step)?;
+        self.count_step(step)?;
         self.coverage.pending = 0;
         Ok(())
     }
 
     /// Counts an applied update and advances the schedule (per-update mode).
-    fn count_update(&mut self, step: Step) -> Result<(), Error> {
+    fn count_step(&mut self, step: Step) -> Result<(), Error> {
         if self.step.checked_add(1) != Some(step.number) {
             return Err(Error::InvalidState(
-                "finish_update with a step that is not the one begun last",
+                "end_step with a step that is not the one begun last",
             ));
         }
         self.step = step.number;
@@ -1288,6 +1284,56 @@ impl Optimizer {
     /// The state buffers of buffer `i`: (m, v, v_max), each empty if the rule does not use it.
     pub fn moments(&self, i: usize) -> Option<(&[f32], &[f32], &[f32])> {
         self.state.get(i).map(|s| (&*s.m, &*s.v, &*s.v_max))
+    }
+}
+
+/// The names of 0.2 and earlier. The C names are the project's vocabulary (one step of the
+/// optimizer is a *step*: `flatopt_optimizer_step`, `_begin_step`, `_end_step`), and the Rust
+/// API follows them from 0.2 on; these aliases keep older Rust callers compiling.
+impl Optimizer {
+    /// Renamed [`Optimizer::step`].
+    #[deprecated(since = "0.2.0", note = "renamed to `step`, as in the C API")]
+    pub fn update(
+        &mut self,
+        params: &mut [&mut [f32]],
+        grads: &[&[f32]],
+    ) -> Result<Outcome, Error> {
+        self.step(params, grads)
+    }
+    /// Renamed [`Optimizer::step_with_sum_squares`].
+    #[deprecated(
+        since = "0.2.0",
+        note = "renamed to `step_with_sum_squares`, as in the C API"
+    )]
+    pub fn update_with_sum_squares(
+        &mut self,
+        params: &mut [&mut [f32]],
+        grads: &[&[f32]],
+        sum_squares: f64,
+    ) -> Result<Outcome, Error> {
+        self.step_with_sum_squares(params, grads, sum_squares)
+    }
+    /// Renamed [`Optimizer::begin_step`].
+    #[deprecated(since = "0.2.0", note = "renamed to `begin_step`, as in the C API")]
+    pub fn begin_update(&mut self, grads: &[&[f32]]) -> Result<Result<Step, Outcome>, Error> {
+        self.begin_step(grads)
+    }
+    /// Renamed [`Optimizer::begin_step_with_sum_squares`].
+    #[deprecated(
+        since = "0.2.0",
+        note = "renamed to `begin_step_with_sum_squares`, as in the C API"
+    )]
+    pub fn begin_update_with_sum_squares(
+        &mut self,
+        sumsq: Option<f64>,
+        find: impl Fn(usize) -> Option<(usize, f32)>,
+    ) -> Result<Result<Step, Outcome>, Error> {
+        self.begin_step_with_sum_squares(sumsq, find)
+    }
+    /// Renamed [`Optimizer::end_step`].
+    #[deprecated(since = "0.2.0", note = "renamed to `end_step`, as in the C API")]
+    pub fn finish_update(&mut self, step: Step) -> Result<(), Error> {
+        self.end_step(step)
     }
 }
 
@@ -1518,7 +1564,7 @@ mod tests {
             let reps = (20_000_000 / total).max(20);
             let start = std::time::Instant::now();
             for _ in 0..reps {
-                opt.update(&mut [&mut p], &[&g]).unwrap();
+                opt.step(&mut [&mut p], &[&g]).unwrap();
             }
             let per = start.elapsed().as_secs_f64() / reps as f64;
             println!("adam update: {total} elements: {:.2} us", per * 1e6);

@@ -14,7 +14,7 @@
 //! let cfg = Config::new(Base::adam(), 1e-2).lookahead(5, 0.5).clip_norm(1.0);
 //! let mut opt = Optimizer::new(cfg).unwrap();
 //! opt.register(&[&w]).unwrap();
-//! let out = opt.update(&mut [&mut w], &[&g]).unwrap();
+//! let out = opt.step(&mut [&mut w], &[&g]).unwrap();
 //! assert_eq!(out, Outcome::Applied { step: 1, synced: false });
 //! assert!(w[0] < 1.0);
 //! ```

@@ -18,7 +18,7 @@ fn fresh(cfg: &Config, params: &[Vec<f32>]) -> Optimizer {
 fn step(opt: &mut Optimizer, params: &mut [Vec<f32>], grads: &[Vec<f32>]) {
     let mut ps: Vec<&mut [f32]> = params.iter_mut().map(|p| p.as_mut_slice()).collect();
     let gs: Vec<&[f32]> = grads.iter().map(|g| g.as_slice()).collect();
-    opt.update(&mut ps, &gs).unwrap();
+    opt.step(&mut ps, &gs).unwrap();
 }
 
 fn grads_for(rng: &mut Rng, t: usize) -> Vec<Vec<f32>> {

@@ -159,7 +159,7 @@ fn run(cfg: Config, d: &Data) -> (Snap, Vec<Outcome>) {
     opt.register(&const_refs(&params)).unwrap();
     let mut outs = Vec::new();
     for s in 0..d.steps() {
-        outs.push(opt.update(&mut refs(&mut params), &d.grad_refs(s)).unwrap());
+        outs.push(opt.step(&mut refs(&mut params), &d.grad_refs(s)).unwrap());
     }
     (snap(&opt, &params), outs)
 }
@@ -280,7 +280,7 @@ fn clip_scale_uses_the_fixed_order_sum() {
                         .threads(threads);
                     let mut opt = Optimizer::new(cfg).unwrap();
                     opt.register(&const_refs(&d.params)).unwrap();
-                    let step = opt.begin_update(&grads).unwrap().unwrap();
+                    let step = opt.begin_step(&grads).unwrap().unwrap();
                     assert_eq!(
                         step.plan().clip_scale.map(f32::to_bits),
                         Some(((c / norm) as f32).to_bits()),
@@ -316,7 +316,7 @@ fn outcomes_report_steps_and_syncs() {
     assert_eq!(checked, table().len() * 8);
 }
 
-/// begin_update / states_mut / Step::apply on split ranges from scoped threads / finish_update
+/// begin_step / states_mut / Step::apply on split ranges from scoped threads / end_step
 /// gives the bits of `update`.
 fn split_run(cfg: Config, d: &Data) -> (Snap, Vec<(u64, bool)>) {
     let mut opt = Optimizer::new(cfg).unwrap();
@@ -325,7 +325,7 @@ fn split_run(cfg: Config, d: &Data) -> (Snap, Vec<(u64, bool)>) {
     let mut outs = Vec::new();
     for s in 0..d.steps() {
         let grads = d.grad_refs(s);
-        let step = opt.begin_update(&grads).unwrap().expect("finite gradients");
+        let step = opt.begin_step(&grads).unwrap().expect("finite gradients");
         let states: Vec<_> = opt.states_mut().collect();
         assert_eq!(states.len(), params.len());
         std::thread::scope(|scope| {
@@ -348,7 +348,7 @@ fn split_run(cfg: Config, d: &Data) -> (Snap, Vec<(u64, bool)>) {
         });
         outs.push((step.number(), step.syncs()));
         assert_eq!(step.plan().sync_alpha.is_some(), step.syncs());
-        opt.finish_update(step).unwrap();
+        opt.end_step(step).unwrap();
     }
     (snap(&opt, &params), outs)
 }
@@ -393,8 +393,8 @@ fn three_phase_misuse_is_refused() {
     let mut params = d.params.clone();
     opt.register(&const_refs(&params)).unwrap();
     let grads = d.grad_refs(0);
-    let stale = opt.begin_update(&grads).unwrap().unwrap();
-    let step = opt.begin_update(&grads).unwrap().unwrap();
+    let stale = opt.begin_step(&grads).unwrap().unwrap();
+    let step = opt.begin_step(&grads).unwrap().unwrap();
     assert_eq!((stale.number(), step.number()), (1, 1));
     // Mismatched range lengths: refused, nothing written.
     let before = snap(&opt, &params);
@@ -425,15 +425,15 @@ fn three_phase_misuse_is_refused() {
     for (i, st) in opt.states_mut().enumerate() {
         step.apply(&mut params[i], &d.grads[0][i], st).unwrap();
     }
-    opt.finish_update(step).unwrap();
+    opt.end_step(step).unwrap();
     let before = snap(&opt, &params);
     assert_eq!(
-        opt.finish_update(stale),
+        opt.end_step(stale),
         Err(Error::InvalidState(
-            "finish_update with a step that is not the one begun last"
+            "end_step with a step that is not the one begun last"
         ))
     );
-    assert_same(&snap(&opt, &params), &before, "stale finish_update");
+    assert_same(&snap(&opt, &params), &before, "stale end_step");
     // The result is the same as one plain update.
     let mut d1 = Data::new(&SMALL, 0, 0);
     d1.params = d.params.clone();
@@ -483,7 +483,7 @@ fn check_skip_policy(policy: NonFinitePolicy, d: &Data, rows: &[(String, Config)
             if s == bad_at {
                 for _ in 0..2 {
                     let before = snap(&opt, &params);
-                    let r = opt.update(&mut refs(&mut params), &bad_refs);
+                    let r = opt.step(&mut refs(&mut params), &bad_refs);
                     let (b, i, v) = expected;
                     match (policy, r) {
                         (
@@ -513,7 +513,7 @@ fn check_skip_policy(policy: NonFinitePolicy, d: &Data, rows: &[(String, Config)
                     assert_same(&after, &before, &format!("{name}: skipped update"));
                     // The three-phase API decides the same.
                     if policy == NonFinitePolicy::Skip {
-                        let r = opt.begin_update(&bad_refs).unwrap();
+                        let r = opt.begin_step(&bad_refs).unwrap();
                         assert!(matches!(r, Err(Outcome::Skipped { .. })), "{name}");
                         let mut after = snap(&opt, &params);
                         after.skipped -= 2;
@@ -521,7 +521,7 @@ fn check_skip_policy(policy: NonFinitePolicy, d: &Data, rows: &[(String, Config)
                     }
                 }
             }
-            opt.update(&mut refs(&mut params), &d.grad_refs(s)).unwrap();
+            opt.step(&mut refs(&mut params), &d.grad_refs(s)).unwrap();
         }
         let mut got = snap(&opt, &params);
         let expected_skips = if policy == NonFinitePolicy::Skip {
@@ -571,11 +571,9 @@ fn nonfinite_propagate_lets_nan_through() {
         let mut params = d.params.clone();
         opt.register(&const_refs(&params)).unwrap();
         for s in 0..bad_at {
-            opt.update(&mut refs(&mut params), &d.grad_refs(s)).unwrap();
+            opt.step(&mut refs(&mut params), &d.grad_refs(s)).unwrap();
         }
-        let out = opt
-            .update(&mut refs(&mut params), &const_refs(&bad))
-            .unwrap();
+        let out = opt.step(&mut refs(&mut params), &const_refs(&bad)).unwrap();
         assert!(
             matches!(out, Outcome::Applied { step: 4, .. }),
             "{name}: {out:?}"
@@ -890,19 +888,19 @@ fn refused_calls_change_nothing() {
         // Before registration.
         let mut none: Vec<&mut [f32]> = Vec::new();
         assert!(matches!(
-            opt.update(&mut none, &[]),
+            opt.step(&mut none, &[]),
             Err(Error::InvalidState(_))
         ));
-        assert!(matches!(opt.begin_update(&[]), Err(Error::InvalidState(_))));
+        assert!(matches!(opt.begin_step(&[]), Err(Error::InvalidState(_))));
         assert!(matches!(opt.reset(&[]), Err(Error::InvalidState(_))));
         assert!(matches!(
-            opt.begin_update_with_sum_squares(Some(1.0), |_| None),
+            opt.begin_step_with_sum_squares(Some(1.0), |_| None),
             Err(Error::InvalidState(_))
         ));
         let mut params = d.params.clone();
         let g0 = d.grad_refs(0);
         assert!(matches!(
-            opt.update(&mut refs(&mut params), &g0),
+            opt.step(&mut refs(&mut params), &g0),
             Err(Error::InvalidState(_))
         ));
         assert!(matches!(
@@ -928,31 +926,31 @@ fn refused_calls_change_nothing() {
             {
                 let mut p = refs(&mut params);
                 p.pop();
-                let r = opt.update(&mut p, &grads).map(|_| ());
+                let r = opt.step(&mut p, &grads).map(|_| ());
                 checked += expect_same(r, "number of param buffers", &opt, &params);
             }
             // Too many grads.
             {
                 let mut g = grads.clone();
                 g.push(&d.grads[s][0]);
-                let r = opt.update(&mut refs(&mut params), &g).map(|_| ());
+                let r = opt.step(&mut refs(&mut params), &g).map(|_| ());
                 checked += expect_same(r, "number of grad buffers", &opt, &params);
             }
             // A param one element too long, a grad one too short, an empty grad.
             {
                 let mut p1 = params.clone();
                 p1[1].push(0.5);
-                let r = opt.update(&mut refs(&mut p1), &grads).map(|_| ());
+                let r = opt.step(&mut refs(&mut p1), &grads).map(|_| ());
                 checked += expect_same(r, "param buffer 1", &opt, &params);
                 let mut g = grads.clone();
                 g[2] = &d.grads[s][2][1..];
-                let r = opt.update(&mut refs(&mut params), &g).map(|_| ());
+                let r = opt.step(&mut refs(&mut params), &g).map(|_| ());
                 checked += expect_same(r, "grad buffer 2", &opt, &params);
                 g[2] = &d.grads[s][2];
                 g[0] = &[];
-                let r = opt.update(&mut refs(&mut params), &g).map(|_| ());
+                let r = opt.step(&mut refs(&mut params), &g).map(|_| ());
                 checked += expect_same(r, "grad buffer 0", &opt, &params);
-                let r = opt.begin_update(&g).map(|_| ());
+                let r = opt.begin_step(&g).map(|_| ());
                 checked += expect_same(r, "grad buffer 0", &opt, &params);
                 let mut p0 = params.clone();
                 p0[5].pop();
@@ -980,7 +978,7 @@ fn refused_calls_change_nothing() {
                 Err(Error::InvalidState(_))
             ));
             assert!(matches!(
-                opt.begin_update_with_sum_squares(None, |_| None),
+                opt.begin_step_with_sum_squares(None, |_| None),
                 Err(Error::InvalidArgument {
                     name: "sum_squares",
                     ..
@@ -992,7 +990,7 @@ fn refused_calls_change_nothing() {
                 &before,
                 &format!("{name}: other refusals"),
             );
-            opt.update(&mut refs(&mut params), &grads).unwrap();
+            opt.step(&mut refs(&mut params), &grads).unwrap();
         }
         assert_same(
             &snap(&opt, &params),
@@ -1013,14 +1011,14 @@ fn reset_restarts_identically() {
         let mut params = d.params.clone();
         opt.register(&const_refs(&params)).unwrap();
         for s in 0..5 {
-            opt.update(&mut refs(&mut params), &d.grad_refs(s)).unwrap();
+            opt.step(&mut refs(&mut params), &d.grad_refs(s)).unwrap();
         }
         assert_ne!(opt.step_count(), 0);
         let mut params = d.params.clone();
         opt.reset(&const_refs(&params)).unwrap();
         assert_eq!((opt.step_count(), opt.skipped_count()), (0, 0));
         for s in 0..d.steps() {
-            opt.update(&mut refs(&mut params), &d.grad_refs(s)).unwrap();
+            opt.step(&mut refs(&mut params), &d.grad_refs(s)).unwrap();
         }
         assert_same(&snap(&opt, &params), &want, &format!("{name}: after reset"));
     }
@@ -1046,7 +1044,7 @@ fn slow_weights_follow_syncs() {
             assert_eq!(bits(opt.slow_weights(i).unwrap()), *want, "{name}: initial");
         }
         for s in 0..d.steps() {
-            let out = opt.update(&mut refs(&mut params), &d.grad_refs(s)).unwrap();
+            let out = opt.step(&mut refs(&mut params), &d.grad_refs(s)).unwrap();
             let t = s as u64 + 1;
             let synced = t.is_multiple_of(la.sync_period);
             assert_eq!(out, Outcome::Applied { step: t, synced });
@@ -1102,7 +1100,7 @@ fn manual_schedule_mode() {
             opt.register(&const_refs(&params)).unwrap();
             for s in 0..d.steps() {
                 let lr = opt.current_lr();
-                opt.update(&mut refs(&mut params), &d.grad_refs(s)).unwrap();
+                opt.step(&mut refs(&mut params), &d.grad_refs(s)).unwrap();
                 assert_eq!(opt.current_lr().to_bits(), lr.to_bits(), "{bname}: moved");
                 assert_eq!(opt.schedule_state().count(), s as u64);
                 opt.step_schedule();
@@ -1154,7 +1152,7 @@ fn switching_tier_and_threads_mid_run() {
             let threads = THREADS[(s + 1) % THREADS.len()];
             opt.set_num_threads(threads).unwrap();
             assert_eq!(opt.num_threads(), threads);
-            opt.update(&mut refs(&mut params), &d.grad_refs(s)).unwrap();
+            opt.step(&mut refs(&mut params), &d.grad_refs(s)).unwrap();
         }
         assert_same(&snap(&opt, &params), &want, &format!("{name}: switching"));
     }
@@ -1182,12 +1180,12 @@ fn forked_child_runs_threaded_updates() {
     let mut opt = Optimizer::new(cfg.clone()).unwrap();
     let mut params = d.params.clone();
     opt.register(&const_refs(&params)).unwrap();
-    opt.update(&mut refs(&mut params), &d.grad_refs(0)).unwrap();
+    opt.step(&mut refs(&mut params), &d.grad_refs(0)).unwrap();
     let mut fresh = Optimizer::new(cfg.clone().threads(3)).unwrap();
     let mut fresh_params = d.params.clone();
     fresh.register(&const_refs(&fresh_params)).unwrap();
     fresh
-        .update(&mut refs(&mut fresh_params), &d.grad_refs(0))
+        .step(&mut refs(&mut fresh_params), &d.grad_refs(0))
         .unwrap();
 
     // SAFETY: the child only runs this crate's code and the comparison below, then leaves with
@@ -1197,15 +1195,15 @@ fn forked_child_runs_threaded_updates() {
     if pid == 0 {
         let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             // The pool made before the fork, then one made before and used again, then a new one.
-            opt.update(&mut refs(&mut params), &d.grad_refs(1)).unwrap();
+            opt.step(&mut refs(&mut params), &d.grad_refs(1)).unwrap();
             if snap(&opt, &params) != want2 {
                 return 1;
             }
             fresh
-                .update(&mut refs(&mut fresh_params), &d.grad_refs(1))
+                .step(&mut refs(&mut fresh_params), &d.grad_refs(1))
                 .unwrap();
             fresh
-                .update(&mut refs(&mut fresh_params), &d.grad_refs(2))
+                .step(&mut refs(&mut fresh_params), &d.grad_refs(2))
                 .unwrap();
             if snap(&fresh, &fresh_params) != want3 {
                 return 2;
@@ -1251,7 +1249,7 @@ fn forked_child_runs_threaded_updates() {
          differs, 4 = panic"
     );
     // The parent's optimizers still work too.
-    opt.update(&mut refs(&mut params), &d.grad_refs(1)).unwrap();
+    opt.step(&mut refs(&mut params), &d.grad_refs(1)).unwrap();
     assert_same(&snap(&opt, &params), &want2, "parent after fork");
 }
 

@@ -170,12 +170,12 @@ fn run_engine(tier: Tier, threads: usize) -> Vec<u32> {
     let mut opt = Optimizer::new(config(tier, threads)).unwrap();
     opt.register(&[&p]).unwrap();
     for _ in 0..3 {
-        opt.update(&mut [&mut p], &[g]).unwrap();
+        opt.step(&mut [&mut p], &[g]).unwrap();
     }
-    let step = opt.begin_update(&[g]).unwrap().unwrap();
+    let step = opt.begin_step(&[g]).unwrap().unwrap();
     let st = opt.states_mut().next().unwrap();
     step.apply(&mut p, g, st).unwrap();
-    opt.finish_update(step).unwrap();
+    opt.end_step(step).unwrap();
     let (m, v, _) = opt.moments(0).unwrap();
     let slow = opt.slow_weights(0).unwrap();
     [&p[..], m, v, slow]
@@ -377,12 +377,12 @@ fn mode_restored_after_errors() {
     let mut opt = Optimizer::new(config(Tier::Scalar, 2)).unwrap();
     opt.register(&[&p]).unwrap();
     assert!(matches!(
-        opt.update(&mut [&mut p], &[&g]),
+        opt.step(&mut [&mut p], &[&g]),
         Err(Error::LengthMismatch { .. })
     ));
     mode.assert_kept("update error");
-    assert!(opt.begin_update(&[&g]).is_err());
-    mode.assert_kept("begin_update error");
+    assert!(opt.begin_step(&[&g]).is_err());
+    mode.assert_kept("begin_step error");
     let plan = Plan {
         clip_scale: None,
         clip_value: None,
@@ -407,7 +407,7 @@ fn mode_restored_after_errors() {
 }
 
 /// The host's mode comes back when a panic unwinds out of an entry point: the host's `find`
-/// callback of `begin_update_with_sum_squares` panics in the middle of it.
+/// callback of `begin_step_with_sum_squares` panics in the middle of it.
 #[test]
 fn mode_restored_after_a_caught_panic() {
     let Some(mode) = HostMode::set(Host::FtzDaz) else {
@@ -417,7 +417,7 @@ fn mode_restored_after_a_caught_panic() {
     let mut opt = Optimizer::new(config(Tier::Scalar, 1)).unwrap();
     opt.register(&[&p]).unwrap();
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        opt.begin_update_with_sum_squares(Some(f64::NAN), |_| panic!("the host's callback"))
+        opt.begin_step_with_sum_squares(Some(f64::NAN), |_| panic!("the host's callback"))
     }));
     assert!(r.is_err(), "the callback's panic was not propagated");
     mode.assert_kept("after a caught panic");

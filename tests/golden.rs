@@ -431,7 +431,7 @@ fn replay(case: &Case, tier: Tier, threads: usize, pad: bool) -> Run {
         }
         let out = {
             let mut pviews: Vec<&mut [f32]> = bufs.iter_mut().map(Vec::as_mut_slice).collect();
-            opt.update(&mut pviews, &gviews)
+            opt.step(&mut pviews, &gviews)
                 .unwrap_or_else(|e| panic!("{} {}: update: {e}", case.name, run.label))
         };
         let synced = matches!(out, Outcome::Applied { synced: true, .. });

@@ -723,13 +723,13 @@ fn fixture(cfg: &Config, tag: &str) -> Fx {
     let mut params: Vec<Vec<f32>> = LENS.iter().map(|&n| vals(n, n)).collect();
     let grads: Vec<Vec<f32>> = LENS.iter().map(|&n| vals(n, n + 1)).collect();
     let mut opt = registered(cfg, &params);
-    opt.update(&mut refs(&mut params), &crefs(&grads)).unwrap();
-    let stale = opt.begin_update(&crefs(&grads)).unwrap().unwrap();
-    opt.update(&mut refs(&mut params), &crefs(&grads)).unwrap();
+    opt.step(&mut refs(&mut params), &crefs(&grads)).unwrap();
+    let stale = opt.begin_step(&crefs(&grads)).unwrap().unwrap();
+    opt.step(&mut refs(&mut params), &crefs(&grads)).unwrap();
     let mut twin = registered(cfg, &params);
     twin.load(&opt.save()).unwrap();
     let mut p2 = params.clone();
-    twin.update(&mut refs(&mut p2), &crefs(&grads)).unwrap();
+    twin.step(&mut refs(&mut p2), &crefs(&grads)).unwrap();
     let other_state = twin.save();
     assert_ne!(other_state, opt.save());
     let dir = temp_dir(tag);
@@ -1037,11 +1037,11 @@ fn check_call(name: &str, r: Row) {
         let mut clean = fixture(cfg, &format!("{name}-{k}-clean"));
         for _ in 0..3 {
             f.opt
-                .update(&mut refs(&mut f.params), &crefs(&f.grads))
+                .step(&mut refs(&mut f.params), &crefs(&f.grads))
                 .unwrap();
             clean
                 .opt
-                .update(&mut refs(&mut clean.params), &crefs(&clean.grads))
+                .step(&mut refs(&mut clean.params), &crefs(&clean.grads))
                 .unwrap();
         }
         assert!(digest(&f) == digest(&clean), "{ctx}: diverged afterwards");
@@ -1062,7 +1062,7 @@ mod calls {
         "update",
         "no buffers",
         Length("number of param buffers"),
-        |f| f.opt.update(&mut [], &[]).map(|_| ()),
+        |f| f.opt.step(&mut [], &[]).map(|_| ()),
     ),
     update_one_param_buffer_too_few: row(
         "update",
@@ -1071,7 +1071,7 @@ mod calls {
         |f| {
             let mut p = refs(&mut f.params);
             p.pop();
-            f.opt.update(&mut p, &crefs(&f.grads)).map(|_| ())
+            f.opt.step(&mut p, &crefs(&f.grads)).map(|_| ())
         },
     ),
     update_one_param_buffer_too_many: row(
@@ -1082,7 +1082,7 @@ mod calls {
             let mut spare = vec![0.0f32; 5];
             let mut p = refs(&mut f.params);
             p.push(&mut spare);
-            f.opt.update(&mut p, &crefs(&f.grads)).map(|_| ())
+            f.opt.step(&mut p, &crefs(&f.grads)).map(|_| ())
         },
     ),
     update_one_grad_buffer_too_few: row(
@@ -1092,7 +1092,7 @@ mod calls {
         |f| {
             let mut g = crefs(&f.grads);
             g.pop();
-            f.opt.update(&mut refs(&mut f.params), &g).map(|_| ())
+            f.opt.step(&mut refs(&mut f.params), &g).map(|_| ())
         },
     ),
     update_param_1_one_element_longer: row(
@@ -1103,14 +1103,14 @@ mod calls {
             let mut p = f.params.clone();
             p[1].push(0.0);
             f.opt
-                .update(&mut refs(&mut p), &crefs(&f.grads))
+                .step(&mut refs(&mut p), &crefs(&f.grads))
                 .map(|_| ())
         },
     ),
     update_param_0_empty: row("update", "param 0 empty", Length("param buffer 0"), |f| {
         let mut p = refs(&mut f.params);
         p[0] = &mut [];
-        f.opt.update(&mut p, &crefs(&f.grads)).map(|_| ())
+        f.opt.step(&mut p, &crefs(&f.grads)).map(|_| ())
     }),
     update_grad_2_one_element_shorter: row(
         "update",
@@ -1119,56 +1119,56 @@ mod calls {
         |f| {
             let mut g = crefs(&f.grads);
             g[2] = &f.grads[2][1..];
-            f.opt.update(&mut refs(&mut f.params), &g).map(|_| ())
+            f.opt.step(&mut refs(&mut f.params), &g).map(|_| ())
         },
     ),
     update_grad_0_empty: row("update", "grad 0 empty", Length("grad buffer 0"), |f| {
         let mut g = crefs(&f.grads);
         g[0] = &[];
-        f.opt.update(&mut refs(&mut f.params), &g).map(|_| ())
+        f.opt.step(&mut refs(&mut f.params), &g).map(|_| ())
     }),
     update_with_sum_squares_no_buffers: row(
-        "update_with_sum_squares",
+        "step_with_sum_squares",
         "no buffers",
         Length("number of param buffers"),
-        |f| f.opt.update_with_sum_squares(&mut [], &[], 1.0).map(|_| ()),
+        |f| f.opt.step_with_sum_squares(&mut [], &[], 1.0).map(|_| ()),
     ),
     update_with_sum_squares_grad_1_longer: row(
-        "update_with_sum_squares",
+        "step_with_sum_squares",
         "grad 1 longer",
         Length("grad buffer 1"),
         |f| {
             let mut g = f.grads.clone();
             g[1].push(1.0);
             f.opt
-                .update_with_sum_squares(&mut refs(&mut f.params), &crefs(&g), 1.0)
+                .step_with_sum_squares(&mut refs(&mut f.params), &crefs(&g), 1.0)
                 .map(|_| ())
         },
     ),
     update_with_sum_squares_grads_missing: row(
-        "update_with_sum_squares",
+        "step_with_sum_squares",
         "grads missing",
         Length("number of grad buffers"),
         |f| {
             f.opt
-                .update_with_sum_squares(&mut refs(&mut f.params), &[], 1.0)
+                .step_with_sum_squares(&mut refs(&mut f.params), &[], 1.0)
                 .map(|_| ())
         },
     ),
     begin_update_no_grads: row(
-        "begin_update",
+        "begin_step",
         "no grads",
         Length("number of grad buffers"),
-        |f| f.opt.begin_update(&[]).map(|_| ()),
+        |f| f.opt.begin_step(&[]).map(|_| ()),
     ),
     begin_update_grad_2_empty: row(
-        "begin_update",
+        "begin_step",
         "grad 2 empty",
         Length("grad buffer 2"),
         |f| {
             let mut g = crefs(&f.grads);
             g[2] = &[];
-            f.opt.begin_update(&g).map(|_| ())
+            f.opt.begin_step(&g).map(|_| ())
         },
     ),
     step_apply_param_shorter_than_grad: row(
@@ -1176,7 +1176,7 @@ mod calls {
         "param shorter than grad",
         Length("grad"),
         |f| {
-            let step = f.opt.begin_update(&crefs(&f.grads))?.unwrap();
+            let step = f.opt.begin_step(&crefs(&f.grads))?.unwrap();
             let st = f.opt.states_mut().nth(1).unwrap();
             step.apply(&mut f.params[1][..16], &f.grads[1], st)
         },
@@ -1186,7 +1186,7 @@ mod calls {
         "empty param, full grad",
         Length("grad"),
         |f| {
-            let step = f.opt.begin_update(&crefs(&f.grads))?.unwrap();
+            let step = f.opt.begin_step(&crefs(&f.grads))?.unwrap();
             let st = f.opt.states_mut().next().unwrap();
             step.apply(&mut [], &f.grads[0], st)
         },
@@ -1196,14 +1196,14 @@ mod calls {
         "state split elsewhere than the param",
         Length(""),
         |f| {
-            let step = f.opt.begin_update(&crefs(&f.grads))?.unwrap();
+            let step = f.opt.begin_step(&crefs(&f.grads))?.unwrap();
             let st = f.opt.states_mut().nth(1).unwrap();
             let (s0, _) = st.split_at(4);
             step.apply(&mut f.params[1][..6], &f.grads[1][..6], s0)
         },
     ),
-    finish_update_a_stale_step: row("finish_update", "a stale step", State, |f| {
-        f.opt.finish_update(f.stale)
+    finish_update_a_stale_step: row("end_step", "a stale step", State, |f| {
+        f.opt.end_step(f.stale)
     }),
     sum_squares_partials_out_empty: row(
         "sum_squares_partials",
@@ -1265,7 +1265,7 @@ mod calls {
             };
             let mut p = refs(&mut f.params);
             p[0] = h.f32s();
-            f.opt.update(&mut p, &crefs(&f.grads)).map(|_| ())
+            f.opt.step(&mut p, &crefs(&f.grads)).map(|_| ())
         },
     ),
     update_grad_1_of_2pow33_elements: row(
@@ -1282,11 +1282,11 @@ mod calls {
             };
             let mut g = crefs(&f.grads);
             g[1] = h.f32s();
-            f.opt.update(&mut refs(&mut f.params), &g).map(|_| ())
+            f.opt.step(&mut refs(&mut f.params), &g).map(|_| ())
         },
     ),
     begin_update_grad_0_of_2pow33_elements: row(
-        "begin_update",
+        "begin_step",
         "grad 0 of 2^33 elements",
         Length("grad buffer 0"),
         |f| {
@@ -1299,7 +1299,7 @@ mod calls {
             };
             let mut g = crefs(&f.grads);
             g[0] = h.f32s();
-            f.opt.begin_update(&g).map(|_| ())
+            f.opt.begin_step(&g).map(|_| ())
         },
     ),
     sum_squares_partials_out_of_2pow32_doubles: row(
@@ -1346,7 +1346,7 @@ mod calls {
                     got: 0,
                 });
             };
-            let step = f.opt.begin_update(&crefs(&f.grads))?.unwrap();
+            let step = f.opt.begin_step(&crefs(&f.grads))?.unwrap();
             let st = f.opt.states_mut().next().unwrap();
             step.apply(h.f32s(), &f.grads[0], st)
         },
@@ -1366,12 +1366,12 @@ mod calls {
     )
     .only(not_plateau_driven),
     begin_update_with_sum_squares_no_sum: row(
-        "begin_update_with_sum_squares",
+        "begin_step_with_sum_squares",
         "no sum with clipping or a non-finite check",
         Invalid("sum_squares"),
         |f| {
             f.opt
-                .begin_update_with_sum_squares(None, |_| None)
+                .begin_step_with_sum_squares(None, |_| None)
                 .map(|_| ())
         },
     ),
@@ -1909,26 +1909,26 @@ fn temp_dir(tag: &str) -> TempDir {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Split updates: begin_update, Step::apply on ranges, finish_update.
+// Split updates: begin_step, Step::apply on ranges, end_step.
 
 /// A misuse of a begun split update.
 #[derive(Debug, Clone, Copy)]
 enum Misuse {
     /// `Step::apply` on elements `[a, b)` of the concatenated buffers.
     Apply(usize, usize),
-    /// `finish_update` with the begun step.
+    /// `end_step` with the begun step.
     Finish,
-    /// `begin_update` again.
+    /// `begin_step` again.
     Begin,
     /// A plain `update`.
     Update,
-    /// `update_with_sum_squares`.
+    /// `step_with_sum_squares`.
     UpdateWithSum,
     /// `Step::apply` of the stale step of the fixture (an update begun before the last one).
     ApplyStale,
     /// `Step::apply` of a step begun on another optimizer, with this one's state.
     ApplyForeign,
-    /// `finish_update` with a step begun on another optimizer.
+    /// `end_step` with a step begun on another optimizer.
     FinishForeign,
 }
 
@@ -1965,10 +1965,10 @@ fn check_split(name: &str, (applied, misuse, want): SplitRow) {
         let mut plain = fixture(cfg, &format!("{name}-{k}-plain"));
         plain
             .opt
-            .update(&mut refs(&mut plain.params), &crefs(&plain.grads))
+            .step(&mut refs(&mut plain.params), &crefs(&plain.grads))
             .unwrap();
         let grads = f.grads.clone();
-        let step = f.opt.begin_update(&crefs(&grads)).unwrap().unwrap();
+        let step = f.opt.begin_step(&crefs(&grads)).unwrap().unwrap();
         for &(a, b) in applied {
             apply_range(&mut f, &step, a, b).unwrap();
         }
@@ -1976,27 +1976,27 @@ fn check_split(name: &str, (applied, misuse, want): SplitRow) {
         let mut other = fixture(cfg, &format!("{name}-{k}-other"));
         let result = match misuse {
             Misuse::Apply(a, b) => apply_range(&mut f, &step, a, b),
-            Misuse::Finish => f.opt.finish_update(step),
-            Misuse::Begin => f.opt.begin_update(&crefs(&grads)).map(|_| ()),
+            Misuse::Finish => f.opt.end_step(step),
+            Misuse::Begin => f.opt.begin_step(&crefs(&grads)).map(|_| ()),
             Misuse::Update => f
                 .opt
-                .update(&mut refs(&mut f.params), &crefs(&grads))
+                .step(&mut refs(&mut f.params), &crefs(&grads))
                 .map(|_| ()),
             Misuse::UpdateWithSum => f
                 .opt
-                .update_with_sum_squares(&mut refs(&mut f.params), &crefs(&grads), 1.0)
+                .step_with_sum_squares(&mut refs(&mut f.params), &crefs(&grads), 1.0)
                 .map(|_| ()),
             Misuse::ApplyStale => {
                 let stale = f.stale;
                 apply_range(&mut f, &stale, 0, TOTAL)
             }
             Misuse::ApplyForeign => {
-                let foreign = other.opt.begin_update(&crefs(&grads)).unwrap().unwrap();
+                let foreign = other.opt.begin_step(&crefs(&grads)).unwrap().unwrap();
                 apply_range(&mut f, &foreign, 0, TOTAL)
             }
             Misuse::FinishForeign => {
-                let foreign = other.opt.begin_update(&crefs(&grads)).unwrap().unwrap();
-                f.opt.finish_update(foreign)
+                let foreign = other.opt.begin_step(&crefs(&grads)).unwrap().unwrap();
+                f.opt.end_step(foreign)
             }
         };
         check_error(result, &want, &ctx);
@@ -2014,7 +2014,7 @@ fn check_split(name: &str, (applied, misuse, want): SplitRow) {
             }
             at = at.max(b);
         }
-        f.opt.finish_update(step).unwrap();
+        f.opt.end_step(step).unwrap();
         assert!(
             digest(&f) == digest(&plain),
             "{ctx}: completing the update after the refusal differs from one update"
@@ -2057,29 +2057,21 @@ fn begin_twice_then_finish_each() {
         let mut pm = p.clone();
         let mut opt = registered(&cfg, &p);
         let g = [0.25f32; 4];
-        let a = opt.begin_update(&[&g]).unwrap().unwrap();
-        let b = opt.begin_update(&[&g]).unwrap().unwrap();
+        let a = opt.begin_step(&[&g]).unwrap().unwrap();
+        let b = opt.begin_step(&[&g]).unwrap().unwrap();
         assert_eq!((a.number(), b.number()), (1, 1));
         for st in opt.states_mut() {
             a.apply(&mut pm[0], &g, st).unwrap();
         }
-        opt.finish_update(a).unwrap();
+        opt.end_step(a).unwrap();
         let after = opt.save();
         check_error(
-            opt.finish_update(b),
+            opt.end_step(b),
             &Expect::State,
-            "finish_update of the second step",
+            "end_step of the second step",
         );
-        check_error(
-            opt.finish_update(a),
-            &Expect::State,
-            "finish_update of a step twice",
-        );
-        assert_eq!(
-            opt.save(),
-            after,
-            "refused finish_update changed the optimizer"
-        );
+        check_error(opt.end_step(a), &Expect::State, "end_step of a step twice");
+        assert_eq!(opt.save(), after, "refused end_step changed the optimizer");
     }
 }
 
@@ -2101,15 +2093,15 @@ mod unregistered {
     use super::*;
 
     rows! { check_unregistered;
-    update_with_no_buffers: |o| o.update(&mut [], &[]).map(|_| ()),
+    update_with_no_buffers: |o| o.step(&mut [], &[]).map(|_| ()),
     update_with_buffers: |o| {
         let mut q = vec![1.0f32; 4];
-        o.update(&mut [&mut q], &[&[0.5; 4]]).map(|_| ())
+        o.step(&mut [&mut q], &[&[0.5; 4]]).map(|_| ())
     },
-    update_with_sum_squares: |o| o.update_with_sum_squares(&mut [], &[], 1.0).map(|_| ()),
-    begin_update: |o| o.begin_update(&[]).map(|_| ()),
-    begin_update_with_sum_squares: |o| {
-        o.begin_update_with_sum_squares(Some(1.0), |_| None)
+    step_with_sum_squares: |o| o.step_with_sum_squares(&mut [], &[], 1.0).map(|_| ()),
+    begin_step: |o| o.begin_step(&[]).map(|_| ()),
+    begin_step_with_sum_squares: |o| {
+        o.begin_step_with_sum_squares(Some(1.0), |_| None)
             .map(|_| ())
     },
     reset: |o| o.reset(&[]),
@@ -2194,7 +2186,7 @@ fn twenty_thousand_buffers_register_in_milliseconds() {
         assert!(d < bound, "{what} of {N} buffers took {d:?}");
     }
     // They update like one another.
-    opt.update(&mut refs(&mut params), &crefs(&grads)).unwrap();
+    opt.step(&mut refs(&mut params), &crefs(&grads)).unwrap();
     // SAFETY: the live handle made above, freed once.
     unsafe {
         assert_eq!(flatopt_optimizer_begin_step(h), FLATOPT_OK);
@@ -2288,9 +2280,9 @@ fn timing_configs() -> Vec<Config> {
 #[derive(Clone, Copy, Debug)]
 enum Path {
     Update,
-    /// `update_with_sum_squares` with the sum computed from the block partials.
+    /// `step_with_sum_squares` with the sum computed from the block partials.
     SumSquares,
-    /// `begin_update`, `Step::apply` per buffer, `finish_update`.
+    /// `begin_step`, `Step::apply` per buffer, `end_step`.
     ThreePhase,
 }
 
@@ -2302,21 +2294,21 @@ fn one_update(
 ) -> Result<Outcome, Error> {
     let g = crefs(grads);
     match path {
-        Path::Update => opt.update(&mut refs(params), &g),
+        Path::Update => opt.step(&mut refs(params), &g),
         Path::SumSquares => {
             let mut partials = vec![0.0; opt.sum_squares_block_count()];
             opt.sum_squares_partials(&g, &mut partials)?;
             let sum: f64 = partials.iter().sum();
-            opt.update_with_sum_squares(&mut refs(params), &g, sum)
+            opt.step_with_sum_squares(&mut refs(params), &g, sum)
         }
-        Path::ThreePhase => match opt.begin_update(&g)? {
+        Path::ThreePhase => match opt.begin_step(&g)? {
             Err(skipped) => Ok(skipped),
             Ok(step) => {
                 for ((p, g), st) in params.iter_mut().zip(&g).zip(opt.states_mut()) {
                     step.apply(p, g, st)?;
                 }
                 let (n, synced) = (step.number(), step.syncs());
-                opt.finish_update(step)?;
+                opt.end_step(step)?;
                 Ok(Outcome::Applied { step: n, synced })
             }
         },
@@ -2416,7 +2408,7 @@ fn skipped_updates_change_nothing_and_keep_timing() {
                     }
                     let g = grads_of(s);
                     let a = one_update(&mut opt, &mut p, &g, path).unwrap();
-                    let b = clean.update(&mut refs(&mut clean_p), &crefs(&g)).unwrap();
+                    let b = clean.step(&mut refs(&mut clean_p), &crefs(&g)).unwrap();
                     assert_eq!(a, b, "{cfg:?} {path:?}: outcome of update {s}");
                     if metric {
                         let m = 1.0 / (1.0 + (s % 3) as f64);
@@ -2463,7 +2455,7 @@ fn non_finite_supplied_sum_is_reported_as_another_shard() {
             let g = vec![vals(6, 2)];
             let mut opt = registered(&cfg, &p);
             let before = opt.save();
-            let r = opt.update_with_sum_squares(&mut refs(&mut p), &crefs(&g), sum);
+            let r = opt.step_with_sum_squares(&mut refs(&mut p), &crefs(&g), sum);
             match (policy, &r) {
                 (
                     NonFinitePolicy::Skip,

@@ -185,7 +185,7 @@ fn registered(cfg: Config, n: usize) -> (Optimizer, Vec<f32>, Vec<f32>) {
 fn assert_step_refused(cfg: Config, refused_at: u64, scalar: &str) {
     let (mut opt, mut p, g) = registered(cfg, 7);
     for t in 1..refused_at {
-        let out = opt.update(&mut [&mut p], &[&g]).expect("applied");
+        let out = opt.step(&mut [&mut p], &[&g]).expect("applied");
         assert!(
             matches!(out, Outcome::Applied { step, .. } if step == t),
             "{out:?}"
@@ -194,7 +194,7 @@ fn assert_step_refused(cfg: Config, refused_at: u64, scalar: &str) {
     let saved = opt.save();
     let before = p.clone();
     for _ in 0..2 {
-        let e = opt.update(&mut [&mut p], &[&g]).expect_err("step applied");
+        let e = opt.step(&mut [&mut p], &[&g]).expect_err("step applied");
         match &e {
             Error::InvalidArgument { name, value, .. } => {
                 assert!(name.starts_with(scalar), "{e}");
@@ -207,12 +207,12 @@ fn assert_step_refused(cfg: Config, refused_at: u64, scalar: &str) {
         assert_eq!(p, before, "a refused step changed the parameters");
         assert_eq!(opt.step_count(), refused_at - 1);
     }
-    let e = opt.begin_update(&[&g]).expect_err("begin_update applied");
+    let e = opt.begin_step(&[&g]).expect_err("begin_step applied");
     assert!(matches!(e, Error::InvalidArgument { name, .. } if name.starts_with(scalar)));
     assert_eq!(
         opt.save(),
         saved,
-        "a refused begin_update changed the optimizer"
+        "a refused begin_step changed the optimizer"
     );
 }
 
@@ -253,12 +253,12 @@ step_refused! {
 fn manual_schedule_grown_past_f32_refuses_the_update() {
     let cfg = sched(Schedule::exponential(1.0, 1e20)).schedule_mode(ScheduleMode::Manual);
     let (mut opt, mut p, g) = registered(cfg, 5);
-    opt.update(&mut [&mut p], &[&g]).expect("applied at e = 0");
+    opt.step(&mut [&mut p], &[&g]).expect("applied at e = 0");
     opt.step_schedule();
     opt.step_schedule(); // lr = 1e40
     let saved = opt.save();
     let before = p.clone();
-    let e = opt.update(&mut [&mut p], &[&g]).expect_err("applied");
+    let e = opt.step(&mut [&mut p], &[&g]).expect_err("applied");
     assert!(
         matches!(e, Error::InvalidArgument { name: "lr", .. }),
         "{e}"

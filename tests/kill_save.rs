@@ -66,7 +66,7 @@ fn states() -> Vec<Vec<u8>> {
                 })
                 .collect();
             let (p0, p1) = p.split_at_mut(1);
-            opt.update(&mut [&mut p0[0], &mut p1[0]], &[&g[0], &g[1]])
+            opt.step(&mut [&mut p0[0], &mut p1[0]], &[&g[0], &g[1]])
                 .unwrap();
             opt.save()
         })

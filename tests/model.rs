@@ -439,7 +439,7 @@ impl Model {
     }
 
     /// One `update` (docs/numerics.md, "Pipeline").
-    fn update(&mut self, grads: &[Vec<f32>]) -> Expected {
+    fn step(&mut self, grads: &[Vec<f32>]) -> Expected {
         // 0. Finite check: the first non-finite value by buffer, then index.
         if self.cfg.nonfinite != NonFinitePolicy::Propagate {
             let bad = grads
@@ -1183,9 +1183,9 @@ fn run_case(case: &Case, mutant: Option<Mutant>, stats: &mut Stats) -> Result<()
         let got = {
             let mut prefs: Vec<&mut [f32]> = params.iter_mut().map(Vec::as_mut_slice).collect();
             let grefs: Vec<&[f32]> = grads.iter().map(Vec::as_slice).collect();
-            opt.update(&mut prefs, &grefs)
+            opt.step(&mut prefs, &grefs)
         };
-        let want = model.update(&grads);
+        let want = model.step(&grads);
         if !outcome_matches(&got, &want) {
             return Err(format!(
                 "[{}] step {step}: flatopt returned {got:?}, model expects {want:?}",

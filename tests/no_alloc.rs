@@ -116,7 +116,7 @@ fn updates_allocate(cfg: Config, d: &Data, poison_step: Option<usize>) -> (usize
     let mut p: Vec<&mut [f32]> = params.iter_mut().map(|p| p.as_mut_slice()).collect();
     let ((), n) = count(|| {
         for g in &grad_refs {
-            let r = opt.update(&mut p, g);
+            let r = opt.step(&mut p, g);
             if let Ok(out) = r {
                 outs.push(out);
             }
@@ -215,8 +215,8 @@ fn skipped_updates_do_not_allocate() {
             let good: Vec<&[f32]> = d.grads[1].iter().map(|x| x.as_slice()).collect();
             let mut p: Vec<&mut [f32]> = params.iter_mut().map(|p| p.as_mut_slice()).collect();
             let ((skipped, applied), n) = count(|| {
-                let a = opt.update(&mut p, &bad);
-                let b = opt.update(&mut p, &good);
+                let a = opt.step(&mut p, &bad);
+                let b = opt.step(&mut p, &good);
                 (a, b)
             });
             assert_eq!(n, 0, "{policy:?}, clip {clip}: {n} allocator calls");
@@ -273,7 +273,7 @@ fn three_phase_and_manual_schedules_do_not_allocate() {
         let lr0 = opt.current_lr();
         let ((), n) = count(|| {
             for (s, g) in grad_refs.iter().enumerate() {
-                let step = opt.begin_update(g).unwrap().unwrap();
+                let step = opt.begin_step(g).unwrap().unwrap();
                 for (p, (gi, st)) in params.iter_mut().zip(g.iter().zip(opt.states_mut())) {
                     let mid = p.len() / 2;
                     let (p0, p1) = p.split_at_mut(mid);
@@ -282,7 +282,7 @@ fn three_phase_and_manual_schedules_do_not_allocate() {
                     step.apply(p0, g0, s0).unwrap();
                     step.apply(p1, g1, s1).unwrap();
                 }
-                opt.finish_update(step).unwrap();
+                opt.end_step(step).unwrap();
                 if sch.is_metric_driven() {
                     opt.step_schedule_metric(1.0 + s as f64).unwrap();
                 } else {

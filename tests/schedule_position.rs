@@ -286,10 +286,8 @@ fn per_update_schedule_continues_from_the_position_set() {
         b.step_schedule();
     }
     for _ in 0..4 {
-        a.update(&mut [&mut pa], &[&[0.5, -0.25]])
-            .expect("update a");
-        b.update(&mut [&mut pb], &[&[0.5, -0.25]])
-            .expect("update b");
+        a.step(&mut [&mut pa], &[&[0.5, -0.25]]).expect("update a");
+        b.step(&mut [&mut pb], &[&[0.5, -0.25]]).expect("update b");
         assert_eq!(a.schedule_state(), b.schedule_state());
     }
     assert_eq!(pa.map(f32::to_bits), pb.map(f32::to_bits));

@@ -33,7 +33,7 @@ fn shards_on_block_boundaries_match_one_process_for_every_row() {
             if t == 4 {
                 g[2 * SUMSQ_BLOCK + 9] = f32::INFINITY; // only the last shard sees it
             }
-            let want = whole.update(&mut [&mut whole_p], &[&g]).unwrap();
+            let want = whole.step(&mut [&mut whole_p], &[&g]).unwrap();
             // Phase one on every shard, the exchange, the sum in global block order.
             let mut partials = Vec::new();
             for (o, w) in shards.iter().zip(CUTS.windows(2)) {
@@ -49,7 +49,7 @@ fn shards_on_block_boundaries_match_one_process_for_every_row() {
                 let (mine, tail) = rest.split_at_mut(w[1] - w[0]);
                 rest = tail;
                 let got = o
-                    .update_with_sum_squares(&mut [mine], &[&g[w[0]..w[1]]], sum)
+                    .step_with_sum_squares(&mut [mine], &[&g[w[0]..w[1]]], sum)
                     .unwrap();
                 match (want, got) {
                     (Outcome::Applied { .. }, Outcome::Applied { .. }) => {}
@@ -78,7 +78,7 @@ fn bad_sums_and_partials_are_refused_and_change_nothing() {
     o.register(&[&p]).unwrap();
     let before = (o.save(), p.clone());
     let err = o
-        .update_with_sum_squares(&mut [&mut p], &[&g], -1.0)
+        .step_with_sum_squares(&mut [&mut p], &[&g], -1.0)
         .unwrap_err();
     assert!(
         matches!(
@@ -96,13 +96,13 @@ fn bad_sums_and_partials_are_refused_and_change_nothing() {
         Err(Error::LengthMismatch { .. })
     ));
     assert!(matches!(
-        o.update_with_sum_squares(&mut [&mut p], &[&g[..99]], 1.0),
+        o.step_with_sum_squares(&mut [&mut p], &[&g[..99]], 1.0),
         Err(Error::LengthMismatch { .. })
     ));
     assert_eq!((o.save(), p.clone()), before);
     // A non-finite sum skips here even though this shard's gradients are finite.
     let out = o
-        .update_with_sum_squares(&mut [&mut p], &[&g], f64::NAN)
+        .step_with_sum_squares(&mut [&mut p], &[&g], f64::NAN)
         .unwrap();
     assert!(
         matches!(

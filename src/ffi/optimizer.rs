@@ -119,7 +119,7 @@ pub unsafe extern "C" fn flatopt_optimizer_step(opt: *mut flatopt_optimizer) -> 
         let mut h = unsafe { handle(opt)? };
         check_no_pending(&h)?;
         // SAFETY: registered host pointers, valid during the call (C contract).
-        let outcome = unsafe { h.with_slices(None, |e, p, g| e.update(p, g))? };
+        let outcome = unsafe { h.with_slices(None, |e, p, g| e.step(p, g))? };
         Ok(outcome_status(outcome))
     })
 }
@@ -156,7 +156,7 @@ pub unsafe extern "C" fn flatopt_optimizer_step_with_grads(
         let given = unsafe { slice(grads, n_grads) };
         // SAFETY: registered host pointers and the given gradients, valid during the call (C
         // contract).
-        let outcome = unsafe { h.with_slices(Some(given), |e, p, g| e.update(p, g))? };
+        let outcome = unsafe { h.with_slices(Some(given), |e, p, g| e.step(p, g))? };
         Ok(outcome_status(outcome))
     })
 }
@@ -241,7 +241,7 @@ pub unsafe extern "C" fn flatopt_optimizer_step_with_sum_squares(
         check_no_pending(&h)?;
         // SAFETY: registered host pointers, valid during the call (C contract).
         let outcome =
-            unsafe { h.with_slices(None, |e, p, g| e.update_with_sum_squares(p, g, sum_squares))? };
+            unsafe { h.with_slices(None, |e, p, g| e.step_with_sum_squares(p, g, sum_squares))? };
         Ok(outcome_status(outcome))
     })
 }
@@ -266,7 +266,7 @@ pub unsafe extern "C" fn flatopt_optimizer_begin_step(
         let mut h = unsafe { handle(opt)? };
         check_no_pending(&h)?;
         // SAFETY: registered host pointers, valid during the call (C contract).
-        let begun = unsafe { h.with_slices(None, |e, _, g| e.begin_update(g))? };
+        let begun = unsafe { h.with_slices(None, |e, _, g| e.begin_step(g))? };
         match begun {
             Err(skipped) => Ok(outcome_status(skipped)),
             Ok(step) => {
@@ -346,7 +346,7 @@ pub unsafe extern "C" fn flatopt_optimizer_end_step(opt: *mut flatopt_optimizer)
         let step = h.pending.ok_or(Error::InvalidState(
             "flatopt_optimizer_end_step without flatopt_optimizer_begin_step",
         ))?;
-        h.engine.finish_update(step)?;
+        h.engine.end_step(step)?;
         h.pending = None;
         h.raw.clear();
         Ok(FLATOPT_OK)

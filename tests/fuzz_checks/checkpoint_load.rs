@@ -99,7 +99,7 @@ pub fn sample_checkpoint(which: usize, steps: usize) -> Vec<u8> {
                 x[0] = f32::NAN;
             }
         }
-        let _ = opt.update(&mut refs(&mut params), &crefs(&g));
+        let _ = opt.step(&mut refs(&mut params), &crefs(&g));
         if cfg.lr.is_metric_driven() {
             opt.step_schedule_metric(1.0 / (s as f64 + 1.0)).unwrap();
         }
@@ -194,7 +194,7 @@ pub fn check_checkpoint_load(data: &[u8]) {
     let loaded_step = opt.step_count();
     let g = finite_grads(lens, 3);
     let digest_before = digest(&opt, &p);
-    let out = opt.update(&mut refs(&mut p), &crefs(&g));
+    let out = opt.step(&mut refs(&mut p), &crefs(&g));
     match &out {
         Ok(Outcome::Applied { step, .. }) => assert_eq!(
             Some(*step),
@@ -219,7 +219,7 @@ pub fn check_checkpoint_load(data: &[u8]) {
             x[0] = f32::NAN;
             let skipped = opt.skipped_count();
             let digest_before = digest(&opt, &p);
-            let out = opt.update(&mut refs(&mut p), &crefs(&bad));
+            let out = opt.step(&mut refs(&mut p), &crefs(&bad));
             match &out {
                 Ok(Outcome::Skipped { .. }) | Err(Error::NonFinite { .. }) => assert_eq!(
                     Some(opt.skipped_count()),

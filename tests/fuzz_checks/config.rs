@@ -89,7 +89,7 @@ fn assert_update(opt: &mut Optimizer, params: &mut [Vec<f32>], g: &[Vec<f32>], c
         flatopt::config::check_step(lr, &Rule::for_step(&opt.config().base, next, lr)).is_err();
     let before = opt.save();
     let params_before = params.to_vec();
-    let out = opt.update(&mut refs(params), &crefs(g));
+    let out = opt.step(&mut refs(params), &crefs(g));
     match out {
         Ok(Outcome::Applied { step, .. }) => {
             assert!(!expect_refusal, "{ctx}: applied at lr = {lr}");

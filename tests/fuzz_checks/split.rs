@@ -108,9 +108,7 @@ pub fn check_split_order(data: &[u8]) {
     let mut snapshots = vec![twin.clone()];
     let mut after = |k: usize| -> Vec<Vec<u32>> {
         while snapshots.len() <= k {
-            twin_opt
-                .update(&mut refs(&mut twin), &crefs(&grads))
-                .unwrap();
+            twin_opt.step(&mut refs(&mut twin), &crefs(&grads)).unwrap();
             snapshots.push(twin.clone());
         }
         snapshots[k].iter().map(|p| bits(p)).collect()
@@ -131,7 +129,7 @@ pub fn check_split_order(data: &[u8]) {
         let snapshot = (opt.save(), all_bits(&params));
         let (r, model, st, c_model) = match op {
             0 => {
-                let r = opt.begin_update(&crefs(&grads)).map(|b| {
+                let r = opt.begin_step(&crefs(&grads)).map(|b| {
                     begun = b.ok();
                     applied.iter_mut().for_each(|a| *a = false);
                 });
@@ -191,7 +189,7 @@ pub fn check_split_order(data: &[u8]) {
                 };
                 let r = match begun {
                     None => Err(Error::InvalidState("no update begun")),
-                    Some(step) => opt.finish_update(step),
+                    Some(step) => opt.end_step(step),
                 };
                 if r.is_ok() {
                     begun = None;
@@ -212,9 +210,7 @@ pub fn check_split_order(data: &[u8]) {
             }
             _ => {
                 let model = if partly { Want::State } else { Want::Ok };
-                let r = opt
-                    .update(&mut refs(&mut params), &crefs(&grads))
-                    .map(|_| ());
+                let r = opt.step(&mut refs(&mut params), &crefs(&grads)).map(|_| ());
                 if r.is_ok() {
                     begun = None;
                     updates += 1;

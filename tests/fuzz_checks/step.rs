@@ -17,7 +17,7 @@ const LENS: [usize; 16] = [
 #[derive(Clone, Copy, Debug)]
 enum Mode {
     Update,
-    /// begin_update, Step::apply on two ranges of every buffer split at this element, finish.
+    /// begin_step, Step::apply on two ranges of every buffer split at this element, finish.
     Split(usize),
 }
 
@@ -64,7 +64,7 @@ fn run_case(case: &Case, tier: Tier, threads: usize, mode: Mode) -> Run {
             flatopt::config::check_step(lr, &Rule::for_step(&cfg.base, step_before + 1, lr)).err();
         let g = crefs(grads);
         let r = match mode {
-            Mode::Update => opt.update(&mut refs(&mut params), &g),
+            Mode::Update => opt.step(&mut refs(&mut params), &g),
             Mode::Split(at) => split_update(&mut opt, &mut params, &g, at),
         };
         let first_bad = g
@@ -155,14 +155,14 @@ fn state_is_not_finite(opt: &Optimizer) -> bool {
     })
 }
 
-/// One update through begin_update / Step::apply on two ranges per buffer / finish_update.
+/// One update through begin_step / Step::apply on two ranges per buffer / end_step.
 fn split_update(
     opt: &mut Optimizer,
     params: &mut [Vec<f32>],
     grads: &[&[f32]],
     at: usize,
 ) -> Result<Outcome, Error> {
-    let step = match opt.begin_update(grads)? {
+    let step = match opt.begin_step(grads)? {
         Err(skipped) => return Ok(skipped),
         Ok(step) => step,
     };
@@ -176,7 +176,7 @@ fn split_update(
     }
     let synced = step.syncs();
     let number = step.number();
-    opt.finish_update(step)?;
+    opt.end_step(step)?;
     Ok(Outcome::Applied {
         step: number,
         synced,

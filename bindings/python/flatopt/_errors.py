@@ -50,7 +50,7 @@ class LengthMismatchError(FlatoptError, ValueError):
 
 class NonFiniteError(FlatoptError, FloatingPointError):
     """A gradient holds NaN or Inf and the policy is ``nonfinite="error"``. The update was
-    skipped (nothing changed except the ``skipped_steps`` counter)."""
+    skipped (nothing changed except the ``skipped_count`` counter)."""
 
 
 class InvalidStateError(FlatoptError, RuntimeError):

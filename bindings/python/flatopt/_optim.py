@@ -422,7 +422,7 @@ class Optimizer:
         ``grads``: the gradients, with the structure and shapes of the registered params; or
         nothing if gradient arrays were registered. Returns True if the update was applied,
         False if it was skipped because a gradient held NaN or Inf (``nonfinite="skip"``, the
-        default: nothing changed, ``skipped_steps`` went up). With ``nonfinite="error"`` that
+        default: nothing changed, ``skipped_count`` went up). With ``nonfinite="error"`` that
         case raises :class:`flatopt.NonFiniteError` instead.
         """
         if grads is None:
@@ -609,9 +609,15 @@ class Optimizer:
         return self._query(_lib.optimizer_step_count, ctypes.c_uint64)
 
     @property
-    def skipped_steps(self):
-        """Number of updates skipped because a gradient held NaN or Inf."""
+    def skipped_count(self):
+        """Number of steps skipped because a gradient held NaN or Inf (C
+        ``flatopt_optimizer_skipped_count``)."""
         return self._query(_lib.optimizer_skipped_count, ctypes.c_uint64)
+
+    @property
+    def skipped_steps(self):
+        """The name of 0.1 for :attr:`skipped_count` (kept for compatibility)."""
+        return self.skipped_count
 
     @property
     def current_lr(self):

@@ -545,7 +545,7 @@ def test_nan_grad_under_skip_is_skipped_not_raised():
     opt, params, g = _make()
     before = {k: v.copy() for k, v in params.items()}
     assert opt.update(_g(b=np.array([1, np.nan, 1], F32))) is False
-    assert opt.skipped_steps == 1 and opt.step_count == 3
+    assert opt.skipped_count == 1 and opt.skipped_steps == 1 and opt.step_count == 3
     for k in SHAPES:
         assert np.array_equal(_bits(before[k]), _bits(params[k]))
 
