@@ -69,6 +69,11 @@ test-c: lib
 test-cpp: lib
 	bash bindings/cpp/test/run.sh
 
+## The pytest suite twice: in .venv with numpy only, then with JAX, brainstate, braintools and
+## torch (bindings/python/requirements-extras.txt) in a virtualenv outside the clone that is kept
+## between runs (${XDG_CACHE_HOME:-~/.cache}/flatopt/venv-extras-<hash>, about 5 GB, made once;
+## where it cannot be installed the tests that need it print a skip). FLATOPT_SKIP_EXTRAS=1: the
+## first run only.
 test-python: $(VENV)/bin/python
 	bash bindings/python/run_tests.sh
 

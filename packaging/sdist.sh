@@ -39,7 +39,7 @@ git ls-files --cached --others --exclude-standard -z -- bindings/python |
 cat >"$stage/MANIFEST.in" <<'EOF'
 graft rust
 graft tests
-include run_tests.sh
+include run_tests.sh extras_venv.sh requirements-extras.txt
 global-exclude *.py[cod] __pycache__
 EOF
 mkdir -p "$out"

@@ -5,7 +5,9 @@ installs it into a virtualenv and runs pytest from outside the source tree); the
 the report says which flatopt module and which shared library were imported.
 """
 
+import importlib
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +28,29 @@ needs_checkpoints = pytest.mark.skipif(
     not HAS_CHECKPOINTS,
     reason=f"the library ({flatopt.library_version}) has no flatopt_optimizer_save/load yet",
 )
+
+
+# Set by run_tests.sh for its run in the virtualenv of requirements-extras.txt: there, a test
+# that needs JAX, brainstate, braintools or torch must run, so a missing module is a failure.
+REQUIRE_EXTRAS = bool(os.environ.get("FLATOPT_REQUIRE_EXTRAS"))
+
+
+def needs(module):
+    """Imports an optional module (jax, brainstate, braintools, torch) or skips the calling
+    test / test module with the reason (run_tests.sh prints it), or fails under
+    FLATOPT_REQUIRE_EXTRAS."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        caller = sys._getframe(1).f_globals.get("__name__", "?")
+        reason = (
+            f"{caller}: {module} is not installed ({e}); `make test` installs it "
+            "(bindings/python/requirements-extras.txt), or pip install "
+            '"./bindings/python[jax]" / "[torch]"'
+        )
+        if REQUIRE_EXTRAS:
+            pytest.fail(f"FLATOPT_REQUIRE_EXTRAS is set but {reason}", pytrace=False)
+        pytest.skip(reason, allow_module_level=True)
 
 
 def pytest_report_header(config):

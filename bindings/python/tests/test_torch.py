@@ -5,7 +5,9 @@ import pytest
 
 import flatopt
 
-torch = pytest.importorskip("torch")
+from conftest import needs
+
+torch = needs("torch")
 
 
 def test_torch_tensors_are_updated_in_place_like_torch_adam():
