@@ -19,7 +19,8 @@ pub unsafe extern "C" fn flatopt_optimizer_checkpoint_size(
     opt: *const flatopt_optimizer,
     out: *mut usize,
 ) -> flatopt_status {
-    // SAFETY: C contract of this function.
+    // SAFETY: `opt` and `out` are passed on as received, and this function's `# Safety`
+    // promises what `query` requires of them: NULL or a live handle; NULL or one writable value.
     unsafe { query(opt, out, |h| h.engine.checkpoint_size()) }
 }
 

@@ -172,7 +172,8 @@ pub unsafe extern "C" fn flatopt_optimizer_sum_squares_block_count(
     opt: *const flatopt_optimizer,
     out: *mut usize,
 ) -> flatopt_status {
-    // SAFETY: C contract of this function.
+    // SAFETY: `opt` and `out` are passed on as received, and this function's `# Safety`
+    // promises what `query` requires of them: NULL or a live handle; NULL or one writable value.
     unsafe { query(opt, out, |h| h.engine.sum_squares_block_count()) }
 }
 
@@ -394,7 +395,8 @@ pub unsafe extern "C" fn flatopt_optimizer_step_count(
     opt: *const flatopt_optimizer,
     out: *mut u64,
 ) -> flatopt_status {
-    // SAFETY: C contract of this function.
+    // SAFETY: `opt` and `out` are passed on as received, and this function's `# Safety`
+    // promises what `query` requires of them: NULL or a live handle; NULL or one writable value.
     unsafe { query(opt, out, |h| h.engine.step_count()) }
 }
 
@@ -408,7 +410,8 @@ pub unsafe extern "C" fn flatopt_optimizer_skipped_count(
     opt: *const flatopt_optimizer,
     out: *mut u64,
 ) -> flatopt_status {
-    // SAFETY: C contract of this function.
+    // SAFETY: `opt` and `out` are passed on as received, and this function's `# Safety`
+    // promises what `query` requires of them: NULL or a live handle; NULL or one writable value.
     unsafe { query(opt, out, |h| h.engine.skipped_count()) }
 }
 
@@ -422,7 +425,8 @@ pub unsafe extern "C" fn flatopt_optimizer_current_lr(
     opt: *const flatopt_optimizer,
     out: *mut c_float,
 ) -> flatopt_status {
-    // SAFETY: C contract of this function.
+    // SAFETY: `opt` and `out` are passed on as received, and this function's `# Safety`
+    // promises what `query` requires of them: NULL or a live handle; NULL or one writable value.
     unsafe { query(opt, out, |h| h.engine.current_lr()) }
 }
 
@@ -436,7 +440,8 @@ pub unsafe extern "C" fn flatopt_optimizer_simd_tier(
     opt: *const flatopt_optimizer,
     out: *mut u32,
 ) -> flatopt_status {
-    // SAFETY: C contract of this function.
+    // SAFETY: `opt` and `out` are passed on as received, and this function's `# Safety`
+    // promises what `query` requires of them: NULL or a live handle; NULL or one writable value.
     unsafe { query(opt, out, |h| h.engine.tier() as u32) }
 }
 
@@ -450,7 +455,8 @@ pub unsafe extern "C" fn flatopt_optimizer_num_threads(
     opt: *const flatopt_optimizer,
     out: *mut u32,
 ) -> flatopt_status {
-    // SAFETY: C contract of this function.
+    // SAFETY: `opt` and `out` are passed on as received, and this function's `# Safety`
+    // promises what `query` requires of them: NULL or a live handle; NULL or one writable value.
     unsafe { query(opt, out, |h| h.engine.num_threads() as u32) }
 }
 
@@ -464,7 +470,8 @@ pub unsafe extern "C" fn flatopt_optimizer_num_params(
     opt: *const flatopt_optimizer,
     out: *mut usize,
 ) -> flatopt_status {
-    // SAFETY: C contract of this function.
+    // SAFETY: `opt` and `out` are passed on as received, and this function's `# Safety`
+    // promises what `query` requires of them: NULL or a live handle; NULL or one writable value.
     unsafe { query(opt, out, |h| h.bufs.len()) }
 }
 
@@ -478,7 +485,8 @@ pub unsafe extern "C" fn flatopt_optimizer_total_len(
     opt: *const flatopt_optimizer,
     out: *mut usize,
 ) -> flatopt_status {
-    // SAFETY: C contract of this function.
+    // SAFETY: `opt` and `out` are passed on as received, and this function's `# Safety`
+    // promises what `query` requires of them: NULL or a live handle; NULL or one writable value.
     unsafe { query(opt, out, |h| h.bufs.iter().map(|b| b.len).sum()) }
 }
 

@@ -209,7 +209,10 @@ pub unsafe extern "C" fn flatopt_sgd_update(
     len: usize,
 ) -> flatopt_status {
     guard(|| {
-        // SAFETY: C contract of this function.
+        // SAFETY: `hp`, `args` and the buffers are passed on as received; this function's
+        // `# Safety` promises exactly what `stateless_plan` (NULL or `struct_size` readable
+        // bytes) and `stateless_run` (NULL or `len` floats, unaliased for the call) require;
+        // both check every pointer for NULL and alignment before reading it.
         unsafe {
             let plan = stateless_plan(hp, args, flatopt_base_kind::FLATOPT_SGD)?;
             let none = std::ptr::null_mut();
@@ -244,7 +247,10 @@ pub unsafe extern "C" fn flatopt_adam_update(
     len: usize,
 ) -> flatopt_status {
     guard(|| {
-        // SAFETY: C contract of this function.
+        // SAFETY: `hp`, `args` and the buffers are passed on as received; this function's
+        // `# Safety` promises exactly what `stateless_plan` (NULL or `struct_size` readable
+        // bytes) and `stateless_run` (NULL or `len` floats, unaliased for the call) require;
+        // both check every pointer for NULL and alignment before reading it.
         unsafe {
             let plan = stateless_plan(hp, args, flatopt_base_kind::FLATOPT_ADAM)?;
             let st = [("m", m), ("v", v), ("v_max", v_max), ("slow", slow)];
@@ -270,7 +276,11 @@ unsafe fn two_moment_update(
     len: usize,
 ) -> flatopt_status {
     guard(|| {
-        // SAFETY: C contract of the calling function.
+        // SAFETY: `hp`, `args` and the buffers are passed on as received; the `# Safety` of
+        // the exported function that calls this one promises exactly what `stateless_plan`
+        // (NULL or `struct_size` readable bytes) and `stateless_run` (NULL or `len` floats,
+        // unaliased for the call) require; both check every pointer for NULL and alignment
+        // before reading it.
         unsafe {
             let plan = stateless_plan(hp, args, kind)?;
             let st = [
@@ -301,7 +311,8 @@ pub unsafe extern "C" fn flatopt_adamw_update(
     slow: *mut c_float,
     len: usize,
 ) -> flatopt_status {
-    // SAFETY: C contract of this function.
+    // SAFETY: the arguments are passed on as received, and this function's `# Safety` is
+    // the one `two_moment_update` requires (it says "as `flatopt_adamw_update`").
     unsafe {
         two_moment_update(
             flatopt_base_kind::FLATOPT_ADAMW,
@@ -334,7 +345,8 @@ pub unsafe extern "C" fn flatopt_radam_update(
     slow: *mut c_float,
     len: usize,
 ) -> flatopt_status {
-    // SAFETY: C contract of this function.
+    // SAFETY: the arguments are passed on as received, and this function's `# Safety` is
+    // the one `two_moment_update` requires (it says "as `flatopt_adamw_update`").
     unsafe {
         two_moment_update(
             flatopt_base_kind::FLATOPT_RADAM,
@@ -502,7 +514,8 @@ pub unsafe extern "C" fn flatopt_clip_by_value(
     len: usize,
     c: c_float,
 ) -> flatopt_status {
-    // SAFETY: C contract of this function.
+    // SAFETY: `x` is passed on as received: NULL or `len` writable floats (this function's
+    // `# Safety`), what `run_op` requires of its first buffer; the second is NULL, unused.
     guard(|| unsafe { run_op(Op::ClipValue(c), "x", x, std::ptr::null_mut(), len) })
 }
 
@@ -512,7 +525,7 @@ pub unsafe extern "C" fn flatopt_clip_by_value(
 /// `x` is NULL (refused unless `len` is 0) or holds `len` writable floats.
 #[no_mangle]
 pub unsafe extern "C" fn flatopt_scale(x: *mut c_float, len: usize, s: c_float) -> flatopt_status {
-    // SAFETY: C contract of this function.
+    // SAFETY: as in `flatopt_clip_by_value`: `x` is NULL or `len` writable floats.
     guard(|| unsafe { run_op(Op::Scale(s), "x", x, std::ptr::null_mut(), len) })
 }
 
@@ -527,6 +540,7 @@ pub unsafe extern "C" fn flatopt_lookahead_sync(
     len: usize,
     alpha: c_float,
 ) -> flatopt_status {
-    // SAFETY: C contract of this function.
+    // SAFETY: `fast` and `slow` are passed on as received: NULL or `len` writable floats each
+    // (this function's `# Safety`), what `run_op` requires; it refuses overlapping buffers.
     guard(|| unsafe { run_op(Op::Sync(alpha), "fast", fast, slow, len) })
 }
