@@ -325,6 +325,116 @@ macro_rules! choice {
 }
 pub(crate) use choice;
 
+/// The part of a catalog enum that does not depend on what the entries mean: the enum itself
+/// and its conversions to and from the catalog's values (kind number, short name, the field
+/// values in declaration order). The base-rule catalog (`config::bases!`) and the schedule
+/// catalog (`schedule::schedules!`) both declare their enum through it, adding the code that
+/// is theirs (specs, per-step scalars, learning rates) next to it.
+macro_rules! catalog_enum {
+    (
+        $(#[$emeta:meta])*
+        pub enum $E:ident {
+            $(
+                $(#[doc = $vdoc:literal])*
+                $V:ident = $kind:literal, $name:literal {
+                    $( $(#[doc = $fdoc:literal])* $f:ident : $fty:ty ),+
+                }
+            )+
+        }
+    ) => {
+        $(#[$emeta])*
+        pub enum $E {
+            $(
+                $(#[doc = $vdoc])*
+                $V {
+                    $( $(#[doc = $fdoc])* $f: $fty, )+
+                },
+            )+
+        }
+
+        impl $E {
+            /// The kind number (C enum value, checkpoints).
+            pub fn kind(&self) -> u32 {
+                match self {
+                    $( $E::$V { .. } => $kind, )+
+                }
+            }
+
+            /// The catalog's short name of the entry.
+            pub fn name(&self) -> &'static str {
+                match self {
+                    $( $E::$V { .. } => $name, )+
+                }
+            }
+
+            /// The field values, in declaration order.
+            pub fn values(&self) -> Vec<$crate::catalog::Value> {
+                match self {
+                    $( $E::$V { $($f),+ } => vec![$($crate::catalog::Field::to_value($f)),+], )+
+                }
+            }
+
+            /// The entry of kind `kind` with these field values (in declaration order), or
+            /// `None` if the kind is unknown or a value has the wrong type or count.
+            pub fn from_values(kind: u32, values: Vec<$crate::catalog::Value>) -> Option<$E> {
+                let mut it = values.into_iter();
+                let x = match kind {
+                    $( $kind => $E::$V {
+                        $( $f: <$fty as $crate::catalog::Field>::from_value(it.next()?)?, )+
+                    }, )+
+                    _ => return None,
+                };
+                it.next().is_none().then_some(x)
+            }
+
+            /// The entry of kind `kind` with each field's value from `get(index)` (in
+            /// declaration order), without allocating (the stateless C kernels convert their
+            /// arguments on every call): `None` if the kind is unknown or a value has the wrong
+            /// type, `Some(Err)` with `get`'s first error.
+            pub fn try_from_fields<Err>(
+                kind: u32,
+                mut get: impl FnMut(usize) -> Result<$crate::catalog::Value, Err>,
+            ) -> Option<Result<$E, Err>> {
+                let mut i = 0;
+                let mut next = || {
+                    let v = get(i);
+                    i += 1;
+                    v
+                };
+                Some(Ok(match kind {
+                    $( $kind => $E::$V {
+                        $( $f: match next() {
+                            Ok(v) => <$fty as $crate::catalog::Field>::from_value(v)?,
+                            Err(e) => return Some(Err(e)),
+                        }, )+
+                    }, )+
+                    _ => return None,
+                }))
+            }
+
+            /// Calls `f` with each field's index and value, in declaration order, without
+            /// allocating; stops at `f`'s first error.
+            pub fn try_for_each_value<Err>(
+                &self,
+                mut f: impl FnMut(usize, $crate::catalog::Value) -> Result<(), Err>,
+            ) -> Result<(), Err> {
+                let mut i = 0;
+                match self {
+                    $( $E::$V { $($f),+ } => {
+                        $(
+                            f(i, $crate::catalog::Field::to_value($f))?;
+                            i += 1;
+                        )+
+                    } )+
+                }
+                let _ = i;
+                Ok(())
+            }
+        }
+    };
+}
+pub(crate) use catalog_enum;
+
 /// How the C struct spells a field, where it differs from the type's plain C form (`double`,
 /// `uint64_t`, `uint32_t` for flags and choices, NaN for an absent optional value).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -37,16 +37,18 @@ macro_rules! bases {
             $( @check $check:block )?
         )+
     ) => {
-        /// The base optimizer and its hyperparameters, declared in the base-rule catalog
-        /// (`src/config/base.rs`, which lists each field's default and domain).
-        #[derive(Debug, Clone, Copy, PartialEq)]
-        pub enum Base {
-            $(
-                $(#[doc = $vdoc])*
-                $V {
-                    $( $(#[doc = $fdoc])* $f: $fty, )+
-                },
-            )+
+        $crate::catalog::catalog_enum! {
+            /// The base optimizer and its hyperparameters, declared in the base-rule catalog
+            /// (`src/config/base.rs`, which lists each field's default and domain).
+            #[derive(Debug, Clone, Copy, PartialEq)]
+            pub enum Base {
+                $(
+                    $(#[doc = $vdoc])*
+                    $V = $kind, $name {
+                        $( $(#[doc = $fdoc])* $f: $fty ),+
+                    }
+                )+
+            }
         }
 
         pub(crate) fn build_specs() -> Vec<$crate::catalog::Spec> {
@@ -82,84 +84,6 @@ macro_rules! bases {
         }
 
         impl Base {
-            /// The kind number (C `flatopt_base_kind`, checkpoints).
-            pub fn kind(&self) -> u32 {
-                match self {
-                    $( Base::$V { .. } => $kind, )+
-                }
-            }
-
-            /// Short name: `sgd`, `adam`, `adamw`, `radam`, ...
-            pub fn name(&self) -> &'static str {
-                match self {
-                    $( Base::$V { .. } => $name, )+
-                }
-            }
-
-            /// The hyperparameter values, in declaration order.
-            pub fn values(&self) -> Vec<$crate::catalog::Value> {
-                match self {
-                    $( Base::$V { $($f),+ } => vec![$($crate::catalog::Field::to_value($f)),+], )+
-                }
-            }
-
-            /// The rule of kind `kind` with these values (in declaration order), or `None` if
-            /// the kind is unknown or a value has the wrong type or count.
-            pub fn from_values(kind: u32, values: Vec<$crate::catalog::Value>) -> Option<Base> {
-                let mut it = values.into_iter();
-                let b = match kind {
-                    $( $kind => Base::$V {
-                        $( $f: <$fty as $crate::catalog::Field>::from_value(it.next()?)?, )+
-                    }, )+
-                    _ => return None,
-                };
-                it.next().is_none().then_some(b)
-            }
-
-            /// The rule of kind `kind` with each field's value from `get(index)` (in
-            /// declaration order), without allocating (the stateless C kernels convert their
-            /// arguments on every call): `None` if the kind is unknown or a value has the wrong
-            /// type, `Some(Err)` with `get`'s first error.
-            pub fn try_from_fields<E>(
-                kind: u32,
-                mut get: impl FnMut(usize) -> Result<$crate::catalog::Value, E>,
-            ) -> Option<Result<Base, E>> {
-                let mut i = 0;
-                let mut next = || {
-                    let v = get(i);
-                    i += 1;
-                    v
-                };
-                Some(Ok(match kind {
-                    $( $kind => Base::$V {
-                        $( $f: match next() {
-                            Ok(v) => <$fty as $crate::catalog::Field>::from_value(v)?,
-                            Err(e) => return Some(Err(e)),
-                        }, )+
-                    }, )+
-                    _ => return None,
-                }))
-            }
-
-            /// Calls `f` with each field's index and value, in declaration order, without
-            /// allocating; stops at `f`'s first error.
-            pub fn try_for_each_value<E>(
-                &self,
-                mut f: impl FnMut(usize, $crate::catalog::Value) -> Result<(), E>,
-            ) -> Result<(), E> {
-                let mut i = 0;
-                match self {
-                    $( Base::$V { $($f),+ } => {
-                        $(
-                            f(i, $crate::catalog::Field::to_value($f))?;
-                            i += 1;
-                        )+
-                    } )+
-                }
-                let _ = i;
-                Ok(())
-            }
-
             /// Which state buffers the rule keeps: (m, v, v_max).
             #[allow(unused_variables)]
             pub fn state_used(&self) -> (bool, bool, bool) {

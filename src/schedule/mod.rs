@@ -102,23 +102,25 @@ macro_rules! schedules {
             $( @state($sst:ident) $sblock:block )?
         )+
     ) => {
-        /// A learning-rate schedule: hyperparameters only (the counter lives in
-        /// [`ScheduleState`](crate::schedule::ScheduleState)). Declared in the schedule catalog
-        /// (`src/schedule/catalog.rs`).
-        ///
-        /// In the formulas, `e` is the counter (0, 1, 2, ...), `base` the base learning rate, and
-        /// all arithmetic is `f64`. Integer hyperparameters are converted to `f64` where they
-        /// enter a division. The defaults listed in the catalog are those of the C `_init` (and
-        /// of PyTorch / optax); the variants themselves have no defaults. Every field's domain
-        /// is listed in the catalog; learning-rate fields must also be finite as f32.
-        #[derive(Debug, Clone, PartialEq)]
-        pub enum Schedule {
-            $(
-                $(#[doc = $vdoc])*
-                $V {
-                    $( $(#[doc = $fdoc])* $f: $fty, )+
-                },
-            )+
+        $crate::catalog::catalog_enum! {
+            /// A learning-rate schedule: hyperparameters only (the counter lives in
+            /// [`ScheduleState`](crate::schedule::ScheduleState)). Declared in the schedule catalog
+            /// (`src/schedule/catalog.rs`).
+            ///
+            /// In the formulas, `e` is the counter (0, 1, 2, ...), `base` the base learning rate, and
+            /// all arithmetic is `f64`. Integer hyperparameters are converted to `f64` where they
+            /// enter a division. The defaults listed in the catalog are those of the C `_init` (and
+            /// of PyTorch / optax); the variants themselves have no defaults. Every field's domain
+            /// is listed in the catalog; learning-rate fields must also be finite as f32.
+            #[derive(Debug, Clone, PartialEq)]
+            pub enum Schedule {
+                $(
+                    $(#[doc = $vdoc])*
+                    $V = $kind, $name {
+                        $( $(#[doc = $fdoc])* $f: $fty ),+
+                    }
+                )+
+            }
         }
 
         pub(crate) fn build_specs() -> Vec<$crate::catalog::Spec> {
@@ -157,33 +159,6 @@ macro_rules! schedules {
         }
 
         impl Schedule {
-            /// The kind number (C `flatopt_schedule_kind`, checkpoints).
-            pub fn kind(&self) -> u32 {
-                match self {
-                    $( Schedule::$V { .. } => $kind, )+
-                }
-            }
-
-            /// The field values, in declaration order.
-            pub fn values(&self) -> Vec<$crate::catalog::Value> {
-                match self {
-                    $( Schedule::$V { $($f),+ } => vec![$($crate::catalog::Field::to_value($f)),+], )+
-                }
-            }
-
-            /// The schedule of kind `kind` with these field values (in declaration order), or
-            /// `None` if the kind is unknown or a value has the wrong type or count.
-            pub fn from_values(kind: u32, values: Vec<$crate::catalog::Value>) -> Option<Schedule> {
-                let mut it = values.into_iter();
-                let s = match kind {
-                    $( $kind => Schedule::$V {
-                        $( $f: <$fty as $crate::catalog::Field>::from_value(it.next()?)?, )+
-                    }, )+
-                    _ => return None,
-                };
-                it.next().is_none().then_some(s)
-            }
-
             /// The cross-field checks of the entry (after every field's own domain).
             #[allow(unused_variables)]
             pub(crate) fn check_entry(&self) -> Result<(), $crate::error::Error> {
