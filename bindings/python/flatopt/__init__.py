@@ -13,8 +13,11 @@ API::
 
 * Base optimizers (optax style): :func:`sgd`, :func:`adam`, :func:`adamw`, :func:`radam`,
   wrapped by :class:`Lookahead`.
-* braintools / PyTorch-style optimizers: :class:`SGD`, :class:`Adam`, :class:`AdamW`,
-  :class:`RAdam`.
+* braintools / PyTorch-style optimizers: :class:`SGD`, :class:`Momentum`,
+  :class:`MomentumNesterov`, :class:`Adam`, :class:`AdamW`, :class:`RAdam`, with braintools'
+  ``step(grads)`` (an alias of ``update``) and hyperparameter attributes (``lr``, ``base_lr``,
+  ``current_lr``, ``betas``, ``eps``, ``momentum``, ``nesterov``, ``amsgrad``,
+  ``weight_decay``, ``grad_clip_norm``, ``grad_clip_value``).
 * Schedules: :class:`StepLR`, :class:`CosineAnnealingLR`, ... (see :mod:`flatopt._schedules`
   for how they drive an optimizer).
 * Errors: :class:`FlatoptError` and its subclasses.
@@ -52,6 +55,8 @@ from ._optim import (
     AdamW,
     BaseOptimizer,
     Lookahead,
+    Momentum,
+    MomentumNesterov,
     Optimizer,
     RAdam,
     adam,
@@ -63,6 +68,7 @@ from ._optim import (
 )
 from . import sharded
 from ._schedules import (
+    ChainedScheduler,
     ConstantLR,
     CosineAnnealingLR,
     CosineAnnealingWarmRestarts,
@@ -76,6 +82,7 @@ from ._schedules import (
     PiecewiseConstantSchedule,
     PolynomialLR,
     ReduceLROnPlateau,
+    SequentialLR,
     StepLR,
     WarmupCosineSchedule,
     WarmupScheduler,
@@ -109,6 +116,8 @@ __all__ = [
     "Optimizer",
     "Lookahead",
     "SGD",
+    "Momentum",
+    "MomentumNesterov",
     "Adam",
     "AdamW",
     "RAdam",
@@ -129,6 +138,8 @@ __all__ = [
     "CyclicLR",
     "PiecewiseConstantSchedule",
     "ReduceLROnPlateau",
+    "ChainedScheduler",
+    "SequentialLR",
     # errors
     "FlatoptError",
     "DTypeError",

@@ -27,7 +27,7 @@ from ._errors import (
     UnsupportedError,
     CheckpointError,
 )
-from ._schedules import LRScheduler, _Handle
+from ._schedules import LRScheduler, _Count, _Handle
 
 __all__ = [
     "BaseOptimizer",
@@ -40,6 +40,8 @@ __all__ = [
     "Optimizer",
     "Lookahead",
     "SGD",
+    "Momentum",
+    "MomentumNesterov",
     "Adam",
     "AdamW",
     "RAdam",
@@ -50,21 +52,35 @@ _STATE_FORMAT_VERSION = 1
 
 
 def _check_lr(lr, what):
-    """A learning rate: a schedule object, or a number (as a float)."""
+    """A learning rate: a schedule object, or a number (as a float) that is finite and >= 0
+    (the library checks it too, and that it is finite as f32; this says "learning rate", as
+    braintools does)."""
     if isinstance(lr, LRScheduler):
         return lr
     try:
-        return _validate.real(what, lr)
+        value = _validate.real(what, lr)
     except ArgumentTypeError:
         raise ArgumentTypeError(
             f"invalid {what} = {_validate.show(lr)}: must be a float or a flatopt schedule "
             f"(e.g. flatopt.StepLR(...)), got {describe(lr)}"
         ) from None
+    if not value >= 0.0 or value == float("inf"):
+        raise InvalidArgumentError(
+            f"invalid {what} = {_validate.show(lr)}: the learning rate must be finite and >= 0"
+        )
+    return value
 
 
 def _optional_positive(name, value):
-    """None (and 0, as in the C API) disables; the library rejects anything not > 0."""
-    return _validate.optional_real(name, value, off=0.0)
+    """None disables (the C value 0). Anything else must be > 0, as braintools requires: a 0,
+    which the C API reads as "off", is refused here (pass None); the library checks the rest
+    (finite, > 0)."""
+    out = _validate.optional_real(name, value, off=None)
+    if out is not None and out == 0.0:
+        raise InvalidArgumentError(
+            f"invalid {name} = {_validate.show(value)}: must be > 0, or None for no clipping"
+        )
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -216,8 +232,8 @@ class Optimizer:
         num_threads = _validate.integer("num_threads", num_threads, 1, _validate.U32_MAX)
         self._lookahead = _validate.flag("lookahead", lookahead)
         weight_decay = _validate.real("weight_decay", weight_decay)
-        clip_norm = _optional_positive("grad_clip_norm", grad_clip_norm)
-        clip_value = _optional_positive("grad_clip_value", grad_clip_value)
+        grad_clip_norm = _optional_positive("grad_clip_norm", grad_clip_norm)
+        grad_clip_value = _optional_positive("grad_clip_value", grad_clip_value)
         if self._lookahead:
             sync_period = _validate.integer("sync_period", sync_period, 1, _validate.U64_MAX)
             alpha = _validate.real("alpha", alpha)
@@ -232,8 +248,8 @@ class Optimizer:
         base._fill(cfg.base.contents)
         cfg.nonfinite = nonfinite_code
         cfg.weight_decay = weight_decay
-        cfg.grad_clip_norm = clip_norm
-        cfg.grad_clip_value = clip_value
+        cfg.grad_clip_norm = grad_clip_norm or 0.0  # None: off (0 in the C API)
+        cfg.grad_clip_value = grad_clip_value or 0.0
         cfg.num_threads = num_threads
         cfg.simd_tier = tier_code
         if self._lookahead:
@@ -468,6 +484,11 @@ class Optimizer:
             return False
         _lib.raise_for(st, "update")
 
+    def step(self, grads=None):
+        """braintools' name for :meth:`update`: the same arguments, the same result (True if
+        the update was applied, False if skipped)."""
+        return self.update(grads)
+
     def _grad_pointers(self, grads):
         """Fills the per-call pointer array from `grads` (checked; the hot path for ndarrays
         is a few attribute reads per array, and nothing at all but identity, dtype, shape and
@@ -605,8 +626,9 @@ class Optimizer:
 
     @property
     def step_count(self):
-        """Number of applied updates."""
-        return self._query(_lib.optimizer_step_count, ctypes.c_uint64)
+        """Number of applied updates (an int; ``.value`` also reads it, as braintools'
+        ``step_count.value``)."""
+        return _Count(self._query(_lib.optimizer_step_count, ctypes.c_uint64))
 
     @property
     def skipped_count(self):
@@ -621,13 +643,52 @@ class Optimizer:
 
     @property
     def current_lr(self):
-        """The learning rate the next update will use (its float32 value, as a float)."""
+        """The learning rate the next update will use, as a Python float. With a constant
+        learning rate it is the exact value given (``Adam(lr=0.001).current_lr == 0.001``);
+        the update applies it rounded to float32 (the kernels compute in f32). With a schedule
+        it is the float32 value the library computed (``float(np.float32(...))``).
+
+        braintools lets you assign it; flatopt cannot yet (the C library has no learning-rate
+        setter): assigning raises :class:`flatopt.UnsupportedError`."""
+        if self._schedule is None:
+            return self._lr
         return float(self._query(_lib.optimizer_current_lr, ctypes.c_float))
+
+    @current_lr.setter
+    def current_lr(self, value):
+        raise UnsupportedError(
+            f"current_lr = {_validate.show(value)}: this flatopt cannot change the learning "
+            "rate of an existing optimizer (its C library has no learning-rate setter yet); "
+            "give it at construction, or drive it with a schedule"
+        )
 
     @property
     def lr(self):
-        """The learning rate given at construction: a float or the schedule object."""
+        """The learning rate given at construction: a float or the schedule object. (braintools
+        returns a ``ConstantLR`` object for a float.)"""
         return self._lr
+
+    @property
+    def base_lr(self):
+        """The base learning rate: the float given as ``lr``, or the schedule's ``base_lr``."""
+        return self._lr if self._schedule is None else self._schedule.base_lr
+
+    @property
+    def weight_decay(self):
+        """The weight decay given at construction (coupled: ``g += weight_decay * p``; for
+        :class:`AdamW` the decoupled one). Read only, like every hyperparameter attribute:
+        the library keeps the configuration it was created with."""
+        return self._settings["weight_decay"]
+
+    @property
+    def grad_clip_norm(self):
+        """The maximum global gradient norm, or None (no clipping by norm)."""
+        return self._settings["grad_clip_norm"]
+
+    @property
+    def grad_clip_value(self):
+        """The maximum absolute gradient value, or None (no clipping by value)."""
+        return self._settings["grad_clip_value"]
 
     @property
     def schedule(self):
@@ -756,7 +817,8 @@ class Optimizer:
             "optimizer": type(self).__name__,
             "step_count": step_count,
             "skipped_steps": skipped,
-            "current_lr": lr,
+            # The exact float for a constant learning rate, as current_lr reports it.
+            "current_lr": lr if self._schedule is not None else self._lr,
             "param_names": list(self._keys),
             "param_shapes": [list(s) for s in self._shapes],
             "schedule": sched_state,
@@ -983,7 +1045,28 @@ def _betas(betas):
     return _validate.pair("betas", betas)
 
 
-class SGD(Optimizer):
+def _hyper(name, doc):
+    """A read-only attribute reading the base optimizer's hyperparameter ``name``."""
+
+    def get(self):
+        return self._base.hyperparams[name]
+
+    return property(get, doc=doc)
+
+
+class _SGDFamily(Optimizer):
+    """The attributes of :class:`SGD`, :class:`Momentum` and :class:`MomentumNesterov`."""
+
+    @property
+    def momentum(self):
+        """The momentum factor (0.0: none)."""
+        return self._base.hyperparams["momentum"] or 0.0
+
+    nesterov = _hyper("nesterov", "Whether the update uses Nesterov momentum.")
+    dampening = _hyper("dampening", "PyTorch's dampening of the momentum buffer.")
+
+
+class SGD(_SGDFamily):
     """braintools / PyTorch-style SGD: ``SGD(lr=1e-3, momentum=0.0, nesterov=False,
     weight_decay=0.0, grad_clip_norm=None, grad_clip_value=None)``; ``lr`` a float or a
     schedule. ``weight_decay`` is coupled (added to the gradient), as in braintools and
@@ -1001,7 +1084,51 @@ class SGD(Optimizer):
         )
 
 
-class Adam(Optimizer):
+class Momentum(_SGDFamily):
+    """braintools' ``Momentum(lr=1e-3, momentum=0.9, weight_decay=0.0, grad_clip_norm=None,
+    grad_clip_value=None)``: ``v = momentum * v + g`` (``v = g`` on the first update), ``p -=
+    lr * v``; the same update as ``SGD(lr, momentum=momentum)`` (optax ``trace`` and PyTorch
+    momentum agree). ``weight_decay`` is coupled."""
+
+    def __init__(self, lr=1e-3, momentum=0.9, weight_decay=0.0, grad_clip_norm=None,
+                 grad_clip_value=None, nonfinite="skip", num_threads=1, simd_tier=None):
+        _check_lr(lr, "lr")
+        super().__init__(
+            sgd(lr, momentum=momentum), None, lookahead=False, weight_decay=weight_decay,
+            grad_clip_norm=grad_clip_norm, grad_clip_value=grad_clip_value,
+            nonfinite=nonfinite, num_threads=num_threads, simd_tier=simd_tier,
+        )
+
+
+class MomentumNesterov(_SGDFamily):
+    """braintools' ``MomentumNesterov(lr=1e-3, momentum=0.9, weight_decay=0.0,
+    grad_clip_norm=None, grad_clip_value=None)``: ``v = momentum * v + g``, ``p -= lr * (g +
+    momentum * v)``; the same update as ``SGD(lr, momentum=momentum, nesterov=True)``."""
+
+    def __init__(self, lr=1e-3, momentum=0.9, weight_decay=0.0, grad_clip_norm=None,
+                 grad_clip_value=None, nonfinite="skip", num_threads=1, simd_tier=None):
+        _check_lr(lr, "lr")
+        super().__init__(
+            sgd(lr, momentum=momentum, nesterov=True), None, lookahead=False,
+            weight_decay=weight_decay, grad_clip_norm=grad_clip_norm,
+            grad_clip_value=grad_clip_value, nonfinite=nonfinite, num_threads=num_threads,
+            simd_tier=simd_tier,
+        )
+
+
+class _AdamFamily(Optimizer):
+    """The attributes of :class:`Adam`, :class:`AdamW` and :class:`RAdam`."""
+
+    @property
+    def betas(self):
+        """``(b1, b2)``, the decay rates of the first and second moments."""
+        h = self._base.hyperparams
+        return (h["b1"], h["b2"])
+
+    eps = _hyper("eps", "The term added to the denominator.")
+
+
+class Adam(_AdamFamily):
     """braintools / PyTorch-style Adam: ``Adam(lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
     weight_decay=0.0, amsgrad=False, grad_clip_norm=None, grad_clip_value=None)``.
     ``weight_decay`` is coupled (L2 added to the gradient), as in PyTorch's Adam."""
@@ -1018,8 +1145,10 @@ class Adam(Optimizer):
             simd_tier=simd_tier,
         )
 
+    amsgrad = _hyper("amsgrad", "Whether the AMSGrad maximum of the second moment is used.")
 
-class AdamW(Optimizer):
+
+class AdamW(_AdamFamily):
     """braintools / PyTorch-style AdamW: ``AdamW(lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
     weight_decay=1e-2, ...)`` with decoupled weight decay. AMSGrad is not available for
     AdamW."""
@@ -1037,8 +1166,15 @@ class AdamW(Optimizer):
             nonfinite=nonfinite, num_threads=num_threads, simd_tier=simd_tier,
         )
 
+    amsgrad = property(lambda self: False, doc="Always False (AMSGrad: use Adam).")
 
-class RAdam(Optimizer):
+    @property
+    def weight_decay(self):
+        """The decoupled weight decay (``p -= lr * weight_decay * p`` each update)."""
+        return self._base.hyperparams["weight_decay"]
+
+
+class RAdam(_AdamFamily):
     """braintools / PyTorch-style RAdam: ``RAdam(lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
     weight_decay=0.0, ...)`` (coupled weight decay)."""
 

@@ -39,7 +39,13 @@ import math
 import weakref
 
 from . import _lib, _validate
-from ._errors import CheckpointError, InvalidArgumentError, InvalidStateError, UnsupportedError
+from ._errors import (
+    ArgumentTypeError,
+    CheckpointError,
+    InvalidArgumentError,
+    InvalidStateError,
+    UnsupportedError,
+)
 
 __all__ = [
     "LRScheduler",
@@ -58,6 +64,8 @@ __all__ = [
     "CyclicLR",
     "PiecewiseConstantSchedule",
     "ReduceLROnPlateau",
+    "ChainedScheduler",
+    "SequentialLR",
 ]
 
 
@@ -71,6 +79,59 @@ def _uints(name, values):
 
 _float = _validate.real
 _choice = _validate.choice
+
+
+class _Count(int):
+    """An int that braintools code can also read as ``.value`` (braintools keeps its counters
+    in state objects: ``optimizer.step_count.value``, ``scheduler.T_cur.value``)."""
+
+    __slots__ = ()
+
+    @property
+    def value(self):
+        return int(self)
+
+
+class _Real(float):
+    """A float also readable as ``.value`` (braintools' ``ReduceLROnPlateau.best.value``)."""
+
+    __slots__ = ()
+
+    @property
+    def value(self):
+        return float(self)
+
+
+class _Epoch(int):
+    """A schedule's ``last_epoch``: an int, also readable and assignable as ``.value``
+    (braintools' ``scheduler.last_epoch.value = n`` moves the schedule to ``n``)."""
+
+    def __new__(cls, n, schedule):
+        out = super().__new__(cls, n)
+        out._schedule = schedule
+        return out
+
+    @property
+    def value(self):
+        return int(self)
+
+    @value.setter
+    def value(self, n):
+        self._schedule.last_epoch = n
+
+    def __reduce__(self):  # copied or pickled: the number
+        return (int, (int(self),))
+
+
+class _Lrs(list):
+    """A schedule's learning rates (one per group; flatopt has one), also readable as
+    ``.value`` (braintools' ``scheduler.current_lrs.value[0]``)."""
+
+    __slots__ = ()
+
+    @property
+    def value(self):
+        return list(self)
 
 
 def _set_epoch(handle_ptr, epoch):
@@ -238,11 +299,43 @@ class LRScheduler:
 
     @property
     def last_epoch(self):
+        """The counter (an int, also ``.value`` as in braintools). Assigning it moves the
+        schedule to that position at once, forwards or backwards (braintools and PyTorch
+        ``last_epoch``); for a per-update schedule bound to an optimizer, not below the
+        optimizer's applied updates, which it counts."""
         owner = self._bound()
         n = self._manual_steps
         if owner is not None and self.per_update:
             n += owner.step_count
-        return n
+        return _Epoch(n, self)
+
+    @last_epoch.setter
+    def last_epoch(self, epoch):
+        epoch = _uint("last_epoch", epoch)
+        owner = self._bound()
+        if owner is None:
+            _set_epoch(self._shadow_handle().ptr, epoch)
+            self._manual_steps = epoch
+            return
+        with owner._lock:
+            updates = owner.step_count if self.per_update else 0
+            if epoch < updates:
+                raise InvalidArgumentError(
+                    f"invalid last_epoch = {epoch}: this per-update schedule counts the "
+                    f"{updates} updates its optimizer applied, it cannot go below that"
+                )
+            _set_epoch(owner._handle.ptr, epoch)
+            self._manual_steps = epoch - updates
+
+    @property
+    def base_lrs(self):
+        """braintools / PyTorch style: ``[base_lr]`` (one per group; flatopt has one)."""
+        return [self.base_lr]
+
+    def get_lr(self):
+        """braintools / PyTorch style: the learning rates at the current position,
+        ``[current_lr]``."""
+        return [self.current_lr]
 
     @property
     def current_lr(self):
@@ -260,8 +353,9 @@ class LRScheduler:
 
     @property
     def current_lrs(self):
-        """braintools style: ``[current_lr]``."""
-        return [self.current_lr]
+        """braintools style: ``[current_lr]`` (also ``.value``, as braintools'
+        ``current_lrs.value``)."""
+        return _Lrs([self.current_lr])
 
     def state_dict(self):
         """The schedule's counters. A schedule bound to an optimizer is saved with the
@@ -347,7 +441,7 @@ class LRScheduler:
         skip = ("_owner", "_shadow", "_keepalive")
         state = {k: v for k, v in self.__dict__.items() if k not in skip}
         if self._kind != "reduce_on_plateau":
-            state["_manual_steps"] = self.last_epoch
+            state["_manual_steps"] = int(self.last_epoch)
         state["_metrics"] = list(self._metrics)
         return state
 
@@ -512,6 +606,29 @@ class CosineAnnealingWarmRestarts(LRScheduler):
         s.period = self.T_0
         s.t_mult = self.T_mult
         s.eta_min = self.eta_min
+
+    def _cycle(self):
+        """(T_cur, T_i) at ``last_epoch``: whole cycles of T_0, T_0 * T_mult, ... (lengths
+        saturating at 2**64 - 1, as the library's), then the position in the current one."""
+        rest, length = int(self.last_epoch), self.T_0
+        while rest >= length:
+            rest -= length
+            grown = min(length * self.T_mult, _validate.U64_MAX)
+            if grown == length:
+                rest %= length
+                break
+            length = grown
+        return rest, length
+
+    @property
+    def T_cur(self):
+        """Epochs since the last restart (braintools / PyTorch ``T_cur``; also ``.value``)."""
+        return _Count(self._cycle()[0])
+
+    @property
+    def T_i(self):
+        """The length of the current cycle (braintools / PyTorch ``T_i``; also ``.value``)."""
+        return _Count(self._cycle()[1])
 
 
 class PolynomialLR(LRScheduler):
@@ -743,4 +860,260 @@ class ReduceLROnPlateau(LRScheduler):
 
     @property
     def last_epoch(self):
-        return len(self._metrics)
+        """The number of metrics fed (an int, also ``.value``). Not assignable: the state
+        follows the metrics."""
+        return _Epoch(len(self._metrics), self)
+
+    @last_epoch.setter
+    def last_epoch(self, epoch):
+        raise InvalidStateError(
+            f"last_epoch = {_validate.show(epoch)}: a ReduceLROnPlateau moves by the metrics "
+            "fed to step(metric), not to a position"
+        )
+
+    def _plateau(self):
+        """(best, num_bad_epochs, cooldown_counter) after the metrics fed so far: the
+        library's rule (PyTorch's, docs/numerics.md) replayed, as its C API does not expose
+        them."""
+        inf = math.inf if self.mode == "min" else -math.inf
+        best, bad, cooldown = inf, 0, 0
+        th, rel = self.threshold, self.threshold_mode == "rel"
+        for m in self._metrics:
+            if self.mode == "min":
+                better = m < (best * (1.0 - th) if rel else best - th)
+            else:
+                better = m > (best * (th + 1.0) if rel else best + th)
+            if better:
+                best, bad = m, 0
+            else:
+                bad += 1
+            if cooldown > 0:
+                cooldown, bad = cooldown - 1, 0
+            if bad > self.patience:
+                cooldown, bad = self.cooldown, 0
+        return best, bad, cooldown
+
+    @property
+    def best(self):
+        """The best metric so far (``inf`` / ``-inf`` before the first; also ``.value``)."""
+        return _Real(self._plateau()[0])
+
+    @property
+    def num_bad_epochs(self):
+        """Metrics since the last improvement, as PyTorch counts them (also ``.value``)."""
+        return _Count(self._plateau()[1])
+
+    @property
+    def cooldown_counter(self):
+        """Metrics left in the cooldown after a reduction (also ``.value``)."""
+        return _Count(self._plateau()[2])
+
+
+# ---------------------------------------------------------------------------------------------
+# Composite schedules (braintools / PyTorch). The library runs one schedule per optimizer and
+# has no composite kind, so these combine their schedule objects here, on their own.
+
+
+class _Composite(LRScheduler):
+    """A schedule made of other schedule objects, stepped and queried on its own (it cannot
+    drive an optimizer yet: see :meth:`_struct`)."""
+
+    _kind = None
+
+    def __init__(self, schedulers, what):
+        items = _validate.sequence("schedulers", schedulers)
+        if not items:
+            raise InvalidArgumentError(f"invalid schedulers = []: {what} needs at least one")
+        seen = set()
+        for i, s in enumerate(items):
+            if not isinstance(s, LRScheduler):
+                raise ArgumentTypeError(
+                    f"invalid schedulers[{i}] = {_validate.show(s)}: must be a flatopt "
+                    f"schedule, got {type(s).__name__}"
+                )
+            if isinstance(s, (ReduceLROnPlateau, _Composite)):
+                raise UnsupportedError(
+                    f"invalid schedulers[{i}]: a {type(s).__name__} cannot be part of a "
+                    f"{type(self).__name__} (a plateau schedule moves by metrics; nest the "
+                    "schedules it holds instead)"
+                )
+            if s._bound() is not None:
+                raise InvalidArgumentError(
+                    f"invalid schedulers[{i}]: this {type(s).__name__} already drives an "
+                    "optimizer"
+                )
+            if id(s) in seen:
+                raise InvalidArgumentError(
+                    f"invalid schedulers[{i}]: the same schedule object is listed twice"
+                )
+            seen.add(id(s))
+        self.schedulers = items
+        self.base_lr = items[0].base_lr
+        self.per_update = False
+        self._epoch = 0
+
+    def _struct(self):
+        raise UnsupportedError(
+            f"a {type(self).__name__} cannot drive an optimizer in this flatopt: the library "
+            "runs one schedule per optimizer and has no composite schedule nor a learning-rate "
+            "setter yet; use it on its own (step(), get_lr()), or give the optimizer one "
+            "schedule"
+        )
+
+    def _bound(self):
+        return None
+
+    @property
+    def current_lr(self):
+        """The combined learning rate at the current position (see the class)."""
+        return self.get_lr()[0]
+
+    @property
+    def last_epoch(self):
+        """This schedule's own counter (an int, also ``.value``)."""
+        return _Epoch(self._epoch, self)
+
+    @last_epoch.setter
+    def last_epoch(self, epoch):
+        self._move(_uint("last_epoch", epoch))
+
+    def step(self, epoch=None):
+        """Advances by one, or to ``epoch`` (as assigning ``last_epoch``)."""
+        self._move(self._epoch + 1 if epoch is None else _uint("epoch", epoch))
+
+    def _check_state(self, state, context):
+        """The sub-schedules' checked states and this one's counter; changes nothing."""
+        if not isinstance(state, dict):
+            raise CheckpointError(
+                f"{context}: the schedule state must be a dict, got {type(state).__name__}"
+            )
+        for key in ("last_epoch", "schedulers"):
+            if key not in state:
+                raise CheckpointError(f"{context}: the schedule state has no {key!r}")
+        subs = state["schedulers"]
+        if not isinstance(subs, (list, tuple)) or len(subs) != len(self.schedulers):
+            raise CheckpointError(
+                f"{context}: 'schedulers' must be a list of {len(self.schedulers)} schedule "
+                f"states, got {_validate.show(subs)}"
+            )
+        try:
+            epoch = _uint("last_epoch", state["last_epoch"])
+        except InvalidArgumentError as e:
+            raise CheckpointError(f"{context}: {e}") from None
+        checked = [s._check_state(d, f"{context}: schedulers[{i}]")
+                   for i, (s, d) in enumerate(zip(self.schedulers, subs))]
+        return epoch, checked
+
+    def state_dict(self):
+        """``{'last_epoch': n, 'schedulers': [each schedule's state_dict()]}`` (braintools'
+        keys)."""
+        return {
+            "type": type(self).__name__,
+            "last_epoch": self._epoch,
+            "schedulers": [s.state_dict() for s in self.schedulers],
+        }
+
+    def load_state_dict(self, state):
+        """Restores :meth:`state_dict`; every entry is checked first (nothing changes on a
+        :class:`flatopt.CheckpointError`)."""
+        epoch, checked = self._check_state(state, "load_state_dict")
+        for s, c in zip(self.schedulers, checked):
+            s._apply_state(c)
+            s._shadow, old = None, s._shadow
+            s._shadow_handle()  # a fresh handle at the restored position
+            if old is not None:
+                old.free()
+        self._epoch = epoch
+
+    def __getstate__(self):
+        return dict(self.__dict__)
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+
+    def __repr__(self):
+        subs = ", ".join(type(s).__name__ for s in self.schedulers)
+        return f"{type(self).__name__}([{subs}], last_epoch={self._epoch})"
+
+
+class ChainedScheduler(_Composite):
+    """braintools' ``ChainedScheduler(schedulers)``: every ``step()`` steps all of them; the
+    learning rate is the first one's ``base_lr`` times each schedule's factor
+    ``current_lr / base_lr`` (0 for a schedule whose ``base_lr`` is 0), multiplied in f64 in
+    list order (each ``current_lr`` being the float32 value the library computes).
+
+    It has its own ``last_epoch`` and keeps the schedules' counters in step. It cannot drive an
+    optimizer yet (the library has no composite schedule): use it on its own."""
+
+    def __init__(self, schedulers):
+        super().__init__(schedulers, "ChainedScheduler")
+        self._starts = [int(s.last_epoch) for s in self.schedulers]
+
+    def _move(self, epoch):
+        # Every schedule moves with this one (braintools steps them all together): each is
+        # at its starting position plus this one's counter.
+        for s, start in zip(self.schedulers, self._starts):
+            s.last_epoch = min(start + epoch, _validate.U64_MAX)
+        self._epoch = epoch
+
+    def get_lr(self):
+        lr = self.base_lr
+        for s in self.schedulers:
+            lr *= s.current_lr / s.base_lr if s.base_lr != 0 else 0.0
+        return [lr]
+
+
+class SequentialLR(_Composite):
+    """PyTorch / braintools ``SequentialLR(schedulers, milestones, last_epoch=0)``: schedule
+    ``i`` is active from ``milestones[i - 1]`` (from 0 for the first) until the next
+    milestone, and restarts its count there: at epoch ``e`` the learning rate is
+    ``schedulers[i]`` at position ``e - milestones[i - 1]``. ``milestones``: increasing, one
+    fewer than ``schedulers``. It cannot drive an optimizer yet (the library has no composite
+    schedule): use it on its own."""
+
+    def __init__(self, schedulers, milestones, last_epoch=0):
+        super().__init__(schedulers, "SequentialLR")
+        milestones = _uints("milestones", milestones)
+        if len(milestones) != len(self.schedulers) - 1:
+            raise InvalidArgumentError(
+                f"invalid milestones = {_validate.show(milestones)}: {len(self.schedulers)} "
+                f"schedulers need {len(self.schedulers) - 1} milestones"
+            )
+        for i in range(1, len(milestones)):
+            if milestones[i] <= milestones[i - 1]:
+                raise InvalidArgumentError(
+                    f"invalid milestones = {_validate.show(milestones)}: must be increasing"
+                )
+        self.milestones = milestones
+        self._move(_uint("last_epoch", last_epoch))
+
+    @property
+    def current_scheduler_idx(self):
+        """The index of the active schedule (the number of milestones <= ``last_epoch``)."""
+        return sum(1 for m in self.milestones if m <= self._epoch)
+
+    def _move(self, epoch):
+        self._epoch = epoch
+        i = self.current_scheduler_idx
+        self.schedulers[i].last_epoch = epoch - (self.milestones[i - 1] if i else 0)
+
+    def get_lr(self):
+        return self.schedulers[self.current_scheduler_idx].get_lr()
+
+    def state_dict(self):
+        """braintools' keys: ``schedulers``, ``milestones``, ``last_epoch``,
+        ``current_scheduler_idx``."""
+        out = super().state_dict()
+        out["milestones"] = list(self.milestones)
+        out["current_scheduler_idx"] = self.current_scheduler_idx
+        return out
+
+    def _check_state(self, state, context):
+        out = super()._check_state(state, context)
+        if list(state.get("milestones", self.milestones)) != self.milestones:
+            raise CheckpointError(
+                f"{context}: the state was saved with milestones "
+                f"{_validate.show(state['milestones'])}, this SequentialLR has "
+                f"{self.milestones}"
+            )
+        return out

@@ -39,6 +39,8 @@ BAD = {
     "betas": [("None", None, TYPE), ("strings", ("a", "b"), TYPE), ("one", (0.9,), VALUE)],
     "uint list": [("an int", 5, TYPE), ("None in it", [None], TYPE), ("2**64 in it", [2**64], VALUE)],
     "real list": [("an int", 5, TYPE), ("None in it", [None, 0.1, 0.01], TYPE)],
+    "schedule list": [("an int", 5, TYPE), ("None in it", [None], TYPE), ("empty", [], VALUE),
+                      ("a string", "StepLR", TYPE)],
 }
 
 SCHEDULES = [
@@ -46,16 +48,21 @@ SCHEDULES = [
     flatopt.ExponentialLR, flatopt.ExponentialDecayLR, flatopt.CosineAnnealingLR,
     flatopt.CosineAnnealingWarmRestarts, flatopt.PolynomialLR, flatopt.WarmupScheduler,
     flatopt.WarmupCosineSchedule, flatopt.OneCycleLR, flatopt.CyclicLR,
-    flatopt.PiecewiseConstantSchedule, flatopt.ReduceLROnPlateau,
+    flatopt.PiecewiseConstantSchedule, flatopt.ReduceLROnPlateau, flatopt.ChainedScheduler,
+    flatopt.SequentialLR,
 ]
-OPTIMIZERS = [flatopt.SGD, flatopt.Adam, flatopt.AdamW, flatopt.RAdam, flatopt.Lookahead,
-              flatopt.Optimizer, flatopt.sgd, flatopt.adam, flatopt.adamw, flatopt.radam]
+OPTIMIZERS = [flatopt.SGD, flatopt.Momentum, flatopt.MomentumNesterov, flatopt.Adam,
+              flatopt.AdamW, flatopt.RAdam, flatopt.Lookahead, flatopt.Optimizer, flatopt.sgd,
+              flatopt.adam, flatopt.adamw, flatopt.radam]
 FUNCTIONS = [sharded.shard_ranges]
 
 # The valid arguments each callable needs besides the one under test.
 VALID = {
     flatopt.OneCycleLR: {"epochs": 2, "steps_per_epoch": 5},
     flatopt.Lookahead: {"base_optimizer": flatopt.sgd(0.1)},
+    flatopt.ChainedScheduler: {"schedulers": [flatopt.StepLR(0.1)]},
+    flatopt.SequentialLR: {"schedulers": [flatopt.StepLR(0.1), flatopt.ExponentialLR(0.1)],
+                           "milestones": [5]},
     flatopt.Optimizer: {"base": flatopt.sgd(0.1), "lr": None, "lookahead": True},
     flatopt.sgd: {"learning_rate": 0.1}, flatopt.adam: {"learning_rate": 0.1},
     flatopt.adamw: {"learning_rate": 0.1}, flatopt.radam: {"learning_rate": 0.1},
@@ -84,7 +91,7 @@ KINDS = {
     "mode": "choice", "threshold_mode": "choice", "anneal_strategy": "choice",
     "scale_mode": "choice", "nonfinite": "choice", "simd_tier": "optional choice",
     "lr": "lr", "learning_rate": "lr", "Lookahead.lr": "optional lr", "Optimizer.lr": "optional lr",
-    "betas": "betas", "milestones": "uint list", "boundaries": "uint list", "values": "real list",
+    "betas": "betas", "milestones": "uint list", "schedulers": "schedule list", "boundaries": "uint list", "values": "real list",
     "total": "u64 >= 1", "n_shards": "u64 >= 1", "block": "u64 >= 1",
     # Rows of test_bad_input.py: a callable, not a value, and the base optimizer's type.
     "scale_fn": None, "base_optimizer": None, "base": None,
