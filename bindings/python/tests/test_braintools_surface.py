@@ -95,7 +95,7 @@ def test_step_skips_a_nonfinite_gradient():
     g = _grads(0)
     g["b"][1] = np.nan
     assert opt.step(g) is False
-    assert _bits(p) == before and opt.skipped_steps == 1 and opt.step_count.value == 0
+    assert _bits(p) == before and opt.skipped_count == 1 and opt.step_count.value == 0
 
 
 # ---------------------------------------------------------------------------------------------
