@@ -11,9 +11,10 @@
 #    is skipped with the reason printed, and the exit status is that of the light run.
 #
 # The package is built once (`pip wheel ./bindings/python`, which builds the Rust library with
-# cargo and bundles it) and installed into both; pytest runs from a temporary directory outside
-# the source tree with FLATOPT_LIBRARY unset, so the installed package and its bundled library
-# are what is tested. Extra arguments go to pytest (both runs).
+# cargo and bundles it) and installed into .venv and, for the second run, into a directory of
+# this run (the extras virtualenv is shared between clones and never changed); pytest runs
+# from a temporary directory outside the source tree with FLATOPT_LIBRARY unset, so the
+# installed package and its bundled library are what is tested. Extra arguments go to pytest (both runs).
 # Environment: PYTHON (to create the virtualenvs, default python3), FLATOPT_SKIP_EXTRAS=1 (the
 # light run only), FLATOPT_EXTRAS_VENV (see extras_venv.sh).
 set -euo pipefail
@@ -65,6 +66,10 @@ if ! extras=$(bash "$here/extras_venv.sh"); then
          "could not be installed (reason above); their tests were skipped in the light run"
     exit 0
 fi
-"$extras/bin/python" -m pip --disable-pip-version-check --quiet install --force-reinstall \
-    --no-deps "${wheel[0]}"
-FLATOPT_REQUIRE_EXTRAS=1 run_suite "$extras/bin/python" "extras: jax, brainstate, braintools, torch" "$@"
+# The extras virtualenv is shared by every clone on the machine and only read: this run's
+# package goes into a directory of its own, first on the path (another clone's concurrent run
+# cannot swap it).
+"$extras/bin/python" -m pip --disable-pip-version-check --quiet install --no-deps \
+    --target "$work/extras-site" "${wheel[0]}"
+PYTHONPATH="$work/extras-site" FLATOPT_REQUIRE_EXTRAS=1 \
+    run_suite "$extras/bin/python" "extras: jax, brainstate, braintools, torch" "$@"
