@@ -12,10 +12,14 @@ if ! bash bindings/csharp/ensure_mono.sh; then
     echo "demo-csharp: SKIPPED: Mono (mcs, mono) is not available and cannot be installed here"
     exit 0
 fi
-bash bindings/csharp/build.sh "$out" >/dev/null
+dll="$(bash bindings/csharp/build.sh "$out" | tail -n 1)"
 rm -rf "$app"
 mkdir -p "$app"
-cp "$out/package/lib/net471/Flatopt.dll" "$out/package/runtimes/linux-x64/native/libflatopt.so" "$app/"
-mcs -target:exe -sdk:4.7.1 -optimize+ -warnaserror+ -r:"$app/Flatopt.dll" -out:"$app/GameLoop.exe" \
-    examples/csharp/GameLoop.cs
+cp "$dll" "$out/package/runtimes/linux-x64/native/libflatopt.so" "$app/"
+# lib/netstandard2.0/Flatopt.dll: this .NET Framework 4.7.1 program compiles against Mono's
+# netstandard facade too (lib/net471/ where build.sh could not fetch the reference assembly).
+app_refs=()
+[[ "$(basename "$(dirname "$dll")")" != netstandard2.0 ]] || app_refs=(-r:Facades/netstandard.dll)
+mcs -target:exe -sdk:4.7.1 -optimize+ -warnaserror+ -r:"$app/Flatopt.dll" "${app_refs[@]}" \
+    -out:"$app/GameLoop.exe" examples/csharp/GameLoop.cs
 exec mono "$app/GameLoop.exe" "$@"

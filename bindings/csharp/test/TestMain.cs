@@ -1,13 +1,15 @@
 // TestMain.cs: the C# test program of the flatopt binding (make test-csharp).
 //
-// Usage: mono test_csharp.exe LAYOUT.txt GOLDEN.txt TMPDIR
+// Usage: FLATOPT_TEST_TFM=netstandard2.0 mono test_csharp.exe LAYOUT.txt GOLDEN.txt TMPDIR
+//   FLATOPT_TEST_TFM  the package folder lib/<tfm>/ the tested Flatopt.dll comes from
 //   LAYOUT.txt  the printout of the C program gen_layout.py makes from include/flatopt.h
 //   GOLDEN.txt  tests/data's golden trajectories converted by tests/c/golden_to_text.py
 //   TMPDIR      a scratch directory for checkpoint files
-// Sections: the library and status mapping, the struct/enum/constant mirror, the hostile-input
-// table, non-finite policies, golden trajectories, checkpoints (bytes and files), stateless
-// kernels against the optimizer, sharded and split steps, native memory, pins released on
-// Dispose, zero managed allocations over 100,000 steps, and the step's overhead over C.
+// Sections: the assembly's target framework and references, the library and status mapping,
+// the struct/enum/constant mirror, the hostile-input table, non-finite policies, golden
+// trajectories, checkpoints (bytes and files), stateless kernels against the optimizer, sharded
+// and split steps, native memory, pins released on Dispose, zero managed allocations over
+// 100,000 steps, and the step's overhead over C.
 
 using System;
 using System.Collections.Generic;
@@ -55,6 +57,7 @@ namespace Flatopt.Tests
             Console.WriteLine("test_csharp: flatopt {0} (binding for {1}.{2}.x), {3}, {4}-bit, default tier {5}",
                 Library.Version, Abi.VersionMajor, Abi.VersionMinor, RuntimeName(), IntPtr.Size * 8,
                 Library.SimdTierName(Library.DefaultSimdTier));
+            Section(() => TheAssembly());
             Section(() => LibraryAndStatuses());
             Section(() => Layout.Run(args[0]));
             Section(() => VersionedStructs());
@@ -100,6 +103,46 @@ namespace Flatopt.Tests
                 return "Mono " + (dn != null ? dn.Invoke(null, null) : "");
             }
             return ".NET " + Environment.Version;
+        }
+
+        // ------------------------------------------------------------------------------------
+
+        // The package folder (lib/<tfm>/) the tested Flatopt.dll was built for, as run.sh names
+        // it, and what that framework's assembly must declare: its TargetFramework attribute and
+        // the full names of the assemblies it references (nothing else: a .NET Standard 2.0
+        // library that also referenced mscorlib would not load where netstandard is the only
+        // framework, and would not be what Unity and Godot 4 .NET expect).
+        private static readonly Dictionary<string, Tuple<string, string[]>> Frameworks =
+            new Dictionary<string, Tuple<string, string[]>>
+            {
+                {
+                    "netstandard2.0", Tuple.Create(".NETStandard,Version=v2.0", new[]
+                    {
+                        "netstandard, Version=2.0.0.0, Culture=neutral, PublicKeyToken=cc7b13ffcd2ddd51",
+                    })
+                },
+                {
+                    "net471", Tuple.Create(".NETFramework,Version=v4.7.1", new[]
+                    {
+                        "mscorlib, Version=4.0.0.0, Culture=neutral, PublicKeyToken=b77a5c561934e089",
+                    })
+                },
+            };
+
+        private static void TheAssembly()
+        {
+            string tfm = Environment.GetEnvironmentVariable("FLATOPT_TEST_TFM") ?? "";
+            T.Section("the assembly: Flatopt.dll of lib/" + tfm + "/");
+            Assembly asm = typeof(Optimizer).Assembly;
+            Tuple<string, string[]> want;
+            if (!T.Row("FLATOPT_TEST_TFM names a known package folder", Frameworks.TryGetValue(tfm, out want), "\"" + tfm + "\""))
+                return;
+            var attr = (System.Runtime.Versioning.TargetFrameworkAttribute)Attribute.GetCustomAttribute(asm,
+                typeof(System.Runtime.Versioning.TargetFrameworkAttribute));
+            T.Row("TargetFramework is " + want.Item1, attr != null && attr.FrameworkName == want.Item1,
+                attr == null ? "no attribute" : attr.FrameworkName);
+            string[] refs = asm.GetReferencedAssemblies().Select(a => a.FullName).OrderBy(n => n, StringComparer.Ordinal).ToArray();
+            T.Row("references only " + string.Join(", ", want.Item2), refs.SequenceEqual(want.Item2), string.Join("; ", refs));
         }
 
         // ------------------------------------------------------------------------------------

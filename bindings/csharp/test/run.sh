@@ -5,8 +5,10 @@
 #      where it cannot, the C# tests are skipped with a message and this exits 0
 #   2. every function of the header has its DllImport in src/Native.cs (and no other)
 #      the binding built and laid out as NuGet expects (bindings/csharp/build.sh), checked:
-#      the assembly, its docs and runtimes/linux-x64/native/libflatopt.so; the .csproj's
-#      version and native item agree with the header and the layout
+#      the assembly (lib/netstandard2.0/, or lib/net471/ where the .NET Standard reference
+#      assembly cannot be fetched), its docs and runtimes/linux-x64/native/libflatopt.so; the
+#      .csproj's version and native item agree with the header and the layout; the test
+#      program's first rows check the assembly's target framework and its only reference
 #   3. the header's ABI facts: gen_layout.py writes a C program from include/flatopt.h
 #      (C11, -Werror) that prints every constant, enum value, struct size and field offset
 #   4. golden JSON -> text (tests/c/golden_to_text.py), the C timing loop (cbench.c, a small
@@ -35,9 +37,15 @@ fi
 echo "test-csharp: $(mono --version | head -n 1); mcs $(mcs --version | awk '{print $NF}')"
 
 [[ -f target/release/libflatopt.so ]] || { echo "test-csharp: target/release/libflatopt.so missing (make lib)" >&2; exit 1; }
-bash bindings/csharp/build.sh "$out"
+dll="$(bash bindings/csharp/build.sh "$out" | tail -n 1)"
 pkg="$out/package"
-for f in lib/net471/Flatopt.dll lib/net471/Flatopt.xml runtimes/linux-x64/native/libflatopt.so; do
+tfm="$(basename "$(dirname "$dll")")"
+# A .NET Framework program (the tests, built with -sdk:4.7.1) that uses a .NET Standard library
+# compiles against Mono's netstandard facade, which forwards netstandard's types to mscorlib.
+app_refs=()
+[[ "$tfm" != netstandard2.0 ]] || app_refs=(-r:Facades/netstandard.dll)
+echo "test-csharp: testing lib/$tfm/Flatopt.dll"
+for f in "lib/$tfm/Flatopt.dll" "lib/$tfm/Flatopt.xml" runtimes/linux-x64/native/libflatopt.so; do
     [[ -s "$pkg/$f" ]] || { echo "test-csharp: package file $f missing" >&2; exit 1; }
 done
 header_version="$(sed -nE 's/^#define FLATOPT_VERSION_STRING "(.*)"/\1/p' include/flatopt.h)"
@@ -67,15 +75,15 @@ python3 tests/c/golden_to_text.py tests/data/braintools-0.4.0-dev.json "$out/gol
 
 rm -rf "$app"
 mkdir -p "$app" "$out/tmp"
-cp "$pkg/lib/net471/Flatopt.dll" "$app/"
+cp "$dll" "$app/"
 cp "$pkg/runtimes/linux-x64/native/libflatopt.so" "$app/"
 soname="$(readelf -d "$app/libflatopt.so" | sed -n 's/.*Library soname: \[\(.*\)\].*/\1/p')"
 [[ -z "$soname" ]] || ln -sf libflatopt.so "$app/$soname"
 "${CC:-gcc}" -std=c99 -O2 -Wall -Wextra -pedantic -Werror -fPIC -shared -Iinclude \
     bindings/csharp/test/cbench.c -o "$app/libflatopt_cbench.so" -L"$app" -lflatopt -Wl,-rpath,'$ORIGIN'
-mcs -target:exe -sdk:4.7.1 -unsafe -optimize+ -warnaserror+ -r:"$app/Flatopt.dll" -r:System.Core.dll \
+mcs -target:exe -sdk:4.7.1 -unsafe -optimize+ -warnaserror+ -r:"$app/Flatopt.dll" "${app_refs[@]}" -r:System.Core.dll \
     -out:"$app/test_csharp.exe" bindings/csharp/test/*.cs
-mcs -target:exe -sdk:4.7.1 -optimize+ -warnaserror+ -r:"$app/Flatopt.dll" \
+mcs -target:exe -sdk:4.7.1 -optimize+ -warnaserror+ -r:"$app/Flatopt.dll" "${app_refs[@]}" \
     -out:"$app/GameLoop.exe" examples/csharp/GameLoop.cs
 
 # The same program beside the library built with the test-only fault-injection feature (the
@@ -93,7 +101,7 @@ cp target/fault/debug/libflatopt.so "$app/Flatopt.dll" "$app/test_csharp.exe" "$
 
 rm -rf "$out/tmp" && mkdir -p "$out/tmp"
 status=0
-mono "$app/test_csharp.exe" "$out/layout.txt" "$out/golden.txt" "$out/tmp" "$poison" |
+FLATOPT_TEST_TFM="$tfm" mono "$app/test_csharp.exe" "$out/layout.txt" "$out/golden.txt" "$out/tmp" "$poison" |
     tee "$out/test_csharp.log" || status=1
 echo
 echo "test-csharp: the example game loop (--check: it learns, 0 bytes allocated per frame)"
