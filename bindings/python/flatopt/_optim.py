@@ -783,11 +783,19 @@ class Optimizer:
         )
         return step.value, skipped.value, float(lr.value)
 
+    @property
+    def opt_state(self):
+        """braintools' ``opt_state``: None before ``register_trainable_weights``, then the
+        optimizer state of this moment (moments, counters, schedule state, Lookahead slow
+        weights) as the library checkpoint bytes, ``state_dict()['checkpoint']``."""
+        return self.state_dict()["checkpoint"] if self._registered else None
+
     def state_dict(self):
         """The optimizer state as a picklable dict: the library checkpoint (counters, schedule
-        state, moments, Lookahead slow weights) as bytes under ``'checkpoint'``, plus readable
-        copies of the counters and the learning rate, all of one moment even while another
-        thread runs ``update()``. Parameters are not included: like PyTorch, save and restore
+        state, moments, Lookahead slow weights) as bytes under ``'checkpoint'`` (also under
+        braintools' ``'opt_state'``), plus readable copies of the counters and the learning
+        rate (``'current_lr'``, also braintools' ``'lr'``, and ``'base_lr'``), all of one moment
+        even while another thread runs ``update()``. Parameters are not included: like PyTorch, save and restore
         them yourself. ``load_state_dict`` on an optimizer of the same configuration and
         registered shapes, with the parameters restored, continues bit-identically."""
         self._require_checkpoints()
@@ -810,6 +818,8 @@ class Optimizer:
                 )
 
             (step_count, skipped), (blob, lr, sched_state) = self._consistent(read)
+        # The exact float for a constant learning rate, as current_lr reports it.
+        lr = lr if self._schedule is not None else self._lr
         return {
             "format": _STATE_FORMAT,
             "format_version": _STATE_FORMAT_VERSION,
@@ -817,8 +827,11 @@ class Optimizer:
             "optimizer": type(self).__name__,
             "step_count": step_count,
             "skipped_steps": skipped,
-            # The exact float for a constant learning rate, as current_lr reports it.
-            "current_lr": lr if self._schedule is not None else self._lr,
+            "current_lr": lr,
+            # braintools' names for the same: its state_dict has 'lr', 'base_lr', 'opt_state'.
+            "lr": lr,
+            "base_lr": self.base_lr,
+            "opt_state": blob,
             "param_names": list(self._keys),
             "param_shapes": [list(s) for s in self._shapes],
             "schedule": sched_state,

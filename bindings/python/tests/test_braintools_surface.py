@@ -185,6 +185,27 @@ def test_state_dict_reports_the_exact_constant_learning_rate():
     assert opt.state_dict()["current_lr"] == 1e-3
 
 
+@pytest.mark.parametrize("lr,want_lr,want_base", [
+    (1e-3, 1e-3, 1e-3),
+    (flatopt.ExponentialLR(0.5, gamma=0.5), float(f32(0.25)), 0.5),
+])
+def test_braintools_state_dict_keys_and_opt_state(lr, want_lr, want_base):
+    opt = flatopt.Adam(lr=lr)
+    assert opt.opt_state is None
+    opt.register_trainable_weights(_params())
+    if opt.schedule is not None:
+        opt.schedule.step()
+    opt.step(_grads(0))
+    st = opt.state_dict()
+    assert (st["lr"], st["base_lr"]) == (want_lr, want_base) and st["lr"] == st["current_lr"]
+    assert st["opt_state"] == st["checkpoint"] == opt.opt_state
+    twin = flatopt.Adam(lr=copy.deepcopy(lr) if opt.schedule is None else
+                        flatopt.ExponentialLR(0.5, gamma=0.5))
+    twin.register_trainable_weights(_params())
+    twin.load_state_dict(st)
+    assert twin.opt_state == opt.opt_state and twin.step_count.value == 1
+
+
 # ---------------------------------------------------------------------------------------------
 # Momentum and MomentumNesterov: braintools' (optax trace) update, the same as SGD's.
 
