@@ -696,6 +696,16 @@ class Optimizer:
         return self._schedule
 
     @property
+    def lr_scheduler(self):
+        """braintools' name for :attr:`schedule` (None for a constant learning rate, where
+        braintools makes a ``ConstantLR``)."""
+        return self._schedule
+
+    def get_last_lr(self):
+        """braintools / PyTorch style: ``[current_lr]`` (one per group; flatopt has one)."""
+        return [self.current_lr]
+
+    @property
     def num_threads(self):
         return self._query(_lib.optimizer_num_threads, ctypes.c_uint32)
 

@@ -132,6 +132,7 @@ ATTR_ROWS = [
     ("Lookahead base_lr", lambda: flatopt.Lookahead(flatopt.sgd(0.1)), "base_lr", 0.1),
     ("schedule base_lr", lambda: flatopt.Adam(lr=flatopt.StepLR(0.25)), "base_lr", 0.25),
     ("current_lr exact", lambda: flatopt.Adam(lr=0.001), "current_lr", 0.001),
+    ("lr_scheduler of a constant lr", lambda: flatopt.Adam(lr=0.001), "lr_scheduler", None),
     ("current_lr of the base", lambda: flatopt.Lookahead(flatopt.adam(0.003)), "current_lr",
      0.003),
 ]
@@ -158,9 +159,13 @@ def test_hyperparameter_attributes_are_read_only(attr):
 
 def test_current_lr_of_a_schedule_is_its_float32_value():
     opt = flatopt.Adam(lr=flatopt.ExponentialLR(0.1, gamma=0.5))
-    assert opt.current_lr == float(f32(0.1))
+    assert opt.current_lr == float(f32(0.1)) and opt.lr_scheduler is opt.schedule is opt.lr
     opt.schedule.step()
-    assert opt.current_lr == float(f32(0.05))
+    assert opt.current_lr == float(f32(0.05)) and opt.get_last_lr() == [opt.current_lr]
+
+
+def test_get_last_lr_of_a_constant_learning_rate():
+    assert flatopt.SGD(lr=0.3).get_last_lr() == [0.3]
 
 
 def test_current_lr_cannot_be_assigned_and_nothing_changes():
