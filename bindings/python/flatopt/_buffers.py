@@ -6,6 +6,9 @@ shares memory), and any object exposing its memory through ``__array_interface__
 buffer protocol (``memoryview`` with format ``'f'``). Nothing is ever converted: a float64
 array is an error, not a silent float32 copy that would be updated instead of the original.
 
+Parameters arrive here one leaf at a time: flatopt._tree flattens the trees (nested dicts,
+lists, tuples, JAX pytrees) and handles brainstate states (float32 host copies).
+
 Gradients are only read, so read-only arrays are fine; they must be float32 and C-contiguous
 too. Gradients passed with each ``update(grads)`` may in addition be any object whose
 ``__array__`` gives a float32 array (e.g. a JAX CPU array): a copy is read once, right away.
@@ -116,8 +119,8 @@ def _generic_view(obj, what, param, in_place):
             )
     if isinstance(obj, (dict, list, tuple)):
         raise StructureError(
-            f"{what}: a {describe(obj)} where an array was expected (nested structures are "
-            f"not supported: pass a flat dict or list of arrays, each {_HINT})"
+            f"{what}: a {describe(obj)} where an array was expected (the parameter registered "
+            f"there is an array: pass {_HINT})"
         )
     raise DTypeError(f"{what}: {describe(obj)} is not an array: pass {_HINT}")
 
@@ -130,6 +133,12 @@ def as_view(obj, what, param, in_place=True):
     True (the default) for a registered gradient, read at every later update."""
     if isinstance(obj, np.ndarray):
         arr = obj
+    elif param and type(obj).__module__.startswith(("jax", "jaxlib")):
+        raise LayoutError(
+            f"{what}: a JAX array is immutable, but parameters are updated in place: register "
+            "brainstate states (e.g. model.states(brainstate.ParamState)), whose values "
+            "flatopt assigns after each update, or NumPy arrays"
+        )
     elif _is_torch_tensor(obj):
         arr = _torch_view(obj, what)
     else:

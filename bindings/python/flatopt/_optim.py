@@ -14,7 +14,7 @@ import threading
 
 import numpy as np
 
-from . import _lib, _validate
+from . import _lib, _tree, _validate
 from ._buffers import F32, as_view, describe, pointer
 from ._errors import (
     ArgumentTypeError,
@@ -270,8 +270,11 @@ class Optimizer:
             self._schedule._attach(self)
             self._schedule._replay(self._handle.ptr)
         self._registered = False
-        self._keys = None
-        self._is_dict = False
+        self._keys = None  # the leaves' names (param_names)
+        self._tree = None  # the registered structure (a _tree.Node)
+        self._labels = ()  # each leaf's path as indexing reads: "['a'][0]"
+        self._states = ()  # a _tree.StateLink per registered brainstate state
+        self._state_leaf = ()  # per leaf: True where it is (part of) a state's value
         self._shapes = ()
         self._params = ()  # ndarray views, in registration order
         self._param_objs = ()  # the objects given (kept alive: the library holds pointers)
@@ -284,29 +287,20 @@ class Optimizer:
 
     # -- registration --------------------------------------------------------------------
 
-    def _split(self, tree, what):
-        """(is_dict, keys, values) of a flat dict or a list/tuple."""
-        if isinstance(tree, dict):
-            return True, list(tree.keys()), list(tree.values())
-        if isinstance(tree, (list, tuple)):
-            return False, list(range(len(tree))), list(tree)
-        if isinstance(tree, np.ndarray) or hasattr(tree, "__array_interface__"):
-            raise StructureError(
-                f"{what}: a single array; pass a dict name -> array or a list of arrays"
-            )
-        raise StructureError(
-            f"{what}: expected a dict name -> array or a list of arrays, got {describe(tree)}"
-        )
-
-    @staticmethod
-    def _label(what, is_dict, key):
-        return f"{what}[{key!r}]" if is_dict else f"{what}[{key}]"
+    def _leaf_label(self, what, i):
+        return what + self._labels[i]
 
     def register_trainable_weights(self, params, grads=None):
-        """Registers the parameters: a dict name -> array or a list of arrays (float32,
-        C-contiguous, writeable; NumPy arrays, PyTorch CPU tensors, or objects exposing
-        ``__array_interface__`` / the buffer protocol). They are updated in place and must
-        stay alive (the optimizer keeps a reference).
+        """Registers the parameters: a dict name -> array, a list of arrays, or a tree of
+        dicts, lists and tuples nested to any depth (any JAX pytree when ``jax`` is imported),
+        whose leaves are float32, C-contiguous, writeable arrays (NumPy arrays, PyTorch CPU
+        tensors, or objects exposing ``__array_interface__`` / the buffer protocol), updated
+        in place, or brainstate states (``model.states(brainstate.ParamState)``): flatopt
+        updates float32 host copies of their values and assigns ``state.value`` after every
+        update, each leaf of the value as an array of its own type, dtype and shape. The
+        objects must stay alive (the optimizer keeps a reference). Order of the leaves and
+        their names (:attr:`param_names`): :mod:`flatopt._tree` and docs/numerics.md,
+        "Parameter trees".
 
         ``grads`` (optional, same structure and shapes): gradient arrays that stay the same
         objects for the whole training; write each step's gradients into them and call
@@ -316,19 +310,23 @@ class Optimizer:
         replaces the registration and starts from fresh state (moments, counters), keeping the
         schedule's manual steps.
         """
-        is_dict, keys, values = self._split(params, "params")
-        if not values:
-            raise StructureError("params: no parameters to register")
-        views = [as_view(v, self._label("params", is_dict, k), True) for k, v in zip(keys, values)]
+        root, values, keys, labels, states = _tree.flatten(params, "params")
+        state_leaf = [False] * len(values)
+        for link in states:
+            state_leaf[link.first:link.stop] = [True] * (link.stop - link.first)
+        views = [
+            _tree.host_copy(v, "params" + lab) if in_state else as_view(v, "params" + lab, True)
+            for v, lab, in_state in zip(values, labels, state_leaf)
+        ]
         shapes = tuple(v.shape for v in views)
 
         gviews = None
         gvalues = None
         if grads is not None:
-            gvalues = self._match(grads, keys, is_dict, "grads")
+            gvalues = _tree.match(root, grads, "grads", len(values))
             gviews = [
-                self._grad_view(g, self._label("grads", is_dict, k), shape, True)
-                for g, k, shape in zip(gvalues, keys, shapes)
+                self._grad_view(g, "grads" + lab, shape, True)
+                for g, lab, shape in zip(gvalues, labels, shapes)
             ]
 
         with self._lock:
@@ -339,7 +337,7 @@ class Optimizer:
                     gptr = None if gviews is None else (pointer(gviews[i]) or None)
                     st = _lib.optimizer_add_param(handle.ptr, pointer(v) or None, gptr, v.size)
                     if st != _lib.OK:
-                        self._raise_registration(st, keys, is_dict)
+                        self._raise_registration(st, labels)
                 if self._schedule is not None:
                     self._schedule._replay(handle.ptr)
             except BaseException:
@@ -349,17 +347,21 @@ class Optimizer:
             # another thread is running on it without the lock returns (see update()).
             self._handle = handle
             self._registered = True
-            self._is_dict = is_dict
+            self._tree = root
             self._keys = keys
+            self._labels = labels
+            self._states = states
+            self._state_leaf = state_leaf
             self._shapes = shapes
             self._params = views
             self._param_objs = values
             self._grads = gviews
             # With the handle go the arrays it points into, so that a lock-free update() holding
             # this tuple keeps them alive too.
+            # (brainstate states are written back after each update: not on the lock-free path)
             self._fast = (
                 None
-                if gviews is None
+                if gviews is None or states
                 else (
                     handle,
                     functools.partial(_lib.optimizer_step.raw, handle.ptr),
@@ -375,51 +377,14 @@ class Optimizer:
             self._grad_cache = [None] * n
             self._grad_keep = [None] * n
 
-    def _raise_registration(self, status, keys, is_dict):
+    def _raise_registration(self, status, labels):
         msg = _lib.message()
         if status == _lib.ERR_OVERLAP:
-            names = ", ".join(
-                f"{i} = {self._label('params', is_dict, k)}" for i, k in enumerate(keys)
-            )
+            names = ", ".join(f"{i} = params{lab}" for i, lab in enumerate(labels))
             raise OverlapError(
                 f"register_trainable_weights: {msg} (buffer numbers: {names})", status=status
             )
         _lib.raise_for(status, "register_trainable_weights")
-
-    def _match(self, tree, keys, is_dict, what):
-        """The values of `tree` in registration order, checking its structure."""
-        if is_dict:
-            if not isinstance(tree, dict):
-                raise StructureError(
-                    f"{what}: a dict was registered, got {describe(tree)}; pass a dict with "
-                    "the same keys"
-                )
-            if len(tree) == len(keys):
-                try:
-                    return [tree[k] for k in keys]
-                except KeyError:
-                    pass
-            key_set = set(keys)
-            missing = [k for k in keys if k not in tree]
-            extra = [k for k in tree if k not in key_set]
-            parts = []
-            if missing:
-                parts.append("missing keys " + ", ".join(map(repr, missing)))
-            if extra:
-                parts.append("unexpected keys " + ", ".join(map(repr, extra)))
-            raise StructureError(
-                f"{what}: {'; '.join(parts)} (registered: {', '.join(map(repr, keys))})"
-            )
-        if not isinstance(tree, (list, tuple)):
-            raise StructureError(
-                f"{what}: a list was registered, got {describe(tree)}; pass a list of "
-                f"{len(keys)} arrays"
-            )
-        if len(tree) != len(keys):
-            raise StructureError(
-                f"{what}: {len(tree)} arrays, but {len(keys)} parameters are registered"
-            )
-        return list(tree)
 
     @staticmethod
     def _grad_view(g, what, shape, in_place):
@@ -460,7 +425,10 @@ class Optimizer:
             else:
                 with self._lock:  # also where state_dict() pauses the lock-free path
                     if self._grads is not None:
+                        self._states_in()
                         st = _lib.optimizer_step(self._handle.ptr)
+                        if st == _lib.OK:
+                            self._states_out()
                     elif not self._registered:
                         raise InvalidStateError(
                             "update() before register_trainable_weights(params)"
@@ -477,7 +445,10 @@ class Optimizer:
                 raise InvalidStateError("update() before register_trainable_weights(params)")
             with self._lock:
                 ptrs = self._grad_pointers(grads)
+                self._states_in()
                 st = _lib.optimizer_step_with_grads(self._handle.ptr, ptrs, len(self._params))
+                if st == _lib.OK:
+                    self._states_out()
             if st == _lib.OK:
                 return True
         if st == _lib.SKIPPED:
@@ -493,7 +464,7 @@ class Optimizer:
         """Fills the per-call pointer array from `grads` (checked; the hot path for ndarrays
         is a few attribute reads per array, and nothing at all but identity, dtype, shape and
         flags for the same array object as in the previous call)."""
-        values = self._match(grads, self._keys, self._is_dict, "grads")
+        values = _tree.match(self._tree, grads, "grads", len(self._params))
         cache = self._grad_cache
         keep = self._grad_keep
         shapes = self._shapes
@@ -508,7 +479,11 @@ class Optimizer:
                         keep[i] = g
                         cache[i] = g
                     continue  # the same ndarray object as last time: same memory
-            what = self._label("grads", self._is_dict, self._keys[i])
+            what = self._leaf_label("grads", i)
+            if self._state_leaf[i]:
+                # A brainstate state's gradient (a JAX array, any float dtype): read once, as
+                # float32, like the host copy of the state's value it updates.
+                g = _tree.host_copy(g, what, "the gradient")
             v = self._grad_view(g, what, shapes[i], False)
             ptrs[i] = pointer(v) or None
             keep[i] = v
@@ -590,13 +565,13 @@ class Optimizer:
     def _refuse_overlap(self, what, out):
         """Refuses an output array that shares memory with a registered parameter or
         gradient (it would overwrite them), as the library refuses every written buffer."""
-        registered = [("params", k, v) for k, v in zip(self._keys, self._params)]
-        registered += [("grads", k, v) for k, v in zip(self._keys, self._grads or ())]
-        for kind, key, arr in registered:
+        registered = [("params", i, v) for i, v in enumerate(self._params)]
+        registered += [("grads", i, v) for i, v in enumerate(self._grads or ())]
+        for kind, i, arr in registered:
             if np.may_share_memory(out, arr):
                 raise OverlapError(
                     f"{what} shares memory with the registered "
-                    f"{self._label(kind, self._is_dict, key)}: it would overwrite it"
+                    f"{self._leaf_label(kind, i)}: it would overwrite it"
                 )
 
     def update_with_sum_squares(self, sum_squares):
@@ -717,13 +692,60 @@ class Optimizer:
 
     @property
     def param_names(self):
-        """The registered keys (dict) or indices (list), in registration order."""
+        """The registered leaves' names, in registration order: the key (dict) or index
+        (list) of a leaf directly under the root, the tuple of keys from the root for a deeper
+        one (docs/numerics.md, "Parameter trees")."""
         return list(self._keys) if self._registered else []
 
     def _structure(self, arrays):
-        if self._is_dict:
-            return dict(zip(self._keys, arrays))
-        return list(arrays)
+        """A tree of the registered structure with `arrays` as leaves (a brainstate state's
+        place holds the structure of its value)."""
+        return _tree.unflatten(self._tree, arrays)
+
+    # -- brainstate states ---------------------------------------------------------------
+
+    def _states_in(self):
+        """Reads again the host copies of every state whose value was assigned since
+        flatopt last wrote it (checked before anything changes; under the lock)."""
+        for link in self._states:
+            value = link.state.value
+            if value is link.written:
+                continue
+            leaves = _tree.match(
+                link.node, value, link.label + " (the state's value)", link.stop - link.first,
+                link.first,
+            )
+            copies = []
+            for i, leaf in enumerate(leaves, link.first):
+                c = _tree.host_copy(leaf, self._leaf_label("params", i))
+                if c.shape != self._shapes[i]:
+                    raise StructureError(
+                        f"{self._leaf_label('params', i)}: the state's value now has shape "
+                        f"{c.shape}, registered with shape {self._shapes[i]}; register again"
+                    )
+                copies.append(c)
+            for i, c in enumerate(copies, link.first):
+                np.copyto(self._params[i], c)
+            link.written = value
+
+    def _states_out(self):
+        """Assigns every state's value from its updated host copies (under the lock)."""
+        if not self._states:
+            return
+        jnp = None
+        for link in self._states:
+            leaves = [None] * link.stop
+            for j, i in enumerate(range(link.first, link.stop)):
+                host = self._params[i]
+                if link.jax[j]:
+                    if jnp is None:
+                        import jax.numpy as jnp  # brainstate is imported, so jax is
+                    leaves[i] = jnp.array(host, dtype=link.dtypes[j])  # a copy
+                else:
+                    leaves[i] = np.array(host, dtype=link.dtypes[j])
+            value = _tree.unflatten(link.node, leaves)
+            link.state.value = value
+            link.written = link.state.value
 
     # -- checkpoints ---------------------------------------------------------------------
 
@@ -949,7 +971,7 @@ class Optimizer:
         with self._lock:
             params = grads = state = None
             if self._registered:
-                params = self._structure(self._param_objs)
+                params = _tree.unflatten(self._tree, self._param_objs, self._states)
                 if self._grad_objs is not None:
                     grads = self._structure(self._grad_objs)
                 state = self.state_dict()

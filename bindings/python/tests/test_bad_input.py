@@ -137,7 +137,7 @@ UPDATE_ROWS = [
     ("grad Fortran order", lambda o, p: o.update(_g(w=np.asfortranarray(np.ones((4, 3), F32)))),
      ValueError, "not C-contiguous", {}),
     ("grad is a Python list", lambda o, p: o.update(_g(b=[1.0, 2.0, 3.0])),
-     flatopt.StructureError, "nested structures are not supported", {}),
+     flatopt.StructureError, "grads['b']: a list where an array was expected", {}),
     ("grad is a float", lambda o, p: o.update(_g(b=1.0)),
      flatopt.DTypeError, "is not an array", {}),
     ("grad missing key", lambda o, p: o.update({"w": np.ones((4, 3), F32), "v": np.ones((4, 3), F32)}),
