@@ -2970,13 +2970,7 @@ _BEFORE = ("expects optimizer.current_lr == base_lr before the first scheduler s
 _JIT = ("jit-compiles scheduler.step(): flatopt's schedules are host calls into the C library, "
         "traced once, not jax values")
 
-_FIRST_LR = ("current_lr before the first scheduler step: braintools reports the optimizer's "
-             "base lr although its first update applies the schedule's value at epoch 0; "
-             "flatopt reports what the next update applies (docs/numerics.md)")
 FAILING = {
-    "TestWarmupScheduler::test_warmup_with_optimizer": _FIRST_LR,
-    "TestLinearLR::test_linear_lr_with_optimizer": _FIRST_LR,
-    "TestConstantLR::test_constant_lr_with_optimizer": _FIRST_LR,
     "TestStepLR::test_basic_step_lr": _F32,
     "TestStepLR::test_original": "lr_apply: " + _SETTER,
     "TestCyclicLR::test_cyclic_lr_step_size_down": (
