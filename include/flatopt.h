@@ -116,6 +116,13 @@
     0.0, /* weight_decay */ \
     0.5, /* alpha */ \
 }
+#define FLATOPT_GROUP_OPTIONS_INIT { \
+    (uint32_t)sizeof(flatopt_group_options), /* struct_size */ \
+    (uint32_t)0, /* reserved */ \
+    NAN, /* lr */ \
+    NAN, /* weight_decay */ \
+    NULL, /* base */ \
+}
 
 
 /**
@@ -141,6 +148,11 @@
  * Size in bytes of the first version of `flatopt_config` (flatopt 0.2.0). Frozen.
  */
 #define FLATOPT_CONFIG_SIZE_V1 88
+
+/**
+ * `sizeof(flatopt_group_options)` of the first version (frozen).
+ */
+#define FLATOPT_GROUP_OPTIONS_SIZE_V1 32
 
 /**
  * Size in bytes of the first version of `flatopt_step_args` (flatopt 0.2.0). Frozen.
@@ -661,6 +673,46 @@ typedef struct flatopt_config {
 } flatopt_config;
 
 /**
+ * The hyperparameters of a new parameter group (`flatopt_optimizer_add_group`). Initialise
+ * with `flatopt_group_options_init(&o, sizeof o)` or `FLATOPT_GROUP_OPTIONS_INIT`, which make
+ * every field "inherit the optimizer's", then set the fields the group changes.
+ *
+ * The AdamW recipe (decay on weights, none on biases):
+ * `flatopt_group_options o = FLATOPT_GROUP_OPTIONS_INIT; o.weight_decay = 0.0;`
+ * then `flatopt_optimizer_add_group(opt, &o, &no_decay)` and register the biases with
+ * `flatopt_optimizer_add_param_to_group(opt, no_decay, ...)`.
+ */
+typedef struct flatopt_group_options {
+    /**
+     * The caller's `sizeof(flatopt_group_options)`, set by the init function or macro.
+     */
+    uint32_t struct_size;
+    /**
+     * Reserved, must be 0.
+     */
+    uint32_t reserved;
+    /**
+     * The group's learning rate, >= 0; NaN (the default): the optimizer's. Under a schedule
+     * the group follows `lr * schedule(t) / base_lr` (`base_lr`: the schedule's `base_lr`
+     * field, for a piecewise-constant schedule its first value), as PyTorch's schedulers
+     * scale each group's initial learning rate; an own rate needs `base_lr > 0`.
+     */
+    double lr;
+    /**
+     * The group's weight decay as the base rule defines it: AdamW's decoupled
+     * `decoupled_weight_decay`, for the other rules the coupled `flatopt_config.weight_decay`:
+     * at least 0, and 0 turns decay off for the group; NaN (the default): the optimizer's (or
+     * that of `base`, if set).
+     */
+    double weight_decay;
+    /**
+     * The group's base-rule hyperparameters (betas, eps, momentum, ...), of the optimizer's
+     * kind; NULL (the default): the optimizer's. Copied.
+     */
+    const struct flatopt_base_params *base;
+} flatopt_group_options;
+
+/**
  * Per-step arguments of the stateless update functions. Initialise with
  * `flatopt_step_args_init(&a, sizeof a)` or `FLATOPT_STEP_ARGS_INIT`, then set fields.
  */
@@ -1060,6 +1112,138 @@ enum flatopt_status flatopt_optimizer_schedule_set_epoch(struct flatopt_optimize
  */
 enum flatopt_status flatopt_optimizer_schedule_step_metric(struct flatopt_optimizer *opt,
                                                            double metric);
+
+/**
+ * Fills the caller's `size` bytes at `options` with the defaults (every field inherits the
+ * optimizer's: `lr` and `weight_decay` NaN, `base` NULL) and sets `struct_size = size`; pass
+ * `sizeof *options`.
+ *
+ * # Safety
+ * `options` is NULL (refused) or valid for writes of `size` bytes.
+ */
+enum flatopt_status flatopt_group_options_init(struct flatopt_group_options *options, size_t size);
+
+/**
+ * Adds a parameter group with `options` (NULL: every value the optimizer's) and writes its
+ * index to `*group` (1, 2, ...; group 0 is the optimizer's own configuration). Validated as
+ * the configuration is (the message names the first bad field); the group's base rule must
+ * be of the optimizer's kind. Clipping by global norm, the non-finite check, Lookahead and
+ * the step counter stay global. Allowed at any time but between
+ * `flatopt_optimizer_begin_step` and `_end_step`.
+ *
+ * # Safety
+ * `opt` is NULL (refused) or a live handle from `flatopt_optimizer_new`. `options` is NULL or
+ * points to `options->struct_size` readable bytes whose `base` is NULL or valid. `group` is
+ * NULL (refused) or valid for one write.
+ */
+enum flatopt_status flatopt_optimizer_add_group(struct flatopt_optimizer *opt,
+                                                const struct flatopt_group_options *options,
+                                                size_t *group);
+
+/**
+ * `flatopt_optimizer_add_param` into parameter group `group` (from
+ * `flatopt_optimizer_add_group`; 0 is the optimizer's own).
+ *
+ * # Safety
+ * As `flatopt_optimizer_add_param`.
+ */
+enum flatopt_status flatopt_optimizer_add_param_to_group(struct flatopt_optimizer *opt,
+                                                         size_t group,
+                                                         float *param,
+                                                         const float *grad,
+                                                         size_t len);
+
+/**
+ * The number of parameter groups (at least 1: group 0, the optimizer's own).
+ *
+ * # Safety
+ * `opt` is NULL (refused) or a live handle from `flatopt_optimizer_new`.
+ * `out` is NULL (refused) or valid for one write.
+ */
+enum flatopt_status flatopt_optimizer_num_groups(const struct flatopt_optimizer *opt, size_t *out);
+
+/**
+ * The parameter group of registered buffer `index` (registration order).
+ *
+ * # Safety
+ * `opt` is NULL (refused) or a live handle from `flatopt_optimizer_new`.
+ * `out` is NULL (refused) or valid for one write.
+ */
+enum flatopt_status flatopt_optimizer_param_group(const struct flatopt_optimizer *opt,
+                                                  size_t index,
+                                                  size_t *out);
+
+/**
+ * Group `group`'s own learning rate, NaN when it follows the optimizer's schedule.
+ *
+ * # Safety
+ * `opt` is NULL (refused) or a live handle from `flatopt_optimizer_new`.
+ * `out` is NULL (refused) or valid for one write.
+ */
+enum flatopt_status flatopt_optimizer_group_lr(const struct flatopt_optimizer *opt,
+                                               size_t group,
+                                               double *out);
+
+/**
+ * The learning rate group `group` uses in the next update (its rate scaled by the schedule,
+ * rounded to f32 as the kernels use it).
+ *
+ * # Safety
+ * `opt` is NULL (refused) or a live handle from `flatopt_optimizer_new`.
+ * `out` is NULL (refused) or valid for one write.
+ */
+enum flatopt_status flatopt_optimizer_group_current_lr(const struct flatopt_optimizer *opt,
+                                                       size_t group,
+                                                       float *out);
+
+/**
+ * Group `group`'s weight decay as the base rule defines it (see
+ * `flatopt_group_options.weight_decay`).
+ *
+ * # Safety
+ * `opt` is NULL (refused) or a live handle from `flatopt_optimizer_new`.
+ * `out` is NULL (refused) or valid for one write.
+ */
+enum flatopt_status flatopt_optimizer_group_weight_decay(const struct flatopt_optimizer *opt,
+                                                         size_t group,
+                                                         double *out);
+
+/**
+ * Sets group `group`'s learning rate (NaN: follow the optimizer's schedule again); the next
+ * update uses it. Validated (at least 0 and finite as f32; an own rate needs a base learning
+ * rate above 0); allocates nothing. Refused between `flatopt_optimizer_begin_step` and `_end_step`.
+ *
+ * # Safety
+ * `opt` is NULL (refused) or a live handle from `flatopt_optimizer_new`.
+ */
+enum flatopt_status flatopt_optimizer_set_group_lr(struct flatopt_optimizer *opt,
+                                                   size_t group,
+                                                   double lr);
+
+/**
+ * Sets group `group`'s weight decay as the base rule defines it (>= 0, 0 for none); the next
+ * update uses it. Otherwise as `flatopt_optimizer_set_group_lr` (NaN is refused).
+ *
+ * # Safety
+ * `opt` is NULL (refused) or a live handle from `flatopt_optimizer_new`.
+ */
+enum flatopt_status flatopt_optimizer_set_group_weight_decay(struct flatopt_optimizer *opt,
+                                                             size_t group,
+                                                             double weight_decay);
+
+/**
+ * Writes group `group`'s base-rule hyperparameters into the caller's `size` bytes at `out`
+ * (pass `sizeof *out`; an older caller's struct gets the fields it has), with
+ * `struct_size = size`.
+ *
+ * # Safety
+ * `opt` is NULL (refused) or a live handle from `flatopt_optimizer_new`.
+ * `out` is NULL (refused) or valid for writes of `size` bytes.
+ */
+enum flatopt_status flatopt_optimizer_group_base_params(const struct flatopt_optimizer *opt,
+                                                        size_t group,
+                                                        struct flatopt_base_params *out,
+                                                        size_t size);
 
 /**
  * The process-wide default SIMD tier (a `flatopt_simd_tier` value): `FLATOPT_SIMD` if it

@@ -9,16 +9,21 @@ use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::Path;
 
-use crate::catalog::{self, Sink};
+use crate::catalog::{self, Sink, Ty};
 use crate::config::{base_specs, Base, Config, NonFinitePolicy};
-use crate::engine::Optimizer;
+use crate::engine::{Group, Optimizer, MAX_GROUPS};
 use crate::error::Error;
 use crate::schedule::{Schedule, ScheduleState};
 
 /// First 8 bytes of every checkpoint.
 pub const MAGIC: [u8; 8] = *b"FLATOPTC";
-/// The format version this library writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The newest format version this library writes and reads. Version 2 adds the parameter
+/// groups; an optimizer whose only group is its own configuration, unchanged, still writes
+/// version 1 (the same bytes as before groups existed), and version 1 is read as one such
+/// group.
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format version this library reads.
+pub const OLDEST_FORMAT_VERSION: u32 = 1;
 /// Written little-endian; a reader on any machine sees `0D 0C 0B 0A`.
 const BYTE_ORDER_MARK: u32 = 0x0A0B_0C0D;
 /// Bytes before the configuration section.
@@ -167,6 +172,9 @@ pub struct CheckpointInfo {
 struct Parsed<'a> {
     info: CheckpointInfo,
     sched: ScheduleState,
+    /// The parameter groups the checkpoint restores (a version-1 checkpoint: the
+    /// configuration's one).
+    groups: Vec<Group>,
     records: Vec<BufferRecord>,
     body: &'a [u8],
 }
@@ -185,15 +193,78 @@ fn check_header(bytes: &[u8]) -> Result<u64, Error> {
     }
     let mut r = Reader { bytes, pos: 8 };
     let version = r.u32("format version")?;
-    if version != FORMAT_VERSION {
+    if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
         return Err(Error::Unsupported(format!(
-            "checkpoint format version {version} (this library reads version {FORMAT_VERSION})"
+            "checkpoint format version {version} (this library reads versions \
+             {OLDEST_FORMAT_VERSION} to {FORMAT_VERSION})"
         )));
     }
     if r.u32("byte-order mark")? != BYTE_ORDER_MARK {
         return Err(corrupt("bad byte-order mark"));
     }
     r.u64("total length")
+}
+
+/// The format version of a checkpoint whose header [`check_header`] accepted.
+fn version_of(bytes: &[u8]) -> u32 {
+    u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"))
+}
+
+/// The groups section of a version-2 checkpoint: the group count, then per group its own
+/// learning rate (NaN: follows the schedule), its coupled weight decay and its base rule in
+/// the catalog encoding.
+fn encode_groups(groups: &[Group]) -> Vec<u8> {
+    let mut e = Enc::default();
+    e.buf
+        .extend_from_slice(&(groups.len() as u64).to_le_bytes());
+    for g in groups {
+        e.buf
+            .extend_from_slice(&g.lr().unwrap_or(f64::NAN).to_le_bytes());
+        e.buf
+            .extend_from_slice(&g.coupled_weight_decay().to_le_bytes());
+        catalog::encode(&mut e, "base", g.base().spec(), &g.base().values());
+    }
+    e.buf
+}
+
+/// Reads one base rule in the catalog encoding (the kind, then each field).
+fn read_base(r: &mut Reader<'_>, group: usize) -> Result<Base, Error> {
+    let kind = r.u32("group base kind")?;
+    let spec = base_specs()
+        .iter()
+        .find(|s| s.kind == kind)
+        .ok_or_else(|| corrupt(format!("group {group}: unknown base kind {kind}")))?;
+    let mut values = Vec::with_capacity(spec.fields.len());
+    for f in &spec.fields {
+        let v = match f.ty {
+            Ty::F64 => catalog::Value::F64(r.f64(f.key)?),
+            Ty::OptF64 => {
+                let x = r.f64(f.key)?;
+                catalog::Value::OptF64((!x.is_nan()).then_some(x))
+            }
+            Ty::U64 => catalog::Value::U64(r.u64(f.key)?),
+            Ty::Bool => match r.u32(f.key)? {
+                0 => catalog::Value::Bool(false),
+                1 => catalog::Value::Bool(true),
+                x => return Err(corrupt(format!("group {group}: {} = {x}", f.key))),
+            },
+            Ty::Choice(_) => catalog::Value::Choice(r.u32(f.key)?),
+            Ty::U64s => {
+                let n = r.len(f.key, 8)?;
+                catalog::Value::U64s((0..n).map(|_| r.u64(f.key)).collect::<Result<_, _>>()?)
+            }
+            Ty::F64s => {
+                let n = r.len(f.key, 8)?;
+                catalog::Value::F64s((0..n).map(|_| r.f64(f.key)).collect::<Result<_, _>>()?)
+            }
+        };
+        values.push(v);
+    }
+    Base::from_values(kind, values).ok_or_else(|| {
+        corrupt(format!(
+            "group {group}: a value of the base rule is invalid"
+        ))
+    })
 }
 
 /// Checks every state value of buffer `buffer` against the values updates can produce. With
@@ -280,12 +351,17 @@ fn check_state_values(
 }
 
 impl Optimizer {
-    /// The complete optimizer state as a checkpoint (see `docs/checkpoint-format.md`).
+    /// The complete optimizer state as a checkpoint (see `docs/checkpoint-format.md`):
+    /// format version 1 when the only parameter group is the optimizer's configuration
+    /// unchanged, else version 2 (which stores the groups).
     pub fn save(&self) -> Vec<u8> {
         let config = encode_config(self.config());
-        let mut out = Vec::with_capacity(self.checkpoint_size_with(config.buf.len()));
+        let version = self.save_version();
+        let groups = (version >= 2).then(|| encode_groups(self.groups()));
+        let groups_len = groups.as_ref().map_or(0, Vec::len);
+        let mut out = Vec::with_capacity(self.checkpoint_size_with(config.buf.len(), groups_len));
         out.extend_from_slice(&MAGIC);
-        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out.extend_from_slice(&version.to_le_bytes());
         out.extend_from_slice(&BYTE_ORDER_MARK.to_le_bytes());
         out.extend_from_slice(&0u64.to_le_bytes()); // total length, patched below
         out.extend_from_slice(&crate::ffi::version_number().to_le_bytes());
@@ -303,15 +379,24 @@ impl Optimizer {
         out.extend_from_slice(&s.best.to_le_bytes());
         out.extend_from_slice(&s.num_bad_epochs.to_le_bytes());
         out.extend_from_slice(&s.cooldown_counter.to_le_bytes());
+        if let Some(groups) = &groups {
+            out.extend_from_slice(groups);
+        }
         let lens = self.buffer_lens();
         out.extend_from_slice(&(lens.len() as u64).to_le_bytes());
         for (i, &len) in lens.iter().enumerate() {
             let (m, v, v_max) = self.moments(i).unwrap_or_default();
             let slow = self.slow_weights(i).unwrap_or_default();
-            let present = self.expected_present();
+            let present = self.expected_present(i);
+            // Version 1: reserved (0); version 2: the buffer's group.
+            let group = if version >= 2 {
+                self.buffer_groups()[i] as u32
+            } else {
+                0
+            };
             out.extend_from_slice(&(len as u64).to_le_bytes());
             out.extend_from_slice(&present.to_le_bytes());
-            out.extend_from_slice(&0u32.to_le_bytes());
+            out.extend_from_slice(&group.to_le_bytes());
             for a in [m, v, v_max, slow] {
                 put_f32s(&mut out, a);
             }
@@ -325,22 +410,46 @@ impl Optimizer {
 
     /// The size in bytes of [`Optimizer::save`]'s output.
     pub fn checkpoint_size(&self) -> usize {
-        self.checkpoint_size_with(encode_config(self.config()).buf.len())
+        let groups = (self.save_version() >= 2).then(|| encode_groups(self.groups()).len());
+        self.checkpoint_size_with(encode_config(self.config()).buf.len(), groups.unwrap_or(0))
     }
 
-    fn checkpoint_size_with(&self, config_len: usize) -> usize {
-        let present = self.expected_present().count_ones() as usize;
+    /// The format version [`Optimizer::save`] writes: 1 while the only parameter group is the
+    /// configuration unchanged, else 2.
+    fn save_version(&self) -> u32 {
+        if self.groups_are_config() {
+            1
+        } else {
+            2
+        }
+    }
+
+    /// The size of a checkpoint of this optimizer with a configuration section of
+    /// `config_len` bytes and a groups section of `groups_len` (0: version 1, whose buffers
+    /// carry the arrays of the configuration's base rule).
+    fn checkpoint_size_with(&self, config_len: usize, groups_len: usize) -> usize {
+        let present = |i| match groups_len {
+            0 => self.present_for(&self.config().base),
+            _ => self.expected_present(i),
+        };
         let per_buffer: usize = self
             .buffer_lens()
             .iter()
-            .map(|&n| 16 + 4 * n * present)
+            .enumerate()
+            .map(|(i, &n)| 16 + 4 * n * present(i).count_ones() as usize)
             .sum();
-        HEADER_LEN + 8 + config_len + 16 + 7 * 8 + 8 + per_buffer + 4
+        HEADER_LEN + 8 + config_len + 16 + 7 * 8 + groups_len + 8 + per_buffer + 4
     }
 
-    /// Which state arrays every buffer carries under this configuration.
-    fn expected_present(&self) -> u32 {
-        let (m, v, v_max) = self.config().base.state_used();
+    /// Which state arrays buffer `buffer` carries (its group's base rule, Lookahead).
+    fn expected_present(&self, buffer: usize) -> u32 {
+        let base = &self.groups()[self.buffer_groups()[buffer]].base();
+        self.present_for(base)
+    }
+
+    /// Which state arrays a buffer of a group with base rule `base` carries.
+    fn present_for(&self, base: &Base) -> u32 {
+        let (m, v, v_max) = base.state_used();
         let mut p = 0;
         if m {
             p |= HAS_M;
@@ -385,6 +494,7 @@ impl Optimizer {
             parsed.info.skipped_count,
             parsed.sched,
         );
+        self.restore_groups(parsed.groups);
         Ok(())
     }
 
@@ -443,6 +553,23 @@ impl Optimizer {
         };
         sched.check(&self.config().lr).map_err(corrupt)?;
         check_unused_schedule_fields(&self.config().lr, &sched)?;
+        let groups = if version_of(bytes) >= 2 {
+            self.read_groups(&mut r)?
+        } else {
+            self.config_group()
+        };
+        if groups.len() != self.num_groups() {
+            return Err(Error::InvalidArgument {
+                name: "checkpoint",
+                value: format!(
+                    "the checkpoint has {} parameter groups, this optimizer {}",
+                    groups.len(),
+                    self.num_groups()
+                ),
+                expected: "the optimizer must have the parameter groups the checkpoint was \
+                           saved with (the same number, each buffer in the same group)",
+            });
+        }
         let n = r.len("buffer count", 16)?;
         let lens = self.buffer_lens();
         if n != lens.len() {
@@ -452,10 +579,26 @@ impl Optimizer {
                 got: n,
             });
         }
-        let want_present = self.expected_present();
         let propagate = self.config().nonfinite == NonFinitePolicy::Propagate;
+        let v2 = version_of(bytes) >= 2;
         let mut records = Vec::with_capacity(n);
         for (i, &want) in lens.iter().enumerate() {
+            let group = self.buffer_groups()[i];
+            let base = groups[group].base();
+            let want_present = self.present_for(base);
+            if want_present != self.expected_present(i) {
+                return Err(Error::InvalidArgument {
+                    name: "checkpoint",
+                    value: format!(
+                        "buffer {i}: its parameter group {group} keeps state arrays \
+                         {want_present:#x} in the checkpoint, {:#x} in this optimizer (a base \
+                         rule option such as amsgrad differs)",
+                        self.expected_present(i)
+                    ),
+                    expected: "the optimizer must have the parameter groups the checkpoint was \
+                               saved with (the same number, each buffer in the same group)",
+                });
+            }
             let len = r.u64("buffer length")?;
             if len != want as u64 {
                 return Err(Error::LengthMismatch {
@@ -465,7 +608,18 @@ impl Optimizer {
                 });
             }
             let present = r.u32("buffer state flags")?;
-            r.u32("buffer reserved")?;
+            let saved_group = r.u32("buffer group")?;
+            if v2 && saved_group as usize != group {
+                return Err(Error::InvalidArgument {
+                    name: "checkpoint",
+                    value: format!(
+                        "buffer {i} is in parameter group {saved_group} in the checkpoint, in \
+                         group {group} in this optimizer"
+                    ),
+                    expected: "the optimizer must have the parameter groups the checkpoint was \
+                               saved with (the same number, each buffer in the same group)",
+                });
+            }
             if present != want_present {
                 return Err(corrupt(format!(
                     "buffer {i} carries state arrays {present:#x}, the configuration needs {want_present:#x}"
@@ -477,7 +631,7 @@ impl Optimizer {
                     .ok_or_else(|| corrupt("buffer size overflows"))?,
                 "state arrays",
             )?;
-            let average = matches!(self.config().base, Base::RmsProp { .. });
+            let average = matches!(base, Base::RmsProp { .. });
             check_state_values(i, present, want, arrays, propagate, average)?;
             records.push(BufferRecord { present, start });
         }
@@ -494,9 +648,37 @@ impl Optimizer {
                 current_lr: sched.lr(&self.config().lr) as f32,
             },
             sched,
+            groups,
             records,
             body,
         })
+    }
+
+    /// The groups section of a version-2 checkpoint, each group validated as
+    /// [`Optimizer::add_group`] validates one.
+    fn read_groups(&self, r: &mut Reader<'_>) -> Result<Vec<Group>, Error> {
+        let count = r.len("group count", 20)?;
+        if count == 0 || count > MAX_GROUPS {
+            return Err(corrupt(format!("{count} parameter groups")));
+        }
+        let mut groups = Vec::with_capacity(count);
+        for g in 0..count {
+            let lr = r.f64("group lr")?;
+            let wd = r.f64("group weight_decay")?;
+            let base = read_base(r, g)?;
+            let lr = (!lr.is_nan()).then_some(lr);
+            if base.kind() != self.config().base.kind() {
+                return Err(corrupt(format!(
+                    "parameter group {g} is of base rule {}, its checkpoint's configuration of {}",
+                    base.name(),
+                    self.config().base.name()
+                )));
+            }
+            let group = Group::new(self.config(), lr, wd, base)
+                .map_err(|e| corrupt(format!("parameter group {g}: {e}")))?;
+            groups.push(group);
+        }
+        Ok(groups)
     }
 
     /// What differs in configuration field `name` whose saved bytes are `saved`: for the base
@@ -579,13 +761,20 @@ impl Optimizer {
             f.set_limit((upto as u64).saturating_sub(have));
             f.read_to_end(bytes).map(|_| ()).map_err(io)
         };
-        let expected = self.checkpoint_size();
         let mut bytes = Vec::new();
         read(&mut bytes, HEADER_LEN + 8)?;
         if bytes.len() < HEADER_LEN + 8 {
             return Ok(bytes); // too short: `load` says so
         }
         let total = check_header(&bytes)?;
+        // A version-2 checkpoint of this optimizer's groups has the size of this optimizer's
+        // version 2 (the live values may differ, their sizes do not).
+        let expected = if version_of(&bytes) >= 2 {
+            let groups = encode_groups(self.groups()).len();
+            self.checkpoint_size_with(encode_config(self.config()).buf.len(), groups)
+        } else {
+            self.checkpoint_size_with(encode_config(self.config()).buf.len(), 0)
+        };
         if total != expected as u64 {
             // Name the configuration field that differs, if the section is of a sane size.
             let config_len = u64::from_le_bytes(bytes[HEADER_LEN..][..8].try_into().expect("8"));

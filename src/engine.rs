@@ -17,7 +17,8 @@
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Once};
 
-use crate::config::{Config, NonFinitePolicy, ScheduleMode};
+use crate::catalog::{check_f64, Domain};
+use crate::config::{Base, Config, NonFinitePolicy, ScheduleMode};
 use crate::error::Error;
 use crate::kernels::{self, Buffers, Plan, Rule};
 use crate::schedule::ScheduleState;
@@ -162,6 +163,8 @@ pub struct StateMut<'a> {
     len: usize,
     /// The optimizer's record of the elements applied in the begun update.
     coverage: &'a Coverage,
+    /// The plan of this buffer's parameter group in the begun update.
+    plan: &'a Plan,
 }
 
 /// Raw pointers to the state of one buffer (null where the rule keeps no such state), for the
@@ -245,6 +248,7 @@ impl<'a> StateMut<'a> {
                 at: self.at,
                 len: mid,
                 coverage: self.coverage,
+                plan: self.plan,
             },
             StateMut {
                 m: m1,
@@ -254,15 +258,19 @@ impl<'a> StateMut<'a> {
                 at: self.at + mid,
                 len: self.len - mid,
                 coverage: self.coverage,
+                plan: self.plan,
             },
         )
     }
 }
 
 /// The per-step scalars of one update between [`Optimizer::begin_step`] and
-/// [`Optimizer::end_step`]. Plain data: copy it to every thread.
+/// [`Optimizer::end_step`]. Plain data: copy it to every thread. With parameter groups, the
+/// plan of each group is kept by the optimizer and handed out with the state views
+/// ([`Optimizer::states_mut`]): [`Step::apply`] runs each view with its group's plan.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Step {
+    /// The plan of group 0.
     plan: Plan,
     tier: Tier,
     /// 1-based number of this update.
@@ -279,9 +287,9 @@ impl Step {
     /// [`Error::Overlap`] before anything is written. Also refused, writing nothing: lengths
     /// that differ, a step that is not the one begun last on the optimizer of `state`.
     pub fn apply(&self, param: &mut [f32], grad: &[f32], state: StateMut<'_>) -> Result<(), Error> {
-        let (at, len, coverage) = (state.at, state.len, state.coverage);
+        let (at, len, coverage, plan) = (state.at, state.len, state.coverage, state.plan);
         let b = self.buffers(param, grad, state);
-        b.check(&self.plan)?;
+        b.check(plan)?;
         if b.param.len() != len {
             return Err(Error::LengthMismatch {
                 what: "param (the length of the state view)".to_string(),
@@ -293,7 +301,7 @@ impl Step {
         coverage.claim(at, at + len)?;
         // The host's thread: flatopt's floating-point mode for the pass (as `kernels::apply`).
         let _mode = FpMode::enter();
-        kernels::apply_unchecked_lengths(self.tier, &self.plan, b);
+        kernels::apply_unchecked_lengths(self.tier, plan, b);
         Ok(())
     }
 
@@ -325,7 +333,8 @@ impl Step {
     pub fn syncs(&self) -> bool {
         self.plan.sync_alpha.is_some()
     }
-    /// The plan (per-step scalars) of this update.
+    /// The plan (per-step scalars) of this update for parameter group 0 (the optimizer's own
+    /// hyperparameters; [`Optimizer::group_plan`] gives every group's).
     pub fn plan(&self) -> &Plan {
         &self.plan
     }
@@ -634,11 +643,156 @@ impl std::fmt::Debug for Pool {
     }
 }
 
+/// The most parameter groups one optimizer holds.
+pub const MAX_GROUPS: usize = 1 << 16;
+
+/// What a new parameter group sets (see [`Optimizer::add_group`]); `None` inherits the
+/// optimizer's value.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GroupOptions {
+    /// The group's learning rate: under a schedule the group follows
+    /// `lr * schedule(t) / base_lr`. `None`: the optimizer's schedule itself.
+    pub lr: Option<f64>,
+    /// The group's weight decay as the base rule defines it: the rule's own decoupled decay
+    /// if it has one (AdamW's `weight_decay`), else the coupled `Config::weight_decay`. 0
+    /// turns it off for the group. `None`: the optimizer's (or `base`'s).
+    pub weight_decay: Option<f64>,
+    /// The group's base-rule hyperparameters (betas, eps, momentum, ...): a rule of the same
+    /// kind as the optimizer's. `None`: the optimizer's.
+    pub base: Option<Base>,
+}
+
+/// The live hyperparameters of one parameter group. Group 0 starts as the optimizer's own
+/// configuration; every registered buffer belongs to one group.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Group {
+    /// Own learning rate, `None` to follow the optimizer's schedule.
+    lr: Option<f64>,
+    /// Coupled weight decay (`g += wd * p`), 0 for none.
+    coupled_weight_decay: f64,
+    /// The base rule with the group's hyperparameters.
+    base: Base,
+}
+
+impl Group {
+    /// The group of an optimizer's own configuration (group 0 at creation).
+    fn of(cfg: &Config) -> Group {
+        Group {
+            lr: None,
+            coupled_weight_decay: cfg.weight_decay,
+            base: cfg.base,
+        }
+    }
+
+    /// A group from its parts, validated against `cfg` (the optimizer's configuration):
+    /// `base` of `cfg`'s kind, every value in its domain.
+    pub fn new(
+        cfg: &Config,
+        lr: Option<f64>,
+        coupled_weight_decay: f64,
+        base: Base,
+    ) -> Result<Group, Error> {
+        if base.kind() != cfg.base.kind() {
+            return Err(Error::invalid(
+                "base",
+                base.name(),
+                "a parameter group's base rule must be of the optimizer's kind",
+            ));
+        }
+        base.validate()?;
+        check_f64("weight_decay", coupled_weight_decay, Domain::NonNeg, true)?;
+        let g = Group {
+            lr: None,
+            coupled_weight_decay,
+            base,
+        };
+        g.with_lr(cfg, lr)
+    }
+
+    /// This group with its learning rate set to `lr`, validated.
+    fn with_lr(mut self, cfg: &Config, lr: Option<f64>) -> Result<Group, Error> {
+        if let Some(x) = lr {
+            check_f64("lr", x, Domain::NonNeg, true)?;
+            let base_lr = cfg.lr.base_lr();
+            if base_lr == 0.0 && x != 0.0 {
+                return Err(Error::invalid(
+                    "lr",
+                    x,
+                    "a parameter group's own learning rate needs a base learning rate > 0 \
+                     (the group follows lr * schedule(t) / base_lr)",
+                ));
+            }
+        }
+        self.lr = lr;
+        Ok(self)
+    }
+
+    /// This group with its weight decay (as the base rule defines it) set to `wd`, validated.
+    fn with_weight_decay(mut self, wd: f64) -> Result<Group, Error> {
+        check_f64("weight_decay", wd, Domain::NonNeg, true)?;
+        match self.base.with_decoupled_weight_decay(wd) {
+            Some(base) => self.base = base,
+            None => self.coupled_weight_decay = wd,
+        }
+        Ok(self)
+    }
+
+    /// The group's own learning rate, `None` if it follows the optimizer's schedule.
+    pub fn lr(&self) -> Option<f64> {
+        self.lr
+    }
+    /// The group's weight decay as the base rule defines it (see [`GroupOptions`]).
+    pub fn weight_decay(&self) -> f64 {
+        self.base
+            .decoupled_weight_decay()
+            .unwrap_or(self.coupled_weight_decay)
+    }
+    /// The coupled weight decay (`g += wd * p`) of the group (for a rule with its own decay,
+    /// the configuration's, which applies besides it).
+    pub fn coupled_weight_decay(&self) -> f64 {
+        self.coupled_weight_decay
+    }
+    /// The base rule with the group's hyperparameters.
+    pub fn base(&self) -> &Base {
+        &self.base
+    }
+
+    /// The learning rate of the group when the schedule gives `sched` and its base learning
+    /// rate is `base_lr`: the schedule's value itself without an own rate (or with one equal
+    /// to `base_lr`), else `lr * (sched / base_lr)`.
+    pub fn lr_at(&self, sched: f64, base_lr: f64) -> f64 {
+        match self.lr {
+            Some(x) if x != base_lr => x * (sched / base_lr),
+            _ => sched,
+        }
+    }
+}
+
+/// A plan that no step uses: the filler of the per-group plan storage.
+const IDLE_PLAN: Plan = Plan {
+    clip_scale: None,
+    clip_value: None,
+    weight_decay: None,
+    rule: Rule::Sgd { lr: 0.0 },
+    sync_alpha: None,
+};
+
 /// An optimizer over host-owned flat f32 buffers. See the module docs.
 #[derive(Debug)]
 pub struct Optimizer {
     cfg: Config,
     tier: Tier,
+    /// The schedule's base learning rate (see [`Schedule::base_lr`](crate::Schedule::base_lr)).
+    base_lr: f64,
+    /// Parameter groups; group 0 is the optimizer's own configuration.
+    groups: Vec<Group>,
+    /// The plan of each group in the begun (or last) update.
+    plans: Vec<Plan>,
+    /// Where the next update's plans are built (swapped with `plans` once all are valid, so
+    /// that a refused update leaves a pending one's plans alone).
+    next_plans: Vec<Plan>,
+    /// The group of each registered buffer.
+    group_of: Vec<usize>,
     lens: Vec<usize>,
     /// Where each buffer starts in the concatenation of the registered buffers.
     starts: Vec<usize>,
@@ -674,6 +828,11 @@ impl Optimizer {
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         Ok(Optimizer {
             schedule: ScheduleState::new(&cfg.lr),
+            base_lr: cfg.lr.base_lr(),
+            groups: vec![Group::of(&cfg)],
+            plans: vec![IDLE_PLAN],
+            next_plans: vec![IDLE_PLAN],
+            group_of: Vec::new(),
             cfg,
             tier,
             lens: Vec::new(),
@@ -693,7 +852,34 @@ impl Optimizer {
     /// resets counters and schedule. Time and memory are linear in the number of buffers and
     /// elements: state buffers of at least [`PLACED_MIN_LEN`] elements take up to a page more
     /// for their placement (see `STATE_PLACEMENT`), shorter ones take their length.
+    ///
+    /// Every buffer goes into parameter group 0 ([`Optimizer::register_in_groups`] places
+    /// them in other groups); the groups themselves are kept.
     pub fn register(&mut self, params: &[&[f32]]) -> Result<(), Error> {
+        self.register_with(params, |_| 0)
+    }
+
+    /// [`Optimizer::register`] with buffer `i` in parameter group `groups[i]` (from
+    /// [`Optimizer::add_group`]; 0 is the optimizer's own). `groups` has one entry per buffer.
+    pub fn register_in_groups(&mut self, params: &[&[f32]], groups: &[usize]) -> Result<(), Error> {
+        if groups.len() != params.len() {
+            return Err(Error::LengthMismatch {
+                what: "groups (one per buffer)".to_string(),
+                expected: params.len(),
+                got: groups.len(),
+            });
+        }
+        for &g in groups {
+            self.check_group(g)?;
+        }
+        self.register_with(params, |i| groups[i])
+    }
+
+    fn register_with(
+        &mut self,
+        params: &[&[f32]],
+        group: impl Fn(usize) -> usize,
+    ) -> Result<(), Error> {
         if params.is_empty() {
             return Err(Error::invalid(
                 "params",
@@ -702,11 +888,12 @@ impl Optimizer {
             ));
         }
         let mut state = Vec::with_capacity(params.len());
-        for p in params {
-            state.push(self.buf_state(p)?);
+        for (i, p) in params.iter().enumerate() {
+            state.push(self.buf_state(p, group(i))?);
         }
         let total = params.iter().map(|p| p.len()).sum();
         let coverage = Coverage::new(self.coverage.owner, total)?;
+        self.group_of = (0..params.len()).map(group).collect();
         self.lens = params.iter().map(|p| p.len()).collect();
         self.starts = self
             .lens
@@ -733,6 +920,13 @@ impl Optimizer {
     ///
     /// [`register`]: Optimizer::register
     pub fn add_buffer(&mut self, param: &[f32]) -> Result<(), Error> {
+        self.add_buffer_to_group(param, 0)
+    }
+
+    /// [`Optimizer::add_buffer`] into parameter group `group` (from [`Optimizer::add_group`];
+    /// 0 is the optimizer's own).
+    pub fn add_buffer_to_group(&mut self, param: &[f32], group: usize) -> Result<(), Error> {
+        self.check_group(group)?;
         if self.step > 0 || self.coverage.pending != 0 {
             return Err(Error::InvalidState(
                 "adding a buffer after the first update (reset first, or register anew)",
@@ -742,21 +936,25 @@ impl Optimizer {
             .total
             .checked_add(param.len())
             .ok_or_else(|| Error::invalid("param", param.len(), "too many elements in all"))?;
-        let st = self.buf_state(param)?;
+        let st = self.buf_state(param, group)?;
         self.coverage.grow(total)?;
+        self.group_of
+            .try_reserve(1)
+            .map_err(|_| alloc_error(total))?;
         self.lens.try_reserve(1).map_err(|_| alloc_error(total))?;
         self.starts.try_reserve(1).map_err(|_| alloc_error(total))?;
         self.state.try_reserve(1).map_err(|_| alloc_error(total))?;
         if !self.fresh {
             // A loaded checkpoint at step 0 may hold moments: registration zeroes them.
-            let [m0, v0, v_max0] = self.cfg.base.state_init();
-            for st in &mut self.state {
+            for (st, &g) in self.state.iter_mut().zip(&self.group_of) {
+                let [m0, v0, v_max0] = self.groups[g].base.state_init();
                 st.m.fill(m0);
                 st.v.fill(v0);
                 st.v_max.fill(v_max0);
             }
             self.fresh = true;
         }
+        self.group_of.push(group);
         self.lens.push(param.len());
         self.starts.push(self.total);
         self.state.push(st);
@@ -767,9 +965,10 @@ impl Optimizer {
 
     /// The initial state of one buffer registered with the values of `p`: moments at the
     /// rule's initial values (zero but for Adagrad's and RMSprop's initial accumulator).
-    fn buf_state(&self, p: &[f32]) -> Result<BufState, Error> {
-        let (m, v, v_max) = self.cfg.base.state_used();
-        let [m0, v0, v_max0] = self.cfg.base.state_init();
+    fn buf_state(&self, p: &[f32], group: usize) -> Result<BufState, Error> {
+        let base = &self.groups[group].base;
+        let (m, v, v_max) = base.state_used();
+        let [m0, v0, v_max0] = base.state_init();
         let lookahead = self.cfg.lookahead.is_some();
         let sized =
             |used: bool, x: f32| Placed::filled(if used { p.len() } else { 0 }, x, p.as_ptr());
@@ -793,8 +992,8 @@ impl Optimizer {
     /// `params`, counters and schedule reset, a begun split update ended. No allocation.
     pub fn reset(&mut self, params: &[&[f32]]) -> Result<(), Error> {
         self.check_lengths("param", params.iter().map(|p| p.len()), params.len())?;
-        let [m0, v0, v_max0] = self.cfg.base.state_init();
-        for (st, p) in self.state.iter_mut().zip(params) {
+        for ((st, p), &g) in self.state.iter_mut().zip(params).zip(&self.group_of) {
+            let [m0, v0, v_max0] = self.groups[g].base.state_init();
             st.m.fill(m0);
             st.v.fill(v0);
             st.v_max.fill(v_max0);
@@ -921,10 +1120,14 @@ impl Optimizer {
             Err(skipped) => return Ok(skipped),
         };
         self.fresh = false;
+        let plans = Plans {
+            plans: &self.plans,
+            group_of: &self.group_of,
+        };
         if parallel {
-            par_apply(&step, params, grads, &mut self.state);
+            par_apply(&step, plans, params, grads, &mut self.state);
         } else {
-            seq_apply(&step, params, grads, &mut self.state);
+            seq_apply(&step, plans, params, grads, &mut self.state);
         }
         let synced = step.syncs();
         self.count_step(step)?;
@@ -1077,29 +1280,52 @@ impl Optimizer {
             .lookahead
             .filter(|la| number.is_multiple_of(la.sync_period))
             .map(|la| la.alpha as f32);
-        let plan = Plan {
-            clip_scale,
-            clip_value: self.cfg.grad_clip_value.map(|c| c as f32),
-            weight_decay: (self.cfg.weight_decay != 0.0).then_some(self.cfg.weight_decay as f32),
-            rule: Rule::for_step(&self.cfg.base, number, lr),
-            sync_alpha,
-        };
-        crate::config::check_step(lr, &plan.rule)?;
+        // One plan per group: the global parts (clipping, sync) shared, the rule and the weight
+        // decay the group's. Built aside and swapped in once every group's is valid, so that a
+        // refused update leaves the plans of a pending one alone.
+        for (g, group) in self.groups.iter().enumerate() {
+            let group_lr = group.lr_at(lr, self.base_lr);
+            let wd = group.coupled_weight_decay;
+            let plan = Plan {
+                clip_scale,
+                clip_value: self.cfg.grad_clip_value.map(|c| c as f32),
+                weight_decay: (wd != 0.0).then_some(wd as f32),
+                rule: Rule::for_step(&group.base, number, group_lr),
+                sync_alpha,
+            };
+            crate::config::check_step(group_lr, &plan.rule).map_err(|e| in_group(g, e))?;
+            self.next_plans[g] = plan;
+        }
+        std::mem::swap(&mut self.plans, &mut self.next_plans);
         Ok(Ok(Step {
-            plan,
+            plan: self.plans[0],
             tier: self.tier,
             number,
             owner: self.coverage.owner,
         }))
     }
 
-    /// The state of each registered buffer, in registration order, for [`Step::apply`].
+    /// The state of each registered buffer, in registration order, for [`Step::apply`] (each
+    /// view carries the plan of its buffer's parameter group in the begun update).
     pub fn states_mut(&mut self) -> impl Iterator<Item = StateMut<'_>> {
         let coverage = &self.coverage;
+        let plans = &self.plans;
         self.state
             .iter_mut()
             .zip(self.starts.iter().zip(&self.lens))
-            .map(move |(st, (&at, &len))| st.view(at, len, coverage))
+            .zip(&self.group_of)
+            .map(move |((st, (&at, &len)), &g)| st.view(at, len, coverage, &plans[g]))
+    }
+
+    /// The plan (per-step scalars) of parameter group `group` in the begun split update (or
+    /// the last update), `None` if there is no such group.
+    pub fn group_plan(&self, group: usize) -> Option<&Plan> {
+        self.plans.get(group)
+    }
+
+    /// The plan of buffer `buffer`'s parameter group in the begun (or last) update.
+    pub(crate) fn buffer_plan(&self, buffer: usize) -> &Plan {
+        &self.plans[self.group_of[buffer]]
     }
 
     /// Marks elements `[begin, end)` of the concatenated buffers applied by `step` (the C ABI's
@@ -1173,6 +1399,123 @@ impl Optimizer {
             }
         }
         sum
+    }
+
+    /// Refuses a group index that is not one of this optimizer's groups.
+    fn check_group(&self, group: usize) -> Result<(), Error> {
+        if group >= self.groups.len() {
+            return Err(Error::invalid(
+                "group",
+                format!("{group} (this optimizer has {} groups)", self.groups.len()),
+                "must be a parameter group of this optimizer (0 or an index from add_group)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Adds a parameter group and returns its index (1, 2, ...; group 0 is the optimizer's own
+    /// configuration). What `opts` leaves `None` is the optimizer's. Validated (the base rule
+    /// of the optimizer's kind, every value in its domain as for the configuration; an own
+    /// learning rate needs a base learning rate > 0, since the group follows
+    /// `lr * schedule(t) / base_lr`). Buffers join it with [`Optimizer::add_buffer_to_group`]
+    /// or [`Optimizer::register_in_groups`]. Allowed at any time but while a split update is
+    /// partly applied; allocates (the group's plan storage), so that updates do not.
+    pub fn add_group(&mut self, opts: GroupOptions) -> Result<usize, Error> {
+        self.refuse_partly_applied()?;
+        if self.groups.len() >= MAX_GROUPS {
+            return Err(Error::invalid(
+                "group",
+                format!("{} groups", self.groups.len()),
+                "an optimizer holds at most 65536 parameter groups",
+            ));
+        }
+        let mut group = Group::new(
+            &self.cfg,
+            opts.lr,
+            self.cfg.weight_decay,
+            opts.base.unwrap_or(self.cfg.base),
+        )?;
+        if let Some(wd) = opts.weight_decay {
+            group = group.with_weight_decay(wd)?;
+        }
+        let n = self.groups.len() + 1;
+        let more = |_| alloc_error(n);
+        self.groups.try_reserve(1).map_err(more)?;
+        self.plans.try_reserve(1).map_err(more)?;
+        self.next_plans.try_reserve(1).map_err(more)?;
+        self.groups.push(group);
+        self.plans.push(IDLE_PLAN);
+        self.next_plans.push(IDLE_PLAN);
+        Ok(self.groups.len() - 1)
+    }
+
+    /// The parameter groups (group 0 first).
+    pub fn groups(&self) -> &[Group] {
+        &self.groups
+    }
+    /// The number of parameter groups (at least 1).
+    pub fn num_groups(&self) -> usize {
+        self.groups.len()
+    }
+    /// The parameter group of each registered buffer, in registration order.
+    pub fn buffer_groups(&self) -> &[usize] {
+        &self.group_of
+    }
+
+    /// Changes group `group`'s learning rate (`None`: follow the optimizer's schedule); the
+    /// next update uses it. Validated like [`Optimizer::add_group`]; no allocation. Refused
+    /// while a split update is partly applied; a begun one with nothing applied is dropped
+    /// (begin it again).
+    pub fn set_group_lr(&mut self, group: usize, lr: Option<f64>) -> Result<(), Error> {
+        self.check_group(group)?;
+        self.refuse_partly_applied()?;
+        let g = self.groups[group].clone().with_lr(&self.cfg, lr)?;
+        self.coverage.abandon();
+        self.groups[group] = g;
+        Ok(())
+    }
+
+    /// Changes group `group`'s weight decay as the base rule defines it (see
+    /// [`GroupOptions::weight_decay`]); like [`Optimizer::set_group_lr`] otherwise.
+    pub fn set_group_weight_decay(&mut self, group: usize, wd: f64) -> Result<(), Error> {
+        self.check_group(group)?;
+        self.refuse_partly_applied()?;
+        let g = self.groups[group].clone().with_weight_decay(wd)?;
+        self.coverage.abandon();
+        self.groups[group] = g;
+        Ok(())
+    }
+
+    /// The learning rate group `group` will use in the next update (rounded to f32, as the
+    /// kernels use it), `None` if there is no such group.
+    pub fn group_current_lr(&self, group: usize) -> Option<f32> {
+        let sched = self.schedule.lr(&self.cfg.lr);
+        self.groups
+            .get(group)
+            .map(|g| g.lr_at(sched, self.base_lr) as f32)
+    }
+
+    /// Replaces every group's hyperparameters (checkpoint loading; validated by the caller:
+    /// as many groups as this optimizer's, each of its kind).
+    pub(crate) fn restore_groups(&mut self, groups: Vec<Group>) {
+        debug_assert_eq!(groups.len(), self.groups.len());
+        self.groups = groups;
+    }
+
+    /// Whether the only group is the configuration unchanged (checkpoints of such an
+    /// optimizer are of format version 1).
+    pub(crate) fn groups_are_config(&self) -> bool {
+        self.groups.len() == 1 && self.groups[0] == Group::of(&self.cfg)
+    }
+
+    /// The groups of a version-1 checkpoint: the configuration's one.
+    pub(crate) fn config_group(&self) -> Vec<Group> {
+        vec![Group::of(&self.cfg)]
+    }
+
+    /// The schedule's base learning rate (see [`Group::lr_at`]).
+    pub fn base_lr(&self) -> f64 {
+        self.base_lr
     }
 
     fn check_lengths(
@@ -1349,11 +1692,18 @@ static UNTRACKED: Coverage = Coverage {
 impl BufState {
     /// A view of all of this buffer's state for the update's own loops (not split-tracked).
     fn whole(&mut self, len: usize) -> StateMut<'_> {
-        self.view(0, len, &UNTRACKED)
+        self.view(0, len, &UNTRACKED, &IDLE_PLAN)
     }
 
-    /// A view of this buffer's state, elements `[at, at + len)` of the concatenation.
-    fn view<'a>(&'a mut self, at: usize, len: usize, coverage: &'a Coverage) -> StateMut<'a> {
+    /// A view of this buffer's state, elements `[at, at + len)` of the concatenation, applied
+    /// with `plan`.
+    fn view<'a>(
+        &'a mut self,
+        at: usize,
+        len: usize,
+        coverage: &'a Coverage,
+        plan: &'a Plan,
+    ) -> StateMut<'a> {
         StateMut {
             m: &mut self.m,
             v: &mut self.v,
@@ -1362,43 +1712,79 @@ impl BufState {
             at,
             len,
             coverage,
+            plan,
         }
     }
 }
 
-fn seq_apply(step: &Step, params: &mut [&mut [f32]], grads: &[&[f32]], states: &mut [BufState]) {
-    for ((p, g), st) in params.iter_mut().zip(grads).zip(states.iter_mut()) {
-        kernels::apply_unchecked_lengths(
-            step.tier,
-            &step.plan,
-            step.buffers(p, g, st.whole(p.len())),
-        );
+/// The plans of one update: of each group, and the group of each buffer.
+#[derive(Clone, Copy)]
+struct Plans<'a> {
+    plans: &'a [Plan],
+    group_of: &'a [usize],
+}
+
+fn seq_apply(
+    step: &Step,
+    plans: Plans<'_>,
+    params: &mut [&mut [f32]],
+    grads: &[&[f32]],
+    states: &mut [BufState],
+) {
+    for (((p, g), st), &group) in params
+        .iter_mut()
+        .zip(grads)
+        .zip(states.iter_mut())
+        .zip(plans.group_of)
+    {
+        let plan = &plans.plans[group];
+        kernels::apply_unchecked_lengths(step.tier, plan, step.buffers(p, g, st.whole(p.len())));
     }
 }
 
 /// Splits the buffer list, then each buffer, in halves until tasks are at most
 /// [`PARALLEL_GRAIN`] elements, with `rayon::join` (no allocation per task). The update is
 /// elementwise, so any split gives the same bits.
-fn par_apply(step: &Step, params: &mut [&mut [f32]], grads: &[&[f32]], states: &mut [BufState]) {
+fn par_apply(
+    step: &Step,
+    plans: Plans<'_>,
+    params: &mut [&mut [f32]],
+    grads: &[&[f32]],
+    states: &mut [BufState],
+) {
     if params.len() > 1 {
         let mid = params.len() / 2;
         let (p0, p1) = params.split_at_mut(mid);
         let (g0, g1) = grads.split_at(mid);
         let (s0, s1) = states.split_at_mut(mid);
-        rayon::join(
-            || par_apply(step, p0, g0, s0),
-            || par_apply(step, p1, g1, s1),
+        let (q0, q1) = plans.group_of.split_at(mid);
+        let (plans0, plans1) = (
+            Plans {
+                group_of: q0,
+                ..plans
+            },
+            Plans {
+                group_of: q1,
+                ..plans
+            },
         );
-    } else if let (Some(p), Some(g), Some(st)) =
-        (params.first_mut(), grads.first(), states.first_mut())
-    {
-        par_apply_one(step, p, g, st.whole(p.len()));
+        rayon::join(
+            || par_apply(step, plans0, p0, g0, s0),
+            || par_apply(step, plans1, p1, g1, s1),
+        );
+    } else if let (Some(p), Some(g), Some(st), Some(&group)) = (
+        params.first_mut(),
+        grads.first(),
+        states.first_mut(),
+        plans.group_of.first(),
+    ) {
+        par_apply_one(step, &plans.plans[group], p, g, st.whole(p.len()));
     }
 }
 
-fn par_apply_one(step: &Step, p: &mut [f32], g: &[f32], st: StateMut<'_>) {
+fn par_apply_one(step: &Step, plan: &Plan, p: &mut [f32], g: &[f32], st: StateMut<'_>) {
     if p.len() <= PARALLEL_GRAIN {
-        kernels::apply_unchecked_lengths(step.tier, &step.plan, step.buffers(p, g, st));
+        kernels::apply_unchecked_lengths(step.tier, plan, step.buffers(p, g, st));
         return;
     }
     let mid = (p.len() / 2).next_multiple_of(64);
@@ -1406,9 +1792,26 @@ fn par_apply_one(step: &Step, p: &mut [f32], g: &[f32], st: StateMut<'_>) {
     let (g0, g1) = g.split_at(mid);
     let (s0, s1) = st.split_at(mid);
     rayon::join(
-        || par_apply_one(step, p0, g0, s0),
-        || par_apply_one(step, p1, g1, s1),
+        || par_apply_one(step, plan, p0, g0, s0),
+        || par_apply_one(step, plan, p1, g1, s1),
     );
+}
+
+/// `e` (from group `group`'s per-step check) naming the group, unless it is group 0 (the
+/// optimizer's own configuration, whose messages stay as they were before groups).
+fn in_group(group: usize, e: Error) -> Error {
+    match e {
+        Error::InvalidArgument {
+            name,
+            value,
+            expected,
+        } if group != 0 => Error::InvalidArgument {
+            name,
+            value: format!("{value} (in parameter group {group})"),
+            expected,
+        },
+        e => e,
+    }
 }
 
 fn seq_partials(tier: Tier, grads: &[&[f32]], states: &mut [BufState]) {

@@ -178,9 +178,17 @@ fn resealed_hostile_checkpoints_are_refused() {
     );
     let before = fingerprint(&opt);
     // Format version from the future.
-    let mut v2 = good.clone();
-    v2[8..12].copy_from_slice(&2u32.to_le_bytes());
-    assert!(matches!(opt.load(&reseal(v2)), Err(Error::Unsupported(_))));
+    let mut future = good.clone();
+    let next = flatopt::checkpoint::FORMAT_VERSION + 1;
+    future[8..12].copy_from_slice(&next.to_le_bytes());
+    assert!(matches!(
+        opt.load(&reseal(future)),
+        Err(Error::Unsupported(_))
+    ));
+    // A version-1 checkpoint relabelled as version 2 (no groups section where one belongs).
+    let mut relabelled = good.clone();
+    relabelled[8..12].copy_from_slice(&2u32.to_le_bytes());
+    assert!(opt.load(&reseal(relabelled)).is_err());
     // Byte-order mark of a big-endian writer.
     let mut be = good.clone();
     be[12..16].reverse();

@@ -214,6 +214,12 @@ fn init_macros(header: &str) -> String {
             flatopt_status::FLATOPT_OK
         );
     };
+    let group: Init = |p, size, _| unsafe {
+        assert_eq!(
+            flatopt_group_options_init(p.cast(), size),
+            flatopt_status::FLATOPT_OK
+        );
+    };
     // Every kind of the catalogs (dense from 0: tests/catalog.rs checks that).
     let n_base = flatopt::config::base_specs().len() as u32;
     let n_sched = flatopt::schedule::specs().len() as u32;
@@ -221,11 +227,12 @@ fn init_macros(header: &str) -> String {
         "\n/**\n * Initializers with the defaults of the `_init` functions, for C99 and C++ (e.g.\n \
          * `flatopt_config c = FLATOPT_CONFIG_INIT;`), generated from the library's defaults.\n \
          * `kind` must be a valid kind. NAN (math.h) marks \"no value\" where a field says so.\n */\n\
-         {}{}{}{}",
+         {}{}{}{}{}",
         init_macro(header, "flatopt_base_params", "FLATOPT_BASE_PARAMS_INIT", Some("kind"), n_base, base),
         init_macro(header, "flatopt_schedule", "FLATOPT_SCHEDULE_INIT", Some("kind"), n_sched, schedule),
         init_macro(header, "flatopt_config", "FLATOPT_CONFIG_INIT", None, 1, config),
         init_macro(header, "flatopt_step_args", "FLATOPT_STEP_ARGS_INIT", None, 1, args),
+        init_macro(header, "flatopt_group_options", "FLATOPT_GROUP_OPTIONS_INIT", None, 1, group),
     )
 }
 

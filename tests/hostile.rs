@@ -17,6 +17,7 @@
 #[path = "common/rows.rs"]
 mod rows;
 
+use flatopt::engine::GroupOptions;
 use flatopt::kernels::{self, Buffers, Op, Plan, Rule};
 use flatopt::schedule::{Anneal, CyclicMode, PlateauMode, ThresholdMode};
 use flatopt::{
@@ -1058,6 +1059,115 @@ mod calls {
     use super::*;
 
     rows! { check_call;
+    add_group_base_of_another_kind: row(
+        "add_group",
+        "a base rule of another kind",
+        Invalid("base"),
+        |f| {
+            let other = match f.cfg.base {
+                Base::Sgd { .. } => Base::adam(),
+                _ => Base::sgd(),
+            };
+            f.opt
+                .add_group(GroupOptions {
+                    base: Some(other),
+                    ..Default::default()
+                })
+                .map(drop)
+        },
+    ),
+    add_group_lr_negative: row("add_group", "lr -1", Invalid("lr"), |f| {
+        f.opt
+            .add_group(GroupOptions {
+                lr: Some(-1.0),
+                ..Default::default()
+            })
+            .map(drop)
+    }),
+    add_group_lr_nan: row("add_group", "lr NaN", Invalid("lr"), |f| {
+        f.opt
+            .add_group(GroupOptions {
+                lr: Some(f64::NAN),
+                ..Default::default()
+            })
+            .map(drop)
+    }),
+    add_group_weight_decay_past_f32: row(
+        "add_group",
+        "weight_decay 1e39",
+        Invalid("weight_decay"),
+        |f| {
+            f.opt
+                .add_group(GroupOptions {
+                    weight_decay: Some(1e39),
+                    ..Default::default()
+                })
+                .map(drop)
+        },
+    ),
+    set_group_lr_unknown_group: row("set_group_lr", "group 1 of 1", Invalid("group"), |f| {
+        f.opt.set_group_lr(1, Some(0.1))
+    }),
+    set_group_lr_inf: row("set_group_lr", "inf", Invalid("lr"), |f| {
+        f.opt.set_group_lr(0, Some(f64::INFINITY))
+    }),
+    set_group_lr_past_f32: row("set_group_lr", "1e39", Invalid("lr"), |f| {
+        f.opt.set_group_lr(0, Some(1e39))
+    }),
+    set_group_weight_decay_nan: row(
+        "set_group_weight_decay",
+        "NaN",
+        Invalid("weight_decay"),
+        |f| f.opt.set_group_weight_decay(0, f64::NAN),
+    ),
+    set_group_weight_decay_negative: row(
+        "set_group_weight_decay",
+        "-0.5",
+        Invalid("weight_decay"),
+        |f| f.opt.set_group_weight_decay(0, -0.5),
+    ),
+    set_group_weight_decay_unknown_group: row(
+        "set_group_weight_decay",
+        "group usize::MAX",
+        Invalid("group"),
+        |f| f.opt.set_group_weight_decay(usize::MAX, 0.1),
+    ),
+    add_buffer_to_group_unknown_group: row(
+        "add_buffer_to_group",
+        "group 3 of 1",
+        Invalid("group"),
+        |f| {
+            let x = f.extra[0].clone();
+            f.opt.add_buffer_to_group(&x, 3)
+        },
+    ),
+    add_buffer_to_group_after_an_update: row(
+        "add_buffer_to_group",
+        "after the first update",
+        State,
+        |f| {
+            let x = f.extra[0].clone();
+            f.opt.add_buffer_to_group(&x, 0)
+        },
+    ),
+    register_in_groups_unknown_group: row(
+        "register_in_groups",
+        "group 1 of 1",
+        Invalid("group"),
+        |f| {
+            let x = f.extra[0].clone();
+            f.opt.register_in_groups(&[&x], &[1])
+        },
+    ),
+    register_in_groups_list_length: row(
+        "register_in_groups",
+        "two groups for one buffer",
+        Length("groups (one per buffer)"),
+        |f| {
+            let x = f.extra[0].clone();
+            f.opt.register_in_groups(&[&x], &[0, 0])
+        },
+    ),
     update_no_buffers: row(
         "update",
         "no buffers",
@@ -1383,7 +1493,7 @@ mod calls {
     }),
     load_one_byte_extra: raw_row("one byte extra", Corrupt, |b| b.push(0)),
     load_bad_magic: raw_row("bad magic", Corrupt, |b| b[0] = b'G'),
-    load_format_version_2: raw_row("format version 2", Unsupported, |b| b[8] = 2),
+    load_format_version_3: raw_row("format version 3", Unsupported, |b| b[8] = 3),
     load_format_version_0: raw_row("format version 0", Unsupported, |b| b[8] = 0),
     load_big_endian_byte_order_mark: raw_row("big-endian byte-order mark", Corrupt, |b| {
         b[12..16].copy_from_slice(&0x0A0B_0C0Du32.to_be_bytes())

@@ -202,6 +202,53 @@ impl Base {
         self.try_for_each_value(|i, v| spec.fields[i].check(spec.fields[i].label, &v))?;
         self.check_entry()
     }
+
+    /// The value of field `index` (declaration order), without allocating for scalar fields.
+    fn value_at(&self, index: usize) -> Option<Value> {
+        let mut out = None;
+        let _ = self.try_for_each_value(|i, v| {
+            if i == index {
+                out = Some(v);
+                return Err(());
+            }
+            Ok(())
+        });
+        out
+    }
+
+    /// The rule's own weight decay, if its catalog entry has a `weight_decay` field (a decay
+    /// the rule applies itself, decoupled from the gradient: AdamW's). `None` for a rule
+    /// without one (the coupled `Config::weight_decay` is then its weight decay).
+    pub fn decoupled_weight_decay(&self) -> Option<f64> {
+        let index = self
+            .spec()
+            .fields
+            .iter()
+            .position(|f| f.name == "weight_decay")?;
+        match self.value_at(index)? {
+            Value::F64(x) => Some(x),
+            _ => None,
+        }
+    }
+
+    /// This rule with its own weight decay set to `wd` (see
+    /// [`Base::decoupled_weight_decay`]), without allocating; `None` if it has none. Not
+    /// validated.
+    pub fn with_decoupled_weight_decay(&self, wd: f64) -> Option<Base> {
+        let index = self
+            .spec()
+            .fields
+            .iter()
+            .position(|f| f.name == "weight_decay")?;
+        let got = Base::try_from_fields(self.kind(), |i| {
+            if i == index {
+                Ok(Value::F64(wd))
+            } else {
+                self.value_at(i).ok_or(())
+            }
+        })?;
+        got.ok()
+    }
 }
 
 crate::catalog::choice! {

@@ -287,7 +287,7 @@ pub(crate) unsafe fn handle_ref<'a>(opt: *const flatopt_optimizer) -> Result<Sha
 impl Inner {
     /// Registers one more buffer: allowed until the first update (or after a reset). Time
     /// O(log n + len) for the n-th buffer; the per-step scratch grows by doubling.
-    pub(crate) fn add(&mut self, buf: HostBuf) -> Result<(), Error> {
+    pub(crate) fn add(&mut self, buf: HostBuf, group: usize) -> Result<(), Error> {
         if self.engine.step_count() > 0 || self.pending.is_some() {
             return Err(Error::InvalidState(
                 "registering a buffer after the first update (call flatopt_optimizer_reset first)",
@@ -334,7 +334,7 @@ impl Inner {
         // SAFETY: checked above (non-null unless empty, aligned, size fits); the host
         // guarantees the param buffer is readable during this call.
         let values = unsafe { slice(buf.param, buf.len) };
-        self.engine.add_buffer(values)?;
+        self.engine.add_buffer_to_group(values, group)?;
         self.footprint.add_param(p0, p1, n);
         self.footprint.add_grad(g0, g1);
         self.bufs.push(buf);

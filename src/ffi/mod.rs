@@ -13,6 +13,7 @@
 //! - `structs`: the C option structs, their defaults and their conversion to `Config`;
 //! - `handle`: the optimizer handle and its lock;
 //! - `optimizer`: the functions on a handle;
+//! - `group`: parameter groups (`flatopt_group_options` and the functions on a handle's groups);
 //! - `tier`: the process-wide SIMD tier;
 //! - `stateless`: the stateless kernels;
 //! - `checkpoint`: saving and loading a handle's state.
@@ -32,6 +33,8 @@ mod structs;
 mod handle;
 
 mod optimizer;
+
+mod group;
 
 mod tier;
 
@@ -53,6 +56,7 @@ mod tests;
 
 pub use boundary::*;
 pub use checkpoint::*;
+pub use group::*;
 pub use handle::flatopt_optimizer;
 pub use optimizer::*;
 pub use stateless::*;

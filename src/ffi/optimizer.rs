@@ -94,13 +94,30 @@ pub unsafe extern "C" fn flatopt_optimizer_add_param(
     grad: *const c_float,
     len: usize,
 ) -> flatopt_status {
+    // SAFETY: the arguments are passed on as received; this function's `# Safety` promises
+    // what `add_param_in` requires.
+    unsafe { add_param_in(opt, 0, param, grad, len) }
+}
+
+/// Registers a buffer into parameter group `group` (`flatopt_optimizer_add_param` and
+/// `flatopt_optimizer_add_param_to_group`).
+///
+/// # Safety
+/// As `flatopt_optimizer_add_param`.
+pub(crate) unsafe fn add_param_in(
+    opt: *mut flatopt_optimizer,
+    group: usize,
+    param: *mut c_float,
+    grad: *const c_float,
+    len: usize,
+) -> flatopt_status {
     guard(|| {
         // SAFETY: see `handle`.
         let mut h = unsafe { handle(opt)? };
         if param.is_null() && len > 0 {
             return Err(Error::NullPointer { name: "param" });
         }
-        h.add(HostBuf { param, grad, len })?;
+        h.add(HostBuf { param, grad, len }, group)?;
         Ok(FLATOPT_OK)
     })
 }
@@ -306,7 +323,7 @@ pub unsafe extern "C" fn flatopt_optimizer_step_range(
         // applied in this step before anything is written.
         h.engine.claim_range(&step, begin, end)?;
         let mut offset = 0;
-        for (b, raw) in h.bufs.iter().zip(&h.raw) {
+        for (i, (b, raw)) in h.bufs.iter().zip(&h.raw).enumerate() {
             let (lo, hi) = (begin.max(offset), end.min(offset + b.len));
             if lo < hi {
                 let (a, n) = (lo - offset, hi - lo);
@@ -327,7 +344,8 @@ pub unsafe extern "C" fn flatopt_optimizer_step_range(
                 };
                 #[cfg(any(test, feature = "fault-injection"))]
                 super::fault::panic_if_armed();
-                kernels::apply(step.tier(), step.plan(), buffers)?;
+                // Each buffer with the plan of its parameter group (fixed by begin_step).
+                kernels::apply(step.tier(), h.engine.buffer_plan(i), buffers)?;
             }
             offset += b.len;
         }

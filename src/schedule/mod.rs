@@ -458,6 +458,27 @@ impl Schedule {
         self.check_entry()
     }
 
+    /// The base learning rate: the value of the field that C carries in `base_lr` (`lr`,
+    /// `base`, OneCycle's `max_lr`), for a piecewise-constant schedule its first value. A
+    /// parameter group with its own learning rate `g` follows `g * lr(e) / base_lr`
+    /// (`Optimizer::add_group`), as PyTorch's schedulers scale each group's initial rate.
+    pub fn base_lr(&self) -> f64 {
+        let spec = self.spec();
+        let values = self.values();
+        let first = |v: &crate::catalog::Value| match v {
+            crate::catalog::Value::F64(x) => Some(*x),
+            crate::catalog::Value::F64s(xs) => xs.first().copied(),
+            _ => None,
+        };
+        let at = |c: &str| {
+            spec.fields
+                .iter()
+                .position(|f| f.c == c)
+                .and_then(|i| first(&values[i]))
+        };
+        at("base_lr").or_else(|| at("values")).unwrap_or(0.0)
+    }
+
     /// Whether the schedule is driven by a metric ([`Schedule::ReduceOnPlateau`]) rather than by
     /// the counter.
     pub fn is_metric_driven(&self) -> bool {

@@ -97,6 +97,17 @@ static const char *const k_api[] = {
     "flatopt_optimizer_save_file",
     "flatopt_optimizer_load_file",
     "flatopt_optimizer_checkpoint_info",
+    "flatopt_group_options_init",
+    "flatopt_optimizer_add_group",
+    "flatopt_optimizer_add_param_to_group",
+    "flatopt_optimizer_num_groups",
+    "flatopt_optimizer_param_group",
+    "flatopt_optimizer_group_lr",
+    "flatopt_optimizer_group_current_lr",
+    "flatopt_optimizer_group_weight_decay",
+    "flatopt_optimizer_set_group_lr",
+    "flatopt_optimizer_set_group_weight_decay",
+    "flatopt_optimizer_group_base_params",
 };
 #define N_API (sizeof k_api / sizeof k_api[0])
 
@@ -354,6 +365,7 @@ typedef struct out_area {
     flatopt_schedule sc;
     flatopt_config cf;
     flatopt_step_args sa;
+    flatopt_group_options go;
     unsigned char ckpt[4096];
 } out_area;
 
@@ -536,7 +548,8 @@ static void snap_counters(snapshot *s, const char *name, const flatopt_optimizer
         size_t nparams, total;
         float lr;
         uint32_t tier, threads;
-        int st[7];
+        size_t ngroups;
+        int st[8];
     } c;
     memset(&c, 0, sizeof c);
     c.st[0] = F(flatopt_optimizer_step_count)(o, &c.steps);
@@ -546,6 +559,7 @@ static void snap_counters(snapshot *s, const char *name, const flatopt_optimizer
     c.st[4] = F(flatopt_optimizer_current_lr)(o, &c.lr);
     c.st[5] = F(flatopt_optimizer_simd_tier)(o, &c.tier);
     c.st[6] = F(flatopt_optimizer_num_threads)(o, &c.threads);
+    c.st[7] = F(flatopt_optimizer_num_groups)(o, &c.ngroups);
     snap_add(s, name, &c, sizeof c);
 }
 
@@ -786,6 +800,67 @@ R(r_sai_size_small)
     return F(flatopt_step_args_init)(&fx->out.sa, FLATOPT_STEP_ARGS_SIZE_V1 - 8);
 }
 R(r_sai_null) { (void)fx; return F(flatopt_step_args_init)(NULL, sizeof(flatopt_step_args)); }
+
+/* parameter groups: the options struct, adding a group, registering into one, group queries
+ * and setters. */
+R(r_goi_null) { (void)fx; return F(flatopt_group_options_init)(NULL, sizeof(flatopt_group_options)); }
+R(r_goi_size) { return F(flatopt_group_options_init)(&fx->out.go, FLATOPT_GROUP_OPTIONS_SIZE_V1 - 8); }
+#define GROUP_ROW(name, stmt)                                                                  \
+    R(name)                                                                                    \
+    {                                                                                          \
+        flatopt_group_options o = FLATOPT_GROUP_OPTIONS_INIT;                                  \
+        flatopt_base_params gb = FLATOPT_BASE_PARAMS_INIT(FLATOPT_ADAM);                       \
+        stmt;                                                                                  \
+        return F(flatopt_optimizer_add_group)(fx->opt, &o, &fx->out.sz);                       \
+    }
+GROUP_ROW(r_ag_size0, (void)gb; o.struct_size = 0)
+GROUP_ROW(r_ag_reserved, (void)gb; o.reserved = 1)
+GROUP_ROW(r_ag_lr_neg, (void)gb; o.lr = -1.0)
+GROUP_ROW(r_ag_lr_f32, (void)gb; o.lr = 1e39)
+GROUP_ROW(r_ag_wd_inf, (void)gb; o.weight_decay = INFINITY)
+GROUP_ROW(r_ag_wd_neg, (void)gb; o.weight_decay = -0.5)
+GROUP_ROW(r_ag_base_kind, gb.kind = FLATOPT_SGD; o.base = &gb)
+GROUP_ROW(r_ag_base_b1, gb.b1 = 1.0; o.base = &gb)
+GROUP_ROW(r_ag_base_size, gb.struct_size = 3; o.base = &gb)
+R(r_ag_opt_null) { return F(flatopt_optimizer_add_group)(NULL, NULL, &fx->out.sz); }
+R(r_ag_out_null) { return F(flatopt_optimizer_add_group)(fx->opt, NULL, NULL); }
+R(r_ag_pending) { return F(flatopt_optimizer_add_group)(fx->opt, NULL, &fx->out.sz); }
+R(r_apg_group) { return F(flatopt_optimizer_add_param_to_group)(fx->opt, 1, fx->xp, fx->xg, FX_XLEN); }
+R(r_apg_group_max)
+{
+    return F(flatopt_optimizer_add_param_to_group)(fx->opt, SIZE_MAX, fx->xp, fx->xg, FX_XLEN);
+}
+R(r_apg_opt_null) { return F(flatopt_optimizer_add_param_to_group)(NULL, 0, fx->xp, fx->xg, FX_XLEN); }
+R(r_apg_param_null) { return F(flatopt_optimizer_add_param_to_group)(fx->opt, 0, NULL, fx->xg, FX_XLEN); }
+R(r_apg_overlap) { return F(flatopt_optimizer_add_param_to_group)(fx->opt, 0, fx->p[0], fx->xg, 2); }
+R(r_apg_stepped) { return F(flatopt_optimizer_add_param_to_group)(fx->opt, 0, fx->xp, fx->xg, FX_XLEN); }
+R(r_ng_null) { return F(flatopt_optimizer_num_groups)(NULL, &fx->out.sz); }
+R(r_ng_out) { return F(flatopt_optimizer_num_groups)(fx->opt, NULL); }
+R(r_pg_index) { return F(flatopt_optimizer_param_group)(fx->opt, FX_NB, &fx->out.sz); }
+R(r_pg_out) { return F(flatopt_optimizer_param_group)(fx->opt, 0, NULL); }
+R(r_pg_null) { return F(flatopt_optimizer_param_group)(NULL, 0, &fx->out.sz); }
+R(r_glr_group) { return F(flatopt_optimizer_group_lr)(fx->opt, 1, &fx->out.d); }
+R(r_glr_out) { return F(flatopt_optimizer_group_lr)(fx->opt, 0, NULL); }
+R(r_glr_null) { return F(flatopt_optimizer_group_lr)(NULL, 0, &fx->out.d); }
+R(r_gclr_group) { return F(flatopt_optimizer_group_current_lr)(fx->opt, 7, &fx->out.f); }
+R(r_gclr_out) { return F(flatopt_optimizer_group_current_lr)(fx->opt, 0, NULL); }
+R(r_gwd_group) { return F(flatopt_optimizer_group_weight_decay)(fx->opt, SIZE_MAX, &fx->out.d); }
+R(r_gwd_out) { return F(flatopt_optimizer_group_weight_decay)(fx->opt, 0, NULL); }
+R(r_sglr_group) { return F(flatopt_optimizer_set_group_lr)(fx->opt, 1, 0.1); }
+R(r_sglr_neg) { return F(flatopt_optimizer_set_group_lr)(fx->opt, 0, -0.1); }
+R(r_sglr_inf) { return F(flatopt_optimizer_set_group_lr)(fx->opt, 0, INFINITY); }
+R(r_sglr_f32) { return F(flatopt_optimizer_set_group_lr)(fx->opt, 0, 1e39); }
+R(r_sglr_null) { (void)fx; return F(flatopt_optimizer_set_group_lr)(NULL, 0, 0.1); }
+R(r_sglr_pending) { return F(flatopt_optimizer_set_group_lr)(fx->opt, 0, 0.1); }
+R(r_sgwd_nan) { return F(flatopt_optimizer_set_group_weight_decay)(fx->opt, 0, NAN); }
+R(r_sgwd_neg) { return F(flatopt_optimizer_set_group_weight_decay)(fx->opt, 0, -1.0); }
+R(r_sgwd_group) { return F(flatopt_optimizer_set_group_weight_decay)(fx->opt, 3, 0.1); }
+R(r_sgwd_null) { (void)fx; return F(flatopt_optimizer_set_group_weight_decay)(NULL, 0, 0.1); }
+R(r_sgwd_pending) { return F(flatopt_optimizer_set_group_weight_decay)(fx->opt, 0, 0.1); }
+R(r_gbp_group) { return F(flatopt_optimizer_group_base_params)(fx->opt, 2, &fx->out.hp, sizeof fx->out.hp); }
+R(r_gbp_out) { return F(flatopt_optimizer_group_base_params)(fx->opt, 0, NULL, sizeof(flatopt_base_params)); }
+R(r_gbp_size) { return F(flatopt_optimizer_group_base_params)(fx->opt, 0, &fx->out.hp, 12); }
+R(r_gbp_null) { return F(flatopt_optimizer_group_base_params)(NULL, 0, &fx->out.hp, sizeof fx->out.hp); }
 
 /* flatopt_optimizer_new: on a wrong success the handle is freed (the row fails anyway). */
 static flatopt_status new_into_out(fixture *fx, const flatopt_config *c)
@@ -1546,7 +1621,7 @@ static flatopt_status load_edited(flatopt_optimizer *into, const flatopt_optimiz
 static size_t ed_magic(unsigned char *b, size_t n) { b[0] ^= 0x20; return n; }
 static size_t ed_truncate(unsigned char *b, size_t n) { (void)b; return n - 1; }
 static size_t ed_flip_last_array_byte(unsigned char *b, size_t n) { b[n - 6] ^= 1; return n; }
-static size_t ed_version(unsigned char *b, size_t n) { put_u32(b + 8, 2); return n; }
+static size_t ed_version(unsigned char *b, size_t n) { put_u32(b + 8, 3); return n; }
 static size_t ed_short(unsigned char *b, size_t n) { (void)b; (void)n; return 35; }
 static size_t ed_bom(unsigned char *b, size_t n)
 {
@@ -1989,6 +2064,58 @@ static const row k_rows[] = {
     { "reset: before add_param", NULL, r_reset_bare, E_STATE, "registered" },
     { "reset: while a begun step is pending", setup_pending, r_reset_pending, E_STATE,
       "end_step" },
+    /* parameter groups */
+    { "group_options_init: options NULL", NULL, r_goi_null, E_NULL, "options" },
+    { "group_options_init: size below V1", NULL, r_goi_size, E_ARG, "size" },
+    { "add_group: options.struct_size 0", NULL, r_ag_size0, E_ARG, "struct_size" },
+    { "add_group: options.reserved 1", NULL, r_ag_reserved, E_ARG, "reserved" },
+    { "add_group: lr -1", NULL, r_ag_lr_neg, E_ARG, "lr" },
+    { "add_group: lr 1e39 (past f32)", NULL, r_ag_lr_f32, E_ARG, "lr" },
+    { "add_group: weight_decay inf", NULL, r_ag_wd_inf, E_ARG, "weight_decay" },
+    { "add_group: weight_decay -0.5", NULL, r_ag_wd_neg, E_ARG, "weight_decay" },
+    { "add_group: base of another kind", NULL, r_ag_base_kind, E_ARG, "kind" },
+    { "add_group: base b1 = 1", NULL, r_ag_base_b1, E_ARG, "b1" },
+    { "add_group: base struct_size 3", NULL, r_ag_base_size, E_ARG, "struct_size" },
+    { "add_group: opt NULL", NULL, r_ag_opt_null, E_NULL, "opt" },
+    { "add_group: group NULL", NULL, r_ag_out_null, E_NULL, "group" },
+    { "add_group: while a begun step is pending", setup_pending, r_ag_pending, E_STATE,
+      "end_step" },
+    { "add_param_to_group: group 1 of 1", NULL, r_apg_group, E_ARG, "group" },
+    { "add_param_to_group: group SIZE_MAX", NULL, r_apg_group_max, E_ARG, "group" },
+    { "add_param_to_group: opt NULL", NULL, r_apg_opt_null, E_NULL, "opt" },
+    { "add_param_to_group: param NULL", NULL, r_apg_param_null, E_NULL, "param" },
+    { "add_param_to_group: param overlaps param 0", NULL, r_apg_overlap, FLATOPT_ERR_OVERLAP,
+      "param 0" },
+    { "add_param_to_group: after a step", setup_stepped, r_apg_stepped, E_STATE, "first update" },
+    { "num_groups: opt NULL", NULL, r_ng_null, E_NULL, "opt" },
+    { "num_groups: out NULL", NULL, r_ng_out, E_NULL, "out" },
+    { "param_group: index past the buffers", NULL, r_pg_index, E_ARG, "index" },
+    { "param_group: out NULL", NULL, r_pg_out, E_NULL, "out" },
+    { "param_group: opt NULL", NULL, r_pg_null, E_NULL, "opt" },
+    { "group_lr: group 1 of 1", NULL, r_glr_group, E_ARG, "group" },
+    { "group_lr: out NULL", NULL, r_glr_out, E_NULL, "out" },
+    { "group_lr: opt NULL", NULL, r_glr_null, E_NULL, "opt" },
+    { "group_current_lr: group 7", NULL, r_gclr_group, E_ARG, "group" },
+    { "group_current_lr: out NULL", NULL, r_gclr_out, E_NULL, "out" },
+    { "group_weight_decay: group SIZE_MAX", NULL, r_gwd_group, E_ARG, "group" },
+    { "group_weight_decay: out NULL", NULL, r_gwd_out, E_NULL, "out" },
+    { "set_group_lr: group 1 of 1", NULL, r_sglr_group, E_ARG, "group" },
+    { "set_group_lr: -0.1", NULL, r_sglr_neg, E_ARG, "lr" },
+    { "set_group_lr: inf", NULL, r_sglr_inf, E_ARG, "lr" },
+    { "set_group_lr: 1e39 (past f32)", NULL, r_sglr_f32, E_ARG, "lr" },
+    { "set_group_lr: opt NULL", NULL, r_sglr_null, E_NULL, "opt" },
+    { "set_group_lr: while a begun step is pending", setup_pending, r_sglr_pending, E_STATE,
+      "end_step" },
+    { "set_group_weight_decay: NaN", NULL, r_sgwd_nan, E_ARG, "weight_decay" },
+    { "set_group_weight_decay: -1", NULL, r_sgwd_neg, E_ARG, "weight_decay" },
+    { "set_group_weight_decay: group 3", NULL, r_sgwd_group, E_ARG, "group" },
+    { "set_group_weight_decay: opt NULL", NULL, r_sgwd_null, E_NULL, "opt" },
+    { "set_group_weight_decay: while a begun step is pending", setup_pending, r_sgwd_pending,
+      E_STATE, "end_step" },
+    { "group_base_params: group 2", NULL, r_gbp_group, E_ARG, "group" },
+    { "group_base_params: out NULL", NULL, r_gbp_out, E_NULL, "out" },
+    { "group_base_params: size 12", NULL, r_gbp_size, E_ARG, "size" },
+    { "group_base_params: opt NULL", NULL, r_gbp_null, E_NULL, "opt" },
     /* queries */
     { "step_count: opt NULL", NULL, r_q_steps_null, E_NULL, "opt" },
     { "step_count: out NULL", NULL, r_q_steps_out, E_NULL, "out" },
@@ -2189,7 +2316,7 @@ static const row k_rows[] = {
     { "load: bad magic", NULL, r_load_magic, E_CORRUPT, "magic" },
     { "load: truncated by one byte", NULL, r_load_trunc, E_CORRUPT, "length" },
     { "load: one bit flipped in a state array", NULL, r_load_crc, E_CORRUPT, "checksum" },
-    { "load: format version 2", NULL, r_load_version, E_UNSUP, "version" },
+    { "load: format version 3 (newer)", NULL, r_load_version, E_UNSUP, "version" },
     { "load: byte-order mark swapped (valid CRC)", NULL, r_load_bom, E_CORRUPT, "byte-order" },
     { "load: configuration byte changed (valid CRC)", NULL, r_load_cfg_byte, E_ARG, "differs" },
     { "load: buffer count huge (valid CRC)", NULL, r_load_nbuf_huge, E_CORRUPT, "exceeds" },
@@ -3785,6 +3912,114 @@ static void test_sharded(void)
     free(g);
 }
 
+/* Parameter groups: the AdamW recipe (decay on the weights in group 0, none on the biases in
+ * group 1, which also take twice the learning rate). Without clipping by norm the groups do
+ * not interact, so the biases step bit for bit as an AdamW optimizer of their own with the
+ * group's hyperparameters; changed values apply from the next step; checkpoints carry the
+ * groups and refuse an optimizer with other groups. */
+static void test_groups(void)
+{
+    enum { NW = 40, NB = 8 };
+    float w[NW], wg[NW], bias[NB], bg[NB], rb[NB];
+    flatopt_config c, rc;
+    flatopt_base_params b = FLATOPT_BASE_PARAMS_INIT(FLATOPT_ADAMW), rbp, got;
+    flatopt_group_options o;
+    flatopt_optimizer *opt, *ref, *again, *other;
+    size_t g = 0, n = 0, w_len = 0, n_groups = 0;
+    double d = 0.0;
+    float f = 0.0f;
+    unsigned char *ck;
+    int t;
+    fill(w, NW, 60, 1.0f);
+    fill(wg, NW, 61, 1.0f);
+    fill(bias, NB, 62, 1.0f);
+    fill(bg, NB, 63, 1.0f);
+    memcpy(rb, bias, sizeof rb);
+
+    OK(F(flatopt_config_init)(&c, sizeof c));
+    b.decoupled_weight_decay = 0.1;
+    c.base = &b;
+    c.lr = 1e-2;
+    opt = new_opt(&c);
+    OK(F(flatopt_group_options_init)(&o, sizeof o));
+    CHECK(isnan(o.lr) && isnan(o.weight_decay) && o.base == NULL, "group options defaults");
+    o.weight_decay = 0.0;
+    o.lr = 2e-2;
+    OK(F(flatopt_optimizer_add_group)(opt, &o, &g));
+    CHECK(g == 1, "the first added group is 1, got %lu", (unsigned long)g);
+    OK(F(flatopt_optimizer_add_param)(opt, w, wg, NW));
+    OK(F(flatopt_optimizer_add_param_to_group)(opt, g, bias, bg, NB));
+
+    rc = c;
+    rbp = b;
+    rbp.decoupled_weight_decay = 0.0;
+    rc.base = &rbp;
+    rc.lr = 2e-2;
+    ref = new_opt(&rc);
+    OK(F(flatopt_optimizer_add_param)(ref, rb, bg, NB));
+
+    OK(F(flatopt_optimizer_num_groups)(opt, &n_groups));
+    CHECK(n_groups == 2, "num_groups %lu", (unsigned long)n_groups);
+    OK(F(flatopt_optimizer_param_group)(opt, 1, &n));
+    CHECK(n == 1, "buffer 1 in group %lu", (unsigned long)n);
+    OK(F(flatopt_optimizer_group_lr)(opt, 0, &d));
+    CHECK(isnan(d), "group 0 follows the schedule: %g", d);
+    OK(F(flatopt_optimizer_group_lr)(opt, 1, &d));
+    CHECK(d == 2e-2, "group 1 lr %g", d);
+    OK(F(flatopt_optimizer_group_weight_decay)(opt, 0, &d));
+    CHECK(d == 0.1, "group 0 weight decay %g", d);
+    OK(F(flatopt_optimizer_group_weight_decay)(opt, 1, &d));
+    CHECK(d == 0.0, "group 1 weight decay %g", d);
+    OK(F(flatopt_optimizer_group_current_lr)(opt, 1, &f));
+    CHECK(f == (float)2e-2, "group 1 current lr %g", (double)f);
+    OK(F(flatopt_optimizer_group_base_params)(opt, 1, &got, sizeof got));
+    CHECK(got.struct_size == sizeof got && got.kind == FLATOPT_ADAMW && got.b1 == 0.9 &&
+              got.decoupled_weight_decay == 0.0,
+          "group 1 base params");
+
+    for (t = 0; t < 9; t++) {
+        fill(wg, NW, 70 + (unsigned)t, 1.0f);
+        fill(bg, NB, 80 + (unsigned)t, 1.0f);
+        if (t == 3) {
+            /* The schedulers' per-epoch write: effective from the next step. */
+            OK(F(flatopt_optimizer_set_group_lr)(opt, 1, 5e-3));
+            OK(F(flatopt_optimizer_set_group_lr)(ref, 0, 5e-3));
+        }
+        if (t == 5) {
+            OK(F(flatopt_optimizer_set_group_weight_decay)(opt, 1, 0.05));
+            OK(F(flatopt_optimizer_set_group_weight_decay)(ref, 0, 0.05));
+        }
+        OK(F(flatopt_optimizer_step)(opt));
+        OK(F(flatopt_optimizer_step)(ref));
+        CHECK_BITS(bias, rb, NB, "group 1 vs its own optimizer, step %d", t);
+    }
+
+    /* A checkpoint restores the groups' live values into an optimizer with the same groups. */
+    OK(F(flatopt_optimizer_checkpoint_size)(opt, &n));
+    ck = (unsigned char *)xmalloc(n);
+    OK(F(flatopt_optimizer_save)(opt, ck, n, &w_len));
+    again = new_opt(&c);
+    OK(F(flatopt_optimizer_add_group)(again, NULL, &g));
+    OK(F(flatopt_optimizer_add_param)(again, w, wg, NW));
+    OK(F(flatopt_optimizer_add_param_to_group)(again, g, bias, bg, NB));
+    OK(F(flatopt_optimizer_load)(again, ck, w_len));
+    OK(F(flatopt_optimizer_group_lr)(again, 1, &d));
+    CHECK(d == 5e-3, "restored group 1 lr %g", d);
+    OK(F(flatopt_optimizer_set_group_lr)(again, 1, NAN));
+    OK(F(flatopt_optimizer_group_lr)(again, 1, &d));
+    CHECK(isnan(d), "NaN: group 1 follows the schedule again (%g)", d);
+    other = new_opt(&c);
+    OK(F(flatopt_optimizer_add_param)(other, w, wg, NW));
+    OK(F(flatopt_optimizer_add_param)(other, bias, bg, NB));
+    EXPECT(F(flatopt_optimizer_load)(other, ck, w_len), FLATOPT_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(last_msg(), "parameter groups") != NULL, "message: %s", last_msg());
+    free(ck);
+    F(flatopt_optimizer_free)(opt);
+    F(flatopt_optimizer_free)(ref);
+    F(flatopt_optimizer_free)(again);
+    F(flatopt_optimizer_free)(other);
+}
+
 int main(int argc, char **argv)
 {
     const char *coverage_out = NULL;
@@ -3838,6 +4073,8 @@ int main(int argc, char **argv)
     test_null_registered_grad();
     stage("sharded training: block partials, step with a global sum of squares");
     test_sharded();
+    stage("parameter groups");
+    test_groups();
     check_tmpdir_clean();
 
     /* Coverage: every function of the header was called. */

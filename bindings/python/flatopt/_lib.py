@@ -86,6 +86,7 @@ BASE_PARAMS_SIZE_V2 = 96
 SCHEDULE_SIZE_V1 = 248
 CONFIG_SIZE_V1 = 88
 STEP_ARGS_SIZE_V1 = 56
+GROUP_OPTIONS_SIZE_V1 = 32
 
 # ---------------------------------------------------------------------------------------------
 # Configuration structs, field for field as in include/flatopt.h (the tests check the layouts
@@ -167,6 +168,16 @@ class ConfigStruct(Structure):
         ("grad_clip_value", c_double),
         ("num_threads", c_uint32),
         ("simd_tier", c_uint32),
+    ]
+
+
+class GroupOptions(Structure):
+    _fields_ = [
+        ("struct_size", c_uint32),
+        ("reserved", c_uint32),
+        ("lr", c_double),
+        ("weight_decay", c_double),
+        ("base", POINTER(BaseParams)),
     ]
 
 
@@ -284,6 +295,50 @@ optimizer_schedule_step_metric = _fn(
 # unpickling use it instead of stepping there one call at a time.
 optimizer_schedule_set_epoch = _fn(
     "flatopt_optimizer_schedule_set_epoch", st, [_opt_p, c_uint64]
+)
+# Parameter groups (0.3.0); optional so that an older library still loads.
+group_options_init = _fn("flatopt_group_options_init", st, [c_void_p, c_size_t], required=False)
+optimizer_add_group = _fn(
+    "flatopt_optimizer_add_group",
+    st,
+    [_opt_p, POINTER(GroupOptions), POINTER(c_size_t)],
+    required=False,
+)
+optimizer_add_param_to_group = _fn(
+    "flatopt_optimizer_add_param_to_group",
+    st,
+    [_opt_p, c_size_t, c_void_p, c_void_p, c_size_t],
+    required=False,
+)
+optimizer_num_groups = _fn(
+    "flatopt_optimizer_num_groups", st, [_opt_p, POINTER(c_size_t)], required=False
+)
+optimizer_param_group = _fn(
+    "flatopt_optimizer_param_group", st, [_opt_p, c_size_t, POINTER(c_size_t)], required=False
+)
+optimizer_group_lr = _fn(
+    "flatopt_optimizer_group_lr", st, [_opt_p, c_size_t, POINTER(c_double)], required=False
+)
+optimizer_group_current_lr = _fn(
+    "flatopt_optimizer_group_current_lr", st, [_opt_p, c_size_t, POINTER(c_float)], required=False
+)
+optimizer_group_weight_decay = _fn(
+    "flatopt_optimizer_group_weight_decay",
+    st,
+    [_opt_p, c_size_t, POINTER(c_double)],
+    required=False,
+)
+optimizer_set_group_lr = _fn(
+    "flatopt_optimizer_set_group_lr", st, [_opt_p, c_size_t, c_double], required=False
+)
+optimizer_set_group_weight_decay = _fn(
+    "flatopt_optimizer_set_group_weight_decay", st, [_opt_p, c_size_t, c_double], required=False
+)
+optimizer_group_base_params = _fn(
+    "flatopt_optimizer_group_base_params",
+    st,
+    [_opt_p, c_size_t, POINTER(BaseParams), c_size_t],
+    required=False,
 )
 default_simd_tier = _fn("flatopt_default_simd_tier", c_uint32, [])
 simd_tier_available = _fn("flatopt_simd_tier_available", c_int32, [c_uint32])

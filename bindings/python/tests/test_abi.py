@@ -61,6 +61,7 @@ PY_STRUCT = {
     "flatopt_base_params": _lib.BaseParams,
     "flatopt_schedule": _lib.ScheduleStruct,
     "flatopt_config": _lib.ConfigStruct,
+    "flatopt_group_options": _lib.GroupOptions,
 }
 NOT_BOUND = {"flatopt_step_args"}
 
