@@ -120,6 +120,39 @@ namespace Flatopt
         internal static extern Status flatopt_optimizer_schedule_set_epoch(OptimizerHandle opt, ulong epoch);
 
         [DllImport(Lib, CallingConvention = Cdecl)]
+        internal static extern Status flatopt_group_options_init(GroupOptions* options, UIntPtr size);
+
+        [DllImport(Lib, CallingConvention = Cdecl)]
+        internal static extern Status flatopt_optimizer_add_group(OptimizerHandle opt, GroupOptions* options, out UIntPtr group);
+
+        [DllImport(Lib, CallingConvention = Cdecl)]
+        internal static extern Status flatopt_optimizer_add_param_to_group(OptimizerHandle opt, UIntPtr group, IntPtr param, IntPtr grad, UIntPtr len);
+
+        [DllImport(Lib, CallingConvention = Cdecl)]
+        internal static extern Status flatopt_optimizer_num_groups(OptimizerHandle opt, out UIntPtr n);
+
+        [DllImport(Lib, CallingConvention = Cdecl)]
+        internal static extern Status flatopt_optimizer_param_group(OptimizerHandle opt, UIntPtr index, out UIntPtr group);
+
+        [DllImport(Lib, CallingConvention = Cdecl)]
+        internal static extern Status flatopt_optimizer_group_lr(OptimizerHandle opt, UIntPtr group, out double lr);
+
+        [DllImport(Lib, CallingConvention = Cdecl)]
+        internal static extern Status flatopt_optimizer_group_current_lr(OptimizerHandle opt, UIntPtr group, out float lr);
+
+        [DllImport(Lib, CallingConvention = Cdecl)]
+        internal static extern Status flatopt_optimizer_group_weight_decay(OptimizerHandle opt, UIntPtr group, out double weightDecay);
+
+        [DllImport(Lib, CallingConvention = Cdecl)]
+        internal static extern Status flatopt_optimizer_set_group_lr(OptimizerHandle opt, UIntPtr group, double lr);
+
+        [DllImport(Lib, CallingConvention = Cdecl)]
+        internal static extern Status flatopt_optimizer_set_group_weight_decay(OptimizerHandle opt, UIntPtr group, double weightDecay);
+
+        [DllImport(Lib, CallingConvention = Cdecl)]
+        internal static extern Status flatopt_optimizer_group_base_params(OptimizerHandle opt, UIntPtr group, BaseParams* output, UIntPtr size);
+
+        [DllImport(Lib, CallingConvention = Cdecl)]
         internal static extern uint flatopt_default_simd_tier();
 
         [DllImport(Lib, CallingConvention = Cdecl)]

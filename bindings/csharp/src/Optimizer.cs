@@ -119,6 +119,46 @@ namespace Flatopt
         /// the first step and after Reset; resets counters and schedule like Reset.</summary>
         public void AddParam(float[] param, float[] grad)
         {
+            AddPinned(param, grad, NoGroup);
+        }
+
+        /// <summary>As <see cref="AddParam(float[], float[])"/>, into parameter group
+        /// <paramref name="group"/> (from <see cref="AddGroup(GroupOptions)"/>; 0 is the
+        /// optimizer's own).</summary>
+        public void AddParam(float[] param, float[] grad, int group)
+        {
+            CheckGroup(group);
+            AddPinned(param, grad, group);
+        }
+
+        /// <summary>Registers native memory of <paramref name="length"/> floats that the caller
+        /// keeps in place and alive until Dispose (NativeArray, AllocHGlobal). grad may be
+        /// IntPtr.Zero (gradients passed per step).</summary>
+        public void AddParam(IntPtr param, IntPtr grad, long length)
+        {
+            AddNative(param, grad, length, NoGroup);
+        }
+
+        /// <summary>As <see cref="AddParam(IntPtr, IntPtr, long)"/>, into parameter group
+        /// <paramref name="group"/>.</summary>
+        public void AddParam(IntPtr param, IntPtr grad, long length, int group)
+        {
+            CheckGroup(group);
+            AddNative(param, grad, length, group);
+        }
+
+        // AddParam without a group: flatopt_optimizer_add_param.
+        private const int NoGroup = -1;
+
+        private Status Register(IntPtr param, IntPtr grad, UIntPtr length, int group)
+        {
+            return group == NoGroup
+                ? Native.flatopt_optimizer_add_param(handle, param, grad, length)
+                : Native.flatopt_optimizer_add_param_to_group(handle, (UIntPtr)(uint)group, param, grad, length);
+        }
+
+        private void AddPinned(float[] param, float[] grad, int group)
+        {
             if (param == null)
                 throw new NullPointerException("null pointer: param must not be NULL");
             if (grad != null && grad.Length != param.Length)
@@ -126,7 +166,7 @@ namespace Flatopt
             IntPtr p = handle.Pin(param);
             IntPtr g = handle.Pin(grad);
             int pinned = grad != null ? 2 : 1;
-            Status st = Native.flatopt_optimizer_add_param(handle, p, g, (UIntPtr)(uint)param.Length);
+            Status st = Register(p, g, (UIntPtr)(uint)param.Length, group);
             if (st != Status.Ok)
             {
                 FlatoptException e = Errors.FromLast(st);
@@ -136,15 +176,116 @@ namespace Flatopt
             lengths.Add(param.Length);
         }
 
-        /// <summary>Registers native memory of <paramref name="length"/> floats that the caller
-        /// keeps in place and alive until Dispose (NativeArray, AllocHGlobal). grad may be
-        /// IntPtr.Zero (gradients passed per step).</summary>
-        public void AddParam(IntPtr param, IntPtr grad, long length)
+        private void AddNative(IntPtr param, IntPtr grad, long length, int group)
         {
             if (length < 0 || length > int.MaxValue)
                 throw Errors.Invalid("length", length, "expected 0 to 2^31 - 1 floats");
-            Errors.Check(Native.flatopt_optimizer_add_param(handle, param, grad, (UIntPtr)(ulong)length));
+            Errors.Check(Register(param, grad, (UIntPtr)(ulong)length, group));
             lengths.Add((int)length);
+        }
+
+        // ------------------------------------------------------------------------------------
+        // Parameter groups
+
+        /// <summary>Adds a parameter group whose fields of <paramref name="options"/> that are
+        /// not NaN replace the optimizer's (its learning rate and weight decay), and returns its
+        /// id (1, 2, ...; group 0 is the optimizer's own configuration). Register buffers into
+        /// it with AddParam(..., group). Clipping by global norm, the non-finite check,
+        /// Lookahead and the step counter stay global. Allowed at any time but between BeginStep
+        /// and EndStep.</summary>
+        public int AddGroup(GroupOptions options)
+        {
+            return AddGroup(options, null);
+        }
+
+        /// <summary>As <see cref="AddGroup(GroupOptions)"/>, with the group's own base-rule
+        /// hyperparameters (betas, eps, momentum, ...; of the optimizer's kind; null: the
+        /// optimizer's). The library copies them.</summary>
+        public int AddGroup(GroupOptions options, BaseParams? baseParams)
+        {
+            BaseParams b = baseParams.GetValueOrDefault();
+            options.Base = baseParams.HasValue ? (IntPtr)(&b) : IntPtr.Zero; // read by the call only
+            UIntPtr group;
+            Errors.Check(Native.flatopt_optimizer_add_group(handle, &options, out group));
+            return (int)(ulong)group;
+        }
+
+        /// <summary>The number of parameter groups (at least 1: group 0, the optimizer's own).</summary>
+        public int NumGroups
+        {
+            get { UIntPtr n; Errors.Check(Native.flatopt_optimizer_num_groups(handle, out n)); return (int)(ulong)n; }
+        }
+
+        /// <summary>The parameter group of registered buffer <paramref name="index"/>
+        /// (registration order).</summary>
+        public int ParamGroup(int index)
+        {
+            if (index < 0)
+                throw Errors.Invalid("index", index, "expected >= 0");
+            UIntPtr g;
+            Errors.Check(Native.flatopt_optimizer_param_group(handle, (UIntPtr)(uint)index, out g));
+            return (int)(ulong)g;
+        }
+
+        /// <summary>Group <paramref name="group"/>'s own learning rate; NaN when it follows the
+        /// optimizer's.</summary>
+        public double GroupLr(int group)
+        {
+            CheckGroup(group);
+            double lr;
+            Errors.Check(Native.flatopt_optimizer_group_lr(handle, (UIntPtr)(uint)group, out lr));
+            return lr;
+        }
+
+        /// <summary>Sets group <paramref name="group"/>'s learning rate (NaN: follow the
+        /// optimizer's again); the next step uses it. Allocates nothing: call it between steps
+        /// as PyTorch's schedulers write a group's lr.</summary>
+        public void SetGroupLr(int group, double lr)
+        {
+            CheckGroup(group);
+            Errors.Check(Native.flatopt_optimizer_set_group_lr(handle, (UIntPtr)(uint)group, lr));
+        }
+
+        /// <summary>The learning rate group <paramref name="group"/> uses in the next step (its
+        /// rate scaled by the schedule, as the kernels use it).</summary>
+        public float GroupCurrentLr(int group)
+        {
+            CheckGroup(group);
+            float lr;
+            Errors.Check(Native.flatopt_optimizer_group_current_lr(handle, (UIntPtr)(uint)group, out lr));
+            return lr;
+        }
+
+        /// <summary>Group <paramref name="group"/>'s weight decay as the base rule defines it.</summary>
+        public double GroupWeightDecay(int group)
+        {
+            CheckGroup(group);
+            double wd;
+            Errors.Check(Native.flatopt_optimizer_group_weight_decay(handle, (UIntPtr)(uint)group, out wd));
+            return wd;
+        }
+
+        /// <summary>Sets group <paramref name="group"/>'s weight decay (>= 0, 0 for none); the
+        /// next step uses it. Allocates nothing.</summary>
+        public void SetGroupWeightDecay(int group, double weightDecay)
+        {
+            CheckGroup(group);
+            Errors.Check(Native.flatopt_optimizer_set_group_weight_decay(handle, (UIntPtr)(uint)group, weightDecay));
+        }
+
+        /// <summary>Group <paramref name="group"/>'s base-rule hyperparameters.</summary>
+        public BaseParams GroupBaseParams(int group)
+        {
+            CheckGroup(group);
+            BaseParams p = default(BaseParams);
+            Errors.Check(Native.flatopt_optimizer_group_base_params(handle, (UIntPtr)(uint)group, &p, (UIntPtr)sizeof(BaseParams)));
+            return p;
+        }
+
+        private static void CheckGroup(int group)
+        {
+            if (group < 0)
+                throw Errors.Invalid("group", group, "expected >= 0");
         }
 
         // ------------------------------------------------------------------------------------

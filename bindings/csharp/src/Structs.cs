@@ -42,6 +42,7 @@ namespace Flatopt
         public const long BaseParamsSizeV2 = 96;
         public const long ScheduleSizeV1 = 248;
         public const long ConfigSizeV1 = 88;
+        public const long GroupOptionsSizeV1 = 32;
         public const long StepArgsSizeV1 = 56;
     }
 
@@ -241,6 +242,37 @@ namespace Flatopt
             Config c = default(Config);
             Errors.Check(Native.flatopt_config_init(&c, (UIntPtr)sizeof(Config)));
             return c;
+        }
+    }
+
+    /// <summary>flatopt_group_options: the hyperparameters of a parameter group
+    /// (<see cref="Optimizer.AddGroup(GroupOptions)"/>). Init makes every field inherit the
+    /// optimizer's; set the ones the group changes. The group's own base-rule hyperparameters
+    /// (betas, eps, momentum, ...) are passed to AddGroup beside it.</summary>
+    [CName("flatopt_group_options")]
+    [StructLayout(LayoutKind.Sequential)]
+    public struct GroupOptions
+    {
+        /// <summary>Set by Init (ABI versioning); leave it.</summary>
+        public uint StructSize;
+        /// <summary>Reserved, must be 0.</summary>
+        public uint Reserved;
+        /// <summary>The group's learning rate, >= 0; NaN (the default): the optimizer's. Under
+        /// a schedule the group follows lr * schedule(t) / base_lr, as PyTorch's schedulers
+        /// scale each group's initial learning rate.</summary>
+        public double Lr;
+        /// <summary>The group's weight decay as the base rule defines it (AdamW: decoupled,
+        /// the others: coupled), >= 0, 0 turns it off; NaN (the default): the optimizer's.</summary>
+        public double WeightDecay;
+        // Set by Optimizer.AddGroup from its baseParams argument (a pointer to it).
+        internal IntPtr Base;
+
+        /// <summary>The defaults (flatopt_group_options_init): everything the optimizer's.</summary>
+        public static unsafe GroupOptions Init()
+        {
+            GroupOptions o = default(GroupOptions);
+            Errors.Check(Native.flatopt_group_options_init(&o, (UIntPtr)sizeof(GroupOptions)));
+            return o;
         }
     }
 

@@ -24,6 +24,10 @@ namespace Flatopt.Tests
         internal Optimizer Bare;
         // SGD on ReduceOnPlateau over L / LG.
         internal Optimizer Plat;
+        // AdamW with a second parameter group (its own lr, no decay): Y0 in group 0, Y1 in
+        // group 1, stepped once.
+        internal Optimizer Grp;
+        internal float[] Y0, Y0G, Y1, Y1G;
         internal float[][] P, G, GG;
         internal float[] X, XG, L, LG;
         internal float[] Sp, Sg, Sm, Sv, Svm, Ss;
@@ -68,6 +72,22 @@ namespace Flatopt.Tests
             Config pc = Config.Init();
             Plat = new Optimizer(pc, BaseParams.Init(BaseKind.Sgd), sch);
             Plat.AddParam(L, LG);
+            Config gc = Config.Init();
+            gc.Lr = 0.01;
+            BaseParams aw = BaseParams.Init(BaseKind.AdamW);
+            aw.DecoupledWeightDecay = 0.05;
+            Grp = new Optimizer(gc, aw);
+            GroupOptions go = GroupOptions.Init();
+            go.Lr = 0.02;
+            go.WeightDecay = 0;
+            int g1 = Grp.AddGroup(go);
+            Y0 = T.Filled(6, 36, 1f);
+            Y0G = T.Filled(6, 37, 1f);
+            Y1 = T.Filled(9, 38, 1f);
+            Y1G = T.Filled(9, 39, 1f);
+            Grp.AddParam(Y0, Y0G);
+            Grp.AddParam(Y1, Y1G, g1);
+            Grp.Step();
             Sp = T.Filled(SLen, 40, 1f);
             Sg = T.Filled(SLen, 41, 1f);
             Sm = T.Filled(SLen, 42, 0.1f);
@@ -127,17 +147,27 @@ namespace Flatopt.Tests
             }
             foreach (var kv in new[] { Tuple.Create("spare", X), Tuple.Create("spare grad", XG),
                                        Tuple.Create("plateau param", L), Tuple.Create("plateau grad", LG),
+                                       Tuple.Create("group 0 param", Y0), Tuple.Create("group 0 grad", Y0G),
+                                       Tuple.Create("group 1 param", Y1), Tuple.Create("group 1 grad", Y1G),
                                        Tuple.Create("stateless param", Sp), Tuple.Create("stateless grad", Sg),
                                        Tuple.Create("stateless m", Sm), Tuple.Create("stateless v", Sv),
                                        Tuple.Create("stateless v_max", Svm), Tuple.Create("stateless slow", Ss) })
                 add(kv.Item1, kv.Item2);
-            foreach (var o in new[] { Tuple.Create("opt", Opt), Tuple.Create("bare", Bare), Tuple.Create("plat", Plat) })
+            foreach (var o in new[] { Tuple.Create("opt", Opt), Tuple.Create("bare", Bare), Tuple.Create("plat", Plat), Tuple.Create("grp", Grp) })
             {
                 Optimizer opt = o.Item2;
                 s.Add(new KeyValuePair<string, byte[]>("counters of " + o.Item1, orStatus(() =>
                     System.Text.Encoding.ASCII.GetBytes(string.Format("{0} {1} {2} {3} {4} {5} {6}", opt.StepCount,
                         opt.SkippedCount, T.Bits(opt.CurrentLr), opt.NumParams, opt.TotalLen, opt.NumThreads, opt.SimdTier)))));
                 s.Add(new KeyValuePair<string, byte[]>("state (checkpoint) of " + o.Item1, orStatus(() => opt.Save())));
+                s.Add(new KeyValuePair<string, byte[]>("groups of " + o.Item1, orStatus(() =>
+                {
+                    var b = new System.Text.StringBuilder();
+                    for (int g = 0; g < opt.NumGroups; g++)
+                        b.AppendFormat("{0}: {1} {2} {3}; ", g, BitConverter.DoubleToInt64Bits(opt.GroupLr(g)),
+                            BitConverter.DoubleToInt64Bits(opt.GroupWeightDecay(g)), T.Bits(opt.GroupCurrentLr(g)));
+                    return System.Text.Encoding.ASCII.GetBytes(b.ToString());
+                })));
             }
             s.Add(new KeyValuePair<string, byte[]>("default simd tier", new[] { (byte)Library.DefaultSimdTier }));
             return s;
@@ -171,6 +201,7 @@ namespace Flatopt.Tests
                 Opt.Step();
                 Plat.Step();
                 Plat.ScheduleStepMetric(1.0 + k);
+                Grp.Step();
             }
             Opt.StepWithGrads(GG);
             var args = Args;
@@ -182,6 +213,7 @@ namespace Flatopt.Tests
             Opt.Dispose();
             Bare.Dispose();
             Plat.Dispose();
+            Grp.Dispose();
         }
     }
 
@@ -233,6 +265,17 @@ namespace Flatopt.Tests
                 c.B.Momentum = 0.9;
                 edit(c);
             });
+        }
+
+        // Group options of the defaults with one edit.
+        private static GroupOptions Go(Func<GroupOptions, GroupOptions> edit)
+        {
+            return edit(GroupOptions.Init());
+        }
+
+        private static BaseParams Bp(BaseKind kind, Func<BaseParams, BaseParams> edit)
+        {
+            return edit(BaseParams.Init(kind));
         }
 
         private static Schedule With(Schedule s, Func<Schedule, Schedule> f)
@@ -320,6 +363,40 @@ namespace Flatopt.Tests
                 R("AddParam: after a step", fx => fx.Opt.AddParam(fx.X, fx.XG), State, ""),
                 R("AddParam(IntPtr): param NULL", fx => fx.Bare.AddParam(IntPtr.Zero, IntPtr.Zero, 8), Null, "param"),
                 R("AddParam(IntPtr): length -1", fx => fx.Bare.AddParam(IntPtr.Zero, IntPtr.Zero, -1), Arg, "length"),
+                // parameter groups (Grp: groups 0 and 1 of AdamW; Bare: group 0 only)
+                R("AddGroup: lr -1", fx => fx.Grp.AddGroup(Go(o => { o.Lr = -1; return o; })), Arg, "lr"),
+                R("AddGroup: lr +Inf", fx => fx.Grp.AddGroup(Go(o => { o.Lr = double.PositiveInfinity; return o; })), Arg, "lr"),
+                R("AddGroup: lr 1e39 (not finite as f32)", fx => fx.Grp.AddGroup(Go(o => { o.Lr = 1e39; return o; })), Arg, "lr"),
+                R("AddGroup: weight_decay -0.5", fx => fx.Grp.AddGroup(Go(o => { o.WeightDecay = -0.5; return o; })), Arg, "weight_decay"),
+                R("AddGroup: weight_decay +Inf", fx => fx.Grp.AddGroup(Go(o => { o.WeightDecay = double.PositiveInfinity; return o; })), Arg, "weight_decay"),
+                R("AddGroup: struct_size 0", fx => fx.Grp.AddGroup(Go(o => { o.StructSize = 0; return o; })), Arg, "struct_size"),
+                R("AddGroup: reserved 1", fx => fx.Grp.AddGroup(Go(o => { o.Reserved = 1; return o; })), null, "reserved"),
+                R("AddGroup: base of SGD for AdamW", fx => fx.Grp.AddGroup(GroupOptions.Init(), BaseParams.Init(BaseKind.Sgd)), Arg, "kind"),
+                R("AddGroup: base b2 1.5", fx => fx.Grp.AddGroup(GroupOptions.Init(), Bp(BaseKind.AdamW, b => { b.B2 = 1.5; return b; })), Arg, "b2"),
+                R("AddGroup: base eps 0", fx => fx.Grp.AddGroup(GroupOptions.Init(), Bp(BaseKind.AdamW, b => { b.Eps = 0; return b; })), Arg, "eps"),
+                R("AddGroup: base struct_size 0", fx => fx.Grp.AddGroup(GroupOptions.Init(), Bp(BaseKind.AdamW, b => { b.StructSize = 0; return b; })), Arg, "struct_size"),
+                R("AddGroup: during a begun step", fx => fx.Opt.AddGroup(GroupOptions.Init()), State, "", true),
+                R("AddParam: group 1 of 1", fx => fx.Bare.AddParam(fx.X, fx.XG, 1), Arg, "group"),
+                R("AddParam: group -1", fx => fx.Bare.AddParam(fx.X, fx.XG, -1), Arg, "group"),
+                R("AddParam(IntPtr): group -1", fx => fx.Bare.AddParam(IntPtr.Zero, IntPtr.Zero, 8, -1), Arg, "group"),
+                R("AddParam(IntPtr): param NULL into group 0", fx => fx.Bare.AddParam(IntPtr.Zero, IntPtr.Zero, 8, 0), Null, "param"),
+                R("SetGroupLr: group 2 of 2", fx => fx.Grp.SetGroupLr(2, 0.1), Arg, "group"),
+                R("SetGroupLr: group -1", fx => fx.Grp.SetGroupLr(-1, 0.1), Arg, "group"),
+                R("SetGroupLr: lr -0.1", fx => fx.Grp.SetGroupLr(1, -0.1), Arg, "lr"),
+                R("SetGroupLr: lr +Inf", fx => fx.Grp.SetGroupLr(1, double.PositiveInfinity), Arg, "lr"),
+                R("SetGroupLr: lr 1e39 (not finite as f32)", fx => fx.Grp.SetGroupLr(1, 1e39), Arg, "lr"),
+                R("SetGroupLr: during a begun step", fx => fx.Opt.SetGroupLr(0, 0.1), State, "", true),
+                R("SetGroupWeightDecay: NaN", fx => fx.Grp.SetGroupWeightDecay(1, double.NaN), Arg, "weight_decay"),
+                R("SetGroupWeightDecay: -1", fx => fx.Grp.SetGroupWeightDecay(1, -1), Arg, "weight_decay"),
+                R("SetGroupWeightDecay: group 2 of 2", fx => fx.Grp.SetGroupWeightDecay(2, 0.1), Arg, "group"),
+                R("SetGroupWeightDecay: during a begun step", fx => fx.Opt.SetGroupWeightDecay(0, 0.1), State, "", true),
+                R("GroupLr: group 2 of 2", fx => fx.Grp.GroupLr(2), Arg, "group"),
+                R("GroupCurrentLr: group 2 of 2", fx => fx.Grp.GroupCurrentLr(2), Arg, "group"),
+                R("GroupWeightDecay: group 2 of 2", fx => fx.Grp.GroupWeightDecay(2), Arg, "group"),
+                R("GroupBaseParams: group 2 of 2", fx => fx.Grp.GroupBaseParams(2), Arg, "group"),
+                R("GroupBaseParams: group -1", fx => fx.Grp.GroupBaseParams(-1), Arg, "group"),
+                R("ParamGroup: index 2 of 2", fx => fx.Grp.ParamGroup(2), Arg, "index"),
+                R("ParamGroup: index -1", fx => fx.Grp.ParamGroup(-1), Arg, "index"),
                 // steps
                 R("Step: nothing registered", fx => fx.Bare.Step(), State, ""),
                 R("Step: during a begun step", fx => fx.Opt.Step(), State, "", true),

@@ -8,7 +8,7 @@
 // Sections: the assembly's target framework and references, the library and status mapping,
 // the struct/enum/constant mirror, the hostile-input table, non-finite policies, golden
 // trajectories, checkpoints (bytes and files), stateless kernels against the optimizer, sharded
-// and split steps, native memory, pins released on Dispose, zero managed allocations over
+// and split steps, parameter groups (Groups.cs), native memory, pins released on Dispose, zero managed allocations over
 // 100,000 steps, and the step's overhead over C.
 
 using System;
@@ -67,6 +67,7 @@ namespace Flatopt.Tests
             Section(() => Checkpoints(args[2]));
             Section(() => StatelessAgainstOptimizer());
             Section(() => ShardedAndSplit());
+            Section(() => Groups.Run());
             Section(() => NativeMemoryAndPins());
             Section(() => Allocations());
             Section(() => Overhead());
@@ -273,7 +274,7 @@ namespace Flatopt.Tests
 
         // ------------------------------------------------------------------------------------
 
-        private static Optimizer AdamLookahead(NonFinite policy, float[][] p, float[][] g)
+        private static Config AdamLookaheadConfig(NonFinite policy)
         {
             Config c = Config.Init();
             c.Lr = 0.01;
@@ -282,9 +283,29 @@ namespace Flatopt.Tests
             c.Alpha = 0.5;
             c.GradClipNorm = 2.0;
             c.Nonfinite = policy;
-            var o = new Optimizer(c, BaseParams.Init(BaseKind.Adam));
+            return c;
+        }
+
+        private static Optimizer AdamLookahead(NonFinite policy, float[][] p, float[][] g)
+        {
+            var o = new Optimizer(AdamLookaheadConfig(policy), BaseParams.Init(BaseKind.Adam));
             for (int i = 0; i < p.Length; i++)
                 o.AddParam(p[i], g == null ? null : g[i]);
+            return o;
+        }
+
+        // AdamLookahead with its last buffer in parameter group 1 (its own lr, no decay).
+        private static Optimizer AdamLookaheadGrouped(float[][] p, float[][] g)
+        {
+            Config c = AdamLookaheadConfig(NonFinite.Skip);
+            c.WeightDecay = 0.01;
+            var o = new Optimizer(c, BaseParams.Init(BaseKind.Adam));
+            GroupOptions go = GroupOptions.Init();
+            go.Lr = 0.02;
+            go.WeightDecay = 0;
+            int group = o.AddGroup(go);
+            for (int i = 0; i < p.Length; i++)
+                o.AddParam(p[i], g[i], i == p.Length - 1 ? group : 0);
             return o;
         }
 
@@ -873,10 +894,23 @@ namespace Flatopt.Tests
                     if (o.StepCount < 0 || o.CurrentLr < 0 || o.SkippedCount < 0)
                         throw new InvalidOperationException();
                 }),
+                // A scheduler writing a group's lr and weight decay before every step.
+                Tuple.Create<string, Action<Optimizer>>("SetGroupLr + SetGroupWeightDecay + Step()", o =>
+                {
+                    bool odd = (o.StepCount & 1) != 0;
+                    o.SetGroupLr(1, odd ? 0.02 : 0.005);
+                    o.SetGroupWeightDecay(1, odd ? 0.0 : 0.01);
+                    o.Step();
+                }),
+                Tuple.Create<string, Action<Optimizer>>("group queries (GroupLr, GroupCurrentLr, GroupWeightDecay, ParamGroup)", o =>
+                {
+                    if (o.GroupLr(1) < 0 || o.GroupCurrentLr(1) < 0 || o.GroupWeightDecay(1) < 0 || o.ParamGroup(2) != 1)
+                        throw new InvalidOperationException();
+                }),
             };
             foreach (var loop in loops)
             {
-                using (Optimizer o = AdamLookahead(NonFinite.Skip, p, g))
+                using (Optimizer o = AdamLookaheadGrouped(p, g))
                 {
                     partials = new double[o.SumSquaresBlockCount];
                     for (int i = 0; i < 1000; i++)
