@@ -922,7 +922,7 @@ fn expected_tiers_are_available() {
     #[cfg(target_arch = "x86_64")]
     assert_eq!(
         tiers.contains(&Tier::Avx2),
-        std::arch::is_x86_feature_detected!("avx2")
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("f16c")
     );
     #[cfg(target_arch = "x86_64")]
     assert_eq!(

@@ -4,9 +4,11 @@
 //! Files, bottom up (each uses only the ones above it and `crate::simd`'s vector trait):
 //! - `plan.rs`: [`Rule`], [`Plan`], [`Buffers`]: the per-step scalars, computed in f64 and
 //!   rounded to f32 once ([`Rule::for_step`]), and the length check;
-//! - `ops.rs`, `reduce.rs`, `fused.rs`: the generic kernels (the standalone elementwise
-//!   operations, the fixed-order sum of squares, the fused update pass);
-//! - `stateless.rs`: [`apply`], [`sum_squares`], [`sum_squares_partials`], [`apply_op`]: check
+//! - `ops.rs`, `reduce.rs`, `fused.rs`, `convert.rs`: the generic kernels (the standalone
+//!   elementwise operations, the fixed-order sum of squares, the fused update pass, the 16-bit
+//!   float conversions);
+//! - `stateless.rs`: [`apply`], [`sum_squares`], [`sum_squares_partials`], [`apply_op`],
+//!   [`widen_to_f32`], [`narrow_from_f32`]: check
 //!   the arguments, then call the kernel of the tier's table.
 //!
 //! The tiers (`crate::simd::{scalar, portable, avx2, avx512}`) instantiate the generic kernels
@@ -15,17 +17,23 @@
 //! The engine (`crate::engine`) builds plans from its configuration and counters and calls the
 //! same tables.
 
+mod convert;
 mod fused;
 mod ops;
 mod plan;
 mod reduce;
 mod stateless;
 
+pub use convert::Half;
+pub(crate) use convert::{narrow, widen};
 pub(crate) use fused::fused;
 pub(crate) use ops::elementwise;
 pub use ops::Op;
 pub use plan::{Buffers, Plan, Rule};
 pub(crate) use reduce::sumsq_partials;
 pub use reduce::{sumsq_block_count, SUMSQ_BLOCK};
-pub use stateless::{apply, apply_op, first_non_finite, sum_squares, sum_squares_partials};
+pub use stateless::{
+    apply, apply_op, first_non_finite, narrow_from_f32, sum_squares, sum_squares_partials,
+    widen_to_f32,
+};
 pub(crate) use stateless::{apply_unchecked_lengths, sumsq_partials_unchecked};

@@ -2,6 +2,7 @@
 //! before writing anything, sets flatopt's floating-point mode for the call ([`FpMode`]) and
 //! runs the kernel of its tier from the tier's table (`Tier::kernels`, chosen once).
 
+use super::convert::Half;
 use super::ops::Op;
 use super::plan::{Buffers, Plan};
 use super::reduce::{sumsq_block_count, SUMSQ_BLOCK};
@@ -94,5 +95,36 @@ pub fn apply_op(tier: Tier, op: Op, x: &mut [f32], y: &mut [f32]) -> Result<(), 
         _ => {}
     }
     (tier.kernels().elementwise)(op, x, y);
+    Ok(())
+}
+
+fn check_same_length(what: &str, expected: usize, got: usize) -> Result<(), Error> {
+    if expected == got {
+        Ok(())
+    } else {
+        Err(Error::LengthMismatch {
+            what: what.to_string(),
+            expected,
+            got,
+        })
+    }
+}
+
+/// Widens the 16-bit floats `src` (bit patterns of format `ty`) into `dst` on `tier`, exactly
+/// (`docs/numerics.md`, "16-bit floats"). The lengths must be equal; nothing is written if not.
+pub fn widen_to_f32(tier: Tier, ty: Half, src: &[u16], dst: &mut [f32]) -> Result<(), Error> {
+    check_same_length("f32 output of the widening", src.len(), dst.len())?;
+    let _mode = FpMode::enter();
+    (tier.kernels().widen)(ty, src, dst);
+    Ok(())
+}
+
+/// Narrows `src` into 16-bit floats of format `ty` (bit patterns) in `dst` on `tier`: round to
+/// nearest even, subnormals kept, overflow to ±Inf, NaN kept NaN (`docs/numerics.md`, "16-bit
+/// floats"). The lengths must be equal; nothing is written if not.
+pub fn narrow_from_f32(tier: Tier, ty: Half, src: &[f32], dst: &mut [u16]) -> Result<(), Error> {
+    check_same_length("16-bit output of the narrowing", src.len(), dst.len())?;
+    let _mode = FpMode::enter();
+    (tier.kernels().narrow)(ty, src, dst);
     Ok(())
 }

@@ -1,8 +1,11 @@
 //! The AVX2 tier: `core::arch` intrinsics on 256-bit registers, eight f32 lanes.
 //!
-//! Only the AVX subset of instructions is needed (packed add/sub/mul/div/sqrt/compare, the
-//! f32 -> f64 conversion); the tier is gated on AVX2 so that one detection covers the machines
-//! it is tuned for. No FMA is ever enabled: a fused multiply-add rounds once where the other
+//! The AVX subset of instructions does the arithmetic (packed add/sub/mul/div/sqrt/compare, the
+//! f32 -> f64 conversion), AVX2's integer operations the bf16 conversions and F16C's
+//! `vcvtph2ps` / `vcvtps2ph` the fp16 ones (exact IEEE conversions, round to nearest even,
+//! subnormals kept whatever MXCSR says, NaN quieted with sign and top payload: bit for bit the
+//! reference in `half.rs`). The tier is gated on AVX2 and F16C (every AVX2 CPU has F16C) so
+//! that one detection covers the machines it is tuned for. No FMA is ever enabled: a fused multiply-add rounds once where the other
 //! tiers round twice and would break bit-identity.
 //!
 //! The vector type [`Avx2`] is private to this module and only ever used inside the
@@ -80,6 +83,59 @@ impl Vf32 for Avx2 {
     }
 
     #[inline(always)]
+    fn load_bf16(s: &[u16]) -> Self {
+        let s = &s[..8];
+        // SAFETY: `s` has exactly 8 readable u16, the 16 bytes of the unaligned load
+        // (bounds-checked slice); AVX2 was detected (see `splat`).
+        unsafe {
+            let h = _mm256_cvtepu16_epi32(_mm_loadu_si128(s.as_ptr().cast()));
+            Avx2(_mm256_castsi256_ps(_mm256_slli_epi32::<16>(h)))
+        }
+    }
+    #[inline(always)]
+    fn load_f16(s: &[u16]) -> Self {
+        let s = &s[..8];
+        // SAFETY: `s` has exactly 8 readable u16 (bounds-checked slice); F16C was detected
+        // with AVX2 (see `splat` and `table`).
+        unsafe { Avx2(_mm256_cvtph_ps(_mm_loadu_si128(s.as_ptr().cast()))) }
+    }
+    #[inline(always)]
+    fn store_bf16(self, s: &mut [u16]) {
+        let s = &mut s[..8];
+        // `vcvtneps2bf16` flushes subnormal inputs to zero, so the rounding of `f32_to_bf16`
+        // is done with integer operations: add 0x7fff plus the lowest kept bit, shift, and
+        // take `bits >> 16 | 0x40` where the input is NaN.
+        // SAFETY: `s` has exactly 8 writable u16, the 16 bytes of the unaligned store
+        // (bounds-checked slice); AVX2 (and the SSE4.1 pack it includes) was detected (see
+        // `splat`).
+        unsafe {
+            let b = _mm256_castps_si256(self.0);
+            let lsb = _mm256_and_si256(_mm256_srli_epi32::<16>(b), _mm256_set1_epi32(1));
+            let bias = _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7fff));
+            let rounded = _mm256_srli_epi32::<16>(_mm256_add_epi32(b, bias));
+            let quiet = _mm256_or_si256(_mm256_srli_epi32::<16>(b), _mm256_set1_epi32(0x40));
+            let abs = _mm256_and_si256(b, _mm256_set1_epi32(0x7fff_ffff));
+            let nan = _mm256_cmpgt_epi32(abs, _mm256_set1_epi32(0x7f80_0000));
+            let r = _mm256_blendv_epi8(rounded, quiet, nan);
+            // Every lane is at most 0xffff, so the unsigned saturating pack keeps it.
+            let packed =
+                _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256::<1>(r));
+            _mm_storeu_si128(s.as_mut_ptr().cast(), packed)
+        }
+    }
+    #[inline(always)]
+    fn store_f16(self, s: &mut [u16]) {
+        let s = &mut s[..8];
+        // SAFETY: `s` has exactly 8 writable u16 (bounds-checked slice); F16C was detected
+        // with AVX2 (see `load_f16`). The immediate selects round to nearest even itself,
+        // whatever MXCSR's rounding field says.
+        unsafe {
+            let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(self.0);
+            _mm_storeu_si128(s.as_mut_ptr().cast(), h)
+        }
+    }
+
+    #[inline(always)]
     fn acc_zero() -> Self::Acc {
         // SAFETY: AVX2 was detected (see `splat`).
         unsafe { [_mm256_setzero_pd(); 4] }
@@ -111,10 +167,11 @@ impl Vf32 for Avx2 {
     }
 }
 
-super::table::table!(Tier::Avx2, Avx2, "avx2");
+super::table::table!(Tier::Avx2, Avx2, "avx2,f16c");
 
-/// The AVX2 tier's kernels, if this CPU has AVX2 (detected here, once per call: a cached load
-/// in `std`; the dispatch calls it once per process).
+/// The AVX2 tier's kernels, if this CPU has AVX2 and F16C (detected here, once per call: a
+/// cached load in `std`; the dispatch calls it once per process).
 pub(super) fn table() -> Option<&'static Kernels> {
-    std::arch::is_x86_feature_detected!("avx2").then_some(&TABLE)
+    (std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("f16c"))
+        .then_some(&TABLE)
 }

@@ -1,7 +1,9 @@
 //! The AVX-512 tier: `core::arch` intrinsics on 512-bit registers, sixteen f32 lanes.
 //!
 //! Only AVX-512F is needed (packed add/sub/mul/div/sqrt/compare-select, the f32 -> f64
-//! conversion). The kernels' heads and tails run on the scalar tier, as on every vector tier.
+//! conversion, the integer operations of the bf16 conversions, and `vcvtph2ps` /
+//! `vcvtps2ph` for fp16, exact and bit for bit the reference in `half.rs`). AVX512_BF16's
+//! `vcvtneps2bf16` is not used: it flushes subnormal inputs to zero. The kernels' heads and tails run on the scalar tier, as on every vector tier.
 //! No FMA is ever used: LLVM counts FMA as part of AVX-512F, but Rust never contracts a
 //! multiplication and an addition into one, so `a*b + c` still rounds twice, as on the other
 //! tiers (and `tests/tiers.rs` checks every bit).
@@ -79,6 +81,54 @@ impl Vf32 for Avx512 {
         // `vminps a, b` returns `a < b ? a : b`, exactly the contract of `Vf32::min`.
         // SAFETY: AVX-512F was detected (see `splat`).
         Avx512(unsafe { _mm512_min_ps(self.0, o.0) })
+    }
+
+    #[inline(always)]
+    fn load_bf16(s: &[u16]) -> Self {
+        let s = &s[..16];
+        // SAFETY: `s` has exactly 16 readable u16, the 32 bytes of the unaligned load
+        // (bounds-checked slice); AVX-512F was detected (see `splat`).
+        unsafe {
+            let h = _mm512_cvtepu16_epi32(_mm256_loadu_si256(s.as_ptr().cast()));
+            Avx512(_mm512_castsi512_ps(_mm512_slli_epi32::<16>(h)))
+        }
+    }
+    #[inline(always)]
+    fn load_f16(s: &[u16]) -> Self {
+        let s = &s[..16];
+        // SAFETY: `s` has exactly 16 readable u16 (bounds-checked slice); AVX-512F was
+        // detected (see `splat`).
+        unsafe { Avx512(_mm512_cvtph_ps(_mm256_loadu_si256(s.as_ptr().cast()))) }
+    }
+    #[inline(always)]
+    fn store_bf16(self, s: &mut [u16]) {
+        let s = &mut s[..16];
+        // Integer rounding as in `f32_to_bf16` (see the module comment for why not
+        // `vcvtneps2bf16`).
+        // SAFETY: `s` has exactly 16 writable u16, the 32 bytes of the unaligned store
+        // (bounds-checked slice); AVX-512F was detected (see `splat`).
+        unsafe {
+            let b = _mm512_castps_si512(self.0);
+            let lsb = _mm512_and_si512(_mm512_srli_epi32::<16>(b), _mm512_set1_epi32(1));
+            let bias = _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff));
+            let rounded = _mm512_srli_epi32::<16>(_mm512_add_epi32(b, bias));
+            let quiet = _mm512_or_si512(_mm512_srli_epi32::<16>(b), _mm512_set1_epi32(0x40));
+            let abs = _mm512_and_si512(b, _mm512_set1_epi32(0x7fff_ffff));
+            let nan = _mm512_cmpgt_epu32_mask(abs, _mm512_set1_epi32(0x7f80_0000));
+            let r = _mm512_mask_blend_epi32(nan, rounded, quiet);
+            // Every lane is at most 0xffff, so the truncating `vpmovdw` keeps it.
+            _mm256_storeu_si256(s.as_mut_ptr().cast(), _mm512_cvtepi32_epi16(r))
+        }
+    }
+    #[inline(always)]
+    fn store_f16(self, s: &mut [u16]) {
+        let s = &mut s[..16];
+        // SAFETY: `s` has exactly 16 writable u16 (bounds-checked slice); AVX-512F was
+        // detected (see `splat`). The immediate selects round to nearest even itself.
+        unsafe {
+            let h = _mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(self.0);
+            _mm256_storeu_si256(s.as_mut_ptr().cast(), h)
+        }
     }
 
     #[inline(always)]

@@ -5,6 +5,7 @@
 
 use wide::{f32x8, f64x4};
 
+use super::half::{bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16};
 use super::{Kernels, Tier, Vf32, SUMSQ_LANES};
 use crate::kernels;
 
@@ -13,6 +14,8 @@ static TABLE: Kernels = Kernels {
     fused: kernels::fused::<Portable>,
     sumsq_partials: kernels::sumsq_partials::<Portable>,
     elementwise: kernels::elementwise::<Portable>,
+    widen: kernels::widen::<Portable>,
+    narrow: kernels::narrow::<Portable>,
 };
 
 /// The portable tier's kernels (every CPU of every target runs them).
@@ -68,6 +71,28 @@ impl Vf32 for Portable {
     #[inline(always)]
     fn min(self, o: Self) -> Self {
         Portable(self.0.simd_lt(o.0).select(self.0, o.0))
+    }
+
+    // The 16-bit conversions lane by lane with the reference functions: integer operations
+    // on eight lanes that the compiler vectorizes for the target, with no
+    // architecture-specific code here.
+    #[inline(always)]
+    fn load_bf16(s: &[u16]) -> Self {
+        let s: &[u16; 8] = s[..8].try_into().expect("8 lanes");
+        Portable(f32x8::new(s.map(bf16_to_f32)))
+    }
+    #[inline(always)]
+    fn load_f16(s: &[u16]) -> Self {
+        let s: &[u16; 8] = s[..8].try_into().expect("8 lanes");
+        Portable(f32x8::new(s.map(f16_to_f32)))
+    }
+    #[inline(always)]
+    fn store_bf16(self, s: &mut [u16]) {
+        s[..8].copy_from_slice(&self.0.to_array().map(f32_to_bf16));
+    }
+    #[inline(always)]
+    fn store_f16(self, s: &mut [u16]) {
+        s[..8].copy_from_slice(&self.0.to_array().map(f32_to_f16));
     }
 
     #[inline(always)]

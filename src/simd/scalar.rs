@@ -2,6 +2,7 @@
 //! reference the other tiers are checked against, and it also runs the tails shorter than a
 //! vector on every tier.
 
+use super::half::{bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16};
 use super::{Kernels, Tier, Vf32, SUMSQ_LANES};
 use crate::kernels;
 
@@ -10,6 +11,8 @@ static TABLE: Kernels = Kernels {
     fused: kernels::fused::<f32>,
     sumsq_partials: kernels::sumsq_partials::<f32>,
     elementwise: kernels::elementwise::<f32>,
+    widen: kernels::widen::<f32>,
+    narrow: kernels::narrow::<f32>,
 };
 
 /// The scalar tier's kernels (every CPU runs them).
@@ -68,6 +71,23 @@ impl Vf32 for f32 {
         } else {
             o
         }
+    }
+
+    #[inline(always)]
+    fn load_bf16(s: &[u16]) -> Self {
+        bf16_to_f32(s[0])
+    }
+    #[inline(always)]
+    fn load_f16(s: &[u16]) -> Self {
+        f16_to_f32(s[0])
+    }
+    #[inline(always)]
+    fn store_bf16(self, s: &mut [u16]) {
+        s[0] = f32_to_bf16(self);
+    }
+    #[inline(always)]
+    fn store_f16(self, s: &mut [u16]) {
+        s[0] = f32_to_f16(self);
     }
 
     #[inline(always)]

@@ -3,7 +3,7 @@
 //! through it; nothing above this layer knows which instruction sets exist.
 
 use super::Tier;
-use crate::kernels::{Buffers, Op, Plan};
+use crate::kernels::{Buffers, Half, Op, Plan};
 
 /// One tier's kernels. Adding a kernel: write it generic over `Vf32` in `crate::kernels`, add
 /// its field here and its line to each tier's table (`table!` below and the scalar and portable
@@ -18,6 +18,10 @@ pub(crate) struct Kernels {
     pub sumsq_partials: fn(&[f32], &mut [f64]),
     /// A standalone elementwise operation (`crate::kernels::elementwise`).
     pub elementwise: fn(Op, &mut [f32], &mut [f32]),
+    /// 16-bit floats (bit patterns) widened to f32 (`crate::kernels::widen`); lengths equal.
+    pub widen: fn(Half, &[u16], &mut [f32]),
+    /// f32 narrowed to 16-bit floats (`crate::kernels::narrow`); lengths equal.
+    pub narrow: fn(Half, &[f32], &mut [u16]),
 }
 
 /// `table!(TIER, V, "features")` defines, in a tier module, `static TABLE: Kernels` of every
@@ -29,7 +33,7 @@ macro_rules! table {
     ($tier:expr, $v:ty, $features:literal) => {
         mod instances {
             use super::*;
-            use crate::kernels::{self, Buffers, Op, Plan};
+            use crate::kernels::{self, Buffers, Half, Op, Plan};
 
             #[target_feature(enable = $features)]
             fn fused(plan: &Plan, b: Buffers<'_>) {
@@ -43,6 +47,14 @@ macro_rules! table {
             fn elementwise(op: Op, x: &mut [f32], y: &mut [f32]) {
                 kernels::elementwise::<$v>(op, x, y)
             }
+            #[target_feature(enable = $features)]
+            fn widen(ty: Half, src: &[u16], dst: &mut [f32]) {
+                kernels::widen::<$v>(ty, src, dst)
+            }
+            #[target_feature(enable = $features)]
+            fn narrow(ty: Half, src: &[f32], dst: &mut [u16]) {
+                kernels::narrow::<$v>(ty, src, dst)
+            }
 
             pub(super) static TABLE: $crate::simd::Kernels = $crate::simd::Kernels {
                 tier: $tier,
@@ -53,6 +65,10 @@ macro_rules! table {
                 sumsq_partials: |x, partials| unsafe { sumsq_partials(x, partials) },
                 // SAFETY: as for `fused`.
                 elementwise: |op, x, y| unsafe { elementwise(op, x, y) },
+                // SAFETY: as for `fused`.
+                widen: |ty, src, dst| unsafe { widen(ty, src, dst) },
+                // SAFETY: as for `fused`.
+                narrow: |ty, src, dst| unsafe { narrow(ty, src, dst) },
             };
         }
         use instances::TABLE;

@@ -31,6 +31,19 @@ pub(crate) trait Vf32: Copy {
     fn max(self, o: Self) -> Self;
     fn min(self, o: Self) -> Self;
 
+    /// Widens `LANES` bf16 values (bit patterns) from the start of `s`, exactly as
+    /// `half::bf16_to_f32` does (panics if `s` is shorter).
+    fn load_bf16(s: &[u16]) -> Self;
+    /// Widens `LANES` fp16 values (bit patterns) from the start of `s`, exactly as
+    /// `half::f16_to_f32` does (panics if `s` is shorter).
+    fn load_f16(s: &[u16]) -> Self;
+    /// Narrows to bf16 into the start of `s`, bit for bit as `half::f32_to_bf16` does (panics
+    /// if `s` is shorter).
+    fn store_bf16(self, s: &mut [u16]);
+    /// Narrows to fp16 into the start of `s`, bit for bit as `half::f32_to_f16` does (panics if
+    /// `s` is shorter).
+    fn store_f16(self, s: &mut [u16]);
+
     fn acc_zero() -> Self::Acc;
     /// Adds `(x[j] as f64)^2` to lane `j`, for `j` in `0..16` (panics if `x` is shorter).
     fn acc_add_squares(acc: Self::Acc, x: &[f32]) -> Self::Acc;
