@@ -530,6 +530,12 @@ class BaseParams {
   /// The C struct (lvalues only: a temporary's struct would dangle).
   const flatopt_base_params& c_struct() const& noexcept { return p_; }
   const flatopt_base_params& c_struct() const&& = delete;
+  /// A copy of a C struct (for example one the library wrote, `Optimizer::group_base_params`).
+  static BaseParams from_c(const flatopt_base_params& p) {
+    BaseParams b(static_cast<BaseKind>(p.kind));
+    b.p_ = p;
+    return b;
+  }
 
  private:
   [[noreturn]] void wrong_kind(const char* name, const char* kinds) const {
@@ -1104,6 +1110,46 @@ class StepResult {
 
 class Optimizer;
 
+/// The hyperparameters of a new parameter group (`flatopt_group_options`,
+/// `Optimizer::add_group`): what is not set is the optimizer's. The learning rate follows
+/// `lr * schedule(t) / base_lr` under a schedule; the weight decay is the base rule's (AdamW's
+/// decoupled one, else the coupled one; 0 turns it off); `base` sets the base rule's
+/// hyperparameters (of the optimizer's kind). Validated by the library in `add_group`.
+class GroupOptions {
+ public:
+  GroupOptions() { check(flatopt_group_options_init(&o_, sizeof o_)); }
+
+  GroupOptions& lr(double lr) & {
+    o_.lr = lr;
+    return *this;
+  }
+  GroupOptions&& lr(double lr) && { return std::move(this->lr(lr)); }
+  GroupOptions& weight_decay(double wd) & {
+    o_.weight_decay = wd;
+    return *this;
+  }
+  GroupOptions&& weight_decay(double wd) && { return std::move(weight_decay(wd)); }
+  GroupOptions& base(BaseParams b) & {
+    base_ = std::move(b);
+    has_base_ = true;
+    return *this;
+  }
+  GroupOptions&& base(BaseParams b) && { return std::move(base(std::move(b))); }
+
+  /// The C struct; its `base` points into this object (lvalues only).
+  flatopt_group_options c_struct() const& noexcept {
+    flatopt_group_options o = o_;
+    o.base = has_base_ ? &base_.c_struct() : nullptr;
+    return o;
+  }
+  flatopt_group_options c_struct() const&& = delete;
+
+ private:
+  flatopt_group_options o_{};
+  BaseParams base_;
+  bool has_base_ = false;
+};
+
 /// A step split over the host's own threads (see `Optimizer::split_step`). Unless skipped,
 /// call `apply(b, e)` on disjoint ranges covering `[0, total_len())` (concurrently from any
 /// threads), then `finish()`. If the guard is destroyed without `finish()`, its destructor
@@ -1211,6 +1257,70 @@ class Optimizer {
   /// accepts). `step()` without gradients then fails with FLATOPT_ERR_NULL_POINTER naming the
   /// missing gradient, and nothing changes.
   std::size_t add_param(Span<float> param) { return add(param, nullptr); }
+
+  // --- Parameter groups (docs/numerics.md, "Parameter groups").
+  /// Adds a parameter group and returns its index (1, 2, ...; group 0 is the optimizer's own).
+  std::size_t add_group(const GroupOptions& options = GroupOptions()) {
+    const flatopt_group_options o = options.c_struct();
+    std::size_t g = 0;
+    check(flatopt_optimizer_add_group(h_, &o, &g));
+    return g;
+  }
+  /// `add_param` into parameter group `group`; returns the buffer's index.
+  std::size_t add_param_to_group(std::size_t group, Span<float> param, Span<const float> grad) {
+    if (grad.size() != param.size()) {
+      detail::length_mismatch("grad of buffer " + std::to_string(lens_.size()), param.size(),
+                              grad.size());
+    }
+    return add(param, grad.data(), group);
+  }
+  /// `add_param` (without a gradient buffer) into parameter group `group`.
+  std::size_t add_param_to_group(std::size_t group, Span<float> param) {
+    return add(param, nullptr, group);
+  }
+  /// The number of parameter groups (at least 1).
+  std::size_t num_groups() const { return query<std::size_t>(flatopt_optimizer_num_groups); }
+  /// The parameter group of buffer `index`.
+  std::size_t param_group(std::size_t index) const {
+    std::size_t g = 0;
+    check(flatopt_optimizer_param_group(h_, index, &g));
+    return g;
+  }
+  /// Group `group`'s own learning rate; empty when it follows the optimizer's schedule.
+  std::optional<double> group_lr(std::size_t group) const {
+    double lr = 0.0;
+    check(flatopt_optimizer_group_lr(h_, group, &lr));
+    if (std::isnan(lr)) return std::nullopt;
+    return lr;
+  }
+  /// The learning rate group `group` uses in the next update (as the kernels use it).
+  float group_current_lr(std::size_t group) const {
+    float lr = 0.0f;
+    check(flatopt_optimizer_group_current_lr(h_, group, &lr));
+    return lr;
+  }
+  /// Group `group`'s weight decay as the base rule defines it.
+  double group_weight_decay(std::size_t group) const {
+    double wd = 0.0;
+    check(flatopt_optimizer_group_weight_decay(h_, group, &wd));
+    return wd;
+  }
+  /// Group `group`'s base-rule hyperparameters.
+  BaseParams group_base_params(std::size_t group) const {
+    flatopt_base_params p{};
+    check(flatopt_optimizer_group_base_params(h_, group, &p, sizeof p));
+    return BaseParams::from_c(p);
+  }
+  /// Sets group `group`'s learning rate (empty: follow the optimizer's schedule again); the
+  /// next update uses it.
+  void set_group_lr(std::size_t group, std::optional<double> lr) {
+    check(flatopt_optimizer_set_group_lr(h_, group,
+                                         lr ? *lr : std::numeric_limits<double>::quiet_NaN()));
+  }
+  /// Sets group `group`'s weight decay (as the base rule defines it); the next update uses it.
+  void set_group_weight_decay(std::size_t group, double wd) {
+    check(flatopt_optimizer_set_group_weight_decay(h_, group, wd));
+  }
 
   // --- Updates.
   /// One update of every buffer with the registered gradients.
@@ -1366,8 +1476,8 @@ class Optimizer {
  private:
   friend class SplitStep;
 
-  std::size_t add(Span<float> param, const float* grad) {
-    check(flatopt_optimizer_add_param(h_, param.data(), grad, param.size()));
+  std::size_t add(Span<float> param, const float* grad, std::size_t group = 0) {
+    check(flatopt_optimizer_add_param_to_group(h_, group, param.data(), grad, param.size()));
     lens_.push_back(param.size());
     ptrs_.reserve(lens_.size());
     return lens_.size() - 1;

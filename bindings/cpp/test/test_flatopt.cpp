@@ -1501,6 +1501,93 @@ void test_init_macros() {
   CHECK(a.step == 1 && a.struct_size == FLATOPT_STEP_ARGS_SIZE_V1);
 }
 
+// Parameter groups through the RAII API: the AdamW recipe (decay on the weights, none on the
+// biases, which take another learning rate and betas). Without clipping by norm the groups do
+// not interact, so the biases step bit for bit as an AdamW optimizer of their own with the
+// group's hyperparameters; changes apply from the next step; checkpoints carry the groups.
+void test_groups() {
+  std::mt19937 rng(31);
+  Vec w = random_vec(rng, 300), wg(300, 0.0f), b = random_vec(rng, 17), bg(17, 0.0f);
+  Vec rb = b;
+  const flatopt::Config cfg = flatopt::Config::adamw(1e-2, 0.1);
+  flatopt::Optimizer opt(cfg);
+  flatopt::BaseParams betas = flatopt::BaseParams::adamw(0.1);
+  betas.b1(0.8).b2(0.99);
+  const std::size_t g =
+      opt.add_group(flatopt::GroupOptions().lr(3e-2).weight_decay(0.0).base(betas));
+  CHECK(g == 1);
+  opt.add_param(w, wg);
+  CHECK(opt.add_param_to_group(g, b, bg) == 1);
+  flatopt::BaseParams rbase = flatopt::BaseParams::adamw(0.0);
+  rbase.b1(0.8).b2(0.99);
+  flatopt::Optimizer ref(flatopt::Config(rbase, 3e-2));
+  ref.add_param(rb, bg);
+
+  CHECK(opt.num_groups() == 2);
+  CHECK(opt.param_group(0) == 0 && opt.param_group(1) == 1);
+  CHECK(!opt.group_lr(0).has_value());
+  CHECK(opt.group_lr(1) == std::optional<double>(3e-2));
+  CHECK(opt.group_weight_decay(0) == 0.1 && opt.group_weight_decay(1) == 0.0);
+  CHECK(opt.group_current_lr(1) == static_cast<float>(3e-2));
+  const flatopt::BaseParams got = opt.group_base_params(1);
+  CHECK(got.c_struct().b1 == 0.8 && got.c_struct().b2 == 0.99 &&
+        got.c_struct().decoupled_weight_decay == 0.0);
+
+  for (int t = 0; t < 8; ++t) {
+    refill(rng, wg, -0.3f, 0.3f);
+    refill(rng, bg, -0.3f, 0.3f);
+    if (t == 3) {
+      opt.set_group_lr(1, 5e-3);
+      ref.set_group_lr(0, 5e-3);
+    }
+    if (t == 5) {
+      opt.set_group_weight_decay(1, 0.05);
+      ref.set_group_weight_decay(0, 0.05);
+    }
+    CHECK(opt.step().applied());
+    CHECK(ref.step().applied());
+    CHECK(std::memcmp(b.data(), rb.data(), b.size() * sizeof(float)) == 0);
+  }
+  const std::vector<uint8_t> saved = opt.save();
+  Vec w2 = w, b2 = b;
+  flatopt::Optimizer again(cfg);
+  again.add_group();
+  again.add_param(w2, wg);
+  again.add_param_to_group(1, b2, bg);
+  again.load(saved);
+  CHECK(again.group_lr(1) == std::optional<double>(5e-3));
+  CHECK(again.group_weight_decay(1) == 0.05);
+  again.set_group_lr(1, std::nullopt);
+  CHECK(!again.group_lr(1).has_value());
+
+  // Hostile rows: each refused, naming the problem, changing nothing.
+  flatopt::Optimizer plain(cfg);
+  Vec p(4, 1.0f), pg(4, 0.0f);
+  plain.add_param(p, pg);
+  const std::vector<uint8_t> before = plain.save();
+  CHECK_THROWS(plain.add_group(flatopt::GroupOptions().lr(-1.0)), FLATOPT_ERR_INVALID_ARGUMENT,
+               "lr");
+  CHECK_THROWS(plain.add_group(flatopt::GroupOptions().weight_decay(INFINITY)),
+               FLATOPT_ERR_INVALID_ARGUMENT, "weight_decay");
+  CHECK_THROWS(plain.add_group(flatopt::GroupOptions().base(flatopt::BaseParams::sgd())),
+               FLATOPT_ERR_INVALID_ARGUMENT, "kind");
+  Vec x(3, 0.0f), xg(3, 0.0f);
+  CHECK_THROWS(plain.add_param_to_group(1, x, xg), FLATOPT_ERR_INVALID_ARGUMENT, "group");
+  CHECK_THROWS(plain.add_param_to_group(0, x, Vec(2)), FLATOPT_ERR_LENGTH_MISMATCH, "grad");
+  CHECK_THROWS(plain.param_group(1), FLATOPT_ERR_INVALID_ARGUMENT, "index");
+  CHECK_THROWS(plain.group_lr(1), FLATOPT_ERR_INVALID_ARGUMENT, "group");
+  CHECK_THROWS(plain.group_current_lr(2), FLATOPT_ERR_INVALID_ARGUMENT, "group");
+  CHECK_THROWS(plain.group_weight_decay(3), FLATOPT_ERR_INVALID_ARGUMENT, "group");
+  CHECK_THROWS(plain.group_base_params(1), FLATOPT_ERR_INVALID_ARGUMENT, "group");
+  CHECK_THROWS(plain.set_group_lr(0, 1e39), FLATOPT_ERR_INVALID_ARGUMENT, "lr");
+  CHECK_THROWS(plain.set_group_lr(5, 0.1), FLATOPT_ERR_INVALID_ARGUMENT, "group");
+  CHECK_THROWS(plain.set_group_weight_decay(0, std::nan("")), FLATOPT_ERR_INVALID_ARGUMENT,
+               "weight_decay");
+  CHECK_THROWS(again.load(plain.save()), FLATOPT_ERR_INVALID_ARGUMENT, "parameter groups");
+  CHECK(plain.save() == before);
+  CHECK(plain.num_groups() == 1);
+}
+
 int main() {
   const TestCase tests[] = {
       {"C initializer macros", test_init_macros},
@@ -1523,6 +1610,7 @@ int main() {
       {"flatopt_schedule_init defaults", test_schedule_init_defaults},
       {"checkpoints and sharded step", test_checkpoints_and_shards},
       {"issue 11 hostile rows", test_issue11_rows},
+      {"parameter groups", test_groups},
   };
   int passed = 0, failed = 0;
   std::printf("flatopt C++ binding tests (library %s, header %s)\n", flatopt::version(),
