@@ -64,7 +64,9 @@ def pytest_report_header(config):
 
 def pytest_terminal_summary(terminalreporter):
     if REPORT:
-        terminalreporter.section("flatopt golden trajectories (braintools 0.4.0)")
+        terminalreporter.section(
+            "flatopt against braintools: golden file (0.4.0), seed examples (0.3.0)"
+        )
         for line in REPORT:
             terminalreporter.write_line(line)
 
