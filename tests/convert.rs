@@ -5,9 +5,10 @@
 //! written here in f64 and integers, and every tier bit for bit against the scalar tier over
 //! odd lengths and misaligned starts.
 
+#[macro_use]
 mod common;
 
-use common::Rng;
+use common::{on_tier, Rng};
 use flatopt::kernels::{narrow_from_f32, widen_to_f32, Half};
 use flatopt::{Error, Tier};
 
@@ -319,41 +320,16 @@ fn check_length_errors(tier: Tier) {
     }
 }
 
-/// Runs `check` on `tier` if this build and CPU have it, else says it is skipped.
-fn on_tier(tier: Tier, check: impl FnOnce(Tier)) {
-    if tier.is_available() {
-        check(tier);
-    } else {
-        eprintln!("tier {tier} not available here: skipped");
-    }
-}
-
-/// Stamps every check (one test per row) into a module per tier (scalar included: it is
-/// checked against the model too).
-macro_rules! tier_tests {
-    ($($module:ident => $tier:expr),* $(,)?) => {$(
-        mod $module {
-            use super::*;
-            tier_tests!(@rows $tier;
-                widen_every_bf16 => |t| check_widen_every_pattern(t, Half::Bf16),
-                widen_every_f16 => |t| check_widen_every_pattern(t, Half::F16),
-                narrow_bf16_sample => |t| check_narrow_sample(t, Half::Bf16),
-                narrow_f16_sample => |t| check_narrow_sample(t, Half::F16),
-                bf16_matches_scalar_at_every_offset => |t| check_against_scalar(t, Half::Bf16),
-                f16_matches_scalar_at_every_offset => |t| check_against_scalar(t, Half::F16),
-                unequal_lengths_are_refused => check_length_errors,
-            );
-        }
-    )*};
-    (@rows $tier:expr; $($name:ident => $check:expr),* $(,)?) => {$(
-        #[test]
-        fn $name() {
-            on_tier($tier, $check);
-        }
-    )*};
-}
-
-tier_tests! {
+per_tier_tests! {
+    {
+        widen_every_bf16 => |t| check_widen_every_pattern(t, Half::Bf16),
+        widen_every_f16 => |t| check_widen_every_pattern(t, Half::F16),
+        narrow_bf16_sample => |t| check_narrow_sample(t, Half::Bf16),
+        narrow_f16_sample => |t| check_narrow_sample(t, Half::F16),
+        bf16_matches_scalar_at_every_offset => |t| check_against_scalar(t, Half::Bf16),
+        f16_matches_scalar_at_every_offset => |t| check_against_scalar(t, Half::F16),
+        unequal_lengths_are_refused => check_length_errors,
+    };
     scalar => Tier::Scalar,
     portable => Tier::Portable,
     avx2 => Tier::Avx2,

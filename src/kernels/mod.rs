@@ -7,6 +7,9 @@
 //! - `ops.rs`, `reduce.rs`, `fused.rs`, `convert.rs`: the generic kernels (the standalone
 //!   elementwise operations, the fixed-order sum of squares, the fused update pass, the 16-bit
 //!   float conversions);
+//! - `mixed.rs`: the fused pass and the sum of squares with gradients in any format
+//!   ([`Grad`]) divided by a loss scale ([`GradScale`]) and a 16-bit copy of the parameters
+//!   ([`ParamCopy`]), chunk by chunk around the f32 kernels;
 //! - `stateless.rs`: [`apply`], [`sum_squares`], [`sum_squares_partials`], [`apply_op`],
 //!   [`widen_to_f32`], [`narrow_from_f32`]: check
 //!   the arguments, then call the kernel of the tier's table.
@@ -19,6 +22,7 @@
 
 mod convert;
 mod fused;
+mod mixed;
 mod ops;
 mod plan;
 mod reduce;
@@ -27,13 +31,15 @@ mod stateless;
 pub use convert::Half;
 pub(crate) use convert::{narrow, widen};
 pub(crate) use fused::fused;
+pub(crate) use mixed::{fused_mixed, sumsq_partials_mixed};
+pub use mixed::{Grad, GradScale, MixedBuffers, ParamCopy, CHUNK};
 pub(crate) use ops::elementwise;
 pub use ops::Op;
 pub use plan::{Buffers, Plan, Rule};
 pub(crate) use reduce::sumsq_partials;
 pub use reduce::{sumsq_block_count, SUMSQ_BLOCK};
 pub use stateless::{
-    apply, apply_op, first_non_finite, narrow_from_f32, sum_squares, sum_squares_partials,
-    widen_to_f32,
+    apply, apply_mixed, apply_op, first_non_finite, narrow_from_f32, sum_squares,
+    sum_squares_partials, sum_squares_partials_mixed, widen_to_f32,
 };
 pub(crate) use stateless::{apply_unchecked_lengths, sumsq_partials_unchecked};

@@ -169,28 +169,44 @@ impl Rule {
 impl Buffers<'_> {
     /// Checks that every buffer the plan touches has the length of `param`.
     pub fn check(&self, plan: &Plan) -> Result<(), Error> {
-        let n = self.param.len();
-        let (m, v, vmax) = plan.rule.state_used();
-        let checks = [
-            ("grad", true, self.grad.len()),
-            ("m (first moment / momentum)", m, self.m.len()),
-            ("v (second moment)", v, self.v.len()),
-            (
-                "v_max (AMSGrad maximum / RMSprop average)",
-                vmax,
+        check_lengths(
+            plan,
+            self.param.len(),
+            self.grad.len(),
+            [
+                self.m.len(),
+                self.v.len(),
                 self.v_max.len(),
-            ),
-            ("slow weights", plan.sync_alpha.is_some(), self.slow.len()),
-        ];
-        for (what, used, len) in checks {
-            if used && len != n {
-                return Err(Error::LengthMismatch {
-                    what: what.to_string(),
-                    expected: n,
-                    got: len,
-                });
-            }
-        }
-        Ok(())
+                self.slow.len(),
+            ],
+        )
     }
+}
+
+/// Checks that the gradient and every state buffer `plan` touches (lengths of `m`, `v`,
+/// `v_max`, `slow`) have the parameters' length `n`.
+pub(crate) fn check_lengths(
+    plan: &Plan,
+    n: usize,
+    grad: usize,
+    [m_len, v_len, vmax_len, slow_len]: [usize; 4],
+) -> Result<(), Error> {
+    let (m, v, vmax) = plan.rule.state_used();
+    let checks = [
+        ("grad", true, grad),
+        ("m (first moment / momentum)", m, m_len),
+        ("v (second moment)", v, v_len),
+        ("v_max (AMSGrad maximum / RMSprop average)", vmax, vmax_len),
+        ("slow weights", plan.sync_alpha.is_some(), slow_len),
+    ];
+    for (what, used, len) in checks {
+        if used && len != n {
+            return Err(Error::LengthMismatch {
+                what: what.to_string(),
+                expected: n,
+                got: len,
+            });
+        }
+    }
+    Ok(())
 }

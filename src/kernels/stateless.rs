@@ -3,6 +3,7 @@
 //! runs the kernel of its tier from the tier's table (`Tier::kernels`, chosen once).
 
 use super::convert::Half;
+use super::mixed::{Grad, GradScale, MixedBuffers};
 use super::ops::Op;
 use super::plan::{Buffers, Plan};
 use super::reduce::{sumsq_block_count, SUMSQ_BLOCK};
@@ -126,5 +127,43 @@ pub fn narrow_from_f32(tier: Tier, ty: Half, src: &[f32], dst: &mut [u16]) -> Re
     check_same_length("16-bit output of the narrowing", src.len(), dst.len())?;
     let _mode = FpMode::enter();
     (tier.kernels().narrow)(ty, src, dst);
+    Ok(())
+}
+
+/// The loss scale `scale` as a [`GradScale`], or an error naming it.
+pub(crate) fn grad_scale(scale: f32) -> Result<GradScale, Error> {
+    GradScale::new(scale)
+        .ok_or_else(|| Error::invalid("grad_scale", scale, "must be finite and > 0"))
+}
+
+/// Applies one mixed-precision fused update to one buffer on `tier`: the gradients (f32, bf16 or
+/// fp16) widened exactly and divided by `grad_scale` (1 for none) before the pipeline, and the
+/// 16-bit copy, if any, written from the new parameters. Bit for bit the f32 pass on the
+/// widened, unscaled gradients followed by [`narrow_from_f32`]. Nothing is written if an
+/// argument is wrong.
+pub fn apply_mixed(tier: Tier, plan: &Plan, scale: f32, b: MixedBuffers<'_>) -> Result<(), Error> {
+    let _mode = FpMode::enter();
+    let unscale = grad_scale(scale)?;
+    b.check(plan)?;
+    (tier.kernels().fused_mixed)(plan, unscale, b);
+    Ok(())
+}
+
+/// Block partial sums of squares of `grad` (any format) divided by `scale`, as the mixed
+/// pass applies them (see [`sum_squares_partials`]).
+pub fn sum_squares_partials_mixed(
+    tier: Tier,
+    grad: Grad<'_>,
+    scale: f32,
+    partials: &mut [f64],
+) -> Result<(), Error> {
+    let _mode = FpMode::enter();
+    let unscale = grad_scale(scale)?;
+    check_same_length(
+        "partials (one per block of the sum of squares)",
+        sumsq_block_count(grad.len()),
+        partials.len(),
+    )?;
+    (tier.kernels().sumsq_partials_mixed)(grad, unscale, partials);
     Ok(())
 }

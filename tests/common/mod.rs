@@ -2,7 +2,7 @@
 //! (add a row here and every test covers it), a small deterministic RNG, hostile values.
 #![allow(dead_code)]
 
-use flatopt::{Base, Config, Schedule};
+use flatopt::{Base, Config, Schedule, Tier};
 
 /// The base optimizers under test, one row each, with their learning rate.
 pub fn bases() -> Vec<(&'static str, Base, f64)> {
@@ -248,4 +248,31 @@ pub fn repository_file(rel: &str) -> Option<std::path::PathBuf> {
     }
     println!("SKIPPED: {rel} is absent (it is in the repository, not in the published crate)");
     None
+}
+
+/// Runs `check` on `tier` if this build and CPU have it, else says it is skipped.
+pub fn on_tier(tier: Tier, check: impl FnOnce(Tier)) {
+    if tier.is_available() {
+        check(tier);
+    } else {
+        eprintln!("tier {tier} not available here: skipped");
+    }
+}
+
+/// `per_tier_tests!({ name => check, .. }; module => tier, ..)`: a module per tier with one
+/// test per row, each calling `check(tier)` through `on_tier` (which the file must import).
+#[allow(unused_macros)]
+macro_rules! per_tier_tests {
+    ($rows:tt; $($module:ident => $tier:expr),* $(,)?) => {$(
+        mod $module {
+            use super::*;
+            per_tier_tests!(@rows $tier; $rows);
+        }
+    )*};
+    (@rows $tier:expr; { $($name:ident => $check:expr),* $(,)? }) => {$(
+        #[test]
+        fn $name() {
+            on_tier($tier, $check);
+        }
+    )*};
 }

@@ -1,0 +1,306 @@
+//! Mixed precision around the fused pass: gradients in f32, bf16 or fp16 ([`Grad`]) divided by
+//! a loss scale ([`GradScale`]), and an optional bf16 or fp16 copy of the parameters
+//! ([`ParamCopy`]) written in the same pass. Written once, generic over [`Vf32`].
+//!
+//! The pass runs in chunks of [`CHUNK`] elements: a chunk's gradients are widened (and
+//! unscaled) into an f32 scratch on the stack, the f32 fused pass ([`fused`]) runs on the
+//! chunk, and the chunk's new parameters, still in L1, are narrowed into the copy. Memory sees
+//! each 16-bit gradient read once and each copy element written once, as in a single loop, and
+//! the rule loops stay as they are (no extra copy per gradient format). Every element goes
+//! through exactly the operations of widening, unscaling and the f32 pass, so the result is that
+//! composition's, bit for bit, on every tier and at any split.
+
+use super::convert::{narrow, widen, Half};
+use super::fused::fused;
+use super::plan::{check_lengths, Buffers, Plan};
+use super::reduce::{sumsq_partials, SUMSQ_BLOCK};
+use crate::error::Error;
+use crate::simd::Vf32;
+
+/// Elements per chunk of the mixed pass: one sum-of-squares block, so that block partials of
+/// widened gradients are those of the f32 values (16 KiB of f32 scratch).
+pub const CHUNK: usize = SUMSQ_BLOCK;
+
+/// The gradients of one buffer, in one of three formats (16-bit ones as bit patterns).
+#[derive(Debug, Clone, Copy)]
+pub enum Grad<'a> {
+    /// f32 gradients.
+    F32(&'a [f32]),
+    /// bf16 gradients (bit patterns).
+    Bf16(&'a [u16]),
+    /// fp16 gradients (bit patterns).
+    F16(&'a [u16]),
+}
+
+impl<'a> Grad<'a> {
+    /// The number of elements.
+    pub fn len(&self) -> usize {
+        match self {
+            Grad::F32(g) => g.len(),
+            Grad::Bf16(g) | Grad::F16(g) => g.len(),
+        }
+    }
+
+    /// Whether there are no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The 16-bit format, `None` for f32.
+    pub fn half(&self) -> Option<Half> {
+        match self {
+            Grad::F32(_) => None,
+            Grad::Bf16(_) => Some(Half::Bf16),
+            Grad::F16(_) => Some(Half::F16),
+        }
+    }
+
+    /// Elements `start..end`.
+    pub fn slice(&self, start: usize, end: usize) -> Grad<'a> {
+        match *self {
+            Grad::F32(g) => Grad::F32(&g[start..end]),
+            Grad::Bf16(g) => Grad::Bf16(&g[start..end]),
+            Grad::F16(g) => Grad::F16(&g[start..end]),
+        }
+    }
+
+    /// The two halves at `mid`.
+    pub fn split_at(&self, mid: usize) -> (Grad<'a>, Grad<'a>) {
+        (self.slice(0, mid), self.slice(mid, self.len()))
+    }
+}
+
+/// How the loss scale is divided out of the gradients, from the scale `s` ([`GradScale::new`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum GradScale {
+    /// No scaling (`s` = 1).
+    One,
+    /// `g * (1/s)` for a normal power of two `s`: `1/s` is exact, and `g * 2^-k` is the same
+    /// real number as `g / 2^k`, so both round to the same f32 (subnormal results included):
+    /// this is the division, bit for bit, at the cost of a multiplication.
+    MulPow2(f32),
+    /// `g / s`, exactly rounded, for any other scale.
+    Div(f32),
+}
+
+impl GradScale {
+    /// The unscaling by `s`, or `None` if `s` is not finite and positive.
+    pub fn new(s: f32) -> Option<GradScale> {
+        if !(s.is_finite() && s > 0.0) {
+            return None;
+        }
+        let b = s.to_bits();
+        Some(if s == 1.0 {
+            GradScale::One
+        } else if b & 0x7f_ffff == 0 && b >> 23 != 0 {
+            // A normal power of two 2^e, e in -126..=127: 1/s = 2^-e is a normal or
+            // subnormal f32, exactly.
+            GradScale::MulPow2(1.0 / s)
+        } else {
+            GradScale::Div(s)
+        })
+    }
+
+    /// The scale `s` it divides by.
+    pub fn scale(self) -> f32 {
+        match self {
+            GradScale::One => 1.0,
+            GradScale::MulPow2(r) => 1.0 / r,
+            GradScale::Div(s) => s,
+        }
+    }
+}
+
+/// A 16-bit copy of the parameters, written with the new parameters of each step.
+#[derive(Debug)]
+pub struct ParamCopy<'a> {
+    /// Its format.
+    pub half: Half,
+    /// Its elements (bit patterns), `param`'s length.
+    pub out: &'a mut [u16],
+}
+
+/// The buffers of one mixed-precision fused pass: [`Buffers`] with gradients in any format and
+/// an optional 16-bit copy of the parameters. Every buffer the plan uses has `param`'s length.
+pub struct MixedBuffers<'a> {
+    /// The parameters, updated in place.
+    pub param: &'a mut [f32],
+    /// The gradients (read only).
+    pub grad: Grad<'a>,
+    /// Momentum trace or first moment.
+    pub m: &'a mut [f32],
+    /// Second moment.
+    pub v: &'a mut [f32],
+    /// AMSGrad's running maximum of `v`.
+    pub v_max: &'a mut [f32],
+    /// Lookahead's slow weights.
+    pub slow: &'a mut [f32],
+    /// The 16-bit copy of the parameters written in the pass.
+    pub copy: Option<ParamCopy<'a>>,
+}
+
+impl MixedBuffers<'_> {
+    /// Checks that the gradients, the copy and every state buffer the plan touches have the
+    /// length of `param`.
+    pub fn check(&self, plan: &Plan) -> Result<(), Error> {
+        let n = self.param.len();
+        if let Some(c) = &self.copy {
+            if c.out.len() != n {
+                return Err(Error::LengthMismatch {
+                    what: format!("{} copy of the parameters", c.half.name()),
+                    expected: n,
+                    got: c.out.len(),
+                });
+            }
+        }
+        check_lengths(
+            plan,
+            n,
+            self.grad.len(),
+            [
+                self.m.len(),
+                self.v.len(),
+                self.v_max.len(),
+                self.slow.len(),
+            ],
+        )
+    }
+}
+
+/// `s[start..end]`, or empty where `s` is an unused (shorter) buffer.
+#[inline(always)]
+fn cut(s: &mut [f32], start: usize, end: usize) -> &mut [f32] {
+    if s.len() >= end {
+        &mut s[start..end]
+    } else {
+        &mut []
+    }
+}
+
+/// Divides `x` by the loss scale in place (nothing for [`GradScale::One`]).
+#[inline(always)]
+fn unscale<V: Vf32>(x: &mut [f32], scale: GradScale) {
+    let n = x.len();
+    let split = n - n % V::LANES;
+    match scale {
+        GradScale::One => {}
+        GradScale::MulPow2(r) => {
+            unscale_span::<V>(x, 0, split, |g| g.mul(V::splat(r)));
+            unscale_span::<f32>(x, split, n, |g| g * r);
+        }
+        GradScale::Div(s) => {
+            unscale_span::<V>(x, 0, split, |g| g.div(V::splat(s)));
+            unscale_span::<f32>(x, split, n, |g| g / s);
+        }
+    }
+}
+
+#[inline(always)]
+fn unscale_span<V: Vf32>(x: &mut [f32], start: usize, end: usize, f: impl Fn(V) -> V) {
+    let mut i = start;
+    while i < end {
+        f(V::load(&x[i..])).store(&mut x[i..]);
+        i += V::LANES;
+    }
+}
+
+/// The gradients `g` as f32 divided by the scale: `g` itself when nothing is to be done, else
+/// widened and unscaled into `scratch` (at least `g.len()` long).
+#[inline(always)]
+fn grad_f32<'s, V: Vf32>(g: Grad<'s>, scale: GradScale, scratch: &'s mut [f32]) -> &'s [f32] {
+    let n = g.len();
+    let out = &mut scratch[..n];
+    match g {
+        Grad::F32(g) if scale == GradScale::One => return g,
+        Grad::F32(g) => out.copy_from_slice(g),
+        Grad::Bf16(h) => widen::<V>(Half::Bf16, h, out),
+        Grad::F16(h) => widen::<V>(Half::F16, h, out),
+    }
+    unscale::<V>(out, scale);
+    out
+}
+
+/// One mixed-precision fused pass over `b` with vectors `V`. Callers must have checked every
+/// length (`MixedBuffers::check`).
+#[inline(always)]
+pub(crate) fn fused_mixed<V: Vf32>(plan: &Plan, scale: GradScale, b: MixedBuffers<'_>) {
+    let MixedBuffers {
+        param,
+        grad,
+        m,
+        v,
+        v_max,
+        slow,
+        mut copy,
+    } = b;
+    if let (Grad::F32(g), GradScale::One, None) = (grad, scale, &copy) {
+        // Plain f32: the f32 pass as it is.
+        return fused::<V>(
+            plan,
+            Buffers {
+                param,
+                grad: g,
+                m,
+                v,
+                v_max,
+                slow,
+            },
+        );
+    }
+    let n = param.len();
+    // Chunks start where the f32 pass's vector loop would, so that each chunk after the first
+    // starts vector-aligned and needs no scalar head.
+    let anchor = if plan.rule.state_used().0 {
+        m.as_ptr()
+    } else {
+        param.as_ptr()
+    };
+    let head = if V::LANES > 1 {
+        anchor.align_offset(V::LANES * 4).min(n)
+    } else {
+        0
+    };
+    let mut scratch = [0f32; CHUNK];
+    let mut start = 0;
+    let mut end = if head > 0 { head } else { CHUNK.min(n) };
+    while start < n {
+        let g = grad_f32::<V>(grad.slice(start, end), scale, &mut scratch);
+        fused::<V>(
+            plan,
+            Buffers {
+                param: &mut param[start..end],
+                grad: g,
+                m: cut(m, start, end),
+                v: cut(v, start, end),
+                v_max: cut(v_max, start, end),
+                slow: cut(slow, start, end),
+            },
+        );
+        if let Some(c) = copy.as_mut() {
+            narrow::<V>(c.half, &param[start..end], &mut c.out[start..end]);
+        }
+        start = end;
+        end = (end + CHUNK).min(n);
+    }
+}
+
+/// Block partial sums of squares of the gradients divided by the scale, as f32: exactly the
+/// values the mixed pass applies, so the partials are those of [`sumsq_partials`] over them.
+#[inline(always)]
+pub(crate) fn sumsq_partials_mixed<V: Vf32>(
+    grad: Grad<'_>,
+    scale: GradScale,
+    partials: &mut [f64],
+) {
+    if let (Grad::F32(g), GradScale::One) = (grad, scale) {
+        return sumsq_partials::<V>(g, partials);
+    }
+    let mut scratch = [0f32; CHUNK];
+    let n = grad.len();
+    for (b, out) in partials.iter_mut().enumerate() {
+        let start = b * SUMSQ_BLOCK;
+        let end = (start + SUMSQ_BLOCK).min(n);
+        let g = grad_f32::<V>(grad.slice(start, end), scale, &mut scratch);
+        sumsq_partials::<V>(g, std::slice::from_mut(out));
+    }
+}
