@@ -706,14 +706,14 @@ impl Group {
             coupled_weight_decay,
             base,
         };
-        g.with_lr(cfg, lr)
+        g.with_lr(cfg.lr.base_lr(), lr)
     }
 
-    /// This group with its learning rate set to `lr`, validated.
-    fn with_lr(mut self, cfg: &Config, lr: Option<f64>) -> Result<Group, Error> {
+    /// This group with its learning rate set to `lr`, validated against the schedule's base
+    /// learning rate `base_lr`. Allocates nothing.
+    fn with_lr(mut self, base_lr: f64, lr: Option<f64>) -> Result<Group, Error> {
         if let Some(x) = lr {
             check_f64("lr", x, Domain::NonNeg, true)?;
-            let base_lr = cfg.lr.base_lr();
             if base_lr == 0.0 && x != 0.0 {
                 return Err(Error::invalid(
                     "lr",
@@ -1469,7 +1469,7 @@ impl Optimizer {
     pub fn set_group_lr(&mut self, group: usize, lr: Option<f64>) -> Result<(), Error> {
         self.check_group(group)?;
         self.refuse_partly_applied()?;
-        let g = self.groups[group].clone().with_lr(&self.cfg, lr)?;
+        let g = self.groups[group].clone().with_lr(self.base_lr, lr)?;
         self.coverage.abandon();
         self.groups[group] = g;
         Ok(())

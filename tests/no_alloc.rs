@@ -306,3 +306,62 @@ fn pool_configured_small_update_does_not_allocate() {
         assert_eq!(n, 0, "{name} with a pool: {n} allocator calls");
     }
 }
+
+/// With parameter groups (own learning rates, weight decay, betas, a schedule), whole and split
+/// steps and the per-epoch changes of a group's learning rate and weight decay allocate
+/// nothing (the per-group plans are sized by `add_group`).
+#[test]
+fn groups_do_not_allocate() {
+    use flatopt::engine::GroupOptions;
+    let d = data(6);
+    let cfg = Config::with_schedule(Base::adamw(), Schedule::exponential(0.05, 0.9)).clip_norm(0.5);
+    let mut opt = Optimizer::new(cfg).unwrap();
+    opt.add_group(GroupOptions {
+        lr: Some(0.01),
+        weight_decay: Some(0.0),
+        base: None,
+    })
+    .unwrap();
+    opt.add_group(GroupOptions {
+        lr: Some(0.2),
+        weight_decay: None,
+        base: Some(Base::AdamW {
+            b1: 0.8,
+            b2: 0.99,
+            eps: 1e-6,
+            weight_decay: 0.1,
+        }),
+    })
+    .unwrap();
+    let mut params = d.params.clone();
+    {
+        let p: Vec<&[f32]> = params.iter().map(|p| p.as_slice()).collect();
+        opt.register_in_groups(&p, &[2, 0, 1, 2]).unwrap();
+    }
+    let grad_refs: Vec<Vec<&[f32]>> = d
+        .grads
+        .iter()
+        .map(|g| g.iter().map(|x| x.as_slice()).collect())
+        .collect();
+    let ((), n) = count(|| {
+        for (s, g) in grad_refs.iter().enumerate() {
+            opt.set_group_lr(1, Some(0.01 / (1.0 + s as f64))).unwrap();
+            opt.set_group_weight_decay(2, 0.1 * (s % 3) as f64).unwrap();
+            if s % 2 == 0 {
+                // The slice list is this test's (an alloc and a free, counted below).
+                let mut p: Vec<&mut [f32]> = params.iter_mut().map(|p| p.as_mut_slice()).collect();
+                opt.step(&mut p, g).unwrap();
+            } else {
+                let step = opt.begin_step(g).unwrap().unwrap();
+                for (p, (gi, st)) in params.iter_mut().zip(g.iter().zip(opt.states_mut())) {
+                    step.apply(p, gi, st).unwrap();
+                }
+                opt.end_step(step).unwrap();
+            }
+        }
+    });
+    assert_eq!(opt.step_count(), STEPS as u64);
+    // The whole steps' slice lists (one Vec per call, made by this test) are the only
+    // allocations: an alloc and a free each.
+    assert_eq!(n, STEPS, "{n} allocator calls");
+}

@@ -42,6 +42,43 @@ impl Handle {
             assert_eq!(st, FLATOPT_OK, "{}", last_message());
         }
     }
+    /// Adds the groups `opts` (their learning rate and weight decay; no base) and registers
+    /// buffer `i` into group `group_of(i)`.
+    pub fn register_in_groups(
+        &self,
+        params: &mut [Vec<f32>],
+        opts: &[flatopt::engine::GroupOptions],
+        group_of: fn(usize) -> usize,
+    ) {
+        for o in opts {
+            assert!(o.base.is_none(), "the harness passes no base rule");
+            let c = flatopt_group_options {
+                struct_size: std::mem::size_of::<flatopt_group_options>() as u32,
+                reserved: 0,
+                lr: o.lr.unwrap_or(f64::NAN),
+                weight_decay: o.weight_decay.unwrap_or(f64::NAN),
+                base: std::ptr::null(),
+            };
+            let mut g = 0usize;
+            // SAFETY: live handle, a valid options struct, a writable out.
+            let st = unsafe { flatopt_optimizer_add_group(self.0, &c, &mut g) };
+            assert_eq!(st, FLATOPT_OK, "{}", last_message());
+        }
+        for (i, p) in params.iter_mut().enumerate() {
+            // SAFETY: as `register`.
+            let st = unsafe {
+                flatopt_optimizer_add_param_to_group(
+                    self.0,
+                    group_of(i),
+                    p.as_mut_ptr(),
+                    std::ptr::null(),
+                    p.len(),
+                )
+            };
+            assert_eq!(st, FLATOPT_OK, "{}", last_message());
+        }
+    }
+
     pub fn save(&self) -> Vec<u8> {
         let mut n = 0usize;
         // SAFETY: live handle, writable out.

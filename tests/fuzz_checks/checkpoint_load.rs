@@ -1,8 +1,9 @@
 //! Target 1: checkpoint loading.
 
+use flatopt::engine::GroupOptions;
 use flatopt::ffi::flatopt_status::*;
 use flatopt::ffi::status_of;
-use flatopt::{Base, Config, Error, NonFinitePolicy, Outcome, Schedule, ScheduleMode};
+use flatopt::{Base, Config, Error, NonFinitePolicy, Optimizer, Outcome, Schedule, ScheduleMode};
 
 use super::c_api::{last_message, Handle};
 use super::common::{assert_same_modulo_nan, bits, crefs, digest, refs, registered};
@@ -65,6 +66,40 @@ pub fn checkpoint_configs() -> Vec<(Config, Vec<usize>)> {
     ]
 }
 
+/// The parameter groups of the grouped variant of a configuration (checkpoint format 2): group
+/// 1 with twice the base learning rate and no weight decay, group 2 with the configuration's
+/// values; buffer `i` in group `i % 3`.
+pub fn group_options(cfg: &Config) -> [GroupOptions; 2] {
+    [
+        GroupOptions {
+            lr: Some(2.0 * cfg.lr.base_lr()),
+            weight_decay: Some(0.0),
+            base: None,
+        },
+        GroupOptions::default(),
+    ]
+}
+
+/// The group of buffer `i` in the grouped variant.
+pub fn group_of(i: usize) -> usize {
+    i % 3
+}
+
+/// `registered`, in the groups of the grouped variant when `grouped`.
+pub fn registered_in(cfg: &Config, params: &[Vec<f32>], grouped: bool) -> Optimizer {
+    if !grouped {
+        return registered(cfg, params);
+    }
+    let mut opt = Optimizer::new(cfg.clone()).expect("valid configuration");
+    for g in group_options(cfg) {
+        opt.add_group(g).expect("valid group");
+    }
+    let groups: Vec<usize> = (0..params.len()).map(group_of).collect();
+    opt.register_in_groups(&crefs(params), &groups)
+        .expect("register");
+    opt
+}
+
 pub fn initial_params(lens: &[usize], salt: usize) -> Vec<Vec<f32>> {
     lens.iter()
         .enumerate()
@@ -89,9 +124,14 @@ pub fn finite_grads(lens: &[usize], salt: usize) -> Vec<Vec<f32>> {
 
 /// A checkpoint of configuration `which` after `steps` updates (one of them skipped).
 pub fn sample_checkpoint(which: usize, steps: usize) -> Vec<u8> {
+    sample_checkpoint_in(which, steps, false)
+}
+
+/// [`sample_checkpoint`] of the grouped variant when `grouped` (format 2).
+pub fn sample_checkpoint_in(which: usize, steps: usize, grouped: bool) -> Vec<u8> {
     let (cfg, lens) = &checkpoint_configs()[which];
     let mut params = initial_params(lens, which);
-    let mut opt = registered(cfg, &params);
+    let mut opt = registered_in(cfg, &params, grouped);
     for s in 0..steps {
         let mut g = finite_grads(lens, s);
         if s == 1 && cfg.nonfinite == NonFinitePolicy::Skip {
@@ -110,8 +150,9 @@ pub fn sample_checkpoint(which: usize, steps: usize) -> Vec<u8> {
     opt.save()
 }
 
-/// Input: one selector byte (configuration, and whether to repair the header and the
-/// length / CRC fields so that the fuzzer reaches the inner validation), then the checkpoint.
+/// Input: one selector byte (configuration, whether to repair the header and the length / CRC
+/// fields so that the fuzzer reaches the inner validation, and whether the loading optimizer
+/// has the parameter groups of the grouped variant), then the checkpoint.
 /// Checks: no panic; on refusal nothing changed (Rust and C); Rust and C agree on the status and
 /// the resulting state; an accepted checkpoint re-saves to one that loads to the same state, and
 /// the optimizer then steps (Rust and C bit-identically) with a finite learning rate.
@@ -129,9 +170,10 @@ pub fn check_checkpoint_load(data: &[u8]) {
         }
         _ => {}
     }
+    let grouped = (sel / (4 * configs.len())) % 2 == 1;
     let (cfg, lens) = &configs[which];
     let params = initial_params(lens, 1);
-    let mut opt = registered(cfg, &params);
+    let mut opt = registered_in(cfg, &params, grouped);
     let before = opt.save();
     let r = opt.load(&bytes);
     if r.is_err() {
@@ -154,7 +196,11 @@ pub fn check_checkpoint_load(data: &[u8]) {
     let mut c = to_c(cfg).expect("fixed configurations are expressible in C");
     let handle = Handle::new(&mut c);
     let mut cparams = params.clone();
-    handle.register(&mut cparams);
+    if grouped {
+        handle.register_in_groups(&mut cparams, &group_options(cfg), group_of);
+    } else {
+        handle.register(&mut cparams);
+    }
     let cbefore = handle.save();
     assert_eq!(
         cbefore, before,
@@ -177,7 +223,7 @@ pub fn check_checkpoint_load(data: &[u8]) {
     // Accepted: the re-saved checkpoint has the same length and loads to the same state.
     let saved = opt.save();
     assert_eq!(saved.len(), bytes.len(), "re-saved checkpoint length");
-    let mut other = registered(cfg, &initial_params(lens, 2));
+    let mut other = registered_in(cfg, &initial_params(lens, 2), grouped);
     other.load(&saved).expect("a re-saved checkpoint loads");
     assert_eq!(other.save(), saved, "load(save()) round trip");
 

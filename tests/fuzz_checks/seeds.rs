@@ -6,7 +6,7 @@ use flatopt::ffi::*;
 use flatopt::schedule;
 use flatopt::{Base, Config, Schedule};
 
-use super::checkpoint_load::{checkpoint_configs, sample_checkpoint};
+use super::checkpoint_load::{checkpoint_configs, sample_checkpoint, sample_checkpoint_in};
 use super::generate::to_c;
 use super::input::{F32_EDGES, INTERESTING_F64, INTERESTING_U64};
 
@@ -190,6 +190,19 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
             s.extend(&sample_checkpoint(2, 3)[..60]);
             out.push(s);
             out.push(b"\x00FLATOPTC".to_vec());
+            // Format 2: the grouped variant of every configuration, loaded into an optimizer
+            // with those groups (as is, and with header repair), and one loaded into an
+            // optimizer without groups (refused).
+            for which in 0..n {
+                for (steps, mode) in [(5, 4), (3, 5)] {
+                    let mut s = vec![(which + mode * n) as u8];
+                    s.extend(sample_checkpoint_in(which, steps, true));
+                    out.push(s);
+                }
+            }
+            let mut s = vec![0u8];
+            s.extend(sample_checkpoint_in(0, 2, true));
+            out.push(s);
         }
         "checkpoint_values" => out.extend(super::domains::seeds()),
         "split_order" => out.extend(super::split::seeds()),
