@@ -53,7 +53,8 @@ def _make():
     return flatopt.Lookahead(flatopt.sgd(0.1, momentum=0.9), sync_period=3, alpha=0.5)
 
 
-def test_param_states_follow_the_numpy_tree_bit_for_bit():
+@pytest.mark.parametrize("method", ["update", "step"])
+def test_param_states_follow_the_numpy_tree_bit_for_bit(method):
     model = _model()
     states = model.states(brainstate.ParamState)
     ref_params = _values(states)
@@ -65,7 +66,7 @@ def test_param_states_follow_the_numpy_tree_bit_for_bit():
     dtypes = {k: jax.tree.map(lambda a: (a.dtype, a.shape), s.value) for k, s in states.items()}
     for t in range(7):
         grads = brainstate.transform.grad(_loss_fn(model, t), states)()
-        assert opt.update(grads) is True
+        assert getattr(opt, method)(grads) is True
         assert ref.update(jax.tree.map(np.asarray, grads)) is True
         for k, s in states.items():
             for name, value in s.value.items():
