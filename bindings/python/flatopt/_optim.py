@@ -445,9 +445,11 @@ class Optimizer:
                 raise InvalidStateError("update() before register_trainable_weights(params)")
             with self._lock:
                 ptrs = self._grad_pointers(grads)
-                self._states_in()
+                states = self._states
+                if states:
+                    self._states_in()
                 st = _lib.optimizer_step_with_grads(self._handle.ptr, ptrs, len(self._params))
-                if st == _lib.OK:
+                if states and st == _lib.OK:
                     self._states_out()
             if st == _lib.OK:
                 return True
