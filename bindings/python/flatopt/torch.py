@@ -1,0 +1,812 @@
+"""PyTorch drop-in optimizers: ``torch.optim.Optimizer`` subclasses whose step is flatopt's.
+
+Change one import line::
+
+    from flatopt.torch import AdamW          # was: from torch.optim import AdamW
+    opt = AdamW(model.parameters(), lr=3e-4, weight_decay=0.1)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=1000)
+    for x, y in data:
+        opt.zero_grad()
+        loss_fn(model(x), y).backward()
+        opt.step()
+        sched.step()
+    torch.save(opt.state_dict(), "opt.pt")   # PyTorch's layout: exp_avg, exp_avg_sq, step
+
+:class:`SGD`, :class:`Adam`, :class:`AdamW`, :class:`RAdam`, :class:`Adagrad` and
+:class:`RMSprop` take PyTorch's arguments with PyTorch's defaults, plus two of flatopt's:
+``max_grad_norm`` (clipping by the global norm of the gradients, ``clip_grad_norm_``'s
+semantics, done in flatopt's own norm pass instead of a separate one) and ``num_threads``.
+:class:`Lookahead` (timm's ``Lookahead(optimizer, k, alpha)``) fuses the slow-weight sync into
+the same pass.
+
+How it maps onto the library:
+
+* Every parameter group is a flatopt parameter group. ``group["lr"]`` and
+  ``group["weight_decay"]`` are read at every ``step()`` (a comparison per group) and handed to
+  the library when they changed, so PyTorch's LR schedulers drive these optimizers unchanged.
+  The other hyperparameters (``betas``, ``eps``, ``momentum``, ...) are fixed at construction;
+  changing one afterwards (e.g. ``OneCycleLR(cycle_momentum=True)``) raises
+  :class:`flatopt.UnsupportedError` at the next step.
+* Gradients are handed over as pointers at every step (``zero_grad(set_to_none=True)`` makes new
+  gradient tensors each step): one ``.grad`` read, one ``data_ptr()`` and one contiguity check
+  per tensor, then one foreign call for the whole step.
+* A parameter whose ``.grad`` is ``None`` in a step is skipped with its state untouched, as in
+  PyTorch: flatopt keeps one library handle per *cohort* of parameters that have been updated
+  the same number of times (PyTorch's per-parameter ``step``). All parameters start in one
+  cohort; a step in which only part of a cohort has gradients splits it in two (its state
+  moves into two new handles once, bit for bit), after which each cohort steps with one
+  foreign call. Parameters that never get a gradient (frozen ones) thus cost nothing after the
+  first step. Limits: ``max_grad_norm`` needs the parameters with gradients in a step to form
+  one cohort (else :class:`flatopt.UnsupportedError`); under :class:`Lookahead` each cohort
+  counts its own updates towards the sync period.
+* ``state_dict()`` is PyTorch's layout (``state[i]`` with tensors ``step``, ``exp_avg``,
+  ``exp_avg_sq``, ``max_exp_avg_sq``, ``momentum_buffer``, ``sum``, ``square_avg``,
+  ``grad_avg``, ``lookahead_slow_buff``; ``param_groups`` with the hyperparameters), read out
+  of the library's checkpoint; ``load_state_dict()`` writes the tensors back into checkpoints
+  of the library, so a restored optimizer continues bit for bit as the uninterrupted one.
+  ``opt.state`` is the snapshot of the last ``state_dict()`` / ``load_state_dict()``; the live
+  state is in the library.
+* Non-finite gradients propagate into the parameters as in PyTorch (``nonfinite="propagate"``).
+  ``torch.amp.GradScaler`` works as with any optimizer without ``_step_supports_amp_scaling``:
+  the scaler unscales the gradients and checks them for inf/NaN itself before calling
+  ``step()`` (flatopt's core has no gradient scale factor yet).
+* Refused, naming the parameter: tensors that are not CPU, strided, contiguous and float32
+  (CUDA, sparse, complex, float64, bf16/fp16 for now, non-contiguous); ``maximize=True``,
+  ``capturable``, ``differentiable``; gradients that are sparse or non-contiguous.
+
+The numerics (and how they differ from torch.optim: float32 arithmetic throughout, no FMA) are
+docs/numerics.md in the repository.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+import struct
+import zlib
+from collections import OrderedDict
+
+import torch
+from torch.optim import Optimizer as _TorchOptimizer
+
+from . import _lib
+from ._errors import (
+    CheckpointError,
+    DTypeError,
+    InvalidArgumentError,
+    InvalidStateError,
+    LayoutError,
+    UnsupportedError,
+)
+from ._schedules import _Handle
+
+__all__ = ["SGD", "Adam", "AdamW", "RAdam", "Adagrad", "RMSprop", "Lookahead"]
+
+# The per-step hot path reads these C-level accessors directly (no attribute lookup through
+# the class hierarchy): about a third cheaper than `p.grad.data_ptr()` in a comprehension.
+_GRAD = torch._C.TensorBase.grad.__get__
+_PTR = torch._C.TensorBase.data_ptr
+_CONTIG = torch._C.TensorBase.is_contiguous
+_PTRS_EQUAL = getattr(torch._C, "_tensors_data_ptrs_at_indices_equal", None)
+
+# Checkpoint layout (docs/checkpoint-format.md): the counters after the configuration section,
+# the buffer records at the end, before the CRC-32.
+_HEADER = 40
+_COUNTERS = 72  # applied, skipped, e, T_cur, T_i, plateau lr, best, bad epochs, cooldown
+_ARRAYS = ("m", "v", "v_max", "slow")
+
+
+def _param_label(g, i, p):
+    return f"param_groups[{g}]['params'][{i}] (shape {tuple(p.shape)}, {p.dtype}, {p.device})"
+
+
+def _check_param(p, label):
+    if not isinstance(p, torch.Tensor):
+        raise DTypeError(f"{label}: a parameter must be a torch.Tensor, got {type(p).__name__}")
+    if p.device.type != "cpu":
+        raise UnsupportedError(
+            f"{label}: flatopt.torch updates CPU tensors only, this one is on {p.device}"
+        )
+    if p.layout != torch.strided:
+        raise LayoutError(f"{label}: {p.layout} tensors are not supported (dense tensors only)")
+    if p.is_complex():
+        raise DTypeError(f"{label}: complex tensors are not supported (float32 only)")
+    if p.dtype != torch.float32:
+        raise DTypeError(f"{label}: flatopt.torch updates float32 tensors, this one is {p.dtype}")
+    if not p.is_contiguous():
+        raise LayoutError(
+            f"{label}: the tensor is not contiguous (strides {p.stride()}); make the parameter "
+            "contiguous (p.data = p.data.contiguous()) before creating the optimizer"
+        )
+
+
+def _check_grad(g, label):
+    """The error for a gradient the step cannot take (called on the slow path only)."""
+    if g.layout != torch.strided:
+        return LayoutError(f"{label}: its gradient is {g.layout}; flatopt takes dense gradients")
+    if not g.is_contiguous():
+        return LayoutError(
+            f"{label}: its gradient is not contiguous (strides {g.stride()}); flatopt reads "
+            "gradients as flat float32 buffers"
+        )
+    return None
+
+
+class _Cohort:
+    """Parameters updated the same number of times, under one library handle."""
+
+    __slots__ = ("handle", "params", "groups", "ngroups", "ptrs", "pptrs", "step_raw", "index")
+
+    def __init__(self, handle, params, groups, ngroups):
+        self.handle = handle
+        self.params = params  # the tensors (kept alive: the library holds their pointers)
+        self.groups = groups  # each parameter's group index
+        self.ngroups = ngroups  # groups the handle has
+        self.ptrs = (ctypes.c_void_p * len(params))()
+        self.pptrs = [_PTR(p) for p in params]
+        self.index = list(range(len(params)))
+
+
+def _same_storage(c):
+    """True if every parameter of cohort `c` still has the address it was registered with."""
+    if _PTRS_EQUAL is not None:
+        return _PTRS_EQUAL(c.params, c.pptrs, c.index)
+    return all(_PTR(p) == q for p, q in zip(c.params, c.pptrs))
+
+
+class _FlatoptOptimizer(_TorchOptimizer):
+    """Base of the flatopt.torch optimizers (see the module documentation)."""
+
+    _kind = None
+    # The names, in PyTorch's state layout, of the library's m, v and v_max arrays.
+    _names = (None, None, None)
+    # Group keys fixed at construction (changing them later is refused).
+    _static = ()
+
+    def __init__(self, params, defaults, *, max_grad_norm=None, num_threads=None,
+                 maximize=False, capturable=False, differentiable=False):
+        for name, value in (("maximize", maximize), ("capturable", capturable),
+                            ("differentiable", differentiable)):
+            if value:
+                raise UnsupportedError(f"{type(self).__name__}: {name}=True is not supported")
+        if max_grad_norm is not None:
+            max_grad_norm = float(max_grad_norm)
+            if not (max_grad_norm > 0 and math.isfinite(max_grad_norm)):
+                raise InvalidArgumentError(
+                    f"max_grad_norm must be a finite number > 0 (or None), got {max_grad_norm}"
+                )
+        if num_threads is None:
+            num_threads = max(1, torch.get_num_threads())
+        self._max_grad_norm = max_grad_norm
+        self._num_threads = int(num_threads)
+        self._lookahead = None  # (k, alpha) once Lookahead wraps this optimizer
+        self._cohorts = []
+        self._applied = []  # per group: (lr, weight_decay, static values) handed to the library
+        self._ready = False
+        super().__init__(params, defaults)
+        self._ready = True
+        self._rebuild({})
+
+    # -- hyperparameters ---------------------------------------------------------------------
+
+    def _fill_base(self, base, group):
+        raise NotImplementedError
+
+    def _coupled(self):
+        """True if the rule's weight decay is the coupled one (g += wd * p)."""
+        return True
+
+    def _static_of(self, group):
+        return tuple(group[k] for k in self._static)
+
+    def _base_params(self, group):
+        base = _lib.new_base_params(self._kind)
+        self._fill_base(base, group)
+        if not self._coupled():
+            base.decoupled_weight_decay = float(group["weight_decay"])
+        return base
+
+    def add_param_group(self, param_group):
+        g = len(self.param_groups)
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        for i, p in enumerate(group["params"]):
+            _check_param(p, _param_label(g, i, p))
+        for k in ("lr", "weight_decay"):
+            v = float(group[k])
+            if not (v >= 0 and math.isfinite(v)):
+                raise InvalidArgumentError(f"param_groups[{g}]['{k}'] must be >= 0, got {v}")
+        if getattr(self, "_ready", False):
+            # The new group's parameters form a cohort of their own (step 0).
+            params = [p for p in group["params"] if p.numel() > 0]
+            self._applied.append(None)
+            self._sync_groups()  # existing cohorts up to date; the new group's values noted
+            if params:
+                self._cohorts.append(self._new_cohort(params, [g] * len(params)))
+
+    # -- handles -----------------------------------------------------------------------------
+
+    def _config(self):
+        g0 = self.param_groups[0]
+        cfg = _lib.new_config()
+        base = self._base_params(g0)
+        cfg.base = ctypes.pointer(base)
+        cfg.lr = 1.0  # fixed: every group has its own lr, used as is (lr * 1.0 / 1.0)
+        cfg.nonfinite = _lib.NONFINITE["propagate"]
+        cfg.weight_decay = float(g0["weight_decay"]) if self._coupled() else 0.0
+        cfg.grad_clip_norm = self._max_grad_norm or 0.0
+        cfg.num_threads = self._num_threads
+        if self._lookahead is not None:
+            cfg.lookahead = 1
+            cfg.sync_period, cfg.alpha = self._lookahead
+        return cfg
+
+    def _new_cohort(self, params, groups):
+        """A handle over `params` (each in its group) with every group's live values."""
+        cfg = self._config()
+        handle = _Handle(cfg, type(self).__name__)
+        ptr = handle.ptr
+        ngroups = len(self.param_groups)
+        for g, group in enumerate(self.param_groups):
+            if g > 0:
+                opts = _lib.GroupOptions()
+                _lib.check(_lib.group_options_init(ctypes.byref(opts), ctypes.sizeof(opts)))
+                opts.lr = float(group["lr"])
+                opts.weight_decay = float(group["weight_decay"])
+                base = self._base_params(group)
+                opts.base = ctypes.pointer(base)
+                out = ctypes.c_size_t()
+                _lib.check(
+                    _lib.optimizer_add_group(ptr, ctypes.byref(opts), ctypes.byref(out)),
+                    f"param_groups[{g}]",
+                )
+            else:
+                _lib.check(_lib.optimizer_set_group_lr(ptr, 0, float(group["lr"])),
+                           "param_groups[0]['lr']")
+        for p, g in zip(params, groups):
+            _lib.check(
+                _lib.optimizer_add_param_to_group(ptr, g, _PTR(p), None, p.numel()),
+                f"param_groups[{g}]: registering a parameter of shape {tuple(p.shape)}",
+            )
+        return _Cohort(handle, params, groups, ngroups)
+
+    def _applied_set(self, g, group):
+        while len(self._applied) <= g:
+            self._applied.append(None)
+        self._applied[g] = (
+            float(group["lr"]), float(group["weight_decay"]), self._static_of(group)
+        )
+
+    def _sync_groups(self):
+        """Hands changed group lr / weight decay to the library (a comparison per group)."""
+        applied = self._applied
+        for g, group in enumerate(self.param_groups):
+            a = applied[g]
+            lr = group["lr"]
+            wd = group["weight_decay"]
+            if a is not None and lr == a[0] and wd == a[1]:
+                if self._static and self._static_of(group) != a[2]:
+                    self._refuse_static(g, group, a[2])
+                continue
+            if a is not None and self._static and self._static_of(group) != a[2]:
+                self._refuse_static(g, group, a[2])
+            for c in self._cohorts:
+                if g < c.ngroups:
+                    _lib.check(_lib.optimizer_set_group_lr(c.handle.ptr, g, float(lr)),
+                               f"param_groups[{g}]['lr']")
+                    _lib.check(
+                        _lib.optimizer_set_group_weight_decay(c.handle.ptr, g, float(wd)),
+                        f"param_groups[{g}]['weight_decay']",
+                    )
+            self._applied_set(g, group)
+
+    def _refuse_static(self, g, group, old):
+        new = self._static_of(group)
+        for k, a, b in zip(self._static, old, new):
+            if a != b:
+                raise UnsupportedError(
+                    f"param_groups[{g}]['{k}'] changed from {a!r} to {b!r}: flatopt.torch "
+                    "follows changes of 'lr' and 'weight_decay' only (for OneCycleLR / "
+                    "CyclicLR pass cycle_momentum=False)"
+                )
+
+    # -- state transfer through the library's checkpoints -------------------------------------
+
+    def _present(self, group):
+        """The arrays (of _ARRAYS) a parameter of `group` carries."""
+        m, v, vmax = self._state_used(group)
+        out = [m, v, vmax, self._lookahead is not None]
+        return [name for name, used in zip(_ARRAYS, out) if used]
+
+    def _state_used(self, group):
+        raise NotImplementedError
+
+    @staticmethod
+    def _blob(handle):
+        size = ctypes.c_size_t()
+        _lib.check(_lib.optimizer_checkpoint_size(handle.ptr, ctypes.byref(size)), "state_dict")
+        buf = (ctypes.c_uint8 * size.value)()
+        written = ctypes.c_size_t()
+        _lib.check(
+            _lib.optimizer_save(handle.ptr, buf, size.value, ctypes.byref(written)), "state_dict"
+        )
+        return bytearray(buf)[: written.value]
+
+    def _layout(self, cohort, blob):
+        """(counters offset, [(param, {array name: byte offset}) ...]) of a cohort's blob."""
+        (clen,) = struct.unpack_from("<Q", blob, 32)
+        counters = _HEADER + clen
+        records = []
+        for p, g in zip(cohort.params, cohort.groups):
+            records.append((p, self._present(self.param_groups[g])))
+        total = sum(16 + 4 * p.numel() * len(names) for p, names in records)
+        off = len(blob) - 4 - total
+        out = []
+        for p, names in records:
+            n = p.numel()
+            (n_rec,) = struct.unpack_from("<Q", blob, off)
+            if n_rec != n:
+                raise CheckpointError(f"internal: buffer of {n_rec} floats, expected {n}")
+            arrays = {}
+            pos = off + 16
+            for name in names:
+                arrays[name] = pos
+                pos += 4 * n
+            out.append((p, arrays))
+            off = pos
+        return counters, out
+
+    def _cohort_states(self, c):
+        """({param: {array name: float32 tensor}}, the 72 counter bytes) of cohort `c`."""
+        blob = self._blob(c.handle)
+        counters, layout = self._layout(c, blob)
+        states = {
+            p: {
+                name: torch.frombuffer(blob, dtype=torch.float32, count=p.numel(), offset=pos)
+                .clone()
+                .view(p.shape)
+                for name, pos in arrays.items()
+            }
+            for p, arrays in layout
+        }
+        return states, bytes(blob[counters : counters + _COUNTERS])
+
+    def _export(self):
+        """{param: {"step": int, array name: float32 tensor}} of every parameter."""
+        out = {}
+        for c in self._cohorts:
+            states, counters = self._cohort_states(c)
+            (step,) = struct.unpack_from("<Q", counters, 0)
+            for p, st in states.items():
+                st["step"] = step
+                out[p] = st
+        return out
+
+    def _import(self, cohort, states, step, counter_bytes=None):
+        """Writes `states` ({param: {array name: tensor}}) and the counters (`counter_bytes`
+        of another cohort's checkpoint, or `step` updates) into a cohort's handle."""
+        blob = self._blob(cohort.handle)
+        counters, layout = self._layout(cohort, blob)
+        if counter_bytes is not None:
+            blob[counters : counters + _COUNTERS] = counter_bytes
+        else:
+            struct.pack_into("<QQQ", blob, counters, step, 0, step)
+        for p, arrays in layout:
+            st = states.get(p, {})
+            for name, pos in arrays.items():
+                value = st.get(name)
+                if value is None:
+                    if name == "slow":
+                        value = p.detach()
+                    else:
+                        continue  # the fresh handle's initial value
+                src = value.detach().to(torch.float32).contiguous().reshape(-1)
+                if src.numel() != p.numel():
+                    raise CheckpointError(
+                        f"a state tensor '{name}' has {src.numel()} elements, its parameter "
+                        f"{p.numel()}"
+                    )
+                blob[pos : pos + 4 * p.numel()] = src.numpy().tobytes()
+        struct.pack_into("<I", blob, len(blob) - 4, zlib.crc32(bytes(blob[:-4])) & 0xFFFFFFFF)
+        buf = (ctypes.c_uint8 * len(blob)).from_buffer(blob)
+        status = _lib.optimizer_load(cohort.handle.ptr, buf, len(blob))
+        if status != _lib.OK:
+            try:
+                _lib.raise_for(status, "load_state_dict")
+            except Exception as e:
+                raise CheckpointError(str(e)) from None
+
+    def _rebuild(self, states):
+        """New cohorts from `states` ({param: {"step": int, arrays...}}): one per step count."""
+        by_step = OrderedDict()
+        for g, group in enumerate(self.param_groups):
+            for p in group["params"]:
+                if p.numel() == 0:
+                    continue
+                step = int(states.get(p, {}).get("step", 0))
+                by_step.setdefault(step, ([], []))
+                by_step[step][0].append(p)
+                by_step[step][1].append(g)
+        self._applied = [None] * len(self.param_groups)
+        cohorts = []
+        for step, (params, groups) in by_step.items():
+            c = self._new_cohort(params, groups)
+            if step > 0 or self._lookahead is not None:
+                self._import(c, states, step)
+            cohorts.append(c)
+        for g, group in enumerate(self.param_groups):
+            self._applied_set(g, group)
+        self._cohorts = cohorts
+
+    def _split(self, index, has):
+        """Splits cohort `index` into its parameters with a gradient (has[i]) and without."""
+        c = self._cohorts[index]
+        states, counters = self._cohort_states(c)
+        parts = []
+        for want in (True, False):
+            params = [p for p, h in zip(c.params, has) if h is want]
+            groups = [g for g, h in zip(c.groups, has) if h is want]
+            n = self._new_cohort(params, groups)
+            self._import(n, states, None, counters)
+            parts.append(n)
+        self._cohorts[index : index + 1] = parts
+
+    # -- the step ----------------------------------------------------------------------------
+
+    def step(self, closure=None):
+        """One update of every parameter that has a gradient; returns the closure's loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        self._sync_groups()
+        cohorts = self._cohorts
+        if len(cohorts) == 1:
+            c = cohorts[0]
+            try:
+                grads = list(map(_GRAD, c.params))
+                c.ptrs[:] = list(map(_PTR, grads))
+                ok = all(map(_CONTIG, grads))
+            except (TypeError, RuntimeError):
+                ok = False
+            if ok and _same_storage(c):
+                st = _lib.optimizer_step_with_grads.raw(c.handle.ptr, c.ptrs, len(c.params))
+                if st != _lib.OK:
+                    _lib.raise_for(st, "step")
+                return loss
+        self._step_general()
+        return loss
+
+    def _step_general(self):
+        """Missing gradients, several cohorts, moved parameters, bad gradients."""
+        i = 0
+        stepping = []
+        while i < len(self._cohorts):
+            c = self._cohorts[i]
+            grads = [_GRAD(p) for p in c.params]
+            has = [g is not None for g in grads]
+            if not any(has):
+                i += 1
+                continue
+            if not all(has):
+                self._split(i, has)
+                continue  # cohort i is now the part with gradients
+            for p, g in zip(c.params, grads):
+                err = _check_grad(g, self._label_of(p))
+                if err is not None:
+                    raise err
+            if not _same_storage(c):
+                self._moved(i)
+                continue
+            stepping.append((c, grads))
+            i += 1
+        if len(stepping) > 1 and self._max_grad_norm is not None:
+            raise UnsupportedError(
+                "max_grad_norm: the parameters with a gradient in this step were updated "
+                "different numbers of times before (some had no gradient in an earlier step); "
+                "the global norm over such cohorts is not supported yet"
+            )
+        for c, grads in stepping:
+            c.ptrs[:] = [_PTR(g) for g in grads]
+            _lib.check(_lib.optimizer_step_with_grads(c.handle.ptr, c.ptrs, len(c.params)),
+                       "step")
+
+    def _moved(self, index):
+        """A parameter's storage moved (p.data = ...): re-register its cohort, state kept."""
+        c = self._cohorts[index]
+        for p in c.params:
+            _check_param(p, self._label_of(p))
+        states, counters = self._cohort_states(c)
+        n = self._new_cohort(c.params, c.groups)
+        self._import(n, states, None, counters)
+        self._cohorts[index] = n
+
+    def _label_of(self, p):
+        for g, group in enumerate(self.param_groups):
+            for i, q in enumerate(group["params"]):
+                if q is p:
+                    return _param_label(g, i, p)
+        return f"a parameter of shape {tuple(p.shape)}"
+
+    # -- state dicts -------------------------------------------------------------------------
+
+    def _to_torch_state(self, st, group):
+        names = dict(zip(_ARRAYS, (*self._names, "lookahead_slow_buff")))
+        out = {}
+        if st["step"] == 0:
+            return out
+        out["step"] = torch.tensor(float(st["step"]), dtype=torch.float32)
+        for name, t in st.items():
+            if name != "step":
+                out[names[name]] = t
+        return out
+
+    def _from_torch_state(self, st, p):
+        names = dict(zip((*self._names, "lookahead_slow_buff"), _ARRAYS))
+        out = {}
+        step = st.get("step")
+        if step is None:
+            step = 1 if any(k in st for k in names) else 0
+        step = float(step.item() if isinstance(step, torch.Tensor) else step)
+        if not (step >= 0 and step == int(step)):
+            raise CheckpointError(f"a state 'step' must be a whole number >= 0, got {step}")
+        out["step"] = int(step)
+        for k, v in st.items():
+            if k in names and v is not None:
+                if not isinstance(v, torch.Tensor):
+                    raise CheckpointError(f"state '{k}' must be a tensor, got {type(v).__name__}")
+                out[names[k]] = v
+        return out
+
+    def state_dict(self):
+        exported = self._export()
+        self.state.clear()
+        for g, group in enumerate(self.param_groups):
+            for p in group["params"]:
+                if p in exported:
+                    st = self._to_torch_state(exported[p], group)
+                    if st:
+                        self.state[p] = st
+        return super().state_dict()
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        for g, group in enumerate(self.param_groups):
+            for i, p in enumerate(group["params"]):
+                _check_param(p, _param_label(g, i, p))
+        states = {p: self._from_torch_state(st, p) for p, st in self.state.items()}
+        self._rebuild(states)
+
+    def _set_lookahead(self, k, alpha):
+        states = self._export()
+        self._lookahead = (k, alpha)
+        self._rebuild(states)
+
+
+def _betas(betas):
+    b1, b2 = (float(b) for b in betas)
+    return b1, b2
+
+
+class _AdamFamily(_FlatoptOptimizer):
+    _names = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+    _static = ("betas", "eps", "amsgrad")
+
+    def _fill_base(self, base, group):
+        base.b1, base.b2 = _betas(group["betas"])
+        base.eps = float(group["eps"])
+        base.amsgrad = int(bool(group.get("amsgrad", False)))
+
+    def _state_used(self, group):
+        return True, True, bool(group.get("amsgrad", False))
+
+
+class Adam(_AdamFamily):
+    """``torch.optim.Adam`` with flatopt's fused step (coupled weight decay, ``amsgrad``)."""
+
+    _kind = _lib.ADAM
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
+                 amsgrad=False, *, foreach=None, maximize=False, capturable=False,
+                 differentiable=False, fused=None, decoupled_weight_decay=False,
+                 max_grad_norm=None, num_threads=None):
+        if decoupled_weight_decay:
+            raise UnsupportedError("Adam: decoupled_weight_decay=True: use flatopt.torch.AdamW")
+        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+                        amsgrad=amsgrad, maximize=False, foreach=foreach,
+                        capturable=False, differentiable=False, fused=fused,
+                        decoupled_weight_decay=False)
+        super().__init__(params, defaults, max_grad_norm=max_grad_norm,
+                         num_threads=num_threads, maximize=maximize, capturable=capturable,
+                         differentiable=differentiable)
+
+
+class AdamW(_AdamFamily):
+    """``torch.optim.AdamW`` with flatopt's fused step (decoupled weight decay)."""
+
+    _kind = _lib.ADAMW
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
+                 amsgrad=False, *, maximize=False, foreach=None, capturable=False,
+                 differentiable=False, fused=None, max_grad_norm=None, num_threads=None):
+        if amsgrad:
+            raise UnsupportedError("AdamW: amsgrad=True is not supported by flatopt's AdamW yet")
+        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+                        amsgrad=False, maximize=False, foreach=foreach, capturable=False,
+                        differentiable=False, fused=fused)
+        super().__init__(params, defaults, max_grad_norm=max_grad_norm,
+                         num_threads=num_threads, maximize=maximize, capturable=capturable,
+                         differentiable=differentiable)
+
+    def _coupled(self):
+        return False
+
+
+class RAdam(_AdamFamily):
+    """``torch.optim.RAdam`` with flatopt's fused step (coupled weight decay)."""
+
+    _kind = _lib.RADAM
+    _static = ("betas", "eps")
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
+                 decoupled_weight_decay=False, *, foreach=None, maximize=False,
+                 capturable=False, differentiable=False, max_grad_norm=None, num_threads=None):
+        if decoupled_weight_decay:
+            raise UnsupportedError("RAdam: decoupled_weight_decay=True is not supported yet")
+        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+                        foreach=foreach, maximize=False, capturable=False,
+                        differentiable=False, decoupled_weight_decay=False)
+        super().__init__(params, defaults, max_grad_norm=max_grad_norm,
+                         num_threads=num_threads, maximize=maximize, capturable=capturable,
+                         differentiable=differentiable)
+
+
+class SGD(_FlatoptOptimizer):
+    """``torch.optim.SGD`` (momentum, dampening, Nesterov) with flatopt's fused step."""
+
+    _kind = _lib.SGD
+    _names = ("momentum_buffer", None, None)
+    _static = ("momentum", "dampening", "nesterov")
+
+    def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0,
+                 nesterov=False, *, maximize=False, foreach=None, differentiable=False,
+                 fused=None, max_grad_norm=None, num_threads=None):
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise ValueError("Nesterov momentum requires a momentum and zero dampening")
+        defaults = dict(lr=lr, momentum=momentum, dampening=dampening,
+                        weight_decay=weight_decay, nesterov=nesterov, maximize=False,
+                        foreach=foreach, differentiable=False, fused=fused)
+        super().__init__(params, defaults, max_grad_norm=max_grad_norm,
+                         num_threads=num_threads, maximize=maximize,
+                         differentiable=differentiable)
+
+    def _fill_base(self, base, group):
+        base.momentum = float(group["momentum"])
+        base.dampening = float(group["dampening"])
+        base.nesterov = int(bool(group["nesterov"]))
+
+    def _state_used(self, group):
+        return float(group["momentum"]) > 0, False, False
+
+
+class Adagrad(_FlatoptOptimizer):
+    """``torch.optim.Adagrad`` with flatopt's fused step."""
+
+    _kind = _lib.ADAGRAD
+    _names = (None, "sum", None)
+    _static = ("lr_decay", "initial_accumulator_value", "eps")
+
+    def __init__(self, params, lr=1e-2, lr_decay=0, weight_decay=0,
+                 initial_accumulator_value=0, eps=1e-10, foreach=None, *, maximize=False,
+                 differentiable=False, fused=None, max_grad_norm=None, num_threads=None):
+        defaults = dict(lr=lr, lr_decay=lr_decay, eps=eps, weight_decay=weight_decay,
+                        initial_accumulator_value=initial_accumulator_value, foreach=foreach,
+                        maximize=False, differentiable=False, fused=fused)
+        super().__init__(params, defaults, max_grad_norm=max_grad_norm,
+                         num_threads=num_threads, maximize=maximize,
+                         differentiable=differentiable)
+
+    def _fill_base(self, base, group):
+        base.lr_decay = float(group["lr_decay"])
+        base.initial_accumulator = float(group["initial_accumulator_value"])
+        base.eps = float(group["eps"])
+        base.eps_inside_sqrt = 0
+
+    def _state_used(self, group):
+        return False, True, False
+
+
+class RMSprop(_FlatoptOptimizer):
+    """``torch.optim.RMSprop`` (momentum, centered) with flatopt's fused step."""
+
+    _kind = _lib.RMSPROP
+    _names = ("momentum_buffer", "square_avg", "grad_avg")
+    _static = ("alpha", "eps", "momentum", "centered")
+
+    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0,
+                 centered=False, capturable=False, foreach=None, maximize=False,
+                 differentiable=False, *, max_grad_norm=None, num_threads=None):
+        defaults = dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
+                        momentum=momentum, centered=centered, capturable=False,
+                        foreach=foreach, maximize=False, differentiable=False)
+        super().__init__(params, defaults, max_grad_norm=max_grad_norm,
+                         num_threads=num_threads, maximize=maximize, capturable=capturable,
+                         differentiable=differentiable)
+
+    def _fill_base(self, base, group):
+        base.alpha = float(group["alpha"])
+        base.eps = float(group["eps"])
+        base.momentum = float(group["momentum"])
+        base.centered = int(bool(group["centered"]))
+        base.eps_inside_sqrt = 0
+
+    def _state_used(self, group):
+        return float(group["momentum"]) > 0, True, bool(group["centered"])
+
+
+class Lookahead(_TorchOptimizer):
+    """timm's ``Lookahead(optimizer, alpha, k)``, fused into the base optimizer's pass.
+
+    ``optimizer`` is a flatopt.torch optimizer; from now on its step also keeps slow weights
+    (initialised from the parameters' current values) and every ``k``-th update moves them
+    ``alpha`` of the way to the fast weights and copies them back, in the same pass over memory
+    as the update. Step, zero_grad, schedulers and state dicts work through this object (the
+    base optimizer's ``param_groups`` are shared). The per-parameter slow weights appear in the
+    state dict as ``lookahead_slow_buff`` (timm's name). Unlike timm, whose slow weights start
+    at the first sync, they start at the weights at wrapping time (the Lookahead paper's rule).
+    """
+
+    def __init__(self, optimizer, k=5, alpha=0.5):
+        if not isinstance(optimizer, _FlatoptOptimizer):
+            raise DTypeError(
+                "Lookahead wraps a flatopt.torch optimizer (SGD, Adam, AdamW, RAdam, Adagrad, "
+                f"RMSprop), got {type(optimizer).__name__}"
+            )
+        if optimizer._lookahead is not None:
+            raise InvalidStateError("this optimizer is already wrapped by a Lookahead")
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise InvalidArgumentError(f"Lookahead k must be an integer >= 1, got {k!r}")
+        alpha = float(alpha)
+        if not (0.0 <= alpha <= 1.0):
+            raise InvalidArgumentError(f"Lookahead alpha must lie in [0, 1], got {alpha}")
+        self._base = optimizer
+        optimizer._set_lookahead(k, alpha)
+        super().__init__(optimizer.param_groups, optimizer.defaults)
+        self.defaults.update(lookahead_k=k, lookahead_alpha=alpha)
+        self.k = k
+        self.alpha = alpha
+
+    # The base optimizer's groups and state are this object's.
+    @property
+    def param_groups(self):
+        return self._base.param_groups
+
+    @param_groups.setter
+    def param_groups(self, value):
+        if getattr(self, "_base", None) is not None and value:
+            self._base.param_groups = value
+
+    @property
+    def state(self):
+        return self._base.state
+
+    @state.setter
+    def state(self, value):
+        pass  # torch.optim.Optimizer.__init__ sets it; the base optimizer's is used
+
+    def add_param_group(self, param_group):
+        if any(param_group is g for g in self._base.param_groups):
+            return  # Optimizer.__init__ re-adding the shared groups
+        self._base.add_param_group(param_group)
+
+    def step(self, closure=None):
+        return self._base.step(closure)
+
+    def state_dict(self):
+        return self._base.state_dict()
+
+    def load_state_dict(self, state_dict):
+        self._base.load_state_dict(state_dict)
+
+    def zero_grad(self, set_to_none=True):
+        self._base.zero_grad(set_to_none)

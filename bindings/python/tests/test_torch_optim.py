@@ -1,0 +1,350 @@
+"""flatopt.torch: torch.optim.Optimizer drop-ins (skipped when torch is not installed)."""
+
+import io
+import subprocess
+import sys
+
+import pytest
+
+from conftest import needs
+
+torch = needs("torch")
+
+import flatopt  # noqa: E402
+import flatopt.torch as ft  # noqa: E402
+
+# (flatopt.torch class name, keyword arguments): each against torch.optim's class of that name.
+RULES = [
+    ("SGD", dict(lr=0.05)),
+    ("SGD", dict(lr=0.05, momentum=0.9, weight_decay=1e-3)),
+    ("SGD", dict(lr=0.05, momentum=0.9, dampening=0.1)),
+    ("SGD", dict(lr=0.05, momentum=0.9, nesterov=True)),
+    ("Adam", dict(lr=1e-2)),
+    ("Adam", dict(lr=1e-2, weight_decay=1e-2, amsgrad=True)),
+    ("AdamW", dict(lr=1e-2)),
+    ("AdamW", dict(lr=1e-2, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.1)),
+    ("RAdam", dict(lr=1e-2, eps=1e-10, weight_decay=1e-2)),
+    ("Adagrad", dict(lr=5e-2, lr_decay=1e-3, initial_accumulator_value=0.1)),
+    ("RMSprop", dict(lr=1e-3)),
+    ("RMSprop", dict(lr=1e-3, momentum=0.5, centered=True, weight_decay=1e-3)),
+]
+IDS = [f"{name}-{'-'.join(f'{k}={v}' for k, v in kw.items())}" for name, kw in RULES]
+
+
+def make_model(seed=0):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(
+        torch.nn.Linear(6, 12), torch.nn.Tanh(), torch.nn.Linear(12, 12), torch.nn.Tanh(),
+        torch.nn.Linear(12, 1),
+    )
+
+
+def batch(t):
+    g = torch.Generator().manual_seed(1000 + t)
+    x = torch.randn(16, 6, generator=g)
+    return x, x.sum(1, keepdim=True).sin()
+
+
+def groups(model, kw):
+    """Two parameter groups: the weights with the arguments, the biases with half the lr
+    and no weight decay."""
+    ws = [p for n, p in model.named_parameters() if n.endswith("weight")]
+    bs = [p for n, p in model.named_parameters() if n.endswith("bias")]
+    return [{"params": ws}, {"params": bs, "lr": kw["lr"] / 2, "weight_decay": 0.0}]
+
+
+def train_step(model, opt, t):
+    x, y = batch(t)
+    opt.zero_grad()
+    loss = ((model(x) - y) ** 2).mean()
+    loss.backward()
+    opt.step()
+    return loss.item()
+
+
+def close(a, b, tol):
+    return all(
+        bool(((p - q).abs() <= tol + tol * q.abs()).all())
+        for p, q in zip(a.parameters(), b.parameters())
+    )
+
+
+@pytest.mark.parametrize("name,kw", RULES, ids=IDS)
+def test_parity_with_torch_optim_two_groups_and_a_scheduler(name, kw):
+    ours, ref = make_model(), make_model()
+    opt = getattr(ft, name)(groups(ours, kw), **kw)
+    ref_opt = getattr(torch.optim, name)(groups(ref, kw), **kw)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=30, gamma=0.5)
+    ref_sched = torch.optim.lr_scheduler.StepLR(ref_opt, step_size=30, gamma=0.5)
+    # RAdam's eps sits where PyTorch's bias correction moves it (docs/numerics.md).
+    tol = 2e-4 if name == "RAdam" else 2e-5
+    for t in range(120):
+        train_step(ours, opt, t)
+        train_step(ref, ref_opt, t)
+        sched.step()
+        ref_sched.step()
+        assert close(ours, ref, tol), f"step {t}"
+    assert [g["lr"] for g in opt.param_groups] == [g["lr"] for g in ref_opt.param_groups]
+
+
+def test_adamw_loss_curve_matches_torch_within_float32_noise():
+    ours, ref = make_model(3), make_model(3)
+    opt = ft.AdamW(ours.parameters(), lr=3e-3, weight_decay=0.05)
+    ref_opt = torch.optim.AdamW(ref.parameters(), lr=3e-3, weight_decay=0.05)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=300)
+    ref_sched = torch.optim.lr_scheduler.CosineAnnealingLR(ref_opt, T_max=300)
+    for t in range(300):
+        a = train_step(ours, opt, t)
+        b = train_step(ref, ref_opt, t)
+        sched.step()
+        ref_sched.step()
+        assert abs(a - b) <= 1e-5 + 1e-4 * abs(b), f"step {t}: loss {a} vs {b}"
+
+
+RESUME = RULES + [("Lookahead", dict(lr=1e-2))]
+
+
+def build(name, model, kw):
+    if name == "Lookahead":
+        return ft.Lookahead(ft.AdamW(groups(model, kw), **kw), k=3, alpha=0.5)
+    return getattr(ft, name)(groups(model, kw), **kw)
+
+
+@pytest.mark.parametrize("name,kw", RESUME, ids=IDS + ["Lookahead-AdamW"])
+def test_save_load_continues_bit_for_bit(name, kw):
+    """Train, torch.save model + optimizer + scheduler, load into fresh objects, continue:
+    the same bits as the uninterrupted run."""
+    full, part = make_model(), make_model()
+    opt_full, opt_part = build(name, full, kw), build(name, part, kw)
+    sched_full = torch.optim.lr_scheduler.ExponentialLR(opt_full, 0.97)
+    sched_part = torch.optim.lr_scheduler.ExponentialLR(opt_part, 0.97)
+    for t in range(17):
+        train_step(full, opt_full, t)
+        train_step(part, opt_part, t)
+        sched_full.step()
+        sched_part.step()
+    buf = io.BytesIO()
+    torch.save({"model": part.state_dict(), "opt": opt_part.state_dict(),
+                "sched": sched_part.state_dict()}, buf)
+    buf.seek(0)
+    ckpt = torch.load(buf, weights_only=True)
+    fresh = make_model(7)
+    fresh.load_state_dict(ckpt["model"])
+    opt_fresh = build(name, fresh, kw)
+    sched_fresh = torch.optim.lr_scheduler.ExponentialLR(opt_fresh, 0.97)
+    opt_fresh.load_state_dict(ckpt["opt"])
+    sched_fresh.load_state_dict(ckpt["sched"])
+    for t in range(17, 40):
+        train_step(full, opt_full, t)
+        train_step(fresh, opt_fresh, t)
+        sched_full.step()
+        sched_fresh.step()
+    for p, q in zip(full.parameters(), fresh.parameters()):
+        assert torch.equal(p, q)
+    sa, sb = opt_full.state_dict(), opt_fresh.state_dict()
+    assert sa["state"].keys() == sb["state"].keys()
+    for i in sa["state"]:
+        for k in sa["state"][i]:
+            assert torch.equal(sa["state"][i][k], sb["state"][i][k]), (i, k)
+
+
+@pytest.mark.parametrize("name,keys", [
+    ("SGD", {"step", "momentum_buffer"}),
+    ("Adam", {"step", "exp_avg", "exp_avg_sq"}),
+    ("AdamW", {"step", "exp_avg", "exp_avg_sq"}),
+    ("RAdam", {"step", "exp_avg", "exp_avg_sq"}),
+    ("Adagrad", {"step", "sum"}),
+    ("RMSprop", {"step", "square_avg"}),
+])
+def test_state_dict_has_pytorchs_layout_and_loads_into_torch_optim(name, keys):
+    kw = dict(lr=1e-2, momentum=0.9) if name == "SGD" else dict(lr=1e-2)
+    ours, ref = make_model(), make_model()
+    opt = getattr(ft, name)(ours.parameters(), **kw)
+    for t in range(5):
+        train_step(ours, opt, t)
+    sd = opt.state_dict()
+    assert set(sd["state"][0]) == keys
+    assert sd["param_groups"][0]["params"] == [0, 1, 2, 3, 4, 5]
+    # torch.optim takes it and continues like flatopt, within float32 noise
+    ref.load_state_dict(ours.state_dict())
+    ref_opt = getattr(torch.optim, name)(ref.parameters(), **kw)
+    ref_opt.load_state_dict(sd)
+    for t in range(5, 10):
+        train_step(ours, opt, t)
+        train_step(ref, ref_opt, t)
+    assert close(ours, ref, 1e-5)
+
+
+def test_torch_optim_state_loads_into_flatopt():
+    ours, ref = make_model(), make_model()
+    ref_opt = torch.optim.Adam(ref.parameters(), lr=1e-2)
+    for t in range(6):
+        train_step(ref, ref_opt, t)
+    ours.load_state_dict(ref.state_dict())
+    opt = ft.Adam(ours.parameters(), lr=1e-2)
+    opt.load_state_dict(ref_opt.state_dict())
+    for t in range(6, 20):
+        train_step(ours, opt, t)
+        train_step(ref, ref_opt, t)
+    assert close(ours, ref, 1e-5)
+
+
+def test_missing_gradients_skip_the_parameter_and_its_state():
+    """A parameter without gradient keeps its value and state; its own step count lags, as in
+    PyTorch (checked against torch.optim.Adam with the same pattern)."""
+    torch.manual_seed(0)
+    ps = [torch.randn(5, requires_grad=True) for _ in range(4)]
+    rs = [p.detach().clone().requires_grad_(True) for p in ps]
+    opt = ft.Adam(ps, lr=0.1)
+    ref = torch.optim.Adam(rs, lr=0.1)
+    for t in range(12):
+        with_grad = [i for i in range(4) if (i + t) % 3 != 0 or i == 0]
+        for mine, theirs, o in ((ps, None, opt), (rs, None, ref)):
+            o.zero_grad()
+            for i in with_grad:
+                mine[i].grad = torch.full((5,), float(t + i) - 5.0)
+        before = {i: ps[i].detach().clone() for i in range(4) if i not in with_grad}
+        state_before = opt.state_dict()["state"]
+        opt.step()
+        ref.step()
+        for i, v in before.items():
+            assert torch.equal(ps[i], v)
+            after = opt.state_dict()["state"].get(i)
+            if i in state_before:
+                for k in state_before[i]:
+                    assert torch.equal(after[k], state_before[i][k])
+        for p, r in zip(ps, rs):
+            assert torch.allclose(p, r, rtol=1e-5, atol=1e-6)
+    steps = {i: int(s["step"]) for i, s in opt.state_dict()["state"].items()}
+    assert steps == {i: int(s["step"].item()) for i, s in ref.state_dict()["state"].items()}
+
+
+def test_frozen_parameters_have_no_state_and_do_not_block_clipping():
+    model = make_model()
+    model[0].weight.requires_grad_(False)
+    ref = make_model()
+    ref[0].weight.requires_grad_(False)
+    opt = ft.AdamW(model.parameters(), lr=1e-2, max_grad_norm=0.1)
+    ref_opt = torch.optim.AdamW(ref.parameters(), lr=1e-2)
+    for t in range(20):
+        train_step(model, opt, t)
+        x, y = batch(t)
+        ref_opt.zero_grad()
+        ((ref(x) - y) ** 2).mean().backward()
+        torch.nn.utils.clip_grad_norm_(ref.parameters(), 0.1)
+        ref_opt.step()
+    assert close(model, ref, 2e-5)
+    assert 0 not in opt.state_dict()["state"]
+
+
+def test_hooks_closure_zero_grad_and_add_param_group():
+    model = make_model()
+    opt = ft.SGD(list(model[0].parameters()), lr=0.1)
+    calls = []
+    opt.register_step_pre_hook(lambda o, a, k: calls.append("pre"))
+    opt.register_step_post_hook(lambda o, a, k: calls.append("post"))
+    x, y = batch(0)
+
+    def closure():
+        opt.zero_grad()
+        loss = ((model(x) - y) ** 2).mean()
+        loss.backward()
+        return loss
+
+    loss = opt.step(closure)
+    assert isinstance(loss, torch.Tensor) and calls == ["pre", "post"]
+    opt.add_param_group({"params": list(model[2].parameters()) + list(model[4].parameters()),
+                         "lr": 0.05})
+    before = model[4].weight.detach().clone()
+    opt.step(closure)
+    assert not torch.equal(before, model[4].weight)
+    opt.zero_grad()
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_scheduler_changing_momentum_is_refused_with_the_key():
+    model = make_model()
+    opt = ft.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    train_step(model, opt, 0)
+    opt.param_groups[0]["momentum"] = 0.8
+    with pytest.raises(flatopt.UnsupportedError, match="'momentum'"):
+        train_step(model, opt, 1)
+
+
+def test_lookahead_fused_matches_the_rule_over_torch_adamw():
+    ours, ref = make_model(), make_model()
+    opt = ft.Lookahead(ft.AdamW(ours.parameters(), lr=1e-2), k=4, alpha=0.5)
+    ref_opt = torch.optim.AdamW(ref.parameters(), lr=1e-2)
+    slow = [p.detach().clone() for p in ref.parameters()]
+    for t in range(41):
+        train_step(ours, opt, t)
+        train_step(ref, ref_opt, t)
+        if (t + 1) % 4 == 0:
+            with torch.no_grad():
+                for s, p in zip(slow, ref.parameters()):
+                    s.add_(p - s, alpha=0.5)
+                    p.copy_(s)
+        assert close(ours, ref, 2e-5), f"step {t}"
+    assert "lookahead_slow_buff" in opt.state_dict()["state"][0]
+
+
+def test_grad_scaler_works_and_skips_on_inf():
+    ours, ref = make_model(), make_model()
+    opt = ft.AdamW(ours.parameters(), lr=1e-2)
+    ref_opt = torch.optim.AdamW(ref.parameters(), lr=1e-2)
+    scalers = [torch.amp.GradScaler("cpu", init_scale=1024.0) for _ in range(2)]
+    for t in range(10):
+        x, y = batch(t)
+        for m, o, s in ((ours, opt, scalers[0]), (ref, ref_opt, scalers[1])):
+            o.zero_grad()
+            s.scale(((m(x) - y) ** 2).mean()).backward()
+            if t == 5:
+                next(m.parameters()).grad[0, 0] = float("inf")
+            s.step(o)
+            s.update()
+    assert close(ours, ref, 2e-5)
+    assert scalers[0].get_scale() == scalers[1].get_scale() == 512.0
+
+
+BAD = [
+    ("float64", lambda: torch.zeros(3, dtype=torch.float64), flatopt.DTypeError, "float64"),
+    ("float16", lambda: torch.zeros(3, dtype=torch.float16), flatopt.DTypeError, "float16"),
+    ("complex", lambda: torch.zeros(3, dtype=torch.complex64), flatopt.DTypeError, "complex"),
+    ("noncontiguous", lambda: torch.zeros(4, 3).t(), flatopt.LayoutError, "not contiguous"),
+    ("sparse", lambda: torch.zeros(4, 3).to_sparse(), flatopt.LayoutError, "sparse"),
+    ("meta-device", lambda: torch.zeros(3, device="meta"), flatopt.UnsupportedError, "meta"),
+]
+
+
+@pytest.mark.parametrize("what,make,exc,text", BAD, ids=[b[0] for b in BAD])
+def test_bad_parameters_are_refused_naming_the_parameter(what, make, exc, text):
+    good = torch.zeros(2, requires_grad=True)
+    with pytest.raises(exc, match=text) as info:
+        ft.Adam([{"params": [good]}, {"params": [good.new_zeros(1), make()]}])
+    assert "param_groups[1]['params'][1]" in str(info.value)
+
+
+def test_noncontiguous_gradient_is_refused_and_nothing_changes():
+    p = torch.zeros(4, 4, requires_grad=True)
+    q = torch.zeros(3, requires_grad=True)
+    opt = ft.SGD([p, q], lr=0.1)
+    p.grad = torch.ones(4, 4).t()
+    q.grad = torch.ones(3)
+    with pytest.raises(flatopt.LayoutError, match=r"param_groups\[0\]\['params'\]\[0\]"):
+        opt.step()
+    assert not p.any() and not q.any()
+
+
+def test_moved_parameter_storage_is_followed():
+    p = torch.zeros(3, requires_grad=True)
+    opt = ft.SGD([p], lr=0.5, momentum=0.5)
+    p.grad = torch.ones(3)
+    opt.step()
+    p.data = torch.full((3,), 10.0)
+    opt.step()
+    assert torch.equal(p.detach(), torch.full((3,), 10.0 - 0.5 * 1.5))
+
+
+def test_import_flatopt_does_not_import_torch():
+    code = "import sys, flatopt; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
