@@ -10,11 +10,13 @@ from __future__ import annotations
 import copy
 import ctypes
 import functools
+import math
 import threading
+from collections.abc import Mapping
 
 import numpy as np
 
-from . import _lib, _tree, _validate
+from . import _groups, _lib, _tree, _validate
 from ._buffers import F32, as_view, describe, pointer
 from ._errors import (
     ArgumentTypeError,
@@ -284,6 +286,13 @@ class Optimizer:
         self._ptrs = None  # per-call gradient pointer array
         self._grad_cache = None  # last per-call gradient objects (ndarrays only)
         self._grad_keep = None
+        self._grouped = False  # registered as a list of groups (or add_param_group was used)
+        self._layout = None  # the groups' trees, flattened (a _groups.Layout)
+        self._options = [{}]  # each group's checked options (keys given besides "params")
+        self._cgroups = [0]  # each group's index in the library
+        self._tree_alt = None  # the list of the groups' trees, when they merged into one dict
+        self._group_dicts = []  # param_groups
+        self._lr_set = None  # group 0's learning rate set through current_lr / param_groups
 
     # -- registration --------------------------------------------------------------------
 
@@ -302,40 +311,94 @@ class Optimizer:
         their names (:attr:`param_names`): :mod:`flatopt._tree` and docs/numerics.md,
         "Parameter trees".
 
+        ``params`` may also be a PyTorch-style list of parameter groups,
+        ``[{"params": tree, "lr": 1e-3, "weight_decay": 0.0, "betas": (0.9, 0.95)}, ...]``:
+        each group's keys besides ``params`` are optional (what a group leaves out is the
+        optimizer's), any other key is refused by name (:mod:`flatopt._groups`). Clipping by
+        global norm, the non-finite check, the step counter, the schedule and Lookahead stay
+        global. The gradients (here and in :meth:`update`) are then one dict over all groups
+        when every group's ``params`` is a dict and no name is in two groups, else a list with
+        one entry per group (the merged dict also accepts that list). See
+        :attr:`param_groups` and docs/numerics.md, "Parameter groups".
+
         ``grads`` (optional, same structure and shapes): gradient arrays that stay the same
         objects for the whole training; write each step's gradients into them and call
         ``update()`` without arguments.
 
         The current parameter values become the Lookahead slow weights. Registering again
         replaces the registration and starts from fresh state (moments, counters), keeping the
-        schedule's manual steps.
+        schedule's manual steps and a learning rate set through :attr:`current_lr`.
         """
-        root, values, keys, labels, states = _tree.flatten(params, "params")
+        grouped = _groups.is_group_list(params)
+        if grouped:
+            options = [
+                _groups.check_group(g, self._base, f"params[{i}]") for i, g in enumerate(params)
+            ]
+            trees = [g["params"] for g in params]
+        else:
+            options, trees = [{}], [params]
+        lay = _groups.Layout(trees, grouped)
+        values, states = lay.leaves, lay.states
+        _groups.check_distinct_states(states)
         state_leaf = [False] * len(values)
         for link in states:
             state_leaf[link.first:link.stop] = [True] * (link.stop - link.first)
         views = [
-            _tree.host_copy(v, "params" + lab) if in_state else as_view(v, "params" + lab, True)
-            for v, lab, in_state in zip(values, labels, state_leaf)
+            _tree.host_copy(v, lab) if in_state else as_view(v, lab, True)
+            for v, lab, in_state in zip(values, lay.labels_in, state_leaf)
         ]
         shapes = tuple(v.shape for v in views)
+        root, alt, merged = lay.root(grouped)
+        labels = lay.final_labels(grouped, merged)
+        keys = lay.final_names(grouped, merged)
 
         gviews = None
         gvalues = None
         if grads is not None:
-            gvalues = _tree.match(root, grads, "grads", len(values))
+            groot = alt if alt is not None and isinstance(grads, (list, tuple)) else root
+            gvalues = _tree.match(groot, grads, "grads", len(values))
             gviews = [
                 self._grad_view(g, "grads" + lab, shape, True)
                 for g, lab, shape in zip(gvalues, labels, shapes)
             ]
+        need_groups = grouped and (len(options) > 1 or any(options))
+        if need_groups or self._lr_set is not None:
+            self._require_groups("register_trainable_weights (parameter groups)")
 
         with self._lock:
             handle = _Handle(self._config, type(self).__name__)
             try:
+                cgroups = []
+                for g, opts in enumerate(options):
+                    lr = opts.get("lr", self._lr_set if g == 0 else None)
+                    if g == 0 and not _groups.has_rule_options(opts):
+                        cgroups.append(0)
+                        if lr is not None:
+                            _lib.check(_lib.optimizer_set_group_lr(handle.ptr, 0, lr),
+                                       _group_context(grouped, "lr"))
+                        if "weight_decay" in opts:
+                            _lib.check(
+                                _lib.optimizer_set_group_weight_decay(
+                                    handle.ptr, 0, opts["weight_decay"]
+                                ),
+                                _group_context(grouped, "weight_decay"),
+                            )
+                    else:
+                        if lr is not None:
+                            opts = dict(opts, lr=lr)
+                        cgroups.append(
+                            _groups.add_c_group(handle, self._base, opts, f"params[{g}]")
+                        )
                 for i, v in enumerate(views):
                     # NULL gradient: this buffer's gradients come with each update(grads).
                     gptr = None if gviews is None else (pointer(gviews[i]) or None)
-                    st = _lib.optimizer_add_param(handle.ptr, pointer(v) or None, gptr, v.size)
+                    cg = cgroups[lay.group_of[i]]
+                    if cg == 0:
+                        st = _lib.optimizer_add_param(handle.ptr, pointer(v) or None, gptr, v.size)
+                    else:
+                        st = _lib.optimizer_add_param_to_group(
+                            handle.ptr, cg, pointer(v) or None, gptr, v.size
+                        )
                     if st != _lib.OK:
                         self._raise_registration(st, labels)
                 if self._schedule is not None:
@@ -347,7 +410,12 @@ class Optimizer:
             # another thread is running on it without the lock returns (see update()).
             self._handle = handle
             self._registered = True
+            self._grouped = grouped
+            self._layout = lay
+            self._options = options
+            self._cgroups = cgroups
             self._tree = root
+            self._tree_alt = alt
             self._keys = keys
             self._labels = labels
             self._states = states
@@ -356,6 +424,7 @@ class Optimizer:
             self._params = views
             self._param_objs = values
             self._grads = gviews
+            self._group_dicts = [self._new_group_dict(g) for g in range(len(options))]
             # With the handle go the arrays it points into, so that a lock-free update() holding
             # this tuple keeps them alive too.
             # (brainstate states are written back after each update: not on the lock-free path)
@@ -372,10 +441,167 @@ class Optimizer:
                 )
             )
             self._grad_objs = gvalues
-            n = len(views)
-            self._ptrs = (ctypes.c_void_p * n)()
-            self._grad_cache = [None] * n
-            self._grad_keep = [None] * n
+            self._reset_pointers()
+
+    def _reset_pointers(self):
+        n = len(self._params)
+        self._ptrs = (ctypes.c_void_p * n)()
+        self._grad_cache = [None] * n
+        self._grad_keep = [None] * n
+
+    # -- parameter groups ----------------------------------------------------------------
+
+    def _require_groups(self, what):
+        if _lib.optimizer_add_group is None:
+            raise UnsupportedError(
+                f"{what}: the flatopt library at {_lib.library_path} (version "
+                f"{_lib.library_version}) has no parameter groups; rebuild or reinstall it"
+            )
+
+    def _new_group_dict(self, g):
+        lay = self._layout
+        entries = {"params": lay.trees[g], "lr": None, "weight_decay": None}
+        entries.update(_groups.rule_values(self._base, self._options[g]))
+        out = _groups.ParamGroup(self, g, entries)
+        out._sync()
+        return out
+
+    @property
+    def param_groups(self):
+        """The parameter groups, PyTorch style: a list with one dict per group (one group when
+        the parameters were registered without groups; [] before registration) holding
+        ``"params"`` (the tree as registered), ``"lr"``, ``"weight_decay"`` and the rule's
+        hyperparameters (``"betas"``, ``"eps"``, ...). ``"lr"`` and ``"weight_decay"`` are
+        live: reading one gives the value the optimizer holds now, assigning one (checked)
+        takes effect at the next update, as PyTorch's schedulers write ``group["lr"]``. Under
+        a flatopt schedule a group's ``"lr"`` is the rate the schedule scales (the group uses
+        ``schedule(t) * lr / base_lr``; :meth:`get_last_lr` gives what each group uses now).
+        The other entries are fixed at registration."""
+        return list(self._group_dicts) if self._registered else []
+
+    def _group_value(self, g, key):
+        """The live value of group ``g``'s "lr" or "weight_decay"."""
+        cg = self._cgroups[g]
+        out = ctypes.c_double()
+        with self._lock:
+            if key == "lr":
+                if _lib.optimizer_group_lr is None:
+                    return self.base_lr
+                _lib.check(_lib.optimizer_group_lr(self._handle.ptr, cg, ctypes.byref(out)))
+                return self.base_lr if math.isnan(out.value) else out.value
+            if _lib.optimizer_group_weight_decay is None:
+                return self.weight_decay
+            _lib.check(
+                _lib.optimizer_group_weight_decay(self._handle.ptr, cg, ctypes.byref(out))
+            )
+            return out.value
+
+    def _set_group_value(self, g, key, value, name):
+        """Sets group ``g``'s "lr" or "weight_decay" (checked by the caller and the library)."""
+        self._require_groups(name)
+        with self._lock:
+            cg = self._cgroups[g]
+            fn = _lib.optimizer_set_group_lr if key == "lr" else (
+                _lib.optimizer_set_group_weight_decay)
+            _lib.check(fn(self._handle.ptr, cg, value), name)
+            if key == "lr" and g == 0:
+                self._lr_set = value
+
+    def add_param_group(self, param_group, **hyperparameters):
+        """Adds a parameter group to the registered parameters, PyTorch style
+        (``add_param_group({"params": tree, "lr": ..., ...})``) or braintools style
+        (``add_param_group(tree, lr=..., weight_decay=...)``); keys as for the groups of
+        :meth:`register_trainable_weights`. The registered parameters keep their state; the
+        new ones start from fresh state (and become Lookahead slow weights as they are).
+
+        The gradients are then keyed as the parameters: one dict over all groups when every
+        group is a dict and no name is in two groups (a registration without groups is group
+        0), else a list with one entry per group. Needs a registration first, without
+        registered gradient arrays (register every group at once with
+        ``register_trainable_weights(groups, grads=...)`` instead). Checked before anything
+        changes."""
+        if hyperparameters or not (isinstance(param_group, Mapping) and "params" in param_group):
+            param_group = {"params": param_group, **hyperparameters}
+        self._require_groups("add_param_group")
+        with self._lock:
+            if not self._registered:
+                raise InvalidStateError(
+                    "add_param_group before register_trainable_weights(params): register the "
+                    "parameters (or every group: register_trainable_weights([{...}, ...])) first"
+                )
+            if self._grads is not None:
+                raise InvalidStateError(
+                    "add_param_group: this optimizer has registered gradient arrays; register "
+                    "every group at once with register_trainable_weights(groups, grads=...)"
+                )
+            if self._counters()[0] > 0:
+                raise InvalidStateError(
+                    "add_param_group after the first update: the library registers arrays only "
+                    "before the first update; give every group to register_trainable_weights"
+                    "([...]) (or add the groups before training)"
+                )
+            g = len(self._options)
+            what = "add_param_group(param_group)"
+            opts = _groups.check_group(param_group, self._base, what)
+            lay = _groups.Layout([param_group["params"]], True, len(self._params),
+                                 len(self._states), g, what + "['params']")
+            _groups.check_distinct_states(list(self._states) + lay.states)
+            new_leaf = [False] * len(lay.leaves)
+            for link in lay.states:
+                for i in range(link.first, link.stop):
+                    new_leaf[i - len(self._params)] = True
+            views = [
+                _tree.host_copy(v, lab) if in_state else as_view(v, lab, True)
+                for v, lab, in_state in zip(lay.leaves, lay.labels_in, new_leaf)
+            ]
+            old_labels = list(self._layout.labels_in)
+            for j, v in enumerate(views):
+                others = list(zip(old_labels, self._params)) + list(
+                    zip(lay.labels_in[:j], views[:j])
+                )
+                for lab, w in others:
+                    if np.may_share_memory(v, w):
+                        raise OverlapError(
+                            f"add_param_group: {lay.labels_in[j]} shares memory with the "
+                            f"registered {lab}"
+                        )
+            layout = self._layout.plus(lay)
+            root, alt, merged = layout.root(True)
+            labels = layout.final_labels(True, merged)
+            keys = layout.final_names(True, merged)
+            cg = _groups.add_c_group(self._handle, self._base, opts, what)
+            added = 0
+            try:
+                for v in views:
+                    _lib.check(
+                        _lib.optimizer_add_param_to_group(
+                            self._handle.ptr, cg, pointer(v) or None, None, v.size
+                        ),
+                        "add_param_group",
+                    )
+                    added += 1
+            except BaseException:
+                if added:  # the library holds part of the group: the registration is gone
+                    self._registered = False
+                    self._fast = None
+                    raise InvalidStateError(
+                        f"add_param_group failed after {added} of the group's arrays were "
+                        "registered; register the parameters again"
+                    ) from None
+                raise
+            self._grouped = True
+            self._layout = layout
+            self._options = self._options + [opts]
+            self._cgroups = self._cgroups + [cg]
+            self._tree, self._tree_alt = root, alt
+            self._keys, self._labels = keys, labels
+            self._states = tuple(self._states) + tuple(lay.states)
+            self._state_leaf = list(self._state_leaf) + new_leaf
+            self._shapes = tuple(self._shapes) + tuple(v.shape for v in views)
+            self._params = list(self._params) + views
+            self._param_objs = list(self._param_objs) + list(lay.leaves)
+            self._group_dicts = list(self._group_dicts) + [self._new_group_dict(g)]
+            self._reset_pointers()
 
     def _raise_registration(self, status, labels):
         msg = _lib.message()
@@ -466,7 +692,10 @@ class Optimizer:
         """Fills the per-call pointer array from `grads` (checked; the hot path for ndarrays
         is a few attribute reads per array, and nothing at all but identity, dtype, shape and
         flags for the same array object as in the previous call)."""
-        values = _tree.match(self._tree, grads, "grads", len(self._params))
+        root = self._tree
+        if self._tree_alt is not None and isinstance(grads, (list, tuple)):
+            root = self._tree_alt  # groups merged into one dict, gradients given per group
+        values = _tree.match(root, grads, "grads", len(self._params))
         cache = self._grad_cache
         keep = self._grad_keep
         shapes = self._shapes
@@ -620,24 +849,75 @@ class Optimizer:
 
     @property
     def current_lr(self):
-        """The learning rate the next update will use, as a Python float. With a constant
-        learning rate it is the exact value given (``Adam(lr=0.001).current_lr == 0.001``);
-        the update applies it rounded to float32 (the kernels compute in f32). With a schedule
-        it is the float32 value the library computed (``float(np.float32(...))``).
+        """The learning rate the next update will use (group 0's, with parameter groups), as
+        a Python float. With a constant learning rate it is the exact value given or set
+        (``Adam(lr=0.001).current_lr == 0.001``); the update applies it rounded to float32
+        (the kernels compute in f32). With a schedule it is the float32 value the library
+        computed (``float(np.float32(...))``).
 
-        braintools lets you assign it; flatopt cannot yet (the C library has no learning-rate
-        setter): assigning raises :class:`flatopt.UnsupportedError`."""
-        if self._schedule is None:
-            return self._lr
-        return float(self._query(_lib.optimizer_current_lr, ctypes.c_float))
+        Assigning it (braintools) sets group 0's learning rate (``param_groups[0]["lr"]``;
+        the other groups keep theirs), from the next update on; it survives registering
+        again and is saved by :meth:`state_dict`. Under a schedule it sets the rate the
+        schedule scales: group 0 then uses ``schedule(t) * value / base_lr`` (docs/numerics.md,
+        "Differences from braintools, optax and PyTorch": braintools overrides the value until
+        the next scheduler step instead)."""
+        if _lib.optimizer_group_lr is None:  # an older library: no groups
+            if self._schedule is None:
+                return self._lr
+            return float(self._query(_lib.optimizer_current_lr, ctypes.c_float))
+        cg = self._cgroups[0] if self._registered else 0
+        with self._lock:
+            if self._schedule is None:
+                own = ctypes.c_double()
+                _lib.check(_lib.optimizer_group_lr(self._handle.ptr, cg, ctypes.byref(own)))
+                return self._lr if math.isnan(own.value) else own.value
+            out = ctypes.c_float()
+            _lib.check(
+                _lib.optimizer_group_current_lr(self._handle.ptr, cg, ctypes.byref(out))
+            )
+            return float(out.value)
 
     @current_lr.setter
     def current_lr(self, value):
-        raise UnsupportedError(
-            f"current_lr = {_validate.show(value)}: this flatopt cannot change the learning "
-            "rate of an existing optimizer (its C library has no learning-rate setter yet); "
-            "give it at construction, or drive it with a schedule"
-        )
+        if isinstance(value, LRScheduler):
+            raise ArgumentTypeError(
+                f"current_lr = {_validate.show(value)}: must be a number (give a schedule at "
+                "construction)"
+            )
+        value = _groups.check_lr("current_lr", value)
+        self._require_groups("current_lr =")
+        with self._lock:
+            if self._registered:
+                self._set_group_value(0, "lr", value, "current_lr")
+            else:
+                _lib.check(_lib.optimizer_set_group_lr(self._handle.ptr, 0, value), "current_lr")
+                self._lr_set = value
+
+    def lr_apply(self, apply_fn):
+        """braintools' ``lr_apply``: sets every group's learning rate to
+        ``apply_fn(group's lr)`` (group 0 only before registration), as :attr:`current_lr`
+        and ``param_groups[i]["lr"]`` set it. Every new value is computed and checked before
+        any is set."""
+        if not callable(apply_fn):
+            raise ArgumentTypeError(
+                f"lr_apply: apply_fn must be callable, got {describe(apply_fn)}"
+            )
+        with self._lock:
+            if not self._registered:
+                self.current_lr = apply_fn(self.current_lr if self._schedule is None
+                                           else self._group0_rate())
+                return
+            new = [
+                _groups.check_lr(f"lr_apply: apply_fn(param_groups[{g}]['lr'])",
+                                 apply_fn(self._group_value(g, "lr")))
+                for g in range(len(self._group_dicts))
+            ]
+            for g, lr in enumerate(new):
+                self._group_dicts[g]["lr"] = lr
+
+    def _group0_rate(self):
+        """Group 0's rate before registration (the one a schedule scales)."""
+        return self.base_lr if self._lr_set is None else self._lr_set
 
     @property
     def lr(self):
@@ -679,8 +959,21 @@ class Optimizer:
         return self._schedule
 
     def get_last_lr(self):
-        """braintools / PyTorch style: ``[current_lr]`` (one per group; flatopt has one)."""
-        return [self.current_lr]
+        """braintools / PyTorch style: the learning rate each group's next update uses, one
+        per group (``[current_lr]`` without groups); float32 values as Python floats under a
+        schedule, the exact values otherwise."""
+        if not self._registered or len(self._cgroups) == 1 or _lib.optimizer_group_lr is None:
+            return [self.current_lr]
+        out = []
+        with self._lock:
+            for g, cg in enumerate(self._cgroups):
+                if self._schedule is None:
+                    out.append(self._group_value(g, "lr"))
+                    continue
+                v = ctypes.c_float()
+                _lib.check(_lib.optimizer_group_current_lr(self._handle.ptr, cg, ctypes.byref(v)))
+                out.append(float(v.value))
+        return out
 
     @property
     def num_threads(self):
@@ -852,8 +1145,9 @@ class Optimizer:
                 )
 
             (step_count, skipped), (blob, lr, sched_state) = self._consistent(read)
-        # The exact float for a constant learning rate, as current_lr reports it.
-        lr = lr if self._schedule is not None else self._lr
+        # The exact float for a constant learning rate, as current_lr reports it; group 0's.
+        if self._schedule is None or self._lr_set is not None or self._cgroups[0] != 0:
+            lr = self.current_lr
         return {
             "format": _STATE_FORMAT,
             "format_version": _STATE_FORMAT_VERSION,
@@ -870,7 +1164,19 @@ class Optimizer:
             "param_shapes": [list(s) for s in self._shapes],
             "schedule": sched_state,
             "checkpoint": blob,
+            # braintools / PyTorch: each group's hyperparameters and its parameters' names
+            # (the live values are also in the checkpoint, which restores them).
+            "param_groups": self._group_summaries(),
         }
+
+    def _group_summaries(self):
+        out = []
+        names = self._keys
+        for g, group in enumerate(self._group_dicts):
+            entry = {"params": [n for n, k in zip(names, self._layout.group_of) if k == g]}
+            entry.update((k, v) for k, v in group.items() if k != "params")
+            out.append(entry)
+        return out
 
     _STATE_KEYS = ("format", "format_version", "param_names", "param_shapes", "schedule",
                    "checkpoint")
@@ -913,6 +1219,22 @@ class Optimizer:
                 f"{ctx}: the state was saved for parameters {_validate.show(saved)}, this "
                 f"optimizer has {_validate.show(ours)}"
             )
+        groups = state.get("param_groups")
+        if groups is not None:
+            ours = [g["params"] for g in self._group_summaries()]
+            try:
+                saved = [list(g["params"]) for g in groups]
+            except (TypeError, KeyError):
+                raise CheckpointError(
+                    f"{ctx}: 'param_groups' must be a list of dicts with 'params', got "
+                    f"{_validate.show(groups)}"
+                ) from None
+            if saved != ours:
+                raise CheckpointError(
+                    f"{ctx}: the state was saved with the parameter groups "
+                    f"{_validate.show(saved)} (each group's parameter names), this optimizer "
+                    f"has {_validate.show(ours)}"
+                )
         sched_state = state["schedule"]
         if (sched_state is None) != (self._schedule is None):
             raise CheckpointError(
@@ -943,6 +1265,16 @@ class Optimizer:
             _check_load(_lib.optimizer_load(self._handle.ptr, buf, len(blob)), "load_state_dict")
             if self._schedule is not None:
                 self._schedule._apply_state(sched_checked)
+            self._loaded_groups()
+
+    def _loaded_groups(self):
+        """After a checkpoint restored the groups' live values: group 0's own learning rate
+        is the one kept when registering again."""
+        if _lib.optimizer_group_lr is None:
+            return
+        own = ctypes.c_double()
+        _lib.check(_lib.optimizer_group_lr(self._handle.ptr, self._cgroups[0], ctypes.byref(own)))
+        self._lr_set = None if math.isnan(own.value) else own.value
 
     def save(self, path):
         """Writes the library checkpoint (as in ``state_dict()['checkpoint']``) to a file.
@@ -960,6 +1292,7 @@ class Optimizer:
         name = _validate.path("path", path)
         with self._lock:
             _check_load(_lib.optimizer_load_file(self._handle.ptr, name), "load")
+            self._loaded_groups()
 
     # -- copying and pickling ------------------------------------------------------------
 
@@ -972,12 +1305,22 @@ class Optimizer:
         makes an optimizer with its own state over the same arrays."""
         with self._lock:
             params = grads = state = None
-            if self._registered:
+            if self._registered and self._grouped:
+                params = [
+                    {"params": _tree.unflatten(root, self._param_objs, self._states), **opts}
+                    for root, opts in zip(self._layout.roots, self._options)
+                ]
+                if self._grad_objs is not None:
+                    grads = self._structure(self._grad_objs)
+                state = self.state_dict()
+            elif self._registered:
                 params = _tree.unflatten(self._tree, self._param_objs, self._states)
                 if self._grad_objs is not None:
                     grads = self._structure(self._grad_objs)
                 state = self.state_dict()
             public = {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+            # Group 0's learning rate set before registration (afterwards the state has it).
+            public["_lr_set"] = self._lr_set
             return (
                 _rebuild_optimizer,
                 (type(self), self._base, self._lr_given, self._lookahead, self._settings,
@@ -1011,6 +1354,11 @@ def _address(arr):
         return pointer(arr) or None
 
 
+def _group_context(grouped, key):
+    """How a message names group 0's value at registration."""
+    return f"params[0][{key!r}]" if grouped else key
+
+
 def _check_load(status, context):
     """A refused checkpoint is a CheckpointError whatever the library's reason (corrupt,
     other configuration, other lengths, newer format); a file error a CheckpointIOError."""
@@ -1026,7 +1374,10 @@ def _rebuild_optimizer(cls, base, lr, lookahead, settings, public, params, grads
     """Unpickles / copies an optimizer (see Optimizer.__reduce_ex__)."""
     opt = cls.__new__(cls)
     Optimizer.__init__(opt, base, lr, lookahead=lookahead, **settings)
+    lr_set = public.pop("_lr_set", None)
     opt.__dict__.update(public)
+    if lr_set is not None:
+        opt.current_lr = lr_set
     if params is not None:
         opt.register_trainable_weights(params, grads)
         opt.load_state_dict(state)

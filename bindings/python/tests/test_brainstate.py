@@ -189,3 +189,40 @@ def test_bad_state_registration(desc, params, error, message):
         opt.register_trainable_weights(params())
     assert message in str(info.value), str(info.value)
     assert opt.param_names == []
+
+
+@pytest.mark.skipif(flatopt._lib.optimizer_add_group is None, reason="no parameter groups")
+@pytest.mark.parametrize("grads_as", ["dict", "list"])
+def test_param_states_in_groups_follow_the_numpy_tree_bit_for_bit(grads_as):
+    """Groups of brainstate states (one per layer, another lr and momentum for the last),
+    with the gradients as brainstate.transform.grad returns them (one dict over all groups)
+    or split per group; against the same groups over a NumPy tree."""
+    model = _model()
+    states = model.states(brainstate.ParamState)
+    keys = list(states.keys())
+    ref_params = _values(states)
+
+    def groups(tree):
+        return [{"params": {keys[0]: tree[keys[0]]}},
+                {"params": {keys[1]: tree[keys[1]]}, "lr": 0.05, "momentum": 0.5}]
+
+    opt, ref = _make(), _make()
+    opt.register_trainable_weights(groups(states))
+    ref.register_trainable_weights(groups(ref_params))
+    assert opt.param_names == ref.param_names and len(opt.param_groups) == 2
+    for t in range(7):
+        grads = brainstate.transform.grad(_loss_fn(model, t), states)()
+        if grads_as == "list":
+            grads = [{keys[0]: grads[keys[0]]}, {keys[1]: grads[keys[1]]}]
+        assert opt.update(grads) is True
+        assert ref.update(jax.tree.map(np.asarray, grads)) is True
+        for k, s in states.items():
+            for name, value in s.value.items():
+                assert np.array_equal(_bits(value), _bits(ref_params[k][name])), (t, k, name)
+
+
+def test_a_state_in_two_groups_is_refused():
+    s = brainstate.ParamState(jnp.zeros(3, jnp.float32))
+    opt = flatopt.SGD(lr=0.1)
+    with pytest.raises(flatopt.StructureError, match="also registered as .*one group"):
+        opt.register_trainable_weights([{"params": {"a": s}}, {"params": {"b": s}}])

@@ -168,11 +168,33 @@ def test_get_last_lr_of_a_constant_learning_rate():
     assert flatopt.SGD(lr=0.3).get_last_lr() == [0.3]
 
 
-def test_current_lr_cannot_be_assigned_and_nothing_changes():
+@pytest.mark.parametrize("lr,value,want_next", [
+    (0.5, 0.1, 0.1),  # constant: the exact value, from the next update on
+    (0.5, 0.0, 0.0),
+    (flatopt.StepLR(0.5, step_size=10), 0.25, float(f32(0.25))),  # scales the schedule
+], ids=["constant", "zero", "schedule"])
+def test_current_lr_assigned_sets_group_0_from_the_next_update(lr, value, want_next):
+    opt, p = flatopt.SGD(lr=lr), {"w": np.ones(2, f32)}
+    opt.register_trainable_weights(p)
+    opt.current_lr = value
+    assert opt.current_lr == want_next and opt.param_groups[0]["lr"] == value
+    opt.step({"w": np.ones(2, f32)})
+    assert np.array_equal(p["w"], np.full(2, f32(1) - f32(value), f32))
+
+
+@pytest.mark.parametrize("value,error,match", [
+    (-0.1, flatopt.InvalidArgumentError, r"invalid current_lr = -0\.1: the learning rate"),
+    (float("nan"), flatopt.InvalidArgumentError, "invalid current_lr = nan"),
+    (float("inf"), flatopt.InvalidArgumentError, "invalid current_lr = inf"),
+    (1e39, flatopt.InvalidArgumentError, "lr"),
+    ("0.1", flatopt.ArgumentTypeError, "current_lr"),
+    (flatopt.StepLR(0.1), flatopt.ArgumentTypeError, "current_lr = .*must be a number"),
+], ids=["negative", "nan", "inf", "past f32", "string", "schedule"])
+def test_current_lr_refused_and_nothing_changes(value, error, match):
     opt, p = flatopt.SGD(lr=0.5), {"w": np.ones(2, f32)}
     opt.register_trainable_weights(p)
-    with pytest.raises(flatopt.UnsupportedError, match="current_lr = 0.1"):
-        opt.current_lr = 0.1
+    with pytest.raises(error, match=match):
+        opt.current_lr = value
     opt.step({"w": np.ones(2, f32)})
     assert opt.current_lr == 0.5 and np.array_equal(p["w"], np.full(2, 0.5, f32))
 
