@@ -370,7 +370,7 @@ class Optimizer:
             try:
                 cgroups = []
                 for g, opts in enumerate(options):
-                    lr = opts.get("lr", self._lr_set if g == 0 else None)
+                    lr = opts.get("lr", self._default_group_lr(g))
                     if g == 0 and not _groups.has_rule_options(opts):
                         cgroups.append(0)
                         if lr is not None:
@@ -457,6 +457,15 @@ class Optimizer:
                 f"{what}: the flatopt library at {_lib.library_path} (version "
                 f"{_lib.library_version}) has no parameter groups; rebuild or reinstall it"
             )
+
+    def _default_group_lr(self, g):
+        """The learning rate of group ``g`` when its dict has none: group 0's set through
+        :attr:`current_lr`, else the schedule's per-group ``base_lr`` list entry (None: the
+        optimizer's)."""
+        if g == 0:
+            return self._lr_set
+        lrs = getattr(self._schedule, "_group_lrs", None)
+        return lrs[g] if lrs is not None and g < len(lrs) else None
 
     def _new_group_dict(self, g):
         lay = self._layout
@@ -569,7 +578,9 @@ class Optimizer:
             root, alt, merged = layout.root(True)
             labels = layout.final_labels(True, merged)
             keys = layout.final_names(True, merged)
-            cg = _groups.add_c_group(self._handle, self._base, opts, what)
+            lr = opts.get("lr", self._default_group_lr(g))
+            cg = _groups.add_c_group(self._handle, self._base,
+                                     opts if lr is None else dict(opts, lr=lr), what)
             added = 0
             try:
                 for v in views:

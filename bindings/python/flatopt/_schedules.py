@@ -69,6 +69,24 @@ __all__ = [
 ]
 
 
+def _lr_list(name, value):
+    """(first, list or None): a learning rate, or a per-group list of them (braintools /
+    PyTorch: one value per parameter group)."""
+    if isinstance(value, (list, tuple)):
+        items = _validate.sequence(name, value)
+        if not items:
+            raise InvalidArgumentError(f"invalid {name} = []: needs one value per group")
+        lrs = [_float(f"{name}[{i}]", v) for i, v in enumerate(items)]
+        for i, lr in enumerate(lrs):
+            if not (lr >= 0.0 and math.isfinite(lr)):
+                raise InvalidArgumentError(
+                    f"invalid {name}[{i}] = {_validate.show(lr)}: the learning rate must be "
+                    "finite and >= 0"
+                )
+        return lrs[0], lrs
+    return _float(name, value), None
+
+
 def _uint(name, value):
     return _validate.integer(name, value, 0, _validate.U64_MAX)
 
@@ -183,8 +201,14 @@ class LRScheduler:
 
     _kind = None  # a key of _lib.SCHEDULE_KINDS
 
+    #: Hyperparameters holding absolute learning rates that PyTorch shares between groups and
+    #: flatopt's group rule (schedule(t) * lr / base_lr) scales: a per-group base_lr list whose
+    #: values differ needs them 0.
+    _shared = ()
+
     def __init__(self, base_lr, last_epoch=0, per_update=False):
-        self.base_lr = _float("base_lr", base_lr)
+        self.base_lr, self._group_lrs = _lr_list("base_lr", base_lr)
+        self._check_group_lrs()
         self.per_update = _validate.flag("per_update", per_update)
         self._manual_steps = 0  # step() calls (and the initial last_epoch), replayed on binding
         self._metrics = []  # ReduceLROnPlateau: metrics fed, replayed on binding
@@ -220,8 +244,84 @@ class LRScheduler:
             cfg.schedule = ctypes.pointer(sched)
             cfg.schedule_manual = 1
             self._shadow = _Handle(cfg, f"{type(self).__name__}")
+            for lr in (self._group_lrs or ())[1:]:  # one library group per further lr
+                o = _lib.GroupOptions()
+                o.struct_size = ctypes.sizeof(_lib.GroupOptions)
+                o.lr = math.nan if lr is None else lr
+                o.weight_decay = math.nan
+                index = ctypes.c_size_t()
+                _lib.check(
+                    _lib.optimizer_add_group(self._shadow.ptr, ctypes.byref(o),
+                                             ctypes.byref(index)),
+                    f"{type(self).__name__}(base_lr=...)",
+                )
             self._replay(self._shadow.ptr)  # e.g. after the optimizer it drove was deleted
         return self._shadow
+
+    def _check_ratio_list(self, name, values):
+        """A per-group list of an absolute rate (CyclicLR's ``max_lr``, ReduceLROnPlateau's
+        ``min_lr``) that the group rule follows: one value per ``base_lr``, each in the ratio of
+        group 0's (``values[i] / base_lr[i] == values[0] / base_lr[0]`` to a relative 1e-12,
+        so the scaled value is within f64 rounding of the one given)."""
+        lrs = self._group_lrs
+        if lrs is None or len(values) != len(lrs):
+            raise InvalidArgumentError(
+                f"invalid {name} = {_validate.show(values)}: a per-group {name} needs a "
+                f"base_lr list of the same length, got base_lr = "
+                f"{_validate.show(lrs if lrs is not None else self.base_lr)}"
+            )
+        for i in range(1, len(values)):
+            want, got = values[0] * lrs[i], values[i] * lrs[0]
+            if abs(want - got) > 1e-12 * abs(want):
+                raise InvalidArgumentError(
+                    f"{type(self).__name__}(base_lr={_validate.show(lrs)}, {name}="
+                    f"{_validate.show(values)}): flatopt's group i follows schedule(t) * "
+                    f"base_lr[i] / base_lr[0], so group {i}'s {name} would be "
+                    f"{_validate.show(values[0] * lrs[i] / lrs[0])}, not "
+                    f"{_validate.show(values[i])}; give {name} values in the ratio of the "
+                    "base_lr values (docs/numerics.md, \"Parameter groups\")"
+                )
+
+    def _check_group_lrs(self):
+        """Refuses a per-group list the group rule cannot follow (see ``_shared``), naming
+        the difference; for a schedule of absolute values (PiecewiseConstant) every group
+        follows the schedule itself."""
+        lrs = self._group_lrs
+        if lrs is None:
+            return
+        if _lib.optimizer_add_group is None:
+            raise UnsupportedError(
+                f"{type(self).__name__}(base_lr={_validate.show(lrs)}): per-group lists need "
+                f"parameter groups, which the flatopt library at {_lib.library_path} lacks"
+            )
+        if self._kind == "piecewise_constant":
+            self._group_lrs = [None] * len(lrs)  # absolute values: the same for every group
+            return
+        if all(lr == lrs[0] for lr in lrs):
+            return
+        if lrs[0] == 0.0:
+            raise InvalidArgumentError(
+                f"invalid base_lr = {_validate.show(lrs)}: a group's learning rate follows "
+                "schedule(t) * lr / base_lr[0], which needs base_lr[0] > 0"
+            )
+        for name in self._shared:
+            self._refuse_shared(name, getattr(self, name))
+
+    def _refuse_shared(self, name, value):
+        """Refuses a single absolute rate ``name`` shared by groups of different base_lr."""
+        lrs = self._group_lrs
+        hint = (f"a {name} list in the ratio of the base_lr values" if name in ("max_lr", "min_lr")
+                else f"{name}=0")
+        if value and lrs is not None and any(lr != lrs[0] for lr in lrs):
+            raise InvalidArgumentError(
+                f"{type(self).__name__}(base_lr={_validate.show(lrs)}, {name}="
+                f"{_validate.show(value)}): flatopt's group i follows schedule(t) * "
+                f"base_lr[i] / base_lr[0], which scales {name} too (to "
+                f"{_validate.show(value * lrs[1] / lrs[0])} for group 1), where PyTorch and "
+                f"braintools share {name} between the groups; use {hint}, equal base_lr "
+                "values, or one optimizer per learning rate (docs/numerics.md, \"Parameter "
+                "groups\")"
+            )
 
     # -- binding -------------------------------------------------------------------------
 
@@ -329,13 +429,27 @@ class LRScheduler:
 
     @property
     def base_lrs(self):
-        """braintools / PyTorch style: ``[base_lr]`` (one per group; flatopt has one)."""
-        return [self.base_lr]
+        """braintools / PyTorch style: the base learning rate of each group (``[base_lr]``
+        unless a list was given)."""
+        if self._group_lrs is None:
+            return [self.base_lr]
+        return [self.base_lr if lr is None else lr for lr in self._group_lrs]
 
     def get_lr(self):
-        """braintools / PyTorch style: the learning rates at the current position,
-        ``[current_lr]``."""
-        return [self.current_lr]
+        """braintools / PyTorch style: the learning rates at the current position, one per
+        group (``[current_lr]`` without a per-group list or groups)."""
+        owner = self._bound()
+        if owner is not None:
+            return owner.get_last_lr()
+        if self._group_lrs is None:
+            return [self.current_lr]
+        ptr = self._shadow_handle().ptr
+        out = []
+        for g in range(len(self._group_lrs)):
+            v = ctypes.c_float()
+            _lib.check(_lib.optimizer_group_current_lr(ptr, g, ctypes.byref(v)))
+            out.append(float(v.value))
+        return out
 
     @property
     def current_lr(self):
@@ -348,14 +462,14 @@ class LRScheduler:
         return float(out.value)
 
     def get_last_lr(self):
-        """PyTorch style: ``[current_lr]``."""
-        return [self.current_lr]
+        """PyTorch style: :meth:`get_lr`."""
+        return self.get_lr()
 
     @property
     def current_lrs(self):
-        """braintools style: ``[current_lr]`` (also ``.value``, as braintools'
+        """braintools style: :meth:`get_lr` (also ``.value``, as braintools'
         ``current_lrs.value``)."""
-        return _Lrs([self.current_lr])
+        return _Lrs(self.get_lr())
 
     def state_dict(self):
         """The schedule's counters. A schedule bound to an optimizer is saved with the
@@ -553,6 +667,7 @@ class ExponentialDecayLR(LRScheduler):
     decay_steps)`` (exponent floored if ``staircase``), clamped at ``end_value`` if given."""
 
     _kind = "exponential_decay"
+    _shared = ("end_value",)
 
     def __init__(self, base_lr=1e-3, decay_steps=1000, decay_rate=0.96, transition_begin=0,
                  staircase=False, end_value=None, last_epoch=0, per_update=False):
@@ -578,6 +693,7 @@ class CosineAnnealingLR(LRScheduler):
     at ``eta_min`` after ``T_max``)."""
 
     _kind = "cosine_annealing"
+    _shared = ("eta_min",)
 
     def __init__(self, base_lr=1e-3, T_max=50, eta_min=0.0, last_epoch=0, per_update=False):
         self.T_max = _uint("T_max", T_max)
@@ -594,6 +710,7 @@ class CosineAnnealingWarmRestarts(LRScheduler):
     ... epochs."""
 
     _kind = "cosine_warm_restarts"
+    _shared = ("eta_min",)
 
     def __init__(self, base_lr=1e-3, T_0=10, T_mult=1, eta_min=0.0, last_epoch=0,
                  per_update=False):
@@ -651,6 +768,7 @@ class WarmupScheduler(LRScheduler):
     ``base_lr``."""
 
     _kind = "warmup"
+    _shared = ("warmup_start_lr",)
 
     def __init__(self, base_lr=1e-3, warmup_epochs=5, warmup_start_lr=0.0, last_epoch=0,
                  per_update=False):
@@ -667,6 +785,7 @@ class WarmupCosineSchedule(LRScheduler):
     """Linear warmup over ``warmup_steps``, then cosine to ``eta_min`` at ``total_steps``."""
 
     _kind = "warmup_cosine"
+    _shared = ("warmup_start_lr", "eta_min")
 
     def __init__(self, base_lr=1e-3, warmup_steps=1000, total_steps=10000, warmup_start_lr=0.0,
                  eta_min=0.0, last_epoch=0, per_update=False):
@@ -699,14 +818,16 @@ class OneCycleLR(LRScheduler):
                     "OneCycleLR needs total_steps, or both epochs and steps_per_epoch"
                 )
             total_steps = _uint("epochs", epochs) * _uint("steps_per_epoch", steps_per_epoch)
-        self.max_lr = _float("max_lr", max_lr)
+        self.max_lr, max_lrs = _lr_list("max_lr", max_lr)
         self.total_steps = _uint("total_steps", total_steps)
         self.pct_start = _float("pct_start", pct_start)
         self.anneal_strategy = anneal_strategy
         self._anneal_linear = _choice("anneal_strategy", anneal_strategy, {"cos": 0, "linear": 1})
         self.div_factor = _float("div_factor", div_factor)
         self.final_div_factor = _float("final_div_factor", final_div_factor)
-        super().__init__(max_lr, last_epoch, per_update)
+        # Per-group max_lr (PyTorch): every OneCycle value is max_lr times a factor of the
+        # step, so group i follows schedule(t) * max_lr[i] / max_lr[0] exactly PyTorch's way.
+        super().__init__(self.max_lr if max_lrs is None else max_lrs, last_epoch, per_update)
 
     def _fill(self, s):
         s.base_lr = self.max_lr
@@ -732,7 +853,7 @@ class CyclicLR(LRScheduler):
                 "schedule runs inside the library); use mode='triangular', 'triangular2' or "
                 "'exp_range'"
             )
-        self.max_lr = _float("max_lr", max_lr)
+        self.max_lr, self._max_lrs = _lr_list("max_lr", max_lr)
         self.step_size_up = _uint("step_size_up", step_size_up)
         self.step_size_down = None if step_size_down is None else _uint(
             "step_size_down", step_size_down
@@ -746,6 +867,20 @@ class CyclicLR(LRScheduler):
         # Only a scale_fn uses it (PyTorch), and scale_fn is not supported: checked, unused.
         _choice("scale_mode", scale_mode, {"cycle": 0, "iterations": 1})
         super().__init__(base_lr, last_epoch, per_update)
+
+    def _check_group_lrs(self):
+        # PyTorch shares a single max_lr between the groups; a list must be in the ratio of
+        # the base_lr list (group i then cycles between base_lr[i] and max_lr[i]).
+        if self._max_lrs is not None:
+            self._check_ratio_list("max_lr", self._max_lrs)
+        else:
+            self._refuse_shared("max_lr", self.max_lr)
+        super()._check_group_lrs()
+
+    @property
+    def max_lrs(self):
+        """The maximum learning rate of each group (``[max_lr]`` unless a list was given)."""
+        return [self.max_lr] if self._max_lrs is None else list(self._max_lrs)
 
     def _fill(self, s):
         s.max_lr = self.max_lr
@@ -809,11 +944,6 @@ class ReduceLROnPlateau(LRScheduler):
             )
         if _float("eps", eps) != 1e-8:
             raise UnsupportedError(f"ReduceLROnPlateau(eps={eps!r}): only eps = 1e-8 is supported")
-        if isinstance(min_lr, (list, tuple)):
-            raise UnsupportedError(
-                f"invalid min_lr = {_validate.show(min_lr)}: ReduceLROnPlateau takes a single "
-                "number (per-group lists are not supported)"
-            )
         self.mode = mode
         self._mode = _choice("mode", mode, {"min": 0, "max": 1})
         self.factor = _float("factor", factor)
@@ -822,9 +952,23 @@ class ReduceLROnPlateau(LRScheduler):
         self.threshold_mode = threshold_mode
         self._threshold_mode = _choice("threshold_mode", threshold_mode, {"rel": 0, "abs": 1})
         self.cooldown = _uint("cooldown", cooldown)
-        self.min_lr = _float("min_lr", min_lr)
+        self.min_lr, self._min_lrs = _lr_list("min_lr", min_lr)
         self.eps = eps
         super().__init__(base_lr, 0, False)
+
+    def _check_group_lrs(self):
+        # PyTorch's min_lr is one value per group (a single one is shared); flatopt scales
+        # group 0's floor, so a list must be in the ratio of the base_lr list.
+        if self._min_lrs is not None:
+            self._check_ratio_list("min_lr", self._min_lrs)
+        else:
+            self._refuse_shared("min_lr", self.min_lr)
+        super()._check_group_lrs()
+
+    @property
+    def min_lrs(self):
+        """The floor of each group (``[min_lr]`` unless a list was given)."""
+        return [self.min_lr] if self._min_lrs is None else list(self._min_lrs)
 
     def _fill(self, s):
         s.plateau_mode = self._mode
@@ -949,6 +1093,7 @@ class _Composite(LRScheduler):
             seen.add(id(s))
         self.schedulers = items
         self.base_lr = items[0].base_lr
+        self._group_lrs = None
         self.per_update = False
         self._epoch = 0
 

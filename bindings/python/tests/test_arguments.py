@@ -22,9 +22,11 @@ TYPE, VALUE = flatopt.ArgumentTypeError, flatopt.InvalidArgumentError
 BAD = {
     "real": [("None", None, TYPE), ("a string", "1", TYPE), ("10**400", 10**400, VALUE),
              ("a list", [1.0], TYPE), ("True", True, TYPE)],
-    # ReduceLROnPlateau's min_lr: a list (per group, as PyTorch) is UnsupportedError.
-    "real, not a list": [("None", None, TYPE), ("a string", "1", TYPE),
-                         ("10**400", 10**400, VALUE)],
+    # A learning rate of a schedule, or a per-group list of them (braintools / PyTorch).
+    "real or list": [("None", None, TYPE), ("a string", "1", TYPE), ("10**400", 10**400, VALUE),
+                     ("True", True, TYPE), ("an empty list", [], VALUE),
+                     ("a string in a list", [0.1, "x"], TYPE),
+                     ("10**400 in a list", [0.1, 10**400], VALUE)],
     "optional real": [("a string", "1", TYPE), ("10**400", 10**400, VALUE)],
     "lr": [("None", None, TYPE), ("a string", "fast", TYPE), ("10**400", 10**400, VALUE)],
     "optional lr": [("a string", "fast", TYPE), ("-10**400", -10**400, VALUE)],
@@ -71,7 +73,7 @@ VALID = {
 
 # (argument name, or "Callable.argument") -> kind; None: checked by a row elsewhere.
 KINDS = {
-    "base_lr": "real", "max_lr": "real", "factor": "real", "start_factor": "real",
+    "base_lr": "real or list", "max_lr": "real or list", "factor": "real", "start_factor": "real",
     "end_factor": "real", "gamma": "real", "decay_rate": "real", "eta_min": "real",
     "power": "real", "warmup_start_lr": "real", "pct_start": "real", "div_factor": "real",
     "final_div_factor": "real", "threshold": "real", "min_lr": "real", "eps": "real",
@@ -83,7 +85,7 @@ KINDS = {
     "warmup_epochs": "uint", "warmup_steps": "uint", "total_steps": "uint",
     "step_size_up": "uint", "patience": "uint", "cooldown": "uint", "last_epoch": "uint",
     "OneCycleLR.total_steps": "optional uint", "epochs": "optional uint",
-    "steps_per_epoch": "optional uint", "ReduceLROnPlateau.min_lr": "real, not a list",
+    "steps_per_epoch": "optional uint", "ReduceLROnPlateau.min_lr": "real or list",
     "step_size_down": "optional uint",
     "num_threads": "u32 >= 1", "sync_period": "u64 >= 1",
     "staircase": "flag", "per_update": "flag", "nesterov": "flag", "amsgrad": "flag",

@@ -478,8 +478,10 @@ CONSTRUCT_ROWS = [
      flatopt.InvalidArgumentError, "invalid grad_clip_norm = 1e39 (inf as f32)"),
     ("plateau last_epoch 3", lambda: flatopt.ReduceLROnPlateau(last_epoch=3),
      flatopt.InvalidArgumentError, "invalid last_epoch = 3: a ReduceLROnPlateau counts the metrics"),
-    ("plateau min_lr per group", lambda: flatopt.ReduceLROnPlateau(min_lr=[0.0, 0.1]),
-     flatopt.UnsupportedError, "invalid min_lr = [0.0, 0.1]"),
+    ("plateau min_lr per group without base_lr list",
+     lambda: flatopt.ReduceLROnPlateau(min_lr=[0.0, 0.1]),
+     flatopt.InvalidArgumentError, "invalid min_lr = [0.0, 0.1]: a per-group min_lr needs a "
+     "base_lr list of the same length"),
 ]
 
 # Calls of the public functions and methods with malformed arguments (no optimizer state is

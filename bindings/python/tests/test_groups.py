@@ -554,3 +554,102 @@ def test_adamw_recipe_follows_torch(row):
             worst = max(worst, float(np.max(err / tol)))
     assert opt.step_count == steps
     print(f"AdamW recipe ({anneal}): worst error / tolerance {worst:.3g} over {steps} steps")
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-group lists in schedules (braintools / PyTorch: one value per group). Group i follows
+# schedule(t) * base_lr[i] / base_lr[0]: lists the rule expresses are taken, the others refused
+# naming the difference.
+
+def _f32(x):
+    return float(f32(x))
+
+
+SCHEDULE_LISTS = [
+    # (id, schedule factory, steps, expected per-group lrs after the steps)
+    ("step", lambda: flatopt.StepLR(base_lr=[0.1, 0.01], step_size=5, gamma=0.1), 5,
+     [_f32(0.1 * 0.1), _f32(0.01 * (0.1 * 0.1 / 0.1))]),
+    ("exponential", lambda: flatopt.ExponentialLR(base_lr=[1.0, 0.25], gamma=0.5), 3,
+     [0.125, 0.03125]),
+    ("linear", lambda: flatopt.LinearLR(base_lr=[1.0, 0.5], start_factor=0.5, total_iters=2),
+     1, [0.75, 0.375]),
+    ("warmup from 0", lambda: flatopt.WarmupScheduler(base_lr=[1.0, 0.5], warmup_epochs=4),
+     1, [0.25, 0.125]),
+    ("cosine without floor", lambda: flatopt.CosineAnnealingLR(base_lr=[1.0, 0.5], T_max=2),
+     1, [0.5, 0.25]),
+    ("onecycle max_lr list", lambda: flatopt.OneCycleLR(max_lr=[1.0, 0.5], total_steps=10),
+     0, [_f32(1.0 / 25), _f32(0.5 / 25)]),
+    ("cyclic lists in ratio", lambda: flatopt.CyclicLR(base_lr=[0.5, 0.25], max_lr=[1.0, 0.5],
+                                                        step_size_up=2), 1, [0.75, 0.375]),
+    ("plateau min_lr list", lambda: flatopt.ReduceLROnPlateau(base_lr=[1.0, 0.5], factor=0.5,
+                                                              patience=0,
+                                                              min_lr=[0.5, 0.25]), 3,
+     [0.5, 0.25]),
+    ("piecewise: absolute values", lambda: flatopt.PiecewiseConstantSchedule(
+        base_lr=[1.0, 0.1], boundaries=[1], values=[1.0, 0.5]), 1, [0.5, 0.5]),
+    ("equal values with a floor", lambda: flatopt.CosineAnnealingLR(
+        base_lr=[1.0, 1.0], T_max=2, eta_min=0.5), 2, [0.5, 0.5]),
+]
+
+
+@pytest.mark.parametrize("row", SCHEDULE_LISTS, ids=[r[0] for r in SCHEDULE_LISTS])
+def test_per_group_schedule_lists_alone_and_driving_groups(row):
+    _, make, steps, want = row
+    alone = make()
+    plateau = isinstance(alone, flatopt.ReduceLROnPlateau)
+    for _ in range(steps):
+        alone.step(1.0) if plateau else alone.step()
+    assert alone.get_lr() == want and alone.current_lrs.value == want
+    assert len(alone.base_lrs) == 2
+    # The same list drives an optimizer's two groups (a group without "lr" takes its entry).
+    sched = make()
+    opt = flatopt.SGD(lr=sched)
+    p = [np.ones(1, f32), np.ones(1, f32)]
+    opt.register_trainable_weights([{"params": [p[0]]}, {"params": [p[1]]}])
+    for _ in range(steps):
+        sched.step(1.0) if plateau else sched.step()
+    assert opt.get_last_lr() == want and sched.get_lr() == want
+    opt.update([[np.ones(1, f32)], [np.ones(1, f32)]])
+    assert [float(x[0]) for x in p] == [float(f32(1) - f32(w)) for w in want]
+
+
+SCHEDULE_LISTS_BAD = [
+    ("cosine shared eta_min", lambda: flatopt.CosineAnnealingLR(base_lr=[1.0, 0.1],
+                                                                eta_min=0.01),
+     r"CosineAnnealingLR\(base_lr=\[1.0, 0.1\], eta_min=0.01\): .* scales eta_min too \(to "
+     r"0.001 for group 1\), where PyTorch and braintools share eta_min"),
+    ("warmup shared start", lambda: flatopt.WarmupScheduler(base_lr=[1.0, 0.1],
+                                                            warmup_start_lr=0.1),
+     "scales warmup_start_lr too"),
+    ("warmup cosine shared floor", lambda: flatopt.WarmupCosineSchedule(
+        base_lr=[1.0, 0.1], eta_min=0.01), "scales eta_min too"),
+    ("restarts shared floor", lambda: flatopt.CosineAnnealingWarmRestarts(
+        base_lr=[1.0, 0.1], eta_min=0.01), "scales eta_min too"),
+    ("decay shared end", lambda: flatopt.ExponentialDecayLR(base_lr=[1.0, 0.1], end_value=0.01),
+     "scales end_value too"),
+    ("cyclic shared max", lambda: flatopt.CyclicLR(base_lr=[0.1, 0.01], max_lr=1.0),
+     "scales max_lr too .* use a max_lr list in the ratio"),
+    ("cyclic max not in ratio", lambda: flatopt.CyclicLR(base_lr=[0.1, 0.01],
+                                                         max_lr=[1.0, 0.2]),
+     r"group 1's max_lr would be 0.0999.*, not 0.2"),
+    ("cyclic max list without base list", lambda: flatopt.CyclicLR(max_lr=[1.0, 0.2]),
+     "a per-group max_lr needs a base_lr list of the same length"),
+    ("plateau shared min", lambda: flatopt.ReduceLROnPlateau(base_lr=[1.0, 0.1], min_lr=0.01),
+     "scales min_lr too"),
+    ("plateau min lengths", lambda: flatopt.ReduceLROnPlateau(base_lr=[1.0, 0.1, 0.1],
+                                                              min_lr=[0.1, 0.01]),
+     "a per-group min_lr needs a base_lr list of the same length"),
+    ("empty list", lambda: flatopt.StepLR(base_lr=[]), r"invalid base_lr = \[\]"),
+    ("negative entry", lambda: flatopt.StepLR(base_lr=[0.1, -0.1]),
+     r"invalid base_lr\[1\] = -0.1: the learning rate must be finite and >= 0"),
+    ("nan entry", lambda: flatopt.OneCycleLR(max_lr=[0.1, float("nan")], total_steps=5),
+     r"invalid max_lr\[1\] = nan"),
+    ("zero first", lambda: flatopt.StepLR(base_lr=[0.0, 0.1]), r"needs base_lr\[0\] > 0"),
+]
+
+
+@pytest.mark.parametrize("row", SCHEDULE_LISTS_BAD, ids=[r[0] for r in SCHEDULE_LISTS_BAD])
+def test_per_group_schedule_lists_refused(row):
+    _, make, match = row
+    with pytest.raises(flatopt.InvalidArgumentError, match=match):
+        make()
