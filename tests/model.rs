@@ -1597,3 +1597,281 @@ fn stateless_kernels_match_model() {
     );
     assert_eq!(stats.unchecked, 0);
 }
+
+// =============================================================================================
+// Parameter groups.
+
+/// One model per parameter group (its base rule and weight decay: docs/numerics.md,
+/// "Parameter groups"), stepped together: one finite check and one norm over every buffer, one
+/// step counter, and each group's learning rate `g * (schedule(e) / base_lr)` in f64.
+struct GroupModel {
+    /// One model per group, over the group's buffers in registration order.
+    models: Vec<Model>,
+    /// The buffers of each group (registration indices).
+    members: Vec<Vec<usize>>,
+    /// Each group's own learning rate.
+    own_lr: Vec<Option<f64>>,
+    base_lr: f64,
+    cfg: Config,
+    t: u64,
+    skipped: u64,
+}
+
+impl GroupModel {
+    /// The learning rate of group `k` in the next update.
+    fn lr(&self, k: usize) -> f64 {
+        let s = self.models[0].lr();
+        match self.own_lr[k] {
+            Some(g) if g != self.base_lr => g * (s / self.base_lr),
+            _ => s,
+        }
+    }
+
+    fn step(&mut self, grads: &[Vec<f32>]) -> Expected {
+        if self.cfg.nonfinite != NonFinitePolicy::Propagate {
+            let bad = grads
+                .iter()
+                .enumerate()
+                .find_map(|(b, g)| g.iter().position(|x| !x.is_finite()).map(|i| (b, i, g[i])));
+            if let Some((buffer, index, value)) = bad {
+                self.skipped += 1;
+                return match self.cfg.nonfinite {
+                    NonFinitePolicy::Error => Expected::Failed {
+                        buffer,
+                        index,
+                        value,
+                    },
+                    _ => Expected::Skipped {
+                        buffer,
+                        index,
+                        value,
+                    },
+                };
+            }
+        }
+        let clip_scale = self.cfg.grad_clip_norm.and_then(|c| {
+            let n = global_norm(grads.iter().map(Vec::as_slice));
+            (n > c).then(|| c / n)
+        });
+        let t = self.t + 1;
+        let sync_alpha = self
+            .cfg
+            .lookahead
+            .filter(|la| t.is_multiple_of(la.sync_period))
+            .map(|la| la.alpha);
+        let lrs: Vec<f64> = (0..self.models.len()).map(|k| self.lr(k)).collect();
+        for ((model, members), lr) in self.models.iter_mut().zip(&self.members).zip(lrs) {
+            let g: Vec<Vec<f32>> = members.iter().map(|&b| grads[b].clone()).collect();
+            let s = StepScalars {
+                t,
+                lr,
+                clip_scale,
+                clip_value: self.cfg.grad_clip_value,
+                weight_decay: model.cfg.weight_decay,
+                sync_alpha,
+            };
+            model.apply(&s, &g);
+            model.t = t;
+            if self.cfg.schedule_mode == ScheduleMode::PerUpdate {
+                model.step_schedule();
+            }
+        }
+        self.t = t;
+        Expected::Applied {
+            step: t,
+            synced: sync_alpha.is_some(),
+        }
+    }
+}
+
+/// A random base rule of `base`'s kind (its own hyperparameters for a group).
+fn random_base_of_kind(rng: &mut Rng, base: &Base) -> Base {
+    loop {
+        let b = random_base(rng);
+        if b.kind() == base.kind() {
+            return b;
+        }
+    }
+}
+
+/// Random configurations with 1 to 3 extra parameter groups (own learning rates, weight decays
+/// and base hyperparameters, or the optimizer's), buffers placed in random groups: flatopt
+/// against one model per group.
+#[test]
+fn random_groups_match_model() {
+    use flatopt::engine::GroupOptions;
+    const CASES: usize = 600;
+    let mut rng = Rng(0x6209_0bad_5eed);
+    let mut stats = Stats::default();
+    let mut failures = Vec::new();
+    for i in 0..CASES {
+        let mut case = random_config_case(&mut rng, i);
+        case.label = format!("groups #{i}");
+        let extra = 1 + rng.below(3);
+        let base_lr = case.cfg.lr.base_lr();
+        let mut opts = Vec::new();
+        for _ in 0..extra {
+            opts.push(GroupOptions {
+                lr: (rng.unit() < 0.7).then(|| base_lr * log_uniform(&mut rng, 0.1, 5.0)),
+                weight_decay: match rng.below(3) {
+                    0 => Some(0.0),
+                    1 => Some(log_uniform(&mut rng, 1e-4, 0.3)),
+                    _ => None,
+                },
+                base: (rng.unit() < 0.6).then(|| random_base_of_kind(&mut rng, &case.cfg.base)),
+            });
+        }
+        let groups: Vec<usize> = case.lens.iter().map(|_| rng.below(extra + 1)).collect();
+        if let Err(e) = run_group_case(&case, &opts, &groups, &mut stats) {
+            failures.push(format!(
+                "{e}\n  case: {case:?}\n  groups: {opts:?} {groups:?}"
+            ));
+        }
+    }
+    finish("groups", &stats, &failures);
+}
+
+fn run_group_case(
+    case: &Case,
+    opts: &[flatopt::engine::GroupOptions],
+    groups: &[usize],
+    stats: &mut Stats,
+) -> Result<(), String> {
+    let mut rng = Rng(case.seed);
+    let mut params: Vec<Vec<f32>> = case
+        .lens
+        .iter()
+        .map(|&n| rng.vec(n, case.p_scale))
+        .collect();
+    let mut opt = Optimizer::new(case.cfg.clone()).map_err(|e| e.to_string())?;
+    for o in opts {
+        opt.add_group(o.clone()).map_err(|e| e.to_string())?;
+    }
+    {
+        let refs: Vec<&[f32]> = params.iter().map(Vec::as_slice).collect();
+        opt.register_in_groups(&refs, groups)
+            .map_err(|e| e.to_string())?;
+    }
+    // Each group's configuration, from the options as docs/numerics.md defines them: the
+    // weight decay is AdamW's own, else the coupled one.
+    let n_groups = opts.len() + 1;
+    let mut cfgs = vec![case.cfg.clone()];
+    for o in opts {
+        let mut c = case.cfg.clone();
+        if let Some(b) = o.base {
+            c.base = b;
+        }
+        if let Some(wd) = o.weight_decay {
+            match &mut c.base {
+                Base::AdamW { weight_decay, .. } => *weight_decay = wd,
+                _ => c.weight_decay = wd,
+            }
+        }
+        cfgs.push(c);
+    }
+    let members: Vec<Vec<usize>> = (0..n_groups)
+        .map(|k| (0..groups.len()).filter(|&b| groups[b] == k).collect())
+        .collect();
+    let mut model = GroupModel {
+        models: (0..n_groups)
+            .map(|k| {
+                let p: Vec<Vec<f32>> = members[k].iter().map(|&b| params[b].clone()).collect();
+                Model::new(&cfgs[k], &p, None)
+            })
+            .collect(),
+        members: members.clone(),
+        own_lr: std::iter::once(None)
+            .chain(opts.iter().map(|o| o.lr))
+            .collect(),
+        base_lr: case.cfg.lr.base_lr(),
+        cfg: case.cfg.clone(),
+        t: 0,
+        skipped: 0,
+    };
+    let lookahead = case.cfg.lookahead.is_some();
+    stats.cases += 1;
+
+    for step in 1..=case.steps {
+        let mut grads: Vec<Vec<f32>> = case
+            .lens
+            .iter()
+            .zip(&case.g_scales)
+            .map(|(&n, &s)| (0..n).map(|_| rng.normal(s)).collect())
+            .collect();
+        if rng.unit() < case.inject {
+            if let Some(b) = (0..grads.len()).find(|&b| !grads[b].is_empty()) {
+                let i = rng.below(grads[b].len());
+                grads[b][i] = f32::NAN;
+            }
+        }
+        for k in 0..n_groups {
+            let want = model.lr(k) as f32;
+            let got = opt.group_current_lr(k).ok_or("no group")?;
+            if (got - want).abs() > 1e-6 * want.abs() {
+                return Err(format!(
+                    "[{}] step {step}: group {k} learning rate {got:e}, model {want:e}",
+                    case.label
+                ));
+            }
+        }
+        let got = {
+            let mut prefs: Vec<&mut [f32]> = params.iter_mut().map(Vec::as_mut_slice).collect();
+            let grefs: Vec<&[f32]> = grads.iter().map(Vec::as_slice).collect();
+            opt.step(&mut prefs, &grefs)
+        };
+        let want = model.step(&grads);
+        if !outcome_matches(&got, &want) {
+            return Err(format!(
+                "[{}] step {step}: flatopt returned {got:?}, model expects {want:?}",
+                case.label
+            ));
+        }
+        match want {
+            Expected::Applied { .. } => stats.applied += 1,
+            _ => stats.skipped += 1,
+        }
+        if opt.step_count() != model.t || opt.skipped_count() != model.skipped {
+            return Err(format!("[{}] step {step}: counters differ", case.label));
+        }
+        for (k, m) in model.models.iter().enumerate() {
+            let (uses_m, uses_v, uses_vmax) = m.cfg.base.state_used();
+            for (j, &b) in members[k].iter().enumerate() {
+                let at = || format!("[{}] step {step} group {k} buffer {b}", case.label);
+                let elems = &m.bufs[j];
+                stats.param_checks += params[b].len() as u64;
+                stats.check_buf("p", true, &params[b], elems.iter().map(|x| x.p), &at)?;
+                let (mm, v, v_max) = opt.moments(b).ok_or("no moments")?;
+                stats.check_buf("m", uses_m, mm, elems.iter().map(|x| x.m), &at)?;
+                stats.check_buf("v", uses_v, v, elems.iter().map(|x| x.v), &at)?;
+                stats.check_buf(
+                    "v_max",
+                    uses_vmax,
+                    v_max,
+                    elems.iter().map(|x| x.v_max),
+                    &at,
+                )?;
+                if lookahead {
+                    let slow = opt.slow_weights(b).ok_or("no slow weights")?;
+                    stats.check_buf("slow", true, slow, elems.iter().map(|x| x.s), &at)?;
+                }
+            }
+        }
+        if case.cfg.schedule_mode == ScheduleMode::Manual && rng.unit() < 0.5 {
+            opt.step_schedule();
+            for m in &mut model.models {
+                m.step_schedule();
+            }
+        }
+    }
+    if let Some(n) = stats.per_base.get_mut(case.cfg.base.kind() as usize) {
+        *n += 1;
+    }
+    let b = &mut stats.branches;
+    for m in &model.models {
+        b.clip_bound += m.branches.clip_bound;
+        b.rectified += m.branches.rectified;
+        b.unrectified += m.branches.unrectified;
+        b.syncs += m.branches.syncs;
+    }
+    Ok(())
+}
