@@ -93,6 +93,27 @@ const AFTER_POISON: &[Row] = &[
     ("add_param", |o| unsafe {
         flatopt_optimizer_add_param(o, std::ptr::null_mut(), std::ptr::null(), 0)
     }),
+    ("add_group", |o| {
+        let mut g = 0usize;
+        unsafe { flatopt_optimizer_add_group(o, std::ptr::null(), &mut g) }
+    }),
+    ("add_param_to_group", |o| unsafe {
+        flatopt_optimizer_add_param_to_group(o, 0, std::ptr::null_mut(), std::ptr::null(), 0)
+    }),
+    ("num_groups", |o| {
+        let mut n = 0usize;
+        unsafe { flatopt_optimizer_num_groups(o, &mut n) }
+    }),
+    ("group_lr", |o| {
+        let mut lr = 0.0f64;
+        unsafe { flatopt_optimizer_group_lr(o, 0, &mut lr) }
+    }),
+    ("set_group_lr", |o| unsafe {
+        flatopt_optimizer_set_group_lr(o, 0, 0.5)
+    }),
+    ("set_group_weight_decay", |o| unsafe {
+        flatopt_optimizer_set_group_weight_decay(o, 0, 0.5)
+    }),
 ];
 
 /// A panic inside a call: `FLATOPT_ERR_INTERNAL` for that call, then `FLATOPT_ERR_POISONED`

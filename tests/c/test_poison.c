@@ -92,6 +92,54 @@ static flatopt_status c_save_file(flatopt_optimizer *o)
     return flatopt_optimizer_save_file(o, "/nonexistent-dir/poisoned.ckpt");
 }
 
+static flatopt_status c_add_group(flatopt_optimizer *o)
+{
+    size_t g;
+    return flatopt_optimizer_add_group(o, NULL, &g);
+}
+static flatopt_status c_add_to_group(flatopt_optimizer *o)
+{
+    return flatopt_optimizer_add_param_to_group(o, 0, g_dst, NULL, LEN);
+}
+static flatopt_status c_num_groups(flatopt_optimizer *o)
+{
+    size_t n;
+    return flatopt_optimizer_num_groups(o, &n);
+}
+static flatopt_status c_param_group(flatopt_optimizer *o)
+{
+    size_t g;
+    return flatopt_optimizer_param_group(o, 0, &g);
+}
+static flatopt_status c_group_lr(flatopt_optimizer *o)
+{
+    double lr;
+    return flatopt_optimizer_group_lr(o, 0, &lr);
+}
+static flatopt_status c_group_current_lr(flatopt_optimizer *o)
+{
+    float lr;
+    return flatopt_optimizer_group_current_lr(o, 0, &lr);
+}
+static flatopt_status c_group_wd(flatopt_optimizer *o)
+{
+    double wd;
+    return flatopt_optimizer_group_weight_decay(o, 0, &wd);
+}
+static flatopt_status c_set_group_lr(flatopt_optimizer *o)
+{
+    return flatopt_optimizer_set_group_lr(o, 0, 0.5);
+}
+static flatopt_status c_set_group_wd(flatopt_optimizer *o)
+{
+    return flatopt_optimizer_set_group_weight_decay(o, 0, 0.5);
+}
+static flatopt_status c_group_base(flatopt_optimizer *o)
+{
+    flatopt_base_params b;
+    return flatopt_optimizer_group_base_params(o, 0, &b, sizeof b);
+}
+
 static const struct {
     const char *name;
     call_fn call;
@@ -116,6 +164,16 @@ static const struct {
     { "save", c_save },
     { "load", c_load },
     { "save_file", c_save_file },
+    { "add_group", c_add_group },
+    { "add_param_to_group", c_add_to_group },
+    { "num_groups", c_num_groups },
+    { "param_group", c_param_group },
+    { "group_lr", c_group_lr },
+    { "group_current_lr", c_group_current_lr },
+    { "group_weight_decay", c_group_wd },
+    { "set_group_lr", c_set_group_lr },
+    { "set_group_weight_decay", c_set_group_wd },
+    { "group_base_params", c_group_base },
 };
 
 static flatopt_optimizer *make(void)
