@@ -20,7 +20,8 @@ use std::sync::{Arc, Once};
 use crate::catalog::{check_f64, Domain};
 use crate::config::{Base, Config, NonFinitePolicy, ScheduleMode};
 use crate::error::Error;
-use crate::kernels::{self, Buffers, Plan, Rule};
+use crate::kernels::{self, AsGrad, Buffers, Grad, GradScale, MixedBuffers, ParamCopy, Plan, Rule};
+use crate::scaler::LossScaler;
 use crate::schedule::ScheduleState;
 use crate::simd::{self, FpMode, Tier};
 
@@ -810,6 +811,8 @@ pub struct Optimizer {
     skipped: u64,
     schedule: ScheduleState,
     pool: Option<Pool>,
+    /// The dynamic loss scaler, if set ([`Optimizer::set_loss_scaler`]).
+    scaler: Option<LossScaler>,
 }
 
 impl Optimizer {
@@ -844,6 +847,7 @@ impl Optimizer {
             step: 0,
             skipped: 0,
             pool,
+            scaler: None,
         })
     }
 
@@ -1025,14 +1029,102 @@ impl Optimizer {
     /// One full update of every registered buffer, in place. `params[i]` and `grads[i]` must
     /// have the length registered for buffer `i`. On any error nothing has changed (with the
     /// `Error` policy for non-finite gradients, the skipped counter has gone up).
+    ///
+    /// With a dynamic loss scaler set, the gradients are divided by its scale (see
+    /// [`Optimizer::step_mixed`]).
     pub fn step(&mut self, params: &mut [&mut [f32]], grads: &[&[f32]]) -> Result<Outcome, Error> {
+        self.step_mixed(params, grads, &mut [], None)
+    }
+
+    /// One full update with gradients in any format ([`Grad`]: f32, bf16 or fp16, widened
+    /// exactly in the pass), divided by a loss scale before the pipeline, writing a 16-bit copy
+    /// of the new parameters in the same pass where `copies[i]` is `Some` (`copies` is empty
+    /// for none, else one entry per buffer). The scale is `grad_scale` (finite, > 0) or, with
+    /// `None`, the dynamic loss scaler's if one is set ([`Optimizer::set_loss_scaler`]; then
+    /// `grad_scale` must be `None`), else 1. Bit for bit the f32 update of the widened,
+    /// divided gradients followed by narrowing the parameters (`docs/numerics.md`, "16-bit
+    /// floats"). With a scaler, a non-finite gradient skips the update whatever the non-finite
+    /// policy (counted as skipped, nothing else changed) and the scaler records the outcome.
+    /// On any error nothing has changed.
+    pub fn step_mixed<G: AsGrad>(
+        &mut self,
+        params: &mut [&mut [f32]],
+        grads: &[G],
+        copies: &mut [Option<ParamCopy<'_>>],
+        grad_scale: Option<f32>,
+    ) -> Result<Outcome, Error> {
         let _mode = FpMode::enter();
         self.check_lengths("param", params.iter().map(|p| p.len()), params.len())?;
+        self.check_copies(copies)?;
+        let unscale = match (grad_scale, &self.scaler) {
+            (Some(s), Some(_)) => {
+                return Err(Error::invalid(
+                    "grad_scale",
+                    s,
+                    "must be none while a dynamic loss scaler is set (it supplies the scale)",
+                ))
+            }
+            (Some(s), None) => kernels::grad_scale(s)?,
+            (None, Some(sc)) => kernels::grad_scale(sc.scale())?,
+            (None, None) => GradScale::One,
+        };
         self.refuse_partly_applied()?;
         // One hand-over to the pool per update (waking workers is the main fixed cost).
-        match self.active_pool() {
-            Some(pool) => pool.install(|| self.step_on(params, grads, None, true)),
-            None => self.step_on(params, grads, None, false),
+        let outcome = match self.active_pool() {
+            Some(pool) => pool.install(|| self.step_on(params, grads, copies, unscale, None, true)),
+            None => self.step_on(params, grads, copies, unscale, None, false),
+        }?;
+        if let Some(sc) = &mut self.scaler {
+            sc.update(matches!(outcome, Outcome::Skipped { .. }));
+        }
+        Ok(outcome)
+    }
+
+    /// Refuses copies that are neither none nor one per buffer of the registered lengths.
+    fn check_copies(&self, copies: &[Option<ParamCopy<'_>>]) -> Result<(), Error> {
+        if copies.is_empty() {
+            return Ok(());
+        }
+        if copies.len() != self.lens.len() {
+            return Err(Error::LengthMismatch {
+                what: "copies (none, or one entry per registered buffer)".to_string(),
+                expected: self.lens.len(),
+                got: copies.len(),
+            });
+        }
+        for (i, (c, &n)) in copies.iter().zip(&self.lens).enumerate() {
+            if let Some(c) = c {
+                if c.out.len() != n {
+                    return Err(Error::LengthMismatch {
+                        what: format!("{} copy of buffer {i}", c.half.name()),
+                        expected: n,
+                        got: c.out.len(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets (or, with `None`, removes) the dynamic loss scaler: each update then divides the
+    /// gradients by its scale, skips on a non-finite gradient and lets it grow or back off
+    /// (PyTorch `GradScaler`'s rules, [`LossScaler`]).
+    pub fn set_loss_scaler(&mut self, scaler: Option<LossScaler>) {
+        self.scaler = scaler;
+    }
+
+    /// The dynamic loss scaler, if set: its current scale and whether the last update found a
+    /// non-finite gradient.
+    pub fn loss_scaler(&self) -> Option<&LossScaler> {
+        self.scaler.as_ref()
+    }
+
+    /// The non-finite policy in force: skip whenever a loss scaler is set.
+    fn policy(&self) -> NonFinitePolicy {
+        if self.scaler.is_some() {
+            NonFinitePolicy::Skip
+        } else {
+            self.cfg.nonfinite
         }
     }
 
@@ -1053,8 +1145,24 @@ impl Optimizer {
         self.check_lengths("grad", grads.iter().map(|g| g.len()), grads.len())?;
         self.refuse_partly_applied()?;
         match self.active_pool() {
-            Some(pool) => pool.install(|| self.step_on(params, grads, Some(sum_squares), true)),
-            None => self.step_on(params, grads, Some(sum_squares), false),
+            Some(pool) => pool.install(|| {
+                self.step_on(
+                    params,
+                    grads,
+                    &mut [],
+                    GradScale::One,
+                    Some(sum_squares),
+                    true,
+                )
+            }),
+            None => self.step_on(
+                params,
+                grads,
+                &mut [],
+                GradScale::One,
+                Some(sum_squares),
+                false,
+            ),
         }
     }
 
@@ -1100,18 +1208,20 @@ impl Optimizer {
     }
 
     /// [`Optimizer::step`] after the length checks; `parallel`: running inside the pool.
-    fn step_on(
+    fn step_on<G: AsGrad>(
         &mut self,
         params: &mut [&mut [f32]],
-        grads: &[&[f32]],
+        grads: &[G],
+        copies: &mut [Option<ParamCopy<'_>>],
+        unscale: GradScale,
         sum_squares: Option<f64>,
         parallel: bool,
     ) -> Result<Outcome, Error> {
         let begun = match sum_squares {
-            None => self.plan_step(grads, parallel)?,
-            Some(s) => {
-                self.plan_with_sum_squares(Some(s), |b| kernels::first_non_finite(grads[b]))?
-            }
+            None => self.plan_step(grads, unscale, parallel)?,
+            Some(s) => self.plan_with_sum_squares(Some(s), |b| {
+                kernels::first_non_finite_grad(grads[b].as_grad())
+            })?,
         };
         // A begun split update with nothing applied yet is replaced by this one.
         self.coverage.abandon();
@@ -1124,10 +1234,15 @@ impl Optimizer {
             plans: &self.plans,
             group_of: &self.group_of,
         };
+        let pass = Pass {
+            step: &step,
+            plans,
+            unscale,
+        };
         if parallel {
-            par_apply(&step, plans, params, grads, &mut self.state);
+            par_apply(pass, params, grads, copies, &mut self.state);
         } else {
-            seq_apply(&step, plans, params, grads, &mut self.state);
+            seq_apply(pass, params, grads, copies, &mut self.state);
         }
         let synced = step.syncs();
         self.count_step(step)?;
@@ -1153,8 +1268,8 @@ impl Optimizer {
         self.refuse_partly_applied()?;
         // `plan_step` checks the gradient lengths.
         let begun = match self.active_pool() {
-            Some(pool) => pool.install(|| self.plan_step(grads, true))?,
-            None => self.plan_step(grads, false)?,
+            Some(pool) => pool.install(|| self.plan_step(grads, GradScale::One, true))?,
+            None => self.plan_step(grads, GradScale::One, false)?,
         };
         Ok(self.pend(begun))
     }
@@ -1183,20 +1298,22 @@ impl Optimizer {
     }
 
     /// The norm / non-finite pass and the plan of the next update (no split bookkeeping).
-    fn plan_step(
+    fn plan_step<G: AsGrad>(
         &mut self,
-        grads: &[&[f32]],
+        grads: &[G],
+        unscale: GradScale,
         parallel: bool,
     ) -> Result<Result<Step, Outcome>, Error> {
-        self.check_lengths("grad", grads.iter().map(|g| g.len()), grads.len())?;
-        let sumsq = if self.cfg.grad_clip_norm.is_some()
-            || self.cfg.nonfinite != NonFinitePolicy::Propagate
-        {
-            Some(self.sum_squares(grads, parallel))
-        } else {
-            None
-        };
-        self.plan_with_sum_squares(sumsq, |b| kernels::first_non_finite(grads[b]))
+        self.check_lengths("grad", grads.iter().map(|g| g.as_grad().len()), grads.len())?;
+        let sumsq =
+            if self.cfg.grad_clip_norm.is_some() || self.policy() != NonFinitePolicy::Propagate {
+                Some(self.sum_squares(grads, unscale, parallel))
+            } else {
+                None
+            };
+        self.plan_with_sum_squares(sumsq, |b| {
+            kernels::first_non_finite_grad(grads[b].as_grad())
+        })
     }
 
     /// Like [`Optimizer::begin_step`] with the global sum of squares computed by the host
@@ -1225,7 +1342,7 @@ impl Optimizer {
             ));
         }
         let checked =
-            self.cfg.grad_clip_norm.is_some() || self.cfg.nonfinite != NonFinitePolicy::Propagate;
+            self.cfg.grad_clip_norm.is_some() || self.policy() != NonFinitePolicy::Propagate;
         let mut clip_scale = None;
         match sumsq {
             None if checked => {
@@ -1244,13 +1361,13 @@ impl Optimizer {
                 ));
             }
             Some(s) => {
-                if !s.is_finite() && self.cfg.nonfinite != NonFinitePolicy::Propagate {
+                if !s.is_finite() && self.policy() != NonFinitePolicy::Propagate {
                     // Not found here: the caller's sum came from other shards' gradients.
                     let (buffer, index, value) = (0..self.lens.len())
                         .find_map(|b| find(b).map(|(i, v)| (b, i, v)))
                         .unwrap_or((usize::MAX, usize::MAX, f32::NAN));
                     self.skipped = self.skipped.saturating_add(1);
-                    return match self.cfg.nonfinite {
+                    return match self.policy() {
                         NonFinitePolicy::Error => Err(Error::NonFinite {
                             buffer,
                             index,
@@ -1386,11 +1503,11 @@ impl Optimizer {
     }
 
     /// Sum of squares of all gradients in the fixed order of the determinism contract.
-    fn sum_squares(&mut self, grads: &[&[f32]], parallel: bool) -> f64 {
+    fn sum_squares<G: AsGrad>(&mut self, grads: &[G], unscale: GradScale, parallel: bool) -> f64 {
         if parallel {
-            par_partials(self.tier, grads, &mut self.state);
+            par_partials(self.tier, unscale, grads, &mut self.state);
         } else {
-            seq_partials(self.tier, grads, &mut self.state);
+            seq_partials(self.tier, unscale, grads, &mut self.state);
         }
         let mut sum = 0.0;
         for st in &self.state {
@@ -1724,76 +1841,173 @@ struct Plans<'a> {
     group_of: &'a [usize],
 }
 
-fn seq_apply(
-    step: &Step,
-    plans: Plans<'_>,
+/// What every buffer's pass of one update shares.
+#[derive(Clone, Copy)]
+struct Pass<'a> {
+    step: &'a Step,
+    plans: Plans<'a>,
+    unscale: GradScale,
+}
+
+/// Copy `i` of `copies` (none where `copies` is empty), reborrowed.
+fn copy_at<'c>(copies: &'c mut [Option<ParamCopy<'_>>], i: usize) -> Option<ParamCopy<'c>> {
+    copies.get_mut(i).and_then(|c| {
+        c.as_mut().map(|c| ParamCopy {
+            half: c.half,
+            out: &mut *c.out,
+        })
+    })
+}
+
+/// `copies` split at `mid` (two empty lists where it is empty).
+#[allow(clippy::type_complexity)]
+fn split_copies<'c, 'a>(
+    copies: &'c mut [Option<ParamCopy<'a>>],
+    mid: usize,
+) -> (
+    &'c mut [Option<ParamCopy<'a>>],
+    &'c mut [Option<ParamCopy<'a>>],
+) {
+    if copies.is_empty() {
+        (&mut [], &mut [])
+    } else {
+        copies.split_at_mut(mid)
+    }
+}
+
+/// One buffer's fused pass: the f32 pass itself when there is nothing to convert.
+fn apply_one(
+    pass: Pass<'_>,
+    plan: &Plan,
+    p: &mut [f32],
+    g: Grad<'_>,
+    st: StateMut<'_>,
+    copy: Option<ParamCopy<'_>>,
+) {
+    match (g, copy) {
+        (Grad::F32(g), None) if pass.unscale == GradScale::One => {
+            kernels::apply_unchecked_lengths(pass.step.tier, plan, pass.step.buffers(p, g, st));
+        }
+        (grad, copy) => kernels::apply_mixed_unchecked_lengths(
+            pass.step.tier,
+            plan,
+            pass.unscale,
+            MixedBuffers {
+                param: p,
+                grad,
+                m: st.m,
+                v: st.v,
+                v_max: st.v_max,
+                slow: st.slow,
+                copy,
+            },
+        ),
+    }
+}
+
+fn seq_apply<G: AsGrad>(
+    pass: Pass<'_>,
     params: &mut [&mut [f32]],
-    grads: &[&[f32]],
+    grads: &[G],
+    copies: &mut [Option<ParamCopy<'_>>],
     states: &mut [BufState],
 ) {
-    for (((p, g), st), &group) in params
+    for (i, (((p, g), st), &group)) in params
         .iter_mut()
         .zip(grads)
         .zip(states.iter_mut())
-        .zip(plans.group_of)
+        .zip(pass.plans.group_of)
+        .enumerate()
     {
-        let plan = &plans.plans[group];
-        kernels::apply_unchecked_lengths(step.tier, plan, step.buffers(p, g, st.whole(p.len())));
+        let plan = &pass.plans.plans[group];
+        let n = p.len();
+        apply_one(pass, plan, p, g.as_grad(), st.whole(n), copy_at(copies, i));
     }
 }
 
 /// Splits the buffer list, then each buffer, in halves until tasks are at most
 /// [`PARALLEL_GRAIN`] elements, with `rayon::join` (no allocation per task). The update is
 /// elementwise, so any split gives the same bits.
-fn par_apply(
-    step: &Step,
-    plans: Plans<'_>,
+fn par_apply<G: AsGrad>(
+    pass: Pass<'_>,
     params: &mut [&mut [f32]],
-    grads: &[&[f32]],
+    grads: &[G],
+    copies: &mut [Option<ParamCopy<'_>>],
     states: &mut [BufState],
 ) {
     if params.len() > 1 {
         let mid = params.len() / 2;
         let (p0, p1) = params.split_at_mut(mid);
         let (g0, g1) = grads.split_at(mid);
+        let (c0, c1) = split_copies(copies, mid);
         let (s0, s1) = states.split_at_mut(mid);
-        let (q0, q1) = plans.group_of.split_at(mid);
-        let (plans0, plans1) = (
-            Plans {
-                group_of: q0,
-                ..plans
+        let (q0, q1) = pass.plans.group_of.split_at(mid);
+        let half = |group_of| Pass {
+            plans: Plans {
+                group_of,
+                ..pass.plans
             },
-            Plans {
-                group_of: q1,
-                ..plans
-            },
-        );
+            ..pass
+        };
+        let (pass0, pass1) = (half(q0), half(q1));
         rayon::join(
-            || par_apply(step, plans0, p0, g0, s0),
-            || par_apply(step, plans1, p1, g1, s1),
+            || par_apply(pass0, p0, g0, c0, s0),
+            || par_apply(pass1, p1, g1, c1, s1),
         );
     } else if let (Some(p), Some(g), Some(st), Some(&group)) = (
         params.first_mut(),
         grads.first(),
         states.first_mut(),
-        plans.group_of.first(),
+        pass.plans.group_of.first(),
     ) {
-        par_apply_one(step, &plans.plans[group], p, g, st.whole(p.len()));
+        let n = p.len();
+        let copy = copy_at(copies, 0);
+        par_apply_one(
+            pass,
+            &pass.plans.plans[group],
+            p,
+            g.as_grad(),
+            st.whole(n),
+            copy,
+        );
     }
 }
 
-fn par_apply_one(step: &Step, plan: &Plan, p: &mut [f32], g: &[f32], st: StateMut<'_>) {
+fn par_apply_one(
+    pass: Pass<'_>,
+    plan: &Plan,
+    p: &mut [f32],
+    g: Grad<'_>,
+    st: StateMut<'_>,
+    copy: Option<ParamCopy<'_>>,
+) {
     if p.len() <= PARALLEL_GRAIN {
-        kernels::apply_unchecked_lengths(step.tier, plan, step.buffers(p, g, st));
+        apply_one(pass, plan, p, g, st, copy);
         return;
     }
     let mid = (p.len() / 2).next_multiple_of(64);
     let (p0, p1) = p.split_at_mut(mid);
     let (g0, g1) = g.split_at(mid);
     let (s0, s1) = st.split_at(mid);
+    let (c0, c1) = match copy {
+        Some(c) => {
+            let (a, b) = c.out.split_at_mut(mid);
+            (
+                Some(ParamCopy {
+                    half: c.half,
+                    out: a,
+                }),
+                Some(ParamCopy {
+                    half: c.half,
+                    out: b,
+                }),
+            )
+        }
+        None => (None, None),
+    };
     rayon::join(
-        || par_apply_one(step, plan, p0, g0, s0),
-        || par_apply_one(step, plan, p1, g1, s1),
+        || par_apply_one(pass, plan, p0, g0, s0, c0),
+        || par_apply_one(pass, plan, p1, g1, s1, c1),
     );
 }
 
@@ -1814,36 +2028,49 @@ fn in_group(group: usize, e: Error) -> Error {
     }
 }
 
-fn seq_partials(tier: Tier, grads: &[&[f32]], states: &mut [BufState]) {
+fn seq_partials<G: AsGrad>(tier: Tier, unscale: GradScale, grads: &[G], states: &mut [BufState]) {
     for (g, st) in grads.iter().zip(states.iter_mut()) {
-        kernels::sumsq_partials_unchecked(tier, g, &mut st.partials);
+        partials_of(tier, unscale, g.as_grad(), &mut st.partials);
+    }
+}
+
+/// Block partials of one buffer: the f32 kernel itself when there is nothing to convert.
+fn partials_of(tier: Tier, unscale: GradScale, g: Grad<'_>, partials: &mut [f64]) {
+    match g {
+        Grad::F32(g) if unscale == GradScale::One => {
+            kernels::sumsq_partials_unchecked(tier, g, partials)
+        }
+        g => kernels::sumsq_partials_mixed_unchecked(tier, g, unscale, partials),
     }
 }
 
 /// Block partials on the pool. Splits fall on block boundaries, so every partial is the same
 /// as on one thread; they are added up in block order afterwards.
-fn par_partials(tier: Tier, grads: &[&[f32]], states: &mut [BufState]) {
+fn par_partials<G: AsGrad>(tier: Tier, unscale: GradScale, grads: &[G], states: &mut [BufState]) {
     if grads.len() > 1 {
         let mid = grads.len() / 2;
         let (g0, g1) = grads.split_at(mid);
         let (s0, s1) = states.split_at_mut(mid);
-        rayon::join(|| par_partials(tier, g0, s0), || par_partials(tier, g1, s1));
+        rayon::join(
+            || par_partials(tier, unscale, g0, s0),
+            || par_partials(tier, unscale, g1, s1),
+        );
     } else if let (Some(g), Some(st)) = (grads.first(), states.first_mut()) {
-        par_partials_one(tier, g, &mut st.partials);
+        par_partials_one(tier, unscale, g.as_grad(), &mut st.partials);
     }
 }
 
-fn par_partials_one(tier: Tier, g: &[f32], partials: &mut [f64]) {
+fn par_partials_one(tier: Tier, unscale: GradScale, g: Grad<'_>, partials: &mut [f64]) {
     if partials.len() <= 2 * (PARALLEL_GRAIN / kernels::SUMSQ_BLOCK) {
-        kernels::sumsq_partials_unchecked(tier, g, partials);
+        partials_of(tier, unscale, g, partials);
         return;
     }
     let mid_blocks = partials.len() / 2;
     let (g0, g1) = g.split_at(mid_blocks * kernels::SUMSQ_BLOCK);
     let (q0, q1) = partials.split_at_mut(mid_blocks);
     rayon::join(
-        || par_partials_one(tier, g0, q0),
-        || par_partials_one(tier, g1, q1),
+        || par_partials_one(tier, unscale, g0, q0),
+        || par_partials_one(tier, unscale, g1, q1),
     );
 }
 

@@ -28,12 +28,14 @@ pub mod engine;
 pub mod error;
 pub mod ffi;
 pub mod kernels;
+pub mod scaler;
 pub mod schedule;
 pub mod simd;
 
 pub use config::{Base, Config, Lookahead, NonFinitePolicy, ScheduleMode};
 pub use engine::{Optimizer, Outcome, StateMut, Step};
 pub use error::Error;
+pub use scaler::LossScaler;
 pub use schedule::{Schedule, ScheduleState};
 pub use simd::{default_tier, set_default_tier, Tier};
 

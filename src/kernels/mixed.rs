@@ -70,6 +70,24 @@ impl<'a> Grad<'a> {
     }
 }
 
+/// A gradient buffer the engine takes: `&[f32]` or a [`Grad`] of any format.
+pub trait AsGrad: Sync {
+    /// The buffer as a [`Grad`].
+    fn as_grad(&self) -> Grad<'_>;
+}
+
+impl AsGrad for &[f32] {
+    fn as_grad(&self) -> Grad<'_> {
+        Grad::F32(self)
+    }
+}
+
+impl AsGrad for Grad<'_> {
+    fn as_grad(&self) -> Grad<'_> {
+        *self
+    }
+}
+
 /// How the loss scale is divided out of the gradients, from the scale `s` ([`GradScale::new`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum GradScale {

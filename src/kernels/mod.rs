@@ -32,14 +32,17 @@ pub use convert::Half;
 pub(crate) use convert::{narrow, widen};
 pub(crate) use fused::fused;
 pub(crate) use mixed::{fused_mixed, sumsq_partials_mixed};
-pub use mixed::{Grad, GradScale, MixedBuffers, ParamCopy, CHUNK};
+pub use mixed::{AsGrad, Grad, GradScale, MixedBuffers, ParamCopy, CHUNK};
 pub(crate) use ops::elementwise;
 pub use ops::Op;
 pub use plan::{Buffers, Plan, Rule};
 pub(crate) use reduce::sumsq_partials;
 pub use reduce::{sumsq_block_count, SUMSQ_BLOCK};
 pub use stateless::{
-    apply, apply_mixed, apply_op, first_non_finite, narrow_from_f32, sum_squares,
-    sum_squares_partials, sum_squares_partials_mixed, widen_to_f32,
+    apply, apply_mixed, apply_op, first_non_finite, first_non_finite_grad, narrow_from_f32,
+    sum_squares, sum_squares_partials, sum_squares_partials_mixed, widen_to_f32,
 };
-pub(crate) use stateless::{apply_unchecked_lengths, sumsq_partials_unchecked};
+pub(crate) use stateless::{
+    apply_mixed_unchecked_lengths, apply_unchecked_lengths, grad_scale,
+    sumsq_partials_mixed_unchecked, sumsq_partials_unchecked,
+};

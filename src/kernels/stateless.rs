@@ -68,6 +68,20 @@ pub fn first_non_finite(x: &[f32]) -> Option<(usize, f32)> {
         .map(|(i, v)| (i, *v))
 }
 
+/// Index and value (widened) of the first NaN or ±Inf in `g`, of any format (a cold path).
+pub fn first_non_finite_grad(g: Grad<'_>) -> Option<(usize, f32)> {
+    let find = |h: &[u16], exp: u16, widen: fn(u16) -> f32| {
+        h.iter()
+            .position(|&x| x & exp == exp)
+            .map(|i| (i, widen(h[i])))
+    };
+    match g {
+        Grad::F32(x) => first_non_finite(x),
+        Grad::Bf16(h) => find(h, 0x7f80, crate::simd::half::bf16_to_f32),
+        Grad::F16(h) => find(h, 0x7c00, crate::simd::half::f16_to_f32),
+    }
+}
+
 /// Applies an elementwise operation on `tier`. `y` is used by [`Op::Sync`] only (the slow
 /// weights; pass an empty slice otherwise). Checks its arguments before writing anything.
 pub fn apply_op(tier: Tier, op: Op, x: &mut [f32], y: &mut [f32]) -> Result<(), Error> {
@@ -166,4 +180,25 @@ pub fn sum_squares_partials_mixed(
     )?;
     (tier.kernels().sumsq_partials_mixed)(grad, unscale, partials);
     Ok(())
+}
+
+/// One buffer's pass in any gradient format without the length check (the engine checks at
+/// registration and per call): the f32 pass itself when there is nothing to convert.
+pub(crate) fn apply_mixed_unchecked_lengths(
+    tier: Tier,
+    plan: &Plan,
+    unscale: GradScale,
+    b: MixedBuffers<'_>,
+) {
+    (tier.kernels().fused_mixed)(plan, unscale, b);
+}
+
+/// Block partials of `grad` divided by the scale, without the length check.
+pub(crate) fn sumsq_partials_mixed_unchecked(
+    tier: Tier,
+    grad: Grad<'_>,
+    unscale: GradScale,
+    partials: &mut [f64],
+) {
+    (tier.kernels().sumsq_partials_mixed)(grad, unscale, partials);
 }
