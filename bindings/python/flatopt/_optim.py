@@ -29,7 +29,7 @@ from ._errors import (
     UnsupportedError,
     CheckpointError,
 )
-from ._schedules import LRScheduler, _Count, _Handle
+from ._schedules import LRScheduler, _Composite, _Count, _Handle
 
 __all__ = [
     "BaseOptimizer",
@@ -259,8 +259,22 @@ class Optimizer:
             cfg.sync_period = sync_period
             cfg.alpha = alpha
         self._config = cfg
-        self._schedule = self._lr if isinstance(self._lr, LRScheduler) else None
-        if self._schedule is not None:
+        # A ChainedScheduler / SequentialLR is computed here and sets the groups' rates
+        # (the library runs one schedule per optimizer): the library sees a constant rate.
+        self._driver = self._lr if isinstance(self._lr, _Composite) else None
+        self._schedule = (
+            self._lr if isinstance(self._lr, LRScheduler) and self._driver is None else None
+        )
+        if self._driver is not None:
+            self._require_groups(f"{type(self).__name__}(lr={type(self._lr).__name__}(...))")
+            if not self._driver.base_lr > 0.0:
+                raise InvalidArgumentError(
+                    f"invalid lr = {type(self._lr).__name__}(...) with base_lr "
+                    f"{_validate.show(self._driver.base_lr)}: a schedule that sets the groups' "
+                    "learning rates needs a base_lr > 0"
+                )
+            cfg.lr = self._driver.base_lr
+        elif self._schedule is not None:
             self._sched_struct = self._schedule._struct()
             cfg.schedule = ctypes.pointer(self._sched_struct)
             cfg.schedule_manual = 0 if self._schedule.per_update else 1
@@ -293,6 +307,9 @@ class Optimizer:
         self._tree_alt = None  # the list of the groups' trees, when they merged into one dict
         self._group_dicts = []  # param_groups
         self._lr_set = None  # group 0's learning rate set through current_lr / param_groups
+        if self._driver is not None:
+            self._driver._attach_driver(self)
+            self._drive(self._driver.get_lr()[0])
 
     # -- registration --------------------------------------------------------------------
 
@@ -403,6 +420,10 @@ class Optimizer:
                         self._raise_registration(st, labels)
                 if self._schedule is not None:
                     self._schedule._replay(handle.ptr)
+                if self._driver is not None:
+                    rates = self._driver_rates(self._driver.get_lr()[0], options)
+                    for cg, rate in zip(cgroups, rates):
+                        _lib.check(_lib.optimizer_set_group_lr(handle.ptr, cg, rate), "lr")
             except BaseException:
                 handle.free()
                 raise
@@ -457,6 +478,28 @@ class Optimizer:
                 f"{what}: the flatopt library at {_lib.library_path} (version "
                 f"{_lib.library_version}) has no parameter groups; rebuild or reinstall it"
             )
+
+    def _driver_rates(self, value, options):
+        """Each group's learning rate when a composite schedule gives ``value``: the group's
+        own ``lr`` scaled as a library schedule scales it (``value * lr / base_lr``), the value
+        itself for a group without one."""
+        base = self._driver.base_lr
+        out = []
+        for opts in options:
+            own = opts.get("lr", base)
+            out.append(value if own == base else own * (value / base))
+        return out
+
+    def _drive(self, value):
+        """Sets every group's learning rate from a ChainedScheduler / SequentialLR's value
+        (its step() calls this); the next update uses them."""
+        value = _groups.check_lr(f"lr = {type(self._driver).__name__}(...): its rate", value)
+        with self._lock:
+            if not self._registered:
+                _lib.check(_lib.optimizer_set_group_lr(self._handle.ptr, 0, value), "lr")
+                return
+            for cg, rate in zip(self._cgroups, self._driver_rates(value, self._options)):
+                _lib.check(_lib.optimizer_set_group_lr(self._handle.ptr, cg, rate), "lr")
 
     def _default_group_lr(self, g):
         """The learning rate of group ``g`` when its dict has none: group 0's set through
@@ -579,6 +622,8 @@ class Optimizer:
             labels = layout.final_labels(True, merged)
             keys = layout.final_names(True, merged)
             lr = opts.get("lr", self._default_group_lr(g))
+            if self._driver is not None:
+                lr = self._driver_rates(self._driver.get_lr()[0], [opts])[0]
             cg = _groups.add_c_group(self._handle, self._base,
                                      opts if lr is None else dict(opts, lr=lr), what)
             added = 0
@@ -939,6 +984,8 @@ class Optimizer:
     @property
     def base_lr(self):
         """The base learning rate: the float given as ``lr``, or the schedule's ``base_lr``."""
+        if self._driver is not None:
+            return self._driver.base_lr
         return self._lr if self._schedule is None else self._schedule.base_lr
 
     @property

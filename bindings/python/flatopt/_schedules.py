@@ -1059,8 +1059,8 @@ class ReduceLROnPlateau(LRScheduler):
 
 
 class _Composite(LRScheduler):
-    """A schedule made of other schedule objects, stepped and queried on its own (it cannot
-    drive an optimizer yet: see :meth:`_struct`)."""
+    """A schedule made of other schedule objects, computed here (not a library schedule): on
+    its own, or setting the groups' learning rates of the optimizer it is given to."""
 
     _kind = None
 
@@ -1096,14 +1096,30 @@ class _Composite(LRScheduler):
         self._group_lrs = None
         self.per_update = False
         self._epoch = 0
+        self._driven = None  # weakref to the optimizer whose group learning rates this sets
 
     def _struct(self):
         raise UnsupportedError(
-            f"a {type(self).__name__} cannot drive an optimizer in this flatopt: the library "
-            "runs one schedule per optimizer and has no composite schedule nor a learning-rate "
-            "setter yet; use it on its own (step(), get_lr()), or give the optimizer one "
-            "schedule"
+            f"a {type(self).__name__} is not a library schedule: give it to an optimizer as "
+            "its lr (it then sets the groups' learning rates), or use it on its own"
         )
+
+    def _attach_driver(self, optimizer):
+        """Binds this schedule to the optimizer whose groups' learning rates it sets after
+        every move (one optimizer per schedule object)."""
+        owner = self._driven() if self._driven is not None else None
+        if owner is not None and owner is not optimizer:
+            raise InvalidArgumentError(
+                f"this {type(self).__name__} already drives another optimizer "
+                f"({type(owner).__name__}); create one schedule object per optimizer"
+            )
+        self._driven = weakref.ref(optimizer)
+
+    def _push(self):
+        """Hands the learning rate at the new position to the optimizer it drives."""
+        owner = self._driven() if self._driven is not None else None
+        if owner is not None:
+            owner._drive(self.get_lr()[0])
 
     def _bound(self):
         return None
@@ -1121,10 +1137,13 @@ class _Composite(LRScheduler):
     @last_epoch.setter
     def last_epoch(self, epoch):
         self._move(_uint("last_epoch", epoch))
+        self._push()
 
     def step(self, epoch=None):
-        """Advances by one, or to ``epoch`` (as assigning ``last_epoch``)."""
+        """Advances by one, or to ``epoch`` (as assigning ``last_epoch``); an optimizer it
+        drives uses the new learning rate from its next update on."""
         self._move(self._epoch + 1 if epoch is None else _uint("epoch", epoch))
+        self._push()
 
     def _check_state(self, state, context):
         """The sub-schedules' checked states and this one's counter; changes nothing."""
@@ -1169,12 +1188,16 @@ class _Composite(LRScheduler):
             if old is not None:
                 old.free()
         self._epoch = epoch
+        self._push()
 
     def __getstate__(self):
-        return dict(self.__dict__)
+        state = dict(self.__dict__)
+        state["_driven"] = None  # the copy is unbound
+        return state
 
     def __setstate__(self, state):
         self.__dict__.update(state)
+        self._driven = None
 
     def __repr__(self):
         subs = ", ".join(type(s).__name__ for s in self.schedulers)
@@ -1187,8 +1210,13 @@ class ChainedScheduler(_Composite):
     ``current_lr / base_lr`` (0 for a schedule whose ``base_lr`` is 0), multiplied in f64 in
     list order (each ``current_lr`` being the float32 value the library computes).
 
-    It has its own ``last_epoch`` and keeps the schedules' counters in step. It cannot drive an
-    optimizer yet (the library has no composite schedule): use it on its own."""
+    It has its own ``last_epoch`` and keeps the schedules' counters in step.
+
+    Given to an optimizer as its ``lr``, it sets the learning rate of every parameter group
+    after each ``step()`` (a group with its own ``lr`` gets ``value * lr / base_lr``): the
+    optimizer's next update uses it. The library runs one schedule per optimizer, so the
+    value is computed here and handed over as the groups' rates (read back exactly by
+    ``current_lr``; applied rounded to float32). One optimizer per schedule object."""
 
     def __init__(self, schedulers):
         super().__init__(schedulers, "ChainedScheduler")
@@ -1213,8 +1241,13 @@ class SequentialLR(_Composite):
     ``i`` is active from ``milestones[i - 1]`` (from 0 for the first) until the next
     milestone, and restarts its count there: at epoch ``e`` the learning rate is
     ``schedulers[i]`` at position ``e - milestones[i - 1]``. ``milestones``: increasing, one
-    fewer than ``schedulers``. It cannot drive an optimizer yet (the library has no composite
-    schedule): use it on its own."""
+    fewer than ``schedulers``.
+
+    Given to an optimizer as its ``lr``, it sets the learning rate of every parameter group
+    after each ``step()`` (a group with its own ``lr`` gets ``value * lr / base_lr``): the
+    optimizer's next update uses it. The library runs one schedule per optimizer, so the
+    value is computed here and handed over as the groups' rates (read back exactly by
+    ``current_lr``; applied rounded to float32). One optimizer per schedule object."""
 
     def __init__(self, schedulers, milestones, last_epoch=0):
         super().__init__(schedulers, "SequentialLR")

@@ -150,7 +150,11 @@ def _parse(blob, what):
         raise CheckpointError(f"{what}: not a flatopt checkpoint")
     version, bom, total = struct.unpack_from("<IIQ", b, 8)
     if version != 1:
-        raise CheckpointError(f"{what}: checkpoint format version {version}, this reads 1")
+        raise CheckpointError(
+            f"{what}: checkpoint format version {version}, resharding reads 1 (version 2 holds "
+            "parameter groups or a learning rate set on a group, e.g. through current_lr: a "
+            "shard's optimizer has one buffer and needs neither)"
+        )
     if bom != _BOM or total != len(b):
         raise CheckpointError(f"{what}: bad byte-order mark or length")
     (crc,) = struct.unpack_from("<I", b, len(b) - 4)
@@ -249,3 +253,4 @@ def load_checkpoint(opt, blob):
     buf = (ctypes.c_uint8 * max(len(data), 1)).from_buffer_copy(data or b"\0")
     with opt._lock:
         _check_load(_lib.optimizer_load(opt._handle.ptr, buf, len(data)), "load_checkpoint")
+        opt._loaded_groups()

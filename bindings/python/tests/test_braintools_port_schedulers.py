@@ -2960,8 +2960,6 @@ if __name__ == '__main__':
 
 _F32 = ("compares a learning rate with == to a float64 constant: flatopt's schedules report "
         "the float32 value the library computes (an f64 query needs a new C function)")
-_DRIVE = ("a ChainedScheduler / SequentialLR cannot drive an optimizer yet (the library runs "
-          "one schedule per optimizer and has no learning-rate setter)")
 _BEFORE = ("expects optimizer.current_lr == base_lr before the first scheduler step, where "
            "braintools reports base_lr but applies the schedule's value: flatopt reports the "
            "learning rate the next update uses (docs/numerics.md)")
@@ -2974,8 +2972,6 @@ FAILING = {
     "TestCyclicLR::test_cyclic_lr_step_size_down": (
         "flatopt's CyclicLR follows PyTorch's formula (docs/numerics.md): 0.19 at epoch 14, "
         "as torch.optim.lr_scheduler.CyclicLR; braintools reaches base_lr there"),
-    "TestChainedScheduler::test_chained_scheduler_with_optimizer": _DRIVE,
-    "TestSequentialLR::test_sequential_lr_with_optimizer": _DRIVE,
     "TestCosineAnnealingWarmRestarts::test_cosine_warm_restarts_state_dict": (
         "assigns T_cur.value: flatopt's T_cur follows last_epoch (restore a schedule with "
         "load_state_dict or by assigning last_epoch)"),
@@ -3004,9 +3000,7 @@ def _mark_failing():
             fn = getattr(cls, name)
             if name.endswith("_jit") or name.endswith("_jit_with_optimizer"):
                 fn = pytest.mark.xfail(strict=True, reason=_JIT)(fn)
-            if name.endswith("_with_optimizer") and name not in (
-                "test_chained_scheduler_with_optimizer", "test_sequential_lr_with_optimizer"
-            ):
+            if name.endswith("_with_optimizer"):
                 fn = pytest.mark.skipif(not states, reason=NEEDS_STATES)(fn)
             setattr(cls, name, fn)
 

@@ -586,9 +586,28 @@ def test_composite_copies(name):
 
 
 @pytest.mark.parametrize("name", list(COMPOSITES))
-def test_composite_cannot_drive_an_optimizer(name):
-    with pytest.raises(flatopt.UnsupportedError, match="cannot drive an optimizer"):
-        flatopt.Adam(lr=COMPOSITES[name]())
+def test_composite_drives_the_groups_of_one_optimizer(name):
+    sched = COMPOSITES[name]()
+    ref = COMPOSITES[name]()
+    opt = flatopt.SGD(lr=sched)
+    p = [np.ones(1, f32), np.ones(1, f32)]
+    opt.register_trainable_weights([{"params": [p[0]]}, {"params": [p[1]],
+                                                         "lr": sched.base_lr / 4}])
+    for _ in range(6):
+        want = ref.get_lr()[0]
+        assert opt.current_lr == want and opt.param_groups[0]["lr"] == want
+        assert opt.get_last_lr() == [want, sched.base_lr / 4 * (want / sched.base_lr)]
+        before = [x.copy() for x in p]
+        opt.update([[np.ones(1, f32)], [np.ones(1, f32)]])
+        assert p[0][0] == before[0][0] - f32(want)
+        sched.step()
+        ref.step()
+    with pytest.raises(flatopt.InvalidArgumentError, match="already drives another optimizer"):
+        flatopt.SGD(lr=sched)
+    copied = pickle.loads(pickle.dumps(opt))
+    assert copied.get_last_lr() == opt.get_last_lr()
+    copied.lr.step()
+    assert opt.lr.last_epoch == 6 and copied.lr.last_epoch == 7
 
 
 _ALIVE = []

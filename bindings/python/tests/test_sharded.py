@@ -228,6 +228,19 @@ def test_reshard_refuses_mismatched_checkpoints():
     b.step(grads_at(1))
     with pytest.raises(flatopt.CheckpointError, match="counters"):
         sharded.reshard_checkpoints([blobs[0], b.opts[1].state_dict()["checkpoint"]], [N])
+    c = Shards(2)
+    c.opts[0].current_lr = c.opts[0].current_lr / 2  # a group value: checkpoint format 2
+    with pytest.raises(flatopt.CheckpointError, match="format version 2, resharding reads 1"):
+        sharded.reshard_checkpoints([sharded.save_checkpoint(o) for o in c.opts], [N])
+
+
+@needs_checkpoints
+def test_load_checkpoint_restores_a_learning_rate_set_on_group_0():
+    a, b = Shards(1), Shards(1)
+    a.opts[0].current_lr = a.opts[0].current_lr / 2
+    sharded.load_checkpoint(b.opts[0], sharded.save_checkpoint(a.opts[0]))
+    assert b.opts[0].current_lr == a.opts[0].current_lr
+    assert b.opts[0]._lr_set == a.opts[0].current_lr  # kept when registering again
 
 
 # ---------------------------------------------------------------------------------------------
