@@ -759,6 +759,11 @@ namespace Flatopt.Tests
                 Tuple.Create<string, Action<Optimizer, float[]>>("Save", (o, g) => o.Save()),
                 Tuple.Create<string, Action<Optimizer, float[]>>("Reset", (o, g) => o.Reset()),
                 Tuple.Create<string, Action<Optimizer, float[]>>("NumThreads = 1", (o, g) => o.NumThreads = 1),
+                Tuple.Create<string, Action<Optimizer, float[]>>("AddGroup", (o, g) => o.AddGroup(GroupOptions.Init())),
+                Tuple.Create<string, Action<Optimizer, float[]>>("NumGroups", (o, g) => { if (o.NumGroups < 0) throw new InvalidOperationException(); }),
+                Tuple.Create<string, Action<Optimizer, float[]>>("SetGroupLr", (o, g) => o.SetGroupLr(0, 0.1)),
+                Tuple.Create<string, Action<Optimizer, float[]>>("SetGroupWeightDecay", (o, g) => o.SetGroupWeightDecay(0, 0.0)),
+                Tuple.Create<string, Action<Optimizer, float[]>>("GroupCurrentLr", (o, g) => { if (o.GroupCurrentLr(0) < 0) throw new InvalidOperationException(); }),
             };
             foreach (var c in calls)
             {
