@@ -1,21 +1,24 @@
 //! Mixed precision around the fused pass: gradients in f32, bf16 or fp16 ([`Grad`]) divided by
 //! a loss scale ([`GradScale`]), and an optional bf16 or fp16 copy of the parameters
-//! ([`ParamCopy`]) written in the same pass. Written once, generic over [`Vf32`].
+//! ([`ParamCopy`]) written in the same pass.
 //!
 //! The pass runs in chunks of [`CHUNK`] elements: a chunk's gradients are widened (and
 //! unscaled) into an f32 scratch on the stack, the f32 fused pass ([`fused`]) runs on the
 //! chunk, and the chunk's new parameters, still in L1, are narrowed into the copy. Memory sees
 //! each 16-bit gradient read once and each copy element written once, as in a single loop, and
-//! the rule loops stay as they are (no extra copy per gradient format). Every element goes
+//! the rule loops stay as they are (no extra copy per gradient format). The chunk driver calls
+//! the tier's table (`widen`, `unscale`, `fused`, `narrow`, `sumsq_partials`: each compiled for
+//! the tier's instructions on its own) once per chunk: inlining all of them into one function
+//! left LLVM's inliner over budget, and the integer intrinsics of the conversions became calls
+//! (5x slower). Every element goes
 //! through exactly the operations of widening, unscaling and the f32 pass, so the result is that
 //! composition's, bit for bit, on every tier and at any split.
 
-use super::convert::{narrow, widen, Half};
-use super::fused::fused;
+use super::convert::Half;
 use super::plan::{check_lengths, Buffers, Plan};
-use super::reduce::{sumsq_partials, SUMSQ_BLOCK};
+use super::reduce::SUMSQ_BLOCK;
 use crate::error::Error;
-use crate::simd::Vf32;
+use crate::simd::{Kernels, Vf32};
 
 /// Elements per chunk of the mixed pass: one sum-of-squares block, so that block partials of
 /// widened gradients are those of the f32 values (16 KiB of f32 scratch).
@@ -195,9 +198,10 @@ fn cut(s: &mut [f32], start: usize, end: usize) -> &mut [f32] {
     }
 }
 
-/// Divides `x` by the loss scale in place (nothing for [`GradScale::One`]).
+/// Divides `x` by the loss scale in place (nothing for [`GradScale::One`]): the `unscale`
+/// kernel of every tier's table.
 #[inline(always)]
-fn unscale<V: Vf32>(x: &mut [f32], scale: GradScale) {
+pub(crate) fn unscale<V: Vf32>(scale: GradScale, x: &mut [f32]) {
     let n = x.len();
     let split = n - n % V::LANES;
     match scale {
@@ -223,25 +227,26 @@ fn unscale_span<V: Vf32>(x: &mut [f32], start: usize, end: usize, f: impl Fn(V) 
 }
 
 /// The gradients `g` as f32 divided by the scale: `g` itself when nothing is to be done, else
-/// widened and unscaled into `scratch` (at least `g.len()` long).
-#[inline(always)]
-fn grad_f32<'s, V: Vf32>(g: Grad<'s>, scale: GradScale, scratch: &'s mut [f32]) -> &'s [f32] {
+/// widened and unscaled into `scratch` (at least `g.len()` long) with the table `k`.
+fn grad_f32<'s>(k: &Kernels, g: Grad<'s>, scale: GradScale, scratch: &'s mut [f32]) -> &'s [f32] {
     let n = g.len();
     let out = &mut scratch[..n];
     match g {
         Grad::F32(g) if scale == GradScale::One => return g,
         Grad::F32(g) => out.copy_from_slice(g),
-        Grad::Bf16(h) => widen::<V>(Half::Bf16, h, out),
-        Grad::F16(h) => widen::<V>(Half::F16, h, out),
+        Grad::Bf16(h) => (k.widen)(Half::Bf16, h, out),
+        Grad::F16(h) => (k.widen)(Half::F16, h, out),
     }
-    unscale::<V>(out, scale);
+    (k.unscale)(scale, out);
     out
 }
 
-/// One mixed-precision fused pass over `b` with vectors `V`. Callers must have checked every
-/// length (`MixedBuffers::check`).
-#[inline(always)]
-pub(crate) fn fused_mixed<V: Vf32>(plan: &Plan, scale: GradScale, b: MixedBuffers<'_>) {
+/// The largest vector in bytes: chunks after the first start on such a boundary of the state.
+const ALIGN: usize = 64;
+
+/// One mixed-precision fused pass over `b` with the kernels of table `k`. Callers must have
+/// checked every length (`MixedBuffers::check`).
+pub(crate) fn fused_mixed(k: &Kernels, plan: &Plan, scale: GradScale, b: MixedBuffers<'_>) {
     let MixedBuffers {
         param,
         grad,
@@ -253,7 +258,7 @@ pub(crate) fn fused_mixed<V: Vf32>(plan: &Plan, scale: GradScale, b: MixedBuffer
     } = b;
     if let (Grad::F32(g), GradScale::One, None) = (grad, scale, &copy) {
         // Plain f32: the f32 pass as it is.
-        return fused::<V>(
+        return (k.fused)(
             plan,
             Buffers {
                 param,
@@ -266,24 +271,20 @@ pub(crate) fn fused_mixed<V: Vf32>(plan: &Plan, scale: GradScale, b: MixedBuffer
         );
     }
     let n = param.len();
-    // Chunks start where the f32 pass's vector loop would, so that each chunk after the first
-    // starts vector-aligned and needs no scalar head.
+    // Chunks after the first start where the f32 pass's vector loop would, so that they need
+    // no scalar head.
     let anchor = if plan.rule.state_used().0 {
         m.as_ptr()
     } else {
         param.as_ptr()
     };
-    let head = if V::LANES > 1 {
-        anchor.align_offset(V::LANES * 4).min(n)
-    } else {
-        0
-    };
+    let head = anchor.align_offset(ALIGN).min(n);
     let mut scratch = [0f32; CHUNK];
     let mut start = 0;
     let mut end = if head > 0 { head } else { CHUNK.min(n) };
     while start < n {
-        let g = grad_f32::<V>(grad.slice(start, end), scale, &mut scratch);
-        fused::<V>(
+        let g = grad_f32(k, grad.slice(start, end), scale, &mut scratch);
+        (k.fused)(
             plan,
             Buffers {
                 param: &mut param[start..end],
@@ -295,7 +296,7 @@ pub(crate) fn fused_mixed<V: Vf32>(plan: &Plan, scale: GradScale, b: MixedBuffer
             },
         );
         if let Some(c) = copy.as_mut() {
-            narrow::<V>(c.half, &param[start..end], &mut c.out[start..end]);
+            (k.narrow)(c.half, &param[start..end], &mut c.out[start..end]);
         }
         start = end;
         end = (end + CHUNK).min(n);
@@ -303,22 +304,22 @@ pub(crate) fn fused_mixed<V: Vf32>(plan: &Plan, scale: GradScale, b: MixedBuffer
 }
 
 /// Block partial sums of squares of the gradients divided by the scale, as f32: exactly the
-/// values the mixed pass applies, so the partials are those of [`sumsq_partials`] over them.
-#[inline(always)]
-pub(crate) fn sumsq_partials_mixed<V: Vf32>(
+/// values the mixed pass applies, so the partials are those of the f32 kernel over them.
+pub(crate) fn sumsq_partials_mixed(
+    k: &Kernels,
     grad: Grad<'_>,
     scale: GradScale,
     partials: &mut [f64],
 ) {
     if let (Grad::F32(g), GradScale::One) = (grad, scale) {
-        return sumsq_partials::<V>(g, partials);
+        return (k.sumsq_partials)(g, partials);
     }
     let mut scratch = [0f32; CHUNK];
     let n = grad.len();
     for (b, out) in partials.iter_mut().enumerate() {
         let start = b * SUMSQ_BLOCK;
         let end = (start + SUMSQ_BLOCK).min(n);
-        let g = grad_f32::<V>(grad.slice(start, end), scale, &mut scratch);
-        sumsq_partials::<V>(g, std::slice::from_mut(out));
+        let g = grad_f32(k, grad.slice(start, end), scale, &mut scratch);
+        (k.sumsq_partials)(g, std::slice::from_mut(out));
     }
 }

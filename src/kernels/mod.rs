@@ -31,7 +31,7 @@ mod stateless;
 pub use convert::Half;
 pub(crate) use convert::{narrow, widen};
 pub(crate) use fused::fused;
-pub(crate) use mixed::{fused_mixed, sumsq_partials_mixed};
+pub(crate) use mixed::unscale;
 pub use mixed::{AsGrad, Grad, GradScale, MixedBuffers, ParamCopy, CHUNK};
 pub(crate) use ops::elementwise;
 pub use ops::Op;

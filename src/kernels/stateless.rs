@@ -3,7 +3,7 @@
 //! runs the kernel of its tier from the tier's table (`Tier::kernels`, chosen once).
 
 use super::convert::Half;
-use super::mixed::{Grad, GradScale, MixedBuffers};
+use super::mixed::{fused_mixed, sumsq_partials_mixed, Grad, GradScale, MixedBuffers};
 use super::ops::Op;
 use super::plan::{Buffers, Plan};
 use super::reduce::{sumsq_block_count, SUMSQ_BLOCK};
@@ -159,7 +159,7 @@ pub fn apply_mixed(tier: Tier, plan: &Plan, scale: f32, b: MixedBuffers<'_>) -> 
     let _mode = FpMode::enter();
     let unscale = grad_scale(scale)?;
     b.check(plan)?;
-    (tier.kernels().fused_mixed)(plan, unscale, b);
+    fused_mixed(tier.kernels(), plan, unscale, b);
     Ok(())
 }
 
@@ -178,7 +178,7 @@ pub fn sum_squares_partials_mixed(
         sumsq_block_count(grad.len()),
         partials.len(),
     )?;
-    (tier.kernels().sumsq_partials_mixed)(grad, unscale, partials);
+    sumsq_partials_mixed(tier.kernels(), grad, unscale, partials);
     Ok(())
 }
 
@@ -190,7 +190,7 @@ pub(crate) fn apply_mixed_unchecked_lengths(
     unscale: GradScale,
     b: MixedBuffers<'_>,
 ) {
-    (tier.kernels().fused_mixed)(plan, unscale, b);
+    fused_mixed(tier.kernels(), plan, unscale, b);
 }
 
 /// Block partials of `grad` divided by the scale, without the length check.
@@ -200,5 +200,5 @@ pub(crate) fn sumsq_partials_mixed_unchecked(
     unscale: GradScale,
     partials: &mut [f64],
 ) {
-    (tier.kernels().sumsq_partials_mixed)(grad, unscale, partials);
+    sumsq_partials_mixed(tier.kernels(), grad, unscale, partials);
 }

@@ -16,8 +16,7 @@ static TABLE: Kernels = Kernels {
     elementwise: kernels::elementwise::<Portable>,
     widen: kernels::widen::<Portable>,
     narrow: kernels::narrow::<Portable>,
-    fused_mixed: kernels::fused_mixed::<Portable>,
-    sumsq_partials_mixed: kernels::sumsq_partials_mixed::<Portable>,
+    unscale: kernels::unscale::<Portable>,
 };
 
 /// The portable tier's kernels (every CPU of every target runs them).

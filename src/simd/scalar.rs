@@ -13,8 +13,7 @@ static TABLE: Kernels = Kernels {
     elementwise: kernels::elementwise::<f32>,
     widen: kernels::widen::<f32>,
     narrow: kernels::narrow::<f32>,
-    fused_mixed: kernels::fused_mixed::<f32>,
-    sumsq_partials_mixed: kernels::sumsq_partials_mixed::<f32>,
+    unscale: kernels::unscale::<f32>,
 };
 
 /// The scalar tier's kernels (every CPU runs them).

@@ -3,7 +3,7 @@
 //! through it; nothing above this layer knows which instruction sets exist.
 
 use super::Tier;
-use crate::kernels::{Buffers, Grad, GradScale, Half, MixedBuffers, Op, Plan};
+use crate::kernels::{Buffers, GradScale, Half, Op, Plan};
 
 /// One tier's kernels. Adding a kernel: write it generic over `Vf32` in `crate::kernels`, add
 /// its field here and its line to each tier's table (`table!` below and the scalar and portable
@@ -22,10 +22,8 @@ pub(crate) struct Kernels {
     pub widen: fn(Half, &[u16], &mut [f32]),
     /// f32 narrowed to 16-bit floats (`crate::kernels::narrow`); lengths equal.
     pub narrow: fn(Half, &[f32], &mut [u16]),
-    /// The mixed-precision fused pass (`crate::kernels::fused_mixed`); lengths checked.
-    pub fused_mixed: fn(&Plan, GradScale, MixedBuffers<'_>),
-    /// Block partials of unscaled gradients in any format (`crate::kernels::sumsq_partials_mixed`).
-    pub sumsq_partials_mixed: fn(Grad<'_>, GradScale, &mut [f64]),
+    /// Gradients divided by a loss scale in place (`crate::kernels::unscale`).
+    pub unscale: fn(GradScale, &mut [f32]),
 }
 
 /// `table!(TIER, V, "features")` defines, in a tier module, `static TABLE: Kernels` of every
@@ -37,7 +35,7 @@ macro_rules! table {
     ($tier:expr, $v:ty, $features:literal) => {
         mod instances {
             use super::*;
-            use crate::kernels::{self, Buffers, Grad, GradScale, Half, MixedBuffers, Op, Plan};
+            use crate::kernels::{self, Buffers, GradScale, Half, Op, Plan};
 
             #[target_feature(enable = $features)]
             fn fused(plan: &Plan, b: Buffers<'_>) {
@@ -60,12 +58,8 @@ macro_rules! table {
                 kernels::narrow::<$v>(ty, src, dst)
             }
             #[target_feature(enable = $features)]
-            fn fused_mixed(plan: &Plan, scale: GradScale, b: MixedBuffers<'_>) {
-                kernels::fused_mixed::<$v>(plan, scale, b)
-            }
-            #[target_feature(enable = $features)]
-            fn sumsq_partials_mixed(g: Grad<'_>, scale: GradScale, partials: &mut [f64]) {
-                kernels::sumsq_partials_mixed::<$v>(g, scale, partials)
+            fn unscale(scale: GradScale, x: &mut [f32]) {
+                kernels::unscale::<$v>(scale, x)
             }
 
             pub(super) static TABLE: $crate::simd::Kernels = $crate::simd::Kernels {
@@ -82,9 +76,7 @@ macro_rules! table {
                 // SAFETY: as for `fused`.
                 narrow: |ty, src, dst| unsafe { narrow(ty, src, dst) },
                 // SAFETY: as for `fused`.
-                fused_mixed: |plan, scale, b| unsafe { fused_mixed(plan, scale, b) },
-                // SAFETY: as for `fused`.
-                sumsq_partials_mixed: |g, scale, p| unsafe { sumsq_partials_mixed(g, scale, p) },
+                unscale: |scale, x| unsafe { unscale(scale, x) },
             };
         }
         use instances::TABLE;

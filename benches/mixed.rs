@@ -1,0 +1,127 @@
+//! Mixed precision at memory bandwidth (issue 15): one Adam step over `MIXED_BENCH_N` (default
+//! 1e8) elements on 2 threads with bf16 gradients and a bf16 copy of the parameters written in
+//! the pass (28 bytes per element: p, m, v read and written, 2-byte gradient read, 2-byte copy
+//! written), against a bandwidth probe with that access pattern (the same six streams, trivial
+//! arithmetic, the buffer in halves on 2 scoped threads) and against the f32 step (28 bytes
+//! too: a 4-byte gradient, no copy). Interleaved, medians. `cargo bench --bench mixed`.
+
+use flatopt::kernels::{Grad, Half, ParamCopy};
+use flatopt::{Base, Config, Optimizer};
+use std::hint::black_box;
+use std::time::Instant;
+
+const REPEATS: usize = 9;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+/// The probe's body over one half: the streams of the mixed Adam step.
+fn probe_body(p: &mut [f32], g: &[u16], m: &mut [f32], v: &mut [f32], c: &mut [u16]) {
+    let it = p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut());
+    for ((((p, &g), m), v), c) in it.zip(c.iter_mut()) {
+        let g = f32::from_bits(u32::from(g) << 16);
+        *m += g;
+        *v += g;
+        *p += *m - *v;
+        *c = (p.to_bits() >> 16) as u16;
+    }
+}
+
+fn probe(p: &mut [f32], g: &[u16], m: &mut [f32], v: &mut [f32], c: &mut [u16]) {
+    let mid = p.len() / 2;
+    let (p0, p1) = p.split_at_mut(mid);
+    let (g0, g1) = g.split_at(mid);
+    let (m0, m1) = m.split_at_mut(mid);
+    let (v0, v1) = v.split_at_mut(mid);
+    let (c0, c1) = c.split_at_mut(mid);
+    std::thread::scope(|s| {
+        s.spawn(|| probe_body(p0, g0, m0, v0, c0));
+        probe_body(p1, g1, m1, v1, c1);
+    });
+}
+
+fn secs(f: impl FnOnce()) -> f64 {
+    let t = Instant::now();
+    f();
+    t.elapsed().as_secs_f64()
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--test" || a == "--list") {
+        return;
+    }
+    let n: usize = std::env::var("MIXED_BENCH_N")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(100_000_000);
+    let cfg = Config::new(Base::adam(), 1e-3).threads(2);
+    let init =
+        |k: usize| -> Vec<f32> { (0..n).map(|i| ((i * 7 + k) % 101) as f32 * 1e-3).collect() };
+    let g32 = init(3);
+    let g16: Vec<u16> = g32.iter().map(|x| (x.to_bits() >> 16) as u16).collect();
+
+    let mut p_mixed = init(1);
+    let mut copy = vec![0u16; n];
+    let mut mixed = Optimizer::new(cfg.clone()).unwrap();
+    mixed.register(&[&p_mixed]).unwrap();
+    let mut p_f32 = init(1);
+    let mut plain = Optimizer::new(cfg).unwrap();
+    plain.register(&[&p_f32]).unwrap();
+    let (mut pp, mut pm, mut pv, mut pc) = (init(1), init(2), init(4), vec![0u16; n]);
+
+    let (mut tm, mut tf, mut tp) = (Vec::new(), Vec::new(), Vec::new());
+    for r in 0..=REPEATS {
+        let a = secs(|| {
+            let mut copies = [Some(ParamCopy {
+                half: Half::Bf16,
+                out: &mut copy,
+            })];
+            black_box(
+                mixed
+                    .step_mixed(&mut [&mut p_mixed], &[Grad::Bf16(&g16)], &mut copies, None)
+                    .unwrap(),
+            );
+        });
+        let b = secs(|| {
+            black_box(plain.step(&mut [&mut p_f32], &[&g32]).unwrap());
+        });
+        let c = secs(|| probe(&mut pp, &g16, &mut pm, &mut pv, &mut pc));
+        black_box((&pp, &pc));
+        if r > 0 {
+            // The first round warms the pages up.
+            tm.push(a);
+            tf.push(b);
+            tp.push(c);
+        }
+    }
+    let gbs = |t: f64| 28.0 * n as f64 / t / 1e9;
+    let (m, f, p) = (median(tm.clone()), median(tf.clone()), median(tp.clone()));
+    let spread = |v: &[f64]| {
+        let lo = v.iter().cloned().fold(f64::INFINITY, f64::min);
+        let hi = v.iter().cloned().fold(0.0, f64::max);
+        hi / lo
+    };
+    println!("{n} elements, Adam, 2 threads, medians of {REPEATS} interleaved rounds");
+    println!(
+        "bf16 grads + bf16 copy: {:.1} ms ({:.1} GB/s at 28 B/elem; max/min {:.2})",
+        m * 1e3,
+        gbs(m),
+        spread(&tm)
+    );
+    println!(
+        "probe, same streams:    {:.1} ms ({:.1} GB/s; max/min {:.2})",
+        p * 1e3,
+        gbs(p),
+        spread(&tp)
+    );
+    println!(
+        "f32 grads, no copy:     {:.1} ms ({:.1} GB/s; max/min {:.2})",
+        f * 1e3,
+        gbs(f),
+        spread(&tf)
+    );
+    println!("throughput ratio mixed/probe: {:.3}", p / m);
+    println!("throughput ratio mixed/f32:   {:.3}", f / m);
+}
