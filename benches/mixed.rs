@@ -4,6 +4,8 @@
 //! written), against a bandwidth probe with that access pattern (the same six streams, trivial
 //! arithmetic, the buffer in halves on 2 scoped threads) and against the f32 step (28 bytes
 //! too: a 4-byte gradient, no copy). Interleaved, medians. `cargo bench --bench mixed`.
+//! `MIXED_BENCH_PROPAGATE=1` drops the norm / non-finite pass (policy `propagate`), leaving
+//! the fused pass alone, as the probe is.
 
 use flatopt::kernels::{Grad, Half, ParamCopy};
 use flatopt::{Base, Config, Optimizer};
@@ -56,7 +58,10 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(100_000_000);
-    let cfg = Config::new(Base::adam(), 1e-3).threads(2);
+    let mut cfg = Config::new(Base::adam(), 1e-3).threads(2);
+    if std::env::var_os("MIXED_BENCH_PROPAGATE").is_some() {
+        cfg = cfg.nonfinite(flatopt::NonFinitePolicy::Propagate);
+    }
     let init =
         |k: usize| -> Vec<f32> { (0..n).map(|i| ((i * 7 + k) % 101) as f32 * 1e-3).collect() };
     let g32 = init(3);
