@@ -7,7 +7,7 @@
 //! output bit with the scalar tier on one thread in the default mode. The host mode is set with
 //! `ldmxcsr` here, in the test, on x86-64; elsewhere the rows print that they are skipped.
 
-use flatopt::kernels::{self, Buffers, Op, Plan, Rule};
+use flatopt::kernels::{self, Buffers, Grad, Half, MixedBuffers, Op, ParamCopy, Plan, Rule};
 use flatopt::{Base, Config, Error, NonFinitePolicy, Optimizer, Tier};
 use std::hint::black_box;
 
@@ -211,10 +211,31 @@ fn run_stateless(tier: Tier) -> Vec<u32> {
     let mut partials = vec![0.0; kernels::sumsq_block_count(n)];
     kernels::sum_squares_partials(tier, g, &mut partials).unwrap();
     let total = kernels::sum_squares(tier, &m);
-    let mut out: Vec<u32> = [&p, &m, &v, &slow]
+    // The 16-bit conversions and the mixed-precision pass (fp16 gradients divided by a scale
+    // that is not a power of two, a bf16 copy written).
+    let (mut g16, mut pbf, mut copy) = (vec![0u16; n], vec![0u16; n], vec![0u16; n]);
+    kernels::narrow_from_f32(tier, Half::F16, g, &mut g16).unwrap();
+    kernels::narrow_from_f32(tier, Half::Bf16, &p, &mut pbf).unwrap();
+    let mut wide = vec![0f32; n];
+    kernels::widen_to_f32(tier, Half::Bf16, &pbf, &mut wide).unwrap();
+    let mixed = MixedBuffers {
+        param: &mut p,
+        grad: Grad::F16(&g16),
+        m: &mut m,
+        v: &mut v,
+        v_max: &mut [],
+        slow: &mut slow,
+        copy: Some(ParamCopy {
+            half: Half::Bf16,
+            out: &mut copy,
+        }),
+    };
+    kernels::apply_mixed(tier, &plan, 3.0, mixed).unwrap();
+    let mut out: Vec<u32> = [&p, &m, &v, &slow, &wide]
         .iter()
         .flat_map(|x| x.iter().map(|v| v.to_bits()))
         .collect();
+    out.extend(g16.iter().chain(&pbf).chain(&copy).map(|&h| u32::from(h)));
     for x in partials.iter().chain([&total]) {
         let b = x.to_bits();
         out.extend([b as u32, (b >> 32) as u32]);
