@@ -51,13 +51,16 @@ fn secs(f: impl FnOnce()) -> f64 {
 }
 
 fn main() {
-    if std::env::args().any(|a| a == "--test" || a == "--list") {
+    if std::env::args().any(|a| a == "--list") {
         return;
     }
+    // `cargo bench` passes `--bench`; under `cargo test` (no flag, or `--test`) a small smoke
+    // run only, as criterion does.
+    let bench = std::env::args().any(|a| a == "--bench");
     let n: usize = std::env::var("MIXED_BENCH_N")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(100_000_000);
+        .unwrap_or(if bench { 100_000_000 } else { 10_000 });
     let mut cfg = Config::new(Base::adam(), 1e-3).threads(2);
     if std::env::var_os("MIXED_BENCH_PROPAGATE").is_some() {
         cfg = cfg.nonfinite(flatopt::NonFinitePolicy::Propagate);
@@ -77,7 +80,8 @@ fn main() {
     let (mut pp, mut pm, mut pv, mut pc) = (init(1), init(2), init(4), vec![0u16; n]);
 
     let (mut tm, mut tf, mut tp) = (Vec::new(), Vec::new(), Vec::new());
-    for r in 0..=REPEATS {
+    let repeats = if bench { REPEATS } else { 1 };
+    for r in 0..=repeats {
         let a = secs(|| {
             let mut copies = [Some(ParamCopy {
                 half: Half::Bf16,
@@ -108,7 +112,7 @@ fn main() {
         let hi = v.iter().cloned().fold(0.0, f64::max);
         hi / lo
     };
-    println!("{n} elements, Adam, 2 threads, medians of {REPEATS} interleaved rounds");
+    println!("{n} elements, Adam, 2 threads, medians of {repeats} interleaved rounds");
     println!(
         "bf16 grads + bf16 copy: {:.1} ms ({:.1} GB/s at 28 B/elem; max/min {:.2})",
         m * 1e3,
