@@ -348,3 +348,11 @@ def test_moved_parameter_storage_is_followed():
 def test_import_flatopt_does_not_import_torch():
     code = "import sys, flatopt; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_example_script_resumes_bit_for_bit():
+    from conftest import REPO
+
+    out = subprocess.run([sys.executable, str(REPO / "examples" / "torch" / "train.py")],
+                         check=True, capture_output=True, text=True).stdout
+    assert "identical to the uninterrupted run: True" in out
