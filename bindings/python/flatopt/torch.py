@@ -429,13 +429,14 @@ class _FlatoptOptimizer(_TorchOptimizer):
                 by_step.setdefault(step, ([], []))
                 by_step[step][0].append(p)
                 by_step[step][1].append(g)
-        self._applied = [None] * len(self.param_groups)
         cohorts = []
         for step, (params, groups) in by_step.items():
             c = self._new_cohort(params, groups)
             if step > 0 or self._lookahead is not None:
                 self._import(c, states, step)
             cohorts.append(c)
+        # Only now, with every handle built and loaded, does anything of this object change.
+        self._applied = [None] * len(self.param_groups)
         for g, group in enumerate(self.param_groups):
             self._applied_set(g, group)
         self._cohorts = cohorts
@@ -572,12 +573,20 @@ class _FlatoptOptimizer(_TorchOptimizer):
         return super().state_dict()
 
     def load_state_dict(self, state_dict):
-        super().load_state_dict(state_dict)
-        for g, group in enumerate(self.param_groups):
-            for i, p in enumerate(group["params"]):
-                _check_param(p, _param_label(g, i, p))
-        states = {p: self._from_torch_state(st, p) for p, st in self.state.items()}
-        self._rebuild(states)
+        """PyTorch's load_state_dict, then the library's state from the tensors. A state dict
+        that does not fit (sizes, values a step cannot produce, hyperparameters out of their
+        domains) raises and leaves the optimizer as it was."""
+        groups, state = self.param_groups, self.state
+        try:
+            super().load_state_dict(state_dict)
+            for g, group in enumerate(self.param_groups):
+                for i, p in enumerate(group["params"]):
+                    _check_param(p, _param_label(g, i, p))
+            states = {p: self._from_torch_state(st, p) for p, st in self.state.items()}
+            self._rebuild(states)
+        except BaseException:
+            self.param_groups, self.state = groups, state
+            raise
 
     def _set_lookahead(self, k, alpha):
         states = self._export()

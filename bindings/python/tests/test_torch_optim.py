@@ -356,3 +356,48 @@ def test_example_script_resumes_bit_for_bit():
     out = subprocess.run([sys.executable, str(REPO / "examples" / "torch" / "train.py")],
                          check=True, capture_output=True, text=True).stdout
     assert "identical to the uninterrupted run: True" in out
+
+
+def _bad_size(sd):
+    sd["state"][0]["exp_avg"] = sd["state"][0]["exp_avg"][:1]
+
+
+def _negative_v(sd):
+    sd["state"][1]["exp_avg_sq"] = -sd["state"][1]["exp_avg_sq"] - 1.0
+
+
+def _one_group_missing(sd):
+    sd["param_groups"] = sd["param_groups"][:0]
+
+
+def _negative_lr(sd):
+    sd["param_groups"][0]["lr"] = -1.0
+
+
+def _bad_step(sd):
+    sd["state"][0]["step"] = torch.tensor(2.5)
+
+
+# (NaN moments are not refused: with PyTorch's semantics non-finite gradients propagate, so a
+# NaN state is one that steps can produce.)
+BAD_STATE = [("bad-size", _bad_size, "elements"), ("negative-v", _negative_v, None),
+             ("no-groups", _one_group_missing, "parameter groups"),
+             ("negative-lr", _negative_lr, "lr"), ("fractional-step", _bad_step, "step")]
+
+
+@pytest.mark.parametrize("what,spoil,text", BAD_STATE, ids=[b[0] for b in BAD_STATE])
+def test_bad_state_dict_is_refused_and_changes_nothing(what, spoil, text):
+    a, b = make_model(), make_model()
+    opt_a, opt_b = ft.AdamW(a.parameters(), lr=1e-2), ft.AdamW(b.parameters(), lr=1e-2)
+    for t in range(5):
+        train_step(a, opt_a, t)
+        train_step(b, opt_b, t)
+    sd = opt_a.state_dict()
+    spoil(sd)
+    with pytest.raises((flatopt.FlatoptError, ValueError), match=text):
+        opt_a.load_state_dict(sd)
+    for t in range(5, 10):
+        train_step(a, opt_a, t)
+        train_step(b, opt_b, t)
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert torch.equal(p, q)
