@@ -38,6 +38,7 @@ def main():
         for p, g in zip(ps, grads):
             _grad(p, g)
 
+    opt.step()  # fills the pointer array the raw call below reuses
     c = opt._cohorts[0]
 
     def raw_call():
