@@ -1197,6 +1197,19 @@ enum flatopt_status flatopt_optimizer_group_current_lr(const struct flatopt_opti
                                                        float *out);
 
 /**
+ * The learning rate group `group` uses in the next update before its rounding to f32: the
+ * schedule's value times the group's ratio, computed in f64 (the value a Python or PyTorch
+ * scheduler reports). The kernels apply `(float)` of it, `flatopt_optimizer_group_current_lr`.
+ *
+ * # Safety
+ * `opt` is NULL (refused) or a live handle from `flatopt_optimizer_new`.
+ * `out` is NULL (refused) or valid for one write.
+ */
+enum flatopt_status flatopt_optimizer_group_current_lr_exact(const struct flatopt_optimizer *opt,
+                                                             size_t group,
+                                                             double *out);
+
+/**
  * Group `group`'s weight decay as the base rule defines it (see
  * `flatopt_group_options.weight_decay`).
  *

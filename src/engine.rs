@@ -1606,10 +1606,14 @@ impl Optimizer {
     /// The learning rate group `group` will use in the next update (rounded to f32, as the
     /// kernels use it), `None` if there is no such group.
     pub fn group_current_lr(&self, group: usize) -> Option<f32> {
+        self.group_current_lr_exact(group).map(|lr| lr as f32)
+    }
+
+    /// [`Optimizer::group_current_lr`] before its rounding to f32: the rate as the schedule
+    /// and the group's ratio compute it in f64 (what braintools and PyTorch report).
+    pub fn group_current_lr_exact(&self, group: usize) -> Option<f64> {
         let sched = self.schedule.lr(&self.cfg.lr);
-        self.groups
-            .get(group)
-            .map(|g| g.lr_at(sched, self.base_lr) as f32)
+        self.groups.get(group).map(|g| g.lr_at(sched, self.base_lr))
     }
 
     /// Replaces every group's hyperparameters (checkpoint loading; validated by the caller:

@@ -1299,6 +1299,13 @@ class Optimizer {
     check(flatopt_optimizer_group_current_lr(h_, group, &lr));
     return lr;
   }
+  /// `group_current_lr` before its rounding to f32: the schedule's value times the group's
+  /// ratio in f64 (what PyTorch's and braintools' schedulers report).
+  double group_current_lr_exact(std::size_t group) const {
+    double lr = 0.0;
+    check(flatopt_optimizer_group_current_lr_exact(h_, group, &lr));
+    return lr;
+  }
   /// Group `group`'s weight decay as the base rule defines it.
   double group_weight_decay(std::size_t group) const {
     double wd = 0.0;

@@ -282,6 +282,27 @@ pub unsafe extern "C" fn flatopt_optimizer_group_current_lr(
     }
 }
 
+/// The learning rate group `group` uses in the next update before its rounding to f32: the
+/// schedule's value times the group's ratio, computed in f64 (the value a Python or PyTorch
+/// scheduler reports). The kernels apply `(float)` of it, `flatopt_optimizer_group_current_lr`.
+///
+/// # Safety
+/// `opt` is NULL (refused) or a live handle from `flatopt_optimizer_new`.
+/// `out` is NULL (refused) or valid for one write.
+#[no_mangle]
+pub unsafe extern "C" fn flatopt_optimizer_group_current_lr_exact(
+    opt: *const flatopt_optimizer,
+    group: usize,
+    out: *mut c_double,
+) -> flatopt_status {
+    // SAFETY: as `flatopt_optimizer_group_lr`.
+    unsafe {
+        group_query(opt, group, out, |h, g| {
+            h.engine.group_current_lr_exact(g).unwrap_or(f64::NAN)
+        })
+    }
+}
+
 /// Group `group`'s weight decay as the base rule defines it (see
 /// `flatopt_group_options.weight_decay`).
 ///

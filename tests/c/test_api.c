@@ -104,6 +104,7 @@ static const char *const k_api[] = {
     "flatopt_optimizer_param_group",
     "flatopt_optimizer_group_lr",
     "flatopt_optimizer_group_current_lr",
+    "flatopt_optimizer_group_current_lr_exact",
     "flatopt_optimizer_group_weight_decay",
     "flatopt_optimizer_set_group_lr",
     "flatopt_optimizer_set_group_weight_decay",
@@ -844,6 +845,9 @@ R(r_glr_out) { return F(flatopt_optimizer_group_lr)(fx->opt, 0, NULL); }
 R(r_glr_null) { return F(flatopt_optimizer_group_lr)(NULL, 0, &fx->out.d); }
 R(r_gclr_group) { return F(flatopt_optimizer_group_current_lr)(fx->opt, 7, &fx->out.f); }
 R(r_gclr_out) { return F(flatopt_optimizer_group_current_lr)(fx->opt, 0, NULL); }
+R(r_gclx_group) { return F(flatopt_optimizer_group_current_lr_exact)(fx->opt, 1, &fx->out.d); }
+R(r_gclx_out) { return F(flatopt_optimizer_group_current_lr_exact)(fx->opt, 0, NULL); }
+R(r_gclx_null) { return F(flatopt_optimizer_group_current_lr_exact)(NULL, 0, &fx->out.d); }
 R(r_gwd_group) { return F(flatopt_optimizer_group_weight_decay)(fx->opt, SIZE_MAX, &fx->out.d); }
 R(r_gwd_out) { return F(flatopt_optimizer_group_weight_decay)(fx->opt, 0, NULL); }
 R(r_sglr_group) { return F(flatopt_optimizer_set_group_lr)(fx->opt, 1, 0.1); }
@@ -2097,6 +2101,9 @@ static const row k_rows[] = {
     { "group_lr: opt NULL", NULL, r_glr_null, E_NULL, "opt" },
     { "group_current_lr: group 7", NULL, r_gclr_group, E_ARG, "group" },
     { "group_current_lr: out NULL", NULL, r_gclr_out, E_NULL, "out" },
+    { "group_current_lr_exact: group 1 of 1", NULL, r_gclx_group, E_ARG, "group" },
+    { "group_current_lr_exact: out NULL", NULL, r_gclx_out, E_NULL, "out" },
+    { "group_current_lr_exact: opt NULL", NULL, r_gclx_null, E_NULL, "opt" },
     { "group_weight_decay: group SIZE_MAX", NULL, r_gwd_group, E_ARG, "group" },
     { "group_weight_decay: out NULL", NULL, r_gwd_out, E_NULL, "out" },
     { "set_group_lr: group 1 of 1", NULL, r_sglr_group, E_ARG, "group" },
@@ -3972,6 +3979,8 @@ static void test_groups(void)
     CHECK(d == 0.0, "group 1 weight decay %g", d);
     OK(F(flatopt_optimizer_group_current_lr)(opt, 1, &f));
     CHECK(f == (float)2e-2, "group 1 current lr %g", (double)f);
+    OK(F(flatopt_optimizer_group_current_lr_exact)(opt, 1, &d));
+    CHECK(d == 2e-2, "group 1 exact current lr %g", d);
     OK(F(flatopt_optimizer_group_base_params)(opt, 1, &got, sizeof got));
     CHECK(got.struct_size == sizeof got && got.kind == FLATOPT_ADAMW && got.b1 == 0.9 &&
               got.decoupled_weight_decay == 0.0,
@@ -3988,6 +3997,13 @@ static void test_groups(void)
         if (t == 5) {
             OK(F(flatopt_optimizer_set_group_weight_decay)(opt, 1, 0.05));
             OK(F(flatopt_optimizer_set_group_weight_decay)(ref, 0, 0.05));
+        }
+        for (size_t gi = 0; gi < 2; gi++) {
+            /* The kernels apply the f32 rounding of the exact (f64) rate. */
+            OK(F(flatopt_optimizer_group_current_lr)(opt, gi, &f));
+            OK(F(flatopt_optimizer_group_current_lr_exact)(opt, gi, &d));
+            CHECK(f == (float)d && d > 0.0, "group %lu step %d: current lr %g, exact %.17g",
+                  (unsigned long)gi, t, (double)f, d);
         }
         OK(F(flatopt_optimizer_step)(opt));
         OK(F(flatopt_optimizer_step)(ref));

@@ -121,6 +121,11 @@ static flatopt_status c_group_current_lr(flatopt_optimizer *o)
     float lr;
     return flatopt_optimizer_group_current_lr(o, 0, &lr);
 }
+static flatopt_status c_group_current_lr_exact(flatopt_optimizer *o)
+{
+    double lr;
+    return flatopt_optimizer_group_current_lr_exact(o, 0, &lr);
+}
 static flatopt_status c_group_wd(flatopt_optimizer *o)
 {
     double wd;
@@ -170,6 +175,7 @@ static const struct {
     { "param_group", c_param_group },
     { "group_lr", c_group_lr },
     { "group_current_lr", c_group_current_lr },
+    { "group_current_lr_exact", c_group_current_lr_exact },
     { "group_weight_decay", c_group_wd },
     { "set_group_lr", c_set_group_lr },
     { "set_group_weight_decay", c_set_group_wd },

@@ -1529,6 +1529,8 @@ void test_groups() {
   CHECK(opt.group_lr(1) == std::optional<double>(3e-2));
   CHECK(opt.group_weight_decay(0) == 0.1 && opt.group_weight_decay(1) == 0.0);
   CHECK(opt.group_current_lr(1) == static_cast<float>(3e-2));
+  CHECK(opt.group_current_lr_exact(1) == 3e-2);
+  CHECK(static_cast<float>(opt.group_current_lr_exact(0)) == opt.group_current_lr(0));
   const flatopt::BaseParams got = opt.group_base_params(1);
   CHECK(got.c_struct().b1 == 0.8 && got.c_struct().b2 == 0.99 &&
         got.c_struct().decoupled_weight_decay == 0.0);

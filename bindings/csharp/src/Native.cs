@@ -141,6 +141,9 @@ namespace Flatopt
         internal static extern Status flatopt_optimizer_group_current_lr(OptimizerHandle opt, UIntPtr group, out float lr);
 
         [DllImport(Lib, CallingConvention = Cdecl)]
+        internal static extern Status flatopt_optimizer_group_current_lr_exact(OptimizerHandle opt, UIntPtr group, out double lr);
+
+        [DllImport(Lib, CallingConvention = Cdecl)]
         internal static extern Status flatopt_optimizer_group_weight_decay(OptimizerHandle opt, UIntPtr group, out double weightDecay);
 
         [DllImport(Lib, CallingConvention = Cdecl)]

@@ -256,6 +256,16 @@ namespace Flatopt
             return lr;
         }
 
+        /// <summary><see cref="GroupCurrentLr"/> before its rounding to float: the schedule's
+        /// value times the group's ratio, in double.</summary>
+        public double GroupCurrentLrExact(int group)
+        {
+            CheckGroup(group);
+            double lr;
+            Errors.Check(Native.flatopt_optimizer_group_current_lr_exact(handle, (UIntPtr)(uint)group, out lr));
+            return lr;
+        }
+
         /// <summary>Group <paramref name="group"/>'s weight decay as the base rule defines it.</summary>
         public double GroupWeightDecay(int group)
         {

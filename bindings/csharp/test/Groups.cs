@@ -130,6 +130,8 @@ namespace Flatopt.Tests
                 T.Require(g1 == 1 && g2 == 2 && o.NumGroups == 3, "ids {0}, {1}; NumGroups {2}", g1, g2, o.NumGroups);
                 T.Require(o.ParamGroup(0) == 0 && o.ParamGroup(1) == g1, "ParamGroup {0}, {1}", o.ParamGroup(0), o.ParamGroup(1));
                 T.Require(o.GroupLr(g1) == 0.03 && o.GroupCurrentLr(g1) == 0.03f, "group 1 lr {0} / {1}", o.GroupLr(g1), o.GroupCurrentLr(g1));
+                T.Require(o.GroupCurrentLrExact(g1) == 0.03 && (float)o.GroupCurrentLrExact(0) == o.GroupCurrentLr(0),
+                    "exact lr {0} / {1}", o.GroupCurrentLrExact(g1), o.GroupCurrentLrExact(0));
                 T.Require(o.GroupWeightDecay(g1) == 0 && o.GroupWeightDecay(g2) == 0.1 && o.GroupWeightDecay(0) == 0.1,
                     "weight decay {0} / {1} / {2}", o.GroupWeightDecay(0), o.GroupWeightDecay(g1), o.GroupWeightDecay(g2));
                 T.Require(double.IsNaN(o.GroupLr(g2)) && o.GroupCurrentLr(g2) == o.CurrentLr && o.GroupCurrentLr(0) == o.CurrentLr,

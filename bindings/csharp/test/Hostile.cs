@@ -392,6 +392,7 @@ namespace Flatopt.Tests
                 R("SetGroupWeightDecay: during a begun step", fx => fx.Opt.SetGroupWeightDecay(0, 0.1), State, "", true),
                 R("GroupLr: group 2 of 2", fx => fx.Grp.GroupLr(2), Arg, "group"),
                 R("GroupCurrentLr: group 2 of 2", fx => fx.Grp.GroupCurrentLr(2), Arg, "group"),
+                R("GroupCurrentLrExact: group 2 of 2", fx => fx.Grp.GroupCurrentLrExact(2), Arg, "group"),
                 R("GroupWeightDecay: group 2 of 2", fx => fx.Grp.GroupWeightDecay(2), Arg, "group"),
                 R("GroupBaseParams: group 2 of 2", fx => fx.Grp.GroupBaseParams(2), Arg, "group"),
                 R("GroupBaseParams: group -1", fx => fx.Grp.GroupBaseParams(-1), Arg, "group"),

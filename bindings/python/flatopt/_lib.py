@@ -322,6 +322,12 @@ optimizer_group_lr = _fn(
 optimizer_group_current_lr = _fn(
     "flatopt_optimizer_group_current_lr", st, [_opt_p, c_size_t, POINTER(c_float)], required=False
 )
+optimizer_group_current_lr_exact = _fn(
+    "flatopt_optimizer_group_current_lr_exact",
+    st,
+    [_opt_p, c_size_t, POINTER(c_double)],
+    required=False,
+)
 optimizer_group_weight_decay = _fn(
     "flatopt_optimizer_group_weight_decay",
     st,
@@ -482,3 +488,16 @@ def new_schedule(kind):
     return _init_into(ScheduleStruct, schedule_init, c_uint32(kind))
 
 
+
+
+def group_rate(opt, group):
+    """The learning rate group ``group`` of optimizer handle ``opt`` uses in its next update, as
+    a Python float: the exact (f64) value of the schedule times the group's ratio, which the
+    update applies rounded to float32; a library without the exact query gives that float32."""
+    if optimizer_group_current_lr_exact is not None:
+        out = c_double()
+        check(optimizer_group_current_lr_exact(opt, group, ctypes.byref(out)))
+        return out.value
+    out32 = c_float()
+    check(optimizer_group_current_lr(opt, group, ctypes.byref(out32)))
+    return float(out32.value)

@@ -907,9 +907,9 @@ class Optimizer:
     def current_lr(self):
         """The learning rate the next update will use (group 0's, with parameter groups), as
         a Python float. With a constant learning rate it is the exact value given or set
-        (``Adam(lr=0.001).current_lr == 0.001``); the update applies it rounded to float32
-        (the kernels compute in f32). With a schedule it is the float32 value the library
-        computed (``float(np.float32(...))``).
+        (``Adam(lr=0.001).current_lr == 0.001``), and with a schedule the schedule's exact value
+        (computed in f64, as PyTorch and braintools compute it); the update applies it rounded
+        to float32 (the kernels compute in f32).
 
         Assigning it (braintools) sets group 0's learning rate (``param_groups[0]["lr"]``;
         the other groups keep theirs), from the next update on; it survives registering
@@ -927,11 +927,7 @@ class Optimizer:
                 own = ctypes.c_double()
                 _lib.check(_lib.optimizer_group_lr(self._handle.ptr, cg, ctypes.byref(own)))
                 return self._lr if math.isnan(own.value) else own.value
-            out = ctypes.c_float()
-            _lib.check(
-                _lib.optimizer_group_current_lr(self._handle.ptr, cg, ctypes.byref(out))
-            )
-            return float(out.value)
+            return _lib.group_rate(self._handle.ptr, cg)
 
     @current_lr.setter
     def current_lr(self, value):
@@ -1018,8 +1014,8 @@ class Optimizer:
 
     def get_last_lr(self):
         """braintools / PyTorch style: the learning rate each group's next update uses, one
-        per group (``[current_lr]`` without groups); float32 values as Python floats under a
-        schedule, the exact values otherwise."""
+        per group (``[current_lr]`` without groups), exact (f64) values; the updates apply them
+        rounded to float32."""
         if not self._registered or len(self._cgroups) == 1 or _lib.optimizer_group_lr is None:
             return [self.current_lr]
         out = []
@@ -1028,9 +1024,7 @@ class Optimizer:
                 if self._schedule is None:
                     out.append(self._group_value(g, "lr"))
                     continue
-                v = ctypes.c_float()
-                _lib.check(_lib.optimizer_group_current_lr(self._handle.ptr, cg, ctypes.byref(v)))
-                out.append(float(v.value))
+                out.append(_lib.group_rate(self._handle.ptr, cg))
         return out
 
     @property
@@ -1198,7 +1192,8 @@ class Optimizer:
             def read():
                 return (
                     self._save_blob(),
-                    self.current_lr,
+                    # As checkpoint_info records it: the rate the next update applies (f32).
+                    float(self._query(_lib.optimizer_current_lr, ctypes.c_float)),
                     None if sched is None else sched.state_dict(),
                 )
 

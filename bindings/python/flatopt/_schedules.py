@@ -446,20 +446,17 @@ class LRScheduler:
         ptr = self._shadow_handle().ptr
         out = []
         for g in range(len(self._group_lrs)):
-            v = ctypes.c_float()
-            _lib.check(_lib.optimizer_group_current_lr(ptr, g, ctypes.byref(v)))
-            out.append(float(v.value))
+            out.append(_lib.group_rate(ptr, g))
         return out
 
     @property
     def current_lr(self):
-        """The learning rate the next update will use (float32 value as a Python float)."""
+        """The learning rate the next update will use: the schedule's exact (f64) value as a
+        Python float; updates apply it rounded to float32."""
         owner = self._bound()
         if owner is not None:
             return owner.current_lr
-        out = ctypes.c_float()
-        _lib.check(_lib.optimizer_current_lr(self._shadow_handle().ptr, ctypes.byref(out)))
-        return float(out.value)
+        return _lib.group_rate(self._shadow_handle().ptr, 0)
 
     def get_last_lr(self):
         """PyTorch style: :meth:`get_lr`."""

@@ -1262,8 +1262,6 @@ class TestOptimizerExample(unittest.TestCase):
 # starts to pass fails here until its mark is removed.
 # ==============================================================================
 
-_F32 = ("compares a scheduled learning rate with == to a float64 constant: flatopt reports "
-        "the float32 value the library computes (an f64 query needs a new C function)")
 _PRIVATE = "reads braintools' private attribute _lr_scheduler (flatopt: optimizer.schedule)"
 
 FAILING = {
@@ -1275,9 +1273,6 @@ FAILING = {
     "TestOptimizerExample::test_adamw_with_scheduler": _PRIVATE,
     "TestOptimizerExample::test_optax_optimizer_basic_usage": _PRIVATE,
     "TestOptimizerExample::test_optax_optimizer_with_scheduler": _PRIVATE,
-    "TestOptimizerExample::test_momentum_nesterov_with_scheduler": _F32,
-    "TestOptimizerExample::test_momentum_with_scheduler": _F32,
-    "TestOptimizerExample::test_sgd_with_scheduler": _F32,
     "TestOptaxOptimizer::test_register_trainable_weights": (
         "reads braintools' param_states registry (a braintools state utility)"),
 }

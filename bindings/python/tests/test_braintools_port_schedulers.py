@@ -2958,8 +2958,6 @@ if __name__ == '__main__':
 # starts to pass fails here until its mark is removed.
 # ==============================================================================
 
-_F32 = ("compares a learning rate with == to a float64 constant: flatopt's schedules report "
-        "the float32 value the library computes (an f64 query needs a new C function)")
 _BEFORE = ("expects optimizer.current_lr == base_lr before the first scheduler step, where "
            "braintools reports base_lr but applies the schedule's value: flatopt reports the "
            "learning rate the next update uses (docs/numerics.md)")
@@ -2967,8 +2965,6 @@ _JIT = ("jit-compiles scheduler.step(): flatopt's schedules are host calls into 
         "traced once, not jax values")
 
 FAILING = {
-    "TestStepLR::test_basic_step_lr": _F32,
-    "TestStepLR::test_original": "lr_apply (which works) then " + _F32,
     "TestCyclicLR::test_cyclic_lr_step_size_down": (
         "flatopt's CyclicLR follows PyTorch's formula (docs/numerics.md): 0.19 at epoch 14, "
         "as torch.optim.lr_scheduler.CyclicLR; braintools reaches base_lr there"),

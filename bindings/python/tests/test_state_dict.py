@@ -238,7 +238,8 @@ def test_state_dict_is_one_moment_while_another_thread_updates(way, monkeypatch)
                 state["checkpoint"]
             )
             probe.load_state_dict(state)  # the blob alone says what the learning rate is
-            assert probe.current_lr == state["current_lr"]
+            # Under a schedule the state records the rate as the next update applies it (f32).
+            assert float(np.float32(probe.current_lr)) == state["current_lr"]
             assert probe.step_count == state["step_count"]
             opt.slow_weights  # noqa: B018 (must not fail or tear while updates run)
             checked += 1
