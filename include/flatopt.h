@@ -45,7 +45,7 @@
     (uint32_t)0, /* nesterov */ \
     (uint32_t)0, /* amsgrad */ \
     0.9, /* b1 */ \
-    0.999, /* b2 */ \
+    ((kind) == 8 ? 0.99 : 0.999), /* b2 */ \
     ((kind) == 4 ? 1e-10 : 1e-8), /* eps */ \
     ((kind) == 2 ? 0.01 : 0.0), /* decoupled_weight_decay */ \
     0.0, /* lr_decay */ \
@@ -53,6 +53,9 @@
     0.99, /* alpha */ \
     (uint32_t)0, /* centered */ \
     (uint32_t)0, /* eps_inside_sqrt */ \
+    0.004, /* momentum_decay */ \
+    (uint32_t)0, /* eps_outside_max */ \
+    (uint32_t)0, /* constant_momentum */ \
 }
 #define FLATOPT_SCHEDULE_INIT(kind) { \
     (uint32_t)sizeof(flatopt_schedule), /* struct_size */ \
@@ -138,6 +141,13 @@
  * fields' defaults.
  */
 #define FLATOPT_BASE_PARAMS_SIZE_V2 96
+
+/**
+ * Size in bytes of the third version of `flatopt_base_params` (Adamax, NAdam and Lion's
+ * fields `momentum_decay` to `constant_momentum`). Frozen. An older caller's struct gets those
+ * fields' defaults.
+ */
+#define FLATOPT_BASE_PARAMS_SIZE_V3 112
 
 /**
  * Size in bytes of the first version of `flatopt_schedule` (flatopt 0.2.0). Frozen.
@@ -256,6 +266,21 @@ typedef enum flatopt_base_kind {
      * `eps_inside_sqrt = 1`). Since `FLATOPT_BASE_PARAMS_SIZE_V2`.
      */
     FLATOPT_RMSPROP = 5,
+    /**
+     * Adamax (PyTorch's; optax's with `eps_outside_max = 1`). Since
+     * `FLATOPT_BASE_PARAMS_SIZE_V3`.
+     */
+    FLATOPT_ADAMAX = 6,
+    /**
+     * NAdam with PyTorch's momentum schedule (`momentum_decay`); optax's with
+     * `constant_momentum = 1`. Since `FLATOPT_BASE_PARAMS_SIZE_V3`.
+     */
+    FLATOPT_NADAM = 7,
+    /**
+     * Lion (optax's; `decoupled_weight_decay` is its weight decay). Since
+     * `FLATOPT_BASE_PARAMS_SIZE_V3`.
+     */
+    FLATOPT_LION = 8,
 } flatopt_base_kind;
 
 /**
@@ -459,6 +484,21 @@ typedef struct flatopt_base_params {
      * as PyTorch). Since `_SIZE_V2`.
      */
     uint32_t eps_inside_sqrt;
+    /**
+     * NAdam: psi >= 0 of the momentum schedule `mu_t = b1*(1 - 0.5*0.96^(t*psi))` (default
+     * 0.004). Since `FLATOPT_BASE_PARAMS_SIZE_V3`.
+     */
+    double momentum_decay;
+    /**
+     * Adamax: 1 to add eps after the maximum, `m / (max(b2*u, |g|) + eps)`, as optax does
+     * (default 0: inside, `max(b2*u, |g| + eps)`, as PyTorch). Since `_SIZE_V3`.
+     */
+    uint32_t eps_outside_max;
+    /**
+     * NAdam: 1 for optax's form, `mu_t = b1` at every step (default 0: PyTorch's schedule).
+     * Since `_SIZE_V3`.
+     */
+    uint32_t constant_momentum;
 } flatopt_base_params;
 
 /**

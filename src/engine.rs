@@ -655,7 +655,7 @@ pub struct GroupOptions {
     /// `lr * schedule(t) / base_lr`. `None`: the optimizer's schedule itself.
     pub lr: Option<f64>,
     /// The group's weight decay as the base rule defines it: the rule's own decoupled decay
-    /// if it has one (AdamW's `weight_decay`), else the coupled `Config::weight_decay`. 0
+    /// if it has one (AdamW's and Lion's `weight_decay`), else the coupled `Config::weight_decay`. 0
     /// turns it off for the group. `None`: the optimizer's (or `base`'s).
     pub weight_decay: Option<f64>,
     /// The group's base-rule hyperparameters (betas, eps, momentum, ...): a rule of the same

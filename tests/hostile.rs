@@ -172,6 +172,43 @@ fn rmsprop(alpha: f64, eps: f64, momentum: f64, initial_scale: f64) -> Config {
     )
 }
 
+fn adamax(b1: f64, b2: f64, eps: f64) -> Config {
+    Config::new(
+        Base::Adamax {
+            b1,
+            b2,
+            eps,
+            eps_outside_max: false,
+        },
+        2e-3,
+    )
+}
+
+fn nadam(b1: f64, b2: f64, eps: f64, momentum_decay: f64, decoupled: f64) -> Config {
+    Config::new(
+        Base::NAdam {
+            b1,
+            b2,
+            eps,
+            momentum_decay,
+            constant_momentum: false,
+            decoupled_weight_decay: decoupled,
+        },
+        2e-3,
+    )
+}
+
+fn lion(b1: f64, b2: f64, weight_decay: f64) -> Config {
+    Config::new(
+        Base::Lion {
+            b1,
+            b2,
+            weight_decay,
+        },
+        1e-4,
+    )
+}
+
 fn sgd(momentum: f64, dampening: f64) -> Config {
     Config::new(
         Base::Sgd {
@@ -297,6 +334,23 @@ mod config_fields {
     rmsprop_momentum: ("RmsProp", "momentum", UnitOpen, true, |x| rmsprop(0.99, 1e-8, x, 0.0)),
     rmsprop_initial_scale: ("RmsProp", "initial_scale", NonNeg, true, |x| {
         rmsprop(0.99, 1e-8, 0.9, x)
+    }),
+    adamax_b1: ("Adamax", "b1", UnitOpen, true, |x| adamax(x, 0.999, 1e-8)),
+    adamax_b2: ("Adamax", "b2", UnitOpen, true, |x| adamax(0.9, x, 1e-8)),
+    adamax_eps: ("Adamax", "eps", Positive, true, |x| adamax(0.9, 0.999, x)),
+    nadam_b1: ("NAdam", "b1", UnitOpen, true, |x| nadam(x, 0.999, 1e-8, 0.004, 0.0)),
+    nadam_b2: ("NAdam", "b2", UnitOpen, true, |x| nadam(0.9, x, 1e-8, 0.004, 0.0)),
+    nadam_eps: ("NAdam", "eps", Positive, true, |x| nadam(0.9, 0.999, x, 0.004, 0.0)),
+    nadam_momentum_decay: ("NAdam", "momentum_decay", NonNeg, true, |x| {
+        nadam(0.9, 0.999, 1e-8, x, 0.0)
+    }),
+    nadam_decoupled_weight_decay: ("NAdam", "decoupled_weight_decay", NonNeg, true, |x| {
+        nadam(0.9, 0.999, 1e-8, 0.004, x)
+    }),
+    lion_b1: ("Lion", "b1", UnitOpen, true, |x| lion(x, 0.99, 0.0)),
+    lion_b2: ("Lion", "b2", UnitOpen, true, |x| lion(0.9, x, 0.0)),
+    lion_weight_decay: ("Lion", "weight_decay (decoupled)", NonNeg, true, |x| {
+        lion(0.9, 0.99, x)
     }),
     config_weight_decay: ("Config", "weight_decay", NonNeg, true, |x| {
         adam(0.9, 0.999, 1e-8).weight_decay(x)

@@ -61,6 +61,44 @@ refused! {
     eps_below_half_subnormal: Config::new(adam_with(0.9, 0.999, 7e-46), 1e-3) => "eps";
     radam_eps_1e_50: Config::new(Base::RAdam { b1: 0.9, b2: 0.999, eps: 1e-50 }, 1e-3) => "eps";
     b1_rounds_to_one: Config::new(adam_with(0.999_999_99, 0.999, 1e-8), 1e-3) => "b1";
+    adamax_eps_1e_50: Config::new(Base::Adamax {
+        b1: 0.9,
+        b2: 0.999,
+        eps: 1e-50,
+        eps_outside_max: true,
+    }, 2e-3) => "eps";
+    adamax_b2_rounds_to_one: Config::new(Base::Adamax {
+        b1: 0.9,
+        b2: 0.999_999_99,
+        eps: 1e-8,
+        eps_outside_max: false,
+    }, 2e-3) => "b2";
+    nadam_b1_rounds_to_one: Config::new(Base::NAdam {
+        b1: 0.999_999_99,
+        b2: 0.999,
+        eps: 1e-8,
+        momentum_decay: 0.004,
+        constant_momentum: false,
+        decoupled_weight_decay: 0.0,
+    }, 2e-3) => "b1";
+    nadam_decoupled_1e39: Config::new(Base::NAdam {
+        b1: 0.9,
+        b2: 0.999,
+        eps: 1e-8,
+        momentum_decay: 0.004,
+        constant_momentum: true,
+        decoupled_weight_decay: 1e39,
+    }, 2e-3) => "decoupled_weight_decay";
+    lion_b2_rounds_to_one: Config::new(Base::Lion {
+        b1: 0.9,
+        b2: 0.999_999_99,
+        weight_decay: 0.0,
+    }, 1e-4) => "b2";
+    lion_weight_decay_1e39: Config::new(Base::Lion {
+        b1: 0.9,
+        b2: 0.99,
+        weight_decay: 1e39,
+    }, 1e-4) => "weight_decay (decoupled)";
     adagrad_eps_1e_50: Config::new(Base::Adagrad {
         lr_decay: 0.0,
         initial_accumulator_value: 0.0,
@@ -243,6 +281,23 @@ step_refused! {
     // AdamW's decay factor 1 - lr * weight_decay = 1 - 1e40.
     adamw_decay_factor_past_f32: Config::new(
         Base::AdamW { b1: 0.9, b2: 0.999, eps: 1e-8, weight_decay: 1e30 },
+        1e10,
+    ), at 1 => "decay factor";
+    adamax_step_size_past_f32: Config::new(Base::adamax(), 3e38), at 1 => "step size";
+    // optax's NAdam with b1 = 0.99: lr * b1 / (1 - b1^2) = 3e38 * 49.7 at t = 1.
+    nadam_momentum_step_past_f32: Config::new(
+        Base::NAdam {
+            b1: 0.99,
+            b2: 0.999,
+            eps: 1e-8,
+            momentum_decay: 0.004,
+            constant_momentum: true,
+            decoupled_weight_decay: 0.0,
+        },
+        3e38,
+    ), at 1 => "momentum step";
+    lion_decay_factor_past_f32: Config::new(
+        Base::Lion { b1: 0.9, b2: 0.99, weight_decay: 1e30 },
         1e10,
     ), at 1 => "decay factor";
 }

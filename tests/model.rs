@@ -181,6 +181,44 @@ impl Num {
             }
         }
     }
+    /// `|self|`: exact in f32, 1-Lipschitz; the shared error keeps its sign relation where the
+    /// sign of the value is clear.
+    fn abs(self) -> Num {
+        if self.x.abs() > R * self.bound() {
+            Num {
+                x: self.x.abs(),
+                e: self.e,
+                d: self.d * self.x.signum(),
+            }
+        } else {
+            Num {
+                x: self.x.abs(),
+                e: self.bound(),
+                d: 0.0,
+            }
+        }
+    }
+    /// The sign function (1, -1, or 0 for 0): exact where the sign is clear, and for an exact
+    /// 0 whose bound is only underflow charges (a zero gradient and momentum: the f32 value is
+    /// within a few subnormals of 0, so 0, as the model's inputs have no subnormals; were it
+    /// not, the comparison would fail, not pass); otherwise, within rounding of 0, it is a jump
+    /// of up to 1, no longer first-order (an infinite bound: not compared).
+    fn sign(self) -> Num {
+        let x = if self.x > 0.0 {
+            1.0
+        } else if self.x < 0.0 {
+            -1.0
+        } else {
+            0.0
+        };
+        let clear =
+            self.x.abs() > R * self.bound() || (self.x == 0.0 && self.bound() < 1e3 * UNDERFLOW);
+        Num {
+            x,
+            e: if clear { 0.0 } else { f64::INFINITY },
+            d: 0.0,
+        }
+    }
     /// `min(max(self, -c), c)`: exact in f32, 1-Lipschitz in both arguments; when the value is
     /// clearly inside (outside) the bounds only its own (the bound's) error matters.
     fn clamp(self, c: Num) -> Num {
@@ -286,9 +324,19 @@ enum Mutant {
     ScheduleAhead,
     /// Skipped updates still count for t.
     SkippedCounts,
+    /// Adamax with the eps of the other form (inside the maximum for optax's, after it for
+    /// PyTorch's).
+    AdamaxEpsSwapped,
+    /// NAdam's schedule ignored (`mu_t = b1`, optax's form, for PyTorch's).
+    NAdamConstantMomentum,
+    /// Lion's direction from the updated momentum.
+    LionNewMomentum,
 }
 
-const MUTANTS: [Mutant; 12] = [
+const MUTANTS: [Mutant; 15] = [
+    Mutant::AdamaxEpsSwapped,
+    Mutant::NAdamConstantMomentum,
+    Mutant::LionNewMomentum,
     Mutant::BiasCorrectionOffByOne,
     Mutant::EpsInsideSqrt,
     Mutant::AmsgradOfCorrected,
@@ -706,6 +754,80 @@ impl Model {
                         x.p = x.p - lr * d;
                     }
                 }
+                // PyTorch's Adamax: m = b1 m + (1 - b1) g, u = max(b2 u, |g| + eps),
+                // p -= lr / (1 - b1^t) * m / u; optax's: u = max(b2 u, |g|),
+                // p -= lr * (m / (1 - b1^t)) / (u + eps).
+                Base::Adamax {
+                    b1,
+                    b2,
+                    eps,
+                    eps_outside_max,
+                } => {
+                    let bc1 = 1.0 - b1.powi(t as i32);
+                    for (x, &g) in buf.iter_mut().zip(&g) {
+                        x.m = scalar(b1) * x.m + scalar(1.0 - b1) * g;
+                        if eps_outside_max != is(Mutant::AdamaxEpsSwapped) {
+                            x.v = (scalar(b2) * x.v).max(g.abs());
+                            x.p = x.p - lr * ((x.m / scalar(bc1)) / (x.v + scalar(eps)));
+                        } else {
+                            x.v = (scalar(b2) * x.v).max(g.abs() + scalar(eps));
+                            x.p = x.p - scalar(s.lr / bc1) * (x.m / x.v);
+                        }
+                    }
+                }
+                // PyTorch's NAdam: mu_i = b1 (1 - 0.5 * 0.96^(i psi)), P_t = mu_1 ... mu_t
+                // (optax's: mu_i = b1), d = sqrt(v / (1 - b2^t)) + eps,
+                // p -= lr (1 - mu_t) / (1 - P_t) g / d + lr mu_{t+1} / (1 - P_t mu_{t+1}) m / d,
+                // after p *= 1 - lr * decoupled_weight_decay.
+                Base::NAdam {
+                    b1,
+                    b2,
+                    eps,
+                    momentum_decay,
+                    constant_momentum,
+                    decoupled_weight_decay,
+                } => {
+                    let mu = |i: u64| {
+                        if constant_momentum || is(Mutant::NAdamConstantMomentum) {
+                            b1
+                        } else {
+                            b1 * (1.0 - 0.5 * 0.96f64.powf(i as f64 * momentum_decay))
+                        }
+                    };
+                    let product: f64 = (1..=t).map(mu).product();
+                    let (mu_t, mu_next) = (mu(t), mu(t + 1));
+                    let cg = scalar(s.lr * (1.0 - mu_t) / (1.0 - product));
+                    let cm = scalar(s.lr * mu_next / (1.0 - product * mu_next));
+                    let bc2 = scalar(1.0 - b2.powi(t as i32));
+                    for (x, &g) in buf.iter_mut().zip(&g) {
+                        x.m = scalar(b1) * x.m + scalar(1.0 - b1) * g;
+                        x.v = scalar(b2) * x.v + scalar(1.0 - b2) * g * g;
+                        let d = (x.v / bc2).sqrt() + scalar(eps);
+                        if decoupled_weight_decay > 0.0 {
+                            x.p = x.p * scalar(1.0 - s.lr * decoupled_weight_decay);
+                        }
+                        x.p = x.p - cg * (g / d) - cm * (x.m / d);
+                    }
+                }
+                // optax's Lion: u = sign(b1 m + (1 - b1) g), m = b2 m + (1 - b2) g,
+                // p -= lr (u + wd p).
+                Base::Lion {
+                    b1,
+                    b2,
+                    weight_decay,
+                } => {
+                    for (x, &g) in buf.iter_mut().zip(&g) {
+                        let old = x.m;
+                        x.m = scalar(b2) * x.m + scalar(1.0 - b2) * g;
+                        let m = if is(Mutant::LionNewMomentum) {
+                            x.m
+                        } else {
+                            old
+                        };
+                        let u = (scalar(b1) * m + scalar(1.0 - b1) * g).sign();
+                        x.p = x.p - lr * (u + scalar(weight_decay) * x.p);
+                    }
+                }
             }
 
             for x in buf.iter_mut() {
@@ -786,7 +908,8 @@ struct Stats {
     /// Largest |error| / (R * e).
     max_ratio: f64,
     branches: Branches,
-    per_base: [u64; 6],
+    /// Cases per base rule, by kind.
+    per_base: [u64; 9],
     threaded: u64,
 }
 
@@ -954,7 +1077,26 @@ fn beta(rng: &mut Rng, default: f64, lo: f64, hi: f64) -> f64 {
 
 fn random_base(rng: &mut Rng) -> Base {
     let eps = log_uniform(rng, 1e-10, 1e-3);
-    match rng.below(10) {
+    match rng.below(13) {
+        10 => Base::Adamax {
+            b1: beta(rng, 0.9, 0.5, 0.99),
+            b2: beta(rng, 0.999, 0.8, 0.9999),
+            eps,
+            eps_outside_max: rng.unit() < 0.5,
+        },
+        11 => Base::NAdam {
+            b1: beta(rng, 0.9, 0.5, 0.99),
+            b2: beta(rng, 0.999, 0.8, 0.9999),
+            eps,
+            momentum_decay: [0.004, 0.004, rng.range(0.0, 0.5)][rng.below(3)],
+            constant_momentum: rng.unit() < 0.5,
+            decoupled_weight_decay: [0.0, 0.0, rng.range(1e-3, 0.5)][rng.below(3)],
+        },
+        12 => Base::Lion {
+            b1: beta(rng, 0.9, 0.5, 0.99),
+            b2: beta(rng, 0.99, 0.8, 0.9999),
+            weight_decay: [0.0, rng.range(1e-3, 0.5)][rng.below(2)],
+        },
         8 => Base::Adagrad {
             lr_decay: [0.0, 0.0, rng.range(0.0, 0.5)][rng.below(3)],
             initial_accumulator_value: [0.0, 0.1, rng.range(0.0, 1.0)][rng.below(3)],
@@ -1124,17 +1266,12 @@ fn run_case(case: &Case, mutant: Option<Mutant>, stats: &mut Stats) -> Result<()
         Base::RmsProp {
             momentum, centered, ..
         } => (momentum > 0.0, true, centered),
+        Base::Adamax { .. } | Base::NAdam { .. } => (true, true, false),
+        Base::Lion { .. } => (true, false, false),
     };
     let lookahead = case.cfg.lookahead.is_some();
     stats.cases += 1;
-    stats.per_base[match case.cfg.base {
-        Base::Sgd { .. } => 0,
-        Base::Adam { .. } => 1,
-        Base::AdamW { .. } => 2,
-        Base::RAdam { .. } => 3,
-        Base::Adagrad { .. } => 4,
-        Base::RmsProp { .. } => 5,
-    }] += 1;
+    stats.per_base[case.cfg.base.kind() as usize] += 1;
     if case.cfg.num_threads > 1 && case.lens.iter().sum::<usize>() >= 1 << 16 {
         stats.threaded += 1;
     }
@@ -1256,18 +1393,17 @@ fn run_case(case: &Case, mutant: Option<Mutant>, stats: &mut Stats) -> Result<()
 
 fn summary(what: &str, s: &Stats) {
     println!(
-        "model[{what}]: {} configurations (sgd {}, adam {}, adamw {}, radam {}, adagrad {}, \
-         rmsprop {}; {} threaded), \
+        "model[{what}]: {} configurations ({}; {} threaded), \
          {} applied + {} skipped steps, {} parameter element-steps, {} values compared \
          (p, m, v, v_max, slow), {} unchecked (not first-order); branches: {} norm-clipped steps, {} syncs, \
          radam {} rectified / {} unrectified steps; max |error| / tolerance = {:.3}",
         s.cases,
-        s.per_base[0],
-        s.per_base[1],
-        s.per_base[2],
-        s.per_base[3],
-        s.per_base[4],
-        s.per_base[5],
+        s.per_base
+            .iter()
+            .enumerate()
+            .map(|(kind, n)| format!("{} {n}", Base::default_of(kind as u32).name()))
+            .collect::<Vec<_>>()
+            .join(", "),
         s.threaded,
         s.applied,
         s.skipped,
@@ -1373,7 +1509,7 @@ fn mutants_are_detected() {
 /// rule, on every available tier, with each pipeline stage on and off.
 #[test]
 fn stateless_kernels_match_model() {
-    let rules: [(&str, Base, u64); 16] = [
+    let rules: [(&str, Base, u64); 22] = [
         ("sgd", Base::sgd(), 3),
         ("momentum, first step", Base::momentum(0.9, false), 1),
         (
@@ -1454,6 +1590,40 @@ fn stateless_kernels_match_model() {
                 initial_scale: 0.0,
             },
             2,
+        ),
+        ("adamax", Base::adamax(), 3),
+        (
+            "adamax optax",
+            Base::Adamax {
+                b1: 0.8,
+                b2: 0.99,
+                eps: 1e-6,
+                eps_outside_max: true,
+            },
+            1,
+        ),
+        ("nadam", Base::nadam(), 5),
+        (
+            "nadam optax decoupled",
+            Base::NAdam {
+                b1: 0.9,
+                b2: 0.99,
+                eps: 1e-8,
+                momentum_decay: 0.004,
+                constant_momentum: true,
+                decoupled_weight_decay: 0.1,
+            },
+            2,
+        ),
+        ("lion", Base::lion(), 1),
+        (
+            "lion decay",
+            Base::Lion {
+                b1: 0.95,
+                b2: 0.98,
+                weight_decay: 0.3,
+            },
+            7,
         ),
     ];
     let mut rng = Rng(0x57A7_E1E5);
@@ -1753,7 +1923,7 @@ fn run_group_case(
             .map_err(|e| e.to_string())?;
     }
     // Each group's configuration, from the options as docs/numerics.md defines them: the
-    // weight decay is AdamW's own, else the coupled one.
+    // weight decay is the rule's own (AdamW's, Lion's), else the coupled one.
     let n_groups = opts.len() + 1;
     let mut cfgs = vec![case.cfg.clone()];
     for o in opts {
@@ -1763,7 +1933,9 @@ fn run_group_case(
         }
         if let Some(wd) = o.weight_decay {
             match &mut c.base {
-                Base::AdamW { weight_decay, .. } => *weight_decay = wd,
+                Base::AdamW { weight_decay, .. } | Base::Lion { weight_decay, .. } => {
+                    *weight_decay = wd
+                }
                 _ => c.weight_decay = wd,
             }
         }

@@ -389,6 +389,19 @@ fn plan_table_covers_every_rule_shape() {
             "rmsprop momentum {m} centered {c}"
         );
     }
+    for eps_in in [false, true] {
+        assert!(
+            count(&|r| matches!(r, Rule::Adamax { eps_in: e, .. } if (*e != 0.0) == eps_in)) > 0,
+            "adamax eps inside the maximum: {eps_in}"
+        );
+    }
+    for decoupled in [false, true] {
+        assert!(
+            count(&|r| matches!(r, Rule::NAdam { decay, .. } if decay.is_some() == decoupled)) > 0,
+            "nadam decoupled decay: {decoupled}"
+        );
+    }
+    assert!(count(&|r| matches!(r, Rule::Lion { .. })) > 0);
     assert_eq!(plans.len(), (common::bases().len() * 4 + 2) * VARIATIONS);
     // Every combination of the optional steps, with every rule.
     let combos: std::collections::HashSet<_> = plans

@@ -232,6 +232,9 @@ enum class BaseKind : uint32_t {
   RAdam = FLATOPT_RADAM,
   Adagrad = FLATOPT_ADAGRAD,
   RmsProp = FLATOPT_RMSPROP,
+  Adamax = FLATOPT_ADAMAX,
+  NAdam = FLATOPT_NADAM,
+  Lion = FLATOPT_LION,
 };
 
 /// Non-finite gradient policies (`flatopt_nonfinite`).
@@ -288,7 +291,8 @@ enum class ThresholdMode : uint32_t { Rel = 0, Abs = 1 };
 /// `Optimizer::schedule_step()` (epoch style).
 enum class ScheduleMode : uint32_t { PerUpdate = 0, Manual = 1 };
 
-/// Name of a base kind: "sgd", "adam", "adamw", "radam", "adagrad", "rmsprop".
+/// Name of a base kind: "sgd", "adam", "adamw", "radam", "adagrad", "rmsprop", "adamax",
+/// "nadam", "lion".
 inline const char* base_kind_name(BaseKind k) noexcept {
   switch (k) {
     case BaseKind::Sgd: return "sgd";
@@ -297,6 +301,9 @@ inline const char* base_kind_name(BaseKind k) noexcept {
     case BaseKind::RAdam: return "radam";
     case BaseKind::Adagrad: return "adagrad";
     case BaseKind::RmsProp: return "rmsprop";
+    case BaseKind::Adamax: return "adamax";
+    case BaseKind::NAdam: return "nadam";
+    case BaseKind::Lion: return "lion";
   }
   return "unknown";
 }
@@ -444,6 +451,23 @@ class BaseParams {
     b.p_.centered = centered ? 1u : 0u;
     return b;
   }
+  /// Adamax (PyTorch's: b1 0.9, b2 0.999, eps 1e-8 added to |g| inside the maximum; optax's:
+  /// `eps_outside_max()`).
+  static BaseParams adamax() { return BaseParams(BaseKind::Adamax); }
+  /// NAdam (PyTorch's: momentum schedule with `momentum_decay` 0.004; optax's:
+  /// `constant_momentum()`), optionally with decoupled weight decay (PyTorch's NAdamW).
+  static BaseParams nadam(double momentum_decay = 0.004, double decoupled_weight_decay = 0.0) {
+    BaseParams b(BaseKind::NAdam);
+    b.p_.momentum_decay = momentum_decay;
+    b.p_.decoupled_weight_decay = decoupled_weight_decay;
+    return b;
+  }
+  /// Lion (b1 0.9, b2 0.99) with decoupled weight decay (optax's default: 1e-3).
+  static BaseParams lion(double decoupled_weight_decay = 0.0) {
+    BaseParams b(BaseKind::Lion);
+    b.p_.decoupled_weight_decay = decoupled_weight_decay;
+    return b;
+  }
 
   /// The kind.
   BaseKind kind() const noexcept { return static_cast<BaseKind>(p_.kind); }
@@ -468,23 +492,26 @@ class BaseParams {
     return *this;
   }
   BaseParams&& amsgrad(bool on = true) && { return std::move(amsgrad(on)); }
-  /// Adam family: first-moment decay in [0, 1).
-  BaseParams& b1(double v) & { need_adam("b1"); p_.b1 = v; return *this; }
+  /// Adam family, Adamax, NAdam, Lion: first-moment decay in [0, 1).
+  BaseParams& b1(double v) & { need_betas("b1"); p_.b1 = v; return *this; }
   BaseParams&& b1(double v) && { return std::move(b1(v)); }
-  /// Adam family: second-moment decay in [0, 1).
-  BaseParams& b2(double v) & { need_adam("b2"); p_.b2 = v; return *this; }
+  /// Adam family, Adamax, NAdam, Lion: second-moment decay in [0, 1).
+  BaseParams& b2(double v) & { need_betas("b2"); p_.b2 = v; return *this; }
   BaseParams&& b2(double v) && { return std::move(b2(v)); }
-  /// Adam family, Adagrad, RMSprop: eps > 0, added outside the square root (inside with
-  /// `eps_inside_sqrt`, Adagrad and RMSprop only).
+  /// Every rule but SGD and Lion: eps > 0, added outside the square root (inside with
+  /// `eps_inside_sqrt`, Adagrad and RMSprop only; Adamax: inside the maximum unless
+  /// `eps_outside_max`).
   BaseParams& eps(double v) & {
-    if (kind() == BaseKind::Sgd) wrong_kind("eps", "adam, adamw, radam, adagrad and rmsprop");
+    if (kind() == BaseKind::Sgd || kind() == BaseKind::Lion)
+      wrong_kind("eps", "every base optimizer but sgd and lion");
     p_.eps = v;
     return *this;
   }
   BaseParams&& eps(double v) && { return std::move(eps(v)); }
-  /// AdamW: decoupled weight decay >= 0.
+  /// AdamW, NAdam, Lion: decoupled weight decay >= 0 (`p *= 1 - lr * decay`).
   BaseParams& decoupled_weight_decay(double v) & {
-    if (kind() != BaseKind::AdamW) wrong_kind("decoupled_weight_decay", "adamw");
+    if (kind() != BaseKind::AdamW && kind() != BaseKind::NAdam && kind() != BaseKind::Lion)
+      wrong_kind("decoupled_weight_decay", "adamw, nadam and lion");
     p_.decoupled_weight_decay = v;
     return *this;
   }
@@ -526,6 +553,27 @@ class BaseParams {
     return *this;
   }
   BaseParams&& eps_inside_sqrt(bool on = true) && { return std::move(eps_inside_sqrt(on)); }
+  /// Adamax: eps added after the maximum, `m / (max(b2*u, |g|) + eps)` (optax's form).
+  BaseParams& eps_outside_max(bool on = true) & {
+    if (kind() != BaseKind::Adamax) wrong_kind("eps_outside_max", "adamax");
+    p_.eps_outside_max = on ? 1u : 0u;
+    return *this;
+  }
+  BaseParams&& eps_outside_max(bool on = true) && { return std::move(eps_outside_max(on)); }
+  /// NAdam: psi >= 0 of the momentum schedule `mu_t = b1*(1 - 0.5*0.96^(t*psi))`.
+  BaseParams& momentum_decay(double v) & {
+    if (kind() != BaseKind::NAdam) wrong_kind("momentum_decay", "nadam");
+    p_.momentum_decay = v;
+    return *this;
+  }
+  BaseParams&& momentum_decay(double v) && { return std::move(momentum_decay(v)); }
+  /// NAdam: `mu_t = b1` at every step (optax's form).
+  BaseParams& constant_momentum(bool on = true) & {
+    if (kind() != BaseKind::NAdam) wrong_kind("constant_momentum", "nadam");
+    p_.constant_momentum = on ? 1u : 0u;
+    return *this;
+  }
+  BaseParams&& constant_momentum(bool on = true) && { return std::move(constant_momentum(on)); }
 
   /// The C struct (lvalues only: a temporary's struct would dangle).
   const flatopt_base_params& c_struct() const& noexcept { return p_; }
@@ -546,9 +594,18 @@ class BaseParams {
   void need_sgd(const char* name) const {
     if (kind() != BaseKind::Sgd) wrong_kind(name, "sgd");
   }
-  void need_adam(const char* name) const {
-    if (kind() != BaseKind::Adam && kind() != BaseKind::AdamW && kind() != BaseKind::RAdam)
-      wrong_kind(name, "adam, adamw and radam");
+  void need_betas(const char* name) const {
+    switch (kind()) {
+      case BaseKind::Adam:
+      case BaseKind::AdamW:
+      case BaseKind::RAdam:
+      case BaseKind::Adamax:
+      case BaseKind::NAdam:
+      case BaseKind::Lion:
+        return;
+      default:
+        wrong_kind(name, "adam, adamw, radam, adamax, nadam and lion");
+    }
   }
   void need_adaptive(const char* name) const {
     if (kind() != BaseKind::Adagrad && kind() != BaseKind::RmsProp)
@@ -937,6 +994,16 @@ class Config {
   static Config rmsprop(double lr = 1e-2, double alpha = 0.99, double momentum = 0.0,
                         bool centered = false) {
     return Config(BaseParams::rmsprop(alpha, momentum, centered), lr);
+  }
+  /// Adamax (PyTorch's default lr 2e-3).
+  static Config adamax(double lr = 2e-3) { return Config(BaseParams::adamax(), lr); }
+  /// NAdam (PyTorch's default lr 2e-3).
+  static Config nadam(double lr = 2e-3, double momentum_decay = 0.004) {
+    return Config(BaseParams::nadam(momentum_decay), lr);
+  }
+  /// Lion (optax's / the paper's usual lr 1e-4).
+  static Config lion(double lr = 1e-4, double decoupled_weight_decay = 0.0) {
+    return Config(BaseParams::lion(decoupled_weight_decay), lr);
   }
 
   // --- Base optimizer.
@@ -1668,7 +1735,7 @@ inline void lookahead_sync(Span<float> fast, Span<float> slow, float alpha) {
 static_assert(static_cast<uint32_t>(ScheduleKind::ReduceOnPlateau) == 15, "schedule kinds");
 static_assert(static_cast<uint32_t>(SimdTier::Avx512) == 4, "simd tiers");
 static_assert(static_cast<uint32_t>(NonFinite::Propagate) == 2, "non-finite policies");
-static_assert(static_cast<uint32_t>(BaseKind::RmsProp) == 5, "base kinds");
+static_assert(static_cast<uint32_t>(BaseKind::Lion) == 8, "base kinds");
 
 }  // namespace flatopt
 

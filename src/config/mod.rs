@@ -173,6 +173,19 @@ impl Base {
     pub fn rmsprop() -> Base {
         Base::default_of(5)
     }
+    /// Adamax as PyTorch defines it: b1 = 0.9, b2 = 0.999, eps = 1e-8 inside the maximum.
+    pub fn adamax() -> Base {
+        Base::default_of(6)
+    }
+    /// NAdam as PyTorch defines it: b1 = 0.9, b2 = 0.999, eps = 1e-8, momentum_decay = 0.004,
+    /// no decoupled weight decay.
+    pub fn nadam() -> Base {
+        Base::default_of(7)
+    }
+    /// Lion: b1 = 0.9, b2 = 0.99, no weight decay.
+    pub fn lion() -> Base {
+        Base::default_of(8)
+    }
 
     /// The rule of kind `kind` with the catalog's defaults.
     ///

@@ -43,6 +43,7 @@ impl CFields for flatopt_base_params {
             "lr_decay" => &mut self.lr_decay,
             "initial_accumulator" => &mut self.initial_accumulator,
             "alpha" => &mut self.alpha,
+            "momentum_decay" => &mut self.momentum_decay,
             _ => return None,
         })
     }
@@ -55,6 +56,8 @@ impl CFields for flatopt_base_params {
             "amsgrad" => &mut self.amsgrad,
             "centered" => &mut self.centered,
             "eps_inside_sqrt" => &mut self.eps_inside_sqrt,
+            "eps_outside_max" => &mut self.eps_outside_max,
+            "constant_momentum" => &mut self.constant_momentum,
             _ => return None,
         })
     }

@@ -39,6 +39,15 @@ pub enum flatopt_base_kind {
     /// RMSprop, optionally with momentum and centered (PyTorch's; optax's with `alpha = 0.9`,
     /// `eps_inside_sqrt = 1`). Since `FLATOPT_BASE_PARAMS_SIZE_V2`.
     FLATOPT_RMSPROP = 5,
+    /// Adamax (PyTorch's; optax's with `eps_outside_max = 1`). Since
+    /// `FLATOPT_BASE_PARAMS_SIZE_V3`.
+    FLATOPT_ADAMAX = 6,
+    /// NAdam with PyTorch's momentum schedule (`momentum_decay`); optax's with
+    /// `constant_momentum = 1`. Since `FLATOPT_BASE_PARAMS_SIZE_V3`.
+    FLATOPT_NADAM = 7,
+    /// Lion (optax's; `decoupled_weight_decay` is its weight decay). Since
+    /// `FLATOPT_BASE_PARAMS_SIZE_V3`.
+    FLATOPT_LION = 8,
 }
 
 /// Size in bytes of the first version of `flatopt_base_params` (flatopt 0.2.0), the smallest
@@ -50,6 +59,11 @@ pub const FLATOPT_BASE_PARAMS_SIZE_V1: u32 = 64;
 /// RMSprop's fields `lr_decay` to `eps_inside_sqrt`). Frozen. A V1 caller's struct gets those
 /// fields' defaults.
 pub const FLATOPT_BASE_PARAMS_SIZE_V2: u32 = 96;
+
+/// Size in bytes of the third version of `flatopt_base_params` (Adamax, NAdam and Lion's
+/// fields `momentum_decay` to `constant_momentum`). Frozen. An older caller's struct gets those
+/// fields' defaults.
+pub const FLATOPT_BASE_PARAMS_SIZE_V3: u32 = 112;
 
 /// Size in bytes of the first version of `flatopt_schedule` (flatopt 0.2.0). Frozen.
 pub const FLATOPT_SCHEDULE_SIZE_V1: u32 = 248;
@@ -99,6 +113,15 @@ pub struct flatopt_base_params {
     /// Adagrad, RMSprop: 1 to add eps inside the square root as optax does (default 0: outside,
     /// as PyTorch). Since `_SIZE_V2`.
     pub eps_inside_sqrt: u32,
+    /// NAdam: psi >= 0 of the momentum schedule `mu_t = b1*(1 - 0.5*0.96^(t*psi))` (default
+    /// 0.004). Since `FLATOPT_BASE_PARAMS_SIZE_V3`.
+    pub momentum_decay: c_double,
+    /// Adamax: 1 to add eps after the maximum, `m / (max(b2*u, |g|) + eps)`, as optax does
+    /// (default 0: inside, `max(b2*u, |g| + eps)`, as PyTorch). Since `_SIZE_V3`.
+    pub eps_outside_max: u32,
+    /// NAdam: 1 for optax's form, `mu_t = b1` at every step (default 0: PyTorch's schedule).
+    /// Since `_SIZE_V3`.
+    pub constant_momentum: u32,
 }
 
 /// The defaults of `kind` (a kind of the base-rule catalog): the catalog's defaults in the
@@ -120,6 +143,9 @@ pub(crate) fn base_defaults(kind: u32) -> flatopt_base_params {
         alpha: 0.99,
         centered: 0,
         eps_inside_sqrt: 0,
+        momentum_decay: 0.004,
+        eps_outside_max: 0,
+        constant_momentum: 0,
     };
     if let Some(spec) = base_specs().iter().find(|s| s.kind == kind) {
         catalog::set_defaults(&mut p, spec);
@@ -147,7 +173,11 @@ impl flatopt_base_params {
 /// The published sizes of `flatopt_base_params`, oldest first.
 pub(crate) const BASE_PARAMS_VERSIONS: Versions = Versions {
     name: "flatopt_base_params",
-    sizes: &[FLATOPT_BASE_PARAMS_SIZE_V1, FLATOPT_BASE_PARAMS_SIZE_V2],
+    sizes: &[
+        FLATOPT_BASE_PARAMS_SIZE_V1,
+        FLATOPT_BASE_PARAMS_SIZE_V2,
+        FLATOPT_BASE_PARAMS_SIZE_V3,
+    ],
 };
 
 /// Fills the caller's `size` bytes at `params` with the defaults of `kind` (a

@@ -299,43 +299,54 @@ fn versioned_write_rows() {
     }
 }
 
-/// `flatopt_base_params` of the first version (`FLATOPT_BASE_PARAMS_SIZE_V1`, before Adagrad's
-/// and RMSprop's fields) naming a kind added later: the fields it lacks get that kind's
-/// defaults whatever lies past its size, and `_init` with that size writes nothing beyond it.
+/// `flatopt_base_params` of an older version (`FLATOPT_BASE_PARAMS_SIZE_V1`, before Adagrad's
+/// and RMSprop's fields; `_V2`, before Adamax's, NAdam's and Lion's) naming a kind added later:
+/// the fields it lacks get that kind's defaults whatever lies past its size, and `_init` with
+/// that size writes nothing beyond it.
 #[test]
-fn base_params_v1_caller_of_a_later_kind() {
+fn base_params_older_caller_of_a_later_kind() {
     use super::structs::{
         base_defaults, flatopt_base_kind, flatopt_base_params, flatopt_base_params_init, read_base,
-        FLATOPT_BASE_PARAMS_SIZE_V1,
+        FLATOPT_BASE_PARAMS_SIZE_V1, FLATOPT_BASE_PARAMS_SIZE_V2,
     };
     use crate::config::Base;
-    let v1 = FLATOPT_BASE_PARAMS_SIZE_V1 as usize;
     let rows = [
         (flatopt_base_kind::FLATOPT_ADAGRAD, Base::adagrad()),
         (flatopt_base_kind::FLATOPT_RMSPROP, Base::rmsprop()),
+        (flatopt_base_kind::FLATOPT_ADAMAX, Base::adamax()),
+        (flatopt_base_kind::FLATOPT_NADAM, Base::nadam()),
+        (flatopt_base_kind::FLATOPT_LION, Base::lion()),
     ];
-    for (kind, want) in rows {
-        let mut p = base_defaults(kind as u32);
-        p.struct_size = v1 as u32;
-        // Past a V1 caller's struct: not its memory, never read.
-        p.lr_decay = f64::NAN;
-        p.initial_accumulator = -1.0;
-        p.alpha = 7.0;
-        p.centered = 9;
-        p.eps_inside_sqrt = 9;
-        // SAFETY: `p` is a whole flatopt_base_params, more than its struct_size bytes.
-        let read = unsafe { read_base("base", "base.struct_size", &p) }.unwrap();
-        assert_eq!(read.to_base().unwrap(), want, "{kind:?}");
+    for size in [FLATOPT_BASE_PARAMS_SIZE_V1, FLATOPT_BASE_PARAMS_SIZE_V2] {
+        let size = size as usize;
+        for (kind, want) in rows {
+            let mut p = base_defaults(kind as u32);
+            p.struct_size = size as u32;
+            // Past the caller's struct: not its memory, never read.
+            if size < FLATOPT_BASE_PARAMS_SIZE_V2 as usize {
+                p.lr_decay = f64::NAN;
+                p.initial_accumulator = -1.0;
+                p.alpha = 7.0;
+                p.centered = 9;
+                p.eps_inside_sqrt = 9;
+            }
+            p.momentum_decay = f64::NAN;
+            p.eps_outside_max = 9;
+            p.constant_momentum = 9;
+            // SAFETY: `p` is a whole flatopt_base_params, more than its struct_size bytes.
+            let read = unsafe { read_base("base", "base.struct_size", &p) }.unwrap();
+            assert_eq!(read.to_base().unwrap(), want, "{kind:?} size {size}");
 
-        const WORDS: usize = std::mem::size_of::<flatopt_base_params>() / 8;
-        let mut buf = [0xA5A5_A5A5_A5A5_A5A5u64; WORDS];
-        let ptr = buf.as_mut_ptr().cast::<flatopt_base_params>();
-        // SAFETY: `buf` is a whole struct's bytes, 8-aligned.
-        let st = unsafe { flatopt_base_params_init(ptr, v1, kind as u32) };
-        assert_eq!(st, flatopt_status::FLATOPT_OK, "{kind:?}");
-        assert!(
-            buf[v1 / 8..].iter().all(|&w| w == 0xA5A5_A5A5_A5A5_A5A5),
-            "{kind:?}: wrote past V1"
-        );
+            const WORDS: usize = std::mem::size_of::<flatopt_base_params>() / 8;
+            let mut buf = [0xA5A5_A5A5_A5A5_A5A5u64; WORDS];
+            let ptr = buf.as_mut_ptr().cast::<flatopt_base_params>();
+            // SAFETY: `buf` is a whole struct's bytes, 8-aligned.
+            let st = unsafe { flatopt_base_params_init(ptr, size, kind as u32) };
+            assert_eq!(st, flatopt_status::FLATOPT_OK, "{kind:?}");
+            assert!(
+                buf[size / 8..].iter().all(|&w| w == 0xA5A5_A5A5_A5A5_A5A5),
+                "{kind:?}: wrote past {size} bytes"
+            );
+        }
     }
 }

@@ -3,7 +3,7 @@
 //! per combination of the plan's switches on the vector tiers (`specialize!`). The tiers in
 //! `crate::simd` stamp [`fused`] into their instruction sets.
 
-use super::ops::{clamp, pull};
+use super::ops::{clamp, pull, sign};
 use super::plan::{Buffers, Plan, Rule};
 use crate::simd::Vf32;
 
@@ -293,6 +293,46 @@ fn span<V: Vf32>(plan: &Plan, mut w: Window<'_>, specialized: bool) {
             let momentum = mu.is_some();
             specialize!(specialized, rmsprop, (&k, r, w); cs, cv, wd, sy, centered, momentum)
         }
+        Rule::Adamax {
+            b1,
+            one_minus_b1,
+            b2,
+            step,
+            eps_in,
+            eps_out,
+        } => {
+            let r = [b1, one_minus_b1, b2, step, eps_in, eps_out].map(V::splat);
+            specialize!(specialized, adamax, (&k, r, w); cs, cv, wd, sy)
+        }
+        Rule::NAdam {
+            b1,
+            one_minus_b1,
+            b2,
+            one_minus_b2,
+            grad_step,
+            momentum_step,
+            inv_sqrt_bc2,
+            eps,
+            decay,
+        } => {
+            let r = Moments::new(
+                [b1, one_minus_b1, b2, one_minus_b2],
+                [momentum_step, inv_sqrt_bc2, eps, decay.unwrap_or(1.0)],
+            );
+            let (gs, decoupled) = (V::splat(grad_step), decay.is_some());
+            specialize!(specialized, nadam, (&k, &r, gs, w); cs, cv, wd, sy, decoupled)
+        }
+        Rule::Lion {
+            lr,
+            b1,
+            one_minus_b1,
+            b2,
+            one_minus_b2,
+            decay,
+        } => {
+            let r = [lr, b1, one_minus_b1, b2, one_minus_b2, decay].map(V::splat);
+            specialize!(specialized, lion, (&k, r, w); cs, cv, wd, sy)
+        }
     }
 }
 
@@ -511,6 +551,79 @@ fn rmsprop<V: Vf32>(
             u
         };
         k.store_param(p.sub(lr.mul(u)), w, i, sy);
+        i += V::LANES;
+    }
+}
+
+/// Adamax, `[b1, 1 - b1, b2, step, eps_in, eps_out]` (see [`Rule::Adamax`]): the infinity
+/// norm is `v`. `|g| + eps_in` goes second into the maximum, so a NaN gradient stays NaN.
+#[inline(always)]
+fn adamax<V: Vf32>(
+    k: &Lanes<V>,
+    [b1, c1, b2, step, eps_in, eps_out]: [V; 6],
+    w: &mut Window<'_>,
+    (cs, cv, wd, sy): (impl Switch, impl Switch, impl Switch, impl Switch),
+) {
+    let n = w.len(true, true, false, sy);
+    let mut i = 0;
+    while n - i >= V::LANES {
+        let p = V::load(&w.param[i..]);
+        let g = k.grad(V::load(&w.grad[i..]), p, cs, cv, wd);
+        let m = b1.mul(V::load(&w.m[i..])).add(c1.mul(g));
+        let u = b2.mul(V::load(&w.v[i..])).max(g.abs().add(eps_in));
+        m.store(&mut w.m[i..]);
+        u.store(&mut w.v[i..]);
+        k.store_param(p.sub(step.mul(m.div(u.add(eps_out)))), w, i, sy);
+        i += V::LANES;
+    }
+}
+
+/// NAdam (see [`Rule::NAdam`]): `r.step` is the momentum step, `gs` the gradient step.
+#[inline(always)]
+fn nadam<V: Vf32>(
+    k: &Lanes<V>,
+    r: &Moments<V>,
+    gs: V,
+    w: &mut Window<'_>,
+    (cs, cv, wd, sy, decoupled): (
+        impl Switch,
+        impl Switch,
+        impl Switch,
+        impl Switch,
+        impl Switch,
+    ),
+) {
+    let n = w.len(true, true, false, sy);
+    let mut i = 0;
+    while n - i >= V::LANES {
+        let p = V::load(&w.param[i..]);
+        let g = k.grad(V::load(&w.grad[i..]), p, cs, cv, wd);
+        let (m, v) = r.update(g, w, i);
+        let d = v.sqrt().mul(r.isb2).add(r.eps);
+        let u = gs.mul(g).add(r.step.mul(m)).div(d);
+        let pd = if decoupled.on() { p.mul(r.decay) } else { p };
+        k.store_param(pd.sub(u), w, i, sy);
+        i += V::LANES;
+    }
+}
+
+/// Lion, `[lr, b1, 1 - b1, b2, 1 - b2, decay]` (see [`Rule::Lion`]): the momentum is `m`.
+#[inline(always)]
+fn lion<V: Vf32>(
+    k: &Lanes<V>,
+    [lr, b1, c1, b2, c2, decay]: [V; 6],
+    w: &mut Window<'_>,
+    (cs, cv, wd, sy): (impl Switch, impl Switch, impl Switch, impl Switch),
+) {
+    let n = w.len(true, false, false, sy);
+    let mut i = 0;
+    while n - i >= V::LANES {
+        let p = V::load(&w.param[i..]);
+        let g = k.grad(V::load(&w.grad[i..]), p, cs, cv, wd);
+        let m0 = V::load(&w.m[i..]);
+        let u = sign(b1.mul(m0).add(c1.mul(g)));
+        b2.mul(m0).add(c2.mul(g)).store(&mut w.m[i..]);
+        k.store_param(p.mul(decay).sub(lr.mul(u)), w, i, sy);
         i += V::LANES;
     }
 }

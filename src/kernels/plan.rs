@@ -104,6 +104,61 @@ pub enum Rule {
         /// Centered: the gradient average's square is subtracted from `v`.
         centered: bool,
     },
+    /// Adamax: `m = b1*m + one_minus_b1*g`, `v = max(b2*v, |g| + eps_in)` (the infinity norm),
+    /// `p -= step * (m / (v + eps_out))` with `step = lr / (1 - b1^t)`.
+    Adamax {
+        /// First-moment decay.
+        b1: f32,
+        /// `1 - b1`, rounded once.
+        one_minus_b1: f32,
+        /// Decay of the infinity norm.
+        b2: f32,
+        /// `lr / (1 - b1^t)`.
+        step: f32,
+        /// eps added to `|g|` inside the maximum (PyTorch's form), else 0.
+        eps_in: f32,
+        /// eps added after the maximum (optax's form), else 0.
+        eps_out: f32,
+    },
+    /// NAdam: moments as Adam, `d = sqrt(v)*inv_sqrt_bc2 + eps`,
+    /// `p = p*decay - (grad_step*g + momentum_step*m) / d` (`decay` only with decoupled weight
+    /// decay).
+    NAdam {
+        /// First-moment decay.
+        b1: f32,
+        /// `1 - b1`, rounded once.
+        one_minus_b1: f32,
+        /// Second-moment decay.
+        b2: f32,
+        /// `1 - b2`, rounded once.
+        one_minus_b2: f32,
+        /// `lr * (1 - mu_t) / (1 - P_t)`.
+        grad_step: f32,
+        /// `lr * mu_{t+1} / (1 - P_t * mu_{t+1})`.
+        momentum_step: f32,
+        /// `1 / sqrt(1 - b2^t)`.
+        inv_sqrt_bc2: f32,
+        /// Added to the denominator.
+        eps: f32,
+        /// `1 - lr * decoupled_weight_decay`, `None` without decoupled decay.
+        decay: Option<f32>,
+    },
+    /// Lion: `u = sign(b1*m + one_minus_b1*g)` (a zero or NaN kept as is),
+    /// `m = b2*m + one_minus_b2*g`, `p = p*decay - lr*u` with `decay = 1 - lr*weight_decay`.
+    Lion {
+        /// Learning rate of this step.
+        lr: f32,
+        /// Interpolation of the update direction.
+        b1: f32,
+        /// `1 - b1`, rounded once.
+        one_minus_b1: f32,
+        /// Decay of the momentum.
+        b2: f32,
+        /// `1 - b2`, rounded once.
+        one_minus_b2: f32,
+        /// `1 - lr * weight_decay` (exactly 1 without decay).
+        decay: f32,
+    },
 }
 
 /// Everything one fused pass needs besides the buffers: the gradient transforms in pipeline
@@ -123,8 +178,9 @@ pub struct Plan {
 }
 
 /// The buffers of one fused pass, all of the same length as `param`. State buffers a rule does
-/// not use may be empty: `m` is the momentum trace (SGD with momentum, RMSprop) or the first
-/// moment (Adam family), `v` the second moment (Adagrad: the sum of squares), `v_max` the
+/// not use may be empty: `m` is the momentum trace (SGD with momentum, RMSprop, Lion) or the
+/// first moment (Adam family, Adamax, NAdam), `v` the second moment (Adagrad: the sum of
+/// squares; Adamax: the infinity norm), `v_max` the
 /// AMSGrad maximum or RMSprop's centered gradient average, `slow` the Lookahead slow
 /// weights (read and written on sync steps only).
 pub struct Buffers<'a> {
@@ -162,6 +218,8 @@ impl Rule {
             Rule::RAdam { .. } => (true, true, false),
             Rule::Adagrad { .. } => (false, true, false),
             Rule::RmsProp { mu, centered, .. } => (mu.is_some(), true, *centered),
+            Rule::Adamax { .. } | Rule::NAdam { .. } => (true, true, false),
+            Rule::Lion { .. } => (true, false, false),
         }
     }
 }

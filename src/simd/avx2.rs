@@ -81,6 +81,20 @@ impl Vf32 for Avx2 {
         // SAFETY: AVX2 was detected (see `splat`).
         Avx2(unsafe { _mm256_min_ps(self.0, o.0) })
     }
+    #[inline(always)]
+    fn abs(self) -> Self {
+        // `andnot(-0.0, x)` clears the sign bit only: exactly `f32::abs` per lane.
+        // SAFETY: AVX2 was detected (see `splat`).
+        Avx2(unsafe { _mm256_andnot_ps(_mm256_set1_ps(-0.0), self.0) })
+    }
+    #[inline(always)]
+    fn select_gt(self, o: Self, a: Self, b: Self) -> Self {
+        // `_CMP_GT_OQ` is the ordered, quiet `>` (all-ones lanes where `self > o`, zero where
+        // either is NaN), and `blendv` takes `a` where the mask lane is set: the scalar
+        // `if self > o { a } else { b }` per lane.
+        // SAFETY: AVX2 was detected (see `splat`).
+        Avx2(unsafe { _mm256_blendv_ps(b.0, a.0, _mm256_cmp_ps::<_CMP_GT_OQ>(self.0, o.0)) })
+    }
 
     #[inline(always)]
     fn load_bf16(s: &[u16]) -> Self {

@@ -82,6 +82,22 @@ impl Vf32 for Avx512 {
         // SAFETY: AVX-512F was detected (see `splat`).
         Avx512(unsafe { _mm512_min_ps(self.0, o.0) })
     }
+    #[inline(always)]
+    fn abs(self) -> Self {
+        // `_mm512_abs_ps` is an and with `!-0.0` (AVX-512F): the sign bit cleared, as
+        // `f32::abs`.
+        // SAFETY: AVX-512F was detected (see `splat`).
+        Avx512(unsafe { _mm512_abs_ps(self.0) })
+    }
+    #[inline(always)]
+    fn select_gt(self, o: Self, a: Self, b: Self) -> Self {
+        // `_CMP_GT_OQ` is the ordered, quiet `>` (mask bits clear where either is NaN);
+        // `mask_blend` takes `a` where the bit is set: `if self > o { a } else { b }` per lane.
+        // SAFETY: AVX-512F was detected (see `splat`).
+        Avx512(unsafe {
+            _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_GT_OQ>(self.0, o.0), b.0, a.0)
+        })
+    }
 
     #[inline(always)]
     fn load_bf16(s: &[u16]) -> Self {

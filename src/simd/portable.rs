@@ -73,6 +73,16 @@ impl Vf32 for Portable {
     fn min(self, o: Self) -> Self {
         Portable(self.0.simd_lt(o.0).select(self.0, o.0))
     }
+    #[inline(always)]
+    fn abs(self) -> Self {
+        // `wide` clears the sign bit (an and with `!-0.0`), as the other tiers do.
+        Portable(self.0.abs())
+    }
+    #[inline(always)]
+    fn select_gt(self, o: Self, a: Self, b: Self) -> Self {
+        // `simd_gt` is the ordered compare (false lanes for NaN), as `max` uses it.
+        Portable(self.0.simd_gt(o.0).select(a.0, b.0))
+    }
 
     // The 16-bit conversions lane by lane with the reference functions: integer operations
     // on eight lanes that the compiler vectorizes for the target, with no

@@ -73,6 +73,18 @@ impl Vf32 for f32 {
             o
         }
     }
+    #[inline(always)]
+    fn abs(self) -> Self {
+        f32::abs(self)
+    }
+    #[inline(always)]
+    fn select_gt(self, o: Self, a: Self, b: Self) -> Self {
+        if self > o {
+            a
+        } else {
+            b
+        }
+    }
 
     #[inline(always)]
     fn load_bf16(s: &[u16]) -> Self {

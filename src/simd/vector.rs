@@ -11,7 +11,8 @@ pub(crate) const SUMSQ_LANES: usize = 16;
 /// `max` and `min` are defined as compare-and-select, `max(a, b) = if a > b { a } else { b }`
 /// and `min(a, b) = if a < b { a } else { b }`, which is what `maxps` / `minps` do: when either
 /// input is NaN the result is `b`. Kernels put the value that may be NaN second, so NaN passes
-/// through a clamp unchanged on every tier.
+/// through a clamp unchanged on every tier. `select_gt` is the same compare with any two
+/// values to choose from (Rprop's step factors, the sign function in `kernels::ops`).
 pub(crate) trait Vf32: Copy {
     /// Number of f32 lanes.
     const LANES: usize;
@@ -30,6 +31,11 @@ pub(crate) trait Vf32: Copy {
     fn sqrt(self) -> Self;
     fn max(self, o: Self) -> Self;
     fn min(self, o: Self) -> Self;
+    /// `|x|`: the sign bit cleared (NaN stays NaN, `-0` becomes `+0`), exact on every tier.
+    fn abs(self) -> Self;
+    /// Per lane `if self > o { a } else { b }` (an ordered compare: false when either input is
+    /// NaN, so a NaN comparison selects `b`).
+    fn select_gt(self, o: Self, a: Self, b: Self) -> Self;
 
     /// Widens `LANES` bf16 values (bit patterns) from the start of `s`, exactly as
     /// `half::bf16_to_f32` does (panics if `s` is shorter).

@@ -29,7 +29,8 @@ static void expect_refused(const char *row, flatopt_status st, const char *field
 
 enum field {
     LR, WEIGHT_DECAY, EPS, B1, DECOUPLED, CLIP_VALUE, SCHED_BASE,
-    ADAGRAD_EPS, ADAGRAD_INITIAL, RMSPROP_ALPHA, RMSPROP_MOMENTUM, RMSPROP_INITIAL
+    ADAGRAD_EPS, ADAGRAD_INITIAL, RMSPROP_ALPHA, RMSPROP_MOMENTUM, RMSPROP_INITIAL,
+    ADAMAX_EPS, ADAMAX_B2, NADAM_B1, NADAM_DECOUPLED, LION_B2, LION_DECOUPLED
 };
 
 struct config_row {
@@ -52,6 +53,12 @@ static const struct config_row k_config_rows[] = {
     { "rmsprop alpha = 0.99999999 (1 as float)", RMSPROP_ALPHA, 0.99999999, "alpha" },
     { "rmsprop momentum = 0.99999999 (1 as float)", RMSPROP_MOMENTUM, 0.99999999, "momentum" },
     { "rmsprop initial_accumulator = 1e39", RMSPROP_INITIAL, 1e39, "initial_" },
+    { "adamax eps = 1e-50 (0 as float)", ADAMAX_EPS, 1e-50, "eps" },
+    { "adamax b2 = 0.99999999 (1 as float)", ADAMAX_B2, 0.99999999, "b2" },
+    { "nadam b1 = 0.99999999 (1 as float)", NADAM_B1, 0.99999999, "b1" },
+    { "nadam decoupled_weight_decay = 1e39", NADAM_DECOUPLED, 1e39, "decoupled_weight_decay" },
+    { "lion b2 = 0.99999999 (1 as float)", LION_B2, 0.99999999, "b2" },
+    { "lion decoupled_weight_decay = 1e39", LION_DECOUPLED, 1e39, "weight_decay" },
 };
 
 static void config_row(const struct config_row *r)
@@ -95,6 +102,25 @@ static void config_row(const struct config_row *r)
         if (r->field == RMSPROP_ALPHA) b.alpha = r->value;
         else if (r->field == RMSPROP_MOMENTUM) b.momentum = r->value;
         else b.initial_accumulator = r->value;
+        break;
+    case ADAMAX_EPS:
+    case ADAMAX_B2:
+        flatopt_base_params_init(&b, sizeof b, FLATOPT_ADAMAX);
+        b.eps_outside_max = 1;
+        if (r->field == ADAMAX_EPS) b.eps = r->value;
+        else b.b2 = r->value;
+        break;
+    case NADAM_B1:
+    case NADAM_DECOUPLED:
+        flatopt_base_params_init(&b, sizeof b, FLATOPT_NADAM);
+        if (r->field == NADAM_B1) b.b1 = r->value;
+        else b.decoupled_weight_decay = r->value;
+        break;
+    case LION_B2:
+    case LION_DECOUPLED:
+        flatopt_base_params_init(&b, sizeof b, FLATOPT_LION);
+        if (r->field == LION_B2) b.b2 = r->value;
+        else b.decoupled_weight_decay = r->value;
         break;
     }
     expect_refused(r->name, flatopt_optimizer_new(&c, &opt), r->named);

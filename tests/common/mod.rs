@@ -99,6 +99,50 @@ pub fn bases() -> Vec<(&'static str, Base, f64)> {
             },
             1e-2,
         ),
+        ("adamax", Base::adamax(), 2e-3),
+        (
+            "adamax_optax",
+            Base::Adamax {
+                b1: 0.9,
+                b2: 0.99,
+                eps: 1e-8,
+                eps_outside_max: true,
+            },
+            2e-3,
+        ),
+        ("nadam", Base::nadam(), 2e-3),
+        (
+            "nadam_optax_decoupled",
+            Base::NAdam {
+                b1: 0.9,
+                b2: 0.999,
+                eps: 1e-8,
+                momentum_decay: 0.004,
+                constant_momentum: true,
+                decoupled_weight_decay: 0.05,
+            },
+            2e-3,
+        ),
+        // Lion moves every element by exactly +-lr (times the decay factor): without a decay a
+        // one-element buffer can step back onto its start, so each row decays.
+        (
+            "lion_optax",
+            Base::Lion {
+                b1: 0.9,
+                b2: 0.99,
+                weight_decay: 1e-3,
+            },
+            1e-4,
+        ),
+        (
+            "lion_decay",
+            Base::Lion {
+                b1: 0.95,
+                b2: 0.98,
+                weight_decay: 0.1,
+            },
+            3e-4,
+        ),
     ]
 }
 

@@ -38,6 +38,9 @@ static_assert(static_cast<uint32_t>(flatopt::BaseKind::AdamW) == 2, "adamw");
 static_assert(static_cast<uint32_t>(flatopt::BaseKind::RAdam) == 3, "radam");
 static_assert(static_cast<uint32_t>(flatopt::BaseKind::Adagrad) == 4, "adagrad");
 static_assert(static_cast<uint32_t>(flatopt::BaseKind::RmsProp) == 5, "rmsprop");
+static_assert(static_cast<uint32_t>(flatopt::BaseKind::Adamax) == 6, "adamax");
+static_assert(static_cast<uint32_t>(flatopt::BaseKind::NAdam) == 7, "nadam");
+static_assert(static_cast<uint32_t>(flatopt::BaseKind::Lion) == 8, "lion");
 
 static bool same(const char* got, const char* want) {
   if (std::strcmp(got, want) == 0) return true;
@@ -69,6 +72,9 @@ int main() {
   ok &= same(flatopt::base_kind_name(flatopt::BaseKind::RAdam), "radam");
   ok &= same(flatopt::base_kind_name(flatopt::BaseKind::Adagrad), "adagrad");
   ok &= same(flatopt::base_kind_name(flatopt::BaseKind::RmsProp), "rmsprop");
-  if (ok) std::printf("catalog_mirror: %d names match\n", 22);
+  ok &= same(flatopt::base_kind_name(flatopt::BaseKind::Adamax), "adamax");
+  ok &= same(flatopt::base_kind_name(flatopt::BaseKind::NAdam), "nadam");
+  ok &= same(flatopt::base_kind_name(flatopt::BaseKind::Lion), "lion");
+  if (ok) std::printf("catalog_mirror: %d names match\n", 25);
   return ok ? 0 : 1;
 }

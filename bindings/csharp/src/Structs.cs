@@ -40,6 +40,7 @@ namespace Flatopt
         /// struct_size the library accepts).</summary>
         public const long BaseParamsSizeV1 = 64;
         public const long BaseParamsSizeV2 = 96;
+        public const long BaseParamsSizeV3 = 112;
         public const long ScheduleSizeV1 = 248;
         public const long ConfigSizeV1 = 88;
         public const long GroupOptionsSizeV1 = 32;
@@ -64,6 +65,13 @@ namespace Flatopt
         /// <summary>RMSprop, optionally with momentum and centered (PyTorch's; optax's with
         /// Alpha 0.9, EpsInsideSqrt 1).</summary>
         [CName("FLATOPT_RMSPROP")] RmsProp = 5,
+        /// <summary>Adamax (PyTorch's; optax's with EpsOutsideMax 1).</summary>
+        Adamax = 6,
+        /// <summary>NAdam with PyTorch's momentum schedule (MomentumDecay); optax's with
+        /// ConstantMomentum 1.</summary>
+        [CName("FLATOPT_NADAM")] NAdam = 7,
+        /// <summary>Lion (optax's; DecoupledWeightDecay is its weight decay).</summary>
+        Lion = 8,
     }
 
     /// <summary>flatopt_schedule_kind: the learning-rate schedule (formulas in docs and the C
@@ -143,6 +151,12 @@ namespace Flatopt
         public uint Centered;
         /// <summary>Adagrad, RMSprop: 1 for eps inside the square root (optax).</summary>
         public uint EpsInsideSqrt;
+        /// <summary>NAdam: psi of the momentum schedule mu_t = b1*(1 - 0.5*0.96^(t*psi)).</summary>
+        public double MomentumDecay;
+        /// <summary>Adamax: 1 for eps after the maximum (optax).</summary>
+        public uint EpsOutsideMax;
+        /// <summary>NAdam: 1 for mu_t = b1 at every step (optax).</summary>
+        public uint ConstantMomentum;
 
         /// <summary>The defaults of <paramref name="kind"/> (flatopt_base_params_init).</summary>
         public static unsafe BaseParams Init(BaseKind kind)

@@ -66,6 +66,16 @@ from ._optim import (
     rmsprop,
     sgd,
 )
+from ._family import (
+    Adagrad,
+    Adamax,
+    Lion,
+    Nadam,
+    RMSprop,
+    adamax,
+    lion,
+    nadam,
+)
 from . import sharded
 from ._schedules import (
     ChainedScheduler,
@@ -121,6 +131,15 @@ __all__ = [
     "Adam",
     "AdamW",
     "RAdam",
+    # the optimizer family (_family.py)
+    "adamax",
+    "nadam",
+    "lion",
+    "Adagrad",
+    "RMSprop",
+    "Adamax",
+    "Nadam",
+    "Lion",
     # schedules
     "LRScheduler",
     "ConstantLR",

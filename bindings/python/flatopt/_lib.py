@@ -57,6 +57,7 @@ ERR_BUSY = 12
 ERR_POISONED = 13
 
 SGD, ADAM, ADAMW, RADAM, ADAGRAD, RMSPROP = 0, 1, 2, 3, 4, 5
+ADAMAX, NADAM, LION = 6, 7, 8
 
 SCHEDULE_KINDS = {
     "fixed": 0,
@@ -83,6 +84,7 @@ SIMD_TIERS = {"default": 0, "scalar": 1, "portable": 2, "avx2": 3, "avx512": 4}
 # Frozen sizes of the first version of each versioned struct (FLATOPT_*_SIZE_V1).
 BASE_PARAMS_SIZE_V1 = 64
 BASE_PARAMS_SIZE_V2 = 96
+BASE_PARAMS_SIZE_V3 = 112
 SCHEDULE_SIZE_V1 = 248
 CONFIG_SIZE_V1 = 88
 STEP_ARGS_SIZE_V1 = 56
@@ -110,6 +112,9 @@ class BaseParams(Structure):
         ("alpha", c_double),
         ("centered", c_uint32),
         ("eps_inside_sqrt", c_uint32),
+        ("momentum_decay", c_double),
+        ("eps_outside_max", c_uint32),
+        ("constant_momentum", c_uint32),
     ]
 
 

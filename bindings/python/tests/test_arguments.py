@@ -56,6 +56,10 @@ SCHEDULES = [
 OPTIMIZERS = [flatopt.SGD, flatopt.Momentum, flatopt.MomentumNesterov, flatopt.Adam,
               flatopt.AdamW, flatopt.RAdam, flatopt.Lookahead, flatopt.Optimizer, flatopt.sgd,
               flatopt.adam, flatopt.adamw, flatopt.radam]
+# The optimizer family (flatopt/_family.py): the optax-style functions need a learning rate.
+FAMILY = [flatopt.adagrad, flatopt.rmsprop, flatopt.adamax, flatopt.nadam, flatopt.lion]
+OPTIMIZERS += FAMILY + [flatopt.Adagrad, flatopt.RMSprop, flatopt.Adamax, flatopt.Nadam,
+                        flatopt.Lion]
 FUNCTIONS = [sharded.shard_ranges]
 
 # The valid arguments each callable needs besides the one under test.
@@ -70,6 +74,7 @@ VALID = {
     flatopt.adamw: {"learning_rate": 0.1}, flatopt.radam: {"learning_rate": 0.1},
     sharded.shard_ranges: {"total": 10, "n_shards": 2},
 }
+VALID.update({fn: {"learning_rate": 0.1} for fn in FAMILY})
 
 # (argument name, or "Callable.argument") -> kind; None: checked by a row elsewhere.
 KINDS = {
@@ -90,6 +95,10 @@ KINDS = {
     "num_threads": "u32 >= 1", "sync_period": "u64 >= 1",
     "staircase": "flag", "per_update": "flag", "nesterov": "flag", "amsgrad": "flag",
     "lookahead": "flag",
+    "lr_decay": "real", "initial_accumulator_value": "real", "initial_scale": "real",
+    "momentum_decay": "real", "decoupled_weight_decay": "real",
+    "eps_inside_sqrt": "flag", "centered": "flag", "eps_outside_max": "flag",
+    "constant_momentum": "flag",
     "mode": "choice", "threshold_mode": "choice", "anneal_strategy": "choice",
     "scale_mode": "choice", "nonfinite": "choice", "simd_tier": "optional choice",
     "lr": "lr", "learning_rate": "lr", "Lookahead.lr": "optional lr", "Optimizer.lr": "optional lr",

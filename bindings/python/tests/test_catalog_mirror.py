@@ -191,6 +191,9 @@ OPTAX_DEFAULTS = {
     ("rmsprop", "alpha"): 0.9,
     ("rmsprop", "eps_inside_sqrt"): True,
     ("rmsprop", "momentum"): None,
+    ("adamax", "eps_outside_max"): True,
+    ("nadam", "constant_momentum"): True,
+    ("lion", "weight_decay"): 1e-3,
 }
 
 

@@ -1,0 +1,192 @@
+"""The optimizer family beyond Adam and SGD (issue 14): optax-style factories (``adamax``,
+``nadam``, ``lion``, ...; optax's signatures and defaults, usable as a :class:`Lookahead` base)
+and braintools-named classes (``Adamax``, ``Nadam``, ``Lion``, ``Adagrad``, ``RMSprop``, ...;
+braintools' signatures and defaults). Each rule's formula and its PyTorch / optax variants:
+docs/numerics.md, "Base rules".
+"""
+
+from __future__ import annotations
+
+from . import _lib, _validate
+from ._optim import BaseOptimizer, Optimizer, _betas, _check_lr, adagrad, rmsprop
+
+__all__ = [
+    "adamax",
+    "nadam",
+    "lion",
+    "Adagrad",
+    "RMSprop",
+    "Adamax",
+    "Nadam",
+    "Lion",
+]
+
+# Per rule: each argument of its factory -> (the flatopt_base_params field, is a flag).
+_C_FIELDS = {
+    _lib.ADAMAX: {
+        "b1": ("b1", False),
+        "b2": ("b2", False),
+        "eps": ("eps", False),
+        "eps_outside_max": ("eps_outside_max", True),
+    },
+    _lib.NADAM: {
+        "b1": ("b1", False),
+        "b2": ("b2", False),
+        "eps": ("eps", False),
+        "momentum_decay": ("momentum_decay", False),
+        "constant_momentum": ("constant_momentum", True),
+        "decoupled_weight_decay": ("decoupled_weight_decay", False),
+    },
+    _lib.LION: {
+        "b1": ("b1", False),
+        "b2": ("b2", False),
+        "weight_decay": ("decoupled_weight_decay", False),
+    },
+}
+
+
+class _Rule(BaseOptimizer):
+    """A base rule whose arguments map one to one onto ``flatopt_base_params`` fields."""
+
+    def __init__(self, kind, name, learning_rate, **hyper):
+        fields = _C_FIELDS[kind]
+        checked = {}
+        for key, value in hyper.items():
+            is_flag = fields[key][1]
+            checked[key] = _validate.flag(key, value) if is_flag else _validate.real(key, value)
+        self.kind = kind
+        self.name = name
+        self.learning_rate = _check_lr(learning_rate, "learning_rate")
+        self.hyperparams = checked
+
+    def _fill(self, base):
+        for key, value in self.hyperparams.items():
+            c_field, is_flag = _C_FIELDS[self.kind][key]
+            setattr(base, c_field, int(value) if is_flag else value)
+
+
+# ---------------------------------------------------------------------------------------------
+# optax-style factories.
+
+
+def adamax(learning_rate, b1=0.9, b2=0.999, eps=1e-8, eps_outside_max=True):
+    """Adamax with optax's defaults: ``u = max(b2*u, |g|)``,
+    ``p -= lr / (1 - b1^t) * m / (u + eps)``; ``eps_outside_max=False`` is PyTorch's
+    ``u = max(b2*u, |g| + eps)``, ``p -= lr / (1 - b1^t) * m / u``."""
+    return _Rule(
+        _lib.ADAMAX, "adamax", learning_rate, b1=b1, b2=b2, eps=eps,
+        eps_outside_max=eps_outside_max,
+    )
+
+
+def nadam(learning_rate, b1=0.9, b2=0.999, eps=1e-8, momentum_decay=0.004,
+          constant_momentum=True, decoupled_weight_decay=0.0):
+    """NAdam with optax's defaults (``constant_momentum``: ``mu_t = b1``, optax's
+    ``scale_by_adam(nesterov=True)``); ``constant_momentum=False`` is PyTorch's NAdam with the
+    momentum schedule ``mu_t = b1*(1 - 0.5*0.96^(t*momentum_decay))``;
+    ``decoupled_weight_decay`` is PyTorch's NAdamW decay (``p *= 1 - lr*decay``)."""
+    return _Rule(
+        _lib.NADAM, "nadam", learning_rate, b1=b1, b2=b2, eps=eps,
+        momentum_decay=momentum_decay, constant_momentum=constant_momentum,
+        decoupled_weight_decay=decoupled_weight_decay,
+    )
+
+
+def lion(learning_rate, b1=0.9, b2=0.99, weight_decay=1e-3):
+    """Lion (optax's signature and defaults): ``u = sign(b1*m + (1-b1)*g)``,
+    ``m = b2*m + (1-b2)*g``, ``p = p*(1 - lr*weight_decay) - lr*u``."""
+    return _Rule(_lib.LION, "lion", learning_rate, b1=b1, b2=b2, weight_decay=weight_decay)
+
+
+# ---------------------------------------------------------------------------------------------
+# braintools-named classes: braintools' signatures and defaults (its optax transforms), plus
+# flatopt's nonfinite, num_threads and simd_tier. ``weight_decay`` is coupled (added to the
+# gradient) as in braintools, except Lion's (decoupled, as braintools adds it after the sign).
+
+
+class _Family(Optimizer):
+    def __init__(self, base, weight_decay, grad_clip_norm, grad_clip_value, nonfinite,
+                 num_threads, simd_tier):
+        super().__init__(
+            base, None, lookahead=False, weight_decay=weight_decay,
+            grad_clip_norm=grad_clip_norm, grad_clip_value=grad_clip_value,
+            nonfinite=nonfinite, num_threads=num_threads, simd_tier=simd_tier,
+        )
+
+
+class Adagrad(_Family):
+    """braintools' ``Adagrad(lr=1e-2, lr_decay=0.0, weight_decay=0.0,
+    initial_accumulator_value=0.0, eps=1e-10, grad_clip_norm=None, grad_clip_value=None)``:
+    optax's ``scale_by_rss`` (eps inside the square root) with PyTorch's ``lr_decay``."""
+
+    def __init__(self, lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0,
+                 eps=1e-10, grad_clip_norm=None, grad_clip_value=None, nonfinite="skip",
+                 num_threads=1, simd_tier=None):
+        _check_lr(lr, "lr")
+        base = adagrad(
+            lr, initial_accumulator_value=initial_accumulator_value, eps=eps,
+            eps_inside_sqrt=True, lr_decay=lr_decay,
+        )
+        super().__init__(base, weight_decay, grad_clip_norm, grad_clip_value, nonfinite,
+                         num_threads, simd_tier)
+
+
+class RMSprop(_Family):
+    """braintools' ``RMSprop(lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
+    centered=False, grad_clip_norm=None, grad_clip_value=None)``: optax's ``scale_by_rms`` /
+    ``scale_by_stddev`` (eps inside the square root), then ``trace(momentum)``."""
+
+    def __init__(self, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
+                 centered=False, grad_clip_norm=None, grad_clip_value=None, nonfinite="skip",
+                 num_threads=1, simd_tier=None):
+        _check_lr(lr, "lr")
+        base = rmsprop(
+            lr, alpha=alpha, eps=eps, eps_inside_sqrt=True, centered=centered,
+            momentum=momentum,
+        )
+        super().__init__(base, weight_decay, grad_clip_norm, grad_clip_value, nonfinite,
+                         num_threads, simd_tier)
+
+
+class Adamax(_Family):
+    """braintools' ``Adamax(lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+    grad_clip_norm=None, grad_clip_value=None)``: optax's ``scale_by_adamax`` (eps after the
+    maximum)."""
+
+    def __init__(self, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                 grad_clip_norm=None, grad_clip_value=None, nonfinite="skip", num_threads=1,
+                 simd_tier=None):
+        _check_lr(lr, "lr")
+        b1, b2 = _betas(betas)
+        base = adamax(lr, b1=b1, b2=b2, eps=eps, eps_outside_max=True)
+        super().__init__(base, weight_decay, grad_clip_norm, grad_clip_value, nonfinite,
+                         num_threads, simd_tier)
+
+
+class Nadam(_Family):
+    """braintools' ``Nadam(lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+    momentum_decay=4e-3, grad_clip_norm=None, grad_clip_value=None)``: PyTorch's momentum
+    schedule ``mu_t = b1*(1 - 0.5*0.96^(t*momentum_decay))``."""
+
+    def __init__(self, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                 momentum_decay=4e-3, grad_clip_norm=None, grad_clip_value=None,
+                 nonfinite="skip", num_threads=1, simd_tier=None):
+        _check_lr(lr, "lr")
+        b1, b2 = _betas(betas)
+        base = nadam(lr, b1=b1, b2=b2, eps=eps, momentum_decay=momentum_decay,
+                     constant_momentum=False)
+        super().__init__(base, weight_decay, grad_clip_norm, grad_clip_value, nonfinite,
+                         num_threads, simd_tier)
+
+
+class Lion(_Family):
+    """braintools' ``Lion(lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, grad_clip_norm=None,
+    grad_clip_value=None)``; ``weight_decay`` is decoupled (``p *= 1 - lr*weight_decay``)."""
+
+    def __init__(self, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, grad_clip_norm=None,
+                 grad_clip_value=None, nonfinite="skip", num_threads=1, simd_tier=None):
+        _check_lr(lr, "lr")
+        b1, b2 = _betas(betas)
+        base = lion(lr, b1=b1, b2=b2, weight_decay=weight_decay)
+        super().__init__(base, 0.0, grad_clip_norm, grad_clip_value, nonfinite, num_threads,
+                         simd_tier)
