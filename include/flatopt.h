@@ -46,16 +46,22 @@
     (uint32_t)0, /* amsgrad */ \
     0.9, /* b1 */ \
     ((kind) == 8 ? 0.99 : 0.999), /* b2 */ \
-    ((kind) == 4 ? 1e-10 : 1e-8), /* eps */ \
+    ((kind) == 4 ? 1e-10 : (kind) == 9 ? 1e-16 : (kind) == 10 ? 0.001 : (kind) == 11 ? 1e-6 : 1e-8), /* eps */ \
     ((kind) == 2 ? 0.01 : 0.0), /* decoupled_weight_decay */ \
     0.0, /* lr_decay */ \
-    0.0, /* initial_accumulator */ \
+    ((kind) == 10 ? 1e-6 : 0.0), /* initial_accumulator */ \
     0.99, /* alpha */ \
     (uint32_t)0, /* centered */ \
     (uint32_t)0, /* eps_inside_sqrt */ \
     0.004, /* momentum_decay */ \
     (uint32_t)0, /* eps_outside_max */ \
     (uint32_t)0, /* constant_momentum */ \
+    1e-16, /* eps_root */ \
+    0.9, /* rho */ \
+    0.5, /* eta_minus */ \
+    1.2, /* eta_plus */ \
+    1e-6, /* min_step_size */ \
+    50.0, /* max_step_size */ \
 }
 #define FLATOPT_SCHEDULE_INIT(kind) { \
     (uint32_t)sizeof(flatopt_schedule), /* struct_size */ \
@@ -148,6 +154,13 @@
  * fields' defaults.
  */
 #define FLATOPT_BASE_PARAMS_SIZE_V3 112
+
+/**
+ * Size in bytes of the fourth version of `flatopt_base_params` (AdaBelief's, Adadelta's and
+ * Rprop's fields `eps_root` to `max_step_size`). Frozen. An older caller's struct gets those
+ * fields' defaults.
+ */
+#define FLATOPT_BASE_PARAMS_SIZE_V4 160
 
 /**
  * Size in bytes of the first version of `flatopt_schedule` (flatopt 0.2.0). Frozen.
@@ -281,6 +294,24 @@ typedef enum flatopt_base_kind {
      * `FLATOPT_BASE_PARAMS_SIZE_V3`.
      */
     FLATOPT_LION = 8,
+    /**
+     * AdaBelief (optax's). Since `FLATOPT_BASE_PARAMS_SIZE_V4`.
+     */
+    FLATOPT_ADABELIEF = 9,
+    /**
+     * Yogi (optax's; both moments from `initial_accumulator`, default 1e-6). Since
+     * `FLATOPT_BASE_PARAMS_SIZE_V4`.
+     */
+    FLATOPT_YOGI = 10,
+    /**
+     * Adadelta (PyTorch's, optax's alike). Since `FLATOPT_BASE_PARAMS_SIZE_V4`.
+     */
+    FLATOPT_ADADELTA = 11,
+    /**
+     * Rprop (PyTorch's; the learning rate of the first step is the initial step size). Since
+     * `FLATOPT_BASE_PARAMS_SIZE_V4`.
+     */
+    FLATOPT_RPROP = 12,
 } flatopt_base_kind;
 
 /**
@@ -499,6 +530,31 @@ typedef struct flatopt_base_params {
      * Since `_SIZE_V3`.
      */
     uint32_t constant_momentum;
+    /**
+     * AdaBelief: added to the belief at every step, >= 0 (default 1e-16). Since
+     * `FLATOPT_BASE_PARAMS_SIZE_V4`.
+     */
+    double eps_root;
+    /**
+     * Adadelta: decay of both running averages in [0, 1) (default 0.9). Since `_SIZE_V4`.
+     */
+    double rho;
+    /**
+     * Rprop: step-size factor after a sign change, in (0, 1) (default 0.5). Since `_SIZE_V4`.
+     */
+    double eta_minus;
+    /**
+     * Rprop: step-size factor while the sign holds, > 1 (default 1.2). Since `_SIZE_V4`.
+     */
+    double eta_plus;
+    /**
+     * Rprop: lower bound of the step sizes, >= 0 (default 1e-6). Since `_SIZE_V4`.
+     */
+    double min_step_size;
+    /**
+     * Rprop: upper bound of the step sizes, >= `min_step_size` (default 50). Since `_SIZE_V4`.
+     */
+    double max_step_size;
 } flatopt_base_params;
 
 /**

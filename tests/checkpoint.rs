@@ -353,7 +353,7 @@ fn resumed_in_a_fresh_process_continues_bit_identically() {
 }
 
 /// A checkpoint of one rule is refused by an optimizer of another (each pair of Adagrad,
-/// RMSprop, centered RMSprop with momentum, Adam, Adamax, NAdam and Lion), naming both rules, and the
+/// RMSprop, centered RMSprop with momentum, Adam and every later rule), naming both rules, and the
 /// refusing optimizer is unchanged.
 #[test]
 fn checkpoints_of_another_rule_are_refused() {
@@ -366,6 +366,10 @@ fn checkpoints_of_another_rule_are_refused() {
         ("adamax", Base::adamax()),
         ("nadam", Base::nadam()),
         ("lion", Base::lion()),
+        ("adabelief", Base::adabelief()),
+        ("yogi", Base::yogi()),
+        ("adadelta", Base::adadelta()),
+        ("rprop", Base::rprop()),
     ];
     let mut rng = Rng(0xC4EC);
     let params: Vec<Vec<f32>> = SIZES.iter().map(|&n| rng.vec(n, 1.0)).collect();

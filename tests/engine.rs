@@ -785,7 +785,11 @@ fn slow_weights_follow_syncs() {
                     last[i] = slow;
                 } else {
                     assert_eq!(slow, last[i], "{name}: slow moved at step {t}");
-                    assert_ne!(slow, bits(&params[i]), "{name}: no base step at {t}");
+                    // Rprop holds an element still on the step after its gradient changed
+                    // sign (the gradient counts as 0 there, as PyTorch's).
+                    if !matches!(cfg.base, flatopt::Base::Rprop { .. }) {
+                        assert_ne!(slow, bits(&params[i]), "{name}: no base step at {t}");
+                    }
                 }
             }
             syncs += usize::from(synced);

@@ -209,6 +209,46 @@ fn lion(b1: f64, b2: f64, weight_decay: f64) -> Config {
     )
 }
 
+fn adabelief(b1: f64, b2: f64, eps: f64, eps_root: f64) -> Config {
+    Config::new(
+        Base::AdaBelief {
+            b1,
+            b2,
+            eps,
+            eps_root,
+        },
+        1e-3,
+    )
+}
+
+fn yogi(b1: f64, b2: f64, eps: f64, initial_accumulator_value: f64) -> Config {
+    Config::new(
+        Base::Yogi {
+            b1,
+            b2,
+            eps,
+            initial_accumulator_value,
+        },
+        1e-2,
+    )
+}
+
+fn adadelta(rho: f64, eps: f64) -> Config {
+    Config::new(Base::Adadelta { rho, eps }, 1.0)
+}
+
+fn rprop(eta_minus: f64, eta_plus: f64, min_step_size: f64, max_step_size: f64) -> Config {
+    Config::new(
+        Base::Rprop {
+            eta_minus,
+            eta_plus,
+            min_step_size,
+            max_step_size,
+        },
+        1e-2,
+    )
+}
+
 fn sgd(momentum: f64, dampening: f64) -> Config {
     Config::new(
         Base::Sgd {
@@ -351,6 +391,31 @@ mod config_fields {
     lion_b2: ("Lion", "b2", UnitOpen, true, |x| lion(0.9, x, 0.0)),
     lion_weight_decay: ("Lion", "weight_decay (decoupled)", NonNeg, true, |x| {
         lion(0.9, 0.99, x)
+    }),
+    adabelief_b1: ("AdaBelief", "b1", UnitOpen, true, |x| adabelief(x, 0.999, 1e-16, 1e-16)),
+    adabelief_b2: ("AdaBelief", "b2", UnitOpen, true, |x| adabelief(0.9, x, 1e-16, 1e-16)),
+    adabelief_eps: ("AdaBelief", "eps", Positive, true, |x| adabelief(0.9, 0.999, x, 1e-16)),
+    adabelief_eps_root: ("AdaBelief", "eps_root", NonNeg, true, |x| {
+        adabelief(0.9, 0.999, 1e-16, x)
+    }),
+    yogi_b1: ("Yogi", "b1", UnitOpen, true, |x| yogi(x, 0.999, 1e-3, 1e-6)),
+    yogi_b2: ("Yogi", "b2", UnitOpen, true, |x| yogi(0.9, x, 1e-3, 1e-6)),
+    yogi_eps: ("Yogi", "eps", Positive, true, |x| yogi(0.9, 0.999, x, 1e-6)),
+    yogi_initial_accumulator_value: ("Yogi", "initial_accumulator_value", NonNeg, true, |x| {
+        yogi(0.9, 0.999, 1e-3, x)
+    }),
+    adadelta_rho: ("Adadelta", "rho", UnitOpen, true, |x| adadelta(x, 1e-6)),
+    adadelta_eps: ("Adadelta", "eps", Positive, true, |x| adadelta(0.9, x)),
+    // (0, 1) in f64; the f64 edges round to 0 or 1 as f32 and are refused (f32 field).
+    rprop_eta_minus: ("Rprop", "eta_minus", UnitExclusive, false, |x| rprop(x, 1.2, 1e-6, 50.0)),
+    // Positive, and above 1 (the entry's check): the domain's small edges are refused.
+    rprop_eta_plus: ("Rprop", "eta_plus", Positive, false, |x| rprop(0.5, x, 1e-6, 50.0)),
+    // NonNeg, and at most max_step_size = 1e39 (valid in f64, refused as f32 first).
+    rprop_min_step_size: ("Rprop", "min_step_size", NonNeg, false, |x| {
+        rprop(0.5, 1.2, x, 3e38)
+    }),
+    rprop_max_step_size: ("Rprop", "max_step_size", Positive, true, |x| {
+        rprop(0.5, 1.2, 0.0, x)
     }),
     config_weight_decay: ("Config", "weight_decay", NonNeg, true, |x| {
         adam(0.9, 0.999, 1e-8).weight_decay(x)

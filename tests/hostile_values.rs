@@ -89,6 +89,38 @@ refused! {
         constant_momentum: true,
         decoupled_weight_decay: 1e39,
     }, 2e-3) => "decoupled_weight_decay";
+    adabelief_eps_1e_50: Config::new(Base::AdaBelief {
+        b1: 0.9,
+        b2: 0.999,
+        eps: 1e-50,
+        eps_root: 1e-16,
+    }, 1e-3) => "eps";
+    adabelief_eps_root_1e39: Config::new(Base::AdaBelief {
+        b1: 0.9,
+        b2: 0.999,
+        eps: 1e-16,
+        eps_root: 1e39,
+    }, 1e-3) => "eps_root";
+    yogi_initial_accumulator_1e39: Config::new(Base::Yogi {
+        b1: 0.9,
+        b2: 0.999,
+        eps: 1e-3,
+        initial_accumulator_value: 1e39,
+    }, 1e-2) => "initial_accumulator_value";
+    adadelta_rho_rounds_to_one: Config::new(Base::Adadelta { rho: 0.999_999_99, eps: 1e-6 }, 1.0)
+        => "rho";
+    rprop_eta_minus_rounds_to_one: Config::new(Base::Rprop {
+        eta_minus: 0.999_999_99,
+        eta_plus: 1.2,
+        min_step_size: 1e-6,
+        max_step_size: 50.0,
+    }, 1e-2) => "eta_minus";
+    rprop_max_step_1e39: Config::new(Base::Rprop {
+        eta_minus: 0.5,
+        eta_plus: 1.2,
+        min_step_size: 1e-6,
+        max_step_size: 1e39,
+    }, 1e-2) => "max_step_size";
     lion_b2_rounds_to_one: Config::new(Base::Lion {
         b1: 0.9,
         b2: 0.999_999_99,

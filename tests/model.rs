@@ -198,6 +198,30 @@ impl Num {
             }
         }
     }
+    /// `min(self, o)`: exact in f32; 1-Lipschitz, and the clear winner keeps its derivative.
+    fn min(self, o: Num) -> Num {
+        if (self.x - o.x).abs() > R * (self.bound() + o.bound()) {
+            if self.x < o.x {
+                self
+            } else {
+                o
+            }
+        } else {
+            Num {
+                x: self.x.min(o.x),
+                e: self.bound().max(o.bound()),
+                d: 0.0,
+            }
+        }
+    }
+    /// No longer first-order: an infinite bound, not compared.
+    fn lost(self) -> Num {
+        Num {
+            x: self.x,
+            e: f64::INFINITY,
+            d: 0.0,
+        }
+    }
     /// The sign function (1, -1, or 0 for 0): exact where the sign is clear, and for an exact
     /// 0 whose bound is only underflow charges (a zero gradient and momentum: the f32 value is
     /// within a few subnormals of 0, so 0, as the model's inputs have no subnormals; were it
@@ -442,6 +466,7 @@ impl Model {
                         p: Num::exact(x),
                         s: Num::exact(x),
                         v: initial_v(&cfg.base),
+                        m: initial_m(&cfg.base),
                         ..Elem::default()
                     })
                     .collect()
@@ -828,6 +853,81 @@ impl Model {
                         x.p = x.p - lr * (u + scalar(weight_decay) * x.p);
                     }
                 }
+                // optax's AdaBelief: m = b1 m + (1 - b1) g, s = b2 s + (1 - b2)(g - m)^2 +
+                // eps_root, p -= lr (m / (1 - b1^t)) / (sqrt(s / (1 - b2^t)) + eps).
+                Base::AdaBelief {
+                    b1,
+                    b2,
+                    eps,
+                    eps_root,
+                } => {
+                    let bc1 = scalar(1.0 - b1.powi(t as i32));
+                    let bc2 = scalar(1.0 - b2.powi(t as i32));
+                    for (x, &g) in buf.iter_mut().zip(&g) {
+                        x.m = scalar(b1) * x.m + scalar(1.0 - b1) * g;
+                        let e = g - x.m;
+                        x.v = scalar(b2) * x.v + scalar(1.0 - b2) * (e * e) + scalar(eps_root);
+                        x.p = x.p - lr * ((x.m / bc1) / ((x.v / bc2).sqrt() + scalar(eps)));
+                    }
+                }
+                // optax's Yogi: m = b1 m + (1 - b1) g, v = v - (1 - b2) sign(v - g^2) g^2,
+                // p -= lr (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps).
+                Base::Yogi { b1, b2, eps, .. } => {
+                    let bc1 = scalar(1.0 - b1.powi(t as i32));
+                    let bc2 = scalar(1.0 - b2.powi(t as i32));
+                    for (x, &g) in buf.iter_mut().zip(&g) {
+                        x.m = scalar(b1) * x.m + scalar(1.0 - b1) * g;
+                        let g2 = g * g;
+                        let sg = (x.v - g2).sign();
+                        x.v = x.v - scalar(1.0 - b2) * sg * g2;
+                        x.p = x.p - lr * ((x.m / bc1) / ((x.v / bc2).sqrt() + scalar(eps)));
+                    }
+                }
+                // PyTorch's Adadelta: v = rho v + (1 - rho) g^2,
+                // d = sqrt(u + eps) / sqrt(v + eps) g, u = rho u + (1 - rho) d^2, p -= lr d.
+                Base::Adadelta { rho, eps } => {
+                    for (x, &g) in buf.iter_mut().zip(&g) {
+                        x.v = scalar(rho) * x.v + scalar(1.0 - rho) * (g * g);
+                        let d = (x.m + scalar(eps)).sqrt() / (x.v + scalar(eps)).sqrt() * g;
+                        x.m = scalar(rho) * x.m + scalar(1.0 - rho) * (d * d);
+                        x.p = x.p - lr * d;
+                    }
+                }
+                // PyTorch's Rprop: the step size from lr on the first step; s = g g_prev;
+                // times eta_plus (s > 0) or eta_minus (s < 0), clamped; g = 0 after a sign
+                // change; p -= sign(g) * step size; g_prev = g.
+                Base::Rprop {
+                    eta_minus,
+                    eta_plus,
+                    min_step_size,
+                    max_step_size,
+                } => {
+                    for (x, &g) in buf.iter_mut().zip(&g) {
+                        let (prev, size) = if t == 1 {
+                            (Num::exact(0.0), lr)
+                        } else {
+                            (x.m, x.v)
+                        };
+                        let sg = (g * prev).sign();
+                        let factor = match sg.x {
+                            s if s > 0.0 => scalar(eta_plus),
+                            s if s < 0.0 => scalar(eta_minus),
+                            _ => Num::exact(1.0),
+                        };
+                        let size = (size * factor)
+                            .max(scalar(min_step_size))
+                            .min(scalar(max_step_size));
+                        let g = if sg.x < 0.0 { Num::exact(0.0) } else { g };
+                        let (size, g) = if sg.e.is_finite() {
+                            (size, g)
+                        } else {
+                            (size.lost(), g.lost())
+                        };
+                        x.v = size;
+                        x.m = g;
+                        x.p = x.p - g.sign() * size;
+                    }
+                }
             }
 
             for x in buf.iter_mut() {
@@ -866,15 +966,31 @@ fn global_norm<'a>(grads: impl Iterator<Item = &'a [f32]>) -> f64 {
 }
 
 /// The initial value of the second-moment state (Adagrad's and RMSprop's initial
-/// accumulator, rounded to f32 once; 0 for the other rules).
+/// accumulator, Yogi's, rounded to f32 once; 0 for the other rules).
 fn initial_v(base: &Base) -> Num {
     match *base {
         Base::Adagrad {
             initial_accumulator_value: x,
             ..
         }
+        | Base::Yogi {
+            initial_accumulator_value: x,
+            ..
+        }
         | Base::RmsProp {
             initial_scale: x, ..
+        } => scalar(x),
+        _ => Num::exact(0.0),
+    }
+}
+
+/// The initial value of the first-moment state (Yogi's initial accumulator, optax's; 0 for
+/// the other rules).
+fn initial_m(base: &Base) -> Num {
+    match *base {
+        Base::Yogi {
+            initial_accumulator_value: x,
+            ..
         } => scalar(x),
         _ => Num::exact(0.0),
     }
@@ -909,7 +1025,7 @@ struct Stats {
     max_ratio: f64,
     branches: Branches,
     /// Cases per base rule, by kind.
-    per_base: [u64; 9],
+    per_base: [u64; 13],
     threaded: u64,
 }
 
@@ -1077,7 +1193,31 @@ fn beta(rng: &mut Rng, default: f64, lo: f64, hi: f64) -> f64 {
 
 fn random_base(rng: &mut Rng) -> Base {
     let eps = log_uniform(rng, 1e-10, 1e-3);
-    match rng.below(13) {
+    match rng.below(17) {
+        // b1 > 0: with b1 = 0 the prediction error g - m is exactly 0, the belief only
+        // eps_root, and the update g / eps explodes (a knife edge, not a formula to check).
+        13 => Base::AdaBelief {
+            b1: [0.9, rng.range(0.5, 0.99)][rng.below(2)],
+            b2: beta(rng, 0.999, 0.8, 0.9999),
+            eps: log_uniform(rng, 1e-16, 1e-6),
+            eps_root: [1e-16, 0.0, log_uniform(rng, 1e-16, 1e-8)][rng.below(3)],
+        },
+        14 => Base::Yogi {
+            b1: beta(rng, 0.9, 0.5, 0.99),
+            b2: beta(rng, 0.999, 0.8, 0.9999),
+            eps: log_uniform(rng, 1e-6, 1e-2),
+            initial_accumulator_value: [1e-6, 0.0, rng.range(0.0, 0.1)][rng.below(3)],
+        },
+        15 => Base::Adadelta {
+            rho: beta(rng, 0.9, 0.5, 0.99),
+            eps: log_uniform(rng, 1e-8, 1e-4),
+        },
+        16 => Base::Rprop {
+            eta_minus: [0.5, rng.range(0.1, 0.9)][rng.below(2)],
+            eta_plus: [1.2, rng.range(1.05, 2.0)][rng.below(2)],
+            min_step_size: [1e-6, rng.range(0.0, 1e-3)][rng.below(2)],
+            max_step_size: [50.0, rng.range(1e-2, 1.0)][rng.below(2)],
+        },
         10 => Base::Adamax {
             b1: beta(rng, 0.9, 0.5, 0.99),
             b2: beta(rng, 0.999, 0.8, 0.9999),
@@ -1268,6 +1408,8 @@ fn run_case(case: &Case, mutant: Option<Mutant>, stats: &mut Stats) -> Result<()
         } => (momentum > 0.0, true, centered),
         Base::Adamax { .. } | Base::NAdam { .. } => (true, true, false),
         Base::Lion { .. } => (true, false, false),
+        Base::AdaBelief { .. } | Base::Yogi { .. } => (true, true, false),
+        Base::Adadelta { .. } | Base::Rprop { .. } => (true, true, false),
     };
     let lookahead = case.cfg.lookahead.is_some();
     stats.cases += 1;
@@ -1509,7 +1651,7 @@ fn mutants_are_detected() {
 /// rule, on every available tier, with each pipeline stage on and off.
 #[test]
 fn stateless_kernels_match_model() {
-    let rules: [(&str, Base, u64); 22] = [
+    let rules: [(&str, Base, u64); 29] = [
         ("sgd", Base::sgd(), 3),
         ("momentum, first step", Base::momentum(0.9, false), 1),
         (
@@ -1615,6 +1757,31 @@ fn stateless_kernels_match_model() {
             },
             2,
         ),
+        ("adabelief", Base::adabelief(), 4),
+        (
+            "adabelief eps_root 0",
+            Base::AdaBelief {
+                b1: 0.8,
+                b2: 0.99,
+                eps: 1e-8,
+                eps_root: 0.0,
+            },
+            1,
+        ),
+        ("yogi", Base::yogi(), 3),
+        ("adadelta", Base::adadelta(), 2),
+        ("rprop first step", Base::rprop(), 1),
+        ("rprop", Base::rprop(), 5),
+        (
+            "rprop tight bounds",
+            Base::Rprop {
+                eta_minus: 0.3,
+                eta_plus: 1.5,
+                min_step_size: 0.01,
+                max_step_size: 0.02,
+            },
+            3,
+        ),
         ("lion", Base::lion(), 1),
         (
             "lion decay",
@@ -1644,6 +1811,10 @@ fn stateless_kernels_match_model() {
                     let mut v: Vec<f32> = rng.vec(n, 0.2).iter().map(|x| x * x).collect();
                     let mut v_max: Vec<f32> =
                         v.iter().map(|&x| x * [0.5f32, 2.0][rng.below(2)]).collect();
+                    if let Rule::Adadelta { .. } = rule {
+                        // The squared-update average is an average of squares.
+                        m.iter_mut().for_each(|x| *x *= *x);
+                    }
                     if let Rule::RmsProp { centered: true, .. } = rule {
                         // The gradient average a of a real trajectory has a^2 <= v.
                         for (a, &x) in v_max.iter_mut().zip(&v) {

@@ -402,6 +402,15 @@ fn plan_table_covers_every_rule_shape() {
         );
     }
     assert!(count(&|r| matches!(r, Rule::Lion { .. })) > 0);
+    assert!(count(&|r| matches!(r, Rule::AdaBelief { .. })) > 0);
+    assert!(count(&|r| matches!(r, Rule::Yogi { .. })) > 0);
+    assert!(count(&|r| matches!(r, Rule::Adadelta { .. })) > 0);
+    for first in [false, true] {
+        assert!(
+            count(&|r| matches!(r, Rule::Rprop { first: f, .. } if *f == first)) > 0,
+            "rprop first step: {first}"
+        );
+    }
     assert_eq!(plans.len(), (common::bases().len() * 4 + 2) * VARIATIONS);
     // Every combination of the optional steps, with every rule.
     let combos: std::collections::HashSet<_> = plans

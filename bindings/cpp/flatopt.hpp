@@ -235,6 +235,10 @@ enum class BaseKind : uint32_t {
   Adamax = FLATOPT_ADAMAX,
   NAdam = FLATOPT_NADAM,
   Lion = FLATOPT_LION,
+  AdaBelief = FLATOPT_ADABELIEF,
+  Yogi = FLATOPT_YOGI,
+  Adadelta = FLATOPT_ADADELTA,
+  Rprop = FLATOPT_RPROP,
 };
 
 /// Non-finite gradient policies (`flatopt_nonfinite`).
@@ -292,7 +296,7 @@ enum class ThresholdMode : uint32_t { Rel = 0, Abs = 1 };
 enum class ScheduleMode : uint32_t { PerUpdate = 0, Manual = 1 };
 
 /// Name of a base kind: "sgd", "adam", "adamw", "radam", "adagrad", "rmsprop", "adamax",
-/// "nadam", "lion".
+/// "nadam", "lion", "adabelief", "yogi", "adadelta", "rprop".
 inline const char* base_kind_name(BaseKind k) noexcept {
   switch (k) {
     case BaseKind::Sgd: return "sgd";
@@ -304,6 +308,10 @@ inline const char* base_kind_name(BaseKind k) noexcept {
     case BaseKind::Adamax: return "adamax";
     case BaseKind::NAdam: return "nadam";
     case BaseKind::Lion: return "lion";
+    case BaseKind::AdaBelief: return "adabelief";
+    case BaseKind::Yogi: return "yogi";
+    case BaseKind::Adadelta: return "adadelta";
+    case BaseKind::Rprop: return "rprop";
   }
   return "unknown";
 }
@@ -468,6 +476,27 @@ class BaseParams {
     b.p_.decoupled_weight_decay = decoupled_weight_decay;
     return b;
   }
+  /// AdaBelief (optax's: b1 0.9, b2 0.999, eps 1e-16, eps_root 1e-16).
+  static BaseParams adabelief() { return BaseParams(BaseKind::AdaBelief); }
+  /// Yogi (optax's: b1 0.9, b2 0.999, eps 1e-3, both moments from 1e-6).
+  static BaseParams yogi() { return BaseParams(BaseKind::Yogi); }
+  /// Adadelta (PyTorch's: rho 0.9, eps 1e-6).
+  static BaseParams adadelta(double rho = 0.9) {
+    BaseParams b(BaseKind::Adadelta);
+    b.p_.rho = rho;
+    return b;
+  }
+  /// Rprop (PyTorch's: etas (0.5, 1.2), step sizes in [1e-6, 50]; the first step's learning
+  /// rate is the initial step size).
+  static BaseParams rprop(double eta_minus = 0.5, double eta_plus = 1.2,
+                          double min_step_size = 1e-6, double max_step_size = 50.0) {
+    BaseParams b(BaseKind::Rprop);
+    b.p_.eta_minus = eta_minus;
+    b.p_.eta_plus = eta_plus;
+    b.p_.min_step_size = min_step_size;
+    b.p_.max_step_size = max_step_size;
+    return b;
+  }
 
   /// The kind.
   BaseKind kind() const noexcept { return static_cast<BaseKind>(p_.kind); }
@@ -498,12 +527,12 @@ class BaseParams {
   /// Adam family, Adamax, NAdam, Lion: second-moment decay in [0, 1).
   BaseParams& b2(double v) & { need_betas("b2"); p_.b2 = v; return *this; }
   BaseParams&& b2(double v) && { return std::move(b2(v)); }
-  /// Every rule but SGD and Lion: eps > 0, added outside the square root (inside with
+  /// Every rule but SGD, Lion and Rprop: eps > 0, added outside the square root (inside with
   /// `eps_inside_sqrt`, Adagrad and RMSprop only; Adamax: inside the maximum unless
-  /// `eps_outside_max`).
+  /// `eps_outside_max`; Adadelta: inside both square roots).
   BaseParams& eps(double v) & {
-    if (kind() == BaseKind::Sgd || kind() == BaseKind::Lion)
-      wrong_kind("eps", "every base optimizer but sgd and lion");
+    if (kind() == BaseKind::Sgd || kind() == BaseKind::Lion || kind() == BaseKind::Rprop)
+      wrong_kind("eps", "every base optimizer but sgd, lion and rprop");
     p_.eps = v;
     return *this;
   }
@@ -525,9 +554,9 @@ class BaseParams {
     return *this;
   }
   BaseParams&& lr_decay(double v) && { return std::move(lr_decay(v)); }
-  /// Adagrad, RMSprop: the initial sum of squares / squared average, >= 0.
+  /// Adagrad, RMSprop, Yogi: the initial sum of squares / squared average / moments, >= 0.
   BaseParams& initial_accumulator(double v) & {
-    need_adaptive("initial_accumulator");
+    if (kind() != BaseKind::Yogi) need_adaptive("initial_accumulator");
     p_.initial_accumulator = v;
     return *this;
   }
@@ -574,6 +603,40 @@ class BaseParams {
     return *this;
   }
   BaseParams&& constant_momentum(bool on = true) && { return std::move(constant_momentum(on)); }
+  /// AdaBelief: added to the belief at every step, >= 0.
+  BaseParams& eps_root(double v) & {
+    if (kind() != BaseKind::AdaBelief) wrong_kind("eps_root", "adabelief");
+    p_.eps_root = v;
+    return *this;
+  }
+  BaseParams&& eps_root(double v) && { return std::move(eps_root(v)); }
+  /// Adadelta: decay of both running averages in [0, 1).
+  BaseParams& rho(double v) & {
+    if (kind() != BaseKind::Adadelta) wrong_kind("rho", "adadelta");
+    p_.rho = v;
+    return *this;
+  }
+  BaseParams&& rho(double v) && { return std::move(rho(v)); }
+  /// Rprop: step-size factors after a sign change (in (0, 1)) and while it holds (> 1).
+  BaseParams& etas(double eta_minus, double eta_plus) & {
+    if (kind() != BaseKind::Rprop) wrong_kind("etas", "rprop");
+    p_.eta_minus = eta_minus;
+    p_.eta_plus = eta_plus;
+    return *this;
+  }
+  BaseParams&& etas(double eta_minus, double eta_plus) && {
+    return std::move(etas(eta_minus, eta_plus));
+  }
+  /// Rprop: bounds of the step sizes, `0 <= min <= max`.
+  BaseParams& step_sizes(double min_step_size, double max_step_size) & {
+    if (kind() != BaseKind::Rprop) wrong_kind("step_sizes", "rprop");
+    p_.min_step_size = min_step_size;
+    p_.max_step_size = max_step_size;
+    return *this;
+  }
+  BaseParams&& step_sizes(double min_step_size, double max_step_size) && {
+    return std::move(step_sizes(min_step_size, max_step_size));
+  }
 
   /// The C struct (lvalues only: a temporary's struct would dangle).
   const flatopt_base_params& c_struct() const& noexcept { return p_; }
@@ -602,9 +665,11 @@ class BaseParams {
       case BaseKind::Adamax:
       case BaseKind::NAdam:
       case BaseKind::Lion:
+      case BaseKind::AdaBelief:
+      case BaseKind::Yogi:
         return;
       default:
-        wrong_kind(name, "adam, adamw, radam, adamax, nadam and lion");
+        wrong_kind(name, "adam, adamw, radam, adamax, nadam, lion, adabelief and yogi");
     }
   }
   void need_adaptive(const char* name) const {
@@ -1005,6 +1070,16 @@ class Config {
   static Config lion(double lr = 1e-4, double decoupled_weight_decay = 0.0) {
     return Config(BaseParams::lion(decoupled_weight_decay), lr);
   }
+  /// AdaBelief (optax's usual lr 1e-3).
+  static Config adabelief(double lr = 1e-3) { return Config(BaseParams::adabelief(), lr); }
+  /// Yogi (optax's usual lr 1e-3).
+  static Config yogi(double lr = 1e-3) { return Config(BaseParams::yogi(), lr); }
+  /// Adadelta (PyTorch's default lr 1).
+  static Config adadelta(double lr = 1.0, double rho = 0.9) {
+    return Config(BaseParams::adadelta(rho), lr);
+  }
+  /// Rprop (PyTorch's default lr 1e-2: the initial step size).
+  static Config rprop(double lr = 1e-2) { return Config(BaseParams::rprop(), lr); }
 
   // --- Base optimizer.
   /// Replaces the base optimizer and its hyperparameters.
@@ -1735,7 +1810,7 @@ inline void lookahead_sync(Span<float> fast, Span<float> slow, float alpha) {
 static_assert(static_cast<uint32_t>(ScheduleKind::ReduceOnPlateau) == 15, "schedule kinds");
 static_assert(static_cast<uint32_t>(SimdTier::Avx512) == 4, "simd tiers");
 static_assert(static_cast<uint32_t>(NonFinite::Propagate) == 2, "non-finite policies");
-static_assert(static_cast<uint32_t>(BaseKind::Lion) == 8, "base kinds");
+static_assert(static_cast<uint32_t>(BaseKind::Rprop) == 12, "base kinds");
 
 }  // namespace flatopt
 

@@ -264,6 +264,123 @@ super::bases! {
             decay: (1.0 - lr * weight_decay) as f32,
         }
     }
+
+    /// AdaBelief (optax's `adabelief`; PyTorch has none): `m = b1*m + (1-b1)*g`,
+    /// `s = b2*s + (1-b2)*(g - m)^2 + eps_root`, `p -= lr / (1 - b1^t) * m / (sqrt(s) /
+    /// sqrt(1 - b2^t) + eps)`.
+    AdaBelief = 9, "adabelief" {
+        /// First-moment decay.
+        b1: f64 = 0.9; UnitOpen, f32; c b1;
+        /// Decay of the belief (the squared prediction error).
+        b2: f64 = 0.999; UnitOpen, f32; c b2;
+        /// Added outside the square root.
+        eps: f64 = 1e-16; Positive, f32; c eps;
+        /// Added to the belief at every step (kept in the state, as optax and the paper do).
+        eps_root: f64 = 1e-16; NonNeg, f32; c eps_root;
+    }
+    @state { (true, true, false) }
+    @rule(t, lr) {
+        let tf = t as f64;
+        Rule::AdaBelief {
+            b1: b1 as f32,
+            one_minus_b1: (1.0 - b1) as f32,
+            b2: b2 as f32,
+            one_minus_b2: (1.0 - b2) as f32,
+            step: (lr / (1.0 - pow_step(b1, tf))) as f32,
+            inv_sqrt_bc2: (1.0 / (1.0 - pow_step(b2, tf)).sqrt()) as f32,
+            eps: eps as f32,
+            eps_root: eps_root as f32,
+        }
+    }
+
+    /// Yogi (optax's `yogi`; PyTorch has none): `m = b1*m + (1-b1)*g`,
+    /// `v = v - (1-b2)*sign(v - g^2)*g^2`, `p -= lr / (1 - b1^t) * m / (sqrt(v) /
+    /// sqrt(1 - b2^t) + eps)`; both moments start from `initial_accumulator_value`.
+    Yogi = 10, "yogi" {
+        /// First-moment decay.
+        b1: f64 = 0.9; UnitOpen, f32; c b1;
+        /// Second-moment rate.
+        b2: f64 = 0.999; UnitOpen, f32; c b2;
+        /// Added outside the square root.
+        eps: f64 = 1e-3; Positive, f32; c eps;
+        /// The value both moments start from.
+        initial_accumulator_value: f64 = 1e-6; NonNeg, f32; c initial_accumulator;
+    }
+    @state { (true, true, false) }
+    @init { [initial_accumulator_value as f32, initial_accumulator_value as f32, 0.0] }
+    @rule(t, lr) {
+        let tf = t as f64;
+        Rule::Yogi {
+            b1: b1 as f32,
+            one_minus_b1: (1.0 - b1) as f32,
+            one_minus_b2: (1.0 - b2) as f32,
+            step: (lr / (1.0 - pow_step(b1, tf))) as f32,
+            inv_sqrt_bc2: (1.0 / (1.0 - pow_step(b2, tf)).sqrt()) as f32,
+            eps: eps as f32,
+        }
+    }
+
+    /// Adadelta (PyTorch's `torch.optim.Adadelta`, optax's `adadelta` alike):
+    /// `v = rho*v + (1-rho)*g^2`, `d = sqrt(u + eps) / sqrt(v + eps) * g`,
+    /// `u = rho*u + (1-rho)*d^2`, `p -= lr*d`.
+    Adadelta = 11, "adadelta" {
+        /// Decay of both running averages.
+        rho: f64 = 0.9; UnitOpen, f32; c rho;
+        /// Added inside both square roots.
+        eps: f64 = 1e-6; Positive, f32; c eps;
+    }
+    @state { (true, true, false) }
+    @rule(t, lr) {
+        Rule::Adadelta {
+            lr: lr as f32,
+            rho: rho as f32,
+            one_minus_rho: (1.0 - rho) as f32,
+            eps: eps as f32,
+        }
+    }
+
+    /// Rprop (PyTorch's `torch.optim.Rprop`): per element a step size, from the learning rate
+    /// of the first step; `s = g * g_prev`; the step size times `eta_plus` if `s > 0`,
+    /// `eta_minus` if `s < 0`, clamped to `[min_step_size, max_step_size]`; after a sign change
+    /// the gradient counts as 0; `p -= sign(g) * step size`.
+    Rprop = 12, "rprop" {
+        /// Step-size factor after a sign change, in (0, 1).
+        eta_minus: f64 = 0.5; UnitExclusive, f32; c eta_minus;
+        /// Step-size factor while the sign holds, > 1.
+        eta_plus: f64 = 1.2; Positive, f32; c eta_plus;
+        /// Lower bound of the step sizes.
+        min_step_size: f64 = 1e-6; NonNeg, f32; c min_step_size;
+        /// Upper bound of the step sizes.
+        max_step_size: f64 = 50.0; Positive, f32; c max_step_size;
+    }
+    @state { (true, true, false) }
+    @rule(t, lr) {
+        Rule::Rprop {
+            initial_step: lr as f32,
+            eta_minus: eta_minus as f32,
+            eta_plus: eta_plus as f32,
+            min_step: min_step_size as f32,
+            max_step: max_step_size as f32,
+            first: t == 1,
+        }
+    }
+    @check {
+        if eta_plus <= 1.0 {
+            return Err(Error::invalid(
+                "eta_plus",
+                eta_plus,
+                "must be > 1 (the step size grows while the gradient keeps its sign)",
+            ));
+        }
+        if min_step_size > max_step_size {
+            return Err(Error::invalid(
+                "min_step_size",
+                format!("{min_step_size} (max_step_size = {max_step_size})"),
+                "must not exceed max_step_size",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// eps as the kernels add it, `sqrt(x + eps_in) + eps_out`: one of the two is `eps` (rounded
@@ -396,6 +513,18 @@ pub fn check_step(lr: f64, rule: &Rule) -> Result<(), Error> {
             ("decay factor (1 - lr * weight_decay)", decay),
             NONE,
         ],
+        Rule::AdaBelief {
+            step, inv_sqrt_bc2, ..
+        }
+        | Rule::Yogi {
+            step, inv_sqrt_bc2, ..
+        } => [
+            ("step size (lr / (1 - b1^t))", step),
+            ("inv_sqrt_bc2 (1 / sqrt(1 - b2^t))", inv_sqrt_bc2),
+            NONE,
+        ],
+        Rule::Adadelta { lr, .. } => [("lr", lr), NONE, NONE],
+        Rule::Rprop { initial_step, .. } => [("initial step size (lr)", initial_step), NONE, NONE],
     };
     let lr32 = lr as f32;
     if !lr32.is_finite() {

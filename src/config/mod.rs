@@ -186,6 +186,22 @@ impl Base {
     pub fn lion() -> Base {
         Base::default_of(8)
     }
+    /// AdaBelief as optax defines it: b1 = 0.9, b2 = 0.999, eps = eps_root = 1e-16.
+    pub fn adabelief() -> Base {
+        Base::default_of(9)
+    }
+    /// Yogi as optax defines it: b1 = 0.9, b2 = 0.999, eps = 1e-3, moments from 1e-6.
+    pub fn yogi() -> Base {
+        Base::default_of(10)
+    }
+    /// Adadelta as PyTorch defines it: rho = 0.9, eps = 1e-6.
+    pub fn adadelta() -> Base {
+        Base::default_of(11)
+    }
+    /// Rprop as PyTorch defines it: etas (0.5, 1.2), step sizes in [1e-6, 50].
+    pub fn rprop() -> Base {
+        Base::default_of(12)
+    }
 
     /// The rule of kind `kind` with the catalog's defaults.
     ///

@@ -44,6 +44,12 @@ impl CFields for flatopt_base_params {
             "initial_accumulator" => &mut self.initial_accumulator,
             "alpha" => &mut self.alpha,
             "momentum_decay" => &mut self.momentum_decay,
+            "eps_root" => &mut self.eps_root,
+            "rho" => &mut self.rho,
+            "eta_minus" => &mut self.eta_minus,
+            "eta_plus" => &mut self.eta_plus,
+            "min_step_size" => &mut self.min_step_size,
+            "max_step_size" => &mut self.max_step_size,
             _ => return None,
         })
     }

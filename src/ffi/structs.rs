@@ -48,6 +48,16 @@ pub enum flatopt_base_kind {
     /// Lion (optax's; `decoupled_weight_decay` is its weight decay). Since
     /// `FLATOPT_BASE_PARAMS_SIZE_V3`.
     FLATOPT_LION = 8,
+    /// AdaBelief (optax's). Since `FLATOPT_BASE_PARAMS_SIZE_V4`.
+    FLATOPT_ADABELIEF = 9,
+    /// Yogi (optax's; both moments from `initial_accumulator`, default 1e-6). Since
+    /// `FLATOPT_BASE_PARAMS_SIZE_V4`.
+    FLATOPT_YOGI = 10,
+    /// Adadelta (PyTorch's, optax's alike). Since `FLATOPT_BASE_PARAMS_SIZE_V4`.
+    FLATOPT_ADADELTA = 11,
+    /// Rprop (PyTorch's; the learning rate of the first step is the initial step size). Since
+    /// `FLATOPT_BASE_PARAMS_SIZE_V4`.
+    FLATOPT_RPROP = 12,
 }
 
 /// Size in bytes of the first version of `flatopt_base_params` (flatopt 0.2.0), the smallest
@@ -64,6 +74,11 @@ pub const FLATOPT_BASE_PARAMS_SIZE_V2: u32 = 96;
 /// fields `momentum_decay` to `constant_momentum`). Frozen. An older caller's struct gets those
 /// fields' defaults.
 pub const FLATOPT_BASE_PARAMS_SIZE_V3: u32 = 112;
+
+/// Size in bytes of the fourth version of `flatopt_base_params` (AdaBelief's, Adadelta's and
+/// Rprop's fields `eps_root` to `max_step_size`). Frozen. An older caller's struct gets those
+/// fields' defaults.
+pub const FLATOPT_BASE_PARAMS_SIZE_V4: u32 = 160;
 
 /// Size in bytes of the first version of `flatopt_schedule` (flatopt 0.2.0). Frozen.
 pub const FLATOPT_SCHEDULE_SIZE_V1: u32 = 248;
@@ -122,6 +137,19 @@ pub struct flatopt_base_params {
     /// NAdam: 1 for optax's form, `mu_t = b1` at every step (default 0: PyTorch's schedule).
     /// Since `_SIZE_V3`.
     pub constant_momentum: u32,
+    /// AdaBelief: added to the belief at every step, >= 0 (default 1e-16). Since
+    /// `FLATOPT_BASE_PARAMS_SIZE_V4`.
+    pub eps_root: c_double,
+    /// Adadelta: decay of both running averages in [0, 1) (default 0.9). Since `_SIZE_V4`.
+    pub rho: c_double,
+    /// Rprop: step-size factor after a sign change, in (0, 1) (default 0.5). Since `_SIZE_V4`.
+    pub eta_minus: c_double,
+    /// Rprop: step-size factor while the sign holds, > 1 (default 1.2). Since `_SIZE_V4`.
+    pub eta_plus: c_double,
+    /// Rprop: lower bound of the step sizes, >= 0 (default 1e-6). Since `_SIZE_V4`.
+    pub min_step_size: c_double,
+    /// Rprop: upper bound of the step sizes, >= `min_step_size` (default 50). Since `_SIZE_V4`.
+    pub max_step_size: c_double,
 }
 
 /// The defaults of `kind` (a kind of the base-rule catalog): the catalog's defaults in the
@@ -146,6 +174,12 @@ pub(crate) fn base_defaults(kind: u32) -> flatopt_base_params {
         momentum_decay: 0.004,
         eps_outside_max: 0,
         constant_momentum: 0,
+        eps_root: 1e-16,
+        rho: 0.9,
+        eta_minus: 0.5,
+        eta_plus: 1.2,
+        min_step_size: 1e-6,
+        max_step_size: 50.0,
     };
     if let Some(spec) = base_specs().iter().find(|s| s.kind == kind) {
         catalog::set_defaults(&mut p, spec);
@@ -177,6 +211,7 @@ pub(crate) const BASE_PARAMS_VERSIONS: Versions = Versions {
         FLATOPT_BASE_PARAMS_SIZE_V1,
         FLATOPT_BASE_PARAMS_SIZE_V2,
         FLATOPT_BASE_PARAMS_SIZE_V3,
+        FLATOPT_BASE_PARAMS_SIZE_V4,
     ],
 };
 

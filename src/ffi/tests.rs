@@ -300,14 +300,15 @@ fn versioned_write_rows() {
 }
 
 /// `flatopt_base_params` of an older version (`FLATOPT_BASE_PARAMS_SIZE_V1`, before Adagrad's
-/// and RMSprop's fields; `_V2`, before Adamax's, NAdam's and Lion's) naming a kind added later:
+/// and RMSprop's fields; `_V2`, before Adamax's, NAdam's and Lion's; `_V3`, before AdaBelief's,
+/// Adadelta's and Rprop's) naming a kind added later:
 /// the fields it lacks get that kind's defaults whatever lies past its size, and `_init` with
 /// that size writes nothing beyond it.
 #[test]
 fn base_params_older_caller_of_a_later_kind() {
     use super::structs::{
         base_defaults, flatopt_base_kind, flatopt_base_params, flatopt_base_params_init, read_base,
-        FLATOPT_BASE_PARAMS_SIZE_V1, FLATOPT_BASE_PARAMS_SIZE_V2,
+        FLATOPT_BASE_PARAMS_SIZE_V1, FLATOPT_BASE_PARAMS_SIZE_V2, FLATOPT_BASE_PARAMS_SIZE_V3,
     };
     use crate::config::Base;
     let rows = [
@@ -316,8 +317,17 @@ fn base_params_older_caller_of_a_later_kind() {
         (flatopt_base_kind::FLATOPT_ADAMAX, Base::adamax()),
         (flatopt_base_kind::FLATOPT_NADAM, Base::nadam()),
         (flatopt_base_kind::FLATOPT_LION, Base::lion()),
+        (flatopt_base_kind::FLATOPT_ADABELIEF, Base::adabelief()),
+        (flatopt_base_kind::FLATOPT_YOGI, Base::yogi()),
+        (flatopt_base_kind::FLATOPT_ADADELTA, Base::adadelta()),
+        (flatopt_base_kind::FLATOPT_RPROP, Base::rprop()),
     ];
-    for size in [FLATOPT_BASE_PARAMS_SIZE_V1, FLATOPT_BASE_PARAMS_SIZE_V2] {
+    let sizes = [
+        FLATOPT_BASE_PARAMS_SIZE_V1,
+        FLATOPT_BASE_PARAMS_SIZE_V2,
+        FLATOPT_BASE_PARAMS_SIZE_V3,
+    ];
+    for size in sizes {
         let size = size as usize;
         for (kind, want) in rows {
             let mut p = base_defaults(kind as u32);
@@ -330,9 +340,17 @@ fn base_params_older_caller_of_a_later_kind() {
                 p.centered = 9;
                 p.eps_inside_sqrt = 9;
             }
-            p.momentum_decay = f64::NAN;
-            p.eps_outside_max = 9;
-            p.constant_momentum = 9;
+            if size < FLATOPT_BASE_PARAMS_SIZE_V3 as usize {
+                p.momentum_decay = f64::NAN;
+                p.eps_outside_max = 9;
+                p.constant_momentum = 9;
+            }
+            p.eps_root = -1.0;
+            p.rho = f64::NAN;
+            p.eta_minus = 7.0;
+            p.eta_plus = -1.0;
+            p.min_step_size = f64::NAN;
+            p.max_step_size = -1.0;
             // SAFETY: `p` is a whole flatopt_base_params, more than its struct_size bytes.
             let read = unsafe { read_base("base", "base.struct_size", &p) }.unwrap();
             assert_eq!(read.to_base().unwrap(), want, "{kind:?} size {size}");

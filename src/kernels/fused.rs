@@ -333,6 +333,56 @@ fn span<V: Vf32>(plan: &Plan, mut w: Window<'_>, specialized: bool) {
             let r = [lr, b1, one_minus_b1, b2, one_minus_b2, decay].map(V::splat);
             specialize!(specialized, lion, (&k, r, w); cs, cv, wd, sy)
         }
+        Rule::AdaBelief {
+            b1,
+            one_minus_b1,
+            b2,
+            one_minus_b2,
+            step,
+            inv_sqrt_bc2,
+            eps,
+            eps_root,
+        } => {
+            let r = Moments::new(
+                [b1, one_minus_b1, b2, one_minus_b2],
+                [step, inv_sqrt_bc2, eps, eps_root],
+            );
+            specialize!(specialized, adabelief, (&k, &r, w); cs, cv, wd, sy)
+        }
+        Rule::Yogi {
+            b1,
+            one_minus_b1,
+            one_minus_b2,
+            step,
+            inv_sqrt_bc2,
+            eps,
+        } => {
+            let r = Moments::new(
+                [b1, one_minus_b1, 1.0, one_minus_b2],
+                [step, inv_sqrt_bc2, eps, 1.0],
+            );
+            specialize!(specialized, yogi, (&k, &r, w); cs, cv, wd, sy)
+        }
+        Rule::Adadelta {
+            lr,
+            rho,
+            one_minus_rho,
+            eps,
+        } => {
+            let r = [lr, rho, one_minus_rho, eps].map(V::splat);
+            specialize!(specialized, adadelta, (&k, r, w); cs, cv, wd, sy)
+        }
+        Rule::Rprop {
+            initial_step,
+            eta_minus,
+            eta_plus,
+            min_step,
+            max_step,
+            first,
+        } => {
+            let r = [initial_step, eta_minus, eta_plus, min_step, max_step].map(V::splat);
+            specialize!(specialized, rprop, (&k, r, w); cs, cv, wd, sy, first)
+        }
     }
 }
 
@@ -624,6 +674,119 @@ fn lion<V: Vf32>(
         let u = sign(b1.mul(m0).add(c1.mul(g)));
         b2.mul(m0).add(c2.mul(g)).store(&mut w.m[i..]);
         k.store_param(p.mul(decay).sub(lr.mul(u)), w, i, sy);
+        i += V::LANES;
+    }
+}
+
+/// AdaBelief (see [`Rule::AdaBelief`]): `r.decay` carries `eps_root`; the belief is `v`.
+#[inline(always)]
+fn adabelief<V: Vf32>(
+    k: &Lanes<V>,
+    r: &Moments<V>,
+    w: &mut Window<'_>,
+    (cs, cv, wd, sy): (impl Switch, impl Switch, impl Switch, impl Switch),
+) {
+    let n = w.len(true, true, false, sy);
+    let mut i = 0;
+    while n - i >= V::LANES {
+        let p = V::load(&w.param[i..]);
+        let g = k.grad(V::load(&w.grad[i..]), p, cs, cv, wd);
+        let m = r.b1.mul(V::load(&w.m[i..])).add(r.c1.mul(g));
+        let e = g.sub(m);
+        let s =
+            r.b2.mul(V::load(&w.v[i..]))
+                .add(r.c2.mul(e.mul(e)))
+                .add(r.decay);
+        m.store(&mut w.m[i..]);
+        s.store(&mut w.v[i..]);
+        k.store_param(p.sub(r.step.mul(r.direction(m, s))), w, i, sy);
+        i += V::LANES;
+    }
+}
+
+/// Yogi (see [`Rule::Yogi`]): `r.c2` is `1 - b2` (`r.b2` unused).
+#[inline(always)]
+fn yogi<V: Vf32>(
+    k: &Lanes<V>,
+    r: &Moments<V>,
+    w: &mut Window<'_>,
+    (cs, cv, wd, sy): (impl Switch, impl Switch, impl Switch, impl Switch),
+) {
+    let n = w.len(true, true, false, sy);
+    let mut i = 0;
+    while n - i >= V::LANES {
+        let p = V::load(&w.param[i..]);
+        let g = k.grad(V::load(&w.grad[i..]), p, cs, cv, wd);
+        let m = r.b1.mul(V::load(&w.m[i..])).add(r.c1.mul(g));
+        let v0 = V::load(&w.v[i..]);
+        let g2 = g.mul(g);
+        let v = v0.sub(sign(v0.sub(g2)).mul(r.c2.mul(g2)));
+        m.store(&mut w.m[i..]);
+        v.store(&mut w.v[i..]);
+        k.store_param(p.sub(r.step.mul(r.direction(m, v))), w, i, sy);
+        i += V::LANES;
+    }
+}
+
+/// Adadelta, `[lr, rho, 1 - rho, eps]` (see [`Rule::Adadelta`]): the squared-gradient
+/// average is `v`, the squared-update average `m`.
+#[inline(always)]
+fn adadelta<V: Vf32>(
+    k: &Lanes<V>,
+    [lr, rho, c, eps]: [V; 4],
+    w: &mut Window<'_>,
+    (cs, cv, wd, sy): (impl Switch, impl Switch, impl Switch, impl Switch),
+) {
+    let n = w.len(true, true, false, sy);
+    let mut i = 0;
+    while n - i >= V::LANES {
+        let p = V::load(&w.param[i..]);
+        let g = k.grad(V::load(&w.grad[i..]), p, cs, cv, wd);
+        let v = rho.mul(V::load(&w.v[i..])).add(c.mul(g.mul(g)));
+        let u0 = V::load(&w.m[i..]);
+        let d = u0.add(eps).sqrt().div(v.add(eps).sqrt()).mul(g);
+        let u = rho.mul(u0).add(c.mul(d.mul(d)));
+        v.store(&mut w.v[i..]);
+        u.store(&mut w.m[i..]);
+        k.store_param(p.sub(lr.mul(d)), w, i, sy);
+        i += V::LANES;
+    }
+}
+
+/// Rprop, `[initial step, eta_minus, eta_plus, min step, max step]` (see [`Rule::Rprop`]): the
+/// previous gradient is `m`, the step sizes `v`; on the first step neither is read.
+#[inline(always)]
+fn rprop<V: Vf32>(
+    k: &Lanes<V>,
+    [initial, eta_minus, eta_plus, lo, hi]: [V; 5],
+    w: &mut Window<'_>,
+    (cs, cv, wd, sy, first): (
+        impl Switch,
+        impl Switch,
+        impl Switch,
+        impl Switch,
+        impl Switch,
+    ),
+) {
+    let n = w.len(true, true, false, sy);
+    let (zero, one) = (V::splat(0.0), V::splat(1.0));
+    let mut i = 0;
+    while n - i >= V::LANES {
+        let p = V::load(&w.param[i..]);
+        let g = k.grad(V::load(&w.grad[i..]), p, cs, cv, wd);
+        let (prev, size) = if first.on() {
+            (zero, initial)
+        } else {
+            (V::load(&w.m[i..]), V::load(&w.v[i..]))
+        };
+        let s = g.mul(prev);
+        let factor = s.select_gt(zero, eta_plus, zero.select_gt(s, eta_minus, one));
+        // PyTorch's clamp_(min, max): min(max(x, lo), hi), the possibly-NaN value second.
+        let size = hi.min(lo.max(size.mul(factor)));
+        let g = zero.select_gt(s, zero, g);
+        g.store(&mut w.m[i..]);
+        size.store(&mut w.v[i..]);
+        k.store_param(p.sub(sign(g).mul(size)), w, i, sy);
         i += V::LANES;
     }
 }

@@ -159,6 +159,74 @@ pub enum Rule {
         /// `1 - lr * weight_decay` (exactly 1 without decay).
         decay: f32,
     },
+    /// AdaBelief: `m = b1*m + one_minus_b1*g`, `v = b2*v + one_minus_b2*((g - m)*(g - m)) +
+    /// eps_root`, `p -= step * (m / (sqrt(v)*inv_sqrt_bc2 + eps))`.
+    AdaBelief {
+        /// First-moment decay.
+        b1: f32,
+        /// `1 - b1`, rounded once.
+        one_minus_b1: f32,
+        /// Belief decay.
+        b2: f32,
+        /// `1 - b2`, rounded once.
+        one_minus_b2: f32,
+        /// `lr / (1 - b1^t)`.
+        step: f32,
+        /// `1 / sqrt(1 - b2^t)`.
+        inv_sqrt_bc2: f32,
+        /// Added to the denominator.
+        eps: f32,
+        /// Added to the belief.
+        eps_root: f32,
+    },
+    /// Yogi: `m = b1*m + one_minus_b1*g`, `v = v - sign(v - g*g) * (one_minus_b2*(g*g))`,
+    /// `p -= step * (m / (sqrt(v)*inv_sqrt_bc2 + eps))`.
+    Yogi {
+        /// First-moment decay.
+        b1: f32,
+        /// `1 - b1`, rounded once.
+        one_minus_b1: f32,
+        /// `1 - b2`, rounded once.
+        one_minus_b2: f32,
+        /// `lr / (1 - b1^t)`.
+        step: f32,
+        /// `1 / sqrt(1 - b2^t)`.
+        inv_sqrt_bc2: f32,
+        /// Added to the denominator.
+        eps: f32,
+    },
+    /// Adadelta: `v = rho*v + one_minus_rho*(g*g)`, `d = sqrt(m + eps) / sqrt(v + eps) * g`,
+    /// `m = rho*m + one_minus_rho*(d*d)`, `p -= lr*d` (`v` the squared-gradient average, `m`
+    /// the squared-update average).
+    Adadelta {
+        /// Learning rate of this step.
+        lr: f32,
+        /// Decay of both averages.
+        rho: f32,
+        /// `1 - rho`, rounded once.
+        one_minus_rho: f32,
+        /// Added inside both square roots.
+        eps: f32,
+    },
+    /// Rprop: `s = g * prev` (`prev` in `m`, 0 on the first step); the step size (in `v`;
+    /// `initial_step` on the first step) times `eta_plus` if `s > 0`, `eta_minus` if `s < 0`,
+    /// 1 otherwise, clamped to `[min_step, max_step]`; `g = 0` where `s < 0`;
+    /// `p -= sign(g) * step size`; `prev = g`.
+    Rprop {
+        /// The step size every element starts from: the learning rate of the first step.
+        initial_step: f32,
+        /// Factor after a sign change.
+        eta_minus: f32,
+        /// Factor while the sign holds.
+        eta_plus: f32,
+        /// Lower bound of the step sizes.
+        min_step: f32,
+        /// Upper bound of the step sizes.
+        max_step: f32,
+        /// The first step: the state is not read (previous gradient 0, step size
+        /// `initial_step`).
+        first: bool,
+    },
 }
 
 /// Everything one fused pass needs besides the buffers: the gradient transforms in pipeline
@@ -220,6 +288,8 @@ impl Rule {
             Rule::RmsProp { mu, centered, .. } => (mu.is_some(), true, *centered),
             Rule::Adamax { .. } | Rule::NAdam { .. } => (true, true, false),
             Rule::Lion { .. } => (true, false, false),
+            Rule::AdaBelief { .. } | Rule::Yogi { .. } => (true, true, false),
+            Rule::Adadelta { .. } | Rule::Rprop { .. } => (true, true, false),
         }
     }
 }

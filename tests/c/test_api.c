@@ -785,7 +785,7 @@ static void run_row(const row *r, int index)
 /* init functions */
 R(r_bpi_null) { (void)fx; return F(flatopt_base_params_init)(NULL, sizeof(flatopt_base_params), FLATOPT_ADAM); }
 R(r_bpi_kind) { return F(flatopt_base_params_init)(&fx->out.hp, sizeof fx->out.hp, 99); }
-R(r_bpi_kind_next) { return F(flatopt_base_params_init)(&fx->out.hp, sizeof fx->out.hp, FLATOPT_LION + 1); }
+R(r_bpi_kind_next) { return F(flatopt_base_params_init)(&fx->out.hp, sizeof fx->out.hp, FLATOPT_RPROP + 1); }
 R(r_si_null) { (void)fx; return F(flatopt_schedule_init)(NULL, sizeof(flatopt_schedule), FLATOPT_SCHEDULE_EXPONENTIAL); }
 R(r_si_kind) { return F(flatopt_schedule_init)(&fx->out.sc, sizeof fx->out.sc, 99); }
 R(r_si_kind16) { return F(flatopt_schedule_init)(&fx->out.sc, sizeof fx->out.sc, 16); }
@@ -937,7 +937,7 @@ R(r_new_base_newer_set)
     base_v9 n;
     memset(&n, 0, sizeof n);
     F(flatopt_base_params_init)(&n.b, sizeof n, FLATOPT_ADAM);
-    n.future[0] = 1; /* byte 112 (sizeof(flatopt_base_params)) */
+    n.future[0] = 1; /* byte 160 (sizeof(flatopt_base_params)) */
     c.base = &n.b;
     return new_into_out(fx, &c);
 }
@@ -954,7 +954,7 @@ R(r_adam_hp_newer_set)
 {
     base_v9 n;
     F(flatopt_base_params_init)(&n.b, sizeof n, FLATOPT_ADAM);
-    n.future[1] = 1; /* byte 120 (sizeof(flatopt_base_params) + 8) */
+    n.future[1] = 1; /* byte 168 (sizeof(flatopt_base_params) + 8) */
     return F(flatopt_adam_update)(&n.b, &fx->args, fx->sp, fx->sg, fx->sm, fx->sv, fx->svm,
                                   fx->ss, SLEN);
 }
@@ -1933,7 +1933,7 @@ static const row k_rows[] = {
     { "new: newer caller's config, unknown field set", NULL, r_new_newer_set, E_UNSUP,
       "byte 96" },
     { "new: newer caller's base, unknown field set", NULL, r_new_base_newer_set, E_UNSUP,
-      "byte 112" },
+      "byte 160" },
     { "new: newer caller's schedule, unknown field set", NULL, r_new_sched_newer_set, E_UNSUP,
       "byte 256" },
     { "new: base.struct_size 0", NULL, r_new_base_size0, E_ARG, "base.struct_size" },
@@ -2185,7 +2185,7 @@ static const row k_rows[] = {
     { "adam_update: hp.struct_size 0", NULL, r_adam_hp_size0, E_ARG, "struct_size" },
     { "adam_update: args.struct_size 3", NULL, r_adam_args_size, E_ARG, "struct_size" },
     { "adam_update: newer caller's hp, unknown field set", NULL, r_adam_hp_newer_set, E_UNSUP,
-      "byte 120" },
+      "byte 168" },
     { "adam_update: newer caller's args, unknown field set", NULL, r_adam_args_newer_set,
       E_UNSUP, "byte 56" },
     { "adam_update: hp.kind SGD", NULL, r_adam_kind_sgd, E_ARG, "hp.kind" },
@@ -2562,10 +2562,11 @@ static void test_init_macros(void)
     }
     /* The frozen sizes: this header is version 1 of every struct but flatopt_base_params,
      * whose version 2 added Adagrad's and RMSprop's fields, version 3 Adamax's, NAdam's and
-     * Lion's. */
+     * Lion's, version 4 AdaBelief's, Adadelta's and Rprop's. */
     CHECK(sizeof(flatopt_config) == FLATOPT_CONFIG_SIZE_V1 &&
               FLATOPT_BASE_PARAMS_SIZE_V1 == 64 && FLATOPT_BASE_PARAMS_SIZE_V2 == 96 &&
-              sizeof(flatopt_base_params) == FLATOPT_BASE_PARAMS_SIZE_V3 &&
+              FLATOPT_BASE_PARAMS_SIZE_V3 == 112 &&
+              sizeof(flatopt_base_params) == FLATOPT_BASE_PARAMS_SIZE_V4 &&
               sizeof(flatopt_schedule) == FLATOPT_SCHEDULE_SIZE_V1 &&
               sizeof(flatopt_step_args) == FLATOPT_STEP_ARGS_SIZE_V1,
           "struct sizes differ from their _SIZE_V1 constants");

@@ -30,7 +30,8 @@ static void expect_refused(const char *row, flatopt_status st, const char *field
 enum field {
     LR, WEIGHT_DECAY, EPS, B1, DECOUPLED, CLIP_VALUE, SCHED_BASE,
     ADAGRAD_EPS, ADAGRAD_INITIAL, RMSPROP_ALPHA, RMSPROP_MOMENTUM, RMSPROP_INITIAL,
-    ADAMAX_EPS, ADAMAX_B2, NADAM_B1, NADAM_DECOUPLED, LION_B2, LION_DECOUPLED
+    ADAMAX_EPS, ADAMAX_B2, NADAM_B1, NADAM_DECOUPLED, LION_B2, LION_DECOUPLED,
+    ADABELIEF_EPS_ROOT, YOGI_INITIAL, ADADELTA_RHO, RPROP_ETA_MINUS, RPROP_MAX_STEP
 };
 
 struct config_row {
@@ -59,6 +60,11 @@ static const struct config_row k_config_rows[] = {
     { "nadam decoupled_weight_decay = 1e39", NADAM_DECOUPLED, 1e39, "decoupled_weight_decay" },
     { "lion b2 = 0.99999999 (1 as float)", LION_B2, 0.99999999, "b2" },
     { "lion decoupled_weight_decay = 1e39", LION_DECOUPLED, 1e39, "weight_decay" },
+    { "adabelief eps_root = 1e39", ADABELIEF_EPS_ROOT, 1e39, "eps_root" },
+    { "yogi initial_accumulator = 1e39", YOGI_INITIAL, 1e39, "initial_accumulator" },
+    { "adadelta rho = 0.99999999 (1 as float)", ADADELTA_RHO, 0.99999999, "rho" },
+    { "rprop eta_minus = 0.99999999 (1 as float)", RPROP_ETA_MINUS, 0.99999999, "eta_minus" },
+    { "rprop max_step_size = 1e39", RPROP_MAX_STEP, 1e39, "max_step_size" },
 };
 
 static void config_row(const struct config_row *r)
@@ -121,6 +127,24 @@ static void config_row(const struct config_row *r)
         flatopt_base_params_init(&b, sizeof b, FLATOPT_LION);
         if (r->field == LION_B2) b.b2 = r->value;
         else b.decoupled_weight_decay = r->value;
+        break;
+    case ADABELIEF_EPS_ROOT:
+        flatopt_base_params_init(&b, sizeof b, FLATOPT_ADABELIEF);
+        b.eps_root = r->value;
+        break;
+    case YOGI_INITIAL:
+        flatopt_base_params_init(&b, sizeof b, FLATOPT_YOGI);
+        b.initial_accumulator = r->value;
+        break;
+    case ADADELTA_RHO:
+        flatopt_base_params_init(&b, sizeof b, FLATOPT_ADADELTA);
+        b.rho = r->value;
+        break;
+    case RPROP_ETA_MINUS:
+    case RPROP_MAX_STEP:
+        flatopt_base_params_init(&b, sizeof b, FLATOPT_RPROP);
+        if (r->field == RPROP_ETA_MINUS) b.eta_minus = r->value;
+        else b.max_step_size = r->value;
         break;
     }
     expect_refused(r->name, flatopt_optimizer_new(&c, &opt), r->named);

@@ -143,6 +143,30 @@ pub fn bases() -> Vec<(&'static str, Base, f64)> {
             },
             3e-4,
         ),
+        ("adabelief", Base::adabelief(), 1e-3),
+        (
+            "adabelief_eps_root_0",
+            Base::AdaBelief {
+                b1: 0.8,
+                b2: 0.99,
+                eps: 1e-8,
+                eps_root: 0.0,
+            },
+            1e-3,
+        ),
+        ("yogi", Base::yogi(), 1e-2),
+        ("adadelta", Base::adadelta(), 1.0),
+        ("rprop", Base::rprop(), 1e-2),
+        (
+            "rprop_tight_bounds",
+            Base::Rprop {
+                eta_minus: 0.3,
+                eta_plus: 1.5,
+                min_step_size: 1e-3,
+                max_step_size: 2e-2,
+            },
+            1e-2,
+        ),
     ]
 }
 

@@ -41,6 +41,10 @@ static_assert(static_cast<uint32_t>(flatopt::BaseKind::RmsProp) == 5, "rmsprop")
 static_assert(static_cast<uint32_t>(flatopt::BaseKind::Adamax) == 6, "adamax");
 static_assert(static_cast<uint32_t>(flatopt::BaseKind::NAdam) == 7, "nadam");
 static_assert(static_cast<uint32_t>(flatopt::BaseKind::Lion) == 8, "lion");
+static_assert(static_cast<uint32_t>(flatopt::BaseKind::AdaBelief) == 9, "adabelief");
+static_assert(static_cast<uint32_t>(flatopt::BaseKind::Yogi) == 10, "yogi");
+static_assert(static_cast<uint32_t>(flatopt::BaseKind::Adadelta) == 11, "adadelta");
+static_assert(static_cast<uint32_t>(flatopt::BaseKind::Rprop) == 12, "rprop");
 
 static bool same(const char* got, const char* want) {
   if (std::strcmp(got, want) == 0) return true;
@@ -75,6 +79,10 @@ int main() {
   ok &= same(flatopt::base_kind_name(flatopt::BaseKind::Adamax), "adamax");
   ok &= same(flatopt::base_kind_name(flatopt::BaseKind::NAdam), "nadam");
   ok &= same(flatopt::base_kind_name(flatopt::BaseKind::Lion), "lion");
-  if (ok) std::printf("catalog_mirror: %d names match\n", 25);
+  ok &= same(flatopt::base_kind_name(flatopt::BaseKind::AdaBelief), "adabelief");
+  ok &= same(flatopt::base_kind_name(flatopt::BaseKind::Yogi), "yogi");
+  ok &= same(flatopt::base_kind_name(flatopt::BaseKind::Adadelta), "adadelta");
+  ok &= same(flatopt::base_kind_name(flatopt::BaseKind::Rprop), "rprop");
+  if (ok) std::printf("catalog_mirror: %d names match\n", 29);
   return ok ? 0 : 1;
 }

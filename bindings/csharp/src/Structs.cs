@@ -41,6 +41,7 @@ namespace Flatopt
         public const long BaseParamsSizeV1 = 64;
         public const long BaseParamsSizeV2 = 96;
         public const long BaseParamsSizeV3 = 112;
+        public const long BaseParamsSizeV4 = 160;
         public const long ScheduleSizeV1 = 248;
         public const long ConfigSizeV1 = 88;
         public const long GroupOptionsSizeV1 = 32;
@@ -72,6 +73,15 @@ namespace Flatopt
         [CName("FLATOPT_NADAM")] NAdam = 7,
         /// <summary>Lion (optax's; DecoupledWeightDecay is its weight decay).</summary>
         Lion = 8,
+        /// <summary>AdaBelief (optax's).</summary>
+        [CName("FLATOPT_ADABELIEF")] AdaBelief = 9,
+        /// <summary>Yogi (optax's; both moments from InitialAccumulator).</summary>
+        Yogi = 10,
+        /// <summary>Adadelta (PyTorch's).</summary>
+        Adadelta = 11,
+        /// <summary>Rprop (PyTorch's; the first step's learning rate is the initial step
+        /// size).</summary>
+        Rprop = 12,
     }
 
     /// <summary>flatopt_schedule_kind: the learning-rate schedule (formulas in docs and the C
@@ -157,6 +167,18 @@ namespace Flatopt
         public uint EpsOutsideMax;
         /// <summary>NAdam: 1 for mu_t = b1 at every step (optax).</summary>
         public uint ConstantMomentum;
+        /// <summary>AdaBelief: added to the belief at every step.</summary>
+        public double EpsRoot;
+        /// <summary>Adadelta: decay of both running averages.</summary>
+        public double Rho;
+        /// <summary>Rprop: step-size factor after a sign change, in (0, 1).</summary>
+        public double EtaMinus;
+        /// <summary>Rprop: step-size factor while the sign holds, &gt; 1.</summary>
+        public double EtaPlus;
+        /// <summary>Rprop: lower bound of the step sizes.</summary>
+        public double MinStepSize;
+        /// <summary>Rprop: upper bound of the step sizes.</summary>
+        public double MaxStepSize;
 
         /// <summary>The defaults of <paramref name="kind"/> (flatopt_base_params_init).</summary>
         public static unsafe BaseParams Init(BaseKind kind)

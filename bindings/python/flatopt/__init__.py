@@ -67,14 +67,22 @@ from ._optim import (
     sgd,
 )
 from ._family import (
+    AdaBelief,
+    Adadelta,
     Adagrad,
     Adamax,
     Lion,
     Nadam,
     RMSprop,
+    Rprop,
+    Yogi,
+    adabelief,
+    adadelta,
     adamax,
     lion,
     nadam,
+    rprop,
+    yogi,
 )
 from . import sharded
 from ._schedules import (
@@ -140,6 +148,14 @@ __all__ = [
     "Adamax",
     "Nadam",
     "Lion",
+    "adabelief",
+    "yogi",
+    "adadelta",
+    "rprop",
+    "AdaBelief",
+    "Yogi",
+    "Adadelta",
+    "Rprop",
     # schedules
     "LRScheduler",
     "ConstantLR",

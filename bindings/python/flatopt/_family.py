@@ -14,11 +14,19 @@ __all__ = [
     "adamax",
     "nadam",
     "lion",
+    "adabelief",
+    "yogi",
+    "adadelta",
+    "rprop",
     "Adagrad",
     "RMSprop",
     "Adamax",
     "Nadam",
     "Lion",
+    "AdaBelief",
+    "Yogi",
+    "Adadelta",
+    "Rprop",
 ]
 
 # Per rule: each argument of its factory -> (the flatopt_base_params field, is a flag).
@@ -41,6 +49,25 @@ _C_FIELDS = {
         "b1": ("b1", False),
         "b2": ("b2", False),
         "weight_decay": ("decoupled_weight_decay", False),
+    },
+    _lib.ADABELIEF: {
+        "b1": ("b1", False),
+        "b2": ("b2", False),
+        "eps": ("eps", False),
+        "eps_root": ("eps_root", False),
+    },
+    _lib.YOGI: {
+        "b1": ("b1", False),
+        "b2": ("b2", False),
+        "eps": ("eps", False),
+        "initial_accumulator_value": ("initial_accumulator", False),
+    },
+    _lib.ADADELTA: {"rho": ("rho", False), "eps": ("eps", False)},
+    _lib.RPROP: {
+        "eta_minus": ("eta_minus", False),
+        "eta_plus": ("eta_plus", False),
+        "min_step_size": ("min_step_size", False),
+        "max_step_size": ("max_step_size", False),
     },
 }
 
@@ -96,6 +123,37 @@ def lion(learning_rate, b1=0.9, b2=0.99, weight_decay=1e-3):
     """Lion (optax's signature and defaults): ``u = sign(b1*m + (1-b1)*g)``,
     ``m = b2*m + (1-b2)*g``, ``p = p*(1 - lr*weight_decay) - lr*u``."""
     return _Rule(_lib.LION, "lion", learning_rate, b1=b1, b2=b2, weight_decay=weight_decay)
+
+
+def adabelief(learning_rate, b1=0.9, b2=0.999, eps=1e-16, eps_root=1e-16):
+    """AdaBelief (optax's signature and defaults): ``m = b1*m + (1-b1)*g``,
+    ``s = b2*s + (1-b2)*(g - m)^2 + eps_root``,
+    ``p -= lr * (m / (1 - b1^t)) / (sqrt(s / (1 - b2^t)) + eps)``."""
+    return _Rule(_lib.ADABELIEF, "adabelief", learning_rate, b1=b1, b2=b2, eps=eps,
+                 eps_root=eps_root)
+
+
+def yogi(learning_rate, b1=0.9, b2=0.999, eps=1e-3, initial_accumulator_value=1e-6):
+    """Yogi (optax's signature and defaults): ``m = b1*m + (1-b1)*g``,
+    ``v = v - (1-b2)*sign(v - g^2)*g^2``, ``p -= lr * (m / (1 - b1^t)) /
+    (sqrt(v / (1 - b2^t)) + eps)``; both moments start from ``initial_accumulator_value``."""
+    return _Rule(_lib.YOGI, "yogi", learning_rate, b1=b1, b2=b2, eps=eps,
+                 initial_accumulator_value=initial_accumulator_value)
+
+
+def adadelta(learning_rate, rho=0.9, eps=1e-6):
+    """Adadelta (optax's and PyTorch's): ``v = rho*v + (1-rho)*g^2``,
+    ``d = sqrt(u + eps) / sqrt(v + eps) * g``, ``u = rho*u + (1-rho)*d^2``, ``p -= lr*d``.
+    optax's ``weight_decay`` is the optimizer's coupled ``weight_decay``."""
+    return _Rule(_lib.ADADELTA, "adadelta", learning_rate, rho=rho, eps=eps)
+
+
+def rprop(learning_rate, eta_minus=0.5, eta_plus=1.2, min_step_size=1e-6, max_step_size=50.0):
+    """Rprop with optax's signature and defaults and PyTorch's definition (docs/numerics.md,
+    "Rprop": optax 0.2.8 applies each step's update one step late). The learning rate of the
+    first step is every element's initial step size."""
+    return _Rule(_lib.RPROP, "rprop", learning_rate, eta_minus=eta_minus, eta_plus=eta_plus,
+                 min_step_size=min_step_size, max_step_size=max_step_size)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -188,5 +246,63 @@ class Lion(_Family):
         _check_lr(lr, "lr")
         b1, b2 = _betas(betas)
         base = lion(lr, b1=b1, b2=b2, weight_decay=weight_decay)
+        super().__init__(base, 0.0, grad_clip_norm, grad_clip_value, nonfinite, num_threads,
+                         simd_tier)
+
+
+class AdaBelief(_Family):
+    """braintools' ``AdaBelief(lr=1e-3, betas=(0.9, 0.999), eps=1e-16, weight_decay=0.0,
+    grad_clip_norm=None, grad_clip_value=None)``: optax's ``scale_by_belief`` (``eps_root``
+    1e-16)."""
+
+    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-16, weight_decay=0.0,
+                 grad_clip_norm=None, grad_clip_value=None, nonfinite="skip", num_threads=1,
+                 simd_tier=None):
+        _check_lr(lr, "lr")
+        b1, b2 = _betas(betas)
+        base = adabelief(lr, b1=b1, b2=b2, eps=eps)
+        super().__init__(base, weight_decay, grad_clip_norm, grad_clip_value, nonfinite,
+                         num_threads, simd_tier)
+
+
+class Yogi(_Family):
+    """braintools' ``Yogi(lr=1e-3, betas=(0.9, 0.999), eps=1e-3, weight_decay=0.0,
+    grad_clip_norm=None, grad_clip_value=None)``: optax's ``scale_by_yogi`` (moments from
+    1e-6)."""
+
+    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-3, weight_decay=0.0,
+                 grad_clip_norm=None, grad_clip_value=None, nonfinite="skip", num_threads=1,
+                 simd_tier=None):
+        _check_lr(lr, "lr")
+        b1, b2 = _betas(betas)
+        base = yogi(lr, b1=b1, b2=b2, eps=eps)
+        super().__init__(base, weight_decay, grad_clip_norm, grad_clip_value, nonfinite,
+                         num_threads, simd_tier)
+
+
+class Adadelta(_Family):
+    """braintools' ``Adadelta(lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0,
+    grad_clip_norm=None, grad_clip_value=None)``."""
+
+    def __init__(self, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0, grad_clip_norm=None,
+                 grad_clip_value=None, nonfinite="skip", num_threads=1, simd_tier=None):
+        _check_lr(lr, "lr")
+        base = adadelta(lr, rho=rho, eps=eps)
+        super().__init__(base, weight_decay, grad_clip_norm, grad_clip_value, nonfinite,
+                         num_threads, simd_tier)
+
+
+class Rprop(_Family):
+    """braintools' ``Rprop(lr=1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50.0),
+    grad_clip_norm=None, grad_clip_value=None)`` with PyTorch's definition (braintools runs
+    optax's ``rprop``, which applies each update one step late: docs/numerics.md, "Rprop")."""
+
+    def __init__(self, lr=1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50.0), grad_clip_norm=None,
+                 grad_clip_value=None, nonfinite="skip", num_threads=1, simd_tier=None):
+        _check_lr(lr, "lr")
+        eta_minus, eta_plus = _validate.pair("etas", etas)
+        lo, hi = _validate.pair("step_sizes", step_sizes)
+        base = rprop(lr, eta_minus=eta_minus, eta_plus=eta_plus, min_step_size=lo,
+                     max_step_size=hi)
         super().__init__(base, 0.0, grad_clip_norm, grad_clip_value, nonfinite, num_threads,
                          simd_tier)

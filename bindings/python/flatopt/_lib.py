@@ -58,6 +58,7 @@ ERR_POISONED = 13
 
 SGD, ADAM, ADAMW, RADAM, ADAGRAD, RMSPROP = 0, 1, 2, 3, 4, 5
 ADAMAX, NADAM, LION = 6, 7, 8
+ADABELIEF, YOGI, ADADELTA, RPROP = 9, 10, 11, 12
 
 SCHEDULE_KINDS = {
     "fixed": 0,
@@ -85,6 +86,7 @@ SIMD_TIERS = {"default": 0, "scalar": 1, "portable": 2, "avx2": 3, "avx512": 4}
 BASE_PARAMS_SIZE_V1 = 64
 BASE_PARAMS_SIZE_V2 = 96
 BASE_PARAMS_SIZE_V3 = 112
+BASE_PARAMS_SIZE_V4 = 160
 SCHEDULE_SIZE_V1 = 248
 CONFIG_SIZE_V1 = 88
 STEP_ARGS_SIZE_V1 = 56
@@ -115,6 +117,12 @@ class BaseParams(Structure):
         ("momentum_decay", c_double),
         ("eps_outside_max", c_uint32),
         ("constant_momentum", c_uint32),
+        ("eps_root", c_double),
+        ("rho", c_double),
+        ("eta_minus", c_double),
+        ("eta_plus", c_double),
+        ("min_step_size", c_double),
+        ("max_step_size", c_double),
     ]
 
 

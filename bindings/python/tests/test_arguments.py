@@ -57,9 +57,11 @@ OPTIMIZERS = [flatopt.SGD, flatopt.Momentum, flatopt.MomentumNesterov, flatopt.A
               flatopt.AdamW, flatopt.RAdam, flatopt.Lookahead, flatopt.Optimizer, flatopt.sgd,
               flatopt.adam, flatopt.adamw, flatopt.radam]
 # The optimizer family (flatopt/_family.py): the optax-style functions need a learning rate.
-FAMILY = [flatopt.adagrad, flatopt.rmsprop, flatopt.adamax, flatopt.nadam, flatopt.lion]
+FAMILY = [flatopt.adagrad, flatopt.rmsprop, flatopt.adamax, flatopt.nadam, flatopt.lion,
+          flatopt.adabelief, flatopt.yogi, flatopt.adadelta, flatopt.rprop]
 OPTIMIZERS += FAMILY + [flatopt.Adagrad, flatopt.RMSprop, flatopt.Adamax, flatopt.Nadam,
-                        flatopt.Lion]
+                        flatopt.Lion, flatopt.AdaBelief, flatopt.Yogi, flatopt.Adadelta,
+                        flatopt.Rprop]
 FUNCTIONS = [sharded.shard_ranges]
 
 # The valid arguments each callable needs besides the one under test.
@@ -99,6 +101,8 @@ KINDS = {
     "momentum_decay": "real", "decoupled_weight_decay": "real",
     "eps_inside_sqrt": "flag", "centered": "flag", "eps_outside_max": "flag",
     "constant_momentum": "flag",
+    "eps_root": "real", "rho": "real", "eta_minus": "real", "eta_plus": "real",
+    "min_step_size": "real", "max_step_size": "real", "etas": "betas", "step_sizes": "betas",
     "mode": "choice", "threshold_mode": "choice", "anneal_strategy": "choice",
     "scale_mode": "choice", "nonfinite": "choice", "simd_tier": "optional choice",
     "lr": "lr", "learning_rate": "lr", "Lookahead.lr": "optional lr", "Optimizer.lr": "optional lr",

@@ -151,6 +151,21 @@ OPTAX = {
         lambda o: [o.scale_by_adam(b1=0.9, b2=0.999, eps=1e-8, nesterov=True)],
         2e-3,
     ),
+    "adabelief": (
+        lambda s: flatopt.adabelief(s),
+        lambda o: [o.scale_by_belief(b1=0.9, b2=0.999, eps=1e-16, eps_root=1e-16)],
+        1e-3,
+    ),
+    "yogi": (
+        lambda s: flatopt.yogi(s),
+        lambda o: [o.scale_by_yogi(b1=0.9, b2=0.999, eps=1e-3)],
+        1e-2,
+    ),
+    "adadelta": (
+        lambda s: flatopt.adadelta(s),
+        lambda o: [o.scale_by_adadelta(rho=0.9, eps=1e-6)],
+        1.0,
+    ),
     "lion": (
         lambda s: flatopt.lion(s, weight_decay=1e-2),
         lambda o: [o.scale_by_lion(b1=0.9, b2=0.99), o.add_decayed_weights(1e-2)],
@@ -187,6 +202,18 @@ TORCH = {
         lambda torch, ps, lr: torch.optim.NAdam(ps, lr=lr, weight_decay=WD),
         2e-3,
         WD,
+    ),
+    "adadelta": (
+        lambda s: flatopt.adadelta(s),
+        lambda torch, ps, lr: torch.optim.Adadelta(ps, lr=lr, weight_decay=WD),
+        1.0,
+        WD,
+    ),
+    "rprop": (
+        lambda s: flatopt.rprop(s),
+        lambda torch, ps, lr: torch.optim.Rprop(ps, lr=lr),
+        1e-2,
+        0.0,
     ),
     "nadamw": (
         lambda s: flatopt.nadam(s, constant_momentum=False, decoupled_weight_decay=0.05),
@@ -232,6 +259,10 @@ CLASSES = [
     (lambda: flatopt.Adamax(weight_decay=0.01), lambda: flatopt.adamax(2e-3), 0.01),
     (lambda: flatopt.Nadam(), lambda: flatopt.nadam(2e-3, constant_momentum=False), 0.0),
     (lambda: flatopt.Lion(weight_decay=0.1), lambda: flatopt.lion(1e-4, weight_decay=0.1), 0.0),
+    (lambda: flatopt.AdaBelief(), lambda: flatopt.adabelief(1e-3), 0.0),
+    (lambda: flatopt.Yogi(weight_decay=0.01), lambda: flatopt.yogi(1e-3), 0.01),
+    (lambda: flatopt.Adadelta(), lambda: flatopt.adadelta(1.0), 0.0),
+    (lambda: flatopt.Rprop(), lambda: flatopt.rprop(1e-2), 0.0),
 ]
 
 

@@ -94,7 +94,9 @@ static int has(const char *needle)
 
 int main(void)
 {
-    unsigned char buf[sizeof(config_next) + 32];
+    /* Room for the larger of the two newer structs and a canary tail. */
+    unsigned char buf[(sizeof(config_next) > sizeof(base_next) ? sizeof(config_next)
+                                                               : sizeof(base_next)) + 32];
     char known[32];
     config_next cn;
     base_next bn;
