@@ -15,6 +15,9 @@ mod common;
 
 use std::path::PathBuf;
 
+use flatopt::engine::GroupOptions;
+use flatopt::Optimizer;
+
 fn corpus_dir(target: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("fuzz")
@@ -137,4 +140,50 @@ fn checkpoint_bytes_are_unchanged() {
             "{path:?}: the checkpoint encoding changed"
         );
     }
+}
+
+/// Format-1 checkpoints committed before parameter groups existed (the seeds of the checkpoint
+/// target) load into an optimizer of one group, re-save to the same bytes, and are refused by
+/// one with more groups, which they leave unchanged.
+#[test]
+fn format_1_checkpoints_still_load() {
+    let Some(dir) = corpus("checkpoint_load") else {
+        return;
+    };
+    let seed = std::fs::read(dir.join("seed-000")).unwrap();
+    // One selector byte (configuration 0 of the checkpoint target), then the checkpoint.
+    assert_eq!(seed[0], 0);
+    let bytes = &seed[1..];
+    assert_eq!(bytes[8..12], 1u32.to_le_bytes(), "a format-1 checkpoint");
+    let (cfg, lens) = checks::checkpoint_load::checkpoint_configs().swap_remove(0);
+    let params: Vec<Vec<f32>> = lens
+        .iter()
+        .zip([0.5f32, 0.25])
+        .map(|(&n, x)| vec![x; n])
+        .collect();
+    let refs: Vec<&[f32]> = params.iter().map(Vec::as_slice).collect();
+    let mut o = Optimizer::new(cfg.clone()).unwrap();
+    o.register(&refs).unwrap();
+    o.set_group_lr(0, Some(0.5)).unwrap();
+    o.load(bytes).unwrap();
+    assert_eq!(
+        o.groups()[0].lr(),
+        None,
+        "format 1: group 0 is the configuration"
+    );
+    // The same bytes are what this library writes for it.
+    let n = bytes.len();
+    assert_eq!(
+        o.save()[32..n - 4],
+        bytes[32..n - 4],
+        "re-saved format 1 differs"
+    );
+
+    let mut more = Optimizer::new(cfg).unwrap();
+    more.add_group(GroupOptions::default()).unwrap();
+    more.register(&refs).unwrap();
+    let before = more.save();
+    let err = more.load(bytes).unwrap_err();
+    assert!(err.to_string().contains("parameter groups"), "{err}");
+    assert_eq!(more.save(), before);
 }

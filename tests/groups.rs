@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{bases, bits, repository_file, Rng};
+use common::{bases, bits, Rng};
 use flatopt::engine::GroupOptions;
 use flatopt::{Base, Config, Error, NonFinitePolicy, Optimizer, Outcome, Schedule, Tier};
 
@@ -432,58 +432,6 @@ fn one_unchanged_group_saves_format_1() {
     assert_eq!(o.checkpoint_size(), o.save().len());
     o.set_group_lr(0, None).unwrap();
     assert_eq!(o.save()[8..12], 1u32.to_le_bytes());
-}
-
-/// Format-1 checkpoints committed before groups existed (the fuzz corpus seeds) load into an
-/// optimizer of one group, and refuse one with more groups.
-#[test]
-fn format_1_checkpoints_still_load() {
-    let Some(dir) = repository_file("fuzz/corpus/checkpoint_load") else {
-        return;
-    };
-    let seed = std::fs::read(dir.join("seed-000")).unwrap();
-    // One selector byte (configuration 0 of the checkpoint target), then the checkpoint.
-    assert_eq!(seed[0], 0);
-    let bytes = &seed[1..];
-    assert_eq!(bytes[8..12], 1u32.to_le_bytes(), "a format-1 checkpoint");
-    let cfg = Config::with_schedule(
-        Base::Adam {
-            b1: 0.9,
-            b2: 0.99,
-            eps: 1e-8,
-            amsgrad: true,
-        },
-        Schedule::cosine_annealing_warm_restarts(0.01, 3, 2, 1e-4),
-    )
-    .lookahead(3, 0.5)
-    .clip_norm(1.0)
-    .clip_value(0.5)
-    .weight_decay(0.01);
-    let params = [vec![0.5f32; 3], vec![0.25f32; 5]];
-    let mut o = Optimizer::new(cfg.clone()).unwrap();
-    o.register(&refs(&params)).unwrap();
-    o.set_group_lr(0, Some(0.5)).unwrap();
-    o.load(bytes).unwrap();
-    assert_eq!(
-        o.groups()[0].lr(),
-        None,
-        "format 1: group 0 is the configuration"
-    );
-    // The same bytes are what this library writes for it.
-    let n = bytes.len();
-    assert_eq!(
-        o.save()[32..n - 4],
-        bytes[32..n - 4],
-        "re-saved format 1 differs"
-    );
-
-    let mut more = Optimizer::new(cfg).unwrap();
-    more.add_group(GroupOptions::default()).unwrap();
-    more.register(&refs(&params)).unwrap();
-    let before = more.save();
-    let err = more.load(bytes).unwrap_err();
-    assert!(err.to_string().contains("parameter groups"), "{err}");
-    assert_eq!(more.save(), before);
 }
 
 /// Checkpoints of groups resume bit-identically, and are refused by an optimizer with other

@@ -28,7 +28,7 @@
 #![allow(dead_code)]
 
 mod c_api;
-mod checkpoint_load;
+pub mod checkpoint_load;
 mod common;
 mod config;
 mod domains;
