@@ -96,21 +96,12 @@ def check_group(group, base, what):
 
 def check_lr(name, value):
     """A group's learning rate: a finite number >= 0 (the library also checks it as f32)."""
-    value = _validate.real(name, value)
-    if not value >= 0.0 or math.isinf(value):
-        raise InvalidArgumentError(
-            f"invalid {name} = {_validate.show(value)}: the learning rate must be finite and >= 0"
-        )
-    return value
+    return _validate.nonneg_finite(name, _validate.real(name, value), "the learning rate")
 
 
 def check_weight_decay(name, value):
-    value = _validate.real(name, value)
-    if not value >= 0.0 or math.isinf(value):
-        raise InvalidArgumentError(
-            f"invalid {name} = {_validate.show(value)}: the weight decay must be finite and >= 0"
-        )
-    return value
+    """A group's weight decay: a finite number >= 0."""
+    return _validate.nonneg_finite(name, _validate.real(name, value), "the weight decay")
 
 
 def has_rule_options(options):

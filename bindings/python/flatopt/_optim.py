@@ -66,11 +66,7 @@ def _check_lr(lr, what):
             f"invalid {what} = {_validate.show(lr)}: must be a float or a flatopt schedule "
             f"(e.g. flatopt.StepLR(...)), got {describe(lr)}"
         ) from None
-    if not value >= 0.0 or value == float("inf"):
-        raise InvalidArgumentError(
-            f"invalid {what} = {_validate.show(lr)}: the learning rate must be finite and >= 0"
-        )
-    return value
+    return _validate.nonneg_finite(what, value, "the learning rate", given=lr)
 
 
 def _optional_positive(name, value):

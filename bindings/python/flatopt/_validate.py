@@ -76,6 +76,18 @@ def finite(name, value):
     return out
 
 
+def nonneg_finite(name, value, quantity, given=None):
+    """``value`` (a :func:`real`) if it is finite and >= 0; else InvalidArgumentError naming
+    ``name`` and the ``quantity`` ("the learning rate"), showing ``given`` (the argument as the
+    caller wrote it; default ``value``)."""
+    if not value >= 0.0 or math.isinf(value):
+        raise InvalidArgumentError(
+            f"invalid {name} = {show(value if given is None else given)}: {quantity} must be "
+            "finite and >= 0"
+        )
+    return value
+
+
 def optional_real(name, value, off=0.0):
     """None means "off" (the C value ``off``); anything else is a :func:`real`."""
     return off if value is None else real(name, value)
