@@ -1,0 +1,943 @@
+//! The optimizer engine: configuration, registered buffers, state, counters and threads.
+//!
+//! The host owns parameters and gradients and passes them to every [`Optimizer::step`]; the
+//! optimizer owns the state it needs (moments, momentum, AMSGrad maximum, slow weights), sized
+//! once at registration. After registration an update on the caller's thread (the default, one
+//! thread) allocates nothing; with a private pool, rayon's job queue may allocate now and then.
+//!
+//! One update (docs/numerics.md, "Pipeline"): validate every input, run the sum-of-squares pass if
+//! clipping by norm or checking for non-finite values, build the [`Plan`] of per-step scalars in
+//! f64, run one fused pass per buffer, advance counters. Hosts with their own threads split the
+//! middle step themselves: [`Optimizer::begin_step`], then [`Step::apply`] on disjoint element
+//! ranges from any threads, then [`Optimizer::end_step`].
+//!
+//! Every entry point that computes runs in flatopt's floating-point mode whatever the host's
+//! ([`FpMode`]: set on the caller's thread for the call, on the pool's workers for good).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::config::{Config, NonFinitePolicy, ScheduleMode};
+use crate::error::Error;
+use crate::kernels::{self, AsGrad, GradScale, ParamCopy, Plan, Rule};
+use crate::scaler::LossScaler;
+use crate::schedule::ScheduleState;
+use crate::simd::{self, FpMode, Tier};
+
+mod coverage;
+mod deprecated;
+mod groups;
+mod pass;
+mod pool;
+mod state;
+mod step;
+
+pub(crate) use coverage::Coverage;
+pub use groups::{Group, GroupOptions, MAX_GROUPS};
+use pass::{in_group, par_apply, par_partials, seq_apply, seq_partials, Pass, Plans};
+use pool::Pool;
+use state::{alloc_error, filled, BufState, Placed};
+pub use state::{RawState, StateMut, PLACED_MIN_LEN};
+pub use step::Step;
+
+/// Below this many elements in total an update stays on the caller's thread even with a pool:
+/// waking workers costs more than it saves. Measured with `cargo bench --bench threshold` on the
+/// 2-vCPU development machines (full pipeline, 1 vs 2 threads, interleaved medians): 2 threads
+/// were no faster up to 256K elements (0.94..1.14x the time), break-even at 512K, and 0.65x the
+/// time from 1M to 16M elements.
+pub const PARALLEL_MIN_ELEMENTS: usize = 1 << 19;
+/// Elements per task of the threaded fused pass (a multiple of the sum-of-squares block).
+const PARALLEL_GRAIN: usize = 1 << 15;
+
+/// What an update did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Outcome {
+    /// The update was applied; `step` is its 1-based number, `synced` whether Lookahead synced.
+    Applied {
+        /// The update's number, from 1.
+        step: u64,
+        /// Whether this update ended with a Lookahead sync (parameters set to the slow weights).
+        synced: bool,
+    },
+    /// A gradient held a non-finite value (the first one, by buffer and index) and the policy
+    /// is `Skip`: nothing changed except the skipped-updates counter. `buffer` and `index` are
+    /// `usize::MAX` when the non-finite sum of squares was supplied by the caller
+    /// ([`Optimizer::step_with_sum_squares`]) and this process's gradients are finite.
+    Skipped {
+        /// The buffer, by registration order.
+        buffer: usize,
+        /// The element within the buffer.
+        index: usize,
+        /// The value found there.
+        value: f32,
+    },
+}
+
+/// Source of [`Optimizer`] ids (a [`Step`] names the optimizer that began it).
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A plan that no step uses: the filler of the per-group plan storage.
+const IDLE_PLAN: Plan = Plan {
+    clip_scale: None,
+    clip_value: None,
+    weight_decay: None,
+    rule: Rule::Sgd { lr: 0.0 },
+    sync_alpha: None,
+};
+
+/// An optimizer over host-owned flat f32 buffers. See the module docs.
+#[derive(Debug)]
+pub struct Optimizer {
+    cfg: Config,
+    tier: Tier,
+    /// The schedule's base learning rate (see [`Schedule::base_lr`](crate::Schedule::base_lr)).
+    base_lr: f64,
+    /// Parameter groups; group 0 is the optimizer's own configuration.
+    groups: Vec<Group>,
+    /// The plan of each group in the begun (or last) update.
+    plans: Vec<Plan>,
+    /// Where the next update's plans are built (swapped with `plans` once all are valid, so
+    /// that a refused update leaves a pending one's plans alone).
+    next_plans: Vec<Plan>,
+    /// The group of each registered buffer.
+    group_of: Vec<usize>,
+    lens: Vec<usize>,
+    /// Where each buffer starts in the concatenation of the registered buffers.
+    starts: Vec<usize>,
+    /// Registered elements in all.
+    total: usize,
+    state: Vec<BufState>,
+    /// The elements applied in a begun split update.
+    coverage: Coverage,
+    /// Whether the state is as registration leaves it (moments zero): true after `register`
+    /// and `reset`, false once an update may have changed it or a checkpoint was loaded.
+    fresh: bool,
+    /// Applied updates.
+    step: u64,
+    /// Skipped updates (non-finite gradients).
+    skipped: u64,
+    schedule: ScheduleState,
+    pool: Option<Pool>,
+    /// The dynamic loss scaler, if set ([`Optimizer::set_loss_scaler`]).
+    scaler: Option<LossScaler>,
+}
+
+impl Optimizer {
+    /// Validates `cfg` and makes an optimizer with no buffers registered yet.
+    pub fn new(cfg: Config) -> Result<Optimizer, Error> {
+        cfg.validate()?;
+        let tier = match cfg.tier {
+            Some(t) => t,
+            None => simd::default_tier(),
+        };
+        let pool = if cfg.num_threads > 1 {
+            Some(Pool::new(cfg.num_threads)?)
+        } else {
+            None
+        };
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        Ok(Optimizer {
+            schedule: ScheduleState::new(&cfg.lr),
+            base_lr: cfg.lr.base_lr(),
+            groups: vec![Group::of(&cfg)],
+            plans: vec![IDLE_PLAN],
+            next_plans: vec![IDLE_PLAN],
+            group_of: Vec::new(),
+            cfg,
+            tier,
+            lens: Vec::new(),
+            starts: Vec::new(),
+            total: 0,
+            state: Vec::new(),
+            coverage: Coverage::new(id, 0)?,
+            fresh: true,
+            step: 0,
+            skipped: 0,
+            pool,
+            scaler: None,
+        })
+    }
+
+    /// Registers the parameter buffers (their current values become the slow weights) and
+    /// sizes the state. Replaces any earlier registration (and ends a begun split update) and
+    /// resets counters and schedule. Time and memory are linear in the number of buffers and
+    /// elements: state buffers of at least [`PLACED_MIN_LEN`] elements take up to a page more
+    /// for their placement (see `STATE_PLACEMENT`), shorter ones take their length.
+    ///
+    /// Every buffer goes into parameter group 0 ([`Optimizer::register_in_groups`] places
+    /// them in other groups); the groups themselves are kept.
+    pub fn register(&mut self, params: &[&[f32]]) -> Result<(), Error> {
+        self.register_with(params, |_| 0)
+    }
+
+    /// [`Optimizer::register`] with buffer `i` in parameter group `groups[i]` (from
+    /// [`Optimizer::add_group`]; 0 is the optimizer's own). `groups` has one entry per buffer.
+    pub fn register_in_groups(&mut self, params: &[&[f32]], groups: &[usize]) -> Result<(), Error> {
+        if groups.len() != params.len() {
+            return Err(Error::LengthMismatch {
+                what: "groups (one per buffer)".to_string(),
+                expected: params.len(),
+                got: groups.len(),
+            });
+        }
+        for &g in groups {
+            self.check_group(g)?;
+        }
+        self.register_with(params, |i| groups[i])
+    }
+
+    fn register_with(
+        &mut self,
+        params: &[&[f32]],
+        group: impl Fn(usize) -> usize,
+    ) -> Result<(), Error> {
+        if params.is_empty() {
+            return Err(Error::invalid(
+                "params",
+                "an empty list",
+                "register at least one buffer",
+            ));
+        }
+        let mut state = Vec::with_capacity(params.len());
+        for (i, p) in params.iter().enumerate() {
+            state.push(self.buf_state(p, group(i))?);
+        }
+        let total = params.iter().map(|p| p.len()).sum();
+        let coverage = Coverage::new(self.coverage.owner, total)?;
+        self.group_of = (0..params.len()).map(group).collect();
+        self.lens = params.iter().map(|p| p.len()).collect();
+        self.starts = self
+            .lens
+            .iter()
+            .scan(0, |at, &n| {
+                let start = *at;
+                *at += n;
+                Some(start)
+            })
+            .collect();
+        self.total = total;
+        self.state = state;
+        self.coverage = coverage;
+        self.fresh = true;
+        self.reset_counters();
+        Ok(())
+    }
+
+    /// Registers one more buffer after those registered so far: the same as [`register`] with
+    /// the longer list, in time and memory for the new buffer only (for hosts that register
+    /// buffers one by one, such as the C ABI's `flatopt_optimizer_add_param`). Its current
+    /// values become its slow weights. Allowed before the first update and after
+    /// [`Optimizer::reset`]; resets counters and schedule like `register`.
+    ///
+    /// [`register`]: Optimizer::register
+    pub fn add_buffer(&mut self, param: &[f32]) -> Result<(), Error> {
+        self.add_buffer_to_group(param, 0)
+    }
+
+    /// [`Optimizer::add_buffer`] into parameter group `group` (from [`Optimizer::add_group`];
+    /// 0 is the optimizer's own).
+    pub fn add_buffer_to_group(&mut self, param: &[f32], group: usize) -> Result<(), Error> {
+        self.check_group(group)?;
+        if self.step > 0 || self.coverage.pending != 0 {
+            return Err(Error::InvalidState(
+                "adding a buffer after the first update (reset first, or register anew)",
+            ));
+        }
+        let total = self
+            .total
+            .checked_add(param.len())
+            .ok_or_else(|| Error::invalid("param", param.len(), "too many elements in all"))?;
+        let st = self.buf_state(param, group)?;
+        self.coverage.grow(total)?;
+        self.group_of
+            .try_reserve(1)
+            .map_err(|_| alloc_error(total))?;
+        self.lens.try_reserve(1).map_err(|_| alloc_error(total))?;
+        self.starts.try_reserve(1).map_err(|_| alloc_error(total))?;
+        self.state.try_reserve(1).map_err(|_| alloc_error(total))?;
+        if !self.fresh {
+            // A loaded checkpoint at step 0 may hold moments: registration zeroes them.
+            for (st, &g) in self.state.iter_mut().zip(&self.group_of) {
+                let [m0, v0, v_max0] = self.groups[g].base.state_init();
+                st.m.fill(m0);
+                st.v.fill(v0);
+                st.v_max.fill(v_max0);
+            }
+            self.fresh = true;
+        }
+        self.group_of.push(group);
+        self.lens.push(param.len());
+        self.starts.push(self.total);
+        self.state.push(st);
+        self.total = total;
+        self.reset_counters();
+        Ok(())
+    }
+
+    /// The initial state of one buffer registered with the values of `p`: moments at the
+    /// rule's initial values (zero but for Adagrad's and RMSprop's initial accumulator).
+    fn buf_state(&self, p: &[f32], group: usize) -> Result<BufState, Error> {
+        let base = &self.groups[group].base;
+        let (m, v, v_max) = base.state_used();
+        let [m0, v0, v_max0] = base.state_init();
+        let lookahead = self.cfg.lookahead.is_some();
+        let sized =
+            |used: bool, x: f32| Placed::filled(if used { p.len() } else { 0 }, x, p.as_ptr());
+        let mut slow = sized(lookahead, 0.0)?;
+        let n = slow.len();
+        slow.copy_from_slice(&p[..n]);
+        Ok(BufState {
+            m: sized(m, m0)?,
+            v: sized(v, v0)?,
+            v_max: sized(v_max, v_max0)?,
+            slow,
+            partials: {
+                let blocks = kernels::sumsq_block_count(p.len());
+                filled(blocks, 0.0f64, blocks)?
+            },
+        })
+    }
+
+    /// Back to the state right after registration: moments at their initial values (zero but
+    /// for Adagrad's and RMSprop's initial accumulator), slow weights copied from
+    /// `params`, counters and schedule reset, a begun split update ended. No allocation.
+    pub fn reset(&mut self, params: &[&[f32]]) -> Result<(), Error> {
+        self.check_lengths("param", params.iter().map(|p| p.len()), params.len())?;
+        for ((st, p), &g) in self.state.iter_mut().zip(params).zip(&self.group_of) {
+            let [m0, v0, v_max0] = self.groups[g].base.state_init();
+            st.m.fill(m0);
+            st.v.fill(v0);
+            st.v_max.fill(v_max0);
+            if !st.slow.is_empty() {
+                st.slow.copy_from_slice(p);
+            }
+        }
+        self.fresh = true;
+        self.reset_counters();
+        Ok(())
+    }
+
+    /// Sets counters and schedule state (checkpoint loading; validated by the caller).
+    pub(crate) fn restore_counters(&mut self, step: u64, skipped: u64, schedule: ScheduleState) {
+        self.step = step;
+        self.skipped = skipped;
+        self.schedule = schedule;
+        self.fresh = false;
+        self.coverage.abandon();
+    }
+
+    fn reset_counters(&mut self) {
+        self.coverage.abandon();
+        self.step = 0;
+        self.skipped = 0;
+        self.schedule = ScheduleState::new(&self.cfg.lr);
+    }
+
+    /// One full update of every registered buffer, in place. `params[i]` and `grads[i]` must
+    /// have the length registered for buffer `i`. On any error nothing has changed (with the
+    /// `Error` policy for non-finite gradients, the skipped counter has gone up).
+    ///
+    /// With a dynamic loss scaler set, the gradients are divided by its scale (see
+    /// [`Optimizer::step_mixed`]).
+    pub fn step(&mut self, params: &mut [&mut [f32]], grads: &[&[f32]]) -> Result<Outcome, Error> {
+        self.step_mixed(params, grads, &mut [], None)
+    }
+
+    /// One full update with gradients in any format ([`Grad`](crate::kernels::Grad): f32, bf16 or fp16, widened
+    /// exactly in the pass), divided by a loss scale before the pipeline, writing a 16-bit copy
+    /// of the new parameters in the same pass where `copies[i]` is `Some` (`copies` is empty
+    /// for none, else one entry per buffer). The scale is `grad_scale` (finite, > 0) or, with
+    /// `None`, the dynamic loss scaler's if one is set ([`Optimizer::set_loss_scaler`]; then
+    /// `grad_scale` must be `None`), else 1. Bit for bit the f32 update of the widened,
+    /// divided gradients followed by narrowing the parameters (`docs/numerics.md`, "16-bit
+    /// floats"). With a scaler, a non-finite gradient skips the update whatever the non-finite
+    /// policy (counted as skipped, nothing else changed) and the scaler records the outcome.
+    /// On any error nothing has changed.
+    pub fn step_mixed<G: AsGrad>(
+        &mut self,
+        params: &mut [&mut [f32]],
+        grads: &[G],
+        copies: &mut [Option<ParamCopy<'_>>],
+        grad_scale: Option<f32>,
+    ) -> Result<Outcome, Error> {
+        let _mode = FpMode::enter();
+        self.check_lengths("param", params.iter().map(|p| p.len()), params.len())?;
+        self.check_copies(copies)?;
+        let unscale = match (grad_scale, &self.scaler) {
+            (Some(s), Some(_)) => {
+                return Err(Error::invalid(
+                    "grad_scale",
+                    s,
+                    "must be none while a dynamic loss scaler is set (it supplies the scale)",
+                ))
+            }
+            (Some(s), None) => kernels::grad_scale(s)?,
+            (None, Some(sc)) => kernels::grad_scale(sc.scale())?,
+            (None, None) => GradScale::One,
+        };
+        self.refuse_partly_applied()?;
+        // One hand-over to the pool per update (waking workers is the main fixed cost).
+        let outcome = match self.active_pool() {
+            Some(pool) => pool.install(|| self.step_on(params, grads, copies, unscale, None, true)),
+            None => self.step_on(params, grads, copies, unscale, None, false),
+        }?;
+        if let Some(sc) = &mut self.scaler {
+            sc.update(matches!(outcome, Outcome::Skipped { .. }));
+        }
+        Ok(outcome)
+    }
+
+    /// Refuses copies that are neither none nor one per buffer of the registered lengths.
+    fn check_copies(&self, copies: &[Option<ParamCopy<'_>>]) -> Result<(), Error> {
+        if copies.is_empty() {
+            return Ok(());
+        }
+        if copies.len() != self.lens.len() {
+            return Err(Error::LengthMismatch {
+                what: "copies (none, or one entry per registered buffer)".to_string(),
+                expected: self.lens.len(),
+                got: copies.len(),
+            });
+        }
+        for (i, (c, &n)) in copies.iter().zip(&self.lens).enumerate() {
+            if let Some(c) = c {
+                if c.out.len() != n {
+                    return Err(Error::LengthMismatch {
+                        what: format!("{} copy of buffer {i}", c.half.name()),
+                        expected: n,
+                        got: c.out.len(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets (or, with `None`, removes) the dynamic loss scaler: each update then divides the
+    /// gradients by its scale, skips on a non-finite gradient and lets it grow or back off
+    /// (PyTorch `GradScaler`'s rules, [`LossScaler`]).
+    pub fn set_loss_scaler(&mut self, scaler: Option<LossScaler>) {
+        self.scaler = scaler;
+    }
+
+    /// The dynamic loss scaler, if set: its current scale and whether the last update found a
+    /// non-finite gradient.
+    pub fn loss_scaler(&self) -> Option<&LossScaler> {
+        self.scaler.as_ref()
+    }
+
+    /// The non-finite policy in force: skip whenever a loss scaler is set.
+    fn policy(&self) -> NonFinitePolicy {
+        if self.scaler.is_some() {
+            NonFinitePolicy::Skip
+        } else {
+            self.cfg.nonfinite
+        }
+    }
+
+    /// [`Optimizer::step`] with the global sum of squares of the gradients supplied by the
+    /// caller, for sharded training: each process owns a shard of the parameters, computes the
+    /// block partials of its gradient shard ([`Optimizer::sum_squares_partials`]), the
+    /// processes exchange them, and each adds all partials in global block order. When shards
+    /// start on block boundaries that sum is bit-identical to a single process's, and so is the
+    /// update. A non-finite `sum_squares` skips (or fails) the update on every shard alike.
+    pub fn step_with_sum_squares(
+        &mut self,
+        params: &mut [&mut [f32]],
+        grads: &[&[f32]],
+        sum_squares: f64,
+    ) -> Result<Outcome, Error> {
+        let _mode = FpMode::enter();
+        self.check_lengths("param", params.iter().map(|p| p.len()), params.len())?;
+        self.check_lengths("grad", grads.iter().map(|g| g.len()), grads.len())?;
+        self.refuse_partly_applied()?;
+        match self.active_pool() {
+            Some(pool) => pool.install(|| {
+                self.step_on(
+                    params,
+                    grads,
+                    &mut [],
+                    GradScale::One,
+                    Some(sum_squares),
+                    true,
+                )
+            }),
+            None => self.step_on(
+                params,
+                grads,
+                &mut [],
+                GradScale::One,
+                Some(sum_squares),
+                false,
+            ),
+        }
+    }
+
+    /// Writes the block partial sums of squares of `grads` (buffer by buffer, blocks of
+    /// [`kernels::SUMSQ_BLOCK`] elements) into `out`, which must hold
+    /// [`Optimizer::sum_squares_block_count`] values. Adding them in order gives exactly the
+    /// sum an update computes.
+    pub fn sum_squares_partials(&self, grads: &[&[f32]], out: &mut [f64]) -> Result<(), Error> {
+        let _mode = FpMode::enter();
+        self.check_lengths("grad", grads.iter().map(|g| g.len()), grads.len())?;
+        let want = self.sum_squares_block_count();
+        if out.len() != want {
+            return Err(Error::LengthMismatch {
+                what: "partials (one per sum-of-squares block of every buffer)".to_string(),
+                expected: want,
+                got: out.len(),
+            });
+        }
+        let mut at = 0;
+        for g in grads {
+            let n = kernels::sumsq_block_count(g.len());
+            kernels::sumsq_partials_unchecked(self.tier, g, &mut out[at..at + n]);
+            at += n;
+        }
+        Ok(())
+    }
+
+    /// The number of sum-of-squares blocks over all registered buffers.
+    pub fn sum_squares_block_count(&self) -> usize {
+        self.lens
+            .iter()
+            .map(|&n| kernels::sumsq_block_count(n))
+            .sum()
+    }
+
+    /// The pool if this optimizer has one and the registered size makes it pay.
+    fn active_pool(&mut self) -> Option<Arc<rayon::ThreadPool>> {
+        let total: usize = self.lens.iter().sum();
+        self.pool
+            .as_mut()
+            .filter(|_| total >= PARALLEL_MIN_ELEMENTS)
+            .and_then(Pool::get)
+    }
+
+    /// [`Optimizer::step`] after the length checks; `parallel`: running inside the pool.
+    fn step_on<G: AsGrad>(
+        &mut self,
+        params: &mut [&mut [f32]],
+        grads: &[G],
+        copies: &mut [Option<ParamCopy<'_>>],
+        unscale: GradScale,
+        sum_squares: Option<f64>,
+        parallel: bool,
+    ) -> Result<Outcome, Error> {
+        let begun = match sum_squares {
+            None => self.plan_step(grads, unscale, parallel)?,
+            Some(s) => self.plan_with_sum_squares(Some(s), |b| {
+                kernels::first_non_finite_grad(grads[b].as_grad())
+            })?,
+        };
+        // A begun split update with nothing applied yet is replaced by this one.
+        self.coverage.abandon();
+        let step = match begun {
+            Ok(step) => step,
+            Err(skipped) => return Ok(skipped),
+        };
+        self.fresh = false;
+        let plans = Plans {
+            plans: &self.plans,
+            group_of: &self.group_of,
+        };
+        let pass = Pass {
+            step: &step,
+            plans,
+            unscale,
+        };
+        if parallel {
+            par_apply(pass, params, grads, copies, &mut self.state);
+        } else {
+            seq_apply(pass, params, grads, copies, &mut self.state);
+        }
+        let synced = step.syncs();
+        self.count_step(step)?;
+        Ok(Outcome::Applied {
+            step: self.step,
+            synced,
+        })
+    }
+
+    /// First phase of an update for hosts that split the work themselves: checks the gradient
+    /// lengths, runs the norm / non-finite pass, and returns the [`Step`] to apply, or the
+    /// [`Outcome::Skipped`] it decided on (already counted). Changes nothing else.
+    ///
+    /// Then apply the step with [`Step::apply`] to ranges of the buffers (views from
+    /// [`Optimizer::states_mut`], split with [`StateMut::split_at`]), from any threads, each
+    /// element exactly once, and end it with [`Optimizer::end_step`]. The optimizer keeps
+    /// track of the applied elements (without allocating): a range applied twice is refused,
+    /// and so is a `end_step` before every element was applied. A begun update of which
+    /// nothing is applied yet is replaced by the next `begin_step` or `update`; once part of
+    /// it is applied, it must be completed (or the state reset, registered anew or loaded).
+    pub fn begin_step(&mut self, grads: &[&[f32]]) -> Result<Result<Step, Outcome>, Error> {
+        let _mode = FpMode::enter();
+        self.refuse_partly_applied()?;
+        // `plan_step` checks the gradient lengths.
+        let begun = match self.active_pool() {
+            Some(pool) => pool.install(|| self.plan_step(grads, GradScale::One, true))?,
+            None => self.plan_step(grads, GradScale::One, false)?,
+        };
+        Ok(self.pend(begun))
+    }
+
+    /// Records a begun split update as pending (or none, for a skipped one).
+    fn pend(&mut self, begun: Result<Step, Outcome>) -> Result<Step, Outcome> {
+        match &begun {
+            Ok(step) => {
+                self.coverage.begin(step.number);
+                self.fresh = false;
+            }
+            Err(_) => self.coverage.abandon(),
+        }
+        begun
+    }
+
+    /// Refuses to start another update while one is partly applied.
+    fn refuse_partly_applied(&self) -> Result<(), Error> {
+        if self.coverage.partly_applied() {
+            return Err(Error::InvalidState(
+                "a split update is partly applied: apply the rest of it (each element exactly \
+                 once) and end_step first",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The norm / non-finite pass and the plan of the next update (no split bookkeeping).
+    fn plan_step<G: AsGrad>(
+        &mut self,
+        grads: &[G],
+        unscale: GradScale,
+        parallel: bool,
+    ) -> Result<Result<Step, Outcome>, Error> {
+        self.check_lengths("grad", grads.iter().map(|g| g.as_grad().len()), grads.len())?;
+        let sumsq =
+            if self.cfg.grad_clip_norm.is_some() || self.policy() != NonFinitePolicy::Propagate {
+                Some(self.sum_squares(grads, unscale, parallel))
+            } else {
+                None
+            };
+        self.plan_with_sum_squares(sumsq, |b| {
+            kernels::first_non_finite_grad(grads[b].as_grad())
+        })
+    }
+
+    /// Like [`Optimizer::begin_step`] with the global sum of squares computed by the host
+    /// (for example across shards). `sumsq` must be `Some` if clipping by norm or checking for
+    /// non-finite values; `find` locates the first non-finite value of buffer `b` for the report.
+    pub fn begin_step_with_sum_squares(
+        &mut self,
+        sumsq: Option<f64>,
+        find: impl Fn(usize) -> Option<(usize, f32)>,
+    ) -> Result<Result<Step, Outcome>, Error> {
+        let _mode = FpMode::enter();
+        self.refuse_partly_applied()?;
+        let begun = self.plan_with_sum_squares(sumsq, find)?;
+        Ok(self.pend(begun))
+    }
+
+    /// The plan of the next update from the sum of squares (no split bookkeeping).
+    fn plan_with_sum_squares(
+        &mut self,
+        sumsq: Option<f64>,
+        find: impl Fn(usize) -> Option<(usize, f32)>,
+    ) -> Result<Result<Step, Outcome>, Error> {
+        if self.lens.is_empty() {
+            return Err(Error::InvalidState(
+                "update before any buffer was registered",
+            ));
+        }
+        let checked =
+            self.cfg.grad_clip_norm.is_some() || self.policy() != NonFinitePolicy::Propagate;
+        let mut clip_scale = None;
+        match sumsq {
+            None if checked => {
+                return Err(Error::invalid(
+                    "sum_squares",
+                    "none",
+                    "required with grad_clip_norm or a non-finite policy other than propagate",
+                ));
+            }
+            None => {}
+            Some(s) if s < 0.0 => {
+                return Err(Error::invalid(
+                    "sum_squares",
+                    s,
+                    "must be >= 0 (a sum of squares), or NaN/Inf for a non-finite gradient",
+                ));
+            }
+            Some(s) => {
+                if !s.is_finite() && self.policy() != NonFinitePolicy::Propagate {
+                    // Not found here: the caller's sum came from other shards' gradients.
+                    let (buffer, index, value) = (0..self.lens.len())
+                        .find_map(|b| find(b).map(|(i, v)| (b, i, v)))
+                        .unwrap_or((usize::MAX, usize::MAX, f32::NAN));
+                    self.skipped = self.skipped.saturating_add(1);
+                    return match self.policy() {
+                        NonFinitePolicy::Error => Err(Error::NonFinite {
+                            buffer,
+                            index,
+                            value,
+                        }),
+                        _ => Ok(Err(Outcome::Skipped {
+                            buffer,
+                            index,
+                            value,
+                        })),
+                    };
+                }
+                if let Some(c) = self.cfg.grad_clip_norm {
+                    let norm = s.sqrt();
+                    if norm > c {
+                        clip_scale = Some((c / norm) as f32);
+                    }
+                }
+            }
+        }
+        let number = self.step.checked_add(1).ok_or(Error::InvalidState(
+            "the step counter is exhausted (2^64 - 1 updates)",
+        ))?;
+        let lr = self.schedule.lr(&self.cfg.lr);
+        let sync_alpha = self
+            .cfg
+            .lookahead
+            .filter(|la| number.is_multiple_of(la.sync_period))
+            .map(|la| la.alpha as f32);
+        // One plan per group: the global parts (clipping, sync) shared, the rule and the weight
+        // decay the group's. Built aside and swapped in once every group's is valid, so that a
+        // refused update leaves the plans of a pending one alone.
+        for (g, group) in self.groups.iter().enumerate() {
+            let group_lr = group.lr_at(lr, self.base_lr);
+            let wd = group.coupled_weight_decay;
+            let plan = Plan {
+                clip_scale,
+                clip_value: self.cfg.grad_clip_value.map(|c| c as f32),
+                weight_decay: (wd != 0.0).then_some(wd as f32),
+                rule: Rule::for_step(&group.base, number, group_lr),
+                sync_alpha,
+            };
+            crate::config::check_step(group_lr, &plan.rule).map_err(|e| in_group(g, e))?;
+            self.next_plans[g] = plan;
+        }
+        std::mem::swap(&mut self.plans, &mut self.next_plans);
+        Ok(Ok(Step {
+            plan: self.plans[0],
+            tier: self.tier,
+            number,
+            owner: self.coverage.owner,
+        }))
+    }
+
+    /// The state of each registered buffer, in registration order, for [`Step::apply`] (each
+    /// view carries the plan of its buffer's parameter group in the begun update).
+    pub fn states_mut(&mut self) -> impl Iterator<Item = StateMut<'_>> {
+        let coverage = &self.coverage;
+        let plans = &self.plans;
+        self.state
+            .iter_mut()
+            .zip(self.starts.iter().zip(&self.lens))
+            .zip(&self.group_of)
+            .map(move |((st, (&at, &len)), &g)| st.view(at, len, coverage, &plans[g]))
+    }
+
+    /// The plan (per-step scalars) of parameter group `group` in the begun split update (or
+    /// the last update), `None` if there is no such group.
+    pub fn group_plan(&self, group: usize) -> Option<&Plan> {
+        self.plans.get(group)
+    }
+
+    /// The plan of buffer `buffer`'s parameter group in the begun (or last) update.
+    pub(crate) fn buffer_plan(&self, buffer: usize) -> &Plan {
+        &self.plans[self.group_of[buffer]]
+    }
+
+    /// Marks elements `[begin, end)` of the concatenated buffers applied by `step` (the C ABI's
+    /// range entry point, which writes through raw pointers): refused, marking nothing, unless
+    /// `step` is the pending update and no element of the range was applied in it yet.
+    pub(crate) fn claim_range(&self, step: &Step, begin: usize, end: usize) -> Result<(), Error> {
+        self.coverage.check_step(step)?;
+        if begin > end || end > self.total {
+            return Err(Error::invalid(
+                "range",
+                format!("[{begin}, {end})"),
+                "must satisfy begin <= end <= total registered length",
+            ));
+        }
+        self.coverage.claim(begin, end)
+    }
+
+    /// Last phase of an update: counts it and advances the schedule (per-update mode).
+    /// `step` must come from this optimizer's latest `begin_step`, and every registered
+    /// element must have been applied exactly once; otherwise nothing changes (the update
+    /// stays pending: apply what is missing and finish it again).
+    pub fn end_step(&mut self, step: Step) -> Result<(), Error> {
+        let _mode = FpMode::enter();
+        if self.coverage.check_step(&step).is_err() {
+            return Err(Error::InvalidState(
+                "end_step with a step that is not the one begun last",
+            ));
+        }
+        let applied = self.coverage.applied.load(Ordering::Acquire);
+        if applied != self.total {
+            return Err(Error::LengthMismatch {
+                what: format!(
+                    "elements applied in update {} before end_step (every registered \
+                     element exactly once)",
+                    step.number
+                ),
+                expected: self.total,
+                got: applied,
+            });
+        }
+        self.count_step(step)?;
+        self.coverage.pending = 0;
+        Ok(())
+    }
+
+    /// Counts an applied update and advances the schedule (per-update mode).
+    fn count_step(&mut self, step: Step) -> Result<(), Error> {
+        if self.step.checked_add(1) != Some(step.number) {
+            return Err(Error::InvalidState(
+                "end_step with a step that is not the one begun last",
+            ));
+        }
+        self.step = step.number;
+        if self.cfg.schedule_mode == ScheduleMode::PerUpdate {
+            self.schedule.advance(&self.cfg.lr);
+        }
+        Ok(())
+    }
+
+    /// Sum of squares of all gradients in the fixed order of the determinism contract.
+    fn sum_squares<G: AsGrad>(&mut self, grads: &[G], unscale: GradScale, parallel: bool) -> f64 {
+        if parallel {
+            par_partials(self.tier, unscale, grads, &mut self.state);
+        } else {
+            seq_partials(self.tier, unscale, grads, &mut self.state);
+        }
+        let mut sum = 0.0;
+        for st in &self.state {
+            for p in &st.partials {
+                sum += p;
+            }
+        }
+        sum
+    }
+
+    /// The schedule's base learning rate (see [`Group::lr_at`]).
+    pub fn base_lr(&self) -> f64 {
+        self.base_lr
+    }
+
+    fn check_lengths(
+        &self,
+        what: &str,
+        lens: impl Iterator<Item = usize>,
+        count: usize,
+    ) -> Result<(), Error> {
+        if self.lens.is_empty() {
+            return Err(Error::InvalidState(
+                "update before any buffer was registered",
+            ));
+        }
+        if count != self.lens.len() {
+            return Err(Error::LengthMismatch {
+                what: format!("number of {what} buffers"),
+                expected: self.lens.len(),
+                got: count,
+            });
+        }
+        for (i, (got, &want)) in lens.zip(&self.lens).enumerate() {
+            if got != want {
+                return Err(Error::LengthMismatch {
+                    what: format!("{what} buffer {i}"),
+                    expected: want,
+                    got,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Advances a manual (epoch-style) schedule by one.
+    pub fn step_schedule(&mut self) {
+        let _mode = FpMode::enter();
+        self.schedule.advance(&self.cfg.lr);
+    }
+
+    /// Sets the schedule counter to `epoch`: the schedule is then exactly as after `epoch`
+    /// [`step_schedule`](Self::step_schedule) calls from its start (registration or reset),
+    /// in time independent of `epoch`. Per-update schedules too (their counter is the one
+    /// updates advance). Errors, nothing changed: [`Error::InvalidState`] for ReduceOnPlateau
+    /// (it moves by metrics).
+    pub fn set_schedule_epoch(&mut self, epoch: u64) -> Result<(), Error> {
+        let _mode = FpMode::enter();
+        self.schedule = ScheduleState::at(&self.cfg.lr, epoch)?;
+        Ok(())
+    }
+
+    /// Feeds a metric to a ReduceOnPlateau schedule.
+    pub fn step_schedule_metric(&mut self, metric: f64) -> Result<(), Error> {
+        let _mode = FpMode::enter();
+        self.schedule.step_metric(&self.cfg.lr, metric)
+    }
+
+    /// Applied updates so far.
+    pub fn step_count(&self) -> u64 {
+        self.step
+    }
+    /// Updates skipped because of non-finite gradients.
+    pub fn skipped_count(&self) -> u64 {
+        self.skipped
+    }
+    /// The learning rate the next update will use (f64 schedule value rounded to f32).
+    pub fn current_lr(&self) -> f32 {
+        self.schedule.lr(&self.cfg.lr) as f32
+    }
+    /// The schedule counter and state.
+    pub fn schedule_state(&self) -> &ScheduleState {
+        &self.schedule
+    }
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+    /// Registered buffer lengths, in registration order.
+    pub fn buffer_lens(&self) -> &[usize] {
+        &self.lens
+    }
+    /// The SIMD tier this optimizer runs on.
+    pub fn tier(&self) -> Tier {
+        self.tier
+    }
+    /// Switches the SIMD tier (results do not change: all tiers are bit-identical).
+    pub fn set_tier(&mut self, tier: Tier) -> Result<(), Error> {
+        self.tier = tier.check()?;
+        Ok(())
+    }
+    /// Threads used by `update` (1: the caller's thread).
+    pub fn num_threads(&self) -> usize {
+        self.cfg.num_threads
+    }
+    /// Changes the thread count (results do not change: the update is thread-count invariant).
+    pub fn set_num_threads(&mut self, n: usize) -> Result<(), Error> {
+        let mut cfg = self.cfg.clone();
+        cfg.num_threads = n;
+        cfg.validate()?;
+        self.pool = if n > 1 { Some(Pool::new(n)?) } else { None };
+        self.cfg.num_threads = n;
+        Ok(())
+    }
+    /// The Lookahead slow weights of buffer `i` (`None` without Lookahead or out of range).
+    pub fn slow_weights(&self, i: usize) -> Option<&[f32]> {
+        self.state
+            .get(i)
+            .filter(|_| self.cfg.lookahead.is_some())
+            .map(|s| &*s.slow)
+    }
+    /// The state buffers of buffer `i`: (m, v, v_max), each empty if the rule does not use it.
+    pub fn moments(&self, i: usize) -> Option<(&[f32], &[f32], &[f32])> {
+        self.state.get(i).map(|s| (&*s.m, &*s.v, &*s.v_max))
+    }
+}

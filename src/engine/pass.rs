@@ -1,0 +1,261 @@
+//! One update's fused passes and norm partials over every buffer, on the caller's thread or the
+//! pool (splits fall on fixed element boundaries, so results never depend on the thread count).
+
+use super::state::BufState;
+use super::{StateMut, Step, PARALLEL_GRAIN};
+use crate::error::Error;
+use crate::kernels::{self, AsGrad, Grad, GradScale, MixedBuffers, ParamCopy, Plan};
+use crate::simd::Tier;
+
+/// The plans of one update: of each group, and the group of each buffer.
+#[derive(Clone, Copy)]
+pub(super) struct Plans<'a> {
+    pub(super) plans: &'a [Plan],
+    pub(super) group_of: &'a [usize],
+}
+
+/// What every buffer's pass of one update shares.
+#[derive(Clone, Copy)]
+pub(super) struct Pass<'a> {
+    pub(super) step: &'a Step,
+    pub(super) plans: Plans<'a>,
+    pub(super) unscale: GradScale,
+}
+
+/// Copy `i` of `copies` (none where `copies` is empty), reborrowed.
+pub(super) fn copy_at<'c>(
+    copies: &'c mut [Option<ParamCopy<'_>>],
+    i: usize,
+) -> Option<ParamCopy<'c>> {
+    copies.get_mut(i).and_then(|c| {
+        c.as_mut().map(|c| ParamCopy {
+            half: c.half,
+            out: &mut *c.out,
+        })
+    })
+}
+
+/// `copies` split at `mid` (two empty lists where it is empty).
+#[allow(clippy::type_complexity)]
+pub(super) fn split_copies<'c, 'a>(
+    copies: &'c mut [Option<ParamCopy<'a>>],
+    mid: usize,
+) -> (
+    &'c mut [Option<ParamCopy<'a>>],
+    &'c mut [Option<ParamCopy<'a>>],
+) {
+    if copies.is_empty() {
+        (&mut [], &mut [])
+    } else {
+        copies.split_at_mut(mid)
+    }
+}
+
+/// One buffer's fused pass: the f32 pass itself when there is nothing to convert.
+pub(super) fn apply_one(
+    pass: Pass<'_>,
+    plan: &Plan,
+    p: &mut [f32],
+    g: Grad<'_>,
+    st: StateMut<'_>,
+    copy: Option<ParamCopy<'_>>,
+) {
+    match (g, copy) {
+        (Grad::F32(g), None) if pass.unscale == GradScale::One => {
+            kernels::apply_unchecked_lengths(pass.step.tier, plan, pass.step.buffers(p, g, st));
+        }
+        (grad, copy) => kernels::apply_mixed_unchecked_lengths(
+            pass.step.tier,
+            plan,
+            pass.unscale,
+            MixedBuffers {
+                param: p,
+                grad,
+                m: st.m,
+                v: st.v,
+                v_max: st.v_max,
+                slow: st.slow,
+                copy,
+            },
+        ),
+    }
+}
+
+pub(super) fn seq_apply<G: AsGrad>(
+    pass: Pass<'_>,
+    params: &mut [&mut [f32]],
+    grads: &[G],
+    copies: &mut [Option<ParamCopy<'_>>],
+    states: &mut [BufState],
+) {
+    for (i, (((p, g), st), &group)) in params
+        .iter_mut()
+        .zip(grads)
+        .zip(states.iter_mut())
+        .zip(pass.plans.group_of)
+        .enumerate()
+    {
+        let plan = &pass.plans.plans[group];
+        let n = p.len();
+        apply_one(pass, plan, p, g.as_grad(), st.whole(n), copy_at(copies, i));
+    }
+}
+
+/// Splits the buffer list, then each buffer, in halves until tasks are at most
+/// [`PARALLEL_GRAIN`] elements, with `rayon::join` (no allocation per task). The update is
+/// elementwise, so any split gives the same bits.
+pub(super) fn par_apply<G: AsGrad>(
+    pass: Pass<'_>,
+    params: &mut [&mut [f32]],
+    grads: &[G],
+    copies: &mut [Option<ParamCopy<'_>>],
+    states: &mut [BufState],
+) {
+    if params.len() > 1 {
+        let mid = params.len() / 2;
+        let (p0, p1) = params.split_at_mut(mid);
+        let (g0, g1) = grads.split_at(mid);
+        let (c0, c1) = split_copies(copies, mid);
+        let (s0, s1) = states.split_at_mut(mid);
+        let (q0, q1) = pass.plans.group_of.split_at(mid);
+        let half = |group_of| Pass {
+            plans: Plans {
+                group_of,
+                ..pass.plans
+            },
+            ..pass
+        };
+        let (pass0, pass1) = (half(q0), half(q1));
+        rayon::join(
+            || par_apply(pass0, p0, g0, c0, s0),
+            || par_apply(pass1, p1, g1, c1, s1),
+        );
+    } else if let (Some(p), Some(g), Some(st), Some(&group)) = (
+        params.first_mut(),
+        grads.first(),
+        states.first_mut(),
+        pass.plans.group_of.first(),
+    ) {
+        let n = p.len();
+        let copy = copy_at(copies, 0);
+        par_apply_one(
+            pass,
+            &pass.plans.plans[group],
+            p,
+            g.as_grad(),
+            st.whole(n),
+            copy,
+        );
+    }
+}
+
+pub(super) fn par_apply_one(
+    pass: Pass<'_>,
+    plan: &Plan,
+    p: &mut [f32],
+    g: Grad<'_>,
+    st: StateMut<'_>,
+    copy: Option<ParamCopy<'_>>,
+) {
+    if p.len() <= PARALLEL_GRAIN {
+        apply_one(pass, plan, p, g, st, copy);
+        return;
+    }
+    let mid = (p.len() / 2).next_multiple_of(64);
+    let (p0, p1) = p.split_at_mut(mid);
+    let (g0, g1) = g.split_at(mid);
+    let (s0, s1) = st.split_at(mid);
+    let (c0, c1) = match copy {
+        Some(c) => {
+            let (a, b) = c.out.split_at_mut(mid);
+            (
+                Some(ParamCopy {
+                    half: c.half,
+                    out: a,
+                }),
+                Some(ParamCopy {
+                    half: c.half,
+                    out: b,
+                }),
+            )
+        }
+        None => (None, None),
+    };
+    rayon::join(
+        || par_apply_one(pass, plan, p0, g0, s0, c0),
+        || par_apply_one(pass, plan, p1, g1, s1, c1),
+    );
+}
+
+/// `e` (from group `group`'s per-step check) naming the group, unless it is group 0 (the
+/// optimizer's own configuration, whose messages stay as they were before groups).
+pub(super) fn in_group(group: usize, e: Error) -> Error {
+    match e {
+        Error::InvalidArgument {
+            name,
+            value,
+            expected,
+        } if group != 0 => Error::InvalidArgument {
+            name,
+            value: format!("{value} (in parameter group {group})"),
+            expected,
+        },
+        e => e,
+    }
+}
+
+pub(super) fn seq_partials<G: AsGrad>(
+    tier: Tier,
+    unscale: GradScale,
+    grads: &[G],
+    states: &mut [BufState],
+) {
+    for (g, st) in grads.iter().zip(states.iter_mut()) {
+        partials_of(tier, unscale, g.as_grad(), &mut st.partials);
+    }
+}
+
+/// Block partials of one buffer: the f32 kernel itself when there is nothing to convert.
+pub(super) fn partials_of(tier: Tier, unscale: GradScale, g: Grad<'_>, partials: &mut [f64]) {
+    match g {
+        Grad::F32(g) if unscale == GradScale::One => {
+            kernels::sumsq_partials_unchecked(tier, g, partials)
+        }
+        g => kernels::sumsq_partials_mixed_unchecked(tier, g, unscale, partials),
+    }
+}
+
+/// Block partials on the pool. Splits fall on block boundaries, so every partial is the same
+/// as on one thread; they are added up in block order afterwards.
+pub(super) fn par_partials<G: AsGrad>(
+    tier: Tier,
+    unscale: GradScale,
+    grads: &[G],
+    states: &mut [BufState],
+) {
+    if grads.len() > 1 {
+        let mid = grads.len() / 2;
+        let (g0, g1) = grads.split_at(mid);
+        let (s0, s1) = states.split_at_mut(mid);
+        rayon::join(
+            || par_partials(tier, unscale, g0, s0),
+            || par_partials(tier, unscale, g1, s1),
+        );
+    } else if let (Some(g), Some(st)) = (grads.first(), states.first_mut()) {
+        par_partials_one(tier, unscale, g.as_grad(), &mut st.partials);
+    }
+}
+
+pub(super) fn par_partials_one(tier: Tier, unscale: GradScale, g: Grad<'_>, partials: &mut [f64]) {
+    if partials.len() <= 2 * (PARALLEL_GRAIN / kernels::SUMSQ_BLOCK) {
+        partials_of(tier, unscale, g, partials);
+        return;
+    }
+    let mid_blocks = partials.len() / 2;
+    let (g0, g1) = g.split_at(mid_blocks * kernels::SUMSQ_BLOCK);
+    let (q0, q1) = partials.split_at_mut(mid_blocks);
+    rayon::join(
+        || par_partials_one(tier, unscale, g0, q0),
+        || par_partials_one(tier, unscale, g1, q1),
+    );
+}

@@ -1,0 +1,82 @@
+//! One begun split update ([`Step`]), applied range by range from any threads.
+
+use super::StateMut;
+use crate::error::Error;
+use crate::kernels::{self, Buffers, Plan};
+use crate::simd::{FpMode, Tier};
+
+/// The per-step scalars of one update between [`Optimizer::begin_step`](super::Optimizer::begin_step) and
+/// [`Optimizer::end_step`](super::Optimizer::end_step). Plain data: copy it to every thread. With parameter groups, the
+/// plan of each group is kept by the optimizer and handed out with the state views
+/// ([`Optimizer::states_mut`](super::Optimizer::states_mut)): [`Step::apply`] runs each view with its group's plan.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Step {
+    /// The plan of group 0.
+    pub(super) plan: Plan,
+    pub(super) tier: Tier,
+    /// 1-based number of this update.
+    pub(super) number: u64,
+    /// The optimizer that began it (its [`Optimizer`] id).
+    pub(super) owner: u64,
+}
+
+impl Step {
+    /// The fused update of one buffer range: `param` and `grad` must cover the same elements as
+    /// `state` (for example `param[a..b]` with the state of that buffer split at `a` and `b`).
+    /// Each element must be applied exactly once per update: a range that overlaps one already
+    /// applied (or being applied by another thread) in this update is refused with
+    /// [`Error::Overlap`] before anything is written. Also refused, writing nothing: lengths
+    /// that differ, a step that is not the one begun last on the optimizer of `state`.
+    pub fn apply(&self, param: &mut [f32], grad: &[f32], state: StateMut<'_>) -> Result<(), Error> {
+        let (at, len, coverage, plan) = (state.at, state.len, state.coverage, state.plan);
+        let b = self.buffers(param, grad, state);
+        b.check(plan)?;
+        if b.param.len() != len {
+            return Err(Error::LengthMismatch {
+                what: "param (the length of the state view)".to_string(),
+                expected: len,
+                got: b.param.len(),
+            });
+        }
+        coverage.check_step(self)?;
+        coverage.claim(at, at + len)?;
+        // The host's thread: flatopt's floating-point mode for the pass (as `kernels::apply`).
+        let _mode = FpMode::enter();
+        kernels::apply_unchecked_lengths(self.tier, plan, b);
+        Ok(())
+    }
+
+    pub(super) fn buffers<'a>(
+        &self,
+        param: &'a mut [f32],
+        grad: &'a [f32],
+        state: StateMut<'a>,
+    ) -> Buffers<'a> {
+        Buffers {
+            param,
+            grad,
+            m: state.m,
+            v: state.v,
+            v_max: state.v_max,
+            slow: state.slow,
+        }
+    }
+
+    /// The SIMD tier the step runs on.
+    pub fn tier(&self) -> Tier {
+        self.tier
+    }
+    /// The 1-based number of this update.
+    pub fn number(&self) -> u64 {
+        self.number
+    }
+    /// Whether Lookahead syncs on this update.
+    pub fn syncs(&self) -> bool {
+        self.plan.sync_alpha.is_some()
+    }
+    /// The plan (per-step scalars) of this update for parameter group 0 (the optimizer's own
+    /// hyperparameters; [`Optimizer::group_plan`](super::Optimizer::group_plan) gives every group's).
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+}
