@@ -12,8 +12,12 @@ Change one import line::
         sched.step()
     torch.save(opt.state_dict(), "opt.pt")   # PyTorch's layout: exp_avg, exp_avg_sq, step
 
-:class:`SGD`, :class:`Adam`, :class:`AdamW`, :class:`RAdam`, :class:`Adagrad` and
-:class:`RMSprop` take PyTorch's arguments with PyTorch's defaults, plus two of flatopt's:
+:class:`SGD`, :class:`Adam`, :class:`AdamW`, :class:`RAdam`, :class:`Adagrad`,
+:class:`RMSprop`, :class:`Adamax`, :class:`NAdam`, :class:`Adadelta` and :class:`Rprop` take
+PyTorch's arguments with PyTorch's defaults; :class:`Lion`, :class:`AdaBelief` and
+:class:`Yogi` (no torch.optim class) those of their common PyTorch packages (lion-pytorch,
+adabelief-pytorch's names for the state, torch-optimizer) with optax's rules. All take two
+arguments of flatopt's:
 ``max_grad_norm`` (clipping by the global norm of the gradients, ``clip_grad_norm_``'s
 semantics, done in flatopt's own norm pass instead of a separate one) and ``num_threads``
 (default 1: the calling thread; see docs/torch.md on PyTorch's spinning OpenMP workers).
@@ -22,12 +26,14 @@ the same pass.
 
 How it maps onto the library:
 
-* Every parameter group is a flatopt parameter group. ``group["lr"]`` and
-  ``group["weight_decay"]`` are read at every ``step()`` (a comparison per group) and handed to
-  the library when they changed, so PyTorch's LR schedulers drive these optimizers unchanged.
-  The other hyperparameters (``betas``, ``eps``, ``momentum``, ...) are fixed at construction;
-  changing one afterwards (e.g. ``OneCycleLR(cycle_momentum=True)``) raises
-  :class:`flatopt.UnsupportedError` at the next step.
+* Every parameter group is a flatopt parameter group. Its hyperparameters are read at every
+  ``step()`` (a comparison per group) and take effect when they changed, as in PyTorch, so
+  LR schedulers drive these optimizers unchanged: ``lr`` and ``weight_decay`` are handed to
+  the library's group (no allocation); a change of another (``betas``, ``eps``, ``momentum``,
+  ...; e.g. ``OneCycleLR(cycle_momentum=True)``) rebuilds the handles holding the group's
+  parameters, their state copied over bit for bit (a copy of the state: fine now and then,
+  a cost in every step when a scheduler changes ``betas`` every step). An invalid value
+  raises at that step and changes nothing.
 * Gradients are handed over as pointers at every step (``zero_grad(set_to_none=True)`` makes new
   gradient tensors each step): one ``.grad`` read, one ``data_ptr()`` and one contiguity check
   per tensor and a ``data_ptr()`` per parameter (has its storage moved?), then one foreign call
@@ -43,7 +49,8 @@ How it maps onto the library:
   counts its own updates towards the sync period.
 * ``state_dict()`` is PyTorch's layout (``state[i]`` with tensors ``step``, ``exp_avg``,
   ``exp_avg_sq``, ``max_exp_avg_sq``, ``momentum_buffer``, ``sum``, ``square_avg``,
-  ``grad_avg``, ``lookahead_slow_buff``; ``param_groups`` with the hyperparameters), read out
+  ``grad_avg``, ``exp_inf``, ``mu_product``, ``acc_delta``, ``prev``, ``step_size``,
+  ``exp_avg_var``, ``lookahead_slow_buff``; ``param_groups`` with the hyperparameters), read out
   of the library's checkpoint; ``load_state_dict()`` writes the tensors back into checkpoints
   of the library, so a restored optimizer continues bit for bit as the uninterrupted one.
   ``opt.state`` is the snapshot of the last ``state_dict()`` / ``load_state_dict()``; the live
@@ -63,6 +70,7 @@ docs/numerics.md in the repository.
 from __future__ import annotations
 
 import ctypes
+import functools
 import math
 import struct
 import zlib
@@ -82,7 +90,10 @@ from ._errors import (
 )
 from ._schedules import _Handle
 
-__all__ = ["SGD", "Adam", "AdamW", "RAdam", "Adagrad", "RMSprop", "Lookahead"]
+__all__ = [
+    "SGD", "Adam", "AdamW", "RAdam", "Adagrad", "RMSprop", "Adamax", "NAdam", "Adadelta",
+    "Rprop", "Lion", "AdaBelief", "Yogi", "Lookahead",
+]
 
 # The per-step hot path reads these C-level accessors directly (no attribute lookup through
 # the class hierarchy): about a third cheaper than `p.grad.data_ptr()` in a comprehension.
@@ -136,13 +147,14 @@ def _check_grad(g, label):
 class _Cohort:
     """Parameters updated the same number of times, under one library handle."""
 
-    __slots__ = ("handle", "params", "groups", "ngroups", "ptrs", "pptrs")
+    __slots__ = ("handle", "params", "groups", "ngroups", "present", "ptrs", "pptrs")
 
-    def __init__(self, handle, params, groups, ngroups):
+    def __init__(self, handle, params, groups, ngroups, present):
         self.handle = handle
         self.params = params  # the tensors (kept alive: the library holds their pointers)
         self.groups = groups  # each parameter's group index
         self.ngroups = ngroups  # groups the handle has
+        self.present = present  # each parameter's state arrays (of _ARRAYS) in the handle
         self.ptrs = (ctypes.c_void_p * len(params))()
         self.pptrs = [_PTR(p) for p in params]
 
@@ -159,8 +171,22 @@ class _FlatoptOptimizer(_TorchOptimizer):
     _kind = None
     # The names, in PyTorch's state layout, of the library's m, v and v_max arrays.
     _names = (None, None, None)
-    # Group keys fixed at construction (changing them later is refused).
+    # Group keys besides lr and weight_decay that the base rule reads; a change rebuilds the
+    # handles of the group's parameters (state kept).
     _static = ()
+    # True where the library's group weight decay is not the group's "weight_decay" (NAdam's
+    # decoupled form, whose decay lives in the base rule): a change rebuilds too.
+    _wd_in_base = False
+    # Group key -> the flatopt_base_params field it sets (a tuple of fields for a pair such as
+    # betas), for the rules whose _fill_base is this table; their _static is its keys.
+    _fields = {}
+    # The library arrays (m, v, v_max) of a rule whose arrays do not depend on the group.
+    _used = (True, True, False)
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        if "_fields" in cls.__dict__ and "_static" not in cls.__dict__:
+            cls._static = tuple(cls._fields)
 
     def __init__(self, params, defaults, *, max_grad_norm=None, num_threads=None,
                  maximize=False, capturable=False, differentiable=False):
@@ -192,20 +218,32 @@ class _FlatoptOptimizer(_TorchOptimizer):
     # -- hyperparameters ---------------------------------------------------------------------
 
     def _fill_base(self, base, group):
-        raise NotImplementedError
+        for key, field in self._fields.items():
+            value = group[key]
+            for f, v in zip(field, value) if isinstance(field, tuple) else ((field, value),):
+                setattr(base, f, float(v))
 
     def _coupled(self):
         """True if the rule's weight decay is the coupled one (g += wd * p)."""
         return True
 
     def _static_of(self, group):
-        return tuple(group[k] for k in self._static)
+        out = tuple(
+            tuple(v) if isinstance(v, (list, tuple)) else v
+            for v in (group[k] for k in self._static)
+        )
+        return out + (_wd(group),) if self._wd_in_base else out
+
+    def _lib_wd(self, group):
+        """The weight decay handed to the library's group (flatopt_optimizer_set_group_weight_
+        decay: the rule's own decoupled decay where it has one, else the coupled one)."""
+        return 0.0 if self._wd_in_base else _wd(group)
 
     def _base_params(self, group):
         base = _lib.new_base_params(self._kind)
         self._fill_base(base, group)
         if not self._coupled():
-            base.decoupled_weight_decay = float(group["weight_decay"])
+            base.decoupled_weight_decay = _wd(group)
         return base
 
     def add_param_group(self, param_group):
@@ -215,7 +253,7 @@ class _FlatoptOptimizer(_TorchOptimizer):
         for i, p in enumerate(group["params"]):
             _check_param(p, _param_label(g, i, p))
         for k in ("lr", "weight_decay"):
-            v = float(group[k])
+            v = float(group.get(k, 0.0))
             if not (v >= 0 and math.isfinite(v)):
                 raise InvalidArgumentError(f"param_groups[{g}]['{k}'] must be >= 0, got {v}")
         if getattr(self, "_ready", False):
@@ -235,7 +273,7 @@ class _FlatoptOptimizer(_TorchOptimizer):
         cfg.base = ctypes.pointer(base)
         cfg.lr = 1.0  # fixed: every group has its own lr, used as is (lr * 1.0 / 1.0)
         cfg.nonfinite = _lib.NONFINITE["propagate"]
-        cfg.weight_decay = float(g0["weight_decay"]) if self._coupled() else 0.0
+        cfg.weight_decay = self._lib_wd(g0) if self._coupled() else 0.0
         cfg.grad_clip_norm = self._max_grad_norm or 0.0
         cfg.num_threads = self._num_threads
         if self._lookahead is not None:
@@ -254,7 +292,7 @@ class _FlatoptOptimizer(_TorchOptimizer):
                 opts = _lib.GroupOptions()
                 _lib.check(_lib.group_options_init(ctypes.byref(opts), ctypes.sizeof(opts)))
                 opts.lr = float(group["lr"])
-                opts.weight_decay = float(group["weight_decay"])
+                opts.weight_decay = self._lib_wd(group)
                 base = self._base_params(group)
                 opts.base = ctypes.pointer(base)
                 out = ctypes.c_size_t()
@@ -270,47 +308,55 @@ class _FlatoptOptimizer(_TorchOptimizer):
                 _lib.optimizer_add_param_to_group(ptr, g, _PTR(p), None, p.numel()),
                 f"param_groups[{g}]: registering a parameter of shape {tuple(p.shape)}",
             )
-        return _Cohort(handle, params, groups, ngroups)
+        present = [self._present(self.param_groups[g]) for g in groups]
+        return _Cohort(handle, params, groups, ngroups, present)
 
     def _applied_set(self, g, group):
         while len(self._applied) <= g:
             self._applied.append(None)
-        self._applied[g] = (
-            float(group["lr"]), float(group["weight_decay"]), self._static_of(group)
-        )
+        self._applied[g] = (float(group["lr"]), _wd(group), self._static_of(group))
 
     def _sync_groups(self):
-        """Hands changed group lr / weight decay to the library (a comparison per group)."""
+        """Hands changed group hyperparameters to the library (a comparison per group): lr
+        and weight decay through the library's group setters (no allocation), the others
+        (betas, eps, momentum, ...) by rebuilding the handles of the group's parameters with
+        their state (a copy of it: cheap once, costly every step)."""
         applied = self._applied
+        static = self._static or self._wd_in_base
         for g, group in enumerate(self.param_groups):
             a = applied[g]
             lr = group["lr"]
-            wd = group["weight_decay"]
-            if a is not None and lr == a[0] and wd == a[1]:
-                if self._static and self._static_of(group) != a[2]:
-                    self._refuse_static(g, group, a[2])
+            wd = group.get("weight_decay", 0.0)
+            same = a is not None and lr == a[0] and wd == a[1]
+            if static and a is not None and self._static_of(group) != a[2]:
+                self._rebuild_group(g)  # the new handles take every group's live values
+            elif same:
                 continue
-            if a is not None and self._static and self._static_of(group) != a[2]:
-                self._refuse_static(g, group, a[2])
-            for c in self._cohorts:
-                if g < c.ngroups:
-                    _lib.check(_lib.optimizer_set_group_lr(c.handle.ptr, g, float(lr)),
-                               f"param_groups[{g}]['lr']")
-                    _lib.check(
-                        _lib.optimizer_set_group_weight_decay(c.handle.ptr, g, float(wd)),
-                        f"param_groups[{g}]['weight_decay']",
-                    )
+            if not same:
+                for c in self._cohorts:
+                    if g < c.ngroups:
+                        _lib.check(_lib.optimizer_set_group_lr(c.handle.ptr, g, float(lr)),
+                                   f"param_groups[{g}]['lr']")
+                        _lib.check(
+                            _lib.optimizer_set_group_weight_decay(
+                                c.handle.ptr, g, self._lib_wd(group)
+                            ),
+                            f"param_groups[{g}]['weight_decay']",
+                        )
             self._applied_set(g, group)
 
-    def _refuse_static(self, g, group, old):
-        new = self._static_of(group)
-        for k, a, b in zip(self._static, old, new):
-            if a != b:
-                raise UnsupportedError(
-                    f"param_groups[{g}]['{k}'] changed from {a!r} to {b!r}: flatopt.torch "
-                    "follows changes of 'lr' and 'weight_decay' only (for OneCycleLR / "
-                    "CyclicLR pass cycle_momentum=False)"
-                )
+    def _rebuild_group(self, g):
+        """New handles, with the state, for the cohorts holding parameters of group `g` (its
+        hyperparameters changed); swapped in only when all are built."""
+        new = {}
+        for i, c in enumerate(self._cohorts):
+            if g in c.groups:
+                states, counters = self._cohort_states(c)
+                n = self._new_cohort(c.params, c.groups)
+                self._import(n, states, None, counters)
+                new[i] = n
+        for i, n in new.items():
+            self._cohorts[i] = n
 
     # -- state transfer through the library's checkpoints -------------------------------------
 
@@ -321,7 +367,7 @@ class _FlatoptOptimizer(_TorchOptimizer):
         return [name for name, used in zip(_ARRAYS, out) if used]
 
     def _state_used(self, group):
-        raise NotImplementedError
+        return self._used
 
     @staticmethod
     def _blob(handle):
@@ -338,9 +384,7 @@ class _FlatoptOptimizer(_TorchOptimizer):
         """(counters offset, [(param, {array name: byte offset}) ...]) of a cohort's blob."""
         (clen,) = struct.unpack_from("<Q", blob, 32)
         counters = _HEADER + clen
-        records = []
-        for p, g in zip(cohort.params, cohort.groups):
-            records.append((p, self._present(self.param_groups[g])))
+        records = list(zip(cohort.params, cohort.present))
         total = sum(16 + 4 * p.numel() * len(names) for p, names in records)
         off = len(blob) - 4 - total
         out = []
@@ -594,6 +638,10 @@ class _FlatoptOptimizer(_TorchOptimizer):
         self._rebuild(states)
 
 
+def _wd(group):
+    return float(group.get("weight_decay", 0.0))
+
+
 def _betas(betas):
     b1, b2 = (float(b) for b in betas)
     return b1, b2
@@ -755,6 +803,181 @@ class RMSprop(_FlatoptOptimizer):
         return float(group["momentum"]) > 0, True, bool(group["centered"])
 
 
+class Adamax(_FlatoptOptimizer):
+    """``torch.optim.Adamax`` with flatopt's fused step (``eps`` inside the maximum, as
+    PyTorch; coupled weight decay)."""
+
+    _kind = _lib.ADAMAX
+    _names = ("exp_avg", "exp_inf", None)
+    _fields = {"betas": ("b1", "b2"), "eps": "eps"}  # eps_outside_max off: PyTorch's
+
+    def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
+                 foreach=None, *, maximize=False, differentiable=False, capturable=False,
+                 max_grad_norm=None, num_threads=None):
+        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+                        foreach=foreach, maximize=False, differentiable=False,
+                        capturable=False)
+        super().__init__(params, defaults, max_grad_norm=max_grad_norm,
+                         num_threads=num_threads, maximize=maximize, capturable=capturable,
+                         differentiable=differentiable)
+
+
+class NAdam(_FlatoptOptimizer):
+    """``torch.optim.NAdam`` with flatopt's fused step (PyTorch's momentum schedule; coupled
+    weight decay, or decoupled with ``decoupled_weight_decay=True``). The state dict carries
+    ``mu_product`` as PyTorch's does (flatopt computes the product from the step: see
+    docs/numerics.md, "NAdam")."""
+
+    _kind = _lib.NADAM
+    _names = ("exp_avg", "exp_avg_sq", None)
+    # constant_momentum off: PyTorch's schedule
+    _fields = {"betas": ("b1", "b2"), "eps": "eps", "momentum_decay": "momentum_decay"}
+    _static = (*_fields, "decoupled_weight_decay")
+
+    def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
+                 momentum_decay=4e-3, decoupled_weight_decay=False, *, foreach=None,
+                 maximize=False, capturable=False, differentiable=False, max_grad_norm=None,
+                 num_threads=None):
+        self._wd_in_base = bool(decoupled_weight_decay)
+        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+                        momentum_decay=momentum_decay,
+                        decoupled_weight_decay=bool(decoupled_weight_decay), foreach=foreach,
+                        maximize=False, capturable=False, differentiable=False)
+        super().__init__(params, defaults, max_grad_norm=max_grad_norm,
+                         num_threads=num_threads, maximize=maximize, capturable=capturable,
+                         differentiable=differentiable)
+
+    def _coupled(self):
+        return not self._wd_in_base
+
+    def _fill_base(self, base, group):
+        if bool(group["decoupled_weight_decay"]) != self._wd_in_base:
+            raise UnsupportedError(
+                "NAdam: decoupled_weight_decay is the optimizer's (fixed at construction), "
+                f"not a group's: got {group['decoupled_weight_decay']!r}"
+            )
+        super()._fill_base(base, group)
+
+    def _to_torch_state(self, st, group):
+        out = super()._to_torch_state(st, group)
+        if out:
+            out["mu_product"] = _nadam_mu_product(
+                _betas(group["betas"])[0], float(group["momentum_decay"]), st["step"]
+            )
+        return out
+
+
+def _nadam_mu_product(b1, psi, steps):
+    """PyTorch's running NAdam ``mu_product`` after `steps` updates (its float32 products)."""
+    return _mu_product(b1, psi, steps).clone()
+
+
+@functools.lru_cache(maxsize=16)
+def _mu_product(b1, psi, steps):
+    prod = torch.ones((), dtype=torch.float32)
+    for t in range(1, steps + 1):
+        prod *= b1 * (1.0 - 0.5 * (0.96 ** (float(t) * psi)))
+    return prod
+
+
+class Adadelta(_FlatoptOptimizer):
+    """``torch.optim.Adadelta`` with flatopt's fused step (coupled weight decay)."""
+
+    _kind = _lib.ADADELTA
+    _names = ("acc_delta", "square_avg", None)
+    _fields = {"rho": "rho", "eps": "eps"}
+
+    def __init__(self, params, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0, foreach=None, *,
+                 capturable=False, maximize=False, differentiable=False, max_grad_norm=None,
+                 num_threads=None):
+        defaults = dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, foreach=foreach,
+                        capturable=False, maximize=False, differentiable=False)
+        super().__init__(params, defaults, max_grad_norm=max_grad_norm,
+                         num_threads=num_threads, maximize=maximize, capturable=capturable,
+                         differentiable=differentiable)
+
+
+
+class Rprop(_FlatoptOptimizer):
+    """``torch.optim.Rprop`` with flatopt's fused step. As in PyTorch, the learning rate is
+    the initial step size (it matters on a parameter's first update only) and the groups have
+    no weight decay (a group given a ``weight_decay`` gets flatopt's coupled one)."""
+
+    _kind = _lib.RPROP
+    _names = ("prev", "step_size", None)
+    _fields = {"etas": ("eta_minus", "eta_plus"), "step_sizes": ("min_step_size", "max_step_size")}
+
+    def __init__(self, params, lr=1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50), *,
+                 capturable=False, foreach=None, maximize=False, differentiable=False,
+                 max_grad_norm=None, num_threads=None):
+        defaults = dict(lr=lr, etas=tuple(etas), step_sizes=tuple(step_sizes),
+                        foreach=foreach, maximize=False, differentiable=False,
+                        capturable=False)
+        super().__init__(params, defaults, max_grad_norm=max_grad_norm,
+                         num_threads=num_threads, maximize=maximize, capturable=capturable,
+                         differentiable=differentiable)
+
+
+
+class Lion(_FlatoptOptimizer):
+    """Lion (Chen et al. 2023; PyTorch has none) with flatopt's fused step, in lion-pytorch's
+    signature: ``u = sign(b1*m + (1-b1)*g)``, ``m = b2*m + (1-b2)*g``,
+    ``p = p*(1 - lr*weight_decay) - lr*u`` (decoupled decay). State: ``exp_avg``."""
+
+    _kind = _lib.LION
+    _names = ("exp_avg", None, None)
+    _fields = {"betas": ("b1", "b2")}
+    _used = (True, False, False)
+
+    def __init__(self, params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, *,
+                 max_grad_norm=None, num_threads=None):
+        defaults = dict(lr=lr, betas=tuple(betas), weight_decay=weight_decay)
+        super().__init__(params, defaults, max_grad_norm=max_grad_norm,
+                         num_threads=num_threads)
+
+    def _coupled(self):
+        return False
+
+
+class AdaBelief(_FlatoptOptimizer):
+    """AdaBelief (Zhuang et al. 2020; PyTorch has none) with flatopt's fused step, optax's
+    rule: ``s = b2*s + (1-b2)*(g - m)^2 + eps_root``, ``p -= lr/(1-b1^t) * m /
+    (sqrt(s/(1-b2^t)) + eps)``; coupled weight decay (the authors' package decouples by
+    default: use ``AdamW``-style decay through ``weight_decay`` of the pipeline there). State:
+    ``exp_avg``, ``exp_avg_var`` (the authors' names)."""
+
+    _kind = _lib.ADABELIEF
+    _names = ("exp_avg", "exp_avg_var", None)
+    _fields = {"betas": ("b1", "b2"), "eps": "eps", "eps_root": "eps_root"}
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-16, weight_decay=0, *,
+                 eps_root=1e-16, max_grad_norm=None, num_threads=None):
+        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, eps_root=eps_root,
+                        weight_decay=weight_decay)
+        super().__init__(params, defaults, max_grad_norm=max_grad_norm,
+                         num_threads=num_threads)
+
+
+
+class Yogi(_FlatoptOptimizer):
+    """Yogi (Zaheer et al. 2018; PyTorch has none) with flatopt's fused step, optax's rule
+    (``v = v - (1-b2)*sign(v - g^2)*g^2``; both moments start from ``initial_accumulator``)
+    in torch-optimizer's signature; coupled weight decay. State: ``exp_avg``, ``exp_avg_sq``."""
+
+    _kind = _lib.YOGI
+    _names = ("exp_avg", "exp_avg_sq", None)
+    _fields = {"betas": ("b1", "b2"), "eps": "eps", "initial_accumulator": "initial_accumulator"}
+
+    def __init__(self, params, lr=1e-2, betas=(0.9, 0.999), eps=1e-3,
+                 initial_accumulator=1e-6, weight_decay=0, *, max_grad_norm=None,
+                 num_threads=None):
+        defaults = dict(lr=lr, betas=tuple(betas), eps=eps,
+                        initial_accumulator=initial_accumulator, weight_decay=weight_decay)
+        super().__init__(params, defaults, max_grad_norm=max_grad_norm,
+                         num_threads=num_threads)
+
+
+
 class Lookahead(_TorchOptimizer):
     """timm's ``Lookahead(optimizer, alpha, k)``, fused into the base optimizer's pass.
 
@@ -770,8 +993,8 @@ class Lookahead(_TorchOptimizer):
     def __init__(self, optimizer, k=5, alpha=0.5):
         if not isinstance(optimizer, _FlatoptOptimizer):
             raise DTypeError(
-                "Lookahead wraps a flatopt.torch optimizer (SGD, Adam, AdamW, RAdam, Adagrad, "
-                f"RMSprop), got {type(optimizer).__name__}"
+                "Lookahead wraps a flatopt.torch optimizer (SGD, Adam, AdamW, ..., Yogi), got "
+                f"{type(optimizer).__name__}"
             )
         if optimizer._lookahead is not None:
             raise InvalidStateError("this optimizer is already wrapped by a Lookahead")
