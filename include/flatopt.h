@@ -183,6 +183,25 @@
 #define FLATOPT_STEP_ARGS_SIZE_V1 56
 
 /**
+ * Bit of `flatopt_base_state_buffers`' mask: the rule keeps a first state buffer `m` (Adam's
+ * first moment, SGD's momentum trace, RMSprop's momentum, Rprop's previous gradient, ...).
+ */
+#define FLATOPT_STATE_M 1
+
+/**
+ * Bit of `flatopt_base_state_buffers`' mask: the rule keeps a second state buffer `v` (a
+ * second moment, Adagrad's sum of squares, Adadelta's squared-gradient average, Rprop's step
+ * sizes, ...).
+ */
+#define FLATOPT_STATE_V 2
+
+/**
+ * Bit of `flatopt_base_state_buffers`' mask: the rule keeps a third state buffer `v_max`
+ * (AMSGrad's maximum, centered RMSprop's gradient average, Adadelta's squared-update average).
+ */
+#define FLATOPT_STATE_V_MAX 4
+
+/**
  * Result of every fallible call. `FLATOPT_OK` is 0; `FLATOPT_SKIPPED` is not an error but says
  * that an update was skipped because a gradient held NaN or Inf (nothing changed); every other
  * value is an error kind, described further by `flatopt_last_error_message()`.
@@ -1456,6 +1475,58 @@ enum flatopt_status flatopt_radam_update(const struct flatopt_base_params *hp,
                                          float *v,
                                          float *slow,
                                          size_t len);
+
+/**
+ * Writes to `*mask` which state buffers the base rule `hp` keeps (`FLATOPT_STATE_M`,
+ * `FLATOPT_STATE_V`, `FLATOPT_STATE_V_MAX`; 0 for plain SGD): the buffers
+ * `flatopt_base_update` requires non-NULL. `hp` is validated as for an optimizer.
+ *
+ * # Safety
+ * `hp` is NULL (refused) or points to its `struct_size` readable bytes; `mask` is NULL
+ * (refused) or valid for one write.
+ */
+enum flatopt_status flatopt_base_state_buffers(const struct flatopt_base_params *hp,
+                                               uint32_t *mask);
+
+/**
+ * Fills the state buffers that the base rule `hp` keeps with their values before the first
+ * step, as an optimizer's registration does (zero, but Adagrad's and RMSprop's initial
+ * accumulator, Rprop's initial step size): each of `m`, `v`, `v_max` that the rule keeps (see
+ * `flatopt_base_state_buffers`) must hold `len` floats; those it does not keep may be NULL and
+ * are not touched. Nothing is written on error.
+ *
+ * # Safety
+ * `hp` is NULL (refused) or points to its `struct_size` readable bytes. Each buffer is NULL
+ * (refused where the rule keeps it) or holds `len` floats, valid for the call and not
+ * accessed by anyone else during it.
+ */
+enum flatopt_status flatopt_base_state_init(const struct flatopt_base_params *hp,
+                                            float *m,
+                                            float *v,
+                                            float *v_max,
+                                            size_t len);
+
+/**
+ * Stateless step of any base rule (`hp->kind`): the rule's state buffers (see
+ * `flatopt_base_state_buffers`; start them with `flatopt_base_state_init`) hold `len` floats
+ * each, the others may be NULL; `slow` (NULL unless `args->sync`) holds the Lookahead slow
+ * weights. The same update as an optimizer's step with the same scalars, bit for bit. See
+ * `flatopt_sgd_update` for the conventions; nothing is written on error.
+ *
+ * # Safety
+ * `hp` and `args` are NULL (refused) or point to their `struct_size` readable bytes.
+ * Each buffer is NULL (refused where required) or holds `len` floats, valid for the
+ * call and not accessed by anyone else during it.
+ */
+enum flatopt_status flatopt_base_update(const struct flatopt_base_params *hp,
+                                        const struct flatopt_step_args *args,
+                                        float *param,
+                                        const float *grad,
+                                        float *m,
+                                        float *v,
+                                        float *v_max,
+                                        float *slow,
+                                        size_t len);
 
 /**
  * Sum of squares of `x` (f64, fixed order: see docs/numerics.md, "Determinism"), written to

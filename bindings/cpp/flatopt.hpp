@@ -1754,6 +1754,44 @@ inline void radam_update(const BaseParams& hp, const StepArgs& args, Span<float>
                              detail::ptr_or_null(v), detail::ptr_or_null(slow), n));
 }
 
+/// Which state buffers the base rule `hp` keeps: a mask of `FLATOPT_STATE_M`,
+/// `FLATOPT_STATE_V` and `FLATOPT_STATE_V_MAX` (0 for plain SGD); `base_update` requires these.
+inline uint32_t base_state_buffers(const BaseParams& hp) {
+  uint32_t mask = 0;
+  check(flatopt_base_state_buffers(&hp.c_struct(), &mask));
+  return mask;
+}
+
+/// Fills the state buffers that `hp` keeps with their values before the first step (zero, but
+/// Adagrad's and RMSprop's initial accumulator and Rprop's initial step size), as an
+/// optimizer's registration does. Each kept buffer has `n` elements; the others may be empty.
+inline void base_state_init(const BaseParams& hp, std::size_t n, Span<float> m, Span<float> v = {},
+                            Span<float> v_max = {}) {
+  detail::check_len("m", m, n);
+  detail::check_len("v", v, n);
+  detail::check_len("v_max", v_max, n);
+  check(flatopt_base_state_init(&hp.c_struct(), detail::ptr_or_null(m), detail::ptr_or_null(v),
+                                detail::ptr_or_null(v_max), n));
+}
+
+/// One step of any base rule (`hp.kind()`) on caller-owned state: the buffers
+/// `base_state_buffers(hp)` names (started with `base_state_init`), `slow` when `args` syncs.
+/// Bit-identical to an optimizer's step with the same scalars.
+inline void base_update(const BaseParams& hp, const StepArgs& args, Span<float> param,
+                        Span<const float> grad, Span<float> m, Span<float> v = {},
+                        Span<float> v_max = {}, Span<float> slow = {}) {
+  const std::size_t n = param.size();
+  detail::check_len("grad", grad, n);
+  detail::check_len("m", m, n);
+  detail::check_len("v", v, n);
+  detail::check_len("v_max", v_max, n);
+  detail::check_len("slow", slow, n);
+  check(flatopt_base_update(&hp.c_struct(), &args.c_struct(), param.data(),
+                            detail::ptr_or_null(grad), detail::ptr_or_null(m),
+                            detail::ptr_or_null(v), detail::ptr_or_null(v_max),
+                            detail::ptr_or_null(slow), n));
+}
+
 /// Sum of squares of `x` in f64, in the fixed order of the determinism contract (NaN or Inf if
 /// `x` holds a non-finite value).
 inline double sum_squares(Span<const float> x) {

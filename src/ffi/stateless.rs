@@ -82,21 +82,22 @@ pub unsafe extern "C" fn flatopt_step_args_init(
     })
 }
 
-/// Builds the plan of one stateless update after validating every argument.
+/// Builds the plan of one stateless update after validating every argument; `expect_kind` is
+/// the kind the function called is for (`None`: `flatopt_base_update`, any kind).
 ///
 /// # Safety
 /// `hp` / `args` NULL or valid.
 unsafe fn stateless_plan(
     hp: *const flatopt_base_params,
     args: *const flatopt_step_args,
-    expect_kind: flatopt_base_kind,
+    expect_kind: Option<flatopt_base_kind>,
 ) -> Result<Plan, Error> {
     // SAFETY: NULL (refused) or a struct of `struct_size` readable bytes (C contract).
     let hp = unsafe { read_base("hp", "hp.struct_size", hp)? };
     let (defaults, v) = (step_args_defaults(), &STEP_ARGS_VERSIONS);
     // SAFETY: as above.
     let a = unsafe { read_versioned("args", "args.struct_size", args, defaults, v)? };
-    if hp.kind != expect_kind as u32 {
+    if expect_kind.is_some_and(|k| hp.kind != k as u32) {
         return Err(Error::invalid(
             "hp.kind",
             hp.kind,
@@ -214,7 +215,7 @@ pub unsafe extern "C" fn flatopt_sgd_update(
         // bytes) and `stateless_run` (NULL or `len` floats, unaliased for the call) require;
         // both check every pointer for NULL and alignment before reading it.
         unsafe {
-            let plan = stateless_plan(hp, args, flatopt_base_kind::FLATOPT_SGD)?;
+            let plan = stateless_plan(hp, args, Some(flatopt_base_kind::FLATOPT_SGD))?;
             let none = std::ptr::null_mut();
             let st = [
                 ("momentum_buf", momentum_buf),
@@ -246,13 +247,38 @@ pub unsafe extern "C" fn flatopt_adam_update(
     slow: *mut c_float,
     len: usize,
 ) -> flatopt_status {
+    let kind = Some(flatopt_base_kind::FLATOPT_ADAM);
+    // SAFETY: the arguments are passed on as received, and this function's `# Safety` is the
+    // one `four_buffer_update` requires (it says "as `flatopt_base_update`").
+    unsafe { four_buffer_update(kind, hp, args, param, grad, m, v, v_max, slow, len) }
+}
+
+/// The stateless updates with every state buffer (m, v, v_max, slow): Adam's and the generic
+/// one's; `kind` is the kind the function called is for (`None`: any).
+///
+/// # Safety
+/// As `flatopt_base_update`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn four_buffer_update(
+    kind: Option<flatopt_base_kind>,
+    hp: *const flatopt_base_params,
+    args: *const flatopt_step_args,
+    param: *mut f32,
+    grad: *const f32,
+    m: *mut f32,
+    v: *mut f32,
+    v_max: *mut f32,
+    slow: *mut f32,
+    len: usize,
+) -> flatopt_status {
     guard(|| {
-        // SAFETY: `hp`, `args` and the buffers are passed on as received; this function's
-        // `# Safety` promises exactly what `stateless_plan` (NULL or `struct_size` readable
-        // bytes) and `stateless_run` (NULL or `len` floats, unaliased for the call) require;
-        // both check every pointer for NULL and alignment before reading it.
+        // SAFETY: `hp`, `args` and the buffers are passed on as received; the `# Safety` of
+        // the exported function that calls this one promises exactly what `stateless_plan`
+        // (NULL or `struct_size` readable bytes) and `stateless_run` (NULL or `len` floats,
+        // unaliased for the call) require; both check every pointer for NULL and alignment
+        // before reading it.
         unsafe {
-            let plan = stateless_plan(hp, args, flatopt_base_kind::FLATOPT_ADAM)?;
+            let plan = stateless_plan(hp, args, kind)?;
             let st = [("m", m), ("v", v), ("v_max", v_max), ("slow", slow)];
             stateless_run(plan, param, grad, st, len)
         }
@@ -282,7 +308,7 @@ unsafe fn two_moment_update(
         // unaliased for the call) require; both check every pointer for NULL and alignment
         // before reading it.
         unsafe {
-            let plan = stateless_plan(hp, args, kind)?;
+            let plan = stateless_plan(hp, args, Some(kind))?;
             let st = [
                 ("m", m),
                 ("v", v),
@@ -360,6 +386,124 @@ pub unsafe extern "C" fn flatopt_radam_update(
             len,
         )
     }
+}
+
+/// Bit of `flatopt_base_state_buffers`' mask: the rule keeps a first state buffer `m` (Adam's
+/// first moment, SGD's momentum trace, RMSprop's momentum, Rprop's previous gradient, ...).
+pub const FLATOPT_STATE_M: u32 = 1;
+/// Bit of `flatopt_base_state_buffers`' mask: the rule keeps a second state buffer `v` (a
+/// second moment, Adagrad's sum of squares, Adadelta's squared-gradient average, Rprop's step
+/// sizes, ...).
+pub const FLATOPT_STATE_V: u32 = 2;
+/// Bit of `flatopt_base_state_buffers`' mask: the rule keeps a third state buffer `v_max`
+/// (AMSGrad's maximum, centered RMSprop's gradient average, Adadelta's squared-update average).
+pub const FLATOPT_STATE_V_MAX: u32 = 4;
+
+/// Writes to `*mask` which state buffers the base rule `hp` keeps (`FLATOPT_STATE_M`,
+/// `FLATOPT_STATE_V`, `FLATOPT_STATE_V_MAX`; 0 for plain SGD): the buffers
+/// `flatopt_base_update` requires non-NULL. `hp` is validated as for an optimizer.
+///
+/// # Safety
+/// `hp` is NULL (refused) or points to its `struct_size` readable bytes; `mask` is NULL
+/// (refused) or valid for one write.
+#[no_mangle]
+pub unsafe extern "C" fn flatopt_base_state_buffers(
+    hp: *const flatopt_base_params,
+    mask: *mut u32,
+) -> flatopt_status {
+    guard(|| {
+        // SAFETY: NULL (refused) or `struct_size` readable bytes (this function's contract).
+        let base = unsafe { read_base("hp", "hp.struct_size", hp)? }.to_base()?;
+        let (m, v, v_max) = base.state_used();
+        let bits = [
+            (m, FLATOPT_STATE_M),
+            (v, FLATOPT_STATE_V),
+            (v_max, FLATOPT_STATE_V_MAX),
+        ]
+        .iter()
+        .filter(|(used, _)| *used)
+        .fold(0, |acc, (_, bit)| acc | bit);
+        // SAFETY: NULL (refused) or valid for one write (this function's contract).
+        unsafe { write_out("mask", mask, bits)? };
+        Ok(FLATOPT_OK)
+    })
+}
+
+/// Fills the state buffers that the base rule `hp` keeps with their values before the first
+/// step, as an optimizer's registration does (zero, but Adagrad's and RMSprop's initial
+/// accumulator, Rprop's initial step size): each of `m`, `v`, `v_max` that the rule keeps (see
+/// `flatopt_base_state_buffers`) must hold `len` floats; those it does not keep may be NULL and
+/// are not touched. Nothing is written on error.
+///
+/// # Safety
+/// `hp` is NULL (refused) or points to its `struct_size` readable bytes. Each buffer is NULL
+/// (refused where the rule keeps it) or holds `len` floats, valid for the call and not
+/// accessed by anyone else during it.
+#[no_mangle]
+pub unsafe extern "C" fn flatopt_base_state_init(
+    hp: *const flatopt_base_params,
+    m: *mut c_float,
+    v: *mut c_float,
+    v_max: *mut c_float,
+    len: usize,
+) -> flatopt_status {
+    guard(|| {
+        // SAFETY: NULL (refused) or `struct_size` readable bytes (this function's contract).
+        let base = unsafe { read_base("hp", "hp.struct_size", hp)? }.to_base()?;
+        let (m_used, v_used, vmax_used) = base.state_used();
+        let bufs = [
+            ("m", m, m_used),
+            ("v", v, v_used),
+            ("v_max", v_max, vmax_used),
+        ];
+        let mut spans: [Span; 3] = [(0, 0, false, "", 0); 3];
+        for (k, (name, p, used)) in bufs.iter().enumerate() {
+            if *used {
+                if p.is_null() && len > 0 {
+                    return Err(Error::NullPointer { name });
+                }
+                check_buf(name, *p, len)?;
+                spans[k] = span(*p, len, true, name, 0);
+            }
+        }
+        check_disjoint(&mut spans)?;
+        for ((_, p, used), x) in bufs.iter().zip(base.state_init()) {
+            if *used && len > 0 {
+                // SAFETY: checked above: non-null, aligned, `len` floats (this function's
+                // contract), pairwise disjoint.
+                unsafe { slice_mut(*p, len) }.fill(x);
+            }
+        }
+        Ok(FLATOPT_OK)
+    })
+}
+
+/// Stateless step of any base rule (`hp->kind`): the rule's state buffers (see
+/// `flatopt_base_state_buffers`; start them with `flatopt_base_state_init`) hold `len` floats
+/// each, the others may be NULL; `slow` (NULL unless `args->sync`) holds the Lookahead slow
+/// weights. The same update as an optimizer's step with the same scalars, bit for bit. See
+/// `flatopt_sgd_update` for the conventions; nothing is written on error.
+///
+/// # Safety
+/// `hp` and `args` are NULL (refused) or point to their `struct_size` readable bytes.
+/// Each buffer is NULL (refused where required) or holds `len` floats, valid for the
+/// call and not accessed by anyone else during it.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn flatopt_base_update(
+    hp: *const flatopt_base_params,
+    args: *const flatopt_step_args,
+    param: *mut c_float,
+    grad: *const c_float,
+    m: *mut c_float,
+    v: *mut c_float,
+    v_max: *mut c_float,
+    slow: *mut c_float,
+    len: usize,
+) -> flatopt_status {
+    // SAFETY: the arguments are passed on as received, and this function's `# Safety` is the
+    // one `four_buffer_update` requires.
+    unsafe { four_buffer_update(None, hp, args, param, grad, m, v, v_max, slow, len) }
 }
 
 /// Sum of squares of `x` (f64, fixed order: see docs/numerics.md, "Determinism"), written to

@@ -84,6 +84,9 @@ static const char *const k_api[] = {
     "flatopt_adam_update",
     "flatopt_adamw_update",
     "flatopt_radam_update",
+    "flatopt_base_update",
+    "flatopt_base_state_buffers",
+    "flatopt_base_state_init",
     "flatopt_sum_squares",
     "flatopt_sum_squares_block_size",
     "flatopt_sum_squares_partials",
@@ -1472,6 +1475,73 @@ R(r_radam_slow_null)
     return W_CALL(flatopt_radam_update, &h, &fx->args, fx->sp, fx->sg, fx->sm, fx->sv, NULL);
 }
 
+/* the stateless update of any rule, its state layout and initial state */
+#define B_CALL(hp, args, m, v, vmax, sl)                                                       \
+    F(flatopt_base_update)(hp, args, fx->sp, fx->sg, m, v, vmax, sl, SLEN)
+R(r_base_hp_null) { return B_CALL(NULL, &fx->args, fx->sm, fx->sv, fx->svm, fx->ss); }
+R(r_base_args_null) { return B_CALL(&fx->hp_adam, NULL, fx->sm, fx->sv, fx->svm, fx->ss); }
+R(r_base_kind99)
+{
+    flatopt_base_params h = fx->hp_adam;
+    h.kind = 99;
+    return B_CALL(&h, &fx->args, fx->sm, fx->sv, fx->svm, fx->ss);
+}
+R(r_base_param_null)
+{
+    return F(flatopt_base_update)(&fx->hp_adam, &fx->args, NULL, fx->sg, fx->sm, fx->sv, NULL,
+                                  fx->ss, SLEN);
+}
+R(r_base_adagrad_v_null)
+{
+    flatopt_base_params h = hp_kind(FLATOPT_ADAGRAD);
+    return B_CALL(&h, &fx->args, NULL, NULL, NULL, fx->ss);
+}
+R(r_base_rmsprop_centered_vmax_null)
+{
+    flatopt_base_params h = hp_kind(FLATOPT_RMSPROP);
+    h.centered = 1;
+    return B_CALL(&h, &fx->args, NULL, fx->sv, NULL, fx->ss);
+}
+R(r_base_rprop_m_aliases_param)
+{
+    flatopt_base_params h = hp_kind(FLATOPT_RPROP);
+    return B_CALL(&h, &fx->args, fx->sp, fx->sv, NULL, fx->ss);
+}
+R(r_base_lion_b1_nan)
+{
+    flatopt_base_params h = hp_kind(FLATOPT_LION);
+    h.b1 = NAN;
+    return B_CALL(&h, &fx->args, fx->sm, NULL, NULL, fx->ss);
+}
+R(r_base_adadelta_lr_1e39)
+{
+    flatopt_base_params h = hp_kind(FLATOPT_ADADELTA);
+    flatopt_step_args a = fx->args;
+    a.lr = 1e39;
+    return B_CALL(&h, &a, fx->sm, fx->sv, NULL, fx->ss);
+}
+R(r_base_mask_hp_null) { return F(flatopt_base_state_buffers)(NULL, &fx->out.u32); }
+R(r_base_mask_null) { return F(flatopt_base_state_buffers)(&fx->hp_adam, NULL); }
+R(r_base_mask_kind99)
+{
+    flatopt_base_params h = fx->hp_adam;
+    h.kind = 99;
+    return F(flatopt_base_state_buffers)(&h, &fx->out.u32);
+}
+R(r_base_init_hp_null) { return F(flatopt_base_state_init)(NULL, fx->sm, fx->sv, NULL, SLEN); }
+R(r_base_init_v_null)
+{
+    return F(flatopt_base_state_init)(&fx->hp_adam, fx->sm, NULL, NULL, SLEN);
+}
+R(r_base_init_aliased)
+{
+    return F(flatopt_base_state_init)(&fx->hp_adam, fx->sm, fx->sm, NULL, SLEN);
+}
+R(r_base_init_misaligned)
+{
+    return F(flatopt_base_state_init)(&fx->hp_adam, mis(fx->sm), fx->sv, NULL, SLEN);
+}
+
 /* small kernels */
 R(r_ss_x_null) { return F(flatopt_sum_squares)(NULL, 5, &fx->out.d); }
 R(r_ss_out_null) { return F(flatopt_sum_squares)(fx->sp, 5, NULL); }
@@ -2258,6 +2328,26 @@ static const row k_rows[] = {
     { "radam_update: grad NULL", NULL, r_radam_grad_null, E_NULL, "grad" },
     { "radam_update: m NULL", NULL, r_radam_m_null, E_NULL, ": m must" },
     { "radam_update: slow NULL with sync", NULL, r_radam_slow_null, E_NULL, "slow" },
+    { "base_update: hp NULL", NULL, r_base_hp_null, E_NULL, "hp" },
+    { "base_update: args NULL", NULL, r_base_args_null, E_NULL, "args" },
+    { "base_update: hp.kind 99", NULL, r_base_kind99, E_ARG, "kind" },
+    { "base_update: param NULL", NULL, r_base_param_null, E_NULL, "param" },
+    { "base_update: Adagrad, v NULL", NULL, r_base_adagrad_v_null, E_NULL, ": v must" },
+    { "base_update: centered RMSprop, v_max NULL", NULL, r_base_rmsprop_centered_vmax_null,
+      E_NULL, "v_max" },
+    { "base_update: Rprop, m is the param buffer", NULL, r_base_rprop_m_aliases_param, E_OVER,
+      "m" },
+    { "base_update: Lion, b1 NaN", NULL, r_base_lion_b1_nan, E_ARG, "b1" },
+    { "base_update: Adadelta, lr 1e39 (Inf as f32)", NULL, r_base_adadelta_lr_1e39, E_ARG,
+      "lr" },
+    { "base_state_buffers: hp NULL", NULL, r_base_mask_hp_null, E_NULL, "hp" },
+    { "base_state_buffers: mask NULL", NULL, r_base_mask_null, E_NULL, "mask" },
+    { "base_state_buffers: hp.kind 99", NULL, r_base_mask_kind99, E_ARG, "kind" },
+    { "base_state_init: hp NULL", NULL, r_base_init_hp_null, E_NULL, "hp" },
+    { "base_state_init: Adam, v NULL", NULL, r_base_init_v_null, E_NULL, ": v must" },
+    { "base_state_init: Adam, m and v the same buffer", NULL, r_base_init_aliased, E_OVER,
+      "m" },
+    { "base_state_init: m misaligned", NULL, r_base_init_misaligned, E_ARG, "invalid m" },
     /* small kernels */
     { "sum_squares: x NULL", NULL, r_ss_x_null, E_NULL, ": x must" },
     { "sum_squares: out NULL", NULL, r_ss_out_null, E_NULL, "out" },
@@ -3140,6 +3230,102 @@ static void test_stateless_vs_handle(void)
         free(mx);
         model_free(&a);
     }
+}
+
+/* flatopt_base_update for every kind (and the variants that change the state layout): the
+ * state from flatopt_base_state_buffers / _state_init, then the handle and the stateless
+ * update, bit for bit, with Lookahead on every other row. */
+static void test_base_update_every_kind(void)
+{
+    static const struct {
+        const char *name;
+        uint32_t kind;
+        double momentum;
+        uint32_t flag; /* amsgrad (Adam), centered (RMSprop) */
+        uint32_t mask;
+    } v[] = {
+        { "sgd", FLATOPT_SGD, 0, 0, 0 },
+        { "sgd momentum", FLATOPT_SGD, 0.9, 0, FLATOPT_STATE_M },
+        { "adam", FLATOPT_ADAM, 0, 0, FLATOPT_STATE_M | FLATOPT_STATE_V },
+        { "amsgrad", FLATOPT_ADAM, 0, 1, FLATOPT_STATE_M | FLATOPT_STATE_V | FLATOPT_STATE_V_MAX },
+        { "adamw", FLATOPT_ADAMW, 0, 0, FLATOPT_STATE_M | FLATOPT_STATE_V },
+        { "radam", FLATOPT_RADAM, 0, 0, FLATOPT_STATE_M | FLATOPT_STATE_V },
+        { "adagrad", FLATOPT_ADAGRAD, 0, 0, FLATOPT_STATE_V },
+        { "rmsprop", FLATOPT_RMSPROP, 0, 0, FLATOPT_STATE_V },
+        { "rmsprop centered momentum", FLATOPT_RMSPROP, 0.9, 1,
+          FLATOPT_STATE_M | FLATOPT_STATE_V | FLATOPT_STATE_V_MAX },
+        { "adamax", FLATOPT_ADAMAX, 0, 0, FLATOPT_STATE_M | FLATOPT_STATE_V },
+        { "nadam", FLATOPT_NADAM, 0, 0, FLATOPT_STATE_M | FLATOPT_STATE_V },
+        { "lion", FLATOPT_LION, 0, 0, FLATOPT_STATE_M },
+        { "adabelief", FLATOPT_ADABELIEF, 0, 0, FLATOPT_STATE_M | FLATOPT_STATE_V },
+        { "yogi", FLATOPT_YOGI, 0, 0, FLATOPT_STATE_M | FLATOPT_STATE_V },
+        { "adadelta", FLATOPT_ADADELTA, 0, 0, FLATOPT_STATE_M | FLATOPT_STATE_V },
+        { "rprop", FLATOPT_RPROP, 0, 0, FLATOPT_STATE_M | FLATOPT_STATE_V },
+    };
+    static const size_t len[1] = { 37 };
+    int seen[FLATOPT_RPROP + 1] = { 0 };
+    size_t k;
+    for (k = 0; k < sizeof v / sizeof v[0]; k++) {
+        model a;
+        flatopt_config c;
+        flatopt_base_params cb;
+        float *rp, *st[3], *slow;
+        uint32_t mask = 99;
+        int t, j, lookahead = (int)(k % 2);
+        OK(F(flatopt_config_init)(&c, sizeof c));
+        OK(F(flatopt_base_params_init)(&cb, sizeof cb, v[k].kind));
+        c.base = &cb;
+        if (v[k].kind == FLATOPT_SGD || v[k].kind == FLATOPT_RMSPROP)
+            cb.momentum = v[k].momentum;
+        if (v[k].kind == FLATOPT_ADAM)
+            cb.amsgrad = v[k].flag;
+        if (v[k].kind == FLATOPT_RMSPROP)
+            cb.centered = v[k].flag;
+        if (v[k].kind == FLATOPT_ADAGRAD || v[k].kind == FLATOPT_RMSPROP)
+            cb.initial_accumulator = 0.25;
+        c.lr = 0.01;
+        c.weight_decay = 0.01;
+        c.lookahead = (uint32_t)lookahead;
+        c.sync_period = 3;
+        c.alpha = 0.5;
+        seen[v[k].kind] = 1;
+        OK(F(flatopt_base_state_buffers)(&cb, &mask));
+        CHECK(mask == v[k].mask, "%s: state buffers 0x%x, expected 0x%x", v[k].name,
+              (unsigned)mask, (unsigned)v[k].mask);
+        model_init(&a, 1, len, 90 + k);
+        model_register(&a, &c);
+        rp = fdup(a.p[0], len[0]);
+        slow = fdup(a.p[0], len[0]);
+        for (j = 0; j < 3; j++)
+            st[j] = (mask >> j) & 1 ? falloc(len[0]) : NULL;
+        OK(F(flatopt_base_state_init)(&cb, st[0], st[1], st[2], len[0]));
+        for (t = 1; t <= 10; t++) {
+            flatopt_step_args args;
+            flatopt_status rc;
+            model_grads(&a, t, 90 + k);
+            OK(F(flatopt_step_args_init)(&args, sizeof args));
+            args.step = (uint64_t)t;
+            args.lr = 0.01;
+            args.weight_decay = 0.01;
+            args.sync = (uint32_t)(lookahead && t % 3 == 0);
+            args.alpha = 0.5;
+            rc = F(flatopt_base_update)(&cb, &args, rp, a.g[0], st[0], st[1], st[2],
+                                        lookahead ? slow : NULL, len[0]);
+            CHECK(rc == FLATOPT_OK, "%s: base_update step %d: %s (%s)", v[k].name, t,
+                  status_name(rc), last_msg());
+            OK(F(flatopt_optimizer_step)(a.opt));
+            CHECK_BITS(a.p[0], rp, len[0], "%s step %d: handle != flatopt_base_update",
+                       v[k].name, t);
+        }
+        free(rp);
+        free(slow);
+        for (j = 0; j < 3; j++)
+            free(st[j]);
+        model_free(&a);
+    }
+    for (k = 0; k <= FLATOPT_RPROP; k++)
+        CHECK(seen[k], "base kind %lu has no row in test_base_update_every_kind",
+              (unsigned long)k);
 }
 
 static void test_kernels(void)
@@ -4079,6 +4265,7 @@ int main(int argc, char **argv)
     test_nonfinite_error_propagate();
     stage("stateless updates vs the handle, kernels");
     test_stateless_vs_handle();
+    test_base_update_every_kind();
     test_kernels();
     stage("schedules, threads, reset, registration, thread-local messages");
     test_schedules();

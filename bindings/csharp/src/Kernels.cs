@@ -66,6 +66,48 @@ namespace Flatopt
             TwoMoments(RAdam, hp, args, param, grad, m, v, slow);
         }
 
+        /// <summary>Bits of <see cref="BaseStateBuffers"/>: the rule keeps m, v, v_max.</summary>
+        public const uint StateM = (uint)Abi.StateM, StateV = (uint)Abi.StateV, StateVMax = (uint)Abi.StateVMax;
+
+        /// <summary>Which state buffers the base rule hp keeps (StateM | StateV | StateVMax;
+        /// 0 for plain SGD): those BaseUpdate requires.</summary>
+        public static uint BaseStateBuffers(BaseParams hp)
+        {
+            uint mask;
+            Errors.Check(Native.flatopt_base_state_buffers(&hp, out mask));
+            return mask;
+        }
+
+        /// <summary>Fills the state buffers hp keeps with their values before the first step
+        /// (as an optimizer's registration does); the others may be null. Each kept buffer has
+        /// <paramref name="length"/> floats.</summary>
+        public static void BaseStateInit(BaseParams hp, float[] m, float[] v, float[] vMax, int length)
+        {
+            Same(m, v, "v");
+            Same(m ?? v, vMax, "v_max");
+            float[] first = m ?? v ?? vMax;
+            if (first != null && first.Length != length)
+                throw Errors.Length("state (length)", length, first.Length);
+            fixed (float* pm = m) fixed (float* pv = v) fixed (float* px = vMax)
+                Errors.Check(Native.flatopt_base_state_init(&hp, pm, pv, px, (UIntPtr)(uint)length));
+        }
+
+        /// <summary>Stateless step of any base rule (hp.Kind) on caller-owned state: the
+        /// buffers <see cref="BaseStateBuffers"/> names (started with BaseStateInit), slow when
+        /// args.Sync. Bit-identical to an Optimizer step with the same scalars.</summary>
+        public static void BaseUpdate(BaseParams hp, StepArgs args, float[] param, float[] grad,
+                                      float[] m, float[] v, float[] vMax, float[] slow)
+        {
+            Same(param, grad, "grad");
+            Same(param, m, "m");
+            Same(param, v, "v");
+            Same(param, vMax, "v_max");
+            Same(param, slow, "slow");
+            fixed (float* p = param) fixed (float* g = grad) fixed (float* pm = m) fixed (float* pv = v)
+            fixed (float* px = vMax) fixed (float* s = slow)
+                Errors.Check(Native.flatopt_base_update(&hp, &args, p, g, pm, pv, px, s, (UIntPtr)(uint)Len(param)));
+        }
+
         // The C functions with the signature (hp, args, param, grad, m, v, slow, len), created
         // once (a call allocates nothing).
         private delegate Status TwoMomentRule(BaseParams* hp, StepArgs* args, float* p, float* g,

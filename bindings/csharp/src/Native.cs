@@ -183,6 +183,15 @@ namespace Flatopt
         internal static extern Status flatopt_radam_update(BaseParams* hp, StepArgs* args, float* param, float* grad, float* m, float* v, float* slow, UIntPtr len);
 
         [DllImport(Lib, CallingConvention = Cdecl)]
+        internal static extern Status flatopt_base_update(BaseParams* hp, StepArgs* args, float* param, float* grad, float* m, float* v, float* vMax, float* slow, UIntPtr len);
+
+        [DllImport(Lib, CallingConvention = Cdecl)]
+        internal static extern Status flatopt_base_state_buffers(BaseParams* hp, out uint mask);
+
+        [DllImport(Lib, CallingConvention = Cdecl)]
+        internal static extern Status flatopt_base_state_init(BaseParams* hp, float* m, float* v, float* vMax, UIntPtr len);
+
+        [DllImport(Lib, CallingConvention = Cdecl)]
         internal static extern Status flatopt_sum_squares(float* x, UIntPtr len, out double result);
 
         [DllImport(Lib, CallingConvention = Cdecl)]

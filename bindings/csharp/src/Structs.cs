@@ -46,6 +46,8 @@ namespace Flatopt
         public const long ConfigSizeV1 = 88;
         public const long GroupOptionsSizeV1 = 32;
         public const long StepArgsSizeV1 = 56;
+        /// <summary>Bits of flatopt_base_state_buffers' mask (see Kernels.BaseStateBuffers).</summary>
+        public const long StateM = 1, StateV = 2, StateVMax = 4;
     }
 
     /// <summary>flatopt_base_kind: the base optimizer.</summary>

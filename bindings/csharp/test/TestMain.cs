@@ -485,6 +485,45 @@ namespace Flatopt.Tests
                     return "";
                 });
             }
+            foreach (BaseKind kind in (BaseKind[])Enum.GetValues(typeof(BaseKind)))
+            {
+                T.Run("BaseUpdate " + kind + " with Lookahead == Optimizer (10 steps, bit-identical)", () =>
+                {
+                    const int n = 37, k = 3;
+                    BaseParams hp = BaseParams.Init(kind);
+                    Config c = Config.Init();
+                    c.Lr = 0.01;
+                    c.WeightDecay = 0.01;
+                    c.Lookahead = 1;
+                    c.SyncPeriod = k;
+                    c.Alpha = 0.5;
+                    uint mask = Kernels.BaseStateBuffers(hp);
+                    float[] p1 = T.Filled(n, 7, 1f), g = new float[n];
+                    float[] p2 = (float[])p1.Clone(), slow = (float[])p1.Clone();
+                    float[] m = (mask & Kernels.StateM) != 0 ? new float[n] : null;
+                    float[] v = (mask & Kernels.StateV) != 0 ? new float[n] : null;
+                    float[] vm = (mask & Kernels.StateVMax) != 0 ? new float[n] : null;
+                    Kernels.BaseStateInit(hp, m, v, vm, n);
+                    using (var o = new Optimizer(c, hp))
+                    {
+                        o.AddParam(p1, g);
+                        for (int t = 1; t <= 10; t++)
+                        {
+                            T.Fill(g, 70u + (uint)t, 1f);
+                            o.Step();
+                            StepArgs a = StepArgs.Init();
+                            a.Step = (ulong)t;
+                            a.Lr = 0.01;
+                            a.WeightDecay = 0.01;
+                            a.Sync = (uint)(t % k == 0 ? 1 : 0);
+                            a.Alpha = 0.5;
+                            Kernels.BaseUpdate(hp, a, p2, g, m, v, vm, slow);
+                            T.Require(T.SameBits(p1, p2), "differs at step {0}", t);
+                        }
+                    }
+                    return "mask " + mask;
+                });
+            }
             T.Run("SumSquares / SumSquaresPartials / ClipScale / ClipByValue / Scale / LookaheadSync", () =>
             {
                 long bs = Kernels.SumSquaresBlockSize;
