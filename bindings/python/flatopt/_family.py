@@ -8,7 +8,9 @@ docs/numerics.md, "Base rules".
 from __future__ import annotations
 
 from . import _lib, _validate
-from ._optim import BaseOptimizer, Optimizer, _betas, _check_lr, adagrad, rmsprop
+from ._optim import (
+    BaseOptimizer, Optimizer, _betas, _check_lr, _hyper, _pair, adagrad, rmsprop,
+)
 
 __all__ = [
     "adamax",
@@ -162,7 +164,14 @@ def rprop(learning_rate, eta_minus=0.5, eta_plus=1.2, min_step_size=1e-6, max_st
 # gradient) as in braintools, except Lion's (decoupled, as braintools adds it after the sign).
 
 
+_BETAS = _pair("b1", "b2", "``(b1, b2)``, the decay rates of the first and second moments.")
+_EPS = _hyper("eps", "The term added to the denominator.")
+
+
 class _Family(Optimizer):
+    """The braintools-named family classes; each carries braintools' read-only hyperparameter
+    attributes (``betas``, ``eps``, ``rho``, ...), read from the configuration."""
+
     def __init__(self, base, weight_decay, grad_clip_norm, grad_clip_value, nonfinite,
                  num_threads, simd_tier):
         super().__init__(
@@ -188,6 +197,11 @@ class Adagrad(_Family):
         super().__init__(base, weight_decay, grad_clip_norm, grad_clip_value, nonfinite,
                          num_threads, simd_tier)
 
+    eps = _EPS
+    initial_accumulator_value = _hyper(
+        "initial_accumulator_value", "The sum of squares' value before the first update.")
+    lr_decay = _hyper("lr_decay", "PyTorch's learning-rate decay: lr / (1 + (t - 1) * lr_decay).")
+
 
 class RMSprop(_Family):
     """braintools' ``RMSprop(lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
@@ -205,6 +219,11 @@ class RMSprop(_Family):
         super().__init__(base, weight_decay, grad_clip_norm, grad_clip_value, nonfinite,
                          num_threads, simd_tier)
 
+    alpha = _hyper("alpha", "The decay rate of the squared-gradient average.")
+    eps = _EPS
+    centered = _hyper("centered", "Whether the gradient's variance is used (centered RMSprop).")
+    momentum = _hyper("momentum", "The momentum factor (0.0: none).")
+
 
 class Adamax(_Family):
     """braintools' ``Adamax(lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
@@ -219,6 +238,9 @@ class Adamax(_Family):
         base = adamax(lr, b1=b1, b2=b2, eps=eps, eps_outside_max=True)
         super().__init__(base, weight_decay, grad_clip_norm, grad_clip_value, nonfinite,
                          num_threads, simd_tier)
+
+    betas = _BETAS
+    eps = _EPS
 
 
 class Nadam(_Family):
@@ -236,6 +258,10 @@ class Nadam(_Family):
         super().__init__(base, weight_decay, grad_clip_norm, grad_clip_value, nonfinite,
                          num_threads, simd_tier)
 
+    betas = _BETAS
+    eps = _EPS
+    momentum_decay = _hyper("momentum_decay", "PyTorch's momentum-schedule decay.")
+
 
 class Lion(_Family):
     """braintools' ``Lion(lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, grad_clip_norm=None,
@@ -248,6 +274,13 @@ class Lion(_Family):
         base = lion(lr, b1=b1, b2=b2, weight_decay=weight_decay)
         super().__init__(base, 0.0, grad_clip_norm, grad_clip_value, nonfinite, num_threads,
                          simd_tier)
+
+    betas = _pair("b1", "b2", "``(b1, b2)``: the interpolation and the momentum decay rates.")
+
+    @property
+    def weight_decay(self):
+        """The decoupled weight decay (``p *= 1 - lr * weight_decay`` each update)."""
+        return self._base.hyperparams["weight_decay"]
 
 
 class AdaBelief(_Family):
@@ -264,6 +297,9 @@ class AdaBelief(_Family):
         super().__init__(base, weight_decay, grad_clip_norm, grad_clip_value, nonfinite,
                          num_threads, simd_tier)
 
+    betas = _BETAS
+    eps = _EPS
+
 
 class Yogi(_Family):
     """braintools' ``Yogi(lr=1e-3, betas=(0.9, 0.999), eps=1e-3, weight_decay=0.0,
@@ -279,6 +315,9 @@ class Yogi(_Family):
         super().__init__(base, weight_decay, grad_clip_norm, grad_clip_value, nonfinite,
                          num_threads, simd_tier)
 
+    betas = _BETAS
+    eps = _EPS
+
 
 class Adadelta(_Family):
     """braintools' ``Adadelta(lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0,
@@ -290,6 +329,9 @@ class Adadelta(_Family):
         base = adadelta(lr, rho=rho, eps=eps)
         super().__init__(base, weight_decay, grad_clip_norm, grad_clip_value, nonfinite,
                          num_threads, simd_tier)
+
+    rho = _hyper("rho", "The decay rate of the squared-gradient and squared-update averages.")
+    eps = _EPS
 
 
 class Rprop(_Family):
@@ -306,3 +348,7 @@ class Rprop(_Family):
                      max_step_size=hi)
         super().__init__(base, 0.0, grad_clip_norm, grad_clip_value, nonfinite, num_threads,
                          simd_tier)
+
+    etas = _pair("eta_minus", "eta_plus", "``(eta_minus, eta_plus)``, the step-size factors.")
+    step_sizes = _pair("min_step_size", "max_step_size",
+                       "``(min, max)``, the bounds of every element's step size.")

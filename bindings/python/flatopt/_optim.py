@@ -1501,6 +1501,17 @@ def _hyper(name, doc):
     return property(get, doc=doc)
 
 
+def _pair(first, second, doc):
+    """A read-only attribute: the pair of the base optimizer's hyperparameters ``first`` and
+    ``second`` (braintools' ``betas``, ``etas``, ``step_sizes``)."""
+
+    def get(self):
+        h = self._base.hyperparams
+        return (h[first], h[second])
+
+    return property(get, doc=doc)
+
+
 class _SGDFamily(Optimizer):
     """The attributes of :class:`SGD`, :class:`Momentum` and :class:`MomentumNesterov`."""
 
@@ -1566,12 +1577,7 @@ class MomentumNesterov(_SGDFamily):
 class _AdamFamily(Optimizer):
     """The attributes of :class:`Adam`, :class:`AdamW` and :class:`RAdam`."""
 
-    @property
-    def betas(self):
-        """``(b1, b2)``, the decay rates of the first and second moments."""
-        h = self._base.hyperparams
-        return (h["b1"], h["b2"])
-
+    betas = _pair("b1", "b2", "``(b1, b2)``, the decay rates of the first and second moments.")
     eps = _hyper("eps", "The term added to the denominator.")
 
 

@@ -135,7 +135,64 @@ ATTR_ROWS = [
     ("lr_scheduler of a constant lr", lambda: flatopt.Adam(lr=0.001), "lr_scheduler", None),
     ("current_lr of the base", lambda: flatopt.Lookahead(flatopt.adam(0.003)), "current_lr",
      0.003),
+    # The family (issue 14): braintools' attribute names, non-default values.
+    ("Adagrad eps", lambda: flatopt.Adagrad(eps=1e-6), "eps", 1e-6),
+    ("Adagrad initial_accumulator_value", lambda: flatopt.Adagrad(initial_accumulator_value=0.1),
+     "initial_accumulator_value", 0.1),
+    ("Adagrad lr_decay", lambda: flatopt.Adagrad(lr_decay=0.01), "lr_decay", 0.01),
+    ("RMSprop alpha", lambda: flatopt.RMSprop(alpha=0.9), "alpha", 0.9),
+    ("RMSprop centered", lambda: flatopt.RMSprop(centered=True), "centered", True),
+    ("RMSprop momentum", lambda: flatopt.RMSprop(momentum=0.5), "momentum", 0.5),
+    ("RMSprop eps", lambda: flatopt.RMSprop(eps=1e-6), "eps", 1e-6),
+    ("Adamax betas", lambda: flatopt.Adamax(betas=(0.8, 0.99)), "betas", (0.8, 0.99)),
+    ("Adamax eps", lambda: flatopt.Adamax(eps=1e-6), "eps", 1e-6),
+    ("Nadam betas", lambda: flatopt.Nadam(betas=(0.8, 0.99)), "betas", (0.8, 0.99)),
+    ("Nadam momentum_decay", lambda: flatopt.Nadam(momentum_decay=0.01), "momentum_decay",
+     0.01),
+    ("Lion betas", lambda: flatopt.Lion(betas=(0.95, 0.98)), "betas", (0.95, 0.98)),
+    ("Lion weight_decay (decoupled)", lambda: flatopt.Lion(weight_decay=0.1), "weight_decay",
+     0.1),
+    ("AdaBelief betas", lambda: flatopt.AdaBelief(betas=(0.8, 0.99)), "betas", (0.8, 0.99)),
+    ("AdaBelief eps", lambda: flatopt.AdaBelief(eps=1e-12), "eps", 1e-12),
+    ("Yogi betas", lambda: flatopt.Yogi(betas=(0.8, 0.99)), "betas", (0.8, 0.99)),
+    ("Yogi eps", lambda: flatopt.Yogi(eps=1e-4), "eps", 1e-4),
+    ("Adadelta rho", lambda: flatopt.Adadelta(rho=0.95), "rho", 0.95),
+    ("Adadelta eps", lambda: flatopt.Adadelta(eps=1e-5), "eps", 1e-5),
+    ("Rprop etas", lambda: flatopt.Rprop(etas=(0.4, 1.5)), "etas", (0.4, 1.5)),
+    ("Rprop step_sizes", lambda: flatopt.Rprop(step_sizes=(1e-5, 10.0)), "step_sizes",
+     (1e-5, 10.0)),
 ]
+
+# Every braintools hyperparameter attribute of the family classes, by class.
+FAMILY_ATTRS = {
+    "Adagrad": ["eps", "initial_accumulator_value", "lr_decay"],
+    "RMSprop": ["alpha", "centered", "eps", "momentum"],
+    "Adamax": ["betas", "eps"],
+    "Nadam": ["betas", "eps", "momentum_decay"],
+    "Lion": ["betas", "weight_decay"],
+    "AdaBelief": ["betas", "eps"],
+    "Yogi": ["betas", "eps"],
+    "Adadelta": ["eps", "rho"],
+    "Rprop": ["etas", "step_sizes"],
+}
+FAMILY_ATTR_ROWS = [(c, a) for c, attrs in FAMILY_ATTRS.items() for a in attrs]
+
+
+@pytest.mark.parametrize("cls,attr", FAMILY_ATTR_ROWS, ids=[f"{c}.{a}" for c, a in FAMILY_ATTR_ROWS])
+def test_family_attribute_defaults_match_braintools(cls, attr):
+    braintools = pytest.importorskip("braintools", reason="braintools not installed")
+    ours = getattr(getattr(flatopt, cls)(), attr)
+    theirs = getattr(getattr(braintools.optim, cls)(), attr)
+    assert ours == theirs, f"{cls}.{attr}: {ours!r} != braintools' {theirs!r}"
+
+
+@pytest.mark.parametrize("cls,attr", FAMILY_ATTR_ROWS, ids=[f"{c}.{a}" for c, a in FAMILY_ATTR_ROWS])
+def test_family_attributes_are_read_only(cls, attr):
+    opt = getattr(flatopt, cls)()
+    before = getattr(opt, attr)
+    with pytest.raises(AttributeError):
+        setattr(opt, attr, 0.5)
+    assert getattr(opt, attr) == before
 
 
 @pytest.mark.parametrize("label,make,attr,expected", ATTR_ROWS, ids=[r[0] for r in ATTR_ROWS])
