@@ -10,6 +10,8 @@
 //! - `mixed.rs`: the fused pass and the sum of squares with gradients in any format
 //!   ([`Grad`]) divided by a loss scale ([`GradScale`]) and a 16-bit copy of the parameters
 //!   ([`ParamCopy`]), chunk by chunk around the f32 kernels;
+//! - `codec.rs`: the codecs of compressed optimizer state (bf16 with stochastic rounding, the
+//!   8-bit blockwise code), element by element and over slices;
 //! - `stateless.rs`: [`apply`], [`sum_squares`], [`sum_squares_partials`], [`apply_op`],
 //!   [`widen_to_f32`], [`narrow_from_f32`]: check
 //!   the arguments, then call the kernel of the tier's table.
@@ -20,6 +22,7 @@
 //! The engine (`crate::engine`) builds plans from its configuration and counters and calls the
 //! same tables.
 
+mod codec;
 mod convert;
 mod fused;
 mod mixed;
@@ -28,6 +31,8 @@ mod plan;
 mod reduce;
 mod stateless;
 
+pub(crate) use codec::{decode_q8, encode_bf16_sr, encode_q8};
+pub use codec::{q8_block_count, Q8Code, SrKey, Stream, Q8_BLOCK};
 pub use convert::Half;
 pub(crate) use convert::{narrow, widen};
 pub(crate) use fused::fused;
@@ -39,8 +44,9 @@ pub use plan::{Buffers, Plan, Rule};
 pub(crate) use reduce::sumsq_partials;
 pub use reduce::{sumsq_block_count, SUMSQ_BLOCK};
 pub use stateless::{
-    apply, apply_mixed, apply_op, first_non_finite, first_non_finite_grad, narrow_from_f32,
-    sum_squares, sum_squares_partials, sum_squares_partials_mixed, widen_to_f32,
+    apply, apply_mixed, apply_op, dequantize_q8, first_non_finite, first_non_finite_grad,
+    narrow_bf16_stochastic, narrow_from_f32, quantize_q8, sum_squares, sum_squares_partials,
+    sum_squares_partials_mixed, widen_to_f32,
 };
 pub(crate) use stateless::{
     apply_mixed_unchecked_lengths, apply_unchecked_lengths, grad_scale,

@@ -2,6 +2,7 @@
 //! before writing anything, sets flatopt's floating-point mode for the call ([`FpMode`]) and
 //! runs the kernel of its tier from the tier's table (`Tier::kernels`, chosen once).
 
+use super::codec::{q8_block_count, Q8Code, SrKey};
 use super::convert::Half;
 use super::mixed::{fused_mixed, sumsq_partials_mixed, Grad, GradScale, MixedBuffers};
 use super::ops::Op;
@@ -141,6 +142,68 @@ pub fn narrow_from_f32(tier: Tier, ty: Half, src: &[f32], dst: &mut [u16]) -> Re
     check_same_length("16-bit output of the narrowing", src.len(), dst.len())?;
     let _mode = FpMode::enter();
     (tier.kernels().narrow)(ty, src, dst);
+    Ok(())
+}
+
+/// Narrows `src` into bf16 (bit patterns) in `dst` on `tier` with deterministic stochastic
+/// rounding: element `j` rounds with the random bits of index `first + j` under `key`
+/// (`docs/numerics.md`, "Compressed state"). The lengths must be equal; nothing is written if
+/// not.
+pub fn narrow_bf16_stochastic(
+    tier: Tier,
+    key: SrKey,
+    first: u64,
+    src: &[f32],
+    dst: &mut [u16],
+) -> Result<(), Error> {
+    check_same_length("bf16 output of the narrowing", src.len(), dst.len())?;
+    let _mode = FpMode::enter();
+    (tier.kernels().encode_bf16_sr)(key, first, src, dst);
+    Ok(())
+}
+
+/// Checks the lengths of 8-bit state: `codes` as long as the values, one scale per block.
+fn check_q8(values: usize, codes: usize, scales: usize) -> Result<(), Error> {
+    check_same_length("8-bit codes", values, codes)?;
+    let want = q8_block_count(values);
+    if scales != want {
+        return Err(Error::LengthMismatch {
+            what: format!("scales (one per block of {} elements)", super::Q8_BLOCK),
+            expected: want,
+            got: scales,
+        });
+    }
+    Ok(())
+}
+
+/// Quantizes `src` to the 8-bit blockwise `code` on `tier`: the codes and one scale per block
+/// of [`Q8_BLOCK`](super::Q8_BLOCK) elements from the start of `src` (`docs/numerics.md`,
+/// "Compressed state"). Nothing is written if a length is wrong.
+pub fn quantize_q8(
+    tier: Tier,
+    code: Q8Code,
+    src: &[f32],
+    codes: &mut [u8],
+    scales: &mut [f32],
+) -> Result<(), Error> {
+    check_q8(src.len(), codes.len(), scales.len())?;
+    let _mode = FpMode::enter();
+    (tier.kernels().encode_q8)(code, src, codes, scales);
+    Ok(())
+}
+
+/// Decodes the 8-bit blockwise `codes` with their `scales` into `dst` on `tier`. Nothing is
+/// written if a length is wrong.
+pub fn dequantize_q8(
+    tier: Tier,
+    code: Q8Code,
+    codes: &[u8],
+    scales: &[f32],
+    dst: &mut [f32],
+) -> Result<(), Error> {
+    check_q8(dst.len(), codes.len(), scales.len())?;
+    let _mode = FpMode::enter();
+    (tier.kernels().decode_q8)(code, codes, scales, dst);
     Ok(())
 }
 

@@ -17,6 +17,9 @@ static TABLE: Kernels = Kernels {
     widen: kernels::widen::<Portable>,
     narrow: kernels::narrow::<Portable>,
     unscale: kernels::unscale::<Portable>,
+    encode_q8: kernels::encode_q8,
+    decode_q8: kernels::decode_q8,
+    encode_bf16_sr: kernels::encode_bf16_sr,
 };
 
 /// The portable tier's kernels (every CPU of every target runs them).

@@ -14,6 +14,9 @@ static TABLE: Kernels = Kernels {
     widen: kernels::widen::<f32>,
     narrow: kernels::narrow::<f32>,
     unscale: kernels::unscale::<f32>,
+    encode_q8: kernels::encode_q8,
+    decode_q8: kernels::decode_q8,
+    encode_bf16_sr: kernels::encode_bf16_sr,
 };
 
 /// The scalar tier's kernels (every CPU runs them).

@@ -3,7 +3,7 @@
 //! through it; nothing above this layer knows which instruction sets exist.
 
 use super::Tier;
-use crate::kernels::{Buffers, GradScale, Half, Op, Plan};
+use crate::kernels::{Buffers, GradScale, Half, Op, Plan, Q8Code, SrKey};
 
 /// One tier's kernels. Adding a kernel: write it generic over `Vf32` in `crate::kernels`, add
 /// its field here and its line to each tier's table (`table!` below and the scalar and portable
@@ -24,6 +24,14 @@ pub(crate) struct Kernels {
     pub narrow: fn(Half, &[f32], &mut [u16]),
     /// Gradients divided by a loss scale in place (`crate::kernels::unscale`).
     pub unscale: fn(GradScale, &mut [f32]),
+    /// f32 state quantized to the 8-bit blockwise code (`crate::kernels::encode_q8`): codes
+    /// as long as the values, one scale per block.
+    pub encode_q8: fn(Q8Code, &[f32], &mut [u8], &mut [f32]),
+    /// 8-bit blockwise state decoded to f32 (`crate::kernels::decode_q8`).
+    pub decode_q8: fn(Q8Code, &[u8], &[f32], &mut [f32]),
+    /// f32 narrowed to bf16 with stochastic rounding (`crate::kernels::encode_bf16_sr`): the
+    /// key, the index of the first element, the values, the bf16 patterns (equal lengths).
+    pub encode_bf16_sr: fn(SrKey, u64, &[f32], &mut [u16]),
 }
 
 /// `table!(TIER, V, "features")` defines, in a tier module, `static TABLE: Kernels` of every
@@ -35,7 +43,7 @@ macro_rules! table {
     ($tier:expr, $v:ty, $features:literal) => {
         mod instances {
             use super::*;
-            use crate::kernels::{self, Buffers, GradScale, Half, Op, Plan};
+            use crate::kernels::{self, Buffers, GradScale, Half, Op, Plan, Q8Code, SrKey};
 
             #[target_feature(enable = $features)]
             fn fused(plan: &Plan, b: Buffers<'_>) {
@@ -61,6 +69,18 @@ macro_rules! table {
             fn unscale(scale: GradScale, x: &mut [f32]) {
                 kernels::unscale::<$v>(scale, x)
             }
+            #[target_feature(enable = $features)]
+            fn encode_q8(code: Q8Code, src: &[f32], codes: &mut [u8], scales: &mut [f32]) {
+                kernels::encode_q8(code, src, codes, scales)
+            }
+            #[target_feature(enable = $features)]
+            fn decode_q8(code: Q8Code, codes: &[u8], scales: &[f32], dst: &mut [f32]) {
+                kernels::decode_q8(code, codes, scales, dst)
+            }
+            #[target_feature(enable = $features)]
+            fn encode_bf16_sr(key: SrKey, first: u64, src: &[f32], dst: &mut [u16]) {
+                kernels::encode_bf16_sr(key, first, src, dst)
+            }
 
             pub(super) static TABLE: $crate::simd::Kernels = $crate::simd::Kernels {
                 tier: $tier,
@@ -77,6 +97,18 @@ macro_rules! table {
                 narrow: |ty, src, dst| unsafe { narrow(ty, src, dst) },
                 // SAFETY: as for `fused`.
                 unscale: |scale, x| unsafe { unscale(scale, x) },
+                // SAFETY: as for `fused`.
+                encode_q8: |code, src, codes, scales| unsafe {
+                    encode_q8(code, src, codes, scales)
+                },
+                // SAFETY: as for `fused`.
+                decode_q8: |code, codes, scales, dst| unsafe {
+                    decode_q8(code, codes, scales, dst)
+                },
+                // SAFETY: as for `fused`.
+                encode_bf16_sr: |key, first, src, dst| unsafe {
+                    encode_bf16_sr(key, first, src, dst)
+                },
             };
         }
         use instances::TABLE;

@@ -1,0 +1,325 @@
+//! The codecs of compressed optimizer state (`docs/numerics.md`, "Compressed state"): bf16 with
+//! deterministic stochastic rounding, and an 8-bit blockwise code with one f32 scale per
+//! [`Q8_BLOCK`] elements. Integer operations and exactly rounded f32 multiplications only, so
+//! every tier computes the same bits; the element functions here are the definition (the
+//! scalar tier runs them one by one, the vector tiers compile the same loops for their
+//! instruction sets, where LLVM vectorizes the integer arithmetic; `tests/codec.rs` checks
+//! every tier bit for bit against the scalar one, and the element functions against a model).
+//!
+//! **Stochastic rounding.** A value's bits plus 16 random bits, truncated to the upper half
+//! (`(bits + (r >> 16)) >> 16`): it rounds away from zero with probability equal to the
+//! dropped fraction, so the expected stored value is the f32 value. The 32 random bits `r` of
+//! an element are a counter-based hash of the seed, the update number, the state buffer
+//! ([`Stream`]) and the element's index (a `u64`: see [`SrKey`]), so they do not depend on the
+//! tier, the thread split, the range split or the shard layout.
+//!
+//! **The 8-bit code.** Each block's scale `s` is the largest magnitude of its finite values
+//! (exactly, an f32). A value `x` is quantized as `q = (|x| * pre) * inv` with `inv = f32(1 /
+//! (s * pre))` (`pre = 2^64` when `s` is subnormal, so that `inv` is finite, else 1: both
+//! products by `pre` are exact), rounded to a float with 3 mantissa bits (to nearest, ties to
+//! even), whose bit pattern, shifted, is the code. Signed code (moments that may be negative):
+//! bit 7 the sign, `k` = the low 7 bits: `k = 0` is 0 (and `0x80` NaN), `k = 127` is ±Inf,
+//! `k` in 1..=126 is `f32::from_bits((k + 890) << 20)` (`k = 126` is 1.0, `k = 1` is
+//! `1.375 * 2^-16`). Unsigned code (buffers that are never negative: second moments, sums of
+//! squares): 0 is 0, 254 is +Inf, 255 is NaN, `c` in 1..=253 is `f32::from_bits((c + 763) <<
+//! 20)` (`c = 253` is 1.0, `c = 1` is `1.5 * 2^-32`); a negative value becomes 0. A magnitude
+//! below half the smallest code becomes 0. Decoding multiplies the code's value by `s` (one
+//! rounding); the block's largest value comes back exactly.
+
+/// Elements per block of the 8-bit code (one f32 scale each). Divides the sum-of-squares
+/// block ([`super::SUMSQ_BLOCK`]), so every shard layout that keeps the global norm
+/// bit-identical (shards starting on those blocks) also keeps the 8-bit blocks.
+pub const Q8_BLOCK: usize = 256;
+
+/// The number of 8-bit blocks (scales) of a buffer of `n` elements.
+pub const fn q8_block_count(n: usize) -> usize {
+    n.div_ceil(Q8_BLOCK)
+}
+
+/// Which of the two 8-bit codes a buffer uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Q8Code {
+    /// Sign and magnitude: for moments that may be negative.
+    Signed,
+    /// Magnitude only (a negative value becomes 0): for buffers that are never negative.
+    Unsigned,
+}
+
+/// The signed code's `k` as a float pattern: `(k + SIGNED_BASE) << 20`.
+const SIGNED_BASE: u32 = 890;
+/// The unsigned code's `c` as a float pattern: `(c + UNSIGNED_BASE) << 20`.
+const UNSIGNED_BASE: u32 = 763;
+/// The signed code's largest finite magnitude `k` (1.0).
+const SIGNED_MAX: u32 = 126;
+/// The unsigned code's largest finite `c` (1.0).
+const UNSIGNED_MAX: u32 = 253;
+/// Half the signed code's smallest nonzero magnitude (`1.375 * 2^-17`): below it, 0.
+const SIGNED_HALF_MIN: u32 = 0x3730_0000;
+/// Half the unsigned code's smallest nonzero value (`1.5 * 2^-33`): below it, 0.
+const UNSIGNED_HALF_MIN: u32 = 0x2f40_0000;
+const INF: u32 = 0x7f80_0000;
+/// The NaN every code decodes its NaN code to.
+const QNAN: u32 = 0x7fc0_0000;
+/// `2^64`: the exact pre-scale of a block whose scale is subnormal.
+const PRE: f32 = 18_446_744_073_709_551_616.0;
+
+/// The value of a finite code's magnitude field, before the scale: `(k + base) << 20`.
+#[inline(always)]
+fn code_value(k: u32, base: u32) -> f32 {
+    f32::from_bits((k + base) << 20)
+}
+
+/// The per-block factors of the quantizer: `(pre, inv)` with `q = (|x| * pre) * inv`.
+#[inline(always)]
+pub(crate) fn q8_factors(scale: f32) -> (f32, f32) {
+    if scale == 0.0 {
+        (1.0, 0.0)
+    } else if scale < f32::MIN_POSITIVE {
+        (PRE, 1.0 / (scale * PRE))
+    } else {
+        (1.0, 1.0 / scale)
+    }
+}
+
+/// `|x|`'s bits as a candidate for the block's scale: 0 for a non-finite value.
+#[inline(always)]
+fn finite_abs_bits(x: f32) -> u32 {
+    let a = x.to_bits() & 0x7fff_ffff;
+    a & 0u32.wrapping_sub(u32::from(a < INF))
+}
+
+/// The scale of a block: the largest magnitude of its finite values (0 if none), exactly. The
+/// maximum of integers is exact in any order; 16 running maxima let it vectorize.
+#[inline(always)]
+pub(crate) fn q8_scale(block: &[f32]) -> f32 {
+    let mut acc = [0u32; 16];
+    let mut lanes = block.chunks_exact(16);
+    for c in &mut lanes {
+        for (m, &x) in acc.iter_mut().zip(c) {
+            *m = (*m).max(finite_abs_bits(x));
+        }
+    }
+    let tail = lanes.remainder().iter().map(|&x| finite_abs_bits(x));
+    f32::from_bits(acc.into_iter().chain(tail).max().unwrap_or(0))
+}
+
+/// The 3-mantissa-bit rounding of a normalized magnitude `q` (`0 <= q <= 1 + 2^-23`) as a
+/// pattern shifted right by 20, then the code's field: 0 below `half_min`, else clamped to
+/// `1..=max`.
+#[inline(always)]
+fn magnitude_code(q: f32, base: u32, max: u32, half_min: u32) -> u32 {
+    let b = q.to_bits();
+    let r = b.wrapping_add(0x7_ffff + ((b >> 20) & 1)) >> 20;
+    let k = (r.max(base + 1) - base).min(max);
+    pick(b < half_min, 0, k)
+}
+
+/// `a` where `keep`, else `b` (branch-free, so that the loops vectorize).
+#[inline(always)]
+fn pick(keep: bool, a: u32, b: u32) -> u32 {
+    let m = 0u32.wrapping_sub(u32::from(keep));
+    (a & m) | (b & !m)
+}
+
+/// One element of the signed code, with the block's factors.
+#[inline(always)]
+pub(crate) fn q8_encode_signed(x: f32, pre: f32, inv: f32) -> u8 {
+    let b = x.to_bits();
+    let sign = (b >> 24) & 0x80;
+    let a = b & 0x7fff_ffff;
+    let q = (f32::from_bits(a) * pre) * inv;
+    let k = magnitude_code(q, SIGNED_BASE, SIGNED_MAX, SIGNED_HALF_MIN);
+    let finite = pick(k == 0, 0, sign | k);
+    let special = pick(a > INF, 0x80, sign | 127);
+    pick(a >= INF, special, finite) as u8
+}
+
+/// One element of the unsigned code, with the block's factors.
+#[inline(always)]
+pub(crate) fn q8_encode_unsigned(x: f32, pre: f32, inv: f32) -> u8 {
+    let b = x.to_bits();
+    let a = b & 0x7fff_ffff;
+    let q = (x * pre) * inv;
+    let k = magnitude_code(q, UNSIGNED_BASE, UNSIGNED_MAX, UNSIGNED_HALF_MIN);
+    let finite = pick(b >> 31 == 1, 0, k);
+    let special = pick(a > INF, 255, pick(b == INF, 254, 0));
+    pick(a >= INF, special, finite) as u8
+}
+
+/// One element of the signed code decoded with the block's scale.
+#[inline(always)]
+pub(crate) fn q8_decode_signed(c: u8, scale: f32) -> f32 {
+    let c = u32::from(c);
+    let k = c & 127;
+    let sign = (c & 0x80) << 24;
+    let finite = (code_value(k, SIGNED_BASE) * scale).to_bits();
+    let mag = if k == 0 {
+        0
+    } else if k == 127 {
+        INF
+    } else {
+        finite
+    };
+    f32::from_bits(if c == 0x80 { QNAN } else { sign | mag })
+}
+
+/// One element of the unsigned code decoded with the block's scale.
+#[inline(always)]
+pub(crate) fn q8_decode_unsigned(c: u8, scale: f32) -> f32 {
+    let c = u32::from(c);
+    let finite = (code_value(c.min(UNSIGNED_MAX), UNSIGNED_BASE) * scale).to_bits();
+    let bits = match c {
+        0 => 0,
+        254 => INF,
+        255 => QNAN,
+        _ => finite,
+    };
+    f32::from_bits(bits)
+}
+
+/// Quantizes `src` into `codes` and `scales` (one per [`Q8_BLOCK`] elements from the start of
+/// `src`; the last block may be shorter). Lengths: `codes` as `src`, `scales` one per block.
+#[inline(always)]
+pub(crate) fn encode_q8(code: Q8Code, src: &[f32], codes: &mut [u8], scales: &mut [f32]) {
+    let codes = &mut codes[..src.len()];
+    let blocks = src.chunks(Q8_BLOCK).zip(codes.chunks_mut(Q8_BLOCK));
+    for ((x, c), s) in blocks.zip(scales.iter_mut()) {
+        let scale = q8_scale(x);
+        *s = scale;
+        let (pre, inv) = q8_factors(scale);
+        let c = &mut c[..x.len()];
+        match code {
+            Q8Code::Signed => {
+                for (c, &x) in c.iter_mut().zip(x) {
+                    *c = q8_encode_signed(x, pre, inv);
+                }
+            }
+            Q8Code::Unsigned => {
+                for (c, &x) in c.iter_mut().zip(x) {
+                    *c = q8_encode_unsigned(x, pre, inv);
+                }
+            }
+        }
+    }
+}
+
+/// Decodes `codes` with their `scales` (one per [`Q8_BLOCK`] elements from the start) into
+/// `dst` (the length of `codes`).
+#[inline(always)]
+pub(crate) fn decode_q8(code: Q8Code, codes: &[u8], scales: &[f32], dst: &mut [f32]) {
+    let dst = &mut dst[..codes.len()];
+    let blocks = codes.chunks(Q8_BLOCK).zip(dst.chunks_mut(Q8_BLOCK));
+    for ((c, x), &s) in blocks.zip(scales) {
+        let x = &mut x[..c.len()];
+        match code {
+            Q8Code::Signed => {
+                for (x, &c) in x.iter_mut().zip(c) {
+                    *x = q8_decode_signed(c, s);
+                }
+            }
+            Q8Code::Unsigned => {
+                for (x, &c) in x.iter_mut().zip(c) {
+                    *x = q8_decode_unsigned(c, s);
+                }
+            }
+        }
+    }
+}
+
+/// The state buffer a random stream belongs to: part of the counter, so that the buffers of
+/// one element round independently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stream {
+    /// The first moment / momentum trace.
+    M = 0,
+    /// The second moment.
+    V = 1,
+    /// The AMSGrad maximum / RMSprop's centered average.
+    VMax = 2,
+    /// Lookahead's slow weights.
+    Slow = 3,
+}
+
+/// The counter of stochastic rounding without the element: the seed, the update number and
+/// the state buffer. An element `i` (its index: the optimizer's index offset plus its place in
+/// the concatenation of the registered buffers) rounds with the random bits
+/// `mix32(lo32(i) ^ key(hi32(i)))` ([`SrKey::key`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SrKey {
+    /// The configured seed.
+    pub seed: u64,
+    /// The 1-based number of the update.
+    pub step: u64,
+    /// The state buffer.
+    pub stream: Stream,
+}
+
+/// SplitMix64's finalizer (Steele, Lea and Flood): a bijection of `u64` with full avalanche.
+#[inline(always)]
+fn splitmix64(z: u64) -> u64 {
+    let z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    let z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// A 32-bit integer hash with low bias (Chris Wellons' `lowbias32`): a bijection of `u32`.
+#[inline(always)]
+pub(crate) fn mix32(x: u32) -> u32 {
+    let x = (x ^ (x >> 16)).wrapping_mul(0x7feb_352d);
+    let x = (x ^ (x >> 15)).wrapping_mul(0x846c_a68b);
+    x ^ (x >> 16)
+}
+
+impl SrKey {
+    /// The 32-bit key of the elements whose index has upper half `hi`:
+    /// `splitmix64(splitmix64(splitmix64(seed) ^ step) ^ (stream << 32 | hi))`, its two halves
+    /// xored.
+    #[inline(always)]
+    pub fn key(&self, hi: u32) -> u32 {
+        let z = splitmix64(
+            splitmix64(splitmix64(self.seed) ^ self.step)
+                ^ ((self.stream as u64) << 32 | u64::from(hi)),
+        );
+        (z >> 32) as u32 ^ z as u32
+    }
+
+    /// The random bits of element `index`.
+    #[inline(always)]
+    pub fn bits(&self, index: u64) -> u32 {
+        mix32(index as u32 ^ self.key((index >> 32) as u32))
+    }
+}
+
+/// f32 to bf16 rounded stochastically with the random bits `r`: `(bits + (r >> 16)) >> 16`; a
+/// NaN is quieted as in round-to-nearest (`half::f32_to_bf16`). ±Inf stays; a value above the
+/// largest bf16 may round up to Inf, with the probability of its dropped fraction.
+#[inline(always)]
+pub(crate) fn bf16_stochastic(x: f32, r: u32) -> u16 {
+    let b = x.to_bits();
+    if b & 0x7fff_ffff > INF {
+        ((b >> 16) | 0x40) as u16
+    } else {
+        (b.wrapping_add(r >> 16) >> 16) as u16
+    }
+}
+
+/// Narrows `src` into `dst` (the same length) with stochastic rounding; element `j` has index
+/// `first + j`.
+#[inline(always)]
+pub(crate) fn encode_bf16_sr(key: SrKey, first: u64, src: &[f32], dst: &mut [u16]) {
+    let dst = &mut dst[..src.len()];
+    let mut done = 0;
+    while done < src.len() {
+        // A run of indices with the same upper half: one key.
+        let at = first + done as u64;
+        let lo = at as u32;
+        let run = ((1u64 << 32) - u64::from(lo)).min((src.len() - done) as u64) as usize;
+        let k = key.key((at >> 32) as u32);
+        let (s, d) = (&src[done..done + run], &mut dst[done..done + run]);
+        for (j, (d, &x)) in d.iter_mut().zip(s).enumerate() {
+            *d = bf16_stochastic(x, mix32(lo.wrapping_add(j as u32) ^ k));
+        }
+        done += run;
+    }
+}
