@@ -276,14 +276,16 @@ fn read_base(r: &mut Reader<'_>, group: usize) -> Result<Base, Error> {
 /// are let through by design, so only values no update can produce are refused: a negative or
 /// -Inf second moment or AMSGrad maximum. Always: the AMSGrad maximum is not below the second
 /// moment (it is their running maximum). With `v_max_is_average` (RMSprop, whose centered form
-/// keeps its gradient average in `v_max`) `v_max` is checked as `m` is: finite.
+/// keeps its gradient average in `v_max`) `v_max` is checked as `m` is: finite. With
+/// `m_is_square` (Adadelta, whose `m` is the average of squared updates, under a square root in
+/// the next update) `m` is also `>= 0`, whatever the policy.
 fn check_state_values(
     buffer: usize,
     present: u32,
     n: usize,
     arrays: &[u8],
     propagate: bool,
-    v_max_is_average: bool,
+    (v_max_is_average, m_is_square): (bool, bool),
 ) -> Result<(), Error> {
     let value = |k: usize, i: usize| {
         let b = &arrays[4 * (k * n + i)..4 * (k * n + i) + 4];
@@ -297,7 +299,14 @@ fn check_state_values(
     let mut k = 0;
     let mut v_at = None;
     for (bit, what) in [
-        (HAS_M, "first moment m"),
+        (
+            HAS_M,
+            if m_is_square {
+                "squared-update average m"
+            } else {
+                "first moment m"
+            },
+        ),
         (HAS_V, "second moment v"),
         (
             HAS_V_MAX,
@@ -316,6 +325,9 @@ fn check_state_values(
         let moment = bit == HAS_M || bit == HAS_SLOW || (bit == HAS_V_MAX && v_max_is_average);
         for i in 0..n {
             let x = value(k, i);
+            if bit == HAS_M && m_is_square && x < 0.0 {
+                return Err(bad(what, i, x, "must be >= 0"));
+            }
             if moment {
                 if !propagate && !x.is_finite() {
                     return Err(bad(what, i, x, "must be finite"));
@@ -631,8 +643,11 @@ impl Optimizer {
                     .ok_or_else(|| corrupt("buffer size overflows"))?,
                 "state arrays",
             )?;
-            let average = matches!(base, Base::RmsProp { .. });
-            check_state_values(i, present, want, arrays, propagate, average)?;
+            let roles = (
+                matches!(base, Base::RmsProp { .. }),
+                matches!(base, Base::Adadelta { .. }),
+            );
+            check_state_values(i, present, want, arrays, propagate, roles)?;
             records.push(BufferRecord { present, start });
         }
         if r.pos != body.len() {

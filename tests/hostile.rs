@@ -1017,10 +1017,20 @@ fn state_row(case: &'static str, which: u32, i: usize, x: f32, finite_only: bool
         (SLOW, true) => {
             r.only(|c| arrays_of(c) & SLOW != 0 && c.nonfinite != NonFinitePolicy::Propagate)
         }
+        (M, false) => r.only(|c| arrays_of(c) & M != 0),
         (V, false) => r.only(|c| arrays_of(c) & V != 0),
-        (V_MAX, _) => r.only(|c| arrays_of(c) & V_MAX != 0),
+        // Centered RMSprop's v_max is its gradient average: any finite value (rows below).
+        (V_MAX, _) => r.only(|c| arrays_of(c) & V_MAX != 0 && !is_rmsprop(c)),
         _ => unreachable!("no such state row"),
     }
+}
+
+fn is_rmsprop(c: &Config) -> bool {
+    matches!(c.base, Base::RmsProp { .. })
+}
+
+fn is_adadelta(c: &Config) -> bool {
+    matches!(c.base, Base::Adadelta { .. })
 }
 
 /// `kernels::apply` with buffer `k` (1 grad, 2 m, 3 v, 4 v_max, 5 slow) cut by `cut` elements.
@@ -1745,6 +1755,31 @@ mod calls {
         0.0,
         false,
     ),
+    // Adadelta's m is the average of squared updates, under a square root in the next update.
+    load_adadelta_squared_update_average_negative: state_row(
+        "Adadelta squared-update average m[0] = -1",
+        M,
+        0,
+        -1.0,
+        false
+    )
+    .only(is_adadelta),
+    load_adadelta_squared_update_average_minus_inf: state_row(
+        "Adadelta squared-update average m[2] = -Inf",
+        M,
+        2,
+        f32::NEG_INFINITY,
+        false
+    )
+    .only(is_adadelta),
+    load_rmsprop_gradient_average_inf: state_row(
+        "centered RMSprop gradient average v_max[1] = +Inf",
+        V_MAX,
+        1,
+        f32::INFINITY,
+        true
+    )
+    .only(|c| is_rmsprop(c) && c.nonfinite != NonFinitePolicy::Propagate),
     load_slow_weight_inf: state_row("slow weight[0] +Inf", SLOW, 0, f32::INFINITY, true),
     load_slow_weight_nan: state_row("slow weight[2] NaN", SLOW, 2, f32::NAN, true),
     // Checkpoints: mismatched.
@@ -2119,6 +2154,11 @@ fn call_configs() -> Vec<Config> {
             .nonfinite(NonFinitePolicy::Propagate)
             .clip_norm(0.5),
         Config::new(Base::adamw(), 1e-3).schedule_mode(ScheduleMode::Manual),
+        // State arrays holding other quantities: squared updates in m (Adadelta), the gradient
+        // average in v_max (centered RMSprop), step sizes in v (Rprop).
+        Config::new(Base::adadelta(), 1.0).lookahead(2, 0.5),
+        rmsprop(0.9, 1e-8, 0.5, 0.0).nonfinite(NonFinitePolicy::Error),
+        Config::new(Base::rprop(), 0.01).clip_norm(1.0),
     ]
 }
 

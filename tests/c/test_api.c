@@ -1824,6 +1824,59 @@ R(r_load_plateau_lr) { return load_edited(fx->plat, fx->plat, ed_plateau_lr_huge
 R(r_load_m_nan) { return load_edited(fx->opt, fx->opt, ed_m_nan); }
 R(r_load_v_neg) { return load_edited(fx->opt, fx->opt, ed_v_neg); }
 R(r_load_slow_inf) { return load_edited(fx->opt, fx->opt, ed_slow_inf); }
+/* A forged checkpoint of a one-buffer optimizer of rule `kind` (5 elements, two updates):
+ * element i of its state array k set to x. The refusal must leave the optimizer's state as it
+ * was; the status is the row's. */
+static flatopt_status load_forged_rule(uint32_t kind, uint32_t amsgrad, int k, int i, float x)
+{
+    flatopt_config c;
+    flatopt_base_params b;
+    float p[5] = { 0.5f, -1.0f, 2.0f, 0.25f, -0.75f }, g[5] = { 0.1f, -0.2f, 0.3f, 0.0f, 1.0f };
+    size_t n = 0, n2 = 0;
+    unsigned char *forged, *before, *after;
+    flatopt_optimizer *o;
+    flatopt_status st;
+    OK(F(flatopt_config_init)(&c, sizeof c));
+    OK(F(flatopt_base_params_init)(&b, sizeof b, kind));
+    b.amsgrad = amsgrad;
+    c.base = &b;
+    c.lr = 0.01;
+    o = new_opt(&c);
+    OK(F(flatopt_optimizer_add_param)(o, p, g, 5));
+    OK(F(flatopt_optimizer_step)(o));
+    OK(F(flatopt_optimizer_step)(o));
+    before = ckpt_of(o, &n);
+    forged = ckpt_of(o, &n);
+    n = ed_state(forged, n, k, i, x);
+    st = F(flatopt_optimizer_load)(o, forged, n);
+    after = ckpt_of(o, &n2);
+    CHECK(n2 == n && memcmp(before, after, n) == 0, "a refused load changed the optimizer");
+    free(forged);
+    free(before);
+    free(after);
+    F(flatopt_optimizer_free)(o);
+    return st;
+}
+R(r_load_amsgrad_neg)
+{
+    (void)fx;
+    return load_forged_rule(FLATOPT_ADAM, 1, 2, 1, -0.5f);
+}
+R(r_load_adadelta_neg)
+{
+    (void)fx;
+    return load_forged_rule(FLATOPT_ADADELTA, 0, 0, 3, -1.0f);
+}
+R(r_load_rprop_step_nan)
+{
+    (void)fx;
+    return load_forged_rule(FLATOPT_RPROP, 0, 1, 2, NAN);
+}
+R(r_load_adagrad_neg)
+{
+    (void)fx;
+    return load_forged_rule(FLATOPT_ADAGRAD, 0, 0, 0, -1.0f);
+}
 /* checkpoint_info: checks like load, changes nothing, writes no output on failure. */
 static flatopt_status info_edited(fixture *fx, size_t (*edit)(unsigned char *b, size_t n))
 {
@@ -2427,6 +2480,14 @@ static const row k_rows[] = {
     { "load: second moment -1 (valid CRC)", NULL, r_load_v_neg, E_CORRUPT,
       "second moment v[2]" },
     { "load: slow weight +Inf (valid CRC)", NULL, r_load_slow_inf, E_CORRUPT, "slow weight[0]" },
+    { "load: AMSGrad maximum -0.5 (valid CRC)", NULL, r_load_amsgrad_neg, E_CORRUPT,
+      "AMSGrad maximum v_max[1]" },
+    { "load: Adadelta squared-update average -1 (valid CRC)", NULL, r_load_adadelta_neg,
+      E_CORRUPT, "squared-update average m[3]" },
+    { "load: Rprop step size NaN (valid CRC)", NULL, r_load_rprop_step_nan, E_CORRUPT,
+      "second moment v[2]" },
+    { "load: Adagrad accumulator -1 (valid CRC)", NULL, r_load_adagrad_neg, E_CORRUPT,
+      "second moment v[0]" },
     { "checkpoint_info: opt NULL", NULL, r_info_null, E_NULL, "opt" },
     { "checkpoint_info: buf NULL", NULL, r_info_buf_null, E_NULL, "buf" },
     { "checkpoint_info: bad magic", NULL, r_info_magic, E_CORRUPT, "magic" },

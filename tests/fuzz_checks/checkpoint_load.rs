@@ -66,6 +66,45 @@ pub fn checkpoint_configs() -> Vec<(Config, Vec<usize>)> {
     ]
 }
 
+/// The configurations of the checkpoint value target (`check_checkpoint_values`): those of
+/// [`checkpoint_configs`] (whose seeds are committed, so that list stays as it is), then the
+/// rules whose state arrays hold other quantities.
+pub fn value_configs() -> Vec<(Config, Vec<usize>)> {
+    let mut out = checkpoint_configs();
+    out.extend([
+        // The rules whose state arrays hold other quantities: centered RMSprop with momentum
+        // (its gradient average in v_max), Adadelta (squared updates in m), Rprop (the previous
+        // gradient in m, step sizes in v), Adagrad (the accumulator in v).
+        (
+            Config::new(
+                Base::RmsProp {
+                    alpha: 0.9,
+                    eps: 1e-8,
+                    momentum: 0.5,
+                    centered: true,
+                    eps_inside_sqrt: true,
+                    initial_scale: 0.0,
+                },
+                0.01,
+            ),
+            vec![3, 4],
+        ),
+        (
+            Config::new(Base::adadelta(), 1.0).lookahead(2, 0.5),
+            vec![5],
+        ),
+        (
+            Config::new(Base::rprop(), 0.01).nonfinite(NonFinitePolicy::Propagate),
+            vec![4, 1],
+        ),
+        (
+            Config::new(Base::adagrad(), 0.1).weight_decay(0.01),
+            vec![3],
+        ),
+    ]);
+    out
+}
+
 /// The parameter groups of the grouped variant of a configuration (checkpoint format 2): group
 /// 1 with twice the base learning rate and no weight decay, group 2 with the configuration's
 /// values; buffer `i` in group `i % 3`.
@@ -130,6 +169,18 @@ pub fn sample_checkpoint(which: usize, steps: usize) -> Vec<u8> {
 /// [`sample_checkpoint`] of the grouped variant when `grouped` (format 2).
 pub fn sample_checkpoint_in(which: usize, steps: usize, grouped: bool) -> Vec<u8> {
     let (cfg, lens) = &checkpoint_configs()[which];
+    sample_checkpoint_of(cfg, lens, which, steps, grouped)
+}
+
+/// [`sample_checkpoint_in`] of configuration `cfg` with buffer lengths `lens` (initial
+/// parameters of seed `which`).
+pub fn sample_checkpoint_of(
+    cfg: &Config,
+    lens: &[usize],
+    which: usize,
+    steps: usize,
+    grouped: bool,
+) -> Vec<u8> {
     let mut params = initial_params(lens, which);
     let mut opt = registered_in(cfg, &params, grouped);
     for s in 0..steps {

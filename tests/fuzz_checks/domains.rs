@@ -1,5 +1,5 @@
 //! Target 4: the value domains of checkpoint state. A checkpoint of one of the fixed
-//! configurations (`checkpoint_configs`) after a few updates has state values replaced by
+//! configurations (`value_configs`) after a few updates has state values replaced by
 //! fuzz-chosen bit patterns (NaN payloads, ±Inf, negative zeros, subnormals, huge values) and
 //! its checksum repaired, so that only the value checks stand between the bytes and the state.
 //! Checks: loading accepts the checkpoint exactly when every value lies in its domain (an
@@ -9,10 +9,10 @@
 
 use flatopt::ffi::flatopt_status::*;
 use flatopt::ffi::status_of;
-use flatopt::{Config, Error, NonFinitePolicy};
+use flatopt::{Base, Config, Error, NonFinitePolicy};
 
 use super::c_api::Handle;
-use super::checkpoint_load::{checkpoint_configs, initial_params, sample_checkpoint};
+use super::checkpoint_load::{initial_params, sample_checkpoint_of, value_configs};
 use super::common::registered;
 use super::generate::to_c;
 use super::input::Input;
@@ -48,6 +48,10 @@ fn f32_at(b: &[u8], at: usize) -> f32 {
 /// The oracle: the first value outside its domain, as (buffer, array bit, index), if any.
 fn first_bad(b: &[u8], cfg: &Config) -> Option<(usize, u32, usize)> {
     let propagate = cfg.nonfinite == NonFinitePolicy::Propagate;
+    // Centered RMSprop keeps its gradient average (any value m may hold) in v_max; Adadelta's
+    // m is an average of squared updates (never negative).
+    let v_max_is_average = matches!(cfg.base, Base::RmsProp { .. });
+    let m_is_square = matches!(cfg.base, Base::Adadelta { .. });
     for (buf, (n, present, start)) in records(b).into_iter().enumerate() {
         let slot = |bit: u32| {
             (present & bit != 0)
@@ -60,9 +64,12 @@ fn first_bad(b: &[u8], cfg: &Config) -> Option<(usize, u32, usize)> {
                 // "Not below" holds for NaN on either side (IEEE comparisons are false).
                 let not_below = |lo: f32| x.partial_cmp(&lo) != Some(std::cmp::Ordering::Less);
                 let ok = match bit {
+                    M if m_is_square => not_below(0.0) && (propagate || x.is_finite()),
+                    V_MAX if v_max_is_average => propagate || x.is_finite(),
                     M | SLOW => propagate || x.is_finite(),
                     _ => not_below(0.0) && (propagate || !x.is_nan()),
                 } && (bit != V_MAX
+                    || v_max_is_average
                     || slot(V).is_none_or(|v_at| not_below(f32_at(b, v_at + 4 * i))));
                 if !ok {
                     return Some((buf, bit, i));
@@ -100,11 +107,11 @@ fn pattern(inp: &mut Input) -> f32 {
 /// Input: a configuration selector, a step count, then edits (slot, pattern) of state values.
 pub fn check_checkpoint_values(data: &[u8]) {
     let mut inp = Input::new(data);
-    let configs = checkpoint_configs();
+    let configs = value_configs();
     let which = inp.u8() as usize % configs.len();
     let steps = inp.u8() as usize % 8;
     let (cfg, lens) = &configs[which];
-    let mut bytes = sample_checkpoint(which, steps);
+    let mut bytes = sample_checkpoint_of(cfg, lens, which, steps, false);
     let slots: Vec<usize> = records(&bytes)
         .into_iter()
         .flat_map(|(n, present, start)| {
@@ -160,7 +167,7 @@ pub fn check_checkpoint_values(data: &[u8]) {
 
 /// Seeds: every configuration, a few step counts, one edit each of a special pattern.
 pub fn seeds() -> Vec<Vec<u8>> {
-    let n = checkpoint_configs().len();
+    let n = value_configs().len();
     let mut out = Vec::new();
     for which in 0..n {
         for (steps, slot, sel) in [(0, 0, 0), (3, 1, 2), (5, 2, 4), (7, 3, 9), (2, 0, 250)] {

@@ -1413,6 +1413,16 @@ void test_checkpoints_and_shards() {
   CHECK(std::memcmp(p.data(), q.data(), p.size() * sizeof(float)) == 0);
 }
 
+/// CRC-32 (IEEE 802.3, zlib's crc32): crafted checkpoints get a valid checksum.
+uint32_t crc32_ieee(const uint8_t* p, std::size_t n) {
+  uint32_t c = 0xFFFFFFFFu;
+  for (std::size_t i = 0; i < n; ++i) {
+    c ^= p[i];
+    for (int k = 0; k < 8; ++k) c = (c >> 1) ^ (0xEDB88320u & (0u - (c & 1u)));
+  }
+  return ~c;
+}
+
 /// Issue 11's hostile cases through the C++ API, one checked statement per row: values that
 /// are finite doubles but not finite (or not nonzero) floats, a schedule growing past the f32
 /// range, split-step misuse, a long file name and unbounded files. Each refusal leaves the
@@ -1497,6 +1507,47 @@ void test_issue11_rows() {
     CHECK_THROWS(b.load_file("/dev/zero"), FLATOPT_ERR_CORRUPT, "");
     CHECK(b.step_count() == 1);
     rows += 2;
+  }
+  // Crafted checkpoints: a valid checksum around a state value no update can produce. Each is
+  // refused (FLATOPT_ERR_CORRUPT naming the value) and the optimizer keeps its state.
+  struct StateRow {
+    const char* name;
+    C config;
+    std::size_t array;  // among the buffer's present arrays, in the order m, v, v_max, slow
+    std::size_t index;
+    float value;
+    const char* named;
+  };
+  const float inf = std::numeric_limits<float>::infinity();
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const StateRow state_rows[] = {
+      {"Adam first moment NaN", C::adam(), 0, 1, nan, "first moment m[1]"},
+      {"Adam second moment -1", C::adam(), 1, 2, -1.0f, "second moment v[2]"},
+      {"Lookahead slow weight +Inf", C::adam().lookahead(2, 0.5), 2, 0, inf, "slow weight[0]"},
+      {"AMSGrad maximum -0.5", C::adam().amsgrad(), 2, 3, -0.5f, "AMSGrad maximum v_max[3]"},
+      {"Adadelta squared-update average -1", C::adadelta(), 0, 4, -1.0f,
+       "squared-update average m[4]"},
+      {"Adagrad accumulator -1", C::adagrad(0.1), 0, 0, -1.0f, "second moment v[0]"},
+      {"Rprop step size NaN", C::rprop(), 1, 1, nan, "second moment v[1]"},
+  };
+  for (const StateRow& r : state_rows) {
+    Vec p = {0.5f, -1.0f, 2.0f, 0.25f, -0.75f}, g = {0.1f, -0.2f, 0.3f, 0.0f, 1.0f};
+    flatopt::Optimizer opt(r.config);
+    opt.add_param(p, g);
+    opt.step();
+    opt.step();
+    const std::vector<uint8_t> before = opt.save();
+    std::vector<uint8_t> forged = before;
+    uint64_t clen = 0;
+    std::memcpy(&clen, forged.data() + 32, sizeof clen);
+    const std::size_t at = 40 + clen + 72 + 8 + 16 + 4 * (p.size() * r.array + r.index);
+    std::memcpy(forged.data() + at, &r.value, sizeof r.value);
+    const uint32_t crc = crc32_ieee(forged.data(), forged.size() - 4);
+    std::memcpy(forged.data() + forged.size() - 4, &crc, sizeof crc);
+    std::printf("    crafted checkpoint: %s\n", r.name);
+    CHECK_THROWS(opt.load(forged), FLATOPT_ERR_CORRUPT, r.named);
+    CHECK(opt.save() == before);
+    rows += 1;
   }
   std::printf("    %d issue-11 rows\n", rows);
 }

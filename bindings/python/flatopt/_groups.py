@@ -125,8 +125,9 @@ def c_options(base, options):
                 hyper["b1"], hyper["b2"] = value
             elif key not in COMMON_KEYS:
                 hyper[key] = value
-        # Checked as the factory checks them (the library checks the domains).
-        rule = BaseOptimizer(base.kind, base.name, 0.0, **hyper)
+        # Checked as the factory checks them (the library checks the domains); the rule's own
+        # class (flatopt.rprop(...) etc. map their arguments onto other fields).
+        rule = type(base)(base.kind, base.name, 0.0, **hyper)
         keep = _lib.new_base_params(base.kind)
         rule._fill(keep)
         o.base = ctypes.pointer(keep)

@@ -53,7 +53,30 @@ ORACLE = [
     ("rmsprop", lambda: flatopt.Lookahead(flatopt.rmsprop(0.01), 5, 0.5), {},
      {"alpha": 0.99, "centered": True},
      lambda: flatopt.Lookahead(flatopt.rmsprop(0.01, alpha=0.99, centered=True), 5, 0.5)),
+    # The later rules' own options (their fields are not Adam's); the rule's other
+    # hyperparameters are the optimizer's, not the library's defaults.
+    ("adamax", lambda: _rule(flatopt.adamax(0.01, eps_outside_max=False)), {},
+     {"betas": (0.8, 0.99)},
+     lambda: _rule(flatopt.adamax(0.01, b1=0.8, b2=0.99, eps_outside_max=False))),
+    ("nadam", lambda: flatopt.Nadam(lr=0.01), {}, {"momentum_decay": 0.01, "eps": 1e-6},
+     lambda: flatopt.Nadam(lr=0.01, momentum_decay=0.01, eps=1e-6)),
+    ("lion", lambda: flatopt.Lion(lr=1e-3), {}, {"betas": (0.8, 0.9), "lr": 3e-4},
+     lambda: flatopt.Lion(lr=3e-4, betas=(0.8, 0.9))),
+    ("adabelief", lambda: _rule(flatopt.adabelief(0.01, eps_root=1e-10)), {}, {"b2": 0.99},
+     lambda: _rule(flatopt.adabelief(0.01, b2=0.99, eps_root=1e-10))),
+    ("yogi", lambda: _rule(flatopt.yogi(0.01, initial_accumulator_value=1e-3)), {},
+     {"eps": 1e-4},
+     lambda: _rule(flatopt.yogi(0.01, eps=1e-4, initial_accumulator_value=1e-3))),
+    ("adadelta", lambda: flatopt.Adadelta(lr=1.0), {}, {"rho": 0.5, "eps": 1e-4},
+     lambda: flatopt.Adadelta(lr=1.0, rho=0.5, eps=1e-4)),
+    ("rprop", lambda: flatopt.Rprop(lr=0.01), {},
+     {"eta_plus": 1.5, "min_step_size": 1e-4, "max_step_size": 1.0},
+     lambda: flatopt.Rprop(lr=0.01, etas=(0.5, 1.5), step_sizes=(1e-4, 1.0))),
 ]
+
+
+def _rule(base):
+    return flatopt.Optimizer(base, None, lookahead=False)
 
 
 @pytest.mark.parametrize("row", ORACLE, ids=[r[0] for r in ORACLE])
@@ -204,6 +227,45 @@ def test_bad_groups_are_refused_and_nothing_changes(row):
     assert opt.param_names == ["w", "b"]
     opt.update({"w": np.ones(2, f32), "b": np.ones(3, f32)})
     assert opt.step_count == 1 and not np.array_equal(w, np.ones(2, f32))
+
+
+# The later rules' group options: checked as their factories check them, as f32 by the library
+# (a value that rounds to inf or 0 is refused), naming the group and the option.
+RULE_OPTION_ROWS = [
+    ("rprop eta_plus past f32", flatopt.Rprop, {"eta_plus": 1e39}, flatopt.InvalidArgumentError,
+     r"params\[1\]: invalid eta_plus = 1e39 \(inf as f32\)"),
+    ("rprop max_step_size past f32", flatopt.Rprop, {"max_step_size": 1e39},
+     flatopt.InvalidArgumentError, r"params\[1\]: invalid max_step_size = 1e39"),
+    ("rprop min above max", flatopt.Rprop, {"min_step_size": 100.0},
+     flatopt.InvalidArgumentError, r"params\[1\]: invalid min_step_size = 100"),
+    ("rprop eta_minus a string", flatopt.Rprop, {"eta_minus": "0.5"}, flatopt.ArgumentTypeError,
+     "eta_minus"),
+    ("adadelta rho 1", flatopt.Adadelta, {"rho": 1.0}, flatopt.InvalidArgumentError,
+     r"params\[1\]: invalid rho = 1"),
+    ("adadelta eps rounds to 0", flatopt.Adadelta, {"eps": 1e-50}, flatopt.InvalidArgumentError,
+     r"params\[1\]: invalid eps = 1e-50 \(0.0 as f32\)"),
+    ("yogi eps rounds to 0", flatopt.Yogi, {"eps": 1e-50}, flatopt.InvalidArgumentError,
+     r"params\[1\]: invalid eps = 1e-50"),
+    ("nadam momentum_decay negative", flatopt.Nadam, {"momentum_decay": -1.0},
+     flatopt.InvalidArgumentError, "momentum_decay"),
+    ("lion b1 above 1", flatopt.Lion, {"betas": (1.5, 0.9)}, flatopt.InvalidArgumentError, "b1"),
+    ("adabelief eps None", flatopt.AdaBelief, {"eps": None}, flatopt.ArgumentTypeError, "eps"),
+    ("adamax weight decay past f32", flatopt.Adamax, {"weight_decay": 1e39},
+     flatopt.InvalidArgumentError, r"params\[1\]: invalid weight_decay = 1e39"),
+]
+
+
+@pytest.mark.parametrize("row", RULE_OPTION_ROWS, ids=[r[0] for r in RULE_OPTION_ROWS])
+def test_bad_rule_options_of_later_rules_are_refused(row):
+    _, cls, options, error, match = row
+    opt = cls()
+    a, b = np.ones(3, f32), np.ones(2, f32)
+    with pytest.raises(error, match=match):
+        opt.register_trainable_weights([{"params": {"a": a}}, {"params": {"b": b}, **options}])
+    assert opt.param_names == []
+    opt.register_trainable_weights([{"params": {"a": a}}, {"params": {"b": b}}])
+    opt.update({"a": np.ones(3, f32), "b": np.ones(2, f32)})
+    assert opt.step_count == 1 and np.all(np.isfinite(a)) and np.all(np.isfinite(b))
 
 
 def test_an_array_in_two_groups_is_refused():

@@ -4,6 +4,7 @@ slow weights, counters, learning rate), for several configurations; plus picklin
 refusals that change nothing."""
 
 import pickle
+import re
 import struct
 import threading
 import time
@@ -276,6 +277,7 @@ VALUE_DOMAIN_ROWS = [
     ("NaN second moment", lambda s: _with_value(s, 1, float("nan"))),
     ("NaN first moment", lambda s: _with_value(s, 0, float("nan"))),
     ("infinite first moment", lambda s: _with_value(s, 0, float("inf"))),
+    ("infinite slow weight", lambda s: _with_value(s, 2, float("inf"))),
 ]
 
 
@@ -287,6 +289,38 @@ def test_impossible_state_values_are_refused(desc, craft):
         opt.load_state_dict(craft(before))
     assert opt.state_dict()["checkpoint"] == before["checkpoint"]
     assert opt.schedule.state_dict() == before["schedule"]
+
+
+# The same for the state arrays of other rules: (id, optimizer, state array index among the
+# present ones, value, the value named in the refusal).
+RULE_DOMAIN_ROWS = [
+    ("AMSGrad maximum below zero", lambda: flatopt.Adam(lr=1e-2, amsgrad=True), 2, -0.5,
+     "AMSGrad maximum v_max[0]"),
+    ("Adadelta squared-update average below zero", lambda: flatopt.Adadelta(), 0, -1.0,
+     "squared-update average m[0]"),
+    ("Adadelta squared-update average -inf", lambda: flatopt.Adadelta(), 0, float("-inf"),
+     "squared-update average m[0]"),
+    ("Adagrad accumulator below zero", lambda: flatopt.Adagrad(lr=0.1), 0, -1.0,
+     "second moment v[0]"),
+    ("Rprop step size NaN", lambda: flatopt.Rprop(), 1, float("nan"), "second moment v[0]"),
+    ("Rprop step size below zero", lambda: flatopt.Rprop(), 1, -0.01, "second moment v[0]"),
+    ("centered RMSprop gradient average +inf",
+     lambda: flatopt.RMSprop(centered=True, momentum=0.5), 2, float("inf"),
+     "gradient average v_max[0]"),
+]
+
+
+@pytest.mark.parametrize("row", RULE_DOMAIN_ROWS, ids=[r[0] for r in RULE_DOMAIN_ROWS])
+def test_impossible_state_values_of_other_rules_are_refused(row):
+    _, make, array, value, named = row
+    opt = make()
+    p = _init()
+    opt.register_trainable_weights(p)
+    _run(opt, p, grad_stream(SHAPES, seed=3), 0, 4)
+    before = opt.state_dict()
+    with pytest.raises(flatopt.CheckpointError, match=re.escape(named)):
+        opt.load_state_dict(_with_value(before, array, value))
+    assert opt.state_dict()["checkpoint"] == before["checkpoint"]
 
 
 def test_save_to_a_name_at_the_file_system_limit(tmp_path):
