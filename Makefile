@@ -148,8 +148,9 @@ test-bench: lib $(VENV)/bin/python
 	$(VENV)/bin/python -m pip install --quiet numpy
 	$(VENV)/bin/python benches/compare/compare.py --quick
 
-## Side by side with PyTorch, DeepSpeed and NumPy, interleaved in one run (creates .venv-bench,
-## about 5.5 GB with torch's CUDA wheels; about 35 min). Writes benches/compare/results/.
+## Side by side with PyTorch, DeepSpeed and NumPy, interleaved in one run, then every base rule
+## against PyTorch and optax (creates .venv-bench, about 6 GB with torch's CUDA wheels and
+## jax; about 35 min + 1 h). Writes benches/compare/results/.
 bench-compare: lib
 	bash benches/compare/run.sh
 

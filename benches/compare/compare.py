@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""flatopt side by side with PyTorch, DeepSpeed and NumPy, next to a memory-bandwidth probe.
+"""flatopt side by side with PyTorch, DeepSpeed, NumPy and optax, next to a memory-bandwidth probe.
 
-    python benches/compare/compare.py            # the full comparison (run.sh sets it up)
+    python benches/compare/compare.py            # the full Adam comparison (run.sh sets it up)
+    python benches/compare/compare.py --family   # every base rule vs PyTorch and optax (below)
     python benches/compare/compare.py --quick    # seconds: sanity checks only (make test)
 
 What runs, interleaved by repetition in one process (and the C driver as a subprocess between
@@ -47,6 +48,13 @@ whose state does not fit the memory budget are run one implementation at a time 
 up, time, free) within each repetition.
 
 Outputs (full mode): benches/compare/results/<date>.{md,json,png} and latest.{md,json,png}.
+
+``--family``: every base rule flatopt has (the FAMILY table, one row per rule) through the
+Python binding, against PyTorch's fastest implementation of the rule (``fused=True`` where
+torch.optim has a fused CPU kernel for it, else ``foreach=True``) and optax's under
+``jax.jit`` (update + apply_updates, params and state donated), next to a C probe with the
+rule's own memory pattern; identical data and hyperparameters, agreement checked first
+(benches/compare/README.md). Outputs results/<date>-family.{md,json} and latest-family.*.
 """
 
 import argparse
@@ -104,6 +112,9 @@ class Probe:
         self.lib.compare_fill_gradient.restype = None
         self.lib.compare_probe.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_size_t, ctypes.c_int]
         self.lib.compare_probe.restype = ctypes.c_int
+        self.lib.compare_probe_states.argtypes = [ctypes.c_void_p] * 5 + [
+            ctypes.c_size_t, ctypes.c_int, ctypes.c_int]
+        self.lib.compare_probe_states.restype = ctypes.c_int
 
     def random(self, n, which):
         seed, scale = DATA[which]
@@ -114,8 +125,10 @@ class Probe:
 
 
 # ---------------------------------------------------------------------------------------------
-# Implementations. Each: make(n, threads, p0, g) -> (step, close). `step()` does one full
-# update; `close()` frees what it can. `p0` must not be modified (copy it).
+# Implementations. Each: make(ctx, n, threads, p0, g) -> (step, sync[, read]). `step()` does one
+# full update; `sync()` (or None) waits until the updates issued so far are done (JAX dispatches
+# asynchronously: the timers call it at the end of every block); `read()` (the family's
+# implementations) returns the parameters as a NumPy array. `p0` must not be modified (copy it).
 
 
 class Unavailable(Exception):
@@ -393,23 +406,33 @@ class Ctx:
         self.pool = pool
 
 
-def calibrate(step, min_time, warm_time):
-    """Warm-up (at least k steps and warm_time seconds); returns steps per timed block."""
+def calibrate(step, sync, min_time, warm_time, period=SYNC_PERIOD, min_steps=5):
+    """Warm-up (at least `period` steps and warm_time seconds); returns steps per timed block
+    (at least min_steps and min_time seconds, a multiple of `period`: every block holds the
+    same share of Lookahead syncs)."""
     t0 = time.perf_counter()
     k = 0
-    while k < SYNC_PERIOD or (time.perf_counter() - t0 < warm_time and k < 1_000_000):
+    while k < period or (time.perf_counter() - t0 < warm_time and k < 1_000_000):
         step()
         k += 1
+    if sync:
+        sync()
     per = (time.perf_counter() - t0) / k
-    s = max(5, math.ceil(min_time / per))
-    return (s + SYNC_PERIOD - 1) // SYNC_PERIOD * SYNC_PERIOD
+    s = max(min_steps, math.ceil(min_time / per))
+    return (s + period - 1) // period * period
 
 
-def timed_block(step, steps):
+def timed_block(step, sync, steps):
+    """Seconds per step over `steps` steps, and the CPU seconds this process used per step
+    (all its threads: over the wall time, the cores an implementation keeps busy)."""
+    c0 = time.process_time()
     t0 = time.perf_counter()
     for _ in range(steps):
         step()
-    return (time.perf_counter() - t0) / steps
+    if sync:
+        sync()
+    t1 = time.perf_counter()
+    return (t1 - t0) / steps, (time.process_time() - c0) / steps
 
 
 def run_driver(args, n, threads, reps):
@@ -418,23 +441,27 @@ def run_driver(args, n, threads, reps):
     return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
 
-def measure_point(args, ctx, n, threads, impls, records, skipped):
+def measure_point(args, ctx, n, threads, impls, records, skipped, bytes_per_element=None):
+    """Every implementation of `impls` (name, workload, make, state bytes per element) at one
+    size and thread count, interleaved by repetition; appends a record per implementation.
+    `bytes_per_element`: what the update must move (default: BYTES[workload])."""
     p0 = ctx.probe.random(n, "p")
     g = ctx.probe.random(n, "g")
     per_elem = sum(b for *_, b in impls) + 8
     keep_alive = per_elem * n <= args.mem_budget * 1e9
     samples = {(name, wl): [] for name, wl, *_ in impls}
+    cpu = {(name, wl): [] for name, wl, *_ in impls}
     steps_of = {}
     live = {}
     driver_recs = {}
 
     def setup(name, wl, make):
         try:
-            step, close = make(ctx, n, threads, p0, g)
+            made = make(ctx, n, threads, p0, g)
         except Unavailable as e:
             skipped.setdefault(name, str(e))
             return None
-        return step
+        return made[0], made[1]
 
     order = list(impls)
     n_slots = len(order) + (1 if args.driver else 0)
@@ -455,23 +482,27 @@ def measure_point(args, ctx, n, threads, impls, records, skipped):
             if name in skipped:
                 continue
             key = (name, wl)
-            step = live.get(key)
-            fresh = step is None
+            made = live.get(key)
+            fresh = made is None
             if fresh:
-                step = setup(name, wl, make)
-                if step is None:
+                made = setup(name, wl, make)
+                if made is None:
                     continue
+            step, sync = made
             if fresh or key not in steps_of:
-                s = calibrate(step, args.min_time, args.warm_time)
+                s = calibrate(step, sync, args.min_time, args.warm_time, args.period,
+                              args.min_steps)
                 steps_of.setdefault(key, s)
             else:
-                for _ in range(SYNC_PERIOD):  # warm again after the other implementations ran
+                for _ in range(args.period):  # warm again after the other implementations ran
                     step()
-            samples[key].append(timed_block(step, steps_of[key]))
+            wall, cpu_s = timed_block(step, sync, steps_of[key])
+            samples[key].append(wall)
+            cpu[key].append(cpu_s)
             if keep_alive:
-                live[key] = step
+                live[key] = made
             else:
-                del step
+                del step, sync, made
                 gc.collect()
             time.sleep(args.pause)
         if not keep_alive:
@@ -480,10 +511,18 @@ def measure_point(args, ctx, n, threads, impls, records, skipped):
     gc.collect()
     for (name, wl), xs in samples.items():
         if xs:
-            records.append({"source": "python", "impl": name, "workload": wl, "n": n,
-                            "threads": threads, "steps": steps_of[(name, wl)],
-                            "sec_per_step": xs})
+            rec = {"source": "python", "impl": name, "workload": wl, "n": n,
+                   "threads": threads, "steps": steps_of[(name, wl)], "sec_per_step": xs,
+                   "cpu_sec_per_step": cpu[(name, wl)]}
+            if bytes_per_element:
+                rec["bytes_per_element"] = bytes_per_element
+            records.append(rec)
     records.extend(driver_recs.values())
+
+
+def bytes_of(rec):
+    """The bytes per element the record's update must move."""
+    return rec.get("bytes_per_element") or BYTES[rec["workload"]]
 
 
 def summarize(rec):
@@ -499,7 +538,7 @@ def summarize(rec):
     rec["q1_s"], rec["q3_s"] = lo, hi
     rec["spread_pct"] = 100.0 * (hi - lo) / med if med > 0 else float("nan")
     rec["ns_per_element"] = med / n * 1e9
-    rec["gb_per_s"] = BYTES[rec["workload"]] * n / med / 1e9
+    rec["gb_per_s"] = bytes_of(rec) * n / med / 1e9
     return rec
 
 
@@ -558,7 +597,7 @@ def bw_fraction(idx, a, n, t, probe=None):
     ra, rp = idx.get(a + (n, t)), idx.get(probe + (n, t))
     if ra is None or rp is None:
         return None
-    scale = BYTES[ra["workload"]] / BYTES[rp["workload"]]
+    scale = bytes_of(ra) / bytes_of(rp)
     return scale * paired_median(rp["sec_per_step"], ra["sec_per_step"])
 
 
@@ -816,15 +855,15 @@ def loadavg():
         return None
 
 
-def render_md(meta, idx, sizes, threads, latency, skipped, png_name):
+def header_lines(meta, title, software):
+    """The title, the machine and the load the run saw (`software`: the versions compared)."""
     m = meta["machine"]
-    lines = [f"# flatopt vs PyTorch, DeepSpeed and NumPy ({m['date'][:10]})", ""]
+    lines = [f"# {title} ({m['date'][:10]})", ""]
     lines.append(f"Machine: {m.get('cpu', '?')}, {m.get('cpus')} vCPUs, {m.get('mem_gib')} GiB"
                  f"{', AVX-512 present' if m.get('avx512f') else ''}; {m['platform']}. "
                  f"flatopt {m['flatopt']} (commit {m.get('commit', '?')}"
                  f"{', src/ modified' if m.get('src_dirty') else ''}, SIMD tier {meta.get('tier')}), "
-                 f"torch {m.get('torch')} (CPU capability {m.get('torch_cpu_capability', '?')}), "
-                 f"deepspeed {m.get('deepspeed')}, numpy {m['numpy']}, Python {m['python']}. "
+                 f"{software}, numpy {m['numpy']}, Python {m['python']}. "
                  f"Load average at start {meta['load_start']}, at end {meta['load_end']}; "
                  f"run took {meta['seconds'] / 60:.1f} min.")
     cond = meta.get("conditions") or []
@@ -838,6 +877,15 @@ def render_md(meta, idx, sizes, threads, latency, skipped, png_name):
                          f"{100 * (c['other_cpu_busy_after'] or 0):.0f}%" for c in cond)
                      + f" (worst {100 * max(worst):.0f}%).")
     lines.append("")
+    return lines
+
+
+def render_md(meta, idx, sizes, threads, latency, skipped, png_name):
+    m = meta["machine"]
+    lines = header_lines(
+        meta, "flatopt vs PyTorch, DeepSpeed and NumPy",
+        f"torch {m.get('torch')} (CPU capability {m.get('torch_cpu_capability', '?')}), "
+        f"deepspeed {m.get('deepspeed')}")
     lines.append(f"How: `make bench-compare` (benches/compare/run.sh → compare.py {' '.join(meta['argv'])}). "
                  f"Every implementation on identical random data, warmed up, {meta['reps']} timed blocks of "
                  f"≥ {meta['min_time']} s and ≥ 5 steps each, interleaved in rotating order in one process "
@@ -883,7 +931,537 @@ def render_md(meta, idx, sizes, threads, latency, skipped, png_name):
 
 
 # ---------------------------------------------------------------------------------------------
+# The optimizer family (--family): every base rule of flatopt through its Python binding, next
+# to PyTorch's fastest implementation of the rule and optax's under jax.jit, and a probe with
+# the rule's own memory pattern
+
+
+# One row per base rule: the learning rate; flatopt's factory and its arguments in PyTorch's
+# form (`flatopt`) and, where optax defines the rule differently, in optax's (`flatopt_optax`);
+# PyTorch's class, its arguments and its fastest CPU implementation ("fused" where torch.optim
+# has a fused CPU kernel for the rule, else "foreach"), or why there is none; optax's function
+# and its arguments. Every hyperparameter is given explicitly (the rule's usual default), the
+# same value to each library. `optax_lag`: optax applies each update that many steps late (its
+# step t + lag is flatopt's step t).
+FAMILY = [
+    dict(rule="sgd", flatopt=("sgd", {}), torch=("SGD", {}, "fused"), optax=("sgd", {})),
+    dict(rule="momentum", flatopt=("sgd", {"momentum": 0.9}),
+         torch=("SGD", {"momentum": 0.9}, "fused"), optax=("sgd", {"momentum": 0.9})),
+    dict(rule="adam", flatopt=("adam", {"b1": 0.9, "b2": 0.999, "eps": 1e-8}),
+         torch=("Adam", {"betas": (0.9, 0.999), "eps": 1e-8}, "fused"),
+         optax=("adam", {"b1": 0.9, "b2": 0.999, "eps": 1e-8})),
+    dict(rule="adamw", flatopt=("adamw", {"weight_decay": 1e-2}),
+         torch=("AdamW", {"weight_decay": 1e-2}, "fused"),
+         optax=("adamw", {"weight_decay": 1e-2})),
+    dict(rule="radam", flatopt=("radam", {}), torch=("RAdam", {}, "foreach"),
+         optax=("radam", {})),
+    dict(rule="adagrad",
+         flatopt=("adagrad", {"initial_accumulator_value": 0.0, "eps": 1e-10,
+                              "eps_inside_sqrt": False}),
+         flatopt_optax=("adagrad", {"initial_accumulator_value": 0.1, "eps": 1e-7}),
+         torch=("Adagrad", {"initial_accumulator_value": 0.0, "eps": 1e-10}, "fused"),
+         optax=("adagrad", {"initial_accumulator_value": 0.1, "eps": 1e-7})),
+    dict(rule="rmsprop",
+         flatopt=("rmsprop", {"alpha": 0.99, "eps": 1e-8, "eps_inside_sqrt": False}),
+         flatopt_optax=("rmsprop", {"alpha": 0.9, "eps": 1e-8}),
+         torch=("RMSprop", {"alpha": 0.99, "eps": 1e-8}, "foreach"),
+         optax=("rmsprop", {"decay": 0.9, "eps": 1e-8})),
+    dict(rule="adamax", flatopt=("adamax", {"eps_outside_max": False}),
+         flatopt_optax=("adamax", {}), torch=("Adamax", {"eps": 1e-8}, "foreach"),
+         optax=("adamax", {"eps": 1e-8})),
+    dict(rule="nadam", flatopt=("nadam", {"constant_momentum": False, "momentum_decay": 4e-3}),
+         flatopt_optax=("nadam", {}), torch=("NAdam", {"momentum_decay": 4e-3}, "foreach"),
+         optax=("nadam", {})),
+    dict(rule="lion", flatopt=("lion", {"b1": 0.9, "b2": 0.99, "weight_decay": 1e-3}),
+         torch="torch.optim has no Lion",
+         optax=("lion", {"b1": 0.9, "b2": 0.99, "weight_decay": 1e-3})),
+    dict(rule="adabelief", flatopt=("adabelief", {"eps": 1e-16, "eps_root": 1e-16}),
+         torch="torch.optim has no AdaBelief",
+         optax=("adabelief", {"eps": 1e-16, "eps_root": 1e-16})),
+    dict(rule="yogi", flatopt=("yogi", {"eps": 1e-3, "initial_accumulator_value": 1e-6}),
+         torch="torch.optim has no Yogi",
+         optax=("yogi", {"eps": 1e-3})),  # optax's yogi: scale_by_yogi's 1e-6 start
+    dict(rule="adadelta", lr=1.0, flatopt=("adadelta", {"rho": 0.9, "eps": 1e-6}),
+         torch=("Adadelta", {"rho": 0.9, "eps": 1e-6}, "foreach"),
+         optax=("adadelta", {"rho": 0.9, "eps": 1e-6})),
+    dict(rule="rprop", flatopt=("rprop", {}),
+         torch=("Rprop", {"etas": (0.5, 1.2), "step_sizes": (1e-6, 50.0)}, "foreach"),
+         optax=("rprop", {"eta_minus": 0.5, "eta_plus": 1.2, "min_step_size": 1e-6,
+                          "max_step_size": 50.0}),
+         optax_lag=(1, "optax's rprop returns the previous step's update (docs/numerics.md, "
+                       "\"Rprop\"): its step t + 1 is flatopt's and PyTorch's step t")),
+]
+FAMILY_STEPS = 12  # steps of the agreement check
+# SPEC's tolerance (docs/numerics.md, "Test tolerances": |a - b| <= 1e-5 + 1e-5 |b| for every
+# element) after FAMILY_STEPS steps: max |a - b| / (1 + |b|) <= FAMILY_TOL.
+FAMILY_TOL = 1e-5
+
+
+def family_rows(names=""):
+    keep = [s for s in names.split(",") if s]
+    unknown = sorted(set(keep) - {r["rule"] for r in FAMILY})
+    if unknown:
+        sys.exit(f"compare.py: unknown --rules {unknown}; known: {[r['rule'] for r in FAMILY]}")
+    return [r for r in FAMILY if not keep or r["rule"] in keep]
+
+
+def flatopt_forms(row):
+    """(workload, (factory, kwargs)) of flatopt's forms of the rule: (PyTorch's, optax's), the
+    same workload twice where both libraries define the rule alike."""
+    torch_form = (row["rule"], row["flatopt"])
+    if "flatopt_optax" in row:
+        return torch_form, (row["rule"] + "/optax", row["flatopt_optax"])
+    return torch_form, torch_form
+
+
+def flatopt_base(row, form):
+    import flatopt
+    fn, kw = form
+    return getattr(flatopt, fn)(row.get("lr", LR), **kw)
+
+
+def state_buffers(row, form):
+    """How many state buffers flatopt keeps for the rule (from the library:
+    flatopt_base_state_buffers), so 12 + 8 * that many bytes per element move per step."""
+    import flatopt._lib as L
+    base = flatopt_base(row, form)
+    hp = L.new_base_params(base.kind)
+    base._fill(hp)
+    mask = ctypes.c_uint32(0)
+    fn = getattr(L.lib, "flatopt_base_state_buffers", None)
+    if fn is None:
+        sys.exit(f"compare.py: the flatopt library at {L.library_path} predates the optimizer "
+                 "family (no flatopt_base_state_buffers): reinstall the package "
+                 "(pip install ./bindings/python) or set FLATOPT_LIBRARY")
+    fn.argtypes = [ctypes.POINTER(L.BaseParams), ctypes.POINTER(ctypes.c_uint32)]
+    fn.restype = ctypes.c_int
+    status = fn(ctypes.byref(hp), ctypes.byref(mask))
+    if status != 0:
+        raise RuntimeError(f"flatopt_base_state_buffers({row['rule']}): status {status}")
+    return bin(mask.value).count("1")
+
+
+def family_bytes(row):
+    return 12 + 8 * state_buffers(row, row["flatopt"])
+
+
+def make_probe_states(states):
+    def make(ctx, n, threads, p0, g):
+        p = p0.copy()
+        bufs = [ctx.probe.random(n, "m") for _ in range(states)]
+        ptrs = [b.ctypes.data for b in bufs] + [None] * (3 - len(bufs))
+        fn = ctx.probe.lib.compare_probe_states
+        args = (p.ctypes.data, g.ctypes.data, *ptrs, n, threads, states)
+        keep = (p, g, bufs)
+
+        def step():
+            fn(*args)
+            return keep
+        return step, None, lambda: p.copy()
+    return make
+
+
+def make_flatopt_rule(row, form):
+    def make(ctx, n, threads, p0, g):
+        import flatopt
+        p = p0.copy()
+        opt = flatopt.Optimizer(flatopt_base(row, form), None, lookahead=False,
+                                nonfinite="propagate", num_threads=threads)
+        opt.register_trainable_weights([p], grads=[g])
+        return opt.update, None, lambda: p.copy()
+    return make
+
+
+def make_torch_rule(row):
+    cls_name, kw, kind = row["torch"]
+
+    def make(ctx, n, threads, p0, g):
+        torch = _torch()
+        torch.set_num_threads(threads)
+        p = _torch_param(torch, p0, g)
+        opt = getattr(torch.optim, cls_name)([p], lr=row.get("lr", LR), **kw, **{kind: True})
+        return opt.step, None, lambda: p.detach().numpy().copy()
+    return make
+
+
+_JAX = {}
+
+
+def _jax():
+    """jax and optax on the CPU, imported once (JAX_PLATFORMS=cpu unless set)."""
+    if "err" in _JAX:
+        raise Unavailable(_JAX["err"])
+    if "mods" not in _JAX:
+        os.environ.setdefault("JAX_PLATFORMS", "cpu")
+        try:
+            import jax
+            import optax
+        except Exception as e:  # noqa: BLE001
+            _JAX["err"] = f"jax/optax not importable ({type(e).__name__}: {e})"
+            raise Unavailable(_JAX["err"]) from None
+        _JAX["mods"] = (jax, optax)
+    return _JAX["mods"]
+
+
+def _optax_step(row):
+    """The jitted `update + apply_updates` of the rule's optax transformation (cached: one
+    compilation per rule and size), with params and state donated so XLA updates them in
+    place."""
+    jax, optax = _jax()
+    if row["rule"] not in _JAX:
+        fn, kw = row["optax"]
+        tx = getattr(optax, fn)(row.get("lr", LR), **kw)
+
+        def update(params, state, grads):
+            updates, state = tx.update(grads, state, params)
+            return optax.apply_updates(params, updates), state
+        _JAX[row["rule"]] = (tx, jax.jit(update, donate_argnums=(0, 1)))
+    return _JAX[row["rule"]]
+
+
+def make_optax_rule(row):
+    def make(ctx, n, threads, p0, g):
+        jax, _ = _jax()
+        import jax.numpy as jnp
+        tx, update = _optax_step(row)
+        params = jnp.array(p0)  # a copy: donated, so XLA writes into it
+        grads = jnp.asarray(g)
+        cur = [params, tx.init(params)]
+
+        def step():
+            cur[0], cur[1] = update(cur[0], cur[1], grads)
+
+        def sync():
+            cur[0].block_until_ready()
+        # Compile now (not in the warm-up's per-step estimate) on a throwaway copy.
+        spare = [jnp.array(p0)]
+        spare.append(tx.init(spare[0]))
+        update(*spare, grads)[0].block_until_ready()
+        del spare
+        return step, sync, lambda: np.asarray(cur[0]).copy()
+    return make
+
+
+def family_impls(row, torch_ok, optax_ok):
+    """The implementations measured for one rule: (name, workload, make, state bytes/element)."""
+    (wt, ft), (wo, fo) = flatopt_forms(row)
+    states = state_buffers(row, ft)
+    size = 4 + 4 * states
+    impls = [("probe", row["rule"], make_probe_states(states), size),
+             ("flatopt-py", wt, make_flatopt_rule(row, ft), size)]
+    if wo != wt:
+        impls.append(("flatopt-py", wo, make_flatopt_rule(row, fo), size))
+    if torch_ok and isinstance(row["torch"], tuple):
+        impls.append(("torch", row["rule"], make_torch_rule(row), size + 8))  # + temporaries
+    if optax_ok:
+        impls.append(("optax", row["rule"], make_optax_rule(row), size + 4))  # + g's copy
+    return impls
+
+
+def family_agreement(ctx, row, n, torch_ok, optax_ok, steps=FAMILY_STEPS):
+    """flatopt (each form) against PyTorch and optax on identical data: `steps` updates each
+    from the same p0 and g, then max |a - b| / (1 + |b|) (SPEC's tolerance: FAMILY_TOL).
+    Returns [(pair, err, tol, note)], err None where the other is unavailable (note says why)."""
+    p0, g = ctx.probe.random(n, "p"), ctx.probe.random(n, "g")
+    (wt, ft), (wo, fo) = flatopt_forms(row)
+
+    def run(make, k):
+        step, sync, read = make(ctx, n, 1, p0, g)
+        for _ in range(k):
+            step()
+        if sync:
+            sync()
+        return read()
+
+    def err(a, b):
+        return float(np.max(np.abs(a - b) / (1.0 + np.abs(b))))
+
+    out = []
+    mine_t = run(make_flatopt_rule(row, ft), steps)
+    mine_o = mine_t if wo == wt else run(make_flatopt_rule(row, fo), steps)
+    moved = float(np.max(np.abs(mine_t - p0)))
+    out.append(("flatopt moved p", moved if np.all(np.isfinite(mine_t)) else float("nan"), None,
+                "finite, largest change"))
+    if isinstance(row["torch"], str):
+        out.append((f"vs torch ({wt})", None, None, row["torch"]))
+    elif not torch_ok:
+        out.append((f"vs torch ({wt})", None, None, "torch not importable"))
+    else:
+        out.append((f"vs torch.optim.{row['torch'][0]}({row['torch'][2]}=True) ({wt})",
+                    err(mine_t, run(make_torch_rule(row), steps)), FAMILY_TOL, ""))
+    if not optax_ok:
+        out.append((f"vs optax ({wo})", None, None, "jax/optax not importable"))
+    else:
+        lag, lag_note = row.get("optax_lag", (0, ""))
+        out.append((f"vs optax.{row['optax'][0]} under jax.jit ({wo})",
+                    err(mine_o, run(make_optax_rule(row), steps + lag)), FAMILY_TOL, lag_note))
+    return out
+
+
+def _family_available():
+    try:
+        _torch()
+        torch_ok, torch_why = True, ""
+    except Unavailable as e:
+        torch_ok, torch_why = False, str(e)
+    try:
+        _jax()
+        optax_ok, optax_why = True, ""
+    except Unavailable as e:
+        optax_ok, optax_why = False, str(e)
+    return torch_ok, torch_why, optax_ok, optax_why
+
+
+def jax_info():
+    try:
+        jax, optax = _jax()
+    except Unavailable as e:
+        return {"jax": None, "why": str(e)}
+    import jaxlib
+    dev = jax.devices()
+    return {"jax": jax.__version__, "jaxlib": jaxlib.__version__, "optax": optax.__version__,
+            "devices": [str(d) for d in dev], "xla_flags": os.environ.get("XLA_FLAGS", "")}
+
+
+def run_family(args, probe):
+    """The full family comparison: every rule at every size and thread count."""
+    import flatopt
+    rows = family_rows(args.rules)
+    sizes = [int(float(s)) for s in args.sizes.split(",") if s]
+    threads = [int(t) for t in args.threads.split(",") if t]
+    args.period = 1  # no Lookahead here: any number of steps per block
+    torch_ok, torch_why, optax_ok, optax_why = _family_available()
+    skipped = {}
+    if not torch_ok:
+        skipped["torch"] = torch_why
+    if not optax_ok:
+        skipped["optax"] = optax_why
+    for k, v in skipped.items():
+        log(f"  skip {k}: {v}")
+    ctx = Ctx(probe, args.pool)
+    machine = machine_info()
+    meta = {"machine": machine, "jax": jax_info(), "tier": flatopt.Adam(lr=LR).simd_tier,
+            "load_start": loadavg(), "argv": sys.argv[1:], "reps": args.reps,
+            "min_time": args.min_time, "min_steps": args.min_steps, "sizes": sizes,
+            "threads": threads, "rules": [r["rule"] for r in rows]}
+    log(f"compare.py --family: {len(rows)} rules, sizes {sizes}, threads {threads}, reps "
+        f"{args.reps}; load {meta['load_start']}")
+    t_start = time.time()
+    agreement = {}
+    for row in rows:
+        agreement[row["rule"]] = family_agreement(ctx, row, 5003, torch_ok, optax_ok)
+        for pair, e, tol, note in agreement[row["rule"]]:
+            if tol is not None and not e <= tol:
+                log(f"  WARNING {row['rule']} {pair}: max rel diff {e:.1e} > {tol:.0e}")
+    records, conditions = [], []
+    for n in sizes:
+        for t in threads:
+            busy, waited = wait_idle(args.wait_idle)
+            t0 = time.time()
+            for row in rows:
+                impls = family_impls(row, torch_ok, optax_ok)
+                measure_point(args, ctx, n, t, impls, records, skipped, family_bytes(row))
+                gc.collect()
+            busy_after = cpu_busy()
+            conditions.append({"n": n, "threads": t, "other_cpu_busy_before": busy,
+                               "waited_s": round(waited, 1), "other_cpu_busy_after": busy_after,
+                               "loadavg_after": loadavg(), "seconds": round(time.time() - t0, 1)})
+            log(f"  n={fmt_n(n)} threads={t}: {time.time() - t0:.1f} s; other CPU load before "
+                f"{busy:.2f} (waited {waited:.0f} s), after {busy_after:.2f}; load {loadavg()}")
+    for r in records:
+        summarize(r)
+    meta.update({"load_end": loadavg(), "seconds": time.time() - t_start, "skipped": skipped,
+                 "conditions": conditions,
+                 "agreement": {k: [list(x) for x in v] for k, v in agreement.items()}})
+    md = render_family_md(meta, index(records), rows)
+    base = write_results(args.out, "family", md, {"meta": meta, "records": records}, False)
+    print(md)
+    log(f"wrote {base}.md/.json and latest-family.*")
+
+
+def _speedup(value):
+    """A speed-up cell: how many times faster flatopt is (bold where it is slower)."""
+    if value is None:
+        return "–"
+    return f"{value:.2f}×" if value >= 1.0 else f"**{value:.2f}×**"
+
+
+def family_ratios(idx, row, n, t):
+    """(flatopt vs torch, flatopt vs optax, flatopt's fraction of its probe): time ratios, medians
+    of per-repetition ratios."""
+    (wt, _), (wo, _) = flatopt_forms(row)
+    fr = ("flatopt-py", wt)
+    return (ratio(idx, fr, ("torch", row["rule"]), n, t),
+            ratio(idx, ("flatopt-py", wo), ("optax", row["rule"]), n, t),
+            bw_fraction(idx, fr, n, t, probe=("probe", row["rule"])))
+
+
+def render_family_md(meta, idx, rows):
+    m, jx = meta["machine"], meta["jax"]
+    sizes, threads = meta["sizes"], meta["threads"]
+    lines = header_lines(
+        meta, "flatopt's optimizer family vs PyTorch and optax",
+        f"torch {m.get('torch')} (CPU capability {m.get('torch_cpu_capability', '?')}), "
+        f"jax {jx.get('jax')} / jaxlib {jx.get('jaxlib')} ({', '.join(jx.get('devices') or [])}), "
+        f"optax {jx.get('optax')}")
+    lines.append(
+        f"How: `compare.py {' '.join(meta['argv'])}` (`make bench-compare` runs it after the Adam "
+        "comparison). Per rule, size and thread count, interleaved in rotating order in one "
+        f"process, {meta['reps']} timed blocks each (≥ {meta['min_time']} s and ≥ "
+        f"{meta['min_steps']} steps): a plain C probe with the rule's memory pattern (probe.c, "
+        "`compare_probe_states`: read p, g and the rule's state buffers, write p and the state), "
+        "flatopt through its Python binding (`flatopt.Optimizer(flatopt.<rule>(...), "
+        "nonfinite=\"propagate\", num_threads=t)`, gradients registered: one ctypes call per "
+        "step), PyTorch's fastest implementation of the rule (`fused=True` where torch.optim "
+        "has a fused CPU kernel for it, else `foreach=True`; `torch.set_num_threads(t)`), and "
+        "optax's rule as one `jax.jit`-compiled `update` + `apply_updates` on the flat float32 "
+        "array with params and state donated (updated in place), asynchronous dispatch waited "
+        "for at the end of each block. JAX's CPU client sizes its own thread pool to the "
+        "machine whatever `t` is (the optax column's cpu/wall says how many cores it kept "
+        "busy). Same data (`compare_fill_random` / `compare_fill_gradient`), same "
+        "hyperparameters: where PyTorch and optax define a rule differently, flatopt runs in "
+        "each one's form against it (\"/optax\"). Bytes per element: what the rule must move, "
+        "12 + 8 per state buffer flatopt keeps (asked from the library). Speed-ups: the other's "
+        "time per step over flatopt's (above 1: flatopt is faster; bold: slower), medians of "
+        "per-repetition ratios.")
+    lines.append("")
+    skipped = meta.get("skipped") or {}
+    if skipped:
+        lines.append("Skipped: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
+        lines.append("")
+    lines.append(f"## Same work: agreement after {FAMILY_STEPS} steps (n = 5003)")
+    lines.append("")
+    lines.append("max |a − b| / (1 + |b|) over the parameters, against SPEC's tolerance "
+                 f"({FAMILY_TOL:.0e}: |a − b| ≤ 1e-5 + 1e-5 |b| for every element).")
+    lines.append("")
+    lines.append("| rule | against | max rel diff | bound | note |")
+    lines.append("|---|---|---|---|---|")
+    for row in rows:
+        for pair, e, tol, note in meta["agreement"].get(row["rule"], []):
+            if pair == "flatopt moved p":
+                continue
+            cell = "–" if e is None else f"{e:.1e}"
+            ok = "" if tol is None or e is None else (" ok" if e <= tol else " **NOT met**")
+            bound = "–" if tol is None else f"{tol:.0e}{ok}"
+            lines.append(f"| {row['rule']} | {pair} | {cell} | {bound} | {note} |")
+    lines.append("")
+    for t in threads:
+        lines.append(f"## Speed-up of flatopt, {t} thread{'s' if t > 1 else ''}: over PyTorch / over optax")
+        lines.append("")
+        lines.append("| rule | B/element | PyTorch | " + " | ".join(fmt_n(n) for n in sizes)
+                     + f" | of its probe at {fmt_n(max(sizes))} |")
+        lines.append("|" + "---|" * (len(sizes) + 4))
+        for row in rows:
+            torch_impl = (f"{row['torch'][0]} {row['torch'][2]}" if isinstance(row["torch"], tuple)
+                          else "none")
+            cells = []
+            for n in sizes:
+                rt, ro, _ = family_ratios(idx, row, n, t)
+                cells.append(f"{_speedup(rt)} / {_speedup(ro)}")
+            frac = family_ratios(idx, row, max(sizes), t)[2]
+            lines.append(f"| {row['rule']} | {family_bytes(row)} | {torch_impl} | "
+                         + " | ".join(cells) + f" | {'–' if frac is None else f'{frac:.2f}×'} |")
+        lines.append("")
+    lines.append("## Targets: faster than both at every size (issue 14)")
+    lines.append("")
+    for t in threads:
+        for row in rows:
+            worst = {}
+            for n in sizes:
+                rt, ro, _ = family_ratios(idx, row, n, t)
+                for who, r in (("PyTorch", rt), ("optax", ro)):
+                    if r is not None and (who not in worst or r < worst[who][0]):
+                        worst[who] = (r, n)
+            parts = [f"{who} slowest margin {r:.2f}× at {fmt_n(n)} "
+                     f"({'met' if r > 1.0 else 'NOT met'})" for who, (r, n) in worst.items()]
+            lines.append(f"- {row['rule']}, {t} thread(s): " + ("; ".join(parts) or "not measured"))
+    lines.append("")
+    lines.append("## Times per step")
+    lines.append("")
+    lines.append("Median ± interquartile range (% of the median), GB/s of the bytes the rule must "
+                 "move; flatopt in parentheses: its fraction of the probe's rate; optax: the "
+                 "cores it kept busy (process CPU time over wall time).")
+    lines.append("")
+    lines.append("| rule | n | threads | probe | flatopt | flatopt (optax form) | PyTorch | optax |")
+    lines.append("|---|---|---|---|---|---|---|---|")
+    for row in rows:
+        (wt, _), (wo, _) = flatopt_forms(row)
+        keys = [("probe", row["rule"]), ("flatopt-py", wt),
+                ("flatopt-py", wo) if wo != wt else None, ("torch", row["rule"]),
+                ("optax", row["rule"])]
+        for n in sizes:
+            for t in threads:
+                cells = []
+                for key in keys:
+                    r = key and idx.get(key + (n, t))
+                    if not r:
+                        cells.append("–")
+                        continue
+                    cell = f"{fmt_time(r['median_s'])} ±{r['spread_pct']:.0f}%<br>{r['gb_per_s']:.1f} GB/s"
+                    if key[0] == "flatopt-py":
+                        frac = bw_fraction(idx, key, n, t, probe=("probe", row["rule"]))
+                        cell += f" ({frac:.2f}×)" if frac is not None else ""
+                    if key[0] == "optax" and r.get("cpu_sec_per_step"):
+                        busy = statistics.median(c / w for c, w in zip(r["cpu_sec_per_step"],
+                                                                        r["sec_per_step"]))
+                        cell += f"<br>cpu/wall {busy:.1f}"
+                    cells.append(cell)
+                lines.append(f"| {row['rule']} | {fmt_n(n)} | {t} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
 # Quick mode: seconds, sanity checks only (no timing assertions)
+
+
+def quick_family(args, ctx, check):
+    """The family in quick mode: every rule's forms run and move the parameters; flatopt agrees
+    with PyTorch and optax (where importable) after FAMILY_STEPS steps on identical data, the
+    bytes per element come from the library, every implementation gives sane timings, the
+    family's tables render."""
+    torch_ok, torch_why, optax_ok, optax_why = _family_available()
+    if not torch_ok:
+        print(f"  skip the family against torch: {torch_why}")
+    if not optax_ok:
+        print(f"  skip the family against optax: {optax_why}")
+    rows = family_rows(args.rules)
+    agreement = {}
+    for row in rows:
+        b = family_bytes(row)
+        check(b in (12, 20, 28, 36), f"family {row['rule']}: {b} B/element (from the library)")
+        for n in (1000, 5003):
+            res = family_agreement(ctx, row, n, torch_ok, optax_ok)
+            agreement[row["rule"]] = res
+            for pair, e, tol, note in res:
+                if pair == "flatopt moved p":
+                    check(e is not None and math.isfinite(e) and e > 0,
+                          f"family {row['rule']} n={n}: flatopt finite and moved p (by up to {e:.1e})")
+                elif e is None:
+                    if n == 1000 and note == row["torch"]:  # the rule's own (modules: above)
+                        print(f"  skip family {row['rule']} {pair}: {note}")
+                else:
+                    check(e <= tol, f"family {row['rule']} n={n} {pair}: max rel diff {e:.1e} "
+                                    f"(bound {tol:.0e}{'; ' + note if note else ''})")
+    records, skipped = [], {}
+    saved = args.period
+    args.period = 1
+    for row in rows:
+        impls = family_impls(row, torch_ok, optax_ok)
+        measure_point(args, ctx, 1000, 1, impls, records, skipped, family_bytes(row))
+    args.period = saved
+    for r in records:
+        summarize(r)
+        ok = all(math.isfinite(x) and x > 0 for x in r["sec_per_step"]) and r["gb_per_s"] > 0
+        check(ok, f"family {r['impl']:>10} {r['workload']:<14} n=1000 t=1: "
+                  f"{r['ns_per_element']:.2f} ns/element (timing sane)")
+    meta = {"machine": machine_info(), "jax": jax_info(), "tier": "?", "load_start": loadavg(),
+            "load_end": loadavg(), "seconds": 0.0, "argv": ["--quick"], "reps": args.reps,
+            "min_time": args.min_time, "min_steps": args.min_steps, "sizes": [1000],
+            "threads": [1], "skipped": skipped,
+            "agreement": {k: [list(x) for x in v] for k, v in agreement.items()}}
+    md = render_family_md(meta, index(records), rows)
+    check(all(f"| {r['rule']} | {family_bytes(r)} |" in md for r in rows),
+          "family tables render (a row per rule)")
 
 
 def quick(args, probe):
@@ -981,11 +1559,32 @@ def quick(args, probe):
             check(plot(idx, sizes, threads, os.path.join(d, "x.png")), "plot renders")
         except ImportError:
             print("  skip plot: matplotlib not importable")
+    quick_family(args, ctx, check)
     print(f"compare.py --quick: {len(failures)} failed" if failures else "compare.py --quick: all ok")
     return 1 if failures else 0
 
 
 # ---------------------------------------------------------------------------------------------
+
+
+def write_results(out, suffix, md, payload, png):
+    """Writes out/<date>[-suffix].{md,json} (and the .png from `png`, a file written before, if
+    any) and copies them to latest[-suffix].*; "@PNG@" in `md` names the plot. Returns the
+    dated base path."""
+    os.makedirs(out, exist_ok=True)
+    stamp = _dt.datetime.now().strftime("%Y-%m-%d") + (f"-{suffix}" if suffix else "")
+    latest = "latest" + (f"-{suffix}" if suffix else "")
+    base = os.path.join(out, stamp)
+    if png:
+        shutil.move(png, base + ".png")
+        shutil.copyfile(base + ".png", os.path.join(out, latest + ".png"))
+    for name in (stamp, latest):
+        with open(os.path.join(out, name + ".md"), "w") as f:
+            f.write(md.replace("@PNG@", name + ".png"))
+    with open(base + ".json", "w") as f:
+        json.dump(payload, f, indent=1)
+    shutil.copyfile(base + ".json", os.path.join(out, latest + ".json"))
+    return base
 
 
 def main():
@@ -996,6 +1595,11 @@ def main():
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--min-time", type=float, default=0.25, help="seconds per timed block")
+    ap.add_argument("--min-steps", type=int, default=5, help="steps per timed block, at least")
+    ap.add_argument("--family", action="store_true",
+                    help="the optimizer family: every base rule against PyTorch and optax "
+                         "(writes results/<date>-family.{md,json} and latest-family.*)")
+    ap.add_argument("--rules", default="", help="--family: comma list of rules (default all)")
     ap.add_argument("--warm-time", type=float, default=0.1)
     ap.add_argument("--pause", type=float, default=0.1,
                     help="seconds between implementations (lets other thread pools go idle)")
@@ -1012,6 +1616,7 @@ def main():
     ap.add_argument("--driver", default=os.path.join(BUILD, "driver"))
     ap.add_argument("--probe-lib", default=os.path.join(BUILD, "libcompare_probe.so"))
     args = ap.parse_args()
+    args.period = SYNC_PERIOD
 
     try:
         import flatopt  # noqa: F401
@@ -1047,6 +1652,9 @@ def main():
 
     if args.quick:
         sys.exit(quick(args, probe))
+    if args.family:
+        run_family(args, probe)
+        return
 
     sizes = [int(float(s)) for s in args.sizes.split(",") if s]
     threads = [int(t) for t in args.threads.split(",") if t]
@@ -1098,24 +1706,12 @@ def main():
             "seconds": time.time() - t_start, "argv": sys.argv[1:], "reps": args.reps,
             "min_time": args.min_time, "sizes": sizes, "threads": threads, "skipped": skipped,
             "bytes_per_element": BYTES, "conditions": conditions}
+    png = os.path.join(args.out, "plot.png")
     os.makedirs(args.out, exist_ok=True)
-    stamp = _dt.datetime.now().strftime("%Y-%m-%d")
-    base = os.path.join(args.out, stamp)
-    png_ok = plot(idx, sizes, threads, base + ".png")
-    md = render_md(meta, idx, sizes, threads, latency, skipped,
-                   os.path.basename(base) + ".png" if png_ok else "(no plot)")
-    with open(base + ".md", "w") as f:
-        f.write(md)
-    with open(base + ".json", "w") as f:
-        json.dump({"meta": meta, "records": records}, f, indent=1)
-    for ext in (".md", ".json", ".png"):
-        if os.path.exists(base + ext):
-            dst = os.path.join(args.out, "latest" + ext)
-            if ext == ".md":
-                with open(dst, "w") as f:
-                    f.write(md.replace(os.path.basename(base) + ".png", "latest.png"))
-            else:
-                shutil.copyfile(base + ext, dst)
+    png_ok = plot(idx, sizes, threads, png)
+    md = render_md(meta, idx, sizes, threads, latency, skipped, "@PNG@" if png_ok else "(no plot)")
+    base = write_results(args.out, "", md, {"meta": meta, "records": records},
+                         png if png_ok else None)
     print(md)
     log(f"wrote {base}.md/.json/.png and latest.*")
 

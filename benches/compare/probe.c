@@ -10,6 +10,8 @@
  * in two halves, one per pthread. Threads are created per call (about 30 us), so below
  * PARALLEL_MIN elements, where that would dominate, the loops run on the calling thread alone,
  * as flatopt does below the same threshold (PARALLEL_MIN_ELEMENTS in src/engine.rs).
+ * `compare_probe_states` is the same probe for the other access patterns of the optimizer
+ * family (0 to 3 state buffers: 12, 20, 28 or 36 bytes per element), for compare.py --family.
  *
  * Next to it, `compare_cadam` is the best plain C Adam a compiler gives: the library's formula
  * (per-step scalars computed once per call, one sqrt and one division per element) written as a
@@ -82,6 +84,47 @@ static void probe_span(float *restrict p, const float *restrict g, float *restri
     }
 }
 
+/* The memory pattern of a rule that keeps `states` state buffers (0 to 3: SGD, momentum / Lion /
+ * Adagrad, Adam and most of the family, AMSGrad): reads p, g and each state buffer, writes p and
+ * each state buffer, 12 + 8 * states bytes per element, with trivial arithmetic (halving keeps
+ * every value bounded however many steps run). The buffers after the first `states` are not
+ * touched (may be NULL). */
+static void states_span(float *restrict p, const float *restrict g, float *restrict s0,
+                        float *restrict s1, float *restrict s2, size_t n, int states) {
+    switch (states) {
+    case 0:
+        for (size_t i = 0; i < n; i++) p[i] = 0.5f * p[i] + g[i];
+        break;
+    case 1:
+        for (size_t i = 0; i < n; i++) {
+            float a = 0.5f * s0[i] + g[i];
+            s0[i] = a;
+            p[i] = 0.5f * p[i] + a;
+        }
+        break;
+    case 2:
+        for (size_t i = 0; i < n; i++) {
+            float a = 0.5f * s0[i] + g[i];
+            float b = 0.5f * s1[i] + g[i];
+            s0[i] = a;
+            s1[i] = b;
+            p[i] = 0.5f * p[i] + (a - b);
+        }
+        break;
+    default:
+        for (size_t i = 0; i < n; i++) {
+            float a = 0.5f * s0[i] + g[i];
+            float b = 0.5f * s1[i] + g[i];
+            float c = 0.5f * s2[i] + g[i];
+            s0[i] = a;
+            s1[i] = b;
+            s2[i] = c;
+            p[i] = 0.5f * p[i] + (a - b) + c;
+        }
+        break;
+    }
+}
+
 /* ---- the compiler-vectorized C Adam ------------------------------------------------------ */
 
 /* Adam with b1 = 0.9, b2 = 0.999, eps = 1e-8: step = lr / (1 - b1^t) and
@@ -115,31 +158,55 @@ void compare_floor(float *p, const float *m, const float *v, size_t n) { floor_s
 
 /* ---- threads ---------------------------------------------------------------------------- */
 
+enum job_kind { JOB_PROBE, JOB_CADAM, JOB_STATES };
+
 struct probe_job {
     float *p;
     const float *g;
     float *m;
     float *v;
+    float *x;   /* JOB_STATES: the third state buffer */
     size_t n;
-    float step, isb2; /* cadam only */
-    int adam;
+    float step, isb2; /* JOB_CADAM only */
+    enum job_kind kind;
+    int states; /* JOB_STATES only */
 };
 
 static void *probe_thread(void *arg) {
     struct probe_job *j = arg;
-    if (j->adam)
+    switch (j->kind) {
+    case JOB_CADAM:
         cadam_span(j->p, j->g, j->m, j->v, j->n, j->step, j->isb2);
-    else
+        break;
+    case JOB_STATES:
+        states_span(j->p, j->g, j->m, j->v, j->x, j->n, j->states);
+        break;
+    default:
         probe_span(j->p, j->g, j->m, j->v, j->n);
+        break;
+    }
     return NULL;
 }
 
-static int run_jobs(float *p, const float *g, float *m, float *v, size_t n, int threads,
-                    int adam, float step, float isb2);
+static int run_jobs(struct probe_job whole, int threads);
 
 /* Adam's memory pattern over n elements on `threads` threads (1..16). Returns 0 on success. */
 int compare_probe(float *p, const float *g, float *m, float *v, size_t n, int threads) {
-    return run_jobs(p, g, m, v, n, threads, 0, 0.0f, 0.0f);
+    struct probe_job j = {p, g, m, v, NULL, n, 0.0f, 0.0f, JOB_PROBE, 0};
+    return run_jobs(j, threads);
+}
+
+/* The memory pattern of a rule with `states` state buffers (0..3, see states_span: s0, s1, s2
+ * in that order; those past `states` may be NULL) over n elements on `threads` threads (1..16).
+ * Returns 0 on success, -1 for a `states` outside 0..3 or a missing buffer. */
+int compare_probe_states(float *p, const float *g, float *s0, float *s1, float *s2, size_t n,
+                         int threads, int states) {
+    float *bufs[3] = {s0, s1, s2};
+    if (states < 0 || states > 3 || p == NULL || g == NULL) return -1;
+    for (int k = 0; k < states; k++)
+        if (bufs[k] == NULL) return -1;
+    struct probe_job j = {p, g, s0, s1, s2, n, 0.0f, 0.0f, JOB_STATES, states};
+    return run_jobs(j, threads);
 }
 
 /* Step `t` (1-based) of the compiler-vectorized C Adam at learning rate `lr`, on `threads`
@@ -148,14 +215,17 @@ int compare_cadam(float *p, const float *g, float *m, float *v, size_t n, int th
                   long t) {
     float step = (float)(lr / (1.0 - pow(0.9, (double)t)));
     float isb2 = (float)(1.0 / sqrt(1.0 - pow(0.999, (double)t)));
-    return run_jobs(p, g, m, v, n, threads, 1, step, isb2);
+    struct probe_job j = {p, g, m, v, NULL, n, step, isb2, JOB_CADAM, 0};
+    return run_jobs(j, threads);
 }
 
-static int run_jobs(float *p, const float *g, float *m, float *v, size_t n, int threads,
-                    int adam, float step, float isb2) {
+/* `b` advanced by `at` elements (NULL stays NULL: a state buffer the pattern does not use). */
+static float *shift(float *b, size_t at) { return b == NULL ? NULL : b + at; }
+
+static int run_jobs(struct probe_job whole, int threads) {
+    size_t n = whole.n;
     if (threads <= 1 || n < PARALLEL_MIN) {
-        struct probe_job j = {p, g, m, v, n, step, isb2, adam};
-        probe_thread(&j);
+        probe_thread(&whole);
         return 0;
     }
     if (threads > 16) threads = 16;
@@ -166,7 +236,13 @@ static int run_jobs(float *p, const float *g, float *m, float *v, size_t n, int 
     int started = 0;
     for (int t = 0; t < threads; t++) {
         size_t len = t == threads - 1 ? n - at : (per < n - at ? per : n - at);
-        jobs[t] = (struct probe_job){p + at, g + at, m + at, v + at, len, step, isb2, adam};
+        jobs[t] = whole;
+        jobs[t].p = whole.p + at;
+        jobs[t].g = whole.g + at;
+        jobs[t].m = shift(whole.m, at);
+        jobs[t].v = shift(whole.v, at);
+        jobs[t].x = shift(whole.x, at);
+        jobs[t].n = len;
         at += len;
     }
     for (int t = 1; t < threads; t++) {

@@ -2,13 +2,17 @@
 # benches/compare/run.sh: the side-by-side comparison, as `make bench-compare` runs it.
 #
 #   1. a virtualenv .venv-bench at the repository root (created if missing, reused otherwise;
-#      separate from .venv, which the tests use) with numpy, matplotlib, torch and deepspeed
-#      from PyPI, and flatopt itself (pip install ./bindings/python: builds the library with
-#      cargo and bundles it). PyPI's Linux torch wheel pulls in the CUDA runtime packages
-#      (about 5 GB in all); they are installed but unused (no GPU here).
+#      separate from .venv, which the tests use) with numpy, matplotlib, torch, deepspeed,
+#      jax[cpu] and optax from PyPI, and flatopt itself (pip install ./bindings/python: builds
+#      the library with cargo and bundles it). PyPI's Linux torch wheel pulls in the CUDA
+#      runtime packages (about 5 GB in all); they are installed but unused (no GPU here). Each
+#      package is installed on its own: one that cannot be installed is reported and skipped
+#      (compare.py prints why it leaves that implementation out), never a failure.
 #   2. the C side (build.sh): target/compare/driver and target/compare/libcompare_probe.so
-#   3. compare.py with any arguments given here (default: the full run, 1e3..1e8 elements,
-#      1 and 2 threads, 7 repetitions; about 15 minutes on 2 quiet vCPUs), writing benches/compare/results/.
+#   3. without arguments: compare.py (the Adam comparison, 1e3..1e8 elements, 1 and 2 threads,
+#      7 repetitions), then compare.py --family (every base rule against PyTorch and optax),
+#      writing benches/compare/results/; with arguments, one compare.py run with them (e.g.
+#      --family --threads 2 for the family alone).
 #
 # DeepSpeed builds its cpu_adam op with the machine's compiler on first use (ninja must be on
 # the PATH: the venv's bin/ is put first); if that fails compare.py skips it and says why.
@@ -24,14 +28,15 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 py="$venv/bin/python"
 pip=("$py" -m pip --disable-pip-version-check --quiet)
-need=()
-for mod in numpy matplotlib torch deepspeed; do
-    "$py" -c "import $mod" 2>/dev/null || need+=("$mod")
+# module to import -> what pip installs (jax on the CPU: jax[cpu])
+for spec in numpy:numpy matplotlib:matplotlib torch:torch deepspeed:deepspeed "jax:jax[cpu]" \
+            optax:optax; do
+    mod=${spec%%:*}
+    "$py" -c "import $mod" 2>/dev/null && continue
+    echo "run.sh: installing ${spec#*:} into $venv"
+    "${pip[@]}" install "${spec#*:}" \
+        || echo "run.sh: installing ${spec#*:} failed; compare.py skips what needs it and says why"
 done
-if [ ${#need[@]} -gt 0 ]; then
-    echo "run.sh: installing ${need[*]} into $venv"
-    "${pip[@]}" install "${need[@]}" || echo "run.sh: install failed; compare.py skips what is missing"
-fi
 "${pip[@]}" install --force-reinstall --no-deps ./bindings/python
 bash "$here/build.sh"
 export PATH="$venv/bin:$PATH"
@@ -42,5 +47,12 @@ unset FLATOPT_LIBRARY
 # splits its own work over two Python threads).
 unset OPENBLAS_CORETYPE OPENBLAS_L2_SIZE
 export OPENBLAS_NUM_THREADS=1
+# JAX on the CPU only (no probing for accelerator plugins).
+export JAX_PLATFORMS="${JAX_PLATFORMS:-cpu}"
 echo "run.sh: load average $(cut -d' ' -f1-3 /proc/loadavg) before the run"
-exec "$py" "$here/compare.py" "$@"
+if [ $# -gt 0 ]; then
+    exec "$py" "$here/compare.py" "$@"
+fi
+"$py" "$here/compare.py"
+echo "run.sh: load average $(cut -d' ' -f1-3 /proc/loadavg) before the family run"
+exec "$py" "$here/compare.py" --family
