@@ -1119,6 +1119,21 @@ def _optax_step(row):
     return _JAX[row["rule"]]
 
 
+def optax_in_place(row, n=1000):
+    """Whether the jitted optax step writes the parameters into the buffer it was given (the
+    donation took effect) over three steps."""
+    jax, _ = _jax()
+    import jax.numpy as jnp
+    tx, update = _optax_step(row)
+    params = jnp.ones(n, jnp.float32)
+    state, grads = tx.init(params), jnp.ones(n, jnp.float32)
+    seen = {params.unsafe_buffer_pointer()}
+    for _ in range(3):
+        params, state = update(params, state, grads)
+        seen.add(params.unsafe_buffer_pointer())
+    return len(seen) == 1
+
+
 def make_optax_rule(row):
     def make(ctx, n, threads, p0, g):
         jax, _ = _jax()
@@ -1253,7 +1268,7 @@ def run_family(args, probe):
         for pair, e, tol, note in agreement[row["rule"]]:
             if tol is not None and not e <= tol:
                 log(f"  WARNING {row['rule']} {pair}: max rel diff {e:.1e} > {tol:.0e}")
-    records, conditions = [], []
+    records, conditions, done = [], [], []
     for n in sizes:
         for t in threads:
             busy, waited = wait_idle(args.wait_idle)
@@ -1268,15 +1283,19 @@ def run_family(args, probe):
                                "loadavg_after": loadavg(), "seconds": round(time.time() - t0, 1)})
             log(f"  n={fmt_n(n)} threads={t}: {time.time() - t0:.1f} s; other CPU load before "
                 f"{busy:.2f} (waited {waited:.0f} s), after {busy_after:.2f}; load {loadavg()}")
-    for r in records:
-        summarize(r)
-    meta.update({"load_end": loadavg(), "seconds": time.time() - t_start, "skipped": skipped,
-                 "conditions": conditions,
-                 "agreement": {k: [list(x) for x in v] for k, v in agreement.items()}})
-    md = render_family_md(meta, index(records), rows)
-    base = write_results(args.out, "family", md, {"meta": meta, "records": records}, False)
+            # Written after every point: an interrupted run keeps the points it finished.
+            done = sorted(set(done) | {n})
+            for r in records:
+                summarize(r)
+            meta.update({"load_end": loadavg(), "seconds": time.time() - t_start,
+                         "skipped": skipped, "conditions": conditions, "sizes": done,
+                         "sizes_asked": sizes,
+                         "agreement": {k: [list(x) for x in v] for k, v in agreement.items()}})
+            md = render_family_md(meta, index(records), rows)
+            base = write_results(args.out, "family", md, {"meta": meta, "records": records},
+                                 None)
+            log(f"  wrote {base}.md/.json and latest-family.*")
     print(md)
-    log(f"wrote {base}.md/.json and latest-family.*")
 
 
 def _speedup(value):
@@ -1427,6 +1446,9 @@ def quick_family(args, ctx, check):
     rows = family_rows(args.rules)
     agreement = {}
     for row in rows:
+        if optax_ok:
+            check(optax_in_place(row), f"family {row['rule']}: optax under jax.jit updates the "
+                                       "donated parameters in place")
         b = family_bytes(row)
         check(b in (12, 20, 28, 36), f"family {row['rule']}: {b} B/element (from the library)")
         for n in (1000, 5003):
@@ -1635,6 +1657,12 @@ def main():
         latency = next((r for r in records if r.get("workload") == "latency"), None)
         base = os.path.splitext(args.render)[0]
         idx = index(records)
+        if "agreement" in meta:  # a --family run
+            md = render_family_md(meta, idx, family_rows(",".join(meta["rules"])))
+            with open(base + ".md", "w") as f:
+                f.write(md)
+            print(md)
+            return
         png_ok = plot(idx, meta["sizes"], meta["threads"], base + ".png")
         md = render_md(meta, idx, meta["sizes"], meta["threads"], latency, meta["skipped"],
                        os.path.basename(base) + ".png" if png_ok else "(no plot)")
