@@ -28,6 +28,7 @@ pub mod engine;
 pub mod error;
 pub mod ffi;
 pub mod kernels;
+mod rules;
 pub mod scaler;
 pub mod schedule;
 pub mod simd;

@@ -2,11 +2,13 @@
 //! stateless public entry points.
 //!
 //! Files, bottom up (each uses only the ones above it and `crate::simd`'s vector trait):
-//! - `plan.rs`: [`Rule`], [`Plan`], [`Buffers`]: the per-step scalars, computed in f64 and
-//!   rounded to f32 once ([`Rule::for_step`]), and the length check;
+//! - `plan.rs`: [`Plan`], [`Buffers`]: the base rule's per-step scalars ([`Rule`], declared
+//!   with the rules in `src/rules/`), computed in f64 and rounded to f32 once
+//!   ([`Rule::for_step`]), the pipeline steps, and the length check;
 //! - `ops.rs`, `reduce.rs`, `fused.rs`, `convert.rs`: the generic kernels (the standalone
-//!   elementwise operations, the fixed-order sum of squares, the fused update pass, the 16-bit
-//!   float conversions);
+//!   elementwise operations, the fixed-order sum of squares, the fused update pass's driver and
+//!   the pieces every rule's loop (in `src/rules/`) is written with, the 16-bit float
+//!   conversions);
 //! - `mixed.rs`: the fused pass and the sum of squares with gradients in any format
 //!   ([`Grad`]) divided by a loss scale ([`GradScale`]) and a 16-bit copy of the parameters
 //!   ([`ParamCopy`]), chunk by chunk around the f32 kernels;
@@ -35,11 +37,11 @@ pub(crate) use codec::{decode_q8, encode_bf16_sr, encode_q8};
 pub use codec::{q8_block_count, Q8Code, SrKey, Stream, Q8_BLOCK};
 pub use convert::Half;
 pub(crate) use convert::{narrow, widen};
-pub(crate) use fused::fused;
+pub(crate) use fused::{fused, specialize, Lanes, Off, On, Span, Switch, Window};
 pub(crate) use mixed::unscale;
 pub use mixed::{AsGrad, Grad, GradScale, MixedBuffers, ParamCopy, CHUNK};
-pub(crate) use ops::elementwise;
 pub use ops::Op;
+pub(crate) use ops::{elementwise, sign};
 pub use plan::{Buffers, Plan, Rule};
 pub(crate) use reduce::sumsq_partials;
 pub use reduce::{sumsq_block_count, SUMSQ_BLOCK};

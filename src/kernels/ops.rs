@@ -20,7 +20,7 @@ pub(super) fn pull<V: Vf32>(s: V, p: V, alpha: V) -> V {
 /// The sign function: 1 for `x > 0`, -1 for `x < 0`, `x` itself otherwise (a signed zero or
 /// NaN), built from two ordered compares so that every tier selects the same lanes.
 #[inline(always)]
-pub(super) fn sign<V: Vf32>(x: V) -> V {
+pub(crate) fn sign<V: Vf32>(x: V) -> V {
     let zero = V::splat(0.0);
     x.select_gt(zero, V::splat(1.0), zero.select_gt(x, V::splat(-1.0), x))
 }

@@ -1,0 +1,187 @@
+//! Adam with optional AMSGrad, and AdamW (PyTorch's definitions); [`Moments`], the Adam
+//! family's moment update, which RAdam, NAdam, AdaBelief and Yogi reuse.
+
+use super::{pow_step, Rule};
+use crate::kernels::{specialize, Lanes, Switch, Window};
+use crate::simd::Vf32;
+
+super::rule! {
+    base {
+        /// Adam with optional AMSGrad (PyTorch's definition: the max of the raw second moment).
+        Adam = 1, "adam" {
+            /// First-moment decay.
+            b1: f64 = 0.9; UnitOpen, f32; c b1;
+            /// Second-moment decay.
+            b2: f64 = 0.999; UnitOpen, f32; c b2;
+            /// Added outside the square root.
+            eps: f64 = 1e-8; Positive, f32; c eps;
+            /// AMSGrad: the maximum of the second moment.
+            amsgrad: bool = false; Any; c amsgrad;
+        }
+        @state { (true, true, amsgrad) }
+        @rule(t, lr) { adam_rule(b1, b2, eps, t, lr, amsgrad, None) }
+
+        /// AdamW: Adam with decoupled weight decay scaled by the learning rate.
+        AdamW = 2, "adamw" {
+            /// First-moment decay.
+            b1: f64 = 0.9; UnitOpen, f32; c b1;
+            /// Second-moment decay.
+            b2: f64 = 0.999; UnitOpen, f32; c b2;
+            /// Added outside the square root.
+            eps: f64 = 1e-8; Positive, f32; c eps;
+            /// Decoupled weight decay: `p *= 1 - lr * weight_decay`.
+            weight_decay as "weight_decay (decoupled)": f64 = 1e-2; NonNeg, f32;
+                c decoupled_weight_decay;
+        }
+        @state { (true, true, false) }
+        @rule(t, lr) { adam_rule(b1, b2, eps, t, lr, false, Some(weight_decay)) }
+    }
+    kernel {
+        /// Adam / AMSGrad / AdamW: `m = b1*m + (1-b1)*g`, `v = b2*v + (1-b2)*g*g`
+        /// (AMSGrad: `v_max = max(v_max, v)` used in place of v),
+        /// `p = p*decay - step * (m / (sqrt(v)*inv_sqrt_bc2 + eps))`
+        /// with `step = lr / (1 - b1^t)`, `inv_sqrt_bc2 = 1 / sqrt(1 - b2^t)` and, for AdamW only,
+        /// `decay = 1 - lr*lambda`.
+        Adam {
+            /// First-moment decay.
+            b1: f32,
+            /// `1 - b1`, rounded once.
+            one_minus_b1: f32,
+            /// Second-moment decay.
+            b2: f32,
+            /// `1 - b2`, rounded once.
+            one_minus_b2: f32,
+            /// `lr / (1 - b1^t)`.
+            step: f32,
+            /// `1 / sqrt(1 - b2^t)`.
+            inv_sqrt_bc2: f32,
+            /// Added to the denominator.
+            eps: f32,
+            /// AMSGrad: the running maximum of `v` in the denominator.
+            amsgrad: bool,
+            /// AdamW's decoupled decay factor `1 - lr*lambda`, `None` for Adam.
+            decay: Option<f32>,
+        }
+        @state { (true, true, amsgrad) }
+        @finite {
+            [
+                ("step size (lr / (1 - b1^t))", step),
+                ("inv_sqrt_bc2 (1 / sqrt(1 - b2^t))", inv_sqrt_bc2),
+                ("decay factor (1 - lr * weight_decay)", decay.unwrap_or(1.0)),
+            ]
+        }
+        @span<V>(s) {
+            let r = Moments::new(
+                [b1, one_minus_b1, b2, one_minus_b2],
+                [step, inv_sqrt_bc2, eps, decay.unwrap_or(1.0)],
+            );
+            let decoupled = decay.is_some();
+            specialize!(s, adam, (&r); amsgrad, decoupled)
+        }
+    }
+}
+
+/// The per-step scalars of Adam, AMSGrad and AdamW.
+fn adam_rule(
+    b1: f64,
+    b2: f64,
+    eps: f64,
+    t: u64,
+    lr: f64,
+    amsgrad: bool,
+    decoupled: Option<f64>,
+) -> Rule {
+    let tf = t as f64;
+    let bc1 = 1.0 - pow_step(b1, tf);
+    let bc2 = 1.0 - pow_step(b2, tf);
+    Rule::Adam {
+        b1: b1 as f32,
+        one_minus_b1: (1.0 - b1) as f32,
+        b2: b2 as f32,
+        one_minus_b2: (1.0 - b2) as f32,
+        step: (lr / bc1) as f32,
+        inv_sqrt_bc2: (1.0 / bc2.sqrt()) as f32,
+        eps: eps as f32,
+        amsgrad,
+        decay: decoupled.map(|wd| (1.0 - lr * wd) as f32),
+    }
+}
+
+/// The splatted scalars of the Adam family (see [`Rule::Adam`]); `decay` is 1 unless AdamW.
+pub(super) struct Moments<V> {
+    pub(super) b1: V,
+    pub(super) c1: V,
+    pub(super) b2: V,
+    pub(super) c2: V,
+    pub(super) step: V,
+    pub(super) isb2: V,
+    pub(super) eps: V,
+    pub(super) decay: V,
+}
+
+impl<V: Vf32> Moments<V> {
+    #[inline(always)]
+    pub(super) fn new([b1, c1, b2, c2]: [f32; 4], [step, isb2, eps, decay]: [f32; 4]) -> Self {
+        Moments {
+            b1: V::splat(b1),
+            c1: V::splat(c1),
+            b2: V::splat(b2),
+            c2: V::splat(c2),
+            step: V::splat(step),
+            isb2: V::splat(isb2),
+            eps: V::splat(eps),
+            decay: V::splat(decay),
+        }
+    }
+
+    /// Updates the moments of lanes `i..` from gradient `g` and returns them.
+    #[inline(always)]
+    pub(super) fn update(&self, g: V, w: &mut Window<'_>, i: usize) -> (V, V) {
+        let m = self.b1.mul(V::load(&w.m[i..])).add(self.c1.mul(g));
+        let v = self.b2.mul(V::load(&w.v[i..])).add(self.c2.mul(g.mul(g)));
+        m.store(&mut w.m[i..]);
+        v.store(&mut w.v[i..]);
+        (m, v)
+    }
+
+    /// The bias-corrected direction `m / (sqrt(v) * inv_sqrt_bc2 + eps)`.
+    #[inline(always)]
+    pub(super) fn direction(&self, m: V, v: V) -> V {
+        m.div(v.sqrt().mul(self.isb2).add(self.eps))
+    }
+}
+
+/// Adam, AMSGrad and AdamW (see [`Rule::Adam`]).
+#[inline(always)]
+fn adam<V: Vf32>(
+    k: &Lanes<V>,
+    r: &Moments<V>,
+    w: &mut Window<'_>,
+    (cs, cv, wd, sy, amsgrad, decoupled): (
+        impl Switch,
+        impl Switch,
+        impl Switch,
+        impl Switch,
+        impl Switch,
+        impl Switch,
+    ),
+) {
+    let n = w.len(true, true, amsgrad.on(), sy);
+    let mut i = 0;
+    while n - i >= V::LANES {
+        let p = V::load(&w.param[i..]);
+        let g = k.grad(V::load(&w.grad[i..]), p, cs, cv, wd);
+        let (m, v) = r.update(g, w, i);
+        let vd = if amsgrad.on() {
+            let vm = V::load(&w.v_max[i..]).max(v);
+            vm.store(&mut w.v_max[i..]);
+            vm
+        } else {
+            v
+        };
+        let u = r.direction(m, vd);
+        let pd = if decoupled.on() { p.mul(r.decay) } else { p };
+        k.store_param(pd.sub(r.step.mul(u)), w, i, sy);
+        i += V::LANES;
+    }
+}
