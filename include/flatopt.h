@@ -132,6 +132,22 @@
     NAN, /* weight_decay */ \
     NULL, /* base */ \
 }
+#define FLATOPT_PARAM_OPTIONS_INIT { \
+    (uint32_t)sizeof(flatopt_param_options), /* struct_size */ \
+    (uint32_t)0, /* grad_dtype */ \
+    (size_t)0, /* group */ \
+    NULL, /* copy */ \
+    (uint32_t)0, /* copy_dtype */ \
+    (uint32_t)0, /* reserved */ \
+}
+#define FLATOPT_LOSS_SCALER_OPTIONS_INIT { \
+    (uint32_t)sizeof(flatopt_loss_scaler_options), /* struct_size */ \
+    (uint32_t)2000, /* growth_interval */ \
+    65536.0f, /* init_scale */ \
+    2.0f, /* growth_factor */ \
+    0.5f, /* backoff_factor */ \
+    (uint32_t)0, /* reserved */ \
+}
 
 
 /**
@@ -176,6 +192,16 @@
  * `sizeof(flatopt_group_options)` of the first version (frozen).
  */
 #define FLATOPT_GROUP_OPTIONS_SIZE_V1 32
+
+/**
+ * `sizeof(flatopt_param_options)` of the first version (frozen).
+ */
+#define FLATOPT_PARAM_OPTIONS_SIZE_V1 32
+
+/**
+ * `sizeof(flatopt_loss_scaler_options)` of the first version (frozen).
+ */
+#define FLATOPT_LOSS_SCALER_OPTIONS_SIZE_V1 24
 
 /**
  * Size in bytes of the first version of `flatopt_step_args` (flatopt 0.2.0). Frozen.
@@ -449,6 +475,24 @@ typedef enum flatopt_simd_tier {
      */
     FLATOPT_SIMD_AVX512 = 4,
 } flatopt_simd_tier;
+
+/**
+ * Element formats of gradients and parameter copies.
+ */
+typedef enum flatopt_dtype {
+    /**
+     * IEEE binary32 (`float`). As a copy format: no copy.
+     */
+    FLATOPT_DTYPE_F32 = 0,
+    /**
+     * bfloat16 (8 exponent bits, 7 mantissa bits), as `uint16_t` bit patterns.
+     */
+    FLATOPT_DTYPE_BF16 = 1,
+    /**
+     * IEEE binary16 (fp16), as `uint16_t` bit patterns.
+     */
+    FLATOPT_DTYPE_F16 = 2,
+} flatopt_dtype;
 
 /**
  * An optimizer over host-owned buffers. Create with `flatopt_optimizer_new`, release with
@@ -828,6 +872,85 @@ typedef struct flatopt_group_options {
 } flatopt_group_options;
 
 /**
+ * How a buffer is registered by `flatopt_optimizer_add_param_with_options`: its gradients'
+ * format, its parameter group and an optional 16-bit copy of its parameters. Initialise with
+ * `flatopt_param_options_init(&o, sizeof o)` or `FLATOPT_PARAM_OPTIONS_INIT` (f32 gradients,
+ * group 0, no copy), then set fields.
+ *
+ * A bf16 model with f32 master weights:
+ * `flatopt_param_options o = FLATOPT_PARAM_OPTIONS_INIT; o.grad_dtype = FLATOPT_DTYPE_BF16;`
+ * `o.copy = model_weights; o.copy_dtype = FLATOPT_DTYPE_BF16;` then
+ * `flatopt_optimizer_add_param_with_options(opt, master, model_grads, n, &o)`.
+ */
+typedef struct flatopt_param_options {
+    /**
+     * The caller's `sizeof(flatopt_param_options)`, set by the init function or macro.
+     */
+    uint32_t struct_size;
+    /**
+     * The gradients' format, a `flatopt_dtype` (default `FLATOPT_DTYPE_F32`). 16-bit
+     * gradients are widened exactly in the pass (2 bytes read per element).
+     */
+    uint32_t grad_dtype;
+    /**
+     * The parameter group (default 0, the optimizer's own; see `flatopt_optimizer_add_group`).
+     */
+    size_t group;
+    /**
+     * The 16-bit copy of the parameters, `len` elements of `copy_dtype` (NULL, the default:
+     * none). Written from the parameters at registration, by every applied update (after a
+     * Lookahead sync on sync steps), by `flatopt_optimizer_reset` and by a checkpoint load:
+     * round to nearest even, NaN kept NaN, fp16 overflow to ±Inf. A skipped update leaves it
+     * alone. It must not share memory with any parameter, gradient, other copy or the
+     * optimizer's state, and must stay valid while the optimizer uses it.
+     */
+    void *copy;
+    /**
+     * The copy's format: `FLATOPT_DTYPE_BF16` or `FLATOPT_DTYPE_F16` with `copy` set;
+     * `FLATOPT_DTYPE_F32` (the default) for no copy.
+     */
+    uint32_t copy_dtype;
+    /**
+     * Reserved, must be 0.
+     */
+    uint32_t reserved;
+} flatopt_param_options;
+
+/**
+ * The dynamic loss scaler (`flatopt_optimizer_set_loss_scaler`), PyTorch
+ * `torch.amp.GradScaler`'s rules and defaults. Initialise with
+ * `flatopt_loss_scaler_options_init(&o, sizeof o)` or `FLATOPT_LOSS_SCALER_OPTIONS_INIT`.
+ */
+typedef struct flatopt_loss_scaler_options {
+    /**
+     * The caller's `sizeof(flatopt_loss_scaler_options)`, set by the init function or macro.
+     */
+    uint32_t struct_size;
+    /**
+     * Finite updates in a row after which the scale grows (>= 1, default 2000).
+     */
+    uint32_t growth_interval;
+    /**
+     * The first scale (finite, > 0; default 65536 = 2^16).
+     */
+    float init_scale;
+    /**
+     * The factor the scale grows by (finite, > 1; default 2). Kept if the product would
+     * overflow.
+     */
+    float growth_factor;
+    /**
+     * The factor the scale backs off by on an update with a non-finite gradient (in (0, 1);
+     * default 0.5). Kept if the product would reach 0.
+     */
+    float backoff_factor;
+    /**
+     * Reserved, must be 0.
+     */
+    uint32_t reserved;
+} flatopt_loss_scaler_options;
+
+/**
  * Per-step arguments of the stateless update functions. Initialise with
  * `flatopt_step_args_init(&a, sizeof a)` or `FLATOPT_STEP_ARGS_INIT`, then set fields.
  */
@@ -971,8 +1094,11 @@ enum flatopt_status flatopt_optimizer_add_param(struct flatopt_optimizer *opt,
 
 /**
  * One update of every registered buffer with the registered gradient buffers. Returns
- * `FLATOPT_OK`, `FLATOPT_SKIPPED` (a gradient held NaN/Inf under the skip policy: nothing
- * changed) or an error (nothing changed).
+ * `FLATOPT_OK`, `FLATOPT_SKIPPED` (a gradient held NaN/Inf under the skip policy, or with a
+ * dynamic loss scaler: nothing changed) or an error (nothing changed). Gradients registered
+ * in 16 bits are widened in the pass, divided by the dynamic loss scaler's scale if one is
+ * set (`flatopt_optimizer_set_loss_scaler`), and the registered 16-bit copies are written
+ * from the new parameters (see `flatopt_optimizer_add_param_with_options`).
  *
  * # Safety
  * `opt` is NULL (refused) or a live handle from `flatopt_optimizer_new`.
@@ -982,7 +1108,9 @@ enum flatopt_status flatopt_optimizer_step(struct flatopt_optimizer *opt);
 
 /**
  * One update with gradients passed for this call: `grads[i]` is the gradient of registered
- * buffer `i` (same length); `n_grads` must equal the number of registered buffers.
+ * buffer `i` (same length); `n_grads` must equal the number of registered buffers. Every
+ * buffer must have been registered with f32 gradients (pass 16-bit ones with
+ * `flatopt_optimizer_step_mixed`).
  *
  * # Safety
  * `opt` is NULL (refused) or a live handle from `flatopt_optimizer_new`.
@@ -1372,6 +1500,188 @@ enum flatopt_status flatopt_optimizer_group_base_params(const struct flatopt_opt
                                                         size_t group,
                                                         struct flatopt_base_params *out,
                                                         size_t size);
+
+/**
+ * Fills the caller's `size` bytes at `options` with the defaults (f32 gradients, group 0, no
+ * copy) and sets `struct_size = size`; pass `sizeof *options`.
+ *
+ * # Safety
+ * `options` is NULL (refused) or valid for writes of `size` bytes.
+ */
+enum flatopt_status flatopt_param_options_init(struct flatopt_param_options *options, size_t size);
+
+/**
+ * Registers a parameter buffer of `len` floats with the gradients and the 16-bit copy
+ * `options` describes (NULL: f32 gradients, group 0, no copy: `flatopt_optimizer_add_param`).
+ * `grad` holds `len` elements of `options->grad_dtype` (`uint16_t` bit patterns for bf16 and
+ * fp16) or is NULL (gradients then come with each `flatopt_optimizer_step_mixed`). Everything
+ * else is as `flatopt_optimizer_add_param`: allowed before the first update and after a reset;
+ * no buffer may share memory with a parameter, a copy or (for parameters and copies) a
+ * gradient. Refused, registering nothing: an unknown dtype, a copy dtype without a copy or a
+ * copy without one, a misaligned buffer, overlapping memory, an unknown group.
+ *
+ * # Safety
+ * `opt` is NULL (refused) or a live handle from `flatopt_optimizer_new`. `options` is NULL or
+ * points to `options->struct_size` readable bytes. `param`, `grad` (if not NULL) and
+ * `options->copy` (if not NULL) hold `len` elements of their formats each and stay valid,
+ * and untouched by others while a call on the handle runs, until the handle is freed.
+ */
+enum flatopt_status flatopt_optimizer_add_param_with_options(struct flatopt_optimizer *opt,
+                                                             float *param,
+                                                             const void *grad,
+                                                             size_t len,
+                                                             const struct flatopt_param_options *options);
+
+/**
+ * One update with an explicit loss scale and, optionally, gradients passed for this call:
+ * `grads` NULL with `n_grads` 0 uses the registered gradients, else `grads[i]` points to the
+ * gradients of registered buffer `i` in its registered format (`n_grads` = the number of
+ * buffers). Each gradient is widened exactly and divided by `grad_scale` in f32 before
+ * clipping, weight decay and the rule (a power of two divides exactly); the norm and the
+ * non-finite check are those of the divided values. `grad_scale` 0 means none: the dynamic
+ * loss scaler's scale if one is set, else 1; any other value must be finite and > 0 and is
+ * refused while a dynamic loss scaler is set. Registered 16-bit copies are written from the
+ * new parameters in the same pass. Returns as `flatopt_optimizer_step`.
+ *
+ * # Safety
+ * `opt` is NULL (refused) or a live handle from `flatopt_optimizer_new`. `grads` is NULL or
+ * holds `n_grads` pointers, each to as many elements of its buffer's format as the buffer,
+ * valid during the call. The registered buffers are valid and untouched by others during the
+ * call.
+ */
+enum flatopt_status flatopt_optimizer_step_mixed(struct flatopt_optimizer *opt,
+                                                 const void *const *grads,
+                                                 size_t n_grads,
+                                                 float grad_scale);
+
+/**
+ * Fills the caller's `size` bytes at `options` with PyTorch GradScaler's defaults (scale
+ * 65536, growth 2 every 2000 finite updates, backoff 0.5) and sets `struct_size = size`.
+ *
+ * # Safety
+ * `options` is NULL (refused) or valid for writes of `size` bytes.
+ */
+enum flatopt_status flatopt_loss_scaler_options_init(struct flatopt_loss_scaler_options *options,
+                                                     size_t size);
+
+/**
+ * Sets the dynamic loss scaler (NULL removes it). With one set, every update (each step
+ * variant, the split and the sharded ones included) divides the gradients by its scale inside
+ * the pass; an update whose divided gradients hold NaN or ±Inf is skipped whatever the
+ * non-finite policy (`FLATOPT_SKIPPED`, counted in `flatopt_optimizer_skipped_count`:
+ * parameters, state, copies, step counter and schedule unchanged), the scale backs off and
+ * `found_inf` is set; after `growth_interval` finite updates in a row the scale grows. Its
+ * state is in checkpoints (format 3). Setting one starts at `init_scale` with the counts at
+ * 0. Refused between `flatopt_optimizer_begin_step` and `_end_step`.
+ *
+ * # Safety
+ * `opt` is NULL (refused) or a live handle from `flatopt_optimizer_new`. `options` is NULL
+ * or points to `options->struct_size` readable bytes.
+ */
+enum flatopt_status flatopt_optimizer_set_loss_scaler(struct flatopt_optimizer *opt,
+                                                      const struct flatopt_loss_scaler_options *options);
+
+/**
+ * The dynamic loss scaler's state: the scale the next update divides by, the finite updates
+ * in a row since the scale last changed (`GradScaler`'s growth tracker), and whether the
+ * last update found a non-finite gradient and was skipped (1) or not (0). Each output may be
+ * NULL (not written). `FLATOPT_ERR_INVALID_STATE` when no scaler is set.
+ *
+ * # Safety
+ * `opt` is NULL (refused) or a live handle from `flatopt_optimizer_new`. Each output is NULL
+ * or valid for one write.
+ */
+enum flatopt_status flatopt_optimizer_loss_scaler_state(const struct flatopt_optimizer *opt,
+                                                        float *scale,
+                                                        uint32_t *growth_tracker,
+                                                        uint32_t *found_inf);
+
+/**
+ * Restores the dynamic loss scaler's scale (finite, > 0) and growth tracker (below its
+ * `growth_interval`), as `GradScaler.load_state_dict` does; `found_inf` becomes 0. Checkpoints
+ * carry this state already: this is for hosts that keep it elsewhere.
+ * `FLATOPT_ERR_INVALID_STATE` when no scaler is set.
+ *
+ * # Safety
+ * `opt` is NULL (refused) or a live handle from `flatopt_optimizer_new`.
+ */
+enum flatopt_status flatopt_optimizer_set_loss_scaler_state(struct flatopt_optimizer *opt,
+                                                            float scale,
+                                                            uint32_t growth_tracker);
+
+/**
+ * Widens `len` 16-bit floats of format `dtype` (bf16 or f16) at `src` into floats at `dst`,
+ * exactly (a NaN stays NaN). The buffers must not overlap.
+ *
+ * # Safety
+ * `src` holds `len` readable `uint16_t` and `dst` `len` writable floats (each NULL only when
+ * `len` is 0), not accessed by anyone else during the call.
+ */
+enum flatopt_status flatopt_widen_to_f32(uint32_t dtype,
+                                         const uint16_t *src,
+                                         float *dst,
+                                         size_t len);
+
+/**
+ * Narrows `len` floats at `src` into 16-bit floats of format `dtype` (bf16 or f16) at `dst`:
+ * round to nearest even, subnormals kept, overflow to ±Inf, NaN kept NaN. The buffers must
+ * not overlap.
+ *
+ * # Safety
+ * `src` holds `len` readable floats and `dst` `len` writable `uint16_t` (each NULL only when
+ * `len` is 0), not accessed by anyone else during the call.
+ */
+enum flatopt_status flatopt_narrow_from_f32(uint32_t dtype,
+                                            const float *src,
+                                            uint16_t *dst,
+                                            size_t len);
+
+/**
+ * Block partial sums of squares (see `flatopt_sum_squares_partials`) of `len` gradients of
+ * format `grad_dtype` at `grad`, widened and divided by `grad_scale` (finite, > 0; 1 for
+ * none) as the mixed-precision update applies them.
+ *
+ * # Safety
+ * `grad` holds `len` readable elements of its format and `partials` is valid for writes of
+ * `n_partials` doubles (each NULL only when its count is 0).
+ */
+enum flatopt_status flatopt_sum_squares_partials_mixed(const void *grad,
+                                                       uint32_t grad_dtype,
+                                                       size_t len,
+                                                       float grad_scale,
+                                                       double *partials,
+                                                       size_t n_partials);
+
+/**
+ * The stateless mixed-precision update of one buffer, for any base rule (`hp->kind`): the
+ * gradients (`len` elements of `grad_dtype` at `grad`) widened exactly and divided by
+ * `grad_scale` (finite, > 0; 1 for none) before the pipeline `args` describes, the f32
+ * parameters and state updated in place, and `copy` (`len` elements of `copy_dtype`, bf16 or
+ * f16; NULL with `FLATOPT_DTYPE_F32` for none) written from the new parameters in the same
+ * pass. Bit for bit the stateless f32 update of the widened, divided gradients followed by
+ * `flatopt_narrow_from_f32`. The state buffers the rule uses are required (`m` for momentum
+ * and the Adam family, `v` for second moments, `v_max` for AMSGrad and the rules keeping a
+ * third array, `slow` with `args->sync`), the others may be NULL. Nothing is written on
+ * error.
+ *
+ * # Safety
+ * `hp` and `args` are NULL (refused) or point to their `struct_size` readable bytes. Each
+ * buffer is NULL (refused where required) or holds `len` elements of its format, valid for
+ * the call and not accessed by anyone else during it.
+ */
+enum flatopt_status flatopt_mixed_update(const struct flatopt_base_params *hp,
+                                         const struct flatopt_step_args *args,
+                                         float grad_scale,
+                                         float *param,
+                                         const void *grad,
+                                         uint32_t grad_dtype,
+                                         float *m,
+                                         float *v,
+                                         float *v_max,
+                                         float *slow,
+                                         void *copy,
+                                         uint32_t copy_dtype,
+                                         size_t len);
 
 /**
  * The process-wide default SIMD tier (a `flatopt_simd_tier` value): `FLATOPT_SIMD` if it

@@ -13,6 +13,7 @@ use crate::catalog::{self, Sink, Ty};
 use crate::config::{base_specs, Base, Config, NonFinitePolicy};
 use crate::engine::{Group, Optimizer, MAX_GROUPS};
 use crate::error::Error;
+use crate::scaler::LossScaler;
 use crate::schedule::{Schedule, ScheduleState};
 
 /// First 8 bytes of every checkpoint.
@@ -20,14 +21,17 @@ pub const MAGIC: [u8; 8] = *b"FLATOPTC";
 /// The newest format version this library writes and reads. Version 2 adds the parameter
 /// groups; an optimizer whose only group is its own configuration, unchanged, still writes
 /// version 1 (the same bytes as before groups existed), and version 1 is read as one such
-/// group.
-pub const FORMAT_VERSION: u32 = 2;
+/// group. Version 3 adds the dynamic loss scaler after the groups section; only an optimizer
+/// with a scaler writes it.
+pub const FORMAT_VERSION: u32 = 3;
 /// The oldest format version this library reads.
 pub const OLDEST_FORMAT_VERSION: u32 = 1;
 /// Written little-endian; a reader on any machine sees `0D 0C 0B 0A`.
 const BYTE_ORDER_MARK: u32 = 0x0A0B_0C0D;
 /// Bytes before the configuration section.
 const HEADER_LEN: usize = 32;
+/// Bytes of the loss scaler section (version 3).
+const SCALER_LEN: usize = 24;
 
 /// A little-endian encoder that remembers the byte range of each named configuration field,
 /// so that a mismatch can be reported by name.
@@ -175,6 +179,8 @@ struct Parsed<'a> {
     /// The parameter groups the checkpoint restores (a version-1 checkpoint: the
     /// configuration's one).
     groups: Vec<Group>,
+    /// The dynamic loss scaler (version 3).
+    scaler: Option<LossScaler>,
     records: Vec<BufferRecord>,
     body: &'a [u8],
 }
@@ -225,6 +231,42 @@ fn encode_groups(groups: &[Group]) -> Vec<u8> {
         catalog::encode(&mut e, "base", g.base().spec(), &g.base().values());
     }
     e.buf
+}
+
+/// The loss scaler section of a version-3 checkpoint: scale, growth factor and backoff factor
+/// (f32), growth interval, growth tracker and found-inf flag (u32).
+fn encode_scaler(sc: &LossScaler) -> [u8; SCALER_LEN] {
+    let (growth, backoff, interval) = sc.factors();
+    let words = [
+        sc.scale().to_bits(),
+        growth.to_bits(),
+        backoff.to_bits(),
+        interval,
+        sc.growth_tracker(),
+        u32::from(sc.found_inf()),
+    ];
+    let mut out = [0; SCALER_LEN];
+    for (o, w) in out.chunks_exact_mut(4).zip(words) {
+        o.copy_from_slice(&w.to_le_bytes());
+    }
+    out
+}
+
+/// Reads the loss scaler section, validated as `LossScaler::new` and `with_state` validate.
+fn read_scaler(r: &mut Reader<'_>) -> Result<LossScaler, Error> {
+    let scale = f32::from_bits(r.u32("loss scale")?);
+    let growth = f32::from_bits(r.u32("loss scaler growth_factor")?);
+    let backoff = f32::from_bits(r.u32("loss scaler backoff_factor")?);
+    let interval = r.u32("loss scaler growth_interval")?;
+    let tracker = r.u32("loss scaler growth_tracker")?;
+    let found_inf = match r.u32("loss scaler found_inf")? {
+        0 => false,
+        1 => true,
+        x => return Err(corrupt(format!("loss scaler found_inf = {x}"))),
+    };
+    LossScaler::new(scale, growth, backoff, interval)
+        .and_then(|sc| sc.with_state(scale, tracker, found_inf))
+        .map_err(|e| corrupt(format!("loss scaler: {e}")))
 }
 
 /// Reads one base rule in the catalog encoding (the kind, then each field).
@@ -365,13 +407,13 @@ fn check_state_values(
 impl Optimizer {
     /// The complete optimizer state as a checkpoint (see `docs/checkpoint-format.md`):
     /// format version 1 when the only parameter group is the optimizer's configuration
-    /// unchanged, else version 2 (which stores the groups).
+    /// unchanged and no dynamic loss scaler is set, version 2 (which stores the groups)
+    /// without a scaler, else version 3 (the groups and the scaler).
     pub fn save(&self) -> Vec<u8> {
         let config = encode_config(self.config());
         let version = self.save_version();
         let groups = (version >= 2).then(|| encode_groups(self.groups()));
-        let groups_len = groups.as_ref().map_or(0, Vec::len);
-        let mut out = Vec::with_capacity(self.checkpoint_size_with(config.buf.len(), groups_len));
+        let mut out = Vec::with_capacity(self.checkpoint_size_with(config.buf.len(), version));
         out.extend_from_slice(&MAGIC);
         out.extend_from_slice(&version.to_le_bytes());
         out.extend_from_slice(&BYTE_ORDER_MARK.to_le_bytes());
@@ -394,13 +436,16 @@ impl Optimizer {
         if let Some(groups) = &groups {
             out.extend_from_slice(groups);
         }
+        if let (3, Some(sc)) = (version, self.loss_scaler()) {
+            out.extend_from_slice(&encode_scaler(sc));
+        }
         let lens = self.buffer_lens();
         out.extend_from_slice(&(lens.len() as u64).to_le_bytes());
         for (i, &len) in lens.iter().enumerate() {
             let (m, v, v_max) = self.moments(i).unwrap_or_default();
             let slow = self.slow_weights(i).unwrap_or_default();
             let present = self.expected_present(i);
-            // Version 1: reserved (0); version 2: the buffer's group.
+            // Version 1: reserved (0); versions 2 and 3: the buffer's group.
             let group = if version >= 2 {
                 self.buffer_groups()[i] as u32
             } else {
@@ -422,26 +467,34 @@ impl Optimizer {
 
     /// The size in bytes of [`Optimizer::save`]'s output.
     pub fn checkpoint_size(&self) -> usize {
-        let groups = (self.save_version() >= 2).then(|| encode_groups(self.groups()).len());
-        self.checkpoint_size_with(encode_config(self.config()).buf.len(), groups.unwrap_or(0))
+        let version = self.save_version();
+        self.checkpoint_size_with(encode_config(self.config()).buf.len(), version)
     }
 
-    /// The format version [`Optimizer::save`] writes: 1 while the only parameter group is the
-    /// configuration unchanged, else 2.
+    /// The format version [`Optimizer::save`] writes: 3 with a dynamic loss scaler, else 1
+    /// while the only parameter group is the configuration unchanged, else 2.
     fn save_version(&self) -> u32 {
-        if self.groups_are_config() {
+        if self.loss_scaler().is_some() {
+            3
+        } else if self.groups_are_config() {
             1
         } else {
             2
         }
     }
 
-    /// The size of a checkpoint of this optimizer with a configuration section of
-    /// `config_len` bytes and a groups section of `groups_len` (0: version 1, whose buffers
-    /// carry the arrays of the configuration's base rule).
-    fn checkpoint_size_with(&self, config_len: usize, groups_len: usize) -> usize {
-        let present = |i| match groups_len {
-            0 => self.present_for(&self.config().base),
+    /// The size of a checkpoint of format `version` of this optimizer with a configuration
+    /// section of `config_len` bytes (version 1: no groups section, and the buffers carry the
+    /// arrays of the configuration's base rule; version 3: a loss scaler section).
+    fn checkpoint_size_with(&self, config_len: usize, version: u32) -> usize {
+        let groups_len = if version >= 2 {
+            encode_groups(self.groups()).len()
+        } else {
+            0
+        };
+        let scaler_len = if version >= 3 { SCALER_LEN } else { 0 };
+        let present = |i| match version {
+            1 => self.present_for(&self.config().base),
             _ => self.expected_present(i),
         };
         let per_buffer: usize = self
@@ -450,7 +503,7 @@ impl Optimizer {
             .enumerate()
             .map(|(i, &n)| 16 + 4 * n * present(i).count_ones() as usize)
             .sum();
-        HEADER_LEN + 8 + config_len + 16 + 7 * 8 + groups_len + 8 + per_buffer + 4
+        HEADER_LEN + 8 + config_len + 16 + 7 * 8 + groups_len + scaler_len + 8 + per_buffer + 4
     }
 
     /// Which state arrays buffer `buffer` carries (its group's base rule, Lookahead).
@@ -500,6 +553,9 @@ impl Optimizer {
             fill(v, HAS_V);
             fill(v_max, HAS_V_MAX);
             fill(slow, HAS_SLOW);
+        }
+        if parsed.scaler.is_some() {
+            self.set_loss_scaler(parsed.scaler);
         }
         self.restore_counters(
             parsed.info.step_count,
@@ -570,6 +626,12 @@ impl Optimizer {
         } else {
             self.config_group()
         };
+        let scaler = if version_of(bytes) >= 3 {
+            Some(read_scaler(&mut r)?)
+        } else {
+            None
+        };
+        self.check_scaler(scaler.as_ref())?;
         if groups.len() != self.num_groups() {
             return Err(Error::InvalidArgument {
                 name: "checkpoint",
@@ -592,7 +654,7 @@ impl Optimizer {
             });
         }
         let propagate = self.config().nonfinite == NonFinitePolicy::Propagate;
-        let v2 = version_of(bytes) >= 2;
+        let v2 = version_of(bytes) >= 2; // versions 2 and 3 store each buffer's group
         let mut records = Vec::with_capacity(n);
         for (i, &want) in lens.iter().enumerate() {
             let group = self.buffer_groups()[i];
@@ -664,9 +726,38 @@ impl Optimizer {
             },
             sched,
             groups,
+            scaler,
             records,
             body,
         })
+    }
+
+    /// Refuses a checkpoint whose dynamic loss scaler (`None`: saved without one) does not
+    /// match this optimizer's: both without, or both with the same growth factor, backoff
+    /// factor and growth interval (the scale and the counts are state: loaded).
+    fn check_scaler(&self, saved: Option<&LossScaler>) -> Result<(), Error> {
+        let differs = |value: String| Error::InvalidArgument {
+            name: "checkpoint",
+            value,
+            expected: "the optimizer must have the dynamic loss scaler the checkpoint was saved \
+                       with (set, or removed, with set_loss_scaler before loading)",
+        };
+        match (saved, self.loss_scaler()) {
+            (None, None) => Ok(()),
+            (Some(_), None) => Err(differs(
+                "the checkpoint has a dynamic loss scaler, this optimizer none".to_string(),
+            )),
+            (None, Some(_)) => Err(differs(
+                "the checkpoint has no dynamic loss scaler, this optimizer has one".to_string(),
+            )),
+            (Some(a), Some(b)) if a.factors() != b.factors() => Err(differs(format!(
+                "the loss scaler's (growth_factor, backoff_factor, growth_interval) are {:?} \
+                 in the checkpoint, {:?} in this optimizer",
+                a.factors(),
+                b.factors()
+            ))),
+            _ => Ok(()),
+        }
     }
 
     /// The groups section of a version-2 checkpoint, each group validated as
@@ -782,14 +873,10 @@ impl Optimizer {
             return Ok(bytes); // too short: `load` says so
         }
         let total = check_header(&bytes)?;
-        // A version-2 checkpoint of this optimizer's groups has the size of this optimizer's
-        // version 2 (the live values may differ, their sizes do not).
-        let expected = if version_of(&bytes) >= 2 {
-            let groups = encode_groups(self.groups()).len();
-            self.checkpoint_size_with(encode_config(self.config()).buf.len(), groups)
-        } else {
-            self.checkpoint_size_with(encode_config(self.config()).buf.len(), 0)
-        };
+        // A checkpoint of this optimizer's groups has the size of this optimizer's in its
+        // version (the live values may differ, their sizes do not).
+        let expected =
+            self.checkpoint_size_with(encode_config(self.config()).buf.len(), version_of(&bytes));
         if total != expected as u64 {
             // Name the configuration field that differs, if the section is of a sane size.
             let config_len = u64::from_le_bytes(bytes[HEADER_LEN..][..8].try_into().expect("8"));

@@ -75,7 +75,7 @@ fn struct_fields(header: &str, name: &str) -> Vec<(String, String)> {
 /// Size (= alignment on the 64-bit targets the library supports) of a field's C type.
 fn c_size(ty: &str) -> usize {
     match ty {
-        "uint32_t" => 4,
+        "uint32_t" | "float" => 4,
         "uint64_t" | "double" | "size_t" => 8,
         t if t.ends_with('*') => 8,
         t => panic!("INIT macros: unknown field type {t}"),
@@ -93,6 +93,7 @@ fn c_value(ty: &str, bytes: &[u8], off: usize) -> String {
         "uint32_t" => format!("(uint32_t){}", word(4)),
         "uint64_t" => format!("(uint64_t){}", word(8)),
         "size_t" => format!("(size_t){}", word(8)),
+        "float" => format!("{:?}f", f32::from_bits(word(4) as u32)),
         "double" => {
             let x = f64::from_bits(word(8));
             if x.is_nan() {
@@ -220,6 +221,18 @@ fn init_macros(header: &str) -> String {
             flatopt_status::FLATOPT_OK
         );
     };
+    let param: Init = |p, size, _| unsafe {
+        assert_eq!(
+            flatopt_param_options_init(p.cast(), size),
+            flatopt_status::FLATOPT_OK
+        );
+    };
+    let scaler: Init = |p, size, _| unsafe {
+        assert_eq!(
+            flatopt_loss_scaler_options_init(p.cast(), size),
+            flatopt_status::FLATOPT_OK
+        );
+    };
     // Every kind of the catalogs (dense from 0: tests/catalog.rs checks that).
     let n_base = flatopt::config::base_specs().len() as u32;
     let n_sched = flatopt::schedule::specs().len() as u32;
@@ -227,12 +240,14 @@ fn init_macros(header: &str) -> String {
         "\n/**\n * Initializers with the defaults of the `_init` functions, for C99 and C++ (e.g.\n \
          * `flatopt_config c = FLATOPT_CONFIG_INIT;`), generated from the library's defaults.\n \
          * `kind` must be a valid kind. NAN (math.h) marks \"no value\" where a field says so.\n */\n\
-         {}{}{}{}{}",
+         {}{}{}{}{}{}{}",
         init_macro(header, "flatopt_base_params", "FLATOPT_BASE_PARAMS_INIT", Some("kind"), n_base, base),
         init_macro(header, "flatopt_schedule", "FLATOPT_SCHEDULE_INIT", Some("kind"), n_sched, schedule),
         init_macro(header, "flatopt_config", "FLATOPT_CONFIG_INIT", None, 1, config),
         init_macro(header, "flatopt_step_args", "FLATOPT_STEP_ARGS_INIT", None, 1, args),
         init_macro(header, "flatopt_group_options", "FLATOPT_GROUP_OPTIONS_INIT", None, 1, group),
+        init_macro(header, "flatopt_param_options", "FLATOPT_PARAM_OPTIONS_INIT", None, 1, param),
+        init_macro(header, "flatopt_loss_scaler_options", "FLATOPT_LOSS_SCALER_OPTIONS_INIT", None, 1, scaler),
     )
 }
 
@@ -306,6 +321,7 @@ fn cpp_enums_cover_the_c_enums() {
         ("flatopt_nonfinite", "NonFinite"),
         ("flatopt_simd_tier", "SimdTier"),
         ("flatopt_schedule_kind", "ScheduleKind"),
+        ("flatopt_dtype", "Dtype"),
     ];
     let enums = c_enums(&header);
     let names: Vec<&str> = enums.iter().map(|(n, _)| n.as_str()).collect();
@@ -316,7 +332,8 @@ fn cpp_enums_cover_the_c_enums() {
             "flatopt_base_kind",
             "flatopt_schedule_kind",
             "flatopt_nonfinite",
-            "flatopt_simd_tier"
+            "flatopt_simd_tier",
+            "flatopt_dtype"
         ],
         "a new C enum: mirror it in bindings/cpp/flatopt.hpp (or use it as is) and list it here"
     );

@@ -261,6 +261,17 @@ enum class SimdTier : uint32_t {
   Avx512 = FLATOPT_SIMD_AVX512,
 };
 
+/// Element formats of gradients and parameter copies (`flatopt_dtype`); 16-bit values travel
+/// as `uint16_t` bit patterns.
+enum class Dtype : uint32_t {
+  /// IEEE binary32; as a copy format: no copy.
+  F32 = FLATOPT_DTYPE_F32,
+  /// bfloat16.
+  Bf16 = FLATOPT_DTYPE_BF16,
+  /// IEEE binary16 (fp16).
+  F16 = FLATOPT_DTYPE_F16,
+};
+
 /// Learning-rate schedule kinds (`flatopt_schedule_kind`); build them with the named factories
 /// of `Schedule`.
 enum class ScheduleKind : uint32_t {
@@ -1292,6 +1303,88 @@ class GroupOptions {
   bool has_base_ = false;
 };
 
+/// How a buffer is registered with `Optimizer::add_param(param, grad, options)`
+/// (`flatopt_param_options`): its gradients' format, its parameter group and an optional bf16 /
+/// fp16 copy of its parameters that every applied update writes (16-bit values are `uint16_t`
+/// bit patterns). The copy stays owned by the caller and must stay valid while the optimizer
+/// uses it.
+class ParamOptions {
+ public:
+  ParamOptions() { check(flatopt_param_options_init(&o_, sizeof o_)); }
+
+  ParamOptions& grad_dtype(Dtype d) & {
+    o_.grad_dtype = static_cast<uint32_t>(d);
+    return *this;
+  }
+  ParamOptions&& grad_dtype(Dtype d) && { return std::move(grad_dtype(d)); }
+  ParamOptions& group(std::size_t g) & {
+    o_.group = g;
+    return *this;
+  }
+  ParamOptions&& group(std::size_t g) && { return std::move(group(g)); }
+  /// The 16-bit copy of the parameters (`Dtype::Bf16` or `Dtype::F16`), of the parameters' size.
+  ParamOptions& copy(Span<uint16_t> c, Dtype d) & {
+    o_.copy = c.data();
+    o_.copy_dtype = static_cast<uint32_t>(d);
+    copy_size_ = c.size();
+    has_copy_ = true;
+    return *this;
+  }
+  ParamOptions&& copy(Span<uint16_t> c, Dtype d) && { return std::move(copy(c, d)); }
+
+  const flatopt_param_options& c_struct() const noexcept { return o_; }
+  Dtype grad_dtype() const noexcept { return static_cast<Dtype>(o_.grad_dtype); }
+  bool has_copy() const noexcept { return has_copy_; }
+  std::size_t copy_size() const noexcept { return copy_size_; }
+
+ private:
+  flatopt_param_options o_{};
+  std::size_t copy_size_ = 0;
+  bool has_copy_ = false;
+};
+
+/// The dynamic loss scaler (`flatopt_loss_scaler_options`, `Optimizer::set_loss_scaler`):
+/// PyTorch GradScaler's rules and defaults (scale 2^16, x2 after 2000 finite updates, x0.5 and
+/// a skipped update on a non-finite gradient).
+class LossScalerOptions {
+ public:
+  LossScalerOptions() { check(flatopt_loss_scaler_options_init(&o_, sizeof o_)); }
+  LossScalerOptions& init_scale(float s) & {
+    o_.init_scale = s;
+    return *this;
+  }
+  LossScalerOptions&& init_scale(float s) && { return std::move(init_scale(s)); }
+  LossScalerOptions& growth_factor(float f) & {
+    o_.growth_factor = f;
+    return *this;
+  }
+  LossScalerOptions&& growth_factor(float f) && { return std::move(growth_factor(f)); }
+  LossScalerOptions& backoff_factor(float f) & {
+    o_.backoff_factor = f;
+    return *this;
+  }
+  LossScalerOptions&& backoff_factor(float f) && { return std::move(backoff_factor(f)); }
+  LossScalerOptions& growth_interval(uint32_t n) & {
+    o_.growth_interval = n;
+    return *this;
+  }
+  LossScalerOptions&& growth_interval(uint32_t n) && { return std::move(growth_interval(n)); }
+  const flatopt_loss_scaler_options& c_struct() const noexcept { return o_; }
+
+ private:
+  flatopt_loss_scaler_options o_{};
+};
+
+/// The dynamic loss scaler's state (`Optimizer::loss_scaler_state`).
+struct LossScalerState {
+  /// The scale the next update divides the gradients by.
+  float scale = 0.0f;
+  /// Finite updates in a row since the scale last changed.
+  uint32_t growth_tracker = 0;
+  /// Whether the last update found a non-finite gradient (and was skipped).
+  bool found_inf = false;
+};
+
 /// A step split over the host's own threads (see `Optimizer::split_step`). Unless skipped,
 /// call `apply(b, e)` on disjoint ranges covering `[0, total_len())` (concurrently from any
 /// threads), then `finish()`. If the guard is destroyed without `finish()`, its destructor
@@ -1399,6 +1492,26 @@ class Optimizer {
   /// accepts). `step()` without gradients then fails with FLATOPT_ERR_NULL_POINTER naming the
   /// missing gradient, and nothing changes.
   std::size_t add_param(Span<float> param) { return add(param, nullptr); }
+  /// Registers a parameter buffer with 16-bit gradients (`options.grad_dtype()` bf16 or fp16)
+  /// and, if `options` has one, a 16-bit copy written by every applied update (mixed
+  /// precision: `docs/numerics.md`, "16-bit floats"); returns its index.
+  std::size_t add_param(Span<float> param, Span<const uint16_t> grad,
+                        const ParamOptions& options) {
+    if (options.grad_dtype() == Dtype::F32) {
+      detail::fail(FLATOPT_ERR_INVALID_ARGUMENT,
+                   "invalid grad: uint16_t gradients need options.grad_dtype(Dtype::Bf16 or "
+                   "Dtype::F16)");
+    }
+    return add_with(param, grad.data(), grad.size(), options);
+  }
+  /// Registers a parameter buffer with f32 gradients and `options` (a group, a 16-bit copy).
+  std::size_t add_param(Span<float> param, Span<const float> grad, const ParamOptions& options) {
+    if (options.grad_dtype() != Dtype::F32) {
+      detail::fail(FLATOPT_ERR_INVALID_ARGUMENT,
+                   "invalid grad: float gradients need options.grad_dtype(Dtype::F32)");
+    }
+    return add_with(param, grad.data(), grad.size(), options);
+  }
 
   // --- Parameter groups (docs/numerics.md, "Parameter groups").
   /// Adds a parameter group and returns its index (1, 2, ...; group 0 is the optimizer's own).
@@ -1474,6 +1587,41 @@ class Optimizer {
   // --- Updates.
   /// One update of every buffer with the registered gradients.
   StepResult step() { return result_of(flatopt_optimizer_step(h_)); }
+
+  /// One update with the registered gradients divided by `grad_scale` inside the pass
+  /// (finite, > 0; 0: the dynamic loss scaler's scale, or none); refused with a scale while
+  /// a dynamic loss scaler is set.
+  StepResult step_mixed(float grad_scale) {
+    return result_of(flatopt_optimizer_step_mixed(h_, nullptr, 0, grad_scale));
+  }
+  /// `step_mixed` with gradients passed for this call: `grads[i]` points to the gradients of
+  /// buffer `i` in its registered format (f32 or `uint16_t` bit patterns), as many as the
+  /// buffer has (the C call takes no lengths).
+  StepResult step_mixed(Span<const void* const> grads, float grad_scale) {
+    return result_of(flatopt_optimizer_step_mixed(h_, grads.data(), grads.size(), grad_scale));
+  }
+
+  // --- Dynamic loss scaling (PyTorch GradScaler's rules; in checkpoints).
+  /// Sets the dynamic loss scaler: every update divides the gradients by its scale, skips on a
+  /// non-finite one (the scale backs off) and grows the scale after `growth_interval` finite
+  /// updates.
+  void set_loss_scaler(const LossScalerOptions& options = LossScalerOptions()) {
+    check(flatopt_optimizer_set_loss_scaler(h_, &options.c_struct()));
+  }
+  /// Removes the dynamic loss scaler.
+  void remove_loss_scaler() { check(flatopt_optimizer_set_loss_scaler(h_, nullptr)); }
+  /// The scaler's scale, growth tracker and found-inf flag (throws without a scaler).
+  LossScalerState loss_scaler_state() const {
+    LossScalerState s;
+    uint32_t found = 0;
+    check(flatopt_optimizer_loss_scaler_state(h_, &s.scale, &s.growth_tracker, &found));
+    s.found_inf = found != 0;
+    return s;
+  }
+  /// Restores the scaler's scale and growth tracker (GradScaler.load_state_dict).
+  void set_loss_scaler_state(float scale, uint32_t growth_tracker) {
+    check(flatopt_optimizer_set_loss_scaler_state(h_, scale, growth_tracker));
+  }
 
   /// One update with gradients passed for this call, one per registered buffer in order
   /// (each of its buffer's size). No allocation.
@@ -1625,6 +1773,23 @@ class Optimizer {
  private:
   friend class SplitStep;
 
+  std::size_t add_with(Span<float> param, const void* grad, std::size_t grad_size,
+                       const ParamOptions& options) {
+    if (grad_size != param.size()) {
+      detail::length_mismatch("grad of buffer " + std::to_string(lens_.size()), param.size(),
+                              grad_size);
+    }
+    if (options.has_copy() && options.copy_size() != param.size()) {
+      detail::length_mismatch("copy of buffer " + std::to_string(lens_.size()), param.size(),
+                              options.copy_size());
+    }
+    check(flatopt_optimizer_add_param_with_options(h_, param.data(), grad, param.size(),
+                                                   &options.c_struct()));
+    lens_.push_back(param.size());
+    ptrs_.reserve(lens_.size());
+    return lens_.size() - 1;
+  }
+
   std::size_t add(Span<float> param, const float* grad, std::size_t group = 0) {
     check(flatopt_optimizer_add_param_to_group(h_, group, param.data(), grad, param.size()));
     lens_.push_back(param.size());
@@ -1724,6 +1889,43 @@ inline void adam_update(const BaseParams& hp, const StepArgs& args, Span<float> 
                             detail::ptr_or_null(grad), detail::ptr_or_null(m),
                             detail::ptr_or_null(v), detail::ptr_or_null(v_max),
                             detail::ptr_or_null(slow), n));
+}
+
+/// Widens 16-bit floats (`Dtype::Bf16` or `Dtype::F16` bit patterns) to float, exactly.
+inline void widen_to_f32(Dtype dtype, Span<const uint16_t> src, Span<float> dst) {
+  detail::check_len("dst", dst, src.size());
+  check(flatopt_widen_to_f32(static_cast<uint32_t>(dtype), src.data(), dst.data(), src.size()));
+}
+
+/// Narrows floats to 16-bit floats: round to nearest even, subnormals kept, overflow to ±Inf,
+/// NaN kept NaN.
+inline void narrow_from_f32(Dtype dtype, Span<const float> src, Span<uint16_t> dst) {
+  detail::check_len("dst", dst, src.size());
+  check(flatopt_narrow_from_f32(static_cast<uint32_t>(dtype), src.data(), dst.data(),
+                                src.size()));
+}
+
+/// The mixed-precision update of one buffer for any base rule (`hp`'s kind): 16-bit
+/// gradients (`grad_dtype`) widened and divided by `grad_scale` (1: none), the state the rule
+/// uses (empty spans for the others), and a 16-bit copy (`copy_dtype`; an empty span for none)
+/// written from the new parameters.
+inline void mixed_update(const BaseParams& hp, const StepArgs& args, float grad_scale,
+                         Span<float> param, Span<const uint16_t> grad, Dtype grad_dtype,
+                         Span<float> m, Span<float> v = {}, Span<float> v_max = {},
+                         Span<float> slow = {}, Span<uint16_t> copy = {},
+                         Dtype copy_dtype = Dtype::F32) {
+  const std::size_t n = param.size();
+  detail::check_len("grad", grad, n);
+  detail::check_len("m", m, n);
+  detail::check_len("v", v, n);
+  detail::check_len("v_max", v_max, n);
+  detail::check_len("slow", slow, n);
+  detail::check_len("copy", copy, n);
+  check(flatopt_mixed_update(&hp.c_struct(), &args.c_struct(), grad_scale, param.data(),
+                             grad.data(), static_cast<uint32_t>(grad_dtype),
+                             detail::ptr_or_null(m), detail::ptr_or_null(v),
+                             detail::ptr_or_null(v_max), detail::ptr_or_null(slow),
+                             detail::ptr_or_null(copy), static_cast<uint32_t>(copy_dtype), n));
 }
 
 /// AdamW step. `hp` must be an AdamW `BaseParams`.

@@ -360,31 +360,57 @@ impl Optimizer {
         copies: &mut [Option<ParamCopy<'_>>],
         grad_scale: Option<f32>,
     ) -> Result<Outcome, Error> {
+        self.step_checked(params, grads, copies, grad_scale, None)
+    }
+
+    /// [`Optimizer::step_mixed`] (`sum_squares` None) and
+    /// [`Optimizer::step_with_sum_squares_mixed`]: the checks, one hand-over to the pool (waking
+    /// workers is the main fixed cost), the loss scaler's record of the outcome.
+    fn step_checked<G: AsGrad>(
+        &mut self,
+        params: &mut [&mut [f32]],
+        grads: &[G],
+        copies: &mut [Option<ParamCopy<'_>>],
+        grad_scale: Option<f32>,
+        sum: Option<f64>,
+    ) -> Result<Outcome, Error> {
         let _mode = FpMode::enter();
         self.check_lengths("param", params.iter().map(|p| p.len()), params.len())?;
+        if sum.is_some() {
+            // (Without a sum, the norm pass checks them.)
+            self.check_lengths("grad", grads.iter().map(|g| g.as_grad().len()), grads.len())?;
+        }
         self.check_copies(copies)?;
-        let unscale = match (grad_scale, &self.scaler) {
-            (Some(s), Some(_)) => {
-                return Err(Error::invalid(
-                    "grad_scale",
-                    s,
-                    "must be none while a dynamic loss scaler is set (it supplies the scale)",
-                ))
-            }
-            (Some(s), None) => kernels::grad_scale(s)?,
-            (None, Some(sc)) => kernels::grad_scale(sc.scale())?,
-            (None, None) => GradScale::One,
-        };
+        let unscale = self.unscale_for(grad_scale)?;
         self.refuse_partly_applied()?;
-        // One hand-over to the pool per update (waking workers is the main fixed cost).
         let outcome = match self.active_pool() {
-            Some(pool) => pool.install(|| self.step_on(params, grads, copies, unscale, None, true)),
-            None => self.step_on(params, grads, copies, unscale, None, false),
+            Some(pool) => pool.install(|| self.step_on(params, grads, copies, unscale, sum, true)),
+            None => self.step_on(params, grads, copies, unscale, sum, false),
         }?;
+        self.record_outcome(&outcome);
+        Ok(outcome)
+    }
+
+    /// The loss scale of an update: `grad_scale` (finite, > 0; refused while a dynamic loss
+    /// scaler is set), else the scaler's, else none.
+    fn unscale_for(&self, grad_scale: Option<f32>) -> Result<GradScale, Error> {
+        match (grad_scale, &self.scaler) {
+            (Some(s), Some(_)) => Err(Error::invalid(
+                "grad_scale",
+                s,
+                "must be none while a dynamic loss scaler is set (it supplies the scale)",
+            )),
+            (Some(s), None) => kernels::grad_scale(s),
+            (None, Some(sc)) => kernels::grad_scale(sc.scale()),
+            (None, None) => Ok(GradScale::One),
+        }
+    }
+
+    /// Lets the dynamic loss scaler, if set, record an update's outcome.
+    fn record_outcome(&mut self, outcome: &Outcome) {
         if let Some(sc) = &mut self.scaler {
             sc.update(matches!(outcome, Outcome::Skipped { .. }));
         }
-        Ok(outcome)
     }
 
     /// Refuses copies that are neither none nor one per buffer of the registered lengths.
@@ -447,39 +473,41 @@ impl Optimizer {
         grads: &[&[f32]],
         sum_squares: f64,
     ) -> Result<Outcome, Error> {
-        let _mode = FpMode::enter();
-        self.check_lengths("param", params.iter().map(|p| p.len()), params.len())?;
-        self.check_lengths("grad", grads.iter().map(|g| g.len()), grads.len())?;
-        self.refuse_partly_applied()?;
-        match self.active_pool() {
-            Some(pool) => pool.install(|| {
-                self.step_on(
-                    params,
-                    grads,
-                    &mut [],
-                    GradScale::One,
-                    Some(sum_squares),
-                    true,
-                )
-            }),
-            None => self.step_on(
-                params,
-                grads,
-                &mut [],
-                GradScale::One,
-                Some(sum_squares),
-                false,
-            ),
-        }
+        self.step_with_sum_squares_mixed(params, grads, &mut [], sum_squares)
     }
 
-    /// Writes the block partial sums of squares of `grads` (buffer by buffer, blocks of
-    /// [`kernels::SUMSQ_BLOCK`] elements) into `out`, which must hold
-    /// [`Optimizer::sum_squares_block_count`] values. Adding them in order gives exactly the
-    /// sum an update computes.
+    /// [`Optimizer::step_with_sum_squares`] with gradients in any format and 16-bit copies, as
+    /// [`Optimizer::step_mixed`] takes them; the scale is the dynamic loss scaler's, if set
+    /// (the partials of every shard must have been computed with the same scale:
+    /// [`Optimizer::sum_squares_partials`] does), and a non-finite sum then skips the update
+    /// and backs the scale off on every shard alike.
+    pub fn step_with_sum_squares_mixed<G: AsGrad>(
+        &mut self,
+        params: &mut [&mut [f32]],
+        grads: &[G],
+        copies: &mut [Option<ParamCopy<'_>>],
+        sum_squares: f64,
+    ) -> Result<Outcome, Error> {
+        self.step_checked(params, grads, copies, None, Some(sum_squares))
+    }
+
+    /// Writes the block partial sums of squares of `grads` (divided by the dynamic loss
+    /// scaler's scale if one is set; buffer by buffer, blocks of [`kernels::SUMSQ_BLOCK`]
+    /// elements) into `out`, which must hold [`Optimizer::sum_squares_block_count`] values.
+    /// Adding them in order gives exactly the sum an update computes.
     pub fn sum_squares_partials(&self, grads: &[&[f32]], out: &mut [f64]) -> Result<(), Error> {
+        self.sum_squares_partials_mixed(grads, out)
+    }
+
+    /// [`Optimizer::sum_squares_partials`] of gradients in any format ([`Grad`](kernels::Grad)).
+    pub fn sum_squares_partials_mixed<G: AsGrad>(
+        &self,
+        grads: &[G],
+        out: &mut [f64],
+    ) -> Result<(), Error> {
         let _mode = FpMode::enter();
-        self.check_lengths("grad", grads.iter().map(|g| g.len()), grads.len())?;
+        self.check_lengths("grad", grads.iter().map(|g| g.as_grad().len()), grads.len())?;
+        let unscale = self.unscale_for(None)?;
         let want = self.sum_squares_block_count();
         if out.len() != want {
             return Err(Error::LengthMismatch {
@@ -490,8 +518,9 @@ impl Optimizer {
         }
         let mut at = 0;
         for g in grads {
+            let g = g.as_grad();
             let n = kernels::sumsq_block_count(g.len());
-            kernels::sumsq_partials_unchecked(self.tier, g, &mut out[at..at + n]);
+            kernels::sumsq_partials_mixed_unchecked(self.tier, g, unscale, &mut out[at..at + n]);
             at += n;
         }
         Ok(())
@@ -526,7 +555,7 @@ impl Optimizer {
     ) -> Result<Outcome, Error> {
         let begun = match sum_squares {
             None => self.plan_step(grads, unscale, parallel)?,
-            Some(s) => self.plan_with_sum_squares(Some(s), |b| {
+            Some(s) => self.plan_with_sum_squares(Some(s), unscale, |b| {
                 kernels::first_non_finite_grad(grads[b].as_grad())
             })?,
         };
@@ -570,14 +599,32 @@ impl Optimizer {
     /// and so is a `end_step` before every element was applied. A begun update of which
     /// nothing is applied yet is replaced by the next `begin_step` or `update`; once part of
     /// it is applied, it must be completed (or the state reset, registered anew or loaded).
+    ///
+    /// With a dynamic loss scaler set the gradients are divided by its scale (the [`Step`]
+    /// carries it), a non-finite one skips the update and backs the scale off, and
+    /// [`Optimizer::end_step`] records a finite update.
     pub fn begin_step(&mut self, grads: &[&[f32]]) -> Result<Result<Step, Outcome>, Error> {
+        self.begin_step_mixed(grads)
+    }
+
+    /// [`Optimizer::begin_step`] with gradients in any format ([`Grad`](kernels::Grad)). Apply
+    /// the step to ranges with the C ABI's `flatopt_optimizer_step_range` (which widens them)
+    /// or, for f32 gradients, with [`Step::apply`].
+    pub fn begin_step_mixed<G: AsGrad>(
+        &mut self,
+        grads: &[G],
+    ) -> Result<Result<Step, Outcome>, Error> {
         let _mode = FpMode::enter();
         self.refuse_partly_applied()?;
+        let unscale = self.unscale_for(None)?;
         // `plan_step` checks the gradient lengths.
         let begun = match self.active_pool() {
-            Some(pool) => pool.install(|| self.plan_step(grads, GradScale::One, true))?,
-            None => self.plan_step(grads, GradScale::One, false)?,
+            Some(pool) => pool.install(|| self.plan_step(grads, unscale, true))?,
+            None => self.plan_step(grads, unscale, false)?,
         };
+        if let Err(skipped) = &begun {
+            self.record_outcome(skipped);
+        }
         Ok(self.pend(begun))
     }
 
@@ -618,7 +665,7 @@ impl Optimizer {
             } else {
                 None
             };
-        self.plan_with_sum_squares(sumsq, |b| {
+        self.plan_with_sum_squares(sumsq, unscale, |b| {
             kernels::first_non_finite_grad(grads[b].as_grad())
         })
     }
@@ -626,6 +673,8 @@ impl Optimizer {
     /// Like [`Optimizer::begin_step`] with the global sum of squares computed by the host
     /// (for example across shards). `sumsq` must be `Some` if clipping by norm or checking for
     /// non-finite values; `find` locates the first non-finite value of buffer `b` for the report.
+    /// With a dynamic loss scaler set, the sum must be that of the gradients divided by its
+    /// scale ([`Optimizer::sum_squares_partials`]), and the step divides by it.
     pub fn begin_step_with_sum_squares(
         &mut self,
         sumsq: Option<f64>,
@@ -633,7 +682,11 @@ impl Optimizer {
     ) -> Result<Result<Step, Outcome>, Error> {
         let _mode = FpMode::enter();
         self.refuse_partly_applied()?;
-        let begun = self.plan_with_sum_squares(sumsq, find)?;
+        let unscale = self.unscale_for(None)?;
+        let begun = self.plan_with_sum_squares(sumsq, unscale, find)?;
+        if let Err(skipped) = &begun {
+            self.record_outcome(skipped);
+        }
         Ok(self.pend(begun))
     }
 
@@ -641,6 +694,7 @@ impl Optimizer {
     fn plan_with_sum_squares(
         &mut self,
         sumsq: Option<f64>,
+        unscale: GradScale,
         find: impl Fn(usize) -> Option<(usize, f32)>,
     ) -> Result<Result<Step, Outcome>, Error> {
         if self.lens.is_empty() {
@@ -726,6 +780,7 @@ impl Optimizer {
             tier: self.tier,
             number,
             owner: self.coverage.owner,
+            unscale,
         }))
     }
 
@@ -792,6 +847,10 @@ impl Optimizer {
         }
         self.count_step(step)?;
         self.coverage.pending = 0;
+        self.record_outcome(&Outcome::Applied {
+            step: step.number,
+            synced: step.syncs(),
+        });
         Ok(())
     }
 

@@ -2,7 +2,7 @@
 
 use super::StateMut;
 use crate::error::Error;
-use crate::kernels::{self, Buffers, Plan};
+use crate::kernels::{self, Buffers, Grad, GradScale, MixedBuffers, Plan};
 use crate::simd::{FpMode, Tier};
 
 /// The per-step scalars of one update between [`Optimizer::begin_step`](super::Optimizer::begin_step) and
@@ -18,6 +18,8 @@ pub struct Step {
     pub(super) number: u64,
     /// The optimizer that began it (its [`Optimizer`] id).
     pub(super) owner: u64,
+    /// The loss scale its gradients are divided by (the dynamic loss scaler's, or 1).
+    pub(super) unscale: GradScale,
 }
 
 impl Step {
@@ -42,7 +44,24 @@ impl Step {
         coverage.claim(at, at + len)?;
         // The host's thread: flatopt's floating-point mode for the pass (as `kernels::apply`).
         let _mode = FpMode::enter();
-        kernels::apply_unchecked_lengths(self.tier, plan, b);
+        let Buffers {
+            param,
+            grad,
+            m,
+            v,
+            v_max,
+            slow,
+        } = b;
+        let mixed = MixedBuffers {
+            param,
+            grad: Grad::F32(grad),
+            m,
+            v,
+            v_max,
+            slow,
+            copy: None,
+        };
+        kernels::apply_mixed_unchecked_lengths(self.tier, plan, self.unscale, mixed);
         Ok(())
     }
 
@@ -78,5 +97,10 @@ impl Step {
     /// hyperparameters; [`Optimizer::group_plan`](super::Optimizer::group_plan) gives every group's).
     pub fn plan(&self) -> &Plan {
         &self.plan
+    }
+    /// How the gradients are divided by the loss scale in this update (the dynamic loss
+    /// scaler's scale when one is set, else none).
+    pub fn unscale(&self) -> GradScale {
+        self.unscale
     }
 }

@@ -98,6 +98,9 @@ pub unsafe extern "C" fn flatopt_optimizer_load(
         // by the caller (C contract).
         let bytes = unsafe { slice(buf, len) };
         h.engine.load(bytes)?;
+        // SAFETY: registered param and copy pointers, checked at registration, valid and ours
+        // during this call (C contract); `bytes` is not used any more.
+        unsafe { h.write_copies() };
         Ok(FLATOPT_OK)
     })
 }
@@ -191,6 +194,9 @@ pub unsafe extern "C" fn flatopt_optimizer_load_file(
         // SAFETY: C contract.
         let path = unsafe { path_from_c(path)? };
         h.engine.load_file(path)?;
+        // SAFETY: registered param and copy pointers, checked at registration, valid and ours
+        // during this call (C contract).
+        unsafe { h.write_copies() };
         Ok(FLATOPT_OK)
     })
 }

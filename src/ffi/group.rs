@@ -163,7 +163,8 @@ pub unsafe extern "C" fn flatopt_optimizer_add_param_to_group(
 ) -> flatopt_status {
     // SAFETY: the arguments are passed on as received; this function's `# Safety` promises
     // what `add_param_in` requires.
-    unsafe { super::optimizer::add_param_in(opt, group, param, grad, len) }
+    let buf = super::handle::HostBuf::f32(param, grad, len);
+    unsafe { super::optimizer::add_param_in(opt, group, buf) }
 }
 
 /// Reads a group's value into `*out` (refused, writing nothing, for an unknown group).

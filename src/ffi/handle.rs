@@ -4,20 +4,121 @@
 
 use std::cell::UnsafeCell;
 use std::collections::BTreeMap;
+use std::ffi::c_void;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crate::engine::{Optimizer, Outcome, RawState, Step};
 use crate::error::Error;
+use crate::kernels::{Grad, Half, ParamCopy};
 
 use super::boundary::{flatopt_status, flatopt_status::*, guard, set_message};
-use super::ptr::{check_buf, check_disjoint, handle_of, slice, slice_mut, span, write_out, Span};
+use super::ptr::{
+    check_buf, check_disjoint, check_elems, handle_of, slice, slice_mut, span, write_out, Span,
+};
 
-/// A host buffer pair as registered.
+/// A registered buffer: the parameters, their gradients and the optional 16-bit copy.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct HostBuf {
     pub(crate) param: *mut f32,
-    pub(crate) grad: *const f32,
+    /// The registered gradients (NULL: given with each call), f32 or the bit patterns of
+    /// `grad_type`.
+    pub(crate) grad: *const c_void,
+    /// The gradients' format: `None` for f32.
+    pub(crate) grad_type: Option<Half>,
+    /// The 16-bit copy of the parameters written with each applied update (NULL: none, or
+    /// `len` 0).
+    pub(crate) copy: *mut u16,
+    /// The copy's format: `None` for no copy.
+    pub(crate) copy_type: Option<Half>,
     pub(crate) len: usize,
+}
+
+impl HostBuf {
+    /// A buffer with f32 gradients and no copy (`flatopt_optimizer_add_param`).
+    pub(crate) fn f32(param: *mut f32, grad: *const f32, len: usize) -> HostBuf {
+        HostBuf {
+            param,
+            grad: grad.cast(),
+            grad_type: None,
+            copy: std::ptr::null_mut(),
+            copy_type: None,
+            len,
+        }
+    }
+
+    /// The size in bytes of one gradient element.
+    pub(crate) fn grad_size(&self) -> usize {
+        elem_size(self.grad_type)
+    }
+}
+
+/// The size of an element of format `ty` (`None`: f32).
+pub(crate) fn elem_size(ty: Option<Half>) -> usize {
+    if ty.is_some() {
+        2
+    } else {
+        4
+    }
+}
+
+/// Checks gradients of format `ty` at `ptr`: non-NULL unless `len` is 0, aligned to their
+/// element, a byte size that fits `isize`.
+pub(crate) fn check_grad(
+    name: &'static str,
+    ptr: *const c_void,
+    ty: Option<Half>,
+    len: usize,
+) -> Result<(), Error> {
+    match ty {
+        None => check_elems(name, ptr.cast::<f32>(), len),
+        Some(_) => check_elems(name, ptr.cast::<u16>(), len),
+    }
+}
+
+/// Elements `[at, at + n)` of gradients of format `ty` at `ptr`.
+///
+/// # Safety
+/// `ptr` passed [`check_grad`] for at least `at + n` elements, which stay valid and unwritten
+/// during `'a`.
+pub(crate) unsafe fn grad_slice<'a>(
+    ptr: *const c_void,
+    ty: Option<Half>,
+    at: usize,
+    n: usize,
+) -> Grad<'a> {
+    let halves = || -> &'a [u16] {
+        if n == 0 {
+            return &[];
+        }
+        // SAFETY: `at + n` 16-bit elements at `ptr`, checked (non-null, aligned, size fits)
+        // and valid for `'a` (this function's contract), so the offset stays inside the
+        // buffer and the slice is valid as in `slice`.
+        unsafe { slice(ptr.cast::<u16>().add(at), n) }
+    };
+    match ty {
+        None if n == 0 => Grad::F32(&[]),
+        // SAFETY: as for `halves`, with f32 elements.
+        None => Grad::F32(unsafe { slice(ptr.cast::<f32>().add(at), n) }),
+        Some(Half::Bf16) => Grad::Bf16(halves()),
+        Some(Half::F16) => Grad::F16(halves()),
+    }
+}
+
+/// Elements `[at, at + n)` of a buffer's 16-bit copy (`None` if it has none).
+///
+/// # Safety
+/// The copy was checked at registration, holds at least `at + n` elements, and stays valid
+/// and not accessed through any other pointer during `'a`.
+pub(crate) unsafe fn copy_slice<'a>(b: &HostBuf, at: usize, n: usize) -> Option<ParamCopy<'a>> {
+    let half = b.copy_type?;
+    let out = if n == 0 {
+        &mut [][..]
+    } else {
+        // SAFETY: within the registered copy of `b.len >= at + n` elements, checked at
+        // registration; exclusive during `'a` (this function's contract).
+        unsafe { slice_mut(b.copy.add(at), n) }
+    };
+    Some(ParamCopy { half, out })
 }
 
 /// An optimizer over host-owned buffers. Create with `flatopt_optimizer_new`, release with
@@ -49,6 +150,7 @@ impl flatopt_optimizer {
                 bufs: Vec::new(),
                 params: Vec::new(),
                 grads: Vec::new(),
+                copies: Vec::new(),
                 pending: None,
                 raw: Vec::new(),
                 spans: Vec::new(),
@@ -65,7 +167,8 @@ pub(crate) struct Inner {
     /// Scratch for the slices of one step, capacity reserved at registration (no allocation
     /// per step); always empty between calls.
     params: Vec<&'static mut [f32]>,
-    grads: Vec<&'static [f32]>,
+    grads: Vec<Grad<'static>>,
+    copies: Vec<Option<ParamCopy<'static>>>,
     /// The step begun by `flatopt_optimizer_begin_step`, with the state pointers it needs.
     pub(crate) pending: Option<Step>,
     pub(crate) raw: Vec<RawState>,
@@ -77,23 +180,35 @@ pub(crate) struct Inner {
 
 /// The memory of the registered buffers, so that registering one more buffer, or a call's
 /// output array, is checked for overlap in O(log n) (registering n buffers one by one takes
-/// O(n log n), not O(n^2)): the parameters' intervals, which are disjoint, and the union of
-/// the gradients' intervals (gradients may share memory with each other), each by start
-/// address. Empty buffers take no memory and are left out.
+/// O(n log n), not O(n^2)): the parameters' intervals and the 16-bit copies' intervals, which
+/// are disjoint, and the union of the gradients' intervals (gradients may share memory with
+/// each other), each by start address. Empty buffers take no memory and are left out.
 #[derive(Debug, Default)]
 pub(crate) struct Footprint {
     /// Start -> (end, buffer index).
     params: BTreeMap<usize, (usize, usize)>,
+    /// Start -> (end, buffer index) of the 16-bit copies.
+    copies: BTreeMap<usize, (usize, usize)>,
     /// Start -> end of the merged gradient intervals.
     grads: BTreeMap<usize, usize>,
 }
 
+/// The buffer of a map of disjoint intervals sharing memory with `[start, end)`, if any: only
+/// the last one starting before `end` can.
+fn disjoint_hit(map: &BTreeMap<usize, (usize, usize)>, start: usize, end: usize) -> Option<usize> {
+    let (_, &(e, i)) = map.range(..end).next_back()?;
+    (start < end && e > start).then_some(i)
+}
+
 impl Footprint {
-    /// The registered parameter sharing memory with `[start, end)`, if any. The parameters are
-    /// disjoint, so only the last one starting before `end` can.
+    /// The registered parameter sharing memory with `[start, end)`, if any.
     fn param_hit(&self, start: usize, end: usize) -> Option<usize> {
-        let (_, &(p_end, i)) = self.params.range(..end).next_back()?;
-        (start < end && p_end > start).then_some(i)
+        disjoint_hit(&self.params, start, end)
+    }
+
+    /// The registered copy sharing memory with `[start, end)`, if any.
+    fn copy_hit(&self, start: usize, end: usize) -> Option<usize> {
+        disjoint_hit(&self.copies, start, end)
     }
 
     /// Whether a registered gradient shares memory with `[start, end)`.
@@ -107,6 +222,12 @@ impl Footprint {
     fn add_param(&mut self, start: usize, end: usize, index: usize) {
         if start < end {
             self.params.insert(start, (end, index));
+        }
+    }
+
+    fn add_copy(&mut self, start: usize, end: usize, index: usize) {
+        if start < end {
+            self.copies.insert(start, (end, index));
         }
     }
 
@@ -141,13 +262,15 @@ fn interval(ptr: usize, len: usize, size: usize) -> (usize, usize) {
 /// pointers never outlive the call that made them (also on unwind).
 struct ScratchGuard<'a> {
     params: &'a mut Vec<&'static mut [f32]>,
-    grads: &'a mut Vec<&'static [f32]>,
+    grads: &'a mut Vec<Grad<'static>>,
+    copies: &'a mut Vec<Option<ParamCopy<'static>>>,
 }
 
 impl Drop for ScratchGuard<'_> {
     fn drop(&mut self) {
         self.params.clear();
         self.grads.clear();
+        self.copies.clear();
     }
 }
 
@@ -286,7 +409,8 @@ pub(crate) unsafe fn handle_ref<'a>(opt: *const flatopt_optimizer) -> Result<Sha
 
 impl Inner {
     /// Registers one more buffer: allowed until the first update (or after a reset). Time
-    /// O(log n + len) for the n-th buffer; the per-step scratch grows by doubling.
+    /// O(log n + len) for the n-th buffer; the per-step scratch grows by doubling. A 16-bit
+    /// copy is written from the parameters at once.
     pub(crate) fn add(&mut self, buf: HostBuf, group: usize) -> Result<(), Error> {
         if self.engine.step_count() > 0 || self.pending.is_some() {
             return Err(Error::InvalidState(
@@ -296,16 +420,23 @@ impl Inner {
         check_buf("param", buf.param, buf.len)?;
         if !buf.grad.is_null() {
             // NULL is allowed here: gradients then come with each step_with_grads call.
-            check_buf("grad", buf.grad, buf.len)?;
+            check_grad("grad", buf.grad, buf.grad_type, buf.len)?;
+        }
+        if buf.copy_type.is_some() {
+            check_elems("copy", buf.copy, buf.len)?;
         }
         let n = self.bufs.len();
         let (p0, p1) = interval(buf.param as usize, buf.len, 4);
-        let (g0, g1) = interval(buf.grad as usize, buf.len, 4);
+        let (g0, g1) = interval(buf.grad as usize, buf.len, buf.grad_size());
+        let (c0, c1) = interval(buf.copy as usize, buf.len, 2);
         let shared = |a: String, b: String| Error::Overlap {
             what: format!("{a} and {b} share memory"),
         };
         if let Some(i) = self.footprint.param_hit(p0, p1) {
             return Err(shared(format!("param {i}"), format!("param {n}")));
+        }
+        if let Some(i) = self.footprint.copy_hit(p0, p1) {
+            return Err(shared(format!("copy {i}"), format!("param {n}")));
         }
         if self.footprint.grad_hit(p0, p1) {
             return Err(shared(self.grad_sharing(p0, p1), format!("param {n}")));
@@ -313,8 +444,29 @@ impl Inner {
         if let Some(i) = self.footprint.param_hit(g0, g1) {
             return Err(shared(format!("param {i}"), format!("grad {n}")));
         }
+        if let Some(i) = self.footprint.copy_hit(g0, g1) {
+            return Err(shared(format!("copy {i}"), format!("grad {n}")));
+        }
         if p0 < g1 && g0 < p1 {
             return Err(shared(format!("param {n}"), format!("grad {n}")));
+        }
+        if c0 < c1 {
+            if let Some(i) = self.footprint.param_hit(c0, c1) {
+                return Err(shared(format!("param {i}"), format!("copy {n}")));
+            }
+            if let Some(i) = self.footprint.copy_hit(c0, c1) {
+                return Err(shared(format!("copy {i}"), format!("copy {n}")));
+            }
+            if self.footprint.grad_hit(c0, c1) {
+                return Err(shared(self.grad_sharing(c0, c1), format!("copy {n}")));
+            }
+            if p0 < c1 && c0 < p1 {
+                return Err(shared(format!("param {n}"), format!("copy {n}")));
+            }
+            if g0 < c1 && c0 < g1 {
+                return Err(shared(format!("grad {n}"), format!("copy {n}")));
+            }
+            super::optimizer::check_not_owned(self, "copy", buf.copy.cast(), c1 - c0)?;
         }
         let all = n + 1;
         let no_memory = |_| {
@@ -329,16 +481,52 @@ impl Inner {
         self.bufs.try_reserve(1).map_err(no_memory)?;
         self.params.try_reserve(all).map_err(no_memory)?;
         self.grads.try_reserve(all).map_err(no_memory)?;
+        self.copies.try_reserve(all).map_err(no_memory)?;
         self.raw.try_reserve(all).map_err(no_memory)?;
-        self.spans.try_reserve(2 * all).map_err(no_memory)?;
+        self.spans.try_reserve(3 * all).map_err(no_memory)?;
         // SAFETY: checked above (non-null unless empty, aligned, size fits); the host
         // guarantees the param buffer is readable during this call.
         let values = unsafe { slice(buf.param, buf.len) };
         self.engine.add_buffer_to_group(values, group)?;
         self.footprint.add_param(p0, p1, n);
         self.footprint.add_grad(g0, g1);
+        self.footprint.add_copy(c0, c1, n);
         self.bufs.push(buf);
+        // SAFETY: the copy was checked above (non-null unless empty, aligned, disjoint from
+        // every registered buffer and the optimizer's state) and is the host's, valid and
+        // ours alone during this call.
+        unsafe { self.write_copy(n) };
         Ok(())
+    }
+
+    /// Writes buffer `i`'s 16-bit copy (if it has one) from its parameters: at registration,
+    /// reset and checkpoint load, so that the copy is the narrowed parameters whenever the
+    /// optimizer hands control back.
+    ///
+    /// # Safety
+    /// The registered param and copy of buffer `i` are valid and not accessed by anyone else
+    /// during the call.
+    pub(crate) unsafe fn write_copy(&self, i: usize) {
+        let b = &self.bufs[i];
+        // SAFETY: the registered copy, valid and ours during the call (contract).
+        if let Some(c) = unsafe { copy_slice(b, 0, b.len) } {
+            // SAFETY: the registered param (checked at registration), only read here and
+            // disjoint from the copy (checked at registration).
+            let p = unsafe { slice(b.param, b.len) };
+            crate::kernels::narrow_from_f32(self.engine.tier(), c.half, p, c.out)
+                .expect("the copy has the registered length");
+        }
+    }
+
+    /// [`Inner::write_copy`] for every buffer.
+    ///
+    /// # Safety
+    /// As [`Inner::write_copy`], for every registered buffer.
+    pub(crate) unsafe fn write_copies(&self) {
+        for i in 0..self.bufs.len() {
+            // SAFETY: this function's contract.
+            unsafe { self.write_copy(i) };
+        }
     }
 
     /// Names the registered gradient that shares memory with `[start, end)` (error path).
@@ -346,7 +534,7 @@ impl Inner {
         self.bufs
             .iter()
             .position(|b| {
-                let (g0, g1) = interval(b.grad as usize, b.len, 4);
+                let (g0, g1) = interval(b.grad as usize, b.len, b.grad_size());
                 g0 < end && start < g1
             })
             .map_or_else(|| "a gradient".to_string(), |i| format!("grad {i}"))
@@ -364,6 +552,8 @@ impl Inner {
         let (o0, o1) = interval(ptr, len, size);
         let other = if let Some(i) = self.footprint.param_hit(o0, o1) {
             format!("param {i}")
+        } else if let Some(i) = self.footprint.copy_hit(o0, o1) {
+            format!("copy {i}")
         } else if self.footprint.grad_hit(o0, o1) {
             self.grad_sharing(o0, o1)
         } else {
@@ -374,35 +564,45 @@ impl Inner {
         })
     }
 
-    /// Runs `f` with slices over every registered param and the gradients: the registered
-    /// ones (`given` = None) or `given[i]` for buffer `i`. Checks the gradient pointers and
-    /// their overlap with the params first.
+    /// Runs `f` with slices over every registered param, the gradients (the registered ones
+    /// for `given` = None, else `given[i]` for buffer `i`, in the buffer's registered format)
+    /// and the 16-bit copies. Checks the gradient pointers and their overlap with the params
+    /// and copies first.
     ///
     /// # Safety
     /// Host pointers are valid and not accessed by anyone else during the call; `given` is
     /// `None` or holds one pointer per registered buffer.
     pub(crate) unsafe fn with_slices<R>(
         &mut self,
-        given: Option<&[*const f32]>,
-        f: impl FnOnce(&mut Optimizer, &mut [&mut [f32]], &[&[f32]]) -> Result<R, Error>,
+        given: Option<&[*const c_void]>,
+        f: impl FnOnce(
+            &mut Optimizer,
+            &mut [&mut [f32]],
+            &[Grad<'_>],
+            &mut [Option<ParamCopy<'_>>],
+        ) -> Result<R, Error>,
     ) -> Result<R, Error> {
         let bufs = &self.bufs;
         let grad_ptr = |i: usize| given.map_or(bufs[i].grad, |g| g[i]);
         for (i, b) in bufs.iter().enumerate() {
-            check_buf("grad", grad_ptr(i), b.len)?;
+            check_grad("grad", grad_ptr(i), b.grad_type, b.len)?;
         }
         if given.is_some() {
             // Registered gradients were checked for overlap at registration; these are new.
             self.spans.clear();
             for (i, b) in bufs.iter().enumerate() {
                 self.spans.push(span(b.param, b.len, true, "param", i));
-                self.spans.push(span(grad_ptr(i), b.len, false, "grad", i));
+                self.spans.push(span(b.copy, b.len, true, "copy", i));
+                let g = grad_ptr(i).cast::<u8>();
+                self.spans
+                    .push(span(g, b.len * b.grad_size(), false, "grad", i));
             }
             check_disjoint(&mut self.spans)?;
         }
         let guard = ScratchGuard {
             params: &mut self.params,
             grads: &mut self.grads,
+            copies: &mut self.copies,
         };
         for (i, b) in bufs.iter().enumerate() {
             // SAFETY: pointers checked (non-null unless empty, aligned, size fits, disjoint
@@ -411,11 +611,15 @@ impl Inner {
             // `ScratchGuard` empties the vectors before this function returns or unwinds.
             guard.params.push(unsafe { slice_mut(b.param, b.len) });
             // SAFETY: as above.
-            guard.grads.push(unsafe { slice(grad_ptr(i), b.len) });
+            guard
+                .grads
+                .push(unsafe { grad_slice(grad_ptr(i), b.grad_type, 0, b.len) });
+            // SAFETY: as above (the copy checked at registration).
+            guard.copies.push(unsafe { copy_slice(b, 0, b.len) });
         }
         #[cfg(any(test, feature = "fault-injection"))]
         super::fault::panic_if_armed();
-        f(&mut self.engine, guard.params, guard.grads)
+        f(&mut self.engine, guard.params, guard.grads, guard.copies)
     }
 }
 

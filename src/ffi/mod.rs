@@ -14,6 +14,9 @@
 //! - `handle`: the optimizer handle and its lock;
 //! - `optimizer`: the functions on a handle;
 //! - `group`: parameter groups (`flatopt_group_options` and the functions on a handle's groups);
+//! - `mixed`: mixed precision (gradient formats and 16-bit copies per buffer through
+//!   `flatopt_param_options`, the loss scale of a step, the dynamic loss scaler, the stateless
+//!   conversions and mixed-precision update);
 //! - `tier`: the process-wide SIMD tier;
 //! - `stateless`: the stateless kernels;
 //! - `checkpoint`: saving and loading a handle's state.
@@ -35,6 +38,8 @@ mod handle;
 mod optimizer;
 
 mod group;
+
+mod mixed;
 
 mod tier;
 
@@ -58,6 +63,7 @@ pub use boundary::*;
 pub use checkpoint::*;
 pub use group::*;
 pub use handle::flatopt_optimizer;
+pub use mixed::*;
 pub use optimizer::*;
 pub use stateless::*;
 pub use structs::*;

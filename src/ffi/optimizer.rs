@@ -6,17 +6,16 @@ use std::ffi::{c_double, c_float};
 
 use crate::engine::Optimizer;
 use crate::error::Error;
-use crate::kernels::{self, Buffers};
+use crate::kernels::{self, MixedBuffers};
 use crate::simd;
 
 use super::boundary::{flatopt_status, flatopt_status::*, guard, guard_value, set_message};
 use super::handle::{
-    check_no_pending, flatopt_optimizer, handle, handle_even_poisoned, handle_ref, outcome_status,
-    query, HostBuf, Inner,
+    check_no_pending, copy_slice, flatopt_optimizer, grad_slice, handle, handle_even_poisoned,
+    handle_ref, outcome_status, query, HostBuf, Inner,
 };
 use super::ptr::{
-    check_buf, check_f64_aligned, free_handle, slice, slice_mut, sub_slice, sub_slice_mut,
-    write_out,
+    check_buf, check_f64_aligned, free_handle, slice, slice_mut, sub_slice_mut, write_out,
 };
 use super::structs::{flatopt_config, read_config, tier_from_c};
 
@@ -96,35 +95,47 @@ pub unsafe extern "C" fn flatopt_optimizer_add_param(
 ) -> flatopt_status {
     // SAFETY: the arguments are passed on as received; this function's `# Safety` promises
     // what `add_param_in` requires.
-    unsafe { add_param_in(opt, 0, param, grad, len) }
+    unsafe { add_param_in(opt, 0, HostBuf::f32(param, grad, len)) }
 }
 
-/// Registers a buffer into parameter group `group` (`flatopt_optimizer_add_param` and
-/// `flatopt_optimizer_add_param_to_group`).
+/// Registers a buffer into parameter group `group` (`flatopt_optimizer_add_param`,
+/// `flatopt_optimizer_add_param_to_group` and `flatopt_optimizer_add_param_with_options`).
 ///
 /// # Safety
-/// As `flatopt_optimizer_add_param`.
+/// As `flatopt_optimizer_add_param`, the gradients and the copy in the formats `buf` names.
 pub(crate) unsafe fn add_param_in(
     opt: *mut flatopt_optimizer,
     group: usize,
-    param: *mut c_float,
-    grad: *const c_float,
-    len: usize,
+    buf: HostBuf,
 ) -> flatopt_status {
-    guard(|| {
-        // SAFETY: see `handle`.
-        let mut h = unsafe { handle(opt)? };
-        if param.is_null() && len > 0 {
-            return Err(Error::NullPointer { name: "param" });
-        }
-        h.add(HostBuf { param, grad, len }, group)?;
-        Ok(FLATOPT_OK)
-    })
+    // SAFETY: this function's contract is `add_buf`'s.
+    guard(|| unsafe { add_buf(opt, group, buf) })
+}
+
+/// [`add_param_in`] inside the caller's guard.
+///
+/// # Safety
+/// As `flatopt_optimizer_add_param`, the gradients and the copy in the formats `buf` names.
+pub(crate) unsafe fn add_buf(
+    opt: *mut flatopt_optimizer,
+    group: usize,
+    buf: HostBuf,
+) -> Result<flatopt_status, Error> {
+    // SAFETY: see `handle`.
+    let mut h = unsafe { handle(opt)? };
+    if buf.param.is_null() && buf.len > 0 {
+        return Err(Error::NullPointer { name: "param" });
+    }
+    h.add(buf, group)?;
+    Ok(FLATOPT_OK)
 }
 
 /// One update of every registered buffer with the registered gradient buffers. Returns
-/// `FLATOPT_OK`, `FLATOPT_SKIPPED` (a gradient held NaN/Inf under the skip policy: nothing
-/// changed) or an error (nothing changed).
+/// `FLATOPT_OK`, `FLATOPT_SKIPPED` (a gradient held NaN/Inf under the skip policy, or with a
+/// dynamic loss scaler: nothing changed) or an error (nothing changed). Gradients registered
+/// in 16 bits are widened in the pass, divided by the dynamic loss scaler's scale if one is
+/// set (`flatopt_optimizer_set_loss_scaler`), and the registered 16-bit copies are written
+/// from the new parameters (see `flatopt_optimizer_add_param_with_options`).
 ///
 /// # Safety
 /// `opt` is NULL (refused) or a live handle from `flatopt_optimizer_new`.
@@ -136,13 +147,15 @@ pub unsafe extern "C" fn flatopt_optimizer_step(opt: *mut flatopt_optimizer) -> 
         let mut h = unsafe { handle(opt)? };
         check_no_pending(&h)?;
         // SAFETY: registered host pointers, valid during the call (C contract).
-        let outcome = unsafe { h.with_slices(None, |e, p, g| e.step(p, g))? };
+        let outcome = unsafe { h.with_slices(None, |e, p, g, c| e.step_mixed(p, g, c, None))? };
         Ok(outcome_status(outcome))
     })
 }
 
 /// One update with gradients passed for this call: `grads[i]` is the gradient of registered
-/// buffer `i` (same length); `n_grads` must equal the number of registered buffers.
+/// buffer `i` (same length); `n_grads` must equal the number of registered buffers. Every
+/// buffer must have been registered with f32 gradients (pass 16-bit ones with
+/// `flatopt_optimizer_step_mixed`).
 ///
 /// # Safety
 /// `opt` is NULL (refused) or a live handle from `flatopt_optimizer_new`.
@@ -168,12 +181,22 @@ pub unsafe extern "C" fn flatopt_optimizer_step_with_grads(
                 got: n_grads,
             });
         }
+        if let Some(i) = h.bufs.iter().position(|b| b.grad_type.is_some()) {
+            return Err(Error::invalid(
+                "grads",
+                format!("buffer {i} (registered with 16-bit gradients)"),
+                "must be f32 in flatopt_optimizer_step_with_grads: pass 16-bit gradients with \
+                 flatopt_optimizer_step_mixed",
+            ));
+        }
         // SAFETY: `grads` is non-null (checked) and holds `n_grads` pointers (C contract), a
-        // count equal to the number of registered buffers (checked).
-        let given = unsafe { slice(grads, n_grads) };
+        // count equal to the number of registered buffers (checked); a `*const float` and a
+        // `*const void` have the same representation.
+        let given = unsafe { slice(grads.cast::<*const std::ffi::c_void>(), n_grads) };
         // SAFETY: registered host pointers and the given gradients, valid during the call (C
         // contract).
-        let outcome = unsafe { h.with_slices(Some(given), |e, p, g| e.step(p, g))? };
+        let outcome =
+            unsafe { h.with_slices(Some(given), |e, p, g, c| e.step_mixed(p, g, c, None))? };
         Ok(outcome_status(outcome))
     })
 }
@@ -235,7 +258,7 @@ pub unsafe extern "C" fn flatopt_optimizer_sum_squares_partials(
         // from every registered buffer (checked above).
         let out = unsafe { slice_mut(partials, n) };
         // SAFETY: registered host pointers, valid during the call (C contract).
-        unsafe { h.with_slices(None, |e, _, g| e.sum_squares_partials(g, out))? };
+        unsafe { h.with_slices(None, |e, _, g, _| e.sum_squares_partials_mixed(g, out))? };
         Ok(FLATOPT_OK)
     })
 }
@@ -258,8 +281,11 @@ pub unsafe extern "C" fn flatopt_optimizer_step_with_sum_squares(
         let mut h = unsafe { handle(opt)? };
         check_no_pending(&h)?;
         // SAFETY: registered host pointers, valid during the call (C contract).
-        let outcome =
-            unsafe { h.with_slices(None, |e, p, g| e.step_with_sum_squares(p, g, sum_squares))? };
+        let outcome = unsafe {
+            h.with_slices(None, |e, p, g, c| {
+                e.step_with_sum_squares_mixed(p, g, c, sum_squares)
+            })?
+        };
         Ok(outcome_status(outcome))
     })
 }
@@ -284,7 +310,7 @@ pub unsafe extern "C" fn flatopt_optimizer_begin_step(
         let mut h = unsafe { handle(opt)? };
         check_no_pending(&h)?;
         // SAFETY: registered host pointers, valid during the call (C contract).
-        let begun = unsafe { h.with_slices(None, |e, _, g| e.begin_step(g))? };
+        let begun = unsafe { h.with_slices(None, |e, _, g, _| e.begin_step_mixed(g))? };
         match begun {
             Err(skipped) => Ok(outcome_status(skipped)),
             Ok(step) => {
@@ -327,25 +353,28 @@ pub unsafe extern "C" fn flatopt_optimizer_step_range(
             let (lo, hi) = (begin.max(offset), end.min(offset + b.len));
             if lo < hi {
                 let (a, n) = (lo - offset, hi - lo);
-                // SAFETY: `[a, a+n)` lies inside buffer `b` (clamped above). Param, grad and
-                // the optimizer-owned state (NULL when the rule does not use it) were validated
-                // at registration / begin_step and stay valid until end_step; disjoint ranges
-                // from concurrent callers touch disjoint elements (the documented contract), so
-                // these slices never alias.
+                // SAFETY: `[a, a+n)` lies inside buffer `b` (clamped above). Param, grad, copy
+                // and the optimizer-owned state (NULL when the rule does not use it) were
+                // validated at registration / begin_step and stay valid until end_step;
+                // disjoint ranges from concurrent callers touch disjoint elements (the
+                // documented contract), so these slices never alias.
                 let buffers = unsafe {
-                    Buffers {
+                    MixedBuffers {
                         param: sub_slice_mut(b.param, a, n),
-                        grad: sub_slice(b.grad, a, n),
+                        grad: grad_slice(b.grad, b.grad_type, a, n),
                         m: sub_slice_mut(raw.m, a, n),
                         v: sub_slice_mut(raw.v, a, n),
                         v_max: sub_slice_mut(raw.v_max, a, n),
                         slow: sub_slice_mut(raw.slow, a, n),
+                        copy: copy_slice(b, a, n),
                     }
                 };
                 #[cfg(any(test, feature = "fault-injection"))]
                 super::fault::panic_if_armed();
-                // Each buffer with the plan of its parameter group (fixed by begin_step).
-                kernels::apply(step.tier(), h.engine.buffer_plan(i), buffers)?;
+                // Each buffer with the plan of its parameter group and the loss scale (fixed
+                // by begin_step).
+                let (plan, scale) = (h.engine.buffer_plan(i), step.unscale().scale());
+                kernels::apply_mixed(step.tier(), plan, scale, buffers)?;
             }
             offset += b.len;
         }
@@ -399,6 +428,9 @@ pub unsafe extern "C" fn flatopt_optimizer_reset(opt: *mut flatopt_optimizer) ->
             .map(|b| unsafe { slice(b.param, b.len) })
             .collect();
         h.engine.reset(&params)?;
+        // SAFETY: registered param and copy pointers, checked at registration, valid and ours
+        // during this call (C contract).
+        unsafe { h.write_copies() };
         Ok(FLATOPT_OK)
     })
 }

@@ -13,7 +13,14 @@ use super::handle::flatopt_optimizer;
 /// Checks a (pointer, length) pair for a slice of f32: non-NULL unless empty, 4-byte aligned,
 /// and a length whose byte size fits in `isize`.
 pub(crate) fn check_buf(name: &'static str, ptr: *const f32, len: usize) -> Result<(), Error> {
-    if len > isize::MAX as usize / std::mem::size_of::<f32>() {
+    check_elems(name, ptr, len)
+}
+
+/// Checks a (pointer, length) pair for a slice of `T` (f32, or the `u16` bit patterns of
+/// 16-bit floats): non-NULL unless empty, aligned to `T`, and a length whose byte size fits
+/// in `isize`.
+pub(crate) fn check_elems<T>(name: &'static str, ptr: *const T, len: usize) -> Result<(), Error> {
+    if len > isize::MAX as usize / std::mem::size_of::<T>() {
         return Err(Error::invalid(
             name,
             format!("length {len}"),
@@ -26,11 +33,16 @@ pub(crate) fn check_buf(name: &'static str, ptr: *const f32, len: usize) -> Resu
         }
         return Err(Error::NullPointer { name });
     }
-    if !(ptr as usize).is_multiple_of(std::mem::align_of::<f32>()) {
+    let align = std::mem::align_of::<T>();
+    if !(ptr as usize).is_multiple_of(align) {
         return Err(Error::invalid(
             name,
             format!("{ptr:p}"),
-            "must be aligned to 4 bytes (a float array)",
+            if align == 4 {
+                "must be aligned to 4 bytes (a float array)"
+            } else {
+                "must be aligned to 2 bytes (an array of 16-bit floats)"
+            },
         ));
     }
     Ok(())
@@ -80,18 +92,6 @@ pub(crate) unsafe fn sub_slice_mut<'a>(ptr: *mut f32, at: usize, n: usize) -> &'
     // SAFETY: `at + n` is within the buffer (caller contract), so the offset stays inside the
     // same allocation and the slice over `n` elements from there is valid as in `slice_mut`.
     unsafe { slice_mut(ptr.add(at), n) }
-}
-
-/// Elements `[at, at + n)` of a read-only buffer (see [`sub_slice_mut`]).
-///
-/// # Safety
-/// As [`sub_slice_mut`], read only.
-pub(crate) unsafe fn sub_slice<'a>(ptr: *const f32, at: usize, n: usize) -> &'a [f32] {
-    if ptr.is_null() {
-        return &[];
-    }
-    // SAFETY: as in `sub_slice_mut`.
-    unsafe { slice(ptr.add(at), n) }
 }
 
 /// Checks that an array of doubles the caller passes is 8-byte aligned (NULL passes: the
@@ -202,8 +202,8 @@ pub(crate) fn check_disjoint(spans: &mut [Span]) -> Result<(), Error> {
 }
 
 /// The memory interval of a buffer (empty for NULL, which `check_disjoint` then ignores).
-pub(crate) fn span(
-    ptr: *const f32,
+pub(crate) fn span<T>(
+    ptr: *const T,
     len: usize,
     written: bool,
     name: &'static str,
@@ -213,7 +213,7 @@ pub(crate) fn span(
     let end = if ptr.is_null() {
         start
     } else {
-        start + len * 4
+        start + len * std::mem::size_of::<T>()
     };
     (start, end, written, name, index)
 }

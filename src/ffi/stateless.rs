@@ -87,7 +87,7 @@ pub unsafe extern "C" fn flatopt_step_args_init(
 ///
 /// # Safety
 /// `hp` / `args` NULL or valid.
-unsafe fn stateless_plan(
+pub(crate) unsafe fn stateless_plan(
     hp: *const flatopt_base_params,
     args: *const flatopt_step_args,
     expect_kind: Option<flatopt_base_kind>,

@@ -112,6 +112,17 @@ static const char *const k_api[] = {
     "flatopt_optimizer_set_group_lr",
     "flatopt_optimizer_set_group_weight_decay",
     "flatopt_optimizer_group_base_params",
+    "flatopt_param_options_init",
+    "flatopt_optimizer_add_param_with_options",
+    "flatopt_optimizer_step_mixed",
+    "flatopt_loss_scaler_options_init",
+    "flatopt_optimizer_set_loss_scaler",
+    "flatopt_optimizer_loss_scaler_state",
+    "flatopt_optimizer_set_loss_scaler_state",
+    "flatopt_widen_to_f32",
+    "flatopt_narrow_from_f32",
+    "flatopt_sum_squares_partials_mixed",
+    "flatopt_mixed_update",
 };
 #define N_API (sizeof k_api / sizeof k_api[0])
 
@@ -351,7 +362,7 @@ static size_t total_len(const flatopt_optimizer *o)
 /* ------------------------------------------------------------------------------------------ */
 /* Part 1: the table of bad inputs                                                             */
 
-enum { FX_NB = 3, FX_XLEN = 8, FX_QLEN = 9, FX_LLEN = 4, SLEN = 11 };
+enum { FX_NB = 3, FX_XLEN = 8, FX_QLEN = 9, FX_LLEN = 4, SLEN = 11, MLEN0 = 13, MLEN1 = 6 };
 static const size_t fx_len[FX_NB] = { 5, 17, 40 };
 
 /* Every location a failing call could write its outputs to, prefilled with 0xA5 bytes. */
@@ -370,6 +381,9 @@ typedef struct out_area {
     flatopt_config cf;
     flatopt_step_args sa;
     flatopt_group_options go;
+    flatopt_param_options po;
+    flatopt_loss_scaler_options lso;
+    uint16_t hv[16];
     unsigned char ckpt[4096];
 } out_area;
 
@@ -390,6 +404,14 @@ typedef struct fixture {
     float *q, *qg, *l, *lg;
     /* Stateless buffers of SLEN. */
     float *sp, *sg, *sm, *sv, *svm, *ss;
+    /* Mixed precision: Adam with a dynamic loss scaler (scale 256) over mp0 (bf16 gradients
+     * mg0, bf16 copy mc0) and mp1 (fp16 gradients mg1, fp16 copy mc1). */
+    flatopt_optimizer *mix;
+    float *mp0, *mp1;
+    uint16_t *mg0, *mg1, *mc0, *mc1;
+    /* Spare 16-bit gradients and copy of FX_XLEN; stateless 16-bit gradients and copy of
+     * SLEN. */
+    uint16_t *xh, *xc, *sh, *shc;
     double part[4];
     flatopt_config cfg; /* the configuration of opt */
     flatopt_base_params hp_adam, hp_sgd;
@@ -403,6 +425,57 @@ typedef struct fixture {
     int fu[32];
     int n_fu;
 } fixture;
+
+static uint16_t *halloc(size_t n)
+{
+    uint16_t *p = (uint16_t *)xmalloc((n ? n : 1) * sizeof(uint16_t));
+    memset(p, 0, (n ? n : 1) * sizeof(uint16_t));
+    return p;
+}
+
+/* n 16-bit values of format dtype narrowed from a fill(seed, scale). */
+static uint16_t *hfill(uint32_t dtype, size_t n, uint64_t seed, float scale)
+{
+    float *f = falloc(n);
+    uint16_t *h = halloc(n);
+    fill(f, n, seed, scale);
+    OK(F(flatopt_narrow_from_f32)(dtype, f, h, n));
+    free(f);
+    return h;
+}
+
+static void mixed_fixture_init(fixture *fx)
+{
+    flatopt_config c;
+    flatopt_param_options o;
+    flatopt_loss_scaler_options so = FLATOPT_LOSS_SCALER_OPTIONS_INIT;
+    fx->mp0 = falloc(MLEN0);
+    fx->mp1 = falloc(MLEN1);
+    fill(fx->mp0, MLEN0, 50, 1.0f);
+    fill(fx->mp1, MLEN1, 51, 1.0f);
+    fx->mg0 = hfill(FLATOPT_DTYPE_BF16, MLEN0, 52, 100.0f);
+    fx->mg1 = hfill(FLATOPT_DTYPE_F16, MLEN1, 53, 100.0f);
+    fx->mc0 = halloc(MLEN0);
+    fx->mc1 = halloc(MLEN1);
+    fx->xh = hfill(FLATOPT_DTYPE_BF16, FX_XLEN, 54, 1.0f);
+    fx->xc = halloc(FX_XLEN);
+    fx->sh = hfill(FLATOPT_DTYPE_BF16, SLEN, 55, 1.0f);
+    fx->shc = halloc(SLEN);
+    OK(F(flatopt_config_init)(&c, sizeof c));
+    c.lr = 0.01;
+    fx->mix = new_opt(&c);
+    OK(F(flatopt_param_options_init)(&o, sizeof o));
+    o.grad_dtype = FLATOPT_DTYPE_BF16;
+    o.copy = fx->mc0;
+    o.copy_dtype = FLATOPT_DTYPE_BF16;
+    OK(F(flatopt_optimizer_add_param_with_options)(fx->mix, fx->mp0, fx->mg0, MLEN0, &o));
+    o.grad_dtype = FLATOPT_DTYPE_F16;
+    o.copy = fx->mc1;
+    o.copy_dtype = FLATOPT_DTYPE_F16;
+    OK(F(flatopt_optimizer_add_param_with_options)(fx->mix, fx->mp1, fx->mg1, MLEN1, &o));
+    so.init_scale = 256.0f;
+    OK(F(flatopt_optimizer_set_loss_scaler)(fx->mix, &so));
+}
 
 static void fixture_init(fixture *fx)
 {
@@ -448,6 +521,8 @@ static void fixture_init(fixture *fx)
     fill(fx->ss, SLEN, 44, 1.0f);
     for (i = 0; i < 4; i++)
         fx->part[i] = 1234.5 + (double)i;
+
+    mixed_fixture_init(fx);
 
     fx->cfg = cfg_la_adam(2, 1.0);
     fx->opt = new_opt(&fx->cfg);
@@ -497,6 +572,17 @@ static void fixture_free(fixture *fx)
     F(flatopt_optimizer_free)(fx->bare);
     F(flatopt_optimizer_free)(fx->nola);
     F(flatopt_optimizer_free)(fx->plat);
+    F(flatopt_optimizer_free)(fx->mix);
+    free(fx->mp0);
+    free(fx->mp1);
+    free(fx->mg0);
+    free(fx->mg1);
+    free(fx->mc0);
+    free(fx->mc1);
+    free(fx->xh);
+    free(fx->xc);
+    free(fx->sh);
+    free(fx->shc);
     for (i = 0; i < FX_NB; i++) {
         free(fx->p[i]);
         free(fx->g[i]);
@@ -617,6 +703,29 @@ static void snap_take(snapshot *s, const fixture *fx)
     snap_checkpoint(s, "state (checkpoint) of opt", fx->opt);
     snap_checkpoint(s, "state (checkpoint) of nola", fx->nola);
     snap_checkpoint(s, "state (checkpoint) of plat", fx->plat);
+    snap_add(s, "mixed param 0", fx->mp0, MLEN0 * sizeof(float));
+    snap_add(s, "mixed param 1", fx->mp1, MLEN1 * sizeof(float));
+    snap_add(s, "mixed bf16 grad 0", fx->mg0, MLEN0 * sizeof(uint16_t));
+    snap_add(s, "mixed fp16 grad 1", fx->mg1, MLEN1 * sizeof(uint16_t));
+    snap_add(s, "mixed bf16 copy 0", fx->mc0, MLEN0 * sizeof(uint16_t));
+    snap_add(s, "mixed fp16 copy 1", fx->mc1, MLEN1 * sizeof(uint16_t));
+    snap_add(s, "spare 16-bit grad", fx->xh, FX_XLEN * sizeof(uint16_t));
+    snap_add(s, "spare 16-bit copy", fx->xc, FX_XLEN * sizeof(uint16_t));
+    snap_add(s, "stateless 16-bit grad", fx->sh, SLEN * sizeof(uint16_t));
+    snap_add(s, "stateless 16-bit copy", fx->shc, SLEN * sizeof(uint16_t));
+    snap_counters(s, "counters of mix", fx->mix);
+    snap_checkpoint(s, "state (checkpoint, loss scaler included) of mix", fx->mix);
+    {
+        struct {
+            float scale;
+            uint32_t tracker, found_inf;
+            int st;
+        } ls;
+        memset(&ls, 0, sizeof ls);
+        ls.st = F(flatopt_optimizer_loss_scaler_state)(fx->mix, &ls.scale, &ls.tracker,
+                                                       &ls.found_inf);
+        snap_add(s, "loss scaler of mix", &ls, sizeof ls);
+    }
     tier = F(flatopt_default_simd_tier)();
     snap_add(s, "default simd tier", &tier, sizeof tier);
 }
@@ -683,6 +792,10 @@ static void follow_up(fixture *fx)
     FU(F(flatopt_optimizer_step)(fx->plat));
     FU(F(flatopt_adam_update)(&fx->hp_adam, &fx->args, fx->sp, fx->sg, fx->sm, fx->sv, NULL,
                               fx->ss, SLEN));
+    FU(F(flatopt_optimizer_step)(fx->mix));
+    FU(F(flatopt_optimizer_step_mixed)(fx->mix, NULL, 0, 0.0f));
+    FU(F(flatopt_mixed_update)(&fx->hp_adam, &fx->args, 8.0f, fx->sp, fx->sh, FLATOPT_DTYPE_BF16,
+                               fx->sm, fx->sv, NULL, fx->ss, fx->shc, FLATOPT_DTYPE_BF16, SLEN));
 #undef FU
 }
 
@@ -1695,7 +1808,7 @@ static flatopt_status load_edited(flatopt_optimizer *into, const flatopt_optimiz
 static size_t ed_magic(unsigned char *b, size_t n) { b[0] ^= 0x20; return n; }
 static size_t ed_truncate(unsigned char *b, size_t n) { (void)b; return n - 1; }
 static size_t ed_flip_last_array_byte(unsigned char *b, size_t n) { b[n - 6] ^= 1; return n; }
-static size_t ed_version(unsigned char *b, size_t n) { put_u32(b + 8, 3); return n; }
+static size_t ed_version(unsigned char *b, size_t n) { put_u32(b + 8, 4); return n; }
 static size_t ed_short(unsigned char *b, size_t n) { (void)b; (void)n; return 35; }
 static size_t ed_bom(unsigned char *b, size_t n)
 {
@@ -2020,6 +2133,214 @@ R(r_loadf_nola)
 }
 
 #define E_NULL FLATOPT_ERR_NULL_POINTER
+
+/* mixed precision: registration options, the scaled step, the loss scaler, the stateless
+ * conversions and update */
+R(r_poi_null) { (void)fx; return F(flatopt_param_options_init)(NULL, sizeof(flatopt_param_options)); }
+R(r_poi_size) { return F(flatopt_param_options_init)(&fx->out.po, FLATOPT_PARAM_OPTIONS_SIZE_V1 - 8); }
+/* Registers the spare param fx->xp into fx->mix (its third buffer) with gradients `grad`. */
+#define PO_ROW(name, grad, stmt)                                                               \
+    R(name)                                                                                    \
+    {                                                                                          \
+        flatopt_param_options o = FLATOPT_PARAM_OPTIONS_INIT;                                  \
+        o.grad_dtype = FLATOPT_DTYPE_BF16;                                                     \
+        stmt;                                                                                  \
+        return F(flatopt_optimizer_add_param_with_options)(fx->mix, fx->xp, grad, FX_XLEN, &o); \
+    }
+PO_ROW(r_po_gdtype, fx->xh, o.grad_dtype = 3)
+PO_ROW(r_po_cdtype, fx->xh, o.copy = fx->xc; o.copy_dtype = 7)
+PO_ROW(r_po_copy_null, fx->xh, o.copy_dtype = FLATOPT_DTYPE_BF16)
+PO_ROW(r_po_copy_f32, fx->xh, o.copy = fx->xc)
+PO_ROW(r_po_reserved, fx->xh, o.reserved = 1)
+PO_ROW(r_po_size0, fx->xh, o.struct_size = 0)
+PO_ROW(r_po_group, fx->xh, o.group = 5)
+PO_ROW(r_po_copy_own_param, fx->xh, o.copy = fx->xp; o.copy_dtype = FLATOPT_DTYPE_BF16)
+PO_ROW(r_po_copy_param, fx->xh, o.copy = fx->mp1 + 1; o.copy_dtype = FLATOPT_DTYPE_F16)
+PO_ROW(r_po_copy_grad, fx->xh, o.copy = fx->mg0 + 3; o.copy_dtype = FLATOPT_DTYPE_BF16)
+PO_ROW(r_po_copy_copy, fx->xh, o.copy = fx->mc0 + 2; o.copy_dtype = FLATOPT_DTYPE_BF16)
+PO_ROW(r_po_copy_own_grad, fx->xh, o.copy = fx->xh + 4; o.copy_dtype = FLATOPT_DTYPE_BF16)
+PO_ROW(r_po_copy_mis, fx->xh, o.copy = (char *)fx->xc + 1; o.copy_dtype = FLATOPT_DTYPE_F16)
+PO_ROW(r_po_grad_mis, (const char *)fx->xh + 1, (void)0)
+PO_ROW(r_po_grad_f32_mis, (const char *)fx->xg + 2, o.grad_dtype = FLATOPT_DTYPE_F32)
+PO_ROW(r_po_grad_on_copy, fx->mc1, o.grad_dtype = FLATOPT_DTYPE_F16)
+R(r_po_param_on_copy)
+{
+    flatopt_param_options o = FLATOPT_PARAM_OPTIONS_INIT;
+    return F(flatopt_optimizer_add_param_with_options)(fx->mix, (float *)(void *)fx->mc0, fx->xg,
+                                                        4, &o);
+}
+R(r_po_param_null)
+{
+    return F(flatopt_optimizer_add_param_with_options)(fx->mix, NULL, fx->xh, FX_XLEN, NULL);
+}
+R(r_po_copy_slow)
+{
+    flatopt_param_options o = FLATOPT_PARAM_OPTIONS_INIT;
+    const float *slow = NULL;
+    size_t n = 0;
+    OK(F(flatopt_optimizer_slow_weights)(fx->opt, 1, &slow, &n));
+    o.copy = (void *)(uintptr_t)slow;
+    o.copy_dtype = FLATOPT_DTYPE_BF16;
+    return F(flatopt_optimizer_add_param_with_options)(fx->opt, fx->xp, fx->xg, FX_XLEN, &o);
+}
+R(r_po_opt_null)
+{
+    return F(flatopt_optimizer_add_param_with_options)(NULL, fx->xp, fx->xg, FX_XLEN, NULL);
+}
+R(r_po_stepped) { return F(flatopt_optimizer_add_param_with_options)(fx->opt, fx->xp, fx->xg, FX_XLEN, NULL); }
+R(r_sm_scale_nan) { return F(flatopt_optimizer_step_mixed)(fx->opt, NULL, 0, NAN); }
+R(r_sm_scale_inf) { return F(flatopt_optimizer_step_mixed)(fx->opt, NULL, 0, INFINITY); }
+R(r_sm_scale_neg) { return F(flatopt_optimizer_step_mixed)(fx->opt, NULL, 0, -2.0f); }
+R(r_sm_scale_scaler) { return F(flatopt_optimizer_step_mixed)(fx->mix, NULL, 0, 2.0f); }
+R(r_sm_grads_null) { return F(flatopt_optimizer_step_mixed)(fx->mix, NULL, 2, 0.0f); }
+R(r_sm_ngrads)
+{
+    const void *g[2];
+    g[0] = fx->mg0;
+    g[1] = fx->mg1;
+    return F(flatopt_optimizer_step_mixed)(fx->mix, g, 1, 0.0f);
+}
+R(r_sm_grad_on_copy)
+{
+    const void *g[2];
+    g[0] = fx->mg0;
+    g[1] = fx->mc0;
+    return F(flatopt_optimizer_step_mixed)(fx->mix, g, 2, 0.0f);
+}
+R(r_sm_grad_on_param)
+{
+    const void *g[2];
+    g[0] = fx->mp0;
+    g[1] = fx->mg1;
+    return F(flatopt_optimizer_step_mixed)(fx->mix, g, 2, 0.0f);
+}
+R(r_sm_grad_mis)
+{
+    const void *g[2];
+    g[0] = fx->mg0;
+    g[1] = (const char *)fx->mg1 + 1;
+    return F(flatopt_optimizer_step_mixed)(fx->mix, g, 2, 0.0f);
+}
+R(r_sm_grad_null)
+{
+    const void *g[2];
+    g[0] = NULL;
+    g[1] = fx->mg1;
+    return F(flatopt_optimizer_step_mixed)(fx->mix, g, 2, 0.0f);
+}
+R(r_sm_pending) { return F(flatopt_optimizer_step_mixed)(fx->opt, NULL, 0, 0.0f); }
+R(r_sm_opt_null) { (void)fx; return F(flatopt_optimizer_step_mixed)(NULL, NULL, 0, 0.0f); }
+R(r_swg_half)
+{
+    const float *g[2];
+    g[0] = fx->mp0 + 100; /* never read: refused first */
+    g[1] = fx->mp1 + 100;
+    return F(flatopt_optimizer_step_with_grads)(fx->mix, g, 2);
+}
+R(r_lsi_null) { (void)fx; return F(flatopt_loss_scaler_options_init)(NULL, sizeof(flatopt_loss_scaler_options)); }
+R(r_lsi_size) { return F(flatopt_loss_scaler_options_init)(&fx->out.lso, FLATOPT_LOSS_SCALER_OPTIONS_SIZE_V1 - 4); }
+#define LS_ROW(name, stmt)                                                                     \
+    R(name)                                                                                    \
+    {                                                                                          \
+        flatopt_loss_scaler_options o = FLATOPT_LOSS_SCALER_OPTIONS_INIT;                      \
+        stmt;                                                                                  \
+        return F(flatopt_optimizer_set_loss_scaler)(fx->mix, &o);                              \
+    }
+LS_ROW(r_ls_init0, o.init_scale = 0.0f)
+LS_ROW(r_ls_init_nan, o.init_scale = NAN)
+LS_ROW(r_ls_init_inf, o.init_scale = INFINITY)
+LS_ROW(r_ls_init_neg, o.init_scale = -65536.0f)
+LS_ROW(r_ls_growth1, o.growth_factor = 1.0f)
+LS_ROW(r_ls_growth_inf, o.growth_factor = INFINITY)
+LS_ROW(r_ls_backoff1, o.backoff_factor = 1.0f)
+LS_ROW(r_ls_backoff0, o.backoff_factor = 0.0f)
+LS_ROW(r_ls_backoff_nan, o.backoff_factor = NAN)
+LS_ROW(r_ls_interval0, o.growth_interval = 0)
+LS_ROW(r_ls_reserved, o.reserved = 1)
+LS_ROW(r_ls_size, o.struct_size = 3)
+R(r_ls_pending) { return F(flatopt_optimizer_set_loss_scaler)(fx->opt, NULL); }
+R(r_ls_opt_null) { (void)fx; return F(flatopt_optimizer_set_loss_scaler)(NULL, NULL); }
+R(r_lss_none) { return F(flatopt_optimizer_loss_scaler_state)(fx->opt, &fx->out.f, &fx->out.u32, NULL); }
+R(r_lss_opt_null) { return F(flatopt_optimizer_loss_scaler_state)(NULL, &fx->out.f, NULL, NULL); }
+R(r_slss_none) { return F(flatopt_optimizer_set_loss_scaler_state)(fx->opt, 2.0f, 0); }
+R(r_slss_nan) { return F(flatopt_optimizer_set_loss_scaler_state)(fx->mix, NAN, 0); }
+R(r_slss_zero) { return F(flatopt_optimizer_set_loss_scaler_state)(fx->mix, 0.0f, 0); }
+R(r_slss_tracker) { return F(flatopt_optimizer_set_loss_scaler_state)(fx->mix, 2.0f, 2000); }
+R(r_wd_f32) { return F(flatopt_widen_to_f32)(FLATOPT_DTYPE_F32, fx->sh, fx->out.fv, 4); }
+R(r_wd_dtype) { return F(flatopt_widen_to_f32)(9, fx->sh, fx->out.fv, 4); }
+R(r_wd_dst_null) { return F(flatopt_widen_to_f32)(FLATOPT_DTYPE_BF16, fx->sh, NULL, 4); }
+R(r_wd_src_null) { return F(flatopt_widen_to_f32)(FLATOPT_DTYPE_BF16, NULL, fx->out.fv, 4); }
+R(r_wd_overlap) { return F(flatopt_widen_to_f32)(FLATOPT_DTYPE_BF16, (const uint16_t *)(const void *)(fx->sp + 1), fx->sp, 4); }
+R(r_wd_src_mis) { return F(flatopt_widen_to_f32)(FLATOPT_DTYPE_F16, (const uint16_t *)(const void *)((const char *)fx->sh + 1), fx->out.fv, 4); }
+R(r_wd_dst_mis) { return F(flatopt_widen_to_f32)(FLATOPT_DTYPE_F16, fx->sh, mis(fx->out.fv), 4); }
+R(r_nw_f32) { return F(flatopt_narrow_from_f32)(FLATOPT_DTYPE_F32, fx->sp, fx->out.hv, 4); }
+R(r_nw_overlap) { return F(flatopt_narrow_from_f32)(FLATOPT_DTYPE_F16, fx->sp, (uint16_t *)(void *)(fx->sp + 1), 4); }
+R(r_nw_dst_mis) { return F(flatopt_narrow_from_f32)(FLATOPT_DTYPE_BF16, fx->sp, (uint16_t *)(void *)((char *)fx->out.hv + 1), 4); }
+R(r_nw_huge) { return F(flatopt_narrow_from_f32)(FLATOPT_DTYPE_BF16, fx->sp, fx->out.hv, SIZE_MAX / 2); }
+R(r_ssm_n) { return F(flatopt_sum_squares_partials_mixed)(fx->sh, FLATOPT_DTYPE_BF16, SLEN, 1.0f, fx->out.dv, 2); }
+R(r_ssm_scale0) { return F(flatopt_sum_squares_partials_mixed)(fx->sh, FLATOPT_DTYPE_BF16, SLEN, 0.0f, fx->out.dv, 1); }
+R(r_ssm_dtype) { return F(flatopt_sum_squares_partials_mixed)(fx->sh, 4, SLEN, 1.0f, fx->out.dv, 1); }
+R(r_ssm_overlap) { return F(flatopt_sum_squares_partials_mixed)(fx->out.dv, FLATOPT_DTYPE_BF16, 4, 1.0f, fx->out.dv, 1); }
+/* The stateless mixed update with one argument changed (Adam: m and v required). */
+#define MU_ROW(name, stmt)                                                                     \
+    R(name)                                                                                    \
+    {                                                                                          \
+        float scale = 8.0f, *param = fx->sp, *m = fx->sm, *v = fx->sv;                         \
+        const void *grad = fx->sh;                                                             \
+        void *copy = fx->shc;                                                                  \
+        uint32_t gdt = FLATOPT_DTYPE_BF16, cdt = FLATOPT_DTYPE_BF16;                           \
+        stmt;                                                                                  \
+        return F(flatopt_mixed_update)(&fx->hp_adam, &fx->args, scale, param, grad, gdt, m, v, \
+                                       NULL, fx->ss, copy, cdt, SLEN);                         \
+    }
+MU_ROW(r_mu_scale_inf, scale = INFINITY)
+MU_ROW(r_mu_scale0, scale = 0.0f)
+MU_ROW(r_mu_copy_param, copy = fx->sp)
+MU_ROW(r_mu_copy_null, copy = NULL)
+MU_ROW(r_mu_copy_f32, cdt = FLATOPT_DTYPE_F32)
+MU_ROW(r_mu_cdtype, cdt = 5)
+MU_ROW(r_mu_gdtype, gdt = 3)
+MU_ROW(r_mu_m_null, m = NULL)
+MU_ROW(r_mu_grad_on_m, grad = fx->sm)
+MU_ROW(r_mu_grad_on_copy, grad = (const uint16_t *)fx->shc + 1)
+MU_ROW(r_mu_param_null, param = NULL)
+MU_ROW(r_mu_v_mis, v = mis(fx->sv))
+R(r_mu_hp_null)
+{
+    return F(flatopt_mixed_update)(NULL, &fx->args, 1.0f, fx->sp, fx->sh, FLATOPT_DTYPE_BF16,
+                                   fx->sm, fx->sv, NULL, fx->ss, NULL, FLATOPT_DTYPE_F32, SLEN);
+}
+/* A checkpoint of an optimizer like fx->mix without a loss scaler, loaded into fx->mix. */
+R(r_load_no_scaler)
+{
+    flatopt_config c;
+    flatopt_optimizer *t;
+    float *p0 = falloc(MLEN0), *p1 = falloc(MLEN1);
+    flatopt_status st;
+    OK(F(flatopt_config_init)(&c, sizeof c));
+    c.lr = 0.01;
+    t = new_opt(&c);
+    OK(F(flatopt_optimizer_add_param)(t, p0, NULL, MLEN0));
+    OK(F(flatopt_optimizer_add_param)(t, p1, NULL, MLEN1));
+    st = load_edited(fx->mix, t, NULL);
+    F(flatopt_optimizer_free)(t);
+    free(p0);
+    free(p1);
+    return st;
+}
+/* fx->mix's checkpoint (format 3) with the loss scale set to 0 (valid CRC). */
+static size_t ed_scale0(unsigned char *b, size_t n)
+{
+    /* The 24-byte scaler section (scale first) comes right before the buffer count (8
+     * bytes), then 2 buffer records (16 bytes and Adam's m and v each) and the CRC. */
+    size_t arrays = 2 * sizeof(float) * (MLEN0 + MLEN1);
+    size_t at = n - 4 - arrays - 2 * 16 - 8 - 24;
+    put_u32(b + at, 0);
+    ck_reseal(b, n);
+    return n;
+}
+R(r_load_scale0) { return load_edited(fx->mix, fx->mix, ed_scale0); }
+
 #define E_ARG FLATOPT_ERR_INVALID_ARGUMENT
 #define E_LEN FLATOPT_ERR_LENGTH_MISMATCH
 #define E_STATE FLATOPT_ERR_INVALID_STATE
@@ -2466,7 +2787,96 @@ static const row k_rows[] = {
     { "load: bad magic", NULL, r_load_magic, E_CORRUPT, "magic" },
     { "load: truncated by one byte", NULL, r_load_trunc, E_CORRUPT, "length" },
     { "load: one bit flipped in a state array", NULL, r_load_crc, E_CORRUPT, "checksum" },
-    { "load: format version 3 (newer)", NULL, r_load_version, E_UNSUP, "version" },
+    /* mixed precision */
+    { "param_options_init: options NULL", NULL, r_poi_null, E_NULL, "options" },
+    { "param_options_init: size below V1", NULL, r_poi_size, E_ARG, "smaller than the first version" },
+    { "add_param_with_options: grad_dtype 3", NULL, r_po_gdtype, E_ARG, "options.grad_dtype" },
+    { "add_param_with_options: copy_dtype 7", NULL, r_po_cdtype, E_ARG, "options.copy_dtype" },
+    { "add_param_with_options: copy dtype bf16, copy NULL", NULL, r_po_copy_null, E_ARG, "options.copy" },
+    { "add_param_with_options: copy set, copy dtype f32", NULL, r_po_copy_f32, E_ARG, "options.copy_dtype" },
+    { "add_param_with_options: reserved 1", NULL, r_po_reserved, E_ARG, "options.reserved" },
+    { "add_param_with_options: struct_size 0", NULL, r_po_size0, E_ARG, "options.struct_size" },
+    { "add_param_with_options: group 5", NULL, r_po_group, E_ARG, "group" },
+    { "add_param_with_options: copy is its own param", NULL, r_po_copy_own_param, E_OVER, "param 2 and copy 2" },
+    { "add_param_with_options: copy inside a registered param", NULL, r_po_copy_param, E_OVER, "param 1 and copy 2" },
+    { "add_param_with_options: copy inside a registered grad", NULL, r_po_copy_grad, E_OVER, "grad 0 and copy 2" },
+    { "add_param_with_options: copy inside a registered copy", NULL, r_po_copy_copy, E_OVER, "copy 0 and copy 2" },
+    { "add_param_with_options: copy overlaps its own grad", NULL, r_po_copy_own_grad, E_OVER, "grad 2 and copy 2" },
+    { "add_param_with_options: copy misaligned", NULL, r_po_copy_mis, E_ARG, "aligned to 2 bytes" },
+    { "add_param_with_options: bf16 grad misaligned", NULL, r_po_grad_mis, E_ARG, "aligned to 2 bytes" },
+    { "add_param_with_options: f32 grad misaligned", NULL, r_po_grad_f32_mis, E_ARG, "aligned to 4 bytes" },
+    { "add_param_with_options: grad inside a registered copy", NULL, r_po_grad_on_copy, E_OVER, "copy 1 and grad 2" },
+    { "add_param_with_options: param over a registered copy", NULL, r_po_param_on_copy, E_OVER, "copy 0 and param 2" },
+    { "add_param_with_options: param NULL", NULL, r_po_param_null, E_NULL, "param" },
+    { "add_param_with_options: copy in the optimizer's slow weights", NULL, r_po_copy_slow, E_OVER, "slow weights" },
+    { "add_param_with_options: opt NULL", NULL, r_po_opt_null, E_NULL, "opt" },
+    { "add_param_with_options: after the first update", setup_stepped, r_po_stepped, E_STATE, "after the first update" },
+    { "step_mixed: grad_scale NaN", NULL, r_sm_scale_nan, E_ARG, "grad_scale" },
+    { "step_mixed: grad_scale +Inf", NULL, r_sm_scale_inf, E_ARG, "grad_scale" },
+    { "step_mixed: grad_scale -2", NULL, r_sm_scale_neg, E_ARG, "grad_scale" },
+    { "step_mixed: grad_scale with a dynamic loss scaler", NULL, r_sm_scale_scaler, E_ARG, "dynamic loss scaler" },
+    { "step_mixed: grads NULL, n_grads 2", NULL, r_sm_grads_null, E_NULL, "grads" },
+    { "step_mixed: n_grads 1 of 2", NULL, r_sm_ngrads, E_LEN, "n_grads" },
+    { "step_mixed: given grad is a registered copy", NULL, r_sm_grad_on_copy, E_OVER, "copy 0" },
+    { "step_mixed: given grad is a registered param", NULL, r_sm_grad_on_param, E_OVER, "param 0" },
+    { "step_mixed: given fp16 grad misaligned", NULL, r_sm_grad_mis, E_ARG, "aligned to 2 bytes" },
+    { "step_mixed: given grad NULL", NULL, r_sm_grad_null, E_NULL, "grad" },
+    { "step_mixed: step pending", setup_pending, r_sm_pending, E_STATE, "not finished" },
+    { "step_mixed: opt NULL", NULL, r_sm_opt_null, E_NULL, "opt" },
+    { "step_with_grads: buffers registered with 16-bit grads", NULL, r_swg_half, E_ARG, "step_mixed" },
+    { "loss_scaler_options_init: options NULL", NULL, r_lsi_null, E_NULL, "options" },
+    { "loss_scaler_options_init: size below V1", NULL, r_lsi_size, E_ARG, "smaller than the first version" },
+    { "set_loss_scaler: init_scale 0", NULL, r_ls_init0, E_ARG, "options.init_scale" },
+    { "set_loss_scaler: init_scale NaN", NULL, r_ls_init_nan, E_ARG, "options.init_scale" },
+    { "set_loss_scaler: init_scale +Inf", NULL, r_ls_init_inf, E_ARG, "options.init_scale" },
+    { "set_loss_scaler: init_scale negative", NULL, r_ls_init_neg, E_ARG, "options.init_scale" },
+    { "set_loss_scaler: growth_factor 1", NULL, r_ls_growth1, E_ARG, "options.growth_factor" },
+    { "set_loss_scaler: growth_factor +Inf", NULL, r_ls_growth_inf, E_ARG, "options.growth_factor" },
+    { "set_loss_scaler: backoff_factor 1", NULL, r_ls_backoff1, E_ARG, "options.backoff_factor" },
+    { "set_loss_scaler: backoff_factor 0", NULL, r_ls_backoff0, E_ARG, "options.backoff_factor" },
+    { "set_loss_scaler: backoff_factor NaN", NULL, r_ls_backoff_nan, E_ARG, "options.backoff_factor" },
+    { "set_loss_scaler: growth_interval 0", NULL, r_ls_interval0, E_ARG, "options.growth_interval" },
+    { "set_loss_scaler: reserved 1", NULL, r_ls_reserved, E_ARG, "options.reserved" },
+    { "set_loss_scaler: struct_size 3", NULL, r_ls_size, E_ARG, "options.struct_size" },
+    { "set_loss_scaler: step pending", setup_pending, r_ls_pending, E_STATE, "not finished" },
+    { "set_loss_scaler: opt NULL", NULL, r_ls_opt_null, E_NULL, "opt" },
+    { "loss_scaler_state: no scaler", NULL, r_lss_none, E_STATE, "no dynamic loss scaler" },
+    { "loss_scaler_state: opt NULL", NULL, r_lss_opt_null, E_NULL, "opt" },
+    { "set_loss_scaler_state: no scaler", NULL, r_slss_none, E_STATE, "no dynamic loss scaler" },
+    { "set_loss_scaler_state: scale NaN", NULL, r_slss_nan, E_ARG, "scale" },
+    { "set_loss_scaler_state: scale 0", NULL, r_slss_zero, E_ARG, "scale" },
+    { "set_loss_scaler_state: growth_tracker 2000 (the interval)", NULL, r_slss_tracker, E_ARG, "growth_tracker" },
+    { "widen_to_f32: dtype f32", NULL, r_wd_f32, E_ARG, "dtype" },
+    { "widen_to_f32: dtype 9", NULL, r_wd_dtype, E_ARG, "dtype" },
+    { "widen_to_f32: dst NULL", NULL, r_wd_dst_null, E_NULL, "dst" },
+    { "widen_to_f32: src NULL", NULL, r_wd_src_null, E_NULL, "src" },
+    { "widen_to_f32: src inside dst", NULL, r_wd_overlap, E_OVER, "share memory" },
+    { "widen_to_f32: src misaligned", NULL, r_wd_src_mis, E_ARG, "aligned to 2 bytes" },
+    { "widen_to_f32: dst misaligned", NULL, r_wd_dst_mis, E_ARG, "aligned to 4 bytes" },
+    { "narrow_from_f32: dtype f32", NULL, r_nw_f32, E_ARG, "dtype" },
+    { "narrow_from_f32: dst inside src", NULL, r_nw_overlap, E_OVER, "share memory" },
+    { "narrow_from_f32: dst misaligned", NULL, r_nw_dst_mis, E_ARG, "aligned to 2 bytes" },
+    { "narrow_from_f32: len SIZE_MAX/2", NULL, r_nw_huge, E_ARG, "too large" },
+    { "sum_squares_partials_mixed: 2 partials for 1 block", NULL, r_ssm_n, E_LEN, "n_partials" },
+    { "sum_squares_partials_mixed: grad_scale 0", NULL, r_ssm_scale0, E_ARG, "grad_scale" },
+    { "sum_squares_partials_mixed: grad_dtype 4", NULL, r_ssm_dtype, E_ARG, "grad_dtype" },
+    { "sum_squares_partials_mixed: partials over grad", NULL, r_ssm_overlap, E_OVER, "share memory" },
+    { "mixed_update: grad_scale +Inf", NULL, r_mu_scale_inf, E_ARG, "grad_scale" },
+    { "mixed_update: grad_scale 0", NULL, r_mu_scale0, E_ARG, "grad_scale" },
+    { "mixed_update: copy is param", NULL, r_mu_copy_param, E_OVER, "share memory" },
+    { "mixed_update: copy NULL with a copy dtype", NULL, r_mu_copy_null, E_NULL, "copy" },
+    { "mixed_update: copy set, copy dtype f32", NULL, r_mu_copy_f32, E_ARG, "copy_dtype" },
+    { "mixed_update: copy dtype 5", NULL, r_mu_cdtype, E_ARG, "copy_dtype" },
+    { "mixed_update: grad dtype 3", NULL, r_mu_gdtype, E_ARG, "grad_dtype" },
+    { "mixed_update: m NULL", NULL, r_mu_m_null, E_NULL, "m" },
+    { "mixed_update: grad over m", NULL, r_mu_grad_on_m, E_OVER, "share memory" },
+    { "mixed_update: grad over copy", NULL, r_mu_grad_on_copy, E_OVER, "share memory" },
+    { "mixed_update: param NULL", NULL, r_mu_param_null, E_NULL, "param" },
+    { "mixed_update: v misaligned", NULL, r_mu_v_mis, E_ARG, "aligned to 4 bytes" },
+    { "mixed_update: hp NULL", NULL, r_mu_hp_null, E_NULL, "hp" },
+    { "load: checkpoint without a loss scaler into one with", NULL, r_load_no_scaler, E_ARG, "loss scaler" },
+    { "load: loss scale 0 (valid CRC)", NULL, r_load_scale0, E_CORRUPT, "loss scaler" },
+    { "load: format version 4 (newer)", NULL, r_load_version, E_UNSUP, "version" },
     { "load: byte-order mark swapped (valid CRC)", NULL, r_load_bom, E_CORRUPT, "byte-order" },
     { "load: configuration byte changed (valid CRC)", NULL, r_load_cfg_byte, E_ARG, "differs" },
     { "load: buffer count huge (valid CRC)", NULL, r_load_nbuf_huge, E_CORRUPT, "exceeds" },
@@ -4285,6 +4695,304 @@ static void test_groups(void)
     F(flatopt_optimizer_free)(other);
 }
 
+/* Mixed precision. An optimizer with bf16 gradients and a bf16 copy steps bit for bit as an f32
+ * optimizer given the widened gradients, and its copy is the narrowed parameters after
+ * registration and every update, through every step variant (step, step_mixed with given
+ * gradients, the split step, the sharded step); fp16 gradients divided by a power-of-two and an
+ * other scale; the dynamic loss scaler's rules and its checkpoint; the stateless conversions
+ * (every 16-bit pattern) and update. */
+static void widen_all(uint32_t dtype, const uint16_t *h, float *f, size_t n)
+{
+    OK(F(flatopt_widen_to_f32)(dtype, h, f, n));
+}
+
+static int copy_is_narrowed(uint32_t dtype, const float *p, const uint16_t *c, size_t n)
+{
+    uint16_t *want = halloc(n);
+    int same;
+    OK(F(flatopt_narrow_from_f32)(dtype, p, want, n));
+    same = memcmp(want, c, n * sizeof(uint16_t)) == 0;
+    free(want);
+    return same;
+}
+
+static void test_mixed_variants(void)
+{
+    enum { N = 2 * 4096 + 301, STEPS = 8 };
+    flatopt_config c = cfg_la_adam(3, 40.0);
+    flatopt_param_options o = FLATOPT_PARAM_OPTIONS_INIT;
+    flatopt_optimizer *a, *b;
+    float *pa = falloc(N), *pb = falloc(N), *gf = falloc(N);
+    uint16_t *gh = halloc(N), *gh2 = halloc(N), *copy = halloc(N);
+    const void *given[1];
+    size_t nb = 0, i;
+    double partials[4], sum;
+    int t;
+    fill(pa, N, 61, 1.0f);
+    memcpy(pb, pa, N * sizeof(float));
+    a = new_opt(&c);
+    b = new_opt(&c);
+    o.grad_dtype = FLATOPT_DTYPE_BF16;
+    o.copy = copy;
+    o.copy_dtype = FLATOPT_DTYPE_BF16;
+    OK(F(flatopt_optimizer_add_param_with_options)(a, pa, gh, N, &o));
+    OK(F(flatopt_optimizer_add_param)(b, pb, gf, N));
+    CHECK(copy_is_narrowed(FLATOPT_DTYPE_BF16, pa, copy, N), "copy after registration");
+    OK(F(flatopt_optimizer_sum_squares_block_count)(a, &nb));
+    CHECK(nb == 3, "block count %lu", (unsigned long)nb);
+    for (t = 0; t < STEPS; t++) {
+        float *f = falloc(N);
+        fill(f, N, 70 + (uint64_t)t, 3.0f);
+        if (t == 6)
+            f[4097] = INFINITY; /* skipped on both */
+        OK(F(flatopt_narrow_from_f32)(FLATOPT_DTYPE_BF16, f, gh, N));
+        memcpy(gh2, gh, N * sizeof(uint16_t));
+        widen_all(FLATOPT_DTYPE_BF16, gh, gf, N);
+        free(f);
+        switch (t % 4) {
+        case 0:
+            EXPECT(F(flatopt_optimizer_step)(a), t == 6 ? FLATOPT_SKIPPED : FLATOPT_OK);
+            break;
+        case 1:
+            given[0] = gh2;
+            EXPECT(F(flatopt_optimizer_step_mixed)(a, given, 1, 0.0f),
+                   t == 6 ? FLATOPT_SKIPPED : FLATOPT_OK);
+            break;
+        case 2:
+            EXPECT(F(flatopt_optimizer_begin_step)(a), t == 6 ? FLATOPT_SKIPPED : FLATOPT_OK);
+            if (t != 6) {
+                OK(F(flatopt_optimizer_step_range)(a, 5000, N));
+                OK(F(flatopt_optimizer_step_range)(a, 0, 5000));
+                OK(F(flatopt_optimizer_end_step)(a));
+            }
+            break;
+        default:
+            OK(F(flatopt_optimizer_sum_squares_partials)(a, partials, nb));
+            sum = 0.0;
+            for (i = 0; i < nb; i++)
+                sum += partials[i];
+            EXPECT(F(flatopt_optimizer_step_with_sum_squares)(a, sum),
+                   t == 6 ? FLATOPT_SKIPPED : FLATOPT_OK);
+        }
+        EXPECT(F(flatopt_optimizer_step)(b), t == 6 ? FLATOPT_SKIPPED : FLATOPT_OK);
+        CHECK_BITS(pa, pb, N, "bf16 gradients vs widened f32 ones, step %d (variant %d)", t + 1,
+                   t % 4);
+        CHECK(copy_is_narrowed(FLATOPT_DTYPE_BF16, pa, copy, N), "copy after step %d", t + 1);
+    }
+    /* A reset rewrites the copy from the parameters (here: after the host changed them). */
+    pa[7] = 3.0f;
+    OK(F(flatopt_optimizer_reset)(a));
+    CHECK(copy_is_narrowed(FLATOPT_DTYPE_BF16, pa, copy, N), "copy after reset");
+    F(flatopt_optimizer_free)(a);
+    F(flatopt_optimizer_free)(b);
+    free(pa);
+    free(pb);
+    free(gf);
+    free(gh);
+    free(gh2);
+    free(copy);
+}
+
+/* fp16 gradients divided by a scale (a power of two, then 1000) vs f32 gradients divided in C;
+ * the dynamic loss scaler's rules (growth, backoff and a skipped update with nothing
+ * changed); its state through a checkpoint (format 3). */
+static void test_mixed_scaling(void)
+{
+    enum { N = 1000 };
+    flatopt_config c;
+    flatopt_param_options o = FLATOPT_PARAM_OPTIONS_INIT;
+    flatopt_loss_scaler_options so = FLATOPT_LOSS_SCALER_OPTIONS_INIT;
+    flatopt_optimizer *a, *b, *d;
+    float *pa = falloc(N), *pb = falloc(N), *pd = falloc(N), *gf = falloc(N), *keep = falloc(N);
+    uint16_t *gh = halloc(N), *ca = halloc(N), *cd = halloc(N), *keepc = halloc(N);
+    float scale = 0.0f, scales[] = { 1024.0f, 1000.0f, 0.75f };
+    uint32_t tracker = 99, found = 99;
+    unsigned char *ck;
+    size_t n = 0, w = 0, i;
+    int t;
+    OK(F(flatopt_config_init)(&c, sizeof c));
+    c.lr = 0.01;
+    c.grad_clip_norm = 1.0;
+    fill(pa, N, 80, 1.0f);
+    memcpy(pb, pa, N * sizeof(float));
+    a = new_opt(&c);
+    b = new_opt(&c);
+    o.grad_dtype = FLATOPT_DTYPE_F16;
+    o.copy = ca;
+    o.copy_dtype = FLATOPT_DTYPE_F16;
+    OK(F(flatopt_optimizer_add_param_with_options)(a, pa, gh, N, &o));
+    OK(F(flatopt_optimizer_add_param)(b, pb, gf, N));
+    for (t = 0; t < 3; t++) {
+        float *f = falloc(N);
+        fill(f, N, 90 + (uint64_t)t, 500.0f);
+        OK(F(flatopt_narrow_from_f32)(FLATOPT_DTYPE_F16, f, gh, N));
+        widen_all(FLATOPT_DTYPE_F16, gh, gf, N);
+        for (i = 0; i < N; i++)
+            gf[i] = gf[i] / scales[t];
+        free(f);
+        OK(F(flatopt_optimizer_step_mixed)(a, NULL, 0, scales[t]));
+        OK(F(flatopt_optimizer_step)(b));
+        CHECK_BITS(pa, pb, N, "fp16 gradients / %g vs f32 ones divided in C", (double)scales[t]);
+        CHECK(copy_is_narrowed(FLATOPT_DTYPE_F16, pa, ca, N), "fp16 copy, scale %g",
+              (double)scales[t]);
+    }
+
+    /* The dynamic loss scaler: scale 2^10, growth every 2 finite updates. */
+    so.init_scale = 1024.0f;
+    so.growth_interval = 2;
+    OK(F(flatopt_optimizer_set_loss_scaler)(a, &so));
+    OK(F(flatopt_optimizer_loss_scaler_state)(a, &scale, &tracker, &found));
+    CHECK(scale == 1024.0f && tracker == 0 && found == 0, "fresh scaler %g %u %u",
+          (double)scale, tracker, found);
+    EXPECT(F(flatopt_optimizer_step_mixed)(a, NULL, 0, 2.0f), FLATOPT_ERR_INVALID_ARGUMENT);
+    for (t = 0; t < 5; t++) {
+        float want_scale[] = { 1024.0f, 2048.0f, 1024.0f, 1024.0f, 2048.0f };
+        uint32_t want_tracker[] = { 1, 0, 0, 1, 0 };
+        float *f = falloc(N);
+        uint64_t skipped_before = skipped_count(a);
+        fill(f, N, 100 + (uint64_t)t, 1000.0f);
+        if (t == 2)
+            f[3] = 1e6f; /* fp16 overflow: +Inf */
+        OK(F(flatopt_narrow_from_f32)(FLATOPT_DTYPE_F16, f, gh, N));
+        free(f);
+        OK(F(flatopt_optimizer_loss_scaler_state)(a, &scale, NULL, NULL));
+        widen_all(FLATOPT_DTYPE_F16, gh, gf, N);
+        for (i = 0; i < N; i++)
+            gf[i] = gf[i] / scale;
+        memcpy(keep, pa, N * sizeof(float));
+        memcpy(keepc, ca, N * sizeof(uint16_t));
+        EXPECT(F(flatopt_optimizer_step)(a), t == 2 ? FLATOPT_SKIPPED : FLATOPT_OK);
+        if (t == 2) {
+            CHECK(msg_has("non-finite"), "skip message: \"%s\"", last_msg());
+            CHECK(same_bits(keep, pa, N) && memcmp(keepc, ca, N * sizeof(uint16_t)) == 0,
+                  "a skipped update changed the parameters or the copy");
+            CHECK(skipped_count(a) == skipped_before + 1, "skipped count");
+        } else {
+            OK(F(flatopt_optimizer_step)(b));
+            CHECK_BITS(pa, pb, N, "dynamic scale, update %d", t + 1);
+        }
+        OK(F(flatopt_optimizer_loss_scaler_state)(a, &scale, &tracker, &found));
+        CHECK(scale == want_scale[t] && tracker == want_tracker[t] && found == (t == 2),
+              "after update %d: scale %g (want %g), tracker %u (want %u), found_inf %u", t + 1,
+              (double)scale, (double)want_scale[t], tracker, want_tracker[t], found);
+    }
+
+    /* The scaler in checkpoints: format 3, restored; refused without a scaler. */
+    OK(F(flatopt_optimizer_checkpoint_size)(a, &n));
+    ck = (unsigned char *)xmalloc(n);
+    OK(F(flatopt_optimizer_save)(a, ck, n, &w));
+    CHECK(w == n && ck[8] == 3, "format version %u", (unsigned)ck[8]);
+    memcpy(pd, pa, N * sizeof(float));
+    d = new_opt(&c);
+    o.copy = cd;
+    OK(F(flatopt_optimizer_add_param_with_options)(d, pd, gh, N, &o));
+    EXPECT(F(flatopt_optimizer_load)(d, ck, n), FLATOPT_ERR_INVALID_ARGUMENT);
+    CHECK(msg_has("loss scaler"), "%s", last_msg());
+    so.init_scale = 8.0f;
+    OK(F(flatopt_optimizer_set_loss_scaler)(d, &so));
+    OK(F(flatopt_optimizer_load)(d, ck, n));
+    CHECK(copy_is_narrowed(FLATOPT_DTYPE_F16, pd, cd, N), "copy after load");
+    OK(F(flatopt_optimizer_loss_scaler_state)(d, &scale, &tracker, &found));
+    CHECK(scale == 2048.0f && tracker == 0 && found == 0, "loaded scaler %g %u %u",
+          (double)scale, tracker, found);
+    for (t = 0; t < 3; t++) {
+        OK(F(flatopt_optimizer_step)(a));
+        OK(F(flatopt_optimizer_step)(d));
+    }
+    CHECK_BITS(pa, pd, N, "resumed from a format-3 checkpoint");
+    CHECK(memcmp(ca, cd, N * sizeof(uint16_t)) == 0, "resumed copies");
+    OK(F(flatopt_optimizer_set_loss_scaler_state)(d, 4.0f, 1));
+    OK(F(flatopt_optimizer_loss_scaler_state)(d, &scale, &tracker, NULL));
+    CHECK(scale == 4.0f && tracker == 1, "restored scaler state");
+    OK(F(flatopt_optimizer_set_loss_scaler)(d, NULL));
+    EXPECT(F(flatopt_optimizer_loss_scaler_state)(d, &scale, NULL, NULL), FLATOPT_ERR_INVALID_STATE);
+    free(ck);
+    F(flatopt_optimizer_free)(a);
+    F(flatopt_optimizer_free)(b);
+    F(flatopt_optimizer_free)(d);
+    free(pa);
+    free(pb);
+    free(pd);
+    free(gf);
+    free(keep);
+    free(gh);
+    free(ca);
+    free(cd);
+    free(keepc);
+}
+
+/* Every 16-bit pattern widened: bf16 is the upper half of the f32; narrowing a widened value
+ * gives it back (NaN: a NaN of the same sign). The stateless mixed update is the f32 one on the
+ * widened, divided gradients followed by the narrowing; its partials are those of those
+ * gradients. */
+static void test_mixed_stateless(void)
+{
+    enum { N = 65536, L = 4099 };
+    uint16_t *h = halloc(N), *back = halloc(N), *copy = halloc(L), *gh = halloc(L);
+    float *f = falloc(N);
+    float *p1 = falloc(L), *p2 = falloc(L), *gf = falloc(L), *m1 = falloc(L), *m2 = falloc(L),
+          *v1 = falloc(L), *v2 = falloc(L);
+    double part_a[2], part_b[2];
+    flatopt_base_params hp = FLATOPT_BASE_PARAMS_INIT(FLATOPT_ADAM);
+    flatopt_step_args args = FLATOPT_STEP_ARGS_INIT;
+    size_t i, bad = 0;
+    uint32_t dt;
+    for (i = 0; i < N; i++)
+        h[i] = (uint16_t)i;
+    for (dt = FLATOPT_DTYPE_BF16; dt <= FLATOPT_DTYPE_F16; dt++) {
+        widen_all(dt, h, f, N);
+        OK(F(flatopt_narrow_from_f32)(dt, f, back, N));
+        for (i = 0; i < N; i++) {
+            uint32_t exp = dt == FLATOPT_DTYPE_BF16 ? 0x7f80u : 0x7c00u;
+            uint32_t man = dt == FLATOPT_DTYPE_BF16 ? 0x7fu : 0x3ffu;
+            int nan = (h[i] & exp) == exp && (h[i] & man) != 0;
+            if (dt == FLATOPT_DTYPE_BF16 && f2u(f[i]) != (uint32_t)h[i] << 16)
+                bad++;
+            if (nan ? !(isnan(f[i]) && (back[i] & 0x8000u) == (h[i] & 0x8000u) &&
+                        (back[i] & exp) == exp && (back[i] & man) != 0)
+                    : back[i] != h[i])
+                bad++;
+        }
+        CHECK(bad == 0, "dtype %u: %lu of 65536 patterns do not round-trip", dt,
+              (unsigned long)bad);
+    }
+    fill(p1, L, 110, 1.0f);
+    memcpy(p2, p1, L * sizeof(float));
+    fill(gf, L, 111, 64.0f);
+    OK(F(flatopt_narrow_from_f32)(FLATOPT_DTYPE_BF16, gf, gh, L));
+    widen_all(FLATOPT_DTYPE_BF16, gh, gf, L);
+    for (i = 0; i < L; i++)
+        gf[i] = gf[i] / 3.0f;
+    args.lr = 0.01;
+    args.step = 2;
+    hp.amsgrad = 0;
+    OK(F(flatopt_mixed_update)(&hp, &args, 3.0f, p1, gh, FLATOPT_DTYPE_BF16, m1, v1, NULL, NULL,
+                               copy, FLATOPT_DTYPE_BF16, L));
+    OK(F(flatopt_adam_update)(&hp, &args, p2, gf, m2, v2, NULL, NULL, L));
+    CHECK_BITS(p1, p2, L, "stateless mixed update vs adam_update on divided gradients");
+    CHECK_BITS(m1, m2, L, "stateless mixed update: m");
+    CHECK(copy_is_narrowed(FLATOPT_DTYPE_BF16, p1, copy, L), "stateless copy");
+    OK(F(flatopt_sum_squares_partials_mixed)(gh, FLATOPT_DTYPE_BF16, L, 3.0f, part_a, 2));
+    OK(F(flatopt_sum_squares_partials)(gf, L, part_b, 2));
+    CHECK(part_a[0] == part_b[0] && part_a[1] == part_b[1], "mixed partials");
+    OK(F(flatopt_mixed_update)(&hp, &args, 1.0f, p1, gf, FLATOPT_DTYPE_F32, m1, v1, NULL, NULL,
+                               NULL, FLATOPT_DTYPE_F32, L));
+    OK(F(flatopt_adam_update)(&hp, &args, p2, gf, m2, v2, NULL, NULL, L));
+    CHECK_BITS(p1, p2, L, "stateless mixed update with f32 gradients");
+    free(h);
+    free(back);
+    free(copy);
+    free(gh);
+    free(f);
+    free(p1);
+    free(p2);
+    free(gf);
+    free(m1);
+    free(m2);
+    free(v1);
+    free(v2);
+}
+
 int main(int argc, char **argv)
 {
     const char *coverage_out = NULL;
@@ -4341,6 +5049,10 @@ int main(int argc, char **argv)
     test_sharded();
     stage("parameter groups");
     test_groups();
+    stage("mixed precision: 16-bit gradients and copies, loss scaling");
+    test_mixed_variants();
+    test_mixed_scaling();
+    test_mixed_stateless();
     check_tmpdir_clean();
 
     /* Coverage: every function of the header was called. */

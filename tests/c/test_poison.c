@@ -144,6 +144,29 @@ static flatopt_status c_group_base(flatopt_optimizer *o)
     flatopt_base_params b;
     return flatopt_optimizer_group_base_params(o, 0, &b, sizeof b);
 }
+static flatopt_status c_add_opts(flatopt_optimizer *o)
+{
+    flatopt_param_options po = FLATOPT_PARAM_OPTIONS_INIT;
+    return flatopt_optimizer_add_param_with_options(o, g_dst, NULL, LEN, &po);
+}
+static flatopt_status c_step_mixed(flatopt_optimizer *o)
+{
+    return flatopt_optimizer_step_mixed(o, NULL, 0, 2.0f);
+}
+static flatopt_status c_set_scaler(flatopt_optimizer *o)
+{
+    flatopt_loss_scaler_options so = FLATOPT_LOSS_SCALER_OPTIONS_INIT;
+    return flatopt_optimizer_set_loss_scaler(o, &so);
+}
+static flatopt_status c_scaler_state(flatopt_optimizer *o)
+{
+    float s;
+    return flatopt_optimizer_loss_scaler_state(o, &s, NULL, NULL);
+}
+static flatopt_status c_set_scaler_state(flatopt_optimizer *o)
+{
+    return flatopt_optimizer_set_loss_scaler_state(o, 4.0f, 0);
+}
 
 static const struct {
     const char *name;
@@ -180,6 +203,11 @@ static const struct {
     { "set_group_lr", c_set_group_lr },
     { "set_group_weight_decay", c_set_group_wd },
     { "group_base_params", c_group_base },
+    { "add_param_with_options", c_add_opts },
+    { "step_mixed", c_step_mixed },
+    { "set_loss_scaler", c_set_scaler },
+    { "loss_scaler_state", c_scaler_state },
+    { "set_loss_scaler_state", c_set_scaler_state },
 };
 
 static flatopt_optimizer *make(void)

@@ -1678,6 +1678,147 @@ void test_groups() {
   CHECK(plain.num_groups() == 1);
 }
 
+// Mixed precision: bf16 gradients and a bf16 copy step bit for bit as f32 gradients widened
+// in C++; fp16 gradients with an explicit scale; the dynamic loss scaler (growth, backoff, a
+// skipped step with nothing changed, its checkpoint); the stateless conversions and update;
+// hostile rows (each refused, naming the problem, changing nothing).
+using Half = std::vector<uint16_t>;
+
+Half narrowed(flatopt::Dtype d, const Vec& x) {
+  Half h(x.size());
+  flatopt::narrow_from_f32(d, x, h);
+  return h;
+}
+
+void test_mixed() {
+  using flatopt::Dtype;
+  std::mt19937 rng(41);
+  const std::size_t n = 5000;
+  Vec w = random_vec(rng, n), rw = w, rg(n, 0.0f);
+  Half g(n, 0), copy(n, 0);
+  const flatopt::Config cfg = flatopt::Config::adam(1e-2);
+  flatopt::Optimizer opt(cfg), ref(cfg);
+  opt.add_param(w, g, flatopt::ParamOptions().grad_dtype(Dtype::Bf16).copy(copy, Dtype::Bf16));
+  ref.add_param(rw, rg);
+  CHECK(copy == narrowed(Dtype::Bf16, w));
+  for (int t = 0; t < 5; ++t) {
+    const Vec f = random_vec(rng, n, -4.0f, 4.0f);
+    const Half h = narrowed(Dtype::Bf16, f);
+    std::copy(h.begin(), h.end(), g.begin());
+    flatopt::widen_to_f32(Dtype::Bf16, g, rg);
+    CHECK((t % 2 == 0 ? opt.step() : opt.step_mixed(0.0f)).applied());
+    CHECK(ref.step().applied());
+    CHECK(bits_equal(w, rw));
+    CHECK(copy == narrowed(Dtype::Bf16, w));
+  }
+
+  // fp16 gradients divided by an explicit scale, then the dynamic loss scaler.
+  Vec p = random_vec(rng, 64), rp = p, pg(64, 0.0f);
+  Half h16(64, 0), c16(64, 0);
+  flatopt::Optimizer mix(cfg), plain(cfg);
+  mix.add_param(p, h16, flatopt::ParamOptions().grad_dtype(Dtype::F16).copy(c16, Dtype::F16));
+  plain.add_param(rp, pg);
+  const Vec f = random_vec(rng, 64, -100.0f, 100.0f);
+  const Half fh = narrowed(Dtype::F16, f);
+  std::copy(fh.begin(), fh.end(), h16.begin());
+  flatopt::widen_to_f32(Dtype::F16, h16, pg);
+  for (float& x : pg) x = x / 1000.0f;
+  const void* given[1] = {h16.data()};
+  CHECK(mix.step_mixed(flatopt::Span<const void* const>(given, 1), 1000.0f).applied());
+  CHECK(plain.step().applied());
+  CHECK(bits_equal(p, rp));
+  CHECK(c16 == narrowed(Dtype::F16, p));
+
+  mix.set_loss_scaler(flatopt::LossScalerOptions().init_scale(512.0f).growth_interval(1));
+  CHECK(mix.loss_scaler_state().scale == 512.0f);
+  CHECK(mix.step().applied());
+  CHECK(mix.loss_scaler_state().scale == 1024.0f);
+  h16[5] = 0x7c00;  // +Inf
+  const Vec keep = p;
+  const Half keepc = c16;
+  const flatopt::StepResult r = mix.step();
+  CHECK(r.skipped() && contains(r.message(), "non-finite"));
+  CHECK(bits_equal(p, keep) && c16 == keepc);
+  const flatopt::LossScalerState s = mix.loss_scaler_state();
+  CHECK(s.scale == 512.0f && s.growth_tracker == 0 && s.found_inf);
+  const std::vector<uint8_t> saved = mix.save();
+  CHECK(saved.size() > 8 && saved[8] == 3);
+  Vec p2 = p;
+  Half c2(64, 0);
+  flatopt::Optimizer again(cfg);
+  again.add_param(p2, h16, flatopt::ParamOptions().grad_dtype(Dtype::F16).copy(c2, Dtype::F16));
+  CHECK_THROWS(again.load(saved), FLATOPT_ERR_INVALID_ARGUMENT, "loss scaler");
+  again.set_loss_scaler(flatopt::LossScalerOptions().growth_interval(1));
+  again.load(saved);
+  CHECK(again.loss_scaler_state().scale == 512.0f && again.loss_scaler_state().found_inf);
+  again.set_loss_scaler_state(8.0f, 0);
+  CHECK(again.loss_scaler_state().scale == 8.0f);
+  again.remove_loss_scaler();
+  CHECK_THROWS(again.loss_scaler_state(), FLATOPT_ERR_INVALID_STATE, "no dynamic loss scaler");
+
+  // Stateless: the mixed update equals adam_update on the widened, divided gradients.
+  Vec a = random_vec(rng, 33), b = a, m1(33, 0.0f), v1(33, 0.0f), m2(33, 0.0f), v2(33, 0.0f);
+  const Half sg = narrowed(Dtype::Bf16, random_vec(rng, 33, -8.0f, 8.0f));
+  Vec wide(33);
+  flatopt::widen_to_f32(Dtype::Bf16, sg, wide);
+  for (float& x : wide) x = x / 4.0f;
+  Half sc(33, 0);
+  const flatopt::BaseParams hp = flatopt::BaseParams::adam();
+  const flatopt::StepArgs args;
+  flatopt::mixed_update(hp, args, 4.0f, a, sg, Dtype::Bf16, m1, v1, {}, {}, sc, Dtype::Bf16);
+  flatopt::adam_update(hp, args, b, wide, m2, v2);
+  CHECK(bits_equal(a, b) && sc == narrowed(Dtype::Bf16, a));
+
+  // Hostile rows.
+  Vec q(8, 1.0f), qf(8, 0.0f);
+  Half qh(8, 0), qc(8, 0), short_copy(7, 0), spare(8, 0), three(3, 0);
+  flatopt::Optimizer host(cfg);
+  host.add_param(q, qh, flatopt::ParamOptions().grad_dtype(Dtype::Bf16).copy(qc, Dtype::Bf16));
+  host.set_loss_scaler();
+  const std::vector<uint8_t> before = host.save();
+  const Vec q_before = q;
+  const Half qc_before = qc;
+  Vec x(8, 0.0f);
+  CHECK_THROWS(host.add_param(x, qh, flatopt::ParamOptions()), FLATOPT_ERR_INVALID_ARGUMENT,
+               "grad_dtype");
+  CHECK_THROWS(host.add_param(x, qf, flatopt::ParamOptions().grad_dtype(Dtype::F16)),
+               FLATOPT_ERR_INVALID_ARGUMENT, "grad_dtype");
+  CHECK_THROWS(host.add_param(x, Half(8), flatopt::ParamOptions().grad_dtype(Dtype::Bf16).copy(
+                                              short_copy, Dtype::Bf16)),
+               FLATOPT_ERR_LENGTH_MISMATCH, "copy");
+  CHECK_THROWS(host.add_param(x, Half(8), flatopt::ParamOptions().grad_dtype(Dtype::Bf16).copy(
+                                              qc, Dtype::Bf16)),
+               FLATOPT_ERR_OVERLAP, "copy 0");
+  CHECK_THROWS(host.add_param(x, Half(8), flatopt::ParamOptions()
+                                              .grad_dtype(Dtype::Bf16)
+                                              .copy(flatopt::Span<uint16_t>(
+                                                        reinterpret_cast<uint16_t*>(q.data()), 8),
+                                                    Dtype::Bf16)),
+               FLATOPT_ERR_OVERLAP, "param 0");
+  CHECK_THROWS(host.add_param(x, Half(8), flatopt::ParamOptions().grad_dtype(Dtype::Bf16).copy(
+                                              spare, Dtype::F32)),
+               FLATOPT_ERR_INVALID_ARGUMENT, "copy_dtype");
+  CHECK_THROWS(host.step_mixed(2.0f), FLATOPT_ERR_INVALID_ARGUMENT, "dynamic loss scaler");
+  CHECK_THROWS(host.step_mixed(std::nanf("")), FLATOPT_ERR_INVALID_ARGUMENT, "grad_scale");
+  CHECK_THROWS(host.set_loss_scaler(flatopt::LossScalerOptions().growth_factor(0.5f)),
+               FLATOPT_ERR_INVALID_ARGUMENT, "growth_factor");
+  CHECK_THROWS(host.set_loss_scaler(flatopt::LossScalerOptions().init_scale(INFINITY)),
+               FLATOPT_ERR_INVALID_ARGUMENT, "init_scale");
+  CHECK_THROWS(host.set_loss_scaler_state(1.0f, 5000), FLATOPT_ERR_INVALID_ARGUMENT,
+               "growth_tracker");
+  CHECK_THROWS(flatopt::widen_to_f32(Dtype::F32, qh, x), FLATOPT_ERR_INVALID_ARGUMENT, "dtype");
+  CHECK_THROWS(flatopt::narrow_from_f32(Dtype::Bf16, q, three), FLATOPT_ERR_LENGTH_MISMATCH,
+               "dst");
+  CHECK_THROWS(flatopt::mixed_update(hp, args, 0.0f, a, sg, Dtype::Bf16, m1, v1),
+               FLATOPT_ERR_INVALID_ARGUMENT, "grad_scale");
+  CHECK_THROWS(flatopt::mixed_update(hp, args, 1.0f, a, sg, Dtype::Bf16, m1, v1, {}, {}, sc,
+                                     Dtype::F32),
+               FLATOPT_ERR_INVALID_ARGUMENT, "copy_dtype");
+  CHECK(host.save() == before);
+  CHECK(bits_equal(q, q_before) && qc == qc_before);
+  CHECK(host.num_params() == 1);
+}
+
 int main() {
   const TestCase tests[] = {
       {"C initializer macros", test_init_macros},
@@ -1701,6 +1842,7 @@ int main() {
       {"checkpoints and sharded step", test_checkpoints_and_shards},
       {"issue 11 hostile rows", test_issue11_rows},
       {"parameter groups", test_groups},
+      {"mixed precision", test_mixed},
   };
   int passed = 0, failed = 0;
   std::printf("flatopt C++ binding tests (library %s, header %s)\n", flatopt::version(),

@@ -123,6 +123,12 @@ namespace Flatopt
         internal static extern Status flatopt_group_options_init(GroupOptions* options, UIntPtr size);
 
         [DllImport(Lib, CallingConvention = Cdecl)]
+        internal static extern Status flatopt_param_options_init(ParamOptions* options, UIntPtr size);
+
+        [DllImport(Lib, CallingConvention = Cdecl)]
+        internal static extern Status flatopt_loss_scaler_options_init(LossScalerOptions* options, UIntPtr size);
+
+        [DllImport(Lib, CallingConvention = Cdecl)]
         internal static extern Status flatopt_optimizer_add_group(OptimizerHandle opt, GroupOptions* options, out UIntPtr group);
 
         [DllImport(Lib, CallingConvention = Cdecl)]
@@ -199,6 +205,35 @@ namespace Flatopt
 
         [DllImport(Lib, CallingConvention = Cdecl)]
         internal static extern Status flatopt_sum_squares_partials(float* x, UIntPtr len, double* partials, UIntPtr n);
+
+        // Mixed precision (16-bit values as ushort bit patterns); declared for the ABI, not
+        // wrapped by the managed API yet.
+        [DllImport(Lib, CallingConvention = Cdecl)]
+        internal static extern Status flatopt_optimizer_add_param_with_options(OptimizerHandle opt, float* param, void* grad, UIntPtr len, ParamOptions* options);
+
+        [DllImport(Lib, CallingConvention = Cdecl)]
+        internal static extern Status flatopt_optimizer_step_mixed(OptimizerHandle opt, void** grads, UIntPtr nGrads, float gradScale);
+
+        [DllImport(Lib, CallingConvention = Cdecl)]
+        internal static extern Status flatopt_optimizer_set_loss_scaler(OptimizerHandle opt, LossScalerOptions* options);
+
+        [DllImport(Lib, CallingConvention = Cdecl)]
+        internal static extern Status flatopt_optimizer_loss_scaler_state(OptimizerHandle opt, float* scale, uint* growthTracker, uint* foundInf);
+
+        [DllImport(Lib, CallingConvention = Cdecl)]
+        internal static extern Status flatopt_optimizer_set_loss_scaler_state(OptimizerHandle opt, float scale, uint growthTracker);
+
+        [DllImport(Lib, CallingConvention = Cdecl)]
+        internal static extern Status flatopt_widen_to_f32(uint dtype, ushort* src, float* dst, UIntPtr len);
+
+        [DllImport(Lib, CallingConvention = Cdecl)]
+        internal static extern Status flatopt_narrow_from_f32(uint dtype, float* src, ushort* dst, UIntPtr len);
+
+        [DllImport(Lib, CallingConvention = Cdecl)]
+        internal static extern Status flatopt_sum_squares_partials_mixed(void* grad, uint gradDtype, UIntPtr len, float gradScale, double* partials, UIntPtr n);
+
+        [DllImport(Lib, CallingConvention = Cdecl)]
+        internal static extern Status flatopt_mixed_update(BaseParams* hp, StepArgs* args, float gradScale, float* param, void* grad, uint gradDtype, float* m, float* v, float* vMax, float* slow, void* copy, uint copyDtype, UIntPtr len);
 
         [DllImport(Lib, CallingConvention = Cdecl)]
         internal static extern Status flatopt_clip_scale(double sumSquares, double maxNorm, out double scale);

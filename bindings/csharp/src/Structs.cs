@@ -45,6 +45,8 @@ namespace Flatopt
         public const long ScheduleSizeV1 = 248;
         public const long ConfigSizeV1 = 88;
         public const long GroupOptionsSizeV1 = 32;
+        public const long ParamOptionsSizeV1 = 32;
+        public const long LossScalerOptionsSizeV1 = 24;
         public const long StepArgsSizeV1 = 56;
         /// <summary>Bits of flatopt_base_state_buffers' mask (see Kernels.BaseStateBuffers).</summary>
         public const long StateM = 1, StateV = 2, StateVMax = 4;
@@ -130,6 +132,70 @@ namespace Flatopt
         Portable = 2,
         Avx2 = 3,
         Avx512 = 4,
+    }
+
+    /// <summary>flatopt_dtype: element formats of gradients and parameter copies (16-bit
+    /// values as ushort bit patterns).</summary>
+    [CName("flatopt_dtype", "FLATOPT_DTYPE_")]
+    public enum Dtype : uint
+    {
+        /// <summary>IEEE binary32; as a copy format: no copy.</summary>
+        F32 = 0,
+        /// <summary>bfloat16.</summary>
+        Bf16 = 1,
+        /// <summary>IEEE binary16 (fp16).</summary>
+        F16 = 2,
+    }
+
+    /// <summary>flatopt_param_options: a buffer's gradient format, parameter group and
+    /// optional 16-bit copy of its parameters (flatopt_optimizer_add_param_with_options).</summary>
+    [CName("flatopt_param_options")]
+    [StructLayout(LayoutKind.Sequential)]
+    public struct ParamOptions
+    {
+        /// <summary>Set by Init (ABI versioning); leave it.</summary>
+        public uint StructSize;
+        public Dtype GradDtype;
+        public UIntPtr Group;
+        /// <summary>The 16-bit copy (pinned by the caller), IntPtr.Zero for none.</summary>
+        public IntPtr Copy;
+        public Dtype CopyDtype;
+        /// <summary>Reserved, must be 0.</summary>
+        public uint Reserved;
+
+        /// <summary>The defaults (flatopt_param_options_init): f32 gradients, group 0, no
+        /// copy.</summary>
+        public static unsafe ParamOptions Init()
+        {
+            ParamOptions o = default(ParamOptions);
+            Errors.Check(Native.flatopt_param_options_init(&o, (UIntPtr)sizeof(ParamOptions)));
+            return o;
+        }
+    }
+
+    /// <summary>flatopt_loss_scaler_options: the dynamic loss scaler (PyTorch GradScaler's
+    /// rules and defaults).</summary>
+    [CName("flatopt_loss_scaler_options")]
+    [StructLayout(LayoutKind.Sequential)]
+    public struct LossScalerOptions
+    {
+        /// <summary>Set by Init (ABI versioning); leave it.</summary>
+        public uint StructSize;
+        public uint GrowthInterval;
+        public float InitScale;
+        public float GrowthFactor;
+        public float BackoffFactor;
+        /// <summary>Reserved, must be 0.</summary>
+        public uint Reserved;
+
+        /// <summary>The defaults (flatopt_loss_scaler_options_init): 65536, x2 every 2000
+        /// finite updates, x0.5 on a non-finite one.</summary>
+        public static unsafe LossScalerOptions Init()
+        {
+            LossScalerOptions o = default(LossScalerOptions);
+            Errors.Check(Native.flatopt_loss_scaler_options_init(&o, (UIntPtr)sizeof(LossScalerOptions)));
+            return o;
+        }
     }
 
     /// <summary>flatopt_base_params: the base optimizer and its hyperparameters.</summary>

@@ -49,6 +49,7 @@ from ._errors import (
     UnsupportedError,
 )
 from ._lib import library_path, library_version
+from ._mixed import DynamicLossScale
 from ._optim import (
     SGD,
     Adam,
@@ -132,6 +133,7 @@ __all__ = [
     "adagrad",
     "rmsprop",
     "Optimizer",
+    "DynamicLossScale",
     "Lookahead",
     "SGD",
     "Momentum",

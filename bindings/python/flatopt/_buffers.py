@@ -174,3 +174,103 @@ def check_array(arr, what, param):
 def pointer(arr):
     """The address of an ndarray's first element (0 for an empty array)."""
     return arr.__array_interface__["data"][0] if arr.size else 0
+
+
+# --- 16-bit floats (mixed precision) ------------------------------------------------------
+# Gradients and parameter copies may be bf16 or fp16: NumPy float16 arrays, ml_dtypes.bfloat16
+# arrays (the NumPy bf16 dtype JAX uses; imported by the caller, never here) or PyTorch
+# bfloat16 / float16 CPU tensors. The library reads and writes their bit patterns, so each is
+# viewed in place as a uint16 array of the same memory; the format travels beside it.
+
+F16 = np.dtype(np.float16)
+U16 = np.dtype(np.uint16)
+# flatopt_dtype values (include/flatopt.h).
+DTYPE_F32, DTYPE_BF16, DTYPE_F16 = 0, 1, 2
+DTYPE_NAMES = {DTYPE_F32: "float32", DTYPE_BF16: "bfloat16", DTYPE_F16: "float16"}
+
+_HALF_HINT = (
+    "a NumPy float16 array, an ml_dtypes.bfloat16 array, or a PyTorch bfloat16 / float16 CPU "
+    "tensor"
+)
+
+
+def half_code(dtype):
+    """The flatopt_dtype of a NumPy dtype (float32, float16 or ml_dtypes' bfloat16), or None."""
+    if dtype == F32:
+        return DTYPE_F32
+    if dtype == F16:
+        return DTYPE_F16
+    if dtype.name == "bfloat16" and dtype.itemsize == 2:
+        return DTYPE_BF16
+    return None
+
+
+def _torch_half_view(t, what, writable):
+    import torch
+
+    if t.device.type != "cpu":
+        raise LayoutError(f"{what}: a torch tensor on device {t.device}: pass CPU tensors")
+    codes = {torch.bfloat16: DTYPE_BF16, torch.float16: DTYPE_F16, torch.float32: DTYPE_F32}
+    code = codes.get(t.dtype)
+    if code is None:
+        raise DTypeError(
+            f"{what}: torch dtype {t.dtype}, expected torch.bfloat16, torch.float16 or "
+            "torch.float32"
+        )
+    if not (t.layout == torch.strided and t.is_contiguous()):
+        raise LayoutError(
+            f"{what}: the torch tensor is not contiguous (call .contiguous() once and keep "
+            "that tensor)"
+        )
+    base = t.detach()  # writes go through its memory, as writes under torch.no_grad() do
+    if code == DTYPE_F32:
+        view = base.numpy()
+    else:
+        # The same memory reinterpreted as int16 (no copy), viewed as uint16 bit patterns.
+        view = base.view(torch.int16).numpy().view(U16)
+    if view.size and view.__array_interface__["data"][0] != t.data_ptr():
+        raise LayoutError(f"{what}: could not view the torch tensor's memory without a copy")
+    return view, code
+
+
+def as_mixed_view(obj, what, *, writable, in_place=True, allow_f32=True):
+    """A zero-copy view of a gradient (``writable`` False) or a parameter copy (True) in any
+    format flatopt reads: (ndarray, flatopt_dtype code). 16-bit arrays are viewed as uint16
+    bit patterns of the same memory; anything else goes through :func:`as_view` (float32, the
+    same checks and messages as without mixed precision) when ``allow_f32``."""
+    if _is_torch_tensor(obj):
+        arr, code = _torch_half_view(obj, what, writable)
+        if code == DTYPE_F32:
+            if not allow_f32:
+                raise DTypeError(
+                    f"{what}: torch dtype torch.float32, expected torch.bfloat16 or "
+                    "torch.float16: a copy of the parameters is 16-bit"
+                )
+            check_array(arr, what, writable)
+        elif writable and not arr.flags.writeable:
+            raise LayoutError(f"{what}: the tensor is read-only, but the copy is written in place")
+        return arr, code
+    arr = None
+    if isinstance(obj, np.ndarray):
+        arr = obj
+    elif hasattr(obj, "__array_interface__") and not isinstance(obj, np.generic):
+        arr = _interface_view(obj, what, True)
+    code = None if arr is None else half_code(arr.dtype)
+    if code in (DTYPE_BF16, DTYPE_F16):
+        if not arr.flags.c_contiguous:
+            raise LayoutError(
+                f"{what}: the array is not C-contiguous (strides {arr.strides} for shape "
+                f"{arr.shape}): pass a contiguous array"
+            )
+        if not arr.flags.aligned:
+            raise LayoutError(f"{what}: the array's memory is not aligned to 2 bytes")
+        if writable and not arr.flags.writeable:
+            raise LayoutError(f"{what}: the array is read-only, but the copy is written in place")
+        return arr.view(U16), code
+    if not allow_f32:
+        shown = arr.dtype if arr is not None else describe(obj)
+        raise DTypeError(
+            f"{what}: {shown}, expected float16 or bfloat16 ({_HALF_HINT}): a copy of the "
+            "parameters is 16-bit"
+        )
+    return as_view(obj, what, writable, in_place), DTYPE_F32

@@ -81,6 +81,8 @@ SCHEDULE_KINDS = {
 
 NONFINITE = {"skip": 0, "error": 1, "propagate": 2}
 SIMD_TIERS = {"default": 0, "scalar": 1, "portable": 2, "avx2": 3, "avx512": 4}
+# Element formats of gradients and parameter copies (flatopt_dtype).
+DTYPES = {"f32": 0, "bf16": 1, "f16": 2}
 
 # Frozen sizes of the first version of each versioned struct (FLATOPT_*_SIZE_V1).
 BASE_PARAMS_SIZE_V1 = 64
@@ -91,6 +93,8 @@ SCHEDULE_SIZE_V1 = 248
 CONFIG_SIZE_V1 = 88
 STEP_ARGS_SIZE_V1 = 56
 GROUP_OPTIONS_SIZE_V1 = 32
+PARAM_OPTIONS_SIZE_V1 = 32
+LOSS_SCALER_OPTIONS_SIZE_V1 = 24
 
 # ---------------------------------------------------------------------------------------------
 # Configuration structs, field for field as in include/flatopt.h (the tests check the layouts
@@ -191,6 +195,28 @@ class GroupOptions(Structure):
         ("lr", c_double),
         ("weight_decay", c_double),
         ("base", POINTER(BaseParams)),
+    ]
+
+
+class ParamOptions(Structure):
+    _fields_ = [
+        ("struct_size", c_uint32),
+        ("grad_dtype", c_uint32),
+        ("group", c_size_t),
+        ("copy", c_void_p),
+        ("copy_dtype", c_uint32),
+        ("reserved", c_uint32),
+    ]
+
+
+class LossScalerOptions(Structure):
+    _fields_ = [
+        ("struct_size", c_uint32),
+        ("growth_interval", c_uint32),
+        ("init_scale", c_float),
+        ("growth_factor", c_float),
+        ("backoff_factor", c_float),
+        ("reserved", c_uint32),
     ]
 
 
@@ -358,6 +384,38 @@ optimizer_group_base_params = _fn(
     st,
     [_opt_p, c_size_t, POINTER(BaseParams), c_size_t],
     required=False,
+)
+# Mixed precision (0.2.0); optional so that an older library still loads.
+param_options_init = _fn("flatopt_param_options_init", st, [c_void_p, c_size_t], required=False)
+optimizer_add_param_with_options = _fn(
+    "flatopt_optimizer_add_param_with_options",
+    st,
+    [_opt_p, c_void_p, c_void_p, c_size_t, POINTER(ParamOptions)],
+    required=False,
+)
+optimizer_step_mixed = _fn(
+    "flatopt_optimizer_step_mixed", st, [_opt_p, c_void_p, c_size_t, c_float], required=False
+)
+loss_scaler_options_init = _fn(
+    "flatopt_loss_scaler_options_init", st, [c_void_p, c_size_t], required=False
+)
+optimizer_set_loss_scaler = _fn(
+    "flatopt_optimizer_set_loss_scaler", st, [_opt_p, POINTER(LossScalerOptions)], required=False
+)
+optimizer_loss_scaler_state = _fn(
+    "flatopt_optimizer_loss_scaler_state",
+    st,
+    [_opt_p, POINTER(c_float), POINTER(c_uint32), POINTER(c_uint32)],
+    required=False,
+)
+optimizer_set_loss_scaler_state = _fn(
+    "flatopt_optimizer_set_loss_scaler_state", st, [_opt_p, c_float, c_uint32], required=False
+)
+widen_to_f32 = _fn(
+    "flatopt_widen_to_f32", st, [c_uint32, c_void_p, c_void_p, c_size_t], required=False
+)
+narrow_from_f32 = _fn(
+    "flatopt_narrow_from_f32", st, [c_uint32, c_void_p, c_void_p, c_size_t], required=False
 )
 default_simd_tier = _fn("flatopt_default_simd_tier", c_uint32, [])
 simd_tier_available = _fn("flatopt_simd_tier_available", c_int32, [c_uint32])

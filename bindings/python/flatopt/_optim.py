@@ -17,7 +17,15 @@ from collections.abc import Mapping
 import numpy as np
 
 from . import _groups, _lib, _tree, _validate
-from ._buffers import F32, as_view, describe, pointer
+from ._buffers import (
+    DTYPE_F32,
+    DTYPE_NAMES,
+    F32,
+    as_mixed_view,
+    as_view,
+    describe,
+    pointer,
+)
 from ._errors import (
     ArgumentTypeError,
     DTypeError,
@@ -303,6 +311,11 @@ class Optimizer:
         self._tree_alt = None  # the list of the groups' trees, when they merged into one dict
         self._group_dicts = []  # param_groups
         self._lr_set = None  # group 0's learning rate set through current_lr / param_groups
+        self._gcodes = None  # each leaf's gradient format (flatopt_dtype), None: all float32
+        self._copies = None  # each leaf's 16-bit copy (uint16 view, format), or None
+        self._copy_objs = None
+        self._loss_scale = None  # the attached DynamicLossScale
+        self._grad_dtype = None  # grad_dtype as given to register_trainable_weights
         if self._driver is not None:
             self._driver._attach_driver(self)
             self._drive(self._driver.get_lr()[0])
@@ -312,7 +325,7 @@ class Optimizer:
     def _leaf_label(self, what, i):
         return what + self._labels[i]
 
-    def register_trainable_weights(self, params, grads=None):
+    def register_trainable_weights(self, params, grads=None, copies=None, grad_dtype=None):
         """Registers the parameters: a dict name -> array, a list of arrays, or a tree of
         dicts, lists and tuples nested to any depth (any JAX pytree when ``jax`` is imported),
         whose leaves are float32, C-contiguous, writeable arrays (NumPy arrays, PyTorch CPU
@@ -336,7 +349,16 @@ class Optimizer:
 
         ``grads`` (optional, same structure and shapes): gradient arrays that stay the same
         objects for the whole training; write each step's gradients into them and call
-        ``update()`` without arguments.
+        ``update()`` without arguments. They may be float32, or 16-bit for mixed precision:
+        NumPy float16, ``ml_dtypes.bfloat16`` arrays, or PyTorch bfloat16 / float16 CPU
+        tensors, widened exactly inside the update (the master parameters and the state stay
+        float32). Gradients given with each ``update(grads)`` instead are in the format
+        ``grad_dtype`` names (``"float32"``, the default, ``"bfloat16"`` or ``"float16"``).
+
+        ``copies`` (optional, same structure and shapes): 16-bit arrays or tensors (float16
+        or bfloat16, e.g. the weights of a model kept in bf16) that every applied update
+        writes from the new parameters in the same pass (round to nearest even); written at
+        registration too. See docs/numerics.md, "16-bit floats".
 
         The current parameter values become the Lookahead slow weights. Registering again
         replaces the registration and starts from fresh state (moments, counters), keeping the
@@ -367,13 +389,43 @@ class Optimizer:
 
         gviews = None
         gvalues = None
+        declared = _validate.choice(
+            "grad_dtype", grad_dtype, {None: None, **{v: k for k, v in DTYPE_NAMES.items()}}
+        )
+        gcodes = [DTYPE_F32 if declared is None else declared] * len(values)
         if grads is not None:
             groot = alt if alt is not None and isinstance(grads, (list, tuple)) else root
             gvalues = _tree.match(groot, grads, "grads", len(values))
-            gviews = [
-                self._grad_view(g, "grads" + lab, shape, True)
-                for g, lab, shape in zip(gvalues, labels, shapes)
+            gviews = []
+            for i, (g, lab, shape) in enumerate(zip(gvalues, labels, shapes)):
+                v, code = self._mixed_view(g, "grads" + lab, shape, False, True)
+                if declared is not None and code != declared:
+                    raise DTypeError(
+                        f"grads{lab}: {DTYPE_NAMES[code]}, but grad_dtype is "
+                        f"{DTYPE_NAMES[declared]!r}"
+                    )
+                gviews.append(v)
+                gcodes[i] = code
+        cviews = None
+        cvalues = None
+        if copies is not None:
+            croot = alt if alt is not None and isinstance(copies, (list, tuple)) else root
+            cvalues = _tree.match(croot, copies, "copies", len(values))
+            cviews = [
+                self._mixed_view(c, "copies" + lab, shape, True, True, allow_f32=False)
+                for c, lab, shape in zip(cvalues, labels, shapes)
             ]
+        mixed = cviews is not None or any(c != DTYPE_F32 for c in gcodes)
+        if mixed and states:
+            raise UnsupportedError(
+                "register_trainable_weights: 16-bit gradients or copies with brainstate "
+                "states are not supported (register arrays or tensors)"
+            )
+        if mixed and _lib.optimizer_add_param_with_options is None:
+            raise UnsupportedError(
+                f"register_trainable_weights: the library at {_lib.library_path} is too old "
+                "for 16-bit gradients and copies"
+            )
         need_groups = grouped and (len(options) > 1 or any(options))
         if need_groups or self._lr_set is not None:
             self._require_groups("register_trainable_weights (parameter groups)")
@@ -406,7 +458,18 @@ class Optimizer:
                     # NULL gradient: this buffer's gradients come with each update(grads).
                     gptr = None if gviews is None else (pointer(gviews[i]) or None)
                     cg = cgroups[lay.group_of[i]]
-                    if cg == 0:
+                    if mixed:
+                        o = _lib.ParamOptions()
+                        _lib.check(_lib.param_options_init(ctypes.byref(o), ctypes.sizeof(o)))
+                        o.grad_dtype = gcodes[i]
+                        o.group = cg
+                        if cviews is not None:
+                            o.copy = pointer(cviews[i][0]) or None
+                            o.copy_dtype = cviews[i][1]
+                        st = _lib.optimizer_add_param_with_options(
+                            handle.ptr, pointer(v) or None, gptr, v.size, ctypes.byref(o)
+                        )
+                    elif cg == 0:
                         st = _lib.optimizer_add_param(handle.ptr, pointer(v) or None, gptr, v.size)
                     else:
                         st = _lib.optimizer_add_param_to_group(
@@ -416,6 +479,8 @@ class Optimizer:
                         self._raise_registration(st, labels)
                 if self._schedule is not None:
                     self._schedule._replay(handle.ptr)
+                if self._loss_scale is not None:
+                    self._apply_loss_scale(handle, self._loss_scale)
                 if self._driver is not None:
                     rates = self._driver_rates(self._driver.get_lr()[0], options)
                     for cg, rate in zip(cgroups, rates):
@@ -458,7 +523,78 @@ class Optimizer:
                 )
             )
             self._grad_objs = gvalues
+            self._gcodes = gcodes if mixed else None
+            self._grad_dtype = grad_dtype
+            self._copies = cviews
+            self._copy_objs = cvalues
             self._reset_pointers()
+
+    def _mixed_view(self, g, what, shape, writable, in_place, allow_f32=True):
+        """A gradient or copy of any format viewed in place: (ndarray, flatopt_dtype)."""
+        v, code = as_mixed_view(g, what, writable=writable, in_place=in_place, allow_f32=allow_f32)
+        if v.shape != shape:
+            raise StructureError(f"{what}: shape {v.shape}, but the parameter has shape {shape}")
+        return v, code
+
+    # -- mixed precision: the dynamic loss scaler ----------------------------------------
+
+    @property
+    def loss_scale(self):
+        """The attached :class:`flatopt.DynamicLossScale` (None: none). Assigning one makes
+        every update divide the gradients by its scale, skip on NaN / Inf and adjust the scale
+        (PyTorch GradScaler's rules, in the library); assigning None removes it. It restarts
+        from its ``init_scale`` when assigned and when the parameters are registered again."""
+        return self._loss_scale
+
+    @loss_scale.setter
+    def loss_scale(self, scaler):
+        from ._mixed import DynamicLossScale
+
+        if scaler is not None and not isinstance(scaler, DynamicLossScale):
+            raise DTypeError(
+                f"loss_scale must be a flatopt.DynamicLossScale or None, got {describe(scaler)}"
+            )
+        if scaler is not None and scaler._opt is not None and scaler._opt is not self:
+            raise InvalidStateError("loss_scale: this DynamicLossScale is attached to another optimizer")
+        if _lib.optimizer_set_loss_scaler is None:
+            raise UnsupportedError(
+                f"loss_scale: the library at {_lib.library_path} is too old for loss scaling"
+            )
+        with self._lock:
+            self._apply_loss_scale(self._handle, scaler)
+            if self._loss_scale is not None and self._loss_scale is not scaler:
+                self._loss_scale._opt = None
+            self._loss_scale = scaler
+            if scaler is not None:
+                scaler._opt = self
+
+    @staticmethod
+    def _apply_loss_scale(handle, scaler):
+        if scaler is None:
+            st = _lib.optimizer_set_loss_scaler(handle.ptr, None)
+        else:
+            o = scaler._struct()
+            st = _lib.optimizer_set_loss_scaler(handle.ptr, ctypes.byref(o))
+        _lib.check(st, "loss_scale")
+
+    def _loss_scaler_state(self):
+        scale, tracker, found = ctypes.c_float(), ctypes.c_uint32(), ctypes.c_uint32()
+        with self._lock:
+            _lib.check(
+                _lib.optimizer_loss_scaler_state(
+                    self._handle.ptr, ctypes.byref(scale), ctypes.byref(tracker),
+                    ctypes.byref(found),
+                ),
+                "loss_scale",
+            )
+        return scale.value, tracker.value, bool(found.value)
+
+    def _set_loss_scaler_state(self, scale, tracker):
+        with self._lock:
+            _lib.check(
+                _lib.optimizer_set_loss_scaler_state(self._handle.ptr, scale, tracker),
+                "DynamicLossScale.load_state_dict",
+            )
 
     def _reset_pointers(self):
         n = len(self._params)
@@ -675,7 +811,7 @@ class Optimizer:
 
     # -- update --------------------------------------------------------------------------
 
-    def update(self, grads=None):
+    def update(self, grads=None, grad_scale=None):
         """One optimizer update of every registered parameter, in place.
 
         ``grads``: the gradients, with the structure and shapes of the registered params; or
@@ -683,7 +819,13 @@ class Optimizer:
         False if it was skipped because a gradient held NaN or Inf (``nonfinite="skip"``, the
         default: nothing changed, ``skipped_count`` went up). With ``nonfinite="error"`` that
         case raises :class:`flatopt.NonFiniteError` instead.
+
+        ``grad_scale``: a loss scale (finite, > 0) the gradients are divided by inside the
+        update, before clipping (a power of two exactly); not with a :attr:`loss_scale`
+        attached, which supplies its own. Registered 16-bit copies are written by the update.
         """
+        if grad_scale is not None or (grads is not None and self._gcodes is not None):
+            return self._update_mixed(grads, grad_scale)
         if grads is None:
             # The hot path, one foreign call and no lock (a `with self._lock` block would add a
             # quarter to a step at 1e3 elements). `fast` is (handle, the raw step function
@@ -731,6 +873,13 @@ class Optimizer:
                     self._states_out()
             if st == _lib.OK:
                 return True
+        return self._result(st)
+
+    @staticmethod
+    def _result(st):
+        """update()'s result of a step's status: True applied, False skipped, else raises."""
+        if st == _lib.OK:
+            return True
         if st == _lib.SKIPPED:
             return False
         _lib.raise_for(st, "update")
@@ -739,6 +888,65 @@ class Optimizer:
         """braintools' name for :meth:`update`: the same arguments, the same result (True if
         the update was applied, False if skipped)."""
         return self.update(grads)
+
+    def _update_mixed(self, grads, grad_scale):
+        """``update`` with a loss scale or per-call gradients of a mixed registration."""
+        if grad_scale is None:
+            scale = 0.0  # the attached loss scale's, or none
+        else:
+            scale = _validate.real("grad_scale", grad_scale)
+            f32 = ctypes.c_float(scale).value
+            if not (math.isfinite(f32) and f32 > 0.0):
+                raise InvalidArgumentError(
+                    f"invalid grad_scale = {_validate.show(grad_scale)}: must be finite and > 0 "
+                    "(as a float32)"
+                )
+            scale = f32
+        if not self._registered:
+            raise InvalidStateError("update() before register_trainable_weights(params)")
+        if _lib.optimizer_step_mixed is None:
+            raise UnsupportedError(
+                f"update: the library at {_lib.library_path} is too old for grad_scale"
+            )
+        with self._lock:
+            if grads is None and self._grads is None:
+                raise InvalidStateError(
+                    "update() without gradients: pass them (update(grads)) or register "
+                    "gradient arrays with register_trainable_weights(params, grads=...)"
+                )
+            # The views of per-call gradients stay alive (`keep`) until the call returns.
+            ptrs, keep = (None, None) if grads is None else self._mixed_grad_pointers(grads)
+            n = 0 if grads is None else len(self._params)
+            if self._states:
+                self._states_in()
+            st = _lib.optimizer_step_mixed(self._handle.ptr, ptrs, n, scale)
+            if self._states and st == _lib.OK:
+                self._states_out()
+            del keep
+        return self._result(st)
+
+    def _mixed_grad_pointers(self, grads):
+        """The per-call pointer array of gradients in the registered formats (and the views
+        to keep alive during the call)."""
+        if self._gcodes is None:
+            return self._grad_pointers(grads), None
+        root = self._tree
+        if self._tree_alt is not None and isinstance(grads, (list, tuple)):
+            root = self._tree_alt
+        values = _tree.match(root, grads, "grads", len(self._params))
+        ptrs = self._ptrs
+        keep = []
+        for i, g in enumerate(values):
+            what = self._leaf_label("grads", i)
+            v, code = self._mixed_view(g, what, self._shapes[i], False, False)
+            if code != self._gcodes[i]:
+                raise DTypeError(
+                    f"{what}: {DTYPE_NAMES[code]}, but the parameter was registered with "
+                    f"{DTYPE_NAMES[self._gcodes[i]]} gradients"
+                )
+            ptrs[i] = pointer(v) or None
+            keep.append(v)
+        return ptrs, keep
 
     def _grad_pointers(self, grads):
         """Fills the per-call pointer array from `grads` (checked; the hot path for ndarrays
@@ -1216,6 +1424,8 @@ class Optimizer:
             # braintools / PyTorch: each group's hyperparameters and its parameters' names
             # (the live values are also in the checkpoint, which restores them).
             "param_groups": self._group_summaries(),
+            # The attached DynamicLossScale's state (GradScaler's keys; the checkpoint has it).
+            "loss_scale": None if self._loss_scale is None else self._loss_scale.state_dict(),
         }
 
     def _group_summaries(self):
@@ -1370,6 +1580,13 @@ class Optimizer:
             public = {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
             # Group 0's learning rate set before registration (afterwards the state has it).
             public["_lr_set"] = self._lr_set
+            # Mixed precision: the copies, the declared per-call gradient format, the loss scale.
+            public["_mixed"] = (
+                None if self._copy_objs is None or not self._registered
+                else self._structure(self._copy_objs),
+                self._grad_dtype,
+                None if self._loss_scale is None else self._loss_scale._options,
+            )
             return (
                 _rebuild_optimizer,
                 (type(self), self._base, self._lr_given, self._lookahead, self._settings,
@@ -1424,11 +1641,16 @@ def _rebuild_optimizer(cls, base, lr, lookahead, settings, public, params, grads
     opt = cls.__new__(cls)
     Optimizer.__init__(opt, base, lr, lookahead=lookahead, **settings)
     lr_set = public.pop("_lr_set", None)
+    copies, grad_dtype, loss_scale = public.pop("_mixed", None) or (None, None, None)
     opt.__dict__.update(public)
     if lr_set is not None:
         opt.current_lr = lr_set
+    if loss_scale is not None:
+        from ._mixed import DynamicLossScale
+
+        opt.loss_scale = DynamicLossScale(*loss_scale)
     if params is not None:
-        opt.register_trainable_weights(params, grads)
+        opt.register_trainable_weights(params, grads, copies=copies, grad_dtype=grad_dtype)
         opt.load_state_dict(state)
     return opt
 

@@ -49,12 +49,14 @@ PY_ENUM = {
     "flatopt_schedule_kind": lambda k: _lib.SCHEDULE_KINDS[k[len("FLATOPT_SCHEDULE_"):].lower()],
     "flatopt_nonfinite": lambda k: _lib.NONFINITE[k[len("FLATOPT_NONFINITE_"):].lower()],
     "flatopt_simd_tier": lambda k: _lib.SIMD_TIERS[k[len("FLATOPT_SIMD_"):].lower()],
+    "flatopt_dtype": lambda k: _lib.DTYPES[k[len("FLATOPT_DTYPE_"):].lower()],
 }
 # The Python dicts that mirror a whole enum (no extra keys allowed).
 PY_DICT = {
     "flatopt_schedule_kind": _lib.SCHEDULE_KINDS,
     "flatopt_nonfinite": _lib.NONFINITE,
     "flatopt_simd_tier": _lib.SIMD_TIERS,
+    "flatopt_dtype": _lib.DTYPES,
 }
 # ctypes mirrors of the header's structs; the others are not used by the binding.
 PY_STRUCT = {
@@ -62,6 +64,8 @@ PY_STRUCT = {
     "flatopt_schedule": _lib.ScheduleStruct,
     "flatopt_config": _lib.ConfigStruct,
     "flatopt_group_options": _lib.GroupOptions,
+    "flatopt_param_options": _lib.ParamOptions,
+    "flatopt_loss_scaler_options": _lib.LossScalerOptions,
 }
 NOT_BOUND = {"flatopt_step_args"}
 

@@ -62,7 +62,7 @@ FAMILY = [flatopt.adagrad, flatopt.rmsprop, flatopt.adamax, flatopt.nadam, flato
 OPTIMIZERS += FAMILY + [flatopt.Adagrad, flatopt.RMSprop, flatopt.Adamax, flatopt.Nadam,
                         flatopt.Lion, flatopt.AdaBelief, flatopt.Yogi, flatopt.Adadelta,
                         flatopt.Rprop]
-FUNCTIONS = [sharded.shard_ranges]
+FUNCTIONS = [sharded.shard_ranges, flatopt.DynamicLossScale]
 
 # The valid arguments each callable needs besides the one under test.
 VALID = {
@@ -108,6 +108,8 @@ KINDS = {
     "lr": "lr", "learning_rate": "lr", "Lookahead.lr": "optional lr", "Optimizer.lr": "optional lr",
     "betas": "betas", "milestones": "uint list", "schedulers": "schedule list", "boundaries": "uint list", "values": "real list",
     "total": "u64 >= 1", "n_shards": "u64 >= 1", "block": "u64 >= 1",
+    "init_scale": "real", "growth_factor": "real", "backoff_factor": "real",
+    "growth_interval": "u32 >= 1",
     # Rows of test_bad_input.py: a callable, not a value, and the base optimizer's type.
     "scale_fn": None, "base_optimizer": None, "base": None,
 }
