@@ -291,3 +291,59 @@ fn bad_mixed_inputs_are_refused() {
         );
     }
 }
+
+/// The non-finite decision of an update without clipping (16-bit gradients scanned by their
+/// exponent bits when the scale is >= 1, else the sum of squares of the divided values) is
+/// that of the widened, divided gradients: one row per format, scale and edge value (the
+/// largest finite values, which a scale below 1 divides into an infinity, Inf, NaN,
+/// subnormals), on 1 and 2 threads, against `is_finite` of the composition.
+#[test]
+fn non_finite_decision_without_a_norm() {
+    let one_bf = 0x3f80u16;
+    let one_h = 0x3c00u16;
+    let rows: [(Half, u16, f32); 12] = [
+        (Half::Bf16, 0x7f7f, 0.5),
+        (Half::Bf16, 0x7f7f, 1.0),
+        (Half::Bf16, 0xff7f, 3.0),
+        (Half::Bf16, 0x7f80, 1024.0),
+        (Half::Bf16, 0xffc1, 1.0),
+        (Half::Bf16, 0x0001, 1.0),
+        (Half::F16, 0x7bff, 0.5),
+        (Half::F16, 0x7bff, 1.0),
+        (Half::F16, 0x7c00, 2.0),
+        (Half::F16, 0xfe00, 1.0),
+        (Half::F16, 0x0001, 1e-30),
+        (Half::F16, 0x8001, 4096.0),
+    ];
+    for (k, (half, edge, scale)) in rows.into_iter().enumerate() {
+        for threads in [1, 2] {
+            let one = if half == Half::Bf16 { one_bf } else { one_h };
+            let n = 700_000; // above the pool's threshold
+            let mut g = vec![one; n];
+            g[n - 3] = edge;
+            let want_finite = unscaled(half, &g, scale).iter().all(|x| x.is_finite());
+            let cfg = Config::new(flatopt::Base::adam(), 1e-3).threads(threads);
+            let mut opt = Optimizer::new(cfg).unwrap();
+            let mut p = vec![0.5f32; n];
+            opt.register(&[&p]).unwrap();
+            let o = opt
+                .step_mixed(&mut [&mut p], &[grad_of(half, &g)], &mut [], Some(scale))
+                .unwrap();
+            match o {
+                Outcome::Applied { .. } => assert!(want_finite, "row {k}, {threads} threads"),
+                Outcome::Skipped { buffer, index, .. } => {
+                    assert!(!want_finite, "row {k}, {threads} threads: {o:?}");
+                    // The report names the first non-finite 16-bit value; a finite one that
+                    // the division overflowed is not located (no element holds a non-finite).
+                    let raw_finite = unscaled(half, &g, 1.0).iter().all(|x| x.is_finite());
+                    let want = if raw_finite {
+                        (usize::MAX, usize::MAX)
+                    } else {
+                        (0, n - 3)
+                    };
+                    assert_eq!((buffer, index), want, "row {k}, {threads} threads");
+                }
+            }
+        }
+    }
+}

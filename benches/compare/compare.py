@@ -86,7 +86,12 @@ DATA = {"p": (1, 1.0), "g": (2, 1.0), "m": (3, 0.001), "v": (4, 0.001)}
 LR, B1, B2, EPS = 1e-3, 0.9, 0.999, 1e-8
 WEIGHT_DECAY, SYNC_PERIOD, ALPHA = 1e-4, 5, 0.5
 BYTES = {"adam": 28.0, "adam-skip": 32.0, "pipeline": 32.0 + 8.0 / SYNC_PERIOD, "probe": 28.0,
-         "floor": 12.0}
+         "floor": 12.0,
+         # Mixed precision (issue 15): Adam reading a 2-byte gradient and writing a 2-byte copy
+         # of the parameters, 28 B/element like f32 Adam; "mixed" is its probe.
+         "mixed": 28.0, "mixed-bf16": 28.0, "mixed-fp16": 28.0}
+# The loss scale of the fp16 workloads (a power of two, as GradScaler's is).
+FP16_SCALE = 1024.0
 
 
 def max_norm_for(n):
@@ -115,6 +120,9 @@ class Probe:
         self.lib.compare_probe_states.argtypes = [ctypes.c_void_p] * 5 + [
             ctypes.c_size_t, ctypes.c_int, ctypes.c_int]
         self.lib.compare_probe_states.restype = ctypes.c_int
+        self.lib.compare_probe_mixed.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_size_t,
+                                                                          ctypes.c_int]
+        self.lib.compare_probe_mixed.restype = ctypes.c_int
 
     def random(self, n, which):
         seed, scale = DATA[which]
@@ -153,6 +161,97 @@ def make_probe(ctx, n, threads, p0, g):
         fn(*args)
         return keep
     return step, None
+
+
+def make_probe_mixed(ctx, n, threads, p0, g):
+    p, m, v = p0.copy(), ctx.probe.random(n, "m"), ctx.probe.random(n, "v")
+    g16 = (g.view(np.uint32) >> 16).astype(np.uint16)  # bf16 bits
+    c = np.empty(n, np.uint16)
+    fn = ctx.probe.lib.compare_probe_mixed
+    args = (p.ctypes.data, g16.ctypes.data, m.ctypes.data, v.ctypes.data, c.ctypes.data, n,
+            threads)
+    keep = (p, g16, m, v, c)
+
+    def step():
+        fn(*args)
+        return keep
+    return step, None
+
+
+def _half(kind, x):
+    """The 16-bit gradients of a mixed workload (`x` times the loss scale for fp16, rounded):
+    a torch bf16 / fp16 tensor when torch is importable (the PyTorch composition uses the same
+    ones), else a NumPy float16 or ml_dtypes bfloat16 array."""
+    x = x * np.float32(FP16_SCALE) if kind == "fp16" else x
+    try:
+        import torch
+        return torch.from_numpy(x).to(torch.bfloat16 if kind == "bf16" else torch.float16)
+    except ImportError:
+        pass
+    if kind == "fp16":
+        return x.astype(np.float16)
+    try:
+        import ml_dtypes
+    except ImportError:
+        raise Unavailable("bf16 needs torch or ml_dtypes") from None
+    return x.astype(ml_dtypes.bfloat16)
+
+
+def _empty_like_half(h):
+    return h.new_empty(h.shape) if hasattr(h, "new_empty") else np.empty_like(h)
+
+
+def make_flatopt_mixed(kind):
+    """Adam over f32 master weights with 16-bit gradients and a 16-bit copy written in the
+    pass; fp16 under flatopt.DynamicLossScale (the default non-finite check included)."""
+    def make(ctx, n, threads, p0, g):
+        import flatopt
+        p = p0.copy()
+        g16 = _half(kind, g)
+        w16 = _empty_like_half(g16)
+        opt = flatopt.Adam(lr=LR, betas=(B1, B2), eps=EPS, num_threads=threads)
+        if kind == "fp16":
+            opt.loss_scale = flatopt.DynamicLossScale(init_scale=FP16_SCALE)
+        opt.register_trainable_weights([p], grads=[g16], copies=[w16])
+        keep = (p, g16, w16)
+
+        def step():
+            opt.update()
+            return keep
+        return step, None
+    return make
+
+
+def make_torch_mixed(kind):
+    """PyTorch's composition: the 16-bit gradients converted into the f32 master weights'
+    .grad, for fp16 GradScaler's unscale_ (non-finite check and division), fused Adam, and the
+    new weights copy_'d into the 16-bit model weights."""
+    def make(ctx, n, threads, p0, g):
+        torch = _torch()
+        torch.set_num_threads(threads)
+        g16 = _half(kind, g)
+        master = torch.nn.Parameter(torch.from_numpy(p0.copy()))
+        master.grad = torch.empty(n, dtype=torch.float32)
+        w16 = torch.empty(n, dtype=g16.dtype)
+        opt = torch.optim.Adam([master], lr=LR, betas=(B1, B2), eps=EPS, fused=True)
+        weights = master.detach()
+        if kind == "bf16":
+            def step():
+                master.grad.copy_(g16)
+                opt.step()
+                w16.copy_(weights)
+        else:
+            scaler = torch.amp.GradScaler("cpu", init_scale=FP16_SCALE)
+            scaler.scale(torch.ones(()))  # creates its scale tensor (it does so lazily)
+
+            def step():
+                master.grad.copy_(g16)
+                scaler.unscale_(opt)
+                scaler.step(opt)
+                scaler.update()
+                w16.copy_(weights)
+        return step, None
+    return make
 
 
 def make_flatopt(workload):
@@ -281,6 +380,27 @@ def make_deepspeed(ctx, n, threads, p0, g):
     return step, None
 
 
+def make_deepspeed_mixed(ctx, n, threads, p0, g):
+    """DeepSpeedCPUAdam.step writing its fp16 copy of the parameters (ZeRO-Offload's path):
+    f32 gradients (its API takes them on the f32 master weights), fp16 copy."""
+    cls = _deepspeed_adam()
+    torch = _torch()
+    torch.set_num_threads(threads)
+    p = _torch_param(torch, p0, g)
+    opt = cls([p], lr=LR, betas=(B1, B2), eps=EPS, weight_decay=0.0, adamw_mode=False)
+    w16 = [[torch.empty(n, dtype=torch.float16)]]
+
+    def step():
+        with torch.no_grad():
+            opt.step(fp16_param_groups=w16)
+    try:
+        step()
+    except Exception as e:  # noqa: BLE001
+        raise Unavailable(f"DeepSpeedCPUAdam.step(fp16_param_groups=...) failed: "
+                          f"{type(e).__name__}: {e}") from None
+    return step, None
+
+
 class NumpyAdam:
     """Adam (and the pipeline) in NumPy: ufuncs with out= into preallocated temporaries, the
     per-step scalars in f64 as the other implementations. On two threads, halves of the arrays
@@ -374,6 +494,12 @@ IMPLS = [
     ("deepspeed", "adam", make_deepspeed, 12),
     ("numpy", "adam", make_numpy("adam"), 20),
     ("numpy", "pipeline", make_numpy("pipeline"), 24),
+    ("probe", "mixed", make_probe_mixed, 16),
+    ("flatopt-py", "mixed-bf16", make_flatopt_mixed("bf16"), 16),
+    ("flatopt-py", "mixed-fp16", make_flatopt_mixed("fp16"), 16),
+    ("torch-mixed", "mixed-bf16", make_torch_mixed("bf16"), 20),
+    ("torch-mixed", "mixed-fp16", make_torch_mixed("fp16"), 20),
+    ("deepspeed", "mixed-fp16", make_deepspeed_mixed, 18),
 ]
 
 LABELS = {
@@ -393,6 +519,12 @@ LABELS = {
     ("deepspeed", "adam"): "DeepSpeedCPUAdam",
     ("numpy", "adam"): "NumPy",
     ("numpy", "pipeline"): "NumPy",
+    ("probe", "mixed"): "mixed-precision probe (C)",
+    ("flatopt-py", "mixed-bf16"): "flatopt bf16 grads + copy",
+    ("flatopt-py", "mixed-fp16"): "flatopt fp16 + loss scale",
+    ("torch-mixed", "mixed-bf16"): "torch convert + fused + copy_",
+    ("torch-mixed", "mixed-fp16"): "torch GradScaler + fused + copy_",
+    ("deepspeed", "mixed-fp16"): "DeepSpeedCPUAdam + fp16 copy",
 }
 
 
@@ -594,7 +726,9 @@ def bw_fraction(idx, a, n, t, probe=None):
     """Achieved bytes/s of `a` (its own bytes) over the probe's bytes/s, same run, median of
     per-repetition ratios: the C driver's figures over the C driver's probe, the others over
     the in-process probe."""
-    if probe is None:
+    if probe is None and a[1].startswith("mixed"):
+        probe = ("probe", "mixed")
+    elif probe is None:
         probe = ("c-probe", "probe") if a[0] in C_DRIVER_IMPLS else ("probe", "probe")
     ra, rp = idx.get(a + (n, t)), idx.get(probe + (n, t))
     if ra is None or rp is None:
@@ -667,6 +801,17 @@ def targets(idx, latency, threads, sizes):
         out.append(f"- n = {fmt_n(n)}: vs the PyTorch composition {verdict(ratio(idx, fp, ('torch-pipeline', 'pipeline'), n, t2), 1.3)}; "
                    f"vs the probe for its {BYTES['pipeline']:.1f} B/element {verdict(bw_fraction(idx, fp, n, t2), 0.90)} "
                    f"(C driver: {verdict(bw_fraction(idx, ('flatopt-c', 'pipeline'), n, t2), 0.90)})")
+    out.append("")
+    out.append(f"### Mixed precision (Adam, 16-bit gradients, 16-bit copy written in the pass), n = {fmt_n(big)}, {t2} threads")
+    mb, mf = ("flatopt-py", "mixed-bf16"), ("flatopt-py", "mixed-fp16")
+    out.append(f"- bf16 gradients + bf16 copy vs the probe of its access pattern (28 B/element): "
+               f"{verdict(bw_fraction(idx, mb, big, t2, probe=('probe', 'mixed')), 0.9)}")
+    out.append(f"- vs PyTorch's composition (convert the bf16 gradients, fused Adam, `copy_`): "
+               f"{verdict(ratio(idx, mb, ('torch-mixed', 'mixed-bf16'), big, t2), 1.35)}")
+    out.append(f"- fp16 with dynamic loss scaling vs GradScaler `unscale_` + fused Adam + `copy_`: "
+               f"{verdict(ratio(idx, mf, ('torch-mixed', 'mixed-fp16'), big, t2), 1.5)}")
+    out.append(f"- fp16 vs `DeepSpeedCPUAdam.step` with its fp16 copy: "
+               f"{verdict(ratio(idx, mf, ('deepspeed', 'mixed-fp16'), big, t2), 1.0)}")
     out.append("")
     out.append("### In cache, 1 thread: arithmetic-bound")
     ca, cf = ("c-adam", "adam"), ("c-floor", "floor")
@@ -926,6 +1071,19 @@ def render_md(meta, idx, sizes, threads, latency, skipped, png_name):
     lines.append(table(idx, sizes, threads, cols,
                        "Bytes the pipeline must move: 28/element for the update, 4 for the norm pass, "
                        "8/k for the syncs = 33.6 B/element."))
+    lines.append("## Mixed precision: Adam with 16-bit gradients and a 16-bit copy of the parameters")
+    lines.append("")
+    cols = [("probe (28 B)", ("probe", "mixed")),
+            ("flatopt bf16", ("flatopt-py", "mixed-bf16")),
+            ("torch bf16: convert + fused + copy_", ("torch-mixed", "mixed-bf16")),
+            ("flatopt fp16 + loss scale", ("flatopt-py", "mixed-fp16")),
+            ("torch fp16: GradScaler + fused + copy_", ("torch-mixed", "mixed-fp16")),
+            ("DeepSpeed fp16 copy", ("deepspeed", "mixed-fp16"))]
+    lines.append(table(idx, sizes, threads, cols,
+                       "28 B/element for each (f32 p, m, v read and written, a 2-byte gradient "
+                       "read, a 2-byte copy written); what the compositions move beyond that "
+                       "(PyTorch bf16: 40, fp16 with unscale_: 48; DeepSpeed: 4-byte gradients "
+                       "and the copy, 30) shows in their rates. Rates over the mixed probe."))
     lines.append("## Targets (medians of per-repetition ratios, this run)")
     lines.append("")
     lines.append(targets(idx, latency, threads, sizes))

@@ -142,6 +142,57 @@ static void cadam_span(float *restrict p, const float *restrict g, float *restri
     }
 }
 
+/* ---- the mixed-precision probe ------------------------------------------------------------ */
+
+/* The memory pattern of Adam with bf16 gradients and a bf16 copy of the parameters written in
+ * the same pass (issue 15): read p, m, v (f32) and g (bf16), write p, m, v and c (bf16), 28
+ * bytes per element, with trivial arithmetic (the bf16 widening and a truncating narrowing:
+ * shifts). */
+static void probe_mixed_span(float *restrict p, const uint16_t *restrict g, float *restrict m,
+                             float *restrict v, uint16_t *restrict c, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        union { uint32_t u; float f; } gi = {.u = (uint32_t)g[i] << 16}, pi;
+        m[i] += gi.f;
+        v[i] += gi.f;
+        pi.f = p[i] + (m[i] - v[i]);
+        p[i] = pi.f;
+        c[i] = (uint16_t)(pi.u >> 16);
+    }
+}
+
+struct mixed_job {
+    float *p;
+    const uint16_t *g;
+    float *m, *v;
+    uint16_t *c;
+    size_t n;
+};
+
+static void *mixed_thread(void *arg) {
+    struct mixed_job *j = arg;
+    probe_mixed_span(j->p, j->g, j->m, j->v, j->c, j->n);
+    return NULL;
+}
+
+/* The mixed-precision pattern over n elements on 1 or 2 threads (halves), as compare_probe. */
+int compare_probe_mixed(float *p, const uint16_t *g, float *m, float *v, uint16_t *c, size_t n,
+                        int threads) {
+    if (threads <= 1 || n < PARALLEL_MIN) {
+        probe_mixed_span(p, g, m, v, c, n);
+        return 0;
+    }
+    size_t half = (n / 2 + 31) & ~(size_t)31; /* 64-byte multiples of both element sizes */
+    struct mixed_job hi = {p + half, g + half, m + half, v + half, c + half, n - half};
+    pthread_t tid;
+    int started = pthread_create(&tid, NULL, mixed_thread, &hi) == 0;
+    probe_mixed_span(p, g, m, v, c, half);
+    if (started)
+        pthread_join(tid, NULL);
+    else
+        mixed_thread(&hi);
+    return 0;
+}
+
 /* ---- the arithmetic floor ----------------------------------------------------------------- */
 
 /* What exact IEEE square root and division alone cost: p = m / (sqrt(v) + eps), the one sqrt and

@@ -34,7 +34,10 @@ mod step;
 
 pub(crate) use coverage::Coverage;
 pub use groups::{Group, GroupOptions, MAX_GROUPS};
-use pass::{in_group, par_apply, par_partials, seq_apply, seq_partials, Pass, Plans};
+use pass::{
+    grads_finite, in_group, par_apply, par_partials, scan_suffices, seq_apply, seq_partials, Pass,
+    Plans,
+};
 use pool::Pool;
 use state::{alloc_error, filled, BufState, Placed};
 pub use state::{RawState, StateMut, PLACED_MIN_LEN};
@@ -659,12 +662,22 @@ impl Optimizer {
         parallel: bool,
     ) -> Result<Result<Step, Outcome>, Error> {
         self.check_lengths("grad", grads.iter().map(|g| g.as_grad().len()), grads.len())?;
-        let sumsq =
-            if self.cfg.grad_clip_norm.is_some() || self.policy() != NonFinitePolicy::Propagate {
-                Some(self.sum_squares(grads, unscale, parallel))
+        let checked = self.policy() != NonFinitePolicy::Propagate;
+        let sumsq = if self.cfg.grad_clip_norm.is_some() {
+            Some(self.sum_squares(grads, unscale, parallel))
+        } else if checked && scan_suffices(grads, unscale) {
+            // No norm to compute: 16-bit gradients are checked by their exponent bits (2 bytes
+            // read per element, no widening); the sum stands in for the same decision.
+            Some(if grads_finite(grads, parallel) {
+                0.0
             } else {
-                None
-            };
+                f64::INFINITY
+            })
+        } else if checked {
+            Some(self.sum_squares(grads, unscale, parallel))
+        } else {
+            None
+        };
         self.plan_with_sum_squares(sumsq, unscale, |b| {
             kernels::first_non_finite_grad(grads[b].as_grad())
         })

@@ -225,6 +225,38 @@ pub(super) fn partials_of(tier: Tier, unscale: GradScale, g: Grad<'_>, partials:
     }
 }
 
+/// Whether the non-finite check of an update that needs no norm may scan the gradients' bits
+/// instead of summing squares: every buffer is 16-bit and the scale is at least 1, so that
+/// dividing by it cannot turn a finite value into an infinity (the sum of squares of the
+/// divided values is finite exactly when every 16-bit value is).
+pub(super) fn scan_suffices<G: AsGrad>(grads: &[G], unscale: GradScale) -> bool {
+    unscale.scale() >= 1.0 && grads.iter().all(|g| g.as_grad().half().is_some())
+}
+
+/// Whether every (16-bit) gradient is finite ([`scan_suffices`]), on the pool when `parallel`,
+/// split as the partials are.
+pub(super) fn grads_finite<G: AsGrad>(grads: &[G], parallel: bool) -> bool {
+    if parallel && grads.len() > 1 {
+        let (g0, g1) = grads.split_at(grads.len() / 2);
+        let (a, b) = rayon::join(|| grads_finite(g0, true), || grads_finite(g1, true));
+        return a && b;
+    }
+    grads.iter().all(|g| grad_finite(g.as_grad(), parallel))
+}
+
+fn grad_finite(g: Grad<'_>, parallel: bool) -> bool {
+    if parallel && g.len() > 2 * PARALLEL_GRAIN {
+        let (g0, g1) = g.split_at(g.len() / 2);
+        let (a, b) = rayon::join(|| grad_finite(g0, true), || grad_finite(g1, true));
+        return a && b;
+    }
+    match g {
+        Grad::Bf16(h) => kernels::half_all_finite(kernels::Half::Bf16, h),
+        Grad::F16(h) => kernels::half_all_finite(kernels::Half::F16, h),
+        Grad::F32(x) => x.iter().all(|v| v.is_finite()),
+    }
+}
+
 /// Block partials on the pool. Splits fall on block boundaries, so every partial is the same
 /// as on one thread; they are added up in block order afterwards.
 pub(super) fn par_partials<G: AsGrad>(

@@ -303,6 +303,19 @@ pub(crate) fn fused_mixed(k: &Kernels, plan: &Plan, scale: GradScale, b: MixedBu
     }
 }
 
+/// Whether every 16-bit value of `h` (bit patterns of format `half`) is finite, from the
+/// exponent bits alone: integer operations, no widening, 2 bytes read per element (the
+/// compiler vectorizes the maximum of `x & 0x7fff` as signed 16-bit lanes, SSE2 `pmaxsw`).
+/// The non-finite check of an update that needs no norm; exact, so the same on every tier.
+pub(crate) fn half_all_finite(half: Half, h: &[u16]) -> bool {
+    let limit: i16 = match half {
+        Half::Bf16 => 0x7f80,
+        Half::F16 => 0x7c00,
+    };
+    h.chunks(CHUNK)
+        .all(|c| c.iter().fold(0i16, |m, &x| m.max((x & 0x7fff) as i16)) < limit)
+}
+
 /// Block partial sums of squares of the gradients divided by the scale, as f32: exactly the
 /// values the mixed pass applies, so the partials are those of the f32 kernel over them.
 pub(crate) fn sumsq_partials_mixed(

@@ -38,7 +38,7 @@ pub use codec::{q8_block_count, Q8Code, SrKey, Stream, Q8_BLOCK};
 pub use convert::Half;
 pub(crate) use convert::{narrow, widen};
 pub(crate) use fused::{fused, specialize, Lanes, Off, On, Span, Switch, Window};
-pub(crate) use mixed::unscale;
+pub(crate) use mixed::{half_all_finite, unscale};
 pub use mixed::{AsGrad, Grad, GradScale, MixedBuffers, ParamCopy, CHUNK};
 pub use ops::Op;
 pub(crate) use ops::{elementwise, sign};
