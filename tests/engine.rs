@@ -1044,3 +1044,36 @@ fn state_buffers_are_placed_like_their_parameters() {
         }
     }
 }
+
+/// Centered RMSprop under a constant gradient: the variance estimate `v - a*a` is 0 in exact
+/// arithmetic and rounds below 0 after about 1,200 steps, where PyTorch's and optax's square
+/// roots give NaN. flatopt clamps it at 0: 3,000 steps stay finite, on every tier, with eps
+/// outside (PyTorch) and inside (optax) the square root.
+#[test]
+fn centered_rmsprop_constant_gradient_stays_finite() {
+    for eps_inside_sqrt in [false, true] {
+        for tier in Tier::ALL.into_iter().filter(|t| t.is_available()) {
+            let mut base = Base::rmsprop();
+            if let Base::RmsProp {
+                centered,
+                eps_inside_sqrt: inside,
+                ..
+            } = &mut base
+            {
+                *centered = true;
+                *inside = eps_inside_sqrt;
+            }
+            let mut opt = Optimizer::new(Config::new(base, 1e-6).tier(tier)).unwrap();
+            let mut p = vec![1.0f32; 37];
+            let g = vec![0.1f32; 37];
+            opt.register(&[&p]).unwrap();
+            for t in 1..=3000 {
+                opt.step(&mut [&mut p], &[&g]).unwrap();
+                assert!(
+                    p.iter().all(|x| x.is_finite()),
+                    "eps_inside_sqrt {eps_inside_sqrt}, {tier:?}: non-finite parameter at step {t}"
+                );
+            }
+        }
+    }
+}

@@ -760,7 +760,8 @@ impl Model {
                         x.v = scalar(alpha) * x.v + scalar(1.0 - alpha) * (g * g);
                         let var = if centered {
                             x.v_max = scalar(alpha) * x.v_max + scalar(1.0 - alpha) * g;
-                            x.v - x.v_max * x.v_max
+                            // Clamped at 0 like the kernel.
+                            (x.v - x.v_max * x.v_max).max(scalar(0.0))
                         } else {
                             x.v
                         };

@@ -8,7 +8,7 @@ use crate::simd::Vf32;
 super::rule! {
     base {
         /// RMSprop (PyTorch's `torch.optim.RMSprop`): `v = alpha*v + (1-alpha)*g*g`; centered:
-        /// `a = alpha*a + (1-alpha)*g`, `v - a*a` in place of `v`; `u = g / (sqrt(v) + eps)`;
+        /// `a = alpha*a + (1-alpha)*g`, `max(v - a*a, 0)` in place of `v`; `u = g / (sqrt(v) + eps)`;
         /// with momentum `b = momentum*b + u`, `p -= lr*b`, else `p -= lr*u`. optax's `rmsprop`
         /// is `alpha = decay = 0.9, eps_inside_sqrt = true` (its `initial_scale` here too).
         RmsProp = 5, "rmsprop" {
@@ -42,7 +42,7 @@ super::rule! {
     }
     kernel {
         /// RMSprop: `v = alpha*v + one_minus_alpha*(g*g)`; centered: `a = alpha*a +
-        /// one_minus_alpha*g` (in `v_max`) and `d = v - a*a`, else `d = v`;
+        /// one_minus_alpha*g` (in `v_max`) and `d = max(v - a*a, 0)`, else `d = v`;
         /// `u = g / (sqrt(d + eps_in) + eps_out)`; with momentum `mu`, `m = mu*m + u` and
         /// `p -= lr*m`, else `p -= lr*u`.
         RmsProp {
@@ -105,7 +105,10 @@ fn rmsprop<V: Vf32>(
         let d = if centered.on() {
             let a = alpha.mul(V::load(&w.v_max[i..])).add(c.mul(g));
             a.store(&mut w.v_max[i..]);
-            v.sub(a.mul(a))
+            // The variance estimate is >= 0 in exact arithmetic; rounding can take `v - a*a`
+            // below 0 (a gradient that stays constant), where PyTorch's and optax's square
+            // roots give NaN. Clamped at 0 with NaN second, so a NaN still passes.
+            V::splat(0.0).max(v.sub(a.mul(a)))
         } else {
             v
         };
