@@ -4,7 +4,7 @@
 //!
 //! A catalog is one table of entries, each declared once with all of its facts:
 //! [`crate::schedule`]'s learning-rate schedules (`src/schedule/catalog.rs`), [`crate::config`]'s
-//! base rules (`src/config/base.rs`) and configuration fields (`src/config/mod.rs`). From a
+//! base rules (`src/rules/`) and configuration fields (`src/config/mod.rs`). From a
 //! declaration the catalog macros generate the Rust enum, its [`Spec`] (kind number, name,
 //! fields) and the conversions between the enum and its field [`Value`]s; validation, the C
 //! conversion and defaults, checkpoint encoding and the fuzz generator are written once over
@@ -327,7 +327,7 @@ pub(crate) use choice;
 
 /// The part of a catalog enum that does not depend on what the entries mean: the enum itself
 /// and its conversions to and from the catalog's values (kind number, short name, the field
-/// values in declaration order). The base-rule catalog (`config::bases!`) and the schedule
+/// values in declaration order). The base-rule catalog (`rules::generate!`) and the schedule
 /// catalog (`schedule::schedules!`) both declare their enum through it, adding the code that
 /// is theirs (specs, per-step scalars, learning rates) next to it.
 macro_rules! catalog_enum {

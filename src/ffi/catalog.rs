@@ -4,8 +4,9 @@
 //! (`c base_lr`); the conversion reads that field, typed by the catalog and its `CForm` (flags
 //! must be 0 or 1, choices in range, NaN is "none" for optional values unless C spells none as
 //! 0, a count may sit in a `uint32_t`, lists are pointer and count), and C messages call the
-//! field by its C name. A new schedule or base rule that reuses existing C fields needs nothing
-//! here; a new C field of those two structs is one arm in the accessors below.
+//! field by its C name. A new schedule or base rule needs nothing here: the accessors of
+//! `flatopt_base_params` are generated from the rule files (`crate::rules::c_field`); a new C
+//! field of `flatopt_schedule` is one arm in its accessors below.
 
 use crate::catalog::{CForm, FieldSpec, Spec, Ty, Value};
 use crate::error::Error;
@@ -31,41 +32,16 @@ pub trait CFields {
     }
 }
 
+/// The fields the base-rule catalog names, generated from the rule files (`src/rules/`).
 impl CFields for flatopt_base_params {
     fn f64_field(&mut self, c: &str) -> Option<&mut f64> {
-        Some(match c {
-            "momentum" => &mut self.momentum,
-            "dampening" => &mut self.dampening,
-            "b1" => &mut self.b1,
-            "b2" => &mut self.b2,
-            "eps" => &mut self.eps,
-            "decoupled_weight_decay" => &mut self.decoupled_weight_decay,
-            "lr_decay" => &mut self.lr_decay,
-            "initial_accumulator" => &mut self.initial_accumulator,
-            "alpha" => &mut self.alpha,
-            "momentum_decay" => &mut self.momentum_decay,
-            "eps_root" => &mut self.eps_root,
-            "rho" => &mut self.rho,
-            "eta_minus" => &mut self.eta_minus,
-            "eta_plus" => &mut self.eta_plus,
-            "min_step_size" => &mut self.min_step_size,
-            "max_step_size" => &mut self.max_step_size,
-            _ => return None,
-        })
+        crate::rules::c_field(self, c)
     }
-    fn u64_field(&mut self, _c: &str) -> Option<&mut u64> {
-        None
+    fn u64_field(&mut self, c: &str) -> Option<&mut u64> {
+        crate::rules::c_field(self, c)
     }
     fn u32_field(&mut self, c: &str) -> Option<&mut u32> {
-        Some(match c {
-            "nesterov" => &mut self.nesterov,
-            "amsgrad" => &mut self.amsgrad,
-            "centered" => &mut self.centered,
-            "eps_inside_sqrt" => &mut self.eps_inside_sqrt,
-            "eps_outside_max" => &mut self.eps_outside_max,
-            "constant_momentum" => &mut self.constant_momentum,
-            _ => return None,
-        })
+        crate::rules::c_field(self, c)
     }
 }
 

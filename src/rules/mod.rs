@@ -6,7 +6,8 @@
 //! [`Vf32`](crate::simd::Vf32)). The list at the end of this file registers each file with one
 //! word; from it follow the [`Base`] enum and its catalog ([`build_specs`]), the [`Rule`] enum,
 //! and every `match` over them ([`Base::rule_for_step`], [`Base::state_used`],
-//! [`Rule::state_used`], [`check_step`], the fused pass's dispatch [`span`]).
+//! [`Rule::state_used`], [`check_step`], the fused pass's dispatch [`span`]), and the C
+//! accessors of `flatopt_base_params` by field name ([`c_field`]).
 //!
 //! A file declares its rule with [`rule!`]:
 //!
@@ -373,6 +374,21 @@ macro_rules! generate {
                     }
                 )*)+
             }
+        }
+
+        /// The field of `flatopt_base_params` called `c` if it has type `T` (`f64`, or `u32`
+        /// for flags): the C side of the catalog (`ffi::catalog::CFields`), from the C fields
+        /// the entries name, so that an entry naming a field the struct lacks does not compile.
+        #[allow(unreachable_patterns)]
+        pub(crate) fn c_field<'a, T: 'static>(
+            p: &'a mut $crate::ffi::flatopt_base_params,
+            c: &str,
+        ) -> Option<&'a mut T> {
+            let field: &mut dyn std::any::Any = match c {
+                $($($( stringify!($c) => &mut p.$c, )+)*)+
+                _ => return None,
+            };
+            field.downcast_mut()
         }
 
         /// The fused update of a window with the rule's loop (see `kernels::fused`).

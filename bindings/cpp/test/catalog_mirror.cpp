@@ -52,6 +52,13 @@ static bool same(const char* got, const char* want) {
   return false;
 }
 
+static bool same_kind(flatopt::BaseKind got, flatopt::BaseKind want, const char* what) {
+  if (got == want) return true;
+  std::fprintf(stderr, "catalog_mirror: %s() builds kind %u, expected %u\n", what,
+               static_cast<unsigned>(got), static_cast<unsigned>(want));
+  return false;
+}
+
 int main() {
   bool ok = true;
   ok &= same(flatopt::schedule_kind_name(flatopt::ScheduleKind::Fixed), "fixed");
@@ -71,18 +78,44 @@ int main() {
   ok &= same(flatopt::schedule_kind_name(flatopt::ScheduleKind::PiecewiseConstant), "piecewise_constant");
   ok &= same(flatopt::schedule_kind_name(flatopt::ScheduleKind::ReduceOnPlateau), "reduce_on_plateau");
   ok &= same(flatopt::base_kind_name(flatopt::BaseKind::Sgd), "sgd");
+  ok &= same_kind(flatopt::BaseParams::sgd().kind(), flatopt::BaseKind::Sgd, "BaseParams::sgd");
+  ok &= same_kind(flatopt::Config::sgd(1e-3).base().kind(), flatopt::BaseKind::Sgd, "Config::sgd");
   ok &= same(flatopt::base_kind_name(flatopt::BaseKind::Adam), "adam");
+  ok &= same_kind(flatopt::BaseParams::adam().kind(), flatopt::BaseKind::Adam, "BaseParams::adam");
+  ok &= same_kind(flatopt::Config::adam(1e-3).base().kind(), flatopt::BaseKind::Adam, "Config::adam");
   ok &= same(flatopt::base_kind_name(flatopt::BaseKind::AdamW), "adamw");
+  ok &= same_kind(flatopt::BaseParams::adamw().kind(), flatopt::BaseKind::AdamW, "BaseParams::adamw");
+  ok &= same_kind(flatopt::Config::adamw(1e-3).base().kind(), flatopt::BaseKind::AdamW, "Config::adamw");
   ok &= same(flatopt::base_kind_name(flatopt::BaseKind::RAdam), "radam");
+  ok &= same_kind(flatopt::BaseParams::radam().kind(), flatopt::BaseKind::RAdam, "BaseParams::radam");
+  ok &= same_kind(flatopt::Config::radam(1e-3).base().kind(), flatopt::BaseKind::RAdam, "Config::radam");
   ok &= same(flatopt::base_kind_name(flatopt::BaseKind::Adagrad), "adagrad");
+  ok &= same_kind(flatopt::BaseParams::adagrad().kind(), flatopt::BaseKind::Adagrad, "BaseParams::adagrad");
+  ok &= same_kind(flatopt::Config::adagrad(1e-3).base().kind(), flatopt::BaseKind::Adagrad, "Config::adagrad");
   ok &= same(flatopt::base_kind_name(flatopt::BaseKind::RmsProp), "rmsprop");
+  ok &= same_kind(flatopt::BaseParams::rmsprop().kind(), flatopt::BaseKind::RmsProp, "BaseParams::rmsprop");
+  ok &= same_kind(flatopt::Config::rmsprop(1e-3).base().kind(), flatopt::BaseKind::RmsProp, "Config::rmsprop");
   ok &= same(flatopt::base_kind_name(flatopt::BaseKind::Adamax), "adamax");
+  ok &= same_kind(flatopt::BaseParams::adamax().kind(), flatopt::BaseKind::Adamax, "BaseParams::adamax");
+  ok &= same_kind(flatopt::Config::adamax(1e-3).base().kind(), flatopt::BaseKind::Adamax, "Config::adamax");
   ok &= same(flatopt::base_kind_name(flatopt::BaseKind::NAdam), "nadam");
+  ok &= same_kind(flatopt::BaseParams::nadam().kind(), flatopt::BaseKind::NAdam, "BaseParams::nadam");
+  ok &= same_kind(flatopt::Config::nadam(1e-3).base().kind(), flatopt::BaseKind::NAdam, "Config::nadam");
   ok &= same(flatopt::base_kind_name(flatopt::BaseKind::Lion), "lion");
+  ok &= same_kind(flatopt::BaseParams::lion().kind(), flatopt::BaseKind::Lion, "BaseParams::lion");
+  ok &= same_kind(flatopt::Config::lion(1e-3).base().kind(), flatopt::BaseKind::Lion, "Config::lion");
   ok &= same(flatopt::base_kind_name(flatopt::BaseKind::AdaBelief), "adabelief");
+  ok &= same_kind(flatopt::BaseParams::adabelief().kind(), flatopt::BaseKind::AdaBelief, "BaseParams::adabelief");
+  ok &= same_kind(flatopt::Config::adabelief(1e-3).base().kind(), flatopt::BaseKind::AdaBelief, "Config::adabelief");
   ok &= same(flatopt::base_kind_name(flatopt::BaseKind::Yogi), "yogi");
+  ok &= same_kind(flatopt::BaseParams::yogi().kind(), flatopt::BaseKind::Yogi, "BaseParams::yogi");
+  ok &= same_kind(flatopt::Config::yogi(1e-3).base().kind(), flatopt::BaseKind::Yogi, "Config::yogi");
   ok &= same(flatopt::base_kind_name(flatopt::BaseKind::Adadelta), "adadelta");
+  ok &= same_kind(flatopt::BaseParams::adadelta().kind(), flatopt::BaseKind::Adadelta, "BaseParams::adadelta");
+  ok &= same_kind(flatopt::Config::adadelta(1e-3).base().kind(), flatopt::BaseKind::Adadelta, "Config::adadelta");
   ok &= same(flatopt::base_kind_name(flatopt::BaseKind::Rprop), "rprop");
-  if (ok) std::printf("catalog_mirror: %d names match\n", 29);
+  ok &= same_kind(flatopt::BaseParams::rprop().kind(), flatopt::BaseKind::Rprop, "BaseParams::rprop");
+  ok &= same_kind(flatopt::Config::rprop(1e-3).base().kind(), flatopt::BaseKind::Rprop, "Config::rprop");
+  if (ok) std::printf("catalog_mirror: %d names and factories match\n", 55);
   return ok ? 0 : 1;
 }
