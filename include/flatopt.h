@@ -1488,6 +1488,24 @@ enum flatopt_status flatopt_optimizer_set_group_weight_decay(struct flatopt_opti
                                                              double weight_decay);
 
 /**
+ * Replaces group `group`'s base-rule hyperparameters (betas, eps, momentum, ...) with `*base`
+ * (read as `flatopt_group_options.base` is: an older caller's smaller struct gets the
+ * defaults of the fields it lacks); the next update uses them. `base` must be of the
+ * optimizer's kind, with valid values (the message names the first bad field), and keep the
+ * group's state buffers (turning AMSGrad, momentum or centering on or off is refused).
+ * Allocates nothing; on error nothing changes. Refused between `flatopt_optimizer_begin_step`
+ * and `_end_step`.
+ *
+ * # Safety
+ * `opt` is NULL (refused) or a live handle from `flatopt_optimizer_new`.
+ * `base` is NULL (refused) or points to a `flatopt_base_params` of `struct_size` readable
+ * bytes.
+ */
+enum flatopt_status flatopt_optimizer_set_group_base_params(struct flatopt_optimizer *opt,
+                                                            size_t group,
+                                                            const struct flatopt_base_params *base);
+
+/**
  * Writes group `group`'s base-rule hyperparameters into the caller's `size` bytes at `out`
  * (pass `sizeof *out`; an older caller's struct gets the fields it has), with
  * `struct_size = size`.

@@ -11,6 +11,7 @@
 mod common;
 
 use common::{bases, bits, Rng};
+use flatopt::catalog::Value;
 use flatopt::engine::GroupOptions;
 use flatopt::{Base, Config, Error, NonFinitePolicy, Optimizer, Outcome, Schedule, Tier};
 
@@ -399,6 +400,9 @@ fn changing_a_groups_lr_and_decay_takes_effect_at_the_next_step() {
                 a.set_group_lr(1, Some(lr * 0.5)).unwrap();
                 a.set_group_weight_decay(2, 0.0).unwrap();
                 a.set_group_lr(0, Some(lr * 2.0)).unwrap();
+                // (the base rule's values too: each float field moved a little, in its domain)
+                let old = *a.groups()[1].base();
+                a.set_group_base(1, nudged(&old)).unwrap();
                 // ... `b` gets the same values through a checkpoint of `a`'s groups.
                 b.load(&a.save()).unwrap();
                 assert_eq!(b.groups(), a.groups(), "{bname}: live values restored");
@@ -416,6 +420,21 @@ fn changing_a_groups_lr_and_decay_takes_effect_at_the_next_step() {
         assert_eq!(a.groups()[2].weight_decay(), 0.0);
         assert_eq!(a.groups()[1].lr(), Some(lr * 0.5));
     }
+}
+
+/// `base` with each float hyperparameter moved a little inside its domain (state unchanged).
+fn nudged(base: &Base) -> Base {
+    let spec = base.spec();
+    let values = base.values();
+    Base::try_from_fields(base.kind(), |i| {
+        Ok::<_, ()>(match (spec.fields[i].key, &values[i]) {
+            ("max_step_size" | "eta_plus", Value::F64(x)) => Value::F64(x * 1.25),
+            (_, Value::F64(x)) if *x > 0.0 => Value::F64(x * 0.75),
+            (_, v) => v.clone(),
+        })
+    })
+    .unwrap()
+    .unwrap()
 }
 
 /// An optimizer with one group, unchanged, behaves and saves as before groups existed
@@ -572,6 +591,46 @@ fn bad_group_arguments_are_refused() {
             "invalid group",
         ),
         (
+            "set_group_base: another kind",
+            |o| o.set_group_base(1, Base::sgd()),
+            "must be of the optimizer's kind",
+        ),
+        (
+            "set_group_base: invalid value",
+            |o| {
+                o.set_group_base(
+                    0,
+                    Base::Adam {
+                        b1: 0.9,
+                        b2: 1.0,
+                        eps: 1e-8,
+                        amsgrad: false,
+                    },
+                )
+            },
+            "b2",
+        ),
+        (
+            "set_group_base: AMSGrad turned on (another state buffer)",
+            |o| {
+                o.set_group_base(
+                    1,
+                    Base::Adam {
+                        b1: 0.9,
+                        b2: 0.999,
+                        eps: 1e-8,
+                        amsgrad: true,
+                    },
+                )
+            },
+            "state buffers",
+        ),
+        (
+            "set_group_base: unknown group",
+            |o| o.set_group_base(2, Base::adam()),
+            "invalid group = 2",
+        ),
+        (
             "unknown group (add_buffer_to_group)",
             |o| o.add_buffer_to_group(&[1.0], 7),
             "invalid group = 7",
@@ -659,6 +718,7 @@ fn skip_is_global_and_partly_applied_steps_refuse_changes() {
     for (what, r) in [
         ("lr", o.set_group_lr(1, Some(0.1))),
         ("weight decay", o.set_group_weight_decay(1, 0.1)),
+        ("base", o.set_group_base(1, Base::adam())),
         ("add_group", o.add_group(GroupOptions::default()).map(drop)),
     ] {
         let err = r.expect_err(what);

@@ -1583,6 +1583,12 @@ class Optimizer {
   void set_group_weight_decay(std::size_t group, double wd) {
     check(flatopt_optimizer_set_group_weight_decay(h_, group, wd));
   }
+  /// Replaces group `group`'s base-rule hyperparameters (of the optimizer's kind, keeping the
+  /// group's state buffers: AMSGrad, momentum, centering cannot be turned on or off); the
+  /// next update uses them.
+  void set_group_base_params(std::size_t group, const BaseParams& base) {
+    check(flatopt_optimizer_set_group_base_params(h_, group, &base.c_struct()));
+  }
 
   // --- Updates.
   /// One update of every buffer with the registered gradients.

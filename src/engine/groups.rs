@@ -217,6 +217,35 @@ impl Optimizer {
         Ok(())
     }
 
+    /// Replaces group `group`'s base-rule hyperparameters (betas, eps, momentum, ...; and a
+    /// rule's own decoupled weight decay, which lives there) with `base`, as a scheduler that
+    /// cycles the momentum needs; the next update uses them. `base` must be of the optimizer's
+    /// kind and keep the state buffers the group's rule has (they exist from registration on:
+    /// turning AMSGrad, momentum or centering on or off is refused), its values are validated
+    /// as [`Optimizer::add_group`]'s; like [`Optimizer::set_group_lr`] otherwise.
+    pub fn set_group_base(&mut self, group: usize, base: Base) -> Result<(), Error> {
+        self.check_group(group)?;
+        self.refuse_partly_applied()?;
+        let old = &self.groups[group];
+        let g = Group::new(&self.cfg, old.lr, old.coupled_weight_decay, base)?;
+        if base.state_used() != old.base.state_used() {
+            let show = |(m, v, v_max): (bool, bool, bool)| format!("m {m}, v {v}, v_max {v_max}");
+            return Err(Error::invalid(
+                "base",
+                format!(
+                    "state buffers ({}) where group {group} has ({})",
+                    show(base.state_used()),
+                    show(old.base.state_used())
+                ),
+                "the state buffers the group's buffers were registered with (AMSGrad, \
+                 momentum or centering cannot be turned on or off)",
+            ));
+        }
+        self.coverage.abandon();
+        self.groups[group] = g;
+        Ok(())
+    }
+
     /// The learning rate group `group` will use in the next update (rounded to f32, as the
     /// kernels use it), `None` if there is no such group.
     pub fn group_current_lr(&self, group: usize) -> Option<f32> {

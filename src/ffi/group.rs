@@ -361,6 +361,35 @@ pub unsafe extern "C" fn flatopt_optimizer_set_group_weight_decay(
     })
 }
 
+/// Replaces group `group`'s base-rule hyperparameters (betas, eps, momentum, ...) with `*base`
+/// (read as `flatopt_group_options.base` is: an older caller's smaller struct gets the
+/// defaults of the fields it lacks); the next update uses them. `base` must be of the
+/// optimizer's kind, with valid values (the message names the first bad field), and keep the
+/// group's state buffers (turning AMSGrad, momentum or centering on or off is refused).
+/// Allocates nothing; on error nothing changes. Refused between `flatopt_optimizer_begin_step`
+/// and `_end_step`.
+///
+/// # Safety
+/// `opt` is NULL (refused) or a live handle from `flatopt_optimizer_new`.
+/// `base` is NULL (refused) or points to a `flatopt_base_params` of `struct_size` readable
+/// bytes.
+#[no_mangle]
+pub unsafe extern "C" fn flatopt_optimizer_set_group_base_params(
+    opt: *mut flatopt_optimizer,
+    group: usize,
+    base: *const flatopt_base_params,
+) -> flatopt_status {
+    guard(|| {
+        // SAFETY: see `handle`.
+        let mut h = unsafe { handle(opt)? };
+        check_no_pending(&h)?;
+        // SAFETY: NULL (refused) or a readable struct (this function's contract).
+        let b = unsafe { read_base("base", "base.struct_size", base)? }.to_base()?;
+        h.engine.set_group_base(group, b)?;
+        Ok(FLATOPT_OK)
+    })
+}
+
 /// Writes group `group`'s base-rule hyperparameters into the caller's `size` bytes at `out`
 /// (pass `sizeof *out`; an older caller's struct gets the fields it has), with
 /// `struct_size = size`.

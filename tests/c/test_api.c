@@ -123,6 +123,7 @@ static const char *const k_api[] = {
     "flatopt_narrow_from_f32",
     "flatopt_sum_squares_partials_mixed",
     "flatopt_mixed_update",
+    "flatopt_optimizer_set_group_base_params",
 };
 #define N_API (sizeof k_api / sizeof k_api[0])
 
@@ -981,6 +982,22 @@ R(r_gbp_group) { return F(flatopt_optimizer_group_base_params)(fx->opt, 2, &fx->
 R(r_gbp_out) { return F(flatopt_optimizer_group_base_params)(fx->opt, 0, NULL, sizeof(flatopt_base_params)); }
 R(r_gbp_size) { return F(flatopt_optimizer_group_base_params)(fx->opt, 0, &fx->out.hp, 12); }
 R(r_gbp_null) { return F(flatopt_optimizer_group_base_params)(NULL, 0, &fx->out.hp, sizeof fx->out.hp); }
+#define SET_BASE_ROW(name, group, stmt)                                                        \
+    R(name)                                                                                    \
+    {                                                                                          \
+        flatopt_base_params b = FLATOPT_BASE_PARAMS_INIT(FLATOPT_ADAM);                        \
+        stmt;                                                                                  \
+        return F(flatopt_optimizer_set_group_base_params)(fx->opt, group, &b);                 \
+    }
+SET_BASE_ROW(r_sgb_group, 1, (void)b)
+SET_BASE_ROW(r_sgb_kind, 0, b = fx->hp_sgd)
+SET_BASE_ROW(r_sgb_b1, 0, b.b1 = 1.0)
+SET_BASE_ROW(r_sgb_eps, 0, b.eps = NAN)
+SET_BASE_ROW(r_sgb_size, 0, b.struct_size = 3)
+SET_BASE_ROW(r_sgb_amsgrad, 0, b.amsgrad = 1)
+SET_BASE_ROW(r_sgb_pending, 0, b.b1 = 0.8)
+R(r_sgb_null) { return F(flatopt_optimizer_set_group_base_params)(fx->opt, 0, NULL); }
+R(r_sgb_opt_null) { return F(flatopt_optimizer_set_group_base_params)(NULL, 0, &fx->hp_adam); }
 
 /* flatopt_optimizer_new: on a wrong success the handle is freed (the row fails anyway). */
 static flatopt_status new_into_out(fixture *fx, const flatopt_config *c)
@@ -2567,6 +2584,16 @@ static const row k_rows[] = {
     { "group_base_params: out NULL", NULL, r_gbp_out, E_NULL, "out" },
     { "group_base_params: size 12", NULL, r_gbp_size, E_ARG, "size" },
     { "group_base_params: opt NULL", NULL, r_gbp_null, E_NULL, "opt" },
+    { "set_group_base_params: group 1 of 1", NULL, r_sgb_group, E_ARG, "group" },
+    { "set_group_base_params: base of another kind", NULL, r_sgb_kind, E_ARG, "kind" },
+    { "set_group_base_params: b1 = 1", NULL, r_sgb_b1, E_ARG, "b1" },
+    { "set_group_base_params: eps NaN", NULL, r_sgb_eps, E_ARG, "eps" },
+    { "set_group_base_params: struct_size 3", NULL, r_sgb_size, E_ARG, "struct_size" },
+    { "set_group_base_params: AMSGrad turned on", NULL, r_sgb_amsgrad, E_ARG, "state buffers" },
+    { "set_group_base_params: base NULL", NULL, r_sgb_null, E_NULL, "base" },
+    { "set_group_base_params: opt NULL", NULL, r_sgb_opt_null, E_NULL, "opt" },
+    { "set_group_base_params: while a begun step is pending", setup_pending, r_sgb_pending,
+      E_STATE, "end_step" },
     /* queries */
     { "step_count: opt NULL", NULL, r_q_steps_null, E_NULL, "opt" },
     { "step_count: out NULL", NULL, r_q_steps_out, E_NULL, "out" },

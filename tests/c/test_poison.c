@@ -167,6 +167,12 @@ static flatopt_status c_set_scaler_state(flatopt_optimizer *o)
 {
     return flatopt_optimizer_set_loss_scaler_state(o, 4.0f, 0);
 }
+static flatopt_status c_set_group_base(flatopt_optimizer *o)
+{
+    /* Refused for the poisoned handle before the struct is read (any kind would do). */
+    flatopt_base_params b = FLATOPT_BASE_PARAMS_INIT(FLATOPT_SGD);
+    return flatopt_optimizer_set_group_base_params(o, 0, &b);
+}
 
 static const struct {
     const char *name;
@@ -208,6 +214,7 @@ static const struct {
     { "set_loss_scaler", c_set_scaler },
     { "loss_scaler_state", c_scaler_state },
     { "set_loss_scaler_state", c_set_scaler_state },
+    { "set_group_base_params", c_set_group_base },
 };
 
 static flatopt_optimizer *make(void)

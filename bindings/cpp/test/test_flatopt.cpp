@@ -1634,6 +1634,15 @@ void test_groups() {
       opt.set_group_weight_decay(1, 0.05);
       ref.set_group_weight_decay(0, 0.05);
     }
+    if (t == 6) {  // betas (and AdamW's decoupled decay, which lives in the base rule)
+      flatopt::BaseParams cycled = flatopt::BaseParams::adamw(0.02);
+      cycled.b1(0.7).b2(0.95);
+      opt.set_group_base_params(1, cycled);
+      ref.set_group_base_params(0, cycled);
+      const flatopt::BaseParams now = opt.group_base_params(1);
+      CHECK(now.c_struct().b1 == 0.7);
+      CHECK(opt.group_weight_decay(1) == 0.02);
+    }
     CHECK(opt.step().applied());
     CHECK(ref.step().applied());
     CHECK(std::memcmp(b.data(), rb.data(), b.size() * sizeof(float)) == 0);
@@ -1646,7 +1655,9 @@ void test_groups() {
   again.add_param_to_group(1, b2, bg);
   again.load(saved);
   CHECK(again.group_lr(1) == std::optional<double>(5e-3));
-  CHECK(again.group_weight_decay(1) == 0.05);
+  CHECK(again.group_weight_decay(1) == 0.02);
+  const flatopt::BaseParams loaded = again.group_base_params(1);
+  CHECK(loaded.c_struct().b2 == 0.95);
   again.set_group_lr(1, std::nullopt);
   CHECK(!again.group_lr(1).has_value());
 
@@ -1673,6 +1684,12 @@ void test_groups() {
   CHECK_THROWS(plain.set_group_lr(5, 0.1), FLATOPT_ERR_INVALID_ARGUMENT, "group");
   CHECK_THROWS(plain.set_group_weight_decay(0, std::nan("")), FLATOPT_ERR_INVALID_ARGUMENT,
                "weight_decay");
+  CHECK_THROWS(plain.set_group_base_params(0, flatopt::BaseParams::sgd()),
+               FLATOPT_ERR_INVALID_ARGUMENT, "kind");
+  CHECK_THROWS(plain.set_group_base_params(0, flatopt::BaseParams::adamw(0.1).b1(1.0)),
+               FLATOPT_ERR_INVALID_ARGUMENT, "b1");
+  CHECK_THROWS(plain.set_group_base_params(2, flatopt::BaseParams::adamw(0.1)),
+               FLATOPT_ERR_INVALID_ARGUMENT, "group");
   CHECK_THROWS(again.load(plain.save()), FLATOPT_ERR_INVALID_ARGUMENT, "parameter groups");
   CHECK(plain.save() == before);
   CHECK(plain.num_groups() == 1);

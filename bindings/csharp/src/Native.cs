@@ -162,6 +162,9 @@ namespace Flatopt
         internal static extern Status flatopt_optimizer_group_base_params(OptimizerHandle opt, UIntPtr group, BaseParams* output, UIntPtr size);
 
         [DllImport(Lib, CallingConvention = Cdecl)]
+        internal static extern Status flatopt_optimizer_set_group_base_params(OptimizerHandle opt, UIntPtr group, BaseParams* bases);
+
+        [DllImport(Lib, CallingConvention = Cdecl)]
         internal static extern uint flatopt_default_simd_tier();
 
         [DllImport(Lib, CallingConvention = Cdecl)]

@@ -292,6 +292,15 @@ namespace Flatopt
             return p;
         }
 
+        /// <summary>Replaces group <paramref name="group"/>'s base-rule hyperparameters (of the
+        /// optimizer's kind, keeping the group's state buffers: AMSGrad, momentum, centering
+        /// cannot be turned on or off); the next step uses them. Allocates nothing.</summary>
+        public void SetGroupBaseParams(int group, BaseParams bases)
+        {
+            CheckGroup(group);
+            Errors.Check(Native.flatopt_optimizer_set_group_base_params(handle, (UIntPtr)(uint)group, &bases));
+        }
+
         private static void CheckGroup(int group)
         {
             if (group < 0)

@@ -10,8 +10,11 @@ whole-iteration time, medians over the measured rounds:
 * ``cnn``: a small ResNet (3 stages of 2 basic blocks with batch norm; 2.8 M parameters in 50
   tensors), batch 16 of 16x16 images.
 
-Printed: medians of the step and the iteration, their ratios to the fused AdamW, and the mean
-step (Lookahead syncs every k-th step only: the mean carries that cost, the median not).
+Printed: medians of the step and the iteration, their ratios to the fused AdamW, the mean step
+and the period step (Lookahead syncs every k-th step only: the median misses that cost; the
+mean carries it but also every outlier of a loaded machine; the period step is
+``((k-1) * median of the other steps + median of the sync steps) / k`` with k = 5, robust
+to both, and the one to compare Lookahead variants by).
 Variants: ``torch.optim.AdamW(fused=True)``, ``AdamW(foreach=True)``, ``flatopt.torch.AdamW`` (1 thread, the default, and 2),
 timm's Lookahead logic (written out below: timm is not a dependency) over the fused AdamW, and
 ``flatopt.torch.Lookahead`` over flatopt's AdamW. With ``--alone`` it also times flatopt's step
@@ -135,6 +138,7 @@ class TimmLookahead:
 
 
 LR, WD = 3e-4, 0.1
+K = 5  # the Lookahead period of both Lookahead variants
 VARIANTS = {
     "torch fused": lambda m: torch.optim.AdamW(m.parameters(), LR, weight_decay=WD, fused=True),
     "torch foreach": lambda m: torch.optim.AdamW(m.parameters(), LR, weight_decay=WD,
@@ -142,8 +146,8 @@ VARIANTS = {
     "flatopt": lambda m: ft.AdamW(m.parameters(), LR, weight_decay=WD),
     "flatopt t=2": lambda m: ft.AdamW(m.parameters(), LR, weight_decay=WD, num_threads=2),
     "timm LA(fused)": lambda m: TimmLookahead(
-        torch.optim.AdamW(m.parameters(), LR, weight_decay=WD, fused=True), 0.5, 5),
-    "flatopt LA": lambda m: ft.Lookahead(ft.AdamW(m.parameters(), LR, weight_decay=WD), 5, 0.5),
+        torch.optim.AdamW(m.parameters(), LR, weight_decay=WD, fused=True), 0.5, K),
+    "flatopt LA": lambda m: ft.Lookahead(ft.AdamW(m.parameters(), LR, weight_decay=WD), K, 0.5),
 }
 
 
@@ -186,6 +190,7 @@ def main():
     n_params = sum(p.numel() for p in base.parameters())
     n_tensors = len(list(base.parameters()))
     step_t = {n: [] for n in names}
+    phase_t = {n: ([], []) for n in names}  # steps 1..4 and 5 of each Lookahead period
     iter_t = {n: [] for n in names}
     alone_t = []
     losses = {n: None for n in names}
@@ -204,6 +209,7 @@ def main():
             losses[n] = loss.item()
             if r >= args.warmup:
                 step_t[n].append(t2 - t1)
+                phase_t[n][(r + 1) % K == 0].append(t2 - t1)
                 iter_t[n].append(t2 - t0)
             if args.alone and n == "flatopt" and r >= args.warmup:
                 # the same model's next step, but with PyTorch's OpenMP workers asleep
@@ -217,20 +223,27 @@ def main():
            for n in names}
     # Lookahead's sync runs every k-th step only: the mean step shows its cost, the median not.
     mean = {n: statistics.fmean(step_t[n]) * 1e3 for n in names}
+    period = {n: ((K - 1) * statistics.median(phase_t[n][0]) + statistics.median(phase_t[n][1]))
+              / K * 1e3 for n in names}
     ref = med.get("torch fused")
     print(f"{args.model}: {n_params / 1e6:.1f} M parameters in {n_tensors} tensors; "
           f"{args.rounds} rounds; torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '-')}, "
           f"load average {os.getloadavg()[0]:.1f}")
     print(f"{'variant':16} {'step ms':>9} {'iter ms':>9} {'step/fused':>11} {'iter/fused':>11}"
-          f" {'mean step':>10} {'mean/fused':>11}  last loss")
+          f" {'mean step':>10} {'mean/fused':>11} {'period':>8} {'per/fused':>10}  last loss")
     for n in names:
         s, i = med[n]
         rs = f"{s / ref[0]:.2f}" if ref else "-"
         ri = f"{i / ref[1]:.2f}" if ref else "-"
         rm = f"{mean[n] / mean['torch fused']:.2f}" if ref else "-"
+        rp = f"{period[n] / period['torch fused']:.2f}" if ref else "-"
         print(f"{n:16} {s:9.2f} {i:9.2f} {rs:>11} {ri:>11} {mean[n]:10.2f} {rm:>11}"
-              f"  {losses[n]:.4f}")
+              f" {period[n]:8.2f} {rp:>10}  {losses[n]:.4f}")
+    if "timm LA(fused)" in period and "flatopt LA" in period:
+        print(f"Lookahead, period step: timm / flatopt = "
+              f"{period['timm LA(fused)'] / period['flatopt LA']:.2f}; mean step: "
+              f"{mean['timm LA(fused)'] / mean['flatopt LA']:.2f}")
     if alone_t:
         a = statistics.median(alone_t) * 1e3
         print(f"flatopt step alone (after 50 ms): {a:.2f} ms; in the loop / alone: "

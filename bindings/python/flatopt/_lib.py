@@ -417,6 +417,12 @@ widen_to_f32 = _fn(
 narrow_from_f32 = _fn(
     "flatopt_narrow_from_f32", st, [c_uint32, c_void_p, c_void_p, c_size_t], required=False
 )
+optimizer_set_group_base_params = _fn(
+    "flatopt_optimizer_set_group_base_params",
+    st,
+    [_opt_p, c_size_t, POINTER(BaseParams)],
+    required=False,
+)
 default_simd_tier = _fn("flatopt_default_simd_tier", c_uint32, [])
 simd_tier_available = _fn("flatopt_simd_tier_available", c_int32, [c_uint32])
 simd_tier_name = _fn("flatopt_simd_tier_name", c_char_p, [c_uint32])

@@ -28,12 +28,12 @@ How it maps onto the library:
 
 * Every parameter group is a flatopt parameter group. Its hyperparameters are read at every
   ``step()`` (a comparison per group) and take effect when they changed, as in PyTorch, so
-  LR schedulers drive these optimizers unchanged: ``lr`` and ``weight_decay`` are handed to
-  the library's group (no allocation); a change of another (``betas``, ``eps``, ``momentum``,
-  ...; e.g. ``OneCycleLR(cycle_momentum=True)``) rebuilds the handles holding the group's
-  parameters, their state copied over bit for bit (a copy of the state: fine now and then,
-  a cost in every step when a scheduler changes ``betas`` every step). An invalid value
-  raises at that step and changes nothing.
+  LR schedulers drive these optimizers unchanged: ``lr``, ``weight_decay`` and the others
+  (``betas``, ``eps``, ``momentum``, ...; e.g. ``OneCycleLR(cycle_momentum=True)``) are
+  handed to the library's group (no allocation); a change that adds or drops a state array
+  (``amsgrad``, ``momentum`` from or to 0, ``centered``) rebuilds the handles holding the
+  group's parameters, their state copied over bit for bit. An invalid value raises at that
+  step and changes nothing.
 * Gradients are handed over as pointers at every step (``zero_grad(set_to_none=True)`` makes new
   gradient tensors each step): one ``.grad`` read, one ``data_ptr()`` and one contiguity check
   per tensor and a ``data_ptr()`` per parameter (has its storage moved?), then one foreign call
@@ -317,10 +317,11 @@ class _FlatoptOptimizer(_TorchOptimizer):
         self._applied[g] = (float(group["lr"]), _wd(group), self._static_of(group))
 
     def _sync_groups(self):
-        """Hands changed group hyperparameters to the library (a comparison per group): lr
-        and weight decay through the library's group setters (no allocation), the others
-        (betas, eps, momentum, ...) by rebuilding the handles of the group's parameters with
-        their state (a copy of it: cheap once, costly every step)."""
+        """Hands changed group hyperparameters to the library (a comparison per group): lr,
+        weight decay and the base rule's (betas, eps, momentum, ...) through the library's
+        group setters (no allocation); a change of the state arrays the rule keeps (AMSGrad,
+        momentum or centering on or off) by rebuilding the handles of the group's parameters
+        with their state (a copy of it)."""
         applied = self._applied
         static = self._static or self._wd_in_base
         for g, group in enumerate(self.param_groups):
@@ -329,7 +330,7 @@ class _FlatoptOptimizer(_TorchOptimizer):
             wd = group.get("weight_decay", 0.0)
             same = a is not None and lr == a[0] and wd == a[1]
             if static and a is not None and self._static_of(group) != a[2]:
-                self._rebuild_group(g)  # the new handles take every group's live values
+                self._set_group_base(g, group)  # the rebuilt handles take every live value
             elif same:
                 continue
             if not same:
@@ -344,6 +345,35 @@ class _FlatoptOptimizer(_TorchOptimizer):
                             f"param_groups[{g}]['weight_decay']",
                         )
             self._applied_set(g, group)
+
+    def _set_group_base(self, g, group):
+        """Group `g`'s new base-rule hyperparameters into every handle (all or none), or the
+        handles rebuilt where the rule's state arrays change."""
+        base = self._base_params(group)
+        # Only the handles with parameters of the group: in the others the group holds no
+        # buffer, and its stale values there are never used.
+        holding = [c for c in self._cohorts if g in c.groups]
+        new = self._present(group)
+        if _lib.optimizer_set_group_base_params is None or any(
+            p != new for c in holding for p, h in zip(c.present, c.groups) if h == g
+        ):
+            self._rebuild_group(g)
+            return
+        done = []
+        try:
+            for c in holding:
+                old = _lib.new_base_params(self._kind)
+                _lib.check(_lib.optimizer_group_base_params(c.handle.ptr, g, ctypes.byref(old),
+                                                            ctypes.sizeof(old)))
+                _lib.check(_lib.optimizer_set_group_base_params(c.handle.ptr, g,
+                                                                ctypes.byref(base)),
+                           f"param_groups[{g}]")
+                done.append((c, old))
+        except BaseException:
+            for c, old in done:  # put the values back: nothing changed
+                _lib.check(_lib.optimizer_set_group_base_params(c.handle.ptr, g,
+                                                                ctypes.byref(old)))
+            raise
 
     def _rebuild_group(self, g):
         """New handles, with the state, for the cohorts holding parameters of group `g` (its

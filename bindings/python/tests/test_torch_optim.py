@@ -283,6 +283,7 @@ CHANGES = [
     ("AdamW", dict(lr=1e-2), "lr", 3e-3),
     ("SGD", dict(lr=0.05, momentum=0.9), "momentum", 0.5),
     ("SGD", dict(lr=0.05, momentum=0.9), "nesterov", True),
+    ("SGD", dict(lr=0.05, momentum=0.9), "momentum", 0.0),  # the state arrays change
     ("RMSprop", dict(lr=1e-3, momentum=0.5), "alpha", 0.9),
     ("Adagrad", dict(lr=5e-2), "eps", 0.1),
     ("Adamax", dict(lr=1e-2), "betas", (0.7, 0.9)),
@@ -318,6 +319,7 @@ def test_one_cycle_lr_cycling_momentum_follows_torch_optim():
     ref_opt = torch.optim.AdamW(ref.parameters(), lr=1e-2)
     scheds = [torch.optim.lr_scheduler.OneCycleLR(o, max_lr=1e-2, total_steps=30)
               for o in (opt, ref_opt)]
+    handles = [c.handle for c in opt._cohorts]
     for t in range(30):
         train_step(ours, opt, t)
         train_step(ref, ref_opt, t)
@@ -325,6 +327,9 @@ def test_one_cycle_lr_cycling_momentum_follows_torch_optim():
             s.step()
         assert close(ours, ref, 2e-5), f"step {t}"
     assert opt.param_groups[0]["betas"] == ref_opt.param_groups[0]["betas"]
+    # the betas went to the library's group (flatopt_optimizer_set_group_base_params), no
+    # handle was rebuilt
+    assert [c.handle for c in opt._cohorts] == handles
 
 
 def test_invalid_changed_hyperparameter_is_refused_and_changes_nothing():
