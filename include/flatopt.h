@@ -114,6 +114,11 @@
     0.0, /* grad_clip_value */ \
     (uint32_t)1, /* num_threads */ \
     (uint32_t)0, /* simd_tier */ \
+    (uint32_t)0, /* state_dtype */ \
+    (uint32_t)0, /* state_rounding */ \
+    (uint64_t)0, /* state_seed */ \
+    (uint64_t)0, /* state_index_offset */ \
+    (uint32_t)0, /* slow_dtype */ \
 }
 #define FLATOPT_STEP_ARGS_INIT { \
     (uint32_t)sizeof(flatopt_step_args), /* struct_size */ \
@@ -187,6 +192,12 @@
  * Size in bytes of the first version of `flatopt_config` (flatopt 0.2.0). Frozen.
  */
 #define FLATOPT_CONFIG_SIZE_V1 88
+
+/**
+ * Size in bytes of the second version of `flatopt_config` (compressed state: the fields
+ * `state_dtype` to `slow_dtype`). Frozen. A V1 caller's config gets float32 state.
+ */
+#define FLATOPT_CONFIG_SIZE_V2 120
 
 /**
  * `sizeof(flatopt_group_options)` of the first version (frozen).
@@ -829,6 +840,29 @@ typedef struct flatopt_config {
      * A `flatopt_simd_tier`; 0 takes the process default.
      */
     uint32_t simd_tier;
+    /**
+     * How the moments (m, v, v_max) are held: a `flatopt_state_dtype` value (default
+     * `FLATOPT_STATE_FLOAT32`).
+     */
+    uint32_t state_dtype;
+    /**
+     * How bfloat16 state is rounded: a `flatopt_state_rounding` value (default stochastic).
+     */
+    uint32_t state_rounding;
+    /**
+     * The seed of stochastic rounding (default 0).
+     */
+    uint64_t state_seed;
+    /**
+     * The index of this optimizer's first element in the whole model (sharded training: each
+     * shard passes its offset so that stochastic rounding matches one process). Default 0.
+     */
+    uint64_t state_index_offset;
+    /**
+     * How the Lookahead slow weights are held: `FLATOPT_STATE_FLOAT32` (default) or
+     * `FLATOPT_STATE_BFLOAT16`.
+     */
+    uint32_t slow_dtype;
 } flatopt_config;
 
 /**

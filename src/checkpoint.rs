@@ -442,8 +442,9 @@ impl Optimizer {
         let lens = self.buffer_lens();
         out.extend_from_slice(&(lens.len() as u64).to_le_bytes());
         for (i, &len) in lens.iter().enumerate() {
-            let (m, v, v_max) = self.moments(i).unwrap_or_default();
-            let slow = self.slow_weights(i).unwrap_or_default();
+            // State held as bf16 or int8 is saved decoded to f32 (`state_f32`; f32 state as
+            // it is, bytes unchanged).
+            let [m, v, v_max, slow] = self.state_f32(i);
             let present = self.expected_present(i);
             // Version 1: reserved (0); versions 2 and 3: the buffer's group.
             let group = if version >= 2 {
@@ -455,7 +456,7 @@ impl Optimizer {
             out.extend_from_slice(&present.to_le_bytes());
             out.extend_from_slice(&group.to_le_bytes());
             for a in [m, v, v_max, slow] {
-                put_f32s(&mut out, a);
+                put_f32s(&mut out, &a);
             }
         }
         let total = (out.len() + 4) as u64;
@@ -540,19 +541,39 @@ impl Optimizer {
         let parsed = self.parse(bytes)?;
         // Everything is valid: apply.
         let lens = self.buffer_lens().to_vec();
-        for ((state, rec), len) in self.states_mut().zip(&parsed.records).zip(lens) {
-            let mut at = rec.start;
-            let mut fill = |dst: &mut [f32], bit: u32| {
-                if rec.present & bit != 0 {
-                    f32s_le(dst, &parsed.body[at..at + 4 * len]);
-                    at += 4 * len;
+        if self.state_is_f32() {
+            for ((state, rec), len) in self.states_mut().zip(&parsed.records).zip(lens) {
+                let mut at = rec.start;
+                let mut fill = |dst: &mut [f32], bit: u32| {
+                    if rec.present & bit != 0 {
+                        f32s_le(dst, &parsed.body[at..at + 4 * len]);
+                        at += 4 * len;
+                    }
+                };
+                let [m, v, v_max, slow] =
+                    state.into_parts().map(|h| h.f32_mut().unwrap_or_default());
+                fill(m, HAS_M);
+                fill(v, HAS_V);
+                fill(v_max, HAS_V_MAX);
+                fill(slow, HAS_SLOW);
+            }
+        } else {
+            // Compressed state: each array decoded from the checkpoint's f32 values and
+            // encoded as this optimizer holds it (a checkpoint saved from the same precision
+            // gives back its state exactly; see docs/numerics.md, "Compressed state").
+            let mut tmp = Vec::new();
+            for (i, (rec, len)) in parsed.records.iter().zip(lens).enumerate() {
+                let mut at = rec.start;
+                for (which, bit) in [HAS_M, HAS_V, HAS_V_MAX, HAS_SLOW].into_iter().enumerate() {
+                    if rec.present & bit != 0 {
+                        tmp.clear();
+                        tmp.resize(len, 0.0);
+                        f32s_le(&mut tmp, &parsed.body[at..at + 4 * len]);
+                        at += 4 * len;
+                        self.put_state_f32(i, which, &tmp);
+                    }
                 }
-            };
-            let (m, v, v_max, slow) = state.into_parts();
-            fill(m, HAS_M);
-            fill(v, HAS_V);
-            fill(v_max, HAS_V_MAX);
-            fill(slow, HAS_SLOW);
+            }
         }
         if parsed.scaler.is_some() {
             self.set_loss_scaler(parsed.scaler);

@@ -14,6 +14,7 @@
 
 use crate::catalog::CForm;
 use crate::error::Error;
+use crate::kernels::{StateDtype, StateRounding};
 use crate::simd::Tier;
 
 use super::{NonFinitePolicy, ScheduleMode, MAX_THREADS};
@@ -72,6 +73,38 @@ macro_rules! config_table {
             @check {
                 if let Some(t) = tier {
                     t.check()?;
+                }
+                Ok(())
+            }
+
+            /// How the moments (`m`, `v`, `v_max`) are held: float32 (default), bfloat16 or
+            /// int8 (the 8-bit blockwise code). Checkpoints carry it in their state section.
+            state_dtype: StateDtype = StateDtype::F32; Any;
+            c state_dtype = CForm::Enum("must be a flatopt_state_dtype value"), local;
+
+            /// How bf16 state is rounded: stochastic (default) or to nearest.
+            state_rounding: StateRounding = StateRounding::Stochastic; Any;
+            c state_rounding = CForm::Enum("must be a flatopt_state_rounding value"), local;
+
+            /// The seed of stochastic rounding.
+            state_seed: u64 = 0; Any; c state_seed, local;
+
+            /// The index of this optimizer's first element in the whole model, the counter of
+            /// stochastic rounding: a shard passes its offset, so that it rounds as one process
+            /// over the whole model would.
+            state_index_offset: u64 = 0; Any; c state_index_offset, local;
+
+            /// How the Lookahead slow weights are held: float32 (default) or bfloat16.
+            slow_dtype: StateDtype = StateDtype::F32; Any;
+            c slow_dtype = CForm::Enum("must be a flatopt_state_dtype value"), local;
+            @check {
+                if slow_dtype == StateDtype::Int8 {
+                    return Err(Error::invalid(
+                        "slow_dtype",
+                        "int8",
+                        "must be float32 or bfloat16 (slow weights are parameters: 8 bits \
+relative to a block's largest value would lose them)",
+                    ));
                 }
                 Ok(())
             }

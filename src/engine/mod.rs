@@ -19,7 +19,9 @@ use std::sync::Arc;
 
 use crate::config::{Config, NonFinitePolicy, ScheduleMode};
 use crate::error::Error;
-use crate::kernels::{self, AsGrad, GradScale, ParamCopy, Plan, Rule};
+use crate::kernels::{
+    self, AsGrad, GradScale, HeldRounding, ParamCopy, Plan, Q8Code, Rule, StateDtype,
+};
 use crate::scaler::LossScaler;
 use crate::schedule::ScheduleState;
 use crate::simd::{self, FpMode, Tier};
@@ -39,7 +41,7 @@ use pass::{
     Plans,
 };
 use pool::Pool;
-use state::{alloc_error, filled, BufState, Placed};
+use state::{alloc_error, filled, BufState, Store};
 pub use state::{RawState, StateMut, PLACED_MIN_LEN};
 pub use step::Step;
 
@@ -129,6 +131,14 @@ impl Optimizer {
     /// Validates `cfg` and makes an optimizer with no buffers registered yet.
     pub fn new(cfg: Config) -> Result<Optimizer, Error> {
         cfg.validate()?;
+        if cfg.state_dtype == StateDtype::Int8 && q8_codes(&cfg.base).is_none() {
+            return Err(Error::invalid(
+                "state_dtype",
+                format!("int8 (base rule {})", cfg.base.name()),
+                "must be float32 or bfloat16 for Rprop: its step sizes and previous gradients \
+                 are meaningless relative to a block's largest value",
+            ));
+        }
         let tier = match cfg.tier {
             Some(t) => t,
             None => simd::default_tier(),
@@ -202,8 +212,12 @@ impl Optimizer {
             ));
         }
         let mut state = Vec::with_capacity(params.len());
+        let mut at = 0;
         for (i, p) in params.iter().enumerate() {
-            state.push(self.buf_state(p, group(i))?);
+            let mut st = self.buf_state(p, group(i))?;
+            st.start = at;
+            at += p.len();
+            state.push(st);
         }
         let total = params.iter().map(|p| p.len()).sum();
         let coverage = Coverage::new(self.coverage.owner, total)?;
@@ -261,10 +275,7 @@ impl Optimizer {
         if !self.fresh {
             // A loaded checkpoint at step 0 may hold moments: registration zeroes them.
             for (st, &g) in self.state.iter_mut().zip(&self.group_of) {
-                let [m0, v0, v_max0] = self.groups[g].base.state_init();
-                st.m.fill(m0);
-                st.v.fill(v0);
-                st.v_max.fill(v_max0);
+                st.fill_init(&self.groups[g].base);
             }
             self.fresh = true;
         }
@@ -283,17 +294,21 @@ impl Optimizer {
         let base = &self.groups[group].base;
         let (m, v, v_max) = base.state_used();
         let [m0, v0, v_max0] = base.state_init();
+        let [cm, cv, cx] = q8_codes(base).unwrap_or([Q8Code::Signed; 3]);
         let lookahead = self.cfg.lookahead.is_some();
-        let sized =
-            |used: bool, x: f32| Placed::filled(if used { p.len() } else { 0 }, x, p.as_ptr());
-        let mut slow = sized(lookahead, 0.0)?;
-        let n = slow.len();
-        slow.copy_from_slice(&p[..n]);
+        let dtype = self.cfg.state_dtype;
+        let sized = |used: bool, code, x: f32| {
+            Store::filled(dtype, code, if used { p.len() } else { 0 }, x, p.as_ptr())
+        };
+        let n = if lookahead { p.len() } else { 0 };
+        let mut slow = Store::filled(self.cfg.slow_dtype, Q8Code::Signed, n, 0.0, p.as_ptr())?;
+        slow.copy_from(self.tier, &p[..n]);
         Ok(BufState {
-            m: sized(m, m0)?,
-            v: sized(v, v0)?,
-            v_max: sized(v_max, v_max0)?,
+            m: sized(m, cm, m0)?,
+            v: sized(v, cv, v0)?,
+            v_max: sized(v_max, cx, v_max0)?,
             slow,
+            start: self.total,
             partials: {
                 let blocks = kernels::sumsq_block_count(p.len());
                 filled(blocks, 0.0f64, blocks)?
@@ -307,12 +322,9 @@ impl Optimizer {
     pub fn reset(&mut self, params: &[&[f32]]) -> Result<(), Error> {
         self.check_lengths("param", params.iter().map(|p| p.len()), params.len())?;
         for ((st, p), &g) in self.state.iter_mut().zip(params).zip(&self.group_of) {
-            let [m0, v0, v_max0] = self.groups[g].base.state_init();
-            st.m.fill(m0);
-            st.v.fill(v0);
-            st.v_max.fill(v_max0);
+            st.fill_init(&self.groups[g].base);
             if !st.slow.is_empty() {
-                st.slow.copy_from_slice(p);
+                st.slow.copy_from(self.tier, p);
             }
         }
         self.fresh = true;
@@ -794,6 +806,12 @@ impl Optimizer {
             number,
             owner: self.coverage.owner,
             unscale,
+            rounding: HeldRounding {
+                rounding: self.cfg.state_rounding,
+                seed: self.cfg.state_seed,
+                step: number,
+            },
+            index_offset: self.cfg.state_index_offset,
         }))
     }
 
@@ -1001,15 +1019,130 @@ impl Optimizer {
         self.cfg.num_threads = n;
         Ok(())
     }
-    /// The Lookahead slow weights of buffer `i` (`None` without Lookahead or out of range).
+    /// The Lookahead slow weights of buffer `i` (`None` without Lookahead, out of range, or
+    /// when they are held in bfloat16: [`Optimizer::slow_weights_f32`] decodes them).
     pub fn slow_weights(&self, i: usize) -> Option<&[f32]> {
         self.state
             .get(i)
             .filter(|_| self.cfg.lookahead.is_some())
-            .map(|s| &*s.slow)
+            .and_then(|s| s.slow.as_f32())
     }
-    /// The state buffers of buffer `i`: (m, v, v_max), each empty if the rule does not use it.
+    /// The state buffers of buffer `i`: (m, v, v_max), each empty if the rule does not use it
+    /// (`None` out of range, or when the state is not held as float32:
+    /// [`Optimizer::moments_f32`] decodes it).
     pub fn moments(&self, i: usize) -> Option<(&[f32], &[f32], &[f32])> {
-        self.state.get(i).map(|s| (&*s.m, &*s.v, &*s.v_max))
+        self.state
+            .get(i)
+            .and_then(|s| Some((s.m.as_f32()?, s.v.as_f32()?, s.v_max.as_f32()?)))
+    }
+    /// The state buffers of buffer `i` decoded to f32 into `m`, `v`, `v_max` (each the
+    /// buffer's length where the rule uses it, else empty), whatever the state dtype. Refused
+    /// for a buffer out of range or outputs of the wrong length.
+    pub fn moments_f32(&self, i: usize, out: [&mut [f32]; 3]) -> Result<(), Error> {
+        let st = self.buffer_state(i)?;
+        for ((s, o), what) in [&st.m, &st.v, &st.v_max]
+            .into_iter()
+            .zip(out)
+            .zip(["m", "v", "v_max"])
+        {
+            s.decode_into(
+                self.tier,
+                Self::code_of(&self.groups[self.group_of[i]].base, what),
+                o,
+            )?;
+        }
+        Ok(())
+    }
+    /// The Lookahead slow weights of buffer `i` decoded to f32 into `out` (its length).
+    pub fn slow_weights_f32(&self, i: usize, out: &mut [f32]) -> Result<(), Error> {
+        let st = self.buffer_state(i)?;
+        if self.cfg.lookahead.is_none() {
+            return Err(Error::InvalidState("no slow weights: Lookahead is off"));
+        }
+        st.slow.decode_into(self.tier, Q8Code::Signed, out)
+    }
+    /// Bytes of optimizer state per registered element: the moments the rule keeps (each 4
+    /// bytes in float32, 2 in bfloat16, `1 + 4/256` in int8) and the slow weights.
+    pub fn state_bytes_per_element(&self) -> f64 {
+        let (m, v, v_max) = self.cfg.base.state_used();
+        let moments = [m, v, v_max].iter().filter(|&&u| u).count() as f64;
+        let slow = if self.cfg.lookahead.is_some() {
+            self.cfg.slow_dtype.bytes_per_element()
+        } else {
+            0.0
+        };
+        moments * self.cfg.state_dtype.bytes_per_element() + slow
+    }
+    /// The state arrays of buffer `i` (m, v, v_max, slow) as f32 values, each empty where
+    /// unused (checkpoints save these): borrowed when held as f32, else decoded.
+    pub(crate) fn state_f32(&self, i: usize) -> [std::borrow::Cow<'_, [f32]>; 4] {
+        let st = &self.state[i];
+        let base = &self.groups[self.group_of[i]].base;
+        let codes = q8_codes(base).unwrap_or([Q8Code::Signed; 3]);
+        let stores = [&st.m, &st.v, &st.v_max, &st.slow];
+        let code = [codes[0], codes[1], codes[2], Q8Code::Signed];
+        std::array::from_fn(|j| match stores[j].as_f32() {
+            Some(x) => std::borrow::Cow::Borrowed(x),
+            None => {
+                let mut out = vec![0.0; stores[j].len()];
+                // The length is the store's own: no error.
+                let _ = stores[j].decode_into(self.tier, code[j], &mut out);
+                std::borrow::Cow::Owned(out)
+            }
+        })
+    }
+
+    /// Sets state array `which` (0 m, 1 v, 2 v_max, 3 slow) of buffer `i` from f32 values of
+    /// its length, encoded as held (bf16 to nearest).
+    pub(crate) fn put_state_f32(&mut self, i: usize, which: usize, values: &[f32]) {
+        let base = &self.groups[self.group_of[i]].base;
+        let codes = q8_codes(base).unwrap_or([Q8Code::Signed; 3]);
+        let st = &mut self.state[i];
+        let (store, code) = match which {
+            0 => (&mut st.m, codes[0]),
+            1 => (&mut st.v, codes[1]),
+            2 => (&mut st.v_max, codes[2]),
+            _ => (&mut st.slow, Q8Code::Signed),
+        };
+        let _mode = FpMode::enter();
+        store.encode_from(self.tier, code, values);
+    }
+
+    /// Whether every state buffer is held as float32 (checkpoints of other state are refused).
+    pub(crate) fn state_is_f32(&self) -> bool {
+        self.cfg.state_dtype == StateDtype::F32 && self.cfg.slow_dtype == StateDtype::F32
+    }
+    fn buffer_state(&self, i: usize) -> Result<&BufState, Error> {
+        self.state.get(i).ok_or_else(|| {
+            Error::invalid(
+                "buffer",
+                i,
+                "must be below the number of registered buffers",
+            )
+        })
+    }
+    fn code_of(base: &crate::config::Base, what: &str) -> Q8Code {
+        let codes = q8_codes(base).unwrap_or([Q8Code::Signed; 3]);
+        match what {
+            "m" => codes[0],
+            "v" => codes[1],
+            _ => codes[2],
+        }
+    }
+}
+
+/// The 8-bit codes of `base`'s state buffers (m, v, v_max), `None` where int8 is refused.
+fn q8_codes(base: &crate::config::Base) -> Option<[Q8Code; 3]> {
+    kernels::q8_codes(&Rule::for_step(base, 1, 0.0))
+}
+
+impl BufState {
+    /// The moments at `base`'s initial values (registration, `reset`).
+    fn fill_init(&mut self, base: &crate::config::Base) {
+        let [m0, v0, v_max0] = base.state_init();
+        let [cm, cv, cx] = q8_codes(base).unwrap_or([Q8Code::Signed; 3]);
+        self.m.fill(cm, m0);
+        self.v.fill(cv, v0);
+        self.v_max.fill(cx, v_max0);
     }
 }

@@ -4,7 +4,9 @@
 use super::state::BufState;
 use super::{StateMut, Step, PARALLEL_GRAIN};
 use crate::error::Error;
-use crate::kernels::{self, AsGrad, Grad, GradScale, MixedBuffers, ParamCopy, Plan};
+use crate::kernels::{
+    self, AsGrad, Grad, GradScale, HeldBuffers, MixedBuffers, ParamCopy, Plan, Q8_BLOCK,
+};
 use crate::simd::Tier;
 
 /// The plans of one update: of each group, and the group of each buffer.
@@ -60,24 +62,43 @@ pub(super) fn apply_one(
     st: StateMut<'_>,
     copy: Option<ParamCopy<'_>>,
 ) {
+    if !st.all_f32() {
+        let index = pass.step.index_of(st.at);
+        let [m, v, v_max, slow] = st.into_parts();
+        let b = HeldBuffers {
+            param: p,
+            grad: g,
+            m,
+            v,
+            v_max,
+            slow,
+            copy,
+            index,
+        };
+        let r = pass.step.rounding();
+        return kernels::apply_held_unchecked(pass.step.tier, plan, pass.unscale, r, b);
+    }
     match (g, copy) {
         (Grad::F32(g), None) if pass.unscale == GradScale::One => {
             kernels::apply_unchecked_lengths(pass.step.tier, plan, pass.step.buffers(p, g, st));
         }
-        (grad, copy) => kernels::apply_mixed_unchecked_lengths(
-            pass.step.tier,
-            plan,
-            pass.unscale,
-            MixedBuffers {
-                param: p,
-                grad,
-                m: st.m,
-                v: st.v,
-                v_max: st.v_max,
-                slow: st.slow,
-                copy,
-            },
-        ),
+        (grad, copy) => {
+            let [m, v, v_max, slow] = st.into_parts().map(|h| h.f32_mut().unwrap_or_default());
+            kernels::apply_mixed_unchecked_lengths(
+                pass.step.tier,
+                plan,
+                pass.unscale,
+                MixedBuffers {
+                    param: p,
+                    grad,
+                    m,
+                    v,
+                    v_max,
+                    slow,
+                    copy,
+                },
+            )
+        }
     }
 }
 
@@ -161,7 +182,8 @@ pub(super) fn par_apply_one(
         apply_one(pass, plan, p, g, st, copy);
         return;
     }
-    let mid = (p.len() / 2).next_multiple_of(64);
+    // A multiple of the 8-bit block (and of 64 elements), so that no split cuts a block.
+    let mid = (p.len() / 2).next_multiple_of(Q8_BLOCK);
     let (p0, p1) = p.split_at_mut(mid);
     let (g0, g1) = g.split_at(mid);
     let (s0, s1) = st.split_at(mid);

@@ -4,7 +4,9 @@
 use super::coverage::UNTRACKED;
 use super::{Coverage, IDLE_PLAN};
 use crate::error::Error;
-use crate::kernels::Plan;
+use crate::kernels::{q8_block_count, Half, Held, Plan, Q8Code, StateDtype};
+use crate::simd::half::f32_to_bf16;
+use crate::simd::Tier;
 
 /// Bytes of the span within which the state buffers copy their parameter buffer's placement: a
 /// 4 KiB page. A load whose address matches an older store's in the low 12 bits waits for it as
@@ -88,13 +90,146 @@ impl std::ops::DerefMut for Placed {
     }
 }
 
+/// One state buffer as it is held ([`StateDtype`]): page-placed f32, bf16 patterns, or the
+/// 8-bit blockwise code with one scale per [`Q8_BLOCK`] elements. Empty where unused.
+#[derive(Debug)]
+pub(super) enum Store {
+    F32(Placed),
+    Bf16(Vec<u16>),
+    Q8 { codes: Vec<u8>, scales: Vec<f32> },
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Store::F32(Placed::default())
+    }
+}
+
+impl Store {
+    /// `n` elements of `dtype` holding `x` (as registration and `reset` hold it: bf16 rounded
+    /// to nearest, 8-bit exactly, as each block's scale), f32 ones placed like `like`.
+    /// Fallible (see [`filled`]).
+    pub(super) fn filled(
+        dtype: StateDtype,
+        code: Q8Code,
+        n: usize,
+        x: f32,
+        like: *const f32,
+    ) -> Result<Store, Error> {
+        let mut s = match dtype {
+            StateDtype::F32 => return Ok(Store::F32(Placed::filled(n, x, like)?)),
+            StateDtype::Bf16 => Store::Bf16(filled(n, 0, n)?),
+            StateDtype::Int8 => Store::Q8 {
+                codes: filled(n, 0, n)?,
+                scales: filled(q8_block_count(n), 0.0, n)?,
+            },
+        };
+        s.fill(code, x);
+        Ok(s)
+    }
+
+    /// Every element set to `x` (see [`Store::filled`]).
+    pub(super) fn fill(&mut self, code: Q8Code, x: f32) {
+        match self {
+            Store::F32(p) => p.fill(x),
+            Store::Bf16(h) => h.fill(f32_to_bf16(x)),
+            Store::Q8 { codes, scales } => {
+                let (c, s) = q8_constant(code, x);
+                codes.fill(c);
+                scales.fill(s);
+            }
+        }
+    }
+
+    /// The values of `p` (the slow weights at registration and `reset`; bf16 rounded to
+    /// nearest). `p` has this buffer's length.
+    pub(super) fn copy_from(&mut self, tier: Tier, p: &[f32]) {
+        self.encode_from(tier, Q8Code::Signed, p);
+    }
+
+    /// The values `x` (this buffer's length) encoded as held: bf16 rounded to nearest, 8-bit
+    /// with `code`.
+    pub(super) fn encode_from(&mut self, tier: Tier, code: Q8Code, x: &[f32]) {
+        match self {
+            Store::F32(s) => s.copy_from_slice(x),
+            Store::Bf16(h) => (tier.kernels().narrow)(Half::Bf16, x, h),
+            Store::Q8 { codes, scales } => (tier.kernels().encode_q8)(code, x, codes, scales),
+        }
+    }
+
+    /// The number of elements.
+    pub(super) fn len(&self) -> usize {
+        match self {
+            Store::F32(p) => p.len(),
+            Store::Bf16(h) => h.len(),
+            Store::Q8 { codes, .. } => codes.len(),
+        }
+    }
+
+    /// Whether the buffer is unused.
+    pub(super) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The values, if held as f32.
+    pub(super) fn as_f32(&self) -> Option<&[f32]> {
+        match self {
+            Store::F32(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// The values decoded to f32 into `out` (this buffer's length; empty for an unused one).
+    pub(super) fn decode_into(
+        &self,
+        tier: Tier,
+        code: Q8Code,
+        out: &mut [f32],
+    ) -> Result<(), Error> {
+        if out.len() != self.len() {
+            return Err(Error::LengthMismatch {
+                what: "f32 copy of a state buffer".to_string(),
+                expected: self.len(),
+                got: out.len(),
+            });
+        }
+        let _mode = crate::simd::FpMode::enter();
+        let k = tier.kernels();
+        match self {
+            Store::F32(p) => out.copy_from_slice(p),
+            Store::Bf16(h) => (k.widen)(Half::Bf16, h, out),
+            Store::Q8 { codes, scales } => (k.decode_q8)(code, codes, scales, out),
+        }
+        Ok(())
+    }
+
+    /// The buffer as a mutable [`Held`] view.
+    pub(super) fn held(&mut self) -> Held<'_> {
+        match self {
+            Store::F32(p) => Held::F32(p),
+            Store::Bf16(h) => Held::Bf16(h),
+            Store::Q8 { codes, scales } => Held::Q8 { codes, scales },
+        }
+    }
+}
+
+/// The code and scale of a block whose every element is `x`: exact for a finite `x` (the
+/// scale is `|x|`, the code 1.0 with its sign).
+fn q8_constant(code: Q8Code, x: f32) -> (u8, f32) {
+    let (mut c, mut s) = ([0u8], [0f32]);
+    crate::kernels::encode_q8(code, &[x], &mut c, &mut s);
+    (c[0], s[0])
+}
+
 /// The optimizer state of one registered buffer. Unused buffers are empty.
 #[derive(Debug, Default)]
 pub(super) struct BufState {
-    pub(super) m: Placed,
-    pub(super) v: Placed,
-    pub(super) v_max: Placed,
-    pub(super) slow: Placed,
+    pub(super) m: Store,
+    pub(super) v: Store,
+    pub(super) v_max: Store,
+    pub(super) slow: Store,
+    /// The buffer's first element in the concatenation of the registered buffers.
+    pub(super) start: usize,
     /// Block partials of the sum of squares (scratch for the threaded norm pass).
     pub(super) partials: Vec<f64>,
 }
@@ -103,22 +238,28 @@ pub(super) struct BufState {
 /// [`Step::apply`](super::Step::apply).
 /// Split it with [`StateMut::split_at`] to hand disjoint ranges to several threads.
 pub struct StateMut<'a> {
-    pub(super) m: &'a mut [f32],
-    pub(super) v: &'a mut [f32],
-    pub(super) v_max: &'a mut [f32],
-    pub(super) slow: &'a mut [f32],
+    pub(super) m: Held<'a>,
+    pub(super) v: Held<'a>,
+    pub(super) v_max: Held<'a>,
+    pub(super) slow: Held<'a>,
     /// The first element of this view in the concatenation of the registered buffers.
     pub(super) at: usize,
     /// Elements in this view (also when the rule keeps no state).
     pub(super) len: usize,
+    /// Where a split cut an 8-bit block: the buffer-relative element, which
+    /// [`Step::apply`](super::Step::apply) names in its refusal (the view's state is empty).
+    pub(super) cut: Option<usize>,
+    /// The view's first element relative to its buffer's start.
+    pub(super) offset: usize,
     /// The optimizer's record of the elements applied in the begun update.
     pub(super) coverage: &'a Coverage,
     /// The plan of this buffer's parameter group in the begun update.
     pub(super) plan: &'a Plan,
 }
 
-/// Raw pointers to the state of one buffer (null where the rule keeps no such state), for the
-/// C ABI's range entry point, where several host threads update disjoint ranges at once.
+/// Raw pointers to the state of one buffer (null where the rule keeps no such state, or where
+/// it is not held as f32), for the C ABI's range entry point, where several host threads
+/// update disjoint ranges at once.
 #[derive(Debug, Clone, Copy)]
 pub struct RawState {
     /// First moment (momentum buffer for SGD).
@@ -134,14 +275,14 @@ pub struct RawState {
 }
 
 impl<'a> StateMut<'a> {
-    /// Pointers to this view's buffers (null where empty). Using them is the caller's business:
-    /// they are valid while the optimizer is alive and its registration unchanged.
+    /// Pointers to this view's f32 buffers (null where empty or not held as f32). Using them is
+    /// the caller's business: they are valid while the optimizer is alive and its registration
+    /// unchanged.
     pub fn into_raw(self, len: usize) -> RawState {
-        fn ptr(s: &mut [f32]) -> *mut f32 {
-            if s.is_empty() {
-                std::ptr::null_mut()
-            } else {
-                s.as_mut_ptr()
+        fn ptr(s: Held<'_>) -> *mut f32 {
+            match s.f32_mut() {
+                Some(s) if !s.is_empty() => s.as_mut_ptr(),
+                _ => std::ptr::null_mut(),
             }
         }
         RawState {
@@ -153,9 +294,9 @@ impl<'a> StateMut<'a> {
         }
     }
 
-    /// The four slices (m, v, v_max, slow), each empty where unused.
-    pub(crate) fn into_parts(self) -> (&'a mut [f32], &'a mut [f32], &'a mut [f32], &'a mut [f32]) {
-        (self.m, self.v, self.v_max, self.slow)
+    /// The four buffers (m, v, v_max, slow), each empty where unused.
+    pub(crate) fn into_parts(self) -> [Held<'a>; 4] {
+        [self.m, self.v, self.v_max, self.slow]
     }
 
     /// Elements in this view.
@@ -168,7 +309,10 @@ impl<'a> StateMut<'a> {
         self.len == 0
     }
 
-    /// Splits at element `mid` (relative to this view) into `[0, mid)` and `[mid, len)`.
+    /// Splits at element `mid` (relative to this view) into `[0, mid)` and `[mid, len)`. With
+    /// 8-bit state, a `mid` that cuts a block of 256 elements (not a multiple of 256 from the
+    /// buffer's start, nor its end) gives two views that [`Step::apply`](super::Step::apply)
+    /// refuses, naming the block.
     ///
     /// # Panics
     /// If `mid > len`, like `slice::split_at`.
@@ -178,17 +322,18 @@ impl<'a> StateMut<'a> {
             "StateMut::split_at: mid {mid} > len {}",
             self.len
         );
-        fn cut(s: &mut [f32], mid: usize) -> (&mut [f32], &mut [f32]) {
-            if s.is_empty() {
-                (&mut [], &mut [])
-            } else {
-                s.split_at_mut(mid)
+        let mut cut = self.cut;
+        let mut halves = |h: Held<'a>| match h.split_at(mid) {
+            Some(pair) => pair,
+            None => {
+                cut = cut.or(Some(self.offset + mid));
+                (Held::default(), Held::default())
             }
-        }
-        let (m0, m1) = cut(self.m, mid);
-        let (v0, v1) = cut(self.v, mid);
-        let (x0, x1) = cut(self.v_max, mid);
-        let (s0, s1) = cut(self.slow, mid);
+        };
+        let (m0, m1) = halves(self.m);
+        let (v0, v1) = halves(self.v);
+        let (x0, x1) = halves(self.v_max);
+        let (s0, s1) = halves(self.slow);
         (
             StateMut {
                 m: m0,
@@ -197,6 +342,8 @@ impl<'a> StateMut<'a> {
                 slow: s0,
                 at: self.at,
                 len: mid,
+                cut,
+                offset: self.offset,
                 coverage: self.coverage,
                 plan: self.plan,
             },
@@ -207,17 +354,27 @@ impl<'a> StateMut<'a> {
                 slow: s1,
                 at: self.at + mid,
                 len: self.len - mid,
+                cut,
+                offset: self.offset + mid,
                 coverage: self.coverage,
                 plan: self.plan,
             },
         )
+    }
+
+    /// Whether every buffer is held as f32 (the f32 pass runs as it is).
+    pub(super) fn all_f32(&self) -> bool {
+        [&self.m, &self.v, &self.v_max, &self.slow]
+            .iter()
+            .all(|h| matches!(h, Held::F32(_)))
     }
 }
 
 impl BufState {
     /// A view of all of this buffer's state for the update's own loops (not split-tracked).
     pub(super) fn whole(&mut self, len: usize) -> StateMut<'_> {
-        self.view(0, len, &UNTRACKED, &IDLE_PLAN)
+        let at = self.start;
+        self.view(at, len, &UNTRACKED, &IDLE_PLAN)
     }
 
     /// A view of this buffer's state, elements `[at, at + len)` of the concatenation, applied
@@ -230,12 +387,14 @@ impl BufState {
         plan: &'a Plan,
     ) -> StateMut<'a> {
         StateMut {
-            m: &mut self.m,
-            v: &mut self.v,
-            v_max: &mut self.v_max,
-            slow: &mut self.slow,
+            m: self.m.held(),
+            v: self.v.held(),
+            v_max: self.v_max.held(),
+            slow: self.slow.held(),
             at,
             len,
+            cut: None,
+            offset: 0,
             coverage,
             plan,
         }

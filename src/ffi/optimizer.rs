@@ -6,7 +6,7 @@ use std::ffi::{c_double, c_float};
 
 use crate::engine::Optimizer;
 use crate::error::Error;
-use crate::kernels::{self, MixedBuffers};
+use crate::kernels::{self, MixedBuffers, StateDtype};
 use crate::simd;
 
 use super::boundary::{flatopt_status, flatopt_status::*, guard, guard_value, set_message};
@@ -309,6 +309,13 @@ pub unsafe extern "C" fn flatopt_optimizer_begin_step(
         // SAFETY: see `handle`.
         let mut h = unsafe { handle(opt)? };
         check_no_pending(&h)?;
+        let cfg = h.engine.config();
+        if cfg.state_dtype != StateDtype::F32 || cfg.slow_dtype != StateDtype::F32 {
+            return Err(Error::InvalidState(
+                "the C split step (begin_step / step_range / end_step) needs float32 state \
+                 (state_dtype and slow_dtype): use flatopt_optimizer_step, or Step::apply in Rust",
+            ));
+        }
         // SAFETY: registered host pointers, valid during the call (C contract).
         let begun = unsafe { h.with_slices(None, |e, _, g, _| e.begin_step_mixed(g))? };
         match begun {
@@ -584,6 +591,12 @@ fn slow_of(h: &Inner, index: usize) -> Result<&[f32], Error> {
             "slow weights requested without Lookahead",
         ));
     }
+    if h.engine.config().slow_dtype != StateDtype::F32 {
+        return Err(Error::InvalidState(
+            "the slow weights are held in bfloat16 (slow_dtype): copy them as f32 with \
+             flatopt_optimizer_copy_slow_weights",
+        ));
+    }
     h.engine.slow_weights(index).ok_or_else(|| {
         Error::invalid(
             "index",
@@ -665,6 +678,18 @@ pub unsafe extern "C" fn flatopt_optimizer_copy_slow_weights(
     guard(|| {
         // SAFETY: see `handle_ref`.
         let h = unsafe { handle_ref(opt)? };
+        if h.engine.config().lookahead.is_some() && h.engine.config().slow_dtype != StateDtype::F32
+        {
+            // Held in bf16: decoded into the caller's buffer (the engine checks index and
+            // length, writing nothing on an error).
+            check_buf("dst", dst, len)?;
+            // SAFETY: checked pointer, `len` writable floats owned by the caller (C contract);
+            // the optimizer's bf16 slow weights are not f32 memory a caller can know, so this
+            // slice aliases nothing the call holds.
+            let out = unsafe { slice_mut(dst, len) };
+            h.engine.slow_weights_f32(index, out)?;
+            return Ok(FLATOPT_OK);
+        }
         let s = slow_of(&h, index)?;
         check_buf("dst", dst, len)?;
         if len != s.len() {

@@ -86,6 +86,10 @@ pub const FLATOPT_SCHEDULE_SIZE_V1: u32 = 248;
 /// Size in bytes of the first version of `flatopt_config` (flatopt 0.2.0). Frozen.
 pub const FLATOPT_CONFIG_SIZE_V1: u32 = 88;
 
+/// Size in bytes of the second version of `flatopt_config` (compressed state: the fields
+/// `state_dtype` to `slow_dtype`). Frozen. A V1 caller's config gets float32 state.
+pub const FLATOPT_CONFIG_SIZE_V2: u32 = 120;
+
 /// The base optimizer and its hyperparameters. Initialise with
 /// `flatopt_base_params_init(&p, sizeof p, kind)` or `FLATOPT_BASE_PARAMS_INIT(kind)`, which
 /// set `struct_size` and the defaults of the chosen kind, then change fields.
@@ -510,6 +514,42 @@ pub struct flatopt_config {
     pub num_threads: u32,
     /// A `flatopt_simd_tier`; 0 takes the process default.
     pub simd_tier: u32,
+    /// How the moments (m, v, v_max) are held: a `flatopt_state_dtype` value (default
+    /// `FLATOPT_STATE_FLOAT32`).
+    pub state_dtype: u32,
+    /// How bfloat16 state is rounded: a `flatopt_state_rounding` value (default stochastic).
+    pub state_rounding: u32,
+    /// The seed of stochastic rounding (default 0).
+    pub state_seed: u64,
+    /// The index of this optimizer's first element in the whole model (sharded training: each
+    /// shard passes its offset so that stochastic rounding matches one process). Default 0.
+    pub state_index_offset: u64,
+    /// How the Lookahead slow weights are held: `FLATOPT_STATE_FLOAT32` (default) or
+    /// `FLATOPT_STATE_BFLOAT16`.
+    pub slow_dtype: u32,
+}
+
+/// How optimizer state is held (values of `flatopt_config.state_dtype` and `slow_dtype`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum flatopt_state_dtype {
+    /// f32: 4 bytes per element and state buffer (default).
+    FLATOPT_STATE_FLOAT32 = 0,
+    /// bf16: 2 bytes per element and state buffer.
+    FLATOPT_STATE_BFLOAT16 = 1,
+    /// The 8-bit blockwise code: 1 byte per element and state buffer, plus one f32 scale per
+    /// 256 elements.
+    FLATOPT_STATE_INT8 = 2,
+}
+
+/// How f32 values are rounded into bfloat16 state (values of `flatopt_config.state_rounding`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum flatopt_state_rounding {
+    /// Deterministic stochastic rounding (default).
+    FLATOPT_ROUNDING_STOCHASTIC = 0,
+    /// Round to nearest, ties to even.
+    FLATOPT_ROUNDING_NEAREST = 1,
 }
 
 /// Generates, from the configuration-field catalog (`config_table!` in
@@ -592,7 +632,7 @@ pub(crate) fn config_defaults() -> flatopt_config {
 /// The published sizes of `flatopt_config`, oldest first.
 pub(crate) const CONFIG_VERSIONS: Versions = Versions {
     name: "flatopt_config",
-    sizes: &[FLATOPT_CONFIG_SIZE_V1],
+    sizes: &[FLATOPT_CONFIG_SIZE_V1, FLATOPT_CONFIG_SIZE_V2],
 };
 
 // The newest published size of each struct is this library's struct: adding a field means

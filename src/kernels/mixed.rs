@@ -228,7 +228,12 @@ fn unscale_span<V: Vf32>(x: &mut [f32], start: usize, end: usize, f: impl Fn(V) 
 
 /// The gradients `g` as f32 divided by the scale: `g` itself when nothing is to be done, else
 /// widened and unscaled into `scratch` (at least `g.len()` long) with the table `k`.
-fn grad_f32<'s>(k: &Kernels, g: Grad<'s>, scale: GradScale, scratch: &'s mut [f32]) -> &'s [f32] {
+pub(super) fn grad_f32<'s>(
+    k: &Kernels,
+    g: Grad<'s>,
+    scale: GradScale,
+    scratch: &'s mut [f32],
+) -> &'s [f32] {
     let n = g.len();
     let out = &mut scratch[..n];
     match g {

@@ -14,6 +14,8 @@
 //!   ([`ParamCopy`]), chunk by chunk around the f32 kernels;
 //! - `codec.rs`: the codecs of compressed optimizer state (bf16 with stochastic rounding, the
 //!   8-bit blockwise code), element by element and over slices;
+//! - `held.rs`: the fused pass over compressed state ([`Held`]), chunk by chunk around the
+//!   f32 kernels (decode, f32 pass, encode);
 //! - `stateless.rs`: [`apply`], [`sum_squares`], [`sum_squares_partials`], [`apply_op`],
 //!   [`widen_to_f32`], [`narrow_from_f32`]: check
 //!   the arguments, then call the kernel of the tier's table.
@@ -27,6 +29,7 @@
 mod codec;
 mod convert;
 mod fused;
+mod held;
 mod mixed;
 mod ops;
 mod plan;
@@ -38,10 +41,12 @@ pub use codec::{q8_block_count, Q8Code, SrKey, Stream, Q8_BLOCK};
 pub use convert::Half;
 pub(crate) use convert::{narrow, widen};
 pub(crate) use fused::{fused, specialize, Lanes, Off, On, Span, Switch, Window};
+pub use held::{q8_codes, Held, HeldBuffers, HeldRounding, StateDtype, StateRounding, HELD_CHUNK};
 pub(crate) use mixed::{half_all_finite, unscale};
 pub use mixed::{AsGrad, Grad, GradScale, MixedBuffers, ParamCopy, CHUNK};
 pub use ops::Op;
 pub(crate) use ops::{elementwise, sign};
+pub(crate) use plan::check_lengths;
 pub use plan::{Buffers, Plan, Rule};
 pub(crate) use reduce::sumsq_partials;
 pub use reduce::{sumsq_block_count, SUMSQ_BLOCK};
@@ -51,6 +56,6 @@ pub use stateless::{
     sum_squares_partials_mixed, widen_to_f32,
 };
 pub(crate) use stateless::{
-    apply_mixed_unchecked_lengths, apply_unchecked_lengths, grad_scale,
+    apply_held_unchecked, apply_mixed_unchecked_lengths, apply_unchecked_lengths, grad_scale,
     sumsq_partials_mixed_unchecked, sumsq_partials_unchecked,
 };

@@ -4,6 +4,7 @@
 
 use super::codec::{q8_block_count, Q8Code, SrKey};
 use super::convert::Half;
+use super::held::{fused_held, HeldBuffers, HeldRounding};
 use super::mixed::{fused_mixed, sumsq_partials_mixed, Grad, GradScale, MixedBuffers};
 use super::ops::Op;
 use super::plan::{Buffers, Plan};
@@ -264,4 +265,16 @@ pub(crate) fn sumsq_partials_mixed_unchecked(
     partials: &mut [f64],
 ) {
     sumsq_partials_mixed(tier.kernels(), grad, unscale, partials);
+}
+
+/// The fused pass over held (compressed) state on `tier`, without checks (the engine checks
+/// lengths at registration and block alignment when splitting).
+pub(crate) fn apply_held_unchecked(
+    tier: Tier,
+    plan: &Plan,
+    unscale: GradScale,
+    rounding: HeldRounding,
+    b: HeldBuffers<'_>,
+) {
+    fused_held(tier.kernels(), plan, unscale, rounding, b);
 }

@@ -1061,7 +1061,7 @@ R(r_new_newer_set)
     memset(&n, 0, sizeof n);
     n.c = fx->cfg;
     n.c.struct_size = (uint32_t)sizeof n;
-    n.future[1] = 7; /* byte 96: a field this library does not know, set */
+    n.future[1] = 7; /* byte 128: a field this library does not know, set */
     return new_into_out(fx, &n.c);
 }
 R(r_new_base_newer_set)
@@ -1111,6 +1111,32 @@ CFG_ROW(r_new_base_size_small, cb.struct_size = 8)
 CFG_ROW(r_new_kind99, cb.kind = 99)
 CFG_ROW(r_new_nonfinite7, c.nonfinite = 7)
 CFG_ROW(r_new_tier9, c.simd_tier = 9)
+CFG_ROW(r_new_state_dtype3, c.state_dtype = 3)
+CFG_ROW(r_new_rounding2, c.state_rounding = 2)
+CFG_ROW(r_new_slow_int8, c.lookahead = 1; c.slow_dtype = FLATOPT_STATE_INT8)
+R(r_new_rprop_int8)
+{
+    flatopt_config c = fx->cfg;
+    flatopt_base_params cb = FLATOPT_BASE_PARAMS_INIT(FLATOPT_RPROP);
+    c.base = &cb;
+    c.state_dtype = FLATOPT_STATE_INT8;
+    return new_into_out(fx, &c);
+}
+/* The C split step needs f32 state: begin_step on an optimizer with int8 moments. */
+R(r_begin_int8)
+{
+    flatopt_config c = fx->cfg;
+    c.state_dtype = FLATOPT_STATE_INT8;
+    flatopt_optimizer *o = NULL;
+    flatopt_status st = F(flatopt_optimizer_new)(&c, &o);
+    if (st != FLATOPT_OK)
+        return st;
+    st = F(flatopt_optimizer_add_param)(o, fx->p[0], fx->g[0], fx_len[0]);
+    if (st == FLATOPT_OK)
+        st = F(flatopt_optimizer_begin_step)(o);
+    F(flatopt_optimizer_free)(o);
+    return st;
+}
 /* The first SIMD tier this CPU cannot run, 0 if it runs all four (an AVX-512 machine); set by
    test_bad_inputs, which skips the rows that need one when there is none. */
 static uint32_t g_unavailable_tier;
@@ -2392,7 +2418,7 @@ static const row k_rows[] = {
     { "new: struct_size 0xA5A5A5A5 (uninitialised)", NULL, r_new_size_garbage, E_ARG,
       "larger than any struct" },
     { "new: newer caller's config, unknown field set", NULL, r_new_newer_set, E_UNSUP,
-      "byte 96" },
+      "byte 128" },
     { "new: newer caller's base, unknown field set", NULL, r_new_base_newer_set, E_UNSUP,
       "byte 160" },
     { "new: newer caller's schedule, unknown field set", NULL, r_new_sched_newer_set, E_UNSUP,
@@ -2402,6 +2428,11 @@ static const row k_rows[] = {
     { "new: base.kind 99", NULL, r_new_kind99, E_ARG, "kind" },
     { "new: nonfinite 7", NULL, r_new_nonfinite7, E_ARG, "nonfinite" },
     { "new: simd_tier 9", NULL, r_new_tier9, E_ARG, "simd_tier" },
+    { "new: state_dtype 3", NULL, r_new_state_dtype3, E_ARG, "state_dtype" },
+    { "new: state_rounding 2", NULL, r_new_rounding2, E_ARG, "state_rounding" },
+    { "new: slow_dtype int8", NULL, r_new_slow_int8, E_ARG, "slow_dtype" },
+    { "new: Rprop with int8 state", NULL, r_new_rprop_int8, E_ARG, "state_dtype" },
+    { "begin_step: int8 state", NULL, r_begin_int8, E_STATE, "float32" },
     { "new: simd_tier the CPU lacks", NULL, r_new_tier_unavail, E_UNSUP, "not available" },
     { "new: lr NaN", NULL, r_new_lr_nan, E_ARG, "lr" },
     { "new: lr +Inf", NULL, r_new_lr_inf, E_ARG, "lr" },

@@ -1581,7 +1581,7 @@ void test_init_macros() {
   const flatopt_config c = FLATOPT_CONFIG_INIT;
   flatopt_config f;
   CHECK(flatopt_config_init(&f, sizeof f) == FLATOPT_OK);
-  CHECK(std::memcmp(&c, &f, sizeof c) == 0 && c.struct_size == FLATOPT_CONFIG_SIZE_V1);
+  CHECK(std::memcmp(&c, &f, sizeof c) == 0 && c.struct_size == FLATOPT_CONFIG_SIZE_V2);
   const flatopt_schedule s = FLATOPT_SCHEDULE_INIT(FLATOPT_SCHEDULE_EXPONENTIAL_DECAY);
   CHECK(std::isnan(s.end_value) && s.kind == FLATOPT_SCHEDULE_EXPONENTIAL_DECAY &&
         s.struct_size == sizeof s);

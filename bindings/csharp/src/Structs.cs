@@ -44,6 +44,7 @@ namespace Flatopt
         public const long BaseParamsSizeV4 = 160;
         public const long ScheduleSizeV1 = 248;
         public const long ConfigSizeV1 = 88;
+        public const long ConfigSizeV2 = 120;
         public const long GroupOptionsSizeV1 = 32;
         public const long ParamOptionsSizeV1 = 32;
         public const long LossScalerOptionsSizeV1 = 24;
@@ -121,6 +122,28 @@ namespace Flatopt
         Error = 1,
         /// <summary>No check: NaN and Inf flow into the parameters.</summary>
         Propagate = 2,
+    }
+
+    /// <summary>flatopt_state_dtype: how optimizer state is held.</summary>
+    [CName("flatopt_state_dtype", "FLATOPT_STATE_")]
+    public enum StateDtype : uint
+    {
+        /// <summary>f32, 4 bytes per element and state buffer (default).</summary>
+        Float32 = 0,
+        /// <summary>bf16, 2 bytes per element and state buffer.</summary>
+        Bfloat16 = 1,
+        /// <summary>The 8-bit blockwise code: 1 byte per element, one f32 scale per 256.</summary>
+        Int8 = 2,
+    }
+
+    /// <summary>flatopt_state_rounding: how f32 values are rounded into bfloat16 state.</summary>
+    [CName("flatopt_state_rounding", "FLATOPT_ROUNDING_")]
+    public enum StateRounding : uint
+    {
+        /// <summary>Deterministic stochastic rounding (default).</summary>
+        Stochastic = 0,
+        /// <summary>Round to nearest, ties to even.</summary>
+        Nearest = 1,
     }
 
     /// <summary>flatopt_simd_tier. Default (0) means "the process default" where it is an input.</summary>
@@ -338,6 +361,16 @@ namespace Flatopt
         /// <summary>1 runs on the caller's thread; more starts a private pool.</summary>
         public uint NumThreads;
         public SimdTier SimdTier;
+        /// <summary>How the moments are held (default Float32).</summary>
+        public StateDtype StateDtype;
+        /// <summary>How bfloat16 state is rounded (default Stochastic).</summary>
+        public StateRounding StateRounding;
+        /// <summary>The seed of stochastic rounding.</summary>
+        public ulong StateSeed;
+        /// <summary>The index of this optimizer's first element in the whole model (shards).</summary>
+        public ulong StateIndexOffset;
+        /// <summary>How the Lookahead slow weights are held: Float32 (default) or Bfloat16.</summary>
+        public StateDtype SlowDtype;
 
         /// <summary>The defaults (flatopt_config_init): Adam at lr 1e-3, no Lookahead, no
         /// clipping, skip non-finite updates, one thread, default SIMD tier.</summary>

@@ -83,6 +83,8 @@ NONFINITE = {"skip": 0, "error": 1, "propagate": 2}
 SIMD_TIERS = {"default": 0, "scalar": 1, "portable": 2, "avx2": 3, "avx512": 4}
 # Element formats of gradients and parameter copies (flatopt_dtype).
 DTYPES = {"f32": 0, "bf16": 1, "f16": 2}
+STATE_DTYPES = {"float32": 0, "bfloat16": 1, "int8": 2}
+STATE_ROUNDING = {"stochastic": 0, "nearest": 1}
 
 # Frozen sizes of the first version of each versioned struct (FLATOPT_*_SIZE_V1).
 BASE_PARAMS_SIZE_V1 = 64
@@ -91,6 +93,7 @@ BASE_PARAMS_SIZE_V3 = 112
 BASE_PARAMS_SIZE_V4 = 160
 SCHEDULE_SIZE_V1 = 248
 CONFIG_SIZE_V1 = 88
+CONFIG_SIZE_V2 = 120
 STEP_ARGS_SIZE_V1 = 56
 GROUP_OPTIONS_SIZE_V1 = 32
 PARAM_OPTIONS_SIZE_V1 = 32
@@ -185,6 +188,11 @@ class ConfigStruct(Structure):
         ("grad_clip_value", c_double),
         ("num_threads", c_uint32),
         ("simd_tier", c_uint32),
+        ("state_dtype", c_uint32),
+        ("state_rounding", c_uint32),
+        ("state_seed", c_uint64),
+        ("state_index_offset", c_uint64),
+        ("slow_dtype", c_uint32),
     ]
 
 

@@ -50,6 +50,8 @@ PY_ENUM = {
     "flatopt_nonfinite": lambda k: _lib.NONFINITE[k[len("FLATOPT_NONFINITE_"):].lower()],
     "flatopt_simd_tier": lambda k: _lib.SIMD_TIERS[k[len("FLATOPT_SIMD_"):].lower()],
     "flatopt_dtype": lambda k: _lib.DTYPES[k[len("FLATOPT_DTYPE_"):].lower()],
+    "flatopt_state_dtype": lambda k: _lib.STATE_DTYPES[k[len("FLATOPT_STATE_"):].lower()],
+    "flatopt_state_rounding": lambda k: _lib.STATE_ROUNDING[k[len("FLATOPT_ROUNDING_"):].lower()],
 }
 # The Python dicts that mirror a whole enum (no extra keys allowed).
 PY_DICT = {
@@ -57,6 +59,8 @@ PY_DICT = {
     "flatopt_nonfinite": _lib.NONFINITE,
     "flatopt_simd_tier": _lib.SIMD_TIERS,
     "flatopt_dtype": _lib.DTYPES,
+    "flatopt_state_dtype": _lib.STATE_DTYPES,
+    "flatopt_state_rounding": _lib.STATE_ROUNDING,
 }
 # ctypes mirrors of the header's structs; the others are not used by the binding.
 PY_STRUCT = {

@@ -1,0 +1,358 @@
+//! The fused pass over compressed state (`docs/numerics.md`, "Compressed state"): state
+//! buffers held as f32, bf16 or the 8-bit blockwise code ([`Held`]). The pass runs in chunks of
+//! [`HELD_CHUNK`] elements: each compressed buffer's chunk is decoded into an f32 scratch on
+//! the stack, the f32 fused pass runs on the chunk unchanged, and the chunk's state is encoded
+//! back (bf16 rounded stochastically or to nearest, 8-bit blocks requantized with their new
+//! scales). The rule loops are not instantiated again per format, and the result is exactly
+//! that composition, on every tier and at any split that keeps the 8-bit blocks whole.
+
+use super::codec::{Q8Code, SrKey, Stream, Q8_BLOCK};
+use super::convert::Half;
+use super::mixed::{grad_f32, Grad, GradScale, ParamCopy, CHUNK};
+use super::plan::{Buffers, Plan, Rule};
+use crate::simd::Kernels;
+
+crate::catalog::choice! {
+    /// How optimizer state is held (`docs/numerics.md`, "Compressed state").
+    #[derive(Default)]
+    pub enum StateDtype {
+        /// f32 (the default): 4 bytes per element and buffer.
+        #[default]
+        F32 = "float32",
+        /// bf16: 2 bytes per element and buffer.
+        Bf16 = "bfloat16",
+        /// The 8-bit blockwise code: 1 byte per element and buffer, and one f32 scale per 256.
+        Int8 = "int8",
+    }
+}
+
+crate::catalog::choice! {
+    /// How f32 values are rounded into bf16 state.
+    #[derive(Default)]
+    pub enum StateRounding {
+        /// Stochastic rounding with a counter-based hash (the default): unbiased, so that small
+        /// updates of slowly moving moments are not lost.
+        #[default]
+        Stochastic = "stochastic",
+        /// Round to nearest, ties to even.
+        Nearest = "nearest",
+    }
+}
+
+impl StateDtype {
+    /// Its name: `float32`, `bfloat16` or `int8`.
+    pub fn name(self) -> &'static str {
+        Self::NAMES[self as usize]
+    }
+
+    /// Bytes per element of one buffer held this way, scales included (8-bit: `1 + 4/256`).
+    pub fn bytes_per_element(self) -> f64 {
+        match self {
+            StateDtype::F32 => 4.0,
+            StateDtype::Bf16 => 2.0,
+            StateDtype::Int8 => 1.0 + 4.0 / Q8_BLOCK as f64,
+        }
+    }
+}
+
+/// Elements per chunk of the pass over compressed state: a multiple of [`Q8_BLOCK`] and a
+/// divisor of the mixed pass's chunk, so that four f32 scratch buffers stay in L1.
+pub const HELD_CHUNK: usize = 1024;
+const _: () = assert!(HELD_CHUNK.is_multiple_of(Q8_BLOCK) && CHUNK.is_multiple_of(HELD_CHUNK));
+
+/// One state buffer (or a range of it starting on an 8-bit block boundary) as it is held.
+#[derive(Debug)]
+pub enum Held<'a> {
+    /// f32 values.
+    F32(&'a mut [f32]),
+    /// bf16 bit patterns.
+    Bf16(&'a mut [u16]),
+    /// The 8-bit blockwise code: one code per element, one scale per block of [`Q8_BLOCK`]
+    /// elements from the start of the range (the last one may be shorter).
+    Q8 {
+        /// The codes.
+        codes: &'a mut [u8],
+        /// The blocks' scales.
+        scales: &'a mut [f32],
+    },
+}
+
+impl Default for Held<'_> {
+    fn default() -> Self {
+        Held::F32(&mut [])
+    }
+}
+
+impl<'a> Held<'a> {
+    /// The number of elements.
+    pub fn len(&self) -> usize {
+        match self {
+            Held::F32(x) => x.len(),
+            Held::Bf16(x) => x.len(),
+            Held::Q8 { codes, .. } => codes.len(),
+        }
+    }
+
+    /// Whether there are no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The f32 values, if held as f32.
+    pub fn f32_mut(self) -> Option<&'a mut [f32]> {
+        match self {
+            Held::F32(x) => Some(x),
+            _ => None,
+        }
+    }
+
+    /// Splits at element `mid`; `None` if `mid` cuts an 8-bit block (it is neither a multiple
+    /// of [`Q8_BLOCK`] nor the end). An empty buffer splits into two empty ones.
+    pub fn split_at(self, mid: usize) -> Option<(Held<'a>, Held<'a>)> {
+        if self.is_empty() {
+            return Some((Held::default(), Held::default()));
+        }
+        Some(match self {
+            Held::F32(x) => {
+                let (a, b) = x.split_at_mut(mid);
+                (Held::F32(a), Held::F32(b))
+            }
+            Held::Bf16(x) => {
+                let (a, b) = x.split_at_mut(mid);
+                (Held::Bf16(a), Held::Bf16(b))
+            }
+            Held::Q8 { codes, scales } => {
+                if !mid.is_multiple_of(Q8_BLOCK) && mid != codes.len() {
+                    return None;
+                }
+                let (c0, c1) = codes.split_at_mut(mid);
+                let (s0, s1) = scales.split_at_mut(mid.div_ceil(Q8_BLOCK));
+                (
+                    Held::Q8 {
+                        codes: c0,
+                        scales: s0,
+                    },
+                    Held::Q8 {
+                        codes: c1,
+                        scales: s1,
+                    },
+                )
+            }
+        })
+    }
+
+    /// Elements `start..end` (`start` on a block boundary) reborrowed.
+    fn range(&mut self, start: usize, end: usize) -> Held<'_> {
+        match self {
+            Held::F32(x) => Held::F32(&mut x[start..end]),
+            Held::Bf16(x) => Held::Bf16(&mut x[start..end]),
+            Held::Q8 { codes, scales } => Held::Q8 {
+                codes: &mut codes[start..end],
+                scales: &mut scales[start / Q8_BLOCK..end.div_ceil(Q8_BLOCK)],
+            },
+        }
+    }
+}
+
+/// How compressed state is rounded in one update: the rounding of bf16 state and the counter
+/// of its random bits (`seed`, the update's number).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeldRounding {
+    /// bf16 rounding.
+    pub rounding: StateRounding,
+    /// The seed of stochastic rounding.
+    pub seed: u64,
+    /// The 1-based number of the update.
+    pub step: u64,
+}
+
+/// The buffers of one pass over held state: [`super::MixedBuffers`] with each state buffer
+/// [`Held`], and the index of the first element (stochastic rounding's counter).
+pub struct HeldBuffers<'a> {
+    /// The parameters, updated in place.
+    pub param: &'a mut [f32],
+    /// The gradients (read only).
+    pub grad: Grad<'a>,
+    /// Momentum trace or first moment.
+    pub m: Held<'a>,
+    /// Second moment.
+    pub v: Held<'a>,
+    /// AMSGrad's running maximum of `v` / RMSprop's centered average.
+    pub v_max: Held<'a>,
+    /// Lookahead's slow weights.
+    pub slow: Held<'a>,
+    /// The 16-bit copy of the parameters written in the pass.
+    pub copy: Option<ParamCopy<'a>>,
+    /// The index of `param[0]` (the optimizer's index offset plus the element's place in the
+    /// concatenation of its buffers).
+    pub index: u64,
+}
+
+/// The 8-bit code of each of `rule`'s state buffers (m, v, v_max): unsigned where the rule
+/// keeps the buffer >= 0, signed otherwise; `None` where 8 bits are refused (Rprop's step
+/// sizes and previous gradients: `Config::validate` refuses int8 state for it).
+pub fn q8_codes(rule: &Rule) -> Option<[Q8Code; 3]> {
+    use Q8Code::{Signed as S, Unsigned as U};
+    Some(match rule {
+        Rule::Rprop { .. } => return None,
+        // The centered gradient average in v_max may be negative.
+        Rule::RmsProp { .. } => [S, U, S],
+        // Adadelta's m is the average of squared updates.
+        Rule::Adadelta { .. } => [U, U, U],
+        Rule::Sgd { .. }
+        | Rule::Momentum { .. }
+        | Rule::Adam { .. }
+        | Rule::RAdam { .. }
+        | Rule::Adagrad { .. }
+        | Rule::Adamax { .. }
+        | Rule::NAdam { .. }
+        | Rule::Lion { .. }
+        | Rule::AdaBelief { .. }
+        | Rule::Yogi { .. } => [S, U, U],
+    })
+}
+
+/// An f32 scratch of one chunk, aligned for the widest vector.
+#[repr(align(64))]
+struct Scratch([f32; HELD_CHUNK]);
+
+impl Scratch {
+    fn new() -> Self {
+        Scratch([0.0; HELD_CHUNK])
+    }
+}
+
+/// Decodes `h` (a chunk) into `scratch` and returns the f32 view the pass writes: `h` itself
+/// when held as f32.
+fn decode<'s>(
+    k: &Kernels,
+    code: Q8Code,
+    h: &'s mut Held<'_>,
+    scratch: &'s mut Scratch,
+) -> &'s mut [f32] {
+    let n = h.len();
+    let out = &mut scratch.0[..n];
+    match h {
+        Held::F32(x) => return &mut x[..],
+        Held::Bf16(x) => (k.widen)(Half::Bf16, x, out),
+        Held::Q8 { codes, scales } => (k.decode_q8)(code, codes, scales, out),
+    }
+    out
+}
+
+/// Encodes the chunk's new values `x` back into `h` (nothing when held as f32).
+fn encode(k: &Kernels, code: Q8Code, r: Option<SrKey>, index: u64, x: &[f32], h: &mut Held<'_>) {
+    match h {
+        Held::F32(_) => {}
+        Held::Bf16(out) => match r {
+            Some(key) => (k.encode_bf16_sr)(key, index, x, out),
+            None => (k.narrow)(Half::Bf16, x, out),
+        },
+        Held::Q8 { codes, scales } => (k.encode_q8)(code, x, codes, scales),
+    }
+}
+
+/// One fused pass over `b` with held state and the kernels of table `k`. Callers have checked
+/// every length and that the range starts on an 8-bit block boundary of its buffer.
+pub(crate) fn fused_held(
+    k: &Kernels,
+    plan: &Plan,
+    scale: GradScale,
+    rounding: HeldRounding,
+    b: HeldBuffers<'_>,
+) {
+    let HeldBuffers {
+        param,
+        grad,
+        mut m,
+        mut v,
+        mut v_max,
+        mut slow,
+        mut copy,
+        index,
+    } = b;
+    let codes = q8_codes(&plan.rule).unwrap_or([Q8Code::Signed; 3]);
+    let (um, uv, uvm) = plan.rule.state_used();
+    let sync = plan.sync_alpha.is_some();
+    let key = |stream| {
+        (rounding.rounding == StateRounding::Stochastic).then_some(SrKey {
+            seed: rounding.seed,
+            step: rounding.step,
+            stream,
+        })
+    };
+    let streams = [
+        (um, Stream::M, codes[0]),
+        (uv, Stream::V, codes[1]),
+        (uvm, Stream::VMax, codes[2]),
+        (sync, Stream::Slow, Q8Code::Signed),
+    ];
+    let mut scratch = [
+        Scratch::new(),
+        Scratch::new(),
+        Scratch::new(),
+        Scratch::new(),
+    ];
+    let mut gscratch = [0f32; HELD_CHUNK];
+    let n = param.len();
+    let mut start = 0;
+    while start < n {
+        let end = (start + HELD_CHUNK).min(n);
+        let mut held = [
+            m.range_if(um, start, end),
+            v.range_if(uv, start, end),
+            v_max.range_if(uvm, start, end),
+            slow.range_if(sync, start, end),
+        ];
+        let [s0, s1, s2, s3] = &mut scratch;
+        let [h0, h1, h2, h3] = &mut held;
+        let views = [
+            decode(k, codes[0], h0, s0),
+            decode(k, codes[1], h1, s1),
+            decode(k, codes[2], h2, s2),
+            decode(k, Q8Code::Signed, h3, s3),
+        ];
+        let [vm, vv, vx, vs] = views;
+        let g = grad_f32(k, grad.slice(start, end), scale, &mut gscratch);
+        let p = &mut param[start..end];
+        (k.fused)(
+            plan,
+            Buffers {
+                param: p,
+                grad: g,
+                m: vm,
+                v: vv,
+                v_max: vx,
+                slow: vs,
+            },
+        );
+        let at = index.wrapping_add(start as u64);
+        for (i, &(used, stream, code)) in streams.iter().enumerate() {
+            if used {
+                let x = &scratch[i].0[..held[i].len()];
+                encode(k, code, key(stream), at, x, &mut held[i]);
+            }
+        }
+        if sync {
+            // The parameters are the slow weights as held, bit for bit.
+            if let Held::Bf16(s) = &held[3] {
+                (k.widen)(Half::Bf16, s, p);
+            }
+        }
+        if let Some(c) = copy.as_mut() {
+            (k.narrow)(c.half, p, &mut c.out[start..end]);
+        }
+        start = end;
+    }
+}
+
+impl Held<'_> {
+    /// Elements `start..end` if the buffer is used, else an empty f32 view.
+    fn range_if(&mut self, used: bool, start: usize, end: usize) -> Held<'_> {
+        if used && !self.is_empty() {
+            self.range(start, end)
+        } else {
+            Held::default()
+        }
+    }
+}
