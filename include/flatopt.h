@@ -119,6 +119,7 @@
     (uint64_t)0, /* state_seed */ \
     (uint64_t)0, /* state_index_offset */ \
     (uint32_t)0, /* slow_dtype */ \
+    (uint32_t)0, /* reserved */ \
 }
 #define FLATOPT_STEP_ARGS_INIT { \
     (uint32_t)sizeof(flatopt_step_args), /* struct_size */ \
@@ -506,6 +507,39 @@ typedef enum flatopt_dtype {
 } flatopt_dtype;
 
 /**
+ * How optimizer state is held (values of `flatopt_config.state_dtype` and `slow_dtype`).
+ */
+typedef enum flatopt_state_dtype {
+    /**
+     * f32: 4 bytes per element and state buffer (default).
+     */
+    FLATOPT_STATE_FLOAT32 = 0,
+    /**
+     * bf16: 2 bytes per element and state buffer.
+     */
+    FLATOPT_STATE_BFLOAT16 = 1,
+    /**
+     * The 8-bit blockwise code: 1 byte per element and state buffer, plus one f32 scale per
+     * 256 elements.
+     */
+    FLATOPT_STATE_INT8 = 2,
+} flatopt_state_dtype;
+
+/**
+ * How f32 values are rounded into bfloat16 state (values of `flatopt_config.state_rounding`).
+ */
+typedef enum flatopt_state_rounding {
+    /**
+     * Deterministic stochastic rounding (default).
+     */
+    FLATOPT_ROUNDING_STOCHASTIC = 0,
+    /**
+     * Round to nearest, ties to even.
+     */
+    FLATOPT_ROUNDING_NEAREST = 1,
+} flatopt_state_rounding;
+
+/**
  * An optimizer over host-owned buffers. Create with `flatopt_optimizer_new`, release with
  * `flatopt_optimizer_free`. One handle must not be used from two threads at once, except
  * `flatopt_optimizer_step_range` between `flatopt_optimizer_begin_step` and
@@ -863,6 +897,10 @@ typedef struct flatopt_config {
      * `FLATOPT_STATE_BFLOAT16`.
      */
     uint32_t slow_dtype;
+    /**
+     * Reserved, must be 0 (keeps the struct free of padding).
+     */
+    uint32_t reserved;
 } flatopt_config;
 
 /**

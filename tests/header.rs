@@ -333,7 +333,10 @@ fn cpp_enums_cover_the_c_enums() {
             "flatopt_schedule_kind",
             "flatopt_nonfinite",
             "flatopt_simd_tier",
-            "flatopt_dtype"
+            "flatopt_dtype",
+            // Used as is by C++ (the config's fields are uint32_t) until it mirrors them.
+            "flatopt_state_dtype",
+            "flatopt_state_rounding"
         ],
         "a new C enum: mirror it in bindings/cpp/flatopt.hpp (or use it as is) and list it here"
     );

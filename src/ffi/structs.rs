@@ -527,6 +527,8 @@ pub struct flatopt_config {
     /// How the Lookahead slow weights are held: `FLATOPT_STATE_FLOAT32` (default) or
     /// `FLATOPT_STATE_BFLOAT16`.
     pub slow_dtype: u32,
+    /// Reserved, must be 0 (keeps the struct free of padding).
+    pub reserved: u32,
 }
 
 /// How optimizer state is held (values of `flatopt_config.state_dtype` and `slow_dtype`).
@@ -598,6 +600,7 @@ macro_rules! c_config_fields {
                     base,
                     lr,
                     schedule,
+                    reserved: 0,
                     $(
                         $c: 0 as _,
                         $($( $gc: 0 as _, )+)?
@@ -716,6 +719,9 @@ pub(crate) unsafe fn read_config(config: *const flatopt_config) -> Result<Config
 /// # Safety
 /// `c` is a valid config (its `base` and `schedule` NULL or valid).
 unsafe fn config_from_c(c: &flatopt_config) -> Result<Config, Error> {
+    if c.reserved != 0 {
+        return Err(Error::invalid("reserved", c.reserved, "must be 0"));
+    }
     let base = if c.base.is_null() {
         base_defaults(flatopt_base_kind::FLATOPT_ADAM as u32)
     } else {

@@ -14,7 +14,8 @@ int main(void)
     flatopt_config cfg;
     flatopt_status st = flatopt_config_init(&cfg, sizeof cfg);
     enum flatopt_simd_tier tier = FLATOPT_SIMD_DEFAULT;
-    int macros = k_cfg.struct_size == FLATOPT_CONFIG_SIZE_V1 && k_cfg.base == NULL &&
+    int macros = k_cfg.struct_size == FLATOPT_CONFIG_SIZE_V2 && k_cfg.base == NULL &&
+                 k_cfg.state_dtype == FLATOPT_STATE_FLOAT32 &&
                  k_base.decoupled_weight_decay == 0.01 && k_base.kind == FLATOPT_ADAMW &&
                  k_sched.end_value != k_sched.end_value /* NaN: no clamp */ &&
                  k_args.struct_size == FLATOPT_STEP_ARGS_SIZE_V1;

@@ -3181,8 +3181,9 @@ static void test_init_macros(void)
     }
     /* The frozen sizes: this header is version 1 of every struct but flatopt_base_params,
      * whose version 2 added Adagrad's and RMSprop's fields, version 3 Adamax's, NAdam's and
-     * Lion's, version 4 AdaBelief's, Adadelta's and Rprop's. */
-    CHECK(sizeof(flatopt_config) == FLATOPT_CONFIG_SIZE_V1 &&
+     * Lion's, version 4 AdaBelief's, Adadelta's and Rprop's, and flatopt_config, whose
+     * version 2 added the compressed-state fields. */
+    CHECK(sizeof(flatopt_config) == FLATOPT_CONFIG_SIZE_V2 && FLATOPT_CONFIG_SIZE_V1 == 88 &&
               FLATOPT_BASE_PARAMS_SIZE_V1 == 64 && FLATOPT_BASE_PARAMS_SIZE_V2 == 96 &&
               FLATOPT_BASE_PARAMS_SIZE_V3 == 112 &&
               sizeof(flatopt_base_params) == FLATOPT_BASE_PARAMS_SIZE_V4 &&

@@ -371,6 +371,8 @@ namespace Flatopt
         public ulong StateIndexOffset;
         /// <summary>How the Lookahead slow weights are held: Float32 (default) or Bfloat16.</summary>
         public StateDtype SlowDtype;
+        /// <summary>Reserved, must be 0.</summary>
+        public uint Reserved;
 
         /// <summary>The defaults (flatopt_config_init): Adam at lr 1e-3, no Lookahead, no
         /// clipping, skip non-finite updates, one thread, default SIMD tier.</summary>

@@ -193,6 +193,7 @@ class ConfigStruct(Structure):
         ("state_seed", c_uint64),
         ("state_index_offset", c_uint64),
         ("slow_dtype", c_uint32),
+        ("reserved", c_uint32),
     ]
 
 

@@ -152,11 +152,13 @@ int main(void)
     cn.future_flags = 1;
     snprintf(what, sizeof what, "newer config, a field at byte %u set: FLATOPT_ERR_UNSUPPORTED",
              (unsigned)offsetof(config_next, future_flags));
-    row(train(&cn.c, got) == FLATOPT_ERR_UNSUPPORTED && has("byte 88 ") && has("flatopt_config"),
+    snprintf(known, sizeof known, "byte %u ", (unsigned)sizeof(flatopt_config));
+    row(train(&cn.c, got) == FLATOPT_ERR_UNSUPPORTED && has(known) && has("flatopt_config"),
         what);
     cn.future_flags = 0;
     cn.future_value = 1.0; /* little-endian: its first non-zero byte is 102 */
-    row(train(&cn.c, got) == FLATOPT_ERR_UNSUPPORTED && has("knows only the first 88 bytes"),
+    snprintf(known, sizeof known, "knows only the first %u bytes", (unsigned)sizeof(flatopt_config));
+    row(train(&cn.c, got) == FLATOPT_ERR_UNSUPPORTED && has(known),
         "newer config, a double field set: FLATOPT_ERR_UNSUPPORTED");
     cn.future_value = 0.0;
     bn.future_value = -2.0;
