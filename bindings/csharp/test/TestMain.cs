@@ -236,8 +236,8 @@ namespace Flatopt.Tests
                 Tuple.Create("FLATOPT_CONFIG_SIZE_V1", (int)Abi.ConfigSizeV1, size, -1, Status.Ok, ""),
                 Tuple.Create("below FLATOPT_CONFIG_SIZE_V1", size - 4, size, -1, Status.ErrInvalidArgument, "struct_size"),
                 Tuple.Create("0", 0, size, -1, Status.ErrInvalidArgument, "struct_size"),
-                Tuple.Create("a newer caller's 128 bytes, zero past the library's", 128, 128, -1, Status.Ok, ""),
-                Tuple.Create("a newer caller's 128 bytes, byte 100 set", 128, 128, 100, Status.ErrUnsupported, "100"),
+                Tuple.Create("a newer caller's 8 more bytes, zero past the library's", size + 8, size + 8, -1, Status.Ok, ""),
+                Tuple.Create("a newer caller's 8 more bytes, one set past the library's", size + 8, size + 8, size + 4, Status.ErrUnsupported, (size + 4).ToString()),
                 Tuple.Create("more than 4096 bytes", 8192, 8192, -1, Status.ErrInvalidArgument, "struct_size"),
             };
             foreach (var r in rows)
