@@ -56,12 +56,28 @@ How it maps onto the library:
   ``opt.state`` is the snapshot of the last ``state_dict()`` / ``load_state_dict()``; the live
   state is in the library.
 * Non-finite gradients propagate into the parameters as in PyTorch (``nonfinite="propagate"``).
-  ``torch.amp.GradScaler`` works as with any optimizer without ``_step_supports_amp_scaling``:
-  the scaler unscales the gradients and checks them for inf/NaN itself before calling
-  ``step()`` (flatopt's core has no gradient scale factor yet).
-* Refused, naming the parameter: tensors that are not CPU, strided, contiguous and float32
-  (CUDA, sparse, complex, float64, bf16/fp16 for now, non-contiguous); ``maximize=True``,
-  ``capturable``, ``differentiable``; gradients that are sparse or non-contiguous.
+  ``torch.amp.GradScaler`` treats these optimizers as PyTorch's fused ones
+  (``_step_supports_amp_scaling``): ``GradScaler.step`` checks the gradients for inf/NaN and
+  sets ``opt.grad_scale`` and ``opt.found_inf``; ``step()`` then does nothing when an inf was
+  found (parameters, state and step counts untouched; ``update()`` backs the scale off) and
+  otherwise divides the gradients by the scale inside flatopt's pass
+  (``flatopt_optimizer_step_mixed``), so GradScaler's unscaling pass is not made.
+* bfloat16 and float16 parameters (a model kept in 16 bits: ``model.to(torch.bfloat16)``) get
+  float32 master weights inside the optimizer, made from their values at construction: the
+  pass reads the 16-bit gradients, updates the masters and the float32 state and writes the
+  masters rounded to nearest even into the 16-bit parameters (the library's copy buffer), all
+  in one pass over memory. Float32 and 16-bit parameters mix freely. ``state_dict()`` carries
+  each 16-bit parameter's masters as the float32 tensor ``master_param`` beside its (float32)
+  moments; ``load_state_dict()`` restores them (and, unlike torch.optim, does not cast the
+  state to the parameter's dtype), or takes them from the parameters' values when a state has
+  none (a torch.optim state dict). Change a 16-bit parameter's values outside the optimizer
+  only through ``load_state_dict`` or by giving it new storage (``p.data = ...``: its masters
+  are then taken from the new values): the next step overwrites an in-place change from the
+  masters.
+* Refused, naming the parameter: tensors that are not CPU, strided, contiguous and float32,
+  bfloat16 or float16 (CUDA, sparse, complex, float64, integers, non-contiguous);
+  ``maximize=True``, ``capturable``, ``differentiable``; gradients that are sparse or
+  non-contiguous.
 
 The numerics (and how they differ from torch.optim: float32 arithmetic throughout, no FMA) are
 docs/numerics.md in the repository.
@@ -101,6 +117,10 @@ _GRAD = torch._C.TensorBase.grad.__get__
 _PTR = torch._C.TensorBase.data_ptr
 _CONTIG = torch._C.TensorBase.is_contiguous
 
+# 16-bit parameters: the library's format code of each (gradients and the model-weight copy).
+_HALF = {torch.bfloat16: _lib.DTYPES["bf16"], torch.float16: _lib.DTYPES["f16"]}
+_FLOATS = (torch.float32, torch.bfloat16, torch.float16)
+
 # Checkpoint layout (docs/checkpoint-format.md): the counters after the configuration section,
 # the buffer records at the end, before the CRC-32.
 _HEADER = 40
@@ -122,9 +142,14 @@ def _check_param(p, label):
     if p.layout != torch.strided:
         raise LayoutError(f"{label}: {p.layout} tensors are not supported (dense tensors only)")
     if p.is_complex():
-        raise DTypeError(f"{label}: complex tensors are not supported (float32 only)")
-    if p.dtype != torch.float32:
-        raise DTypeError(f"{label}: flatopt.torch updates float32 tensors, this one is {p.dtype}")
+        raise DTypeError(
+            f"{label}: complex tensors are not supported (float32, bfloat16 or float16 only)"
+        )
+    if p.dtype not in _FLOATS:
+        raise DTypeError(
+            f"{label}: flatopt.torch updates float32, bfloat16 and float16 tensors (16-bit ones "
+            f"with float32 master weights), this one is {p.dtype}"
+        )
     if not p.is_contiguous():
         raise LayoutError(
             f"{label}: the tensor is not contiguous (strides {p.stride()}); make the parameter "
@@ -147,9 +172,9 @@ def _check_grad(g, label):
 class _Cohort:
     """Parameters updated the same number of times, under one library handle."""
 
-    __slots__ = ("handle", "params", "groups", "ngroups", "present", "ptrs", "pptrs")
+    __slots__ = ("handle", "params", "groups", "ngroups", "present", "ptrs", "pptrs", "mixed")
 
-    def __init__(self, handle, params, groups, ngroups, present):
+    def __init__(self, handle, params, groups, ngroups, present, mixed):
         self.handle = handle
         self.params = params  # the tensors (kept alive: the library holds their pointers)
         self.groups = groups  # each parameter's group index
@@ -157,6 +182,7 @@ class _Cohort:
         self.present = present  # each parameter's state arrays (of _ARRAYS) in the handle
         self.ptrs = (ctypes.c_void_p * len(params))()
         self.pptrs = [_PTR(p) for p in params]
+        self.mixed = mixed  # has 16-bit parameters: steps through flatopt_optimizer_step_mixed
 
 
 def _same_storage(c):
@@ -182,6 +208,9 @@ class _FlatoptOptimizer(_TorchOptimizer):
     _fields = {}
     # The library arrays (m, v, v_max) of a rule whose arrays do not depend on the group.
     _used = (True, True, False)
+    # torch.amp.GradScaler hands over its scale and found-inf flag (the attributes grad_scale
+    # and found_inf during step()) instead of unscaling the gradients itself.
+    _step_supports_amp_scaling = True
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
@@ -209,6 +238,7 @@ class _FlatoptOptimizer(_TorchOptimizer):
         self._num_threads = int(num_threads)
         self._lookahead = None  # (k, alpha) once Lookahead wraps this optimizer
         self._cohorts = []
+        self._masters = {}  # 16-bit parameter -> its float32 master weights
         self._applied = []  # per group: (lr, weight_decay, static values) handed to the library
         self._ready = False
         super().__init__(params, defaults)
@@ -281,8 +311,18 @@ class _FlatoptOptimizer(_TorchOptimizer):
             cfg.sync_period, cfg.alpha = self._lookahead
         return cfg
 
-    def _new_cohort(self, params, groups):
-        """A handle over `params` (each in its group) with every group's live values."""
+    def _master(self, p, masters=None):
+        """The float32 master weights of 16-bit parameter `p` (made from its values if new)."""
+        masters = self._masters if masters is None else masters
+        m = masters.get(p)
+        if m is None:
+            m = masters[p] = p.detach().to(torch.float32).contiguous()
+        return m
+
+    def _new_cohort(self, params, groups, masters=None):
+        """A handle over `params` (each in its group) with every group's live values; a 16-bit
+        parameter is registered as its float32 master weights (of `masters`, default the
+        optimizer's) with 16-bit gradients and itself as the 16-bit copy the pass writes."""
         cfg = self._config()
         handle = _Handle(cfg, type(self).__name__)
         ptr = handle.ptr
@@ -303,13 +343,30 @@ class _FlatoptOptimizer(_TorchOptimizer):
             else:
                 _lib.check(_lib.optimizer_set_group_lr(ptr, 0, float(group["lr"])),
                            "param_groups[0]['lr']")
+        mixed = False
         for p, g in zip(params, groups):
-            _lib.check(
-                _lib.optimizer_add_param_to_group(ptr, g, _PTR(p), None, p.numel()),
-                f"param_groups[{g}]: registering a parameter of shape {tuple(p.shape)}",
-            )
+            what = f"param_groups[{g}]: registering a parameter of shape {tuple(p.shape)}"
+            code = _HALF.get(p.dtype)
+            if code is None:
+                _lib.check(_lib.optimizer_add_param_to_group(ptr, g, _PTR(p), None, p.numel()),
+                           what)
+                continue
+            if _lib.optimizer_add_param_with_options is None:
+                raise UnsupportedError(
+                    f"{what}: {p.dtype} parameters need a library with mixed precision "
+                    f"(flatopt_optimizer_add_param_with_options); {_lib.library_path} has none"
+                )
+            mixed = True
+            opts = _lib.ParamOptions()
+            _lib.check(_lib.param_options_init(ctypes.byref(opts), ctypes.sizeof(opts)))
+            opts.grad_dtype = opts.copy_dtype = code
+            opts.group = g
+            opts.copy = _PTR(p)
+            master = self._master(p, masters)
+            _lib.check(_lib.optimizer_add_param_with_options(
+                ptr, _PTR(master), None, p.numel(), ctypes.byref(opts)), what)
         present = [self._present(self.param_groups[g]) for g in groups]
-        return _Cohort(handle, params, groups, ngroups, present)
+        return _Cohort(handle, params, groups, ngroups, present, mixed)
 
     def _applied_set(self, g, group):
         while len(self._applied) <= g:
@@ -455,12 +512,17 @@ class _FlatoptOptimizer(_TorchOptimizer):
             (step,) = struct.unpack_from("<Q", counters, 0)
             for p, st in states.items():
                 st["step"] = step
+                if p in self._masters:
+                    st["master"] = self._masters[p].clone()
                 out[p] = st
         return out
 
-    def _import(self, cohort, states, step, counter_bytes=None):
+    def _import(self, cohort, states, step, counter_bytes=None, masters=None):
         """Writes `states` ({param: {array name: tensor}}) and the counters (`counter_bytes`
-        of another cohort's checkpoint, or `step` updates) into a cohort's handle."""
+        of another cohort's checkpoint, or `step` updates) into a cohort's handle (slow
+        weights not given start at the parameters: the master weights in `masters`, default
+        the optimizer's, of a 16-bit one)."""
+        masters = self._masters if masters is None else masters
         blob = self._blob(cohort.handle)
         counters, layout = self._layout(cohort, blob)
         if counter_bytes is not None:
@@ -473,7 +535,7 @@ class _FlatoptOptimizer(_TorchOptimizer):
                 value = st.get(name)
                 if value is None:
                     if name == "slow":
-                        value = p.detach()
+                        value = masters.get(p, p).detach()
                     else:
                         continue  # the fresh handle's initial value
                 src = value.detach().to(torch.float32).contiguous().reshape(-1)
@@ -493,27 +555,33 @@ class _FlatoptOptimizer(_TorchOptimizer):
                 raise CheckpointError(str(e)) from None
 
     def _rebuild(self, states):
-        """New cohorts from `states` ({param: {"step": int, arrays...}}): one per step count."""
+        """New cohorts from `states` ({param: {"step": int, arrays..., "master": tensor}}): one
+        per step count; a 16-bit parameter's master weights from its "master" (else from its
+        values)."""
         by_step = OrderedDict()
+        masters = {}
         for g, group in enumerate(self.param_groups):
             for p in group["params"]:
                 if p.numel() == 0:
                     continue
+                if p.dtype in _HALF:
+                    masters[p] = _master_from(states.get(p, {}).get("master"), p)
                 step = int(states.get(p, {}).get("step", 0))
                 by_step.setdefault(step, ([], []))
                 by_step[step][0].append(p)
                 by_step[step][1].append(g)
         cohorts = []
         for step, (params, groups) in by_step.items():
-            c = self._new_cohort(params, groups)
+            c = self._new_cohort(params, groups, masters)
             if step > 0 or self._lookahead is not None:
-                self._import(c, states, step)
+                self._import(c, states, step, masters=masters)
             cohorts.append(c)
         # Only now, with every handle built and loaded, does anything of this object change.
         self._applied = [None] * len(self.param_groups)
         for g, group in enumerate(self.param_groups):
             self._applied_set(g, group)
         self._cohorts = cohorts
+        self._masters = masters
 
     def _split(self, index, has):
         """Splits cohort `index` into its parameters with a gradient (has[i]) and without."""
@@ -531,11 +599,18 @@ class _FlatoptOptimizer(_TorchOptimizer):
     # -- the step ----------------------------------------------------------------------------
 
     def step(self, closure=None):
-        """One update of every parameter that has a gradient; returns the closure's loss."""
+        """One update of every parameter that has a gradient; returns the closure's loss.
+
+        Under ``torch.amp.GradScaler.step`` (the attributes ``grad_scale`` and ``found_inf``
+        are set): nothing happens when ``found_inf`` is non-zero; otherwise the gradients are
+        divided by ``grad_scale`` inside flatopt's pass."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        scale = _amp_scale(self)
+        if scale == 0.0:
+            return loss  # GradScaler found an inf/NaN: skipped, nothing changes
         self._sync_groups()
         cohorts = self._cohorts
         if len(cohorts) == 1:
@@ -547,14 +622,19 @@ class _FlatoptOptimizer(_TorchOptimizer):
             except (TypeError, RuntimeError):
                 ok = False
             if ok and _same_storage(c):
-                st = _lib.optimizer_step_with_grads.raw(c.handle.ptr, c.ptrs, len(c.params))
+                if scale is None and not c.mixed:
+                    st = _lib.optimizer_step_with_grads.raw(c.handle.ptr, c.ptrs,
+                                                            len(c.params))
+                else:
+                    st = _lib.optimizer_step_mixed.raw(c.handle.ptr, c.ptrs, len(c.params),
+                                                       1.0 if scale is None else scale)
                 if st != _lib.OK:
                     _lib.raise_for(st, "step")
                 return loss
-        self._step_general()
+        self._step_general(scale)
         return loss
 
-    def _step_general(self):
+    def _step_general(self, scale=None):
         """Missing gradients, several cohorts, moved parameters, bad gradients."""
         i = 0
         stepping = []
@@ -585,14 +665,21 @@ class _FlatoptOptimizer(_TorchOptimizer):
             )
         for c, grads in stepping:
             c.ptrs[:] = [_PTR(g) for g in grads]
-            _lib.check(_lib.optimizer_step_with_grads(c.handle.ptr, c.ptrs, len(c.params)),
-                       "step")
+            if scale is None and not c.mixed:
+                st = _lib.optimizer_step_with_grads(c.handle.ptr, c.ptrs, len(c.params))
+            else:
+                st = _lib.optimizer_step_mixed(c.handle.ptr, c.ptrs, len(c.params),
+                                               1.0 if scale is None else scale)
+            _lib.check(st, "step")
 
     def _moved(self, index):
-        """A parameter's storage moved (p.data = ...): re-register its cohort, state kept."""
+        """A parameter's storage moved (p.data = ...): re-register its cohort, state kept (a
+        moved 16-bit parameter's master weights are taken anew from its values)."""
         c = self._cohorts[index]
-        for p in c.params:
+        for p, ptr in zip(c.params, c.pptrs):
             _check_param(p, self._label_of(p))
+            if p.dtype in _HALF and _PTR(p) != ptr:
+                self._masters[p] = _master_from(None, p)
         states, counters = self._cohort_states(c)
         n = self._new_cohort(c.params, c.groups)
         self._import(n, states, None, counters)
@@ -608,7 +695,7 @@ class _FlatoptOptimizer(_TorchOptimizer):
     # -- state dicts -------------------------------------------------------------------------
 
     def _to_torch_state(self, st, group):
-        names = dict(zip(_ARRAYS, (*self._names, "lookahead_slow_buff")))
+        names = dict(zip(_ARRAYS, (*self._names, "lookahead_slow_buff")), master="master_param")
         out = {}
         if st["step"] == 0:
             return out
@@ -619,7 +706,7 @@ class _FlatoptOptimizer(_TorchOptimizer):
         return out
 
     def _from_torch_state(self, st, p):
-        names = dict(zip((*self._names, "lookahead_slow_buff"), _ARRAYS))
+        names = dict(zip((*self._names, "lookahead_slow_buff"), _ARRAYS), master_param="master")
         out = {}
         step = st.get("step")
         if step is None:
@@ -653,6 +740,17 @@ class _FlatoptOptimizer(_TorchOptimizer):
         groups, state = self.param_groups, self.state
         try:
             super().load_state_dict(state_dict)
+            # torch.optim casts the state of a 16-bit parameter to its dtype: take the float32
+            # moments and master weights as saved instead.
+            saved = state_dict["state"]
+            ids = [i for group in state_dict["param_groups"] for i in group["params"]]
+            params = [p for group in self.param_groups for p in group["params"]]
+            for i, p in zip(ids, params):
+                if p.dtype in _HALF and i in saved:
+                    self.state[p] = {
+                        k: v.detach().clone() if isinstance(v, torch.Tensor) else v
+                        for k, v in saved[i].items()
+                    }
             for g, group in enumerate(self.param_groups):
                 for i, p in enumerate(group["params"]):
                     _check_param(p, _param_label(g, i, p))
@@ -668,8 +766,43 @@ class _FlatoptOptimizer(_TorchOptimizer):
         self._rebuild(states)
 
 
+def _amp_scale(opt):
+    """What torch.amp.GradScaler.step hands to an optimizer with _step_supports_amp_scaling:
+    None (no scaler, or the gradients were unscaled already), 0.0 (found_inf: skip the step)
+    or the scale (a float > 0) to divide the gradients by."""
+    found = getattr(opt, "found_inf", None)
+    if found is not None and float(found) != 0.0:
+        return 0.0
+    scale = getattr(opt, "grad_scale", None)
+    if scale is None:
+        return None
+    scale = float(scale)
+    if not (scale > 0.0 and math.isfinite(scale)):
+        raise InvalidArgumentError(f"grad_scale must be finite and > 0, got {scale}")
+    return scale
+
+
 def _wd(group):
     return float(group.get("weight_decay", 0.0))
+
+
+def _master_from(value, p):
+    """A new float32 tensor of `p`'s shape: master weights from a state dict's `value`, or
+    from the 16-bit parameter's own values when `value` is None."""
+    if value is None:
+        return p.detach().to(torch.float32).contiguous()
+    if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+        raise CheckpointError(
+            f"state 'master_param' must be a floating-point tensor, got {value!r:.60}"
+        )
+    if value.numel() != p.numel():
+        raise CheckpointError(
+            f"a state tensor 'master_param' has {value.numel()} elements, its parameter "
+            f"{p.numel()}"
+        )
+    out = torch.empty(p.shape, dtype=torch.float32)
+    out.copy_(value.detach().reshape(p.shape))
+    return out
 
 
 def _betas(betas):
@@ -1020,6 +1153,8 @@ class Lookahead(_TorchOptimizer):
     at the first sync, they start at the weights at wrapping time (the Lookahead paper's rule).
     """
 
+    _step_supports_amp_scaling = True
+
     def __init__(self, optimizer, k=5, alpha=0.5):
         if not isinstance(optimizer, _FlatoptOptimizer):
             raise DTypeError(
@@ -1064,7 +1199,17 @@ class Lookahead(_TorchOptimizer):
         self._base.add_param_group(param_group)
 
     def step(self, closure=None):
-        return self._base.step(closure)
+        # torch.amp.GradScaler sets grad_scale and found_inf on this object: the base's step
+        # reads them from itself.
+        amp = [(k, getattr(self, k)) for k in ("grad_scale", "found_inf")
+               if k in self.__dict__]
+        for k, v in amp:
+            setattr(self._base, k, v)
+        try:
+            return self._base.step(closure)
+        finally:
+            for k, _ in amp:
+                delattr(self._base, k)
 
     def state_dict(self):
         return self._base.state_dict()
