@@ -360,3 +360,24 @@ def test_moved_16_bit_parameter_takes_its_new_values_as_masters():
     opt.step()
     assert torch.equal(p.detach(), torch.full((3,), 9.5, dtype=torch.bfloat16))
     assert torch.equal(opt._masters[p], torch.full((3,), 9.5))
+
+
+def test_amp_example_script_trains_resumes_and_matches_torch_optim():
+    """examples/torch/train_amp.py: autocast, GradScaler, OneCycleLR, torch.save, the import
+    line the only change; the bf16 model reaches the float32 run's accuracy."""
+    import re
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    out = subprocess.run([sys.executable, str(REPO / "examples" / "torch" / "train_amp.py")],
+                         check=True, capture_output=True, text=True).stdout
+    assert "identical to the uninterrupted run: True" in out, out
+    acc = dict(re.findall(r"^(flatopt.torch.AdamW|torch.optim.AdamW|bfloat16 model).*?"
+                          r"test accuracy ([0-9.]+)", out, re.M))
+    assert len(acc) == 3, out
+    ours, ref, half = (float(acc[k]) for k in
+                       ("flatopt.torch.AdamW", "torch.optim.AdamW", "bfloat16 model"))
+    assert ref > 0.85, out  # the task is learned
+    assert abs(ours - ref) <= 0.01 and abs(half - ref) <= 0.02, out
