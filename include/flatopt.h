@@ -1348,6 +1348,19 @@ enum flatopt_status flatopt_optimizer_num_params(const struct flatopt_optimizer 
 enum flatopt_status flatopt_optimizer_total_len(const struct flatopt_optimizer *opt, size_t *out);
 
 /**
+ * Bytes of optimizer state the handle holds for its registered buffers: every state buffer
+ * as it is held (`state_dtype`: 4, 2 or `1 + 4/256` bytes per element and buffer, 8-bit
+ * scales included; `slow_dtype` for the Lookahead slow weights), without the slack that places
+ * f32 state within a page. 0 before registration.
+ *
+ * # Safety
+ * `opt` is NULL (refused) or a live handle from `flatopt_optimizer_new`.
+ * `out` is NULL (refused) or valid for one write.
+ */
+enum flatopt_status flatopt_optimizer_state_bytes(const struct flatopt_optimizer *opt,
+                                                  uint64_t *out);
+
+/**
  * Sets the thread count (1: the caller's thread). Results do not depend on it.
  *
  * # Safety

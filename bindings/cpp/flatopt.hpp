@@ -272,6 +272,28 @@ enum class Dtype : uint32_t {
   F16 = FLATOPT_DTYPE_F16,
 };
 
+/// How optimizer state is held (`flatopt_state_dtype`; docs/numerics.md, "Compressed state"):
+/// the moments through `Config::state_dtype`, the Lookahead slow weights through
+/// `Config::slow_dtype` (Float32 or Bfloat16).
+enum class StateDtype : uint32_t {
+  /// f32, 4 bytes per element and state buffer (the default).
+  Float32 = FLATOPT_STATE_FLOAT32,
+  /// bf16, 2 bytes per element and state buffer.
+  Bfloat16 = FLATOPT_STATE_BFLOAT16,
+  /// The 8-bit blockwise code: 1 byte per element, one f32 scale per 256 (refused for Rprop
+  /// and for slow weights).
+  Int8 = FLATOPT_STATE_INT8,
+};
+
+/// How f32 values are rounded into bfloat16 state (`flatopt_state_rounding`).
+enum class StateRounding : uint32_t {
+  /// Deterministic stochastic rounding (the default): a hash of the seed, the element's index
+  /// and the step.
+  Stochastic = FLATOPT_ROUNDING_STOCHASTIC,
+  /// Round to nearest, ties to even.
+  Nearest = FLATOPT_ROUNDING_NEAREST,
+};
+
 /// Learning-rate schedule kinds (`flatopt_schedule_kind`); build them with the named factories
 /// of `Schedule`.
 enum class ScheduleKind : uint32_t {
@@ -1170,6 +1192,27 @@ class Config {
   /// SIMD tier (Default: the process default).
   Config& simd_tier(SimdTier t) & { c_.simd_tier = static_cast<uint32_t>(t); return *this; }
   Config&& simd_tier(SimdTier t) && { return std::move(simd_tier(t)); }
+  /// How the moments are held (default Float32; Int8 is refused for Rprop).
+  Config& state_dtype(StateDtype d) & { c_.state_dtype = static_cast<uint32_t>(d); return *this; }
+  Config&& state_dtype(StateDtype d) && { return std::move(state_dtype(d)); }
+  /// How bfloat16 state is rounded (default Stochastic).
+  Config& state_rounding(StateRounding r) & {
+    c_.state_rounding = static_cast<uint32_t>(r);
+    return *this;
+  }
+  Config&& state_rounding(StateRounding r) && { return std::move(state_rounding(r)); }
+  /// The seed of stochastic rounding (default 0).
+  Config& state_seed(uint64_t seed) & { c_.state_seed = seed; return *this; }
+  Config&& state_seed(uint64_t seed) && { return std::move(state_seed(seed)); }
+  /// The index of this optimizer's first element in the whole model (default 0): a shard
+  /// passes its offset, so that stochastic rounding matches one process.
+  Config& state_index_offset(uint64_t offset) & { c_.state_index_offset = offset; return *this; }
+  Config&& state_index_offset(uint64_t offset) && {
+    return std::move(state_index_offset(offset));
+  }
+  /// How the Lookahead slow weights are held: Float32 (default) or Bfloat16.
+  Config& slow_dtype(StateDtype d) & { c_.slow_dtype = static_cast<uint32_t>(d); return *this; }
+  Config&& slow_dtype(StateDtype d) && { return std::move(slow_dtype(d)); }
 
   // --- Access.
   /// The base optimizer.
@@ -1748,6 +1791,9 @@ class Optimizer {
   std::size_t num_params() const { return query<std::size_t>(flatopt_optimizer_num_params); }
   /// Total registered elements (the index space of `step_range`).
   std::size_t total_len() const { return query<std::size_t>(flatopt_optimizer_total_len); }
+  /// Bytes of optimizer state held for the registered buffers, as held (`state_dtype`,
+  /// `slow_dtype`; 8-bit scales included); 0 before registration.
+  uint64_t state_bytes() const { return query<uint64_t>(flatopt_optimizer_state_bytes); }
 
   // --- Settings.
   /// Sets the thread count (results do not depend on it).
@@ -2055,6 +2101,8 @@ inline void lookahead_sync(Span<float> fast, Span<float> slow, float alpha) {
 // Enum values must stay those of the C header.
 static_assert(static_cast<uint32_t>(ScheduleKind::ReduceOnPlateau) == 15, "schedule kinds");
 static_assert(static_cast<uint32_t>(SimdTier::Avx512) == 4, "simd tiers");
+static_assert(static_cast<uint32_t>(StateDtype::Int8) == 2, "state dtypes");
+static_assert(static_cast<uint32_t>(StateRounding::Nearest) == 1, "state rounding");
 static_assert(static_cast<uint32_t>(NonFinite::Propagate) == 2, "non-finite policies");
 static_assert(static_cast<uint32_t>(BaseKind::Rprop) == 12, "base kinds");
 

@@ -1073,6 +1073,16 @@ impl Optimizer {
         };
         moments * self.cfg.state_dtype.bytes_per_element() + slow
     }
+    /// Bytes of optimizer state held for the registered buffers: every state buffer as it is
+    /// held (8-bit codes and their scales), the slow weights included; without the slack that
+    /// places f32 state within a page.
+    pub fn state_bytes(&self) -> usize {
+        self.state
+            .iter()
+            .flat_map(|s| [&s.m, &s.v, &s.v_max, &s.slow])
+            .map(|s| s.held_bytes())
+            .sum()
+    }
     /// The state arrays of buffer `i` (m, v, v_max, slow) as f32 values, each empty where
     /// unused (checkpoints save these): borrowed when held as f32, else decoded.
     pub(crate) fn state_f32(&self, i: usize) -> [std::borrow::Cow<'_, [f32]>; 4] {

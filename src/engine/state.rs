@@ -166,6 +166,15 @@ impl Store {
         }
     }
 
+    /// Bytes the buffer holds (8-bit: codes and scales; without the f32 placement slack).
+    pub(super) fn held_bytes(&self) -> usize {
+        match self {
+            Store::F32(p) => 4 * p.len(),
+            Store::Bf16(h) => 2 * h.len(),
+            Store::Q8 { codes, scales } => codes.len() + 4 * scales.len(),
+        }
+    }
+
     /// Whether the buffer is unused.
     pub(super) fn is_empty(&self) -> bool {
         self.len() == 0

@@ -547,6 +547,24 @@ pub unsafe extern "C" fn flatopt_optimizer_total_len(
     unsafe { query(opt, out, |h| h.bufs.iter().map(|b| b.len).sum()) }
 }
 
+/// Bytes of optimizer state the handle holds for its registered buffers: every state buffer
+/// as it is held (`state_dtype`: 4, 2 or `1 + 4/256` bytes per element and buffer, 8-bit
+/// scales included; `slow_dtype` for the Lookahead slow weights), without the slack that places
+/// f32 state within a page. 0 before registration.
+///
+/// # Safety
+/// `opt` is NULL (refused) or a live handle from `flatopt_optimizer_new`.
+/// `out` is NULL (refused) or valid for one write.
+#[no_mangle]
+pub unsafe extern "C" fn flatopt_optimizer_state_bytes(
+    opt: *const flatopt_optimizer,
+    out: *mut u64,
+) -> flatopt_status {
+    // SAFETY: `opt` and `out` are passed on as received, and this function's `# Safety`
+    // promises what `query` requires of them: NULL or a live handle; NULL or one writable value.
+    unsafe { query(opt, out, |h| h.engine.state_bytes() as u64) }
+}
+
 /// Sets the thread count (1: the caller's thread). Results do not depend on it.
 ///
 /// # Safety

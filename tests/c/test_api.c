@@ -65,6 +65,7 @@ static const char *const k_api[] = {
     "flatopt_optimizer_num_threads",
     "flatopt_optimizer_num_params",
     "flatopt_optimizer_total_len",
+    "flatopt_optimizer_state_bytes",
     "flatopt_optimizer_sum_squares_block_count",
     "flatopt_optimizer_sum_squares_partials",
     "flatopt_optimizer_step_with_sum_squares",
@@ -1324,6 +1325,8 @@ R(r_q_nparams_null) { return F(flatopt_optimizer_num_params)(NULL, &fx->out.sz);
 R(r_q_nparams_out) { return F(flatopt_optimizer_num_params)(fx->opt, NULL); }
 R(r_q_total_null) { return F(flatopt_optimizer_total_len)(NULL, &fx->out.sz); }
 R(r_q_total_out) { return F(flatopt_optimizer_total_len)(fx->opt, NULL); }
+R(r_q_state_bytes_null) { return F(flatopt_optimizer_state_bytes)(NULL, &fx->out.u64); }
+R(r_q_state_bytes_out) { return F(flatopt_optimizer_state_bytes)(fx->opt, NULL); }
 
 /* setters */
 R(r_threads_null) { (void)fx; return F(flatopt_optimizer_set_num_threads)(NULL, 2); }
@@ -2640,6 +2643,8 @@ static const row k_rows[] = {
     { "num_params: out NULL", NULL, r_q_nparams_out, E_NULL, "out" },
     { "total_len: opt NULL", NULL, r_q_total_null, E_NULL, "opt" },
     { "total_len: out NULL", NULL, r_q_total_out, E_NULL, "out" },
+    { "state_bytes: opt NULL", NULL, r_q_state_bytes_null, E_NULL, "opt" },
+    { "state_bytes: out NULL", NULL, r_q_state_bytes_out, E_NULL, "out" },
     /* setters */
     { "set_num_threads: opt NULL", NULL, r_threads_null, E_NULL, "opt" },
     { "set_num_threads: 0", NULL, r_threads0, E_ARG, "num_threads" },
@@ -3542,6 +3547,66 @@ static void test_split_step_threads(void)
     }
     model_free(&a);
     model_free(&b);
+}
+
+/* flatopt_optimizer_state_bytes: every state buffer as held (float32 4, bfloat16 2, int8 1
+ * byte per element plus a 4-byte scale per 256), with the slow weights; two buffers. */
+static void test_state_bytes(void)
+{
+    static const struct {
+        const char *name;
+        uint32_t kind, dtype, slow, lookahead;
+        uint64_t moments;
+    } v[] = {
+        { "adam f32", FLATOPT_ADAM, FLATOPT_STATE_FLOAT32, FLATOPT_STATE_FLOAT32, 0, 2 },
+        { "adam bf16", FLATOPT_ADAM, FLATOPT_STATE_BFLOAT16, FLATOPT_STATE_FLOAT32, 0, 2 },
+        { "adam int8", FLATOPT_ADAM, FLATOPT_STATE_INT8, FLATOPT_STATE_FLOAT32, 0, 2 },
+        { "lookahead adam int8, bf16 slow", FLATOPT_ADAM, FLATOPT_STATE_INT8,
+          FLATOPT_STATE_BFLOAT16, 1, 2 },
+        { "lookahead adam f32", FLATOPT_ADAM, FLATOPT_STATE_FLOAT32, FLATOPT_STATE_FLOAT32, 1, 2 },
+        { "sgd (no state)", FLATOPT_SGD, FLATOPT_STATE_INT8, FLATOPT_STATE_FLOAT32, 0, 0 },
+        { "lion int8", FLATOPT_LION, FLATOPT_STATE_INT8, FLATOPT_STATE_FLOAT32, 0, 1 },
+    };
+    static const size_t lens[2] = { 700, 256 };
+    size_t k;
+    for (k = 0; k < sizeof v / sizeof v[0]; k++) {
+        flatopt_config c;
+        flatopt_base_params cb;
+        flatopt_optimizer *o;
+        uint64_t got = 7, want = 0, per = 0;
+        float *p[2], *g[2];
+        int i;
+        OK(F(flatopt_config_init)(&c, sizeof c));
+        OK(F(flatopt_base_params_init)(&cb, sizeof cb, v[k].kind));
+        c.base = &cb;
+        c.state_dtype = v[k].dtype;
+        c.slow_dtype = v[k].slow;
+        c.lookahead = v[k].lookahead;
+        o = new_opt(&c);
+        OK(F(flatopt_optimizer_state_bytes)(o, &got));
+        CHECK(got == 0, "%s: state_bytes before registration %llu", v[k].name,
+              (unsigned long long)got);
+        for (i = 0; i < 2; i++) {
+            size_t n = lens[i];
+            p[i] = falloc(n);
+            g[i] = falloc(n);
+            OK(F(flatopt_optimizer_add_param)(o, p[i], g[i], n));
+            per = v[k].dtype == FLATOPT_STATE_FLOAT32    ? 4 * n
+                  : v[k].dtype == FLATOPT_STATE_BFLOAT16 ? 2 * n
+                                                         : n + 4 * ((n + 255) / 256);
+            want += v[k].moments * per;
+            if (v[k].lookahead)
+                want += (v[k].slow == FLATOPT_STATE_FLOAT32 ? 4 : 2) * n;
+        }
+        OK(F(flatopt_optimizer_state_bytes)(o, &got));
+        CHECK(got == want, "%s: state_bytes %llu, expected %llu", v[k].name,
+              (unsigned long long)got, (unsigned long long)want);
+        F(flatopt_optimizer_free)(o);
+        for (i = 0; i < 2; i++) {
+            free(p[i]);
+            free(g[i]);
+        }
+    }
 }
 
 static void test_nonfinite_skip(void)
@@ -5094,6 +5159,7 @@ int main(int argc, char **argv)
     stage("stateless updates vs the handle, kernels");
     test_stateless_vs_handle();
     test_base_update_every_kind();
+    test_state_bytes();
     test_kernels();
     stage("schedules, threads, reset, registration, thread-local messages");
     test_schedules();

@@ -1007,6 +1007,14 @@ void test_config_errors() {
                   FLATOPT_ERR_INVALID_ARGUMENT, "threshold"});
   rows.push_back({C::adam().schedule(S::reduce_on_plateau(0.1).min_lr(-1.0)),
                   FLATOPT_ERR_INVALID_ARGUMENT, "min_lr"});
+  rows.push_back({C::adam().state_dtype(static_cast<flatopt::StateDtype>(3)),
+                  FLATOPT_ERR_INVALID_ARGUMENT, "state_dtype"});
+  rows.push_back({C::adam().state_rounding(static_cast<flatopt::StateRounding>(2)),
+                  FLATOPT_ERR_INVALID_ARGUMENT, "state_rounding"});
+  rows.push_back({C::adam().lookahead(5, 0.5).slow_dtype(flatopt::StateDtype::Int8),
+                  FLATOPT_ERR_INVALID_ARGUMENT, "slow_dtype"});
+  rows.push_back({C::rprop().state_dtype(flatopt::StateDtype::Int8),
+                  FLATOPT_ERR_INVALID_ARGUMENT, "state_dtype"});
   for (const Row& r : rows) {
     CHECK_THROWS(flatopt::Optimizer(r.cfg), r.code, r.needle);
   }
@@ -1836,6 +1844,78 @@ void test_mixed() {
   CHECK(host.num_params() == 1);
 }
 
+// Compressed state (docs/numerics.md, "Compressed state"): the Config setters fill the C
+// struct, the optimizer holds the bytes it should, each precision gives other bits than f32,
+// and stochastic rounding is a function of its seed.
+void test_compressed_state() {
+  using flatopt::StateDtype;
+  using flatopt::StateRounding;
+  {
+    const flatopt::Config c = flatopt::Config::adam()
+                                  .lookahead(4, 0.5)
+                                  .state_dtype(StateDtype::Bfloat16)
+                                  .state_rounding(StateRounding::Nearest)
+                                  .state_seed(42)
+                                  .state_index_offset(4096)
+                                  .slow_dtype(StateDtype::Bfloat16);
+    const flatopt_config cs = c.c_struct();
+    CHECK(cs.state_dtype == FLATOPT_STATE_BFLOAT16 && cs.state_rounding == FLATOPT_ROUNDING_NEAREST);
+    CHECK(cs.state_seed == 42 && cs.state_index_offset == 4096);
+    CHECK(cs.slow_dtype == FLATOPT_STATE_BFLOAT16);
+    const flatopt::Config dc = flatopt::Config::adam();
+    const flatopt_config d = dc.c_struct();
+    CHECK(d.state_dtype == FLATOPT_STATE_FLOAT32 && d.state_rounding == FLATOPT_ROUNDING_STOCHASTIC);
+    CHECK(d.slow_dtype == FLATOPT_STATE_FLOAT32 && d.state_seed == 0);
+  }
+  const std::size_t n = 700;  // three 8-bit blocks, the last one partial
+  auto run = [&](const flatopt::Config& cfg, uint64_t* bytes) {
+    std::mt19937 rng(5);
+    Vec p = random_vec(rng, n), g(n, 0.0f);
+    flatopt::Optimizer opt(cfg);
+    CHECK(opt.state_bytes() == 0);
+    opt.add_param(p, g);
+    for (int t = 0; t < 8; ++t) {
+      refill(rng, g, -0.2f, 0.2f);
+      CHECK(opt.step().applied());
+    }
+    *bytes = opt.state_bytes();
+    return p;
+  };
+  const uint64_t held[3] = {4 * n, 2 * n, n + 4 * ((n + 255) / 256)};
+  const StateDtype dtypes[3] = {StateDtype::Float32, StateDtype::Bfloat16, StateDtype::Int8};
+  uint64_t bytes = 0;
+  const Vec f32 = run(flatopt::Config::adam(1e-2), &bytes);
+  CHECK(bytes == 2 * held[0]);
+  for (int k = 0; k < 3; ++k) {
+    const Vec p = run(flatopt::Config::adam(1e-2).state_dtype(dtypes[k]), &bytes);
+    CHECK(bytes == 2 * held[k]);
+    CHECK((std::memcmp(p.data(), f32.data(), n * sizeof(float)) == 0) == (k == 0));
+    run(flatopt::Config::adam(1e-2).state_dtype(dtypes[k]).lookahead(3, 0.5), &bytes);
+    CHECK(bytes == 2 * held[k] + 4 * n);
+    run(flatopt::Config::adam(1e-2)
+            .state_dtype(dtypes[k])
+            .lookahead(3, 0.5)
+            .slow_dtype(StateDtype::Bfloat16),
+        &bytes);
+    CHECK(bytes == 2 * held[k] + 2 * n);
+  }
+  auto bf16 = [&](uint64_t seed, StateRounding r) {
+    uint64_t b = 0;
+    return run(flatopt::Config::adam(1e-2)
+                   .state_dtype(StateDtype::Bfloat16)
+                   .state_rounding(r)
+                   .state_seed(seed),
+               &b);
+  };
+  const Vec s1 = bf16(1, StateRounding::Stochastic), s1b = bf16(1, StateRounding::Stochastic);
+  const Vec s2 = bf16(2, StateRounding::Stochastic), n1 = bf16(1, StateRounding::Nearest);
+  const Vec n2 = bf16(2, StateRounding::Nearest);
+  CHECK(std::memcmp(s1.data(), s1b.data(), n * sizeof(float)) == 0);
+  CHECK(std::memcmp(s1.data(), s2.data(), n * sizeof(float)) != 0);
+  CHECK(std::memcmp(n1.data(), n2.data(), n * sizeof(float)) == 0);
+  CHECK(std::memcmp(s1.data(), n1.data(), n * sizeof(float)) != 0);
+}
+
 int main() {
   const TestCase tests[] = {
       {"C initializer macros", test_init_macros},
@@ -1860,6 +1940,7 @@ int main() {
       {"issue 11 hostile rows", test_issue11_rows},
       {"parameter groups", test_groups},
       {"mixed precision", test_mixed},
+      {"compressed state", test_compressed_state},
   };
   int passed = 0, failed = 0;
   std::printf("flatopt C++ binding tests (library %s, header %s)\n", flatopt::version(),

@@ -99,6 +99,9 @@ namespace Flatopt
         internal static extern Status flatopt_optimizer_total_len(OptimizerHandle opt, out UIntPtr n);
 
         [DllImport(Lib, CallingConvention = Cdecl)]
+        internal static extern Status flatopt_optimizer_state_bytes(OptimizerHandle opt, out ulong n);
+
+        [DllImport(Lib, CallingConvention = Cdecl)]
         internal static extern Status flatopt_optimizer_set_num_threads(OptimizerHandle opt, uint n);
 
         [DllImport(Lib, CallingConvention = Cdecl)]

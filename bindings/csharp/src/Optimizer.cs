@@ -510,6 +510,15 @@ namespace Flatopt
             get { UIntPtr n; Errors.Check(Native.flatopt_optimizer_total_len(handle, out n)); return (long)(ulong)n; }
         }
 
+        /// <summary>Bytes of optimizer state held for the registered buffers: every state
+        /// buffer as held (Config.StateDtype: 4, 2 or 1 byte per element, 8-bit scales
+        /// included) and the Lookahead slow weights (Config.SlowDtype); 0 before
+        /// registration.</summary>
+        public long StateBytes
+        {
+            get { ulong n; Errors.Check(Native.flatopt_optimizer_state_bytes(handle, out n)); return (long)n; }
+        }
+
         /// <summary>Copies the Lookahead slow weights of buffer <paramref name="index"/> into
         /// <paramref name="destination"/> (its length must equal the buffer's).</summary>
         public void CopySlowWeights(int index, float[] destination)

@@ -67,6 +67,7 @@ namespace Flatopt.Tests
             Section(() => Checkpoints(args[2]));
             Section(() => StatelessAgainstOptimizer());
             Section(() => ShardedAndSplit());
+            Section(() => CompressedState());
             Section(() => Groups.Run());
             Section(() => NativeMemoryAndPins());
             Section(() => Allocations());
@@ -629,6 +630,114 @@ namespace Flatopt.Tests
                 }
                 return "bit-identical";
             });
+        }
+
+        // Compressed state (docs/numerics.md, "Compressed state"): Config.StateDtype and friends
+        // reach the library (StateBytes as held, other bits than float32), Rprop refuses int8,
+        // and 2 shards with their StateIndexOffset are one optimizer bit for bit.
+        private static void CompressedState()
+        {
+            T.Section("compressed state (StateDtype, StateRounding, StateSeed, StateIndexOffset, SlowDtype)");
+            const int n = 700;
+            long[] held = { 4 * n, 2 * n, n + 4 * ((n + 255) / 256) };
+            StateDtype[] dtypes = { StateDtype.Float32, StateDtype.Bfloat16, StateDtype.Int8 };
+            float[] f32 = null;
+            for (int k = 0; k < 3; k++)
+            {
+                int kk = k;
+                T.Run("Adam, Lookahead with bf16 slow weights, state " + dtypes[k] + ": StateBytes, 8 steps", () =>
+                {
+                    float[][] p = Arrays(31, n), g = Arrays(32, n);
+                    Config c = Config.Init();
+                    c.Lr = 0.01;
+                    c.StateDtype = dtypes[kk];
+                    c.StateRounding = StateRounding.Nearest;
+                    c.Lookahead = 1;
+                    c.SyncPeriod = 3;
+                    c.Alpha = 0.5;
+                    c.SlowDtype = StateDtype.Bfloat16;
+                    using (var o = new Optimizer(c, BaseParams.Init(BaseKind.Adam)))
+                    {
+                        T.Require(o.StateBytes == 0, "StateBytes before registration {0}", o.StateBytes);
+                        o.AddParam(p[0], g[0]);
+                        T.Require(o.StateBytes == 2 * held[kk] + 2 * n, "StateBytes {0}, expected {1}", o.StateBytes, 2 * held[kk] + 2 * n);
+                        for (int t = 0; t < 8; t++)
+                        {
+                            T.Fill(g[0], 500u + (uint)t, 0.2f);
+                            o.Step();
+                        }
+                    }
+                    if (kk == 0)
+                        f32 = p[0];
+                    else
+                        T.Require(!T.SameBits(f32, p[0]), "{0} state gave the bits of float32 state", dtypes[kk]);
+                    return "ok";
+                });
+            }
+            T.Run("Rprop with Int8 state is refused, naming state_dtype", () =>
+            {
+                Config c = Config.Init();
+                c.StateDtype = StateDtype.Int8;
+                try
+                {
+                    using (new Optimizer(c, BaseParams.Init(BaseKind.Rprop))) { }
+                }
+                catch (InvalidArgumentException e)
+                {
+                    T.Require(e.Message.Contains("state_dtype"), "message: {0}", e.Message);
+                    return "refused";
+                }
+                throw new Exception("not refused");
+            });
+            foreach (StateDtype d in new[] { StateDtype.Bfloat16, StateDtype.Int8 })
+            {
+                StateDtype dd = d;
+                T.Run("2 shards with StateIndexOffset == 1 optimizer, state " + d + ", 10 steps", () =>
+                {
+                    int bs = (int)Kernels.SumSquaresBlockSize;
+                    int len = 2 * bs + 300;
+                    float[] whole = Arrays(41, len)[0], g = new float[len];
+                    float[] shard = (float[])whole.Clone();
+                    float[] sa = new float[bs], sb = new float[len - bs], ga = new float[bs], gb = new float[len - bs];
+                    Array.Copy(shard, 0, sa, 0, bs);
+                    Array.Copy(shard, bs, sb, 0, len - bs);
+                    Config c = Config.Init();
+                    c.Lr = 0.01;
+                    c.GradClipNorm = 0.5;
+                    c.StateDtype = dd;
+                    c.StateSeed = 9;
+                    Config cb = c;
+                    cb.StateIndexOffset = (ulong)bs;
+                    BaseParams hp = BaseParams.Init(BaseKind.Adam);
+                    using (var one = new Optimizer(c, hp))
+                    using (var a = new Optimizer(c, hp))
+                    using (var b = new Optimizer(cb, hp))
+                    {
+                        one.AddParam(whole, g);
+                        a.AddParam(sa, ga);
+                        b.AddParam(sb, gb);
+                        var pa = new double[a.SumSquaresBlockCount];
+                        var pb = new double[b.SumSquaresBlockCount];
+                        for (int t = 0; t < 10; t++)
+                        {
+                            T.Fill(g, 600u + (uint)t, 1f);
+                            Array.Copy(g, 0, ga, 0, bs);
+                            Array.Copy(g, bs, gb, 0, len - bs);
+                            one.Step();
+                            a.SumSquaresPartials(pa);
+                            b.SumSquaresPartials(pb);
+                            double total = 0.0;
+                            foreach (double x in pa.Concat(pb))
+                                total += x;
+                            a.StepWithSumSquares(total);
+                            b.StepWithSumSquares(total);
+                            var joined = sa.Concat(sb).ToArray();
+                            T.Require(T.SameBits(whole, joined), "differs at step {0}", t + 1);
+                        }
+                    }
+                    return "bit-identical";
+                });
+            }
         }
 
         // ------------------------------------------------------------------------------------

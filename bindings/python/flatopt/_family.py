@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from . import _lib, _validate
 from ._optim import (
-    BaseOptimizer, Optimizer, _betas, _check_lr, _hyper, _pair, adagrad, rmsprop,
+    BaseOptimizer, Optimizer, _betas, _check_lr, _check_state_options, _hyper, _pair,
+    _state, adagrad, rmsprop,
 )
 
 __all__ = [
@@ -77,7 +78,7 @@ _C_FIELDS = {
 class _Rule(BaseOptimizer):
     """A base rule whose arguments map one to one onto ``flatopt_base_params`` fields."""
 
-    def __init__(self, kind, name, learning_rate, **hyper):
+    def __init__(self, kind, name, learning_rate, state_options=None, **hyper):
         fields = _C_FIELDS[kind]
         checked = {}
         for key, value in hyper.items():
@@ -86,6 +87,7 @@ class _Rule(BaseOptimizer):
         self.kind = kind
         self.name = name
         self.learning_rate = _check_lr(learning_rate, "learning_rate")
+        self.state_options = _check_state_options(state_options or {})
         self.hyperparams = checked
 
     def _fill(self, base):
@@ -98,64 +100,76 @@ class _Rule(BaseOptimizer):
 # optax-style factories.
 
 
-def adamax(learning_rate, b1=0.9, b2=0.999, eps=1e-8, eps_outside_max=True):
+def adamax(learning_rate, b1=0.9, b2=0.999, eps=1e-8, eps_outside_max=True, state_dtype=None,
+           state_rounding=None, state_seed=None):
     """Adamax with optax's defaults: ``u = max(b2*u, |g|)``,
     ``p -= lr / (1 - b1^t) * m / (u + eps)``; ``eps_outside_max=False`` is PyTorch's
     ``u = max(b2*u, |g| + eps)``, ``p -= lr / (1 - b1^t) * m / u``."""
     return _Rule(
-        _lib.ADAMAX, "adamax", learning_rate, b1=b1, b2=b2, eps=eps,
-        eps_outside_max=eps_outside_max,
+        _lib.ADAMAX, "adamax", learning_rate, _state(state_dtype, state_rounding, state_seed),
+        b1=b1, b2=b2, eps=eps, eps_outside_max=eps_outside_max,
     )
 
 
-def nadam(learning_rate, b1=0.9, b2=0.999, eps=1e-8, momentum_decay=0.004,
-          constant_momentum=True, decoupled_weight_decay=0.0):
+def nadam(learning_rate, b1=0.9, b2=0.999, eps=1e-8, momentum_decay=0.004, constant_momentum=True,
+          decoupled_weight_decay=0.0, state_dtype=None, state_rounding=None, state_seed=None):
     """NAdam with optax's defaults (``constant_momentum``: ``mu_t = b1``, optax's
     ``scale_by_adam(nesterov=True)``); ``constant_momentum=False`` is PyTorch's NAdam with the
     momentum schedule ``mu_t = b1*(1 - 0.5*0.96^(t*momentum_decay))``;
     ``decoupled_weight_decay`` is PyTorch's NAdamW decay (``p *= 1 - lr*decay``)."""
     return _Rule(
-        _lib.NADAM, "nadam", learning_rate, b1=b1, b2=b2, eps=eps,
-        momentum_decay=momentum_decay, constant_momentum=constant_momentum,
+        _lib.NADAM, "nadam", learning_rate, _state(state_dtype, state_rounding, state_seed),
+        b1=b1, b2=b2, eps=eps, momentum_decay=momentum_decay, constant_momentum=constant_momentum,
         decoupled_weight_decay=decoupled_weight_decay,
     )
 
 
-def lion(learning_rate, b1=0.9, b2=0.99, weight_decay=1e-3):
+def lion(learning_rate, b1=0.9, b2=0.99, weight_decay=1e-3, state_dtype=None, state_rounding=None,
+         state_seed=None):
     """Lion (optax's signature and defaults): ``u = sign(b1*m + (1-b1)*g)``,
     ``m = b2*m + (1-b2)*g``, ``p = p*(1 - lr*weight_decay) - lr*u``."""
-    return _Rule(_lib.LION, "lion", learning_rate, b1=b1, b2=b2, weight_decay=weight_decay)
+    return _Rule(
+        _lib.LION, "lion", learning_rate, _state(state_dtype, state_rounding, state_seed),
+        b1=b1, b2=b2, weight_decay=weight_decay,
+    )
 
 
-def adabelief(learning_rate, b1=0.9, b2=0.999, eps=1e-16, eps_root=1e-16):
+def adabelief(learning_rate, b1=0.9, b2=0.999, eps=1e-16, eps_root=1e-16, state_dtype=None,
+              state_rounding=None, state_seed=None):
     """AdaBelief (optax's signature and defaults): ``m = b1*m + (1-b1)*g``,
     ``s = b2*s + (1-b2)*(g - m)^2 + eps_root``,
     ``p -= lr * (m / (1 - b1^t)) / (sqrt(s / (1 - b2^t)) + eps)``."""
-    return _Rule(_lib.ADABELIEF, "adabelief", learning_rate, b1=b1, b2=b2, eps=eps,
+    return _Rule(_lib.ADABELIEF, "adabelief", learning_rate,
+                 _state(state_dtype, state_rounding, state_seed), b1=b1, b2=b2, eps=eps,
                  eps_root=eps_root)
 
 
-def yogi(learning_rate, b1=0.9, b2=0.999, eps=1e-3, initial_accumulator_value=1e-6):
+def yogi(learning_rate, b1=0.9, b2=0.999, eps=1e-3, initial_accumulator_value=1e-6,
+         state_dtype=None, state_rounding=None, state_seed=None):
     """Yogi (optax's signature and defaults): ``m = b1*m + (1-b1)*g``,
     ``v = v - (1-b2)*sign(v - g^2)*g^2``, ``p -= lr * (m / (1 - b1^t)) /
     (sqrt(v / (1 - b2^t)) + eps)``; both moments start from ``initial_accumulator_value``."""
-    return _Rule(_lib.YOGI, "yogi", learning_rate, b1=b1, b2=b2, eps=eps,
-                 initial_accumulator_value=initial_accumulator_value)
+    return _Rule(_lib.YOGI, "yogi", learning_rate, _state(state_dtype, state_rounding, state_seed),
+                 b1=b1, b2=b2, eps=eps, initial_accumulator_value=initial_accumulator_value)
 
 
-def adadelta(learning_rate, rho=0.9, eps=1e-6):
+def adadelta(learning_rate, rho=0.9, eps=1e-6, state_dtype=None, state_rounding=None,
+             state_seed=None):
     """Adadelta (optax's and PyTorch's): ``v = rho*v + (1-rho)*g^2``,
     ``d = sqrt(u + eps) / sqrt(v + eps) * g``, ``u = rho*u + (1-rho)*d^2``, ``p -= lr*d``.
     optax's ``weight_decay`` is the optimizer's coupled ``weight_decay``."""
-    return _Rule(_lib.ADADELTA, "adadelta", learning_rate, rho=rho, eps=eps)
+    return _Rule(_lib.ADADELTA, "adadelta", learning_rate,
+                 _state(state_dtype, state_rounding, state_seed), rho=rho, eps=eps)
 
 
-def rprop(learning_rate, eta_minus=0.5, eta_plus=1.2, min_step_size=1e-6, max_step_size=50.0):
+def rprop(learning_rate, eta_minus=0.5, eta_plus=1.2, min_step_size=1e-6, max_step_size=50.0,
+          state_dtype=None, state_rounding=None, state_seed=None):
     """Rprop with optax's signature and defaults and PyTorch's definition (docs/numerics.md,
     "Rprop": optax 0.2.8 applies each step's update one step late). The learning rate of the
     first step is every element's initial step size."""
-    return _Rule(_lib.RPROP, "rprop", learning_rate, eta_minus=eta_minus, eta_plus=eta_plus,
-                 min_step_size=min_step_size, max_step_size=max_step_size)
+    return _Rule(_lib.RPROP, "rprop", learning_rate,
+                 _state(state_dtype, state_rounding, state_seed), eta_minus=eta_minus,
+                 eta_plus=eta_plus, min_step_size=min_step_size, max_step_size=max_step_size)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -173,11 +187,11 @@ class _Family(Optimizer):
     attributes (``betas``, ``eps``, ``rho``, ...), read from the configuration."""
 
     def __init__(self, base, weight_decay, grad_clip_norm, grad_clip_value, nonfinite,
-                 num_threads, simd_tier):
+                 num_threads, simd_tier, **state):
         super().__init__(
             base, None, lookahead=False, weight_decay=weight_decay,
             grad_clip_norm=grad_clip_norm, grad_clip_value=grad_clip_value,
-            nonfinite=nonfinite, num_threads=num_threads, simd_tier=simd_tier,
+            nonfinite=nonfinite, num_threads=num_threads, simd_tier=simd_tier, **state,
         )
 
 
@@ -188,14 +202,16 @@ class Adagrad(_Family):
 
     def __init__(self, lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0,
                  eps=1e-10, grad_clip_norm=None, grad_clip_value=None, nonfinite="skip",
-                 num_threads=1, simd_tier=None):
+                 num_threads=1, simd_tier=None, state_dtype=None, state_rounding=None,
+                 state_seed=None, state_index_offset=None):
         _check_lr(lr, "lr")
         base = adagrad(
             lr, initial_accumulator_value=initial_accumulator_value, eps=eps,
             eps_inside_sqrt=True, lr_decay=lr_decay,
         )
         super().__init__(base, weight_decay, grad_clip_norm, grad_clip_value, nonfinite,
-                         num_threads, simd_tier)
+                         num_threads, simd_tier,
+                         **_state(state_dtype, state_rounding, state_seed, state_index_offset))
 
     eps = _EPS
     initial_accumulator_value = _hyper(
@@ -210,14 +226,16 @@ class RMSprop(_Family):
 
     def __init__(self, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
                  centered=False, grad_clip_norm=None, grad_clip_value=None, nonfinite="skip",
-                 num_threads=1, simd_tier=None):
+                 num_threads=1, simd_tier=None, state_dtype=None, state_rounding=None,
+                 state_seed=None, state_index_offset=None):
         _check_lr(lr, "lr")
         base = rmsprop(
             lr, alpha=alpha, eps=eps, eps_inside_sqrt=True, centered=centered,
             momentum=momentum,
         )
         super().__init__(base, weight_decay, grad_clip_norm, grad_clip_value, nonfinite,
-                         num_threads, simd_tier)
+                         num_threads, simd_tier,
+                         **_state(state_dtype, state_rounding, state_seed, state_index_offset))
 
     alpha = _hyper("alpha", "The decay rate of the squared-gradient average.")
     eps = _EPS
@@ -230,14 +248,15 @@ class Adamax(_Family):
     grad_clip_norm=None, grad_clip_value=None)``: optax's ``scale_by_adamax`` (eps after the
     maximum)."""
 
-    def __init__(self, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-                 grad_clip_norm=None, grad_clip_value=None, nonfinite="skip", num_threads=1,
-                 simd_tier=None):
+    def __init__(self, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, grad_clip_norm=None,
+                 grad_clip_value=None, nonfinite="skip", num_threads=1, simd_tier=None,
+                 state_dtype=None, state_rounding=None, state_seed=None, state_index_offset=None):
         _check_lr(lr, "lr")
         b1, b2 = _betas(betas)
         base = adamax(lr, b1=b1, b2=b2, eps=eps, eps_outside_max=True)
         super().__init__(base, weight_decay, grad_clip_norm, grad_clip_value, nonfinite,
-                         num_threads, simd_tier)
+                         num_threads, simd_tier,
+                         **_state(state_dtype, state_rounding, state_seed, state_index_offset))
 
     betas = _BETAS
     eps = _EPS
@@ -248,15 +267,17 @@ class Nadam(_Family):
     momentum_decay=4e-3, grad_clip_norm=None, grad_clip_value=None)``: PyTorch's momentum
     schedule ``mu_t = b1*(1 - 0.5*0.96^(t*momentum_decay))``."""
 
-    def __init__(self, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-                 momentum_decay=4e-3, grad_clip_norm=None, grad_clip_value=None,
-                 nonfinite="skip", num_threads=1, simd_tier=None):
+    def __init__(self, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, momentum_decay=4e-3,
+                 grad_clip_norm=None, grad_clip_value=None, nonfinite="skip", num_threads=1,
+                 simd_tier=None, state_dtype=None, state_rounding=None, state_seed=None,
+                 state_index_offset=None):
         _check_lr(lr, "lr")
         b1, b2 = _betas(betas)
         base = nadam(lr, b1=b1, b2=b2, eps=eps, momentum_decay=momentum_decay,
                      constant_momentum=False)
         super().__init__(base, weight_decay, grad_clip_norm, grad_clip_value, nonfinite,
-                         num_threads, simd_tier)
+                         num_threads, simd_tier,
+                         **_state(state_dtype, state_rounding, state_seed, state_index_offset))
 
     betas = _BETAS
     eps = _EPS
@@ -268,12 +289,14 @@ class Lion(_Family):
     grad_clip_value=None)``; ``weight_decay`` is decoupled (``p *= 1 - lr*weight_decay``)."""
 
     def __init__(self, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, grad_clip_norm=None,
-                 grad_clip_value=None, nonfinite="skip", num_threads=1, simd_tier=None):
+                 grad_clip_value=None, nonfinite="skip", num_threads=1, simd_tier=None,
+                 state_dtype=None, state_rounding=None, state_seed=None, state_index_offset=None):
         _check_lr(lr, "lr")
         b1, b2 = _betas(betas)
         base = lion(lr, b1=b1, b2=b2, weight_decay=weight_decay)
         super().__init__(base, 0.0, grad_clip_norm, grad_clip_value, nonfinite, num_threads,
-                         simd_tier)
+                         simd_tier,
+                         **_state(state_dtype, state_rounding, state_seed, state_index_offset))
 
     betas = _pair("b1", "b2", "``(b1, b2)``: the interpolation and the momentum decay rates.")
 
@@ -290,12 +313,14 @@ class AdaBelief(_Family):
 
     def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-16, weight_decay=0.0,
                  grad_clip_norm=None, grad_clip_value=None, nonfinite="skip", num_threads=1,
-                 simd_tier=None):
+                 simd_tier=None, state_dtype=None, state_rounding=None, state_seed=None,
+                 state_index_offset=None):
         _check_lr(lr, "lr")
         b1, b2 = _betas(betas)
         base = adabelief(lr, b1=b1, b2=b2, eps=eps)
         super().__init__(base, weight_decay, grad_clip_norm, grad_clip_value, nonfinite,
-                         num_threads, simd_tier)
+                         num_threads, simd_tier,
+                         **_state(state_dtype, state_rounding, state_seed, state_index_offset))
 
     betas = _BETAS
     eps = _EPS
@@ -306,14 +331,15 @@ class Yogi(_Family):
     grad_clip_norm=None, grad_clip_value=None)``: optax's ``scale_by_yogi`` (moments from
     1e-6)."""
 
-    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-3, weight_decay=0.0,
-                 grad_clip_norm=None, grad_clip_value=None, nonfinite="skip", num_threads=1,
-                 simd_tier=None):
+    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-3, weight_decay=0.0, grad_clip_norm=None,
+                 grad_clip_value=None, nonfinite="skip", num_threads=1, simd_tier=None,
+                 state_dtype=None, state_rounding=None, state_seed=None, state_index_offset=None):
         _check_lr(lr, "lr")
         b1, b2 = _betas(betas)
         base = yogi(lr, b1=b1, b2=b2, eps=eps)
         super().__init__(base, weight_decay, grad_clip_norm, grad_clip_value, nonfinite,
-                         num_threads, simd_tier)
+                         num_threads, simd_tier,
+                         **_state(state_dtype, state_rounding, state_seed, state_index_offset))
 
     betas = _BETAS
     eps = _EPS
@@ -324,11 +350,13 @@ class Adadelta(_Family):
     grad_clip_norm=None, grad_clip_value=None)``."""
 
     def __init__(self, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0, grad_clip_norm=None,
-                 grad_clip_value=None, nonfinite="skip", num_threads=1, simd_tier=None):
+                 grad_clip_value=None, nonfinite="skip", num_threads=1, simd_tier=None,
+                 state_dtype=None, state_rounding=None, state_seed=None, state_index_offset=None):
         _check_lr(lr, "lr")
         base = adadelta(lr, rho=rho, eps=eps)
         super().__init__(base, weight_decay, grad_clip_norm, grad_clip_value, nonfinite,
-                         num_threads, simd_tier)
+                         num_threads, simd_tier,
+                         **_state(state_dtype, state_rounding, state_seed, state_index_offset))
 
     rho = _hyper("rho", "The decay rate of the squared-gradient and squared-update averages.")
     eps = _EPS
@@ -340,14 +368,16 @@ class Rprop(_Family):
     optax's ``rprop``, which applies each update one step late: docs/numerics.md, "Rprop")."""
 
     def __init__(self, lr=1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50.0), grad_clip_norm=None,
-                 grad_clip_value=None, nonfinite="skip", num_threads=1, simd_tier=None):
+                 grad_clip_value=None, nonfinite="skip", num_threads=1, simd_tier=None,
+                 state_dtype=None, state_rounding=None, state_seed=None, state_index_offset=None):
         _check_lr(lr, "lr")
         eta_minus, eta_plus = _validate.pair("etas", etas)
         lo, hi = _validate.pair("step_sizes", step_sizes)
         base = rprop(lr, eta_minus=eta_minus, eta_plus=eta_plus, min_step_size=lo,
                      max_step_size=hi)
         super().__init__(base, 0.0, grad_clip_norm, grad_clip_value, nonfinite, num_threads,
-                         simd_tier)
+                         simd_tier,
+                         **_state(state_dtype, state_rounding, state_seed, state_index_offset))
 
     etas = _pair("eta_minus", "eta_plus", "``(eta_minus, eta_plus)``, the step-size factors.")
     step_sizes = _pair("min_step_size", "max_step_size",

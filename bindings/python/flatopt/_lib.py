@@ -332,6 +332,10 @@ optimizer_simd_tier = _fn("flatopt_optimizer_simd_tier", st, [_opt_p, POINTER(c_
 optimizer_num_threads = _fn("flatopt_optimizer_num_threads", st, [_opt_p, POINTER(c_uint32)])
 optimizer_num_params = _fn("flatopt_optimizer_num_params", st, [_opt_p, POINTER(c_size_t)])
 optimizer_total_len = _fn("flatopt_optimizer_total_len", st, [_opt_p, POINTER(c_size_t)])
+# Compressed state (issue 16); optional so that an older library still loads.
+optimizer_state_bytes = _fn(
+    "flatopt_optimizer_state_bytes", st, [_opt_p, POINTER(c_uint64)], required=False
+)
 optimizer_copy_slow_weights = _fn(
     "flatopt_optimizer_copy_slow_weights", st, [_opt_p, c_size_t, c_void_p, c_size_t]
 )

@@ -89,6 +89,56 @@ def _optional_positive(name, value):
     return out
 
 
+# Compressed optimizer state (docs/numerics.md, "Compressed state"): the options every
+# optimizer takes, and which of them an optax-style function (a base optimizer without state of
+# its own) takes. Values are kept as given (names), checked here, mapped to the C values in
+# Optimizer.__init__.
+_STATE_DEFAULTS = {
+    "state_dtype": "float32",
+    "state_rounding": "stochastic",
+    "state_seed": 0,
+    "state_index_offset": 0,
+    "slow_dtype": "float32",
+}
+
+
+def _state(*values):
+    """The compressed-state options given (not None), by name, in the order of
+    ``_STATE_DEFAULTS``: ``_state(state_dtype, state_rounding, state_seed, ...)``."""
+    return {k: v for k, v in zip(_STATE_DEFAULTS, values) if v is not None}
+
+
+def _check_state_options(options):
+    """The compressed-state options in ``options`` (a dict name -> value, none of them None),
+    checked: ``state_dtype`` one of ``"float32"``, ``"bfloat16"``, ``"int8"``, ``slow_dtype``
+    likewise (the library refuses ``"int8"``), ``state_rounding`` ``"stochastic"`` or
+    ``"nearest"``, ``state_seed`` and ``state_index_offset`` integers in ``[0, 2**64)``."""
+    out = {}
+    for key, value in options.items():
+        if key in ("state_dtype", "slow_dtype"):
+            _validate.choice(key, value, _lib.STATE_DTYPES)
+        elif key == "state_rounding":
+            _validate.choice(key, value, _lib.STATE_ROUNDING)
+        else:
+            value = _validate.integer(key, value, 0, _validate.U64_MAX)
+        out[key] = value
+    return out
+
+
+def _merge_state_options(base, own):
+    """The options of a base optimizer (``adam(..., state_dtype=...)``) and those given to the
+    optimizer wrapping it; the same option given to both with other values is refused."""
+    merged = dict(base)
+    for key, value in own.items():
+        if key in merged and merged[key] != value:
+            raise InvalidArgumentError(
+                f"invalid {key} = {_validate.show(value)}: the base optimizer was made with "
+                f"{key}={_validate.show(merged[key])} (give it in one place)"
+            )
+        merged[key] = value
+    return merged
+
+
 # ---------------------------------------------------------------------------------------------
 # optax-style base optimizers.
 
@@ -96,12 +146,15 @@ def _optional_positive(name, value):
 class BaseOptimizer:
     """A base optimizer and its hyperparameters, as returned by :func:`sgd`, :func:`adam`,
     :func:`adamw` and :func:`radam`. It holds no state: wrap it in :class:`Lookahead` (which
-    owns the state) to use it."""
+    owns the state) to use it. ``state_options``: the compressed-state options given to the
+    function (``state_dtype``, ``state_rounding``, ``state_seed``), which the wrapping
+    optimizer's state takes."""
 
-    def __init__(self, kind, name, learning_rate, **hyper):
+    def __init__(self, kind, name, learning_rate, state_options=None, **hyper):
         self.kind = kind
         self.name = name
         self.learning_rate = _check_lr(learning_rate, "learning_rate")
+        self.state_options = _check_state_options(state_options or {})
         # Checked here, so that a bad value is reported by the function the user called.
         for key, value in hyper.items():
             if key in ("nesterov", "amsgrad", "centered", "eps_inside_sqrt"):
@@ -139,59 +192,69 @@ class BaseOptimizer:
                 base.decoupled_weight_decay = h["weight_decay"]
 
     def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.hyperparams.items())
+        items = {**self.hyperparams, **getattr(self, "state_options", {})}
+        args = ", ".join(f"{k}={v!r}" for k, v in items.items())
         return f"flatopt.{self.name}({self.learning_rate!r}, {args})"
 
 
-def sgd(learning_rate, momentum=None, nesterov=False, dampening=0.0):
+def sgd(learning_rate, momentum=None, nesterov=False, dampening=0.0, state_dtype=None,
+        state_rounding=None, state_seed=None):
     """SGD (optax signature). ``momentum`` None or 0: plain SGD; else PyTorch's momentum with
     ``dampening`` (``b = g`` on the first update, then ``b = momentum*b + (1-dampening)*g``);
     ``nesterov`` uses ``g + momentum*b``. ``learning_rate``: a float or a schedule."""
     return BaseOptimizer(
-        _lib.SGD, "sgd", learning_rate, momentum=momentum, nesterov=nesterov,
-        dampening=dampening,
+        _lib.SGD, "sgd", learning_rate, _state(state_dtype, state_rounding, state_seed),
+        momentum=momentum, nesterov=nesterov, dampening=dampening,
     )
 
 
-def adam(learning_rate, b1=0.9, b2=0.999, eps=1e-8, amsgrad=False):
+def adam(learning_rate, b1=0.9, b2=0.999, eps=1e-8, amsgrad=False, state_dtype=None,
+         state_rounding=None, state_seed=None):
     """Adam (optax signature; eps outside the square root). ``amsgrad`` keeps the maximum of
     the raw second moment (PyTorch's definition)."""
-    return BaseOptimizer(_lib.ADAM, "adam", learning_rate, b1=b1, b2=b2, eps=eps, amsgrad=amsgrad)
-
-
-def adamw(learning_rate, b1=0.9, b2=0.999, eps=1e-8, weight_decay=1e-2):
-    """AdamW (optax signature): decoupled weight decay scaled by the learning rate."""
     return BaseOptimizer(
-        _lib.ADAMW, "adamw", learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay
+        _lib.ADAM, "adam", learning_rate, _state(state_dtype, state_rounding, state_seed),
+        b1=b1, b2=b2, eps=eps, amsgrad=amsgrad,
     )
 
 
-def radam(learning_rate, b1=0.9, b2=0.999, eps=1e-8):
+def adamw(learning_rate, b1=0.9, b2=0.999, eps=1e-8, weight_decay=1e-2, state_dtype=None,
+          state_rounding=None, state_seed=None):
+    """AdamW (optax signature): decoupled weight decay scaled by the learning rate."""
+    return BaseOptimizer(
+        _lib.ADAMW, "adamw", learning_rate, _state(state_dtype, state_rounding, state_seed),
+        b1=b1, b2=b2, eps=eps, weight_decay=weight_decay,
+    )
+
+
+def radam(learning_rate, b1=0.9, b2=0.999, eps=1e-8, state_dtype=None, state_rounding=None,
+          state_seed=None):
     """RAdam (optax signature, threshold 5)."""
-    return BaseOptimizer(_lib.RADAM, "radam", learning_rate, b1=b1, b2=b2, eps=eps)
+    return BaseOptimizer(_lib.RADAM, "radam", learning_rate,
+                         _state(state_dtype, state_rounding, state_seed), b1=b1, b2=b2, eps=eps)
 
 
 def adagrad(learning_rate, initial_accumulator_value=0.1, eps=1e-7, eps_inside_sqrt=True,
-            lr_decay=0.0):
+            lr_decay=0.0, state_dtype=None, state_rounding=None, state_seed=None):
     """Adagrad with optax's defaults (``eps`` inside the square root:
     ``p -= lr * g / sqrt(s + eps)``, ``s`` from ``initial_accumulator_value``);
     ``eps_inside_sqrt=False`` and ``lr_decay`` give PyTorch's form."""
     return BaseOptimizer(
-        _lib.ADAGRAD, "adagrad", learning_rate,
+        _lib.ADAGRAD, "adagrad", learning_rate, _state(state_dtype, state_rounding, state_seed),
         initial_accumulator_value=initial_accumulator_value, eps=eps,
         eps_inside_sqrt=eps_inside_sqrt, lr_decay=lr_decay,
     )
 
 
 def rmsprop(learning_rate, alpha=0.9, eps=1e-8, initial_scale=0.0, eps_inside_sqrt=True,
-            centered=False, momentum=None):
+            centered=False, momentum=None, state_dtype=None, state_rounding=None, state_seed=None):
     """RMSprop with optax's defaults (``alpha`` is optax's ``decay``, ``eps_inside_sqrt`` its
     ``eps_in_sqrt``); ``momentum`` None or 0: none; ``eps_inside_sqrt=False`` and
     ``alpha=0.99`` give PyTorch's form."""
     return BaseOptimizer(
-        _lib.RMSPROP, "rmsprop", learning_rate, alpha=alpha, eps=eps,
-        initial_scale=initial_scale, eps_inside_sqrt=eps_inside_sqrt, centered=centered,
-        momentum=momentum,
+        _lib.RMSPROP, "rmsprop", learning_rate, _state(state_dtype, state_rounding, state_seed),
+        alpha=alpha, eps=eps, initial_scale=initial_scale, eps_inside_sqrt=eps_inside_sqrt,
+        centered=centered, momentum=momentum,
     )
 
 
@@ -217,16 +280,37 @@ class Optimizer:
     Every argument is checked before anything changes; errors raise subclasses of
     :class:`flatopt.FlatoptError` (also ``TypeError`` / ``ValueError`` / ...). One optimizer
     object may be used from several threads, one call at a time (calls are serialised).
+
+    Compressed state (every optimizer class and optax-style function takes these keywords;
+    docs/numerics.md, "Compressed state"): ``state_dtype`` ``"float32"`` (default),
+    ``"bfloat16"`` or ``"int8"`` (8-bit blockwise, one float32 scale per 256 elements; refused
+    for Rprop) holds the moments in 4, 2 or about 1 byte per element; ``state_rounding``
+    ``"stochastic"`` (default; deterministic: a hash of ``state_seed``, the element's index and
+    the step) or ``"nearest"`` for bfloat16 state; ``state_seed`` (0); ``state_index_offset``
+    (0: the index of the first registered element in the whole model, for a shard, so that it
+    rounds as one process would). :class:`Lookahead` also takes ``slow_dtype`` (``"float32"``,
+    the default, or ``"bfloat16"``) for the slow weights. :attr:`state_bytes` reports the
+    memory held.
     """
 
     def __init__(self, base, lr, *, lookahead, sync_period=5, alpha=0.5, weight_decay=0.0,
                  grad_clip_norm=None, grad_clip_value=None, nonfinite="skip", num_threads=1,
-                 simd_tier=None):
+                 simd_tier=None, state_dtype=None, state_rounding=None, state_seed=None,
+                 state_index_offset=None, slow_dtype=None):
         if not isinstance(base, BaseOptimizer):
             raise DTypeError(
                 f"base_optimizer must be flatopt.sgd(...), flatopt.adam(...), "
                 f"flatopt.adamw(...) or flatopt.radam(...), got {describe(base)}"
             )
+        own = _check_state_options(
+            _state(state_dtype, state_rounding, state_seed, state_index_offset, slow_dtype)
+        )
+        if "slow_dtype" in own and not _validate.flag("lookahead", lookahead):
+            raise InvalidArgumentError(
+                f"invalid slow_dtype = {_validate.show(slow_dtype)}: the slow weights are "
+                "Lookahead's (lookahead=True)"
+            )
+        state = {**_STATE_DEFAULTS, **_merge_state_options(getattr(base, "state_options", {}), own)}
         self._lock = threading.RLock()
         self._base = base
         self._lr_given = lr
@@ -246,8 +330,9 @@ class Optimizer:
         self._settings = dict(
             sync_period=sync_period, alpha=alpha, weight_decay=weight_decay,
             grad_clip_norm=grad_clip_norm, grad_clip_value=grad_clip_value,
-            nonfinite=nonfinite, num_threads=num_threads, simd_tier=simd_tier,
+            nonfinite=nonfinite, num_threads=num_threads, simd_tier=simd_tier, **own,
         )
+        self._state_options = state
 
         cfg = _lib.new_config()
         cfg.base = ctypes.pointer(_lib.new_base_params(base.kind))
@@ -262,6 +347,11 @@ class Optimizer:
             cfg.lookahead = 1
             cfg.sync_period = sync_period
             cfg.alpha = alpha
+        cfg.state_dtype = _lib.STATE_DTYPES[state["state_dtype"]]
+        cfg.state_rounding = _lib.STATE_ROUNDING[state["state_rounding"]]
+        cfg.state_seed = state["state_seed"]
+        cfg.state_index_offset = state["state_index_offset"]
+        cfg.slow_dtype = _lib.STATE_DTYPES[state["slow_dtype"]]
         self._config = cfg
         # A ChainedScheduler / SequentialLR is computed here and sets the groups' rates
         # (the library runs one schedule per optimizer): the library sees a constant rate.
@@ -1241,6 +1331,47 @@ class Optimizer:
         t = self._query(_lib.optimizer_simd_tier, ctypes.c_uint32)
         return _lib.simd_tier_name(t).decode()
 
+    state_dtype = property(
+        lambda self: self._state_options["state_dtype"],
+        doc="How the moments are held: 'float32', 'bfloat16' or 'int8'.",
+    )
+    state_rounding = property(
+        lambda self: self._state_options["state_rounding"],
+        doc="How bfloat16 state is rounded: 'stochastic' or 'nearest'.",
+    )
+    state_seed = property(
+        lambda self: self._state_options["state_seed"], doc="The seed of stochastic rounding."
+    )
+    state_index_offset = property(
+        lambda self: self._state_options["state_index_offset"],
+        doc="The index of the first registered element in the whole model (shards).",
+    )
+    slow_dtype = property(
+        lambda self: self._state_options["slow_dtype"],
+        doc="How the Lookahead slow weights are held: 'float32' or 'bfloat16'.",
+    )
+
+    @property
+    def state_bytes(self):
+        """Bytes of optimizer state held for the registered parameters: the moments as held
+        (``state_dtype``: 4, 2 or ``1 + 4/256`` bytes per element and moment, 8-bit scales
+        included) and the Lookahead slow weights (``slow_dtype``); 0 before registration.
+        Adam over n elements: 8n (float32), 4n (bfloat16), about 2.03n (int8)."""
+        if _lib.optimizer_state_bytes is None:
+            raise UnsupportedError(
+                f"the flatopt library at {_lib.library_path} (version {_lib.library_version}) "
+                "has no flatopt_optimizer_state_bytes; rebuild or reinstall it"
+            )
+        return int(self._query(_lib.optimizer_state_bytes, ctypes.c_uint64))
+
+    @property
+    def state_bytes_per_element(self):
+        """:attr:`state_bytes` divided by the number of registered elements (0.0 before
+        registration): Adam 8.0 (float32), 4.0 (bfloat16), about 2.03 (int8), plus 4 or 2 for
+        Lookahead's slow weights."""
+        n = self._query(_lib.optimizer_total_len, ctypes.c_size_t)
+        return self.state_bytes / n if n else 0.0
+
     @property
     def param_names(self):
         """The registered leaves' names, in registration order: the key (dict) or index
@@ -1605,7 +1736,10 @@ class Optimizer:
     def __repr__(self):
         base = self._base
         reg = f"{len(self._params)} params" if self._registered else "unregistered"
-        return f"<flatopt.{type(self).__name__} {base!r} lr={self._lr!r} {reg}>"
+        state = "".join(
+            f" {k}={v!r}" for k, v in self._state_options.items() if v != _STATE_DEFAULTS[k]
+        )
+        return f"<flatopt.{type(self).__name__} {base!r} lr={self._lr!r}{state} {reg}>"
 
 
 _c_byte = ctypes.c_byte
@@ -1673,16 +1807,24 @@ class Lookahead(Optimizer):
     parameters), ``grad_clip_value``: applied to the gradients before the base optimizer.
     ``nonfinite``: ``"skip"`` (default), ``"error"`` or ``"propagate"``. ``num_threads``:
     threads for one update (results do not depend on it).
+
+    Compressed state: ``state_dtype``, ``state_rounding``, ``state_seed``,
+    ``state_index_offset`` (see :class:`Optimizer`; given here or to the base optimizer's
+    function, not both with other values) and ``slow_dtype`` (``"float32"``, the default, or
+    ``"bfloat16"``: the slow weights in 2 bytes per element; after a sync the parameters are
+    the slow weights as held).
     """
 
     def __init__(self, base_optimizer, sync_period=5, alpha=0.5, lr=None, weight_decay=0.0,
                  grad_clip_norm=None, grad_clip_value=None, nonfinite="skip", num_threads=1,
-                 simd_tier=None):
+                 simd_tier=None, state_dtype=None, state_rounding=None, state_seed=None,
+                 state_index_offset=None, slow_dtype=None):
         super().__init__(
             base_optimizer, lr, lookahead=True, sync_period=sync_period, alpha=alpha,
             weight_decay=weight_decay, grad_clip_norm=grad_clip_norm,
             grad_clip_value=grad_clip_value, nonfinite=nonfinite, num_threads=num_threads,
             simd_tier=simd_tier,
+            **_state(state_dtype, state_rounding, state_seed, state_index_offset, slow_dtype),
         )
         self.sync_period = self._settings["sync_period"]
         self.alpha = self._settings["alpha"]
@@ -1752,15 +1894,17 @@ class SGD(_SGDFamily):
     schedule. ``weight_decay`` is coupled (added to the gradient), as in braintools and
     PyTorch."""
 
-    def __init__(self, lr=1e-3, momentum=0.0, nesterov=False, weight_decay=0.0,
-                 grad_clip_norm=None, grad_clip_value=None, dampening=0.0, nonfinite="skip",
-                 num_threads=1, simd_tier=None):
+    def __init__(self, lr=1e-3, momentum=0.0, nesterov=False, weight_decay=0.0, grad_clip_norm=None,
+                 grad_clip_value=None, dampening=0.0, nonfinite="skip", num_threads=1,
+                 simd_tier=None, state_dtype=None, state_rounding=None, state_seed=None,
+                 state_index_offset=None):
         _check_lr(lr, "lr")
         super().__init__(
             sgd(lr, momentum=momentum, nesterov=nesterov, dampening=dampening), None,
             lookahead=False, weight_decay=weight_decay, grad_clip_norm=grad_clip_norm,
             grad_clip_value=grad_clip_value, nonfinite=nonfinite, num_threads=num_threads,
             simd_tier=simd_tier,
+            **_state(state_dtype, state_rounding, state_seed, state_index_offset),
         )
 
 
@@ -1771,12 +1915,14 @@ class Momentum(_SGDFamily):
     momentum agree). ``weight_decay`` is coupled."""
 
     def __init__(self, lr=1e-3, momentum=0.9, weight_decay=0.0, grad_clip_norm=None,
-                 grad_clip_value=None, nonfinite="skip", num_threads=1, simd_tier=None):
+                 grad_clip_value=None, nonfinite="skip", num_threads=1, simd_tier=None,
+                 state_dtype=None, state_rounding=None, state_seed=None, state_index_offset=None):
         _check_lr(lr, "lr")
         super().__init__(
             sgd(lr, momentum=momentum), None, lookahead=False, weight_decay=weight_decay,
             grad_clip_norm=grad_clip_norm, grad_clip_value=grad_clip_value,
             nonfinite=nonfinite, num_threads=num_threads, simd_tier=simd_tier,
+            **_state(state_dtype, state_rounding, state_seed, state_index_offset),
         )
 
 
@@ -1786,13 +1932,15 @@ class MomentumNesterov(_SGDFamily):
     momentum * v)``; the same update as ``SGD(lr, momentum=momentum, nesterov=True)``."""
 
     def __init__(self, lr=1e-3, momentum=0.9, weight_decay=0.0, grad_clip_norm=None,
-                 grad_clip_value=None, nonfinite="skip", num_threads=1, simd_tier=None):
+                 grad_clip_value=None, nonfinite="skip", num_threads=1, simd_tier=None,
+                 state_dtype=None, state_rounding=None, state_seed=None, state_index_offset=None):
         _check_lr(lr, "lr")
         super().__init__(
             sgd(lr, momentum=momentum, nesterov=True), None, lookahead=False,
             weight_decay=weight_decay, grad_clip_norm=grad_clip_norm,
             grad_clip_value=grad_clip_value, nonfinite=nonfinite, num_threads=num_threads,
             simd_tier=simd_tier,
+            **_state(state_dtype, state_rounding, state_seed, state_index_offset),
         )
 
 
@@ -1810,7 +1958,8 @@ class Adam(_AdamFamily):
 
     def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False,
                  grad_clip_norm=None, grad_clip_value=None, nonfinite="skip", num_threads=1,
-                 simd_tier=None):
+                 simd_tier=None, state_dtype=None, state_rounding=None, state_seed=None,
+                 state_index_offset=None):
         _check_lr(lr, "lr")
         b1, b2 = _betas(betas)
         super().__init__(
@@ -1818,6 +1967,7 @@ class Adam(_AdamFamily):
             weight_decay=weight_decay, grad_clip_norm=grad_clip_norm,
             grad_clip_value=grad_clip_value, nonfinite=nonfinite, num_threads=num_threads,
             simd_tier=simd_tier,
+            **_state(state_dtype, state_rounding, state_seed, state_index_offset),
         )
 
     amsgrad = _hyper("amsgrad", "Whether the AMSGrad maximum of the second moment is used.")
@@ -1830,7 +1980,8 @@ class AdamW(_AdamFamily):
 
     def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False,
                  grad_clip_norm=None, grad_clip_value=None, nonfinite="skip", num_threads=1,
-                 simd_tier=None):
+                 simd_tier=None, state_dtype=None, state_rounding=None, state_seed=None,
+                 state_index_offset=None):
         _check_lr(lr, "lr")
         if _validate.flag("amsgrad", amsgrad):
             raise UnsupportedError("AdamW(amsgrad=True) is not supported (AMSGrad: use Adam)")
@@ -1839,6 +1990,7 @@ class AdamW(_AdamFamily):
             adamw(lr, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay), None,
             lookahead=False, grad_clip_norm=grad_clip_norm, grad_clip_value=grad_clip_value,
             nonfinite=nonfinite, num_threads=num_threads, simd_tier=simd_tier,
+            **_state(state_dtype, state_rounding, state_seed, state_index_offset),
         )
 
     amsgrad = property(lambda self: False, doc="Always False (AMSGrad: use Adam).")
@@ -1853,9 +2005,9 @@ class RAdam(_AdamFamily):
     """braintools / PyTorch-style RAdam: ``RAdam(lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
     weight_decay=0.0, ...)`` (coupled weight decay)."""
 
-    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-                 grad_clip_norm=None, grad_clip_value=None, nonfinite="skip", num_threads=1,
-                 simd_tier=None):
+    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, grad_clip_norm=None,
+                 grad_clip_value=None, nonfinite="skip", num_threads=1, simd_tier=None,
+                 state_dtype=None, state_rounding=None, state_seed=None, state_index_offset=None):
         _check_lr(lr, "lr")
         b1, b2 = _betas(betas)
         super().__init__(
@@ -1863,4 +2015,5 @@ class RAdam(_AdamFamily):
             weight_decay=weight_decay, grad_clip_norm=grad_clip_norm,
             grad_clip_value=grad_clip_value, nonfinite=nonfinite, num_threads=num_threads,
             simd_tier=simd_tier,
+            **_state(state_dtype, state_rounding, state_seed, state_index_offset),
         )

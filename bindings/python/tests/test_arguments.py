@@ -110,6 +110,10 @@ KINDS = {
     "total": "u64 >= 1", "n_shards": "u64 >= 1", "block": "u64 >= 1",
     "init_scale": "real", "growth_factor": "real", "backoff_factor": "real",
     "growth_interval": "u32 >= 1",
+    # Compressed state (None: as the base optimizer's / the default).
+    "state_dtype": "optional choice", "state_rounding": "optional choice",
+    "slow_dtype": "optional choice", "state_seed": "optional uint",
+    "state_index_offset": "optional uint",
     # Rows of test_bad_input.py: a callable, not a value, and the base optimizer's type.
     "scale_fn": None, "base_optimizer": None, "base": None,
 }

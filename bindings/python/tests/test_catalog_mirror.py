@@ -203,8 +203,12 @@ def test_base_rule_factory(name):
     defaults."""
     params = inspect.signature(getattr(flatopt, name)).parameters
     fields = BASES[name]["fields"]
+    # Every factory ends with the compressed-state options its optimizer's state takes
+    # (flatopt_config fields, not the rule's: test_state.py).
+    state = ["state_dtype", "state_rounding", "state_seed"]
+    assert list(params)[-3:] == state
     # The order is optax's (sgd: momentum, nesterov, dampening); the set is the catalog's.
-    assert sorted(list(params)[1:]) == sorted(f["name"] for f in fields)
+    assert sorted(list(params)[1:-3]) == sorted(f["name"] for f in fields)
     for f in fields:
         want = OPTAX_DEFAULTS.get((name, f["name"]), f["default"])
         assert params[f["name"]].default == want, f"{name}({f['name']}=...)"
