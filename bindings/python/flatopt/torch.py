@@ -62,6 +62,9 @@ How it maps onto the library:
   found (parameters, state and step counts untouched; ``update()`` backs the scale off) and
   otherwise divides the gradients by the scale inside flatopt's pass
   (``flatopt_optimizer_step_mixed``), so GradScaler's unscaling pass is not made.
+  :class:`GradScaler` (``torch.amp.GradScaler`` with the same arguments and bits) also leaves
+  the inf/NaN check to flatopt's pass where that costs less than GradScaler's own pass (with
+  ``max_grad_norm``, whose norm pass makes the check, or when every parameter is 16-bit).
 * bfloat16 and float16 parameters (a model kept in 16 bits: ``model.to(torch.bfloat16)``) get
   float32 master weights inside the optimizer, made from their values at construction: the
   pass reads the 16-bit gradients, updates the masters and the float32 state and writes the
@@ -93,6 +96,7 @@ import zlib
 from collections import OrderedDict
 
 import torch
+from torch.amp.grad_scaler import OptState as _OptState
 from torch.optim import Optimizer as _TorchOptimizer
 
 from . import _lib
@@ -108,7 +112,7 @@ from ._schedules import _Handle
 
 __all__ = [
     "SGD", "Adam", "AdamW", "RAdam", "Adagrad", "RMSprop", "Adamax", "NAdam", "Adadelta",
-    "Rprop", "Lion", "AdaBelief", "Yogi", "Lookahead",
+    "Rprop", "Lion", "AdaBelief", "Yogi", "Lookahead", "GradScaler",
 ]
 
 # The per-step hot path reads these C-level accessors directly (no attribute lookup through
@@ -603,12 +607,13 @@ class _FlatoptOptimizer(_TorchOptimizer):
 
         Under ``torch.amp.GradScaler.step`` (the attributes ``grad_scale`` and ``found_inf``
         are set): nothing happens when ``found_inf`` is non-zero; otherwise the gradients are
-        divided by ``grad_scale`` inside flatopt's pass."""
+        divided by ``grad_scale`` inside flatopt's pass. Under :class:`GradScaler` flatopt's
+        pass also makes the inf/NaN check."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        scale = _amp_scale(self)
+        scale, checked = _amp_scale(self)
         if scale == 0.0:
             return loss  # GradScaler found an inf/NaN: skipped, nothing changes
         self._sync_groups()
@@ -622,6 +627,9 @@ class _FlatoptOptimizer(_TorchOptimizer):
             except (TypeError, RuntimeError):
                 ok = False
             if ok and _same_storage(c):
+                if checked:
+                    self._flatopt_found = _step_checked(c, scale)
+                    return loss
                 if scale is None and not c.mixed:
                     st = _lib.optimizer_step_with_grads.raw(c.handle.ptr, c.ptrs,
                                                             len(c.params))
@@ -631,10 +639,10 @@ class _FlatoptOptimizer(_TorchOptimizer):
                 if st != _lib.OK:
                     _lib.raise_for(st, "step")
                 return loss
-        self._step_general(scale)
+        self._step_general(scale, checked)
         return loss
 
-    def _step_general(self, scale=None):
+    def _step_general(self, scale=None, checked=False):
         """Missing gradients, several cohorts, moved parameters, bad gradients."""
         i = 0
         stepping = []
@@ -663,6 +671,19 @@ class _FlatoptOptimizer(_TorchOptimizer):
                 "different numbers of times before (some had no gradient in an earlier step); "
                 "the global norm over such cohorts is not supported yet"
             )
+        if checked:
+            # The library checks one handle's gradients; for several, all or none step.
+            if len(stepping) == 1:
+                c, grads = stepping[0]
+                c.ptrs[:] = [_PTR(g) for g in grads]
+                self._flatopt_found = _step_checked(c, scale)
+                return
+            self._flatopt_found = not all(
+                bool(torch.isfinite(g.to(torch.float32) / scale).all())
+                for _, grads in stepping for g in grads
+            )
+            if self._flatopt_found:
+                return
         for c, grads in stepping:
             c.ptrs[:] = [_PTR(g) for g in grads]
             if scale is None and not c.mixed:
@@ -672,6 +693,13 @@ class _FlatoptOptimizer(_TorchOptimizer):
                                                1.0 if scale is None else scale)
             _lib.check(st, "step")
 
+    def _inf_check_is_cheap(self):
+        """Whether the library's inf/NaN check of a step's gradients costs no more than
+        GradScaler's pass: it is the norm pass (max_grad_norm) or a scan of 16-bit bits."""
+        return self._max_grad_norm is not None or all(
+            p.dtype in _HALF for c in self._cohorts for p in c.params
+        )
+
     def _moved(self, index):
         """A parameter's storage moved (p.data = ...): re-register its cohort, state kept (a
         moved 16-bit parameter's master weights are taken anew from its values)."""
@@ -680,6 +708,8 @@ class _FlatoptOptimizer(_TorchOptimizer):
             _check_param(p, self._label_of(p))
             if p.dtype in _HALF and _PTR(p) != ptr:
                 self._masters[p] = _master_from(None, p)
+            elif p.dtype not in _HALF:
+                self._masters.pop(p, None)  # (it may have been 16-bit before)
         states, counters = self._cohort_states(c)
         n = self._new_cohort(c.params, c.groups)
         self._import(n, states, None, counters)
@@ -767,19 +797,43 @@ class _FlatoptOptimizer(_TorchOptimizer):
 
 
 def _amp_scale(opt):
-    """What torch.amp.GradScaler.step hands to an optimizer with _step_supports_amp_scaling:
-    None (no scaler, or the gradients were unscaled already), 0.0 (found_inf: skip the step)
-    or the scale (a float > 0) to divide the gradients by."""
-    found = getattr(opt, "found_inf", None)
-    if found is not None and float(found) != 0.0:
-        return 0.0
-    scale = getattr(opt, "grad_scale", None)
-    if scale is None:
-        return None
+    """(scale, checked) of a step: what torch.amp.GradScaler.step hands to an optimizer with
+    _step_supports_amp_scaling, scale None (no scaler, or the gradients were unscaled already),
+    0.0 (found_inf: skip the step) or the float > 0 to divide the gradients by; or what
+    flatopt.torch.GradScaler hands over (`_flatopt_check`, the scale): checked True, the inf
+    check is flatopt's."""
+    scale = getattr(opt, "_flatopt_check", None)
+    checked = scale is not None
+    if not checked:
+        found = getattr(opt, "found_inf", None)
+        if found is not None and float(found) != 0.0:
+            return 0.0, False
+        scale = getattr(opt, "grad_scale", None)
+        if scale is None:
+            return None, False
     scale = float(scale)
     if not (scale > 0.0 and math.isfinite(scale)):
         raise InvalidArgumentError(f"grad_scale must be finite and > 0, got {scale}")
-    return scale
+    return scale, checked
+
+
+def _step_checked(c, scale):
+    """Steps cohort `c` (its gradient pointers in c.ptrs) dividing by `scale`, with the inf/NaN
+    check in the library's pass: a dynamic loss scaler set at `scale` for this call only.
+    Returns True when a gradient was not finite (skipped, nothing changed)."""
+    ptr = c.handle.ptr
+    opts = _lib.LossScalerOptions()
+    _lib.check(_lib.loss_scaler_options_init(ctypes.byref(opts), ctypes.sizeof(opts)))
+    opts.init_scale = scale
+    _lib.check(_lib.optimizer_set_loss_scaler(ptr, ctypes.byref(opts)), "GradScaler scale")
+    try:
+        st = _lib.optimizer_step_mixed(ptr, c.ptrs, len(c.params), 0.0)
+    finally:
+        _lib.check(_lib.optimizer_set_loss_scaler(ptr, None))
+    if st == _lib.SKIPPED:
+        return True
+    _lib.check(st, "step")
+    return False
 
 
 def _wd(group):
@@ -1201,7 +1255,7 @@ class Lookahead(_TorchOptimizer):
     def step(self, closure=None):
         # torch.amp.GradScaler sets grad_scale and found_inf on this object: the base's step
         # reads them from itself.
-        amp = [(k, getattr(self, k)) for k in ("grad_scale", "found_inf")
+        amp = [(k, getattr(self, k)) for k in ("grad_scale", "found_inf", "_flatopt_check")
                if k in self.__dict__]
         for k, v in amp:
             setattr(self._base, k, v)
@@ -1219,3 +1273,42 @@ class Lookahead(_TorchOptimizer):
 
     def zero_grad(self, set_to_none=True):
         self._base.zero_grad(set_to_none)
+
+
+class GradScaler(torch.amp.GradScaler):
+    """``torch.amp.GradScaler`` (same arguments, state dict and rules) whose ``step()`` leaves
+    the inf/NaN check of a flatopt.torch optimizer's gradients to flatopt's own pass.
+
+    ``torch.amp.GradScaler`` works with these optimizers as with PyTorch's fused ones: it
+    checks the gradients for inf/NaN in a pass of its own, then the optimizer divides by the
+    scale in its pass. This subclass hands the scale to the optimizer and lets the library
+    check where that costs less: in the norm pass it makes anyway with ``max_grad_norm`` (no
+    extra pass at all), or in its scan of the bits of 16-bit gradients when every parameter is
+    bfloat16 / float16. Otherwise (float32 gradients without ``max_grad_norm``, where the
+    library would sum squares) it leaves the check to ``torch.amp.GradScaler``. A step with a non-finite gradient changes nothing and ``update()`` backs the scale off,
+    as with ``torch.amp.GradScaler``; the trajectories are the same bits. Other optimizers,
+    a step after ``unscale_()`` and a disabled scaler take ``torch.amp.GradScaler``'s path.
+    """
+
+    def step(self, optimizer, *args, **kwargs):
+        base = optimizer._base if isinstance(optimizer, Lookahead) else optimizer
+        if args or kwargs or not self._enabled or not isinstance(base, _FlatoptOptimizer):
+            return super().step(optimizer, *args, **kwargs)
+        state = self._per_optimizer_states[id(optimizer)]  # a defaultdict: READY when new
+        if state["stage"] is not _OptState.READY or not base._inf_check_is_cheap():
+            # after unscale_() (the gradients are unscaled), a second step() (its error), or
+            # where GradScaler's check is the cheaper one
+            return super().step(optimizer)
+        scale, _ = self._check_scale_growth_tracker("step")
+        optimizer._flatopt_check = float(scale)
+        base.__dict__.pop("_flatopt_found", None)
+        try:
+            retval = optimizer.step()
+        finally:
+            del optimizer._flatopt_check
+        found = bool(base.__dict__.pop("_flatopt_found", False))
+        state["found_inf_per_device"] = {
+            scale.device: torch.full((), float(found), dtype=torch.float32, device=scale.device)
+        }
+        state["stage"] = _OptState.STEPPED
+        return retval

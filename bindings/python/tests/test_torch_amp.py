@@ -137,6 +137,89 @@ def test_grad_scaler_hands_its_scale_to_flatopt_as_to_fused_adamw(row):
     assert int(steps) == 16 - len(infs)
 
 
+# (id, model dtype, optimizer keyword arguments, Lookahead, first layer frozen: never, until
+# step 3 (then two cohorts step: the all-or-nothing check over both), inf steps)
+OWN_SCALER_ROWS = [
+    ("f32", "f32", dict(), False, None, (4,)),
+    ("f32-clipped", "f32", dict(max_grad_norm=0.5), False, None, (4, 5)),
+    ("fp16", "fp16", dict(), False, None, (3,)),
+    ("bf16-clipped", "bf16", dict(max_grad_norm=0.5), False, None, (6,)),
+    ("f32-lookahead", "f32", dict(), True, None, (4,)),
+    ("f32-frozen-layer", "f32", dict(), False, "frozen", (4,)),
+    ("fp16-frozen-layer", "fp16", dict(), False, "frozen", (2, 7)),
+    ("f32-layer-unfrozen-late", "f32", dict(), False, "late", (5,)),
+    ("bf16-layer-unfrozen-late", "bf16", dict(), False, "late", (4, 8)),
+]
+
+
+@pytest.mark.parametrize("row", OWN_SCALER_ROWS, ids=[r[0] for r in OWN_SCALER_ROWS])
+def test_flatopt_grad_scaler_checks_in_flatopts_pass_with_torchs_bits(row, monkeypatch):
+    """flatopt.torch.GradScaler: the same bits and scales as torch.amp.GradScaler, without
+    GradScaler's own inf/NaN pass over the gradients."""
+    _, kind, kw, lookahead, frozen, infs = row
+    dtype = HALF[kind]
+    runs = []
+    for scaler_class in (torch.amp.GradScaler, ft.GradScaler):
+        model = make_model(dtype)
+        if frozen:  # a layer whose gradients stay None: two cohorts after the first step
+            for p in model[0].parameters():
+                p.requires_grad_(False)
+        opt = ft.AdamW(model.parameters(), lr=1e-2, **kw)
+        if lookahead:
+            opt = ft.Lookahead(opt, k=3)
+        scaler = scaler_class("cpu", init_scale=2.0**12)
+        checks = []
+        real = torch._amp_foreach_non_finite_check_and_unscale_
+        monkeypatch.setattr(torch, "_amp_foreach_non_finite_check_and_unscale_",
+                            lambda *a: (checks.append(1), real(*a))[1])
+        scales = []
+        for t in range(10):
+            if frozen == "late" and t == 3:
+                for p in model[0].parameters():
+                    p.requires_grad_(True)
+            opt.zero_grad()
+            scaler.scale(loss_of(model, t)).backward()
+            if t in infs:
+                model[2].weight.grad[1, 1] = float("nan") if t % 2 else float("inf")
+            scaler.step(opt)
+            scaler.update()
+            scales.append(scaler.get_scale())
+        monkeypatch.undo()
+        runs.append(([p.detach().clone() for p in model.parameters()], flat_state(opt), scales,
+                     len(checks)))
+    (p0, s0, sc0, n0), (p1, s1, sc1, n1) = runs
+    assert all(torch.equal(a, b) for a, b in zip(p0, p1))
+    assert same_state(s0, s1)
+    assert sc0 == sc1 and sc0[-1] < 2.0**12
+    # torch.amp.GradScaler checks in a pass of its own; ours leaves the check to flatopt's
+    # pass where that is the norm pass or a scan of 16-bit gradients.
+    cheap = "max_grad_norm" in kw or dtype != torch.float32
+    assert n0 == 10 and n1 == (0 if cheap else 10)
+
+
+def test_flatopt_grad_scaler_after_unscale_and_with_other_optimizers_is_torchs():
+    for make_opt in (lambda ps: torch.optim.AdamW(ps, lr=1e-2),
+                     lambda ps: ft.AdamW(ps, lr=1e-2)):
+        runs = []
+        for scaler_class in (torch.amp.GradScaler, ft.GradScaler):
+            model = make_model()
+            opt = make_opt(model.parameters())
+            scaler = scaler_class("cpu", init_scale=256.0)
+            for t in range(4):
+                opt.zero_grad()
+                scaler.scale(loss_of(model, t)).backward()
+                scaler.unscale_(opt)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
+                scaler.step(opt)
+                scaler.update()
+            with pytest.raises(RuntimeError, match="already been called"):
+                scaler.scale(loss_of(model, 9)).backward()
+                scaler.step(opt)
+                scaler.step(opt)
+            runs.append([p.detach().clone() for p in model.parameters()])
+        assert all(torch.equal(a, b) for a, b in zip(*runs))
+
+
 def test_grad_scaler_found_inf_skips_even_a_parameter_without_gradient_yet():
     """A skipped step changes nothing, not even the split into cohorts a partial step makes."""
     p, q = torch.zeros(3, requires_grad=True), torch.zeros(2, requires_grad=True)
