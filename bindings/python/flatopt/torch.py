@@ -73,10 +73,11 @@ How it maps onto the library:
   each 16-bit parameter's masters as the float32 tensor ``master_param`` beside its (float32)
   moments; ``load_state_dict()`` restores them (and, unlike torch.optim, does not cast the
   state to the parameter's dtype), or takes them from the parameters' values when a state has
-  none (a torch.optim state dict). Change a 16-bit parameter's values outside the optimizer
-  only through ``load_state_dict`` or by giving it new storage (``p.data = ...``: its masters
-  are then taken from the new values): the next step overwrites an in-place change from the
-  masters.
+  none (a torch.optim state dict). Weights written by the user after the optimizer was built
+  (``model.load_state_dict``, ``torch.nn.init``, ``p.copy_``, ``p.data = ...``) become the
+  masters at the next step: the parameters' version counters (one read per 16-bit parameter
+  and step) and addresses tell. (Writes through ``p.data.copy_(...)`` bypass the version
+  counter and are overwritten by the next step.)
 * Refused, naming the parameter: tensors that are not CPU, strided, contiguous and float32,
   bfloat16 or float16 (CUDA, sparse, complex, float64, integers, non-contiguous);
   ``maximize=True``, ``capturable``, ``differentiable``; gradients that are sparse or
@@ -120,6 +121,7 @@ __all__ = [
 _GRAD = torch._C.TensorBase.grad.__get__
 _PTR = torch._C.TensorBase.data_ptr
 _CONTIG = torch._C.TensorBase.is_contiguous
+_VERSION = torch._C.TensorBase._version.__get__
 
 # 16-bit parameters: the library's format code of each (gradients and the model-weight copy).
 _HALF = {torch.bfloat16: _lib.DTYPES["bf16"], torch.float16: _lib.DTYPES["f16"]}
@@ -176,7 +178,8 @@ def _check_grad(g, label):
 class _Cohort:
     """Parameters updated the same number of times, under one library handle."""
 
-    __slots__ = ("handle", "params", "groups", "ngroups", "present", "ptrs", "pptrs", "mixed")
+    __slots__ = ("handle", "params", "groups", "ngroups", "present", "ptrs", "pptrs", "mixed",
+                 "halves", "versions")
 
     def __init__(self, handle, params, groups, ngroups, present, mixed):
         self.handle = handle
@@ -187,12 +190,19 @@ class _Cohort:
         self.ptrs = (ctypes.c_void_p * len(params))()
         self.pptrs = [_PTR(p) for p in params]
         self.mixed = mixed  # has 16-bit parameters: steps through flatopt_optimizer_step_mixed
+        # The 16-bit parameters and their version counters: an in-place write by the user
+        # (model.load_state_dict, torch.nn.init, p.copy_) bumps it, flatopt's copy does not.
+        self.halves = [p for p in params if p.dtype in _HALF]
+        self.versions = list(map(_VERSION, self.halves))
 
 
 def _same_storage(c):
-    """True if every parameter of cohort `c` still has the address it was registered with."""
+    """True if every parameter of cohort `c` still has the address it was registered with and
+    no 16-bit one was written in place since (its masters would be stale)."""
     # (cheaper than torch._C._tensors_data_ptrs_at_indices_equal: 9.5 vs 15 us for 200)
-    return list(map(_PTR, c.params)) == c.pptrs
+    return list(map(_PTR, c.params)) == c.pptrs and (
+        not c.halves or list(map(_VERSION, c.halves)) == c.versions
+    )
 
 
 class _FlatoptOptimizer(_TorchOptimizer):
@@ -701,19 +711,24 @@ class _FlatoptOptimizer(_TorchOptimizer):
         )
 
     def _moved(self, index):
-        """A parameter's storage moved (p.data = ...): re-register its cohort, state kept (a
-        moved 16-bit parameter's master weights are taken anew from its values)."""
+        """A parameter's storage moved (p.data = ...) or a 16-bit one was written in place:
+        re-register its cohort, state kept (such a 16-bit parameter's master weights are taken
+        anew from its values)."""
         c = self._cohorts[index]
+        # New masters in a new dict: the old handle keeps using the old ones until replaced.
+        masters = dict(self._masters)
+        written = {id(p) for p, v in zip(c.halves, c.versions) if _VERSION(p) != v}
         for p, ptr in zip(c.params, c.pptrs):
             _check_param(p, self._label_of(p))
-            if p.dtype in _HALF and _PTR(p) != ptr:
-                self._masters[p] = _master_from(None, p)
+            if p.dtype in _HALF and (_PTR(p) != ptr or id(p) in written):
+                masters[p] = _master_from(None, p)
             elif p.dtype not in _HALF:
-                self._masters.pop(p, None)  # (it may have been 16-bit before)
+                masters.pop(p, None)  # (it may have been 16-bit before)
         states, counters = self._cohort_states(c)
-        n = self._new_cohort(c.params, c.groups)
-        self._import(n, states, None, counters)
+        n = self._new_cohort(c.params, c.groups, masters)
+        self._import(n, states, None, counters, masters=masters)
         self._cohorts[index] = n
+        self._masters = masters
 
     def _label_of(self, p):
         for g, group in enumerate(self.param_groups):

@@ -464,3 +464,49 @@ def test_amp_example_script_trains_resumes_and_matches_torch_optim():
                        ("flatopt.torch.AdamW", "torch.optim.AdamW", "bfloat16 model"))
     assert ref > 0.85, out  # the task is learned
     assert abs(ours - ref) <= 0.01 and abs(half - ref) <= 0.02, out
+
+
+def test_parameter_changing_between_float32_and_bf16_is_followed():
+    """p.data = ... of another precision: re-registered as that precision, state kept."""
+    p = torch.zeros(3, requires_grad=True)
+    opt = ft.SGD([p], lr=0.5, momentum=0.5)
+    p.grad = torch.ones(3)
+    opt.step()  # p = -0.5, momentum buffer 1
+    p.data = p.data.to(torch.bfloat16)
+    p.grad = torch.ones(3, dtype=torch.bfloat16)
+    opt.step()  # buffer 1.5, p = -0.5 - 0.75
+    assert p.dtype == torch.bfloat16 and torch.equal(opt._masters[p], torch.full((3,), -1.25))
+    p.data = torch.full((3,), 2.0)
+    p.grad = torch.ones(3)
+    opt.step()  # buffer 1.75, p = 2 - 0.875
+    assert p not in opt._masters and torch.equal(p.detach(), torch.full((3,), 1.125))
+    assert "master_param" not in opt.state_dict()["state"][0]
+
+
+# (id, how the 16-bit weights are written after the optimizer was built)
+REWRITES = [
+    ("model.load_state_dict", lambda model, new: model.load_state_dict(new.state_dict())),
+    ("copy_ under no_grad", lambda model, new: [p.copy_(q) for p, q in
+                                                zip(model.parameters(), new.parameters())]),
+    ("torch.nn.init", lambda model, new: [torch.nn.init.constant_(p, 0.25)
+                                          for p in model.parameters()]),
+]
+
+
+@pytest.mark.parametrize("what,write", REWRITES, ids=[r[0] for r in REWRITES])
+def test_16_bit_weights_written_in_place_become_the_masters(what, write):
+    """E.g. pretrained weights loaded after the optimizer was built: the next step starts from
+    them (the parameters' version counters tell), not from stale masters."""
+    model, new = make_model(torch.bfloat16), make_model(torch.bfloat16, seed=5)
+    opt = ft.SGD(model.parameters(), lr=0.0)
+    for t in range(2):
+        if t == 1:
+            with torch.no_grad():
+                write(model, new)
+        expect = [p.detach().clone() for p in model.parameters()]
+        opt.zero_grad()
+        loss_of(model, t).backward()
+        opt.step()
+        assert all(torch.equal(p, e) for p, e in zip(model.parameters(), expect)), t
+        assert all(torch.equal(opt._masters[p], e.float()) for p, e in
+                   zip(model.parameters(), expect))
