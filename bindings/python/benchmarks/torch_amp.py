@@ -26,11 +26,17 @@ def median_ms(f, rounds=9):
     return statistics.median(out) * 1e3
 
 
-def main():
+def setup():
+    """The element count (argv[1] in millions, default 16), one torch thread, the header."""
     n = int(float(sys.argv[1]) * 1e6) if len(sys.argv) > 1 else 16_000_000
     torch.set_num_threads(1)
     print(f"{n / 1e6:g} M elements in 8 tensors, 1 thread, load average "
           f"{os.getloadavg()[0]:.1f}")
+    return n
+
+
+def main():
+    n = setup()
     for dtype in (torch.float32, torch.float16):
         for clip in (None, 1.0):
             row = []

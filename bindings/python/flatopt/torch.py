@@ -76,8 +76,9 @@ How it maps onto the library:
   none (a torch.optim state dict). Weights written by the user after the optimizer was built
   (``model.load_state_dict``, ``torch.nn.init``, ``p.copy_``, ``p.data = ...``) become the
   masters at the next step: the parameters' version counters (one read per 16-bit parameter
-  and step) and addresses tell. (Writes through ``p.data.copy_(...)`` bypass the version
-  counter and are overwritten by the next step.)
+  and step) and addresses tell; a written one's masters are refreshed in place. (Writes
+  through ``p.data.copy_(...)`` bypass the version counter and are overwritten by the next
+  step.)
 * Refused, naming the parameter: tensors that are not CPU, strided, contiguous and float32,
   bfloat16 or float16 (CUDA, sparse, complex, float64, integers, non-contiguous);
   ``maximize=True``, ``capturable``, ``differentiable``; gradients that are sparse or
@@ -197,12 +198,21 @@ class _Cohort:
 
 
 def _same_storage(c):
-    """True if every parameter of cohort `c` still has the address it was registered with and
-    no 16-bit one was written in place since (its masters would be stale)."""
+    """True if every parameter of cohort `c` still has the address it was registered with."""
     # (cheaper than torch._C._tensors_data_ptrs_at_indices_equal: 9.5 vs 15 us for 200)
-    return list(map(_PTR, c.params)) == c.pptrs and (
-        not c.halves or list(map(_VERSION, c.halves)) == c.versions
-    )
+    return list(map(_PTR, c.params)) == c.pptrs
+
+
+def _refresh_masters(c, masters):
+    """The masters of cohort `c`'s 16-bit parameters that were written in place since the last
+    step (model.load_state_dict, torch.nn.init, copy_: their version counters moved) taken
+    anew from their values, in place (the library keeps their addresses)."""
+    now = list(map(_VERSION, c.halves))
+    if now != c.versions:
+        for p, was, v in zip(c.halves, c.versions, now):
+            if v != was:
+                masters[p].copy_(p.detach())
+        c.versions = now
 
 
 class _FlatoptOptimizer(_TorchOptimizer):
@@ -637,6 +647,8 @@ class _FlatoptOptimizer(_TorchOptimizer):
             except (TypeError, RuntimeError):
                 ok = False
             if ok and _same_storage(c):
+                if c.halves:
+                    _refresh_masters(c, self._masters)
                 if checked:
                     self._flatopt_found = _step_checked(c, scale)
                     return loss
@@ -673,6 +685,8 @@ class _FlatoptOptimizer(_TorchOptimizer):
             if not _same_storage(c):
                 self._moved(i)
                 continue
+            if c.halves:
+                _refresh_masters(c, self._masters)
             stepping.append((c, grads))
             i += 1
         if len(stepping) > 1 and self._max_grad_norm is not None:
@@ -711,16 +725,16 @@ class _FlatoptOptimizer(_TorchOptimizer):
         )
 
     def _moved(self, index):
-        """A parameter's storage moved (p.data = ...) or a 16-bit one was written in place:
-        re-register its cohort, state kept (such a 16-bit parameter's master weights are taken
+        """A parameter's storage moved (p.data = ...): re-register its cohort, state kept (the
+        master weights of a 16-bit parameter that moved or was written in place are taken
         anew from its values)."""
         c = self._cohorts[index]
         # New masters in a new dict: the old handle keeps using the old ones until replaced.
         masters = dict(self._masters)
-        written = {id(p) for p, v in zip(c.halves, c.versions) if _VERSION(p) != v}
+        versions = {id(p): v for p, v in zip(c.halves, c.versions)}
         for p, ptr in zip(c.params, c.pptrs):
             _check_param(p, self._label_of(p))
-            if p.dtype in _HALF and (_PTR(p) != ptr or id(p) in written):
+            if p.dtype in _HALF and (_PTR(p) != ptr or _VERSION(p) != versions.get(id(p))):
                 masters[p] = _master_from(None, p)
             elif p.dtype not in _HALF:
                 masters.pop(p, None)  # (it may have been 16-bit before)

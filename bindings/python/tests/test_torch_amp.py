@@ -499,6 +499,7 @@ def test_16_bit_weights_written_in_place_become_the_masters(what, write):
     them (the parameters' version counters tell), not from stale masters."""
     model, new = make_model(torch.bfloat16), make_model(torch.bfloat16, seed=5)
     opt = ft.SGD(model.parameters(), lr=0.0)
+    handle = opt._cohorts[0].handle
     for t in range(2):
         if t == 1:
             with torch.no_grad():
@@ -510,3 +511,20 @@ def test_16_bit_weights_written_in_place_become_the_masters(what, write):
         assert all(torch.equal(p, e) for p, e in zip(model.parameters(), expect)), t
         assert all(torch.equal(opt._masters[p], e.float()) for p, e in
                    zip(model.parameters(), expect))
+    assert opt._cohorts[0].handle is handle  # masters refreshed in place, not re-registered
+
+
+def test_16_bit_weights_moved_and_written_in_place_in_one_step():
+    p = torch.zeros(3, dtype=torch.bfloat16, requires_grad=True)
+    q = torch.zeros(2, dtype=torch.bfloat16, requires_grad=True)
+    opt = ft.SGD([p, q], lr=0.5)
+    p.grad, q.grad = torch.ones(3, dtype=torch.bfloat16), torch.ones(2, dtype=torch.bfloat16)
+    opt.step()
+    p.data = torch.full((3,), 4.0, dtype=torch.bfloat16)  # moved
+    with torch.no_grad():
+        q.fill_(8.0)  # written in place
+    p.grad, q.grad = torch.ones(3, dtype=torch.bfloat16), torch.ones(2, dtype=torch.bfloat16)
+    opt.step()
+    assert torch.equal(p.detach().float(), torch.full((3,), 3.5))
+    assert torch.equal(q.detach().float(), torch.full((2,), 7.5))
+    assert torch.equal(opt._masters[q], torch.full((2,), 7.5))
