@@ -27,6 +27,9 @@ generator and seeds in C and Python: probe.c):
   skipped with the reason if that fails).
 * ``numpy``: Adam (and the pipeline) with NumPy ufuncs into preallocated temporaries; on two
   threads the arrays are split in halves run by two Python threads (ufuncs release the GIL).
+* compressed state (issue 16): ``flatopt-py`` Adam with m and v in bf16 or in 8 bits
+  (``state_dtype``), next to ``bitsandbytes``' ``Adam8bit`` (blockwise 8-bit state on the CPU;
+  skipped with the reason when bitsandbytes is not installed or its CPU step fails).
 
 The pipeline is Lookahead(Adam) with k = 5, alpha = 0.5, coupled weight decay 1e-4 and
 global-norm clipping at max_norm = 4 * sqrt(n), above the gradients' norm, so the gradients
@@ -89,7 +92,13 @@ BYTES = {"adam": 28.0, "adam-skip": 32.0, "pipeline": 32.0 + 8.0 / SYNC_PERIOD, 
          "floor": 12.0,
          # Mixed precision (issue 15): Adam reading a 2-byte gradient and writing a 2-byte copy
          # of the parameters, 28 B/element like f32 Adam; "mixed" is its probe.
-         "mixed": 28.0, "mixed-bf16": 28.0, "mixed-fp16": 28.0}
+         "mixed": 28.0, "mixed-bf16": 28.0, "mixed-fp16": 28.0,
+         # Compressed state (issue 16): p read and written, g read (12 B) plus m and v read and
+         # written in bf16 (8 B), or in 8 bits with one f32 scale per 256-element block of
+         # each (4 + 4 * 4 / 256 B).
+         "adam-bf16": 20.0, "adam-int8": 16.0 + 16.0 / 256}
+# Optimizer state bytes per element held for Adam (m and v), per workload.
+STATE_BYTES = {"adam": 8.0, "adam-bf16": 4.0, "adam-int8": 2.0 + 8.0 / 256}
 # The loss scale of the fp16 workloads (a power of two, as GradScaler's is).
 FP16_SCALE = 1024.0
 
@@ -262,6 +271,10 @@ def make_flatopt(workload):
             opt = flatopt.Lookahead(
                 flatopt.adam(LR, b1=B1, b2=B2, eps=EPS), sync_period=SYNC_PERIOD, alpha=ALPHA,
                 weight_decay=WEIGHT_DECAY, grad_clip_norm=max_norm_for(n), num_threads=threads)
+        elif workload in ("adam-bf16", "adam-int8"):
+            dtype = "bfloat16" if workload == "adam-bf16" else "int8"
+            opt = flatopt.Adam(lr=LR, betas=(B1, B2), eps=EPS, num_threads=threads,
+                               nonfinite="propagate", state_dtype=dtype)
         else:
             opt = flatopt.Adam(lr=LR, betas=(B1, B2), eps=EPS, num_threads=threads,
                                nonfinite="propagate" if workload == "adam" else "skip")
@@ -401,6 +414,37 @@ def make_deepspeed_mixed(ctx, n, threads, p0, g):
     return step, None
 
 
+_BNB = {}
+
+
+def make_bitsandbytes(ctx, n, threads, p0, g):
+    """bitsandbytes' Adam8bit on the CPU (blockwise 8-bit m and v, 256-element blocks with one
+    f32 absmax each: the layout of flatopt's int8 state), every element in 8 bits
+    (min_8bit_size=0); threads through torch.set_num_threads."""
+    if "err" in _BNB:
+        raise Unavailable(_BNB["err"])
+    torch = _torch()
+    try:
+        import bitsandbytes as bnb
+        torch.set_num_threads(threads)
+        p = _torch_param(torch, p0, g)
+        opt = bnb.optim.Adam8bit([p], lr=LR, betas=(B1, B2), eps=EPS, min_8bit_size=0)
+        with torch.no_grad():
+            opt.step()
+        if opt.state[p]["state1"].dtype != torch.uint8:
+            raise RuntimeError(f"state held as {opt.state[p]['state1'].dtype}, not 8 bits")
+    except Exception as e:  # noqa: BLE001: not installable / no CPU backend: skipped, reason shown
+        msg = str(e).strip().splitlines()
+        _BNB["err"] = (f"bitsandbytes Adam8bit unavailable: {type(e).__name__}: "
+                       f"{msg[-1] if msg else ''}")
+        raise Unavailable(_BNB["err"]) from None
+
+    def step():
+        with torch.no_grad():
+            opt.step()
+    return step, None
+
+
 class NumpyAdam:
     """Adam (and the pipeline) in NumPy: ufuncs with out= into preallocated temporaries, the
     per-step scalars in f64 as the other implementations. On two threads, halves of the arrays
@@ -500,6 +544,9 @@ IMPLS = [
     ("torch-mixed", "mixed-bf16", make_torch_mixed("bf16"), 20),
     ("torch-mixed", "mixed-fp16", make_torch_mixed("fp16"), 20),
     ("deepspeed", "mixed-fp16", make_deepspeed_mixed, 18),
+    ("flatopt-py", "adam-bf16", make_flatopt("adam-bf16"), 8),
+    ("flatopt-py", "adam-int8", make_flatopt("adam-int8"), 6),
+    ("bitsandbytes", "adam-int8", make_bitsandbytes, 6),
 ]
 
 LABELS = {
@@ -525,6 +572,9 @@ LABELS = {
     ("torch-mixed", "mixed-bf16"): "torch convert + fused + copy_",
     ("torch-mixed", "mixed-fp16"): "torch GradScaler + fused + copy_",
     ("deepspeed", "mixed-fp16"): "DeepSpeedCPUAdam + fp16 copy",
+    ("flatopt-py", "adam-bf16"): "flatopt bf16 state",
+    ("flatopt-py", "adam-int8"): "flatopt 8-bit state",
+    ("bitsandbytes", "adam-int8"): "bitsandbytes Adam8bit",
 }
 
 
@@ -813,6 +863,17 @@ def targets(idx, latency, threads, sizes):
     out.append(f"- fp16 vs `DeepSpeedCPUAdam.step` with its fp16 copy: "
                f"{verdict(ratio(idx, mf, ('deepspeed', 'mixed-fp16'), big, t2), 1.0)}")
     out.append("")
+    out.append(f"### Compressed state (Adam, m and v in bf16 or 8 bits), {t2} threads")
+    fb, f8, bnb = ("flatopt-py", "adam-bf16"), ("flatopt-py", "adam-int8"), ("bitsandbytes", "adam-int8")
+    for n in [s for s in sizes if s >= 10_000_000]:
+        out.append(f"- n = {fmt_n(n)}: bf16 vs flatopt's f32 Adam {verdict(ratio(idx, fb, fa, n, t2), 1.3)}; "
+                   f"8-bit vs f32 {verdict(ratio(idx, f8, fa, n, t2), 1.6)} "
+                   f"(the bytes allow {BYTES['adam'] / BYTES['adam-int8']:.2f}×); "
+                   f"8-bit vs bitsandbytes' Adam8bit {verdict(ratio(idx, f8, bnb, n, t2), 30)}")
+    out.append("- optimizer state per element: " + ", ".join(
+        f"{name} {STATE_BYTES[wl]:.2f} B" for name, wl in
+        (("f32", "adam"), ("bf16", "adam-bf16"), ("8-bit", "adam-int8"))))
+    out.append("")
     out.append("### In cache, 1 thread: arithmetic-bound")
     ca, cf = ("c-adam", "adam"), ("c-floor", "floor")
     for n in [s for s in sizes if 10_000 <= s <= 100_000]:
@@ -1084,6 +1145,18 @@ def render_md(meta, idx, sizes, threads, latency, skipped, png_name):
                        "read, a 2-byte copy written); what the compositions move beyond that "
                        "(PyTorch bf16: 40, fp16 with unscale_: 48; DeepSpeed: 4-byte gradients "
                        "and the copy, 30) shows in their rates. Rates over the mixed probe."))
+    lines.append("## Compressed state: Adam with m and v held in bf16 or 8 bits")
+    lines.append("")
+    cols = [("probe (28 B)", ("probe", "probe")), ("flatopt f32", ("flatopt-py", "adam")),
+            ("flatopt bf16", ("flatopt-py", "adam-bf16")),
+            ("flatopt 8-bit", ("flatopt-py", "adam-int8")),
+            ("bitsandbytes Adam8bit", ("bitsandbytes", "adam-int8"))]
+    lines.append(table(idx, sizes, threads, cols,
+                       f"Bytes each must move per element: f32 {BYTES['adam']:g}, bf16 "
+                       f"{BYTES['adam-bf16']:g}, 8-bit {BYTES['adam-int8']:.2f} (bitsandbytes "
+                       "likewise); non-finite check off (`propagate`); bitsandbytes' "
+                       "`Adam8bit(min_8bit_size=0)`, every element's state in 8 bits. Rates over "
+                       "the 28-byte probe's bytes per second, so the compressed columns can pass 1×."))
     lines.append("## Targets (medians of per-repetition ratios, this run)")
     lines.append("")
     lines.append(targets(idx, latency, threads, sizes))

@@ -3,7 +3,7 @@
 #
 #   1. a virtualenv .venv-bench at the repository root (created if missing, reused otherwise;
 #      separate from .venv, which the tests use) with numpy, matplotlib, torch, deepspeed,
-#      jax[cpu] and optax from PyPI, and flatopt itself (pip install ./bindings/python: builds
+#      jax[cpu], optax and bitsandbytes from PyPI, and flatopt itself (pip install ./bindings/python: builds
 #      the library with cargo and bundles it). PyPI's Linux torch wheel pulls in the CUDA
 #      runtime packages (about 5 GB in all); they are installed but unused (no GPU here). Each
 #      package is installed on its own: one that cannot be installed is reported and skipped
@@ -30,7 +30,7 @@ py="$venv/bin/python"
 pip=("$py" -m pip --disable-pip-version-check --quiet)
 # module to import -> what pip installs (jax on the CPU: jax[cpu])
 for spec in numpy:numpy matplotlib:matplotlib torch:torch deepspeed:deepspeed "jax:jax[cpu]" \
-            optax:optax; do
+            optax:optax bitsandbytes:bitsandbytes; do
     mod=${spec%%:*}
     "$py" -c "import $mod" 2>/dev/null && continue
     echo "run.sh: installing ${spec#*:} into $venv"
