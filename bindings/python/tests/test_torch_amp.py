@@ -145,6 +145,8 @@ OWN_SCALER_ROWS = [
     ("fp16", "fp16", dict(), False, None, (3,)),
     ("bf16-clipped", "bf16", dict(max_grad_norm=0.5), False, None, (6,)),
     ("f32-lookahead", "f32", dict(), True, None, (4,)),
+    ("f32-lookahead-clipped", "f32", dict(max_grad_norm=0.5), True, None, (4,)),
+    ("fp16-lookahead", "fp16", dict(), True, None, (3, 5)),
     ("f32-frozen-layer", "f32", dict(), False, "frozen", (4,)),
     ("fp16-frozen-layer", "fp16", dict(), False, "frozen", (2, 7)),
     ("f32-layer-unfrozen-late", "f32", dict(), False, "late", (5,)),
