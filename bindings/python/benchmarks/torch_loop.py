@@ -17,7 +17,9 @@ mean carries it but also every outlier of a loaded machine; the period step is
 to both, and the one to compare Lookahead variants by).
 Variants: ``torch.optim.AdamW(fused=True)``, ``AdamW(foreach=True)``, ``flatopt.torch.AdamW`` (1 thread, the default, and 2),
 timm's Lookahead logic (written out below: timm is not a dependency) over the fused AdamW, and
-``flatopt.torch.Lookahead`` over flatopt's AdamW. With ``--alone`` it also times flatopt's step
+``flatopt.torch.Lookahead`` over flatopt's AdamW; and the model kept in bfloat16 (``torch
+bf16``: float32 masters, the gradients widened, fused AdamW, the masters copied back;
+``flatopt bf16``: flatopt.torch.AdamW's masters, one pass). With ``--alone`` it also times flatopt's step
 once more after a pause of 50 ms (PyTorch's OpenMP workers asleep) to measure the interference
 of their spin-waiting (see docs/torch.md).
 
@@ -137,6 +139,27 @@ class TimmLookahead:
         self.base.zero_grad(set_to_none)
 
 
+class MasterAdamW:
+    """PyTorch's composition for a bf16 model: float32 master weights, the bf16 gradients
+    widened into theirs, fused AdamW on the masters, the masters copied back."""
+
+    def __init__(self, params):
+        self.params = list(params)
+        self.masters = [p.detach().float().requires_grad_() for p in self.params]
+        self.opt = torch.optim.AdamW(self.masters, LR, weight_decay=WD, fused=True)
+
+    def step(self):
+        for m, p in zip(self.masters, self.params):
+            m.grad = None if p.grad is None else p.grad.float()
+        self.opt.step()
+        with torch.no_grad():
+            torch._foreach_copy_(self.params, self.masters)
+
+    def zero_grad(self, set_to_none=True):
+        for p in self.params:
+            p.grad = None
+
+
 LR, WD = 3e-4, 0.1
 K = 5  # the Lookahead period of both Lookahead variants
 VARIANTS = {
@@ -148,7 +171,11 @@ VARIANTS = {
     "timm LA(fused)": lambda m: TimmLookahead(
         torch.optim.AdamW(m.parameters(), LR, weight_decay=WD, fused=True), 0.5, K),
     "flatopt LA": lambda m: ft.Lookahead(ft.AdamW(m.parameters(), LR, weight_decay=WD), K, 0.5),
+    # the model in bfloat16, float32 master weights in the optimizer
+    "torch bf16": lambda m: MasterAdamW(m.parameters()),
+    "flatopt bf16": lambda m: ft.AdamW(m.parameters(), LR, weight_decay=WD),
 }
+BF16 = {"torch bf16", "flatopt bf16"}
 
 
 def main():
@@ -182,10 +209,11 @@ def main():
 
         def loss_fn(m, xb):
             x, y = xb
-            return F.cross_entropy(m(x), y)
+            return F.cross_entropy(m(x.to(next(m.parameters()).dtype)), y)
 
     names = args.variants.split(",")
-    models = {n: copy.deepcopy(base) for n in names}
+    models = {n: copy.deepcopy(base).to(torch.bfloat16 if n in BF16 else torch.float32)
+              for n in names}
     opts = {n: VARIANTS[n](models[n]) for n in names}
     n_params = sum(p.numel() for p in base.parameters())
     n_tensors = len(list(base.parameters()))
