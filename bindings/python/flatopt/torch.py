@@ -98,7 +98,12 @@ import zlib
 from collections import OrderedDict
 
 import torch
-from torch.amp.grad_scaler import OptState as _OptState
+try:
+    from torch.amp.grad_scaler import GradScaler as _TorchGradScaler
+    from torch.amp.grad_scaler import OptState as _OptState
+except ImportError:  # torch < 2.3: the CUDA one (disabled without CUDA: its plain path)
+    from torch.cuda.amp.grad_scaler import GradScaler as _TorchGradScaler
+    from torch.cuda.amp.grad_scaler import OptState as _OptState
 from torch.optim import Optimizer as _TorchOptimizer
 
 from . import _lib
@@ -1304,7 +1309,7 @@ class Lookahead(_TorchOptimizer):
         self._base.zero_grad(set_to_none)
 
 
-class GradScaler(torch.amp.GradScaler):
+class GradScaler(_TorchGradScaler):
     """``torch.amp.GradScaler`` (same arguments, state dict and rules) whose ``step()`` leaves
     the inf/NaN check of a flatopt.torch optimizer's gradients to flatopt's own pass.
 
