@@ -6,7 +6,8 @@
 2. charlm (PyTorch): a character-level language model (Bengio-style MLP: 16 characters of
    context, embeddings of 24, two tanh layers of 256, softmax over the byte vocabulary; 0.2 M
    parameters) on the repository's own Markdown documentation (README.md, ARCHITECTURE.md,
-   docs/*.md; a held-out tenth for validation), flatopt.AdamW, batch 64, 3000 updates.
+   docs/*.md as of commit a5b5220, read with git; a held-out tenth for validation),
+   flatopt.AdamW, batch 64, 3000 updates.
 3. diagnose (NumPy): the digits runs again with Adam written in NumPy and a model of the 8-bit
    code applied to m, to v or to both: which moment moves the 8-bit result away from f32's,
    how far the held v drifts from an f32 v, and whether stochastic rounding of v's codes would
@@ -238,6 +239,23 @@ class Digits:
 
 CORPUS = ["README.md", "ARCHITECTURE.md", "docs/checkpoint-format.md", "docs/numerics.md",
           "docs/torch.md"]
+# The documents as they were at this commit (the docs keep changing; the committed results were
+# computed on these bytes), read with git; without git or that commit, the working tree's.
+CORPUS_COMMIT = "a5b522074ceaab5372ce39632cf5d4d3973a7938"
+
+
+def read_corpus():
+    """(bytes, where they came from)."""
+    import subprocess
+
+    try:
+        text = b"".join(subprocess.run(["git", "-C", ROOT, "show", f"{CORPUS_COMMIT}:{f}"],
+                                       check=True, capture_output=True).stdout for f in CORPUS)
+        return text, f"at commit {CORPUS_COMMIT[:7]}"
+    except (OSError, subprocess.CalledProcessError) as e:
+        print(f"charlm: the corpus of commit {CORPUS_COMMIT[:7]} is not readable ({e}); using "
+              "the working tree's documents: the numbers will differ from the committed ones")
+        return b"".join(open(os.path.join(ROOT, f), "rb").read() for f in CORPUS), "working tree"
 
 
 class CharLM:
@@ -255,7 +273,7 @@ class CharLM:
         torch.set_num_threads(1)
         if quick:
             self.steps, self.eval_every, self.eval_size = 200, 50, 1024
-        text = b"".join(open(os.path.join(ROOT, f), "rb").read() for f in CORPUS)
+        text, source = read_corpus()
         self.sha256 = hashlib.sha256(text).hexdigest()
         vocab, ids = np.unique(np.frombuffer(text, np.uint8), return_inverse=True)
         self.vocab = len(vocab)
@@ -267,7 +285,7 @@ class CharLM:
                           for ids in (self.train_ids, self.val_ids)]
         self.title = ("char-level LM (PyTorch, 16-char context MLP, "
                       f"{self.n_params() / 1e6:.2f} M params), AdamW")
-        self.describe = (f"corpus: {' + '.join(CORPUS)} ({len(text)} bytes, sha256 "
+        self.describe = (f"corpus: {' + '.join(CORPUS)} {source} ({len(text)} bytes, sha256 "
                          f"{self.sha256[:16]}...; vocabulary {self.vocab} bytes; last tenth "
                          f"held out), batch {self.batch}, {self.steps} updates, AdamW peak lr "
                          f"{self.peak_lr:g}, weight decay {self.weight_decay:g}; final loss: "
