@@ -1252,7 +1252,10 @@ enum flatopt_status flatopt_optimizer_begin_step(struct flatopt_optimizer *opt);
 /**
  * Applies the begun step to elements `[begin, end)` of the concatenation of the registered
  * buffers. Concurrent calls on disjoint ranges of one handle are allowed (and are the point);
- * the result does not depend on how the range is split.
+ * the result does not depend on how the range is split. With int8 state (`state_dtype`) a
+ * range must start and end on a multiple of 256 elements of each buffer it touches (or at the
+ * buffer's end): one that cuts an 8-bit block is refused (`FLATOPT_ERR_INVALID_ARGUMENT`)
+ * before anything is written or counted as applied.
  *
  * # Safety
  * `opt` is NULL (refused) or a live handle from `flatopt_optimizer_new`.

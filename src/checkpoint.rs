@@ -11,8 +11,9 @@ use std::path::Path;
 
 use crate::catalog::{self, Sink, Ty};
 use crate::config::{base_specs, Base, Config, NonFinitePolicy};
-use crate::engine::{Group, Optimizer, MAX_GROUPS};
+use crate::engine::{q8_codes, Group, Optimizer, MAX_GROUPS};
 use crate::error::Error;
+use crate::kernels::{self, Half, Q8Code, StateDtype, Q8_BLOCK};
 use crate::scaler::LossScaler;
 use crate::schedule::{Schedule, ScheduleState};
 
@@ -22,8 +23,11 @@ pub const MAGIC: [u8; 8] = *b"FLATOPTC";
 /// groups; an optimizer whose only group is its own configuration, unchanged, still writes
 /// version 1 (the same bytes as before groups existed), and version 1 is read as one such
 /// group. Version 3 adds the dynamic loss scaler after the groups section; only an optimizer
-/// with a scaler writes it.
-pub const FORMAT_VERSION: u32 = 3;
+/// with a scaler writes it. Version 4 holds compressed state as it is held (bf16 patterns,
+/// 8-bit codes and their scales; `docs/checkpoint-format.md`), after the groups, an optional
+/// scaler and the state formats; only an optimizer whose `state_dtype` or `slow_dtype` is not
+/// float32 writes it.
+pub const FORMAT_VERSION: u32 = 4;
 /// The oldest format version this library reads.
 pub const OLDEST_FORMAT_VERSION: u32 = 1;
 /// Written little-endian; a reader on any machine sees `0D 0C 0B 0A`.
@@ -155,6 +159,56 @@ fn put_f32s(out: &mut Vec<u8>, xs: &[f32]) {
     }
 }
 
+/// Bytes of `n` elements of one state array stored as `fmt` (format 4): 4 or 2 per element,
+/// or a code per element and a 4-byte scale per started 8-bit block. `None` on overflow.
+fn held_len(fmt: StateDtype, n: usize) -> Option<usize> {
+    match fmt {
+        StateDtype::F32 => n.checked_mul(4),
+        StateDtype::Bf16 => n.checked_mul(2),
+        StateDtype::Int8 => n.checked_add(n.div_ceil(Q8_BLOCK).checked_mul(4)?),
+    }
+}
+
+/// `src` (one state array of `out.len()` elements stored as `fmt`, little-endian) decoded to
+/// f32 into `out`, as the optimizer decodes state held that way (`code`: the array's 8-bit
+/// code). Refuses an 8-bit scale that is negative or not finite, which no optimizer writes.
+fn decode_le(fmt: StateDtype, code: Q8Code, src: &[u8], out: &mut [f32]) -> Result<(), String> {
+    let tier = crate::simd::Tier::Scalar;
+    let f32s = |b: &[u8]| -> Vec<f32> {
+        b.chunks_exact(4)
+            .map(|s| f32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+            .collect()
+    };
+    let done = match fmt {
+        StateDtype::F32 => {
+            f32s_le(out, src);
+            Ok(())
+        }
+        StateDtype::Bf16 => {
+            let h: Vec<u16> = src
+                .chunks_exact(2)
+                .map(|s| u16::from_le_bytes([s[0], s[1]]))
+                .collect();
+            kernels::widen_to_f32(tier, Half::Bf16, &h, out)
+        }
+        StateDtype::Int8 => {
+            let (codes, scales) = src.split_at(out.len());
+            let scales = f32s(scales);
+            if let Some((b, x)) = scales
+                .iter()
+                .enumerate()
+                .find(|(_, x)| !(x.is_finite() && **x >= 0.0))
+            {
+                return Err(format!(
+                    "8-bit block {b} has the scale {x:?} (a block's largest magnitude: finite, >= 0)"
+                ));
+            }
+            kernels::dequantize_q8(tier, code, codes, &scales, out)
+        }
+    };
+    done.map_err(|e| e.to_string())
+}
+
 /// Where one parsed buffer's arrays are in the checkpoint.
 struct BufferRecord {
     present: u32,
@@ -179,8 +233,11 @@ struct Parsed<'a> {
     /// The parameter groups the checkpoint restores (a version-1 checkpoint: the
     /// configuration's one).
     groups: Vec<Group>,
-    /// The dynamic loss scaler (version 3).
+    /// The dynamic loss scaler (version 3, optional in version 4).
     scaler: Option<LossScaler>,
+    /// How the arrays are stored: float32 (versions 1 to 3), else the state formats of a
+    /// version-4 checkpoint (the moments', the slow weights').
+    formats: [StateDtype; 2],
     records: Vec<BufferRecord>,
     body: &'a [u8],
 }
@@ -328,6 +385,7 @@ fn check_state_values(
     arrays: &[u8],
     propagate: bool,
     (v_max_is_average, m_is_square): (bool, bool),
+    max_exact: bool,
 ) -> Result<(), Error> {
     let value = |k: usize, i: usize| {
         let b = &arrays[4 * (k * n + i)..4 * (k * n + i) + 4];
@@ -380,7 +438,9 @@ fn check_state_values(
                 HAS_V | HAS_V_MAX if x < 0.0 || (!propagate && x.is_nan()) => {
                     return Err(bad(what, i, x, "must be >= 0"));
                 }
-                HAS_V_MAX => {
+                // Compressed state rounds v and its maximum apart (stochastically, or into
+                // their own 8-bit blocks): only f32 state keeps v_max >= v exactly.
+                HAS_V_MAX if max_exact => {
                     if let Some(kv) = v_at {
                         let v = value(kv, i);
                         if x < v {
@@ -439,12 +499,22 @@ impl Optimizer {
         if let (3, Some(sc)) = (version, self.loss_scaler()) {
             out.extend_from_slice(&encode_scaler(sc));
         }
+        if version == 4 {
+            // The scaler, if any, behind a flag word and a reserved word; then the formats
+            // of the moments and of the slow weights.
+            let sc = self.loss_scaler();
+            out.extend_from_slice(&u32::from(sc.is_some()).to_le_bytes());
+            out.extend_from_slice(&0u32.to_le_bytes());
+            if let Some(sc) = sc {
+                out.extend_from_slice(&encode_scaler(sc));
+            }
+            let cfg = self.config();
+            out.extend_from_slice(&(cfg.state_dtype as u32).to_le_bytes());
+            out.extend_from_slice(&(cfg.slow_dtype as u32).to_le_bytes());
+        }
         let lens = self.buffer_lens();
         out.extend_from_slice(&(lens.len() as u64).to_le_bytes());
         for (i, &len) in lens.iter().enumerate() {
-            // State held as bf16 or int8 is saved decoded to f32 (`state_f32`; f32 state as
-            // it is, bytes unchanged).
-            let [m, v, v_max, slow] = self.state_f32(i);
             let present = self.expected_present(i);
             // Version 1: reserved (0); versions 2 and 3: the buffer's group.
             let group = if version >= 2 {
@@ -455,8 +525,15 @@ impl Optimizer {
             out.extend_from_slice(&(len as u64).to_le_bytes());
             out.extend_from_slice(&present.to_le_bytes());
             out.extend_from_slice(&group.to_le_bytes());
-            for a in [m, v, v_max, slow] {
-                put_f32s(&mut out, &a);
+            if version == 4 {
+                // Every array as it is held.
+                for (store, _) in self.stores(i) {
+                    store.write_le(&mut out);
+                }
+            } else {
+                for a in self.state_f32(i) {
+                    put_f32s(&mut out, &a);
+                }
             }
         }
         let total = (out.len() + 4) as u64;
@@ -472,10 +549,13 @@ impl Optimizer {
         self.checkpoint_size_with(encode_config(self.config()).buf.len(), version)
     }
 
-    /// The format version [`Optimizer::save`] writes: 3 with a dynamic loss scaler, else 1
-    /// while the only parameter group is the configuration unchanged, else 2.
+    /// The format version [`Optimizer::save`] writes: 4 with state not held as float32, else 3
+    /// with a dynamic loss scaler, else 1 while the only parameter group is the configuration
+    /// unchanged, else 2.
     fn save_version(&self) -> u32 {
-        if self.loss_scaler().is_some() {
+        if !self.state_is_f32() {
+            4
+        } else if self.loss_scaler().is_some() {
             3
         } else if self.groups_are_config() {
             1
@@ -488,21 +568,51 @@ impl Optimizer {
     /// section of `config_len` bytes (version 1: no groups section, and the buffers carry the
     /// arrays of the configuration's base rule; version 3: a loss scaler section).
     fn checkpoint_size_with(&self, config_len: usize, version: u32) -> usize {
+        let cfg = self.config();
+        let formats = [cfg.state_dtype, cfg.slow_dtype];
+        let scaler = self.loss_scaler().is_some();
+        self.checkpoint_size_as(config_len, version, formats, scaler)
+    }
+
+    /// [`Optimizer::checkpoint_size_with`] for a version-4 checkpoint storing its arrays in
+    /// `formats` (moments, slow weights), with a loss scaler section if `scaler`.
+    fn checkpoint_size_as(
+        &self,
+        config_len: usize,
+        version: u32,
+        formats: [StateDtype; 2],
+        scaler: bool,
+    ) -> usize {
         let groups_len = if version >= 2 {
             encode_groups(self.groups()).len()
         } else {
             0
         };
-        let scaler_len = if version >= 3 { SCALER_LEN } else { 0 };
+        let scaler_len = match version {
+            3 => SCALER_LEN,
+            4 => 8 + 8 + if scaler { SCALER_LEN } else { 0 },
+            _ => 0,
+        };
         let present = |i| match version {
             1 => self.present_for(&self.config().base),
             _ => self.expected_present(i),
+        };
+        let array_bytes = |bit: u32, n: usize| match version {
+            // Lengths of registered buffers: their held sizes fit in memory.
+            4 => held_len(formats[usize::from(bit == HAS_SLOW)], n).unwrap_or(usize::MAX),
+            _ => 4 * n,
         };
         let per_buffer: usize = self
             .buffer_lens()
             .iter()
             .enumerate()
-            .map(|(i, &n)| 16 + 4 * n * present(i).count_ones() as usize)
+            .map(|(i, &n)| {
+                16 + [HAS_M, HAS_V, HAS_V_MAX, HAS_SLOW]
+                    .into_iter()
+                    .filter(|&bit| present(i) & bit != 0)
+                    .map(|bit| array_bytes(bit, n))
+                    .sum::<usize>()
+            })
             .sum();
         HEADER_LEN + 8 + config_len + 16 + 7 * 8 + groups_len + scaler_len + 8 + per_buffer + 4
     }
@@ -541,7 +651,33 @@ impl Optimizer {
         let parsed = self.parse(bytes)?;
         // Everything is valid: apply.
         let lens = self.buffer_lens().to_vec();
-        if self.state_is_f32() {
+        if parsed.formats != [StateDtype::F32; 2] {
+            // Format 4: each array as stored; held the same way, its bytes are the state
+            // (bit for bit), else it is decoded and encoded as this optimizer holds it.
+            let mut tmp = Vec::new();
+            for (i, (rec, len)) in parsed.records.iter().zip(lens).enumerate() {
+                let mut at = rec.start;
+                let codes = self.stores(i).map(|(_, c)| c);
+                for (which, bit) in [HAS_M, HAS_V, HAS_V_MAX, HAS_SLOW].into_iter().enumerate() {
+                    if rec.present & bit == 0 {
+                        continue;
+                    }
+                    let fmt = parsed.formats[usize::from(bit == HAS_SLOW)];
+                    let n = held_len(fmt, len).expect("checked by parse");
+                    let src = &parsed.body[at..at + n];
+                    at += n;
+                    let store = self.store_mut(i, which);
+                    if store.dtype() == fmt {
+                        store.read_le(src);
+                    } else {
+                        tmp.clear();
+                        tmp.resize(len, 0.0);
+                        decode_le(fmt, codes[which], src, &mut tmp).expect("checked by parse");
+                        self.put_state_f32(i, which, &tmp);
+                    }
+                }
+            }
+        } else if self.state_is_f32() {
             for ((state, rec), len) in self.states_mut().zip(&parsed.records).zip(lens) {
                 let mut at = rec.start;
                 let mut fill = |dst: &mut [f32], bit: u32| {
@@ -647,10 +783,44 @@ impl Optimizer {
         } else {
             self.config_group()
         };
-        let scaler = if version_of(bytes) >= 3 {
-            Some(read_scaler(&mut r)?)
-        } else {
-            None
+        let version = version_of(bytes);
+        let (scaler, formats) = match version {
+            3 => (Some(read_scaler(&mut r)?), [StateDtype::F32; 2]),
+            4 => {
+                let flag = r.u32("loss scaler flag")?;
+                if flag > 1 || r.u32("reserved word after the loss scaler flag")? != 0 {
+                    return Err(corrupt(format!(
+                        "loss scaler flag {flag} (0 or 1) or a non-zero reserved word"
+                    )));
+                }
+                let scaler = if flag == 1 {
+                    Some(read_scaler(&mut r)?)
+                } else {
+                    None
+                };
+                let mut format = |what: &str, allowed: usize| -> Result<StateDtype, Error> {
+                    let x = r.u32(what)?;
+                    StateDtype::ALL
+                        .get(x as usize)
+                        .copied()
+                        .filter(|_| (x as usize) < allowed)
+                        .ok_or_else(|| {
+                            corrupt(format!(
+                                "{what} {x}: must be {}",
+                                StateDtype::NAMES[..allowed]
+                                    .iter()
+                                    .enumerate()
+                                    .map(|(i, n)| format!("{i} ({n})"))
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ))
+                        })
+                };
+                // Slow weights are never 8-bit (their configuration refuses it).
+                let formats = [format("state format", 3)?, format("slow-weight format", 2)?];
+                (scaler, formats)
+            }
+            _ => (None, [StateDtype::F32; 2]),
         };
         self.check_scaler(scaler.as_ref())?;
         if groups.len() != self.num_groups() {
@@ -675,7 +845,8 @@ impl Optimizer {
             });
         }
         let propagate = self.config().nonfinite == NonFinitePolicy::Propagate;
-        let v2 = version_of(bytes) >= 2; // versions 2 and 3 store each buffer's group
+        let v2 = version >= 2; // versions 2 to 4 store each buffer's group
+        let mut decoded = Vec::new();
         let mut records = Vec::with_capacity(n);
         for (i, &want) in lens.iter().enumerate() {
             let group = self.buffer_groups()[i];
@@ -721,16 +892,47 @@ impl Optimizer {
                 )));
             }
             let start = r.pos;
+            let bits = [HAS_M, HAS_V, HAS_V_MAX, HAS_SLOW];
+            let fmt = |bit: u32| formats[usize::from(bit == HAS_SLOW)];
+            let mut size = Some(0usize);
+            for &bit in bits.iter().filter(|&&b| present & b != 0) {
+                size = size.and_then(|s| s.checked_add(held_len(fmt(bit), want)?));
+            }
             let arrays = r.take(
-                want.checked_mul(4 * present.count_ones() as usize)
-                    .ok_or_else(|| corrupt("buffer size overflows"))?,
+                size.ok_or_else(|| corrupt("buffer size overflows"))?,
                 "state arrays",
             )?;
             let roles = (
                 matches!(base, Base::RmsProp { .. }),
                 matches!(base, Base::Adadelta { .. }),
             );
-            check_state_values(i, present, want, arrays, propagate, roles)?;
+            let arrays = if formats == [StateDtype::F32; 2] {
+                arrays
+            } else {
+                // Format 4: the arrays decoded as the optimizer decodes them, then checked as
+                // f32 values are.
+                if formats[0] == StateDtype::Int8 && q8_codes(base).is_none() {
+                    return Err(corrupt(format!(
+                        "buffer {i}: int8 state for base rule {} (its state cannot be held in                          8 bits: no optimizer writes this)",
+                        base.name()
+                    )));
+                }
+                let codes = q8_codes(base).unwrap_or([Q8Code::Signed; 3]);
+                let code = [codes[0], codes[1], codes[2], Q8Code::Signed];
+                decoded.clear();
+                let mut at = 0;
+                let mut tmp = vec![0f32; want];
+                for (k, &bit) in bits.iter().enumerate().filter(|(_, &b)| present & b != 0) {
+                    let n = held_len(fmt(bit), want).expect("summed above");
+                    decode_le(fmt(bit), code[k], &arrays[at..at + n], &mut tmp)
+                        .map_err(|e| corrupt(format!("buffer {i}: {e}")))?;
+                    at += n;
+                    put_f32s(&mut decoded, &tmp);
+                }
+                &decoded[..]
+            };
+            let max_exact = formats[0] == StateDtype::F32;
+            check_state_values(i, present, want, arrays, propagate, roles, max_exact)?;
             records.push(BufferRecord { present, start });
         }
         if r.pos != body.len() {
@@ -748,6 +950,7 @@ impl Optimizer {
             sched,
             groups,
             scaler,
+            formats,
             records,
             body,
         })
@@ -895,10 +1098,21 @@ impl Optimizer {
         }
         let total = check_header(&bytes)?;
         // A checkpoint of this optimizer's groups has the size of this optimizer's in its
-        // version (the live values may differ, their sizes do not).
-        let expected =
-            self.checkpoint_size_with(encode_config(self.config()).buf.len(), version_of(&bytes));
-        if total != expected as u64 {
+        // version (the live values may differ, their sizes do not); one of format 4 at most
+        // the size with float32 arrays and a loss scaler (its formats are checked by `load`).
+        let config_len = encode_config(self.config()).buf.len();
+        let version = version_of(&bytes);
+        let f32s = [StateDtype::F32; 2];
+        let expected = match version {
+            4 => self.checkpoint_size_as(config_len, 4, f32s, true),
+            _ => self.checkpoint_size_with(config_len, version),
+        };
+        let fits = if version == 4 {
+            total <= expected as u64
+        } else {
+            total == expected as u64
+        };
+        if !fits {
             // Name the configuration field that differs, if the section is of a sane size.
             let config_len = u64::from_le_bytes(bytes[HEADER_LEN..][..8].try_into().expect("8"));
             let config_end = (HEADER_LEN as u64 + 8).saturating_add(config_len);
@@ -918,6 +1132,7 @@ impl Optimizer {
                 got: total.min(usize::MAX as u64) as usize,
             });
         }
+        let expected = total as usize; // <= the expected size computed above
         read(&mut bytes, expected + 1)?;
         if bytes.len() > expected {
             return Err(corrupt(format!(

@@ -1622,7 +1622,7 @@ mod calls {
     }),
     load_one_byte_extra: raw_row("one byte extra", Corrupt, |b| b.push(0)),
     load_bad_magic: raw_row("bad magic", Corrupt, |b| b[0] = b'G'),
-    load_format_version_4: raw_row("format version 4", Unsupported, |b| b[8] = 4),
+    load_format_version_5: raw_row("format version 5", Unsupported, |b| b[8] = 5),
     load_format_version_0: raw_row("format version 0", Unsupported, |b| b[8] = 0),
     load_big_endian_byte_order_mark: raw_row("big-endian byte-order mark", Corrupt, |b| {
         b[12..16].copy_from_slice(&0x0A0B_0C0Du32.to_be_bytes())

@@ -239,6 +239,20 @@ fn skipped_updates_do_not_allocate() {
     }
 }
 
+/// One split update of `opt`: each buffer applied in two ranges cut at `cut(len)`.
+fn split_step(opt: &mut Optimizer, params: &mut [Vec<f32>], g: &[&[f32]], cut: fn(usize) -> usize) {
+    let step = opt.begin_step(g).unwrap().unwrap();
+    for (p, (gi, st)) in params.iter_mut().zip(g.iter().zip(opt.states_mut())) {
+        let mid = cut(p.len());
+        let (p0, p1) = p.split_at_mut(mid);
+        let (g0, g1) = gi.split_at(mid);
+        let (s0, s1) = st.split_at(mid);
+        step.apply(p0, g0, s0).unwrap();
+        step.apply(p1, g1, s1).unwrap();
+    }
+    opt.end_step(step).unwrap();
+}
+
 /// The host-threaded three-phase API on the caller's thread, manual schedule stepping and
 /// metric-driven schedules allocate nothing.
 #[test]
@@ -273,16 +287,7 @@ fn three_phase_and_manual_schedules_do_not_allocate() {
         let lr0 = opt.current_lr();
         let ((), n) = count(|| {
             for (s, g) in grad_refs.iter().enumerate() {
-                let step = opt.begin_step(g).unwrap().unwrap();
-                for (p, (gi, st)) in params.iter_mut().zip(g.iter().zip(opt.states_mut())) {
-                    let mid = p.len() / 2;
-                    let (p0, p1) = p.split_at_mut(mid);
-                    let (g0, g1) = gi.split_at(mid);
-                    let (s0, s1) = st.split_at(mid);
-                    step.apply(p0, g0, s0).unwrap();
-                    step.apply(p1, g1, s1).unwrap();
-                }
-                opt.end_step(step).unwrap();
+                split_step(&mut opt, &mut params, g, |n| n / 2);
                 if sch.is_metric_driven() {
                     opt.step_schedule_metric(1.0 + s as f64).unwrap();
                 } else {
@@ -364,4 +369,54 @@ fn groups_do_not_allocate() {
     // The whole steps' slice lists (one Vec per call, made by this test) are the only
     // allocations: an alloc and a free each.
     assert_eq!(n, STEPS, "{n} allocator calls");
+}
+
+/// Compressed state (bf16 stochastic and nearest, int8, bf16 slow weights): every base rule
+/// under every pipeline variant (int8 not for Rprop, which refuses it), whole steps and split
+/// steps on 8-bit block boundaries, allocate nothing: the pass decodes into stack scratch.
+#[test]
+fn compressed_state_updates_do_not_allocate() {
+    use flatopt::kernels::StateDtype;
+    let d = data(7);
+    let mut rows = 0;
+    for (pname, precision) in common::precisions() {
+        for (name, cfg) in table() {
+            let cfg = precision(cfg.threads(1));
+            if matches!(cfg.base, Base::Rprop { .. }) && cfg.state_dtype == StateDtype::Int8 {
+                continue;
+            }
+            let (n, outs) = updates_allocate(cfg.clone(), &d, None);
+            assert_eq!(
+                n, 0,
+                "{name}/{pname}: {n} allocator calls in {STEPS} updates"
+            );
+            assert!(matches!(outs[STEPS - 1], Outcome::Applied { .. }));
+            rows += 1;
+        }
+        // Split steps, each buffer cut at its 8-bit block boundary nearest the middle.
+        let cfg = precision(
+            Config::new(Base::adam(), 1e-2)
+                .lookahead(2, 0.5)
+                .clip_norm(0.5),
+        );
+        let mut opt = Optimizer::new(cfg).unwrap();
+        let mut params = d.params.clone();
+        {
+            let p: Vec<&[f32]> = params.iter().map(|p| p.as_slice()).collect();
+            opt.register(&p).unwrap();
+        }
+        let grad_refs: Vec<Vec<&[f32]>> = d
+            .grads
+            .iter()
+            .map(|g| g.iter().map(|x| x.as_slice()).collect())
+            .collect();
+        let ((), n) = count(|| {
+            for g in &grad_refs {
+                split_step(&mut opt, &mut params, g, |n| n / 2 / 256 * 256);
+            }
+        });
+        assert_eq!(n, 0, "{pname}: split steps: {n} allocator calls");
+        assert_eq!(opt.step_count(), STEPS as u64);
+    }
+    assert!(rows > 3 * common::bases().len(), "{rows} rows");
 }

@@ -8,43 +8,12 @@
 
 mod common;
 
-use common::{bases, bits, pipelines, Rng};
+use common::{bases, bits, pipelines, precisions, Rng};
 use flatopt::kernels::{
     self, dequantize_q8, narrow_bf16_stochastic, narrow_from_f32, q8_block_count, quantize_q8,
     widen_to_f32, Buffers, Half, Q8Code, SrKey, StateDtype, StateRounding, Stream, Q8_BLOCK,
 };
 use flatopt::{Base, Config, Error, Optimizer, Tier};
-
-/// The precisions under test: how each row's configuration is changed.
-fn precisions() -> Vec<common::Variant> {
-    vec![
-        ("bf16_stochastic", |c| Config {
-            state_dtype: StateDtype::Bf16,
-            state_seed: 7,
-            ..c
-        }),
-        ("bf16_nearest", |c| Config {
-            state_dtype: StateDtype::Bf16,
-            state_rounding: StateRounding::Nearest,
-            ..c
-        }),
-        ("int8", |c| Config {
-            state_dtype: StateDtype::Int8,
-            ..c
-        }),
-        ("int8_bf16_slow", |c| Config {
-            state_dtype: StateDtype::Int8,
-            slow_dtype: StateDtype::Bf16,
-            state_seed: 3,
-            state_index_offset: 1 << 40,
-            ..c
-        }),
-        ("f32_bf16_slow", |c| Config {
-            slow_dtype: StateDtype::Bf16,
-            ..c
-        }),
-    ]
-}
 
 fn is_rprop(base: &Base) -> bool {
     matches!(base, Base::Rprop { .. })
@@ -490,6 +459,255 @@ fn checkpoints_resume_and_convert() {
         d.load(&c.save()).unwrap();
         assert_eq!(d.save(), a.save(), "{name}: converted back");
     }
+}
+
+/// The bytes a state array of `n` elements takes in a format-4 checkpoint.
+fn held_bytes(dtype: StateDtype, n: usize) -> usize {
+    match dtype {
+        StateDtype::F32 => 4 * n,
+        StateDtype::Bf16 => 2 * n,
+        StateDtype::Int8 => n + 4 * q8_block_count(n),
+    }
+}
+
+/// `rounds` updates of `o` over buffers of `LENS` (parameters `p`), gradients from `rng`.
+fn train(o: &mut Optimizer, p: &mut [Vec<f32>], rng: &mut Rng, rounds: usize) {
+    for _ in 0..rounds {
+        let g: Vec<Vec<f32>> = LENS.iter().map(|&n| rng.vec(n, 0.3)).collect();
+        let gs: Vec<&[f32]> = g.iter().map(|x| x.as_slice()).collect();
+        let mut ps: Vec<&mut [f32]> = p.iter_mut().map(|x| x.as_mut_slice()).collect();
+        o.step(&mut ps, &gs).unwrap();
+    }
+}
+
+/// Format 4: every row's checkpoint holds its state as held (the size of the held arrays:
+/// bf16 2 bytes, int8 a byte and a scale per 256 elements), loads back bit for bit (the next
+/// save is the same bytes) and continues bit-identically; f32 optimizers keep format 1.
+#[test]
+fn checkpoints_hold_state_as_held_for_every_row() {
+    let mut checked = 0;
+    for (name, cfg) in rows() {
+        let mut rng = Rng(31);
+        let mut p: Vec<Vec<f32>> = LENS.iter().map(|&n| rng.vec(n, 1.0)).collect();
+        let mut a = Optimizer::new(cfg.clone()).unwrap();
+        a.register(&p.iter().map(|x| x.as_slice()).collect::<Vec<_>>())
+            .unwrap();
+        train(&mut a, &mut p, &mut rng, 3);
+        let bytes = a.save();
+        assert_eq!(bytes.len(), a.checkpoint_size(), "{name}");
+        assert_eq!(&bytes[8..12], &4u32.to_le_bytes(), "{name}: format version");
+        // Against the f32 configuration's checkpoint (format 1): the arrays shrink as held.
+        let f32cfg = Config {
+            state_dtype: StateDtype::F32,
+            slow_dtype: StateDtype::F32,
+            ..cfg.clone()
+        };
+        let mut f = Optimizer::new(f32cfg).unwrap();
+        f.register(&p.iter().map(|x| x.as_slice()).collect::<Vec<_>>())
+            .unwrap();
+        let (m, v, vm) = cfg.base.state_used();
+        let moments = [m, v, vm].iter().filter(|&&u| u).count();
+        let slow = usize::from(cfg.lookahead.is_some());
+        // (An 8-bit array of one element takes 5 bytes: it may grow.)
+        let shrink: i64 = LENS
+            .iter()
+            .map(|&n| {
+                let d = |t| 4 * n as i64 - held_bytes(t, n) as i64;
+                moments as i64 * d(cfg.state_dtype) + slow as i64 * d(cfg.slow_dtype)
+            })
+            .sum();
+        assert_eq!(
+            &f.save()[8..12],
+            &1u32.to_le_bytes(),
+            "{name}: f32 state, format 1"
+        );
+        // Format 4 is format 3's layout (the groups, here with a loss scaler) with the scaler
+        // behind a flag word and a reserved word (8 bytes) and the two format words (8).
+        f.set_loss_scaler(Some(flatopt::LossScaler::default()));
+        let v3 = f.checkpoint_size();
+        assert_eq!(&f.save()[8..12], &3u32.to_le_bytes(), "{name}");
+        assert_eq!(
+            bytes.len() as i64 + shrink,
+            v3 as i64 - 24 + 16,
+            "{name}: checkpoint size"
+        );
+        let mut q = p.clone();
+        let mut b = Optimizer::new(cfg.clone()).unwrap();
+        b.register(&q.iter().map(|x| x.as_slice()).collect::<Vec<_>>())
+            .unwrap();
+        b.load(&bytes).unwrap();
+        assert_eq!(b.save(), bytes, "{name}: loaded state saves the same bytes");
+        let mut rng_b = Rng(99);
+        let mut rng_a = Rng(99);
+        train(&mut a, &mut p, &mut rng_a, 3);
+        train(&mut b, &mut q, &mut rng_b, 3);
+        for (x, y) in p.iter().zip(&q) {
+            assert_eq!(bits(x), bits(y), "{name}: resumed");
+        }
+        assert_eq!(a.save(), b.save(), "{name}: resumed state");
+        checked += 1;
+    }
+    assert!(checked > 300, "{checked} rows");
+}
+
+/// A checkpoint of one precision loaded into an optimizer of another: each array decoded and
+/// encoded as the loading optimizer holds it (bf16 to nearest, 8-bit with fresh scales), for
+/// every pair of state and slow-weight formats (Adam with AMSGrad under Lookahead, so that
+/// signed and unsigned codes and the slow weights are all converted).
+#[test]
+fn checkpoints_convert_between_precisions() {
+    let formats = [
+        (StateDtype::F32, StateDtype::F32),
+        (StateDtype::Bf16, StateDtype::F32),
+        (StateDtype::Int8, StateDtype::Bf16),
+        (StateDtype::Bf16, StateDtype::Bf16),
+        (StateDtype::Int8, StateDtype::F32),
+    ];
+    let base = Base::Adam {
+        b1: 0.9,
+        b2: 0.999,
+        eps: 1e-8,
+        amsgrad: true,
+    };
+    let of = |(state_dtype, slow_dtype): (StateDtype, StateDtype)| Config {
+        state_dtype,
+        slow_dtype,
+        state_rounding: StateRounding::Nearest,
+        ..Config::new(base, 1e-2).lookahead(5, 0.5)
+    };
+    let codes = kernels::q8_codes(&kernels::Rule::for_step(&base, 1, 0.0)).unwrap();
+    for from in formats {
+        let mut rng = Rng(41);
+        let mut p: Vec<Vec<f32>> = LENS.iter().map(|&n| rng.vec(n, 1.0)).collect();
+        let mut a = Optimizer::new(of(from)).unwrap();
+        a.register(&p.iter().map(|x| x.as_slice()).collect::<Vec<_>>())
+            .unwrap();
+        train(&mut a, &mut p, &mut rng, 4);
+        let bytes = a.save();
+        for to in formats {
+            let cfg = of(to);
+            let mut b = Optimizer::new(cfg.clone()).unwrap();
+            b.register(&p.iter().map(|x| x.as_slice()).collect::<Vec<_>>())
+                .unwrap();
+            b.load(&bytes).unwrap();
+            for (i, &n) in LENS.iter().enumerate() {
+                let (src, got) = (state_of(&a, i, n), state_of(&b, i, n));
+                let kinds = [(to.0, codes[0]), (to.0, codes[1]), (to.0, codes[2])];
+                for (j, (dtype, code)) in kinds
+                    .into_iter()
+                    .chain([(to.1, Q8Code::Signed)])
+                    .enumerate()
+                {
+                    let want = held(&cfg, dtype, code, Stream::M, 0, 0, &src.x[j]);
+                    assert_eq!(
+                        bits(&got.x[j]),
+                        bits(&want),
+                        "{from:?} -> {to:?}: buffer {i} array {j}"
+                    );
+                }
+            }
+            assert_eq!(b.step_count(), 4, "{from:?} -> {to:?}");
+        }
+    }
+}
+
+/// Crafted format-4 checkpoints (resealed) that no optimizer writes are refused, naming what
+/// is wrong: an unknown state format, 8-bit slow weights, an 8-bit scale that is NaN or
+/// negative, int8 state for Rprop (whose state cannot be held in 8 bits), a bad scaler flag.
+#[test]
+fn crafted_format4_checkpoints_are_refused() {
+    let reseal = |mut b: Vec<u8>| {
+        let n = b.len();
+        let crc = crc32fast::hash(&b[..n - 4]);
+        b[n - 4..].copy_from_slice(&crc.to_le_bytes());
+        b
+    };
+    let int8 = Config {
+        state_dtype: StateDtype::Int8,
+        ..Config::new(Base::adam(), 1e-2)
+    };
+    let mut o = Optimizer::new(int8.clone()).unwrap();
+    let mut p = vec![0.5f32; 300];
+    o.register(&[&p]).unwrap();
+    o.step(&mut [&mut p], &[&vec![0.25f32; 300]]).unwrap();
+    let good = o.save();
+    // The buffer record's end: the formats are the two words before the buffer count (8),
+    // the buffer's length, flags and group (16) and its arrays (2 x (300 + 2 * 4)).
+    let arrays = 2 * (300 + 8);
+    let formats_at = good.len() - 4 - arrays - 16 - 8 - 8;
+    assert_eq!(&good[formats_at..formats_at + 8], &[2, 0, 0, 0, 0, 0, 0, 0]);
+    let scale_at = good.len() - 4 - arrays + 300; // m's first scale
+    let flag_at = formats_at - 8;
+    let rows: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "state format 3",
+            {
+                let mut b = good.clone();
+                b[formats_at] = 3;
+                b
+            },
+            "state format 3",
+        ),
+        (
+            "slow format 2",
+            {
+                let mut b = good.clone();
+                b[formats_at + 4] = 2;
+                b
+            },
+            "slow-weight format 2",
+        ),
+        (
+            "NaN scale",
+            {
+                let mut b = good.clone();
+                b[scale_at..scale_at + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+                b
+            },
+            "8-bit block 0 has the scale NaN",
+        ),
+        (
+            "negative scale",
+            {
+                let mut b = good.clone();
+                b[scale_at..scale_at + 4].copy_from_slice(&(-1.0f32).to_le_bytes());
+                b
+            },
+            "8-bit block 0 has the scale -1.0",
+        ),
+        (
+            "scaler flag 2",
+            {
+                let mut b = good.clone();
+                b[flag_at] = 2;
+                b
+            },
+            "loss scaler flag 2",
+        ),
+    ];
+    for (what, bytes, needle) in rows {
+        let mut q = Optimizer::new(int8.clone()).unwrap();
+        q.register(&[&p]).unwrap();
+        let before = q.save();
+        let e = q.load(&reseal(bytes)).unwrap_err().to_string();
+        assert!(e.contains(needle), "{what}: {e}");
+        assert_eq!(q.save(), before, "{what}: changed the optimizer");
+    }
+    // Rprop held as bf16, relabelled int8: 4 elements take 8 bytes either way (4 x 2, or 4
+    // codes and a scale), so only the meaning is wrong.
+    let rprop = Config {
+        state_dtype: StateDtype::Bf16,
+        ..Config::new(Base::rprop(), 1e-2)
+    };
+    let mut r = Optimizer::new(rprop.clone()).unwrap();
+    let q = vec![0.5f32; 4];
+    r.register(&[&q]).unwrap();
+    let mut b = r.save();
+    let at = b.len() - 4 - 2 * 8 - 16 - 8 - 8;
+    assert_eq!(b[at], 1, "the bf16 format word");
+    b[at] = 2;
+    let e = r.load(&reseal(b)).unwrap_err().to_string();
+    assert!(e.contains("int8 state for base rule rprop"), "{e}");
 }
 
 /// Bytes of state per element, as documented: f32 8, bf16 4, int8 about 2 for Adam.

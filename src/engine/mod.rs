@@ -41,7 +41,8 @@ use pass::{
     Plans,
 };
 use pool::Pool;
-use state::{alloc_error, filled, BufState, Store};
+pub(crate) use state::Store;
+use state::{alloc_error, filled, BufState};
 pub use state::{RawState, StateMut, PLACED_MIN_LEN};
 pub use step::Step;
 
@@ -1118,6 +1119,31 @@ impl Optimizer {
         store.encode_from(self.tier, code, values);
     }
 
+    /// The state buffers of buffer `i` (m, v, v_max, slow) as held, each empty where unused,
+    /// with the 8-bit code of each (checkpoints, format 4).
+    pub(crate) fn stores(&self, i: usize) -> [(&Store, Q8Code); 4] {
+        let st = &self.state[i];
+        let base = &self.groups[self.group_of[i]].base;
+        let [cm, cv, cx] = q8_codes(base).unwrap_or([Q8Code::Signed; 3]);
+        [
+            (&st.m, cm),
+            (&st.v, cv),
+            (&st.v_max, cx),
+            (&st.slow, Q8Code::Signed),
+        ]
+    }
+
+    /// State array `which` (0 m, 1 v, 2 v_max, 3 slow) of buffer `i`, to be set as held.
+    pub(crate) fn store_mut(&mut self, i: usize, which: usize) -> &mut Store {
+        let st = &mut self.state[i];
+        match which {
+            0 => &mut st.m,
+            1 => &mut st.v,
+            2 => &mut st.v_max,
+            _ => &mut st.slow,
+        }
+    }
+
     /// Whether every state buffer is held as float32 (checkpoints of other state are refused).
     pub(crate) fn state_is_f32(&self) -> bool {
         self.cfg.state_dtype == StateDtype::F32 && self.cfg.slow_dtype == StateDtype::F32
@@ -1142,7 +1168,7 @@ impl Optimizer {
 }
 
 /// The 8-bit codes of `base`'s state buffers (m, v, v_max), `None` where int8 is refused.
-fn q8_codes(base: &crate::config::Base) -> Option<[Q8Code; 3]> {
+pub(crate) fn q8_codes(base: &crate::config::Base) -> Option<[Q8Code; 3]> {
     kernels::q8_codes(&Rule::for_step(base, 1, 0.0))
 }
 

@@ -44,7 +44,7 @@ pub(super) fn filled<T: Clone>(len: usize, x: T, elements: usize) -> Result<Vec<
 /// [`STATE_PLACEMENT`]): a `Vec` with up to a page of slack and the offset of the placed start
 /// (safe code, no custom allocator). Dereferences to the placed slice of its length.
 #[derive(Debug, Default)]
-pub(super) struct Placed {
+pub(crate) struct Placed {
     pub(super) raw: Vec<f32>,
     pub(super) start: usize,
     pub(super) len: usize,
@@ -93,7 +93,7 @@ impl std::ops::DerefMut for Placed {
 /// One state buffer as it is held ([`StateDtype`]): page-placed f32, bf16 patterns, or the
 /// 8-bit blockwise code with one scale per [`Q8_BLOCK`] elements. Empty where unused.
 #[derive(Debug)]
-pub(super) enum Store {
+pub(crate) enum Store {
     F32(Placed),
     Bf16(Vec<u16>),
     Q8 { codes: Vec<u8>, scales: Vec<f32> },
@@ -163,6 +163,57 @@ impl Store {
             Store::F32(p) => p.len(),
             Store::Bf16(h) => h.len(),
             Store::Q8 { codes, .. } => codes.len(),
+        }
+    }
+
+    /// How the buffer is held.
+    pub(crate) fn dtype(&self) -> StateDtype {
+        match self {
+            Store::F32(_) => StateDtype::F32,
+            Store::Bf16(_) => StateDtype::Bf16,
+            Store::Q8 { .. } => StateDtype::Int8,
+        }
+    }
+
+    /// Appends the buffer as held, little-endian (checkpoints, format 4): f32 values, bf16
+    /// patterns, or the 8-bit codes followed by their blocks' f32 scales.
+    pub(crate) fn write_le(&self, out: &mut Vec<u8>) {
+        match self {
+            Store::F32(p) => p
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            Store::Bf16(h) => h
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            Store::Q8 { codes, scales } => {
+                out.extend_from_slice(codes);
+                scales
+                    .iter()
+                    .for_each(|x| out.extend_from_slice(&x.to_le_bytes()));
+            }
+        }
+    }
+
+    /// Sets the buffer from `src`, bytes in [`Store::write_le`]'s layout of this buffer's
+    /// length and format (checked by the caller).
+    pub(crate) fn read_le(&mut self, src: &[u8]) {
+        match self {
+            Store::F32(p) => p
+                .iter_mut()
+                .zip(src.chunks_exact(4))
+                .for_each(|(d, s)| *d = f32::from_le_bytes([s[0], s[1], s[2], s[3]])),
+            Store::Bf16(h) => h
+                .iter_mut()
+                .zip(src.chunks_exact(2))
+                .for_each(|(d, s)| *d = u16::from_le_bytes([s[0], s[1]])),
+            Store::Q8 { codes, scales } => {
+                let (c, s) = src.split_at(codes.len());
+                codes.copy_from_slice(c);
+                scales
+                    .iter_mut()
+                    .zip(s.chunks_exact(4))
+                    .for_each(|(d, s)| *d = f32::from_le_bytes([s[0], s[1], s[2], s[3]]));
+            }
         }
     }
 

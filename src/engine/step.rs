@@ -109,12 +109,12 @@ impl Step {
     }
 
     /// The stochastic-rounding index of element `at` of the concatenation.
-    pub(super) fn index_of(&self, at: usize) -> u64 {
+    pub(crate) fn index_of(&self, at: usize) -> u64 {
         self.index_offset.wrapping_add(at as u64)
     }
 
     /// How compressed state is rounded in this update.
-    pub(super) fn rounding(&self) -> HeldRounding {
+    pub(crate) fn rounding(&self) -> HeldRounding {
         self.rounding
     }
 

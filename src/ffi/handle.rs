@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use crate::engine::{Optimizer, Outcome, RawState, Step};
+use crate::engine::{Optimizer, Outcome, Step};
 use crate::error::Error;
-use crate::kernels::{Grad, Half, ParamCopy};
+use crate::kernels::{Grad, Half, Held, ParamCopy, Q8_BLOCK};
 
 use super::boundary::{flatopt_status, flatopt_status::*, guard, set_message};
 use super::ptr::{
@@ -121,6 +121,67 @@ pub(crate) unsafe fn copy_slice<'a>(b: &HostBuf, at: usize, n: usize) -> Option<
     Some(ParamCopy { half, out })
 }
 
+/// One state buffer of a begun split step as raw pointers (`FLATOPT_ERR`-free access from the
+/// concurrent `flatopt_optimizer_step_range` calls, which touch disjoint elements): f32 values,
+/// bf16 patterns, or 8-bit codes and their blocks' scales. NULL (as `F32`) where the rule keeps
+/// no such buffer.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum RawHeld {
+    F32(*mut f32),
+    Bf16(*mut u16),
+    Q8 { codes: *mut u8, scales: *mut f32 },
+}
+
+impl RawHeld {
+    /// The pointers of `h` (NULL where it is empty).
+    pub(crate) fn of(h: Held<'_>) -> RawHeld {
+        match h {
+            _ if h.is_empty() => RawHeld::F32(std::ptr::null_mut()),
+            Held::F32(x) => RawHeld::F32(x.as_mut_ptr()),
+            Held::Bf16(x) => RawHeld::Bf16(x.as_mut_ptr()),
+            Held::Q8 { codes, scales } => RawHeld::Q8 {
+                codes: codes.as_mut_ptr(),
+                scales: scales.as_mut_ptr(),
+            },
+        }
+    }
+
+    /// Whether the buffer is held as f32 (or unused).
+    pub(crate) fn is_f32(&self) -> bool {
+        matches!(self, RawHeld::F32(_))
+    }
+
+    /// Elements `[at, at + n)` as a [`Held`] view (an empty one where the buffer is unused).
+    ///
+    /// # Safety
+    /// Made by [`RawHeld::of`] from a buffer of at least `at + n` elements that stays alive and
+    /// is not accessed through any other pointer during `'a`; with 8-bit codes, `at` is a
+    /// multiple of [`Q8_BLOCK`] and `at + n` one too or the buffer's end (the blocks
+    /// `at / Q8_BLOCK ..` are then the range's own).
+    pub(crate) unsafe fn range<'a>(self, at: usize, n: usize) -> Held<'a> {
+        match self {
+            // SAFETY: NULL gives an empty slice; else `[at, at + n)` lies in the buffer
+            // (this function's contract).
+            RawHeld::F32(p) => Held::F32(unsafe { super::ptr::sub_slice_mut(p, at, n) }),
+            // SAFETY: non-null (only an empty buffer is recorded as NULL, and as `F32`), `at + n`
+            // elements from its start, exclusive during `'a` (this function's contract).
+            RawHeld::Bf16(p) => Held::Bf16(unsafe { slice_mut(p.add(at), n) }),
+            RawHeld::Q8 { codes, scales } => {
+                let (b0, b1) = (at / Q8_BLOCK, (at + n).div_ceil(Q8_BLOCK));
+                // SAFETY: as for `Bf16`, for the codes; the scales of the blocks covering
+                // `[at, at + n)` exist (one per started block of the buffer) and belong to this
+                // range alone, since it starts and ends on block boundaries (or the end).
+                unsafe {
+                    Held::Q8 {
+                        codes: slice_mut(codes.add(at), n),
+                        scales: slice_mut(scales.add(b0), b1 - b0),
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// An optimizer over host-owned buffers. Create with `flatopt_optimizer_new`, release with
 /// `flatopt_optimizer_free`. One handle must not be used from two threads at once, except
 /// `flatopt_optimizer_step_range` between `flatopt_optimizer_begin_step` and
@@ -171,7 +232,8 @@ pub(crate) struct Inner {
     copies: Vec<Option<ParamCopy<'static>>>,
     /// The step begun by `flatopt_optimizer_begin_step`, with the state pointers it needs.
     pub(crate) pending: Option<Step>,
-    pub(crate) raw: Vec<RawState>,
+    /// Per registered buffer, its state (m, v, v_max, slow) as held, for the range calls.
+    pub(crate) raw: Vec<[RawHeld; 4]>,
     /// Scratch for the overlap check of per-call gradient pointers (capacity 2 per buffer).
     spans: Vec<Span>,
     /// The memory of the registered buffers, for overlap checks in O(log n).

@@ -6,13 +6,13 @@ use std::ffi::{c_double, c_float};
 
 use crate::engine::Optimizer;
 use crate::error::Error;
-use crate::kernels::{self, MixedBuffers, StateDtype};
+use crate::kernels::{self, HeldBuffers, MixedBuffers, StateDtype, Q8_BLOCK};
 use crate::simd;
 
 use super::boundary::{flatopt_status, flatopt_status::*, guard, guard_value, set_message};
 use super::handle::{
     check_no_pending, copy_slice, flatopt_optimizer, grad_slice, handle, handle_even_poisoned,
-    handle_ref, outcome_status, query, HostBuf, Inner,
+    handle_ref, outcome_status, query, HostBuf, Inner, RawHeld,
 };
 use super::ptr::{
     check_buf, check_f64_aligned, free_handle, slice, slice_mut, sub_slice_mut, write_out,
@@ -309,13 +309,6 @@ pub unsafe extern "C" fn flatopt_optimizer_begin_step(
         // SAFETY: see `handle`.
         let mut h = unsafe { handle(opt)? };
         check_no_pending(&h)?;
-        let cfg = h.engine.config();
-        if cfg.state_dtype != StateDtype::F32 || cfg.slow_dtype != StateDtype::F32 {
-            return Err(Error::InvalidState(
-                "the C split step (begin_step / step_range / end_step) needs float32 state \
-                 (state_dtype and slow_dtype): use flatopt_optimizer_step, or Step::apply in Rust",
-            ));
-        }
         // SAFETY: registered host pointers, valid during the call (C contract).
         let begun = unsafe { h.with_slices(None, |e, _, g, _| e.begin_step_mixed(g))? };
         match begun {
@@ -324,7 +317,9 @@ pub unsafe extern "C" fn flatopt_optimizer_begin_step(
                 let inner: &mut Inner = &mut h;
                 inner.raw.clear(); // capacity reserved at registration: no allocation
                 let states = inner.engine.states_mut().zip(&inner.bufs);
-                inner.raw.extend(states.map(|(s, b)| s.into_raw(b.len)));
+                inner
+                    .raw
+                    .extend(states.map(|(s, _)| s.into_parts().map(RawHeld::of)));
                 inner.pending = Some(step);
                 Ok(FLATOPT_OK)
             }
@@ -334,7 +329,10 @@ pub unsafe extern "C" fn flatopt_optimizer_begin_step(
 
 /// Applies the begun step to elements `[begin, end)` of the concatenation of the registered
 /// buffers. Concurrent calls on disjoint ranges of one handle are allowed (and are the point);
-/// the result does not depend on how the range is split.
+/// the result does not depend on how the range is split. With int8 state (`state_dtype`) a
+/// range must start and end on a multiple of 256 elements of each buffer it touches (or at the
+/// buffer's end): one that cuts an 8-bit block is refused (`FLATOPT_ERR_INVALID_ARGUMENT`)
+/// before anything is written or counted as applied.
 ///
 /// # Safety
 /// `opt` is NULL (refused) or a live handle from `flatopt_optimizer_new`.
@@ -352,14 +350,52 @@ pub unsafe extern "C" fn flatopt_optimizer_step_range(
         let step = h.pending.ok_or(Error::InvalidState(
             "flatopt_optimizer_step_range outside begin_step / end_step",
         ))?;
+        // With 8-bit state, a range that cuts a block is refused before anything is claimed
+        // or written (blocks are requantized whole).
+        check_q8_blocks(&h, begin, end)?;
         // Checks the range and marks it applied, or refuses an overlap with a range already
         // applied in this step before anything is written.
         h.engine.claim_range(&step, begin, end)?;
         let mut offset = 0;
         for (i, (b, raw)) in h.bufs.iter().zip(&h.raw).enumerate() {
             let (lo, hi) = (begin.max(offset), end.min(offset + b.len));
-            if lo < hi {
+            if lo < hi && !raw.iter().all(RawHeld::is_f32) {
                 let (a, n) = (lo - offset, hi - lo);
+                let [m, v, v_max, slow] = *raw;
+                // SAFETY: as below for the host buffers; the state buffers are the optimizer's
+                // own (pointers taken at begin_step, valid until end_step: registration and
+                // reset are refused meanwhile) of `b.len >= a + n` elements, and
+                // `check_q8_blocks` made an 8-bit range start and end on its blocks, so
+                // concurrent disjoint ranges never share a block's scale.
+                let buffers = unsafe {
+                    HeldBuffers {
+                        param: sub_slice_mut(b.param, a, n),
+                        grad: grad_slice(b.grad, b.grad_type, a, n),
+                        m: m.range(a, n),
+                        v: v.range(a, n),
+                        v_max: v_max.range(a, n),
+                        slow: slow.range(a, n),
+                        copy: copy_slice(b, a, n),
+                        index: step.index_of(lo),
+                    }
+                };
+                #[cfg(any(test, feature = "fault-injection"))]
+                super::fault::panic_if_armed();
+                let plan = h.engine.buffer_plan(i);
+                let _mode = simd::FpMode::enter();
+                kernels::apply_held_unchecked(
+                    step.tier(),
+                    plan,
+                    step.unscale(),
+                    step.rounding(),
+                    buffers,
+                );
+            } else if lo < hi {
+                let (a, n) = (lo - offset, hi - lo);
+                let [m, v, v_max, slow] = raw.map(|r| match r {
+                    RawHeld::F32(p) => p,
+                    _ => std::ptr::null_mut(),
+                });
                 // SAFETY: `[a, a+n)` lies inside buffer `b` (clamped above). Param, grad, copy
                 // and the optimizer-owned state (NULL when the rule does not use it) were
                 // validated at registration / begin_step and stay valid until end_step;
@@ -369,10 +405,10 @@ pub unsafe extern "C" fn flatopt_optimizer_step_range(
                     MixedBuffers {
                         param: sub_slice_mut(b.param, a, n),
                         grad: grad_slice(b.grad, b.grad_type, a, n),
-                        m: sub_slice_mut(raw.m, a, n),
-                        v: sub_slice_mut(raw.v, a, n),
-                        v_max: sub_slice_mut(raw.v_max, a, n),
-                        slow: sub_slice_mut(raw.slow, a, n),
+                        m: sub_slice_mut(m, a, n),
+                        v: sub_slice_mut(v, a, n),
+                        v_max: sub_slice_mut(v_max, a, n),
+                        slow: sub_slice_mut(slow, a, n),
                         copy: copy_slice(b, a, n),
                     }
                 };
@@ -387,6 +423,32 @@ pub unsafe extern "C" fn flatopt_optimizer_step_range(
         }
         Ok(FLATOPT_OK)
     })
+}
+
+/// Refuses a range `[begin, end)` of the concatenation that starts or ends inside an 8-bit
+/// block of a buffer whose state is held in 8 bits (blocks of [`Q8_BLOCK`] elements from each
+/// buffer's start; a buffer's end also ends its last block), naming the range, the buffer and
+/// the element.
+fn check_q8_blocks(h: &Inner, begin: usize, end: usize) -> Result<(), Error> {
+    let mut offset = 0;
+    for (i, (b, raw)) in h.bufs.iter().zip(&h.raw).enumerate() {
+        let (lo, hi) = (begin.max(offset), end.min(offset + b.len));
+        if lo < hi && raw.iter().any(|r| matches!(r, RawHeld::Q8 { .. })) {
+            let cut = [lo - offset, hi - offset]
+                .into_iter()
+                .find(|&e| !e.is_multiple_of(Q8_BLOCK) && e != b.len);
+            if let Some(e) = cut {
+                return Err(Error::invalid(
+                    "range",
+                    format!("[{begin}, {end}), which cuts buffer {i} at its element {e}"),
+                    "must start and end on a multiple of 256 elements (Q8_BLOCK) of each buffer \
+                     (or at its end) with int8 state: 8-bit blocks are requantized whole",
+                ));
+            }
+        }
+        offset += b.len;
+    }
+    Ok(())
 }
 
 /// Last phase of a split step: counts the update and advances the schedule.

@@ -1123,18 +1123,22 @@ R(r_new_rprop_int8)
     c.state_dtype = FLATOPT_STATE_INT8;
     return new_into_out(fx, &c);
 }
-/* The C split step needs f32 state: begin_step on an optimizer with int8 moments. */
-R(r_begin_int8)
+/* The C split step with int8 moments: a range that cuts an 8-bit block (buffer 1 of 17
+ * elements at its element 5) is refused before anything is written. */
+R(r_range_int8_cut)
 {
     flatopt_config c = fx->cfg;
-    c.state_dtype = FLATOPT_STATE_INT8;
     flatopt_optimizer *o = NULL;
-    flatopt_status st = F(flatopt_optimizer_new)(&c, &o);
-    if (st != FLATOPT_OK)
-        return st;
-    st = F(flatopt_optimizer_add_param)(o, fx->p[0], fx->g[0], fx_len[0]);
+    flatopt_status st;
+    int i;
+    c.state_dtype = FLATOPT_STATE_INT8;
+    st = F(flatopt_optimizer_new)(&c, &o);
+    for (i = 0; st == FLATOPT_OK && i < FX_NB; i++)
+        st = F(flatopt_optimizer_add_param)(o, fx->p[i], fx->g[i], fx_len[i]);
     if (st == FLATOPT_OK)
         st = F(flatopt_optimizer_begin_step)(o);
+    if (st == FLATOPT_OK)
+        st = F(flatopt_optimizer_step_range)(o, 0, 10);
     F(flatopt_optimizer_free)(o);
     return st;
 }
@@ -1854,7 +1858,7 @@ static flatopt_status load_edited(flatopt_optimizer *into, const flatopt_optimiz
 static size_t ed_magic(unsigned char *b, size_t n) { b[0] ^= 0x20; return n; }
 static size_t ed_truncate(unsigned char *b, size_t n) { (void)b; return n - 1; }
 static size_t ed_flip_last_array_byte(unsigned char *b, size_t n) { b[n - 6] ^= 1; return n; }
-static size_t ed_version(unsigned char *b, size_t n) { put_u32(b + 8, 4); return n; }
+static size_t ed_version(unsigned char *b, size_t n) { put_u32(b + 8, 5); return n; }
 static size_t ed_short(unsigned char *b, size_t n) { (void)b; (void)n; return 35; }
 static size_t ed_bom(unsigned char *b, size_t n)
 {
@@ -2435,7 +2439,8 @@ static const row k_rows[] = {
     { "new: state_rounding 2", NULL, r_new_rounding2, E_ARG, "state_rounding" },
     { "new: slow_dtype int8", NULL, r_new_slow_int8, E_ARG, "slow_dtype" },
     { "new: Rprop with int8 state", NULL, r_new_rprop_int8, E_ARG, "state_dtype" },
-    { "begin_step: int8 state", NULL, r_begin_int8, E_STATE, "float32" },
+    { "step_range: int8 state, a range cutting an 8-bit block", NULL, r_range_int8_cut, E_ARG,
+      "cuts buffer 1 at its element 5" },
     { "new: simd_tier the CPU lacks", NULL, r_new_tier_unavail, E_UNSUP, "not available" },
     { "new: lr NaN", NULL, r_new_lr_nan, E_ARG, "lr" },
     { "new: lr +Inf", NULL, r_new_lr_inf, E_ARG, "lr" },
@@ -2939,7 +2944,7 @@ static const row k_rows[] = {
     { "mixed_update: hp NULL", NULL, r_mu_hp_null, E_NULL, "hp" },
     { "load: checkpoint without a loss scaler into one with", NULL, r_load_no_scaler, E_ARG, "loss scaler" },
     { "load: loss scale 0 (valid CRC)", NULL, r_load_scale0, E_CORRUPT, "loss scaler" },
-    { "load: format version 4 (newer)", NULL, r_load_version, E_UNSUP, "version" },
+    { "load: format version 5 (newer)", NULL, r_load_version, E_UNSUP, "version" },
     { "load: byte-order mark swapped (valid CRC)", NULL, r_load_bom, E_CORRUPT, "byte-order" },
     { "load: configuration byte changed (valid CRC)", NULL, r_load_cfg_byte, E_ARG, "differs" },
     { "load: buffer count huge (valid CRC)", NULL, r_load_nbuf_huge, E_CORRUPT, "exceeds" },
@@ -3606,6 +3611,146 @@ static void test_state_bytes(void)
             free(p[i]);
             free(g[i]);
         }
+    }
+}
+
+/* The C split step with compressed state (bf16 stochastic / nearest, int8; f32 or bf16 slow
+ * weights): ranges from 2 pthreads on 8-bit block boundaries of each buffer (any cut for bf16)
+ * are bit for bit one whole step; a range cutting a block is refused and claims nothing. */
+static void test_split_step_compressed(void)
+{
+    static const size_t lens[4] = { 5, 4100, 3000, 1 };
+    static const struct {
+        const char *name;
+        uint32_t dtype, rounding, slow;
+    } v[] = {
+        { "bf16 stochastic", FLATOPT_STATE_BFLOAT16, FLATOPT_ROUNDING_STOCHASTIC,
+          FLATOPT_STATE_FLOAT32 },
+        { "bf16 nearest, bf16 slow", FLATOPT_STATE_BFLOAT16, FLATOPT_ROUNDING_NEAREST,
+          FLATOPT_STATE_BFLOAT16 },
+        { "int8", FLATOPT_STATE_INT8, FLATOPT_ROUNDING_STOCHASTIC, FLATOPT_STATE_FLOAT32 },
+        { "int8, bf16 slow", FLATOPT_STATE_INT8, FLATOPT_ROUNDING_STOCHASTIC,
+          FLATOPT_STATE_BFLOAT16 },
+    };
+    size_t k;
+    for (k = 0; k < sizeof v / sizeof v[0]; k++) {
+        model a, b;
+        flatopt_config c = cfg_la_adam(2, 30.0);
+        size_t total;
+        int t, r;
+        int q8 = v[k].dtype == FLATOPT_STATE_INT8;
+        c.state_dtype = v[k].dtype;
+        c.state_rounding = v[k].rounding;
+        c.slow_dtype = v[k].slow;
+        c.state_seed = 77;
+        c.state_index_offset = 1000;
+        model_init(&a, 4, lens, 41);
+        model_init(&b, 4, lens, 41);
+        model_register(&a, &c);
+        model_register(&b, &c);
+        total = total_len(b.opt);
+        for (t = 1; t <= 6; t++) {
+            range_job j1, j2;
+            pthread_t th1, th2;
+            /* cut points in buffer 1 (from 5) and buffer 2 (from 4105): block boundaries of
+             * their buffers for int8, anywhere for bf16 */
+            size_t s1 = 5 + (q8 ? 256 * (size_t)((t * 3) % 16) : (size_t)t * 611 % 4100);
+            size_t s2 = 4105 + (q8 ? 256 * (size_t)((t * 5) % 11) : (size_t)t * 389 % 3000);
+            model_grads(&a, t, 41);
+            model_copy_grads(&b, &a);
+            OK(F(flatopt_optimizer_step)(a.opt));
+            if (!OK(F(flatopt_optimizer_begin_step)(b.opt)))
+                break;
+            if (q8) { /* one element past a block boundary: refused, nothing claimed */
+                EXPECT(F(flatopt_optimizer_step_range)(b.opt, 0, s1 + 1),
+                       FLATOPT_ERR_INVALID_ARGUMENT);
+                CHECK(strstr(last_msg(), "8-bit blocks") != NULL, "%s: message %s", v[k].name,
+                      last_msg());
+            }
+            memset(&j1, 0, sizeof j1);
+            memset(&j2, 0, sizeof j2);
+            j1.opt = j2.opt = b.opt;
+            j1.n = 1;
+            j1.r[0][0] = s1;
+            j1.r[0][1] = s2;
+            j2.n = 2;
+            j2.r[0][0] = s2; /* out of order on purpose */
+            j2.r[0][1] = total;
+            j2.r[1][0] = 0;
+            j2.r[1][1] = s1;
+            CHECK(pthread_create(&th1, NULL, range_worker, &j1) == 0, "pthread_create");
+            CHECK(pthread_create(&th2, NULL, range_worker, &j2) == 0, "pthread_create");
+            pthread_join(th1, NULL);
+            pthread_join(th2, NULL);
+            for (r = 0; r < j1.n; r++)
+                CHECK(j1.st[r] == FLATOPT_OK, "%s: thread 1 range %d: %s", v[k].name, r,
+                      status_name(j1.st[r]));
+            for (r = 0; r < j2.n; r++)
+                CHECK(j2.st[r] == FLATOPT_OK, "%s: thread 2 range %d: %s", v[k].name, r,
+                      status_name(j2.st[r]));
+            OK(F(flatopt_optimizer_end_step)(b.opt));
+            model_same(&a, &b, v[k].slow == FLATOPT_STATE_FLOAT32, v[k].name, t);
+        }
+        model_free(&a);
+        model_free(&b);
+    }
+}
+
+/* Checkpoints of compressed state (format 4, the arrays as held): version 4, smaller than the
+ * f32 one, a round trip saves the same bytes and resumes bit for bit, and a checkpoint of
+ * another precision loads (converted). */
+static void test_checkpoint_compressed(void)
+{
+    static const size_t lens[2] = { 700, 37 };
+    static const uint32_t dtypes[2] = { FLATOPT_STATE_BFLOAT16, FLATOPT_STATE_INT8 };
+    int k;
+    for (k = 0; k < 2; k++) {
+        model a, b, f;
+        flatopt_config c = cfg_la_adam(3, 30.0), cf = c;
+        unsigned char *ck, *ck2, *ckf;
+        size_t n = 0, n2 = 0, nf = 0;
+        uint32_t version = 0;
+        int t;
+        c.state_dtype = dtypes[k];
+        c.slow_dtype = FLATOPT_STATE_BFLOAT16;
+        model_init(&a, 2, lens, 51);
+        model_init(&b, 2, lens, 51);
+        model_init(&f, 2, lens, 51);
+        model_register(&a, &c);
+        for (t = 1; t <= 4; t++) {
+            model_grads(&a, t, 51);
+            OK(F(flatopt_optimizer_step)(a.opt));
+        }
+        memcpy(b.p[0], a.p[0], lens[0] * sizeof(float));
+        memcpy(b.p[1], a.p[1], lens[1] * sizeof(float));
+        model_register(&b, &c);
+        model_register(&f, &cf);
+        ck = ckpt_of(a.opt, &n);
+        ckf = ckpt_of(f.opt, &nf);
+        memcpy(&version, ck + 8, 4);
+        CHECK(version == 4, "state_dtype %u: checkpoint version %u", (unsigned)dtypes[k],
+              (unsigned)version);
+        CHECK(n < nf, "state_dtype %u: %lu bytes, f32 state %lu", (unsigned)dtypes[k],
+              (unsigned long)n, (unsigned long)nf);
+        OK(F(flatopt_optimizer_load)(b.opt, ck, n));
+        ck2 = ckpt_of(b.opt, &n2);
+        CHECK(n2 == n && memcmp(ck, ck2, n) == 0, "state_dtype %u: loaded state saves other bytes",
+              (unsigned)dtypes[k]);
+        OK(F(flatopt_optimizer_load)(f.opt, ck, n)); /* into f32 state: converted */
+        CHECK(step_count(f.opt) == 4, "converted step count");
+        for (t = 5; t <= 8; t++) {
+            model_grads(&a, t, 51);
+            model_copy_grads(&b, &a);
+            OK(F(flatopt_optimizer_step)(a.opt));
+            OK(F(flatopt_optimizer_step)(b.opt));
+            model_same(&a, &b, 0, "compressed checkpoint resumed", t);
+        }
+        free(ck);
+        free(ck2);
+        free(ckf);
+        model_free(&a);
+        model_free(&b);
+        model_free(&f);
     }
 }
 
@@ -5153,6 +5298,7 @@ int main(int argc, char **argv)
     stage("step_with_grads, split steps from 2 pthreads");
     test_step_with_grads();
     test_split_step_threads();
+    test_split_step_compressed();
     stage("non-finite gradients");
     test_nonfinite_skip();
     test_nonfinite_error_propagate();
@@ -5169,6 +5315,7 @@ int main(int argc, char **argv)
     test_thread_local_message();
     stage("checkpoints, NULL registered gradients");
     test_checkpoints();
+    test_checkpoint_compressed();
     test_null_registered_grad();
     stage("sharded training: block partials, step with a global sum of squares");
     test_sharded();

@@ -344,3 +344,35 @@ macro_rules! per_tier_tests {
         }
     )*};
 }
+
+/// The compressed-state precisions under test (`tests/state.rs`, `tests/no_alloc.rs`): how
+/// each row's configuration is changed.
+pub fn precisions() -> Vec<Variant> {
+    vec![
+        ("bf16_stochastic", |c| Config {
+            state_dtype: flatopt::kernels::StateDtype::Bf16,
+            state_seed: 7,
+            ..c
+        }),
+        ("bf16_nearest", |c| Config {
+            state_dtype: flatopt::kernels::StateDtype::Bf16,
+            state_rounding: flatopt::kernels::StateRounding::Nearest,
+            ..c
+        }),
+        ("int8", |c| Config {
+            state_dtype: flatopt::kernels::StateDtype::Int8,
+            ..c
+        }),
+        ("int8_bf16_slow", |c| Config {
+            state_dtype: flatopt::kernels::StateDtype::Int8,
+            slow_dtype: flatopt::kernels::StateDtype::Bf16,
+            state_seed: 3,
+            state_index_offset: 1 << 40,
+            ..c
+        }),
+        ("f32_bf16_slow", |c| Config {
+            slow_dtype: flatopt::kernels::StateDtype::Bf16,
+            ..c
+        }),
+    ]
+}

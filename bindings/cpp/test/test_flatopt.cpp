@@ -1914,6 +1914,31 @@ void test_compressed_state() {
   CHECK(std::memcmp(s1.data(), s2.data(), n * sizeof(float)) != 0);
   CHECK(std::memcmp(n1.data(), n2.data(), n * sizeof(float)) == 0);
   CHECK(std::memcmp(s1.data(), n1.data(), n * sizeof(float)) != 0);
+
+  // The split step: ranges on 8-bit block boundaries (int8; anywhere for bf16) from two
+  // threads are one whole step bit for bit; a range cutting a block throws, naming it.
+  for (int k = 1; k < 3; ++k) {
+    const flatopt::Config cfg =
+        flatopt::Config::adam(1e-2).state_dtype(dtypes[k]).lookahead(2, 0.5).state_seed(3);
+    std::mt19937 rng(9);
+    Vec p1 = random_vec(rng, n), g(n, 0.0f), p2 = p1;
+    flatopt::Optimizer whole(cfg), split(cfg);
+    whole.add_param(p1, g);
+    split.add_param(p2, g);
+    const std::size_t cut = k == 2 ? 512 : 333;
+    for (int t = 0; t < 6; ++t) {
+      refill(rng, g, -0.2f, 0.2f);
+      CHECK(whole.step().applied());
+      flatopt::SplitStep s = split.split_step();
+      CHECK(s.active());
+      if (k == 2) CHECK_THROWS(s.apply(0, 300), FLATOPT_ERR_INVALID_ARGUMENT, "8-bit blocks");
+      std::thread th([&] { s.apply(cut, n); });
+      s.apply(0, cut);
+      th.join();
+      s.finish();
+      CHECK(std::memcmp(p1.data(), p2.data(), n * sizeof(float)) == 0);
+    }
+  }
 }
 
 int main() {

@@ -692,6 +692,52 @@ namespace Flatopt.Tests
             foreach (StateDtype d in new[] { StateDtype.Bfloat16, StateDtype.Int8 })
             {
                 StateDtype dd = d;
+                T.Run("split step, state " + d + ": StepRange from 2 threads == Step, 6 steps; a range cutting an 8-bit block refused", () =>
+                {
+                    float[][] p1 = Arrays(51, n), g1 = Arrays(52, n);
+                    float[] p2 = (float[])p1[0].Clone(), g2 = new float[n];
+                    Config c = Config.Init();
+                    c.Lr = 0.01;
+                    c.StateDtype = dd;
+                    c.Lookahead = 1;
+                    c.SyncPeriod = 2;
+                    c.Alpha = 0.5;
+                    long cut = dd == StateDtype.Int8 ? 512 : 333;
+                    using (var o1 = new Optimizer(c, BaseParams.Init(BaseKind.Adam)))
+                    using (var o2 = new Optimizer(c, BaseParams.Init(BaseKind.Adam)))
+                    {
+                        o1.AddParam(p1[0], g1[0]);
+                        o2.AddParam(p2, g2);
+                        for (int t = 0; t < 6; t++)
+                        {
+                            T.Fill(g1[0], 700u + (uint)t, 0.2f);
+                            Array.Copy(g1[0], g2, n);
+                            o1.Step();
+                            T.Require(o2.BeginStep(), "BeginStep skipped");
+                            if (dd == StateDtype.Int8)
+                            {
+                                try
+                                {
+                                    o2.StepRange(0, 300);
+                                    throw new Exception("a range cutting an 8-bit block was applied");
+                                }
+                                catch (InvalidArgumentException e)
+                                {
+                                    T.Require(e.Message.Contains("8-bit blocks"), "message: {0}", e.Message);
+                                }
+                            }
+                            Exception err = null;
+                            var th = new Thread(() => { try { o2.StepRange(cut, n); } catch (Exception e) { err = e; } });
+                            th.Start();
+                            o2.StepRange(0, cut);
+                            th.Join();
+                            T.Require(err == null, "worker thread: {0}", err);
+                            o2.EndStep();
+                            T.Require(T.SameBits(p1[0], p2), "differs at step {0}", t + 1);
+                        }
+                    }
+                    return "bit-identical";
+                });
                 T.Run("2 shards with StateIndexOffset == 1 optimizer, state " + d + ", 10 steps", () =>
                 {
                     int bs = (int)Kernels.SumSquaresBlockSize;

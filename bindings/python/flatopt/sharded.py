@@ -149,6 +149,13 @@ def _parse(blob, what):
     if len(b) < 36 or b[:8] != _MAGIC:
         raise CheckpointError(f"{what}: not a flatopt checkpoint")
     version, bom, total = struct.unpack_from("<IIQ", b, 8)
+    if version == 4:
+        raise CheckpointError(
+            f"{what}: checkpoint format version 4 (compressed state: state_dtype or slow_dtype "
+            "not 'float32'); resharding reads version 1 only: load the shards into optimizers "
+            "with float32 state (checkpoints convert), reshard their checkpoints, and load "
+            "those into the compressed optimizers"
+        )
     if version != 1:
         raise CheckpointError(
             f"{what}: checkpoint format version {version}, resharding reads 1 (version 2 holds "

@@ -324,3 +324,49 @@ def test_sharded_bit_identical(dtype, shards):
     if dtype == "bfloat16":
         q = _sharded_run(make, p0, grads, shards, offsets=False)
         assert not np.array_equal(_bits(q), _bits(one))
+
+
+@pytest.mark.parametrize("dtype", ("bfloat16", "int8"))
+def test_checkpoints_hold_the_state_as_held(dtype):
+    """state_dict of compressed state is checkpoint format 4 with the arrays as held (smaller
+    than float32's), round trips bit for bit, and loads into another precision (converted)."""
+    def make(d, **kw):
+        return flatopt.Lookahead(flatopt.adam(1e-2, state_dtype=d), sync_period=4, **kw)
+
+    p = np.sin(0.31 * np.arange(N)).astype(np.float32)
+    o = make(dtype)
+    o.register_trainable_weights([p])
+    for t in range(3):
+        o.update(_grads(t))
+    blob = o.state_dict()["checkpoint"]
+    assert blob[8:12] == (4).to_bytes(4, "little")
+    f = make("float32")
+    f.register_trainable_weights([p.copy()])
+    f_blob = f.state_dict()["checkpoint"]
+    assert blob[8:12] != f_blob[8:12]
+    assert len(blob) < len(f_blob) - N * (1 if dtype == "int8" else 3)
+    # Same precision: the same bytes back.
+    q = p.copy()
+    o2 = make(dtype)
+    o2.register_trainable_weights([q])
+    o2.load_state_dict(o.state_dict())
+    assert o2.state_dict()["checkpoint"] == blob
+    # Another precision: converted, then the float32 checkpoint back into this precision.
+    f.load_state_dict(o.state_dict())
+    assert f.step_count == 3
+    o3 = make(dtype)
+    o3.register_trainable_weights([p.copy()])
+    o3.load_state_dict(f.state_dict())
+    assert o3.step_count == 3
+
+
+def test_resharding_compressed_checkpoints_is_refused_with_the_way_out():
+    p = np.zeros(2 * BLOCK, np.float32)
+    opts = []
+    for b, e in sharded.shard_ranges(p.size, 2):
+        o = flatopt.Adam(1e-2, state_dtype="bfloat16", state_index_offset=b)
+        o.register_trainable_weights([p[b:e]])
+        opts.append(o)
+    blobs = [sharded.save_checkpoint(o) for o in opts]
+    with pytest.raises(flatopt.CheckpointError, match="format version 4 .*float32 state"):
+        sharded.reshard_checkpoints(blobs, [p.size])
