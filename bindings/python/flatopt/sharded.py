@@ -16,9 +16,18 @@ norm, the non-finite check and therefore the whole run are bit-identical to one 
 updating the whole buffer, for any number of shards. :func:`step` does both phases given an
 ``allgather`` function.
 
+Compressed state (``state_dtype="bfloat16"`` or ``"int8"``): give each rank's optimizer
+``state_index_offset=begin`` (its shard's first element in the whole buffer), so that
+stochastic rounding is that of one process; the shards of :func:`shard_ranges` start on
+multiples of 4096 elements, so they keep the 8-bit blocks (256 elements) of one process too::
+
+    b, e = shard_ranges(total, size)[rank]
+    opt = flatopt.AdamW(1e-3, state_dtype="int8", state_index_offset=b)
+
 Checkpoints: each rank saves its own optimizer's checkpoint (``opt.state_dict()["checkpoint"]``
 or ``opt.save(path)``); :func:`reshard_checkpoints` turns the checkpoints of N shards into
-those of M shards (another rank count), bit for bit.
+those of M shards (another rank count), bit for bit (float32 state: checkpoint format 1;
+compressed state, format 4, is refused with the way out).
 """
 
 from __future__ import annotations
