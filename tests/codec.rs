@@ -258,7 +258,7 @@ fn check_round_trip_error(tier: Tier) {
 }
 
 /// The definition of the random bits, written out again: SplitMix64's finalizer and
-/// `lowbias32`.
+/// `lowbias32` of the stream's pair, the low 16 bits for M and VMax, the high 16 for V and Slow.
 fn model_bits(key: SrKey, index: u64) -> u32 {
     fn sm(z: u64) -> u64 {
         let mut z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -267,14 +267,22 @@ fn model_bits(key: SrKey, index: u64) -> u32 {
         z ^ (z >> 31)
     }
     let hi = index >> 32;
-    let z = sm(sm(sm(key.seed) ^ key.step) ^ ((key.stream as u64) << 32 | hi));
+    let pair = match key.stream {
+        Stream::M | Stream::V => 0u64,
+        Stream::VMax | Stream::Slow => 1,
+    };
+    let z = sm(sm(sm(key.seed) ^ key.step) ^ (pair << 32 | hi));
     let k = (z >> 32) as u32 ^ z as u32;
     let mut x = index as u32 ^ k;
     x ^= x >> 16;
     x = x.wrapping_mul(0x7feb_352d);
     x ^= x >> 15;
     x = x.wrapping_mul(0x846c_a68b);
-    x ^ (x >> 16)
+    x ^= x >> 16;
+    match key.stream {
+        Stream::M | Stream::VMax => x & 0xffff,
+        Stream::V | Stream::Slow => x >> 16,
+    }
 }
 
 fn model_bf16_sr(x: f32, r: u32) -> u16 {
@@ -282,7 +290,7 @@ fn model_bf16_sr(x: f32, r: u32) -> u16 {
     if x.is_nan() {
         ((b >> 16) | 0x40) as u16
     } else {
-        ((b + (r >> 16)) >> 16) as u16
+        ((b + r) >> 16) as u16
     }
 }
 

@@ -6,12 +6,14 @@
 //! instruction sets, where LLVM vectorizes the integer arithmetic; `tests/codec.rs` checks
 //! every tier bit for bit against the scalar one, and the element functions against a model).
 //!
-//! **Stochastic rounding.** A value's bits plus 16 random bits, truncated to the upper half
-//! (`(bits + (r >> 16)) >> 16`): it rounds away from zero with probability equal to the
-//! dropped fraction, so the expected stored value is the f32 value. The 32 random bits `r` of
-//! an element are a counter-based hash of the seed, the update number, the state buffer
-//! ([`Stream`]) and the element's index (a `u64`: see [`SrKey`]), so they do not depend on the
-//! tier, the thread split, the range split or the shard layout.
+//! **Stochastic rounding.** A value's bits plus 16 random bits `r`, truncated to the upper
+//! half (`(bits + r) >> 16`): it rounds away from zero with probability equal to the dropped
+//! fraction, so the expected stored value is the f32 value. The random bits of an element are
+//! one half of a 32-bit counter-based hash of the seed, the update number, the pair of state
+//! buffers ([`Stream`]: the moments m and v are one pair, v_max and the slow weights the other)
+//! and the element's index (a `u64`: see [`SrKey`]): the low half for the pair's first buffer,
+//! the high half for its second. So they do not depend on the tier, the thread split, the range
+//! split or the shard layout, and one hash serves the two buffers of a pair.
 //!
 //! **The 8-bit code.** Each block's scale `s` is the largest magnitude of its finite values
 //! (exactly, an f32). A value `x` is quantized as `q = (|x| * pre) * inv` with `inv = f32(1 /
@@ -227,23 +229,41 @@ pub(crate) fn decode_q8(code: Q8Code, codes: &[u8], scales: &[f32], dst: &mut [f
 }
 
 /// The state buffer a random stream belongs to: part of the counter, so that the buffers of
-/// one element round independently.
+/// one element round independently. Buffers `2j` and `2j + 1` share pair `j`'s hash, the first
+/// taking its low 16 bits, the second its high 16 bits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Stream {
-    /// The first moment / momentum trace.
+    /// The first moment / momentum trace (pair 0, low half).
     M = 0,
-    /// The second moment.
+    /// The second moment (pair 0, high half).
     V = 1,
-    /// The AMSGrad maximum / RMSprop's centered average.
+    /// The AMSGrad maximum / RMSprop's centered average (pair 1, low half).
     VMax = 2,
-    /// Lookahead's slow weights.
+    /// Lookahead's slow weights (pair 1, high half).
     Slow = 3,
+}
+
+impl Stream {
+    /// The other buffer of its pair.
+    pub fn partner(self) -> Stream {
+        match self {
+            Stream::M => Stream::V,
+            Stream::V => Stream::M,
+            Stream::VMax => Stream::Slow,
+            Stream::Slow => Stream::VMax,
+        }
+    }
+
+    /// The shift of its half of the pair's hash: 0 or 16.
+    fn shift(self) -> u32 {
+        (self as u32 & 1) * 16
+    }
 }
 
 /// The counter of stochastic rounding without the element: the seed, the update number and
 /// the state buffer. An element `i` (its index: the optimizer's index offset plus its place in
-/// the concatenation of the registered buffers) rounds with the random bits
-/// `mix32(lo32(i) ^ key(hi32(i)))` ([`SrKey::key`]).
+/// the concatenation of the registered buffers) rounds with 16 bits of the pair's hash
+/// `mix32(lo32(i) ^ key(hi32(i)))` ([`SrKey::key`], [`SrKey::bits`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SrKey {
     /// The configured seed.
@@ -273,35 +293,48 @@ pub(crate) fn mix32(x: u32) -> u32 {
 
 impl SrKey {
     /// The 32-bit key of the elements whose index has upper half `hi`:
-    /// `splitmix64(splitmix64(splitmix64(seed) ^ step) ^ (stream << 32 | hi))`, its two halves
-    /// xored.
+    /// `splitmix64(splitmix64(splitmix64(seed) ^ step) ^ (pair << 32 | hi))` (`pair` the
+    /// stream's pair, 0 or 1), its two halves xored.
     #[inline(always)]
     pub fn key(&self, hi: u32) -> u32 {
+        let pair = self.stream as u64 >> 1;
         let z = splitmix64(
-            splitmix64(splitmix64(self.seed) ^ self.step)
-                ^ ((self.stream as u64) << 32 | u64::from(hi)),
+            splitmix64(splitmix64(self.seed) ^ self.step) ^ (pair << 32 | u64::from(hi)),
         );
         (z >> 32) as u32 ^ z as u32
     }
 
-    /// The random bits of element `index`.
+    /// The 32-bit hash of element `index` that the stream's pair shares.
+    #[inline(always)]
+    pub fn pair_bits(&self, index: u64) -> u32 {
+        mix32(index as u32 ^ self.key((index >> 32) as u32))
+    }
+
+    /// The 16 random bits of element `index` in this stream (`0..=0xffff`).
     #[inline(always)]
     pub fn bits(&self, index: u64) -> u32 {
-        mix32(index as u32 ^ self.key((index >> 32) as u32))
+        (self.pair_bits(index) >> self.stream.shift()) & 0xffff
     }
 }
 
-/// f32 to bf16 rounded stochastically with the random bits `r`: `(bits + (r >> 16)) >> 16`; a
-/// NaN is quieted as in round-to-nearest (`half::f32_to_bf16`). ±Inf stays; a value above the
+/// f32 to bf16 rounded stochastically with the 16 random bits `r`: `(bits + r) >> 16`; a NaN
+/// is quieted as in round-to-nearest (`half::f32_to_bf16`). ±Inf stays; a value above the
 /// largest bf16 may round up to Inf, with the probability of its dropped fraction.
 #[inline(always)]
 pub(crate) fn bf16_stochastic(x: f32, r: u32) -> u16 {
     let b = x.to_bits();
-    if b & 0x7fff_ffff > INF {
-        ((b >> 16) | 0x40) as u16
-    } else {
-        (b.wrapping_add(r >> 16) >> 16) as u16
-    }
+    // Branch-free: a NaN adds nothing (a carry could turn it into a number) and is quieted.
+    let nan = 0u32.wrapping_sub(u32::from(b & 0x7fff_ffff > INF));
+    ((b.wrapping_add(r & !nan) >> 16) | (nan & 0x40)) as u16
+}
+
+/// The runs of indices `first ..` of `n` elements with the same upper half: the run's first
+/// offset, its length and the key of its upper half.
+#[inline(always)]
+fn key_run(key: SrKey, first: u64, n: usize, done: usize) -> (usize, u32, u32) {
+    let at = first + done as u64;
+    let run = ((1u64 << 32) - u64::from(at as u32)).min((n - done) as u64) as usize;
+    (run, at as u32, key.key((at >> 32) as u32))
 }
 
 /// Narrows `src` into `dst` (the same length) with stochastic rounding; element `j` has index
@@ -309,17 +342,83 @@ pub(crate) fn bf16_stochastic(x: f32, r: u32) -> u16 {
 #[inline(always)]
 pub(crate) fn encode_bf16_sr(key: SrKey, first: u64, src: &[f32], dst: &mut [u16]) {
     let dst = &mut dst[..src.len()];
+    let high = key.stream.shift() != 0;
     let mut done = 0;
     while done < src.len() {
-        // A run of indices with the same upper half: one key.
-        let at = first + done as u64;
-        let lo = at as u32;
-        let run = ((1u64 << 32) - u64::from(lo)).min((src.len() - done) as u64) as usize;
-        let k = key.key((at >> 32) as u32);
+        let (run, lo, k) = key_run(key, first, src.len(), done);
         let (s, d) = (&src[done..done + run], &mut dst[done..done + run]);
-        for (j, (d, &x)) in d.iter_mut().zip(s).enumerate() {
-            *d = bf16_stochastic(x, mix32(lo.wrapping_add(j as u32) ^ k));
+        let r = |j: usize| mix32(lo.wrapping_add(j as u32) ^ k);
+        // One loop per half, so that each vectorizes with a constant shift.
+        if high {
+            for (j, (d, &x)) in d.iter_mut().zip(s).enumerate() {
+                *d = bf16_stochastic(x, r(j) >> 16);
+            }
+        } else {
+            for (j, (d, &x)) in d.iter_mut().zip(s).enumerate() {
+                *d = bf16_stochastic(x, r(j) & 0xffff);
+            }
         }
         done += run;
+    }
+}
+
+/// [`encode_bf16_sr`] of the two buffers of a pair at once, one hash per element: `a` (the
+/// stream of `key`, which must be the pair's first: M or VMax) into `da`, its partner `b` into
+/// `db`. All four lengths equal.
+#[inline(always)]
+pub(crate) fn encode_bf16_sr2(
+    key: SrKey,
+    first: u64,
+    [a, b]: [&[f32]; 2],
+    [da, db]: [&mut [u16]; 2],
+) {
+    let n = a.len();
+    let (b, da, db) = (&b[..n], &mut da[..n], &mut db[..n]);
+    let mut done = 0;
+    while done < n {
+        let (run, lo, k) = key_run(key, first, n, done);
+        let src = a[done..done + run].iter().zip(&b[done..done + run]);
+        let dst = da[done..done + run]
+            .iter_mut()
+            .zip(&mut db[done..done + run]);
+        for (j, ((da, db), (&x, &y))) in dst.zip(src).enumerate() {
+            let r = mix32(lo.wrapping_add(j as u32) ^ k);
+            *da = bf16_stochastic(x, r & 0xffff);
+            *db = bf16_stochastic(y, r >> 16);
+        }
+        done += run;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The pair encoder is the two single encoders, across the 2^32 boundary of the index.
+    #[test]
+    fn pair_encoder_is_two_single_encoders() {
+        let x: Vec<f32> = (0..1000).map(|i| (i as f32 * 0.37).sin() * 1e-3).collect();
+        let y: Vec<f32> = (0..1000).map(|i| (i as f32 * 0.11).cos() + 2.0).collect();
+        for (first, pair) in [
+            (0u64, Stream::M),
+            ((1 << 32) - 300, Stream::VMax),
+            (7 << 40, Stream::M),
+        ] {
+            let key = SrKey {
+                seed: 5,
+                step: 9,
+                stream: pair,
+            };
+            let (mut a, mut b) = (vec![0u16; 1000], vec![0u16; 1000]);
+            encode_bf16_sr2(key, first, [&x, &y], [&mut a, &mut b]);
+            let (mut a1, mut b1) = (vec![0u16; 1000], vec![0u16; 1000]);
+            encode_bf16_sr(key, first, &x, &mut a1);
+            let partner = SrKey {
+                stream: pair.partner(),
+                ..key
+            };
+            encode_bf16_sr(partner, first, &y, &mut b1);
+            assert_eq!((a, b), (a1, b1), "first {first}");
+        }
     }
 }

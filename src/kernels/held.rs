@@ -327,10 +327,27 @@ pub(crate) fn fused_held(
             },
         );
         let at = index.wrapping_add(start as u64);
-        for (i, &(used, stream, code)) in streams.iter().enumerate() {
-            if used {
-                let x = &scratch[i].0[..held[i].len()];
-                encode(k, code, key(stream), at, x, &mut held[i]);
+        // The buffers of a stream pair, both bf16 and rounded stochastically, share one hash
+        // per element (`encode_bf16_sr2`); anything else is encoded buffer by buffer.
+        for pair in [0, 2] {
+            let (a, b) = (&streams[pair], &streams[pair + 1]);
+            let (ha, hb) = held.split_at_mut(pair + 1);
+            let both = match (&mut ha[pair], &mut hb[0]) {
+                (Held::Bf16(da), Held::Bf16(db)) if a.0 && b.0 => key(a.1).map(|k| (k, da, db)),
+                _ => None,
+            };
+            if let Some((k2, da, db)) = both {
+                let n = da.len();
+                let (sa, sb) = scratch.split_at(pair + 1);
+                (k.encode_bf16_sr2)(k2, at, [&sa[pair].0[..n], &sb[0].0[..n]], [da, db]);
+                continue;
+            }
+            for i in [pair, pair + 1] {
+                let (used, stream, code) = streams[i];
+                if used {
+                    let x = &scratch[i].0[..held[i].len()];
+                    encode(k, code, key(stream), at, x, &mut held[i]);
+                }
             }
         }
         if sync {

@@ -5,6 +5,10 @@
 use super::Tier;
 use crate::kernels::{Buffers, GradScale, Half, Op, Plan, Q8Code, SrKey};
 
+/// The pair encoder's signature: the pair's key, the index of the first element, the pair's
+/// two value slices and their two bf16 outputs (all four lengths equal).
+pub(crate) type EncodePair = fn(SrKey, u64, [&[f32]; 2], [&mut [u16]; 2]);
+
 /// One tier's kernels. Adding a kernel: write it generic over `Vf32` in `crate::kernels`, add
 /// its field here and its line to each tier's table (`table!` below and the scalar and portable
 /// tables).
@@ -32,6 +36,9 @@ pub(crate) struct Kernels {
     /// f32 narrowed to bf16 with stochastic rounding (`crate::kernels::encode_bf16_sr`): the
     /// key, the index of the first element, the values, the bf16 patterns (equal lengths).
     pub encode_bf16_sr: fn(SrKey, u64, &[f32], &mut [u16]),
+    /// Two buffers of a stream pair narrowed to bf16 with one hash per element
+    /// (`crate::kernels::encode_bf16_sr2`).
+    pub encode_bf16_sr2: EncodePair,
 }
 
 /// `table!(TIER, V, "features")` defines, in a tier module, `static TABLE: Kernels` of every
@@ -81,6 +88,10 @@ macro_rules! table {
             fn encode_bf16_sr(key: SrKey, first: u64, src: &[f32], dst: &mut [u16]) {
                 kernels::encode_bf16_sr(key, first, src, dst)
             }
+            #[target_feature(enable = $features)]
+            fn encode_bf16_sr2(key: SrKey, first: u64, src: [&[f32]; 2], dst: [&mut [u16]; 2]) {
+                kernels::encode_bf16_sr2(key, first, src, dst)
+            }
 
             pub(super) static TABLE: $crate::simd::Kernels = $crate::simd::Kernels {
                 tier: $tier,
@@ -108,6 +119,10 @@ macro_rules! table {
                 // SAFETY: as for `fused`.
                 encode_bf16_sr: |key, first, src, dst| unsafe {
                     encode_bf16_sr(key, first, src, dst)
+                },
+                // SAFETY: as for `fused`.
+                encode_bf16_sr2: |key, first, src, dst| unsafe {
+                    encode_bf16_sr2(key, first, src, dst)
                 },
             };
         }
