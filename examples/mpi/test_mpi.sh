@@ -14,6 +14,8 @@
 # 4. examples/mpi/compare.py: every run's parameters and slow weights must equal the
 #    reference's bit for bit. A 3-rank run averaging gradients with a plain MPI_Allreduce is
 #    shown for comparison (its result depends on the rank count; not required to differ).
+#    Then with bf16 and int8 moments (--state-dtype): 3 ranks against one process with the
+#    same state, bit for bit.
 # 5. The C version, examples/mpi/train_dp.c, built with the wheel's mpicc and run on 1, 2 and
 #    3 ranks; each run compares itself with one process (on rank 0) after every step.
 #
@@ -103,6 +105,15 @@ mpirun 3 --allreduce --out "$work/allreduce-3.npz"
 echo
 "$py" "$here/compare.py" "$work/ref.npz" "${runs[@]}" "${resumed[@]}" \
     --expect-different "3 ranks, MPI_Allreduce=$work/allreduce-3.npz"
+
+# Compressed state: bf16 moments (stochastic rounding, each rank with its state_index_offset)
+# and int8 moments, sharded over 3 ranks, against one process with the same state.
+for dtype in bfloat16 int8; do
+    echo "+ train_dp.py --single --state-dtype $dtype"
+    "${train[@]}" --single --state-dtype "$dtype" --out "$work/ref-$dtype.npz"
+    mpirun 3 --state-dtype "$dtype" --out "$work/ranks-3-$dtype.npz"
+    "$py" "$here/compare.py" "$work/ref-$dtype.npz" "3 ranks, $dtype state=$work/ranks-3-$dtype.npz:3"
+done
 
 # The C version (mpicc): each run checks itself against one process on rank 0.
 MPICC="${MPICC:-$(dirname "$MPIRUN")/mpicc}"

@@ -147,13 +147,17 @@ def micro_range(rank, size, n_micro):
     return lo, lo + base + (1 if rank < extra else 0)
 
 
-def make_optimizer(args):
+def make_optimizer(args, offset):
+    """Lookahead(Adam) with its moments held as --state-dtype; ``offset``: the index of this
+    rank's first element in the flat buffer, so that compressed state rounds as one process."""
     return flatopt.Lookahead(
         flatopt.adam(args.lr),
         sync_period=5,
         alpha=0.5,
         grad_clip_norm=args.clip,
         weight_decay=1e-4,
+        state_dtype=args.state_dtype,
+        state_index_offset=offset,
     )
 
 
@@ -211,7 +215,7 @@ def train(args):
     ranges = sharded.shard_ranges(N_PARAMS, size)
     b, e = ranges[rank]
     grad_shard = np.zeros(e - b, np.float32)
-    opt = make_optimizer(args)
+    opt = make_optimizer(args, b)
     # This rank's shard of the flat buffer: a view, so the update lands in `params`.
     opt.register_trainable_weights([params[b:e]], grads=[grad_shard])
     if resume_meta is not None:
@@ -347,6 +351,8 @@ def main(argv=None):
     ap.add_argument("--n-micro", type=int, default=12, help="micro-batches per step")
     ap.add_argument("--micro-size", type=int, default=16, help="samples per micro-batch")
     ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--state-dtype", default="float32", choices=["float32", "bfloat16", "int8"],
+                    help="how the moments are held (compressed state)")
     ap.add_argument("--clip", type=float, default=1.0, help="global-norm clip")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--nan-step", type=int, default=-1,
