@@ -9,8 +9,8 @@ mod common;
 
 use common::{on_tier, Rng, HOSTILE_FINITE};
 use flatopt::kernels::{
-    dequantize_q8, narrow_bf16_stochastic, q8_block_count, quantize_q8, Q8Code, SrKey, Stream,
-    Q8_BLOCK,
+    dequantize_q8, narrow_bf16_stochastic, q8_block_count, quantize_q8, quantize_q8_stochastic,
+    Q8Code, SrKey, Stream, Q8_BLOCK,
 };
 use flatopt::{Error, Tier};
 
@@ -84,6 +84,37 @@ fn model_encode(code: Q8Code, x: f32, s: f32) -> u8 {
     let k = best.1;
     match code {
         Q8Code::Signed if k != 0 && neg => k | 0x80,
+        _ => k,
+    }
+}
+
+/// The model of stochastic rounding into the 8-bit code: with `q` as in [`model_encode`]
+/// between two neighbouring nonzero codes `lo <= q < hi`, the code rounds up when the dropped
+/// fraction `(q - lo) / (hi - lo)` in units of 2^-20 plus 16 times the 16 random bits `r`
+/// reaches 2^20; below the smallest nonzero code and at the top, as rounding to nearest.
+fn model_encode_sr(code: Q8Code, x: f32, s: f32, r: u32) -> u8 {
+    let nearest = model_encode(code, x, s);
+    if !x.is_finite() || (code == Q8Code::Unsigned && x.is_sign_negative()) || s == 0.0 {
+        return nearest;
+    }
+    let pre: f32 = if s < f32::MIN_POSITIVE {
+        2f32.powi(64)
+    } else {
+        1.0
+    };
+    let q = f64::from((x.abs() * pre) * (1.0 / (s * pre)));
+    let codes = finite_codes(code);
+    let Some(w) = codes[1..].windows(2).find(|w| w[0].0 <= q && q < w[1].0) else {
+        return nearest;
+    };
+    let dropped = ((q - w[0].0) / (w[1].0 - w[0].0) * f64::from(1u32 << 20)) as u32;
+    let k = if dropped + 16 * r >= 1 << 20 {
+        w[1].1
+    } else {
+        w[0].1
+    };
+    match code {
+        Q8Code::Signed if x.is_sign_negative() => k | 0x80,
         _ => k,
     }
 }
@@ -216,6 +247,82 @@ fn check_encode_against_model(tier: Tier) {
                 );
             }
         }
+    }
+}
+
+/// The stochastic quantizer, block by block, against the model with the random bits of
+/// [`model_bits`] (across the 2^32 boundary of the index, both halves of a pair's hash).
+fn check_encode_sr_against_model(tier: Tier) {
+    let mut rng = Rng(19);
+    let blocks = sample_blocks(&mut rng);
+    for (b, (stream, first)) in [
+        (Stream::M, 0u64),
+        (Stream::V, (1 << 32) - 100),
+        (Stream::VMax, 7 << 33),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let key = SrKey {
+            seed: 11 + b as u64,
+            step: 3,
+            stream,
+        };
+        for code in [Q8Code::Signed, Q8Code::Unsigned] {
+            for block in &blocks {
+                let mut codes = vec![0u8; block.len()];
+                let mut scales = [0f32];
+                quantize_q8_stochastic(tier, code, key, first, block, &mut codes, &mut scales)
+                    .unwrap();
+                let s = model_scale(block);
+                assert_eq!(scales[0].to_bits(), s.to_bits());
+                for (j, (&x, &c)) in block.iter().zip(&codes).enumerate() {
+                    let r = model_bits(key, first + j as u64);
+                    assert_eq!(
+                        c,
+                        model_encode_sr(code, x, s, r),
+                        "{code:?} {x:e} ({:#x}) scale {s:e} r {r:#x}",
+                        x.to_bits()
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Stochastic rounding into the 8-bit code is unbiased: the mean of many roundings of one
+/// value (in a block whose scale is 1) is the value.
+#[test]
+fn q8_stochastic_rounding_is_unbiased() {
+    let n = 256 * 800;
+    for (code, x) in [
+        (Q8Code::Unsigned, 0.3f32),
+        (Q8Code::Unsigned, 1.37e-3),
+        (Q8Code::Signed, -0.0123),
+        (Q8Code::Signed, 0.77),
+    ] {
+        let src: Vec<f32> = (0..n).map(|i| if i % 256 == 0 { 1.0 } else { x }).collect();
+        let (mut c, mut s) = (vec![0u8; n], vec![0f32; q8_block_count(n)]);
+        let key = SrKey {
+            seed: 4,
+            step: 9,
+            stream: Stream::V,
+        };
+        quantize_q8_stochastic(Tier::Scalar, code, key, 0, &src, &mut c, &mut s).unwrap();
+        let mut y = vec![0f32; n];
+        dequantize_q8(Tier::Scalar, code, &c, &s, &mut y).unwrap();
+        let vals: Vec<f64> = (0..n)
+            .filter(|i| i % 256 != 0)
+            .map(|i| f64::from(y[i]))
+            .collect();
+        let mean = vals.iter().sum::<f64>() / vals.len() as f64;
+        // Two neighbouring codes 1/8 of the value apart at most: the mean's standard deviation
+        // is at most x / 16 / sqrt(count); 5 of them.
+        let tol = 5.0 * f64::from(x.abs()) / 16.0 / (vals.len() as f64).sqrt();
+        assert!(
+            (mean - f64::from(x)).abs() <= tol,
+            "{code:?} {x}: mean {mean} (tolerance {tol})"
+        );
     }
 }
 
@@ -410,9 +517,24 @@ fn check_against_scalar(tier: Tier) {
                     let mut codes = vec![0u8; n + start];
                     let mut scales = vec![0f32; blocks];
                     quantize_q8(t, code, x, &mut codes[start..], &mut scales).unwrap();
+                    let key = SrKey {
+                        seed: 3,
+                        step: n as u64,
+                        stream: Stream::V,
+                    };
+                    let (mut sr, mut sr_scales) = (vec![0u8; n], vec![0f32; blocks]);
+                    let first = (1u64 << 32) - 700;
+                    quantize_q8_stochastic(t, code, key, first, x, &mut sr, &mut sr_scales)
+                        .unwrap();
                     let mut y = vec![0f32; n + start];
                     dequantize_q8(t, code, &codes[start..], &scales, &mut y[start..]).unwrap();
-                    (codes, common::bits(&scales), common::bits(&y))
+                    (
+                        codes,
+                        common::bits(&scales),
+                        common::bits(&y),
+                        sr,
+                        sr_scales,
+                    )
                 };
                 assert!(
                     run(tier) == run(Tier::Scalar),
@@ -478,6 +600,7 @@ per_tier_tests! {
     {
         decode_every_code => check_decode_every_code,
         encode_against_model => check_encode_against_model,
+        encode_stochastic_against_model => check_encode_sr_against_model,
         round_trip_error => check_round_trip_error,
         bf16_stochastic_against_model => check_bf16_sr_against_model,
         matches_scalar_at_every_offset => check_against_scalar,

@@ -11,7 +11,8 @@ mod common;
 use common::{bases, bits, pipelines, precisions, Rng};
 use flatopt::kernels::{
     self, dequantize_q8, narrow_bf16_stochastic, narrow_from_f32, q8_block_count, quantize_q8,
-    widen_to_f32, Buffers, Half, Q8Code, SrKey, StateDtype, StateRounding, Stream, Q8_BLOCK,
+    quantize_q8_stochastic, widen_to_f32, Buffers, Half, Q8Code, SrKey, StateDtype, StateRounding,
+    Stream, Q8_BLOCK,
 };
 use flatopt::{Base, Config, Error, Optimizer, Tier};
 
@@ -64,7 +65,7 @@ fn state_of(o: &Optimizer, i: usize, n: usize) -> RefState {
 
 /// `x` encoded as `dtype` and decoded again, the way the engine holds it: bf16 rounded
 /// stochastically with the key of `stream` (index `first + j`) or to nearest, int8 blocks
-/// from the start.
+/// from the start rounded the same way.
 fn held(
     cfg: &Config,
     dtype: StateDtype,
@@ -97,7 +98,18 @@ fn held(
         StateDtype::Int8 => {
             let mut c = vec![0u8; x.len()];
             let mut s = vec![0f32; q8_block_count(x.len())];
-            quantize_q8(Tier::Scalar, code, x, &mut c, &mut s).unwrap();
+            match cfg.state_rounding {
+                StateRounding::Stochastic => {
+                    let key = SrKey {
+                        seed: cfg.state_seed,
+                        step,
+                        stream,
+                    };
+                    quantize_q8_stochastic(Tier::Scalar, code, key, first, x, &mut c, &mut s)
+                }
+                StateRounding::Nearest => quantize_q8(Tier::Scalar, code, x, &mut c, &mut s),
+            }
+            .unwrap();
             dequantize_q8(Tier::Scalar, code, &c, &s, &mut out).unwrap();
         }
     }

@@ -153,7 +153,7 @@ impl Store {
         match self {
             Store::F32(s) => s.copy_from_slice(x),
             Store::Bf16(h) => (tier.kernels().narrow)(Half::Bf16, x, h),
-            Store::Q8 { codes, scales } => (tier.kernels().encode_q8)(code, x, codes, scales),
+            Store::Q8 { codes, scales } => (tier.kernels().encode_q8)(code, None, x, codes, scales),
         }
     }
 
@@ -277,7 +277,7 @@ impl Store {
 /// scale is `|x|`, the code 1.0 with its sign).
 fn q8_constant(code: Q8Code, x: f32) -> (u8, f32) {
     let (mut c, mut s) = ([0u8], [0f32]);
-    crate::kernels::encode_q8(code, &[x], &mut c, &mut s);
+    crate::kernels::encode_q8(code, None, &[x], &mut c, &mut s);
     (c[0], s[0])
 }
 

@@ -107,13 +107,18 @@ pub(crate) fn q8_scale(block: &[f32]) -> f32 {
 
 /// The 3-mantissa-bit rounding of a normalized magnitude `q` (`0 <= q <= 1 + 2^-23`) as a
 /// pattern shifted right by 20, then the code's field: 0 below `half_min`, else clamped to
-/// `1..=max`.
+/// `1..=max`. `r` is the stochastic rounding's 16 random bits, or `None` for round to nearest,
+/// ties to even: the rounding adds `r << 4` (stochastic: the dropped 20 bits round up with
+/// probability their value over 2^20, to 16 bits) or `0x7ffff` plus the kept lowest bit.
 #[inline(always)]
-fn magnitude_code(q: f32, base: u32, max: u32, half_min: u32) -> u32 {
+fn magnitude_code(q: f32, base: u32, max: u32, half_min: u32, r: Option<u32>) -> u32 {
     let b = q.to_bits();
-    let r = b.wrapping_add(0x7_ffff + ((b >> 20) & 1)) >> 20;
-    let k = (r.max(base + 1) - base).min(max);
-    pick(b < half_min, 0, k)
+    let add = match r {
+        Some(r) => r << 4,
+        None => 0x7_ffff + ((b >> 20) & 1),
+    };
+    let k = (b.wrapping_add(add) >> 20).max(base + 1) - base;
+    pick(b < half_min, 0, k.min(max))
 }
 
 /// `a` where `keep`, else `b` (branch-free, so that the loops vectorize).
@@ -123,26 +128,26 @@ fn pick(keep: bool, a: u32, b: u32) -> u32 {
     (a & m) | (b & !m)
 }
 
-/// One element of the signed code, with the block's factors.
+/// One element of the signed code, with the block's factors; `r` as in [`magnitude_code`].
 #[inline(always)]
-pub(crate) fn q8_encode_signed(x: f32, pre: f32, inv: f32) -> u8 {
+pub(crate) fn q8_encode_signed(x: f32, pre: f32, inv: f32, r: Option<u32>) -> u8 {
     let b = x.to_bits();
     let sign = (b >> 24) & 0x80;
     let a = b & 0x7fff_ffff;
     let q = (f32::from_bits(a) * pre) * inv;
-    let k = magnitude_code(q, SIGNED_BASE, SIGNED_MAX, SIGNED_HALF_MIN);
+    let k = magnitude_code(q, SIGNED_BASE, SIGNED_MAX, SIGNED_HALF_MIN, r);
     let finite = pick(k == 0, 0, sign | k);
     let special = pick(a > INF, 0x80, sign | 127);
     pick(a >= INF, special, finite) as u8
 }
 
-/// One element of the unsigned code, with the block's factors.
+/// One element of the unsigned code, with the block's factors; `r` as in [`magnitude_code`].
 #[inline(always)]
-pub(crate) fn q8_encode_unsigned(x: f32, pre: f32, inv: f32) -> u8 {
+pub(crate) fn q8_encode_unsigned(x: f32, pre: f32, inv: f32, r: Option<u32>) -> u8 {
     let b = x.to_bits();
     let a = b & 0x7fff_ffff;
     let q = (x * pre) * inv;
-    let k = magnitude_code(q, UNSIGNED_BASE, UNSIGNED_MAX, UNSIGNED_HALF_MIN);
+    let k = magnitude_code(q, UNSIGNED_BASE, UNSIGNED_MAX, UNSIGNED_HALF_MIN, r);
     let finite = pick(b >> 31 == 1, 0, k);
     let special = pick(a > INF, 255, pick(b == INF, 254, 0));
     pick(a >= INF, special, finite) as u8
@@ -181,24 +186,75 @@ pub(crate) fn q8_decode_unsigned(c: u8, scale: f32) -> f32 {
 
 /// Quantizes `src` into `codes` and `scales` (one per [`Q8_BLOCK`] elements from the start of
 /// `src`; the last block may be shorter). Lengths: `codes` as `src`, `scales` one per block.
+/// Rounded to nearest with `sr` `None`; with `Some((key, first))` stochastically, element `j`
+/// with the 16 random bits of index `first + j` under `key` ([`SrKey::bits`], as bf16 state).
 #[inline(always)]
-pub(crate) fn encode_q8(code: Q8Code, src: &[f32], codes: &mut [u8], scales: &mut [f32]) {
+pub(crate) fn encode_q8(
+    code: Q8Code,
+    sr: Option<(SrKey, u64)>,
+    src: &[f32],
+    codes: &mut [u8],
+    scales: &mut [f32],
+) {
+    match sr {
+        None => encode_q8_with(code, src, codes, scales, |_, _| |_| None),
+        Some((key, first)) => encode_q8_sr(code, key, first, src, codes, scales),
+    }
+}
+
+/// [`encode_q8`] with stochastic rounding.
+#[inline(always)]
+fn encode_q8_sr(
+    code: Q8Code,
+    key: SrKey,
+    first: u64,
+    src: &[f32],
+    codes: &mut [u8],
+    scales: &mut [f32],
+) {
+    let shift = key.stream.shift();
+    encode_q8_with(code, src, codes, scales, |at, len| {
+        // The block's indices have one upper half, or two if they cross a multiple of 2^32
+        // (at element `cross` of the block): a key for each, chosen per element.
+        let i0 = first.wrapping_add(at as u64);
+        let lo = i0 as u32;
+        let cross = ((1u64 << 32) - u64::from(lo)).min(len as u64) as usize;
+        let hi = (i0 >> 32) as u32;
+        let (k0, k1) = (key.key(hi), key.key(hi.wrapping_add(1)));
+        move |j: usize| {
+            let k = if j < cross { k0 } else { k1 };
+            Some((mix32(lo.wrapping_add(j as u32) ^ k) >> shift) & 0xffff)
+        }
+    })
+}
+
+/// The quantizer over blocks; `block_rand(start, len)` gives the rounding bits of the block's
+/// elements by their place in it (`None`: to nearest).
+#[inline(always)]
+fn encode_q8_with<R: Fn(usize) -> Option<u32>>(
+    code: Q8Code,
+    src: &[f32],
+    codes: &mut [u8],
+    scales: &mut [f32],
+    block_rand: impl Fn(usize, usize) -> R,
+) {
     let codes = &mut codes[..src.len()];
     let blocks = src.chunks(Q8_BLOCK).zip(codes.chunks_mut(Q8_BLOCK));
-    for ((x, c), s) in blocks.zip(scales.iter_mut()) {
+    for (bi, ((x, c), s)) in blocks.zip(scales.iter_mut()).enumerate() {
         let scale = q8_scale(x);
         *s = scale;
         let (pre, inv) = q8_factors(scale);
         let c = &mut c[..x.len()];
+        let rand = block_rand(bi * Q8_BLOCK, x.len());
         match code {
             Q8Code::Signed => {
-                for (c, &x) in c.iter_mut().zip(x) {
-                    *c = q8_encode_signed(x, pre, inv);
+                for (j, (c, &x)) in c.iter_mut().zip(x).enumerate() {
+                    *c = q8_encode_signed(x, pre, inv, rand(j));
                 }
             }
             Q8Code::Unsigned => {
-                for (c, &x) in c.iter_mut().zip(x) {
-                    *c = q8_encode_unsigned(x, pre, inv);
+                for (j, (c, &x)) in c.iter_mut().zip(x).enumerate() {
+                    *c = q8_encode_unsigned(x, pre, inv, rand(j));
                 }
             }
         }

@@ -248,7 +248,9 @@ fn encode(k: &Kernels, code: Q8Code, r: Option<SrKey>, index: u64, x: &[f32], h:
             Some(key) => (k.encode_bf16_sr)(key, index, x, out),
             None => (k.narrow)(Half::Bf16, x, out),
         },
-        Held::Q8 { codes, scales } => (k.encode_q8)(code, x, codes, scales),
+        Held::Q8 { codes, scales } => {
+            (k.encode_q8)(code, r.map(|key| (key, index)), x, codes, scales)
+        }
     }
 }
 

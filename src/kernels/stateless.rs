@@ -189,7 +189,25 @@ pub fn quantize_q8(
 ) -> Result<(), Error> {
     check_q8(src.len(), codes.len(), scales.len())?;
     let _mode = FpMode::enter();
-    (tier.kernels().encode_q8)(code, src, codes, scales);
+    (tier.kernels().encode_q8)(code, None, src, codes, scales);
+    Ok(())
+}
+
+/// [`quantize_q8`] with stochastic rounding: element `j` rounds with the 16 random bits of
+/// index `first + j` under `key`, as the engine rounds 8-bit state (`docs/numerics.md`,
+/// "Compressed state"). Nothing is written if a length is wrong.
+pub fn quantize_q8_stochastic(
+    tier: Tier,
+    code: Q8Code,
+    key: SrKey,
+    first: u64,
+    src: &[f32],
+    codes: &mut [u8],
+    scales: &mut [f32],
+) -> Result<(), Error> {
+    check_q8(src.len(), codes.len(), scales.len())?;
+    let _mode = FpMode::enter();
+    (tier.kernels().encode_q8)(code, Some((key, first)), src, codes, scales);
     Ok(())
 }
 

@@ -9,6 +9,10 @@ use crate::kernels::{Buffers, GradScale, Half, Op, Plan, Q8Code, SrKey};
 /// two value slices and their two bf16 outputs (all four lengths equal).
 pub(crate) type EncodePair = fn(SrKey, u64, [&[f32]; 2], [&mut [u16]; 2]);
 
+/// The 8-bit encoder's signature: the code, the stochastic rounding's key and first index (or
+/// `None`: to nearest), the values, the codes and the block scales.
+pub(crate) type EncodeQ8 = fn(Q8Code, Option<(SrKey, u64)>, &[f32], &mut [u8], &mut [f32]);
+
 /// One tier's kernels. Adding a kernel: write it generic over `Vf32` in `crate::kernels`, add
 /// its field here and its line to each tier's table (`table!` below and the scalar and portable
 /// tables).
@@ -30,7 +34,8 @@ pub(crate) struct Kernels {
     pub unscale: fn(GradScale, &mut [f32]),
     /// f32 state quantized to the 8-bit blockwise code (`crate::kernels::encode_q8`): codes
     /// as long as the values, one scale per block.
-    pub encode_q8: fn(Q8Code, &[f32], &mut [u8], &mut [f32]),
+    /// Rounded to nearest, or stochastically with a key and the index of the first element.
+    pub encode_q8: EncodeQ8,
     /// 8-bit blockwise state decoded to f32 (`crate::kernels::decode_q8`).
     pub decode_q8: fn(Q8Code, &[u8], &[f32], &mut [f32]),
     /// f32 narrowed to bf16 with stochastic rounding (`crate::kernels::encode_bf16_sr`): the
@@ -77,8 +82,14 @@ macro_rules! table {
                 kernels::unscale::<$v>(scale, x)
             }
             #[target_feature(enable = $features)]
-            fn encode_q8(code: Q8Code, src: &[f32], codes: &mut [u8], scales: &mut [f32]) {
-                kernels::encode_q8(code, src, codes, scales)
+            fn encode_q8(
+                code: Q8Code,
+                sr: Option<(SrKey, u64)>,
+                src: &[f32],
+                codes: &mut [u8],
+                scales: &mut [f32],
+            ) {
+                kernels::encode_q8(code, sr, src, codes, scales)
             }
             #[target_feature(enable = $features)]
             fn decode_q8(code: Q8Code, codes: &[u8], scales: &[f32], dst: &mut [f32]) {
@@ -109,8 +120,8 @@ macro_rules! table {
                 // SAFETY: as for `fused`.
                 unscale: |scale, x| unsafe { unscale(scale, x) },
                 // SAFETY: as for `fused`.
-                encode_q8: |code, src, codes, scales| unsafe {
-                    encode_q8(code, src, codes, scales)
+                encode_q8: |code, sr, src, codes, scales| unsafe {
+                    encode_q8(code, sr, src, codes, scales)
                 },
                 // SAFETY: as for `fused`.
                 decode_q8: |code, codes, scales, dst| unsafe {
