@@ -65,8 +65,9 @@ pub enum Outcome {
         /// Whether this update ended with a Lookahead sync (parameters set to the slow weights).
         synced: bool,
     },
-    /// A gradient held a non-finite value (the first one, by buffer and index) and the policy
-    /// is `Skip`: nothing changed except the skipped-updates counter. `buffer` and `index` are
+    /// A gradient held a non-finite value (the first one, by buffer and index, after any
+    /// gradient scale is divided out: a finite value that the division overflows counts) and
+    /// the policy is `Skip`: nothing changed except the skipped-updates counter. `buffer` and `index` are
     /// `usize::MAX` when the non-finite sum of squares was supplied by the caller
     /// ([`Optimizer::step_with_sum_squares`]) and this process's gradients are finite.
     Skipped {
@@ -572,7 +573,7 @@ impl Optimizer {
         let begun = match sum_squares {
             None => self.plan_step(grads, unscale, parallel)?,
             Some(s) => self.plan_with_sum_squares(Some(s), unscale, |b| {
-                kernels::first_non_finite_grad(grads[b].as_grad())
+                kernels::first_non_finite_unscaled(grads[b].as_grad(), unscale)
             })?,
         };
         // A begun split update with nothing applied yet is replaced by this one.
@@ -692,7 +693,7 @@ impl Optimizer {
             None
         };
         self.plan_with_sum_squares(sumsq, unscale, |b| {
-            kernels::first_non_finite_grad(grads[b].as_grad())
+            kernels::first_non_finite_unscaled(grads[b].as_grad(), unscale)
         })
     }
 

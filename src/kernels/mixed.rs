@@ -130,6 +130,16 @@ impl GradScale {
             GradScale::Div(s) => s,
         }
     }
+
+    /// One value divided by the scale, as the `unscale` kernel divides it.
+    #[inline(always)]
+    pub fn apply(self, x: f32) -> f32 {
+        match self {
+            GradScale::One => x,
+            GradScale::MulPow2(r) => x * r,
+            GradScale::Div(s) => x / s,
+        }
+    }
 }
 
 /// A 16-bit copy of the parameters, written with the new parameters of each step.

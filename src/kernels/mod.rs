@@ -52,8 +52,9 @@ pub(crate) use reduce::sumsq_partials;
 pub use reduce::{sumsq_block_count, SUMSQ_BLOCK};
 pub use stateless::{
     apply, apply_mixed, apply_op, dequantize_q8, first_non_finite, first_non_finite_grad,
-    narrow_bf16_stochastic, narrow_from_f32, quantize_q8, quantize_q8_stochastic, sum_squares,
-    sum_squares_partials, sum_squares_partials_mixed, widen_to_f32,
+    first_non_finite_unscaled, narrow_bf16_stochastic, narrow_from_f32, quantize_q8,
+    quantize_q8_stochastic, sum_squares, sum_squares_partials, sum_squares_partials_mixed,
+    widen_to_f32,
 };
 pub(crate) use stateless::{
     apply_held_unchecked, apply_mixed_unchecked_lengths, apply_unchecked_lengths, grad_scale,

@@ -84,6 +84,23 @@ pub fn first_non_finite_grad(g: Grad<'_>) -> Option<(usize, f32)> {
     }
 }
 
+/// Index and value of the first element of `g` that is not finite once divided by `scale`
+/// (a NaN or ±Inf, or a finite value that the division overflows), the value divided (a cold
+/// path: it locates what made a checked update's sum of squares non-finite).
+pub fn first_non_finite_unscaled(g: Grad<'_>, scale: GradScale) -> Option<(usize, f32)> {
+    let find = |n: usize, at: &dyn Fn(usize) -> f32| {
+        (0..n)
+            .map(|i| (i, scale.apply(at(i))))
+            .find(|(_, v)| !v.is_finite())
+    };
+    match (scale, g) {
+        (GradScale::One, g) => first_non_finite_grad(g),
+        (_, Grad::F32(x)) => find(x.len(), &|i| x[i]),
+        (_, Grad::Bf16(h)) => find(h.len(), &|i| crate::simd::half::bf16_to_f32(h[i])),
+        (_, Grad::F16(h)) => find(h.len(), &|i| crate::simd::half::f16_to_f32(h[i])),
+    }
+}
+
 /// Applies an elementwise operation on `tier`. `y` is used by [`Op::Sync`] only (the slow
 /// weights; pass an empty slice otherwise). Checks its arguments before writing anything.
 pub fn apply_op(tier: Tier, op: Op, x: &mut [f32], y: &mut [f32]) -> Result<(), Error> {
