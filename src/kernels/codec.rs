@@ -214,18 +214,77 @@ fn encode_q8_sr(
 ) {
     let shift = key.stream.shift();
     encode_q8_with(code, src, codes, scales, |at, len| {
-        // The block's indices have one upper half, or two if they cross a multiple of 2^32
-        // (at element `cross` of the block): a key for each, chosen per element.
-        let i0 = first.wrapping_add(at as u64);
-        let lo = i0 as u32;
-        let cross = ((1u64 << 32) - u64::from(lo)).min(len as u64) as usize;
-        let hi = (i0 >> 32) as u32;
-        let (k0, k1) = (key.key(hi), key.key(hi.wrapping_add(1)));
+        let (lo, cross, k0, k1) = block_keys(key, first.wrapping_add(at as u64), len);
         move |j: usize| {
             let k = if j < cross { k0 } else { k1 };
             Some((mix32(lo.wrapping_add(j as u32) ^ k) >> shift) & 0xffff)
         }
     })
+}
+
+/// The keys of a block of `len` elements starting at index `i0`: its indices have one upper
+/// half, or two if they cross a multiple of 2^32 (at element `cross` of the block).
+#[inline(always)]
+fn block_keys(key: SrKey, i0: u64, len: usize) -> (u32, usize, u32, u32) {
+    let lo = i0 as u32;
+    let cross = ((1u64 << 32) - u64::from(lo)).min(len as u64) as usize;
+    let hi = (i0 >> 32) as u32;
+    (lo, cross, key.key(hi), key.key(hi.wrapping_add(1)))
+}
+
+/// [`encode_q8`] with stochastic rounding of the two buffers of a stream pair at once, one
+/// hash per element: `a` (the stream of `key`, the pair's first: M or VMax) with code
+/// `code[0]` into `ca`, `sa`, its partner `b` with `code[1]` into `cb`, `sb`. The same codes
+/// and scales as two calls of [`encode_q8`].
+#[inline(always)]
+pub(crate) fn encode_q8_sr2(
+    code: [Q8Code; 2],
+    key: SrKey,
+    first: u64,
+    [a, b]: [&[f32]; 2],
+    [ca, cb]: [&mut [u8]; 2],
+    [sa, sb]: [&mut [f32]; 2],
+) {
+    use Q8Code::{Signed as S, Unsigned as U};
+    let n = a.len();
+    let (b, ca, cb) = (&b[..n], &mut ca[..n], &mut cb[..n]);
+    let blocks = a.chunks(Q8_BLOCK).zip(b.chunks(Q8_BLOCK));
+    let outs = ca.chunks_mut(Q8_BLOCK).zip(cb.chunks_mut(Q8_BLOCK));
+    let scales = sa.iter_mut().zip(sb.iter_mut());
+    for (bi, (((xa, xb), (da, db)), (s_a, s_b))) in blocks.zip(outs).zip(scales).enumerate() {
+        let (scale_a, scale_b) = (q8_scale(xa), q8_scale(xb));
+        (*s_a, *s_b) = (scale_a, scale_b);
+        let f = [q8_factors(scale_a), q8_factors(scale_b)];
+        let keys = block_keys(key, first.wrapping_add((bi * Q8_BLOCK) as u64), xa.len());
+        let x = [xa, xb];
+        match code {
+            [S, S] => pair_block(q8_encode_signed, q8_encode_signed, x, [da, db], f, keys),
+            [S, U] => pair_block(q8_encode_signed, q8_encode_unsigned, x, [da, db], f, keys),
+            [U, S] => pair_block(q8_encode_unsigned, q8_encode_signed, x, [da, db], f, keys),
+            [U, U] => pair_block(q8_encode_unsigned, q8_encode_unsigned, x, [da, db], f, keys),
+        }
+    }
+}
+
+/// The element loop of [`encode_q8_sr2`] over one block pair, with the element encoders
+/// `ea`, `eb`, the blocks' factors and keys.
+#[inline(always)]
+fn pair_block(
+    ea: impl Fn(f32, f32, f32, Option<u32>) -> u8,
+    eb: impl Fn(f32, f32, f32, Option<u32>) -> u8,
+    [xa, xb]: [&[f32]; 2],
+    [da, db]: [&mut [u8]; 2],
+    [(pa, ia), (pb, ib)]: [(f32, f32); 2],
+    (lo, cross, k0, k1): (u32, usize, u32, u32),
+) {
+    let n = xa.len();
+    let (xb, da, db) = (&xb[..n], &mut da[..n], &mut db[..n]);
+    let outs = da.iter_mut().zip(db.iter_mut());
+    for (j, ((da, db), (&x, &y))) in outs.zip(xa.iter().zip(xb)).enumerate() {
+        let r = mix32(lo.wrapping_add(j as u32) ^ if j < cross { k0 } else { k1 });
+        *da = ea(x, pa, ia, Some(r & 0xffff));
+        *db = eb(y, pb, ib, Some(r >> 16));
+    }
 }
 
 /// The quantizer over blocks; `block_rand(start, len)` gives the rounding bits of the block's
@@ -475,6 +534,45 @@ mod tests {
             };
             encode_bf16_sr(partner, first, &y, &mut b1);
             assert_eq!((a, b), (a1, b1), "first {first}");
+        }
+    }
+
+    /// The 8-bit pair encoder is the two single encoders (every pair of codes, across the 2^32
+    /// boundary of the index, a short last block).
+    #[test]
+    fn q8_pair_encoder_is_two_single_encoders() {
+        use Q8Code::{Signed as S, Unsigned as U};
+        let n = 3 * Q8_BLOCK + 77;
+        let x: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin() * 1e-3).collect();
+        let y: Vec<f32> = (0..n).map(|i| (i as f32 * 0.11).cos() + 1.5).collect();
+        for code in [[S, U], [U, S], [S, S], [U, U]] {
+            for (first, pair) in [(0u64, Stream::M), ((1 << 32) - 300, Stream::VMax)] {
+                let key = SrKey {
+                    seed: 5,
+                    step: 9,
+                    stream: pair,
+                };
+                let nb = q8_block_count(n);
+                let (mut a, mut b) = (vec![0u8; n], vec![0u8; n]);
+                let (mut sa, mut sb) = (vec![0f32; nb], vec![0f32; nb]);
+                encode_q8_sr2(
+                    code,
+                    key,
+                    first,
+                    [&x, &y],
+                    [&mut a, &mut b],
+                    [&mut sa, &mut sb],
+                );
+                let (mut a1, mut b1) = (vec![0u8; n], vec![0u8; n]);
+                let (mut sa1, mut sb1) = (vec![0f32; nb], vec![0f32; nb]);
+                encode_q8(code[0], Some((key, first)), &x, &mut a1, &mut sa1);
+                let partner = SrKey {
+                    stream: pair.partner(),
+                    ..key
+                };
+                encode_q8(code[1], Some((partner, first)), &y, &mut b1, &mut sb1);
+                assert_eq!((a, b, sa, sb), (a1, b1, sa1, sb1), "{code:?} first {first}");
+            }
         }
     }
 }

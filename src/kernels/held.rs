@@ -344,6 +344,27 @@ pub(crate) fn fused_held(
                 (k.encode_bf16_sr2)(k2, at, [&sa[pair].0[..n], &sb[0].0[..n]], [da, db]);
                 continue;
             }
+            let (ha, hb) = held.split_at_mut(pair + 1);
+            if let (
+                Held::Q8 {
+                    codes: ca,
+                    scales: sa,
+                },
+                Held::Q8 {
+                    codes: cb,
+                    scales: sb,
+                },
+                Some(k2),
+                true,
+                true,
+            ) = (&mut ha[pair], &mut hb[0], key(a.1), a.0, b.0)
+            {
+                let n = ca.len();
+                let (xa, xb) = scratch.split_at(pair + 1);
+                let x = [&xa[pair].0[..n], &xb[0].0[..n]];
+                (k.encode_q8_sr2)([a.2, b.2], k2, at, x, [ca, cb], [sa, sb]);
+                continue;
+            }
             for i in [pair, pair + 1] {
                 let (used, stream, code) = streams[i];
                 if used {

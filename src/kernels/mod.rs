@@ -36,7 +36,7 @@ mod plan;
 mod reduce;
 mod stateless;
 
-pub(crate) use codec::{decode_q8, encode_bf16_sr, encode_bf16_sr2, encode_q8};
+pub(crate) use codec::{decode_q8, encode_bf16_sr, encode_bf16_sr2, encode_q8, encode_q8_sr2};
 pub use codec::{q8_block_count, Q8Code, SrKey, Stream, Q8_BLOCK};
 pub use convert::Half;
 pub(crate) use convert::{narrow, widen};

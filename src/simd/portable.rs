@@ -21,6 +21,7 @@ static TABLE: Kernels = Kernels {
     decode_q8: kernels::decode_q8,
     encode_bf16_sr: kernels::encode_bf16_sr,
     encode_bf16_sr2: kernels::encode_bf16_sr2,
+    encode_q8_sr2: kernels::encode_q8_sr2,
 };
 
 /// The portable tier's kernels (every CPU of every target runs them).

@@ -13,6 +13,11 @@ pub(crate) type EncodePair = fn(SrKey, u64, [&[f32]; 2], [&mut [u16]; 2]);
 /// `None`: to nearest), the values, the codes and the block scales.
 pub(crate) type EncodeQ8 = fn(Q8Code, Option<(SrKey, u64)>, &[f32], &mut [u8], &mut [f32]);
 
+/// The 8-bit pair encoder's signature (`crate::kernels::encode_q8_sr2`): the two codes, the
+/// pair's key, the index of the first element, the two value slices, their codes and scales.
+pub(crate) type EncodeQ8Pair =
+    fn([Q8Code; 2], SrKey, u64, [&[f32]; 2], [&mut [u8]; 2], [&mut [f32]; 2]);
+
 /// One tier's kernels. Adding a kernel: write it generic over `Vf32` in `crate::kernels`, add
 /// its field here and its line to each tier's table (`table!` below and the scalar and portable
 /// tables).
@@ -44,6 +49,8 @@ pub(crate) struct Kernels {
     /// Two buffers of a stream pair narrowed to bf16 with one hash per element
     /// (`crate::kernels::encode_bf16_sr2`).
     pub encode_bf16_sr2: EncodePair,
+    /// Two buffers of a stream pair quantized to 8 bits with one hash per element.
+    pub encode_q8_sr2: EncodeQ8Pair,
 }
 
 /// `table!(TIER, V, "features")` defines, in a tier module, `static TABLE: Kernels` of every
@@ -103,6 +110,17 @@ macro_rules! table {
             fn encode_bf16_sr2(key: SrKey, first: u64, src: [&[f32]; 2], dst: [&mut [u16]; 2]) {
                 kernels::encode_bf16_sr2(key, first, src, dst)
             }
+            #[target_feature(enable = $features)]
+            fn encode_q8_sr2(
+                code: [Q8Code; 2],
+                key: SrKey,
+                first: u64,
+                src: [&[f32]; 2],
+                codes: [&mut [u8]; 2],
+                scales: [&mut [f32]; 2],
+            ) {
+                kernels::encode_q8_sr2(code, key, first, src, codes, scales)
+            }
 
             pub(super) static TABLE: $crate::simd::Kernels = $crate::simd::Kernels {
                 tier: $tier,
@@ -134,6 +152,10 @@ macro_rules! table {
                 // SAFETY: as for `fused`.
                 encode_bf16_sr2: |key, first, src, dst| unsafe {
                     encode_bf16_sr2(key, first, src, dst)
+                },
+                // SAFETY: as for `fused`.
+                encode_q8_sr2: |code, key, first, src, codes, scales| unsafe {
+                    encode_q8_sr2(code, key, first, src, codes, scales)
                 },
             };
         }
