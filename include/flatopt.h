@@ -40,13 +40,13 @@
 #define FLATOPT_BASE_PARAMS_INIT(kind) { \
     (uint32_t)sizeof(flatopt_base_params), /* struct_size */ \
     (uint32_t)(kind), /* kind */ \
-    0.0, /* momentum */ \
+    ((kind) == 14 ? 0.9 : 0.0), /* momentum */ \
     0.0, /* dampening */ \
     (uint32_t)0, /* nesterov */ \
     (uint32_t)0, /* amsgrad */ \
     0.9, /* b1 */ \
-    ((kind) == 8 ? 0.99 : 0.999), /* b2 */ \
-    ((kind) == 4 ? 1e-10 : (kind) == 9 ? 1e-16 : (kind) == 10 ? 0.001 : (kind) == 11 ? 1e-6 : 1e-8), /* eps */ \
+    ((kind) == 8 ? 0.99 : (kind) == 15 ? 0.25 : 0.999), /* b2 */ \
+    ((kind) == 4 ? 1e-10 : (kind) == 9 ? 1e-16 : (kind) == 10 ? 0.001 : (kind) == 11 || (kind) == 13 || (kind) == 15 ? 1e-6 : (kind) == 14 ? 0.0 : 1e-8), /* eps */ \
     ((kind) == 2 ? 0.01 : 0.0), /* decoupled_weight_decay */ \
     0.0, /* lr_decay */ \
     ((kind) == 10 ? 1e-6 : 0.0), /* initial_accumulator */ \
@@ -56,12 +56,13 @@
     0.004, /* momentum_decay */ \
     (uint32_t)0, /* eps_outside_max */ \
     (uint32_t)0, /* constant_momentum */ \
-    1e-16, /* eps_root */ \
+    ((kind) == 13 || (kind) == 15 ? 0.0 : 1e-16), /* eps_root */ \
     0.9, /* rho */ \
     0.5, /* eta_minus */ \
     1.2, /* eta_plus */ \
     1e-6, /* min_step_size */ \
     50.0, /* max_step_size */ \
+    0.001, /* trust_coefficient */ \
 }
 #define FLATOPT_SCHEDULE_INIT(kind) { \
     (uint32_t)sizeof(flatopt_schedule), /* struct_size */ \
@@ -183,6 +184,12 @@
  * fields' defaults.
  */
 #define FLATOPT_BASE_PARAMS_SIZE_V4 160
+
+/**
+ * Size in bytes of the fifth version of `flatopt_base_params` (LARS's `trust_coefficient`).
+ * Frozen. An older caller's struct gets its default.
+ */
+#define FLATOPT_BASE_PARAMS_SIZE_V5 168
 
 /**
  * Size in bytes of the first version of `flatopt_schedule` (flatopt 0.2.0). Frozen.
@@ -369,6 +376,21 @@ typedef enum flatopt_base_kind {
      * `FLATOPT_BASE_PARAMS_SIZE_V4`.
      */
     FLATOPT_RPROP = 12,
+    /**
+     * LAMB (optax's; a trust ratio per registered buffer). Since `FLATOPT_BASE_PARAMS_SIZE_V4`
+     * (its fields are older ones).
+     */
+    FLATOPT_LAMB = 13,
+    /**
+     * LARS (optax's; a trust ratio per registered buffer). Since
+     * `FLATOPT_BASE_PARAMS_SIZE_V5` (`trust_coefficient`).
+     */
+    FLATOPT_LARS = 14,
+    /**
+     * NovoGrad (optax's; a second moment per registered buffer). Since
+     * `FLATOPT_BASE_PARAMS_SIZE_V4` (its fields are older ones).
+     */
+    FLATOPT_NOVOGRAD = 15,
 } flatopt_base_kind;
 
 /**
@@ -663,6 +685,10 @@ typedef struct flatopt_base_params {
      * Rprop: upper bound of the step sizes, >= `min_step_size` (default 50). Since `_SIZE_V4`.
      */
     double max_step_size;
+    /**
+     * LARS: multiplier of the trust ratio, > 0 (default 0.001). Since `_SIZE_V5`.
+     */
+    double trust_coefficient;
 } flatopt_base_params;
 
 /**

@@ -239,6 +239,9 @@ enum class BaseKind : uint32_t {
   Yogi = FLATOPT_YOGI,
   Adadelta = FLATOPT_ADADELTA,
   Rprop = FLATOPT_RPROP,
+  Lamb = FLATOPT_LAMB,
+  Lars = FLATOPT_LARS,
+  Novograd = FLATOPT_NOVOGRAD,
 };
 
 /// Non-finite gradient policies (`flatopt_nonfinite`).
@@ -329,7 +332,7 @@ enum class ThresholdMode : uint32_t { Rel = 0, Abs = 1 };
 enum class ScheduleMode : uint32_t { PerUpdate = 0, Manual = 1 };
 
 /// Name of a base kind: "sgd", "adam", "adamw", "radam", "adagrad", "rmsprop", "adamax",
-/// "nadam", "lion", "adabelief", "yogi", "adadelta", "rprop".
+/// "nadam", "lion", "adabelief", "yogi", "adadelta", "rprop", "lamb", "lars", "novograd".
 inline const char* base_kind_name(BaseKind k) noexcept {
   switch (k) {
     case BaseKind::Sgd: return "sgd";
@@ -345,6 +348,9 @@ inline const char* base_kind_name(BaseKind k) noexcept {
     case BaseKind::Yogi: return "yogi";
     case BaseKind::Adadelta: return "adadelta";
     case BaseKind::Rprop: return "rprop";
+    case BaseKind::Lamb: return "lamb";
+    case BaseKind::Lars: return "lars";
+    case BaseKind::Novograd: return "novograd";
   }
   return "unknown";
 }
@@ -530,13 +536,38 @@ class BaseParams {
     b.p_.max_step_size = max_step_size;
     return b;
   }
+  /// LAMB (optax's: b1 0.9, b2 0.999, eps 1e-6, eps_root 0; a trust ratio `||p|| / ||u||`
+  /// per registered buffer), with weight decay added to the update before the ratio.
+  static BaseParams lamb(double decoupled_weight_decay = 0.0) {
+    BaseParams b(BaseKind::Lamb);
+    b.p_.decoupled_weight_decay = decoupled_weight_decay;
+    return b;
+  }
+  /// LARS (optax's: momentum 0.9, trust coefficient 0.001, eps 0; a trust ratio per
+  /// registered buffer), with weight decay added to the gradient before the ratio.
+  static BaseParams lars(double decoupled_weight_decay = 0.0, double momentum = 0.9,
+                         bool nesterov = false) {
+    BaseParams b(BaseKind::Lars);
+    b.p_.decoupled_weight_decay = decoupled_weight_decay;
+    b.p_.momentum = momentum;
+    b.p_.nesterov = nesterov ? 1u : 0u;
+    return b;
+  }
+  /// NovoGrad (optax's: b1 0.9, b2 0.25, eps 1e-6, eps_root 0; a second moment per
+  /// registered buffer), with weight decay added to the normalized gradient.
+  static BaseParams novograd(double decoupled_weight_decay = 0.0) {
+    BaseParams b(BaseKind::Novograd);
+    b.p_.decoupled_weight_decay = decoupled_weight_decay;
+    return b;
+  }
 
   /// The kind.
   BaseKind kind() const noexcept { return static_cast<BaseKind>(p_.kind); }
 
-  /// SGD, RMSprop: momentum in [0, 1).
+  /// SGD, RMSprop, LARS: momentum in [0, 1).
   BaseParams& momentum(double v) & {
-    if (kind() != BaseKind::Sgd && kind() != BaseKind::RmsProp) wrong_kind("momentum", "sgd and rmsprop");
+    if (kind() != BaseKind::Sgd && kind() != BaseKind::RmsProp && kind() != BaseKind::Lars)
+      wrong_kind("momentum", "sgd, rmsprop and lars");
     p_.momentum = v;
     return *this;
   }
@@ -544,8 +575,12 @@ class BaseParams {
   /// SGD: dampening in [0, 1].
   BaseParams& dampening(double v) & { need_sgd("dampening"); p_.dampening = v; return *this; }
   BaseParams&& dampening(double v) && { return std::move(dampening(v)); }
-  /// SGD: Nesterov momentum (needs momentum > 0 and dampening 0).
-  BaseParams& nesterov(bool on = true) & { need_sgd("nesterov"); p_.nesterov = on; return *this; }
+  /// SGD: Nesterov momentum (needs momentum > 0 and dampening 0); LARS: Nesterov momentum.
+  BaseParams& nesterov(bool on = true) & {
+    if (kind() != BaseKind::Sgd && kind() != BaseKind::Lars) wrong_kind("nesterov", "sgd and lars");
+    p_.nesterov = on;
+    return *this;
+  }
   BaseParams&& nesterov(bool on = true) && { return std::move(nesterov(on)); }
   /// Adam: AMSGrad (PyTorch's definition).
   BaseParams& amsgrad(bool on = true) & {
@@ -554,10 +589,10 @@ class BaseParams {
     return *this;
   }
   BaseParams&& amsgrad(bool on = true) && { return std::move(amsgrad(on)); }
-  /// Adam family, Adamax, NAdam, Lion: first-moment decay in [0, 1).
+  /// Adam family, Adamax, NAdam, Lion, LAMB, NovoGrad: first-moment decay in [0, 1).
   BaseParams& b1(double v) & { need_betas("b1"); p_.b1 = v; return *this; }
   BaseParams&& b1(double v) && { return std::move(b1(v)); }
-  /// Adam family, Adamax, NAdam, Lion: second-moment decay in [0, 1).
+  /// Adam family, Adamax, NAdam, Lion, LAMB, NovoGrad: second-moment decay in [0, 1).
   BaseParams& b2(double v) & { need_betas("b2"); p_.b2 = v; return *this; }
   BaseParams&& b2(double v) && { return std::move(b2(v)); }
   /// Every rule but SGD, Lion and Rprop: eps > 0, added outside the square root (inside with
@@ -570,10 +605,12 @@ class BaseParams {
     return *this;
   }
   BaseParams&& eps(double v) && { return std::move(eps(v)); }
-  /// AdamW, NAdam, Lion: decoupled weight decay >= 0 (`p *= 1 - lr * decay`).
+  /// AdamW, NAdam, Lion: decoupled weight decay >= 0 (`p *= 1 - lr * decay`); LAMB, LARS,
+  /// NovoGrad: weight decay >= 0 added to the update (LARS: the gradient) as optax adds it.
   BaseParams& decoupled_weight_decay(double v) & {
-    if (kind() != BaseKind::AdamW && kind() != BaseKind::NAdam && kind() != BaseKind::Lion)
-      wrong_kind("decoupled_weight_decay", "adamw, nadam and lion");
+    if (kind() != BaseKind::AdamW && kind() != BaseKind::NAdam && kind() != BaseKind::Lion &&
+        kind() != BaseKind::Lamb && kind() != BaseKind::Lars && kind() != BaseKind::Novograd)
+      wrong_kind("decoupled_weight_decay", "adamw, nadam, lion, lamb, lars and novograd");
     p_.decoupled_weight_decay = v;
     return *this;
   }
@@ -636,9 +673,11 @@ class BaseParams {
     return *this;
   }
   BaseParams&& constant_momentum(bool on = true) && { return std::move(constant_momentum(on)); }
-  /// AdaBelief: added to the belief at every step, >= 0.
+  /// AdaBelief: added to the belief at every step, >= 0; LAMB, NovoGrad: added inside the
+  /// square root, >= 0.
   BaseParams& eps_root(double v) & {
-    if (kind() != BaseKind::AdaBelief) wrong_kind("eps_root", "adabelief");
+    if (kind() != BaseKind::AdaBelief && kind() != BaseKind::Lamb && kind() != BaseKind::Novograd)
+      wrong_kind("eps_root", "adabelief, lamb and novograd");
     p_.eps_root = v;
     return *this;
   }
@@ -670,6 +709,13 @@ class BaseParams {
   BaseParams&& step_sizes(double min_step_size, double max_step_size) && {
     return std::move(step_sizes(min_step_size, max_step_size));
   }
+  /// LARS: multiplier of the trust ratio, > 0.
+  BaseParams& trust_coefficient(double v) & {
+    if (kind() != BaseKind::Lars) wrong_kind("trust_coefficient", "lars");
+    p_.trust_coefficient = v;
+    return *this;
+  }
+  BaseParams&& trust_coefficient(double v) && { return std::move(trust_coefficient(v)); }
 
   /// The C struct (lvalues only: a temporary's struct would dangle).
   const flatopt_base_params& c_struct() const& noexcept { return p_; }
@@ -700,6 +746,8 @@ class BaseParams {
       case BaseKind::Lion:
       case BaseKind::AdaBelief:
       case BaseKind::Yogi:
+      case BaseKind::Lamb:
+      case BaseKind::Novograd:
         return;
       default:
         wrong_kind(name, "adam, adamw, radam, adamax, nadam, lion, adabelief and yogi");
@@ -1113,6 +1161,18 @@ class Config {
   }
   /// Rprop (PyTorch's default lr 1e-2: the initial step size).
   static Config rprop(double lr = 1e-2) { return Config(BaseParams::rprop(), lr); }
+  /// LAMB (optax's usual lr 1e-3).
+  static Config lamb(double lr = 1e-3, double decoupled_weight_decay = 0.0) {
+    return Config(BaseParams::lamb(decoupled_weight_decay), lr);
+  }
+  /// LARS (lr 1e-1, a usual large-batch value: the trust coefficient scales it).
+  static Config lars(double lr = 0.1, double decoupled_weight_decay = 0.0, double momentum = 0.9) {
+    return Config(BaseParams::lars(decoupled_weight_decay, momentum), lr);
+  }
+  /// NovoGrad (optax's usual lr 1e-3).
+  static Config novograd(double lr = 1e-3, double decoupled_weight_decay = 0.0) {
+    return Config(BaseParams::novograd(decoupled_weight_decay), lr);
+  }
 
   // --- Base optimizer.
   /// Replaces the base optimizer and its hyperparameters.
@@ -2104,7 +2164,7 @@ static_assert(static_cast<uint32_t>(SimdTier::Avx512) == 4, "simd tiers");
 static_assert(static_cast<uint32_t>(StateDtype::Int8) == 2, "state dtypes");
 static_assert(static_cast<uint32_t>(StateRounding::Nearest) == 1, "state rounding");
 static_assert(static_cast<uint32_t>(NonFinite::Propagate) == 2, "non-finite policies");
-static_assert(static_cast<uint32_t>(BaseKind::Rprop) == 12, "base kinds");
+static_assert(static_cast<uint32_t>(BaseKind::Novograd) == 15, "base kinds");
 
 }  // namespace flatopt
 

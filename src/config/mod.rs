@@ -83,6 +83,21 @@ impl Base {
     pub fn rprop() -> Base {
         Base::default_of(12)
     }
+    /// LAMB as optax defines it: b1 = 0.9, b2 = 0.999, eps = 1e-6, eps_root = 0, no weight
+    /// decay; a trust ratio per registered buffer.
+    pub fn lamb() -> Base {
+        Base::default_of(13)
+    }
+    /// LARS as optax defines it: momentum 0.9, trust coefficient 0.001, eps 0, no weight decay;
+    /// a trust ratio per registered buffer.
+    pub fn lars() -> Base {
+        Base::default_of(14)
+    }
+    /// NovoGrad as optax defines it: b1 = 0.9, b2 = 0.25, eps = 1e-6, eps_root = 0, no weight
+    /// decay; a second moment per registered buffer.
+    pub fn novograd() -> Base {
+        Base::default_of(15)
+    }
 
     /// The rule of kind `kind` with the catalog's defaults.
     ///

@@ -141,6 +141,14 @@ impl Optimizer {
                  are meaningless relative to a block's largest value",
             ));
         }
+        if cfg.state_dtype != StateDtype::F32 && per_buffer_norms(&cfg.base) {
+            return Err(Error::invalid(
+                "state_dtype",
+                format!("{} (base rule {})", cfg.state_dtype.name(), cfg.base.name()),
+                "must be float32 for LAMB, LARS and NovoGrad: their pass before the update \
+                 computes per-buffer norms from the f32 state",
+            ));
+        }
         let tier = match cfg.tier {
             Some(t) => t,
             None => simd::default_tier(),
@@ -315,6 +323,15 @@ impl Optimizer {
                 let blocks = kernels::sumsq_block_count(p.len());
                 filled(blocks, 0.0f64, blocks)?
             },
+            norm_sums: {
+                let blocks = kernels::sumsq_block_count(p.len());
+                let n = if per_buffer_norms(base) {
+                    2 * blocks
+                } else {
+                    0
+                };
+                filled(n, 0.0f64, n)?
+            },
         })
     }
 
@@ -392,6 +409,9 @@ impl Optimizer {
         sum: Option<f64>,
     ) -> Result<Outcome, Error> {
         let _mode = FpMode::enter();
+        if sum.is_some() {
+            self.refuse_per_buffer_norms("step_with_sum_squares")?;
+        }
         self.check_lengths("param", params.iter().map(|p| p.len()), params.len())?;
         if sum.is_some() {
             // (Without a sum, the norm pass checks them.)
@@ -632,6 +652,7 @@ impl Optimizer {
         grads: &[G],
     ) -> Result<Result<Step, Outcome>, Error> {
         let _mode = FpMode::enter();
+        self.refuse_per_buffer_norms("begin_step")?;
         self.refuse_partly_applied()?;
         let unscale = self.unscale_for(None)?;
         // `plan_step` checks the gradient lengths.
@@ -655,6 +676,22 @@ impl Optimizer {
             Err(_) => self.coverage.abandon(),
         }
         begun
+    }
+
+    /// Refuses the split and sharded steps (`what`) for the rules with per-buffer norms (LAMB,
+    /// LARS, NovoGrad): their update needs the norms of each whole buffer before any element
+    /// is updated, which a range or a shard of a buffer cannot compute alone.
+    fn refuse_per_buffer_norms(&self, what: &'static str) -> Result<(), Error> {
+        if per_buffer_norms(&self.cfg.base) {
+            return Err(Error::invalid(
+                what,
+                format!("base rule {}", self.cfg.base.name()),
+                "is refused for LAMB, LARS and NovoGrad: their update needs each whole \
+                 buffer's norms before any element is updated, which a range or a shard of a \
+                 buffer cannot compute alone (use the whole update)",
+            ));
+        }
+        Ok(())
     }
 
     /// Refuses to start another update while one is partly applied.
@@ -708,6 +745,7 @@ impl Optimizer {
         find: impl Fn(usize) -> Option<(usize, f32)>,
     ) -> Result<Result<Step, Outcome>, Error> {
         let _mode = FpMode::enter();
+        self.refuse_per_buffer_norms("begin_step_with_sum_squares")?;
         self.refuse_partly_applied()?;
         let unscale = self.unscale_for(None)?;
         let begun = self.plan_with_sum_squares(sumsq, unscale, find)?;
@@ -1166,6 +1204,11 @@ impl Optimizer {
             _ => codes[2],
         }
     }
+}
+
+/// Whether `base` needs per-buffer norms before its update (LAMB, LARS, NovoGrad).
+fn per_buffer_norms(base: &crate::config::Base) -> bool {
+    Rule::for_step(base, 1, 0.0).pre_pass().is_some()
 }
 
 /// The 8-bit codes of `base`'s state buffers (m, v, v_max), `None` where int8 is refused.

@@ -5,7 +5,7 @@ use super::state::BufState;
 use super::{StateMut, Step, PARALLEL_GRAIN};
 use crate::error::Error;
 use crate::kernels::{
-    self, AsGrad, Grad, GradScale, HeldBuffers, MixedBuffers, ParamCopy, Plan, Q8_BLOCK,
+    self, AsGrad, Grad, GradScale, HeldBuffers, MixedBuffers, ParamCopy, Plan, PreBuffers, Q8_BLOCK,
 };
 use crate::simd::Tier;
 
@@ -116,10 +116,83 @@ pub(super) fn seq_apply<G: AsGrad>(
         .zip(pass.plans.group_of)
         .enumerate()
     {
-        let plan = &pass.plans.plans[group];
+        let plan = norm_plan(pass, &pass.plans.plans[group], p, g.as_grad(), st, false);
         let n = p.len();
-        apply_one(pass, plan, p, g.as_grad(), st.whole(n), copy_at(copies, i));
+        apply_one(pass, &plan, p, g.as_grad(), st.whole(n), copy_at(copies, i));
     }
+}
+
+/// For a rule with per-buffer norms (LAMB, LARS, NovoGrad), the pass before the update over the
+/// whole buffer (`kernels::trust`; on the pool when `parallel`, split on block boundaries) and
+/// the buffer's update plan; `plan` itself for an elementwise rule. The engine refuses
+/// compressed `m` / `v` for these rules, so they are f32 here.
+pub(super) fn norm_plan(
+    pass: Pass<'_>,
+    plan: &Plan,
+    p: &mut [f32],
+    g: Grad<'_>,
+    st: &mut BufState,
+    parallel: bool,
+) -> Plan {
+    let Some(pre) = kernels::pre_plan(plan) else {
+        return *plan;
+    };
+    let m = st.m.held().f32_mut().unwrap_or_default();
+    let v = st.v.held().f32_mut().unwrap_or_default();
+    let b = PreBuffers {
+        param: p,
+        grad: g,
+        m,
+        v: &mut *v,
+    };
+    let tier = pass.step.tier;
+    if parallel {
+        par_pre(tier, &pre, pass.unscale, b, &mut st.norm_sums);
+    } else {
+        kernels::pre_blocks(tier, &pre, pass.unscale, b, &mut st.norm_sums);
+    }
+    kernels::update_plan(plan, &st.norm_sums, v)
+}
+
+/// The pass before the update on the pool: halves on block boundaries down to
+/// [`PARALLEL_GRAIN`] elements; every block's sums are the same as on one thread.
+fn par_pre(tier: Tier, pre: &Plan, unscale: GradScale, b: PreBuffers<'_>, sums: &mut [f64]) {
+    let blocks = sums.len() / 2;
+    if blocks <= 2 * (PARALLEL_GRAIN / kernels::SUMSQ_BLOCK) {
+        kernels::pre_blocks(tier, pre, unscale, b, sums);
+        return;
+    }
+    let mid = (blocks / 2) * kernels::SUMSQ_BLOCK;
+    let (m_used, v_used, _) = pre.rule.state_used();
+    fn cut(s: &mut [f32], used: bool, mid: usize) -> (&mut [f32], &mut [f32]) {
+        if used {
+            s.split_at_mut(mid)
+        } else {
+            (&mut [], &mut [])
+        }
+    }
+    let PreBuffers { param, grad, m, v } = b;
+    let (p0, p1) = param.split_at_mut(mid);
+    let (g0, g1) = grad.split_at(mid);
+    let (m0, m1) = cut(m, m_used, mid);
+    let (v0, v1) = cut(v, v_used, mid);
+    let (s0, s1) = sums.split_at_mut(2 * (blocks / 2));
+    let b0 = PreBuffers {
+        param: p0,
+        grad: g0,
+        m: m0,
+        v: v0,
+    };
+    let b1 = PreBuffers {
+        param: p1,
+        grad: g1,
+        m: m1,
+        v: v1,
+    };
+    rayon::join(
+        || par_pre(tier, pre, unscale, b0, s0),
+        || par_pre(tier, pre, unscale, b1, s1),
+    );
 }
 
 /// Splits the buffer list, then each buffer, in halves until tasks are at most
@@ -157,16 +230,10 @@ pub(super) fn par_apply<G: AsGrad>(
         states.first_mut(),
         pass.plans.group_of.first(),
     ) {
+        let plan = norm_plan(pass, &pass.plans.plans[group], p, g.as_grad(), st, true);
         let n = p.len();
         let copy = copy_at(copies, 0);
-        par_apply_one(
-            pass,
-            &pass.plans.plans[group],
-            p,
-            g.as_grad(),
-            st.whole(n),
-            copy,
-        );
+        par_apply_one(pass, &plan, p, g.as_grad(), st.whole(n), copy);
     }
 }
 

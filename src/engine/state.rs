@@ -292,6 +292,9 @@ pub(super) struct BufState {
     pub(super) start: usize,
     /// Block partials of the sum of squares (scratch for the threaded norm pass).
     pub(super) partials: Vec<f64>,
+    /// The per-block sums of a rule with per-buffer norms (LAMB, LARS, NovoGrad: two per block,
+    /// `kernels::pre_blocks`); empty for the elementwise rules.
+    pub(super) norm_sums: Vec<f64>,
 }
 
 /// Mutable view of the state of one buffer (or of a range of it), for

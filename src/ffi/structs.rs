@@ -58,6 +58,15 @@ pub enum flatopt_base_kind {
     /// Rprop (PyTorch's; the learning rate of the first step is the initial step size). Since
     /// `FLATOPT_BASE_PARAMS_SIZE_V4`.
     FLATOPT_RPROP = 12,
+    /// LAMB (optax's; a trust ratio per registered buffer). Since `FLATOPT_BASE_PARAMS_SIZE_V4`
+    /// (its fields are older ones).
+    FLATOPT_LAMB = 13,
+    /// LARS (optax's; a trust ratio per registered buffer). Since
+    /// `FLATOPT_BASE_PARAMS_SIZE_V5` (`trust_coefficient`).
+    FLATOPT_LARS = 14,
+    /// NovoGrad (optax's; a second moment per registered buffer). Since
+    /// `FLATOPT_BASE_PARAMS_SIZE_V4` (its fields are older ones).
+    FLATOPT_NOVOGRAD = 15,
 }
 
 /// Size in bytes of the first version of `flatopt_base_params` (flatopt 0.2.0), the smallest
@@ -79,6 +88,10 @@ pub const FLATOPT_BASE_PARAMS_SIZE_V3: u32 = 112;
 /// Rprop's fields `eps_root` to `max_step_size`). Frozen. An older caller's struct gets those
 /// fields' defaults.
 pub const FLATOPT_BASE_PARAMS_SIZE_V4: u32 = 160;
+
+/// Size in bytes of the fifth version of `flatopt_base_params` (LARS's `trust_coefficient`).
+/// Frozen. An older caller's struct gets its default.
+pub const FLATOPT_BASE_PARAMS_SIZE_V5: u32 = 168;
 
 /// Size in bytes of the first version of `flatopt_schedule` (flatopt 0.2.0). Frozen.
 pub const FLATOPT_SCHEDULE_SIZE_V1: u32 = 248;
@@ -154,6 +167,8 @@ pub struct flatopt_base_params {
     pub min_step_size: c_double,
     /// Rprop: upper bound of the step sizes, >= `min_step_size` (default 50). Since `_SIZE_V4`.
     pub max_step_size: c_double,
+    /// LARS: multiplier of the trust ratio, > 0 (default 0.001). Since `_SIZE_V5`.
+    pub trust_coefficient: c_double,
 }
 
 /// The defaults of `kind` (a kind of the base-rule catalog): the catalog's defaults in the
@@ -184,6 +199,7 @@ pub(crate) fn base_defaults(kind: u32) -> flatopt_base_params {
         eta_plus: 1.2,
         min_step_size: 1e-6,
         max_step_size: 50.0,
+        trust_coefficient: 0.001,
     };
     if let Some(spec) = base_specs().iter().find(|s| s.kind == kind) {
         catalog::set_defaults(&mut p, spec);
@@ -216,6 +232,7 @@ pub(crate) const BASE_PARAMS_VERSIONS: Versions = Versions {
         FLATOPT_BASE_PARAMS_SIZE_V2,
         FLATOPT_BASE_PARAMS_SIZE_V3,
         FLATOPT_BASE_PARAMS_SIZE_V4,
+        FLATOPT_BASE_PARAMS_SIZE_V5,
     ],
 };
 

@@ -194,7 +194,10 @@ pub struct HeldBuffers<'a> {
 pub fn q8_codes(rule: &Rule) -> Option<[Q8Code; 3]> {
     use Q8Code::{Signed as S, Unsigned as U};
     Some(match rule {
-        Rule::Rprop { .. } => return None,
+        // Rprop's step sizes; LAMB, LARS and NovoGrad keep f32 state (per-buffer norms).
+        Rule::Rprop { .. } | Rule::Lamb { .. } | Rule::Lars { .. } | Rule::Novograd { .. } => {
+            return None
+        }
         // The centered gradient average in v_max may be negative.
         Rule::RmsProp { .. } => [S, U, S],
         // Adadelta's m is the average of squared updates.

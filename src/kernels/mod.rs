@@ -16,6 +16,9 @@
 //!   8-bit blockwise code), element by element and over slices;
 //! - `held.rs`: the fused pass over compressed state ([`Held`]), chunk by chunk around the
 //!   f32 kernels (decode, f32 pass, encode);
+//! - `trust.rs`: the two passes of the rules with per-buffer norms (LAMB, LARS, NovoGrad):
+//!   the pass before the update block by block with fixed-order block sums of squares, then the
+//!   update with the buffer's scalars;
 //! - `stateless.rs`: [`apply`], [`sum_squares`], [`sum_squares_partials`], [`apply_op`],
 //!   [`widen_to_f32`], [`narrow_from_f32`]: check
 //!   the arguments, then call the kernel of the tier's table.
@@ -35,6 +38,7 @@ mod ops;
 mod plan;
 mod reduce;
 mod stateless;
+mod trust;
 
 pub(crate) use codec::{decode_q8, encode_bf16_sr, encode_bf16_sr2, encode_q8, encode_q8_sr2};
 pub use codec::{q8_block_count, Q8Code, SrKey, Stream, Q8_BLOCK};
@@ -60,3 +64,4 @@ pub(crate) use stateless::{
     apply_held_unchecked, apply_mixed_unchecked_lengths, apply_unchecked_lengths, grad_scale,
     sumsq_partials_mixed_unchecked, sumsq_partials_unchecked,
 };
+pub(crate) use trust::{pre_blocks, pre_plan, update_plan, PreBuffers};

@@ -9,6 +9,7 @@ use super::mixed::{fused_mixed, sumsq_partials_mixed, Grad, GradScale, MixedBuff
 use super::ops::Op;
 use super::plan::{Buffers, Plan};
 use super::reduce::{sumsq_block_count, SUMSQ_BLOCK};
+use super::trust::{apply_whole, pre_plan};
 use crate::error::Error;
 use crate::simd::{FpMode, Tier};
 
@@ -17,6 +18,28 @@ use crate::simd::{FpMode, Tier};
 pub fn apply(tier: Tier, plan: &Plan, b: Buffers<'_>) -> Result<(), Error> {
     let _mode = FpMode::enter();
     b.check(plan)?;
+    if let Some(pre) = pre_plan(plan) {
+        // A rule with per-buffer norms: `b` is the whole buffer.
+        let Buffers {
+            param,
+            grad,
+            m,
+            v,
+            v_max,
+            slow,
+        } = b;
+        let b = MixedBuffers {
+            param,
+            grad: Grad::F32(grad),
+            m,
+            v,
+            v_max,
+            slow,
+            copy: None,
+        };
+        apply_whole(tier, plan, &pre, GradScale::One, b);
+        return Ok(());
+    }
     apply_unchecked_lengths(tier, plan, b);
     Ok(())
 }
@@ -258,7 +281,11 @@ pub fn apply_mixed(tier: Tier, plan: &Plan, scale: f32, b: MixedBuffers<'_>) -> 
     let _mode = FpMode::enter();
     let unscale = grad_scale(scale)?;
     b.check(plan)?;
-    fused_mixed(tier.kernels(), plan, unscale, b);
+    match pre_plan(plan) {
+        // A rule with per-buffer norms: `b` is the whole buffer.
+        Some(pre) => apply_whole(tier, plan, &pre, unscale, b),
+        None => fused_mixed(tier.kernels(), plan, unscale, b),
+    }
     Ok(())
 }
 

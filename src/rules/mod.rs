@@ -428,8 +428,82 @@ fn pow_step(b: f64, t: f64) -> f64 {
     }
 }
 
+/// A buffer's sums of squares from the pass before the update of a rule with per-buffer norms
+/// (LAMB, LARS, NovoGrad; `kernels::trust`), and its stored per-buffer value.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Norms {
+    /// Sum of squares of the vector the pass wrote (LAMB's update direction, LARS's decayed
+    /// gradient, NovoGrad's gradient), in the fixed block order.
+    pub(crate) x: f64,
+    /// Sum of squares of the parameters before the update (LAMB, LARS; else 0).
+    pub(crate) p: f64,
+    /// Element 0 of `v` before the update (NovoGrad's per-buffer second moment; else 0).
+    pub(crate) v0: f32,
+}
+
+/// `(c, d)` of a trust-ratio update `p -= c * (u / d)` (optax's `scale_by_trust_ratio`, with
+/// the learning rate folded in): `c = lr * tc * ||p||` and `d = ||u|| + eps`, each computed in
+/// f64 and rounded once, or `(lr, 1)` where either norm is 0. `|u / d| <= 1`, so a tiny
+/// `||u||` cannot overflow the step as `lr * ratio` would.
+fn trust_ratio(lr: f64, tc: f64, eps: f64, n: Norms) -> (f32, f32) {
+    let (pn, un) = (n.p.sqrt(), n.x.sqrt());
+    if pn == 0.0 || un == 0.0 {
+        (lr as f32, 1.0)
+    } else {
+        ((lr * tc * pn) as f32, (un + eps) as f32)
+    }
+}
+
+impl Rule {
+    /// For a rule with per-buffer norms (LAMB, LARS, NovoGrad), the rule of the pass before the
+    /// update, which writes the vector whose norm it needs into the `v_max` slot (a block
+    /// scratch, `kernels::trust`); `None` for the elementwise rules.
+    #[inline]
+    pub(crate) fn pre_pass(&self) -> Option<Rule> {
+        match *self {
+            Rule::Lamb { sc, .. } => Some(Rule::Lamb { pre: true, sc }),
+            Rule::Lars { sc, .. } => Some(Rule::Lars { pre: true, sc }),
+            Rule::Novograd { sc, .. } => Some(Rule::Novograd { pre: true, sc }),
+            _ => None,
+        }
+    }
+
+    /// Whether the pass before the update also sums the parameters' squares (the trust ratios
+    /// of LAMB and LARS).
+    #[inline]
+    pub(crate) fn needs_param_norm(&self) -> bool {
+        matches!(self, Rule::Lamb { .. } | Rule::Lars { .. })
+    }
+
+    /// The update pass's rule of a buffer from its [`Norms`], and the value to store in element
+    /// 0 of `v` (NovoGrad's `nu`). An elementwise rule is returned as it is.
+    pub(crate) fn with_norms(&self, n: Norms) -> (Rule, Option<f32>) {
+        match *self {
+            Rule::Lamb { sc, .. } => (
+                Rule::Lamb {
+                    pre: false,
+                    sc: sc.with_norms(n),
+                },
+                None,
+            ),
+            Rule::Lars { sc, .. } => (
+                Rule::Lars {
+                    pre: false,
+                    sc: sc.with_norms(n),
+                },
+                None,
+            ),
+            Rule::Novograd { sc, .. } => {
+                let (sc, nu) = sc.with_norms(n);
+                (Rule::Novograd { pre: false, sc }, Some(nu))
+            }
+            r => (r, None),
+        }
+    }
+}
+
 // The base rules, in kind order: one word per file `src/rules/<word>.rs`.
-rules! { sgd adam radam adagrad rmsprop adamax nadam lion adabelief yogi adadelta rprop }
+rules! { sgd adam radam adagrad rmsprop adamax nadam lion adabelief yogi adadelta rprop lamb lars novograd }
 
 #[cfg(test)]
 mod tests {

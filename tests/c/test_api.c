@@ -903,7 +903,7 @@ static void run_row(const row *r, int index)
 /* init functions */
 R(r_bpi_null) { (void)fx; return F(flatopt_base_params_init)(NULL, sizeof(flatopt_base_params), FLATOPT_ADAM); }
 R(r_bpi_kind) { return F(flatopt_base_params_init)(&fx->out.hp, sizeof fx->out.hp, 99); }
-R(r_bpi_kind_next) { return F(flatopt_base_params_init)(&fx->out.hp, sizeof fx->out.hp, FLATOPT_RPROP + 1); }
+R(r_bpi_kind_next) { return F(flatopt_base_params_init)(&fx->out.hp, sizeof fx->out.hp, FLATOPT_NOVOGRAD + 1); }
 R(r_si_null) { (void)fx; return F(flatopt_schedule_init)(NULL, sizeof(flatopt_schedule), FLATOPT_SCHEDULE_EXPONENTIAL); }
 R(r_si_kind) { return F(flatopt_schedule_init)(&fx->out.sc, sizeof fx->out.sc, 99); }
 R(r_si_kind16) { return F(flatopt_schedule_init)(&fx->out.sc, sizeof fx->out.sc, 16); }
@@ -3191,12 +3191,13 @@ static void test_init_macros(void)
     }
     /* The frozen sizes: this header is version 1 of every struct but flatopt_base_params,
      * whose version 2 added Adagrad's and RMSprop's fields, version 3 Adamax's, NAdam's and
-     * Lion's, version 4 AdaBelief's, Adadelta's and Rprop's, and flatopt_config, whose
+     * Lion's, version 4 AdaBelief's, Adadelta's and Rprop's, version 5 LARS's, and
+     * flatopt_config, whose
      * version 2 added the compressed-state fields. */
     CHECK(sizeof(flatopt_config) == FLATOPT_CONFIG_SIZE_V2 && FLATOPT_CONFIG_SIZE_V1 == 88 &&
               FLATOPT_BASE_PARAMS_SIZE_V1 == 64 && FLATOPT_BASE_PARAMS_SIZE_V2 == 96 &&
-              FLATOPT_BASE_PARAMS_SIZE_V3 == 112 &&
-              sizeof(flatopt_base_params) == FLATOPT_BASE_PARAMS_SIZE_V4 &&
+              FLATOPT_BASE_PARAMS_SIZE_V3 == 112 && FLATOPT_BASE_PARAMS_SIZE_V4 == 160 &&
+              sizeof(flatopt_base_params) == FLATOPT_BASE_PARAMS_SIZE_V5 &&
               sizeof(flatopt_schedule) == FLATOPT_SCHEDULE_SIZE_V1 &&
               sizeof(flatopt_step_args) == FLATOPT_STEP_ARGS_SIZE_V1,
           "struct sizes differ from their _SIZE_V1 constants");
@@ -4001,9 +4002,13 @@ static void test_base_update_every_kind(void)
         { "yogi", FLATOPT_YOGI, 0, 0, FLATOPT_STATE_M | FLATOPT_STATE_V },
         { "adadelta", FLATOPT_ADADELTA, 0, 0, FLATOPT_STATE_M | FLATOPT_STATE_V },
         { "rprop", FLATOPT_RPROP, 0, 0, FLATOPT_STATE_M | FLATOPT_STATE_V },
+        { "lamb", FLATOPT_LAMB, 0, 0, FLATOPT_STATE_M | FLATOPT_STATE_V },
+        { "lars", FLATOPT_LARS, 0, 0, FLATOPT_STATE_M },
+        { "lars momentum 0", FLATOPT_LARS, 0.0, 0, FLATOPT_STATE_M },
+        { "novograd", FLATOPT_NOVOGRAD, 0, 0, FLATOPT_STATE_M | FLATOPT_STATE_V },
     };
     static const size_t len[1] = { 37 };
-    int seen[FLATOPT_RPROP + 1] = { 0 };
+    int seen[FLATOPT_NOVOGRAD + 1] = { 0 };
     size_t k;
     for (k = 0; k < sizeof v / sizeof v[0]; k++) {
         model a;
@@ -4015,7 +4020,8 @@ static void test_base_update_every_kind(void)
         OK(F(flatopt_config_init)(&c, sizeof c));
         OK(F(flatopt_base_params_init)(&cb, sizeof cb, v[k].kind));
         c.base = &cb;
-        if (v[k].kind == FLATOPT_SGD || v[k].kind == FLATOPT_RMSPROP)
+        if (v[k].kind == FLATOPT_SGD || v[k].kind == FLATOPT_RMSPROP ||
+            (v[k].kind == FLATOPT_LARS && v[k].momentum == 0.0))
             cb.momentum = v[k].momentum;
         if (v[k].kind == FLATOPT_ADAM)
             cb.amsgrad = v[k].flag;
@@ -4063,7 +4069,7 @@ static void test_base_update_every_kind(void)
             free(st[j]);
         model_free(&a);
     }
-    for (k = 0; k <= FLATOPT_RPROP; k++)
+    for (k = 0; k <= FLATOPT_NOVOGRAD; k++)
         CHECK(seen[k], "base kind %lu has no row in test_base_update_every_kind",
               (unsigned long)k);
 }

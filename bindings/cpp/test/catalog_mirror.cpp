@@ -45,6 +45,9 @@ static_assert(static_cast<uint32_t>(flatopt::BaseKind::AdaBelief) == 9, "adabeli
 static_assert(static_cast<uint32_t>(flatopt::BaseKind::Yogi) == 10, "yogi");
 static_assert(static_cast<uint32_t>(flatopt::BaseKind::Adadelta) == 11, "adadelta");
 static_assert(static_cast<uint32_t>(flatopt::BaseKind::Rprop) == 12, "rprop");
+static_assert(static_cast<uint32_t>(flatopt::BaseKind::Lamb) == 13, "lamb");
+static_assert(static_cast<uint32_t>(flatopt::BaseKind::Lars) == 14, "lars");
+static_assert(static_cast<uint32_t>(flatopt::BaseKind::Novograd) == 15, "novograd");
 
 static bool same(const char* got, const char* want) {
   if (std::strcmp(got, want) == 0) return true;
@@ -116,6 +119,15 @@ int main() {
   ok &= same(flatopt::base_kind_name(flatopt::BaseKind::Rprop), "rprop");
   ok &= same_kind(flatopt::BaseParams::rprop().kind(), flatopt::BaseKind::Rprop, "BaseParams::rprop");
   ok &= same_kind(flatopt::Config::rprop(1e-3).base().kind(), flatopt::BaseKind::Rprop, "Config::rprop");
-  if (ok) std::printf("catalog_mirror: %d names and factories match\n", 55);
+  ok &= same(flatopt::base_kind_name(flatopt::BaseKind::Lamb), "lamb");
+  ok &= same_kind(flatopt::BaseParams::lamb().kind(), flatopt::BaseKind::Lamb, "BaseParams::lamb");
+  ok &= same_kind(flatopt::Config::lamb(1e-3).base().kind(), flatopt::BaseKind::Lamb, "Config::lamb");
+  ok &= same(flatopt::base_kind_name(flatopt::BaseKind::Lars), "lars");
+  ok &= same_kind(flatopt::BaseParams::lars().kind(), flatopt::BaseKind::Lars, "BaseParams::lars");
+  ok &= same_kind(flatopt::Config::lars(1e-3).base().kind(), flatopt::BaseKind::Lars, "Config::lars");
+  ok &= same(flatopt::base_kind_name(flatopt::BaseKind::Novograd), "novograd");
+  ok &= same_kind(flatopt::BaseParams::novograd().kind(), flatopt::BaseKind::Novograd, "BaseParams::novograd");
+  ok &= same_kind(flatopt::Config::novograd(1e-3).base().kind(), flatopt::BaseKind::Novograd, "Config::novograd");
+  if (ok) std::printf("catalog_mirror: %d names and factories match\n", 64);
   return ok ? 0 : 1;
 }

@@ -42,6 +42,7 @@ namespace Flatopt
         public const long BaseParamsSizeV2 = 96;
         public const long BaseParamsSizeV3 = 112;
         public const long BaseParamsSizeV4 = 160;
+        public const long BaseParamsSizeV5 = 168;
         public const long ScheduleSizeV1 = 248;
         public const long ConfigSizeV1 = 88;
         public const long ConfigSizeV2 = 120;
@@ -87,6 +88,12 @@ namespace Flatopt
         /// <summary>Rprop (PyTorch's; the first step's learning rate is the initial step
         /// size).</summary>
         Rprop = 12,
+        /// <summary>LAMB (optax's; a trust ratio per registered buffer).</summary>
+        Lamb = 13,
+        /// <summary>LARS (optax's; a trust ratio per registered buffer).</summary>
+        Lars = 14,
+        /// <summary>NovoGrad (optax's; a second moment per registered buffer).</summary>
+        Novograd = 15,
     }
 
     /// <summary>flatopt_schedule_kind: the learning-rate schedule (formulas in docs and the C
@@ -270,6 +277,8 @@ namespace Flatopt
         public double MinStepSize;
         /// <summary>Rprop: upper bound of the step sizes.</summary>
         public double MaxStepSize;
+        /// <summary>LARS: multiplier of the trust ratio, &gt; 0.</summary>
+        public double TrustCoefficient;
 
         /// <summary>The defaults of <paramref name="kind"/> (flatopt_base_params_init).</summary>
         public static unsafe BaseParams Init(BaseKind kind)

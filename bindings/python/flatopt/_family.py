@@ -21,6 +21,9 @@ __all__ = [
     "yogi",
     "adadelta",
     "rprop",
+    "lamb",
+    "lars",
+    "novograd",
     "Adagrad",
     "RMSprop",
     "Adamax",
@@ -30,6 +33,9 @@ __all__ = [
     "Yogi",
     "Adadelta",
     "Rprop",
+    "Lamb",
+    "Lars",
+    "Novograd",
 ]
 
 # Per rule: each argument of its factory -> (the flatopt_base_params field, is a flag).
@@ -71,6 +77,27 @@ _C_FIELDS = {
         "eta_plus": ("eta_plus", False),
         "min_step_size": ("min_step_size", False),
         "max_step_size": ("max_step_size", False),
+    },
+    _lib.LAMB: {
+        "b1": ("b1", False),
+        "b2": ("b2", False),
+        "eps": ("eps", False),
+        "eps_root": ("eps_root", False),
+        "weight_decay": ("decoupled_weight_decay", False),
+    },
+    _lib.LARS: {
+        "weight_decay": ("decoupled_weight_decay", False),
+        "trust_coefficient": ("trust_coefficient", False),
+        "eps": ("eps", False),
+        "momentum": ("momentum", False),
+        "nesterov": ("nesterov", True),
+    },
+    _lib.NOVOGRAD: {
+        "b1": ("b1", False),
+        "b2": ("b2", False),
+        "eps": ("eps", False),
+        "eps_root": ("eps_root", False),
+        "weight_decay": ("decoupled_weight_decay", False),
     },
 }
 
@@ -170,6 +197,34 @@ def rprop(learning_rate, eta_minus=0.5, eta_plus=1.2, min_step_size=1e-6, max_st
     return _Rule(_lib.RPROP, "rprop", learning_rate,
                  _state(state_dtype, state_rounding, state_seed), eta_minus=eta_minus,
                  eta_plus=eta_plus, min_step_size=min_step_size, max_step_size=max_step_size)
+
+
+def lamb(learning_rate, b1=0.9, b2=0.999, eps=1e-6, eps_root=0.0, weight_decay=0.0):
+    """LAMB (optax's signature and defaults, without ``mask``): Adam's direction
+    ``u = (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t) + eps_root) + eps) + weight_decay*p``, scaled
+    per registered buffer by the trust ratio ``||p|| / ||u||`` (1 where either norm is 0):
+    ``p -= lr * ||p|| / ||u|| * u``. A registered array is a layer."""
+    return _Rule(_lib.LAMB, "lamb", learning_rate, b1=b1, b2=b2, eps=eps, eps_root=eps_root,
+                 weight_decay=weight_decay)
+
+
+def lars(learning_rate, weight_decay=0.0, trust_coefficient=0.001, eps=0.0, momentum=0.9,
+         nesterov=False):
+    """LARS (optax's signature and defaults, without the masks): ``x = g + weight_decay*p``,
+    per registered buffer ``r = trust_coefficient * ||p|| / (||x|| + eps)`` (1 where either
+    norm is 0), ``m = momentum*m + lr*r*x``, ``p -= m`` (Nesterov: ``p -= lr*r*x +
+    momentum*m``)."""
+    return _Rule(_lib.LARS, "lars", learning_rate, weight_decay=weight_decay,
+                 trust_coefficient=trust_coefficient, eps=eps, momentum=momentum,
+                 nesterov=nesterov)
+
+
+def novograd(learning_rate, b1=0.9, b2=0.25, eps=1e-6, eps_root=0.0, weight_decay=0.0):
+    """NovoGrad (optax's signature and defaults): per registered buffer ``nu = ||g||^2`` on
+    the first update, then ``nu = b2*nu + (1-b2)*||g||^2``;
+    ``m = b1*m + g / (sqrt(nu + eps_root) + eps) + weight_decay*p``, ``p -= lr*m``."""
+    return _Rule(_lib.NOVOGRAD, "novograd", learning_rate, b1=b1, b2=b2, eps=eps,
+                 eps_root=eps_root, weight_decay=weight_decay)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -382,3 +437,69 @@ class Rprop(_Family):
     etas = _pair("eta_minus", "eta_plus", "``(eta_minus, eta_plus)``, the step-size factors.")
     step_sizes = _pair("min_step_size", "max_step_size",
                        "``(min, max)``, the bounds of every element's step size.")
+
+
+class _RuleDecay(_Family):
+    """A family class whose ``weight_decay`` is the rule's own (added where optax adds it)."""
+
+    @property
+    def weight_decay(self):
+        """The rule's weight decay (added to the update as optax's ``add_decayed_weights``)."""
+        return self._base.hyperparams["weight_decay"]
+
+
+class Lamb(_RuleDecay):
+    """braintools' ``Lamb(lr=1e-3, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.0,
+    grad_clip_norm=None, grad_clip_value=None)``: optax's ``scale_by_adam``,
+    ``add_decayed_weights(weight_decay)``, ``scale_by_trust_ratio`` per registered array."""
+
+    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.0,
+                 grad_clip_norm=None, grad_clip_value=None, nonfinite="skip", num_threads=1,
+                 simd_tier=None):
+        _check_lr(lr, "lr")
+        b1, b2 = _betas(betas)
+        base = lamb(lr, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)
+        super().__init__(base, 0.0, grad_clip_norm, grad_clip_value, nonfinite, num_threads,
+                         simd_tier)
+
+    betas = _BETAS
+    eps = _EPS
+
+
+class Lars(_RuleDecay):
+    """braintools' ``Lars(lr=1.0, momentum=0.9, weight_decay=0.0, trust_coefficient=0.001,
+    eps=1e-8, grad_clip_norm=None, grad_clip_value=None)``: ``add_decayed_weights``,
+    ``scale_by_trust_ratio`` per registered array, the momentum trace. The learning rate
+    enters before the trace (optax's ``lars``); braintools scales after it, which differs
+    only while the learning rate changes."""
+
+    def __init__(self, lr=1.0, momentum=0.9, weight_decay=0.0, trust_coefficient=0.001,
+                 eps=1e-8, grad_clip_norm=None, grad_clip_value=None, nonfinite="skip",
+                 num_threads=1, simd_tier=None):
+        _check_lr(lr, "lr")
+        base = lars(lr, weight_decay=weight_decay, trust_coefficient=trust_coefficient,
+                    eps=eps, momentum=momentum)
+        super().__init__(base, 0.0, grad_clip_norm, grad_clip_value, nonfinite, num_threads,
+                         simd_tier)
+
+    momentum = _hyper("momentum", "The momentum of the trace.")
+    trust_coefficient = _hyper("trust_coefficient", "The multiplier of the trust ratio.")
+    eps = _hyper("eps", "Added to the update's norm in the trust ratio.")
+
+
+class Novograd(_RuleDecay):
+    """braintools' ``Novograd(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+    grad_clip_norm=None, grad_clip_value=None)``: optax's ``scale_by_novograd`` (a second
+    moment per registered array)."""
+
+    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                 grad_clip_norm=None, grad_clip_value=None, nonfinite="skip", num_threads=1,
+                 simd_tier=None):
+        _check_lr(lr, "lr")
+        b1, b2 = _betas(betas)
+        base = novograd(lr, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)
+        super().__init__(base, 0.0, grad_clip_norm, grad_clip_value, nonfinite, num_threads,
+                         simd_tier)
+
+    betas = _BETAS
+    eps = _EPS

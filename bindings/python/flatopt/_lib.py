@@ -59,6 +59,7 @@ ERR_POISONED = 13
 SGD, ADAM, ADAMW, RADAM, ADAGRAD, RMSPROP = 0, 1, 2, 3, 4, 5
 ADAMAX, NADAM, LION = 6, 7, 8
 ADABELIEF, YOGI, ADADELTA, RPROP = 9, 10, 11, 12
+LAMB, LARS, NOVOGRAD = 13, 14, 15
 
 SCHEDULE_KINDS = {
     "fixed": 0,
@@ -91,6 +92,7 @@ BASE_PARAMS_SIZE_V1 = 64
 BASE_PARAMS_SIZE_V2 = 96
 BASE_PARAMS_SIZE_V3 = 112
 BASE_PARAMS_SIZE_V4 = 160
+BASE_PARAMS_SIZE_V5 = 168
 SCHEDULE_SIZE_V1 = 248
 CONFIG_SIZE_V1 = 88
 CONFIG_SIZE_V2 = 120
@@ -130,6 +132,7 @@ class BaseParams(Structure):
         ("eta_plus", c_double),
         ("min_step_size", c_double),
         ("max_step_size", c_double),
+        ("trust_coefficient", c_double),
     ]
 
 

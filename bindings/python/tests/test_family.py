@@ -61,11 +61,15 @@ def _optax_run(rule, lr, params, grads, lookahead):
     optax = pytest.importorskip("optax")
     jnp = pytest.importorskip("jax.numpy")
     schedule = optax.exponential_decay(lr, transition_steps=1, decay_rate=GAMMA)
+    if isinstance(rule, _WithLr):
+        # The rule places the learning rate itself (LARS: before its momentum trace).
+        tail = rule.transforms(optax, schedule)
+    else:
+        tail = [*rule(optax), optax.scale_by_learning_rate(schedule)]
     tx = optax.chain(
         optax.clip_by_global_norm(CLIP),
         optax.add_decayed_weights(WD),
-        *rule(optax),
-        optax.scale_by_learning_rate(schedule),
+        *tail,
     )
     ps = [p.copy() for p in params]
     slow = [p.copy() for p in params]
@@ -123,8 +127,17 @@ def _sched(lr):
     return flatopt.ExponentialLR(lr, GAMMA, per_update=True)
 
 
-# name -> (flatopt base from a schedule, optax transforms (a function of the optax module),
-# learning rate)
+class _WithLr:
+    """optax transforms that include the learning rate (a function of the optax module and the
+    schedule)."""
+
+    def __init__(self, transforms):
+        self.transforms = transforms
+
+
+# name -> (flatopt base from a schedule, optax transforms (a function of the optax module, the
+# learning rate appended; or a _WithLr), learning rate). LAMB, LARS and NovoGrad take norms per
+# registered array (optax: per leaf), which the three arrays of SIZES exercise.
 OPTAX = {
     "adagrad": (
         lambda s: flatopt.adagrad(s),
@@ -170,6 +183,40 @@ OPTAX = {
         lambda s: flatopt.lion(s, weight_decay=1e-2),
         lambda o: [o.scale_by_lion(b1=0.9, b2=0.99), o.add_decayed_weights(1e-2)],
         1e-3,
+    ),
+    "lamb": (
+        lambda s: flatopt.lamb(s, weight_decay=1e-2),
+        lambda o: [o.scale_by_adam(b1=0.9, b2=0.999, eps=1e-6), o.add_decayed_weights(1e-2),
+                   o.scale_by_trust_ratio()],
+        1e-2,
+    ),
+    "lamb eps_root": (
+        lambda s: flatopt.lamb(s, b1=0.8, b2=0.99, eps=1e-8, eps_root=1e-6),
+        lambda o: [o.scale_by_adam(b1=0.8, b2=0.99, eps=1e-8, eps_root=1e-6),
+                   o.scale_by_trust_ratio()],
+        1e-2,
+    ),
+    "lars": (
+        lambda s: flatopt.lars(s, weight_decay=1e-2),
+        _WithLr(lambda o, s: [o.add_decayed_weights(1e-2), o.scale_by_trust_ratio(
+            trust_coefficient=0.001, eps=0.0), o.scale_by_learning_rate(s), o.trace(decay=0.9)]),
+        1.0,
+    ),
+    "lars nesterov eps": (
+        lambda s: flatopt.lars(s, trust_coefficient=0.01, eps=1e-3, momentum=0.8, nesterov=True),
+        _WithLr(lambda o, s: [o.scale_by_trust_ratio(trust_coefficient=0.01, eps=1e-3),
+                              o.scale_by_learning_rate(s), o.trace(decay=0.8, nesterov=True)]),
+        0.5,
+    ),
+    "novograd": (
+        lambda s: flatopt.novograd(s, weight_decay=1e-2),
+        lambda o: [o.scale_by_novograd(b1=0.9, b2=0.25, eps=1e-6, weight_decay=1e-2)],
+        1e-2,
+    ),
+    "novograd eps_root": (
+        lambda s: flatopt.novograd(s, b1=0.95, b2=0.5, eps=1e-8, eps_root=1e-6),
+        lambda o: [o.scale_by_novograd(b1=0.95, b2=0.5, eps=1e-8, eps_root=1e-6)],
+        1e-2,
     ),
 }
 
@@ -263,6 +310,12 @@ CLASSES = [
     (lambda: flatopt.Yogi(weight_decay=0.01), lambda: flatopt.yogi(1e-3), 0.01),
     (lambda: flatopt.Adadelta(), lambda: flatopt.adadelta(1.0), 0.0),
     (lambda: flatopt.Rprop(), lambda: flatopt.rprop(1e-2), 0.0),
+    (lambda: flatopt.Lamb(weight_decay=0.01),
+     lambda: flatopt.lamb(1e-3, weight_decay=0.01), 0.0),
+    (lambda: flatopt.Lars(weight_decay=0.01),
+     lambda: flatopt.lars(1.0, weight_decay=0.01, eps=1e-8), 0.0),
+    (lambda: flatopt.Novograd(weight_decay=0.01),
+     lambda: flatopt.novograd(1e-3, b2=0.999, eps=1e-8, weight_decay=0.01), 0.0),
 ]
 
 

@@ -1,0 +1,166 @@
+//! LAMB (optax's `lamb`; PyTorch has none): Adam's direction with decoupled weight decay,
+//! scaled per registered buffer by the trust ratio `||p|| / ||u||`.
+
+use super::{pow_step, trust_ratio, Norms, Rule};
+use crate::kernels::{specialize, Lanes, Switch, Window};
+use crate::simd::Vf32;
+
+super::rule! {
+    base {
+        /// LAMB (You et al., 2019; optax's `lamb`): `m = b1*m + (1-b1)*g`,
+        /// `v = b2*v + (1-b2)*g*g`, `u = (m/(1-b1^t)) / (sqrt(v/(1-b2^t) + eps_root) + eps)
+        /// + weight_decay*p`, then per registered buffer `r = ||p|| / ||u||` (1 where either
+        /// norm is 0) and `p -= lr * r * u`.
+        Lamb = 13, "lamb" {
+            /// First-moment decay.
+            b1: f64 = 0.9; UnitOpen, f32; c b1;
+            /// Second-moment decay.
+            b2: f64 = 0.999; UnitOpen, f32; c b2;
+            /// Added outside the square root.
+            eps: f64 = 1e-6; Positive, f32; c eps;
+            /// Added inside the square root.
+            eps_root: f64 = 0.0; NonNeg, f32; c eps_root;
+            /// Weight decay added to the update before the trust ratio:
+            /// `u += weight_decay * p`.
+            weight_decay as "weight_decay (decoupled)": f64 = 0.0; NonNeg, f32;
+                c decoupled_weight_decay;
+        }
+        @state { (true, true, false) }
+        @rule(t, lr) {
+            let t = t as f64;
+            Rule::Lamb {
+                pre: false,
+                sc: Scalars {
+                    b1: b1 as f32,
+                    c1: (1.0 - b1) as f32,
+                    b2: b2 as f32,
+                    c2: (1.0 - b2) as f32,
+                    bc1: (1.0 - pow_step(b1, t)) as f32,
+                    bc2: (1.0 - pow_step(b2, t)) as f32,
+                    eps: eps as f32,
+                    eps_root: eps_root as f32,
+                    wd: weight_decay as f32,
+                    lr,
+                    c: lr as f32,
+                    d: 1.0,
+                },
+            }
+        }
+    }
+    kernel {
+        /// LAMB in two passes over each buffer (see `kernels::trust`): with `pre`, the moments
+        /// and `u` (written into the `v_max` slot, a block scratch); then
+        /// `p -= c * (u / d)` with `u` recomputed from the new moments, `c = lr * ||p||` and
+        /// `d = ||u||` (`c = lr`, `d = 1` where either norm is 0).
+        Lamb {
+            /// The pass before the update.
+            pre: bool,
+            /// The per-step scalars.
+            sc: crate::rules::lamb::Scalars,
+        }
+        @state { (true, true, pre) }
+        @finite {
+            [
+                ("bias correction (1 - b1^t)", sc.bc1),
+                ("bias correction (1 - b2^t)", sc.bc2),
+                ("step (lr * ||p||)", sc.c),
+            ]
+        }
+        @span<V>(s) {
+            let Scalars { b1, c1, b2, c2, bc1, bc2, eps, eps_root, wd, c, d, .. } = sc;
+            let r = [b1, c1, b2, c2, bc1, bc2, eps, eps_root, wd, c, d].map(V::splat);
+            if pre {
+                specialize!(s, lamb_pre, (r))
+            } else {
+                specialize!(s, lamb_apply, (r))
+            }
+        }
+    }
+}
+
+/// LAMB's per-step scalars (see [`Rule::Lamb`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Scalars {
+    /// First-moment decay.
+    pub b1: f32,
+    /// `1 - b1`, rounded once.
+    pub c1: f32,
+    /// Second-moment decay.
+    pub b2: f32,
+    /// `1 - b2`, rounded once.
+    pub c2: f32,
+    /// `1 - b1^t`.
+    pub bc1: f32,
+    /// `1 - b2^t`.
+    pub bc2: f32,
+    /// Added outside the square root.
+    pub eps: f32,
+    /// Added inside the square root.
+    pub eps_root: f32,
+    /// Weight decay added to the update.
+    pub wd: f32,
+    /// The learning rate of this step (f64: the trust ratio scales it before rounding).
+    pub lr: f64,
+    /// `lr * ||p||` (`lr` where a norm is 0), rounded once.
+    pub c: f32,
+    /// `||u||` (1 where a norm is 0), rounded once.
+    pub d: f32,
+}
+
+impl Scalars {
+    /// The scalars of the update pass from the buffer's norms.
+    pub(super) fn with_norms(self, n: Norms) -> Scalars {
+        let (c, d) = trust_ratio(self.lr, 1.0, 0.0, n);
+        Scalars { c, d, ..self }
+    }
+}
+
+/// LAMB's direction `u` from the new moments (`bc1`, `bc2`: the bias corrections).
+#[inline(always)]
+fn direction<V: Vf32>(m: V, v: V, p: V, [bc1, bc2, eps, eps_root, wd]: [V; 5]) -> V {
+    m.div(bc1)
+        .div(v.div(bc2).add(eps_root).sqrt().add(eps))
+        .add(wd.mul(p))
+}
+
+/// LAMB's first pass: the moments, and `u` into `v_max` (the block scratch).
+#[inline(always)]
+fn lamb_pre<V: Vf32>(
+    k: &Lanes<V>,
+    [b1, c1, b2, c2, bc1, bc2, eps, eps_root, wd, _, _]: [V; 11],
+    w: &mut Window<'_>,
+    (cs, cv, cw, sy): (impl Switch, impl Switch, impl Switch, impl Switch),
+) {
+    let n = w.len(true, true, true, sy);
+    let mut i = 0;
+    while n - i >= V::LANES {
+        let p = V::load(&w.param[i..]);
+        let g = k.grad(V::load(&w.grad[i..]), p, cs, cv, cw);
+        let m = b1.mul(V::load(&w.m[i..])).add(c1.mul(g));
+        let v = b2.mul(V::load(&w.v[i..])).add(c2.mul(g.mul(g)));
+        m.store(&mut w.m[i..]);
+        v.store(&mut w.v[i..]);
+        direction(m, v, p, [bc1, bc2, eps, eps_root, wd]).store(&mut w.v_max[i..]);
+        i += V::LANES;
+    }
+}
+
+/// LAMB's update pass: `p -= c * (u / d)`, `u` recomputed from the moments.
+#[inline(always)]
+fn lamb_apply<V: Vf32>(
+    k: &Lanes<V>,
+    [_, _, _, _, bc1, bc2, eps, eps_root, wd, c, d]: [V; 11],
+    w: &mut Window<'_>,
+    (_cs, _cv, _cw, sy): (impl Switch, impl Switch, impl Switch, impl Switch),
+) {
+    let n = w.len(true, true, false, sy);
+    let mut i = 0;
+    while n - i >= V::LANES {
+        let p = V::load(&w.param[i..]);
+        let m = V::load(&w.m[i..]);
+        let v = V::load(&w.v[i..]);
+        let u = direction(m, v, p, [bc1, bc2, eps, eps_root, wd]);
+        k.store_param(p.sub(c.mul(u.div(d))), w, i, sy);
+        i += V::LANES;
+    }
+}

@@ -1,0 +1,460 @@
+//! The rules with per-buffer norms (LAMB, LARS, NovoGrad; `kernels::trust`): an independent
+//! f64 model of docs/numerics.md ("Per-buffer norms") against the engine, every tier and thread
+//! count bit for bit against the scalar tier on one thread (buffers large enough for the pool
+//! and for several sum-of-squares blocks), the stateless kernel against the engine, checkpoints,
+//! hostile inputs and the refusals (split and sharded steps, compressed state).
+
+mod common;
+
+use common::{bits, Rng};
+use flatopt::kernels::{self, Buffers, Plan, StateDtype};
+use flatopt::{Base, Config, Error, Optimizer, Outcome, Schedule, Tier};
+
+/// One row per option combination that changes the loop or the scalars.
+fn rows() -> Vec<(&'static str, Base, f64)> {
+    vec![
+        ("lamb", Base::lamb(), 1e-2),
+        (
+            "lamb_decay_eps_root",
+            Base::Lamb {
+                b1: 0.8,
+                b2: 0.99,
+                eps: 1e-8,
+                eps_root: 1e-6,
+                weight_decay: 0.05,
+            },
+            1e-2,
+        ),
+        ("lars", Base::lars(), 1.0),
+        (
+            "lars_nesterov_eps_decay",
+            Base::Lars {
+                momentum: 0.5,
+                nesterov: true,
+                weight_decay: 1e-2,
+                trust_coefficient: 0.02,
+                eps: 1e-3,
+            },
+            0.5,
+        ),
+        (
+            "lars_no_momentum",
+            Base::Lars {
+                momentum: 0.0,
+                nesterov: false,
+                weight_decay: 0.0,
+                trust_coefficient: 0.001,
+                eps: 0.0,
+            },
+            1.0,
+        ),
+        ("novograd", Base::novograd(), 1e-2),
+        (
+            "novograd_decay_eps_root",
+            Base::Novograd {
+                b1: 0.95,
+                b2: 0.5,
+                eps: 1e-8,
+                eps_root: 1e-6,
+                weight_decay: 0.05,
+            },
+            1e-2,
+        ),
+    ]
+}
+
+/// The pipelines: plain, and clipping + coupled decay + Lookahead + a schedule.
+fn pipelines() -> Vec<(&'static str, fn(Config) -> Config)> {
+    vec![
+        ("plain", |c| c),
+        ("clip_decay_lookahead_schedule", |c| {
+            let base_lr = c.lr.base_lr();
+            Config {
+                lr: Schedule::exponential(base_lr, 0.97),
+                ..c.clip_norm(0.5).weight_decay(1e-3).lookahead(3, 0.5)
+            }
+        }),
+    ]
+}
+
+fn data(sizes: &[usize], steps: usize, seed: u64) -> (Vec<Vec<f32>>, Vec<Vec<Vec<f32>>>) {
+    let mut r = Rng(seed);
+    let params = sizes
+        .iter()
+        .map(|&n| (0..n).map(|_| r.normal(1.0)).collect())
+        .collect();
+    let grads = (0..steps)
+        .map(|_| {
+            let s = r.range(0.02, 0.5);
+            sizes
+                .iter()
+                .map(|&n| (0..n).map(|_| r.normal(s)).collect())
+                .collect()
+        })
+        .collect();
+    (params, grads)
+}
+
+/// Runs `cfg` over the data; the parameters after every step.
+fn run(cfg: Config, params: &[Vec<f32>], grads: &[Vec<Vec<f32>>]) -> Vec<Vec<Vec<f32>>> {
+    let mut ps: Vec<Vec<f32>> = params.to_vec();
+    let mut o = Optimizer::new(cfg).unwrap();
+    o.register(&ps.iter().map(|p| p.as_slice()).collect::<Vec<_>>())
+        .unwrap();
+    let mut out = Vec::new();
+    for g in grads {
+        let gr: Vec<&[f32]> = g.iter().map(|x| x.as_slice()).collect();
+        let mut pr: Vec<&mut [f32]> = ps.iter_mut().map(|p| p.as_mut_slice()).collect();
+        let r = o.step(&mut pr, &gr).unwrap();
+        assert!(matches!(r, Outcome::Applied { .. }));
+        out.push(ps.clone());
+    }
+    out
+}
+
+fn norm(x: &[f64]) -> f64 {
+    x.iter().map(|v| v * v).sum::<f64>().sqrt()
+}
+
+/// `(lr * ratio)` of a trust ratio as optax's `scale_by_trust_ratio` has it.
+fn ratio(tc: f64, eps: f64, pn: f64, un: f64) -> f64 {
+    if pn == 0.0 || un == 0.0 {
+        1.0
+    } else {
+        tc * pn / (un + eps)
+    }
+}
+
+/// The f64 model of docs/numerics.md: every step's parameters.
+fn model(cfg: &Config, params: &[Vec<f32>], grads: &[Vec<Vec<f32>>]) -> Vec<Vec<Vec<f64>>> {
+    let mut p: Vec<Vec<f64>> = params
+        .iter()
+        .map(|x| x.iter().map(|&v| f64::from(v)).collect())
+        .collect();
+    let mut m: Vec<Vec<f64>> = p.iter().map(|x| vec![0.0; x.len()]).collect();
+    let mut v = m.clone();
+    let mut nu = vec![0.0f64; p.len()];
+    let mut slow = p.clone();
+    let mut out = Vec::new();
+    for (t0, gs) in grads.iter().enumerate() {
+        let t = (t0 + 1) as i32;
+        let lr = cfg.lr.base_lr()
+            * match cfg.lr {
+                Schedule::Exponential { gamma, .. } => gamma.powi(t - 1),
+                _ => 1.0,
+            };
+        let mut g: Vec<Vec<f64>> = gs
+            .iter()
+            .map(|x| x.iter().map(|&v| f64::from(v)).collect())
+            .collect();
+        if let Some(c) = cfg.grad_clip_norm {
+            let n = g.iter().map(|x| norm(x).powi(2)).sum::<f64>().sqrt();
+            if n > c {
+                g.iter_mut().flatten().for_each(|x| *x *= c / n);
+            }
+        }
+        for (gb, pb) in g.iter_mut().zip(&p) {
+            for (x, &q) in gb.iter_mut().zip(pb) {
+                *x += cfg.weight_decay * q;
+            }
+        }
+        for b in 0..p.len() {
+            let (pb, gb, mb, vb) = (&mut p[b], &g[b], &mut m[b], &mut v[b]);
+            match cfg.base {
+                Base::Lamb {
+                    b1,
+                    b2,
+                    eps,
+                    eps_root,
+                    weight_decay,
+                } => {
+                    let mut u = vec![0.0; pb.len()];
+                    for i in 0..pb.len() {
+                        mb[i] = b1 * mb[i] + (1.0 - b1) * gb[i];
+                        vb[i] = b2 * vb[i] + (1.0 - b2) * gb[i] * gb[i];
+                        let mh = mb[i] / (1.0 - b1.powi(t));
+                        let vh = vb[i] / (1.0 - b2.powi(t));
+                        u[i] = mh / ((vh + eps_root).sqrt() + eps) + weight_decay * pb[i];
+                    }
+                    let r = ratio(1.0, 0.0, norm(pb), norm(&u));
+                    for i in 0..pb.len() {
+                        pb[i] -= lr * r * u[i];
+                    }
+                }
+                Base::Lars {
+                    momentum,
+                    nesterov,
+                    weight_decay,
+                    trust_coefficient,
+                    eps,
+                } => {
+                    let x: Vec<f64> = (0..pb.len())
+                        .map(|i| gb[i] + weight_decay * pb[i])
+                        .collect();
+                    let r = ratio(trust_coefficient, eps, norm(pb), norm(&x));
+                    for i in 0..pb.len() {
+                        let s = lr * r * x[i];
+                        mb[i] = momentum * mb[i] + s;
+                        pb[i] -= if nesterov {
+                            s + momentum * mb[i]
+                        } else {
+                            mb[i]
+                        };
+                    }
+                }
+                Base::Novograd {
+                    b1,
+                    b2,
+                    eps,
+                    eps_root,
+                    weight_decay,
+                } => {
+                    let s = norm(gb).powi(2);
+                    nu[b] = if t == 1 {
+                        s
+                    } else {
+                        b2 * nu[b] + (1.0 - b2) * s
+                    };
+                    let d = (nu[b] + eps_root).sqrt() + eps;
+                    for i in 0..pb.len() {
+                        mb[i] = b1 * mb[i] + gb[i] / d + weight_decay * pb[i];
+                        pb[i] -= lr * mb[i];
+                    }
+                }
+                _ => unreachable!("a row of rows()"),
+            }
+        }
+        if let Some(la) = cfg.lookahead {
+            if (t as u64).is_multiple_of(la.sync_period) {
+                for (pb, sb) in p.iter_mut().zip(slow.iter_mut()) {
+                    for (x, s) in pb.iter_mut().zip(sb.iter_mut()) {
+                        *s += la.alpha * (*x - *s);
+                        *x = *s;
+                    }
+                }
+            }
+        }
+        out.push(p.clone());
+    }
+    out
+}
+
+/// Every row under every pipeline: the engine within 1e-4 (relative, plus 1e-5 absolute) of
+/// the f64 model at every step, with buffers of one element, a vector's worth, and several
+/// sum-of-squares blocks.
+#[test]
+fn engine_follows_the_f64_model() {
+    let sizes = [1, 7, 33, 1000, 9000];
+    let (params, grads) = data(&sizes, 30, 5);
+    for (bname, base, lr) in rows() {
+        for (pname, f) in pipelines() {
+            let cfg = f(Config::new(base, lr).tier(Tier::Scalar));
+            let got = run(cfg.clone(), &params, &grads);
+            let want = model(&cfg, &params, &grads);
+            for (t, (a, b)) in got.iter().zip(&want).enumerate() {
+                for (k, (x, y)) in a.iter().zip(b).enumerate() {
+                    for (i, (&x, &y)) in x.iter().zip(y).enumerate() {
+                        let err = (f64::from(x) - y).abs();
+                        assert!(
+                            err <= 1e-5 + 1e-4 * y.abs(),
+                            "{bname}/{pname}: step {} buffer {k}[{i}]: {x} vs model {y}",
+                            t + 1
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Every tier and 1-3 threads give the scalar tier's single-threaded bits, with buffers large
+/// enough for the pool to split the pass before the update over several tasks.
+#[test]
+fn every_tier_and_thread_count_is_bit_identical() {
+    let sizes = [600_001, 77, 9000];
+    let (params, grads) = data(&sizes, 3, 9);
+    let tiers: Vec<Tier> = Tier::ALL.into_iter().filter(|t| t.is_available()).collect();
+    for (bname, base, lr) in rows() {
+        for (pname, f) in pipelines() {
+            let cfg = f(Config::new(base, lr));
+            let want = run(cfg.clone().tier(Tier::Scalar), &params, &grads);
+            for &tier in &tiers {
+                for threads in [1, 2, 3] {
+                    let got = run(cfg.clone().tier(tier).threads(threads), &params, &grads);
+                    for (a, b) in got.iter().zip(&want) {
+                        for (x, y) in a.iter().zip(b) {
+                            assert!(
+                                bits(x) == bits(y),
+                                "{bname}/{pname} on {tier:?} with {threads} threads"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The stateless kernel (one buffer, the caller's state) gives the engine's bits.
+#[test]
+fn stateless_kernel_is_the_engine() {
+    let (params, grads) = data(&[5000], 6, 13);
+    for (bname, base, lr) in rows() {
+        let cfg = Config::new(base, lr).tier(Tier::Scalar);
+        let want = run(cfg.clone(), &params, &grads);
+        let mut p = params[0].clone();
+        let n = p.len();
+        let (mut m, mut v, mut vm, mut slow) = (vec![0.0; n], vec![0.0; n], vec![], vec![]);
+        let (_, uses_v, _) = base.state_used();
+        if !uses_v {
+            v.clear();
+        }
+        for (t, g) in grads.iter().enumerate() {
+            let plan = Plan {
+                clip_scale: None,
+                clip_value: None,
+                weight_decay: None,
+                rule: kernels::Rule::for_step(&base, t as u64 + 1, lr),
+                sync_alpha: None,
+            };
+            let b = Buffers {
+                param: &mut p,
+                grad: &g[0],
+                m: &mut m,
+                v: &mut v,
+                v_max: &mut vm,
+                slow: &mut slow,
+            };
+            kernels::apply(Tier::Scalar, &plan, b).unwrap();
+            assert_eq!(bits(&p), bits(&want[t][0]), "{bname}: step {}", t + 1);
+        }
+    }
+}
+
+/// A checkpoint carries the state (NovoGrad's per-buffer second moment too): a loaded
+/// optimizer continues bit for bit; loading into another rule is refused.
+#[test]
+fn checkpoints_round_trip_and_refuse_other_rules() {
+    let (params, grads) = data(&[300, 5000], 8, 17);
+    for (bname, base, lr) in rows() {
+        let cfg = Config::new(base, lr).clip_norm(0.5);
+        let mut ps = params.clone();
+        let mut o = Optimizer::new(cfg.clone()).unwrap();
+        o.register(&ps.iter().map(|p| p.as_slice()).collect::<Vec<_>>())
+            .unwrap();
+        let step = |o: &mut Optimizer, ps: &mut Vec<Vec<f32>>, g: &Vec<Vec<f32>>| {
+            let gr: Vec<&[f32]> = g.iter().map(|x| x.as_slice()).collect();
+            let mut pr: Vec<&mut [f32]> = ps.iter_mut().map(|p| p.as_mut_slice()).collect();
+            o.step(&mut pr, &gr).unwrap();
+        };
+        for g in &grads[..4] {
+            step(&mut o, &mut ps, g);
+        }
+        let saved = o.save();
+        let mut ps2 = ps.clone();
+        let mut o2 = Optimizer::new(cfg.clone()).unwrap();
+        o2.register(&ps2.iter().map(|p| p.as_slice()).collect::<Vec<_>>())
+            .unwrap();
+        o2.load(&saved).unwrap();
+        for g in &grads[4..] {
+            step(&mut o, &mut ps, g);
+            step(&mut o2, &mut ps2, g);
+        }
+        for (a, b) in ps.iter().zip(&ps2) {
+            assert_eq!(bits(a), bits(b), "{bname}: loaded run");
+        }
+        let mut other = Optimizer::new(Config::new(Base::adam(), 1e-3)).unwrap();
+        other
+            .register(&ps.iter().map(|p| p.as_slice()).collect::<Vec<_>>())
+            .unwrap();
+        let e = other.load(&saved).unwrap_err();
+        assert!(format!("{e}").contains(base.name()), "{bname}: {e}");
+    }
+}
+
+/// Hostile inputs: all-zero parameters and gradients (a zero norm: ratio 1, as optax), a
+/// non-finite gradient (the update skipped, nothing changed).
+#[test]
+fn zero_norms_and_non_finite_gradients() {
+    for (bname, base, lr) in rows() {
+        // Zero parameters and zero gradients: finite, and zero stays zero.
+        let mut p = vec![0.0f32; 100];
+        let g = vec![0.0f32; 100];
+        let mut o = Optimizer::new(Config::new(base, lr)).unwrap();
+        o.register(&[&p]).unwrap();
+        for _ in 0..3 {
+            o.step(&mut [&mut p], &[&g]).unwrap();
+        }
+        assert!(p.iter().all(|x| *x == 0.0), "{bname}: zero in, {p:?}");
+        // Zero parameters, non-zero gradients: the ratio is 1, the step is finite.
+        let g: Vec<f32> = (0..100).map(|i| (i as f32 - 50.0) * 1e-3).collect();
+        let mut o = Optimizer::new(Config::new(base, lr)).unwrap();
+        o.register(&[&p]).unwrap();
+        o.step(&mut [&mut p], &[&g]).unwrap();
+        assert!(
+            p.iter().all(|x| x.is_finite()) && p.iter().any(|x| *x != 0.0),
+            "{bname}: zero params"
+        );
+        // A NaN gradient: skipped, parameters and state unchanged.
+        let before = p.clone();
+        let moments = |o: &Optimizer| {
+            let (m, v, _) = o.moments(0).unwrap();
+            (bits(m), bits(v))
+        };
+        let state = moments(&o);
+        let mut bad = g.clone();
+        bad[7] = f32::NAN;
+        let r = o.step(&mut [&mut p], &[&bad]).unwrap();
+        assert!(
+            matches!(r, Outcome::Skipped { index: 7, .. }),
+            "{bname}: {r:?}"
+        );
+        assert_eq!(bits(&p), bits(&before), "{bname}: params after a skip");
+        assert!(moments(&o) == state, "{bname}: state after a skip");
+    }
+}
+
+/// The split and sharded steps and compressed state are refused with an error naming the
+/// rule; nothing changes.
+#[test]
+fn split_sharded_and_compressed_state_are_refused() {
+    for (bname, base, lr) in rows() {
+        for dtype in [StateDtype::Bf16, StateDtype::Int8] {
+            let cfg = Config {
+                state_dtype: dtype,
+                ..Config::new(base, lr)
+            };
+            match Optimizer::new(cfg) {
+                Err(Error::InvalidArgument { name, value, .. }) => {
+                    assert_eq!(name, "state_dtype", "{bname}");
+                    assert!(value.contains(base.name()), "{bname}: {value}");
+                }
+                other => panic!("{bname} with {dtype:?} state: {other:?}"),
+            }
+        }
+        let mut p = vec![0.5f32; 64];
+        let g = vec![0.1f32; 64];
+        let mut o = Optimizer::new(Config::new(base, lr)).unwrap();
+        o.register(&[&p]).unwrap();
+        let before = o.save();
+        let named = |e: Error, what: &str| {
+            let s = format!("{e}");
+            assert!(s.contains(what) && s.contains(base.name()), "{bname}: {s}");
+        };
+        named(o.begin_step(&[&g]).unwrap_err(), "begin_step");
+        named(
+            o.begin_step_with_sum_squares(Some(1.0), |_| None)
+                .unwrap_err(),
+            "begin_step_with_sum_squares",
+        );
+        named(
+            o.step_with_sum_squares(&mut [&mut p], &[&g], 1.0)
+                .unwrap_err(),
+            "step_with_sum_squares",
+        );
+        assert_eq!(o.save(), before, "{bname}: nothing changed");
+        assert!(p.iter().all(|x| *x == 0.5));
+        // The whole update still works afterwards.
+        o.step(&mut [&mut p], &[&g]).unwrap();
+    }
+}
