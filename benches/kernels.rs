@@ -114,9 +114,27 @@ enum Pattern {
     Swap,
     /// g read: 4 B/element (sum of squares).
     Read,
+    /// Two passes (LAMB): p, g, m, v read, m, v written; then p, m, v read, p written:
+    /// 40 B/element.
+    Lamb,
+    /// Two passes (LARS): p, g read; then the momentum pattern: 28 B/element.
+    Lars,
+    /// Two passes (NovoGrad): g read; then the momentum pattern: 24 B/element.
+    Novograd,
 }
 
 impl Pattern {
+    /// The probe's benchmark name: its bytes, and the rule for the two-pass patterns (LARS's
+    /// 28 B are not Adam's).
+    fn probe_id(self) -> String {
+        match self {
+            Pattern::Lamb => "probe-2pass-lamb-40B".to_string(),
+            Pattern::Lars => "probe-2pass-lars-28B".to_string(),
+            Pattern::Novograd => "probe-2pass-novograd-24B".to_string(),
+            _ => format!("probe-{}B", self.bytes()),
+        }
+    }
+
     fn bytes(self) -> u64 {
         match self {
             Pattern::Sgd => 12,
@@ -126,6 +144,9 @@ impl Pattern {
             Pattern::ReadWrite => 8,
             Pattern::Swap => 16,
             Pattern::Read => 4,
+            Pattern::Lamb => 40,
+            Pattern::Lars => 28,
+            Pattern::Novograd => 24,
         }
     }
 }
@@ -205,6 +226,30 @@ fn probe_body(
                 }
             }
             return acc.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>();
+        }
+        Pattern::Lamb => {
+            let mut acc = 0.0f32;
+            for (((p, g), m), v) in p.iter().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+                *m += *g;
+                *v += *g;
+                acc += *p;
+            }
+            for ((p, m), v) in p.iter_mut().zip(m.iter()).zip(v.iter()) {
+                *p += *m - *v;
+            }
+            return acc;
+        }
+        Pattern::Lars | Pattern::Novograd => {
+            let mut acc = 0.0f32;
+            if pat == Pattern::Lars {
+                for (p, g) in p.iter().zip(g) {
+                    acc += *p + *g;
+                }
+            } else {
+                acc = probe_body(Pattern::Read, p, g, m, v, x);
+            }
+            probe_body(Pattern::Momentum, p, g, m, v, x);
+            return acc;
         }
     }
     0.0
@@ -352,6 +397,12 @@ fn bench_adam(c: &mut Criterion) {
 
 /// The probe pattern of a rule: p and g, plus each state buffer it keeps read and written.
 fn pattern_of(base: &Base) -> Pattern {
+    match base {
+        Base::Lamb { .. } => return Pattern::Lamb,
+        Base::Lars { .. } => return Pattern::Lars,
+        Base::Novograd { .. } => return Pattern::Novograd,
+        _ => {}
+    }
     let (m, v, x) = base.state_used();
     match [m, v, x].iter().filter(|&&u| u).count() {
         0 => Pattern::Sgd,
@@ -396,6 +447,9 @@ fn rules() -> Vec<(&'static str, Base)> {
         ("yogi", Base::yogi()),
         ("adadelta", Base::adadelta()),
         ("rprop", Base::rprop()),
+        ("lamb", Base::lamb()),
+        ("lars", Base::lars()),
+        ("novograd", Base::novograd()),
     ]
 }
 
@@ -411,7 +465,7 @@ fn bench_rules(c: &mut Criterion) {
         for (name, base) in rules() {
             let pat = pattern_of(&base);
             if !probed.contains(&pat) {
-                let id = format!("probe-{}B", pat.bytes());
+                let id = pat.probe_id();
                 bench_probe(&mut group, &id, pat, 1, n, &mut pb, &g);
                 probed.push(pat);
             }
@@ -447,7 +501,7 @@ fn bench_rules_threads(c: &mut Criterion) {
         for (name, base) in rules() {
             let pat = pattern_of(&base);
             if !probed.contains(&pat) {
-                let id = format!("probe-{}B", pat.bytes());
+                let id = pat.probe_id();
                 bench_probe(&mut group, &id, pat, 2, n, &mut pb, &g);
                 probed.push(pat);
             }

@@ -274,6 +274,38 @@ fn scalar(x: f64) -> Num {
     Num::rounded(x, 0.0, 0.0)
 }
 
+/// The sum of squares of `xs` as the engine takes it: in f64 (squares exact, `n` additions
+/// within `n * 2^-52` of the sum), so only the elements' own errors propagate (to first order
+/// `2|x| e`, plus the second-order rest), and one f32 rounding where the result is used.
+fn sum_squares_of(xs: impl Iterator<Item = Num>) -> Num {
+    let (mut x, mut e, mut d, mut n) = (0.0f64, 0.0f64, 0.0f64, 0usize);
+    for v in xs {
+        x += v.x * v.x;
+        e += times(2.0 * v.x.abs(), v.e) + R * v.bound() * v.bound();
+        d += 2.0 * v.x * v.d;
+        n += 1;
+    }
+    Num {
+        x,
+        e: e + n as f64 * f64::EPSILON * x / R,
+        d,
+    }
+}
+
+fn norm_of(xs: impl Iterator<Item = Num>) -> Num {
+    sum_squares_of(xs).sqrt()
+}
+
+/// `(c, d)` of a trust-ratio update `p -= c * (u / d)`: `lr * tc * ||p||` and `||u|| + eps`, or
+/// `(lr, 1)` where either norm is 0.
+fn trust(lr: f64, tc: f64, eps: f64, pn: Num, un: Num) -> (Num, Num) {
+    if pn.x == 0.0 || un.x == 0.0 {
+        (scalar(lr), Num::exact(1.0))
+    } else {
+        (scalar(lr * tc) * pn, un + scalar(eps))
+    }
+}
+
 impl Add for Num {
     type Output = Num;
     fn add(self, o: Num) -> Num {
@@ -929,6 +961,76 @@ impl Model {
                         x.p = x.p - g.sign() * size;
                     }
                 }
+                // The rules with per-buffer norms (docs/numerics.md, "Per-buffer norms"): the
+                // norms of this buffer's values (f32 sums here: a looser bound than the
+                // engine's f64 block sums).
+                Base::Lamb {
+                    b1,
+                    b2,
+                    eps,
+                    eps_root,
+                    weight_decay,
+                } => {
+                    let bc1 = scalar(1.0 - b1.powf(t as f64));
+                    let bc2 = scalar(1.0 - b2.powf(t as f64));
+                    let mut u = Vec::with_capacity(buf.len());
+                    for (x, &g) in buf.iter_mut().zip(&g) {
+                        x.m = scalar(b1) * x.m + scalar(1.0 - b1) * g;
+                        x.v = scalar(b2) * x.v + scalar(1.0 - b2) * (g * g);
+                        u.push(
+                            x.m / bc1 / ((x.v / bc2 + scalar(eps_root)).sqrt() + scalar(eps))
+                                + scalar(weight_decay) * x.p,
+                        );
+                    }
+                    let pn = norm_of(buf.iter().map(|x| x.p));
+                    let (c, d) = trust(s.lr, 1.0, 0.0, pn, norm_of(u.iter().copied()));
+                    for (x, &u) in buf.iter_mut().zip(&u) {
+                        x.p = x.p - c * (u / d);
+                    }
+                }
+                Base::Lars {
+                    momentum: mu,
+                    nesterov,
+                    weight_decay,
+                    trust_coefficient,
+                    eps,
+                } => {
+                    let xs: Vec<Num> = buf
+                        .iter()
+                        .zip(&g)
+                        .map(|(x, &g)| g + scalar(weight_decay) * x.p)
+                        .collect();
+                    let pn = norm_of(buf.iter().map(|x| x.p));
+                    let xn = norm_of(xs.iter().copied());
+                    let (c, d) = trust(s.lr, trust_coefficient, eps, pn, xn);
+                    for (x, &v) in buf.iter_mut().zip(&xs) {
+                        let st = c * (v / d);
+                        x.m = scalar(mu) * x.m + st;
+                        x.p = x.p - if nesterov { st + scalar(mu) * x.m } else { x.m };
+                    }
+                }
+                Base::Novograd {
+                    b1,
+                    b2,
+                    eps,
+                    eps_root,
+                    weight_decay,
+                } => {
+                    let ss = sum_squares_of(g.iter().copied());
+                    let nu = match buf.first() {
+                        Some(x0) if t > 1 => scalar(b2) * x0.v + scalar(1.0 - b2) * ss,
+                        // Stored as f32: one rounding.
+                        _ => Num::rounded(ss.x, ss.e, ss.d),
+                    };
+                    let d = (nu + scalar(eps_root)).sqrt() + scalar(eps);
+                    for (x, &g) in buf.iter_mut().zip(&g) {
+                        x.m = scalar(b1) * x.m + (g / d + scalar(weight_decay) * x.p);
+                        x.p = x.p - lr * x.m;
+                    }
+                    if let Some(x0) = buf.first_mut() {
+                        x0.v = nu;
+                    }
+                }
             }
 
             for x in buf.iter_mut() {
@@ -1026,7 +1128,7 @@ struct Stats {
     max_ratio: f64,
     branches: Branches,
     /// Cases per base rule, by kind.
-    per_base: [u64; 13],
+    per_base: [u64; 16],
     threaded: u64,
 }
 
@@ -1194,7 +1296,7 @@ fn beta(rng: &mut Rng, default: f64, lo: f64, hi: f64) -> f64 {
 
 fn random_base(rng: &mut Rng) -> Base {
     let eps = log_uniform(rng, 1e-10, 1e-3);
-    match rng.below(17) {
+    match rng.below(20) {
         // b1 > 0: with b1 = 0 the prediction error g - m is exactly 0, the belief only
         // eps_root, and the update g / eps explodes (a knife edge, not a formula to check).
         13 => Base::AdaBelief {
@@ -1212,6 +1314,27 @@ fn random_base(rng: &mut Rng) -> Base {
         15 => Base::Adadelta {
             rho: beta(rng, 0.9, 0.5, 0.99),
             eps: log_uniform(rng, 1e-8, 1e-4),
+        },
+        17 => Base::Lamb {
+            b1: beta(rng, 0.9, 0.5, 0.99),
+            b2: beta(rng, 0.999, 0.8, 0.9999),
+            eps: log_uniform(rng, 1e-8, 1e-4),
+            eps_root: [0.0, log_uniform(rng, 1e-10, 1e-4)][rng.below(2)],
+            weight_decay: [0.0, rng.range(0.0, 0.1)][rng.below(2)],
+        },
+        18 => Base::Lars {
+            momentum: [0.9, 0.0, rng.range(0.0, 0.95)][rng.below(3)],
+            nesterov: rng.unit() < 0.3,
+            weight_decay: [0.0, rng.range(0.0, 0.1)][rng.below(2)],
+            trust_coefficient: [0.001, log_uniform(rng, 1e-4, 1e-1)][rng.below(2)],
+            eps: [0.0, log_uniform(rng, 1e-8, 1e-2)][rng.below(2)],
+        },
+        19 => Base::Novograd {
+            b1: beta(rng, 0.9, 0.5, 0.99),
+            b2: [0.25, rng.range(0.1, 0.99)][rng.below(2)],
+            eps: log_uniform(rng, 1e-8, 1e-4),
+            eps_root: [0.0, log_uniform(rng, 1e-10, 1e-4)][rng.below(2)],
+            weight_decay: [0.0, rng.range(0.0, 0.1)][rng.below(2)],
         },
         16 => Base::Rprop {
             eta_minus: [0.5, rng.range(0.1, 0.9)][rng.below(2)],
@@ -1411,6 +1534,8 @@ fn run_case(case: &Case, mutant: Option<Mutant>, stats: &mut Stats) -> Result<()
         Base::Lion { .. } => (true, false, false),
         Base::AdaBelief { .. } | Base::Yogi { .. } => (true, true, false),
         Base::Adadelta { .. } | Base::Rprop { .. } => (true, true, false),
+        Base::Lamb { .. } | Base::Novograd { .. } => (true, true, false),
+        Base::Lars { .. } => (true, false, false),
     };
     let lookahead = case.cfg.lookahead.is_some();
     stats.cases += 1;
@@ -2095,7 +2220,8 @@ fn run_group_case(
             .map_err(|e| e.to_string())?;
     }
     // Each group's configuration, from the options as docs/numerics.md defines them: the
-    // weight decay is the rule's own (AdamW's, Lion's), else the coupled one.
+    // weight decay is the rule's own (AdamW's, Lion's, LAMB's, LARS's, NovoGrad's), else the
+    // coupled one.
     let n_groups = opts.len() + 1;
     let mut cfgs = vec![case.cfg.clone()];
     for o in opts {
@@ -2105,9 +2231,11 @@ fn run_group_case(
         }
         if let Some(wd) = o.weight_decay {
             match &mut c.base {
-                Base::AdamW { weight_decay, .. } | Base::Lion { weight_decay, .. } => {
-                    *weight_decay = wd
-                }
+                Base::AdamW { weight_decay, .. }
+                | Base::Lion { weight_decay, .. }
+                | Base::Lamb { weight_decay, .. }
+                | Base::Lars { weight_decay, .. }
+                | Base::Novograd { weight_decay, .. } => *weight_decay = wd,
                 _ => c.weight_decay = wd,
             }
         }

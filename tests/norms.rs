@@ -64,7 +64,7 @@ fn rows() -> Vec<(&'static str, Base, f64)> {
 }
 
 /// The pipelines: plain, and clipping + coupled decay + Lookahead + a schedule.
-fn pipelines() -> Vec<(&'static str, fn(Config) -> Config)> {
+fn pipelines() -> Vec<common::Variant> {
     vec![
         ("plain", |c| c),
         ("clip_decay_lookahead_schedule", |c| {

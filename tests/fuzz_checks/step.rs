@@ -2,7 +2,7 @@
 
 use flatopt::engine::PARALLEL_MIN_ELEMENTS;
 use flatopt::kernels::{self, Rule};
-use flatopt::{Config, Error, NonFinitePolicy, Optimizer, Outcome, Tier};
+use flatopt::{Base, Config, Error, NonFinitePolicy, Optimizer, Outcome, Tier};
 
 use super::common::{assert_same_modulo_nan, bits, crefs, digest, outcome_key, refs, registered};
 use super::generate::decode_config;
@@ -183,6 +183,14 @@ fn split_update(
     })
 }
 
+/// The rules whose update needs each whole buffer's norms (the split step refuses them).
+fn per_buffer_norms(base: &Base) -> bool {
+    matches!(
+        base,
+        Base::Lamb { .. } | Base::Lars { .. } | Base::Novograd { .. }
+    )
+}
+
 /// Input: a configuration (usually valid), buffer lengths, step count, then a pool of bytes
 /// from which parameters and gradients are drawn. Checks: per-step invariants of every run (the
 /// outcome and skip report, a skipped update changes nothing but the counter, syncs set
@@ -255,6 +263,26 @@ pub fn check_step(data: &[u8]) {
     };
     if !big || at.is_multiple_of(2) {
         variants.push((best, 1, Mode::Split(at / 2 + 1)));
+    }
+    if per_buffer_norms(&case.cfg.base) {
+        // The split step is refused for these rules (each buffer's norms come first): refused,
+        // changing nothing; the whole update is compared across tiers and threads.
+        variants.retain(|&(_, _, mode)| matches!(mode, Mode::Update));
+        let mut params = case.params.clone();
+        let mut opt = registered(&case.cfg, &params);
+        let before = digest(&opt, &params);
+        let g = case.grads.first().map(|g| crefs(g)).unwrap_or_default();
+        let r = split_update(&mut opt, &mut params, &g, at);
+        assert!(
+            matches!(&r, Err(Error::InvalidArgument { name, .. }) if *name == "begin_step"),
+            "split step of {}: {r:?}",
+            case.cfg.base.name()
+        );
+        assert_eq!(
+            digest(&opt, &params),
+            before,
+            "a refused split step changed state"
+        );
     }
     let reference = run_case(&case, reference_tier, 1, Mode::Update);
     for (tier, threads, mode) in variants {

@@ -119,7 +119,8 @@ from ._schedules import _Handle
 
 __all__ = [
     "SGD", "Adam", "AdamW", "RAdam", "Adagrad", "RMSprop", "Adamax", "NAdam", "Adadelta",
-    "Rprop", "Lion", "AdaBelief", "Yogi", "Lookahead", "GradScaler",
+    "Rprop", "Lion", "AdaBelief", "Yogi", "Lamb", "Lars", "Novograd", "Lookahead",
+    "GradScaler",
 ]
 
 # The per-step hot path reads these C-level accessors directly (no attribute lookup through
@@ -1227,6 +1228,72 @@ class Yogi(_FlatoptOptimizer):
         super().__init__(params, defaults, max_grad_norm=max_grad_norm,
                          num_threads=num_threads)
 
+
+
+class Lamb(_FlatoptOptimizer):
+    """LAMB (You et al. 2019; PyTorch has none) with flatopt's two passes, optax's rule: Adam's
+    direction ``u = (m/(1-b1^t)) / (sqrt(v/(1-b2^t)) + eps) + weight_decay*p`` scaled per
+    parameter tensor by ``||p|| / ||u||``. ``weight_decay`` is the rule's own (added to ``u``).
+    State: ``exp_avg``, ``exp_avg_sq``."""
+
+    _kind = _lib.LAMB
+    _names = ("exp_avg", "exp_avg_sq", None)
+    _fields = {"betas": ("b1", "b2"), "eps": "eps"}
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.0, *,
+                 max_grad_norm=None, num_threads=None):
+        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
+        super().__init__(params, defaults, max_grad_norm=max_grad_norm,
+                         num_threads=num_threads)
+
+    def _coupled(self):
+        return False
+
+
+class Lars(_FlatoptOptimizer):
+    """LARS (You et al. 2017; PyTorch has none) with flatopt's two passes, optax's rule:
+    ``x = g + weight_decay*p``, per parameter tensor ``r = trust_coefficient * ||p|| / (||x||
+    + eps)``, ``m = momentum*m + lr*r*x``, ``p -= m`` (Nesterov: ``p -= lr*r*x + momentum*m``).
+    State: ``momentum_buffer``."""
+
+    _kind = _lib.LARS
+    _names = ("momentum_buffer", None, None)
+    _fields = {"momentum": "momentum", "trust_coefficient": "trust_coefficient", "eps": "eps"}
+    _used = (True, False, False)
+
+    def __init__(self, params, lr=1.0, momentum=0.9, weight_decay=0.0, trust_coefficient=1e-3,
+                 eps=0.0, nesterov=False, *, max_grad_norm=None, num_threads=None):
+        defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay,
+                        trust_coefficient=trust_coefficient, eps=eps, nesterov=nesterov)
+        super().__init__(params, defaults, max_grad_norm=max_grad_norm,
+                         num_threads=num_threads)
+
+    def _fill_base(self, base, group):
+        super()._fill_base(base, group)
+        base.nesterov = int(bool(group["nesterov"]))
+
+    def _coupled(self):
+        return False
+
+
+class Novograd(_FlatoptOptimizer):
+    """NovoGrad (Ginsburg et al. 2019; PyTorch has none) with flatopt's two passes, optax's
+    rule: per parameter tensor ``nu = ||g||^2`` (first step), then ``b2*nu + (1-b2)*||g||^2``;
+    ``m = b1*m + g / (sqrt(nu) + eps) + weight_decay*p``, ``p -= lr*m``. State: ``exp_avg``,
+    ``exp_avg_sq`` (its element 0 is ``nu``)."""
+
+    _kind = _lib.NOVOGRAD
+    _names = ("exp_avg", "exp_avg_sq", None)
+    _fields = {"betas": ("b1", "b2"), "eps": "eps"}
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.25), eps=1e-6, weight_decay=0.0, *,
+                 max_grad_norm=None, num_threads=None):
+        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
+        super().__init__(params, defaults, max_grad_norm=max_grad_norm,
+                         num_threads=num_threads)
+
+    def _coupled(self):
+        return False
 
 
 class Lookahead(_TorchOptimizer):

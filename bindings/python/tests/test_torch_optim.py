@@ -377,6 +377,39 @@ def _yogi(p, g, st, lr, b1=0.9, b2=0.999, eps=1e-3, initial_accumulator=1e-6,
     p.sub_(lr * (m / (1 - b1**t)) / ((v / (1 - b2**t)).sqrt() + eps))
 
 
+def _trust(tc, eps, pn, un):
+    return 1.0 if pn == 0 or un == 0 else tc * pn / (un + eps)
+
+
+def _lamb(p, g, st, lr, b1=0.9, b2=0.999, eps=1e-6, weight_decay=0.0):
+    t = st["t"] = st.get("t", 0) + 1
+    m = st.setdefault("m", torch.zeros_like(p))
+    v = st.setdefault("v", torch.zeros_like(p))
+    m.mul_(b1).add_(g, alpha=1 - b1)
+    v.mul_(b2).addcmul_(g, g, value=1 - b2)
+    u = (m / (1 - b1**t)) / ((v / (1 - b2**t)).sqrt() + eps) + weight_decay * p
+    r = _trust(1.0, 0.0, float(p.norm()), float(u.norm()))
+    p.sub_(lr * r * u)
+
+
+def _lars(p, g, st, lr, momentum=0.9, weight_decay=0.0, trust_coefficient=1e-3, eps=0.0,
+          nesterov=False):
+    m = st.setdefault("m", torch.zeros_like(p))
+    x = g + weight_decay * p
+    s = lr * _trust(trust_coefficient, eps, float(p.norm()), float(x.norm())) * x
+    m.mul_(momentum).add_(s)
+    p.sub_(s + momentum * m if nesterov else m)
+
+
+def _novograd(p, g, st, lr, b1=0.9, b2=0.25, eps=1e-6, weight_decay=0.0):
+    t = st["t"] = st.get("t", 0) + 1
+    m = st.setdefault("m", torch.zeros_like(p))
+    ss = float((g.double() ** 2).sum())
+    st["nu"] = ss if t == 1 else b2 * st["nu"] + (1 - b2) * ss
+    m.mul_(b1).add_(g / (st["nu"] ** 0.5 + eps) + weight_decay * p)
+    p.sub_(lr * m)
+
+
 # flatopt-only rules (no torch.optim class): against the formula written out in torch.
 OWN_RULES = [
     ("Lion", _lion, dict(lr=1e-3)),
@@ -387,6 +420,13 @@ OWN_RULES = [
     ("Yogi", _yogi, dict(lr=1e-2)),
     ("Yogi", _yogi, dict(lr=1e-2, b2=0.99, eps=1e-4, initial_accumulator=0.1,
                          weight_decay=1e-3)),
+    ("Lamb", _lamb, dict(lr=1e-2, b1=0.9, b2=0.999)),
+    ("Lamb", _lamb, dict(lr=1e-2, b1=0.8, b2=0.99, eps=1e-8, weight_decay=1e-2)),
+    ("Lars", _lars, dict(lr=1.0)),
+    ("Lars", _lars, dict(lr=0.5, momentum=0.8, weight_decay=1e-2, trust_coefficient=1e-2,
+                         eps=1e-3, nesterov=True)),
+    ("Novograd", _novograd, dict(lr=1e-2, b1=0.9, b2=0.25)),
+    ("Novograd", _novograd, dict(lr=1e-2, b1=0.95, b2=0.5, eps=1e-8, weight_decay=1e-2)),
 ]
 
 
