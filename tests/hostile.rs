@@ -249,6 +249,45 @@ fn rprop(eta_minus: f64, eta_plus: f64, min_step_size: f64, max_step_size: f64) 
     )
 }
 
+fn lamb(b1: f64, b2: f64, eps: f64, eps_root: f64, weight_decay: f64) -> Config {
+    Config::new(
+        Base::Lamb {
+            b1,
+            b2,
+            eps,
+            eps_root,
+            weight_decay,
+        },
+        1e-2,
+    )
+}
+
+fn lars(momentum: f64, weight_decay: f64, trust_coefficient: f64, eps: f64) -> Config {
+    Config::new(
+        Base::Lars {
+            momentum,
+            nesterov: false,
+            weight_decay,
+            trust_coefficient,
+            eps,
+        },
+        1.0,
+    )
+}
+
+fn novograd(b1: f64, b2: f64, eps: f64, eps_root: f64, weight_decay: f64) -> Config {
+    Config::new(
+        Base::Novograd {
+            b1,
+            b2,
+            eps,
+            eps_root,
+            weight_decay,
+        },
+        1e-2,
+    )
+}
+
 fn sgd(momentum: f64, dampening: f64) -> Config {
     Config::new(
         Base::Sgd {
@@ -416,6 +455,30 @@ mod config_fields {
     }),
     rprop_max_step_size: ("Rprop", "max_step_size", Positive, true, |x| {
         rprop(0.5, 1.2, 0.0, x)
+    }),
+    lamb_b1: ("Lamb", "b1", UnitOpen, true, |x| lamb(x, 0.999, 1e-6, 0.0, 0.0)),
+    lamb_b2: ("Lamb", "b2", UnitOpen, true, |x| lamb(0.9, x, 1e-6, 0.0, 0.0)),
+    lamb_eps: ("Lamb", "eps", Positive, true, |x| lamb(0.9, 0.999, x, 0.0, 0.0)),
+    lamb_eps_root: ("Lamb", "eps_root", NonNeg, true, |x| lamb(0.9, 0.999, 1e-6, x, 0.0)),
+    lamb_weight_decay: ("Lamb", "weight_decay (decoupled)", NonNeg, true, |x| {
+        lamb(0.9, 0.999, 1e-6, 0.0, x)
+    }),
+    lars_momentum: ("Lars", "momentum", UnitOpen, true, |x| lars(x, 0.0, 1e-3, 0.0)),
+    lars_weight_decay: ("Lars", "weight_decay (decoupled)", NonNeg, true, |x| {
+        lars(0.9, x, 1e-3, 0.0)
+    }),
+    lars_trust_coefficient: ("Lars", "trust_coefficient", Positive, true, |x| {
+        lars(0.9, 0.0, x, 0.0)
+    }),
+    lars_eps: ("Lars", "eps", NonNeg, true, |x| lars(0.9, 0.0, 1e-3, x)),
+    novograd_b1: ("Novograd", "b1", UnitOpen, true, |x| novograd(x, 0.25, 1e-6, 0.0, 0.0)),
+    novograd_b2: ("Novograd", "b2", UnitOpen, true, |x| novograd(0.9, x, 1e-6, 0.0, 0.0)),
+    novograd_eps: ("Novograd", "eps", Positive, true, |x| novograd(0.9, 0.25, x, 0.0, 0.0)),
+    novograd_eps_root: ("Novograd", "eps_root", NonNeg, true, |x| {
+        novograd(0.9, 0.25, 1e-6, x, 0.0)
+    }),
+    novograd_weight_decay: ("Novograd", "weight_decay (decoupled)", NonNeg, true, |x| {
+        novograd(0.9, 0.25, 1e-6, 0.0, x)
     }),
     config_weight_decay: ("Config", "weight_decay", NonNeg, true, |x| {
         adam(0.9, 0.999, 1e-8).weight_decay(x)
