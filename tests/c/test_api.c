@@ -1071,7 +1071,7 @@ R(r_new_base_newer_set)
     base_v9 n;
     memset(&n, 0, sizeof n);
     F(flatopt_base_params_init)(&n.b, sizeof n, FLATOPT_ADAM);
-    n.future[0] = 1; /* byte 160 (sizeof(flatopt_base_params)) */
+    n.future[0] = 1; /* byte 168 (sizeof(flatopt_base_params)) */
     c.base = &n.b;
     return new_into_out(fx, &c);
 }
@@ -1088,7 +1088,7 @@ R(r_adam_hp_newer_set)
 {
     base_v9 n;
     F(flatopt_base_params_init)(&n.b, sizeof n, FLATOPT_ADAM);
-    n.future[1] = 1; /* byte 168 (sizeof(flatopt_base_params) + 8) */
+    n.future[1] = 1; /* byte 176 (sizeof(flatopt_base_params) + 8) */
     return F(flatopt_adam_update)(&n.b, &fx->args, fx->sp, fx->sg, fx->sm, fx->sv, fx->svm,
                                   fx->ss, SLEN);
 }
@@ -2427,7 +2427,7 @@ static const row k_rows[] = {
     { "new: newer caller's config, unknown field set", NULL, r_new_newer_set, E_UNSUP,
       "byte 128" },
     { "new: newer caller's base, unknown field set", NULL, r_new_base_newer_set, E_UNSUP,
-      "byte 160" },
+      "byte 168" },
     { "new: newer caller's schedule, unknown field set", NULL, r_new_sched_newer_set, E_UNSUP,
       "byte 256" },
     { "new: base.struct_size 0", NULL, r_new_base_size0, E_ARG, "base.struct_size" },
@@ -2697,7 +2697,7 @@ static const row k_rows[] = {
     { "adam_update: hp.struct_size 0", NULL, r_adam_hp_size0, E_ARG, "struct_size" },
     { "adam_update: args.struct_size 3", NULL, r_adam_args_size, E_ARG, "struct_size" },
     { "adam_update: newer caller's hp, unknown field set", NULL, r_adam_hp_newer_set, E_UNSUP,
-      "byte 168" },
+      "byte 176" },
     { "adam_update: newer caller's args, unknown field set", NULL, r_adam_args_newer_set,
       E_UNSUP, "byte 56" },
     { "adam_update: hp.kind SGD", NULL, r_adam_kind_sgd, E_ARG, "hp.kind" },

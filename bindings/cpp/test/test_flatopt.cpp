@@ -495,7 +495,10 @@ void test_stateless_equals_optimizer() {
       flatopt::BaseParams::rmsprop(0.9, 0.9, true), flatopt::BaseParams::adamax(),
       flatopt::BaseParams::nadam(), flatopt::BaseParams::lion(0.1),
       flatopt::BaseParams::adabelief(), flatopt::BaseParams::yogi(),
-      flatopt::BaseParams::adadelta(), flatopt::BaseParams::rprop()};
+      flatopt::BaseParams::adadelta(), flatopt::BaseParams::rprop(),
+      flatopt::BaseParams::lamb(0.01).eps_root(1e-8),
+      flatopt::BaseParams::lars(0.01, 0.8, true).trust_coefficient(0.02).eps(1e-3),
+      flatopt::BaseParams::novograd(0.01).b2(0.5)};
   for (const flatopt::BaseParams& hp : bases) {
     std::mt19937 rng(99);
     Vec p_opt = random_vec(rng, n);
@@ -546,6 +549,9 @@ void test_stateless_equals_optimizer() {
         case flatopt::BaseKind::Yogi:
         case flatopt::BaseKind::Adadelta:
         case flatopt::BaseKind::Rprop:
+        case flatopt::BaseKind::Lamb:  // one buffer: the stateless update's norms are its own
+        case flatopt::BaseKind::Lars:
+        case flatopt::BaseKind::Novograd:
           specific = false;  // only the generic update below
           break;
       }
