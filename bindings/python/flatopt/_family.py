@@ -199,31 +199,36 @@ def rprop(learning_rate, eta_minus=0.5, eta_plus=1.2, min_step_size=1e-6, max_st
                  eta_plus=eta_plus, min_step_size=min_step_size, max_step_size=max_step_size)
 
 
-def lamb(learning_rate, b1=0.9, b2=0.999, eps=1e-6, eps_root=0.0, weight_decay=0.0):
+def lamb(learning_rate, b1=0.9, b2=0.999, eps=1e-6, eps_root=0.0, weight_decay=0.0,
+         state_dtype=None, state_rounding=None, state_seed=None):
     """LAMB (optax's signature and defaults, without ``mask``): Adam's direction
     ``u = (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t) + eps_root) + eps) + weight_decay*p``, scaled
     per registered buffer by the trust ratio ``||p|| / ||u||`` (1 where either norm is 0):
     ``p -= lr * ||p|| / ||u|| * u``. A registered array is a layer."""
-    return _Rule(_lib.LAMB, "lamb", learning_rate, b1=b1, b2=b2, eps=eps, eps_root=eps_root,
-                 weight_decay=weight_decay)
+    return _Rule(_lib.LAMB, "lamb", learning_rate,
+                 _state(state_dtype, state_rounding, state_seed), b1=b1, b2=b2, eps=eps,
+                 eps_root=eps_root, weight_decay=weight_decay)
 
 
 def lars(learning_rate, weight_decay=0.0, trust_coefficient=0.001, eps=0.0, momentum=0.9,
-         nesterov=False):
+         nesterov=False, state_dtype=None, state_rounding=None, state_seed=None):
     """LARS (optax's signature and defaults, without the masks): ``x = g + weight_decay*p``,
     per registered buffer ``r = trust_coefficient * ||p|| / (||x|| + eps)`` (1 where either
     norm is 0), ``m = momentum*m + lr*r*x``, ``p -= m`` (Nesterov: ``p -= lr*r*x +
     momentum*m``)."""
-    return _Rule(_lib.LARS, "lars", learning_rate, weight_decay=weight_decay,
+    return _Rule(_lib.LARS, "lars", learning_rate,
+                 _state(state_dtype, state_rounding, state_seed), weight_decay=weight_decay,
                  trust_coefficient=trust_coefficient, eps=eps, momentum=momentum,
                  nesterov=nesterov)
 
 
-def novograd(learning_rate, b1=0.9, b2=0.25, eps=1e-6, eps_root=0.0, weight_decay=0.0):
+def novograd(learning_rate, b1=0.9, b2=0.25, eps=1e-6, eps_root=0.0, weight_decay=0.0,
+             state_dtype=None, state_rounding=None, state_seed=None):
     """NovoGrad (optax's signature and defaults): per registered buffer ``nu = ||g||^2`` on
     the first update, then ``nu = b2*nu + (1-b2)*||g||^2``;
     ``m = b1*m + g / (sqrt(nu + eps_root) + eps) + weight_decay*p``, ``p -= lr*m``."""
-    return _Rule(_lib.NOVOGRAD, "novograd", learning_rate, b1=b1, b2=b2, eps=eps,
+    return _Rule(_lib.NOVOGRAD, "novograd", learning_rate,
+                 _state(state_dtype, state_rounding, state_seed), b1=b1, b2=b2, eps=eps,
                  eps_root=eps_root, weight_decay=weight_decay)
 
 
@@ -455,12 +460,14 @@ class Lamb(_RuleDecay):
 
     def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.0,
                  grad_clip_norm=None, grad_clip_value=None, nonfinite="skip", num_threads=1,
-                 simd_tier=None):
+                 simd_tier=None, state_dtype=None, state_rounding=None, state_seed=None,
+                 state_index_offset=None):
         _check_lr(lr, "lr")
         b1, b2 = _betas(betas)
         base = lamb(lr, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)
         super().__init__(base, 0.0, grad_clip_norm, grad_clip_value, nonfinite, num_threads,
-                         simd_tier)
+                         simd_tier,
+                         **_state(state_dtype, state_rounding, state_seed, state_index_offset))
 
     betas = _BETAS
     eps = _EPS
@@ -475,12 +482,14 @@ class Lars(_RuleDecay):
 
     def __init__(self, lr=1.0, momentum=0.9, weight_decay=0.0, trust_coefficient=0.001,
                  eps=1e-8, grad_clip_norm=None, grad_clip_value=None, nonfinite="skip",
-                 num_threads=1, simd_tier=None):
+                 num_threads=1, simd_tier=None, state_dtype=None, state_rounding=None,
+                 state_seed=None, state_index_offset=None):
         _check_lr(lr, "lr")
         base = lars(lr, weight_decay=weight_decay, trust_coefficient=trust_coefficient,
                     eps=eps, momentum=momentum)
         super().__init__(base, 0.0, grad_clip_norm, grad_clip_value, nonfinite, num_threads,
-                         simd_tier)
+                         simd_tier,
+                         **_state(state_dtype, state_rounding, state_seed, state_index_offset))
 
     momentum = _hyper("momentum", "The momentum of the trace.")
     trust_coefficient = _hyper("trust_coefficient", "The multiplier of the trust ratio.")
@@ -494,12 +503,14 @@ class Novograd(_RuleDecay):
 
     def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
                  grad_clip_norm=None, grad_clip_value=None, nonfinite="skip", num_threads=1,
-                 simd_tier=None):
+                 simd_tier=None, state_dtype=None, state_rounding=None, state_seed=None,
+                 state_index_offset=None):
         _check_lr(lr, "lr")
         b1, b2 = _betas(betas)
         base = novograd(lr, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)
         super().__init__(base, 0.0, grad_clip_norm, grad_clip_value, nonfinite, num_threads,
-                         simd_tier)
+                         simd_tier,
+                         **_state(state_dtype, state_rounding, state_seed, state_index_offset))
 
     betas = _BETAS
     eps = _EPS

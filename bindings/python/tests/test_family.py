@@ -335,3 +335,13 @@ def test_braintools_classes_are_the_functions(row):
     for x, y in zip(a, b):
         assert x.tobytes() == y.tobytes()
     assert any(not np.array_equal(x, p) for x, p in zip(a, params))
+
+
+# LAMB, LARS and NovoGrad need each whole buffer's norms: compressed state is refused, naming the
+# rule (docs/numerics.md, "Per-buffer norms").
+@pytest.mark.parametrize("dtype", ["bfloat16", "int8"])
+@pytest.mark.parametrize("name", ["Lamb", "Lars", "Novograd"])
+def test_per_buffer_norm_rules_refuse_compressed_state(name, dtype):
+    with pytest.raises(flatopt.InvalidArgumentError, match=f"state_dtype.*{name.lower()}"):
+        opt = getattr(flatopt, name)(state_dtype=dtype)
+        opt.register_trainable_weights([np.zeros(8, np.float32)])
