@@ -257,6 +257,35 @@ fn encode(k: &Kernels, code: Q8Code, r: Option<SrKey>, index: u64, x: &[f32], h:
     }
 }
 
+/// Encodes the chunks `x` of a stream pair's two buffers into `h` with one hash per element
+/// (`encode_bf16_sr2`, `encode_q8_sr2`) when both are held alike, in bf16 or 8 bits, and
+/// rounded stochastically (`key`, of the pair's first stream); `false`, with nothing written,
+/// otherwise (an unused buffer is an empty f32 view).
+fn encode_pair(
+    k: &Kernels,
+    codes: [Q8Code; 2],
+    key: Option<SrKey>,
+    at: u64,
+    x: [&[f32]; 2],
+    h: [&mut Held<'_>; 2],
+) -> bool {
+    let Some(key) = key else {
+        return false;
+    };
+    match h {
+        [Held::Bf16(da), Held::Bf16(db)] => (k.encode_bf16_sr2)(key, at, x, [da, db]),
+        [Held::Q8 {
+            codes: ca,
+            scales: sa,
+        }, Held::Q8 {
+            codes: cb,
+            scales: sb,
+        }] => (k.encode_q8_sr2)(codes, key, at, x, [ca, cb], [sa, sb]),
+        _ => return false,
+    }
+    true
+}
+
 /// One fused pass over `b` with held state and the kernels of table `k`. Callers have checked
 /// every length and that the range starts on an 8-bit block boundary of its buffer.
 pub(crate) fn fused_held(
@@ -332,40 +361,15 @@ pub(crate) fn fused_held(
             },
         );
         let at = index.wrapping_add(start as u64);
-        // The buffers of a stream pair, both bf16 and rounded stochastically, share one hash
-        // per element (`encode_bf16_sr2`); anything else is encoded buffer by buffer.
+        // The two buffers of a stream pair held alike (bf16 or 8 bits) and rounded
+        // stochastically share one hash per element; anything else is encoded buffer by buffer.
         for pair in [0, 2] {
-            let (a, b) = (&streams[pair], &streams[pair + 1]);
+            let (a, b) = (streams[pair], streams[pair + 1]);
             let (ha, hb) = held.split_at_mut(pair + 1);
-            let both = match (&mut ha[pair], &mut hb[0]) {
-                (Held::Bf16(da), Held::Bf16(db)) if a.0 && b.0 => key(a.1).map(|k| (k, da, db)),
-                _ => None,
-            };
-            if let Some((k2, da, db)) = both {
-                let n = da.len();
-                let (sa, sb) = scratch.split_at(pair + 1);
-                (k.encode_bf16_sr2)(k2, at, [&sa[pair].0[..n], &sb[0].0[..n]], [da, db]);
-                continue;
-            }
-            let (ha, hb) = held.split_at_mut(pair + 1);
-            if let (
-                Held::Q8 {
-                    codes: ca,
-                    scales: sa,
-                },
-                Held::Q8 {
-                    codes: cb,
-                    scales: sb,
-                },
-                Some(k2),
-                true,
-                true,
-            ) = (&mut ha[pair], &mut hb[0], key(a.1), a.0, b.0)
-            {
-                let n = ca.len();
-                let (xa, xb) = scratch.split_at(pair + 1);
-                let x = [&xa[pair].0[..n], &xb[0].0[..n]];
-                (k.encode_q8_sr2)([a.2, b.2], k2, at, x, [ca, cb], [sa, sb]);
+            let (ha, hb) = (&mut ha[pair], &mut hb[0]);
+            let n = ha.len();
+            let x = [&scratch[pair].0[..n], &scratch[pair + 1].0[..n]];
+            if encode_pair(k, [a.2, b.2], key(a.1), at, x, [ha, hb]) {
                 continue;
             }
             for i in [pair, pair + 1] {
