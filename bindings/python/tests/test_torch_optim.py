@@ -1,5 +1,6 @@
 """flatopt.torch: torch.optim.Optimizer drop-ins (skipped when torch is not installed)."""
 
+import contextlib
 import io
 import subprocess
 import sys
@@ -271,6 +272,67 @@ def test_hooks_closure_zero_grad_and_add_param_group():
     assert not torch.equal(before, model[4].weight)
     opt.zero_grad()
     assert all(p.grad is None for p in model.parameters())
+
+
+# How a step is observed: (name, setup returning what to read after one step, expected).
+# flatopt.torch's step wrapper skips PyTorch's profiler range when nothing observes it; each
+# way of observing must still see the step.
+def _observe_own_hooks(opt):
+    calls = []
+    opt.register_step_pre_hook(lambda o, a, k: calls.append("pre"))
+    opt.register_step_post_hook(lambda o, a, k: calls.append("post"))
+    return contextlib.nullcontext(), lambda: calls
+
+
+def _observe_global_hooks(opt):
+    from torch.optim.optimizer import (
+        register_optimizer_step_post_hook,
+        register_optimizer_step_pre_hook,
+    )
+    calls = []
+    handles = [register_optimizer_step_pre_hook(lambda o, a, k: calls.append("pre")),
+               register_optimizer_step_post_hook(lambda o, a, k: calls.append("post"))]
+
+    @contextlib.contextmanager
+    def scope():
+        try:
+            yield
+        finally:
+            for h in handles:
+                h.remove()
+
+    return scope(), lambda: calls
+
+
+def _observe_profiler(opt):
+    prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
+    name = f"Optimizer.step#{type(opt).__name__}.step"
+    return prof, lambda: [e.name for e in prof.events() if e.name == name][:1]
+
+
+OBSERVERS = [
+    ("own pre and post hooks", _observe_own_hooks, ["pre", "post"]),
+    ("global pre and post hooks", _observe_global_hooks, ["pre", "post"]),
+    ("profiler range", _observe_profiler, None),
+]
+
+
+@pytest.mark.parametrize("lookahead", [False, True], ids=["base", "lookahead"])
+@pytest.mark.parametrize("name, observe, expected", OBSERVERS, ids=[o[0] for o in OBSERVERS])
+def test_step_is_observed(name, observe, expected, lookahead):
+    model = make_model()
+    opt = ft.AdamW(model.parameters(), lr=1e-2)
+    if lookahead:
+        opt = ft.Lookahead(opt)
+    scope, seen = observe(opt)
+    x, y = batch(0)
+    ((model(x) - y) ** 2).mean().backward()
+    before = model[0].weight.detach().clone()
+    with scope:
+        opt.step()
+    assert not torch.equal(before, model[0].weight)
+    want = [f"Optimizer.step#{type(opt).__name__}.step"] if expected is None else expected
+    assert seen() == want
 
 
 # (class, arguments, group key, new value): the value changed in both groups after 10 steps,
