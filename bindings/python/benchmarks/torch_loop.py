@@ -171,6 +171,14 @@ VARIANTS = {
     "timm LA(fused)": lambda m: TimmLookahead(
         torch.optim.AdamW(m.parameters(), LR, weight_decay=WD, fused=True), 0.5, K),
     "flatopt LA": lambda m: ft.Lookahead(ft.AdamW(m.parameters(), LR, weight_decay=WD), K, 0.5),
+    # compressed optimizer state (issue 16)
+    "flatopt bf16 state": lambda m: ft.AdamW(m.parameters(), LR, weight_decay=WD,
+                                             state_dtype="bfloat16"),
+    "flatopt int8 state": lambda m: ft.AdamW(m.parameters(), LR, weight_decay=WD,
+                                             state_dtype="int8"),
+    "flatopt LA bf16 state": lambda m: ft.Lookahead(
+        ft.AdamW(m.parameters(), LR, weight_decay=WD, state_dtype="bfloat16"), K, 0.5,
+        slow_dtype="bfloat16"),
     # the model in bfloat16, float32 master weights in the optimizer
     "torch bf16": lambda m: MasterAdamW(m.parameters()),
     "flatopt bf16": lambda m: ft.AdamW(m.parameters(), LR, weight_decay=WD),
@@ -258,7 +266,7 @@ def main():
           f"{args.rounds} rounds; torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '-')}, "
           f"load average {os.getloadavg()[0]:.1f}")
-    print(f"{'variant':16} {'step ms':>9} {'iter ms':>9} {'step/fused':>11} {'iter/fused':>11}"
+    print(f"{'variant':21} {'step ms':>9} {'iter ms':>9} {'step/fused':>11} {'iter/fused':>11}"
           f" {'mean step':>10} {'mean/fused':>11} {'period':>8} {'per/fused':>10}  last loss")
     for n in names:
         s, i = med[n]
@@ -266,7 +274,7 @@ def main():
         ri = f"{i / ref[1]:.2f}" if ref else "-"
         rm = f"{mean[n] / mean['torch fused']:.2f}" if ref else "-"
         rp = f"{period[n] / period['torch fused']:.2f}" if ref else "-"
-        print(f"{n:16} {s:9.2f} {i:9.2f} {rs:>11} {ri:>11} {mean[n]:10.2f} {rm:>11}"
+        print(f"{n:21} {s:9.2f} {i:9.2f} {rs:>11} {ri:>11} {mean[n]:10.2f} {rm:>11}"
               f" {period[n]:8.2f} {rp:>10}  {losses[n]:.4f}")
     if "timm LA(fused)" in period and "flatopt LA" in period:
         print(f"Lookahead, period step: timm / flatopt = "

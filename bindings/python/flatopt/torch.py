@@ -55,6 +55,12 @@ How it maps onto the library:
   of the library, so a restored optimizer continues bit for bit as the uninterrupted one.
   ``opt.state`` is the snapshot of the last ``state_dict()`` / ``load_state_dict()``; the live
   state is in the library.
+* Compressed state (docs/numerics.md, "Compressed state"): ``state_dtype="bfloat16"`` or
+  ``"int8"``, ``state_rounding``, ``state_seed`` on every optimizer, ``slow_dtype`` on
+  :class:`Lookahead`. ``state_dict()`` carries the state as held: bfloat16 tensors, or uint8
+  codes with their float32 block scales under ``<key>_absmax`` (``exp_avg``,
+  ``exp_avg_absmax``); ``load_state_dict()`` restores them bit for bit, and converts a state
+  dict of another precision through the library's checkpoint load.
 * Non-finite gradients propagate into the parameters as in PyTorch (``nonfinite="propagate"``).
   ``torch.amp.GradScaler`` treats these optimizers as PyTorch's fused ones
   (``_step_supports_amp_scaling``): ``GradScaler.step`` checks the gradients for inf/NaN and
@@ -123,6 +129,7 @@ from ._errors import (
     LayoutError,
     UnsupportedError,
 )
+from ._optim import _STATE_DEFAULTS, _check_state_options, _state
 from ._schedules import _Handle
 
 __all__ = [
@@ -149,6 +156,88 @@ _FLOATS = (torch.float32, torch.bfloat16, torch.float16)
 _HEADER = 40
 _COUNTERS = 72  # applied, skipped, e, T_cur, T_i, plateau lr, best, bad epochs, cooldown
 _ARRAYS = ("m", "v", "v_max", "slow")
+# How the library holds an array (flatopt_state_dtype): float32, bfloat16, or 8-bit codes with
+# one float32 scale per block of 256 elements (docs/checkpoint-format.md, version 4).
+_F32, _BF16, _Q8 = (_lib.STATE_DTYPES[k] for k in ("float32", "bfloat16", "int8"))
+_Q8_BLOCK = 256
+_FORMAT_NAMES = {v: k for k, v in _lib.STATE_DTYPES.items()}
+
+
+def _blocks(n):
+    return -(-n // _Q8_BLOCK)
+
+
+def _array_size(fmt, n):
+    """Bytes of an array of `n` elements held in format `fmt` in a checkpoint."""
+    if fmt == _BF16:
+        return 2 * n
+    if fmt == _Q8:
+        return n + 4 * _blocks(n)
+    return 4 * n
+
+
+def _format_of(value):
+    """The format a state value is held in: a float32 tensor (or any float, taken as float32),
+    a bfloat16 tensor, or a (uint8 codes, float32 block scales) pair."""
+    if isinstance(value, tuple):
+        return _Q8
+    return _BF16 if value.dtype == torch.bfloat16 else _F32
+
+
+def _read_array(blob, pos, fmt, p):
+    """The array of parameter `p` held at `pos` of a checkpoint, as held (a copy)."""
+    n = p.numel()
+
+    def take(start, count, dtype):
+        size = count * torch.empty((), dtype=dtype).element_size()
+        return torch.frombuffer(bytearray(blob[start : start + size]), dtype=dtype)
+
+    if fmt == _Q8:
+        return take(pos, n, torch.uint8).view(p.shape), take(pos + n, _blocks(n), torch.float32)
+    return take(pos, n, torch.bfloat16 if fmt == _BF16 else torch.float32).view(p.shape)
+
+
+def _array_bytes(value, fmt, p, name):
+    """The checkpoint bytes of state value `value` held in format `fmt` (its own format, or
+    float32 for a bfloat16 one: exact)."""
+    n = p.numel()
+    if fmt == _Q8:
+        codes, scales = value
+        if codes.numel() != n or scales.numel() != _blocks(n):
+            raise CheckpointError(
+                f"an 8-bit state '{name}' has {codes.numel()} codes and {scales.numel()} block "
+                f"scales, its parameter of {n} elements needs {n} and {_blocks(n)}"
+            )
+        if not scales.is_floating_point():
+            raise CheckpointError(f"the block scales of state '{name}' must be float32, got "
+                                  f"{scales.dtype}")
+        return (codes.detach().contiguous().reshape(-1).numpy().tobytes()
+                + scales.detach().to(torch.float32).contiguous().reshape(-1).numpy().tobytes())
+    value = value.detach()
+    if value.numel() != n:
+        raise CheckpointError(
+            f"a state tensor '{name}' has {value.numel()} elements, its parameter {n}"
+        )
+    if fmt == _BF16:
+        return value.contiguous().reshape(-1).view(torch.int16).numpy().tobytes()
+    return value.to(torch.float32).contiguous().reshape(-1).numpy().tobytes()
+
+
+def _one_format(found, held, what):
+    """The format to write a cohort's `what` arrays in, from the formats of the values given
+    (`found`): the held one when none is given, else theirs; bfloat16 beside float32 widens
+    to float32 (exact); 8-bit codes beside anything else cannot be written in one format."""
+    if not found:
+        return held
+    if len(found) == 1:
+        return next(iter(found))
+    if _Q8 in found:
+        raise CheckpointError(
+            f"the {what} arrays of parameters updated alike are held in several formats "
+            f"({', '.join(sorted(_FORMAT_NAMES[f] for f in found))}), 8-bit codes among them: "
+            "load a state dict saved by one optimizer"
+        )
+    return _F32
 
 
 def _param_label(g, i, p):
@@ -196,9 +285,10 @@ class _Cohort:
     """Parameters updated the same number of times, under one library handle."""
 
     __slots__ = ("handle", "params", "groups", "ngroups", "present", "ptrs", "pptrs", "mixed",
-                 "halves", "versions")
+                 "halves", "versions", "formats")
 
-    def __init__(self, handle, params, groups, ngroups, present, mixed):
+    def __init__(self, handle, params, groups, ngroups, present, mixed, formats):
+        self.formats = formats  # (moments, slow weights): how the handle holds them
         self.handle = handle
         self.params = params  # the tensors (kept alive: the library holds their pointers)
         self.groups = groups  # each parameter's group index
@@ -297,7 +387,8 @@ class _FlatoptOptimizer(_TorchOptimizer):
             cls._static = tuple(cls._fields)
 
     def __init__(self, params, defaults, *, max_grad_norm=None, num_threads=None,
-                 maximize=False, capturable=False, differentiable=False):
+                 maximize=False, capturable=False, differentiable=False,
+                 state=(None, None, None)):
         for name, value in (("maximize", maximize), ("capturable", capturable),
                             ("differentiable", differentiable)):
             if value:
@@ -313,6 +404,12 @@ class _FlatoptOptimizer(_TorchOptimizer):
             # spin-wait on the other cores, and a pool of flatopt threads would compete with
             # them (see docs/torch.md, "OpenMP interference").
             num_threads = 1
+        options = {**_STATE_DEFAULTS, **_check_state_options(_state(*state))}
+        self.state_dtype = options["state_dtype"]
+        self.state_rounding = options["state_rounding"]
+        self.state_seed = options["state_seed"]
+        # How the handles hold (moments, Lookahead slow weights).
+        self._formats = (_lib.STATE_DTYPES[self.state_dtype], _F32)
         self._max_grad_norm = max_grad_norm
         self._num_threads = int(num_threads)
         self._lookahead = None  # (k, alpha) once Lookahead wraps this optimizer
@@ -375,7 +472,7 @@ class _FlatoptOptimizer(_TorchOptimizer):
 
     # -- handles -----------------------------------------------------------------------------
 
-    def _config(self):
+    def _config(self, formats=None):
         g0 = self.param_groups[0]
         cfg = _lib.new_config()
         base = self._base_params(g0)
@@ -385,6 +482,9 @@ class _FlatoptOptimizer(_TorchOptimizer):
         cfg.weight_decay = self._lib_wd(g0) if self._coupled() else 0.0
         cfg.grad_clip_norm = self._max_grad_norm or 0.0
         cfg.num_threads = self._num_threads
+        cfg.state_dtype, cfg.slow_dtype = self._formats if formats is None else formats
+        cfg.state_rounding = _lib.STATE_ROUNDING[self.state_rounding]
+        cfg.state_seed = self.state_seed
         if self._lookahead is not None:
             cfg.lookahead = 1
             cfg.sync_period, cfg.alpha = self._lookahead
@@ -398,11 +498,13 @@ class _FlatoptOptimizer(_TorchOptimizer):
             m = masters[p] = p.detach().to(torch.float32).contiguous()
         return m
 
-    def _new_cohort(self, params, groups, masters=None):
+    def _new_cohort(self, params, groups, masters=None, formats=None):
         """A handle over `params` (each in its group) with every group's live values; a 16-bit
         parameter is registered as its float32 master weights (of `masters`, default the
-        optimizer's) with 16-bit gradients and itself as the 16-bit copy the pass writes."""
-        cfg = self._config()
+        optimizer's) with 16-bit gradients and itself as the 16-bit copy the pass writes. The
+        state held in `formats` ((moments, slow weights), default the optimizer's)."""
+        formats = self._formats if formats is None else formats
+        cfg = self._config(formats)
         handle = _Handle(cfg, type(self).__name__)
         ptr = handle.ptr
         ngroups = len(self.param_groups)
@@ -445,7 +547,7 @@ class _FlatoptOptimizer(_TorchOptimizer):
             _lib.check(_lib.optimizer_add_param_with_options(
                 ptr, _PTR(master), None, p.numel(), ctypes.byref(opts)), what)
         present = [self._present(self.param_groups[g]) for g in groups]
-        return _Cohort(handle, params, groups, ngroups, present, mixed)
+        return _Cohort(handle, params, groups, ngroups, present, mixed, formats)
 
     def _applied_set(self, g, group):
         while len(self._applied) <= g:
@@ -547,38 +649,41 @@ class _FlatoptOptimizer(_TorchOptimizer):
         return bytearray(buf)[: written.value]
 
     def _layout(self, cohort, blob):
-        """(counters offset, [(param, {array name: byte offset}) ...]) of a cohort's blob."""
+        """(counters offset, [(param, {array name: (byte offset, format)}) ...]) of a cohort's
+        blob."""
         (clen,) = struct.unpack_from("<Q", blob, 32)
         counters = _HEADER + clen
-        records = list(zip(cohort.params, cohort.present))
-        total = sum(16 + 4 * p.numel() * len(names) for p, names in records)
+        fm, fs = cohort.formats
+        records = [
+            (p, [(name, fs if name == "slow" else fm) for name in names])
+            for p, names in zip(cohort.params, cohort.present)
+        ]
+        total = sum(16 + sum(_array_size(f, p.numel()) for _, f in arrays)
+                    for p, arrays in records)
         off = len(blob) - 4 - total
         out = []
-        for p, names in records:
+        for p, arrays in records:
             n = p.numel()
             (n_rec,) = struct.unpack_from("<Q", blob, off)
             if n_rec != n:
-                raise CheckpointError(f"internal: buffer of {n_rec} floats, expected {n}")
-            arrays = {}
+                raise CheckpointError(f"internal: buffer of {n_rec} elements, expected {n}")
+            where = {}
             pos = off + 16
-            for name in names:
-                arrays[name] = pos
-                pos += 4 * n
-            out.append((p, arrays))
+            for name, f in arrays:
+                where[name] = (pos, f)
+                pos += _array_size(f, n)
+            out.append((p, where))
             off = pos
         return counters, out
 
     def _cohort_states(self, c):
-        """({param: {array name: float32 tensor}}, the 72 counter bytes) of cohort `c`."""
+        """({param: {array name: state as held}}, the 72 counter bytes) of cohort `c`: a
+        float32 or bfloat16 tensor of the parameter's shape, or (uint8 codes of its shape,
+        float32 block scales) for 8-bit state."""
         blob = self._blob(c.handle)
         counters, layout = self._layout(c, blob)
         states = {
-            p: {
-                name: torch.frombuffer(blob, dtype=torch.float32, count=p.numel(), offset=pos)
-                .clone()
-                .view(p.shape)
-                for name, pos in arrays.items()
-            }
+            p: {name: _read_array(blob, pos, f, p) for name, (pos, f) in arrays.items()}
             for p, arrays in layout
         }
         return states, bytes(blob[counters : counters + _COUNTERS])
@@ -597,33 +702,44 @@ class _FlatoptOptimizer(_TorchOptimizer):
         return out
 
     def _import(self, cohort, states, step, counter_bytes=None, masters=None):
-        """Writes `states` ({param: {array name: tensor}}) and the counters (`counter_bytes`
-        of another cohort's checkpoint, or `step` updates) into a cohort's handle (slow
-        weights not given start at the parameters: the master weights in `masters`, default
-        the optimizer's, of a 16-bit one)."""
+        """Writes `states` ({param: {array name: state value}}, values as `_cohort_states`
+        gives them) and the counters (`counter_bytes` of another cohort's checkpoint, or `step`
+        updates) into a cohort's handle (slow weights not given start at the parameters: the
+        master weights in `masters`, default the optimizer's, of a 16-bit one). State held in
+        other formats than the handle's is written into a checkpoint of a handle holding
+        those (arrays not given keep that fresh handle's values) and converted by the
+        library's load (docs/checkpoint-format.md, "version 4")."""
         masters = self._masters if masters is None else masters
-        blob = self._blob(cohort.handle)
-        counters, layout = self._layout(cohort, blob)
+        values = {}
+        found = ({}, {})  # the formats given of the moments and of the slow weights
+        for p, names in zip(cohort.params, cohort.present):
+            st = states.get(p, {})
+            vals = values[p] = {}
+            for name in names:
+                v = st.get(name)
+                if v is None and name == "slow":
+                    v = masters.get(p, p).detach()
+                if v is not None:
+                    vals[name] = v
+                    found[name == "slow"][_format_of(v)] = True
+        formats = (_one_format(found[0], cohort.formats[0], "state"),
+                   _one_format(found[1], cohort.formats[1], "slow-weight"))
+        writer = cohort
+        if formats != cohort.formats:
+            writer = self._new_cohort(cohort.params, cohort.groups, masters, formats)
+        blob = self._blob(writer.handle)
+        counters, layout = self._layout(writer, blob)
         if counter_bytes is not None:
             blob[counters : counters + _COUNTERS] = counter_bytes
         else:
             struct.pack_into("<QQQ", blob, counters, step, 0, step)
+        shown = dict(zip(_ARRAYS, (*self._names, "lookahead_slow_buff")))
         for p, arrays in layout:
-            st = states.get(p, {})
-            for name, pos in arrays.items():
-                value = st.get(name)
-                if value is None:
-                    if name == "slow":
-                        value = masters.get(p, p).detach()
-                    else:
-                        continue  # the fresh handle's initial value
-                src = value.detach().to(torch.float32).contiguous().reshape(-1)
-                if src.numel() != p.numel():
-                    raise CheckpointError(
-                        f"a state tensor '{name}' has {src.numel()} elements, its parameter "
-                        f"{p.numel()}"
-                    )
-                blob[pos : pos + 4 * p.numel()] = src.numpy().tobytes()
+            for name, (pos, f) in arrays.items():
+                v = values[p].get(name)
+                if v is not None:
+                    data = _array_bytes(v, f, p, shown[name] or name)
+                    blob[pos : pos + len(data)] = data
         struct.pack_into("<I", blob, len(blob) - 4, zlib.crc32(bytes(blob[:-4])) & 0xFFFFFFFF)
         buf = (ctypes.c_uint8 * len(blob)).from_buffer(blob)
         status = _lib.optimizer_load(cohort.handle.ptr, buf, len(blob))
@@ -809,7 +925,9 @@ class _FlatoptOptimizer(_TorchOptimizer):
             return out
         out["step"] = torch.tensor(float(st["step"]), dtype=torch.float32)
         for name, t in st.items():
-            if name != "step":
+            if isinstance(t, tuple):  # 8-bit state: the codes and their block scales
+                out[names[name]], out[names[name] + "_absmax"] = t
+            elif name != "step":
                 out[names[name]] = t
         return out
 
@@ -827,6 +945,19 @@ class _FlatoptOptimizer(_TorchOptimizer):
             if k in names and v is not None:
                 if not isinstance(v, torch.Tensor):
                     raise CheckpointError(f"state '{k}' must be a tensor, got {type(v).__name__}")
+                if v.dtype == torch.uint8:
+                    scales = st.get(k + "_absmax")
+                    if not isinstance(scales, torch.Tensor):
+                        raise CheckpointError(
+                            f"state '{k}' holds 8-bit codes (uint8) but its block scales "
+                            f"'{k}_absmax' (a float32 tensor) are missing"
+                        )
+                    v = (v, scales)
+                elif not v.is_floating_point():
+                    raise CheckpointError(
+                        f"state '{k}' must be a floating-point tensor or 8-bit codes (uint8), "
+                        f"got {v.dtype}"
+                    )
                 out[names[k]] = v
         return out
 
@@ -848,15 +979,16 @@ class _FlatoptOptimizer(_TorchOptimizer):
         groups, state = self.param_groups, self.state
         try:
             super().load_state_dict(state_dict)
-            # torch.optim casts the state of a 16-bit parameter to its dtype: take the float32
-            # moments and master weights as saved instead.
+            # torch.optim casts floating-point state to its parameter's dtype: take the state
+            # as saved instead (the float32 moments and master weights of a 16-bit parameter,
+            # bfloat16 moments, the float32 scales of 8-bit ones).
             saved = state_dict["state"]
             ids = [i for group in state_dict["param_groups"] for i in group["params"]]
             params = [p for group in self.param_groups for p in group["params"]]
             for i, p in zip(ids, params):
-                if p.dtype in _HALF and i in saved:
+                if i in saved:
                     self.state[p] = {
-                        k: v.detach().clone() if isinstance(v, torch.Tensor) else v
+                        k: v.detach().to("cpu", copy=True) if isinstance(v, torch.Tensor) else v
                         for k, v in saved[i].items()
                     }
             for g, group in enumerate(self.param_groups):
@@ -868,10 +1000,16 @@ class _FlatoptOptimizer(_TorchOptimizer):
             self.param_groups, self.state = groups, state
             raise
 
-    def _set_lookahead(self, k, alpha):
+    def _set_lookahead(self, k, alpha, slow_dtype):
         states = self._export()
+        was = self._lookahead, self._formats
         self._lookahead = (k, alpha)
-        self._rebuild(states)
+        self._formats = (self._formats[0], slow_dtype)
+        try:
+            self._rebuild(states)
+        except BaseException:
+            self._lookahead, self._formats = was
+            raise
 
 
 def _amp_scale(opt):
@@ -963,7 +1101,8 @@ class Adam(_AdamFamily):
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
                  amsgrad=False, *, foreach=None, maximize=False, capturable=False,
                  differentiable=False, fused=None, decoupled_weight_decay=False,
-                 max_grad_norm=None, num_threads=None):
+                 max_grad_norm=None, num_threads=None,
+                 state_dtype=None, state_rounding=None, state_seed=None):
         if decoupled_weight_decay:
             raise UnsupportedError("Adam: decoupled_weight_decay=True: use flatopt.torch.AdamW")
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
@@ -971,6 +1110,7 @@ class Adam(_AdamFamily):
                         capturable=False, differentiable=False, fused=fused,
                         decoupled_weight_decay=False)
         super().__init__(params, defaults, max_grad_norm=max_grad_norm,
+                         state=(state_dtype, state_rounding, state_seed),
                          num_threads=num_threads, maximize=maximize, capturable=capturable,
                          differentiable=differentiable)
 
@@ -982,13 +1122,15 @@ class AdamW(_AdamFamily):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
                  amsgrad=False, *, maximize=False, foreach=None, capturable=False,
-                 differentiable=False, fused=None, max_grad_norm=None, num_threads=None):
+                 differentiable=False, fused=None, max_grad_norm=None, num_threads=None,
+                 state_dtype=None, state_rounding=None, state_seed=None):
         if amsgrad:
             raise UnsupportedError("AdamW: amsgrad=True is not supported by flatopt's AdamW yet")
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
                         amsgrad=False, maximize=False, foreach=foreach, capturable=False,
                         differentiable=False, fused=fused)
         super().__init__(params, defaults, max_grad_norm=max_grad_norm,
+                         state=(state_dtype, state_rounding, state_seed),
                          num_threads=num_threads, maximize=maximize, capturable=capturable,
                          differentiable=differentiable)
 
@@ -1004,13 +1146,15 @@ class RAdam(_AdamFamily):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
                  decoupled_weight_decay=False, *, foreach=None, maximize=False,
-                 capturable=False, differentiable=False, max_grad_norm=None, num_threads=None):
+                 capturable=False, differentiable=False, max_grad_norm=None, num_threads=None,
+                 state_dtype=None, state_rounding=None, state_seed=None):
         if decoupled_weight_decay:
             raise UnsupportedError("RAdam: decoupled_weight_decay=True is not supported yet")
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
                         foreach=foreach, maximize=False, capturable=False,
                         differentiable=False, decoupled_weight_decay=False)
         super().__init__(params, defaults, max_grad_norm=max_grad_norm,
+                         state=(state_dtype, state_rounding, state_seed),
                          num_threads=num_threads, maximize=maximize, capturable=capturable,
                          differentiable=differentiable)
 
@@ -1024,13 +1168,15 @@ class SGD(_FlatoptOptimizer):
 
     def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0,
                  nesterov=False, *, maximize=False, foreach=None, differentiable=False,
-                 fused=None, max_grad_norm=None, num_threads=None):
+                 fused=None, max_grad_norm=None, num_threads=None,
+                 state_dtype=None, state_rounding=None, state_seed=None):
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening,
                         weight_decay=weight_decay, nesterov=nesterov, maximize=False,
                         foreach=foreach, differentiable=False, fused=fused)
         super().__init__(params, defaults, max_grad_norm=max_grad_norm,
+                         state=(state_dtype, state_rounding, state_seed),
                          num_threads=num_threads, maximize=maximize,
                          differentiable=differentiable)
 
@@ -1052,11 +1198,13 @@ class Adagrad(_FlatoptOptimizer):
 
     def __init__(self, params, lr=1e-2, lr_decay=0, weight_decay=0,
                  initial_accumulator_value=0, eps=1e-10, foreach=None, *, maximize=False,
-                 differentiable=False, fused=None, max_grad_norm=None, num_threads=None):
+                 differentiable=False, fused=None, max_grad_norm=None, num_threads=None,
+                 state_dtype=None, state_rounding=None, state_seed=None):
         defaults = dict(lr=lr, lr_decay=lr_decay, eps=eps, weight_decay=weight_decay,
                         initial_accumulator_value=initial_accumulator_value, foreach=foreach,
                         maximize=False, differentiable=False, fused=fused)
         super().__init__(params, defaults, max_grad_norm=max_grad_norm,
+                         state=(state_dtype, state_rounding, state_seed),
                          num_threads=num_threads, maximize=maximize,
                          differentiable=differentiable)
 
@@ -1079,11 +1227,13 @@ class RMSprop(_FlatoptOptimizer):
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0,
                  centered=False, capturable=False, foreach=None, maximize=False,
-                 differentiable=False, *, max_grad_norm=None, num_threads=None):
+                 differentiable=False, *, max_grad_norm=None, num_threads=None,
+                 state_dtype=None, state_rounding=None, state_seed=None):
         defaults = dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
                         momentum=momentum, centered=centered, capturable=False,
                         foreach=foreach, maximize=False, differentiable=False)
         super().__init__(params, defaults, max_grad_norm=max_grad_norm,
+                         state=(state_dtype, state_rounding, state_seed),
                          num_threads=num_threads, maximize=maximize, capturable=capturable,
                          differentiable=differentiable)
 
@@ -1108,11 +1258,13 @@ class Adamax(_FlatoptOptimizer):
 
     def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
                  foreach=None, *, maximize=False, differentiable=False, capturable=False,
-                 max_grad_norm=None, num_threads=None):
+                 max_grad_norm=None, num_threads=None,
+                 state_dtype=None, state_rounding=None, state_seed=None):
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
                         foreach=foreach, maximize=False, differentiable=False,
                         capturable=False)
         super().__init__(params, defaults, max_grad_norm=max_grad_norm,
+                         state=(state_dtype, state_rounding, state_seed),
                          num_threads=num_threads, maximize=maximize, capturable=capturable,
                          differentiable=differentiable)
 
@@ -1132,13 +1284,15 @@ class NAdam(_FlatoptOptimizer):
     def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
                  momentum_decay=4e-3, decoupled_weight_decay=False, *, foreach=None,
                  maximize=False, capturable=False, differentiable=False, max_grad_norm=None,
-                 num_threads=None):
+                 num_threads=None,
+                 state_dtype=None, state_rounding=None, state_seed=None):
         self._wd_in_base = bool(decoupled_weight_decay)
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
                         momentum_decay=momentum_decay,
                         decoupled_weight_decay=bool(decoupled_weight_decay), foreach=foreach,
                         maximize=False, capturable=False, differentiable=False)
         super().__init__(params, defaults, max_grad_norm=max_grad_norm,
+                         state=(state_dtype, state_rounding, state_seed),
                          num_threads=num_threads, maximize=maximize, capturable=capturable,
                          differentiable=differentiable)
 
@@ -1184,10 +1338,12 @@ class Adadelta(_FlatoptOptimizer):
 
     def __init__(self, params, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0, foreach=None, *,
                  capturable=False, maximize=False, differentiable=False, max_grad_norm=None,
-                 num_threads=None):
+                 num_threads=None,
+                 state_dtype=None, state_rounding=None, state_seed=None):
         defaults = dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, foreach=foreach,
                         capturable=False, maximize=False, differentiable=False)
         super().__init__(params, defaults, max_grad_norm=max_grad_norm,
+                         state=(state_dtype, state_rounding, state_seed),
                          num_threads=num_threads, maximize=maximize, capturable=capturable,
                          differentiable=differentiable)
 
@@ -1204,11 +1360,13 @@ class Rprop(_FlatoptOptimizer):
 
     def __init__(self, params, lr=1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50), *,
                  capturable=False, foreach=None, maximize=False, differentiable=False,
-                 max_grad_norm=None, num_threads=None):
+                 max_grad_norm=None, num_threads=None,
+                 state_dtype=None, state_rounding=None, state_seed=None):
         defaults = dict(lr=lr, etas=tuple(etas), step_sizes=tuple(step_sizes),
                         foreach=foreach, maximize=False, differentiable=False,
                         capturable=False)
         super().__init__(params, defaults, max_grad_norm=max_grad_norm,
+                         state=(state_dtype, state_rounding, state_seed),
                          num_threads=num_threads, maximize=maximize, capturable=capturable,
                          differentiable=differentiable)
 
@@ -1225,9 +1383,11 @@ class Lion(_FlatoptOptimizer):
     _used = (True, False, False)
 
     def __init__(self, params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, *,
-                 max_grad_norm=None, num_threads=None):
+                 max_grad_norm=None, num_threads=None,
+                 state_dtype=None, state_rounding=None, state_seed=None):
         defaults = dict(lr=lr, betas=tuple(betas), weight_decay=weight_decay)
         super().__init__(params, defaults, max_grad_norm=max_grad_norm,
+                         state=(state_dtype, state_rounding, state_seed),
                          num_threads=num_threads)
 
     def _coupled(self):
@@ -1246,10 +1406,12 @@ class AdaBelief(_FlatoptOptimizer):
     _fields = {"betas": ("b1", "b2"), "eps": "eps", "eps_root": "eps_root"}
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-16, weight_decay=0, *,
-                 eps_root=1e-16, max_grad_norm=None, num_threads=None):
+                 eps_root=1e-16, max_grad_norm=None, num_threads=None,
+                 state_dtype=None, state_rounding=None, state_seed=None):
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, eps_root=eps_root,
                         weight_decay=weight_decay)
         super().__init__(params, defaults, max_grad_norm=max_grad_norm,
+                         state=(state_dtype, state_rounding, state_seed),
                          num_threads=num_threads)
 
 
@@ -1265,10 +1427,12 @@ class Yogi(_FlatoptOptimizer):
 
     def __init__(self, params, lr=1e-2, betas=(0.9, 0.999), eps=1e-3,
                  initial_accumulator=1e-6, weight_decay=0, *, max_grad_norm=None,
-                 num_threads=None):
+                 num_threads=None,
+                 state_dtype=None, state_rounding=None, state_seed=None):
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps,
                         initial_accumulator=initial_accumulator, weight_decay=weight_decay)
         super().__init__(params, defaults, max_grad_norm=max_grad_norm,
+                         state=(state_dtype, state_rounding, state_seed),
                          num_threads=num_threads)
 
 
@@ -1284,9 +1448,11 @@ class Lamb(_FlatoptOptimizer):
     _fields = {"betas": ("b1", "b2"), "eps": "eps"}
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.0, *,
-                 max_grad_norm=None, num_threads=None):
+                 max_grad_norm=None, num_threads=None,
+                 state_dtype=None, state_rounding=None, state_seed=None):
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
         super().__init__(params, defaults, max_grad_norm=max_grad_norm,
+                         state=(state_dtype, state_rounding, state_seed),
                          num_threads=num_threads)
 
     def _coupled(self):
@@ -1305,10 +1471,12 @@ class Lars(_FlatoptOptimizer):
     _used = (True, False, False)
 
     def __init__(self, params, lr=1.0, momentum=0.9, weight_decay=0.0, trust_coefficient=1e-3,
-                 eps=0.0, nesterov=False, *, max_grad_norm=None, num_threads=None):
+                 eps=0.0, nesterov=False, *, max_grad_norm=None, num_threads=None,
+                 state_dtype=None, state_rounding=None, state_seed=None):
         defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay,
                         trust_coefficient=trust_coefficient, eps=eps, nesterov=nesterov)
         super().__init__(params, defaults, max_grad_norm=max_grad_norm,
+                         state=(state_dtype, state_rounding, state_seed),
                          num_threads=num_threads)
 
     def _fill_base(self, base, group):
@@ -1330,9 +1498,11 @@ class Novograd(_FlatoptOptimizer):
     _fields = {"betas": ("b1", "b2"), "eps": "eps"}
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.25), eps=1e-6, weight_decay=0.0, *,
-                 max_grad_norm=None, num_threads=None):
+                 max_grad_norm=None, num_threads=None,
+                 state_dtype=None, state_rounding=None, state_seed=None):
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
         super().__init__(params, defaults, max_grad_norm=max_grad_norm,
+                         state=(state_dtype, state_rounding, state_seed),
                          num_threads=num_threads)
 
     def _coupled(self):
@@ -1349,12 +1519,14 @@ class Lookahead(_TorchOptimizer):
     base optimizer's ``param_groups`` are shared). The per-parameter slow weights appear in the
     state dict as ``lookahead_slow_buff`` (timm's name). Unlike timm, whose slow weights start
     at the first sync, they start at the weights at wrapping time (the Lookahead paper's rule).
+    ``slow_dtype="bfloat16"`` holds the slow weights in bfloat16 (rounded as the base
+    optimizer's ``state_rounding`` says; default ``"float32"``).
     """
 
     _step_supports_amp_scaling = True
     profile_hook_step = staticmethod(_profile_hook_step)
 
-    def __init__(self, optimizer, k=5, alpha=0.5):
+    def __init__(self, optimizer, k=5, alpha=0.5, *, slow_dtype=None):
         if not isinstance(optimizer, _FlatoptOptimizer):
             raise DTypeError(
                 "Lookahead wraps a flatopt.torch optimizer (SGD, Adam, AdamW, ..., Yogi), got "
@@ -1367,12 +1539,14 @@ class Lookahead(_TorchOptimizer):
         alpha = float(alpha)
         if not (0.0 <= alpha <= 1.0):
             raise InvalidArgumentError(f"Lookahead alpha must lie in [0, 1], got {alpha}")
+        slow = _check_state_options({"slow_dtype": slow_dtype or "float32"})["slow_dtype"]
         self._base = optimizer
-        optimizer._set_lookahead(k, alpha)
+        optimizer._set_lookahead(k, alpha, _lib.STATE_DTYPES[slow])
         super().__init__(optimizer.param_groups, optimizer.defaults)
         self.defaults.update(lookahead_k=k, lookahead_alpha=alpha)
         self.k = k
         self.alpha = alpha
+        self.slow_dtype = slow
 
     # The base optimizer's groups and state are this object's.
     @property
