@@ -19,7 +19,9 @@ Variants: ``torch.optim.AdamW(fused=True)``, ``AdamW(foreach=True)``, ``flatopt.
 timm's Lookahead logic (written out below: timm is not a dependency) over the fused AdamW, and
 ``flatopt.torch.Lookahead`` over flatopt's AdamW; and the model kept in bfloat16 (``torch
 bf16``: float32 masters, the gradients widened, fused AdamW, the masters copied back;
-``flatopt bf16``: flatopt.torch.AdamW's masters, one pass). With ``--alone`` it also times flatopt's step
+``flatopt bf16``: flatopt.torch.AdamW's masters, one pass); flatopt's AdamW with compressed
+state (``flatopt bf16 state``, ``flatopt int8 state``, with 1 and 2 threads) and Lookahead
+over it with bfloat16 slow weights (``flatopt LA bf16 state``). With ``--alone`` it also times flatopt's step
 once more after a pause of 50 ms (PyTorch's OpenMP workers asleep) to measure the interference
 of their spin-waiting (see docs/torch.md).
 
@@ -176,6 +178,10 @@ VARIANTS = {
                                              state_dtype="bfloat16"),
     "flatopt int8 state": lambda m: ft.AdamW(m.parameters(), LR, weight_decay=WD,
                                              state_dtype="int8"),
+    "flatopt bf16 state t=2": lambda m: ft.AdamW(m.parameters(), LR, weight_decay=WD,
+                                                 state_dtype="bfloat16", num_threads=2),
+    "flatopt int8 state t=2": lambda m: ft.AdamW(m.parameters(), LR, weight_decay=WD,
+                                                 state_dtype="int8", num_threads=2),
     "flatopt LA bf16 state": lambda m: ft.Lookahead(
         ft.AdamW(m.parameters(), LR, weight_decay=WD, state_dtype="bfloat16"), K, 0.5,
         slow_dtype="bfloat16"),
@@ -266,7 +272,7 @@ def main():
           f"{args.rounds} rounds; torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '-')}, "
           f"load average {os.getloadavg()[0]:.1f}")
-    print(f"{'variant':21} {'step ms':>9} {'iter ms':>9} {'step/fused':>11} {'iter/fused':>11}"
+    print(f"{'variant':22} {'step ms':>9} {'iter ms':>9} {'step/fused':>11} {'iter/fused':>11}"
           f" {'mean step':>10} {'mean/fused':>11} {'period':>8} {'per/fused':>10}  last loss")
     for n in names:
         s, i = med[n]
@@ -274,7 +280,7 @@ def main():
         ri = f"{i / ref[1]:.2f}" if ref else "-"
         rm = f"{mean[n] / mean['torch fused']:.2f}" if ref else "-"
         rp = f"{period[n] / period['torch fused']:.2f}" if ref else "-"
-        print(f"{n:21} {s:9.2f} {i:9.2f} {rs:>11} {ri:>11} {mean[n]:10.2f} {rm:>11}"
+        print(f"{n:22} {s:9.2f} {i:9.2f} {rs:>11} {ri:>11} {mean[n]:10.2f} {rm:>11}"
               f" {period[n]:8.2f} {rp:>10}  {losses[n]:.4f}")
     if "timm LA(fused)" in period and "flatopt LA" in period:
         print(f"Lookahead, period step: timm / flatopt = "
