@@ -1687,6 +1687,24 @@ enum flatopt_status flatopt_optimizer_step_mixed(struct flatopt_optimizer *opt,
                                                  float grad_scale);
 
 /**
+ * `flatopt_optimizer_begin_step` with an explicit loss scale, as `flatopt_optimizer_step_mixed`
+ * takes it: the registered gradients are widened and divided by `grad_scale` in f32 in the
+ * norm / non-finite pass and in every `flatopt_optimizer_step_range` of this step, so the split
+ * step is bit for bit the whole `flatopt_optimizer_step_mixed(opt, NULL, 0, grad_scale)` and
+ * skips (`FLATOPT_SKIPPED`, or `FLATOPT_ERR_NON_FINITE` by policy) on the same gradients.
+ * `grad_scale` 0 means none: the dynamic loss scaler's scale if one is set, else 1 (then this
+ * is `flatopt_optimizer_begin_step`); any other value must be finite and > 0 and is refused
+ * while a dynamic loss scaler is set. Then `flatopt_optimizer_step_range` and
+ * `flatopt_optimizer_end_step` as after `flatopt_optimizer_begin_step`.
+ *
+ * # Safety
+ * `opt` is NULL (refused) or a live handle from `flatopt_optimizer_new`.
+ * The registered buffers stay valid until `flatopt_optimizer_end_step`.
+ */
+enum flatopt_status flatopt_optimizer_begin_step_scaled(struct flatopt_optimizer *opt,
+                                                        float grad_scale);
+
+/**
  * Fills the caller's `size` bytes at `options` with PyTorch GradScaler's defaults (scale
  * 65536, growth 2 every 2000 finite updates, backoff 0.5) and sets `struct_size = size`.
  *

@@ -1762,6 +1762,12 @@ class Optimizer {
   /// `Applied` means begun (apply `step_range` on disjoint ranges covering
   /// `[0, total_len())`, then `end_step()`); `Skipped` means the step is over.
   StepResult begin_step() { return result_of(flatopt_optimizer_begin_step(h_)); }
+  /// `begin_step()` with an explicit loss scale, as `step_mixed(grad_scale)` takes it: the
+  /// split step is bit for bit `step_mixed(grad_scale)` and skips on the same gradients
+  /// (`grad_scale` 0: none; else finite, > 0, and refused while a dynamic loss scaler is set).
+  StepResult begin_step(float grad_scale) {
+    return result_of(flatopt_optimizer_begin_step_scaled(h_, grad_scale));
+  }
   /// Applies the begun step to elements `[begin, end)` of the concatenation of the buffers.
   /// Thread-safe for disjoint ranges of one optimizer.
   void step_range(std::size_t begin, std::size_t end) const {
@@ -1771,10 +1777,13 @@ class Optimizer {
   void end_step() { check(flatopt_optimizer_end_step(h_)); }
   /// `begin_step()` wrapped in a guard that ends the step (see `SplitStep`).
   SplitStep split_step() {
+    const std::size_t total = total_len();  // before the step begins: it may throw
+    return guarded(total, begin_step());
+  }
+  /// `begin_step(grad_scale)` wrapped in a guard that ends the step (see `SplitStep`).
+  SplitStep split_step(float grad_scale) {
     const std::size_t total = total_len();
-    StepResult r = begin_step();
-    const bool begun = r.applied();
-    return SplitStep(begun ? this : nullptr, std::move(r), total);
+    return guarded(total, begin_step(grad_scale));
   }
 
   /// Back to the state right after registration: moments zeroed, counters and schedule
@@ -1920,6 +1929,12 @@ class Optimizer {
       }
     }
     for (std::size_t i = 0; i < grads.size(); ++i) out[i] = grads[i].data();
+  }
+
+  /// The guard of a step of `total` elements that `begin_step` (scaled or not) returned `r` for.
+  SplitStep guarded(std::size_t total, StepResult r) {
+    const bool begun = r.applied();
+    return SplitStep(begun ? this : nullptr, std::move(r), total);
   }
 
   static StepResult result_of(flatopt_status s) {

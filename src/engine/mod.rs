@@ -651,10 +651,24 @@ impl Optimizer {
         &mut self,
         grads: &[G],
     ) -> Result<Result<Step, Outcome>, Error> {
+        self.begin_step_scaled(grads, None)
+    }
+
+    /// [`Optimizer::begin_step_mixed`] with an explicit loss scale, as
+    /// [`Optimizer::step_mixed`] takes it: `grad_scale` (finite, > 0; refused while a dynamic
+    /// loss scaler is set) divides the gradients in the norm / non-finite pass and in every
+    /// range applied (the [`Step`] carries it); `None` is the dynamic loss scaler's scale if
+    /// one is set, else 1. The split update is bit for bit the whole one with that scale, and
+    /// skips (or fails) on the same non-finite values.
+    pub fn begin_step_scaled<G: AsGrad>(
+        &mut self,
+        grads: &[G],
+        grad_scale: Option<f32>,
+    ) -> Result<Result<Step, Outcome>, Error> {
         let _mode = FpMode::enter();
         self.refuse_per_buffer_norms("begin_step")?;
         self.refuse_partly_applied()?;
-        let unscale = self.unscale_for(None)?;
+        let unscale = self.unscale_for(grad_scale)?;
         // `plan_step` checks the gradient lengths.
         let begun = match self.active_pool() {
             Some(pool) => pool.install(|| self.plan_step(grads, unscale, true))?,

@@ -216,12 +216,7 @@ pub unsafe extern "C" fn flatopt_optimizer_step_mixed(
         // SAFETY: see `handle`.
         let mut h = unsafe { handle(opt)? };
         check_no_pending(&h)?;
-        let scale = if grad_scale == 0.0 {
-            None
-        } else {
-            kernels::grad_scale(grad_scale)?;
-            Some(grad_scale)
-        };
+        let scale = given_scale(grad_scale)?;
         let given = if grads.is_null() {
             if n_grads != 0 {
                 return Err(Error::NullPointer { name: "grads" });
@@ -244,6 +239,41 @@ pub unsafe extern "C" fn flatopt_optimizer_step_mixed(
         let outcome = unsafe { h.with_slices(given, |e, p, g, c| e.step_mixed(p, g, c, scale))? };
         Ok(outcome_status(outcome))
     })
+}
+
+/// `flatopt_optimizer_begin_step` with an explicit loss scale, as `flatopt_optimizer_step_mixed`
+/// takes it: the registered gradients are widened and divided by `grad_scale` in f32 in the
+/// norm / non-finite pass and in every `flatopt_optimizer_step_range` of this step, so the split
+/// step is bit for bit the whole `flatopt_optimizer_step_mixed(opt, NULL, 0, grad_scale)` and
+/// skips (`FLATOPT_SKIPPED`, or `FLATOPT_ERR_NON_FINITE` by policy) on the same gradients.
+/// `grad_scale` 0 means none: the dynamic loss scaler's scale if one is set, else 1 (then this
+/// is `flatopt_optimizer_begin_step`); any other value must be finite and > 0 and is refused
+/// while a dynamic loss scaler is set. Then `flatopt_optimizer_step_range` and
+/// `flatopt_optimizer_end_step` as after `flatopt_optimizer_begin_step`.
+///
+/// # Safety
+/// `opt` is NULL (refused) or a live handle from `flatopt_optimizer_new`.
+/// The registered buffers stay valid until `flatopt_optimizer_end_step`.
+#[no_mangle]
+pub unsafe extern "C" fn flatopt_optimizer_begin_step_scaled(
+    opt: *mut flatopt_optimizer,
+    grad_scale: c_float,
+) -> flatopt_status {
+    guard(|| {
+        let scale = given_scale(grad_scale)?;
+        // SAFETY: this function's contract is `begin`'s.
+        unsafe { super::optimizer::begin(opt, scale) }
+    })
+}
+
+/// A C `grad_scale`: 0 for none, else finite and > 0.
+fn given_scale(grad_scale: c_float) -> Result<Option<f32>, Error> {
+    if grad_scale == 0.0 {
+        Ok(None)
+    } else {
+        kernels::grad_scale(grad_scale)?;
+        Ok(Some(grad_scale))
+    }
 }
 
 /// `sizeof(flatopt_loss_scaler_options)` of the first version (frozen).

@@ -305,26 +305,39 @@ pub unsafe extern "C" fn flatopt_optimizer_step_with_sum_squares(
 pub unsafe extern "C" fn flatopt_optimizer_begin_step(
     opt: *mut flatopt_optimizer,
 ) -> flatopt_status {
-    guard(|| {
-        // SAFETY: see `handle`.
-        let mut h = unsafe { handle(opt)? };
-        check_no_pending(&h)?;
-        // SAFETY: registered host pointers, valid during the call (C contract).
-        let begun = unsafe { h.with_slices(None, |e, _, g, _| e.begin_step_mixed(g))? };
-        match begun {
-            Err(skipped) => Ok(outcome_status(skipped)),
-            Ok(step) => {
-                let inner: &mut Inner = &mut h;
-                inner.raw.clear(); // capacity reserved at registration: no allocation
-                let states = inner.engine.states_mut().zip(&inner.bufs);
-                inner
-                    .raw
-                    .extend(states.map(|(s, _)| s.into_parts().map(RawHeld::of)));
-                inner.pending = Some(step);
-                Ok(FLATOPT_OK)
-            }
+    // SAFETY: this function's contract is `begin`'s.
+    guard(|| unsafe { begin(opt, None) })
+}
+
+/// `flatopt_optimizer_begin_step` and `flatopt_optimizer_begin_step_scaled`: begins a split
+/// step whose gradients are divided by `grad_scale` (`None`: the dynamic loss scaler's scale if
+/// one is set, else 1) and keeps the state pointers the ranges need.
+///
+/// # Safety
+/// `opt` is NULL (refused) or a live handle from `flatopt_optimizer_new`; the registered
+/// buffers stay valid until `flatopt_optimizer_end_step`.
+pub(super) unsafe fn begin(
+    opt: *mut flatopt_optimizer,
+    grad_scale: Option<f32>,
+) -> Result<flatopt_status, Error> {
+    // SAFETY: see `handle`.
+    let mut h = unsafe { handle(opt)? };
+    check_no_pending(&h)?;
+    // SAFETY: registered host pointers, valid during the call (C contract).
+    let begun = unsafe { h.with_slices(None, |e, _, g, _| e.begin_step_scaled(g, grad_scale))? };
+    match begun {
+        Err(skipped) => Ok(outcome_status(skipped)),
+        Ok(step) => {
+            let inner: &mut Inner = &mut h;
+            inner.raw.clear(); // capacity reserved at registration: no allocation
+            let states = inner.engine.states_mut().zip(&inner.bufs);
+            inner
+                .raw
+                .extend(states.map(|(s, _)| s.into_parts().map(RawHeld::of)));
+            inner.pending = Some(step);
+            Ok(FLATOPT_OK)
         }
-    })
+    }
 }
 
 /// Applies the begun step to elements `[begin, end)` of the concatenation of the registered

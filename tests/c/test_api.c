@@ -116,6 +116,7 @@ static const char *const k_api[] = {
     "flatopt_param_options_init",
     "flatopt_optimizer_add_param_with_options",
     "flatopt_optimizer_step_mixed",
+    "flatopt_optimizer_begin_step_scaled",
     "flatopt_loss_scaler_options_init",
     "flatopt_optimizer_set_loss_scaler",
     "flatopt_optimizer_loss_scaler_state",
@@ -2280,6 +2281,12 @@ R(r_sm_grad_null)
 }
 R(r_sm_pending) { return F(flatopt_optimizer_step_mixed)(fx->opt, NULL, 0, 0.0f); }
 R(r_sm_opt_null) { (void)fx; return F(flatopt_optimizer_step_mixed)(NULL, NULL, 0, 0.0f); }
+R(r_bss_nan) { return F(flatopt_optimizer_begin_step_scaled)(fx->opt, NAN); }
+R(r_bss_inf) { return F(flatopt_optimizer_begin_step_scaled)(fx->opt, -INFINITY); }
+R(r_bss_neg) { return F(flatopt_optimizer_begin_step_scaled)(fx->opt, -2.0f); }
+R(r_bss_scaler) { return F(flatopt_optimizer_begin_step_scaled)(fx->mix, 2.0f); }
+R(r_bss_pending) { return F(flatopt_optimizer_begin_step_scaled)(fx->opt, 2.0f); }
+R(r_bss_opt_null) { (void)fx; return F(flatopt_optimizer_begin_step_scaled)(NULL, 2.0f); }
 R(r_swg_half)
 {
     const float *g[2];
@@ -2891,6 +2898,12 @@ static const row k_rows[] = {
     { "step_mixed: given grad NULL", NULL, r_sm_grad_null, E_NULL, "grad" },
     { "step_mixed: step pending", setup_pending, r_sm_pending, E_STATE, "not finished" },
     { "step_mixed: opt NULL", NULL, r_sm_opt_null, E_NULL, "opt" },
+    { "begin_step_scaled: grad_scale NaN", NULL, r_bss_nan, E_ARG, "grad_scale" },
+    { "begin_step_scaled: grad_scale -Inf", NULL, r_bss_inf, E_ARG, "grad_scale" },
+    { "begin_step_scaled: grad_scale -2", NULL, r_bss_neg, E_ARG, "grad_scale" },
+    { "begin_step_scaled: grad_scale with a dynamic loss scaler", NULL, r_bss_scaler, E_ARG, "dynamic loss scaler" },
+    { "begin_step_scaled: step pending", setup_pending, r_bss_pending, E_STATE, "not finished" },
+    { "begin_step_scaled: opt NULL", NULL, r_bss_opt_null, E_NULL, "opt" },
     { "step_with_grads: buffers registered with 16-bit grads", NULL, r_swg_half, E_ARG, "step_mixed" },
     { "loss_scaler_options_init: options NULL", NULL, r_lsi_null, E_NULL, "options" },
     { "loss_scaler_options_init: size below V1", NULL, r_lsi_size, E_ARG, "smaller than the first version" },
@@ -5077,9 +5090,11 @@ static void test_mixed_scaling(void)
     flatopt_config c;
     flatopt_param_options o = FLATOPT_PARAM_OPTIONS_INIT;
     flatopt_loss_scaler_options so = FLATOPT_LOSS_SCALER_OPTIONS_INIT;
-    flatopt_optimizer *a, *b, *d;
+    flatopt_optimizer *a, *b, *d, *s;
     float *pa = falloc(N), *pb = falloc(N), *pd = falloc(N), *gf = falloc(N), *keep = falloc(N);
+    float *ps = falloc(N);
     uint16_t *gh = halloc(N), *ca = halloc(N), *cd = halloc(N), *keepc = halloc(N);
+    uint16_t *cs = halloc(N);
     float scale = 0.0f, scales[] = { 1024.0f, 1000.0f, 0.75f };
     uint32_t tracker = 99, found = 99;
     unsigned char *ck;
@@ -5090,12 +5105,16 @@ static void test_mixed_scaling(void)
     c.grad_clip_norm = 1.0;
     fill(pa, N, 80, 1.0f);
     memcpy(pb, pa, N * sizeof(float));
+    memcpy(ps, pa, N * sizeof(float));
     a = new_opt(&c);
     b = new_opt(&c);
+    s = new_opt(&c);
     o.grad_dtype = FLATOPT_DTYPE_F16;
     o.copy = ca;
     o.copy_dtype = FLATOPT_DTYPE_F16;
     OK(F(flatopt_optimizer_add_param_with_options)(a, pa, gh, N, &o));
+    o.copy = cs;
+    OK(F(flatopt_optimizer_add_param_with_options)(s, ps, gh, N, &o));
     OK(F(flatopt_optimizer_add_param)(b, pb, gf, N));
     for (t = 0; t < 3; t++) {
         float *f = falloc(N);
@@ -5110,6 +5129,33 @@ static void test_mixed_scaling(void)
         CHECK_BITS(pa, pb, N, "fp16 gradients / %g vs f32 ones divided in C", (double)scales[t]);
         CHECK(copy_is_narrowed(FLATOPT_DTYPE_F16, pa, ca, N), "fp16 copy, scale %g",
               (double)scales[t]);
+        /* The split step with the same scale: the same bits. */
+        OK(F(flatopt_optimizer_begin_step_scaled)(s, scales[t]));
+        OK(F(flatopt_optimizer_step_range)(s, 377, N));
+        OK(F(flatopt_optimizer_step_range)(s, 0, 377));
+        OK(F(flatopt_optimizer_end_step)(s));
+        CHECK_BITS(ps, pa, N, "split step / %g vs the whole one", (double)scales[t]);
+        CHECK(memcmp(cs, ca, N * sizeof(uint16_t)) == 0, "split step copy, scale %g",
+              (double)scales[t]);
+    }
+    {
+        /* An fp16 overflow (+Inf) skips both alike, changing nothing. */
+        float *f = falloc(N);
+        fill(f, N, 97, 500.0f);
+        f[5] = 1e6f;
+        OK(F(flatopt_narrow_from_f32)(FLATOPT_DTYPE_F16, f, gh, N));
+        free(f);
+        memcpy(keep, ps, N * sizeof(float));
+        memcpy(keepc, cs, N * sizeof(uint16_t));
+        EXPECT(F(flatopt_optimizer_step_mixed)(a, NULL, 0, 256.0f), FLATOPT_SKIPPED);
+        EXPECT(F(flatopt_optimizer_begin_step_scaled)(s, 256.0f), FLATOPT_SKIPPED);
+        CHECK(msg_has("non-finite"), "split skip message: \"%s\"", last_msg());
+        CHECK(same_bits(keep, ps, N) && memcmp(keepc, cs, N * sizeof(uint16_t)) == 0,
+              "a skipped split step changed the parameters or the copy");
+        CHECK(skipped_count(s) == 1 && skipped_count(a) == 1, "skipped counts %llu %llu",
+              (unsigned long long)skipped_count(s), (unsigned long long)skipped_count(a));
+        EXPECT(F(flatopt_optimizer_step_range)(s, 0, N), FLATOPT_ERR_INVALID_STATE);
+        CHECK_BITS(ps, pa, N, "after the skipped step");
     }
 
     /* The dynamic loss scaler: scale 2^10, growth every 2 finite updates. */
@@ -5185,6 +5231,9 @@ static void test_mixed_scaling(void)
     F(flatopt_optimizer_free)(a);
     F(flatopt_optimizer_free)(b);
     F(flatopt_optimizer_free)(d);
+    F(flatopt_optimizer_free)(s);
+    free(ps);
+    free(cs);
     free(pa);
     free(pb);
     free(pd);

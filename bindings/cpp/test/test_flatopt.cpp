@@ -1749,6 +1749,10 @@ void test_mixed() {
   flatopt::Optimizer mix(cfg), plain(cfg);
   mix.add_param(p, h16, flatopt::ParamOptions().grad_dtype(Dtype::F16).copy(c16, Dtype::F16));
   plain.add_param(rp, pg);
+  Vec sp = p;
+  Half sc16(64, 0);
+  flatopt::Optimizer spl(cfg);  // split steps with the same explicit scale
+  spl.add_param(sp, h16, flatopt::ParamOptions().grad_dtype(Dtype::F16).copy(sc16, Dtype::F16));
   const Vec f = random_vec(rng, 64, -100.0f, 100.0f);
   const Half fh = narrowed(Dtype::F16, f);
   std::copy(fh.begin(), fh.end(), h16.begin());
@@ -1759,6 +1763,25 @@ void test_mixed() {
   CHECK(plain.step().applied());
   CHECK(bits_equal(p, rp));
   CHECK(c16 == narrowed(Dtype::F16, p));
+  {
+    flatopt::SplitStep st = spl.split_step(1000.0f);
+    CHECK(st.active());
+    st.apply(40, st.total_len());
+    st.apply(0, 40);
+    st.finish();
+  }
+  CHECK(bits_equal(sp, p) && sc16 == c16);
+  {
+    // An fp16 overflow skips the scaled split step as the whole one, changing nothing.
+    const uint16_t kept = h16[9];
+    h16[9] = 0xfc00;  // -Inf
+    const Vec sp_before = sp;
+    const flatopt::StepResult r = spl.begin_step(1000.0f);
+    CHECK(r.skipped() && contains(r.message(), "non-finite"));
+    CHECK(bits_equal(sp, sp_before) && sc16 == c16);
+    h16[9] = kept;
+  }
+  CHECK_THROWS(spl.begin_step(-1.0f), FLATOPT_ERR_INVALID_ARGUMENT, "grad_scale");
 
   mix.set_loss_scaler(flatopt::LossScalerOptions().init_scale(512.0f).growth_interval(1));
   CHECK(mix.loss_scaler_state().scale == 512.0f);
@@ -1831,6 +1854,7 @@ void test_mixed() {
                FLATOPT_ERR_INVALID_ARGUMENT, "copy_dtype");
   CHECK_THROWS(host.step_mixed(2.0f), FLATOPT_ERR_INVALID_ARGUMENT, "dynamic loss scaler");
   CHECK_THROWS(host.step_mixed(std::nanf("")), FLATOPT_ERR_INVALID_ARGUMENT, "grad_scale");
+  CHECK_THROWS(host.split_step(2.0f), FLATOPT_ERR_INVALID_ARGUMENT, "dynamic loss scaler");
   CHECK_THROWS(host.set_loss_scaler(flatopt::LossScalerOptions().growth_factor(0.5f)),
                FLATOPT_ERR_INVALID_ARGUMENT, "growth_factor");
   CHECK_THROWS(host.set_loss_scaler(flatopt::LossScalerOptions().init_scale(INFINITY)),

@@ -69,6 +69,9 @@ namespace Flatopt
         internal static extern Status flatopt_optimizer_begin_step(OptimizerHandle opt);
 
         [DllImport(Lib, CallingConvention = Cdecl)]
+        internal static extern Status flatopt_optimizer_begin_step_scaled(OptimizerHandle opt, float gradScale);
+
+        [DllImport(Lib, CallingConvention = Cdecl)]
         internal static extern Status flatopt_optimizer_step_range(OptimizerHandle opt, UIntPtr begin, UIntPtr end);
 
         [DllImport(Lib, CallingConvention = Cdecl)]

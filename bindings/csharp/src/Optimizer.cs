@@ -434,6 +434,17 @@ namespace Flatopt
             return Finish(Native.flatopt_optimizer_begin_step(handle));
         }
 
+        /// <summary>BeginStep with an explicit loss scale: the gradients are divided by
+        /// gradScale (in float) before clipping, weight decay and the rule, in the norm /
+        /// non-finite pass and in every StepRange of this step, so the split step is bit for bit
+        /// the whole one with that scale and skips on the same gradients (a value the division
+        /// overflows included). gradScale 0 means none (then this is BeginStep); any other value
+        /// must be finite and &gt; 0 and is refused while a dynamic loss scaler is set.</summary>
+        public bool BeginStep(float gradScale)
+        {
+            return Finish(Native.flatopt_optimizer_begin_step_scaled(handle, gradScale));
+        }
+
         /// <summary>Applies the begun step to elements [begin, end) of the concatenated
         /// registered buffers. Concurrent calls on disjoint ranges are allowed.</summary>
         public void StepRange(long begin, long end)

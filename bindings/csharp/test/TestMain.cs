@@ -630,6 +630,43 @@ namespace Flatopt.Tests
                 }
                 return "bit-identical";
             });
+            T.Run("split step with an explicit loss scale == Step on gradients divided in C#, skips alike", () =>
+            {
+                int[] lens = { 1000, 3001, 77 };
+                float[] scales = { 1024f, 3f, 0.5f, 0.75f };
+                float[][] p1 = Arrays(31, lens), g1 = Arrays(32, lens);
+                float[][] p2 = p1.Select(a => (float[])a.Clone()).ToArray(), g2 = Arrays(32, lens);
+                using (Optimizer o1 = AdamLookahead(NonFinite.Skip, p1, g1))
+                using (Optimizer o2 = AdamLookahead(NonFinite.Skip, p2, g2))
+                {
+                    long n = o2.TotalLen;
+                    for (int t = 0; t < scales.Length; t++)
+                    {
+                        float s = scales[t];
+                        for (int i = 0; i < lens.Length; i++)
+                        {
+                            T.Fill(g2[i], 400u + (uint)(t * 3 + i), s);
+                            if (t == 2 && i == 1)
+                                g2[i][5] = float.MaxValue; // divided by 0.5: +Inf
+                            for (int k = 0; k < lens[i]; k++)
+                                g1[i][k] = g2[i][k] / s;
+                        }
+                        bool applied = o1.Step();
+                        T.Require(o2.BeginStep(s) == applied, "step {0}: split {1}, whole {2}", t + 1, !applied, applied);
+                        T.Require(applied == (t != 2), "step {0}: applied {1}", t + 1, applied);
+                        if (applied)
+                        {
+                            o2.StepRange(n / 3, n);
+                            o2.StepRange(0, n / 3);
+                            o2.EndStep();
+                        }
+                        for (int i = 0; i < lens.Length; i++)
+                            T.Require(T.SameBits(p1[i], p2[i]), "buffer {0} differs at step {1}", i, t + 1);
+                        T.Require(o1.SkippedCount == o2.SkippedCount && o1.StepCount == o2.StepCount, "counters at step {0}", t + 1);
+                    }
+                }
+                return "bit-identical";
+            });
         }
 
         // Compressed state (docs/numerics.md, "Compressed state"): Config.StateDtype and friends
