@@ -16,7 +16,8 @@ use flatopt::{Error, Tier};
 
 /// The model value of a code in units of the block scale (NaN for the NaN code), from the
 /// definition: signed `k` in 1..=126 is `(1 + m/8) * 2^(e - 127)` with `e, m` the exponent and
-/// 3-bit mantissa of the pattern `k + 890`; unsigned `c` in 1..=253 likewise with `c + 763`.
+/// 3-bit mantissa of the pattern `k + 890`; unsigned `c` in 1..=253 is the square of its root
+/// [`model_code_root`].
 fn model_code_value(code: Q8Code, c: u8) -> f64 {
     let pattern = |x: u32| {
         let (e, m) = (x >> 3, x & 7);
@@ -37,24 +38,45 @@ fn model_code_value(code: Q8Code, c: u8) -> f64 {
             0 => 0.0,
             254 => f64::INFINITY,
             255 => f64::NAN,
-            _ => pattern(u32::from(c) + 763),
+            _ => model_code_root(c).powi(2),
         },
     }
 }
 
-/// The finite codes' values of one sign, ascending, with their codes.
+/// The unsigned code's square root of a finite `c` in 1..=253: `(1 + m/32) * 2^(e - 127)` with
+/// `e, m` the exponent and 5-bit mantissa of the pattern `c + 3811` (0 for 0).
+fn model_code_root(c: u8) -> f64 {
+    if c == 0 {
+        return 0.0;
+    }
+    let x = u32::from(c) + 3811;
+    let (e, m) = (x >> 5, x & 31);
+    (1.0 + f64::from(m) / 32.0) * 2f64.powi(e as i32 - 127)
+}
+
+/// The finite codes of one sign, ascending, with the value the quantizer rounds to: the value
+/// for the signed code, its square root for the unsigned one.
 fn finite_codes(code: Q8Code) -> Vec<(f64, u8)> {
-    let max = match code {
-        Q8Code::Signed => 126,
-        Q8Code::Unsigned => 253,
-    };
-    (0..=max).map(|c| (model_code_value(code, c), c)).collect()
+    match code {
+        Q8Code::Signed => (0..=126).map(|c| (model_code_value(code, c), c)).collect(),
+        Q8Code::Unsigned => (0..=253).map(|c| (model_code_root(c), c)).collect(),
+    }
+}
+
+/// What the quantizer rounds of a normalized magnitude `q` (f32): `q` for the signed code,
+/// its f32 square root for the unsigned one.
+fn model_rounded(code: Q8Code, q: f32) -> f64 {
+    match code {
+        Q8Code::Signed => f64::from(q),
+        Q8Code::Unsigned => f64::from(q.sqrt()),
+    }
 }
 
 /// The model quantizer of one element of a block with scale `s`: the normalized magnitude
 /// `q = (|x| * pre) * f32(1 / (s * pre))` in f32 (`pre = 2^64` for a subnormal `s`), then the
-/// nearest code by enumeration (ties to the code whose pattern is even, except that a tie
-/// between 0 and the smallest code goes to the smallest code); specials as defined.
+/// nearest code by enumeration of [`finite_codes`] (ties to the code whose pattern is even,
+/// except that a tie between 0 and the smallest code goes to the smallest code; the unsigned
+/// code's nonzero roots never go to 0); specials as defined.
 fn model_encode(code: Q8Code, x: f32, s: f32) -> u8 {
     let pre: f32 = if s != 0.0 && s < f32::MIN_POSITIVE {
         2f32.powi(64)
@@ -71,7 +93,7 @@ fn model_encode(code: Q8Code, x: f32, s: f32) -> u8 {
         Q8Code::Unsigned if neg => return 0,
         _ => {}
     }
-    let q = f64::from((x.abs() * pre) * inv);
+    let q = model_rounded(code, (x.abs() * pre) * inv);
     let codes = finite_codes(code);
     let mut best = codes[0];
     for &(v, c) in &codes[1..] {
@@ -84,14 +106,16 @@ fn model_encode(code: Q8Code, x: f32, s: f32) -> u8 {
     let k = best.1;
     match code {
         Q8Code::Signed if k != 0 && neg => k | 0x80,
+        Q8Code::Unsigned if k == 0 && q > 0.0 => 1,
         _ => k,
     }
 }
 
-/// The model of stochastic rounding into the 8-bit code: with `q` as in [`model_encode`]
-/// between two neighbouring nonzero codes `lo <= q < hi`, the code rounds up when the dropped
-/// fraction `(q - lo) / (hi - lo)` in units of 2^-20 plus 16 times the 16 random bits `r`
-/// reaches 2^20; below the smallest nonzero code and at the top, as rounding to nearest.
+/// The model of stochastic rounding into the 8-bit code: with `q` as in [`model_encode`] (the
+/// square root for the unsigned code) between two neighbouring nonzero codes `lo <= q < hi`,
+/// the code rounds up when the dropped fraction `(q - lo) / (hi - lo)` in units of `2^-d` plus
+/// `2^(d - 16)` times the 16 random bits `r` reaches `2^d` (`d` = 20 for the signed code, 18 for
+/// the unsigned one); below the smallest nonzero code and at the top, as rounding to nearest.
 fn model_encode_sr(code: Q8Code, x: f32, s: f32, r: u32) -> u8 {
     let nearest = model_encode(code, x, s);
     if !x.is_finite() || (code == Q8Code::Unsigned && x.is_sign_negative()) || s == 0.0 {
@@ -102,13 +126,17 @@ fn model_encode_sr(code: Q8Code, x: f32, s: f32, r: u32) -> u8 {
     } else {
         1.0
     };
-    let q = f64::from((x.abs() * pre) * (1.0 / (s * pre)));
+    let q = model_rounded(code, (x.abs() * pre) * (1.0 / (s * pre)));
     let codes = finite_codes(code);
     let Some(w) = codes[1..].windows(2).find(|w| w[0].0 <= q && q < w[1].0) else {
         return nearest;
     };
-    let dropped = ((q - w[0].0) / (w[1].0 - w[0].0) * f64::from(1u32 << 20)) as u32;
-    let k = if dropped + 16 * r >= 1 << 20 {
+    let d = match code {
+        Q8Code::Signed => 20,
+        Q8Code::Unsigned => 18,
+    };
+    let dropped = ((q - w[0].0) / (w[1].0 - w[0].0) * f64::from(1u32 << d)) as u32;
+    let k = if dropped + (r << (d - 16)) >= 1 << d {
         w[1].1
     } else {
         w[0].1
@@ -135,17 +163,28 @@ fn model_code_values_by_heart() {
     assert_eq!(model_code_value(Q8Code::Signed, 125), 0.9375);
     assert_eq!(model_code_value(Q8Code::Signed, 1), 1.375 * 2f64.powi(-16));
     assert_eq!(model_code_value(Q8Code::Unsigned, 253), 1.0);
-    assert_eq!(model_code_value(Q8Code::Unsigned, 1), 1.5 * 2f64.powi(-32));
+    assert_eq!(
+        model_code_value(Q8Code::Unsigned, 1),
+        (1.125 * 2f64.powi(-8)).powi(2)
+    );
+    assert_eq!(
+        model_code_value(Q8Code::Unsigned, 252),
+        (63.0f64 / 64.0).powi(2)
+    );
+    assert_eq!(model_code_value(Q8Code::Unsigned, 221), 0.25);
     assert!(model_code_value(Q8Code::Signed, 0x80).is_nan());
     assert_eq!(model_code_value(Q8Code::Signed, 0xff), f64::NEG_INFINITY);
     assert_eq!(model_encode(Q8Code::Signed, 0.97, 1.0), 126);
     assert_eq!(model_encode(Q8Code::Signed, -0.5, 1.0), 0x80 | 118);
     assert_eq!(model_encode(Q8Code::Unsigned, -0.5, 1.0), 0);
+    assert_eq!(model_encode(Q8Code::Unsigned, 0.25, 1.0), 221);
+    assert_eq!(model_encode(Q8Code::Unsigned, 1e-30, 1.0), 1);
+    assert_eq!(model_encode(Q8Code::Unsigned, 0.0, 1.0), 0);
 }
 
 /// Every one of the 256 patterns of each code, decoded with several scales (one block each),
 /// against `model value * scale` rounded once to f32 (the model value has 4 significant bits,
-/// so the f64 product is exact).
+/// or 12 for the unsigned code's squares, so the f64 product is exact).
 fn check_decode_every_code(tier: Tier) {
     for code in [Q8Code::Signed, Q8Code::Unsigned] {
         let codes: Vec<u8> = (0..=255).collect();
@@ -189,9 +228,20 @@ fn sample_blocks(rng: &mut Rng) -> Vec<Vec<f32>> {
             ties.push(f32::from_bits((mid as i32 + d) as u32));
         }
     }
-    for half in [0x3730_0000u32, 0x2f40_0000] {
+    // The unsigned code's ties: the squares of its roots' midpoints, and their neighbours.
+    for k in 3812..4064u32 {
+        let mid = f32::from_bits((k << 18) | 0x2_0000);
+        let q = mid * mid;
+        for d in -1i32..=1 {
+            ties.push(f32::from_bits((q.to_bits() as i32 + d) as u32));
+        }
+    }
+    // Half the signed code's smallest; around the unsigned code's smallest (its square) and
+    // far below it.
+    let min_u = f32::from_bits(3812 << 18).powi(2);
+    for half in [0x3730_0000u32, min_u.to_bits(), 0x2f40_0000, 1] {
         for d in -2..=2i32 {
-            ties.push(f32::from_bits((half as i32 + d) as u32));
+            ties.push(f32::from_bits((half as i32 + d).max(0) as u32));
         }
     }
     for chunk in ties.chunks(Q8_BLOCK - 1) {
@@ -291,7 +341,8 @@ fn check_encode_sr_against_model(tier: Tier) {
 }
 
 /// Stochastic rounding into the 8-bit code is unbiased: the mean of many roundings of one
-/// value (in a block whose scale is 1) is the value.
+/// value (in a block whose scale is 1) is the value; for the unsigned code, which rounds the
+/// square root, the mean of the decoded roots is the value's root.
 #[test]
 fn q8_stochastic_rounding_is_unbiased() {
     let n = 256 * 800;
@@ -311,11 +362,19 @@ fn q8_stochastic_rounding_is_unbiased() {
         quantize_q8_stochastic(Tier::Scalar, code, key, 0, &src, &mut c, &mut s).unwrap();
         let mut y = vec![0f32; n];
         dequantize_q8(Tier::Scalar, code, &c, &s, &mut y).unwrap();
+        let root = code == Q8Code::Unsigned;
         let vals: Vec<f64> = (0..n)
             .filter(|i| i % 256 != 0)
-            .map(|i| f64::from(y[i]))
+            .map(|i| {
+                if root {
+                    f64::from(y[i]).sqrt()
+                } else {
+                    f64::from(y[i])
+                }
+            })
             .collect();
         let mean = vals.iter().sum::<f64>() / vals.len() as f64;
+        let x = if root { x.sqrt() } else { x };
         // Two neighbouring codes 1/8 of the value apart at most: the mean's standard deviation
         // is at most x / 16 / sqrt(count); 5 of them.
         let tol = 5.0 * f64::from(x.abs()) / 16.0 / (vals.len() as f64).sqrt();
@@ -327,7 +386,8 @@ fn q8_stochastic_rounding_is_unbiased() {
 }
 
 /// Decoding what was encoded gives each finite value back within half a code step: at most
-/// 1/16 of it relative, or, below the smallest code, its distance to 0 or that code.
+/// 1/16 of it relative (signed), 1/31 (unsigned: half a step of 5 bits in the root, 1/64,
+/// squared), or, below the smallest code, its distance to 0 or that code.
 fn check_round_trip_error(tier: Tier) {
     let mut rng = Rng(17);
     for code in [Q8Code::Signed, Q8Code::Unsigned] {
@@ -344,12 +404,13 @@ fn check_round_trip_error(tier: Tier) {
             dequantize_q8(tier, code, &codes, &scales, &mut y).unwrap();
             for (i, (&a, &b)) in x.iter().zip(&y).enumerate() {
                 let s = f64::from(scales[i / Q8_BLOCK]);
-                let smallest = match code {
-                    Q8Code::Signed => 1.375 * 2f64.powi(-16),
-                    Q8Code::Unsigned => 1.5 * 2f64.powi(-32),
-                } * s;
+                let (smallest, rel) = match code {
+                    Q8Code::Signed => (1.375 * 2f64.powi(-16), 16.0),
+                    Q8Code::Unsigned => ((1.125 * 2f64.powi(-8)).powi(2), 31.0),
+                };
+                let smallest = smallest * s;
                 let (a, b) = (f64::from(a), f64::from(b));
-                let bound = (a.abs() / 16.0).max(smallest) * (1.0 + 1e-6) + s * 1e-7;
+                let bound = (a.abs() / rel).max(smallest) * (1.0 + 1e-6) + s * 1e-7;
                 assert!(
                     (a - b).abs() <= bound,
                     "{code:?} {a:e} -> {b:e} (scale {s:e})"

@@ -16,17 +16,26 @@
 //! split or the shard layout, and one hash serves the two buffers of a pair.
 //!
 //! **The 8-bit code.** Each block's scale `s` is the largest magnitude of its finite values
-//! (exactly, an f32). A value `x` is quantized as `q = (|x| * pre) * inv` with `inv = f32(1 /
+//! (exactly, an f32). A value `x` is normalized as `q = (|x| * pre) * inv` with `inv = f32(1 /
 //! (s * pre))` (`pre = 2^64` when `s` is subnormal, so that `inv` is finite, else 1: both
-//! products by `pre` are exact), rounded to a float with 3 mantissa bits (to nearest, ties to
-//! even), whose bit pattern, shifted, is the code. Signed code (moments that may be negative):
-//! bit 7 the sign, `k` = the low 7 bits: `k = 0` is 0 (and `0x80` NaN), `k = 127` is ±Inf,
-//! `k` in 1..=126 is `f32::from_bits((k + 890) << 20)` (`k = 126` is 1.0, `k = 1` is
-//! `1.375 * 2^-16`). Unsigned code (buffers that are never negative: second moments, sums of
-//! squares): 0 is 0, 254 is +Inf, 255 is NaN, `c` in 1..=253 is `f32::from_bits((c + 763) <<
-//! 20)` (`c = 253` is 1.0, `c = 1` is `1.5 * 2^-32`); a negative value becomes 0. A magnitude
-//! below half the smallest code becomes 0. Decoding multiplies the code's value by `s` (one
-//! rounding); the block's largest value comes back exactly.
+//! products by `pre` are exact) and rounded to a float with few mantissa bits, whose bit
+//! pattern, shifted, is the code. Signed code (moments that may be negative): `q` to 3 mantissa
+//! bits; bit 7 the sign, `k` = the low 7 bits: `k = 0` is 0 (and `0x80` NaN), `k = 127` is
+//! ±Inf, `k` in 1..=126 is `f32::from_bits((k + 890) << 20)` (`k = 126` is 1.0, `k = 1` is
+//! `1.375 * 2^-16`); a magnitude below half the smallest code becomes 0. Unsigned code (buffers
+//! that are never negative: second moments, sums of squares) holds the square root: `t =
+//! sqrt(q)` (f32, exactly rounded) to 5 mantissa bits; 0 is 0, 254 is +Inf, 255 is NaN, `c` in
+//! 1..=253 is `w(c)^2` with `w(c) = f32::from_bits((c + 3811) << 18)` (`c = 253` is 1.0, `c = 1`
+//! is `(1.125 * 2^-8)^2`); a negative value becomes 0, and a positive `t` below the smallest
+//! code goes to it (never to 0: a second moment's small value must not become a division by
+//! epsilon). Decoding multiplies the code's value by `s` (one rounding: `w(c)^2` is exact); the
+//! block's largest value comes back exactly.
+//!
+//! Why the square root and 5 bits: a second moment with `b2 = 0.999` moves 0.1 % per step, so
+//! its codes are rounded stochastically, and the noise that leaves in the held value grows with
+//! the code's step; Adam divides by its square root. Steps of 3 to 6 % in `sqrt(v)` keep training
+//! within a fraction of a percent of f32 state, where 3 mantissa bits of `v` itself (steps of 6
+//! to 12 % in `v`) drifted by more than 1 % (`examples/python/state_quality.py`).
 
 /// Elements per block of the 8-bit code (one f32 scale each). Divides the sum-of-squares
 /// block ([`super::SUMSQ_BLOCK`]), so every shard layout that keeps the global norm
@@ -47,28 +56,35 @@ pub enum Q8Code {
     Unsigned,
 }
 
-/// The signed code's `k` as a float pattern: `(k + SIGNED_BASE) << 20`.
+/// The signed code's `k` as a float pattern: `(k + SIGNED_BASE) << SIGNED_SHIFT`.
 const SIGNED_BASE: u32 = 890;
-/// The unsigned code's `c` as a float pattern: `(c + UNSIGNED_BASE) << 20`.
-const UNSIGNED_BASE: u32 = 763;
+/// The signed code keeps 3 mantissa bits: its patterns are shifted by 23 - 3.
+const SIGNED_SHIFT: u32 = 20;
+/// The unsigned code's `c` as the float pattern of its square root:
+/// `(c + UNSIGNED_BASE) << UNSIGNED_SHIFT`.
+const UNSIGNED_BASE: u32 = 3811;
+/// The unsigned code keeps 5 mantissa bits of the square root: shifted by 23 - 5.
+const UNSIGNED_SHIFT: u32 = 18;
 /// The signed code's largest finite magnitude `k` (1.0).
 const SIGNED_MAX: u32 = 126;
 /// The unsigned code's largest finite `c` (1.0).
 const UNSIGNED_MAX: u32 = 253;
 /// Half the signed code's smallest nonzero magnitude (`1.375 * 2^-17`): below it, 0.
 const SIGNED_HALF_MIN: u32 = 0x3730_0000;
-/// Half the unsigned code's smallest nonzero value (`1.5 * 2^-33`): below it, 0.
-const UNSIGNED_HALF_MIN: u32 = 0x2f40_0000;
+/// The unsigned code's square root becomes 0 only when it is 0 (bits below 1): any positive
+/// value goes to the smallest code at least.
+const UNSIGNED_ZERO_BELOW: u32 = 1;
 const INF: u32 = 0x7f80_0000;
 /// The NaN every code decodes its NaN code to.
 const QNAN: u32 = 0x7fc0_0000;
 /// `2^64`: the exact pre-scale of a block whose scale is subnormal.
 const PRE: f32 = 18_446_744_073_709_551_616.0;
 
-/// The value of a finite code's magnitude field, before the scale: `(k + base) << 20`.
+/// The float of a finite code's magnitude field: `(k + base) << shift` (the signed code's
+/// value, the unsigned code's square root), before the scale.
 #[inline(always)]
-fn code_value(k: u32, base: u32) -> f32 {
-    f32::from_bits((k + base) << 20)
+fn code_float(k: u32, base: u32, shift: u32) -> f32 {
+    f32::from_bits((k + base) << shift)
 }
 
 /// The per-block factors of the quantizer: `(pre, inv)` with `q = (|x| * pre) * inv`.
@@ -105,20 +121,21 @@ pub(crate) fn q8_scale(block: &[f32]) -> f32 {
     f32::from_bits(acc.into_iter().chain(tail).max().unwrap_or(0))
 }
 
-/// The 3-mantissa-bit rounding of a normalized magnitude `q` (`0 <= q <= 1 + 2^-23`) as a
-/// pattern shifted right by 20, then the code's field: 0 below `half_min`, else clamped to
-/// `1..=max`. `r` is the stochastic rounding's 16 random bits, or `None` for round to nearest,
-/// ties to even: the rounding adds `r << 4` (stochastic: the dropped 20 bits round up with
-/// probability their value over 2^20, to 16 bits) or `0x7ffff` plus the kept lowest bit.
+/// The rounding of a normalized magnitude `q` (`0 <= q <= 1 + 2^-23`) to `23 - shift`
+/// mantissa bits as a pattern shifted right by `shift` (20 or 18), then the code's field: 0
+/// when `q`'s bits are below `zero_below`, else clamped to `1..=max`. `r` is the stochastic
+/// rounding's 16 random bits, or `None` for round to nearest, ties to even: the rounding adds
+/// `r << (shift - 16)` (stochastic: the dropped bits round up with probability their value over
+/// `2^shift`, to 16 bits) or `2^(shift - 1) - 1` plus the kept lowest bit.
 #[inline(always)]
-fn magnitude_code(q: f32, base: u32, max: u32, half_min: u32, r: Option<u32>) -> u32 {
+fn magnitude_code(q: f32, shift: u32, base: u32, max: u32, zero_below: u32, r: Option<u32>) -> u32 {
     let b = q.to_bits();
     let add = match r {
-        Some(r) => r << 4,
-        None => 0x7_ffff + ((b >> 20) & 1),
+        Some(r) => r << (shift - 16),
+        None => ((1 << (shift - 1)) - 1) + ((b >> shift) & 1),
     };
-    let k = (b.wrapping_add(add) >> 20).max(base + 1) - base;
-    pick(b < half_min, 0, k.min(max))
+    let k = (b.wrapping_add(add) >> shift).max(base + 1) - base;
+    pick(b < zero_below, 0, k.min(max))
 }
 
 /// `a` where `keep`, else `b` (branch-free, so that the loops vectorize).
@@ -135,7 +152,7 @@ pub(crate) fn q8_encode_signed(x: f32, pre: f32, inv: f32, r: Option<u32>) -> u8
     let sign = (b >> 24) & 0x80;
     let a = b & 0x7fff_ffff;
     let q = (f32::from_bits(a) * pre) * inv;
-    let k = magnitude_code(q, SIGNED_BASE, SIGNED_MAX, SIGNED_HALF_MIN, r);
+    let k = magnitude_code(q, SIGNED_SHIFT, SIGNED_BASE, SIGNED_MAX, SIGNED_HALF_MIN, r);
     let finite = pick(k == 0, 0, sign | k);
     let special = pick(a > INF, 0x80, sign | 127);
     pick(a >= INF, special, finite) as u8
@@ -146,8 +163,16 @@ pub(crate) fn q8_encode_signed(x: f32, pre: f32, inv: f32, r: Option<u32>) -> u8
 pub(crate) fn q8_encode_unsigned(x: f32, pre: f32, inv: f32, r: Option<u32>) -> u8 {
     let b = x.to_bits();
     let a = b & 0x7fff_ffff;
-    let q = (x * pre) * inv;
-    let k = magnitude_code(q, UNSIGNED_BASE, UNSIGNED_MAX, UNSIGNED_HALF_MIN, r);
+    // A negative x (whose root is NaN) is masked below; sqrt is exactly rounded on every tier.
+    let t = ((x * pre) * inv).sqrt();
+    let k = magnitude_code(
+        t,
+        UNSIGNED_SHIFT,
+        UNSIGNED_BASE,
+        UNSIGNED_MAX,
+        UNSIGNED_ZERO_BELOW,
+        r,
+    );
     let finite = pick(b >> 31 == 1, 0, k);
     let special = pick(a > INF, 255, pick(b == INF, 254, 0));
     pick(a >= INF, special, finite) as u8
@@ -159,7 +184,7 @@ pub(crate) fn q8_decode_signed(c: u8, scale: f32) -> f32 {
     let c = u32::from(c);
     let k = c & 127;
     let sign = (c & 0x80) << 24;
-    let finite = (code_value(k, SIGNED_BASE) * scale).to_bits();
+    let finite = (code_float(k, SIGNED_BASE, SIGNED_SHIFT) * scale).to_bits();
     let mag = if k == 0 {
         0
     } else if k == 127 {
@@ -174,7 +199,9 @@ pub(crate) fn q8_decode_signed(c: u8, scale: f32) -> f32 {
 #[inline(always)]
 pub(crate) fn q8_decode_unsigned(c: u8, scale: f32) -> f32 {
     let c = u32::from(c);
-    let finite = (code_value(c.min(UNSIGNED_MAX), UNSIGNED_BASE) * scale).to_bits();
+    let w = code_float(c.min(UNSIGNED_MAX), UNSIGNED_BASE, UNSIGNED_SHIFT);
+    // w has 6 significant bits: w * w is exact.
+    let finite = ((w * w) * scale).to_bits();
     let bits = match c {
         0 => 0,
         254 => INF,
