@@ -295,3 +295,31 @@ def test_a_refused_lookahead_leaves_the_base_optimizer_as_it_was():
         for k, v in st.items():
             assert torch.equal(after["state"][i][k], v)
     ft.Lookahead(opt, slow_dtype="bfloat16")  # and it can still be wrapped
+
+
+@pytest.mark.parametrize("state_dtype", ["bfloat16", "int8"])
+def test_a_bfloat16_model_with_compressed_state_resumes_bit_for_bit(state_dtype):
+    """16-bit parameters: float32 master weights beside compressed moments, both carried."""
+    def make():
+        return make_model().to(torch.bfloat16)
+
+    def steps(model, opt, ts):
+        for t in ts:
+            x = torch.randn(16, 8, generator=torch.Generator().manual_seed(t))
+            opt.zero_grad()
+            model(x.to(torch.bfloat16)).float().square().mean().backward()
+            opt.step()
+
+    model = make()
+    opt = ft.Lookahead(ft.AdamW(model.parameters(), lr=1e-2, state_dtype=state_dtype), k=2)
+    steps(model, opt, range(5))
+    saved = through_torch_save(opt.state_dict())
+    assert saved["state"][0]["master_param"].dtype == torch.float32
+    twin = make()
+    twin.load_state_dict(model.state_dict())
+    opt2 = ft.Lookahead(ft.AdamW(twin.parameters(), lr=1e-2, state_dtype=state_dtype), k=2)
+    opt2.load_state_dict(saved)
+    steps(model, opt, range(5, 9))
+    steps(twin, opt2, range(5, 9))
+    for a, b in zip(model.parameters(), twin.parameters()):
+        assert torch.equal(a, b)
