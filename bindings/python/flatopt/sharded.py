@@ -27,7 +27,7 @@ multiples of 4096 elements, so they keep the 8-bit blocks (256 elements) of one 
 Checkpoints: each rank saves its own optimizer's checkpoint (``opt.state_dict()["checkpoint"]``
 or ``opt.save(path)``); :func:`reshard_checkpoints` turns the checkpoints of N shards into
 those of M shards (another rank count), bit for bit (float32 state: checkpoint format 1;
-compressed state, format 4, is refused with the way out).
+compressed state: format 4, whose 8-bit blocks every shard but the last must hold whole).
 """
 
 from __future__ import annotations
@@ -124,12 +124,25 @@ def step(opt, allgather):
 
 
 # ---------------------------------------------------------------------------------------------
-# Resharding checkpoints (format: docs/checkpoint-format.md of the repository, version 1).
+# Resharding checkpoints (format: docs/checkpoint-format.md of the repository, versions 1 and 4).
 
 _MAGIC = b"FLATOPTC"
 _BOM = 0x0A0B0C0D
 # step, skipped, schedule e, T_cur, T_i, plateau lr, plateau best, bad epochs, cooldown
 _COUNTERS = 9 * 8
+# Elements per block of the 8-bit state code (one float32 scale each; docs/numerics.md).
+_Q8_BLOCK = 256
+# The longest group record searched for (a group's learning rate, weight decay and base rule:
+# a few dozen fields), and the most groups: the groups section of a shard's checkpoint is at
+# most this many records of at most this many bytes.
+_GROUP_RECORD_MAX = 1024
+_GROUPS_MAX = 4096
+
+
+def _array_bytes(fmt, n):
+    """The bytes of an array of `n` elements in version 4's state format `fmt`: 0 float32,
+    1 bfloat16 (u16 patterns), 2 int8 (codes, then one float32 scale per block)."""
+    return {0: 4 * n, 1: 2 * n, 2: n + 4 * -(-n // _Q8_BLOCK)}[fmt]
 
 
 class _Reader:
@@ -153,23 +166,56 @@ class _Reader:
         return struct.unpack(fmt, self.take(struct.calcsize(fmt), field))
 
 
+def _locate_v4_state(b, start, what):
+    """The offset of version 4's state formats (then the buffer count 1 and the buffer
+    record, which end the checkpoint) in `b` (without its checksum), searched after the groups
+    section that starts at `start`: the groups and the loss scaler section are the same on
+    every shard, but their length depends on the rules' encodings, so the record is found
+    from the end: the one offset whose formats, buffer count, length and present bits account
+    for the rest of the checkpoint exactly, after a loss scaler flag and reserved word."""
+    end = len(b)
+    if end < start + 8:
+        raise CheckpointError(f"{what}: the groups section runs past the end of the checkpoint")
+    (groups,) = struct.unpack_from("<Q", b, start)
+    hi = min(end - 32, start + 8 + min(groups, _GROUPS_MAX) * _GROUP_RECORD_MAX + 32)
+    found = []
+    for h in range(start + 16, hi + 1, 4):
+        fm, fs, nbuf, n, present, _group = struct.unpack_from("<IIQQII", b, h)
+        if fm > 2 or fs > 1 or nbuf != 1 or n < 1 or not 0 < present < 16:
+            continue
+        size = sum(_array_bytes(fs if bit == 3 else fm, n)
+                   for bit in range(4) if present & (1 << bit))
+        if h + 32 + size != end:
+            continue
+        no_scaler = struct.unpack_from("<II", b, h - 8) == (0, 0)
+        scaler = h - 32 >= start + 8 and struct.unpack_from("<II", b, h - 32) == (1, 0)
+        if no_scaler or scaler:
+            found.append(h)
+    if len(found) != 1:
+        raise CheckpointError(
+            f"{what}: the state record of a version 4 checkpoint with one buffer was not found "
+            f"after its groups section ({len(found)} candidates; resharding expects each "
+            "shard's optimizer to hold one buffer)"
+        )
+    return found[0]
+
+
 def _parse(blob, what):
+    """(head, counters, group, present, n, arrays) of a shard's checkpoint: `head` every byte
+    before the buffer record (configuration, counters, groups, loss scaler, formats and the
+    buffer count 1: the same on every shard of one run), `arrays` one (format, parts) per
+    present array in the order m, v, v_max, slow: `parts` the float32 values, the bfloat16
+    patterns, or the 8-bit codes and block scales."""
     b = _validate.blob(what, blob)
     if len(b) < 36 or b[:8] != _MAGIC:
         raise CheckpointError(f"{what}: not a flatopt checkpoint")
     version, bom, total = struct.unpack_from("<IIQ", b, 8)
-    if version == 4:
+    if version not in (1, 4):
         raise CheckpointError(
-            f"{what}: checkpoint format version 4 (compressed state: state_dtype or slow_dtype "
-            "not 'float32'); resharding reads version 1 only: load the shards into optimizers "
-            "with float32 state (checkpoints convert), reshard their checkpoints, and load "
-            "those into the compressed optimizers"
-        )
-    if version != 1:
-        raise CheckpointError(
-            f"{what}: checkpoint format version {version}, resharding reads 1 (version 2 holds "
-            "parameter groups or a learning rate set on a group, e.g. through current_lr: a "
-            "shard's optimizer has one buffer and needs neither)"
+            f"{what}: checkpoint format version {version}, resharding reads 1 and 4 (version 2 "
+            "holds parameter groups or a learning rate set on a group, e.g. through current_lr, "
+            "version 3 a loss scaler, with float32 state: a shard's optimizer has one buffer "
+            "and needs neither)"
         )
     if bom != _BOM or total != len(b):
         raise CheckpointError(f"{what}: bad byte-order mark or length")
@@ -180,24 +226,40 @@ def _parse(blob, what):
     r.take(32, "the header")
     (clen,) = r.unpack("<Q", "the configuration length")
     r.take(clen, "the configuration section")
-    head = b[: r.at]
     counters = r.take(_COUNTERS, "the counters")
+    if version == 4:
+        r.at = _locate_v4_state(r.data, r.at, what)
+        fm, fs = r.unpack("<II", "the state formats")
+    else:
+        fm = fs = 0
+    head_end = r.at
     (nbuf,) = r.unpack("<Q", "the buffer count")
     if nbuf != 1:
         raise CheckpointError(
             f"{what}: {nbuf} buffers; resharding expects each shard's optimizer to hold one "
             "buffer (its shard of the flat parameter buffer)"
         )
-    n, present, _reserved = r.unpack("<QII", "the buffer record")
+    head = b[: head_end + 8]
+    n, present, group = r.unpack("<QII", "the buffer record")
     if present >= 16:
         raise CheckpointError(f"{what}: unknown present bits {present:#x} in the buffer record")
     arrays = []
     for bit in range(4):
-        if present & (1 << bit):
-            arrays.append(np.frombuffer(r.take(4 * n, "a state array"), dtype="<f4"))
+        if not present & (1 << bit):
+            continue
+        fmt = fs if bit == 3 else fm
+        if fmt == 0:
+            parts = (np.frombuffer(r.take(4 * n, "a state array"), dtype="<f4"),)
+        elif fmt == 1:
+            parts = (np.frombuffer(r.take(2 * n, "a state array"), dtype="<u2"),)
+        else:
+            codes = np.frombuffer(r.take(n, "a state array"), dtype=np.uint8)
+            nb = -(-n // _Q8_BLOCK)
+            parts = (codes, np.frombuffer(r.take(4 * nb, "a state array"), dtype="<f4"))
+        arrays.append((fmt, parts))
     if r.at != len(b) - 4:
         raise CheckpointError(f"{what}: unexpected length of the buffer record")
-    return head, counters, present, n, arrays
+    return head, counters, group, present, n, arrays
 
 
 def reshard_checkpoints(blobs, lengths):
@@ -207,7 +269,14 @@ def reshard_checkpoints(blobs, lengths):
     ``[e - b for b, e in shard_ranges(total, new_ranks)]``). Returns one checkpoint per new
     shard, which loads into an optimizer of the same configuration with that shard
     registered, and continues bit-identically (moments and slow weights are elementwise;
-    counters and schedule state are the same on every shard and are copied)."""
+    counters and schedule state are the same on every shard and are copied).
+
+    Float32 state (checkpoint format 1) and compressed state (format 4: bfloat16 patterns are
+    elementwise too; 8-bit codes are cut with their block scales). 8-bit blocks (256 elements)
+    start at each shard's start, so with int8 state every shard but the last, old and new, must
+    hold a multiple of 256 elements (the shards of :func:`shard_ranges` do): a layout that would
+    cut a block is refused (re-blocking could not be exact). Give each new optimizer
+    ``state_index_offset`` = its shard's first element, as for the original run."""
     blobs = _validate.sequence("blobs", blobs)
     if not blobs:
         raise InvalidArgumentError("reshard_checkpoints: no checkpoints given")
@@ -216,35 +285,56 @@ def reshard_checkpoints(blobs, lengths):
         for i, n in enumerate(_validate.sequence("lengths", lengths))
     ]
     parsed = [_parse(b, f"checkpoint {i}") for i, b in enumerate(blobs)]
-    head0, counters0, present0, _, _ = parsed[0]
-    for i, (head, counters, present, _, _) in enumerate(parsed[1:], 1):
-        if head[32:] != head0[32:] or present != present0:
-            raise CheckpointError(
-                f"reshard_checkpoints: checkpoint {i} has another configuration than "
-                "checkpoint 0"
-            )
+    head0, counters0, group0, present0, _, arrays0 = parsed[0]
+    for i, (head, counters, group, present, _, _) in enumerate(parsed[1:], 1):
         if counters != counters0:
             raise CheckpointError(
                 f"reshard_checkpoints: checkpoint {i} has other counters or schedule state "
                 "than checkpoint 0 (saved at another step?)"
             )
-    total = sum(p[3] for p in parsed)
+        if head[32:] != head0[32:] or present != present0 or group != group0:
+            raise CheckpointError(
+                f"reshard_checkpoints: checkpoint {i} has another configuration than "
+                "checkpoint 0"
+            )
+    total = sum(p[4] for p in parsed)
     if sum(lengths) != total:
         raise InvalidArgumentError(
             f"reshard_checkpoints: new shard lengths {lengths} must be >= 1 and sum to "
             f"{total}, the length of the checkpointed shards together"
         )
-    n_arrays = len(parsed[0][4])
-    whole = [np.concatenate([p[4][k] for p in parsed]) for k in range(n_arrays)]
+    formats = [fmt for fmt, _ in arrays0]
+    if 2 in formats:
+        for i, p in enumerate(parsed[:-1]):
+            if p[4] % _Q8_BLOCK:
+                raise CheckpointError(
+                    f"reshard_checkpoints: checkpoint {i} holds {p[4]} elements of int8 state, "
+                    f"not a multiple of its {_Q8_BLOCK}-element blocks: its shard's blocks are "
+                    "not those of one buffer, so they cannot be joined (every shard but the "
+                    "last must hold whole blocks)"
+                )
+        for i, n in enumerate(lengths[:-1]):
+            if n % _Q8_BLOCK:
+                raise InvalidArgumentError(
+                    f"invalid lengths[{i}] = {n}: with int8 state every new shard but the last "
+                    f"must hold a multiple of {_Q8_BLOCK} elements (an 8-bit block, keyed to "
+                    "the element's index from the buffer's start); this layout would cut a "
+                    "block (shard_ranges gives multiples of 4096)"
+                )
+    whole = [
+        [np.concatenate([p[5][k][1][j] for p in parsed]) for j in range(len(parts))]
+        for k, (_, parts) in enumerate(arrays0)
+    ]
     out = []
     at = 0
     for n in lengths:
         body = bytearray(head0)
-        body += counters0
-        body += struct.pack("<Q", 1)
-        body += struct.pack("<QII", n, present0, 0)
-        for arr in whole:
-            body += arr[at : at + n].astype("<f4").tobytes()
+        body += struct.pack("<QII", n, present0, group0)
+        for fmt, parts in zip(formats, whole):
+            body += parts[0][at : at + n].tobytes()
+            if fmt == 2:
+                b0 = at // _Q8_BLOCK
+                body += parts[1][b0 : b0 + -(-n // _Q8_BLOCK)].tobytes()
         at += n
         struct.pack_into("<Q", body, 16, len(body) + 4)  # total length with the checksum
         body += struct.pack("<I", zlib.crc32(bytes(body)) & 0xFFFFFFFF)

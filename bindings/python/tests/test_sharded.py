@@ -186,6 +186,18 @@ def test_bad_input():
     assert opt.step_count == 0
 
 
+def resume(new, blobs, cut, steps):
+    """`new` (shards) with the checkpoints `blobs` (of other shards, after `cut` updates, one
+    of them skipped) resharded into it and loaded, then updated to `steps`."""
+    lengths = [e - b for b, e in new.ranges]
+    for o, blob in zip(new.opts, sharded.reshard_checkpoints(blobs, lengths)):
+        sharded.load_checkpoint(o, blob)
+        assert o.step_count == cut - 1 and o.skipped_steps == 1
+    for t in range(cut, steps):
+        new.step(grads_at(t))
+    return new
+
+
 @needs_checkpoints
 @pytest.mark.parametrize("before,after", [(2, 3), (3, 1), (1, 6), (6, 2)])
 def test_checkpoints_reshard_to_another_rank_count(before, after):
@@ -198,15 +210,169 @@ def test_checkpoints_reshard_to_another_rank_count(before, after):
     blobs = [sharded.save_checkpoint(o) for o in s.opts]
     params = s.p.copy()  # the parameters are saved by the host, not by the optimizer
 
-    new = Shards(after, params=params)
-    lengths = [e - b for b, e in new.ranges]
-    for o, blob in zip(new.opts, sharded.reshard_checkpoints(blobs, lengths)):
-        sharded.load_checkpoint(o, blob)
-        assert o.step_count == cut - 1 and o.skipped_steps == 1
-    for t in range(cut, steps):
-        new.step(grads_at(t))
+    new = resume(Shards(after, params=params), blobs, cut, steps)
     assert same_bits(new.p, ref_p)
     assert same_bits(new.slow(), ref_opt.slow_weights[0])
+
+
+# Compressed state (checkpoint format 4): (id, keyword arguments of the Lookahead optimizer).
+# Every shard layout here is made of multiples of 4096 (shard_ranges) but the cut rows, so the
+# 8-bit blocks (256 elements) of one process are kept.
+COMPRESSED = [
+    ("bf16", dict(state_dtype="bfloat16", state_seed=5)),
+    ("bf16-nearest-bf16-slow", dict(state_dtype="bfloat16", state_rounding="nearest",
+                                    slow_dtype="bfloat16")),
+    ("int8", dict(state_dtype="int8", state_seed=7)),
+    ("int8-bf16-slow", dict(state_dtype="int8", slow_dtype="bfloat16")),
+    ("f32-bf16-slow", dict(slow_dtype="bfloat16")),
+]
+
+
+def make_compressed(state, offset, nonfinite="skip"):
+    return flatopt.Lookahead(
+        flatopt.adam(0.01), sync_period=3, alpha=0.5, grad_clip_norm=5.0, weight_decay=1e-3,
+        nonfinite=nonfinite, state_index_offset=offset, **state,
+    )
+
+
+class CompressedShards(Shards):
+    """Shards whose optimizers hold compressed state, each with its state_index_offset."""
+
+    def __init__(self, state, ranges, params=None):
+        self.p = init_params() if params is None else params
+        self.g = np.zeros(N, np.float32)
+        self.ranges = ranges
+        self.opts = []
+        for b, e in ranges:
+            o = make_compressed(state, b)
+            o.register_trainable_weights([self.p[b:e]], grads=[self.g[b:e]])
+            self.opts.append(o)
+
+
+def _ranges(lengths):
+    at, out = 0, []
+    for n in lengths:
+        out.append((at, at + n))
+        at += n
+    return out
+
+
+def make_registered(state, p, offset=0):
+    o = make_compressed(state, offset)
+    o.register_trainable_weights([p])
+    return o
+
+
+def compressed_reference(state, steps, cut):
+    """(parameters, optimizer) of one process after `steps` updates, and its checkpoint after
+    `cut` of them."""
+    p = init_params()
+    opt = make_registered(state, p)
+    for t in range(steps):
+        opt.update([grads_at(t)])
+        if t == cut - 1:
+            blob = opt.state_dict()["checkpoint"]
+    return p, opt, blob
+
+
+@needs_checkpoints
+@pytest.mark.parametrize("state", [s for _, s in COMPRESSED], ids=[i for i, _ in COMPRESSED])
+@pytest.mark.parametrize("before,after", [(2, 3), (3, 1), (1, 6), (6, 2)])
+def test_compressed_checkpoints_reshard_to_another_rank_count(state, before, after):
+    """N shards with compressed state (format 4) -> M shards -> continued training is bit for
+    bit one process's, state included (bf16 patterns; 8-bit codes with their block scales)."""
+    steps, cut = 12, 7
+    ref_p, ref, ref_blob = compressed_reference(state, steps, cut)
+    s = CompressedShards(state, sharded.shard_ranges(N, before))
+    for t in range(cut):
+        s.step(grads_at(t))
+    blobs = [sharded.save_checkpoint(o) for o in s.opts]
+    assert all(b[8:12] == (4).to_bytes(4, "little") for b in blobs)
+    # Joined into one shard: the one process's checkpoint, byte for byte.
+    assert sharded.reshard_checkpoints(blobs, [N]) == [ref_blob]
+    new = CompressedShards(state, sharded.shard_ranges(N, after), params=s.p.copy())
+    assert same_bits(resume(new, blobs, cut, steps).p, ref_p)
+    joined = sharded.reshard_checkpoints([sharded.save_checkpoint(o) for o in new.opts], [N])
+    assert joined == [ref.state_dict()["checkpoint"]]
+
+
+@needs_checkpoints
+@pytest.mark.parametrize("state", [s for _, s in COMPRESSED], ids=[i for i, _ in COMPRESSED])
+@pytest.mark.parametrize("lengths", [(256, N - 256), (N - 512 - 77, 512 + 77), (512,) * 3
+                                     + (N - 1536,)])
+def test_compressed_checkpoints_cut_on_8bit_blocks(state, lengths):
+    """Layouts of whole 8-bit blocks that are not sum-of-squares blocks: each piece loads into
+    an optimizer of its shard (the library checks it), saves the same bytes back, and the
+    pieces join into the whole checkpoint again."""
+    _, _, blob = compressed_reference(state, 4, 4)
+    pieces = sharded.reshard_checkpoints([blob], list(lengths))
+    p = init_params()
+    for (b, e), piece in zip(_ranges(lengths), pieces):
+        o = make_registered(state, p[b:e].copy(), b)
+        sharded.load_checkpoint(o, piece)
+        assert sharded.save_checkpoint(o) == piece
+    assert sharded.reshard_checkpoints(pieces, [N]) == [blob]
+
+
+@needs_checkpoints
+def test_reshard_refuses_to_cut_8bit_blocks():
+    int8 = dict(state_dtype="int8")
+    _, _, blob = compressed_reference(int8, 1, 1)
+    with pytest.raises(flatopt.InvalidArgumentError,
+                       match=r"invalid lengths\[0\] = 300: with int8 state .* cut a block"):
+        sharded.reshard_checkpoints([blob], [300, N - 300])
+    # The last shard may end anywhere; bf16 state is elementwise: any layout.
+    assert len(sharded.reshard_checkpoints([blob], [512, N - 512])) == 2
+    _, _, bf = compressed_reference(dict(state_dtype="bfloat16"), 1, 1)
+    parts = sharded.reshard_checkpoints([bf], [300, N - 300])
+    assert sharded.reshard_checkpoints(parts, [N]) == [bf]
+    # Shards that held cut blocks (a layout no one process has) are refused too.
+    p = init_params()
+    cut = [sharded.save_checkpoint(make_registered(int8, p[b:e], b))
+           for b, e in ((0, 300), (300, N))]
+    with pytest.raises(flatopt.CheckpointError,
+                       match="checkpoint 0 holds 300 elements of int8 state, not a multiple"):
+        sharded.reshard_checkpoints(cut, [N])
+    # Shards of other precisions are other configurations.
+    mixed = [sharded.save_checkpoint(make_registered(int8, p[:BLOCK])),
+             sharded.save_checkpoint(make_registered(dict(state_dtype="bfloat16"),
+                                                     p[BLOCK:], BLOCK))]
+    with pytest.raises(flatopt.CheckpointError, match="checkpoint 1 has another configuration"):
+        sharded.reshard_checkpoints(mixed, [N])
+
+
+def _record(blob):
+    """The offset of the buffer record of a checkpoint of make_compressed(int8 state) over N
+    elements: m and v in 8 bits (codes and block scales), float32 slow weights, then the CRC."""
+    return len(blob) - 4 - (2 * (N + 4 * -(-N // 256)) + 4 * N) - 16
+
+
+# Crafted version 4 checkpoints with a valid checksum: (description, craft(blob) -> blob,
+# message substring).
+CRAFTED_V4_ROWS = [
+    ("buffer length one short", lambda b: _field(b, _record(b), "<Q", N - 1),
+     "state record of a version 4 checkpoint with one buffer was not found"),
+    ("buffer length 2**62", lambda b: _field(b, _record(b), "<Q", 2**62), "was not found"),
+    ("state format 3", lambda b: _field(b, _record(b) - 16, "<I", 3), "was not found"),
+    ("slow weights claimed int8", lambda b: _field(b, _record(b) - 12, "<I", 2),
+     "was not found"),
+    ("buffer count 2", lambda b: _field(b, _record(b) - 8, "<Q", 2), "was not found"),
+    ("loss scaler flag 2", lambda b: _field(b, _record(b) - 24, "<I", 2), "was not found"),
+    ("truncated before the groups", lambda b: _field(b[:40 + _clen(b) + 76], 16, "<Q",
+                                                     40 + _clen(b) + 76),
+     "runs past the end"),
+]
+
+
+@needs_checkpoints
+@pytest.mark.parametrize("desc,craft,substring", CRAFTED_V4_ROWS,
+                         ids=[r[0] for r in CRAFTED_V4_ROWS])
+def test_reshard_refuses_crafted_version_4(desc, craft, substring):
+    _, _, blob = compressed_reference(dict(state_dtype="int8"), 2, 2)
+    assert struct.unpack_from("<Q", blob, _record(blob))[0] == N
+    with pytest.raises(flatopt.CheckpointError) as info:
+        sharded.reshard_checkpoints([craft(blob)], [N])
+    assert substring in str(info.value), f"{desc}: message {str(info.value)!r}"
 
 
 @needs_checkpoints
@@ -230,7 +396,7 @@ def test_reshard_refuses_mismatched_checkpoints():
         sharded.reshard_checkpoints([blobs[0], b.opts[1].state_dict()["checkpoint"]], [N])
     c = Shards(2)
     c.opts[0].current_lr = c.opts[0].current_lr / 2  # a group value: checkpoint format 2
-    with pytest.raises(flatopt.CheckpointError, match="format version 2, resharding reads 1"):
+    with pytest.raises(flatopt.CheckpointError, match="format version 2, resharding reads 1 and 4"):
         sharded.reshard_checkpoints([sharded.save_checkpoint(o) for o in c.opts], [N])
 
 
