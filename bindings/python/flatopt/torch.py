@@ -1581,12 +1581,17 @@ class Lookahead(_TorchOptimizer):
             setattr(base, k, v)
         # This object's step wrapper ran the hooks (global ones and this object's) and the
         # profiler range; the base's wrapper would run the global hooks a second time, so
-        # its step runs unwrapped unless hooks were registered on the base itself.
-        step = type(base).step
-        if not (base._optimizer_step_pre_hooks or base._optimizer_step_post_hooks):
-            step = getattr(step, "__wrapped__", step)
+        # its step runs unwrapped unless something hooks the base itself: step hooks
+        # registered on it, or an LR scheduler built on it (which wraps its bound `step` to
+        # note that it was called).
+        if ("step" in base.__dict__ or base._optimizer_step_pre_hooks
+                or base._optimizer_step_post_hooks):
+            step = base.step
+        else:
+            step = type(base).step
+            step = functools.partial(getattr(step, "__wrapped__", step), base)
         try:
-            return step(base, closure)
+            return step(closure)
         finally:
             for k, _ in amp:
                 delattr(base, k)

@@ -4,6 +4,7 @@ import contextlib
 import io
 import subprocess
 import sys
+import warnings
 
 import pytest
 
@@ -333,6 +334,27 @@ def test_step_is_observed(name, observe, expected, lookahead):
     assert not torch.equal(before, model[0].weight)
     want = [f"Optimizer.step#{type(opt).__name__}.step"] if expected is None else expected
     assert seen() == want
+
+
+@pytest.mark.parametrize("on", ["base", "lookahead"])
+def test_a_scheduler_sees_the_steps_made_through_lookahead(on):
+    """An LR scheduler built on the wrapped optimizer or on the Lookahead notes the steps (no
+    "lr_scheduler.step() before optimizer.step()" warning) and drives the learning rate."""
+    model = make_model()
+    base = ft.AdamW(model.parameters(), lr=1e-2)
+    sched = torch.optim.lr_scheduler.StepLR(base, 1, gamma=0.5) if on == "base" else None
+    opt = ft.Lookahead(base)
+    if sched is None:
+        sched = torch.optim.lr_scheduler.StepLR(opt, 1, gamma=0.5)
+    x, y = batch(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for _ in range(3):
+            opt.zero_grad()
+            ((model(x) - y) ** 2).mean().backward()
+            opt.step()
+            sched.step()
+    assert base.param_groups[0]["lr"] == 1e-2 * 0.5**3
 
 
 # (class, arguments, group key, new value): the value changed in both groups after 10 steps,
