@@ -591,15 +591,32 @@ def test_bad_parameters_are_refused_naming_the_parameter(what, make, exc, text):
     assert "param_groups[1]['params'][1]" in str(info.value)
 
 
-def test_noncontiguous_gradient_is_refused_and_nothing_changes():
-    p = torch.zeros(4, 4, requires_grad=True)
+# (what, a gradient the setter takes for a (4, 4) parameter but the step must refuse, words)
+BAD_GRADS = [
+    ("transposed", lambda: torch.ones(4, 4).t(), "not contiguous"),
+    ("expanded (stride 0)", lambda: torch.ones(1, 4).expand(4, 4), "not contiguous"),
+    ("a strided slice", lambda: torch.ones(4, 8)[:, ::2], "not contiguous"),
+    ("sparse", lambda: torch.ones(4, 4).to_sparse(), "sparse"),
+]
+
+
+@pytest.mark.parametrize("stepped", [False, True], ids=["first step", "after a good step"])
+@pytest.mark.parametrize("what, make, words", BAD_GRADS, ids=[b[0] for b in BAD_GRADS])
+def test_a_bad_gradient_is_refused_naming_its_parameter_and_nothing_changes(what, make, words,
+                                                                          stepped):
     q = torch.zeros(3, requires_grad=True)
-    opt = ft.SGD([p, q], lr=0.1)
-    p.grad = torch.ones(4, 4).t()
-    q.grad = torch.ones(3)
-    with pytest.raises(flatopt.LayoutError, match=r"param_groups\[0\]\['params'\]\[0\]"):
+    p = torch.zeros(4, 4, requires_grad=True)
+    opt = ft.SGD([q, p], lr=0.1)
+    if stepped:  # the hot path has handed over this parameter's gradients before
+        q.grad, p.grad = torch.ones(3), torch.ones(4, 4)
         opt.step()
-    assert not p.any() and not q.any()
+    q0, p0 = q.detach().clone(), p.detach().clone()
+    q.grad = torch.ones(3)
+    p.grad = make()
+    with pytest.raises(flatopt.LayoutError,
+                       match=rf"param_groups\[0\]\['params'\]\[1\].*{words}"):
+        opt.step()
+    assert torch.equal(q, q0) and torch.equal(p, p0)
 
 
 def test_moved_parameter_storage_is_followed():
