@@ -9,7 +9,11 @@ of a Parameter's attributes cost more than a plain tensor's). Two cases:
   gradient tensors assigned in turn, so that every step sees other objects at other addresses;
 * the same gradient tensors each step (``zero_grad(set_to_none=False)``).
 
-Medians over rounds of many calls, in microseconds.
+Medians over rounds of many calls, in microseconds. Then the same model in a real loop
+(forward, backward, step; medians over 2800 iterations): right after ``backward()`` the
+gradients have no Python objects yet, and the first ``.grad`` read of each makes one; the
+pieces of the hand-over timed there, the foreign call, and the whole ``opt.step()`` of
+flatopt's AdamW beside ``torch.optim.AdamW(fused=True)``'s.
 
     python bindings/python/benchmarks/torch_handover.py [n_tensors]
 """
@@ -101,5 +105,74 @@ def main():
     print(f"  opt.step(), the same gradients each step                 {median_us(opt.step):7.2f}")
 
 
+
+def in_the_loop(n, iters=3000, warmup=200):
+    def model_and_batch():
+        torch.manual_seed(0)
+        return torch.nn.Sequential(*[torch.nn.Linear(4, 4) for _ in range(n // 2)]), \
+            torch.randn(2, 4)
+
+    model, x = model_and_batch()
+    ps = list(model.parameters())
+    opt = ft.AdamW(ps, lr=1e-4)
+    opt.zero_grad()
+    model(x).sum().backward()
+    opt.step()
+    c = opt._cohorts[0]
+    names = [".grad, first read after backward()", ".grad, read again",
+             "data_ptr() of each gradient", "the pointers into the ctypes array",
+             "is_contiguous() of each gradient", "the parameters' pointers compared",
+             "the foreign call (AdamW)"]
+    times = {k: [] for k in names}
+    for i in range(iters):
+        opt.zero_grad()
+        model(x).sum().backward()
+        t = [time.perf_counter()]
+        grads = [p.grad for p in ps]
+        t.append(time.perf_counter())
+        grads = [p.grad for p in ps]
+        t.append(time.perf_counter())
+        ptrs = list(map(ft._PTR, grads))
+        t.append(time.perf_counter())
+        c.ptrs[:] = ptrs
+        t.append(time.perf_counter())
+        all(map(ft._CONTIG, grads))
+        t.append(time.perf_counter())
+        ft._same_storage(c)
+        t.append(time.perf_counter())
+        ft._lib.optimizer_step_with_grads.raw(c.handle.ptr, c.ptrs, n)
+        t.append(time.perf_counter())
+        if i >= warmup:
+            for k, a, b in zip(names, t, t[1:]):
+                times[k].append(b - a)
+    print(f"in a real loop (forward, backward, step; {iters - warmup} iterations)")
+    for k in names:
+        print(f"  {k:54} {statistics.median(times[k]) * 1e6:7.2f}")
+    whole = []
+    for i in range(iters):
+        opt.zero_grad()
+        model(x).sum().backward()
+        t0 = time.perf_counter()
+        ft._hand_over(c)
+        whole.append(time.perf_counter() - t0)
+        ft._lib.optimizer_step_with_grads.raw(c.handle.ptr, c.ptrs, n)
+    print(f"  {'the hand-over as a whole (_hand_over), another run':54} "
+          f"{statistics.median(whole[warmup:]) * 1e6:7.2f}")
+    for label, make in (("flatopt.torch.AdamW", lambda ps: ft.AdamW(ps, lr=1e-4)),
+                        ("torch.optim.AdamW(fused=True)",
+                         lambda ps: torch.optim.AdamW(ps, lr=1e-4, fused=True))):
+        model, x = model_and_batch()
+        opt = make(list(model.parameters()))
+        steps = []
+        for i in range(iters):
+            opt.zero_grad()
+            model(x).sum().backward()
+            t0 = time.perf_counter()
+            opt.step()
+            steps.append(time.perf_counter() - t0)
+        print(f"  opt.step() of {label:40} {statistics.median(steps[warmup:]) * 1e6:7.2f}")
+
+
 if __name__ == "__main__":
     main()
+    in_the_loop(int(sys.argv[1]) if len(sys.argv) > 1 else 200)
