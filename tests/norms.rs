@@ -2,66 +2,13 @@
 //! f64 model of docs/numerics.md ("Per-buffer norms") against the engine, every tier and thread
 //! count bit for bit against the scalar tier on one thread (buffers large enough for the pool
 //! and for several sum-of-squares blocks), the stateless kernel against the engine, checkpoints,
-//! hostile inputs and the refusals (split and sharded steps, compressed state).
+//! hostile inputs and the refusals (split and sharded steps). Compressed state: `tests/state.rs`.
 
 mod common;
 
-use common::{bits, Rng};
-use flatopt::kernels::{self, Buffers, Plan, StateDtype};
+use common::{bits, trust_bases as rows, Rng};
+use flatopt::kernels::{self, Buffers, Plan};
 use flatopt::{Base, Config, Error, Optimizer, Outcome, Schedule, Tier};
-
-/// One row per option combination that changes the loop or the scalars.
-fn rows() -> Vec<(&'static str, Base, f64)> {
-    vec![
-        ("lamb", Base::lamb(), 1e-2),
-        (
-            "lamb_decay_eps_root",
-            Base::Lamb {
-                b1: 0.8,
-                b2: 0.99,
-                eps: 1e-8,
-                eps_root: 1e-6,
-                weight_decay: 0.05,
-            },
-            1e-2,
-        ),
-        ("lars", Base::lars(), 1.0),
-        (
-            "lars_nesterov_eps_decay",
-            Base::Lars {
-                momentum: 0.5,
-                nesterov: true,
-                weight_decay: 1e-2,
-                trust_coefficient: 0.02,
-                eps: 1e-3,
-            },
-            0.5,
-        ),
-        (
-            "lars_no_momentum",
-            Base::Lars {
-                momentum: 0.0,
-                nesterov: false,
-                weight_decay: 0.0,
-                trust_coefficient: 0.001,
-                eps: 0.0,
-            },
-            1.0,
-        ),
-        ("novograd", Base::novograd(), 1e-2),
-        (
-            "novograd_decay_eps_root",
-            Base::Novograd {
-                b1: 0.95,
-                b2: 0.5,
-                eps: 1e-8,
-                eps_root: 1e-6,
-                weight_decay: 0.05,
-            },
-            1e-2,
-        ),
-    ]
-}
 
 /// The pipelines: plain, and clipping + coupled decay + Lookahead + a schedule.
 fn pipelines() -> Vec<common::Variant> {
@@ -414,24 +361,10 @@ fn zero_norms_and_non_finite_gradients() {
     }
 }
 
-/// The split and sharded steps and compressed state are refused with an error naming the
-/// rule; nothing changes.
+/// The split and sharded steps are refused with an error naming the rule; nothing changes.
 #[test]
-fn split_sharded_and_compressed_state_are_refused() {
+fn split_and_sharded_steps_are_refused() {
     for (bname, base, lr) in rows() {
-        for dtype in [StateDtype::Bf16, StateDtype::Int8] {
-            let cfg = Config {
-                state_dtype: dtype,
-                ..Config::new(base, lr)
-            };
-            match Optimizer::new(cfg) {
-                Err(Error::InvalidArgument { name, value, .. }) => {
-                    assert_eq!(name, "state_dtype", "{bname}");
-                    assert!(value.contains(base.name()), "{bname}: {value}");
-                }
-                other => panic!("{bname} with {dtype:?} state: {other:?}"),
-            }
-        }
         let mut p = vec![0.5f32; 64];
         let g = vec![0.1f32; 64];
         let mut o = Optimizer::new(Config::new(base, lr)).unwrap();

@@ -141,14 +141,6 @@ impl Optimizer {
                  are meaningless relative to a block's largest value",
             ));
         }
-        if cfg.state_dtype != StateDtype::F32 && per_buffer_norms(&cfg.base) {
-            return Err(Error::invalid(
-                "state_dtype",
-                format!("{} (base rule {})", cfg.state_dtype.name(), cfg.base.name()),
-                "must be float32 for LAMB, LARS and NovoGrad: their pass before the update \
-                 computes per-buffer norms from the f32 state",
-            ));
-        }
         let tier = match cfg.tier {
             Some(t) => t,
             None => simd::default_tier(),

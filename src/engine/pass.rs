@@ -124,8 +124,7 @@ pub(super) fn seq_apply<G: AsGrad>(
 
 /// For a rule with per-buffer norms (LAMB, LARS, NovoGrad), the pass before the update over the
 /// whole buffer (`kernels::trust`; on the pool when `parallel`, split on block boundaries) and
-/// the buffer's update plan; `plan` itself for an elementwise rule. The engine refuses
-/// compressed `m` / `v` for these rules, so they are f32 here.
+/// the buffer's update plan; `plan` itself for an elementwise rule.
 pub(super) fn norm_plan(
     pass: Pass<'_>,
     plan: &Plan,
@@ -137,13 +136,11 @@ pub(super) fn norm_plan(
     let Some(pre) = kernels::pre_plan(plan) else {
         return *plan;
     };
-    let m = st.m.held().f32_mut().unwrap_or_default();
-    let v = st.v.held().f32_mut().unwrap_or_default();
     let b = PreBuffers {
         param: p,
         grad: g,
-        m,
-        v: &mut *v,
+        m: st.m.held(),
+        v: st.v.held(),
     };
     let tier = pass.step.tier;
     if parallel {
@@ -151,7 +148,8 @@ pub(super) fn norm_plan(
     } else {
         kernels::pre_blocks(tier, &pre, pass.unscale, b, &mut st.norm_sums);
     }
-    kernels::update_plan(plan, &st.norm_sums, v)
+    let r = (pass.step.rounding(), pass.step.index_of(st.start));
+    kernels::update_plan(tier, plan, &st.norm_sums, st.v.held(), r)
 }
 
 /// The pass before the update on the pool: halves on block boundaries down to
@@ -163,19 +161,14 @@ fn par_pre(tier: Tier, pre: &Plan, unscale: GradScale, b: PreBuffers<'_>, sums: 
         return;
     }
     let mid = (blocks / 2) * kernels::SUMSQ_BLOCK;
-    let (m_used, v_used, _) = pre.rule.state_used();
-    fn cut(s: &mut [f32], used: bool, mid: usize) -> (&mut [f32], &mut [f32]) {
-        if used {
-            s.split_at_mut(mid)
-        } else {
-            (&mut [], &mut [])
-        }
-    }
     let PreBuffers { param, grad, m, v } = b;
+    // `mid` is a multiple of the sum-of-squares block, so of the 8-bit block (a compile-time
+    // check in `kernels::trust`): the splits always succeed.
+    let (Some((m0, m1)), Some((v0, v1))) = (m.split_at(mid), v.split_at(mid)) else {
+        return;
+    };
     let (p0, p1) = param.split_at_mut(mid);
     let (g0, g1) = grad.split_at(mid);
-    let (m0, m1) = cut(m, m_used, mid);
-    let (v0, v1) = cut(v, v_used, mid);
     let (s0, s1) = sums.split_at_mut(2 * (blocks / 2));
     let b0 = PreBuffers {
         param: p0,

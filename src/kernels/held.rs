@@ -194,10 +194,8 @@ pub struct HeldBuffers<'a> {
 pub fn q8_codes(rule: &Rule) -> Option<[Q8Code; 3]> {
     use Q8Code::{Signed as S, Unsigned as U};
     Some(match rule {
-        // Rprop's step sizes; LAMB, LARS and NovoGrad keep f32 state (per-buffer norms).
-        Rule::Rprop { .. } | Rule::Lamb { .. } | Rule::Lars { .. } | Rule::Novograd { .. } => {
-            return None
-        }
+        // Rprop's step sizes.
+        Rule::Rprop { .. } => return None,
         // The centered gradient average in v_max may be negative.
         Rule::RmsProp { .. } => [S, U, S],
         // Adadelta's m is the average of squared updates.
@@ -211,7 +209,11 @@ pub fn q8_codes(rule: &Rule) -> Option<[Q8Code; 3]> {
         | Rule::NAdam { .. }
         | Rule::Lion { .. }
         | Rule::AdaBelief { .. }
-        | Rule::Yogi { .. } => [S, U, U],
+        | Rule::Yogi { .. }
+        | Rule::Lamb { .. }
+        | Rule::Lars { .. }
+        // NovoGrad's v holds its per-buffer second moment in element 0, zeros elsewhere.
+        | Rule::Novograd { .. } => [S, U, U],
     })
 }
 
@@ -307,6 +309,11 @@ pub(crate) fn fused_held(
     } = b;
     let codes = q8_codes(&plan.rule).unwrap_or([Q8Code::Signed; 3]);
     let (um, uv, uvm) = plan.rule.state_used();
+    // A `v` the loop leaves alone (NovoGrad's update) is neither decoded nor encoded: the loop
+    // gets an unread scratch of its length.
+    let skip_v = uv && plan.rule.update_skips_v();
+    let uv = uv && !skip_v;
+    let mut unread = Scratch::new();
     let sync = plan.sync_alpha.is_some();
     let key = |stream| {
         (rounding.rounding == StateRounding::Stochastic).then_some(SrKey {
@@ -334,7 +341,11 @@ pub(crate) fn fused_held(
         let end = (start + HELD_CHUNK).min(n);
         let mut held = [
             m.range_if(um, start, end),
-            v.range_if(uv, start, end),
+            if skip_v {
+                Held::F32(&mut unread.0[..end - start])
+            } else {
+                v.range_if(uv, start, end)
+            },
             v_max.range_if(uvm, start, end),
             slow.range_if(sync, start, end),
         ];

@@ -7,16 +7,34 @@
 //! taken while it is in L1. The block partials are added in block order, so the norms are the
 //! same on every tier, thread count and split. The update pass is then an ordinary fused pass
 //! with the buffer's scalars (`Rule::with_norms`).
+//!
+//! With compressed state (`held.rs`) the pass before decodes the state it reads (LAMB's `m`,
+//! `v`) chunk by chunk into f32 scratch and runs the same loop on it, writing nothing back; the
+//! update pass is the pass over held state, which for LAMB computes the new moments again from
+//! the same decoded values and gradients (`lamb::Scalars::moments`): so the norms are those of
+//! exactly the f32 values the update applies, and one update is the composition "decode, the
+//! f32 two-pass update, encode" of `docs/numerics.md` ("Compressed state").
 
+use super::codec::{Q8Code, SrKey, Stream, Q8_BLOCK};
+use super::convert::Half;
+use super::held::{q8_codes, Held, HeldRounding, StateRounding, HELD_CHUNK};
 use super::mixed::{fused_mixed, Grad, GradScale, MixedBuffers};
-use super::plan::Plan;
+use super::plan::{Plan, Rule};
 use super::reduce::SUMSQ_BLOCK;
 use crate::rules::Norms;
-use crate::simd::Tier;
+use crate::simd::{Kernels, Tier};
+
+// The engine splits the pass before on sum-of-squares blocks: they must keep the 8-bit blocks.
+const _: () =
+    assert!(SUMSQ_BLOCK.is_multiple_of(Q8_BLOCK) && SUMSQ_BLOCK.is_multiple_of(HELD_CHUNK));
 
 /// One block of the vector whose norm is needed, aligned for the widest vector.
 #[repr(align(64))]
 struct Scratch([f32; SUMSQ_BLOCK]);
+
+/// One chunk of decoded state, aligned for the widest vector.
+#[repr(align(64))]
+struct Chunk([f32; HELD_CHUNK]);
 
 /// The buffers of the pass before the update (a part of one buffer that starts on a block
 /// boundary): `m` and `v` as the rule keeps them (empty where unused).
@@ -26,9 +44,9 @@ pub(crate) struct PreBuffers<'a> {
     /// The gradients.
     pub(crate) grad: Grad<'a>,
     /// First moment / momentum.
-    pub(crate) m: &'a mut [f32],
+    pub(crate) m: Held<'a>,
     /// Second moment.
-    pub(crate) v: &'a mut [f32],
+    pub(crate) v: Held<'a>,
 }
 
 /// The plan of the pass before the update of `plan`'s rule (no Lookahead sync: that belongs to
@@ -42,9 +60,46 @@ pub(crate) fn pre_plan(plan: &Plan) -> Option<Plan> {
     })
 }
 
+/// Whether the pass before the update reads the state (LAMB's moments; LARS and NovoGrad read
+/// only the gradients and parameters).
+fn pre_reads_state(rule: &Rule) -> bool {
+    matches!(rule, Rule::Lamb { .. })
+}
+
+/// The f32 view the pass before the update runs on for elements `a..e` of `h` (`a` on a chunk
+/// boundary): the values themselves when held as f32, else `scratch`, holding them decoded if
+/// `decode` (the pass's writes there are dropped), empty where `used` is false.
+fn pre_view<'s>(
+    k: &Kernels,
+    code: Q8Code,
+    h: &'s mut Held<'_>,
+    (used, decode): (bool, bool),
+    (a, e): (usize, usize),
+    scratch: &'s mut Chunk,
+) -> &'s mut [f32] {
+    if !used {
+        return &mut [];
+    }
+    if let Held::F32(x) = h {
+        return &mut x[a..e];
+    }
+    let out = &mut scratch.0[..e - a];
+    match h {
+        Held::F32(_) => {}
+        _ if !decode => {}
+        Held::Bf16(x) => (k.widen)(Half::Bf16, &x[a..e], out),
+        Held::Q8 { codes, scales } => {
+            let s = &scales[a / Q8_BLOCK..e.div_ceil(Q8_BLOCK)];
+            (k.decode_q8)(code, &codes[a..e], s, out)
+        }
+    }
+    out
+}
+
 /// Runs the pass before the update `pre` (from [`pre_plan`]) over `b`, writing two sums per
 /// block into `sums` (`2 * blocks` values: the scratch's sum of squares, then the
-/// parameters', 0 where the rule needs none).
+/// parameters', 0 where the rule needs none). State held as f32 takes the pass's writes (LAMB's
+/// new moments); compressed state is only read (decoded chunk by chunk).
 pub(crate) fn pre_blocks(
     tier: Tier,
     pre: &Plan,
@@ -55,27 +110,39 @@ pub(crate) fn pre_blocks(
     let k = tier.kernels();
     let want_p = pre.rule.needs_param_norm();
     let (m_used, v_used, _) = pre.rule.state_used();
-    let PreBuffers { param, grad, m, v } = b;
+    let [cm, cv, _] = q8_codes(&pre.rule).unwrap_or([Q8Code::Signed; 3]);
+    let decode = pre_reads_state(&pre.rule);
+    let PreBuffers {
+        param,
+        grad,
+        mut m,
+        mut v,
+    } = b;
+    let f32_state = matches!((&m, &v), (Held::F32(_), Held::F32(_)));
+    let step = if f32_state { SUMSQ_BLOCK } else { HELD_CHUNK };
     let n = param.len();
     let mut x = Scratch([0.0; SUMSQ_BLOCK]);
+    let (mut sm, mut sv) = (Chunk([0.0; HELD_CHUNK]), Chunk([0.0; HELD_CHUNK]));
     for (i, out) in sums.chunks_exact_mut(2).enumerate() {
         let (a, e) = (i * SUMSQ_BLOCK, ((i + 1) * SUMSQ_BLOCK).min(n));
-        let xs = &mut x.0[..e - a];
-        fused_mixed(
-            k,
-            pre,
-            unscale,
-            MixedBuffers {
-                param: &mut param[a..e],
-                grad: grad.slice(a, e),
-                m: if m_used { &mut m[a..e] } else { &mut [] },
-                v: if v_used { &mut v[a..e] } else { &mut [] },
-                v_max: &mut *xs,
-                slow: &mut [],
-                copy: None,
-            },
-        );
-        (k.sumsq_partials)(xs, &mut out[..1]);
+        for c in (a..e).step_by(step) {
+            let ce = (c + step).min(e);
+            fused_mixed(
+                k,
+                pre,
+                unscale,
+                MixedBuffers {
+                    param: &mut param[c..ce],
+                    grad: grad.slice(c, ce),
+                    m: pre_view(k, cm, &mut m, (m_used, decode), (c, ce), &mut sm),
+                    v: pre_view(k, cv, &mut v, (v_used, decode), (c, ce), &mut sv),
+                    v_max: &mut x.0[c - a..ce - a],
+                    slow: &mut [],
+                    copy: None,
+                },
+            );
+        }
+        (k.sumsq_partials)(&x.0[..e - a], &mut out[..1]);
         out[1] = 0.0;
         if want_p {
             (k.sumsq_partials)(&param[a..e], &mut out[1..]);
@@ -83,18 +150,77 @@ pub(crate) fn pre_blocks(
     }
 }
 
+/// Element 0 of `v` as f32 (0 for an empty buffer).
+fn first_value(k: &Kernels, code: Q8Code, v: &Held<'_>) -> f32 {
+    let mut x = [0.0f32];
+    match v {
+        Held::F32(s) => return s.first().copied().unwrap_or(0.0),
+        Held::Bf16(h) if !h.is_empty() => (k.widen)(Half::Bf16, &h[..1], &mut x),
+        Held::Q8 { codes, scales } if !codes.is_empty() => {
+            (k.decode_q8)(code, &codes[..1], &scales[..1], &mut x)
+        }
+        _ => {}
+    }
+    x[0]
+}
+
+/// Sets element 0 of `v` to `x`, encoded as held: bf16 rounded as the update rounds `v`
+/// (`r`: its rounding and the index of element 0), 8 bits as element 0 of its block, whose
+/// other elements are 0 (NovoGrad's `v`), so the block's scale is `|x|` and its code exact.
+fn set_first(k: &Kernels, code: Q8Code, v: &mut Held<'_>, x: f32, r: (HeldRounding, u64)) {
+    let (rounding, index) = r;
+    let key = (rounding.rounding == StateRounding::Stochastic).then_some(SrKey {
+        seed: rounding.seed,
+        step: rounding.step,
+        stream: Stream::V,
+    });
+    match v {
+        Held::F32(s) => {
+            if let Some(first) = s.first_mut() {
+                *first = x;
+            }
+        }
+        Held::Bf16(h) if !h.is_empty() => match key {
+            Some(key) => (k.encode_bf16_sr)(key, index, &[x], &mut h[..1]),
+            None => (k.narrow)(Half::Bf16, &[x], &mut h[..1]),
+        },
+        Held::Q8 { codes, scales } if !codes.is_empty() => (k.encode_q8)(
+            code,
+            key.map(|key| (key, index)),
+            &[x],
+            &mut codes[..1],
+            &mut scales[..1],
+        ),
+        _ => {}
+    }
+}
+
 /// The update plan of one buffer after its pass before: `plan` with the rule's scalars from the
-/// block `sums` (added in block order) and `v[0]`, which takes NovoGrad's new second moment.
-pub(crate) fn update_plan(plan: &Plan, sums: &[f64], v: &mut [f32]) -> Plan {
+/// block `sums` (added in block order) and element 0 of `v`, which takes NovoGrad's new second
+/// moment (encoded as held, with the update's rounding `r`: its rounding and the stochastic
+/// rounding index of the buffer's element 0). With compressed state, LAMB's update pass
+/// computes the new moments (`lamb::Scalars::moments`).
+pub(crate) fn update_plan(
+    tier: Tier,
+    plan: &Plan,
+    sums: &[f64],
+    mut v: Held<'_>,
+    r: (HeldRounding, u64),
+) -> Plan {
+    let k = tier.kernels();
+    let [_, cv, _] = q8_codes(&plan.rule).unwrap_or([Q8Code::Signed; 3]);
     let (mut x, mut p) = (0.0, 0.0);
     for s in sums.chunks_exact(2) {
         x += s[0];
         p += s[1];
     }
-    let v0 = v.first().copied().unwrap_or(0.0);
-    let (rule, nu) = plan.rule.with_norms(Norms { x, p, v0 });
-    if let (Some(nu), Some(first)) = (nu, v.first_mut()) {
-        *first = nu;
+    let v0 = first_value(k, cv, &v);
+    let (mut rule, nu) = plan.rule.with_norms(Norms { x, p, v0 });
+    if let Some(nu) = nu {
+        set_first(k, cv, &mut v, nu, r);
+    }
+    if let Rule::Lamb { sc, .. } = &mut rule {
+        sc.moments = !matches!(v, Held::F32(_));
     }
     Plan { rule, ..*plan }
 }
@@ -120,10 +246,10 @@ pub(crate) fn apply_whole(
     } = b;
     let n = param.len();
     let mut total = [0.0f64; 2];
+    let (m_used, v_used, _) = pre.rule.state_used();
     for a in (0..n).step_by(SUMSQ_BLOCK) {
         let e = (a + SUMSQ_BLOCK).min(n);
         let mut s = [0.0f64; 2];
-        let (m_used, v_used, _) = pre.rule.state_used();
         pre_blocks(
             tier,
             pre,
@@ -131,15 +257,21 @@ pub(crate) fn apply_whole(
             PreBuffers {
                 param: &mut param[a..e],
                 grad: grad.slice(a, e),
-                m: if m_used { &mut m[a..e] } else { &mut [] },
-                v: if v_used { &mut v[a..e] } else { &mut [] },
+                m: Held::F32(part(m, m_used, a, e)),
+                v: Held::F32(part(v, v_used, a, e)),
             },
             &mut s,
         );
         total[0] += s[0];
         total[1] += s[1];
     }
-    let upd = update_plan(plan, &total, v);
+    // f32 state: no rounding.
+    let r = HeldRounding {
+        rounding: StateRounding::Nearest,
+        seed: 0,
+        step: 0,
+    };
+    let upd = update_plan(tier, plan, &total, Held::F32(&mut *v), (r, 0));
     fused_mixed(
         tier.kernels(),
         &upd,
@@ -154,4 +286,13 @@ pub(crate) fn apply_whole(
             copy,
         },
     );
+}
+
+/// Elements `a..e` of `x` where `used`, else none.
+fn part(x: &mut [f32], used: bool, a: usize, e: usize) -> &mut [f32] {
+    if used {
+        &mut x[a..e]
+    } else {
+        &mut []
+    }
 }

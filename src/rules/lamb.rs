@@ -43,6 +43,7 @@ super::rule! {
                     lr,
                     c: lr as f32,
                     d: 1.0,
+                    moments: false,
                 },
             }
         }
@@ -51,7 +52,9 @@ super::rule! {
         /// LAMB in two passes over each buffer (see `kernels::trust`): with `pre`, the moments
         /// and `u` (written into the `v_max` slot, a block scratch); then
         /// `p -= c * (u / d)` with `u` recomputed from the new moments, `c = lr * ||p||` and
-        /// `d = ||u||` (`c = lr`, `d = 1` where either norm is 0).
+        /// `d = ||u||` (`c = lr`, `d = 1` where either norm is 0). With `sc.moments` (compressed
+        /// state, whose pass before leaves the moments as held) the update pass computes the
+        /// new moments itself, from the same inputs, so to the same f32 values.
         Lamb {
             /// The pass before the update.
             pre: bool,
@@ -71,6 +74,8 @@ super::rule! {
             let r = [b1, c1, b2, c2, bc1, bc2, eps, eps_root, wd, c, d].map(V::splat);
             if pre {
                 specialize!(s, lamb_pre, (r))
+            } else if sc.moments {
+                specialize!(s, lamb_full, (r))
             } else {
                 specialize!(s, lamb_apply, (r))
             }
@@ -105,6 +110,9 @@ pub struct Scalars {
     pub c: f32,
     /// `||u||` (1 where a norm is 0), rounded once.
     pub d: f32,
+    /// The update pass also updates the moments (from the moments before the update and the
+    /// gradients): with compressed state, the pass before computes them into scratch only.
+    pub moments: bool,
 }
 
 impl Scalars {
@@ -123,6 +131,25 @@ fn direction<V: Vf32>(m: V, v: V, p: V, [bc1, bc2, eps, eps_root, wd]: [V; 5]) -
         .add(wd.mul(p))
 }
 
+/// Vector `i` of the window's parameters and its direction `u` from the new moments, which
+/// are stored (`r`: b1, 1-b1, b2, 1-b2, then [`direction`]'s scalars).
+#[inline(always)]
+fn step_moments<V: Vf32>(
+    k: &Lanes<V>,
+    [b1, c1, b2, c2, bc1, bc2, eps, eps_root, wd]: [V; 9],
+    w: &mut Window<'_>,
+    i: usize,
+    (cs, cv, cw): (impl Switch, impl Switch, impl Switch),
+) -> (V, V) {
+    let p = V::load(&w.param[i..]);
+    let g = k.grad(V::load(&w.grad[i..]), p, cs, cv, cw);
+    let m = b1.mul(V::load(&w.m[i..])).add(c1.mul(g));
+    let v = b2.mul(V::load(&w.v[i..])).add(c2.mul(g.mul(g)));
+    m.store(&mut w.m[i..]);
+    v.store(&mut w.v[i..]);
+    (p, direction(m, v, p, [bc1, bc2, eps, eps_root, wd]))
+}
+
 /// LAMB's first pass: the moments, and `u` into `v_max` (the block scratch).
 #[inline(always)]
 fn lamb_pre<V: Vf32>(
@@ -131,16 +158,12 @@ fn lamb_pre<V: Vf32>(
     w: &mut Window<'_>,
     (cs, cv, cw, sy): (impl Switch, impl Switch, impl Switch, impl Switch),
 ) {
+    let r = [b1, c1, b2, c2, bc1, bc2, eps, eps_root, wd];
     let n = w.len(true, true, true, sy);
     let mut i = 0;
     while n - i >= V::LANES {
-        let p = V::load(&w.param[i..]);
-        let g = k.grad(V::load(&w.grad[i..]), p, cs, cv, cw);
-        let m = b1.mul(V::load(&w.m[i..])).add(c1.mul(g));
-        let v = b2.mul(V::load(&w.v[i..])).add(c2.mul(g.mul(g)));
-        m.store(&mut w.m[i..]);
-        v.store(&mut w.v[i..]);
-        direction(m, v, p, [bc1, bc2, eps, eps_root, wd]).store(&mut w.v_max[i..]);
+        let (_, u) = step_moments(k, r, w, i, (cs, cv, cw));
+        u.store(&mut w.v_max[i..]);
         i += V::LANES;
     }
 }
@@ -160,6 +183,25 @@ fn lamb_apply<V: Vf32>(
         let m = V::load(&w.m[i..]);
         let v = V::load(&w.v[i..]);
         let u = direction(m, v, p, [bc1, bc2, eps, eps_root, wd]);
+        k.store_param(p.sub(c.mul(u.div(d))), w, i, sy);
+        i += V::LANES;
+    }
+}
+
+/// LAMB's update pass over compressed state: the moments as [`lamb_pre`] computes them, then
+/// `p -= c * (u / d)` as [`lamb_apply`].
+#[inline(always)]
+fn lamb_full<V: Vf32>(
+    k: &Lanes<V>,
+    [b1, c1, b2, c2, bc1, bc2, eps, eps_root, wd, c, d]: [V; 11],
+    w: &mut Window<'_>,
+    (cs, cv, cw, sy): (impl Switch, impl Switch, impl Switch, impl Switch),
+) {
+    let r = [b1, c1, b2, c2, bc1, bc2, eps, eps_root, wd];
+    let n = w.len(true, true, false, sy);
+    let mut i = 0;
+    while n - i >= V::LANES {
+        let (p, u) = step_moments(k, r, w, i, (cs, cv, cw));
         k.store_param(p.sub(c.mul(u.div(d))), w, i, sy);
         i += V::LANES;
     }

@@ -475,6 +475,14 @@ impl Rule {
         matches!(self, Rule::Lamb { .. } | Rule::Lars { .. })
     }
 
+    /// Whether this update pass leaves `v`, which its rule uses, alone: NovoGrad's, whose `v`
+    /// holds the per-buffer second moment in element 0, written between the passes (the pass
+    /// over compressed state then neither decodes nor encodes it).
+    #[inline]
+    pub(crate) fn update_skips_v(&self) -> bool {
+        matches!(self, Rule::Novograd { pre: false, .. })
+    }
+
     /// The update pass's rule of a buffer from its [`Norms`], and the value to store in element
     /// 0 of `v` (NovoGrad's `nu`). An elementwise rule is returned as it is.
     pub(crate) fn with_norms(&self, n: Norms) -> (Rule, Option<f32>) {

@@ -170,6 +170,61 @@ pub fn bases() -> Vec<(&'static str, Base, f64)> {
     ]
 }
 
+/// The rules with per-buffer norms (LAMB, LARS, NovoGrad; not in [`bases`]: the tests of the
+/// split step over every row predate them), one row per option combination that changes the
+/// loop or the scalars.
+pub fn trust_bases() -> Vec<(&'static str, Base, f64)> {
+    vec![
+        ("lamb", Base::lamb(), 1e-2),
+        (
+            "lamb_decay_eps_root",
+            Base::Lamb {
+                b1: 0.8,
+                b2: 0.99,
+                eps: 1e-8,
+                eps_root: 1e-6,
+                weight_decay: 0.05,
+            },
+            1e-2,
+        ),
+        ("lars", Base::lars(), 1.0),
+        (
+            "lars_nesterov_eps_decay",
+            Base::Lars {
+                momentum: 0.5,
+                nesterov: true,
+                weight_decay: 1e-2,
+                trust_coefficient: 0.02,
+                eps: 1e-3,
+            },
+            0.5,
+        ),
+        (
+            "lars_no_momentum",
+            Base::Lars {
+                momentum: 0.0,
+                nesterov: false,
+                weight_decay: 0.0,
+                trust_coefficient: 0.001,
+                eps: 0.0,
+            },
+            1.0,
+        ),
+        ("novograd", Base::novograd(), 1e-2),
+        (
+            "novograd_decay_eps_root",
+            Base::Novograd {
+                b1: 0.95,
+                b2: 0.5,
+                eps: 1e-8,
+                eps_root: 1e-6,
+                weight_decay: 0.05,
+            },
+            1e-2,
+        ),
+    ]
+}
+
 /// The base optimizer of the row called `name` in [`bases`].
 pub fn base(name: &str) -> Base {
     bases()

@@ -41,6 +41,9 @@ CLASSES = [
     (flatopt.Yogi, None, {}),
     (flatopt.Adadelta, None, {}),
     (flatopt.Rprop, None, {}),
+    (flatopt.Lamb, None, {}),
+    (flatopt.Lars, None, {}),
+    (flatopt.Novograd, None, {}),
 ]
 
 # Every optax-style function with arguments that give it state.
@@ -58,6 +61,9 @@ FUNCTIONS = [
     (flatopt.yogi, {}),
     (flatopt.adadelta, {}),
     (flatopt.rprop, {}),
+    (flatopt.lamb, {}),
+    (flatopt.lars, {}),
+    (flatopt.novograd, {}),
 ]
 
 
