@@ -1261,6 +1261,47 @@ enum flatopt_status flatopt_optimizer_step_with_sum_squares(struct flatopt_optim
                                                             double sum_squares);
 
 /**
+ * Sharded training with LAMB, LARS or NovoGrad (the rules with per-buffer norms), phase two of
+ * three: after the global sum of squares `sum_squares` (phase one, as for
+ * `flatopt_optimizer_step_with_sum_squares`), the pass before the update over the registered
+ * buffers with the coming update's scalars, writing two sums per sum-of-squares block of each
+ * buffer into `partials` (`n` = 2 * `flatopt_optimizer_sum_squares_block_count`: the sum of
+ * squares of the vector whose norm the rule needs, then the parameters'). Reads the
+ * parameters, gradients and state; writes nothing else. Exchange the partials; for each
+ * buffer, add the even values and the odd values of all blocks of the whole buffer it is a
+ * shard of, each in global block order from 0.0, and pass the two totals per buffer to
+ * `flatopt_optimizer_step_with_norms`. Refused for the other rules. With a non-finite
+ * `sum_squares` (the update will skip, unless the policy propagates) the partials are 0.
+ *
+ * # Safety
+ * `opt` is NULL (refused) or a live handle from `flatopt_optimizer_new`.
+ * `partials` is NULL (refused unless `n` is 0) or valid for writes of `n` doubles; the
+ * registered buffers are valid during the call.
+ */
+enum flatopt_status flatopt_optimizer_norm_partials(struct flatopt_optimizer *opt,
+                                                    double sum_squares,
+                                                    double *partials,
+                                                    size_t n);
+
+/**
+ * Sharded training with LAMB, LARS or NovoGrad, phase three: the update of
+ * `flatopt_optimizer_step_with_sum_squares` with each registered buffer's norms given:
+ * `norms` holds two values per registered buffer (`n` = 2 * `flatopt_optimizer_num_params`),
+ * the totals over the whole buffer of the two sums per block of
+ * `flatopt_optimizer_norm_partials`, each finite and >= 0. Shards on block boundaries with
+ * totals added in global block order update bit for bit as one process.
+ *
+ * # Safety
+ * `opt` is NULL (refused) or a live handle from `flatopt_optimizer_new`.
+ * `norms` is NULL (refused unless `n` is 0) or valid for reads of `n` doubles; the registered
+ * buffers are valid and untouched by others during the call.
+ */
+enum flatopt_status flatopt_optimizer_step_with_norms(struct flatopt_optimizer *opt,
+                                                      double sum_squares,
+                                                      const double *norms,
+                                                      size_t n);
+
+/**
  * First phase of a step split over the host's own threads: validates, runs the gradient norm
  * / non-finite pass over the registered gradients and fixes the per-step scalars. Returns
  * `FLATOPT_SKIPPED` (nothing to apply; the step is over) or `FLATOPT_OK`, after which the host

@@ -2,12 +2,14 @@
 //! f64 model of docs/numerics.md ("Per-buffer norms") against the engine, every tier and thread
 //! count bit for bit against the scalar tier on one thread (buffers large enough for the pool
 //! and for several sum-of-squares blocks), the stateless kernel against the engine, checkpoints,
-//! hostile inputs and the refusals (split and sharded steps). Compressed state: `tests/state.rs`.
+//! hostile inputs, the sharded protocol (shards and their norm partials bit for bit one process,
+//! any state precision) and the refusals (split step, the elementwise sharded step). Compressed
+//! state against its definition: `tests/state.rs`.
 
 mod common;
 
 use common::{bits, trust_bases as rows, Rng};
-use flatopt::kernels::{self, Buffers, Plan};
+use flatopt::kernels::{self, Buffers, Plan, StateDtype};
 use flatopt::{Base, Config, Error, Optimizer, Outcome, Schedule, Tier};
 
 /// The pipelines: plain, and clipping + coupled decay + Lookahead + a schedule.
@@ -390,4 +392,133 @@ fn split_and_sharded_steps_are_refused() {
         // The whole update still works afterwards.
         o.step(&mut [&mut p], &[&g]).unwrap();
     }
+}
+
+/// Sharded updates (phase one: the global sum of squares; two: the pass before the update's
+/// block sums, `norm_partials_with_sum_squares`; three: `step_with_sum_squares_and_norms` with
+/// each buffer's totals added in global block order) over 1, 2 and 3 shards on block
+/// boundaries give one process's bits, for every row under every pipeline, f32, bf16 and int8
+/// state, 1 and 2 threads.
+#[test]
+fn shards_match_one_process() {
+    let n = 5 * 4096 + 77;
+    let cuts: [&[usize]; 3] = [&[], &[2 * 4096], &[4096, 3 * 4096]];
+    let (params, grads) = data(&[n], 6, 19);
+    for (bname, base, lr) in rows() {
+        for (pname, f) in pipelines() {
+            for dtype in [StateDtype::F32, StateDtype::Bf16, StateDtype::Int8] {
+                let cfg = Config {
+                    state_dtype: dtype,
+                    state_seed: 5,
+                    ..f(Config::new(base, lr))
+                };
+                let want = run(cfg.clone(), &params, &grads);
+                for (c, &cut) in cuts.iter().enumerate() {
+                    let bounds: Vec<usize> = [0]
+                        .into_iter()
+                        .chain(cut.iter().copied())
+                        .chain([n])
+                        .collect();
+                    let ranges: Vec<(usize, usize)> =
+                        bounds.windows(2).map(|w| (w[0], w[1])).collect();
+                    let threads = 1 + c % 2;
+                    let mut p = params[0].clone();
+                    let mut shards: Vec<Optimizer> = ranges
+                        .iter()
+                        .map(|&(a, b)| {
+                            let mut o = Optimizer::new(Config {
+                                state_index_offset: a as u64,
+                                ..cfg.clone().threads(threads)
+                            })
+                            .unwrap();
+                            o.register(&[&p[a..b]]).unwrap();
+                            o
+                        })
+                        .collect();
+                    for (t, g) in grads.iter().enumerate() {
+                        let g = &g[0];
+                        let mut sum = 0.0;
+                        for (o, &(a, b)) in shards.iter().zip(&ranges) {
+                            let mut part = vec![0.0; o.sum_squares_block_count()];
+                            o.sum_squares_partials(&[&g[a..b]], &mut part).unwrap();
+                            sum = part.iter().fold(sum, |acc, x| acc + x);
+                        }
+                        let mut norms = [0.0f64; 2];
+                        for (o, &(a, b)) in shards.iter_mut().zip(&ranges) {
+                            let mut part = vec![0.0; o.norm_partial_count()];
+                            o.norm_partials_with_sum_squares(
+                                &mut [&mut p[a..b]],
+                                &[&g[a..b]],
+                                sum,
+                                &mut part,
+                            )
+                            .unwrap();
+                            for s in part.chunks_exact(2) {
+                                norms[0] += s[0];
+                                norms[1] += s[1];
+                            }
+                        }
+                        for (o, &(a, b)) in shards.iter_mut().zip(&ranges) {
+                            let r = o
+                                .step_with_sum_squares_and_norms(
+                                    &mut [&mut p[a..b]],
+                                    &[&g[a..b]],
+                                    &mut [],
+                                    sum,
+                                    &norms,
+                                )
+                                .unwrap();
+                            assert!(matches!(r, Outcome::Applied { .. }));
+                        }
+                        assert!(
+                            bits(&p) == bits(&want[t][0]),
+                            "{bname}/{pname}/{dtype:?}: {} shards, step {}",
+                            ranges.len(),
+                            t + 1
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The sharded phases refuse bad input before changing anything: norms of the wrong count,
+/// negative or non-finite; partials of the wrong length; the elementwise rules.
+#[test]
+fn sharded_phases_refuse_bad_input() {
+    let (params, grads) = data(&[5000], 1, 23);
+    for (bname, base, lr) in rows() {
+        let mut p = params[0].clone();
+        let g: &[f32] = &grads[0][0];
+        let mut o = Optimizer::new(Config::new(base, lr)).unwrap();
+        o.register(&[&p]).unwrap();
+        let before = o.save();
+        let mut part = vec![0.0; o.norm_partial_count() + 1];
+        let e = o
+            .norm_partials_with_sum_squares(&mut [&mut p], &[g], 1.0, &mut part)
+            .unwrap_err();
+        assert!(matches!(e, Error::LengthMismatch { .. }), "{bname}: {e}");
+        for (norms, what) in [
+            (&[1.0][..], "two per registered buffer"),
+            (&[1.0, -1.0][..], "-1"),
+            (&[f64::NAN, 1.0][..], "NaN"),
+            (&[1.0, f64::INFINITY][..], "inf"),
+        ] {
+            let e = o
+                .step_with_sum_squares_and_norms(&mut [&mut p], &[g], &mut [], 1.0, norms)
+                .unwrap_err();
+            assert!(format!("{e}").contains(what), "{bname}: {e}");
+        }
+        assert_eq!(o.save(), before, "{bname}: nothing changed");
+        assert_eq!(bits(&p), bits(&params[0]), "{bname}: params unchanged");
+    }
+    let mut p = params[0].clone();
+    let mut adam = Optimizer::new(Config::new(Base::adam(), 1e-3)).unwrap();
+    adam.register(&[&p]).unwrap();
+    let mut part = vec![0.0; adam.norm_partial_count()];
+    let e = adam
+        .norm_partials_with_sum_squares(&mut [&mut p], &[&grads[0][0][..]], 1.0, &mut part)
+        .unwrap_err();
+    assert!(format!("{e}").contains("adam"), "{e}");
 }

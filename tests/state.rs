@@ -172,6 +172,9 @@ fn engine_equals_decode_f32_pass_encode_for_every_row() {
                 };
                 kernels::apply(Tier::Scalar, &plan, b).unwrap();
                 let streams = [Stream::M, Stream::V, Stream::VMax];
+                // NovoGrad's nu (element 0 of v) is rounded to nearest whatever the rounding
+                // (docs/numerics.md, "Per-buffer norms"); its other elements are 0.
+                let nu = matches!(cfg.base, Base::Novograd { .. }).then(|| st.x[1][0]);
                 for j in 0..3 {
                     if !st.x[j].is_empty() {
                         st.x[j] = held(
@@ -184,6 +187,21 @@ fn engine_equals_decode_f32_pass_encode_for_every_row() {
                             &st.x[j],
                         );
                     }
+                }
+                if let Some(nu) = nu {
+                    let nearest = Config {
+                        state_rounding: StateRounding::Nearest,
+                        ..cfg.clone()
+                    };
+                    st.x[1][0] = held(
+                        &nearest,
+                        cfg.state_dtype,
+                        codes[1],
+                        Stream::V,
+                        t,
+                        first,
+                        &[nu],
+                    )[0];
                 }
                 if plan.sync_alpha.is_some() {
                     st.x[3] = held(

@@ -1828,6 +1828,20 @@ class Optimizer {
   StepResult step_with_sum_squares(double sum_squares) {
     return result_of(flatopt_optimizer_step_with_sum_squares(h_, sum_squares));
   }
+  /// LAMB, LARS, NovoGrad (norms per buffer), phase two: the pass before the update with the
+  /// global sum of squares, two sums per block of every registered buffer (exchange them; per
+  /// buffer add the even and the odd values of the whole buffer's blocks in global order).
+  std::vector<double> norm_partials(double sum_squares) {
+    size_t n = 0;
+    check(flatopt_optimizer_sum_squares_block_count(h_, &n));
+    std::vector<double> out(2 * n);
+    check(flatopt_optimizer_norm_partials(h_, sum_squares, out.data(), out.size()));
+    return out;
+  }
+  /// LAMB, LARS, NovoGrad, phase three: the update with two norm totals per registered buffer.
+  StepResult step_with_norms(double sum_squares, Span<const double> norms) {
+    return result_of(flatopt_optimizer_step_with_norms(h_, sum_squares, norms.data(), norms.size()));
+  }
 
   // --- Schedules.
   /// Advances the learning-rate schedule by one (epoch style; for `ScheduleMode::Manual`).

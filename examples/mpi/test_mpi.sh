@@ -115,6 +115,19 @@ for dtype in bfloat16 int8; do
     "$py" "$here/compare.py" "$work/ref-$dtype.npz" "3 ranks, $dtype state=$work/ranks-3-$dtype.npz:3"
 done
 
+# LAMB (a trust ratio per buffer: the flat buffer, sharded; sharded.step exchanges the pass
+# before the update's block sums too), float32 and int8 state, 2 and 3 ranks.
+for dtype in float32 int8; do
+    echo "+ train_dp.py --single --rule lamb --state-dtype $dtype"
+    "${train[@]}" --single --rule lamb --state-dtype "$dtype" --out "$work/ref-lamb-$dtype.npz"
+    lamb_runs=()
+    for n in 2 3; do
+        mpirun "$n" --rule lamb --state-dtype "$dtype" --out "$work/ranks-$n-lamb-$dtype.npz"
+        lamb_runs+=("$n ranks, LAMB, $dtype state=$work/ranks-$n-lamb-$dtype.npz:$n")
+    done
+    "$py" "$here/compare.py" "$work/ref-lamb-$dtype.npz" "${lamb_runs[@]}"
+done
+
 # The C version (mpicc): each run checks itself against one process on rank 0.
 MPICC="${MPICC:-$(dirname "$MPIRUN")/mpicc}"
 if [ -x "$MPICC" ] || command -v "$MPICC" >/dev/null 2>&1; then

@@ -150,8 +150,12 @@ def micro_range(rank, size, n_micro):
 def make_optimizer(args, offset):
     """Lookahead(Adam) with its moments held as --state-dtype; ``offset``: the index of this
     rank's first element in the flat buffer, so that compressed state rounds as one process."""
+    rule = {"adam": lambda: flatopt.adam(args.lr),
+            # LAMB: a trust ratio per buffer (here the one flat buffer, sharded over the ranks:
+            # sharded.step exchanges the pass before the update's block sums too).
+            "lamb": lambda: flatopt.lamb(args.lr, weight_decay=1e-2)}[args.rule]
     return flatopt.Lookahead(
-        flatopt.adam(args.lr),
+        rule(),
         sync_period=5,
         alpha=0.5,
         grad_clip_norm=args.clip,
@@ -353,6 +357,8 @@ def main(argv=None):
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--state-dtype", default="float32", choices=["float32", "bfloat16", "int8"],
                     help="how the moments are held (compressed state)")
+    ap.add_argument("--rule", default="adam", choices=["adam", "lamb"],
+                    help="the base rule of Lookahead")
     ap.add_argument("--clip", type=float, default=1.0, help="global-norm clip")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--nan-step", type=int, default=-1,

@@ -83,8 +83,9 @@ def micro_range(rank, size, n_micro):
 
 
 def make_optimizer(args):
+    rule = {"adamw": flatopt.adamw, "lamb": flatopt.lamb}[args.rule]
     return flatopt.Lookahead(
-        flatopt.adamw(args.lr, weight_decay=1e-2),
+        rule(args.lr, weight_decay=1e-2),
         sync_period=5,
         alpha=0.5,
         grad_clip_norm=args.clip,
@@ -180,6 +181,9 @@ def main(argv=None):
     ap.add_argument("--micro-size", type=int, default=8)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--clip", type=float, default=0.5)
+    ap.add_argument("--rule", default="adamw", choices=["adamw", "lamb"],
+                    help="the base rule of Lookahead (lamb: a trust ratio per buffer, here the "
+                    "one flat buffer: sharded.step exchanges its norm partials too)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--nan-step", type=int, default=-1,
                     help="put a NaN into one gradient at this step (skipped everywhere)")

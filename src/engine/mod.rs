@@ -386,7 +386,7 @@ impl Optimizer {
         copies: &mut [Option<ParamCopy<'_>>],
         grad_scale: Option<f32>,
     ) -> Result<Outcome, Error> {
-        self.step_checked(params, grads, copies, grad_scale, None)
+        self.step_checked(params, grads, copies, grad_scale, None, None)
     }
 
     /// [`Optimizer::step_mixed`] (`sum_squares` None) and
@@ -399,9 +399,10 @@ impl Optimizer {
         copies: &mut [Option<ParamCopy<'_>>],
         grad_scale: Option<f32>,
         sum: Option<f64>,
+        norms: Option<&[f64]>,
     ) -> Result<Outcome, Error> {
         let _mode = FpMode::enter();
-        if sum.is_some() {
+        if sum.is_some() && norms.is_none() {
             self.refuse_per_buffer_norms("step_with_sum_squares")?;
         }
         self.check_lengths("param", params.iter().map(|p| p.len()), params.len())?;
@@ -413,8 +414,10 @@ impl Optimizer {
         let unscale = self.unscale_for(grad_scale)?;
         self.refuse_partly_applied()?;
         let outcome = match self.active_pool() {
-            Some(pool) => pool.install(|| self.step_on(params, grads, copies, unscale, sum, true)),
-            None => self.step_on(params, grads, copies, unscale, sum, false),
+            Some(pool) => {
+                pool.install(|| self.step_on(params, grads, copies, (unscale, sum, norms), true))
+            }
+            None => self.step_on(params, grads, copies, (unscale, sum, norms), false),
         }?;
         self.record_outcome(&outcome);
         Ok(outcome)
@@ -517,7 +520,143 @@ impl Optimizer {
         copies: &mut [Option<ParamCopy<'_>>],
         sum_squares: f64,
     ) -> Result<Outcome, Error> {
-        self.step_checked(params, grads, copies, None, Some(sum_squares))
+        self.step_checked(params, grads, copies, None, Some(sum_squares), None)
+    }
+
+    /// The number of values [`Optimizer::norm_partials_with_sum_squares`] writes: two per
+    /// sum-of-squares block of every registered buffer.
+    pub fn norm_partial_count(&self) -> usize {
+        2 * self.sum_squares_block_count()
+    }
+
+    /// Sharded training with the rules with per-buffer norms (LAMB, LARS, NovoGrad), phase two
+    /// of three (after the global sum of squares of the gradients, as for
+    /// [`Optimizer::step_with_sum_squares`]): the pass before the update over this process's
+    /// buffers with the scalars of the coming update (clipped with `sum_squares`), reading the
+    /// state and writing nothing but `out`: two sums per sum-of-squares block of every buffer
+    /// ([`Optimizer::norm_partial_count`] values: the sum of squares of the vector whose norm
+    /// the rule needs, then the parameters'), in blocks of [`kernels::SUMSQ_BLOCK`] elements
+    /// from each buffer's start. The processes exchange them; for each buffer, the two sums
+    /// over all blocks of the whole buffer it is a shard of, added in global block order from
+    /// 0.0 (even and odd values apart), go to [`Optimizer::step_with_sum_squares_and_norms`].
+    /// Shards starting on block boundaries give the sums, and so the update, of one process.
+    /// `params` are read only. With a non-finite `sum_squares` (the update will be skipped, or
+    /// fail, unless the policy propagates) `out` is set to zeros.
+    pub fn norm_partials_with_sum_squares<G: AsGrad>(
+        &mut self,
+        params: &mut [&mut [f32]],
+        grads: &[G],
+        sum_squares: f64,
+        out: &mut [f64],
+    ) -> Result<(), Error> {
+        let _mode = FpMode::enter();
+        self.require_per_buffer_norms("norm_partials_with_sum_squares")?;
+        self.check_lengths("param", params.iter().map(|p| p.len()), params.len())?;
+        self.check_lengths("grad", grads.iter().map(|g| g.as_grad().len()), grads.len())?;
+        let want = self.norm_partial_count();
+        if out.len() != want {
+            return Err(Error::LengthMismatch {
+                what: "norm partials (two per sum-of-squares block of every buffer)".to_string(),
+                expected: want,
+                got: out.len(),
+            });
+        }
+        if sum_squares < 0.0 {
+            return Err(Error::invalid(
+                "sum_squares",
+                sum_squares,
+                "must be >= 0 (a sum of squares), or NaN/Inf for a non-finite gradient",
+            ));
+        }
+        let unscale = self.unscale_for(None)?;
+        self.refuse_partly_applied()?;
+        if !sum_squares.is_finite() && self.policy() != NonFinitePolicy::Propagate {
+            out.fill(0.0);
+            return Ok(());
+        }
+        self.build_plans(Some(sum_squares))?;
+        match self.active_pool() {
+            Some(pool) => pool.install(|| self.norm_partials_on(params, grads, unscale, out, true)),
+            None => self.norm_partials_on(params, grads, unscale, out, false),
+        }
+        Ok(())
+    }
+
+    /// The read-only pass before the update of every buffer with the plans just built.
+    fn norm_partials_on<G: AsGrad>(
+        &mut self,
+        params: &mut [&mut [f32]],
+        grads: &[G],
+        unscale: GradScale,
+        out: &mut [f64],
+        parallel: bool,
+    ) {
+        let mut at = 0;
+        for (i, (p, g)) in params.iter_mut().zip(grads).enumerate() {
+            let n = 2 * kernels::sumsq_block_count(p.len());
+            let sums = &mut out[at..at + n];
+            at += n;
+            let Some(pre) = kernels::pre_plan(&self.next_plans[self.group_of[i]]) else {
+                sums.fill(0.0);
+                continue;
+            };
+            let st = &mut self.state[i];
+            let b = kernels::PreBuffers {
+                param: p,
+                grad: g.as_grad(),
+                m: st.m.held(),
+                v: st.v.held(),
+            };
+            if parallel {
+                pass::par_pre(self.tier, &pre, unscale, b, sums, false);
+            } else {
+                kernels::pre_blocks(self.tier, &pre, unscale, b, sums, false);
+            }
+        }
+    }
+
+    /// Sharded training with the rules with per-buffer norms, phase three: the update of
+    /// [`Optimizer::step_with_sum_squares_mixed`] with each buffer's norms from `norms` (two
+    /// per registered buffer: the totals over the whole buffer of the two sums
+    /// [`Optimizer::norm_partials_with_sum_squares`] writes per block, each >= 0 and finite)
+    /// instead of its own pass before the update. Bit-identical to one process's update when
+    /// the totals are added as that says.
+    pub fn step_with_sum_squares_and_norms<G: AsGrad>(
+        &mut self,
+        params: &mut [&mut [f32]],
+        grads: &[G],
+        copies: &mut [Option<ParamCopy<'_>>],
+        sum_squares: f64,
+        norms: &[f64],
+    ) -> Result<Outcome, Error> {
+        self.require_per_buffer_norms("step_with_sum_squares_and_norms")?;
+        if norms.len() != 2 * self.lens.len() {
+            return Err(Error::LengthMismatch {
+                what: "norms (two per registered buffer)".to_string(),
+                expected: 2 * self.lens.len(),
+                got: norms.len(),
+            });
+        }
+        if let Some(i) = norms.iter().position(|x| !(x.is_finite() && *x >= 0.0)) {
+            return Err(Error::invalid(
+                "norms",
+                format!("{} (value {i}: buffer {}, sum {})", norms[i], i / 2, i % 2),
+                "must be finite and >= 0 (totals of sums of squares)",
+            ));
+        }
+        self.step_checked(params, grads, copies, None, Some(sum_squares), Some(norms))
+    }
+
+    /// Refuses `what` unless the base rule has per-buffer norms.
+    fn require_per_buffer_norms(&self, what: &'static str) -> Result<(), Error> {
+        if per_buffer_norms(&self.cfg.base) {
+            return Ok(());
+        }
+        Err(Error::invalid(
+            what,
+            format!("base rule {}", self.cfg.base.name()),
+            "is for LAMB, LARS and NovoGrad, the rules with per-buffer norms (the others need              only step_with_sum_squares)",
+        ))
     }
 
     /// Writes the block partial sums of squares of `grads` (divided by the dynamic loss
@@ -578,8 +717,7 @@ impl Optimizer {
         params: &mut [&mut [f32]],
         grads: &[G],
         copies: &mut [Option<ParamCopy<'_>>],
-        unscale: GradScale,
-        sum_squares: Option<f64>,
+        (unscale, sum_squares, norms): (GradScale, Option<f64>, Option<&[f64]>),
         parallel: bool,
     ) -> Result<Outcome, Error> {
         let begun = match sum_squares {
@@ -603,6 +741,7 @@ impl Optimizer {
             step: &step,
             plans,
             unscale,
+            norms,
         };
         if parallel {
             par_apply(pass, params, grads, copies, &mut self.state);
@@ -694,7 +833,8 @@ impl Optimizer {
                 format!("base rule {}", self.cfg.base.name()),
                 "is refused for LAMB, LARS and NovoGrad: their update needs each whole \
                  buffer's norms before any element is updated, which a range or a shard of a \
-                 buffer cannot compute alone (use the whole update)",
+                 buffer cannot compute alone (use the whole update; shards: \
+                 norm_partials_with_sum_squares, then step_with_sum_squares_and_norms)",
             ));
         }
         Ok(())
@@ -820,6 +960,36 @@ impl Optimizer {
                 }
             }
         }
+        let number = self.build_plans_clipped(clip_scale)?;
+        std::mem::swap(&mut self.plans, &mut self.next_plans);
+        Ok(Ok(Step {
+            plan: self.plans[0],
+            tier: self.tier,
+            number,
+            owner: self.coverage.owner,
+            unscale,
+            rounding: HeldRounding {
+                rounding: self.cfg.state_rounding,
+                seed: self.cfg.state_seed,
+                step: number,
+            },
+            index_offset: self.cfg.state_index_offset,
+        }))
+    }
+
+    /// The plans of the next update with the sum of squares `sumsq` (clipping by norm) into
+    /// `next_plans`, nothing else changed (the sharded pass before the update: the update
+    /// itself builds the same plans again).
+    fn build_plans(&mut self, sumsq: Option<f64>) -> Result<u64, Error> {
+        let clip_scale = match (self.cfg.grad_clip_norm, sumsq) {
+            (Some(c), Some(s)) if s.sqrt() > c => Some((c / s.sqrt()) as f32),
+            _ => None,
+        };
+        self.build_plans_clipped(clip_scale)
+    }
+
+    /// One plan per group into `next_plans` with `clip_scale`; the number of the update.
+    fn build_plans_clipped(&mut self, clip_scale: Option<f32>) -> Result<u64, Error> {
         let number = self.step.checked_add(1).ok_or(Error::InvalidState(
             "the step counter is exhausted (2^64 - 1 updates)",
         ))?;
@@ -845,20 +1015,7 @@ impl Optimizer {
             crate::config::check_step(group_lr, &plan.rule).map_err(|e| in_group(g, e))?;
             self.next_plans[g] = plan;
         }
-        std::mem::swap(&mut self.plans, &mut self.next_plans);
-        Ok(Ok(Step {
-            plan: self.plans[0],
-            tier: self.tier,
-            number,
-            owner: self.coverage.owner,
-            unscale,
-            rounding: HeldRounding {
-                rounding: self.cfg.state_rounding,
-                seed: self.cfg.state_seed,
-                step: number,
-            },
-            index_offset: self.cfg.state_index_offset,
-        }))
+        Ok(number)
     }
 
     /// The state of each registered buffer, in registration order, for [`Step::apply`] (each

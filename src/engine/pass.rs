@@ -5,7 +5,8 @@ use super::state::BufState;
 use super::{StateMut, Step, PARALLEL_GRAIN};
 use crate::error::Error;
 use crate::kernels::{
-    self, AsGrad, Grad, GradScale, HeldBuffers, MixedBuffers, ParamCopy, Plan, PreBuffers, Q8_BLOCK,
+    self, AsGrad, Grad, GradScale, Held, HeldBuffers, MixedBuffers, ParamCopy, Plan, PreBuffers,
+    Q8_BLOCK,
 };
 use crate::simd::Tier;
 
@@ -22,6 +23,10 @@ pub(super) struct Pass<'a> {
     pub(super) step: &'a Step,
     pub(super) plans: Plans<'a>,
     pub(super) unscale: GradScale,
+    /// A sharded update's per-buffer totals from the host (two per buffer, for the rules with
+    /// per-buffer norms: `Optimizer::step_with_sum_squares_and_norms`); `None`: each buffer's
+    /// own pass before the update computes them.
+    pub(super) norms: Option<&'a [f64]>,
 }
 
 /// Copy `i` of `copies` (none where `copies` is empty), reborrowed.
@@ -116,15 +121,20 @@ pub(super) fn seq_apply<G: AsGrad>(
         .zip(pass.plans.group_of)
         .enumerate()
     {
+        let pass = Pass {
+            norms: pass.norms.map(|x| &x[2 * i..2 * i + 2]),
+            ..pass
+        };
         let plan = norm_plan(pass, &pass.plans.plans[group], p, g.as_grad(), st, false);
         let n = p.len();
         apply_one(pass, &plan, p, g.as_grad(), st.whole(n), copy_at(copies, i));
     }
 }
 
-/// For a rule with per-buffer norms (LAMB, LARS, NovoGrad), the pass before the update over the
-/// whole buffer (`kernels::trust`; on the pool when `parallel`, split on block boundaries) and
-/// the buffer's update plan; `plan` itself for an elementwise rule.
+/// For a rule with per-buffer norms (LAMB, LARS, NovoGrad), the buffer's update plan: from the
+/// host's totals (`pass.norms`, two values: a sharded update, whose pass before ran read-only),
+/// else after the pass before the update over the whole buffer (`kernels::trust`; on the pool
+/// when `parallel`, split on block boundaries); `plan` itself for an elementwise rule.
 pub(super) fn norm_plan(
     pass: Pass<'_>,
     plan: &Plan,
@@ -136,28 +146,39 @@ pub(super) fn norm_plan(
     let Some(pre) = kernels::pre_plan(plan) else {
         return *plan;
     };
+    let tier = pass.step.tier;
+    if let Some(&[x, q]) = pass.norms {
+        return kernels::update_plan(tier, plan, (x, q), st.v.held(), true);
+    }
     let b = PreBuffers {
         param: p,
         grad: g,
         m: st.m.held(),
         v: st.v.held(),
     };
-    let tier = pass.step.tier;
+    let in_place = matches!(b.m, Held::F32(_));
     if parallel {
-        par_pre(tier, &pre, pass.unscale, b, &mut st.norm_sums);
+        par_pre(tier, &pre, pass.unscale, b, &mut st.norm_sums, true);
     } else {
-        kernels::pre_blocks(tier, &pre, pass.unscale, b, &mut st.norm_sums);
+        kernels::pre_blocks(tier, &pre, pass.unscale, b, &mut st.norm_sums, true);
     }
-    let r = (pass.step.rounding(), pass.step.index_of(st.start));
-    kernels::update_plan(tier, plan, &st.norm_sums, st.v.held(), r)
+    let totals = kernels::block_totals(&st.norm_sums);
+    kernels::update_plan(tier, plan, totals, st.v.held(), !in_place)
 }
 
 /// The pass before the update on the pool: halves on block boundaries down to
 /// [`PARALLEL_GRAIN`] elements; every block's sums are the same as on one thread.
-fn par_pre(tier: Tier, pre: &Plan, unscale: GradScale, b: PreBuffers<'_>, sums: &mut [f64]) {
+pub(super) fn par_pre(
+    tier: Tier,
+    pre: &Plan,
+    unscale: GradScale,
+    b: PreBuffers<'_>,
+    sums: &mut [f64],
+    write: bool,
+) {
     let blocks = sums.len() / 2;
     if blocks <= 2 * (PARALLEL_GRAIN / kernels::SUMSQ_BLOCK) {
-        kernels::pre_blocks(tier, pre, unscale, b, sums);
+        kernels::pre_blocks(tier, pre, unscale, b, sums, write);
         return;
     }
     let mid = (blocks / 2) * kernels::SUMSQ_BLOCK;
@@ -183,8 +204,8 @@ fn par_pre(tier: Tier, pre: &Plan, unscale: GradScale, b: PreBuffers<'_>, sums: 
         v: v1,
     };
     rayon::join(
-        || par_pre(tier, pre, unscale, b0, s0),
-        || par_pre(tier, pre, unscale, b1, s1),
+        || par_pre(tier, pre, unscale, b0, s0, write),
+        || par_pre(tier, pre, unscale, b1, s1, write),
     );
 }
 
@@ -205,14 +226,22 @@ pub(super) fn par_apply<G: AsGrad>(
         let (c0, c1) = split_copies(copies, mid);
         let (s0, s1) = states.split_at_mut(mid);
         let (q0, q1) = pass.plans.group_of.split_at(mid);
-        let half = |group_of| Pass {
+        let (n0, n1) = match pass.norms {
+            Some(x) => {
+                let (a, b) = x.split_at(2 * mid);
+                (Some(a), Some(b))
+            }
+            None => (None, None),
+        };
+        let half = |group_of, norms| Pass {
             plans: Plans {
                 group_of,
                 ..pass.plans
             },
+            norms,
             ..pass
         };
-        let (pass0, pass1) = (half(q0), half(q1));
+        let (pass0, pass1) = (half(q0, n0), half(q1, n1));
         rayon::join(
             || par_apply(pass0, p0, g0, c0, s0),
             || par_apply(pass1, p1, g1, c1, s1),

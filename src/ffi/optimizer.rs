@@ -238,25 +238,10 @@ pub unsafe extern "C" fn flatopt_optimizer_sum_squares_partials(
         // SAFETY: see `handle`.
         let mut h = unsafe { handle(opt)? };
         check_no_pending(&h)?;
-        if partials.is_null() && n > 0 {
-            return Err(Error::NullPointer { name: "partials" });
-        }
-        check_f64_aligned("partials", partials)?;
         let want = h.engine.sum_squares_block_count();
-        if n != want {
-            return Err(Error::LengthMismatch {
-                what: "n (see flatopt_optimizer_sum_squares_block_count)".to_string(),
-                expected: want,
-                got: n,
-            });
-        }
-        // The output must not be (part of) a registered buffer: writing it would overwrite a
-        // gradient or parameter, and alias the slices the call reads.
-        h.check_output_disjoint("partials", partials as usize, n, std::mem::size_of::<f64>())?;
-        // SAFETY: non-null unless `n` is 0, aligned (checked), `n` (the block count, whose
-        // byte size fits isize) writable doubles owned by the caller (C contract), disjoint
-        // from every registered buffer (checked above).
-        let out = unsafe { slice_mut(partials, n) };
+        let what = "n (see flatopt_optimizer_sum_squares_block_count)";
+        // SAFETY: `partials` as this function's `# Safety` promises.
+        let out = unsafe { partials_out(&h, partials, n, want, what)? };
         // SAFETY: registered host pointers, valid during the call (C contract).
         unsafe { h.with_slices(None, |e, _, g, _| e.sum_squares_partials_mixed(g, out))? };
         Ok(FLATOPT_OK)
@@ -284,6 +269,121 @@ pub unsafe extern "C" fn flatopt_optimizer_step_with_sum_squares(
         let outcome = unsafe {
             h.with_slices(None, |e, p, g, c| {
                 e.step_with_sum_squares_mixed(p, g, c, sum_squares)
+            })?
+        };
+        Ok(outcome_status(outcome))
+    })
+}
+
+/// The caller's array `partials` of `n` doubles as an output of `want` values: refused unless
+/// non-null (or `n` is 0), aligned, of `want` values (`what` names the count) and disjoint
+/// from every registered buffer (writing it would overwrite a gradient or parameter, and alias
+/// the slices the call reads).
+///
+/// # Safety
+/// `partials` is NULL or valid for writes of `n` doubles, owned by the caller for the call.
+unsafe fn partials_out<'a>(
+    h: &Inner,
+    partials: *mut c_double,
+    n: usize,
+    want: usize,
+    what: &str,
+) -> Result<&'a mut [f64], Error> {
+    if partials.is_null() && n > 0 {
+        return Err(Error::NullPointer { name: "partials" });
+    }
+    check_f64_aligned("partials", partials)?;
+    if n != want {
+        return Err(Error::LengthMismatch {
+            what: what.to_string(),
+            expected: want,
+            got: n,
+        });
+    }
+    h.check_output_disjoint("partials", partials as usize, n, std::mem::size_of::<f64>())?;
+    // SAFETY: non-null unless `n` is 0, aligned (checked), `n` (a block count, whose byte size
+    // fits isize) writable doubles owned by the caller (this function's contract), disjoint
+    // from every registered buffer (checked above).
+    Ok(unsafe { slice_mut(partials, n) })
+}
+
+/// Sharded training with LAMB, LARS or NovoGrad (the rules with per-buffer norms), phase two of
+/// three: after the global sum of squares `sum_squares` (phase one, as for
+/// `flatopt_optimizer_step_with_sum_squares`), the pass before the update over the registered
+/// buffers with the coming update's scalars, writing two sums per sum-of-squares block of each
+/// buffer into `partials` (`n` = 2 * `flatopt_optimizer_sum_squares_block_count`: the sum of
+/// squares of the vector whose norm the rule needs, then the parameters'). Reads the
+/// parameters, gradients and state; writes nothing else. Exchange the partials; for each
+/// buffer, add the even values and the odd values of all blocks of the whole buffer it is a
+/// shard of, each in global block order from 0.0, and pass the two totals per buffer to
+/// `flatopt_optimizer_step_with_norms`. Refused for the other rules. With a non-finite
+/// `sum_squares` (the update will skip, unless the policy propagates) the partials are 0.
+///
+/// # Safety
+/// `opt` is NULL (refused) or a live handle from `flatopt_optimizer_new`.
+/// `partials` is NULL (refused unless `n` is 0) or valid for writes of `n` doubles; the
+/// registered buffers are valid during the call.
+#[no_mangle]
+pub unsafe extern "C" fn flatopt_optimizer_norm_partials(
+    opt: *mut flatopt_optimizer,
+    sum_squares: c_double,
+    partials: *mut c_double,
+    n: usize,
+) -> flatopt_status {
+    guard(|| {
+        // SAFETY: see `handle`.
+        let mut h = unsafe { handle(opt)? };
+        check_no_pending(&h)?;
+        let want = h.engine.norm_partial_count();
+        let what = "n (2 * flatopt_optimizer_sum_squares_block_count)";
+        // SAFETY: `partials` as this function's `# Safety` promises.
+        let out = unsafe { partials_out(&h, partials, n, want, what)? };
+        // SAFETY: registered host pointers, valid during the call (C contract).
+        unsafe {
+            h.with_slices(None, |e, p, g, _| {
+                e.norm_partials_with_sum_squares(p, g, sum_squares, out)
+            })?
+        };
+        Ok(FLATOPT_OK)
+    })
+}
+
+/// Sharded training with LAMB, LARS or NovoGrad, phase three: the update of
+/// `flatopt_optimizer_step_with_sum_squares` with each registered buffer's norms given:
+/// `norms` holds two values per registered buffer (`n` = 2 * `flatopt_optimizer_num_params`),
+/// the totals over the whole buffer of the two sums per block of
+/// `flatopt_optimizer_norm_partials`, each finite and >= 0. Shards on block boundaries with
+/// totals added in global block order update bit for bit as one process.
+///
+/// # Safety
+/// `opt` is NULL (refused) or a live handle from `flatopt_optimizer_new`.
+/// `norms` is NULL (refused unless `n` is 0) or valid for reads of `n` doubles; the registered
+/// buffers are valid and untouched by others during the call.
+#[no_mangle]
+pub unsafe extern "C" fn flatopt_optimizer_step_with_norms(
+    opt: *mut flatopt_optimizer,
+    sum_squares: c_double,
+    norms: *const c_double,
+    n: usize,
+) -> flatopt_status {
+    guard(|| {
+        // SAFETY: see `handle`.
+        let mut h = unsafe { handle(opt)? };
+        check_no_pending(&h)?;
+        if norms.is_null() && n > 0 {
+            return Err(Error::NullPointer { name: "norms" });
+        }
+        check_f64_aligned("norms", norms)?;
+        // Read during the update: it must not be (part of) a registered buffer.
+        h.check_output_disjoint("norms", norms as usize, n, std::mem::size_of::<f64>())?;
+        // SAFETY: non-null unless `n` is 0, aligned (checked), `n` readable doubles (C
+        // contract), disjoint from every registered buffer (checked), so no write of the update
+        // aliases it.
+        let given = unsafe { slice(norms, n) };
+        // SAFETY: registered host pointers, valid during the call (C contract).
+        let outcome = unsafe {
+            h.with_slices(None, |e, p, g, c| {
+                e.step_with_sum_squares_and_norms(p, g, c, sum_squares, given)
             })?
         };
         Ok(outcome_status(outcome))

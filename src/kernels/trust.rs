@@ -13,11 +13,13 @@
 //! update pass is the pass over held state, which for LAMB computes the new moments again from
 //! the same decoded values and gradients (`lamb::Scalars::moments`): so the norms are those of
 //! exactly the f32 values the update applies, and one update is the composition "decode, the
-//! f32 two-pass update, encode" of `docs/numerics.md` ("Compressed state").
+//! f32 two-pass update, encode" of `docs/numerics.md` ("Compressed state"). The sharded update
+//! runs the pass before in the same read-only way over f32 state too (its block sums are
+//! exchanged before the update pass, which must find the state as it was).
 
-use super::codec::{Q8Code, SrKey, Stream, Q8_BLOCK};
+use super::codec::{Q8Code, Q8_BLOCK};
 use super::convert::Half;
-use super::held::{q8_codes, Held, HeldRounding, StateRounding, HELD_CHUNK};
+use super::held::{q8_codes, Held, HELD_CHUNK};
 use super::mixed::{fused_mixed, Grad, GradScale, MixedBuffers};
 use super::plan::{Plan, Rule};
 use super::reduce::SUMSQ_BLOCK;
@@ -67,26 +69,30 @@ fn pre_reads_state(rule: &Rule) -> bool {
 }
 
 /// The f32 view the pass before the update runs on for elements `a..e` of `h` (`a` on a chunk
-/// boundary): the values themselves when held as f32, else `scratch`, holding them decoded if
-/// `decode` (the pass's writes there are dropped), empty where `used` is false.
+/// boundary): the values themselves when held as f32 and `write`, else `scratch`, holding them
+/// decoded (copied) if `decode` (the pass's writes there are dropped), empty where `used` is
+/// false.
 fn pre_view<'s>(
     k: &Kernels,
     code: Q8Code,
     h: &'s mut Held<'_>,
-    (used, decode): (bool, bool),
+    (used, decode, write): (bool, bool, bool),
     (a, e): (usize, usize),
     scratch: &'s mut Chunk,
 ) -> &'s mut [f32] {
     if !used {
         return &mut [];
     }
-    if let Held::F32(x) = h {
-        return &mut x[a..e];
+    if write && matches!(h, Held::F32(_)) {
+        return match h {
+            Held::F32(x) => &mut x[a..e],
+            _ => &mut [],
+        };
     }
     let out = &mut scratch.0[..e - a];
     match h {
-        Held::F32(_) => {}
         _ if !decode => {}
+        Held::F32(x) => out.copy_from_slice(&x[a..e]),
         Held::Bf16(x) => (k.widen)(Half::Bf16, &x[a..e], out),
         Held::Q8 { codes, scales } => {
             let s = &scales[a / Q8_BLOCK..e.div_ceil(Q8_BLOCK)];
@@ -98,14 +104,17 @@ fn pre_view<'s>(
 
 /// Runs the pass before the update `pre` (from [`pre_plan`]) over `b`, writing two sums per
 /// block into `sums` (`2 * blocks` values: the scratch's sum of squares, then the
-/// parameters', 0 where the rule needs none). State held as f32 takes the pass's writes (LAMB's
-/// new moments); compressed state is only read (decoded chunk by chunk).
+/// parameters', 0 where the rule needs none). With `write`, state held as f32 takes the pass's
+/// writes (LAMB's new moments: its update pass then reads them); compressed state, and any
+/// state without `write`, is only read (decoded or copied chunk by chunk: the update pass then
+/// computes the moments itself, `update_plan`'s `full`).
 pub(crate) fn pre_blocks(
     tier: Tier,
     pre: &Plan,
     unscale: GradScale,
     b: PreBuffers<'_>,
     sums: &mut [f64],
+    write: bool,
 ) {
     let k = tier.kernels();
     let want_p = pre.rule.needs_param_norm();
@@ -118,8 +127,8 @@ pub(crate) fn pre_blocks(
         mut m,
         mut v,
     } = b;
-    let f32_state = matches!((&m, &v), (Held::F32(_), Held::F32(_)));
-    let step = if f32_state { SUMSQ_BLOCK } else { HELD_CHUNK };
+    let in_place = write && matches!((&m, &v), (Held::F32(_), Held::F32(_)));
+    let step = if in_place { SUMSQ_BLOCK } else { HELD_CHUNK };
     let n = param.len();
     let mut x = Scratch([0.0; SUMSQ_BLOCK]);
     let (mut sm, mut sv) = (Chunk([0.0; HELD_CHUNK]), Chunk([0.0; HELD_CHUNK]));
@@ -134,8 +143,8 @@ pub(crate) fn pre_blocks(
                 MixedBuffers {
                     param: &mut param[c..ce],
                     grad: grad.slice(c, ce),
-                    m: pre_view(k, cm, &mut m, (m_used, decode), (c, ce), &mut sm),
-                    v: pre_view(k, cv, &mut v, (v_used, decode), (c, ce), &mut sv),
+                    m: pre_view(k, cm, &mut m, (m_used, decode, write), (c, ce), &mut sm),
+                    v: pre_view(k, cv, &mut v, (v_used, decode, write), (c, ce), &mut sv),
                     v_max: &mut x.0[c - a..ce - a],
                     slow: &mut [],
                     copy: None,
@@ -164,63 +173,57 @@ fn first_value(k: &Kernels, code: Q8Code, v: &Held<'_>) -> f32 {
     x[0]
 }
 
-/// Sets element 0 of `v` to `x`, encoded as held: bf16 rounded as the update rounds `v`
-/// (`r`: its rounding and the index of element 0), 8 bits as element 0 of its block, whose
-/// other elements are 0 (NovoGrad's `v`), so the block's scale is `|x|` and its code exact.
-fn set_first(k: &Kernels, code: Q8Code, v: &mut Held<'_>, x: f32, r: (HeldRounding, u64)) {
-    let (rounding, index) = r;
-    let key = (rounding.rounding == StateRounding::Stochastic).then_some(SrKey {
-        seed: rounding.seed,
-        step: rounding.step,
-        stream: Stream::V,
-    });
+/// Sets element 0 of `v` to `x`, encoded as held: bf16 rounded to nearest (one value per
+/// buffer: stochastic rounding keyed by its index would round it differently in a shard whose
+/// buffer starts inside the whole buffer), 8 bits as element 0 of its block, whose other
+/// elements are 0 (NovoGrad's `v`), so the block's scale is `|x|` and its code exact.
+fn set_first(k: &Kernels, code: Q8Code, v: &mut Held<'_>, x: f32) {
     match v {
         Held::F32(s) => {
             if let Some(first) = s.first_mut() {
                 *first = x;
             }
         }
-        Held::Bf16(h) if !h.is_empty() => match key {
-            Some(key) => (k.encode_bf16_sr)(key, index, &[x], &mut h[..1]),
-            None => (k.narrow)(Half::Bf16, &[x], &mut h[..1]),
-        },
-        Held::Q8 { codes, scales } if !codes.is_empty() => (k.encode_q8)(
-            code,
-            key.map(|key| (key, index)),
-            &[x],
-            &mut codes[..1],
-            &mut scales[..1],
-        ),
+        Held::Bf16(h) if !h.is_empty() => (k.narrow)(Half::Bf16, &[x], &mut h[..1]),
+        Held::Q8 { codes, scales } if !codes.is_empty() => {
+            (k.encode_q8)(code, None, &[x], &mut codes[..1], &mut scales[..1])
+        }
         _ => {}
     }
 }
 
-/// The update plan of one buffer after its pass before: `plan` with the rule's scalars from the
-/// block `sums` (added in block order) and element 0 of `v`, which takes NovoGrad's new second
-/// moment (encoded as held, with the update's rounding `r`: its rounding and the stochastic
-/// rounding index of the buffer's element 0). With compressed state, LAMB's update pass
-/// computes the new moments (`lamb::Scalars::moments`).
-pub(crate) fn update_plan(
-    tier: Tier,
-    plan: &Plan,
-    sums: &[f64],
-    mut v: Held<'_>,
-    r: (HeldRounding, u64),
-) -> Plan {
-    let k = tier.kernels();
-    let [_, cv, _] = q8_codes(&plan.rule).unwrap_or([Q8Code::Signed; 3]);
+/// The totals of a buffer's block sums from [`pre_blocks`], added in block order from 0.0:
+/// the pre-pass vector's sum of squares and the parameters'.
+pub(crate) fn block_totals(sums: &[f64]) -> (f64, f64) {
     let (mut x, mut p) = (0.0, 0.0);
     for s in sums.chunks_exact(2) {
         x += s[0];
         p += s[1];
     }
+    (x, p)
+}
+
+/// The update plan of one buffer after its pass before: `plan` with the rule's scalars from the
+/// buffer's totals `(x, p)` ([`block_totals`], or the totals over every shard of the buffer)
+/// and element 0 of `v`, which takes NovoGrad's new second moment (encoded as held). `full`:
+/// the pass before wrote no state, so LAMB's update pass computes the new moments
+/// (`lamb::Scalars::moments`).
+pub(crate) fn update_plan(
+    tier: Tier,
+    plan: &Plan,
+    (x, p): (f64, f64),
+    mut v: Held<'_>,
+    full: bool,
+) -> Plan {
+    let k = tier.kernels();
+    let [_, cv, _] = q8_codes(&plan.rule).unwrap_or([Q8Code::Signed; 3]);
     let v0 = first_value(k, cv, &v);
     let (mut rule, nu) = plan.rule.with_norms(Norms { x, p, v0 });
     if let Some(nu) = nu {
-        set_first(k, cv, &mut v, nu, r);
+        set_first(k, cv, &mut v, nu);
     }
     if let Rule::Lamb { sc, .. } = &mut rule {
-        sc.moments = !matches!(v, Held::F32(_));
+        sc.moments = full;
     }
     Plan { rule, ..*plan }
 }
@@ -261,17 +264,12 @@ pub(crate) fn apply_whole(
                 v: Held::F32(part(v, v_used, a, e)),
             },
             &mut s,
+            true,
         );
         total[0] += s[0];
         total[1] += s[1];
     }
-    // f32 state: no rounding.
-    let r = HeldRounding {
-        rounding: StateRounding::Nearest,
-        seed: 0,
-        step: 0,
-    };
-    let upd = update_plan(tier, plan, &total, Held::F32(&mut *v), (r, 0));
+    let upd = update_plan(tier, plan, (total[0], total[1]), Held::F32(&mut *v), false);
     fused_mixed(
         tier.kernels(),
         &upd,

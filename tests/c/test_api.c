@@ -69,6 +69,8 @@ static const char *const k_api[] = {
     "flatopt_optimizer_sum_squares_block_count",
     "flatopt_optimizer_sum_squares_partials",
     "flatopt_optimizer_step_with_sum_squares",
+    "flatopt_optimizer_norm_partials",
+    "flatopt_optimizer_step_with_norms",
     "flatopt_optimizer_set_num_threads",
     "flatopt_optimizer_set_simd_tier",
     "flatopt_optimizer_slow_weights",
@@ -4866,6 +4868,82 @@ static void test_sharded(void)
     free(g);
 }
 
+/* Sharded LAMB (a trust ratio per buffer, the buffer spread over 3 shards) with int8 state:
+ * the global sum, then each shard's norm partials (two per block), whose even and odd values
+ * are added in global block order from 0.0, then the update with the two totals: bit for bit
+ * one process. Bad inputs are refused. */
+static void test_sharded_per_buffer_norms(void)
+{
+    enum { N = 3 * 4096 + 77, SHARDS = 3, STEPS = 8 };
+    const size_t cut[SHARDS + 1] = { 0, 4096, 2 * 4096, N };
+    flatopt_config c;
+    flatopt_base_params hp;
+    flatopt_optimizer *whole, *shard[SHARDS];
+    float *p = (float *)xmalloc(N * sizeof(float)), *q = (float *)xmalloc(N * sizeof(float));
+    float *g = (float *)xmalloc(N * sizeof(float));
+    double partials[8], np[16], norms[2], bad[2] = { 1.0, -1.0 };
+    size_t i, k, nb[SHARDS];
+    int t;
+    OK(F(flatopt_base_params_init)(&hp, sizeof hp, FLATOPT_LAMB));
+    hp.decoupled_weight_decay = 0.01;
+    OK(F(flatopt_config_init)(&c, sizeof c));
+    c.base = &hp;
+    c.lr = 0.01;
+    c.grad_clip_norm = 5.0;
+    c.state_dtype = FLATOPT_STATE_INT8;
+    for (i = 0; i < N; i++)
+        p[i] = q[i] = (float)sin(0.37 * (double)i);
+    whole = new_opt(&c);
+    OK(F(flatopt_optimizer_add_param)(whole, p, g, N));
+    for (k = 0; k < SHARDS; k++) {
+        c.state_index_offset = cut[k];
+        shard[k] = new_opt(&c);
+        OK(F(flatopt_optimizer_add_param)(shard[k], q + cut[k], g + cut[k], cut[k + 1] - cut[k]));
+        OK(F(flatopt_optimizer_sum_squares_block_count)(shard[k], &nb[k]));
+    }
+    for (t = 0; t < STEPS; t++) {
+        double sum = 0.0;
+        size_t at = 0, j;
+        for (i = 0; i < N; i++)
+            g[i] = (float)cos(0.11 * (double)i * (t + 1));
+        for (k = 0; k < SHARDS; k++) {
+            OK(F(flatopt_optimizer_sum_squares_partials)(shard[k], partials + at, nb[k]));
+            at += nb[k];
+        }
+        for (j = 0; j < at; j++)
+            sum += partials[j];
+        at = 0;
+        for (k = 0; k < SHARDS; k++) {
+            OK(F(flatopt_optimizer_norm_partials)(shard[k], sum, np + at, 2 * nb[k]));
+            at += 2 * nb[k];
+        }
+        norms[0] = norms[1] = 0.0;
+        for (j = 0; j < at; j += 2) {
+            norms[0] += np[j];
+            norms[1] += np[j + 1];
+        }
+        OK(F(flatopt_optimizer_step)(whole));
+        for (k = 0; k < SHARDS; k++)
+            OK(F(flatopt_optimizer_step_with_norms)(shard[k], sum, norms, 2));
+        CHECK(same_bits(p, q, N), "sharded LAMB differs from one process at step %d", t + 1);
+    }
+    EXPECT(F(flatopt_optimizer_step_with_norms)(shard[0], 1.0, bad, 2),
+           FLATOPT_ERR_INVALID_ARGUMENT);
+    CHECK(msg_has("norms"), "%s", last_msg());
+    EXPECT(F(flatopt_optimizer_step_with_norms)(shard[0], 1.0, norms, 3),
+           FLATOPT_ERR_LENGTH_MISMATCH);
+    EXPECT(F(flatopt_optimizer_step_with_norms)(shard[0], 1.0, NULL, 2), FLATOPT_ERR_NULL_POINTER);
+    EXPECT(F(flatopt_optimizer_norm_partials)(shard[0], 1.0, np, 3), FLATOPT_ERR_LENGTH_MISMATCH);
+    EXPECT(F(flatopt_optimizer_norm_partials)(NULL, 1.0, np, 2), FLATOPT_ERR_NULL_POINTER);
+    CHECK(step_count(shard[0]) == STEPS, "no step counted on a refusal");
+    F(flatopt_optimizer_free)(whole);
+    for (k = 0; k < SHARDS; k++)
+        F(flatopt_optimizer_free)(shard[k]);
+    free(p);
+    free(q);
+    free(g);
+}
+
 /* Parameter groups: the AdamW recipe (decay on the weights in group 0, none on the biases in
  * group 1, which also take twice the learning rate). Without clipping by norm the groups do
  * not interact, so the biases step bit for bit as an AdamW optimizer of their own with the
@@ -5374,6 +5452,7 @@ int main(int argc, char **argv)
     test_null_registered_grad();
     stage("sharded training: block partials, step with a global sum of squares");
     test_sharded();
+    test_sharded_per_buffer_norms();
     stage("parameter groups");
     test_groups();
     stage("mixed precision: 16-bit gradients and copies, loss scaling");

@@ -1425,6 +1425,32 @@ void test_checkpoints_and_shards() {
   CHECK(a.step_with_sum_squares(sum).applied());
   CHECK(b.step().applied());
   CHECK(std::memcmp(p.data(), q.data(), p.size() * sizeof(float)) == 0);
+  // LAMB (norms per buffer): one shard holding everything, its norm partials' totals in block
+  // order give its own whole step; bad totals are refused.
+  {
+    std::vector<float> lp = p, lq = p;
+    auto lcfg = flatopt::Config::lamb(0.01).clip_norm(1.0);
+    flatopt::Optimizer la(lcfg), lb(lcfg);
+    la.add_param(lp, g);
+    lb.add_param(lq, g);
+    for (int t = 0; t < 3; ++t) {
+      double s = 0.0;
+      for (double x : la.sum_squares_partials()) s += x;
+      std::vector<double> np = la.norm_partials(s);
+      double norms[2] = {0.0, 0.0};
+      for (std::size_t i = 0; i + 1 < np.size(); i += 2) {
+        norms[0] += np[i];
+        norms[1] += np[i + 1];
+      }
+      CHECK(la.step_with_norms(s, flatopt::Span<const double>(norms, 2)).applied());
+      CHECK(lb.step().applied());
+      CHECK(std::memcmp(lp.data(), lq.data(), lp.size() * sizeof(float)) == 0);
+    }
+    const double bad_norms[2] = {1.0, -1.0};
+    CHECK_THROWS(la.step_with_norms(1.0, flatopt::Span<const double>(bad_norms, 2)),
+                 FLATOPT_ERR_INVALID_ARGUMENT, "norms");
+    CHECK_THROWS(a.norm_partials(1.0), FLATOPT_ERR_INVALID_ARGUMENT, "adam");
+  }
 }
 
 /// CRC-32 (IEEE 802.3, zlib's crc32): crafted checkpoints get a valid checksum.

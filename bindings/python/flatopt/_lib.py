@@ -482,6 +482,14 @@ optimizer_sum_squares_partials = _fn(
 optimizer_step_with_sum_squares = _fn(
     "flatopt_optimizer_step_with_sum_squares", st, [_opt_p, c_double], required=False
 )
+# Sharded training with per-buffer norms (LAMB, LARS, NovoGrad): optional as above.
+optimizer_norm_partials = _fn(
+    "flatopt_optimizer_norm_partials", st, [_opt_p, c_double, c_void_p, c_size_t], required=False
+)
+optimizer_step_with_norms = _fn(
+    "flatopt_optimizer_step_with_norms", st, [_opt_p, c_double, c_void_p, c_size_t],
+    required=False
+)
 
 library_version = version().decode()
 

@@ -1155,6 +1155,69 @@ class Optimizer:
                     f"{self._leaf_label(kind, i)}: it would overwrite it"
                 )
 
+    @property
+    def needs_buffer_norms(self):
+        """Whether the base rule takes norms per registered buffer (LAMB, LARS, NovoGrad): a
+        sharded update then exchanges :meth:`norm_partials` too (:func:`flatopt.sharded.step`
+        does)."""
+        return self._base.kind in (_lib.LAMB, _lib.LARS, _lib.NOVOGRAD)
+
+    def _require_buffer_norms(self, what):
+        self._require_sharding(what)
+        if _lib.optimizer_norm_partials is None:
+            raise UnsupportedError(
+                f"{what}: the flatopt library at {_lib.library_path} (version "
+                f"{_lib.library_version}) has no sharded steps for LAMB, LARS and NovoGrad; "
+                "rebuild or reinstall it"
+            )
+
+    def norm_partials(self, sum_squares):
+        """Sharded training with LAMB, LARS or NovoGrad, phase two of three: with the global
+        sum of squares of the gradients (phase one), the pass before the update over the
+        registered shards, as a float64 array of two sums per sum-of-squares block (the sum of
+        squares of the vector whose norm the rule needs, then the parameters'). Nothing else
+        changes. Exchange them; for each buffer, add the even and the odd values of all blocks
+        of the whole buffer in global block order from 0.0 (:func:`flatopt.sharded.ordered_sum`
+        of each) and pass the totals to :meth:`update_with_norms`."""
+        self._require_buffer_norms("norm_partials")
+        sum_squares = _validate.real("sum_squares", sum_squares)
+        with self._lock:
+            n = ctypes.c_size_t()
+            _lib.check(
+                _lib.optimizer_sum_squares_block_count(self._handle.ptr, ctypes.byref(n)),
+                "norm_partials",
+            )
+            out = np.empty(2 * n.value, dtype=np.float64)
+            ptr = out.__array_interface__["data"][0] if out.size else None
+            _lib.check(
+                _lib.optimizer_norm_partials(self._handle.ptr, sum_squares, ptr, out.size),
+                "norm_partials",
+            )
+        return out
+
+    def update_with_norms(self, sum_squares, norms):
+        """Sharded training with LAMB, LARS or NovoGrad, phase three: the update of
+        :meth:`update_with_sum_squares` with each registered buffer's two norm totals (``norms``:
+        two floats per registered array, see :meth:`norm_partials`). Returns True if applied,
+        False if skipped."""
+        self._require_buffer_norms("update_with_norms")
+        sum_squares = _validate.real("sum_squares", sum_squares)
+        try:
+            given = np.ascontiguousarray(norms, dtype=np.float64).ravel()
+        except (TypeError, ValueError):
+            raise ArgumentTypeError(
+                f"invalid norms = {_validate.show(norms)}: must be a sequence of floats (two per "
+                "registered array)"
+            ) from None
+        with self._lock:
+            ptr = given.__array_interface__["data"][0] if given.size else None
+            st = _lib.optimizer_step_with_norms(self._handle.ptr, sum_squares, ptr, given.size)
+        if st == _lib.OK:
+            return True
+        if st == _lib.SKIPPED:
+            return False
+        _lib.raise_for(st, "update_with_norms")
+
     def update_with_sum_squares(self, sum_squares):
         """Sharded training, phase two: one update of the registered parameters with the
         registered gradients, using ``sum_squares`` (the global sum of squares of the

@@ -118,9 +118,26 @@ def step(opt, allgather):
     taking this rank's float64 array and returning the list of every rank's arrays in rank
     order, e.g. ``comm.allgather`` of mpi4py), added in order, and the update applied with
     the global sum. Returns True if applied, False if skipped (a non-finite gradient on any
-    rank: skipped on every rank alike)."""
+    rank: skipped on every rank alike). With LAMB, LARS or NovoGrad (norms per buffer: here
+    the one flat buffer) a second exchange carries the pass before the update's block sums
+    (:meth:`flatopt.Optimizer.norm_partials`), whose totals go to
+    :meth:`flatopt.Optimizer.update_with_norms`."""
     mine = opt.sum_squares_partials()
-    return opt.update_with_sum_squares(ordered_sum(allgather(mine)))
+    total = ordered_sum(allgather(mine))
+    if not opt.needs_buffer_norms:
+        return opt.update_with_sum_squares(total)
+    if len(opt._params) != 1:
+        raise InvalidArgumentError(
+            f"sharded.step with {type(opt).__name__}'s per-buffer norms: each rank must "
+            f"register one array (its shard of the flat buffer), not {len(opt._params)}; "
+            "for other layouts exchange norm_partials and call update_with_norms yourself"
+        )
+    # LAMB, LARS, NovoGrad: a second exchange, of the pass before the update's two sums per
+    # block; this rank's one buffer is a shard of the one flat buffer, whose totals are the
+    # even and the odd values of every rank's partials, each added in global block order.
+    parts = [np.asarray(x, dtype=np.float64) for x in allgather(opt.norm_partials(total))]
+    norms = [ordered_sum([x[0::2] for x in parts]), ordered_sum([x[1::2] for x in parts])]
+    return opt.update_with_norms(total, norms)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -379,3 +379,60 @@ def test_resharding_compressed_checkpoints():
     one = flatopt.Adam(1e-2, state_dtype="bfloat16")
     one.register_trainable_weights([p.copy()])
     assert whole == sharded.save_checkpoint(one)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shards", (1, 2, 3))
+@pytest.mark.parametrize("fn", (flatopt.lamb, flatopt.lars, flatopt.novograd),
+                         ids=lambda f: f.__name__)
+def test_sharded_per_buffer_norms_bit_identical(fn, dtype, shards):
+    """LAMB, LARS, NovoGrad sharded with flatopt.sharded.step (the global sum, then the norm
+    partials of the pass before the update, exchanged in process) are bit for bit one optimizer
+    over the whole buffer, for every state precision."""
+    def make(offset=0):
+        return flatopt.Lookahead(fn(0.01, state_dtype=dtype, state_seed=11), sync_period=3,
+                                 grad_clip_norm=1.0, state_index_offset=offset)
+
+    p0 = np.sin(0.37 * np.arange(NS)).astype(np.float32)
+    grads = [np.cos(0.11 * np.arange(NS) * (t + 1)).astype(np.float32) for t in range(7)]
+    one = p0.copy()
+    ref = make()
+    ref.register_trainable_weights([one])
+    for g in grads:
+        ref.update([g])
+    p, gbuf = p0.copy(), np.zeros(NS, np.float32)
+    opts = []
+    for b, e in sharded.shard_ranges(NS, shards):
+        o = make(b)
+        o.register_trainable_weights([p[b:e]], grads=[gbuf[b:e]])
+        assert o.needs_buffer_norms
+        opts.append(o)
+    for g in grads:
+        gbuf[:] = g
+        # Every rank's step in turn: the allgather hands back what each rank gives, in rank
+        # order (the parts are computed before any rank updates).
+        sums = [o.sum_squares_partials() for o in opts]
+        total = sharded.ordered_sum(sums)
+        parts = [o.norm_partials(total) for o in opts]
+        norms = [sharded.ordered_sum([x[0::2] for x in parts]),
+                 sharded.ordered_sum([x[1::2] for x in parts])]
+        for o in opts:
+            assert o.update_with_norms(total, norms)
+    assert np.array_equal(_bits(p), _bits(one))
+
+
+def test_update_with_norms_refuses_bad_norms():
+    o = flatopt.lamb(0.01)
+    opt = flatopt.Optimizer(o, None, lookahead=False)
+    p, g = np.ones(100, np.float32), np.ones(100, np.float32)
+    opt.register_trainable_weights([p], grads=[g])
+    with pytest.raises(flatopt.InvalidArgumentError, match="norms"):
+        opt.update_with_norms(1.0, [1.0, -2.0])
+    with pytest.raises(flatopt.FlatoptError, match="two per registered buffer"):
+        opt.update_with_norms(1.0, [1.0])
+    assert np.array_equal(p, np.ones(100, np.float32))
+    adam = flatopt.Adam(0.01)
+    adam.register_trainable_weights([p], grads=[g])
+    assert not adam.needs_buffer_norms
+    with pytest.raises(flatopt.InvalidArgumentError, match="adam"):
+        adam.norm_partials(1.0)
