@@ -31,8 +31,9 @@ const COPIES: [Option<Half>; 3] = [None, Some(Half::Bf16), Some(Half::F16)];
 /// Loss scales: none, powers of two (the multiplication path, one very large, one below 1),
 /// and others (the division path).
 const SCALES: [f32; 6] = [1.0, 65536.0, 0.125, 3.0, 1000.0, 1.7014118e38];
-/// Lengths: around the vector widths, around chunk boundaries, several chunks.
-const LENS: [usize; 9] = [
+/// Lengths: around the vector widths, around chunk boundaries, several chunks, across
+/// sum-of-squares blocks (several chunks each).
+const LENS: [usize; 11] = [
     0,
     1,
     17,
@@ -42,6 +43,8 @@ const LENS: [usize; 9] = [
     CHUNK + 1,
     2 * CHUNK + 33,
     3 * CHUNK + 517,
+    SUMSQ_BLOCK + 1,
+    2 * SUMSQ_BLOCK + 3 * CHUNK + 7,
 ];
 
 /// What is sprinkled into the gradients.

@@ -315,12 +315,14 @@ fn non_finite_decision_without_a_norm() {
         (Half::F16, 0x0001, 1e-30),
         (Half::F16, 0x8001, 4096.0),
     ];
+    let n = 700_000; // above the pool's threshold
+                     // Where the edge value sits: the first element, chunk bounds, inside and at the end.
+    let positions = [0, 1023, 1024, n / 4 + 5, n / 2, 3 * n / 4 + 1, n - 3];
     for (k, (half, edge, scale)) in rows.into_iter().enumerate() {
-        for threads in [1, 2] {
+        for (threads, at) in [1, 2].into_iter().flat_map(|t| positions.map(|at| (t, at))) {
             let one = if half == Half::Bf16 { one_bf } else { one_h };
-            let n = 700_000; // above the pool's threshold
             let mut g = vec![one; n];
-            g[n - 3] = edge;
+            g[at] = edge;
             let want_finite = unscaled(half, &g, scale).iter().all(|x| x.is_finite());
             let cfg = Config::new(flatopt::Base::adam(), 1e-3).threads(threads);
             let mut opt = Optimizer::new(cfg).unwrap();
@@ -330,20 +332,26 @@ fn non_finite_decision_without_a_norm() {
                 .step_mixed(&mut [&mut p], &[grad_of(half, &g)], &mut [], Some(scale))
                 .unwrap();
             match o {
-                Outcome::Applied { .. } => assert!(want_finite, "row {k}, {threads} threads"),
+                Outcome::Applied { .. } => {
+                    assert!(want_finite, "row {k}, {threads} threads, at {at}")
+                }
                 Outcome::Skipped {
                     buffer,
                     index,
                     value,
                 } => {
-                    assert!(!want_finite, "row {k}, {threads} threads: {o:?}");
+                    assert!(!want_finite, "row {k}, {threads} threads, at {at}: {o:?}");
                     // The report names the first value that is not finite once divided by the
                     // scale: a non-finite 16-bit value, or a finite one the division overflowed.
-                    assert_eq!((buffer, index), (0, n - 3), "row {k}, {threads} threads");
+                    assert_eq!(
+                        (buffer, index),
+                        (0, at),
+                        "row {k}, {threads} threads, at {at}"
+                    );
                     assert_eq!(
                         value.to_bits(),
-                        unscaled(half, &g[n - 3..n - 2], scale)[0].to_bits(),
-                        "row {k}, {threads} threads"
+                        unscaled(half, &g[at..at + 1], scale)[0].to_bits(),
+                        "row {k}, {threads} threads, at {at}"
                     );
                 }
             }

@@ -394,24 +394,57 @@ def make_deepspeed(ctx, n, threads, p0, g):
 
 
 def make_deepspeed_mixed(ctx, n, threads, p0, g):
-    """DeepSpeedCPUAdam.step writing its fp16 copy of the parameters (ZeRO-Offload's path):
-    f32 gradients (its API takes them on the f32 master weights), fp16 copy."""
+    """DeepSpeed's fp16 step over f32 master weights. Releases whose
+    `DeepSpeedCPUAdam.step` takes `fp16_param_groups` write the fp16 copy inside the step
+    (ZeRO-Offload's old path): f32 gradients, the copy written in its loop. Later ones (0.19.8
+    on PyPI when this was written) dropped the argument (their CPU Adam takes fp16 / bf16
+    parameters themselves, without f32 master weights), and ZeRO-Offload composes the step from
+    tensor operations: the fp16 gradients converted into the f32 master's `.grad`, unscaled
+    (`mul_(1 / scale)`, as ZeRO's `unscale_and_clip_grads`), `DeepSpeedCPUAdam.step()`, and the
+    new weights `copy_`'d into the fp16 model weights; that composition is measured then (its
+    overflow check, which ZeRO runs on the device, left out). Which one ran is in
+    `DEEPSPEED_MIXED_MODE` and the results' notes."""
+    import inspect
     cls = _deepspeed_adam()
     torch = _torch()
     torch.set_num_threads(threads)
-    p = _torch_param(torch, p0, g)
-    opt = cls([p], lr=LR, betas=(B1, B2), eps=EPS, weight_decay=0.0, adamw_mode=False)
-    w16 = [[torch.empty(n, dtype=torch.float16)]]
+    if "fp16_param_groups" in inspect.signature(cls.step).parameters:
+        DEEPSPEED_MIXED_MODE["mode"] = "step(fp16_param_groups=...)"
+        p = _torch_param(torch, p0, g)
+        opt = cls([p], lr=LR, betas=(B1, B2), eps=EPS, weight_decay=0.0, adamw_mode=False)
+        w16 = [[torch.empty(n, dtype=torch.float16)]]
 
-    def step():
-        with torch.no_grad():
-            opt.step(fp16_param_groups=w16)
+        def step():
+            with torch.no_grad():
+                opt.step(fp16_param_groups=w16)
+    else:
+        DEEPSPEED_MIXED_MODE["mode"] = (
+            "convert + unscale + step() + copy_: this DeepSpeed's DeepSpeedCPUAdam.step has no "
+            "fp16_param_groups argument (the fp16 copy inside its step was removed)")
+        g16 = _half("fp16", g)
+        master = torch.nn.Parameter(torch.from_numpy(p0.copy()))
+        master.grad = torch.empty(n, dtype=torch.float32)
+        opt = cls([master], lr=LR, betas=(B1, B2), eps=EPS, weight_decay=0.0, adamw_mode=False)
+        w16 = torch.empty(n, dtype=torch.float16)
+        weights = master.detach()
+        inv = 1.0 / FP16_SCALE
+
+        def step():
+            with torch.no_grad():
+                master.grad.copy_(g16)
+                master.grad.mul_(inv)
+                opt.step()
+                w16.copy_(weights)
     try:
         step()
     except Exception as e:  # noqa: BLE001
-        raise Unavailable(f"DeepSpeedCPUAdam.step(fp16_param_groups=...) failed: "
+        raise Unavailable(f"DeepSpeed mixed step ({DEEPSPEED_MIXED_MODE['mode'][:40]}) failed: "
                           f"{type(e).__name__}: {e}") from None
     return step, None
+
+
+# How the DeepSpeed mixed step ran (make_deepspeed_mixed), for the results' notes.
+DEEPSPEED_MIXED_MODE = {}
 
 
 _BNB = {}
@@ -543,7 +576,7 @@ IMPLS = [
     ("flatopt-py", "mixed-fp16", make_flatopt_mixed("fp16"), 16),
     ("torch-mixed", "mixed-bf16", make_torch_mixed("bf16"), 20),
     ("torch-mixed", "mixed-fp16", make_torch_mixed("fp16"), 20),
-    ("deepspeed", "mixed-fp16", make_deepspeed_mixed, 18),
+    ("deepspeed", "mixed-fp16", make_deepspeed_mixed, 20),
     ("flatopt-py", "adam-bf16", make_flatopt("adam-bf16"), 8),
     ("flatopt-py", "adam-int8", make_flatopt("adam-int8"), 6),
     ("bitsandbytes", "adam-int8", make_bitsandbytes, 6),
@@ -571,7 +604,7 @@ LABELS = {
     ("flatopt-py", "mixed-fp16"): "flatopt fp16 + loss scale",
     ("torch-mixed", "mixed-bf16"): "torch convert + fused + copy_",
     ("torch-mixed", "mixed-fp16"): "torch GradScaler + fused + copy_",
-    ("deepspeed", "mixed-fp16"): "DeepSpeedCPUAdam + fp16 copy",
+    ("deepspeed", "mixed-fp16"): "DeepSpeed fp16 (CPU Adam)",
     ("flatopt-py", "adam-bf16"): "flatopt bf16 state",
     ("flatopt-py", "adam-int8"): "flatopt 8-bit state",
     ("bitsandbytes", "adam-int8"): "bitsandbytes Adam8bit",
@@ -860,8 +893,12 @@ def targets(idx, latency, threads, sizes):
                f"{verdict(ratio(idx, mb, ('torch-mixed', 'mixed-bf16'), big, t2), 1.35)}")
     out.append(f"- fp16 with dynamic loss scaling vs GradScaler `unscale_` + fused Adam + `copy_`: "
                f"{verdict(ratio(idx, mf, ('torch-mixed', 'mixed-fp16'), big, t2), 1.5)}")
-    out.append(f"- fp16 vs `DeepSpeedCPUAdam.step` with its fp16 copy: "
+    out.append(f"- fp16 vs DeepSpeed's fp16 step over f32 master weights (`DeepSpeedCPUAdam`; how it "
+               f"ran: the mixed table's note): "
                f"{verdict(ratio(idx, mf, ('deepspeed', 'mixed-fp16'), big, t2), 1.0)}")
+    out.append(f"- fp16 with dynamic loss scaling vs flatopt's f32 Adam with its default non-finite "
+               f"check and no scaling (no extra pass: 30 against 32 B/element): "
+               f"{verdict(ratio(idx, mf, ('flatopt-py', 'adam-skip'), big, t2), 1.0)}")
     out.append("")
     out.append(f"### Compressed state (Adam, m and v in bf16 or 8 bits), {t2} threads")
     fb, f8, bnb = ("flatopt-py", "adam-bf16"), ("flatopt-py", "adam-int8"), ("bitsandbytes", "adam-int8")
@@ -1139,12 +1176,16 @@ def render_md(meta, idx, sizes, threads, latency, skipped, png_name):
             ("torch bf16: convert + fused + copy_", ("torch-mixed", "mixed-bf16")),
             ("flatopt fp16 + loss scale", ("flatopt-py", "mixed-fp16")),
             ("torch fp16: GradScaler + fused + copy_", ("torch-mixed", "mixed-fp16")),
-            ("DeepSpeed fp16 copy", ("deepspeed", "mixed-fp16"))]
+            ("DeepSpeed fp16", ("deepspeed", "mixed-fp16"))]
+    ds_mode = meta.get("deepspeed_mixed") or "not run"
+    ds_bytes = ("4-byte gradients and the copy in its step, 30" if ds_mode.startswith("step(")
+                else "convert, unscale, step and copy_ as PyTorch fp16, 48")
     lines.append(table(idx, sizes, threads, cols,
                        "28 B/element for each (f32 p, m, v read and written, a 2-byte gradient "
                        "read, a 2-byte copy written); what the compositions move beyond that "
-                       "(PyTorch bf16: 40, fp16 with unscale_: 48; DeepSpeed: 4-byte gradients "
-                       "and the copy, 30) shows in their rates. Rates over the mixed probe."))
+                       f"(PyTorch bf16: 40, fp16 with unscale_: 48; DeepSpeed: {ds_bytes}) "
+                       f"shows in their rates. Rates over the mixed probe. DeepSpeed ran as: "
+                       f"{ds_mode}."))
     lines.append("## Compressed state: Adam with m and v held in bf16 or 8 bits")
     lines.append("")
     cols = [("probe (28 B)", ("probe", "probe")), ("flatopt f32", ("flatopt-py", "adam")),
@@ -1862,6 +1903,10 @@ def main():
     ap.add_argument("--mem-budget", type=float, default=5.0,
                     help="GB of state kept alive across repetitions at one size")
     ap.add_argument("--only", default="", help="comma list of implementation names")
+    ap.add_argument("--workloads", default="",
+                    help="comma list of workloads: a name keeps itself and its '-' variants "
+                         "(mixed: mixed, mixed-bf16, mixed-fp16); the results are written as "
+                         "<date>-<first workload>.* and latest-<first workload>.*")
     ap.add_argument("--latency-steps", type=int, default=100_000)
     ap.add_argument("--wait-idle", type=float, default=180.0,
                     help="before each point, wait up to this many seconds for other processes "
@@ -1926,6 +1971,12 @@ def main():
         impls = [i for i in IMPLS if i[0] in keep]
         if "flatopt-c" not in keep:
             args.driver = None
+    suffix = ""
+    if args.workloads:
+        wls = [w for w in args.workloads.split(",") if w]
+        impls = [i for i in impls if any(i[1] == w or i[1].startswith(w + "-") for w in wls)]
+        args.driver = None  # the C driver measures the Adam comparison only
+        suffix = wls[0]
     import flatopt
     machine = machine_info()
     tier = flatopt.Adam(lr=LR).simd_tier
@@ -1967,12 +2018,14 @@ def main():
     meta = {"machine": machine, "tier": tier, "load_start": load_start, "load_end": loadavg(),
             "seconds": time.time() - t_start, "argv": sys.argv[1:], "reps": args.reps,
             "min_time": args.min_time, "sizes": sizes, "threads": threads, "skipped": skipped,
-            "bytes_per_element": BYTES, "conditions": conditions}
+            "bytes_per_element": BYTES, "conditions": conditions,
+            "deepspeed_mixed": DEEPSPEED_MIXED_MODE.get("mode")}
     png = os.path.join(args.out, "plot.png")
     os.makedirs(args.out, exist_ok=True)
-    png_ok = plot(idx, sizes, threads, png)
+    # The plot shows the Adam comparison: none for a subset of other workloads.
+    png_ok = plot(idx, sizes, threads, png) if not suffix else False
     md = render_md(meta, idx, sizes, threads, latency, skipped, "@PNG@" if png_ok else "(no plot)")
-    base = write_results(args.out, "", md, {"meta": meta, "records": records},
+    base = write_results(args.out, suffix, md, {"meta": meta, "records": records},
                          png if png_ok else None)
     print(md)
     log(f"wrote {base}.md/.json/.png and latest.*")

@@ -20,9 +20,16 @@ use super::reduce::SUMSQ_BLOCK;
 use crate::error::Error;
 use crate::simd::{Kernels, Vf32};
 
-/// Elements per chunk of the mixed pass: one sum-of-squares block, so that block partials of
-/// widened gradients are those of the f32 values (16 KiB of f32 scratch).
-pub const CHUNK: usize = SUMSQ_BLOCK;
+/// Elements per chunk of the mixed pass (4 KiB of f32 scratch). A chunk's scratch and its
+/// parameters and state (12 KiB for Adam) stay in L1 between the widening, the f32 pass and the
+/// narrowing, which then reads the new parameters from L1; at 4096 elements (48 KiB for Adam's
+/// chunk and 16 KiB of scratch, more than a 32 KiB L1) the pass (Adam, bf16 gradients and a
+/// bf16 copy, policy propagate) ran at 0.70-0.73x the bandwidth probe at 1e8 elements on 2
+/// threads, at 1024 at 0.89-0.95x (`benches/mixed.rs`, quiet machine, 2026-12-05). A
+/// sum-of-squares block is a whole number of chunks.
+pub const CHUNK: usize = 1024;
+
+const _: () = assert!(SUMSQ_BLOCK.is_multiple_of(CHUNK));
 
 /// The gradients of one buffer, in one of three formats (16-bit ones as bit patterns).
 #[derive(Debug, Clone, Copy)]
@@ -342,7 +349,7 @@ pub(crate) fn sumsq_partials_mixed(
     if let (Grad::F32(g), GradScale::One) = (grad, scale) {
         return (k.sumsq_partials)(g, partials);
     }
-    let mut scratch = [0f32; CHUNK];
+    let mut scratch = [0f32; SUMSQ_BLOCK];
     let n = grad.len();
     for (b, out) in partials.iter_mut().enumerate() {
         let start = b * SUMSQ_BLOCK;
