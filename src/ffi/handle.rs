@@ -3,7 +3,7 @@
 //! call.
 
 use std::cell::UnsafeCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, TryReserveError};
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -12,9 +12,7 @@ use crate::error::Error;
 use crate::kernels::{Grad, Half, Held, ParamCopy, Q8_BLOCK};
 
 use super::boundary::{flatopt_status, flatopt_status::*, guard, set_message};
-use super::ptr::{
-    check_buf, check_disjoint, check_elems, handle_of, slice, slice_mut, span, write_out, Span,
-};
+use super::ptr::{check_buf, check_elems, handle_of, slice, slice_mut, write_out};
 
 /// A registered buffer: the parameters, their gradients and the optional 16-bit copy.
 #[derive(Debug, Clone, Copy)]
@@ -214,7 +212,6 @@ impl flatopt_optimizer {
                 copies: Vec::new(),
                 pending: None,
                 raw: Vec::new(),
-                spans: Vec::new(),
                 footprint: Footprint::default(),
             }),
         }
@@ -234,8 +231,6 @@ pub(crate) struct Inner {
     pub(crate) pending: Option<Step>,
     /// Per registered buffer, its state (m, v, v_max, slow) as held, for the range calls.
     pub(crate) raw: Vec<[RawHeld; 4]>,
-    /// Scratch for the overlap check of per-call gradient pointers (capacity 2 per buffer).
-    spans: Vec<Span>,
     /// The memory of the registered buffers, for overlap checks in O(log n).
     footprint: Footprint,
 }
@@ -245,6 +240,12 @@ pub(crate) struct Inner {
 /// O(n log n), not O(n^2)): the parameters' intervals and the 16-bit copies' intervals, which
 /// are disjoint, and the union of the gradients' intervals (gradients may share memory with
 /// each other), each by start address. Empty buffers take no memory and are left out.
+///
+/// The gradients a step passes (`flatopt_optimizer_step_with_grads`) are new every call and
+/// checked against the written buffers (params and copies) in `written`: the same intervals
+/// in one vector sorted by start, rebuilt at the first such step after a registration (its
+/// capacity is reserved at registration, so a step does not allocate), then searched by
+/// bisection: O(g log n) per step for g gradients, no sort.
 #[derive(Debug, Default)]
 pub(crate) struct Footprint {
     /// Start -> (end, buffer index).
@@ -253,6 +254,10 @@ pub(crate) struct Footprint {
     copies: BTreeMap<usize, (usize, usize)>,
     /// Start -> end of the merged gradient intervals.
     grads: BTreeMap<usize, usize>,
+    /// The params' and copies' intervals sorted by start: (start, end, is a copy, buffer
+    /// index); valid while `written_stale` is false.
+    written: Vec<(usize, usize, bool, usize)>,
+    written_stale: bool,
 }
 
 /// The buffer of a map of disjoint intervals sharing memory with `[start, end)`, if any: only
@@ -284,13 +289,45 @@ impl Footprint {
     fn add_param(&mut self, start: usize, end: usize, index: usize) {
         if start < end {
             self.params.insert(start, (end, index));
+            self.written_stale = true;
         }
     }
 
     fn add_copy(&mut self, start: usize, end: usize, index: usize) {
         if start < end {
             self.copies.insert(start, (end, index));
+            self.written_stale = true;
         }
+    }
+
+    /// Makes room in `written` for every param and copy of `buffers` registered buffers, so
+    /// that its rebuild at a step does not allocate.
+    fn reserve_written(&mut self, buffers: usize) -> Result<(), TryReserveError> {
+        let want = 2 * buffers;
+        self.written
+            .try_reserve(want.saturating_sub(self.written.len()))
+    }
+
+    /// The written buffer (param or copy: `(start, is a copy, index)`) sharing memory with
+    /// `[start, end)`, if any. Params and copies are disjoint from each other (checked at
+    /// registration), so sorted by start they are sorted by end too: only the last one
+    /// starting before `end` can reach past `start`.
+    fn written_hit(&mut self, start: usize, end: usize) -> Option<(usize, bool, usize)> {
+        if self.written_stale {
+            self.written.clear();
+            let params = self.params.iter().map(|(&s, &(e, i))| (s, e, false, i));
+            let copies = self.copies.iter().map(|(&s, &(e, i))| (s, e, true, i));
+            self.written.extend(params.chain(copies));
+            // Both maps are sorted; the sort merges them (no allocation: `sort_unstable`).
+            self.written.sort_unstable_by_key(|w| w.0);
+            self.written_stale = false;
+        }
+        if start >= end {
+            return None;
+        }
+        let at = self.written.partition_point(|w| w.0 < end);
+        let &(s, e, copy, i) = self.written.get(at.checked_sub(1)?)?;
+        (e > start).then_some((s, copy, i))
     }
 
     fn add_grad(&mut self, mut start: usize, mut end: usize) {
@@ -545,7 +582,7 @@ impl Inner {
         self.grads.try_reserve(all).map_err(no_memory)?;
         self.copies.try_reserve(all).map_err(no_memory)?;
         self.raw.try_reserve(all).map_err(no_memory)?;
-        self.spans.try_reserve(3 * all).map_err(no_memory)?;
+        self.footprint.reserve_written(all).map_err(no_memory)?;
         // SAFETY: checked above (non-null unless empty, aligned, size fits); the host
         // guarantees the param buffer is readable during this call.
         let values = unsafe { slice(buf.param, buf.len) };
@@ -651,15 +688,23 @@ impl Inner {
         }
         if given.is_some() {
             // Registered gradients were checked for overlap at registration; these are new.
-            self.spans.clear();
+            // They may share memory with each other (they are only read), not with a param
+            // or copy (written).
             for (i, b) in bufs.iter().enumerate() {
-                self.spans.push(span(b.param, b.len, true, "param", i));
-                self.spans.push(span(b.copy, b.len, true, "copy", i));
-                let g = grad_ptr(i).cast::<u8>();
-                self.spans
-                    .push(span(g, b.len * b.grad_size(), false, "grad", i));
+                let (g0, g1) = interval(grad_ptr(i) as usize, b.len, b.grad_size());
+                if let Some((w0, copy, j)) = self.footprint.written_hit(g0, g1) {
+                    let written = format!("{} {j}", if copy { "copy" } else { "param" });
+                    let grad = format!("grad {i}");
+                    let (a, b) = if w0 <= g0 {
+                        (written, grad)
+                    } else {
+                        (grad, written)
+                    };
+                    return Err(Error::Overlap {
+                        what: format!("{a} and {b} share memory"),
+                    });
+                }
             }
-            check_disjoint(&mut self.spans)?;
         }
         let guard = ScratchGuard {
             params: &mut self.params,

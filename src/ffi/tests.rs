@@ -368,3 +368,112 @@ fn base_params_older_caller_of_a_later_kind() {
         }
     }
 }
+
+/// `flatopt_optimizer_step_with_grads` checks the gradients it is given against the registered
+/// params and copies (searched in the handle's sorted index): one row per layout, in an arena
+/// of 64 floats holding params at 0, 16, 32 (8 floats each) and param 0's bf16 copy at 40
+/// (8 halves: floats 40..44). Each row puts the three gradients (8 floats each) at the given
+/// offsets and expects OK or the message naming the pair in address order.
+#[test]
+fn step_with_grads_overlap_rows() {
+    const FREE: usize = 48;
+    let rows: &[(&str, [usize; 3], Option<&str>)] = &[
+        (
+            "gradients shared with each other",
+            [FREE, FREE, FREE + 4],
+            None,
+        ),
+        ("adjacent to params on both sides", [8, 24, 56], None),
+        (
+            "inside param 0 from above",
+            [FREE, 4, FREE],
+            Some("param 0 and grad 1"),
+        ),
+        (
+            "running into param 1 from below",
+            [12, FREE, FREE],
+            Some("grad 0 and param 1"),
+        ),
+        (
+            "exactly param 2",
+            [FREE, FREE, 32],
+            Some("param 2 and grad 2"),
+        ),
+        (
+            "over param 0's copy",
+            [FREE, FREE, 42],
+            Some("copy 0 and grad 2"),
+        ),
+        (
+            "over param 2 and the copy",
+            [36, FREE, FREE],
+            Some("grad 0 and copy 0"),
+        ),
+    ];
+    for (name, at, want) in rows {
+        let mut arena = vec![0.25f32; 64];
+        let base = arena.as_mut_ptr();
+        let mut c = std::mem::MaybeUninit::<flatopt_config>::uninit();
+        // SAFETY: `c` has the struct's size of writable bytes.
+        let st = unsafe { flatopt_config_init(c.as_mut_ptr(), size_of::<flatopt_config>()) };
+        assert_eq!(st, flatopt_status::FLATOPT_OK);
+        // SAFETY: initialised by flatopt_config_init.
+        let mut c = unsafe { c.assume_init() };
+        c.lr = 0.1;
+        let mut opt = std::ptr::null_mut();
+        // SAFETY: a valid config and out pointer.
+        assert_eq!(
+            unsafe { flatopt_optimizer_new(&c, &mut opt) },
+            flatopt_status::FLATOPT_OK
+        );
+        let mut o = std::mem::MaybeUninit::<flatopt_param_options>::uninit();
+        // SAFETY: `o` has the struct's size of writable bytes.
+        let st = unsafe {
+            flatopt_param_options_init(o.as_mut_ptr(), size_of::<flatopt_param_options>())
+        };
+        assert_eq!(st, flatopt_status::FLATOPT_OK);
+        // SAFETY: initialised by flatopt_param_options_init.
+        let mut o = unsafe { o.assume_init() };
+        // SAFETY: offsets inside the 64-float arena, which outlives the handle.
+        o.copy = unsafe { base.add(40) }.cast();
+        o.copy_dtype = flatopt_dtype::FLATOPT_DTYPE_BF16 as u32;
+        for (i, p) in [0usize, 16, 32].into_iter().enumerate() {
+            let opts = if i == 0 {
+                &o as *const _
+            } else {
+                std::ptr::null()
+            };
+            // SAFETY: a live handle; 8 floats inside the arena; gradients come per step.
+            let st = unsafe {
+                flatopt_optimizer_add_param_with_options(
+                    opt,
+                    base.add(p),
+                    std::ptr::null(),
+                    8,
+                    opts,
+                )
+            };
+            assert_eq!(
+                st,
+                flatopt_status::FLATOPT_OK,
+                "{name}: registering param {i}"
+            );
+        }
+        // SAFETY: offsets inside the arena.
+        let grads = at.map(|a| unsafe { base.add(a) }.cast_const());
+        let before = arena.clone();
+        // SAFETY: a live handle, one gradient pointer per buffer, each 8 floats in the arena.
+        let st = unsafe { flatopt_optimizer_step_with_grads(opt, grads.as_ptr(), 3) };
+        match want {
+            None => assert_eq!(st, flatopt_status::FLATOPT_OK, "{name}: {}", message()),
+            Some(pair) => {
+                assert_eq!(st, flatopt_status::FLATOPT_ERR_OVERLAP, "{name}");
+                let m = message();
+                assert!(m.contains(&format!("{pair} share memory")), "{name}: {m}");
+                assert_eq!(arena, before, "{name}: a refused step wrote");
+            }
+        }
+        // SAFETY: a live handle, freed once.
+        unsafe { flatopt_optimizer_free(opt) };
+    }
+}
