@@ -46,7 +46,7 @@
     (uint32_t)0, /* amsgrad */ \
     0.9, /* b1 */ \
     ((kind) == 8 ? 0.99 : (kind) == 15 ? 0.25 : 0.999), /* b2 */ \
-    ((kind) == 4 ? 1e-10 : (kind) == 9 ? 1e-16 : (kind) == 10 ? 0.001 : (kind) == 11 || (kind) == 13 || (kind) == 15 ? 1e-6 : (kind) == 14 ? 0.0 : 1e-8), /* eps */ \
+    ((kind) == 4 ? 1e-10 : (kind) == 9 ? 1e-16 : (kind) == 10 ? 0.001 : (kind) == 11 || (kind) == 13 || (kind) == 15 ? 1e-6 : (kind) == 14 ? 0.0 : (kind) == 16 ? 1.1920928955078125e-7 : 1e-8), /* eps */ \
     ((kind) == 2 ? 0.01 : 0.0), /* decoupled_weight_decay */ \
     0.0, /* lr_decay */ \
     ((kind) == 10 ? 1e-6 : 0.0), /* initial_accumulator */ \
@@ -56,13 +56,21 @@
     0.004, /* momentum_decay */ \
     (uint32_t)0, /* eps_outside_max */ \
     (uint32_t)0, /* constant_momentum */ \
-    ((kind) == 13 || (kind) == 15 ? 0.0 : 1e-16), /* eps_root */ \
+    ((kind) == 13 || (kind) == 15 || (kind) == 16 ? 0.0 : 1e-16), /* eps_root */ \
     0.9, /* rho */ \
     0.5, /* eta_minus */ \
     1.2, /* eta_plus */ \
     1e-6, /* min_step_size */ \
     50.0, /* max_step_size */ \
     0.001, /* trust_coefficient */ \
+    0.8, /* decay_rate */ \
+    0.0, /* decay_offset */ \
+    0.001, /* eps_scale */ \
+    1.0, /* clipping_threshold */ \
+    (uint32_t)1, /* multiply_by_parameter_scale */ \
+    (uint32_t)1, /* relative_step */ \
+    (uint32_t)1, /* weight_decay_by_lr */ \
+    (uint32_t)0, /* reserved */ \
 }
 #define FLATOPT_SCHEDULE_INIT(kind) { \
     (uint32_t)sizeof(flatopt_schedule), /* struct_size */ \
@@ -146,6 +154,8 @@
     NULL, /* copy */ \
     (uint32_t)0, /* copy_dtype */ \
     (uint32_t)0, /* reserved */ \
+    (size_t)0, /* rows */ \
+    (size_t)0, /* cols */ \
 }
 #define FLATOPT_LOSS_SCALER_OPTIONS_INIT { \
     (uint32_t)sizeof(flatopt_loss_scaler_options), /* struct_size */ \
@@ -192,6 +202,12 @@
 #define FLATOPT_BASE_PARAMS_SIZE_V5 168
 
 /**
+ * Size in bytes of the sixth version of `flatopt_base_params` (Adafactor's fields
+ * `decay_rate` to `weight_decay_by_lr`). Frozen. An older caller's struct gets their defaults.
+ */
+#define FLATOPT_BASE_PARAMS_SIZE_V6 216
+
+/**
  * Size in bytes of the first version of `flatopt_schedule` (flatopt 0.2.0). Frozen.
  */
 #define FLATOPT_SCHEDULE_SIZE_V1 248
@@ -216,6 +232,12 @@
  * `sizeof(flatopt_param_options)` of the first version (frozen).
  */
 #define FLATOPT_PARAM_OPTIONS_SIZE_V1 32
+
+/**
+ * `sizeof(flatopt_param_options)` of the second version (frozen): the buffer's shape (`rows`,
+ * `cols`). A V1 caller's options register no shape.
+ */
+#define FLATOPT_PARAM_OPTIONS_SIZE_V2 48
 
 /**
  * `sizeof(flatopt_loss_scaler_options)` of the first version (frozen).
@@ -391,6 +413,13 @@ typedef enum flatopt_base_kind {
      * `FLATOPT_BASE_PARAMS_SIZE_V4` (its fields are older ones).
      */
     FLATOPT_NOVOGRAD = 15,
+    /**
+     * Adafactor (PyTorch's by default; optax's with `eps_root = 1e-30`, `eps = 0`,
+     * `relative_step = 0`, `weight_decay_by_lr = 0`): factored second moments for buffers
+     * registered with a shape (`flatopt_optimizer_add_param_shaped`). Since
+     * `FLATOPT_BASE_PARAMS_SIZE_V6` (`decay_rate` to `weight_decay_by_lr`).
+     */
+    FLATOPT_ADAFACTOR = 16,
 } flatopt_base_kind;
 
 /**
@@ -689,6 +718,44 @@ typedef struct flatopt_base_params {
      * LARS: multiplier of the trust ratio, > 0 (default 0.001). Since `_SIZE_V5`.
      */
     double trust_coefficient;
+    /**
+     * Adafactor: exponent of the second-moment decay `1 - t^-decay_rate`, >= 0 (default 0.8,
+     * PyTorch's `-beta2_decay`). Since `_SIZE_V6`.
+     */
+    double decay_rate;
+    /**
+     * Adafactor: steps subtracted from the count in the decay, a whole number >= 0 (default
+     * 0). Since `_SIZE_V6`.
+     */
+    double decay_offset;
+    /**
+     * Adafactor: floor of the parameters' RMS in the parameter scale, >= 0 (default 1e-3).
+     * Since `_SIZE_V6`.
+     */
+    double eps_scale;
+    /**
+     * Adafactor: threshold of the update's RMS, > 0, or NaN for no clipping (default 1).
+     * Since `_SIZE_V6`.
+     */
+    double clipping_threshold;
+    /**
+     * Adafactor: 1 to scale the step by the parameters' RMS (default 1). Since `_SIZE_V6`.
+     */
+    uint32_t multiply_by_parameter_scale;
+    /**
+     * Adafactor: 1 to cap the learning rate at `1/sqrt(t)` (default 1, PyTorch's). Since
+     * `_SIZE_V6`.
+     */
+    uint32_t relative_step;
+    /**
+     * Adafactor: 1 to multiply `decoupled_weight_decay` by the learning rate (default 1,
+     * PyTorch's). Since `_SIZE_V6`.
+     */
+    uint32_t weight_decay_by_lr;
+    /**
+     * Reserved, must be 0 (keeps the struct free of padding). Since `_SIZE_V6`.
+     */
+    uint32_t reserved;
 } flatopt_base_params;
 
 /**
@@ -1012,6 +1079,17 @@ typedef struct flatopt_param_options {
      * Reserved, must be 0.
      */
     uint32_t reserved;
+    /**
+     * The buffer's 2-D shape: `rows` x `cols` (both 0, the default: none). With Adafactor a
+     * buffer with a shape keeps factored second moments (`rows + cols` averages per
+     * `rows x cols` row-major matrix; the buffer is `len / (rows * cols)` of them); the other
+     * rules ignore it. Since `FLATOPT_PARAM_OPTIONS_SIZE_V2`.
+     */
+    size_t rows;
+    /**
+     * The shape's columns (see `rows`). Since `FLATOPT_PARAM_OPTIONS_SIZE_V2`.
+     */
+    size_t cols;
 } flatopt_param_options;
 
 /**

@@ -99,6 +99,9 @@ const HAS_M: u32 = 1;
 const HAS_V: u32 = 2;
 const HAS_V_MAX: u32 = 4;
 const HAS_SLOW: u32 = 8;
+/// The buffer's registered shape follows its group (rows, cols as u64): an Adafactor buffer
+/// with factored second moments, whose `v` holds `rows + cols` averages per matrix.
+const HAS_SHAPE: u32 = 16;
 
 fn corrupt(what: impl Into<String>) -> Error {
     Error::Corrupt(what.into())
@@ -381,14 +384,25 @@ fn read_base(r: &mut Reader<'_>, group: usize) -> Result<Base, Error> {
 fn check_state_values(
     buffer: usize,
     present: u32,
-    n: usize,
+    lens: [usize; 4],
     arrays: &[u8],
     propagate: bool,
     (v_max_is_average, m_is_square): (bool, bool),
     max_exact: bool,
 ) -> Result<(), Error> {
+    // Where each present array starts (in elements): arrays may differ in length (the `v` of
+    // a factored Adafactor buffer).
+    let mut starts = [0usize; 4];
+    let mut at = 0;
+    for (k, bit) in [HAS_M, HAS_V, HAS_V_MAX, HAS_SLOW].into_iter().enumerate() {
+        if present & bit != 0 {
+            starts[k] = at;
+            at += lens[k];
+        }
+    }
     let value = |k: usize, i: usize| {
-        let b = &arrays[4 * (k * n + i)..4 * (k * n + i) + 4];
+        let e = starts[k] + i;
+        let b = &arrays[4 * e..4 * e + 4];
         f32::from_le_bytes([b[0], b[1], b[2], b[3]])
     };
     let bad = |what: &str, i: usize, x: f32, rule: &str| {
@@ -396,9 +410,8 @@ fn check_state_values(
             "buffer {buffer}: {what}[{i}] = {x:?} is impossible ({rule})"
         ))
     };
-    let mut k = 0;
     let mut v_at = None;
-    for (bit, what) in [
+    for (k, (bit, what)) in [
         (
             HAS_M,
             if m_is_square {
@@ -417,13 +430,16 @@ fn check_state_values(
             },
         ),
         (HAS_SLOW, "slow weight"),
-    ] {
+    ]
+    .into_iter()
+    .enumerate()
+    {
         if present & bit == 0 {
             continue;
         }
         // RMSprop's centered average (kept in v_max) is any finite value, as m is.
         let moment = bit == HAS_M || bit == HAS_SLOW || (bit == HAS_V_MAX && v_max_is_average);
-        for i in 0..n {
+        for i in 0..lens[k] {
             let x = value(k, i);
             if bit == HAS_M && m_is_square && x < 0.0 {
                 return Err(bad(what, i, x, "must be >= 0"));
@@ -459,7 +475,6 @@ fn check_state_values(
         if bit == HAS_V {
             v_at = Some(k);
         }
-        k += 1;
     }
     Ok(())
 }
@@ -525,6 +540,10 @@ impl Optimizer {
             out.extend_from_slice(&(len as u64).to_le_bytes());
             out.extend_from_slice(&present.to_le_bytes());
             out.extend_from_slice(&group.to_le_bytes());
+            if let Some((rows, cols)) = self.buffer_shape(i) {
+                out.extend_from_slice(&(rows as u64).to_le_bytes());
+                out.extend_from_slice(&(cols as u64).to_le_bytes());
+            }
             if version == 4 {
                 // Every array as it is held.
                 for (store, _) in self.stores(i) {
@@ -594,7 +613,7 @@ impl Optimizer {
             _ => 0,
         };
         let present = |i| match version {
-            1 => self.present_for(&self.config().base),
+            1 => self.present_for(&self.config().base) | self.shape_bit(i),
             _ => self.expected_present(i),
         };
         let array_bytes = |bit: u32, n: usize| match version {
@@ -607,20 +626,44 @@ impl Optimizer {
             .iter()
             .enumerate()
             .map(|(i, &n)| {
-                16 + [HAS_M, HAS_V, HAS_V_MAX, HAS_SLOW]
-                    .into_iter()
-                    .filter(|&bit| present(i) & bit != 0)
-                    .map(|bit| array_bytes(bit, n))
-                    .sum::<usize>()
+                let lens = self.array_lens(i, n);
+                let shape = if present(i) & HAS_SHAPE != 0 { 16 } else { 0 };
+                16 + shape
+                    + [HAS_M, HAS_V, HAS_V_MAX, HAS_SLOW]
+                        .into_iter()
+                        .enumerate()
+                        .filter(|&(_, bit)| present(i) & bit != 0)
+                        .map(|(k, bit)| array_bytes(bit, lens[k]))
+                        .sum::<usize>()
             })
             .sum();
         HEADER_LEN + 8 + config_len + 16 + 7 * 8 + groups_len + scaler_len + 8 + per_buffer + 4
     }
 
-    /// Which state arrays buffer `buffer` carries (its group's base rule, Lookahead).
+    /// Which state arrays buffer `buffer` carries (its group's base rule, Lookahead), and
+    /// whether its shape follows.
     fn expected_present(&self, buffer: usize) -> u32 {
         let base = &self.groups()[self.buffer_groups()[buffer]].base();
-        self.present_for(base)
+        self.present_for(base) | self.shape_bit(buffer)
+    }
+
+    /// [`HAS_SHAPE`] if buffer `buffer` keeps factored second moments, else 0.
+    fn shape_bit(&self, buffer: usize) -> u32 {
+        if self.buffer_shape(buffer).is_some() {
+            HAS_SHAPE
+        } else {
+            0
+        }
+    }
+
+    /// The lengths of buffer `buffer`'s state arrays (m, v, v_max, slow) for a buffer of `n`
+    /// elements: `n`, but `v` of a factored buffer (`rows + cols` per matrix).
+    fn array_lens(&self, buffer: usize, n: usize) -> [usize; 4] {
+        let v = match self.buffer_shape(buffer) {
+            Some((rows, cols)) => crate::kernels::Shape { rows, cols }.state_len(n),
+            None => n,
+        };
+        [n, v, n, n]
     }
 
     /// Which state arrays a buffer of a group with base rule `base` carries.
@@ -658,10 +701,12 @@ impl Optimizer {
             for (i, (rec, len)) in parsed.records.iter().zip(lens).enumerate() {
                 let mut at = rec.start;
                 let codes = self.stores(i).map(|(_, c)| c);
+                let lens = self.array_lens(i, len);
                 for (which, bit) in [HAS_M, HAS_V, HAS_V_MAX, HAS_SLOW].into_iter().enumerate() {
                     if rec.present & bit == 0 {
                         continue;
                     }
+                    let len = lens[which];
                     let fmt = parsed.formats[usize::from(bit == HAS_SLOW)];
                     let n = held_len(fmt, len).expect("checked by parse");
                     let src = &parsed.body[at..at + n];
@@ -680,10 +725,13 @@ impl Optimizer {
         } else if self.state_is_f32() {
             for ((state, rec), len) in self.states_mut().zip(&parsed.records).zip(lens) {
                 let mut at = rec.start;
+                debug_assert_eq!(state.len(), len);
                 let mut fill = |dst: &mut [f32], bit: u32| {
                     if rec.present & bit != 0 {
-                        f32s_le(dst, &parsed.body[at..at + 4 * len]);
-                        at += 4 * len;
+                        // Each array has its own length (`array_lens`).
+                        let bytes = 4 * dst.len();
+                        f32s_le(dst, &parsed.body[at..at + bytes]);
+                        at += bytes;
                     }
                 };
                 let [m, v, v_max, slow] =
@@ -700,8 +748,10 @@ impl Optimizer {
             let mut tmp = Vec::new();
             for (i, (rec, len)) in parsed.records.iter().zip(lens).enumerate() {
                 let mut at = rec.start;
+                let lens = self.array_lens(i, len);
                 for (which, bit) in [HAS_M, HAS_V, HAS_V_MAX, HAS_SLOW].into_iter().enumerate() {
                     if rec.present & bit != 0 {
+                        let len = lens[which];
                         tmp.clear();
                         tmp.resize(len, 0.0);
                         f32s_le(&mut tmp, &parsed.body[at..at + 4 * len]);
@@ -851,7 +901,7 @@ impl Optimizer {
         for (i, &want) in lens.iter().enumerate() {
             let group = self.buffer_groups()[i];
             let base = groups[group].base();
-            let want_present = self.present_for(base);
+            let want_present = self.present_for(base) | self.shape_bit(i);
             if want_present != self.expected_present(i) {
                 return Err(Error::InvalidArgument {
                     name: "checkpoint",
@@ -886,17 +936,49 @@ impl Optimizer {
                                saved with (the same number, each buffer in the same group)",
                 });
             }
+            if present ^ want_present == HAS_SHAPE {
+                let (saved, mine) = if present & HAS_SHAPE != 0 {
+                    ("with", "without")
+                } else {
+                    ("without", "with")
+                };
+                return Err(Error::InvalidArgument {
+                    name: "checkpoint",
+                    value: format!(
+                        "buffer {i} was registered {saved} a shape (factored second moments) \
+                         in the checkpoint, {mine} one in this optimizer"
+                    ),
+                    expected: "each buffer registered with the shape it was saved with",
+                });
+            }
             if present != want_present {
                 return Err(corrupt(format!(
                     "buffer {i} carries state arrays {present:#x}, the configuration needs {want_present:#x}"
                 )));
             }
+            if present & HAS_SHAPE != 0 {
+                let rows = r.u64("buffer shape rows")?;
+                let cols = r.u64("buffer shape cols")?;
+                let mine = self.buffer_shape(i).expect("HAS_SHAPE matches");
+                if (rows, cols) != (mine.0 as u64, mine.1 as u64) {
+                    return Err(Error::InvalidArgument {
+                        name: "checkpoint",
+                        value: format!(
+                            "buffer {i} has shape ({rows}, {cols}) in the checkpoint, ({}, {}) \
+                             in this optimizer",
+                            mine.0, mine.1
+                        ),
+                        expected: "each buffer registered with the shape it was saved with",
+                    });
+                }
+            }
+            let lens = self.array_lens(i, want);
             let start = r.pos;
             let bits = [HAS_M, HAS_V, HAS_V_MAX, HAS_SLOW];
             let fmt = |bit: u32| formats[usize::from(bit == HAS_SLOW)];
             let mut size = Some(0usize);
-            for &bit in bits.iter().filter(|&&b| present & b != 0) {
-                size = size.and_then(|s| s.checked_add(held_len(fmt(bit), want)?));
+            for (k, &bit) in bits.iter().enumerate().filter(|(_, &b)| present & b != 0) {
+                size = size.and_then(|s| s.checked_add(held_len(fmt(bit), lens[k])?));
             }
             let arrays = r.take(
                 size.ok_or_else(|| corrupt("buffer size overflows"))?,
@@ -921,9 +1003,11 @@ impl Optimizer {
                 let code = [codes[0], codes[1], codes[2], Q8Code::Signed];
                 decoded.clear();
                 let mut at = 0;
-                let mut tmp = vec![0f32; want];
+                let mut tmp = Vec::new();
                 for (k, &bit) in bits.iter().enumerate().filter(|(_, &b)| present & b != 0) {
-                    let n = held_len(fmt(bit), want).expect("summed above");
+                    tmp.clear();
+                    tmp.resize(lens[k], 0f32);
+                    let n = held_len(fmt(bit), lens[k]).expect("summed above");
                     decode_le(fmt(bit), code[k], &arrays[at..at + n], &mut tmp)
                         .map_err(|e| corrupt(format!("buffer {i}: {e}")))?;
                     at += n;
@@ -932,7 +1016,7 @@ impl Optimizer {
                 &decoded[..]
             };
             let max_exact = formats[0] == StateDtype::F32;
-            check_state_values(i, present, want, arrays, propagate, roles, max_exact)?;
+            check_state_values(i, present, lens, arrays, propagate, roles, max_exact)?;
             records.push(BufferRecord { present, start });
         }
         if r.pos != body.len() {

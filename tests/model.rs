@@ -1031,6 +1031,9 @@ impl Model {
                         x0.v = nu;
                     }
                 }
+                // Factored second moments, per-buffer RMS clipping and scaling: its own f64
+                // model in tests/adafactor.rs (`random_base` draws no Adafactor case).
+                Base::Adafactor { .. } => unreachable!("tests/adafactor.rs models Adafactor"),
             }
 
             for x in buf.iter_mut() {
@@ -1536,6 +1539,7 @@ fn run_case(case: &Case, mutant: Option<Mutant>, stats: &mut Stats) -> Result<()
         Base::Adadelta { .. } | Base::Rprop { .. } => (true, true, false),
         Base::Lamb { .. } | Base::Novograd { .. } => (true, true, false),
         Base::Lars { .. } => (true, false, false),
+        Base::Adafactor { momentum, .. } => (momentum > 0.0, true, false),
     };
     let lookahead = case.cfg.lookahead.is_some();
     stats.cases += 1;

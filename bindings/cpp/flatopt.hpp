@@ -242,6 +242,7 @@ enum class BaseKind : uint32_t {
   Lamb = FLATOPT_LAMB,
   Lars = FLATOPT_LARS,
   Novograd = FLATOPT_NOVOGRAD,
+  Adafactor = FLATOPT_ADAFACTOR,
 };
 
 /// Non-finite gradient policies (`flatopt_nonfinite`).
@@ -332,7 +333,8 @@ enum class ThresholdMode : uint32_t { Rel = 0, Abs = 1 };
 enum class ScheduleMode : uint32_t { PerUpdate = 0, Manual = 1 };
 
 /// Name of a base kind: "sgd", "adam", "adamw", "radam", "adagrad", "rmsprop", "adamax",
-/// "nadam", "lion", "adabelief", "yogi", "adadelta", "rprop", "lamb", "lars", "novograd".
+/// "nadam", "lion", "adabelief", "yogi", "adadelta", "rprop", "lamb", "lars", "novograd",
+/// "adafactor".
 inline const char* base_kind_name(BaseKind k) noexcept {
   switch (k) {
     case BaseKind::Sgd: return "sgd";
@@ -351,6 +353,7 @@ inline const char* base_kind_name(BaseKind k) noexcept {
     case BaseKind::Lamb: return "lamb";
     case BaseKind::Lars: return "lars";
     case BaseKind::Novograd: return "novograd";
+    case BaseKind::Adafactor: return "adafactor";
   }
   return "unknown";
 }
@@ -560,14 +563,36 @@ class BaseParams {
     b.p_.decoupled_weight_decay = decoupled_weight_decay;
     return b;
   }
+  /// Adafactor (PyTorch's `torch.optim.Adafactor`: decay rate 0.8, eps 1.19e-7 and 1e-3,
+  /// clipping threshold 1, the relative step and the parameter scale on), with PyTorch's
+  /// weight decay `p *= 1 - lr * weight_decay`. Factored second moments for buffers
+  /// registered with a shape (`ParamOptions::shape`).
+  static BaseParams adafactor(double weight_decay = 0.0) {
+    BaseParams b(BaseKind::Adafactor);
+    b.p_.decoupled_weight_decay = weight_decay;
+    return b;
+  }
+  /// Adafactor as optax's `adafactor` defines it (`eps_root` 1e-30, `eps` 0, no relative
+  /// step, `weight_decay_rate` not scaled by the learning rate, optional momentum).
+  static BaseParams adafactor_optax(double momentum = 0.0, double weight_decay_rate = 0.0) {
+    BaseParams b(BaseKind::Adafactor);
+    b.p_.eps_root = 1e-30;
+    b.p_.eps = 0.0;
+    b.p_.relative_step = 0;
+    b.p_.weight_decay_by_lr = 0;
+    b.p_.momentum = momentum;
+    b.p_.decoupled_weight_decay = weight_decay_rate;
+    return b;
+  }
 
   /// The kind.
   BaseKind kind() const noexcept { return static_cast<BaseKind>(p_.kind); }
 
   /// SGD, RMSprop, LARS: momentum in [0, 1).
   BaseParams& momentum(double v) & {
-    if (kind() != BaseKind::Sgd && kind() != BaseKind::RmsProp && kind() != BaseKind::Lars)
-      wrong_kind("momentum", "sgd, rmsprop and lars");
+    if (kind() != BaseKind::Sgd && kind() != BaseKind::RmsProp && kind() != BaseKind::Lars &&
+        kind() != BaseKind::Adafactor)
+      wrong_kind("momentum", "sgd, rmsprop, lars and adafactor");
     p_.momentum = v;
     return *this;
   }
@@ -609,8 +634,9 @@ class BaseParams {
   /// NovoGrad: weight decay >= 0 added to the update (LARS: the gradient) as optax adds it.
   BaseParams& decoupled_weight_decay(double v) & {
     if (kind() != BaseKind::AdamW && kind() != BaseKind::NAdam && kind() != BaseKind::Lion &&
-        kind() != BaseKind::Lamb && kind() != BaseKind::Lars && kind() != BaseKind::Novograd)
-      wrong_kind("decoupled_weight_decay", "adamw, nadam, lion, lamb, lars and novograd");
+        kind() != BaseKind::Lamb && kind() != BaseKind::Lars && kind() != BaseKind::Novograd &&
+        kind() != BaseKind::Adafactor)
+      wrong_kind("decoupled_weight_decay", "adamw, nadam, lion, lamb, lars, novograd and adafactor");
     p_.decoupled_weight_decay = v;
     return *this;
   }
@@ -676,8 +702,9 @@ class BaseParams {
   /// AdaBelief: added to the belief at every step, >= 0; LAMB, NovoGrad: added inside the
   /// square root, >= 0.
   BaseParams& eps_root(double v) & {
-    if (kind() != BaseKind::AdaBelief && kind() != BaseKind::Lamb && kind() != BaseKind::Novograd)
-      wrong_kind("eps_root", "adabelief, lamb and novograd");
+    if (kind() != BaseKind::AdaBelief && kind() != BaseKind::Lamb && kind() != BaseKind::Novograd &&
+        kind() != BaseKind::Adafactor)
+      wrong_kind("eps_root", "adabelief, lamb, novograd and adafactor");
     p_.eps_root = v;
     return *this;
   }
@@ -716,6 +743,45 @@ class BaseParams {
     return *this;
   }
   BaseParams&& trust_coefficient(double v) && { return std::move(trust_coefficient(v)); }
+  /// Adafactor: exponent of the second-moment decay `1 - t^-decay_rate`, >= 0.
+  BaseParams& decay_rate(double v) & { need_adafactor("decay_rate"); p_.decay_rate = v; return *this; }
+  BaseParams&& decay_rate(double v) && { return std::move(decay_rate(v)); }
+  /// Adafactor: steps subtracted from the count in the decay (a whole number >= 0).
+  BaseParams& decay_offset(double v) & { need_adafactor("decay_offset"); p_.decay_offset = v; return *this; }
+  BaseParams&& decay_offset(double v) && { return std::move(decay_offset(v)); }
+  /// Adafactor: floor of the parameters' RMS in the parameter scale, >= 0.
+  BaseParams& eps_scale(double v) & { need_adafactor("eps_scale"); p_.eps_scale = v; return *this; }
+  BaseParams&& eps_scale(double v) && { return std::move(eps_scale(v)); }
+  /// Adafactor: threshold of the update's RMS, > 0 (NaN: no clipping).
+  BaseParams& clipping_threshold(double v) & {
+    need_adafactor("clipping_threshold");
+    p_.clipping_threshold = v;
+    return *this;
+  }
+  BaseParams&& clipping_threshold(double v) && { return std::move(clipping_threshold(v)); }
+  /// Adafactor: scale the step by the parameters' RMS.
+  BaseParams& multiply_by_parameter_scale(bool on = true) & {
+    need_adafactor("multiply_by_parameter_scale");
+    p_.multiply_by_parameter_scale = on ? 1u : 0u;
+    return *this;
+  }
+  BaseParams&& multiply_by_parameter_scale(bool on = true) && {
+    return std::move(multiply_by_parameter_scale(on));
+  }
+  /// Adafactor: cap the learning rate at `1/sqrt(t)` (PyTorch's `rho_t`).
+  BaseParams& relative_step(bool on = true) & {
+    need_adafactor("relative_step");
+    p_.relative_step = on ? 1u : 0u;
+    return *this;
+  }
+  BaseParams&& relative_step(bool on = true) && { return std::move(relative_step(on)); }
+  /// Adafactor: multiply the weight decay by the learning rate (PyTorch's form).
+  BaseParams& weight_decay_by_lr(bool on = true) & {
+    need_adafactor("weight_decay_by_lr");
+    p_.weight_decay_by_lr = on ? 1u : 0u;
+    return *this;
+  }
+  BaseParams&& weight_decay_by_lr(bool on = true) && { return std::move(weight_decay_by_lr(on)); }
 
   /// The C struct (lvalues only: a temporary's struct would dangle).
   const flatopt_base_params& c_struct() const& noexcept { return p_; }
@@ -732,6 +798,9 @@ class BaseParams {
     detail::fail(FLATOPT_ERR_INVALID_ARGUMENT,
                  std::string("invalid ") + name + ": applies to " + kinds +
                      " only (this base optimizer is " + base_kind_name(kind()) + ")");
+  }
+  void need_adafactor(const char* name) const {
+    if (kind() != BaseKind::Adafactor) wrong_kind(name, "adafactor");
   }
   void need_sgd(const char* name) const {
     if (kind() != BaseKind::Sgd) wrong_kind(name, "sgd");
@@ -1173,6 +1242,10 @@ class Config {
   static Config novograd(double lr = 1e-3, double decoupled_weight_decay = 0.0) {
     return Config(BaseParams::novograd(decoupled_weight_decay), lr);
   }
+  /// Adafactor (PyTorch's default lr 1e-2, capped at `1/sqrt(t)`).
+  static Config adafactor(double lr = 1e-2, double weight_decay = 0.0) {
+    return Config(BaseParams::adafactor(weight_decay), lr);
+  }
 
   // --- Base optimizer.
   /// Replaces the base optimizer and its hyperparameters.
@@ -1434,6 +1507,16 @@ class ParamOptions {
     return *this;
   }
   ParamOptions&& copy(Span<uint16_t> c, Dtype d) && { return std::move(copy(c, d)); }
+  /// The buffer's 2-D shape, `rows` x `cols` row-major (the buffer: `len / (rows * cols)`
+  /// such matrices): Adafactor keeps factored second moments for it; other rules ignore it.
+  ParamOptions& shape(std::size_t rows, std::size_t cols) & {
+    o_.rows = rows;
+    o_.cols = cols;
+    return *this;
+  }
+  ParamOptions&& shape(std::size_t rows, std::size_t cols) && {
+    return std::move(shape(rows, cols));
+  }
 
   const flatopt_param_options& c_struct() const noexcept { return o_; }
   Dtype grad_dtype() const noexcept { return static_cast<Dtype>(o_.grad_dtype); }
@@ -2193,7 +2276,7 @@ static_assert(static_cast<uint32_t>(SimdTier::Avx512) == 4, "simd tiers");
 static_assert(static_cast<uint32_t>(StateDtype::Int8) == 2, "state dtypes");
 static_assert(static_cast<uint32_t>(StateRounding::Nearest) == 1, "state rounding");
 static_assert(static_cast<uint32_t>(NonFinite::Propagate) == 2, "non-finite policies");
-static_assert(static_cast<uint32_t>(BaseKind::Novograd) == 15, "base kinds");
+static_assert(static_cast<uint32_t>(BaseKind::Adafactor) == 16, "base kinds");
 
 }  // namespace flatopt
 

@@ -98,6 +98,13 @@ impl Base {
     pub fn novograd() -> Base {
         Base::default_of(15)
     }
+    /// Adafactor as PyTorch defines it (`torch.optim.Adafactor`): decay rate 0.8, eps 1.19e-7
+    /// (f32's epsilon) and 1e-3, clipping threshold 1, the parameter scale and the relative
+    /// step on, no weight decay; factored second moments for buffers registered with a shape
+    /// ([`Optimizer::register_shaped`](crate::Optimizer::register_shaped)).
+    pub fn adafactor() -> Base {
+        Base::default_of(16)
+    }
 
     /// The rule of kind `kind` with the catalog's defaults.
     ///

@@ -141,6 +141,16 @@ impl Optimizer {
                  are meaningless relative to a block's largest value",
             ));
         }
+        if cfg.state_dtype != StateDtype::F32
+            && matches!(cfg.base, crate::config::Base::Adafactor { .. })
+        {
+            return Err(Error::invalid(
+                "state_dtype",
+                format!("{} (base rule {})", cfg.state_dtype.name(), cfg.base.name()),
+                "must be float32 for Adafactor: its passes compute per-buffer reductions from \
+                 the f32 state",
+            ));
+        }
         let tier = match cfg.tier {
             Some(t) => t,
             None => simd::default_tier(),
@@ -182,7 +192,28 @@ impl Optimizer {
     /// Every buffer goes into parameter group 0 ([`Optimizer::register_in_groups`] places
     /// them in other groups); the groups themselves are kept.
     pub fn register(&mut self, params: &[&[f32]]) -> Result<(), Error> {
-        self.register_with(params, |_| 0)
+        self.register_with(params, |_| 0, |_| None)
+    }
+
+    /// [`Optimizer::register`] with an optional 2-D shape per buffer (`shapes` has one entry
+    /// per buffer): with Adafactor, a buffer with a shape `(rows, cols)` keeps factored second
+    /// moments (`rows + cols` averages per `rows x cols` row-major matrix; the buffer is
+    /// `len / (rows * cols)` of them), one without keeps them elementwise. The other rules
+    /// ignore shapes. A shape whose `rows * cols` does not divide the buffer's length is
+    /// refused.
+    pub fn register_shaped(
+        &mut self,
+        params: &[&[f32]],
+        shapes: &[Option<(usize, usize)>],
+    ) -> Result<(), Error> {
+        if shapes.len() != params.len() {
+            return Err(Error::LengthMismatch {
+                what: "shapes (one per buffer)".to_string(),
+                expected: params.len(),
+                got: shapes.len(),
+            });
+        }
+        self.register_with(params, |_| 0, |i| shapes[i])
     }
 
     /// [`Optimizer::register`] with buffer `i` in parameter group `groups[i]` (from
@@ -198,13 +229,14 @@ impl Optimizer {
         for &g in groups {
             self.check_group(g)?;
         }
-        self.register_with(params, |i| groups[i])
+        self.register_with(params, |i| groups[i], |_| None)
     }
 
     fn register_with(
         &mut self,
         params: &[&[f32]],
         group: impl Fn(usize) -> usize,
+        shape: impl Fn(usize) -> Option<(usize, usize)>,
     ) -> Result<(), Error> {
         if params.is_empty() {
             return Err(Error::invalid(
@@ -216,7 +248,7 @@ impl Optimizer {
         let mut state = Vec::with_capacity(params.len());
         let mut at = 0;
         for (i, p) in params.iter().enumerate() {
-            let mut st = self.buf_state(p, group(i))?;
+            let mut st = self.buf_state(p, group(i), shape(i))?;
             st.start = at;
             at += p.len();
             state.push(st);
@@ -256,6 +288,17 @@ impl Optimizer {
     /// [`Optimizer::add_buffer`] into parameter group `group` (from [`Optimizer::add_group`];
     /// 0 is the optimizer's own).
     pub fn add_buffer_to_group(&mut self, param: &[f32], group: usize) -> Result<(), Error> {
+        self.add_buffer_shaped(param, group, None)
+    }
+
+    /// [`Optimizer::add_buffer_to_group`] with an optional 2-D shape `(rows, cols)` (see
+    /// [`Optimizer::register_shaped`]).
+    pub fn add_buffer_shaped(
+        &mut self,
+        param: &[f32],
+        group: usize,
+        shape: Option<(usize, usize)>,
+    ) -> Result<(), Error> {
         self.check_group(group)?;
         if self.step > 0 || self.coverage.pending != 0 {
             return Err(Error::InvalidState(
@@ -266,7 +309,7 @@ impl Optimizer {
             .total
             .checked_add(param.len())
             .ok_or_else(|| Error::invalid("param", param.len(), "too many elements in all"))?;
-        let st = self.buf_state(param, group)?;
+        let st = self.buf_state(param, group, shape)?;
         self.coverage.grow(total)?;
         self.group_of
             .try_reserve(1)
@@ -292,8 +335,22 @@ impl Optimizer {
 
     /// The initial state of one buffer registered with the values of `p`: moments at the
     /// rule's initial values (zero but for Adagrad's and RMSprop's initial accumulator).
-    fn buf_state(&self, p: &[f32], group: usize) -> Result<BufState, Error> {
+    fn buf_state(
+        &self,
+        p: &[f32],
+        group: usize,
+        shape: Option<(usize, usize)>,
+    ) -> Result<BufState, Error> {
         let base = &self.groups[group].base;
+        let shape = match shape {
+            Some((rows, cols)) => {
+                let s = kernels::Shape { rows, cols };
+                s.check(p.len())?;
+                matches!(base, crate::config::Base::Adafactor { .. }).then_some(s)
+            }
+            None => None,
+        };
+        let v_len = shape.map_or(p.len(), |s| s.state_len(p.len()));
         let (m, v, v_max) = base.state_used();
         let [m0, v0, v_max0] = base.state_init();
         let [cm, cv, cx] = q8_codes(base).unwrap_or([Q8Code::Signed; 3]);
@@ -302,12 +359,13 @@ impl Optimizer {
         let sized = |used: bool, code, x: f32| {
             Store::filled(dtype, code, if used { p.len() } else { 0 }, x, p.as_ptr())
         };
+        let v_store = Store::filled(dtype, cv, if v { v_len } else { 0 }, v0, p.as_ptr())?;
         let n = if lookahead { p.len() } else { 0 };
         let mut slow = Store::filled(self.cfg.slow_dtype, Q8Code::Signed, n, 0.0, p.as_ptr())?;
         slow.copy_from(self.tier, &p[..n]);
         Ok(BufState {
             m: sized(m, cm, m0)?,
-            v: sized(v, cv, v0)?,
+            v: v_store,
             v_max: sized(v_max, cx, v_max0)?,
             slow,
             start: self.total,
@@ -324,7 +382,25 @@ impl Optimizer {
                 };
                 filled(n, 0.0f64, n)?
             },
+            shape,
+            colsum: {
+                let c = shape.map_or(0, |s| s.cols);
+                filled(c, 0.0f64, c)?
+            },
+            rowf: {
+                let r = shape.map_or(0, |s| p.len() / s.cols);
+                filled(r, 0.0f32, r)?
+            },
         })
+    }
+
+    /// The shape buffer `i` was registered with, if its rule keeps factored second moments
+    /// (Adafactor); `None` otherwise.
+    pub fn buffer_shape(&self, i: usize) -> Option<(usize, usize)> {
+        self.state
+            .get(i)
+            .and_then(|s| s.shape)
+            .map(|s| (s.rows, s.cols))
     }
 
     /// Back to the state right after registration: moments at their initial values (zero but
@@ -831,7 +907,7 @@ impl Optimizer {
             return Err(Error::invalid(
                 what,
                 format!("base rule {}", self.cfg.base.name()),
-                "is refused for LAMB, LARS and NovoGrad: their update needs each whole \
+                "is refused for LAMB, LARS, NovoGrad and Adafactor: their update needs each whole \
                  buffer's norms before any element is updated, which a range or a shard of a \
                  buffer cannot compute alone (use the whole update; shards: \
                  norm_partials_with_sum_squares, then step_with_sum_squares_and_norms)",
@@ -1369,9 +1445,10 @@ impl Optimizer {
     }
 }
 
-/// Whether `base` needs per-buffer norms before its update (LAMB, LARS, NovoGrad).
+/// Whether `base` needs per-buffer norms before its update (LAMB, LARS, NovoGrad, Adafactor).
 fn per_buffer_norms(base: &crate::config::Base) -> bool {
-    Rule::for_step(base, 1, 0.0).pre_pass().is_some()
+    matches!(base, crate::config::Base::Adafactor { .. })
+        || Rule::for_step(base, 1, 0.0).pre_pass().is_some()
 }
 
 /// The 8-bit codes of `base`'s state buffers (m, v, v_max), `None` where int8 is refused.

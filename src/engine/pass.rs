@@ -125,10 +125,57 @@ pub(super) fn seq_apply<G: AsGrad>(
             norms: pass.norms.map(|x| &x[2 * i..2 * i + 2]),
             ..pass
         };
+        if adafactor(
+            pass,
+            &pass.plans.plans[group],
+            p,
+            g.as_grad(),
+            st,
+            copy_at(copies, i),
+        ) {
+            continue;
+        }
         let plan = norm_plan(pass, &pass.plans.plans[group], p, g.as_grad(), st, false);
         let n = p.len();
         apply_one(pass, &plan, p, g.as_grad(), st.whole(n), copy_at(copies, i));
     }
+}
+
+/// With Adafactor, every pass over the buffer on this thread (`kernels::factored`: its sums
+/// are taken in a fixed order, so the thread count cannot change them) and true; false for
+/// the other rules. The engine refuses compressed state for Adafactor, so it is f32 here.
+fn adafactor(
+    pass: Pass<'_>,
+    plan: &Plan,
+    p: &mut [f32],
+    g: Grad<'_>,
+    st: &mut BufState,
+    copy: Option<ParamCopy<'_>>,
+) -> bool {
+    if !matches!(plan.rule, kernels::Rule::Adafactor { .. }) {
+        return false;
+    }
+    let shape = st.shape;
+    let BufState {
+        m,
+        v,
+        slow,
+        colsum,
+        rowf,
+        ..
+    } = st;
+    let b = MixedBuffers {
+        param: p,
+        grad: g,
+        m: m.held().f32_mut().unwrap_or_default(),
+        v: v.held().f32_mut().unwrap_or_default(),
+        v_max: &mut [],
+        slow: slow.held().f32_mut().unwrap_or_default(),
+        copy,
+    };
+    let scratch = shape.map(|s| (s, kernels::FactorScratch { colsum, rowf }));
+    kernels::apply_factored(pass.step.tier, plan, pass.unscale, b, scratch);
+    true
 }
 
 /// For a rule with per-buffer norms (LAMB, LARS, NovoGrad), the buffer's update plan: from the
@@ -252,6 +299,16 @@ pub(super) fn par_apply<G: AsGrad>(
         states.first_mut(),
         pass.plans.group_of.first(),
     ) {
+        if adafactor(
+            pass,
+            &pass.plans.plans[group],
+            p,
+            g.as_grad(),
+            st,
+            copy_at(copies, 0),
+        ) {
+            return;
+        }
         let plan = norm_plan(pass, &pass.plans.plans[group], p, g.as_grad(), st, true);
         let n = p.len();
         let copy = copy_at(copies, 0);

@@ -295,6 +295,13 @@ pub(super) struct BufState {
     /// The per-block sums of a rule with per-buffer norms (LAMB, LARS, NovoGrad: two per block,
     /// `kernels::pre_blocks`); empty for the elementwise rules.
     pub(super) norm_sums: Vec<f64>,
+    /// The registered shape of a buffer whose rule is Adafactor (factored second moments; its
+    /// `v` holds `rows + cols` averages per matrix), else `None`.
+    pub(super) shape: Option<crate::kernels::Shape>,
+    /// Scratch of a factored buffer: column sums of one matrix (`cols`).
+    pub(super) colsum: Vec<f64>,
+    /// Scratch of a factored buffer: the row factors (`len / cols`).
+    pub(super) rowf: Vec<f32>,
 }
 
 /// Mutable view of the state of one buffer (or of a range of it), for

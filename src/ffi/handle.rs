@@ -29,6 +29,8 @@ pub(crate) struct HostBuf {
     /// The copy's format: `None` for no copy.
     pub(crate) copy_type: Option<Half>,
     pub(crate) len: usize,
+    /// The registered 2-D shape (`flatopt_param_options.rows`, `.cols`), if any.
+    pub(crate) shape: Option<(usize, usize)>,
 }
 
 impl HostBuf {
@@ -41,6 +43,7 @@ impl HostBuf {
             copy: std::ptr::null_mut(),
             copy_type: None,
             len,
+            shape: None,
         }
     }
 
@@ -586,7 +589,7 @@ impl Inner {
         // SAFETY: checked above (non-null unless empty, aligned, size fits); the host
         // guarantees the param buffer is readable during this call.
         let values = unsafe { slice(buf.param, buf.len) };
-        self.engine.add_buffer_to_group(values, group)?;
+        self.engine.add_buffer_shaped(values, group, buf.shape)?;
         self.footprint.add_param(p0, p1, n);
         self.footprint.add_grad(g0, g1);
         self.footprint.add_copy(c0, c1, n);

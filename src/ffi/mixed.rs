@@ -53,6 +53,9 @@ fn dtype_from_c(name: &'static str, x: u32) -> Result<Option<Half>, Error> {
 
 /// `sizeof(flatopt_param_options)` of the first version (frozen).
 pub const FLATOPT_PARAM_OPTIONS_SIZE_V1: u32 = 32;
+/// `sizeof(flatopt_param_options)` of the second version (frozen): the buffer's shape (`rows`,
+/// `cols`). A V1 caller's options register no shape.
+pub const FLATOPT_PARAM_OPTIONS_SIZE_V2: u32 = 48;
 
 /// How a buffer is registered by `flatopt_optimizer_add_param_with_options`: its gradients'
 /// format, its parameter group and an optional 16-bit copy of its parameters. Initialise with
@@ -85,12 +88,19 @@ pub struct flatopt_param_options {
     pub copy_dtype: u32,
     /// Reserved, must be 0.
     pub reserved: u32,
+    /// The buffer's 2-D shape: `rows` x `cols` (both 0, the default: none). With Adafactor a
+    /// buffer with a shape keeps factored second moments (`rows + cols` averages per
+    /// `rows x cols` row-major matrix; the buffer is `len / (rows * cols)` of them); the other
+    /// rules ignore it. Since `FLATOPT_PARAM_OPTIONS_SIZE_V2`.
+    pub rows: usize,
+    /// The shape's columns (see `rows`). Since `FLATOPT_PARAM_OPTIONS_SIZE_V2`.
+    pub cols: usize,
 }
 
 /// The published sizes of `flatopt_param_options`, oldest first.
 pub(crate) const PARAM_OPTIONS_VERSIONS: Versions = Versions {
     name: "flatopt_param_options",
-    sizes: &[FLATOPT_PARAM_OPTIONS_SIZE_V1],
+    sizes: &[FLATOPT_PARAM_OPTIONS_SIZE_V1, FLATOPT_PARAM_OPTIONS_SIZE_V2],
 };
 
 const _: () = assert!(PARAM_OPTIONS_VERSIONS.newest() == size_of::<flatopt_param_options>());
@@ -103,6 +113,8 @@ fn param_options_defaults() -> flatopt_param_options {
         copy: std::ptr::null_mut(),
         copy_dtype: flatopt_dtype::FLATOPT_DTYPE_F32 as u32,
         reserved: 0,
+        rows: 0,
+        cols: 0,
     }
 }
 
@@ -176,6 +188,10 @@ pub unsafe extern "C" fn flatopt_optimizer_add_param_with_options(
             }
             _ => {}
         }
+        let shape = match (o.rows, o.cols) {
+            (0, 0) => None,
+            rc => Some(rc),
+        };
         let buf = HostBuf {
             param,
             grad,
@@ -183,6 +199,7 @@ pub unsafe extern "C" fn flatopt_optimizer_add_param_with_options(
             copy: o.copy.cast(),
             copy_type,
             len,
+            shape,
         };
         // SAFETY: the handle and the buffers are passed on as received; this function's
         // `# Safety` promises what `add_buf` requires (the formats are `buf`'s).

@@ -67,6 +67,11 @@ pub enum flatopt_base_kind {
     /// NovoGrad (optax's; a second moment per registered buffer). Since
     /// `FLATOPT_BASE_PARAMS_SIZE_V4` (its fields are older ones).
     FLATOPT_NOVOGRAD = 15,
+    /// Adafactor (PyTorch's by default; optax's with `eps_root = 1e-30`, `eps = 0`,
+    /// `relative_step = 0`, `weight_decay_by_lr = 0`): factored second moments for buffers
+    /// registered with a shape (`flatopt_optimizer_add_param_shaped`). Since
+    /// `FLATOPT_BASE_PARAMS_SIZE_V6` (`decay_rate` to `weight_decay_by_lr`).
+    FLATOPT_ADAFACTOR = 16,
 }
 
 /// Size in bytes of the first version of `flatopt_base_params` (flatopt 0.2.0), the smallest
@@ -92,6 +97,9 @@ pub const FLATOPT_BASE_PARAMS_SIZE_V4: u32 = 160;
 /// Size in bytes of the fifth version of `flatopt_base_params` (LARS's `trust_coefficient`).
 /// Frozen. An older caller's struct gets its default.
 pub const FLATOPT_BASE_PARAMS_SIZE_V5: u32 = 168;
+/// Size in bytes of the sixth version of `flatopt_base_params` (Adafactor's fields
+/// `decay_rate` to `weight_decay_by_lr`). Frozen. An older caller's struct gets their defaults.
+pub const FLATOPT_BASE_PARAMS_SIZE_V6: u32 = 216;
 
 /// Size in bytes of the first version of `flatopt_schedule` (flatopt 0.2.0). Frozen.
 pub const FLATOPT_SCHEDULE_SIZE_V1: u32 = 248;
@@ -169,6 +177,28 @@ pub struct flatopt_base_params {
     pub max_step_size: c_double,
     /// LARS: multiplier of the trust ratio, > 0 (default 0.001). Since `_SIZE_V5`.
     pub trust_coefficient: c_double,
+    /// Adafactor: exponent of the second-moment decay `1 - t^-decay_rate`, >= 0 (default 0.8,
+    /// PyTorch's `-beta2_decay`). Since `_SIZE_V6`.
+    pub decay_rate: c_double,
+    /// Adafactor: steps subtracted from the count in the decay, a whole number >= 0 (default
+    /// 0). Since `_SIZE_V6`.
+    pub decay_offset: c_double,
+    /// Adafactor: floor of the parameters' RMS in the parameter scale, >= 0 (default 1e-3).
+    /// Since `_SIZE_V6`.
+    pub eps_scale: c_double,
+    /// Adafactor: threshold of the update's RMS, > 0, or NaN for no clipping (default 1).
+    /// Since `_SIZE_V6`.
+    pub clipping_threshold: c_double,
+    /// Adafactor: 1 to scale the step by the parameters' RMS (default 1). Since `_SIZE_V6`.
+    pub multiply_by_parameter_scale: u32,
+    /// Adafactor: 1 to cap the learning rate at `1/sqrt(t)` (default 1, PyTorch's). Since
+    /// `_SIZE_V6`.
+    pub relative_step: u32,
+    /// Adafactor: 1 to multiply `decoupled_weight_decay` by the learning rate (default 1,
+    /// PyTorch's). Since `_SIZE_V6`.
+    pub weight_decay_by_lr: u32,
+    /// Reserved, must be 0 (keeps the struct free of padding). Since `_SIZE_V6`.
+    pub reserved: u32,
 }
 
 /// The defaults of `kind` (a kind of the base-rule catalog): the catalog's defaults in the
@@ -200,6 +230,14 @@ pub(crate) fn base_defaults(kind: u32) -> flatopt_base_params {
         min_step_size: 1e-6,
         max_step_size: 50.0,
         trust_coefficient: 0.001,
+        decay_rate: 0.8,
+        decay_offset: 0.0,
+        eps_scale: 1e-3,
+        clipping_threshold: 1.0,
+        multiply_by_parameter_scale: 1,
+        relative_step: 1,
+        weight_decay_by_lr: 1,
+        reserved: 0,
     };
     if let Some(spec) = base_specs().iter().find(|s| s.kind == kind) {
         catalog::set_defaults(&mut p, spec);
@@ -211,6 +249,9 @@ impl flatopt_base_params {
     /// The validated base rule (the catalog entry of `kind`, its fields read from theirs).
     /// Allocates nothing.
     pub(crate) fn to_base(mut self) -> Result<Base, Error> {
+        if self.reserved != 0 {
+            return Err(Error::invalid("reserved", self.reserved, "must be 0"));
+        }
         let spec =
             catalog::kind_spec(base_specs(), self.kind, "must be a flatopt_base_kind value")?;
         // Field by field, without allocating: the stateless kernels convert on every call.
@@ -233,6 +274,7 @@ pub(crate) const BASE_PARAMS_VERSIONS: Versions = Versions {
         FLATOPT_BASE_PARAMS_SIZE_V3,
         FLATOPT_BASE_PARAMS_SIZE_V4,
         FLATOPT_BASE_PARAMS_SIZE_V5,
+        FLATOPT_BASE_PARAMS_SIZE_V6,
     ],
 };
 

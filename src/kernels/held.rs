@@ -194,8 +194,8 @@ pub struct HeldBuffers<'a> {
 pub fn q8_codes(rule: &Rule) -> Option<[Q8Code; 3]> {
     use Q8Code::{Signed as S, Unsigned as U};
     Some(match rule {
-        // Rprop's step sizes.
-        Rule::Rprop { .. } => return None,
+        // Rprop's step sizes; Adafactor keeps f32 state (refused at configuration).
+        Rule::Rprop { .. } | Rule::Adafactor { .. } => return None,
         // The centered gradient average in v_max may be negative.
         Rule::RmsProp { .. } => [S, U, S],
         // Adadelta's m is the average of squared updates.

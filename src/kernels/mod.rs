@@ -19,6 +19,8 @@
 //! - `trust.rs`: the two passes of the rules with per-buffer norms (LAMB, LARS, NovoGrad):
 //!   the pass before the update block by block with fixed-order block sums of squares, then the
 //!   update with the buffer's scalars;
+//! - `factored.rs`: Adafactor's passes over one buffer (row and column sums of the squared
+//!   gradients, the update's and the parameters' sums of squares, then the update);
 //! - `stateless.rs`: [`apply`], [`sum_squares`], [`sum_squares_partials`], [`apply_op`],
 //!   [`widen_to_f32`], [`narrow_from_f32`]: check
 //!   the arguments, then call the kernel of the tier's table.
@@ -31,6 +33,7 @@
 
 mod codec;
 mod convert;
+mod factored;
 mod fused;
 mod held;
 mod mixed;
@@ -44,6 +47,8 @@ pub(crate) use codec::{decode_q8, encode_bf16_sr, encode_bf16_sr2, encode_q8, en
 pub use codec::{q8_block_count, Q8Code, SrKey, Stream, Q8_BLOCK};
 pub use convert::Half;
 pub(crate) use convert::{narrow, widen};
+pub use factored::Shape;
+pub(crate) use factored::{apply as apply_factored, FactorScratch};
 pub(crate) use fused::{fused, specialize, Lanes, Off, On, Span, Switch, Window};
 pub use held::{q8_codes, Held, HeldBuffers, HeldRounding, StateDtype, StateRounding, HELD_CHUNK};
 pub(crate) use mixed::{half_all_finite, unscale};

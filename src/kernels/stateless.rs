@@ -4,9 +4,11 @@
 
 use super::codec::{q8_block_count, Q8Code, SrKey};
 use super::convert::Half;
+use super::factored::apply as apply_factored;
 use super::held::{fused_held, HeldBuffers, HeldRounding};
 use super::mixed::{fused_mixed, sumsq_partials_mixed, Grad, GradScale, MixedBuffers};
 use super::ops::Op;
+use super::plan::Rule;
 use super::plan::{Buffers, Plan};
 use super::reduce::{sumsq_block_count, SUMSQ_BLOCK};
 use super::trust::{apply_whole, pre_plan};
@@ -18,8 +20,10 @@ use crate::simd::{FpMode, Tier};
 pub fn apply(tier: Tier, plan: &Plan, b: Buffers<'_>) -> Result<(), Error> {
     let _mode = FpMode::enter();
     b.check(plan)?;
-    if let Some(pre) = pre_plan(plan) {
-        // A rule with per-buffer norms: `b` is the whole buffer.
+    let pre = pre_plan(plan);
+    if pre.is_some() || matches!(plan.rule, Rule::Adafactor { .. }) {
+        // A rule with per-buffer norms (Adafactor unfactored: a stateless call has no shape):
+        // `b` is the whole buffer.
         let Buffers {
             param,
             grad,
@@ -37,7 +41,10 @@ pub fn apply(tier: Tier, plan: &Plan, b: Buffers<'_>) -> Result<(), Error> {
             slow,
             copy: None,
         };
-        apply_whole(tier, plan, &pre, GradScale::One, b);
+        match pre {
+            Some(pre) => apply_whole(tier, plan, &pre, GradScale::One, b),
+            None => apply_factored(tier, plan, GradScale::One, b, None),
+        }
         return Ok(());
     }
     apply_unchecked_lengths(tier, plan, b);
@@ -282,6 +289,10 @@ pub fn apply_mixed(tier: Tier, plan: &Plan, scale: f32, b: MixedBuffers<'_>) -> 
     let unscale = grad_scale(scale)?;
     b.check(plan)?;
     match pre_plan(plan) {
+        // Adafactor, unfactored: `b` is the whole buffer.
+        None if matches!(plan.rule, Rule::Adafactor { .. }) => {
+            apply_factored(tier, plan, unscale, b, None)
+        }
         // A rule with per-buffer norms: `b` is the whole buffer.
         Some(pre) => apply_whole(tier, plan, &pre, unscale, b),
         None => fused_mixed(tier.kernels(), plan, unscale, b),

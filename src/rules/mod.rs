@@ -511,7 +511,9 @@ impl Rule {
 }
 
 // The base rules, in kind order: one word per file `src/rules/<word>.rs`.
-rules! { sgd adam radam adagrad rmsprop adamax nadam lion adabelief yogi adadelta rprop lamb lars novograd }
+rules! { sgd adam radam adagrad rmsprop adamax nadam lion adabelief yogi adadelta rprop lamb lars novograd adafactor }
+
+pub use adafactor::{Mode as AdafactorMode, Scalars as AdafactorScalars};
 
 #[cfg(test)]
 mod tests {

@@ -906,7 +906,7 @@ static void run_row(const row *r, int index)
 /* init functions */
 R(r_bpi_null) { (void)fx; return F(flatopt_base_params_init)(NULL, sizeof(flatopt_base_params), FLATOPT_ADAM); }
 R(r_bpi_kind) { return F(flatopt_base_params_init)(&fx->out.hp, sizeof fx->out.hp, 99); }
-R(r_bpi_kind_next) { return F(flatopt_base_params_init)(&fx->out.hp, sizeof fx->out.hp, FLATOPT_NOVOGRAD + 1); }
+R(r_bpi_kind_next) { return F(flatopt_base_params_init)(&fx->out.hp, sizeof fx->out.hp, FLATOPT_ADAFACTOR + 1); }
 R(r_si_null) { (void)fx; return F(flatopt_schedule_init)(NULL, sizeof(flatopt_schedule), FLATOPT_SCHEDULE_EXPONENTIAL); }
 R(r_si_kind) { return F(flatopt_schedule_init)(&fx->out.sc, sizeof fx->out.sc, 99); }
 R(r_si_kind16) { return F(flatopt_schedule_init)(&fx->out.sc, sizeof fx->out.sc, 16); }
@@ -1074,7 +1074,7 @@ R(r_new_base_newer_set)
     base_v9 n;
     memset(&n, 0, sizeof n);
     F(flatopt_base_params_init)(&n.b, sizeof n, FLATOPT_ADAM);
-    n.future[0] = 1; /* byte 168 (sizeof(flatopt_base_params)) */
+    n.future[0] = 1; /* byte 216 (sizeof(flatopt_base_params)) */
     c.base = &n.b;
     return new_into_out(fx, &c);
 }
@@ -1091,7 +1091,7 @@ R(r_adam_hp_newer_set)
 {
     base_v9 n;
     F(flatopt_base_params_init)(&n.b, sizeof n, FLATOPT_ADAM);
-    n.future[1] = 1; /* byte 176 (sizeof(flatopt_base_params) + 8) */
+    n.future[1] = 1; /* byte 224 (sizeof(flatopt_base_params) + 8) */
     return F(flatopt_adam_update)(&n.b, &fx->args, fx->sp, fx->sg, fx->sm, fx->sv, fx->svm,
                                   fx->ss, SLEN);
 }
@@ -2436,7 +2436,7 @@ static const row k_rows[] = {
     { "new: newer caller's config, unknown field set", NULL, r_new_newer_set, E_UNSUP,
       "byte 128" },
     { "new: newer caller's base, unknown field set", NULL, r_new_base_newer_set, E_UNSUP,
-      "byte 168" },
+      "byte 216" },
     { "new: newer caller's schedule, unknown field set", NULL, r_new_sched_newer_set, E_UNSUP,
       "byte 256" },
     { "new: base.struct_size 0", NULL, r_new_base_size0, E_ARG, "base.struct_size" },
@@ -2706,7 +2706,7 @@ static const row k_rows[] = {
     { "adam_update: hp.struct_size 0", NULL, r_adam_hp_size0, E_ARG, "struct_size" },
     { "adam_update: args.struct_size 3", NULL, r_adam_args_size, E_ARG, "struct_size" },
     { "adam_update: newer caller's hp, unknown field set", NULL, r_adam_hp_newer_set, E_UNSUP,
-      "byte 176" },
+      "byte 224" },
     { "adam_update: newer caller's args, unknown field set", NULL, r_adam_args_newer_set,
       E_UNSUP, "byte 56" },
     { "adam_update: hp.kind SGD", NULL, r_adam_kind_sgd, E_ARG, "hp.kind" },
@@ -3206,13 +3206,15 @@ static void test_init_macros(void)
     }
     /* The frozen sizes: this header is version 1 of every struct but flatopt_base_params,
      * whose version 2 added Adagrad's and RMSprop's fields, version 3 Adamax's, NAdam's and
-     * Lion's, version 4 AdaBelief's, Adadelta's and Rprop's, version 5 LARS's, and
+     * Lion's, version 4 AdaBelief's, Adadelta's and Rprop's, version 5 LARS's, version 6
+     * Adafactor's, and
      * flatopt_config, whose
      * version 2 added the compressed-state fields. */
     CHECK(sizeof(flatopt_config) == FLATOPT_CONFIG_SIZE_V2 && FLATOPT_CONFIG_SIZE_V1 == 88 &&
               FLATOPT_BASE_PARAMS_SIZE_V1 == 64 && FLATOPT_BASE_PARAMS_SIZE_V2 == 96 &&
               FLATOPT_BASE_PARAMS_SIZE_V3 == 112 && FLATOPT_BASE_PARAMS_SIZE_V4 == 160 &&
-              sizeof(flatopt_base_params) == FLATOPT_BASE_PARAMS_SIZE_V5 &&
+              FLATOPT_BASE_PARAMS_SIZE_V5 == 168 &&
+              sizeof(flatopt_base_params) == FLATOPT_BASE_PARAMS_SIZE_V6 &&
               sizeof(flatopt_schedule) == FLATOPT_SCHEDULE_SIZE_V1 &&
               sizeof(flatopt_step_args) == FLATOPT_STEP_ARGS_SIZE_V1,
           "struct sizes differ from their _SIZE_V1 constants");
@@ -4021,9 +4023,11 @@ static void test_base_update_every_kind(void)
         { "lars", FLATOPT_LARS, 0, 0, FLATOPT_STATE_M },
         { "lars momentum 0", FLATOPT_LARS, 0.0, 0, FLATOPT_STATE_M },
         { "novograd", FLATOPT_NOVOGRAD, 0, 0, FLATOPT_STATE_M | FLATOPT_STATE_V },
+        { "adafactor", FLATOPT_ADAFACTOR, 0, 0, FLATOPT_STATE_V },
+        { "adafactor momentum", FLATOPT_ADAFACTOR, 0.9, 0, FLATOPT_STATE_M | FLATOPT_STATE_V },
     };
     static const size_t len[1] = { 37 };
-    int seen[FLATOPT_NOVOGRAD + 1] = { 0 };
+    int seen[FLATOPT_ADAFACTOR + 1] = { 0 };
     size_t k;
     for (k = 0; k < sizeof v / sizeof v[0]; k++) {
         model a;
@@ -4036,7 +4040,7 @@ static void test_base_update_every_kind(void)
         OK(F(flatopt_base_params_init)(&cb, sizeof cb, v[k].kind));
         c.base = &cb;
         if (v[k].kind == FLATOPT_SGD || v[k].kind == FLATOPT_RMSPROP ||
-            (v[k].kind == FLATOPT_LARS && v[k].momentum == 0.0))
+            (v[k].kind == FLATOPT_LARS && v[k].momentum == 0.0) || v[k].kind == FLATOPT_ADAFACTOR)
             cb.momentum = v[k].momentum;
         if (v[k].kind == FLATOPT_ADAM)
             cb.amsgrad = v[k].flag;
@@ -4084,7 +4088,7 @@ static void test_base_update_every_kind(void)
             free(st[j]);
         model_free(&a);
     }
-    for (k = 0; k <= FLATOPT_NOVOGRAD; k++)
+    for (k = 0; k <= FLATOPT_ADAFACTOR; k++)
         CHECK(seen[k], "base kind %lu has no row in test_base_update_every_kind",
               (unsigned long)k);
 }

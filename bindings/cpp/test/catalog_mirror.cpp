@@ -48,6 +48,7 @@ static_assert(static_cast<uint32_t>(flatopt::BaseKind::Rprop) == 12, "rprop");
 static_assert(static_cast<uint32_t>(flatopt::BaseKind::Lamb) == 13, "lamb");
 static_assert(static_cast<uint32_t>(flatopt::BaseKind::Lars) == 14, "lars");
 static_assert(static_cast<uint32_t>(flatopt::BaseKind::Novograd) == 15, "novograd");
+static_assert(static_cast<uint32_t>(flatopt::BaseKind::Adafactor) == 16, "adafactor");
 
 static bool same(const char* got, const char* want) {
   if (std::strcmp(got, want) == 0) return true;
@@ -128,6 +129,9 @@ int main() {
   ok &= same(flatopt::base_kind_name(flatopt::BaseKind::Novograd), "novograd");
   ok &= same_kind(flatopt::BaseParams::novograd().kind(), flatopt::BaseKind::Novograd, "BaseParams::novograd");
   ok &= same_kind(flatopt::Config::novograd(1e-3).base().kind(), flatopt::BaseKind::Novograd, "Config::novograd");
-  if (ok) std::printf("catalog_mirror: %d names and factories match\n", 64);
+  ok &= same(flatopt::base_kind_name(flatopt::BaseKind::Adafactor), "adafactor");
+  ok &= same_kind(flatopt::BaseParams::adafactor().kind(), flatopt::BaseKind::Adafactor, "BaseParams::adafactor");
+  ok &= same_kind(flatopt::Config::adafactor(1e-3).base().kind(), flatopt::BaseKind::Adafactor, "Config::adafactor");
+  if (ok) std::printf("catalog_mirror: %d names and factories match\n", 67);
   return ok ? 0 : 1;
 }

@@ -43,11 +43,13 @@ namespace Flatopt
         public const long BaseParamsSizeV3 = 112;
         public const long BaseParamsSizeV4 = 160;
         public const long BaseParamsSizeV5 = 168;
+        public const long BaseParamsSizeV6 = 216;
         public const long ScheduleSizeV1 = 248;
         public const long ConfigSizeV1 = 88;
         public const long ConfigSizeV2 = 120;
         public const long GroupOptionsSizeV1 = 32;
         public const long ParamOptionsSizeV1 = 32;
+        public const long ParamOptionsSizeV2 = 48;
         public const long LossScalerOptionsSizeV1 = 24;
         public const long StepArgsSizeV1 = 56;
         /// <summary>Bits of flatopt_base_state_buffers' mask (see Kernels.BaseStateBuffers).</summary>
@@ -94,6 +96,9 @@ namespace Flatopt
         Lars = 14,
         /// <summary>NovoGrad (optax's; a second moment per registered buffer).</summary>
         Novograd = 15,
+        /// <summary>Adafactor (PyTorch's by default; factored second moments for buffers
+        /// registered with a shape, ParamOptions.Rows and Cols).</summary>
+        Adafactor = 16,
     }
 
     /// <summary>flatopt_schedule_kind: the learning-rate schedule (formulas in docs and the C
@@ -192,6 +197,11 @@ namespace Flatopt
         public Dtype CopyDtype;
         /// <summary>Reserved, must be 0.</summary>
         public uint Reserved;
+        /// <summary>The buffer's 2-D shape (rows x cols, row-major; 0 and 0: none): Adafactor
+        /// keeps factored second moments for it.</summary>
+        public UIntPtr Rows;
+        /// <summary>The shape's columns.</summary>
+        public UIntPtr Cols;
 
         /// <summary>The defaults (flatopt_param_options_init): f32 gradients, group 0, no
         /// copy.</summary>
@@ -279,6 +289,22 @@ namespace Flatopt
         public double MaxStepSize;
         /// <summary>LARS: multiplier of the trust ratio, &gt; 0.</summary>
         public double TrustCoefficient;
+        /// <summary>Adafactor: exponent of the second-moment decay, &gt;= 0.</summary>
+        public double DecayRate;
+        /// <summary>Adafactor: steps subtracted from the count in the decay.</summary>
+        public double DecayOffset;
+        /// <summary>Adafactor: floor of the parameters' RMS in the parameter scale.</summary>
+        public double EpsScale;
+        /// <summary>Adafactor: threshold of the update's RMS (NaN: no clipping).</summary>
+        public double ClippingThreshold;
+        /// <summary>Adafactor: 1 to scale the step by the parameters' RMS.</summary>
+        public uint MultiplyByParameterScale;
+        /// <summary>Adafactor: 1 to cap the learning rate at 1/sqrt(t).</summary>
+        public uint RelativeStep;
+        /// <summary>Adafactor: 1 to multiply the weight decay by the learning rate.</summary>
+        public uint WeightDecayByLr;
+        /// <summary>Reserved, must be 0.</summary>
+        public uint Reserved;
 
         /// <summary>The defaults of <paramref name="kind"/> (flatopt_base_params_init).</summary>
         public static unsafe BaseParams Init(BaseKind kind)

@@ -24,6 +24,7 @@ __all__ = [
     "lamb",
     "lars",
     "novograd",
+    "adafactor",
     "Adagrad",
     "RMSprop",
     "Adamax",
@@ -36,6 +37,7 @@ __all__ = [
     "Lamb",
     "Lars",
     "Novograd",
+    "Adafactor",
 ]
 
 # Per rule: each argument of its factory -> (the flatopt_base_params field, is a flag).
@@ -98,6 +100,20 @@ _C_FIELDS = {
         "eps": ("eps", False),
         "eps_root": ("eps_root", False),
         "weight_decay": ("decoupled_weight_decay", False),
+    },
+    # optax's names: its eps is added to the squared gradients; eps_floor is PyTorch's eps[0].
+    _lib.ADAFACTOR: {
+        "decay_rate": ("decay_rate", False),
+        "decay_offset": ("decay_offset", False),
+        "multiply_by_parameter_scale": ("multiply_by_parameter_scale", True),
+        "clipping_threshold": ("clipping_threshold", False),
+        "momentum": ("momentum", False),
+        "weight_decay_rate": ("decoupled_weight_decay", False),
+        "eps": ("eps_root", False),
+        "eps_floor": ("eps", False),
+        "eps_scale": ("eps_scale", False),
+        "relative_step": ("relative_step", True),
+        "weight_decay_by_lr": ("weight_decay_by_lr", True),
     },
 }
 
@@ -230,6 +246,70 @@ def novograd(learning_rate, b1=0.9, b2=0.25, eps=1e-6, eps_root=0.0, weight_deca
     return _Rule(_lib.NOVOGRAD, "novograd", learning_rate,
                  _state(state_dtype, state_rounding, state_seed), b1=b1, b2=b2, eps=eps,
                  eps_root=eps_root, weight_decay=weight_decay)
+
+
+class _Adafactor(_Rule):
+    """Adafactor: a rule whose factored second moments follow each registered array's shape
+    (``factor_shape``, called at registration)."""
+
+    def __init__(self, learning_rate, state_options, min_dim_size_to_factor, factored,
+                 **hyper):
+        super().__init__(_lib.ADAFACTOR, "adafactor", learning_rate, state_options, **hyper)
+        self.min_dim_size_to_factor = _validate.integer(
+            "min_dim_size_to_factor", min_dim_size_to_factor, 0, 2**63 - 1
+        )
+        self.factored = _validate.flag("factored", factored)
+
+    def factor_shape(self, shape):
+        """``(rows, cols)`` for an array of ``shape`` whose second moments are factored (optax's
+        rule: the two largest dims, both at least ``min_dim_size_to_factor``), else None.
+        flatopt factors row-major matrices, the array's last two dims: an array whose two
+        largest dims are not its last two is refused."""
+        if not self.factored or len(shape) < 2:
+            return None
+        order = sorted(range(len(shape)), key=lambda d: (shape[d], d))
+        d1, d0 = order[-2], order[-1]
+        if shape[d1] < self.min_dim_size_to_factor or shape[d1] == 0:
+            return None
+        if sorted((d1, d0)) != [len(shape) - 2, len(shape) - 1]:
+            raise ValueError(
+                f"adafactor: an array of shape {tuple(shape)}: optax factors its dims {d1} and "
+                f"{d0}, flatopt the last two dims (row-major matrices): move the two largest "
+                "dims last, or pass factored=False"
+            )
+        return (int(shape[-2]), int(shape[-1]))
+
+
+def adafactor(learning_rate=None, min_dim_size_to_factor=128, decay_rate=0.8, decay_offset=0,
+              multiply_by_parameter_scale=True, clipping_threshold=1.0, momentum=None,
+              dtype_momentum="float32", weight_decay_rate=None, eps=1e-30, factored=True,
+              eps_floor=0.0, eps_scale=1e-3, relative_step=False, weight_decay_by_lr=False,
+              state_dtype=None, state_rounding=None, state_seed=None):
+    """Adafactor (optax's signature and defaults, without ``weight_decay_mask``; numerics.md,
+    "Adafactor"): an array whose two largest dims are at least ``min_dim_size_to_factor``
+    keeps row and column averages of ``g^2 + eps`` (its last two dims), any other array an
+    elementwise average; the decay is ``1 - (t - decay_offset)^-decay_rate``; the update
+    ``g / sqrt(v)`` is divided by ``max(1, rms / clipping_threshold)`` (None: no clipping),
+    scaled by the learning rate (None: 1) and ``max(eps_scale, rms(p))``, averaged with
+    ``momentum`` (None: none), and ``weight_decay_rate * p`` is added. ``eps_floor``,
+    ``relative_step`` and ``weight_decay_by_lr`` give PyTorch's variant (``eps[0]``,
+    ``lr = min(lr, 1/sqrt(t))``, ``p *= 1 - lr * weight_decay``). Momentum is kept in
+    float32 (``dtype_momentum`` float32 only)."""
+    if str(getattr(dtype_momentum, "__name__", dtype_momentum)) not in ("float32", "f4"):
+        raise ValueError(
+            f"adafactor: dtype_momentum {dtype_momentum!r}: only float32 momentum is supported"
+        )
+    return _Adafactor(
+        1.0 if learning_rate is None else learning_rate,
+        _state(state_dtype, state_rounding, state_seed), min_dim_size_to_factor, factored,
+        decay_rate=decay_rate, decay_offset=decay_offset,
+        multiply_by_parameter_scale=multiply_by_parameter_scale,
+        clipping_threshold=float("nan") if clipping_threshold is None else clipping_threshold,
+        momentum=0.0 if momentum is None else momentum,
+        weight_decay_rate=0.0 if weight_decay_rate is None else weight_decay_rate,
+        eps=eps, eps_floor=eps_floor, eps_scale=eps_scale, relative_step=relative_step,
+        weight_decay_by_lr=weight_decay_by_lr,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -514,3 +594,37 @@ class Novograd(_RuleDecay):
 
     betas = _BETAS
     eps = _EPS
+
+
+class Adafactor(_RuleDecay):
+    """``Adafactor(lr=None, min_dim_size_to_factor=128, decay_rate=0.8, decay_offset=0,
+    multiply_by_parameter_scale=True, clipping_threshold=1.0, momentum=None,
+    weight_decay_rate=None, eps=1e-30, factored=True, grad_clip_norm=None,
+    grad_clip_value=None)``: optax's ``adafactor`` (braintools wraps it) as a class; factored
+    second moments for arrays whose two largest dims are at least ``min_dim_size_to_factor``."""
+
+    def __init__(self, lr=None, min_dim_size_to_factor=128, decay_rate=0.8, decay_offset=0,
+                 multiply_by_parameter_scale=True, clipping_threshold=1.0, momentum=None,
+                 weight_decay_rate=None, eps=1e-30, factored=True, grad_clip_norm=None,
+                 grad_clip_value=None, nonfinite="skip", num_threads=1, simd_tier=None,
+                 state_dtype=None, state_rounding=None, state_seed=None,
+                 state_index_offset=None):
+        if lr is not None:
+            _check_lr(lr, "lr")
+        base = adafactor(lr, min_dim_size_to_factor=min_dim_size_to_factor,
+                         decay_rate=decay_rate, decay_offset=decay_offset,
+                         multiply_by_parameter_scale=multiply_by_parameter_scale,
+                         clipping_threshold=clipping_threshold, momentum=momentum,
+                         weight_decay_rate=weight_decay_rate, eps=eps, factored=factored)
+        super().__init__(base, 0.0, grad_clip_norm, grad_clip_value, nonfinite, num_threads,
+                         simd_tier,
+                         **_state(state_dtype, state_rounding, state_seed, state_index_offset))
+
+    @property
+    def weight_decay(self):
+        """The rule's weight decay rate (added to the update as optax's
+        ``add_decayed_weights``)."""
+        return self._base.hyperparams["weight_decay_rate"]
+
+    decay_rate = _hyper("decay_rate", "The exponent of the second-moment decay.")
+    clipping_threshold = _hyper("clipping_threshold", "The update's RMS threshold (NaN: none).")

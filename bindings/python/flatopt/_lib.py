@@ -60,6 +60,7 @@ SGD, ADAM, ADAMW, RADAM, ADAGRAD, RMSPROP = 0, 1, 2, 3, 4, 5
 ADAMAX, NADAM, LION = 6, 7, 8
 ADABELIEF, YOGI, ADADELTA, RPROP = 9, 10, 11, 12
 LAMB, LARS, NOVOGRAD = 13, 14, 15
+ADAFACTOR = 16
 
 SCHEDULE_KINDS = {
     "fixed": 0,
@@ -93,12 +94,14 @@ BASE_PARAMS_SIZE_V2 = 96
 BASE_PARAMS_SIZE_V3 = 112
 BASE_PARAMS_SIZE_V4 = 160
 BASE_PARAMS_SIZE_V5 = 168
+BASE_PARAMS_SIZE_V6 = 216
 SCHEDULE_SIZE_V1 = 248
 CONFIG_SIZE_V1 = 88
 CONFIG_SIZE_V2 = 120
 STEP_ARGS_SIZE_V1 = 56
 GROUP_OPTIONS_SIZE_V1 = 32
 PARAM_OPTIONS_SIZE_V1 = 32
+PARAM_OPTIONS_SIZE_V2 = 48
 LOSS_SCALER_OPTIONS_SIZE_V1 = 24
 
 # ---------------------------------------------------------------------------------------------
@@ -133,6 +136,14 @@ class BaseParams(Structure):
         ("min_step_size", c_double),
         ("max_step_size", c_double),
         ("trust_coefficient", c_double),
+        ("decay_rate", c_double),
+        ("decay_offset", c_double),
+        ("eps_scale", c_double),
+        ("clipping_threshold", c_double),
+        ("multiply_by_parameter_scale", c_uint32),
+        ("relative_step", c_uint32),
+        ("weight_decay_by_lr", c_uint32),
+        ("reserved", c_uint32),
     ]
 
 
@@ -218,6 +229,8 @@ class ParamOptions(Structure):
         ("copy", c_void_p),
         ("copy_dtype", c_uint32),
         ("reserved", c_uint32),
+        ("rows", c_size_t),
+        ("cols", c_size_t),
     ]
 
 

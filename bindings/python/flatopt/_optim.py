@@ -548,11 +548,14 @@ class Optimizer:
                     # NULL gradient: this buffer's gradients come with each update(grads).
                     gptr = None if gviews is None else (pointer(gviews[i]) or None)
                     cg = cgroups[lay.group_of[i]]
-                    if mixed:
+                    rc = _factor_shape(self._base, shapes[i])
+                    if mixed or rc is not None:
                         o = _lib.ParamOptions()
                         _lib.check(_lib.param_options_init(ctypes.byref(o), ctypes.sizeof(o)))
                         o.grad_dtype = gcodes[i]
                         o.group = cg
+                        if rc is not None:
+                            o.rows, o.cols = rc
                         if cviews is not None:
                             o.copy = pointer(cviews[i][0]) or None
                             o.copy_dtype = cviews[i][1]
@@ -851,9 +854,13 @@ class Optimizer:
             added = 0
             try:
                 for v in views:
+                    o = _lib.ParamOptions()
+                    _lib.check(_lib.param_options_init(ctypes.byref(o), ctypes.sizeof(o)))
+                    o.group = cg
+                    o.rows, o.cols = _factor_shape(self._base, v.shape) or (0, 0)
                     _lib.check(
-                        _lib.optimizer_add_param_to_group(
-                            self._handle.ptr, cg, pointer(v) or None, None, v.size
+                        _lib.optimizer_add_param_with_options(
+                            self._handle.ptr, pointer(v) or None, None, v.size, ctypes.byref(o)
                         ),
                         "add_param_group",
                     )
@@ -2080,3 +2087,10 @@ class RAdam(_AdamFamily):
             simd_tier=simd_tier,
             **_state(state_dtype, state_rounding, state_seed, state_index_offset),
         )
+
+
+def _factor_shape(base, shape):
+    """The 2-D shape ``(rows, cols)`` an array of ``shape`` is registered with: the base rule's
+    choice (Adafactor factors some arrays), else None."""
+    f = getattr(base, "factor_shape", None)
+    return None if f is None else f(tuple(shape))

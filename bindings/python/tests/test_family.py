@@ -363,3 +363,115 @@ def test_per_buffer_norm_rules_take_compressed_state(name, dtype):
         assert np.all(np.isfinite(a)) and not np.array_equal(a, p0)
         moved = np.linalg.norm(b - p0)
         assert np.linalg.norm(a - b) <= 0.1 * moved, (name, dtype)
+
+
+# Adafactor factors 2-D (and batched) arrays: its own data, a matrix, a batch of matrices whose
+# last two dims are the largest, a vector; 60 steps with clipping, coupled decay and a schedule.
+SHAPES_2D = ((12, 20), (3, 6, 9), (37,))
+
+
+def _data_2d(seed):
+    rng = np.random.default_rng(seed)
+    params = [rng.normal(0.0, 1.0, s).astype(np.float32) for s in SHAPES_2D]
+    grads = [
+        [(rng.normal(0.0, 1.0, s) * rng.uniform(0.02, 0.25)).astype(np.float32)
+         for s in SHAPES_2D]
+        for _ in range(STEPS)
+    ]
+    return params, grads
+
+
+def _optax_adafactor(momentum, rate, clip, min_dim):
+    def tail(o, s):
+        t = [o.scale_by_factored_rms(min_dim_size_to_factor=min_dim)]
+        if clip is not None:
+            t.append(o.clip_by_block_rms(clip))
+        t += [o.scale_by_learning_rate(s, flip_sign=False), o.scale_by_param_block_rms()]
+        if momentum is not None:
+            t.append(o.ema(momentum, debias=False))
+        if rate is not None:
+            t.append(o.add_decayed_weights(rate))
+        return t + [o.scale(-1.0)]
+    return _WithLr(tail)
+
+
+# name -> (flatopt base from a schedule, optax transforms, learning rate)
+ADAFACTOR_OPTAX = {
+    "defaults, factored": (
+        lambda s: flatopt.adafactor(s, min_dim_size_to_factor=4),
+        _optax_adafactor(None, None, 1.0, 4), 1e-2,
+    ),
+    "unfactored (min_dim 128)": (
+        lambda s: flatopt.adafactor(s),
+        _optax_adafactor(None, None, 1.0, 128), 1e-2,
+    ),
+    "momentum, decay rate, tight clip": (
+        lambda s: flatopt.adafactor(s, min_dim_size_to_factor=4, momentum=0.9,
+                                    weight_decay_rate=1e-3, clipping_threshold=0.5),
+        _optax_adafactor(0.9, 1e-3, 0.5, 4), 1e-2,
+    ),
+    "no clipping": (
+        lambda s: flatopt.adafactor(s, min_dim_size_to_factor=4, clipping_threshold=None),
+        _optax_adafactor(None, None, None, 4), 3e-3,
+    ),
+}
+
+
+@pytest.mark.parametrize("lookahead", [False, True], ids=["plain", "lookahead"])
+@pytest.mark.parametrize("name", sorted(ADAFACTOR_OPTAX))
+def test_adafactor_parity_with_optax(name, lookahead):
+    base, rule, lr = ADAFACTOR_OPTAX[name]
+    params, grads = _data_2d(17)
+    ref = _optax_run(rule, lr, params, grads, lookahead)
+    ours = _flatopt_run(base(_sched(lr)), params, grads, lookahead)
+    _check("adafactor " + name, ours, ref, "optax" + (" (Lookahead)" if lookahead else ""))
+
+
+@pytest.mark.parametrize("lookahead", [False, True], ids=["plain", "lookahead"])
+@pytest.mark.parametrize("wd", [0.0, 0.05], ids=["no decay", "decay"])
+def test_adafactor_parity_with_torch(wd, lookahead):
+    torch = pytest.importorskip("torch")
+    if not hasattr(torch.optim, "Adafactor"):
+        pytest.skip("torch.optim.Adafactor needs torch 2.5")
+    params, grads = _data_2d(19)
+    lr = 5e-3
+
+    def make(torch, ps, lr):
+        return torch.optim.Adafactor(ps, lr=lr, weight_decay=wd)
+
+    ref = _torch_run(make, lr, params, grads, lookahead)
+    base = flatopt.adafactor(_sched(lr), min_dim_size_to_factor=0, eps=0.0,
+                             eps_floor=float(np.finfo(np.float32).eps), relative_step=True,
+                             weight_decay_rate=wd, weight_decay_by_lr=True)
+    ours = _flatopt_run(base, params, grads, lookahead, 0.0)
+    _check("adafactor", ours, ref, "torch.optim" + (" (Lookahead)" if lookahead else ""))
+
+
+def test_adafactor_factors_as_optax_and_refuses_other_layouts():
+    rule = flatopt.adafactor(1e-2, min_dim_size_to_factor=4)
+    assert rule.factor_shape((12, 20)) == (12, 20)
+    assert rule.factor_shape((3, 6, 9)) == (6, 9)
+    assert rule.factor_shape((3, 20)) is None  # the second largest dim below 4
+    assert rule.factor_shape((37,)) is None
+    assert flatopt.adafactor(1e-2, factored=False).factor_shape((200, 300)) is None
+    with pytest.raises(ValueError, match="last two dims"):
+        rule.factor_shape((9, 3, 6))
+    with pytest.raises(ValueError, match="dtype_momentum"):
+        flatopt.adafactor(1e-2, dtype_momentum="bfloat16")
+
+
+def test_adafactor_class_is_the_function():
+    params, grads = _data_2d(3)
+    a = [p.copy() for p in params]
+    b = [p.copy() for p in params]
+    opt_a = flatopt.Adafactor(1e-2, min_dim_size_to_factor=4, momentum=0.5)
+    opt_b = flatopt.Optimizer(flatopt.adafactor(1e-2, min_dim_size_to_factor=4, momentum=0.5),
+                              None, lookahead=False)
+    opt_a.register_trainable_weights(a)
+    opt_b.register_trainable_weights(b)
+    for g in grads[:10]:
+        opt_a.update(g)
+        opt_b.update(g)
+    for x, y in zip(a, b):
+        assert x.tobytes() == y.tobytes()
+    assert any(not np.array_equal(x, p) for x, p in zip(a, params))
