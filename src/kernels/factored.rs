@@ -48,10 +48,9 @@ impl Shape {
     pub fn check(self, n: usize) -> Result<(), crate::error::Error> {
         let fits = self.rows >= 1
             && self.cols >= 1
-            && self
-                .rows
-                .checked_mul(self.cols)
-                .is_some_and(|rc| n % rc == 0 && self.rows.checked_add(self.cols).is_some());
+            && self.rows.checked_mul(self.cols).is_some_and(|rc| {
+                n.is_multiple_of(rc) && self.rows.checked_add(self.cols).is_some()
+            });
         if fits {
             Ok(())
         } else {
