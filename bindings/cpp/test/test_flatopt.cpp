@@ -498,7 +498,8 @@ void test_stateless_equals_optimizer() {
       flatopt::BaseParams::adadelta(), flatopt::BaseParams::rprop(),
       flatopt::BaseParams::lamb(0.01).eps_root(1e-8),
       flatopt::BaseParams::lars(0.01, 0.8, true).trust_coefficient(0.02).eps(1e-3),
-      flatopt::BaseParams::novograd(0.01).b2(0.5)};
+      flatopt::BaseParams::novograd(0.01).b2(0.5), flatopt::BaseParams::adafactor(0.01),
+      flatopt::BaseParams::adafactor_optax(0.9, 1e-3)};
   for (const flatopt::BaseParams& hp : bases) {
     std::mt19937 rng(99);
     Vec p_opt = random_vec(rng, n);
@@ -552,6 +553,7 @@ void test_stateless_equals_optimizer() {
         case flatopt::BaseKind::Lamb:  // one buffer: the stateless update's norms are its own
         case flatopt::BaseKind::Lars:
         case flatopt::BaseKind::Novograd:
+        case flatopt::BaseKind::Adafactor:  // unfactored: the buffer is added without a shape
           specific = false;  // only the generic update below
           break;
       }
