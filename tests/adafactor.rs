@@ -731,6 +731,23 @@ fn split_sharded_and_compressed_state_are_refused() {
                 .unwrap_err(),
             "step_with_sum_squares",
         );
+        let mut partials = vec![0.0f64; o.norm_partial_count()];
+        named(
+            o.norm_partials_with_sum_squares(&mut [&mut p], &[g.as_slice()], 1.0, &mut partials)
+                .unwrap_err(),
+            "norm_partials_with_sum_squares",
+        );
+        named(
+            o.step_with_sum_squares_and_norms(
+                &mut [&mut p],
+                &[g.as_slice()],
+                &mut [None],
+                1.0,
+                &[1.0, 1.0],
+            )
+            .unwrap_err(),
+            "step_with_sum_squares_and_norms",
+        );
         assert_eq!(o.save(), before, "{bname}: nothing changed");
         assert!(p.iter().all(|x| *x == 0.5));
         o.step(&mut [&mut p], &[&g]).unwrap();

@@ -725,6 +725,16 @@ impl Optimizer {
 
     /// Refuses `what` unless the base rule has per-buffer norms.
     fn require_per_buffer_norms(&self, what: &'static str) -> Result<(), Error> {
+        if matches!(self.cfg.base, crate::config::Base::Adafactor { .. }) {
+            // Its reductions (row and column means, the update's and the parameters' RMS)
+            // are not the two sums per block this exchange carries.
+            return Err(Error::invalid(
+                what,
+                format!("base rule {}", self.cfg.base.name()),
+                "is refused for Adafactor: sharded Adafactor is not supported (use the whole \
+                 update in one process)",
+            ));
+        }
         if per_buffer_norms(&self.cfg.base) {
             return Ok(());
         }
