@@ -67,6 +67,10 @@ ROWS = [
     ("Adadelta", dict(lr=0.5, state_dtype="int8"), ("acc_delta", "square_avg")),
     ("Lion", dict(lr=1e-3, state_dtype="int8"), ("exp_avg",)),
     ("Rprop", dict(lr=1e-3, state_dtype="bfloat16"), ("prev", "step_size")),
+    ("Lamb", dict(lr=1e-3, state_dtype="bfloat16"), ("exp_avg", "exp_avg_sq")),
+    ("Lamb", dict(lr=1e-3, weight_decay=0.01, state_dtype="int8"), ("exp_avg", "exp_avg_sq")),
+    ("Lars", dict(lr=1e-2, momentum=0.9, state_dtype="int8"), ("momentum_buffer",)),
+    ("Novograd", dict(lr=1e-3, state_dtype="bfloat16"), ("exp_avg", "exp_avg_sq")),
     ("AdamW", dict(lr=1e-2, state_dtype="int8", lookahead=dict(k=3, slow_dtype="bfloat16")),
      ("exp_avg", "exp_avg_sq", "lookahead_slow_buff")),
     ("AdamW", dict(lr=1e-2, state_dtype="bfloat16", lookahead=dict(k=3)),
@@ -270,7 +274,6 @@ REFUSED = [
     (lambda ps: ft.AdamW(ps, state_rounding="up"), "state_rounding"),
     (lambda ps: ft.AdamW(ps, state_seed=-1), "state_seed"),
     (lambda ps: ft.Rprop(ps, state_dtype="int8"), "Rprop"),
-    (lambda ps: ft.Lamb(ps, state_dtype="bfloat16"), "LAMB"),
     (lambda ps: ft.Lookahead(ft.AdamW(ps), slow_dtype="int8"), "slow_dtype"),
 ]
 
