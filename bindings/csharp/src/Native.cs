@@ -66,6 +66,12 @@ namespace Flatopt
         internal static extern Status flatopt_optimizer_step_with_sum_squares(OptimizerHandle opt, double sumSquares);
 
         [DllImport(Lib, CallingConvention = Cdecl)]
+        internal static extern Status flatopt_optimizer_norm_partials(OptimizerHandle opt, double sumSquares, double* partials, UIntPtr n);
+
+        [DllImport(Lib, CallingConvention = Cdecl)]
+        internal static extern Status flatopt_optimizer_step_with_norms(OptimizerHandle opt, double sumSquares, double* norms, UIntPtr n);
+
+        [DllImport(Lib, CallingConvention = Cdecl)]
         internal static extern Status flatopt_optimizer_begin_step(OptimizerHandle opt);
 
         [DllImport(Lib, CallingConvention = Cdecl)]

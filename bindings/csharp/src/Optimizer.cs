@@ -426,6 +426,27 @@ namespace Flatopt
             return Finish(Native.flatopt_optimizer_step_with_sum_squares(handle, sumSquares));
         }
 
+        /// <summary>Sharded LAMB, LARS or NovoGrad, the exchange between the two phases: the
+        /// pass before the update with the global sum of squares, two sums per sum-of-squares
+        /// block of every registered buffer into <paramref name="partials"/> (nothing else is
+        /// written). Refused for the other rules.</summary>
+        public void NormPartials(double sumSquares, double[] partials)
+        {
+            fixed (double* p = partials)
+                Errors.Check(Native.flatopt_optimizer_norm_partials(handle, sumSquares, p,
+                    (UIntPtr)(uint)(partials == null ? 0 : partials.Length)));
+        }
+
+        /// <summary>Sharded LAMB, LARS or NovoGrad, the update: as
+        /// <see cref="StepWithSumSquares"/> with each buffer's two norms totalled over all
+        /// shards (two per registered buffer). False: skipped on every shard alike.</summary>
+        public bool StepWithNorms(double sumSquares, double[] norms)
+        {
+            fixed (double* p = norms)
+                return Finish(Native.flatopt_optimizer_step_with_norms(handle, sumSquares, p,
+                    (UIntPtr)(uint)(norms == null ? 0 : norms.Length)));
+        }
+
         /// <summary>First phase of a step split over the caller's threads. False: skipped (the
         /// step is over); true: call StepRange on disjoint ranges covering [0, TotalLen), then
         /// EndStep.</summary>
