@@ -61,9 +61,11 @@ rule's own memory pattern; identical data and hyperparameters, agreement checked
 """
 
 import argparse
+import contextlib
 import ctypes
 import datetime as _dt
 import gc
+import io
 import json
 import math
 import os
@@ -129,6 +131,9 @@ class Probe:
         self.lib.compare_probe_states.argtypes = [ctypes.c_void_p] * 5 + [
             ctypes.c_size_t, ctypes.c_int, ctypes.c_int]
         self.lib.compare_probe_states.restype = ctypes.c_int
+        self.lib.compare_probe_passes.argtypes = [ctypes.c_void_p] * 4 + [
+            ctypes.c_size_t, ctypes.c_size_t, ctypes.c_int, ctypes.c_int]
+        self.lib.compare_probe_passes.restype = ctypes.c_int
         self.lib.compare_probe_mixed.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_size_t,
                                                                           ctypes.c_int]
         self.lib.compare_probe_mixed.restype = ctypes.c_int
@@ -1264,7 +1269,40 @@ FAMILY = [
                           "max_step_size": 50.0}),
          optax_lag=(1, "optax's rprop returns the previous step's update (docs/numerics.md, "
                        "\"Rprop\"): its step t + 1 is flatopt's and PyTorch's step t")),
+    # The rules with passes before the update (docs/numerics.md, "Per-buffer norms" and
+    # "Adafactor"): `passes` is (the probe's pattern, compare_probe_passes' kind; the bytes per
+    # element the rule moves, from numerics.md's tables). A registered buffer is one layer.
+    dict(rule="lamb", flatopt=("lamb", {"b1": 0.9, "b2": 0.999, "eps": 1e-6,
+                                        "weight_decay": 1e-2}),
+         torch="torch.optim has no LAMB", passes=("lamb", 40),
+         optax=("lamb", {"b1": 0.9, "b2": 0.999, "eps": 1e-6, "weight_decay": 1e-2})),
+    dict(rule="lars", lr=1.0, flatopt=("lars", {"weight_decay": 1e-4, "trust_coefficient": 1e-3,
+                                                "eps": 1e-8, "momentum": 0.9}),
+         torch="torch.optim has no LARS", passes=("lars", 28),
+         optax=("lars", {"weight_decay": 1e-4, "trust_coefficient": 1e-3, "eps": 1e-8,
+                         "momentum": 0.9})),
+    dict(rule="novograd", flatopt=("novograd", {"b1": 0.9, "b2": 0.25, "eps": 1e-6,
+                                                "weight_decay": 1e-3}),
+         torch="torch.optim has no NovoGrad", passes=("novograd", 24),
+         optax=("novograd", {"b1": 0.9, "b2": 0.25, "eps": 1e-6, "weight_decay": 1e-3})),
+    # Adafactor on one near-square matrix per size (matrix_shape: 1e8 = 10000 x 10000), factored
+    # as PyTorch factors every 2-D tensor, and optax (its defaults) where both dims are at
+    # least min_dim_size_to_factor = 128 (not at 1e3 = 25 x 40 and 1e4 = 100 x 100: there its
+    # form is the unfactored one, 32 B/element). Both clip the update by its RMS (d = 1,
+    # clipping_threshold = 1) and scale by the parameters' RMS: 24 B/element factored.
+    dict(rule="adafactor", lr=1e-2, matrix=True, passes=("adafactor", 24), agree_n=128 * 160,
+         flatopt=("adafactor", {"min_dim_size_to_factor": 0, "eps": 0.0,
+                                "eps_floor": float(np.finfo(np.float32).eps), "eps_scale": 1e-3,
+                                "relative_step": True, "weight_decay_by_lr": True}),
+         flatopt_optax=("adafactor", {}),
+         torch=("Adafactor", {"beta2_decay": -0.8, "eps": (None, 1e-3), "d": 1.0,
+                              "weight_decay": 0.0}, "foreach"),
+         optax=("adafactor", {})),
 ]
+# compare_probe_passes' kinds (probe.c, enum passes).
+PASSES_KIND = {"lamb": 0, "lars": 1, "novograd": 2, "adafactor": 3}
+# Adafactor's unfactored form (optax's below min_dim_size_to_factor): bytes per element.
+ADAFACTOR_UNFACTORED_BYTES = 32
 FAMILY_STEPS = 12  # steps of the agreement check
 # SPEC's tolerance (docs/numerics.md, "Test tolerances": |a - b| <= 1e-5 + 1e-5 |b| for every
 # element) after FAMILY_STEPS steps: max |a - b| / (1 + |b|) <= FAMILY_TOL.
@@ -1316,7 +1354,57 @@ def state_buffers(row, form):
 
 
 def family_bytes(row):
+    """Bytes per element the rule moves (PyTorch's form where it differs; Adafactor factored):
+    12 + 8 per state buffer for the one-pass rules, numerics.md's figure for the others."""
+    if "passes" in row:
+        return row["passes"][1]
     return 12 + 8 * state_buffers(row, row["flatopt"])
+
+
+def matrix_shape(n):
+    """The near-square matrix of n elements: (rows, cols), rows the largest divisor of n up to
+    sqrt(n) (1e8: 10000 x 10000, 1e7: 3125 x 3200, 1e6: 1000 x 1000, 1e5: 250 x 400)."""
+    r = math.isqrt(n)
+    while n % r:
+        r -= 1
+    return r, n // r
+
+
+def form_bytes(row, workload, n):
+    """Bytes per element of flatopt's form `workload` of the rule at n elements: optax's
+    Adafactor is unfactored where the matrix has a dim below its min_dim_size_to_factor."""
+    if row.get("matrix") and workload.endswith("/optax"):
+        limit = row["flatopt_optax"][1].get("min_dim_size_to_factor", 128)
+        if min(matrix_shape(n)) < limit:
+            return ADAFACTOR_UNFACTORED_BYTES
+    return family_bytes(row)
+
+
+def shaped(row, x):
+    """x as the rule's parameter array: a near-square matrix for Adafactor, else flat."""
+    return x.reshape(matrix_shape(x.size)) if row.get("matrix") else x
+
+
+def make_probe_passes(row):
+    kind = PASSES_KIND[row["rule"]]
+
+    def make(ctx, n, threads, p0, g):
+        p = p0.copy()
+        m = ctx.probe.random(n, "m") if kind != PASSES_KIND["adafactor"] else None
+        v = ctx.probe.random(n, "v") if kind == PASSES_KIND["lamb"] else None
+        cols = matrix_shape(n)[1] if row.get("matrix") else n
+        fn = ctx.probe.lib.compare_probe_passes
+        args = (p.ctypes.data, g.ctypes.data, None if m is None else m.ctypes.data,
+                None if v is None else v.ctypes.data, n, cols, threads, kind)
+        keep = (p, g, m, v)
+        if fn(*args) != 0:
+            raise RuntimeError(f"compare_probe_passes({row['rule']}, n={n}) failed")
+
+        def step():
+            fn(*args)
+            return keep
+        return step, None, lambda: p.copy()
+    return make
 
 
 def make_probe_states(states):
@@ -1335,14 +1423,20 @@ def make_probe_states(states):
     return make
 
 
-def make_flatopt_rule(row, form):
+# flatopt's state bytes per element (Optimizer.state_bytes_per_element) per (workload, n), as
+# the measured optimizers report them.
+STATE_SEEN = {}
+
+
+def make_flatopt_rule(row, form, workload=None):
     def make(ctx, n, threads, p0, g):
         import flatopt
-        p = p0.copy()
+        p = shaped(row, p0.copy())
         opt = flatopt.Optimizer(flatopt_base(row, form), None, lookahead=False,
                                 nonfinite="propagate", num_threads=threads)
-        opt.register_trainable_weights([p], grads=[g])
-        return opt.update, None, lambda: p.copy()
+        opt.register_trainable_weights([p], grads=[shaped(row, g)])
+        STATE_SEEN[(workload or row["rule"], n)] = opt.state_bytes_per_element
+        return opt.update, None, lambda: p.reshape(-1).copy()
     return make
 
 
@@ -1352,9 +1446,9 @@ def make_torch_rule(row):
     def make(ctx, n, threads, p0, g):
         torch = _torch()
         torch.set_num_threads(threads)
-        p = _torch_param(torch, p0, g)
+        p = _torch_param(torch, shaped(row, p0), shaped(row, g))
         opt = getattr(torch.optim, cls_name)([p], lr=row.get("lr", LR), **kw, **{kind: True})
-        return opt.step, None, lambda: p.detach().numpy().copy()
+        return opt.step, None, lambda: p.detach().numpy().reshape(-1).copy()
     return make
 
 
@@ -1413,8 +1507,8 @@ def make_optax_rule(row):
         jax, _ = _jax()
         import jax.numpy as jnp
         tx, update = _optax_step(row)
-        params = jnp.array(p0)  # a copy: donated, so XLA writes into it
-        grads = jnp.asarray(g)
+        params = jnp.array(shaped(row, p0))  # a copy: donated, so XLA writes into it
+        grads = jnp.asarray(shaped(row, g))
         cur = [params, tx.init(params)]
 
         def step():
@@ -1423,11 +1517,11 @@ def make_optax_rule(row):
         def sync():
             cur[0].block_until_ready()
         # Compile now (not in the warm-up's per-step estimate) on a throwaway copy.
-        spare = [jnp.array(p0)]
+        spare = [jnp.array(shaped(row, p0))]
         spare.append(tx.init(spare[0]))
         update(*spare, grads)[0].block_until_ready()
         del spare
-        return step, sync, lambda: np.asarray(cur[0]).copy()
+        return step, sync, lambda: np.asarray(cur[0]).reshape(-1).copy()
     return make
 
 
@@ -1436,10 +1530,11 @@ def family_impls(row, torch_ok, optax_ok):
     (wt, ft), (wo, fo) = flatopt_forms(row)
     states = state_buffers(row, ft)
     size = 4 + 4 * states
-    impls = [("probe", row["rule"], make_probe_states(states), size),
-             ("flatopt-py", wt, make_flatopt_rule(row, ft), size)]
+    probe = make_probe_passes(row) if "passes" in row else make_probe_states(states)
+    impls = [("probe", row["rule"], probe, size),
+             ("flatopt-py", wt, make_flatopt_rule(row, ft, wt), size)]
     if wo != wt:
-        impls.append(("flatopt-py", wo, make_flatopt_rule(row, fo), size))
+        impls.append(("flatopt-py", wo, make_flatopt_rule(row, fo, wo), size))
     if torch_ok and isinstance(row["torch"], tuple):
         impls.append(("torch", row["rule"], make_torch_rule(row), size + 8))  # + temporaries
     if optax_ok:
@@ -1447,10 +1542,20 @@ def family_impls(row, torch_ok, optax_ok):
     return impls
 
 
+def annotate_family_records(row, recs):
+    """Each flatopt form's own bytes per element (optax's Adafactor is unfactored on small
+    matrices) and the state bytes per element its optimizer reported."""
+    for r in recs:
+        if r["impl"] == "flatopt-py":
+            r["bytes_per_element"] = form_bytes(row, r["workload"], r["n"])
+            r["state_bytes_per_element"] = STATE_SEEN.get((r["workload"], r["n"]))
+
+
 def family_agreement(ctx, row, n, torch_ok, optax_ok, steps=FAMILY_STEPS):
     """flatopt (each form) against PyTorch and optax on identical data: `steps` updates each
     from the same p0 and g, then max |a - b| / (1 + |b|) (SPEC's tolerance: FAMILY_TOL).
     Returns [(pair, err, tol, note)], err None where the other is unavailable (note says why)."""
+    n = row.get("agree_n", n)  # Adafactor: a matrix both libraries factor (128 x 160)
     p0, g = ctx.probe.random(n, "p"), ctx.probe.random(n, "g")
     (wt, ft), (wo, fo) = flatopt_forms(row)
 
@@ -1550,7 +1655,9 @@ def run_family(args, probe):
             t0 = time.time()
             for row in rows:
                 impls = family_impls(row, torch_ok, optax_ok)
+                before = len(records)
                 measure_point(args, ctx, n, t, impls, records, skipped, family_bytes(row))
+                annotate_family_records(row, records[before:])
                 gc.collect()
             busy_after = cpu_busy()
             conditions.append({"n": n, "threads": t, "other_cpu_busy_before": busy,
@@ -1571,6 +1678,51 @@ def run_family(args, probe):
                                  None)
             log(f"  wrote {base}.md/.json and latest-family.*")
     print(md)
+
+
+def merge_family(paths, out):
+    """One family table from several --family runs (their .json files, in order): all the
+    records of a rule at a size and thread count come from one run, the last file that has
+    that point, so every ratio is between implementations interleaved in one process. Writes
+    out/<date>-family.{md,json} and latest-family.*."""
+    groups, runs, agreement, conditions = {}, [], {}, []
+    meta = None
+    for i, path in enumerate(paths):
+        with open(path) as f:
+            saved = json.load(f)
+        meta = saved["meta"]
+        if "agreement" not in meta:
+            sys.exit(f"compare.py --merge: {path} is not a --family run")
+        by = {}
+        for r in saved["records"]:
+            by.setdefault((r["workload"].split("/")[0], r["n"], r["threads"]), []).append(r)
+        for key, rs in by.items():
+            groups[key] = (i, rs)
+        agreement.update(meta["agreement"])
+        conditions += [dict(c, run=i + 1) for c in meta.get("conditions", [])]
+        runs.append({"file": os.path.basename(path), "date": meta["machine"]["date"],
+                     "commit": meta["machine"].get("commit"), "argv": meta["argv"],
+                     "load_start": meta["load_start"], "load_end": meta["load_end"],
+                     "seconds": meta["seconds"], "conditions": meta.get("conditions", [])})
+    if meta is None:
+        sys.exit("compare.py --merge: no files")
+    for i, run in enumerate(runs):
+        run["points"] = sorted(f"{rule} {fmt_n(n)}/{t}t" for (rule, n, t), (j, _) in
+                               groups.items() if j == i)
+    records = [r for _, rs in groups.values() for r in rs]
+    for r in records:
+        summarize(r)
+    names = {k[0] for k in groups}
+    merged = dict(meta, runs=runs, agreement=agreement, conditions=conditions,
+                  argv=["--merge", ",".join(r["file"] for r in runs)],
+                  load_start=runs[0]["load_start"], load_end=runs[-1]["load_end"],
+                  seconds=sum(r["seconds"] for r in runs),
+                  sizes=sorted({k[1] for k in groups}), threads=sorted({k[2] for k in groups}),
+                  rules=[r["rule"] for r in FAMILY if r["rule"] in names])
+    md = render_family_md(merged, index(records), family_rows(",".join(merged["rules"])))
+    base = write_results(out, "family", md, {"meta": merged, "records": records}, None)
+    print(md)
+    log(f"wrote {base}.md/.json and latest-family.* from {len(runs)} runs")
 
 
 def _speedup(value):
@@ -1619,11 +1771,28 @@ def render_family_md(meta, idx, rows):
         "time per step over flatopt's (above 1: flatopt is faster; bold: slower), medians of "
         "per-repetition ratios.")
     lines.append("")
+    for k, run in enumerate(meta.get("runs") or []):
+        if k == 0:
+            lines.append(f"Assembled from {len(meta['runs'])} runs (`compare.py --merge`): each "
+                         "row's figures at one size, and so every ratio, come from one run, "
+                         "whose implementations ran interleaved in one process. The runs:")
+            lines.append("")
+        busy = ", ".join(f"{fmt_n(c['n'])}/{c['threads']}t "
+                         f"{100 * (c['other_cpu_busy_before'] or 0):.0f}/"
+                         f"{100 * (c['other_cpu_busy_after'] or 0):.0f}%"
+                         for c in run["conditions"])
+        lines.append(f"{k + 1}. {run['date'][:16]}, commit {run['commit']}, "
+                     f"`compare.py {' '.join(run['argv'])}`, {run['seconds'] / 60:.1f} min, load "
+                     f"{run['load_start']} → {run['load_end']}; other processes' CPU share "
+                     f"before / after each point {busy}; gives {', '.join(run['points'])}.")
+    if meta.get("runs"):
+        lines.append("")
     skipped = meta.get("skipped") or {}
     if skipped:
         lines.append("Skipped: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
         lines.append("")
-    lines.append(f"## Same work: agreement after {FAMILY_STEPS} steps (n = 5003)")
+    lines.append(f"## Same work: agreement after {FAMILY_STEPS} steps (n = 5003; Adafactor: a "
+                 "128 x 160 matrix, which both libraries factor)")
     lines.append("")
     lines.append("max |a − b| / (1 + |b|) over the parameters, against SPEC's tolerance "
                  f"({FAMILY_TOL:.0e}: |a − b| ≤ 1e-5 + 1e-5 |b| for every element).")
@@ -1642,9 +1811,10 @@ def render_family_md(meta, idx, rows):
     for t in threads:
         lines.append(f"## Speed-up of flatopt, {t} thread{'s' if t > 1 else ''}: over PyTorch / over optax")
         lines.append("")
-        lines.append("| rule | B/element | PyTorch | " + " | ".join(fmt_n(n) for n in sizes)
+        lines.append("| rule | B/element | state B/element | PyTorch | "
+                     + " | ".join(fmt_n(n) for n in sizes)
                      + f" | of its probe at {fmt_n(max(sizes))} |")
-        lines.append("|" + "---|" * (len(sizes) + 4))
+        lines.append("|" + "---|" * (len(sizes) + 5))
         for row in rows:
             torch_impl = (f"{row['torch'][0]} {row['torch'][2]}" if isinstance(row["torch"], tuple)
                           else "none")
@@ -1653,7 +1823,14 @@ def render_family_md(meta, idx, rows):
                 rt, ro, _ = family_ratios(idx, row, n, t)
                 cells.append(f"{_speedup(rt)} / {_speedup(ro)}")
             frac = family_ratios(idx, row, max(sizes), t)[2]
-            lines.append(f"| {row['rule']} | {family_bytes(row)} | {torch_impl} | "
+            mine = idx.get(("flatopt-py", flatopt_forms(row)[0][0], max(sizes), t)) or {}
+            state = mine.get("state_bytes_per_element")
+            state = "–" if state is None else f"{state:.4g}"
+            moved = family_bytes(row)
+            if row.get("matrix"):
+                moved = f"{moved} (optax's form unfactored below 128 x 128: " \
+                        f"{ADAFACTOR_UNFACTORED_BYTES})"
+            lines.append(f"| {row['rule']} | {moved} | {state} | {torch_impl} | "
                          + " | ".join(cells) + f" | {'–' if frac is None else f'{frac:.2f}×'} |")
         lines.append("")
     lines.append("## Targets: faster than both at every size (issue 14)")
@@ -1725,7 +1902,15 @@ def quick_family(args, ctx, check):
             check(optax_in_place(row), f"family {row['rule']}: optax under jax.jit updates the "
                                        "donated parameters in place")
         b = family_bytes(row)
-        check(b in (12, 20, 28, 36), f"family {row['rule']}: {b} B/element (from the library)")
+        if "passes" in row:
+            # The probe's buffers are the state the library keeps (LAMB m, v; LARS m; NovoGrad
+            # m, v whose element 0 holds nu; Adafactor v, its row and column averages).
+            want = {"lamb": 2, "lars": 1, "novograd": 2, "adafactor": 1}[row["rule"]]
+            got = state_buffers(row, row["flatopt"])
+            check(got == want, f"family {row['rule']}: {b} B/element (numerics.md), the library "
+                               f"keeps {got} state buffers (the probe's pattern: {want})")
+        else:
+            check(b in (12, 20, 28, 36), f"family {row['rule']}: {b} B/element (from the library)")
         for n in (1000, 5003):
             res = family_agreement(ctx, row, n, torch_ok, optax_ok)
             agreement[row["rule"]] = res
@@ -1744,7 +1929,9 @@ def quick_family(args, ctx, check):
     args.period, args.driver = 1, None  # no Lookahead; the C driver measures Adam only
     for row in rows:
         impls = family_impls(row, torch_ok, optax_ok)
+        before = len(records)
         measure_point(args, ctx, 1000, 1, impls, records, skipped, family_bytes(row))
+        annotate_family_records(row, records[before:])
     args.period, args.driver = saved
     for r in records:
         summarize(r)
@@ -1757,8 +1944,27 @@ def quick_family(args, ctx, check):
             "threads": [1], "skipped": skipped,
             "agreement": {k: [list(x) for x in v] for k, v in agreement.items()}}
     md = render_family_md(meta, index(records), rows)
-    check(all(f"| {r['rule']} | {family_bytes(r)} |" in md for r in rows),
+    check(all(f"| {r['rule']} | {family_bytes(r)} " in md for r in rows),
           "family tables render (a row per rule)")
+    # --merge: the rules' points split over two runs' files give the same rows, from both runs.
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = []
+        for k, part in enumerate((rows[::2], rows[1::2])):
+            names = {r["rule"] for r in part}
+            recs = [r for r in records if r["workload"].split("/")[0] in names]
+            conds = [{"n": 1000, "threads": 1, "other_cpu_busy_before": 0.0,
+                      "other_cpu_busy_after": 0.0}]
+            paths.append(os.path.join(tmp, f"run{k}.json"))
+            with open(paths[-1], "w") as f:
+                json.dump({"meta": dict(meta, conditions=conds), "records": recs}, f)
+        with contextlib.redirect_stdout(io.StringIO()):
+            merge_family(paths, tmp)
+        with open(os.path.join(tmp, "latest-family.md")) as f:
+            merged = f.read()
+    check("Assembled from 2 runs" in merged
+          and all(f"| {r['rule']} | {family_bytes(r)} " in merged for r in rows)
+          and merged.count("| 1e3 | 1 |") == md.count("| 1e3 | 1 |"),
+          "family --merge: two runs' files give every rule's rows once")
 
 
 def quick(args, probe):
@@ -1912,6 +2118,9 @@ def main():
                     help="before each point, wait up to this many seconds for other processes "
                          "to leave the CPUs (< 25%% busy); the load seen is recorded")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
+    ap.add_argument("--merge", metavar="JSON,JSON,...",
+                    help="--family: one table from several runs' .json files (each point from "
+                         "the last file that has it), written to --out as latest-family.*")
     ap.add_argument("--render", metavar="JSON",
                     help="only re-render the .md and .png of an earlier run's .json")
     ap.add_argument("--driver", default=os.path.join(BUILD, "driver"))
@@ -1926,6 +2135,9 @@ def main():
         sys.path.insert(0, os.path.join(ROOT, "bindings", "python"))
         os.environ.setdefault("FLATOPT_LIBRARY", os.path.join(ROOT, "target", "release",
                                                               "libflatopt.so"))
+    if args.merge:
+        merge_family([p for p in args.merge.split(",") if p], args.out)
+        return
     if args.render:
         with open(args.render) as f:
             saved = json.load(f)

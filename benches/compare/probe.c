@@ -11,7 +11,9 @@
  * PARALLEL_MIN elements, where that would dominate, the loops run on the calling thread alone,
  * as flatopt does below the same threshold (PARALLEL_MIN_ELEMENTS in src/engine.rs).
  * `compare_probe_states` is the same probe for the other access patterns of the optimizer
- * family (0 to 3 state buffers: 12, 20, 28 or 36 bytes per element), for compare.py --family.
+ * family (0 to 3 state buffers: 12, 20, 28 or 36 bytes per element), for compare.py --family;
+ * `compare_probe_passes` those of the rules that take passes before their update (LAMB, LARS,
+ * NovoGrad: per-buffer norms; Adafactor: factored second moments), at the end of the file.
  *
  * Next to it, `compare_cadam` is the best plain C Adam a compiler gives: the library's formula
  * (per-step scalars computed once per call, one sqrt and one division per element) written as a
@@ -26,6 +28,7 @@
 #include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 /* ---- random data ------------------------------------------------------------------------ */
 
@@ -304,5 +307,258 @@ static int run_jobs(struct probe_job whole, int threads) {
     for (int t = 1; t <= started; t++) pthread_join(tid[t], NULL);
     /* Anything a failed pthread_create left over runs here. */
     for (int t = started + 1; t < threads; t++) probe_thread(&jobs[t]);
+    return 0;
+}
+
+/* ---- the patterns of the rules with passes before the update ------------------------------ */
+
+/* LAMB, LARS and NovoGrad need norms of each buffer before they update it, Adafactor its row
+ * and column averages and two more norms (docs/numerics.md, "Per-buffer norms" and "Adafactor",
+ * "Passes"): their probe is the same passes with trivial arithmetic, each pass split over the
+ * threads, the partial sums added between passes (a pass starts when the one before it is done
+ * everywhere, as the update needs the norms). Reductions keep 16 lanes so that gcc vectorizes
+ * them without reassociating (no -ffast-math); their order does not matter here. Bytes per
+ * element (reads + writes):
+ *
+ *   PASSES_LAMB       read g, p, m, v; write m, v (sums of squares of u and p) | read p, m, v;
+ *                     write p                                                    24 + 16 = 40
+ *   PASSES_LARS       read g, p (sums of squares) | read g, p, m; write m, p      8 + 20 = 28
+ *   PASSES_NOVOGRAD   read g (sum of squares) | read g, p, m; write m, p          4 + 20 = 24
+ *   PASSES_ADAFACTOR  a row-major rows x cols matrix (n = rows * cols): read p (sum of squares)
+ *                     | read g (row sums, column sums) | read g (sum of squares of u) | read g,
+ *                     p; write p                                          4 + 4 + 4 + 12 = 24
+ *
+ * Adafactor's rows are split over the threads, each with its own column sums (cols floats),
+ * added after the pass; its other state is rows + cols floats. */
+enum passes { PASSES_LAMB, PASSES_LARS, PASSES_NOVOGRAD, PASSES_ADAFACTOR };
+
+#define LANES 16
+
+struct pass_job {
+    float *p;
+    const float *g;
+    float *m, *v;
+    size_t lo, hi;    /* elements, or rows for Adafactor */
+    size_t cols;      /* Adafactor */
+    float *row, *col; /* Adafactor: row sums (all rows), this job's column sums */
+    const float *rf, *cf; /* Adafactor: row and column factors */
+    float c;          /* the scalar the update pass uses */
+    enum passes kind;
+    int pass;
+    float s0, s1;     /* this job's sums */
+};
+
+static float lanes_total(const float *acc) {
+    float s = 0.0f;
+    for (int j = 0; j < LANES; j++) s += acc[j];
+    return s;
+}
+
+/* Sum of squares of x[0..n) in 16 lanes. */
+static float sumsq16(const float *restrict x, size_t n) {
+    float acc[LANES] = {0};
+    size_t i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (int j = 0; j < LANES; j++) acc[j] += x[i + j] * x[i + j];
+    float s = lanes_total(acc);
+    for (; i < n; i++) s += x[i] * x[i];
+    return s;
+}
+
+/* LAMB's first pass over [0, n): new moments written, sums of squares of u = a + b and of p. */
+static void lamb_first(const float *restrict p, const float *restrict g, float *restrict m,
+                       float *restrict v, size_t n, float *su, float *sp) {
+    float au[LANES] = {0}, ap[LANES] = {0};
+    size_t i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (int j = 0; j < LANES; j++) {
+            float a = 0.5f * m[i + j] + g[i + j];
+            float b = 0.5f * v[i + j] + g[i + j];
+            m[i + j] = a;
+            v[i + j] = b;
+            au[j] += (a + b) * (a + b);
+            ap[j] += p[i + j] * p[i + j];
+        }
+    float u = lanes_total(au), q = lanes_total(ap);
+    for (; i < n; i++) {
+        float a = 0.5f * m[i] + g[i];
+        float b = 0.5f * v[i] + g[i];
+        m[i] = a;
+        v[i] = b;
+        u += (a + b) * (a + b);
+        q += p[i] * p[i];
+    }
+    *su = u;
+    *sp = q;
+}
+
+/* The update pass of LARS and NovoGrad: read g, p, m; write m, p. */
+static void trace_update(float *restrict p, const float *restrict g, float *restrict m, size_t n,
+                         float c) {
+    for (size_t i = 0; i < n; i++) {
+        float a = 0.5f * m[i] + c * g[i];
+        m[i] = a;
+        p[i] = 0.5f * p[i] + a;
+    }
+}
+
+/* Adafactor's row sums and column sums over rows [lo, hi). */
+static void factor_sums(const float *restrict g, size_t lo, size_t hi, size_t cols,
+                        float *restrict row, float *restrict col) {
+    for (size_t r = lo; r < hi; r++) {
+        const float *restrict x = g + r * cols;
+        row[r] = sumsq16(x, cols);
+        for (size_t j = 0; j < cols; j++) col[j] += x[j] * x[j];
+    }
+}
+
+/* Sum of squares of u = g * rf_r * cf over rows [lo, hi). */
+static float factor_u_sumsq(const float *restrict g, size_t lo, size_t hi, size_t cols,
+                            const float *restrict rf, const float *restrict cf) {
+    float acc[LANES] = {0}, s = 0.0f;
+    for (size_t r = lo; r < hi; r++) {
+        const float *restrict x = g + r * cols;
+        float f = rf[r];
+        size_t j = 0;
+        for (; j + LANES <= cols; j += LANES)
+            for (int l = 0; l < LANES; l++) {
+                float u = x[j + l] * f * cf[j + l];
+                acc[l] += u * u;
+            }
+        for (; j < cols; j++) {
+            float u = x[j] * f * cf[j];
+            s += u * u;
+        }
+    }
+    return s + lanes_total(acc);
+}
+
+/* Adafactor's update pass over rows [lo, hi): read g, p; write p. */
+static void factor_update(float *restrict p, const float *restrict g, size_t lo, size_t hi,
+                          size_t cols, const float *restrict rf, const float *restrict cf,
+                          float c) {
+    for (size_t r = lo; r < hi; r++) {
+        float *restrict q = p + r * cols;
+        const float *restrict x = g + r * cols;
+        float f = c * rf[r];
+        for (size_t j = 0; j < cols; j++) q[j] = 0.5f * q[j] + x[j] * f * cf[j];
+    }
+}
+
+static void *pass_thread(void *arg) {
+    struct pass_job *j = arg;
+    size_t lo = j->lo, len = j->hi - j->lo, cols = j->cols;
+    j->s0 = j->s1 = 0.0f;
+    switch (j->kind * 4 + j->pass) {
+    case PASSES_LAMB * 4 + 0:
+        lamb_first(j->p + lo, j->g + lo, j->m + lo, j->v + lo, len, &j->s0, &j->s1);
+        break;
+    case PASSES_LAMB * 4 + 1: {
+        float *restrict p = j->p + lo;
+        const float *restrict m = j->m + lo, *restrict v = j->v + lo;
+        for (size_t i = 0; i < len; i++) p[i] = 0.5f * p[i] + j->c * (m[i] + v[i]);
+        break;
+    }
+    case PASSES_LARS * 4 + 0:
+        j->s0 = sumsq16(j->g + lo, len);
+        j->s1 = sumsq16(j->p + lo, len);
+        break;
+    case PASSES_NOVOGRAD * 4 + 0:
+        j->s0 = sumsq16(j->g + lo, len);
+        break;
+    case PASSES_LARS * 4 + 1:
+    case PASSES_NOVOGRAD * 4 + 1:
+        trace_update(j->p + lo, j->g + lo, j->m + lo, len, j->c);
+        break;
+    case PASSES_ADAFACTOR * 4 + 0:
+        j->s1 = sumsq16(j->p + lo * cols, len * cols);
+        break;
+    case PASSES_ADAFACTOR * 4 + 1:
+        factor_sums(j->g, j->lo, j->hi, cols, j->row, j->col);
+        break;
+    case PASSES_ADAFACTOR * 4 + 2:
+        j->s0 = factor_u_sumsq(j->g, j->lo, j->hi, cols, j->rf, j->cf);
+        break;
+    default:
+        factor_update(j->p, j->g, j->lo, j->hi, cols, j->rf, j->cf, j->c);
+        break;
+    }
+    return NULL;
+}
+
+/* Pass `pass` of every job (jobs[0] on the calling thread); returns the sums over the jobs. */
+static void run_pass(struct pass_job *jobs, int k, int pass, float *s0, float *s1) {
+    pthread_t tid[16];
+    int started = 0;
+    for (int t = 0; t < k; t++) jobs[t].pass = pass;
+    for (int t = 1; t < k; t++) {
+        if (pthread_create(&tid[t], NULL, pass_thread, &jobs[t]) != 0) break;
+        started = t;
+    }
+    pass_thread(&jobs[0]);
+    for (int t = 1; t <= started; t++) pthread_join(tid[t], NULL);
+    for (int t = started + 1; t < k; t++) pass_thread(&jobs[t]);
+    *s0 = *s1 = 0.0f;
+    for (int t = 0; t < k; t++) {
+        *s0 += jobs[t].s0;
+        *s1 += jobs[t].s1;
+    }
+}
+
+/* The passes of `kind` (enum passes: 0 LAMB, 1 LARS, 2 NovoGrad, 3 Adafactor) over n elements
+ * on `threads` threads (1..16; one below PARALLEL_MIN elements, as compare_probe): p and g, m
+ * (LAMB, LARS, NovoGrad) and v (LAMB) hold n floats; Adafactor's n elements are a row-major
+ * matrix of `cols` columns (n a multiple of cols) and it allocates its rows + cols floats of
+ * state per call (and cols per thread). Returns 0 on success, -1 for a bad kind, a missing
+ * buffer, a bad shape or a failed allocation. */
+int compare_probe_passes(float *p, const float *g, float *m, float *v, size_t n, size_t cols,
+                         int threads, int kind) {
+    if (p == NULL || g == NULL || kind < PASSES_LAMB || kind > PASSES_ADAFACTOR) return -1;
+    if ((kind != PASSES_ADAFACTOR && m == NULL) || (kind == PASSES_LAMB && v == NULL)) return -1;
+    if (kind == PASSES_ADAFACTOR && (cols == 0 || n % cols != 0)) return -1;
+    int k = threads <= 1 || n < PARALLEL_MIN ? 1 : (threads > 16 ? 16 : threads);
+    size_t units = kind == PASSES_ADAFACTOR ? n / cols : n;
+    size_t per = kind == PASSES_ADAFACTOR ? (units + (size_t)k - 1) / (size_t)k
+                                          : (n / (size_t)k + 15) & ~(size_t)15;
+    struct pass_job jobs[16];
+    /* Adafactor: row sums, row factors, column factors, then each job's column sums. */
+    float *row = NULL, *rf = NULL, *cf = NULL, *col = NULL;
+    if (kind == PASSES_ADAFACTOR) {
+        row = calloc(2 * units + cols * ((size_t)k + 1), sizeof(float));
+        if (row == NULL) return -1;
+        rf = row + units;
+        cf = rf + units;
+        col = cf + cols;
+    }
+    size_t at = 0;
+    for (int t = 0; t < k; t++) {
+        size_t len = t == k - 1 ? units - at : (per < units - at ? per : units - at);
+        struct pass_job j = {p, g, m, v, at, at + len, cols, row,
+                             col == NULL ? NULL : col + (size_t)t * cols, rf, cf, 0.0f,
+                             (enum passes)kind, 0, 0.0f, 0.0f};
+        jobs[t] = j;
+        at += len;
+    }
+    float s0, s1;
+    run_pass(jobs, k, 0, &s0, &s1);
+    if (kind != PASSES_ADAFACTOR) {
+        float c = 1.0f / (1.0f + sqrtf(s0) + sqrtf(s1) / (float)n);
+        for (int t = 0; t < k; t++) jobs[t].c = c;
+        run_pass(jobs, k, 1, &s0, &s1);
+        return 0;
+    }
+    float sp = s1;
+    run_pass(jobs, k, 1, &s0, &s1);
+    for (size_t c = 0; c < cols; c++) {
+        float s = 0.0f;
+        for (int t = 0; t < k; t++) s += col[(size_t)t * cols + c];
+        cf[c] = 1.0f / (1.0f + s);
+    }
+    for (size_t r = 0; r < units; r++) rf[r] = 1.0f / (1.0f + row[r]);
+    run_pass(jobs, k, 2, &s0, &s1);
+    float c = 1.0f / (1.0f + sqrtf(s0 / (float)n) + sqrtf(sp / (float)n));
+    for (int t = 0; t < k; t++) jobs[t].c = c;
+    run_pass(jobs, k, 3, &s0, &s1);
+    free(row);
     return 0;
 }
