@@ -1750,12 +1750,15 @@ def render_family_md(meta, idx, rows):
         f"torch {m.get('torch')} (CPU capability {m.get('torch_cpu_capability', '?')}), "
         f"jax {jx.get('jax')} / jaxlib {jx.get('jaxlib')} ({', '.join(jx.get('devices') or [])}), "
         f"optax {jx.get('optax')}")
+    how = ("How: each run below" if meta.get("runs") else
+           f"How: `compare.py {' '.join(meta['argv'])}` (`make bench-compare` runs it after the "
+           "Adam comparison)")
     lines.append(
-        f"How: `compare.py {' '.join(meta['argv'])}` (`make bench-compare` runs it after the Adam "
-        "comparison). Per rule, size and thread count, interleaved in rotating order in one "
-        f"process, {meta['reps']} timed blocks each (≥ {meta['min_time']} s and ≥ "
+        f"{how}. Per rule, size and thread count, interleaved in rotating order in one "
+        f"process, {meta['reps'] if not meta.get('runs') else '--reps'} timed blocks each (≥ {meta['min_time']} s and ≥ "
         f"{meta['min_steps']} steps): a plain C probe with the rule's memory pattern (probe.c, "
-        "`compare_probe_states`: read p, g and the rule's state buffers, write p and the state), "
+        "`compare_probe_states`: read p, g and the rule's state buffers, write p and the state; "
+        "`compare_probe_passes` for the rules with passes before the update), "
         "flatopt through its Python binding (`flatopt.Optimizer(flatopt.<rule>(...), "
         "nonfinite=\"propagate\", num_threads=t)`, gradients registered: one ctypes call per "
         "step), PyTorch's fastest implementation of the rule (`fused=True` where torch.optim "
@@ -1784,7 +1787,8 @@ def render_family_md(meta, idx, rows):
         lines.append(f"{k + 1}. {run['date'][:16]}, commit {run['commit']}, "
                      f"`compare.py {' '.join(run['argv'])}`, {run['seconds'] / 60:.1f} min, load "
                      f"{run['load_start']} → {run['load_end']}; other processes' CPU share "
-                     f"before / after each point {busy}; gives {', '.join(run['points'])}.")
+                     f"before / after each point {busy}; gives "
+                     f"{', '.join(run['points']) or 'nothing (a later run measured its points again)'}.")
     if meta.get("runs"):
         lines.append("")
     skipped = meta.get("skipped") or {}
