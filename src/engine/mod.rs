@@ -391,6 +391,14 @@ impl Optimizer {
                 let r = shape.map_or(0, |s| p.len() / s.cols);
                 filled(r, 0.0f32, r)?
             },
+            fsums: {
+                let c = shape.map_or(0, |s| s.block_sums_len(p.len()));
+                filled(c, 0.0f64, c)?
+            },
+            vcopy: {
+                let c = shape.map_or(0, |s| s.state_len(p.len()));
+                filled(c, 0.0f32, c)?
+            },
         })
     }
 

@@ -132,6 +132,7 @@ pub(super) fn seq_apply<G: AsGrad>(
             g.as_grad(),
             st,
             copy_at(copies, i),
+            false,
         ) {
             continue;
         }
@@ -141,9 +142,10 @@ pub(super) fn seq_apply<G: AsGrad>(
     }
 }
 
-/// With Adafactor, every pass over the buffer on this thread (`kernels::factored`: its sums
-/// are taken in a fixed order, so the thread count cannot change them) and true; false for
-/// the other rules. The engine refuses compressed state for Adafactor, so it is f32 here.
+/// With Adafactor, every pass over the buffer (`kernels::factored`: on this thread, or on two
+/// of the pool when `parallel`; its sums are taken in a fixed order, so the thread count cannot
+/// change them) and true; false for the other rules. The engine refuses compressed state for
+/// Adafactor, so it is f32 here.
 fn adafactor(
     pass: Pass<'_>,
     plan: &Plan,
@@ -151,6 +153,7 @@ fn adafactor(
     g: Grad<'_>,
     st: &mut BufState,
     copy: Option<ParamCopy<'_>>,
+    parallel: bool,
 ) -> bool {
     if !matches!(plan.rule, kernels::Rule::Adafactor { .. }) {
         return false;
@@ -162,6 +165,8 @@ fn adafactor(
         slow,
         colsum,
         rowf,
+        fsums,
+        vcopy,
         ..
     } = st;
     let b = MixedBuffers {
@@ -173,8 +178,19 @@ fn adafactor(
         slow: slow.held().f32_mut().unwrap_or_default(),
         copy,
     };
-    let scratch = shape.map(|s| (s, kernels::FactorScratch { colsum, rowf }));
-    kernels::apply_factored(pass.step.tier, plan, pass.unscale, b, scratch);
+    let scratch = shape.map(|s| {
+        let (sums, vcopy) = (&mut fsums[..], &mut vcopy[..]);
+        (
+            s,
+            kernels::FactorScratch {
+                colsum,
+                rowf,
+                sums,
+                vcopy,
+            },
+        )
+    });
+    kernels::apply_factored(pass.step.tier, plan, pass.unscale, b, scratch, parallel);
     true
 }
 
@@ -306,6 +322,7 @@ pub(super) fn par_apply<G: AsGrad>(
             g.as_grad(),
             st,
             copy_at(copies, 0),
+            true,
         ) {
             return;
         }

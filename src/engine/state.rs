@@ -302,6 +302,12 @@ pub(super) struct BufState {
     pub(super) colsum: Vec<f64>,
     /// Scratch of a factored buffer: the row factors (`len / cols`).
     pub(super) rowf: Vec<f32>,
+    /// Scratch of a factored buffer for its passes on two threads: block sums
+    /// (`Shape::block_sums_len`).
+    pub(super) fsums: Vec<f64>,
+    /// Scratch of a factored buffer for its passes on two threads: a copy of `v` (its
+    /// `rows + cols` averages per matrix).
+    pub(super) vcopy: Vec<f32>,
 }
 
 /// Mutable view of the state of one buffer (or of a range of it), for

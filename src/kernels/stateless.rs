@@ -43,7 +43,7 @@ pub fn apply(tier: Tier, plan: &Plan, b: Buffers<'_>) -> Result<(), Error> {
         };
         match pre {
             Some(pre) => apply_whole(tier, plan, &pre, GradScale::One, b),
-            None => apply_factored(tier, plan, GradScale::One, b, None),
+            None => apply_factored(tier, plan, GradScale::One, b, None, false),
         }
         return Ok(());
     }
@@ -291,7 +291,7 @@ pub fn apply_mixed(tier: Tier, plan: &Plan, scale: f32, b: MixedBuffers<'_>) -> 
     match pre_plan(plan) {
         // Adafactor, unfactored: `b` is the whole buffer.
         None if matches!(plan.rule, Rule::Adafactor { .. }) => {
-            apply_factored(tier, plan, unscale, b, None)
+            apply_factored(tier, plan, unscale, b, None, false)
         }
         // A rule with per-buffer norms: `b` is the whole buffer.
         Some(pre) => apply_whole(tier, plan, &pre, unscale, b),
