@@ -133,14 +133,6 @@ impl Optimizer {
     /// Validates `cfg` and makes an optimizer with no buffers registered yet.
     pub fn new(cfg: Config) -> Result<Optimizer, Error> {
         cfg.validate()?;
-        if cfg.state_dtype == StateDtype::Int8 && q8_codes(&cfg.base).is_none() {
-            return Err(Error::invalid(
-                "state_dtype",
-                format!("int8 (base rule {})", cfg.base.name()),
-                "must be float32 or bfloat16 for Rprop: its step sizes and previous gradients \
-                 are meaningless relative to a block's largest value",
-            ));
-        }
         if cfg.state_dtype != StateDtype::F32
             && matches!(cfg.base, crate::config::Base::Adafactor { .. })
         {
@@ -149,6 +141,14 @@ impl Optimizer {
                 format!("{} (base rule {})", cfg.state_dtype.name(), cfg.base.name()),
                 "must be float32 for Adafactor: its passes compute per-buffer reductions from \
                  the f32 state",
+            ));
+        }
+        if cfg.state_dtype == StateDtype::Int8 && q8_codes(&cfg.base).is_none() {
+            return Err(Error::invalid(
+                "state_dtype",
+                format!("int8 (base rule {})", cfg.base.name()),
+                "must be float32 or bfloat16 for Rprop: its step sizes and previous gradients \
+                 are meaningless relative to a block's largest value",
             ));
         }
         let tier = match cfg.tier {

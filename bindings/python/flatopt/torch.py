@@ -16,7 +16,11 @@ Change one import line::
 :class:`RMSprop`, :class:`Adamax`, :class:`NAdam`, :class:`Adadelta` and :class:`Rprop` take
 PyTorch's arguments with PyTorch's defaults; :class:`Lion`, :class:`AdaBelief` and
 :class:`Yogi` (no torch.optim class) those of their common PyTorch packages (lion-pytorch,
-adabelief-pytorch's names for the state, torch-optimizer) with optax's rules. All take two
+adabelief-pytorch's names for the state, torch-optimizer) with optax's rules; :class:`Lamb`,
+:class:`Lars` and :class:`Novograd` (no torch.optim class either) PyTorch-style signatures
+(``params, lr, betas, eps, weight_decay``, ...) with optax's rules; :class:`Adafactor` is
+``torch.optim.Adafactor`` (PyTorch's signature, defaults and factoring: a parameter of two
+or more dims keeps row and column averages over its last two). All take two
 arguments of flatopt's:
 ``max_grad_norm`` (clipping by the global norm of the gradients, ``clip_grad_norm_``'s
 semantics, done in flatopt's own norm pass instead of a separate one) and ``num_threads``
@@ -50,7 +54,9 @@ How it maps onto the library:
 * ``state_dict()`` is PyTorch's layout (``state[i]`` with tensors ``step``, ``exp_avg``,
   ``exp_avg_sq``, ``max_exp_avg_sq``, ``momentum_buffer``, ``sum``, ``square_avg``,
   ``grad_avg``, ``exp_inf``, ``mu_product``, ``acc_delta``, ``prev``, ``step_size``,
-  ``exp_avg_var``, ``lookahead_slow_buff``; ``param_groups`` with the hyperparameters), read out
+  ``exp_avg_var``, Adafactor's ``row_var`` / ``col_var`` (shapes ``(..., rows, 1)`` and
+  ``(..., 1, cols)``) or ``variance``, ``lookahead_slow_buff``; ``param_groups`` with the
+  hyperparameters), read out
   of the library's checkpoint; ``load_state_dict()`` writes the tensors back into checkpoints
   of the library, so a restored optimizer continues bit for bit as the uninterrupted one.
   ``opt.state`` is the snapshot of the last ``state_dict()`` / ``load_state_dict()``; the live
@@ -134,7 +140,7 @@ from ._schedules import _Handle
 
 __all__ = [
     "SGD", "Adam", "AdamW", "RAdam", "Adagrad", "RMSprop", "Adamax", "NAdam", "Adadelta",
-    "Rprop", "Lion", "AdaBelief", "Yogi", "Lamb", "Lars", "Novograd", "Lookahead",
+    "Rprop", "Lion", "AdaBelief", "Yogi", "Lamb", "Lars", "Novograd", "Adafactor", "Lookahead",
     "GradScaler",
 ]
 
@@ -161,6 +167,7 @@ _ARRAYS = ("m", "v", "v_max", "slow")
 _F32, _BF16, _Q8 = (_lib.STATE_DTYPES[k] for k in ("float32", "bfloat16", "int8"))
 _Q8_BLOCK = 256
 _FORMAT_NAMES = {v: k for k, v in _lib.STATE_DTYPES.items()}
+_F32_EPS = float(torch.finfo(torch.float32).eps)  # Adafactor's eps[0] when None
 
 
 def _blocks(n):
@@ -184,23 +191,25 @@ def _format_of(value):
     return _BF16 if value.dtype == torch.bfloat16 else _F32
 
 
-def _read_array(blob, pos, fmt, p):
-    """The array of parameter `p` held at `pos` of a checkpoint, as held (a copy)."""
-    n = p.numel()
+def _read_array(blob, pos, fmt, shape):
+    """The array of `shape` (a parameter's, or a factored second moment's) held at `pos` of a
+    checkpoint, as held (a copy)."""
+    n = math.prod(shape)
 
     def take(start, count, dtype):
         size = count * torch.empty((), dtype=dtype).element_size()
         return torch.frombuffer(bytearray(blob[start : start + size]), dtype=dtype)
 
     if fmt == _Q8:
-        return take(pos, n, torch.uint8).view(p.shape), take(pos + n, _blocks(n), torch.float32)
-    return take(pos, n, torch.bfloat16 if fmt == _BF16 else torch.float32).view(p.shape)
+        return take(pos, n, torch.uint8).view(shape), take(pos + n, _blocks(n), torch.float32)
+    return take(pos, n, torch.bfloat16 if fmt == _BF16 else torch.float32).view(shape)
 
 
-def _array_bytes(value, fmt, p, name):
-    """The checkpoint bytes of state value `value` held in format `fmt` (its own format, or
-    float32 for a bfloat16 one: exact)."""
-    n = p.numel()
+def _array_bytes(value, fmt, shape, name):
+    """The checkpoint bytes of state value `value`, an array of `shape` (its parameter's, or a
+    factored second moment's), held in format `fmt` (its own format, or float32 for a bfloat16
+    one: exact)."""
+    n = math.prod(shape)
     if fmt == _Q8:
         codes, scales = value
         if codes.numel() != n or scales.numel() != _blocks(n):
@@ -238,6 +247,16 @@ def _one_format(found, held, what):
             "load a state dict saved by one optimizer"
         )
     return _F32
+
+
+def _array_shape(p, rc, name):
+    """The shape of state array `name` of parameter `p` registered with the 2-D shape `rc`
+    (or None): the parameter's, but for a factored second moment (`v` of a shaped buffer),
+    rows + cols averages per matrix, flat."""
+    if rc is None or name != "v":
+        return tuple(p.shape)
+    rows, cols = rc
+    return ((p.numel() // (rows * cols)) * (rows + cols),)
 
 
 def _param_label(g, i, p):
@@ -285,10 +304,12 @@ class _Cohort:
     """Parameters updated the same number of times, under one library handle."""
 
     __slots__ = ("handle", "params", "groups", "ngroups", "present", "ptrs", "pptrs", "mixed",
-                 "halves", "versions", "formats")
+                 "halves", "versions", "formats", "shapes")
 
-    def __init__(self, handle, params, groups, ngroups, present, mixed, formats):
+    def __init__(self, handle, params, groups, ngroups, present, mixed, formats, shapes):
         self.formats = formats  # (moments, slow weights): how the handle holds them
+        # each parameter's registered 2-D shape (rows, cols), or None (Adafactor factors)
+        self.shapes = shapes
         self.handle = handle
         self.params = params  # the tensors (kept alive: the library holds their pointers)
         self.groups = groups  # each parameter's group index
@@ -525,29 +546,41 @@ class _FlatoptOptimizer(_TorchOptimizer):
                 _lib.check(_lib.optimizer_set_group_lr(ptr, 0, float(group["lr"])),
                            "param_groups[0]['lr']")
         mixed = False
-        for p, g in zip(params, groups):
+        shapes = [self._shape_of(p) for p in params]
+        for p, g, rc in zip(params, groups, shapes):
             what = f"param_groups[{g}]: registering a parameter of shape {tuple(p.shape)}"
             code = _HALF.get(p.dtype)
-            if code is None:
+            if code is None and rc is None:
                 _lib.check(_lib.optimizer_add_param_to_group(ptr, g, _PTR(p), None, p.numel()),
                            what)
                 continue
             if _lib.optimizer_add_param_with_options is None:
                 raise UnsupportedError(
-                    f"{what}: {p.dtype} parameters need a library with mixed precision "
-                    f"(flatopt_optimizer_add_param_with_options); {_lib.library_path} has none"
+                    f"{what}: {p.dtype} parameters and shaped ones need a library with "
+                    f"flatopt_optimizer_add_param_with_options; {_lib.library_path} has none"
                 )
-            mixed = True
             opts = _lib.ParamOptions()
             _lib.check(_lib.param_options_init(ctypes.byref(opts), ctypes.sizeof(opts)))
-            opts.grad_dtype = opts.copy_dtype = code
             opts.group = g
+            if rc is not None:
+                opts.rows, opts.cols = rc
+            if code is None:
+                _lib.check(_lib.optimizer_add_param_with_options(
+                    ptr, _PTR(p), None, p.numel(), ctypes.byref(opts)), what)
+                continue
+            mixed = True
+            opts.grad_dtype = opts.copy_dtype = code
             opts.copy = _PTR(p)
             master = self._master(p, masters)
             _lib.check(_lib.optimizer_add_param_with_options(
                 ptr, _PTR(master), None, p.numel(), ctypes.byref(opts)), what)
         present = [self._present(self.param_groups[g]) for g in groups]
-        return _Cohort(handle, params, groups, ngroups, present, mixed, formats)
+        return _Cohort(handle, params, groups, ngroups, present, mixed, formats, shapes)
+
+    def _shape_of(self, p):
+        """The 2-D shape ``(rows, cols)`` parameter `p` is registered with (the rule factors
+        its state by it), or None."""
+        return None
 
     def _applied_set(self, g, group):
         while len(self._applied) <= g:
@@ -649,29 +682,32 @@ class _FlatoptOptimizer(_TorchOptimizer):
         return bytearray(buf)[: written.value]
 
     def _layout(self, cohort, blob):
-        """(counters offset, [(param, {array name: (byte offset, format)}) ...]) of a cohort's
-        blob."""
+        """(counters offset, [(param, {array name: (byte offset, format, shape)}) ...]) of a
+        cohort's blob. A buffer registered with a shape (rows, cols) has 16 bytes more in its
+        record (the shape) and a `v` of rows + cols elements per matrix
+        (docs/checkpoint-format.md)."""
         (clen,) = struct.unpack_from("<Q", blob, 32)
         counters = _HEADER + clen
         fm, fs = cohort.formats
         records = [
-            (p, [(name, fs if name == "slow" else fm) for name in names])
-            for p, names in zip(cohort.params, cohort.present)
+            (p, 16 if rc is None else 32,
+             [(name, fs if name == "slow" else fm, _array_shape(p, rc, name)) for name in names])
+            for p, names, rc in zip(cohort.params, cohort.present, cohort.shapes)
         ]
-        total = sum(16 + sum(_array_size(f, p.numel()) for _, f in arrays)
-                    for p, arrays in records)
+        total = sum(head + sum(_array_size(f, math.prod(shape)) for _, f, shape in arrays)
+                    for _, head, arrays in records)
         off = len(blob) - 4 - total
         out = []
-        for p, arrays in records:
+        for p, head, arrays in records:
             n = p.numel()
             (n_rec,) = struct.unpack_from("<Q", blob, off)
             if n_rec != n:
                 raise CheckpointError(f"internal: buffer of {n_rec} elements, expected {n}")
             where = {}
-            pos = off + 16
-            for name, f in arrays:
-                where[name] = (pos, f)
-                pos += _array_size(f, n)
+            pos = off + head
+            for name, f, shape in arrays:
+                where[name] = (pos, f, shape)
+                pos += _array_size(f, math.prod(shape))
             out.append((p, where))
             off = pos
         return counters, out
@@ -683,7 +719,8 @@ class _FlatoptOptimizer(_TorchOptimizer):
         blob = self._blob(c.handle)
         counters, layout = self._layout(c, blob)
         states = {
-            p: {name: _read_array(blob, pos, f, p) for name, (pos, f) in arrays.items()}
+            p: {name: _read_array(blob, pos, f, shape)
+                for name, (pos, f, shape) in arrays.items()}
             for p, arrays in layout
         }
         return states, bytes(blob[counters : counters + _COUNTERS])
@@ -735,10 +772,10 @@ class _FlatoptOptimizer(_TorchOptimizer):
             struct.pack_into("<QQQ", blob, counters, step, 0, step)
         shown = dict(zip(_ARRAYS, (*self._names, "lookahead_slow_buff")))
         for p, arrays in layout:
-            for name, (pos, f) in arrays.items():
+            for name, (pos, f, shape) in arrays.items():
                 v = values[p].get(name)
                 if v is not None:
-                    data = _array_bytes(v, f, p, shown[name] or name)
+                    data = _array_bytes(v, f, shape, shown[name] or name)
                     blob[pos : pos + len(data)] = data
         struct.pack_into("<I", blob, len(blob) - 4, zlib.crc32(bytes(blob[:-4])) & 0xFFFFFFFF)
         buf = (ctypes.c_uint8 * len(blob)).from_buffer(blob)
@@ -918,7 +955,7 @@ class _FlatoptOptimizer(_TorchOptimizer):
 
     # -- state dicts -------------------------------------------------------------------------
 
-    def _to_torch_state(self, st, group):
+    def _to_torch_state(self, st, group, p):
         names = dict(zip(_ARRAYS, (*self._names, "lookahead_slow_buff")), master="master_param")
         out = {}
         if st["step"] == 0:
@@ -967,7 +1004,7 @@ class _FlatoptOptimizer(_TorchOptimizer):
         for g, group in enumerate(self.param_groups):
             for p in group["params"]:
                 if p in exported:
-                    st = self._to_torch_state(exported[p], group)
+                    st = self._to_torch_state(exported[p], group, p)
                     if st:
                         self.state[p] = st
         return super().state_dict()
@@ -1307,8 +1344,8 @@ class NAdam(_FlatoptOptimizer):
             )
         super()._fill_base(base, group)
 
-    def _to_torch_state(self, st, group):
-        out = super()._to_torch_state(st, group)
+    def _to_torch_state(self, st, group, p):
+        out = super()._to_torch_state(st, group, p)
         if out:
             out["mu_product"] = _nadam_mu_product(
                 _betas(group["betas"])[0], float(group["momentum_decay"]), st["step"]
@@ -1509,6 +1546,104 @@ class Novograd(_FlatoptOptimizer):
         return False
 
 
+class Adafactor(_FlatoptOptimizer):
+    """``torch.optim.Adafactor`` with flatopt's passes (docs/numerics.md, "Adafactor"): as in
+    PyTorch, a parameter of two or more dims keeps row and column averages of its squared
+    gradients over its last two dims (``row_var`` of shape ``(..., rows, 1)``, ``col_var`` of
+    ``(..., 1, cols)`` in the state dict; the parameter is registered with the shape
+    ``(rows, cols)``, the library factoring each matrix of the batch), any other one an
+    elementwise ``variance``. The relative step ``min(lr, 1/sqrt(t))``, the parameter scale
+    ``max(eps[1], rms(p))``, clipping of the update's RMS at ``d`` and the decay
+    ``p *= 1 - lr*weight_decay`` are PyTorch's. ``eps[0]`` None is float32's machine epsilon
+    (also for 16-bit parameters, whose moments and master weights are float32; PyTorch takes
+    the parameter dtype's). The state is float32 only (``state_dtype`` compressed is refused,
+    as the library refuses it for Adafactor)."""
+
+    _kind = _lib.ADAFACTOR
+    _names = (None, "variance", None)
+    _static = ("beta2_decay", "eps", "d")
+    _used = (False, True, False)
+
+    def __init__(self, params, lr=1e-2, beta2_decay=-0.8, eps=(None, 1e-3), d=1.0,
+                 weight_decay=0.0, *, foreach=None, maximize=False, max_grad_norm=None,
+                 num_threads=None, state_dtype=None, state_rounding=None, state_seed=None):
+        # torch.optim.Adafactor's checks, in its words (InvalidArgumentError is a ValueError)
+        eps = tuple(eps)
+        for ok, text in ((float(lr) >= 0.0, f"Learning rate should be >= 0 but is: {lr}"),
+                         (beta2_decay <= 0.0, f"beta2_decay should be <= 0 but is: {beta2_decay}"),
+                         (len(eps) == 2, f"eps should be a pair (eps1, eps2), got {eps!r}"),
+                         (eps[0] is None or eps[0] >= 0.0,
+                          f"epsilon1 should be >= 0 but is: {eps[0]}"),
+                         (eps[-1] >= 0.0, f"epsilon2 should be >= 0 but is: {eps[-1]}"),
+                         (d >= 1.0, f"Clipping threshold d should be >= 1 but is: {d}"),
+                         (weight_decay >= 0.0,
+                          f"weight_decay should be >= 0 but is: {weight_decay}")):
+            if not ok:
+                raise InvalidArgumentError(f"Adafactor: {text}")
+        defaults = dict(lr=lr, beta2_decay=beta2_decay, eps=eps, d=d,
+                        weight_decay=weight_decay, foreach=foreach, maximize=False)
+        super().__init__(params, defaults, max_grad_norm=max_grad_norm,
+                         state=(state_dtype, state_rounding, state_seed),
+                         num_threads=num_threads, maximize=maximize)
+
+    def _fill_base(self, base, group):
+        eps1, eps2 = group["eps"]
+        base.decay_rate = -float(group["beta2_decay"])
+        base.eps = _F32_EPS if eps1 is None else float(eps1)
+        base.eps_scale = float(eps2)
+        base.clipping_threshold = float(group["d"])
+
+    def _coupled(self):
+        return False
+
+    def _shape_of(self, p):
+        return (p.shape[-2], p.shape[-1]) if p.dim() >= 2 else None
+
+    def _to_torch_state(self, st, group, p):
+        out = super()._to_torch_state(st, group, p)
+        if out and p.dim() >= 2 and "variance" in out:
+            # v holds rows averages then cols averages per matrix
+            rows, cols = p.shape[-2:]
+            v = out.pop("variance").view(-1, rows + cols)
+            out["row_var"] = v[:, :rows].reshape(*p.shape[:-1], 1).clone()
+            out["col_var"] = v[:, rows:].reshape(*p.shape[:-2], 1, cols).clone()
+        return out
+
+    def _from_torch_state(self, st, p):
+        out = super()._from_torch_state(st, p)
+        factored = p.dim() >= 2
+        keys = ("row_var", "col_var") if factored else ("variance",)
+        wrong = [k for k in ("row_var", "col_var", "variance") if k in st and k not in keys]
+        if wrong:
+            raise CheckpointError(
+                f"Adafactor: a parameter of shape {tuple(p.shape)} keeps "
+                f"{' and '.join(keys)}, the state has {', '.join(wrong)}"
+            )
+        if not factored or not any(k in st for k in keys):
+            return out
+        rows, cols = p.shape[-2:]
+        want = {"row_var": (*p.shape[:-1], 1), "col_var": (*p.shape[:-2], 1, cols)}
+        parts = []
+        for k in keys:
+            v = st.get(k)
+            if not isinstance(v, torch.Tensor) or not v.is_floating_point():
+                raise CheckpointError(
+                    f"Adafactor: state '{k}' of a parameter of shape {tuple(p.shape)} must be a "
+                    f"float32 tensor of shape {want[k]}, got {v!r:.60}"
+                )
+            if tuple(v.shape) != want[k]:
+                raise CheckpointError(
+                    f"Adafactor: state '{k}' of a parameter of shape {tuple(p.shape)} must have "
+                    f"the shape {want[k]}, got {tuple(v.shape)}"
+                )
+            parts.append(v.detach().to(torch.float32).reshape(-1, rows if k == "row_var"
+                                                              else cols))
+        if "step" not in st:
+            out["step"] = max(out["step"], 1)
+        out["v"] = torch.cat(parts, dim=1).reshape(-1)
+        return out
+
+
 class Lookahead(_TorchOptimizer):
     """timm's ``Lookahead(optimizer, alpha, k)``, fused into the base optimizer's pass.
 
@@ -1529,7 +1664,8 @@ class Lookahead(_TorchOptimizer):
     def __init__(self, optimizer, k=5, alpha=0.5, *, slow_dtype=None):
         if not isinstance(optimizer, _FlatoptOptimizer):
             raise DTypeError(
-                "Lookahead wraps a flatopt.torch optimizer (SGD, Adam, AdamW, ..., Yogi), got "
+                "Lookahead wraps a flatopt.torch optimizer (SGD, Adam, AdamW, ..., Adafactor), "
+                "got "
                 f"{type(optimizer).__name__}"
             )
         if optimizer._lookahead is not None:

@@ -36,6 +36,8 @@ RULES = [
     ("Adadelta", dict(lr=0.5, rho=0.8, weight_decay=1e-3)),
     ("Rprop", dict(lr=1e-3)),
     ("Rprop", dict(lr=1e-3, etas=(0.4, 1.5), step_sizes=(1e-5, 0.1))),
+    ("Adafactor", dict(lr=1e-2)),
+    ("Adafactor", dict(lr=2e-2, beta2_decay=-0.6, eps=(1e-6, 1e-2), d=2.0, weight_decay=0.1)),
 ]
 IDS = [f"{name}-{'-'.join(f'{k}={v}' for k, v in kw.items())}" for name, kw in RULES]
 
@@ -110,16 +112,19 @@ def test_adamw_loss_curve_matches_torch_within_float32_noise():
         assert abs(a - b) <= 1e-5 + 1e-4 * abs(b), f"step {t}: loss {a} vs {b}"
 
 
-RESUME = RULES + [("Lookahead", dict(lr=1e-2))]
+RESUME = RULES + [("Lookahead", dict(lr=1e-2)),
+                  ("Lookahead", dict(base="Adafactor", lr=1e-2, weight_decay=0.1))]
 
 
 def build(name, model, kw):
     if name == "Lookahead":
-        return ft.Lookahead(ft.AdamW(groups(model, kw), **kw), k=3, alpha=0.5)
+        kw = dict(kw)
+        base = getattr(ft, kw.pop("base", "AdamW"))
+        return ft.Lookahead(base(groups(model, kw), **kw), k=3, alpha=0.5)
     return getattr(ft, name)(groups(model, kw), **kw)
 
 
-@pytest.mark.parametrize("name,kw", RESUME, ids=IDS + ["Lookahead-AdamW"])
+@pytest.mark.parametrize("name,kw", RESUME, ids=IDS + ["Lookahead-AdamW", "Lookahead-Adafactor"])
 def test_save_load_continues_bit_for_bit(name, kw):
     """Train, torch.save model + optimizer + scheduler, load into fresh objects, continue:
     the same bits as the uninterrupted run."""
@@ -168,6 +173,7 @@ def test_save_load_continues_bit_for_bit(name, kw):
     ("NAdam", {"step", "exp_avg", "exp_avg_sq", "mu_product"}),
     ("Adadelta", {"step", "square_avg", "acc_delta"}),
     ("Rprop", {"step", "prev", "step_size"}),
+    ("Adafactor", {"step", "row_var", "col_var"}),  # state[0]: a weight matrix, factored
 ])
 def test_state_dict_has_pytorchs_layout_and_loads_into_torch_optim(name, keys):
     kw = dict(lr=1e-2, momentum=0.9) if name == "SGD" else dict(lr=1e-2)
@@ -188,13 +194,14 @@ def test_state_dict_has_pytorchs_layout_and_loads_into_torch_optim(name, keys):
     assert close(ours, ref, 1e-5)
 
 
-def test_torch_optim_state_loads_into_flatopt():
+@pytest.mark.parametrize("name", ["Adam", "Adafactor"])
+def test_torch_optim_state_loads_into_flatopt(name):
     ours, ref = make_model(), make_model()
-    ref_opt = torch.optim.Adam(ref.parameters(), lr=1e-2)
+    ref_opt = getattr(torch.optim, name)(ref.parameters(), lr=1e-2)
     for t in range(6):
         train_step(ref, ref_opt, t)
     ours.load_state_dict(ref.state_dict())
-    opt = ft.Adam(ours.parameters(), lr=1e-2)
+    opt = getattr(ft, name)(ours.parameters(), lr=1e-2)
     opt.load_state_dict(ref_opt.state_dict())
     for t in range(6, 20):
         train_step(ours, opt, t)
@@ -376,6 +383,9 @@ CHANGES = [
      0.02),
     ("Adadelta", dict(lr=0.5), "rho", 0.5),
     ("Rprop", dict(lr=1e-3), "etas", (0.3, 1.1)),
+    ("Adafactor", dict(lr=1e-2), "beta2_decay", -0.5),
+    ("Adafactor", dict(lr=1e-2), "eps", (1e-5, 1e-2)),
+    ("Adafactor", dict(lr=1e-2, weight_decay=0.1), "weight_decay", 0.3),
 ]
 
 
@@ -662,17 +672,46 @@ def _bad_step(sd):
     sd["state"][0]["step"] = torch.tensor(2.5)
 
 
+def _row_var_shape(sd):
+    sd["state"][0]["row_var"] = sd["state"][0]["row_var"].reshape(1, -1)
+
+
+def _row_var_short(sd):
+    sd["state"][0]["row_var"] = sd["state"][0]["row_var"][:-1]
+
+
+def _variance_of_a_matrix(sd):
+    st = sd["state"][0]
+    st["variance"] = st.pop("row_var")
+
+
+def _negative_col_var(sd):
+    sd["state"][2]["col_var"] = -sd["state"][2]["col_var"] - 1.0
+
+
+def _col_var_integers(sd):
+    sd["state"][0]["col_var"] = sd["state"][0]["col_var"].to(torch.int32)
+
+
 # (NaN moments are not refused: with PyTorch's semantics non-finite gradients propagate, so a
 # NaN state is one that steps can produce.)
-BAD_STATE = [("bad-size", _bad_size, "elements"), ("negative-v", _negative_v, None),
-             ("no-groups", _one_group_missing, "parameter groups"),
-             ("negative-lr", _negative_lr, "lr"), ("fractional-step", _bad_step, "step")]
+BAD_STATE = [("bad-size", "AdamW", _bad_size, "elements"),
+             ("negative-v", "AdamW", _negative_v, None),
+             ("no-groups", "AdamW", _one_group_missing, "parameter groups"),
+             ("negative-lr", "AdamW", _negative_lr, "lr"),
+             ("fractional-step", "AdamW", _bad_step, "step"),
+             ("adafactor-row-var-shape", "Adafactor", _row_var_shape, r"\(12, 1\)"),
+             ("adafactor-row-var-short", "Adafactor", _row_var_short, "row_var"),
+             ("adafactor-variance-of-a-matrix", "Adafactor", _variance_of_a_matrix,
+              "row_var and col_var"),
+             ("adafactor-negative-col-var", "Adafactor", _negative_col_var, None),
+             ("adafactor-integer-col-var", "Adafactor", _col_var_integers, "float32")]
 
 
-@pytest.mark.parametrize("what,spoil,text", BAD_STATE, ids=[b[0] for b in BAD_STATE])
-def test_bad_state_dict_is_refused_and_changes_nothing(what, spoil, text):
+@pytest.mark.parametrize("what,name,spoil,text", BAD_STATE, ids=[b[0] for b in BAD_STATE])
+def test_bad_state_dict_is_refused_and_changes_nothing(what, name, spoil, text):
     a, b = make_model(), make_model()
-    opt_a, opt_b = ft.AdamW(a.parameters(), lr=1e-2), ft.AdamW(b.parameters(), lr=1e-2)
+    opt_a, opt_b = (getattr(ft, name)(m.parameters(), lr=1e-2) for m in (a, b))
     for t in range(5):
         train_step(a, opt_a, t)
         train_step(b, opt_b, t)
@@ -685,3 +724,101 @@ def test_bad_state_dict_is_refused_and_changes_nothing(what, spoil, text):
         train_step(b, opt_b, t)
     for p, q in zip(a.parameters(), b.parameters()):
         assert torch.equal(p, q)
+
+
+def _adafactor_model(seed=0):
+    """Parameters of every shape class torch.optim.Adafactor treats: a convolution's kernel
+    stack (4-D: factored over its last two dims), a batch of matrices (3-D), a column (5, 1),
+    a row (1, 4), a vector, a 0-d scalar."""
+    torch.manual_seed(seed)
+    return torch.nn.ParameterList([
+        torch.nn.Parameter(torch.randn(3, 2, 3, 3)),
+        torch.nn.Parameter(torch.randn(2, 3, 4)),
+        torch.nn.Parameter(torch.randn(5, 1)),
+        torch.nn.Parameter(torch.randn(1, 4)),
+        torch.nn.Parameter(torch.randn(7)),
+        torch.nn.Parameter(torch.randn(())),
+    ])
+
+
+def _adafactor_loss(ps, t):
+    g = torch.Generator().manual_seed(500 + t)
+    return sum((p * torch.randn(p.shape, generator=g)).sin().sum() + 0.1 * (p**2).sum()
+               for p in ps)
+
+
+def _adafactor_step(ps, opt, t):
+    opt.zero_grad()
+    _adafactor_loss(ps, t).backward()
+    opt.step()
+
+
+# (flatopt.torch.Adafactor arguments, the shapes' parity with torch.optim.Adafactor)
+ADAFACTOR_SHAPES = [
+    dict(lr=1e-2),
+    dict(lr=5e-2, beta2_decay=-0.7, eps=(1e-5, 1e-2), d=1.5, weight_decay=0.05),
+]
+
+
+@pytest.mark.parametrize("kw", ADAFACTOR_SHAPES, ids=["defaults", "all-arguments"])
+def test_adafactor_factors_each_shape_as_torch_optim_does(kw):
+    ours, ref = _adafactor_model(), _adafactor_model()
+    opt = ft.Adafactor(ours, **kw)
+    ref_opt = torch.optim.Adafactor(ref, **kw)
+    scheds = [torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=60) for o in (opt, ref_opt)]
+    for t in range(60):
+        _adafactor_step(ours, opt, t)
+        _adafactor_step(ref, ref_opt, t)
+        for s in scheds:
+            s.step()
+        assert close(ours, ref, 2e-5), f"step {t}"
+    sd, ref_sd = opt.state_dict()["state"], ref_opt.state_dict()["state"]
+    for i in ref_sd:
+        assert sd[i].keys() == ref_sd[i].keys(), i
+        for k, v in ref_sd[i].items():
+            assert sd[i][k].shape == v.shape, (i, k)
+            assert torch.allclose(sd[i][k], v, rtol=1e-4, atol=1e-12), (i, k)
+    # flatopt's state dict continues in torch.optim as flatopt does
+    ref.load_state_dict(ours.state_dict())
+    ref_opt.load_state_dict(opt.state_dict())
+    for t in range(60, 70):
+        _adafactor_step(ours, opt, t)
+        _adafactor_step(ref, ref_opt, t)
+    assert close(ours, ref, 2e-5)
+
+
+def test_lookahead_over_adafactor_matches_the_rule_over_torch_optim():
+    ours, ref = _adafactor_model(), _adafactor_model()
+    opt = ft.Lookahead(ft.Adafactor(ours, lr=3e-2, weight_decay=0.01), k=3, alpha=0.6)
+    ref_opt = torch.optim.Adafactor(ref, lr=3e-2, weight_decay=0.01)
+    slow = [p.detach().clone() for p in ref]
+    for t in range(51):
+        _adafactor_step(ours, opt, t)
+        _adafactor_step(ref, ref_opt, t)
+        if (t + 1) % 3 == 0:
+            with torch.no_grad():
+                for s, p in zip(slow, ref):
+                    s.add_(p - s, alpha=0.6)
+                    p.copy_(s)
+        assert close(ours, ref, 2e-5), f"step {t}"
+    st = opt.state_dict()["state"][0]
+    assert set(st) == {"step", "row_var", "col_var", "lookahead_slow_buff"}
+
+
+# (arguments torch.optim.Adafactor refuses, words of the error): refused alike.
+ADAFACTOR_BAD = [
+    (dict(lr=-1.0), "Learning rate"),
+    (dict(beta2_decay=0.5), "beta2_decay"),
+    (dict(eps=(-1.0, 1e-3)), "epsilon1"),
+    (dict(eps=(None, -1e-3)), "epsilon2"),
+    (dict(d=0.5), "Clipping threshold"),
+    (dict(weight_decay=-0.1), "weight_decay"),
+    (dict(eps=(0.0, 1e-3)), "eps"),  # flatopt's own: a zero gradient would divide 0 by 0
+    (dict(maximize=True), "maximize"),
+]
+
+
+@pytest.mark.parametrize("kw, words", ADAFACTOR_BAD, ids=[w for _, w in ADAFACTOR_BAD])
+def test_adafactor_refuses_what_torch_optim_refuses(kw, words):
+    with pytest.raises((flatopt.InvalidArgumentError, flatopt.UnsupportedError), match=words):
+        ft.Adafactor(_adafactor_model(), **kw)

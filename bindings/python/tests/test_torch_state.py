@@ -274,6 +274,8 @@ REFUSED = [
     (lambda ps: ft.AdamW(ps, state_rounding="up"), "state_rounding"),
     (lambda ps: ft.AdamW(ps, state_seed=-1), "state_seed"),
     (lambda ps: ft.Rprop(ps, state_dtype="int8"), "Rprop"),
+    (lambda ps: ft.Adafactor(ps, state_dtype="int8"), "float32 for Adafactor"),
+    (lambda ps: ft.Adafactor(ps, state_dtype="bfloat16"), "Adafactor"),
     (lambda ps: ft.Lookahead(ft.AdamW(ps), slow_dtype="int8"), "slow_dtype"),
 ]
 
