@@ -38,6 +38,8 @@
 //! itself (steps of 6 to 12 % in `v`) ended 0.95 to 1.40 % off (`examples/python/
 //! state_quality.py`).
 
+use crate::simd::{Vf32, Vu32};
+
 /// Elements per block of the 8-bit code (one f32 scale each). Divides the sum-of-squares
 /// block ([`super::SUMSQ_BLOCK`]), so every shard layout that keeps the global norm
 /// bit-identical (shards starting on those blocks) also keeps the 8-bit blocks.
@@ -115,7 +117,7 @@ pub(crate) fn q8_scale(block: &[f32]) -> f32 {
     let mut lanes = block.chunks_exact(16);
     for c in &mut lanes {
         for (m, &x) in acc.iter_mut().zip(c) {
-            *m = (*m).max(finite_abs_bits(x));
+            *m = Ord::max(*m, finite_abs_bits(x));
         }
     }
     let tail = lanes.remainder().iter().map(|&x| finite_abs_bits(x));
@@ -135,8 +137,8 @@ fn magnitude_code(q: f32, shift: u32, base: u32, max: u32, zero_below: u32, r: O
         Some(r) => r << (shift - 16),
         None => ((1 << (shift - 1)) - 1) + ((b >> shift) & 1),
     };
-    let k = (b.wrapping_add(add) >> shift).max(base + 1) - base;
-    pick(b < zero_below, 0, k.min(max))
+    let k = Ord::max(b.wrapping_add(add) >> shift, base + 1) - base;
+    pick(b < zero_below, 0, Ord::min(k, max))
 }
 
 /// `a` where `keep`, else `b` (branch-free, so that the loops vectorize).
@@ -200,7 +202,7 @@ pub(crate) fn q8_decode_signed(c: u8, scale: f32) -> f32 {
 #[inline(always)]
 pub(crate) fn q8_decode_unsigned(c: u8, scale: f32) -> f32 {
     let c = u32::from(c);
-    let w = code_float(c.min(UNSIGNED_MAX), UNSIGNED_BASE, UNSIGNED_SHIFT);
+    let w = code_float(Ord::min(c, UNSIGNED_MAX), UNSIGNED_BASE, UNSIGNED_SHIFT);
     // w has 6 significant bits: w * w is exact.
     let finite = ((w * w) * scale).to_bits();
     let bits = match c {
@@ -429,9 +431,15 @@ fn splitmix64(z: u64) -> u64 {
 /// A 32-bit integer hash with low bias (Chris Wellons' `lowbias32`): a bijection of `u32`.
 #[inline(always)]
 pub(crate) fn mix32(x: u32) -> u32 {
-    let x = (x ^ (x >> 16)).wrapping_mul(0x7feb_352d);
-    let x = (x ^ (x >> 15)).wrapping_mul(0x846c_a68b);
-    x ^ (x >> 16)
+    mix32_lanes(x)
+}
+
+/// [`mix32`] of every lane.
+#[inline(always)]
+pub(crate) fn mix32_lanes<U: Vu32>(x: U) -> U {
+    let x = x.xor(x.shr::<16>()).mul_lo(U::splat(0x7feb_352d));
+    let x = x.xor(x.shr::<15>()).mul_lo(U::splat(0x846c_a68b));
+    x.xor(x.shr::<16>())
 }
 
 impl SrKey {
@@ -465,10 +473,20 @@ impl SrKey {
 /// largest bf16 may round up to Inf, with the probability of its dropped fraction.
 #[inline(always)]
 pub(crate) fn bf16_stochastic(x: f32, r: u32) -> u16 {
+    bf16_stochastic_lanes(x, r) as u16
+}
+
+/// [`bf16_stochastic`] of every lane, with the random bits `r` of each (the bf16 patterns in
+/// the low halves of the lanes).
+#[inline(always)]
+pub(crate) fn bf16_stochastic_lanes<V: Vf32>(x: V, r: V::U) -> V::U {
     let b = x.to_bits();
+    let (zero, inf) = (V::U::splat(0), V::U::splat(INF));
+    let a = b.and(V::U::splat(0x7fff_ffff));
     // Branch-free: a NaN adds nothing (a carry could turn it into a number) and is quieted.
-    let nan = 0u32.wrapping_sub(u32::from(b & 0x7fff_ffff > INF));
-    ((b.wrapping_add(r & !nan) >> 16) | (nan & 0x40)) as u16
+    let r = inf.select_lt(a, zero, r);
+    let quiet = inf.select_lt(a, V::U::splat(0x40), zero);
+    b.add(r).shr::<16>().or(quiet)
 }
 
 /// The runs of indices `first ..` of `n` elements with the same upper half: the run's first

@@ -117,7 +117,7 @@ pub(crate) struct Lanes<V> {
 
 impl<V: Vf32> Lanes<V> {
     #[inline(always)]
-    fn new(plan: &Plan) -> Self {
+    pub(crate) fn new(plan: &Plan) -> Self {
         let c = plan.clip_value.unwrap_or(0.0);
         Lanes {
             clip_scale: V::splat(plan.clip_scale.unwrap_or(0.0)),
@@ -238,15 +238,34 @@ pub(crate) fn fused<V: Vf32>(plan: &Plan, mut b: Buffers<'_>) {
     } else {
         b.param.as_ptr()
     };
+    let (head, split) = vector_part::<V>(anchor, n);
+    span::<f32>(plan, Window::new(plan, &mut b, 0, head), false);
+    span::<V>(plan, Window::new(plan, &mut b, head, split), V::LANES > 1);
+    span::<f32>(plan, Window::new(plan, &mut b, split, n), false);
+}
+
+/// The vector part `head..split` of `n` elements from `anchor`: from the first element aligned
+/// to a vector (`V::LANES * 4` bytes) to the last whole vector; all of it on the scalar tier.
+#[inline(always)]
+pub(crate) fn vector_part<V: Vf32>(anchor: *const f32, n: usize) -> (usize, usize) {
     let head = if V::LANES > 1 {
         anchor.align_offset(V::LANES * 4).min(n)
     } else {
         0
     };
-    let split = n - (n - head) % V::LANES;
-    span::<f32>(plan, Window::new(plan, &mut b, 0, head), false);
-    span::<V>(plan, Window::new(plan, &mut b, head, split), V::LANES > 1);
-    span::<f32>(plan, Window::new(plan, &mut b, split, n), false);
+    (head, n - (n - head) % V::LANES)
+}
+
+/// The pipeline switches of `plan`: clip scale, value clip, coupled weight decay, Lookahead
+/// sync.
+#[inline(always)]
+pub(crate) fn pipe(plan: &Plan) -> [bool; 4] {
+    [
+        plan.clip_scale.is_some(),
+        plan.clip_value.is_some(),
+        plan.weight_decay.is_some(),
+        plan.sync_alpha.is_some(),
+    ]
 }
 
 /// The fused update of a window whose length is a multiple of `V::LANES`, through the rule's
@@ -254,17 +273,11 @@ pub(crate) fn fused<V: Vf32>(plan: &Plan, mut b: Buffers<'_>) {
 #[inline(always)]
 fn span<V: Vf32>(plan: &Plan, mut w: Window<'_>, specialized: bool) {
     let k = Lanes::<V>::new(plan);
-    let pipe = [
-        plan.clip_scale.is_some(),
-        plan.clip_value.is_some(),
-        plan.weight_decay.is_some(),
-        plan.sync_alpha.is_some(),
-    ];
     let s = Span {
         k: &k,
         w: &mut w,
         specialized,
-        pipe,
+        pipe: pipe(plan),
     };
     crate::rules::span(plan.rule, s)
 }

@@ -8,9 +8,11 @@
 
 use super::codec::{Q8Code, SrKey, Stream, Q8_BLOCK};
 use super::convert::Half;
+use super::fused::{pipe, vector_part, Lanes, Span, Window};
 use super::mixed::{grad_f32, Grad, GradScale, ParamCopy, CHUNK};
 use super::plan::{Buffers, Plan, Rule};
-use crate::simd::Kernels;
+use crate::rules::{adam_bf16_span, has_bf16_span, Bf16Moments};
+use crate::simd::{Kernels, Vf32};
 
 crate::catalog::choice! {
     /// How optimizer state is held (`docs/numerics.md`, "Compressed state").
@@ -297,6 +299,10 @@ pub(crate) fn fused_held(
     rounding: HeldRounding,
     b: HeldBuffers<'_>,
 ) {
+    let b = match fused_bf16_buffers(plan, scale, rounding, b) {
+        Ok(f) => return (k.fused_bf16)(plan, f),
+        Err(b) => b,
+    };
     let HeldBuffers {
         param,
         grad,
@@ -413,4 +419,160 @@ impl Held<'_> {
             Held::default()
         }
     }
+}
+
+/// The buffers of a fused pass over bf16 moments rounded stochastically ([`fused_bf16`]).
+pub(crate) struct Bf16Pass<'a> {
+    param: &'a mut [f32],
+    grad: &'a [f32],
+    m: &'a mut [u16],
+    v: &'a mut [u16],
+    /// Empty unless the rule uses it.
+    v_max: &'a mut [u16],
+    /// f32 slow weights, empty unless the plan syncs.
+    slow: &'a mut [f32],
+    index: u64,
+    /// Stream M's key: the pairs' keys follow from it.
+    key: SrKey,
+}
+
+/// `b` as the buffers of [`fused_bf16`] if that pass computes it: a rule with a fused loop
+/// over bf16 moments (`crate::rules::has_bf16_span`), every state buffer it uses held as bf16
+/// and rounded stochastically, f32 slow weights, f32 gradients without a loss scale and no
+/// 16-bit copy; `b` back otherwise.
+fn fused_bf16_buffers<'a>(
+    plan: &Plan,
+    scale: GradScale,
+    rounding: HeldRounding,
+    b: HeldBuffers<'a>,
+) -> Result<Bf16Pass<'a>, HeldBuffers<'a>> {
+    let (_, _, uvm) = plan.rule.state_used();
+    let sync = plan.sync_alpha.is_some();
+    let fits = has_bf16_span(&plan.rule)
+        && rounding.rounding == StateRounding::Stochastic
+        && scale == GradScale::One
+        && b.copy.is_none()
+        && matches!(b.grad, Grad::F32(_))
+        && matches!((&b.m, &b.v), (Held::Bf16(_), Held::Bf16(_)))
+        && (!uvm || matches!(b.v_max, Held::Bf16(_)))
+        && (!sync || matches!(b.slow, Held::F32(_)));
+    if !fits {
+        return Err(b);
+    }
+    let HeldBuffers {
+        param,
+        grad: Grad::F32(grad),
+        m: Held::Bf16(m),
+        v: Held::Bf16(v),
+        v_max,
+        slow,
+        index,
+        ..
+    } = b
+    else {
+        unreachable!("checked above")
+    };
+    let v_max = match v_max {
+        Held::Bf16(x) if uvm => x,
+        _ => &mut [],
+    };
+    let slow = match slow {
+        Held::F32(x) if sync => x,
+        _ => &mut [],
+    };
+    let key = SrKey {
+        seed: rounding.seed,
+        step: rounding.step,
+        stream: Stream::M,
+    };
+    Ok(Bf16Pass {
+        param,
+        grad,
+        m,
+        v,
+        v_max,
+        slow,
+        index,
+        key,
+    })
+}
+
+/// The fused pass over bf16 moments with vectors `V` (the heads and tails with the scalar
+/// tier): the rule's loop loads and widens the moments, rounds them stochastically as it
+/// stores them (the random bits of [`SrKey::bits`]), with no f32 copy of the state; bit for
+/// bit the chunked pass of [`fused_held`]. Runs of indices with one upper half are windows of
+/// their own (one key each).
+#[inline(always)]
+pub(crate) fn fused_bf16<V: Vf32>(plan: &Plan, b: Bf16Pass<'_>) {
+    let Bf16Pass {
+        param,
+        grad,
+        m,
+        v,
+        v_max,
+        slow,
+        index,
+        key,
+    } = b;
+    let n = param.len();
+    let vmax_key = SrKey {
+        stream: Stream::VMax,
+        ..key
+    };
+    let mut start = 0;
+    while start < n {
+        let at = index.wrapping_add(start as u64);
+        let run = ((1u64 << 32) - (at & 0xffff_ffff)).min((n - start) as u64) as usize;
+        let end = start + run;
+        let hi = (at >> 32) as u32;
+        let keys = [key.key(hi), vmax_key.key(hi)];
+        let (head, split) = vector_part::<V>(param[start..].as_ptr(), run);
+        for (s, e, vector) in [(0, head, false), (head, split, true), (split, run, false)] {
+            let (s, e) = (start + s, start + e);
+            let mut h = Bf16Moments {
+                m: &mut m[s..e],
+                v: &mut v[s..e],
+                v_max: cut(v_max, s, e),
+                lo: (at as u32).wrapping_add((s - start) as u32),
+                keys,
+            };
+            let mut w = Window {
+                param: &mut param[s..e],
+                grad: &grad[s..e],
+                m: &mut [],
+                v: &mut [],
+                v_max: &mut [],
+                slow: cut(slow, s, e),
+            };
+            if vector && V::LANES > 1 {
+                bf16_span::<V>(plan, &mut w, &mut h, true);
+            } else {
+                bf16_span::<f32>(plan, &mut w, &mut h, false);
+            }
+        }
+        start = end;
+    }
+}
+
+/// Elements `s..e` of a buffer that is used, or the empty one that is not.
+#[inline(always)]
+fn cut<T>(x: &mut [T], s: usize, e: usize) -> &mut [T] {
+    if x.is_empty() {
+        x
+    } else {
+        &mut x[s..e]
+    }
+}
+
+/// One window of [`fused_bf16`] through the rule's loop.
+#[inline(always)]
+fn bf16_span<V: Vf32>(plan: &Plan, w: &mut Window<'_>, h: &mut Bf16Moments<'_>, specialized: bool) {
+    let k = Lanes::<V>::new(plan);
+    let s = Span {
+        k: &k,
+        w,
+        specialized,
+        pipe: pipe(plan),
+    };
+    adam_bf16_span(plan.rule, s, h);
 }

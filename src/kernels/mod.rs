@@ -43,13 +43,17 @@ mod reduce;
 mod stateless;
 mod trust;
 
-pub(crate) use codec::{decode_q8, encode_bf16_sr, encode_bf16_sr2, encode_q8, encode_q8_sr2};
+pub(crate) use codec::{
+    bf16_stochastic_lanes, decode_q8, encode_bf16_sr, encode_bf16_sr2, encode_q8, encode_q8_sr2,
+    mix32_lanes,
+};
 pub use codec::{q8_block_count, Q8Code, SrKey, Stream, Q8_BLOCK};
 pub use convert::Half;
 pub(crate) use convert::{narrow, widen};
 pub use factored::Shape;
 pub(crate) use factored::{apply as apply_factored, FactorScratch};
 pub(crate) use fused::{fused, specialize, Lanes, Off, On, Span, Switch, Window};
+pub(crate) use held::{fused_bf16, Bf16Pass};
 pub use held::{q8_codes, Held, HeldBuffers, HeldRounding, StateDtype, StateRounding, HELD_CHUNK};
 pub(crate) use mixed::{half_all_finite, unscale};
 pub use mixed::{AsGrad, Grad, GradScale, MixedBuffers, ParamCopy, CHUNK};

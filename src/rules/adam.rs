@@ -2,8 +2,8 @@
 //! family's moment update, which RAdam, NAdam, AdaBelief and Yogi reuse.
 
 use super::{pow_step, Rule};
-use crate::kernels::{specialize, Lanes, Switch, Window};
-use crate::simd::Vf32;
+use crate::kernels::{bf16_stochastic_lanes, mix32_lanes, specialize, Lanes, Span, Switch, Window};
+use crate::simd::{Vf32, Vu32};
 
 super::rule! {
     base {
@@ -137,10 +137,17 @@ impl<V: Vf32> Moments<V> {
     /// Updates the moments of lanes `i..` from gradient `g` and returns them.
     #[inline(always)]
     pub(super) fn update(&self, g: V, w: &mut Window<'_>, i: usize) -> (V, V) {
-        let m = self.b1.mul(V::load(&w.m[i..])).add(self.c1.mul(g));
-        let v = self.b2.mul(V::load(&w.v[i..])).add(self.c2.mul(g.mul(g)));
+        let (m, v) = self.next(V::load(&w.m[i..]), V::load(&w.v[i..]), g);
         m.store(&mut w.m[i..]);
         v.store(&mut w.v[i..]);
+        (m, v)
+    }
+
+    /// The moments after `m`, `v` with gradient `g`.
+    #[inline(always)]
+    pub(super) fn next(&self, m: V, v: V, g: V) -> (V, V) {
+        let m = self.b1.mul(m).add(self.c1.mul(g));
+        let v = self.b2.mul(v).add(self.c2.mul(g.mul(g)));
         (m, v)
     }
 
@@ -184,4 +191,161 @@ fn adam<V: Vf32>(
         k.store_param(pd.sub(r.step.mul(u)), w, i, sy);
         i += V::LANES;
     }
+}
+
+/// The bf16 moments of a fused pass over held state (`kernels::held`, "Fused passes"), cut to
+/// a window's elements, with what their stochastic rounding needs.
+pub(crate) struct Bf16Moments<'a> {
+    /// The first moments (bf16 patterns).
+    pub(crate) m: &'a mut [u16],
+    /// The second moments.
+    pub(crate) v: &'a mut [u16],
+    /// AMSGrad's maxima (empty unless AMSGrad).
+    pub(crate) v_max: &'a mut [u16],
+    /// The low half of the index of the window's first element (no multiple of 2^32 inside).
+    pub(crate) lo: u32,
+    /// The keys of the pairs (m, v) and (v_max, slow) for the window's upper index half.
+    pub(crate) keys: [u32; 2],
+}
+
+/// The fused loop of Adam, AMSGrad and AdamW over bf16 moments rounded stochastically, if
+/// `rule` is one of them (`false`, with nothing done, otherwise): the moments are widened as
+/// loaded and rounded as stored, with the bits of the state's codec (`kernels::codec`), so the
+/// result is the chunked pass's (decode, f32 loop, encode) bit for bit.
+#[inline(always)]
+pub(crate) fn adam_bf16_span<V: Vf32>(rule: Rule, s: Span<'_, '_, V>, h: &mut Bf16Moments<'_>) -> bool {
+    let Rule::Adam {
+        b1,
+        one_minus_b1,
+        b2,
+        one_minus_b2,
+        step,
+        inv_sqrt_bc2,
+        eps,
+        amsgrad,
+        decay,
+    } = rule
+    else {
+        return false;
+    };
+    let r = Moments::new(
+        [b1, one_minus_b1, b2, one_minus_b2],
+        [step, inv_sqrt_bc2, eps, decay.unwrap_or(1.0)],
+    );
+    let decoupled = decay.is_some();
+    specialize!(s, adam_bf16, (&r, h); amsgrad, decoupled);
+    true
+}
+
+/// Whether [`adam_bf16_span`] runs `rule`.
+pub(crate) fn has_bf16_span(rule: &Rule) -> bool {
+    matches!(rule, Rule::Adam { .. })
+}
+
+/// [`adam`] with the moments in bf16 (see [`adam_bf16_span`]): the pair's hash once per
+/// element, its low half rounding m and its high half v; AMSGrad's maximum with its own pair's
+/// low half. Two vectors per round, so that the rounded halves of two vectors are stored at
+/// once (`Vu32::store_u16x2`).
+#[inline(always)]
+fn adam_bf16<V: Vf32>(
+    k: &Lanes<V>,
+    r: &Moments<V>,
+    h: &mut Bf16Moments<'_>,
+    w: &mut Window<'_>,
+    sw: (
+        impl Switch,
+        impl Switch,
+        impl Switch,
+        impl Switch,
+        impl Switch,
+        impl Switch,
+    ),
+) {
+    let (_, _, _, sy, amsgrad, _) = sw;
+    let n = w.len(false, false, false, sy);
+    let (m, v) = (&mut h.m[..n], &mut h.v[..n]);
+    let vx: &mut [u16] = if amsgrad.on() { &mut h.v_max[..n] } else { &mut [] };
+    let (lo, keys) = (h.lo, h.keys);
+    let mut i = 0;
+    while n - i >= 2 * V::LANES {
+        let (ma, va, xa) = adam_bf16_lanes(k, r, w, Bf16At::new(m, v, vx, i, lo, keys), sw);
+        let (mb, vb, xb) = adam_bf16_lanes(k, r, w, Bf16At::new(m, v, vx, i + V::LANES, lo, keys), sw);
+        V::U::store_u16x2(ma, mb, &mut m[i..]);
+        V::U::store_u16x2(va, vb, &mut v[i..]);
+        if amsgrad.on() {
+            V::U::store_u16x2(xa, xb, &mut vx[i..]);
+        }
+        i += 2 * V::LANES;
+    }
+    if n - i >= V::LANES {
+        let (ma, va, xa) = adam_bf16_lanes(k, r, w, Bf16At::new(m, v, vx, i, lo, keys), sw);
+        ma.store_u16(&mut m[i..]);
+        va.store_u16(&mut v[i..]);
+        if amsgrad.on() {
+            xa.store_u16(&mut vx[i..]);
+        }
+    }
+}
+
+/// What [`adam_bf16_lanes`] reads of the bf16 state: the lanes from `i`.
+struct Bf16At<'a> {
+    m: &'a [u16],
+    v: &'a [u16],
+    vx: &'a [u16],
+    i: usize,
+    lo: u32,
+    keys: [u32; 2],
+}
+
+impl<'a> Bf16At<'a> {
+    #[inline(always)]
+    fn new(m: &'a [u16], v: &'a [u16], vx: &'a [u16], i: usize, lo: u32, keys: [u32; 2]) -> Self {
+        Bf16At {
+            m,
+            v,
+            vx,
+            i,
+            lo,
+            keys,
+        }
+    }
+}
+
+/// One vector of [`adam_bf16`]: the parameters of lanes `a.i..` stored, the new state's bf16
+/// patterns (m, v, v_max) returned.
+#[inline(always)]
+fn adam_bf16_lanes<V: Vf32>(
+    k: &Lanes<V>,
+    r: &Moments<V>,
+    w: &mut Window<'_>,
+    a: Bf16At<'_>,
+    (cs, cv, wd, sy, amsgrad, decoupled): (
+        impl Switch,
+        impl Switch,
+        impl Switch,
+        impl Switch,
+        impl Switch,
+        impl Switch,
+    ),
+) -> (V::U, V::U, V::U) {
+    let i = a.i;
+    let p = V::load(&w.param[i..]);
+    let g = k.grad(V::load(&w.grad[i..]), p, cs, cv, wd);
+    let (mn, vn) = r.next(V::load_bf16(&a.m[i..]), V::load_bf16(&a.v[i..]), g);
+    let at = V::U::index(a.lo.wrapping_add(i as u32));
+    let low = V::U::splat(0xffff);
+    let bits = mix32_lanes(at.xor(V::U::splat(a.keys[0])));
+    let mb = bf16_stochastic_lanes(mn, bits.and(low));
+    let vb = bf16_stochastic_lanes(vn, bits.shr::<16>());
+    let (vd, xb) = if amsgrad.on() {
+        let vm = V::load_bf16(&a.vx[i..]).max(vn);
+        let bits = mix32_lanes(at.xor(V::U::splat(a.keys[1])));
+        (vm, bf16_stochastic_lanes(vm, bits.and(low)))
+    } else {
+        (vn, vb)
+    };
+    let u = r.direction(mn, vd);
+    let pd = if decoupled.on() { p.mul(r.decay) } else { p };
+    k.store_param(pd.sub(r.step.mul(u)), w, i, sy);
+    (mb, vb, xb)
 }

@@ -515,6 +515,9 @@ rules! { sgd adam radam adagrad rmsprop adamax nadam lion adabelief yogi adadelt
 
 pub use adafactor::{Mode as AdafactorMode, Scalars as AdafactorScalars};
 
+// The fused loops over compressed state (`kernels::held`, "Fused passes").
+pub(crate) use adam::{adam_bf16_span, has_bf16_span, Bf16Moments};
+
 #[cfg(test)]
 mod tests {
     use super::pow_step;

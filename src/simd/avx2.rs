@@ -15,7 +15,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{Kernels, Tier, Vf32, SUMSQ_LANES};
+use super::{Kernels, Tier, Vf32, Vu32, SUMSQ_LANES};
 
 #[derive(Clone, Copy)]
 struct Avx2(__m256);
@@ -23,6 +23,13 @@ struct Avx2(__m256);
 impl Vf32 for Avx2 {
     const LANES: usize = 8;
     type Acc = [__m256d; 4];
+    type U = Avx2U;
+
+    #[inline(always)]
+    fn to_bits(self) -> Avx2U {
+        // SAFETY: AVX2 was detected (see `splat`); a cast compiles to nothing.
+        Avx2U(unsafe { _mm256_castps_si256(self.0) })
+    }
 
     #[inline(always)]
     fn splat(x: f32) -> Self {
@@ -178,6 +185,84 @@ impl Vf32 for Avx2 {
             unsafe { _mm256_storeu_pd(out[4 * k..4 * k + 4].as_mut_ptr(), *a) }
         }
         out
+    }
+}
+
+/// Eight u32 lanes in a 256-bit register; like [`Avx2`], only ever used inside the module's
+/// `#[target_feature(enable = "avx2")]` kernels, which run only after AVX2 was detected: the
+/// argument behind every `unsafe` block of its implementation.
+#[derive(Clone, Copy)]
+struct Avx2U(__m256i);
+
+impl Vu32 for Avx2U {
+    const LANES: usize = 8;
+
+    #[inline(always)]
+    fn splat(x: u32) -> Self {
+        // SAFETY: AVX2 was detected (see `Avx2U`).
+        Avx2U(unsafe { _mm256_set1_epi32(x as i32) })
+    }
+    #[inline(always)]
+    fn index(base: u32) -> Self {
+        // SAFETY: AVX2 was detected (see `Avx2U`).
+        Avx2U(unsafe {
+            _mm256_add_epi32(
+                _mm256_set1_epi32(base as i32),
+                _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+            )
+        })
+    }
+    #[inline(always)]
+    fn add(self, o: Self) -> Self {
+        // SAFETY: AVX2 was detected (see `Avx2U`).
+        Avx2U(unsafe { _mm256_add_epi32(self.0, o.0) })
+    }
+    #[inline(always)]
+    fn mul_lo(self, o: Self) -> Self {
+        // SAFETY: AVX2 was detected (see `Avx2U`).
+        Avx2U(unsafe { _mm256_mullo_epi32(self.0, o.0) })
+    }
+    #[inline(always)]
+    fn and(self, o: Self) -> Self {
+        // SAFETY: AVX2 was detected (see `Avx2U`).
+        Avx2U(unsafe { _mm256_and_si256(self.0, o.0) })
+    }
+    #[inline(always)]
+    fn or(self, o: Self) -> Self {
+        // SAFETY: AVX2 was detected (see `Avx2U`).
+        Avx2U(unsafe { _mm256_or_si256(self.0, o.0) })
+    }
+    #[inline(always)]
+    fn xor(self, o: Self) -> Self {
+        // SAFETY: AVX2 was detected (see `Avx2U`).
+        Avx2U(unsafe { _mm256_xor_si256(self.0, o.0) })
+    }
+    #[inline(always)]
+    fn shr<const N: i32>(self) -> Self {
+        // SAFETY: AVX2 was detected (see `Avx2U`).
+        Avx2U(unsafe { _mm256_srli_epi32::<N>(self.0) })
+    }
+    #[inline(always)]
+    fn select_lt(self, o: Self, a: Self, b: Self) -> Self {
+        // `self >= o` exactly where `max(self, o) == self` (unsigned): those lanes take `b`.
+        // SAFETY: AVX2 was detected (see `Avx2U`).
+        Avx2U(unsafe {
+            let ge = _mm256_cmpeq_epi32(_mm256_max_epu32(self.0, o.0), self.0);
+            _mm256_blendv_epi8(a.0, b.0, ge)
+        })
+    }
+    #[inline(always)]
+    fn store_u16(self, s: &mut [u16]) {
+        let s = &mut s[..8];
+        // The low halves, so that the unsigned saturating pack keeps every lane.
+        // SAFETY: `s` has exactly 8 writable u16, the 16 bytes of the unaligned store
+        // (bounds-checked slice); AVX2 was detected (see `Avx2U`).
+        unsafe {
+            let r = _mm256_and_si256(self.0, _mm256_set1_epi32(0xffff));
+            let packed =
+                _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256::<1>(r));
+            _mm_storeu_si128(s.as_mut_ptr().cast(), packed)
+        }
     }
 }
 

@@ -15,7 +15,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{Kernels, Tier, Vf32, SUMSQ_LANES};
+use super::{Kernels, Tier, Vf32, Vu32, SUMSQ_LANES};
 
 #[derive(Clone, Copy)]
 struct Avx512(__m512);
@@ -23,6 +23,13 @@ struct Avx512(__m512);
 impl Vf32 for Avx512 {
     const LANES: usize = 16;
     type Acc = [__m512d; 2];
+    type U = Avx512U;
+
+    #[inline(always)]
+    fn to_bits(self) -> Avx512U {
+        // SAFETY: AVX-512F was detected (see `splat`); a cast compiles to nothing.
+        Avx512U(unsafe { _mm512_castps_si512(self.0) })
+    }
 
     #[inline(always)]
     fn splat(x: f32) -> Self {
@@ -177,6 +184,90 @@ impl Vf32 for Avx512 {
             unsafe { _mm512_storeu_pd(out[8 * k..8 * k + 8].as_mut_ptr(), *a) }
         }
         out
+    }
+}
+
+/// Sixteen u32 lanes in a 512-bit register; like [`Avx512`], only ever used inside the
+/// module's `#[target_feature(enable = "avx512f")]` kernels, which run only after AVX-512F was
+/// detected: the argument behind every `unsafe` block of its implementation.
+#[derive(Clone, Copy)]
+struct Avx512U(__m512i);
+
+impl Vu32 for Avx512U {
+    const LANES: usize = 16;
+
+    #[inline(always)]
+    fn splat(x: u32) -> Self {
+        // SAFETY: AVX-512F was detected (see `Avx512U`).
+        Avx512U(unsafe { _mm512_set1_epi32(x as i32) })
+    }
+    #[inline(always)]
+    fn index(base: u32) -> Self {
+        // SAFETY: AVX-512F was detected (see `Avx512U`).
+        Avx512U(unsafe {
+            _mm512_add_epi32(
+                _mm512_set1_epi32(base as i32),
+                _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+            )
+        })
+    }
+    #[inline(always)]
+    fn add(self, o: Self) -> Self {
+        // SAFETY: AVX-512F was detected (see `Avx512U`).
+        Avx512U(unsafe { _mm512_add_epi32(self.0, o.0) })
+    }
+    #[inline(always)]
+    fn mul_lo(self, o: Self) -> Self {
+        // SAFETY: AVX-512F was detected (see `Avx512U`).
+        Avx512U(unsafe { _mm512_mullo_epi32(self.0, o.0) })
+    }
+    #[inline(always)]
+    fn and(self, o: Self) -> Self {
+        // SAFETY: AVX-512F was detected (see `Avx512U`).
+        Avx512U(unsafe { _mm512_and_si512(self.0, o.0) })
+    }
+    #[inline(always)]
+    fn or(self, o: Self) -> Self {
+        // SAFETY: AVX-512F was detected (see `Avx512U`).
+        Avx512U(unsafe { _mm512_or_si512(self.0, o.0) })
+    }
+    #[inline(always)]
+    fn xor(self, o: Self) -> Self {
+        // SAFETY: AVX-512F was detected (see `Avx512U`).
+        Avx512U(unsafe { _mm512_xor_si512(self.0, o.0) })
+    }
+    #[inline(always)]
+    fn shr<const N: i32>(self) -> Self {
+        // SAFETY: AVX-512F was detected (see `Avx512U`).
+        Avx512U(unsafe { _mm512_srl_epi32(self.0, _mm_cvtsi32_si128(N)) })
+    }
+    #[inline(always)]
+    fn select_lt(self, o: Self, a: Self, b: Self) -> Self {
+        // The blend takes its third operand where the mask bit is set.
+        // SAFETY: AVX-512F was detected (see `Avx512U`).
+        Avx512U(unsafe { _mm512_mask_blend_epi32(_mm512_cmplt_epu32_mask(self.0, o.0), b.0, a.0) })
+    }
+    #[inline(always)]
+    fn store_u16(self, s: &mut [u16]) {
+        let s = &mut s[..16];
+        // `vpmovdw` truncates each lane to its low 16 bits.
+        // SAFETY: `s` has exactly 16 writable u16, the 32 bytes of the unaligned store
+        // (bounds-checked slice); AVX-512F was detected (see `Avx512U`).
+        unsafe { _mm256_storeu_si256(s.as_mut_ptr().cast(), _mm512_cvtepi32_epi16(self.0)) }
+    }
+    #[inline(always)]
+    fn store_u16x2(a: Self, b: Self, s: &mut [u16]) {
+        let s = &mut s[..32];
+        // Both halves truncated in registers and stored at once: a truncation stored alone
+        // becomes `vpmovdw` to memory, microcoded and several times slower on AMD's AVX-512
+        // cores.
+        // SAFETY: `s` has exactly 32 writable u16, the 64 bytes of the unaligned store
+        // (bounds-checked slice); AVX-512F was detected (see `Avx512U`).
+        unsafe {
+            let lo = _mm512_castsi256_si512(_mm512_cvtepi32_epi16(a.0));
+            let both = _mm512_inserti64x4::<1>(lo, _mm512_cvtepi32_epi16(b.0));
+            _mm512_storeu_si512(s.as_mut_ptr().cast(), both)
+        }
     }
 }
 

@@ -32,7 +32,7 @@ mod x86;
 
 pub use fpmode::FpMode;
 pub(crate) use table::Kernels;
-pub(crate) use vector::{Vf32, SUMSQ_LANES};
+pub(crate) use vector::{Vf32, Vu32, SUMSQ_LANES};
 
 /// An instruction-set tier. All tiers compute bit-identical results.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

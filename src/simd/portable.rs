@@ -6,12 +6,13 @@
 use wide::{f32x8, f64x4};
 
 use super::half::{bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16};
-use super::{Kernels, Tier, Vf32, SUMSQ_LANES};
+use super::{Kernels, Tier, Vf32, Vu32, SUMSQ_LANES};
 use crate::kernels;
 
 static TABLE: Kernels = Kernels {
     tier: Tier::Portable,
     fused: kernels::fused::<Portable>,
+    fused_bf16: kernels::fused_bf16::<Portable>,
     sumsq_partials: kernels::sumsq_partials::<Portable>,
     elementwise: kernels::elementwise::<Portable>,
     widen: kernels::widen::<Portable>,
@@ -36,6 +37,12 @@ struct Portable(f32x8);
 impl Vf32 for Portable {
     const LANES: usize = 8;
     type Acc = [f64x4; 4];
+    type U = PortableU;
+
+    #[inline(always)]
+    fn to_bits(self) -> PortableU {
+        PortableU(self.0.to_array().map(f32::to_bits))
+    }
 
     #[inline(always)]
     fn splat(x: f32) -> Self {
@@ -137,5 +144,68 @@ impl Vf32 for Portable {
             out[4 * k..4 * k + 4].copy_from_slice(&a.to_array());
         }
         out
+    }
+}
+
+/// Eight u32 lanes as an array: lane by lane operations that the compiler vectorizes for the
+/// target, with no architecture-specific code here.
+#[derive(Clone, Copy)]
+struct PortableU([u32; 8]);
+
+impl PortableU {
+    #[inline(always)]
+    fn zip(self, o: Self, f: impl Fn(u32, u32) -> u32) -> Self {
+        PortableU(std::array::from_fn(|j| f(self.0[j], o.0[j])))
+    }
+}
+
+impl Vu32 for PortableU {
+    const LANES: usize = 8;
+
+    #[inline(always)]
+    fn splat(x: u32) -> Self {
+        PortableU([x; 8])
+    }
+    #[inline(always)]
+    fn index(base: u32) -> Self {
+        PortableU(std::array::from_fn(|j| base.wrapping_add(j as u32)))
+    }
+    #[inline(always)]
+    fn add(self, o: Self) -> Self {
+        self.zip(o, u32::wrapping_add)
+    }
+    #[inline(always)]
+    fn mul_lo(self, o: Self) -> Self {
+        self.zip(o, u32::wrapping_mul)
+    }
+    #[inline(always)]
+    fn and(self, o: Self) -> Self {
+        self.zip(o, |a, b| a & b)
+    }
+    #[inline(always)]
+    fn or(self, o: Self) -> Self {
+        self.zip(o, |a, b| a | b)
+    }
+    #[inline(always)]
+    fn xor(self, o: Self) -> Self {
+        self.zip(o, |a, b| a ^ b)
+    }
+    #[inline(always)]
+    fn shr<const N: i32>(self) -> Self {
+        PortableU(self.0.map(|a| a >> N))
+    }
+    #[inline(always)]
+    fn select_lt(self, o: Self, a: Self, b: Self) -> Self {
+        PortableU(std::array::from_fn(|j| {
+            if self.0[j] < o.0[j] {
+                a.0[j]
+            } else {
+                b.0[j]
+            }
+        }))
+    }
+    #[inline(always)]
+    fn store_u16(self, s: &mut [u16]) {
+        s[..8].copy_from_slice(&self.0.map(|a| a as u16));
     }
 }

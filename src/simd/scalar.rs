@@ -3,12 +3,13 @@
 //! vector on every tier.
 
 use super::half::{bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16};
-use super::{Kernels, Tier, Vf32, SUMSQ_LANES};
+use super::{Kernels, Tier, Vf32, Vu32, SUMSQ_LANES};
 use crate::kernels;
 
 static TABLE: Kernels = Kernels {
     tier: Tier::Scalar,
     fused: kernels::fused::<f32>,
+    fused_bf16: kernels::fused_bf16::<f32>,
     sumsq_partials: kernels::sumsq_partials::<f32>,
     elementwise: kernels::elementwise::<f32>,
     widen: kernels::widen::<f32>,
@@ -29,6 +30,12 @@ pub(super) fn table() -> &'static Kernels {
 impl Vf32 for f32 {
     const LANES: usize = 1;
     type Acc = [f64; SUMSQ_LANES];
+    type U = u32;
+
+    #[inline(always)]
+    fn to_bits(self) -> u32 {
+        f32::to_bits(self)
+    }
 
     #[inline(always)]
     fn splat(x: f32) -> Self {
@@ -123,5 +130,54 @@ impl Vf32 for f32 {
     #[inline(always)]
     fn acc_lanes(acc: Self::Acc) -> [f64; SUMSQ_LANES] {
         acc
+    }
+}
+
+impl Vu32 for u32 {
+    const LANES: usize = 1;
+
+    #[inline(always)]
+    fn splat(x: u32) -> Self {
+        x
+    }
+    #[inline(always)]
+    fn index(base: u32) -> Self {
+        base
+    }
+    #[inline(always)]
+    fn add(self, o: Self) -> Self {
+        self.wrapping_add(o)
+    }
+    #[inline(always)]
+    fn mul_lo(self, o: Self) -> Self {
+        self.wrapping_mul(o)
+    }
+    #[inline(always)]
+    fn and(self, o: Self) -> Self {
+        self & o
+    }
+    #[inline(always)]
+    fn or(self, o: Self) -> Self {
+        self | o
+    }
+    #[inline(always)]
+    fn xor(self, o: Self) -> Self {
+        self ^ o
+    }
+    #[inline(always)]
+    fn shr<const N: i32>(self) -> Self {
+        self >> N
+    }
+    #[inline(always)]
+    fn select_lt(self, o: Self, a: Self, b: Self) -> Self {
+        if self < o {
+            a
+        } else {
+            b
+        }
+    }
+    #[inline(always)]
+    fn store_u16(self, s: &mut [u16]) {
+        s[0] = self as u16;
     }
 }

@@ -3,7 +3,7 @@
 //! through it; nothing above this layer knows which instruction sets exist.
 
 use super::Tier;
-use crate::kernels::{Buffers, GradScale, Half, Op, Plan, Q8Code, SrKey};
+use crate::kernels::{Bf16Pass, Buffers, GradScale, Half, Op, Plan, Q8Code, SrKey};
 
 /// The pair encoder's signature: the pair's key, the index of the first element, the pair's
 /// two value slices and their two bf16 outputs (all four lengths equal).
@@ -27,6 +27,9 @@ pub(crate) struct Kernels {
     pub tier: Tier,
     /// The fused update of one buffer (`crate::kernels::fused`); lengths already checked.
     pub fused: fn(&Plan, Buffers<'_>),
+    /// The fused update over bf16 moments rounded stochastically
+    /// (`crate::kernels::fused_bf16`).
+    pub fused_bf16: fn(&Plan, Bf16Pass<'_>),
     /// Block partial sums of squares (`crate::kernels::sumsq_partials`).
     pub sumsq_partials: fn(&[f32], &mut [f64]),
     /// A standalone elementwise operation (`crate::kernels::elementwise`).
@@ -62,11 +65,17 @@ macro_rules! table {
     ($tier:expr, $v:ty, $features:literal) => {
         mod instances {
             use super::*;
-            use crate::kernels::{self, Buffers, GradScale, Half, Op, Plan, Q8Code, SrKey};
+            use crate::kernels::{
+                self, Bf16Pass, Buffers, GradScale, Half, Op, Plan, Q8Code, SrKey,
+            };
 
             #[target_feature(enable = $features)]
             fn fused(plan: &Plan, b: Buffers<'_>) {
                 kernels::fused::<$v>(plan, b)
+            }
+            #[target_feature(enable = $features)]
+            fn fused_bf16(plan: &Plan, b: Bf16Pass<'_>) {
+                kernels::fused_bf16::<$v>(plan, b)
             }
             #[target_feature(enable = $features)]
             fn sumsq_partials(x: &[f32], partials: &mut [f64]) {
@@ -127,6 +136,8 @@ macro_rules! table {
                 // SAFETY: runs only through `TABLE`, which the tier module's `table()` returns
                 // only after detecting `$features` on this CPU.
                 fused: |plan, b| unsafe { fused(plan, b) },
+                // SAFETY: as for `fused`.
+                fused_bf16: |plan, b| unsafe { fused_bf16(plan, b) },
                 // SAFETY: as for `fused`.
                 sumsq_partials: |x, partials| unsafe { sumsq_partials(x, partials) },
                 // SAFETY: as for `fused`.

@@ -18,6 +18,11 @@ pub(crate) trait Vf32: Copy {
     const LANES: usize;
     /// f64 accumulator of [`SUMSQ_LANES`] lanes.
     type Acc: Copy;
+    /// The integer vector of as many `u32` lanes.
+    type U: Vu32;
+
+    /// The lanes' bit patterns.
+    fn to_bits(self) -> Self::U;
 
     fn splat(x: f32) -> Self;
     /// Loads `LANES` values from the start of `s` (panics if `s` is shorter).
@@ -54,4 +59,36 @@ pub(crate) trait Vf32: Copy {
     /// Adds `(x[j] as f64)^2` to lane `j`, for `j` in `0..16` (panics if `x` is shorter).
     fn acc_add_squares(acc: Self::Acc, x: &[f32]) -> Self::Acc;
     fn acc_lanes(acc: Self::Acc) -> [f64; SUMSQ_LANES];
+}
+
+/// A vector of `u32` lanes, as many as its [`Vf32`]'s (`Vf32::U`): the integer operations of
+/// the compressed-state codecs (the stochastic rounding hash, bf16 bit patterns).
+/// Arithmetic wraps, shifts are logical, compares are unsigned; every operation is exact, so
+/// every tier computes the same bits.
+pub(crate) trait Vu32: Copy {
+    /// Number of lanes.
+    const LANES: usize;
+
+    fn splat(x: u32) -> Self;
+    /// Lane `j` is `base + j` (wrapping).
+    fn index(base: u32) -> Self;
+    fn add(self, o: Self) -> Self;
+    /// The low 32 bits of the product.
+    fn mul_lo(self, o: Self) -> Self;
+    fn and(self, o: Self) -> Self;
+    fn or(self, o: Self) -> Self;
+    fn xor(self, o: Self) -> Self;
+    /// Logical shift right by `N` (`N < 32`).
+    fn shr<const N: i32>(self) -> Self;
+    /// Per lane `if self < o { a } else { b }`.
+    fn select_lt(self, o: Self, a: Self, b: Self) -> Self;
+    /// Stores the low 16 bits of each lane to the start of `s` (panics if `s` is shorter).
+    fn store_u16(self, s: &mut [u16]);
+    /// Stores the low 16 bits of each lane of `a`, then of `b`, to the start of `s` (panics if
+    /// `s` is shorter than `2 * LANES`).
+    #[inline(always)]
+    fn store_u16x2(a: Self, b: Self, s: &mut [u16]) {
+        a.store_u16(s);
+        b.store_u16(&mut s[Self::LANES..]);
+    }
 }

@@ -409,6 +409,13 @@ pub fn precisions() -> Vec<Variant> {
             state_seed: 7,
             ..c
         }),
+        // Indices crossing 2^32 inside a buffer (the stochastic rounding's key changes there).
+        ("bf16_stochastic_past_2_32", |c| Config {
+            state_dtype: flatopt::kernels::StateDtype::Bf16,
+            state_seed: 11,
+            state_index_offset: (1 << 32) - 1000,
+            ..c
+        }),
         ("bf16_nearest", |c| Config {
             state_dtype: flatopt::kernels::StateDtype::Bf16,
             state_rounding: flatopt::kernels::StateRounding::Nearest,
