@@ -440,6 +440,9 @@ pub(crate) struct Bf16Pass<'a> {
 /// over bf16 moments (`crate::rules::has_bf16_span`), every state buffer it uses held as bf16
 /// and rounded stochastically, f32 slow weights, f32 gradients without a loss scale and no
 /// 16-bit copy; `b` back otherwise.
+// The buffers come back by value, moved once per pass, so that the chunked pass takes them
+// unchanged; boxing them would allocate in the update, which flatopt never does.
+#[allow(clippy::result_large_err)]
 fn fused_bf16_buffers<'a>(
     plan: &Plan,
     scale: GradScale,
