@@ -49,26 +49,30 @@ impl Switch for bool {
     }
 }
 
-/// `specialize!(s, f, (args..); c1, .., ck)`, in a rule's `@span` block with `s` its [`Span`],
-/// calls the rule's loop `f(lanes, args.., window, (cs, cv, wd, sy, s1, .., sk))`: the four
-/// pipeline switches (clip scale, value clip, coupled weight decay, Lookahead sync) and the
-/// rule's own conditions `ci`, each turned into the type `On` or `Off` if the span is
-/// specialized: 2^(4+k) copies of `f` and one run-time choice among them. Otherwise it calls the
-/// one copy that tests the `bool`s as it goes.
+/// `specialize!(V, s, f, (args..); c1, .., ck)`, in a rule's `@span<V>` block with `s` its
+/// [`Span`], calls the rule's loop `f(lanes, args.., window, (cs, cv, wd, sy, s1, .., sk))`: the
+/// four pipeline switches (clip scale, value clip, coupled weight decay, Lookahead sync) and the
+/// rule's own conditions `ci`, each turned into the type `On` or `Off` if the tier `V` is
+/// [`SPECIALIZED`](Vf32::SPECIALIZED): 2^(4+k) copies of `f` and one run-time choice among
+/// them. Otherwise it calls the one copy that tests the `bool`s as it goes.
+///
+/// The choice is the constant `V::SPECIALIZED`, not a run-time flag, because the compiler then
+/// never instantiates the branch a tier does not take: the scalar tier, which also runs every
+/// tier's heads and tails, would otherwise carry (and LLVM optimize, then discard) all 2^(4+k)
+/// copies of every rule, which was a third of the crate's build time.
 macro_rules! specialize {
-    ($s:ident, $f:path, ($($arg:expr),* $(,)?) $(; $($c:expr),+)?) => {{
+    ($V:ident, $s:ident, $f:path, ($($arg:expr),* $(,)?) $(; $($c:expr),+)?) => {{
         let $crate::kernels::Span {
             k,
             w,
-            specialized,
             pipe: [cs, cv, wd, sy],
         } = $s;
         $crate::kernels::specialize!(
-            @choose specialized, $f, (k, $($arg,)* w); cs, cv, wd, sy $($(, $c)+)?
+            @choose $V, $f, (k, $($arg,)* w); cs, cv, wd, sy $($(, $c)+)?
         )
     }};
-    (@choose $specialized:expr, $f:path, ($($arg:expr),*); $($c:expr),*) => {
-        if $specialized {
+    (@choose $V:ident, $f:path, ($($arg:expr),*); $($c:expr),*) => {
+        if <$V as $crate::simd::Vf32>::SPECIALIZED {
             $crate::kernels::specialize!(@on $f, ($($arg),*), (); $($c),*)
         } else {
             $f($($arg,)* ($($c,)*))
@@ -91,16 +95,13 @@ macro_rules! specialize {
 }
 pub(crate) use specialize;
 
-/// What a rule's `@span` block receives: the pass's pipeline steps, the window of buffers,
-/// whether to specialize its loop (the vector tiers) or run the one `bool` copy (the scalar
-/// tier, heads and tails), and the pipeline switches. Handed on whole by `specialize!`.
+/// What a rule's `@span` block receives: the pass's pipeline steps, the window of buffers and
+/// the pipeline switches. Handed on whole by `specialize!`.
 pub(crate) struct Span<'a, 'w, V> {
     /// The pipeline steps' splatted scalars.
     pub(crate) k: &'a Lanes<V>,
     /// The buffers.
     pub(crate) w: &'a mut Window<'w>,
-    /// One loop copy per switch combination.
-    pub(crate) specialized: bool,
     /// Clip scale, value clip, coupled weight decay, Lookahead sync.
     pub(crate) pipe: [bool; 4],
 }
@@ -239,9 +240,9 @@ pub(crate) fn fused<V: Vf32>(plan: &Plan, mut b: Buffers<'_>) {
         b.param.as_ptr()
     };
     let (head, split) = vector_part::<V>(anchor, n);
-    span::<f32>(plan, Window::new(plan, &mut b, 0, head), false);
-    span::<V>(plan, Window::new(plan, &mut b, head, split), V::LANES > 1);
-    span::<f32>(plan, Window::new(plan, &mut b, split, n), false);
+    span::<f32>(plan, Window::new(plan, &mut b, 0, head));
+    span::<V>(plan, Window::new(plan, &mut b, head, split));
+    span::<f32>(plan, Window::new(plan, &mut b, split, n));
 }
 
 /// The vector part `head..split` of `n` elements from `anchor`: from the first element aligned
@@ -269,14 +270,13 @@ pub(crate) fn pipe(plan: &Plan) -> [bool; 4] {
 }
 
 /// The fused update of a window whose length is a multiple of `V::LANES`, through the rule's
-/// loop, specialised for the plan's switches if `specialized`.
+/// loop, specialised for the plan's switches on a vector tier.
 #[inline(always)]
-fn span<V: Vf32>(plan: &Plan, mut w: Window<'_>, specialized: bool) {
+fn span<V: Vf32>(plan: &Plan, mut w: Window<'_>) {
     let k = Lanes::<V>::new(plan);
     let s = Span {
         k: &k,
         w: &mut w,
-        specialized,
         pipe: pipe(plan),
     };
     crate::rules::span(plan.rule, s)

@@ -548,9 +548,9 @@ pub(crate) fn fused_bf16<V: Vf32>(plan: &Plan, b: Bf16Pass<'_>) {
                 slow: cut(slow, s, e),
             };
             if vector && V::LANES > 1 {
-                bf16_span::<V>(plan, &mut w, &mut h, true);
+                bf16_span::<V>(plan, &mut w, &mut h);
             } else {
-                bf16_span::<f32>(plan, &mut w, &mut h, false);
+                bf16_span::<f32>(plan, &mut w, &mut h);
             }
         }
         start = end;
@@ -569,12 +569,11 @@ fn cut<T>(x: &mut [T], s: usize, e: usize) -> &mut [T] {
 
 /// One window of [`fused_bf16`] through the rule's loop.
 #[inline(always)]
-fn bf16_span<V: Vf32>(plan: &Plan, w: &mut Window<'_>, h: &mut Bf16Moments<'_>, specialized: bool) {
+fn bf16_span<V: Vf32>(plan: &Plan, w: &mut Window<'_>, h: &mut Bf16Moments<'_>) {
     let k = Lanes::<V>::new(plan);
     let s = Span {
         k: &k,
         w,
-        specialized,
         pipe: pipe(plan),
     };
     adam_bf16_span(plan.rule, s, h);

@@ -68,7 +68,7 @@ super::rule! {
                 [b1, one_minus_b1, b2, one_minus_b2],
                 [step, inv_sqrt_bc2, eps, eps_root],
             );
-            specialize!(s, adabelief, (&r))
+            specialize!(V, s, adabelief, (&r))
         }
     }
 }

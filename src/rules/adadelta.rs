@@ -43,7 +43,7 @@ super::rule! {
         @finite { [("lr", lr)] }
         @span<V>(s) {
             let r = [lr, rho, one_minus_rho, eps].map(V::splat);
-            specialize!(s, adadelta, (r))
+            specialize!(V, s, adadelta, (r))
         }
     }
 }

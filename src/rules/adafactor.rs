@@ -145,10 +145,10 @@ super::rule! {
             let r = [sc.b, sc.c, sc.eps_root, sc.e1sq, sc.r, sc.step, sc.mom, sc.mom_c, sc.k]
                 .map(V::splat);
             match mode {
-                Mode::Pre => specialize!(s, adafactor_pre, (r)),
-                Mode::Square => specialize!(s, adafactor_square, (r)),
-                Mode::Direction => specialize!(s, adafactor_direction, (r)),
-                Mode::Apply => specialize!(s, adafactor_apply, (r); sc.momentum, sc.decay),
+                Mode::Pre => specialize!(V, s, adafactor_pre, (r)),
+                Mode::Square => specialize!(V, s, adafactor_square, (r)),
+                Mode::Direction => specialize!(V, s, adafactor_direction, (r)),
+                Mode::Apply => specialize!(V, s, adafactor_apply, (r); sc.momentum, sc.decay),
             }
         }
     }

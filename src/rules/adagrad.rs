@@ -47,7 +47,7 @@ super::rule! {
         @finite { [("step size (lr / (1 + (t - 1) * lr_decay))", step)] }
         @span<V>(s) {
             let r = [step, eps_in, eps_out].map(V::splat);
-            specialize!(s, adagrad, (r))
+            specialize!(V, s, adagrad, (r))
         }
     }
 }

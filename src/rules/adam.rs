@@ -76,7 +76,7 @@ super::rule! {
                 [step, inv_sqrt_bc2, eps, decay.unwrap_or(1.0)],
             );
             let decoupled = decay.is_some();
-            specialize!(s, adam, (&r); amsgrad, decoupled)
+            specialize!(V, s, adam, (&r); amsgrad, decoupled)
         }
     }
 }
@@ -233,7 +233,7 @@ pub(crate) fn adam_bf16_span<V: Vf32>(rule: Rule, s: Span<'_, '_, V>, h: &mut Bf
         [step, inv_sqrt_bc2, eps, decay.unwrap_or(1.0)],
     );
     let decoupled = decay.is_some();
-    specialize!(s, adam_bf16, (&r, h); amsgrad, decoupled);
+    specialize!(V, s, adam_bf16, (&r, h); amsgrad, decoupled);
     true
 }
 

@@ -53,7 +53,7 @@ super::rule! {
         @finite { [("step size (lr / (1 - b1^t))", step)] }
         @span<V>(s) {
             let r = [b1, one_minus_b1, b2, step, eps_in, eps_out].map(V::splat);
-            specialize!(s, adamax, (r))
+            specialize!(V, s, adamax, (r))
         }
     }
 }

@@ -73,11 +73,11 @@ super::rule! {
             let Scalars { b1, c1, b2, c2, bc1, bc2, eps, eps_root, wd, c, d, .. } = sc;
             let r = [b1, c1, b2, c2, bc1, bc2, eps, eps_root, wd, c, d].map(V::splat);
             if pre {
-                specialize!(s, lamb_pre, (r))
+                specialize!(V, s, lamb_pre, (r))
             } else if sc.moments {
-                specialize!(s, lamb_full, (r))
+                specialize!(V, s, lamb_full, (r))
             } else {
-                specialize!(s, lamb_apply, (r))
+                specialize!(V, s, lamb_apply, (r))
             }
         }
     }

@@ -57,10 +57,10 @@ super::rule! {
         @span<V>(s) {
             let r = [sc.wd, sc.mu, sc.c, sc.d].map(V::splat);
             if pre {
-                specialize!(s, lars_pre, (r))
+                specialize!(V, s, lars_pre, (r))
             } else {
                 let nesterov = sc.nesterov;
-                specialize!(s, lars_apply, (r); nesterov)
+                specialize!(V, s, lars_apply, (r); nesterov)
             }
         }
     }

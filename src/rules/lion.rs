@@ -50,7 +50,7 @@ super::rule! {
         @finite { [("lr", lr), ("decay factor (1 - lr * weight_decay)", decay)] }
         @span<V>(s) {
             let r = [lr, b1, one_minus_b1, b2, one_minus_b2, decay].map(V::splat);
-            specialize!(s, lion, (r))
+            specialize!(V, s, lion, (r))
         }
     }
 }

@@ -32,7 +32,7 @@
 //!         }
 //!         @state { (m, v, v_max) }             // which state buffers the loop touches
 //!         @finite { [("name in messages", scalar), ...] } // must be finite as f32
-//!         @span<V>(s) { ... specialize!(s, loop, (splatted scalars); switches) }
+//!         @span<V>(s) { ... specialize!(V, s, loop, (splatted scalars); switches) }
 //!     }
 //! }
 //! ```

@@ -95,7 +95,7 @@ super::rule! {
                 [momentum_step, inv_sqrt_bc2, eps, decay.unwrap_or(1.0)],
             );
             let (gs, decoupled) = (V::splat(grad_step), decay.is_some());
-            specialize!(s, nadam, (&r, gs); decoupled)
+            specialize!(V, s, nadam, (&r, gs); decoupled)
         }
     }
 }

@@ -57,9 +57,9 @@ super::rule! {
         @span<V>(s) {
             let r = [sc.b1, sc.wd, sc.lr, sc.d].map(V::splat);
             if pre {
-                specialize!(s, novograd_pre, (r))
+                specialize!(V, s, novograd_pre, (r))
             } else {
-                specialize!(s, novograd_apply, (r))
+                specialize!(V, s, novograd_apply, (r))
             }
         }
     }

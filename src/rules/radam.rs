@@ -78,7 +78,7 @@ super::rule! {
                 [b1, one_minus_b1, b2, one_minus_b2],
                 [step, inv_sqrt_bc2, eps, 1.0],
             );
-            specialize!(s, radam, (&r); rectified)
+            specialize!(V, s, radam, (&r); rectified)
         }
     }
 }

@@ -74,7 +74,7 @@ super::rule! {
             ]
             .map(V::splat);
             let momentum = mu.is_some();
-            specialize!(s, rmsprop, (r); centered, momentum)
+            specialize!(V, s, rmsprop, (r); centered, momentum)
         }
     }
 }

@@ -74,7 +74,7 @@ super::rule! {
         @finite { [("initial step size (lr)", initial_step)] }
         @span<V>(s) {
             let r = [initial_step, eta_minus, eta_plus, min_step, max_step].map(V::splat);
-            specialize!(s, rprop, (r); first)
+            specialize!(V, s, rprop, (r); first)
         }
     }
 }

@@ -52,7 +52,7 @@ super::rule! {
         @finite { [("lr", lr)] }
         @span<V>(s) {
             let lr = V::splat(lr);
-            specialize!(s, sgd, (lr))
+            specialize!(V, s, sgd, (lr))
         }
 
         /// Heavy-ball momentum: `b = g` on the first step, else `b = mu*b + damp*g` with
@@ -73,7 +73,7 @@ super::rule! {
         @finite { [("lr", lr)] }
         @span<V>(s) {
             let r = [lr, mu, damp].map(V::splat);
-            specialize!(s, momentum, (r); nesterov, first)
+            specialize!(V, s, momentum, (r); nesterov, first)
         }
     }
 }

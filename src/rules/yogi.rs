@@ -63,7 +63,7 @@ super::rule! {
                 [b1, one_minus_b1, 1.0, one_minus_b2],
                 [step, inv_sqrt_bc2, eps, 1.0],
             );
-            specialize!(s, yogi, (&r))
+            specialize!(V, s, yogi, (&r))
         }
     }
 }

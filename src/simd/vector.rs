@@ -16,6 +16,11 @@ pub(crate) const SUMSQ_LANES: usize = 16;
 pub(crate) trait Vf32: Copy {
     /// Number of f32 lanes.
     const LANES: usize;
+    /// Whether the fused loops get one copy per combination of their switches on this tier
+    /// (`specialize!`): the vector tiers, where a tested flag costs a vector instruction per
+    /// element. The scalar tier (and so every tier's heads and tails) runs the one copy that
+    /// tests its flags.
+    const SPECIALIZED: bool = Self::LANES > 1;
     /// f64 accumulator of [`SUMSQ_LANES`] lanes.
     type Acc: Copy;
     /// The integer vector of as many `u32` lanes.

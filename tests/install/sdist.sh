@@ -4,8 +4,8 @@
 # builds it in isolation and setup.py compiles the crate the sdist carries with cargo; then
 # check_installed.py and the pytest suite against the result, from outside the source tree.
 # To keep it quick, cargo builds into target/sdist-build (kept between runs, so only flatopt
-# itself is recompiled) and without the release profile's cross-crate LTO, which only
-# inlines across crates; the arithmetic is the same. Environment: PYTHON (default python3).
+# itself is recompiled) and without the release profile's single codegen unit and LTO, which
+# only decide how much inlining the optimizer sees; the arithmetic is the same. Environment: PYTHON (default python3).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
@@ -23,5 +23,6 @@ echo "== fresh virtualenv"
 fresh_venv "${PYTHON:-python3}"
 echo "== pip install $(basename "$sdist") (built from source with cargo)"
 CARGO_TARGET_DIR=$root/target/sdist-build CARGO_PROFILE_RELEASE_LTO=off \
+  CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
   "${pip[@]}" install --no-binary flatopt "$sdist"
 test_installed "the package built from the sdist"
