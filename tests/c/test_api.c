@@ -12,7 +12,8 @@
  * Part 2, the happy paths: Lookahead(Adam) with global-norm clipping against a re-implementation
  * with the stateless functions, step_with_grads, split steps from two pthreads, non-finite
  * policies, stateless updates against the handle, the small kernels, slow weights, schedules,
- * versions, status strings, SIMD tiers, threads, reset, checkpoints (memory and files).
+ * versions, status strings, SIMD tiers, threads, reset, checkpoints (memory and files),
+ * Adafactor's shaped registration against an f64 model.
  *
  * Coverage: every flatopt function is called through F(name), which records the name. At the
  * end the recorded set must equal k_api[] (every function of the header); run.sh compares
@@ -5399,6 +5400,286 @@ static void test_mixed_stateless(void)
     free(v2);
 }
 
+/* Adafactor through shaped registration (flatopt_param_options.rows / .cols) against an f64
+ * model of docs/numerics.md, "Adafactor", written out here from the formulas: each row a
+ * buffer of `nmat` row-major `rows x cols` matrices (rows 0: no shape, the unfactored form)
+ * with one of the two variants, and the golden files' tolerance at every step. */
+typedef struct {
+    const char *name;
+    size_t rows, cols, nmat, len; /* len: the buffer's length when rows == 0 */
+    int optax;                    /* optax's variant: eps_root 1e-30, eps 0, lr not capped,
+                                     k = weight_decay */
+    double momentum, wd, clip;    /* clip NaN: no clipping */
+    int param_scale;
+    unsigned lookahead; /* sync period (alpha 0.5), 0: none */
+} af_row;
+
+typedef struct {
+    size_t n, rows, cols, nmat;
+    double *p, *v, *m, *slow; /* v: rows + cols per matrix (R then C), or n */
+} af_model;
+
+/* One update of the model with gradient g (float, as the library reads it) at step t. */
+static void af_model_step(af_model *md, const af_row *r, const flatopt_base_params *hp, double lr,
+                          const float *g, uint64_t t)
+{
+    size_t n = md->n, i, j, k;
+    double w = pow(fmax((double)t - hp->decay_offset, 1.0), -hp->decay_rate), beta = 1.0 - w;
+    double er = hp->eps_root, e1 = hp->eps, su = 0.0, sp = 0.0, scale = 1.0, den = 1.0, step;
+    double lr_t = hp->relative_step ? fmin(lr, 1.0 / sqrt((double)t)) : lr;
+    double kd = hp->weight_decay_by_lr ? lr * hp->decoupled_weight_decay
+                                       : hp->decoupled_weight_decay;
+    double *u = (double *)xmalloc(n * sizeof(double));
+    if (md->rows == 0) {
+        for (i = 0; i < n; i++) {
+            md->v[i] = beta * md->v[i] + w * ((double)g[i] * g[i] + er);
+            u[i] = g[i] / sqrt(fmax(e1 * e1, md->v[i]));
+        }
+    } else {
+        size_t R = md->rows, C = md->cols;
+        for (k = 0; k < md->nmat; k++) {
+            double *rv = md->v + k * (R + C), *cv = rv + R, mean = 0.0;
+            const float *gk = g + k * R * C;
+            for (i = 0; i < R; i++) {
+                double s = 0.0;
+                for (j = 0; j < C; j++)
+                    s += (double)gk[i * C + j] * gk[i * C + j];
+                rv[i] = beta * rv[i] + w * (s / (double)C + er);
+                mean += rv[i] / (double)R;
+            }
+            for (j = 0; j < C; j++) {
+                double s = 0.0;
+                for (i = 0; i < R; i++)
+                    s += (double)gk[i * C + j] * gk[i * C + j];
+                cv[j] = beta * cv[j] + w * (s / (double)R + er);
+            }
+            for (i = 0; i < R; i++)
+                for (j = 0; j < C; j++)
+                    u[k * R * C + i * C + j] =
+                        gk[i * C + j] / sqrt(fmax(e1 * e1, rv[i] / fmax(mean, e1) * cv[j]));
+        }
+    }
+    for (i = 0; i < n; i++) {
+        su += u[i] * u[i];
+        sp += md->p[i] * md->p[i];
+    }
+    if (!isnan(hp->clipping_threshold))
+        den = fmax(1.0, sqrt(su / (double)n) / hp->clipping_threshold);
+    if (hp->multiply_by_parameter_scale)
+        scale = fmax(hp->eps_scale, sqrt(sp / (double)n));
+    step = lr_t * scale / den;
+    for (i = 0; i < n; i++) {
+        double s = step * u[i];
+        if (hp->momentum > 0.0)
+            s = md->m[i] = hp->momentum * md->m[i] + (1.0 - hp->momentum) * s;
+        md->p[i] -= s + kd * md->p[i];
+    }
+    if (r->lookahead && t % r->lookahead == 0)
+        for (i = 0; i < n; i++)
+            md->p[i] = md->slow[i] = md->slow[i] + 0.5 * (md->p[i] - md->slow[i]);
+    free(u);
+}
+
+/* The base parameters of row `r`. */
+static flatopt_base_params af_params(const af_row *r)
+{
+    flatopt_base_params hp;
+    OK(F(flatopt_base_params_init)(&hp, sizeof hp, FLATOPT_ADAFACTOR));
+    if (r->optax) {
+        hp.eps_root = 1e-30;
+        hp.eps = 0.0;
+        hp.relative_step = 0;
+        hp.weight_decay_by_lr = 0;
+    }
+    hp.momentum = r->momentum;
+    hp.decoupled_weight_decay = r->wd;
+    hp.clipping_threshold = r->clip;
+    hp.multiply_by_parameter_scale = (uint32_t)r->param_scale;
+    return hp;
+}
+
+/* A new Adafactor optimizer of row `r` with the buffers (p[k], g[k], len[k], shape (rows,
+ * cols) or none) registered. */
+static flatopt_optimizer *af_new(const af_row *r, const flatopt_base_params *hp, double lr,
+                                 size_t nb, float *const *p, float *const *g, const size_t *len,
+                                 size_t rows, size_t cols)
+{
+    flatopt_config c;
+    flatopt_optimizer *o;
+    size_t k;
+    OK(F(flatopt_config_init)(&c, sizeof c));
+    c.base = hp;
+    c.lr = lr;
+    if (r->lookahead) {
+        c.lookahead = 1;
+        c.sync_period = r->lookahead;
+        c.alpha = 0.5;
+    }
+    o = new_opt(&c);
+    for (k = 0; k < nb; k++) {
+        flatopt_param_options po = FLATOPT_PARAM_OPTIONS_INIT;
+        po.rows = rows;
+        po.cols = cols;
+        OK(F(flatopt_optimizer_add_param_with_options)(o, p[k], g[k], len[k], &po));
+    }
+    return o;
+}
+
+static void af_grad(float *g, size_t n, int t)
+{
+    size_t i;
+    for (i = 0; i < n; i++)
+        g[i] = (float)(sin(0.37 * (double)i + 1.3 * t) * (1.0 + 0.25 * (double)(i % 7)));
+}
+
+static void test_adafactor_shaped(void)
+{
+    static const af_row rows[] = {
+        { "torch 3x5", 3, 5, 1, 0, 0, 0.0, 0.0, 1.0, 1, 0 },
+        { "torch 4 matrices 6x7, decay, clip 2", 6, 7, 4, 0, 0, 0.0, 0.1, 2.0, 1, 0 },
+        { "torch one row 1x9", 1, 9, 1, 0, 0, 0.0, 0.0, 1.0, 1, 0 },
+        { "torch one column 9x1", 9, 1, 1, 0, 0, 0.0, 0.0, 1.0, 1, 0 },
+        { "torch 2x5000 (columns in two blocks)", 2, 5000, 1, 0, 0, 0.0, 0.01, 1.0, 1, 0 },
+        { "optax momentum 0.9, decay, 5x4 x2", 5, 4, 2, 0, 1, 0.9, 1e-3, 1.0, 1, 0 },
+        { "optax no clipping, no parameter scale 8x3", 8, 3, 1, 0, 1, 0.0, 0.0, NAN, 0, 0 },
+        { "torch Lookahead k=3, 4x6 x3", 4, 6, 3, 0, 0, 0.0, 0.05, 1.0, 1, 3 },
+        { "unfactored (no shape) torch", 0, 0, 1, 17, 0, 0.0, 0.1, 1.0, 1, 0 },
+        { "unfactored (no shape) optax momentum", 0, 0, 1, 33, 1, 0.5, 0.0, 1.5, 1, 0 },
+    };
+    enum { STEPS = 25 };
+    const double lr = 0.05;
+    size_t ri, i;
+    for (ri = 0; ri < sizeof rows / sizeof rows[0]; ri++) {
+        const af_row *r = &rows[ri];
+        flatopt_base_params hp = af_params(r);
+        size_t n = r->rows ? r->nmat * r->rows * r->cols : r->len;
+        size_t nv = r->rows ? r->nmat * (r->rows + r->cols) : n;
+        float *p = falloc(n), *g = falloc(n);
+        af_model md;
+        flatopt_optimizer *o;
+        double worst = 0.0;
+        int t;
+        md.n = n;
+        md.rows = r->rows;
+        md.cols = r->cols;
+        md.nmat = r->nmat;
+        md.p = (double *)xmalloc(n * sizeof(double));
+        md.slow = (double *)xmalloc(n * sizeof(double));
+        md.m = (double *)calloc(n, sizeof(double));
+        md.v = (double *)calloc(nv, sizeof(double));
+        fill(p, n, 40 + ri, 1.0f);
+        for (i = 0; i < n; i++)
+            md.p[i] = md.slow[i] = p[i];
+        o = af_new(r, &hp, lr, 1, &p, &g, &n, r->rows, r->cols);
+        for (t = 1; t <= STEPS; t++) {
+            af_grad(g, n, t);
+            OK(F(flatopt_optimizer_step)(o));
+            af_model_step(&md, r, &hp, lr, g, (uint64_t)t);
+            for (i = 0; i < n; i++) {
+                double err = fabs((double)p[i] - md.p[i]) / (1e-5 + 1e-5 * fabs(md.p[i]));
+                worst = err > worst ? err : worst;
+            }
+        }
+        CHECK(worst <= 1.0, "Adafactor %s: %.3g of the tolerance from the f64 model", r->name,
+              worst);
+        if (g_verbose)
+            printf("  adafactor %-40s %.3g of the tolerance\n", r->name, worst);
+        F(flatopt_optimizer_free)(o);
+        free(md.p);
+        free(md.slow);
+        free(md.m);
+        free(md.v);
+        free(p);
+        free(g);
+    }
+}
+
+/* Without clipping and the parameter scale (optax's variant with clipping_threshold None and
+ * multiply_by_parameter_scale False) each matrix of a buffer steps on its own: one buffer of
+ * two matrices and two buffers of one each give the same bits. A checkpoint of a shaped
+ * buffer resumes bit for bit; loading it where the buffer has another shape or none is
+ * refused, naming the shape; a shape that does not divide the buffer is refused at
+ * registration. */
+static void test_adafactor_shaped_structure(void)
+{
+    enum { R = 5, C = 6, N = 2 * R * C, STEPS = 12 };
+    static const af_row plain = { "", R, C, 2, 0, 1, 0.9, 1e-3, NAN, 0, 0 };
+    static const af_row torch = { "", R, C, 2, 0, 0, 0.0, 0.1, 1.0, 1, 0 };
+    flatopt_base_params hp = af_params(&plain), ht = af_params(&torch);
+    float p[N], q[N], g[N], a[N], b[N];
+    float *pa[2] = { q, q + R * C }, *ga[2] = { g, g + R * C };
+    float *one_p[1] = { p }, *one_g[1] = { g };
+    size_t half[2] = { R * C, R * C }, whole = N, cnt = 0;
+    flatopt_optimizer *one, *two, *x, *y, *other;
+    unsigned char *ck;
+    size_t size = 0, w = 0;
+    flatopt_param_options po = FLATOPT_PARAM_OPTIONS_INIT;
+    int t;
+    fill(p, N, 77, 1.0f);
+    memcpy(q, p, sizeof p);
+    one = af_new(&plain, &hp, 0.01, 1, one_p, one_g, &whole, R, C);
+    two = af_new(&plain, &hp, 0.01, 2, pa, ga, half, R, C);
+    for (t = 1; t <= STEPS; t++) {
+        af_grad(g, N, t);
+        OK(F(flatopt_optimizer_step)(one));
+        OK(F(flatopt_optimizer_step)(two));
+        CHECK(same_bits(p, q, N), "two matrices in one buffer differ from two buffers, step %d",
+              t);
+    }
+    F(flatopt_optimizer_free)(one);
+    F(flatopt_optimizer_free)(two);
+
+    /* checkpoint round trip */
+    fill(a, N, 78, 1.0f);
+    memcpy(b, a, sizeof a);
+    one_p[0] = a;
+    x = af_new(&torch, &ht, 0.02, 1, one_p, one_g, &whole, R, C);
+    for (t = 1; t <= 5; t++) {
+        af_grad(g, N, t);
+        OK(F(flatopt_optimizer_step)(x));
+    }
+    memcpy(b, a, sizeof a);
+    OK(F(flatopt_optimizer_checkpoint_size)(x, &size));
+    ck = (unsigned char *)xmalloc(size);
+    OK(F(flatopt_optimizer_save)(x, ck, size, &w));
+    one_p[0] = b;
+    y = af_new(&torch, &ht, 0.02, 1, one_p, one_g, &whole, R, C);
+    OK(F(flatopt_optimizer_load)(y, ck, w));
+    for (t = 6; t <= 12; t++) {
+        af_grad(g, N, t);
+        OK(F(flatopt_optimizer_step)(x));
+        OK(F(flatopt_optimizer_step)(y));
+        CHECK(same_bits(a, b, N), "a loaded shaped Adafactor differs at step %d", t);
+    }
+    /* another shape, and none: refused, naming the shapes; nothing changes */
+    one_p[0] = q;
+    other = af_new(&torch, &ht, 0.02, 1, one_p, one_g, &whole, C, R);
+    EXPECT(F(flatopt_optimizer_load)(other, ck, w), FLATOPT_ERR_INVALID_ARGUMENT);
+    CHECK(msg_has("shape") && msg_has("(5, 6)") && msg_has("(6, 5)"), "%s", last_msg());
+    CHECK(step_count(other) == 0, "a refused load changed the step count");
+    F(flatopt_optimizer_free)(other);
+    other = af_new(&torch, &ht, 0.02, 1, one_p, one_g, &whole, 0, 0);
+    EXPECT(F(flatopt_optimizer_load)(other, ck, w), FLATOPT_ERR_INVALID_ARGUMENT);
+    CHECK(msg_has("shape"), "%s", last_msg());
+    /* registration: a shape that does not divide the buffer, one of rows / cols 0 */
+    po.rows = 4;
+    po.cols = 4;
+    EXPECT(F(flatopt_optimizer_add_param_with_options)(other, p, g, N, &po),
+           FLATOPT_ERR_INVALID_ARGUMENT);
+    CHECK(msg_has("shape") && msg_has("(4, 4)"), "%s", last_msg());
+    po.rows = 0;
+    po.cols = N;
+    EXPECT(F(flatopt_optimizer_add_param_with_options)(other, p, g, N, &po),
+           FLATOPT_ERR_INVALID_ARGUMENT);
+    CHECK(msg_has("shape"), "%s", last_msg());
+    OK(F(flatopt_optimizer_num_params)(other, &cnt));
+    CHECK(cnt == 1, "a refused shape registered a buffer (%zu buffers)", cnt);
+    F(flatopt_optimizer_free)(other);
+    F(flatopt_optimizer_free)(x);
+    F(flatopt_optimizer_free)(y);
+    free(ck);
+}
+
 int main(int argc, char **argv)
 {
     const char *coverage_out = NULL;
@@ -5459,6 +5740,9 @@ int main(int argc, char **argv)
     test_sharded_per_buffer_norms();
     stage("parameter groups");
     test_groups();
+    stage("Adafactor: shaped registration against an f64 model, matrices, checkpoints");
+    test_adafactor_shaped();
+    test_adafactor_shaped_structure();
     stage("mixed precision: 16-bit gradients and copies, loss scaling");
     test_mixed_variants();
     test_mixed_scaling();

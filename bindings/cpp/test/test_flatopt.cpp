@@ -1999,6 +1999,175 @@ void test_compressed_state() {
   }
 }
 
+// Adafactor through ParamOptions::shape: an f64 model of docs/numerics.md, "Adafactor" (the
+// formulas written out again, independently of the C test's), and the golden files' tolerance
+// at every step; a buffer of several matrices; checkpoints of shaped buffers; bad shapes.
+struct AdafactorRow {
+  const char* name;
+  std::size_t rows, cols, nmat, len;  // len: the buffer's length without a shape (rows 0)
+  flatopt::BaseParams base;
+  uint64_t lookahead;  // sync period (alpha 0.5), 0: none
+};
+
+// `p` after `steps` updates of the f64 model of `r` (learning rate `lr`, gradients `grad(t)`).
+std::vector<double> adafactor_model(const AdafactorRow& r, double lr, const Vec& p0,
+                                    const std::function<Vec(int)>& grad, int t_end,
+                                    const std::function<void(int, const std::vector<double>&)>& each) {
+  const flatopt_base_params& h = r.base.c_struct();
+  const std::size_t n = p0.size();
+  std::vector<double> p(p0.begin(), p0.end()), slow = p, m(n, 0.0), u(n);
+  const std::size_t R = r.rows, C = r.cols;
+  std::vector<double> row(R ? r.nmat * R : n, 0.0), col(R ? r.nmat * C : 0, 0.0);
+  for (int t = 1; t <= t_end; ++t) {
+    const Vec g = grad(t);
+    const double w = std::pow(std::max(t - h.decay_offset, 1.0), -h.decay_rate), beta = 1.0 - w;
+    const double floor2 = h.eps * h.eps;
+    for (std::size_t k = 0; k < (R ? r.nmat : 0); ++k) {
+      double mean = 0.0;
+      for (std::size_t i = 0; i < R; ++i) {
+        double s = 0.0;
+        for (std::size_t j = 0; j < C; ++j) s += double(g[(k * R + i) * C + j]) * g[(k * R + i) * C + j];
+        row[k * R + i] = beta * row[k * R + i] + w * (s / double(C) + h.eps_root);
+        mean += row[k * R + i];
+      }
+      mean = std::max(mean / double(R), h.eps);
+      for (std::size_t j = 0; j < C; ++j) {
+        double s = 0.0;
+        for (std::size_t i = 0; i < R; ++i) s += double(g[(k * R + i) * C + j]) * g[(k * R + i) * C + j];
+        col[k * C + j] = beta * col[k * C + j] + w * (s / double(R) + h.eps_root);
+      }
+      for (std::size_t i = 0; i < R; ++i)
+        for (std::size_t j = 0; j < C; ++j) {
+          const std::size_t x = (k * R + i) * C + j;
+          u[x] = g[x] / std::sqrt(std::max(floor2, row[k * R + i] / mean * col[k * C + j]));
+        }
+    }
+    if (R == 0)
+      for (std::size_t i = 0; i < n; ++i) {
+        row[i] = beta * row[i] + w * (double(g[i]) * g[i] + h.eps_root);
+        u[i] = g[i] / std::sqrt(std::max(floor2, row[i]));
+      }
+    double su = 0.0, sp = 0.0;
+    for (std::size_t i = 0; i < n; ++i) {
+      su += u[i] * u[i];
+      sp += p[i] * p[i];
+    }
+    const double den =
+        std::isnan(h.clipping_threshold) ? 1.0 : std::max(1.0, std::sqrt(su / n) / h.clipping_threshold);
+    const double scale = h.multiply_by_parameter_scale ? std::max(h.eps_scale, std::sqrt(sp / n)) : 1.0;
+    const double lr_t = h.relative_step ? std::min(lr, 1.0 / std::sqrt(double(t))) : lr;
+    const double kd = h.weight_decay_by_lr ? lr * h.decoupled_weight_decay : h.decoupled_weight_decay;
+    for (std::size_t i = 0; i < n; ++i) {
+      double s = lr_t * scale / den * u[i];
+      if (h.momentum > 0.0) s = m[i] = h.momentum * m[i] + (1.0 - h.momentum) * s;
+      p[i] -= s + kd * p[i];
+    }
+    if (r.lookahead && t % r.lookahead == 0)
+      for (std::size_t i = 0; i < n; ++i) p[i] = slow[i] = slow[i] + 0.5 * (p[i] - slow[i]);
+    each(t, p);
+  }
+  return p;
+}
+
+// Step `t`'s gradients, written into the registered buffer `g` (its storage stays).
+const Vec& adafactor_grad(Vec& g, int t) {
+  for (std::size_t i = 0; i < g.size(); ++i)
+    g[i] = float(std::cos(0.29 * double(i) + 0.7 * t) * (0.5 + 0.2 * double(i % 5)));
+  return g;
+}
+
+void test_adafactor_shaped() {
+  using flatopt::BaseParams;
+  const AdafactorRow rows[] = {
+      {"torch 4x3", 4, 3, 1, 0, BaseParams::adafactor(), 0},
+      {"torch 3 matrices 5x8, decay 0.1", 5, 8, 3, 0, BaseParams::adafactor(0.1), 0},
+      {"torch 1x12 and clip 1.5", 1, 12, 1, 0, BaseParams::adafactor().clipping_threshold(1.5), 0},
+      {"torch 12x1", 12, 1, 1, 0, BaseParams::adafactor(), 0},
+      {"optax momentum 0.8, decay 1e-3, 6x5 x2", 6, 5, 2, 0, BaseParams::adafactor_optax(0.8, 1e-3), 0},
+      {"optax, no clipping, no parameter scale, 7x9", 7, 9, 1, 0,
+       BaseParams::adafactor_optax().clipping_threshold(NAN).multiply_by_parameter_scale(false), 0},
+      {"torch Lookahead k=4, 3x7 x2", 3, 7, 2, 0, BaseParams::adafactor(0.02), 4},
+      {"unfactored torch", 0, 0, 1, 23, BaseParams::adafactor(0.1), 0},
+  };
+  const double lr = 0.04;
+  std::mt19937 rng(71);
+  for (const AdafactorRow& r : rows) {
+    const std::size_t n = r.rows ? r.nmat * r.rows * r.cols : r.len;
+    Vec p = random_vec(rng, n), g(n);
+    flatopt::Config cfg(r.base, lr);
+    if (r.lookahead) cfg.lookahead(r.lookahead, 0.5);
+    flatopt::Optimizer opt(cfg);
+    flatopt::ParamOptions po;
+    if (r.rows) po.shape(r.rows, r.cols);
+    opt.add_param(p, g, po);
+    double worst = 0.0;
+    adafactor_model(r, lr, p, [&](int t) {
+      adafactor_grad(g, t);
+      CHECK(opt.step().applied());
+      return g;
+    }, 25, [&](int, const std::vector<double>& want) {
+      for (std::size_t i = 0; i < n; ++i)
+        worst = std::max(worst, std::fabs(p[i] - want[i]) / (1e-5 + 1e-5 * std::fabs(want[i])));
+    });
+    if (!(worst <= 1.0))
+      std::fprintf(stderr, "    %s: %.3g of the tolerance from the f64 model\n", r.name, worst);
+    CHECK(worst <= 1.0);
+  }
+
+  // Without clipping and the parameter scale each matrix steps on its own: one buffer of two
+  // matrices equals two buffers of one, bit for bit.
+  const std::size_t R = 4, C = 9, N = 2 * R * C;
+  const flatopt::Config plain(
+      BaseParams::adafactor_optax(0.9).clipping_threshold(NAN).multiply_by_parameter_scale(false),
+      1e-2);
+  Vec a = random_vec(rng, N), b = a, g(N);
+  flatopt::Optimizer one(plain), two(plain);
+  one.add_param(a, g, flatopt::ParamOptions().shape(R, C));
+  two.add_param(flatopt::Span<float>(b.data(), R * C), flatopt::Span<const float>(g.data(), R * C),
+                flatopt::ParamOptions().shape(R, C));
+  two.add_param(flatopt::Span<float>(b.data() + R * C, R * C),
+                flatopt::Span<const float>(g.data() + R * C, R * C),
+                flatopt::ParamOptions().shape(R, C));
+  for (int t = 1; t <= 10; ++t) {
+    adafactor_grad(g, t);
+    CHECK(one.step().applied() && two.step().applied());
+    CHECK(bits_equal(a, b));
+  }
+
+  // A checkpoint resumes bit for bit; another shape, or none, is refused naming the shapes.
+  const flatopt::Config torch(BaseParams::adafactor(0.05), 2e-2);
+  Vec x = random_vec(rng, N), y(N), z(N);
+  flatopt::Optimizer ox(torch), oy(torch), transposed(torch), flat(torch);
+  ox.add_param(x, g, flatopt::ParamOptions().shape(R, C));
+  for (int t = 1; t <= 6; ++t) {
+    adafactor_grad(g, t);
+    ox.step();
+  }
+  y = x;
+  z = x;
+  oy.add_param(y, g, flatopt::ParamOptions().shape(R, C));
+  const std::vector<uint8_t> ck = ox.save();
+  oy.load(ck);
+  for (int t = 7; t <= 14; ++t) {
+    adafactor_grad(g, t);
+    ox.step();
+    oy.step();
+    CHECK(bits_equal(x, y));
+  }
+  transposed.add_param(z, g, flatopt::ParamOptions().shape(C, R));
+  flat.add_param(z, g);
+  CHECK_THROWS(transposed.load(ck), FLATOPT_ERR_INVALID_ARGUMENT, "(4, 9) in the checkpoint, (9, 4)");
+  CHECK_THROWS(flat.load(ck), FLATOPT_ERR_INVALID_ARGUMENT, "shape");
+  CHECK(transposed.step_count() == 0 && flat.step_count() == 0);
+  // Registration: a shape that does not divide the buffer, a shape with a zero.
+  Vec spare(N);
+  CHECK_THROWS(flat.add_param(spare, g, flatopt::ParamOptions().shape(5, 5)),
+               FLATOPT_ERR_INVALID_ARGUMENT, "(5, 5)");
+  CHECK_THROWS(flat.add_param(spare, g, flatopt::ParamOptions().shape(0, N)),
+               FLATOPT_ERR_INVALID_ARGUMENT, "shape");
+  CHECK(flat.num_params() == 1);
+}
+
 int main() {
   const TestCase tests[] = {
       {"C initializer macros", test_init_macros},
@@ -2024,6 +2193,7 @@ int main() {
       {"parameter groups", test_groups},
       {"mixed precision", test_mixed},
       {"compressed state", test_compressed_state},
+      {"Adafactor with shaped buffers", test_adafactor_shaped},
   };
   int passed = 0, failed = 0;
   std::printf("flatopt C++ binding tests (library %s, header %s)\n", flatopt::version(),

@@ -147,6 +147,20 @@ namespace Flatopt
             AddNative(param, grad, length, group);
         }
 
+        /// <summary>As <see cref="AddParam(float[], float[], int)"/> with the array's 2-D shape
+        /// <paramref name="rows"/> x <paramref name="cols"/> (row-major; the array is
+        /// length / (rows * cols) such matrices; flatopt_param_options.rows / .cols): Adafactor
+        /// keeps factored second moments for it (rows + cols averages per matrix), the other
+        /// rules ignore the shape. Throws InvalidArgument (nothing registered) when rows or cols
+        /// is 0 or rows * cols does not divide the length.</summary>
+        public void AddParamShaped(float[] param, float[] grad, long rows, long cols, int group = 0)
+        {
+            CheckGroup(group);
+            if (rows < 1 || cols < 1)
+                throw Errors.Invalid("shape", "(" + rows + ", " + cols + ")", "rows and cols must be >= 1");
+            AddPinned(param, grad, group, (ulong)rows, (ulong)cols);
+        }
+
         // AddParam without a group: flatopt_optimizer_add_param.
         private const int NoGroup = -1;
 
@@ -157,7 +171,19 @@ namespace Flatopt
                 : Native.flatopt_optimizer_add_param_to_group(handle, (UIntPtr)(uint)group, param, grad, length);
         }
 
-        private void AddPinned(float[] param, float[] grad, int group)
+        // With a shape: flatopt_optimizer_add_param_with_options.
+        private Status RegisterShaped(IntPtr param, IntPtr grad, UIntPtr length, int group,
+                                      ulong rows, ulong cols)
+        {
+            ParamOptions o = ParamOptions.Init();
+            o.Group = (UIntPtr)(uint)group;
+            o.Rows = (UIntPtr)rows;
+            o.Cols = (UIntPtr)cols;
+            return Native.flatopt_optimizer_add_param_with_options(handle, (float*)param, (void*)grad,
+                length, &o);
+        }
+
+        private void AddPinned(float[] param, float[] grad, int group, ulong rows = 0, ulong cols = 0)
         {
             if (param == null)
                 throw new NullPointerException("null pointer: param must not be NULL");
@@ -166,7 +192,9 @@ namespace Flatopt
             IntPtr p = handle.Pin(param);
             IntPtr g = handle.Pin(grad);
             int pinned = grad != null ? 2 : 1;
-            Status st = Register(p, g, (UIntPtr)(uint)param.Length, group);
+            Status st = rows == 0 && cols == 0
+                ? Register(p, g, (UIntPtr)(uint)param.Length, group)
+                : RegisterShaped(p, g, (UIntPtr)(uint)param.Length, group, rows, cols);
             if (st != Status.Ok)
             {
                 FlatoptException e = Errors.FromLast(st);

@@ -8,7 +8,8 @@
 // Sections: the assembly's target framework and references, the library and status mapping,
 // the struct/enum/constant mirror, the hostile-input table, non-finite policies, golden
 // trajectories, checkpoints (bytes and files), stateless kernels against the optimizer, sharded
-// and split steps, parameter groups (Groups.cs), native memory, pins released on Dispose, zero managed allocations over
+// and split steps, parameter groups (Groups.cs), Adafactor's shaped buffers and the sharded
+// LAMB / LARS / NovoGrad step (Family.cs), native memory, pins released on Dispose, zero managed allocations over
 // 100,000 steps, and the step's overhead over C.
 
 using System;
@@ -69,6 +70,7 @@ namespace Flatopt.Tests
             Section(() => ShardedAndSplit());
             Section(() => CompressedState());
             Section(() => Groups.Run());
+            Section(() => Family.Run());
             Section(() => NativeMemoryAndPins());
             Section(() => Allocations());
             Section(() => Overhead());
