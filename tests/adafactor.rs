@@ -6,11 +6,13 @@
 
 mod common;
 
-use common::{bits, Rng};
-use flatopt::kernels::{self, Buffers, Plan, StateDtype};
+use common::bits;
+use common::perbuffer::{
+    data, optimizer, run, stateless_is_the_engine, step, tiers_and_threads_agree, within_model,
+    Shape,
+};
+use flatopt::kernels::StateDtype;
 use flatopt::{Base, Config, Error, Optimizer, Outcome, Schedule, Tier};
-
-type Shape = Option<(usize, usize)>;
 
 /// PyTorch's `torch.optim.Adafactor` (the catalog's defaults).
 fn torch() -> Base {
@@ -187,54 +189,6 @@ fn shapes() -> Vec<(usize, Shape)> {
     ]
 }
 
-fn data(sizes: &[usize], steps: usize, seed: u64) -> (Vec<Vec<f32>>, Vec<Vec<Vec<f32>>>) {
-    let mut r = Rng(seed);
-    let params = sizes
-        .iter()
-        .map(|&n| (0..n).map(|_| r.normal(1.0)).collect())
-        .collect();
-    let grads = (0..steps)
-        .map(|_| {
-            let s = r.range(0.02, 0.5);
-            sizes
-                .iter()
-                .map(|&n| (0..n).map(|_| r.normal(s)).collect())
-                .collect()
-        })
-        .collect();
-    (params, grads)
-}
-
-fn optimizer(cfg: Config, ps: &[Vec<f32>], shapes: &[Shape]) -> Optimizer {
-    let mut o = Optimizer::new(cfg).unwrap();
-    o.register_shaped(&ps.iter().map(|p| p.as_slice()).collect::<Vec<_>>(), shapes)
-        .unwrap();
-    o
-}
-
-fn step(o: &mut Optimizer, ps: &mut [Vec<f32>], g: &[Vec<f32>]) -> Outcome {
-    let gr: Vec<&[f32]> = g.iter().map(|x| x.as_slice()).collect();
-    let mut pr: Vec<&mut [f32]> = ps.iter_mut().map(|p| p.as_mut_slice()).collect();
-    o.step(&mut pr, &gr).unwrap()
-}
-
-/// Runs `cfg` over the data; the parameters after every step.
-fn run(
-    cfg: Config,
-    shapes: &[Shape],
-    params: &[Vec<f32>],
-    grads: &[Vec<Vec<f32>>],
-) -> Vec<Vec<Vec<f32>>> {
-    let mut ps: Vec<Vec<f32>> = params.to_vec();
-    let mut o = optimizer(cfg, &ps, shapes);
-    let mut out = Vec::new();
-    for g in grads {
-        assert!(matches!(step(&mut o, &mut ps, g), Outcome::Applied { .. }));
-        out.push(ps.clone());
-    }
-    out
-}
-
 fn sumsq(x: &[f64]) -> f64 {
     x.iter().map(|v| v * v).sum()
 }
@@ -393,19 +347,7 @@ fn engine_follows_the_f64_model() {
             let cfg = f(Config::new(base, lr).tier(Tier::Scalar));
             let got = run(cfg.clone(), &shp, &params, &grads);
             let want = model(&cfg, &shp, &params, &grads);
-            for (t, (a, b)) in got.iter().zip(&want).enumerate() {
-                for (k, (x, y)) in a.iter().zip(b).enumerate() {
-                    for (i, (&x, &y)) in x.iter().zip(y).enumerate() {
-                        let err = (f64::from(x) - y).abs();
-                        assert!(
-                            err <= 1e-5 + 1e-4 * y.abs(),
-                            "{bname}/{pname}: step {} buffer {k} {:?}[{i}]: {x} vs model {y}",
-                            t + 1,
-                            shp[k]
-                        );
-                    }
-                }
-            }
+            within_model(&format!("{bname}/{pname}"), &shp, &got, &want);
         }
     }
 }
@@ -417,29 +359,10 @@ fn every_tier_and_thread_count_is_bit_identical() {
     let shp: Vec<Shape> = vec![Some((700, 900)), None, Some((3, 5000)), None];
     let sizes = [630_000, 600_001, 15_000, 77];
     let (params, grads) = data(&sizes, 3, 9);
-    let tiers: Vec<Tier> = Tier::ALL.into_iter().filter(|t| t.is_available()).collect();
     for (bname, base, lr) in rows() {
         for (pname, f) in all_pipelines() {
             let cfg = f(Config::new(base, lr));
-            let want = run(cfg.clone().tier(Tier::Scalar), &shp, &params, &grads);
-            for &tier in &tiers {
-                for threads in [1, 2, 3] {
-                    let got = run(
-                        cfg.clone().tier(tier).threads(threads),
-                        &shp,
-                        &params,
-                        &grads,
-                    );
-                    for (a, b) in got.iter().zip(&want) {
-                        for (x, y) in a.iter().zip(b) {
-                            assert!(
-                                bits(x) == bits(y),
-                                "{bname}/{pname} on {tier:?} with {threads} threads"
-                            );
-                        }
-                    }
-                }
-            }
+            tiers_and_threads_agree(&format!("{bname}/{pname}"), &cfg, &shp, &params, &grads);
         }
     }
 }
@@ -449,33 +372,9 @@ fn every_tier_and_thread_count_is_bit_identical() {
 #[test]
 fn stateless_kernel_is_the_engine() {
     let (params, grads) = data(&[5000], 6, 13);
+    let grads: Vec<Vec<f32>> = grads.into_iter().map(|g| g[0].clone()).collect();
     for (bname, base, lr) in rows() {
-        let cfg = Config::new(base, lr).tier(Tier::Scalar);
-        let want = run(cfg.clone(), &[None], &params, &grads);
-        let mut p = params[0].clone();
-        let n = p.len();
-        let (uses_m, _, _) = base.state_used();
-        let mut m = if uses_m { vec![0.0; n] } else { vec![] };
-        let (mut v, mut vm, mut slow) = (vec![0.0; n], vec![], vec![]);
-        for (t, g) in grads.iter().enumerate() {
-            let plan = Plan {
-                clip_scale: None,
-                clip_value: None,
-                weight_decay: None,
-                rule: kernels::Rule::for_step(&base, t as u64 + 1, lr),
-                sync_alpha: None,
-            };
-            let b = Buffers {
-                param: &mut p,
-                grad: &g[0],
-                m: &mut m,
-                v: &mut v,
-                v_max: &mut vm,
-                slow: &mut slow,
-            };
-            kernels::apply(Tier::Scalar, &plan, b).unwrap();
-            assert_eq!(bits(&p), bits(&want[t][0]), "{bname}: step {}", t + 1);
-        }
+        stateless_is_the_engine(bname, base, lr, &params[0], &grads);
     }
 }
 

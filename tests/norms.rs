@@ -8,8 +8,12 @@
 
 mod common;
 
-use common::{bits, trust_bases as rows, Rng};
-use flatopt::kernels::{self, Buffers, Plan, StateDtype};
+use common::perbuffer::{
+    data, optimizer, stateless_is_the_engine, step, tiers_and_threads_agree, within_model, Shape,
+    Trajectory,
+};
+use common::{bits, trust_bases as rows};
+use flatopt::kernels::StateDtype;
 use flatopt::{Base, Config, Error, Optimizer, Outcome, Schedule, Tier};
 
 /// The pipelines: plain, and clipping + coupled decay + Lookahead + a schedule.
@@ -26,39 +30,9 @@ fn pipelines() -> Vec<common::Variant> {
     ]
 }
 
-fn data(sizes: &[usize], steps: usize, seed: u64) -> (Vec<Vec<f32>>, Vec<Vec<Vec<f32>>>) {
-    let mut r = Rng(seed);
-    let params = sizes
-        .iter()
-        .map(|&n| (0..n).map(|_| r.normal(1.0)).collect())
-        .collect();
-    let grads = (0..steps)
-        .map(|_| {
-            let s = r.range(0.02, 0.5);
-            sizes
-                .iter()
-                .map(|&n| (0..n).map(|_| r.normal(s)).collect())
-                .collect()
-        })
-        .collect();
-    (params, grads)
-}
-
-/// Runs `cfg` over the data; the parameters after every step.
-fn run(cfg: Config, params: &[Vec<f32>], grads: &[Vec<Vec<f32>>]) -> Vec<Vec<Vec<f32>>> {
-    let mut ps: Vec<Vec<f32>> = params.to_vec();
-    let mut o = Optimizer::new(cfg).unwrap();
-    o.register(&ps.iter().map(|p| p.as_slice()).collect::<Vec<_>>())
-        .unwrap();
-    let mut out = Vec::new();
-    for g in grads {
-        let gr: Vec<&[f32]> = g.iter().map(|x| x.as_slice()).collect();
-        let mut pr: Vec<&mut [f32]> = ps.iter_mut().map(|p| p.as_mut_slice()).collect();
-        let r = o.step(&mut pr, &gr).unwrap();
-        assert!(matches!(r, Outcome::Applied { .. }));
-        out.push(ps.clone());
-    }
-    out
+/// Runs `cfg` over the data (no shapes); the parameters after every step.
+fn run(cfg: Config, params: &[Vec<f32>], grads: &[Vec<Vec<f32>>]) -> Trajectory<f32> {
+    common::perbuffer::run(cfg, &vec![None; params.len()], params, grads)
 }
 
 fn norm(x: &[f64]) -> f64 {
@@ -200,18 +174,8 @@ fn engine_follows_the_f64_model() {
             let cfg = f(Config::new(base, lr).tier(Tier::Scalar));
             let got = run(cfg.clone(), &params, &grads);
             let want = model(&cfg, &params, &grads);
-            for (t, (a, b)) in got.iter().zip(&want).enumerate() {
-                for (k, (x, y)) in a.iter().zip(b).enumerate() {
-                    for (i, (&x, &y)) in x.iter().zip(y).enumerate() {
-                        let err = (f64::from(x) - y).abs();
-                        assert!(
-                            err <= 1e-5 + 1e-4 * y.abs(),
-                            "{bname}/{pname}: step {} buffer {k}[{i}]: {x} vs model {y}",
-                            t + 1
-                        );
-                    }
-                }
-            }
+            let shapes: Vec<Shape> = vec![None; sizes.len()];
+            within_model(&format!("{bname}/{pname}"), &shapes, &got, &want);
         }
     }
 }
@@ -222,24 +186,11 @@ fn engine_follows_the_f64_model() {
 fn every_tier_and_thread_count_is_bit_identical() {
     let sizes = [600_001, 77, 9000];
     let (params, grads) = data(&sizes, 3, 9);
-    let tiers: Vec<Tier> = Tier::ALL.into_iter().filter(|t| t.is_available()).collect();
+    let shapes: Vec<Shape> = vec![None; sizes.len()];
     for (bname, base, lr) in rows() {
         for (pname, f) in pipelines() {
             let cfg = f(Config::new(base, lr));
-            let want = run(cfg.clone().tier(Tier::Scalar), &params, &grads);
-            for &tier in &tiers {
-                for threads in [1, 2, 3] {
-                    let got = run(cfg.clone().tier(tier).threads(threads), &params, &grads);
-                    for (a, b) in got.iter().zip(&want) {
-                        for (x, y) in a.iter().zip(b) {
-                            assert!(
-                                bits(x) == bits(y),
-                                "{bname}/{pname} on {tier:?} with {threads} threads"
-                            );
-                        }
-                    }
-                }
-            }
+            tiers_and_threads_agree(&format!("{bname}/{pname}"), &cfg, &shapes, &params, &grads);
         }
     }
 }
@@ -248,35 +199,9 @@ fn every_tier_and_thread_count_is_bit_identical() {
 #[test]
 fn stateless_kernel_is_the_engine() {
     let (params, grads) = data(&[5000], 6, 13);
+    let grads: Vec<Vec<f32>> = grads.into_iter().map(|g| g[0].clone()).collect();
     for (bname, base, lr) in rows() {
-        let cfg = Config::new(base, lr).tier(Tier::Scalar);
-        let want = run(cfg.clone(), &params, &grads);
-        let mut p = params[0].clone();
-        let n = p.len();
-        let (mut m, mut v, mut vm, mut slow) = (vec![0.0; n], vec![0.0; n], vec![], vec![]);
-        let (_, uses_v, _) = base.state_used();
-        if !uses_v {
-            v.clear();
-        }
-        for (t, g) in grads.iter().enumerate() {
-            let plan = Plan {
-                clip_scale: None,
-                clip_value: None,
-                weight_decay: None,
-                rule: kernels::Rule::for_step(&base, t as u64 + 1, lr),
-                sync_alpha: None,
-            };
-            let b = Buffers {
-                param: &mut p,
-                grad: &g[0],
-                m: &mut m,
-                v: &mut v,
-                v_max: &mut vm,
-                slow: &mut slow,
-            };
-            kernels::apply(Tier::Scalar, &plan, b).unwrap();
-            assert_eq!(bits(&p), bits(&want[t][0]), "{bname}: step {}", t + 1);
-        }
+        stateless_is_the_engine(bname, base, lr, &params[0], &grads);
     }
 }
 
@@ -287,23 +212,15 @@ fn checkpoints_round_trip_and_refuse_other_rules() {
     let (params, grads) = data(&[300, 5000], 8, 17);
     for (bname, base, lr) in rows() {
         let cfg = Config::new(base, lr).clip_norm(0.5);
+        let shapes: Vec<Shape> = vec![None; params.len()];
         let mut ps = params.clone();
-        let mut o = Optimizer::new(cfg.clone()).unwrap();
-        o.register(&ps.iter().map(|p| p.as_slice()).collect::<Vec<_>>())
-            .unwrap();
-        let step = |o: &mut Optimizer, ps: &mut Vec<Vec<f32>>, g: &Vec<Vec<f32>>| {
-            let gr: Vec<&[f32]> = g.iter().map(|x| x.as_slice()).collect();
-            let mut pr: Vec<&mut [f32]> = ps.iter_mut().map(|p| p.as_mut_slice()).collect();
-            o.step(&mut pr, &gr).unwrap();
-        };
+        let mut o = optimizer(cfg.clone(), &ps, &shapes);
         for g in &grads[..4] {
             step(&mut o, &mut ps, g);
         }
         let saved = o.save();
         let mut ps2 = ps.clone();
-        let mut o2 = Optimizer::new(cfg.clone()).unwrap();
-        o2.register(&ps2.iter().map(|p| p.as_slice()).collect::<Vec<_>>())
-            .unwrap();
+        let mut o2 = optimizer(cfg.clone(), &ps2, &shapes);
         o2.load(&saved).unwrap();
         for g in &grads[4..] {
             step(&mut o, &mut ps, g);

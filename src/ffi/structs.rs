@@ -69,7 +69,7 @@ pub enum flatopt_base_kind {
     FLATOPT_NOVOGRAD = 15,
     /// Adafactor (PyTorch's by default; optax's with `eps_root = 1e-30`, `eps = 0`,
     /// `relative_step = 0`, `weight_decay_by_lr = 0`): factored second moments for buffers
-    /// registered with a shape (`flatopt_optimizer_add_param_shaped`). Since
+    /// registered with a shape (`flatopt_param_options.rows` / `.cols`). Since
     /// `FLATOPT_BASE_PARAMS_SIZE_V6` (`decay_rate` to `weight_decay_by_lr`).
     FLATOPT_ADAFACTOR = 16,
 }

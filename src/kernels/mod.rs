@@ -73,4 +73,6 @@ pub(crate) use stateless::{
     apply_held_unchecked, apply_mixed_unchecked_lengths, apply_unchecked_lengths, grad_scale,
     sumsq_partials_mixed_unchecked, sumsq_partials_unchecked,
 };
-pub(crate) use trust::{block_totals, pre_blocks, pre_plan, update_plan, PreBuffers};
+pub(crate) use trust::{
+    block_totals, grad_into_scratch, pre_blocks, pre_plan, update_plan, PreBuffers,
+};

@@ -19,16 +19,38 @@
 
 use super::codec::{Q8Code, Q8_BLOCK};
 use super::convert::Half;
+use super::fused::{Lanes, Switch, Window};
 use super::held::{q8_codes, Held, HELD_CHUNK};
 use super::mixed::{fused_mixed, Grad, GradScale, MixedBuffers};
 use super::plan::{Plan, Rule};
 use super::reduce::SUMSQ_BLOCK;
 use crate::rules::Norms;
-use crate::simd::{Kernels, Tier};
+use crate::simd::{Kernels, Tier, Vf32};
 
 // The engine splits the pass before on sum-of-squares blocks: they must keep the 8-bit blocks.
 const _: () =
     assert!(SUMSQ_BLOCK.is_multiple_of(Q8_BLOCK) && SUMSQ_BLOCK.is_multiple_of(HELD_CHUNK));
+
+/// The loop of a pass before a per-buffer reduction whose vector is the gradient itself
+/// (NovoGrad's `pre` form, Adafactor's factored `Square` pass): the gradient after the pipeline
+/// (clip scale, value clip, coupled weight decay) into `v_max`, the block scratch. The rule's
+/// `N` splatted scalars are not read.
+#[inline(always)]
+pub(crate) fn grad_into_scratch<V: Vf32, const N: usize>(
+    k: &Lanes<V>,
+    _: [V; N],
+    w: &mut Window<'_>,
+    (cs, cv, cw, sy): (impl Switch, impl Switch, impl Switch, impl Switch),
+) {
+    let n = w.len(false, false, true, sy);
+    let mut i = 0;
+    while n - i >= V::LANES {
+        let p = V::load(&w.param[i..]);
+        k.grad(V::load(&w.grad[i..]), p, cs, cv, cw)
+            .store(&mut w.v_max[i..]);
+        i += V::LANES;
+    }
+}
 
 /// One block of the vector whose norm is needed, aligned for the widest vector.
 #[repr(align(64))]

@@ -5,7 +5,7 @@
 
 use super::Rule;
 use crate::error::Error;
-use crate::kernels::{specialize, Lanes, Switch, Window};
+use crate::kernels::{grad_into_scratch, specialize, Lanes, Switch, Window};
 use crate::simd::Vf32;
 
 super::rule! {
@@ -146,7 +146,7 @@ super::rule! {
                 .map(V::splat);
             match mode {
                 Mode::Pre => specialize!(V, s, adafactor_pre, (r)),
-                Mode::Square => specialize!(V, s, adafactor_square, (r)),
+                Mode::Square => specialize!(V, s, grad_into_scratch, (r)),
                 Mode::Direction => specialize!(V, s, adafactor_direction, (r)),
                 Mode::Apply => specialize!(V, s, adafactor_apply, (r); sc.momentum, sc.decay),
             }
@@ -255,24 +255,6 @@ fn adafactor_pre<V: Vf32>(
         let v = b.mul(V::load(&w.v[i..])).add(c.mul(g.mul(g).add(eps_root)));
         v.store(&mut w.v[i..]);
         direction(g, v, r, e1sq).store(&mut w.v_max[i..]);
-        i += V::LANES;
-    }
-}
-
-/// Factored first pass: the gradient (after clipping and coupled decay) into `v_max`.
-#[inline(always)]
-fn adafactor_square<V: Vf32>(
-    k: &Lanes<V>,
-    _: [V; 9],
-    w: &mut Window<'_>,
-    (cs, cv, cw, sy): (impl Switch, impl Switch, impl Switch, impl Switch),
-) {
-    let n = w.len(false, false, true, sy);
-    let mut i = 0;
-    while n - i >= V::LANES {
-        let p = V::load(&w.param[i..]);
-        k.grad(V::load(&w.grad[i..]), p, cs, cv, cw)
-            .store(&mut w.v_max[i..]);
         i += V::LANES;
     }
 }

@@ -2,7 +2,7 @@
 //! (of the gradient's squared norm) normalizing the gradient before the momentum.
 
 use super::{Norms, Rule};
-use crate::kernels::{specialize, Lanes, Switch, Window};
+use crate::kernels::{grad_into_scratch, specialize, Lanes, Switch, Window};
 use crate::simd::Vf32;
 
 super::rule! {
@@ -57,7 +57,7 @@ super::rule! {
         @span<V>(s) {
             let r = [sc.b1, sc.wd, sc.lr, sc.d].map(V::splat);
             if pre {
-                specialize!(V, s, novograd_pre, (r))
+                specialize!(V, s, grad_into_scratch, (r))
             } else {
                 specialize!(V, s, novograd_apply, (r))
             }
@@ -97,24 +97,6 @@ impl Scalars {
         } as f32;
         let d = ((f64::from(nu) + self.eps_root).sqrt() + self.eps) as f32;
         (Scalars { d, ..self }, nu)
-    }
-}
-
-/// NovoGrad's first pass: the gradient into `v_max` (the block scratch).
-#[inline(always)]
-fn novograd_pre<V: Vf32>(
-    k: &Lanes<V>,
-    _: [V; 4],
-    w: &mut Window<'_>,
-    (cs, cv, cw, sy): (impl Switch, impl Switch, impl Switch, impl Switch),
-) {
-    let n = w.len(false, false, true, sy);
-    let mut i = 0;
-    while n - i >= V::LANES {
-        let p = V::load(&w.param[i..]);
-        k.grad(V::load(&w.grad[i..]), p, cs, cv, cw)
-            .store(&mut w.v_max[i..]);
-        i += V::LANES;
     }
 }
 

@@ -4,6 +4,8 @@
 
 use flatopt::{Base, Config, Schedule, Tier};
 
+pub mod perbuffer;
+
 /// The base optimizers under test, one row each, with their learning rate.
 pub fn bases() -> Vec<(&'static str, Base, f64)> {
     vec![
