@@ -3,8 +3,11 @@
 //! [`Q8_BLOCK`] elements. Integer operations and exactly rounded f32 multiplications only, so
 //! every tier computes the same bits; the element functions here are the definition (the
 //! scalar tier runs them one by one, the vector tiers compile the same loops for their
-//! instruction sets, where LLVM vectorizes the integer arithmetic; `tests/codec.rs` checks
-//! every tier bit for bit against the scalar one, and the element functions against a model).
+//! instruction sets, where LLVM vectorizes the integer arithmetic; the pair encoders run lane
+//! functions over `Vf32` / `Vu32`, whose one-lane instances are the element functions:
+//! `bf16_stochastic_lanes`, and `q8_lanes`, tested against `q8_encode_signed` /
+//! `q8_encode_unsigned`; `tests/codec.rs` checks every tier bit for bit against the scalar one,
+//! and the element functions against a model).
 //!
 //! **Stochastic rounding.** A value's bits plus 16 random bits `r`, truncated to the upper
 //! half (`(bits + r) >> 16`): it rounds away from zero with probability equal to the dropped
@@ -267,7 +270,7 @@ fn block_keys(key: SrKey, i0: u64, len: usize) -> (u32, usize, u32, u32) {
 /// `code[0]` into `ca`, `sa`, its partner `b` with `code[1]` into `cb`, `sb`. The same codes
 /// and scales as two calls of [`encode_q8`].
 #[inline(always)]
-pub(crate) fn encode_q8_sr2(
+pub(crate) fn encode_q8_sr2<V: Vf32>(
     code: [Q8Code; 2],
     key: SrKey,
     first: u64,
@@ -287,21 +290,22 @@ pub(crate) fn encode_q8_sr2(
         let f = [q8_factors(scale_a), q8_factors(scale_b)];
         let keys = block_keys(key, first.wrapping_add((bi * Q8_BLOCK) as u64), xa.len());
         let x = [xa, xb];
+        // Each arm's codes are constants, so that the element loops are specialized.
         match code {
-            [S, S] => pair_block(q8_encode_signed, q8_encode_signed, x, [da, db], f, keys),
-            [S, U] => pair_block(q8_encode_signed, q8_encode_unsigned, x, [da, db], f, keys),
-            [U, S] => pair_block(q8_encode_unsigned, q8_encode_signed, x, [da, db], f, keys),
-            [U, U] => pair_block(q8_encode_unsigned, q8_encode_unsigned, x, [da, db], f, keys),
+            [S, S] => pair_block::<V>([S, S], x, [da, db], f, keys),
+            [S, U] => pair_block::<V>([S, U], x, [da, db], f, keys),
+            [U, S] => pair_block::<V>([U, S], x, [da, db], f, keys),
+            [U, U] => pair_block::<V>([U, U], x, [da, db], f, keys),
         }
     }
 }
 
-/// The element loop of [`encode_q8_sr2`] over one block pair, with the element encoders
-/// `ea`, `eb`, the blocks' factors and keys.
+/// The element loop of [`encode_q8_sr2`] over one block pair with vectors `V` (four at a
+/// time, whose codes are stored at once: `Vu32::store_u8x4`), the rest one lane at a time:
+/// the codes, the blocks' factors and keys.
 #[inline(always)]
-fn pair_block(
-    ea: impl Fn(f32, f32, f32, Option<u32>) -> u8,
-    eb: impl Fn(f32, f32, f32, Option<u32>) -> u8,
+fn pair_block<V: Vf32>(
+    [ca, cb]: [Q8Code; 2],
     [xa, xb]: [&[f32]; 2],
     [da, db]: [&mut [u8]; 2],
     [(pa, ia), (pb, ib)]: [(f32, f32); 2],
@@ -309,12 +313,87 @@ fn pair_block(
 ) {
     let n = xa.len();
     let (xb, da, db) = (&xb[..n], &mut da[..n], &mut db[..n]);
-    let outs = da.iter_mut().zip(db.iter_mut());
-    for (j, ((da, db), (&x, &y))) in outs.zip(xa.iter().zip(xb)).enumerate() {
-        let r = mix32(lo.wrapping_add(j as u32) ^ if j < cross { k0 } else { k1 });
-        *da = ea(x, pa, ia, Some(r & 0xffff));
-        *db = eb(y, pb, ib, Some(r >> 16));
+    let group = 4 * V::LANES;
+    let (spa, sia, spb, sib) = (V::splat(pa), V::splat(ia), V::splat(pb), V::splat(ib));
+    let (low, cross32) = (V::U::splat(0xffff), V::U::splat(cross as u32));
+    let (key0, key1) = (V::U::splat(k0), V::U::splat(k1));
+    let mut j = 0;
+    while n - j >= group {
+        let (mut outa, mut outb) = ([V::U::splat(0); 4], [V::U::splat(0); 4]);
+        for (q, (oa, ob)) in outa.iter_mut().zip(&mut outb).enumerate() {
+            let at = j + q * V::LANES;
+            // Lanes before `cross` take the first key (`cross <= n <= Q8_BLOCK`).
+            let key = V::U::index(at as u32).select_lt(cross32, key0, key1);
+            let r = mix32_lanes(V::U::index(lo.wrapping_add(at as u32)).xor(key));
+            *oa = q8_lanes(ca, V::load(&xa[at..]), spa, sia, r.and(low));
+            *ob = q8_lanes(cb, V::load(&xb[at..]), spb, sib, r.shr::<16>());
+        }
+        V::U::store_u8x4(outa, &mut da[j..]);
+        V::U::store_u8x4(outb, &mut db[j..]);
+        j += group;
     }
+    for j in j..n {
+        let r = mix32(lo.wrapping_add(j as u32) ^ if j < cross { k0 } else { k1 });
+        da[j] = q8_lanes::<f32>(ca, xa[j], pa, ia, r & 0xffff) as u8;
+        db[j] = q8_lanes::<f32>(cb, xb[j], pb, ib, r >> 16) as u8;
+    }
+}
+
+/// The stochastically rounded code `code` of every lane of `x` with the block's factors
+/// `pre`, `inv` and the random bits `r` (`0..=0xffff` per lane): bit for bit
+/// [`q8_encode_signed`] / [`q8_encode_unsigned`] with `Some(r)`, in the lanes' low bytes.
+#[inline(always)]
+fn q8_lanes<V: Vf32>(code: Q8Code, x: V, pre: V, inv: V, r: V::U) -> V::U {
+    match code {
+        Q8Code::Signed => q8_signed_lanes(x, pre, inv, r),
+        Q8Code::Unsigned => q8_unsigned_lanes(x, pre, inv, r),
+    }
+}
+
+/// [`q8_encode_signed`] of every lane, rounded stochastically with `r`.
+#[inline(always)]
+fn q8_signed_lanes<V: Vf32>(x: V, pre: V, inv: V, r: V::U) -> V::U {
+    let u = |c: u32| V::U::splat(c);
+    let b = x.to_bits();
+    let sign = b.shr::<24>().and(u(0x80));
+    let a = b.and(u(0x7fff_ffff));
+    let q = x.abs().mul(pre).mul(inv).to_bits();
+    // magnitude_code: max(.., base + 1) - base, then min(.., max).
+    let k = q
+        .add(r.shl::<{ (SIGNED_SHIFT - 16) as i32 }>())
+        .shr::<{ SIGNED_SHIFT as i32 }>();
+    let base1 = u(SIGNED_BASE + 1);
+    let k = k
+        .select_lt(base1, base1, k)
+        .add(u(SIGNED_BASE.wrapping_neg()));
+    let k = k.select_lt(u(SIGNED_MAX), k, u(SIGNED_MAX));
+    let finite = q.select_lt(u(SIGNED_HALF_MIN), u(0), sign.or(k));
+    let special = u(INF).select_lt(a, u(0x80), sign.or(u(127)));
+    a.select_lt(u(INF), finite, special)
+}
+
+/// [`q8_encode_unsigned`] of every lane, rounded stochastically with `r`.
+#[inline(always)]
+fn q8_unsigned_lanes<V: Vf32>(x: V, pre: V, inv: V, r: V::U) -> V::U {
+    let u = |c: u32| V::U::splat(c);
+    let b = x.to_bits();
+    let a = b.and(u(0x7fff_ffff));
+    let t = x.mul(pre).mul(inv).sqrt().to_bits();
+    let k = t
+        .add(r.shl::<{ (UNSIGNED_SHIFT - 16) as i32 }>())
+        .shr::<{ UNSIGNED_SHIFT as i32 }>();
+    let base1 = u(UNSIGNED_BASE + 1);
+    let k = k
+        .select_lt(base1, base1, k)
+        .add(u(UNSIGNED_BASE.wrapping_neg()));
+    let k = k.select_lt(u(UNSIGNED_MAX), k, u(UNSIGNED_MAX));
+    let k = t.select_lt(u(UNSIGNED_ZERO_BELOW), u(0), k);
+    // A negative x (its sign bit set) is 0.
+    let finite = b.select_lt(u(0x8000_0000), k, u(0));
+    // a == INF: +Inf (254) if the sign bit is clear, else 0.
+    let inf = b.select_lt(u(0x8000_0000), u(254), u(0));
+    let special = u(INF).select_lt(a, u(255), inf);
+    a.select_lt(u(INF), finite, special)
 }
 
 /// The quantizer over blocks; `block_rand(start, len)` gives the rounding bits of the block's
@@ -583,6 +662,45 @@ mod tests {
         }
     }
 
+    /// The lane encoders with one lane are the element encoders with stochastic rounding, on
+    /// hostile values (zeros, subnormals, the block's maximum, above it, Inf, NaN, negatives)
+    /// and random bits at both ends.
+    #[test]
+    fn q8_lane_encoders_are_the_element_encoders() {
+        let xs = [
+            0.0f32,
+            -0.0,
+            1e-45,
+            -1e-45,
+            1.17e-38,
+            1e-20,
+            3e-6,
+            0.25,
+            -0.7,
+            1.0,
+            -1.0,
+            1.0000001,
+            3.4e38,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            -f32::NAN,
+            f32::from_bits(0x7f80_0001),
+        ];
+        for scale in [1.0f32, 0.7, 1e-40, 3e38, 0.0] {
+            let (pre, inv) = q8_factors(scale);
+            for &x in &xs {
+                for r in [0u32, 1, 0x7fff, 0x8000, 0xfffe, 0xffff] {
+                    let s = u32::from(q8_encode_signed(x, pre, inv, Some(r)));
+                    let u = u32::from(q8_encode_unsigned(x, pre, inv, Some(r)));
+                    let ls = q8_lanes::<f32>(Q8Code::Signed, x, pre, inv, r);
+                    let lu = q8_lanes::<f32>(Q8Code::Unsigned, x, pre, inv, r);
+                    assert_eq!((ls, lu), (s, u), "x {x:e} scale {scale:e} r {r}");
+                }
+            }
+        }
+    }
+
     /// The 8-bit pair encoder is the two single encoders (every pair of codes, across the 2^32
     /// boundary of the index, a short last block).
     #[test]
@@ -601,7 +719,7 @@ mod tests {
                 let nb = q8_block_count(n);
                 let (mut a, mut b) = (vec![0u8; n], vec![0u8; n]);
                 let (mut sa, mut sb) = (vec![0f32; nb], vec![0f32; nb]);
-                encode_q8_sr2(
+                encode_q8_sr2::<f32>(
                     code,
                     key,
                     first,

@@ -243,6 +243,11 @@ impl Vu32 for Avx2U {
         Avx2U(unsafe { _mm256_srli_epi32::<N>(self.0) })
     }
     #[inline(always)]
+    fn shl<const N: i32>(self) -> Self {
+        // SAFETY: AVX2 was detected (see `Avx2U`).
+        Avx2U(unsafe { _mm256_slli_epi32::<N>(self.0) })
+    }
+    #[inline(always)]
     fn select_lt(self, o: Self, a: Self, b: Self) -> Self {
         // `self >= o` exactly where `max(self, o) == self` (unsigned): those lanes take `b`.
         // SAFETY: AVX2 was detected (see `Avx2U`).
@@ -262,6 +267,19 @@ impl Vu32 for Avx2U {
             let packed =
                 _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256::<1>(r));
             _mm_storeu_si128(s.as_mut_ptr().cast(), packed)
+        }
+    }
+    #[inline(always)]
+    fn store_u8(self, s: &mut [u8]) {
+        let s = &mut s[..8];
+        // The low bytes, so that the two unsigned saturating packs keep every lane.
+        // SAFETY: `s` has exactly 8 writable u8, the 8 bytes of the unaligned 64-bit store
+        // (bounds-checked slice); AVX2 was detected (see `Avx2U`).
+        unsafe {
+            let r = _mm256_and_si256(self.0, _mm256_set1_epi32(0xff));
+            let words =
+                _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256::<1>(r));
+            _mm_storel_epi64(s.as_mut_ptr().cast(), _mm_packus_epi16(words, words))
         }
     }
 }

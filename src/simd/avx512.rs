@@ -242,6 +242,11 @@ impl Vu32 for Avx512U {
         Avx512U(unsafe { _mm512_srl_epi32(self.0, _mm_cvtsi32_si128(N)) })
     }
     #[inline(always)]
+    fn shl<const N: i32>(self) -> Self {
+        // SAFETY: AVX-512F was detected (see `Avx512U`).
+        Avx512U(unsafe { _mm512_sll_epi32(self.0, _mm_cvtsi32_si128(N)) })
+    }
+    #[inline(always)]
     fn select_lt(self, o: Self, a: Self, b: Self) -> Self {
         // The blend takes its third operand where the mask bit is set.
         // SAFETY: AVX-512F was detected (see `Avx512U`).
@@ -254,6 +259,28 @@ impl Vu32 for Avx512U {
         // SAFETY: `s` has exactly 16 writable u16, the 32 bytes of the unaligned store
         // (bounds-checked slice); AVX-512F was detected (see `Avx512U`).
         unsafe { _mm256_storeu_si256(s.as_mut_ptr().cast(), _mm512_cvtepi32_epi16(self.0)) }
+    }
+    #[inline(always)]
+    fn store_u8(self, s: &mut [u8]) {
+        let s = &mut s[..16];
+        // `vpmovdb` truncates each lane to its low 8 bits.
+        // SAFETY: `s` has exactly 16 writable u8, the 16 bytes of the unaligned store
+        // (bounds-checked slice); AVX-512F was detected (see `Avx512U`).
+        unsafe { _mm_storeu_si128(s.as_mut_ptr().cast(), _mm512_cvtepi32_epi8(self.0)) }
+    }
+    #[inline(always)]
+    fn store_u8x4(x: [Self; 4], s: &mut [u8]) {
+        let s = &mut s[..64];
+        // The four truncations in registers and one store (as `store_u16x2`: `vpmovdb` to
+        // memory is microcoded on AMD's AVX-512 cores).
+        // SAFETY: `s` has exactly 64 writable u8, the 64 bytes of the unaligned store
+        // (bounds-checked slice); AVX-512F was detected (see `Avx512U`).
+        unsafe {
+            let [a, b, c, d] = x.map(|x| _mm512_cvtepi32_epi8(x.0));
+            let ab = _mm512_inserti32x4::<1>(_mm512_castsi128_si512(a), b);
+            let abc = _mm512_inserti32x4::<2>(ab, c);
+            _mm512_storeu_si512(s.as_mut_ptr().cast(), _mm512_inserti32x4::<3>(abc, d))
+        }
     }
     #[inline(always)]
     fn store_u16x2(a: Self, b: Self, s: &mut [u16]) {

@@ -22,7 +22,7 @@ static TABLE: Kernels = Kernels {
     decode_q8: kernels::decode_q8,
     encode_bf16_sr: kernels::encode_bf16_sr,
     encode_bf16_sr2: kernels::encode_bf16_sr2,
-    encode_q8_sr2: kernels::encode_q8_sr2,
+    encode_q8_sr2: kernels::encode_q8_sr2::<Portable>,
 };
 
 /// The portable tier's kernels (every CPU of every target runs them).
@@ -195,6 +195,10 @@ impl Vu32 for PortableU {
         PortableU(self.0.map(|a| a >> N))
     }
     #[inline(always)]
+    fn shl<const N: i32>(self) -> Self {
+        PortableU(self.0.map(|a| a << N))
+    }
+    #[inline(always)]
     fn select_lt(self, o: Self, a: Self, b: Self) -> Self {
         PortableU(std::array::from_fn(|j| {
             if self.0[j] < o.0[j] {
@@ -207,5 +211,9 @@ impl Vu32 for PortableU {
     #[inline(always)]
     fn store_u16(self, s: &mut [u16]) {
         s[..8].copy_from_slice(&self.0.map(|a| a as u16));
+    }
+    #[inline(always)]
+    fn store_u8(self, s: &mut [u8]) {
+        s[..8].copy_from_slice(&self.0.map(|a| a as u8));
     }
 }

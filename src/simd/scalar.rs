@@ -19,7 +19,7 @@ static TABLE: Kernels = Kernels {
     decode_q8: kernels::decode_q8,
     encode_bf16_sr: kernels::encode_bf16_sr,
     encode_bf16_sr2: kernels::encode_bf16_sr2,
-    encode_q8_sr2: kernels::encode_q8_sr2,
+    encode_q8_sr2: kernels::encode_q8_sr2::<f32>,
 };
 
 /// The scalar tier's kernels (every CPU runs them).
@@ -169,6 +169,10 @@ impl Vu32 for u32 {
         self >> N
     }
     #[inline(always)]
+    fn shl<const N: i32>(self) -> Self {
+        self << N
+    }
+    #[inline(always)]
     fn select_lt(self, o: Self, a: Self, b: Self) -> Self {
         if self < o {
             a
@@ -179,5 +183,9 @@ impl Vu32 for u32 {
     #[inline(always)]
     fn store_u16(self, s: &mut [u16]) {
         s[0] = self as u16;
+    }
+    #[inline(always)]
+    fn store_u8(self, s: &mut [u8]) {
+        s[0] = self as u8;
     }
 }

@@ -128,7 +128,7 @@ macro_rules! table {
                 codes: [&mut [u8]; 2],
                 scales: [&mut [f32]; 2],
             ) {
-                kernels::encode_q8_sr2(code, key, first, src, codes, scales)
+                kernels::encode_q8_sr2::<$v>(code, key, first, src, codes, scales)
             }
 
             pub(super) static TABLE: $crate::simd::Kernels = $crate::simd::Kernels {

@@ -85,10 +85,22 @@ pub(crate) trait Vu32: Copy {
     fn xor(self, o: Self) -> Self;
     /// Logical shift right by `N` (`N < 32`).
     fn shr<const N: i32>(self) -> Self;
+    /// Shift left by `N` (`N < 32`).
+    fn shl<const N: i32>(self) -> Self;
     /// Per lane `if self < o { a } else { b }`.
     fn select_lt(self, o: Self, a: Self, b: Self) -> Self;
     /// Stores the low 16 bits of each lane to the start of `s` (panics if `s` is shorter).
     fn store_u16(self, s: &mut [u16]);
+    /// Stores the low 8 bits of each lane to the start of `s` (panics if `s` is shorter).
+    fn store_u8(self, s: &mut [u8]);
+    /// Stores the low 8 bits of each lane of `x[0]`, then `x[1]`, `x[2]` and `x[3]`, to the
+    /// start of `s` (panics if `s` is shorter than `4 * LANES`).
+    #[inline(always)]
+    fn store_u8x4(x: [Self; 4], s: &mut [u8]) {
+        for (j, x) in x.into_iter().enumerate() {
+            x.store_u8(&mut s[j * Self::LANES..]);
+        }
+    }
     /// Stores the low 16 bits of each lane of `a`, then of `b`, to the start of `s` (panics if
     /// `s` is shorter than `2 * LANES`).
     #[inline(always)]
