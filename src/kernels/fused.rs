@@ -59,7 +59,7 @@ impl Switch for bool {
 /// The choice is the constant `V::SPECIALIZED`, not a run-time flag, because the compiler then
 /// never instantiates the branch a tier does not take: the scalar tier, which also runs every
 /// tier's heads and tails, would otherwise carry (and LLVM optimize, then discard) all 2^(4+k)
-/// copies of every rule, which was a third of the crate's build time.
+/// copies of every rule, which was about half of the crate's build time.
 macro_rules! specialize {
     ($V:ident, $s:ident, $f:path, ($($arg:expr),* $(,)?) $(; $($c:expr),+)?) => {{
         let $crate::kernels::Span {
