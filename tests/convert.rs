@@ -9,7 +9,9 @@
 mod common;
 
 use common::{on_tier, Rng};
-use flatopt::kernels::{narrow_from_f32, widen_to_f32, Half};
+use flatopt::kernels::{
+    apply_mixed, narrow_from_f32, widen_to_f32, Grad, Half, MixedBuffers, ParamCopy, Plan, Rule,
+};
 use flatopt::{Error, Tier};
 
 /// A format's parameters for the model: precision `p` (mantissa bits plus the implicit one),
@@ -286,6 +288,138 @@ fn check_against_scalar(tier: Tier, ty: Half) {
     eprintln!("{tier}: {runs} windows of {} against scalar", ty.name());
 }
 
+/// An Adam step whose first moment is the gradient and whose parameters stay as they are:
+/// `b1 = 0` with `m = -0` (so `0 * m + 1 * g` is `g` itself, signed zeros included), step 0
+/// with `m = v = 0` for the parameters (`p - 0 * 0 = p`). The mixed pass runs Adam's fused
+/// loop, which widens the gradients and narrows the copy in registers.
+fn identity_adam() -> Plan {
+    Plan {
+        clip_scale: None,
+        clip_value: None,
+        weight_decay: None,
+        rule: Rule::Adam {
+            b1: 0.0,
+            one_minus_b1: 1.0,
+            b2: 0.999,
+            one_minus_b2: 0.001,
+            step: 0.0,
+            inv_sqrt_bc2: 1.0,
+            eps: 1e-8,
+            amsgrad: false,
+            decay: None,
+        },
+        sync_alpha: None,
+    }
+}
+
+/// One mixed Adam pass on `tier` over elements `off..` of the buffers (every head / vector /
+/// tail split of the loop): returns the first moments and the copy.
+fn mixed_adam_on(
+    tier: Tier,
+    ty: Half,
+    grad: &[u16],
+    param: &[f32],
+    m0: f32,
+    off: usize,
+) -> (Vec<f32>, Vec<u16>) {
+    let n = grad.len() - off;
+    let mut p = param.to_vec();
+    let mut m = vec![m0; grad.len()];
+    let mut v = vec![0f32; grad.len()];
+    let mut copy = vec![0x5a5au16; grad.len()];
+    let g = &grad[off..];
+    apply_mixed(
+        tier,
+        &identity_adam(),
+        1.0,
+        MixedBuffers {
+            param: &mut p[off..],
+            grad: match ty {
+                Half::Bf16 => Grad::Bf16(g),
+                Half::F16 => Grad::F16(g),
+            },
+            m: &mut m[off..],
+            v: &mut v[off..],
+            v_max: &mut [],
+            slow: &mut [],
+            copy: Some(ParamCopy {
+                half: ty,
+                out: &mut copy[off..],
+            }),
+        },
+    )
+    .unwrap();
+    assert_eq!(n, p.len() - off);
+    (m.split_off(off), copy.split_off(off))
+}
+
+/// Every pattern widened inside the mixed Adam pass on `tier` against the model (a NaN comes
+/// out quieted, as any arithmetic on it does), at three alignments.
+fn check_widen_every_pattern_in_pass(tier: Tier, ty: Half) {
+    let mut all = vec![0u16; 3];
+    all.extend(every_pattern());
+    let param = vec![1f32; all.len()];
+    for off in [0, 1, 3] {
+        let (m, _) = mixed_adam_on(tier, ty, &all, &param, -0.0, off);
+        for (&h, &g) in all[off..].iter().zip(&m) {
+            let g = g.to_bits();
+            let want = model_value(ty, h);
+            if want.is_nan() {
+                let nan = model_widened_nan(ty, h) | 0x0040_0000;
+                assert_eq!(g, nan, "{tier}: {} NaN {h:#06x} in the pass", ty.name());
+            } else {
+                let gv = f64::from(f32::from_bits(g));
+                assert!(
+                    gv == want && gv.is_sign_negative() == want.is_sign_negative(),
+                    "{tier}: {} {h:#06x} widened to {g:#010x} in the pass, the model says {want:e}",
+                    ty.name()
+                );
+            }
+        }
+    }
+    eprintln!(
+        "{tier}: {} patterns of {} widened in the mixed pass, 3 alignments",
+        all.len() - 3,
+        ty.name()
+    );
+}
+
+/// The narrowing sample written as the mixed Adam pass's copy on `tier` against the model and
+/// the chunk conversion of the scalar tier, at two alignments. The parameters come out of the
+/// pass as they went in, except that a signalling NaN is quieted (its payload kept); the copy
+/// is the narrowing of what the pass stored.
+fn check_narrow_sample_in_pass(tier: Tier, ty: Half) {
+    let sample = narrow_sample(ty);
+    let zeros = vec![0u16; sample.len()];
+    for off in [0, 5] {
+        let (_, copy) = mixed_adam_on(tier, ty, &zeros, &sample, 0.0, off);
+        let stored: Vec<f32> = sample[off..]
+            .iter()
+            .map(|&x| {
+                if x.is_nan() {
+                    f32::from_bits(x.to_bits() | 0x0040_0000)
+                } else {
+                    x
+                }
+            })
+            .collect();
+        for (&x, &g) in stored.iter().zip(&copy) {
+            check_narrowed(ty, x, g, &format!("{tier} in the pass"));
+        }
+        assert_eq!(
+            copy,
+            narrow_on(Tier::Scalar, ty, &stored),
+            "{tier}: {} copy against the scalar chunk conversion, offset {off}",
+            ty.name()
+        );
+    }
+    eprintln!(
+        "{tier}: {} f32 values narrowed to {} in the mixed pass, 2 alignments",
+        sample.len(),
+        ty.name()
+    );
+}
+
 /// Unequal lengths are refused, naming both, and write nothing.
 fn check_length_errors(tier: Tier) {
     for ty in Half::ALL {
@@ -329,6 +463,10 @@ per_tier_tests! {
         bf16_matches_scalar_at_every_offset => |t| check_against_scalar(t, Half::Bf16),
         f16_matches_scalar_at_every_offset => |t| check_against_scalar(t, Half::F16),
         unequal_lengths_are_refused => check_length_errors,
+        widen_every_bf16_in_the_mixed_pass => |t| check_widen_every_pattern_in_pass(t, Half::Bf16),
+        widen_every_f16_in_the_mixed_pass => |t| check_widen_every_pattern_in_pass(t, Half::F16),
+        narrow_bf16_sample_in_the_mixed_pass => |t| check_narrow_sample_in_pass(t, Half::Bf16),
+        narrow_f16_sample_in_the_mixed_pass => |t| check_narrow_sample_in_pass(t, Half::F16),
     };
     scalar => Tier::Scalar,
     portable => Tier::Portable,

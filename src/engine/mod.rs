@@ -959,7 +959,7 @@ impl Optimizer {
         } else if checked && scan_suffices(grads, unscale) {
             // No norm to compute: 16-bit gradients are checked by their exponent bits (2 bytes
             // read per element, no widening); the sum stands in for the same decision.
-            Some(if grads_finite(grads, parallel) {
+            Some(if grads_finite(self.tier, grads, parallel) {
                 0.0
             } else {
                 f64::INFINITY

@@ -420,24 +420,33 @@ pub(super) fn scan_suffices<G: AsGrad>(grads: &[G], unscale: GradScale) -> bool 
 
 /// Whether every (16-bit) gradient is finite ([`scan_suffices`]), on the pool when `parallel`,
 /// split as the partials are.
-pub(super) fn grads_finite<G: AsGrad>(grads: &[G], parallel: bool) -> bool {
+pub(super) fn grads_finite<G: AsGrad>(tier: Tier, grads: &[G], parallel: bool) -> bool {
     if parallel && grads.len() > 1 {
         let (g0, g1) = grads.split_at(grads.len() / 2);
-        let (a, b) = rayon::join(|| grads_finite(g0, true), || grads_finite(g1, true));
+        let (a, b) = rayon::join(
+            || grads_finite(tier, g0, true),
+            || grads_finite(tier, g1, true),
+        );
         return a && b;
     }
-    grads.iter().all(|g| grad_finite(g.as_grad(), parallel))
+    grads
+        .iter()
+        .all(|g| grad_finite(tier, g.as_grad(), parallel))
 }
 
-fn grad_finite(g: Grad<'_>, parallel: bool) -> bool {
+fn grad_finite(tier: Tier, g: Grad<'_>, parallel: bool) -> bool {
     if parallel && g.len() > 2 * PARALLEL_GRAIN {
         let (g0, g1) = g.split_at(g.len() / 2);
-        let (a, b) = rayon::join(|| grad_finite(g0, true), || grad_finite(g1, true));
+        let (a, b) = rayon::join(
+            || grad_finite(tier, g0, true),
+            || grad_finite(tier, g1, true),
+        );
         return a && b;
     }
+    let k = tier.kernels();
     match g {
-        Grad::Bf16(h) => kernels::half_all_finite(kernels::Half::Bf16, h),
-        Grad::F16(h) => kernels::half_all_finite(kernels::Half::F16, h),
+        Grad::Bf16(h) => (k.half_finite)(kernels::Half::Bf16, h),
+        Grad::F16(h) => (k.half_finite)(kernels::Half::F16, h),
         Grad::F32(x) => x.iter().all(|v| v.is_finite()),
     }
 }

@@ -152,15 +152,17 @@ impl<V: Vf32> Lanes<V> {
     }
 
     /// Step 5: writes the new parameters `p` of lanes `i..`, through the Lookahead sync on sync
-    /// steps.
+    /// steps; returns them as stored.
     #[inline(always)]
-    pub(crate) fn store_param(&self, p: V, w: &mut Window<'_>, i: usize, sync: impl Switch) {
+    pub(crate) fn store_param(&self, p: V, w: &mut Window<'_>, i: usize, sync: impl Switch) -> V {
         if sync.on() {
             let s = pull(V::load(&w.slow[i..]), p, self.sync_alpha);
             s.store(&mut w.slow[i..]);
             s.store(&mut w.param[i..]);
+            s
         } else {
             p.store(&mut w.param[i..]);
+            p
         }
     }
 }
@@ -205,6 +207,15 @@ impl Window<'_> {
     /// it, so that indexing any of them below the bound needs no check.
     #[inline(always)]
     pub(crate) fn len(&mut self, m: bool, v: bool, v_max: bool, slow: impl Switch) -> usize {
+        let n = self.len_state(m, v, v_max, slow);
+        self.grad = &self.grad[..n];
+        n
+    }
+
+    /// [`Window::len`] for a loop that takes its gradients elsewhere ([`GradIo`]): `grad` is
+    /// left as it is (empty).
+    #[inline(always)]
+    pub(crate) fn len_state(&mut self, m: bool, v: bool, v_max: bool, slow: impl Switch) -> usize {
         fn fit(s: &mut &mut [f32], used: bool, n: usize) {
             if used {
                 let t = std::mem::take(s);
@@ -212,13 +223,58 @@ impl Window<'_> {
             }
         }
         let n = self.param.len();
-        self.grad = &self.grad[..n];
         fit(&mut self.m, m, n);
         fit(&mut self.v, v, n);
         fit(&mut self.v_max, v_max, n);
         fit(&mut self.slow, slow.on(), n);
         n
     }
+}
+
+/// Where a rule's loop takes its gradients and what it does with the new parameters of each
+/// vector as stored: [`F32Grads`] in the f32 pass (the window's gradients, nothing more), and
+/// `kernels::mixed::MixedIo` in the mixed pass of the rules that have one (16-bit gradients
+/// widened and divided by the loss scale in registers, the 16-bit copy narrowed from the
+/// stored vector). The loop is written once over it.
+pub(crate) trait GradIo<V: Vf32> {
+    /// The loop's length: [`Window::len`], with this source's own buffers cut to it too.
+    fn len(
+        &mut self,
+        w: &mut Window<'_>,
+        m: bool,
+        v: bool,
+        v_max: bool,
+        slow: impl Switch,
+    ) -> usize;
+    /// The gradients of lanes `i..`, as the f32 pass would read them.
+    fn grad(&self, w: &Window<'_>, i: usize) -> V;
+    /// Takes the parameters of lanes `i..` as [`Lanes::store_param`] stored them.
+    fn stored(&mut self, p: V, i: usize);
+}
+
+/// The f32 pass's gradients: the window's own (see [`GradIo`]).
+pub(crate) struct F32Grads;
+
+impl<V: Vf32> GradIo<V> for F32Grads {
+    #[inline(always)]
+    fn len(
+        &mut self,
+        w: &mut Window<'_>,
+        m: bool,
+        v: bool,
+        v_max: bool,
+        slow: impl Switch,
+    ) -> usize {
+        w.len(m, v, v_max, slow)
+    }
+
+    #[inline(always)]
+    fn grad(&self, w: &Window<'_>, i: usize) -> V {
+        V::load(&w.grad[i..])
+    }
+
+    #[inline(always)]
+    fn stored(&mut self, _: V, _: usize) {}
 }
 
 /// One fused pass over `b` with vectors `V`, the head and tail with the scalar tier.

@@ -2,7 +2,12 @@
 //! a loss scale ([`GradScale`]), and an optional bf16 or fp16 copy of the parameters
 //! ([`ParamCopy`]) written in the same pass.
 //!
-//! The pass runs in chunks of [`CHUNK`] elements: a chunk's gradients are widened (and
+//! Adam, AMSGrad and AdamW (the rules whose loop takes a [`GradIo`]) run one loop over the
+//! buffer ([`fused_mixed_io`]): each vector of gradients is loaded in its format, widened and
+//! unscaled in registers, and each vector of new parameters narrowed into the copy as it is
+//! stored, with the same conversions as the slice kernels ([`MixedIo`]).
+//!
+//! Every other rule runs in chunks of [`CHUNK`] elements: a chunk's gradients are widened (and
 //! unscaled) into an f32 scratch on the stack, the f32 fused pass ([`fused`]) runs on the
 //! chunk, and the chunk's new parameters, still in L1, are narrowed into the copy. Memory sees
 //! each 16-bit gradient read once and each copy element written once, as in a single loop, and
@@ -15,9 +20,11 @@
 //! composition's, bit for bit, on every tier and at any split.
 
 use super::convert::Half;
+use super::fused::{pipe, vector_part, GradIo, Lanes, Span, Switch, Window};
 use super::plan::{check_lengths, Buffers, Plan};
 use super::reduce::SUMSQ_BLOCK;
 use crate::error::Error;
+use crate::rules::{adam_io_span, has_io_span};
 use crate::simd::{Kernels, Vf32};
 
 /// Elements per chunk of the mixed pass (4 KiB of f32 scratch). A chunk's scratch and its
@@ -292,6 +299,21 @@ pub(crate) fn fused_mixed(k: &Kernels, plan: &Plan, scale: GradScale, b: MixedBu
             },
         );
     }
+    if has_io_span(&plan.rule) {
+        return (k.fused_mixed)(
+            plan,
+            scale,
+            MixedBuffers {
+                param,
+                grad,
+                m,
+                v,
+                v_max,
+                slow,
+                copy,
+            },
+        );
+    }
     let n = param.len();
     // Chunks after the first start where the f32 pass's vector loop would, so that they need
     // no scalar head.
@@ -325,10 +347,145 @@ pub(crate) fn fused_mixed(k: &Kernels, plan: &Plan, scale: GradScale, b: MixedBu
     }
 }
 
+/// The mixed pass of the rules whose loop takes its gradients from a [`GradIo`]
+/// (`crate::rules::has_io_span`: Adam, AMSGrad, AdamW) with vectors `V`, the head and tail
+/// with the scalar tier, split as [`super::fused`] splits: the loop loads the 16-bit
+/// gradients, widens and unscales them in registers and narrows each vector of new parameters
+/// into the copy as it stores it ([`MixedIo`]). No scratch, no second pass over the chunk; the
+/// operations per element are the chunked pass's, so the result is its, bit for bit.
+#[inline(always)]
+pub(crate) fn fused_mixed_io<V: Vf32>(plan: &Plan, scale: GradScale, b: MixedBuffers<'_>) {
+    let MixedBuffers {
+        param,
+        grad,
+        m,
+        v,
+        v_max,
+        slow,
+        mut copy,
+    } = b;
+    let n = param.len();
+    let anchor = if plan.rule.state_used().0 {
+        m.as_ptr()
+    } else {
+        param.as_ptr()
+    };
+    let (head, split) = vector_part::<V>(anchor, n);
+    for (s, e, vector) in [(0, head, false), (head, split, true), (split, n, false)] {
+        let w = Window {
+            param: &mut param[s..e],
+            grad: &[],
+            m: cut(m, s, e),
+            v: cut(v, s, e),
+            v_max: cut(v_max, s, e),
+            slow: cut(slow, s, e),
+        };
+        let copy = copy.as_mut().map(|c| ParamCopy {
+            half: c.half,
+            out: &mut c.out[s..e],
+        });
+        let g = grad.slice(s, e);
+        if vector && V::LANES > 1 {
+            io_span::<V>(plan, w, MixedIo::new(g, scale, copy));
+        } else {
+            io_span::<f32>(plan, w, MixedIo::new(g, scale, copy));
+        }
+    }
+}
+
+/// One window of [`fused_mixed_io`] through the rule's loop.
+#[inline(always)]
+fn io_span<V: Vf32>(plan: &Plan, mut w: Window<'_>, mut io: MixedIo<'_, V>) {
+    let k = Lanes::<V>::new(plan);
+    let s = Span {
+        k: &k,
+        w: &mut w,
+        pipe: pipe(plan),
+    };
+    adam_io_span(plan.rule, s, &mut io);
+}
+
+/// The gradients and the copy of a window of the mixed pass, as a rule's loop takes them
+/// ([`GradIo`]): each vector of gradients loaded in its format and widened (`load_bf16`,
+/// `load_f16`: the conversions of [`super::widen`]), then divided by the scale as
+/// [`unscale`] divides; each vector of new parameters narrowed into the copy (`store_bf16`,
+/// `store_f16`: those of [`super::narrow`]) from the register the parameters were stored from.
+pub(crate) struct MixedIo<'a, V> {
+    grad: Grad<'a>,
+    scale: GradScale,
+    /// The scale's factor or divisor, splatted (unused for [`GradScale::One`]).
+    factor: V,
+    copy: Option<ParamCopy<'a>>,
+}
+
+impl<'a, V: Vf32> MixedIo<'a, V> {
+    #[inline(always)]
+    fn new(grad: Grad<'a>, scale: GradScale, copy: Option<ParamCopy<'a>>) -> Self {
+        let factor = match scale {
+            GradScale::One => 1.0,
+            GradScale::MulPow2(r) => r,
+            GradScale::Div(s) => s,
+        };
+        MixedIo {
+            grad,
+            scale,
+            factor: V::splat(factor),
+            copy,
+        }
+    }
+}
+
+impl<V: Vf32> GradIo<V> for MixedIo<'_, V> {
+    #[inline(always)]
+    fn len(
+        &mut self,
+        w: &mut Window<'_>,
+        m: bool,
+        v: bool,
+        v_max: bool,
+        slow: impl Switch,
+    ) -> usize {
+        let n = w.len_state(m, v, v_max, slow);
+        self.grad = self.grad.slice(0, n);
+        if let Some(c) = self.copy.as_mut() {
+            let out = std::mem::take(&mut c.out);
+            c.out = &mut out[..n];
+        }
+        n
+    }
+
+    #[inline(always)]
+    fn grad(&self, _: &Window<'_>, i: usize) -> V {
+        let g = match self.grad {
+            Grad::F32(g) => V::load(&g[i..]),
+            Grad::Bf16(h) => V::load_bf16(&h[i..]),
+            Grad::F16(h) => V::load_f16(&h[i..]),
+        };
+        match self.scale {
+            GradScale::One => g,
+            GradScale::MulPow2(_) => g.mul(self.factor),
+            GradScale::Div(_) => g.div(self.factor),
+        }
+    }
+
+    #[inline(always)]
+    fn stored(&mut self, p: V, i: usize) {
+        if let Some(c) = self.copy.as_mut() {
+            match c.half {
+                Half::Bf16 => p.store_bf16(&mut c.out[i..]),
+                Half::F16 => p.store_f16(&mut c.out[i..]),
+            }
+        }
+    }
+}
+
 /// Whether every 16-bit value of `h` (bit patterns of format `half`) is finite, from the
 /// exponent bits alone: integer operations, no widening, 2 bytes read per element (the
 /// compiler vectorizes the maximum of `x & 0x7fff` as signed 16-bit lanes, SSE2 `pmaxsw`).
 /// The non-finite check of an update that needs no norm; exact, so the same on every tier.
+/// Each tier's table compiles it for its instructions (`Kernels::half_finite`: AVX2's 16
+/// lanes per `vpmaxsw`), which keeps the scan at memory bandwidth.
+#[inline(always)]
 pub(crate) fn half_all_finite(half: Half, h: &[u16]) -> bool {
     let limit: i16 = match half {
         Half::Bf16 => 0x7f80,

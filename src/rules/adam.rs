@@ -2,7 +2,9 @@
 //! family's moment update, which RAdam, NAdam, AdaBelief and Yogi reuse.
 
 use super::{pow_step, Rule};
-use crate::kernels::{bf16_stochastic_lanes, mix32_lanes, specialize, Lanes, Span, Switch, Window};
+use crate::kernels::{
+    bf16_stochastic_lanes, mix32_lanes, specialize, F32Grads, GradIo, Lanes, Span, Switch, Window,
+};
 use crate::simd::{Vf32, Vu32};
 
 super::rule! {
@@ -76,7 +78,7 @@ super::rule! {
                 [step, inv_sqrt_bc2, eps, decay.unwrap_or(1.0)],
             );
             let decoupled = decay.is_some();
-            specialize!(V, s, adam, (&r); amsgrad, decoupled)
+            specialize!(V, s, adam, (&r, &mut F32Grads); amsgrad, decoupled)
         }
     }
 }
@@ -158,11 +160,46 @@ impl<V: Vf32> Moments<V> {
     }
 }
 
-/// Adam, AMSGrad and AdamW (see [`Rule::Adam`]).
+/// The fused loop of Adam, AMSGrad and AdamW with the gradients and the parameter copy of
+/// `io` (`kernels::mixed`: 16-bit gradients widened and unscaled as loaded, the 16-bit copy
+/// narrowed as stored), if `rule` is one of them (`false`, with nothing done, otherwise).
+#[inline(always)]
+pub(crate) fn adam_io_span<V: Vf32>(rule: Rule, s: Span<'_, '_, V>, io: &mut impl GradIo<V>) -> bool {
+    let Rule::Adam {
+        b1,
+        one_minus_b1,
+        b2,
+        one_minus_b2,
+        step,
+        inv_sqrt_bc2,
+        eps,
+        amsgrad,
+        decay,
+    } = rule
+    else {
+        return false;
+    };
+    let r = Moments::new(
+        [b1, one_minus_b1, b2, one_minus_b2],
+        [step, inv_sqrt_bc2, eps, decay.unwrap_or(1.0)],
+    );
+    let decoupled = decay.is_some();
+    specialize!(V, s, adam, (&r, io); amsgrad, decoupled);
+    true
+}
+
+/// Whether [`adam_io_span`] runs `rule`.
+pub(crate) fn has_io_span(rule: &Rule) -> bool {
+    matches!(rule, Rule::Adam { .. })
+}
+
+/// Adam, AMSGrad and AdamW (see [`Rule::Adam`]), the gradients taken from `io` and the new
+/// parameters handed to it.
 #[inline(always)]
 fn adam<V: Vf32>(
     k: &Lanes<V>,
     r: &Moments<V>,
+    io: &mut impl GradIo<V>,
     w: &mut Window<'_>,
     (cs, cv, wd, sy, amsgrad, decoupled): (
         impl Switch,
@@ -173,11 +210,11 @@ fn adam<V: Vf32>(
         impl Switch,
     ),
 ) {
-    let n = w.len(true, true, amsgrad.on(), sy);
+    let n = io.len(w, true, true, amsgrad.on(), sy);
     let mut i = 0;
     while n - i >= V::LANES {
         let p = V::load(&w.param[i..]);
-        let g = k.grad(V::load(&w.grad[i..]), p, cs, cv, wd);
+        let g = k.grad(io.grad(w, i), p, cs, cv, wd);
         let (m, v) = r.update(g, w, i);
         let vd = if amsgrad.on() {
             let vm = V::load(&w.v_max[i..]).max(v);
@@ -188,7 +225,8 @@ fn adam<V: Vf32>(
         };
         let u = r.direction(m, vd);
         let pd = if decoupled.on() { p.mul(r.decay) } else { p };
-        k.store_param(pd.sub(r.step.mul(u)), w, i, sy);
+        let stored = k.store_param(pd.sub(r.step.mul(u)), w, i, sy);
+        io.stored(stored, i);
         i += V::LANES;
     }
 }

@@ -13,6 +13,8 @@ static TABLE: Kernels = Kernels {
     tier: Tier::Portable,
     fused: kernels::fused::<Portable>,
     fused_bf16: kernels::fused_bf16::<Portable>,
+    fused_mixed: kernels::fused_mixed_io::<Portable>,
+    half_finite: kernels::half_all_finite,
     sumsq_partials: kernels::sumsq_partials::<Portable>,
     elementwise: kernels::elementwise::<Portable>,
     widen: kernels::widen::<Portable>,

@@ -10,6 +10,8 @@ static TABLE: Kernels = Kernels {
     tier: Tier::Scalar,
     fused: kernels::fused::<f32>,
     fused_bf16: kernels::fused_bf16::<f32>,
+    fused_mixed: kernels::fused_mixed_io::<f32>,
+    half_finite: kernels::half_all_finite,
     sumsq_partials: kernels::sumsq_partials::<f32>,
     elementwise: kernels::elementwise::<f32>,
     widen: kernels::widen::<f32>,

@@ -3,7 +3,7 @@
 //! through it; nothing above this layer knows which instruction sets exist.
 
 use super::Tier;
-use crate::kernels::{Bf16Pass, Buffers, GradScale, Half, Op, Plan, Q8Code, SrKey};
+use crate::kernels::{Bf16Pass, Buffers, GradScale, Half, MixedBuffers, Op, Plan, Q8Code, SrKey};
 
 /// The pair encoder's signature: the pair's key, the index of the first element, the pair's
 /// two value slices and their two bf16 outputs (all four lengths equal).
@@ -30,6 +30,11 @@ pub(crate) struct Kernels {
     /// The fused update over bf16 moments rounded stochastically
     /// (`crate::kernels::fused_bf16`).
     pub fused_bf16: fn(&Plan, Bf16Pass<'_>),
+    /// The mixed-precision pass of the rules whose loop reads 16-bit gradients and writes the
+    /// 16-bit copy itself (`crate::kernels::fused_mixed_io`); lengths already checked.
+    pub fused_mixed: fn(&Plan, GradScale, MixedBuffers<'_>),
+    /// Whether every 16-bit value is finite (`crate::kernels::half_all_finite`).
+    pub half_finite: fn(Half, &[u16]) -> bool,
     /// Block partial sums of squares (`crate::kernels::sumsq_partials`).
     pub sumsq_partials: fn(&[f32], &mut [f64]),
     /// A standalone elementwise operation (`crate::kernels::elementwise`).
@@ -66,7 +71,7 @@ macro_rules! table {
         mod instances {
             use super::*;
             use crate::kernels::{
-                self, Bf16Pass, Buffers, GradScale, Half, Op, Plan, Q8Code, SrKey,
+                self, Bf16Pass, Buffers, GradScale, Half, MixedBuffers, Op, Plan, Q8Code, SrKey,
             };
 
             #[target_feature(enable = $features)]
@@ -76,6 +81,14 @@ macro_rules! table {
             #[target_feature(enable = $features)]
             fn fused_bf16(plan: &Plan, b: Bf16Pass<'_>) {
                 kernels::fused_bf16::<$v>(plan, b)
+            }
+            #[target_feature(enable = $features)]
+            fn fused_mixed(plan: &Plan, scale: GradScale, b: MixedBuffers<'_>) {
+                kernels::fused_mixed_io::<$v>(plan, scale, b)
+            }
+            #[target_feature(enable = $features)]
+            fn half_finite(ty: Half, h: &[u16]) -> bool {
+                kernels::half_all_finite(ty, h)
             }
             #[target_feature(enable = $features)]
             fn sumsq_partials(x: &[f32], partials: &mut [f64]) {
@@ -138,6 +151,10 @@ macro_rules! table {
                 fused: |plan, b| unsafe { fused(plan, b) },
                 // SAFETY: as for `fused`.
                 fused_bf16: |plan, b| unsafe { fused_bf16(plan, b) },
+                // SAFETY: as for `fused`.
+                fused_mixed: |plan, scale, b| unsafe { fused_mixed(plan, scale, b) },
+                // SAFETY: as for `fused`.
+                half_finite: |ty, h| unsafe { half_finite(ty, h) },
                 // SAFETY: as for `fused`.
                 sumsq_partials: |x, partials| unsafe { sumsq_partials(x, partials) },
                 // SAFETY: as for `fused`.
