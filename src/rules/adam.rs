@@ -160,11 +160,10 @@ impl<V: Vf32> Moments<V> {
     }
 }
 
-/// The fused loop of Adam, AMSGrad and AdamW with the gradients and the parameter copy of
-/// `io` (`kernels::mixed`: 16-bit gradients widened and unscaled as loaded, the 16-bit copy
-/// narrowed as stored), if `rule` is one of them (`false`, with nothing done, otherwise).
+/// Adam's splatted scalars and its two switches (AMSGrad, decoupled decay) if `rule` is Adam,
+/// AMSGrad or AdamW: what the fused loops outside the rule's own `@span` block start from.
 #[inline(always)]
-pub(crate) fn adam_io_span<V: Vf32>(rule: Rule, s: Span<'_, '_, V>, io: &mut impl GradIo<V>) -> bool {
+fn adam_moments<V: Vf32>(rule: Rule) -> Option<(Moments<V>, bool, bool)> {
     let Rule::Adam {
         b1,
         one_minus_b1,
@@ -177,13 +176,23 @@ pub(crate) fn adam_io_span<V: Vf32>(rule: Rule, s: Span<'_, '_, V>, io: &mut imp
         decay,
     } = rule
     else {
-        return false;
+        return None;
     };
     let r = Moments::new(
         [b1, one_minus_b1, b2, one_minus_b2],
         [step, inv_sqrt_bc2, eps, decay.unwrap_or(1.0)],
     );
-    let decoupled = decay.is_some();
+    Some((r, amsgrad, decay.is_some()))
+}
+
+/// The fused loop of Adam, AMSGrad and AdamW with the gradients and the parameter copy of
+/// `io` (`kernels::mixed`: 16-bit gradients widened and unscaled as loaded, the 16-bit copy
+/// narrowed as stored), if `rule` is one of them (`false`, with nothing done, otherwise).
+#[inline(always)]
+pub(crate) fn adam_io_span<V: Vf32>(rule: Rule, s: Span<'_, '_, V>, io: &mut impl GradIo<V>) -> bool {
+    let Some((r, amsgrad, decoupled)) = adam_moments::<V>(rule) else {
+        return false;
+    };
     specialize!(V, s, adam, (&r, io); amsgrad, decoupled);
     true
 }
@@ -252,25 +261,9 @@ pub(crate) struct Bf16Moments<'a> {
 /// result is the chunked pass's (decode, f32 loop, encode) bit for bit.
 #[inline(always)]
 pub(crate) fn adam_bf16_span<V: Vf32>(rule: Rule, s: Span<'_, '_, V>, h: &mut Bf16Moments<'_>) -> bool {
-    let Rule::Adam {
-        b1,
-        one_minus_b1,
-        b2,
-        one_minus_b2,
-        step,
-        inv_sqrt_bc2,
-        eps,
-        amsgrad,
-        decay,
-    } = rule
-    else {
+    let Some((r, amsgrad, decoupled)) = adam_moments::<V>(rule) else {
         return false;
     };
-    let r = Moments::new(
-        [b1, one_minus_b1, b2, one_minus_b2],
-        [step, inv_sqrt_bc2, eps, decay.unwrap_or(1.0)],
-    );
-    let decoupled = decay.is_some();
     specialize!(V, s, adam_bf16, (&r, h); amsgrad, decoupled);
     true
 }
