@@ -290,15 +290,22 @@ impl<V: Vf32> GradIo<V> for F32Grads {
 #[inline(always)]
 pub(crate) fn fused<V: Vf32>(plan: &Plan, mut b: Buffers<'_>) {
     let n = b.param.len();
-    let anchor = if plan.rule.state_used().0 {
-        b.m.as_ptr()
-    } else {
-        b.param.as_ptr()
-    };
-    let (head, split) = vector_part::<V>(anchor, n);
+    let (head, split) = state_vector_part::<V>(plan, b.param, b.m);
     span::<f32>(plan, Window::new(plan, &mut b, 0, head));
     span::<V>(plan, Window::new(plan, &mut b, head, split));
     span::<f32>(plan, Window::new(plan, &mut b, split, n));
+}
+
+/// The vector part of a pass's window over `param` and its state: aligned to the first
+/// moments `m` if the rule keeps them, else to `param` (see [`fused`]).
+#[inline(always)]
+pub(crate) fn state_vector_part<V: Vf32>(plan: &Plan, param: &[f32], m: &[f32]) -> (usize, usize) {
+    let anchor = if plan.rule.state_used().0 {
+        m.as_ptr()
+    } else {
+        param.as_ptr()
+    };
+    vector_part::<V>(anchor, param.len())
 }
 
 /// The vector part `head..split` of `n` elements from `anchor`: from the first element aligned

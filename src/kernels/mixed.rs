@@ -20,7 +20,7 @@
 //! composition's, bit for bit, on every tier and at any split.
 
 use super::convert::Half;
-use super::fused::{pipe, vector_part, GradIo, Lanes, Span, Switch, Window};
+use super::fused::{pipe, state_vector_part, GradIo, Lanes, Span, Switch, Window};
 use super::plan::{check_lengths, Buffers, Plan};
 use super::reduce::SUMSQ_BLOCK;
 use crate::error::Error;
@@ -365,12 +365,7 @@ pub(crate) fn fused_mixed_io<V: Vf32>(plan: &Plan, scale: GradScale, b: MixedBuf
         mut copy,
     } = b;
     let n = param.len();
-    let anchor = if plan.rule.state_used().0 {
-        m.as_ptr()
-    } else {
-        param.as_ptr()
-    };
-    let (head, split) = vector_part::<V>(anchor, n);
+    let (head, split) = state_vector_part::<V>(plan, param, m);
     for (s, e, vector) in [(0, head, false), (head, split, true), (split, n, false)] {
         let w = Window {
             param: &mut param[s..e],
