@@ -61,6 +61,7 @@ lint:
 
 test-rust:
 	$(CARGO) test --all-targets
+	$(CARGO) test --profile unoptimized --test unoptimized
 	$(CARGO) test --doc
 
 test-c: lib

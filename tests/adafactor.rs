@@ -602,11 +602,21 @@ fn hostile_shapes_are_refused() {
 #[test]
 fn split_sharded_and_compressed_state_are_refused() {
     for (bname, base, lr) in rows() {
-        for dtype in [StateDtype::Bf16, StateDtype::Int8] {
+        let slow = |dtype| Config {
+            slow_dtype: dtype,
+            ..Config::new(base, lr).lookahead(5, 0.5)
+        };
+        let rows = [StateDtype::Bf16, StateDtype::Int8].map(|dtype| {
             let cfg = Config {
                 state_dtype: dtype,
                 ..Config::new(base, lr)
             };
+            ("state_dtype", dtype, cfg)
+        });
+        for (field, dtype, cfg) in rows
+            .into_iter()
+            .chain([("slow_dtype", StateDtype::Bf16, slow(StateDtype::Bf16))])
+        {
             match Optimizer::new(cfg) {
                 Err(e @ Error::InvalidArgument { .. }) => {
                     // The reason is Adafactor's (int8 was refused as Rprop's before).
@@ -615,10 +625,10 @@ fn split_sharded_and_compressed_state_are_refused() {
                     let Error::InvalidArgument { name, value, .. } = e else {
                         unreachable!()
                     };
-                    assert_eq!(name, "state_dtype", "{bname}");
+                    assert_eq!(name, field, "{bname}");
                     assert!(value.contains(base.name()), "{bname}: {value}");
                 }
-                other => panic!("{bname} with {dtype:?} state: {other:?}"),
+                other => panic!("{bname} with {field} {dtype:?}: {other:?}"),
             }
         }
         let mut p = vec![0.5f32; 64];

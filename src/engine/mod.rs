@@ -133,15 +133,18 @@ impl Optimizer {
     /// Validates `cfg` and makes an optimizer with no buffers registered yet.
     pub fn new(cfg: Config) -> Result<Optimizer, Error> {
         cfg.validate()?;
-        if cfg.state_dtype != StateDtype::F32
-            && matches!(cfg.base, crate::config::Base::Adafactor { .. })
-        {
-            return Err(Error::invalid(
-                "state_dtype",
-                format!("{} (base rule {})", cfg.state_dtype.name(), cfg.base.name()),
-                "must be float32 for Adafactor: its passes compute per-buffer reductions from \
-                 the f32 state",
-            ));
+        if matches!(cfg.base, crate::config::Base::Adafactor { .. }) {
+            for (field, dtype) in [("state_dtype", cfg.state_dtype), ("slow_dtype", cfg.slow_dtype)]
+            {
+                if dtype != StateDtype::F32 {
+                    return Err(Error::invalid(
+                        field,
+                        format!("{} (base rule {})", dtype.name(), cfg.base.name()),
+                        "must be float32 for Adafactor: its passes compute per-buffer \
+                         reductions from the f32 state and step the slow weights in place",
+                    ));
+                }
+            }
         }
         if cfg.state_dtype == StateDtype::Int8 && q8_codes(&cfg.base).is_none() {
             return Err(Error::invalid(

@@ -19,8 +19,9 @@ pub(crate) trait Vf32: Copy {
     /// Whether the fused loops get one copy per combination of their switches on this tier
     /// (`specialize!`): the vector tiers, where a tested flag costs a vector instruction per
     /// element. The scalar tier (and so every tier's heads and tails) runs the one copy that
-    /// tests its flags.
-    const SPECIALIZED: bool = Self::LANES > 1;
+    /// tests its flags. So does every tier of an unoptimized build (opt-level 0, `build.rs`),
+    /// whose specialized copies would not share stack slots and need megabytes of stack.
+    const SPECIALIZED: bool = Self::LANES > 1 && !cfg!(flatopt_unoptimized);
     /// f64 accumulator of [`SUMSQ_LANES`] lanes.
     type Acc: Copy;
     /// The integer vector of as many `u32` lanes.
