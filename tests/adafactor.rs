@@ -613,9 +613,9 @@ fn split_sharded_and_compressed_state_are_refused() {
             };
             ("state_dtype", dtype, cfg)
         });
-        for (field, dtype, cfg) in rows
-            .into_iter()
-            .chain([("slow_dtype", StateDtype::Bf16, slow(StateDtype::Bf16))])
+        for (field, dtype, cfg) in
+            rows.into_iter()
+                .chain([("slow_dtype", StateDtype::Bf16, slow(StateDtype::Bf16))])
         {
             match Optimizer::new(cfg) {
                 Err(e @ Error::InvalidArgument { .. }) => {

@@ -134,8 +134,10 @@ impl Optimizer {
     pub fn new(cfg: Config) -> Result<Optimizer, Error> {
         cfg.validate()?;
         if matches!(cfg.base, crate::config::Base::Adafactor { .. }) {
-            for (field, dtype) in [("state_dtype", cfg.state_dtype), ("slow_dtype", cfg.slow_dtype)]
-            {
+            for (field, dtype) in [
+                ("state_dtype", cfg.state_dtype),
+                ("slow_dtype", cfg.slow_dtype),
+            ] {
                 if dtype != StateDtype::F32 {
                     return Err(Error::invalid(
                         field,
