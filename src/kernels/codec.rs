@@ -88,7 +88,7 @@ const PRE: f32 = 18_446_744_073_709_551_616.0;
 
 /// The float of a finite code's magnitude field: `(k + base) << shift` (the signed code's
 /// value, the unsigned code's square root), before the scale.
-#[inline(always)]
+#[cfg(test)]
 fn code_float(k: u32, base: u32, shift: u32) -> f32 {
     f32::from_bits((k + base) << shift)
 }
@@ -185,8 +185,10 @@ pub(crate) fn q8_encode_unsigned(x: f32, pre: f32, inv: f32, r: Option<u32>) -> 
 }
 
 /// One element of the signed code decoded with the block's scale.
-#[inline(always)]
-pub(crate) fn q8_decode_signed(c: u8, scale: f32) -> f32 {
+/// The readable definition, which the lane decoder ([`q8_decode_lanes`], which every tier
+/// runs) is tested against.
+#[cfg(test)]
+fn q8_decode_signed(c: u8, scale: f32) -> f32 {
     let c = u32::from(c);
     let k = c & 127;
     let sign = (c & 0x80) << 24;
@@ -202,8 +204,10 @@ pub(crate) fn q8_decode_signed(c: u8, scale: f32) -> f32 {
 }
 
 /// One element of the unsigned code decoded with the block's scale.
-#[inline(always)]
-pub(crate) fn q8_decode_unsigned(c: u8, scale: f32) -> f32 {
+/// The readable definition, which the lane decoder ([`q8_decode_lanes`], which every tier
+/// runs) is tested against.
+#[cfg(test)]
+fn q8_decode_unsigned(c: u8, scale: f32) -> f32 {
     let c = u32::from(c);
     let w = code_float(Ord::min(c, UNSIGNED_MAX), UNSIGNED_BASE, UNSIGNED_SHIFT);
     // w has 6 significant bits: w * w is exact.
@@ -430,26 +434,65 @@ fn encode_q8_with<R: Fn(usize) -> Option<u32>>(
 }
 
 /// Decodes `codes` with their `scales` (one per [`Q8_BLOCK`] elements from the start) into
-/// `dst` (the length of `codes`).
+/// `dst` (the length of `codes`), with vectors `V` and the last block's tail one lane at a time
+/// ([`q8_decode_lanes`]).
 #[inline(always)]
-pub(crate) fn decode_q8(code: Q8Code, codes: &[u8], scales: &[f32], dst: &mut [f32]) {
+pub(crate) fn decode_q8<V: Vf32>(code: Q8Code, codes: &[u8], scales: &[f32], dst: &mut [f32]) {
     let dst = &mut dst[..codes.len()];
     let blocks = codes.chunks(Q8_BLOCK).zip(dst.chunks_mut(Q8_BLOCK));
     for ((c, x), &s) in blocks.zip(scales) {
         let x = &mut x[..c.len()];
-        match code {
-            Q8Code::Signed => {
-                for (x, &c) in x.iter_mut().zip(c) {
-                    *x = q8_decode_signed(c, s);
-                }
-            }
-            Q8Code::Unsigned => {
-                for (x, &c) in x.iter_mut().zip(c) {
-                    *x = q8_decode_unsigned(c, s);
-                }
-            }
+        let sv = V::splat(s);
+        let mut j = 0;
+        while c.len() - j >= V::LANES {
+            q8_decode_lanes(code, V::U::load_u8(&c[j..]), sv).store(&mut x[j..]);
+            j += V::LANES;
+        }
+        for j in j..c.len() {
+            x[j] = q8_decode_lanes(code, u32::from(c[j]), s);
         }
     }
+}
+
+/// The values of the codes `c` (one per lane, zero-extended) of code `code` with the block's
+/// scale: bit for bit [`q8_decode_signed`] / [`q8_decode_unsigned`].
+#[inline(always)]
+pub(crate) fn q8_decode_lanes<V: Vf32>(code: Q8Code, c: V::U, scale: V) -> V {
+    match code {
+        Q8Code::Signed => q8_decode_signed_lanes(c, scale),
+        Q8Code::Unsigned => q8_decode_unsigned_lanes(c, scale),
+    }
+}
+
+/// [`q8_decode_signed`] of every lane.
+#[inline(always)]
+fn q8_decode_signed_lanes<V: Vf32>(c: V::U, scale: V) -> V {
+    let u = |x: u32| V::U::splat(x);
+    let k = c.and(u(127));
+    let sign = c.and(u(0x80)).shl::<24>();
+    let value = k.add(u(SIGNED_BASE)).shl::<{ SIGNED_SHIFT as i32 }>();
+    let finite = V::from_bits(value).mul(scale).to_bits();
+    // k in 1..=126 (k - 1 wraps for 0) is finite; 0 is 0 and 127 is Inf.
+    let special = k.select_lt(u(1), u(0), u(INF));
+    let mag = k.add(u(u32::MAX)).select_lt(u(SIGNED_MAX), finite, special);
+    // 0x80 (c ^ 0x80 == 0) is NaN.
+    V::from_bits(c.xor(u(0x80)).select_lt(u(1), u(QNAN), sign.or(mag)))
+}
+
+/// [`q8_decode_unsigned`] of every lane.
+#[inline(always)]
+fn q8_decode_unsigned_lanes<V: Vf32>(c: V::U, scale: V) -> V {
+    let u = |x: u32| V::U::splat(x);
+    let k = c.select_lt(u(UNSIGNED_MAX), c, u(UNSIGNED_MAX));
+    let w = V::from_bits(k.add(u(UNSIGNED_BASE)).shl::<{ UNSIGNED_SHIFT as i32 }>());
+    // w has 6 significant bits: w * w is exact.
+    let finite = w.mul(w).mul(scale).to_bits();
+    // 254 is Inf, 255 NaN; c in 1..=253 (c - 1 wraps for 0) is finite, 0 is 0.
+    let special = c.select_lt(u(255), u(INF), u(QNAN));
+    let x = c
+        .add(u(u32::MAX))
+        .select_lt(u(UNSIGNED_MAX), finite, special);
+    V::from_bits(c.select_lt(u(1), u(0), x))
 }
 
 /// The state buffer a random stream belongs to: part of the counter, so that the buffers of
@@ -697,6 +740,24 @@ mod tests {
                     let lu = q8_lanes::<f32>(Q8Code::Unsigned, x, pre, inv, r);
                     assert_eq!((ls, lu), (s, u), "x {x:e} scale {scale:e} r {r}");
                 }
+            }
+        }
+    }
+
+    /// The lane decoders with one lane are the element decoders: every code, with scales of
+    /// every kind (zero, subnormal, normal, the largest finite).
+    #[test]
+    fn q8_lane_decoders_are_the_element_decoders() {
+        for scale in [0.0f32, 1e-45, 1e-40, 1.17e-38, 3e-6, 0.7, 1.0, 3.4e38] {
+            for c in 0..=255u8 {
+                let (s, u) = (q8_decode_signed(c, scale), q8_decode_unsigned(c, scale));
+                let ls = q8_decode_lanes::<f32>(Q8Code::Signed, u32::from(c), scale);
+                let lu = q8_decode_lanes::<f32>(Q8Code::Unsigned, u32::from(c), scale);
+                assert_eq!(
+                    (ls.to_bits(), lu.to_bits()),
+                    (s.to_bits(), u.to_bits()),
+                    "code {c} scale {scale:e}"
+                );
             }
         }
     }

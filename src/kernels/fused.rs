@@ -231,11 +231,13 @@ impl Window<'_> {
     }
 }
 
-/// Where a rule's loop takes its gradients and what it does with the new parameters of each
-/// vector as stored: [`F32Grads`] in the f32 pass (the window's gradients, nothing more), and
-/// `kernels::mixed::MixedIo` in the mixed pass of the rules that have one (16-bit gradients
-/// widened and divided by the loss scale in registers, the 16-bit copy narrowed from the
-/// stored vector). The loop is written once over it.
+/// Where a rule's loop takes its gradients and state and what it does with the new parameters
+/// of each vector as stored: [`F32Grads`] in the f32 pass (the window's gradients and state,
+/// nothing more), `kernels::mixed::MixedIo` in the mixed pass of the rules that have one
+/// (16-bit gradients widened and divided by the loss scale in registers, the 16-bit copy
+/// narrowed from the stored vector), and `kernels::held::Q8Io` in the fused pass over 8-bit
+/// moments (the moments decoded from their codes as loaded; the new ones go to the window's f32
+/// scratch, which the pass encodes block by block). The loop is written once over it.
 pub(crate) trait GradIo<V: Vf32> {
     /// The loop's length: [`Window::len`], with this source's own buffers cut to it too.
     fn len(
@@ -250,6 +252,16 @@ pub(crate) trait GradIo<V: Vf32> {
     fn grad(&self, w: &Window<'_>, i: usize) -> V;
     /// Takes the parameters of lanes `i..` as [`Lanes::store_param`] stored them.
     fn stored(&mut self, p: V, i: usize);
+    /// The first and second moments of lanes `i..` before the update: the window's.
+    #[inline(always)]
+    fn moments(&self, w: &Window<'_>, i: usize) -> (V, V) {
+        (V::load(&w.m[i..]), V::load(&w.v[i..]))
+    }
+    /// AMSGrad's maximum of lanes `i..` before the update: the window's.
+    #[inline(always)]
+    fn v_max(&self, w: &Window<'_>, i: usize) -> V {
+        V::load(&w.v_max[i..])
+    }
 }
 
 /// The f32 pass's gradients: the window's own (see [`GradIo`]).

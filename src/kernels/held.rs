@@ -6,13 +6,13 @@
 //! scales). The rule loops are not instantiated again per format, and the result is exactly
 //! that composition, on every tier and at any split that keeps the 8-bit blocks whole.
 
-use super::codec::{Q8Code, SrKey, Stream, Q8_BLOCK};
+use super::codec::{encode_q8, encode_q8_sr2, q8_decode_lanes, Q8Code, SrKey, Stream, Q8_BLOCK};
 use super::convert::Half;
-use super::fused::{pipe, vector_part, Lanes, Span, Window};
+use super::fused::{pipe, vector_part, GradIo, Lanes, Span, Switch, Window};
 use super::mixed::{grad_f32, Grad, GradScale, ParamCopy, CHUNK};
 use super::plan::{Buffers, Plan, Rule};
-use crate::rules::{adam_bf16_span, has_bf16_span, Bf16Moments};
-use crate::simd::{Kernels, Vf32};
+use crate::rules::{adam_bf16_span, adam_io_span, has_bf16_span, has_io_span, Bf16Moments};
+use crate::simd::{Kernels, Vf32, Vu32};
 
 crate::catalog::choice! {
     /// How optimizer state is held (`docs/numerics.md`, "Compressed state").
@@ -303,6 +303,10 @@ pub(crate) fn fused_held(
         Ok(f) => return (k.fused_bf16)(plan, f),
         Err(b) => b,
     };
+    let b = match fused_q8_buffers(plan, scale, rounding, b) {
+        Ok(f) => return (k.fused_q8)(plan, f),
+        Err(b) => b,
+    };
     let HeldBuffers {
         param,
         grad,
@@ -577,4 +581,260 @@ fn bf16_span<V: Vf32>(plan: &Plan, w: &mut Window<'_>, h: &mut Bf16Moments<'_>) 
         pipe: pipe(plan),
     };
     adam_bf16_span(plan.rule, s, h);
+}
+
+/// The buffers of a fused pass over 8-bit moments ([`fused_q8`]).
+pub(crate) struct Q8Pass<'a> {
+    param: &'a mut [f32],
+    grad: &'a [f32],
+    /// The codes of m, v and v_max (empty unless the rule uses it).
+    codes: [&'a mut [u8]; 3],
+    /// Their blocks' scales.
+    scales: [&'a mut [f32]; 3],
+    /// f32 slow weights, empty unless the plan syncs.
+    slow: &'a mut [f32],
+    index: u64,
+    /// Stream M's key (the pair m, v), or `None`: rounded to nearest.
+    key: Option<SrKey>,
+}
+
+/// `b` as the buffers of [`fused_q8`] if that pass computes it: a rule whose loop takes its
+/// state through [`GradIo`] (`crate::rules::has_io_span`), every state buffer it uses held in
+/// 8 bits, f32 slow weights, f32 gradients without a loss scale and no 16-bit copy; `b` back
+/// otherwise.
+#[allow(clippy::result_large_err)]
+fn fused_q8_buffers<'a>(
+    plan: &Plan,
+    scale: GradScale,
+    rounding: HeldRounding,
+    b: HeldBuffers<'a>,
+) -> Result<Q8Pass<'a>, HeldBuffers<'a>> {
+    let (_, _, uvm) = plan.rule.state_used();
+    let sync = plan.sync_alpha.is_some();
+    let q8 = |h: &Held<'_>| matches!(h, Held::Q8 { .. });
+    let fits = has_io_span(&plan.rule)
+        && scale == GradScale::One
+        && b.copy.is_none()
+        && matches!(b.grad, Grad::F32(_))
+        && q8(&b.m)
+        && q8(&b.v)
+        && (!uvm || q8(&b.v_max))
+        && (!sync || matches!(b.slow, Held::F32(_)));
+    if !fits {
+        return Err(b);
+    }
+    let HeldBuffers {
+        param,
+        grad: Grad::F32(grad),
+        m: Held::Q8 {
+            codes: cm,
+            scales: sm,
+        },
+        v: Held::Q8 {
+            codes: cv,
+            scales: sv,
+        },
+        v_max,
+        slow,
+        index,
+        ..
+    } = b
+    else {
+        unreachable!("checked above")
+    };
+    let (cx, sx): (&mut [u8], &mut [f32]) = match v_max {
+        Held::Q8 { codes, scales } if uvm => (codes, scales),
+        _ => (&mut [], &mut []),
+    };
+    let slow = match slow {
+        Held::F32(x) if sync => x,
+        _ => &mut [],
+    };
+    let key = (rounding.rounding == StateRounding::Stochastic).then_some(SrKey {
+        seed: rounding.seed,
+        step: rounding.step,
+        stream: Stream::M,
+    });
+    Ok(Q8Pass {
+        param,
+        grad,
+        codes: [cm, cv, cx],
+        scales: [sm, sv, sx],
+        slow,
+        index,
+        key,
+    })
+}
+
+/// A block's f32 scratch, aligned for the widest vector.
+#[derive(Clone, Copy)]
+#[repr(align(64))]
+struct Block([f32; Q8_BLOCK]);
+
+/// The fused pass over 8-bit moments with vectors `V`, block by block: the rule's loop decodes
+/// the moments as it loads them ([`Q8Io`]) and writes the new ones to an f32 scratch of one
+/// block (in L1), whose scales and codes are then computed as the chunked pass of
+/// [`fused_held`] computes them (the pair encoder with one hash per element when rounded
+/// stochastically), so the result is that pass's bit for bit with no f32 copy of the state
+/// in memory and no separate decoding pass. A block's last elements short of a vector (only
+/// the buffer's last block has them) run with the scalar tier.
+#[inline(always)]
+pub(crate) fn fused_q8<V: Vf32>(plan: &Plan, b: Q8Pass<'_>) {
+    let Q8Pass {
+        param,
+        grad,
+        codes: [cm, cv, cx],
+        scales: [sm, sv, sx],
+        slow,
+        index,
+        key,
+    } = b;
+    let (kv, ks) = (Lanes::<V>::new(plan), Lanes::<f32>::new(plan));
+    let pipe = pipe(plan);
+    let amsgrad = !cx.is_empty();
+    let [cm_code, cv_code, cx_code] = q8_codes(&plan.rule).unwrap_or([Q8Code::Signed; 3]);
+    let mut x = [Block([0.0; Q8_BLOCK]); 3];
+    let n = param.len();
+    for (bi, start) in (0..n).step_by(Q8_BLOCK).enumerate() {
+        let end = (start + Q8_BLOCK).min(n);
+        let len = end - start;
+        let split = start + len / V::LANES * V::LANES;
+        let scale = [sm[bi], sv[bi], if amsgrad { sx[bi] } else { 0.0 }];
+        for (s, e, vector) in [(start, split, true), (split, end, false)] {
+            if s == e {
+                continue;
+            }
+            let (a, z) = (s - start, e - start);
+            let [xm, xv, xx] = &mut x;
+            let mut w = Window {
+                param: &mut param[s..e],
+                grad: &grad[s..e],
+                m: &mut xm.0[a..z],
+                v: &mut xv.0[a..z],
+                v_max: if amsgrad { &mut xx.0[a..z] } else { &mut [] },
+                slow: if slow.is_empty() {
+                    &mut []
+                } else {
+                    &mut slow[s..e]
+                },
+            };
+            let c = [&cm[s..e], &cv[s..e], if amsgrad { &cx[s..e] } else { &[] }];
+            let codes = [cm_code, cv_code, cx_code];
+            if vector && V::LANES > 1 {
+                let s = Span {
+                    k: &kv,
+                    w: &mut w,
+                    pipe,
+                };
+                adam_io_span(plan.rule, s, &mut Q8Io::<V>::new(c, codes, scale));
+            } else {
+                let s = Span {
+                    k: &ks,
+                    w: &mut w,
+                    pipe,
+                };
+                adam_io_span(plan.rule, s, &mut Q8Io::<f32>::new(c, codes, scale));
+            }
+        }
+        let at = index.wrapping_add(start as u64);
+        let [xm, xv, xx] = &x;
+        let (bm, bv) = (&xm.0[..len], &xv.0[..len]);
+        let (om, ov) = (&mut cm[start..end], &mut cv[start..end]);
+        let (pm, pv) = (&mut sm[bi..bi + 1], &mut sv[bi..bi + 1]);
+        match key {
+            Some(key) => {
+                encode_q8_sr2::<V>([cm_code, cv_code], key, at, [bm, bv], [om, ov], [pm, pv])
+            }
+            None => {
+                encode_q8(cm_code, None, bm, om, pm);
+                encode_q8(cv_code, None, bv, ov, pv);
+            }
+        }
+        if amsgrad {
+            let sr = key.map(|k| {
+                let k = SrKey {
+                    stream: Stream::VMax,
+                    ..k
+                };
+                (k, at)
+            });
+            encode_q8(
+                cx_code,
+                sr,
+                &xx.0[..len],
+                &mut cx[start..end],
+                &mut sx[bi..bi + 1],
+            );
+        }
+    }
+}
+
+/// The 8-bit moments of one window of [`fused_q8`] (inside one block) as a loop's state
+/// ([`GradIo`]): decoded with the block's scales as the loop loads them; gradients from the
+/// window, nothing done with the stored parameters.
+pub(crate) struct Q8Io<'a, V: Vf32> {
+    /// The codes of m, v, v_max (empty unless used).
+    codes: [&'a [u8]; 3],
+    /// Their codes.
+    code: [Q8Code; 3],
+    /// Their block's scales, splatted.
+    scale: [V; 3],
+}
+
+impl<'a, V: Vf32> Q8Io<'a, V> {
+    #[inline(always)]
+    fn new(codes: [&'a [u8]; 3], code: [Q8Code; 3], scale: [f32; 3]) -> Self {
+        Q8Io {
+            codes,
+            code,
+            scale: scale.map(V::splat),
+        }
+    }
+
+    #[inline(always)]
+    fn decode(&self, j: usize, i: usize) -> V {
+        q8_decode_lanes(
+            self.code[j],
+            V::U::load_u8(&self.codes[j][i..]),
+            self.scale[j],
+        )
+    }
+}
+
+impl<V: Vf32> GradIo<V> for Q8Io<'_, V> {
+    #[inline(always)]
+    fn len(
+        &mut self,
+        w: &mut Window<'_>,
+        m: bool,
+        v: bool,
+        v_max: bool,
+        slow: impl Switch,
+    ) -> usize {
+        let n = w.len(m, v, v_max, slow);
+        for (c, used) in self.codes.iter_mut().zip([m, v, v_max]) {
+            if used {
+                *c = &c[..n];
+            }
+        }
+        n
+    }
+
+    #[inline(always)]
+    fn grad(&self, w: &Window<'_>, i: usize) -> V {
+        V::load(&w.grad[i..])
+    }
+
+    #[inline(always)]
+    fn stored(&mut self, _: V, _: usize) {}
+
+    #[inline(always)]
+    fn moments(&self, _: &Window<'_>, i: usize) -> (V, V) {
+        (self.decode(0, i), self.decode(1, i))
+    }
+
+    #[inline(always)]
+    fn v_max(&self, _: &Window<'_>, i: usize) -> V {
+        self.decode(2, i)
+    }
 }

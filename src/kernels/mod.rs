@@ -53,7 +53,7 @@ pub(crate) use convert::{narrow, widen};
 pub use factored::Shape;
 pub(crate) use factored::{apply as apply_factored, FactorScratch};
 pub(crate) use fused::{fused, specialize, F32Grads, GradIo, Lanes, Off, On, Span, Switch, Window};
-pub(crate) use held::{fused_bf16, Bf16Pass};
+pub(crate) use held::{fused_bf16, fused_q8, Bf16Pass, Q8Pass};
 pub use held::{q8_codes, Held, HeldBuffers, HeldRounding, StateDtype, StateRounding, HELD_CHUNK};
 pub(crate) use mixed::fused_mixed_io;
 pub(crate) use mixed::{half_all_finite, unscale};

@@ -224,9 +224,12 @@ fn adam<V: Vf32>(
     while n - i >= V::LANES {
         let p = V::load(&w.param[i..]);
         let g = k.grad(io.grad(w, i), p, cs, cv, wd);
-        let (m, v) = r.update(g, w, i);
+        let (m0, v0) = io.moments(w, i);
+        let (m, v) = r.next(m0, v0, g);
+        m.store(&mut w.m[i..]);
+        v.store(&mut w.v[i..]);
         let vd = if amsgrad.on() {
-            let vm = V::load(&w.v_max[i..]).max(v);
+            let vm = io.v_max(w, i).max(v);
             vm.store(&mut w.v_max[i..]);
             vm
         } else {

@@ -30,6 +30,11 @@ impl Vf32 for Avx2 {
         // SAFETY: AVX2 was detected (see `splat`); a cast compiles to nothing.
         Avx2U(unsafe { _mm256_castps_si256(self.0) })
     }
+    #[inline(always)]
+    fn from_bits(u: Avx2U) -> Self {
+        // SAFETY: AVX2 was detected (see `splat`); a cast compiles to nothing.
+        Avx2(unsafe { _mm256_castsi256_ps(u.0) })
+    }
 
     #[inline(always)]
     fn splat(x: f32) -> Self {
@@ -281,6 +286,13 @@ impl Vu32 for Avx2U {
                 _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256::<1>(r));
             _mm_storel_epi64(s.as_mut_ptr().cast(), _mm_packus_epi16(words, words))
         }
+    }
+    #[inline(always)]
+    fn load_u8(s: &[u8]) -> Self {
+        let s = &s[..8];
+        // SAFETY: `s` has exactly 8 readable u8, the 8 bytes of the unaligned 64-bit load
+        // (bounds-checked slice); AVX2 was detected (see `Avx2U`).
+        Avx2U(unsafe { _mm256_cvtepu8_epi32(_mm_loadl_epi64(s.as_ptr().cast())) })
     }
 }
 

@@ -30,6 +30,11 @@ impl Vf32 for Avx512 {
         // SAFETY: AVX-512F was detected (see `splat`); a cast compiles to nothing.
         Avx512U(unsafe { _mm512_castps_si512(self.0) })
     }
+    #[inline(always)]
+    fn from_bits(u: Avx512U) -> Self {
+        // SAFETY: AVX-512F was detected (see `splat`); a cast compiles to nothing.
+        Avx512(unsafe { _mm512_castsi512_ps(u.0) })
+    }
 
     #[inline(always)]
     fn splat(x: f32) -> Self {
@@ -267,6 +272,13 @@ impl Vu32 for Avx512U {
         // SAFETY: `s` has exactly 16 writable u8, the 16 bytes of the unaligned store
         // (bounds-checked slice); AVX-512F was detected (see `Avx512U`).
         unsafe { _mm_storeu_si128(s.as_mut_ptr().cast(), _mm512_cvtepi32_epi8(self.0)) }
+    }
+    #[inline(always)]
+    fn load_u8(s: &[u8]) -> Self {
+        let s = &s[..16];
+        // SAFETY: `s` has exactly 16 readable u8, the 16 bytes of the unaligned load
+        // (bounds-checked slice); AVX-512F was detected (see `Avx512U`).
+        Avx512U(unsafe { _mm512_cvtepu8_epi32(_mm_loadu_si128(s.as_ptr().cast())) })
     }
     #[inline(always)]
     fn store_u8x4(x: [Self; 4], s: &mut [u8]) {

@@ -13,6 +13,7 @@ static TABLE: Kernels = Kernels {
     tier: Tier::Portable,
     fused: kernels::fused::<Portable>,
     fused_bf16: kernels::fused_bf16::<Portable>,
+    fused_q8: kernels::fused_q8::<Portable>,
     fused_mixed: kernels::fused_mixed_io::<Portable>,
     half_finite: kernels::half_all_finite,
     sumsq_partials: kernels::sumsq_partials::<Portable>,
@@ -21,7 +22,7 @@ static TABLE: Kernels = Kernels {
     narrow: kernels::narrow::<Portable>,
     unscale: kernels::unscale::<Portable>,
     encode_q8: kernels::encode_q8,
-    decode_q8: kernels::decode_q8,
+    decode_q8: kernels::decode_q8::<Portable>,
     encode_bf16_sr: kernels::encode_bf16_sr,
     encode_bf16_sr2: kernels::encode_bf16_sr2,
     encode_q8_sr2: kernels::encode_q8_sr2::<Portable>,
@@ -44,6 +45,10 @@ impl Vf32 for Portable {
     #[inline(always)]
     fn to_bits(self) -> PortableU {
         PortableU(self.0.to_array().map(f32::to_bits))
+    }
+    #[inline(always)]
+    fn from_bits(u: PortableU) -> Self {
+        Portable(f32x8::new(u.0.map(f32::from_bits)))
     }
 
     #[inline(always)]
@@ -217,5 +222,10 @@ impl Vu32 for PortableU {
     #[inline(always)]
     fn store_u8(self, s: &mut [u8]) {
         s[..8].copy_from_slice(&self.0.map(|a| a as u8));
+    }
+    #[inline(always)]
+    fn load_u8(s: &[u8]) -> Self {
+        let s: &[u8; 8] = s[..8].try_into().unwrap();
+        PortableU(s.map(u32::from))
     }
 }

@@ -10,6 +10,7 @@ static TABLE: Kernels = Kernels {
     tier: Tier::Scalar,
     fused: kernels::fused::<f32>,
     fused_bf16: kernels::fused_bf16::<f32>,
+    fused_q8: kernels::fused_q8::<f32>,
     fused_mixed: kernels::fused_mixed_io::<f32>,
     half_finite: kernels::half_all_finite,
     sumsq_partials: kernels::sumsq_partials::<f32>,
@@ -18,7 +19,7 @@ static TABLE: Kernels = Kernels {
     narrow: kernels::narrow::<f32>,
     unscale: kernels::unscale::<f32>,
     encode_q8: kernels::encode_q8,
-    decode_q8: kernels::decode_q8,
+    decode_q8: kernels::decode_q8::<f32>,
     encode_bf16_sr: kernels::encode_bf16_sr,
     encode_bf16_sr2: kernels::encode_bf16_sr2,
     encode_q8_sr2: kernels::encode_q8_sr2::<f32>,
@@ -37,6 +38,10 @@ impl Vf32 for f32 {
     #[inline(always)]
     fn to_bits(self) -> u32 {
         f32::to_bits(self)
+    }
+    #[inline(always)]
+    fn from_bits(u: u32) -> f32 {
+        f32::from_bits(u)
     }
 
     #[inline(always)]
@@ -189,5 +194,9 @@ impl Vu32 for u32 {
     #[inline(always)]
     fn store_u8(self, s: &mut [u8]) {
         s[0] = self as u8;
+    }
+    #[inline(always)]
+    fn load_u8(s: &[u8]) -> u32 {
+        u32::from(s[0])
     }
 }

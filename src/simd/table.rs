@@ -3,7 +3,9 @@
 //! through it; nothing above this layer knows which instruction sets exist.
 
 use super::Tier;
-use crate::kernels::{Bf16Pass, Buffers, GradScale, Half, MixedBuffers, Op, Plan, Q8Code, SrKey};
+use crate::kernels::{
+    Bf16Pass, Buffers, GradScale, Half, MixedBuffers, Op, Plan, Q8Code, Q8Pass, SrKey,
+};
 
 /// The pair encoder's signature: the pair's key, the index of the first element, the pair's
 /// two value slices and their two bf16 outputs (all four lengths equal).
@@ -30,6 +32,8 @@ pub(crate) struct Kernels {
     /// The fused update over bf16 moments rounded stochastically
     /// (`crate::kernels::fused_bf16`).
     pub fused_bf16: fn(&Plan, Bf16Pass<'_>),
+    /// The fused update over 8-bit moments (`crate::kernels::fused_q8`).
+    pub fused_q8: fn(&Plan, Q8Pass<'_>),
     /// The mixed-precision pass of the rules whose loop reads 16-bit gradients and writes the
     /// 16-bit copy itself (`crate::kernels::fused_mixed_io`); lengths already checked.
     pub fused_mixed: fn(&Plan, GradScale, MixedBuffers<'_>),
@@ -71,7 +75,8 @@ macro_rules! table {
         mod instances {
             use super::*;
             use crate::kernels::{
-                self, Bf16Pass, Buffers, GradScale, Half, MixedBuffers, Op, Plan, Q8Code, SrKey,
+                self, Bf16Pass, Buffers, GradScale, Half, MixedBuffers, Op, Plan, Q8Code, Q8Pass,
+                SrKey,
             };
 
             #[target_feature(enable = $features)]
@@ -81,6 +86,10 @@ macro_rules! table {
             #[target_feature(enable = $features)]
             fn fused_bf16(plan: &Plan, b: Bf16Pass<'_>) {
                 kernels::fused_bf16::<$v>(plan, b)
+            }
+            #[target_feature(enable = $features)]
+            fn fused_q8(plan: &Plan, b: Q8Pass<'_>) {
+                kernels::fused_q8::<$v>(plan, b)
             }
             #[target_feature(enable = $features)]
             fn fused_mixed(plan: &Plan, scale: GradScale, b: MixedBuffers<'_>) {
@@ -122,7 +131,7 @@ macro_rules! table {
             }
             #[target_feature(enable = $features)]
             fn decode_q8(code: Q8Code, codes: &[u8], scales: &[f32], dst: &mut [f32]) {
-                kernels::decode_q8(code, codes, scales, dst)
+                kernels::decode_q8::<$v>(code, codes, scales, dst)
             }
             #[target_feature(enable = $features)]
             fn encode_bf16_sr(key: SrKey, first: u64, src: &[f32], dst: &mut [u16]) {
@@ -151,6 +160,8 @@ macro_rules! table {
                 fused: |plan, b| unsafe { fused(plan, b) },
                 // SAFETY: as for `fused`.
                 fused_bf16: |plan, b| unsafe { fused_bf16(plan, b) },
+                // SAFETY: as for `fused`.
+                fused_q8: |plan, b| unsafe { fused_q8(plan, b) },
                 // SAFETY: as for `fused`.
                 fused_mixed: |plan, scale, b| unsafe { fused_mixed(plan, scale, b) },
                 // SAFETY: as for `fused`.

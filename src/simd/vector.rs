@@ -29,6 +29,8 @@ pub(crate) trait Vf32: Copy {
 
     /// The lanes' bit patterns.
     fn to_bits(self) -> Self::U;
+    /// The lanes whose bit patterns are `u`'s (the inverse of [`Vf32::to_bits`]).
+    fn from_bits(u: Self::U) -> Self;
 
     fn splat(x: f32) -> Self;
     /// Loads `LANES` values from the start of `s` (panics if `s` is shorter).
@@ -90,6 +92,9 @@ pub(crate) trait Vu32: Copy {
     fn shl<const N: i32>(self) -> Self;
     /// Per lane `if self < o { a } else { b }`.
     fn select_lt(self, o: Self, a: Self, b: Self) -> Self;
+    /// Zero-extends `LANES` bytes from the start of `s` into the lanes (panics if `s` is
+    /// shorter).
+    fn load_u8(s: &[u8]) -> Self;
     /// Stores the low 16 bits of each lane to the start of `s` (panics if `s` is shorter).
     fn store_u16(self, s: &mut [u16]);
     /// Stores the low 8 bits of each lane to the start of `s` (panics if `s` is shorter).
