@@ -613,6 +613,7 @@ fn fused_q8_buffers<'a>(
     let sync = plan.sync_alpha.is_some();
     let q8 = |h: &Held<'_>| matches!(h, Held::Q8 { .. });
     let fits = has_io_span(&plan.rule)
+        && q8_codes(&plan.rule) == Some(Q8_IO_CODES)
         && scale == GradScale::One
         && b.copy.is_none()
         && matches!(b.grad, Grad::F32(_))
@@ -692,7 +693,7 @@ pub(crate) fn fused_q8<V: Vf32>(plan: &Plan, b: Q8Pass<'_>) {
     let (kv, ks) = (Lanes::<V>::new(plan), Lanes::<f32>::new(plan));
     let pipe = pipe(plan);
     let amsgrad = !cx.is_empty();
-    let [cm_code, cv_code, cx_code] = q8_codes(&plan.rule).unwrap_or([Q8Code::Signed; 3]);
+    let [cm_code, cv_code, cx_code] = Q8_IO_CODES;
     let mut x = [Block([0.0; Q8_BLOCK]); 3];
     let n = param.len();
     for (bi, start) in (0..n).step_by(Q8_BLOCK).enumerate() {
@@ -719,21 +720,20 @@ pub(crate) fn fused_q8<V: Vf32>(plan: &Plan, b: Q8Pass<'_>) {
                 },
             };
             let c = [&cm[s..e], &cv[s..e], if amsgrad { &cx[s..e] } else { &[] }];
-            let codes = [cm_code, cv_code, cx_code];
             if vector && V::LANES > 1 {
                 let s = Span {
                     k: &kv,
                     w: &mut w,
                     pipe,
                 };
-                adam_io_span(plan.rule, s, &mut Q8Io::<V>::new(c, codes, scale));
+                adam_io_span(plan.rule, s, &mut Q8Io::<V>::new(c, scale));
             } else {
                 let s = Span {
                     k: &ks,
                     w: &mut w,
                     pipe,
                 };
-                adam_io_span(plan.rule, s, &mut Q8Io::<f32>::new(c, codes, scale));
+                adam_io_span(plan.rule, s, &mut Q8Io::<f32>::new(c, scale));
             }
         }
         let at = index.wrapping_add(start as u64);
@@ -769,35 +769,33 @@ pub(crate) fn fused_q8<V: Vf32>(plan: &Plan, b: Q8Pass<'_>) {
     }
 }
 
+/// The codes of m, v and v_max in [`fused_q8`] (Adam's, `q8_codes`): constants, so that the
+/// decoding in the loop has no branch.
+const Q8_IO_CODES: [Q8Code; 3] = [Q8Code::Signed, Q8Code::Unsigned, Q8Code::Unsigned];
+
 /// The 8-bit moments of one window of [`fused_q8`] (inside one block) as a loop's state
 /// ([`GradIo`]): decoded with the block's scales as the loop loads them; gradients from the
 /// window, nothing done with the stored parameters.
 pub(crate) struct Q8Io<'a, V: Vf32> {
-    /// The codes of m, v, v_max (empty unless used).
+    /// The codes of m, v, v_max (empty unless used), coded as [`Q8_IO_CODES`] says.
     codes: [&'a [u8]; 3],
-    /// Their codes.
-    code: [Q8Code; 3],
     /// Their block's scales, splatted.
     scale: [V; 3],
 }
 
 impl<'a, V: Vf32> Q8Io<'a, V> {
     #[inline(always)]
-    fn new(codes: [&'a [u8]; 3], code: [Q8Code; 3], scale: [f32; 3]) -> Self {
+    fn new(codes: [&'a [u8]; 3], scale: [f32; 3]) -> Self {
         Q8Io {
             codes,
-            code,
             scale: scale.map(V::splat),
         }
     }
 
     #[inline(always)]
     fn decode(&self, j: usize, i: usize) -> V {
-        q8_decode_lanes(
-            self.code[j],
-            V::U::load_u8(&self.codes[j][i..]),
-            self.scale[j],
-        )
+        let c = V::U::load_u8(&self.codes[j][i..]);
+        q8_decode_lanes(Q8_IO_CODES[j], c, self.scale[j])
     }
 }
 
