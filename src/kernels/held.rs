@@ -440,6 +440,16 @@ pub(crate) struct Bf16Pass<'a> {
     key: SrKey,
 }
 
+/// What the fused passes over compressed moments ([`fused_bf16`], [`fused_q8`]) need of `b`
+/// besides its moments: f32 gradients without a loss scale, no 16-bit copy, and f32 slow
+/// weights if the plan syncs.
+fn f32_io(plan: &Plan, scale: GradScale, b: &HeldBuffers<'_>) -> bool {
+    scale == GradScale::One
+        && b.copy.is_none()
+        && matches!(b.grad, Grad::F32(_))
+        && (plan.sync_alpha.is_none() || matches!(b.slow, Held::F32(_)))
+}
+
 /// `b` as the buffers of [`fused_bf16`] if that pass computes it: a rule with a fused loop
 /// over bf16 moments (`crate::rules::has_bf16_span`), every state buffer it uses held as bf16
 /// and rounded stochastically, f32 slow weights, f32 gradients without a loss scale and no
@@ -457,12 +467,9 @@ fn fused_bf16_buffers<'a>(
     let sync = plan.sync_alpha.is_some();
     let fits = has_bf16_span(&plan.rule)
         && rounding.rounding == StateRounding::Stochastic
-        && scale == GradScale::One
-        && b.copy.is_none()
-        && matches!(b.grad, Grad::F32(_))
+        && f32_io(plan, scale, &b)
         && matches!((&b.m, &b.v), (Held::Bf16(_), Held::Bf16(_)))
-        && (!uvm || matches!(b.v_max, Held::Bf16(_)))
-        && (!sync || matches!(b.slow, Held::F32(_)));
+        && (!uvm || matches!(b.v_max, Held::Bf16(_)));
     if !fits {
         return Err(b);
     }
@@ -614,13 +621,10 @@ fn fused_q8_buffers<'a>(
     let q8 = |h: &Held<'_>| matches!(h, Held::Q8 { .. });
     let fits = has_io_span(&plan.rule)
         && q8_codes(&plan.rule) == Some(Q8_IO_CODES)
-        && scale == GradScale::One
-        && b.copy.is_none()
-        && matches!(b.grad, Grad::F32(_))
+        && f32_io(plan, scale, &b)
         && q8(&b.m)
         && q8(&b.v)
-        && (!uvm || q8(&b.v_max))
-        && (!sync || matches!(b.slow, Held::F32(_)));
+        && (!uvm || q8(&b.v_max));
     if !fits {
         return Err(b);
     }
@@ -694,6 +698,12 @@ pub(crate) fn fused_q8<V: Vf32>(plan: &Plan, b: Q8Pass<'_>) {
     let pipe = pipe(plan);
     let amsgrad = !cx.is_empty();
     let [cm_code, cv_code, cx_code] = Q8_IO_CODES;
+    // v_max is paired with the slow weights, which are f32 here: it is encoded on its own, with
+    // its stream's half of the pair's hash.
+    let vmax_key = key.map(|k| SrKey {
+        stream: Stream::VMax,
+        ..k
+    });
     let mut x = [Block([0.0; Q8_BLOCK]); 3];
     let n = param.len();
     for (bi, start) in (0..n).step_by(Q8_BLOCK).enumerate() {
@@ -713,11 +723,7 @@ pub(crate) fn fused_q8<V: Vf32>(plan: &Plan, b: Q8Pass<'_>) {
                 m: &mut xm.0[a..z],
                 v: &mut xv.0[a..z],
                 v_max: if amsgrad { &mut xx.0[a..z] } else { &mut [] },
-                slow: if slow.is_empty() {
-                    &mut []
-                } else {
-                    &mut slow[s..e]
-                },
+                slow: cut(slow, s, e),
             };
             let c = [&cm[s..e], &cv[s..e], if amsgrad { &cx[s..e] } else { &[] }];
             if vector && V::LANES > 1 {
@@ -751,13 +757,7 @@ pub(crate) fn fused_q8<V: Vf32>(plan: &Plan, b: Q8Pass<'_>) {
             }
         }
         if amsgrad {
-            let sr = key.map(|k| {
-                let k = SrKey {
-                    stream: Stream::VMax,
-                    ..k
-                };
-                (k, at)
-            });
+            let sr = vmax_key.map(|k| (k, at));
             encode_q8(
                 cx_code,
                 sr,
