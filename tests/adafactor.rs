@@ -353,11 +353,18 @@ fn engine_follows_the_f64_model() {
 }
 
 /// Every tier and 1-3 threads give the scalar tier's single-threaded bits, with buffers large
-/// enough for the pool.
+/// enough for the pool (one matrix split into halves of rows; two matrices of an odd number of
+/// rows, each split).
 #[test]
 fn every_tier_and_thread_count_is_bit_identical() {
-    let shp: Vec<Shape> = vec![Some((700, 900)), None, Some((3, 5000)), None];
-    let sizes = [630_000, 600_001, 15_000, 77];
+    let shp: Vec<Shape> = vec![
+        Some((700, 900)),
+        None,
+        Some((3, 5000)),
+        None,
+        Some((301, 250)),
+    ];
+    let sizes = [630_000, 600_001, 15_000, 77, 150_500];
     let (params, grads) = data(&sizes, 3, 9);
     for (bname, base, lr) in rows() {
         for (pname, f) in all_pipelines() {

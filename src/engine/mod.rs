@@ -389,19 +389,23 @@ impl Optimizer {
             },
             shape,
             colsum: {
-                let c = shape.map_or(0, |s| s.cols);
+                let c = shape.map_or(0, |s| 2 * s.cols);
                 filled(c, 0.0f64, c)?
             },
             rowf: {
                 let r = shape.map_or(0, |s| p.len() / s.cols);
                 filled(r, 0.0f32, r)?
             },
+            colf: {
+                let c = shape.map_or(0, |s| p.len() / s.rows);
+                filled(c, 0.0f32, c)?
+            },
             fsums: {
                 let c = shape.map_or(0, |s| s.block_sums_len(p.len()));
                 filled(c, 0.0f64, c)?
             },
             vcopy: {
-                let c = shape.map_or(0, |s| s.state_len(p.len()));
+                let c = shape.map_or(0, |s| p.len() / s.rows);
                 filled(c, 0.0f32, c)?
             },
         })

@@ -165,6 +165,7 @@ fn adafactor(
         slow,
         colsum,
         rowf,
+        colf,
         fsums,
         vcopy,
         ..
@@ -185,6 +186,7 @@ fn adafactor(
             kernels::FactorScratch {
                 colsum,
                 rowf,
+                colf,
                 sums,
                 vcopy,
             },

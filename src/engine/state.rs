@@ -298,15 +298,18 @@ pub(super) struct BufState {
     /// The registered shape of a buffer whose rule is Adafactor (factored second moments; its
     /// `v` holds `rows + cols` averages per matrix), else `None`.
     pub(super) shape: Option<crate::kernels::Shape>,
-    /// Scratch of a factored buffer: column sums of one matrix (`cols`).
+    /// Scratch of a factored buffer: column sums of one matrix's two halves of rows
+    /// (`2 * cols`).
     pub(super) colsum: Vec<f64>,
     /// Scratch of a factored buffer: the row factors (`len / cols`).
     pub(super) rowf: Vec<f32>,
+    /// Scratch of a factored buffer: the column factors (`len / rows`).
+    pub(super) colf: Vec<f32>,
     /// Scratch of a factored buffer for its passes on two threads: block sums
     /// (`Shape::block_sums_len`).
     pub(super) fsums: Vec<f64>,
-    /// Scratch of a factored buffer for its passes on two threads: a copy of `v` (its
-    /// `rows + cols` averages per matrix).
+    /// Scratch of a factored buffer for its passes on two threads: a copy of the column
+    /// factors (`len / rows`).
     pub(super) vcopy: Vec<f32>,
 }
 

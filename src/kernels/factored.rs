@@ -4,20 +4,24 @@
 //! `u` (clipping by its RMS) and of the parameters (the parameter scale). Every sum is taken in
 //! a fixed order: blocks of [`SUMSQ_BLOCK`] elements (of a row, for a factored buffer) summed
 //! by the tier's fixed-order block sum of squares and added in block order; column sums added
-//! row by row in f64. So results are the same on every tier and thread count. On the engine's
-//! pool a large factored buffer's passes other than the column sums run on two threads, halves
-//! of its rows (of its blocks for the parameters' sum): each block's sum is stored and the sums
-//! are added in block order afterwards, exactly as on one thread.
+//! row by row in f64 over each half of a matrix's rows, the two halves then added. So results
+//! are the same on every tier and thread count. On the engine's pool every pass over a large
+//! factored buffer runs on two threads: the first pass over each large matrix on the halves of
+//! its rows, the others on halves of the buffer's rows (of its blocks for the parameters' sum),
+//! each block's sum stored and the sums added in block order afterwards, exactly as on one
+//! thread.
 //!
 //! - Unfactored (no shape): one pass before the update, block by block, writes the new `v` and
 //!   `u` into a stack scratch and sums the squares of `u` and of the parameters; then the update
 //!   pass.
 //! - Factored (a shape `(rows, cols)`; the buffer is `len / (rows * cols)` row-major matrices):
 //!   the first pass writes each row's gradient (after clipping and coupled decay) into the
-//!   scratch, sums its squares for the row and adds them per column; the new row and column
-//!   averages (`v` holds `rows` row averages then `cols` column averages per matrix), each
-//!   row's factor, and with clipping a second pass summing `u`'s squares; then the update pass
-//!   row by row with the row's factor and the column averages in the `v` slot.
+//!   scratch and sums its squares for the row and per column in one loop (`sumsq_cols`); then
+//!   the new row and column averages (`v` holds `rows` row averages then `cols` column averages
+//!   per matrix) and the row and column factors (their inverse roots, in f64), with clipping a
+//!   second pass summing `u`'s squares, then the update pass row by row with the row's factor
+//!   and the column factors in the `v` slot: `u = g * min(1/eps, a_i * b_j)`, no division or
+//!   square root per element.
 
 use super::mixed::{fused_mixed, Grad, GradScale, MixedBuffers, ParamCopy};
 use super::plan::Plan;
@@ -76,12 +80,14 @@ impl Shape {
 }
 
 /// Per-buffer scratch of a factored buffer, sized at registration: the column sums of one
-/// matrix (`cols`), the row factors of every row (`len / cols`) and, for the passes on two
-/// threads ([`apply`]'s `parallel`), the block sums (`Shape::block_sums_len`) and a copy of `v`
-/// (the second half's column averages); those two may be empty (one thread).
+/// matrix's two halves of rows (`2 * cols`), the row factors of every row (`len / cols`), the
+/// column factors of every matrix (`len / rows`) and, for the passes on two threads
+/// ([`apply`]'s `parallel`), the block sums (`Shape::block_sums_len`) and a copy of the column
+/// factors (read by the second half); those two may be empty (one thread).
 pub(crate) struct FactorScratch<'a> {
     pub(crate) colsum: &'a mut [f64],
     pub(crate) rowf: &'a mut [f32],
+    pub(crate) colf: &'a mut [f32],
     pub(crate) sums: &'a mut [f64],
     pub(crate) vcopy: &'a mut [f32],
 }
@@ -170,7 +176,7 @@ pub(crate) fn apply(
                 && n >= PARALLEL_MIN
                 && n / s.cols >= 2
                 && scratch.sums.len() >= s.block_sums_len(n)
-                && scratch.vcopy.len() == b.v.len();
+                && scratch.vcopy.len() == scratch.colf.len();
             factored(tier.kernels(), plan, unscale, b, s, scratch, two)
         }
     }
@@ -233,9 +239,9 @@ fn unfactored(k: &Kernels, plan: &Plan, unscale: GradScale, b: MixedBuffers<'_>)
 }
 
 /// Runs `plan` over each row's blocks of rows `row0..` of a factored buffer (`param`, `grad`,
-/// `m`, `slow` and `copy` hold those rows; `v` is the whole state): `f(row, a, e, buffers)`
-/// gets the row's index (over all matrices), the block's columns `a..e` and the buffers of the
-/// block (`v`: the matrix's column averages `a..e`; `v_max`: the scratch).
+/// `m`, `slow` and `copy` hold those rows; `colf` the column factors of every matrix, or empty
+/// where the pass reads none): `after(row, a, e, scratch)` gets the row's index (over all
+/// matrices), the block's columns `a..e` and the scratch (`v_max`) the block's pass wrote.
 #[allow(clippy::too_many_arguments)]
 fn rows_blocks(
     k: &Kernels,
@@ -246,7 +252,7 @@ fn rows_blocks(
     param: &mut [f32],
     grad: Grad<'_>,
     m: &mut [f32],
-    v: &mut [f32],
+    colf: &mut [f32],
     slow: &mut [f32],
     mut copy: Option<ParamCopy<'_>>,
     mut row_plan: impl FnMut(usize, &Plan) -> Plan,
@@ -256,14 +262,17 @@ fn rows_blocks(
     let n = param.len();
     let mut x = Scratch([0.0; SUMSQ_BLOCK]);
     let (_, v_used, scratch_used) = plan.rule.state_used();
+    // Blocks of the sums' size where the pass writes the scratch (for the sums), else the
+    // whole row in one call.
+    let block = if scratch_used { SUMSQ_BLOCK } else { cols };
     for row in row0..row0 + n / cols {
         let matrix = row / rows;
         let p = row_plan(row, plan);
-        let col_avgs = matrix * (rows + cols) + rows;
-        for a in (0..cols).step_by(SUMSQ_BLOCK) {
-            let e = (a + SUMSQ_BLOCK).min(cols);
+        let cf = matrix * cols;
+        for a in (0..cols).step_by(block) {
+            let e = (a + block).min(cols);
             let (pa, pe) = ((row - row0) * cols + a, (row - row0) * cols + e);
-            let xs = &mut x.0[..e - a];
+            let xs = &mut x.0[..if scratch_used { e - a } else { 0 }];
             fused_mixed(
                 k,
                 &p,
@@ -273,7 +282,7 @@ fn rows_blocks(
                     grad: grad.slice(pa, pe),
                     m: part(m, pa, pe),
                     v: if v_used {
-                        &mut v[col_avgs + a..col_avgs + e]
+                        &mut colf[cf + a..cf + e]
                     } else {
                         &mut []
                     },
@@ -288,6 +297,53 @@ fn rows_blocks(
             after(row, a, e, xs);
         }
     }
+}
+
+/// The first pass over rows `row0..` (all in one matrix) of a factored buffer: each row's
+/// gradient (after the pipeline) into the scratch, its sum of squares into its row average
+/// (`ravg`, the matrix's `R` from `row0`), each element's square added to its column's sum
+/// (`colsum`, zeroed first).
+#[allow(clippy::too_many_arguments)]
+fn square_rows(
+    k: &Kernels,
+    plan: &Plan,
+    unscale: GradScale,
+    s: Shape,
+    row0: usize,
+    param: &mut [f32],
+    grad: Grad<'_>,
+    colsum: &mut [f64],
+    ravg: &mut [f32],
+) {
+    let sc = scalars(plan);
+    let (b64, c64, er) = (sc.b64, sc.c64, sc.eps_root64);
+    let cols = s.cols;
+    colsum.fill(0.0);
+    let mut row_sum = 0.0f64;
+    rows_blocks(
+        k,
+        plan,
+        unscale,
+        s,
+        row0,
+        param,
+        grad,
+        &mut [],
+        &mut [],
+        &mut [],
+        None,
+        |_, p| *p,
+        |row, a, e, xs| {
+            if a == 0 {
+                row_sum = 0.0;
+            }
+            row_sum += (k.sumsq_cols)(xs, &mut colsum[a..e]);
+            if e == cols {
+                let r = &mut ravg[row - row0];
+                *r = (b64 * f64::from(*r) + c64 * (row_sum / cols as f64 + er)) as f32;
+            }
+        },
+    );
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -313,6 +369,7 @@ fn factored(
     let FactorScratch {
         colsum,
         rowf,
+        colf,
         sums,
         vcopy,
     } = scratch;
@@ -323,70 +380,59 @@ fn factored(
         (true, false) => param_sumsq(k, param),
         (true, true) => param_sumsq_two(k, param, sums),
     };
-    // First pass: row sums into `rowf` (as f64 sums, rounded after), column sums per matrix.
+    // First pass, matrix by matrix: the row averages, and the column sums of the first
+    // `rows / 2` rows and of the others, each added row by row (on two threads for a large
+    // matrix: the same sums); then the matrix's column averages and its row and column factors.
     let square = with(plan, Mode::Square, sc);
-    let mut row_sum = 0.0f64;
     let (b64, c64, er) = (sc.b64, sc.c64, sc.eps_root64);
+    let size = rows * cols;
+    let h = rows / 2;
+    let (cs0, cs1) = colsum.split_at_mut(cols);
+    for (i, ((pm, vm), (rf, cf))) in param
+        .chunks_mut(size)
+        .zip(v.chunks_mut(rows + cols))
+        .zip(rowf.chunks_mut(rows).zip(colf.chunks_mut(cols)))
+        .enumerate()
     {
-        let v = &mut *v;
-        rows_blocks(
-            k,
-            &square,
-            unscale,
-            s,
-            0,
-            param,
-            grad,
-            &mut [],
-            &mut [],
-            &mut [],
-            None,
-            |_, p| *p,
-            |row, a, e, xs| {
-                let matrix = row / rows;
-                let i = row % rows;
-                if i == 0 && a == 0 {
-                    colsum.fill(0.0);
-                }
-                if a == 0 {
-                    row_sum = 0.0;
-                }
-                row_sum += block_sumsq(k, xs);
-                for (c, &g) in colsum[a..e].iter_mut().zip(xs.iter()) {
-                    let g = f64::from(g);
-                    *c += g * g;
-                }
-                let base = matrix * (rows + cols);
-                if e == cols {
-                    let r = &mut v[base + i];
-                    *r = (b64 * f64::from(*r) + c64 * (row_sum / cols as f64 + er)) as f32;
-                }
-                if e == cols && i == rows - 1 {
-                    // The matrix's last row: its column averages and row factors.
-                    let (ra, ca) = v[base..base + rows + cols].split_at_mut(rows);
-                    for (c, &sum) in ca.iter_mut().zip(colsum.iter()) {
-                        *c = (b64 * f64::from(*c) + c64 * (sum / rows as f64 + er)) as f32;
-                    }
-                    let mut total = 0.0f64;
-                    for &r in ra.iter() {
-                        total += f64::from(r);
-                    }
-                    let mean = total / rows as f64;
-                    // NaN stays NaN (compare-select with the mean second).
-                    let den = if sc.eps > mean { sc.eps } else { mean };
-                    for (f, &r) in rowf[matrix * rows..][..rows].iter_mut().zip(ra.iter()) {
-                        *f = (f64::from(r) / den) as f32;
-                    }
-                }
-            },
-        );
+        let gm = grad.slice(i * size, (i + 1) * size);
+        let (ravg, cavg) = vm.split_at_mut(rows);
+        let (r0, r1) = ravg.split_at_mut(h);
+        let (p0, p1) = pm.split_at_mut(h * cols);
+        let (g0, g1) = gm.split_at(h * cols);
+        let top = |p: &mut [f32], g: Grad<'_>, cs: &mut [f64], r: &mut [f32]| {
+            square_rows(k, &square, unscale, s, i * rows, p, g, cs, r)
+        };
+        let bottom = |p: &mut [f32], g: Grad<'_>, cs: &mut [f64], r: &mut [f32]| {
+            square_rows(k, &square, unscale, s, i * rows + h, p, g, cs, r)
+        };
+        if two && size >= PARALLEL_MIN {
+            rayon::join(|| top(p0, g0, cs0, r0), || bottom(p1, g1, cs1, r1));
+        } else {
+            top(p0, g0, cs0, r0);
+            bottom(p1, g1, cs1, r1);
+        }
+        for ((c, &a), &b) in cavg.iter_mut().zip(cs0.iter()).zip(cs1.iter()) {
+            *c = (b64 * f64::from(*c) + c64 * ((a + b) / rows as f64 + er)) as f32;
+        }
+        let mut total = 0.0f64;
+        for &r in ravg.iter() {
+            total += f64::from(r);
+        }
+        let mean = total / rows as f64;
+        // NaN stays NaN (compare-select with the mean second).
+        let den = if sc.eps > mean { sc.eps } else { mean };
+        for (f, &r) in rf.iter_mut().zip(ravg.iter()) {
+            *f = (den / f64::from(r)).sqrt() as f32;
+        }
+        for (f, &c) in cf.iter_mut().zip(cavg.iter()) {
+            *f = (1.0 / f64::from(c)).sqrt() as f32;
+        }
     }
     // The passes after the column sums: on two threads, halves of the rows, the second half
-    // reading a copy of the column averages (`v`), which they only read.
+    // reading a copy of the column factors, which they only read.
     let mid = (n / cols) / 2;
-    if two {
-        vcopy.copy_from_slice(v);
-    }
+    let vcopy = &mut vcopy[..if two { colf.len() } else { 0 }];
+    vcopy.copy_from_slice(&colf[..vcopy.len()]);
     let rowf = &*rowf;
     // With clipping, the sum of squares of `u`: block by block in row order (stored first on
     // two threads).
@@ -418,7 +464,10 @@ fn factored(
                     |row, a, _, xs| out[(row - row0) * bpr + a / SUMSQ_BLOCK] = block_sumsq(k, xs),
                 );
             };
-            rayon::join(|| half(0, p0, g0, v, s0), || half(mid, p1, g1, vcopy, s1));
+            rayon::join(
+                || half(0, p0, g0, colf, s0),
+                || half(mid, p1, g1, vcopy, s1),
+            );
             for &x in sums.iter() {
                 su += x;
             }
@@ -432,7 +481,7 @@ fn factored(
                 param,
                 grad,
                 &mut [],
-                v,
+                colf,
                 &mut [],
                 None,
                 row_plan,
@@ -440,7 +489,10 @@ fn factored(
             );
         }
     }
-    let sc = sc.with_sums(su, sp, n);
+    let sc = Scalars {
+        factored: true,
+        ..sc.with_sums(su, sp, n)
+    };
     let upd = with(plan, Mode::Apply, sc);
     let row_plan = |row: usize, p: &Plan| with(p, Mode::Apply, Scalars { r: rowf[row], ..sc });
     if !two {
@@ -453,7 +505,7 @@ fn factored(
             param,
             grad,
             m,
-            v,
+            colf,
             slow,
             copy,
             row_plan,
@@ -488,7 +540,7 @@ fn factored(
                 p0,
                 g0,
                 m0,
-                v,
+                colf,
                 w0,
                 c0,
                 row_plan,

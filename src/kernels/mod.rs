@@ -62,8 +62,8 @@ pub use ops::Op;
 pub(crate) use ops::{elementwise, sign};
 pub(crate) use plan::check_lengths;
 pub use plan::{Buffers, Plan, Rule};
-pub(crate) use reduce::sumsq_partials;
 pub use reduce::{sumsq_block_count, SUMSQ_BLOCK};
+pub(crate) use reduce::{sumsq_cols, sumsq_partials};
 pub use stateless::{
     apply, apply_mixed, apply_op, dequantize_q8, first_non_finite, first_non_finite_grad,
     first_non_finite_unscaled, narrow_bf16_stochastic, narrow_from_f32, quantize_q8,

@@ -74,6 +74,7 @@ super::rule! {
                     eps_root64: eps_root,
                     eps,
                     e1sq: (eps * eps) as f32,
+                    einv: (1.0 / eps) as f32,
                     eps_scale,
                     param_scale: multiply_by_parameter_scale,
                     clip: clipping_threshold,
@@ -84,6 +85,7 @@ super::rule! {
                     k: k as f32,
                     decay: weight_decay > 0.0,
                     r: 1.0,
+                    factored: false,
                     step: lr_t as f32,
                 },
             }
@@ -142,13 +144,17 @@ super::rule! {
             ]
         }
         @span<V>(s) {
-            let r = [sc.b, sc.c, sc.eps_root, sc.e1sq, sc.r, sc.step, sc.mom, sc.mom_c, sc.k]
-                .map(V::splat);
+            let r = [
+                sc.b, sc.c, sc.eps_root, sc.e1sq, sc.r, sc.step, sc.mom, sc.mom_c, sc.k, sc.einv,
+            ]
+            .map(V::splat);
             match mode {
                 Mode::Pre => specialize!(V, s, adafactor_pre, (r)),
                 Mode::Square => specialize!(V, s, grad_into_scratch, (r)),
                 Mode::Direction => specialize!(V, s, adafactor_direction, (r)),
-                Mode::Apply => specialize!(V, s, adafactor_apply, (r); sc.momentum, sc.decay),
+                Mode::Apply => specialize!(
+                    V, s, adafactor_apply, (r, sc.factored); sc.momentum, sc.decay
+                ),
             }
         }
     }
@@ -187,6 +193,9 @@ pub struct Scalars {
     pub eps: f64,
     /// `eps^2`, the floor of the estimate, rounded once.
     pub e1sq: f32,
+    /// `1/eps` rounded once (+Inf for `eps = 0`): the ceiling of the factored estimate's
+    /// inverse root.
+    pub einv: f32,
     /// Floor of the parameters' RMS.
     pub eps_scale: f64,
     /// Whether the step is scaled by the parameters' RMS.
@@ -205,8 +214,12 @@ pub struct Scalars {
     pub k: f32,
     /// Whether weight decay is on.
     pub decay: bool,
-    /// The row factor `R_i / max(mean(R), eps)` (1 unfactored).
+    /// The row factor of a factored buffer, `sqrt(max(mean(R), eps) / R_i)` (1 unfactored).
     pub r: f32,
+    /// Whether the update pass runs over a factored buffer (`v` holding the column factors
+    /// `sqrt(1 / C_j)`, `r` the row's factor) or an unfactored one (`v` the elementwise
+    /// second moments).
+    pub factored: bool,
     /// `lr_t * parameter scale / clip denominator`, rounded once.
     pub step: f32,
 }
@@ -232,18 +245,26 @@ impl Scalars {
     }
 }
 
-/// `u = g / sqrt(max(r*v, e1sq))` (the estimate second in the compare-select, so that a NaN
-/// estimate stays NaN).
+/// Unfactored: `u = g / sqrt(max(v, e1sq))` (the estimate second in the compare-select, so
+/// that a NaN estimate stays NaN).
 #[inline(always)]
-fn direction<V: Vf32>(g: V, v: V, r: V, e1sq: V) -> V {
-    g.div(e1sq.max(r.mul(v)).sqrt())
+fn direction<V: Vf32>(g: V, v: V, e1sq: V) -> V {
+    g.div(e1sq.max(v).sqrt())
+}
+
+/// Factored: `u = g * min(einv, r*c)` from the row's factor `r` and the column's `c` (their
+/// product second in the compare-select, so that a NaN stays NaN): no division or root per
+/// element.
+#[inline(always)]
+fn direction_factored<V: Vf32>(g: V, c: V, r: V, einv: V) -> V {
+    g.mul(einv.min(r.mul(c)))
 }
 
 /// Unfactored pass before the update: the new `v`, and `u` into `v_max` (the scratch).
 #[inline(always)]
 fn adafactor_pre<V: Vf32>(
     k: &Lanes<V>,
-    [b, c, eps_root, e1sq, r, ..]: [V; 9],
+    [b, c, eps_root, e1sq, ..]: [V; 10],
     w: &mut Window<'_>,
     (cs, cv, cw, sy): (impl Switch, impl Switch, impl Switch, impl Switch),
 ) {
@@ -254,16 +275,16 @@ fn adafactor_pre<V: Vf32>(
         let g = k.grad(V::load(&w.grad[i..]), p, cs, cv, cw);
         let v = b.mul(V::load(&w.v[i..])).add(c.mul(g.mul(g).add(eps_root)));
         v.store(&mut w.v[i..]);
-        direction(g, v, r, e1sq).store(&mut w.v_max[i..]);
+        direction(g, v, e1sq).store(&mut w.v_max[i..]);
         i += V::LANES;
     }
 }
 
-/// Factored second pass: `u` into `v_max` from the row factor and the column averages (`v`).
+/// Factored second pass: `u` into `v_max` from the row factor and the column factors (`v`).
 #[inline(always)]
 fn adafactor_direction<V: Vf32>(
     k: &Lanes<V>,
-    [_, _, _, e1sq, r, ..]: [V; 9],
+    [_, _, _, _, r, _, _, _, _, einv]: [V; 10],
     w: &mut Window<'_>,
     (cs, cv, cw, sy): (impl Switch, impl Switch, impl Switch, impl Switch),
 ) {
@@ -272,16 +293,45 @@ fn adafactor_direction<V: Vf32>(
     while n - i >= V::LANES {
         let p = V::load(&w.param[i..]);
         let g = k.grad(V::load(&w.grad[i..]), p, cs, cv, cw);
-        direction(g, V::load(&w.v[i..]), r, e1sq).store(&mut w.v_max[i..]);
+        direction_factored(g, V::load(&w.v[i..]), r, einv).store(&mut w.v_max[i..]);
         i += V::LANES;
     }
 }
 
-/// The update: `s = step*u`, the momentum, `p -= s + k*p`.
+/// The update: `s = step*u` (`u` of the factored or the unfactored form), the momentum,
+/// `p -= s + k*p`.
 #[inline(always)]
 fn adafactor_apply<V: Vf32>(
     k: &Lanes<V>,
-    [_, _, _, e1sq, r, step, mom, mom_c, kd]: [V; 9],
+    [_, _, _, e1sq, r, step, mom, mom_c, kd, einv]: [V; 10],
+    factored: bool,
+    w: &mut Window<'_>,
+    switches: (
+        impl Switch,
+        impl Switch,
+        impl Switch,
+        impl Switch,
+        impl Switch,
+        impl Switch,
+    ),
+) {
+    // The form chosen once per call, outside the loop.
+    if factored {
+        apply_loop(k, [step, mom, mom_c, kd], w, switches, |g, c| {
+            direction_factored(g, c, r, einv)
+        })
+    } else {
+        apply_loop(k, [step, mom, mom_c, kd], w, switches, |g, v| {
+            direction(g, v, e1sq)
+        })
+    }
+}
+
+/// [`adafactor_apply`]'s loop with `u = dir(g, v)`.
+#[inline(always)]
+fn apply_loop<V: Vf32>(
+    k: &Lanes<V>,
+    [step, mom, mom_c, kd]: [V; 4],
     w: &mut Window<'_>,
     (cs, cv, cw, sy, sm, sd): (
         impl Switch,
@@ -291,13 +341,14 @@ fn adafactor_apply<V: Vf32>(
         impl Switch,
         impl Switch,
     ),
+    dir: impl Fn(V, V) -> V,
 ) {
     let n = w.len(sm.on(), true, false, sy);
     let mut i = 0;
     while n - i >= V::LANES {
         let p = V::load(&w.param[i..]);
         let g = k.grad(V::load(&w.grad[i..]), p, cs, cv, cw);
-        let mut s = step.mul(direction(g, V::load(&w.v[i..]), r, e1sq));
+        let mut s = step.mul(dir(g, V::load(&w.v[i..])));
         if sm.on() {
             s = mom.mul(V::load(&w.m[i..])).add(mom_c.mul(s));
             s.store(&mut w.m[i..]);

@@ -191,6 +191,17 @@ impl Vf32 for Avx2 {
         }
         out
     }
+    #[inline(always)]
+    fn acc_load(l: &[f64]) -> Self::Acc {
+        let l = &l[..SUMSQ_LANES];
+        // SAFETY: `l` has exactly 16 readable f64 (bounds-checked slice), so the four 4-lane
+        // unaligned loads at offsets 0, 4, 8, 12 stay inside it; AVX2 was detected (see
+        // `splat`).
+        unsafe {
+            let p = l.as_ptr();
+            [0, 4, 8, 12].map(|k| _mm256_loadu_pd(p.add(k)))
+        }
+    }
 }
 
 /// Eight u32 lanes in a 256-bit register; like [`Avx2`], only ever used inside the module's

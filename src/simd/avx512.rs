@@ -190,6 +190,17 @@ impl Vf32 for Avx512 {
         }
         out
     }
+    #[inline(always)]
+    fn acc_load(l: &[f64]) -> Self::Acc {
+        let l = &l[..SUMSQ_LANES];
+        // SAFETY: `l` has exactly 16 readable f64 (bounds-checked slice), so the two 8-lane
+        // unaligned loads at offsets 0 and 8 stay inside it; AVX-512F was detected (see
+        // `splat`).
+        unsafe {
+            let p = l.as_ptr();
+            [_mm512_loadu_pd(p), _mm512_loadu_pd(p.add(8))]
+        }
+    }
 }
 
 /// Sixteen u32 lanes in a 512-bit register; like [`Avx512`], only ever used inside the

@@ -17,6 +17,7 @@ static TABLE: Kernels = Kernels {
     fused_mixed: kernels::fused_mixed_io::<Portable>,
     half_finite: kernels::half_all_finite,
     sumsq_partials: kernels::sumsq_partials::<Portable>,
+    sumsq_cols: kernels::sumsq_cols::<Portable>,
     elementwise: kernels::elementwise::<Portable>,
     widen: kernels::widen::<Portable>,
     narrow: kernels::narrow::<Portable>,
@@ -151,6 +152,11 @@ impl Vf32 for Portable {
             out[4 * k..4 * k + 4].copy_from_slice(&a.to_array());
         }
         out
+    }
+    #[inline(always)]
+    fn acc_load(l: &[f64]) -> Self::Acc {
+        let l = &l[..SUMSQ_LANES];
+        [0, 4, 8, 12].map(|k| f64x4::new([l[k], l[k + 1], l[k + 2], l[k + 3]]))
     }
 }
 

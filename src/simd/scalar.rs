@@ -14,6 +14,7 @@ static TABLE: Kernels = Kernels {
     fused_mixed: kernels::fused_mixed_io::<f32>,
     half_finite: kernels::half_all_finite,
     sumsq_partials: kernels::sumsq_partials::<f32>,
+    sumsq_cols: kernels::sumsq_cols::<f32>,
     elementwise: kernels::elementwise::<f32>,
     widen: kernels::widen::<f32>,
     narrow: kernels::narrow::<f32>,
@@ -136,6 +137,12 @@ impl Vf32 for f32 {
     }
     #[inline(always)]
     fn acc_lanes(acc: Self::Acc) -> [f64; SUMSQ_LANES] {
+        acc
+    }
+    #[inline(always)]
+    fn acc_load(l: &[f64]) -> Self::Acc {
+        let mut acc = [0.0; SUMSQ_LANES];
+        acc.copy_from_slice(&l[..SUMSQ_LANES]);
         acc
     }
 }

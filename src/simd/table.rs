@@ -41,6 +41,9 @@ pub(crate) struct Kernels {
     pub half_finite: fn(Half, &[u16]) -> bool,
     /// Block partial sums of squares (`crate::kernels::sumsq_partials`).
     pub sumsq_partials: fn(&[f32], &mut [f64]),
+    /// One block's sum of squares, each square also added to its column's sum
+    /// (`crate::kernels::sumsq_cols`).
+    pub sumsq_cols: fn(&[f32], &mut [f64]) -> f64,
     /// A standalone elementwise operation (`crate::kernels::elementwise`).
     pub elementwise: fn(Op, &mut [f32], &mut [f32]),
     /// 16-bit floats (bit patterns) widened to f32 (`crate::kernels::widen`); lengths equal.
@@ -102,6 +105,10 @@ macro_rules! table {
             #[target_feature(enable = $features)]
             fn sumsq_partials(x: &[f32], partials: &mut [f64]) {
                 kernels::sumsq_partials::<$v>(x, partials)
+            }
+            #[target_feature(enable = $features)]
+            fn sumsq_cols(x: &[f32], cols: &mut [f64]) -> f64 {
+                kernels::sumsq_cols::<$v>(x, cols)
             }
             #[target_feature(enable = $features)]
             fn elementwise(op: Op, x: &mut [f32], y: &mut [f32]) {
@@ -168,6 +175,8 @@ macro_rules! table {
                 half_finite: |ty, h| unsafe { half_finite(ty, h) },
                 // SAFETY: as for `fused`.
                 sumsq_partials: |x, partials| unsafe { sumsq_partials(x, partials) },
+                // SAFETY: as for `fused`.
+                sumsq_cols: |x, cols| unsafe { sumsq_cols(x, cols) },
                 // SAFETY: as for `fused`.
                 elementwise: |op, x, y| unsafe { elementwise(op, x, y) },
                 // SAFETY: as for `fused`.

@@ -67,6 +67,9 @@ pub(crate) trait Vf32: Copy {
     /// Adds `(x[j] as f64)^2` to lane `j`, for `j` in `0..16` (panics if `x` is shorter).
     fn acc_add_squares(acc: Self::Acc, x: &[f32]) -> Self::Acc;
     fn acc_lanes(acc: Self::Acc) -> [f64; SUMSQ_LANES];
+    /// The accumulator holding `l[j]` in lane `j`, for `j` in `0..16` (panics if `l` is
+    /// shorter): the inverse of [`Vf32::acc_lanes`].
+    fn acc_load(l: &[f64]) -> Self::Acc;
 }
 
 /// A vector of `u32` lanes, as many as its [`Vf32`]'s (`Vf32::U`): the integer operations of
