@@ -5,7 +5,7 @@
 
 use super::Rule;
 use crate::error::Error;
-use crate::kernels::{grad_into_scratch, specialize, Lanes, Switch, Window};
+use crate::kernels::{grad_into_scratch, specialize, Lanes, Off, On, Switch, Window};
 use crate::simd::Vf32;
 
 super::rule! {
@@ -317,21 +317,17 @@ fn adafactor_apply<V: Vf32>(
 ) {
     // The form chosen once per call, outside the loop.
     if factored {
-        apply_loop(k, [step, mom, mom_c, kd], w, switches, |g, c| {
-            direction_factored(g, c, r, einv)
-        })
+        apply_loop(k, [e1sq, r, step, mom, mom_c, kd, einv], w, switches, On)
     } else {
-        apply_loop(k, [step, mom, mom_c, kd], w, switches, |g, v| {
-            direction(g, v, e1sq)
-        })
+        apply_loop(k, [e1sq, r, step, mom, mom_c, kd, einv], w, switches, Off)
     }
 }
 
-/// [`adafactor_apply`]'s loop with `u = dir(g, v)`.
+/// [`adafactor_apply`]'s loop, of the factored form where `f` is on.
 #[inline(always)]
 fn apply_loop<V: Vf32>(
     k: &Lanes<V>,
-    [step, mom, mom_c, kd]: [V; 4],
+    [e1sq, r, step, mom, mom_c, kd, einv]: [V; 7],
     w: &mut Window<'_>,
     (cs, cv, cw, sy, sm, sd): (
         impl Switch,
@@ -341,14 +337,20 @@ fn apply_loop<V: Vf32>(
         impl Switch,
         impl Switch,
     ),
-    dir: impl Fn(V, V) -> V,
+    f: impl Switch,
 ) {
     let n = w.len(sm.on(), true, false, sy);
     let mut i = 0;
     while n - i >= V::LANES {
         let p = V::load(&w.param[i..]);
         let g = k.grad(V::load(&w.grad[i..]), p, cs, cv, cw);
-        let mut s = step.mul(dir(g, V::load(&w.v[i..])));
+        let v = V::load(&w.v[i..]);
+        let u = if f.on() {
+            direction_factored(g, v, r, einv)
+        } else {
+            direction(g, v, e1sq)
+        };
+        let mut s = step.mul(u);
         if sm.on() {
             s = mom.mul(V::load(&w.m[i..])).add(mom_c.mul(s));
             s.store(&mut w.m[i..]);
