@@ -167,17 +167,17 @@ done_stage "$compat_line"
 
 # ---------------------------------------------------------------------------------------------
 stage "poisoning: a panic inside a call (library built with the test-only fault-injection feature)"
-# A separate build (target/fault, debug profile): the feature exports a panic trigger that no
-# shipped library has. test_poison checks FLATOPT_ERR_POISONED after the panic, row by row,
-# and that flatopt_optimizer_free still releases the handle (valgrind: nothing lost). Not at
-# opt-level 0: built so, test_poison died with SIGSEGV on entry to a tier's fused pass, whose
-# unoptimized frame holds every rule's inlined loop copies (a stack overflow).
-if ! "$CARGO" build --features fault-injection --target-dir target/fault \
+# A separate build (target/fault, the `unoptimized` profile: opt-level 0, what a Rust
+# dependent's debug build compiles, in seconds instead of the minutes of opt-level 1): the
+# feature exports a panic trigger that no shipped library has. test_poison checks
+# FLATOPT_ERR_POISONED after the panic, row by row, and that flatopt_optimizer_free still
+# releases the handle (valgrind: nothing lost).
+if ! "$CARGO" build --profile unoptimized --features fault-injection --target-dir target/fault \
     >"$logs/cargo_fault.log" 2>&1; then
     tail -n 40 "$logs/cargo_fault.log"
     die "the fault-injection build failed (log: $logs/cargo_fault.log)"
 fi
-soname_dir "$root/target/fault/debug/libflatopt.so" "$out/fault-lib"
+soname_dir "$root/target/fault/unoptimized/libflatopt.so" "$out/fault-lib"
 "$CC" "${CFLAGS[@]}" tests/c/test_poison.c -o "$out/test_poison" \
     -L"$out/fault-lib" -lflatopt -Wl,-rpath,"$out/fault-lib"
 # The injected panics print Rust's panic report on stderr: into the log.
@@ -273,11 +273,11 @@ if [[ "${SKIP_ASAN:-0}" != 1 ]]; then
     rustup toolchain list 2>/dev/null | grep -q '^nightly' ||
         die "the nightly toolchain is not installed (rustup toolchain install nightly), or SKIP_ASAN=1"
     triple=x86_64-unknown-linux-gnu
-    # The release profile's single codegen unit and LTO only decide how fast the machine code
-    # is; ASan checks memory accesses, which are the same at -O1 (the level ASan's own
-    # documentation recommends). Built that way the instrumented build takes minutes instead
-    # of a quarter of an hour.
-    if ! RUSTFLAGS="-Zsanitizer=address" CARGO_PROFILE_RELEASE_OPT_LEVEL=1 \
+    # The release profile's single codegen unit, LTO and optimization only decide how fast the
+    # machine code is; ASan checks the memory accesses the code makes, and at opt-level 0 it
+    # sees every one of them (none optimized away). Built so the instrumented library takes
+    # seconds (opt-level 1: five minutes; the release profile: a quarter of an hour).
+    if ! RUSTFLAGS="-Zsanitizer=address" CARGO_PROFILE_RELEASE_OPT_LEVEL=0 \
         CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 CARGO_PROFILE_RELEASE_LTO=off \
         "$CARGO" +nightly build --release --target "$triple" \
         --target-dir target/asan >"$logs/cargo_asan.log" 2>&1; then
