@@ -259,6 +259,25 @@ def test_ml_dtypes_bfloat16_registered_and_torch_bf16_model():
     assert np.array_equal(w, np.float32([0.5, 0, -0.5, -1, 0.75]))
 
 
+def test_numpy_bf16_model_example_reaches_the_float32_accuracy():
+    """examples/python/bf16_model.py: a NumPy model kept in ml_dtypes bf16, flatopt holding the
+    f32 masters and writing the model's weights in its pass, ends within a point of test
+    accuracy of the same training in float32 (the script checks the weights after every run)."""
+    import re
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    _bf16()
+    out = subprocess.run([sys.executable, str(REPO / "examples" / "python" / "bf16_model.py")],
+                         check=True, capture_output=True, text=True).stdout
+    m = re.search(r"^mean: float32 ([0-9.]+), bf16 ([0-9.]+): reaches", out, re.M)
+    assert m, out
+    a32, a16 = float(m.group(1)), float(m.group(2))
+    assert a32 > 0.9 and a16 >= a32 - 0.01, out
+
+
 BAD = [
     ("float64 gradients", lambda p: dict(grads=[np.zeros(4)]), flatopt.DTypeError, "float64"),
     ("int16 copy", lambda p: dict(copies=[np.zeros(4, np.int16)]), flatopt.DTypeError, "int16"),
