@@ -5,7 +5,7 @@
 
 use super::Rule;
 use crate::error::Error;
-use crate::kernels::{grad_into_scratch, specialize, Lanes, Off, On, Switch, Window};
+use crate::kernels::{grad_into_scratch, specialize, Lanes, Switch, Window};
 use crate::simd::Vf32;
 
 super::rule! {
@@ -153,7 +153,7 @@ super::rule! {
                 Mode::Square => specialize!(V, s, grad_into_scratch, (r)),
                 Mode::Direction => specialize!(V, s, adafactor_direction, (r)),
                 Mode::Apply => specialize!(
-                    V, s, adafactor_apply, (r, sc.factored); sc.momentum, sc.decay
+                    V, s, adafactor_apply, (r); sc.momentum, sc.decay, sc.factored
                 ),
             }
         }
@@ -298,15 +298,15 @@ fn adafactor_direction<V: Vf32>(
     }
 }
 
-/// The update: `s = step*u` (`u` of the factored or the unfactored form), the momentum,
-/// `p -= s + k*p`.
+/// The update: `s = step*u` (`u` of the factored form where `sf` is on, else the unfactored),
+/// the momentum, `p -= s + k*p`.
 #[inline(always)]
 fn adafactor_apply<V: Vf32>(
     k: &Lanes<V>,
     [_, _, _, e1sq, r, step, mom, mom_c, kd, einv]: [V; 10],
-    factored: bool,
     w: &mut Window<'_>,
-    switches: (
+    (cs, cv, cw, sy, sm, sd, sf): (
+        impl Switch,
         impl Switch,
         impl Switch,
         impl Switch,
@@ -314,30 +314,6 @@ fn adafactor_apply<V: Vf32>(
         impl Switch,
         impl Switch,
     ),
-) {
-    // The form chosen once per call, outside the loop.
-    if factored {
-        apply_loop(k, [e1sq, r, step, mom, mom_c, kd, einv], w, switches, On)
-    } else {
-        apply_loop(k, [e1sq, r, step, mom, mom_c, kd, einv], w, switches, Off)
-    }
-}
-
-/// [`adafactor_apply`]'s loop, of the factored form where `f` is on.
-#[inline(always)]
-fn apply_loop<V: Vf32>(
-    k: &Lanes<V>,
-    [e1sq, r, step, mom, mom_c, kd, einv]: [V; 7],
-    w: &mut Window<'_>,
-    (cs, cv, cw, sy, sm, sd): (
-        impl Switch,
-        impl Switch,
-        impl Switch,
-        impl Switch,
-        impl Switch,
-        impl Switch,
-    ),
-    f: impl Switch,
 ) {
     let n = w.len(sm.on(), true, false, sy);
     let mut i = 0;
@@ -345,7 +321,7 @@ fn apply_loop<V: Vf32>(
         let p = V::load(&w.param[i..]);
         let g = k.grad(V::load(&w.grad[i..]), p, cs, cv, cw);
         let v = V::load(&w.v[i..]);
-        let u = if f.on() {
+        let u = if sf.on() {
             direction_factored(g, v, r, einv)
         } else {
             direction(g, v, e1sq)
