@@ -37,8 +37,10 @@ pub(crate) fn sumsq_cols<V: Vf32>(x: &[f32], cols: &mut [f64]) -> f64 {
     let mut chunks = x.chunks_exact(SUMSQ_LANES);
     let mut sums = cols.chunks_exact_mut(SUMSQ_LANES);
     for (c, s) in (&mut chunks).zip(&mut sums) {
-        acc = V::acc_add_squares(acc, c);
-        s.copy_from_slice(&V::acc_lanes(V::acc_add_squares(V::acc_load(s), c)));
+        // The squares once (exact in f64; `0 + x^2` is `x^2`), added to both sums.
+        let sq = V::acc_add_squares(V::acc_zero(), c);
+        acc = V::acc_add(acc, sq);
+        s.copy_from_slice(&V::acc_lanes(V::acc_add(V::acc_load(s), sq)));
     }
     let mut lanes = V::acc_lanes(acc);
     let rest = chunks.remainder();

@@ -199,7 +199,24 @@ impl Vf32 for Avx2 {
         // `splat`).
         unsafe {
             let p = l.as_ptr();
-            [0, 4, 8, 12].map(|k| _mm256_loadu_pd(p.add(k)))
+            [
+                _mm256_loadu_pd(p),
+                _mm256_loadu_pd(p.add(4)),
+                _mm256_loadu_pd(p.add(8)),
+                _mm256_loadu_pd(p.add(12)),
+            ]
+        }
+    }
+    #[inline(always)]
+    fn acc_add(a: Self::Acc, b: Self::Acc) -> Self::Acc {
+        // SAFETY: register arithmetic only; AVX2 was detected (see `splat`).
+        unsafe {
+            [
+                _mm256_add_pd(a[0], b[0]),
+                _mm256_add_pd(a[1], b[1]),
+                _mm256_add_pd(a[2], b[2]),
+                _mm256_add_pd(a[3], b[3]),
+            ]
         }
     }
 }

@@ -201,6 +201,11 @@ impl Vf32 for Avx512 {
             [_mm512_loadu_pd(p), _mm512_loadu_pd(p.add(8))]
         }
     }
+    #[inline(always)]
+    fn acc_add(a: Self::Acc, b: Self::Acc) -> Self::Acc {
+        // SAFETY: register arithmetic only; AVX-512F was detected (see `splat`).
+        unsafe { [_mm512_add_pd(a[0], b[0]), _mm512_add_pd(a[1], b[1])] }
+    }
 }
 
 /// Sixteen u32 lanes in a 512-bit register; like [`Avx512`], only ever used inside the

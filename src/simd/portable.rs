@@ -158,6 +158,10 @@ impl Vf32 for Portable {
         let l = &l[..SUMSQ_LANES];
         [0, 4, 8, 12].map(|k| f64x4::new([l[k], l[k + 1], l[k + 2], l[k + 3]]))
     }
+    #[inline(always)]
+    fn acc_add(a: Self::Acc, b: Self::Acc) -> Self::Acc {
+        [0, 1, 2, 3].map(|k| a[k] + b[k])
+    }
 }
 
 /// Eight u32 lanes as an array: lane by lane operations that the compiler vectorizes for the

@@ -145,6 +145,13 @@ impl Vf32 for f32 {
         acc.copy_from_slice(&l[..SUMSQ_LANES]);
         acc
     }
+    #[inline(always)]
+    fn acc_add(mut a: Self::Acc, b: Self::Acc) -> Self::Acc {
+        for (x, y) in a.iter_mut().zip(b) {
+            *x += y;
+        }
+        a
+    }
 }
 
 impl Vu32 for u32 {

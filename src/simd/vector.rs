@@ -70,6 +70,8 @@ pub(crate) trait Vf32: Copy {
     /// The accumulator holding `l[j]` in lane `j`, for `j` in `0..16` (panics if `l` is
     /// shorter): the inverse of [`Vf32::acc_lanes`].
     fn acc_load(l: &[f64]) -> Self::Acc;
+    /// Lane by lane `a + b`.
+    fn acc_add(a: Self::Acc, b: Self::Acc) -> Self::Acc;
 }
 
 /// A vector of `u32` lanes, as many as its [`Vf32`]'s (`Vf32::U`): the integer operations of
