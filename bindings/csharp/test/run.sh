@@ -87,16 +87,18 @@ mcs -target:exe -sdk:4.7.1 -optimize+ -warnaserror+ -r:"$app/Flatopt.dll" "${app
     -out:"$app/GameLoop.exe" examples/csharp/GameLoop.cs
 
 # The same program beside the library built with the test-only fault-injection feature (the
-# debug build tests/c/run.sh makes too, in target/fault), for the poisoned-handle rows.
+# opt-level 0 build tests/c/run.sh makes too, in target/fault/unoptimized), for the
+# poisoned-handle rows.
 poison="$out/poison-app"
 rm -rf "$poison"
 mkdir -p "$poison"
-if ! "${CARGO:-cargo}" build --features fault-injection --target-dir target/fault >"$out/cargo_fault.log" 2>&1; then
+if ! "${CARGO:-cargo}" build --profile unoptimized --features fault-injection \
+    --target-dir target/fault >"$out/cargo_fault.log" 2>&1; then
     tail -n 30 "$out/cargo_fault.log"
     echo "test-csharp: the fault-injection build failed (log: $out/cargo_fault.log)" >&2
     exit 1
 fi
-cp target/fault/debug/libflatopt.so "$app/Flatopt.dll" "$app/test_csharp.exe" "$poison/"
+cp target/fault/unoptimized/libflatopt.so "$app/Flatopt.dll" "$app/test_csharp.exe" "$poison/"
 [[ -z "$soname" ]] || ln -sf libflatopt.so "$poison/$soname"
 
 rm -rf "$out/tmp" && mkdir -p "$out/tmp"
