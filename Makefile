@@ -145,12 +145,22 @@ $(VENV)/bin/python:
 $(CMAKE): $(VENV)/bin/python
 	$(VENV)/bin/python -m pip install --quiet "cmake>=3.16"
 
-## Quick mode of the comparison benchmark (seconds, sanity only: flatopt vs NumPy, the C
-## driver, zero allocations, the table and plot render; no timing assertions, no torch).
+## Quick mode of the comparison benchmark (sanity only: flatopt vs NumPy, the C driver, zero
+## allocations, the table and plot render, every rule of the family against PyTorch and optax;
+## no timing assertions). In the extras virtualenv of test-python where it exists, so that the
+## torch and optax rows run; in .venv, where they print a skip, otherwise.
 test-bench: lib $(VENV)/bin/python
 	FLATOPT_SKIP_CARGO=1 bash benches/compare/build.sh
 	$(VENV)/bin/python -m pip install --quiet numpy
-	$(VENV)/bin/python benches/compare/compare.py --quick
+	@if [ -z "$$FLATOPT_SKIP_EXTRAS" ] && extras=$$(bash bindings/python/extras_venv.sh); then \
+	    echo "test-bench: compare.py --quick with torch, jax and optax ($$extras)"; \
+	    PYTHONPATH=bindings/python FLATOPT_LIBRARY=$(CURDIR)/target/release/libflatopt.so \
+	        "$$extras/bin/python" benches/compare/compare.py --quick; \
+	else \
+	    echo "test-bench: the extras virtualenv is unavailable: compare.py --quick in .venv" \
+	        "(its torch and optax rows print a skip)"; \
+	    $(VENV)/bin/python benches/compare/compare.py --quick; \
+	fi
 
 ## Side by side with PyTorch, DeepSpeed and NumPy, interleaved in one run, then every base rule
 ## against PyTorch and optax (creates .venv-bench, about 6 GB with torch's CUDA wheels and
