@@ -399,17 +399,15 @@ fn factored(
         let (r0, r1) = ravg.split_at_mut(h);
         let (p0, p1) = pm.split_at_mut(h * cols);
         let (g0, g1) = gm.split_at(h * cols);
-        let top = |p: &mut [f32], g: Grad<'_>, cs: &mut [f64], r: &mut [f32]| {
-            square_rows(k, &square, unscale, s, i * rows, p, g, cs, r)
-        };
-        let bottom = |p: &mut [f32], g: Grad<'_>, cs: &mut [f64], r: &mut [f32]| {
-            square_rows(k, &square, unscale, s, i * rows + h, p, g, cs, r)
+        // Rows `row0..` of matrix `i` (its first half, or its second from row `h`).
+        let half = |row0: usize, p: &mut [f32], g: Grad<'_>, cs: &mut [f64], r: &mut [f32]| {
+            square_rows(k, &square, unscale, s, i * rows + row0, p, g, cs, r)
         };
         if two && size >= PARALLEL_MIN {
-            rayon::join(|| top(p0, g0, cs0, r0), || bottom(p1, g1, cs1, r1));
+            rayon::join(|| half(0, p0, g0, cs0, r0), || half(h, p1, g1, cs1, r1));
         } else {
-            top(p0, g0, cs0, r0);
-            bottom(p1, g1, cs1, r1);
+            half(0, p0, g0, cs0, r0);
+            half(h, p1, g1, cs1, r1);
         }
         for ((c, &a), &b) in cavg.iter_mut().zip(cs0.iter()).zip(cs1.iter()) {
             *c = (b64 * f64::from(*c) + c64 * ((a + b) / rows as f64 + er)) as f32;
@@ -431,8 +429,9 @@ fn factored(
     // The passes after the column sums: on two threads, halves of the rows, the second half
     // reading a copy of the column factors, which they only read.
     let mid = (n / cols) / 2;
-    let vcopy = &mut vcopy[..if two { colf.len() } else { 0 }];
-    vcopy.copy_from_slice(&colf[..vcopy.len()]);
+    if two {
+        vcopy.copy_from_slice(colf);
+    }
     let rowf = &*rowf;
     // With clipping, the sum of squares of `u`: block by block in row order (stored first on
     // two threads).

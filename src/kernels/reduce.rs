@@ -72,6 +72,7 @@ pub fn sumsq_block_count(len: usize) -> usize {
 
 #[cfg(test)]
 mod tests {
+    use super::SUMSQ_BLOCK;
     use crate::simd::Tier;
 
     /// `sumsq_cols` on every tier available: the block's sum of squares bit for bit as
@@ -110,12 +111,12 @@ mod tests {
                 (1, 16),
                 (5, 17),
                 (0, 333),
-                (7, 4096),
+                (7, SUMSQ_BLOCK),
             ] {
                 let xs = &x[start..start + len];
                 let mut cols = cols0[start..start + len].to_vec();
                 let got = (k.sumsq_cols)(xs, &mut cols);
-                let mut want = vec![0.0f64; len.div_ceil(4096)];
+                let mut want = vec![0.0f64; len.div_ceil(SUMSQ_BLOCK)];
                 (Tier::Scalar.kernels().sumsq_partials)(xs, &mut want);
                 let want = want.first().copied().unwrap_or(0.0);
                 assert_eq!(
