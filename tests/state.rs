@@ -134,7 +134,80 @@ const LENS: [usize; 3] = [700, 1, 2 * 1024 + 300];
 fn engine_equals_decode_f32_pass_encode_for_every_row() {
     let mut count = 0;
     for (name, cfg) in rows() {
-        let cfg = cfg.tier(Tier::Scalar);
+        check_composition(&name, &cfg, &|rng, _, n| rng.vec(n, 0.3));
+        count += 1;
+    }
+    assert!(count > 300, "{count} rows");
+}
+
+/// Gradients of buffer `i` (of `n` elements) at step `t`: `rng` as random source.
+type GradSource = dyn Fn(&mut Rng, (u64, usize), usize) -> Vec<f32>;
+
+/// Gradients that put every kind of block into 8-bit state: normal values, a NaN and
+/// infinities at one step (their codes stay in the state, which later steps decode with finite
+/// gradients), magnitudes so small that a block's scale is subnormal, so large that the
+/// second moment overflows, and zeros.
+fn hostile_grads(rng: &mut Rng, (t, i): (u64, usize), n: usize) -> Vec<f32> {
+    let mut g = rng.vec(n, 0.3);
+    for (j, x) in g.iter_mut().enumerate() {
+        match (i, j / Q8_BLOCK) {
+            (0, 1) if t == 2 && j == 300 => *x = f32::NAN,
+            (0, 2) if t == 3 && j % 50 == 0 => {
+                *x = if j % 100 == 0 {
+                    f32::INFINITY
+                } else {
+                    -f32::INFINITY
+                }
+            }
+            (2, 1) => *x *= 1e-40,
+            (2, 2) if j % 7 == 0 => *x *= 1e25,
+            (2, 4) => *x = 0.0,
+            _ => {}
+        }
+    }
+    g
+}
+
+/// The 8-bit state of Adam, AMSGrad and AdamW (the fused pass) with hostile gradients
+/// ([`hostile_grads`]) under the `propagate` policy, so that NaN and Inf reach the state:
+/// against the composition on the scalar tier, and every tier against the scalar one.
+#[test]
+fn int8_state_with_hostile_values_equals_the_composition_on_every_tier() {
+    let mut count = 0;
+    for (name, base, lr) in bases() {
+        if !matches!(base, Base::Adam { .. }) {
+            continue;
+        }
+        for (offset, rounding) in [
+            (0, StateRounding::Stochastic),
+            ((1 << 32) - 1000, StateRounding::Stochastic),
+            (0, StateRounding::Nearest),
+        ] {
+            let cfg = Config {
+                state_dtype: StateDtype::Int8,
+                state_rounding: rounding,
+                state_seed: 5,
+                state_index_offset: offset,
+                ..Config::new(base, lr).nonfinite(flatopt::NonFinitePolicy::Propagate)
+            };
+            let name = format!("{name}/int8/{rounding:?}/offset {offset}");
+            check_composition(&name, &cfg, &hostile_grads);
+            let want = run_with(&cfg.clone().tier(Tier::Scalar), &LENS, 5, 0, &hostile_grads);
+            for tier in Tier::ALL.into_iter().filter(|t| t.is_available()) {
+                let got = run_with(&cfg.clone().tier(tier), &LENS, 5, 0, &hostile_grads);
+                assert!(got == want, "{name} on {tier}");
+            }
+            count += 1;
+        }
+    }
+    assert!(count >= 6, "{count} rows");
+}
+
+/// `cfg` through the engine on the scalar tier against the composition that defines it, six
+/// steps with the gradients of `grads`.
+fn check_composition(name: &str, cfg: &Config, grads: &GradSource) {
+    {
+        let cfg = cfg.clone().tier(Tier::Scalar);
         let mut rng = Rng(21);
         let mut params: Vec<Vec<f32>> = LENS.iter().map(|&n| rng.vec(n, 1.0)).collect();
         let mut o = Optimizer::new(cfg.clone()).unwrap();
@@ -143,7 +216,11 @@ fn engine_equals_decode_f32_pass_encode_for_every_row() {
         let codes = kernels::q8_codes(&kernels::Rule::for_step(&cfg.base, 1, 0.0))
             .unwrap_or([Q8Code::Signed; 3]);
         for t in 1..=6u64 {
-            let grads: Vec<Vec<f32>> = LENS.iter().map(|&n| rng.vec(n, 0.3)).collect();
+            let grads: Vec<Vec<f32>> = LENS
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| grads(&mut rng, (t, i), n))
+                .collect();
             let before: Vec<RefState> = LENS
                 .iter()
                 .enumerate()
@@ -231,22 +308,35 @@ fn engine_equals_decode_f32_pass_encode_for_every_row() {
                 first += n as u64;
             }
         }
-        count += 1;
     }
-    assert!(count > 300, "{count} rows");
 }
 
 /// Runs `steps` updates of `cfg` over buffers of `lens` with the given split and returns the
 /// parameters and the decoded state. `how`: 0 `step`, 1 the split step with ranges of 512
 /// elements (on 8-bit block boundaries) applied in reverse order.
 fn run(cfg: &Config, lens: &[usize], steps: usize, how: u8) -> (Vec<Vec<u32>>, Vec<Vec<u32>>) {
+    run_with(cfg, lens, steps, how, &|rng, _, n| rng.vec(n, 0.3))
+}
+
+/// [`run`] with the gradients of `grads`.
+fn run_with(
+    cfg: &Config,
+    lens: &[usize],
+    steps: usize,
+    how: u8,
+    grads: &GradSource,
+) -> (Vec<Vec<u32>>, Vec<Vec<u32>>) {
     let mut rng = Rng(22);
     let mut params: Vec<Vec<f32>> = lens.iter().map(|&n| rng.vec(n, 1.0)).collect();
     let mut o = Optimizer::new(cfg.clone()).unwrap();
     let views: Vec<&[f32]> = params.iter().map(|p| &p[..]).collect();
     o.register(&views).unwrap();
-    for _ in 0..steps {
-        let grads: Vec<Vec<f32>> = lens.iter().map(|&n| rng.vec(n, 0.3)).collect();
+    for t in 1..=steps as u64 {
+        let grads: Vec<Vec<f32>> = lens
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| grads(&mut rng, (t, i), n))
+            .collect();
         let gs: Vec<&[f32]> = grads.iter().map(|g| &g[..]).collect();
         if how == 0 {
             let mut ps: Vec<&mut [f32]> = params.iter_mut().map(|p| &mut p[..]).collect();

@@ -289,18 +289,54 @@ pub(crate) fn encode_q8_sr2<V: Vf32>(
     let outs = ca.chunks_mut(Q8_BLOCK).zip(cb.chunks_mut(Q8_BLOCK));
     let scales = sa.iter_mut().zip(sb.iter_mut());
     for (bi, (((xa, xb), (da, db)), (s_a, s_b))) in blocks.zip(outs).zip(scales).enumerate() {
-        let (scale_a, scale_b) = (q8_scale(xa), q8_scale(xb));
+        let ((scale_a, plain_a), (scale_b, plain_b)) =
+            (q8_scale_of::<V>(code[0], xa), q8_scale_of::<V>(code[1], xb));
         (*s_a, *s_b) = (scale_a, scale_b);
         let f = [q8_factors(scale_a), q8_factors(scale_b)];
         let keys = block_keys(key, first.wrapping_add((bi * Q8_BLOCK) as u64), xa.len());
         let x = [xa, xb];
-        // Each arm's codes are constants, so that the element loops are specialized.
-        match code {
-            [S, S] => pair_block::<V>([S, S], x, [da, db], f, keys),
-            [S, U] => pair_block::<V>([S, U], x, [da, db], f, keys),
-            [U, S] => pair_block::<V>([U, S], x, [da, db], f, keys),
-            [U, U] => pair_block::<V>([U, U], x, [da, db], f, keys),
+        // Each arm's codes are constants, so that the element loops are specialized; blocks
+        // of finite values with normal (or zero) scales whose indices share one key (all but
+        // a block that crosses a multiple of 2^32) take the plain lane functions.
+        let d = [da, db];
+        let plain = plain_a && plain_b && keys.1 >= xa.len();
+        match (code, plain) {
+            ([S, S], true) => pair_block::<V, true>([S, S], x, d, f, keys),
+            ([S, U], true) => pair_block::<V, true>([S, U], x, d, f, keys),
+            ([U, S], true) => pair_block::<V, true>([U, S], x, d, f, keys),
+            ([U, U], true) => pair_block::<V, true>([U, U], x, d, f, keys),
+            ([S, S], false) => pair_block::<V, false>([S, S], x, d, f, keys),
+            ([S, U], false) => pair_block::<V, false>([S, U], x, d, f, keys),
+            ([U, S], false) => pair_block::<V, false>([U, S], x, d, f, keys),
+            ([U, U], false) => pair_block::<V, false>([U, U], x, d, f, keys),
         }
+    }
+}
+
+/// The scale of a block of code `code` ([`q8_scale`]) and whether the block is plain: every
+/// value finite (and, for the unsigned code, none negative) and the scale 0 or normal, so
+/// that `pre` is 1 and no lane takes a special code ([`q8_plain_lanes`]). One pass over the
+/// largest bit pattern (of the magnitudes for the signed code): below Inf's, it is the scale.
+#[inline(always)]
+fn q8_scale_of<V: Vf32>(code: Q8Code, block: &[f32]) -> (f32, bool) {
+    let mask = match code {
+        Q8Code::Signed => 0x7fff_ffff,
+        Q8Code::Unsigned => u32::MAX,
+    };
+    let (mut acc, mut j) = (V::U::splat(0), 0);
+    while block.len() - j >= V::LANES {
+        acc = acc.max(V::load(&block[j..]).to_bits().and(V::U::splat(mask)));
+        j += V::LANES;
+    }
+    let tail = block[j..].iter().map(|&x| x.to_bits() & mask);
+    let top = tail.fold(acc.max_lane(), Ord::max);
+    if top < INF {
+        (
+            f32::from_bits(top),
+            top == 0 || top >= f32::MIN_POSITIVE.to_bits(),
+        )
+    } else {
+        (q8_scale(block), false)
     }
 }
 
@@ -308,7 +344,7 @@ pub(crate) fn encode_q8_sr2<V: Vf32>(
 /// time, whose codes are stored at once: `Vu32::store_u8x4`), the rest one lane at a time:
 /// the codes, the blocks' factors and keys.
 #[inline(always)]
-fn pair_block<V: Vf32>(
+fn pair_block<V: Vf32, const PLAIN: bool>(
     [ca, cb]: [Q8Code; 2],
     [xa, xb]: [&[f32]; 2],
     [da, db]: [&mut [u8]; 2],
@@ -321,16 +357,29 @@ fn pair_block<V: Vf32>(
     let (spa, sia, spb, sib) = (V::splat(pa), V::splat(ia), V::splat(pb), V::splat(ib));
     let (low, cross32) = (V::U::splat(0xffff), V::U::splat(cross as u32));
     let (key0, key1) = (V::U::splat(k0), V::U::splat(k1));
+    // The lanes' indices (low halves), a vector ahead each time.
+    let (mut index, lanes) = (V::U::index(lo), V::U::splat(V::LANES as u32));
     let mut j = 0;
     while n - j >= group {
         let (mut outa, mut outb) = ([V::U::splat(0); 4], [V::U::splat(0); 4]);
         for (q, (oa, ob)) in outa.iter_mut().zip(&mut outb).enumerate() {
             let at = j + q * V::LANES;
-            // Lanes before `cross` take the first key (`cross <= n <= Q8_BLOCK`).
-            let key = V::U::index(at as u32).select_lt(cross32, key0, key1);
-            let r = mix32_lanes(V::U::index(lo.wrapping_add(at as u32)).xor(key));
-            *oa = q8_lanes(ca, V::load(&xa[at..]), spa, sia, r.and(low));
-            *ob = q8_lanes(cb, V::load(&xb[at..]), spb, sib, r.shr::<16>());
+            // Lanes before `cross` take the first key (`cross <= n <= Q8_BLOCK`); a plain
+            // block has one key.
+            let key = if PLAIN {
+                key0
+            } else {
+                V::U::index(at as u32).select_lt(cross32, key0, key1)
+            };
+            let r = mix32_lanes(index.xor(key));
+            index = index.add(lanes);
+            if PLAIN {
+                *oa = q8_plain_lanes(ca, V::load(&xa[at..]), sia, r.and(low));
+                *ob = q8_plain_lanes(cb, V::load(&xb[at..]), sib, r.shr::<16>());
+            } else {
+                *oa = q8_lanes(ca, V::load(&xa[at..]), spa, sia, r.and(low));
+                *ob = q8_lanes(cb, V::load(&xb[at..]), spb, sib, r.shr::<16>());
+            }
         }
         V::U::store_u8x4(outa, &mut da[j..]);
         V::U::store_u8x4(outb, &mut db[j..]);
@@ -398,6 +447,46 @@ fn q8_unsigned_lanes<V: Vf32>(x: V, pre: V, inv: V, r: V::U) -> V::U {
     let inf = b.select_lt(u(0x8000_0000), u(254), u(0));
     let special = u(INF).select_lt(a, u(255), inf);
     a.select_lt(u(INF), finite, special)
+}
+
+/// [`q8_lanes`] of a plain block ([`q8_scale_of`]): `pre` is 1 and every lane finite (and
+/// not negative for the unsigned code), so the special codes and the pre-scale drop out; the
+/// same bits as [`q8_lanes`] there.
+#[inline(always)]
+fn q8_plain_lanes<V: Vf32>(code: Q8Code, x: V, inv: V, r: V::U) -> V::U {
+    let u = |c: u32| V::U::splat(c);
+    match code {
+        Q8Code::Signed => {
+            let sign = x.to_bits().shr::<24>().and(u(0x80));
+            let q = x.abs().mul(inv).to_bits();
+            let k = q
+                .add(r.shl::<{ (SIGNED_SHIFT - 16) as i32 }>())
+                .shr::<{ SIGNED_SHIFT as i32 }>();
+            q.select_lt(
+                u(SIGNED_HALF_MIN),
+                u(0),
+                sign.or(field(k, SIGNED_BASE, SIGNED_MAX)),
+            )
+        }
+        Q8Code::Unsigned => {
+            let t = x.mul(inv).sqrt().to_bits();
+            let k = t
+                .add(r.shl::<{ (UNSIGNED_SHIFT - 16) as i32 }>())
+                .shr::<{ UNSIGNED_SHIFT as i32 }>();
+            let k = field(k, UNSIGNED_BASE, UNSIGNED_MAX);
+            t.select_lt(u(UNSIGNED_ZERO_BELOW), u(0), k)
+        }
+    }
+}
+
+/// A rounded pattern `k` (shifted) as a code's magnitude field: `max(k, base + 1) - base`,
+/// then at most `max`, as in [`magnitude_code`].
+#[inline(always)]
+fn field<U: Vu32>(k: U, base: u32, max: u32) -> U {
+    let u = U::splat;
+    k.max(u(base + 1))
+        .min(u(base + max))
+        .add(u(base.wrapping_neg()))
 }
 
 /// The quantizer over blocks; `block_rand(start, len)` gives the rounding bits of the block's
@@ -493,6 +582,40 @@ fn q8_decode_unsigned_lanes<V: Vf32>(c: V::U, scale: V) -> V {
         .add(u(u32::MAX))
         .select_lt(u(UNSIGNED_MAX), finite, special);
     V::from_bits(c.select_lt(u(1), u(0), x))
+}
+
+/// [`q8_decode_lanes`] of codes that are all finite values (no NaN or Inf code: see
+/// [`q8_codes_plain`]), the same bits with fewer operations: the signed code's sign goes
+/// through the multiplication (exact: rounding to nearest is symmetric), and no lane is
+/// special.
+#[inline(always)]
+pub(crate) fn q8_decode_plain_lanes<V: Vf32>(code: Q8Code, c: V::U, scale: V) -> V {
+    let u = |x: u32| V::U::splat(x);
+    let (value, nonzero) = match code {
+        Q8Code::Signed => {
+            let k = c.and(u(127));
+            let magnitude = k.add(u(SIGNED_BASE)).shl::<{ SIGNED_SHIFT as i32 }>();
+            let sign = c.shl::<24>().and(u(0x8000_0000));
+            (V::from_bits(magnitude.or(sign)).mul(scale), k)
+        }
+        Q8Code::Unsigned => {
+            let w = V::from_bits(c.add(u(UNSIGNED_BASE)).shl::<{ UNSIGNED_SHIFT as i32 }>());
+            // w has 6 significant bits: w * w is exact.
+            (w.mul(w).mul(scale), c)
+        }
+    };
+    V::from_bits(nonzero.select_lt(u(1), u(0), value.to_bits()))
+}
+
+/// Whether `codes` of code `code` hold finite values only (no NaN or Inf code), so that
+/// [`q8_decode_plain_lanes`] decodes them. One pass over the bytes that vectorizes.
+#[inline(always)]
+pub(crate) fn q8_codes_plain(code: Q8Code, codes: &[u8]) -> bool {
+    let special = |c: u8| match code {
+        Q8Code::Signed => c & 127 == 127 || c == 0x80,
+        Q8Code::Unsigned => c >= 254,
+    };
+    codes.iter().fold(0u8, |any, &c| any | u8::from(special(c))) == 0
 }
 
 /// The state buffer a random stream belongs to: part of the counter, so that the buffers of

@@ -6,12 +6,17 @@
 //! scales). The rule loops are not instantiated again per format, and the result is exactly
 //! that composition, on every tier and at any split that keeps the 8-bit blocks whole.
 
-use super::codec::{encode_q8, encode_q8_sr2, q8_decode_lanes, Q8Code, SrKey, Stream, Q8_BLOCK};
+use super::codec::{
+    encode_q8, encode_q8_sr2, q8_codes_plain, q8_decode_lanes, q8_decode_plain_lanes, Q8Code,
+    SrKey, Stream, Q8_BLOCK,
+};
 use super::convert::Half;
 use super::fused::{pipe, vector_part, GradIo, Lanes, Span, Switch, Window};
 use super::mixed::{grad_f32, Grad, GradScale, ParamCopy, CHUNK};
 use super::plan::{Buffers, Plan, Rule};
-use crate::rules::{adam_bf16_span, adam_io_span, has_bf16_span, has_io_span, Bf16Moments};
+use crate::rules::{
+    adam_bf16_span, adam_io_span, adam_io_span_tested, has_bf16_span, has_io_span, Bf16Moments,
+};
 use crate::simd::{Kernels, Vf32, Vu32};
 
 crate::catalog::choice! {
@@ -711,6 +716,11 @@ pub(crate) fn fused_q8<V: Vf32>(plan: &Plan, b: Q8Pass<'_>) {
         let len = end - start;
         let split = start + len / V::LANES * V::LANES;
         let scale = [sm[bi], sv[bi], if amsgrad { sx[bi] } else { 0.0 }];
+        // A block whose codes are all finite values (every block, unless a NaN or Inf was
+        // stored) decodes with fewer operations, in a loop specialized for its switches.
+        let plain = q8_codes_plain(cm_code, &cm[start..end])
+            && q8_codes_plain(cv_code, &cv[start..end])
+            && (!amsgrad || q8_codes_plain(cx_code, &cx[start..end]));
         for (s, e, vector) in [(start, split, true), (split, end, false)] {
             if s == e {
                 continue;
@@ -732,14 +742,18 @@ pub(crate) fn fused_q8<V: Vf32>(plan: &Plan, b: Q8Pass<'_>) {
                     w: &mut w,
                     pipe,
                 };
-                adam_io_span(plan.rule, s, &mut Q8Io::<V>::new(c, scale));
+                if plain {
+                    adam_io_span(plan.rule, s, &mut Q8Io::<V, true>::new(c, scale));
+                } else {
+                    adam_io_span_tested(plan.rule, s, &mut Q8Io::<V, false>::new(c, scale));
+                }
             } else {
                 let s = Span {
                     k: &ks,
                     w: &mut w,
                     pipe,
                 };
-                adam_io_span(plan.rule, s, &mut Q8Io::<f32>::new(c, scale));
+                adam_io_span(plan.rule, s, &mut Q8Io::<f32, false>::new(c, scale));
             }
         }
         let at = index.wrapping_add(start as u64);
@@ -775,15 +789,16 @@ const Q8_IO_CODES: [Q8Code; 3] = [Q8Code::Signed, Q8Code::Unsigned, Q8Code::Unsi
 
 /// The 8-bit moments of one window of [`fused_q8`] (inside one block) as a loop's state
 /// ([`GradIo`]): decoded with the block's scales as the loop loads them; gradients from the
-/// window, nothing done with the stored parameters.
-pub(crate) struct Q8Io<'a, V: Vf32> {
+/// window, nothing done with the stored parameters. `PLAIN`: the codes are finite values
+/// only ([`q8_codes_plain`]).
+pub(crate) struct Q8Io<'a, V: Vf32, const PLAIN: bool> {
     /// The codes of m, v, v_max (empty unless used), coded as [`Q8_IO_CODES`] says.
     codes: [&'a [u8]; 3],
     /// Their block's scales, splatted.
     scale: [V; 3],
 }
 
-impl<'a, V: Vf32> Q8Io<'a, V> {
+impl<'a, V: Vf32, const PLAIN: bool> Q8Io<'a, V, PLAIN> {
     #[inline(always)]
     fn new(codes: [&'a [u8]; 3], scale: [f32; 3]) -> Self {
         Q8Io {
@@ -795,11 +810,15 @@ impl<'a, V: Vf32> Q8Io<'a, V> {
     #[inline(always)]
     fn decode(&self, j: usize, i: usize) -> V {
         let c = V::U::load_u8(&self.codes[j][i..]);
-        q8_decode_lanes(Q8_IO_CODES[j], c, self.scale[j])
+        if PLAIN {
+            q8_decode_plain_lanes(Q8_IO_CODES[j], c, self.scale[j])
+        } else {
+            q8_decode_lanes(Q8_IO_CODES[j], c, self.scale[j])
+        }
     }
 }
 
-impl<V: Vf32> GradIo<V> for Q8Io<'_, V> {
+impl<V: Vf32, const PLAIN: bool> GradIo<V> for Q8Io<'_, V, PLAIN> {
     #[inline(always)]
     fn len(
         &mut self,

@@ -197,6 +197,27 @@ pub(crate) fn adam_io_span<V: Vf32>(rule: Rule, s: Span<'_, '_, V>, io: &mut imp
     true
 }
 
+/// [`adam_io_span`] with one copy of the loop that tests its switches (as the scalar tier
+/// runs it): for the rare windows whose source is not worth a specialized copy of every
+/// combination (the 8-bit blocks that hold special codes, `kernels::held::fused_q8`).
+#[inline(always)]
+pub(crate) fn adam_io_span_tested<V: Vf32>(
+    rule: Rule,
+    s: Span<'_, '_, V>,
+    io: &mut impl GradIo<V>,
+) -> bool {
+    let Some((r, amsgrad, decoupled)) = adam_moments::<V>(rule) else {
+        return false;
+    };
+    let Span {
+        k,
+        w,
+        pipe: [cs, cv, wd, sy],
+    } = s;
+    adam(k, &r, io, w, (cs, cv, wd, sy, amsgrad, decoupled));
+    true
+}
+
 /// Whether [`adam_io_span`] runs `rule`.
 pub(crate) fn has_io_span(rule: &Rule) -> bool {
     matches!(rule, Rule::Adam { .. })

@@ -516,7 +516,9 @@ rules! { sgd adam radam adagrad rmsprop adamax nadam lion adabelief yogi adadelt
 pub use adafactor::{Mode as AdafactorMode, Scalars as AdafactorScalars};
 
 // The fused loops over compressed state (`kernels::held`, "Fused passes").
-pub(crate) use adam::{adam_bf16_span, adam_io_span, has_bf16_span, has_io_span, Bf16Moments};
+pub(crate) use adam::{
+    adam_bf16_span, adam_io_span, adam_io_span_tested, has_bf16_span, has_io_span, Bf16Moments,
+};
 
 #[cfg(test)]
 mod tests {

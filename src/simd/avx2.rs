@@ -290,6 +290,30 @@ impl Vu32 for Avx2U {
         })
     }
     #[inline(always)]
+    fn min(self, o: Self) -> Self {
+        // SAFETY: AVX2 was detected (see `Avx2U`).
+        Avx2U(unsafe { _mm256_min_epu32(self.0, o.0) })
+    }
+    #[inline(always)]
+    fn max(self, o: Self) -> Self {
+        // SAFETY: AVX2 was detected (see `Avx2U`).
+        Avx2U(unsafe { _mm256_max_epu32(self.0, o.0) })
+    }
+    #[inline(always)]
+    fn max_lane(self) -> u32 {
+        // Halves folded onto each other: 8 lanes to 4, 2, 1.
+        // SAFETY: AVX2 was detected (see `Avx2U`).
+        unsafe {
+            let m = _mm_max_epu32(
+                _mm256_castsi256_si128(self.0),
+                _mm256_extracti128_si256::<1>(self.0),
+            );
+            let m = _mm_max_epu32(m, _mm_shuffle_epi32::<0b00_00_11_10>(m));
+            let m = _mm_max_epu32(m, _mm_shuffle_epi32::<0b00_00_00_01>(m));
+            _mm_cvtsi128_si32(m) as u32
+        }
+    }
+    #[inline(always)]
     fn store_u16(self, s: &mut [u16]) {
         let s = &mut s[..8];
         // The low halves, so that the unsigned saturating pack keeps every lane.

@@ -274,6 +274,21 @@ impl Vu32 for Avx512U {
         Avx512U(unsafe { _mm512_mask_blend_epi32(_mm512_cmplt_epu32_mask(self.0, o.0), b.0, a.0) })
     }
     #[inline(always)]
+    fn min(self, o: Self) -> Self {
+        // SAFETY: AVX-512F was detected (see `Avx512U`).
+        Avx512U(unsafe { _mm512_min_epu32(self.0, o.0) })
+    }
+    #[inline(always)]
+    fn max(self, o: Self) -> Self {
+        // SAFETY: AVX-512F was detected (see `Avx512U`).
+        Avx512U(unsafe { _mm512_max_epu32(self.0, o.0) })
+    }
+    #[inline(always)]
+    fn max_lane(self) -> u32 {
+        // SAFETY: AVX-512F was detected (see `Avx512U`).
+        unsafe { _mm512_reduce_max_epu32(self.0) }
+    }
+    #[inline(always)]
     fn store_u16(self, s: &mut [u16]) {
         let s = &mut s[..16];
         // `vpmovdw` truncates each lane to its low 16 bits.

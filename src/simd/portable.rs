@@ -226,6 +226,18 @@ impl Vu32 for PortableU {
         }))
     }
     #[inline(always)]
+    fn min(self, o: Self) -> Self {
+        self.zip(o, Ord::min)
+    }
+    #[inline(always)]
+    fn max(self, o: Self) -> Self {
+        self.zip(o, Ord::max)
+    }
+    #[inline(always)]
+    fn max_lane(self) -> u32 {
+        self.0.into_iter().fold(0, Ord::max)
+    }
+    #[inline(always)]
     fn store_u16(self, s: &mut [u16]) {
         s[..8].copy_from_slice(&self.0.map(|a| a as u16));
     }

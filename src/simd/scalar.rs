@@ -202,6 +202,18 @@ impl Vu32 for u32 {
         }
     }
     #[inline(always)]
+    fn min(self, o: Self) -> Self {
+        Ord::min(self, o)
+    }
+    #[inline(always)]
+    fn max(self, o: Self) -> Self {
+        Ord::max(self, o)
+    }
+    #[inline(always)]
+    fn max_lane(self) -> u32 {
+        self
+    }
+    #[inline(always)]
     fn store_u16(self, s: &mut [u16]) {
         s[0] = self as u16;
     }

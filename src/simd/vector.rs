@@ -97,6 +97,12 @@ pub(crate) trait Vu32: Copy {
     fn shl<const N: i32>(self) -> Self;
     /// Per lane `if self < o { a } else { b }`.
     fn select_lt(self, o: Self, a: Self, b: Self) -> Self;
+    /// Per lane the smaller (unsigned).
+    fn min(self, o: Self) -> Self;
+    /// Per lane the larger (unsigned).
+    fn max(self, o: Self) -> Self;
+    /// The largest lane (unsigned).
+    fn max_lane(self) -> u32;
     /// Zero-extends `LANES` bytes from the start of `s` into the lanes (panics if `s` is
     /// shorter).
     fn load_u8(s: &[u8]) -> Self;
