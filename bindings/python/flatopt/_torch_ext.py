@@ -78,10 +78,11 @@ def _command(cxx, output):
     """The one compile-and-link command (no ninja, no setuptools): torch's headers as system
     headers (their warnings are theirs), the libraries the module's symbols come from, found
     again at run time through the rpath."""
-    from torch.utils import cpp_extension  # (imports setuptools: only when building)
-
-    lib = os.path.join(os.path.dirname(torch.__file__), "lib")
-    includes = [*cpp_extension.include_paths(), sysconfig.get_paths()["include"]]
+    root = os.path.dirname(torch.__file__)
+    lib = os.path.join(root, "lib")
+    # torch.utils.cpp_extension.include_paths() without the C++ frontend's directory (not
+    # used), and without importing it: it imports setuptools, a second at every start.
+    includes = [os.path.join(root, "include"), sysconfig.get_paths()["include"]]
     # (macOS: Python's symbols are found in the interpreter when the module loads)
     darwin = ["-undefined", "dynamic_lookup"] if sys.platform == "darwin" else []
     return [

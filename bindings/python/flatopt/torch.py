@@ -39,9 +39,14 @@ How it maps onto the library:
   group's parameters, their state copied over bit for bit. An invalid value raises at that
   step and changes nothing.
 * Gradients are handed over as pointers at every step (``zero_grad(set_to_none=True)`` makes new
-  gradient tensors each step): one ``.grad`` read, one ``data_ptr()`` and one contiguity check
-  per tensor and a ``data_ptr()`` per parameter (has its storage moved?), then one foreign call
-  for the whole step.
+  gradient tensors each step), then one foreign call for the whole step. The hand-over is one
+  call into a small C++ extension (``_torch_handover.cpp``) that reads the C++ gradients
+  without making their Python objects: compiled against the installed torch at the first
+  optimizer of a process that finds no build (about 12 s once, if a C++ compiler is found;
+  cached under ``~/.cache/flatopt/torch-ext``; ``FLATOPT_TORCH_EXT=0`` turns it off,
+  :func:`build_extension` or ``python -m flatopt.torch --build-ext`` builds it ahead of time).
+  Without it, the same checks from Python: one ``.grad`` read, one ``data_ptr()`` and one
+  contiguity check per tensor and a ``data_ptr()`` per parameter (has its storage moved?).
 * A parameter whose ``.grad`` is ``None`` in a step is skipped with its state untouched, as in
   PyTorch: flatopt keeps one library handle per *cohort* of parameters that have been updated
   the same number of times (PyTorch's per-parameter ``step``). All parameters start in one
