@@ -124,7 +124,8 @@ def main():
               f"{median_us(assign_and(f)) - assign:7.2f}")
         print(f"  {label + ', the same gradients each step':54} {median_us(f):7.2f}")
     print("the step")
-    print(f"  {'the foreign call alone (SGD lr=0, 200 tiny buffers)':54} {median_us(raw_call):7.2f}")
+    print(f"  {'the foreign call alone (SGD lr=0, 200 tiny buffers)':54} "
+          f"{median_us(raw_call):7.2f}")
     for label, module in (("Python hand-over", None), ("extension", EXT)):
         if label == "extension" and module is None:
             continue

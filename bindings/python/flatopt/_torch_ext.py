@@ -135,7 +135,7 @@ def _self_check(module, path):
                          "(FLATOPT_TORCH_EXT=build)")
 
 
-def build(force=False, announce=True):
+def build(force=False):
     """The built extension module's path, built now if needed (``force``: even if built or
     failed before); raises :class:`BuildError` with the compiler's output when it fails."""
     global last_build_seconds
@@ -160,10 +160,12 @@ def build(force=False, announce=True):
             if os.path.exists(failed):
                 raise BuildError(f"an earlier build failed (see {failed}; FLATOPT_TORCH_EXT="
                                  "build or python -m flatopt.torch --build-ext tries again)")
-        if announce:
-            print(f"flatopt.torch: compiling the C++ gradient hand-over for torch "
-                  f"{torch.__version__} (once, about 12 s; {ENV}=0 turns it off) into {where}",
-                  file=sys.stderr, flush=True)
+        print(f"flatopt.torch: compiling the C++ gradient hand-over for torch "
+              f"{torch.__version__} (once, about 12 s; {ENV}=0 turns it off) into {where}",
+              file=sys.stderr, flush=True)
+        for name in os.listdir(where):  # what a killed build left (no other builds now)
+            if name.startswith(".build-"):
+                os.unlink(os.path.join(where, name))
         # Into a temporary file renamed into place: a reader sees the whole module or none.
         fd, tmp = tempfile.mkstemp(dir=where, prefix=".build-", suffix=".so")
         os.close(fd)

@@ -884,7 +884,7 @@ class _FlatoptOptimizer(_TorchOptimizer):
         if len(cohorts) == 1:
             c = cohorts[0]
             fast = c.fast
-            if fast() if fast is not None else _hand_over(c):
+            if (fast() if fast is not None else _hand_over(c)):
                 if c.halves:
                     _refresh_masters(c, self._masters)
                 if checked:

@@ -7,6 +7,7 @@ import ctypes
 import os
 import subprocess
 import sys
+import sysconfig
 import textwrap
 
 import pytest
@@ -265,6 +266,6 @@ def test_processes_starting_together_build_once_and_share_the_build(tmp_path):
     (where,) = (tmp_path / "flatopt" / "torch-ext").iterdir()
     assert f"torch-{torch.__version__}-py{sys.version_info[0]}{sys.version_info[1]}" in where.name
     assert sorted(f.name for f in where.iterdir() if f.name != "lock") == [
-        "_torch_handover" + __import__("sysconfig").get_config_var("EXT_SUFFIX")]
+        "_torch_handover" + sysconfig.get_config_var("EXT_SUFFIX")]
     out, err = run(WHICH, {"XDG_CACHE_HOME": str(tmp_path)})  # later: the cached build
     assert out.split() == ["extension"] and err == ""
