@@ -74,7 +74,7 @@ def _std_flag():
     return "-std=c++20" if (major, minor) >= (2, 12) else "-std=c++17"
 
 
-def _command(cxx, output):
+def _command(cxx, output, source=SOURCE):
     """The one compile-and-link command (no ninja, no setuptools): torch's headers as system
     headers (their warnings are theirs), the libraries the module's symbols come from, found
     again at run time through the rpath."""
@@ -89,7 +89,7 @@ def _command(cxx, output):
         *cxx, "-O2", "-shared", "-fPIC", _std_flag(), "-Wall", "-Wextra",
         f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}",
         *(arg for d in includes for arg in ("-isystem", d)),
-        SOURCE, "-o", output, *darwin,
+        source, "-o", output, *darwin,
         f"-L{lib}", f"-Wl,-rpath,{lib}", "-lc10", "-ltorch", "-ltorch_cpu", "-ltorch_python",
     ]
 
@@ -99,8 +99,9 @@ def build_dir(cxx):
     digest = hashlib.sha256()
     with open(SOURCE, "rb") as f:
         digest.update(f.read())
-    # The command with a placeholder output: the flags, the include paths, the compiler.
-    digest.update("\0".join(_command(cxx, "OUT")).encode())
+    # The command but for where the source is (each installation of the package shares the
+    # build) and the output: the flags, the include paths, the compiler.
+    digest.update("\0".join(_command(cxx, "OUT", "SOURCE")).encode())
     key = (f"torch-{torch.__version__}-py{sys.version_info[0]}{sys.version_info[1]}-"
            f"{platform.machine()}-{digest.hexdigest()[:16]}")
     return os.path.join(cache_root(), key)

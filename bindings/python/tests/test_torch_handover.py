@@ -269,3 +269,15 @@ def test_processes_starting_together_build_once_and_share_the_build(tmp_path):
         "_torch_handover" + sysconfig.get_config_var("EXT_SUFFIX")]
     out, err = run(WHICH, {"XDG_CACHE_HOME": str(tmp_path)})  # later: the cached build
     assert out.split() == ["extension"] and err == ""
+
+
+def test_the_cache_key_follows_the_source_and_not_where_the_package_is(tmp_path, monkeypatch):
+    cxx = ["c++"]
+    here = _torch_ext.build_dir(cxx)
+    copy = tmp_path / "_torch_handover.cpp"
+    copy.write_bytes(open(_torch_ext.SOURCE, "rb").read())
+    monkeypatch.setattr(_torch_ext, "SOURCE", str(copy))
+    assert _torch_ext.build_dir(cxx) == here  # another installation: the same build
+    copy.write_bytes(copy.read_bytes() + b"// changed\n")
+    assert _torch_ext.build_dir(cxx) != here  # another source: a build of its own
+    assert _torch_ext.build_dir(["clang++"]) != _torch_ext.build_dir(cxx)
