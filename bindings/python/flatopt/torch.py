@@ -99,7 +99,9 @@ How it maps onto the library:
 * Refused, naming the parameter: tensors that are not CPU, strided, contiguous and float32,
   bfloat16 or float16 (CUDA, sparse, complex, float64, integers, non-contiguous);
   ``maximize=True``, ``capturable``, ``differentiable``; gradients that are sparse or
-  non-contiguous.
+  non-contiguous, or of another dtype than their parameter (torch >= 2.9 after
+  ``p.grad_dtype = None``; checked on every step by the C++ hand-over, only on the general
+  path without it).
 
 The numerics (and how they differ from torch.optim: float32 arithmetic throughout, no FMA) are
 docs/numerics.md in the repository.
