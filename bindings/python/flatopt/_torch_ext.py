@@ -180,6 +180,7 @@ def build(force=False):
                     f.write(shlex.join(cmd) + "\n\n" + run.stdout)
                 raise BuildError(f"the compiler failed (exit {run.returncode}); its output is "
                                  f"in {failed}")
+            os.chmod(tmp, 0o755)  # (mkstemp made it private; a shared library is not)
             os.replace(tmp, target)
         finally:
             if os.path.exists(tmp):

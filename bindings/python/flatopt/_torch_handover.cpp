@@ -29,7 +29,6 @@
 #include <ATen/PythonTorchFunctionTLS.h>
 #include <torch/csrc/autograd/python_variable.h>
 
-#include <cstdint>
 #include <new>
 #include <vector>
 
@@ -77,6 +76,8 @@ bool hand_over(HandOver* self) noexcept {
             // the tensor is a leaf first, only to warn about an undefined gradient, which
             // the general path's `p.grad` read does.
             const at::Tensor& g = p.unsafeGetTensorImpl()->grad();
+            // (A Python dispatch subclass as gradient: its C++ tensor is a wrapper whose
+            // storage, if any, is not what Python's data_ptr() would answer.)
             if (!g.defined() || g.layout() != c10::kStrided || !g.device().is_cpu() ||
                 g.unsafeGetTensorImpl()->is_python_dispatch() || g.scalar_type() != r.type ||
                 !g.is_contiguous()) {
