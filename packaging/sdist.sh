@@ -49,7 +49,8 @@ FLATOPT_BUILD_BASE=$scratch/build "$py" -m build --sdist --no-isolation --outdir
 sdist=$out/flatopt-$version.tar.gz
 [ -f "$sdist" ] || { echo "sdist.sh: $sdist was not written" >&2; exit 1; }
 tar -tzf "$sdist" >"$scratch/list"
-for f in rust/Cargo.toml rust/src/lib.rs setup.py pyproject.toml flatopt/__init__.py; do
+for f in rust/Cargo.toml rust/src/lib.rs setup.py pyproject.toml flatopt/__init__.py \
+         flatopt/_torch_handover.cpp; do
   grep -qx "flatopt-$version/$f" "$scratch/list" ||
     { echo "sdist.sh: $sdist does not carry $f" >&2; exit 1; }
 done

@@ -1,7 +1,8 @@
 """Checks an installed flatopt Python package (tests/install/wheel.sh and sdist.sh run it with
 the virtualenv's python, from a directory outside the source tree):
 
-1. flatopt is imported from VENV, with the library bundled next to it;
+1. flatopt is imported from VENV, with the library bundled next to it, and the source of
+   flatopt.torch's optional C++ hand-over (compiled on first use, flatopt/_torch_ext.py);
 2. Cargo.toml's version, the distribution's, ``flatopt.__version__`` and the library's agree;
 3. the README's Python quick start prints what the README says it prints.
 
@@ -24,6 +25,8 @@ print(f"installed: {mod}\n  library {lib} (version {flatopt.library_version})")
 assert mod.startswith(venv + os.sep), f"flatopt imported from {mod}, not from {venv}"
 bundled = os.path.join(os.path.dirname(mod), "libflatopt.so")
 assert lib == bundled, f"library {lib} is not the bundled {bundled}"
+cpp = os.path.join(os.path.dirname(mod), "_torch_handover.cpp")
+assert os.path.isfile(cpp), f"the package does not carry {cpp} (package-data)"
 
 with open(os.path.join(root, "Cargo.toml"), encoding="utf-8") as f:
     cargo = re.search(r'^version = "(.*)"', f.read(), re.M).group(1)

@@ -1,6 +1,7 @@
 """Per-step Python cost of flatopt.torch's step for a model of many small tensors (so that the
 update itself is negligible): the hand-over of the gradient pointers, piece by piece, before
-and after the rewrite of issue 17, and the whole ``opt.step()``.
+and after the rewrite of issue 17, the C++ extension's hand-over (flatopt/_torch_ext.py; built
+first if needed), and the whole ``opt.step()`` with either hand-over.
 
 The model is 100 ``nn.Linear(4, 4)`` layers: 200 ``nn.Parameter``s, what models have (reads
 of a Parameter's attributes cost more than a plain tensor's). Two cases:
@@ -12,12 +13,14 @@ of a Parameter's attributes cost more than a plain tensor's). Two cases:
 Medians over rounds of many calls, in microseconds. Then the same model in a real loop
 (forward, backward, step; medians over 2800 iterations): right after ``backward()`` the
 gradients have no Python objects yet, and the first ``.grad`` read of each makes one; the
-pieces of the hand-over timed there, the foreign call, and the whole ``opt.step()`` of
-flatopt's AdamW beside ``torch.optim.AdamW(fused=True)``'s.
+pieces of the hand-over timed there, the whole hand-over either way, the foreign call, and
+the whole ``opt.step()`` of flatopt's AdamW (either hand-over) beside
+``torch.optim.AdamW(fused=True)``'s.
 
     python bindings/python/benchmarks/torch_handover.py [n_tensors]
 """
 
+import ctypes
 import os
 import statistics
 import sys
@@ -26,6 +29,20 @@ import time
 import torch
 
 import flatopt.torch as ft
+
+EXT = ft._torch_ext.load()  # the C++ hand-over (built now if needed), or None
+
+
+def extension_hand_over(c):
+    """The C++ hand-over of cohort `c` (what an optimizer made with it has), or None."""
+    if EXT is None:
+        return None
+    return EXT.HandOver(c.params, c.pptrs, ctypes.addressof(c.ptrs), c.ptrs)
+
+
+def hand_over_with(module):
+    """The optimizers made from now on hand over through `module` (None: the Python reads)."""
+    ft._torch_ext._loaded = {"module": module}
 
 
 def median_us(f, reps=2000, rounds=15):
@@ -45,6 +62,7 @@ def main():
     model = torch.nn.Sequential(*[torch.nn.Linear(4, 4) for _ in range(n // 2)])
     ps = list(model.parameters())
     sets = [[torch.zeros_like(p) for p in ps] for _ in range(3)]
+    hand_over_with(None)
     opt = ft.SGD(ps, lr=0.0)
     setter = torch._C.TensorBase.grad.__set__
     turn = [0]
@@ -68,6 +86,8 @@ def main():
 
     def after():
         ft._hand_over(c)
+
+    fast = extension_hand_over(c)
 
     def raw_call():
         ft._lib.optimizer_step_with_grads.raw(c.handle.ptr, c.ptrs, n)
@@ -94,16 +114,27 @@ def main():
     assign = median_us(new_grads)
     for name, f in rows:
         print(name if f is None else f"{name:56} {median_us(f):7.2f}")
-    for label, f in (("before", before), ("after", after)):
-        print(f"  {label}, new gradients each step {'':23} "
+    ways = [("before", before), ("after", after)]
+    if fast is not None:
+        ways.append(("extension", fast))
+    else:
+        print("  (the C++ extension is not available: see the warning above)")
+    for label, f in ways:
+        print(f"  {label + ', new gradients each step':54} "
               f"{median_us(assign_and(f)) - assign:7.2f}")
-        print(f"  {label}, the same gradients each step {'':19} {median_us(f):7.2f}")
+        print(f"  {label + ', the same gradients each step':54} {median_us(f):7.2f}")
     print("the step")
-    print(f"  the foreign call alone (SGD lr=0, 200 tiny buffers)      {median_us(raw_call):7.2f}")
-    print(f"  opt.step(), new gradients each step                      "
-          f"{median_us(assign_and(opt.step)) - assign:7.2f}")
-    print(f"  opt.step(), the same gradients each step                 {median_us(opt.step):7.2f}")
-
+    print(f"  {'the foreign call alone (SGD lr=0, 200 tiny buffers)':54} "
+          f"{median_us(raw_call):7.2f}")
+    for label, module in (("Python hand-over", None), ("extension", EXT)):
+        if label == "extension" and module is None:
+            continue
+        hand_over_with(module)
+        step = ft.SGD(ps, lr=0.0).step
+        print(f"  {'opt.step() (' + label + '), new gradients each step':54} "
+              f"{median_us(assign_and(step)) - assign:7.2f}")
+        print(f"  {'opt.step() (' + label + '), the same gradients':54} "
+              f"{median_us(step):7.2f}")
 
 
 def in_the_loop(n, iters=3000, warmup=200):
@@ -114,6 +145,7 @@ def in_the_loop(n, iters=3000, warmup=200):
 
     model, x = model_and_batch()
     ps = list(model.parameters())
+    hand_over_with(None)
     opt = ft.AdamW(ps, lr=1e-4)
     opt.zero_grad()
     model(x).sum().backward()
@@ -148,19 +180,29 @@ def in_the_loop(n, iters=3000, warmup=200):
     print(f"in a real loop (forward, backward, step; {iters - warmup} iterations)")
     for k in names:
         print(f"  {k:54} {statistics.median(times[k]) * 1e6:7.2f}")
-    whole = []
-    for i in range(iters):
-        opt.zero_grad()
-        model(x).sum().backward()
-        t0 = time.perf_counter()
-        ft._hand_over(c)
-        whole.append(time.perf_counter() - t0)
-        ft._lib.optimizer_step_with_grads.raw(c.handle.ptr, c.ptrs, n)
-    print(f"  {'the hand-over as a whole (_hand_over), another run':54} "
-          f"{statistics.median(whole[warmup:]) * 1e6:7.2f}")
-    for label, make in (("flatopt.torch.AdamW", lambda ps: ft.AdamW(ps, lr=1e-4)),
+    fast = extension_hand_over(c)
+    for label, f in (("Python, _hand_over", lambda: ft._hand_over(c)), ("the extension", fast)):
+        if f is None:
+            continue
+        whole = []
+        for i in range(iters):
+            opt.zero_grad()
+            model(x).sum().backward()
+            t0 = time.perf_counter()
+            ok = f()
+            whole.append(time.perf_counter() - t0)
+            assert ok
+            ft._lib.optimizer_step_with_grads.raw(c.handle.ptr, c.ptrs, n)
+        print(f"  {'the hand-over as a whole (' + label + ')':54} "
+              f"{statistics.median(whole[warmup:]) * 1e6:7.2f}")
+    for label, make in (("flatopt.torch.AdamW (Python hand-over)",
+                         lambda ps: (hand_over_with(None), ft.AdamW(ps, lr=1e-4))[1]),
+                        ("flatopt.torch.AdamW (extension)",
+                         lambda ps: (hand_over_with(EXT), ft.AdamW(ps, lr=1e-4))[1]),
                         ("torch.optim.AdamW(fused=True)",
                          lambda ps: torch.optim.AdamW(ps, lr=1e-4, fused=True))):
+        if "extension" in label and EXT is None:
+            continue
         model, x = model_and_batch()
         opt = make(list(model.parameters()))
         steps = []
@@ -170,7 +212,7 @@ def in_the_loop(n, iters=3000, warmup=200):
             t0 = time.perf_counter()
             opt.step()
             steps.append(time.perf_counter() - t0)
-        print(f"  opt.step() of {label:40} {statistics.median(steps[warmup:]) * 1e6:7.2f}")
+        print(f"  {'opt.step() of ' + label:54} {statistics.median(steps[warmup:]) * 1e6:7.2f}")
 
 
 if __name__ == "__main__":

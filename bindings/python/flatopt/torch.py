@@ -39,9 +39,14 @@ How it maps onto the library:
   group's parameters, their state copied over bit for bit. An invalid value raises at that
   step and changes nothing.
 * Gradients are handed over as pointers at every step (``zero_grad(set_to_none=True)`` makes new
-  gradient tensors each step): one ``.grad`` read, one ``data_ptr()`` and one contiguity check
-  per tensor and a ``data_ptr()`` per parameter (has its storage moved?), then one foreign call
-  for the whole step.
+  gradient tensors each step), then one foreign call for the whole step. The hand-over is one
+  call into a small C++ extension (``_torch_handover.cpp``) that reads the C++ gradients
+  without making their Python objects: compiled against the installed torch at the first
+  optimizer of a process that finds no build (about 12 s once, if a C++ compiler is found;
+  cached under ``~/.cache/flatopt/torch-ext``; ``FLATOPT_TORCH_EXT=0`` turns it off,
+  :func:`build_extension` or ``python -m flatopt.torch --build-ext`` builds it ahead of time).
+  Without it, the same checks from Python: one ``.grad`` read, one ``data_ptr()`` and one
+  contiguity check per tensor and a ``data_ptr()`` per parameter (has its storage moved?).
 * A parameter whose ``.grad`` is ``None`` in a step is skipped with its state untouched, as in
   PyTorch: flatopt keeps one library handle per *cohort* of parameters that have been updated
   the same number of times (PyTorch's per-parameter ``step``). All parameters start in one
@@ -94,7 +99,9 @@ How it maps onto the library:
 * Refused, naming the parameter: tensors that are not CPU, strided, contiguous and float32,
   bfloat16 or float16 (CUDA, sparse, complex, float64, integers, non-contiguous);
   ``maximize=True``, ``capturable``, ``differentiable``; gradients that are sparse or
-  non-contiguous.
+  non-contiguous, or of another dtype than their parameter (torch >= 2.9 after
+  ``p.grad_dtype = None``; checked on every step by the C++ hand-over, only on the general
+  path without it).
 
 The numerics (and how they differ from torch.optim: float32 arithmetic throughout, no FMA) are
 docs/numerics.md in the repository.
@@ -126,7 +133,7 @@ try:
 except (ImportError, AttributeError):  # another PyTorch: its own wrapper, always
     _GLOBAL_PRE_HOOKS = None
 
-from . import _lib
+from . import _lib, _torch_ext
 from ._errors import (
     CheckpointError,
     DTypeError,
@@ -141,7 +148,7 @@ from ._schedules import _Handle
 __all__ = [
     "SGD", "Adam", "AdamW", "RAdam", "Adagrad", "RMSprop", "Adamax", "NAdam", "Adadelta",
     "Rprop", "Lion", "AdaBelief", "Yogi", "Lamb", "Lars", "Novograd", "Adafactor", "Lookahead",
-    "GradScaler",
+    "GradScaler", "build_extension",
 ]
 
 # The per-step hot path calls these C-level methods through `map` (no attribute lookup, no
@@ -288,10 +295,14 @@ def _check_param(p, label):
         )
 
 
-def _check_grad(g, label):
-    """The error for a gradient the step cannot take (called on the slow path only)."""
+def _check_grad(g, p, label):
+    """The error for gradient `g` of parameter `p` the step cannot take (called on the slow
+    path only)."""
     if g.layout != torch.strided:
         return LayoutError(f"{label}: its gradient is {g.layout}; flatopt takes dense gradients")
+    if g.dtype != p.dtype:  # torch >= 2.9 takes one after p.grad_dtype = None
+        return DTypeError(f"{label}: its gradient is {g.dtype}, the parameter {p.dtype}; "
+                          "flatopt reads gradients of the parameter's dtype")
     if not g.is_contiguous():
         return LayoutError(
             f"{label}: its gradient is not contiguous (strides {g.stride()}); flatopt reads "
@@ -303,8 +314,8 @@ def _check_grad(g, label):
 class _Cohort:
     """Parameters updated the same number of times, under one library handle."""
 
-    __slots__ = ("handle", "params", "groups", "ngroups", "present", "ptrs", "pptrs", "mixed",
-                 "halves", "versions", "formats", "shapes")
+    __slots__ = ("handle", "params", "groups", "ngroups", "present", "ptrs", "pptrs", "fast",
+                 "mixed", "halves", "versions", "formats", "shapes")
 
     def __init__(self, handle, params, groups, ngroups, present, mixed, formats, shapes):
         self.formats = formats  # (moments, slow weights): how the handle holds them
@@ -317,6 +328,9 @@ class _Cohort:
         self.present = present  # each parameter's state arrays (of _ARRAYS) in the handle
         self.ptrs = (ctypes.c_void_p * len(params))()  # the gradients' pointers of a step
         self.pptrs = [_PTR(p) for p in params]
+        # The hand-over of every step: the C++ extension's (one call) where it is built, else
+        # None and _hand_over's Python reads (docs/torch.md, "The per-step hand-over").
+        self.fast = _fast_hand_over(params, self.pptrs, self.ptrs)
         self.mixed = mixed  # has 16-bit parameters: steps through flatopt_optimizer_step_mixed
         # The 16-bit parameters and their version counters: an in-place write by the user
         # (model.load_state_dict, torch.nn.init, p.copy_) bumps it, flatopt's copy does not.
@@ -366,6 +380,29 @@ def _hand_over(c):
         return all(map(_CONTIG, grads)) and _same_storage(c)
     except (TypeError, RuntimeError):  # a None gradient, a sparse one
         return False
+
+
+def _fast_hand_over(params, pptrs, ptrs):
+    """The C++ hand-over of a cohort (flatopt/_torch_handover.cpp) over `params` registered at
+    `pptrs`, writing into the ctypes array `ptrs`: a callable returning what _hand_over would;
+    None where the extension is off or not built (flatopt/_torch_ext.py: built at the first
+    optimizer of a process that finds none cached, if a C++ compiler is there)."""
+    ext = _torch_ext.load()
+    if ext is None:
+        return None
+    try:
+        return ext.HandOver(params, pptrs, ctypes.addressof(ptrs), ptrs)
+    except TypeError:  # a parameter of a Tensor subclass: its own attribute reads, Python's path
+        return None
+
+
+def build_extension(force=True):
+    """Builds flatopt.torch's C++ gradient hand-over now (``force``: even if a build is cached
+    or failed before) and uses it for the optimizers made from now on; returns the path of
+    the built module, raises ``RuntimeError`` saying why it could not be built. The same as
+    ``python -m flatopt.torch --build-ext``; without it the extension is built at the first
+    optimizer a process makes (docs/torch.md, "The per-step hand-over")."""
+    return _torch_ext.build_and_load(force)
 
 
 def _refresh_masters(c, masters):
@@ -848,7 +885,8 @@ class _FlatoptOptimizer(_TorchOptimizer):
         cohorts = self._cohorts
         if len(cohorts) == 1:
             c = cohorts[0]
-            if _hand_over(c):
+            fast = c.fast
+            if (fast() if fast is not None else _hand_over(c)):
                 if c.halves:
                     _refresh_masters(c, self._masters)
                 if checked:
@@ -881,7 +919,7 @@ class _FlatoptOptimizer(_TorchOptimizer):
                 self._split(i, has)
                 continue  # cohort i is now the part with gradients
             for p, g in zip(c.params, grads):
-                err = _check_grad(g, self._label_of(p))
+                err = _check_grad(g, p, self._label_of(p))
                 if err is not None:
                     raise err
             if not _same_storage(c):
@@ -1779,3 +1817,9 @@ class GradScaler(_TorchGradScaler):
         }
         state["stage"] = _OptState.STEPPED
         return retval
+
+
+if __name__ == "__main__":  # python -m flatopt.torch --build-ext
+    import sys
+
+    sys.exit(_torch_ext.main(sys.argv[1:]))

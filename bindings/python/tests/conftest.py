@@ -79,3 +79,40 @@ def grad_stream(shapes, seed):
         return [rng.standard_normal(s).astype(np.float32) for s in shapes]
 
     return at
+
+
+_EXTENSION = {}  # the outcome of building flatopt.torch's C++ hand-over, once per session
+
+
+def _torch_extension():
+    """flatopt.torch's C++ hand-over module (built into the user's cache if needed), or the
+    reason it cannot be had here."""
+    if not _EXTENSION:
+        from flatopt import _torch_ext
+
+        if os.environ.get(_torch_ext.ENV, "1").strip() == "0":
+            _EXTENSION["reason"] = f"{_torch_ext.ENV}=0 is set"
+        else:
+            try:
+                _EXTENSION["module"] = _torch_ext._import(_torch_ext.build())
+            except _torch_ext.BuildError as e:
+                _EXTENSION["reason"] = str(e)
+    return _EXTENSION.get("module"), _EXTENSION.get("reason")
+
+
+@pytest.fixture(params=["python", "extension"])
+def hand_over(request):
+    """The per-step gradient hand-over of the flatopt.torch optimizers a test makes: the
+    Python reads (what FLATOPT_TORCH_EXT=0 gives), or the C++ extension (skipped, with the
+    reason, where it cannot be built). (Not through `monkeypatch`: tests undo theirs.)"""
+    from flatopt import _torch_ext
+
+    module = None
+    if request.param == "extension":
+        module, reason = _torch_extension()
+        if module is None:
+            pytest.skip(f"flatopt.torch's C++ hand-over is not available: {reason}")
+    saved = _torch_ext._loaded
+    _torch_ext._loaded = {"module": module}
+    yield request.param
+    _torch_ext._loaded = saved

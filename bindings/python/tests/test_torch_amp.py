@@ -155,7 +155,8 @@ OWN_SCALER_ROWS = [
 
 
 @pytest.mark.parametrize("row", OWN_SCALER_ROWS, ids=[r[0] for r in OWN_SCALER_ROWS])
-def test_flatopt_grad_scaler_checks_in_flatopts_pass_with_torchs_bits(row, monkeypatch):
+def test_flatopt_grad_scaler_checks_in_flatopts_pass_with_torchs_bits(row, monkeypatch,
+                                                                     hand_over):
     """flatopt.torch.GradScaler: the same bits and scales as torch.amp.GradScaler, without
     GradScaler's own inf/NaN pass over the gradients."""
     _, kind, kw, lookahead, frozen, infs = row
@@ -327,7 +328,7 @@ def test_16_bit_state_dict_carries_the_masters_and_resumes_bit_for_bit(kind):
     assert same_state(flat_state(opt), flat_state(opt_b))
 
 
-def test_mixed_float32_and_bf16_parameters_in_one_optimizer():
+def test_mixed_float32_and_bf16_parameters_in_one_optimizer(hand_over):
     """A model with some layers in bfloat16 (gradients read as 16 bits, masters inside) and the
     rest in float32 (updated in place): one pass, each as if alone."""
     model = make_model()
@@ -435,7 +436,7 @@ def test_bad_master_weights_are_refused_and_change_nothing(what, spoil, text):
                for i, st in good["state"].items() for k, v in st.items())
 
 
-def test_moved_16_bit_parameter_takes_its_new_values_as_masters():
+def test_moved_16_bit_parameter_takes_its_new_values_as_masters(hand_over):
     p = torch.zeros(3, dtype=torch.bfloat16, requires_grad=True)
     opt = ft.SGD([p], lr=0.5)
     p.grad = torch.ones(3, dtype=torch.bfloat16)
@@ -468,7 +469,7 @@ def test_amp_example_script_trains_resumes_and_matches_torch_optim():
     assert abs(ours - ref) <= 0.01 and abs(half - ref) <= 0.02, out
 
 
-def test_parameter_changing_between_float32_and_bf16_is_followed():
+def test_parameter_changing_between_float32_and_bf16_is_followed(hand_over):
     """p.data = ... of another precision: re-registered as that precision, state kept."""
     p = torch.zeros(3, requires_grad=True)
     opt = ft.SGD([p], lr=0.5, momentum=0.5)
@@ -496,7 +497,7 @@ REWRITES = [
 
 
 @pytest.mark.parametrize("what,write", REWRITES, ids=[r[0] for r in REWRITES])
-def test_16_bit_weights_written_in_place_become_the_masters(what, write):
+def test_16_bit_weights_written_in_place_become_the_masters(what, write, hand_over):
     """E.g. pretrained weights loaded after the optimizer was built: the next step starts from
     them (the parameters' version counters tell), not from stale masters."""
     model, new = make_model(torch.bfloat16), make_model(torch.bfloat16, seed=5)
@@ -516,7 +517,7 @@ def test_16_bit_weights_written_in_place_become_the_masters(what, write):
     assert opt._cohorts[0].handle is handle  # masters refreshed in place, not re-registered
 
 
-def test_16_bit_weights_moved_and_written_in_place_in_one_step():
+def test_16_bit_weights_moved_and_written_in_place_in_one_step(hand_over):
     p = torch.zeros(3, dtype=torch.bfloat16, requires_grad=True)
     q = torch.zeros(2, dtype=torch.bfloat16, requires_grad=True)
     opt = ft.SGD([p, q], lr=0.5)

@@ -125,7 +125,7 @@ def build(name, model, kw):
 
 
 @pytest.mark.parametrize("name,kw", RESUME, ids=IDS + ["Lookahead-AdamW", "Lookahead-Adafactor"])
-def test_save_load_continues_bit_for_bit(name, kw):
+def test_save_load_continues_bit_for_bit(name, kw, hand_over):
     """Train, torch.save model + optimizer + scheduler, load into fresh objects, continue:
     the same bits as the uninterrupted run."""
     full, part = make_model(), make_model()
@@ -209,7 +209,7 @@ def test_torch_optim_state_loads_into_flatopt(name):
     assert close(ours, ref, 1e-5)
 
 
-def test_missing_gradients_skip_the_parameter_and_its_state():
+def test_missing_gradients_skip_the_parameter_and_its_state(hand_over):
     """A parameter without gradient keeps its value and state; its own step count lags, as in
     PyTorch (checked against torch.optim.Adam with the same pattern)."""
     torch.manual_seed(0)
@@ -239,7 +239,7 @@ def test_missing_gradients_skip_the_parameter_and_its_state():
     assert steps == {i: int(s["step"].item()) for i, s in ref.state_dict()["state"].items()}
 
 
-def test_frozen_parameters_have_no_state_and_do_not_block_clipping():
+def test_frozen_parameters_have_no_state_and_do_not_block_clipping(hand_over):
     model = make_model()
     model[0].weight.requires_grad_(False)
     ref = make_model()
@@ -565,7 +565,7 @@ def test_lookahead_fused_matches_the_rule_over_torch_adamw():
     assert "lookahead_slow_buff" in opt.state_dict()["state"][0]
 
 
-def test_grad_scaler_works_and_skips_on_inf():
+def test_grad_scaler_works_and_skips_on_inf(hand_over):
     ours, ref = make_model(), make_model()
     opt = ft.AdamW(ours.parameters(), lr=1e-2)
     ref_opt = torch.optim.AdamW(ref.parameters(), lr=1e-2)
@@ -613,7 +613,7 @@ BAD_GRADS = [
 @pytest.mark.parametrize("stepped", [False, True], ids=["first step", "after a good step"])
 @pytest.mark.parametrize("what, make, words", BAD_GRADS, ids=[b[0] for b in BAD_GRADS])
 def test_a_bad_gradient_is_refused_naming_its_parameter_and_nothing_changes(what, make, words,
-                                                                          stepped):
+                                                                          stepped, hand_over):
     q = torch.zeros(3, requires_grad=True)
     p = torch.zeros(4, 4, requires_grad=True)
     opt = ft.SGD([q, p], lr=0.1)
@@ -629,7 +629,7 @@ def test_a_bad_gradient_is_refused_naming_its_parameter_and_nothing_changes(what
     assert torch.equal(q, q0) and torch.equal(p, p0)
 
 
-def test_moved_parameter_storage_is_followed():
+def test_moved_parameter_storage_is_followed(hand_over):
     p = torch.zeros(3, requires_grad=True)
     opt = ft.SGD([p], lr=0.5, momentum=0.5)
     p.grad = torch.ones(3)
