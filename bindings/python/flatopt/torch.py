@@ -100,8 +100,7 @@ How it maps onto the library:
   bfloat16 or float16 (CUDA, sparse, complex, float64, integers, non-contiguous);
   ``maximize=True``, ``capturable``, ``differentiable``; gradients that are sparse or
   non-contiguous, or of another dtype than their parameter (torch >= 2.9 after
-  ``p.grad_dtype = None``; checked on every step by the C++ hand-over, only on the general
-  path without it).
+  ``p.grad_dtype = None``; checked on every step).
 
 The numerics (and how they differ from torch.optim: float32 arithmetic throughout, no FMA) are
 docs/numerics.md in the repository.
@@ -157,6 +156,7 @@ __all__ = [
 _GRAD = torch._C.TensorBase.grad.__get__
 _PTR = torch._C.TensorBase.data_ptr
 _CONTIG = torch._C.TensorBase.is_contiguous
+_DTYPE = torch._C.TensorBase.dtype.__get__
 _VERSION = torch._C.TensorBase._version.__get__
 
 
@@ -314,8 +314,8 @@ def _check_grad(g, p, label):
 class _Cohort:
     """Parameters updated the same number of times, under one library handle."""
 
-    __slots__ = ("handle", "params", "groups", "ngroups", "present", "ptrs", "pptrs", "fast",
-                 "mixed", "halves", "versions", "formats", "shapes")
+    __slots__ = ("handle", "params", "groups", "ngroups", "present", "ptrs", "pptrs", "dtypes",
+                 "fast", "mixed", "halves", "versions", "formats", "shapes")
 
     def __init__(self, handle, params, groups, ngroups, present, mixed, formats, shapes):
         self.formats = formats  # (moments, slow weights): how the handle holds them
@@ -328,6 +328,7 @@ class _Cohort:
         self.present = present  # each parameter's state arrays (of _ARRAYS) in the handle
         self.ptrs = (ctypes.c_void_p * len(params))()  # the gradients' pointers of a step
         self.pptrs = [_PTR(p) for p in params]
+        self.dtypes = [p.dtype for p in params]  # what their gradients must be
         # The hand-over of every step: the C++ extension's (one call) where it is built, else
         # None and _hand_over's Python reads (docs/torch.md, "The per-step hand-over").
         self.fast = _fast_hand_over(params, self.pptrs, self.ptrs)
@@ -368,16 +369,18 @@ def _same_storage(c):
 
 def _hand_over(c):
     """The gradients of cohort `c`'s parameters into `c.ptrs`, the hot path of every step: True
-    when every parameter has a dense, contiguous gradient and no parameter moved (else False:
-    the general path sorts it out, with its errors). Per tensor: the `.grad` read, its
-    `data_ptr()` written into the ctypes array, its `is_contiguous()`, the parameter's
-    `data_ptr()` compared. dtype, device and shape need no check: PyTorch's `.grad` setter
-    and autograd's accumulation refuse a gradient that differs from its parameter in any of
-    them (docs/torch.md, "The per-step hand-over")."""
+    when every parameter has a dense, contiguous gradient of its dtype and no parameter moved
+    (else False: the general path sorts it out, with its errors). Per tensor: the `.grad`
+    read, its `data_ptr()` written into the ctypes array, its `is_contiguous()` and dtype, the
+    parameter's `data_ptr()` compared. Device and shape need no check: PyTorch's `.grad`
+    setter and autograd's accumulation refuse a gradient that differs from its parameter in
+    either; the dtype does, as torch >= 2.9 takes another after `p.grad_dtype = None`
+    (docs/torch.md, "The per-step hand-over")."""
     try:
         grads = [p.grad for p in c.params]
         c.ptrs[:] = list(map(_PTR, grads))
-        return all(map(_CONTIG, grads)) and _same_storage(c)
+        return (all(map(_CONTIG, grads)) and list(map(_DTYPE, grads)) == c.dtypes
+                and _same_storage(c))
     except (TypeError, RuntimeError):  # a None gradient, a sparse one
         return False
 
