@@ -408,19 +408,11 @@ fn q8_lanes<V: Vf32>(code: Q8Code, x: V, pre: V, inv: V, r: V::U) -> V::U {
 fn q8_signed_lanes<V: Vf32>(x: V, pre: V, inv: V, r: V::U) -> V::U {
     let u = |c: u32| V::U::splat(c);
     let b = x.to_bits();
-    let sign = b.shr::<24>().and(u(0x80));
     let a = b.and(u(0x7fff_ffff));
-    let q = x.abs().mul(pre).mul(inv).to_bits();
-    // magnitude_code: max(.., base + 1) - base, then min(.., max).
-    let k = q
-        .add(r.shl::<{ (SIGNED_SHIFT - 16) as i32 }>())
-        .shr::<{ SIGNED_SHIFT as i32 }>();
-    let base1 = u(SIGNED_BASE + 1);
-    let k = k
-        .select_lt(base1, base1, k)
-        .add(u(SIGNED_BASE.wrapping_neg()));
-    let k = k.select_lt(u(SIGNED_MAX), k, u(SIGNED_MAX));
-    let finite = q.select_lt(u(SIGNED_HALF_MIN), u(0), sign.or(k));
+    // A finite x: the plain code of x * pre (exact, and of x's sign: |x| <= s, and pre > 1
+    // only when s is subnormal), whose magnitude times inv is q.
+    let finite = q8_plain_lanes(Q8Code::Signed, x.mul(pre), inv, r);
+    let sign = b.shr::<24>().and(u(0x80));
     let special = u(INF).select_lt(a, u(0x80), sign.or(u(127)));
     a.select_lt(u(INF), finite, special)
 }
@@ -431,27 +423,19 @@ fn q8_unsigned_lanes<V: Vf32>(x: V, pre: V, inv: V, r: V::U) -> V::U {
     let u = |c: u32| V::U::splat(c);
     let b = x.to_bits();
     let a = b.and(u(0x7fff_ffff));
-    let t = x.mul(pre).mul(inv).sqrt().to_bits();
-    let k = t
-        .add(r.shl::<{ (UNSIGNED_SHIFT - 16) as i32 }>())
-        .shr::<{ UNSIGNED_SHIFT as i32 }>();
-    let base1 = u(UNSIGNED_BASE + 1);
-    let k = k
-        .select_lt(base1, base1, k)
-        .add(u(UNSIGNED_BASE.wrapping_neg()));
-    let k = k.select_lt(u(UNSIGNED_MAX), k, u(UNSIGNED_MAX));
-    let k = t.select_lt(u(UNSIGNED_ZERO_BELOW), u(0), k);
-    // A negative x (its sign bit set) is 0.
-    let finite = b.select_lt(u(0x8000_0000), k, u(0));
+    // A finite x >= 0: the plain code of x * pre (exact, as for the signed code); a negative
+    // x (its sign bit set, its root NaN) is 0.
+    let plain = q8_plain_lanes(Q8Code::Unsigned, x.mul(pre), inv, r);
+    let finite = b.select_lt(u(0x8000_0000), plain, u(0));
     // a == INF: +Inf (254) if the sign bit is clear, else 0.
     let inf = b.select_lt(u(0x8000_0000), u(254), u(0));
     let special = u(INF).select_lt(a, u(255), inf);
     a.select_lt(u(INF), finite, special)
 }
 
-/// [`q8_lanes`] of a plain block ([`q8_scale_of`]): `pre` is 1 and every lane finite (and
-/// not negative for the unsigned code), so the special codes and the pre-scale drop out; the
-/// same bits as [`q8_lanes`] there.
+/// The codes of finite lanes `x` (not negative for the unsigned code) with `pre` 1: the
+/// rounding and clamping of [`magnitude_code`], which [`q8_lanes`] takes for the finite lanes
+/// of `x * pre`. A plain block ([`q8_scale_of`]) needs no more.
 #[inline(always)]
 fn q8_plain_lanes<V: Vf32>(code: Q8Code, x: V, inv: V, r: V::U) -> V::U {
     let u = |c: u32| V::U::splat(c);
@@ -557,37 +541,26 @@ pub(crate) fn q8_decode_lanes<V: Vf32>(code: Q8Code, c: V::U, scale: V) -> V {
 #[inline(always)]
 fn q8_decode_signed_lanes<V: Vf32>(c: V::U, scale: V) -> V {
     let u = |x: u32| V::U::splat(x);
-    let k = c.and(u(127));
-    let sign = c.and(u(0x80)).shl::<24>();
-    let value = k.add(u(SIGNED_BASE)).shl::<{ SIGNED_SHIFT as i32 }>();
-    let finite = V::from_bits(value).mul(scale).to_bits();
-    // k in 1..=126 (k - 1 wraps for 0) is finite; 0 is 0 and 127 is Inf.
-    let special = k.select_lt(u(1), u(0), u(INF));
-    let mag = k.add(u(u32::MAX)).select_lt(u(SIGNED_MAX), finite, special);
-    // 0x80 (c ^ 0x80 == 0) is NaN.
-    V::from_bits(c.xor(u(0x80)).select_lt(u(1), u(QNAN), sign.or(mag)))
+    // k in 0..=126 is the plain decoder's; 127 is ±Inf and 0x80 (c ^ 0x80 == 0) NaN.
+    let plain = q8_decode_plain_lanes(Q8Code::Signed, c, scale).to_bits();
+    let inf = c.shl::<24>().and(u(0x8000_0000)).or(u(INF));
+    let x = c.and(u(127)).select_lt(u(127), plain, inf);
+    V::from_bits(c.xor(u(0x80)).select_lt(u(1), u(QNAN), x))
 }
 
 /// [`q8_decode_unsigned`] of every lane.
 #[inline(always)]
 fn q8_decode_unsigned_lanes<V: Vf32>(c: V::U, scale: V) -> V {
     let u = |x: u32| V::U::splat(x);
-    let k = c.select_lt(u(UNSIGNED_MAX), c, u(UNSIGNED_MAX));
-    let w = V::from_bits(k.add(u(UNSIGNED_BASE)).shl::<{ UNSIGNED_SHIFT as i32 }>());
-    // w has 6 significant bits: w * w is exact.
-    let finite = w.mul(w).mul(scale).to_bits();
-    // 254 is Inf, 255 NaN; c in 1..=253 (c - 1 wraps for 0) is finite, 0 is 0.
+    // c in 0..=253 is the plain decoder's; 254 is Inf, 255 NaN.
+    let plain = q8_decode_plain_lanes(Q8Code::Unsigned, c, scale).to_bits();
     let special = c.select_lt(u(255), u(INF), u(QNAN));
-    let x = c
-        .add(u(u32::MAX))
-        .select_lt(u(UNSIGNED_MAX), finite, special);
-    V::from_bits(c.select_lt(u(1), u(0), x))
+    V::from_bits(c.select_lt(u(254), plain, special))
 }
 
 /// [`q8_decode_lanes`] of codes that are all finite values (no NaN or Inf code: see
-/// [`q8_codes_plain`]), the same bits with fewer operations: the signed code's sign goes
-/// through the multiplication (exact: rounding to nearest is symmetric), and no lane is
-/// special.
+/// [`q8_codes_plain`]), which the full decoders take for those codes: the signed code's sign
+/// goes through the multiplication (exact: rounding to nearest is symmetric).
 #[inline(always)]
 pub(crate) fn q8_decode_plain_lanes<V: Vf32>(code: Q8Code, c: V::U, scale: V) -> V {
     let u = |x: u32| V::U::splat(x);
