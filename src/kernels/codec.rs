@@ -282,54 +282,84 @@ pub(crate) fn encode_q8_sr2<V: Vf32>(
     [ca, cb]: [&mut [u8]; 2],
     [sa, sb]: [&mut [f32]; 2],
 ) {
-    use Q8Code::{Signed as S, Unsigned as U};
     let n = a.len();
     let (b, ca, cb) = (&b[..n], &mut ca[..n], &mut cb[..n]);
     let blocks = a.chunks(Q8_BLOCK).zip(b.chunks(Q8_BLOCK));
     let outs = ca.chunks_mut(Q8_BLOCK).zip(cb.chunks_mut(Q8_BLOCK));
     let scales = sa.iter_mut().zip(sb.iter_mut());
     for (bi, (((xa, xb), (da, db)), (s_a, s_b))) in blocks.zip(outs).zip(scales).enumerate() {
-        let ((scale_a, plain_a), (scale_b, plain_b)) =
-            (q8_scale_of::<V>(code[0], xa), q8_scale_of::<V>(code[1], xb));
-        (*s_a, *s_b) = (scale_a, scale_b);
-        let f = [q8_factors(scale_a), q8_factors(scale_b)];
-        let keys = block_keys(key, first.wrapping_add((bi * Q8_BLOCK) as u64), xa.len());
-        let x = [xa, xb];
-        // Each arm's codes are constants, so that the element loops are specialized; blocks
-        // of finite values with normal (or zero) scales whose indices share one key (all but
-        // a block that crosses a multiple of 2^32) take the plain lane functions.
-        let d = [da, db];
-        let plain = plain_a && plain_b && keys.1 >= xa.len();
-        match (code, plain) {
-            ([S, S], true) => pair_block::<V, true>([S, S], x, d, f, keys),
-            ([S, U], true) => pair_block::<V, true>([S, U], x, d, f, keys),
-            ([U, S], true) => pair_block::<V, true>([U, S], x, d, f, keys),
-            ([U, U], true) => pair_block::<V, true>([U, U], x, d, f, keys),
-            ([S, S], false) => pair_block::<V, false>([S, S], x, d, f, keys),
-            ([S, U], false) => pair_block::<V, false>([S, U], x, d, f, keys),
-            ([U, S], false) => pair_block::<V, false>([U, S], x, d, f, keys),
-            ([U, U], false) => pair_block::<V, false>([U, U], x, d, f, keys),
-        }
+        let at = first.wrapping_add((bi * Q8_BLOCK) as u64);
+        let tops = [q8_top::<V>(code[0], xa), q8_top::<V>(code[1], xb)];
+        encode_q8_sr2_block::<V>(code, key, at, [xa, xb], [da, db], [s_a, s_b], tops);
     }
 }
 
-/// The scale of a block of code `code` ([`q8_scale`]) and whether the block is plain: every
-/// value finite (and, for the unsigned code, none negative) and the scale 0 or normal, so
-/// that `pre` is 1 and no lane takes a special code ([`q8_plain_lanes`]). One pass over the
-/// largest bit pattern (of the magnitudes for the signed code): below Inf's, it is the scale.
+/// One block of [`encode_q8_sr2`] starting at index `at`, with the largest bit patterns
+/// [`q8_top`] of its two blocks, which the caller took: the codes and the scales.
 #[inline(always)]
-fn q8_scale_of<V: Vf32>(code: Q8Code, block: &[f32]) -> (f32, bool) {
-    let mask = match code {
-        Q8Code::Signed => 0x7fff_ffff,
-        Q8Code::Unsigned => u32::MAX,
-    };
+pub(crate) fn encode_q8_sr2_block<V: Vf32>(
+    code: [Q8Code; 2],
+    key: SrKey,
+    at: u64,
+    [xa, xb]: [&[f32]; 2],
+    [da, db]: [&mut [u8]; 2],
+    [s_a, s_b]: [&mut f32; 2],
+    [top_a, top_b]: [u32; 2],
+) {
+    use Q8Code::{Signed as S, Unsigned as U};
+    let ((scale_a, plain_a), (scale_b, plain_b)) =
+        (q8_scale_of_top(top_a, xa), q8_scale_of_top(top_b, xb));
+    (*s_a, *s_b) = (scale_a, scale_b);
+    let f = [q8_factors(scale_a), q8_factors(scale_b)];
+    let keys = block_keys(key, at, xa.len());
+    let x = [xa, xb];
+    // Each arm's codes are constants, so that the element loops are specialized; blocks
+    // of finite values with normal (or zero) scales whose indices share one key (all but
+    // a block that crosses a multiple of 2^32) take the plain lane functions.
+    let d = [da, db];
+    let plain = plain_a && plain_b && keys.1 >= xa.len();
+    match (code, plain) {
+        ([S, S], true) => pair_block::<V, true>([S, S], x, d, f, keys),
+        ([S, U], true) => pair_block::<V, true>([S, U], x, d, f, keys),
+        ([U, S], true) => pair_block::<V, true>([U, S], x, d, f, keys),
+        ([U, U], true) => pair_block::<V, true>([U, U], x, d, f, keys),
+        ([S, S], false) => pair_block::<V, false>([S, S], x, d, f, keys),
+        ([S, U], false) => pair_block::<V, false>([S, U], x, d, f, keys),
+        ([U, S], false) => pair_block::<V, false>([U, S], x, d, f, keys),
+        ([U, U], false) => pair_block::<V, false>([U, U], x, d, f, keys),
+    }
+}
+
+/// The bits of `x` of which a block of code `code` takes the largest ([`q8_top`]): of the
+/// magnitude for the signed code, all of them for the unsigned code (whose negative values,
+/// which no rule writes, come out above Inf's).
+#[inline(always)]
+pub(crate) fn q8_top_bits<U: Vu32>(code: Q8Code, x: U) -> U {
+    match code {
+        Q8Code::Signed => x.and(U::splat(0x7fff_ffff)),
+        Q8Code::Unsigned => x,
+    }
+}
+
+/// The largest [`q8_top_bits`] of a block of code `code`, one vector pass.
+#[inline(always)]
+fn q8_top<V: Vf32>(code: Q8Code, block: &[f32]) -> u32 {
     let (mut acc, mut j) = (V::U::splat(0), 0);
     while block.len() - j >= V::LANES {
-        acc = acc.max(V::load(&block[j..]).to_bits().and(V::U::splat(mask)));
+        acc = acc.max(q8_top_bits(code, V::load(&block[j..]).to_bits()));
         j += V::LANES;
     }
-    let tail = block[j..].iter().map(|&x| x.to_bits() & mask);
-    let top = tail.fold(acc.max_lane(), Ord::max);
+    let tail = block[j..].iter().map(|&x| q8_top_bits(code, x.to_bits()));
+    tail.fold(acc.max_lane(), Ord::max)
+}
+
+/// The scale of a block ([`q8_scale`]) from its largest bit pattern `top` ([`q8_top`]), and
+/// whether the block is plain: every value finite (and, for the unsigned code, none negative)
+/// and the scale 0 or normal, so that `pre` is 1 and no lane takes a special code
+/// ([`q8_plain_lanes`]). Below Inf's pattern, `top` is the scale; otherwise the block holds a
+/// non-finite or negative value and its scale takes a pass of its own.
+#[inline(always)]
+fn q8_scale_of_top(top: u32, block: &[f32]) -> (f32, bool) {
     if top < INF {
         (
             f32::from_bits(top),
@@ -435,7 +465,7 @@ fn q8_unsigned_lanes<V: Vf32>(x: V, pre: V, inv: V, r: V::U) -> V::U {
 
 /// The codes of finite lanes `x` (not negative for the unsigned code) with `pre` 1: the
 /// rounding and clamping of [`magnitude_code`], which [`q8_lanes`] takes for the finite lanes
-/// of `x * pre`. A plain block ([`q8_scale_of`]) needs no more.
+/// of `x * pre`. A plain block ([`q8_scale_of_top`]) needs no more.
 #[inline(always)]
 fn q8_plain_lanes<V: Vf32>(code: Q8Code, x: V, inv: V, r: V::U) -> V::U {
     let u = |c: u32| V::U::splat(c);
@@ -446,31 +476,27 @@ fn q8_plain_lanes<V: Vf32>(code: Q8Code, x: V, inv: V, r: V::U) -> V::U {
             let k = q
                 .add(r.shl::<{ (SIGNED_SHIFT - 16) as i32 }>())
                 .shr::<{ SIGNED_SHIFT as i32 }>();
-            q.select_lt(
-                u(SIGNED_HALF_MIN),
-                u(0),
-                sign.or(field(k, SIGNED_BASE, SIGNED_MAX)),
-            )
+            q.select_lt(u(SIGNED_HALF_MIN), u(0), sign.or(field(k, SIGNED_BASE)))
         }
         Q8Code::Unsigned => {
             let t = x.mul(inv).sqrt().to_bits();
             let k = t
                 .add(r.shl::<{ (UNSIGNED_SHIFT - 16) as i32 }>())
                 .shr::<{ UNSIGNED_SHIFT as i32 }>();
-            let k = field(k, UNSIGNED_BASE, UNSIGNED_MAX);
-            t.select_lt(u(UNSIGNED_ZERO_BELOW), u(0), k)
+            t.select_lt(u(UNSIGNED_ZERO_BELOW), u(0), field(k, UNSIGNED_BASE))
         }
     }
 }
 
-/// A rounded pattern `k` (shifted) as a code's magnitude field: `max(k, base + 1) - base`,
-/// then at most `max`, as in [`magnitude_code`].
+/// A rounded pattern `k` (shifted) of a finite `q <= 1 + 2^-23` as a code's magnitude field:
+/// `max(k, base + 1) - base`, as in [`magnitude_code`], whose clamp to the largest code
+/// never acts for such a `q`: with every rounding bit set, `1 + 2^-23` still rounds to 1.0's
+/// pattern (the signed code's `0x3f80_0001 + 0xffff0 >> 20`, the unsigned code's root
+/// `0x3f80_0001 + 0x3fffc >> 18`), the largest code. A non-finite `q` gives any field: the
+/// full encoders override its lane.
 #[inline(always)]
-fn field<U: Vu32>(k: U, base: u32, max: u32) -> U {
-    let u = U::splat;
-    k.max(u(base + 1))
-        .min(u(base + max))
-        .add(u(base.wrapping_neg()))
+fn field<U: Vu32>(k: U, base: u32) -> U {
+    k.max(U::splat(base + 1)).add(U::splat(base.wrapping_neg()))
 }
 
 /// The quantizer over blocks; `block_rand(start, len)` gives the rounding bits of the block's
@@ -564,20 +590,20 @@ fn q8_decode_unsigned_lanes<V: Vf32>(c: V::U, scale: V) -> V {
 #[inline(always)]
 pub(crate) fn q8_decode_plain_lanes<V: Vf32>(code: Q8Code, c: V::U, scale: V) -> V {
     let u = |x: u32| V::U::splat(x);
-    let (value, nonzero) = match code {
+    // The code 0 (k = 0 for the signed code) is +0: its product is dropped.
+    match code {
         Q8Code::Signed => {
             let k = c.and(u(127));
             let magnitude = k.add(u(SIGNED_BASE)).shl::<{ SIGNED_SHIFT as i32 }>();
             let sign = c.shl::<24>().and(u(0x8000_0000));
-            (V::from_bits(magnitude.or(sign)).mul(scale), k)
+            V::from_bits(magnitude.or(sign)).mul_if(scale, k)
         }
         Q8Code::Unsigned => {
             let w = V::from_bits(c.add(u(UNSIGNED_BASE)).shl::<{ UNSIGNED_SHIFT as i32 }>());
             // w has 6 significant bits: w * w is exact.
-            (w.mul(w).mul(scale), c)
+            w.mul(w).mul_if(scale, c)
         }
-    };
-    V::from_bits(nonzero.select_lt(u(1), u(0), value.to_bits()))
+    }
 }
 
 /// Whether `codes` of code `code` hold finite values only (no NaN or Inf code), so that
@@ -802,8 +828,9 @@ mod tests {
     }
 
     /// The lane encoders with one lane are the element encoders with stochastic rounding, on
-    /// hostile values (zeros, subnormals, the block's maximum, above it, Inf, NaN, negatives)
-    /// and random bits at both ends.
+    /// hostile values (zeros, subnormals, the block's maximum, Inf, NaN, negatives) and random
+    /// bits at both ends. Finite values above the scale are outside the lane encoders' domain
+    /// (a scale is its block's largest finite magnitude), which leaves out their clamp.
     #[test]
     fn q8_lane_encoders_are_the_element_encoders() {
         let xs = [
@@ -828,7 +855,10 @@ mod tests {
         ];
         for scale in [1.0f32, 0.7, 1e-40, 3e38, 0.0] {
             let (pre, inv) = q8_factors(scale);
-            for &x in &xs {
+            for x in xs
+                .into_iter()
+                .filter(|x| !(x.abs() > scale && scale > 0.0 && x.is_finite()))
+            {
                 for r in [0u32, 1, 0x7fff, 0x8000, 0xfffe, 0xffff] {
                     let s = u32::from(q8_encode_signed(x, pre, inv, Some(r)));
                     let u = u32::from(q8_encode_unsigned(x, pre, inv, Some(r)));

@@ -262,6 +262,12 @@ pub(crate) trait GradIo<V: Vf32> {
     fn v_max(&self, w: &Window<'_>, i: usize) -> V {
         V::load(&w.v_max[i..])
     }
+    /// Takes the new first and second moments of lanes `i..`: into the window's.
+    #[inline(always)]
+    fn put_moments(&mut self, w: &mut Window<'_>, m: V, v: V, i: usize) {
+        m.store(&mut w.m[i..]);
+        v.store(&mut w.v[i..]);
+    }
 }
 
 /// The f32 pass's gradients: the window's own (see [`GradIo`]).

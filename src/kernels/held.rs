@@ -7,8 +7,8 @@
 //! that composition, on every tier and at any split that keeps the 8-bit blocks whole.
 
 use super::codec::{
-    encode_q8, encode_q8_sr2, q8_codes_plain, q8_decode_lanes, q8_decode_plain_lanes, Q8Code,
-    SrKey, Stream, Q8_BLOCK,
+    encode_q8, encode_q8_sr2_block, q8_codes_plain, q8_decode_lanes, q8_decode_plain_lanes,
+    q8_top_bits, Q8Code, SrKey, Stream, Q8_BLOCK,
 };
 use super::convert::Half;
 use super::fused::{pipe, vector_part, GradIo, Lanes, Span, Switch, Window};
@@ -721,6 +721,9 @@ pub(crate) fn fused_q8<V: Vf32>(plan: &Plan, b: Q8Pass<'_>) {
         let plain = q8_codes_plain(cm_code, &cm[start..end])
             && q8_codes_plain(cv_code, &cv[start..end])
             && (!amsgrad || q8_codes_plain(cx_code, &cx[start..end]));
+        // The largest bit patterns of the block's new m and v (`q8_top_bits`), which the
+        // loop takes as it stores them, so that the encoder needs no pass of its own for them.
+        let mut tops = [0u32; 2];
         for (s, e, vector) in [(start, split, true), (split, end, false)] {
             if s == e {
                 continue;
@@ -743,9 +746,13 @@ pub(crate) fn fused_q8<V: Vf32>(plan: &Plan, b: Q8Pass<'_>) {
                     pipe,
                 };
                 if plain {
-                    adam_io_span(plan.rule, s, &mut Q8Io::<V, true>::new(c, scale));
+                    let mut io = Q8Io::<V, true>::new(c, scale);
+                    adam_io_span(plan.rule, s, &mut io);
+                    io.fold_tops(&mut tops);
                 } else {
-                    adam_io_span_tested(plan.rule, s, &mut Q8Io::<V, false>::new(c, scale));
+                    let mut io = Q8Io::<V, false>::new(c, scale);
+                    adam_io_span_tested(plan.rule, s, &mut io);
+                    io.fold_tops(&mut tops);
                 }
             } else {
                 let s = Span {
@@ -753,7 +760,9 @@ pub(crate) fn fused_q8<V: Vf32>(plan: &Plan, b: Q8Pass<'_>) {
                     w: &mut w,
                     pipe,
                 };
-                adam_io_span(plan.rule, s, &mut Q8Io::<f32, false>::new(c, scale));
+                let mut io = Q8Io::<f32, false>::new(c, scale);
+                adam_io_span(plan.rule, s, &mut io);
+                io.fold_tops(&mut tops);
             }
         }
         let at = index.wrapping_add(start as u64);
@@ -763,7 +772,8 @@ pub(crate) fn fused_q8<V: Vf32>(plan: &Plan, b: Q8Pass<'_>) {
         let (pm, pv) = (&mut sm[bi..bi + 1], &mut sv[bi..bi + 1]);
         match key {
             Some(key) => {
-                encode_q8_sr2::<V>([cm_code, cv_code], key, at, [bm, bv], [om, ov], [pm, pv])
+                let s = [&mut pm[0], &mut pv[0]];
+                encode_q8_sr2_block::<V>([cm_code, cv_code], key, at, [bm, bv], [om, ov], s, tops)
             }
             None => {
                 encode_q8(cm_code, None, bm, om, pm);
@@ -796,6 +806,8 @@ pub(crate) struct Q8Io<'a, V: Vf32, const PLAIN: bool> {
     codes: [&'a [u8]; 3],
     /// Their block's scales, splatted.
     scale: [V; 3],
+    /// The largest `q8_top_bits` of the new m and v so far, per lane.
+    tops: [V::U; 2],
 }
 
 impl<'a, V: Vf32, const PLAIN: bool> Q8Io<'a, V, PLAIN> {
@@ -804,6 +816,15 @@ impl<'a, V: Vf32, const PLAIN: bool> Q8Io<'a, V, PLAIN> {
         Q8Io {
             codes,
             scale: scale.map(V::splat),
+            tops: [V::U::splat(0); 2],
+        }
+    }
+
+    /// Folds the largest patterns of the moments this loop stored into `tops`.
+    #[inline(always)]
+    fn fold_tops(&self, tops: &mut [u32; 2]) {
+        for (t, acc) in tops.iter_mut().zip(self.tops) {
+            *t = Ord::max(*t, acc.max_lane());
         }
     }
 
@@ -853,5 +874,14 @@ impl<V: Vf32, const PLAIN: bool> GradIo<V> for Q8Io<'_, V, PLAIN> {
     #[inline(always)]
     fn v_max(&self, _: &Window<'_>, i: usize) -> V {
         self.decode(2, i)
+    }
+
+    #[inline(always)]
+    fn put_moments(&mut self, w: &mut Window<'_>, m: V, v: V, i: usize) {
+        m.store(&mut w.m[i..]);
+        v.store(&mut w.v[i..]);
+        let [cm, cv, _] = Q8_IO_CODES;
+        self.tops[0] = self.tops[0].max(q8_top_bits(cm, m.to_bits()));
+        self.tops[1] = self.tops[1].max(q8_top_bits(cv, v.to_bits()));
     }
 }

@@ -247,8 +247,7 @@ fn adam<V: Vf32>(
         let g = k.grad(io.grad(w, i), p, cs, cv, wd);
         let (m0, v0) = io.moments(w, i);
         let (m, v) = r.next(m0, v0, g);
-        m.store(&mut w.m[i..]);
-        v.store(&mut w.v[i..]);
+        io.put_moments(w, m, v, i);
         let vd = if amsgrad.on() {
             let vm = io.v_max(w, i).max(v);
             vm.store(&mut w.v_max[i..]);

@@ -107,6 +107,15 @@ impl Vf32 for Avx2 {
         // SAFETY: AVX2 was detected (see `splat`).
         Avx2(unsafe { _mm256_blendv_ps(b.0, a.0, _mm256_cmp_ps::<_CMP_GT_OQ>(self.0, o.0)) })
     }
+    #[inline(always)]
+    fn mul_if(self, o: Self, keep: Avx2U) -> Self {
+        // `andnot` clears the lanes whose `keep` compares equal to 0 (all ones there).
+        // SAFETY: AVX2 was detected (see `splat`).
+        Avx2(unsafe {
+            let zero = _mm256_cmpeq_epi32(keep.0, _mm256_setzero_si256());
+            _mm256_andnot_ps(_mm256_castsi256_ps(zero), _mm256_mul_ps(self.0, o.0))
+        })
+    }
 
     #[inline(always)]
     fn load_bf16(s: &[u16]) -> Self {
@@ -288,11 +297,6 @@ impl Vu32 for Avx2U {
             let ge = _mm256_cmpeq_epi32(_mm256_max_epu32(self.0, o.0), self.0);
             _mm256_blendv_epi8(a.0, b.0, ge)
         })
-    }
-    #[inline(always)]
-    fn min(self, o: Self) -> Self {
-        // SAFETY: AVX2 was detected (see `Avx2U`).
-        Avx2U(unsafe { _mm256_min_epu32(self.0, o.0) })
     }
     #[inline(always)]
     fn max(self, o: Self) -> Self {

@@ -110,6 +110,16 @@ impl Vf32 for Avx512 {
             _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_GT_OQ>(self.0, o.0), b.0, a.0)
         })
     }
+    #[inline(always)]
+    fn mul_if(self, o: Self, keep: Avx512U) -> Self {
+        // `test` sets the mask bits of the lanes where `keep` is not 0; the zero-masked
+        // multiplication writes +0 to the others.
+        // SAFETY: AVX-512F was detected (see `splat`).
+        Avx512(unsafe {
+            let k = _mm512_test_epi32_mask(keep.0, keep.0);
+            _mm512_maskz_mul_ps(k, self.0, o.0)
+        })
+    }
 
     #[inline(always)]
     fn load_bf16(s: &[u16]) -> Self {
@@ -272,11 +282,6 @@ impl Vu32 for Avx512U {
         // The blend takes its third operand where the mask bit is set.
         // SAFETY: AVX-512F was detected (see `Avx512U`).
         Avx512U(unsafe { _mm512_mask_blend_epi32(_mm512_cmplt_epu32_mask(self.0, o.0), b.0, a.0) })
-    }
-    #[inline(always)]
-    fn min(self, o: Self) -> Self {
-        // SAFETY: AVX-512F was detected (see `Avx512U`).
-        Avx512U(unsafe { _mm512_min_epu32(self.0, o.0) })
     }
     #[inline(always)]
     fn max(self, o: Self) -> Self {

@@ -103,6 +103,17 @@ impl Vf32 for Portable {
         // `simd_gt` is the ordered compare (false lanes for NaN), as `max` uses it.
         Portable(self.0.simd_gt(o.0).select(a.0, b.0))
     }
+    #[inline(always)]
+    fn mul_if(self, o: Self, keep: PortableU) -> Self {
+        let product = (self.0 * o.0).to_array();
+        Portable(f32x8::new(std::array::from_fn(|j| {
+            if keep.0[j] != 0 {
+                product[j]
+            } else {
+                0.0
+            }
+        })))
+    }
 
     // The 16-bit conversions lane by lane with the reference functions: integer operations
     // on eight lanes that the compiler vectorizes for the target, with no
@@ -224,10 +235,6 @@ impl Vu32 for PortableU {
                 b.0[j]
             }
         }))
-    }
-    #[inline(always)]
-    fn min(self, o: Self) -> Self {
-        self.zip(o, Ord::min)
     }
     #[inline(always)]
     fn max(self, o: Self) -> Self {

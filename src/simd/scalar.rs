@@ -105,6 +105,14 @@ impl Vf32 for f32 {
             b
         }
     }
+    #[inline(always)]
+    fn mul_if(self, o: Self, keep: u32) -> Self {
+        if keep != 0 {
+            self * o
+        } else {
+            0.0
+        }
+    }
 
     #[inline(always)]
     fn load_bf16(s: &[u16]) -> Self {
@@ -200,10 +208,6 @@ impl Vu32 for u32 {
         } else {
             b
         }
-    }
-    #[inline(always)]
-    fn min(self, o: Self) -> Self {
-        Ord::min(self, o)
     }
     #[inline(always)]
     fn max(self, o: Self) -> Self {

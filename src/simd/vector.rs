@@ -49,6 +49,10 @@ pub(crate) trait Vf32: Copy {
     /// Per lane `if self > o { a } else { b }` (an ordered compare: false when either input is
     /// NaN, so a NaN comparison selects `b`).
     fn select_gt(self, o: Self, a: Self, b: Self) -> Self;
+    /// Per lane `if keep != 0 { self * o } else { +0 }`: a product kept only where an integer
+    /// lane is not 0 (the 8-bit codes' value 0, `kernels::codec`), one masked multiplication
+    /// on AVX-512.
+    fn mul_if(self, o: Self, keep: Self::U) -> Self;
 
     /// Widens `LANES` bf16 values (bit patterns) from the start of `s`, exactly as
     /// `half::bf16_to_f32` does (panics if `s` is shorter).
@@ -97,8 +101,6 @@ pub(crate) trait Vu32: Copy {
     fn shl<const N: i32>(self) -> Self;
     /// Per lane `if self < o { a } else { b }`.
     fn select_lt(self, o: Self, a: Self, b: Self) -> Self;
-    /// Per lane the smaller (unsigned).
-    fn min(self, o: Self) -> Self;
     /// Per lane the larger (unsigned).
     fn max(self, o: Self) -> Self;
     /// The largest lane (unsigned).
