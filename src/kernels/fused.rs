@@ -155,13 +155,26 @@ impl<V: Vf32> Lanes<V> {
     /// steps; returns them as stored.
     #[inline(always)]
     pub(crate) fn store_param(&self, p: V, w: &mut Window<'_>, i: usize, sync: impl Switch) -> V {
+        self.store_param_in(p, [&mut *w.param, &mut *w.slow], i, sync)
+    }
+
+    /// [`Lanes::store_param`] into the parameters and slow weights `[param, slow]` of a loop
+    /// that keeps its slices in locals.
+    #[inline(always)]
+    pub(crate) fn store_param_in(
+        &self,
+        p: V,
+        [param, slow]: [&mut [f32]; 2],
+        i: usize,
+        sync: impl Switch,
+    ) -> V {
         if sync.on() {
-            let s = pull(V::load(&w.slow[i..]), p, self.sync_alpha);
-            s.store(&mut w.slow[i..]);
-            s.store(&mut w.param[i..]);
+            let s = pull(V::load(&slow[i..]), p, self.sync_alpha);
+            s.store(&mut slow[i..]);
+            s.store(&mut param[i..]);
             s
         } else {
-            p.store(&mut w.param[i..]);
+            p.store(&mut param[i..]);
             p
         }
     }

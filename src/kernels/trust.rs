@@ -43,11 +43,13 @@ pub(crate) fn grad_into_scratch<V: Vf32, const N: usize>(
     (cs, cv, cw, sy): (impl Switch, impl Switch, impl Switch, impl Switch),
 ) {
     let n = w.len(false, false, true, sy);
+    // Slices of length `n` in locals, so that the loop's bounds checks go.
+    let (param, grad, out) = (&w.param[..n], &w.grad[..n], &mut w.v_max[..n]);
     let mut i = 0;
     while n - i >= V::LANES {
-        let p = V::load(&w.param[i..]);
-        k.grad(V::load(&w.grad[i..]), p, cs, cv, cw)
-            .store(&mut w.v_max[i..]);
+        let p = V::load(&param[i..]);
+        k.grad(V::load(&grad[i..]), p, cs, cv, cw)
+            .store(&mut out[i..]);
         i += V::LANES;
     }
 }

@@ -269,13 +269,16 @@ fn adafactor_pre<V: Vf32>(
     (cs, cv, cw, sy): (impl Switch, impl Switch, impl Switch, impl Switch),
 ) {
     let n = w.len(false, true, true, sy);
+    // Slices of length `n` in locals, so that the loop's bounds checks go.
+    let (param, grad) = (&w.param[..n], &w.grad[..n]);
+    let (vs, out) = (&mut w.v[..n], &mut w.v_max[..n]);
     let mut i = 0;
     while n - i >= V::LANES {
-        let p = V::load(&w.param[i..]);
-        let g = k.grad(V::load(&w.grad[i..]), p, cs, cv, cw);
-        let v = b.mul(V::load(&w.v[i..])).add(c.mul(g.mul(g).add(eps_root)));
-        v.store(&mut w.v[i..]);
-        direction(g, v, e1sq).store(&mut w.v_max[i..]);
+        let p = V::load(&param[i..]);
+        let g = k.grad(V::load(&grad[i..]), p, cs, cv, cw);
+        let v = b.mul(V::load(&vs[i..])).add(c.mul(g.mul(g).add(eps_root)));
+        v.store(&mut vs[i..]);
+        direction(g, v, e1sq).store(&mut out[i..]);
         i += V::LANES;
     }
 }
@@ -289,11 +292,13 @@ fn adafactor_direction<V: Vf32>(
     (cs, cv, cw, sy): (impl Switch, impl Switch, impl Switch, impl Switch),
 ) {
     let n = w.len(false, true, true, sy);
+    // Slices of length `n` in locals, so that the loop's bounds checks go.
+    let (param, grad, cols, out) = (&w.param[..n], &w.grad[..n], &w.v[..n], &mut w.v_max[..n]);
     let mut i = 0;
     while n - i >= V::LANES {
-        let p = V::load(&w.param[i..]);
-        let g = k.grad(V::load(&w.grad[i..]), p, cs, cv, cw);
-        direction_factored(g, V::load(&w.v[i..]), r, einv).store(&mut w.v_max[i..]);
+        let p = V::load(&param[i..]);
+        let g = k.grad(V::load(&grad[i..]), p, cs, cv, cw);
+        direction_factored(g, V::load(&cols[i..]), r, einv).store(&mut out[i..]);
         i += V::LANES;
     }
 }
@@ -316,11 +321,23 @@ fn adafactor_apply<V: Vf32>(
     ),
 ) {
     let n = w.len(sm.on(), true, false, sy);
+    // Slices of length `n` (or empty, unused) in locals, so that the loop's bounds checks go.
+    let Window {
+        param,
+        grad,
+        m,
+        v: vs,
+        slow,
+        ..
+    } = w;
+    let (param, grad, vs) = (&mut param[..n], &grad[..n], &vs[..n]);
+    let m: &mut [f32] = if sm.on() { &mut m[..n] } else { &mut [] };
+    let slow: &mut [f32] = if sy.on() { &mut slow[..n] } else { &mut [] };
     let mut i = 0;
     while n - i >= V::LANES {
-        let p = V::load(&w.param[i..]);
-        let g = k.grad(V::load(&w.grad[i..]), p, cs, cv, cw);
-        let v = V::load(&w.v[i..]);
+        let p = V::load(&param[i..]);
+        let g = k.grad(V::load(&grad[i..]), p, cs, cv, cw);
+        let v = V::load(&vs[i..]);
         let u = if sf.on() {
             direction_factored(g, v, r, einv)
         } else {
@@ -328,13 +345,13 @@ fn adafactor_apply<V: Vf32>(
         };
         let mut s = step.mul(u);
         if sm.on() {
-            s = mom.mul(V::load(&w.m[i..])).add(mom_c.mul(s));
-            s.store(&mut w.m[i..]);
+            s = mom.mul(V::load(&m[i..])).add(mom_c.mul(s));
+            s.store(&mut m[i..]);
         }
         if sd.on() {
             s = s.add(kd.mul(p));
         }
-        k.store_param(p.sub(s), w, i, sy);
+        k.store_param_in(p.sub(s), [&mut *param, &mut *slow], i, sy);
         i += V::LANES;
     }
 }
