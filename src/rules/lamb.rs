@@ -9,8 +9,9 @@ super::rule! {
     base {
         /// LAMB (You et al., 2019; optax's `lamb`): `m = b1*m + (1-b1)*g`,
         /// `v = b2*v + (1-b2)*g*g`, `u = (m/(1-b1^t)) / (sqrt(v/(1-b2^t) + eps_root) + eps)
-        /// + weight_decay*p`, then per registered buffer `r = ||p|| / ||u||` (1 where either
-        /// norm is 0) and `p -= lr * r * u`.
+        /// + weight_decay*p` (the bias corrections applied as multiplications by their
+        /// reciprocals), then per registered buffer `r = ||p|| / ||u||` (1 where either norm is
+        /// 0) and `p -= lr * r * u`.
         Lamb = 13, "lamb" {
             /// First-moment decay.
             b1: f64 = 0.9; UnitOpen, f32; c b1;
@@ -35,8 +36,8 @@ super::rule! {
                     c1: (1.0 - b1) as f32,
                     b2: b2 as f32,
                     c2: (1.0 - b2) as f32,
-                    bc1: (1.0 - pow_step(b1, t)) as f32,
-                    bc2: (1.0 - pow_step(b2, t)) as f32,
+                    inv_bc1: (1.0 / (1.0 - pow_step(b1, t))) as f32,
+                    inv_bc2: (1.0 / (1.0 - pow_step(b2, t))) as f32,
                     eps: eps as f32,
                     eps_root: eps_root as f32,
                     wd: weight_decay as f32,
@@ -64,14 +65,14 @@ super::rule! {
         @state { (true, true, pre) }
         @finite {
             [
-                ("bias correction (1 - b1^t)", sc.bc1),
-                ("bias correction (1 - b2^t)", sc.bc2),
+                ("inverse bias correction (1 / (1 - b1^t))", sc.inv_bc1),
+                ("inverse bias correction (1 / (1 - b2^t))", sc.inv_bc2),
                 ("step (lr * ||p||)", sc.c),
             ]
         }
         @span<V>(s) {
-            let Scalars { b1, c1, b2, c2, bc1, bc2, eps, eps_root, wd, c, d, .. } = sc;
-            let r = [b1, c1, b2, c2, bc1, bc2, eps, eps_root, wd, c, d].map(V::splat);
+            let Scalars { b1, c1, b2, c2, inv_bc1, inv_bc2, eps, eps_root, wd, c, d, .. } = sc;
+            let r = [b1, c1, b2, c2, inv_bc1, inv_bc2, eps, eps_root, wd, c, d].map(V::splat);
             if pre {
                 specialize!(V, s, lamb_pre, (r))
             } else if sc.moments {
@@ -94,10 +95,10 @@ pub struct Scalars {
     pub b2: f32,
     /// `1 - b2`, rounded once.
     pub c2: f32,
-    /// `1 - b1^t`.
-    pub bc1: f32,
-    /// `1 - b2^t`.
-    pub bc2: f32,
+    /// `1 / (1 - b1^t)`, rounded once (a multiplication per element instead of a division).
+    pub inv_bc1: f32,
+    /// `1 / (1 - b2^t)`, rounded once.
+    pub inv_bc2: f32,
     /// Added outside the square root.
     pub eps: f32,
     /// Added inside the square root.
@@ -123,11 +124,12 @@ impl Scalars {
     }
 }
 
-/// LAMB's direction `u` from the new moments (`bc1`, `bc2`: the bias corrections).
+/// LAMB's direction `u` from the new moments (`ibc1`, `ibc2`: the bias corrections'
+/// reciprocals): one division and one square root per element.
 #[inline(always)]
-fn direction<V: Vf32>(m: V, v: V, p: V, [bc1, bc2, eps, eps_root, wd]: [V; 5]) -> V {
-    m.div(bc1)
-        .div(v.div(bc2).add(eps_root).sqrt().add(eps))
+fn direction<V: Vf32>(m: V, v: V, p: V, [ibc1, ibc2, eps, eps_root, wd]: [V; 5]) -> V {
+    m.mul(ibc1)
+        .div(v.mul(ibc2).add(eps_root).sqrt().add(eps))
         .add(wd.mul(p))
 }
 
@@ -136,7 +138,7 @@ fn direction<V: Vf32>(m: V, v: V, p: V, [bc1, bc2, eps, eps_root, wd]: [V; 5]) -
 #[inline(always)]
 fn step_moments<V: Vf32>(
     k: &Lanes<V>,
-    [b1, c1, b2, c2, bc1, bc2, eps, eps_root, wd]: [V; 9],
+    [b1, c1, b2, c2, ibc1, ibc2, eps, eps_root, wd]: [V; 9],
     w: &mut Window<'_>,
     i: usize,
     (cs, cv, cw): (impl Switch, impl Switch, impl Switch),
@@ -147,18 +149,18 @@ fn step_moments<V: Vf32>(
     let v = b2.mul(V::load(&w.v[i..])).add(c2.mul(g.mul(g)));
     m.store(&mut w.m[i..]);
     v.store(&mut w.v[i..]);
-    (p, direction(m, v, p, [bc1, bc2, eps, eps_root, wd]))
+    (p, direction(m, v, p, [ibc1, ibc2, eps, eps_root, wd]))
 }
 
 /// LAMB's first pass: the moments, and `u` into `v_max` (the block scratch).
 #[inline(always)]
 fn lamb_pre<V: Vf32>(
     k: &Lanes<V>,
-    [b1, c1, b2, c2, bc1, bc2, eps, eps_root, wd, _, _]: [V; 11],
+    [b1, c1, b2, c2, ibc1, ibc2, eps, eps_root, wd, _, _]: [V; 11],
     w: &mut Window<'_>,
     (cs, cv, cw, sy): (impl Switch, impl Switch, impl Switch, impl Switch),
 ) {
-    let r = [b1, c1, b2, c2, bc1, bc2, eps, eps_root, wd];
+    let r = [b1, c1, b2, c2, ibc1, ibc2, eps, eps_root, wd];
     let n = w.len(true, true, true, sy);
     let mut i = 0;
     while n - i >= V::LANES {
@@ -172,18 +174,24 @@ fn lamb_pre<V: Vf32>(
 #[inline(always)]
 fn lamb_apply<V: Vf32>(
     k: &Lanes<V>,
-    [_, _, _, _, bc1, bc2, eps, eps_root, wd, c, d]: [V; 11],
+    [_, _, _, _, ibc1, ibc2, eps, eps_root, wd, c, d]: [V; 11],
     w: &mut Window<'_>,
     (_cs, _cv, _cw, sy): (impl Switch, impl Switch, impl Switch, impl Switch),
 ) {
     let n = w.len(true, true, false, sy);
+    // Slices of length `n` (or empty, unused) in locals, so that the loop's bounds checks go.
+    let Window {
+        param, m, v, slow, ..
+    } = w;
+    let (param, ms, vs) = (&mut param[..n], &m[..n], &v[..n]);
+    let slow: &mut [f32] = if sy.on() { &mut slow[..n] } else { &mut [] };
     let mut i = 0;
     while n - i >= V::LANES {
-        let p = V::load(&w.param[i..]);
-        let m = V::load(&w.m[i..]);
-        let v = V::load(&w.v[i..]);
-        let u = direction(m, v, p, [bc1, bc2, eps, eps_root, wd]);
-        k.store_param(p.sub(c.mul(u.div(d))), w, i, sy);
+        let p = V::load(&param[i..]);
+        let m = V::load(&ms[i..]);
+        let v = V::load(&vs[i..]);
+        let u = direction(m, v, p, [ibc1, ibc2, eps, eps_root, wd]);
+        k.store_param_in(p.sub(c.mul(u.div(d))), [&mut *param, &mut *slow], i, sy);
         i += V::LANES;
     }
 }
@@ -193,11 +201,11 @@ fn lamb_apply<V: Vf32>(
 #[inline(always)]
 fn lamb_full<V: Vf32>(
     k: &Lanes<V>,
-    [b1, c1, b2, c2, bc1, bc2, eps, eps_root, wd, c, d]: [V; 11],
+    [b1, c1, b2, c2, ibc1, ibc2, eps, eps_root, wd, c, d]: [V; 11],
     w: &mut Window<'_>,
     (cs, cv, cw, sy): (impl Switch, impl Switch, impl Switch, impl Switch),
 ) {
-    let r = [b1, c1, b2, c2, bc1, bc2, eps, eps_root, wd];
+    let r = [b1, c1, b2, c2, ibc1, ibc2, eps, eps_root, wd];
     let n = w.len(true, true, false, sy);
     let mut i = 0;
     while n - i >= V::LANES {
