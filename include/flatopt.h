@@ -1824,6 +1824,29 @@ enum flatopt_status flatopt_optimizer_begin_step_scaled(struct flatopt_optimizer
                                                         float grad_scale);
 
 /**
+ * The split form of `flatopt_optimizer_step_mixed`: begins a step with an explicit loss scale
+ * and, optionally, gradients passed for this step (`grads` NULL with `n_grads` 0: the
+ * registered ones; else one pointer per registered buffer, in its registered format), as
+ * `flatopt_optimizer_step_mixed` takes them. The step's `flatopt_optimizer_step_range` calls
+ * read these gradients, so the split step is bit for bit the whole
+ * `flatopt_optimizer_step_mixed(opt, grads, n_grads, grad_scale)`, on the same host threads
+ * or on others: this is how a host whose gradients are new buffers every step (PyTorch's
+ * `zero_grad(set_to_none=True)`) runs the update on its own thread pool. Returns as
+ * `flatopt_optimizer_begin_step`; then `flatopt_optimizer_step_range` and
+ * `flatopt_optimizer_end_step`.
+ *
+ * # Safety
+ * `opt` is NULL (refused) or a live handle from `flatopt_optimizer_new`. `grads` is NULL or
+ * holds `n_grads` pointers, each to as many elements of its buffer's format as the buffer; the
+ * pointer array may be reused after this call, but the gradients it points to, like the
+ * registered buffers, stay valid and unwritten until `flatopt_optimizer_end_step`.
+ */
+enum flatopt_status flatopt_optimizer_begin_step_mixed(struct flatopt_optimizer *opt,
+                                                       const void *const *grads,
+                                                       size_t n_grads,
+                                                       float grad_scale);
+
+/**
  * Fills the caller's `size` bytes at `options` with PyTorch GradScaler's defaults (scale
  * 65536, growth 2 every 2000 finite updates, backoff 0.5) and sets `struct_size = size`.
  *

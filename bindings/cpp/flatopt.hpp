@@ -1851,6 +1851,14 @@ class Optimizer {
   StepResult begin_step(float grad_scale) {
     return result_of(flatopt_optimizer_begin_step_scaled(h_, grad_scale));
   }
+  /// `begin_step(grad_scale)` with gradients passed for this step, as
+  /// `step_mixed(grads, grad_scale)` takes them (`grads[i]` for buffer `i`, in its registered
+  /// format): the step's ranges read them, so they stay valid until `end_step()`. The split
+  /// step is bit for bit `step_mixed(grads, grad_scale)`.
+  StepResult begin_step(Span<const void* const> grads, float grad_scale) {
+    return result_of(
+        flatopt_optimizer_begin_step_mixed(h_, grads.data(), grads.size(), grad_scale));
+  }
   /// Applies the begun step to elements `[begin, end)` of the concatenation of the buffers.
   /// Thread-safe for disjoint ranges of one optimizer.
   void step_range(std::size_t begin, std::size_t end) const {
@@ -1867,6 +1875,11 @@ class Optimizer {
   SplitStep split_step(float grad_scale) {
     const std::size_t total = total_len();
     return guarded(total, begin_step(grad_scale));
+  }
+  /// `begin_step(grads, grad_scale)` wrapped in a guard that ends the step (see `SplitStep`).
+  SplitStep split_step(Span<const void* const> grads, float grad_scale) {
+    const std::size_t total = total_len();
+    return guarded(total, begin_step(grads, grad_scale));
   }
 
   /// Back to the state right after registration: moments zeroed, counters and schedule

@@ -215,6 +215,7 @@ impl flatopt_optimizer {
                 copies: Vec::new(),
                 pending: None,
                 raw: Vec::new(),
+                step_grads: Vec::new(),
                 footprint: Footprint::default(),
             }),
         }
@@ -234,6 +235,10 @@ pub(crate) struct Inner {
     pub(crate) pending: Option<Step>,
     /// Per registered buffer, its state (m, v, v_max, slow) as held, for the range calls.
     pub(crate) raw: Vec<[RawHeld; 4]>,
+    /// The gradients passed to `flatopt_optimizer_begin_step_mixed` for the begun step, one
+    /// per registered buffer, read by its range calls; empty when the step reads the
+    /// registered gradients (capacity reserved at registration).
+    pub(crate) step_grads: Vec<*const c_void>,
     /// The memory of the registered buffers, for overlap checks in O(log n).
     footprint: Footprint,
 }
@@ -585,6 +590,7 @@ impl Inner {
         self.grads.try_reserve(all).map_err(no_memory)?;
         self.copies.try_reserve(all).map_err(no_memory)?;
         self.raw.try_reserve(all).map_err(no_memory)?;
+        self.step_grads.try_reserve(all).map_err(no_memory)?;
         self.footprint.reserve_written(all).map_err(no_memory)?;
         // SAFETY: checked above (non-null unless empty, aligned, size fits); the host
         // guarantees the param buffer is readable during this call.

@@ -234,28 +234,41 @@ pub unsafe extern "C" fn flatopt_optimizer_step_mixed(
         let mut h = unsafe { handle(opt)? };
         check_no_pending(&h)?;
         let scale = given_scale(grad_scale)?;
-        let given = if grads.is_null() {
-            if n_grads != 0 {
-                return Err(Error::NullPointer { name: "grads" });
-            }
-            None
-        } else {
-            if n_grads != h.bufs.len() {
-                return Err(Error::LengthMismatch {
-                    what: "n_grads (number of registered buffers)".to_string(),
-                    expected: h.bufs.len(),
-                    got: n_grads,
-                });
-            }
-            // SAFETY: non-null (checked), `n_grads` pointers (C contract), the number of
-            // registered buffers (checked).
-            Some(unsafe { slice(grads, n_grads) })
-        };
+        // SAFETY: `grads` is NULL or holds `n_grads` pointers (C contract).
+        let given = unsafe { given_grads(h.bufs.len(), grads, n_grads)? };
         // SAFETY: registered host pointers and the given gradients, valid during the call (C
         // contract).
         let outcome = unsafe { h.with_slices(given, |e, p, g, c| e.step_mixed(p, g, c, scale))? };
         Ok(outcome_status(outcome))
     })
+}
+
+/// The gradients a call passes for its step: `grads` NULL with `n_grads` 0 for the registered
+/// ones (`None`), else `n_grads` (= `n_bufs`, the number of registered buffers) pointers.
+///
+/// # Safety
+/// `grads` is NULL or valid for reads of `n_grads` pointers for the returned lifetime.
+pub(super) unsafe fn given_grads<'a>(
+    n_bufs: usize,
+    grads: *const *const c_void,
+    n_grads: usize,
+) -> Result<Option<&'a [*const c_void]>, Error> {
+    if grads.is_null() {
+        if n_grads != 0 {
+            return Err(Error::NullPointer { name: "grads" });
+        }
+        return Ok(None);
+    }
+    if n_grads != n_bufs {
+        return Err(Error::LengthMismatch {
+            what: "n_grads (number of registered buffers)".to_string(),
+            expected: n_bufs,
+            got: n_grads,
+        });
+    }
+    // SAFETY: non-null (checked), `n_grads` pointers (this function's contract), the number of
+    // registered buffers (checked).
+    Ok(Some(unsafe { slice(grads, n_grads) }))
 }
 
 /// `flatopt_optimizer_begin_step` with an explicit loss scale, as `flatopt_optimizer_step_mixed`
@@ -279,7 +292,37 @@ pub unsafe extern "C" fn flatopt_optimizer_begin_step_scaled(
     guard(|| {
         let scale = given_scale(grad_scale)?;
         // SAFETY: this function's contract is `begin`'s.
-        unsafe { super::optimizer::begin(opt, scale) }
+        unsafe { super::optimizer::begin(opt, scale, std::ptr::null(), 0) }
+    })
+}
+
+/// The split form of `flatopt_optimizer_step_mixed`: begins a step with an explicit loss scale
+/// and, optionally, gradients passed for this step (`grads` NULL with `n_grads` 0: the
+/// registered ones; else one pointer per registered buffer, in its registered format), as
+/// `flatopt_optimizer_step_mixed` takes them. The step's `flatopt_optimizer_step_range` calls
+/// read these gradients, so the split step is bit for bit the whole
+/// `flatopt_optimizer_step_mixed(opt, grads, n_grads, grad_scale)`, on the same host threads
+/// or on others: this is how a host whose gradients are new buffers every step (PyTorch's
+/// `zero_grad(set_to_none=True)`) runs the update on its own thread pool. Returns as
+/// `flatopt_optimizer_begin_step`; then `flatopt_optimizer_step_range` and
+/// `flatopt_optimizer_end_step`.
+///
+/// # Safety
+/// `opt` is NULL (refused) or a live handle from `flatopt_optimizer_new`. `grads` is NULL or
+/// holds `n_grads` pointers, each to as many elements of its buffer's format as the buffer; the
+/// pointer array may be reused after this call, but the gradients it points to, like the
+/// registered buffers, stay valid and unwritten until `flatopt_optimizer_end_step`.
+#[no_mangle]
+pub unsafe extern "C" fn flatopt_optimizer_begin_step_mixed(
+    opt: *mut flatopt_optimizer,
+    grads: *const *const c_void,
+    n_grads: usize,
+    grad_scale: c_float,
+) -> flatopt_status {
+    guard(|| {
+        let scale = given_scale(grad_scale)?;
+        // SAFETY: this function's contract is `begin`'s.
+        unsafe { super::optimizer::begin(opt, scale, grads, n_grads) }
     })
 }
 

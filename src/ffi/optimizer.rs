@@ -2,7 +2,7 @@
 //! step variants (whole, with gradients, sharded, split over the host's threads), queries,
 //! settings, Lookahead slow weights and the schedule.
 
-use std::ffi::{c_double, c_float};
+use std::ffi::{c_double, c_float, c_void};
 
 use crate::engine::Optimizer;
 use crate::error::Error;
@@ -192,7 +192,7 @@ pub unsafe extern "C" fn flatopt_optimizer_step_with_grads(
         // SAFETY: `grads` is non-null (checked) and holds `n_grads` pointers (C contract), a
         // count equal to the number of registered buffers (checked); a `*const float` and a
         // `*const void` have the same representation.
-        let given = unsafe { slice(grads.cast::<*const std::ffi::c_void>(), n_grads) };
+        let given = unsafe { slice(grads.cast::<*const c_void>(), n_grads) };
         // SAFETY: registered host pointers and the given gradients, valid during the call (C
         // contract).
         let outcome =
@@ -406,25 +406,33 @@ pub unsafe extern "C" fn flatopt_optimizer_begin_step(
     opt: *mut flatopt_optimizer,
 ) -> flatopt_status {
     // SAFETY: this function's contract is `begin`'s.
-    guard(|| unsafe { begin(opt, None) })
+    guard(|| unsafe { begin(opt, None, std::ptr::null(), 0) })
 }
 
-/// `flatopt_optimizer_begin_step` and `flatopt_optimizer_begin_step_scaled`: begins a split
-/// step whose gradients are divided by `grad_scale` (`None`: the dynamic loss scaler's scale if
-/// one is set, else 1) and keeps the state pointers the ranges need.
+/// `flatopt_optimizer_begin_step`, `_begin_step_scaled` and `_begin_step_mixed`: begins a
+/// split step whose gradients are divided by `grad_scale` (`None`: the dynamic loss scaler's
+/// scale if one is set, else 1) and keeps the state pointers the ranges need, and the
+/// gradients passed for this step (`grads` NULL with `n_grads` 0: the registered ones).
 ///
 /// # Safety
-/// `opt` is NULL (refused) or a live handle from `flatopt_optimizer_new`; the registered
-/// buffers stay valid until `flatopt_optimizer_end_step`.
+/// `opt` is NULL (refused) or a live handle from `flatopt_optimizer_new`; `grads` is NULL or
+/// holds `n_grads` pointers during the call; the registered buffers and the given gradients
+/// (each as many elements of its buffer's format as the buffer) stay valid until
+/// `flatopt_optimizer_end_step`.
 pub(super) unsafe fn begin(
     opt: *mut flatopt_optimizer,
     grad_scale: Option<f32>,
+    grads: *const *const c_void,
+    n_grads: usize,
 ) -> Result<flatopt_status, Error> {
     // SAFETY: see `handle`.
     let mut h = unsafe { handle(opt)? };
     check_no_pending(&h)?;
-    // SAFETY: registered host pointers, valid during the call (C contract).
-    let begun = unsafe { h.with_slices(None, |e, _, g, _| e.begin_step_scaled(g, grad_scale))? };
+    // SAFETY: `grads` is NULL or holds `n_grads` pointers (this function's contract).
+    let given = unsafe { super::mixed::given_grads(h.bufs.len(), grads, n_grads)? };
+    // SAFETY: registered host pointers and the given gradients, valid during the call (C
+    // contract); `with_slices` checks the given ones as `flatopt_optimizer_step_mixed` does.
+    let begun = unsafe { h.with_slices(given, |e, _, g, _| e.begin_step_scaled(g, grad_scale))? };
     match begun {
         Err(skipped) => Ok(outcome_status(skipped)),
         Ok(step) => {
@@ -434,6 +442,8 @@ pub(super) unsafe fn begin(
             inner
                 .raw
                 .extend(states.map(|(s, _)| s.into_parts().map(RawHeld::of)));
+            inner.step_grads.clear(); // as `raw`
+            inner.step_grads.extend(given.unwrap_or(&[]));
             inner.pending = Some(step);
             Ok(FLATOPT_OK)
         }
@@ -472,6 +482,8 @@ pub unsafe extern "C" fn flatopt_optimizer_step_range(
         let mut offset = 0;
         for (i, (b, raw)) in h.bufs.iter().zip(&h.raw).enumerate() {
             let (lo, hi) = (begin.max(offset), end.min(offset + b.len));
+            // The gradients given to begin_step_mixed for this step, else the registered ones.
+            let grad = h.step_grads.get(i).copied().unwrap_or(b.grad);
             if lo < hi && !raw.iter().all(RawHeld::is_f32) {
                 let (a, n) = (lo - offset, hi - lo);
                 let [m, v, v_max, slow] = *raw;
@@ -483,7 +495,7 @@ pub unsafe extern "C" fn flatopt_optimizer_step_range(
                 let buffers = unsafe {
                     HeldBuffers {
                         param: sub_slice_mut(b.param, a, n),
-                        grad: grad_slice(b.grad, b.grad_type, a, n),
+                        grad: grad_slice(grad, b.grad_type, a, n),
                         m: m.range(a, n),
                         v: v.range(a, n),
                         v_max: v_max.range(a, n),
@@ -509,15 +521,16 @@ pub unsafe extern "C" fn flatopt_optimizer_step_range(
                     RawHeld::F32(p) => p,
                     _ => std::ptr::null_mut(),
                 });
-                // SAFETY: `[a, a+n)` lies inside buffer `b` (clamped above). Param, grad, copy
-                // and the optimizer-owned state (NULL when the rule does not use it) were
-                // validated at registration / begin_step and stay valid until end_step;
+                // SAFETY: `[a, a+n)` lies inside buffer `b` (clamped above). Param, grad (the
+                // registered one, or the one given to begin_step_mixed), copy and the
+                // optimizer-owned state (NULL when the rule does not use it) were validated at
+                // registration / begin_step and stay valid until end_step;
                 // disjoint ranges from concurrent callers touch disjoint elements (the
                 // documented contract), so these slices never alias.
                 let buffers = unsafe {
                     MixedBuffers {
                         param: sub_slice_mut(b.param, a, n),
-                        grad: grad_slice(b.grad, b.grad_type, a, n),
+                        grad: grad_slice(grad, b.grad_type, a, n),
                         m: sub_slice_mut(m, a, n),
                         v: sub_slice_mut(v, a, n),
                         v_max: sub_slice_mut(v_max, a, n),
@@ -579,6 +592,7 @@ pub unsafe extern "C" fn flatopt_optimizer_end_step(opt: *mut flatopt_optimizer)
         h.engine.end_step(step)?;
         h.pending = None;
         h.raw.clear();
+        h.step_grads.clear();
         Ok(FLATOPT_OK)
     })
 }

@@ -120,6 +120,7 @@ static const char *const k_api[] = {
     "flatopt_optimizer_add_param_with_options",
     "flatopt_optimizer_step_mixed",
     "flatopt_optimizer_begin_step_scaled",
+    "flatopt_optimizer_begin_step_mixed",
     "flatopt_loss_scaler_options_init",
     "flatopt_optimizer_set_loss_scaler",
     "flatopt_optimizer_loss_scaler_state",
@@ -2290,6 +2291,39 @@ R(r_bss_neg) { return F(flatopt_optimizer_begin_step_scaled)(fx->opt, -2.0f); }
 R(r_bss_scaler) { return F(flatopt_optimizer_begin_step_scaled)(fx->mix, 2.0f); }
 R(r_bss_pending) { return F(flatopt_optimizer_begin_step_scaled)(fx->opt, 2.0f); }
 R(r_bss_opt_null) { (void)fx; return F(flatopt_optimizer_begin_step_scaled)(NULL, 2.0f); }
+R(r_bsm_nan) { return F(flatopt_optimizer_begin_step_mixed)(fx->opt, NULL, 0, NAN); }
+R(r_bsm_scaler) { return F(flatopt_optimizer_begin_step_mixed)(fx->mix, NULL, 0, 2.0f); }
+R(r_bsm_grads_null) { return F(flatopt_optimizer_begin_step_mixed)(fx->mix, NULL, 2, 0.0f); }
+R(r_bsm_pending) { return F(flatopt_optimizer_begin_step_mixed)(fx->opt, NULL, 0, 0.0f); }
+R(r_bsm_ngrads)
+{
+    const void *g[2];
+    g[0] = fx->mg0;
+    g[1] = fx->mg1;
+    return F(flatopt_optimizer_begin_step_mixed)(fx->mix, g, 1, 0.0f);
+}
+R(r_bsm_grad_on_copy)
+{
+    const void *g[2];
+    g[0] = fx->mg0;
+    g[1] = fx->mc0;
+    return F(flatopt_optimizer_begin_step_mixed)(fx->mix, g, 2, 0.0f);
+}
+R(r_bsm_grad_mis)
+{
+    const void *g[2];
+    g[0] = fx->mg0;
+    g[1] = (const char *)fx->mg1 + 1;
+    return F(flatopt_optimizer_begin_step_mixed)(fx->mix, g, 2, 0.0f);
+}
+R(r_bsm_grad_null)
+{
+    const void *g[2];
+    g[0] = NULL;
+    g[1] = fx->mg1;
+    return F(flatopt_optimizer_begin_step_mixed)(fx->mix, g, 2, 0.0f);
+}
+R(r_bsm_opt_null) { (void)fx; return F(flatopt_optimizer_begin_step_mixed)(NULL, NULL, 0, 0.0f); }
 R(r_swg_half)
 {
     const float *g[2];
@@ -2907,6 +2941,15 @@ static const row k_rows[] = {
     { "begin_step_scaled: grad_scale with a dynamic loss scaler", NULL, r_bss_scaler, E_ARG, "dynamic loss scaler" },
     { "begin_step_scaled: step pending", setup_pending, r_bss_pending, E_STATE, "not finished" },
     { "begin_step_scaled: opt NULL", NULL, r_bss_opt_null, E_NULL, "opt" },
+    { "begin_step_mixed: grad_scale NaN", NULL, r_bsm_nan, E_ARG, "grad_scale" },
+    { "begin_step_mixed: grad_scale with a dynamic loss scaler", NULL, r_bsm_scaler, E_ARG, "dynamic loss scaler" },
+    { "begin_step_mixed: grads NULL, n_grads 2", NULL, r_bsm_grads_null, E_NULL, "grads" },
+    { "begin_step_mixed: n_grads 1 of 2", NULL, r_bsm_ngrads, E_LEN, "n_grads" },
+    { "begin_step_mixed: given grad is a registered copy", NULL, r_bsm_grad_on_copy, E_OVER, "copy 0" },
+    { "begin_step_mixed: given fp16 grad misaligned", NULL, r_bsm_grad_mis, E_ARG, "aligned to 2 bytes" },
+    { "begin_step_mixed: given grad NULL", NULL, r_bsm_grad_null, E_NULL, "grad" },
+    { "begin_step_mixed: step pending", setup_pending, r_bsm_pending, E_STATE, "not finished" },
+    { "begin_step_mixed: opt NULL", NULL, r_bsm_opt_null, E_NULL, "opt" },
     { "step_with_grads: buffers registered with 16-bit grads", NULL, r_swg_half, E_ARG, "step_mixed" },
     { "loss_scaler_options_init: options NULL", NULL, r_lsi_null, E_NULL, "options" },
     { "loss_scaler_options_init: size below V1", NULL, r_lsi_size, E_ARG, "smaller than the first version" },
@@ -5173,11 +5216,12 @@ static void test_mixed_scaling(void)
     flatopt_config c;
     flatopt_param_options o = FLATOPT_PARAM_OPTIONS_INIT;
     flatopt_loss_scaler_options so = FLATOPT_LOSS_SCALER_OPTIONS_INIT;
-    flatopt_optimizer *a, *b, *d, *s;
+    flatopt_optimizer *a, *b, *d, *s, *q;
     float *pa = falloc(N), *pb = falloc(N), *pd = falloc(N), *gf = falloc(N), *keep = falloc(N);
-    float *ps = falloc(N);
+    float *ps = falloc(N), *pq = falloc(N);
     uint16_t *gh = halloc(N), *ca = halloc(N), *cd = halloc(N), *keepc = halloc(N);
-    uint16_t *cs = halloc(N);
+    uint16_t *cs = halloc(N), *cq = halloc(N), *decoy = halloc(N);
+    const void *given[1];
     float scale = 0.0f, scales[] = { 1024.0f, 1000.0f, 0.75f };
     uint32_t tracker = 99, found = 99;
     unsigned char *ck;
@@ -5189,15 +5233,27 @@ static void test_mixed_scaling(void)
     fill(pa, N, 80, 1.0f);
     memcpy(pb, pa, N * sizeof(float));
     memcpy(ps, pa, N * sizeof(float));
+    memcpy(pq, pa, N * sizeof(float));
     a = new_opt(&c);
     b = new_opt(&c);
     s = new_opt(&c);
+    q = new_opt(&c);
     o.grad_dtype = FLATOPT_DTYPE_F16;
     o.copy = ca;
     o.copy_dtype = FLATOPT_DTYPE_F16;
     OK(F(flatopt_optimizer_add_param_with_options)(a, pa, gh, N, &o));
     o.copy = cs;
     OK(F(flatopt_optimizer_add_param_with_options)(s, ps, gh, N, &o));
+    /* q's registered gradients are a decoy: its steps pass gh to begin_step_mixed. */
+    {
+        float *f = falloc(N);
+        fill(f, N, 89, 3.0f);
+        OK(F(flatopt_narrow_from_f32)(FLATOPT_DTYPE_F16, f, decoy, N));
+        free(f);
+    }
+    o.copy = cq;
+    OK(F(flatopt_optimizer_add_param_with_options)(q, pq, decoy, N, &o));
+    given[0] = gh;
     OK(F(flatopt_optimizer_add_param)(b, pb, gf, N));
     for (t = 0; t < 3; t++) {
         float *f = falloc(N);
@@ -5220,6 +5276,18 @@ static void test_mixed_scaling(void)
         CHECK_BITS(ps, pa, N, "split step / %g vs the whole one", (double)scales[t]);
         CHECK(memcmp(cs, ca, N * sizeof(uint16_t)) == 0, "split step copy, scale %g",
               (double)scales[t]);
+        /* The split step with gradients passed for it: its ranges read them, not the
+         * registered ones; the pointer array may change after begin_step_mixed. */
+        OK(F(flatopt_optimizer_begin_step_mixed)(q, given, 1, scales[t]));
+        given[0] = decoy;
+        OK(F(flatopt_optimizer_step_range)(q, 512, N));
+        OK(F(flatopt_optimizer_step_range)(q, 0, 512));
+        OK(F(flatopt_optimizer_end_step)(q));
+        given[0] = gh;
+        CHECK_BITS(pq, pa, N, "split step with given gradients / %g vs the whole one",
+                   (double)scales[t]);
+        CHECK(memcmp(cq, ca, N * sizeof(uint16_t)) == 0, "split step with given gradients: "
+              "copy, scale %g", (double)scales[t]);
     }
     {
         /* An fp16 overflow (+Inf) skips both alike, changing nothing. */
@@ -5310,13 +5378,25 @@ static void test_mixed_scaling(void)
     CHECK(scale == 4.0f && tracker == 1, "restored scaler state");
     OK(F(flatopt_optimizer_set_loss_scaler)(d, NULL));
     EXPECT(F(flatopt_optimizer_loss_scaler_state)(d, &scale, NULL, NULL), FLATOPT_ERR_INVALID_STATE);
+    /* After the steps with given gradients, a step without given gradients reads the registered ones again. */
+    memcpy(keep, pq, N * sizeof(float));
+    OK(F(flatopt_optimizer_begin_step_mixed)(q, NULL, 0, 0.0f));
+    OK(F(flatopt_optimizer_step_range)(q, 0, N));
+    OK(F(flatopt_optimizer_end_step)(q));
+    OK(F(flatopt_optimizer_step_mixed)(s, (const void *const *)&decoy, 1, 0.0f));
+    CHECK_BITS(pq, ps, N, "begin_step_mixed(NULL): the registered (decoy) gradients");
+    CHECK(!same_bits(keep, pq, N), "the decoy step changed nothing");
     free(ck);
     F(flatopt_optimizer_free)(a);
     F(flatopt_optimizer_free)(b);
     F(flatopt_optimizer_free)(d);
     F(flatopt_optimizer_free)(s);
+    F(flatopt_optimizer_free)(q);
     free(ps);
     free(cs);
+    free(pq);
+    free(cq);
+    free(decoy);
     free(pa);
     free(pb);
     free(pd);

@@ -153,6 +153,11 @@ static flatopt_status c_step_mixed(flatopt_optimizer *o)
 {
     return flatopt_optimizer_step_mixed(o, NULL, 0, 2.0f);
 }
+static flatopt_status c_begin_mixed(flatopt_optimizer *o)
+{
+    const void *grads[1] = { g_g };
+    return flatopt_optimizer_begin_step_mixed(o, grads, 1, 2.0f);
+}
 static flatopt_status c_set_scaler(flatopt_optimizer *o)
 {
     flatopt_loss_scaler_options so = FLATOPT_LOSS_SCALER_OPTIONS_INIT;
@@ -211,6 +216,7 @@ static const struct {
     { "group_base_params", c_group_base },
     { "add_param_with_options", c_add_opts },
     { "step_mixed", c_step_mixed },
+    { "begin_step_mixed", c_begin_mixed },
     { "set_loss_scaler", c_set_scaler },
     { "loss_scaler_state", c_scaler_state },
     { "set_loss_scaler_state", c_set_scaler_state },

@@ -230,6 +230,9 @@ namespace Flatopt
         internal static extern Status flatopt_optimizer_step_mixed(OptimizerHandle opt, void** grads, UIntPtr nGrads, float gradScale);
 
         [DllImport(Lib, CallingConvention = Cdecl)]
+        internal static extern Status flatopt_optimizer_begin_step_mixed(OptimizerHandle opt, void** grads, UIntPtr nGrads, float gradScale);
+
+        [DllImport(Lib, CallingConvention = Cdecl)]
         internal static extern Status flatopt_optimizer_set_loss_scaler(OptimizerHandle opt, LossScalerOptions* options);
 
         [DllImport(Lib, CallingConvention = Cdecl)]

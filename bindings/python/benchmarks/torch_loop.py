@@ -15,13 +15,15 @@ and the period step (Lookahead syncs every k-th step only: the median misses tha
 mean carries it but also every outlier of a loaded machine; the period step is
 ``((k-1) * median of the other steps + median of the sync steps) / k`` with k = 5, robust
 to both, and the one to compare Lookahead variants by).
-Variants: ``torch.optim.AdamW(fused=True)``, ``AdamW(foreach=True)``, ``flatopt.torch.AdamW`` (1 thread, the default, and 2),
-timm's Lookahead logic (written out below: timm is not a dependency) over the fused AdamW, and
-``flatopt.torch.Lookahead`` over flatopt's AdamW; and the model kept in bfloat16 (``torch
-bf16``: float32 masters, the gradients widened, fused AdamW, the masters copied back;
-``flatopt bf16``: flatopt.torch.AdamW's masters, one pass); flatopt's AdamW with compressed
-state (``flatopt bf16 state``, ``flatopt int8 state``, with 1 and 2 threads) and Lookahead
-over it with bfloat16 slow weights (``flatopt LA bf16 state``). With ``--alone`` it also times flatopt's step
+Variants: ``torch.optim.AdamW(fused=True)``, ``AdamW(foreach=True)``, ``flatopt.torch.AdamW``
+(the default: on PyTorch's own intra-op threads; and with flatopt's own pool of 1 and of 2
+threads, ``t=1``, ``t=2``), timm's Lookahead logic (written out below: timm is not a
+dependency) over the fused AdamW, and ``flatopt.torch.Lookahead`` over flatopt's AdamW; and
+the model kept in bfloat16 (``torch bf16``: float32 masters, the gradients widened, fused
+AdamW, the masters copied back; ``flatopt bf16``: flatopt.torch.AdamW's masters, one pass);
+flatopt's AdamW with compressed state (``flatopt bf16 state``, ``flatopt int8 state``, on
+PyTorch's threads and with one thread of flatopt's own) and Lookahead over it with bfloat16
+slow weights (``flatopt LA bf16 state``). With ``--alone`` it also times flatopt's step
 once more after a pause of 50 ms (PyTorch's OpenMP workers asleep) to measure the interference
 of their spin-waiting (see docs/torch.md).
 
@@ -169,6 +171,7 @@ VARIANTS = {
     "torch foreach": lambda m: torch.optim.AdamW(m.parameters(), LR, weight_decay=WD,
                                                  foreach=True),
     "flatopt": lambda m: ft.AdamW(m.parameters(), LR, weight_decay=WD),
+    "flatopt t=1": lambda m: ft.AdamW(m.parameters(), LR, weight_decay=WD, num_threads=1),
     "flatopt t=2": lambda m: ft.AdamW(m.parameters(), LR, weight_decay=WD, num_threads=2),
     "timm LA(fused)": lambda m: TimmLookahead(
         torch.optim.AdamW(m.parameters(), LR, weight_decay=WD, fused=True), 0.5, K),
@@ -178,10 +181,10 @@ VARIANTS = {
                                              state_dtype="bfloat16"),
     "flatopt int8 state": lambda m: ft.AdamW(m.parameters(), LR, weight_decay=WD,
                                              state_dtype="int8"),
-    "flatopt bf16 state t=2": lambda m: ft.AdamW(m.parameters(), LR, weight_decay=WD,
-                                                 state_dtype="bfloat16", num_threads=2),
-    "flatopt int8 state t=2": lambda m: ft.AdamW(m.parameters(), LR, weight_decay=WD,
-                                                 state_dtype="int8", num_threads=2),
+    "flatopt bf16 state t=1": lambda m: ft.AdamW(m.parameters(), LR, weight_decay=WD,
+                                                 state_dtype="bfloat16", num_threads=1),
+    "flatopt int8 state t=1": lambda m: ft.AdamW(m.parameters(), LR, weight_decay=WD,
+                                                 state_dtype="int8", num_threads=1),
     "flatopt LA bf16 state": lambda m: ft.Lookahead(
         ft.AdamW(m.parameters(), LR, weight_decay=WD, state_dtype="bfloat16"), K, 0.5,
         slow_dtype="bfloat16"),

@@ -1,7 +1,8 @@
 """The OpenMP interference on flatopt's step (issue 17): an AdamW step over 4 M floats in 40
 tensors timed right after a PyTorch operation that ran on PyTorch's OpenMP threads ("hot":
 their workers are still spin-waiting) and after a 50 ms pause ("cold": they sleep), for
-flatopt with 1 and 2 threads and for torch's fused AdamW, interleaved, medians.
+flatopt on PyTorch's own intra-op threads (flatopt.torch's default, num_threads=None), with
+its own pool of 1 and 2 threads, and for torch's fused AdamW, interleaved, medians.
 
     python bindings/python/benchmarks/torch_omp.py
     GOMP_SPINCOUNT=0 python bindings/python/benchmarks/torch_omp.py
@@ -33,14 +34,16 @@ def main():
             p.grad = torch.randn(s) * 1e-3 if (s := p.shape) else None
         if kind == "torch fused":
             return torch.optim.AdamW(ps, 1e-4, fused=True)
+        if kind == "flatopt torch's":
+            return ft.AdamW(ps, 1e-4)
         return ft.AdamW(ps, 1e-4, num_threads=int(kind[-1]))
 
-    kinds = ["flatopt t=1", "flatopt t=2", "torch fused"]
+    kinds = ["flatopt torch's", "flatopt t=1", "flatopt t=2", "torch fused"]
     opts = {k: make(k) for k in kinds}
     hot = {k: [] for k in kinds}
     cold = {k: [] for k in kinds}
     for r in range(rounds + 3):
-        for k in kinds[r % 3:] + kinds[: r % 3]:
+        for k in kinds[r % len(kinds):] + kinds[: r % len(kinds)]:
             o = opts[k]
             for mode in (hot, cold):
                 if mode is hot:
@@ -59,7 +62,7 @@ def main():
     for k in kinds:
         h = statistics.median(hot[k]) * 1e3
         c = statistics.median(cold[k]) * 1e3
-        print(f"  {k:12}  after a torch op {h:7.2f} ms   after 50 ms {c:7.2f} ms   "
+        print(f"  {k:15}  after a torch op {h:7.2f} ms   after 50 ms {c:7.2f} ms   "
               f"hot/cold {h / c:.2f}")
 
 

@@ -425,6 +425,16 @@ optimizer_add_param_with_options = _fn(
 optimizer_step_mixed = _fn(
     "flatopt_optimizer_step_mixed", st, [_opt_p, c_void_p, c_size_t, c_float], required=False
 )
+# The split step (flatopt.torch runs its ranges on PyTorch's threads); optional so that an
+# older library still loads (begin_step_mixed is 0.2.0's).
+optimizer_begin_step_mixed = _fn(
+    "flatopt_optimizer_begin_step_mixed", st, [_opt_p, c_void_p, c_size_t, c_float],
+    required=False,
+)
+optimizer_step_range = _fn(
+    "flatopt_optimizer_step_range", st, [_opt_p, c_size_t, c_size_t], required=False
+)
+optimizer_end_step = _fn("flatopt_optimizer_end_step", st, [_opt_p], required=False)
 loss_scaler_options_init = _fn(
     "flatopt_loss_scaler_options_init", st, [c_void_p, c_size_t], required=False
 )

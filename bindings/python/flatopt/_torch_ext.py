@@ -40,6 +40,8 @@ import warnings
 
 import torch
 
+from . import _lib
+
 ENV = "FLATOPT_TORCH_EXT"
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_torch_handover.cpp")
 MODULE = "_torch_handover"  # the PyInit_ name in the source
@@ -74,7 +76,15 @@ def _std_flag():
     return "-std=c++20" if (major, minor) >= (2, 12) else "-std=c++17"
 
 
-def _command(cxx, output, source=SOURCE):
+def _openmp():
+    """Whether to build with OpenMP: where PyTorch's intra-op threads are an OpenMP team
+    (``at::parallel_for`` compiled into the module then runs on that team: the split step's
+    ranges run on PyTorch's threads) and the runtime is GNU's (Linux: the module's
+    ``libgomp.so.1`` is then the one torch loaded, which :func:`parallel` checks)."""
+    return sys.platform.startswith("linux") and "OpenMP" in torch.__config__.parallel_info()
+
+
+def _command(cxx, output, source=SOURCE, openmp=None):
     """The one compile-and-link command (no ninja, no setuptools): torch's headers as system
     headers (their warnings are theirs), the libraries the module's symbols come from, found
     again at run time through the rpath."""
@@ -85,8 +95,9 @@ def _command(cxx, output, source=SOURCE):
     includes = [os.path.join(root, "include"), sysconfig.get_paths()["include"]]
     # (macOS: Python's symbols are found in the interpreter when the module loads)
     darwin = ["-undefined", "dynamic_lookup"] if sys.platform == "darwin" else []
+    omp = ["-fopenmp"] if (_openmp() if openmp is None else openmp) else []
     return [
-        *cxx, "-O2", "-shared", "-fPIC", _std_flag(), "-Wall", "-Wextra",
+        *cxx, "-O2", "-shared", "-fPIC", _std_flag(), "-Wall", "-Wextra", *omp,
         f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}",
         *(arg for d in includes for arg in ("-isystem", d)),
         source, "-o", output, *darwin,
@@ -120,7 +131,36 @@ def _import(path):
     except ImportError as e:
         raise BuildError(f"{path} does not load: {e}") from None
     _self_check(module, path)
+    _bind(module)
     return module
+
+
+# A split step over fewer elements runs on the calling thread (the library's own pool starts
+# its threads from the same count: PARALLEL_MIN_ELEMENTS in src/engine/mod.rs).
+SPLIT_MIN_ELEMENTS = 1 << 19
+# Cuts fall on multiples of 256 elements within a buffer: 8-bit state's blocks (Q8_BLOCK).
+SPLIT_ALIGN = 256
+
+
+def _bind(module):
+    """Hands the library's split-step functions to the module (their addresses), where the
+    library has them and the module runs them on PyTorch's own OpenMP team; else the module
+    is used for the hand-over alone."""
+    fns = (_lib.optimizer_begin_step_mixed, _lib.optimizer_step_range, _lib.optimizer_end_step)
+    module.flatopt_split = False
+    if any(f is None for f in fns) or not module.parallel():
+        return
+    addresses = [ctypes.cast(getattr(f, "raw", f), ctypes.c_void_p).value for f in fns]
+    module.bind(*addresses, SPLIT_MIN_ELEMENTS, SPLIT_ALIGN)
+    module.flatopt_split = True
+
+
+def split():
+    """Whether flatopt.torch's steps can run on PyTorch's intra-op threads (the extension is
+    loaded, built with OpenMP, on torch's OpenMP runtime, and the library has the split
+    step)."""
+    module = load()
+    return module is not None and getattr(module, "flatopt_split", False)
 
 
 def _self_check(module, path):
@@ -175,6 +215,11 @@ def build(force=False):
         try:
             run = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                  stdin=subprocess.DEVNULL, text=True)
+            if run.returncode != 0 and _openmp():
+                # A compiler without OpenMP: the hand-over alone (steps on the calling thread)
+                cmd = _command(cxx, tmp, openmp=False)
+                run = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, text=True)
             if run.returncode != 0:
                 with open(failed, "w") as f:
                     f.write(shlex.join(cmd) + "\n\n" + run.stdout)

@@ -24,7 +24,11 @@ or more dims keeps row and column averages over its last two). All take two
 arguments of flatopt's:
 ``max_grad_norm`` (clipping by the global norm of the gradients, ``clip_grad_norm_``'s
 semantics, done in flatopt's own norm pass instead of a separate one) and ``num_threads``
-(default 1: the calling thread; see docs/torch.md on PyTorch's spinning OpenMP workers).
+(default None: the step runs on PyTorch's own intra-op threads, through the C++ extension's
+split step, where that extension is built with OpenMP on torch's runtime, else on the calling
+thread; a number: a pool of flatopt's own; LAMB, LARS, NovoGrad and Adafactor, whose updates
+need whole-buffer norms first, always run on flatopt's threads; see docs/torch.md, "OpenMP
+interference").
 :class:`Lookahead` (timm's ``Lookahead(optimizer, k, alpha)``) fuses the slow-weight sync into
 the same pass.
 
@@ -136,6 +140,7 @@ from . import _lib, _torch_ext
 from ._errors import (
     CheckpointError,
     DTypeError,
+    InternalError,
     InvalidArgumentError,
     InvalidStateError,
     LayoutError,
@@ -315,7 +320,7 @@ class _Cohort:
     """Parameters updated the same number of times, under one library handle."""
 
     __slots__ = ("handle", "params", "groups", "ngroups", "present", "ptrs", "pptrs", "dtypes",
-                 "fast", "mixed", "halves", "versions", "formats", "shapes")
+                 "fast", "split", "mixed", "halves", "versions", "formats", "shapes")
 
     def __init__(self, handle, params, groups, ngroups, present, mixed, formats, shapes):
         self.formats = formats  # (moments, slow weights): how the handle holds them
@@ -332,6 +337,10 @@ class _Cohort:
         # The hand-over of every step: the C++ extension's (one call) where it is built, else
         # None and _hand_over's Python reads (docs/torch.md, "The per-step hand-over").
         self.fast = _fast_hand_over(params, self.pptrs, self.ptrs)
+        # The extension's HandOver again where the steps run on PyTorch's threads (its
+        # step(): the hand-over and the split step in one call), else None (set by the
+        # optimizer: _FlatoptOptimizer._new_cohort).
+        self.split = None
         self.mixed = mixed  # has 16-bit parameters: steps through flatopt_optimizer_step_mixed
         # The 16-bit parameters and their version counters: an in-place write by the user
         # (model.load_state_dict, torch.nn.init, p.copy_) bumps it, flatopt's copy does not.
@@ -420,6 +429,30 @@ def _refresh_masters(c, masters):
         c.versions = now
 
 
+# The rules whose update needs each whole buffer's norms first: the library refuses a split
+# step for them, so their steps run on the library's own threads.
+_WHOLE_BUFFER_NORMS = frozenset((_lib.LAMB, _lib.LARS, _lib.NOVOGRAD, _lib.ADAFACTOR))
+
+
+def _split_step(c, scale, hand_over=True):
+    """Cohort `c`'s step on PyTorch's intra-op threads (the extension's split step: see
+    _torch_handover.cpp); False when the hand-over says no (nothing was begun: the general
+    path takes the step), else True or the library's error raised."""
+    done = c.split.step(c.handle.ptr, 1.0 if scale is None else scale, hand_over)
+    if done is None:
+        return False
+    status, where = done
+    if status == _lib.OK:
+        return True
+    if where == "step_range":
+        # (on a PyTorch thread, whose message this thread cannot read)
+        name = _lib.status_str(status).decode("utf-8", "replace")
+        raise _lib._EXC.get(status, InternalError)(
+            f"step: a range of the split step failed on a PyTorch thread ({name}); the step "
+            "is partly applied and the optimizer unusable", status=status)
+    _lib.raise_for(status, "step")
+
+
 class _FlatoptOptimizer(_TorchOptimizer):
     """Base of the flatopt.torch optimizers (see the module documentation)."""
 
@@ -460,10 +493,14 @@ class _FlatoptOptimizer(_TorchOptimizer):
                 raise InvalidArgumentError(
                     f"max_grad_norm must be a finite number > 0 (or None), got {max_grad_norm}"
                 )
+        # num_threads=None: the step runs on PyTorch's own intra-op threads (its OpenMP team,
+        # through the C++ extension's split step), where they are available, else on the
+        # calling thread alone. Right after backward() PyTorch's OpenMP workers spin-wait on
+        # the other cores, and a pool of flatopt threads would compete with them; on them the
+        # step competes with nothing (docs/torch.md, "OpenMP interference"). A number: the
+        # library's own pool of that many threads.
+        self._on_torch_threads = num_threads is None
         if num_threads is None:
-            # One thread (the caller's): right after backward() PyTorch's OpenMP workers
-            # spin-wait on the other cores, and a pool of flatopt threads would compete with
-            # them (see docs/torch.md, "OpenMP interference").
             num_threads = 1
         options = {**_STATE_DEFAULTS, **_check_state_options(_state(*state))}
         self.state_dtype = options["state_dtype"]
@@ -615,7 +652,11 @@ class _FlatoptOptimizer(_TorchOptimizer):
             _lib.check(_lib.optimizer_add_param_with_options(
                 ptr, _PTR(master), None, p.numel(), ctypes.byref(opts)), what)
         present = [self._present(self.param_groups[g]) for g in groups]
-        return _Cohort(handle, params, groups, ngroups, present, mixed, formats, shapes)
+        c = _Cohort(handle, params, groups, ngroups, present, mixed, formats, shapes)
+        if (self._on_torch_threads and self._kind not in _WHOLE_BUFFER_NORMS
+                and c.fast is not None and _torch_ext.split()):
+            c.split = c.fast
+        return c
 
     def _shape_of(self, p):
         """The 2-D shape ``(rows, cols)`` parameter `p` is registered with (the rule factors
@@ -888,6 +929,13 @@ class _FlatoptOptimizer(_TorchOptimizer):
         cohorts = self._cohorts
         if len(cohorts) == 1:
             c = cohorts[0]
+            if c.split is not None and not checked:
+                if c.halves:
+                    _refresh_masters(c, self._masters)
+                if _split_step(c, scale):
+                    return loss
+                self._step_general(scale, checked)
+                return loss
             fast = c.fast
             if (fast() if fast is not None else _hand_over(c)):
                 if c.halves:
@@ -953,6 +1001,9 @@ class _FlatoptOptimizer(_TorchOptimizer):
                 return
         for c, grads in stepping:
             c.ptrs[:] = [_PTR(g) for g in grads]
+            if c.split is not None:
+                _split_step(c, scale, hand_over=False)
+                continue
             if scale is None and not c.mixed:
                 st = _lib.optimizer_step_with_grads(c.handle.ptr, c.ptrs, len(c.params))
             else:

@@ -281,3 +281,126 @@ def test_the_cache_key_follows_the_source_and_not_where_the_package_is(tmp_path,
     copy.write_bytes(copy.read_bytes() + b"// changed\n")
     assert _torch_ext.build_dir(cxx) != here  # another source: a build of its own
     assert _torch_ext.build_dir(["clang++"]) != _torch_ext.build_dir(cxx)
+
+
+# -- the step on PyTorch's intra-op threads (HandOver.step: the library's split step) ----------
+
+
+def wide_model(dtype=torch.float32):
+    """About 0.64 M parameters in 4 tensors whose sizes are no multiples of 256: above the
+    split's threshold (the step runs in one range per PyTorch thread), cuts inside tensors."""
+    torch.manual_seed(1)
+    return torch.nn.Sequential(torch.nn.Linear(701, 903), torch.nn.Tanh(),
+                               torch.nn.Linear(903, 5)).to(dtype)
+
+
+def wide_backward(model, t):
+    g = torch.Generator().manual_seed(100 + t)
+    x = torch.randn(4, 701, generator=g).to(next(model.parameters()).dtype)
+    model(x).float().square().mean().backward()
+
+
+# (name, model dtype, the optimizer given num_threads): on PyTorch's threads where the
+# rule allows a split step
+SPLIT_RUNS = [
+    ("AdamW", torch.float32, lambda ps, n: ft.AdamW(ps, lr=1e-2, weight_decay=0.1,
+                                                     num_threads=n)),
+    ("AdamW, int8 state", torch.float32,
+     lambda ps, n: ft.AdamW(ps, lr=1e-2, state_dtype="int8", num_threads=n)),
+    ("Adam, bf16 state", torch.float32,
+     lambda ps, n: ft.Adam(ps, lr=1e-2, state_dtype="bfloat16", num_threads=n)),
+    ("Lookahead(AdamW), bf16 slow weights", torch.float32,
+     lambda ps, n: ft.Lookahead(ft.AdamW(ps, lr=1e-2, num_threads=n), k=2,
+                                slow_dtype="bfloat16")),
+    ("SGD momentum, max_grad_norm", torch.float32,
+     lambda ps, n: ft.SGD(ps, lr=0.05, momentum=0.9, max_grad_norm=0.5, num_threads=n)),
+    ("Rprop", torch.float32, lambda ps, n: ft.Rprop(ps, lr=1e-3, num_threads=n)),
+    ("AdamW, bf16 model", torch.bfloat16, lambda ps, n: ft.AdamW(ps, lr=1e-2, num_threads=n)),
+]
+
+
+def train_wide(dtype, make, num_threads, steps=5, gaps=False):
+    model = wide_model(dtype)
+    opt = make(model.parameters(), num_threads)
+    for t in range(steps):
+        opt.zero_grad()
+        if gaps:
+            model[2].requires_grad_(t != 2)
+        wide_backward(model, t)
+        opt.step()
+    return model, opt
+
+
+def same_training(a, b):
+    (ma, oa), (mb, ob) = a, b
+    assert all(torch.equal(x, y) for x, y in zip(ma.parameters(), mb.parameters()))
+    sa, sb = oa.state_dict()["state"], ob.state_dict()["state"]
+    assert sa.keys() == sb.keys()
+    for i in sa:
+        for k, v in sa[i].items():
+            assert torch.equal(torch.as_tensor(v), torch.as_tensor(sb[i][k])), (i, k)
+
+
+def cohorts(opt):
+    return getattr(opt, "_base", opt)._cohorts
+
+
+@pytest.fixture
+def torch_threads():
+    """Two PyTorch intra-op threads (restored after): the split step's two ranges."""
+    extension()
+    if not _torch_ext.split():
+        pytest.skip("the extension does not run steps on PyTorch's threads here (built "
+                    "without OpenMP, or another OpenMP runtime than torch's)")
+    saved = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(saved)
+
+
+@pytest.mark.parametrize("name, dtype, make", SPLIT_RUNS, ids=[r[0] for r in SPLIT_RUNS])
+def test_steps_on_torch_threads_give_the_bits_of_the_whole_step(name, dtype, make,
+                                                                torch_threads):
+    split = train_wide(dtype, make, None)
+    assert all(c.split is not None for c in cohorts(split[1])), name
+    whole = train_wide(dtype, make, 1)
+    assert all(c.split is None for c in cohorts(whole[1]))
+    same_training(split, whole)
+
+
+def test_steps_on_torch_threads_with_a_layer_without_gradients_at_times(torch_threads):
+    make = SPLIT_RUNS[0][2]
+    split = train_wide(torch.float32, make, None, steps=6, gaps=True)
+    assert len(cohorts(split[1])) == 2 and all(c.split is not None for c in cohorts(split[1]))
+    same_training(split, train_wide(torch.float32, make, 1, steps=6, gaps=True))
+
+
+def test_split_cuts_fall_on_256_element_blocks_of_each_tensor(torch_threads):
+    """Many PyTorch threads over small tensors, every range of an int8-state step on its
+    blocks (the library refuses a range that cuts one): the cuts are taken within tensors."""
+    module = extension()
+    torch.set_num_threads(7)
+    fns = (_torch_ext._lib.optimizer_begin_step_mixed, _torch_ext._lib.optimizer_step_range,
+           _torch_ext._lib.optimizer_end_step)
+    addresses = [ctypes.cast(f.raw, ctypes.c_void_p).value for f in fns]
+    module.bind(*addresses, 0, _torch_ext.SPLIT_ALIGN)  # split every step
+    try:
+        make = SPLIT_RUNS[1][2]
+        same_training(train_wide(torch.float32, make, None), train_wide(torch.float32, make, 1))
+    finally:
+        module.bind(*addresses, _torch_ext.SPLIT_MIN_ELEMENTS, _torch_ext.SPLIT_ALIGN)
+
+
+@pytest.mark.parametrize("cls", [ft.Lamb, ft.Lars, ft.Novograd, ft.Adafactor],
+                         ids=lambda c: c.__name__)
+def test_rules_that_need_whole_buffer_norms_step_on_the_library_threads(cls, torch_threads):
+    model = wide_model()
+    opt = cls(model.parameters(), lr=1e-3)
+    wide_backward(model, 0)
+    opt.step()
+    assert all(c.split is None for c in opt._cohorts)
+
+
+def test_an_explicit_num_threads_uses_the_library_pool(torch_threads):
+    model, opt = train_wide(torch.float32, SPLIT_RUNS[0][2], 2, steps=1)
+    assert all(c.split is None for c in opt._cohorts)
