@@ -321,20 +321,27 @@ impl<V: Vf32> GradIo<V> for F32Grads {
 #[inline(always)]
 pub(crate) fn fused<V: Vf32>(plan: &Plan, mut b: Buffers<'_>) {
     let n = b.param.len();
-    let (head, split) = state_vector_part::<V>(plan, b.param, b.m);
+    let (head, split) = state_vector_part::<V>(plan, b.param, b.m, b.v_max);
     span::<f32>(plan, Window::new(plan, &mut b, 0, head));
     span::<V>(plan, Window::new(plan, &mut b, head, split));
     span::<f32>(plan, Window::new(plan, &mut b, split, n));
 }
 
 /// The vector part of a pass's window over `param` and its state: aligned to the first
-/// moments `m` if the rule keeps them, else to `param` (see [`fused`]).
+/// moments `m` if the rule keeps them, else to `v_max` if the pass writes it (a pass before
+/// an update writing its block scratch, which is aligned: no scalar head), else to `param`
+/// (see [`fused`]).
 #[inline(always)]
-pub(crate) fn state_vector_part<V: Vf32>(plan: &Plan, param: &[f32], m: &[f32]) -> (usize, usize) {
-    let anchor = if plan.rule.state_used().0 {
-        m.as_ptr()
-    } else {
-        param.as_ptr()
+pub(crate) fn state_vector_part<V: Vf32>(
+    plan: &Plan,
+    param: &[f32],
+    m: &[f32],
+    v_max: &[f32],
+) -> (usize, usize) {
+    let anchor = match plan.rule.state_used() {
+        (true, _, _) => m.as_ptr(),
+        (false, _, true) if !v_max.is_empty() => v_max.as_ptr(),
+        _ => param.as_ptr(),
     };
     vector_part::<V>(anchor, param.len())
 }

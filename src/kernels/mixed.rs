@@ -365,7 +365,7 @@ pub(crate) fn fused_mixed_io<V: Vf32>(plan: &Plan, scale: GradScale, b: MixedBuf
         mut copy,
     } = b;
     let n = param.len();
-    let (head, split) = state_vector_part::<V>(plan, param, m);
+    let (head, split) = state_vector_part::<V>(plan, param, m, v_max);
     for (s, e, vector) in [(0, head, false), (head, split, true), (split, n, false)] {
         let w = Window {
             param: &mut param[s..e],
