@@ -30,10 +30,6 @@ use crate::rules::Rule;
 use crate::rules::{AdafactorMode as Mode, AdafactorScalars as Scalars};
 use crate::simd::{Kernels, Tier};
 
-/// One block of the scratch, aligned for the widest vector.
-#[repr(align(64))]
-struct Scratch([f32; SUMSQ_BLOCK]);
-
 /// Sum-of-squares blocks a factored pass writes into its scratch per call of the rule's loop:
 /// each call streams that many blocks of a row from memory before the sums run over them in
 /// cache (the sums are per block, in block order, whatever this is). A stream that stops for
@@ -41,9 +37,10 @@ struct Scratch([f32; SUMSQ_BLOCK]);
 /// about 11 GB/s through blocks of one, against 27 GB/s for the parameters' plain sum.
 const ROW_BLOCKS: usize = 4;
 
-/// The scratch of a factored pass: `B` elements (see [`rows_blocks`]).
+/// A pass's scratch of `B` elements, aligned for the widest vector: one sum block for the
+/// unfactored pass, as [`rows_blocks`] sizes it for the factored ones.
 #[repr(align(64))]
-struct RowScratch<const B: usize>([f32; B]);
+struct Scratch<const B: usize>([f32; B]);
 
 /// The registered shape of a factored buffer: `rows x cols` matrices, row-major.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -309,7 +306,7 @@ fn rows_blocks_in<const B: usize>(
 ) {
     let (rows, cols) = (s.rows, s.cols);
     let n = param.len();
-    let mut x = RowScratch([0.0; B]);
+    let mut x = Scratch([0.0; B]);
     let (_, v_used, _) = plan.rule.state_used();
     let scratch_used = B > 0;
     // Up to B elements where the pass writes the scratch (for the sums), else the whole row in

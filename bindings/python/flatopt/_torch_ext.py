@@ -142,16 +142,16 @@ SPLIT_MIN_ELEMENTS = 1 << 19
 SPLIT_ALIGN = 256
 
 
-def _bind(module):
-    """Hands the library's split-step functions to the module (their addresses), where the
-    library has them and the module runs them on PyTorch's own OpenMP team; else the module
-    is used for the hand-over alone."""
+def _bind(module, min_elements=SPLIT_MIN_ELEMENTS):
+    """Hands the library's split-step functions to the module (their addresses) with the
+    number of elements from which a step is split, where the library has them and the module
+    runs them on PyTorch's own OpenMP team; else the module is used for the hand-over alone."""
     fns = (_lib.optimizer_begin_step_mixed, _lib.optimizer_step_range, _lib.optimizer_end_step)
     module.flatopt_split = False
     if any(f is None for f in fns) or not module.parallel():
         return
     addresses = [ctypes.cast(getattr(f, "raw", f), ctypes.c_void_p).value for f in fns]
-    module.bind(*addresses, SPLIT_MIN_ELEMENTS, SPLIT_ALIGN)
+    module.bind(*addresses, min_elements, SPLIT_ALIGN)
     module.flatopt_split = True
 
 

@@ -380,15 +380,13 @@ def test_split_cuts_fall_on_256_element_blocks_of_each_tensor(torch_threads):
     blocks (the library refuses a range that cuts one): the cuts are taken within tensors."""
     module = extension()
     torch.set_num_threads(7)
-    fns = (_torch_ext._lib.optimizer_begin_step_mixed, _torch_ext._lib.optimizer_step_range,
-           _torch_ext._lib.optimizer_end_step)
-    addresses = [ctypes.cast(f.raw, ctypes.c_void_p).value for f in fns]
-    module.bind(*addresses, 0, _torch_ext.SPLIT_ALIGN)  # split every step
+    _torch_ext._bind(module, min_elements=0)  # split every step
     try:
+        assert module.flatopt_split
         make = SPLIT_RUNS[1][2]
         same_training(train_wide(torch.float32, make, None), train_wide(torch.float32, make, 1))
     finally:
-        module.bind(*addresses, _torch_ext.SPLIT_MIN_ELEMENTS, _torch_ext.SPLIT_ALIGN)
+        _torch_ext._bind(module)
 
 
 @pytest.mark.parametrize("cls", [ft.Lamb, ft.Lars, ft.Novograd, ft.Adafactor],
