@@ -675,3 +675,44 @@ fn split_sharded_and_compressed_state_are_refused() {
         o.step(&mut [&mut p], &[&g]).unwrap();
     }
 }
+
+/// The factored direction's sums of squares read straight from f32 gradients
+/// (`kernels::direction_sums`) are those of the pass that writes `u` to a scratch first, which
+/// gradients with a loss scale take: the same gradients times 2 with a loss scale of 2 (an exact
+/// division) give the same bits, with the clipping by `rms(u)` acting, through every gradient
+/// pipeline, on every tier, on one thread and on two (a matrix large enough for two halves).
+#[test]
+fn direction_sums_from_f32_gradients_are_the_scaled_pass() {
+    let shp: Vec<Shape> = vec![Some((40, 9000)), Some((3, 5000)), Some((301, 250))];
+    let sizes = [360_000, 15_000, 75_250];
+    let (params, grads) = data(&sizes, 3, 11);
+    let base = with(torch(), |f| f.clipping_threshold = Some(1e-3));
+    for (pname, f) in all_pipelines() {
+        for tier in Tier::ALL.into_iter().filter(|t| t.is_available()) {
+            for threads in [1, 2] {
+                let cfg = f(Config::new(base, 1e-2)).tier(tier).threads(threads);
+                let direct = run(cfg.clone(), &shp, &params, &grads);
+                let mut ps = params.clone();
+                let mut o = optimizer(cfg, &ps, &shp);
+                for (s, g) in grads.iter().enumerate() {
+                    let g2: Vec<Vec<f32>> = g
+                        .iter()
+                        .map(|x| x.iter().map(|v| v * 2.0).collect())
+                        .collect();
+                    let gr: Vec<&[f32]> = g2.iter().map(|x| x.as_slice()).collect();
+                    let mut pr: Vec<&mut [f32]> = ps.iter_mut().map(|p| p.as_mut_slice()).collect();
+                    let mut copies: Vec<Option<flatopt::kernels::ParamCopy<'_>>> =
+                        (0..pr.len()).map(|_| None).collect();
+                    let out = o.step_mixed(&mut pr, &gr, &mut copies, Some(2.0)).unwrap();
+                    assert!(matches!(out, Outcome::Applied { .. }));
+                    assert_eq!(
+                        bits(&ps.concat()),
+                        bits(&direct[s].concat()),
+                        "{pname} {tier:?} {threads} threads, step {}",
+                        s + 1
+                    );
+                }
+            }
+        }
+    }
+}

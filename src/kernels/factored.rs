@@ -23,12 +23,15 @@
 //!   and the column factors in the `v` slot: `u = g * min(1/eps, a_i * b_j)`, no division or
 //!   square root per element.
 
+use super::fused::{pipe, Lanes, Off, On, Switch};
 use super::mixed::{fused_mixed, Grad, GradScale, MixedBuffers, ParamCopy};
 use super::plan::Plan;
-use super::reduce::SUMSQ_BLOCK;
+use super::reduce::{fold_lanes, SUMSQ_BLOCK};
+use crate::rules::adafactor_direction_factored;
 use crate::rules::Rule;
 use crate::rules::{AdafactorMode as Mode, AdafactorScalars as Scalars};
 use crate::simd::{Kernels, Tier};
+use crate::simd::{Vf32, SUMSQ_LANES};
 
 /// Sum-of-squares blocks a factored pass writes into its scratch per call of the rule's loop:
 /// each call streams that many blocks of a row from memory before the sums run over them in
@@ -130,6 +133,91 @@ fn part(s: &mut [f32], a: usize, e: usize) -> &mut [f32] {
         &mut []
     } else {
         &mut s[a..e]
+    }
+}
+
+/// The factored direction's block sums of squares over one row's columns `a..` (whole blocks
+/// of [`SUMSQ_BLOCK`] from `a`, the row's last block shorter): `u = g * min(einv, r*c)` of
+/// every element, through the plan's gradient pipeline, squared and summed in the order of
+/// [`block_sumsq`] over the `u` a `Direction` pass writes, so the same bits, in one read of the
+/// gradients with no scratch and no pause between blocks. `param`, `grad` and `colf` (the
+/// column factors) are the row's `a..`, `out` one sum per block. Only for f32 gradients
+/// without a loss scale (the callers check).
+#[inline(always)]
+pub(crate) fn direction_sums<V: Vf32>(
+    plan: &Plan,
+    r: f32,
+    param: &[f32],
+    grad: &[f32],
+    colf: &[f32],
+    out: &mut [f64],
+) {
+    let [cs, cv, wd, _] = pipe(plan);
+    match (cs, cv, wd) {
+        (false, false, false) => {
+            direction_sums_in::<V>(plan, r, [param, grad, colf], out, (Off, Off, Off))
+        }
+        (true, false, false) => {
+            direction_sums_in::<V>(plan, r, [param, grad, colf], out, (On, Off, Off))
+        }
+        (false, true, false) => {
+            direction_sums_in::<V>(plan, r, [param, grad, colf], out, (Off, On, Off))
+        }
+        (true, true, false) => {
+            direction_sums_in::<V>(plan, r, [param, grad, colf], out, (On, On, Off))
+        }
+        (false, false, true) => {
+            direction_sums_in::<V>(plan, r, [param, grad, colf], out, (Off, Off, On))
+        }
+        (true, false, true) => {
+            direction_sums_in::<V>(plan, r, [param, grad, colf], out, (On, Off, On))
+        }
+        (false, true, true) => {
+            direction_sums_in::<V>(plan, r, [param, grad, colf], out, (Off, On, On))
+        }
+        (true, true, true) => {
+            direction_sums_in::<V>(plan, r, [param, grad, colf], out, (On, On, On))
+        }
+    }
+}
+
+/// [`direction_sums`] for the pipeline switches `(cs, cv, wd)` (clip scale, value clip,
+/// coupled weight decay), constants so that the loop has no branch.
+#[inline(always)]
+fn direction_sums_in<V: Vf32>(
+    plan: &Plan,
+    r: f32,
+    [param, grad, colf]: [&[f32]; 3],
+    out: &mut [f64],
+    (cs, cv, wd): (impl Switch, impl Switch, impl Switch),
+) {
+    let (k, ks) = (Lanes::<V>::new(plan), Lanes::<f32>::new(plan));
+    let einv = scalars(plan).einv;
+    let (rv, ev) = (V::splat(r), V::splat(einv));
+    let n = grad.len();
+    let (param, colf) = (&param[..n], &colf[..n]);
+    let blocks = grad.chunks(SUMSQ_BLOCK).zip(param.chunks(SUMSQ_BLOCK));
+    for ((g, p), (c, o)) in blocks.zip(colf.chunks(SUMSQ_BLOCK).zip(out.iter_mut())) {
+        let len = g.len();
+        let (p, c) = (&p[..len], &c[..len]);
+        let mut acc = V::acc_zero();
+        let mut u = [0.0f32; SUMSQ_LANES];
+        let mut j = 0;
+        while len - j >= SUMSQ_LANES {
+            for q in (0..SUMSQ_LANES).step_by(V::LANES) {
+                let gv = k.grad(V::load(&g[j + q..]), V::load(&p[j + q..]), cs, cv, wd);
+                adafactor_direction_factored(gv, V::load(&c[j + q..]), rv, ev).store(&mut u[q..]);
+            }
+            acc = V::acc_add_squares(acc, &u);
+            j += SUMSQ_LANES;
+        }
+        let mut lanes = V::acc_lanes(acc);
+        for (lane, j) in lanes.iter_mut().zip(j..len) {
+            let gv = ks.grad(g[j], p[j], cs, cv, wd);
+            let d = f64::from(adafactor_direction_factored(gv, c[j], r, einv));
+            *lane += d * d;
+        }
+        *o = fold_lanes(lanes);
     }
 }
 
@@ -491,7 +579,54 @@ fn factored(
     // With clipping, the sum of squares of `u`: block by block in row order (stored first on
     // two threads).
     let mut su = 0.0f64;
-    if sc.clip.is_some() {
+    let f32_grads = match (grad, unscale) {
+        (Grad::F32(g), GradScale::One) => Some(g),
+        _ => None,
+    };
+    if let (Some(_), Some(g)) = (sc.clip, f32_grads) {
+        // f32 gradients without a loss scale: the sums straight from the gradients, one call
+        // per row ([`direction_sums`]), the same bits as the pass below.
+        let dir = with(plan, Mode::Direction, sc);
+        let bpr = cols.div_ceil(SUMSQ_BLOCK);
+        let param: &[f32] = param;
+        let rows_of = |row0: usize, p: &[f32], g: &[f32], cf: &[f32], out: &mut [f64]| {
+            let rows_here = p.chunks(cols).zip(g.chunks(cols));
+            for (i, ((pr, gr), o)) in rows_here.zip(out.chunks_mut(bpr)).enumerate() {
+                let row = row0 + i;
+                let c = (row / rows) * cols;
+                (k.direction_sums)(&dir, rowf[row], pr, gr, &cf[c..c + cols], o);
+            }
+        };
+        if two {
+            let sums = &mut sums[..(n / cols) * bpr];
+            let (s0, s1) = sums.split_at_mut(mid * bpr);
+            let (p0, p1) = param.split_at(mid * cols);
+            let (g0, g1) = g.split_at(mid * cols);
+            rayon::join(
+                || rows_of(0, p0, g0, colf, s0),
+                || rows_of(mid, p1, g1, vcopy, s1),
+            );
+            for &x in sums.iter() {
+                su += x;
+            }
+        } else {
+            // Row by row, a row's sums on the stack in groups of blocks, added in order.
+            let mut o = [0.0f64; 16];
+            for row in 0..n / cols {
+                let (pr, gr) = (&param[row * cols..][..cols], &g[row * cols..][..cols]);
+                let c = (row / rows) * cols;
+                for a in (0..cols).step_by(16 * SUMSQ_BLOCK) {
+                    let e = (a + 16 * SUMSQ_BLOCK).min(cols);
+                    let o = &mut o[..(e - a).div_ceil(SUMSQ_BLOCK)];
+                    let cf = &colf[c + a..c + e];
+                    (k.direction_sums)(&dir, rowf[row], &pr[a..e], &gr[a..e], cf, o);
+                    for &x in o.iter() {
+                        su += x;
+                    }
+                }
+            }
+        }
+    } else if sc.clip.is_some() {
         let dir = with(plan, Mode::Direction, sc);
         let row_plan =
             |row: usize, p: &Plan| with(p, Mode::Direction, Scalars { r: rowf[row], ..sc });
@@ -627,5 +762,77 @@ fn split(s: &mut [f32], at: usize) -> (&mut [f32], &mut [f32]) {
         (&mut [], &mut [])
     } else {
         s.split_at_mut(at)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// [`direction_sums`] is the `Direction` pass into a scratch followed by [`block_sumsq`] of
+    /// each block, bit for bit: every tier, with and without the gradient pipeline, rows
+    /// around the vector and block sizes, factors past `einv`.
+    #[test]
+    fn direction_sums_are_the_scratch_pass() {
+        let sc = match crate::Base::adafactor().rule_for_step(3, 1e-2) {
+            Rule::Adafactor { sc, .. } => sc,
+            _ => unreachable!("an Adafactor rule"),
+        };
+        let r = 0.83f32;
+        for cols in [1, 15, 16, 17, 33, 4095, 4096, 4097, 9000, 12289] {
+            let g: Vec<f32> = (0..cols)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) * 1e-3)
+                .collect();
+            let p: Vec<f32> = (0..cols)
+                .map(|i| ((i * 11 % 29) as f32 - 14.0) * 1e-2)
+                .collect();
+            let c: Vec<f32> = (0..cols)
+                .map(|i| {
+                    if i % 7 == 3 {
+                        1e8
+                    } else {
+                        0.5 + (i % 13) as f32 * 0.37
+                    }
+                })
+                .collect();
+            for (cs, cv, wd) in [(None, None, None), (Some(0.7), Some(0.02), Some(1e-3))] {
+                let plan = Plan {
+                    clip_scale: cs,
+                    clip_value: cv,
+                    weight_decay: wd,
+                    rule: Rule::Adafactor {
+                        mode: Mode::Direction,
+                        sc,
+                    },
+                    sync_alpha: None,
+                };
+                let dir = with(&plan, Mode::Direction, Scalars { r, ..sc });
+                for tier in Tier::ALL.into_iter().filter(|t| t.is_available()) {
+                    let k = tier.kernels();
+                    let (mut pp, mut cc, mut u) = (p.clone(), c.clone(), vec![0.0f32; cols]);
+                    let b = MixedBuffers {
+                        param: &mut pp,
+                        grad: Grad::F32(&g),
+                        m: &mut [],
+                        v: &mut cc,
+                        v_max: &mut u,
+                        slow: &mut [],
+                        copy: None,
+                    };
+                    fused_mixed(k, &dir, GradScale::One, b);
+                    let want: Vec<u64> = u
+                        .chunks(SUMSQ_BLOCK)
+                        .map(|x| block_sumsq(k, x).to_bits())
+                        .collect();
+                    let mut out = vec![0.0f64; cols.div_ceil(SUMSQ_BLOCK)];
+                    (k.direction_sums)(&dir, r, &p, &g, &c, &mut out);
+                    let got: Vec<u64> = out.iter().map(|x| x.to_bits()).collect();
+                    assert_eq!(
+                        got, want,
+                        "{tier:?} cols {cols} pipeline {cs:?} {cv:?} {wd:?}"
+                    );
+                }
+            }
+        }
     }
 }

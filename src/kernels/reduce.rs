@@ -54,7 +54,7 @@ pub(crate) fn sumsq_cols<V: Vf32>(x: &[f32], cols: &mut [f64]) -> f64 {
 
 /// Folds the 16 lanes pairwise: ((l0+l1)+(l2+l3)) + ... in a fixed tree.
 #[inline(always)]
-fn fold_lanes(mut l: [f64; SUMSQ_LANES]) -> f64 {
+pub(crate) fn fold_lanes(mut l: [f64; SUMSQ_LANES]) -> f64 {
     let mut width = SUMSQ_LANES;
     while width > 1 {
         width /= 2;

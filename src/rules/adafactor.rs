@@ -256,7 +256,7 @@ fn direction<V: Vf32>(g: V, v: V, e1sq: V) -> V {
 /// product second in the compare-select, so that a NaN stays NaN): no division or root per
 /// element.
 #[inline(always)]
-fn direction_factored<V: Vf32>(g: V, c: V, r: V, einv: V) -> V {
+pub(crate) fn direction_factored<V: Vf32>(g: V, c: V, r: V, einv: V) -> V {
     g.mul(einv.min(r.mul(c)))
 }
 

@@ -513,6 +513,7 @@ impl Rule {
 // The base rules, in kind order: one word per file `src/rules/<word>.rs`.
 rules! { sgd adam radam adagrad rmsprop adamax nadam lion adabelief yogi adadelta rprop lamb lars novograd adafactor }
 
+pub(crate) use adafactor::direction_factored as adafactor_direction_factored;
 pub use adafactor::{Mode as AdafactorMode, Scalars as AdafactorScalars};
 
 // The fused loops over compressed state (`kernels::held`, "Fused passes").

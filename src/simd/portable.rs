@@ -18,6 +18,7 @@ static TABLE: Kernels = Kernels {
     half_finite: kernels::half_all_finite,
     sumsq_partials: kernels::sumsq_partials::<Portable>,
     sumsq_cols: kernels::sumsq_cols::<Portable>,
+    direction_sums: kernels::direction_sums::<Portable>,
     elementwise: kernels::elementwise::<Portable>,
     widen: kernels::widen::<Portable>,
     narrow: kernels::narrow::<Portable>,

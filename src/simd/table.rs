@@ -20,6 +20,9 @@ pub(crate) type EncodeQ8 = fn(Q8Code, Option<(SrKey, u64)>, &[f32], &mut [u8], &
 pub(crate) type EncodeQ8Pair =
     fn([Q8Code; 2], SrKey, u64, [&[f32]; 2], [&mut [u8]; 2], [&mut [f32]; 2]);
 
+/// Adafactor's factored direction sums' signature (`crate::kernels::direction_sums`).
+pub(crate) type DirectionSums = fn(&Plan, f32, &[f32], &[f32], &[f32], &mut [f64]);
+
 /// One tier's kernels. Adding a kernel: write it generic over `Vf32` in `crate::kernels`, add
 /// its field here and its line to each tier's table (`table!` below and the scalar and portable
 /// tables).
@@ -44,6 +47,10 @@ pub(crate) struct Kernels {
     /// One block's sum of squares, each square also added to its column's sum
     /// (`crate::kernels::sumsq_cols`).
     pub sumsq_cols: fn(&[f32], &mut [f64]) -> f64,
+    /// Adafactor's factored direction, block sums of squares of one row's part
+    /// (`crate::kernels::direction_sums`): the plan, the row factor, the row's parameters,
+    /// gradients and column factors, one sum per block.
+    pub direction_sums: DirectionSums,
     /// A standalone elementwise operation (`crate::kernels::elementwise`).
     pub elementwise: fn(Op, &mut [f32], &mut [f32]),
     /// 16-bit floats (bit patterns) widened to f32 (`crate::kernels::widen`); lengths equal.
@@ -109,6 +116,17 @@ macro_rules! table {
             #[target_feature(enable = $features)]
             fn sumsq_cols(x: &[f32], cols: &mut [f64]) -> f64 {
                 kernels::sumsq_cols::<$v>(x, cols)
+            }
+            #[target_feature(enable = $features)]
+            fn direction_sums(
+                plan: &Plan,
+                r: f32,
+                param: &[f32],
+                grad: &[f32],
+                colf: &[f32],
+                out: &mut [f64],
+            ) {
+                kernels::direction_sums::<$v>(plan, r, param, grad, colf, out)
             }
             #[target_feature(enable = $features)]
             fn elementwise(op: Op, x: &mut [f32], y: &mut [f32]) {
@@ -177,6 +195,10 @@ macro_rules! table {
                 sumsq_partials: |x, partials| unsafe { sumsq_partials(x, partials) },
                 // SAFETY: as for `fused`.
                 sumsq_cols: |x, cols| unsafe { sumsq_cols(x, cols) },
+                // SAFETY: as for `fused`.
+                direction_sums: |plan, r, param, grad, colf, out| unsafe {
+                    direction_sums(plan, r, param, grad, colf, out)
+                },
                 // SAFETY: as for `fused`.
                 elementwise: |op, x, y| unsafe { elementwise(op, x, y) },
                 // SAFETY: as for `fused`.
