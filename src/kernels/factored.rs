@@ -136,6 +136,48 @@ fn part(s: &mut [f32], a: usize, e: usize) -> &mut [f32] {
     }
 }
 
+/// `f(sw)` with the plan's gradient pipeline switches `sw = (cs, cv, wd)` (clip scale, value
+/// clip, coupled weight decay) as constants ([`On`] / [`Off`]), so that the loop has no branch.
+macro_rules! by_pipe {
+    ($plan:expr, |$sw:ident| $body:expr) => {{
+        let [cs, cv, wd, _] = pipe($plan);
+        match (cs, cv, wd) {
+            (false, false, false) => {
+                let $sw = (Off, Off, Off);
+                $body
+            }
+            (true, false, false) => {
+                let $sw = (On, Off, Off);
+                $body
+            }
+            (false, true, false) => {
+                let $sw = (Off, On, Off);
+                $body
+            }
+            (true, true, false) => {
+                let $sw = (On, On, Off);
+                $body
+            }
+            (false, false, true) => {
+                let $sw = (Off, Off, On);
+                $body
+            }
+            (true, false, true) => {
+                let $sw = (On, Off, On);
+                $body
+            }
+            (false, true, true) => {
+                let $sw = (Off, On, On);
+                $body
+            }
+            (true, true, true) => {
+                let $sw = (On, On, On);
+                $body
+            }
+        }
+    }};
+}
+
 /// The factored direction's block sums of squares over one row's columns `a..` (whole blocks
 /// of [`SUMSQ_BLOCK`] from `a`, the row's last block shorter): `u = g * min(einv, r*c)` of
 /// every element, through the plan's gradient pipeline, squared and summed in the order of
@@ -152,32 +194,75 @@ pub(crate) fn direction_sums<V: Vf32>(
     colf: &[f32],
     out: &mut [f64],
 ) {
-    let [cs, cv, wd, _] = pipe(plan);
-    match (cs, cv, wd) {
-        (false, false, false) => {
-            direction_sums_in::<V>(plan, r, [param, grad, colf], out, (Off, Off, Off))
+    by_pipe!(plan, |sw| direction_sums_in::<V>(
+        plan,
+        r,
+        [param, grad, colf],
+        out,
+        sw
+    ))
+}
+
+/// Adafactor's factored `Square` pass over one row's columns `a..` (whole blocks of
+/// [`SUMSQ_BLOCK`] from `a`, the row's last block shorter): each gradient through the plan's
+/// pipeline, its square (exact in f64) added to its column's sum in `colsum` and to its
+/// block's sum in `out`, as [`sumsq_cols`](super::reduce::sumsq_cols) over the scratch the
+/// `Square` pass writes, so the same bits, in one read of the gradients with no scratch. Only
+/// for f32 gradients without a loss scale (the callers check).
+#[inline(always)]
+pub(crate) fn square_sums<V: Vf32>(
+    plan: &Plan,
+    param: &[f32],
+    grad: &[f32],
+    colsum: &mut [f64],
+    out: &mut [f64],
+) {
+    by_pipe!(plan, |sw| square_sums_in::<V>(
+        plan,
+        [param, grad],
+        colsum,
+        out,
+        sw
+    ))
+}
+
+/// [`square_sums`] for the pipeline switches (constants).
+#[inline(always)]
+fn square_sums_in<V: Vf32>(
+    plan: &Plan,
+    [param, grad]: [&[f32]; 2],
+    colsum: &mut [f64],
+    out: &mut [f64],
+    (cs, cv, wd): (impl Switch, impl Switch, impl Switch),
+) {
+    let (k, ks) = (Lanes::<V>::new(plan), Lanes::<f32>::new(plan));
+    let n = grad.len();
+    let (param, colsum) = (&param[..n], &mut colsum[..n]);
+    let blocks = grad.chunks(SUMSQ_BLOCK).zip(param.chunks(SUMSQ_BLOCK));
+    for ((g, p), (sums, o)) in blocks.zip(colsum.chunks_mut(SUMSQ_BLOCK).zip(out.iter_mut())) {
+        let len = g.len();
+        let (p, sums) = (&p[..len], &mut sums[..len]);
+        let mut acc = V::acc_zero();
+        let mut x = [0.0f32; SUMSQ_LANES];
+        let mut j = 0;
+        while len - j >= SUMSQ_LANES {
+            for q in (0..SUMSQ_LANES).step_by(V::LANES) {
+                let gv = k.grad(V::load(&g[j + q..]), V::load(&p[j + q..]), cs, cv, wd);
+                gv.store(&mut x[q..]);
+            }
+            let sq = V::acc_add_squares(V::acc_zero(), &x);
+            acc = V::acc_add(acc, sq);
+            let s = &mut sums[j..j + SUMSQ_LANES];
+            s.copy_from_slice(&V::acc_lanes(V::acc_add(V::acc_load(s), sq)));
+            j += SUMSQ_LANES;
         }
-        (true, false, false) => {
-            direction_sums_in::<V>(plan, r, [param, grad, colf], out, (On, Off, Off))
+        let mut lanes = V::acc_lanes(acc);
+        for ((lane, i), s) in lanes.iter_mut().zip(j..len).zip(&mut sums[j..]) {
+            let d = f64::from(ks.grad(g[i], p[i], cs, cv, wd));
+            *lane += d * d;
+            *s += d * d;
         }
-        (false, true, false) => {
-            direction_sums_in::<V>(plan, r, [param, grad, colf], out, (Off, On, Off))
-        }
-        (true, true, false) => {
-            direction_sums_in::<V>(plan, r, [param, grad, colf], out, (On, On, Off))
-        }
-        (false, false, true) => {
-            direction_sums_in::<V>(plan, r, [param, grad, colf], out, (Off, Off, On))
-        }
-        (true, false, true) => {
-            direction_sums_in::<V>(plan, r, [param, grad, colf], out, (On, Off, On))
-        }
-        (false, true, true) => {
-            direction_sums_in::<V>(plan, r, [param, grad, colf], out, (Off, On, On))
-        }
-        (true, true, true) => {
-            direction_sums_in::<V>(plan, r, [param, grad, colf], out, (On, On, On))
-        }
+        *o = fold_lanes(lanes);
     }
 }
 
@@ -462,6 +547,26 @@ fn square_rows(
     let (b64, c64, er) = (sc.b64, sc.c64, sc.eps_root64);
     let cols = s.cols;
     colsum.fill(0.0);
+    if let (Grad::F32(g), GradScale::One) = (grad, unscale) {
+        // f32 gradients without a loss scale: the sums straight from the gradients
+        // ([`square_sums`]), the same bits as the pass below; a row's block sums on the stack
+        // in groups of 16 blocks, added in order.
+        let mut o = [0.0f64; 16];
+        for (i, (pr, gr)) in param.chunks(cols).zip(g.chunks(cols)).enumerate() {
+            let mut row_sum = 0.0f64;
+            for a in (0..cols).step_by(16 * SUMSQ_BLOCK) {
+                let e = (a + 16 * SUMSQ_BLOCK).min(cols);
+                let o = &mut o[..(e - a).div_ceil(SUMSQ_BLOCK)];
+                (k.square_sums)(plan, &pr[a..e], &gr[a..e], &mut colsum[a..e], o);
+                for &x in o.iter() {
+                    row_sum += x;
+                }
+            }
+            let r = &mut ravg[i];
+            *r = (b64 * f64::from(*r) + c64 * (row_sum / cols as f64 + er)) as f32;
+        }
+        return;
+    }
     let mut row_sum = 0.0f64;
     rows_blocks(
         k,
@@ -831,6 +936,67 @@ mod tests {
                         got, want,
                         "{tier:?} cols {cols} pipeline {cs:?} {cv:?} {wd:?}"
                     );
+                }
+            }
+        }
+    }
+
+    /// [`square_sums`] is the `Square` pass into a scratch followed by
+    /// [`sumsq_cols`](crate::kernels::sumsq_cols) of each block, bit for bit (block sums and
+    /// column sums, from column sums that are not zero): every tier, with and without the
+    /// gradient pipeline, rows around the vector and block sizes.
+    #[test]
+    fn square_sums_are_the_scratch_pass() {
+        let sc = match crate::Base::adafactor().rule_for_step(3, 1e-2) {
+            Rule::Adafactor { sc, .. } => sc,
+            _ => unreachable!("an Adafactor rule"),
+        };
+        for cols in [1, 15, 16, 17, 33, 4095, 4096, 4097, 9000, 12289] {
+            let g: Vec<f32> = (0..cols)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) * 1e-3)
+                .collect();
+            let p: Vec<f32> = (0..cols)
+                .map(|i| ((i * 11 % 29) as f32 - 14.0) * 1e-2)
+                .collect();
+            let start: Vec<f64> = (0..cols).map(|i| (i % 5) as f64 * 0.1).collect();
+            for (cs, cv, wd) in [(None, None, None), (Some(0.7), Some(0.02), Some(1e-3))] {
+                let plan = Plan {
+                    clip_scale: cs,
+                    clip_value: cv,
+                    weight_decay: wd,
+                    rule: Rule::Adafactor {
+                        mode: Mode::Square,
+                        sc,
+                    },
+                    sync_alpha: None,
+                };
+                for tier in Tier::ALL.into_iter().filter(|t| t.is_available()) {
+                    let k = tier.kernels();
+                    let (mut pp, mut x) = (p.clone(), vec![0.0f32; cols]);
+                    let b = MixedBuffers {
+                        param: &mut pp,
+                        grad: Grad::F32(&g),
+                        m: &mut [],
+                        v: &mut [],
+                        v_max: &mut x,
+                        slow: &mut [],
+                        copy: None,
+                    };
+                    fused_mixed(k, &plan, GradScale::One, b);
+                    let mut want_cols = start.clone();
+                    let want: Vec<u64> = x
+                        .chunks(SUMSQ_BLOCK)
+                        .zip(want_cols.chunks_mut(SUMSQ_BLOCK))
+                        .map(|(x, c)| (k.sumsq_cols)(x, c).to_bits())
+                        .collect();
+                    let mut got_cols = start.clone();
+                    let mut out = vec![0.0f64; cols.div_ceil(SUMSQ_BLOCK)];
+                    (k.square_sums)(&plan, &p, &g, &mut got_cols, &mut out);
+                    let got: Vec<u64> = out.iter().map(|x| x.to_bits()).collect();
+                    let label = format!("{tier:?} cols {cols} pipeline {cs:?} {cv:?} {wd:?}");
+                    assert_eq!(got, want, "{label}");
+                    let bits = |c: &[f64]| c.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&got_cols), bits(&want_cols), "{label}");
                 }
             }
         }

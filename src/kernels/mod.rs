@@ -51,7 +51,7 @@ pub use codec::{q8_block_count, Q8Code, SrKey, Stream, Q8_BLOCK};
 pub use convert::Half;
 pub(crate) use convert::{narrow, widen};
 pub use factored::Shape;
-pub(crate) use factored::{apply as apply_factored, direction_sums, FactorScratch};
+pub(crate) use factored::{apply as apply_factored, direction_sums, square_sums, FactorScratch};
 pub(crate) use fused::{fused, specialize, F32Grads, GradIo, Lanes, Off, On, Span, Switch, Window};
 pub(crate) use held::{fused_bf16, fused_q8, Bf16Pass, Q8Pass};
 pub use held::{q8_codes, Held, HeldBuffers, HeldRounding, StateDtype, StateRounding, HELD_CHUNK};

@@ -23,6 +23,9 @@ pub(crate) type EncodeQ8Pair =
 /// Adafactor's factored direction sums' signature (`crate::kernels::direction_sums`).
 pub(crate) type DirectionSums = fn(&Plan, f32, &[f32], &[f32], &[f32], &mut [f64]);
 
+/// Adafactor's factored square sums' signature (`crate::kernels::square_sums`).
+pub(crate) type SquareSums = fn(&Plan, &[f32], &[f32], &mut [f64], &mut [f64]);
+
 /// One tier's kernels. Adding a kernel: write it generic over `Vf32` in `crate::kernels`, add
 /// its field here and its line to each tier's table (`table!` below and the scalar and portable
 /// tables).
@@ -51,6 +54,9 @@ pub(crate) struct Kernels {
     /// (`crate::kernels::direction_sums`): the plan, the row factor, the row's parameters,
     /// gradients and column factors, one sum per block.
     pub direction_sums: DirectionSums,
+    /// Adafactor's factored `Square` pass over one row's part (`crate::kernels::square_sums`):
+    /// the plan, the row's parameters and gradients, its column sums, one sum per block.
+    pub square_sums: SquareSums,
     /// A standalone elementwise operation (`crate::kernels::elementwise`).
     pub elementwise: fn(Op, &mut [f32], &mut [f32]),
     /// 16-bit floats (bit patterns) widened to f32 (`crate::kernels::widen`); lengths equal.
@@ -129,6 +135,16 @@ macro_rules! table {
                 kernels::direction_sums::<$v>(plan, r, param, grad, colf, out)
             }
             #[target_feature(enable = $features)]
+            fn square_sums(
+                plan: &Plan,
+                param: &[f32],
+                grad: &[f32],
+                colsum: &mut [f64],
+                out: &mut [f64],
+            ) {
+                kernels::square_sums::<$v>(plan, param, grad, colsum, out)
+            }
+            #[target_feature(enable = $features)]
             fn elementwise(op: Op, x: &mut [f32], y: &mut [f32]) {
                 kernels::elementwise::<$v>(op, x, y)
             }
@@ -198,6 +214,10 @@ macro_rules! table {
                 // SAFETY: as for `fused`.
                 direction_sums: |plan, r, param, grad, colf, out| unsafe {
                     direction_sums(plan, r, param, grad, colf, out)
+                },
+                // SAFETY: as for `fused`.
+                square_sums: |plan, param, grad, colsum, out| unsafe {
+                    square_sums(plan, param, grad, colsum, out)
                 },
                 // SAFETY: as for `fused`.
                 elementwise: |op, x, y| unsafe { elementwise(op, x, y) },
