@@ -23,7 +23,7 @@
 //!   and the column factors in the `v` slot: `u = g * min(1/eps, a_i * b_j)`, no division or
 //!   square root per element.
 
-use super::fused::{pipe, Lanes, Off, On, Switch};
+use super::fused::{pipe, specialize, Lanes, Switch};
 use super::mixed::{fused_mixed, Grad, GradScale, MixedBuffers, ParamCopy};
 use super::plan::Plan;
 use super::reduce::{fold_lanes, SUMSQ_BLOCK};
@@ -136,48 +136,6 @@ fn part(s: &mut [f32], a: usize, e: usize) -> &mut [f32] {
     }
 }
 
-/// `f(sw)` with the plan's gradient pipeline switches `sw = (cs, cv, wd)` (clip scale, value
-/// clip, coupled weight decay) as constants ([`On`] / [`Off`]), so that the loop has no branch.
-macro_rules! by_pipe {
-    ($plan:expr, |$sw:ident| $body:expr) => {{
-        let [cs, cv, wd, _] = pipe($plan);
-        match (cs, cv, wd) {
-            (false, false, false) => {
-                let $sw = (Off, Off, Off);
-                $body
-            }
-            (true, false, false) => {
-                let $sw = (On, Off, Off);
-                $body
-            }
-            (false, true, false) => {
-                let $sw = (Off, On, Off);
-                $body
-            }
-            (true, true, false) => {
-                let $sw = (On, On, Off);
-                $body
-            }
-            (false, false, true) => {
-                let $sw = (Off, Off, On);
-                $body
-            }
-            (true, false, true) => {
-                let $sw = (On, Off, On);
-                $body
-            }
-            (false, true, true) => {
-                let $sw = (Off, On, On);
-                $body
-            }
-            (true, true, true) => {
-                let $sw = (On, On, On);
-                $body
-            }
-        }
-    }};
-}
-
 /// The factored direction's block sums of squares over one row's columns `a..` (whole blocks
 /// of [`SUMSQ_BLOCK`] from `a`, the row's last block shorter): `u = g * min(einv, r*c)` of
 /// every element, through the plan's gradient pipeline, squared and summed in the order of
@@ -194,13 +152,14 @@ pub(crate) fn direction_sums<V: Vf32>(
     colf: &[f32],
     out: &mut [f64],
 ) {
-    by_pipe!(plan, |sw| direction_sums_in::<V>(
-        plan,
-        r,
-        [param, grad, colf],
-        out,
-        sw
-    ))
+    let [cs, cv, wd, _] = pipe(plan);
+    let colf = &colf[..grad.len()];
+    let einv = scalars(plan).einv;
+    let (rv, ev) = (V::splat(r), V::splat(einv));
+    let u = |g: V, j: usize| adafactor_direction_factored(g, V::load(&colf[j..]), rv, ev);
+    let us = |g: f32, j: usize| adafactor_direction_factored(g, colf[j], r, einv);
+    let args = ([param, grad], &mut [][..], out, u, us);
+    specialize!(@choose V, sums_in, (plan, args); cs, cv, wd)
 }
 
 /// Adafactor's factored `Square` pass over one row's columns `a..` (whole blocks of
@@ -217,92 +176,86 @@ pub(crate) fn square_sums<V: Vf32>(
     colsum: &mut [f64],
     out: &mut [f64],
 ) {
-    by_pipe!(plan, |sw| square_sums_in::<V>(
-        plan,
-        [param, grad],
-        colsum,
-        out,
-        sw
-    ))
+    let [cs, cv, wd, _] = pipe(plan);
+    let args = ([param, grad], colsum, out, |g: V, _| g, |g: f32, _| g);
+    specialize!(@choose V, sums_in, (plan, args); cs, cv, wd)
 }
 
-/// [`square_sums`] for the pipeline switches (constants).
+/// The loop of [`direction_sums`] and [`square_sums`] for the pipeline switches `(cs, cv,
+/// wd)` (clip scale, value clip, coupled weight decay): the value `u(g, j)` (vectors) /
+/// `us(g, j)` (the block's last elements short of 16) of each gradient `g` after the pipeline,
+/// squared (exact in f64) into the 16 lanes of its block's sum, element `j` of a block in lane
+/// `j mod 16`, the lanes folded in [`fold_lanes`]' tree into `out`; where `colsum` is not
+/// empty, each square also added to its column's sum. That is [`sumsq_partials`] and
+/// [`sumsq_cols`] over the values (`acc + (0 + x^2)` is `acc + x^2`), so the same bits.
+///
+/// [`sumsq_partials`]: super::reduce::sumsq_partials
+/// [`sumsq_cols`]: super::reduce::sumsq_cols
 #[inline(always)]
-fn square_sums_in<V: Vf32>(
+fn sums_in<V: Vf32>(
     plan: &Plan,
-    [param, grad]: [&[f32]; 2],
-    colsum: &mut [f64],
-    out: &mut [f64],
+    ([param, grad], colsum, out, u, us): (
+        [&[f32]; 2],
+        &mut [f64],
+        &mut [f64],
+        impl Fn(V, usize) -> V,
+        impl Fn(f32, usize) -> f32,
+    ),
     (cs, cv, wd): (impl Switch, impl Switch, impl Switch),
 ) {
     let (k, ks) = (Lanes::<V>::new(plan), Lanes::<f32>::new(plan));
     let n = grad.len();
-    let (param, colsum) = (&param[..n], &mut colsum[..n]);
-    let blocks = grad.chunks(SUMSQ_BLOCK).zip(param.chunks(SUMSQ_BLOCK));
-    for ((g, p), (sums, o)) in blocks.zip(colsum.chunks_mut(SUMSQ_BLOCK).zip(out.iter_mut())) {
+    let param = &param[..n];
+    let with_cols = !colsum.is_empty();
+    for (o, start) in out.iter_mut().zip((0..n).step_by(SUMSQ_BLOCK)) {
+        let end = (start + SUMSQ_BLOCK).min(n);
+        let (g, p) = (&grad[start..end], &param[start..end]);
+        let sums: &mut [f64] = if with_cols {
+            &mut colsum[start..end]
+        } else {
+            &mut []
+        };
         let len = g.len();
-        let (p, sums) = (&p[..len], &mut sums[..len]);
         let mut acc = V::acc_zero();
         let mut x = [0.0f32; SUMSQ_LANES];
         let mut j = 0;
         while len - j >= SUMSQ_LANES {
             for q in (0..SUMSQ_LANES).step_by(V::LANES) {
                 let gv = k.grad(V::load(&g[j + q..]), V::load(&p[j + q..]), cs, cv, wd);
-                gv.store(&mut x[q..]);
+                u(gv, start + j + q).store(&mut x[q..]);
             }
             let sq = V::acc_add_squares(V::acc_zero(), &x);
             acc = V::acc_add(acc, sq);
-            let s = &mut sums[j..j + SUMSQ_LANES];
-            s.copy_from_slice(&V::acc_lanes(V::acc_add(V::acc_load(s), sq)));
+            if with_cols {
+                let s = &mut sums[j..j + SUMSQ_LANES];
+                s.copy_from_slice(&V::acc_lanes(V::acc_add(V::acc_load(s), sq)));
+            }
             j += SUMSQ_LANES;
         }
         let mut lanes = V::acc_lanes(acc);
-        for ((lane, i), s) in lanes.iter_mut().zip(j..len).zip(&mut sums[j..]) {
-            let d = f64::from(ks.grad(g[i], p[i], cs, cv, wd));
+        for (lane, i) in lanes.iter_mut().zip(j..len) {
+            let d = f64::from(us(ks.grad(g[i], p[i], cs, cv, wd), start + i));
             *lane += d * d;
-            *s += d * d;
+            if with_cols {
+                sums[i] += d * d;
+            }
         }
         *o = fold_lanes(lanes);
     }
 }
 
-/// [`direction_sums`] for the pipeline switches `(cs, cv, wd)` (clip scale, value clip,
-/// coupled weight decay), constants so that the loop has no branch.
-#[inline(always)]
-fn direction_sums_in<V: Vf32>(
-    plan: &Plan,
-    r: f32,
-    [param, grad, colf]: [&[f32]; 3],
-    out: &mut [f64],
-    (cs, cv, wd): (impl Switch, impl Switch, impl Switch),
-) {
-    let (k, ks) = (Lanes::<V>::new(plan), Lanes::<f32>::new(plan));
-    let einv = scalars(plan).einv;
-    let (rv, ev) = (V::splat(r), V::splat(einv));
-    let n = grad.len();
-    let (param, colf) = (&param[..n], &colf[..n]);
-    let blocks = grad.chunks(SUMSQ_BLOCK).zip(param.chunks(SUMSQ_BLOCK));
-    for ((g, p), (c, o)) in blocks.zip(colf.chunks(SUMSQ_BLOCK).zip(out.iter_mut())) {
-        let len = g.len();
-        let (p, c) = (&p[..len], &c[..len]);
-        let mut acc = V::acc_zero();
-        let mut u = [0.0f32; SUMSQ_LANES];
-        let mut j = 0;
-        while len - j >= SUMSQ_LANES {
-            for q in (0..SUMSQ_LANES).step_by(V::LANES) {
-                let gv = k.grad(V::load(&g[j + q..]), V::load(&p[j + q..]), cs, cv, wd);
-                adafactor_direction_factored(gv, V::load(&c[j + q..]), rv, ev).store(&mut u[q..]);
-            }
-            acc = V::acc_add_squares(acc, &u);
-            j += SUMSQ_LANES;
+/// Adds to `acc`, in order, the block sums of a row of `cols` columns that `f(a, e, o)` writes
+/// into `o` (one per block) for columns `a..e`, in groups of up to 16 blocks on the stack.
+#[inline]
+fn add_row_sums(acc: &mut f64, cols: usize, mut f: impl FnMut(usize, usize, &mut [f64])) {
+    let mut o = [0.0f64; 16];
+    for a in (0..cols).step_by(16 * SUMSQ_BLOCK) {
+        let e = (a + 16 * SUMSQ_BLOCK).min(cols);
+        let o = &mut o[..(e - a).div_ceil(SUMSQ_BLOCK)];
+        f(a, e, o);
+        for &x in o.iter() {
+            *acc += x;
         }
-        let mut lanes = V::acc_lanes(acc);
-        for (lane, j) in lanes.iter_mut().zip(j..len) {
-            let gv = ks.grad(g[j], p[j], cs, cv, wd);
-            let d = f64::from(adafactor_direction_factored(gv, c[j], r, einv));
-            *lane += d * d;
-        }
-        *o = fold_lanes(lanes);
     }
 }
 
@@ -551,17 +504,11 @@ fn square_rows(
         // f32 gradients without a loss scale: the sums straight from the gradients
         // ([`square_sums`]), the same bits as the pass below; a row's block sums on the stack
         // in groups of 16 blocks, added in order.
-        let mut o = [0.0f64; 16];
         for (i, (pr, gr)) in param.chunks(cols).zip(g.chunks(cols)).enumerate() {
             let mut row_sum = 0.0f64;
-            for a in (0..cols).step_by(16 * SUMSQ_BLOCK) {
-                let e = (a + 16 * SUMSQ_BLOCK).min(cols);
-                let o = &mut o[..(e - a).div_ceil(SUMSQ_BLOCK)];
-                (k.square_sums)(plan, &pr[a..e], &gr[a..e], &mut colsum[a..e], o);
-                for &x in o.iter() {
-                    row_sum += x;
-                }
-            }
+            add_row_sums(&mut row_sum, cols, |a, e, o| {
+                (k.square_sums)(plan, &pr[a..e], &gr[a..e], &mut colsum[a..e], o)
+            });
             let r = &mut ravg[i];
             *r = (b64 * f64::from(*r) + c64 * (row_sum / cols as f64 + er)) as f32;
         }
@@ -715,20 +662,12 @@ fn factored(
                 su += x;
             }
         } else {
-            // Row by row, a row's sums on the stack in groups of blocks, added in order.
-            let mut o = [0.0f64; 16];
-            for row in 0..n / cols {
-                let (pr, gr) = (&param[row * cols..][..cols], &g[row * cols..][..cols]);
-                let c = (row / rows) * cols;
-                for a in (0..cols).step_by(16 * SUMSQ_BLOCK) {
-                    let e = (a + 16 * SUMSQ_BLOCK).min(cols);
-                    let o = &mut o[..(e - a).div_ceil(SUMSQ_BLOCK)];
-                    let cf = &colf[c + a..c + e];
-                    (k.direction_sums)(&dir, rowf[row], &pr[a..e], &gr[a..e], cf, o);
-                    for &x in o.iter() {
-                        su += x;
-                    }
-                }
+            // Row by row, a row's sums added in order.
+            for (row, (pr, gr)) in param.chunks(cols).zip(g.chunks(cols)).enumerate() {
+                let cf = &colf[(row / rows) * cols..][..cols];
+                add_row_sums(&mut su, cols, |a, e, o| {
+                    (k.direction_sums)(&dir, rowf[row], &pr[a..e], &gr[a..e], &cf[a..e], o)
+                });
             }
         }
     } else if sc.clip.is_some() {
