@@ -23,15 +23,16 @@
 //!   and the column factors in the `v` slot: `u = g * min(1/eps, a_i * b_j)`, no division or
 //!   square root per element.
 
-use super::fused::{pipe, specialize, Lanes, Switch};
+use super::fused::{pipe, specialize, Off};
 use super::mixed::{fused_mixed, Grad, GradScale, MixedBuffers, ParamCopy};
 use super::plan::Plan;
-use super::reduce::{fold_lanes, SUMSQ_BLOCK};
+use super::reduce::SUMSQ_BLOCK;
+use super::trust::stream_sums;
 use crate::rules::adafactor_direction_factored;
 use crate::rules::Rule;
 use crate::rules::{AdafactorMode as Mode, AdafactorScalars as Scalars};
+use crate::simd::Vf32;
 use crate::simd::{Kernels, Tier};
-use crate::simd::{Vf32, SUMSQ_LANES};
 
 /// Sum-of-squares blocks a factored pass writes into its scratch per call of the rule's loop:
 /// each call streams that many blocks of a row from memory before the sums run over them in
@@ -156,10 +157,12 @@ pub(crate) fn direction_sums<V: Vf32>(
     let colf = &colf[..grad.len()];
     let einv = scalars(plan).einv;
     let (rv, ev) = (V::splat(r), V::splat(einv));
-    let u = |g: V, j: usize| adafactor_direction_factored(g, V::load(&colf[j..]), rv, ev);
-    let us = |g: f32, j: usize| adafactor_direction_factored(g, colf[j], r, einv);
-    let args = ([param, grad], &mut [][..], out, u, us);
-    specialize!(@choose V, sums_in, (plan, args); cs, cv, wd)
+    let u = |g: V, _, j: usize| adafactor_direction_factored(g, V::load(&colf[j..]), rv, ev);
+    let us = |g: f32, _, j: usize| adafactor_direction_factored(g, colf[j], r, einv);
+    let args = ([param, grad], &mut [][..], (u, us), |b: usize, x, _| {
+        out[b] = x
+    });
+    specialize!(@choose V, stream_sums, (plan, args, Off); cs, cv, wd)
 }
 
 /// Adafactor's factored `Square` pass over one row's columns `a..` (whole blocks of
@@ -177,71 +180,13 @@ pub(crate) fn square_sums<V: Vf32>(
     out: &mut [f64],
 ) {
     let [cs, cv, wd, _] = pipe(plan);
-    let args = ([param, grad], colsum, out, |g: V, _| g, |g: f32, _| g);
-    specialize!(@choose V, sums_in, (plan, args); cs, cv, wd)
-}
-
-/// The loop of [`direction_sums`] and [`square_sums`] for the pipeline switches `(cs, cv,
-/// wd)` (clip scale, value clip, coupled weight decay): the value `u(g, j)` (vectors) /
-/// `us(g, j)` (the block's last elements short of 16) of each gradient `g` after the pipeline,
-/// squared (exact in f64) into the 16 lanes of its block's sum, element `j` of a block in lane
-/// `j mod 16`, the lanes folded in [`fold_lanes`]' tree into `out`; where `colsum` is not
-/// empty, each square also added to its column's sum. That is [`sumsq_partials`] and
-/// [`sumsq_cols`] over the values (`acc + (0 + x^2)` is `acc + x^2`), so the same bits.
-///
-/// [`sumsq_partials`]: super::reduce::sumsq_partials
-/// [`sumsq_cols`]: super::reduce::sumsq_cols
-#[inline(always)]
-fn sums_in<V: Vf32>(
-    plan: &Plan,
-    ([param, grad], colsum, out, u, us): (
-        [&[f32]; 2],
-        &mut [f64],
-        &mut [f64],
-        impl Fn(V, usize) -> V,
-        impl Fn(f32, usize) -> f32,
-    ),
-    (cs, cv, wd): (impl Switch, impl Switch, impl Switch),
-) {
-    let (k, ks) = (Lanes::<V>::new(plan), Lanes::<f32>::new(plan));
-    let n = grad.len();
-    let param = &param[..n];
-    let with_cols = !colsum.is_empty();
-    for (o, start) in out.iter_mut().zip((0..n).step_by(SUMSQ_BLOCK)) {
-        let end = (start + SUMSQ_BLOCK).min(n);
-        let (g, p) = (&grad[start..end], &param[start..end]);
-        let sums: &mut [f64] = if with_cols {
-            &mut colsum[start..end]
-        } else {
-            &mut []
-        };
-        let len = g.len();
-        let mut acc = V::acc_zero();
-        let mut x = [0.0f32; SUMSQ_LANES];
-        let mut j = 0;
-        while len - j >= SUMSQ_LANES {
-            for q in (0..SUMSQ_LANES).step_by(V::LANES) {
-                let gv = k.grad(V::load(&g[j + q..]), V::load(&p[j + q..]), cs, cv, wd);
-                u(gv, start + j + q).store(&mut x[q..]);
-            }
-            let sq = V::acc_add_squares(V::acc_zero(), &x);
-            acc = V::acc_add(acc, sq);
-            if with_cols {
-                let s = &mut sums[j..j + SUMSQ_LANES];
-                s.copy_from_slice(&V::acc_lanes(V::acc_add(V::acc_load(s), sq)));
-            }
-            j += SUMSQ_LANES;
-        }
-        let mut lanes = V::acc_lanes(acc);
-        for (lane, i) in lanes.iter_mut().zip(j..len) {
-            let d = f64::from(us(ks.grad(g[i], p[i], cs, cv, wd), start + i));
-            *lane += d * d;
-            if with_cols {
-                sums[i] += d * d;
-            }
-        }
-        *o = fold_lanes(lanes);
-    }
+    let args = (
+        [param, grad],
+        colsum,
+        (|g: V, _, _| g, |g: f32, _, _| g),
+        |b: usize, x, _| out[b] = x,
+    );
+    specialize!(@choose V, stream_sums, (plan, args, Off); cs, cv, wd)
 }
 
 /// Adds to `acc`, in order, the block sums of a row of `cols` columns that `f(a, e, o)` writes

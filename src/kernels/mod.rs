@@ -75,5 +75,5 @@ pub(crate) use stateless::{
     sumsq_partials_mixed_unchecked, sumsq_partials_unchecked,
 };
 pub(crate) use trust::{
-    block_totals, grad_into_scratch, pre_blocks, pre_plan, update_plan, PreBuffers,
+    block_totals, grad_into_scratch, pre_blocks, pre_plan, pre_sums, update_plan, PreBuffers,
 };

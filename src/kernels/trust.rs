@@ -19,13 +19,13 @@
 
 use super::codec::{Q8Code, Q8_BLOCK};
 use super::convert::Half;
-use super::fused::{Lanes, Switch, Window};
+use super::fused::{pipe, specialize, Lanes, Off, On, Switch, Window};
 use super::held::{q8_codes, Held, HELD_CHUNK};
 use super::mixed::{fused_mixed, Grad, GradScale, MixedBuffers};
 use super::plan::{Plan, Rule};
-use super::reduce::SUMSQ_BLOCK;
-use crate::rules::Norms;
-use crate::simd::{Kernels, Tier, Vf32};
+use super::reduce::{fold_lanes, SUMSQ_BLOCK};
+use crate::rules::{lars_vector, Norms};
+use crate::simd::{Kernels, Tier, Vf32, SUMSQ_LANES};
 
 // The engine splits the pass before on sum-of-squares blocks: they must keep the 8-bit blocks.
 const _: () =
@@ -52,6 +52,126 @@ pub(crate) fn grad_into_scratch<V: Vf32, const N: usize>(
             .store(&mut out[i..]);
         i += V::LANES;
     }
+}
+
+/// The streaming form of a pass before a per-buffer reduction whose vector `u` is a function
+/// of the gradient after the pipeline, the parameter and the index (LARS's and NovoGrad's pass
+/// before the update, Adafactor's factored passes): for each [`SUMSQ_BLOCK`]-element block of
+/// `grad` (from its start, the last block shorter), the sum of squares of `u` and, with
+/// `want_p`, of the parameters, handed to `emit(block, u_sum, p_sum)` (`p_sum` 0 without).
+/// `u(g, p, j)` (vectors) / `us(g, p, j)` (the block's last elements short of 16), squared
+/// (exact in f64) into the 16 lanes of its block's sum, element `j` of a block in lane
+/// `j mod 16`, the lanes folded in [`fold_lanes`]' tree; where `colsum` is not empty, each
+/// square also added to its column's sum. That is [`sumsq_partials`] (or, with column sums,
+/// [`sumsq_cols`](super::reduce::sumsq_cols)) over the `u` a scratch pass writes and over the
+/// parameters, the same operations in the same order, so the same bits, in one read of the
+/// gradients and parameters with no scratch and no pause between blocks for the sums. `(cs,
+/// cv, wd)`: the pipeline's switches (clip scale, value clip, coupled weight decay).
+///
+/// [`sumsq_partials`]: super::reduce::sumsq_partials
+#[inline(always)]
+#[allow(clippy::type_complexity)]
+pub(crate) fn stream_sums<V: Vf32>(
+    plan: &Plan,
+    ([param, grad], colsum, (u, us), mut emit): (
+        [&[f32]; 2],
+        &mut [f64],
+        (impl Fn(V, V, usize) -> V, impl Fn(f32, f32, usize) -> f32),
+        impl FnMut(usize, f64, f64),
+    ),
+    want_p: impl Switch,
+    (cs, cv, wd): (impl Switch, impl Switch, impl Switch),
+) {
+    let (k, ks) = (Lanes::<V>::new(plan), Lanes::<f32>::new(plan));
+    let n = grad.len();
+    let param = &param[..n];
+    let with_cols = !colsum.is_empty();
+    for (b, start) in (0..n).step_by(SUMSQ_BLOCK).enumerate() {
+        let end = (start + SUMSQ_BLOCK).min(n);
+        let (g, p) = (&grad[start..end], &param[start..end]);
+        let sums: &mut [f64] = if with_cols {
+            &mut colsum[start..end]
+        } else {
+            &mut []
+        };
+        let len = g.len();
+        let (mut acc, mut acc_p) = (V::acc_zero(), V::acc_zero());
+        let mut x = [0.0f32; SUMSQ_LANES];
+        let mut j = 0;
+        while len - j >= SUMSQ_LANES {
+            for q in (0..SUMSQ_LANES).step_by(V::LANES) {
+                let pv = V::load(&p[j + q..]);
+                let gv = k.grad(V::load(&g[j + q..]), pv, cs, cv, wd);
+                u(gv, pv, start + j + q).store(&mut x[q..]);
+            }
+            if with_cols {
+                // As `sumsq_cols`: the squares once, added to both sums.
+                let sq = V::acc_add_squares(V::acc_zero(), &x);
+                acc = V::acc_add(acc, sq);
+                let s = &mut sums[j..j + SUMSQ_LANES];
+                s.copy_from_slice(&V::acc_lanes(V::acc_add(V::acc_load(s), sq)));
+            } else {
+                // As `sumsq_partials` (the same operands in the same order: NaNs too).
+                acc = V::acc_add_squares(acc, &x);
+            }
+            if want_p.on() {
+                acc_p = V::acc_add_squares(acc_p, &p[j..j + SUMSQ_LANES]);
+            }
+            j += SUMSQ_LANES;
+        }
+        let (mut lanes, mut lanes_p) = (V::acc_lanes(acc), V::acc_lanes(acc_p));
+        for ((lane, lane_p), i) in lanes.iter_mut().zip(lanes_p.iter_mut()).zip(j..len) {
+            let d = f64::from(us(ks.grad(g[i], p[i], cs, cv, wd), p[i], start + i));
+            *lane += d * d;
+            if with_cols {
+                sums[i] += d * d;
+            }
+            let dp = f64::from(p[i]);
+            *lane_p += dp * dp;
+        }
+        let p_sum = if want_p.on() {
+            fold_lanes(lanes_p)
+        } else {
+            0.0
+        };
+        emit(b, fold_lanes(lanes), p_sum);
+    }
+}
+
+/// The pass before the update of a rule whose vector is a function of the gradient and the
+/// parameter (LARS: `g + wd*p`; NovoGrad: `g`), over f32 gradients without a loss scale, in
+/// the streaming form ([`stream_sums`]): [`pre_blocks`]' two sums per block into `sums`, the
+/// same bits. `pre` is the rule's pass before ([`pre_plan`]); other rules are not handled.
+#[inline(always)]
+pub(crate) fn pre_sums<V: Vf32>(pre: &Plan, param: &[f32], grad: &[f32], sums: &mut [f64]) {
+    let [cs, cv, wd, _] = pipe(pre);
+    let emit = |b: usize, x, p| {
+        sums[2 * b] = x;
+        sums[2 * b + 1] = p;
+    };
+    match pre.rule {
+        Rule::Lars { sc, .. } => {
+            let (w, ws) = (V::splat(sc.wd), sc.wd);
+            let u = (
+                move |g: V, p: V, _| lars_vector(g, p, w),
+                move |g: f32, p: f32, _| lars_vector(g, p, ws),
+            );
+            let args = ([param, grad], &mut [][..], u, emit);
+            specialize!(@choose V, stream_sums, (pre, args, On); cs, cv, wd)
+        }
+        _ => {
+            let u = (|g: V, _, _| g, |g: f32, _, _| g);
+            let args = ([param, grad], &mut [][..], u, emit);
+            specialize!(@choose V, stream_sums, (pre, args, Off); cs, cv, wd)
+        }
+    }
+}
+
+/// Whether [`pre_blocks`] over f32 gradients runs as [`pre_sums`] for `pre` with `unscale`:
+/// the rules whose pass before reads no state, without a loss scale.
+fn streams(pre: &Plan, unscale: GradScale) -> bool {
+    matches!(pre.rule, Rule::Lars { .. } | Rule::Novograd { .. })
+        && matches!(unscale, GradScale::One)
 }
 
 /// One block of the vector whose norm is needed, aligned for the widest vector.
@@ -131,7 +251,8 @@ fn pre_view<'s>(
 /// parameters', 0 where the rule needs none). With `write`, state held as f32 takes the pass's
 /// writes (LAMB's new moments: its update pass then reads them); compressed state, and any
 /// state without `write`, is only read (decoded or copied chunk by chunk: the update pass then
-/// computes the moments itself, `update_plan`'s `full`).
+/// computes the moments itself, `update_plan`'s `full`). LARS and NovoGrad over f32 gradients
+/// without a loss scale take the streaming form, [`pre_sums`] (the same sums).
 pub(crate) fn pre_blocks(
     tier: Tier,
     pre: &Plan,
@@ -141,6 +262,22 @@ pub(crate) fn pre_blocks(
     write: bool,
 ) {
     let k = tier.kernels();
+    match b.grad {
+        Grad::F32(g) if streams(pre, unscale) => (k.pre_sums)(pre, b.param, g, sums),
+        _ => scratch_blocks(k, pre, unscale, b, sums, write),
+    }
+}
+
+/// [`pre_blocks`] through a block scratch: the pass's fused loop writes each block's vector
+/// into the scratch, then its sums of squares are taken in cache.
+fn scratch_blocks(
+    k: &Kernels,
+    pre: &Plan,
+    unscale: GradScale,
+    b: PreBuffers<'_>,
+    sums: &mut [f64],
+    write: bool,
+) {
     let want_p = pre.rule.needs_param_norm();
     let (m_used, v_used, _) = pre.rule.state_used();
     let [cm, cv, _] = q8_codes(&pre.rule).unwrap_or([Q8Code::Signed; 3]);
@@ -316,5 +453,92 @@ fn part(x: &mut [f32], used: bool, a: usize, e: usize) -> &mut [f32] {
         &mut x[a..e]
     } else {
         &mut []
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Base;
+
+    /// [`pre_sums`] (the streaming form) gives the block sums of [`scratch_blocks`] (the fused
+    /// pass into a scratch, then the block sums) bit for bit: LARS and NovoGrad, every tier,
+    /// with and without the gradient pipeline, lengths around the vector and block sizes,
+    /// misaligned starts, hostile values (subnormals, the largest finite, infinities, NaN).
+    #[test]
+    fn pre_sums_are_the_scratch_pass() {
+        let hostile = [
+            1e-40,
+            -3e-45,
+            f32::MAX,
+            -f32::MAX,
+            f32::INFINITY,
+            f32::NAN,
+            0.0,
+            -0.0,
+        ];
+        for base in [Base::lars(), Base::novograd()] {
+            let rule = base.rule_for_step(3, 1e-2);
+            for len in [1, 15, 16, 17, 33, 4095, 4096, 4097, 9000, 12289] {
+                for (off, bad) in [(0, false), (1, false), (3, true)] {
+                    let mut g: Vec<f32> = (0..len + off)
+                        .map(|i| ((i * 37 % 101) as f32 - 50.0) * 1e-3)
+                        .collect();
+                    let mut p: Vec<f32> = (0..len + off)
+                        .map(|i| ((i * 11 % 29) as f32 - 14.0) * 1e-2)
+                        .collect();
+                    if bad {
+                        for (j, &x) in hostile.iter().enumerate() {
+                            if let Some(v) = g.get_mut(off + j * 7 % len.max(1)) {
+                                *v = x;
+                            }
+                            if let Some(v) = p.get_mut(off + (j * 5 + 2) % len.max(1)) {
+                                *v = hostile[hostile.len() - 1 - j];
+                            }
+                        }
+                    }
+                    for (cs, cv, wd) in [(None, None, None), (Some(0.7), Some(0.02), Some(1e-3))] {
+                        let plan = Plan {
+                            clip_scale: cs,
+                            clip_value: cv,
+                            weight_decay: wd,
+                            rule,
+                            sync_alpha: None,
+                        };
+                        let pre = pre_plan(&plan).expect("a rule with a pass before");
+                        for tier in Tier::ALL.into_iter().filter(|t| t.is_available()) {
+                            let k = tier.kernels();
+                            let blocks = len.div_ceil(SUMSQ_BLOCK);
+                            let (mut want, mut got) =
+                                (vec![0.0; 2 * blocks], vec![1.0; 2 * blocks]);
+                            let (mut pp, mut m, mut v) =
+                                (p[off..].to_vec(), vec![0.0f32; len], vec![0.0f32; len]);
+                            let b = PreBuffers {
+                                param: &mut pp,
+                                grad: Grad::F32(&g[off..]),
+                                m: Held::F32(&mut m),
+                                v: Held::F32(&mut v),
+                            };
+                            scratch_blocks(k, &pre, GradScale::One, b, &mut want, true);
+                            (k.pre_sums)(&pre, &p[off..], &g[off..], &mut got);
+                            // Bits, but only the position of a NaN: two NaNs of different
+                            // signs meet here (f32::NAN and the 0 * inf of a decay), and which
+                            // comes out is open (docs/numerics.md, "NaN payloads").
+                            let bits = |x: &[f64]| {
+                                x.iter()
+                                    .map(|s| if s.is_nan() { u64::MAX } else { s.to_bits() })
+                                    .collect::<Vec<_>>()
+                            };
+                            assert_eq!(
+                                bits(&got),
+                                bits(&want),
+                                "{base:?} {tier:?} len {len} offset {off} hostile {bad} \
+                                 pipeline {cs:?} {cv:?} {wd:?}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
     }
 }

@@ -95,6 +95,13 @@ impl Scalars {
     }
 }
 
+/// The vector whose norm LARS's trust ratio takes: the gradient after the pipeline plus the
+/// decoupled weight decay, `g + wd*p`.
+#[inline(always)]
+pub(crate) fn lars_vector<V: Vf32>(g: V, p: V, wd: V) -> V {
+    g.add(wd.mul(p))
+}
+
 /// LARS's first pass: `x = g + wd*p` into `v_max` (the block scratch).
 #[inline(always)]
 fn lars_pre<V: Vf32>(
@@ -108,7 +115,7 @@ fn lars_pre<V: Vf32>(
     while n - i >= V::LANES {
         let p = V::load(&w.param[i..]);
         let g = k.grad(V::load(&w.grad[i..]), p, cs, cv, cw);
-        g.add(wd.mul(p)).store(&mut w.v_max[i..]);
+        lars_vector(g, p, wd).store(&mut w.v_max[i..]);
         i += V::LANES;
     }
 }

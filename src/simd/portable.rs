@@ -20,6 +20,7 @@ static TABLE: Kernels = Kernels {
     sumsq_cols: kernels::sumsq_cols::<Portable>,
     direction_sums: kernels::direction_sums::<Portable>,
     square_sums: kernels::square_sums::<Portable>,
+    pre_sums: kernels::pre_sums::<Portable>,
     elementwise: kernels::elementwise::<Portable>,
     widen: kernels::widen::<Portable>,
     narrow: kernels::narrow::<Portable>,

@@ -17,6 +17,7 @@ static TABLE: Kernels = Kernels {
     sumsq_cols: kernels::sumsq_cols::<f32>,
     direction_sums: kernels::direction_sums::<f32>,
     square_sums: kernels::square_sums::<f32>,
+    pre_sums: kernels::pre_sums::<f32>,
     elementwise: kernels::elementwise::<f32>,
     widen: kernels::widen::<f32>,
     narrow: kernels::narrow::<f32>,

@@ -57,6 +57,10 @@ pub(crate) struct Kernels {
     /// Adafactor's factored `Square` pass over one row's part (`crate::kernels::square_sums`):
     /// the plan, the row's parameters and gradients, its column sums, one sum per block.
     pub square_sums: SquareSums,
+    /// LARS's and NovoGrad's pass before the update over f32 gradients without a loss scale
+    /// (`crate::kernels::pre_sums`): the pass's plan, the parameters, the gradients, two sums
+    /// per block.
+    pub pre_sums: fn(&Plan, &[f32], &[f32], &mut [f64]),
     /// A standalone elementwise operation (`crate::kernels::elementwise`).
     pub elementwise: fn(Op, &mut [f32], &mut [f32]),
     /// 16-bit floats (bit patterns) widened to f32 (`crate::kernels::widen`); lengths equal.
@@ -145,6 +149,10 @@ macro_rules! table {
                 kernels::square_sums::<$v>(plan, param, grad, colsum, out)
             }
             #[target_feature(enable = $features)]
+            fn pre_sums(pre: &Plan, param: &[f32], grad: &[f32], sums: &mut [f64]) {
+                kernels::pre_sums::<$v>(pre, param, grad, sums)
+            }
+            #[target_feature(enable = $features)]
             fn elementwise(op: Op, x: &mut [f32], y: &mut [f32]) {
                 kernels::elementwise::<$v>(op, x, y)
             }
@@ -219,6 +227,8 @@ macro_rules! table {
                 square_sums: |plan, param, grad, colsum, out| unsafe {
                     square_sums(plan, param, grad, colsum, out)
                 },
+                // SAFETY: as for `fused`.
+                pre_sums: |pre, param, grad, sums| unsafe { pre_sums(pre, param, grad, sums) },
                 // SAFETY: as for `fused`.
                 elementwise: |op, x, y| unsafe { elementwise(op, x, y) },
                 // SAFETY: as for `fused`.
