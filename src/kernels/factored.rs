@@ -27,7 +27,7 @@ use super::fused::{pipe, specialize, Off};
 use super::mixed::{fused_mixed, Grad, GradScale, MixedBuffers, ParamCopy};
 use super::plan::Plan;
 use super::reduce::SUMSQ_BLOCK;
-use super::trust::stream_sums;
+use super::trust::{stream_sums, State};
 use crate::rules::adafactor_direction_factored;
 use crate::rules::Rule;
 use crate::rules::{AdafactorMode as Mode, AdafactorScalars as Scalars};
@@ -157,9 +157,16 @@ pub(crate) fn direction_sums<V: Vf32>(
     let colf = &colf[..grad.len()];
     let einv = scalars(plan).einv;
     let (rv, ev) = (V::splat(r), V::splat(einv));
-    let u = |g: V, _, j: usize| adafactor_direction_factored(g, V::load(&colf[j..]), rv, ev);
-    let us = |g: f32, _, j: usize| adafactor_direction_factored(g, colf[j], r, einv);
-    let args = ([param, grad], &mut [][..], (u, us), |b: usize, x, _| {
+    let u = (
+        #[inline(always)]
+        |g: V, _, j: usize, _: &mut State<'_>| {
+            adafactor_direction_factored(g, V::load(&colf[j..]), rv, ev)
+        },
+        #[inline(always)]
+        |g: f32, _, j: usize, _: &mut State<'_>| adafactor_direction_factored(g, colf[j], r, einv),
+    );
+    let none: State<'_> = [&mut [], &mut []];
+    let args = ([param, grad], none, &mut [][..], u, |b: usize, x, _| {
         out[b] = x
     });
     specialize!(@choose V, stream_sums, (plan, args, Off); cs, cv, wd)
@@ -182,8 +189,14 @@ pub(crate) fn square_sums<V: Vf32>(
     let [cs, cv, wd, _] = pipe(plan);
     let args = (
         [param, grad],
+        [&mut [][..], &mut []],
         colsum,
-        (|g: V, _, _| g, |g: f32, _, _| g),
+        (
+            #[inline(always)]
+            |g: V, _, _, _: &mut State<'_>| g,
+            #[inline(always)]
+            |g: f32, _, _, _: &mut State<'_>| g,
+        ),
         |b: usize, x, _| out[b] = x,
     );
     specialize!(@choose V, stream_sums, (plan, args, Off); cs, cv, wd)

@@ -24,7 +24,7 @@ use super::held::{q8_codes, Held, HELD_CHUNK};
 use super::mixed::{fused_mixed, Grad, GradScale, MixedBuffers};
 use super::plan::{Plan, Rule};
 use super::reduce::{fold_lanes, SUMSQ_BLOCK};
-use crate::rules::{lars_vector, Norms};
+use crate::rules::{lamb_moments_direction, lamb_scalars, lars_vector, Norms};
 use crate::simd::{Kernels, Tier, Vf32, SUMSQ_LANES};
 
 // The engine splits the pass before on sum-of-squares blocks: they must keep the 8-bit blocks.
@@ -59,7 +59,9 @@ pub(crate) fn grad_into_scratch<V: Vf32, const N: usize>(
 /// before the update, Adafactor's factored passes): for each [`SUMSQ_BLOCK`]-element block of
 /// `grad` (from its start, the last block shorter), the sum of squares of `u` and, with
 /// `want_p`, of the parameters, handed to `emit(block, u_sum, p_sum)` (`p_sum` 0 without).
-/// `u(g, p, j)` (vectors) / `us(g, p, j)` (the block's last elements short of 16), squared
+/// `u(g, p, j, state)` (vectors) / `us(g, p, j, state)` (the block's last elements short of
+/// 16; `state`: the rule's state slices, which they may update at `j`, e.g. LAMB's moments),
+/// squared
 /// (exact in f64) into the 16 lanes of its block's sum, element `j` of a block in lane
 /// `j mod 16`, the lanes folded in [`fold_lanes`]' tree; where `colsum` is not empty, each
 /// square also added to its column's sum. That is [`sumsq_partials`] (or, with column sums,
@@ -68,15 +70,22 @@ pub(crate) fn grad_into_scratch<V: Vf32, const N: usize>(
 /// gradients and parameters with no scratch and no pause between blocks for the sums. `(cs,
 /// cv, wd)`: the pipeline's switches (clip scale, value clip, coupled weight decay).
 ///
+/// The callers mark `u` and `us` `#[inline(always)]`: a closure left out of line takes its
+/// vector arguments through memory.
+///
 /// [`sumsq_partials`]: super::reduce::sumsq_partials
 #[inline(always)]
 #[allow(clippy::type_complexity)]
 pub(crate) fn stream_sums<V: Vf32>(
     plan: &Plan,
-    ([param, grad], colsum, (u, us), mut emit): (
+    ([param, grad], mut state, colsum, (u, us), mut emit): (
         [&[f32]; 2],
+        State<'_>,
         &mut [f64],
-        (impl Fn(V, V, usize) -> V, impl Fn(f32, f32, usize) -> f32),
+        (
+            impl Fn(V, V, usize, &mut State<'_>) -> V,
+            impl Fn(f32, f32, usize, &mut State<'_>) -> f32,
+        ),
         impl FnMut(usize, f64, f64),
     ),
     want_p: impl Switch,
@@ -102,7 +111,7 @@ pub(crate) fn stream_sums<V: Vf32>(
             for q in (0..SUMSQ_LANES).step_by(V::LANES) {
                 let pv = V::load(&p[j + q..]);
                 let gv = k.grad(V::load(&g[j + q..]), pv, cs, cv, wd);
-                u(gv, pv, start + j + q).store(&mut x[q..]);
+                u(gv, pv, start + j + q, &mut state).store(&mut x[q..]);
             }
             if with_cols {
                 // As `sumsq_cols`: the squares once, added to both sums.
@@ -121,7 +130,8 @@ pub(crate) fn stream_sums<V: Vf32>(
         }
         let (mut lanes, mut lanes_p) = (V::acc_lanes(acc), V::acc_lanes(acc_p));
         for ((lane, lane_p), i) in lanes.iter_mut().zip(lanes_p.iter_mut()).zip(j..len) {
-            let d = f64::from(us(ks.grad(g[i], p[i], cs, cv, wd), p[i], start + i));
+            let gs = ks.grad(g[i], p[i], cs, cv, wd);
+            let d = f64::from(us(gs, p[i], start + i, &mut state));
             *lane += d * d;
             if with_cols {
                 sums[i] += d * d;
@@ -138,40 +148,79 @@ pub(crate) fn stream_sums<V: Vf32>(
     }
 }
 
-/// The pass before the update of a rule whose vector is a function of the gradient and the
-/// parameter (LARS: `g + wd*p`; NovoGrad: `g`), over f32 gradients without a loss scale, in
-/// the streaming form ([`stream_sums`]): [`pre_blocks`]' two sums per block into `sums`, the
-/// same bits. `pre` is the rule's pass before ([`pre_plan`]); other rules are not handled.
+/// The state slices a streaming pass updates as it goes ([`stream_sums`]): LAMB's `m` and
+/// `v` (empty for the rules whose pass before reads no state).
+pub(crate) type State<'a> = [&'a mut [f32]; 2];
+
+/// The pass before the update of LARS (`u = g + wd*p`), NovoGrad (`u = g`) and LAMB (the new
+/// moments, written into `state`, and Adam's direction from them plus the decoupled decay)
+/// over f32 gradients without a loss scale, in the streaming form ([`stream_sums`]):
+/// [`pre_blocks`]' two sums per block into `sums`, the same bits and the same state.
+/// `pre` is the rule's pass before ([`pre_plan`]); `state` is empty but for LAMB.
 #[inline(always)]
-pub(crate) fn pre_sums<V: Vf32>(pre: &Plan, param: &[f32], grad: &[f32], sums: &mut [f64]) {
+pub(crate) fn pre_sums<V: Vf32>(
+    pre: &Plan,
+    [param, grad]: [&[f32]; 2],
+    state: State<'_>,
+    sums: &mut [f64],
+) {
     let [cs, cv, wd, _] = pipe(pre);
     let emit = |b: usize, x, p| {
         sums[2 * b] = x;
         sums[2 * b + 1] = p;
     };
+    let io = [param, grad];
     match pre.rule {
         Rule::Lars { sc, .. } => {
             let (w, ws) = (V::splat(sc.wd), sc.wd);
             let u = (
-                move |g: V, p: V, _| lars_vector(g, p, w),
-                move |g: f32, p: f32, _| lars_vector(g, p, ws),
+                #[inline(always)]
+                move |g: V, p: V, _, _: &mut State<'_>| lars_vector(g, p, w),
+                #[inline(always)]
+                move |g: f32, p: f32, _, _: &mut State<'_>| lars_vector(g, p, ws),
             );
-            let args = ([param, grad], &mut [][..], u, emit);
+            let args = (io, state, &mut [][..], u, emit);
+            specialize!(@choose V, stream_sums, (pre, args, On); cs, cv, wd)
+        }
+        Rule::Lamb { sc, .. } => {
+            let rs = lamb_scalars(&sc);
+            let rv = rs.map(V::splat);
+            // `inline(always)` on the closures: LLVM left LAMB's (a division, a square root)
+            // out of line, and a vector argument across that call made the pass 10x slower.
+            let u = (
+                #[inline(always)]
+                move |g: V, p: V, j: usize, [m, v]: &mut State<'_>| {
+                    lamb_moments_direction(rv, g, p, [&mut m[j..], &mut v[j..]])
+                },
+                #[inline(always)]
+                move |g: f32, p: f32, j: usize, [m, v]: &mut State<'_>| {
+                    lamb_moments_direction(rs, g, p, [&mut m[j..], &mut v[j..]])
+                },
+            );
+            let args = (io, state, &mut [][..], u, emit);
             specialize!(@choose V, stream_sums, (pre, args, On); cs, cv, wd)
         }
         _ => {
-            let u = (|g: V, _, _| g, |g: f32, _, _| g);
-            let args = ([param, grad], &mut [][..], u, emit);
+            let u = (
+                |g: V, _, _, _: &mut State<'_>| g,
+                |g: f32, _, _, _: &mut State<'_>| g,
+            );
+            let args = (io, state, &mut [][..], u, emit);
             specialize!(@choose V, stream_sums, (pre, args, Off); cs, cv, wd)
         }
     }
 }
 
-/// Whether [`pre_blocks`] over f32 gradients runs as [`pre_sums`] for `pre` with `unscale`:
-/// the rules whose pass before reads no state, without a loss scale.
-fn streams(pre: &Plan, unscale: GradScale) -> bool {
-    matches!(pre.rule, Rule::Lars { .. } | Rule::Novograd { .. })
-        && matches!(unscale, GradScale::One)
+/// Whether [`pre_blocks`] over f32 gradients runs as [`pre_sums`] for `pre` with `unscale`
+/// (`state_in_place`: the pass may write its state, held as f32): the rules whose pass before
+/// reads no state, and LAMB's with its state in place, without a loss scale.
+fn streams(pre: &Plan, unscale: GradScale, state_in_place: bool) -> bool {
+    let rule = match pre.rule {
+        Rule::Lars { .. } | Rule::Novograd { .. } => true,
+        Rule::Lamb { .. } => state_in_place,
+        _ => false,
+    };
+    rule && matches!(unscale, GradScale::One)
 }
 
 /// One block of the vector whose norm is needed, aligned for the widest vector.
@@ -262,9 +311,18 @@ pub(crate) fn pre_blocks(
     write: bool,
 ) {
     let k = tier.kernels();
-    match b.grad {
-        Grad::F32(g) if streams(pre, unscale) => (k.pre_sums)(pre, b.param, g, sums),
-        _ => scratch_blocks(k, pre, unscale, b, sums, write),
+    let in_place = write && matches!((&b.m, &b.v), (Held::F32(_), Held::F32(_)));
+    match (b.grad, b.m, b.v) {
+        (Grad::F32(g), m, v) if streams(pre, unscale, in_place) => {
+            let state: State<'_> = match (m, v) {
+                (Held::F32(m), Held::F32(v)) if pre_reads_state(&pre.rule) => [m, v],
+                _ => [&mut [], &mut []],
+            };
+            (k.pre_sums)(pre, [b.param, g], state, sums)
+        }
+        (grad, m, v) => {
+            scratch_blocks(k, pre, unscale, PreBuffers { grad, m, v, ..b }, sums, write)
+        }
     }
 }
 
@@ -462,7 +520,8 @@ mod tests {
     use crate::Base;
 
     /// [`pre_sums`] (the streaming form) gives the block sums of [`scratch_blocks`] (the fused
-    /// pass into a scratch, then the block sums) bit for bit: LARS and NovoGrad, every tier,
+    /// pass into a scratch, then the block sums) and LAMB's new moments bit for bit: LARS,
+    /// NovoGrad and LAMB, every tier,
     /// with and without the gradient pipeline, lengths around the vector and block sizes,
     /// misaligned starts, hostile values (subnormals, the largest finite, infinities, NaN).
     #[test]
@@ -477,9 +536,13 @@ mod tests {
             0.0,
             -0.0,
         ];
-        for base in [Base::lars(), Base::novograd()] {
+        for base in [Base::lars(), Base::novograd(), Base::lamb()] {
             let rule = base.rule_for_step(3, 1e-2);
             for len in [1, 15, 16, 17, 33, 4095, 4096, 4097, 9000, 12289] {
+                let m0: Vec<f32> = (0..len)
+                    .map(|i| ((i * 13 % 31) as f32 - 15.0) * 1e-3)
+                    .collect();
+                let v0: Vec<f32> = (0..len).map(|i| (i % 17) as f32 * 1e-5).collect();
                 for (off, bad) in [(0, false), (1, false), (3, true)] {
                     let mut g: Vec<f32> = (0..len + off)
                         .map(|i| ((i * 37 % 101) as f32 - 50.0) * 1e-3)
@@ -512,7 +575,7 @@ mod tests {
                             let (mut want, mut got) =
                                 (vec![0.0; 2 * blocks], vec![1.0; 2 * blocks]);
                             let (mut pp, mut m, mut v) =
-                                (p[off..].to_vec(), vec![0.0f32; len], vec![0.0f32; len]);
+                                (p[off..].to_vec(), m0.clone(), v0.clone());
                             let b = PreBuffers {
                                 param: &mut pp,
                                 grad: Grad::F32(&g[off..]),
@@ -520,7 +583,13 @@ mod tests {
                                 v: Held::F32(&mut v),
                             };
                             scratch_blocks(k, &pre, GradScale::One, b, &mut want, true);
-                            (k.pre_sums)(&pre, &p[off..], &g[off..], &mut got);
+                            let (mut m2, mut v2) = (m0.clone(), v0.clone());
+                            let state: State<'_> = if pre_reads_state(&pre.rule) {
+                                [&mut m2, &mut v2]
+                            } else {
+                                [&mut [], &mut []]
+                            };
+                            (k.pre_sums)(&pre, [&p[off..], &g[off..]], state, &mut got);
                             // Bits, but only the position of a NaN: two NaNs of different
                             // signs meet here (f32::NAN and the 0 * inf of a decay), and which
                             // comes out is open (docs/numerics.md, "NaN payloads").
@@ -529,6 +598,14 @@ mod tests {
                                     .map(|s| if s.is_nan() { u64::MAX } else { s.to_bits() })
                                     .collect::<Vec<_>>()
                             };
+                            let bits32 = |x: &[f32]| {
+                                x.iter()
+                                    .map(|s| if s.is_nan() { u32::MAX } else { s.to_bits() })
+                                    .collect::<Vec<_>>()
+                            };
+                            let what = format!("{base:?} {tier:?} len {len} offset {off}");
+                            assert_eq!(bits32(&m2), bits32(&m), "m: {what}");
+                            assert_eq!(bits32(&v2), bits32(&v), "v: {what}");
                             assert_eq!(
                                 bits(&got),
                                 bits(&want),

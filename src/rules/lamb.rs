@@ -145,11 +145,32 @@ fn step_moments<V: Vf32>(
 ) -> (V, V) {
     let p = V::load(&w.param[i..]);
     let g = k.grad(V::load(&w.grad[i..]), p, cs, cv, cw);
-    let m = b1.mul(V::load(&w.m[i..])).add(c1.mul(g));
-    let v = b2.mul(V::load(&w.v[i..])).add(c2.mul(g.mul(g)));
-    m.store(&mut w.m[i..]);
-    v.store(&mut w.v[i..]);
-    (p, direction(m, v, p, [ibc1, ibc2, eps, eps_root, wd]))
+    let r = [b1, c1, b2, c2, ibc1, ibc2, eps, eps_root, wd];
+    (p, moments_direction(r, g, p, [&mut w.m[i..], &mut w.v[i..]]))
+}
+
+/// The new moments of one vector of elements from the gradient `g` (after the pipeline),
+/// stored at the starts of `m` and `v`, and the direction `u` ([`direction`]) from them
+/// (`r`: as [`pre_scalars`]).
+#[inline(always)]
+pub(crate) fn moments_direction<V: Vf32>(
+    [b1, c1, b2, c2, ibc1, ibc2, eps, eps_root, wd]: [V; 9],
+    g: V,
+    p: V,
+    [ms, vs]: [&mut [f32]; 2],
+) -> V {
+    let m = b1.mul(V::load(ms)).add(c1.mul(g));
+    let v = b2.mul(V::load(vs)).add(c2.mul(g.mul(g)));
+    m.store(ms);
+    v.store(vs);
+    direction(m, v, p, [ibc1, ibc2, eps, eps_root, wd])
+}
+
+/// The scalars of [`moments_direction`]: b1, 1-b1, b2, 1-b2, the bias corrections'
+/// reciprocals, eps, eps_root, the weight decay.
+pub(crate) fn pre_scalars(sc: &Scalars) -> [f32; 9] {
+    let Scalars { b1, c1, b2, c2, inv_bc1, inv_bc2, eps, eps_root, wd, .. } = *sc;
+    [b1, c1, b2, c2, inv_bc1, inv_bc2, eps, eps_root, wd]
 }
 
 /// LAMB's first pass: the moments, and `u` into `v_max` (the block scratch).

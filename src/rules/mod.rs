@@ -515,6 +515,7 @@ rules! { sgd adam radam adagrad rmsprop adamax nadam lion adabelief yogi adadelt
 
 pub(crate) use adafactor::direction_factored as adafactor_direction_factored;
 pub use adafactor::{Mode as AdafactorMode, Scalars as AdafactorScalars};
+pub(crate) use lamb::{moments_direction as lamb_moments_direction, pre_scalars as lamb_scalars};
 pub(crate) use lars::lars_vector;
 
 // The fused loops over compressed state (`kernels::held`, "Fused passes").

@@ -26,6 +26,11 @@ pub(crate) type DirectionSums = fn(&Plan, f32, &[f32], &[f32], &[f32], &mut [f64
 /// Adafactor's factored square sums' signature (`crate::kernels::square_sums`).
 pub(crate) type SquareSums = fn(&Plan, &[f32], &[f32], &mut [f64], &mut [f64]);
 
+/// The streaming pass before LARS's, NovoGrad's and LAMB's updates' signature
+/// (`crate::kernels::pre_sums`): the pass's plan, the parameters and gradients, the state it
+/// updates (LAMB's `m` and `v`, else empty), two sums per block.
+pub(crate) type PreSums = fn(&Plan, [&[f32]; 2], [&mut [f32]; 2], &mut [f64]);
+
 /// One tier's kernels. Adding a kernel: write it generic over `Vf32` in `crate::kernels`, add
 /// its field here and its line to each tier's table (`table!` below and the scalar and portable
 /// tables).
@@ -57,10 +62,9 @@ pub(crate) struct Kernels {
     /// Adafactor's factored `Square` pass over one row's part (`crate::kernels::square_sums`):
     /// the plan, the row's parameters and gradients, its column sums, one sum per block.
     pub square_sums: SquareSums,
-    /// LARS's and NovoGrad's pass before the update over f32 gradients without a loss scale
-    /// (`crate::kernels::pre_sums`): the pass's plan, the parameters, the gradients, two sums
-    /// per block.
-    pub pre_sums: fn(&Plan, &[f32], &[f32], &mut [f64]),
+    /// The pass before LARS's, NovoGrad's and LAMB's updates over f32 gradients without a
+    /// loss scale, summing as it streams (`crate::kernels::pre_sums`).
+    pub pre_sums: PreSums,
     /// A standalone elementwise operation (`crate::kernels::elementwise`).
     pub elementwise: fn(Op, &mut [f32], &mut [f32]),
     /// 16-bit floats (bit patterns) widened to f32 (`crate::kernels::widen`); lengths equal.
@@ -149,8 +153,8 @@ macro_rules! table {
                 kernels::square_sums::<$v>(plan, param, grad, colsum, out)
             }
             #[target_feature(enable = $features)]
-            fn pre_sums(pre: &Plan, param: &[f32], grad: &[f32], sums: &mut [f64]) {
-                kernels::pre_sums::<$v>(pre, param, grad, sums)
+            fn pre_sums(pre: &Plan, io: [&[f32]; 2], state: [&mut [f32]; 2], sums: &mut [f64]) {
+                kernels::pre_sums::<$v>(pre, io, state, sums)
             }
             #[target_feature(enable = $features)]
             fn elementwise(op: Op, x: &mut [f32], y: &mut [f32]) {
@@ -228,7 +232,7 @@ macro_rules! table {
                     square_sums(plan, param, grad, colsum, out)
                 },
                 // SAFETY: as for `fused`.
-                pre_sums: |pre, param, grad, sums| unsafe { pre_sums(pre, param, grad, sums) },
+                pre_sums: |pre, io, state, sums| unsafe { pre_sums(pre, io, state, sums) },
                 // SAFETY: as for `fused`.
                 elementwise: |op, x, y| unsafe { elementwise(op, x, y) },
                 // SAFETY: as for `fused`.
