@@ -202,7 +202,9 @@ pub(crate) fn pre_sums<V: Vf32>(
         }
         _ => {
             let u = (
+                #[inline(always)]
                 |g: V, _, _, _: &mut State<'_>| g,
+                #[inline(always)]
                 |g: f32, _, _, _: &mut State<'_>| g,
             );
             let args = (io, state, &mut [][..], u, emit);
@@ -300,8 +302,9 @@ fn pre_view<'s>(
 /// parameters', 0 where the rule needs none). With `write`, state held as f32 takes the pass's
 /// writes (LAMB's new moments: its update pass then reads them); compressed state, and any
 /// state without `write`, is only read (decoded or copied chunk by chunk: the update pass then
-/// computes the moments itself, `update_plan`'s `full`). LARS and NovoGrad over f32 gradients
-/// without a loss scale take the streaming form, [`pre_sums`] (the same sums).
+/// computes the moments itself, `update_plan`'s `full`). Over f32 gradients without a loss
+/// scale, LARS and NovoGrad, and LAMB with its state f32 and `write`, take the streaming form,
+/// [`pre_sums`] (the same sums and state).
 pub(crate) fn pre_blocks(
     tier: Tier,
     pre: &Plan,
